@@ -1,0 +1,52 @@
+# cowork build. Works with GNU make on Linux and the make that ships with macOS.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --exact-match 2>/dev/null || echo 0.1.0-dev)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+PKG       := github.com/coworkhq/cowork
+LDFLAGS   := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
+AGENTS    := bin/cowork-agent-linux-arm64 bin/cowork-agent-linux-amd64
+EMBED_DIR := image/agentbin
+GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
+
+.PHONY: all agents test lint proto check-proto bench clean deps
+
+all: bin/cowork
+
+# The agents are static Linux binaries for the guest, whatever the host is.
+bin/cowork-agent-linux-%: $(GOFILES) go.mod go.sum
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-agent
+
+agents: $(AGENTS)
+
+# bin/cowork carries both agents (go:embed) so it can install them into a guest.
+bin/cowork: $(AGENTS) $(GOFILES) go.mod go.sum
+	cp $(AGENTS) $(EMBED_DIR)/
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
+
+# The one test command (README): unit and integration tests, no VM.
+test: agents
+	cp $(AGENTS) $(EMBED_DIR)/
+	COWORK_TEST_REQUIRE_AGENTS=1 $(GO) test -count=1 -timeout 15m ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+deps:
+	./hack/deps.sh
+
+# protoc from Debian's protobuf-compiler; the Go plugins pinned by go.mod's tool directive.
+proto:
+	./hack/proto.sh
+
+# Fails when the committed generated code differs from what `make proto` makes.
+check-proto: proto
+	git diff --exit-code -- guestagent/agentpb
+
+bench: agents
+	$(GO) run ./tools/bench
+
+clean:
+	rm -rf bin $(EMBED_DIR)/cowork-agent-*

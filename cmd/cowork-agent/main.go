@@ -1,0 +1,78 @@
+// Command cowork-agent is the daemon inside a cowork guest: it serves the
+// agent API on one listener and runs the commands the host asks for.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/guestagent/listener"
+	"github.com/coworkhq/cowork/internal/buildinfo"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "cowork-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("cowork-agent", flag.ContinueOnError)
+	listen := fs.String("listen", "", "where to serve: vsock://:1024, serial://org.cowork.agent or unix:///path")
+	defaultUser := fs.String("default-user", "", "user for execs that name none (default: the agent's own user)")
+	marker := fs.String("provisioned-marker", "/var/lib/cowork/provisioned", "file whose existence means provisioning is complete")
+	grace := fs.Duration("kill-grace", 3*time.Second, "time between SIGHUP and SIGKILL when a client goes away")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		os.Exit(2)
+	}
+	if *version {
+		fmt.Printf("cowork-agent %s (commit %s, %s)\n", buildinfo.Version, buildinfo.Commit, buildinfo.GoVersion())
+		return nil
+	}
+	if *listen == "" {
+		fmt.Fprintln(os.Stderr, "cowork-agent: --listen is required, e.g. --listen vsock://:1024")
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	l, err := listener.Listen(*listen, log)
+	if err != nil {
+		return err
+	}
+	srv := guestagent.New(guestagent.Options{
+		DefaultUser:       *defaultUser,
+		ProvisionedMarker: *marker,
+		KillGrace:         *grace,
+		Logger:            log,
+	})
+	g := guestagent.NewGRPCServer(srv)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		log.Info("stopping")
+		g.Stop() // ends every stream, which kills their process trees
+	}()
+	log.Info("serving", "listen", l.Addr().String(), "version", buildinfo.Version, "default_user", *defaultUser)
+	err = g.Serve(l)
+	srv.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package cmdutil
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// AgentEnv names the environment variable that points the CLI at an agent
+// directly, like DOCKER_HOST does for docker.
+const AgentEnv = "COWORK_AGENT"
+
+// AgentTarget says which agent a command talks to: an explicit address
+// (--agent, then $COWORK_AGENT), or else the named instance's relay socket.
+type AgentTarget struct {
+	Address  string // --agent; empty when not given
+	Instance string // --name
+}
+
+// Connect opens a client to the target agent.
+func (t *AgentTarget) Connect() (*agentclient.Client, error) {
+	addr := t.Address
+	if addr == "" {
+		addr = os.Getenv(AgentEnv)
+	}
+	if addr == "" {
+		sock, err := instance.AgentSocket(t.Instance)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("instance %s is not running (no %s); start it with `cowork start`, or point --agent or $%s at an agent", t.Instance, sock, AgentEnv)
+		}
+		addr = "unix://" + sock
+	}
+	d, err := agentclient.ParseAddress(addr)
+	if err != nil {
+		return nil, &FlagError{Err: err}
+	}
+	return agentclient.New(d)
+}

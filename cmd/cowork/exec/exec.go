@@ -1,0 +1,140 @@
+// Package exec is `cowork exec`: run a command in the guest with its stdio
+// streamed and its exit code returned.
+package exec
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+)
+
+// DefaultWorkdir is where commands run unless told otherwise: the share.
+const DefaultWorkdir = "/workspace"
+
+// Options is a parsed `cowork exec` command line.
+type Options struct {
+	IO      *iostreams.IOStreams
+	Connect func() (*agentclient.Client, error)
+
+	Command []string
+	Workdir string
+	User    string
+	Env     []string
+	TTY     bool
+	NoShell bool
+}
+
+// NewCmdExec builds the command; runF replaces the run step in tests.
+func NewCmdExec(ios *iostreams.IOStreams, connect func() (*agentclient.Client, error), runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios, Connect: connect}
+	cmd := &cobra.Command{
+		Use:   "exec [flags] COMMAND [ARG...]",
+		Short: "Run a command in the sandbox",
+		Long: `Run a command in the sandbox and stream its output.
+
+The command runs through the guest's login shell (bash -lc) in /workspace,
+as the default user (cowork), so PATH and the toolchain are what an
+interactive shell sees. A single argument is taken as a shell script; several
+arguments are quoted and joined, so both styles work. stdout and stderr stay
+separate, stdin is forwarded, and cowork exits with the command's exit code.`,
+		Example: `  cowork exec "python3 --version"
+  cowork exec ls -la /workspace
+  cowork exec -w /tmp -e DEBUG=1 -- make test
+  echo 'print(42)' | cowork exec python3 -
+  cowork exec --no-shell -- /usr/bin/env`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmdutil.FlagErrorf("cowork exec needs a COMMAND to run, e.g. cowork exec \"python3 --version\"")
+			}
+			o.Command = args
+			env, err := parseEnv(o.Env)
+			if err != nil {
+				return err
+			}
+			o.Env = env
+			if o.TTY && !o.IO.IsStdinTTY() {
+				return cmdutil.FlagErrorf("--tty needs a terminal on stdin; drop --tty to pipe input")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return run(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().SetInterspersed(false) // flags after COMMAND belong to it
+	cmd.Flags().StringVarP(&o.Workdir, "workdir", "w", DefaultWorkdir, "working directory in the guest")
+	cmd.Flags().StringVarP(&o.User, "user", "u", "", "guest user to run as (default: the agent's default user, cowork)")
+	cmd.Flags().StringArrayVarP(&o.Env, "env", "e", nil, "set KEY=VALUE in the command's environment (KEY alone copies it from here); repeatable")
+	cmd.Flags().BoolVarP(&o.TTY, "tty", "t", false, "run on a pseudo-terminal (for full-screen programs)")
+	cmd.Flags().BoolVar(&o.NoShell, "no-shell", false, "run COMMAND directly instead of through bash -lc")
+	return cmd
+}
+
+func run(ctx context.Context, o *Options) error {
+	client, err := o.Connect()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	return guestrun.Run(ctx, o.IO, client, guestrun.Options{
+		Argv: Argv(o.Command, o.NoShell),
+		Env:  o.Env,
+		Dir:  o.Workdir,
+		User: o.User,
+		TTY:  o.TTY,
+	})
+}
+
+// Argv is what runs in the guest for a command line: the words themselves
+// with noShell, else a login shell running them as a script.
+func Argv(words []string, noShell bool) []string {
+	if noShell {
+		return words
+	}
+	script := words[0]
+	if len(words) > 1 {
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = ShellQuote(w)
+		}
+		script = strings.Join(quoted, " ")
+	}
+	return []string{"bash", "-lc", script}
+}
+
+// ShellQuote quotes s for a POSIX shell, leaving plain words alone.
+func ShellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// parseEnv checks KEY=VALUE entries and fills KEY-only ones from the host.
+func parseEnv(entries []string) ([]string, error) {
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		k, _, hasValue := strings.Cut(e, "=")
+		if k == "" || strings.ContainsAny(k, " \t\n") {
+			return nil, cmdutil.FlagErrorf("--env %q: want KEY=VALUE or KEY", e)
+		}
+		if !hasValue {
+			v, ok := os.LookupEnv(k)
+			if !ok {
+				continue // like docker: an unset KEY is left unset
+			}
+			e = k + "=" + v
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

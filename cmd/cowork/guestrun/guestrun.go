@@ -1,0 +1,165 @@
+// Package guestrun attaches the local terminal or stdio to a process in the
+// guest: raw mode and window sizes for a pseudo-terminal, Ctrl-C forwarding
+// for plain pipes, and the guest's exit code as the command's.
+package guestrun
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+)
+
+// Options is one process to run in the guest.
+type Options struct {
+	Argv []string
+	Env  []string
+	Dir  string
+	User string
+	// TTY runs the process on a guest pseudo-terminal wired to the local
+	// terminal in raw mode. It needs stdin to be a terminal.
+	TTY bool
+}
+
+// Run runs o in the guest on the streams and returns nil on exit 0, an
+// *cmdutil.ExitError with the guest's code otherwise, or the error that
+// kept the process from running.
+func Run(ctx context.Context, ios *iostreams.IOStreams, client *agentclient.Client, o Options) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	eo := agentclient.ExecOptions{Argv: o.Argv, Env: o.Env, Dir: o.Dir, User: o.User, Stdin: ios.In, Stdout: ios.Out, Stderr: ios.ErrOut}
+
+	if o.TTY {
+		restore, err := attachTerminal(ctx, cancel, ios, &eo)
+		if err != nil {
+			return err
+		}
+		defer restore()
+	} else {
+		stop := forwardSignals(ctx, cancel, ios, &eo)
+		defer stop()
+	}
+
+	st, err := client.Exec(ctx, eo)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &cmdutil.ExitError{Code: 130}
+		}
+		return startError(err)
+	}
+	if st.Code != 0 {
+		return &cmdutil.ExitError{Code: st.Code}
+	}
+	return nil
+}
+
+// attachTerminal puts the local terminal in raw mode, sizes the guest's
+// terminal like it and keeps it sized. The returned function restores the
+// terminal; it is also run when cowork itself is told to stop.
+func attachTerminal(ctx context.Context, cancel context.CancelFunc, ios *iostreams.IOStreams, eo *agentclient.ExecOptions) (func(), error) {
+	rows, cols, err := ios.TerminalSize()
+	if err != nil {
+		rows, cols = 24, 80
+	}
+	eo.TTY = &agentclient.TerminalSize{Rows: uint16(rows), Cols: uint16(cols)}
+	if t := os.Getenv("TERM"); t != "" {
+		eo.Env = append([]string{"TERM=" + t}, eo.Env...)
+	}
+	restoreTerm, err := ios.MakeRaw()
+	if err != nil {
+		return nil, fmt.Errorf("put the terminal in raw mode: %w", err)
+	}
+
+	resize := make(chan agentclient.TerminalSize, 1)
+	eo.Resize = resize
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	// In raw mode Ctrl-C is a byte for the guest; these come from elsewhere
+	// (kill, a closed terminal) and end the session.
+	stopSigs := make(chan os.Signal, 1)
+	signal.Notify(stopSigs, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-stopSigs:
+				cancel()
+			case <-winch:
+				if r, c, err := ios.TerminalSize(); err == nil {
+					select {
+					case resize <- agentclient.TerminalSize{Rows: uint16(r), Cols: uint16(c)}:
+					default: // one pending size is enough; the next SIGWINCH brings the latest
+					}
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(winch)
+		signal.Stop(stopSigs)
+		close(done)
+		restoreTerm()
+	}, nil
+}
+
+// forwardSignals sends Ctrl-C and friends to the guest process instead of
+// dying of them: the first SIGINT interrupts the guest process, a second
+// kills it, a third gives up on it.
+func forwardSignals(ctx context.Context, cancel context.CancelFunc, ios *iostreams.IOStreams, eo *agentclient.ExecOptions) (stop func()) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	forward := make(chan syscall.Signal, 4)
+	eo.Signals = forward
+	done := make(chan struct{})
+	go func() {
+		interrupts := 0
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-sigs:
+				sig := s.(syscall.Signal)
+				if sig == syscall.SIGINT {
+					interrupts++
+					switch interrupts {
+					case 2:
+						fmt.Fprintln(ios.ErrOut, "cowork: interrupted again; killing the guest process")
+						sig = syscall.SIGKILL
+					case 3:
+						cancel()
+						return
+					}
+				}
+				select {
+				case forward <- sig:
+				default:
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+// startError explains why the process did not run, with the exit code a
+// shell would give: 127 when the program does not exist.
+func startError(err error) error {
+	msg := agentclient.Message(err)
+	if agentclient.IsNotFound(err) {
+		return &cmdutil.ExitError{Code: 127, Msg: msg}
+	}
+	if strings.HasPrefix(msg, "working directory") {
+		msg += "; choose another with --workdir"
+	}
+	return fmt.Errorf("guest: %s", msg)
+}

@@ -1,0 +1,135 @@
+package guestrun
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/internal/agenttest"
+)
+
+// watcher accumulates what a reader produces and waits for substrings.
+type watcher struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *watcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *watcher) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		ok := strings.Contains(w.buf.String(), s)
+		w.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Fatalf("never saw %q; got %q", s, w.buf.String())
+}
+
+func termFlags(t *testing.T, f *os.File) uint32 {
+	t.Helper()
+	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tio.Lflag
+}
+
+func TestTTYSessionFollowsTheLocalTerminalAndRestoresIt(t *testing.T) {
+	a := agenttest.Start(t)
+	master, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	defer tty.Close()
+	pty.Setsize(master, &pty.Winsize{Rows: 30, Cols: 100})
+	before := termFlags(t, tty)
+	if before&unix.ICANON == 0 || before&unix.ECHO == 0 {
+		t.Fatal("a fresh pty should start cooked")
+	}
+	screen := &watcher{}
+	go io.Copy(screen, master)
+
+	ios := iostreams.FromFiles(tty, tty, tty)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), ios, a.Client(t), Options{
+			Argv: []string{"sh", "-c", "tty; stty size; read x; stty size; exit 5"},
+			Dir:  "/",
+			TTY:  true,
+		})
+	}()
+	screen.waitFor(t, "30 100")
+	if termFlags(t, tty)&(unix.ICANON|unix.ECHO) != 0 {
+		t.Error("the local terminal is not in raw mode during the session")
+	}
+	pty.Setsize(master, &pty.Winsize{Rows: 40, Cols: 120})
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH)
+	time.Sleep(200 * time.Millisecond) // the resize travels before the keypress
+	master.Write([]byte("\r"))
+	screen.waitFor(t, "40 120")
+
+	var exit *cmdutil.ExitError
+	if err := <-done; !errors.As(err, &exit) || exit.Code != 5 {
+		t.Fatalf("got %v, want exit code 5", err)
+	}
+	if after := termFlags(t, tty); after != before {
+		t.Fatalf("terminal flags %#x after the session, %#x before: not restored", after, before)
+	}
+	screen.waitFor(t, "/dev/pts/")
+}
+
+func TestCtrlCIsForwardedThenKills(t *testing.T) {
+	a := agenttest.Start(t)
+	run := func(script string, interrupts int) (error, string) {
+		ios, _, _, _ := iostreams.Test()
+		out := &watcher{}
+		ios.Out = out
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(context.Background(), ios, a.Client(t), Options{Argv: []string{"bash", "-c", script}, Dir: "/"})
+		}()
+		out.waitFor(t, "ready")
+		for range interrupts {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			time.Sleep(300 * time.Millisecond)
+		}
+		err := <-done
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return err, out.buf.String()
+	}
+	var exit *cmdutil.ExitError
+	err, out := run(`trap 'echo got INT; exit 42' INT; echo ready; while :; do sleep 0.1; done`, 1)
+	if !errors.As(err, &exit) || exit.Code != 42 || !strings.Contains(out, "got INT") {
+		t.Fatalf("one Ctrl-C: %v %q; want the guest's trap to run and exit 42", err, out)
+	}
+	err, _ = run(`trap '' INT; echo ready; sleep 100`, 2)
+	if !errors.As(err, &exit) || exit.Code != 137 {
+		t.Fatalf("two Ctrl-Cs: %v; want the guest process killed (137)", err)
+	}
+}

@@ -1,0 +1,74 @@
+// Package iostreams is the CLI's stdin, stdout and stderr, with what it
+// needs to know about them (terminal or not, colour, size), so commands can
+// be tested against buffers or a pseudo-terminal instead of the real ones.
+package iostreams
+
+import (
+	"bytes"
+	"io"
+	"os"
+
+	"golang.org/x/term"
+)
+
+// IOStreams is what a command reads and writes.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+
+	inFd, outFd, errFd int // -1 when not a file
+}
+
+// System is the process's own stdio.
+func System() *IOStreams { return FromFiles(os.Stdin, os.Stdout, os.Stderr) }
+
+// FromFiles wraps files, terminals or not (tests pass a pseudo-terminal).
+func FromFiles(in, out, errOut *os.File) *IOStreams {
+	return &IOStreams{In: in, Out: out, ErrOut: errOut, inFd: int(in.Fd()), outFd: int(out.Fd()), errFd: int(errOut.Fd())}
+}
+
+// Test returns streams on buffers, none of them a terminal.
+func Test() (s *IOStreams, in, out, errOut *bytes.Buffer) {
+	in, out, errOut = &bytes.Buffer{}, &bytes.Buffer{}, &bytes.Buffer{}
+	return &IOStreams{In: in, Out: out, ErrOut: errOut, inFd: -1, outFd: -1, errFd: -1}, in, out, errOut
+}
+
+func isTerminal(fd int) bool { return fd >= 0 && term.IsTerminal(fd) }
+
+// IsStdinTTY reports whether stdin is a terminal.
+func (s *IOStreams) IsStdinTTY() bool { return isTerminal(s.inFd) }
+
+// IsStdoutTTY reports whether stdout is a terminal.
+func (s *IOStreams) IsStdoutTTY() bool { return isTerminal(s.outFd) }
+
+// IsStderrTTY reports whether stderr is a terminal.
+func (s *IOStreams) IsStderrTTY() bool { return isTerminal(s.errFd) }
+
+// ColorEnabled says whether stderr may carry colour: a terminal, and
+// neither NO_COLOR nor TERM=dumb.
+func (s *IOStreams) ColorEnabled() bool {
+	_, noColor := os.LookupEnv("NO_COLOR")
+	return s.IsStderrTTY() && !noColor && os.Getenv("TERM") != "dumb"
+}
+
+// TerminalSize is the size of the terminal on stdin (or stdout).
+func (s *IOStreams) TerminalSize() (rows, cols int, err error) {
+	fd := s.inFd
+	if !isTerminal(fd) {
+		fd = s.outFd
+	}
+	cols, rows, err = term.GetSize(fd)
+	return rows, cols, err
+}
+
+// MakeRaw puts the terminal on stdin in raw mode, so that every key reaches
+// the guest, and returns the function that restores it. Call the restore on
+// every way out.
+func (s *IOStreams) MakeRaw() (restore func(), err error) {
+	st, err := term.MakeRaw(s.inFd)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = term.Restore(s.inFd, st) }, nil
+}

@@ -1,0 +1,55 @@
+// Package planned holds the seed's commands that are not built yet: each
+// has its help text and examples, and fails with a clear message.
+package planned
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/spf13/cobra"
+)
+
+type spec struct {
+	use, short, long, example, issue string
+}
+
+var specs = []spec{
+	{"init", "Create and start the sandbox VM",
+		"Create the instance: download and verify the Ubuntu 22.04 image, convert it to\na disk, provision it with the toolchain and Claude Code, and start it.",
+		"  cowork init\n  cowork init --cpus 4 --memory 4GiB --disk 10GiB\n  cowork init --name scratch --workspace ~/src/scratch", "the hostd and image work (issues 3 and 5)"},
+	{"start", "Start the sandbox VM", "Boot the instance and wait until its agent is ready.",
+		"  cowork start\n  cowork start --name scratch", "the hostd work (issue 3)"},
+	{"stop", "Stop the sandbox VM", "Shut the guest down cleanly; --force cuts the power.",
+		"  cowork stop\n  cowork stop --force", "the hostd work (issue 3)"},
+	{"status", "Show the sandbox VM's state", "Show state, resources, workspace, guest IP and agent version.",
+		"  cowork status\n  cowork status --json", "the hostd work (issue 3)"},
+	{"ask", "Ask Claude Code a question, non-interactively", "Run `claude -p` in the guest and render its answer as it streams.",
+		"  cowork ask \"write a python hello world program\"\n  cowork ask -c \"add error handling\"\n  cowork ask --project myapp \"create a web app\"", "the Claude Code work (issue 6)"},
+	{"proxy", "Watch the sandbox's network traffic", "Follow the audit log of every DNS query and connection the guest makes.",
+		"  cowork proxy\n  cowork proxy -l proxy.log", "the network work (issue 4)"},
+	{"delete", "Delete the sandbox VM", "Stop the instance and remove its disk and files. The workspace folder is kept.",
+		"  cowork delete\n  cowork delete --force", "the hostd work (issue 3)"},
+}
+
+// Commands returns the planned commands.
+func Commands() []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, s := range specs {
+		cmds = append(cmds, &cobra.Command{
+			Use:     s.use,
+			Short:   s.short + " (not implemented yet)",
+			Long:    s.long + "\n\nNot implemented yet: it arrives with " + s.issue + ".",
+			Example: s.example,
+			// Accept any flags the final command will have, so the answer is
+			// always "not yet" rather than a confusing usage error.
+			DisableFlagParsing: true,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if slices.Contains(args, "--help") || slices.Contains(args, "-h") {
+					return cmd.Help()
+				}
+				return fmt.Errorf("cowork %s is not implemented yet; it arrives with %s", s.use, s.issue)
+			},
+		})
+	}
+	return cmds
+}

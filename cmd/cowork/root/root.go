@@ -1,0 +1,90 @@
+// Package root assembles the cowork command tree and runs it.
+package root
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/claude"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/planned"
+	"github.com/coworkhq/cowork/cmd/cowork/shell"
+	"github.com/coworkhq/cowork/cmd/cowork/version"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/buildinfo"
+)
+
+// NewCmdRoot builds the whole command tree on the given streams.
+func NewCmdRoot(ios *iostreams.IOStreams) *cobra.Command {
+	target := &cmdutil.AgentTarget{}
+	root := &cobra.Command{
+		Use:   "cowork <command>",
+		Short: "Claude Code in a disposable Linux VM on your machine",
+		Long: `cowork runs Claude Code, and any command, in a real Ubuntu VM on your machine:
+safer than running it on the host, with one shared folder (~/cowork-workspace
+at /workspace) and every network byte it sends on the record.`,
+		Example: `  cowork init                         # create and start the VM
+  cowork ask "write hello world"      # ask Claude Code
+  cowork exec "python3 --version"     # run a command
+  cowork shell                        # open a shell in the VM`,
+		Version:       buildinfo.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(ios.In)
+	root.SetOut(ios.Out)
+	root.SetErr(ios.ErrOut)
+	root.SetVersionTemplate("cowork {{.Version}}\n")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
+
+	pf := root.PersistentFlags()
+	pf.StringVarP(&target.Instance, "name", "n", instance.DefaultName, "instance to act on")
+	pf.StringVar(&target.Address, "agent", "", "talk to this agent directly instead of the instance's (unix:///path; or $"+cmdutil.AgentEnv+")")
+	_ = root.RegisterFlagCompletionFunc("name", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		names, _ := instance.List()
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
+
+	connect := func() (*agentclient.Client, error) { return target.Connect() }
+	root.AddCommand(
+		execcmd.NewCmdExec(ios, connect, nil),
+		shell.NewCmdShell(ios, connect, nil),
+		claude.NewCmdClaude(ios, connect, nil),
+		version.NewCmdVersion(ios),
+	)
+	root.AddCommand(planned.Commands()...)
+	return root
+}
+
+// Main runs cowork with args and returns the process exit code.
+func Main(ctx context.Context, ios *iostreams.IOStreams, args []string) int {
+	cmd := NewCmdRoot(ios)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		err = &cmdutil.FlagError{Err: err}
+	}
+	var exit *cmdutil.ExitError
+	var flagErr *cmdutil.FlagError
+	switch {
+	case errors.As(err, &exit):
+		if exit.Msg != "" {
+			fmt.Fprintln(ios.ErrOut, "cowork:", exit.Msg)
+		}
+	case errors.As(err, &flagErr):
+		fmt.Fprintf(ios.ErrOut, "cowork: %v\nRun 'cowork --help' for usage.\n", err)
+	default:
+		fmt.Fprintln(ios.ErrOut, "cowork:", err)
+	}
+	return cmdutil.ExitCode(err)
+}

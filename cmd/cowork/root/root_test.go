@@ -1,0 +1,111 @@
+package root
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/internal/agenttest"
+)
+
+type result struct {
+	code        int
+	out, errOut string
+}
+
+func cowork(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ios, in, out, errOut := iostreams.Test()
+	in.WriteString(stdin)
+	code := Main(context.Background(), ios, args)
+	return result{code, out.String(), errOut.String()}
+}
+
+func TestExecThroughTheCLI(t *testing.T) {
+	a := agenttest.Start(t)
+	dir := t.TempDir()
+	r := cowork(t, "input\n", "--agent", a.Addr, "exec", "-w", dir, "cat; echo err >&2; pwd; exit 4")
+	if r.code != 4 || r.out != "input\n"+dir+"\n" || r.errOut != "err\n" {
+		t.Fatalf("got %+v", r)
+	}
+	// $COWORK_AGENT works like --agent.
+	t.Setenv("COWORK_AGENT", a.Addr)
+	if r := cowork(t, "", "exec", "-w", dir, "-e", "X=1", "--", "echo", "$X"); r.code != 0 || r.out != "$X\n" {
+		t.Fatalf("quoted words: %+v", r)
+	}
+	if r := cowork(t, "", "exec", "-w", dir, "echo", "hi", "-e"); r.code != 0 || r.out != "hi -e\n" {
+		t.Fatalf("flags after the command belong to it: %+v", r)
+	}
+}
+
+func TestExecErrors(t *testing.T) {
+	a := agenttest.Start(t)
+	t.Setenv("COWORK_AGENT", a.Addr)
+	tests := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"exec", "--no-shell", "-w", "/", "no-such-program"}, 127, `executable "no-such-program" not found`},
+		{[]string{"exec", "-w", "/no/such/dir", "true"}, 1, "working directory /no/such/dir does not exist in the guest; choose another with --workdir"},
+		{[]string{"exec", "-u", "no-such-user", "-w", "/", "true"}, 1, `unknown user "no-such-user"`},
+		{[]string{"exec"}, 2, "needs a COMMAND"},
+		{[]string{"--agent", "tcp://1.2.3.4:5", "exec", "true"}, 2, "want unix:///path"},
+	}
+	for _, tt := range tests {
+		r := cowork(t, "", tt.args...)
+		if r.code != tt.code || !strings.Contains(r.errOut, tt.msg) || strings.Count(strings.TrimSpace(r.errOut), "\n") > 1 {
+			t.Errorf("%q: got code %d, stderr %q; want %d and %q", tt.args, r.code, r.errOut, tt.code, tt.msg)
+		}
+	}
+}
+
+func TestNoAgentSaysHowToStart(t *testing.T) {
+	t.Setenv("COWORK_HOME", t.TempDir())
+	t.Setenv("COWORK_AGENT", "")
+	r := cowork(t, "", "exec", "true")
+	if r.code != 1 || !strings.Contains(r.errOut, "instance sandbox is not running") || !strings.Contains(r.errOut, "cowork start") {
+		t.Fatalf("got %+v", r)
+	}
+	r = cowork(t, "", "--name", "Bad Name!", "exec", "true")
+	if r.code == 0 || !strings.Contains(r.errOut, `instance name "Bad Name!"`) {
+		t.Fatalf("bad --name: %+v", r)
+	}
+}
+
+func TestUsageAndPlannedCommands(t *testing.T) {
+	if r := cowork(t, "", "frobnicate"); r.code != 2 || !strings.Contains(r.errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %+v", r)
+	}
+	if r := cowork(t, "", "--frob"); r.code != 2 {
+		t.Errorf("unknown flag: %+v", r)
+	}
+	for _, name := range []string{"init", "start", "stop", "status", "ask", "proxy", "delete"} {
+		r := cowork(t, "", name, "--some-future-flag")
+		if r.code != 1 || !strings.Contains(r.errOut, "cowork "+name+" is not implemented yet") {
+			t.Errorf("%s: %+v", name, r)
+		}
+		r = cowork(t, "", name, "--help")
+		if r.code != 0 || !strings.Contains(r.out, "Examples:") || !strings.Contains(r.out, "cowork "+name) {
+			t.Errorf("%s --help: %+v", name, r)
+		}
+	}
+}
+
+func TestVersionAndCompletion(t *testing.T) {
+	r := cowork(t, "", "version", "--json")
+	var v struct{ Version, Commit, Go string }
+	if r.code != 0 || json.Unmarshal([]byte(r.out), &v) != nil || v.Version == "" || !strings.HasPrefix(v.Go, "go") {
+		t.Fatalf("version --json: %+v", r)
+	}
+	if r := cowork(t, "", "version"); !strings.HasPrefix(r.out, "cowork "+v.Version+"\n") || !strings.Contains(r.out, "go:") {
+		t.Fatalf("version: %+v", r)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if r := cowork(t, "", "completion", sh); r.code != 0 || !strings.Contains(r.out, "cowork") {
+			t.Errorf("completion %s: code %d", sh, r.code)
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package guestagent
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+)
+
+// chunkSize is the most output one message carries. Output is read only as
+// fast as the client takes it (gRPC flow control), so memory stays bounded
+// by a few chunks per process however much the process writes.
+const chunkSize = 64 << 10
+
+// stdinQueue is how many stdin chunks may wait for a process that is not
+// reading; past that the agent stops reading the stream, and flow control
+// holds the client back.
+const stdinQueue = 16
+
+// drainTimeout is how long output may keep arriving after the process
+// exited, from children that inherited its stdout. Past it the exit is sent
+// and the stragglers lose their output, as with ssh's "exit".
+const drainTimeout = 250 * time.Millisecond
+
+// Exec runs one process for the length of the stream.
+func (s *Server) Exec(stream agentpb.Agent_ExecServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return status.Error(codes.InvalidArgument, "an exec must begin with start")
+	}
+	spec, err := resolveSpec(start, s.opts.DefaultUser)
+	if err != nil {
+		s.log.Warn("exec refused", "user", start.GetUser(), "argv0", argv0(start.GetArgv()), "err", status.Convert(err).Message())
+		return err
+	}
+	began := time.Now()
+	p, err := startProcess(spec)
+	if err != nil {
+		s.log.Warn("exec failed", "user", spec.user.name, "argv0", spec.argv[0], "err", err)
+		return status.Errorf(codes.FailedPrecondition, "start %s: %v", spec.argv[0], err)
+	}
+	done := s.track()
+	defer done()
+
+	sess := &session{stream: stream, proc: p, grace: s.opts.KillGrace}
+	exit := sess.run()
+	s.log.Info("exec", "user", spec.user.name, "argv0", spec.argv[0], "pid", p.cmd.Process.Pid,
+		"exit", exitText(exit), "duration", time.Since(began).Round(time.Millisecond))
+	if exit == nil {
+		return status.Error(codes.Canceled, "client went away; process killed")
+	}
+	return nil
+}
+
+// session pumps one process's stdio over one Exec stream.
+type session struct {
+	stream agentpb.Agent_ExecServer
+	proc   *process
+	grace  time.Duration
+
+	sendMu sync.Mutex // gRPC allows one sender at a time
+}
+
+func (s *session) send(m *agentpb.ExecResponse) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(m)
+}
+
+// run drives the process to its end and returns its exit, or nil when the
+// client went away first (the process tree is then killed).
+func (s *session) run() *agentpb.Exit {
+	p := s.proc
+	waited := make(chan *agentpb.Exit, 1)
+	go func() {
+		_ = p.cmd.Wait()
+		waited <- exitStatus(p.cmd.ProcessState)
+	}()
+	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
+		s.kill(waited)
+		return nil
+	}
+
+	var outputs sync.WaitGroup
+	outputs.Go(func() { s.pump(p.stdout, false) })
+	if p.stderr != nil {
+		outputs.Go(func() { s.pump(p.stderr, true) })
+	}
+	drained := make(chan struct{})
+	go func() { outputs.Wait(); close(drained) }()
+
+	stdin := make(chan []byte, stdinQueue)
+	go s.writeStdin(stdin)
+	clientGone := make(chan struct{})
+	go s.readRequests(stdin, clientGone)
+
+	select {
+	case exit := <-waited:
+		select {
+		case <-drained:
+		case <-time.After(drainTimeout):
+		}
+		p.closeOutputs()
+		<-drained
+		_ = s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
+		return exit
+	case <-clientGone:
+		s.kill(waited)
+		p.closeOutputs()
+		<-drained
+		return nil
+	}
+}
+
+// kill ends the whole session: SIGHUP as a hung-up terminal would, then
+// SIGKILL for whatever is left after the grace period.
+func (s *session) kill(waited <-chan *agentpb.Exit) {
+	s.proc.killSession(syscall.SIGHUP)
+	select {
+	case <-waited:
+	case <-time.After(s.grace):
+	}
+	s.proc.killSession(syscall.SIGKILL)
+}
+
+// pump copies one output stream to the client, a chunk at a time; Send
+// blocks while the client is behind, and so does the process writing.
+func (s *session) pump(r io.Reader, stderr bool) {
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m := &agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Stdout{Stdout: buf[:n]}}
+			if stderr {
+				m.Msg = &agentpb.ExecResponse_Stderr{Stderr: buf[:n]}
+			}
+			if s.send(m) != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readRequests applies the client's messages until the stream ends. A clean
+// half-close counts as end of stdin; any other end means the client is gone.
+func (s *session) readRequests(stdin chan<- []byte, clientGone chan<- struct{}) {
+	closeStdin := sync.OnceFunc(func() { close(stdin) })
+	defer closeStdin()
+	for {
+		req, err := s.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			close(clientGone)
+			return
+		}
+		switch m := req.Msg.(type) {
+		case *agentpb.ExecRequest_Stdin:
+			if len(m.Stdin) > 0 {
+				stdin <- m.Stdin
+			}
+		case *agentpb.ExecRequest_CloseStdin:
+			closeStdin()
+		case *agentpb.ExecRequest_Signal:
+			_ = s.proc.signal(syscall.Signal(m.Signal.GetNumber()))
+		case *agentpb.ExecRequest_Resize:
+			_ = s.proc.resize(m.Resize)
+		}
+		// A second start, or a message of a newer client, is ignored.
+	}
+}
+
+// writeStdin feeds the process's input, then closes it. After a write fails
+// (the process closed its stdin) the rest is read and dropped so that the
+// stream keeps moving.
+func (s *session) writeStdin(chunks <-chan []byte) {
+	var failed bool
+	for c := range chunks {
+		if failed {
+			continue
+		}
+		if _, err := s.proc.stdin.Write(c); err != nil {
+			failed = true
+		}
+	}
+	if !failed {
+		_ = s.proc.closeStdin()
+	}
+}
+
+func argv0(argv []string) string {
+	if len(argv) == 0 {
+		return ""
+	}
+	return argv[0]
+}
+
+func exitText(e *agentpb.Exit) string {
+	switch {
+	case e == nil:
+		return "killed (client gone)"
+	case e.Signal != "":
+		return e.Signal
+	default:
+		return strconv.Itoa(int(e.Code))
+	}
+}

@@ -1,0 +1,151 @@
+package guestagent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+)
+
+// process is one started child: its stdin, its output streams and a way to
+// signal everything it started.
+type process struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser // the pipe, or the pty master
+	stdout *os.File       // the pipe, or the pty master
+	stderr *os.File       // nil with a tty
+	pty    *os.File       // non-nil with a tty
+}
+
+// startProcess launches spec in a new session, so that its whole tree can be
+// signalled, with pipes or a pseudo-terminal for its stdio.
+func startProcess(spec *procSpec) (*process, error) {
+	cmd := &exec.Cmd{Path: spec.path, Args: spec.argv, Env: spec.env, Dir: spec.dir}
+	attrs := &syscall.SysProcAttr{Setsid: true, Credential: spec.user.credential()}
+	if spec.tty != nil {
+		attrs.Setctty = true
+		master, err := pty.StartWithAttrs(cmd, &pty.Winsize{Rows: uint16(spec.tty.Rows), Cols: uint16(spec.tty.Cols)}, attrs)
+		if err != nil {
+			return nil, err
+		}
+		return &process{cmd: cmd, stdin: master, stdout: master, pty: master}, nil
+	}
+	cmd.SysProcAttr = attrs
+
+	var parent, child []*os.File // our ends, the child's ends
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	for range 3 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(parent)
+			closeAll(child)
+			return nil, err
+		}
+		if len(parent) == 0 { // stdin: the child reads
+			parent, child = append(parent, w), append(child, r)
+		} else {
+			parent, child = append(parent, r), append(child, w)
+		}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
+	err := cmd.Start()
+	closeAll(child)
+	if err != nil {
+		closeAll(parent)
+		return nil, err
+	}
+	return &process{cmd: cmd, stdin: parent[0], stdout: parent[1], stderr: parent[2]}, nil
+}
+
+// closeStdin ends the process's input: the pipe closes, or a terminal gets
+// the EOF character as if the user pressed Ctrl-D.
+func (p *process) closeStdin() error {
+	if p.pty != nil {
+		_, err := p.pty.Write([]byte{4})
+		return err
+	}
+	return p.stdin.Close()
+}
+
+func (p *process) resize(sz *agentpb.TerminalSize) error {
+	if p.pty == nil {
+		return errors.New("resize without a terminal")
+	}
+	if err := checkTerminalSize(sz); err != nil {
+		return err
+	}
+	return pty.Setsize(p.pty, &pty.Winsize{Rows: uint16(sz.Rows), Cols: uint16(sz.Cols)})
+}
+
+// signal delivers sig the way a terminal would: to the foreground process
+// group of the terminal, or without one to the process group the agent made.
+func (p *process) signal(sig syscall.Signal) error {
+	if err := checkSignal(int32(sig)); err != nil {
+		return err
+	}
+	pgid := p.cmd.Process.Pid
+	if p.pty != nil {
+		if fg, err := unix.IoctlGetInt(int(p.pty.Fd()), unix.TIOCGPGRP); err == nil && fg > 0 {
+			pgid = fg
+		}
+	}
+	return syscall.Kill(-pgid, sig)
+}
+
+// killSession sends sig to every process in the session the child leads:
+// its process group and any job-control groups a shell made under it.
+func (p *process) killSession(sig syscall.Signal) {
+	sid := p.cmd.Process.Pid
+	_ = syscall.Kill(-sid, sig)
+	for _, pid := range sessionMembers(sid) {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// closeOutputs releases the agent's ends of the child's stdio, which also
+// unblocks any read still waiting on them.
+func (p *process) closeOutputs() {
+	p.stdout.Close()
+	if p.stderr != nil {
+		p.stderr.Close()
+	}
+	if p.pty == nil {
+		p.stdin.Close()
+	}
+}
+
+// exitStatus turns a wait result into what a shell would report.
+func exitStatus(state *os.ProcessState) *agentpb.Exit {
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() {
+		return &agentpb.Exit{Code: 128 + int32(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+	}
+	return &agentpb.Exit{Code: int32(state.ExitCode())}
+}
+
+// checkTerminalSize accepts the sizes a real terminal can have.
+func checkTerminalSize(sz *agentpb.TerminalSize) error {
+	if sz.GetRows() == 0 || sz.GetCols() == 0 || sz.GetRows() > maxTermSide || sz.GetCols() > maxTermSide {
+		return fmt.Errorf("bad terminal size %dx%d", sz.GetRows(), sz.GetCols())
+	}
+	return nil
+}
+
+// checkSignal accepts the signal numbers Linux has (1-64).
+func checkSignal(n int32) error {
+	if n <= 0 || n > 64 {
+		return fmt.Errorf("bad signal number %d", n)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+// Package guestagent is the daemon inside the guest that runs every command
+// cowork sends: one gRPC service (agentpb.Agent) on one listener.
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/grpcpool"
+)
+
+// MaxMessageSize bounds every message the agent accepts. The host client
+// sends stdin in chunks far below it; anything larger is an error.
+const MaxMessageSize = 1 << 20
+
+// Options configures the agent. The zero value runs commands as the agent's
+// own user and touches the real clock and power switch.
+type Options struct {
+	// DefaultUser runs an Exec that names no user; empty means the agent's user.
+	DefaultUser string
+	// ProvisionedMarker is a file that exists once the guest is provisioned.
+	ProvisionedMarker string
+	// KillGrace is how long a process tree gets between SIGHUP and SIGKILL
+	// when its client goes away. Zero means 3 seconds.
+	KillGrace time.Duration
+	// SetClock sets the wall clock; nil means the system clock.
+	SetClock func(time.Time) error
+	// PowerOff syncs and powers the machine off; nil means the real one.
+	PowerOff func() error
+	// Logger receives one line per exec; nil means slog's default.
+	Logger *slog.Logger
+}
+
+// Server implements agentpb.AgentServer.
+type Server struct {
+	agentpb.UnimplementedAgentServer
+	opts Options
+	log  *slog.Logger
+
+	running sync.WaitGroup // live exec sessions
+}
+
+// New returns a Server; register it on a gRPC server from NewGRPCServer.
+func New(opts Options) *Server {
+	if opts.KillGrace <= 0 {
+		opts.KillGrace = 3 * time.Second
+	}
+	if opts.SetClock == nil {
+		opts.SetClock = setSystemClock
+	}
+	if opts.PowerOff == nil {
+		opts.PowerOff = powerOff
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{opts: opts, log: log}
+}
+
+// NewGRPCServer returns a gRPC server with the agent registered and the
+// limits that keep a misbehaving peer from costing it more than a stream.
+func NewGRPCServer(s *Server) *grpc.Server {
+	g := grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxHeaderListSize(64<<10),
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(4<<20),
+		grpc.ReadBufferSize(256<<10),
+		grpc.WriteBufferSize(256<<10),
+	)
+	agentpb.RegisterAgentServer(g, s)
+	return g
+}
+
+// Wait blocks until every exec session has finished cleaning up, so that
+// the agent never exits leaving a process tree behind.
+func (s *Server) Wait() { s.running.Wait() }
+
+func (s *Server) track() (done func()) {
+	s.running.Add(1)
+	return s.running.Done
+}
+
+// Info reports the agent's version and the guest's state.
+func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
+	sys := readSystemInfo()
+	resp := &agentpb.InfoResponse{
+		Version:     buildinfo.Version,
+		BootId:      sys.bootID,
+		UptimeMs:    sys.uptime.Milliseconds(),
+		Hostname:    sys.hostname,
+		Kernel:      sys.kernel,
+		Arch:        runtime.GOARCH,
+		DefaultUser: s.opts.DefaultUser,
+	}
+	if resp.DefaultUser == "" {
+		if a, err := lookupAccount(""); err == nil {
+			resp.DefaultUser = a.name
+		}
+	}
+	if s.opts.ProvisionedMarker != "" {
+		_, err := os.Stat(s.opts.ProvisionedMarker)
+		resp.Provisioned = err == nil
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("provisioning marker", "path", s.opts.ProvisionedMarker, "err", err)
+		}
+	}
+	return resp, nil
+}
+
+// SetTime sets the guest's clock to the host's.
+func (s *Server) SetTime(ctx context.Context, req *agentpb.SetTimeRequest) (*agentpb.SetTimeResponse, error) {
+	if req.GetUnixNano() <= 0 {
+		return nil, status.Error(codes.InvalidArgument, "set time: no time given")
+	}
+	host := time.Unix(0, req.UnixNano)
+	skew := time.Since(host)
+	if err := s.opts.SetClock(host); err != nil {
+		return nil, status.Errorf(codes.Internal, "set time: %v", err)
+	}
+	if skew > time.Second || skew < -time.Second {
+		s.log.Info("clock set", "skew", skew.Round(time.Millisecond))
+	}
+	return &agentpb.SetTimeResponse{SkewNano: int64(skew)}, nil
+}
+
+// Shutdown answers, then syncs and powers the guest off.
+func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+	s.log.Info("shutdown requested")
+	go func() {
+		time.Sleep(100 * time.Millisecond) // let the answer leave first
+		if err := s.opts.PowerOff(); err != nil {
+			s.log.Error("power off", "err", err)
+		}
+	}()
+	return &agentpb.ShutdownResponse{}, nil
+}
+
+func init() { grpcpool.InstallDefault() }

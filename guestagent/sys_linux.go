@@ -1,0 +1,80 @@
+package guestagent
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type systemInfo struct {
+	bootID, hostname, kernel string
+	uptime                   time.Duration
+}
+
+func readSystemInfo() systemInfo {
+	var si systemInfo
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		si.bootID = strings.TrimSpace(string(b))
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
+		si.uptime = time.Duration(ts.Nano())
+	}
+	si.hostname, _ = os.Hostname()
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		si.kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	return si
+}
+
+func setSystemClock(t time.Time) error {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+}
+
+// powerOff asks systemd for a clean poweroff when it runs the guest, and
+// otherwise syncs and cuts the power itself.
+func powerOff() error {
+	unix.Sync()
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		if err := exec.Command("systemctl", "poweroff").Run(); err == nil {
+			return nil
+		}
+	}
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// sessionMembers lists the processes whose session id is sid, from /proc.
+func sessionMembers(sid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...; comm may hold spaces and parens.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

@@ -1,0 +1,30 @@
+//go:build !linux
+
+package guestagent
+
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// The agent runs in Linux guests; elsewhere it builds (for development and
+// the darwin type check) with these reduced stand-ins.
+
+type systemInfo struct {
+	bootID, hostname, kernel string
+	uptime                   time.Duration
+}
+
+func readSystemInfo() systemInfo {
+	h, _ := os.Hostname()
+	return systemInfo{hostname: h}
+}
+
+var errNotLinux = errors.New("only supported in a Linux guest")
+
+func setSystemClock(time.Time) error { return errNotLinux }
+
+func powerOff() error { return errNotLinux }
+
+func sessionMembers(int) []int { return nil }

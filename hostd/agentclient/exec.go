@@ -1,0 +1,197 @@
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+)
+
+// stdinChunk is the most stdin one message carries, well under the agent's
+// message limit.
+const stdinChunk = 32 << 10
+
+// TerminalSize is a terminal's size in character cells.
+type TerminalSize struct{ Rows, Cols uint16 }
+
+// ExecOptions describes one process to run in the guest.
+type ExecOptions struct {
+	Argv []string
+	Env  []string // KEY=VALUE, laid over the guest's login environment
+	Dir  string   // empty: the user's home
+	User string   // empty: the agent's default user
+
+	// TTY, when set, runs the process on a pseudo-terminal of that size;
+	// its output then all arrives on Stdout.
+	TTY *TerminalSize
+
+	// Stdin is copied to the process and then closed; nil means empty
+	// input. A Read that never returns keeps only its goroutine alive.
+	Stdin  io.Reader
+	Stdout io.Writer // nil discards
+	Stderr io.Writer // nil discards
+
+	Resize  <-chan TerminalSize   // new sizes for the process's terminal
+	Signals <-chan syscall.Signal // signals for the process's foreground group
+
+	// Started, if set, is called with the guest pid once the process runs.
+	Started func(pid int)
+}
+
+// ExitStatus is how the process ended, as a shell reports it.
+type ExitStatus struct {
+	Code   int    // exit code, or 128+N when signal N killed the process
+	Signal string // e.g. "SIGKILL" when a signal killed the process
+}
+
+// Exec runs a process in the guest and streams its stdio until it exits.
+// The error is non-nil only when the process could not be started or the
+// connection failed; a failing process is a normal ExitStatus. Cancelling
+// ctx ends the stream, and the agent kills the process tree.
+func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.api.Exec(ctx)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	s := &execStream{stream: stream}
+	start := &agentpb.ExecStart{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User}
+	if o.TTY != nil {
+		start.Tty = &agentpb.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
+	}
+	if err := s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil {
+		return ExitStatus{}, recvError(stream, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	started := first.GetStarted()
+	if started == nil {
+		return ExitStatus{}, errors.New("agent answered start with something other than started")
+	}
+	if o.Started != nil {
+		o.Started(int(started.Pid))
+	}
+
+	go s.copyStdin(ctx, o.Stdin)
+	go s.forwardControl(ctx, o.Resize, o.Signals)
+
+	stdout, stderr := orDiscard(o.Stdout), orDiscard(o.Stderr)
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("agent closed the stream without an exit status")
+			}
+			return ExitStatus{}, err
+		}
+		switch m := m.Msg.(type) {
+		case *agentpb.ExecResponse_Stdout:
+			if _, err := stdout.Write(m.Stdout); err != nil {
+				return ExitStatus{}, fmt.Errorf("write stdout: %w", err)
+			}
+		case *agentpb.ExecResponse_Stderr:
+			if _, err := stderr.Write(m.Stderr); err != nil {
+				return ExitStatus{}, fmt.Errorf("write stderr: %w", err)
+			}
+		case *agentpb.ExecResponse_Exit:
+			return ExitStatus{Code: int(m.Exit.Code), Signal: m.Exit.Signal}, nil
+		}
+	}
+}
+
+// execStream serializes sends: gRPC allows one sender at a time, and stdin,
+// resizes and signals come from different goroutines.
+type execStream struct {
+	stream agentpb.Agent_ExecClient
+	mu     sync.Mutex
+}
+
+func (s *execStream) send(m *agentpb.ExecRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+func (s *execStream) copyStdin(ctx context.Context, in io.Reader) {
+	if in != nil {
+		buf := make([]byte, stdinChunk)
+		for ctx.Err() == nil {
+			n, err := in.Read(buf)
+			if n > 0 {
+				if s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: buf[:n]}}) != nil {
+					return
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	_ = s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: &agentpb.CloseStdin{}}})
+}
+
+func (s *execStream) forwardControl(ctx context.Context, resize <-chan TerminalSize, signals <-chan syscall.Signal) {
+	for {
+		var m *agentpb.ExecRequest
+		select {
+		case <-ctx.Done():
+			return
+		case sz, ok := <-resize:
+			if !ok {
+				resize = nil
+				continue
+			}
+			m = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Resize{Resize: &agentpb.TerminalSize{Rows: uint32(sz.Rows), Cols: uint32(sz.Cols)}}}
+		case sig, ok := <-signals:
+			if !ok {
+				signals = nil
+				continue
+			}
+			m = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: &agentpb.Signal{Number: int32(sig)}}}
+		}
+		if s.send(m) != nil {
+			return
+		}
+	}
+}
+
+// recvError returns the status the server ended the stream with, which
+// explains a failed Send better than the Send's own io.EOF.
+func recvError(stream agentpb.Agent_ExecClient, sendErr error) error {
+	if !errors.Is(sendErr, io.EOF) {
+		return sendErr
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
+// IsNotFound reports whether err says the program to run does not exist.
+func IsNotFound(err error) bool { return status.Code(err) == codes.NotFound }
+
+// Message is err's text without gRPC's "rpc error: code = ... desc =" frame.
+func Message(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}

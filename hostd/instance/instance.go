@@ -1,0 +1,82 @@
+// Package instance knows where an instance's files live: one directory per
+// instance under $COWORK_HOME (default ~/.cowork).
+package instance
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+)
+
+// DefaultName is the instance commands act on when --name is not given.
+const DefaultName = "sandbox"
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidateName rejects names that would make awkward directories or hostnames.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("instance name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Home is $COWORK_HOME, or ~/.cowork.
+func Home() (string, error) {
+	if h := os.Getenv("COWORK_HOME"); h != "" {
+		return filepath.Abs(h)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find home directory: %w; set COWORK_HOME", err)
+	}
+	return filepath.Join(home, ".cowork"), nil
+}
+
+// Dir is the instance's directory (which may not exist).
+func Dir(name string) (string, error) {
+	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	h, err := Home()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(h, name), nil
+}
+
+// AgentSocket is where hostd relays connections to the instance's agent.
+func AgentSocket(name string) (string, error) {
+	d, err := Dir(name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "agent.sock"), nil
+}
+
+// List returns the names of the instances that exist, sorted.
+func List() ([]string, error) {
+	h, err := Home()
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(h)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && ValidateName(e.Name()) == nil {
+			if _, err := os.Stat(filepath.Join(h, e.Name(), "config.json")); err == nil {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
