@@ -45,7 +45,9 @@ proto:
 check-proto: proto
 	git diff --exit-code -- guestagent/agentpb
 
-bench: agents
+# Prints the benchmark table; installs openssh-server for the ssh peer if missing.
+bench: bin/cowork
+	./hack/deps.sh openssh-server openssh-client
 	$(GO) run ./tools/bench
 
 clean:

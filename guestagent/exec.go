@@ -17,7 +17,9 @@ import (
 // chunkSize is the most output one message carries. Output is read only as
 // fast as the client takes it (gRPC flow control), so memory stays bounded
 // by a few chunks per process however much the process writes.
-const chunkSize = 64 << 10
+const chunkSize = 256 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
 // stdinQueue is how many stdin chunks may wait for a process that is not
 // reading; past that the agent stops reading the stream, and flow control
@@ -137,7 +139,9 @@ func (s *session) kill(waited <-chan *agentpb.Exit) {
 // pump copies one output stream to the client, a chunk at a time; Send
 // blocks while the client is behind, and so does the process writing.
 func (s *session) pump(r io.Reader, stderr bool) {
-	buf := make([]byte, chunkSize)
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	buf := *bp
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

@@ -35,7 +35,13 @@ func startProcess(spec *procSpec) (*process, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &process{cmd: cmd, stdin: master, stdout: master, pty: master}, nil
+		m, err := pollable(master)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, err
+		}
+		return &process{cmd: cmd, stdin: m, stdout: m, pty: m}, nil
 	}
 	cmd.SysProcAttr = attrs
 
@@ -59,6 +65,9 @@ func startProcess(spec *procSpec) (*process, error) {
 		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
+	for _, out := range parent[1:] {
+		growPipe(out)
+	}
 	err := cmd.Start()
 	closeAll(child)
 	if err != nil {
@@ -85,7 +94,41 @@ func (p *process) resize(sz *agentpb.TerminalSize) error {
 	if err := checkTerminalSize(sz); err != nil {
 		return err
 	}
-	return pty.Setsize(p.pty, &pty.Winsize{Rows: uint16(sz.Rows), Cols: uint16(sz.Cols)})
+	return ptyControl(p.pty, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(sz.Rows), Col: uint16(sz.Cols)})
+	})
+}
+
+// pollable replaces the pty master that creack/pty left in blocking mode
+// (its ioctls go through File.Fd) with a non-blocking duplicate, so that a
+// read waiting on a terminal some background process still holds can be
+// ended by Close.
+func pollable(master *os.File) (*os.File, error) {
+	defer master.Close()
+	fd, err := unix.Dup(int(master.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("dup pty: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pty: %w", err)
+	}
+	return os.NewFile(uintptr(fd), master.Name()), nil
+}
+
+// ptyControl runs fn on the pty's descriptor without File.Fd, which would
+// put it back in blocking mode.
+func ptyControl(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // signal delivers sig the way a terminal would: to the foreground process
@@ -96,9 +139,13 @@ func (p *process) signal(sig syscall.Signal) error {
 	}
 	pgid := p.cmd.Process.Pid
 	if p.pty != nil {
-		if fg, err := unix.IoctlGetInt(int(p.pty.Fd()), unix.TIOCGPGRP); err == nil && fg > 0 {
-			pgid = fg
-		}
+		_ = ptyControl(p.pty, func(fd int) error {
+			fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+			if err == nil && fg > 0 {
+				pgid = fg
+			}
+			return err
+		})
 	}
 	return syscall.Kill(-pgid, sig)
 }

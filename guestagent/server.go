@@ -80,6 +80,7 @@ func NewGRPCServer(s *Server) *grpc.Server {
 		grpc.InitialConnWindowSize(4<<20),
 		grpc.ReadBufferSize(256<<10),
 		grpc.WriteBufferSize(256<<10),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	)
 	agentpb.RegisterAgentServer(g, s)
 	return g

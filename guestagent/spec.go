@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"google.golang.org/grpc/codes"
@@ -97,11 +98,65 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string) (*procSpec, error
 // lookupAccount finds a user by name or numeric uid ("" means the agent's own
 // user) and checks that the agent may run processes as it.
 func lookupAccount(name string) (*account, error) {
+	acct, err := accounts.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if self := os.Geteuid(); self != 0 && uint32(self) != acct.uid {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"the agent runs as uid %d and cannot run commands as %s (uid %d); run it as root, or leave the user unset", self, acct.name, acct.uid)
+	}
+	return acct, nil
+}
+
+// accounts caches user lookups: parsing /etc/passwd and /etc/group took
+// longer than the rest of an exec's bookkeeping. An entry lives until
+// either file changes.
+var accounts = &accountCache{}
+
+type accountCache struct {
+	mu     sync.Mutex
+	stamp  string
+	byName map[string]*account
+}
+
+func (c *accountCache) get(name string) (*account, error) {
+	stamp := fileStamp("/etc/passwd") + fileStamp("/etc/group")
+	c.mu.Lock()
+	if c.stamp != stamp {
+		c.stamp, c.byName = stamp, map[string]*account{}
+	}
+	acct, ok := c.byName[name]
+	c.mu.Unlock()
+	if ok {
+		return acct, nil
+	}
+	acct, err := loadAccount(name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.stamp == stamp {
+		c.byName[name] = acct
+	}
+	c.mu.Unlock()
+	return acct, nil
+}
+
+func fileStamp(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d.%d;", st.ModTime().UnixNano(), st.Size())
+}
+
+func loadAccount(name string) (*account, error) {
 	var u *user.User
 	var err error
 	switch {
 	case name == "":
-		u, err = user.Current()
+		u, err = user.LookupId(strconv.Itoa(os.Geteuid()))
 	case isDigits(name):
 		u, err = user.LookupId(name)
 	default:
@@ -119,10 +174,6 @@ func lookupAccount(name string) (*account, error) {
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
 		return nil, status.Errorf(codes.Internal, "user %q has a non-numeric uid or gid", u.Username)
-	}
-	if self := os.Geteuid(); self != 0 && uint32(self) != uint32(uid) {
-		return nil, status.Errorf(codes.PermissionDenied,
-			"the agent runs as uid %d and cannot run commands as %s (uid %d); run it as root, or leave the user unset", self, u.Username, uid)
 	}
 	acct := &account{name: u.Username, uid: uint32(uid), gid: uint32(gid), home: u.HomeDir, shell: "/bin/sh"}
 	if ids, err := u.GroupIds(); err == nil {

@@ -47,3 +47,21 @@ func TestEnvironmentLayers(t *testing.T) {
 		}
 	}
 }
+
+// A user added while the agent runs is found: the cache follows /etc/passwd.
+func TestAccountCacheFollowsPasswd(t *testing.T) {
+	if _, err := lookupAccount(""); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := accounts.get("")
+	again, _ := accounts.get("")
+	if first != again {
+		t.Fatal("a second lookup of an unchanged passwd was not cached")
+	}
+	accounts.mu.Lock()
+	accounts.stamp = "stale"
+	accounts.mu.Unlock()
+	if fresh, _ := accounts.get(""); fresh == first {
+		t.Fatal("a changed passwd did not invalidate the cache")
+	}
+}

@@ -78,3 +78,16 @@ func sessionMembers(sid int) []int {
 	}
 	return pids
 }
+
+// pipeSize is what output pipes are grown to: a process then writes on
+// while the agent sends what it read, instead of the two taking turns
+// every 64 KiB.
+const pipeSize = 1 << 20
+
+func growPipe(f *os.File) {
+	// Not f.Fd(): that would put the pipe in blocking mode, and a blocked
+	// read could then no longer be interrupted by Close.
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+	}
+}

@@ -368,3 +368,27 @@ func TestExecLogLine(t *testing.T) {
 		}
 	}
 }
+
+// A background process that keeps the output open must not keep the exec
+// from ending, with pipes or with a terminal (which it may hold past the
+// hang-up, ignoring SIGHUP).
+func TestBackgroundChildDoesNotHoldTheExecOpen(t *testing.T) {
+	a := agenttest.Start(t)
+	c := a.Client(t)
+	for _, tty := range []*agentclient.TerminalSize{nil, {Rows: 24, Cols: 80}} {
+		start := time.Now()
+		st, out, _ := run(t, c, agentclient.ExecOptions{
+			Argv: []string{"sh", "-c", `trap "" HUP; sleep 30 & echo $!; echo done`},
+			TTY:  tty,
+		})
+		if st.Code != 0 || !strings.Contains(out, "done") {
+			t.Fatalf("tty=%v: %+v %q", tty != nil, st, out)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("tty=%v: exec took %v: the background child held it open", tty != nil, d)
+		}
+		if pid, err := strconv.Atoi(strings.Fields(out)[0]); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
