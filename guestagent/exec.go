@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,6 +73,11 @@ type session struct {
 	grace  time.Duration
 
 	sendMu sync.Mutex // gRPC allows one sender at a time
+
+	gone       atomic.Bool // the client went away
+	exited     atomic.Bool // the process exited
+	hangUpOnce sync.Once
+	killed     chan struct{} // closed after the SIGKILL, once hangUp ran
 }
 
 func (s *session) send(m *agentpb.ExecResponse) error {
@@ -81,59 +87,68 @@ func (s *session) send(m *agentpb.ExecResponse) error {
 }
 
 // run drives the process to its end and returns its exit, or nil when the
-// client went away first (the process tree is then killed).
+// client went away first (the process tree is then killed). It waits for
+// the process itself rather than in another goroutine: every handoff
+// between goroutines costs a wakeup on the exec's critical path.
 func (s *session) run() *agentpb.Exit {
 	p := s.proc
-	waited := make(chan *agentpb.Exit, 1)
-	go func() {
-		_ = p.cmd.Wait()
-		waited <- exitStatus(p.cmd.ProcessState)
-	}()
-	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
-		s.kill(waited)
-		return nil
-	}
-
 	var outputs sync.WaitGroup
-	outputs.Go(func() { s.pump(p.stdout, false) })
-	if p.stderr != nil {
-		outputs.Go(func() { s.pump(p.stderr, true) })
-	}
-	drained := make(chan struct{})
-	go func() { outputs.Wait(); close(drained) }()
-
-	stdin := make(chan []byte, stdinQueue)
-	go s.writeStdin(stdin)
-	clientGone := make(chan struct{})
-	go s.readRequests(stdin, clientGone)
-
-	select {
-	case exit := <-waited:
-		select {
-		case <-drained:
-		case <-time.After(drainTimeout):
+	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
+		s.hangUp()
+	} else {
+		outputs.Go(func() { s.pump(p.stdout, false) })
+		if p.stderr != nil {
+			outputs.Go(func() { s.pump(p.stderr, true) })
 		}
-		p.closeOutputs()
-		<-drained
-		_ = s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
-		return exit
-	case <-clientGone:
-		s.kill(waited)
-		p.closeOutputs()
-		<-drained
+		stdin := make(chan []byte, stdinQueue)
+		go s.writeStdin(stdin)
+		go s.readRequests(stdin)
+	}
+
+	_ = p.cmd.Wait()
+	s.exited.Store(true)
+	if !s.gone.Load() {
+		// Output still held open by a background child gets drainTimeout.
+		t := time.AfterFunc(drainTimeout, p.closeOutputs)
+		outputs.Wait()
+		t.Stop()
+	}
+	p.closeOutputs()
+	outputs.Wait()
+	if s.gone.Load() {
+		s.finishKill()
 		return nil
 	}
+	exit := exitStatus(p.cmd.ProcessState)
+	_ = s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
+	return exit
 }
 
-// kill ends the whole session: SIGHUP as a hung-up terminal would, then
-// SIGKILL for whatever is left after the grace period.
-func (s *session) kill(waited <-chan *agentpb.Exit) {
-	s.proc.killSession(syscall.SIGHUP)
-	select {
-	case <-waited:
-	case <-time.After(s.grace):
+// hangUp starts ending the whole session after the client went away:
+// SIGHUP now, as a hung-up terminal would, and SIGKILL for whatever is
+// left after the grace period.
+func (s *session) hangUp() {
+	if s.exited.Load() {
+		return // the stream ended because the process did; leave its background children be
 	}
-	s.proc.killSession(syscall.SIGKILL)
+	s.hangUpOnce.Do(func() {
+		s.gone.Store(true)
+		s.proc.killSession(syscall.SIGHUP)
+		s.killed = make(chan struct{})
+		time.AfterFunc(s.grace, func() {
+			s.proc.killSession(syscall.SIGKILL)
+			close(s.killed)
+		})
+	})
+}
+
+// finishKill returns once nothing of the session is left: at once when
+// SIGHUP ended it all, else after the grace period's SIGKILL.
+func (s *session) finishKill() {
+	if len(sessionMembers(s.proc.cmd.Process.Pid)) == 0 {
+		return
+	}
+	<-s.killed
 }
 
 // pump copies one output stream to the client, a chunk at a time; Send
@@ -161,7 +176,7 @@ func (s *session) pump(r io.Reader, stderr bool) {
 
 // readRequests applies the client's messages until the stream ends. A clean
 // half-close counts as end of stdin; any other end means the client is gone.
-func (s *session) readRequests(stdin chan<- []byte, clientGone chan<- struct{}) {
+func (s *session) readRequests(stdin chan<- []byte) {
 	closeStdin := sync.OnceFunc(func() { close(stdin) })
 	defer closeStdin()
 	for {
@@ -170,7 +185,7 @@ func (s *session) readRequests(stdin chan<- []byte, clientGone chan<- struct{}) 
 			return
 		}
 		if err != nil {
-			close(clientGone)
+			s.hangUp()
 			return
 		}
 		switch m := req.Msg.(type) {

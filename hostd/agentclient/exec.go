@@ -67,8 +67,16 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 	if o.TTY != nil {
 		start.Tty = &agentpb.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
 	}
-	if err := s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil {
-		return ExitStatus{}, recvError(stream, err)
+	// A send fails with io.EOF once the agent ended the stream (a refused
+	// start, or a process that already exited); Recv then says how it ended.
+	if err := s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
+		return ExitStatus{}, err
+	}
+	if o.Stdin == nil {
+		// Said now, it travels with the start instead of after it.
+		if err := s.send(closeStdin); err != nil && !errors.Is(err, io.EOF) {
+			return ExitStatus{}, err
+		}
 	}
 	first, err := stream.Recv()
 	if err != nil {
@@ -82,8 +90,12 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 		o.Started(int(started.Pid))
 	}
 
-	go s.copyStdin(ctx, o.Stdin)
-	go s.forwardControl(ctx, o.Resize, o.Signals)
+	if o.Stdin != nil {
+		go s.copyStdin(ctx, o.Stdin)
+	}
+	if o.Resize != nil || o.Signals != nil {
+		go s.forwardControl(ctx, o.Resize, o.Signals)
+	}
 
 	stdout, stderr := orDiscard(o.Stdout), orDiscard(o.Stderr)
 	for {
@@ -122,22 +134,22 @@ func (s *execStream) send(m *agentpb.ExecRequest) error {
 	return s.stream.Send(m)
 }
 
+var closeStdin = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: &agentpb.CloseStdin{}}}
+
 func (s *execStream) copyStdin(ctx context.Context, in io.Reader) {
-	if in != nil {
-		buf := make([]byte, stdinChunk)
-		for ctx.Err() == nil {
-			n, err := in.Read(buf)
-			if n > 0 {
-				if s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: buf[:n]}}) != nil {
-					return
-				}
-			}
-			if err != nil {
-				break
+	buf := make([]byte, stdinChunk)
+	for ctx.Err() == nil {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: buf[:n]}}) != nil {
+				return
 			}
 		}
+		if err != nil {
+			break
+		}
 	}
-	_ = s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: &agentpb.CloseStdin{}}})
+	_ = s.send(closeStdin)
 }
 
 func (s *execStream) forwardControl(ctx context.Context, resize <-chan TerminalSize, signals <-chan syscall.Signal) {
@@ -161,19 +173,6 @@ func (s *execStream) forwardControl(ctx context.Context, resize <-chan TerminalS
 		}
 		if s.send(m) != nil {
 			return
-		}
-	}
-}
-
-// recvError returns the status the server ended the stream with, which
-// explains a failed Send better than the Send's own io.EOF.
-func recvError(stream agentpb.Agent_ExecClient, sendErr error) error {
-	if !errors.Is(sendErr, io.EOF) {
-		return sendErr
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			return err
 		}
 	}
 }

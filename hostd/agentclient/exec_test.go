@@ -373,7 +373,7 @@ func TestExecLogLine(t *testing.T) {
 // from ending, with pipes or with a terminal (which it may hold past the
 // hang-up, ignoring SIGHUP).
 func TestBackgroundChildDoesNotHoldTheExecOpen(t *testing.T) {
-	a := agenttest.Start(t)
+	a := agenttest.Start(t, "--kill-grace", "200ms")
 	c := a.Client(t)
 	for _, tty := range []*agentclient.TerminalSize{nil, {Rows: 24, Cols: 80}} {
 		start := time.Now()
@@ -387,8 +387,14 @@ func TestBackgroundChildDoesNotHoldTheExecOpen(t *testing.T) {
 		if d := time.Since(start); d > 10*time.Second {
 			t.Fatalf("tty=%v: exec took %v: the background child held it open", tty != nil, d)
 		}
-		if pid, err := strconv.Atoi(strings.Fields(out)[0]); err == nil {
-			syscall.Kill(pid, syscall.SIGKILL)
+		pid, err := strconv.Atoi(strings.Fields(out)[0])
+		if err != nil {
+			t.Fatal(err)
 		}
+		// A finished exec leaves its background children be, like ssh.
+		if gone(pid, time.Second) {
+			t.Errorf("tty=%v: the background child was killed after a normal exit", tty != nil)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
