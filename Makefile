@@ -9,7 +9,9 @@ AGENTS    := bin/cowork-agent-linux-arm64 bin/cowork-agent-linux-amd64
 EMBED_DIR := image/agentbin
 GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
-.PHONY: all agents test lint proto check-proto bench clean deps
+E2E_ARCH  ?= arm64
+
+.PHONY: all agents test lint proto check-proto bench clean deps e2e e2e-image
 
 all: bin/cowork
 
@@ -29,8 +31,18 @@ test: agents
 	cp $(AGENTS) $(EMBED_DIR)/
 	COWORK_TEST_REQUIRE_AGENTS=1 $(GO) test -count=1 -timeout 15m ./...
 
+# The end-to-end tests: real guests under QEMU (needs root; installs QEMU,
+# debootstrap and the rest from apt; the guest is cached in ~/.cache/cowork-e2e).
+e2e: bin/cowork
+	E2E_ARCH=$(E2E_ARCH) ./hack/e2e.sh
+
+# Builds the e2e test guest and prints kernel=, initrd=, disk=, cmdline=.
+e2e-image: agents
+	E2E_ARCH=$(E2E_ARCH) ./hack/e2e-image.sh bin/cowork-agent-linux-$(E2E_ARCH)
+
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
@@ -42,8 +54,10 @@ proto:
 	./hack/proto.sh
 
 # Fails when the committed generated code differs from what `make proto` makes.
+PROTO_DIRS := guestagent/agentpb hostd/controlpb
 check-proto: proto
-	git diff --exit-code -- guestagent/agentpb
+	@git diff --exit-code --stat -- $(PROTO_DIRS) && test -z "$$(git ls-files --others --exclude-standard -- $(PROTO_DIRS))" || \
+		{ echo "generated code is stale: run make proto and commit it"; exit 1; }
 
 # Prints the benchmark table; installs openssh-server for the ssh peer if missing.
 bench: bin/cowork

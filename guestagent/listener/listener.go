@@ -35,7 +35,11 @@ func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 		if u.Host == "" || strings.ContainsAny(u.Host, "/") || u.Path != "" {
 			return nil, fmt.Errorf("listen address %q: want serial://PORTNAME, e.g. serial://org.cowork.agent", addr)
 		}
-		return ListenSerial(u.Host, SysfsPorts("/sys", "/dev"), log)
+		port, err := SysfsPort("/sys", "/dev", u.Host)
+		if err != nil {
+			return nil, fmt.Errorf("listen serial %s: %w", u.Host, err)
+		}
+		return ListenSerial(u.Host, port, log), nil
 	case "unix":
 		path := u.Path
 		if u.Host != "" || path == "" {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,16 +111,62 @@ func TestVsockAcceptsOnlyTheHost(t *testing.T) {
 	}
 }
 
-// fakePorts opens "the serial port" as one end of a pipe and hands the
-// other end, the host's, to the test.
-func fakePorts(host chan<- net.Conn) func(string) PortOpener {
-	return func(name string) PortOpener {
-		return func() (io.ReadWriteCloser, error) {
-			g, h := net.Pipe()
-			host <- h
-			return g, nil
-		}
+// fakePort behaves like a virtio-serial port: reads return EOF at once
+// while no host is connected, and the host can come and go.
+type fakePort struct {
+	mu   sync.Mutex
+	host net.Conn // the guest's end of the current host connection
+}
+
+// connect attaches a new host and returns its end.
+func (p *fakePort) connect() net.Conn {
+	g, h := net.Pipe()
+	p.mu.Lock()
+	p.host = g
+	p.mu.Unlock()
+	return h
+}
+
+func (p *fakePort) disconnect(h net.Conn) {
+	p.mu.Lock()
+	p.host = nil
+	p.mu.Unlock()
+	h.Close()
+}
+
+func (p *fakePort) current() net.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.host
+}
+
+func (p *fakePort) Read(b []byte) (int, error) {
+	g := p.current()
+	if g == nil {
+		time.Sleep(time.Millisecond)
+		return 0, io.EOF
 	}
+	n, err := g.Read(b)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (p *fakePort) Write(b []byte) (int, error) {
+	for {
+		if g := p.current(); g != nil {
+			return g.Write(b)
+		}
+		time.Sleep(time.Millisecond) // a port with no host blocks writes
+	}
+}
+
+func (p *fakePort) SetDeadline(t time.Time) error {
+	if g := p.current(); g != nil {
+		return g.SetDeadline(t)
+	}
+	return nil
 }
 
 func roundTrip(t *testing.T, l net.Listener, sess *yamux.Session) {
@@ -151,14 +198,12 @@ func roundTrip(t *testing.T, l net.Listener, sess *yamux.Session) {
 }
 
 func TestSerialSurvivesTheHostReconnecting(t *testing.T) {
-	hosts := make(chan net.Conn, 4)
-	l, err := ListenSerial("org.cowork.agent", fakePorts(hosts), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := &fakePort{}
+	l := ListenSerial("org.cowork.agent", port, quiet)
 	defer l.Close()
+	time.Sleep(20 * time.Millisecond) // the listener polls a port with no host
 	for i := range 3 {
-		h := <-hosts
+		h := port.connect()
 		sess, err := yamux.Client(h, YamuxConfig())
 		if err != nil {
 			t.Fatal(err)
@@ -167,8 +212,9 @@ func TestSerialSurvivesTheHostReconnecting(t *testing.T) {
 		roundTrip(t, l, sess)
 		// The host goes away (hostd restarts); the next round needs a new session.
 		sess.Close()
-		h.Close()
+		port.disconnect(h)
 		t.Logf("session %d done", i)
+		time.Sleep(20 * time.Millisecond)
 	}
 	l.Close()
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
@@ -190,8 +236,8 @@ func TestSerialFindsThePortBySysfsName(t *testing.T) {
 	if _, err := findPort(sys, dev, "org.other"); err == nil || !strings.Contains(err.Error(), "no virtio-serial port named org.other") {
 		t.Fatalf("missing port: %v", err)
 	}
-	if _, err := ListenSerial("org.other", SysfsPorts(sys, dev), quiet); err == nil {
-		t.Fatal("listening on a port that does not exist succeeded")
+	if _, err := SysfsPort(sys, dev, "org.other"); err == nil {
+		t.Fatal("opening a port that does not exist succeeded")
 	}
 }
 
@@ -200,16 +246,16 @@ func TestSerialCreatesAMissingDeviceNode(t *testing.T) {
 		t.Skip("mknod needs root")
 	}
 	sys, dev := t.TempDir(), t.TempDir()
-	port := filepath.Join(sys, "class/virtio-ports/vport2p1")
-	os.MkdirAll(port, 0o755)
-	os.WriteFile(filepath.Join(port, "name"), []byte("org.cowork.agent\n"), 0o644)
-	os.WriteFile(filepath.Join(port, "dev"), []byte("1:3\n"), 0o644) // the numbers of /dev/null
-	rwc, err := SysfsPorts(sys, dev)("org.cowork.agent")()
+	sysPort := filepath.Join(sys, "class/virtio-ports/vport2p1")
+	os.MkdirAll(sysPort, 0o755)
+	os.WriteFile(filepath.Join(sysPort, "name"), []byte("org.cowork.agent\n"), 0o644)
+	os.WriteFile(filepath.Join(sysPort, "dev"), []byte("1:3\n"), 0o644) // the numbers of /dev/null
+	port, err := SysfsPort(sys, dev, "org.cowork.agent")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rwc.Close()
-	if n, err := rwc.Write([]byte("x")); n != 1 || err != nil {
+	defer port.(*os.File).Close()
+	if n, err := port.Write([]byte("x")); n != 1 || err != nil {
 		t.Fatalf("write to the created node: %d %v", n, err)
 	}
 }

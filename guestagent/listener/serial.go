@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,23 +30,28 @@ func YamuxConfig() *yamux.Config {
 	return c
 }
 
-// PortOpener opens the serial device afresh; it is called again each time
-// the host end goes away and comes back.
-type PortOpener func() (io.ReadWriteCloser, error)
+// Port is an open virtio-serial port. How such a port behaves decides
+// this file's design:
+//   - a read returns EOF at once, again and again, while no host is
+//     connected to its chardev, and data again once one is;
+//   - closing the port drops data the host already sent, so it is opened
+//     once and never closed while the agent runs;
+//   - a write blocks while no host is connected.
+type Port interface {
+	io.ReadWriter
+	// SetDeadline interrupts blocked reads and writes (os.File has it).
+	SetDeadline(time.Time) error
+}
 
-// SysfsPorts finds the virtio-serial port named name through
-// sysRoot/class/virtio-ports/*/name and opens its node in devRoot, creating
-// the node when no udev did.
-func SysfsPorts(sysRoot, devRoot string) func(name string) PortOpener {
-	return func(name string) PortOpener {
-		return func() (io.ReadWriteCloser, error) {
-			dev, err := findPort(sysRoot, devRoot, name)
-			if err != nil {
-				return nil, err
-			}
-			return os.OpenFile(dev, os.O_RDWR, 0)
-		}
+// SysfsPort finds the virtio-serial port named name through
+// sysRoot/class/virtio-ports/*/name and opens its node in devRoot,
+// creating the node when no devtmpfs or udev did.
+func SysfsPort(sysRoot, devRoot, name string) (Port, error) {
+	dev, err := findPort(sysRoot, devRoot, name)
+	if err != nil {
+		return nil, err
 	}
+	return os.OpenFile(dev, os.O_RDWR, 0)
 }
 
 func findPort(sysRoot, devRoot, name string) (string, error) {
@@ -83,94 +89,93 @@ func mknodFromSysfs(dev, sysDev string) error {
 	return nil
 }
 
-// ListenSerial serves yamux streams from the host over the named port as a
-// net.Listener. When the host end closes or the session breaks, the port is
-// reopened and a new session awaits the host's next connection.
-func ListenSerial(name string, ports func(string) PortOpener, log *slog.Logger) (net.Listener, error) {
-	open := ports(name)
-	// Fail fast when the port does not exist at all; later opens retry.
-	rwc, err := open()
-	if err != nil {
-		return nil, fmt.Errorf("listen serial %s: %w", name, err)
-	}
+// ListenSerial serves yamux streams from the host over an open port as a
+// net.Listener. Each time the host connects it gets a new session; when it
+// goes away (the port reads EOF) or the session breaks, the listener waits
+// for the host's next connection on the same open port.
+func ListenSerial(name string, port Port, log *slog.Logger) net.Listener {
 	l := &serialListener{
 		name:   name,
-		open:   open,
+		port:   port,
 		conns:  make(chan net.Conn),
 		closed: make(chan struct{}),
 		log:    log,
 	}
-	go l.serve(rwc)
-	return l, nil
+	go l.serve()
+	return l
 }
 
 type serialListener struct {
 	name   string
-	open   PortOpener
+	port   Port
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 	log    *slog.Logger
-
-	mu  sync.Mutex
-	cur io.Closer // the open port, closed by Close
 }
 
-func (l *serialListener) serve(rwc io.ReadWriteCloser) {
-	backoff := 50 * time.Millisecond
+// hostPoll is how often a port with no host is read for the host's return.
+const hostPoll = 50 * time.Millisecond
+
+func (l *serialListener) serve() {
+	buf := make([]byte, 64<<10)
 	for {
-		if rwc != nil {
-			began := time.Now()
-			l.session(rwc)
-			if time.Since(began) > time.Second {
-				backoff = 50 * time.Millisecond
-			}
-		}
-		select {
-		case <-l.closed:
+		// Wait for the host: its first bytes open the next session.
+		n, err := l.port.Read(buf)
+		if l.isClosed() {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, time.Second)
-		var err error
-		if rwc, err = l.open(); err != nil {
-			l.log.Warn("reopen serial port", "port", l.name, "err", err)
-			rwc = nil
+		if n == 0 {
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				l.log.Warn("read serial port", "port", l.name, "err", err)
+			}
+			time.Sleep(hostPoll)
+			continue
+		}
+		l.session(&sessionConn{port: l.port, pending: append([]byte(nil), buf[:n]...), done: make(chan struct{})})
+		if l.isClosed() {
+			return
 		}
 	}
 }
 
-// session runs one yamux session on an open port until it ends.
-func (l *serialListener) session(rwc io.ReadWriteCloser) {
-	l.mu.Lock()
-	select {
-	case <-l.closed:
-		l.mu.Unlock()
-		rwc.Close()
-		return
-	default:
-	}
-	l.cur = rwc
-	l.mu.Unlock()
-	defer rwc.Close()
-
-	sess, err := yamux.Server(rwc, YamuxConfig())
+// session runs one yamux session until the host leaves or it breaks.
+func (l *serialListener) session(c *sessionConn) {
+	sess, err := yamux.Server(c, YamuxConfig())
 	if err != nil {
 		l.log.Error("yamux session", "err", err)
 		return
 	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-l.closed:
+			sess.Close()
+		case <-stop:
+		}
+	}()
+	defer close(stop)
 	defer sess.Close()
 	for {
-		c, err := sess.Accept()
+		s, err := sess.Accept()
 		if err != nil {
 			return
 		}
 		select {
-		case l.conns <- c:
+		case l.conns <- s:
 		case <-l.closed:
-			c.Close()
+			s.Close()
 			return
 		}
+	}
+}
+
+func (l *serialListener) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -183,14 +188,12 @@ func (l *serialListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close stops accepting; the port itself stays open (closing it would drop
+// data), and the process's exit releases it.
 func (l *serialListener) Close() error {
 	l.once.Do(func() {
-		l.mu.Lock()
 		close(l.closed)
-		if l.cur != nil {
-			l.cur.Close()
-		}
-		l.mu.Unlock()
+		_ = l.port.SetDeadline(time.Now()) // unblock serve's read
 	})
 	return nil
 }
@@ -201,3 +204,57 @@ type serialAddr string
 
 func (a serialAddr) Network() string { return "serial" }
 func (a serialAddr) String() string  { return string(a) }
+
+// sessionConn is one session's view of the port: the bytes that announced
+// the host first, then the port itself, until the host leaves. Closing it
+// interrupts a blocked read or write but leaves the port open.
+type sessionConn struct {
+	port    Port
+	pending []byte
+	done    chan struct{}
+	once    sync.Once
+}
+
+func (c *sessionConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	if c.isDone() {
+		return 0, io.EOF
+	}
+	n, err := c.port.Read(p)
+	if n == 0 && err == nil {
+		err = io.EOF
+	}
+	if c.isDone() {
+		return n, io.EOF
+	}
+	return n, err // io.EOF: the host went away
+}
+
+func (c *sessionConn) Write(p []byte) (int, error) {
+	if c.isDone() {
+		return 0, io.ErrClosedPipe
+	}
+	return c.port.Write(p)
+}
+
+func (c *sessionConn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		_ = c.port.SetDeadline(time.Now()) // unblock this session's I/O
+		time.AfterFunc(100*time.Millisecond, func() { _ = c.port.SetDeadline(time.Time{}) })
+	})
+	return nil
+}
+
+func (c *sessionConn) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}

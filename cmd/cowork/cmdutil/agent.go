@@ -33,7 +33,10 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 			return nil, err
 		}
 		if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("instance %s is not running (no %s); start it with `cowork start`, or point --agent or $%s at an agent", t.Instance, sock, AgentEnv)
+			if _, err := instance.Load(t.Instance); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("instance %s is not running; start it with `cowork start%s`", t.Instance, nameFlag(t.Instance))
 		}
 		addr = "unix://" + sock
 	}
@@ -42,4 +45,12 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 		return nil, &FlagError{Err: err}
 	}
 	return agentclient.New(d)
+}
+
+// nameFlag is the --name flag that selects instance, when it is not the default.
+func nameFlag(name string) string {
+	if name == instance.DefaultName {
+		return ""
+	}
+	return " --name " + name
 }

@@ -14,21 +14,10 @@ type spec struct {
 }
 
 var specs = []spec{
-	{"init", "Create and start the sandbox VM",
-		"Create the instance: download and verify the Ubuntu 22.04 image, convert it to\na disk, provision it with the toolchain and Claude Code, and start it.",
-		"  cowork init\n  cowork init --cpus 4 --memory 4GiB --disk 10GiB\n  cowork init --name scratch --workspace ~/src/scratch", "the hostd and image work (issues 3 and 5)"},
-	{"start", "Start the sandbox VM", "Boot the instance and wait until its agent is ready.",
-		"  cowork start\n  cowork start --name scratch", "the hostd work (issue 3)"},
-	{"stop", "Stop the sandbox VM", "Shut the guest down cleanly; --force cuts the power.",
-		"  cowork stop\n  cowork stop --force", "the hostd work (issue 3)"},
-	{"status", "Show the sandbox VM's state", "Show state, resources, workspace, guest IP and agent version.",
-		"  cowork status\n  cowork status --json", "the hostd work (issue 3)"},
 	{"ask", "Ask Claude Code a question, non-interactively", "Run `claude -p` in the guest and render its answer as it streams.",
 		"  cowork ask \"write a python hello world program\"\n  cowork ask -c \"add error handling\"\n  cowork ask --project myapp \"create a web app\"", "the Claude Code work (issue 6)"},
 	{"proxy", "Watch the sandbox's network traffic", "Follow the audit log of every DNS query and connection the guest makes.",
 		"  cowork proxy\n  cowork proxy -l proxy.log", "the network work (issue 4)"},
-	{"delete", "Delete the sandbox VM", "Stop the instance and remove its disk and files. The workspace folder is kept.",
-		"  cowork delete\n  cowork delete --force", "the hostd work (issue 3)"},
 }
 
 // Commands returns the planned commands.

@@ -11,10 +11,16 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
+	"github.com/coworkhq/cowork/cmd/cowork/hostdcmd"
+	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/planned"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
+	"github.com/coworkhq/cowork/cmd/cowork/start"
+	"github.com/coworkhq/cowork/cmd/cowork/status"
+	"github.com/coworkhq/cowork/cmd/cowork/stop"
 	"github.com/coworkhq/cowork/cmd/cowork/version"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -58,6 +64,12 @@ at /workspace) and every network byte it sends on the record.`,
 		shell.NewCmdShell(ios, connect, nil),
 		claude.NewCmdClaude(ios, connect, nil),
 		version.NewCmdVersion(ios),
+		initcmd.NewCmdInit(ios, &target.Instance, nil),
+		start.NewCmdStart(ios, &target.Instance),
+		stop.NewCmdStop(ios, &target.Instance),
+		status.NewCmdStatus(ios, &target.Instance),
+		deletecmd.NewCmdDelete(ios, &target.Instance),
+		hostdcmd.NewCmdHostd(ios, &target.Instance),
 	)
 	root.AddCommand(planned.Commands()...)
 	return root

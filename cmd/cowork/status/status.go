@@ -1,0 +1,160 @@
+// Package status is `cowork status`.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/units"
+)
+
+// Status is what `cowork status --json` prints.
+type Status struct {
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	Ready         bool   `json:"ready"`
+	HostdPid      int    `json:"hostd_pid,omitempty"`
+	UptimeSeconds int64  `json:"uptime_seconds,omitempty"`
+	CPUs          int    `json:"cpus"`
+	MemoryBytes   int64  `json:"memory_bytes"`
+	DiskBytes     int64  `json:"disk_bytes"`
+	DiskUsedBytes int64  `json:"disk_used_bytes"`
+	Workspace     string `json:"workspace"`
+	GuestIP       string `json:"guest_ip,omitempty"`
+	AgentVersion  string `json:"agent_version,omitempty"`
+	Backend       string `json:"backend,omitempty"`
+	Accelerator   string `json:"accelerator,omitempty"`
+	Arch          string `json:"arch"`
+	// Error says why the VM stopped when nobody asked it to.
+	Error string `json:"error,omitempty"`
+	// Note reports something status noticed and fixed, like a dead hostd.
+	Note string `json:"note,omitempty"`
+}
+
+// NewCmdStatus builds the command; name is the global --name.
+func NewCmdStatus(ios *iostreams.IOStreams, name *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show the sandbox VM's state",
+		Long:    "Show the instance's state, resources, workspace, guest IP, agent version and hypervisor.",
+		Example: "  cowork status\n  cowork status --json | jq -r .state",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := Get(cmd.Context(), *name)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(ios.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			print(ios, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// Get asks hostd when it runs, and otherwise reads the instance's files,
+// cleaning up after a hostd that died.
+func Get(ctx context.Context, name string) (*Status, error) {
+	cfg, err := instance.Load(name)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := instance.PathsFor(name)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{
+		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
+		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(paths.Disk()),
+	}
+	c, err := hostd.Dial(name)
+	if errors.Is(err, hostd.ErrNotRunning) {
+		if stale, _ := instance.CleanStale(paths); stale != nil && stale.Pid != 0 {
+			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", stale.Pid)
+		}
+		return st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := c.Status(ctx)
+	if err != nil {
+		st.State = "unknown"
+		st.Note = fmt.Sprintf("hostd holds the instance but does not answer (%v); see %s", err, paths.HostdLog())
+		return st, nil
+	}
+	st.State, st.Ready, st.HostdPid = r.State, r.Ready, int(r.HostdPid)
+	if r.StartedUnixNano > 0 {
+		st.UptimeSeconds = int64(time.Since(time.Unix(0, r.StartedUnixNano)).Seconds())
+	}
+	st.DiskUsedBytes, st.GuestIP, st.AgentVersion = r.DiskUsedBytes, r.GuestIp, r.AgentVersion
+	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
+	return st, nil
+}
+
+// allocated is how much of a sparse file is really on disk.
+func allocated(path string) int64 {
+	var s syscall.Stat_t
+	if syscall.Stat(path, &s) != nil {
+		return 0
+	}
+	return s.Blocks * 512
+}
+
+func print(ios *iostreams.IOStreams, s *Status) {
+	w := tabwriter.NewWriter(ios.Out, 0, 0, 2, ' ', 0)
+	state := s.State
+	if s.State == "running" {
+		if s.Ready {
+			state += " (ready)"
+		} else {
+			state += " (booting)"
+		}
+	}
+	fmt.Fprintf(w, "name:\t%s\n", s.Name)
+	fmt.Fprintf(w, "state:\t%s\n", state)
+	if s.HostdPid != 0 {
+		fmt.Fprintf(w, "hostd pid:\t%d\n", s.HostdPid)
+		fmt.Fprintf(w, "uptime:\t%s\n", time.Duration(s.UptimeSeconds)*time.Second)
+	}
+	fmt.Fprintf(w, "cpus:\t%d\n", s.CPUs)
+	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
+	fmt.Fprintf(w, "disk:\t%s used of %s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes))
+	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
+	if s.GuestIP != "" {
+		fmt.Fprintf(w, "guest ip:\t%s\n", s.GuestIP)
+	}
+	if s.AgentVersion != "" {
+		fmt.Fprintf(w, "agent:\t%s\n", s.AgentVersion)
+	}
+	if s.Backend != "" {
+		fmt.Fprintf(w, "backend:\t%s (%s, %s guest)\n", s.Backend, s.Accelerator, s.Arch)
+	}
+	if s.Error != "" {
+		fmt.Fprintf(w, "error:\t%s\n", s.Error)
+	}
+	w.Flush()
+	if s.Note != "" {
+		fmt.Fprintln(ios.ErrOut, "note:", s.Note)
+	}
+}

@@ -1,0 +1,133 @@
+//go:build e2e
+
+// Package e2e drives the real bin/cowork against real guests under QEMU, as
+// a user would. Run it with `make e2e`, which builds the test guest and
+// passes its paths in the environment.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// guest is the test guest `make e2e-image` built.
+type guest struct {
+	kernel, initrd, disk, cmdline, arch string
+}
+
+var (
+	bin       string // bin/cowork
+	testGuest guest
+)
+
+func TestMain(m *testing.M) {
+	bin = os.Getenv("COWORK_E2E_BIN")
+	testGuest = guest{
+		kernel:  os.Getenv("COWORK_E2E_KERNEL"),
+		initrd:  os.Getenv("COWORK_E2E_INITRD"),
+		disk:    os.Getenv("COWORK_E2E_DISK"),
+		cmdline: os.Getenv("COWORK_E2E_CMDLINE"),
+		arch:    os.Getenv("COWORK_E2E_ARCH"),
+	}
+	if bin == "" || testGuest.kernel == "" || testGuest.disk == "" {
+		fmt.Fprintln(os.Stderr, "e2e: run through `make e2e`, which builds the guest and sets COWORK_E2E_*")
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// env is one isolated cowork home with its workspace.
+type env struct {
+	t         *testing.T
+	home      string
+	workspace string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cowork-e2e-") // short paths: unix sockets live under it
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, home: filepath.Join(dir, "home"), workspace: filepath.Join(dir, "ws")}
+	t.Cleanup(func() {
+		// Whatever a failed test left running goes too.
+		e.run("delete", "--force")
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
+	return e
+}
+
+// result is what a cowork command did.
+type result struct {
+	code        int
+	out, errOut string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.errOut)
+}
+
+// cmd prepares `cowork args...` in this env.
+func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, bin, args...)
+	c.Env = append(os.Environ(), "COWORK_HOME="+e.home, "COWORK_AGENT=", "NO_COLOR=1")
+	return c
+}
+
+// run runs a cowork command to its end, with stdin if given.
+func (e *env) run(args ...string) result { return e.runIn("", args...) }
+
+func (e *env) runIn(stdin string, args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, args...)
+	var out, errOut bytes.Buffer
+	c.Stdin, c.Stdout, c.Stderr = strings.NewReader(stdin), &out, &errOut
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("cowork %q: %v", args, err)
+	}
+	return result{code, out.String(), errOut.String()}
+}
+
+// must runs a command that has to succeed.
+func (e *env) must(args ...string) result {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("cowork %s failed: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// initArgs creates an instance of the test guest.
+func (e *env) initArgs(extra ...string) []string {
+	return append([]string{"init",
+		"--arch", testGuest.arch, "--cpus", "2", "--memory", "1GiB", "--disk", "2GiB",
+		"--workspace", e.workspace, "--image", testGuest.disk,
+		"--kernel", testGuest.kernel, "--initrd", testGuest.initrd, "--cmdline", testGuest.cmdline,
+		"--timeout", "3m",
+	}, extra...)
+}
+
+// instanceDir is where the named instance lives.
+func (e *env) instanceDir(name string) string { return filepath.Join(e.home, name) }
+
+// processesOf lists the pids of processes whose command line mentions s.
+func processesOf(s string) []string {
+	out, _ := exec.Command("pgrep", "-f", s).Output()
+	return strings.Fields(string(out))
+}

@@ -1,0 +1,297 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+type status struct {
+	State        string `json:"state"`
+	Ready        bool   `json:"ready"`
+	HostdPid     int    `json:"hostd_pid"`
+	GuestIP      string `json:"guest_ip"`
+	AgentVersion string `json:"agent_version"`
+	Backend      string `json:"backend"`
+	Accelerator  string `json:"accelerator"`
+	CPUs         int    `json:"cpus"`
+	Note         string `json:"note"`
+}
+
+func (e *env) status() status {
+	e.t.Helper()
+	r := e.must("status", "--json")
+	var s status
+	if err := json.Unmarshal([]byte(r.out), &s); err != nil {
+		e.t.Fatalf("status --json: %v\n%s", err, r)
+	}
+	return s
+}
+
+// The whole life of an instance, as a user lives it.
+func TestLifecycle(t *testing.T) {
+	e := newEnv(t)
+	r := e.must(e.initArgs()...)
+	for _, phase := range []string{"VM started", "agent connected", "ready"} {
+		if !strings.Contains(r.errOut, phase) {
+			t.Errorf("init's progress lacks %q:\n%s", phase, r.errOut)
+		}
+	}
+	if st, err := os.Stat(e.workspace); err != nil || !st.IsDir() {
+		t.Fatalf("init did not create the workspace: %v", err)
+	}
+	// The guest's user is uid 1000; let it write to the host-owned workspace.
+	os.Chmod(e.workspace, 0o777)
+
+	s := e.status()
+	version := strings.Fields(e.must("version").out)[1]
+	if s.State != "running" || !s.Ready || s.GuestIP != "192.168.127.2" || s.AgentVersion != version ||
+		s.Backend != "qemu" || s.Accelerator == "" || s.CPUs != 2 || s.HostdPid == 0 {
+		t.Fatalf("status after init: %+v", s)
+	}
+	if r := e.run(e.initArgs()...); r.code == 0 || !strings.Contains(r.errOut, "already exists") {
+		t.Errorf("a second init: %s", r)
+	}
+	if r := e.must("start"); !strings.Contains(r.errOut, "already running") {
+		t.Errorf("start on a running instance: %s", r)
+	}
+
+	t.Run("exec exit codes", func(t *testing.T) {
+		for _, code := range []int{0, 1, 7, 255} {
+			if r := e.run("exec", "exit "+strconv.Itoa(code)); r.code != code {
+				t.Errorf("exit %d: %s", code, r)
+			}
+		}
+		if r := e.run("exec", "--no-shell", "no-such-program"); r.code != 127 || !strings.Contains(r.errOut, "not found") {
+			t.Errorf("missing program: %s", r)
+		}
+		r := e.run("exec", "echo out; echo err >&2; id -un; pwd")
+		if r.out != "out\ncowork\n/workspace\n" || r.errOut != "err\n" {
+			t.Errorf("streams, user, workdir: %s", r)
+		}
+	})
+
+	t.Run("16 MiB both ways byte-exact", func(t *testing.T) {
+		data := make([]byte, 16<<20)
+		rand.Read(data)
+		sum := sha256.Sum256(data)
+		r := e.runIn(string(data), "exec", "--no-shell", "cat")
+		if r.code != 0 || len(r.out) != len(data) || sha256.Sum256([]byte(r.out)) != sum {
+			t.Fatalf("cat of 16 MiB: exit %d, %d bytes back", r.code, len(r.out))
+		}
+		r = e.runIn(string(data), "exec", "sha256sum")
+		if !strings.HasPrefix(r.out, hex.EncodeToString(sum[:])) {
+			t.Fatalf("the guest saw other bytes: %s", r.out)
+		}
+	})
+
+	t.Run("shell on a PTY", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "shell")
+		ptmx, err := pty.Start(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		var screen bytes.Buffer
+		var mu sync.Mutex
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := ptmx.Read(buf)
+				mu.Lock()
+				screen.Write(buf[:n])
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(3 * time.Second) // the login shell starts under emulation
+		ptmx.Write([]byte("echo h\"\"i; tty; exit 3\r"))
+		err = c.Wait()
+		mu.Lock()
+		got := screen.String()
+		mu.Unlock()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Fatalf("shell exit: %v; screen:\n%s", err, got)
+		}
+		if !strings.Contains(got, "hi\r\n") || !strings.Contains(got, "/dev/pts/") {
+			t.Fatalf("screen:\n%s", got)
+		}
+	})
+
+	t.Run("workspace both ways", func(t *testing.T) {
+		os.WriteFile(filepath.Join(e.workspace, "from-host.txt"), []byte("made on the host\n"), 0o644)
+		if r := e.must("exec", "cat /workspace/from-host.txt"); r.out != "made on the host\n" {
+			t.Errorf("the guest reads %q", r.out)
+		}
+		e.must("exec", "echo made in the guest > /workspace/from-guest.txt")
+		if b, err := os.ReadFile(filepath.Join(e.workspace, "from-guest.txt")); err != nil || string(b) != "made in the guest\n" {
+			t.Errorf("the host reads %q %v", b, err)
+		}
+	})
+
+	t.Run("stop and start keep the disk", func(t *testing.T) {
+		e.must("exec", "echo kept > ~/persist.txt && sync")
+		r := e.must("stop")
+		if !strings.Contains(r.errOut, "stopped") {
+			t.Errorf("stop: %s", r)
+		}
+		if s := e.status(); s.State != "stopped" {
+			t.Fatalf("after stop: %+v", s)
+		}
+		if r := e.must("stop"); !strings.Contains(r.errOut, "not running") {
+			t.Errorf("stop when stopped: %s", r)
+		}
+		e.must("start")
+		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
+			t.Errorf("after a restart the disk has %q", r.out)
+		}
+	})
+
+	t.Run("hostd killed", func(t *testing.T) {
+		dir := e.instanceDir("sandbox")
+		qemuPid, _ := os.ReadFile(filepath.Join(dir, "run", "qemu.pid"))
+		hostd := e.status().HostdPid
+		syscall.Kill(hostd, syscall.SIGKILL)
+		deadline := time.Now().Add(10 * time.Second)
+		for len(processesOf(filepath.Join(dir, "disk.raw"))) > 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if left := processesOf(dir); len(left) > 0 {
+			t.Fatalf("QEMU (pid %s) or virtiofsd outlived hostd: %v", strings.TrimSpace(string(qemuPid)), left)
+		}
+		s := e.status()
+		if s.State != "stopped" || !strings.Contains(s.Note, "died") {
+			t.Fatalf("status after kill -9 hostd: %+v", s)
+		}
+		e.must("start")
+		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
+			t.Errorf("after recovery: %q", r.out)
+		}
+	})
+
+	t.Run("two concurrent starts make one VM", func(t *testing.T) {
+		e.must("stop")
+		var wg sync.WaitGroup
+		results := make([]result, 2)
+		for i := range results {
+			wg.Go(func() { results[i] = e.run("start") })
+		}
+		wg.Wait()
+		for _, r := range results {
+			if r.code != 0 {
+				t.Fatalf("a concurrent start failed: %s", r)
+			}
+		}
+		dir := e.instanceDir("sandbox")
+		if q := processesOf("qemu-system.*" + filepath.Join(dir, "disk.raw")); len(q) != 1 {
+			t.Fatalf("%d QEMU processes for one instance: %v", len(q), q)
+		}
+		if h := processesOf("cowork hostd --name sandbox"); len(h) < 1 {
+			t.Fatal("no hostd")
+		}
+		if s := e.status(); s.State != "running" || !s.Ready {
+			t.Fatalf("after concurrent starts: %+v", s)
+		}
+	})
+
+	t.Run("ctrl-c during start", func(t *testing.T) {
+		e.must("stop")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "start")
+		stderr, _ := c.StderrPipe()
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		var seen string
+		for !strings.Contains(seen, "VM started") {
+			n, err := stderr.Read(buf)
+			seen += string(buf[:n])
+			if err != nil {
+				t.Fatalf("start ended before the VM started: %q", seen)
+			}
+		}
+		c.Process.Signal(syscall.SIGINT)
+		io.Copy(io.Discard, stderr)
+		err := c.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+			t.Fatalf("interrupted start: %v", err)
+		}
+		if s := e.status(); s.State != "stopped" {
+			t.Fatalf("after an interrupted start: %+v", s)
+		}
+		if left := processesOf(e.instanceDir("sandbox")); len(left) > 0 {
+			t.Fatalf("processes left after an interrupted start: %v", left)
+		}
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		e.must("start")
+		if r := e.run("delete"); r.code != 2 || !strings.Contains(r.errOut, "--yes") {
+			t.Errorf("delete without a terminal or --yes: %s", r)
+		}
+		e.must("delete", "--yes")
+		if _, err := os.Stat(e.instanceDir("sandbox")); !os.IsNotExist(err) {
+			t.Errorf("the instance directory is still there: %v", err)
+		}
+		if left := processesOf(e.instanceDir("sandbox")); len(left) > 0 {
+			t.Errorf("processes left after delete: %v", left)
+		}
+		if _, err := os.Stat(filepath.Join(e.workspace, "from-host.txt")); err != nil {
+			t.Errorf("delete removed the workspace: %v", err)
+		}
+		if r := e.run("status"); r.code != 1 || !strings.Contains(r.errOut, "does not exist") {
+			t.Errorf("status after delete: %s", r)
+		}
+	})
+}
+
+// Bad input to init is a usage error and creates nothing.
+func TestInitRejectsBadInput(t *testing.T) {
+	e := newEnv(t)
+	missing := filepath.Join(e.home, "no-such.img")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--memory", "0"}, "--memory"},
+		{[]string{"--cpus", "0"}, "--cpus"},
+		{[]string{"--disk", "1KiB"}, "--disk"},
+		{[]string{"--image", missing}, "no-such.img"},
+		{[]string{"--name", "a/b"}, "instance name"},
+		{[]string{"--name", ".."}, "instance name"},
+	} {
+		r := e.run(e.initArgs(tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.errOut, tc.want) {
+			t.Errorf("init %v: %s", tc.args, r)
+		}
+		if entries, _ := os.ReadDir(e.home); len(entries) > 0 {
+			t.Fatalf("init %v left %v behind", tc.args, entries)
+		}
+		if _, err := os.Stat(e.workspace); err == nil {
+			t.Fatalf("init %v created the workspace", tc.args)
+		}
+	}
+}

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# make e2e-image: builds the end-to-end test guest from Debian packages into a
+# cache outside the repo, rebuilding only the stages whose inputs changed.
+#
+#   hack/e2e-image.sh AGENT_BINARY
+#
+# Env: COWORK_E2E_CACHE (default ~/.cache/cowork-e2e), E2E_ARCH (arm64 | amd64),
+#      COWORK_MIRROR, COWORK_SUITE (bookworm), COWORK_KERNEL_PKG (pin a kernel).
+# Prints, as its last lines, what `cowork init` takes:
+#   kernel=PATH initrd=PATH disk=PATH cmdline=STRING (and ssh_key=PATH for the bench)
+#
+# The guest: a Debian kernel; an initramfs (busybox) that loads the virtio,
+# vsock, fuse/virtiofs, isofs and ext4 modules and switches to a bookworm
+# minbase root made with mkfs.ext4 -d; there busybox init runs the real agent
+# (respawned if it dies), sshd, and powers off on the power button.
+# Needs root (debootstrap, chroot through qemu-user binfmt).
+set -euo pipefail
+
+AGENT=${1:?usage: e2e-image.sh AGENT_BINARY}
+ARCH=${E2E_ARCH:-arm64}
+OUT=${COWORK_E2E_CACHE:-$HOME/.cache/cowork-e2e}/$ARCH
+MIRROR=${COWORK_MIRROR:-http://deb.debian.org/debian}
+SUITE=${COWORK_SUITE:-bookworm}
+ROOTFS_SIZE=1G
+PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo"
+MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
+crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
+SCRIPT_REV=2 # bump when this script's output changes for the same inputs
+
+case "$ARCH" in
+arm64) QARCH=aarch64 CONSOLE=ttyAMA0 ;;
+amd64) QARCH=x86_64 CONSOLE=ttyS0 ;;
+*) echo "E2E_ARCH=$ARCH: want arm64 or amd64" >&2; exit 2 ;;
+esac
+
+log() { printf '[e2e-image %(%T)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot)"
+[ -f "$AGENT" ] || die "no agent binary at $AGENT; run make agents"
+AGENT=$(cd "$(dirname "$AGENT")" && pwd)/$(basename "$AGENT")
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+exec 9>"$OUT/.lock"
+flock 9
+
+# ---------------------------------------------------------------- host tools
+need=()
+tools="/usr/lib/qemu/virtiofsd:qemu-system-common debootstrap:debootstrap mkfs.ext4:e2fsprogs
+	cpio:cpio depmod:kmod ssh-keygen:openssh-client"
+case "$ARCH" in
+arm64) tools="$tools qemu-system-aarch64:qemu-system-arm /usr/share/AAVMF/AAVMF_CODE.fd:qemu-efi-aarch64" ;;
+amd64) tools="$tools qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE.fd:ovmf" ;;
+esac
+if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
+	tools="$tools update-binfmts:binfmt-support /usr/bin/qemu-$QARCH-static:qemu-user-static"
+fi
+for pair in $tools; do
+	cmd=${pair%%:*} pkg=${pair#*:}
+	command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	log "installing host packages: ${need[*]}"
+	apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ "$ARCH" != "$(dpkg --print-architecture)" ] && ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
+	log "dpkg --add-architecture $ARCH"
+	dpkg --add-architecture "$ARCH"
+	apt-get update -q >/dev/null
+fi
+ls /var/lib/apt/lists/*_binary-"$ARCH"_Packages* >/dev/null 2>&1 || apt-get update -q >/dev/null
+
+ensure_binfmt() {
+	[ "$ARCH" = "$(dpkg --print-architecture)" ] && return
+	[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$QARCH" 2>/dev/null ||
+		update-binfmts --enable "qemu-$QARCH" >/dev/null 2>&1 || true
+	grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$QARCH" 2>/dev/null || die "binfmt qemu-$QARCH not enabled"
+}
+
+cand() { apt-cache policy "$1" | awk '/Candidate:/{print $2}'; }
+
+# ---------------------------------------------------------------- packages
+# apt-cache takes seconds per call: remember the answers until the lists change.
+APT_KEY=$(ls -l --time-style=+%s /var/lib/apt/lists 2>/dev/null | sha256sum | cut -c1-16)-${COWORK_KERNEL_PKG:-auto}
+if [ "$(sed -n 1p "$OUT/.resolved" 2>/dev/null)" = "$APT_KEY" ]; then
+	{ read -r _; read -r KPKG; read -r KVER_PKG; read -r BB_VER; } <"$OUT/.resolved"
+else
+	KPKG=${COWORK_KERNEL_PKG:-$(apt-cache depends "linux-image-$ARCH:$ARCH" | awk '/Depends: linux-image-/{print $2; exit}')}
+	KPKG=${KPKG%:"$ARCH"}
+	[ -n "$KPKG" ] || die "cannot resolve the kernel package"
+	KVER_PKG=$(cand "$KPKG:$ARCH")
+	BB_VER=$(cand "busybox-static:$ARCH")
+	[ -n "$KVER_PKG" ] && [ "$KVER_PKG" != "(none)" ] || die "no candidate for $KPKG:$ARCH"
+	printf '%s\n' "$APT_KEY" "$KPKG" "$KVER_PKG" "$BB_VER" >"$OUT/.resolved"
+fi
+mkdir -p "$OUT/debs"
+fetch_deb() { # package version -> path of the .deb
+	local f
+	f=$(ls "$OUT/debs/${1}_"*"_$ARCH.deb" 2>/dev/null | grep -F "_${2/:/%3a}_" | head -1 || true)
+	if [ -z "$f" ]; then
+		(cd "$OUT/debs" && apt-get download -q "$1:$ARCH=$2" >/dev/null 2>&1) || die "apt-get download $1=$2 failed"
+		f=$(ls "$OUT/debs/${1}_"*"_$ARCH.deb" | grep -F "_${2/:/%3a}_" | head -1)
+	fi
+	echo "$f"
+}
+
+# ---------------------------------------------------------------- kernel
+K_STAMP="$KPKG=$KVER_PKG $(echo $MODULES)"
+if [ "$(cat "$OUT/.kernel.stamp" 2>/dev/null)" != "$K_STAMP" ] || [ ! -f "$OUT/vmlinuz" ]; then
+	log "kernel: $KPKG $KVER_PKG"
+	deb=$(fetch_deb "$KPKG" "$KVER_PKG")
+	rm -rf "$OUT/kernel.tmp"
+	mkdir -p "$OUT/kernel.tmp"
+	dpkg-deb -x "$deb" "$OUT/kernel.tmp"
+	KVER=$(ls "$OUT/kernel.tmp/lib/modules")
+	depmod -b "$OUT/kernel.tmp" "$KVER"
+	# Keep only the modules the guest loads, and what they depend on.
+	keep=$(for m in $MODULES; do modprobe -d "$OUT/kernel.tmp" -S "$KVER" --show-depends "$m" 2>/dev/null; done | awk '$1=="insmod"{print $2}')
+	find "$OUT/kernel.tmp/lib/modules/$KVER/kernel" -name '*.ko*' | grep -vxF "$keep" | xargs rm -f
+	rm -rf "$OUT/kernel.tmp/usr"
+	rm -rf "$OUT/kernel"
+	mv "$OUT/kernel.tmp" "$OUT/kernel"
+	cp "$OUT/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
+	mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+	echo "$K_STAMP" >"$OUT/.kernel.stamp"
+fi
+KVER=$(ls "$OUT/kernel/lib/modules")
+MODS=$(for m in $MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
+	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
+
+# ---------------------------------------------------------------- initramfs
+read -r -d '' INITRAMFS_INIT <<'EOF' || true
+#!/bin/busybox sh
+# Load the modules, mount the root disk, switch to it.
+/bin/busybox mkdir -p /proc /sys /dev /newroot
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.order
+root=/dev/vda fstype=ext4 init=/sbin/init
+for a in $(cat /proc/cmdline); do
+	case "$a" in
+	cowork.root=*) root=${a#*=} ;;
+	cowork.init=*) init=${a#*=} ;;
+	cowork.break=*) setsid cttyhack sh ;;
+	esac
+done
+i=0
+while [ ! -b "$root" ] && [ $i -lt 500 ]; do usleep 10000; i=$((i + 1)); done
+if ! mount -t "$fstype" -o rw "$root" /newroot; then
+	echo "initramfs: cannot mount $root"
+	exec setsid cttyhack sh
+fi
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot "$init"
+EOF
+
+I_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$K_STAMP" "busybox-static=$BB_VER" "$INITRAMFS_INIT" | sha256sum | cut -c1-16)
+if [ "$(cat "$OUT/.initrd.stamp" 2>/dev/null)" != "$I_STAMP" ] || [ ! -f "$OUT/initrd.img" ]; then
+	log "initramfs: kernel $KVER, busybox-static $BB_VER"
+	bbdeb=$(fetch_deb busybox-static "$BB_VER")
+	T="$OUT/initrd.tmp"
+	rm -rf "$OUT/bb.tmp" "$T"
+	mkdir -p "$OUT/bb.tmp" "$T"/{bin,sbin,etc,proc,sys,dev,newroot,lib/modules/"$KVER"}
+	dpkg-deb -x "$bbdeb" "$OUT/bb.tmp"
+	cp "$OUT/bb.tmp/bin/busybox" "$T/bin/busybox"
+	cp "$OUT/bb.tmp/bin/busybox" "$OUT/busybox"
+	printf '%s\n' "$INITRAMFS_INIT" >"$T/init"
+	chmod 755 "$T/init"
+	: >"$T/etc/modules.order"
+	for p in $MODS; do
+		rel=${p#"$OUT/kernel"}
+		mkdir -p "$T$(dirname "$rel")"
+		cp "$p" "$T$rel"
+		echo "$rel" >>"$T/etc/modules.order"
+	done
+	mknod -m 600 "$T/dev/console" c 5 1 2>/dev/null || true
+	(cd "$T" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet | gzip -6n) >"$OUT/initrd.img.tmp"
+	mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
+	rm -rf "$OUT/bb.tmp" "$T"
+	echo "$I_STAMP" >"$OUT/.initrd.stamp"
+fi
+
+# ---------------------------------------------------------------- root filesystem
+# Stage 1, slow (minutes under qemu-user): the debootstrap tree, cached.
+B_STAMP=$(printf '%s\n' "$SUITE" "$MIRROR" "$PKGS" "$ARCH" | sha256sum | cut -c1-16)
+if [ "$(cat "$OUT/.base.stamp" 2>/dev/null)" != "$B_STAMP" ] || [ ! -d "$OUT/rootfs-base" ]; then
+	ensure_binfmt
+	B="$OUT/rootfs-base.tmp"
+	rm -rf "$B"
+	mkdir -p "$OUT/debcache"
+	log "rootfs: debootstrap --variant=minbase --arch=$ARCH $SUITE (a few minutes)"
+	debootstrap --variant=minbase --arch="$ARCH" --cache-dir="$OUT/debcache" --include="$PKGS" \
+		"$SUITE" "$B" "$MIRROR" >"$OUT/debootstrap.log" 2>&1 || {
+		tail -20 "$OUT/debootstrap.log"
+		die "debootstrap failed"
+	}
+	chroot "$B" /usr/sbin/useradd -m -u 1000 -U -G sudo -s /bin/bash cowork
+	chroot "$B" passwd -d root >/dev/null
+	chroot "$B" dpkg-query -W -f '${Package}=${Version}\n' >"$OUT/rootfs-packages.txt"
+	rm -rf "$B"/var/cache/apt/archives/*.deb "$B"/var/lib/apt/lists/* "$B"/usr/share/doc/* \
+		"$B"/usr/share/man/* "$B"/usr/share/locale/* "$B"/usr/share/info/* "$B"/var/log/*.log \
+		"$B"/etc/ssh/ssh_host_*
+	rm -rf "$OUT/rootfs-base"
+	mv "$B" "$OUT/rootfs-base"
+	echo "$B_STAMP" >"$OUT/.base.stamp"
+fi
+
+# The bench's key into the guest's sshd, and the guest's host key: made once.
+if [ ! -f "$OUT/ssh/id_ed25519" ]; then
+	mkdir -p "$OUT/ssh"
+	ssh-keygen -q -t ed25519 -N "" -C cowork-e2e -f "$OUT/ssh/id_ed25519"
+	ssh-keygen -q -t ed25519 -N "" -C cowork-e2e-host -f "$OUT/ssh/ssh_host_ed25519_key"
+fi
+
+read -r -d '' INITTAB <<'EOF' || true
+::sysinit:/etc/cowork/rcS
+::respawn:/etc/cowork/agent
+::respawn:/etc/cowork/power-button
+::shutdown:/bin/busybox sync
+::shutdown:/bin/busybox umount -a -r
+EOF
+
+read -r -d '' RCS <<'EOF' || true
+#!/bin/busybox sh
+# Boot: mounts, network (static: the cowork netstack's fixed addresses), the
+# workspace share, sshd, and the provisioning marker the agent reports.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm /run /tmp
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+hostname cowork
+ip link set lo up
+ip link set eth0 up && ip addr add 192.168.127.2/24 dev eth0 && ip route add default via 192.168.127.1
+echo "nameserver 192.168.127.1" >/etc/resolv.conf
+mkdir -p /workspace
+mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
+resize2fs /dev/vda >/dev/null 2>&1 &
+mkdir -p /run/sshd && /usr/sbin/sshd
+mkdir -p /var/lib/cowork && touch /var/lib/cowork/provisioned
+read -r up _ </proc/uptime
+echo "cowork e2e guest up after ${up}s" >/dev/console
+EOF
+
+read -r -d '' AGENT_RUN <<'EOF' || true
+#!/bin/busybox sh
+# Run by init, which starts it again whenever it exits.
+exec /usr/local/bin/cowork-agent --listen serial://org.cowork.agent --default-user cowork 2>>/var/log/cowork-agent.log
+EOF
+
+read -r -d '' POWER_BUTTON <<'EOF' || true
+#!/bin/busybox sh
+# The power button (QMP system_powerdown) arrives as a key on gpio-keys (arm64
+# virt) or as an ACPI button (x86); either way: a clean poweroff.
+for d in /sys/class/input/event*; do
+	read -r n <"$d/device/name" 2>/dev/null || continue
+	case "$n" in gpio-keys | "Power Button")
+		head -c 24 "/dev/input/${d##*/}" >/dev/null && exec busybox poweroff ;;
+	esac
+done
+exec sleep 2147483647
+EOF
+
+AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
+R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" |
+	sha256sum | cut -c1-16)
+if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/rootfs.ext4" ]; then
+	log "rootfs: agent $AGENT_SUM, mkfs.ext4 -d ($ROOTFS_SIZE)"
+	R="$OUT/rootfs.tmp"
+	rm -rf "$R"
+	cp -a "$OUT/rootfs-base" "$R"
+	echo cowork >"$R/etc/hostname"
+	printf '127.0.0.1 localhost\n127.0.1.1 cowork\n::1 localhost\n' >"$R/etc/hosts"
+	printf '/dev/vda / ext4 rw 0 1\n' >"$R/etc/fstab"
+	install -m 755 "$OUT/busybox" "$R/bin/busybox"
+	ln -sf /bin/busybox "$R/sbin/init"
+	printf '%s\n' "$INITTAB" >"$R/etc/inittab"
+	mkdir -p "$R/etc/cowork" "$R/workspace" "$R/root/.ssh"
+	printf '%s\n' "$RCS" >"$R/etc/cowork/rcS"
+	printf '%s\n' "$AGENT_RUN" >"$R/etc/cowork/agent"
+	printf '%s\n' "$POWER_BUTTON" >"$R/etc/cowork/power-button"
+	chmod 755 "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
+	install -m 755 "$AGENT" "$R/usr/local/bin/cowork-agent"
+	install -m 600 "$OUT/ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
+	install -m 600 "$OUT/ssh/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
+	install -m 644 "$OUT/ssh/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+	echo 'cowork ALL=(ALL) NOPASSWD:ALL' >"$R/etc/sudoers.d/cowork"
+	chmod 440 "$R/etc/sudoers.d/cowork"
+	# The same modules as the initramfs, so that modprobe works after the switch.
+	mkdir -p "$R/lib/modules/$KVER"
+	for p in $MODS; do
+		rel=${p#"$OUT/kernel"}
+		mkdir -p "$R$(dirname "$rel")"
+		cp "$p" "$R$rel"
+	done
+	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/"
+	depmod -b "$R" "$KVER"
+	rm -f "$OUT/rootfs.ext4.tmp"
+	mkfs.ext4 -q -F -L cowork-root -E root_owner=0:0 -d "$R" "$OUT/rootfs.ext4.tmp" "$ROOTFS_SIZE" >/dev/null
+	mv "$OUT/rootfs.ext4.tmp" "$OUT/rootfs.ext4"
+	rm -rf "$R"
+	echo "$R_STAMP" >"$OUT/.rootfs.stamp"
+fi
+
+log "ready"
+echo "kernel=$OUT/vmlinuz"
+echo "initrd=$OUT/initrd.img"
+echo "disk=$OUT/rootfs.ext4"
+echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cowork.root=/dev/vda"
+echo "ssh_key=$OUT/ssh/id_ed25519"

@@ -1,0 +1,185 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/internal/buildinfo"
+)
+
+// waitForAgent polls the agent until it answers Info, then follows
+// provisioning until the guest says it is complete.
+func (d *Daemon) waitForAgent(ctx context.Context) error {
+	client, err := agentclient.New(func(ctx context.Context) (net.Conn, error) { return d.vm.DialAgent(ctx) })
+	if err != nil {
+		return err
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		info, err := client.Info(actx)
+		cancel()
+		if err == nil {
+			d.mu.Lock()
+			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootId}
+			d.mu.Unlock()
+			msg := "agent connected (version " + info.Version + ")"
+			if info.Version != buildinfo.Version {
+				msg += fmt.Sprintf("; this cowork is %s, so the guest runs an older or newer agent", buildinfo.Version)
+			}
+			d.events.emit(controlpb.Phase_AGENT_CONNECTED, msg, nil)
+			d.syncClock(ctx)
+			return d.waitForProvisioning(ctx, info.Provisioned)
+		}
+		select {
+		case <-d.vm.Done():
+			return d.vmGone()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
+	if !done {
+		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest", nil)
+	}
+	for !done {
+		select {
+		case <-d.vm.Done():
+			return d.vmGone()
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := d.agent.Info(actx)
+		cancel()
+		done = err == nil && info.Provisioned
+	}
+	d.mu.Lock()
+	d.ready = true
+	d.mu.Unlock()
+	d.events.emit(controlpb.Phase_READY, "ready", nil)
+	return nil
+}
+
+func (d *Daemon) vmGone() error {
+	if err := d.vm.Err(); err != nil {
+		return err
+	}
+	return errors.New("the VM stopped while booting")
+}
+
+// watchKernel reports the kernel phase when the console shows its first line.
+func (d *Daemon) watchKernel(ctx context.Context) {
+	for {
+		if st, err := os.Stat(d.paths.SerialLog()); err == nil && st.Size() > 0 {
+			d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.vm.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if d.events.last() >= controlpb.Phase_AGENT_CONNECTED {
+			return // a quiet console; the agent is up anyway
+		}
+	}
+}
+
+// relay serves agent.sock: each connection gets a new channel to the
+// agent, spliced both ways until either side ends.
+func (d *Daemon) relay(ctx context.Context, l net.Listener) {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			g, err := d.vm.DialAgent(dctx)
+			cancel()
+			if err != nil {
+				d.log.Warn("relay: open an agent channel", "err", err)
+				return
+			}
+			defer g.Close()
+			splice(c, g)
+		}()
+	}
+}
+
+// splice copies both ways and closes both ends when either direction ends.
+func splice(a, b net.Conn) {
+	var once sync.Once
+	closeBoth := func() { a.Close(); b.Close() }
+	var wg sync.WaitGroup
+	for _, p := range [][2]net.Conn{{a, b}, {b, a}} {
+		wg.Go(func() {
+			_, _ = io.Copy(p[0], p[1])
+			once.Do(closeBoth)
+		})
+	}
+	wg.Wait()
+}
+
+// watchClock sets the guest's clock when the host's wall clock jumps
+// (the host slept, or its time was set), noticed as the wall clock
+// drifting from the monotonic one.
+func (d *Daemon) watchClock(ctx context.Context) {
+	const every = 5 * time.Second
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.vm.Done():
+			return
+		case <-time.After(every):
+		}
+		now := time.Now()
+		wall := now.Round(0).Sub(last.Round(0))
+		mono := now.Sub(last)
+		if drift := wall - mono; drift > 2*time.Second || drift < -2*time.Second {
+			d.log.Info("host clock jumped; setting the guest clock", "drift", drift.Round(time.Millisecond))
+			d.syncClock(ctx)
+		}
+		last = now
+	}
+}
+
+func (d *Daemon) syncClock(ctx context.Context) {
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	if agent == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	skew, err := agent.SetTime(ctx, time.Now())
+	if err != nil {
+		d.log.Warn("set guest clock", "err", err)
+		return
+	}
+	if skew > time.Second || skew < -time.Second {
+		d.log.Info("guest clock corrected", "was_off_by", skew.Round(time.Millisecond))
+	}
+}

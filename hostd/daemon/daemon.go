@@ -1,0 +1,312 @@
+// Package daemon is hostd: the long-lived process that owns one instance's
+// VM, its network, the agent relay and the control socket. `cowork start`
+// launches it detached; it lives until the VM stops.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/qemu"
+)
+
+
+// DefaultStopTimeout is how long a guest may take to shut down.
+const DefaultStopTimeout = 30 * time.Second
+
+// Daemon is one instance's hostd.
+type Daemon struct {
+	name   string
+	paths  instance.Paths
+	cfg    *instance.Config
+	log    *slog.Logger
+	events *events
+
+	vm      machine.Machine
+	started time.Time
+
+	mu      sync.Mutex
+	agent   *agentclient.Client
+	info    agentInfo
+	ready   bool
+	stopErr error
+
+	stopOnce   sync.Once
+	stopReq    chan stopRequest
+	cancelBoot context.CancelFunc
+}
+
+type agentInfo struct{ version, bootID string }
+
+type stopRequest struct {
+	force   bool
+	timeout time.Duration
+}
+
+// Run is `cowork hostd`: it serves the instance until its VM stops.
+func Run(name string, log *slog.Logger) error {
+	paths, err := instance.PathsFor(name)
+	if err != nil {
+		return err
+	}
+	lock, err := instance.TryLock(paths)
+	if errors.Is(err, instance.ErrRunning) {
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if stale, err := lock.CleanStale(paths); err != nil {
+		return fmt.Errorf("clean up after the last hostd: %w", err)
+	} else if stale != nil {
+		log.Warn("cleaned up after a hostd that died", "pid", stale.Pid, "files", stale.Files)
+	}
+	cfg, err := instance.Load(name)
+	if err != nil {
+		return err
+	}
+	if err := instance.WritePid(paths); err != nil {
+		return err
+	}
+	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1)}
+	defer d.cleanup()
+	return d.serve()
+}
+
+func (d *Daemon) cleanup() {
+	d.events.close()
+	for _, f := range []string{d.paths.HostdSock(), d.paths.AgentSock(), d.paths.PidFile()} {
+		_ = os.Remove(f)
+	}
+	_ = os.RemoveAll(d.paths.Run())
+}
+
+func (d *Daemon) serve() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	control, err := listenUnix(d.paths.HostdSock())
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer()
+	controlpb.RegisterControlServer(g, &controlServer{d: d})
+	go g.Serve(control)
+	defer g.Stop()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
+		}
+	}()
+
+	bootCtx, cancelBoot := context.WithCancel(ctx)
+	d.mu.Lock()
+	d.cancelBoot = cancelBoot
+	d.mu.Unlock()
+	err = d.boot(ctx, bootCtx)
+	cancelBoot()
+	if err != nil {
+		select {
+		case req := <-d.stopReq: // asked to stop while booting
+			if d.vm == nil {
+				d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
+				return nil
+			}
+			d.shutdown(req)
+		default:
+			d.log.Error("boot failed", "err", err)
+			d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
+			if d.vm != nil {
+				_ = d.vm.Stop(context.Background(), 0)
+			}
+			return err
+		}
+	} else {
+		select {
+		case req := <-d.stopReq:
+			d.shutdown(req)
+		case <-d.vm.Done():
+		}
+	}
+	<-d.vm.Done()
+	if err := d.vm.Err(); err != nil {
+		d.log.Error("vm stopped", "err", err)
+		d.events.emit(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", err)
+		return err
+	}
+	d.events.emit(controlpb.Phase_STOPPED, "stopped", nil)
+	d.log.Info("stopped")
+	return nil
+}
+
+// boot starts the network and the VM, then waits for the agent; the
+// relay and the clock watch start once it answers. What lives as long as
+// hostd runs on life; the waiting is cut short by ctx.
+func (d *Daemon) boot(life, ctx context.Context) error {
+	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
+		return err
+	}
+	rotate(d.paths.SerialLog())
+	mac := netstack.GuestMAC(d.name)
+	stack, err := netstack.New(mac)
+	if err != nil {
+		return err
+	}
+	nic, err := stack.Attach(life)
+	if err != nil {
+		return err
+	}
+	defer nic.Close() // the hypervisor holds its own copy
+
+	mc := machine.Config{
+		Arch:      d.cfg.Arch,
+		CPUs:      d.cfg.CPUs,
+		Memory:    int64(d.cfg.Memory),
+		Disk:      d.paths.Disk(),
+		ShareDir:  d.cfg.Workspace,
+		ShareTag:  instance.ShareTag,
+		Network:   nic,
+		MAC:       mac,
+		SerialLog: d.paths.SerialLog(),
+		RunDir:    d.paths.Run(),
+	}
+	if _, err := os.Stat(d.paths.CIData()); err == nil {
+		mc.CIData = d.paths.CIData()
+	}
+	if d.cfg.Boot == instance.BootKernel {
+		mc.Kernel, mc.Initrd, mc.Cmdline = d.paths.Kernel(), d.paths.Initrd(), d.cfg.Cmdline
+		if _, err := os.Stat(mc.Initrd); err != nil {
+			mc.Initrd = ""
+		}
+	} else {
+		mc.EFIVars = d.paths.EFIVars()
+	}
+	if _, err := os.Stat(d.cfg.Workspace); err != nil {
+		return fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
+	}
+	if home, err := instance.Home(); err == nil {
+		qemu.AccelCache = filepath.Join(home, "cache", "accel.json")
+	}
+	vm, err := newMachine(mc, d.log)
+	if err != nil {
+		return err
+	}
+	if err := vm.Start(ctx); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.vm, d.started = vm, time.Now()
+	d.mu.Unlock()
+	backend, accel := describe(vm)
+	msg := fmt.Sprintf("VM started (%s, %s)", backend, accel)
+	if accel == "tcg" {
+		msg += "; no usable KVM, so the guest is emulated and slow"
+	}
+	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
+
+	go d.watchKernel(ctx)
+	if err := d.waitForAgent(ctx); err != nil {
+		return err
+	}
+	relay, err := listenUnix(d.paths.AgentSock())
+	if err != nil {
+		return err
+	}
+	go d.relay(life, relay)
+	go d.watchClock(life)
+	return nil
+}
+
+// shutdown stops the VM as asked: the agent powers the guest off cleanly
+// (it syncs first), the hypervisor's power button is the fallback, and
+// the power is cut after the timeout or at once with force.
+func (d *Daemon) shutdown(req stopRequest) {
+	d.log.Info("stopping", "force", req.force, "timeout", req.timeout)
+	if req.force {
+		_ = d.vm.Stop(context.Background(), 0)
+		return
+	}
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	if agent != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := agent.Shutdown(ctx); err != nil {
+			d.log.Warn("agent shutdown", "err", err)
+		}
+		cancel()
+		select {
+		case <-d.vm.Done():
+			return
+		case <-time.After(req.timeout):
+		}
+	}
+	_ = d.vm.Stop(context.Background(), req.timeout)
+}
+
+// machine is the VM, once started.
+func (d *Daemon) machine() machine.Machine {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.vm
+}
+
+// requestStop asks the main loop to stop the VM, interrupting the boot if
+// it is still under way; only the first asking counts.
+func (d *Daemon) requestStop(req stopRequest) {
+	d.stopOnce.Do(func() {
+		d.stopReq <- req
+		d.mu.Lock()
+		if d.cancelBoot != nil {
+			d.cancelBoot()
+		}
+		d.mu.Unlock()
+	})
+}
+
+// rotate keeps the previous boot's log as path.1.
+func rotate(path string) {
+	if st, err := os.Stat(path); err == nil && st.Size() > 0 {
+		_ = os.Rename(path, path+".1")
+	}
+}
+
+// listenUnix listens on a fresh socket only its owner may use.
+func listenUnix(path string) (net.Listener, error) {
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	defer syscall.Umask(old)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func describe(m machine.Machine) (string, string) {
+	if d, ok := m.(machine.Describer); ok {
+		return d.Backend()
+	}
+	return "unknown", "unknown"
+}

@@ -1,0 +1,145 @@
+// Package hostd is the Go API to a cowork instance: start its daemon,
+// follow its boot, ask its status, stop it, and reach its guest agent.
+// The daemon itself is in hostd/daemon; the CLI is built on this package.
+package hostd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// ErrNotRunning means the instance has no live hostd.
+var ErrNotRunning = errors.New("not running")
+
+// Client is a connection to one instance's hostd.
+type Client struct {
+	Name  string
+	Paths instance.Paths
+	conn  *grpc.ClientConn
+	api   controlpb.ControlClient
+}
+
+// Dial connects to the named instance's hostd; ErrNotRunning if it has none.
+func Dial(name string) (*Client, error) {
+	paths, err := instance.PathsFor(name)
+	if err != nil {
+		return nil, err
+	}
+	if !instance.Held(paths) {
+		return nil, fmt.Errorf("instance %s is %w", name, ErrNotRunning)
+	}
+	conn, err := grpc.NewClient("unix://"+paths.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Name: name, Paths: paths, conn: conn, api: controlpb.NewControlClient(conn)}, nil
+}
+
+// Close releases the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Status asks hostd about the instance.
+func (c *Client) Status(ctx context.Context) (*controlpb.StatusResponse, error) {
+	return c.api.Status(ctx, &controlpb.StatusRequest{})
+}
+
+// Stop shuts the VM down (cuts its power with force) and returns once it
+// stopped; hostd then exits.
+func (c *Client) Stop(ctx context.Context, force bool, timeout time.Duration) error {
+	_, err := c.api.Stop(ctx, &controlpb.StopRequest{Force: force, TimeoutMs: timeout.Milliseconds()})
+	return err
+}
+
+// Events follows the boot: what happened so far, then what happens.
+func (c *Client) Events(ctx context.Context) (controlpb.Control_EventsClient, error) {
+	return c.api.Events(ctx, &controlpb.EventsRequest{})
+}
+
+// Agent returns a client of the guest agent through hostd's relay.
+func (c *Client) Agent() (*agentclient.Client, error) {
+	return agentclient.New(agentclient.UnixDialer(c.Paths.AgentSock()))
+}
+
+// Launch starts `exe hostd --name NAME` detached from this process (its own
+// session, stdio to hostd.log), so it outlives the command that started it.
+func Launch(exe, name string) (*exec.Cmd, error) {
+	paths, err := instance.PathsFor(name)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(paths.HostdLog(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	if st, err := logf.Stat(); err == nil && st.Size() > 10<<20 {
+		_ = logf.Truncate(0)
+	}
+	cmd := exec.Command(exe, "hostd", "--name", name)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start hostd: %w", err)
+	}
+	return cmd, nil
+}
+
+// waitForControl waits until hostd serves its control socket.
+func waitForControl(ctx context.Context, paths instance.Paths, exited <-chan error) error {
+	for {
+		if c, err := net.Dial("unix", paths.HostdSock()); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return &hostdExit{err: err}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type hostdExit struct{ err error }
+
+func (e *hostdExit) Error() string { return fmt.Sprintf("hostd exited (%v)", e.err) }
+func (e *hostdExit) Unwrap() error { return e.err }
+
+// Diagnostics is the end of the instance's logs, to show with a failure.
+func Diagnostics(paths instance.Paths) string {
+	var b strings.Builder
+	for _, f := range []struct{ name, path string }{{"serial.log", paths.SerialLog()}, {"hostd.log", paths.HostdLog()}} {
+		if t := tailLines(f.path, 10); t != "" {
+			fmt.Fprintf(&b, "\n--- last lines of %s (%s) ---\n%s", f.name, f.path, t)
+		}
+	}
+	return b.String()
+}
+
+func tailLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,176 @@
+package instance
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/coworkhq/cowork/internal/units"
+)
+
+// Defaults match the seed's VM: 4 CPUs, 4 GiB of memory, a 10 GiB disk.
+const (
+	DefaultCPUs   = 4
+	DefaultMemory = 4 * units.GiB
+	DefaultDisk   = 10 * units.GiB
+	ShareTag      = "workspace" // the virtiofs tag the guest mounts at /workspace
+)
+
+// Limits a config must stay within, whatever the backend.
+const (
+	MinMemory = 256 * units.MiB
+	MinDisk   = 1 * units.GiB
+	MaxCPUs   = 64
+)
+
+// Config is an instance's settings in the user's terms, kept in config.json.
+type Config struct {
+	Name      string     `json:"name"`
+	CPUs      int        `json:"cpus"`
+	Memory    units.Size `json:"memory"`
+	Disk      units.Size `json:"disk"`
+	Workspace string     `json:"workspace"`
+	// Arch is the guest's architecture (GOARCH): arm64 or amd64.
+	Arch string `json:"arch"`
+	// Image is where the disk came from, for the record.
+	Image string `json:"image,omitempty"`
+	// Boot is "kernel" when the instance boots the kernel, initrd and
+	// cmdline kept in its directory, else "efi" (the image's own loader).
+	Boot    string    `json:"boot"`
+	Cmdline string    `json:"cmdline,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Boot methods.
+const (
+	BootEFI    = "efi"
+	BootKernel = "kernel"
+)
+
+// DefaultWorkspace is ~/cowork-workspace.
+func DefaultWorkspace() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "cowork-workspace"
+	}
+	return filepath.Join(home, "cowork-workspace")
+}
+
+// HostArch is the guest architecture that runs fastest on this host.
+func HostArch() string { return runtime.GOARCH }
+
+// Validate checks the config in terms a user can act on. hostMemory is the
+// machine's RAM (0 when unknown).
+func (c *Config) Validate(hostMemory units.Size) error {
+	var errs []error
+	if err := ValidateName(c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CPUs < 1 || c.CPUs > MaxCPUs {
+		errs = append(errs, fmt.Errorf("--cpus %d: want 1 to %d", c.CPUs, MaxCPUs))
+	}
+	switch {
+	case c.Memory < MinMemory:
+		errs = append(errs, fmt.Errorf("--memory %s is below the minimum of %s", c.Memory, MinMemory))
+	case hostMemory > 0 && c.Memory > hostMemory:
+		errs = append(errs, fmt.Errorf("--memory %s is more than this machine has (%s)", c.Memory, hostMemory))
+	case c.Memory%units.MiB != 0:
+		errs = append(errs, fmt.Errorf("--memory %s: use whole MiB", c.Memory))
+	}
+	if c.Disk < MinDisk {
+		errs = append(errs, fmt.Errorf("--disk %s is below the minimum of %s", c.Disk, MinDisk))
+	}
+	if c.Workspace == "" || !filepath.IsAbs(c.Workspace) {
+		errs = append(errs, fmt.Errorf("--workspace %q: want an absolute path", c.Workspace))
+	}
+	if c.Arch != "arm64" && c.Arch != "amd64" {
+		errs = append(errs, fmt.Errorf("guest architecture %q: want arm64 or amd64", c.Arch))
+	}
+	if c.Boot != BootEFI && c.Boot != BootKernel {
+		errs = append(errs, fmt.Errorf("boot method %q: want efi or kernel", c.Boot))
+	}
+	if c.Boot != BootKernel && c.Cmdline != "" {
+		errs = append(errs, errors.New("--cmdline needs --kernel"))
+	}
+	return errors.Join(errs...)
+}
+
+// Load reads the named instance's config.
+func Load(name string) (*Config, error) {
+	dir, err := Dir(name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &NotFoundError{Name: name}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, "config.json"), err)
+	}
+	return &c, nil
+}
+
+// Save writes the config atomically (a crash leaves the old one or the new).
+func (c *Config) Save(dir string) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o600)
+}
+
+// WriteFileAtomic writes data to a temporary file and renames it over path.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// NotFoundError says an instance does not exist, and how to make one.
+type NotFoundError struct{ Name string }
+
+func (e *NotFoundError) Error() string {
+	flag := ""
+	if e.Name != DefaultName {
+		flag = " --name " + e.Name
+	}
+	return fmt.Sprintf("instance %s does not exist; create it with `cowork init%s`", e.Name, flag)
+}
+
+// ExpandHome turns a leading ~ into the home directory.
+func ExpandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, strings.TrimPrefix(p, "~"))
+		}
+	}
+	return p
+}

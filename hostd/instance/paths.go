@@ -1,0 +1,34 @@
+package instance
+
+import "path/filepath"
+
+// Paths names the files in an instance directory.
+type Paths string
+
+// PathsFor returns the paths of the named instance.
+func PathsFor(name string) (Paths, error) {
+	d, err := Dir(name)
+	return Paths(d), err
+}
+
+func (p Paths) Dir() string          { return string(p) }
+func (p Paths) file(n string) string { return filepath.Join(string(p), n) }
+
+func (p Paths) Config() string     { return p.file("config.json") }
+func (p Paths) Disk() string       { return p.file("disk.raw") }
+func (p Paths) CIData() string     { return p.file("cidata.iso") }
+func (p Paths) Kernel() string     { return p.file("kernel") }
+func (p Paths) Initrd() string     { return p.file("initrd") }
+func (p Paths) EFIVars() string    { return p.file("efi-vars") }
+func (p Paths) MachineID() string  { return p.file("machine-id") }
+func (p Paths) HostdSock() string  { return p.file("hostd.sock") }
+func (p Paths) AgentSock() string  { return p.file("agent.sock") }
+func (p Paths) SerialLog() string  { return p.file("serial.log") }
+func (p Paths) HostdLog() string   { return p.file("hostd.log") }
+func (p Paths) NetworkLog() string { return p.file("network.jsonl") }
+func (p Paths) PidFile() string    { return p.file("hostd.pid") }
+func (p Paths) LockFile() string   { return p.file("hostd.lock") }
+
+// Run is a directory for the running VM's sockets and helper pid files
+// (QMP, the agent chardev, virtiofsd), emptied at every start.
+func (p Paths) Run() string { return p.file("run") }

@@ -1,0 +1,106 @@
+// Package machine is the boundary between hostd and a hypervisor: a Config
+// with everything resolved to paths and descriptors, and the small Machine
+// interface that the QEMU and vz backends implement. A backend translates
+// the Config; it decides nothing.
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config is one VM, ready to run.
+type Config struct {
+	Arch   string // guest GOARCH: arm64 or amd64
+	CPUs   int
+	Memory int64 // bytes
+
+	Disk   string // raw disk image, read-write
+	CIData string // read-only ISO, optional
+
+	// Boot: Kernel set means direct kernel boot; otherwise EFI firmware
+	// with its variables in EFIVars.
+	Kernel, Initrd, Cmdline string
+	EFIVars                 string
+
+	ShareDir string // the host directory shared with the guest
+	ShareTag string // the virtiofs tag the guest mounts
+
+	// Network is the VM's end of a SOCK_DGRAM socketpair carrying one
+	// Ethernet frame per datagram; MAC is the guest NIC's address.
+	Network *os.File
+	MAC     net.HardwareAddr
+
+	SerialLog string // the guest console, appended
+	RunDir    string // private sockets and pid files of this run
+}
+
+// Validate checks what a backend relies on.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Arch != "arm64" && c.Arch != "amd64" {
+		errs = append(errs, fmt.Errorf("arch %q", c.Arch))
+	}
+	if c.CPUs < 1 {
+		errs = append(errs, fmt.Errorf("cpus %d", c.CPUs))
+	}
+	if c.Memory < 1<<20 {
+		errs = append(errs, fmt.Errorf("memory %d", c.Memory))
+	}
+	for what, p := range map[string]string{"disk": c.Disk, "serial log": c.SerialLog, "run dir": c.RunDir} {
+		if p == "" || !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s path %q is not absolute", what, p))
+		}
+	}
+	if c.Kernel == "" && c.EFIVars == "" {
+		errs = append(errs, errors.New("neither a kernel nor an EFI variable store"))
+	}
+	if (c.ShareDir == "") != (c.ShareTag == "") {
+		errs = append(errs, errors.New("a share needs both a directory and a tag"))
+	}
+	if c.Network == nil {
+		errs = append(errs, errors.New("no network"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("machine config: %w", err)
+	}
+	return nil
+}
+
+// State is where a VM is in its life.
+type State string
+
+const (
+	Starting State = "starting"
+	Running  State = "running"
+	Stopping State = "stopping"
+	Stopped  State = "stopped"
+)
+
+// Machine is a running (or about to run) VM.
+type Machine interface {
+	// Start boots the VM and returns once the hypervisor runs it.
+	Start(ctx context.Context) error
+	// State is the VM's current state.
+	State() State
+	// Done is closed when the VM has stopped, for any reason; Err then says why
+	// when it was not asked to stop.
+	Done() <-chan struct{}
+	Err() error
+	// Stop asks the guest to power off, and cuts the power if it has not
+	// within timeout (at once when timeout is 0).
+	Stop(ctx context.Context, timeout time.Duration) error
+	// DialAgent opens a new channel to the guest agent.
+	DialAgent(ctx context.Context) (net.Conn, error)
+}
+
+// Describer is a Machine that can say what runs it, for `cowork status`.
+type Describer interface {
+	// Backend names the hypervisor and its accelerator, e.g. "qemu", "tcg".
+	Backend() (name, accel string)
+}

@@ -1,0 +1,157 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// AccelCache is where the KVM probe's answer is kept between runs; empty
+// means probe in every process. hostd sets it under $COWORK_HOME/cache.
+var AccelCache string
+
+var accelMemo sync.Map // key -> "kvm" | "tcg"
+
+// Accelerator is "kvm" when /dev/kvm really runs a guest of arch here, and
+// "tcg" otherwise. A /dev/kvm that opens proves nothing (nested setups can
+// refuse real guests), so a tiny guest is run once and the answer cached,
+// keyed by the QEMU binary and the host kernel.
+func Accelerator(qemuBin, arch string, log *slog.Logger) string {
+	key := probeKey(qemuBin, arch)
+	if v, ok := accelMemo.Load(key); ok {
+		return v.(string)
+	}
+	accel, cached := readAccelCache(key)
+	if !cached {
+		var why string
+		accel, why = probeKVM(qemuBin, arch)
+		if accel == "tcg" {
+			log.Warn("no usable KVM: the guest runs under emulation (TCG) and will be slow", "why", why)
+		}
+		writeAccelCache(key, accel)
+	}
+	accelMemo.Store(key, accel)
+	return accel
+}
+
+func probeKey(qemuBin, arch string) string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	st, _ := os.Stat(qemuBin)
+	var size, mtime int64
+	if st != nil {
+		size, mtime = st.Size(), st.ModTime().Unix()
+	}
+	return fmt.Sprintf("%s|%d|%d|%s|%s", qemuBin, size, mtime, unix.ByteSliceToString(u.Release[:]), arch)
+}
+
+func readAccelCache(key string) (string, bool) {
+	if AccelCache == "" {
+		return "", false
+	}
+	b, err := os.ReadFile(AccelCache)
+	if err != nil {
+		return "", false
+	}
+	var m map[string]string
+	if json.Unmarshal(b, &m) != nil {
+		return "", false
+	}
+	v, ok := m[key]
+	return v, ok && (v == "kvm" || v == "tcg")
+}
+
+func writeAccelCache(key, accel string) {
+	if AccelCache == "" {
+		return
+	}
+	m := map[string]string{}
+	if b, err := os.ReadFile(AccelCache); err == nil {
+		_ = json.Unmarshal(b, &m)
+	}
+	m[key] = accel
+	b, _ := json.MarshalIndent(m, "", "  ")
+	_ = os.MkdirAll(filepath.Dir(AccelCache), 0o700)
+	_ = os.WriteFile(AccelCache, b, 0o600)
+}
+
+// guestArch is the GOARCH naming of the host's CPU, as a guest would need it.
+func hostArch() string { return runtime.GOARCH }
+
+// probeKVM runs a guest of a few instructions under KVM: it ends QEMU
+// through a device only a running guest can reach. It returns "tcg" and
+// the reason when that does not happen.
+func probeKVM(qemuBin, arch string) (string, string) {
+	if arch != hostArch() {
+		return "tcg", fmt.Sprintf("%s guest on %s host", arch, hostArch())
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg", err.Error()
+	}
+	f.Close()
+	dir, err := os.MkdirTemp("", "cowork-kvm-probe")
+	if err != nil {
+		return "tcg", err.Error()
+	}
+	defer os.RemoveAll(dir)
+	payload := filepath.Join(dir, "probe.bin")
+	var args []string
+	var wantExit int
+	switch arch {
+	case "amd64":
+		// A BIOS whose reset vector writes 1 to isa-debug-exit: QEMU exits 3.
+		bios := make([]byte, 64<<10)
+		copy(bios[0xfff0:], []byte{0xb0, 0x01, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe}) // mov al,1; out 0xf4,al; hlt; jmp $
+		if err := os.WriteFile(payload, bios, 0o600); err != nil {
+			return "tcg", err.Error()
+		}
+		args = []string{"-M", "q35", "-bios", payload, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"}
+		wantExit = 3
+	case "arm64":
+		// A kernel that calls PSCI SYSTEM_OFF through HVC: QEMU exits 0.
+		code := []byte{
+			0x00, 0x01, 0x80, 0x52, // movz w0, #0x8
+			0x00, 0x80, 0xb0, 0x72, // movk w0, #0x8400, lsl #16
+			0x02, 0x00, 0x00, 0xd4, // hvc #0
+			0x00, 0x00, 0x00, 0x14, // b .
+		}
+		if err := os.WriteFile(payload, code, 0o600); err != nil {
+			return "tcg", err.Error()
+		}
+		args = []string{"-M", "virt", "-cpu", "host", "-kernel", payload}
+		wantExit = 0
+	default:
+		return "tcg", "unknown architecture " + arch
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemuBin, append([]string{"-accel", "kvm", "-nodefaults", "-nographic", "-display", "none", "-m", "64M"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	code := cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		return "tcg", "a KVM test guest did not run"
+	}
+	if code != wantExit {
+		return "tcg", fmt.Sprintf("a KVM test guest failed (exit %d, %v): %s", code, err, firstLine(out))
+	}
+	return "kvm", ""
+}
+
+func firstLine(b []byte) string {
+	for i, c := range b {
+		if c == '\n' {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,99 @@
+package qemu
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/coworkhq/cowork/guestagent/listener"
+)
+
+// agentChannel is hostd's end of the agent's virtio-serial port: one unix
+// connection to QEMU's chardev with a yamux session on it, remade when it
+// breaks (the agent restarted, or garbage came through).
+type agentChannel struct {
+	path string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	sess    *yamux.Session
+	conn    net.Conn
+	closed  bool
+}
+
+func newAgentChannel(path string, log *slog.Logger) *agentChannel {
+	return &agentChannel{path: path, log: log}
+}
+
+// dial opens a stream, connecting (again) when there is no live session.
+func (a *agentChannel) dial(ctx context.Context) (net.Conn, error) {
+	for {
+		sess, err := a.session()
+		if err != nil {
+			return nil, err
+		}
+		s, err := sess.OpenStream()
+		if err == nil {
+			return s, nil
+		}
+		a.log.Warn("agent channel broke; reconnecting", "err", err)
+		a.reset(sess)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *agentChannel) session() (*yamux.Session, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, errClosed
+	}
+	if a.sess != nil && !a.sess.IsClosed() {
+		return a.sess, nil
+	}
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	c, err := net.Dial("unix", a.path)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := yamux.Client(c, listener.YamuxConfig())
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	a.conn, a.sess = c, sess
+	return sess, nil
+}
+
+// reset drops sess if it is still the current session.
+func (a *agentChannel) reset(sess *yamux.Session) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sess == sess {
+		sess.Close()
+		a.conn.Close()
+		a.sess, a.conn = nil, nil
+	}
+}
+
+func (a *agentChannel) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	if a.sess != nil {
+		a.sess.Close()
+	}
+	if a.conn != nil {
+		a.conn.Close()
+	}
+}

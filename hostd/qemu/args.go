@@ -1,0 +1,117 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+// AgentPort is the name of the virtio-serial port the guest agent serves on.
+const AgentPort = "org.cowork.agent"
+
+// networkFD is the descriptor QEMU inherits the network socket as: the
+// first of exec.Cmd.ExtraFiles.
+const networkFD = 3
+
+// runPaths are the sockets QEMU and virtiofsd make in the run directory.
+type runPaths struct{ dir string }
+
+func (r runPaths) qmp() string      { return filepath.Join(r.dir, "qmp.sock") }
+func (r runPaths) agent() string    { return filepath.Join(r.dir, "agent.sock") }
+func (r runPaths) virtiofs() string { return filepath.Join(r.dir, "virtiofs.sock") }
+func (r runPaths) pid() string      { return filepath.Join(r.dir, "qemu.pid") }
+
+// binary is the QEMU system emulator for a guest architecture.
+func binary(arch string) string {
+	if arch == "arm64" {
+		return "qemu-system-aarch64"
+	}
+	return "qemu-system-x86_64"
+}
+
+// firmware is the EFI code image for a guest architecture, from Debian's
+// qemu-efi-aarch64 and ovmf packages (or Homebrew's qemu on a Mac).
+var firmware = map[string][]string{
+	"arm64": {"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "/opt/homebrew/share/qemu/edk2-aarch64-code.fd"},
+	"amd64": {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd", "/opt/homebrew/share/qemu/edk2-x86_64-code.fd"},
+}
+
+// args is QEMU's command line for a config: a pure translation, nothing
+// decided here but the device model.
+func args(c *machine.Config, accel string, firmwareCode string) []string {
+	r := runPaths{c.RunDir}
+	memMiB := c.Memory >> 20
+	a := []string{
+		"-nodefaults", "-no-user-config", "-nographic",
+		"-name", "cowork",
+		"-accel", accel,
+		"-smp", fmt.Sprint(c.CPUs),
+		"-m", fmt.Sprintf("%dM", memMiB),
+	}
+	switch c.Arch {
+	case "arm64":
+		a = append(a, "-M", "virt,gic-version=max")
+		if accel == "kvm" {
+			a = append(a, "-cpu", "host")
+		} else {
+			a = append(a, "-cpu", "cortex-a57")
+		}
+	default:
+		a = append(a, "-M", "q35")
+		if accel == "kvm" {
+			a = append(a, "-cpu", "host")
+		} else {
+			a = append(a, "-cpu", "max")
+		}
+	}
+
+	if c.Kernel != "" {
+		a = append(a, "-kernel", c.Kernel)
+		if c.Initrd != "" {
+			a = append(a, "-initrd", c.Initrd)
+		}
+		a = append(a, "-append", c.Cmdline)
+	} else {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,readonly=on,file="+escape(firmwareCode),
+			"-drive", "if=pflash,format=raw,file="+escape(c.EFIVars))
+	}
+
+	a = append(a,
+		"-drive", "if=none,id=disk,format=raw,cache=writeback,discard=unmap,file="+escape(c.Disk),
+		"-device", "virtio-blk-pci,drive=disk,bootindex=0")
+	if c.CIData != "" {
+		a = append(a,
+			"-drive", "if=none,id=cidata,format=raw,readonly=on,file="+escape(c.CIData),
+			"-device", "virtio-blk-pci,drive=cidata")
+	}
+
+	// virtiofs needs the guest's memory shared with virtiofsd.
+	a = append(a,
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB),
+		"-numa", "node,memdev=mem")
+	if c.ShareDir != "" {
+		a = append(a,
+			"-chardev", "socket,id=virtiofs,path="+escape(r.virtiofs()),
+			"-device", "vhost-user-fs-pci,chardev=virtiofs,tag="+c.ShareTag)
+	}
+
+	a = append(a,
+		"-netdev", fmt.Sprintf("dgram,id=net,local.type=fd,local.str=%d", networkFD),
+		"-device", "virtio-net-pci,netdev=net,mac="+c.MAC.String(),
+		"-device", "virtio-serial-pci,id=vser",
+		"-chardev", "socket,id=agent,path="+escape(r.agent())+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+AgentPort,
+		"-device", "virtio-rng-pci",
+		"-chardev", "file,id=console,path="+escape(c.SerialLog),
+		"-serial", "chardev:console",
+		"-qmp", "unix:"+escape(r.qmp())+",server=on,wait=off",
+		"-pidfile", r.pid(),
+	)
+	return a
+}
+
+// escape doubles commas, QEMU's option separator, in a path.
+func escape(p string) string { return strings.ReplaceAll(p, ",", ",,") }
