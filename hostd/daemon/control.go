@@ -88,4 +88,3 @@ func (s *controlServer) Events(_ *controlpb.EventsRequest, stream controlpb.Cont
 		}
 	}
 }
-

@@ -26,7 +26,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/qemu"
 )
 
-
 // DefaultStopTimeout is how long a guest may take to shut down.
 const DefaultStopTimeout = 30 * time.Second
 
@@ -169,7 +168,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	rotate(d.paths.SerialLog())
 	mac := netstack.GuestMAC(d.name)
-	stack, err := netstack.New(mac)
+	var forwards []netstack.Forward
+	for _, p := range d.cfg.Publish {
+		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
+	}
+	stack, err := netstack.New(mac, forwards)
 	if err != nil {
 		return err
 	}

@@ -41,8 +41,10 @@ type Config struct {
 	Image string `json:"image,omitempty"`
 	// Boot is "kernel" when the instance boots the kernel, initrd and
 	// cmdline kept in its directory, else "efi" (the image's own loader).
-	Boot    string    `json:"boot"`
-	Cmdline string    `json:"cmdline,omitempty"`
+	Boot    string `json:"boot"`
+	Cmdline string `json:"cmdline,omitempty"`
+	// Publish lists guest ports reachable from the host.
+	Publish []Publish `json:"publish,omitempty"`
 	Created time.Time `json:"created"`
 }
 
@@ -96,6 +98,13 @@ func (c *Config) Validate(hostMemory units.Size) error {
 	}
 	if c.Boot != BootKernel && c.Cmdline != "" {
 		errs = append(errs, errors.New("--cmdline needs --kernel"))
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Publish {
+		if seen[p.HostAddr()] {
+			errs = append(errs, fmt.Errorf("--publish: %s is published twice", p.HostAddr()))
+		}
+		seen[p.HostAddr()] = true
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/types"
 	"github.com/containers/gvisor-tap-vsock/pkg/virtualnetwork"
@@ -49,9 +50,21 @@ type Stack struct {
 	mac net.HardwareAddr
 }
 
-// New builds the network for a guest NIC with the given MAC.
-func New(mac net.HardwareAddr) (*Stack, error) {
+// Forward makes guest port GuestPort reachable at HostAddr on the host.
+type Forward struct {
+	HostAddr  string
+	GuestPort int
+}
+
+// New builds the network for a guest NIC with the given MAC, and listens
+// on the host for the forwarded ports.
+func New(mac net.HardwareAddr, forwards []Forward) (*Stack, error) {
+	fw := map[string]string{}
+	for _, f := range forwards {
+		fw[f.HostAddr] = net.JoinHostPort(GuestIP, strconv.Itoa(f.GuestPort))
+	}
 	vn, err := virtualnetwork.New(&types.Configuration{
+		Forwards:          fw,
 		MTU:               MTU,
 		Subnet:            Subnet,
 		GatewayIP:         GatewayIP,

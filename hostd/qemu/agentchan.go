@@ -19,10 +19,10 @@ type agentChannel struct {
 	path string
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	sess    *yamux.Session
-	conn    net.Conn
-	closed  bool
+	mu     sync.Mutex
+	sess   *yamux.Session
+	conn   net.Conn
+	closed bool
 }
 
 func newAgentChannel(path string, log *slog.Logger) *agentChannel {

@@ -32,6 +32,7 @@ type Options struct {
 	Kernel    string
 	Initrd    string
 	Cmdline   string
+	Publish   []string
 	Timeout   time.Duration
 	NoStart   bool
 }
@@ -50,6 +51,7 @@ the workspace is shared into the guest at /workspace.
 (with --cmdline) instead of the image's EFI boot loader.`,
 		Example: `  cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
+  cowork init --image ubuntu.raw --publish 8080:80 --publish 127.0.0.1:2222:22
   cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -70,6 +72,7 @@ the workspace is shared into the guest at /workspace.
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line for --kernel")
+	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "make a guest TCP port reachable on the host: [HOSTIP:]HOSTPORT:GUESTPORT (HOSTIP defaults to 127.0.0.1); repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
 	return cmd
@@ -98,7 +101,16 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Kernel != "" {
 		c.Boot = instance.BootKernel
 	}
-	errs := []error{c.Validate(instance.HostMemory())}
+	var errs []error
+	for _, p := range o.Publish {
+		pub, err := instance.ParsePublish(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.Publish = append(c.Publish, pub)
+	}
+	errs = append(errs, c.Validate(instance.HostMemory()))
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -36,6 +37,8 @@ type Status struct {
 	Backend       string `json:"backend,omitempty"`
 	Accelerator   string `json:"accelerator,omitempty"`
 	Arch          string `json:"arch"`
+	// Publish lists guest ports reachable on the host, as HOSTADDR->GUESTPORT.
+	Publish []string `json:"publish,omitempty"`
 	// Error says why the VM stopped when nobody asked it to.
 	Error string `json:"error,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
@@ -83,6 +86,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
 		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(paths.Disk()),
+	}
+	for _, p := range cfg.Publish {
+		st.Publish = append(st.Publish, p.String())
 	}
 	c, err := hostd.Dial(name)
 	if errors.Is(err, hostd.ErrNotRunning) {
@@ -141,6 +147,9 @@ func print(ios *iostreams.IOStreams, s *Status) {
 	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
 	fmt.Fprintf(w, "disk:\t%s used of %s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes))
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
+	if len(s.Publish) > 0 {
+		fmt.Fprintf(w, "published:\t%s\n", strings.Join(s.Publish, ", "))
+	}
 	if s.GuestIP != "" {
 		fmt.Fprintf(w, "guest ip:\t%s\n", s.GuestIP)
 	}

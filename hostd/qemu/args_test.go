@@ -1,0 +1,88 @@
+package qemu
+
+import (
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+func config() machine.Config {
+	return machine.Config{
+		Arch: "arm64", CPUs: 2, Memory: 1 << 30,
+		Disk: "/i/disk.raw", CIData: "/i/cidata.iso",
+		Kernel: "/i/kernel", Initrd: "/i/initrd", Cmdline: "console=ttyAMA0 quiet",
+		ShareDir: "/home/me/ws", ShareTag: "workspace",
+		Network: os.Stdin, MAC: net.HardwareAddr{0x52, 0x54, 1, 2, 3, 4},
+		SerialLog: "/i/serial.log", RunDir: "/i/run",
+	}
+}
+
+// has reports whether args contain flag followed by a value containing want.
+func has(args []string, flag, want string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag && strings.Contains(args[i+1], want) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestArgsKernelBoot(t *testing.T) {
+	c := config()
+	a := args(&c, "tcg", "")
+	for _, want := range [][2]string{
+		{"-accel", "tcg"}, {"-smp", "2"}, {"-m", "1024M"}, {"-M", "virt"}, {"-cpu", "cortex-a57"},
+		{"-kernel", "/i/kernel"}, {"-initrd", "/i/initrd"}, {"-append", "console=ttyAMA0 quiet"},
+		{"-drive", "file=/i/disk.raw"}, {"-drive", "readonly=on,file=/i/cidata.iso"},
+		{"-object", "memory-backend-memfd,id=mem,size=1024M,share=on"},
+		{"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=workspace"},
+		{"-netdev", "dgram,id=net,local.type=fd,local.str=3"},
+		{"-device", "mac=52:54:01:02:03:04"},
+		{"-device", "name=org.cowork.agent"},
+		{"-chardev", "path=/i/run/agent.sock,server=on,wait=off"},
+		{"-chardev", "path=/i/serial.log"},
+		{"-qmp", "unix:/i/run/qmp.sock,server=on,wait=off"},
+	} {
+		if !has(a, want[0], want[1]) {
+			t.Errorf("no %s %s in %q", want[0], want[1], a)
+		}
+	}
+	if slices.Contains(a, "if=pflash") || has(a, "-drive", "pflash") {
+		t.Error("kernel boot with EFI firmware")
+	}
+}
+
+func TestArgsEFIAndKVM(t *testing.T) {
+	c := config()
+	c.Kernel, c.Initrd, c.Cmdline, c.EFIVars = "", "", "", "/i/efi-vars"
+	c.Disk = "/odd,path/disk.raw"
+	c.Arch = "amd64"
+	a := args(&c, "kvm", "/fw/OVMF_CODE.fd")
+	for _, want := range [][2]string{
+		{"-drive", "if=pflash,format=raw,readonly=on,file=/fw/OVMF_CODE.fd"},
+		{"-drive", "if=pflash,format=raw,file=/i/efi-vars"},
+		{"-drive", "file=/odd,,path/disk.raw"}, // commas doubled for QEMU
+		{"-M", "q35"}, {"-cpu", "host"}, {"-accel", "kvm"},
+	} {
+		if !has(a, want[0], want[1]) {
+			t.Errorf("no %s %s in %q", want[0], want[1], a)
+		}
+	}
+	if slices.Contains(a, "-kernel") {
+		t.Error("EFI boot with -kernel")
+	}
+}
+
+func TestNoKVMForAForeignArchitecture(t *testing.T) {
+	foreign := "arm64"
+	if hostArch() == "arm64" {
+		foreign = "amd64"
+	}
+	if accel, why := probeKVM("/nonexistent/qemu", foreign); accel != "tcg" || !strings.Contains(why, "guest on") {
+		t.Fatalf("got %s (%s)", accel, why)
+	}
+}
