@@ -59,10 +59,10 @@ check-proto: proto
 	@git diff --exit-code --stat -- $(PROTO_DIRS) && test -z "$$(git ls-files --others --exclude-standard -- $(PROTO_DIRS))" || \
 		{ echo "generated code is stale: run make proto and commit it"; exit 1; }
 
-# Prints the benchmark table; installs openssh-server for the ssh peer if missing.
+# Prints the benchmark table (installs openssh-server for the ssh peer; as root
+# it also boots the e2e guest). Arguments: make bench BENCH_ARGS="-rounds 50".
 bench: bin/cowork
-	./hack/deps.sh openssh-server openssh-client
-	$(GO) run ./tools/bench
+	./hack/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf bin $(EMBED_DIR)/cowork-agent-*

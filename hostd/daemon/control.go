@@ -38,10 +38,11 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 	if d.agent != nil {
 		r.GuestIp = netstack.GuestIP
 	}
+	vm, started := d.vm, d.started
 	d.mu.Unlock()
-	if vm := d.machine(); vm != nil {
+	if vm != nil {
 		r.State = string(vm.State())
-		r.StartedUnixNano = d.started.UnixNano()
+		r.StartedUnixNano = started.UnixNano()
 		r.Backend, r.Accelerator = describe(vm)
 		if err := vm.Err(); err != nil {
 			r.Error = err.Error()

@@ -23,19 +23,33 @@ import (
 )
 
 func main() {
-	rounds := flag.Int("rounds", 200, "latency samples per contender")
+	rounds := flag.Int("rounds", 200, "latency samples per contender, agent on this host")
 	streams := flag.Int("streams", 3, "throughput runs per contender")
 	size := flag.Int64("bytes", 1<<30, "bytes streamed per throughput run")
+	guestRounds := flag.Int("guest-rounds", 30, "latency samples per contender, through a guest")
+	boots := flag.Int("boots", 3, "guest boots timed")
 	flag.Parse()
-	if err := run(*rounds, *streams, *size); err != nil {
+	t := &table{}
+	err := hostSection(t, *rounds, *streams, *size)
+	if err == nil {
+		err = guestSection(t, *guestRounds, *boots)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	machine()
+	fmt.Println()
+	t.print()
+	fmt.Println()
+	fmt.Println("Latency: p50 (p99) of interleaved rounds; throughput: median of the runs; boot: median of the boots.")
 }
 
 func progress(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 
-func run(rounds, streams int, size int64) error {
+// hostSection measures the agent channel itself: the agent runs on this
+// host on a unix socket, against a local fork+exec and an sshd on loopback.
+func hostSection(t *table, rounds, streams int, size int64) error {
 	dir, err := os.MkdirTemp("", "cowork-bench")
 	if err != nil {
 		return err
@@ -63,14 +77,7 @@ func run(rounds, streams int, size int64) error {
 		return err
 	}
 	defer warm.Close()
-	agentTrue := func(c *agentclient.Client) error {
-		st, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"true"}, Dir: "/"})
-		if err == nil && st.Code != 0 {
-			err = fmt.Errorf("true exited %d", st.Code)
-		}
-		return err
-	}
-	if err := agentTrue(warm); err != nil {
+	if err := execTrue(ctx, warm); err != nil {
 		return err
 	}
 	// Warm the ssh master connection before timing it.
@@ -78,18 +85,11 @@ func run(rounds, streams int, size int64) error {
 		return err
 	}
 
-	progress("latency: %d rounds of 6 contenders, interleaved", rounds)
-	lat, err := interleave(rounds, []func() (time.Duration, error){
+	progress("agent on this host, latency: %d rounds of 6 contenders, interleaved", rounds)
+	l, err := interleave(rounds, []func() (time.Duration, error){
 		timed(func() error { return exec.Command("true").Run() }),
-		timed(func() error { return agentTrue(warm) }),
-		timed(func() error {
-			c, err := agentclient.New(agentclient.UnixDialer(agent.socket))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return agentTrue(c)
-		}),
+		timed(func() error { return execTrue(ctx, warm) }),
+		timed(func() error { return execTrueNewConn(ctx, agentclient.UnixDialer(agent.socket)) }),
 		timed(func() error {
 			return exec.Command(cowork, "--agent", "unix://"+agent.socket, "exec", "--no-shell", "-w", "/", "true").Run()
 		}),
@@ -99,9 +99,9 @@ func run(rounds, streams int, size int64) error {
 	if err != nil {
 		return err
 	}
-	local, agentWarm, agentNew, cli, sshCold, sshShared := lat[0], lat[1], lat[2], lat[3], lat[4], lat[5]
+	local, agentWarm, agentNew, cli, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4], l[5]
 
-	progress("throughput: %d runs of %d MiB per contender, interleaved", streams, size>>20)
+	progress("agent on this host, throughput: %d runs of %d MiB per contender, interleaved", streams, size>>20)
 	producer := fmt.Sprintf("head -c %d /dev/zero", size)
 	tp, err := interleave(streams, []func() (time.Duration, error){
 		timed(func() error { return localPipe(producer) }),
@@ -124,41 +124,41 @@ func run(rounds, streams int, size int64) error {
 	}
 	pipeTP, relayTP, agentTP, sshTP := tp[0].p50(), tp[1].p50(), tp[2].p50(), tp[3].p50()
 
-	machine()
-	fmt.Println()
-	fmt.Println("| measure | cowork | peer | ratio | target |")
-	fmt.Println("| --- | --- | --- | --- | --- |")
-	row := func(name, ours, peer string, ratio float64, target string, met bool) {
-		mark := "met"
-		if !met {
-			mark = "MISSED"
-		}
-		if target == "" {
-			mark = ""
-		}
-		fmt.Printf("| %s | %s | %s | %.2f× | %s %s |\n", name, ours, peer, ratio, target, mark)
-	}
-	lr := func(s samples) string { return ms(s.p50()) + " (p99 " + ms(s.p99()) + ")" }
-	overhead := float64(agentWarm.p50()) / float64(local.p50())
-	row("exec `true`, agent (open connection) vs local fork+exec", lr(agentWarm), lr(local), overhead, "≤ 1.5×", overhead <= 1.5)
-	newConn := float64(agentNew.p50()) / float64(local.p50())
-	row("exec `true`, agent (new connection) vs local fork+exec", lr(agentNew), lr(local), newConn, "", true)
-	vsCold := float64(sshCold.p50()) / float64(agentNew.p50())
-	row("exec `true`: ssh without ControlMaster ÷ agent (new connection)", lr(agentNew), lr(sshCold), vsCold, "≥ 10×", vsCold >= 10)
-	vsShared := float64(sshShared.p50()) / float64(agentWarm.p50())
-	row("exec `true`: ssh with ControlMaster ÷ agent (open connection)", lr(agentWarm), lr(sshShared), vsShared, "", true)
-	cliRatio := float64(sshCold.p50()) / float64(cli.p50())
-	row("whole command: `ssh host true` ÷ `cowork exec --no-shell true`", lr(cli), lr(sshCold), cliRatio, "", true)
-	cliShared := float64(sshShared.p50()) / float64(cli.p50())
-	row("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lr(cli), lr(sshShared), cliShared, "", true)
-	fmtTP := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(size, d)) }
-	stream := float64(sshTP) / float64(agentTP)
-	row(fmt.Sprintf("stream %d MiB stdout: agent ÷ ssh (aes128-gcm)", size>>20), fmtTP(agentTP), fmtTP(sshTP), stream, "≥ 1.5×", stream >= 1.5)
-	row("stream: agent ÷ raw Go relay over a unix socket (channel ceiling)", fmtTP(agentTP), fmtTP(relayTP), float64(relayTP)/float64(agentTP), "", true)
-	row("stream: agent ÷ local pipe (producer ceiling)", fmtTP(agentTP), fmtTP(pipeTP), float64(pipeTP)/float64(agentTP), "", true)
-	fmt.Println()
-	fmt.Printf("Latency: p50 (p99) of %d interleaved rounds; throughput: median of %d. The agent runs on this host on a unix socket (no VM).\n", rounds, streams)
+	t.section("agent channel (agent on this host, unix socket, no VM)")
+	overhead := ratio(agentWarm.p50(), local.p50())
+	t.add("exec `true`: agent (open connection) ÷ local fork+exec", lat(agentWarm), lat(local), overhead, "≤ 1.5×", overhead <= 1.5)
+	t.add("exec `true`: agent (new connection) ÷ local fork+exec", lat(agentNew), lat(local), ratio(agentNew.p50(), local.p50()), "", false)
+	vsCold := ratio(sshCold.p50(), agentNew.p50())
+	t.add("exec `true`: ssh without ControlMaster ÷ agent (new connection)", lat(agentNew), lat(sshCold), vsCold, "≥ 10×", vsCold >= 10)
+	t.add("exec `true`: ssh with ControlMaster ÷ agent (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
+	t.add("whole command: `ssh host true` ÷ `cowork exec --no-shell true`", lat(cli), lat(sshCold), ratio(sshCold.p50(), cli.p50()), "", false)
+	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
+	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(size, d)) }
+	stream := ratio(sshTP, agentTP)
+	t.add(fmt.Sprintf("stream %d MiB stdout: agent ÷ ssh (aes128-gcm)", size>>20), mb(agentTP), mb(sshTP), stream, "≥ 1.5×", stream >= 1.5)
+	t.add("stream: agent ÷ raw Go relay over a unix socket (channel ceiling)", mb(agentTP), mb(relayTP), ratio(relayTP, agentTP), "", false)
+	t.add("stream: agent ÷ local pipe (producer ceiling)", mb(agentTP), mb(pipeTP), ratio(pipeTP, agentTP), "", false)
 	return nil
+}
+
+// ratio is a/b for durations.
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+func execTrue(ctx context.Context, c *agentclient.Client) error {
+	st, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"true"}, Dir: "/"})
+	if err == nil && st.Code != 0 {
+		err = fmt.Errorf("true exited %d", st.Code)
+	}
+	return err
+}
+
+func execTrueNewConn(ctx context.Context, d agentclient.Dialer) error {
+	c, err := agentclient.New(d)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return execTrue(ctx, c)
 }
 
 // machine describes where the numbers come from.

@@ -14,9 +14,14 @@ import (
 // comparison: key auth, curve25519 key exchange, AES-GCM, and a shell that
 // reads no rc files (SHLVL=1 stops bash from sourcing ~/.bashrc for ssh).
 type sshPeer struct {
-	dir  string
-	port int
-	cmd  *exec.Cmd
+	sshClient
+	cmd *exec.Cmd
+}
+
+// sshClient runs ssh at its best configuration against one server.
+type sshClient struct {
+	key, dir string // the private key; a directory for control sockets
+	port     int
 }
 
 func startSSHD(dir string) (*sshPeer, error) {
@@ -66,7 +71,7 @@ MaxSessions 100
 		return nil, err
 	}
 	_ = os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
-	p := &sshPeer{dir: dir, port: port}
+	p := &sshPeer{sshClient: sshClient{key: filepath.Join(dir, "user_key"), dir: dir, port: port}}
 	p.cmd = exec.Command(sshd, "-D", "-e", "-f", cfg)
 	p.cmd.Stderr, _ = os.Create(filepath.Join(dir, "sshd.log"))
 	if err := p.cmd.Start(); err != nil {
@@ -88,10 +93,10 @@ MaxSessions 100
 }
 
 // command is `ssh ... remote`, with connection sharing on or off.
-func (p *sshPeer) command(shared bool, remote string) *exec.Cmd {
+func (p *sshClient) command(shared bool, remote string) *exec.Cmd {
 	args := []string{
 		"-F", "/dev/null", "-T",
-		"-i", filepath.Join(p.dir, "user_key"),
+		"-i", p.key,
 		"-p", strconv.Itoa(p.port),
 		"-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=no",
@@ -109,8 +114,13 @@ func (p *sshPeer) command(shared bool, remote string) *exec.Cmd {
 	return exec.Command("ssh", args...)
 }
 
-func (p *sshPeer) stop() {
+// closeMaster ends the shared connection, if one was made.
+func (p *sshClient) closeMaster() {
 	_ = exec.Command("ssh", "-o", "ControlPath="+filepath.Join(p.dir, "cm-%C"), "-p", strconv.Itoa(p.port), "-O", "exit", "root@127.0.0.1").Run()
+}
+
+func (p *sshPeer) stop() {
+	p.closeMaster()
 	if p.cmd.Process != nil {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// guestSection measures through a real guest (the e2e guest under QEMU):
+// boot to agent ready by phase, and an exec round trip through the whole
+// CLI → hostd → QEMU → agent path against ssh into the same guest. It
+// needs the guest `make e2e-image` builds (hack/bench.sh passes it).
+func guestSection(t *table, rounds, boots int) error {
+	kernel, disk := os.Getenv("COWORK_E2E_KERNEL"), os.Getenv("COWORK_E2E_DISK")
+	if kernel == "" || disk == "" {
+		progress("no e2e guest (COWORK_E2E_*): skipping the guest section; run make bench as root")
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "cowork-bench-guest")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cowork, err := filepath.Abs("bin/cowork")
+	if err != nil {
+		return err
+	}
+	os.Setenv("COWORK_HOME", filepath.Join(dir, "home"))
+	sshPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	run := func(args ...string) error {
+		out, err := exec.Command(cowork, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
+		}
+		return nil
+	}
+	if err := run("init", "--no-start", "--arch", os.Getenv("COWORK_E2E_ARCH"), "--cpus", "2", "--memory", "1GiB",
+		"--disk", "2GiB", "--workspace", filepath.Join(dir, "ws"), "--image", disk,
+		"--kernel", kernel, "--initrd", os.Getenv("COWORK_E2E_INITRD"), "--cmdline", os.Getenv("COWORK_E2E_CMDLINE"),
+		"--publish", "127.0.0.1:"+strconv.Itoa(sshPort)+":22"); err != nil {
+		return err
+	}
+	defer run("delete", "--force")
+
+	progress("guest: %d boots", boots)
+	phases := map[controlpb.Phase][]time.Duration{}
+	var stops []time.Duration
+	for i := range boots {
+		began := time.Now()
+		err := hostd.Start(context.Background(), cowork, instance.DefaultName, func(ev *controlpb.Event) {
+			phases[ev.Phase] = append(phases[ev.Phase], time.Unix(0, ev.UnixNano).Sub(began))
+		})
+		if err != nil {
+			return err
+		}
+		if i == boots-1 {
+			break // keep the last boot for the exec measures
+		}
+		began = time.Now()
+		if err := run("stop"); err != nil {
+			return err
+		}
+		stops = append(stops, time.Since(began))
+	}
+
+	paths, err := instance.PathsFor(instance.DefaultName)
+	if err != nil {
+		return err
+	}
+	relay := agentclient.UnixDialer(paths.AgentSock())
+	warm, err := agentclient.New(relay)
+	if err != nil {
+		return err
+	}
+	defer warm.Close()
+	ctx := context.Background()
+	ssh := &sshClient{key: os.Getenv("COWORK_E2E_SSH_KEY"), dir: dir, port: sshPort}
+	defer ssh.closeMaster()
+	for _, warmUp := range []func() error{
+		func() error { return execTrue(ctx, warm) },
+		func() error { return ssh.command(true, "true").Run() },
+	} {
+		if err := warmUp(); err != nil {
+			return fmt.Errorf("warming up: %w", err)
+		}
+	}
+
+	progress("guest: exec latency, %d rounds of 5 contenders, interleaved (TCG: slow)", rounds)
+	l, err := interleave(rounds, []func() (time.Duration, error){
+		timed(func() error { return exec.Command(cowork, "exec", "--no-shell", "-w", "/", "true").Run() }),
+		timed(func() error { return execTrue(ctx, warm) }),
+		timed(func() error { return execTrueNewConn(ctx, relay) }),
+		timed(func() error { return ssh.command(false, "true").Run() }),
+		timed(func() error { return ssh.command(true, "true").Run() }),
+	})
+	if err != nil {
+		return err
+	}
+	cli, agentWarm, agentNew, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4]
+
+	t.section(fmt.Sprintf("through a guest (%s guest under QEMU, %s)", os.Getenv("COWORK_E2E_ARCH"), accelOf(cowork)))
+	med := func(ds []time.Duration) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2]
+	}
+	for _, p := range []struct {
+		phase controlpb.Phase
+		name  string
+	}{
+		{controlpb.Phase_VM_STARTED, "hypervisor running"},
+		{controlpb.Phase_KERNEL, "first console line"},
+		{controlpb.Phase_AGENT_CONNECTED, "agent answers"},
+		{controlpb.Phase_READY, "ready"},
+	} {
+		t.add("`cowork start` → "+p.name, secs(med(phases[p.phase])), "", 0, "", false)
+	}
+	t.add("`cowork stop` (clean shutdown)", secs(med(stops)), "", 0, "", false)
+	t.add("whole command: `ssh guest true` ÷ `cowork exec --no-shell true`", lat(cli), lat(sshCold), ratio(sshCold.p50(), cli.p50()), "", false)
+	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
+	t.add("exec `true`: ssh without ControlMaster ÷ agent via relay (new connection)", lat(agentNew), lat(sshCold), ratio(sshCold.p50(), agentNew.p50()), "", false)
+	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
+	return nil
+}
+
+// accelOf asks the running instance which accelerator it got.
+func accelOf(cowork string) string {
+	out, err := exec.Command(cowork, "status", "--json").Output()
+	if err != nil {
+		return "?"
+	}
+	var st struct{ Accelerator string }
+	if json.Unmarshal(out, &st) != nil {
+		return "?"
+	}
+	return st.Accelerator
+}
