@@ -11,7 +11,7 @@ GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
 E2E_ARCH  ?= arm64
 
-.PHONY: all agents test lint proto check-proto bench clean deps e2e e2e-image
+.PHONY: all agents embed-agents test lint proto check-proto bench clean deps e2e e2e-image
 
 all: bin/cowork
 
@@ -21,14 +21,19 @@ bin/cowork-agent-linux-%: $(GOFILES) go.mod go.sum
 
 agents: $(AGENTS)
 
-# bin/cowork carries both agents (go:embed) so it can install them into a guest.
-bin/cowork: $(AGENTS) $(GOFILES) go.mod go.sum
+# bin/cowork carries both agents (go:embed) so it can install them into a guest,
+# with their digests computed here rather than at every `cowork version`.
+embed-agents: $(EMBED_DIR)/SHA256SUMS
+
+$(EMBED_DIR)/SHA256SUMS: $(AGENTS)
 	cp $(AGENTS) $(EMBED_DIR)/
+	cd $(EMBED_DIR) && { sha256sum cowork-agent-* 2>/dev/null || shasum -a 256 cowork-agent-*; } > SHA256SUMS
+
+bin/cowork: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
 
 # The one test command (README): unit and integration tests, no VM.
-test: agents
-	cp $(AGENTS) $(EMBED_DIR)/
+test: embed-agents
 	COWORK_TEST_REQUIRE_AGENTS=1 $(GO) test -count=1 -timeout 15m ./...
 
 # The end-to-end tests: real guests under QEMU (needs root; installs QEMU,
@@ -65,4 +70,4 @@ bench: bin/cowork
 	./hack/bench.sh $(BENCH_ARGS)
 
 clean:
-	rm -rf bin $(EMBED_DIR)/cowork-agent-*
+	rm -rf bin $(EMBED_DIR)/cowork-agent-* $(EMBED_DIR)/SHA256SUMS
