@@ -3,6 +3,7 @@ package guestagent
 import (
 	"errors"
 	"io"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,10 @@ import (
 const chunkSize = 256 << 10
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// defaultPipeSize is what Linux gives a pipe: a read of that much means the
+// pipe was full.
+const defaultPipeSize = 64 << 10
 
 // stdinQueue is how many stdin chunks may wait for a process that is not
 // reading; past that the agent stops reading the stream, and flow control
@@ -96,9 +101,9 @@ func (s *session) run() *agentpb.Exit {
 	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
 		s.hangUp()
 	} else {
-		outputs.Go(func() { s.pump(p.stdout, false) })
+		outputs.Go(func() { s.pump(p.stdout, false, p.pty == nil) })
 		if p.stderr != nil {
-			outputs.Go(func() { s.pump(p.stderr, true) })
+			outputs.Go(func() { s.pump(p.stderr, true, true) })
 		}
 		stdin := make(chan []byte, stdinQueue)
 		go s.writeStdin(stdin)
@@ -152,13 +157,19 @@ func (s *session) finishKill() {
 }
 
 // pump copies one output stream to the client, a chunk at a time; Send
-// blocks while the client is behind, and so does the process writing.
-func (s *session) pump(r io.Reader, stderr bool) {
+// blocks while the client is behind, and so does the process writing. A
+// pipe that fills up (a process with a lot to say) is grown, so that the
+// process writes on while the agent sends; small outputs never pay for it.
+func (s *session) pump(r *os.File, stderr, pipe bool) {
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
 	buf := *bp
 	for {
 		n, err := r.Read(buf)
+		if pipe && n >= defaultPipeSize {
+			growPipe(r)
+			pipe = false
+		}
 		if n > 0 {
 			m := &agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Stdout{Stdout: buf[:n]}}
 			if stderr {
@@ -208,7 +219,7 @@ func (s *session) readRequests(stdin chan<- []byte) {
 // (the process closed its stdin) the rest is read and dropped so that the
 // stream keeps moving.
 func (s *session) writeStdin(chunks <-chan []byte) {
-	var failed bool
+	failed := s.proc.stdin == nil // no stdin: drop what comes
 	for c := range chunks {
 		if failed {
 			continue

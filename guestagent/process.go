@@ -18,7 +18,7 @@ import (
 // signal everything it started.
 type process struct {
 	cmd    *exec.Cmd
-	stdin  io.WriteCloser // the pipe, or the pty master
+	stdin  io.WriteCloser // the pipe, or the pty master; nil with no stdin
 	stdout *os.File       // the pipe, or the pty master
 	stderr *os.File       // nil with a tty
 	pty    *os.File       // non-nil with a tty
@@ -48,38 +48,52 @@ func startProcess(spec *procSpec) (*process, error) {
 	var parent, child []*os.File // our ends, the child's ends
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 		}
 	}
-	for range 3 {
+	for i := range 3 {
+		if i == 0 && spec.noStdin {
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				return nil, err
+			}
+			parent, child = append(parent, nil), append(child, null)
+			continue
+		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(parent)
 			closeAll(child)
 			return nil, err
 		}
-		if len(parent) == 0 { // stdin: the child reads
+		if i == 0 { // stdin: the child reads
 			parent, child = append(parent, w), append(child, r)
 		} else {
 			parent, child = append(parent, r), append(child, w)
 		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
-	for _, out := range parent[1:] {
-		growPipe(out)
-	}
 	err := cmd.Start()
 	closeAll(child)
 	if err != nil {
 		closeAll(parent)
 		return nil, err
 	}
-	return &process{cmd: cmd, stdin: parent[0], stdout: parent[1], stderr: parent[2]}, nil
+	p := &process{cmd: cmd, stdout: parent[1], stderr: parent[2]}
+	if parent[0] != nil {
+		p.stdin = parent[0]
+	}
+	return p, nil
 }
 
 // closeStdin ends the process's input: the pipe closes, or a terminal gets
 // the EOF character as if the user pressed Ctrl-D.
 func (p *process) closeStdin() error {
+	if p.stdin == nil {
+		return nil
+	}
 	if p.pty != nil {
 		_, err := p.pty.Write([]byte{4})
 		return err
@@ -167,7 +181,7 @@ func (p *process) closeOutputs() {
 	if p.stderr != nil {
 		p.stderr.Close()
 	}
-	if p.pty == nil {
+	if p.pty == nil && p.stdin != nil {
 		p.stdin.Close()
 	}
 }

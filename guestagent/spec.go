@@ -37,6 +37,8 @@ type procSpec struct {
 	dir  string
 	user *account
 	tty  *agentpb.TerminalSize
+	// noStdin gives the process /dev/null for input.
+	noStdin bool
 }
 
 // account is the guest user a process runs as.
@@ -92,7 +94,7 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string) (*procSpec, error
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
-	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty}, nil
+	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty, noStdin: start.GetNoStdin() && tty == nil}, nil
 }
 
 // lookupAccount finds a user by name or numeric uid ("" means the agent's own

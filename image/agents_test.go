@@ -3,8 +3,8 @@ package image
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"debug/elf"
+	"encoding/hex"
 	"os"
 	"testing"
 )

@@ -317,7 +317,10 @@ type ExecStart struct {
 	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
 	// When set, the process runs on a new pseudo-terminal of this size and its
 	// output arrives as stdout only.
-	Tty           *TerminalSize `protobuf:"bytes,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	Tty *TerminalSize `protobuf:"bytes,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The client has no input for the process: its stdin is /dev/null, and
+	// stdin messages are ignored. Saves a pipe and a round of close-stdin.
+	NoStdin       bool `protobuf:"varint,6,opt,name=no_stdin,json=noStdin,proto3" json:"no_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +388,13 @@ func (x *ExecStart) GetTty() *TerminalSize {
 		return x.Tty
 	}
 	return nil
+}
+
+func (x *ExecStart) GetNoStdin() bool {
+	if x != nil {
+		return x.NoStdin
+	}
+	return false
 }
 
 type CloseStdin struct {
@@ -917,13 +927,14 @@ const file_agent_proto_rawDesc = "" +
 	"closeStdin\x121\n" +
 	"\x06signal\x18\x04 \x01(\v2\x17.cowork.agent.v1.SignalH\x00R\x06signal\x127\n" +
 	"\x06resize\x18\x05 \x01(\v2\x1d.cowork.agent.v1.TerminalSizeH\x00R\x06resizeB\x05\n" +
-	"\x03msg\"\x88\x01\n" +
+	"\x03msg\"\xa3\x01\n" +
 	"\tExecStart\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
 	"\x03cwd\x18\x03 \x01(\tR\x03cwd\x12\x12\n" +
 	"\x04user\x18\x04 \x01(\tR\x04user\x12/\n" +
-	"\x03tty\x18\x05 \x01(\v2\x1d.cowork.agent.v1.TerminalSizeR\x03tty\"\f\n" +
+	"\x03tty\x18\x05 \x01(\v2\x1d.cowork.agent.v1.TerminalSizeR\x03tty\x12\x19\n" +
+	"\bno_stdin\x18\x06 \x01(\bR\anoStdin\"\f\n" +
 	"\n" +
 	"CloseStdin\" \n" +
 	"\x06Signal\x12\x16\n" +

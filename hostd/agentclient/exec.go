@@ -63,7 +63,7 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 		return ExitStatus{}, err
 	}
 	s := &execStream{stream: stream}
-	start := &agentpb.ExecStart{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User}
+	start := &agentpb.ExecStart{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil}
 	if o.TTY != nil {
 		start.Tty = &agentpb.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
 	}
@@ -72,7 +72,7 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 	if err := s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
 		return ExitStatus{}, err
 	}
-	if o.Stdin == nil {
+	if o.Stdin == nil && o.TTY != nil {
 		// Said now, it travels with the start instead of after it.
 		if err := s.send(closeStdin); err != nil && !errors.Is(err, io.EOF) {
 			return ExitStatus{}, err
