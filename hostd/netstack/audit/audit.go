@@ -1,0 +1,190 @@
+// Package audit is the network audit log: one JSON line per DNS query,
+// connection, datagram flow, ping and proxied request of the guest, in
+// network.jsonl, rotated by size. The stack writes it; `cowork proxy`
+// reads it.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// Verdicts.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+)
+
+// Kinds of record.
+const (
+	KindDNS     = "dns"
+	KindTCP     = "tcp"
+	KindUDP     = "udp"
+	KindICMP    = "icmp"
+	KindHTTP    = "http"    // a plain HTTP request through the proxy
+	KindConnect = "connect" // a CONNECT tunnel through the proxy
+	KindRelay   = "relay"   // an API call through the credential relay
+)
+
+// Where a flow's name came from.
+const (
+	FromDNS   = "dns"   // the DNS answers the guest got for the address
+	FromSNI   = "sni"   // the TLS ClientHello
+	FromHost  = "host"  // the HTTP Host header
+	FromProxy = "proxy" // the proxy request's target
+)
+
+// Record is one line of the log.
+type Record struct {
+	Time     time.Time `json:"time"` // when it ended (flows) or was answered
+	Kind     string    `json:"kind"`
+	Verdict  string    `json:"verdict"`
+	Rule     string    `json:"rule,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	NameFrom string    `json:"name_from,omitempty"`
+
+	// Flows (tcp, udp, connect, http, relay).
+	Start      time.Time `json:"start,omitzero"`
+	DurationMs float64   `json:"duration_ms,omitempty"`
+	GuestPort  int       `json:"guest_port,omitempty"`
+	Dst        string    `json:"dst,omitempty"` // ip:port
+	BytesOut   int64     `json:"bytes_out"`     // guest to the world
+	BytesIn    int64     `json:"bytes_in"`      // the world to the guest
+
+	// DNS.
+	QType   string   `json:"qtype,omitempty"`
+	Answers []string `json:"answers,omitempty"`
+	RCode   string   `json:"rcode,omitempty"`
+
+	// HTTP through the proxy or the relay.
+	Method  string `json:"method,omitempty"`
+	URL     string `json:"url,omitempty"`
+	Status  int    `json:"status,omitempty"`
+	Session string `json:"session,omitempty"`
+
+	Error string `json:"error,omitempty"`
+}
+
+// Stats sums what the log recorded since hostd started, for `cowork status`.
+type Stats struct {
+	Flows    int64 `json:"flows"`
+	Blocked  int64 `json:"blocked"`
+	Queries  int64 `json:"dns_queries"`
+	BytesOut int64 `json:"bytes_out"`
+	BytesIn  int64 `json:"bytes_in"`
+}
+
+// Log appends records to a file, rotating it when it grows past MaxSize:
+// path becomes path.1, path.1 path.2, and so on up to Keep files.
+type Log struct {
+	path    string
+	maxSize int64
+	keep    int
+
+	mu    sync.Mutex
+	f     *os.File
+	size  int64
+	stats Stats
+}
+
+// Defaults for Open.
+const (
+	DefaultMaxSize = 32 << 20
+	DefaultKeep    = 3
+)
+
+// Open appends to path.
+func Open(path string, maxSize int64, keep int) (*Log, error) {
+	l := &Log{path: path, maxSize: maxSize, keep: keep}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.size = f, st.Size()
+	return nil
+}
+
+// Write appends one record. The log is best effort: a write error is
+// returned for the caller to report, and the traffic goes on.
+func (l *Log) Write(r *Record) error {
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.count(r)
+	if l.f == nil {
+		return os.ErrClosed
+	}
+	if l.size+int64(len(b)) > l.maxSize && l.size > 0 {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(b)
+	l.size += int64(n)
+	return err
+}
+
+func (l *Log) count(r *Record) {
+	if r.Kind == KindDNS {
+		l.stats.Queries++
+	} else {
+		l.stats.Flows++
+	}
+	if r.Verdict == Deny {
+		l.stats.Blocked++
+	}
+	l.stats.BytesOut += r.BytesOut
+	l.stats.BytesIn += r.BytesIn
+}
+
+func (l *Log) rotate() error {
+	l.f.Close()
+	for i := l.keep - 1; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
+	}
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		return err
+	}
+	return l.open()
+}
+
+// Stats is what was recorded so far.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+// Close ends the log.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}

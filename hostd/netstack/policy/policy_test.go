@@ -1,0 +1,137 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+var hostIP = netip.MustParseAddr("192.168.127.254")
+
+func rules(t *testing.T, p Policy) *Rules {
+	t.Helper()
+	r, err := Compile(p, hostIP, []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func flow(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+type flowCase struct {
+	dst   string
+	names []string
+	allow bool
+	rule  string
+}
+
+func check(t *testing.T, r *Rules, cases []flowCase) {
+	t.Helper()
+	for _, c := range cases {
+		v := r.CheckFlow(flow(c.dst), c.names)
+		if v.Allow != c.allow || !strings.Contains(v.Rule, c.rule) {
+			t.Errorf("%s %v: got %+v, want allow=%v rule ~%q", c.dst, c.names, v, c.allow, c.rule)
+		}
+	}
+}
+
+func TestDefaultModeDeniesPrivateNetworks(t *testing.T) {
+	r := rules(t, Policy{HostPorts: []int{5432}})
+	check(t, r, []flowCase{
+		{"93.184.216.34:443", []string{"example.com"}, true, "default"},
+		{"1.1.1.1:53", nil, true, "default"}, // an IP literal on the internet
+		{"[2606:4700::1111]:443", nil, true, "default"},
+		{"10.1.2.3:22", nil, false, "rfc1918"},
+		{"172.20.0.1:80", nil, false, "rfc1918"},
+		{"192.168.1.1:80", nil, false, "rfc1918"},
+		{"100.100.100.100:80", nil, false, "cgnat"},
+		{"169.254.169.254:80", nil, false, "link-local"},
+		{"[fe80::1]:80", nil, false, "link-local"},
+		{"[fd00::1]:80", nil, false, "ula"},
+		{"224.0.0.251:5353", nil, false, "multicast"},
+		{"255.255.255.255:67", nil, false, "reserved"},
+		{"127.0.0.1:5432", nil, false, "loopback"},
+		{"[::1]:5432", nil, false, "loopback"},
+		{"203.0.113.7:22", nil, false, "host LAN"},
+		{"[::ffff:10.0.0.1]:80", nil, false, "rfc1918"}, // a v4-mapped address is still private
+		// The host's loopback only on exposed ports.
+		{"192.168.127.254:5432", nil, true, "host port 5432"},
+		{"192.168.127.254:6379", nil, false, "host port 6379 is not exposed"},
+		// Rebinding: an allowed-looking name that resolved to a private address.
+		{"192.168.1.10:80", []string{"evil.example.com"}, false, "rfc1918"},
+	})
+}
+
+func TestAllowlistMode(t *testing.T) {
+	r := rules(t, Policy{Mode: ModeAllowlist, Allow: []string{"api.anthropic.com", "*.github.com", "198.51.100.0/24", "10.9.9.9"}})
+	check(t, r, []flowCase{
+		{"160.79.104.10:443", []string{"api.anthropic.com"}, true, "allow api.anthropic.com"},
+		{"140.82.112.3:443", []string{"codeload.github.com"}, true, "allow *.github.com"},
+		{"140.82.112.4:443", []string{"github.com"}, false, "not listed"}, // *.github.com is not the apex
+		{"93.184.216.34:443", []string{"example.com"}, false, "not listed"},
+		{"93.184.216.34:443", nil, false, "not listed"}, // the IP literal of anything unlisted
+		{"198.51.100.7:80", nil, true, "allow 198.51.100.0/24"},
+		{"10.9.9.9:443", nil, true, "allow 10.9.9.9/32"}, // an explicit CIDR opens a private address
+		{"10.9.9.10:443", nil, false, "rfc1918"},
+		// An allowed name that resolved to a private address is still denied.
+		{"10.0.0.5:443", []string{"api.anthropic.com"}, false, "rfc1918"},
+	})
+	for name, want := range map[string]bool{"api.anthropic.com": true, "API.Anthropic.com.": true, "x.github.com": true, "exfil.attacker.net": false} {
+		if got := r.CheckName(name).Allow; got != want {
+			t.Errorf("CheckName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestDenyListAlwaysWins(t *testing.T) {
+	r := rules(t, Policy{Mode: ModeAllowlist, Allow: []string{"*.example.com", "198.51.100.0/24"}, Deny: []string{"bad.example.com", "198.51.100.66"}})
+	check(t, r, []flowCase{
+		{"198.51.100.5:443", []string{"good.example.com"}, true, "allow"},
+		{"198.51.100.5:443", []string{"good.example.com", "bad.example.com"}, false, "deny bad.example.com"},
+		{"198.51.100.66:443", nil, false, "deny 198.51.100.66/32"},
+		{"198.51.100.66:443", []string{"good.example.com"}, false, "deny 198.51.100.66/32"},
+	})
+	if v := r.CheckName("bad.example.com"); v.Allow || v.Rule != "deny bad.example.com" {
+		t.Errorf("CheckName: %+v", v)
+	}
+	d := rules(t, Policy{Deny: []string{"*.tracker.io"}})
+	if d.CheckName("x.tracker.io").Allow || !d.CheckName("tracker.io.example").Allow {
+		t.Error("deny patterns in default mode")
+	}
+}
+
+func TestBadEntries(t *testing.T) {
+	for _, p := range []Policy{
+		{Mode: "open"},
+		{Allow: []string{"exa mple.com"}},
+		{Allow: []string{"*"}},
+		{Allow: []string{"a.*.com"}},
+		{Deny: []string{"300.1.1.1/8"}},
+		{HostPorts: []int{0}},
+		{HostPorts: []int{70000}},
+	} {
+		if _, err := Compile(p, hostIP, nil); err == nil {
+			t.Errorf("%+v compiled", p)
+		}
+	}
+}
+
+func TestBindings(t *testing.T) {
+	b := NewBindings()
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time { return now }
+	a := netip.MustParseAddr("140.82.112.3")
+	b.Add(a, 30*time.Second, "GitHub.com.", "lb.github.com")
+	if got := b.Names(a); len(got) != 2 || got[0] != "github.com" || got[1] != "lb.github.com" {
+		t.Fatalf("names: %v", got)
+	}
+	if got := b.Names(netip.MustParseAddr("::ffff:140.82.112.3")); len(got) != 2 {
+		t.Fatalf("a v4-mapped address: %v", got)
+	}
+	now = now.Add(MinBinding + time.Second)
+	if got := b.Names(a); len(got) != 0 {
+		t.Fatalf("expired names: %v", got)
+	}
+}
