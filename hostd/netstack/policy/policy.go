@@ -146,7 +146,9 @@ func ParseEntry(e string) (domain string, prefix netip.Prefix, err error) {
 	return d, netip.Prefix{}, nil
 }
 
-func normalize(name string) string { return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".") }
+func normalize(name string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".")
+}
 
 func validName(n string) bool {
 	if len(n) > 253 {
