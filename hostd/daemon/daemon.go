@@ -23,6 +23,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/qemu"
 )
 
@@ -38,6 +39,7 @@ type Daemon struct {
 	events *events
 
 	vm      machine.Machine
+	net     *netstack.Stack
 	started time.Time
 
 	mu      sync.Mutex
@@ -172,10 +174,29 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	for _, p := range d.cfg.Publish {
 		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
 	}
-	stack, err := netstack.New(mac, forwards)
+	auditLog, err := audit.Open(d.paths.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
 	if err != nil {
 		return err
 	}
+	upstream := d.cfg.Network.Upstream
+	if upstream == "" {
+		upstream = netstack.UpstreamFromEnv()
+	}
+	stack, err := netstack.New(netstack.Config{
+		GuestMAC: mac,
+		Policy:   d.cfg.Network.Policy,
+		Forwards: forwards,
+		Upstream: upstream,
+		Audit:    auditLog,
+		Log:      d.log,
+	})
+	if err != nil {
+		auditLog.Close()
+		return err
+	}
+	d.mu.Lock()
+	d.net = stack
+	d.mu.Unlock()
 	nic, err := stack.Attach(life)
 	if err != nil {
 		return err

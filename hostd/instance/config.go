@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -45,7 +47,17 @@ type Config struct {
 	Cmdline string `json:"cmdline,omitempty"`
 	// Publish lists guest ports reachable from the host.
 	Publish []Publish `json:"publish,omitempty"`
+	// Network is the guest's egress policy.
+	Network Network `json:"network"`
 	Created time.Time `json:"created"`
+}
+
+// Network is what the guest may reach, and how.
+type Network struct {
+	policy.Policy
+	// Upstream is a proxy all egress leaves through (http:// or socks5://);
+	// empty means the host's HTTPS_PROXY or ALL_PROXY, if set, when hostd starts.
+	Upstream string `json:"upstream_proxy,omitempty"`
 }
 
 // Boot methods.
@@ -98,6 +110,9 @@ func (c *Config) Validate(hostMemory units.Size) error {
 	}
 	if c.Boot != BootKernel && c.Cmdline != "" {
 		errs = append(errs, errors.New("--cmdline needs --kernel"))
+	}
+	if _, err := policy.Compile(c.Network.Policy, netip.Addr{}, nil); err != nil {
+		errs = append(errs, err)
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Publish {

@@ -1,34 +1,63 @@
-// Package netstack is the guest's network: a user-space stack in hostd
-// that the VM's NIC is attached to through a SOCK_DGRAM socketpair (one
-// Ethernet frame per datagram), the attachment QEMU's `-netdev dgram` and
-// vz's file-handle attachment both take.
+// Package netstack is the guest's network: a user-space TCP/IP stack in
+// hostd that the VM's NIC is attached to through a SOCK_DGRAM socketpair
+// (one Ethernet frame per datagram), the attachment QEMU's `-netdev dgram`
+// and vz's file-handle attachment both take.
 //
-// Today it is gvisor-tap-vsock's stock virtual network (DHCP, DNS, NAT to
-// the host's network); the auditing, policy-enforcing stack replaces it.
+// It is assembled from gvisor-tap-vsock's pieces (the tap link endpoint and
+// switch, DHCP) on a gVisor stack, with cowork's own DNS server, TCP and
+// UDP forwarders, HTTP(S) proxy and credential relay: each asks the policy
+// before anything leaves and writes what happened to the audit log.
 package netstack
 
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
+	"sync"
+	"time"
 
+	"github.com/containers/gvisor-tap-vsock/pkg/services/dhcp"
+	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"github.com/containers/gvisor-tap-vsock/pkg/types"
-	"github.com/containers/gvisor-tap-vsock/pkg/virtualnetwork"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // The guest network's fixed addresses.
 const (
 	Subnet    = "192.168.127.0/24"
-	GatewayIP = "192.168.127.1"
-	GuestIP   = "192.168.127.2"
-	HostIP    = "192.168.127.254" // the host's loopback, when a port is exposed
+	GatewayIP = "192.168.127.1"   // DNS, the proxy, the credential relay
+	GuestIP   = "192.168.127.2"   // the guest's static DHCP lease
+	HostIP    = "192.168.127.254" // host.cowork.internal: the host's loopback, on exposed ports only
 	MTU       = 1500
 
+	// ProxyPort is the auditing HTTP(S) proxy's port on the gateway (the seed's).
+	ProxyPort = 7890
+	// RelayPort is the credential relay's port on the gateway.
+	RelayPort = 7891
+
 	gatewayMAC = "5a:94:ef:e4:0c:dd"
+	nicID      = 1
+)
+
+var (
+	gatewayAddr = netip.MustParseAddr(GatewayIP)
+	hostAddr    = netip.MustParseAddr(HostIP)
 )
 
 // Socket buffer sizes of the frame socketpair: frames arrive in bursts.
@@ -44,47 +73,151 @@ func GuestMAC(instance string) net.HardwareAddr {
 	return net.HardwareAddr{0x52, 0x54, h[0], h[1], h[2], h[3]}
 }
 
-// Stack is a running guest network.
-type Stack struct {
-	vn  *virtualnetwork.VirtualNetwork
-	mac net.HardwareAddr
-}
-
 // Forward makes guest port GuestPort reachable at HostAddr on the host.
 type Forward struct {
 	HostAddr  string
 	GuestPort int
 }
 
-// New builds the network for a guest NIC with the given MAC, and listens
-// on the host for the forwarded ports.
-func New(mac net.HardwareAddr, forwards []Forward) (*Stack, error) {
-	fw := map[string]string{}
-	for _, f := range forwards {
-		fw[f.HostAddr] = net.JoinHostPort(GuestIP, strconv.Itoa(f.GuestPort))
+// Config is one guest network.
+type Config struct {
+	GuestMAC net.HardwareAddr
+	Policy   policy.Policy
+	// LANs are the host's own subnets, denied like private ranges; nil
+	// means the ones found on the host's interfaces.
+	LANs []netip.Prefix
+	// Forwards publish guest ports on the host.
+	Forwards []Forward
+	// Upstream, when set, carries all TCP egress: http://host:port (CONNECT)
+	// or socks5://host:port.
+	Upstream string
+	// Resolvers answer the guest's DNS queries (host:port); nil means the
+	// host's, from /etc/resolv.conf.
+	Resolvers []string
+	Audit     *audit.Log
+	Log       *slog.Logger
+
+	// DialContext and Resolver replace the host's dialer and resolver (for
+	// the proxy's lookups); tests point them at a fake internet.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	Resolver    *net.Resolver
+}
+
+// Stack is a running guest network.
+type Stack struct {
+	cfg      Config
+	log      *slog.Logger
+	audit    *audit.Log
+	s        *stack.Stack
+	sw       *tap.Switch
+	bindings *policy.Bindings
+	dial     dialer   // egress: direct or through the upstream proxy
+	direct   dialFunc // the host itself: its loopback, UDP
+	sessions *Sessions
+
+	listeners []net.Listener // published ports
+
+	mu    sync.RWMutex
+	rules *policy.Rules
+}
+
+// New builds the network: the stack, DHCP, DNS, forwarders, proxy and relay.
+func New(cfg Config) (*Stack, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
-	vn, err := virtualnetwork.New(&types.Configuration{
-		Forwards:          fw,
-		MTU:               MTU,
-		Subnet:            Subnet,
-		GatewayIP:         GatewayIP,
-		GatewayMacAddress: gatewayMAC,
-		DHCPStaticLeases:  map[string]string{GuestIP: mac.String()},
-		DNS: []types.Zone{{
-			Name:    "cowork.internal.",
-			Records: []types.Record{{Name: "gateway", IP: net.ParseIP(GatewayIP)}, {Name: "host", IP: net.ParseIP(HostIP)}},
-		}},
-		Protocol: types.VfkitProtocol,
-	})
+	if cfg.LANs == nil {
+		cfg.LANs = HostLANs()
+	}
+	if cfg.Resolvers == nil {
+		cfg.Resolvers = hostResolvers()
+	}
+	rules, err := policy.Compile(cfg.Policy, hostAddr, cfg.LANs)
 	if err != nil {
-		return nil, fmt.Errorf("guest network: %w", err)
+		return nil, err
 	}
-	return &Stack{vn: vn, mac: mac}, nil
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	direct := (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	if cfg.DialContext != nil {
+		direct = cfg.DialContext
+	}
+	d, err := newDialer(cfg.Upstream, direct)
+	if err != nil {
+		return nil, err
+	}
+	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, sessions: newSessions()}
+	if err := n.build(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Stack) build() error {
+	ep, err := tap.NewLinkEndpoint(false, MTU, gatewayMAC, GatewayIP, []string{HostIP})
+	if err != nil {
+		return err
+	}
+	n.sw = tap.NewSwitch(false)
+	link := &icmpFilter{LinkEndpoint: ep, n: n}
+	ep.Connect(n.sw)
+	n.sw.Connect(link)
+
+	n.s = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+	})
+	if err := n.s.CreateNIC(nicID, link); err != nil {
+		return errors.New(err.String())
+	}
+	if err := n.s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddrFrom4(gatewayAddr.As4()).WithPrefix(),
+	}, stack.AddressProperties{}); err != nil {
+		return errors.New(err.String())
+	}
+	// Accept packets for any address: every destination is a forwarding
+	// decision, made by the handlers below.
+	n.s.SetSpoofing(nicID, true)
+	n.s.SetPromiscuousMode(nicID, true)
+	sub, err := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{192, 168, 127, 0}), tcpip.MaskFromBytes([]byte{255, 255, 255, 0}))
+	if err != nil {
+		return errors.New(err.Error())
+	}
+	n.s.SetRouteTable([]tcpip.Route{{Destination: sub, NIC: nicID}})
+
+	n.s.SetTransportProtocolHandler(tcp.ProtocolNumber, n.tcpForwarder().HandlePacket)
+	n.s.SetTransportProtocolHandler(udp.ProtocolNumber, n.udpForwarder().HandlePacket)
+
+	pool := tap.NewIPPool(mustCIDR(Subnet))
+	pool.Reserve(net.ParseIP(GatewayIP), gatewayMAC)
+	pool.Reserve(net.ParseIP(HostIP), gatewayMAC)
+	pool.Reserve(net.ParseIP(GuestIP), n.cfg.GuestMAC.String())
+	dhcpServer, err := dhcp.New(&types.Configuration{
+		Subnet: Subnet, GatewayIP: GatewayIP, MTU: MTU,
+		DNSSearchDomains: []string{"cowork.internal"},
+	}, n.s, pool)
+	if err != nil {
+		return fmt.Errorf("dhcp: %w", err)
+	}
+	go func() { _ = dhcpServer.Serve() }()
+
+	if err := n.serveDNS(); err != nil {
+		return err
+	}
+	if err := n.serveProxy(); err != nil {
+		return err
+	}
+	if err := n.serveRelay(); err != nil {
+		return err
+	}
+	return n.publish()
 }
 
 // Attach makes the frame socketpair and serves its stack end until ctx
 // ends. The returned file is the VM's end, for the hypervisor to inherit.
-func (s *Stack) Attach(ctx context.Context) (*os.File, error) {
+func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -105,6 +238,72 @@ func (s *Stack) Attach(ctx context.Context) (*os.File, error) {
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go func() { _ = s.vn.AcceptVfkit(ctx, conn) }()
+	go func() { _ = n.sw.Accept(ctx, conn, types.VfkitProtocol) }()
 	return vmEnd, nil
+}
+
+// Close stops listening on the published ports. The frame socket closes
+// with the context given to Attach.
+func (n *Stack) Close() {
+	for _, l := range n.listeners {
+		l.Close()
+	}
+	n.s.Close()
+}
+
+// SetPolicy replaces the policy of a running network. Flows already open
+// are left alone; new ones follow the new rules.
+func (n *Stack) SetPolicy(p policy.Policy) error {
+	r, err := policy.Compile(p, hostAddr, n.cfg.LANs)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.rules = r
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *Stack) currentRules() *policy.Rules {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.rules
+}
+
+// Sessions is the credential relay's table of API sessions.
+func (n *Stack) Sessions() *Sessions { return n.sessions }
+
+// Stats sums the audit log since this network started.
+func (n *Stack) Stats() audit.Stats {
+	if n.audit == nil {
+		return audit.Stats{}
+	}
+	return n.audit.Stats()
+}
+
+// record writes an audit line; a failing log is reported, never fatal.
+func (n *Stack) record(r *audit.Record) {
+	if n.audit == nil {
+		return
+	}
+	if err := n.audit.Write(r); err != nil {
+		n.log.Warn("audit log", "err", err)
+	}
+}
+
+func mustCIDR(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip.Unmap(), port)
+}
+
+func hostPort(ap netip.AddrPort) string {
+	return net.JoinHostPort(ap.Addr().String(), strconv.Itoa(int(ap.Port())))
 }

@@ -1,0 +1,182 @@
+package netstack
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
+
+// localZone is answered by the gateway itself.
+const localZone = "cowork.internal."
+
+// serveDNS answers the guest's queries on the gateway's port 53, UDP and
+// TCP: each query is judged by the policy, forwarded to the host's
+// resolvers when allowed, and its answers remembered (the policy binds
+// names to the addresses they returned) and logged.
+func (n *Stack) serveDNS() error {
+	addr := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: 53}
+	udpConn, err := gonet.DialUDP(n.s, &addr, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		return err
+	}
+	tcpLn, err := gonet.ListenTCP(n.s, addr, ipv4.ProtocolNumber)
+	if err != nil {
+		return err
+	}
+	client := &dns.Client{Timeout: 5 * time.Second}
+	tcpClient := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		_ = w.WriteMsg(n.answer(q, client, tcpClient))
+	})
+	go func() { _ = (&dns.Server{PacketConn: udpConn, Handler: handler}).ActivateAndServe() }()
+	go func() { _ = (&dns.Server{Listener: tcpLn, Handler: handler}).ActivateAndServe() }()
+	return nil
+}
+
+// answer builds the reply to one query.
+func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
+	reply := new(dns.Msg)
+	reply.SetReply(q)
+	reply.RecursionAvailable = true
+	if len(q.Question) != 1 {
+		reply.Rcode = dns.RcodeFormatError
+		return reply
+	}
+	question := q.Question[0]
+	name := strings.ToLower(question.Name)
+	rec := &audit.Record{Kind: audit.KindDNS, Name: strings.TrimSuffix(name, "."), QType: dns.TypeToString[question.Qtype]}
+
+	if name == localZone || strings.HasSuffix(name, "."+localZone) {
+		rec.Verdict, rec.Rule = audit.Allow, "local"
+		n.answerLocal(reply, question)
+	} else if v := n.currentRules().CheckName(name); !v.Allow {
+		rec.Verdict, rec.Rule = audit.Deny, v.Rule
+		reply.Rcode = dns.RcodeNameError
+		// Extended DNS Error 15, "Blocked": say why, for those who look.
+		reply.SetEdns0(1232, false)
+		opt := reply.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: "cowork network policy: " + v.Rule})
+	} else {
+		rec.Verdict, rec.Rule = audit.Allow, v.Rule
+		up, err := n.forward(q, client, tcpClient)
+		if err != nil {
+			reply.Rcode = dns.RcodeServerFailure
+			rec.Error = err.Error()
+		} else {
+			reply = up
+			reply.Id = q.Id
+			n.bind(reply)
+		}
+	}
+	rec.RCode = dns.RcodeToString[reply.Rcode]
+	for _, rr := range reply.Answer {
+		switch a := rr.(type) {
+		case *dns.A:
+			rec.Answers = append(rec.Answers, a.A.String())
+		case *dns.AAAA:
+			rec.Answers = append(rec.Answers, a.AAAA.String())
+		case *dns.CNAME:
+			rec.Answers = append(rec.Answers, "CNAME "+strings.TrimSuffix(a.Target, "."))
+		}
+	}
+	rec.Time = time.Now()
+	n.record(rec)
+	return reply
+}
+
+// answerLocal serves host.cowork.internal and gateway.cowork.internal.
+func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
+	var ip netip.Addr
+	switch strings.TrimSuffix(strings.ToLower(q.Name), "."+localZone) {
+	case "host":
+		ip = hostAddr
+	case "gateway":
+		ip = gatewayAddr
+	default:
+		reply.Rcode = dns.RcodeNameError
+		return
+	}
+	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
+		reply.Answer = append(reply.Answer, &dns.A{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},
+			A:   net.IP(ip.AsSlice()),
+		})
+	}
+}
+
+// forward asks the host's resolvers in turn, over TCP when the UDP answer
+// was truncated.
+func (n *Stack) forward(q *dns.Msg, client, tcpClient *dns.Client) (*dns.Msg, error) {
+	var lastErr error = errString("no DNS resolver configured on the host")
+	for _, server := range n.cfg.Resolvers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, _, err := client.ExchangeContext(ctx, q, server)
+		if err == nil && r.Truncated {
+			r, _, err = tcpClient.ExchangeContext(ctx, q, server)
+		}
+		cancel()
+		if err == nil {
+			return r, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// bind remembers the addresses an answer gave for its name and CNAME chain.
+func (n *Stack) bind(reply *dns.Msg) {
+	if len(reply.Question) == 0 {
+		return
+	}
+	names := []string{reply.Question[0].Name}
+	for _, rr := range reply.Answer {
+		if c, ok := rr.(*dns.CNAME); ok {
+			names = append(names, c.Target)
+		}
+	}
+	for _, rr := range reply.Answer {
+		var ip net.IP
+		switch a := rr.(type) {
+		case *dns.A:
+			ip = a.A
+		case *dns.AAAA:
+			ip = a.AAAA
+		default:
+			continue
+		}
+		if addr, ok := netip.AddrFromSlice(ip); ok {
+			n.bindings.Add(addr, time.Duration(rr.Header().Ttl)*time.Second, names...)
+		}
+	}
+}
+
+// hostResolvers are the nameservers of the host's /etc/resolv.conf.
+func hostResolvers() []string {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				out = append(out, netip.AddrPortFrom(a, 53).String())
+			}
+		}
+	}
+	return out
+}

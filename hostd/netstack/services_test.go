@@ -1,0 +1,300 @@
+package netstack
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+)
+
+func TestUDPFlow(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.21"}})
+	tn.world.serveUDPEcho(t, "198.51.100.20:5000")
+	tn.lookup(t, "udp.allowed.test")
+	conn, err := gonet.DialUDP(tn.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4("198.51.100.20")), Port: 5000}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 100)
+	for _, msg := range []string{"one", "two!"} {
+		conn.Write([]byte(msg))
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("echo of %q: %q %v", msg, buf[:n], err)
+		}
+	}
+	// A denied destination gets nothing through, and one line however often it is tried.
+	denied, _ := gonet.DialUDP(tn.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4("198.51.100.21")), Port: 5000}, ipv4.ProtocolNumber)
+	for range 5 {
+		denied.Write([]byte("let me out"))
+	}
+	denied.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := denied.Read(buf); err == nil {
+		t.Fatalf("a denied UDP flow answered: %q", buf[:n])
+	}
+	denied.Close()
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindUDP && r.Dst == "198.51.100.21:5000" })
+	if r.Verdict != audit.Deny {
+		t.Fatalf("record %+v", r)
+	}
+	lines := 0
+	audit.Stream(t.Context(), tn.auditLog, time.Time{}, false, func(r *audit.Record) error {
+		if r.Dst == "198.51.100.21:5000" {
+			lines++
+		}
+		return nil
+	})
+	if lines != 1 {
+		t.Fatalf("%d lines for one denied flow tried 5 times", lines)
+	}
+}
+
+// TestDHCPLease sends a real DHCPDISCOVER frame on the NIC's socket.
+func TestDHCPLease(t *testing.T) {
+	w := newWorld(t)
+	n, err := New(Config{GuestMAC: GuestMAC("test"), LANs: []netip.Prefix{}, Resolvers: []string{w.resolver}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nic, err := n.Attach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.Close()
+	mac := GuestMAC("test")
+	disc, err := dhcpv4.NewDiscovery(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := udpFrame(mac, disc.ToBytes())
+	fd := int(nic.Fd())
+	if _, err := unix.Write(fd, frame); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
+	for {
+		k, err := unix.Read(fd, buf)
+		if err != nil {
+			t.Fatalf("no DHCP offer: %v", err)
+		}
+		eth := header.Ethernet(buf[:k])
+		if eth.Type() != header.IPv4ProtocolNumber {
+			continue
+		}
+		ip := header.IPv4(buf[header.EthernetMinimumSize:k])
+		if ip.TransportProtocol() != header.UDPProtocolNumber {
+			continue
+		}
+		udp := header.UDP(ip.Payload())
+		if udp.DestinationPort() != 68 {
+			continue
+		}
+		offer, err := dhcpv4.FromBytes(udp.Payload())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if offer.MessageType() != dhcpv4.MessageTypeOffer || offer.YourIPAddr.String() != GuestIP ||
+			offer.Router()[0].String() != GatewayIP || offer.DNS()[0].String() != GatewayIP {
+			t.Fatalf("offer %v", offer.Summary())
+		}
+		return
+	}
+}
+
+// udpFrame wraps a DHCP message in the broadcast frame a booting guest sends.
+func udpFrame(mac net.HardwareAddr, payload []byte) []byte {
+	b := make([]byte, header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	header.Ethernet(b).Encode(&header.EthernetFields{SrcAddr: tcpip.LinkAddress(mac), DstAddr: header.EthernetBroadcastAddress, Type: header.IPv4ProtocolNumber})
+	ip := header.IPv4(b[header.EthernetMinimumSize:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b) - header.EthernetMinimumSize), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4([4]byte{}), DstAddr: tcpip.AddrFrom4([4]byte{255, 255, 255, 255})})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(ip.Payload())
+	u.Encode(&header.UDPFields{SrcPort: 68, DstPort: 67, Length: uint16(header.UDPMinimumSize + len(payload))})
+	copy(u.Payload(), payload)
+	return b
+}
+
+// proxyClient sends HTTP through the gateway proxy from the guest.
+func (tn *testNet) proxyClient() *http.Client {
+	proxyURL, _ := url.Parse(fmt.Sprintf("http://%s:%d", GatewayIP, ProxyPort))
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		Proxy: http.ProxyURL(proxyURL),
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return tn.dialGuest(addr)
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+	}}
+}
+
+func TestProxy(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Deny: []string{"proxied-deny.test"}})
+	body := strings.Repeat("x", 123456)
+	httpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	defer httpSrv.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secure") }))
+	defer tlsSrv.Close()
+	tn.world.mu.Lock()
+	tn.world.tcp["198.51.100.30:80"] = strings.TrimPrefix(httpSrv.URL, "http://")
+	tn.world.tcp["198.51.100.30:443"] = strings.TrimPrefix(tlsSrv.URL, "https://")
+	tn.world.mu.Unlock()
+	client := tn.proxyClient()
+
+	resp, err := client.Get("http://proxied.test/file?secret=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(got) != body {
+		t.Fatalf("plain HTTP through the proxy: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.Name == "proxied.test" })
+	if r.Verdict != audit.Allow || r.Method != "GET" || r.URL != "http://proxied.test/file" || r.Status != 200 || r.BytesIn != int64(len(body)) || r.Dst != "198.51.100.30:80" {
+		t.Fatalf("record %+v", r)
+	}
+
+	resp, err = client.Get("https://proxied.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(got) != "secure" {
+		t.Fatalf("CONNECT: %q", got)
+	}
+	client.CloseIdleConnections() // a tunnel's line is written when it closes
+	r = tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Name == "proxied.test" })
+	if r.Verdict != audit.Allow || r.Dst != "198.51.100.30:443" || r.BytesOut == 0 || r.BytesIn == 0 {
+		t.Fatalf("record %+v", r)
+	}
+
+	for _, target := range []string{"http://proxied-deny.test/", "http://rebind.test/", "http://10.1.2.3/"} {
+		resp, err = client.Get(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(got), "blocked by this sandbox's network policy") || !strings.Contains(string(got), "cowork policy allow") {
+			t.Errorf("%s: %d %q", target, resp.StatusCode, got)
+		}
+	}
+	// CONNECT to a denied name gets the 403 too.
+	c, _ := tn.dialTCP(t, fmt.Sprintf("%s:%d", GatewayIP, ProxyPort))
+	fmt.Fprintf(c, "CONNECT proxied-deny.test:443 HTTP/1.1\r\nHost: proxied-deny.test:443\r\n\r\n")
+	status, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.Contains(status, "403") {
+		t.Fatalf("CONNECT to a denied name: %q", status)
+	}
+}
+
+func TestCredentialRelay(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	var mu sync.Mutex // the race detector does not see the socket between handler and test
+	var seenKey, seenAuth, seenPath string
+	seen := func() (string, string, string) { mu.Lock(); defer mu.Unlock(); return seenKey, seenAuth, seenPath }
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seenKey, seenAuth, seenPath = r.Header.Get("x-api-key"), r.Header.Get("Authorization"), r.URL.Path
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: ping\ndata: {}\n\n")
+	}))
+	defer upstream.Close()
+	sess, err := tn.Sessions().Open(upstream.URL, "sk-real-secret", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return tn.dialGuest(addr)
+	}}}
+	relay := fmt.Sprintf("http://%s:%d/v1/messages", GatewayIP, RelayPort)
+	req, _ := http.NewRequest("POST", relay, strings.NewReader(`{"model":"x"}`))
+	req.Header.Set("x-api-key", sess.Placeholder)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "event: ping") {
+		t.Fatalf("relay: %d %q", resp.StatusCode, got)
+	}
+	if key, auth, path := seen(); key != "sk-real-secret" || auth != "" || path != "/v1/messages" {
+		t.Fatalf("upstream saw key %q auth %q path %q", key, auth, path)
+	}
+	if strings.Contains(string(got), "sk-real-secret") || strings.Contains(fmt.Sprint(resp.Header), "sk-real-secret") {
+		t.Fatal("the real key reached the guest")
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindRelay && r.Session == sess.ID })
+	if r.Verdict != audit.Allow || r.Status != 200 || r.BytesOut != int64(len(`{"model":"x"}`)) {
+		t.Fatalf("record %+v", r)
+	}
+
+	// An unknown placeholder, or a closed session, gets a 401.
+	tn.Sessions().Close(sess.ID)
+	for _, key := range []string{"cowork-session-unknown", sess.Placeholder, ""} {
+		req, _ := http.NewRequest("POST", relay, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("placeholder %q: %d", key, resp.StatusCode)
+		}
+	}
+	// A bearer-token session sends Authorization, not x-api-key.
+	sess2, _ := tn.Sessions().Open(upstream.URL, "", "oauth-token", time.Hour)
+	req, _ = http.NewRequest("GET", relay, nil)
+	req.Header.Set("Authorization", "Bearer "+sess2.Placeholder)
+	resp, _ = client.Do(req)
+	resp.Body.Close()
+	if key, auth, _ := seen(); auth != "Bearer oauth-token" || key != "" {
+		t.Fatalf("upstream saw key %q auth %q", key, auth)
+	}
+}
+
+func TestPingsAnsweredOnlyByTheGateway(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	for _, dst := range []string{GatewayIP, "8.8.8.8"} {
+		if err := tn.ping(dst); (err == nil) != (dst == GatewayIP) {
+			t.Errorf("ping %s: %v", dst, err)
+		}
+		r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindICMP && r.Dst == dst })
+		if (r.Verdict == audit.Allow) != (dst == GatewayIP) {
+			t.Errorf("ping %s: record %+v", dst, r)
+		}
+	}
+}

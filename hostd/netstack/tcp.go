@@ -1,0 +1,167 @@
+package netstack
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
+
+// maxPendingTCP bounds connections being decided and dialed at once; more
+// SYNs are dropped and the guest retries.
+const maxPendingTCP = 1024
+
+func (n *Stack) tcpForwarder() *tcp.Forwarder {
+	return tcp.NewForwarder(n.s, 0, maxPendingTCP, n.handleTCP)
+}
+
+// handleTCP decides a new guest connection, and for an allowed one dials
+// the destination before completing the guest's handshake, so a refused
+// destination looks refused to the guest.
+func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst := addrPort(id.LocalAddress, id.LocalPort)
+	rec := &audit.Record{Kind: audit.KindTCP, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
+	names := n.bindings.Names(dst.Addr())
+	if len(names) > 0 {
+		rec.Name, rec.NameFrom = names[0], audit.FromDNS
+	}
+	v := n.currentRules().CheckFlow(dst, names)
+	rec.Rule = v.Rule
+	if !v.Allow {
+		r.Complete(true) // RST
+		n.finish(rec, audit.Deny, nil)
+		return
+	}
+	out, err := n.dialFlow(context.Background(), dst)
+	if err != nil {
+		r.Complete(true)
+		n.finish(rec, audit.Allow, err)
+		return
+	}
+	var wq waiter.Queue
+	ep, tcpErr := r.CreateEndpoint(&wq)
+	r.Complete(false)
+	if tcpErr != nil {
+		out.Close()
+		n.finish(rec, audit.Allow, errString(tcpErr.String()))
+		return
+	}
+	in := gonet.NewTCPConn(&wq, ep)
+	n.splice(in, out, rec)
+}
+
+// dialFlow opens the host side of an allowed flow: the host's loopback for
+// the host address, anything else directly or through the upstream proxy.
+func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if dst.Addr() == hostAddr {
+		return n.direct(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port()))))
+	}
+	return n.dial.DialContext(ctx, "tcp", hostPort(dst))
+}
+
+// splice copies both ways until both directions end, counting bytes and
+// looking at the guest's first bytes for the name the flow is for; then
+// it writes the flow's audit line.
+func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
+	var out, in atomic.Int64
+	sniffer := &sniffReader{r: guest}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, _ = io.Copy(world, countReader(sniffer, &out))
+		closeWrite(world)
+	})
+	wg.Go(func() {
+		_, _ = io.Copy(guest, countReader(world, &in))
+		closeWrite(guest)
+	})
+	wg.Wait()
+	guest.Close()
+	world.Close()
+	if name, from := sniffer.name(); name != "" {
+		rec.Name, rec.NameFrom = name, from
+	}
+	rec.BytesOut += out.Load()
+	rec.BytesIn += in.Load()
+	n.finish(rec, audit.Allow, nil)
+}
+
+// finish completes a flow's record and writes it.
+func (n *Stack) finish(rec *audit.Record, verdict string, err error) {
+	rec.Time = time.Now()
+	rec.Verdict = verdict
+	if !rec.Start.IsZero() {
+		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	n.record(rec)
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+type counter struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func countReader(r io.Reader, n *atomic.Int64) io.Reader { return &counter{r: r, n: n} }
+
+func (c *counter) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// sniffReader keeps the first bytes that pass through it, to name the flow.
+type sniffReader struct {
+	r    io.Reader
+	mu   sync.Mutex
+	head []byte
+	done bool
+	n, f string
+}
+
+func (s *sniffReader) Read(p []byte) (int, error) {
+	k, err := s.r.Read(p)
+	if k > 0 {
+		s.mu.Lock()
+		if !s.done {
+			s.head = append(s.head, p[:k]...)
+			if s.n, s.f = SniffName(s.head); s.n != "" || len(s.head) >= sniffLimit {
+				s.done, s.head = true, nil
+			}
+		}
+		s.mu.Unlock()
+	}
+	return k, err
+}
+
+func (s *sniffReader) name() (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n, s.f
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }

@@ -1,0 +1,123 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
+
+// udpIdle ends a UDP flow that has carried nothing either way for this long.
+const udpIdle = 60 * time.Second
+
+// deniedQuiet is how long a denied UDP flow stays quiet in the log after
+// its first line: a blocked sender retries, and each datagram would
+// otherwise be a line.
+const deniedQuiet = 10 * time.Second
+
+func (n *Stack) udpForwarder() *udp.Forwarder {
+	var mu sync.Mutex
+	denied := map[string]time.Time{}
+	return udp.NewForwarder(n.s, func(r *udp.ForwarderRequest) {
+		id := r.ID()
+		dst := addrPort(id.LocalAddress, id.LocalPort)
+		rec := &audit.Record{Kind: audit.KindUDP, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
+		names := n.bindings.Names(dst.Addr())
+		if len(names) > 0 {
+			rec.Name, rec.NameFrom = names[0], audit.FromDNS
+		}
+		v := n.currentRules().CheckFlow(dst, names)
+		if v.Allow && n.cfg.Upstream != "" && dst.Addr() != hostAddr {
+			v.Allow, v.Rule = false, "upstream proxy: UDP cannot go through it"
+		}
+		rec.Rule = v.Rule
+		if !v.Allow {
+			key := rec.Dst + "/" + strconv.Itoa(rec.GuestPort)
+			mu.Lock()
+			quiet := time.Since(denied[key]) < deniedQuiet
+			if !quiet {
+				denied[key] = time.Now()
+				if len(denied) > 4096 {
+					clear(denied)
+				}
+			}
+			mu.Unlock()
+			if !quiet {
+				n.finish(rec, audit.Deny, nil)
+			}
+			return // dropped
+		}
+		target := hostPort(dst)
+		if dst.Addr() == hostAddr {
+			target = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port())))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		world, err := n.direct(ctx, "udp", target)
+		cancel()
+		if err != nil {
+			n.finish(rec, audit.Allow, err)
+			return
+		}
+		var wq waiter.Queue
+		ep, tcpErr := r.CreateEndpoint(&wq)
+		if tcpErr != nil {
+			world.Close()
+			n.finish(rec, audit.Allow, errString(tcpErr.String()))
+			return
+		}
+		guest := gonet.NewUDPConn(&wq, ep)
+		go n.relayUDP(guest, world, rec)
+	})
+}
+
+// relayUDP moves datagrams both ways until the flow goes idle.
+func (n *Stack) relayUDP(guest *gonet.UDPConn, world net.Conn, rec *audit.Record) {
+	var out, in atomic.Int64
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	pump := func(from, to net.Conn, count *atomic.Int64) {
+		buf := make([]byte, 65535)
+		for {
+			from.SetReadDeadline(time.Now().Add(udpIdle))
+			k, err := from.Read(buf)
+			if err != nil {
+				// A deadline ends the flow only if the other way was idle too.
+				if ne, ok := err.(net.Error); ok && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < udpIdle {
+					continue
+				}
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			if _, err := to.Write(buf[:k]); err == nil {
+				count.Add(int64(k))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { pump(guest, world, &out) })
+	wg.Go(func() { pump(world, guest, &in) })
+	// When one way ends (idle, or a closed socket), end the other.
+	go func() {
+		for {
+			time.Sleep(time.Second)
+			if time.Since(time.Unix(0, last.Load())) > udpIdle {
+				guest.Close()
+				world.Close()
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	guest.Close()
+	world.Close()
+	rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
+	n.finish(rec, audit.Allow, nil)
+}
