@@ -48,7 +48,7 @@ type Config struct {
 	// Publish lists guest ports reachable from the host.
 	Publish []Publish `json:"publish,omitempty"`
 	// Network is the guest's egress policy.
-	Network Network `json:"network"`
+	Network Network   `json:"network"`
 	Created time.Time `json:"created"`
 }
 
