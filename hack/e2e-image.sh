@@ -251,6 +251,14 @@ read -r up _ </proc/uptime
 echo "cowork e2e guest up after ${up}s" >/dev/console
 EOF
 
+read -r -d '' PROXY_ENV <<'EOF' || true
+# cowork: the guest's traffic goes through the auditing proxy on the gateway
+# (direct connections are policed and logged too).
+export http_proxy=http://192.168.127.1:7890 https_proxy=http://192.168.127.1:7890
+export HTTP_PROXY=$http_proxy HTTPS_PROXY=$https_proxy
+export no_proxy=localhost,127.0.0.1,::1,.cowork.internal,192.168.127.0/24 NO_PROXY=localhost,127.0.0.1,::1,.cowork.internal,192.168.127.0/24
+EOF
+
 read -r -d '' AGENT_RUN <<'EOF' || true
 #!/bin/busybox sh
 # Run by init, which starts it again whenever it exits.
@@ -271,7 +279,7 @@ exec sleep 2147483647
 EOF
 
 AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
-R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" |
+R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" |
 	sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/rootfs.ext4" ]; then
 	log "rootfs: agent $AGENT_SUM, mkfs.ext4 -d ($ROOTFS_SIZE)"
@@ -288,6 +296,7 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	printf '%s\n' "$RCS" >"$R/etc/cowork/rcS"
 	printf '%s\n' "$AGENT_RUN" >"$R/etc/cowork/agent"
 	printf '%s\n' "$POWER_BUTTON" >"$R/etc/cowork/power-button"
+	printf '%s\n' "$PROXY_ENV" >"$R/etc/profile.d/cowork-proxy.sh"
 	chmod 755 "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
 	install -m 755 "$AGENT" "$R/usr/local/bin/cowork-agent"
 	install -m 600 "$OUT/ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"

@@ -5,6 +5,7 @@ package hostd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // ErrNotRunning means the instance has no live hostd.
@@ -67,6 +69,38 @@ func (c *Client) Stop(ctx context.Context, force bool, timeout time.Duration) er
 // Events follows the boot: what happened so far, then what happens.
 func (c *Client) Events(ctx context.Context) (controlpb.Control_EventsClient, error) {
 	return c.api.Events(ctx, &controlpb.EventsRequest{})
+}
+
+// SetPolicy replaces the running guest's network policy (hostd saves it).
+func (c *Client) SetPolicy(ctx context.Context, p policy.Policy) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = c.api.SetPolicy(ctx, &controlpb.SetPolicyRequest{PolicyJson: string(b)})
+	return err
+}
+
+// Session is a credential handed to hostd's relay: the guest process gets
+// Placeholder and BaseURL instead of the real key and endpoint.
+type Session struct {
+	ID, Placeholder, BaseURL string
+}
+
+// OpenSession hands hostd a credential (an API key or an auth token) for
+// endpoint ("" for Anthropic's API).
+func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
+	r, err := c.api.OpenSession(ctx, &controlpb.OpenSessionRequest{Endpoint: endpoint, ApiKey: apiKey, AuthToken: authToken, TtlSeconds: int64(ttl.Seconds())})
+	if err != nil {
+		return nil, err
+	}
+	return &Session{ID: r.SessionId, Placeholder: r.Placeholder, BaseURL: r.BaseUrl}, nil
+}
+
+// CloseSession ends a session.
+func (c *Client) CloseSession(ctx context.Context, id string) error {
+	_, err := c.api.CloseSession(ctx, &controlpb.CloseSessionRequest{SessionId: id})
+	return err
 }
 
 // Agent returns a client of the guest agent through hostd's relay.

@@ -158,7 +158,8 @@ type StatusResponse struct {
 	// The guest's boot id, from its agent.
 	BootId string `protobuf:"bytes,16,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	// Why the VM stopped, when it was not asked to.
-	Error         string `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
+	Error         string        `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
+	Network       *NetworkStats `protobuf:"bytes,18,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +313,385 @@ func (x *StatusResponse) GetError() string {
 	return ""
 }
 
+func (x *StatusResponse) GetNetwork() *NetworkStats {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// What the audit log recorded since hostd started.
+type NetworkStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flows         int64                  `protobuf:"varint,1,opt,name=flows,proto3" json:"flows,omitempty"`
+	Blocked       int64                  `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	DnsQueries    int64                  `protobuf:"varint,3,opt,name=dns_queries,json=dnsQueries,proto3" json:"dns_queries,omitempty"`
+	BytesOut      int64                  `protobuf:"varint,4,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	BytesIn       int64                  `protobuf:"varint,5,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkStats) Reset() {
+	*x = NetworkStats{}
+	mi := &file_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStats) ProtoMessage() {}
+
+func (x *NetworkStats) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
+func (*NetworkStats) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NetworkStats) GetFlows() int64 {
+	if x != nil {
+		return x.Flows
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetBlocked() int64 {
+	if x != nil {
+		return x.Blocked
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetDnsQueries() int64 {
+	if x != nil {
+		return x.DnsQueries
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetBytesOut() int64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetBytesIn() int64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+type SetPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy as JSON, in the instance config's form:
+	// {"mode":"allowlist","allow":["example.com"],"deny":[],"host_ports":[5432]}.
+	PolicyJson    string `protobuf:"bytes,1,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SetPolicyRequest) GetPolicyJson() string {
+	if x != nil {
+		return x.PolicyJson
+	}
+	return ""
+}
+
+type SetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{4}
+}
+
+type OpenSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The real API endpoint; empty means Anthropic's API.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Exactly one of these.
+	ApiKey    string `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	AuthToken string `protobuf:"bytes,3,opt,name=auth_token,json=authToken,proto3" json:"auth_token,omitempty"`
+	// How long the session may live; 0 means 24 hours.
+	TtlSeconds    int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRequest) Reset() {
+	*x = OpenSessionRequest{}
+	mi := &file_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRequest) ProtoMessage() {}
+
+func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *OpenSessionRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetAuthToken() string {
+	if x != nil {
+		return x.AuthToken
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type OpenSessionResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// What the guest process gets as its API key or token.
+	Placeholder string `protobuf:"bytes,2,opt,name=placeholder,proto3" json:"placeholder,omitempty"`
+	// What the guest process gets as ANTHROPIC_BASE_URL.
+	BaseUrl       string `protobuf:"bytes,3,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionResponse) Reset() {
+	*x = OpenSessionResponse{}
+	mi := &file_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionResponse) ProtoMessage() {}
+
+func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
+func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OpenSessionResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetPlaceholder() string {
+	if x != nil {
+		return x.Placeholder
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetBaseUrl() string {
+	if x != nil {
+		return x.BaseUrl
+	}
+	return ""
+}
+
+type CloseSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseSessionRequest) Reset() {
+	*x = CloseSessionRequest{}
+	mi := &file_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseSessionRequest) ProtoMessage() {}
+
+func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
+func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CloseSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type CloseSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseSessionResponse) Reset() {
+	*x = CloseSessionResponse{}
+	mi := &file_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseSessionResponse) ProtoMessage() {}
+
+func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
+func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{8}
+}
+
 type StopRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Cut the power at once instead of asking the guest to shut down.
@@ -325,7 +705,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +717,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +730,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{2}
+	return file_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopRequest) GetForce() bool {
@@ -375,7 +755,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +767,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +780,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{3}
+	return file_control_proto_rawDescGZIP(), []int{10}
 }
 
 type EventsRequest struct {
@@ -411,7 +791,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +803,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +816,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{4}
+	return file_control_proto_rawDescGZIP(), []int{11}
 }
 
 type Event struct {
@@ -453,7 +833,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +845,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +858,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{5}
+	return file_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Event) GetUnixNano() int64 {
@@ -514,7 +894,7 @@ var File_control_proto protoreflect.FileDescriptor
 const file_control_proto_rawDesc = "" +
 	"\n" +
 	"\rcontrol.proto\x12\x0fcowork.hostd.v1\"\x0f\n" +
-	"\rStatusRequest\"\xf4\x03\n" +
+	"\rStatusRequest\"\xad\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -534,7 +914,35 @@ const file_control_proto_rawDesc = "" +
 	"\vaccelerator\x18\x0e \x01(\tR\vaccelerator\x12\x12\n" +
 	"\x04arch\x18\x0f \x01(\tR\x04arch\x12\x17\n" +
 	"\aboot_id\x18\x10 \x01(\tR\x06bootId\x12\x14\n" +
-	"\x05error\x18\x11 \x01(\tR\x05error\"B\n" +
+	"\x05error\x18\x11 \x01(\tR\x05error\x127\n" +
+	"\anetwork\x18\x12 \x01(\v2\x1d.cowork.hostd.v1.NetworkStatsR\anetwork\"\x97\x01\n" +
+	"\fNetworkStats\x12\x14\n" +
+	"\x05flows\x18\x01 \x01(\x03R\x05flows\x12\x18\n" +
+	"\ablocked\x18\x02 \x01(\x03R\ablocked\x12\x1f\n" +
+	"\vdns_queries\x18\x03 \x01(\x03R\n" +
+	"dnsQueries\x12\x1b\n" +
+	"\tbytes_out\x18\x04 \x01(\x03R\bbytesOut\x12\x19\n" +
+	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\"3\n" +
+	"\x10SetPolicyRequest\x12\x1f\n" +
+	"\vpolicy_json\x18\x01 \x01(\tR\n" +
+	"policyJson\"\x13\n" +
+	"\x11SetPolicyResponse\"\x89\x01\n" +
+	"\x12OpenSessionRequest\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x17\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\x12\x1d\n" +
+	"\n" +
+	"auth_token\x18\x03 \x01(\tR\tauthToken\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\"q\n" +
+	"\x13OpenSessionResponse\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12 \n" +
+	"\vplaceholder\x18\x02 \x01(\tR\vplaceholder\x12\x19\n" +
+	"\bbase_url\x18\x03 \x01(\tR\abaseUrl\"4\n" +
+	"\x13CloseSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x16\n" +
+	"\x14CloseSessionResponse\"B\n" +
 	"\vStopRequest\x12\x14\n" +
 	"\x05force\x18\x01 \x01(\bR\x05force\x12\x1d\n" +
 	"\n" +
@@ -557,11 +965,14 @@ const file_control_proto_rawDesc = "" +
 	"\x05READY\x10\x05\x12\n" +
 	"\n" +
 	"\x06FAILED\x10\x06\x12\v\n" +
-	"\aSTOPPED\x10\a2\xdd\x01\n" +
+	"\aSTOPPED\x10\a2\xe8\x03\n" +
 	"\aControl\x12I\n" +
 	"\x06Status\x12\x1e.cowork.hostd.v1.StatusRequest\x1a\x1f.cowork.hostd.v1.StatusResponse\x12C\n" +
 	"\x04Stop\x12\x1c.cowork.hostd.v1.StopRequest\x1a\x1d.cowork.hostd.v1.StopResponse\x12B\n" +
-	"\x06Events\x12\x1e.cowork.hostd.v1.EventsRequest\x1a\x16.cowork.hostd.v1.Event0\x01B,Z*github.com/coworkhq/cowork/hostd/controlpbb\x06proto3"
+	"\x06Events\x12\x1e.cowork.hostd.v1.EventsRequest\x1a\x16.cowork.hostd.v1.Event0\x01\x12R\n" +
+	"\tSetPolicy\x12!.cowork.hostd.v1.SetPolicyRequest\x1a\".cowork.hostd.v1.SetPolicyResponse\x12X\n" +
+	"\vOpenSession\x12#.cowork.hostd.v1.OpenSessionRequest\x1a$.cowork.hostd.v1.OpenSessionResponse\x12[\n" +
+	"\fCloseSession\x12$.cowork.hostd.v1.CloseSessionRequest\x1a%.cowork.hostd.v1.CloseSessionResponseB,Z*github.com/coworkhq/cowork/hostd/controlpbb\x06proto3"
 
 var (
 	file_control_proto_rawDescOnce sync.Once
@@ -576,29 +987,43 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_control_proto_goTypes = []any{
-	(Phase)(0),             // 0: cowork.hostd.v1.Phase
-	(*StatusRequest)(nil),  // 1: cowork.hostd.v1.StatusRequest
-	(*StatusResponse)(nil), // 2: cowork.hostd.v1.StatusResponse
-	(*StopRequest)(nil),    // 3: cowork.hostd.v1.StopRequest
-	(*StopResponse)(nil),   // 4: cowork.hostd.v1.StopResponse
-	(*EventsRequest)(nil),  // 5: cowork.hostd.v1.EventsRequest
-	(*Event)(nil),          // 6: cowork.hostd.v1.Event
+	(Phase)(0),                   // 0: cowork.hostd.v1.Phase
+	(*StatusRequest)(nil),        // 1: cowork.hostd.v1.StatusRequest
+	(*StatusResponse)(nil),       // 2: cowork.hostd.v1.StatusResponse
+	(*NetworkStats)(nil),         // 3: cowork.hostd.v1.NetworkStats
+	(*SetPolicyRequest)(nil),     // 4: cowork.hostd.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),    // 5: cowork.hostd.v1.SetPolicyResponse
+	(*OpenSessionRequest)(nil),   // 6: cowork.hostd.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),  // 7: cowork.hostd.v1.OpenSessionResponse
+	(*CloseSessionRequest)(nil),  // 8: cowork.hostd.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil), // 9: cowork.hostd.v1.CloseSessionResponse
+	(*StopRequest)(nil),          // 10: cowork.hostd.v1.StopRequest
+	(*StopResponse)(nil),         // 11: cowork.hostd.v1.StopResponse
+	(*EventsRequest)(nil),        // 12: cowork.hostd.v1.EventsRequest
+	(*Event)(nil),                // 13: cowork.hostd.v1.Event
 }
 var file_control_proto_depIdxs = []int32{
-	0, // 0: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
-	1, // 1: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
-	3, // 2: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
-	5, // 3: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
-	2, // 4: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
-	4, // 5: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
-	6, // 6: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3,  // 0: cowork.hostd.v1.StatusResponse.network:type_name -> cowork.hostd.v1.NetworkStats
+	0,  // 1: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
+	1,  // 2: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
+	10, // 3: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
+	12, // 4: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
+	4,  // 5: cowork.hostd.v1.Control.SetPolicy:input_type -> cowork.hostd.v1.SetPolicyRequest
+	6,  // 6: cowork.hostd.v1.Control.OpenSession:input_type -> cowork.hostd.v1.OpenSessionRequest
+	8,  // 7: cowork.hostd.v1.Control.CloseSession:input_type -> cowork.hostd.v1.CloseSessionRequest
+	2,  // 8: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
+	11, // 9: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
+	13, // 10: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
+	5,  // 11: cowork.hostd.v1.Control.SetPolicy:output_type -> cowork.hostd.v1.SetPolicyResponse
+	7,  // 12: cowork.hostd.v1.Control.OpenSession:output_type -> cowork.hostd.v1.OpenSessionResponse
+	9,  // 13: cowork.hostd.v1.Control.CloseSession:output_type -> cowork.hostd.v1.CloseSessionResponse
+	8,  // [8:14] is the sub-list for method output_type
+	2,  // [2:8] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -612,7 +1037,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,9 +24,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_Status_FullMethodName = "/cowork.hostd.v1.Control/Status"
-	Control_Stop_FullMethodName   = "/cowork.hostd.v1.Control/Stop"
-	Control_Events_FullMethodName = "/cowork.hostd.v1.Control/Events"
+	Control_Status_FullMethodName       = "/cowork.hostd.v1.Control/Status"
+	Control_Stop_FullMethodName         = "/cowork.hostd.v1.Control/Stop"
+	Control_Events_FullMethodName       = "/cowork.hostd.v1.Control/Events"
+	Control_SetPolicy_FullMethodName    = "/cowork.hostd.v1.Control/SetPolicy"
+	Control_OpenSession_FullMethodName  = "/cowork.hostd.v1.Control/OpenSession"
+	Control_CloseSession_FullMethodName = "/cowork.hostd.v1.Control/CloseSession"
 )
 
 // ControlClient is the client API for Control service.
@@ -41,6 +44,14 @@ type ControlClient interface {
 	// Events replays the boot so far, then follows it as it happens, until
 	// the instance is ready, fails or stops.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// SetPolicy replaces the network policy of the running guest; new flows
+	// follow it at once. hostd also saves it in the instance's config.
+	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
+	// OpenSession hands hostd an API credential for the credential relay and
+	// returns the placeholder a guest process gets instead of it.
+	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
+	// CloseSession ends a session: its placeholder stops working.
+	CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error)
 }
 
 type controlClient struct {
@@ -90,6 +101,36 @@ func (c *controlClient) Events(ctx context.Context, in *EventsRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_EventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *controlClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetPolicyResponse)
+	err := c.cc.Invoke(ctx, Control_SetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenSessionResponse)
+	err := c.cc.Invoke(ctx, Control_OpenSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CloseSessionResponse)
+	err := c.cc.Invoke(ctx, Control_CloseSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -102,6 +143,14 @@ type ControlServer interface {
 	// Events replays the boot so far, then follows it as it happens, until
 	// the instance is ready, fails or stops.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
+	// SetPolicy replaces the network policy of the running guest; new flows
+	// follow it at once. hostd also saves it in the instance's config.
+	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
+	// OpenSession hands hostd an API credential for the credential relay and
+	// returns the placeholder a guest process gets instead of it.
+	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
+	// CloseSession ends a session: its placeholder stops working.
+	CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -120,6 +169,15 @@ func (UnimplementedControlServer) Stop(context.Context, *StopRequest) (*StopResp
 }
 func (UnimplementedControlServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedControlServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedControlServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
+}
+func (UnimplementedControlServer) CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CloseSession not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -189,6 +247,60 @@ func _Control_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_EventsServer = grpc.ServerStreamingServer[Event]
 
+func _Control_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).SetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_SetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).SetPolicy(ctx, req.(*SetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).OpenSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_OpenSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).OpenSession(ctx, req.(*OpenSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_CloseSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CloseSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).CloseSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_CloseSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).CloseSession(ctx, req.(*CloseSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -203,6 +315,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stop",
 			Handler:    _Control_Stop_Handler,
+		},
+		{
+			MethodName: "SetPolicy",
+			Handler:    _Control_SetPolicy_Handler,
+		},
+		{
+			MethodName: "OpenSession",
+			Handler:    _Control_OpenSession_Handler,
+		},
+		{
+			MethodName: "CloseSession",
+			Handler:    _Control_CloseSession_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -9,6 +11,9 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // controlServer is the gRPC Control service on hostd.sock.
@@ -38,8 +43,12 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 	if d.agent != nil {
 		r.GuestIp = netstack.GuestIP
 	}
-	vm, started := d.vm, d.started
+	vm, started, net := d.vm, d.started, d.net
 	d.mu.Unlock()
+	if net != nil {
+		st := net.Stats()
+		r.Network = &controlpb.NetworkStats{Flows: st.Flows, Blocked: st.Blocked, DnsQueries: st.Queries, BytesOut: st.BytesOut, BytesIn: st.BytesIn}
+	}
 	if vm != nil {
 		r.State = string(vm.State())
 		r.StartedUnixNano = started.UnixNano()
@@ -88,4 +97,67 @@ func (s *controlServer) Events(_ *controlpb.EventsRequest, stream controlpb.Cont
 			return nil
 		}
 	}
+}
+
+func (s *controlServer) network() (*netstack.Stack, error) {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	if s.d.net == nil {
+		return nil, status.Error(codes.Unavailable, "the guest network is not up yet; try again once the instance has started")
+	}
+	return s.d.net, nil
+}
+
+func (s *controlServer) SetPolicy(ctx context.Context, req *controlpb.SetPolicyRequest) (*controlpb.SetPolicyResponse, error) {
+	var p policy.Policy
+	if err := json.Unmarshal([]byte(req.PolicyJson), &p); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy: %v", err)
+	}
+	n, err := s.network()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.SetPolicy(p); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	d := s.d
+	d.mu.Lock()
+	d.cfg.Network.Policy = p
+	err = d.cfg.Save(d.paths.Dir())
+	d.mu.Unlock()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "save the policy: %v", err)
+	}
+	d.log.Info("network policy changed", "policy", p.Describe())
+	return &controlpb.SetPolicyResponse{}, nil
+}
+
+func (s *controlServer) OpenSession(ctx context.Context, req *controlpb.OpenSessionRequest) (*controlpb.OpenSessionResponse, error) {
+	n, err := s.network()
+	if err != nil {
+		return nil, err
+	}
+	ttl := time.Duration(req.TtlSeconds) * time.Second
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	sess, err := n.Sessions().Open(req.Endpoint, req.ApiKey, req.AuthToken, ttl)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.d.log.Info("relay session opened", "session", sess.ID, "endpoint", sess.Endpoint.String())
+	return &controlpb.OpenSessionResponse{
+		SessionId:   sess.ID,
+		Placeholder: sess.Placeholder,
+		BaseUrl:     fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort),
+	}, nil
+}
+
+func (s *controlServer) CloseSession(ctx context.Context, req *controlpb.CloseSessionRequest) (*controlpb.CloseSessionResponse, error) {
+	n, err := s.network()
+	if err != nil {
+		return nil, err
+	}
+	n.Sessions().Close(req.SessionId)
+	return &controlpb.CloseSessionResponse{}, nil
 }

@@ -40,6 +40,7 @@ type Daemon struct {
 
 	vm      machine.Machine
 	net     *netstack.Stack
+	audit   *audit.Log
 	started time.Time
 
 	mu      sync.Mutex
@@ -93,6 +94,14 @@ func Run(name string, log *slog.Logger) error {
 
 func (d *Daemon) cleanup() {
 	d.events.close()
+	d.mu.Lock()
+	if d.net != nil {
+		d.net.Close()
+	}
+	if d.audit != nil {
+		d.audit.Close()
+	}
+	d.mu.Unlock()
 	for _, f := range []string{d.paths.HostdSock(), d.paths.AgentSock(), d.paths.PidFile()} {
 		_ = os.Remove(f)
 	}
@@ -195,7 +204,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		return err
 	}
 	d.mu.Lock()
-	d.net = stack
+	d.net, d.audit = stack, auditLog
 	d.mu.Unlock()
 	nic, err := stack.Attach(life)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,9 @@ func (n *Stack) decide(ctx context.Context, hostport string) (netip.AddrPort, po
 		return netip.AddrPort{}, policy.Verdict{Rule: "bad port " + portStr}, host
 	}
 	rules := n.currentRules()
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "host."+strings.TrimSuffix(localZone, ".")) {
+		host = HostIP
+	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		dst := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 		return dst, rules.CheckFlow(dst, n.bindings.Names(ip)), host

@@ -15,6 +15,8 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -33,6 +35,11 @@ type Options struct {
 	Initrd    string
 	Cmdline   string
 	Publish   []string
+	Mode      string
+	Allow     []string
+	Deny      []string
+	HostPorts []int
+	Upstream  string
 	Timeout   time.Duration
 	NoStart   bool
 }
@@ -52,6 +59,7 @@ the workspace is shared into the guest at /workspace.
 		Example: `  cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
   cowork init --image ubuntu.raw --publish 8080:80 --publish 127.0.0.1:2222:22
+  cowork init --image ubuntu.raw --network-mode allowlist --allow api.anthropic.com --allow '*.npmjs.org' --allow-host-port 5432
   cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,6 +81,11 @@ the workspace is shared into the guest at /workspace.
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line for --kernel")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "make a guest TCP port reachable on the host: [HOSTIP:]HOSTPORT:GUESTPORT (HOSTIP defaults to 127.0.0.1); repeatable")
+	f.StringVar(&o.Mode, "network-mode", policy.ModeDefault, "default (the internet, no private networks) or allowlist (only what --allow lists)")
+	f.StringArrayVar(&o.Allow, "allow", nil, "allow a domain (example.com, *.example.com), address or CIDR; repeatable")
+	f.StringArrayVar(&o.Deny, "deny", nil, "deny a domain, address or CIDR (the deny list always wins); repeatable")
+	f.IntSliceVar(&o.HostPorts, "allow-host-port", nil, "let the guest reach this host loopback port at host.cowork.internal; repeatable")
+	f.StringVar(&o.Upstream, "upstream-proxy", "", "send all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT (default: $HTTPS_PROXY or $ALL_PROXY)")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
 	return cmd
@@ -101,7 +114,16 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Kernel != "" {
 		c.Boot = instance.BootKernel
 	}
+	c.Network = instance.Network{
+		Policy:   policy.Policy{Mode: o.Mode, Allow: o.Allow, Deny: o.Deny, HostPorts: o.HostPorts},
+		Upstream: o.Upstream,
+	}
 	var errs []error
+	if o.Upstream != "" {
+		if err := netstack.CheckUpstream(o.Upstream); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range o.Publish {
 		pub, err := instance.ParsePublish(p)
 		if err != nil {

@@ -16,8 +16,6 @@ type spec struct {
 var specs = []spec{
 	{"ask", "Ask Claude Code a question, non-interactively", "Run `claude -p` in the guest and render its answer as it streams.",
 		"  cowork ask \"write a python hello world program\"\n  cowork ask -c \"add error handling\"\n  cowork ask --project myapp \"create a web app\"", "the Claude Code work (issue 6)"},
-	{"proxy", "Watch the sandbox's network traffic", "Follow the audit log of every DNS query and connection the guest makes.",
-		"  cowork proxy\n  cowork proxy -l proxy.log", "the network work (issue 4)"},
 }
 
 // Commands returns the planned commands.

@@ -17,6 +17,8 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/planned"
+	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
+	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
 	"github.com/coworkhq/cowork/cmd/cowork/start"
 	"github.com/coworkhq/cowork/cmd/cowork/status"
@@ -70,6 +72,8 @@ at /workspace) and every network byte it sends on the record.`,
 		status.NewCmdStatus(ios, &target.Instance),
 		deletecmd.NewCmdDelete(ios, &target.Instance),
 		hostdcmd.NewCmdHostd(ios, &target.Instance),
+		policycmd.NewCmdPolicy(ios, &target.Instance),
+		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
 	)
 	root.AddCommand(planned.Commands()...)
 	return root

@@ -41,8 +41,19 @@ type Status struct {
 	Publish []string `json:"publish,omitempty"`
 	// Error says why the VM stopped when nobody asked it to.
 	Error string `json:"error,omitempty"`
+	// Network sums the audit log since hostd started.
+	Network *NetworkStats `json:"network,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
 	Note string `json:"note,omitempty"`
+}
+
+// NetworkStats is the guest's traffic since the instance started.
+type NetworkStats struct {
+	Flows      int64 `json:"flows"`
+	Blocked    int64 `json:"blocked"`
+	DNSQueries int64 `json:"dns_queries"`
+	BytesOut   int64 `json:"bytes_out"`
+	BytesIn    int64 `json:"bytes_in"`
 }
 
 // NewCmdStatus builds the command; name is the global --name.
@@ -115,6 +126,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	}
 	st.DiskUsedBytes, st.GuestIP, st.AgentVersion = r.DiskUsedBytes, r.GuestIp, r.AgentVersion
 	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
+	if n := r.Network; n != nil {
+		st.Network = &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DnsQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn}
+	}
 	return st, nil
 }
 
@@ -158,6 +172,10 @@ func print(ios *iostreams.IOStreams, s *Status) {
 	}
 	if s.Backend != "" {
 		fmt.Fprintf(w, "backend:\t%s (%s, %s guest)\n", s.Backend, s.Accelerator, s.Arch)
+	}
+	if n := s.Network; n != nil {
+		fmt.Fprintf(w, "network:\t%d flows (%d blocked), %d DNS queries, %s out, %s in; see `cowork proxy`\n",
+			n.Flows, n.Blocked, n.DNSQueries, units.Size(n.BytesOut), units.Size(n.BytesIn))
 	}
 	if s.Error != "" {
 		fmt.Fprintf(w, "error:\t%s\n", s.Error)

@@ -1,0 +1,174 @@
+// Package proxycmd is `cowork proxy`: the guest's network traffic, from the
+// audit log, as it happens.
+package proxycmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/units"
+)
+
+// Options is a parsed `cowork proxy` command line.
+type Options struct {
+	IO      *iostreams.IOStreams
+	Name    string
+	LogFile string
+	Verbose bool
+	JSON    bool
+	Since   time.Duration
+	Follow  bool
+}
+
+// NewCmdProxy builds the command; name is the global --name.
+func NewCmdProxy(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Watch the sandbox's network traffic",
+		Long: `Show the guest's network traffic from the audit log: every connection and
+proxied request with its verdict, name, destination, bytes and duration, then
+follow it live. Every DNS query and flow is recorded in
+$COWORK_HOME/NAME/network.jsonl whether or not this command runs; the guest's
+HTTP(S) proxy is at 192.168.127.1:7890.
+
+-v adds DNS queries, the rule behind each verdict and HTTP details; --json
+prints the log's own lines. -l FILE also appends what is shown to FILE.`,
+		Example: `  cowork proxy
+  cowork proxy -l proxy.log
+  cowork proxy -v --since 1h
+  cowork proxy --json --follow=false | jq 'select(.verdict == "deny")'`,
+		Args: cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = *name
+			if runF != nil {
+				return runF(o)
+			}
+			return run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.LogFile, "log", "l", "", "also append the output to this file")
+	f.BoolVarP(&o.Verbose, "verbose", "v", false, "show DNS queries, rules and HTTP details too")
+	f.BoolVar(&o.JSON, "json", false, "print the audit log's JSON lines")
+	f.DurationVar(&o.Since, "since", 10*time.Minute, "show history from this long ago (0: all of it)")
+	f.BoolVarP(&o.Follow, "follow", "f", true, "keep showing new traffic until interrupted")
+	return cmd
+}
+
+func run(ctx context.Context, o *Options) error {
+	if _, err := instance.Load(o.Name); err != nil {
+		return err
+	}
+	paths, err := instance.PathsFor(o.Name)
+	if err != nil {
+		return err
+	}
+	out := o.IO.Out
+	if o.LogFile != "" {
+		f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = io.MultiWriter(o.IO.Out, f)
+	}
+	var since time.Time
+	if o.Since > 0 {
+		since = time.Now().Add(-o.Since)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.Follow && o.IO.IsStderrTTY() {
+		fmt.Fprintf(o.IO.ErrOut, "following %s (Ctrl-C to stop)\n", paths.NetworkLog())
+	}
+	color := o.IO.ColorEnabled() && o.LogFile == ""
+	skipped, err := audit.Stream(ctx, paths.NetworkLog(), since, o.Follow, func(r *audit.Record) error {
+		if o.JSON {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(out, "%s\n", b)
+			return err
+		}
+		if line := Format(r, o.Verbose, color); line != "" {
+			_, err := fmt.Fprintln(out, line)
+			return err
+		}
+		return nil
+	})
+	if skipped > 0 {
+		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, paths.NetworkLog())
+	}
+	return err
+}
+
+// Format is one record as a readable line; "" for what is shown only with
+// verbose (DNS queries).
+func Format(r *audit.Record, verbose, color bool) string {
+	if r.Kind == audit.KindDNS && !verbose {
+		return ""
+	}
+	verdict := "ALLOW"
+	if r.Verdict == audit.Deny {
+		verdict = "DENY "
+		if color {
+			verdict = "\x1b[31m" + verdict + "\x1b[0m"
+		}
+	} else if color {
+		verdict = "\x1b[32m" + verdict + "\x1b[0m"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %-7s", r.Time.Local().Format("15:04:05"), verdict, r.Kind)
+	name := r.Name
+	if name == "" {
+		name = "-"
+	}
+	switch r.Kind {
+	case audit.KindDNS:
+		fmt.Fprintf(&b, " %s %s %s", name, r.QType, r.RCode)
+		if len(r.Answers) > 0 {
+			fmt.Fprintf(&b, " → %s", strings.Join(r.Answers, ", "))
+		}
+	case audit.KindICMP:
+		fmt.Fprintf(&b, " ping %s", r.Dst)
+	default:
+		fmt.Fprintf(&b, " %s", name)
+		if r.Dst != "" {
+			fmt.Fprintf(&b, " → %s", r.Dst)
+		}
+		if r.Verdict == audit.Allow {
+			fmt.Fprintf(&b, "  ↑%s ↓%s %s", units.Size(r.BytesOut), units.Size(r.BytesIn), (time.Duration(r.DurationMs * float64(time.Millisecond))).Round(time.Millisecond))
+		}
+		if verbose && r.Method != "" {
+			fmt.Fprintf(&b, "  %s %s", r.Method, r.URL)
+			if r.Status != 0 {
+				fmt.Fprintf(&b, " %d", r.Status)
+			}
+		}
+		if r.Session != "" {
+			fmt.Fprintf(&b, "  session %s", r.Session)
+		}
+	}
+	if verbose || r.Verdict == audit.Deny {
+		fmt.Fprintf(&b, "  [%s]", r.Rule)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, "  error: %s", r.Error)
+	}
+	return b.String()
+}

@@ -1,0 +1,182 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// hostLANAddr is an address of this machine outside loopback: the guest
+// may reach it only when the policy allows it explicitly.
+func hostLANAddr(t *testing.T) string {
+	ifaces, _ := net.Interfaces()
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this machine")
+	return ""
+}
+
+// serve runs an HTTP server on addr (host:0) and returns its port.
+func serve(t *testing.T, addr string, h http.Handler) int {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type auditLine struct {
+	Kind     string `json:"kind"`
+	Verdict  string `json:"verdict"`
+	Rule     string `json:"rule"`
+	Name     string `json:"name"`
+	Dst      string `json:"dst"`
+	BytesIn  int64  `json:"bytes_in"`
+	BytesOut int64  `json:"bytes_out"`
+	Status   int    `json:"status"`
+	URL      string `json:"url"`
+}
+
+func (e *env) auditLines(t *testing.T) []auditLine {
+	r := e.must("proxy", "--json", "--follow=false", "--since", "0")
+	var lines []auditLine
+	for _, l := range strings.Split(strings.TrimSpace(r.out), "\n") {
+		var a auditLine
+		if err := json.Unmarshal([]byte(l), &a); err != nil {
+			t.Fatalf("cowork proxy --json printed %q: %v", l, err)
+		}
+		lines = append(lines, a)
+	}
+	return lines
+}
+
+func find(lines []auditLine, match func(auditLine) bool) (auditLine, bool) {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if match(lines[i]) {
+			return lines[i], true
+		}
+	}
+	return auditLine{}, false
+}
+
+// The guest's network from inside, with curl: what is allowed gets through
+// byte-exact and counted, what is not is refused, and every attempt is in
+// the audit log with its verdict.
+func TestNetworkPolicyFromTheGuest(t *testing.T) {
+	lan := hostLANAddr(t)
+	payload := make([]byte, 1<<20+17)
+	rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	file := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(payload) })
+	lanPort := serve(t, lan+":0", file)
+	secretPort := serve(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "host secret\n") }))
+	exposedPort := serve(t, "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "exposed\n") }))
+
+	e := newEnv(t)
+	e.must(e.initArgs("--allow", lan, "--allow-host-port", strconv.Itoa(exposedPort), "--deny", "denied.example")...)
+	curl := func(args string) result { return e.run("exec", "curl -sS --max-time 10 "+args) }
+
+	lanURL := fmt.Sprintf("http://%s:%d/file", lan, lanPort)
+	want := hex.EncodeToString(sum[:])
+	if r := e.run("exec", "curl -sS --max-time 20 --noproxy '*' "+lanURL+" | sha256sum"); !strings.HasPrefix(r.out, want) {
+		t.Fatalf("direct download from an allowed address: %s", r)
+	}
+	if r := e.run("exec", "curl -sS --max-time 20 "+lanURL+" | sha256sum"); !strings.HasPrefix(r.out, want) {
+		t.Fatalf("download through the proxy: %s", r)
+	}
+
+	// The host's loopback answers through no address of the gateway's...
+	for _, addr := range []string{"192.168.127.254", "192.168.127.1", "host.cowork.internal", lan} {
+		if r := curl(fmt.Sprintf("--noproxy '*' http://%s:%d/", addr, secretPort)); r.code == 0 || strings.Contains(r.out, "host secret") {
+			t.Errorf("the host's loopback answered at %s: %s", addr, r)
+		}
+	}
+	// ... nor through the proxy,
+	if r := e.run("exec", fmt.Sprintf("no_proxy= NO_PROXY= curl -sS --max-time 10 -o /dev/null -w '%%{http_code}' http://host.cowork.internal:%d/", secretPort)); r.out != "403" {
+		t.Errorf("the proxy reached an unexposed host port: %s", r)
+	}
+	// ... except on the port exposed.
+	if r := curl(fmt.Sprintf("--noproxy '*' http://host.cowork.internal:%d/", exposedPort)); r.out != "exposed\n" {
+		t.Errorf("exposed host port: %s", r)
+	}
+	// Private and metadata addresses are refused, directly and through the proxy.
+	if r := curl("--noproxy '*' --connect-timeout 5 http://169.254.169.254/latest/meta-data/"); r.code == 0 {
+		t.Errorf("the metadata address answered: %s", r)
+	}
+	r := curl("http://10.9.9.9/")
+	if !strings.Contains(r.out, "blocked by this sandbox's network policy") || !strings.Contains(r.out, "cowork policy allow 10.9.9.9") {
+		t.Errorf("the proxy's 403 page: %s", r)
+	}
+	// A denied name does not resolve.
+	if r := e.run("exec", "getent hosts denied.example"); r.code == 0 {
+		t.Errorf("a denied name resolved: %s", r)
+	}
+
+	lines := e.auditLines(t)
+	checks := []struct {
+		what  string
+		match func(auditLine) bool
+	}{
+		{"the direct download", func(a auditLine) bool {
+			return a.Kind == "tcp" && a.Verdict == "allow" && a.Dst == fmt.Sprintf("%s:%d", lan, lanPort) && a.BytesIn > int64(len(payload))
+		}},
+		{"the proxied download, counted exactly", func(a auditLine) bool {
+			return a.Kind == "http" && a.Verdict == "allow" && a.Status == 200 && a.BytesIn == int64(len(payload)) && a.URL == lanURL
+		}},
+		{"the unexposed host port", func(a auditLine) bool {
+			return a.Verdict == "deny" && a.Dst == fmt.Sprintf("192.168.127.254:%d", secretPort) && strings.Contains(a.Rule, "not exposed")
+		}},
+		{"the metadata address", func(a auditLine) bool {
+			return a.Verdict == "deny" && strings.HasPrefix(a.Dst, "169.254.169.254:") && strings.Contains(a.Rule, "link-local")
+		}},
+		{"the private address through the proxy", func(a auditLine) bool { return a.Kind == "http" && a.Verdict == "deny" && a.Name == "10.9.9.9" }},
+		{"the denied name", func(a auditLine) bool { return a.Kind == "dns" && a.Verdict == "deny" && a.Name == "denied.example" }},
+	}
+	for _, c := range checks {
+		if _, ok := find(lines, c.match); !ok {
+			t.Errorf("the audit log has no line for %s", c.what)
+		}
+	}
+	if t.Failed() {
+		b, _ := json.MarshalIndent(lines, "", " ")
+		t.Logf("audit log:\n%s", b)
+	}
+
+	// A policy change applies to the running guest at once.
+	e.must("policy", "deny", lan)
+	if r := curl("--noproxy '*' --connect-timeout 5 " + lanURL); r.code == 0 {
+		t.Errorf("a newly denied address still answered: exit %d", r.code)
+	}
+	if r := e.must("policy", "--json"); !bytes.Contains([]byte(r.out), []byte(lan)) {
+		t.Errorf("the change was not kept: %s", r.out)
+	}
+	if r := e.must("status"); !strings.Contains(r.out, "blocked") {
+		t.Errorf("status has no network summary: %s", r.out)
+	}
+	if r := e.must("proxy", "--follow=false", "--since", "0"); !strings.Contains(r.out, "DENY") || !strings.Contains(r.out, "ALLOW") {
+		t.Errorf("cowork proxy: %s", r.out)
+	}
+}
