@@ -1,9 +1,7 @@
 package netstack
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -17,19 +15,9 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/netstacktest"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
@@ -46,6 +34,14 @@ var fakeDNS = map[string]string{
 	"udp.allowed.test.":  "198.51.100.20",
 	"proxied.test.":      "198.51.100.30",
 	"proxied-deny.test.": "198.51.100.31",
+}
+
+// worlds finds a test's world from its config (by its resolver address).
+var worlds sync.Map
+
+func worldOf(c *Config) *world {
+	w, _ := worlds.Load(c.Resolvers[0])
+	return w.(*world)
 }
 
 // world is the fake internet: a resolver, and servers behind fake addresses.
@@ -164,7 +160,7 @@ func (w *world) netResolver() *net.Resolver {
 // on the other end of the frame socketpair, at the guest's address.
 type testNet struct {
 	*Stack
-	guest    *stack.Stack
+	guest    *netstacktest.Guest
 	world    *world
 	auditLog string
 }
@@ -177,6 +173,7 @@ func newTestNet(t *testing.T, p policy.Policy, tweak ...func(*Config)) *testNet 
 	if err != nil {
 		t.Fatal(err)
 	}
+	worlds.Store(w.resolver, w)
 	cfg := Config{
 		GuestMAC:    GuestMAC("test"),
 		Policy:      p,
@@ -200,34 +197,12 @@ func newTestNet(t *testing.T, p policy.Policy, tweak ...func(*Config)) *testNet 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testNet{Stack: n, guest: guestStack(t, nic), world: w, auditLog: logPath}
-}
-
-// guestStack is a gVisor stack on the VM's end of the socketpair, set up as
-// the guest would be after DHCP.
-func guestStack(t *testing.T, nic *os.File) *stack.Stack {
-	t.Helper()
-	fd, err := syscallDup(int(nic.Fd()))
+	g, err := netstacktest.New(nic, cfg.GuestMAC, netip.MustParseAddr(GuestIP), gatewayAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nic.Close()
-	ep, err := fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: MTU, EthernetHeader: true, Address: tcpip.LinkAddress(GuestMAC("test")), PacketDispatchMode: fdbased.RecvMMsg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
-	})
-	t.Cleanup(s.Close)
-	if err := s.CreateNIC(1, ep); err != nil {
-		t.Fatal(err)
-	}
-	s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(netip4(GuestIP)), PrefixLen: 24}}, stack.AddressProperties{})
-	sub, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{}), tcpip.MaskFromBytes([]byte{0, 0, 0, 0}))
-	s.SetRouteTable([]tcpip.Route{{Destination: sub, Gateway: tcpip.AddrFrom4(netip4(GatewayIP)), NIC: 1}})
-	return s
+	t.Cleanup(g.Close)
+	return &testNet{Stack: n, guest: g, world: w, auditLog: logPath}
 }
 
 // dialTCP connects from the guest.
@@ -237,14 +212,9 @@ func (tn *testNet) dialTCP(t *testing.T, addr string) (net.Conn, error) {
 }
 
 func (tn *testNet) dialGuest(addr string) (net.Conn, error) {
-	ap := netip.MustParseAddrPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := gonet.DialContextTCP(ctx, tn.guest, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}, ipv4.ProtocolNumber)
-	if err != nil {
-		return nil, err // not a typed nil
-	}
-	return c, nil
+	return tn.guest.DialTCP(ctx, addr)
 }
 
 func TestMain(m *testing.M) {
@@ -255,7 +225,7 @@ func TestMain(m *testing.M) {
 // lookup asks the gateway's DNS from the guest.
 func (tn *testNet) lookup(t *testing.T, name string) (*dns.Msg, error) {
 	t.Helper()
-	conn, err := gonet.DialUDP(tn.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4(GatewayIP)), Port: 53}, ipv4.ProtocolNumber)
+	conn, err := tn.guest.DialUDP(GatewayIP + ":53")
 	if err != nil {
 		return nil, err
 	}
@@ -292,38 +262,6 @@ func (tn *testNet) waitRecord(t *testing.T, match func(*audit.Record) bool) *aud
 	return nil
 }
 
-// ping sends one echo request from the guest and waits for the reply.
 func (tn *testNet) ping(dst string) error {
-	var wq waiter.Queue
-	ep, terr := tn.guest.NewEndpoint(icmp.ProtocolNumber4, ipv4.ProtocolNumber, &wq)
-	if terr != nil {
-		return errors.New(terr.String())
-	}
-	defer ep.Close()
-	if terr := ep.Connect(tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4(dst))}); terr != nil {
-		return errors.New(terr.String())
-	}
-	req := header.ICMPv4(make([]byte, header.ICMPv4MinimumSize+4))
-	req.SetType(header.ICMPv4Echo)
-	copy(req.Payload(), "ping")
-	var r bytes.Reader
-	r.Reset(req)
-	if _, terr := ep.Write(&r, tcpip.WriteOptions{}); terr != nil {
-		return errors.New(terr.String())
-	}
-	we, ch := waiter.NewChannelEntry(waiter.ReadableEvents)
-	wq.EventRegister(&we)
-	defer wq.EventUnregister(&we)
-	deadline := time.After(2 * time.Second)
-	for {
-		var buf bytes.Buffer
-		if _, terr := ep.Read(&buf, tcpip.ReadOptions{}); terr == nil {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			return errors.New("no echo reply")
-		}
-	}
+	return tn.guest.Ping(netip.MustParseAddr(dst), 2*time.Second)
 }

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -14,8 +13,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
-
-func syscallDup(fd int) (int, error) { return syscall.Dup(fd) }
 
 // echo answers with what it reads.
 func echo(c net.Conn) { io.Copy(c, c) }

@@ -19,9 +19,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
@@ -31,7 +29,7 @@ func TestUDPFlow(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.21"}})
 	tn.world.serveUDPEcho(t, "198.51.100.20:5000")
 	tn.lookup(t, "udp.allowed.test")
-	conn, err := gonet.DialUDP(tn.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4("198.51.100.20")), Port: 5000}, ipv4.ProtocolNumber)
+	conn, err := tn.guest.DialUDP("198.51.100.20:5000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +44,7 @@ func TestUDPFlow(t *testing.T) {
 		}
 	}
 	// A denied destination gets nothing through, and one line however often it is tried.
-	denied, _ := gonet.DialUDP(tn.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip4("198.51.100.21")), Port: 5000}, ipv4.ProtocolNumber)
+	denied, _ := tn.guest.DialUDP("198.51.100.21:5000")
 	for range 5 {
 		denied.Write([]byte("let me out"))
 	}
@@ -296,5 +294,114 @@ func TestPingsAnsweredOnlyByTheGateway(t *testing.T) {
 		if (r.Verdict == audit.Allow) != (dst == GatewayIP) {
 			t.Errorf("ping %s: record %+v", dst, r)
 		}
+	}
+}
+
+// fakeUpstream is an upstream proxy speaking HTTP CONNECT or SOCKS5 that
+// records the targets it was asked for and reaches them through the world.
+type fakeUpstream struct {
+	mu      sync.Mutex
+	targets []string
+}
+
+func (u *fakeUpstream) seen() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.targets...)
+}
+
+func (u *fakeUpstream) serve(t *testing.T, w *world, socks bool) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var target string
+				br := bufio.NewReader(c)
+				if socks {
+					hello := make([]byte, 3) // 05 01 00
+					io.ReadFull(br, hello)
+					c.Write([]byte{5, 0})
+					req := make([]byte, 10) // 05 01 00 01 a b c d port
+					if _, err := io.ReadFull(br, req); err != nil || req[3] != 1 {
+						return
+					}
+					target = fmt.Sprintf("%d.%d.%d.%d:%d", req[4], req[5], req[6], req[7], int(req[8])<<8|int(req[9]))
+				} else {
+					req, err := http.ReadRequest(br)
+					if err != nil || req.Method != http.MethodConnect {
+						return
+					}
+					target = req.Host
+				}
+				u.mu.Lock()
+				u.targets = append(u.targets, target)
+				u.mu.Unlock()
+				out, err := w.dial(context.Background(), "tcp", target)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				if socks {
+					c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+				} else {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n")
+				}
+				go io.Copy(out, br)
+				io.Copy(c, out)
+			}()
+		}
+	}()
+	scheme := "http"
+	if socks {
+		scheme = "socks5"
+	}
+	return scheme + "://" + l.Addr().String()
+}
+
+func TestUpstreamProxy(t *testing.T) {
+	for _, socks := range []bool{false, true} {
+		up := &fakeUpstream{}
+		var proxyURL string
+		tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.13"}}, func(c *Config) {
+			// The world is made before the stack: serve the proxy from a
+			// world of its own that reaches the same fake servers.
+			proxyURL = up.serve(t, worldOf(c), socks)
+			c.Upstream = proxyURL
+		})
+		tn.world.serveTCP(t, "198.51.100.10:80", echo)
+		c, err := tn.dialTCP(t, "198.51.100.10:80")
+		if err != nil {
+			t.Fatalf("%s: %v", proxyURL, err)
+		}
+		io.WriteString(c, "via upstream")
+		buf := make([]byte, 12)
+		_, err = io.ReadFull(c, buf)
+		c.Close()
+		if err != nil || string(buf) != "via upstream" {
+			t.Fatalf("%s: echo %q %v", proxyURL, buf, err)
+		}
+		if got := up.seen(); len(got) != 1 || got[0] != "198.51.100.10:80" {
+			t.Fatalf("%s: upstream saw %v", proxyURL, got)
+		}
+		// The policy still applies before anything reaches the upstream proxy.
+		if c, err := tn.dialTCP(t, "198.51.100.13:80"); err == nil {
+			c.Close()
+			t.Fatalf("%s: a denied address connected", proxyURL)
+		}
+		if got := up.seen(); len(got) != 1 {
+			t.Fatalf("%s: a denied flow reached the upstream proxy: %v", proxyURL, got)
+		}
+	}
+	if err := CheckUpstream("ftp://x:1"); err == nil || !strings.Contains(err.Error(), "not http or socks5") {
+		t.Fatalf("a bad scheme: %v", err)
 	}
 }
