@@ -25,7 +25,7 @@ ROOTFS_SIZE=1G
 PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
-SCRIPT_REV=2 # bump when this script's output changes for the same inputs
+SCRIPT_REV=3 # bump when this script's output changes for the same inputs
 
 case "$ARCH" in
 arm64) QARCH=aarch64 CONSOLE=ttyAMA0 ;;
@@ -297,6 +297,8 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	printf '%s\n' "$AGENT_RUN" >"$R/etc/cowork/agent"
 	printf '%s\n' "$POWER_BUTTON" >"$R/etc/cowork/power-button"
 	printf '%s\n' "$PROXY_ENV" >"$R/etc/profile.d/cowork-proxy.sh"
+	printf 'Acquire::http::Proxy "http://192.168.127.1:7890";\nAcquire::https::Proxy "http://192.168.127.1:7890";\n' >"$R/etc/apt/apt.conf.d/95cowork-proxy"
+	printf 'proxy=http://192.168.127.1:7890\nhttps-proxy=http://192.168.127.1:7890\nnoproxy=localhost,127.0.0.1,.cowork.internal\n' >"$R/etc/npmrc"
 	chmod 755 "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
 	install -m 755 "$AGENT" "$R/usr/local/bin/cowork-agent"
 	install -m 600 "$OUT/ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"

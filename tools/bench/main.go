@@ -28,9 +28,14 @@ func main() {
 	size := flag.Int64("bytes", 1<<30, "bytes streamed per throughput run")
 	guestRounds := flag.Int("guest-rounds", 30, "latency samples per contender, through a guest")
 	boots := flag.Int("boots", 3, "guest boots timed")
+	netBytes := flag.Int64("net-bytes", 256<<20, "bytes per network throughput run")
+	netRounds := flag.Int("net-rounds", 300, "new flows and DNS queries timed per contender")
 	flag.Parse()
 	t := &table{}
 	err := hostSection(t, *rounds, *streams, *size)
+	if err == nil {
+		err = networkSection(t, *netBytes, *netRounds)
+	}
 	if err == nil {
 		err = guestSection(t, *guestRounds, *boots)
 	}
