@@ -34,7 +34,7 @@ bin/cowork: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
 
 # The one test command (README): unit and integration tests, no VM.
 test: embed-agents
-	COWORK_TEST_REQUIRE_AGENTS=1 $(GO) test -count=1 -timeout 15m ./...
+	GO=$(GO) ./hack/test.sh
 
 # The end-to-end tests: real guests under QEMU (needs root; installs QEMU,
 # debootstrap and the rest from apt; the guest is cached in ~/.cache/cowork-e2e).

@@ -1,0 +1,13 @@
+#!/bin/sh
+# make test: unit and integration tests, no VM. On Debian-like machines it
+# installs the tools the tests compare against (qemu-img, cloud-init's schema
+# check) and requires them; elsewhere those tests skip.
+set -eu
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null 2>&1; then
+	./hack/deps.sh qemu-utils
+	COWORK_CLOUD_INIT=$(./hack/cloud-init.sh)
+	export COWORK_CLOUD_INIT COWORK_TEST_REQUIRE_TOOLS=1
+fi
+export COWORK_TEST_REQUIRE_AGENTS=1
+exec ${GO:-go} test -count=1 -timeout 15m "$@" ./...

@@ -1,0 +1,101 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+)
+
+// CIData is what goes on the NoCloud seed disk (volume label "cidata").
+type CIData struct {
+	InstanceID string
+	Guest      Guest
+	Arch       string // which embedded agent to put on it
+}
+
+// WriteCIData makes the seed ISO at path: meta-data, user-data,
+// network-config, and the agent for the guest's architecture with its
+// sha256. It is written to path.tmp and renamed over path, so a guest never
+// sees half an ISO.
+func WriteCIData(path string, c CIData) error {
+	agent, err := Agent(c.Arch)
+	if err != nil {
+		return err
+	}
+	ud, err := UserData(c.Guest)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(agent)
+	files := map[string][]byte{
+		"meta-data":      MetaData(c.InstanceID, c.Guest.Hostname),
+		"user-data":      ud,
+		"network-config": NetworkConfig,
+		cidataAgentName:  agent,
+		cidataSumName:    []byte(hex.EncodeToString(sum[:]) + "\n"),
+	}
+	return writeISO(path, "cidata", files)
+}
+
+// writeISO makes a Rock Ridge ISO 9660 image holding files.
+func writeISO(path, label string, files map[string][]byte) error {
+	var size int64 = 1 << 20 // descriptors, directories, path tables
+	for _, b := range files {
+		size += (int64(len(b))/2048 + 1) * 2048
+	}
+	work, err := os.MkdirTemp(filepath.Dir(path), ".iso-work-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	d, err := diskfs.Create(tmp, size, diskfs.SectorSize(2048))
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	defer os.Remove(tmp)
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeISO9660, VolumeLabel: label, WorkDir: work})
+	if err != nil {
+		d.Close()
+		return fmt.Errorf("create the ISO file system: %w", err)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		f, err := fs.OpenFile("/"+n, os.O_CREATE|os.O_RDWR)
+		if err != nil {
+			d.Close()
+			return fmt.Errorf("ISO %s: %w", n, err)
+		}
+		if _, err := f.Write(files[n]); err != nil {
+			d.Close()
+			return fmt.Errorf("ISO %s: %w", n, err)
+		}
+		f.Close()
+	}
+	iso, ok := fs.(*iso9660.FileSystem)
+	if !ok {
+		d.Close()
+		return fmt.Errorf("not an ISO 9660 file system")
+	}
+	if err := iso.Finalize(iso9660.FinalizeOptions{RockRidge: true, VolumeIdentifier: label}); err != nil {
+		d.Close()
+		return fmt.Errorf("finalize the ISO: %w", err)
+	}
+	if err := d.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
