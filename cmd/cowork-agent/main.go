@@ -28,7 +28,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("cowork-agent", flag.ContinueOnError)
-	listen := fs.String("listen", "", "where to serve: vsock://:1024, serial://org.cowork.agent or unix:///path")
+	listen := fs.String("listen", "", "where to serve: vsock://:1024, serial://org.cowork.agent, unix:///path, or auto (vsock if the guest has it, else serial)")
 	defaultUser := fs.String("default-user", "", "user for execs that name none (default: the agent's own user)")
 	marker := fs.String("provisioned-marker", "/var/lib/cowork/provisioned", "file whose existence means provisioning is complete")
 	grace := fs.Duration("kill-grace", 3*time.Second, "time between SIGHUP and SIGKILL when a client goes away")

@@ -12,14 +12,30 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/mdlayher/vsock"
 )
+
+// Auto is the listen address that picks the channel the VM has: vsock
+// port 1024 when the guest has a vsock device (vz), else the
+// org.cowork.agent virtio-serial port (QEMU).
+const Auto = "auto"
 
 // Listen opens addr, one of:
 //
 //	vsock://:PORT              accepts only the host (CID 2)
 //	serial://PORTNAME          yamux over the virtio-serial port PORTNAME
 //	unix:///path/to/socket     mode 0600
+//	auto                       vsock://:1024 with a vsock device, else serial://org.cowork.agent
 func Listen(addr string, log *slog.Logger) (net.Listener, error) {
+	if addr == Auto {
+		if checkContextID(vsock.ContextID()) == nil {
+			addr = "vsock://:1024"
+		} else {
+			addr = "serial://org.cowork.agent"
+		}
+		log.Info("listen auto", "chose", addr)
+	}
 	u, err := url.Parse(addr)
 	if err != nil || u.Scheme == "" {
 		return nil, fmt.Errorf("listen address %q: want vsock://:PORT, serial://NAME or unix:///PATH", addr)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,10 +49,19 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 	}
 }
 
+// provisionError is a guest whose provisioning failed: it runs, and its
+// agent answers, but it lacks what provisioning should have installed.
+type provisionError struct{ detail string }
+
+func (e *provisionError) Error() string { return "provisioning failed: " + e.detail }
+
+// waitForProvisioning follows cloud-init until the guest reports itself
+// provisioned, relaying what it is doing as events.
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
-		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest", nil)
+		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
 	}
+	last := ""
 	for !done {
 		select {
 		case <-d.vm.Done():
@@ -60,16 +70,52 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 			return ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
+		// cloud-init first: it reports done only after the marker is made,
+		// so a done seen here means the Info below sees the marker.
+		state, line := d.cloudInitProgress(ctx)
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := d.agent.Info(actx)
 		cancel()
-		done = err == nil && info.Provisioned
+		if done = err == nil && info.Provisioned; done {
+			break
+		}
+		if state == "error" || state == "done" {
+			return &provisionError{detail: "cloud-init ended (" + state + ") without marking the guest provisioned; last output: " + line}
+		}
+		if line != "" && line != last {
+			last = line
+			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+line, nil)
+		}
 	}
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
 	d.events.emit(controlpb.Phase_READY, "ready", nil)
 	return nil
+}
+
+// cloudInitProgress asks the guest for cloud-init's state and the last
+// line of its output.
+func (d *Daemon) cloudInitProgress(ctx context.Context) (state, line string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var out strings.Builder
+	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
+		Argv: []string{"sh", "-c", "cloud-init status 2>/dev/null | sed -n 's/^status: //p'; tail -n 1 /var/log/cloud-init-output.log 2>/dev/null"},
+		User: "root", Dir: "/", Stdout: &out,
+	})
+	if err != nil {
+		return "", ""
+	}
+	lines := strings.SplitN(strings.TrimSpace(out.String()), "\n", 2)
+	state = strings.TrimSpace(lines[0])
+	if len(lines) > 1 {
+		line = strings.TrimSpace(lines[1])
+		if len(line) > 120 {
+			line = line[:117] + "..."
+		}
+	}
+	return state, line
 }
 
 func (d *Daemon) vmGone() error {

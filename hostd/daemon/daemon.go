@@ -25,6 +25,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/qemu"
+	"github.com/coworkhq/cowork/image"
 )
 
 // DefaultStopTimeout is how long a guest may take to shut down.
@@ -224,9 +225,12 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		SerialLog: d.paths.SerialLog(),
 		RunDir:    d.paths.Run(),
 	}
-	if _, err := os.Stat(d.paths.CIData()); err == nil {
-		mc.CIData = d.paths.CIData()
+	// The seed disk is made anew at every start, so the guest gets this
+	// build's agent (its boot script reinstalls it when it differs).
+	if err := d.writeCIData(); err != nil {
+		return err
 	}
+	mc.CIData = d.paths.CIData()
 	if d.cfg.Boot == instance.BootKernel {
 		mc.Kernel, mc.Initrd, mc.Cmdline = d.paths.Kernel(), d.paths.Initrd(), d.cfg.Cmdline
 		if _, err := os.Stat(mc.Initrd); err != nil {
@@ -259,7 +263,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
 
 	go d.watchKernel(ctx)
-	if err := d.waitForAgent(ctx); err != nil {
+	var provErr *provisionError
+	if err := d.waitForAgent(ctx); errors.As(err, &provErr) {
+		// The guest runs and its agent answers: keep it up for a look inside.
+		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo tail -50 /var/log/cloud-init-output.log`", err)
+	} else if err != nil {
 		return err
 	}
 	relay, err := listenUnix(d.paths.AgentSock())
@@ -269,6 +277,32 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	go d.relay(life, relay)
 	go d.watchClock(life)
 	return nil
+}
+
+func (d *Daemon) writeCIData() error {
+	uid := d.cfg.GuestUID
+	if uid <= 0 {
+		uid = 1000
+	}
+	id := d.cfg.InstanceID
+	if id == "" {
+		id = "cowork-" + d.name
+	}
+	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
+	return image.WriteCIData(d.paths.CIData(), image.CIData{
+		InstanceID: id,
+		Arch:       d.cfg.Arch,
+		Guest: image.Guest{
+			Hostname:  "cowork",
+			User:      "cowork",
+			UID:       uid,
+			ShareTag:  instance.ShareTag,
+			ProxyURL:  proxy,
+			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
+			Packages:  image.DefaultPackages,
+			Provision: image.DefaultProvision,
+		},
+	})
 }
 
 // shutdown stops the VM as asked: the agent powers the guest off cleanly

@@ -48,8 +48,14 @@ type Config struct {
 	// Publish lists guest ports reachable from the host.
 	Publish []Publish `json:"publish,omitempty"`
 	// Network is the guest's egress policy.
-	Network Network   `json:"network"`
-	Created time.Time `json:"created"`
+	Network Network `json:"network"`
+	// GuestUID is the uid of the guest user, the host user's so that files
+	// in the workspace have one owner on both sides.
+	GuestUID int `json:"guest_uid"`
+	// InstanceID is the cloud-init instance-id: stable, so first-boot
+	// provisioning runs once.
+	InstanceID string    `json:"instance_id"`
+	Created    time.Time `json:"created"`
 }
 
 // Network is what the guest may reach, and how.

@@ -25,6 +25,24 @@ func firmwareCode(arch string) (string, error) {
 	return "", fmt.Errorf("no EFI firmware for %s guests (looked for %s); install it (Debian: apt install %s)", arch, strings.Join(firmware[arch], ", "), pkg)
 }
 
+// ensureVars creates the EFI variable store on first boot from the
+// firmware's empty template (its CODE file's VARS twin); later boots keep
+// what the guest stored in it.
+func ensureVars(code, vars string) error {
+	if _, err := os.Stat(vars); err == nil {
+		return nil
+	}
+	tmpl := strings.Replace(code, "CODE", "VARS", 1)
+	if tmpl == code {
+		tmpl = strings.Replace(code, "code", "vars", 1)
+	}
+	b, err := os.ReadFile(tmpl)
+	if err != nil {
+		return fmt.Errorf("EFI variable template for %s: %w", code, err)
+	}
+	return os.WriteFile(vars, b, 0o600)
+}
+
 // waitForSocket waits until a process listens on path, or exits trying.
 func waitForSocket(ctx context.Context, path string, exited <-chan error) error {
 	for {

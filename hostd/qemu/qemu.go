@@ -65,6 +65,9 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		if code, err = firmwareCode(v.cfg.Arch); err != nil {
 			return err
 		}
+		if err := ensureVars(code, v.cfg.EFIVars); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(v.cfg.RunDir, 0o700); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,9 +15,11 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/progress"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -31,6 +34,7 @@ type Options struct {
 	Workspace string
 	Arch      string
 	Image     string
+	ImageSHA  string
 	Kernel    string
 	Initrd    string
 	Cmdline   string
@@ -54,9 +58,15 @@ func NewCmdInit(ios *iostreams.IOStreams, name *string, runF func(*Options) erro
 and start it. The instance lives in $COWORK_HOME/NAME (default ~/.cowork/sandbox);
 the workspace is shared into the guest at /workspace.
 
---image takes a raw disk image. --kernel and --initrd boot a kernel directly
-(with --cmdline) instead of the image's EFI boot loader.`,
-		Example: `  cowork init --image ubuntu.raw
+By default the disk comes from Ubuntu 22.04's cloud image for --arch, pinned by
+release and sha256, downloaded (resumably) into $COWORK_HOME/cache and
+verified; on first boot cloud-init installs the toolchain and Claude Code, and
+init follows it until the guest is ready. --image takes another image (qcow2
+or raw; a path, or a URL with --image-sha256). --kernel and --initrd boot a
+kernel directly (with --cmdline) instead of the image's EFI boot loader.
+Interrupted, init resumes its download when run again.`,
+		Example: `  cowork init
+  cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
   cowork init --image ubuntu.raw --publish 8080:80 --publish 127.0.0.1:2222:22
   cowork init --image ubuntu.raw --network-mode allowlist --allow api.anthropic.com --allow '*.npmjs.org' --allow-host-port 5432
@@ -76,7 +86,8 @@ the workspace is shared into the guest at /workspace.
 	f.StringVar(&o.Disk, "disk", instance.DefaultDisk.String(), "disk size, e.g. 10GiB (the disk file is sparse)")
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
 	f.StringVar(&o.Arch, "arch", instance.HostArch(), "guest architecture: arm64 or amd64")
-	f.StringVar(&o.Image, "image", "", "raw disk image to create the instance from")
+	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
+	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 a downloaded --image must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -136,12 +147,11 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
 	}
-	if o.Image == "" {
-		// Downloading the Ubuntu image arrives with the image pipeline.
-		errs = append(errs, errors.New("--image is required: give a raw disk image"))
+	if o.ImageSHA != "" && !isURL(o.Image) && o.Image != "" {
+		errs = append(errs, errors.New("--image-sha256 is for a downloaded --image (a URL)"))
 	}
 	for flag, p := range map[string]*string{"--image": &o.Image, "--kernel": &o.Kernel, "--initrd": &o.Initrd} {
-		if *p == "" {
+		if *p == "" || isURL(*p) && flag == "--image" {
 			continue
 		}
 		abs, err := filepath.Abs(instance.ExpandHome(*p))
@@ -157,21 +167,83 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, src, &cmdutil.FlagError{Err: err}
 	}
+	c.GuestUID = os.Getuid()
+	c.InstanceID = fmt.Sprintf("cowork-%s-%d", c.Name, time.Now().Unix())
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
 
+func isURL(s string) bool { return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") }
+
 func run(ctx context.Context, o *Options) error {
+	began := time.Now()
 	c, src, err := o.Config()
 	if err != nil {
 		return err
 	}
+	if existing, err := instance.Load(c.Name); err == nil && existing != nil {
+		return &instance.ExistsError{Name: c.Name}
+	}
 	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.CPUs, c.Memory, c.Disk, c.Workspace)
-	if err := instance.Create(c, src); err != nil {
+	if src.Image, err = fetchImage(ctx, o, c.Arch); err != nil {
 		return err
 	}
+	convert := progress.New(o.IO, "convert")
+	if err := instance.Create(c, src, convert); err != nil {
+		return err
+	}
+	convert.Done()
+	fmt.Fprintf(o.IO.ErrOut, "  resize    %s disk (grows in the guest at boot)\n", c.Disk)
 	if o.NoStart {
 		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start`\n", c.Name)
 		return nil
 	}
-	return boot.Start(ctx, o.IO, c.Name, o.Timeout)
+	if err := boot.Start(ctx, o.IO, c.Name, o.Timeout); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s\n", c.Name, time.Since(began).Round(time.Second))
+	return nil
+}
+
+// fetchImage returns a local path of the image to create the instance
+// from: the given file, or a download (the pinned Ubuntu image by default)
+// verified and cached in $COWORK_HOME/cache/images.
+func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
+	url, sum := o.Image, o.ImageSHA
+	if url == "" {
+		base, err := image.Default(arch)
+		if err != nil {
+			return "", err
+		}
+		url, sum = base.URL, base.SHA256
+		fmt.Fprintf(o.IO.ErrOut, "  image     %s %s (sha256 pinned from %s)\n", base.Name, arch, base.Source)
+	} else if !isURL(url) {
+		return url, nil
+	} else if sum == "" {
+		fmt.Fprintf(o.IO.ErrOut, "warning: no --image-sha256 given; the download is not verified\n")
+	}
+	home, err := instance.Home()
+	if err != nil {
+		return "", err
+	}
+	bars := map[string]*progress.Bar{}
+	path, err := image.Fetch(ctx, nil, url, sum, filepath.Join(home, "cache", "images"), func(phase string) image.Progress {
+		for p, b := range bars {
+			if p != phase {
+				b.Done()
+			}
+		}
+		b := progress.New(o.IO, phase)
+		bars[phase] = b
+		return b
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, b := range bars {
+		b.Done()
+	}
+	if len(bars) == 0 {
+		fmt.Fprintf(o.IO.ErrOut, "  download  cached: %s\n", path)
+	}
+	return path, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
+	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
 	"github.com/coworkhq/cowork/cmd/cowork/hostdcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
@@ -74,6 +75,7 @@ at /workspace) and every network byte it sends on the record.`,
 		hostdcmd.NewCmdHostd(ios, &target.Instance),
 		policycmd.NewCmdPolicy(ios, &target.Instance),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
+		diskcmd.NewCmdDisk(ios, &target.Instance),
 	)
 	root.AddCommand(planned.Commands()...)
 	return root
