@@ -8,6 +8,8 @@
 #      COWORK_MIRROR, COWORK_SUITE (bookworm), COWORK_KERNEL_PKG (pin a kernel).
 # Prints, as its last lines, what `cowork init` takes:
 #   kernel=PATH initrd=PATH disk=PATH cmdline=STRING (and ssh_key=PATH for the bench)
+#   cloud_disk=PATH: a qcow2 stand-in for a cloud image (systemd and cloud-init
+#   from Debian's packages), booted with the same kernel, initrd and cmdline
 #
 # The guest: a Debian kernel; an initramfs (busybox) that loads the virtio,
 # vsock, fuse/virtiofs, isofs and ext4 modules and switches to a bookworm
@@ -22,7 +24,7 @@ OUT=${COWORK_E2E_CACHE:-$HOME/.cache/cowork-e2e}/$ARCH
 MIRROR=${COWORK_MIRROR:-http://deb.debian.org/debian}
 SUITE=${COWORK_SUITE:-bookworm}
 ROOTFS_SIZE=1G
-PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo"
+PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
 SCRIPT_REV=3 # bump when this script's output changes for the same inputs
@@ -47,7 +49,7 @@ flock 9
 # ---------------------------------------------------------------- host tools
 need=()
 tools="/usr/lib/qemu/virtiofsd:qemu-system-common debootstrap:debootstrap mkfs.ext4:e2fsprogs
-	cpio:cpio depmod:kmod ssh-keygen:openssh-client"
+	cpio:cpio depmod:kmod ssh-keygen:openssh-client qemu-img:qemu-utils"
 case "$ARCH" in
 arm64) tools="$tools qemu-system-aarch64:qemu-system-arm /usr/share/AAVMF/AAVMF_CODE.fd:qemu-efi-aarch64" ;;
 amd64) tools="$tools qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE.fd:ovmf" ;;
@@ -322,9 +324,38 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	echo "$R_STAMP" >"$OUT/.rootfs.stamp"
 fi
 
+# ---------------------------------------------------------------- the cloud stand-in
+# The same tree booted by systemd, provisioned by cloud-init from cowork's
+# cidata disk, as qcow2: what `cowork init` does with a cloud image.
+C_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" | sha256sum | cut -c1-16)
+if [ "$(cat "$OUT/.cloud.stamp" 2>/dev/null)" != "$C_STAMP" ] || [ ! -f "$OUT/cloud.qcow2" ]; then
+	log "cloud stand-in: systemd + cloud-init, qcow2"
+	R="$OUT/cloud.tmp"
+	rm -rf "$R"
+	cp -a "$OUT/rootfs-base" "$R"
+	printf '/dev/vda / ext4 rw 0 1\n' >"$R/etc/fstab"
+	printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90-cowork-datasource.cfg"
+	rm -f "$R/etc/machine-id" && : >"$R/etc/machine-id"
+	mkdir -p "$R/lib/modules/$KVER"
+	for p in $MODS; do
+		rel=${p#"$OUT/kernel"}
+		mkdir -p "$R$(dirname "$rel")"
+		cp "$p" "$R$rel"
+	done
+	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/"
+	depmod -b "$R" "$KVER"
+	rm -f "$OUT/cloud.ext4"
+	mkfs.ext4 -q -F -L cloudimg-rootfs -E root_owner=0:0 -d "$R" "$OUT/cloud.ext4" "$ROOTFS_SIZE" >/dev/null
+	qemu-img convert -O qcow2 "$OUT/cloud.ext4" "$OUT/cloud.qcow2.tmp"
+	mv "$OUT/cloud.qcow2.tmp" "$OUT/cloud.qcow2"
+	rm -rf "$R" "$OUT/cloud.ext4"
+	echo "$C_STAMP" >"$OUT/.cloud.stamp"
+fi
+
 log "ready"
 echo "kernel=$OUT/vmlinuz"
 echo "initrd=$OUT/initrd.img"
 echo "disk=$OUT/rootfs.ext4"
 echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cowork.root=/dev/vda"
 echo "ssh_key=$OUT/ssh/id_ed25519"
+echo "cloud_disk=$OUT/cloud.qcow2"

@@ -13,4 +13,5 @@ export COWORK_E2E_INITRD=$(get initrd)
 export COWORK_E2E_DISK=$(get disk)
 export COWORK_E2E_CMDLINE=$(get cmdline)
 export COWORK_E2E_SSH_KEY=$(get ssh_key)
+export COWORK_E2E_CLOUD_DISK=$(get cloud_disk)
 exec go test -tags e2e -count=1 -timeout 30m -v "$@" ./e2e/

@@ -98,7 +98,7 @@ func UserData(g Guest) ([]byte, error) {
 		"write_files":     files,
 		"growpart":        map[string]any{"mode": "auto", "devices": []string{"/"}},
 		"resize_rootfs":   true,
-		"package_update":  true,
+		"package_update":  len(g.Packages) > 0,
 		"packages":        g.Packages,
 		"runcmd":          [][]string{{"/usr/local/lib/cowork/provision"}},
 		"final_message":   "cowork: provisioning finished after $UPTIME seconds",

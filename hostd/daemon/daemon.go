@@ -289,6 +289,10 @@ func (d *Daemon) writeCIData() error {
 		id = "cowork-" + d.name
 	}
 	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
+	packages, commands := image.DefaultPackages, image.DefaultProvision
+	if p := d.cfg.Provision; p != nil {
+		packages, commands = p.Packages, p.Commands
+	}
 	return image.WriteCIData(d.paths.CIData(), image.CIData{
 		InstanceID: id,
 		Arch:       d.cfg.Arch,
@@ -299,8 +303,8 @@ func (d *Daemon) writeCIData() error {
 			ShareTag:  instance.ShareTag,
 			ProxyURL:  proxy,
 			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
-			Packages:  image.DefaultPackages,
-			Provision: image.DefaultProvision,
+			Packages:  packages,
+			Provision: commands,
 		},
 	})
 }

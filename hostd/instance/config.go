@@ -54,8 +54,18 @@ type Config struct {
 	GuestUID int `json:"guest_uid"`
 	// InstanceID is the cloud-init instance-id: stable, so first-boot
 	// provisioning runs once.
-	InstanceID string    `json:"instance_id"`
-	Created    time.Time `json:"created"`
+	InstanceID string `json:"instance_id"`
+	// Provision replaces the default first-boot provisioning (the
+	// toolchain, Node.js and Claude Code) when set.
+	Provision *Provision `json:"provision,omitempty"`
+	Created   time.Time  `json:"created"`
+}
+
+// Provision is what cloud-init installs at first boot: distribution
+// packages, then commands run as root.
+type Provision struct {
+	Packages []string `json:"packages"`
+	Commands []string `json:"commands"`
 }
 
 // Network is what the guest may reach, and how.

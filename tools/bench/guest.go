@@ -48,13 +48,17 @@ func guestSection(t *table, rounds, boots int) error {
 		}
 		return nil
 	}
-	if err := run("init", "--no-start", "--arch", os.Getenv("COWORK_E2E_ARCH"), "--cpus", "2", "--memory", "1GiB",
+	t.section(fmt.Sprintf("through a guest (%s guest under QEMU)", os.Getenv("COWORK_E2E_ARCH")))
+	if err := initPhases(t, cowork, []string{"init", "--arch", os.Getenv("COWORK_E2E_ARCH"), "--cpus", "2", "--memory", "1GiB",
 		"--disk", "2GiB", "--workspace", filepath.Join(dir, "ws"), "--image", disk,
 		"--kernel", kernel, "--initrd", os.Getenv("COWORK_E2E_INITRD"), "--cmdline", os.Getenv("COWORK_E2E_CMDLINE"),
-		"--publish", "127.0.0.1:"+strconv.Itoa(sshPort)+":22"); err != nil {
+		"--publish", "127.0.0.1:" + strconv.Itoa(sshPort) + ":22"}); err != nil {
 		return err
 	}
 	defer run("delete", "--force")
+	if err := run("stop"); err != nil {
+		return err
+	}
 
 	progress("guest: %d boots", boots)
 	phases := map[controlpb.Phase][]time.Duration{}
@@ -112,7 +116,7 @@ func guestSection(t *table, rounds, boots int) error {
 	}
 	cli, agentWarm, agentNew, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4]
 
-	t.section(fmt.Sprintf("through a guest (%s guest under QEMU, %s)", os.Getenv("COWORK_E2E_ARCH"), accelOf(cowork)))
+	t.add("accelerator", accelOf(cowork), "", 0, "", false)
 	med := func(ds []time.Duration) time.Duration {
 		if len(ds) == 0 {
 			return 0

@@ -37,6 +37,9 @@ func main() {
 		err = networkSection(t, *netBytes, *netRounds)
 	}
 	if err == nil {
+		err = imageSection(t, 3)
+	}
+	if err == nil {
 		err = guestSection(t, *guestRounds, *boots)
 	}
 	if err != nil {

@@ -44,6 +44,8 @@ type Options struct {
 	Deny      []string
 	HostPorts []int
 	Upstream  string
+	Packages  []string
+	Commands  []string
 	Timeout   time.Duration
 	NoStart   bool
 }
@@ -97,6 +99,8 @@ Interrupted, init resumes its download when run again.`,
 	f.StringArrayVar(&o.Deny, "deny", nil, "deny a domain, address or CIDR (the deny list always wins); repeatable")
 	f.IntSliceVar(&o.HostPorts, "allow-host-port", nil, "let the guest reach this host loopback port at host.cowork.internal; repeatable")
 	f.StringVar(&o.Upstream, "upstream-proxy", "", "send all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT (default: $HTTPS_PROXY or $ALL_PROXY)")
+	f.StringSliceVar(&o.Packages, "provision-packages", nil, "packages to install at first boot instead of the default toolchain")
+	f.StringArrayVar(&o.Commands, "provision-cmd", nil, "a command to run as root at first boot, after the packages, instead of the defaults; repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
 	return cmd
@@ -166,6 +170,9 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, src, &cmdutil.FlagError{Err: err}
+	}
+	if o.Packages != nil || o.Commands != nil {
+		c.Provision = &instance.Provision{Packages: o.Packages, Commands: o.Commands}
 	}
 	c.GuestUID = os.Getuid()
 	c.InstanceID = fmt.Sprintf("cowork-%s-%d", c.Name, time.Now().Unix())
