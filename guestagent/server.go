@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
@@ -81,6 +82,7 @@ func NewGRPCServer(s *Server) *grpc.Server {
 		grpc.ReadBufferSize(256<<10),
 		grpc.WriteBufferSize(256<<10),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}),
 	)
 	agentpb.RegisterAgentServer(g, s)
 	return g

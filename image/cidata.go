@@ -38,7 +38,7 @@ func WriteCIData(path string, c CIData) error {
 	files := map[string][]byte{
 		"meta-data":      MetaData(c.InstanceID, c.Guest.Hostname),
 		"user-data":      ud,
-		"network-config": NetworkConfig,
+		"network-config": NetworkConfig(c.Guest.MAC),
 		cidataAgentName:  agent,
 		cidataSumName:    []byte(hex.EncodeToString(sum[:]) + "\n"),
 	}

@@ -217,7 +217,7 @@ func TestDownloadChecksumMismatch(t *testing.T) {
 
 func testGuest() Guest {
 	return Guest{Hostname: "cowork", User: "cowork", UID: 501, ShareTag: "workspace", ProxyURL: "http://192.168.127.1:7890",
-		NoProxy: "localhost,127.0.0.1,.cowork.internal,192.168.127.0/24", Packages: DefaultPackages, Provision: DefaultProvision}
+		NoProxy: "localhost,127.0.0.1,.cowork.internal,192.168.127.0/24", Packages: DefaultPackages, Provision: DefaultProvision, MAC: "52:54:00:AA:BB:CC"}
 }
 
 func TestUserDataIsValidCloudConfig(t *testing.T) {
@@ -326,7 +326,7 @@ func TestCIDataISO(t *testing.T) {
 		t.Error("the agent's digest on the ISO is wrong")
 	}
 	if !bytes.Contains(read("meta-data"), []byte(`instance-id: "cowork-abc"`)) || !bytes.HasPrefix(read("user-data"), []byte("#cloud-config")) ||
-		!bytes.Contains(read("network-config"), []byte("dhcp4: true")) {
+		!bytes.Contains(read("network-config"), []byte(`mac_address: "52:54:00:aa:bb:cc"`)) {
 		t.Error("meta-data, user-data or network-config is wrong")
 	}
 	// An independent reader agrees on the label.

@@ -23,6 +23,9 @@ type Guest struct {
 	Provision []string
 	// Marker is the file the agent reports as provisioning complete.
 	Marker string
+	// MAC is the address of the guest's NIC, which the network config
+	// names eth0 and configures by DHCP.
+	MAC string
 }
 
 // Paths in the guest that the cloud-config and the agent's unit share.
@@ -62,6 +65,11 @@ func UserData(g Guest) ([]byte, error) {
 	proxyEnv := fmt.Sprintf("http_proxy=%[1]s https_proxy=%[1]s HTTP_PROXY=%[1]s HTTPS_PROXY=%[1]s no_proxy=%[2]s NO_PROXY=%[2]s npm_config_proxy=%[1]s npm_config_https_proxy=%[1]s", g.ProxyURL, g.NoProxy)
 	var provision strings.Builder
 	provision.WriteString("set -eux\n")
+	if len(g.Packages) > 0 {
+		// cloud-init goes on after a failed package module; provisioning must not.
+		provision.WriteString("for p in " + strings.Join(g.Packages, " ") + "; do\n" +
+			"  dpkg -s \"$p\" >/dev/null 2>&1 || { echo \"cowork: package $p is not installed\" >&2; exit 1; }\ndone\n")
+	}
 	if g.ProxyURL != "" {
 		provision.WriteString("export " + proxyEnv + "\n")
 	}
@@ -78,7 +86,7 @@ func UserData(g Guest) ([]byte, error) {
 			map[string]any{"path": "/etc/profile.d/cowork-proxy.sh", "permissions": "0644",
 				"content": "# cowork: the guest's traffic goes through the auditing proxy on the gateway.\nexport " + proxyEnv + "\n"},
 			map[string]any{"path": "/etc/apt/apt.conf.d/95cowork-proxy", "permissions": "0644",
-				"content": fmt.Sprintf("Acquire::http::Proxy %q;\nAcquire::https::Proxy %q;\n", g.ProxyURL, g.ProxyURL)},
+				"content": fmt.Sprintf("Acquire::http::Proxy %q;\nAcquire::https::Proxy %q;\nAcquire::Languages \"none\";\n", g.ProxyURL, g.ProxyURL)},
 		)
 	}
 	cfg := map[string]any{
@@ -160,12 +168,15 @@ func MetaData(instanceID, hostname string) []byte {
 	return []byte("instance-id: " + strconv.Quote(instanceID) + "\nlocal-hostname: " + hostname + "\n")
 }
 
-// NetworkConfig asks for DHCP on the virtio NIC, whatever its name.
-var NetworkConfig = []byte(`version: 2
-ethernets:
-  nic:
-    match:
-      driver: virtio_net
-    dhcp4: true
-    dhcp6: false
+// NetworkConfig names the NIC with mac eth0 and asks for DHCP on it
+// (version 1: every renderer, netplan or ifupdown, takes it).
+func NetworkConfig(mac string) []byte {
+	return []byte(`version: 1
+config:
+  - type: physical
+    name: eth0
+    mac_address: "` + strings.ToLower(mac) + `"
+    subnets:
+      - type: dhcp
 `)
+}

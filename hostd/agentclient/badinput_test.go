@@ -3,6 +3,7 @@ package agentclient_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -158,4 +159,30 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+// An agent that dies mid-command ends the command at once, with a cause.
+func TestAgentDyingMidCommand(t *testing.T) {
+	a := agenttest.Start(t)
+	started := make(chan int, 1)
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		_, err := a.Client(t).Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"sleep", "20"}, Started: func(pid int) { started <- pid }})
+		done <- err
+	}()
+	<-started
+	a.Cmd.Process.Kill()
+	select {
+	case err := <-done:
+		var lost *agentclient.LostError
+		if !errors.As(err, &lost) || !strings.Contains(err.Error(), "lost the connection to the guest agent") {
+			t.Fatalf("got %v", err)
+		}
+		if d := time.Since(began); d > 5*time.Second {
+			t.Fatalf("noticed after %v", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the exec outlived its agent")
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/coworkhq/cowork/internal/grpcpool"
 
@@ -62,6 +63,9 @@ func New(d Dialer) (*Client, error) {
 		grpc.WithInitialConnWindowSize(4<<20),
 		grpc.WithReadBufferSize(256<<10),
 		grpc.WithWriteBufferSize(256<<10),
+		// A channel whose far end vanished without closing (an agent killed
+		// behind a relay) is noticed by pings, not by waiting forever.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 	)
 	if err != nil {
 		return nil, err

@@ -101,8 +101,8 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = errors.New("agent closed the stream without an exit status")
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.Internal && ctx.Err() == nil {
+				err = &LostError{err: err}
 			}
 			return ExitStatus{}, err
 		}
@@ -176,6 +176,16 @@ func (s *execStream) forwardControl(ctx context.Context, resize <-chan TerminalS
 		}
 	}
 }
+
+// LostError is a connection to the agent that broke while a process ran:
+// the agent exited or restarted, or the VM stopped.
+type LostError struct{ err error }
+
+func (e *LostError) Error() string {
+	return "lost the connection to the guest agent while the command ran (the agent restarted, or the VM stopped): " + Message(e.err)
+}
+
+func (e *LostError) Unwrap() error { return e.err }
 
 // IsNotFound reports whether err says the program to run does not exist.
 func IsNotFound(err error) bool { return status.Code(err) == codes.NotFound }

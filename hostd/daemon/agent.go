@@ -79,8 +79,8 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 		if done = err == nil && info.Provisioned; done {
 			break
 		}
-		if state == "error" || state == "done" {
-			return &provisionError{detail: "cloud-init ended (" + state + ") without marking the guest provisioned; last output: " + line}
+		if state == "finished" {
+			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + line}
 		}
 		if line != "" && line != last {
 			last = line
@@ -94,14 +94,15 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	return nil
 }
 
-// cloudInitProgress asks the guest for cloud-init's state and the last
-// line of its output.
+// cloudInitProgress asks the guest whether cloud-init has finished (its
+// final stage writes boot-finished; `cloud-init status` says "error" while
+// still running once any module failed) and for the last line of its output.
 func (d *Daemon) cloudInitProgress(ctx context.Context) (state, line string) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var out strings.Builder
 	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
-		Argv: []string{"sh", "-c", "cloud-init status 2>/dev/null | sed -n 's/^status: //p'; tail -n 1 /var/log/cloud-init-output.log 2>/dev/null"},
+		Argv: []string{"sh", "-c", "if [ -e /var/lib/cloud/instance/boot-finished ]; then echo finished; else echo running; fi; tail -n 1 /var/log/cloud-init-output.log 2>/dev/null"},
 		User: "root", Dir: "/", Stdout: &out,
 	})
 	if err != nil {

@@ -305,6 +305,7 @@ func (d *Daemon) writeCIData() error {
 			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
 			Packages:  packages,
 			Provision: commands,
+			MAC:       netstack.GuestMAC(d.name).String(),
 		},
 	})
 }

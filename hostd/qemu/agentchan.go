@@ -86,6 +86,16 @@ func (a *agentChannel) reset(sess *yamux.Session) {
 	}
 }
 
+// drop ends the current session, failing its streams.
+func (a *agentChannel) drop() {
+	a.mu.Lock()
+	sess := a.sess
+	a.mu.Unlock()
+	if sess != nil {
+		a.reset(sess)
+	}
+}
+
 func (a *agentChannel) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -11,6 +11,9 @@ import (
 // AgentPort is the name of the virtio-serial port the guest agent serves on.
 const AgentPort = "org.cowork.agent"
 
+// agentPortID names the agent's port device in QMP events.
+const agentPortID = "agentport"
+
 // networkFD is the descriptor QEMU inherits the network socket as: the
 // first of exec.Cmd.ExtraFiles.
 const networkFD = 3
@@ -103,7 +106,7 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		"-device", "virtio-net-pci,netdev=net,mac="+c.MAC.String(),
 		"-device", "virtio-serial-pci,id=vser",
 		"-chardev", "socket,id=agent,path="+escape(r.agent())+",server=on,wait=off",
-		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+AgentPort,
+		"-device", "virtserialport,bus=vser.0,chardev=agent,id="+agentPortID+",name="+AgentPort,
 		"-device", "virtio-rng-pci",
 		"-chardev", "file,id=console,path="+escape(c.SerialLog),
 		"-serial", "chardev:console",

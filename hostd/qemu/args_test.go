@@ -42,7 +42,7 @@ func TestArgsKernelBoot(t *testing.T) {
 		{"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=workspace"},
 		{"-netdev", "dgram,id=net,local.type=fd,local.str=3"},
 		{"-device", "mac=52:54:01:02:03:04"},
-		{"-device", "name=org.cowork.agent"},
+		{"-device", "id=agentport,name=org.cowork.agent"},
 		{"-chardev", "path=/i/run/agent.sock,server=on,wait=off"},
 		{"-chardev", "path=/i/serial.log"},
 		{"-qmp", "unix:/i/run/qmp.sock,server=on,wait=off"},

@@ -109,10 +109,30 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		return v.qemuFailed(fmt.Errorf("connect to QMP: %w", err))
 	}
 	v.agent = newAgentChannel(v.run.agent(), v.log)
+	events, err := v.monitor.Events(context.Background())
+	if err == nil {
+		go v.watchEvents(events)
+	}
 
 	v.setState(machine.Running)
 	go v.watch()
 	return nil
+}
+
+// watchEvents follows QMP events. When the guest closes the agent's port
+// (the agent exited or restarted), the session on it is dropped at once:
+// its streams fail now instead of waiting on an agent that is gone, and the
+// next channel opens a new session with the agent that takes its place.
+func (v *VM) watchEvents(events <-chan qmp.Event) {
+	for ev := range events {
+		if ev.Event != "VSERPORT_CHANGE" || ev.Data["id"] != agentPortID {
+			continue
+		}
+		if open, _ := ev.Data["open"].(bool); !open {
+			v.log.Warn("the guest closed the agent's port; dropping the agent session")
+			v.agent.drop()
+		}
+	}
 }
 
 // qemuFailed adds QEMU's own complaint to err.

@@ -5,6 +5,7 @@ package guestrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -154,6 +155,10 @@ func forwardSignals(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 // startError explains why the process did not run, with the exit code a
 // shell would give: 127 when the program does not exist.
 func startError(err error) error {
+	var lost *agentclient.LostError
+	if errors.As(err, &lost) {
+		return err
+	}
 	msg := agentclient.Message(err)
 	if agentclient.IsNotFound(err) {
 		return &cmdutil.ExitError{Code: 127, Msg: msg}

@@ -25,6 +25,7 @@ type Bar struct {
 	// plain output: the last line's time and tenth
 	lastLine  time.Time
 	lastTenth int64
+	max       int64
 	done      bool
 }
 
@@ -38,9 +39,10 @@ func New(ios *iostreams.IOStreams, label string) *Bar {
 func (b *Bar) Update(done, total int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.done {
-		return
+	if b.done || done < b.max {
+		return // a late report from a slower goroutine
 	}
+	b.max = done
 	if b.tty {
 		if b.bar == nil {
 			max := total
