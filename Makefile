@@ -11,7 +11,7 @@ GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
 E2E_ARCH  ?= arm64
 
-.PHONY: all agents embed-agents test lint proto check-proto bench clean deps e2e e2e-image
+.PHONY: all agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image
 
 all: bin/cowork
 
@@ -53,6 +53,10 @@ lint:
 
 deps:
 	./hack/deps.sh
+
+# Regenerates Claude Code's option table from the pinned version's --help.
+claude-flags:
+	$(GO) run ./hostd/claudecode/gen "$$(./hack/claude.sh)" hostd/claudecode/flags_gen.go
 
 # protoc from Debian's protobuf-compiler; the Go plugins pinned by go.mod's tool directive.
 proto:

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1; then
 	./hack/deps.sh qemu-utils
 	COWORK_CLOUD_INIT=$(./hack/cloud-init.sh)
-	export COWORK_CLOUD_INIT COWORK_TEST_REQUIRE_TOOLS=1
+	COWORK_CLAUDE=$(./hack/claude.sh)
+	export COWORK_CLOUD_INIT COWORK_CLAUDE COWORK_TEST_REQUIRE_TOOLS=1
 fi
 export COWORK_TEST_REQUIRE_AGENTS=1
 exec ${GO:-go} test -count=1 -timeout 15m "$@" ./...

@@ -1,0 +1,156 @@
+// Package fakeapi is a stand-in for Anthropic's Messages API, for tests
+// that run the real Claude Code: it streams scripted answers as server-sent
+// events and records every request it gets.
+package fakeapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Reply is one scripted answer: text, or a tool call.
+type Reply struct {
+	Text string
+	// Tool, when set, makes the answer a tool_use block with Input.
+	Tool  string
+	Input map[string]any
+}
+
+// Request is what the server received.
+type Request struct {
+	Method, Path string
+	Header       http.Header
+	Body         map[string]any
+	Raw          []byte
+}
+
+// Server scripts the Messages API.
+type Server struct {
+	mu       sync.Mutex
+	replies  []Reply
+	requests []Request
+	// Default answers when the script has run out.
+	Default Reply
+}
+
+// New returns a server that answers with replies in order.
+func New(replies ...Reply) *Server {
+	return &Server{replies: replies, Default: Reply{Text: "(no more scripted replies)"}}
+}
+
+// Script appends replies.
+func (s *Server) Script(replies ...Reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replies = append(s.replies, replies...)
+}
+
+// Requests returns what was received so far.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	raw, _ := io.ReadAll(r.Body)
+	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Raw: raw}
+	_ = json.Unmarshal(raw, &req.Body)
+	s.mu.Lock()
+	s.requests = append(s.requests, req)
+	s.mu.Unlock()
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
+		s.messages(w, req)
+	case strings.HasSuffix(r.URL.Path, "/count_tokens"):
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"input_tokens": 10}`)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *Server) next() Reply {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.replies) == 0 {
+		return s.Default
+	}
+	r := s.replies[0]
+	s.replies = s.replies[1:]
+	return r
+}
+
+// messages answers one Messages API call, streaming or not.
+func (s *Server) messages(w http.ResponseWriter, req Request) {
+	model, _ := req.Body["model"].(string)
+	stream, _ := req.Body["stream"].(bool)
+	reply := s.next()
+	id := fmt.Sprintf("msg_fake_%d", time.Now().UnixNano())
+	var block map[string]any
+	stop := "end_turn"
+	if reply.Tool != "" {
+		block = map[string]any{"type": "tool_use", "id": "toolu_" + id[9:], "name": reply.Tool, "input": reply.Input}
+		stop = "tool_use"
+	} else {
+		block = map[string]any{"type": "text", "text": reply.Text}
+	}
+	usage := map[string]any{"input_tokens": 100, "output_tokens": 20}
+	if !stream {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": id, "type": "message", "role": "assistant", "model": model,
+			"content": []any{block}, "stop_reason": stop, "stop_sequence": nil, "usage": usage})
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	fl, _ := w.(http.Flusher)
+	event := func(name string, data map[string]any) {
+		b, _ := json.Marshal(data)
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, b)
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	event("message_start", map[string]any{"type": "message_start", "message": map[string]any{
+		"id": id, "type": "message", "role": "assistant", "model": model, "content": []any{},
+		"stop_reason": nil, "stop_sequence": nil, "usage": map[string]any{"input_tokens": 100, "output_tokens": 1}}})
+	if reply.Tool != "" {
+		event("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
+			"content_block": map[string]any{"type": "tool_use", "id": block["id"], "name": reply.Tool, "input": map[string]any{}}})
+		input, _ := json.Marshal(reply.Input)
+		event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
+			"delta": map[string]any{"type": "input_json_delta", "partial_json": string(input)}})
+	} else {
+		event("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
+			"content_block": map[string]any{"type": "text", "text": ""}})
+		for _, word := range splitKeep(reply.Text) {
+			event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
+				"delta": map[string]any{"type": "text_delta", "text": word}})
+		}
+	}
+	event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0})
+	event("message_delta", map[string]any{"type": "message_delta",
+		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 20}})
+	event("message_stop", map[string]any{"type": "message_stop"})
+}
+
+// splitKeep splits text into words, keeping the spaces, so it streams in pieces.
+func splitKeep(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := strings.IndexByte(s[1:], ' ')
+		if i < 0 {
+			out = append(out, s)
+			break
+		}
+		out = append(out, s[:i+1])
+		s = s[i+1:]
+	}
+	return out
+}
