@@ -3,62 +3,73 @@ package claude
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/coworkhq/cowork/cmd/cowork/exec"
+	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 
-// Options is a parsed `cowork claude` command line.
-type Options struct {
-	IO         *iostreams.IOStreams
-	Connect    func() (*agentclient.Client, error)
-	Workdir    string
-	ClaudeArgs []string
-}
-
-// NewCmdClaude builds the command; runF replaces the run step in tests.
-func NewCmdClaude(ios *iostreams.IOStreams, connect func() (*agentclient.Client, error), runF func(*Options) error) *cobra.Command {
-	o := &Options{IO: ios, Connect: connect}
+// NewCmdClaude builds the command; name is the global --name.
+func NewCmdClaude(ios *iostreams.IOStreams, name *string, runF func(*ask.Options) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "claude [flags] [-- CLAUDE-ARGS...]",
+		Use:   "claude [flags] [PROMPT]",
 		Short: "Start Claude Code interactively in the sandbox",
-		Long: `Start Claude Code on a pseudo-terminal in the guest, in /workspace, as the
-guest user cowork. Arguments after -- go to claude unchanged.`,
+		Long: `Start Claude Code on a pseudo-terminal in the guest, as user cowork, in
+/workspace (or /workspace/NAME with --project), with permission checks skipped
+(the VM is the sandbox; --no-skip-permissions keeps them). Every Claude Code
+flag is forwarded as given: -c/--continue, -r/--resume, --model, and the rest.
+The credential stays on this machine, as with cowork ask.`,
 		Example: `  cowork claude
-  cowork claude -- --model opus
-  cowork claude -w /workspace/myapp`,
+  cowork claude --project myapp -c
+  cowork claude --model opus "look at the failing test"`,
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.ClaudeArgs = args
+			o, err := ask.ParseInteractive(ios, *name, args)
+			if errors.Is(err, ask.ErrHelp) {
+				fmt.Fprint(ios.Out, ask.Help(cmd))
+				return nil
+			}
+			if err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(o)
 			}
 			return run(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().SetInterspersed(false)
-	cmd.Flags().StringVarP(&o.Workdir, "workdir", "w", exec.DefaultWorkdir, "working directory in the guest")
 	return cmd
 }
 
-// Argv runs claude through a login shell, so that wherever its installer
-// put it (npm's global bin, ~/.local/bin) is on PATH.
-func Argv(claudeArgs []string) []string {
-	return append([]string{"bash", "-lc", `exec claude "$@"`, "claude"}, claudeArgs...)
-}
-
-func run(ctx context.Context, o *Options) error {
-	client, err := o.Connect()
+func run(ctx context.Context, o *ask.Options) error {
+	cred, err := hostd.HostCredential(os.Getenv)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	return guestrun.Run(ctx, o.IO, client, guestrun.Options{
-		Argv: Argv(o.ClaudeArgs),
-		Dir:  o.Workdir,
-		TTY:  o.IO.IsStdinTTY(),
+	c, err := hostd.Dial(o.Instance)
+	if errors.Is(err, hostd.ErrNotRunning) {
+		return fmt.Errorf("instance %s is not running; start it with `cowork start`", o.Instance)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var eo agentclient.ExecOptions
+	return guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
+		env := hostd.ForwardedEnv(os.Getenv)
+		env = append(env, eo.Env...) // TERM
+		return c.Claude(ctx, hostd.ClaudeOptions{
+			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
+			Credential: cred, Env: env,
+			Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
+			TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
+		})
 	})
 }

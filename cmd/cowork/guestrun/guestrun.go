@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,22 +33,36 @@ type Options struct {
 // *cmdutil.ExitError with the guest's code otherwise, or the error that
 // kept the process from running.
 func Run(ctx context.Context, ios *iostreams.IOStreams, client *agentclient.Client, o Options) error {
+	eo := agentclient.ExecOptions{Argv: o.Argv, Env: o.Env, Dir: o.Dir, User: o.User}
+	return Attach(ctx, ios, o.TTY, &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
+		return client.Exec(ctx, eo)
+	})
+}
+
+// Attach wires the local streams into eo (stdio; with tty the terminal in
+// raw mode and its size, else Ctrl-C forwarding), runs fn, and turns its
+// result into the command's: nil on exit 0, an *cmdutil.ExitError with the
+// guest's code, or the error that kept the process from running.
+func Attach(ctx context.Context, ios *iostreams.IOStreams, tty bool, eo *agentclient.ExecOptions, fn func(context.Context) (agentclient.ExitStatus, error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	eo := agentclient.ExecOptions{Argv: o.Argv, Env: o.Env, Dir: o.Dir, User: o.User, Stdin: ios.In, Stdout: ios.Out, Stderr: ios.ErrOut}
+	if eo.Stdin == nil {
+		eo.Stdin = ios.In
+	}
+	eo.Stdout, eo.Stderr = orWriter(eo.Stdout, ios.Out), orWriter(eo.Stderr, ios.ErrOut)
 
-	if o.TTY {
-		restore, err := attachTerminal(ctx, cancel, ios, &eo)
+	if tty {
+		restore, err := attachTerminal(ctx, cancel, ios, eo)
 		if err != nil {
 			return err
 		}
 		defer restore()
 	} else {
-		stop := forwardSignals(ctx, cancel, ios, &eo)
+		stop := forwardSignals(ctx, cancel, ios, eo)
 		defer stop()
 	}
 
-	st, err := client.Exec(ctx, eo)
+	st, err := fn(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return &cmdutil.ExitError{Code: 130}
@@ -150,6 +165,13 @@ func forwardSignals(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 		signal.Stop(sigs)
 		close(done)
 	}
+}
+
+func orWriter(w, def io.Writer) io.Writer {
+	if w == nil {
+		return def
+	}
+	return w
 }
 
 // startError explains why the process did not run, with the exit code a

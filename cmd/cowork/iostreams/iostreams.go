@@ -52,6 +52,13 @@ func (s *IOStreams) ColorEnabled() bool {
 	return s.IsStderrTTY() && !noColor && os.Getenv("TERM") != "dumb"
 }
 
+// ColorStdout says whether stdout may carry colour: a terminal, and
+// neither NO_COLOR nor TERM=dumb.
+func (s *IOStreams) ColorStdout() bool {
+	_, noColor := os.LookupEnv("NO_COLOR")
+	return s.IsStdoutTTY() && !noColor && os.Getenv("TERM") != "dumb"
+}
+
 // TerminalSize is the size of the terminal on stdin (or stdout).
 func (s *IOStreams) TerminalSize() (rows, cols int, err error) {
 	fd := s.inFd

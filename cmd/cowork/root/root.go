@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
@@ -17,7 +18,6 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/hostdcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/cmd/cowork/planned"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
@@ -65,7 +65,8 @@ at /workspace) and every network byte it sends on the record.`,
 	root.AddCommand(
 		execcmd.NewCmdExec(ios, connect, nil),
 		shell.NewCmdShell(ios, connect, nil),
-		claude.NewCmdClaude(ios, connect, nil),
+		claude.NewCmdClaude(ios, &target.Instance, nil),
+		ask.NewCmdAsk(ios, &target.Instance, nil),
 		version.NewCmdVersion(ios),
 		initcmd.NewCmdInit(ios, &target.Instance, nil),
 		start.NewCmdStart(ios, &target.Instance),
@@ -77,7 +78,6 @@ at /workspace) and every network byte it sends on the record.`,
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
 		diskcmd.NewCmdDisk(ios, &target.Instance),
 	)
-	root.AddCommand(planned.Commands()...)
 	return root
 }
 

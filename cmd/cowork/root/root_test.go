@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/claudecode"
 	"github.com/coworkhq/cowork/internal/agenttest"
 )
 
@@ -75,21 +76,35 @@ func TestNoAgentSaysHowToStart(t *testing.T) {
 	}
 }
 
-func TestUsageAndPlannedCommands(t *testing.T) {
+func TestUsageErrors(t *testing.T) {
 	if r := cowork(t, "", "frobnicate"); r.code != 2 || !strings.Contains(r.errOut, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %+v", r)
 	}
 	if r := cowork(t, "", "--frob"); r.code != 2 {
 		t.Errorf("unknown flag: %+v", r)
 	}
-	for _, name := range []string{"ask"} {
-		r := cowork(t, "", name, "--some-future-flag")
-		if r.code != 1 || !strings.Contains(r.errOut, "cowork "+name+" is not implemented yet") {
-			t.Errorf("%s: %+v", name, r)
+	// ask: usage errors, and a help that lists every Claude Code flag.
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"ask"}, "read an empty prompt"},
+		{[]string{"ask", "--project", "../etc", "hi"}, `project "../etc"`},
+		{[]string{"ask", "--project", "..", "hi"}, `project ".."`},
+		{[]string{"ask", "--frobnicate", "hi"}, "unknown flag --frobnicate"},
+		{[]string{"ask", "--model"}, "--model needs a value"},
+	} {
+		if r := cowork(t, "", tc.args...); r.code != 2 || !strings.Contains(r.errOut, tc.msg) {
+			t.Errorf("%q: %+v", tc.args, r)
 		}
-		r = cowork(t, "", name, "--help")
-		if r.code != 0 || !strings.Contains(r.out, "Examples:") || !strings.Contains(r.out, "cowork "+name) {
-			t.Errorf("%s --help: %+v", name, r)
+	}
+	r := cowork(t, "", "ask", "--help")
+	if r.code != 0 || !strings.Contains(r.out, "Claude Code flags") {
+		t.Fatalf("ask --help: %+v", r)
+	}
+	for _, f := range claudecode.Flags {
+		if f.Long != "--help" && !strings.Contains(r.out, f.Usage()) {
+			t.Errorf("ask --help lacks %s", f.Usage())
 		}
 	}
 }

@@ -1,0 +1,253 @@
+// Package ask is `cowork ask` (Claude Code in print mode) and `cowork
+// claude` (interactive), in the guest, with every Claude Code flag
+// forwarded.
+package ask
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/claudecode"
+)
+
+// Options is a parsed `cowork ask` command line.
+type Options struct {
+	IO       *iostreams.IOStreams
+	Instance string
+
+	Project        string
+	AskPermissions bool
+	ClaudeArgs     []string // verbatim
+	Prompt         string
+	Raw            bool // the user chose --output-format
+	Deprecated     string
+}
+
+// ownFlags are cowork's own options of ask and claude; everything else is
+// Claude Code's.
+var ownFlags = []claudecode.Flag{
+	{Long: "--project", Arity: claudecode.RequiredValue, Value: "<name>", Help: "work in /workspace/NAME (made if missing); 1-64 of [A-Za-z0-9._-]"},
+	{Long: "--no-skip-permissions", Help: "keep Claude Code's permission checks (by default they are skipped: the VM is the sandbox)"},
+	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use (-n/--name is Claude Code's session name here)"},
+	{Long: "--help", Short: "-h", Help: "show this help"},
+}
+
+// NewCmdAsk builds the command; name is the global --name.
+func NewCmdAsk(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ask [flags] PROMPT",
+		Short: "Ask Claude Code, non-interactively, in the sandbox",
+		Long: `Run Claude Code in print mode (claude -p) in the guest, as user cowork, in
+/workspace (or /workspace/NAME with --project), with permission checks skipped
+(the VM is the sandbox; --no-skip-permissions keeps them). The answer streams
+as it comes: text, one line per tool call, failed tool results marked, and a
+footer with duration, turns, cost and session id. An --output-format you give
+is passed through raw instead.
+
+The prompt is the argument, or stdin when it is - or absent (and stdin is not
+a terminal). -c/--continue goes on with the project's latest conversation,
+-r/--resume ID with a given one; conversations live in the guest's home and
+survive restarts. Every Claude Code flag below is forwarded as given.
+
+The API credential is ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) and the
+endpoint ANTHROPIC_BASE_URL, from cowork's own environment: they stay on this
+machine, the guest gets a one-session stand-in for the relay. These are also
+passed to claude when set: ` + strings.Join(hostd.ForwardedVars, ", ") + `.
+
+-p PROJECT, the old cowork spelling of --project, still works (with a
+warning) when it is followed by a prompt: "-p NAME PROMPT" is a project;
+a lone -p is Claude Code's --print, which ask always uses anyway.`,
+		Example: `  cowork ask "write a python hello world program"
+  cowork ask -c "add error handling"
+  cowork ask --project myapp "create a flask app"
+  cowork ask --model opus --max-budget-usd 1.0 "a complex task"
+  git diff | cowork ask "review this change"
+  cowork ask --output-format json "list the files" | jq -r .result`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := Parse(ios, *name, args)
+			if errors.Is(err, ErrHelp) {
+				fmt.Fprint(ios.Out, Help(cmd))
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return run(cmd.Context(), o)
+		},
+	}
+	return cmd
+}
+
+// ErrHelp is Parse's answer to -h/--help.
+var ErrHelp = errors.New("help")
+
+// ParseInteractive reads a `cowork claude` command line: the same flags as
+// ask; a prompt is optional and passed on to claude.
+func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
+	o := &Options{IO: ios, Instance: instance}
+	p, err := claudecode.ParseArgs(args, ownFlags)
+	if err != nil {
+		return nil, &cmdutil.FlagError{Err: err}
+	}
+	if _, ok := p.Own["--help"]; ok {
+		return nil, ErrHelp
+	}
+	if v := p.Own["--project"]; len(v) > 0 {
+		o.Project = v[len(v)-1]
+		if err := hostd.ValidateProject(o.Project); err != nil {
+			return nil, &cmdutil.FlagError{Err: err}
+		}
+	}
+	if v := p.Own["--instance"]; len(v) > 0 {
+		o.Instance = v[len(v)-1]
+	}
+	_, o.AskPermissions = p.Own["--no-skip-permissions"]
+	o.ClaudeArgs = p.Claude
+	if len(p.Positional) > 0 {
+		o.ClaudeArgs = append(append(o.ClaudeArgs, "--"), p.Positional...)
+	}
+	return o, nil
+}
+
+// Parse reads an ask command line.
+func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
+	o := &Options{IO: ios, Instance: instance}
+	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+	p, err := claudecode.ParseArgs(args, ownFlags)
+	if err != nil {
+		return nil, &cmdutil.FlagError{Err: err}
+	}
+	if _, ok := p.Own["--help"]; ok {
+		return nil, ErrHelp
+	}
+	if v := p.Own["--project"]; len(v) > 0 {
+		o.Project = v[len(v)-1]
+	}
+	if v := p.Own["--instance"]; len(v) > 0 {
+		o.Instance = v[len(v)-1]
+	}
+	_, o.AskPermissions = p.Own["--no-skip-permissions"]
+	if o.Project != "" {
+		if err := hostd.ValidateProject(o.Project); err != nil {
+			return nil, &cmdutil.FlagError{Err: err}
+		}
+	}
+	o.ClaudeArgs = p.Claude
+	o.Raw = p.Given["--output-format"]
+	o.Prompt = strings.Join(p.Positional, " ")
+	if o.Prompt == "" || o.Prompt == "-" {
+		if ios.IsStdinTTY() || ios.In == nil {
+			return nil, cmdutil.FlagErrorf("cowork ask needs a prompt: cowork ask \"write hello world\" (or pipe it on stdin)")
+		}
+		b, err := io.ReadAll(ios.In)
+		if err != nil {
+			return nil, err
+		}
+		o.Prompt = strings.TrimSpace(string(b))
+		if o.Prompt == "" {
+			return nil, cmdutil.FlagErrorf("cowork ask read an empty prompt from stdin")
+		}
+	}
+	return o, nil
+}
+
+// deprecatedProject takes the seed's "-p PROJECT PROMPT" out of args. It is
+// told from Claude Code's -p (print) by what follows: a project name and
+// then a prompt (or a prompt on stdin).
+func deprecatedProject(args []string, stdinTTY bool) (rest []string, project, warning string) {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--" {
+			break
+		}
+		if args[i] != "-p" {
+			continue
+		}
+		name := args[i+1]
+		if strings.HasPrefix(name, "-") || hostd.ValidateProject(name) != nil {
+			return args, "", ""
+		}
+		after := append(append([]string(nil), args[:i]...), args[i+2:]...)
+		p, err := claudecode.ParseArgs(after, ownFlags)
+		if err != nil || (len(p.Positional) == 0 && stdinTTY) {
+			return args, "", "" // "-p hello": Claude Code's print, with the prompt "hello"
+		}
+		return after, name, fmt.Sprintf("cowork: -p %s is deprecated; use --project %s (a lone -p is Claude Code's --print)", name, name)
+	}
+	return args, "", ""
+}
+
+func run(ctx context.Context, o *Options) error {
+	if o.Deprecated != "" {
+		fmt.Fprintln(o.IO.ErrOut, o.Deprecated)
+	}
+	cred, err := hostd.HostCredential(os.Getenv)
+	if err != nil {
+		return err
+	}
+	c, err := hostd.Dial(o.Instance)
+	if errors.Is(err, hostd.ErrNotRunning) {
+		return fmt.Errorf("instance %s is not running; start it with `cowork start`", o.Instance)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r := &Renderer{Out: o.IO.Out, ErrOut: o.IO.ErrOut, Color: o.IO.ColorStdout()}
+	ao := hostd.AskOptions{
+		ClaudeOptions: hostd.ClaudeOptions{
+			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
+			Credential: cred, Env: hostd.ForwardedEnv(os.Getenv),
+		},
+		Prompt: o.Prompt,
+		Raw:    o.Raw,
+	}
+	if !o.Raw {
+		ao.OnEvent = r.Event
+	}
+	eo := agentclient.ExecOptions{Stdin: strings.NewReader("")} // the prompt goes in by Ask
+	return guestrun.Attach(ctx, o.IO, false, &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
+		ao.Stdout, ao.Stderr, ao.Signals = eo.Stdout, eo.Stderr, eo.Signals
+		st, err := c.Ask(ctx, ao)
+		r.Finish()
+		return st, err
+	})
+}
+
+// Help is ask's (and claude's) help: cobra's, plus Claude Code's flags.
+func Help(cmd *cobra.Command) string {
+	var b strings.Builder
+	b.WriteString(cmd.Long + "\n\nUsage:\n  cowork " + cmd.Use + "\n\nExamples:\n" + cmd.Example + "\n\ncowork flags:\n")
+	for _, f := range ownFlags {
+		fmt.Fprintf(&b, "  %-40s %s\n", f.Usage(), f.Help)
+	}
+	fmt.Fprintf(&b, "\nClaude Code flags (Claude Code %s; forwarded as given):\n", claudecode.Version)
+	for _, f := range claudecode.Flags {
+		if f.Long == "--help" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %-40s %s\n", f.Usage(), firstSentence(f.Help))
+	}
+	return b.String()
+}
+
+func firstSentence(s string) string {
+	if i := strings.Index(s, ". "); i > 0 {
+		s = s[:i+1]
+	}
+	return firstLine(s, 90)
+}

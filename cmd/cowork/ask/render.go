@@ -1,0 +1,181 @@
+package ask
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/claudecode"
+)
+
+// Renderer shows Claude Code's stream-json as a person reads it: the
+// assistant's text as it streams, one line per tool call, failed tool
+// results marked, and a footer with duration, turns, cost and session.
+type Renderer struct {
+	Out    io.Writer // the answer
+	ErrOut io.Writer // the footer and errors
+	Color  bool
+
+	streamed  map[string]bool // messages whose text arrived as deltas
+	current   string          // the message being streamed
+	midLine   bool            // the last text did not end with a newline
+	sessionID string
+}
+
+func (r *Renderer) paint(code, s string) string {
+	if !r.Color {
+		return s
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+// endLine finishes a line of streamed text before anything else is shown.
+func (r *Renderer) endLine() {
+	if r.midLine {
+		fmt.Fprintln(r.Out)
+		r.midLine = false
+	}
+}
+
+func (r *Renderer) text(s string) {
+	if s == "" {
+		return
+	}
+	fmt.Fprint(r.Out, s)
+	r.midLine = !strings.HasSuffix(s, "\n")
+}
+
+// Event shows one event.
+func (r *Renderer) Event(e *claudecode.Event) {
+	if r.streamed == nil {
+		r.streamed = map[string]bool{}
+	}
+	if e.SessionID != "" {
+		r.sessionID = e.SessionID
+	}
+	sub := e.ParentToolUseID != nil && *e.ParentToolUseID != ""
+	switch e.Type {
+	case "stream_event":
+		if sub || e.Event == nil {
+			return
+		}
+		if e.Event.Type == "message_start" && e.Event.Message != nil {
+			r.current = e.Event.Message.ID
+		}
+		if d := e.Event.Delta; d != nil && d.Type == "text_delta" {
+			r.streamed[r.current] = true
+			r.text(d.Text)
+		}
+	case "assistant":
+		if e.Message == nil {
+			return
+		}
+		for _, b := range e.Message.Content {
+			switch b.Type {
+			case "text":
+				if !r.streamed[e.Message.ID] && !sub {
+					r.text(b.Text)
+				}
+			case "tool_use":
+				r.endLine()
+				indent := ""
+				if sub {
+					indent = "  "
+				}
+				fmt.Fprintf(r.Out, "%s%s %s\n", indent, r.paint("36", "●"), r.paint("1", b.Name)+toolArg(b))
+			}
+		}
+	case "user":
+		if e.Message == nil {
+			return
+		}
+		for _, b := range e.Message.Content {
+			if b.Type == "tool_result" && b.IsError {
+				r.endLine()
+				fmt.Fprintf(r.Out, "  %s %s\n", r.paint("31", "✗"), oneLine(b.ResultText(), 120))
+			}
+		}
+	case "result":
+		r.endLine()
+		r.footer(e)
+	case "text":
+		r.endLine()
+		fmt.Fprintln(r.ErrOut, e.Result)
+	}
+}
+
+// Finish ends the output if no result came (claude was interrupted).
+func (r *Renderer) Finish() { r.endLine() }
+
+func (r *Renderer) footer(e *claudecode.Event) {
+	d := time.Duration(e.DurationMs * float64(time.Millisecond)).Round(100 * time.Millisecond)
+	turns := "turns"
+	if e.NumTurns == 1 {
+		turns = "turn"
+	}
+	line := fmt.Sprintf("%s · %d %s · $%.4f · session %s", d, e.NumTurns, turns, e.TotalCostUSD, e.SessionID)
+	if e.IsError {
+		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paint("31", "error:"), firstLine(e.Result, 300))
+	}
+	fmt.Fprintln(r.ErrOut, r.paint("2", "— "+line))
+}
+
+// keyArgs is the argument that says what a tool call does, by tool.
+var keyArgs = map[string]string{
+	"Bash": "command", "Read": "file_path", "Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path",
+	"NotebookEdit": "notebook_path", "Glob": "pattern", "Grep": "pattern", "WebFetch": "url", "WebSearch": "query",
+	"Task": "description", "Agent": "description", "Skill": "skill",
+}
+
+// toolArg is "(key argument)" for a tool call, on one short line.
+func toolArg(b claudecode.Block) string {
+	v, ok := b.Input[keyArgs[b.Name]]
+	if !ok {
+		// Unknown tool: its first string argument, by name for a stable choice.
+		keys := make([]string, 0, len(b.Input))
+		for k := range b.Input {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if s, isStr := b.Input[k].(string); isStr && s != "" {
+				v, ok = s, true
+				break
+			}
+		}
+	}
+	s, isStr := v.(string)
+	if !ok || !isStr || s == "" {
+		return ""
+	}
+	return "(" + firstLine(s, 100) + ")"
+}
+
+// oneLine folds s onto one line ("; " between its lines), cut to n runes.
+func oneLine(s string, n int) string {
+	var parts []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	s = strings.Join(parts, "; ")
+	if r := []rune(s); len(r) > n {
+		s = string(r[:n]) + "…"
+	}
+	return s
+}
+
+// firstLine is s's first line, cut to n runes.
+func firstLine(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if r := []rune(s); len(r) > n {
+		s = string(r[:n]) + "…"
+	}
+	return s
+}
