@@ -48,6 +48,7 @@ type env struct {
 	t         *testing.T
 	home      string
 	workspace string
+	extraEnv  []string // more KEY=VALUE for every command
 }
 
 func newEnv(t *testing.T) *env {
@@ -80,7 +81,7 @@ func (r result) String() string {
 // cmd prepares `cowork args...` in this env.
 func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, bin, args...)
-	c.Env = append(os.Environ(), "COWORK_HOME="+e.home, "COWORK_AGENT=", "NO_COLOR=1")
+	c.Env = append(append(os.Environ(), "COWORK_HOME="+e.home, "COWORK_AGENT=", "NO_COLOR=1"), e.extraEnv...)
 	return c
 }
 

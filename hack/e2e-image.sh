@@ -14,7 +14,8 @@
 # The guest: a Debian kernel; an initramfs (busybox) that loads the virtio,
 # vsock, fuse/virtiofs, isofs and ext4 modules and switches to a bookworm
 # minbase root made with mkfs.ext4 -d; there busybox init runs the real agent
-# (respawned if it dies), sshd, and powers off on the power button.
+# (respawned if it dies), sshd, and powers off on the power button. The
+# pinned Claude Code (its native binary for the guest) is /usr/local/bin/claude.
 # Needs root (debootstrap, chroot through qemu-user binfmt).
 set -euo pipefail
 
@@ -23,7 +24,7 @@ ARCH=${E2E_ARCH:-arm64}
 OUT=${COWORK_E2E_CACHE:-$HOME/.cache/cowork-e2e}/$ARCH
 MIRROR=${COWORK_MIRROR:-http://deb.debian.org/debian}
 SUITE=${COWORK_SUITE:-bookworm}
-ROOTFS_SIZE=1G
+ROOTFS_SIZE=2G
 PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
@@ -281,7 +282,10 @@ exec sleep 2147483647
 EOF
 
 AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
-R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" |
+# The pinned Claude Code for the guest, from npm.
+CLAUDE=$("$(dirname "$0")/claude.sh" "$ARCH")
+CLAUDE_SUM=$(sha256sum "$CLAUDE" | cut -c1-16)
+R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
 	sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/rootfs.ext4" ]; then
 	log "rootfs: agent $AGENT_SUM, mkfs.ext4 -d ($ROOTFS_SIZE)"
@@ -303,6 +307,7 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	printf 'proxy=http://192.168.127.1:7890\nhttps-proxy=http://192.168.127.1:7890\nnoproxy=localhost,127.0.0.1,.cowork.internal\n' >"$R/etc/npmrc"
 	chmod 755 "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
 	install -m 755 "$AGENT" "$R/usr/local/bin/cowork-agent"
+	install -m 755 "$CLAUDE" "$R/usr/local/bin/claude"
 	install -m 600 "$OUT/ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
 	install -m 600 "$OUT/ssh/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
 	install -m 644 "$OUT/ssh/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"

@@ -108,6 +108,18 @@ func (c *Client) Agent() (*agentclient.Client, error) {
 	return agentclient.New(agentclient.UnixDialer(c.Paths.AgentSock()))
 }
 
+// Exec runs one process in the guest over a fresh agent channel and waits
+// for it: the shortcut for programs that run a command now and then. A
+// program that runs many keeps one Agent client instead.
+func (c *Client) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclient.ExitStatus, error) {
+	agent, err := c.Agent()
+	if err != nil {
+		return agentclient.ExitStatus{}, err
+	}
+	defer agent.Close()
+	return agent.Exec(ctx, o)
+}
+
 // Launch starts `exe hostd --name NAME` detached from this process (its own
 // session, stdio to hostd.log), so it outlives the command that started it.
 func Launch(exe, name string) (*exec.Cmd, error) {

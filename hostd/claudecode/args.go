@@ -15,6 +15,9 @@ type Parsed struct {
 	Given map[string]bool
 	// Positional are the rest: the prompt.
 	Positional []string
+	// TrailingVariadic is the variadic option that took the last arguments,
+	// if one did: a prompt after it became one of its values.
+	TrailingVariadic string
 }
 
 // index finds flags by every spelling.
@@ -107,6 +110,9 @@ func ParseArgs(args []string, own []Flag) (*Parsed, error) {
 			}
 			if len(vals) == 0 {
 				return nil, fmt.Errorf("%s needs at least one value %s", name, f.Value)
+			}
+			if i == len(args)-1 {
+				p.TrailingVariadic = name
 			}
 		}
 		if isOwn {

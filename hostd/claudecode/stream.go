@@ -26,6 +26,8 @@ type Event struct {
 	TotalCostUSD float64 `json:"total_cost_usd"`
 	IsError      bool    `json:"is_error"`
 	Result       string  `json:"result"`
+	// Why the run ended, e.g. "aborted_tools" after an interrupt.
+	TerminalReason string `json:"terminal_reason"`
 
 	Raw json.RawMessage `json:"-"`
 }

@@ -222,6 +222,8 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		ShareTag:  instance.ShareTag,
 		Network:   nic,
 		MAC:       mac,
+		MTU:       netstack.MTU,
+		MachineID: d.paths.MachineID(),
 		SerialLog: d.paths.SerialLog(),
 		RunDir:    d.paths.Run(),
 	}

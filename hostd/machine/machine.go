@@ -27,6 +27,9 @@ type Config struct {
 	// with its variables in EFIVars.
 	Kernel, Initrd, Cmdline string
 	EFIVars                 string
+	// MachineID keeps the platform's machine identifier across boots
+	// (vz's generic platform); made on first boot.
+	MachineID string
 
 	ShareDir string // the host directory shared with the guest
 	ShareTag string // the virtiofs tag the guest mounts
@@ -35,6 +38,7 @@ type Config struct {
 	// Ethernet frame per datagram; MAC is the guest NIC's address.
 	Network *os.File
 	MAC     net.HardwareAddr
+	MTU     int // 0 means 1500
 
 	SerialLog string // the guest console, appended
 	RunDir    string // private sockets and pid files of this run

@@ -218,7 +218,7 @@ func (n *Stack) build() error {
 // Attach makes the frame socketpair and serves its stack end until ctx
 // ends. The returned file is the VM's end, for the hypervisor to inherit.
 func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	fds, err := framePair()
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}

@@ -12,12 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/sysproc"
 )
 
 // VM is a QEMU process and its helpers.
@@ -86,7 +86,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 
 	cmd := exec.Command(bin, args(&v.cfg, v.accel, code)...)
 	cmd.ExtraFiles = []*os.File{v.cfg.Network}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = sysproc.Attr(true)
 	qlog, err := os.Create(v.run.file("qemu.log"))
 	if err != nil {
 		return err

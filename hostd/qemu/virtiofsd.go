@@ -8,7 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"github.com/coworkhq/cowork/internal/sysproc"
 )
 
 // virtiofsdPaths are where virtiofsd lives: the Rust one on PATH or in
@@ -69,7 +70,7 @@ func startVirtiofsd(ctx context.Context, dir, sock string, log *slog.Logger) (*p
 		args = []string{"--socket-path=" + sock, "-o", "source=" + dir, "-o", "cache=auto", "-o", "xattr"}
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = sysproc.Attr(true)
 	logf, err := os.Create(filepath.Join(filepath.Dir(sock), "virtiofsd.log"))
 	if err != nil {
 		return nil, err

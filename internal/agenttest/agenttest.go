@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/internal/sysproc"
 )
 
 var (
@@ -69,7 +70,7 @@ func Start(t testing.TB, flags ...string) *Agent {
 	a.Addr = "unix://" + a.Socket
 	a.Cmd = exec.Command(bin, append([]string{"--listen", a.Addr}, flags...)...)
 	a.Cmd.Stderr = a.log
-	a.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	a.Cmd.SysProcAttr = sysproc.Attr(false)
 	if err := a.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures the agent channel side by side with its peers and
 // prints one table: exec round trip against a local fork+exec and ssh, and
 // output throughput against ssh and a raw relay over the same kind of

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -59,6 +61,10 @@ The prompt is the argument, or stdin when it is - or absent (and stdin is not
 a terminal). -c/--continue goes on with the project's latest conversation,
 -r/--resume ID with a given one; conversations live in the guest's home and
 survive restarts. Every Claude Code flag below is forwarded as given.
+
+The exit code is claude's, except that a run whose result is an error exits
+1 (130 after Ctrl-C) even where claude exits 0. Ctrl-C interrupts claude in
+the guest; a second one kills it.
 
 The API credential is ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) and the
 endpoint ANTHROPIC_BASE_URL, from cowork's own environment: they stay on this
@@ -151,8 +157,12 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 	o.Raw = p.Given["--output-format"]
 	o.Prompt = strings.Join(p.Positional, " ")
 	if o.Prompt == "" || o.Prompt == "-" {
+		hint := ""
+		if v := p.TrailingVariadic; v != "" && len(p.Positional) == 0 {
+			hint = fmt.Sprintf("; %s takes every argument after it, so put the prompt first or end its list with --", v)
+		}
 		if ios.IsStdinTTY() || ios.In == nil {
-			return nil, cmdutil.FlagErrorf("cowork ask needs a prompt: cowork ask \"write hello world\" (or pipe it on stdin)")
+			return nil, cmdutil.FlagErrorf("cowork ask needs a prompt: cowork ask \"write hello world\" (or pipe it on stdin)%s", hint)
 		}
 		b, err := io.ReadAll(ios.In)
 		if err != nil {
@@ -160,7 +170,7 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 		}
 		o.Prompt = strings.TrimSpace(string(b))
 		if o.Prompt == "" {
-			return nil, cmdutil.FlagErrorf("cowork ask read an empty prompt from stdin")
+			return nil, cmdutil.FlagErrorf("cowork ask read an empty prompt from stdin%s", hint)
 		}
 	}
 	return o, nil
@@ -221,11 +231,44 @@ func run(ctx context.Context, o *Options) error {
 	}
 	eo := agentclient.ExecOptions{Stdin: strings.NewReader("")} // the prompt goes in by Ask
 	return guestrun.Attach(ctx, o.IO, false, &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
-		ao.Stdout, ao.Stderr, ao.Signals = eo.Stdout, eo.Stderr, eo.Signals
+		var interrupted atomic.Bool
+		ao.Stdout, ao.Stderr = eo.Stdout, eo.Stderr
+		ao.Signals = noteInterrupts(ctx, eo.Signals, &interrupted)
 		st, err := c.Ask(ctx, ao)
 		r.Finish()
+		// claude exits 0 even when its result is an error (after an
+		// interrupted tool, for one); a script must not take that for success.
+		if err == nil && st.Code == 0 && r.Failed() {
+			st.Code = 1
+			if interrupted.Load() {
+				st.Code = 130
+			}
+		}
 		return st, err
 	})
+}
+
+// noteInterrupts passes signals on and notes a Ctrl-C among them.
+func noteInterrupts(ctx context.Context, in <-chan syscall.Signal, interrupted *atomic.Bool) <-chan syscall.Signal {
+	out := make(chan syscall.Signal, 4)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-in:
+				if s == syscall.SIGINT || s == syscall.SIGKILL {
+					interrupted.Store(true)
+				}
+				select {
+				case out <- s:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
 }
 
 // Help is ask's (and claude's) help: cobra's, plus Claude Code's flags.

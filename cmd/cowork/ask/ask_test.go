@@ -68,6 +68,13 @@ func TestParse(t *testing.T) {
 	if _, err := parse(t, "", "--project", "a/b", "x"); !errors.As(err, &fe) {
 		t.Errorf("a bad project: %v", err)
 	}
+	// A variadic option took the prompt: say so.
+	if _, err := parse(t, "", "--allowedTools", "Bash", "check the flags"); !errors.As(err, &fe) || !strings.Contains(err.Error(), "--allowedTools takes every argument after it") {
+		t.Errorf("a prompt after a variadic option: %v", err)
+	}
+	if o, err := parse(t, "", "--allowedTools", "Bash", "--", "check"); err != nil || o.Prompt != "check" {
+		t.Errorf("-- ends a variadic option's list: %+v, %v", o, err)
+	}
 	if _, err := parse(t, "", "--help"); !errors.Is(err, ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}

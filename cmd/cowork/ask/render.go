@@ -1,6 +1,7 @@
 package ask
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"sort"
@@ -22,6 +23,7 @@ type Renderer struct {
 	current   string          // the message being streamed
 	midLine   bool            // the last text did not end with a newline
 	sessionID string
+	result    *claudecode.Event
 }
 
 func (r *Renderer) paint(code, s string) string {
@@ -99,6 +101,7 @@ func (r *Renderer) Event(e *claudecode.Event) {
 		}
 	case "result":
 		r.endLine()
+		r.result = e
 		r.footer(e)
 	case "text":
 		r.endLine()
@@ -109,6 +112,10 @@ func (r *Renderer) Event(e *claudecode.Event) {
 // Finish ends the output if no result came (claude was interrupted).
 func (r *Renderer) Finish() { r.endLine() }
 
+// Failed tells whether claude's last result reported an error: claude
+// then may still exit 0 (it does after an interrupted tool).
+func (r *Renderer) Failed() bool { return r.result != nil && r.result.IsError }
+
 func (r *Renderer) footer(e *claudecode.Event) {
 	d := time.Duration(e.DurationMs * float64(time.Millisecond)).Round(100 * time.Millisecond)
 	turns := "turns"
@@ -117,7 +124,15 @@ func (r *Renderer) footer(e *claudecode.Event) {
 	}
 	line := fmt.Sprintf("%s · %d %s · $%.4f · session %s", d, e.NumTurns, turns, e.TotalCostUSD, e.SessionID)
 	if e.IsError {
-		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paint("31", "error:"), firstLine(e.Result, 300))
+		why := firstLine(e.Result, 300)
+		switch {
+		case why != "":
+		case strings.HasPrefix(e.TerminalReason, "aborted"):
+			why = "interrupted"
+		default:
+			why = strings.ReplaceAll(cmp.Or(e.Subtype, "failed"), "_", " ")
+		}
+		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paint("31", "error:"), why)
 	}
 	fmt.Fprintln(r.ErrOut, r.paint("2", "— "+line))
 }

@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // Recorded transcripts of the real Claude Code against the fake API render
 // as the golden files say.
 func TestRenderTranscripts(t *testing.T) {
-	for _, name := range []string{"text", "tool-error"} {
+	for _, name := range []string{"text", "tool-error", "interrupted"} {
 		t.Run(name, func(t *testing.T) {
 			f, err := os.Open(filepath.Join("../../../hostd/claudecode/testdata", name+".jsonl"))
 			if err != nil {
@@ -28,6 +28,10 @@ func TestRenderTranscripts(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.Finish()
+			// Interrupted, claude exits 0 but its result says it failed.
+			if r.Failed() != (name == "interrupted") {
+				t.Errorf("Failed() = %v", r.Failed())
+			}
 			got := "--- stdout\n" + out.String() + "--- stderr\n" + errOut.String()
 			golden := filepath.Join("testdata", name+".golden")
 			if *update {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netstacktest is a fake guest for the network stack: a second
 // gVisor stack on the VM's end of the frame socketpair, configured as a
 // guest is after DHCP. Tests and `make bench` drive the stack through it.

@@ -1,0 +1,210 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/internal/fakeapi"
+)
+
+// TestAskRunsClaudeCodeInTheGuest runs the real Claude Code (the pinned
+// native binary the test guest carries) in the guest against a fake
+// Messages API on the host's loopback, reached only through the credential
+// relay.
+func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
+	api := fakeapi.New()
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	b := make([]byte, 16)
+	rand.Read(b)
+	key := "sk-ant-e2e-" + hex.EncodeToString(b)
+
+	e := newEnv(t)
+	e.extraEnv = []string{"ANTHROPIC_BASE_URL=" + srv.URL, "ANTHROPIC_API_KEY=" + key, "ANTHROPIC_AUTH_TOKEN=",
+		"DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1"}
+	e.must(e.initArgs()...)
+	os.Chmod(e.workspace, 0o777) // the guest's user is uid 1000
+	seen := 0
+	newRequests := func() []fakeapi.Request {
+		all := api.Requests()
+		r := all[seen:]
+		seen = len(all)
+		return r
+	}
+
+	t.Run("answers with a footer", func(t *testing.T) {
+		api.Script(fakeapi.Reply{Text: "Hello from the fake model."})
+		r := e.must("ask", "say hi")
+		if !strings.Contains(r.out, "Hello from the fake model.") {
+			t.Errorf("the answer is not on stdout: %s", r)
+		}
+		if !regexp.MustCompile(`1 turn · \$[0-9.]+ · session [0-9a-f-]{36}`).MatchString(r.errOut) {
+			t.Errorf("no footer with turns, cost and session on stderr: %s", r)
+		}
+		reqs := newRequests()
+		if len(reqs) != 1 {
+			t.Fatalf("the API got %d requests, want 1", len(reqs))
+		}
+		// The relay put the real key on the request; the guest never had it.
+		if reqs[0].Header.Get("x-api-key") != key || !strings.Contains(string(reqs[0].Raw), "say hi") {
+			t.Errorf("the API got key %q and %.200s", reqs[0].Header.Get("x-api-key"), reqs[0].Raw)
+		}
+	})
+
+	t.Run("tools work in the project, visible on the host", func(t *testing.T) {
+		api.Script(
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo from-claude > note.txt && pwd && id -un", "description": "write a note"}},
+			fakeapi.Reply{Text: "Wrote note.txt."},
+		)
+		r := e.must("ask", "--project", "demo", "make a note")
+		if b, err := os.ReadFile(filepath.Join(e.workspace, "demo", "note.txt")); err != nil || string(b) != "from-claude\n" {
+			t.Fatalf("note.txt on the host: %q, %v\n%s", b, err, r)
+		}
+		if !strings.Contains(r.out, "Bash") || !strings.Contains(r.out, "Wrote note.txt.") {
+			t.Errorf("the tool call and answer are not shown: %s", r)
+		}
+		reqs := newRequests()
+		if len(reqs) != 2 || !strings.Contains(string(reqs[1].Raw), `/workspace/demo\ncowork`) {
+			t.Errorf("the tool did not run in /workspace/demo as cowork: %d requests, last %.400s", len(reqs), reqs[len(reqs)-1].Raw)
+		}
+	})
+
+	t.Run("-c continues, -p PROJECT still works", func(t *testing.T) {
+		api.Script(fakeapi.Reply{Text: "Continuing."})
+		r := e.must("ask", "-c", "-p", "demo", "and again")
+		if !strings.Contains(r.errOut, "--project demo") || !strings.Contains(r.out, "Continuing.") {
+			t.Errorf("want a deprecation hint and the answer: %s", r)
+		}
+		reqs := newRequests()
+		if len(reqs) != 1 || !strings.Contains(string(reqs[0].Raw), "make a note") || !strings.Contains(string(reqs[0].Raw), "and again") {
+			t.Errorf("the continued conversation does not carry the earlier turn: %.600s", reqs[len(reqs)-1].Raw)
+		}
+	})
+
+	t.Run("the Go API example", func(t *testing.T) {
+		exe := filepath.Join(t.TempDir(), "ask")
+		if out, err := exec.Command("go", "build", "-o", exe, "../examples/ask").CombinedOutput(); err != nil {
+			t.Fatalf("build examples/ask: %v\n%s", err, out)
+		}
+		api.Script(
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo through-the-api > api.txt", "description": "write"}},
+			fakeapi.Reply{Text: "Done through the API."},
+		)
+		c := exec.Command(exe, "-project", "api", "use the api")
+		c.Env = append(append(os.Environ(), "COWORK_HOME="+e.home), e.extraEnv...)
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("examples/ask: %v\nstdout: %s\nstderr: %s", err, out, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "sandbox is running: Linux") {
+			t.Errorf("no status and uname line: %s", stderr.String())
+		}
+		if !regexp.MustCompile(`\[Bash map\[command:echo through-the-api`).Match(out) || !strings.Contains(string(out), "Done through the API.") ||
+			!strings.Contains(string(out), "[2 turns, $") {
+			t.Errorf("the events did not arrive: %s", out)
+		}
+		if b, err := os.ReadFile(filepath.Join(e.workspace, "api", "api.txt")); err != nil || string(b) != "through-the-api\n" {
+			t.Errorf("api/api.txt on the host: %q, %v", b, err)
+		}
+		newRequests()
+	})
+
+	t.Run("Ctrl-C stops claude in the guest", func(t *testing.T) {
+		api.Script(fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "touch /tmp/tool-started; sleep 600", "description": "wait"}})
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "ask", "wait for a long time")
+		var out, errOut strings.Builder
+		c.Stdout, c.Stderr = &out, &errOut
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		for e.run("exec", "test -e /tmp/tool-started").code != 0 {
+			select {
+			case err := <-done:
+				t.Fatalf("ask ended before its tool ran: %v\n%s\n%s", err, out.String(), errOut.String())
+			case <-time.After(2 * time.Second):
+			}
+		}
+		c.Process.Signal(os.Interrupt)
+		var err error
+		want := 130 // claude stops at the first Ctrl-C, and ask says it was interrupted
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			want = 137
+			c.Process.Signal(os.Interrupt) // the second one kills claude
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("ask still runs after two Ctrl-C: %s", errOut.String())
+			}
+		}
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != want {
+			t.Errorf("ask after Ctrl-C: %v, want exit %d\n%s", err, want, errOut.String())
+		}
+		if want == 130 && !strings.Contains(errOut.String(), "error: interrupted") {
+			t.Errorf("the footer does not say it was interrupted: %s", errOut.String())
+		}
+		// Neither claude nor its tool's process lingers in the guest.
+		var left result
+		for range 10 {
+			if left = e.run("exec", "pgrep -a -f 'slee[p] 600' || pgrep -a -x claude"); left.code == 1 {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if left.code != 1 {
+			t.Errorf("processes left in the guest: %s", left)
+		}
+		newRequests()
+	})
+
+	t.Run("flags reach claude, the key never enters the guest", func(t *testing.T) {
+		// The tool shows claude's argv, and saves every process's
+		// environment and command line while claude runs; then the host
+		// greps that and the guest's disk for the key, which travels only
+		// on grep's stdin.
+		api.Script(
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "ps -eo args | grep -F -e max-budget | grep -v grep; " +
+				"cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "look around"}},
+			fakeapi.Reply{Text: "ok"},
+		)
+		r := e.must("ask", "--model", "claude-e2e-model", "--max-budget-usd", "5", "--append-system-prompt", "E2E-SYSTEM-MARK",
+			"--allowedTools", "Bash", "--", "check the flags")
+		reqs := newRequests()
+		if len(reqs) != 2 {
+			t.Fatalf("the API got %d requests, want 2: %s", len(reqs), r)
+		}
+		if reqs[0].Body["model"] != "claude-e2e-model" || !strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK") {
+			t.Errorf("model %v, system prompt marked %v", reqs[0].Body["model"], strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK"))
+		}
+		if raw := string(reqs[1].Raw); !strings.Contains(raw, "--max-budget-usd 5") || !strings.Contains(raw, "--allowedTools Bash") ||
+			!strings.Contains(raw, "--dangerously-skip-permissions") {
+			t.Errorf("claude's argv in the guest lacks the flags: %.800s", raw)
+		}
+
+		if r := e.must("exec", "grep -c '^ANTHROPIC_API_KEY=' /tmp/procs.txt"); strings.TrimSpace(r.out) == "0" {
+			t.Fatalf("the snapshot holds no claude environment: %s", r)
+		}
+		r = e.runIn(key+"\n", "exec", "-u", "root", "grep -rlsF -D skip -f - /tmp/procs.txt /home /root /tmp /etc /var /workspace /usr/local")
+		if r.code != 1 || r.out != "" {
+			t.Errorf("the key is in the guest (grep exit %d): %s", r.code, r)
+		}
+	})
+}

@@ -1,0 +1,111 @@
+// Command ask shows cowork's Go API, the way a program drives a sandbox:
+// it finds a running instance, reads its status, runs a command in the
+// guest, and asks Claude Code a question, printing the answer as it
+// streams and each tool call as Claude makes it.
+//
+//	cowork init                      # once: a running instance
+//	export ANTHROPIC_API_KEY=...     # stays on this machine
+//	go run ./examples/ask -project demo "write hello.py and run it"
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/claudecode"
+)
+
+func main() {
+	instance := flag.String("instance", "sandbox", "the cowork instance to use")
+	project := flag.String("project", "", "work in /workspace/`NAME`")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: ask [-instance NAME] [-project NAME] PROMPT")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	prompt := strings.Join(flag.Args(), " ")
+	if prompt == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	code, err := run(*instance, *project, prompt)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ask:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(instance, project, prompt string) (int, error) {
+	// Ctrl-C cancels the context: the agent then stops claude in the guest.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	c, err := hostd.Dial(instance)
+	if errors.Is(err, hostd.ErrNotRunning) {
+		return 0, fmt.Errorf("%w: start it with `cowork start --name %s`", err, instance)
+	} else if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+
+	st, err := c.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("status: %w", err)
+	}
+	var kernel bytes.Buffer
+	if _, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"uname", "-sr"}, Stdout: &kernel}); err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "%s is %s: %s, agent %s, guest %s\n",
+		st.Name, st.State, strings.TrimSpace(kernel.String()), st.AgentVersion, st.GuestIp)
+
+	cred, err := hostd.HostCredential(os.Getenv)
+	if err != nil {
+		return 0, err
+	}
+	exit, err := c.Ask(ctx, hostd.AskOptions{
+		ClaudeOptions: hostd.ClaudeOptions{
+			Project:    project,
+			Credential: cred,
+			Env:        hostd.ForwardedEnv(os.Getenv),
+			Stderr:     os.Stderr,
+		},
+		Prompt:  prompt,
+		OnEvent: show,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ask: %w", err)
+	}
+	return exit.Code, nil
+}
+
+// show prints one stream-json event: text as it streams, a line per tool
+// call, and the outcome.
+func show(e *claudecode.Event) {
+	switch e.Type {
+	case "stream_event":
+		if e.Event != nil && e.Event.Delta != nil && e.Event.Delta.Type == "text_delta" {
+			fmt.Print(e.Event.Delta.Text)
+		}
+	case "assistant":
+		if e.Message == nil {
+			return
+		}
+		for _, b := range e.Message.Content {
+			if b.Type == "tool_use" {
+				fmt.Printf("\n[%s %v]\n", b.Name, b.Input)
+			}
+		}
+	case "result":
+		fmt.Printf("\n[%d turns, $%.4f, session %s, error %v]\n", e.NumTurns, e.TotalCostUSD, e.SessionID, e.IsError)
+	}
+}

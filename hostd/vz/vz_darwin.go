@@ -1,0 +1,197 @@
+package vz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/Code-Hex/vz/v3"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+// VM is a guest run by Virtualization.framework inside hostd's process.
+type VM struct {
+	cfg machine.Config
+	log *slog.Logger
+
+	vm      *vz.VirtualMachine
+	network *os.File // the netstack's socketpair end: vz holds only its fd
+
+	mu       sync.Mutex
+	state    machine.State
+	stopping bool
+	done     chan struct{}
+	err      error
+}
+
+var _ machine.Machine = (*VM)(nil)
+
+// New prepares a VM; Start runs it.
+func New(cfg machine.Config, log *slog.Logger) (*VM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &VM{cfg: cfg, log: log, state: machine.Starting, done: make(chan struct{})}, nil
+}
+
+// Backend reports vz and Apple's hypervisor.
+func (v *VM) Backend() (string, string) { return "vz", "hvf" }
+
+// Start checks the config against this Mac, builds the VM and starts it.
+func (v *VM) Start(ctx context.Context) error {
+	version, err := syscall.Sysctl("kern.osproductversion")
+	if err != nil {
+		return fmt.Errorf("read the macOS version: %w", err)
+	}
+	limits := Limits{
+		MinCPUs: vz.VirtualMachineConfigurationMinimumAllowedCPUCount(), MaxCPUs: vz.VirtualMachineConfigurationMaximumAllowedCPUCount(),
+		MinMemory: vz.VirtualMachineConfigurationMinimumAllowedMemorySize(), MaxMemory: vz.VirtualMachineConfigurationMaximumAllowedMemorySize(),
+	}
+	plan, err := NewPlan(v.cfg, runtime.GOARCH, version, limits)
+	if err != nil {
+		return err
+	}
+	config, err := build(plan)
+	if err != nil {
+		return Explain(err)
+	}
+	if ok, err := config.Validate(); !ok || err != nil {
+		return fmt.Errorf("the VM configuration is invalid: %w", Explain(err))
+	}
+	m, err := vz.NewVirtualMachine(config)
+	if err != nil {
+		return fmt.Errorf("create the VM: %w", Explain(err))
+	}
+	v.vm, v.network = m, plan.Network
+	go v.watch()
+	if err := m.Start(); err != nil {
+		return fmt.Errorf("start the VM: %w", Explain(err))
+	}
+	v.log.Info("vm started", "backend", "vz", "cpus", plan.CPUs, "memory", plan.Memory)
+	return nil
+}
+
+// watch follows vz's state changes until the VM stops.
+func (v *VM) watch() {
+	for s := range v.vm.StateChangedNotify() {
+		v.log.Debug("vm state", "state", s.String())
+		switch s {
+		case vz.VirtualMachineStateRunning:
+			v.setState(machine.Running)
+		case vz.VirtualMachineStateStopping:
+			v.setState(machine.Stopping)
+		case vz.VirtualMachineStateStopped, vz.VirtualMachineStateError:
+			v.finish(s)
+			return
+		}
+	}
+}
+
+func (v *VM) setState(s machine.State) {
+	v.mu.Lock()
+	v.state = s
+	v.mu.Unlock()
+}
+
+func (v *VM) finish(s vz.VirtualMachineState) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state == machine.Stopped {
+		return
+	}
+	if s == vz.VirtualMachineStateError {
+		v.err = errors.New("Virtualization.framework stopped the VM with an internal error; see serial.log")
+	} else if !v.stopping {
+		v.err = errors.New("the guest powered off")
+	}
+	v.state = machine.Stopped
+	runtime.KeepAlive(v.network)
+	close(v.done)
+}
+
+// State is the VM's current state.
+func (v *VM) State() machine.State {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state
+}
+
+// Done is closed once the VM stopped.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
+// Err says why the VM stopped when nobody asked it to.
+func (v *VM) Err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.err
+}
+
+// Stop asks the guest to power off (the virtual power button), then cuts
+// the power after timeout.
+func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
+	v.mu.Lock()
+	v.stopping = true
+	v.mu.Unlock()
+	if v.vm == nil {
+		return nil
+	}
+	if timeout > 0 && v.vm.CanRequestStop() {
+		if _, err := v.vm.RequestStop(); err != nil {
+			v.log.Warn("request stop", "err", err)
+		} else {
+			select {
+			case <-v.done:
+				return nil
+			case <-time.After(timeout):
+				v.log.Warn("the guest did not power off in time; cutting its power", "timeout", timeout)
+			case <-ctx.Done():
+			}
+		}
+	}
+	if v.vm.CanStop() {
+		if err := v.vm.Stop(); err != nil {
+			return fmt.Errorf("stop the VM: %w", err)
+		}
+	}
+	select {
+	case <-v.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// DialAgent connects to the agent's vsock port, retrying while the guest
+// boots and its agent is not listening yet.
+func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
+	if v.vm == nil {
+		return nil, errors.New("the VM is not started")
+	}
+	devices := v.vm.SocketDevices()
+	if len(devices) == 0 {
+		return nil, errors.New("the VM has no virtio socket device")
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		conn, err := devices[0].Connect(AgentPort)
+		if err == nil {
+			return conn, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to the agent on vsock port %d: %w (last: %v)", AgentPort, ctx.Err(), err)
+		case <-v.done:
+			return nil, errors.New("the VM stopped")
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}

@@ -1,0 +1,4 @@
+package fakevz
+
+// AmdOnly must not be in an arm64 stub.
+func AmdOnly() {}

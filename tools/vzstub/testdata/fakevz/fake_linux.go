@@ -1,0 +1,4 @@
+package fakevz
+
+// LinuxOnly must not be in a darwin stub.
+func LinuxOnly() {}

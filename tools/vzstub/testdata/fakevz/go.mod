@@ -1,0 +1,3 @@
+module example.com/fakevz
+
+go 1.22
