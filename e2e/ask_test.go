@@ -62,12 +62,19 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		}
 	})
 
-	t.Run("tools work in the project, visible on the host", func(t *testing.T) {
+	t.Run("tools and flags in a project, the key never in the guest", func(t *testing.T) {
+		// The tool writes a note, shows where and as whom it ran and claude's
+		// argv, and saves every process's environment and command line while
+		// claude runs; the host then greps that and the guest's disk for the
+		// key, which travels only on grep's stdin.
 		api.Script(
-			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo from-claude > note.txt && pwd && id -un", "description": "write a note"}},
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo from-claude > note.txt && pwd && id -un && " +
+				"ps -eo args | grep -F -e max-budget | grep -v grep; " +
+				"cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "make a note"}},
 			fakeapi.Reply{Text: "Wrote note.txt."},
 		)
-		r := e.must("ask", "--project", "demo", "make a note")
+		r := e.must("ask", "--project", "demo", "--model", "claude-e2e-model", "--max-budget-usd", "5",
+			"--append-system-prompt", "E2E-SYSTEM-MARK", "--allowedTools", "Bash", "--", "make a note")
 		if b, err := os.ReadFile(filepath.Join(e.workspace, "demo", "note.txt")); err != nil || string(b) != "from-claude\n" {
 			t.Fatalf("note.txt on the host: %q, %v\n%s", b, err, r)
 		}
@@ -75,8 +82,27 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 			t.Errorf("the tool call and answer are not shown: %s", r)
 		}
 		reqs := newRequests()
-		if len(reqs) != 2 || !strings.Contains(string(reqs[1].Raw), `/workspace/demo\ncowork`) {
-			t.Errorf("the tool did not run in /workspace/demo as cowork: %d requests, last %.400s", len(reqs), reqs[len(reqs)-1].Raw)
+		if len(reqs) != 2 {
+			t.Fatalf("the API got %d requests, want 2: %s", len(reqs), r)
+		}
+		if reqs[0].Body["model"] != "claude-e2e-model" || !strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK") {
+			t.Errorf("model %v, system prompt marked %v", reqs[0].Body["model"], strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK"))
+		}
+		raw := string(reqs[1].Raw)
+		if !strings.Contains(raw, `/workspace/demo\ncowork`) {
+			t.Errorf("the tool did not run in /workspace/demo as cowork: %.400s", raw)
+		}
+		if !strings.Contains(raw, "--max-budget-usd 5") || !strings.Contains(raw, "--allowedTools Bash") ||
+			!strings.Contains(raw, "--dangerously-skip-permissions") {
+			t.Errorf("claude's argv in the guest lacks the flags: %.800s", raw)
+		}
+
+		if r := e.must("exec", "grep -c '^ANTHROPIC_API_KEY=' /tmp/procs.txt"); strings.TrimSpace(r.out) == "0" {
+			t.Fatalf("the snapshot holds no claude environment: %s", r)
+		}
+		r = e.runIn(key+"\n", "exec", "-u", "root", "grep -rlsF -D skip -f - /tmp/procs.txt /home /root /tmp /etc /var /workspace /usr/local")
+		if r.code != 1 || r.out != "" {
+			t.Errorf("the key is in the guest (grep exit %d): %s", r.code, r)
 		}
 	})
 
@@ -173,38 +199,5 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 			t.Errorf("processes left in the guest: %s", left)
 		}
 		newRequests()
-	})
-
-	t.Run("flags reach claude, the key never enters the guest", func(t *testing.T) {
-		// The tool shows claude's argv, and saves every process's
-		// environment and command line while claude runs; then the host
-		// greps that and the guest's disk for the key, which travels only
-		// on grep's stdin.
-		api.Script(
-			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "ps -eo args | grep -F -e max-budget | grep -v grep; " +
-				"cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "look around"}},
-			fakeapi.Reply{Text: "ok"},
-		)
-		r := e.must("ask", "--model", "claude-e2e-model", "--max-budget-usd", "5", "--append-system-prompt", "E2E-SYSTEM-MARK",
-			"--allowedTools", "Bash", "--", "check the flags")
-		reqs := newRequests()
-		if len(reqs) != 2 {
-			t.Fatalf("the API got %d requests, want 2: %s", len(reqs), r)
-		}
-		if reqs[0].Body["model"] != "claude-e2e-model" || !strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK") {
-			t.Errorf("model %v, system prompt marked %v", reqs[0].Body["model"], strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK"))
-		}
-		if raw := string(reqs[1].Raw); !strings.Contains(raw, "--max-budget-usd 5") || !strings.Contains(raw, "--allowedTools Bash") ||
-			!strings.Contains(raw, "--dangerously-skip-permissions") {
-			t.Errorf("claude's argv in the guest lacks the flags: %.800s", raw)
-		}
-
-		if r := e.must("exec", "grep -c '^ANTHROPIC_API_KEY=' /tmp/procs.txt"); strings.TrimSpace(r.out) == "0" {
-			t.Fatalf("the snapshot holds no claude environment: %s", r)
-		}
-		r = e.runIn(key+"\n", "exec", "-u", "root", "grep -rlsF -D skip -f - /tmp/procs.txt /home /root /tmp /etc /var /workspace /usr/local")
-		if r.code != 1 || r.out != "" {
-			t.Errorf("the key is in the guest (grep exit %d): %s", r.code, r)
-		}
 	})
 }

@@ -16,5 +16,8 @@ fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 echo "installing:$missing" >&2
-$sudo apt-get update -qq >/dev/null
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+# One apt at a time: CI builds the e2e guest (which installs its own host
+# packages) while the tests run.
+# shellcheck disable=SC2086
+$sudo flock /tmp/cowork-apt.lock sh -c 'apt-get update -qq >/dev/null &&
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null' sh $missing

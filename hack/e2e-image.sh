@@ -62,17 +62,19 @@ for pair in $tools; do
 	cmd=${pair%%:*} pkg=${pair#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || need+=("$pkg")
 done
+# One apt at a time (hack/deps.sh takes the same lock): CI runs the tests
+# while this builds.
+apt_locked() { flock /tmp/cowork-apt.lock "$@"; }
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing host packages: ${need[*]}"
-	apt-get update -q >/dev/null
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+	apt_locked apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt_locked apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 if [ "$ARCH" != "$(dpkg --print-architecture)" ] && ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
 	log "dpkg --add-architecture $ARCH"
-	dpkg --add-architecture "$ARCH"
-	apt-get update -q >/dev/null
+	apt_locked sh -c "dpkg --add-architecture $ARCH && apt-get update -q >/dev/null"
 fi
-ls /var/lib/apt/lists/*_binary-"$ARCH"_Packages* >/dev/null 2>&1 || apt-get update -q >/dev/null
+ls /var/lib/apt/lists/*_binary-"$ARCH"_Packages* >/dev/null 2>&1 || apt_locked apt-get update -q >/dev/null
 
 ensure_binfmt() {
 	[ "$ARCH" = "$(dpkg --print-architecture)" ] && return

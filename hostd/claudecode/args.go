@@ -58,6 +58,8 @@ func ParseArgs(args []string, own []Flag) (*Parsed, error) {
 			// -xVALUE, or bundled boolean shorts (-vc).
 			if f := lookup(a[:2], ownIdx, claudeIdx); f != nil && f.Arity != NoValue {
 				name, value, hasValue = a[:2], a[2:], true
+			} else if !isLetters(a[1:]) {
+				return nil, fmt.Errorf("unknown flag %s; see the Claude Code flags in --help", a)
 			} else {
 				var expanded []string
 				for _, c := range a[1:] {
@@ -142,4 +144,16 @@ func FlagByName(name string) (Flag, bool) {
 		return Flag{}, false
 	}
 	return *f, true
+}
+
+// isLetters tells whether s could be bundled short options (-vc): ASCII
+// letters only. Anything else cannot expand into known flags, and
+// expanding it again and again would never end.
+func isLetters(s string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -162,6 +162,8 @@ func (d *Daemon) serve() error {
 	}
 	<-d.vm.Done()
 	if err := d.vm.Err(); err != nil {
+		err = explainStop(err, d.paths.SerialLog())
+		_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
 		d.log.Error("vm stopped", "err", err)
 		d.events.emit(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", err)
 		return err
@@ -175,6 +177,7 @@ func (d *Daemon) serve() error {
 // relay and the clock watch start once it answers. What lives as long as
 // hostd runs on life; the waiting is cut short by ctx.
 func (d *Daemon) boot(life, ctx context.Context) error {
+	_ = os.Remove(d.paths.LastStop())
 	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
 		return err
 	}

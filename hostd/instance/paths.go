@@ -27,7 +27,11 @@ func (p Paths) SerialLog() string  { return p.file("serial.log") }
 func (p Paths) HostdLog() string   { return p.file("hostd.log") }
 func (p Paths) NetworkLog() string { return p.file("network.jsonl") }
 func (p Paths) PidFile() string    { return p.file("hostd.pid") }
-func (p Paths) LockFile() string   { return p.file("hostd.lock") }
+
+// LastStop holds why the VM last stopped by itself, for `cowork status`
+// once hostd is gone; the next start removes it.
+func (p Paths) LastStop() string { return p.file("last-stop.txt") }
+func (p Paths) LockFile() string { return p.file("hostd.lock") }
 
 // Run is a directory for the running VM's sockets and helper pid files
 // (QMP, the agent chardev, virtiofsd), emptied at every start.

@@ -48,6 +48,9 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 	memMiB := c.Memory >> 20
 	a := []string{
 		"-nodefaults", "-no-user-config", "-nographic",
+		// A guest reboot (or a panic, with panic=-1) ends the VM, as it does
+		// under vz: hostd reports why instead of a silent loop of boots.
+		"-no-reboot",
 		"-name", "cowork",
 		"-accel", accel,
 		"-smp", fmt.Sprint(c.CPUs),

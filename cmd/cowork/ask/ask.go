@@ -217,6 +217,7 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 	defer c.Close()
+	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
 	r := &Renderer{Out: o.IO.Out, ErrOut: o.IO.ErrOut, Color: o.IO.ColorStdout()}
 	ao := hostd.AskOptions{
 		ClaudeOptions: hostd.ClaudeOptions{

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd"
@@ -61,6 +62,7 @@ func run(ctx context.Context, o *ask.Options) error {
 		return err
 	}
 	defer c.Close()
+	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
 	var eo agentclient.ExecOptions
 	return guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
 		env := hostd.ForwardedEnv(os.Getenv)

@@ -3,6 +3,7 @@ package cmdutil
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 
@@ -17,8 +18,9 @@ const AgentEnv = "COWORK_AGENT"
 // AgentTarget says which agent a command talks to: an explicit address
 // (--agent, then $COWORK_AGENT), or else the named instance's relay socket.
 type AgentTarget struct {
-	Address  string // --agent; empty when not given
-	Instance string // --name
+	Address  string    // --agent; empty when not given
+	Instance string    // --name
+	ErrOut   io.Writer // warnings; nil discards them
 }
 
 // Connect opens a client to the target agent.
@@ -39,12 +41,38 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 			return nil, fmt.Errorf("instance %s is not running; start it with `cowork start%s`", t.Instance, nameFlag(t.Instance))
 		}
 		addr = "unix://" + sock
+		if t.ErrOut != nil {
+			WarnMissingWorkspace(t.ErrOut, t.Instance)
+		}
 	}
 	d, err := agentclient.ParseAddress(addr)
 	if err != nil {
 		return nil, &FlagError{Err: err}
 	}
 	return agentclient.New(d)
+}
+
+// WarnMissingWorkspace warns when the instance's workspace folder is gone
+// from this machine: the guest still runs, but its /workspace is a share of
+// a deleted folder, empty and going nowhere.
+func WarnMissingWorkspace(w io.Writer, name string) {
+	if msg := MissingWorkspace(name); msg != "" {
+		fmt.Fprintln(w, "cowork: warning:", msg)
+	}
+}
+
+// MissingWorkspace says what to do when the instance's workspace folder
+// no longer exists; "" when it does (or the instance cannot be read).
+func MissingWorkspace(name string) string {
+	cfg, err := instance.Load(name)
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(cfg.Workspace); !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	return fmt.Sprintf("the workspace %s was removed from this machine, so the guest's /workspace shares nothing; recreate the folder, then `cowork stop%s && cowork start%s`",
+		cfg.Workspace, nameFlag(name), nameFlag(name))
 }
 
 // nameFlag is the --name flag that selects instance, when it is not the default.

@@ -32,7 +32,7 @@ import (
 
 // NewCmdRoot builds the whole command tree on the given streams.
 func NewCmdRoot(ios *iostreams.IOStreams) *cobra.Command {
-	target := &cmdutil.AgentTarget{}
+	target := &cmdutil.AgentTarget{ErrOut: ios.ErrOut}
 	root := &cobra.Command{
 		Use:   "cowork <command>",
 		Short: "Claude Code in a disposable Linux VM on your machine",

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -103,6 +104,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	}
 	c, err := hostd.Dial(name)
 	if errors.Is(err, hostd.ErrNotRunning) {
+		if b, err := os.ReadFile(paths.LastStop()); err == nil {
+			st.Error = strings.TrimSpace(string(b))
+		}
 		if stale, _ := instance.CleanStale(paths); stale != nil && stale.Pid != 0 {
 			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", stale.Pid)
 		}
@@ -121,6 +125,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		return st, nil
 	}
 	st.State, st.Ready, st.HostdPid = r.State, r.Ready, int(r.HostdPid)
+	st.Note = cmdutil.MissingWorkspace(name)
 	if r.StartedUnixNano > 0 {
 		st.UptimeSeconds = int64(time.Since(time.Unix(0, r.StartedUnixNano)).Seconds())
 	}
