@@ -59,6 +59,15 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{t: t, home: filepath.Join(dir, "home"), workspace: filepath.Join(dir, "ws")}
 	t.Cleanup(func() {
+		if t.Failed() { // what hostd saw, before delete takes it away
+			logs, _ := filepath.Glob(filepath.Join(e.home, "*", "hostd.log"))
+			for _, l := range logs {
+				if b, err := os.ReadFile(l); err == nil {
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					t.Logf("%s (last lines):\n%s", l, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+				}
+			}
+		}
 		// Whatever a failed test left running goes too.
 		e.run("delete", "--force")
 		if !t.Failed() {

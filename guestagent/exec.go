@@ -32,10 +32,16 @@ const defaultPipeSize = 64 << 10
 // holds the client back.
 const stdinQueue = 16
 
-// drainTimeout is how long output may keep arriving after the process
-// exited, from children that inherited its stdout. Past it the exit is sent
-// and the stragglers lose their output, as with ssh's "exit".
+// drainTimeout is how long the output pipes may sit idle after the process
+// exited, held open by children that inherited them. Past it the exit is
+// sent and the stragglers lose their output, as with ssh's "exit". What the
+// process itself wrote is never cut off, however slowly the client reads.
 const drainTimeout = 250 * time.Millisecond
+
+// drainBudget bounds what the pipes can have held when the process exited
+// (two pipes grown to 1 MiB, and a chunk in each pump): read past it, the
+// output comes from stragglers, who then get drainTimeout and no more.
+const drainBudget = 4 << 20
 
 // Exec runs one process for the length of the stream.
 func (s *Server) Exec(stream agentpb.Agent_ExecServer) error {
@@ -79,8 +85,12 @@ type session struct {
 
 	sendMu sync.Mutex // gRPC allows one sender at a time
 
-	gone       atomic.Bool // the client went away
-	exited     atomic.Bool // the process exited
+	gone   atomic.Bool // the client went away
+	exited atomic.Bool // the process exited
+	// reading is, per output pump (stdout, stderr), when its pending Read
+	// began (unix nanoseconds), 0 while it sends, -1 once it ended.
+	reading    [2]atomic.Int64
+	afterExit  atomic.Int64 // bytes read once the process had exited
 	hangUpOnce sync.Once
 	killed     chan struct{} // closed after the SIGKILL, once hangUp ran
 }
@@ -98,11 +108,15 @@ func (s *session) send(m *agentpb.ExecResponse) error {
 func (s *session) run() *agentpb.Exit {
 	p := s.proc
 	var outputs sync.WaitGroup
+	s.reading[0].Store(-1)
+	s.reading[1].Store(-1)
 	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
 		s.hangUp()
 	} else {
+		s.reading[0].Store(0)
 		outputs.Go(func() { s.pump(p.stdout, false, p.pty == nil) })
 		if p.stderr != nil {
+			s.reading[1].Store(0)
 			outputs.Go(func() { s.pump(p.stderr, true, true) })
 		}
 		stdin := make(chan []byte, stdinQueue)
@@ -113,10 +127,7 @@ func (s *session) run() *agentpb.Exit {
 	_ = p.cmd.Wait()
 	s.exited.Store(true)
 	if !s.gone.Load() {
-		// Output still held open by a background child gets drainTimeout.
-		t := time.AfterFunc(drainTimeout, p.closeOutputs)
-		outputs.Wait()
-		t.Stop()
+		s.drain(&outputs)
 	}
 	p.closeOutputs()
 	outputs.Wait()
@@ -160,12 +171,60 @@ func (s *session) finishKill() {
 // blocks while the client is behind, and so does the process writing. A
 // pipe that fills up (a process with a lot to say) is grown, so that the
 // process writes on while the agent sends; small outputs never pay for it.
+// drain waits, once the process exited, for the pumps to send what its
+// pipes still hold. Pipes that background children keep open are closed
+// once both pumps have waited drainTimeout for data, or once the
+// stragglers have written more than drainBudget.
+func (s *session) drain(outputs *sync.WaitGroup) {
+	exited := time.Now()
+	done := make(chan struct{})
+	go func() { outputs.Wait(); close(done) }()
+	timer := time.NewTimer(drainTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-timer.C:
+			flood := s.afterExit.Load() > drainBudget && now.Sub(exited) >= drainTimeout
+			if flood || s.pumpsIdle(now, drainTimeout) {
+				s.proc.closeOutputs()
+				<-done
+				return
+			}
+			timer.Reset(drainTimeout / 5)
+		}
+	}
+}
+
+// pumpsIdle tells whether every pump has ended or has waited at least d
+// for its next read.
+func (s *session) pumpsIdle(now time.Time, d time.Duration) bool {
+	for i := range s.reading {
+		since := s.reading[i].Load()
+		if since == 0 || since > 0 && now.Sub(time.Unix(0, since)) < d {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *session) pump(r *os.File, stderr, pipe bool) {
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
 	buf := *bp
+	slot := &s.reading[0]
+	if stderr {
+		slot = &s.reading[1]
+	}
+	defer slot.Store(-1)
 	for {
+		slot.Store(time.Now().UnixNano())
 		n, err := r.Read(buf)
+		slot.Store(0)
+		if s.exited.Load() {
+			s.afterExit.Add(int64(n))
+		}
 		if pipe && n >= defaultPipeSize {
 			growPipe(r)
 			pipe = false

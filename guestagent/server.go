@@ -20,6 +20,7 @@ import (
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/grpcpool"
+	"github.com/coworkhq/cowork/internal/procstat"
 )
 
 // MaxMessageSize bounds every message the agent accepts. The host client
@@ -109,6 +110,8 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 		Arch:        runtime.GOARCH,
 		DefaultUser: s.opts.DefaultUser,
 	}
+	ps := procstat.Self()
+	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {
 		if a, err := lookupAccount(""); err == nil {
 			resp.DefaultUser = a.name

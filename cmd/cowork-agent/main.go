@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -19,7 +20,18 @@ import (
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
+// memoryLimit is the agent's soft heap limit unless GOMEMLIMIT says
+// otherwise. The agent shares the guest's memory with the user's work; by
+// default Go lets the heap double between collections, which after a burst
+// of 64 large streams (about 4 MiB each in flight) let it grow past
+// 500 MiB (e2e/load_test.go). A lower limit made the collector run
+// without pause during such a burst, starving new connections.
+const memoryLimit = 192 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cowork-agent:", err)
 		os.Exit(1)

@@ -81,7 +81,9 @@ type InfoResponse struct {
 	// True once the provisioning marker exists (cloud-init finished).
 	Provisioned bool `protobuf:"varint,7,opt,name=provisioned,proto3" json:"provisioned,omitempty"`
 	// The user an Exec runs as when it names none.
-	DefaultUser   string `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	DefaultUser string `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
+	// The agent process itself, to watch for leaks.
+	Process       *ProcessStats `protobuf:"bytes,9,opt,name=process,proto3" json:"process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -172,6 +174,74 @@ func (x *InfoResponse) GetDefaultUser() string {
 	return ""
 }
 
+func (x *InfoResponse) GetProcess() *ProcessStats {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+// A process's use of resources, for leak checks and diagnostics.
+type ProcessStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Goroutines    int32                  `protobuf:"varint,1,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	OpenFds       int32                  `protobuf:"varint,2,opt,name=open_fds,json=openFds,proto3" json:"open_fds,omitempty"`
+	RssBytes      int64                  `protobuf:"varint,3,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessStats) Reset() {
+	*x = ProcessStats{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessStats) ProtoMessage() {}
+
+func (x *ProcessStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessStats.ProtoReflect.Descriptor instead.
+func (*ProcessStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProcessStats) GetGoroutines() int32 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetOpenFds() int32 {
+	if x != nil {
+		return x.OpenFds
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetRssBytes() int64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -188,7 +258,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -200,7 +270,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -213,7 +283,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ExecRequest) GetMsg() isExecRequest_Msg {
@@ -327,7 +397,7 @@ type ExecStart struct {
 
 func (x *ExecStart) Reset() {
 	*x = ExecStart{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +409,7 @@ func (x *ExecStart) String() string {
 func (*ExecStart) ProtoMessage() {}
 
 func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +422,7 @@ func (x *ExecStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
 func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExecStart) GetArgv() []string {
@@ -405,7 +475,7 @@ type CloseStdin struct {
 
 func (x *CloseStdin) Reset() {
 	*x = CloseStdin{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +487,7 @@ func (x *CloseStdin) String() string {
 func (*CloseStdin) ProtoMessage() {}
 
 func (x *CloseStdin) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +500,7 @@ func (x *CloseStdin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdin.ProtoReflect.Descriptor instead.
 func (*CloseStdin) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 type Signal struct {
@@ -443,7 +513,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +525,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +538,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Signal) GetNumber() int32 {
@@ -488,7 +558,7 @@ type TerminalSize struct {
 
 func (x *TerminalSize) Reset() {
 	*x = TerminalSize{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +570,7 @@ func (x *TerminalSize) String() string {
 func (*TerminalSize) ProtoMessage() {}
 
 func (x *TerminalSize) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +583,7 @@ func (x *TerminalSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
 func (*TerminalSize) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TerminalSize) GetRows() uint32 {
@@ -545,7 +615,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +627,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +640,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecResponse) GetMsg() isExecResponse_Msg {
@@ -653,7 +723,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +735,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +748,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Started) GetPid() int32 {
@@ -701,7 +771,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +783,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +796,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -753,7 +823,7 @@ type SetTimeRequest struct {
 
 func (x *SetTimeRequest) Reset() {
 	*x = SetTimeRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +835,7 @@ func (x *SetTimeRequest) String() string {
 func (*SetTimeRequest) ProtoMessage() {}
 
 func (x *SetTimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +848,7 @@ func (x *SetTimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetTimeRequest) GetUnixNano() int64 {
@@ -798,7 +868,7 @@ type SetTimeResponse struct {
 
 func (x *SetTimeResponse) Reset() {
 	*x = SetTimeResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +880,7 @@ func (x *SetTimeResponse) String() string {
 func (*SetTimeResponse) ProtoMessage() {}
 
 func (x *SetTimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +893,7 @@ func (x *SetTimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetTimeResponse) GetSkewNano() int64 {
@@ -841,7 +911,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +923,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +936,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type ShutdownResponse struct {
@@ -877,7 +947,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +959,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +972,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -910,7 +980,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\x0fcowork.agent.v1\"\r\n" +
-	"\vInfoRequest\"\xeb\x01\n" +
+	"\vInfoRequest\"\xa4\x02\n" +
 	"\fInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x1b\n" +
@@ -919,7 +989,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x06kernel\x18\x05 \x01(\tR\x06kernel\x12\x12\n" +
 	"\x04arch\x18\x06 \x01(\tR\x04arch\x12 \n" +
 	"\vprovisioned\x18\a \x01(\bR\vprovisioned\x12!\n" +
-	"\fdefault_user\x18\b \x01(\tR\vdefaultUser\"\x8c\x02\n" +
+	"\fdefault_user\x18\b \x01(\tR\vdefaultUser\x127\n" +
+	"\aprocess\x18\t \x01(\v2\x1d.cowork.agent.v1.ProcessStatsR\aprocess\"f\n" +
+	"\fProcessStats\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\x01 \x01(\x05R\n" +
+	"goroutines\x12\x19\n" +
+	"\bopen_fds\x18\x02 \x01(\x05R\aopenFds\x12\x1b\n" +
+	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\x8c\x02\n" +
 	"\vExecRequest\x122\n" +
 	"\x05start\x18\x01 \x01(\v2\x1a.cowork.agent.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12>\n" +
@@ -977,44 +1054,46 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_proto_goTypes = []any{
 	(*InfoRequest)(nil),      // 0: cowork.agent.v1.InfoRequest
 	(*InfoResponse)(nil),     // 1: cowork.agent.v1.InfoResponse
-	(*ExecRequest)(nil),      // 2: cowork.agent.v1.ExecRequest
-	(*ExecStart)(nil),        // 3: cowork.agent.v1.ExecStart
-	(*CloseStdin)(nil),       // 4: cowork.agent.v1.CloseStdin
-	(*Signal)(nil),           // 5: cowork.agent.v1.Signal
-	(*TerminalSize)(nil),     // 6: cowork.agent.v1.TerminalSize
-	(*ExecResponse)(nil),     // 7: cowork.agent.v1.ExecResponse
-	(*Started)(nil),          // 8: cowork.agent.v1.Started
-	(*Exit)(nil),             // 9: cowork.agent.v1.Exit
-	(*SetTimeRequest)(nil),   // 10: cowork.agent.v1.SetTimeRequest
-	(*SetTimeResponse)(nil),  // 11: cowork.agent.v1.SetTimeResponse
-	(*ShutdownRequest)(nil),  // 12: cowork.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil), // 13: cowork.agent.v1.ShutdownResponse
+	(*ProcessStats)(nil),     // 2: cowork.agent.v1.ProcessStats
+	(*ExecRequest)(nil),      // 3: cowork.agent.v1.ExecRequest
+	(*ExecStart)(nil),        // 4: cowork.agent.v1.ExecStart
+	(*CloseStdin)(nil),       // 5: cowork.agent.v1.CloseStdin
+	(*Signal)(nil),           // 6: cowork.agent.v1.Signal
+	(*TerminalSize)(nil),     // 7: cowork.agent.v1.TerminalSize
+	(*ExecResponse)(nil),     // 8: cowork.agent.v1.ExecResponse
+	(*Started)(nil),          // 9: cowork.agent.v1.Started
+	(*Exit)(nil),             // 10: cowork.agent.v1.Exit
+	(*SetTimeRequest)(nil),   // 11: cowork.agent.v1.SetTimeRequest
+	(*SetTimeResponse)(nil),  // 12: cowork.agent.v1.SetTimeResponse
+	(*ShutdownRequest)(nil),  // 13: cowork.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil), // 14: cowork.agent.v1.ShutdownResponse
 }
 var file_agent_proto_depIdxs = []int32{
-	3,  // 0: cowork.agent.v1.ExecRequest.start:type_name -> cowork.agent.v1.ExecStart
-	4,  // 1: cowork.agent.v1.ExecRequest.close_stdin:type_name -> cowork.agent.v1.CloseStdin
-	5,  // 2: cowork.agent.v1.ExecRequest.signal:type_name -> cowork.agent.v1.Signal
-	6,  // 3: cowork.agent.v1.ExecRequest.resize:type_name -> cowork.agent.v1.TerminalSize
-	6,  // 4: cowork.agent.v1.ExecStart.tty:type_name -> cowork.agent.v1.TerminalSize
-	8,  // 5: cowork.agent.v1.ExecResponse.started:type_name -> cowork.agent.v1.Started
-	9,  // 6: cowork.agent.v1.ExecResponse.exit:type_name -> cowork.agent.v1.Exit
-	0,  // 7: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
-	2,  // 8: cowork.agent.v1.Agent.Exec:input_type -> cowork.agent.v1.ExecRequest
-	10, // 9: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
-	12, // 10: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
-	1,  // 11: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
-	7,  // 12: cowork.agent.v1.Agent.Exec:output_type -> cowork.agent.v1.ExecResponse
-	11, // 13: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
-	13, // 14: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 0: cowork.agent.v1.InfoResponse.process:type_name -> cowork.agent.v1.ProcessStats
+	4,  // 1: cowork.agent.v1.ExecRequest.start:type_name -> cowork.agent.v1.ExecStart
+	5,  // 2: cowork.agent.v1.ExecRequest.close_stdin:type_name -> cowork.agent.v1.CloseStdin
+	6,  // 3: cowork.agent.v1.ExecRequest.signal:type_name -> cowork.agent.v1.Signal
+	7,  // 4: cowork.agent.v1.ExecRequest.resize:type_name -> cowork.agent.v1.TerminalSize
+	7,  // 5: cowork.agent.v1.ExecStart.tty:type_name -> cowork.agent.v1.TerminalSize
+	9,  // 6: cowork.agent.v1.ExecResponse.started:type_name -> cowork.agent.v1.Started
+	10, // 7: cowork.agent.v1.ExecResponse.exit:type_name -> cowork.agent.v1.Exit
+	0,  // 8: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
+	3,  // 9: cowork.agent.v1.Agent.Exec:input_type -> cowork.agent.v1.ExecRequest
+	11, // 10: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
+	13, // 11: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
+	1,  // 12: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
+	8,  // 13: cowork.agent.v1.Agent.Exec:output_type -> cowork.agent.v1.ExecResponse
+	12, // 14: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
+	14, // 15: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1022,14 +1101,14 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_agent_proto_msgTypes[3].OneofWrappers = []any{
 		(*ExecRequest_Start)(nil),
 		(*ExecRequest_Stdin)(nil),
 		(*ExecRequest_CloseStdin)(nil),
 		(*ExecRequest_Signal)(nil),
 		(*ExecRequest_Resize)(nil),
 	}
-	file_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*ExecResponse_Started)(nil),
 		(*ExecResponse_Stdout)(nil),
 		(*ExecResponse_Stderr)(nil),
@@ -1041,7 +1120,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

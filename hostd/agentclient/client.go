@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -66,6 +67,11 @@ func New(d Dialer) (*Client, error) {
 		// A channel whose far end vanished without closing (an agent killed
 		// behind a relay) is noticed by pings, not by waiting forever.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		// A new channel's first frames queue behind the streams already
+		// busy on the guest's link; under load (64 streams of 16 MiB from an
+		// emulated guest) that took over gRPC's default 20 s. A dead agent
+		// is reported at once by the relay instead.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
 	)
 	if err != nil {
 		return nil, err

@@ -398,3 +398,52 @@ func TestBackgroundChildDoesNotHoldTheExecOpen(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
+
+// trickleWriter takes its writes slowly, like a client on a loaded channel.
+type trickleWriter struct {
+	delay time.Duration
+	n     int64
+}
+
+func (w *trickleWriter) Write(p []byte) (int, error) {
+	time.Sleep(w.delay)
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// What the process wrote before it exited all arrives, however long the
+// client takes to read it: the pipes' last megabytes are not cut off (they
+// once were, 250 ms after the exit, found by e2e/load_test.go).
+func TestSlowClientGetsAllOutputAfterExit(t *testing.T) {
+	a := agenttest.Start(t)
+	// More than gRPC's flow-control windows hold (up to 16 MiB), read so
+	// slowly that the pipe's last megabyte takes the client half a second.
+	w := &trickleWriter{delay: 100 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const size = 24 << 20
+	st, err := a.Client(t).Exec(ctx, agentclient.ExecOptions{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Stdout: w})
+	if err != nil || st.Code != 0 {
+		t.Fatalf("exec: %v %+v", err, st)
+	}
+	if w.n != size {
+		t.Fatalf("got %d bytes of %d", w.n, size)
+	}
+}
+
+// Stragglers that keep writing after the process exited get drainTimeout,
+// not forever.
+func TestFloodingBackgroundChildDoesNotHoldTheExecOpen(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "200ms")
+	start := time.Now()
+	st, out, _ := run(t, a.Client(t), agentclient.ExecOptions{Argv: []string{"sh", "-c", `trap "" HUP; yes & echo $!`}})
+	if st.Code != 0 {
+		t.Fatalf("%+v", st)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("exec took %v: a flooding background child held it open", d)
+	}
+	if pid, err := strconv.Atoi(strings.Fields(out)[0]); err == nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}

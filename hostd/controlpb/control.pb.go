@@ -158,8 +158,10 @@ type StatusResponse struct {
 	// The guest's boot id, from its agent.
 	BootId string `protobuf:"bytes,16,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	// Why the VM stopped, when it was not asked to.
-	Error         string        `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
-	Network       *NetworkStats `protobuf:"bytes,18,opt,name=network,proto3" json:"network,omitempty"`
+	Error   string        `protobuf:"bytes,17,opt,name=error,proto3" json:"error,omitempty"`
+	Network *NetworkStats `protobuf:"bytes,18,opt,name=network,proto3" json:"network,omitempty"`
+	// hostd's own process, to watch for leaks.
+	HostdProcess  *ProcessStats `protobuf:"bytes,19,opt,name=hostd_process,json=hostdProcess,proto3" json:"hostd_process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +322,74 @@ func (x *StatusResponse) GetNetwork() *NetworkStats {
 	return nil
 }
 
+func (x *StatusResponse) GetHostdProcess() *ProcessStats {
+	if x != nil {
+		return x.HostdProcess
+	}
+	return nil
+}
+
+// A process's use of resources, for leak checks and diagnostics.
+type ProcessStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Goroutines    int32                  `protobuf:"varint,1,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	OpenFds       int32                  `protobuf:"varint,2,opt,name=open_fds,json=openFds,proto3" json:"open_fds,omitempty"`
+	RssBytes      int64                  `protobuf:"varint,3,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessStats) Reset() {
+	*x = ProcessStats{}
+	mi := &file_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessStats) ProtoMessage() {}
+
+func (x *ProcessStats) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessStats.ProtoReflect.Descriptor instead.
+func (*ProcessStats) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProcessStats) GetGoroutines() int32 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetOpenFds() int32 {
+	if x != nil {
+		return x.OpenFds
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetRssBytes() int64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
 // What the audit log recorded since hostd started.
 type NetworkStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -334,7 +404,7 @@ type NetworkStats struct {
 
 func (x *NetworkStats) Reset() {
 	*x = NetworkStats{}
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +416,7 @@ func (x *NetworkStats) String() string {
 func (*NetworkStats) ProtoMessage() {}
 
 func (x *NetworkStats) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[2]
+	mi := &file_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +429,7 @@ func (x *NetworkStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
 func (*NetworkStats) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{2}
+	return file_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NetworkStats) GetFlows() int64 {
@@ -408,7 +478,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +490,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[3]
+	mi := &file_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +503,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{3}
+	return file_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetPolicyRequest) GetPolicyJson() string {
@@ -451,7 +521,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +533,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +546,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{4}
+	return file_control_proto_rawDescGZIP(), []int{5}
 }
 
 type OpenSessionRequest struct {
@@ -494,7 +564,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +576,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +589,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{5}
+	return file_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpenSessionRequest) GetEndpoint() string {
@@ -563,7 +633,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_control_proto_msgTypes[6]
+	mi := &file_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +645,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[6]
+	mi := &file_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +658,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{6}
+	return file_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OpenSessionResponse) GetSessionId() string {
@@ -621,7 +691,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_control_proto_msgTypes[7]
+	mi := &file_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +703,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[7]
+	mi := &file_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +716,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{7}
+	return file_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -664,7 +734,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +746,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +759,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{8}
+	return file_control_proto_rawDescGZIP(), []int{9}
 }
 
 type StopRequest struct {
@@ -705,7 +775,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +787,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +800,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{9}
+	return file_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopRequest) GetForce() bool {
@@ -755,7 +825,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +837,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +850,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{10}
+	return file_control_proto_rawDescGZIP(), []int{11}
 }
 
 type EventsRequest struct {
@@ -791,7 +861,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +873,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +886,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11}
+	return file_control_proto_rawDescGZIP(), []int{12}
 }
 
 type Event struct {
@@ -833,7 +903,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +915,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +928,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12}
+	return file_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Event) GetUnixNano() int64 {
@@ -894,7 +964,7 @@ var File_control_proto protoreflect.FileDescriptor
 const file_control_proto_rawDesc = "" +
 	"\n" +
 	"\rcontrol.proto\x12\x0fcowork.hostd.v1\"\x0f\n" +
-	"\rStatusRequest\"\xad\x04\n" +
+	"\rStatusRequest\"\xf1\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -915,7 +985,14 @@ const file_control_proto_rawDesc = "" +
 	"\x04arch\x18\x0f \x01(\tR\x04arch\x12\x17\n" +
 	"\aboot_id\x18\x10 \x01(\tR\x06bootId\x12\x14\n" +
 	"\x05error\x18\x11 \x01(\tR\x05error\x127\n" +
-	"\anetwork\x18\x12 \x01(\v2\x1d.cowork.hostd.v1.NetworkStatsR\anetwork\"\x97\x01\n" +
+	"\anetwork\x18\x12 \x01(\v2\x1d.cowork.hostd.v1.NetworkStatsR\anetwork\x12B\n" +
+	"\rhostd_process\x18\x13 \x01(\v2\x1d.cowork.hostd.v1.ProcessStatsR\fhostdProcess\"f\n" +
+	"\fProcessStats\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\x01 \x01(\x05R\n" +
+	"goroutines\x12\x19\n" +
+	"\bopen_fds\x18\x02 \x01(\x05R\aopenFds\x12\x1b\n" +
+	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\x97\x01\n" +
 	"\fNetworkStats\x12\x14\n" +
 	"\x05flows\x18\x01 \x01(\x03R\x05flows\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\x03R\ablocked\x12\x1f\n" +
@@ -987,43 +1064,45 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_control_proto_goTypes = []any{
 	(Phase)(0),                   // 0: cowork.hostd.v1.Phase
 	(*StatusRequest)(nil),        // 1: cowork.hostd.v1.StatusRequest
 	(*StatusResponse)(nil),       // 2: cowork.hostd.v1.StatusResponse
-	(*NetworkStats)(nil),         // 3: cowork.hostd.v1.NetworkStats
-	(*SetPolicyRequest)(nil),     // 4: cowork.hostd.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),    // 5: cowork.hostd.v1.SetPolicyResponse
-	(*OpenSessionRequest)(nil),   // 6: cowork.hostd.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),  // 7: cowork.hostd.v1.OpenSessionResponse
-	(*CloseSessionRequest)(nil),  // 8: cowork.hostd.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil), // 9: cowork.hostd.v1.CloseSessionResponse
-	(*StopRequest)(nil),          // 10: cowork.hostd.v1.StopRequest
-	(*StopResponse)(nil),         // 11: cowork.hostd.v1.StopResponse
-	(*EventsRequest)(nil),        // 12: cowork.hostd.v1.EventsRequest
-	(*Event)(nil),                // 13: cowork.hostd.v1.Event
+	(*ProcessStats)(nil),         // 3: cowork.hostd.v1.ProcessStats
+	(*NetworkStats)(nil),         // 4: cowork.hostd.v1.NetworkStats
+	(*SetPolicyRequest)(nil),     // 5: cowork.hostd.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),    // 6: cowork.hostd.v1.SetPolicyResponse
+	(*OpenSessionRequest)(nil),   // 7: cowork.hostd.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),  // 8: cowork.hostd.v1.OpenSessionResponse
+	(*CloseSessionRequest)(nil),  // 9: cowork.hostd.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil), // 10: cowork.hostd.v1.CloseSessionResponse
+	(*StopRequest)(nil),          // 11: cowork.hostd.v1.StopRequest
+	(*StopResponse)(nil),         // 12: cowork.hostd.v1.StopResponse
+	(*EventsRequest)(nil),        // 13: cowork.hostd.v1.EventsRequest
+	(*Event)(nil),                // 14: cowork.hostd.v1.Event
 }
 var file_control_proto_depIdxs = []int32{
-	3,  // 0: cowork.hostd.v1.StatusResponse.network:type_name -> cowork.hostd.v1.NetworkStats
-	0,  // 1: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
-	1,  // 2: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
-	10, // 3: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
-	12, // 4: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
-	4,  // 5: cowork.hostd.v1.Control.SetPolicy:input_type -> cowork.hostd.v1.SetPolicyRequest
-	6,  // 6: cowork.hostd.v1.Control.OpenSession:input_type -> cowork.hostd.v1.OpenSessionRequest
-	8,  // 7: cowork.hostd.v1.Control.CloseSession:input_type -> cowork.hostd.v1.CloseSessionRequest
-	2,  // 8: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
-	11, // 9: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
-	13, // 10: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
-	5,  // 11: cowork.hostd.v1.Control.SetPolicy:output_type -> cowork.hostd.v1.SetPolicyResponse
-	7,  // 12: cowork.hostd.v1.Control.OpenSession:output_type -> cowork.hostd.v1.OpenSessionResponse
-	9,  // 13: cowork.hostd.v1.Control.CloseSession:output_type -> cowork.hostd.v1.CloseSessionResponse
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	4,  // 0: cowork.hostd.v1.StatusResponse.network:type_name -> cowork.hostd.v1.NetworkStats
+	3,  // 1: cowork.hostd.v1.StatusResponse.hostd_process:type_name -> cowork.hostd.v1.ProcessStats
+	0,  // 2: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
+	1,  // 3: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
+	11, // 4: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
+	13, // 5: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
+	5,  // 6: cowork.hostd.v1.Control.SetPolicy:input_type -> cowork.hostd.v1.SetPolicyRequest
+	7,  // 7: cowork.hostd.v1.Control.OpenSession:input_type -> cowork.hostd.v1.OpenSessionRequest
+	9,  // 8: cowork.hostd.v1.Control.CloseSession:input_type -> cowork.hostd.v1.CloseSessionRequest
+	2,  // 9: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
+	12, // 10: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
+	14, // 11: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
+	6,  // 12: cowork.hostd.v1.Control.SetPolicy:output_type -> cowork.hostd.v1.SetPolicyResponse
+	8,  // 13: cowork.hostd.v1.Control.OpenSession:output_type -> cowork.hostd.v1.OpenSessionResponse
+	10, // 14: cowork.hostd.v1.Control.CloseSession:output_type -> cowork.hostd.v1.CloseSessionResponse
+	9,  // [9:15] is the sub-list for method output_type
+	3,  // [3:9] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1037,7 +1116,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

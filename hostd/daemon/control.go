@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/procstat"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,6 +35,8 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 		Workspace:   d.cfg.Workspace,
 		Arch:        d.cfg.Arch,
 	}
+	ps := procstat.Self()
+	r.HostdProcess = &controlpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
 	var st syscall.Stat_t
 	if syscall.Stat(d.paths.Disk(), &st) == nil {
 		r.DiskUsedBytes = st.Blocks * 512

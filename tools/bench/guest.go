@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd"
@@ -118,6 +120,39 @@ func guestSection(t *table, rounds, boots int) error {
 	}
 	cli, agentWarm, agentNew, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4]
 
+	const streamSize = 64 << 20
+	producer := fmt.Sprintf("head -c %d /dev/zero", streamSize)
+	progress("guest: streaming %d MiB of stdout, 3 runs of 2 contenders, interleaved", streamSize>>20)
+	tp, err := interleave(3, []func() (time.Duration, error){
+		timed(func() error {
+			st, err := warm.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sh", "-c", producer}, Dir: "/", Stdout: io.Discard})
+			if err == nil && st.Code != 0 {
+				err = fmt.Errorf("producer exited %d", st.Code)
+			}
+			return err
+		}),
+		timed(func() error {
+			cmd := ssh.command(true, producer)
+			cmd.Stdout = io.Discard
+			return cmd.Run()
+		}),
+	})
+	if err != nil {
+		return err
+	}
+	agentTP, sshTP := tp[0].p50(), tp[1].p50()
+
+	progress("guest: CLI start, %d rounds of 2 commands, interleaved", rounds)
+	cl, err := interleave(rounds, []func() (time.Duration, error){
+		timed(func() error { return exec.Command(cowork, "version").Run() }),
+		timed(func() error { return exec.Command(cowork, "status").Run() }),
+	})
+	if err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // idle
+	rss := hostdRSS(paths)
+
 	t.add("accelerator", accelOf(cowork), "", 0, "", false)
 	med := func(ds []time.Duration) time.Duration {
 		if len(ds) == 0 {
@@ -142,7 +177,29 @@ func guestSection(t *table, rounds, boots int) error {
 	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
 	t.add("exec `true`: ssh without ControlMaster ÷ agent via relay (new connection)", lat(agentNew), lat(sshCold), ratio(sshCold.p50(), agentNew.p50()), "", false)
 	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
+	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(streamSize, d)) }
+	t.add(fmt.Sprintf("stream %d MiB stdout from the guest: agent ÷ ssh (ControlMaster)", streamSize>>20), mb(agentTP), mb(sshTP), ratio(sshTP, agentTP), "", false)
+	t.add("CLI start: `cowork version`", lat(cl[0]), "", 0, "", false)
+	t.add("CLI start: `cowork status` (asks hostd)", lat(cl[1]), "", 0, "", false)
+	t.add("hostd resident memory, idle, with a running guest", rss, "", 0, "", false)
 	return nil
+}
+
+// hostdRSS is hostd's resident set, from /proc (QEMU is a separate process).
+func hostdRSS(paths instance.Paths) string {
+	pid := instance.ReadPid(paths)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+		}
+	}
+	return "?"
 }
 
 // accelOf asks the running instance which accelerator it got.

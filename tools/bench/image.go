@@ -107,13 +107,17 @@ func initPhases(t *table, cowork string, args []string) error {
 		return fmt.Errorf("cowork init: %v\n%s", err, out)
 	}
 	total := time.Since(began)
+	// init prints "convert ... done (1.5s)" and "[  8.4s] guest kernel
+	// booting": the phase in the first column, its time in the second.
+	phase := regexp.MustCompile(`^\[\s*([0-9.]+)s\] ([^(;]*)`)
+	convert := regexp.MustCompile(`^convert.*done \(([0-9.]+)s\)`)
 	for _, line := range strings.Split(string(out), "\n") {
 		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "convert") && strings.Contains(line, "done (") {
-			t.add("`cowork init` → "+line, "", "", 0, "", false)
+		if m := convert.FindStringSubmatch(line); m != nil {
+			t.add("`cowork init` → image converted", m[1]+" s", "", 0, "", false)
 		}
-		if strings.HasPrefix(line, "[") {
-			t.add("`cowork init` → "+line, "", "", 0, "", false)
+		if m := phase.FindStringSubmatch(line); m != nil {
+			t.add("`cowork init` → "+strings.TrimSpace(m[2]), m[1]+" s", "", 0, "", false)
 		}
 	}
 	t.add("`cowork init` total (e2e guest, raw disk)", secs(total), "", 0, "", false)
