@@ -11,7 +11,7 @@ GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
 E2E_ARCH  ?= arm64
 
-.PHONY: all agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin
+.PHONY: all agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
 
 all: bin/cowork
 
@@ -43,6 +43,10 @@ sign: bin/cowork
 	@test -n "$(IDENTITY)" || { echo 'usage: make sign IDENTITY="Developer ID Application: ..."'; exit 2; }
 	codesign --force --options runtime --timestamp --entitlements entitlements.plist -s "$(IDENTITY)" bin/cowork
 	codesign --verify --strict --verbose=2 bin/cowork
+
+# Runs every fuzz target for FUZZTIME (default 10m) and keeps the corpus in testdata.
+fuzz:
+	./hack/fuzz.sh
 
 # On a Mac: boots a real guest under vz and prints PASS or FAIL per step.
 mac-smoke:

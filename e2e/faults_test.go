@@ -4,8 +4,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -101,6 +105,77 @@ func TestFaults(t *testing.T) {
 			t.Errorf("start without its workspace: %s", r)
 		}
 		os.MkdirAll(e.workspace, 0o777)
+		e.must("start")
+	})
+
+	t.Run("guest clock set wrong is corrected", func(t *testing.T) {
+		// The same correction follows a host clock jump (noticed as the
+		// wall clock moving unlike the monotonic one); setting the host's
+		// clock here would disturb the machine running the tests.
+		e.must("exec", "-u", "root", "date -s @978307200 >/dev/null") // 2001-01-01
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			r := e.must("exec", "date +%s")
+			guest, _ := strconv.ParseInt(strings.TrimSpace(r.out), 10, 64)
+			if d := time.Now().Unix() - guest; d < 3 && d > -3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the guest clock is still %s, 15 s after it was set wrong", time.Unix(guest, 0).UTC())
+			}
+			time.Sleep(time.Second)
+		}
+	})
+
+	t.Run("garbage into hostd.sock and agent.sock", func(t *testing.T) {
+		junk := make([]byte, 64<<10)
+		for _, sock := range []string{"hostd.sock", "agent.sock"} {
+			for range 20 {
+				c, err := net.Dial("unix", filepath.Join(e.instanceDir("sandbox"), sock))
+				if err != nil {
+					t.Fatalf("%s: %v", sock, err)
+				}
+				rand.Read(junk)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.Write(junk)
+				c.Close()
+			}
+		}
+		if s := e.status(); s.State != "running" || !s.Ready {
+			t.Fatalf("hostd after garbage: %+v", s)
+		}
+		if r := e.must("exec", "echo still here"); r.out != "still here\n" {
+			t.Fatalf("the agent after garbage: %s", r)
+		}
+	})
+
+	t.Run("a guest process cannot reach the agent", func(t *testing.T) {
+		// The agent holds its virtio-serial port; the kernel lets one opener
+		// have it, so not even root in the guest can talk to the agent.
+		r := e.run("exec", "-u", "root", `for p in /sys/class/virtio-ports/*; do
+  [ "$(cat $p/name)" = org.cowork.agent ] && exec 3<>/dev/$(basename $p) && echo opened
+done`)
+		if r.code == 0 || strings.Contains(r.out, "opened") || !strings.Contains(r.errOut, "busy") {
+			t.Errorf("opening the agent's port from the guest: %s", r)
+		}
+	})
+
+	t.Run("hard stop during heavy writes, then fsck is clean", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		writer := e.cmd(ctx, "exec", "-u", "root", "while :; do head -c 4M /dev/urandom > /var/tmp/w.$RANDOM; sync; rm -f /var/tmp/w.*; done")
+		if err := writer.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		e.must("stop", "--force") // the power cut, mid-write
+		writer.Wait()
+		e.must("start") // the kernel replays the journal
+		e.must("stop")
+		disk := filepath.Join(e.instanceDir("sandbox"), "disk.raw")
+		if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
+			t.Fatalf("e2fsck after the recovery boot: %v\n%s", err, out)
+		}
 		e.must("start")
 	})
 

@@ -110,6 +110,7 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 		Arch:        runtime.GOARCH,
 		DefaultUser: s.opts.DefaultUser,
 	}
+	resp.TimeUnixNano = time.Now().UnixNano()
 	ps := procstat.Self()
 	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {

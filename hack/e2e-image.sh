@@ -76,6 +76,13 @@ if [ "$ARCH" != "$(dpkg --print-architecture)" ] && ! dpkg --print-foreign-archi
 fi
 ls /var/lib/apt/lists/*_binary-"$ARCH"_Packages* >/dev/null 2>&1 || apt_locked apt-get update -q >/dev/null
 
+# unmount_under unmounts every mount at or below a directory, deepest first.
+unmount_under() {
+	awk -v d="$1" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+		umount -l "$m" || true
+	done
+}
+
 ensure_binfmt() {
 	[ "$ARCH" = "$(dpkg --print-architecture)" ] && return
 	[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
@@ -196,6 +203,10 @@ B_STAMP=$(printf '%s\n' "$SUITE" "$MIRROR" "$PKGS" "$ARCH" | sha256sum | cut -c1
 if [ "$(cat "$OUT/.base.stamp" 2>/dev/null)" != "$B_STAMP" ] || [ ! -d "$OUT/rootfs-base" ]; then
 	ensure_binfmt
 	B="$OUT/rootfs-base.tmp"
+	# An interrupted debootstrap leaves /proc (and more) mounted in its tree:
+	# unmount before removing it, now and if this run is interrupted too.
+	unmount_under "$B"
+	trap 'unmount_under "$B"' EXIT
 	rm -rf "$B"
 	mkdir -p "$OUT/debcache"
 	log "rootfs: debootstrap --variant=minbase --arch=$ARCH $SUITE (a few minutes)"
@@ -210,6 +221,8 @@ if [ "$(cat "$OUT/.base.stamp" 2>/dev/null)" != "$B_STAMP" ] || [ ! -d "$OUT/roo
 	rm -rf "$B"/var/cache/apt/archives/*.deb "$B"/var/lib/apt/lists/* "$B"/usr/share/doc/* \
 		"$B"/usr/share/man/* "$B"/usr/share/locale/* "$B"/usr/share/info/* "$B"/var/log/*.log \
 		"$B"/etc/ssh/ssh_host_*
+	unmount_under "$B"
+	trap - EXIT
 	rm -rf "$OUT/rootfs-base"
 	mv "$B" "$OUT/rootfs-base"
 	echo "$B_STAMP" >"$OUT/.base.stamp"

@@ -83,7 +83,10 @@ type InfoResponse struct {
 	// The user an Exec runs as when it names none.
 	DefaultUser string `protobuf:"bytes,8,opt,name=default_user,json=defaultUser,proto3" json:"default_user,omitempty"`
 	// The agent process itself, to watch for leaks.
-	Process       *ProcessStats `protobuf:"bytes,9,opt,name=process,proto3" json:"process,omitempty"`
+	Process *ProcessStats `protobuf:"bytes,9,opt,name=process,proto3" json:"process,omitempty"`
+	// The guest's wall clock when it answered, Unix nanoseconds: hostd
+	// corrects a guest clock that drifted from the host's.
+	TimeUnixNano  int64 `protobuf:"varint,10,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +182,13 @@ func (x *InfoResponse) GetProcess() *ProcessStats {
 		return x.Process
 	}
 	return nil
+}
+
+func (x *InfoResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
 }
 
 // A process's use of resources, for leak checks and diagnostics.
@@ -980,7 +990,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\x0fcowork.agent.v1\"\r\n" +
-	"\vInfoRequest\"\xa4\x02\n" +
+	"\vInfoRequest\"\xca\x02\n" +
 	"\fInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x1b\n" +
@@ -990,7 +1000,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04arch\x18\x06 \x01(\tR\x04arch\x12 \n" +
 	"\vprovisioned\x18\a \x01(\bR\vprovisioned\x12!\n" +
 	"\fdefault_user\x18\b \x01(\tR\vdefaultUser\x127\n" +
-	"\aprocess\x18\t \x01(\v2\x1d.cowork.agent.v1.ProcessStatsR\aprocess\"f\n" +
+	"\aprocess\x18\t \x01(\v2\x1d.cowork.agent.v1.ProcessStatsR\aprocess\x12$\n" +
+	"\x0etime_unix_nano\x18\n" +
+	" \x01(\x03R\ftimeUnixNano\"f\n" +
 	"\fProcessStats\x12\x1e\n" +
 	"\n" +
 	"goroutines\x18\x01 \x01(\x05R\n" +

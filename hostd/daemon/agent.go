@@ -187,9 +187,11 @@ func splice(a, b net.Conn) {
 	wg.Wait()
 }
 
-// watchClock sets the guest's clock when the host's wall clock jumps
-// (the host slept, or its time was set), noticed as the wall clock
-// drifting from the monotonic one.
+// watchClock keeps the guest's clock on the host's. Every few seconds it
+// sets it at once when the host's wall clock jumped (the host slept, or its
+// time was set: the wall clock moved unlike the monotonic one), and else
+// when the guest's clock is more than maxSkew off the host's, whatever
+// moved it (a guest without NTP under an allowlist policy drifts too).
 func (d *Daemon) watchClock(ctx context.Context) {
 	const every = 5 * time.Second
 	last := time.Now()
@@ -204,12 +206,40 @@ func (d *Daemon) watchClock(ctx context.Context) {
 		now := time.Now()
 		wall := now.Round(0).Sub(last.Round(0))
 		mono := now.Sub(last)
-		if drift := wall - mono; drift > 2*time.Second || drift < -2*time.Second {
+		last = now
+		if drift := wall - mono; drift > maxSkew || drift < -maxSkew {
 			d.log.Info("host clock jumped; setting the guest clock", "drift", drift.Round(time.Millisecond))
 			d.syncClock(ctx)
+			continue
 		}
-		last = now
+		if skew, ok := d.guestSkew(ctx); ok && (skew > maxSkew || skew < -maxSkew) {
+			d.log.Info("guest clock drifted; setting it", "skew", skew.Round(time.Millisecond))
+			d.syncClock(ctx)
+		}
 	}
+}
+
+// maxSkew is how far the guest's clock may be off before hostd sets it.
+const maxSkew = 2 * time.Second
+
+// guestSkew is how far the guest's clock is ahead of the host's, measured
+// at the middle of an Info round trip.
+func (d *Daemon) guestSkew(ctx context.Context) (time.Duration, bool) {
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	if agent == nil {
+		return 0, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sent := time.Now()
+	info, err := agent.Info(ctx)
+	if err != nil || info.TimeUnixNano == 0 {
+		return 0, false
+	}
+	mid := sent.Add(time.Since(sent) / 2)
+	return time.Unix(0, info.TimeUnixNano).Sub(mid), true
 }
 
 func (d *Daemon) syncClock(ctx context.Context) {
