@@ -94,7 +94,8 @@ check-darwin:
 	GO=$(GO) ./hack/check-darwin.sh
 
 # Prints the benchmark table (installs openssh-server for the ssh peer; as root
-# it also boots the e2e guest). Arguments: make bench BENCH_ARGS="-rounds 50".
+# it also boots the e2e guest). Arguments: make bench BENCH_ARGS="-rounds 50",
+# or one section: make bench BENCH_ARGS="-only network".
 bench: bin/cowork
 	./hack/bench.sh $(BENCH_ARGS)
 

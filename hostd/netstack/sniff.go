@@ -162,5 +162,12 @@ func cleanName(n string) string {
 			return ""
 		}
 	}
+	// No empty labels: "..", ".x" or "a..b" name no host (the fuzzer found
+	// "..." passing as "..").
+	for _, label := range strings.Split(n, ".") {
+		if label == "" {
+			return ""
+		}
+	}
 	return n
 }

@@ -72,6 +72,10 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 	return n.dial.DialContext(ctx, "tcp", hostPort(dst))
 }
 
+// copyBuffer is each direction's buffer: larger than io.Copy's 32 KiB, so
+// a bulk transfer costs fewer reads from gVisor and writes to the host.
+const copyBuffer = 256 << 10
+
 // splice copies both ways until both directions end, counting bytes and
 // looking at the guest's first bytes for the name the flow is for; then
 // it writes the flow's audit line.
@@ -80,11 +84,11 @@ func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	sniffer := &sniffReader{r: guest}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, _ = io.Copy(world, countReader(sniffer, &out))
+		_, _ = io.CopyBuffer(world, countReader(sniffer, &out), make([]byte, copyBuffer))
 		closeWrite(world)
 	})
 	wg.Go(func() {
-		_, _ = io.Copy(guest, countReader(world, &in))
+		_, _ = io.CopyBuffer(guest, countReader(world, &in), make([]byte, copyBuffer))
 		closeWrite(guest)
 	})
 	wg.Wait()

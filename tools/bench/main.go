@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -32,17 +33,25 @@ func main() {
 	boots := flag.Int("boots", 3, "guest boots timed")
 	netBytes := flag.Int64("net-bytes", 256<<20, "bytes per network throughput run")
 	netRounds := flag.Int("net-rounds", 300, "new flows and DNS queries timed per contender")
+	only := flag.String("only", "", "run only these sections, comma-separated: host, network, image, guest (default: all)")
 	flag.Parse()
 	t := &table{}
-	err := hostSection(t, *rounds, *streams, *size)
-	if err == nil {
-		err = networkSection(t, *netBytes, *netRounds)
+	want := func(section string) bool {
+		return *only == "" || slices.Contains(strings.Split(*only, ","), section)
 	}
-	if err == nil {
-		err = imageSection(t, 3)
-	}
-	if err == nil {
-		err = guestSection(t, *guestRounds, *boots)
+	var err error
+	for _, s := range []struct {
+		name string
+		run  func() error
+	}{
+		{"host", func() error { return hostSection(t, *rounds, *streams, *size) }},
+		{"network", func() error { return networkSection(t, *netBytes, *netRounds) }},
+		{"image", func() error { return imageSection(t, 3) }},
+		{"guest", func() error { return guestSection(t, *guestRounds, *boots) }},
+	} {
+		if err == nil && want(s.name) {
+			err = s.run()
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
