@@ -13,6 +13,12 @@ targets=(
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs
 )
+for want in "$@"; do
+	[[ " ${targets[*]} " == *":$want "* ]] || {
+		echo "fuzz: no target $want; the targets: ${targets[*]##*:}" >&2
+		exit 2
+	}
+done
 cache=$(go env GOCACHE)/fuzz
 for t in "${targets[@]}"; do
 	pkg=${t%%:*} name=${t#*:}

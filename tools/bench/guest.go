@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,18 +123,8 @@ func guestSection(t *table, rounds, boots int) error {
 	producer := fmt.Sprintf("head -c %d /dev/zero", streamSize)
 	progress("guest: streaming %d MiB of stdout, 3 runs of 2 contenders, interleaved", streamSize>>20)
 	tp, err := interleave(3, []func() (time.Duration, error){
-		timed(func() error {
-			st, err := warm.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sh", "-c", producer}, Dir: "/", Stdout: io.Discard})
-			if err == nil && st.Code != 0 {
-				err = fmt.Errorf("producer exited %d", st.Code)
-			}
-			return err
-		}),
-		timed(func() error {
-			cmd := ssh.command(true, producer)
-			cmd.Stdout = io.Discard
-			return cmd.Run()
-		}),
+		timed(func() error { return streamAgent(ctx, warm, producer) }),
+		timed(func() error { return streamSSH(ssh, true, producer) }),
 	})
 	if err != nil {
 		return err

@@ -36,9 +36,18 @@ func main() {
 	only := flag.String("only", "", "run only these sections, comma-separated: host, network, image, guest (default: all)")
 	flag.Parse()
 	t := &table{}
-	want := func(section string) bool {
-		return *only == "" || slices.Contains(strings.Split(*only, ","), section)
+	sections := []string{"host", "network", "image", "guest"}
+	var chosen []string
+	if *only != "" {
+		chosen = strings.Split(*only, ",")
+		for _, c := range chosen {
+			if !slices.Contains(sections, c) {
+				fmt.Fprintf(os.Stderr, "bench: no section %q in -only; pick from %s\n", c, strings.Join(sections, ", "))
+				os.Exit(2)
+			}
+		}
 	}
+	want := func(section string) bool { return chosen == nil || slices.Contains(chosen, section) }
 	var err error
 	for _, s := range []struct {
 		name string
@@ -125,18 +134,8 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 	tp, err := interleave(streams, []func() (time.Duration, error){
 		timed(func() error { return localPipe(producer) }),
 		timed(func() error { return rawRelay(dir, producer) }),
-		timed(func() error {
-			st, err := warm.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sh", "-c", producer}, Dir: "/", Stdout: io.Discard})
-			if err == nil && st.Code != 0 {
-				err = fmt.Errorf("producer exited %d", st.Code)
-			}
-			return err
-		}),
-		timed(func() error {
-			cmd := ssh.command(false, producer)
-			cmd.Stdout = io.Discard
-			return cmd.Run()
-		}),
+		timed(func() error { return streamAgent(ctx, warm, producer) }),
+		timed(func() error { return streamSSH(&ssh.sshClient, false, producer) }),
 	})
 	if err != nil {
 		return err
@@ -158,6 +157,23 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 	t.add("stream: agent ÷ raw Go relay over a unix socket (channel ceiling)", mb(agentTP), mb(relayTP), ratio(relayTP, agentTP), "", false)
 	t.add("stream: agent ÷ local pipe (producer ceiling)", mb(agentTP), mb(pipeTP), ratio(pipeTP, agentTP), "", false)
 	return nil
+}
+
+// streamAgent runs producer through the agent, its stdout discarded.
+func streamAgent(ctx context.Context, c *agentclient.Client, producer string) error {
+	st, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sh", "-c", producer}, Dir: "/", Stdout: io.Discard})
+	if err == nil && st.Code != 0 {
+		err = fmt.Errorf("producer exited %d", st.Code)
+	}
+	return err
+}
+
+// streamSSH runs producer over ssh (shared: through the ControlMaster),
+// its stdout discarded.
+func streamSSH(ssh *sshClient, shared bool, producer string) error {
+	cmd := ssh.command(shared, producer)
+	cmd.Stdout = io.Discard
+	return cmd.Run()
 }
 
 // ratio is a/b for durations.

@@ -205,19 +205,11 @@ func run(ctx context.Context, o *Options) error {
 	if o.Deprecated != "" {
 		fmt.Fprintln(o.IO.ErrOut, o.Deprecated)
 	}
-	cred, err := hostd.HostCredential(os.Getenv)
-	if err != nil {
-		return err
-	}
-	c, err := hostd.Dial(o.Instance)
-	if errors.Is(err, hostd.ErrNotRunning) {
-		return fmt.Errorf("instance %s is not running; start it with `cowork start`", o.Instance)
-	}
+	c, cred, err := Connect(o)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
 	r := &Renderer{Out: o.IO.Out, ErrOut: o.IO.ErrOut, Color: o.IO.ColorStdout()}
 	ao := hostd.AskOptions{
 		ClaudeOptions: hostd.ClaudeOptions{
@@ -237,16 +229,41 @@ func run(ctx context.Context, o *Options) error {
 		ao.Signals = noteInterrupts(ctx, eo.Signals, &interrupted)
 		st, err := c.Ask(ctx, ao)
 		r.Finish()
-		// claude exits 0 even when its result is an error (after an
-		// interrupted tool, for one); a script must not take that for success.
-		if err == nil && st.Code == 0 && r.Failed() {
-			st.Code = 1
-			if interrupted.Load() {
-				st.Code = 130
-			}
-		}
+		st.Code = resultCode(st.Code, r.Failed(), interrupted.Load())
 		return st, err
 	})
+}
+
+// Connect reads the host's credential and reaches the instance's hostd,
+// warning when its workspace folder is gone: what ask and claude both need
+// before claude can run.
+func Connect(o *Options) (*hostd.Client, hostd.Credential, error) {
+	cred, err := hostd.HostCredential(os.Getenv)
+	if err != nil {
+		return nil, cred, err
+	}
+	c, err := hostd.Dial(o.Instance)
+	if errors.Is(err, hostd.ErrNotRunning) {
+		return nil, cred, fmt.Errorf("instance %s is not running; start it with `cowork start --name %s`", o.Instance, o.Instance)
+	}
+	if err != nil {
+		return nil, cred, err
+	}
+	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
+	return c, cred, nil
+}
+
+// resultCode is ask's exit code: claude's, except that claude exits 0 even
+// when its result is an error (after an interrupted tool, for one), which a
+// script must not take for success: 1 then, or 130 after Ctrl-C.
+func resultCode(claude int, failed, interrupted bool) int {
+	switch {
+	case claude != 0 || !failed:
+		return claude
+	case interrupted:
+		return 130
+	}
+	return 1
 }
 
 // noteInterrupts passes signals on and notes a Ctrl-C among them.

@@ -88,3 +88,22 @@ func mustTest() *iostreams.IOStreams {
 	ios, _, _, _ := iostreams.Test()
 	return ios
 }
+
+func TestResultCode(t *testing.T) {
+	for _, c := range []struct {
+		claude              int
+		failed, interrupted bool
+		want                int
+	}{
+		{0, false, false, 0},
+		{0, false, true, 0}, // interrupted, yet claude finished fine
+		{0, true, false, 1}, // an error result behind exit 0
+		{0, true, true, 130},
+		{2, true, true, 2}, // claude's own failure code stands
+		{137, false, true, 137},
+	} {
+		if got := resultCode(c.claude, c.failed, c.interrupted); got != c.want {
+			t.Errorf("resultCode(%d, failed %v, interrupted %v) = %d, want %d", c.claude, c.failed, c.interrupted, got, c.want)
+		}
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
-	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd"
@@ -50,19 +49,11 @@ The credential stays on this machine, as with cowork ask.`,
 }
 
 func run(ctx context.Context, o *ask.Options) error {
-	cred, err := hostd.HostCredential(os.Getenv)
-	if err != nil {
-		return err
-	}
-	c, err := hostd.Dial(o.Instance)
-	if errors.Is(err, hostd.ErrNotRunning) {
-		return fmt.Errorf("instance %s is not running; start it with `cowork start`", o.Instance)
-	}
+	c, cred, err := ask.Connect(o)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
 	var eo agentclient.ExecOptions
 	return guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
 		env := hostd.ForwardedEnv(os.Getenv)

@@ -68,6 +68,11 @@ func MissingWorkspace(name string) string {
 	if err != nil {
 		return ""
 	}
+	return WorkspaceGone(cfg, name)
+}
+
+// WorkspaceGone is MissingWorkspace for a config already loaded.
+func WorkspaceGone(cfg *instance.Config, name string) string {
 	if _, err := os.Stat(cfg.Workspace); !errors.Is(err, fs.ErrNotExist) {
 		return ""
 	}

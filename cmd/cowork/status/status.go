@@ -125,7 +125,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		return st, nil
 	}
 	st.State, st.Ready, st.HostdPid = r.State, r.Ready, int(r.HostdPid)
-	st.Note = cmdutil.MissingWorkspace(name)
+	st.Note = cmdutil.WorkspaceGone(cfg, name)
 	if r.StartedUnixNano > 0 {
 		st.UptimeSeconds = int64(time.Since(time.Unix(0, r.StartedUnixNano)).Seconds())
 	}
