@@ -204,7 +204,7 @@ func TestSerialSurvivesTheHostReconnecting(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // the listener polls a port with no host
 	for i := range 3 {
 		h := port.connect()
-		sess, err := yamux.Client(h, YamuxConfig())
+		sess, err := yamux.Client(h, YamuxConfig(slog.New(slog.DiscardHandler)))
 		if err != nil {
 			t.Fatal(err)
 		}

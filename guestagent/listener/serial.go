@@ -18,17 +18,38 @@ import (
 )
 
 // YamuxConfig is the session configuration both ends of the serial channel
-// use. Keepalives notice a host that vanished without closing its end.
-func YamuxConfig() *yamux.Config {
+// use, logging to log.
+//
+// One port carries every channel, and under emulation a burst (64
+// processes each streaming 16 MiB, e2e/load_test.go) can hold a frame in
+// the send queue, or a new stream's acknowledgement, for longer than
+// yamux's defaults allow while both ends are alive and reading. yamux
+// answers those timeouts by failing the stream or closing the whole
+// session, so here only a peer that stops answering pings ends a session:
+// its pings go unanswered for a minute (ConnectionWriteTimeout bounds the
+// wait for a pong), and new streams wait without a timer of their own.
+func YamuxConfig(log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = 64
 	c.KeepAliveInterval = 10 * time.Second
+	c.ConnectionWriteTimeout = time.Minute
 	c.MaxStreamWindowSize = 1 << 20
-	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 0
 	c.StreamCloseTimeout = 30 * time.Second
-	c.LogOutput = io.Discard
+	c.LogOutput = nil
+	c.Logger = yamuxLogger{log}
 	return c
 }
+
+// yamuxLogger puts yamux's own complaints (a failed keepalive, a frame for
+// a stream it does not know) in the log as warnings.
+type yamuxLogger struct{ log *slog.Logger }
+
+func (l yamuxLogger) Print(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprint(v...))) }
+func (l yamuxLogger) Printf(format string, v ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (l yamuxLogger) Println(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
 
 // Port is an open virtio-serial port. How such a port behaves decides
 // this file's design:
@@ -141,7 +162,7 @@ func (l *serialListener) serve() {
 
 // session runs one yamux session until the host leaves or it breaks.
 func (l *serialListener) session(c *sessionConn) {
-	sess, err := yamux.Server(c, YamuxConfig())
+	sess, err := yamux.Server(c, YamuxConfig(l.log))
 	if err != nil {
 		l.log.Error("yamux session", "err", err)
 		return

@@ -66,7 +66,7 @@ func (a *agentChannel) session() (*yamux.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess, err := yamux.Client(c, listener.YamuxConfig())
+	sess, err := yamux.Client(c, listener.YamuxConfig(a.log))
 	if err != nil {
 		c.Close()
 		return nil, err
