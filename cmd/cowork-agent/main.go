@@ -65,6 +65,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	l = listener.WithByteSource(l, log)
 	srv := guestagent.New(guestagent.Options{
 		DefaultUser:       *defaultUser,
 		ProvisionedMarker: *marker,

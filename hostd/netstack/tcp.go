@@ -74,6 +74,9 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 
 // copyBuffer is each direction's buffer: larger than io.Copy's 32 KiB, so
 // a bulk transfer costs fewer reads from gVisor and writes to the host.
+// Both ends are wrapped (countReader, writerOnly) so that io.CopyBuffer
+// uses it: a *net.TCPConn destination would otherwise take over through
+// ReadFrom and copy through its own 32 KiB buffer.
 const copyBuffer = 256 << 10
 
 // splice copies both ways until both directions end, counting bytes and
@@ -84,11 +87,11 @@ func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	sniffer := &sniffReader{r: guest}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, _ = io.CopyBuffer(world, countReader(sniffer, &out), make([]byte, copyBuffer))
+		_, _ = io.CopyBuffer(writerOnly{world}, countReader(sniffer, &out), make([]byte, copyBuffer))
 		closeWrite(world)
 	})
 	wg.Go(func() {
-		_, _ = io.CopyBuffer(guest, countReader(world, &in), make([]byte, copyBuffer))
+		_, _ = io.CopyBuffer(writerOnly{guest}, countReader(world, &in), make([]byte, copyBuffer))
 		closeWrite(guest)
 	})
 	wg.Wait()
@@ -122,6 +125,9 @@ func closeWrite(c net.Conn) {
 	}
 	_ = c.Close()
 }
+
+// writerOnly hides a destination's ReadFrom from io.CopyBuffer.
+type writerOnly struct{ io.Writer }
 
 type counter struct {
 	r io.Reader

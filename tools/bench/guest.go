@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coworkhq/cowork/guestagent/listener"
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack"
 )
 
 // guestSection measures through a real guest (the e2e guest under QEMU):
@@ -121,15 +125,22 @@ func guestSection(t *table, rounds, boots int) error {
 
 	const streamSize = 64 << 20
 	producer := fmt.Sprintf("head -c %d /dev/zero", streamSize)
-	progress("guest: streaming %d MiB of stdout, 3 runs of 2 contenders, interleaved", streamSize>>20)
+	progress("guest: streaming %d MiB of stdout, 3 runs of 3 contenders, interleaved", streamSize>>20)
 	tp, err := interleave(3, []func() (time.Duration, error){
 		timed(func() error { return streamAgent(ctx, warm, producer) }),
 		timed(func() error { return streamSSH(ssh, true, producer) }),
+		timed(func() error { return streamSource(ctx, relay, streamSize) }),
 	})
 	if err != nil {
 		return err
 	}
-	agentTP, sshTP := tp[0].p50(), tp[1].p50()
+	agentTP, sshTP, rawTP := tp[0].p50(), tp[1].p50(), tp[2].p50()
+
+	progress("guest: TCP through the guest's network, %d MiB each way, 3 runs", streamSize>>20)
+	toHost, fromHost, err := guestTCP(cowork, streamSize)
+	if err != nil {
+		return err
+	}
 
 	progress("guest: CLI start, %d rounds of 2 commands, interleaved", rounds)
 	cl, err := interleave(rounds, []func() (time.Duration, error){
@@ -168,10 +179,93 @@ func guestSection(t *table, rounds, boots int) error {
 	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
 	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(streamSize, d)) }
 	t.add(fmt.Sprintf("stream %d MiB stdout from the guest: agent ÷ ssh (ControlMaster)", streamSize>>20), mb(agentTP), mb(sshTP), ratio(sshTP, agentTP), "", false)
+	t.add("stream from the guest: agent ÷ raw bytes over the same channel (its limit)", mb(agentTP), mb(rawTP), ratio(rawTP, agentTP), "", false)
+	t.add(fmt.Sprintf("TCP guest → host through our stack (bash /dev/tcp, %d MiB)", streamSize>>20), mb(toHost), "", 0, "", false)
+	t.add(fmt.Sprintf("TCP host → guest through our stack (bash /dev/tcp, %d MiB)", streamSize>>20), mb(fromHost), "", 0, "", false)
 	t.add("CLI start: `cowork version`", lat(cl[0]), "", 0, "", false)
 	t.add("CLI start: `cowork status` (asks hostd)", lat(cl[1]), "", 0, "", false)
 	t.add("hostd resident memory, idle, with a running guest", rss, "", 0, "", false)
 	return nil
+}
+
+// streamSource reads n bytes from the agent's byte source: the channel
+// (hostd's relay, yamux, the virtio-serial port) without gRPC or a process.
+func streamSource(ctx context.Context, dial agentclient.Dialer, n int64) error {
+	c, err := dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := fmt.Fprintf(c, "%s%d\n", listener.SourcePreface, n); err != nil {
+		return err
+	}
+	got, err := io.Copy(io.Discard, c)
+	if err == nil && got != n {
+		err = fmt.Errorf("byte source: got %d bytes, want %d", got, n)
+	}
+	return err
+}
+
+// guestTCP times n bytes each way between bash's /dev/tcp in the guest and
+// a listener on the host's loopback, reached through the gateway address
+// (`cowork policy expose` lets it through). It returns the medians
+// of 3 runs, guest → host and host → guest, timed on the host from the
+// connection's accept to its last byte.
+func guestTCP(cowork string, n int64) (toHost, fromHost time.Duration, err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := exec.Command(cowork, "policy", "expose", strconv.Itoa(port)).Run(); err != nil {
+		return 0, 0, fmt.Errorf("allow host port %d: %w", port, err)
+	}
+	one := func(send bool) (time.Duration, error) {
+		script := fmt.Sprintf("cat </dev/tcp/%s/%d >/dev/null", netstack.HostIP, port)
+		if send {
+			script = fmt.Sprintf("head -c %d /dev/zero >/dev/tcp/%s/%d", n, netstack.HostIP, port)
+		}
+		cmd := exec.Command(cowork, "exec", script)
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		c, err := l.Accept()
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		var moved int64
+		if send {
+			moved, err = io.Copy(io.Discard, c)
+		} else {
+			moved, err = io.Copy(c, io.LimitReader(zeros{}, n))
+		}
+		took := time.Since(start)
+		c.Close()
+		if werr := cmd.Wait(); err == nil && werr != nil {
+			err = fmt.Errorf("guest side: %w", werr)
+		}
+		if err == nil && moved != n {
+			err = fmt.Errorf("moved %d bytes, want %d", moved, n)
+		}
+		return took, err
+	}
+	var up, down samples
+	for range 3 {
+		for _, send := range []bool{true, false} {
+			d, err := one(send)
+			if err != nil {
+				return 0, 0, fmt.Errorf("guest TCP (guest sending: %v): %w", send, err)
+			}
+			if send {
+				up = append(up, d)
+			} else {
+				down = append(down, d)
+			}
+		}
+	}
+	return up.p50(), down.p50(), nil
 }
 
 // hostdRSS is hostd's resident set, from /proc (QEMU is a separate process).

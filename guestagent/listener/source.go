@@ -1,0 +1,148 @@
+package listener
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SourcePreface starts a channel that carries no gRPC: the agent answers
+// "cowork-source N\n" with N zero bytes and closes. It measures the channel
+// itself (make bench sets it beside the agent's streaming: the same
+// transport, none of the protocol), so it only ever sends zeros and reads
+// nothing else.
+const SourcePreface = "cowork-source "
+
+// maxSource bounds one source channel's length.
+const maxSource = 64 << 30
+
+// WithByteSource wraps l so that channels opening with SourcePreface are
+// answered here; every other channel reaches the caller's Accept with its
+// first bytes intact. A channel that sends too little to tell within
+// sniffTimeout is closed.
+func WithByteSource(l net.Listener, log *slog.Logger) net.Listener {
+	return newSniffer(l, log, sniffTimeout)
+}
+
+func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration) *sniffer {
+	s := &sniffer{Listener: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout}
+	go s.run()
+	return s
+}
+
+// sniffTimeout is how long a new channel may take to send its first bytes.
+// A gRPC client sends its 24-byte preface at once.
+const sniffTimeout = 30 * time.Second
+
+type sniffer struct {
+	net.Listener
+	log     *slog.Logger
+	conns   chan net.Conn
+	timeout time.Duration
+
+	once sync.Once
+	done chan struct{}
+	err  error
+}
+
+func (s *sniffer) run() {
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			s.stop(err)
+			return
+		}
+		go s.sniff(c)
+	}
+}
+
+func (s *sniffer) stop(err error) {
+	s.once.Do(func() {
+		s.err = err
+		close(s.done)
+	})
+}
+
+func (s *sniffer) sniff(c net.Conn) {
+	head := make([]byte, len(SourcePreface))
+	c.SetReadDeadline(time.Now().Add(s.timeout))
+	n, err := io.ReadFull(c, head)
+	if err != nil {
+		if n > 0 {
+			s.log.Warn("closing a channel that sent too little to serve", "bytes", n, "err", err)
+		}
+		c.Close()
+		return
+	}
+	if string(head) == SourcePreface {
+		s.source(c)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	select {
+	case s.conns <- &prefixedConn{Conn: c, head: head}:
+	case <-s.done:
+		c.Close()
+	}
+}
+
+// source answers one SourcePreface channel.
+func (s *sniffer) source(c net.Conn) {
+	defer c.Close()
+	line, err := bufio.NewReaderSize(c, 32).ReadString('\n')
+	n, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil || perr != nil || n < 0 || n > maxSource {
+		fmt.Fprintf(c, "want %sBYTES\\n with BYTES from 0 to %d\n", SourcePreface, int64(maxSource))
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	buf := make([]byte, 256<<10)
+	for n > 0 {
+		w, err := c.Write(buf[:min(n, int64(len(buf)))])
+		if err != nil {
+			return
+		}
+		n -= int64(w)
+	}
+}
+
+func (s *sniffer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case <-s.done:
+		return nil, s.err
+	}
+}
+
+func (s *sniffer) Close() error {
+	s.stop(net.ErrClosed)
+	err := s.Listener.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// prefixedConn gives back the bytes the sniffer read before handing the
+// channel on.
+type prefixedConn struct {
+	net.Conn
+	head []byte
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
