@@ -28,7 +28,7 @@ import (
 // boot to agent ready by phase, and an exec round trip through the whole
 // CLI → hostd → QEMU → agent path against ssh into the same guest. It
 // needs the guest `make e2e-image` builds (hack/bench.sh passes it).
-func guestSection(t *table, rounds, boots int) error {
+func guestSection(t *table, rounds, boots int) (err error) {
 	kernel, disk := os.Getenv("COWORK_E2E_KERNEL"), os.Getenv("COWORK_E2E_DISK")
 	if kernel == "" || disk == "" {
 		progress("no e2e guest (COWORK_E2E_*): skipping the guest section; run make bench as root")
@@ -63,6 +63,16 @@ func guestSection(t *table, rounds, boots int) error {
 		return err
 	}
 	defer run("delete", "--force")
+	defer func() { // runs before the delete above
+		if err == nil {
+			return
+		}
+		if paths, perr := instance.PathsFor(instance.DefaultName); perr == nil {
+			if b, rerr := os.ReadFile(paths.HostdLog()); rerr == nil {
+				progress("hostd.log, last lines:\n%s", lastLines(string(b), 20))
+			}
+		}
+	}()
 	if err := run("stop"); err != nil {
 		return err
 	}
@@ -296,4 +306,9 @@ func accelOf(cowork string) string {
 		return "?"
 	}
 	return st.Accelerator
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
