@@ -110,11 +110,13 @@ func initPhases(t *table, cowork string, args []string) error {
 	// init prints "convert ... done (1.5s)" and "[  8.4s] guest kernel
 	// booting": the phase in the first column, its time in the second.
 	phase := regexp.MustCompile(`^\[\s*([0-9.]+)s\] ([^(;]*)`)
-	convert := regexp.MustCompile(`^convert.*done \(([0-9.]+)s\)`)
+	convert := regexp.MustCompile(`^convert.*done \(([^)]+)\)`) // "1.5s", "900ms"
 	for _, line := range strings.Split(string(out), "\n") {
 		line = strings.TrimSpace(line)
 		if m := convert.FindStringSubmatch(line); m != nil {
-			t.add("`cowork init` → image converted", m[1]+" s", "", 0, "", false)
+			if d, err := time.ParseDuration(m[1]); err == nil {
+				t.add("`cowork init` → image converted", secs(d), "", 0, "", false)
+			}
 		}
 		if m := phase.FindStringSubmatch(line); m != nil {
 			t.add("`cowork init` → "+strings.TrimSpace(m[2]), m[1]+" s", "", 0, "", false)
