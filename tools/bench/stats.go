@@ -24,13 +24,20 @@ func (s samples) quantile(q float64) time.Duration {
 func (s samples) p50() time.Duration { return s.quantile(0.5) }
 func (s samples) p99() time.Duration { return s.quantile(0.99) }
 
-// interleave runs each contender once per round, in turn (A B C A B C ...),
-// so that the machine's noise falls on all of them alike.
+// interleave runs each contender once per round, so that the machine's
+// noise falls on all of them alike, and reverses the order every other
+// round (A B C, C B A, ...): whatever running first or after a given
+// contender does to a run (a warm cache, a collector still busy with the
+// last one's garbage) falls on each in turn.
 func interleave(rounds int, fns []func() (time.Duration, error)) ([]samples, error) {
 	out := make([]samples, len(fns))
-	for range rounds {
-		for i, fn := range fns {
-			d, err := fn()
+	for r := range rounds {
+		for k := range fns {
+			i := k
+			if r%2 == 1 {
+				i = len(fns) - 1 - k
+			}
+			d, err := fns[i]()
 			if err != nil {
 				return nil, err
 			}
