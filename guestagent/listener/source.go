@@ -56,6 +56,17 @@ func (s *sniffer) run() {
 	for {
 		c, err := s.Listener.Accept()
 		if err != nil {
+			// Out of file descriptors and the like pass, as gRPC's own
+			// accept loop would wait them out; anything else ends serving.
+			if t, ok := err.(interface{ Temporary() bool }); ok && t.Temporary() {
+				s.log.Warn("accept a channel", "err", err)
+				select {
+				case <-s.done:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
 			s.stop(err)
 			return
 		}
@@ -96,7 +107,7 @@ func (s *sniffer) sniff(c net.Conn) {
 // source answers one SourcePreface channel.
 func (s *sniffer) source(c net.Conn) {
 	defer c.Close()
-	line, err := bufio.NewReaderSize(c, 32).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, 32)).ReadString('\n')
 	n, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
 	if err != nil || perr != nil || n < 0 || n > maxSource {
 		fmt.Fprintf(c, "want %sBYTES\\n with BYTES from 0 to %d\n", SourcePreface, int64(maxSource))

@@ -42,7 +42,7 @@ func TestByteSourceAnswersItsPreface(t *testing.T) {
 
 func TestByteSourceRefusesABadLength(t *testing.T) {
 	_, addr := sniffed(t, sniffTimeout)
-	for _, bad := range []string{"lots", "-1", "99999999999999"} {
+	for _, bad := range []string{"lots", "-1", "99999999999999", strings.Repeat("1", 40)} {
 		c, _ := net.Dial("tcp", addr)
 		io.WriteString(c, SourcePreface+bad+"\n")
 		got, _ := io.ReadAll(c)
