@@ -161,7 +161,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 		return err
 	}
 	time.Sleep(2 * time.Second) // idle
-	rss := hostdRSS(paths)
+	rss := hostdRSS()
 
 	t.add("accelerator", accelOf(cowork), "", 0, "", false)
 	med := func(ds []time.Duration) time.Duration {
@@ -281,21 +281,19 @@ func guestTCP(cowork string, n int64) (toHost, fromHost time.Duration, err error
 	return up.p50(), down.p50(), nil
 }
 
-// hostdRSS is hostd's resident set, from /proc (QEMU is a separate process).
-func hostdRSS(paths instance.Paths) string {
-	pid := instance.ReadPid(paths)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// hostdRSS is hostd's resident set as hostd reports it (QEMU is a
+// separate process).
+func hostdRSS() string {
+	c, err := hostd.Dial(instance.DefaultName)
 	if err != nil {
 		return "?"
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
-		}
+	defer c.Close()
+	st, err := c.Status(context.Background())
+	if err != nil || st.GetHostdProcess().GetRssBytes() == 0 {
+		return "?"
 	}
-	return "?"
+	return fmt.Sprintf("%.1f MiB", float64(st.GetHostdProcess().GetRssBytes())/(1<<20))
 }
 
 // accelOf asks the running instance which accelerator it got.
