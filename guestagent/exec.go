@@ -89,8 +89,13 @@ type session struct {
 	exited atomic.Bool // the process exited
 	// reading is, per output pump (stdout, stderr), when its pending Read
 	// began (unix nanoseconds), 0 while it sends, -1 once it ended.
-	reading    [2]atomic.Int64
-	afterExit  atomic.Int64 // bytes read once the process had exited
+	reading   [2]atomic.Int64
+	afterExit atomic.Int64 // bytes read once the process had exited
+	// pumping counts the output pumps still running; the last one to end
+	// closes pumped, which drain and run wait on without a goroutine of
+	// their own between them and the pumps.
+	pumping    atomic.Int32
+	pumped     chan struct{}
 	hangUpOnce sync.Once
 	killed     chan struct{} // closed after the SIGKILL, once hangUp ran
 }
@@ -107,30 +112,35 @@ func (s *session) send(m *agentpb.ExecResponse) error {
 // between goroutines costs a wakeup on the exec's critical path.
 func (s *session) run() *agentpb.Exit {
 	p := s.proc
-	var outputs sync.WaitGroup
 	s.reading[0].Store(-1)
 	s.reading[1].Store(-1)
+	s.pumped = make(chan struct{})
 	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
+		close(s.pumped)
 		s.hangUp()
 	} else {
+		s.pumping.Store(1)
+		if p.stderr != nil {
+			s.pumping.Store(2)
+		}
 		s.reading[0].Store(0)
-		outputs.Go(func() { s.pump(p.stdout, false, p.pty == nil) })
+		go s.pump(p.stdout, false, p.pty == nil)
 		if p.stderr != nil {
 			s.reading[1].Store(0)
-			outputs.Go(func() { s.pump(p.stderr, true, true) })
+			go s.pump(p.stderr, true, true)
 		}
 		stdin := make(chan []byte, stdinQueue)
 		go s.writeStdin(stdin)
 		go s.readRequests(stdin)
 	}
 
-	_ = p.cmd.Wait()
+	p.wait()
 	s.exited.Store(true)
 	if !s.gone.Load() {
-		s.drain(&outputs)
+		s.drain()
 	}
 	p.closeOutputs()
-	outputs.Wait()
+	<-s.pumped
 	if s.gone.Load() {
 		s.finishKill()
 		return nil
@@ -175,21 +185,24 @@ func (s *session) finishKill() {
 // pipes still hold. Pipes that background children keep open are closed
 // once both pumps have waited drainTimeout for data, or once the
 // stragglers have written more than drainBudget.
-func (s *session) drain(outputs *sync.WaitGroup) {
+func (s *session) drain() {
+	select {
+	case <-s.pumped: // the usual case: the pipes ended with the process
+		return
+	default:
+	}
 	exited := time.Now()
-	done := make(chan struct{})
-	go func() { outputs.Wait(); close(done) }()
 	timer := time.NewTimer(drainTimeout)
 	defer timer.Stop()
 	for {
 		select {
-		case <-done:
+		case <-s.pumped:
 			return
 		case now := <-timer.C:
 			flood := s.afterExit.Load() > drainBudget && now.Sub(exited) >= drainTimeout
 			if flood || s.pumpsIdle(now, drainTimeout) {
 				s.proc.closeOutputs()
-				<-done
+				<-s.pumped
 				return
 			}
 			timer.Reset(drainTimeout / 5)
@@ -217,7 +230,12 @@ func (s *session) pump(r *os.File, stderr, pipe bool) {
 	if stderr {
 		slot = &s.reading[1]
 	}
-	defer slot.Store(-1)
+	defer func() {
+		slot.Store(-1)
+		if s.pumping.Add(-1) == 0 {
+			close(s.pumped)
+		}
+	}()
 	for {
 		slot.Store(time.Now().UnixNano())
 		n, err := r.Read(buf)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 
 	"github.com/creack/pty"
@@ -22,13 +23,30 @@ type process struct {
 	stdout *os.File       // the pipe, or the pty master
 	stderr *os.File       // nil with a tty
 	pty    *os.File       // non-nil with a tty
+	// exited becomes readable when the process ends (a pidfd in the
+	// runtime's poller); nil where the kernel has no pidfds.
+	exited *os.File
 }
+
+// devNull is the input of every process started without stdin, opened
+// once: each child gets its own copy of the descriptor and nothing ever
+// reads from the agent's, so one open file serves them all and spares
+// each exec an open and a close.
+var devNull = sync.OnceValues(func() (*os.File, error) {
+	f, err := os.Open(os.DevNull)
+	sharedDevNull = f
+	return f, err
+})
+
+// sharedDevNull is devNull's file once opened; it is never closed.
+var sharedDevNull *os.File
 
 // startProcess launches spec in a new session, so that its whole tree can be
 // signalled, with pipes or a pseudo-terminal for its stdio.
 func startProcess(spec *procSpec) (*process, error) {
 	cmd := &exec.Cmd{Path: spec.path, Args: spec.argv, Env: spec.env, Dir: spec.dir}
-	attrs := &syscall.SysProcAttr{Setsid: true, Credential: spec.user.credential()}
+	pidfd := -1
+	attrs := &syscall.SysProcAttr{Setsid: true, Credential: spec.user.credential(), PidFD: &pidfd}
 	if spec.tty != nil {
 		attrs.Setctty = true
 		master, err := pty.StartWithAttrs(cmd, &pty.Winsize{Rows: uint16(spec.tty.Rows), Cols: uint16(spec.tty.Cols)}, attrs)
@@ -39,23 +57,26 @@ func startProcess(spec *procSpec) (*process, error) {
 		if err != nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+			if pidfd >= 0 {
+				unix.Close(pidfd)
+			}
 			return nil, err
 		}
-		return &process{cmd: cmd, stdin: m, stdout: m, pty: m}, nil
+		return &process{cmd: cmd, stdin: m, stdout: m, pty: m, exited: exitNotifier(pidfd)}, nil
 	}
 	cmd.SysProcAttr = attrs
 
 	var parent, child []*os.File // our ends, the child's ends
 	closeAll := func(fs []*os.File) {
 		for _, f := range fs {
-			if f != nil {
+			if f != nil && f != sharedDevNull {
 				f.Close()
 			}
 		}
 	}
 	for i := range 3 {
 		if i == 0 && spec.noStdin {
-			null, err := os.Open(os.DevNull)
+			null, err := devNull()
 			if err != nil {
 				return nil, err
 			}
@@ -81,7 +102,7 @@ func startProcess(spec *procSpec) (*process, error) {
 		closeAll(parent)
 		return nil, err
 	}
-	p := &process{cmd: cmd, stdout: parent[1], stderr: parent[2]}
+	p := &process{cmd: cmd, stdout: parent[1], stderr: parent[2], exited: exitNotifier(pidfd)}
 	if parent[0] != nil {
 		p.stdin = parent[0]
 	}
@@ -90,6 +111,44 @@ func startProcess(spec *procSpec) (*process, error) {
 
 // closeStdin ends the process's input: the pipe closes, or a terminal gets
 // the EOF character as if the user pressed Ctrl-D.
+// exitNotifier puts the child's pidfd into the runtime's poller, so that
+// waiting for the exit parks a goroutine instead of a thread: the exit then
+// arrives in the same poll as the EOF of the child's pipes, rather than as
+// a second thread waking up on another CPU.
+func exitNotifier(pidfd int) *os.File {
+	if pidfd < 0 {
+		return nil
+	}
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return nil
+	}
+	return os.NewFile(uintptr(pidfd), "pidfd")
+}
+
+// wait returns once the process has exited and been reaped.
+func (p *process) wait() {
+	if p.exited != nil {
+		if rc, err := p.exited.SyscallConn(); err == nil {
+			// Read parks until the pidfd is readable, asking each time
+			// whether the process has exited: the poller's readiness alone
+			// can be lost if it came before the wait began. An fd the poller
+			// cannot take fails the Read at once, and Wait blocks instead.
+			_ = rc.Read(hasExited)
+		}
+		p.exited.Close()
+	}
+	_ = p.cmd.Wait()
+}
+
+// hasExited tells, without reaping it, whether the process of pidfd has
+// ended; an error ends the wait too, leaving the answer to Wait.
+func hasExited(pidfd uintptr) bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PIDFD, int(pidfd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err != nil || info.Signo != 0
+}
+
 func (p *process) closeStdin() error {
 	if p.stdin == nil {
 		return nil
