@@ -220,7 +220,8 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 }
 
 // DialAgent connects to the agent's vsock port, retrying while the guest
-// boots and its agent is not listening yet.
+// boots and its agent is not listening yet; each attempt is bounded, and
+// ctx and the VM stopping end the wait (dialRetry).
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if v.vm == nil {
 		return nil, errors.New("the VM is not started")
@@ -229,19 +230,15 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if len(devices) == 0 {
 		return nil, errors.New("the VM has no virtio socket device")
 	}
-	backoff := 20 * time.Millisecond
-	for {
-		conn, err := devices[0].Connect(AgentPort)
-		if err == nil {
-			return conn, nil
+	conn, err := dialRetry(ctx, v.done, agentRetry, func() (net.Conn, error) {
+		c, err := devices[0].Connect(AgentPort)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to the agent on vsock port %d: %w (last: %v)", AgentPort, ctx.Err(), err)
-		case <-v.done:
-			return nil, errors.New("the VM stopped")
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+		return c, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the agent on vsock port %d: %w", AgentPort, err)
 	}
+	return conn, nil
 }
