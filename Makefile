@@ -10,6 +10,7 @@ EMBED_DIR := image/agentbin
 GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
 E2E_ARCH  ?= arm64
+UNAME     := $(shell uname -s)
 
 .PHONY: all agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
 
@@ -31,10 +32,16 @@ $(EMBED_DIR)/SHA256SUMS: $(AGENTS)
 
 # On macOS the binary needs cgo (vz) and the virtualization entitlement:
 # make signs it ad hoc, which is enough to run it on the Mac that built it.
+# cgo is asked for explicitly there: without a C compiler Go would quietly
+# turn it off and vz would fail with a screen of undefined names, so a
+# missing clang fails in cgo's own words, and CGO_ENABLED=0 is refused.
 bin/cowork: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
-ifeq ($(shell uname -s),Darwin)
+ifeq ($(UNAME),Darwin)
+	@if [ "$(CGO_ENABLED)" = 0 ]; then echo 'CGO_ENABLED=0: on macOS cowork needs cgo for Virtualization.framework; unset CGO_ENABLED (and install the Xcode command line tools: xcode-select --install)' >&2; exit 2; fi
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
 	codesign --force --entitlements entitlements.plist -s - $@
+else
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
 endif
 
 # Signs bin/cowork with a Developer ID for other Macs:

@@ -12,7 +12,8 @@
 #  4. The stub's exported surface is compared with the real vz source,
 #     type-checked with cgo faked, so the stub cannot drift from vz; and
 #     TestRealVZ shows that comparison catching a changed signature.
-#  5. hack/check-signing.sh runs last, if present and executable.
+#  5. hack/mac-smoke.sh is syntax-checked (bash -n); it runs only on a Mac.
+#  6. hack/check-signing.sh runs last; the check fails if it is missing.
 #
 # Environment: GO (go command), CHECK_DARWIN_DIR (work directory, default
 # $(dirname $(go env GOCACHE))/cowork-check-darwin).
@@ -138,13 +139,21 @@ else
 	problem "TestRealVZ: the surface comparison does not catch drift in vz"
 fi
 
-if [ -x hack/check-signing.sh ]; then
-	step "hack/check-signing.sh"
-	if ./hack/check-signing.sh; then
-		verified+=("hack/check-signing.sh passed")
-	else
-		problem "hack/check-signing.sh"
-	fi
+step "hack/mac-smoke.sh parses"
+# It only runs on a Mac; here at least its syntax is checked.
+if bash -n hack/mac-smoke.sh; then
+	verified+=("hack/mac-smoke.sh parses (bash -n)")
+else
+	problem "hack/mac-smoke.sh has a syntax error"
+fi
+
+step "hack/check-signing.sh"
+if [ ! -x hack/check-signing.sh ]; then
+	problem "hack/check-signing.sh is missing or not executable: the signing check did not run (restore it, or chmod +x it)"
+elif ./hack/check-signing.sh; then
+	verified+=("hack/check-signing.sh passed")
+else
+	problem "hack/check-signing.sh"
 fi
 
 elapsed=$(($(date +%s) - start))

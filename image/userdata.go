@@ -102,7 +102,7 @@ func UserData(g Guest) ([]byte, error) {
 		}},
 		"mounts": [][]string{{g.ShareTag, "/workspace", "virtiofs", "rw,relatime,nofail", "0", "0"}},
 		// The agent first: it is how the host follows the rest.
-		"bootcmd":         []string{installAgentScript},
+		"bootcmd":         []string{installAgentScript, grubConsoleScript("/etc/default/grub.d")},
 		"write_files":     files,
 		"growpart":        map[string]any{"mode": "auto", "devices": []string{"/"}},
 		"resize_rootfs":   true,

@@ -214,7 +214,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer nic.Close() // the hypervisor holds its own copy
+	defer nic.Close() // each backend holds its own copy (machine.Config.Network)
 
 	mc := machine.Config{
 		Arch:      d.cfg.Arch,

@@ -35,7 +35,10 @@ type Config struct {
 	ShareTag string // the virtiofs tag the guest mounts
 
 	// Network is the VM's end of a SOCK_DGRAM socketpair carrying one
-	// Ethernet frame per datagram; MAC is the guest NIC's address.
+	// Ethernet frame per datagram; MAC is the guest NIC's address. The
+	// caller keeps it and closes it once Start has returned: a backend
+	// needing the descriptor for the VM's life holds its own copy (QEMU's
+	// child inherits one; vz, which uses the bare descriptor, a duplicate).
 	Network *os.File
 	MAC     net.HardwareAddr
 	MTU     int // 0 means 1500

@@ -175,3 +175,15 @@ func Explain(err error) error {
 	}
 	return err
 }
+
+// checkValid reads what VZVirtualMachineConfiguration's validate says.
+// It can say no without an error; the user still needs a next step.
+func checkValid(ok bool, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("the VM configuration is invalid: %w", Explain(err))
+	case !ok:
+		return errors.New("Virtualization.framework rejected the VM configuration without saying why (vz validate returned false and no error); please report it with the instance's hostd.log")
+	}
+	return nil
+}

@@ -105,3 +105,17 @@ func TestExplainNamesTheFix(t *testing.T) {
 		t.Error("other errors must pass through")
 	}
 }
+
+func TestCheckValidNeverPrintsANilError(t *testing.T) {
+	if err := checkValid(true, nil); err != nil {
+		t.Errorf("valid: %v", err)
+	}
+	err := checkValid(false, nil)
+	if err == nil || strings.Contains(err.Error(), "%!") || !strings.Contains(err.Error(), "without saying why") {
+		t.Errorf("false without an error: %v", err)
+	}
+	unsigned := errors.New("the process doesn’t have the “com.apple.security.virtualization” entitlement")
+	if err := checkValid(false, unsigned); !errors.Is(err, ErrNoEntitlement) || !strings.Contains(err.Error(), "is invalid") {
+		t.Errorf("false with an error: %v", err)
+	}
+}

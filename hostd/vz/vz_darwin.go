@@ -23,7 +23,7 @@ type VM struct {
 	log *slog.Logger
 
 	vm      *vz.VirtualMachine
-	network *os.File // the netstack's socketpair end: vz holds only its fd
+	network *os.File // the VM's own copy of its socketpair end: vz holds only the descriptor
 
 	mu       sync.Mutex
 	state    machine.State
@@ -46,10 +46,37 @@ func New(cfg machine.Config, log *slog.Logger) (*VM, error) {
 func (v *VM) Backend() (string, string) { return "vz", "hvf" }
 
 // Start checks the config against this Mac, builds the VM and starts it.
+// A failed Start leaves nothing behind (hostd never records the VM): what
+// vz started is stopped, the NIC copy closed, and Done closed with the error.
 func (v *VM) Start(ctx context.Context) error {
+	plan, err := v.plan()
+	if err != nil {
+		v.fail(err)
+		return err
+	}
+	m, err := create(plan)
+	if err == nil {
+		err = start(m)
+	}
+	if err != nil {
+		plan.Network.Close()
+		v.fail(err)
+		return err
+	}
+	v.vm, v.network = m, plan.Network
+	// Watched only now, so that a failed Start leaves no goroutine behind;
+	// the state changes vz queued meanwhile (its channel is unbounded) still come.
+	go v.watch()
+	v.log.Info("vm started", "backend", "vz", "cpus", plan.CPUs, "memory", plan.Memory)
+	return nil
+}
+
+// plan checks the config against this Mac and gives the VM its own copy
+// of the NIC's descriptor (see ownNetwork).
+func (v *VM) plan() (*Plan, error) {
 	version, err := syscall.Sysctl("kern.osproductversion")
 	if err != nil {
-		return fmt.Errorf("read the macOS version: %w", err)
+		return nil, fmt.Errorf("read the macOS version: %w", err)
 	}
 	limits := Limits{
 		MinCPUs: vz.VirtualMachineConfigurationMinimumAllowedCPUCount(), MaxCPUs: vz.VirtualMachineConfigurationMaximumAllowedCPUCount(),
@@ -57,26 +84,39 @@ func (v *VM) Start(ctx context.Context) error {
 	}
 	plan, err := NewPlan(v.cfg, runtime.GOARCH, version, limits)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if plan.Network, err = ownNetwork(v.cfg.Network); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// start runs m, cutting its power when vz fails part way.
+func start(m *vz.VirtualMachine) error {
+	if err := m.Start(); err != nil {
+		if m.CanStop() {
+			_ = m.Stop()
+		}
+		return fmt.Errorf("start the VM: %w", Explain(err))
+	}
+	return nil
+}
+
+// create builds and validates vz's configuration and makes the VM.
+func create(plan *Plan) (*vz.VirtualMachine, error) {
 	config, err := build(plan)
 	if err != nil {
-		return Explain(err)
+		return nil, Explain(err)
 	}
-	if ok, err := config.Validate(); !ok || err != nil {
-		return fmt.Errorf("the VM configuration is invalid: %w", Explain(err))
+	if err := checkValid(config.Validate()); err != nil {
+		return nil, err
 	}
 	m, err := vz.NewVirtualMachine(config)
 	if err != nil {
-		return fmt.Errorf("create the VM: %w", Explain(err))
+		return nil, fmt.Errorf("create the VM: %w", Explain(err))
 	}
-	v.vm, v.network = m, plan.Network
-	go v.watch()
-	if err := m.Start(); err != nil {
-		return fmt.Errorf("start the VM: %w", Explain(err))
-	}
-	v.log.Info("vm started", "backend", "vz", "cpus", plan.CPUs, "memory", plan.Memory)
-	return nil
+	return m, nil
 }
 
 // watch follows vz's state changes until the VM stops.
@@ -113,7 +153,17 @@ func (v *VM) finish(s vz.VirtualMachineState) {
 		v.err = errors.New("the guest powered off")
 	}
 	v.state = machine.Stopped
-	runtime.KeepAlive(v.network)
+	// The VM no longer reads or writes its NIC: its copy of the descriptor
+	// goes, and the netstack's reads on the other end end.
+	v.network.Close()
+	close(v.done)
+}
+
+// fail marks a VM that never ran as stopped, with why.
+func (v *VM) fail(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.err, v.state = err, machine.Stopped
 	close(v.done)
 }
 
@@ -170,7 +220,8 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 }
 
 // DialAgent connects to the agent's vsock port, retrying while the guest
-// boots and its agent is not listening yet.
+// boots and its agent is not listening yet; each attempt is bounded, and
+// ctx and the VM stopping end the wait (dialRetry).
 func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if v.vm == nil {
 		return nil, errors.New("the VM is not started")
@@ -179,19 +230,15 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if len(devices) == 0 {
 		return nil, errors.New("the VM has no virtio socket device")
 	}
-	backoff := 20 * time.Millisecond
-	for {
-		conn, err := devices[0].Connect(AgentPort)
-		if err == nil {
-			return conn, nil
+	conn, err := dialRetry(ctx, v.done, agentRetry, func() (net.Conn, error) {
+		c, err := devices[0].Connect(AgentPort)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to the agent on vsock port %d: %w (last: %v)", AgentPort, ctx.Err(), err)
-		case <-v.done:
-			return nil, errors.New("the VM stopped")
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+		return c, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the agent on vsock port %d: %w", AgentPort, err)
 	}
+	return conn, nil
 }

@@ -3,10 +3,17 @@
 //
 // vz is cgo and Objective-C: it only compiles on a Mac with the macOS SDK. So
 // vzstub writes a copy of the pinned module in which every function body is
-// panic("vzstub"), `import "C"` is gone and every C type is a Go stand-in.
-// The copy keeps every declaration, so cowork's *_darwin.go files can be
-// vetted and built for darwin/arm64 with CGO_ENABLED=0 against it (a go.work
-// outside the tree replaces vz with the copy; see hack/check-darwin.sh).
+// panic("vzstub"), `import "C"` is gone and every C type is a Go stand-in
+// (ctypes.go): C number types become the Go numbers cgo would give them on
+// darwin/arm64 (C.int is int32, NSUInteger uint64), so conversions and
+// arithmetic still type-check, and every other C type an opaque empty
+// struct. The copy keeps every declaration, so cowork's *_darwin.go files
+// can be vetted and built for darwin/arm64 with CGO_ENABLED=0 against it.
+// hack/check-darwin.sh swaps vz for the copy with a copy of go.mod outside
+// the tree (GOFLAGS=-modfile) carrying one replace directive; not a go.work,
+// because workspace mode resolves the module graph differently and trips
+// over an ambiguous import (genproto's googleapis/rpc/status) that a normal
+// build never sees.
 //
 // A stub is only worth something while it has the real API, so `compare`
 // type-checks the real source (cgo faked) and the stub, and fails on any
