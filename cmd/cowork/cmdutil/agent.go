@@ -59,8 +59,13 @@ func (t *AgentTarget) relaySocket() (string, error) {
 		return "", err
 	}
 	if !instance.Held(paths) {
-		if _, err := instance.CleanStale(paths); err != nil && !errors.Is(err, instance.ErrRunning) {
+		stale, err := instance.CleanStale(paths)
+		if err != nil && !errors.Is(err, instance.ErrRunning) {
 			return "", fmt.Errorf("clean up after the instance's dead hostd: %w", err)
+		}
+		if stale != nil && stale.Pid != 0 {
+			return "", fmt.Errorf("instance %s is not running: its hostd (pid %d) died, and what it left behind was cleaned up; start it with `cowork start%s`",
+				t.Instance, stale.Pid, nameFlag(t.Instance))
 		}
 		return "", NotRunning(t.Instance)
 	}

@@ -30,29 +30,43 @@ func newInstance(t *testing.T, name string) instance.Paths {
 }
 
 func TestConnectCleansUpAfterADeadHostd(t *testing.T) {
-	for _, name := range []string{instance.DefaultName, "dev"} {
-		p := newInstance(t, name)
+	for _, tc := range []struct {
+		name string
+		pid  bool // whether the dead hostd left its pid file
+		want string
+	}{
+		{instance.DefaultName, true, "instance sandbox is not running: its hostd (pid 4242) died, and what it left behind was cleaned up; start it with `cowork start`"},
+		{"dev", true, "instance dev is not running: its hostd (pid 4242) died, and what it left behind was cleaned up; start it with `cowork start --name dev`"},
+		{instance.DefaultName, false, "instance sandbox is not running; start it with `cowork start`"},
+	} {
+		p := newInstance(t, tc.name)
 		// What a hostd killed with -9 leaves: its pid file, both sockets
 		// and the run directory, with nobody holding the lock.
 		os.MkdirAll(p.Run(), 0o700)
-		os.WriteFile(p.PidFile(), []byte("4242\n"), 0o600)
+		if tc.pid {
+			os.WriteFile(p.PidFile(), []byte("4242\n"), 0o600)
+		}
 		for _, f := range []string{p.HostdSock(), p.AgentSock()} {
 			os.WriteFile(f, nil, 0o600)
 		}
 
-		_, err := (&AgentTarget{Instance: name}).Connect()
-		want := "instance " + name + " is not running; start it with `cowork start`"
-		if name != instance.DefaultName {
-			want = "instance dev is not running; start it with `cowork start --name dev`"
-		}
-		if err == nil || err.Error() != want {
-			t.Fatalf("%s: got %v, want %q", name, err, want)
+		_, err := (&AgentTarget{Instance: tc.name}).Connect()
+		if err == nil || err.Error() != tc.want {
+			t.Fatalf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
 		for _, f := range []string{p.PidFile(), p.HostdSock(), p.AgentSock(), p.Run()} {
 			if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("%s survived: %v", f, err)
 			}
 		}
+	}
+}
+
+func TestConnectToAStoppedInstance(t *testing.T) {
+	newInstance(t, instance.DefaultName)
+	_, err := (&AgentTarget{Instance: instance.DefaultName}).Connect()
+	if want := "instance sandbox is not running; start it with `cowork start`"; err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
 	}
 }
 
