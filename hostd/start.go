@@ -40,6 +40,9 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 	}
 	running := instance.Held(paths)
 	if !running {
+		if err := ctx.Err(); err != nil {
+			return err // interrupted already: launch nothing
+		}
 		h, lerr := launchChild(exe, name)
 		if lerr != nil {
 			return lerr
