@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +137,28 @@ func (e *env) initArgs(extra ...string) []string {
 
 // instanceDir is where the named instance lives.
 func (e *env) instanceDir(name string) string { return filepath.Join(e.home, name) }
+
+// hostdsOf lists the pids of the `cowork hostd --name name` processes
+// serving this env's COWORK_HOME, wherever they are in their life (a hostd
+// still taking its lock included); other tests' instances do not count.
+func (e *env) hostdsOf(name string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "\x00hostd\x00--name\x00"+name+"\x00") {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join(p, "environ"))
+		if err != nil || !slices.Contains(strings.Split(string(environ), "\x00"), "COWORK_HOME="+e.home) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(p)); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
 
 // processesOf lists the pids of processes whose command line mentions s.
 func processesOf(s string) []string {

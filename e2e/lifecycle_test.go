@@ -24,15 +24,20 @@ import (
 )
 
 type status struct {
-	State        string `json:"state"`
-	Ready        bool   `json:"ready"`
-	HostdPid     int    `json:"hostd_pid"`
-	GuestIP      string `json:"guest_ip"`
-	AgentVersion string `json:"agent_version"`
-	Backend      string `json:"backend"`
-	Accelerator  string `json:"accelerator"`
-	CPUs         int    `json:"cpus"`
-	Note         string `json:"note"`
+	State         string `json:"state"`
+	Ready         bool   `json:"ready"`
+	HostdPid      int    `json:"hostd_pid"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	GuestIP       string `json:"guest_ip"`
+	AgentVersion  string `json:"agent_version"`
+	Backend       string `json:"backend"`
+	Accelerator   string `json:"accelerator"`
+	CPUs          int    `json:"cpus"`
+	MemoryBytes   int64  `json:"memory_bytes"`
+	DiskBytes     int64  `json:"disk_bytes"`
+	DiskUsedBytes int64  `json:"disk_used_bytes"`
+	Workspace     string `json:"workspace"`
+	Note          string `json:"note"`
 }
 
 func (e *env) status() status {
@@ -48,8 +53,9 @@ func (e *env) status() status {
 // The whole life of an instance, as a user lives it.
 func TestLifecycle(t *testing.T) {
 	e := newEnv(t)
+	began := time.Now()
 	r := e.must(e.initArgs()...)
-	for _, phase := range []string{"VM started", "agent connected", "ready"} {
+	for _, phase := range []string{"VM started", "guest kernel booting", "agent connected", "ready"} {
 		if !strings.Contains(r.errOut, phase) {
 			t.Errorf("init's progress lacks %q:\n%s", phase, r.errOut)
 		}
@@ -65,6 +71,11 @@ func TestLifecycle(t *testing.T) {
 	if s.State != "running" || !s.Ready || s.GuestIP != "192.168.127.2" || s.AgentVersion != version ||
 		s.Backend != "qemu" || s.Accelerator == "" || s.CPUs != 2 || s.HostdPid == 0 {
 		t.Fatalf("status after init: %+v", s)
+	}
+	// initArgs asks for 1 GiB of memory and a 2 GiB disk.
+	if s.MemoryBytes != 1<<30 || s.DiskBytes != 2<<30 || s.DiskUsedBytes <= 0 || s.DiskUsedBytes > s.DiskBytes ||
+		s.Workspace != e.workspace || s.UptimeSeconds < 0 || s.UptimeSeconds > int64(time.Since(began).Seconds())+1 {
+		t.Fatalf("status after init: memory, disk, workspace or uptime: %+v", s)
 	}
 	if r := e.run(e.initArgs()...); r.code == 0 || !strings.Contains(r.errOut, "already exists") {
 		t.Errorf("a second init: %s", r)
@@ -156,7 +167,7 @@ func TestLifecycle(t *testing.T) {
 		if !strings.Contains(r.errOut, "stopped") {
 			t.Errorf("stop: %s", r)
 		}
-		if s := e.status(); s.State != "stopped" {
+		if s := e.status(); s.State != "stopped" || s.HostdPid != 0 || s.UptimeSeconds != 0 {
 			t.Fatalf("after stop: %+v", s)
 		}
 		if r := e.must("stop"); !strings.Contains(r.errOut, "not running") {
@@ -180,8 +191,20 @@ func TestLifecycle(t *testing.T) {
 		if left := processesOf(dir); len(left) > 0 {
 			t.Fatalf("QEMU (pid %s) or virtiofsd outlived hostd: %v", strings.TrimSpace(string(qemuPid)), left)
 		}
-		s := e.status()
-		if s.State != "stopped" || !strings.Contains(s.Note, "died") {
+		// The dead hostd's agent.sock is still there: exec must not dial it
+		// (a raw "connection refused") but say what happened and what to do.
+		if _, err := os.Stat(filepath.Join(dir, "agent.sock")); err != nil {
+			t.Errorf("kill -9 left no agent.sock, so this does not test a stale one: %v", err)
+		}
+		r := e.run("exec", "true")
+		if r.code != 1 || !strings.Contains(r.errOut, "is not running") || !strings.Contains(r.errOut, "died") ||
+			!strings.Contains(r.errOut, "start it with `cowork start`") || strings.Contains(r.errOut, "connection refused") {
+			t.Fatalf("exec after kill -9 hostd: %s", r)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "agent.sock")); !os.IsNotExist(err) {
+			t.Errorf("exec left the stale agent.sock: %v", err)
+		}
+		if s := e.status(); s.State != "stopped" {
 			t.Fatalf("status after kill -9 hostd: %+v", s)
 		}
 		e.must("start")
@@ -207,8 +230,8 @@ func TestLifecycle(t *testing.T) {
 		if q := processesOf("qemu-system.*" + filepath.Join(dir, "disk.raw")); len(q) != 1 {
 			t.Fatalf("%d QEMU processes for one instance: %v", len(q), q)
 		}
-		if h := processesOf("cowork hostd --name sandbox"); len(h) < 1 {
-			t.Fatal("no hostd")
+		if h := e.hostdsOf("sandbox"); len(h) != 1 {
+			t.Fatalf("%d hostd processes for one instance: %v", len(h), h)
 		}
 		if s := e.status(); s.State != "running" || !s.Ready {
 			t.Fatalf("after concurrent starts: %+v", s)
@@ -245,6 +268,44 @@ func TestLifecycle(t *testing.T) {
 		if left := processesOf(e.instanceDir("sandbox")); len(left) > 0 {
 			t.Fatalf("processes left after an interrupted start: %v", left)
 		}
+	})
+
+	// hostd runs in its own session, so the terminal's Ctrl-C never reaches
+	// it: an interrupted start has to stop it, even one that has not taken
+	// its lock or opened its socket yet.
+	t.Run("ctrl-c right after start launches hostd", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "start")
+		var errOut bytes.Buffer
+		c.Stderr = &errOut
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for len(e.hostdsOf("sandbox")) == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("start never launched hostd")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		c.Process.Signal(syscall.SIGINT)
+		err := c.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+			t.Fatalf("interrupted start: %v\n%s", err, errOut.String())
+		}
+		dir := e.instanceDir("sandbox")
+		deadline := time.Now().Add(10 * time.Second) // QEMU dies with hostd, but not in the same instant
+		for len(processesOf(dir)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if h, left := e.hostdsOf("sandbox"), processesOf(dir); len(h) > 0 || len(left) > 0 {
+			t.Fatalf("after an interrupted start: hostd %v, QEMU or virtiofsd %v\n%s", h, left, errOut.String())
+		}
+		if s := e.status(); s.State != "stopped" || s.Note != "" {
+			t.Fatalf("after an interrupted start: %+v", s)
+		}
+		e.must("start")
+		e.must("exec", "true")
 	})
 
 	t.Run("delete", func(t *testing.T) {

@@ -7,7 +7,9 @@
 # Env: COWORK_E2E_CACHE (default ~/.cache/cowork-e2e), E2E_ARCH (arm64 | amd64),
 #      COWORK_MIRROR, COWORK_SUITE (bookworm), COWORK_KERNEL_PKG (pin a kernel).
 # Prints, as its last lines, what `cowork init` takes:
-#   kernel=PATH initrd=PATH disk=PATH cmdline=STRING (and ssh_key=PATH for the bench)
+#   kernel=PATH initrd=PATH disk=PATH cmdline=STRING
+# and just before them (consumers find each line by its key):
+#   ssh_key=PATH for the bench
 #   cloud_disk=PATH: a qcow2 stand-in for a cloud image (systemd and cloud-init
 #   from Debian's packages), booted with the same kernel, initrd and cmdline
 #
@@ -373,9 +375,10 @@ if [ "$(cat "$OUT/.cloud.stamp" 2>/dev/null)" != "$C_STAMP" ] || [ ! -f "$OUT/cl
 fi
 
 log "ready"
+# The extras first: what `cowork init` takes stays in the last four lines.
+echo "ssh_key=$OUT/ssh/id_ed25519"
+echo "cloud_disk=$OUT/cloud.qcow2"
 echo "kernel=$OUT/vmlinuz"
 echo "initrd=$OUT/initrd.img"
 echo "disk=$OUT/rootfs.ext4"
 echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cowork.root=/dev/vda"
-echo "ssh_key=$OUT/ssh/id_ed25519"
-echo "cloud_disk=$OUT/cloud.qcow2"

@@ -145,16 +145,21 @@ func Launch(exe, name string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// waitForControl waits until hostd serves its control socket.
-func waitForControl(ctx context.Context, paths instance.Paths, exited <-chan error) error {
+// waitForControl waits until hostd serves its control socket; exited,
+// when not nil, is closed if the hostd being waited for exits first.
+func waitForControl(ctx context.Context, paths instance.Paths, exited *child) error {
+	var gone <-chan struct{}
+	if exited != nil {
+		gone = exited.done
+	}
 	for {
 		if c, err := net.Dial("unix", paths.HostdSock()); err == nil {
 			c.Close()
 			return nil
 		}
 		select {
-		case err := <-exited:
-			return &hostdExit{err: err}
+		case <-gone:
+			return &hostdExit{err: exited.err}
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlpb"
@@ -19,11 +20,17 @@ const ExitAlreadyRunning = 3
 // ErrAlreadyRunning means Start found the instance up and ready.
 var ErrAlreadyRunning = errors.New("already running")
 
+// abandonTimeout bounds how long an abandoned start waits for the hostd it
+// launched to stop, before it kills it.
+const abandonTimeout = 45 * time.Second
+
 // Start boots the named instance, launching its hostd unless one runs, and
 // reports each boot event to progress until the instance is ready. When
-// ctx ends first, Start returns ctx's error and leaves the instance as it
-// is: stopping it is the caller's choice.
-func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event)) error {
+// ctx ends first, Start returns ctx's error; a hostd it launched itself is
+// stopped first (see child.abandon), so an interrupted start never leaves a
+// VM booting that nobody waits for. A hostd it found running is left as it
+// is: stopping that one is the caller's choice.
+func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event)) (err error) {
 	paths, err := instance.PathsFor(name)
 	if err != nil {
 		return err
@@ -33,13 +40,21 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 	}
 	running := instance.Held(paths)
 	if !running {
-		cmd, err := Launch(exe, name)
-		if err != nil {
-			return err
+		if err := ctx.Err(); err != nil {
+			return err // interrupted already: launch nothing
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		err = waitForControl(ctx, paths, exited)
+		h, lerr := launchChild(exe, name)
+		if lerr != nil {
+			return lerr
+		}
+		defer func() {
+			if err != nil && ctx.Err() != nil {
+				if aerr := h.abandon(name, paths); aerr != nil {
+					err = fmt.Errorf("%w; %w", err, aerr)
+				}
+			}
+		}()
+		err = waitForControl(ctx, paths, h)
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
@@ -67,6 +82,55 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		}
 	}
 	return c.follow(ctx, progress)
+}
+
+// child is a hostd this process launched, reaped in the background.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once it has exited; err is then set
+	err  error
+}
+
+func launchChild(exe, name string) (*child, error) {
+	cmd, err := Launch(exe, name)
+	if err != nil {
+		return nil, err
+	}
+	h := &child{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		h.err = cmd.Wait()
+		close(h.done)
+	}()
+	return h, nil
+}
+
+// abandon stops a hostd whose boot nobody waits for any more, and waits
+// until it has exited. It runs in its own session, so the terminal's
+// Ctrl-C never reaches it: once it serves its control socket its power is
+// cut through it; before that (it may not even hold the lock yet, when a
+// stop through the socket would find nothing to stop) SIGTERM, which the
+// daemon turns into a stop at whatever point its boot has got to. Should
+// it not be gone in time, it is killed (QEMU and virtiofsd die with it).
+func (h *child) abandon(name string, paths instance.Paths) error {
+	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
+	defer cancel()
+	// Only its own hostd: one that lost the race to another start's exits
+	// by itself, and the winner is not this start's to stop.
+	if instance.ReadPid(paths) == h.cmd.Process.Pid {
+		if c, err := Dial(name); err == nil {
+			_ = c.Stop(ctx, true, 0) // fails when the socket is not served yet
+			c.Close()
+		}
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM) // an error only when it is gone already
+	select {
+	case <-h.done:
+		return nil
+	case <-ctx.Done():
+		_ = h.cmd.Process.Kill()
+		<-h.done
+		return fmt.Errorf("hostd (pid %d) did not stop within %s, so it was killed", h.cmd.Process.Pid, abandonTimeout)
+	}
 }
 
 // follow reports events until the boot ends one way or the other.

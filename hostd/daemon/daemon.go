@@ -64,6 +64,14 @@ type stopRequest struct {
 
 // Run is `cowork hostd`: it serves the instance until its VM stops.
 func Run(name string, log *slog.Logger) error {
+	// Signals are caught before anything else, so that one arriving at any
+	// point (an interrupted `cowork start` sends SIGTERM, maybe before the
+	// lock is even taken) becomes a stop rather than the default death,
+	// which would leave the pid file and sockets behind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	paths, err := instance.PathsFor(name)
 	if err != nil {
 		return err
@@ -90,7 +98,7 @@ func Run(name string, log *slog.Logger) error {
 	}
 	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1)}
 	defer d.cleanup()
-	return d.serve()
+	return d.serve(sigs)
 }
 
 func (d *Daemon) cleanup() {
@@ -109,9 +117,17 @@ func (d *Daemon) cleanup() {
 	_ = os.RemoveAll(d.paths.Run())
 }
 
-func (d *Daemon) serve() error {
+// serve boots the VM and serves it until it stops; a signal on sigs stops
+// it like `cowork stop` does.
+func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The boot can be interrupted from the first moment a stop may be
+	// asked for, so that no stop lets a boot it came too early for go on.
+	bootCtx, cancelBoot := context.WithCancel(ctx)
+	d.mu.Lock()
+	d.cancelBoot = cancelBoot
+	d.mu.Unlock()
 
 	control, err := listenUnix(d.paths.HostdSock())
 	if err != nil {
@@ -122,19 +138,12 @@ func (d *Daemon) serve() error {
 	go g.Serve(control)
 	defer g.Stop()
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		if _, ok := <-sigs; ok {
 			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
 		}
 	}()
 
-	bootCtx, cancelBoot := context.WithCancel(ctx)
-	d.mu.Lock()
-	d.cancelBoot = cancelBoot
-	d.mu.Unlock()
 	err = d.boot(ctx, bootCtx)
 	cancelBoot()
 	if err != nil {
@@ -177,6 +186,9 @@ func (d *Daemon) serve() error {
 // relay and the clock watch start once it answers. What lives as long as
 // hostd runs on life; the waiting is cut short by ctx.
 func (d *Daemon) boot(life, ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // stopped before it began
+	}
 	_ = os.Remove(d.paths.LastStop())
 	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
 		return err
@@ -249,6 +261,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	if home, err := instance.Home(); err == nil {
 		qemu.AccelCache = filepath.Join(home, "cache", "accel.json")
+	}
+	if err := ctx.Err(); err != nil {
+		return err // stopped while it was getting ready: start no VM
 	}
 	vm, err := newMachine(mc, d.log)
 	if err != nil {

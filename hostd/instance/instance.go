@@ -47,15 +47,6 @@ func Dir(name string) (string, error) {
 	return filepath.Join(h, name), nil
 }
 
-// AgentSocket is where hostd relays connections to the instance's agent.
-func AgentSocket(name string) (string, error) {
-	d, err := Dir(name)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(d, "agent.sock"), nil
-}
-
 // List returns the names of the instances that exist, sorted.
 func List() ([]string, error) {
 	h, err := Home()

@@ -21,6 +21,18 @@ var AccelCache string
 
 var accelMemo sync.Map // key -> "kvm" | "tcg"
 
+// kvmDevice is the KVM device; tests point it elsewhere.
+var kvmDevice = "/dev/kvm"
+
+// probeResult is what probeKVM found. Ran says a test guest was really
+// run: only then is the answer worth keeping, since the others can change
+// without the key changing (a user added to the kvm group, a module
+// loaded, a full temporary directory).
+type probeResult struct {
+	accel, why string
+	ran        bool
+}
+
 // Accelerator is "kvm" when /dev/kvm really runs a guest of arch here, and
 // "tcg" otherwise. A /dev/kvm that opens proves nothing (nested setups can
 // refuse real guests), so a tiny guest is run once and the answer cached,
@@ -30,17 +42,19 @@ func Accelerator(qemuBin, arch string, log *slog.Logger) string {
 	if v, ok := accelMemo.Load(key); ok {
 		return v.(string)
 	}
-	accel, cached := readAccelCache(key)
-	if !cached {
-		var why string
-		accel, why = probeKVM(qemuBin, arch)
-		if accel == "tcg" {
-			log.Warn("no usable KVM: the guest runs under emulation (TCG) and will be slow", "why", why)
-		}
-		writeAccelCache(key, accel)
+	if accel, ok := readAccelCache(key); ok {
+		accelMemo.Store(key, accel)
+		return accel
 	}
-	accelMemo.Store(key, accel)
-	return accel
+	r := probeKVM(qemuBin, arch)
+	if r.accel == "tcg" {
+		log.Warn("no usable KVM: the guest runs under emulation (TCG) and will be slow", "why", r.why)
+	}
+	if r.ran {
+		writeAccelCache(key, r.accel)
+		accelMemo.Store(key, r.accel)
+	}
+	return r.accel
 }
 
 func probeKey(qemuBin, arch string) string {
@@ -84,24 +98,25 @@ func writeAccelCache(key, accel string) {
 	_ = os.WriteFile(AccelCache, b, 0o600)
 }
 
-// guestArch is the GOARCH naming of the host's CPU, as a guest would need it.
+// hostArch is the GOARCH naming of the host's CPU, as a guest would need it.
 func hostArch() string { return runtime.GOARCH }
 
 // probeKVM runs a guest of a few instructions under KVM: it ends QEMU
 // through a device only a running guest can reach. It returns "tcg" and
 // the reason when that does not happen.
-func probeKVM(qemuBin, arch string) (string, string) {
+func probeKVM(qemuBin, arch string) probeResult {
+	notRun := func(why string) probeResult { return probeResult{accel: "tcg", why: why} }
 	if arch != hostArch() {
-		return "tcg", fmt.Sprintf("%s guest on %s host", arch, hostArch())
+		return notRun(fmt.Sprintf("%s guest on %s host", arch, hostArch()))
 	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
 	if err != nil {
-		return "tcg", err.Error()
+		return notRun(err.Error())
 	}
 	f.Close()
 	dir, err := os.MkdirTemp("", "cowork-kvm-probe")
 	if err != nil {
-		return "tcg", err.Error()
+		return notRun(err.Error())
 	}
 	defer os.RemoveAll(dir)
 	payload := filepath.Join(dir, "probe.bin")
@@ -113,7 +128,7 @@ func probeKVM(qemuBin, arch string) (string, string) {
 		bios := make([]byte, 64<<10)
 		copy(bios[0xfff0:], []byte{0xb0, 0x01, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe}) // mov al,1; out 0xf4,al; hlt; jmp $
 		if err := os.WriteFile(payload, bios, 0o600); err != nil {
-			return "tcg", err.Error()
+			return notRun(err.Error())
 		}
 		args = []string{"-M", "q35", "-bios", payload, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"}
 		wantExit = 3
@@ -126,25 +141,28 @@ func probeKVM(qemuBin, arch string) (string, string) {
 			0x00, 0x00, 0x00, 0x14, // b .
 		}
 		if err := os.WriteFile(payload, code, 0o600); err != nil {
-			return "tcg", err.Error()
+			return notRun(err.Error())
 		}
 		args = []string{"-M", "virt", "-cpu", "host", "-kernel", payload}
 		wantExit = 0
 	default:
-		return "tcg", "unknown architecture " + arch
+		return notRun("unknown architecture " + arch)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemuBin, append([]string{"-accel", "kvm", "-nodefaults", "-nographic", "-display", "none", "-m", "64M"}, args...)...)
 	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil {
+		return notRun(fmt.Sprintf("run %s: %v", qemuBin, err)) // QEMU itself did not start
+	}
 	code := cmd.ProcessState.ExitCode()
 	if ctx.Err() != nil {
-		return "tcg", "a KVM test guest did not run"
+		return probeResult{accel: "tcg", why: "a KVM test guest did not run", ran: true}
 	}
 	if code != wantExit {
-		return "tcg", fmt.Sprintf("a KVM test guest failed (exit %d, %v): %s", code, err, firstLine(out))
+		return probeResult{accel: "tcg", why: fmt.Sprintf("a KVM test guest failed (exit %d, %v): %s", code, err, firstLine(out)), ran: true}
 	}
-	return "kvm", ""
+	return probeResult{accel: "kvm", ran: true}
 }
 
 func firstLine(b []byte) string {

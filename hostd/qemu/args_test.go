@@ -82,7 +82,7 @@ func TestNoKVMForAForeignArchitecture(t *testing.T) {
 	if hostArch() == "arm64" {
 		foreign = "amd64"
 	}
-	if accel, why := probeKVM("/nonexistent/qemu", foreign); accel != "tcg" || !strings.Contains(why, "guest on") {
-		t.Fatalf("got %s (%s)", accel, why)
+	if r := probeKVM("/nonexistent/qemu", foreign); r.accel != "tcg" || r.ran || !strings.Contains(r.why, "guest on") {
+		t.Fatalf("got %+v", r)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork ask` command line.
@@ -242,9 +243,15 @@ func Connect(o *Options) (*hostd.Client, hostd.Credential, error) {
 	if err != nil {
 		return nil, cred, err
 	}
+	if _, err := instance.Load(o.Instance); err != nil {
+		return nil, cred, err
+	}
 	c, err := hostd.Dial(o.Instance)
 	if errors.Is(err, hostd.ErrNotRunning) {
-		return nil, cred, fmt.Errorf("instance %s is not running; start it with `cowork start --name %s`", o.Instance, o.Instance)
+		if paths, perr := instance.PathsFor(o.Instance); perr == nil {
+			_, _ = instance.CleanStale(paths) // a dead hostd's leftovers
+		}
+		return nil, cred, cmdutil.NotRunning(o.Instance)
 	}
 	if err != nil {
 		return nil, cred, err

@@ -65,7 +65,9 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	}
 }
 
-// stopNow cuts the power of an instance whose boot was abandoned.
+// stopNow cuts the power of an instance whose boot was abandoned. A hostd
+// that this start launched is gone already (hostd.Start stops it); this is
+// for one it found booting, launched by another start.
 func stopNow(name string) error {
 	c, err := hostd.Dial(name)
 	if err != nil {

@@ -30,15 +30,9 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 		addr = os.Getenv(AgentEnv)
 	}
 	if addr == "" {
-		sock, err := instance.AgentSocket(t.Instance)
+		sock, err := t.relaySocket()
 		if err != nil {
 			return nil, err
-		}
-		if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) {
-			if _, err := instance.Load(t.Instance); err != nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("instance %s is not running; start it with `cowork start%s`", t.Instance, nameFlag(t.Instance))
 		}
 		addr = "unix://" + sock
 		if t.ErrOut != nil {
@@ -50,6 +44,40 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 		return nil, &FlagError{Err: err}
 	}
 	return agentclient.New(d)
+}
+
+// relaySocket is the instance's agent.sock, once it is sure a live hostd
+// serves it: a socket left by a hostd that died (kill -9, a crash) would
+// only answer "connection refused", so it is cleaned up and the error says
+// how to start the instance instead.
+func (t *AgentTarget) relaySocket() (string, error) {
+	if _, err := instance.Load(t.Instance); err != nil {
+		return "", err
+	}
+	paths, err := instance.PathsFor(t.Instance)
+	if err != nil {
+		return "", err
+	}
+	if !instance.Held(paths) {
+		stale, err := instance.CleanStale(paths)
+		if err != nil && !errors.Is(err, instance.ErrRunning) {
+			return "", fmt.Errorf("clean up after the instance's dead hostd: %w", err)
+		}
+		if stale != nil && stale.Pid != 0 {
+			return "", fmt.Errorf("instance %s is not running: its hostd (pid %d) died, and what it left behind was cleaned up; start it with `cowork start%s`",
+				t.Instance, stale.Pid, nameFlag(t.Instance))
+		}
+		return "", NotRunning(t.Instance)
+	}
+	if _, err := os.Stat(paths.AgentSock()); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("instance %s is still starting; wait for `cowork start%s` to finish", t.Instance, nameFlag(t.Instance))
+	}
+	return paths.AgentSock(), nil
+}
+
+// NotRunning is the error of a command that needs the instance running.
+func NotRunning(name string) error {
+	return fmt.Errorf("instance %s is not running; start it with `cowork start%s`", name, nameFlag(name))
 }
 
 // WarnMissingWorkspace warns when the instance's workspace folder is gone

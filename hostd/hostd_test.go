@@ -1,0 +1,42 @@
+package hostd
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDiagnosticsShowsTheEndOfBothLogs(t *testing.T) {
+	p := newInstance(t)
+	if d := Diagnostics(p); d != "" {
+		t.Fatalf("without logs: %q, want nothing", d)
+	}
+	var serial strings.Builder
+	for i := 1; i <= 25; i++ {
+		fmt.Fprintf(&serial, "serial %d\n", i)
+	}
+	os.WriteFile(p.SerialLog(), []byte(serial.String()), 0o600)
+	os.WriteFile(p.HostdLog(), []byte("level=ERROR msg=\"boot failed\"\n"), 0o600)
+
+	d := Diagnostics(p)
+	serialAt := strings.Index(d, "--- last lines of serial.log ("+p.SerialLog()+") ---\n")
+	hostdAt := strings.Index(d, "--- last lines of hostd.log ("+p.HostdLog()+") ---\n")
+	if serialAt < 0 || hostdAt < serialAt {
+		t.Fatalf("headers missing or out of order:\n%s", d)
+	}
+	for i := 16; i <= 25; i++ {
+		if !strings.Contains(d, fmt.Sprintf("serial %d\n", i)) {
+			t.Errorf("serial line %d (of the last 10) is missing:\n%s", i, d)
+		}
+	}
+	if strings.Contains(d, "serial 15\n") {
+		t.Errorf("more than the last 10 serial lines:\n%s", d)
+	}
+	if !strings.HasSuffix(d, "level=ERROR msg=\"boot failed\"") {
+		t.Errorf("hostd.log's last line is not at the end:\n%s", d)
+	}
+	if !strings.HasPrefix(d, "\n") {
+		t.Errorf("the diagnostics do not start on a line of their own: %q", d)
+	}
+}
