@@ -210,7 +210,7 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 	defer c.Close()
-	r := &Renderer{Out: o.IO.Out, ErrOut: o.IO.ErrOut, Color: o.IO.ColorStdout()}
+	r := newRenderer(o.IO)
 	ao := hostd.AskOptions{
 		ClaudeOptions: hostd.ClaudeOptions{
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
