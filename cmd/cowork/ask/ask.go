@@ -41,7 +41,7 @@ type Options struct {
 var ownFlags = []claudecode.Flag{
 	{Long: "--project", Arity: claudecode.RequiredValue, Value: "<name>", Help: "work in /workspace/NAME (made if missing); 1-64 of [A-Za-z0-9._-]"},
 	{Long: "--no-skip-permissions", Help: "keep Claude Code's permission checks (by default they are skipped: the VM is the sandbox)"},
-	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use (-n/--name is Claude Code's session name here)"},
+	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use, like cowork --name NAME ask (after ask, -n/--name is Claude Code's session name)"},
 	{Long: "--help", Short: "-h", Help: "show this help"},
 }
 
@@ -75,7 +75,11 @@ passed to claude when set: ` + strings.Join(hostd.ForwardedVars, ", ") + `.
 warning) in that shape only: a project name, then one quoted prompt of more
 than one word (or none, with the prompt piped on stdin), and no --project.
 Any other -p is Claude Code's --print, which ask always uses anyway, and the
-words after it are the prompt: cowork ask -p fix the bug asks "fix the bug".`,
+words after it are the prompt: cowork ask -p fix the bug asks "fix the bug".
+
+The instance is chosen before the subcommand: cowork --name dev ask "hi".
+After ask, -n/--name is Claude Code's session name; --instance NAME chooses
+the instance there.`,
 		Example: `  cowork ask "write a python hello world program"
   cowork ask -c "add error handling"
   cowork ask --project myapp "create a flask app"
@@ -98,6 +102,8 @@ words after it are the prompt: cowork ask -p fix the bug asks "fix the bug".`,
 			return run(cmd.Context(), o)
 		},
 	}
+	// `cowork help ask` and `cowork --help ask` list Claude Code's flags too.
+	cmd.SetHelpFunc(func(cmd *cobra.Command, _ []string) { fmt.Fprint(ios.Out, Help(cmd)) })
 	return cmd
 }
 

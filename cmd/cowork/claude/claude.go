@@ -45,6 +45,8 @@ The credential stays on this machine, as with cowork ask.`,
 			return run(cmd.Context(), o)
 		},
 	}
+	// `cowork help claude` and `cowork --help claude` list Claude Code's flags too.
+	cmd.SetHelpFunc(func(cmd *cobra.Command, _ []string) { fmt.Fprint(ios.Out, ask.Help(cmd)) })
 	return cmd
 }
 
