@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,10 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		"DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1"}
 	e.must(e.initArgs()...)
 	os.Chmod(e.workspace, 0o777) // the guest's user is uid 1000
+	// A Claude Code setting on the host reaches claude in the guest; --model,
+	// where given, wins over it.
+	const envModel = "claude-e2e-env-model"
+	e.extraEnv = append(e.extraEnv, "ANTHROPIC_MODEL="+envModel)
 	seen := 0
 	newRequests := func() []fakeapi.Request {
 		all := api.Requests()
@@ -60,21 +66,25 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		if reqs[0].Header.Get("x-api-key") != key || !strings.Contains(string(reqs[0].Raw), "say hi") {
 			t.Errorf("the API got key %q and %.200s", reqs[0].Header.Get("x-api-key"), reqs[0].Raw)
 		}
+		if reqs[0].Body["model"] != envModel {
+			t.Errorf("the host's ANTHROPIC_MODEL did not reach claude: model %v", reqs[0].Body["model"])
+		}
 	})
 
 	t.Run("tools and flags in a project, the key never in the guest", func(t *testing.T) {
 		// The tool writes a note, shows where and as whom it ran and claude's
 		// argv, and saves every process's environment and command line while
-		// claude runs; the host then greps that and the guest's disk for the
-		// key, which travels only on grep's stdin.
+		// claude runs (as root, through sudo, to read them all); the host then
+		// greps that and the guest's filesystem for the key.
 		api.Script(
 			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo from-claude > note.txt && pwd && id -un && " +
 				"ps -eo args | grep -F -e max-budget | grep -v grep; " +
-				"cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "make a note"}},
+				"sudo -n sh -c 'cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline' 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "make a note"}},
 			fakeapi.Reply{Text: "Wrote note.txt."},
 		)
+		// One run for every flag: each claude start is slow in an emulated guest.
 		r := e.must("ask", "--project", "demo", "--model", "claude-e2e-model", "--max-budget-usd", "5",
-			"--append-system-prompt", "E2E-SYSTEM-MARK", "--allowedTools", "Bash", "--", "make a note")
+			"--system-prompt", "E2E-SYSTEM-MARK", "--allowed-tools", "Bash", "--", "make a note")
 		if b, err := os.ReadFile(filepath.Join(e.workspace, "demo", "note.txt")); err != nil || string(b) != "from-claude\n" {
 			t.Fatalf("note.txt on the host: %q, %v\n%s", b, err, r)
 		}
@@ -85,14 +95,17 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		if len(reqs) != 2 {
 			t.Fatalf("the API got %d requests, want 2: %s", len(reqs), r)
 		}
-		if reqs[0].Body["model"] != "claude-e2e-model" || !strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK") {
-			t.Errorf("model %v, system prompt marked %v", reqs[0].Body["model"], strings.Contains(string(reqs[0].Raw), "E2E-SYSTEM-MARK"))
+		// --model wins over the host's ANTHROPIC_MODEL; --system-prompt is
+		// the request's system field.
+		system, _ := json.Marshal(reqs[0].Body["system"])
+		if reqs[0].Body["model"] != "claude-e2e-model" || !strings.Contains(string(system), "E2E-SYSTEM-MARK") {
+			t.Errorf("model %v (want claude-e2e-model), system %.300s", reqs[0].Body["model"], system)
 		}
 		raw := string(reqs[1].Raw)
 		if !strings.Contains(raw, `/workspace/demo\ncowork`) {
 			t.Errorf("the tool did not run in /workspace/demo as cowork: %.400s", raw)
 		}
-		if !strings.Contains(raw, "--max-budget-usd 5") || !strings.Contains(raw, "--allowedTools Bash") ||
+		if !strings.Contains(raw, "--max-budget-usd 5") || !strings.Contains(raw, "--allowed-tools Bash") ||
 			!strings.Contains(raw, "--dangerously-skip-permissions") {
 			t.Errorf("claude's argv in the guest lacks the flags: %.800s", raw)
 		}
@@ -100,13 +113,10 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		if r := e.must("exec", "grep -c '^ANTHROPIC_API_KEY=' /tmp/procs.txt"); strings.TrimSpace(r.out) == "0" {
 			t.Fatalf("the snapshot holds no claude environment: %s", r)
 		}
-		// Not the two binaries the image installed (grep reads 200 MB of
-		// claude slowly under emulation): nothing writes them at run time.
-		r = e.runIn(key+"\n", "exec", "-u", "root", "grep -rlsF -D skip -f - /tmp/procs.txt /home /root /tmp /etc /var /workspace "+
-			"$(find /usr/local -type f ! -path /usr/local/bin/claude ! -path /usr/local/bin/cowork-agent)")
-		if r.code != 1 || r.out != "" {
-			t.Errorf("the key is in the guest (grep exit %d): %s", r.code, r)
+		if r := e.must("exec", "grep -c '^SUDO_USER=cowork$' /tmp/procs.txt"); strings.TrimSpace(r.out) == "0" {
+			t.Fatalf("the snapshot was not taken as root, so it misses other users' processes: %s", r)
 		}
+		searchGuestFor(t, e, key)
 	})
 
 	t.Run("-c continues, -p PROJECT still works", func(t *testing.T) {
@@ -118,6 +128,25 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		reqs := newRequests()
 		if len(reqs) != 1 || !strings.Contains(string(reqs[0].Raw), "make a note") || !strings.Contains(string(reqs[0].Raw), "and again") {
 			t.Errorf("the continued conversation does not carry the earlier turn: %.600s", reqs[len(reqs)-1].Raw)
+		}
+	})
+
+	t.Run("sessions survive a restart", func(t *testing.T) {
+		e.must("stop")
+		e.must("start")
+		api.Script(fakeapi.Reply{Text: "Still here."})
+		r := e.must("ask", "--project", "demo", "-c", "after the restart")
+		if !strings.Contains(r.out, "Still here.") {
+			t.Errorf("no answer after the restart: %s", r)
+		}
+		reqs := newRequests()
+		if len(reqs) != 1 {
+			t.Fatalf("the API got %d requests, want 1: %s", len(reqs), r)
+		}
+		for _, turn := range []string{"make a note", "and again", "after the restart"} {
+			if !strings.Contains(string(reqs[0].Raw), turn) {
+				t.Errorf("the conversation continued after the restart lacks %q: %.800s", turn, reqs[0].Raw)
+			}
 		}
 	})
 
@@ -203,4 +232,43 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		}
 		newRequests()
 	})
+}
+
+// searchGuestFor greps every file of the guest (each mounted filesystem but
+// the kernel's pseudo ones; the ISO devices too, for the cidata) for the
+// key. The key and a canary travel only on the search's stdin; the canary,
+// written to the root filesystem, /run and the shared workspace, proves the
+// search reaches them. Skipped: /proc, /sys, /dev's device nodes (a tmpfs
+// such as /dev/shm is searched), and, by exact path, the two binaries the
+// image installed (grep reads 200 MB of claude slowly under emulation;
+// nothing writes them at run time).
+func searchGuestFor(t *testing.T, e *env, key string) {
+	t.Helper()
+	b := make([]byte, 16)
+	rand.Read(b)
+	canary := "e2e-canary-" + hex.EncodeToString(b)
+	host := filepath.Join(e.workspace, "e2e-canary")
+	if err := os.WriteFile(host, []byte(canary+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(host)
+	const script = `set -u
+read -r k; read -r c
+command -v findmnt >/dev/null || { echo "no findmnt in the guest" >&2; exit 3; }
+printf '%s\n' "$c" > /var/tmp/e2e-canary; printf '%s\n' "$c" > /run/e2e-canary
+pseudo='^(proc|sysfs|devtmpfs|devpts|cgroup2?|securityfs|pstore|bpf|debugfs|tracefs|configfs|fusectl|mqueue|hugetlbfs|autofs|binfmt_misc|efivarfs|nsfs|rpc_pipefs)$'
+mounts=$(findmnt -rn -o TARGET,FSTYPE | awk -v p="$pseudo" '$2 !~ p && $1 !~ "^/(proc|sys)(/|$)" {print $1}')
+find $mounts -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /usr/local/bin/claude -o -path /usr/local/bin/cowork-agent \) -prune \
+	-o -type f -print0 | xargs -0 -r -P 2 grep -lsF -D skip -e "$k" -e "$c"
+for d in $(blkid -t TYPE=iso9660 -o device 2>/dev/null); do grep -qsF -e "$k" "$d" && echo "$d"; done
+rm -f /var/tmp/e2e-canary /run/e2e-canary
+true`
+	r := e.runIn(key+"\n"+canary+"\n", "exec", "-u", "root", script)
+	got := strings.Fields(r.out)
+	slices.Sort(got)
+	got = slices.Compact(got) // findmnt lists an over-mounted point twice
+	want := []string{"/run/e2e-canary", "/var/tmp/e2e-canary", "/workspace/e2e-canary"}
+	if r.code != 0 || !slices.Equal(got, want) {
+		t.Errorf("the guest search found %q, want only the canaries %q: the key is in the guest, or the search missed a filesystem\n%s", got, want, r)
+	}
 }

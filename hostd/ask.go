@@ -135,16 +135,22 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	} else {
 		env = append(env, "ANTHROPIC_AUTH_TOKEN="+sess.Placeholder)
 	}
+	return agent.Exec(ctx, agentclient.ExecOptions{
+		Argv: claudeArgv(o), Env: env, Dir: dir,
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals,
+	})
+}
+
+// claudeArgv is the guest command that runs claude: through a login shell,
+// so that the guest user's PATH finds it, and with permission checks
+// skipped unless the caller keeps them (the VM is the sandbox).
+func claudeArgv(o ClaudeOptions) []string {
 	argv := []string{"bash", "-lc", `exec claude "$@"`, "claude"}
 	if !o.AskPermissions {
 		argv = append(argv, "--dangerously-skip-permissions")
 	}
-	argv = append(argv, o.Args...)
-	return agent.Exec(ctx, agentclient.ExecOptions{
-		Argv: argv, Env: env, Dir: dir,
-		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
-		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals,
-	})
+	return append(argv, o.Args...)
 }
 
 // AskOptions is one question to Claude Code, answered in print mode.

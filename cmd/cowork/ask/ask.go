@@ -42,7 +42,7 @@ type Options struct {
 var ownFlags = []claudecode.Flag{
 	{Long: "--project", Arity: claudecode.RequiredValue, Value: "<name>", Help: "work in /workspace/NAME (made if missing); 1-64 of [A-Za-z0-9._-]"},
 	{Long: "--no-skip-permissions", Help: "keep Claude Code's permission checks (by default they are skipped: the VM is the sandbox)"},
-	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use (-n/--name is Claude Code's session name here)"},
+	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use, like cowork --name NAME ask (after ask, -n/--name is Claude Code's session name)"},
 	{Long: "--help", Short: "-h", Help: "show this help"},
 }
 
@@ -72,9 +72,15 @@ endpoint ANTHROPIC_BASE_URL, from cowork's own environment: they stay on this
 machine, the guest gets a one-session stand-in for the relay. These are also
 passed to claude when set: ` + strings.Join(hostd.ForwardedVars, ", ") + `.
 
--p PROJECT, the old cowork spelling of --project, still works (with a
-warning) when it is followed by a prompt: "-p NAME PROMPT" is a project;
-a lone -p is Claude Code's --print, which ask always uses anyway.`,
+-p NAME "PROMPT", the old cowork spelling of --project, still works (with a
+warning) in that shape only: a project name, then one quoted prompt of more
+than one word (or none, with the prompt piped on stdin), and no --project.
+Any other -p is Claude Code's --print, which ask always uses anyway, and the
+words after it are the prompt: cowork ask -p fix the bug asks "fix the bug".
+
+The instance is chosen before the subcommand: cowork --name dev ask "hi".
+After ask, -n/--name is Claude Code's session name; --instance NAME chooses
+the instance there.`,
 		Example: `  cowork ask "write a python hello world program"
   cowork ask -c "add error handling"
   cowork ask --project myapp "create a flask app"
@@ -97,6 +103,8 @@ a lone -p is Claude Code's --print, which ask always uses anyway.`,
 			return run(cmd.Context(), o)
 		},
 	}
+	// `cowork help ask` and `cowork --help ask` list Claude Code's flags too.
+	cmd.SetHelpFunc(func(cmd *cobra.Command, _ []string) { fmt.Fprint(ios.Out, Help(cmd)) })
 	return cmd
 }
 
@@ -177,9 +185,13 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 	return o, nil
 }
 
-// deprecatedProject takes the seed's "-p PROJECT PROMPT" out of args. It is
-// told from Claude Code's -p (print) by what follows: a project name and
-// then a prompt (or a prompt on stdin).
+// deprecatedProject takes the seed's `-p PROJECT "PROMPT"` out of args. It
+// is told from Claude Code's -p (print) by its shape, which the seed's
+// README always used: a project name, then exactly one argument with a
+// space in it (a quoted prompt) or none with the prompt piped on stdin, and
+// no --project. Unquoted words (-p fix the bug) or a one-word prompt are
+// Claude Code's -p and a prompt: misreading those would run claude in a
+// made-up folder with half the prompt.
 func deprecatedProject(args []string, stdinTTY bool) (rest []string, project, warning string) {
 	for i := 0; i+1 < len(args); i++ {
 		if args[i] == "--" {
@@ -194,10 +206,22 @@ func deprecatedProject(args []string, stdinTTY bool) (rest []string, project, wa
 		}
 		after := append(append([]string(nil), args[:i]...), args[i+2:]...)
 		p, err := claudecode.ParseArgs(after, ownFlags)
-		if err != nil || (len(p.Positional) == 0 && stdinTTY) {
-			return args, "", "" // "-p hello": Claude Code's print, with the prompt "hello"
+		if err != nil || len(p.Own["--project"]) > 0 {
+			return args, "", ""
 		}
-		return after, name, fmt.Sprintf("cowork: -p %s is deprecated; use --project %s (a lone -p is Claude Code's --print)", name, name)
+		switch len(p.Positional) {
+		case 0:
+			if stdinTTY {
+				return args, "", "" // "-p hello": Claude Code's print, with the prompt "hello"
+			}
+		case 1:
+			if !strings.ContainsAny(p.Positional[0], " \t\n") {
+				return args, "", "" // "-p say hi": print, the prompt "say hi"
+			}
+		default:
+			return args, "", "" // "-p fix the bug": print, the prompt "fix the bug"
+		}
+		return after, name, fmt.Sprintf("cowork: -p %s is deprecated; use --project %s (see cowork ask --help for how -p is read)", name, name)
 	}
 	return args, "", ""
 }
@@ -211,7 +235,7 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 	defer c.Close()
-	r := &Renderer{Out: o.IO.Out, ErrOut: o.IO.ErrOut, Color: o.IO.ColorStdout()}
+	r := newRenderer(o.IO)
 	ao := hostd.AskOptions{
 		ClaudeOptions: hostd.ClaudeOptions{
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,

@@ -38,6 +38,7 @@ func TestParse(t *testing.T) {
 		claude     []string
 		raw        bool
 		deprecated bool
+		askPerm    bool
 	}{
 		{args: []string{"say hi"}, prompt: "say hi"},
 		{args: []string{"--project", "web", "-c", "add auth"}, project: "web", prompt: "add auth", claude: []string{"-c"}},
@@ -54,14 +55,17 @@ func TestParse(t *testing.T) {
 		// The prompt from stdin.
 		{args: []string{"-"}, stdin: "from stdin\n", prompt: "from stdin"},
 		{args: []string{"--model", "haiku"}, stdin: "piped", prompt: "piped", claude: []string{"--model", "haiku"}},
+		// --no-skip-permissions is cowork's: it never reaches claude.
+		{args: []string{"--no-skip-permissions", "--model", "opus", "x"}, prompt: "x", claude: []string{"--model", "opus"}, askPerm: true},
+		{args: []string{"x", "--no-skip-permissions"}, prompt: "x", askPerm: true},
 	} {
 		o, err := parse(t, tc.stdin, tc.args...)
 		if err != nil {
 			t.Errorf("%q: %v", tc.args, err)
 			continue
 		}
-		if o.Project != tc.project || o.Prompt != tc.prompt || !slices.Equal(o.ClaudeArgs, tc.claude) || o.Raw != tc.raw || (o.Deprecated != "") != tc.deprecated {
-			t.Errorf("%q: project %q prompt %q claude %q raw %v deprecated %q", tc.args, o.Project, o.Prompt, o.ClaudeArgs, o.Raw, o.Deprecated)
+		if o.Project != tc.project || o.Prompt != tc.prompt || !slices.Equal(o.ClaudeArgs, tc.claude) || o.Raw != tc.raw || (o.Deprecated != "") != tc.deprecated || o.AskPermissions != tc.askPerm {
+			t.Errorf("%q: project %q prompt %q claude %q raw %v deprecated %q ask permissions %v", tc.args, o.Project, o.Prompt, o.ClaudeArgs, o.Raw, o.Deprecated, o.AskPermissions)
 		}
 	}
 	var fe *cmdutil.FlagError
@@ -81,6 +85,54 @@ func TestParse(t *testing.T) {
 	o, _ := ParseInteractive(mustTest(), "sandbox", []string{"--project", "p", "-c", "--model", "opus", "look"})
 	if o == nil || !slices.Equal(o.ClaudeArgs, []string{"-c", "--model", "opus", "--", "look"}) || o.Project != "p" {
 		t.Errorf("claude: %+v", o)
+	}
+}
+
+// The seed's -p PROJECT "PROMPT" is taken only in its own shape; every
+// other -p is Claude Code's print, and the words after it the prompt.
+func TestDeprecatedProject(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		piped   bool // the prompt comes on stdin
+		project string
+		rest    []string
+	}{
+		// The seed's README: a name, then one quoted prompt.
+		{args: []string{"-p", "myproject", "create a web app"}, project: "myproject", rest: []string{"create a web app"}},
+		{args: []string{"-p", "myproject", "-c", "add authentication"}, project: "myproject", rest: []string{"-c", "add authentication"}},
+		{args: []string{"-c", "-p", "demo", "and again"}, project: "demo", rest: []string{"-c", "and again"}},
+		{args: []string{"-p", "myapp", "--", "do it now"}, project: "myapp", rest: []string{"--", "do it now"}},
+		{args: []string{"-p", "myapp"}, piped: true, project: "myapp", rest: []string{}},
+		// Unquoted words: Claude Code's -p and a sentence.
+		{args: []string{"-p", "fix", "the", "bug"}},
+		{args: []string{"-p", "myapp", "do it", "now"}},
+		// Two words: a one-word prompt is no prompt of the old form.
+		{args: []string{"-p", "say", "hi"}},
+		{args: []string{"-p", "myproject", "hello"}},
+		// Not a project name, or nothing after it.
+		{args: []string{"-p", "say hi"}},
+		{args: []string{"-p", "../etc", "do it"}},
+		{args: []string{"-p", "--model", "opus", "x y"}},
+		{args: []string{"-p", "hello"}},
+		{args: []string{"-p"}},
+		// --project given: -p is print.
+		{args: []string{"--project", "web", "-p", "myapp", "do it now"}},
+		// After --, -p is the prompt's.
+		{args: []string{"--", "-p", "myapp", "do it now"}},
+	} {
+		rest, project, warning := deprecatedProject(tc.args, !tc.piped)
+		want := tc.rest
+		if tc.project == "" {
+			want = tc.args
+		}
+		if project != tc.project || !slices.Equal(rest, want) || (warning != "") != (tc.project != "") {
+			t.Errorf("%q (piped %v): project %q, rest %q, warning %q; want project %q, rest %q", tc.args, tc.piped, project, rest, warning, tc.project, want)
+		}
+	}
+	// Read as print, the words are the prompt, -p goes to claude.
+	o, err := parse(t, "", "-p", "fix", "the", "bug")
+	if err != nil || o.Project != "" || o.Prompt != "fix the bug" || !slices.Equal(o.ClaudeArgs, []string{"-p"}) {
+		t.Errorf("-p fix the bug: %+v, %v", o, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
 
@@ -17,7 +18,9 @@ import (
 type Renderer struct {
 	Out    io.Writer // the answer
 	ErrOut io.Writer // the footer and errors
-	Color  bool
+	// Color and ErrColor are decided apart: `cowork ask x 2>log` on a
+	// terminal must keep escapes out of the log.
+	Color, ErrColor bool
 
 	streamed  map[string]bool // messages whose text arrived as deltas
 	current   string          // the message being streamed
@@ -26,8 +29,18 @@ type Renderer struct {
 	result    *claudecode.Event
 }
 
-func (r *Renderer) paint(code, s string) string {
-	if !r.Color {
+// newRenderer renders onto the command's streams, in colour where each
+// stream may carry it.
+func newRenderer(ios *iostreams.IOStreams) *Renderer {
+	return &Renderer{Out: ios.Out, ErrOut: ios.ErrOut, Color: ios.ColorStdout(), ErrColor: ios.ColorEnabled()}
+}
+
+// paint colours s for Out; paintErr for ErrOut.
+func (r *Renderer) paint(code, s string) string    { return paint(r.Color, code, s) }
+func (r *Renderer) paintErr(code, s string) string { return paint(r.ErrColor, code, s) }
+
+func paint(on bool, code, s string) string {
+	if !on {
 		return s
 	}
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
@@ -132,9 +145,9 @@ func (r *Renderer) footer(e *claudecode.Event) {
 		default:
 			why = strings.ReplaceAll(cmp.Or(e.Subtype, "failed"), "_", " ")
 		}
-		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paint("31", "error:"), why)
+		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paintErr("31", "error:"), why)
 	}
-	fmt.Fprintln(r.ErrOut, r.paint("2", "— "+line))
+	fmt.Fprintln(r.ErrOut, r.paintErr("2", "— "+line))
 }
 
 // keyArgs is the argument that says what a tool call does, by tool.

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/creack/pty"
+
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
 
@@ -61,5 +64,59 @@ func TestColourOnlyWhenAsked(t *testing.T) {
 	r.Event(&claudecode.Event{Type: "assistant", Message: &claudecode.Message{Content: []claudecode.Block{{Type: "tool_use", Name: "Read", Input: map[string]any{"file_path": "/x"}}}}})
 	if bytes.Contains(out.Bytes(), []byte("\x1b[")) || out.String() != "● Read(/x)\n" {
 		t.Fatalf("got %q", out.String())
+	}
+}
+
+// Each stream gets colour only when it is a terminal and NO_COLOR is unset:
+// `cowork ask x 2>log` keeps escapes out of the log.
+func TestColourPerStream(t *testing.T) {
+	t.Setenv("TERM", "xterm")
+	_, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer tty.Close()
+	file, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	test, _, _, _ := iostreams.Test()
+	for _, tc := range []struct {
+		name              string
+		ios               *iostreams.IOStreams
+		noColor           bool
+		wantOut, wantErrs bool
+	}{
+		{"both on a terminal", iostreams.FromFiles(tty, tty, tty), false, true, true},
+		{"stderr to a file", iostreams.FromFiles(tty, tty, file), false, true, false},
+		{"stdout to a file", iostreams.FromFiles(tty, file, tty), false, false, true},
+		{"NO_COLOR", iostreams.FromFiles(tty, tty, tty), true, false, false},
+		{"no terminal", test, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.noColor {
+				t.Setenv("NO_COLOR", "1")
+			} else {
+				t.Setenv("NO_COLOR", "")
+				os.Unsetenv("NO_COLOR") // t.Setenv restores it afterwards
+			}
+			// The streams' kinds come from the files; the bytes go to buffers.
+			var out, errOut bytes.Buffer
+			ios := *tc.ios
+			ios.Out, ios.ErrOut = &out, &errOut
+			r := newRenderer(&ios)
+			r.Event(&claudecode.Event{Type: "assistant", Message: &claudecode.Message{Content: []claudecode.Block{{Type: "tool_use", Name: "Read", Input: map[string]any{"file_path": "/x"}}}}})
+			r.Event(&claudecode.Event{Type: "result", IsError: true, Result: "it broke", NumTurns: 1, SessionID: "s"})
+			if got := bytes.Contains(out.Bytes(), []byte("\x1b[")); got != tc.wantOut {
+				t.Errorf("escapes on stdout: %v, want %v: %q", got, tc.wantOut, out.String())
+			}
+			if got := bytes.Contains(errOut.Bytes(), []byte("\x1b[")); got != tc.wantErrs {
+				t.Errorf("escapes on stderr: %v, want %v: %q", got, tc.wantErrs, errOut.String())
+			}
+			if !bytes.Contains(errOut.Bytes(), []byte("it broke")) || !bytes.Contains(errOut.Bytes(), []byte("session s")) {
+				t.Errorf("no error line and footer on stderr: %q", errOut.String())
+			}
+		})
 	}
 }

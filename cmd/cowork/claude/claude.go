@@ -45,6 +45,8 @@ The credential stays on this machine, as with cowork ask.`,
 			return run(cmd.Context(), o)
 		},
 	}
+	// `cowork help claude` and `cowork --help claude` list Claude Code's flags too.
+	cmd.SetHelpFunc(func(cmd *cobra.Command, _ []string) { fmt.Fprint(ios.Out, ask.Help(cmd)) })
 	return cmd
 }
 
@@ -56,13 +58,18 @@ func run(ctx context.Context, o *ask.Options) error {
 	defer c.Close()
 	var eo agentclient.ExecOptions
 	return guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
-		env := hostd.ForwardedEnv(os.Getenv)
-		env = append(env, eo.Env...) // TERM
-		return c.Claude(ctx, hostd.ClaudeOptions{
-			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
-			Credential: cred, Env: env,
-			Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
-			TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
-		})
+		return c.Claude(ctx, clientOptions(o, cred, &eo, os.Getenv))
 	})
+}
+
+// clientOptions is the run the client is asked for: the parsed command
+// line, the host's forwarded settings, and the terminal guestrun set up
+// (its TERM among eo.Env).
+func clientOptions(o *ask.Options, cred hostd.Credential, eo *agentclient.ExecOptions, getenv func(string) string) hostd.ClaudeOptions {
+	return hostd.ClaudeOptions{
+		Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
+		Credential: cred, Env: append(hostd.ForwardedEnv(getenv), eo.Env...),
+		Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
+		TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
+	}
 }

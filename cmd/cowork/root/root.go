@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
@@ -46,7 +47,29 @@ at /workspace) and every network byte it sends on the record.`,
 		Version:       buildinfo.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// The global flags are read where they stand, before the subcommand:
+		// ask and claude forward every flag after them to Claude Code, whose
+		// -n/--name is a session name, so in `cowork --name dev ask` the
+		// name must have chosen the instance before ask sees its arguments.
+		TraverseChildren: true,
+		// With TraverseChildren cobra no longer rejects an unknown command
+		// itself, and a root that cannot run would answer it with help.
+		Args: unknownCommand,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		// `cowork --help status` is read as cowork's --help before status:
+		// answer it with status's help, as cobra does without traversal.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.HasParent() && cmd.Root().Flags().Changed("help") {
+				return pflag.ErrHelp
+			}
+			return nil
+		},
+		SuggestionsMinimumDistance: 2,
 	}
+	// Known before traversal, so that in `cowork --help ask` ask is not
+	// taken for --help's value.
+	root.InitDefaultHelpFlag()
+	root.InitDefaultVersionFlag()
 	root.SetIn(ios.In)
 	root.SetOut(ios.Out)
 	root.SetErr(ios.ErrOut)
@@ -79,6 +102,19 @@ at /workspace) and every network byte it sends on the record.`,
 		diskcmd.NewCmdDisk(ios, &target.Instance),
 	)
 	return root
+}
+
+// unknownCommand rejects arguments to cowork itself: they can only be a
+// mistyped command.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	hint := ""
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return fmt.Errorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }
 
 // Main runs cowork with args and returns the process exit code.

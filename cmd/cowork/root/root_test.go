@@ -124,3 +124,43 @@ func TestVersionAndCompletion(t *testing.T) {
 		}
 	}
 }
+
+// -n/--name before the subcommand is cowork's instance; after ask or
+// claude it is Claude Code's session name, forwarded.
+func TestGlobalNameBeforeAskChoosesTheInstance(t *testing.T) {
+	t.Setenv("COWORK_HOME", t.TempDir())
+	t.Setenv("COWORK_AGENT", "")
+	t.Setenv("ANTHROPIC_API_KEY", "sk-test")
+	for _, tc := range []struct {
+		args     []string
+		instance string
+	}{
+		{[]string{"--name", "dev", "ask", "hi"}, "dev"},
+		{[]string{"-n", "dev", "ask", "hi"}, "dev"},
+		{[]string{"--name=dev", "claude"}, "dev"},
+		{[]string{"-n", "dev", "ask", "--name", "session-1", "hi"}, "dev"},
+		{[]string{"ask", "--name", "session-1", "hi"}, "sandbox"},
+		{[]string{"ask", "-n", "session-1", "hi"}, "sandbox"},
+		{[]string{"claude", "--name", "session-1"}, "sandbox"},
+		{[]string{"ask", "--instance", "dev", "--name", "session-1", "hi"}, "dev"},
+	} {
+		r := cowork(t, "", tc.args...)
+		if want := "instance " + tc.instance + " is not running"; r.code != 1 || !strings.Contains(r.errOut, want) {
+			t.Errorf("%q: got %+v, want %q", tc.args, r, want)
+		}
+	}
+	// Global flags before a subcommand keep working for the others, and
+	// help asked for before a command is that command's.
+	if r := cowork(t, "", "--name", "dev", "status"); r.code != 1 || !strings.Contains(r.errOut, "instance dev does not exist") {
+		t.Errorf("--name dev status: %+v", r)
+	}
+	if r := cowork(t, "", "--help", "ask"); r.code != 0 || !strings.Contains(r.out, "Claude Code flags") {
+		t.Errorf("--help ask: %+v", r)
+	}
+	if r := cowork(t, "", "--help", "status"); r.code != 0 || !strings.Contains(r.out, "cowork status") {
+		t.Errorf("--help status: %+v", r)
+	}
+	if r := cowork(t, "", "staus"); r.code != 2 || !strings.Contains(r.errOut, `unknown command "staus"`) || !strings.Contains(r.errOut, "status") {
+		t.Errorf("a mistyped command: %+v", r)
+	}
+}
