@@ -48,6 +48,8 @@ type Options struct {
 	Commands  []string
 	Timeout   time.Duration
 	NoStart   bool
+	// Changed reports whether a flag was given; nil means none was.
+	Changed func(flag string) bool
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -66,7 +68,11 @@ verified; on first boot cloud-init installs the toolchain and Claude Code, and
 init follows it until the guest is ready. --image takes another image (qcow2
 or raw; a path, or a URL with --image-sha256). --kernel and --initrd boot a
 kernel directly (with --cmdline) instead of the image's EFI boot loader.
-Interrupted, init resumes its download when run again.`,
+Interrupted (or timed out, or its provisioning failed), init resumes when run
+again: the download where it stopped, and an instance that was created but
+never finished provisioning is started and its provisioning followed again,
+with the settings it was created with (flags that contradict them are
+refused). An instance that finished its init is not touched.`,
 		Example: `  cowork init
   cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
@@ -76,6 +82,7 @@ Interrupted, init resumes its download when run again.`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
+			o.Changed = cmd.Flags().Changed
 			if runF != nil {
 				return runF(o)
 			}
@@ -187,8 +194,13 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	if existing, err := instance.Load(c.Name); err == nil && existing != nil {
-		return &instance.ExistsError{Name: c.Name}
+	if saved, err := instance.Load(c.Name); err == nil {
+		return resume(ctx, o, saved, c, src, began)
+	}
+	if p, err := instance.PathsFor(c.Name); err == nil {
+		if _, err := os.Stat(p.Dir()); err == nil {
+			fmt.Fprintf(o.IO.ErrOut, "An earlier init of %s stopped before its disk was complete; making it again\n", c.Name)
+		}
 	}
 	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.CPUs, c.Memory, c.Disk, c.Workspace)
 	if src.Image, err = fetchImage(ctx, o, c.Arch); err != nil {
