@@ -38,13 +38,35 @@ func (ph Phases) get(phase string) Progress {
 	return noProgress{}
 }
 
-// ChecksumError says a download is not the file it should be.
+// ChecksumError says a download (or a local image) is not the file it
+// should be.
 type ChecksumError struct {
 	URL, Want, Got string
+	// Local is a file given by path, which is left alone.
+	Local bool
 }
 
 func (e *ChecksumError) Error() string {
+	if e.Local {
+		return fmt.Sprintf("%s: sha256 is %s, want %s; check that this is the image you meant, or --image-sha256", e.URL, e.Got, e.Want)
+	}
 	return fmt.Sprintf("%s: sha256 is %s, want %s; the download was deleted. Retry, or check --image-sha256", e.URL, e.Got, e.Want)
+}
+
+// Verify checks that the local file at path has the sha256 want.
+func Verify(path, want string, p Progress) error {
+	if p == nil {
+		p = noProgress{}
+	}
+	want = strings.ToLower(strings.TrimPrefix(want, "sha256:"))
+	got, err := fileSHA256(path, p)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	if got != want {
+		return &ChecksumError{URL: path, Want: want, Got: got, Local: true}
+	}
+	return nil
 }
 
 // Fetch downloads url into dir unless a verified copy is there already,

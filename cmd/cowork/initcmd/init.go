@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -96,7 +97,7 @@ refused). An instance that finished its init is not touched.`,
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
 	f.StringVar(&o.Arch, "arch", instance.HostArch(), "guest architecture: arm64 or amd64")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
-	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 a downloaded --image must have")
+	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -158,8 +159,11 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
 	}
-	if o.ImageSHA != "" && !isURL(o.Image) && o.Image != "" {
-		errs = append(errs, errors.New("--image-sha256 is for a downloaded --image (a URL)"))
+	if o.ImageSHA != "" && o.Image == "" {
+		errs = append(errs, errors.New("--image-sha256 needs --image (the default image's digest is pinned)"))
+	}
+	if o.ImageSHA != "" && !sha256RE.MatchString(o.ImageSHA) {
+		errs = append(errs, fmt.Errorf("--image-sha256 %q: want 64 hex digits", o.ImageSHA))
 	}
 	for flag, p := range map[string]*string{"--image": &o.Image, "--kernel": &o.Kernel, "--initrd": &o.Initrd} {
 		if *p == "" || isURL(*p) && flag == "--image" {
@@ -185,6 +189,8 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	c.InstanceID = fmt.Sprintf("cowork-%s-%d", c.Name, time.Now().Unix())
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
+
+var sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
 
 func isURL(s string) bool { return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") }
 
@@ -236,6 +242,13 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		url, sum = base.URL, base.SHA256
 		fmt.Fprintf(o.IO.ErrOut, "  image     %s %s (sha256 pinned from %s)\n", base.Name, arch, base.Source)
 	} else if !isURL(url) {
+		if sum != "" {
+			verify := progress.New(o.IO, "verify")
+			if err := image.Verify(url, sum, verify); err != nil {
+				return "", err
+			}
+			verify.Done()
+		}
 		return url, nil
 	} else if sum == "" {
 		fmt.Fprintf(o.IO.ErrOut, "warning: no --image-sha256 given; the download is not verified\n")

@@ -2,14 +2,18 @@ package initcmd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image"
 )
 
 // parse runs `cowork init args...` up to its Options.
@@ -124,5 +128,42 @@ func TestInitRedoesAnIncompleteCreate(t *testing.T) {
 	}
 	if _, err := os.Stat(p.Disk() + ".tmp"); err == nil {
 		t.Error("the half-written disk survived")
+	}
+}
+
+func TestInitVerifiesALocalImage(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	img := filepath.Join(home, "img.raw")
+	os.WriteFile(img, []byte("boot sector"), 0o600)
+	sum := sha256.Sum256([]byte("boot sector"))
+	base := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
+
+	o := parse(t, append(base, "--image-sha256", strings.Repeat("ab", 32))...)
+	ios, _, _, _ := iostreams.Test()
+	o.IO = ios
+	err := run(context.Background(), o)
+	var ce *image.ChecksumError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "sha256 is "+hex.EncodeToString(sum[:])) {
+		t.Fatalf("a wrong digest: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(home, "box")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed verify left the instance directory: %v", err)
+	}
+	if _, err := os.Stat(img); err != nil {
+		t.Errorf("the local image went: %v", err)
+	}
+
+	o = parse(t, append(base, "--image-sha256", "sha256:"+hex.EncodeToString(sum[:]))...)
+	o.IO = ios
+	if err := run(context.Background(), o); err != nil {
+		t.Fatalf("the right digest: %v", err)
+	}
+
+	for _, bad := range [][]string{{"--image-sha256", "abc", "--image", img}, {"--image-sha256", strings.Repeat("ab", 32)}} {
+		var fe *cmdutil.FlagError
+		if _, _, err := parse(t, bad...).Config(); !errors.As(err, &fe) {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
 	}
 }
