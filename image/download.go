@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/http/httpproxy"
 )
 
 // Progress hears how far a long step is: done of total bytes (total 0
@@ -75,7 +78,7 @@ func Verify(path, want string, p Progress) error {
 // matches want (when want is set). The client honours HTTPS_PROXY.
 func Fetch(ctx context.Context, client *http.Client, url, want, dir string, ph Phases) (string, error) {
 	if client == nil {
-		client = &http.Client{Transport: http.DefaultTransport}
+		client = &http.Client{Transport: transport()}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
@@ -105,6 +108,17 @@ func Fetch(ctx context.Context, client *http.Client, url, want, dir string, ph P
 		return "", err
 	}
 	return final, nil
+}
+
+// transport is http.DefaultTransport's, with the proxy taken from
+// HTTPS_PROXY, HTTP_PROXY and NO_PROXY at each request (net/http reads
+// them once per process).
+func transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = func(r *http.Request) (*url.URL, error) {
+		return httpproxy.FromEnvironment().ProxyFunc()(r.URL)
+	}
+	return t
 }
 
 // download appends to part what it lacks of url, resuming where it stopped.
