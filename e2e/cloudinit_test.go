@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"strings"
@@ -42,8 +43,8 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 	if r := root("findmnt -n -o FSTYPE /workspace"); strings.TrimSpace(r.out) != "virtiofs" {
 		t.Errorf("/workspace: %s", r)
 	}
-	if r := root("systemctl is-active cowork-agent; systemctl is-enabled cowork-agent"); r.out != "active\nenabled\n" {
-		t.Errorf("the agent's unit: %s", r)
+	if r := root("systemctl is-active cowork-agent; systemctl is-enabled cowork-agent cowork-provision"); r.out != "active\nenabled\nenabled\n" {
+		t.Errorf("the agent's and the provisioning's units: %s", r)
 	}
 	if r := root("command -v tree && test -f /var/lib/cowork/provisioned && echo provisioned"); !strings.Contains(r.out, "provisioned") {
 		t.Errorf("provisioning: %s", r)
@@ -61,7 +62,16 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 		t.Errorf("no proxied apt traffic in the audit log")
 	}
 
-	// systemd brings the agent back after kill -9.
+	// systemd brings the agent back after kill -9, and the unit's
+	// ExecStartPre puts the host's agent back over a different one.
+	sum := func() string {
+		return strings.TrimSpace(root("sha256sum /usr/local/bin/cowork-agent | cut -d' ' -f1").out)
+	}
+	want := sum()
+	root("cp /usr/local/bin/cowork-agent /tmp/a && echo x >>/tmp/a && mv /tmp/a /usr/local/bin/cowork-agent")
+	if sum() == want {
+		t.Fatal("could not change the installed agent")
+	}
 	root("systemctl kill -s KILL cowork-agent")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -76,5 +86,56 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 	}
 	if s := e.status(); s.State != "running" || !s.Ready {
 		t.Errorf("status after the agent restarted: %+v", s)
+	}
+	if got := sum(); got != want {
+		t.Errorf("the agent's unit did not reinstall the host's agent: sha256 %s, want %s", got, want)
+	}
+}
+
+// An init cut short during provisioning, and the guest's power with it,
+// resumes when run again: cloud-init's per-instance modules would not run
+// twice, the provisioning unit does, and init follows it to the end.
+func TestInterruptedInitResumes(t *testing.T) {
+	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
+	if cloud == "" {
+		t.Fatal("COWORK_E2E_CLOUD_DISK is not set; run through make e2e")
+	}
+	e := newEnv(t)
+	// Hangs the first time only: the boot is cut while it waits.
+	once := "test -e /var/tmp/once || { touch /var/tmp/once; sync; sleep 3600; }"
+	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=",
+		"--provision-cmd", once, "--provision-cmd", "touch /var/tmp/after", "--timeout", "20m")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, args...)
+	stderr, _ := c.StderrPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var seen string
+	for !strings.Contains(seen, "running test -e /var/tmp/once") {
+		n, err := stderr.Read(buf)
+		seen += string(buf[:n])
+		if err != nil {
+			t.Fatalf("init ended before its provisioning step showed: %q", seen)
+		}
+	}
+	c.Process.Kill()
+	c.Wait()
+	e.must("stop", "--force") // the power cut
+
+	r := e.must(args...)
+	for _, want := range []string{"Resuming the interrupted init", "provisioning", "ready"} {
+		if !strings.Contains(r.errOut, want) {
+			t.Errorf("the resumed init's progress lacks %q:\n%s", want, r.errOut)
+		}
+	}
+	if r := e.run("exec", "-u", "root", "test -f /var/tmp/after && test -f /var/lib/cowork/provisioned && echo done"); r.out != "done\n" {
+		t.Errorf("provisioning did not finish: %s", r)
+	}
+	// A finished init is not run again.
+	if r := e.run(args...); r.code == 0 || !strings.Contains(r.errOut, "already exists") {
+		t.Errorf("init of a provisioned instance: %s", r)
 	}
 }

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/http/httpproxy"
 )
 
 // Progress hears how far a long step is: done of total bytes (total 0
@@ -38,13 +41,35 @@ func (ph Phases) get(phase string) Progress {
 	return noProgress{}
 }
 
-// ChecksumError says a download is not the file it should be.
+// ChecksumError says a download (or a local image) is not the file it
+// should be.
 type ChecksumError struct {
 	URL, Want, Got string
+	// Local is a file given by path, which is left alone.
+	Local bool
 }
 
 func (e *ChecksumError) Error() string {
+	if e.Local {
+		return fmt.Sprintf("%s: sha256 is %s, want %s; check that this is the image you meant, or --image-sha256", e.URL, e.Got, e.Want)
+	}
 	return fmt.Sprintf("%s: sha256 is %s, want %s; the download was deleted. Retry, or check --image-sha256", e.URL, e.Got, e.Want)
+}
+
+// Verify checks that the local file at path has the sha256 want.
+func Verify(path, want string, p Progress) error {
+	if p == nil {
+		p = noProgress{}
+	}
+	want = strings.ToLower(strings.TrimPrefix(want, "sha256:"))
+	got, err := fileSHA256(path, p)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", path, err)
+	}
+	if got != want {
+		return &ChecksumError{URL: path, Want: want, Got: got, Local: true}
+	}
+	return nil
 }
 
 // Fetch downloads url into dir unless a verified copy is there already,
@@ -53,7 +78,7 @@ func (e *ChecksumError) Error() string {
 // matches want (when want is set). The client honours HTTPS_PROXY.
 func Fetch(ctx context.Context, client *http.Client, url, want, dir string, ph Phases) (string, error) {
 	if client == nil {
-		client = &http.Client{Transport: http.DefaultTransport}
+		client = &http.Client{Transport: transport()}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
@@ -83,6 +108,17 @@ func Fetch(ctx context.Context, client *http.Client, url, want, dir string, ph P
 		return "", err
 	}
 	return final, nil
+}
+
+// transport is http.DefaultTransport's, with the proxy taken from
+// HTTPS_PROXY, HTTP_PROXY and NO_PROXY at each request (net/http reads
+// them once per process).
+func transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = func(r *http.Request) (*url.URL, error) {
+		return httpproxy.FromEnvironment().ProxyFunc()(r.URL)
+	}
+	return t
 }
 
 // download appends to part what it lacks of url, resuming where it stopped.

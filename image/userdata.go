@@ -63,24 +63,15 @@ func UserData(g Guest) ([]byte, error) {
 		g.Marker = DefaultMarker
 	}
 	proxyEnv := fmt.Sprintf("http_proxy=%[1]s https_proxy=%[1]s HTTP_PROXY=%[1]s HTTPS_PROXY=%[1]s no_proxy=%[2]s NO_PROXY=%[2]s npm_config_proxy=%[1]s npm_config_https_proxy=%[1]s", g.ProxyURL, g.NoProxy)
-	var provision strings.Builder
-	provision.WriteString("set -eux\n")
-	if len(g.Packages) > 0 {
-		// cloud-init goes on after a failed package module; provisioning must not.
-		provision.WriteString("for p in " + strings.Join(g.Packages, " ") + "; do\n" +
-			"  dpkg -s \"$p\" >/dev/null 2>&1 || { echo \"cowork: package $p is not installed\" >&2; exit 1; }\ndone\n")
-	}
-	if g.ProxyURL != "" {
-		provision.WriteString("export " + proxyEnv + "\n")
-	}
 	for _, c := range g.Provision {
-		provision.WriteString(c + "\n")
+		for _, l := range strings.Split(c, "\n") {
+			if strings.TrimSpace(l) == heredocTag {
+				return nil, fmt.Errorf("cloud-config: a provisioning command holds the line %s, which cowork's boot script reserves", heredocTag)
+			}
+		}
 	}
-	provision.WriteString("mkdir -p " + dirOf(g.Marker) + "\ntouch " + g.Marker + "\n")
 
-	files := []map[string]any{
-		{"path": "/usr/local/lib/cowork/provision", "permissions": "0755", "content": provision.String()},
-	}
+	var files []map[string]any
 	if g.ProxyURL != "" {
 		files = append(files,
 			map[string]any{"path": "/etc/profile.d/cowork-proxy.sh", "permissions": "0644",
@@ -101,18 +92,19 @@ func UserData(g Guest) ([]byte, error) {
 			"lock_passwd": true,
 		}},
 		"mounts": [][]string{{g.ShareTag, "/workspace", "virtiofs", "rw,relatime,nofail", "0", "0"}},
-		// The agent first: it is how the host follows the rest.
-		"bootcmd":         []string{installAgentScript, grubConsoleScript("/etc/default/grub.d")},
-		"write_files":     files,
+		// At every boot: the agent first (it is how the host follows the
+		// rest), then provisioning until done (see guestunits.go), and the
+		// virtio console for grub-booted guests.
+		"bootcmd":         []string{installScript(g, proxyEnv), grubConsoleScript("/etc/default/grub.d")},
 		"growpart":        map[string]any{"mode": "auto", "devices": []string{"/"}},
 		"resize_rootfs":   true,
-		"package_update":  len(g.Packages) > 0,
-		"packages":        g.Packages,
-		"runcmd":          [][]string{{"/usr/local/lib/cowork/provision"}},
-		"final_message":   "cowork: provisioning finished after $UPTIME seconds",
+		"final_message":   "cowork: cloud-init finished after $UPTIME seconds",
 		"ssh_pwauth":      false,
 		"disable_root":    true,
 		"package_upgrade": false,
+	}
+	if len(files) > 0 {
+		cfg["write_files"] = files
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -127,39 +119,6 @@ func dirOf(p string) string {
 	}
 	return "/"
 }
-
-// installAgentScript runs at every boot, before anything else cloud-init
-// does: it installs the agent from the cidata disk when the host brought a
-// different one, and starts it under systemd.
-var installAgentScript = `set -e
-src=/run/cowork-cidata
-mkdir -p $src
-mount -o ro LABEL=cidata $src 2>/dev/null || mount -o ro /dev/disk/by-label/CIDATA $src
-want=$(cat $src/` + cidataSumName + `)
-have=$(sha256sum ` + AgentPath + ` 2>/dev/null | cut -d' ' -f1 || true)
-if [ "$want" != "$have" ]; then
-  install -m 0755 $src/` + cidataAgentName + ` ` + AgentPath + `.new
-  mv ` + AgentPath + `.new ` + AgentPath + `
-fi
-umount $src
-cat > /etc/systemd/system/` + AgentUnit + ` <<'UNIT'
-[Unit]
-Description=cowork guest agent
-After=systemd-udevd.service local-fs.target
-Before=cloud-final.service
-
-[Service]
-ExecStart=` + AgentPath + ` --listen auto --default-user cowork --provisioned-marker ` + DefaultMarker + `
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-systemctl daemon-reload
-systemctl enable ` + AgentUnit + `
-if [ "$want" != "$have" ]; then systemctl restart --no-block ` + AgentUnit + `; else systemctl start --no-block ` + AgentUnit + `; fi
-`
 
 // MetaData is the NoCloud meta-data: a new instance-id each time the ISO
 // is made would rerun cloud-init's first-boot modules, so it is the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
@@ -55,8 +56,10 @@ type provisionError struct{ detail string }
 
 func (e *provisionError) Error() string { return "provisioning failed: " + e.detail }
 
-// waitForProvisioning follows cloud-init until the guest reports itself
-// provisioned, relaying what it is doing as events.
+// waitForProvisioning follows the guest's provisioning until the guest
+// reports itself provisioned, relaying what it is doing as events, and
+// records the fact in the instance directory (init resumes an instance
+// without it).
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
 		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
@@ -70,22 +73,28 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 			return ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
-		// cloud-init first: it reports done only after the marker is made,
-		// so a done seen here means the Info below sees the marker.
-		state, line := d.cloudInitProgress(ctx)
+		// The guest first: cloud-init reports finished only after the
+		// provisioning unit ended, so a marker made by then is seen below.
+		p := d.provisionProgress(ctx)
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := d.agent.Info(actx)
 		cancel()
 		if done = err == nil && info.Provisioned; done {
 			break
 		}
-		if state == "finished" {
-			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + line}
+		switch p.state {
+		case "failed":
+			return &provisionError{detail: "the provisioning script failed; last output: " + p.line}
+		case "finished":
+			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + p.line}
 		}
-		if line != "" && line != last {
-			last = line
-			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+line, nil)
+		if msg := p.message(); msg != "" && msg != last {
+			last = msg
+			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+msg, nil)
 		}
+	}
+	if err := os.WriteFile(d.paths.Provisioned(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		d.log.Warn("record provisioning as complete", "err", err)
 	}
 	d.mu.Lock()
 	d.ready = true
@@ -94,29 +103,77 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	return nil
 }
 
-// cloudInitProgress asks the guest whether cloud-init has finished (its
-// final stage writes boot-finished; `cloud-init status` says "error" while
-// still running once any module failed) and for the last line of its output.
-func (d *Daemon) cloudInitProgress(ctx context.Context) (state, line string) {
+// provisionProbe is a shell script the agent runs as root to report
+// provisioning, one item a line: the state (finished once cloud-init's
+// final stage wrote boot-finished; failed when the provisioning unit
+// failed; else running), the step the provisioning script is at, the
+// cloud-init stage running, and the last line of output.
+var provisionProbe = `if [ -e /var/lib/cloud/instance/boot-finished ]; then echo finished
+elif systemctl is-failed --quiet ` + image.ProvisionUnit + ` 2>/dev/null; then echo failed
+else echo running; fi
+head -n 1 ` + image.ProvisionStepFile + ` 2>/dev/null || echo
+sed -n 's/^ *"stage": "\([^"]*\)".*/\1/p' /run/cloud-init/status.json 2>/dev/null | head -n 1 | grep . || echo
+out=$(journalctl -q -u ` + image.ProvisionUnit + ` -b -n 1 -o cat --no-pager 2>/dev/null)
+[ -n "$out" ] || out=$(tail -n 1 /var/log/cloud-init-output.log 2>/dev/null)
+echo "$out"
+`
+
+// provisionState is one look at the guest's provisioning.
+type provisionState struct {
+	state, step, stage, line string
+}
+
+// provisionProgress runs provisionProbe in the guest; a failed look is a
+// zero state (running, nothing to show).
+func (d *Daemon) provisionProgress(ctx context.Context) provisionState {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var out strings.Builder
 	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
-		Argv: []string{"sh", "-c", "if [ -e /var/lib/cloud/instance/boot-finished ]; then echo finished; else echo running; fi; tail -n 1 /var/log/cloud-init-output.log 2>/dev/null"},
+		Argv: []string{"sh", "-c", provisionProbe},
 		User: "root", Dir: "/", Stdout: &out,
 	})
 	if err != nil {
-		return "", ""
+		return provisionState{}
 	}
-	lines := strings.SplitN(strings.TrimSpace(out.String()), "\n", 2)
-	state = strings.TrimSpace(lines[0])
-	if len(lines) > 1 {
-		line = strings.TrimSpace(lines[1])
-		if len(line) > 120 {
-			line = line[:117] + "..."
+	return parseProvisionProbe(out.String())
+}
+
+func parseProvisionProbe(out string) provisionState {
+	lines := strings.SplitN(out, "\n", 4)
+	for len(lines) < 4 {
+		lines = append(lines, "")
+	}
+	clip := func(s string, n int) string {
+		s = strings.TrimSpace(s)
+		if len(s) > n {
+			s = s[:n-3] + "..."
 		}
+		return s
 	}
-	return state, line
+	last, _, _ := strings.Cut(lines[3], "\n")
+	return provisionState{
+		state: clip(lines[0], 20),
+		step:  clip(lines[1], 60),
+		stage: clip(lines[2], 40),
+		line:  clip(last, 120),
+	}
+}
+
+// message is what the live view shows: "stage: line", the stage being
+// the provisioning script's step, or else cloud-init's stage.
+func (p provisionState) message() string {
+	stage := p.step
+	if stage == "" && p.stage != "" {
+		stage = "cloud-init " + p.stage
+	}
+	switch {
+	case stage == "":
+		return p.line
+	case p.line == "":
+		return stage
+	}
+	return stage + ": " + p.line
 }
 
 func (d *Daemon) vmGone() error {

@@ -286,7 +286,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	var provErr *provisionError
 	if err := d.waitForAgent(ctx); errors.As(err, &provErr) {
 		// The guest runs and its agent answers: keep it up for a look inside.
-		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo tail -50 /var/log/cloud-init-output.log`", err)
+		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
 	} else if err != nil {
 		return err
 	}

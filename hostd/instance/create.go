@@ -19,10 +19,7 @@ type Sources struct {
 type ExistsError struct{ Name string }
 
 func (e *ExistsError) Error() string {
-	flag := ""
-	if e.Name != DefaultName {
-		flag = " --name " + e.Name
-	}
+	flag := nameFlag(e.Name)
 	return fmt.Sprintf("instance %s already exists; start it with `cowork start%s`, or remove it first with `cowork delete%s`", e.Name, flag, flag)
 }
 
@@ -68,6 +65,42 @@ func Create(c *Config, src Sources, convert image.Progress) (err error) {
 	}
 	c.Image = src.Image
 	return c.Save(p.Dir())
+}
+
+// Finish checks what Create made, for an init that goes on after an
+// interruption: the disk (whole, since MakeDisk renames it into place
+// only when complete) grown to the configured size if it is short, and
+// the kernel files of a kernel-boot instance. It must not run while the
+// instance runs.
+func Finish(c *Config) error {
+	p, err := PathsFor(c.Name)
+	if err != nil {
+		return err
+	}
+	redo := fmt.Sprintf("; remove the instance with `cowork delete%s` and init it again", nameFlag(c.Name))
+	need := []string{p.Disk()}
+	if c.Boot == BootKernel {
+		need = append(need, p.Kernel())
+	}
+	for _, f := range need {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("instance %s is incomplete: %w%s", c.Name, err, redo)
+		}
+	}
+	// A larger disk is a `disk resize` cut short before it saved the config.
+	if st, err := os.Stat(p.Disk()); err == nil && st.Size() < int64(c.Disk) {
+		if err := image.Resize(p.Disk(), int64(c.Disk)); err != nil {
+			return fmt.Errorf("instance %s: grow the disk: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+func nameFlag(name string) string {
+	if name == DefaultName {
+		return ""
+	}
+	return " --name " + name
 }
 
 func copyFile(src, dst string) error {

@@ -33,6 +33,10 @@ func (p Paths) PidFile() string    { return p.file("hostd.pid") }
 func (p Paths) LastStop() string { return p.file("last-stop.txt") }
 func (p Paths) LockFile() string { return p.file("hostd.lock") }
 
+// Provisioned exists once the guest reported its provisioning complete:
+// `cowork init` resumes an instance without it instead of refusing.
+func (p Paths) Provisioned() string { return p.file("provisioned") }
+
 // Run is a directory for the running VM's sockets and helper pid files
 // (QMP, the agent chardev, virtiofsd), emptied at every start.
 func (p Paths) Run() string { return p.file("run") }

@@ -34,11 +34,25 @@ func binary(arch string) string {
 	return "qemu-system-x86_64"
 }
 
-// firmware is the EFI code image for a guest architecture, from Debian's
-// qemu-efi-aarch64 and ovmf packages (or Homebrew's qemu on a Mac).
-var firmware = map[string][]string{
-	"arm64": {"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "/opt/homebrew/share/qemu/edk2-aarch64-code.fd"},
-	"amd64": {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd", "/opt/homebrew/share/qemu/edk2-x86_64-code.fd"},
+// efiFirmware is an EFI code image and the empty variable store a new
+// instance's starts as ("" for a blank one of the code's flash size).
+type efiFirmware struct{ code, vars string }
+
+// firmware lists, best first, the EFI firmware for a guest architecture:
+// from Debian's qemu-efi-aarch64 and ovmf packages, or Homebrew's qemu on
+// a Mac. Debian's QEMU_EFI.fd has no VARS twin (and is not padded to the
+// flash size): the last resort, with a blank store.
+var firmware = map[string][]efiFirmware{
+	"arm64": {
+		{"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
+		{"/opt/homebrew/share/qemu/edk2-aarch64-code.fd", "/opt/homebrew/share/qemu/edk2-arm-vars.fd"},
+		{"/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", ""},
+	},
+	"amd64": {
+		{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+		{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+		{"/opt/homebrew/share/qemu/edk2-x86_64-code.fd", "/opt/homebrew/share/qemu/edk2-i386-vars.fd"},
+	},
 }
 
 // args is QEMU's command line for a config: a pure translation, nothing

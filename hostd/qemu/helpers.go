@@ -14,33 +14,86 @@ import (
 
 func (r runPaths) file(name string) string { return filepath.Join(r.dir, name) }
 
-// firmwareCode finds the EFI firmware for the guest architecture.
-func firmwareCode(arch string) (string, error) {
-	for _, p := range firmware[arch] {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+// findFirmware picks the first of candidates whose code image exists and
+// whose variable template, when it names one, exists too.
+func findFirmware(arch string, candidates []efiFirmware) (efiFirmware, error) {
+	var looked []string
+	for _, f := range candidates {
+		looked = append(looked, f.code)
+		if _, err := os.Stat(f.code); err != nil {
+			continue
 		}
+		if f.vars != "" {
+			if _, err := os.Stat(f.vars); err != nil {
+				continue
+			}
+		}
+		return f, nil
 	}
 	pkg := map[string]string{"arm64": "qemu-efi-aarch64", "amd64": "ovmf"}[arch]
-	return "", fmt.Errorf("no EFI firmware for %s guests (looked for %s); install it (Debian: apt install %s)", arch, strings.Join(firmware[arch], ", "), pkg)
+	return efiFirmware{}, fmt.Errorf("no EFI firmware for %s guests (looked for %s); install it (Debian: apt install %s)", arch, strings.Join(looked, ", "), pkg)
 }
 
-// ensureVars creates the EFI variable store on first boot from the
-// firmware's empty template (its CODE file's VARS twin); later boots keep
-// what the guest stored in it.
-func ensureVars(code, vars string) error {
+// armFlashSize is what QEMU's aarch64 virt machine wants of each pflash
+// device: exactly 64 MiB.
+const armFlashSize = 64 << 20
+
+// prepareFirmware returns the code image to map, and creates the EFI
+// variable store on first boot from the firmware's empty template; later
+// boots keep what the guest stored in it. On arm64 a code image smaller
+// than the flash is padded into a copy in runDir, and a firmware without
+// a template gets a blank store, which EDK2 formats at its first boot.
+func prepareFirmware(arch string, f efiFirmware, vars, runDir string) (string, error) {
+	code := f.code
+	if arch == "arm64" {
+		st, err := os.Stat(code)
+		if err != nil {
+			return "", err
+		}
+		if st.Size() < armFlashSize {
+			padded := filepath.Join(runDir, "efi-code.fd")
+			if err := padCopy(code, padded, armFlashSize); err != nil {
+				return "", fmt.Errorf("pad the EFI firmware %s: %w", code, err)
+			}
+			code = padded
+		}
+	}
 	if _, err := os.Stat(vars); err == nil {
-		return nil
+		return code, nil
 	}
-	tmpl := strings.Replace(code, "CODE", "VARS", 1)
-	if tmpl == code {
-		tmpl = strings.Replace(code, "code", "vars", 1)
+	if f.vars == "" {
+		if arch != "arm64" {
+			return "", fmt.Errorf("no EFI variable template for %s", f.code)
+		}
+		return code, padCopy("", vars, armFlashSize)
 	}
-	b, err := os.ReadFile(tmpl)
-	if err != nil {
-		return fmt.Errorf("EFI variable template for %s: %w", code, err)
+	if err := padCopy(f.vars, vars, 0); err != nil {
+		return "", fmt.Errorf("EFI variable template %s: %w", f.vars, err)
 	}
-	return os.WriteFile(vars, b, 0o600)
+	return code, nil
+}
+
+// padCopy writes src (nothing when "") to dst through dst.tmp, then grows
+// it with a hole to size bytes when it is shorter.
+func padCopy(src, dst string, size int64) error {
+	var b []byte
+	if src != "" {
+		var err error
+		if b, err = os.ReadFile(src); err != nil {
+			return err
+		}
+	}
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if int64(len(b)) < size {
+		if err := os.Truncate(tmp, size); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, dst)
 }
 
 // waitForSocket waits until a process listens on path, or exits trying.

@@ -60,17 +60,18 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("%s not found; install QEMU (Debian: apt install qemu-system-arm qemu-system-x86)", binary(v.cfg.Arch))
 	}
 	v.accel = Accelerator(bin, v.cfg.Arch, v.log)
-	var code string
-	if v.cfg.Kernel == "" {
-		if code, err = firmwareCode(v.cfg.Arch); err != nil {
-			return err
-		}
-		if err := ensureVars(code, v.cfg.EFIVars); err != nil {
-			return err
-		}
-	}
 	if err := os.MkdirAll(v.cfg.RunDir, 0o700); err != nil {
 		return err
+	}
+	var code string
+	if v.cfg.Kernel == "" {
+		fw, err := findFirmware(v.cfg.Arch, firmware[v.cfg.Arch])
+		if err != nil {
+			return err
+		}
+		if code, err = prepareFirmware(v.cfg.Arch, fw, v.cfg.EFIVars, v.cfg.RunDir); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		if err != nil {

@@ -45,7 +45,11 @@ grows its partition and file system at its next boot. A disk never shrinks.`,
 				return err
 			}
 			if instance.Held(paths) {
-				return fmt.Errorf("%s is running; stop it first with `cowork stop`", *name)
+				flag := ""
+				if *name != instance.DefaultName {
+					flag = " --name " + *name
+				}
+				return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", *name, flag)
 			}
 			if err := image.Resize(paths.Disk(), int64(size)); err != nil {
 				return &cmdutil.FlagError{Err: err}

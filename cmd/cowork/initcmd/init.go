@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -48,6 +49,8 @@ type Options struct {
 	Commands  []string
 	Timeout   time.Duration
 	NoStart   bool
+	// Changed reports whether a flag was given; nil means none was.
+	Changed func(flag string) bool
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -66,7 +69,11 @@ verified; on first boot cloud-init installs the toolchain and Claude Code, and
 init follows it until the guest is ready. --image takes another image (qcow2
 or raw; a path, or a URL with --image-sha256). --kernel and --initrd boot a
 kernel directly (with --cmdline) instead of the image's EFI boot loader.
-Interrupted, init resumes its download when run again.`,
+Interrupted (or timed out, or its provisioning failed), init resumes when run
+again: the download where it stopped, and an instance that was created but
+never finished provisioning is started and its provisioning followed again,
+with the settings it was created with (flags that contradict them are
+refused). An instance that finished its init is not touched.`,
 		Example: `  cowork init
   cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
@@ -76,6 +83,7 @@ Interrupted, init resumes its download when run again.`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
+			o.Changed = cmd.Flags().Changed
 			if runF != nil {
 				return runF(o)
 			}
@@ -89,7 +97,7 @@ Interrupted, init resumes its download when run again.`,
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
 	f.StringVar(&o.Arch, "arch", instance.HostArch(), "guest architecture: arm64 or amd64")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
-	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 a downloaded --image must have")
+	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -151,8 +159,11 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
 	}
-	if o.ImageSHA != "" && !isURL(o.Image) && o.Image != "" {
-		errs = append(errs, errors.New("--image-sha256 is for a downloaded --image (a URL)"))
+	if o.ImageSHA != "" && o.Image == "" {
+		errs = append(errs, errors.New("--image-sha256 needs --image (the default image's digest is pinned)"))
+	}
+	if o.ImageSHA != "" && !sha256RE.MatchString(o.ImageSHA) {
+		errs = append(errs, fmt.Errorf("--image-sha256 %q: want 64 hex digits", o.ImageSHA))
 	}
 	for flag, p := range map[string]*string{"--image": &o.Image, "--kernel": &o.Kernel, "--initrd": &o.Initrd} {
 		if *p == "" || isURL(*p) && flag == "--image" {
@@ -179,6 +190,8 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
 
+var sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
+
 func isURL(s string) bool { return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") }
 
 func run(ctx context.Context, o *Options) error {
@@ -187,8 +200,13 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	if existing, err := instance.Load(c.Name); err == nil && existing != nil {
-		return &instance.ExistsError{Name: c.Name}
+	if saved, err := instance.Load(c.Name); err == nil {
+		return resume(ctx, o, saved, c, src, began)
+	}
+	if p, err := instance.PathsFor(c.Name); err == nil {
+		if _, err := os.Stat(p.Dir()); err == nil {
+			fmt.Fprintf(o.IO.ErrOut, "An earlier init of %s stopped before its disk was complete; making it again\n", c.Name)
+		}
 	}
 	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.CPUs, c.Memory, c.Disk, c.Workspace)
 	if src.Image, err = fetchImage(ctx, o, c.Arch); err != nil {
@@ -224,6 +242,13 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		url, sum = base.URL, base.SHA256
 		fmt.Fprintf(o.IO.ErrOut, "  image     %s %s (sha256 pinned from %s)\n", base.Name, arch, base.Source)
 	} else if !isURL(url) {
+		if sum != "" {
+			verify := progress.New(o.IO, "verify")
+			if err := image.Verify(url, sum, verify); err != nil {
+				return "", err
+			}
+			verify.Done()
+		}
 		return url, nil
 	} else if sum == "" {
 		fmt.Fprintf(o.IO.ErrOut, "warning: no --image-sha256 given; the download is not verified\n")

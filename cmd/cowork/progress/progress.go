@@ -27,11 +27,16 @@ type Bar struct {
 	lastTenth int64
 	max       int64
 	done      bool
+	// first is the first count reported: a resumed download starts past
+	// zero, and only what this run moved makes its rate.
+	first   int64
+	started bool
+	now     func() time.Time
 }
 
 // New starts a bar for a step called label.
 func New(ios *iostreams.IOStreams, label string) *Bar {
-	return &Bar{label: label, out: ios.ErrOut, tty: ios.IsStderrTTY(), began: time.Now(), lastTenth: -1}
+	return &Bar{label: label, out: ios.ErrOut, tty: ios.IsStderrTTY(), began: time.Now(), lastTenth: -1, now: time.Now}
 }
 
 // Update reports done of total bytes (total 0 when unknown). It is safe
@@ -43,6 +48,9 @@ func (b *Bar) Update(done, total int64) {
 		return // a late report from a slower goroutine
 	}
 	b.max = done
+	if !b.started {
+		b.started, b.first = true, done
+	}
 	if b.tty {
 		if b.bar == nil {
 			max := total
@@ -64,28 +72,42 @@ func (b *Bar) Update(done, total int64) {
 		return
 	}
 	// Plain lines: every tenth of the way, or every 10 s when the size is unknown.
-	now := time.Now()
+	now := b.now()
+	rate := b.rate(done, now)
 	if total > 0 {
 		tenth := done * 10 / total
 		if tenth == b.lastTenth {
 			return
 		}
 		b.lastTenth = tenth
-		fmt.Fprintf(b.out, "  %s: %s of %s (%d%%)%s\n", b.label, units.Size(done), units.Size(total), done*100/total, b.rate(done))
+		line := fmt.Sprintf("  %s: %s of %s (%d%%)", b.label, units.Size(done), units.Size(total), done*100/total)
+		if rate > 0 {
+			line += fmt.Sprintf(", %s/s", units.Size(int64(rate)))
+			if done < total {
+				eta := time.Duration(float64(total-done) / rate * float64(time.Second))
+				line += ", ETA " + eta.Round(time.Second).String()
+			}
+		}
+		fmt.Fprintln(b.out, line)
 		return
 	}
 	if now.Sub(b.lastLine) >= 10*time.Second {
 		b.lastLine = now
-		fmt.Fprintf(b.out, "  %s: %s%s\n", b.label, units.Size(done), b.rate(done))
+		line := fmt.Sprintf("  %s: %s", b.label, units.Size(done))
+		if rate > 0 {
+			line += fmt.Sprintf(", %s/s", units.Size(int64(rate)))
+		}
+		fmt.Fprintln(b.out, line)
 	}
 }
 
-func (b *Bar) rate(done int64) string {
-	s := time.Since(b.began).Seconds()
-	if s < 0.5 {
-		return ""
+// rate is the bytes a second this run moved, 0 until it is measurable.
+func (b *Bar) rate(done int64, now time.Time) float64 {
+	s := now.Sub(b.began).Seconds()
+	if s < 0.5 || done <= b.first {
+		return 0
 	}
-	return fmt.Sprintf(", %s/s", units.Size(int64(float64(done)/s)))
+	return float64(done-b.first) / s
 }
 
 // Done ends the bar with a line saying how long the step took.
@@ -99,5 +121,5 @@ func (b *Bar) Done() {
 	if b.bar != nil {
 		_ = b.bar.Finish()
 	}
-	fmt.Fprintf(b.out, "  %-9s done (%s)\n", b.label, time.Since(b.began).Round(100*time.Millisecond))
+	fmt.Fprintf(b.out, "  %-9s done (%s)\n", b.label, b.now().Sub(b.began).Round(100*time.Millisecond))
 }

@@ -1,0 +1,169 @@
+package initcmd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image"
+)
+
+// parse runs `cowork init args...` up to its Options.
+func parse(t *testing.T, args ...string) *Options {
+	t.Helper()
+	ios, _, _, _ := iostreams.Test()
+	name := "box"
+	var got *Options
+	cmd := NewCmdInit(ios, &name, func(o *Options) error { got = o; return nil })
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// created makes an instance "box" from a small raw image, as an init that
+// stopped before the guest was provisioned leaves it.
+func created(t *testing.T) (*Options, instance.Paths) {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	img := filepath.Join(home, "img.raw")
+	if err := os.WriteFile(img, []byte("boot sector"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--cpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
+	o := parse(t, args...)
+	c, src, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := instance.Create(c, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := instance.PathsFor("box")
+	return parse(t, args...), p
+}
+
+func TestInitResumesAnUnprovisionedInstance(t *testing.T) {
+	o, p := created(t)
+	// A disk resize cut short, or any disk short of its size, grows.
+	if err := os.Truncate(p.Disk(), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	ios, _, _, errOut := iostreams.Test()
+	o.IO = ios
+	if err := run(context.Background(), o); err != nil {
+		t.Fatalf("resume: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut.String(), "Resuming the interrupted init of box (1 CPUs") {
+		t.Errorf("no resuming line:\n%s", errOut)
+	}
+	if st, err := os.Stat(p.Disk()); err != nil || st.Size() != 1<<30 {
+		t.Errorf("the disk was not grown back: %v %v", st.Size(), err)
+	}
+
+	// Once the guest reported itself provisioned, init refuses.
+	os.WriteFile(p.Provisioned(), nil, 0o600)
+	err := run(context.Background(), o)
+	var exists *instance.ExistsError
+	if !errors.As(err, &exists) || !strings.Contains(err.Error(), "cowork start --name box") {
+		t.Errorf("a provisioned instance: %v", err)
+	}
+}
+
+func TestInitResumeRefusesOtherSettings(t *testing.T) {
+	_, p := created(t)
+	home := filepath.Dir(p.Dir())
+	ios, _, _, _ := iostreams.Test()
+	o2 := parse(t, "--image", filepath.Join(home, "img.raw"), "--workspace", filepath.Join(home, "ws"), "--cpus", "2", "--memory", "256MiB", "--disk", "2GiB", "--no-start")
+	o2.IO = ios
+	err := run(context.Background(), o2)
+	if err == nil || !strings.Contains(err.Error(), "differ in --cpus, --disk;") || !strings.Contains(err.Error(), "cowork delete --name box") {
+		t.Fatalf("conflicting flags: %v", err)
+	}
+	// Flags left out take the saved values, whatever their defaults.
+	o3 := parse(t, "--no-start")
+	o3.IO = ios
+	if err := run(context.Background(), o3); err != nil {
+		t.Errorf("resume without flags: %v", err)
+	}
+}
+
+func TestInitResumeNeedsTheDisk(t *testing.T) {
+	o, p := created(t)
+	os.Remove(p.Disk())
+	ios, _, _, _ := iostreams.Test()
+	o.IO = ios
+	err := run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "incomplete") || !strings.Contains(err.Error(), "cowork delete --name box") {
+		t.Errorf("a missing disk: %v", err)
+	}
+}
+
+// An interrupted Create leaves a directory without config.json, and a
+// disk only under its temporary name: init starts that over.
+func TestInitRedoesAnIncompleteCreate(t *testing.T) {
+	o, p := created(t)
+	os.Remove(p.Config())
+	os.Rename(p.Disk(), p.Disk()+".tmp")
+	ios, _, _, errOut := iostreams.Test()
+	o.IO = ios
+	if err := run(context.Background(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	if !strings.Contains(errOut.String(), "stopped before its disk was complete") {
+		t.Errorf("no note:\n%s", errOut)
+	}
+	if _, err := instance.Load("box"); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(p.Disk() + ".tmp"); err == nil {
+		t.Error("the half-written disk survived")
+	}
+}
+
+func TestInitVerifiesALocalImage(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	img := filepath.Join(home, "img.raw")
+	os.WriteFile(img, []byte("boot sector"), 0o600)
+	sum := sha256.Sum256([]byte("boot sector"))
+	base := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
+
+	o := parse(t, append(base, "--image-sha256", strings.Repeat("ab", 32))...)
+	ios, _, _, _ := iostreams.Test()
+	o.IO = ios
+	err := run(context.Background(), o)
+	var ce *image.ChecksumError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "sha256 is "+hex.EncodeToString(sum[:])) {
+		t.Fatalf("a wrong digest: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(home, "box")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed verify left the instance directory: %v", err)
+	}
+	if _, err := os.Stat(img); err != nil {
+		t.Errorf("the local image went: %v", err)
+	}
+
+	o = parse(t, append(base, "--image-sha256", "sha256:"+hex.EncodeToString(sum[:]))...)
+	o.IO = ios
+	if err := run(context.Background(), o); err != nil {
+		t.Fatalf("the right digest: %v", err)
+	}
+
+	for _, bad := range [][]string{{"--image-sha256", "abc", "--image", img}, {"--image-sha256", strings.Repeat("ab", 32)}} {
+		var fe *cmdutil.FlagError
+		if _, _, err := parse(t, bad...).Config(); !errors.As(err, &fe) {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+}

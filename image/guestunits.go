@@ -1,0 +1,163 @@
+package image
+
+import (
+	"strings"
+)
+
+// The guest side of cowork is three files that bootcmd (re)writes at every
+// boot, so that each boot runs what the host brought on the cidata disk:
+//
+//   - cowork-agent.service, whose ExecStartPre installs the agent from the
+//     cidata disk when its sha256 differs from the installed one: the
+//     agent that starts is always the host's, with no older one first;
+//   - cowork-provision.service, a oneshot that runs the provisioning
+//     script at every boot until the script makes the marker. cloud-init
+//     marks its per-instance modules (packages, runcmd) done before it runs
+//     them, so a first boot cut short would never finish them; this unit
+//     does, picking up with `dpkg --configure -a`;
+//   - the provisioning script, which writes what it is doing to
+//     ProvisionStepFile for the host's live view.
+const (
+	ProvisionUnit     = "cowork-provision.service"
+	ProvisionScript   = "/usr/local/lib/cowork/provision"
+	ProvisionStepFile = "/run/cowork/provision-step"
+	agentUpdatePath   = "/usr/local/lib/cowork/agent-update"
+	unitDir           = "/etc/systemd/system/"
+)
+
+// agentUnit starts the agent early (before cloud-init's final stage, and
+// before provisioning, which the host follows through it) and restarts it
+// on failure. The leading "-" lets an installed agent start even when the
+// cidata disk is missing.
+func agentUnit(marker string) string {
+	return `[Unit]
+Description=cowork guest agent
+After=systemd-udevd.service local-fs.target
+Before=cloud-final.service ` + ProvisionUnit + `
+
+[Service]
+ExecStartPre=-` + agentUpdatePath + `
+ExecStart=` + AgentPath + ` --listen auto --default-user cowork --provisioned-marker ` + marker + `
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+`
+}
+
+// agentUpdateScript installs the agent from the cidata disk when its
+// sha256 differs from the installed one's, through a rename so that a
+// power cut never leaves half a binary.
+var agentUpdateScript = `#!/bin/sh
+# cowork: install the host's agent from the cidata disk before it starts.
+set -eu
+dev=
+for i in $(seq 100); do # udev may not have named the disk yet
+  for d in /dev/disk/by-label/cidata /dev/disk/by-label/CIDATA; do
+    if [ -e "$d" ]; then dev=$d; break 2; fi
+  done
+  sleep 0.1
+done
+if [ -z "$dev" ]; then echo "cowork: no cidata disk; keeping the installed agent" >&2; exit 0; fi
+src=$(mktemp -d /run/cowork-cidata.XXXXXX)
+trap 'umount "$src" 2>/dev/null; rmdir "$src"' EXIT
+mount -o ro "$dev" "$src"
+want=$(cat "$src/` + cidataSumName + `")
+have=$(sha256sum ` + AgentPath + ` 2>/dev/null | cut -d' ' -f1 || true)
+if [ "$want" != "$have" ]; then
+  install -m 0755 "$src/` + cidataAgentName + `" ` + AgentPath + `.new
+  mv ` + AgentPath + `.new ` + AgentPath + `
+  echo "cowork: installed agent $want"
+fi
+`
+
+// provisionUnit runs the provisioning script at every boot until the
+// marker exists; cloud-init's final stage (and with it boot-finished)
+// waits for it, so "cloud-init finished" still means "provisioning ended".
+func provisionUnit(marker string) string {
+	return `[Unit]
+Description=cowork first-boot provisioning (runs at every boot until done)
+ConditionPathExists=!` + marker + `
+Wants=network-online.target
+After=network-online.target cloud-config.service ` + AgentUnit + `
+Before=cloud-final.service
+
+[Service]
+Type=oneshot
+ExecStart=` + ProvisionScript + `
+TimeoutStartSec=0
+StandardOutput=journal+console
+StandardError=inherit
+LogRateLimitIntervalSec=0
+
+[Install]
+WantedBy=multi-user.target
+`
+}
+
+// provisionScript installs g's packages, runs its commands and makes the
+// marker. It may run again after an interrupted boot, so each step must be
+// safe to repeat (apt and the default commands are).
+func provisionScript(g Guest, proxyEnv string) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# cowork: first-boot provisioning, run by " + ProvisionUnit + " until it makes " + g.Marker + ".\nset -eux\n")
+	b.WriteString("step() { mkdir -p " + dirOf(ProvisionStepFile) + "; echo \"$*\" >" + ProvisionStepFile + "; }\n")
+	b.WriteString("export DEBIAN_FRONTEND=noninteractive\n")
+	if g.ProxyURL != "" {
+		b.WriteString("export " + proxyEnv + "\n")
+	}
+	// An earlier boot may have stopped inside dpkg; dpkg takes no lock
+	// timeout, so wait out whoever holds the lock (apt-daily at first boot).
+	b.WriteString("step finishing interrupted package installs\n" +
+		"i=0\nuntil dpkg --configure -a; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 5; done\n")
+	if len(g.Packages) > 0 {
+		apt := "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold"
+		b.WriteString("step updating package lists\n" + apt + " update\n")
+		b.WriteString("step installing packages\n" + apt + " install " + strings.Join(g.Packages, " ") + "\n")
+	}
+	for _, c := range g.Provision {
+		b.WriteString("step " + shQuote("running "+firstLine(c)) + "\n" + c + "\n")
+	}
+	b.WriteString("step finishing\nmkdir -p " + dirOf(g.Marker) + "\ntouch " + g.Marker + "\nsync\nrm -f " + ProvisionStepFile + "\n")
+	return b.String()
+}
+
+// installScript is the bootcmd: it writes the scripts and units, enables
+// them and starts them without waiting (systemd orders them). An agent
+// whose unit changed restarts, so its new ExecStartPre runs.
+func installScript(g Guest, proxyEnv string) string {
+	var b strings.Builder
+	b.WriteString("set -e\nmkdir -p " + dirOf(agentUpdatePath) + "\n")
+	// put writes path through path.new (a power cut leaves the old file or
+	// the new) and sets the shell variable changed when the content changed.
+	put := func(path, mode, content string) {
+		b.WriteString("cat >" + path + ".new <<'" + heredocTag + "'\n" + content + heredocTag + "\n")
+		b.WriteString("chmod " + mode + " " + path + ".new\n")
+		b.WriteString("changed=\nif cmp -s " + path + ".new " + path + "; then rm " + path + ".new; else mv " + path + ".new " + path + "; changed=1; fi\n")
+	}
+	put(agentUpdatePath, "0755", agentUpdateScript)
+	put(ProvisionScript, "0755", provisionScript(g, proxyEnv))
+	put(unitDir+ProvisionUnit, "0644", provisionUnit(g.Marker))
+	put(unitDir+AgentUnit, "0644", agentUnit(g.Marker)) // last: $changed is the agent unit's
+	b.WriteString("systemctl daemon-reload\n" +
+		"systemctl enable " + AgentUnit + " " + ProvisionUnit + "\n" +
+		"if [ -n \"$changed\" ]; then systemctl restart --no-block " + AgentUnit + "; else systemctl start --no-block " + AgentUnit + "; fi\n" +
+		"systemctl start --no-block " + ProvisionUnit + "\n")
+	return b.String()
+}
+
+// heredocTag ends each file in installScript; no provisioning command may
+// hold it as a line of its own.
+const heredocTag = "COWORK_EOF"
+
+// shQuote quotes s for sh.
+func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}

@@ -1,0 +1,159 @@
+package image
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// bootFiles runs the user-data's bootcmd through its file-writing part
+// only: it returns each file the bootcmd writes, by guest path.
+func bootFiles(t *testing.T, g Guest) (bootcmd string, files map[string]string) {
+	t.Helper()
+	ud, err := UserData(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Bootcmd []string `yaml:"bootcmd"`
+		Runcmd  any      `yaml:"runcmd"`
+		Pkgs    any      `yaml:"packages"`
+	}
+	if err := yaml.Unmarshal(ud, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The install script, then the grub console drop-in (console.go).
+	if len(cfg.Bootcmd) != 2 {
+		t.Fatalf("bootcmd %q", cfg.Bootcmd)
+	}
+	// cloud-init's per-instance modules would not rerun after a cut boot.
+	if cfg.Runcmd != nil || cfg.Pkgs != nil {
+		t.Errorf("provisioning through runcmd or packages: %v %v", cfg.Runcmd, cfg.Pkgs)
+	}
+	re := regexp.MustCompile(`(?s)cat >(\S+)\.new <<'` + heredocTag + `'\n(.*?)\n` + heredocTag + `\n`)
+	files = map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(cfg.Bootcmd[0], -1) {
+		files[m[1]] = m[2] + "\n"
+	}
+	return cfg.Bootcmd[0], files
+}
+
+func TestBootScriptsAreShell(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	bootcmd, files := bootFiles(t, testGuest())
+	scripts := map[string]string{"bootcmd": bootcmd, "agent-update": files[agentUpdatePath], "provision": files[ProvisionScript]}
+	for name, s := range scripts {
+		if s == "" {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		p := filepath.Join(t.TempDir(), name)
+		os.WriteFile(p, []byte(s), 0o600)
+		if out, err := exec.Command(sh, "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("%s: sh -n: %v\n%s", name, err, out)
+		}
+	}
+}
+
+func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
+	bootcmd, files := bootFiles(t, testGuest())
+	unit := files[unitDir+AgentUnit]
+	pre := strings.Index(unit, "\nExecStartPre=-"+agentUpdatePath+"\n")
+	start := strings.Index(unit, "\nExecStart="+AgentPath+" ")
+	if pre < 0 || start < 0 || pre > start {
+		t.Errorf("the agent unit does not update the agent before it starts:\n%s", unit)
+	}
+	if !strings.Contains(unit, "Restart=always") || !strings.Contains(unit, "--provisioned-marker "+DefaultMarker) {
+		t.Errorf("agent unit:\n%s", unit)
+	}
+	update := files[agentUpdatePath]
+	for _, want := range []string{
+		"sha256sum " + AgentPath,
+		cidataSumName,
+		"install -m 0755 \"$src/" + cidataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
+	} {
+		if !strings.Contains(update, want) {
+			t.Errorf("agent-update lacks %q:\n%s", want, update)
+		}
+	}
+	// The bootcmd installs nothing itself: it restarts a changed unit, and
+	// starts the provisioning after the agent's unit is in place.
+	if strings.Contains(bootcmd, "install -m") && !strings.Contains(bootcmd, "cat >"+agentUpdatePath) {
+		t.Error("the bootcmd installs the agent outside the unit")
+	}
+	reload := strings.Index(bootcmd, "systemctl daemon-reload")
+	restart := strings.Index(bootcmd, "systemctl restart --no-block "+AgentUnit)
+	prov := strings.Index(bootcmd, "systemctl start --no-block "+ProvisionUnit)
+	if reload < 0 || restart < reload || prov < restart {
+		t.Errorf("bootcmd order: reload %d, agent %d, provision %d", reload, restart, prov)
+	}
+}
+
+func TestProvisioningRunsAtEveryBootUntilDone(t *testing.T) {
+	g := testGuest()
+	g.Provision = []string{"echo 'it''s' here", "touch /x"}
+	_, files := bootFiles(t, g)
+	unit := files[unitDir+ProvisionUnit]
+	for _, want := range []string{
+		"ConditionPathExists=!" + DefaultMarker + "\n",
+		"Type=oneshot\n",
+		"ExecStart=" + ProvisionScript + "\n",
+		"After=network-online.target cloud-config.service " + AgentUnit + "\n",
+		"Before=cloud-final.service\n",
+		"WantedBy=multi-user.target\n",
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("provisioning unit lacks %q:\n%s", want, unit)
+		}
+	}
+	script := files[ProvisionScript]
+	order := []string{
+		"export http_proxy=http://192.168.127.1:7890",
+		"dpkg --configure -a",
+		"apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold update",
+		"install " + strings.Join(DefaultPackages, " ") + "\n",
+		`step 'running echo '\''it'\'''\''s'\'' here'` + "\n",
+		"echo 'it''s' here\n",
+		"touch /x\n",
+		"touch " + DefaultMarker + "\n",
+	}
+	at := 0
+	for _, want := range order {
+		i := strings.Index(script[at:], want)
+		if i < 0 {
+			t.Fatalf("provisioning script lacks %q after offset %d:\n%s", want, at, script)
+		}
+		at += i + len(want)
+	}
+
+	g.Provision = []string{"cat <<X\n" + heredocTag + "\nX"}
+	if _, err := UserData(g); err == nil {
+		t.Error("a command holding the heredoc tag was taken")
+	}
+}
+
+// The step lines the script writes are what the host shows; they must
+// survive sh: run the step function for real.
+func TestProvisionStepQuoting(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	cmd := `echo "a 'b' $HOME"`
+	step := filepath.Join(t.TempDir(), "step")
+	script := "step() { echo \"$*\" >" + step + "; }\nstep " + shQuote("running "+firstLine(cmd)) + "\n"
+	if out, err := exec.Command(sh, "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if b, _ := os.ReadFile(step); string(b) != "running "+cmd+"\n" {
+		t.Errorf("step file %q", b)
+	}
+}
