@@ -145,7 +145,7 @@ func TestGlobalNameBeforeAskChoosesTheInstance(t *testing.T) {
 		{[]string{"ask", "--instance", "dev", "--name", "session-1", "hi"}, "dev"},
 	} {
 		r := cowork(t, "", tc.args...)
-		if want := "instance " + tc.instance + " is not running"; r.code != 1 || !strings.Contains(r.errOut, want) {
+		if want := "instance " + tc.instance + " does not exist"; r.code != 1 || !strings.Contains(r.errOut, want) {
 			t.Errorf("%q: got %+v, want %q", tc.args, r, want)
 		}
 	}
