@@ -12,22 +12,13 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 )
 
 // newInstance makes an instance with a config in a fresh COWORK_HOME.
 func newInstance(t *testing.T) instance.Paths {
 	t.Helper()
-	t.Setenv("COWORK_HOME", t.TempDir())
-	p, err := instance.PathsFor(instance.DefaultName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.Dir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&instance.Config{Name: instance.DefaultName, Workspace: t.TempDir()}).Save(p.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := instancetest.New(t, instance.Config{})
 	return p
 }
 

@@ -7,25 +7,15 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 )
 
 // newInstance makes an instance directory with a config in a fresh
 // COWORK_HOME, as `cowork init` leaves it.
 func newInstance(t *testing.T, name string) instance.Paths {
 	t.Helper()
-	t.Setenv("COWORK_HOME", t.TempDir())
 	t.Setenv(AgentEnv, "")
-	p, err := instance.PathsFor(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.Dir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &instance.Config{Name: name, Workspace: t.TempDir()}
-	if err := cfg.Save(p.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := instancetest.New(t, instance.Config{Name: name})
 	return p
 }
 

@@ -13,23 +13,13 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 )
 
 // newInstance makes a stopped instance in a fresh COWORK_HOME.
 func newInstance(t *testing.T) (instance.Paths, *instance.Config) {
 	t.Helper()
-	t.Setenv("COWORK_HOME", t.TempDir())
-	p, err := instance.PathsFor(instance.DefaultName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.Dir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &instance.Config{Name: instance.DefaultName, Workspace: t.TempDir()}
-	if err := cfg.Save(p.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	p, cfg := instancetest.New(t, instance.Config{})
 	os.WriteFile(p.Disk(), []byte("disk"), 0o600)
 	return p, cfg
 }

@@ -9,19 +9,14 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
 // stopped makes an instance "box" with a 1 GiB sparse disk.
 func stopped(t *testing.T) instance.Paths {
 	t.Helper()
-	t.Setenv("COWORK_HOME", t.TempDir())
-	p, _ := instance.PathsFor("box")
-	os.MkdirAll(p.Dir(), 0o700)
-	c := &instance.Config{Name: "box", CPUs: 1, Memory: units.GiB, Disk: units.GiB, Arch: "arm64", Boot: instance.BootEFI}
-	if err := c.Save(p.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := instancetest.New(t, instance.Config{Name: "box", CPUs: 1, Memory: units.GiB, Disk: units.GiB, Arch: "arm64", Boot: instance.BootEFI})
 	if err := os.WriteFile(p.Disk(), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
