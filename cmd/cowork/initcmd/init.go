@@ -218,14 +218,20 @@ func run(ctx context.Context, o *Options) error {
 	}
 	convert.Done()
 	fmt.Fprintf(o.IO.ErrOut, "  resize    %s disk (grows in the guest at boot)\n", c.Disk)
+	return o.startCreated(ctx, c.Name, began)
+}
+
+// startCreated boots a created instance unless --no-start, and reports
+// the whole init's time.
+func (o *Options) startCreated(ctx context.Context, name string, began time.Time) error {
 	if o.NoStart {
-		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start`\n", c.Name)
+		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start`\n", name)
 		return nil
 	}
-	if err := boot.Start(ctx, o.IO, c.Name, o.Timeout); err != nil {
+	if err := boot.Start(ctx, o.IO, name, o.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s\n", c.Name, time.Since(began).Round(time.Second))
+	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s\n", name, time.Since(began).Round(time.Second))
 	return nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
@@ -42,15 +41,7 @@ func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src 
 			return err
 		}
 	}
-	if o.NoStart {
-		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start`\n", saved.Name)
-		return nil
-	}
-	if err := boot.Start(ctx, o.IO, saved.Name, o.Timeout); err != nil {
-		return err
-	}
-	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s\n", saved.Name, time.Since(began).Round(time.Second))
-	return nil
+	return o.startCreated(ctx, saved.Name, began)
 }
 
 // conflicts names the flags given (changed reports which) whose values
