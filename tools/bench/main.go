@@ -31,7 +31,7 @@ func main() {
 	size := flag.Int64("bytes", 1<<30, "bytes streamed per throughput run")
 	guestRounds := flag.Int("guest-rounds", 30, "latency samples per contender, through a guest")
 	boots := flag.Int("boots", 3, "guest boots timed")
-	netBytes := flag.Int64("net-bytes", 256<<20, "bytes per network throughput run")
+	netBytes := flag.Int64("net-bytes", 128<<20, "bytes per network throughput run")
 	netRounds := flag.Int("net-rounds", 300, "new flows and DNS queries timed per contender")
 	only := flag.String("only", "", "run only these sections, comma-separated: host, network, image, guest (default: all)")
 	flag.Parse()
