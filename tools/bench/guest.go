@@ -195,7 +195,20 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	t.add("CLI start: `cowork version`", lat(cl[0]), "", 0, "", false)
 	t.add("CLI start: `cowork status` (asks hostd)", lat(cl[1]), "", 0, "", false)
 	t.add("hostd resident memory, idle, with a running guest", rss, "", 0, "", false)
-	return nil
+
+	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
+	if cloud == "" {
+		return nil
+	}
+	if err := run("stop"); err != nil { // one guest at a time
+		return err
+	}
+	progress("guest: init of the cloud-image stand-in over HTTP, with provisioning")
+	defer run("delete", "--name", "cloud", "--force")
+	return initFromURL(t, cowork, cloud, []string{"--name", "cloud", "--arch", os.Getenv("COWORK_E2E_ARCH"),
+		"--cpus", "2", "--memory", "1GiB", "--disk", "3GiB", "--workspace", filepath.Join(dir, "ws"),
+		"--kernel", kernel, "--initrd", os.Getenv("COWORK_E2E_INITRD"), "--cmdline", os.Getenv("COWORK_E2E_CMDLINE"),
+		"--provision-packages", "tree", "--timeout", "25m"})
 }
 
 // streamSource reads n bytes from the agent's byte source: the channel
