@@ -46,7 +46,8 @@ var sharedDevNull *os.File
 func startProcess(spec *procSpec) (*process, error) {
 	cmd := &exec.Cmd{Path: spec.path, Args: spec.argv, Env: spec.env, Dir: spec.dir}
 	pidfd := -1
-	attrs := &syscall.SysProcAttr{Setsid: true, Credential: spec.user.credential(), PidFD: &pidfd}
+	attrs := &syscall.SysProcAttr{Setsid: true, Credential: spec.user.credential()}
+	askPidfd(attrs, &pidfd)
 	if spec.tty != nil {
 		attrs.Setctty = true
 		master, err := pty.StartWithAttrs(cmd, &pty.Winsize{Rows: uint16(spec.tty.Rows), Cols: uint16(spec.tty.Cols)}, attrs)
@@ -139,14 +140,6 @@ func (p *process) wait() {
 		p.exited.Close()
 	}
 	_ = p.cmd.Wait()
-}
-
-// hasExited tells, without reaping it, whether the process of pidfd has
-// ended; an error ends the wait too, leaving the answer to Wait.
-func hasExited(pidfd uintptr) bool {
-	var info unix.Siginfo
-	err := unix.Waitid(unix.P_PIDFD, int(pidfd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-	return err != nil || info.Signo != 0
 }
 
 func (p *process) closeStdin() error {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,18 @@ func readSystemInfo() systemInfo {
 		si.kernel = unix.ByteSliceToString(u.Release[:])
 	}
 	return si
+}
+
+// askPidfd has the kernel return the child's pidfd into *fd (-1 on a
+// kernel without pidfds).
+func askPidfd(attrs *syscall.SysProcAttr, fd *int) { attrs.PidFD = fd }
+
+// hasExited tells, without reaping it, whether the process of pidfd has
+// ended; an error ends the wait too, leaving the answer to Wait.
+func hasExited(pidfd uintptr) bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PIDFD, int(pidfd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err != nil || info.Signo != 0
 }
 
 func setSystemClock(t time.Time) error {
