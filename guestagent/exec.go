@@ -129,8 +129,13 @@ func (s *session) run() *agentpb.Exit {
 			s.reading[1].Store(0)
 			go s.pump(p.stderr, true, true)
 		}
-		stdin := make(chan []byte, stdinQueue)
-		go s.writeStdin(stdin)
+		// A process without stdin gets no writer: readRequests drops
+		// what stdin comes (a nil channel), and one goroutine fewer starts.
+		var stdin chan []byte
+		if p.stdin != nil {
+			stdin = make(chan []byte, stdinQueue)
+			go s.writeStdin(stdin)
+		}
 		go s.readRequests(stdin)
 	}
 
@@ -265,7 +270,11 @@ func (s *session) pump(r *os.File, stderr, pipe bool) {
 // readRequests applies the client's messages until the stream ends. A clean
 // half-close counts as end of stdin; any other end means the client is gone.
 func (s *session) readRequests(stdin chan<- []byte) {
-	closeStdin := sync.OnceFunc(func() { close(stdin) })
+	closeStdin := sync.OnceFunc(func() {
+		if stdin != nil {
+			close(stdin)
+		}
+	})
 	defer closeStdin()
 	for {
 		req, err := s.stream.Recv()
@@ -278,7 +287,7 @@ func (s *session) readRequests(stdin chan<- []byte) {
 		}
 		switch m := req.Msg.(type) {
 		case *agentpb.ExecRequest_Stdin:
-			if len(m.Stdin) > 0 {
+			if len(m.Stdin) > 0 && stdin != nil {
 				stdin <- m.Stdin
 			}
 		case *agentpb.ExecRequest_CloseStdin:
@@ -296,7 +305,7 @@ func (s *session) readRequests(stdin chan<- []byte) {
 // (the process closed its stdin) the rest is read and dropped so that the
 // stream keeps moving.
 func (s *session) writeStdin(chunks <-chan []byte) {
-	failed := s.proc.stdin == nil // no stdin: drop what comes
+	var failed bool
 	for c := range chunks {
 		if failed {
 			continue
