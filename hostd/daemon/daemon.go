@@ -260,7 +260,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		return fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
 	}
 	if home, err := instance.Home(); err == nil {
-		qemu.AccelCache = filepath.Join(home, "cache", "accel.json")
+		qemu.AccelCache = filepath.Join(home, instance.CacheDir, "accel.json")
 	}
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it was getting ready: start no VM

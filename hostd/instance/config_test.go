@@ -24,6 +24,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{func(c *Config) { c.Name = "a/b" }, "instance name"},
 		{func(c *Config) { c.Name = ".." }, "instance name"},
+		{func(c *Config) { c.Name = CacheDir }, "where cowork keeps its downloads"},
 		{func(c *Config) { c.CPUs = 0 }, "--cpus 0"},
 		{func(c *Config) { c.CPUs = 1000 }, "--cpus 1000"},
 		{func(c *Config) { c.Memory = 0 }, "--memory 0 B is below the minimum"},

@@ -15,10 +15,19 @@ const DefaultName = "sandbox"
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// ValidateName rejects names that would make awkward directories or hostnames.
+// CacheDir is the directory in $COWORK_HOME that instances share (images,
+// the accelerator probe); no instance may take its name, or deleting that
+// instance would take the cache with it.
+const CacheDir = "cache"
+
+// ValidateName rejects names that would make awkward directories or
+// hostnames, and the name of the shared cache.
 func ValidateName(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("instance name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", name)
+	}
+	if name == CacheDir {
+		return fmt.Errorf("instance name %q is where cowork keeps its downloads; pick another name", name)
 	}
 	return nil
 }

@@ -264,7 +264,7 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		return "", err
 	}
 	bars := map[string]*progress.Bar{}
-	path, err := image.Fetch(ctx, nil, url, sum, filepath.Join(home, "cache", "images"), func(phase string) image.Progress {
+	path, err := image.Fetch(ctx, nil, url, sum, filepath.Join(home, instance.CacheDir, "images"), func(phase string) image.Progress {
 		for p, b := range bars {
 			if p != phase {
 				b.Done()
