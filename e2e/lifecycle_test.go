@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	hostdctl "github.com/coworkhq/cowork/hostd"
 )
 
 type status struct {
@@ -173,7 +176,19 @@ func TestLifecycle(t *testing.T) {
 		if r := e.must("stop"); !strings.Contains(r.errOut, "not running") {
 			t.Errorf("stop when stopped: %s", r)
 		}
-		e.must("start")
+		// Started in process (no CLI start-up to hide a gap): the moment
+		// Start says ready, agent.sock serves.
+		t.Setenv("COWORK_HOME", e.home)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if err := hostdctl.Start(ctx, bin, "sandbox", nil); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		c, err := net.Dial("unix", filepath.Join(e.instanceDir("sandbox"), "agent.sock"))
+		if err != nil {
+			t.Fatalf("ready, yet agent.sock does not serve: %v", err)
+		}
+		c.Close()
 		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
 			t.Errorf("after a restart the disk has %q", r.out)
 		}
@@ -207,7 +222,19 @@ func TestLifecycle(t *testing.T) {
 		if s := e.status(); s.State != "stopped" {
 			t.Fatalf("status after kill -9 hostd: %+v", s)
 		}
-		e.must("start")
+		// Started in process (no CLI start-up to hide a gap): the moment
+		// Start says ready, agent.sock serves.
+		t.Setenv("COWORK_HOME", e.home)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if err := hostdctl.Start(ctx, bin, "sandbox", nil); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		c, err := net.Dial("unix", filepath.Join(e.instanceDir("sandbox"), "agent.sock"))
+		if err != nil {
+			t.Fatalf("ready, yet agent.sock does not serve: %v", err)
+		}
+		c.Close()
 		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
 			t.Errorf("after recovery: %q", r.out)
 		}

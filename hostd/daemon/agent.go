@@ -96,10 +96,6 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if err := os.WriteFile(d.paths.Provisioned(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
 		d.log.Warn("record provisioning as complete", "err", err)
 	}
-	d.mu.Lock()
-	d.ready = true
-	d.mu.Unlock()
-	d.events.emit(controlpb.Phase_READY, "ready", nil)
 	return nil
 }
 

@@ -284,8 +284,10 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 
 	go d.watchKernel(ctx)
 	var provErr *provisionError
+	provisioned := true
 	if err := d.waitForAgent(ctx); errors.As(err, &provErr) {
 		// The guest runs and its agent answers: keep it up for a look inside.
+		provisioned = false
 		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
 	} else if err != nil {
 		return err
@@ -296,6 +298,14 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	go d.relay(life, relay)
 	go d.watchClock(life)
+	if provisioned {
+		// Ready only now that agent.sock serves: a client told "ready"
+		// connects at once, and must find it.
+		d.mu.Lock()
+		d.ready = true
+		d.mu.Unlock()
+		d.events.emit(controlpb.Phase_READY, "ready", nil)
+	}
 	return nil
 }
 

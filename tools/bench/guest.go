@@ -69,7 +69,12 @@ func guestSection(t *table, rounds, boots int) (err error) {
 		}
 		if paths, perr := instance.PathsFor(instance.DefaultName); perr == nil {
 			if b, rerr := os.ReadFile(paths.HostdLog()); rerr == nil {
-				progress("hostd.log, last lines:\n%s", lastLines(string(b), 20))
+				progress("hostd.log, last lines:\n%s", lastLines(string(b), 40))
+				if f, ferr := os.CreateTemp("", "cowork-bench-hostd-*.log"); ferr == nil {
+					f.Write(b)
+					f.Close()
+					progress("hostd.log kept as %s", f.Name())
+				}
 			}
 		}
 	}()
