@@ -50,6 +50,14 @@ func (s *Server) Script(replies ...Reply) {
 	s.replies = append(s.replies, replies...)
 }
 
+// Drop forgets the replies not used yet, for a test that scripted spares
+// for requests that may or may not come.
+func (s *Server) Drop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replies = nil
+}
+
 // Requests returns what was received so far.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()

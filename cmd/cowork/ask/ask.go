@@ -253,8 +253,12 @@ func run(ctx context.Context, o *Options) error {
 		ao.Stdout, ao.Stderr = eo.Stdout, eo.Stderr
 		ao.Signals = noteInterrupts(ctx, eo.Signals, &interrupted)
 		st, err := c.Ask(ctx, ao)
-		r.Finish()
-		st.Code = resultCode(st.Code, r.Failed(), interrupted.Load())
+		cut := interrupted.Load()
+		r.Finish(cut && !o.Raw)
+		// Ended by Ctrl-C before any result counts as failed, whatever
+		// claude's exit code.
+		failed := r.Failed() || cut && !o.Raw && !r.Ended()
+		st.Code = resultCode(st.Code, failed, cut)
 		return st, err
 	})
 }

@@ -122,8 +122,18 @@ func (r *Renderer) Event(e *claudecode.Event) {
 	}
 }
 
-// Finish ends the output if no result came (claude was interrupted).
-func (r *Renderer) Finish() { r.endLine() }
+// Finish ends the output. When Ctrl-C ended claude before it gave any
+// result (it may then exit 0 and say nothing), it says so, as the footer
+// of an aborted run would.
+func (r *Renderer) Finish(interrupted bool) {
+	r.endLine()
+	if interrupted && r.result == nil {
+		fmt.Fprintf(r.ErrOut, "%s interrupted\n", r.paintErr("31", "error:"))
+	}
+}
+
+// Ended tells whether claude gave its result.
+func (r *Renderer) Ended() bool { return r.result != nil }
 
 // Failed tells whether claude's last result reported an error: claude
 // then may still exit 0 (it does after an interrupted tool).

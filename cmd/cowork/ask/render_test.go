@@ -30,7 +30,7 @@ func TestRenderTranscripts(t *testing.T) {
 			if err := claudecode.Decode(f, func(e *claudecode.Event) error { r.Event(e); return nil }); err != nil {
 				t.Fatal(err)
 			}
-			r.Finish()
+			r.Finish(name == "interrupted") // a result came: Finish adds nothing
 			// Interrupted, claude exits 0 but its result says it failed.
 			if r.Failed() != (name == "interrupted") {
 				t.Errorf("Failed() = %v", r.Failed())
@@ -118,5 +118,18 @@ func TestColourPerStream(t *testing.T) {
 				t.Errorf("no error line and footer on stderr: %q", errOut.String())
 			}
 		})
+	}
+}
+
+// Ctrl-C can end claude before it gives any result: ask then says it was
+// interrupted itself, and only then.
+func TestFinishWithoutAResult(t *testing.T) {
+	for _, interrupted := range []bool{false, true} {
+		var out, errOut bytes.Buffer
+		r := &Renderer{Out: &out, ErrOut: &errOut}
+		r.Finish(interrupted)
+		if got, want := errOut.String(), map[bool]string{false: "", true: "error: interrupted\n"}[interrupted]; got != want || r.Ended() {
+			t.Errorf("interrupted %v: stderr %q (want %q), ended %v", interrupted, got, want, r.Ended())
+		}
 	}
 }
