@@ -222,19 +222,7 @@ func TestLifecycle(t *testing.T) {
 		if s := e.status(); s.State != "stopped" {
 			t.Fatalf("status after kill -9 hostd: %+v", s)
 		}
-		// Started in process (no CLI start-up to hide a gap): the moment
-		// Start says ready, agent.sock serves.
-		t.Setenv("COWORK_HOME", e.home)
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		if err := hostdctl.Start(ctx, bin, "sandbox", nil); err != nil {
-			t.Fatalf("start: %v", err)
-		}
-		c, err := net.Dial("unix", filepath.Join(e.instanceDir("sandbox"), "agent.sock"))
-		if err != nil {
-			t.Fatalf("ready, yet agent.sock does not serve: %v", err)
-		}
-		c.Close()
+		e.must("start")
 		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
 			t.Errorf("after recovery: %q", r.out)
 		}
