@@ -32,14 +32,7 @@ type process struct {
 // once: each child gets its own copy of the descriptor and nothing ever
 // reads from the agent's, so one open file serves them all and spares
 // each exec an open and a close.
-var devNull = sync.OnceValues(func() (*os.File, error) {
-	f, err := os.Open(os.DevNull)
-	sharedDevNull = f
-	return f, err
-})
-
-// sharedDevNull is devNull's file once opened; it is never closed.
-var sharedDevNull *os.File
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
 // startProcess launches spec in a new session, so that its whole tree can be
 // signalled, with pipes or a pseudo-terminal for its stdio.
@@ -69,8 +62,9 @@ func startProcess(spec *procSpec) (*process, error) {
 
 	var parent, child []*os.File // our ends, the child's ends
 	closeAll := func(fs []*os.File) {
+		null, _ := devNull() // shared, never closed
 		for _, f := range fs {
-			if f != nil && f != sharedDevNull {
+			if f != nil && f != null {
 				f.Close()
 			}
 		}

@@ -62,7 +62,7 @@ func Verify(path, want string, p Progress) error {
 		p = noProgress{}
 	}
 	want = strings.ToLower(strings.TrimPrefix(want, "sha256:"))
-	got, err := fileSHA256(path, p)
+	got, err := FileSHA256(path, p)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", path, err)
 	}
@@ -96,7 +96,7 @@ func Fetch(ctx context.Context, client *http.Client, url, want, dir string, ph P
 	if err := download(ctx, client, url, part, ph.get("download")); err != nil {
 		return "", err
 	}
-	got, err := fileSHA256(part, ph.get("verify"))
+	got, err := FileSHA256(part, ph.get("verify"))
 	if err != nil {
 		return "", err
 	}
@@ -214,7 +214,12 @@ func contentRange(h string) (start, size int64, ok bool) {
 	return start, size, err1 == nil
 }
 
-func fileSHA256(path string, p Progress) (string, error) {
+// FileSHA256 is the hex sha256 of the file at path, reading it with p
+// told how far it got (nil: nobody).
+func FileSHA256(path string, p Progress) (string, error) {
+	if p == nil {
+		p = noProgress{}
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

@@ -198,11 +198,7 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 type NotFoundError struct{ Name string }
 
 func (e *NotFoundError) Error() string {
-	flag := ""
-	if e.Name != DefaultName {
-		flag = " --name " + e.Name
-	}
-	return fmt.Sprintf("instance %s does not exist; create it with `cowork init%s`", e.Name, flag)
+	return fmt.Sprintf("instance %s does not exist; create it with `cowork init%s`", e.Name, NameFlag(e.Name))
 }
 
 // ExpandHome turns a leading ~ into the home directory.

@@ -19,7 +19,7 @@ type Sources struct {
 type ExistsError struct{ Name string }
 
 func (e *ExistsError) Error() string {
-	flag := nameFlag(e.Name)
+	flag := NameFlag(e.Name)
 	return fmt.Sprintf("instance %s already exists; start it with `cowork start%s`, or remove it first with `cowork delete%s`", e.Name, flag, flag)
 }
 
@@ -77,7 +77,7 @@ func Finish(c *Config) error {
 	if err != nil {
 		return err
 	}
-	redo := fmt.Sprintf("; remove the instance with `cowork delete%s` and init it again", nameFlag(c.Name))
+	redo := fmt.Sprintf("; remove the instance with `cowork delete%s` and init it again", NameFlag(c.Name))
 	need := []string{p.Disk()}
 	if c.Boot == BootKernel {
 		need = append(need, p.Kernel())
@@ -96,7 +96,9 @@ func Finish(c *Config) error {
 	return nil
 }
 
-func nameFlag(name string) string {
+// NameFlag is the --name flag that selects the instance in a command to
+// suggest: nothing for the default instance.
+func NameFlag(name string) string {
 	if name == DefaultName {
 		return ""
 	}

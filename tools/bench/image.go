@@ -4,10 +4,7 @@ package main
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -154,7 +151,7 @@ func timeInit(t *table, cmd *exec.Cmd, row, what string) error {
 // and checked against its sha256, converted, booted, and provisioned by
 // cloud-init through the network stack (apt through the proxy).
 func initFromURL(t *table, cowork, qcow2 string, args []string) error {
-	sum, err := fileSHA256(qcow2)
+	sum, err := image.FileSHA256(qcow2, nil)
 	if err != nil {
 		return err
 	}
@@ -174,17 +171,4 @@ func seenPhase(seen map[string]bool, p string) bool {
 		}
 	}
 	return false
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -255,10 +255,8 @@ func run(ctx context.Context, o *Options) error {
 		st, err := c.Ask(ctx, ao)
 		cut := interrupted.Load()
 		r.Finish(cut && !o.Raw)
-		// Ended by Ctrl-C before any result counts as failed, whatever
-		// claude's exit code.
-		failed := r.Failed() || cut && !o.Raw && !r.Ended()
-		st.Code = resultCode(st.Code, failed, cut)
+		// Raw output is not read, so its result is not known: taken as given.
+		st.Code = resultCode(st.Code, r.Failed(), r.Ended() || o.Raw, cut)
 		return st, err
 	})
 }
@@ -290,8 +288,11 @@ func Connect(o *Options) (*hostd.Client, hostd.Credential, error) {
 
 // resultCode is ask's exit code: claude's, except that claude exits 0 even
 // when its result is an error (after an interrupted tool, for one), which a
-// script must not take for success: 1 then, or 130 after Ctrl-C.
-func resultCode(claude int, failed, interrupted bool) int {
+// script must not take for success: 1 then, or 130 after Ctrl-C. A Ctrl-C
+// that ended claude before it gave a result (ended false) counts as such
+// an error.
+func resultCode(claude int, failed, ended, interrupted bool) int {
+	failed = failed || interrupted && !ended
 	switch {
 	case claude != 0 || !failed:
 		return claude

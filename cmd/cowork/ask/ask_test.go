@@ -143,19 +143,22 @@ func mustTest() *iostreams.IOStreams {
 
 func TestResultCode(t *testing.T) {
 	for _, c := range []struct {
-		claude              int
-		failed, interrupted bool
-		want                int
+		claude                     int
+		failed, ended, interrupted bool
+		want                       int
 	}{
-		{0, false, false, 0},
-		{0, false, true, 0}, // interrupted, yet claude finished fine
-		{0, true, false, 1}, // an error result behind exit 0
-		{0, true, true, 130},
-		{2, true, true, 2}, // claude's own failure code stands
-		{137, false, true, 137},
+		{0, false, true, false, 0},
+		{0, false, true, true, 0}, // interrupted, yet claude finished fine
+		{0, true, true, false, 1}, // an error result behind exit 0
+		{0, true, true, true, 130},
+		{2, true, true, true, 2}, // claude's own failure code stands
+		{137, false, true, true, 137},
+		{0, false, false, true, 130},   // Ctrl-C before any result, and claude said nothing
+		{0, false, false, false, 0},    // no result, no Ctrl-C: claude's word stands
+		{137, false, false, true, 137}, // the second Ctrl-C's kill stands
 	} {
-		if got := resultCode(c.claude, c.failed, c.interrupted); got != c.want {
-			t.Errorf("resultCode(%d, failed %v, interrupted %v) = %d, want %d", c.claude, c.failed, c.interrupted, got, c.want)
+		if got := resultCode(c.claude, c.failed, c.ended, c.interrupted); got != c.want {
+			t.Errorf("resultCode(%d, failed %v, ended %v, interrupted %v) = %d, want %d", c.claude, c.failed, c.ended, c.interrupted, got, c.want)
 		}
 	}
 }

@@ -65,19 +65,19 @@ func (t *AgentTarget) relaySocket() (string, error) {
 		}
 		if stale != nil && stale.Pid != 0 {
 			return "", fmt.Errorf("instance %s is not running: its hostd (pid %d) died, and what it left behind was cleaned up; start it with `cowork start%s`",
-				t.Instance, stale.Pid, nameFlag(t.Instance))
+				t.Instance, stale.Pid, instance.NameFlag(t.Instance))
 		}
 		return "", NotRunning(t.Instance)
 	}
 	if _, err := os.Stat(paths.AgentSock()); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("instance %s is still starting; wait for `cowork start%s` to finish", t.Instance, nameFlag(t.Instance))
+		return "", fmt.Errorf("instance %s is still starting; wait for `cowork start%s` to finish", t.Instance, instance.NameFlag(t.Instance))
 	}
 	return paths.AgentSock(), nil
 }
 
 // NotRunning is the error of a command that needs the instance running.
 func NotRunning(name string) error {
-	return fmt.Errorf("instance %s is not running; start it with `cowork start%s`", name, nameFlag(name))
+	return fmt.Errorf("instance %s is not running; start it with `cowork start%s`", name, instance.NameFlag(name))
 }
 
 // WarnMissingWorkspace warns when the instance's workspace folder is gone
@@ -105,13 +105,5 @@ func WorkspaceGone(cfg *instance.Config, name string) string {
 		return ""
 	}
 	return fmt.Sprintf("the workspace %s was removed from this machine, so the guest's /workspace shares nothing; recreate the folder, then `cowork stop%s && cowork start%s`",
-		cfg.Workspace, nameFlag(name), nameFlag(name))
-}
-
-// nameFlag is the --name flag that selects instance, when it is not the default.
-func nameFlag(name string) string {
-	if name == instance.DefaultName {
-		return ""
-	}
-	return " --name " + name
+		cfg.Workspace, instance.NameFlag(name), instance.NameFlag(name))
 }

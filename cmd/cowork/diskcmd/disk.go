@@ -45,11 +45,7 @@ grows its partition and file system at its next boot. A disk never shrinks.`,
 				return err
 			}
 			if instance.Held(paths) {
-				flag := ""
-				if *name != instance.DefaultName {
-					flag = " --name " + *name
-				}
-				return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", *name, flag)
+				return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", *name, instance.NameFlag(*name))
 			}
 			if err := image.Resize(paths.Disk(), int64(size)); err != nil {
 				return &cmdutil.FlagError{Err: err}

@@ -27,10 +27,7 @@ func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src 
 		return &instance.ExistsError{Name: saved.Name}
 	}
 	if diff := conflicts(saved, asked, src, o.Changed); len(diff) > 0 {
-		flag := ""
-		if saved.Name != instance.DefaultName {
-			flag = " --name " + saved.Name
-		}
+		flag := instance.NameFlag(saved.Name)
 		return fmt.Errorf("instance %s is left from an interrupted init whose settings differ in %s; run `cowork init%s` without them to resume it, or remove it with `cowork delete%s` and init again",
 			saved.Name, strings.Join(diff, ", "), flag, flag)
 	}
