@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -50,8 +51,11 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 	}
 
 	t.Run("answers with a footer", func(t *testing.T) {
-		api.Script(fakeapi.Reply{Text: "Hello from the fake model."})
+		// The first claude of a fresh guest may send one request more (see
+		// conversation), so the answer is scripted twice and the spare dropped.
+		api.Script(fakeapi.Reply{Text: "Hello from the fake model."}, fakeapi.Reply{Text: "Hello from the fake model."})
 		r := e.must("ask", "say hi")
+		api.Drop()
 		if !strings.Contains(r.out, "Hello from the fake model.") {
 			t.Errorf("the answer is not on stdout: %s", r)
 		}
@@ -59,15 +63,15 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 			t.Errorf("no footer with turns, cost and session on stderr: %s", r)
 		}
 		reqs := newRequests()
-		if len(reqs) != 1 {
-			t.Fatalf("the API got %d requests, want 1", len(reqs))
+		conv := conversation(t, reqs, "say hi")
+		// The relay put the real key on every request; the guest never had it.
+		for i, req := range reqs {
+			if got := req.Header.Get("x-api-key"); got != key {
+				t.Errorf("request %d reached the API with key %q, want the host's", i, got)
+			}
 		}
-		// The relay put the real key on the request; the guest never had it.
-		if reqs[0].Header.Get("x-api-key") != key || !strings.Contains(string(reqs[0].Raw), "say hi") {
-			t.Errorf("the API got key %q and %.200s", reqs[0].Header.Get("x-api-key"), reqs[0].Raw)
-		}
-		if reqs[0].Body["model"] != envModel {
-			t.Errorf("the host's ANTHROPIC_MODEL did not reach claude: model %v", reqs[0].Body["model"])
+		if conv.Body["model"] != envModel {
+			t.Errorf("the host's ANTHROPIC_MODEL did not reach claude: model %v", conv.Body["model"])
 		}
 	})
 
@@ -134,26 +138,15 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 	t.Run("sessions survive a restart", func(t *testing.T) {
 		e.must("stop")
 		e.must("start")
-		// Claude Code may send a side request of its own first on a resumed
-		// session after a reboot (seen once in several runs), so the answer
-		// is scripted twice and the spare dropped; the conversation is the
-		// request that carries the new turn.
+		// The first claude after a reboot may send one request more (see
+		// conversation), so the answer is scripted twice and the spare dropped.
 		api.Script(fakeapi.Reply{Text: "Still here."}, fakeapi.Reply{Text: "Still here."})
 		r := e.must("ask", "--project", "demo", "-c", "after the restart")
 		api.Drop()
 		if !strings.Contains(r.out, "Still here.") {
 			t.Errorf("no answer after the restart: %s", r)
 		}
-		var conv *fakeapi.Request
-		for i, req := range newRequests() {
-			t.Logf("request %d: %s %s %.300s", i, req.Method, req.Path, req.Raw)
-			if req.Path == "/v1/messages" && strings.Contains(string(req.Raw), "after the restart") && strings.Contains(string(req.Raw), "make a note") {
-				conv = &req
-			}
-		}
-		if conv == nil {
-			t.Fatalf("no request continued the conversation after the restart: %s", r)
-		}
+		conv := conversation(t, newRequests(), "after the restart")
 		for _, turn := range []string{"make a note", "and again", "after the restart"} {
 			if !strings.Contains(string(conv.Raw), turn) {
 				t.Errorf("the conversation continued after the restart lacks %q: %.800s", turn, conv.Raw)
@@ -243,6 +236,37 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		}
 		newRequests()
 	})
+}
+
+// conversation returns the last Messages request that carries turn. The
+// first claude run after a boot now and then sends two such requests where
+// one is expected (seen on a fresh guest and after a reboot alike, both
+// requests with the whole conversation); when it does,
+// every request is logged with what tells a retry or a fallback apart, for
+// the next look.
+func conversation(t *testing.T, reqs []fakeapi.Request, turn string) fakeapi.Request {
+	t.Helper()
+	var conv []fakeapi.Request
+	for _, req := range reqs {
+		if req.Method == http.MethodPost && req.Path == "/v1/messages" && strings.Contains(string(req.Raw), turn) {
+			conv = append(conv, req)
+		}
+	}
+	if len(conv) != 1 || len(reqs) != 1 {
+		for i, req := range reqs {
+			msgs, _ := req.Body["messages"].([]any)
+			t.Logf("request %d: %s %s stream=%v max_tokens=%v messages=%d retry=%q at %s: %.300s", i, req.Method, req.Path,
+				req.Body["stream"], req.Body["max_tokens"], len(msgs), req.Header.Get("X-Stainless-Retry-Count"),
+				req.Received.Format("15:04:05.000"), req.Raw)
+		}
+	}
+	if len(conv) == 0 {
+		t.Fatalf("no request to the API carries %q (%d requests)", turn, len(reqs))
+	}
+	if len(conv) > 2 {
+		t.Errorf("%d requests carry %q, want one (or two on a first run)", len(conv), turn)
+	}
+	return conv[len(conv)-1]
 }
 
 // searchGuestFor greps every file of the guest (each mounted filesystem but

@@ -27,6 +27,7 @@ type Request struct {
 	Header       http.Header
 	Body         map[string]any
 	Raw          []byte
+	Received     time.Time
 }
 
 // Server scripts the Messages API.
@@ -67,7 +68,7 @@ func (s *Server) Requests() []Request {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	raw, _ := io.ReadAll(r.Body)
-	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Raw: raw}
+	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Raw: raw, Received: time.Now()}
 	_ = json.Unmarshal(raw, &req.Body)
 	s.mu.Lock()
 	s.requests = append(s.requests, req)
