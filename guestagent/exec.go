@@ -74,6 +74,9 @@ func (s *Server) Exec(stream agentpb.Agent_ExecServer) error {
 	if exit == nil {
 		return status.Error(codes.Canceled, "client went away; process killed")
 	}
+	// The exit is sent last, after the log line, so that it and the
+	// stream's status leave in one write and wake the client once.
+	_ = sess.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
 	return nil
 }
 
@@ -106,10 +109,11 @@ func (s *session) send(m *agentpb.ExecResponse) error {
 	return s.stream.Send(m)
 }
 
-// run drives the process to its end and returns its exit, or nil when the
-// client went away first (the process tree is then killed). It waits for
-// the process itself rather than in another goroutine: every handoff
-// between goroutines costs a wakeup on the exec's critical path.
+// run drives the process to its end and returns its exit, for the caller
+// to send, or nil when the client went away first (the process tree is
+// then killed). It waits for the process itself rather than in another
+// goroutine: every handoff between goroutines costs a wakeup on the exec's
+// critical path.
 func (s *session) run() *agentpb.Exit {
 	p := s.proc
 	s.reading[0].Store(-1)
@@ -150,9 +154,7 @@ func (s *session) run() *agentpb.Exit {
 		s.finishKill()
 		return nil
 	}
-	exit := exitStatus(p.cmd.ProcessState)
-	_ = s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
-	return exit
+	return exitStatus(p.cmd.ProcessState)
 }
 
 // hangUp starts ending the whole session after the client went away:
@@ -268,7 +270,8 @@ func (s *session) pump(r *os.File, stderr, pipe bool) {
 }
 
 // readRequests applies the client's messages until the stream ends. A clean
-// half-close counts as end of stdin; any other end means the client is gone.
+// half-close counts as end of stdin, and the client, which has nothing more
+// to say, is still watched for going away; any other end means it is gone.
 func (s *session) readRequests(stdin chan<- []byte) {
 	closeStdin := sync.OnceFunc(func() {
 		if stdin != nil {
@@ -279,6 +282,9 @@ func (s *session) readRequests(stdin chan<- []byte) {
 	for {
 		req, err := s.stream.Recv()
 		if errors.Is(err, io.EOF) {
+			closeStdin()
+			<-s.stream.Context().Done() // cancelled by the client, or once Exec returns
+			s.hangUp()
 			return
 		}
 		if err != nil {

@@ -78,17 +78,13 @@ func startProcess(spec *procSpec) (*process, error) {
 			parent, child = append(parent, nil), append(child, null)
 			continue
 		}
-		r, w, err := os.Pipe()
+		ours, theirs, err := childPipe(i > 0) // the child reads stdin, writes the rest
 		if err != nil {
 			closeAll(parent)
 			closeAll(child)
 			return nil, err
 		}
-		if i == 0 { // stdin: the child reads
-			parent, child = append(parent, w), append(child, r)
-		} else {
-			parent, child = append(parent, r), append(child, w)
-		}
+		parent, child = append(parent, ours), append(child, theirs)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
 	err := cmd.Start()

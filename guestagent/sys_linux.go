@@ -104,3 +104,27 @@ func growPipe(f *os.File) {
 		_ = rc.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
 	}
 }
+
+// childPipe makes a pipe for one of a child's stdio streams: the agent's
+// end (the read end when parentReads) goes into the runtime's poller, the
+// child's end stays a plain blocking descriptor. os.Pipe would register
+// both, and the child's end, which the agent only hands over and closes,
+// would cost each exec an epoll registration, its removal and the mode
+// changes around them.
+func childPipe(parentReads bool) (parent, child *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	ours, theirs := p[1], p[0]
+	if parentReads {
+		ours, theirs = p[0], p[1]
+	}
+	if err := unix.SetNonblock(ours, true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	// NewFile sees the non-blocking mode and polls that end.
+	return os.NewFile(uintptr(ours), "|agent"), os.NewFile(uintptr(theirs), "|child"), nil
+}

@@ -37,3 +37,12 @@ func growPipe(*os.File) {}
 func askPidfd(*syscall.SysProcAttr, *int) {}
 
 func hasExited(uintptr) bool { return true }
+
+// childPipe returns the agent's end and the child's end of a new pipe.
+func childPipe(parentReads bool) (parent, child *os.File, err error) {
+	r, w, err := os.Pipe()
+	if parentReads {
+		return r, w, err
+	}
+	return w, r, err
+}

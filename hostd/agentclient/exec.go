@@ -78,6 +78,13 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
 			return ExitStatus{}, err
 		}
 	}
+	if o.Stdin == nil && o.Resize == nil && o.Signals == nil {
+		// Nothing more will be sent: half-closing lets the agent end the
+		// stream cleanly when the process exits, where a stream left open
+		// would be reset by the cancel below, a frame more on each side.
+		// The agent still kills the process if ctx ends first.
+		_ = stream.CloseSend()
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return ExitStatus{}, err

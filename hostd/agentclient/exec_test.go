@@ -290,7 +290,8 @@ func TestClientGoneKillsProcessTree(t *testing.T) {
 	a := agenttest.Start(t, "--kill-grace", "300ms")
 	c := a.Client(t)
 
-	// A plain process dies of the SIGHUP.
+	// A plain process dies of the SIGHUP. It has no stdin, so the client
+	// half-closed its side at once: the agent must still notice it leave.
 	ctx, cancel := context.WithCancel(context.Background())
 	pids := make(chan int, 1)
 	go c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sleep", "1000"}, Started: func(pid int) { pids <- pid }})
