@@ -113,6 +113,21 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 		return err
 	}
 
+	// The floor figure is its own pair, A B A B: in the round of six below,
+	// a sub-millisecond exec lands next to ssh and CLI runs whose processes
+	// are still being torn down when the next contender starts, and what
+	// it then measures is that teardown. Both are printed.
+	floorRounds := 5 * rounds
+	progress("agent on this host, exec floor: %d rounds of local fork+exec and the agent, interleaved", floorRounds)
+	floor, err := interleave(floorRounds, []func() (time.Duration, error){
+		timed(func() error { return exec.Command("true").Run() }),
+		timed(func() error { return execTrue(ctx, warm) }),
+	})
+	if err != nil {
+		return err
+	}
+	floorLocal, floorAgent := floor[0], floor[1]
+
 	progress("agent on this host, latency: %d rounds of 6 contenders, interleaved", rounds)
 	l, err := interleave(rounds, []func() (time.Duration, error){
 		timed(func() error { return exec.Command("true").Run() }),
@@ -143,8 +158,9 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 	pipeTP, relayTP, agentTP, sshTP := tp[0].p50(), tp[1].p50(), tp[2].p50(), tp[3].p50()
 
 	t.section("agent channel (agent on this host, unix socket, no VM)")
-	overhead := ratio(agentWarm.p50(), local.p50())
-	t.add("exec `true`: agent (open connection) ÷ local fork+exec", lat(agentWarm), lat(local), overhead, "≤ 1.5×", overhead <= 1.5)
+	overhead := ratio(floorAgent.p50(), floorLocal.p50())
+	t.add("exec `true`: agent (open connection) ÷ local fork+exec", lat(floorAgent), lat(floorLocal), overhead, "≤ 1.5×", overhead <= 1.5)
+	t.add("the same, in the round of six (ssh and CLI neighbours)", lat(agentWarm), lat(local), ratio(agentWarm.p50(), local.p50()), "", false)
 	t.add("exec `true`: agent (new connection) ÷ local fork+exec", lat(agentNew), lat(local), ratio(agentNew.p50(), local.p50()), "", false)
 	vsCold := ratio(sshCold.p50(), agentNew.p50())
 	t.add("exec `true`: ssh without ControlMaster ÷ agent (new connection)", lat(agentNew), lat(sshCold), vsCold, "≥ 10×", vsCold >= 10)
