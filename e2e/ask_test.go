@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,12 +43,22 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 	// where given, wins over it.
 	const envModel = "claude-e2e-env-model"
 	e.extraEnv = append(e.extraEnv, "ANTHROPIC_MODEL="+envModel)
+	// newRequests returns the requests since the last call, less Claude
+	// Code's retries of a request (its answer broke off; the fake answers a
+	// retry as before), which are logged for the record.
 	seen := 0
 	newRequests := func() []fakeapi.Request {
 		all := api.Requests()
-		r := all[seen:]
+		var fresh []fakeapi.Request
+		for _, req := range all[seen:] {
+			if req.Repeat {
+				logRequest(t, "a retried request", req)
+				continue
+			}
+			fresh = append(fresh, req)
+		}
 		seen = len(all)
-		return r
+		return fresh
 	}
 
 	t.Run("answers with a footer", func(t *testing.T) {
@@ -238,12 +249,11 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 	})
 }
 
-// conversation returns the last Messages request that carries turn. The
-// first claude run after a boot now and then sends two such requests where
-// one is expected (seen on a fresh guest and after a reboot alike, both
-// requests with the whole conversation); when it does,
-// every request is logged with what tells a retry or a fallback apart, for
-// the next look.
+// conversation returns the last Messages request that carries turn.
+// Claude Code's retries are already left out (see newRequests). Its first
+// run after a boot has now and then sent a second request with the whole
+// conversation all the same (on a fresh guest and after a reboot); that is
+// tolerated, and every request is then logged for the next look.
 func conversation(t *testing.T, reqs []fakeapi.Request, turn string) fakeapi.Request {
 	t.Helper()
 	var conv []fakeapi.Request
@@ -254,10 +264,7 @@ func conversation(t *testing.T, reqs []fakeapi.Request, turn string) fakeapi.Req
 	}
 	if len(conv) != 1 || len(reqs) != 1 {
 		for i, req := range reqs {
-			msgs, _ := req.Body["messages"].([]any)
-			t.Logf("request %d: %s %s stream=%v max_tokens=%v messages=%d retry=%q at %s: %.300s", i, req.Method, req.Path,
-				req.Body["stream"], req.Body["max_tokens"], len(msgs), req.Header.Get("X-Stainless-Retry-Count"),
-				req.Received.Format("15:04:05.000"), req.Raw)
+			logRequest(t, fmt.Sprintf("request %d", i), req)
 		}
 	}
 	if len(conv) == 0 {
@@ -267,6 +274,15 @@ func conversation(t *testing.T, reqs []fakeapi.Request, turn string) fakeapi.Req
 		t.Errorf("%d requests carry %q, want one (or two on a first run)", len(conv), turn)
 	}
 	return conv[len(conv)-1]
+}
+
+// logRequest logs what tells a retry, a fallback and a side request apart.
+func logRequest(t *testing.T, what string, req fakeapi.Request) {
+	t.Helper()
+	msgs, _ := req.Body["messages"].([]any)
+	t.Logf("%s: %s %s stream=%v max_tokens=%v messages=%d retry=%q at %s: %.300s", what, req.Method, req.Path,
+		req.Body["stream"], req.Body["max_tokens"], len(msgs), req.Header.Get("X-Stainless-Retry-Count"),
+		req.Received.Format("15:04:05.000"), req.Raw)
 }
 
 // searchGuestFor greps every file of the guest (each mounted filesystem but

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -177,10 +178,28 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 			rec.Status = http.StatusBadGateway
 			http.Error(w, "cowork relay: "+err.Error(), http.StatusBadGateway)
 		},
+		ErrorLog: slog.NewLogLogger(n.log.With("session", sess.ID).Handler(), slog.LevelWarn),
 	}
+	// ReverseProxy panics (http.ErrAbortHandler, so that the server drops
+	// the connection) when the answer breaks off mid-copy; the record is
+	// written on the way out all the same.
+	cut := true
+	defer func() {
+		rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
+		if cut && relayErr == nil {
+			relayErr = errors.New("the answer from the endpoint broke off")
+			if r.Context().Err() != nil {
+				// The guest's client gave up, or its connection broke; it
+				// will likely ask again.
+				relayErr = fmt.Errorf("the guest's connection ended before the answer did: %w", context.Cause(r.Context()))
+			}
+			n.log.Warn("relay answer cut short", "session", sess.ID, "status", rec.Status, "bytes_in", rec.BytesIn,
+				"after", time.Since(rec.Start).Round(time.Millisecond), "err", relayErr)
+		}
+		n.finish(rec, audit.Allow, relayErr)
+	}()
 	rp.ServeHTTP(w, r)
-	rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
-	n.finish(rec, audit.Allow, relayErr)
+	cut = false
 }
 
 // publish listens on the host for each published guest port and carries

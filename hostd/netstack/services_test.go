@@ -286,6 +286,44 @@ func TestCredentialRelay(t *testing.T) {
 	}
 }
 
+// An answer the guest stops reading halfway (its client gave up, or the
+// connection broke) is recorded as cut short: the guest's client will
+// likely ask again, and the audit log says why there were two requests.
+func TestRelayAnswerCutShortIsRecorded(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes; the relay gives up when the guest does
+	}))
+	defer upstream.Close()
+	sess, err := tn.Sessions().Open(upstream.URL, "sk-real-secret", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tn.dialGuest(fmt.Sprintf("%s:%d", GatewayIP, RelayPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST /v1/messages HTTP/1.1\r\nHost: relay\r\nx-api-key: %s\r\nContent-Length: 2\r\n\r\n{}", sess.Placeholder)
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if strings.Contains(line, "message_start") {
+			break
+		}
+	}
+	c.Close()
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindRelay && r.Session == sess.ID })
+	if r.Status != 200 || !strings.Contains(r.Error, "ended before the answer did") || r.BytesIn == 0 {
+		t.Fatalf("record of a cut-short answer: %+v", r)
+	}
+}
+
 func TestPingsAnsweredOnlyByTheGateway(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{})
 	for _, dst := range []string{GatewayIP, "8.8.8.8"} {

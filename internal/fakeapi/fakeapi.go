@@ -28,6 +28,9 @@ type Request struct {
 	Body         map[string]any
 	Raw          []byte
 	Received     time.Time
+	// Repeat is set on a Messages request whose messages an earlier one
+	// already carried: a client's retry, answered as the first time.
+	Repeat bool
 }
 
 // Server scripts the Messages API.
@@ -35,6 +38,7 @@ type Server struct {
 	mu       sync.Mutex
 	replies  []Reply
 	requests []Request
+	answered map[string]Reply // by the request's messages
 	// Default answers when the script has run out.
 	Default Reply
 }
@@ -75,7 +79,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
-		s.messages(w, req)
+		reply, repeat := s.next(req)
+		if repeat {
+			s.mu.Lock()
+			s.requests[len(s.requests)-1].Repeat = true
+			s.mu.Unlock()
+		}
+		s.messages(w, req, reply)
 	case strings.HasSuffix(r.URL.Path, "/count_tokens"):
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"input_tokens": 10}`)
@@ -84,22 +94,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) next() Reply {
+// next picks the answer to req: the next scripted reply, or, for messages
+// answered before (Claude Code retries a request whose answer broke off,
+// or falls back from streaming), the same answer again, as a model would
+// give, without using up the script.
+func (s *Server) next(req Request) (reply Reply, repeat bool) {
+	key, _ := json.Marshal(req.Body["messages"]) // maps marshal in key order
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.replies) == 0 {
-		return s.Default
+	if r, ok := s.answered[string(key)]; ok {
+		return r, true
 	}
-	r := s.replies[0]
-	s.replies = s.replies[1:]
-	return r
+	reply = s.Default
+	if len(s.replies) > 0 {
+		reply, s.replies = s.replies[0], s.replies[1:]
+	}
+	if s.answered == nil {
+		s.answered = map[string]Reply{}
+	}
+	s.answered[string(key)] = reply
+	return reply, false
 }
 
 // messages answers one Messages API call, streaming or not.
-func (s *Server) messages(w http.ResponseWriter, req Request) {
+func (s *Server) messages(w http.ResponseWriter, req Request, reply Reply) {
 	model, _ := req.Body["model"].(string)
 	stream, _ := req.Body["stream"].(bool)
-	reply := s.next()
 	id := fmt.Sprintf("msg_fake_%d", time.Now().UnixNano())
 	var block map[string]any
 	stop := "end_turn"
