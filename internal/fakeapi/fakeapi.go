@@ -74,17 +74,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	raw, _ := io.ReadAll(r.Body)
 	req := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Raw: raw, Received: time.Now()}
 	_ = json.Unmarshal(raw, &req.Body)
+	messages := r.Method == http.MethodPost && r.URL.Path == "/v1/messages"
 	s.mu.Lock()
+	var reply Reply
+	if messages {
+		reply, req.Repeat = s.nextLocked(req)
+	}
 	s.requests = append(s.requests, req)
 	s.mu.Unlock()
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
-		reply, repeat := s.next(req)
-		if repeat {
-			s.mu.Lock()
-			s.requests[len(s.requests)-1].Repeat = true
-			s.mu.Unlock()
-		}
+	case messages:
 		s.messages(w, req, reply)
 	case strings.HasSuffix(r.URL.Path, "/count_tokens"):
 		w.Header().Set("Content-Type", "application/json")
@@ -94,14 +93,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// next picks the answer to req: the next scripted reply, or, for messages
+// nextLocked picks the answer to req: the next scripted reply, or, for messages
 // answered before (Claude Code retries a request whose answer broke off,
 // or falls back from streaming), the same answer again, as a model would
 // give, without using up the script.
-func (s *Server) next(req Request) (reply Reply, repeat bool) {
+func (s *Server) nextLocked(req Request) (reply Reply, repeat bool) {
 	key, _ := json.Marshal(req.Body["messages"]) // maps marshal in key order
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if r, ok := s.answered[string(key)]; ok {
 		return r, true
 	}
