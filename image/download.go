@@ -58,9 +58,6 @@ func (e *ChecksumError) Error() string {
 
 // Verify checks that the local file at path has the sha256 want.
 func Verify(path, want string, p Progress) error {
-	if p == nil {
-		p = noProgress{}
-	}
 	want = strings.ToLower(strings.TrimPrefix(want, "sha256:"))
 	got, err := FileSHA256(path, p)
 	if err != nil {
