@@ -38,7 +38,6 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 	e.extraEnv = []string{"ANTHROPIC_BASE_URL=" + srv.URL, "ANTHROPIC_API_KEY=" + key, "ANTHROPIC_AUTH_TOKEN=",
 		"DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1"}
 	e.must(e.initArgs()...)
-	os.Chmod(e.workspace, 0o777) // the guest's user is uid 1000
 	// A Claude Code setting on the host reaches claude in the guest; --model,
 	// where given, wins over it.
 	const envModel = "claude-e2e-env-model"

@@ -27,7 +27,6 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 			t.Errorf("init's progress lacks %q:\n%s", phase, r.errOut)
 		}
 	}
-	os.Chmod(e.workspace, 0o777)
 	root := func(script string) result { return e.run("exec", "-u", "root", script) }
 
 	wantUID := os.Getuid()

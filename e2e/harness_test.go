@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,6 +52,10 @@ type env struct {
 	home      string
 	workspace string
 	extraEnv  []string // more KEY=VALUE for every command
+	// cred runs every command as another user (nil: as the test, root);
+	// guest replaces testGuest then, with copies that user can read.
+	cred  *syscall.Credential
+	guest *guest
 }
 
 func newEnv(t *testing.T) *env {
@@ -93,6 +98,9 @@ func (r result) String() string {
 func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, bin, args...)
 	c.Env = append(append(os.Environ(), "COWORK_HOME="+e.home, "COWORK_AGENT=", "NO_COLOR=1"), e.extraEnv...)
+	if e.cred != nil {
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
+	}
 	return c
 }
 
@@ -127,10 +135,14 @@ func (e *env) must(args ...string) result {
 
 // initArgs creates an instance of the test guest.
 func (e *env) initArgs(extra ...string) []string {
+	g := testGuest
+	if e.guest != nil {
+		g = *e.guest
+	}
 	return append([]string{"init",
-		"--arch", testGuest.arch, "--cpus", "2", "--memory", "1GiB", "--disk", "2GiB",
-		"--workspace", e.workspace, "--image", testGuest.disk,
-		"--kernel", testGuest.kernel, "--initrd", testGuest.initrd, "--cmdline", testGuest.cmdline,
+		"--arch", g.arch, "--cpus", "2", "--memory", "1GiB", "--disk", "2GiB",
+		"--workspace", e.workspace, "--image", g.disk,
+		"--kernel", g.kernel, "--initrd", g.initrd, "--cmdline", g.cmdline,
 		"--timeout", "3m",
 	}, extra...)
 }

@@ -52,7 +52,8 @@ flock 9
 # ---------------------------------------------------------------- host tools
 need=()
 tools="/usr/lib/qemu/virtiofsd:qemu-system-common debootstrap:debootstrap mkfs.ext4:e2fsprogs
-	cpio:cpio depmod:kmod ssh-keygen:openssh-client qemu-img:qemu-utils"
+	cpio:cpio depmod:kmod ssh-keygen:openssh-client qemu-img:qemu-utils
+	/usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu"
 case "$ARCH" in
 arm64) tools="$tools qemu-system-aarch64:qemu-system-arm /usr/share/AAVMF/AAVMF_CODE.fd:qemu-efi-aarch64" ;;
 amd64) tools="$tools qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE.fd:ovmf" ;;

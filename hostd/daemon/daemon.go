@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/qemu"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
 // DefaultStopTimeout is how long a guest may take to shut down.
@@ -129,7 +129,7 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	d.cancelBoot = cancelBoot
 	d.mu.Unlock()
 
-	control, err := listenUnix(d.paths.HostdSock())
+	control, err := unixsock.Listen(d.paths.HostdSock())
 	if err != nil {
 		return err
 	}
@@ -235,6 +235,8 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		Disk:      d.paths.Disk(),
 		ShareDir:  d.cfg.Workspace,
 		ShareTag:  instance.ShareTag,
+		ShareUID:  d.guestUID(),
+		ShareGID:  d.guestUID(), // the user's own group, made with it
 		Network:   nic,
 		MAC:       mac,
 		MTU:       netstack.MTU,
@@ -292,7 +294,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
-	relay, err := listenUnix(d.paths.AgentSock())
+	relay, err := unixsock.Listen(d.paths.AgentSock())
 	if err != nil {
 		return err
 	}
@@ -309,11 +311,17 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) writeCIData() error {
-	uid := d.cfg.GuestUID
-	if uid <= 0 {
-		uid = 1000
+// guestUID is the guest user's uid: the host user's, so that the
+// workspace has one owner on both sides, or 1000 when cowork runs as root.
+func (d *Daemon) guestUID() int {
+	if d.cfg.GuestUID <= 0 {
+		return 1000
 	}
+	return d.cfg.GuestUID
+}
+
+func (d *Daemon) writeCIData() error {
+	uid := d.guestUID()
 	id := d.cfg.InstanceID
 	if id == "" {
 		id = "cowork-" + d.name
@@ -392,18 +400,6 @@ func rotate(path string) {
 	if st, err := os.Stat(path); err == nil && st.Size() > 0 {
 		_ = os.Rename(path, path+".1")
 	}
-}
-
-// listenUnix listens on a fresh socket only its owner may use.
-func listenUnix(path string) (net.Listener, error) {
-	_ = os.Remove(path)
-	old := syscall.Umask(0o177)
-	defer syscall.Umask(old)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	return l, nil
 }
 
 func describe(m machine.Machine) (string, string) {

@@ -33,6 +33,10 @@ type Config struct {
 
 	ShareDir string // the host directory shared with the guest
 	ShareTag string // the virtiofs tag the guest mounts
+	// ShareUID and ShareGID are the guest user's: inside the guest the
+	// share's owner is that user, and whatever the guest makes in it
+	// belongs on the host to the share's owner (see hostd/fsjail).
+	ShareUID, ShareGID int
 
 	// Network is the VM's end of a SOCK_DGRAM socketpair carrying one
 	// Ethernet frame per datagram; MAC is the guest NIC's address. The

@@ -113,20 +113,24 @@ func waitForSocket(ctx context.Context, path string, exited <-chan error) error 
 	}
 }
 
-// waitForPath waits until path exists, or the process exits first.
-func waitForPath(ctx context.Context, path string, exited <-chan error) error {
-	for {
-		if _, err := os.Stat(path); err == nil {
+// waitForLog waits until the log at path holds want, or the process exits
+// first. A log that stays silent for wait is taken as ready: the words are
+// the file server's, and another version may say something else.
+func waitForLog(ctx context.Context, path, want string, wait time.Duration, exited <-chan error) error {
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(want)) {
 			return nil
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exited before creating %s (%v)", filepath.Base(path), err)
+			return fmt.Errorf("exited before serving (%v)", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	return nil
 }
 
 // tail returns the last n non-empty lines of a file, joined by " | ".

@@ -80,7 +80,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}()
 
 	if v.cfg.ShareDir != "" {
-		if v.virtiofs, err = startVirtiofsd(ctx, v.cfg.ShareDir, v.run.virtiofs(), v.log); err != nil {
+		if v.virtiofs, err = startVirtiofsd(ctx, v.cfg.ShareDir, v.run.virtiofs(), v.cfg.ShareUID, v.cfg.ShareGID, v.log); err != nil {
 			return err
 		}
 	}

@@ -4,17 +4,23 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/coworkhq/cowork/hostd/fsjail"
 	"github.com/coworkhq/cowork/internal/sysproc"
+	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
-// virtiofsdPaths are where virtiofsd lives: the Rust one on PATH or in
-// /usr/libexec, then the C one in Debian 12's qemu-system-common.
-var virtiofsdPaths = []string{"virtiofsd", "/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"}
+// virtiofsdPaths are where virtiofsd lives: the C one of Debian 12's
+// qemu-system-common first (the one CI runs), then the Rust one, on PATH or
+// in /usr/libexec, for systems whose QEMU no longer ships the C one. Both
+// run in the jail, for root and normal users alike.
+var virtiofsdPaths = []string{"/usr/lib/qemu/virtiofsd", "virtiofsd", "/usr/libexec/virtiofsd"}
 
 func findVirtiofsd() (path string, rust bool, err error) {
 	for _, p := range virtiofsdPaths {
@@ -51,41 +57,78 @@ func (p *process) kill() {
 }
 
 // startVirtiofsd shares dir on a vhost-user socket at sock and returns
-// once it listens. It dies with hostd (SIGKILL on parent death).
-func startVirtiofsd(ctx context.Context, dir, sock string, log *slog.Logger) (*process, error) {
+// once it serves. virtiofsd runs in the jail (hostd/fsjail): whatever
+// identity the guest names, what it makes in dir belongs to dir's owner,
+// with no set-id bits, device nodes or file capabilities. hostd listens on
+// sock itself and hands virtiofsd the socket, so that the owner, which
+// virtiofsd runs as, need not reach hostd's run folder. It dies with hostd
+// (SIGKILL on parent death).
+func startVirtiofsd(ctx context.Context, dir, sock string, guestUID, guestGID int, log *slog.Logger) (*process, error) {
 	bin, rust, err := findVirtiofsd()
 	if err != nil {
 		return nil, err
 	}
-	var args []string
-	if rust {
-		args = []string{"--socket-path=" + sock, "--shared-dir=" + dir, "--cache=auto"}
-		if os.Geteuid() != 0 {
-			args = append(args, "--sandbox=none")
-		}
-	} else {
-		if os.Geteuid() != 0 {
-			return nil, fmt.Errorf("%s (the C virtiofsd) needs root to share the workspace; install the Rust virtiofsd, or run cowork as root", bin)
-		}
-		args = []string{"--socket-path=" + sock, "-o", "source=" + dir, "-o", "cache=auto", "-o", "xattr"}
+	jail, err := fsjail.ForWorkspace(dir, guestUID, guestGID)
+	if err != nil {
+		return nil, fmt.Errorf("the workspace %s: %w", dir, err)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = sysproc.Attr(true)
-	logf, err := os.Create(filepath.Join(filepath.Dir(sock), "virtiofsd.log"))
+	ln, err := unixsock.Listen(sock)
+	if err != nil {
+		return nil, err
+	}
+	ul := ln.(*net.UnixListener)
+	lnFile, err := ul.File()
+	// virtiofsd's copy serves: when it dies, QEMU finds no one listening.
+	// The socket file stays for QEMU to find.
+	ul.SetUnlinkOnClose(false)
+	ul.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer lnFile.Close()
+	cmd, err := fsjail.Command(jail, append([]string{bin}, virtiofsdArgs(dir, rust)...), lnFile)
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = sysproc.Into(cmd.SysProcAttr, true)
+	logPath := filepath.Join(filepath.Dir(sock), "virtiofsd.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	log.Info("starting virtiofsd", "binary", bin, "args", args)
+	log.Info("starting virtiofsd", "binary", bin, "args", cmd.Args[3:], "owner", fmt.Sprintf("%d:%d", jail.UID, jail.GID),
+		"guest_user", fmt.Sprintf("%d:%d", jail.GuestUID, jail.GuestGID))
 	p, err := start(cmd)
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start virtiofsd: %w", err)
 	}
-	// Not a test connection: virtiofsd serves one client and exits when it leaves.
-	if err := waitForPath(ctx, sock, p.exited); err != nil {
+	if err := waitForLog(ctx, logPath, virtiofsdWaiting, 10*time.Second, p.exited); err != nil {
 		p.kill()
-		return nil, fmt.Errorf("virtiofsd %w: %s", err, tail(logf.Name(), 3))
+		return nil, fmt.Errorf("virtiofsd %w: %s", err, tail(logPath, 3))
 	}
 	return p, nil
+}
+
+// virtiofsdWaiting is what both virtiofsds log once they serve the socket.
+const virtiofsdWaiting = "Waiting for vhost-user socket connection"
+
+// virtiofsdArgs serves dir on descriptor 3. Extended attributes pass only
+// in the user namespace (user.*). A file capability the guest sets is kept
+// under a user.* name, where it means nothing to the host (virtiofsd
+// insists on mapping that one name); the rest are unsupported, as on a
+// file system without them. The C virtiofsd keeps CAP_MKNOD and
+// CAP_SETFCAP unless told otherwise; the jail does not grant them anyway.
+func virtiofsdArgs(dir string, rust bool) []string {
+	const xattrmap = ":prefix:all:security.capability:user.cowork.guest.::ok:all:user.:user.::unsupported:all:::"
+	if rust {
+		return []string{"--fd=3", "--shared-dir=" + dir, "--cache=auto", "--sandbox=chroot",
+			"--xattrmap=" + xattrmap, "--modcaps=-mknod:-setfcap"}
+	}
+	return []string{"--fd=3", "-o", "source=" + dir, "-o", "cache=auto", "-o", "sandbox=namespace",
+		"-o", "xattrmap=" + xattrmap, "-o", "modcaps=-mknod:-setfcap"}
 }

@@ -1,0 +1,177 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// shareAttack is what root in the guest tries through /workspace to gain
+// rights on the host: each line prints the step and its exit code, and the
+// host then looks at what is left.
+const shareAttack = `
+cd /workspace
+step() { name=$1; shift; "$@" >/dev/null 2>&1; echo "$name $?"; }
+step cp-bash cp /bin/bash rootshell
+step chmod-setuid chmod 4755 rootshell
+step chmod-setgid chmod 2755 rootshell
+step chown-root chown 0:0 rootshell
+step install-setuid install -m 4755 /bin/bash rootshell2
+step create-setuid python3 -c 'import os; os.open("setuid-new", os.O_CREAT|os.O_WRONLY, 0o6755)'
+step mknod-char mknod null c 1 3
+step mknod-block mknod sda b 8 0
+step mknod-fifo mknod fifo p
+step setcap python3 -c 'import os; os.setxattr("rootshell", "security.capability", bytes([1,0,0,2,0x80,0,0,0]+[0]*12))'
+step xattr-trusted python3 -c 'import os; os.setxattr("rootshell", "trusted.cowork", b"x")'
+step xattr-user python3 -c 'import os; os.setxattr("rootshell", "user.cowork", b"x")'
+step open-dir mkdir -m 777 open
+step as-nobody setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo x > open/by-nobody'
+step symlink-out ln -s /etc/shadow shadow
+step mkdir mkdir -p deep/er
+step touch-root touch deep/er/by-root
+`
+
+// TestShare is the share as a hostile guest's root sees it: whatever it
+// does, the files it leaves on the host belong to the workspace's owner,
+// carry no setuid or setgid bit, no file capability, and none is a device.
+// hostd runs as root, the workspace belongs to another user, as when a
+// user's own folder is shared by a cowork run with sudo.
+func TestShare(t *testing.T) {
+	const owner = 4000
+	e := newEnv(t)
+	if err := os.MkdirAll(e.workspace, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The owner must reach its folder, as in a home directory.
+	os.Chmod(filepath.Dir(e.workspace), 0o755)
+	if err := os.Chown(e.workspace, owner, owner); err != nil {
+		t.Fatal(err)
+	}
+	e.must(e.initArgs()...)
+
+	t.Run("the guest user owns the workspace", func(t *testing.T) {
+		r := e.must("exec", "stat -c %u:%g /workspace && echo hello > mine.txt && stat -c %u mine.txt")
+		if r.out != "1000:1000\n1000\n" {
+			t.Errorf("in the guest: %q, want the workspace and a new file to be the guest user's (1000)", r.out)
+		}
+		assertOwner(t, filepath.Join(e.workspace, "mine.txt"), owner)
+	})
+
+	t.Run("root in the guest gains nothing on the host", func(t *testing.T) {
+		r := e.run("exec", "-u", "root", shareAttack)
+		t.Logf("the guest's attempts (step exit-code):\n%s", r.out)
+		checkShare(t, e.workspace, owner, r.out)
+	})
+}
+
+func assertOwner(t *testing.T, path string, uid int) {
+	t.Helper()
+	st, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Sys().(*syscall.Stat_t); int(s.Uid) != uid {
+		t.Errorf("%s belongs to uid %d on the host, want %d", path, s.Uid, uid)
+	}
+}
+
+// TestShareAsUser is cowork run by a normal user: Debian 12's virtiofsd,
+// which wants root, serves the workspace from the jail, and the guest's
+// root gets no more than that user has.
+func TestShareAsUser(t *testing.T) {
+	const user = 1000 // the guest user's uid too: init gives it the host user's
+	e := newEnv(t)
+	dir := filepath.Dir(e.home)
+	os.Chmod(dir, 0o755)
+	for _, d := range []string{e.home, e.workspace, filepath.Join(dir, "guest")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(d, user, user)
+	}
+	// The user's own links to the test guest, which lives in root's cache.
+	g := testGuest
+	for _, p := range []*string{&g.kernel, &g.initrd, &g.disk} {
+		link := filepath.Join(dir, "guest", filepath.Base(*p))
+		if err := os.Link(*p, link); err != nil {
+			t.Skipf("cannot link the test guest where user %d reads it: %v", user, err)
+		}
+		*p = link
+	}
+	e.guest = &g
+	e.cred = &syscall.Credential{Uid: user, Gid: user, Groups: []uint32{}}
+	e.must(e.initArgs()...)
+	if pids := e.hostdsOf("sandbox"); len(pids) != 1 {
+		t.Fatalf("hostd pids %v", pids)
+	} else if st, err := os.Stat(fmt.Sprintf("/proc/%d", pids[0])); err != nil || st.Sys().(*syscall.Stat_t).Uid != user {
+		t.Fatalf("hostd does not run as user %d: %v", user, err)
+	}
+	r := e.run("exec", "-u", "root", shareAttack)
+	t.Logf("the guest's attempts (step exit-code):\n%s", r.out)
+	checkShare(t, e.workspace, user, r.out)
+	if r := e.must("exec", "stat -c %u /workspace/mine.txt 2>/dev/null; echo ok > mine.txt && stat -c %u mine.txt"); !strings.HasSuffix(r.out, "1000\n") {
+		t.Errorf("the guest user's new file: %q", r.out)
+	}
+	assertOwner(t, filepath.Join(e.workspace, "mine.txt"), user)
+}
+
+// checkShare reads the attack's step lines (out) and walks the workspace
+// on the host: every file the owner's, no set-id bit, no device, no
+// attribute outside user.*.
+func checkShare(t *testing.T, workspace string, owner uint32, out string) {
+	t.Helper()
+	steps := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			steps[k] = v
+		}
+	}
+	// What must work, and what must be refused. The rest may report
+	// success while changing nothing on the host: chown, and setcap,
+	// whose attribute lands under a user.* name.
+	for step, want := range map[string]string{
+		"cp-bash": "0", "mknod-fifo": "0", "xattr-user": "0", "as-nobody": "0", "symlink-out": "0",
+		"mkdir": "0", "touch-root": "0", "open-dir": "0",
+		"chmod-setuid": "!0", "chmod-setgid": "!0", "install-setuid": "!0", "create-setuid": "!0",
+		"mknod-char": "!0", "mknod-block": "!0", "xattr-trusted": "!0",
+	} {
+		got, ok := steps[step]
+		if !ok || (want == "!0") != (got != "0") {
+			t.Errorf("%s: exit %q, want %s", step, got, want)
+		}
+	}
+	err := filepath.Walk(workspace, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		rel, _ := filepath.Rel(workspace, path)
+		if st.Uid != owner || st.Gid != owner {
+			t.Errorf("%s belongs to %d:%d on the host, want the workspace owner %d", rel, st.Uid, st.Gid, owner)
+		}
+		if info.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+			t.Errorf("%s has mode %v on the host", rel, info.Mode())
+		}
+		if info.Mode()&os.ModeDevice != 0 {
+			t.Errorf("%s is a device node on the host", rel)
+		}
+		buf := make([]byte, 4096)
+		n, _ := unix.Llistxattr(path, buf)
+		for _, name := range strings.Split(string(buf[:max(n, 0)]), "\x00") {
+			if name != "" && !strings.HasPrefix(name, "user.") {
+				t.Errorf("%s carries the attribute %s on the host", rel, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
