@@ -56,6 +56,25 @@ func TestShare(t *testing.T) {
 	}
 	e.must(e.initArgs()...)
 
+	t.Run("QEMU and the file server are confined", func(t *testing.T) {
+		qemuPid, _ := os.ReadFile(filepath.Join(e.instanceDir("sandbox"), "run", "qemu.pid"))
+		if s := procStatus(t, strings.TrimSpace(string(qemuPid))); s["Seccomp"] != "2" {
+			t.Errorf("QEMU runs without a seccomp filter: %v", s)
+		}
+		servers := processesOf("source=" + e.workspace)
+		if len(servers) == 0 {
+			t.Fatal("no virtiofsd")
+		}
+		for _, pid := range servers {
+			s := procStatus(t, pid)
+			// Its capabilities are its namespace's, where the owner is
+			// the only identity; on the host it is the owner.
+			if s["Seccomp"] != "2" || strings.Fields(s["Uid"])[0] != fmt.Sprint(owner) {
+				t.Errorf("virtiofsd %s: seccomp %q, uid %q", pid, s["Seccomp"], s["Uid"])
+			}
+		}
+	})
+
 	t.Run("the guest user owns the workspace", func(t *testing.T) {
 		r := e.must("exec", "stat -c %u:%g /workspace && echo hello > mine.txt && stat -c %u mine.txt")
 		if r.out != "1000:1000\n1000\n" {
@@ -174,4 +193,20 @@ func checkShare(t *testing.T, workspace string, owner uint32, out string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// procStatus reads /proc/PID/status as a map of its fields.
+func procStatus(t *testing.T, pid string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatalf("process %s: %v", pid, err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
 }

@@ -66,6 +66,9 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		// under vz: hostd reports why instead of a silent loop of boots.
 		"-no-reboot",
 		"-name", "cowork",
+		// QEMU's own seccomp filter: a guest that broke into QEMU could
+		// still not run programs, gain privileges or use obsolete calls.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-accel", accel,
 		"-smp", fmt.Sprint(c.CPUs),
 		"-m", fmt.Sprintf("%dM", memMiB),

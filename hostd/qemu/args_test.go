@@ -46,6 +46,7 @@ func TestArgsKernelBoot(t *testing.T) {
 		{"-chardev", "path=/i/run/agent.sock,server=on,wait=off"},
 		{"-chardev", "path=/i/serial.log"},
 		{"-qmp", "unix:/i/run/qmp.sock,server=on,wait=off"},
+		{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"},
 	} {
 		if !has(a, want[0], want[1]) {
 			t.Errorf("no %s %s in %q", want[0], want[1], a)
