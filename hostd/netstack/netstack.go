@@ -299,9 +299,11 @@ func mustCIDR(s string) *net.IPNet {
 	return n
 }
 
+// addrPort is a guest flow's destination, in the canonical form the
+// policy judges and dialFlow dials.
 func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return netip.AddrPortFrom(ip.Unmap(), port)
+	return policy.CanonicalPort(netip.AddrPortFrom(ip, port))
 }
 
 func hostPort(ap netip.AddrPort) string {

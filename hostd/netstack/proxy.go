@@ -83,7 +83,7 @@ func (n *Stack) decide(ctx context.Context, hostport string) (netip.AddrPort, po
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		dst := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		return dst, rules.CheckFlow(dst, n.bindings.Names(ip)), host
+		return dst, rules.CheckFlow(policy.TCP, dst, n.bindings.Names(ip)), host
 	}
 	if v := rules.CheckName(host); !v.Allow {
 		return netip.AddrPort{}, v, host
@@ -96,7 +96,7 @@ func (n *Stack) decide(ctx context.Context, hostport string) (netip.AddrPort, po
 	for i, ip := range ips {
 		n.bindings.Add(ip, 0, host)
 		dst := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		v := rules.CheckFlow(dst, []string{host})
+		v := rules.CheckFlow(policy.TCP, dst, []string{host})
 		if v.Allow {
 			return dst, v, host
 		}

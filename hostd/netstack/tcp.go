@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // maxPendingTCP bounds connections being decided and dialed at once; more
@@ -36,7 +37,7 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if len(names) > 0 {
 		rec.Name, rec.NameFrom = names[0], audit.FromDNS
 	}
-	v := n.currentRules().CheckFlow(dst, names)
+	v := n.currentRules().CheckFlow(policy.TCP, dst, names)
 	rec.Rule = v.Rule
 	if !v.Allow {
 		r.Complete(true) // RST
