@@ -96,6 +96,9 @@ type Config struct {
 	Resolvers []string
 	Audit     *audit.Log
 	Log       *slog.Logger
+	// NameFlag selects this instance in the commands the proxy's 403 page
+	// suggests: instance.NameFlag, "" for the default instance.
+	NameFlag string
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
