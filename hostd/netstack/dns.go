@@ -98,7 +98,8 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 // answerLocal serves host.cowork.internal and gateway.cowork.internal.
 func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
 	var ip netip.Addr
-	switch strings.TrimSuffix(strings.ToLower(q.Name), "."+localZone) {
+	local := strings.TrimSuffix(strings.ToLower(q.Name), "."+localZone)
+	switch local {
 	case "host":
 		ip = hostAddr
 	case "gateway":
@@ -107,6 +108,8 @@ func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
 		reply.Rcode = dns.RcodeNameError
 		return
 	}
+	// Bound like any answer, so a flow there is named by it.
+	n.bindings.Add(ip, time.Hour, local+"."+strings.TrimSuffix(localZone, "."))
 	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
 		reply.Answer = append(reply.Answer, &dns.A{
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},
