@@ -117,6 +117,7 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
+	rawLimit rawLimiter // audit lines of dropped packets of other protocols
 
 	listeners []net.Listener // published ports
 

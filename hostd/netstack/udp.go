@@ -36,8 +36,9 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 			rec.Name, rec.NameFrom = names[0], audit.FromDNS
 		}
 		v := n.currentRules().CheckFlow(policy.UDP, dst, names)
-		if v.Allow && n.cfg.Upstream != "" && dst.Addr() != hostAddr {
-			v.Allow, v.Rule = false, "upstream proxy: UDP cannot go through it"
+		if v.Allow && n.cfg.Upstream != "" {
+			// All egress must go through the upstream proxy, and UDP cannot.
+			v = policy.Verdict{Rule: "upstream proxy: UDP cannot go through it"}
 		}
 		rec.Rule = v.Rule
 		if !v.Allow {

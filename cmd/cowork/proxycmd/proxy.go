@@ -152,6 +152,8 @@ func Format(r *audit.Record, verbose, color bool) string {
 		}
 	case audit.KindICMP:
 		fmt.Fprintf(&b, " ping %s", r.Dst)
+	case audit.KindIP:
+		fmt.Fprintf(&b, " protocol %d → %s", r.Proto, r.Dst)
 	default:
 		fmt.Fprintf(&b, " %s", name)
 		if r.Dst != "" {

@@ -27,6 +27,8 @@ func TestFormatShowsClaimedNames(t *testing.T) {
 		{forged, false, []string{"sni says bank.example \x1b[33mMISMATCH\x1b[0m"}, nil, true},
 		{honest, false, []string{"proxied.test → 198.51.100.30:443"}, []string{"says", "MISMATCH"}, false},
 		{honest, true, []string{"sni says proxied.test"}, []string{"MISMATCH"}, false},
+		{&audit.Record{Time: at, Kind: audit.KindIP, Verdict: audit.Deny, Dst: "8.8.8.8", Proto: 132, Rule: "ip protocol 132 (sctp) is not forwarded"}, false,
+			[]string{"DENY  ip      protocol 132 → 8.8.8.8", "[ip protocol 132 (sctp)"}, nil, false},
 	} {
 		line := Format(c.r, c.verbose, c.colorize)
 		for _, w := range c.want {

@@ -27,6 +27,7 @@ const (
 	KindHTTP    = "http"    // a plain HTTP request through the proxy
 	KindConnect = "connect" // a CONNECT tunnel through the proxy
 	KindRelay   = "relay"   // an API call through the credential relay
+	KindIP      = "ip"      // a packet of another IP protocol (dropped)
 )
 
 // Where a flow's name came from (NameFrom), and where the name the guest
@@ -54,6 +55,8 @@ type Record struct {
 	ClaimedName  string `json:"claimed_name,omitempty"`
 	ClaimedFrom  string `json:"claimed_from,omitempty"`
 	NameMismatch bool   `json:"name_mismatch,omitempty"`
+
+	Proto int `json:"proto,omitempty"` // the IP protocol number (ip)
 
 	// Flows (tcp, udp, connect, http, relay).
 	Start      time.Time `json:"start,omitzero"`
