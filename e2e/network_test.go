@@ -165,6 +165,43 @@ func TestNetworkPolicyFromTheGuest(t *testing.T) {
 		t.Logf("audit log:\n%s", b)
 	}
 
+	// The host's loopback under every other spelling, asked of the proxy
+	// (hole 1 of issue 14: http://[::]:PORT/ reached 127.0.0.1).
+	t.Run("loopback_spellings", func(t *testing.T) {
+		// The guest's no_proxy names localhost and ::1: clear it, so that
+		// curl asks the proxy for them too.
+		viaProxy := func(args string) result {
+			return e.run("exec", "no_proxy= NO_PROXY= curl -sS --max-time 10 -x http://192.168.127.1:7890 -g "+args)
+		}
+		proxy := "-o /dev/null"
+		for _, host := range []string{"[::]", "[::1]", "[::ffff:127.0.0.1]", "[::7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::]", "0.0.0.0", "localhost"} {
+			if r := viaProxy(fmt.Sprintf("%s -w '%%{http_code}' 'http://%s:%d/'", proxy, host, secretPort)); r.out != "403" {
+				t.Errorf("http://%s:%d/ through the proxy: %s", host, secretPort, r)
+			}
+		}
+		for _, host := range []string{"[::1]", "[::]", "[::ffff:127.0.0.1]"} {
+			if r := viaProxy(fmt.Sprintf("%s -p -w '%%{http_connect}' 'http://%s:%d/'", proxy, host, secretPort)); r.out != "403" {
+				t.Errorf("CONNECT %s:%d: %s", host, secretPort, r)
+			}
+		}
+		if r := viaProxy(fmt.Sprintf("'http://[::]:%d/'", secretPort)); !strings.Contains(r.out, fmt.Sprintf("cowork policy expose %d", secretPort)) || strings.Contains(r.out, "host secret") {
+			t.Errorf("the 403 page for [::]: %s", r)
+		}
+		lines := e.auditLines(t)
+		for _, c := range []struct{ kind, name, rule string }{
+			{"http", "::", "unspecified ::/128"},
+			{"http", "::ffff:127.0.0.1", "loopback 127.0.0.0/8"},
+			{"http", "2002:7f00:1::", "carries 127.0.0.1"},
+			{"connect", "::1", "loopback ::1/128"},
+		} {
+			if _, ok := find(lines, func(a auditLine) bool {
+				return a.Kind == c.kind && a.Verdict == "deny" && a.Name == c.name && strings.Contains(a.Rule, c.rule)
+			}); !ok {
+				t.Errorf("no audit line for %s %s (%s)", c.kind, c.name, c.rule)
+			}
+		}
+	})
+
 	// A policy change applies to the running guest at once.
 	e.must("policy", "deny", lan)
 	if r := curl("--noproxy '*' --connect-timeout 5 " + lanURL); r.code == 0 {

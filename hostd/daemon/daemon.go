@@ -214,6 +214,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		Upstream: upstream,
 		Audit:    auditLog,
 		Log:      d.log,
+		NameFlag: instance.NameFlag(d.name),
 	})
 	if err != nil {
 		auditLog.Close()

@@ -3,6 +3,7 @@ package netstack
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -39,9 +40,31 @@ func (n *Stack) serveDNS() error {
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		_ = w.WriteMsg(n.answer(q, client, tcpClient))
 	})
-	go func() { _ = (&dns.Server{PacketConn: udpConn, Handler: handler}).ActivateAndServe() }()
-	go func() { _ = (&dns.Server{Listener: tcpLn, Handler: handler}).ActivateAndServe() }()
+	go func() {
+		_ = (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
+	}()
+	go func() {
+		_ = (&dns.Server{Listener: tcpLn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
+	}()
 	return nil
+}
+
+// acceptQuery lets a query with other than one question through to answer,
+// which refuses it with a line (the library would refuse it silently);
+// whatever else the library refuses (updates, odd counts) gets a line
+// here, with what the header says.
+func (n *Stack) acceptQuery(h dns.Header) dns.MsgAcceptAction {
+	action := dns.DefaultMsgAcceptFunc(h)
+	const qr = 1 << 15
+	opcode := int(h.Bits>>11) & 0xF
+	if action == dns.MsgReject && h.Bits&qr == 0 && opcode == dns.OpcodeQuery && h.Qdcount != 1 {
+		return dns.MsgAccept
+	}
+	if action == dns.MsgReject || action == dns.MsgRejectNotImplemented {
+		n.record(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, Time: time.Now(),
+			Rule: fmt.Sprintf("dns: refused a message with opcode %d and %d/%d/%d/%d records", opcode, h.Qdcount, h.Ancount, h.Nscount, h.Arcount)})
+	}
+	return action
 }
 
 // answer builds the reply to one query.
@@ -50,7 +73,17 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 	reply.SetReply(q)
 	reply.RecursionAvailable = true
 	if len(q.Question) != 1 {
+		// One question per query is all resolvers answer (RFC 9619); the
+		// others would be forwarded unjudged, so none is.
 		reply.Rcode = dns.RcodeFormatError
+		rec := &audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, RCode: dns.RcodeToString[reply.Rcode],
+			Rule: fmt.Sprintf("dns: %d questions in one query; one is allowed", len(q.Question))}
+		if len(q.Question) > 0 {
+			rec.Name = strings.TrimSuffix(strings.ToLower(q.Question[0].Name), ".")
+			rec.QType = dns.TypeToString[q.Question[0].Qtype]
+		}
+		rec.Time = time.Now()
+		n.record(rec)
 		return reply
 	}
 	question := q.Question[0]
@@ -98,7 +131,8 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 // answerLocal serves host.cowork.internal and gateway.cowork.internal.
 func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
 	var ip netip.Addr
-	switch strings.TrimSuffix(strings.ToLower(q.Name), "."+localZone) {
+	local := strings.TrimSuffix(strings.ToLower(q.Name), "."+localZone)
+	switch local {
 	case "host":
 		ip = hostAddr
 	case "gateway":
@@ -107,6 +141,8 @@ func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
 		reply.Rcode = dns.RcodeNameError
 		return
 	}
+	// Bound like any answer, so a flow there is named by it.
+	n.bindings.Add(ip, time.Hour, local+"."+strings.TrimSuffix(localZone, "."))
 	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
 		reply.Answer = append(reply.Answer, &dns.A{
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600},

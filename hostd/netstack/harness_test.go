@@ -36,6 +36,11 @@ var fakeDNS = map[string]string{
 	"udp.allowed.test.":  "198.51.100.20",
 	"proxied.test.":      "198.51.100.30",
 	"proxied-deny.test.": "198.51.100.31",
+	// Names that lead to the host's loopback, alone or among public
+	// addresses (answers are A or AAAA by the address's family).
+	"loopback.test.": "127.0.0.1 ::1",
+	"mixed.test.":    "127.0.0.1 198.51.100.40",
+	"mixed6.test.":   "198.51.100.40 ::ffff:127.0.0.1 ::1",
 }
 
 // worlds finds a test's world from its config (by its resolver address).
@@ -52,10 +57,29 @@ type world struct {
 	mu       sync.Mutex
 	tcp      map[string]string // fake ip:port -> real 127.0.0.1:port
 	udp      map[string]string
+	names    map[string]string // a test's own answers, before fakeDNS
+}
+
+// answer is what the fake resolver says of a name.
+func (w *world) answer(name string) (string, bool) {
+	w.mu.Lock()
+	v, ok := w.names[name]
+	w.mu.Unlock()
+	if !ok {
+		v, ok = fakeDNS[name]
+	}
+	return v, ok
+}
+
+// setName makes the fake resolver answer name (FQDN) with addrs.
+func (w *world) setName(name, addrs string) {
+	w.mu.Lock()
+	w.names[name] = addrs
+	w.mu.Unlock()
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{tcp: map[string]string{}, udp: map[string]string{}}
+	w := &world{tcp: map[string]string{}, udp: map[string]string{}, names: map[string]string{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +89,7 @@ func newWorld(t *testing.T) *world {
 		m.SetReply(q)
 		name := q.Question[0].Name
 		for name != "" {
-			v, ok := fakeDNS[name]
+			v, ok := w.answer(name)
 			if !ok {
 				m.Rcode = dns.RcodeNameError
 				break
@@ -75,8 +99,14 @@ func newWorld(t *testing.T) *world {
 				name = target
 				continue
 			}
-			if q.Question[0].Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(v)})
+			for _, f := range strings.Fields(v) {
+				a := netip.MustParseAddr(f)
+				switch qt := q.Question[0].Qtype; {
+				case qt == dns.TypeA && a.Is4():
+					m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IP(a.AsSlice())})
+				case qt == dns.TypeAAAA && a.Is6():
+					m.Answer = append(m.Answer, &dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 60}, AAAA: net.IP(a.AsSlice())})
+				}
 			}
 			break
 		}
@@ -131,8 +161,11 @@ func (w *world) serveUDPEcho(t *testing.T, addr string) {
 	w.mu.Unlock()
 }
 
-// dial is the stack's dialer: fake addresses go to their servers; the
-// host's loopback (for exposed host ports) is dialled for real.
+// dial is the stack's dialer: fake addresses go to their servers; every
+// address that reaches this machine itself (127.0.0.1 for exposed host
+// ports, and whatever else a stack that let it through would reach:
+// ::1, ::, 0.0.0.0, ::ffff:127.0.0.1) is dialled for real, as the host's
+// dialer would.
 func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	w.mu.Lock()
 	real, ok := w.tcp[addr]
@@ -141,11 +174,11 @@ func (w *world) dial(ctx context.Context, network, addr string) (net.Conn, error
 	}
 	w.mu.Unlock()
 	if !ok {
-		if strings.HasPrefix(addr, "127.0.0.1:") {
-			real = addr
-		} else {
+		ap, err := netip.ParseAddrPort(addr)
+		if a := ap.Addr().Unmap(); err != nil || !a.IsLoopback() && !a.IsUnspecified() {
 			return nil, &net.OpError{Op: "dial", Net: network, Err: os.ErrDeadlineExceeded}
 		}
+		real = addr
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, real)

@@ -5,9 +5,11 @@ import (
 	"net/netip"
 )
 
-// HostLANs are the subnets of the host's own interfaces (loopback aside):
-// the guest must not reach the host's neighbours, nor the host itself
-// through one of its addresses.
+// HostLANs are the subnets of every address of the host's interfaces: the
+// guest must not reach the host's neighbours, nor the host itself through
+// one of its addresses. Interfaces that are down count too (their
+// addresses may still be the host's), and so does the loopback interface
+// (it can carry more than 127.0.0.1: an anycast or service address).
 func HostLANs() []netip.Prefix {
 	ifaces, err := net.Interfaces()
 	if err != nil {
@@ -15,9 +17,6 @@ func HostLANs() []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
 		addrs, _ := ifc.Addrs()
 		for _, a := range addrs {
 			ipn, ok := a.(*net.IPNet)

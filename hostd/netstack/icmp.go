@@ -12,7 +12,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 )
 
-// icmpFilter sits between the switch and the stack and judges pings: the
+// icmpFilter sits between the switch and the stack and drops the packets
+// of protocols nothing forwards (otherProtocol), and judges pings: the
 // stack answers every echo it receives (it accepts all addresses), which
 // would tell the guest that any host is up. Pings to the gateway and the
 // host address are answered; the rest are dropped. All are logged.
@@ -23,6 +24,10 @@ type icmpFilter struct {
 
 func (f *icmpFilter) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	if proto == header.IPv4ProtocolNumber {
+		if p, dst, ok := otherProtocol(pkt); ok {
+			f.n.denyProtocol(p, dst)
+			return
+		}
 		if dst, ok := echoRequest(pkt); ok {
 			v := audit.Deny
 			rule := "ping: only the gateway and the host answer"

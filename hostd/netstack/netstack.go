@@ -96,6 +96,9 @@ type Config struct {
 	Resolvers []string
 	Audit     *audit.Log
 	Log       *slog.Logger
+	// NameFlag selects this instance in the commands the proxy's 403 page
+	// suggests: instance.NameFlag, "" for the default instance.
+	NameFlag string
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
@@ -114,6 +117,7 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
+	rawLimit rawLimiter // audit lines of dropped packets of other protocols
 
 	listeners []net.Listener // published ports
 
@@ -299,9 +303,11 @@ func mustCIDR(s string) *net.IPNet {
 	return n
 }
 
+// addrPort is a guest flow's destination, in the canonical form the
+// policy judges and dialFlow dials.
 func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return netip.AddrPortFrom(ip.Unmap(), port)
+	return policy.CanonicalPort(netip.AddrPortFrom(ip, port))
 }
 
 func hostPort(ap netip.AddrPort) string {

@@ -30,9 +30,19 @@ func (n *Stack) serveProxy() error {
 		return err
 	}
 	transport := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			// The request was decided and its address chosen before it got here.
-			return n.dialFlow(ctx, ctx.Value(targetKey{}).(netip.AddrPort))
+		// forward rewrote the request's URL to the address its decision
+		// checked, so the transport dials that address and keys its pool of
+		// idle connections by it: a connection is reused only for a request
+		// decided to the same address, never for a name that now resolves
+		// elsewhere. The address must be the one in the request's context,
+		// or nothing is dialled.
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			checked, _ := ctx.Value(targetKey{}).(netip.AddrPort)
+			dst, err := netip.ParseAddrPort(addr)
+			if err != nil || !checked.IsValid() || dst != checked {
+				return nil, fmt.Errorf("refusing to dial %s: the request was decided for %s", addr, checked)
+			}
+			return n.dialFlow(ctx, dst)
 		},
 		MaxIdleConns:          64,
 		IdleConnTimeout:       90 * time.Second,
@@ -65,70 +75,138 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.forward(w, r)
 }
 
-// decide resolves host:port on the host side and returns the first of its
-// addresses the policy allows, so that neither an IP literal nor a name
-// that resolves somewhere private gets through the proxy either.
-func (n *Stack) decide(ctx context.Context, hostport string) (netip.AddrPort, policy.Verdict, string) {
+// decision is what the proxy decided for one request.
+type decision struct {
+	host  string         // the name asked for, or the address literal
+	name  string         // host, when it was judged and resolved as a name
+	dst   netip.AddrPort // canonical; the only address dialled, when allowed
+	v     policy.Verdict
+	names []string // the names dst was judged with
+	rule  string   // v.Rule, and the addresses of the name that were skipped
+	// broken: the request names no address (a bad port, a name that
+	// does not resolve); no policy is involved.
+	broken bool
+}
+
+// decide judges host:port the way a direct connection is judged. A name
+// is resolved on the host and every address it resolves to is judged in
+// canonical form; the request goes to the first address the policy allows
+// and the others are skipped (and named in the audit line). Denying the
+// whole request when any address is denied would be stricter but would
+// refuse what a direct connection reaches: the guest's own client, given
+// the same answers, is refused on the denied address and goes on to the
+// next. Either way no denied address is ever dialled: the caller dials
+// d.dst and nothing else. A name that resolves to a public address and to
+// the host's loopback therefore reaches the public one or nothing.
+func (n *Stack) decide(ctx context.Context, hostport string) decision {
 	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
 		host, portStr = hostport, "80"
 	}
+	d := decision{host: host}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return netip.AddrPort{}, policy.Verdict{Rule: "bad port " + portStr}, host
+		d.v, d.broken = policy.Verdict{Rule: "bad port " + portStr}, true
+		d.rule = d.v.Rule
+		return d
 	}
 	rules := n.currentRules()
 	if strings.EqualFold(strings.TrimSuffix(host, "."), "host."+strings.TrimSuffix(localZone, ".")) {
 		host = HostIP
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		dst := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		return dst, rules.CheckFlow(dst, n.bindings.Names(ip)), host
+		d.dst = netip.AddrPortFrom(policy.Canonical(ip), uint16(port))
+		d.names = n.bindings.Names(d.dst.Addr())
+		d.v = rules.CheckFlow(policy.TCP, d.dst, d.names)
+		d.rule = d.v.Rule
+		return d
 	}
-	if v := rules.CheckName(host); !v.Allow {
-		return netip.AddrPort{}, v, host
+	d.name = host
+	if d.v = rules.CheckName(host); !d.v.Allow {
+		d.rule = d.v.Rule
+		return d
 	}
 	ips, err := n.cfg.Resolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(ips) == 0 {
-		return netip.AddrPort{}, policy.Verdict{Rule: "resolve " + host + ": no address"}, host
+		d.v, d.broken = policy.Verdict{Rule: "resolve " + host + ": no address"}, true
+		d.rule = d.v.Rule
+		return d
 	}
-	var first policy.Verdict
+	d.names = []string{host}
+	var skipped []string
+	var chosen bool
 	for i, ip := range ips {
-		n.bindings.Add(ip, 0, host)
-		dst := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-		v := rules.CheckFlow(dst, []string{host})
-		if v.Allow {
-			return dst, v, host
+		dst := netip.AddrPortFrom(policy.Canonical(ip), uint16(port))
+		v := rules.CheckFlow(policy.TCP, dst, d.names)
+		switch {
+		case v.Allow && !chosen:
+			d.dst, d.v, chosen = dst, v, true
+			n.bindings.Add(dst.Addr(), 0, host)
+		case v.Allow:
+			n.bindings.Add(dst.Addr(), 0, host)
+		case len(skipped) < 4:
+			skipped = append(skipped, dst.Addr().String()+" ("+v.Rule+")")
 		}
-		if i == 0 {
-			first = v
+		if i == 0 && !chosen {
+			d.dst, d.v = dst, v // the first denial speaks for the name if none is allowed
 		}
 	}
-	return netip.AddrPortFrom(ips[0].Unmap(), uint16(port)), first, host
+	d.rule = d.v.Rule
+	if chosen && len(skipped) > 0 {
+		d.rule += "; skipped " + strings.Join(skipped, ", ")
+	}
+	return d
 }
 
-// blocked answers a denied request with a page that says what to do.
-func blocked(w http.ResponseWriter, host string, v policy.Verdict) {
+// blocked answers a denied request with a page that says what to do: the
+// `cowork policy` commands that would let it through (see policy.Fix),
+// with the instance's --name, or why none would.
+func (n *Stack) blocked(w http.ResponseWriter, d decision) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusForbidden)
-	fmt.Fprintf(w, "cowork: %s is blocked by this sandbox's network policy (%s).\n"+
-		"To allow it, on the host: cowork policy allow %s\n", host, v.Rule, host)
+	if d.broken {
+		fmt.Fprintf(w, "cowork: the proxy cannot reach %s (%s).\n", d.host, d.rule)
+		return
+	}
+	fmt.Fprintf(w, "cowork: %s is blocked by this sandbox's network policy (%s).\n", d.host, d.rule)
+	steps := n.currentRules().Fix(d.name, policy.TCP, d.dst, d.names)
+	switch {
+	case len(steps) > 0:
+		fmt.Fprintf(w, "To allow it, on the host:\n")
+		for _, s := range steps {
+			fmt.Fprintf(w, "  cowork policy %s %s%s\n", s.Verb, shellQuote(s.Arg), n.cfg.NameFlag)
+		}
+	case d.v.HostItself():
+		fmt.Fprintf(w, "No policy change allows this address: it is the host itself. A service on the host's\n"+
+			"loopback is reachable only on a port you expose, at host.cowork.internal:PORT:\n"+
+			"  cowork policy expose %d%s\n", d.dst.Port(), n.cfg.NameFlag)
+	default:
+		fmt.Fprintf(w, "No change of the policy allows it.\n")
+	}
+}
+
+// shellQuote quotes a command argument the shell would change (a
+// wildcard domain).
+func shellQuote(s string) string {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._:/-", c)) {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }
 
 func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	n := h.n
-	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), NameFrom: audit.FromProxy, Method: r.Method}
-	dst, v, host := n.decide(r.Context(), r.Host)
-	rec.Name, rec.Rule = host, v.Rule
-	if dst.IsValid() {
-		rec.Dst = hostPort(dst)
-	}
-	if !v.Allow {
-		blocked(w, host, v)
+	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), Method: r.Method}
+	d := n.decide(r.Context(), r.Host)
+	n.named(rec, d)
+	if !d.v.Allow {
+		n.blocked(w, d)
 		n.finish(rec, audit.Deny, nil)
 		return
 	}
-	world, err := n.dialFlow(r.Context(), dst)
+	world, err := n.dialFlow(r.Context(), d.dst)
 	if err != nil {
 		http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
 		n.finish(rec, audit.Allow, err)
@@ -161,19 +239,16 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 
 func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	n := h.n
-	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), NameFrom: audit.FromProxy, Method: r.Method,
+	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: r.Method,
 		URL: r.URL.Scheme + "://" + r.URL.Host + r.URL.EscapedPath()}
 	hostport := r.URL.Host
 	if r.URL.Port() == "" {
 		hostport = net.JoinHostPort(r.URL.Hostname(), "80")
 	}
-	dst, v, host := n.decide(r.Context(), hostport)
-	rec.Name, rec.Rule = host, v.Rule
-	if dst.IsValid() {
-		rec.Dst = hostPort(dst)
-	}
-	if !v.Allow {
-		blocked(w, host, v)
+	d := n.decide(r.Context(), hostport)
+	n.named(rec, d)
+	if !d.v.Allow {
+		n.blocked(w, d)
 		n.finish(rec, audit.Deny, nil)
 		return
 	}
@@ -184,9 +259,13 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	var dialErr error
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = pr.In.URL
+			// The server gets the name in Host; the transport gets the
+			// checked address in the URL (see serveProxy).
+			u := *pr.In.URL
+			u.Host = hostPort(d.dst)
+			pr.Out.URL = &u
 			pr.Out.Host = pr.In.Host
-			pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), targetKey{}, dst))
+			pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), targetKey{}, d.dst))
 		},
 		Transport:     h.transport,
 		FlushInterval: -1, // stream: no buffering of what the server sends
@@ -204,6 +283,16 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(w, r)
 	rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
 	n.finish(rec, audit.Allow, dialErr)
+}
+
+// named fills in what a proxy record says of its destination: the name
+// the proxy resolved (or the literal it was given), the address decided,
+// the rule.
+func (n *Stack) named(rec *audit.Record, d decision) {
+	rec.Name, rec.NameFrom, rec.Rule = d.host, audit.FromProxy, d.rule
+	if d.dst.IsValid() {
+		rec.Dst = hostPort(d.dst)
+	}
 }
 
 type countingBody struct {

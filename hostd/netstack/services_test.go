@@ -197,24 +197,33 @@ func TestProxy(t *testing.T) {
 		t.Fatalf("record %+v", r)
 	}
 
-	for _, target := range []string{"http://proxied-deny.test/", "http://rebind.test/", "http://10.1.2.3/"} {
+	// A denied request gets a page with the command that lets it through.
+	for target, fix := range map[string]string{
+		"http://proxied-deny.test/": "\n  cowork policy remove proxied-deny.test\n", // on the deny list
+		"http://rebind.test/":       "\n  cowork policy allow 10.0.0.5\n",           // its address is private
+		"http://10.1.2.3/":          "\n  cowork policy allow 10.1.2.3\n",
+	} {
 		resp, err = client.Get(target)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(got), "blocked by this sandbox's network policy") || !strings.Contains(string(got), "cowork policy allow") {
-			t.Errorf("%s: %d %q", target, resp.StatusCode, got)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(got), "blocked by this sandbox's network policy") || !strings.Contains(string(got), fix) {
+			t.Errorf("%s: %d %q, want %q", target, resp.StatusCode, got, fix)
 		}
 	}
-	// CONNECT to a denied name gets the 403 too.
+	// CONNECT to a denied name gets the 403 too, and its line.
 	c, _ := tn.dialTCP(t, fmt.Sprintf("%s:%d", GatewayIP, ProxyPort))
 	fmt.Fprintf(c, "CONNECT proxied-deny.test:443 HTTP/1.1\r\nHost: proxied-deny.test:443\r\n\r\n")
 	status, _ := bufio.NewReader(c).ReadString('\n')
 	c.Close()
 	if !strings.Contains(status, "403") {
 		t.Fatalf("CONNECT to a denied name: %q", status)
+	}
+	r = tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Name == "proxied-deny.test" })
+	if r.Verdict != audit.Deny || r.Rule != "deny proxied-deny.test" {
+		t.Fatalf("record of a denied CONNECT: %+v", r)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // maxPendingTCP bounds connections being decided and dialed at once; more
@@ -36,7 +37,7 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if len(names) > 0 {
 		rec.Name, rec.NameFrom = names[0], audit.FromDNS
 	}
-	v := n.currentRules().CheckFlow(dst, names)
+	v := n.currentRules().CheckFlow(policy.TCP, dst, names)
 	rec.Rule = v.Rule
 	if !v.Allow {
 		r.Complete(true) // RST
@@ -80,8 +81,8 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 const copyBuffer = 256 << 10
 
 // splice copies both ways until both directions end, counting bytes and
-// looking at the guest's first bytes for the name the flow is for; then
-// it writes the flow's audit line.
+// looking at the guest's first bytes for the name they claim (noteClaim);
+// then it writes the flow's audit line.
 func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	var out, in atomic.Int64
 	sniffer := &sniffReader{r: guest}
@@ -97,9 +98,8 @@ func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	wg.Wait()
 	guest.Close()
 	world.Close()
-	if name, from := sniffer.name(); name != "" {
-		rec.Name, rec.NameFrom = name, from
-	}
+	claimed, from := sniffer.name()
+	n.noteClaim(rec, claimed, from)
 	rec.BytesOut += out.Load()
 	rec.BytesIn += in.Load()
 	n.finish(rec, audit.Allow, nil)

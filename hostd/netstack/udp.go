@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // udpIdle ends a UDP flow that has carried nothing either way for this long.
@@ -34,9 +35,10 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		if len(names) > 0 {
 			rec.Name, rec.NameFrom = names[0], audit.FromDNS
 		}
-		v := n.currentRules().CheckFlow(dst, names)
-		if v.Allow && n.cfg.Upstream != "" && dst.Addr() != hostAddr {
-			v.Allow, v.Rule = false, "upstream proxy: UDP cannot go through it"
+		v := n.currentRules().CheckFlow(policy.UDP, dst, names)
+		if v.Allow && n.cfg.Upstream != "" {
+			// All egress must go through the upstream proxy, and UDP cannot.
+			v = policy.Verdict{Rule: "upstream proxy: UDP cannot go through it"}
 		}
 		rec.Rule = v.Rule
 		if !v.Allow {

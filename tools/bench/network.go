@@ -319,7 +319,7 @@ func decisionCost(dir string, n int) (samples, error) {
 	for range n {
 		start := time.Now()
 		names := b.Names(dst.Addr())
-		v := rules.CheckFlow(dst, names)
+		v := rules.CheckFlow(policy.TCP, dst, names)
 		al.Write(&audit.Record{Kind: audit.KindTCP, Verdict: audit.Allow, Rule: v.Rule, Name: names[0], NameFrom: audit.FromDNS,
 			Start: start, Dst: dst.String(), GuestPort: 40000, BytesOut: 1234, BytesIn: 56789})
 		s = append(s, time.Since(start))

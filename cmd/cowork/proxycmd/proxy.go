@@ -45,8 +45,14 @@ follow it live. Every DNS query and flow is recorded in
 $COWORK_HOME/NAME/network.jsonl whether or not this command runs; the guest's
 HTTP(S) proxy is at 192.168.127.1:7890.
 
--v adds DNS queries, the rule behind each verdict and HTTP details; --json
-prints the log's own lines. -l FILE also appends what is shown to FILE.`,
+A flow's name is the one the guest resolved through the gateway's DNS (or
+the proxy resolved). The name the guest's own TLS SNI or HTTP Host header
+claims is shown beside it as "sni says NAME" when it differs, flagged
+MISMATCH: the guest can write anything there.
+
+-v adds DNS queries, the rule behind each verdict, HTTP details and every
+claimed name; --json prints the log's own lines. -l FILE also appends what
+is shown to FILE.`,
 		Example: `  cowork proxy
   cowork proxy -l proxy.log
   cowork proxy -v --since 1h
@@ -146,10 +152,24 @@ func Format(r *audit.Record, verbose, color bool) string {
 		}
 	case audit.KindICMP:
 		fmt.Fprintf(&b, " ping %s", r.Dst)
+	case audit.KindIP:
+		fmt.Fprintf(&b, " protocol %d → %s", r.Proto, r.Dst)
 	default:
 		fmt.Fprintf(&b, " %s", name)
 		if r.Dst != "" {
 			fmt.Fprintf(&b, " → %s", r.Dst)
+		}
+		// What the guest's own bytes claimed: shown when it is not the
+		// name the flow was decided under, and always with -v.
+		if r.ClaimedName != "" && (r.NameMismatch || verbose) {
+			fmt.Fprintf(&b, "  %s says %s", r.ClaimedFrom, r.ClaimedName)
+			if r.NameMismatch {
+				flag := "MISMATCH"
+				if color {
+					flag = "\x1b[33m" + flag + "\x1b[0m"
+				}
+				fmt.Fprintf(&b, " %s", flag)
+			}
 		}
 		if r.Verdict == audit.Allow {
 			fmt.Fprintf(&b, "  ↑%s ↓%s %s", units.Size(r.BytesOut), units.Size(r.BytesIn), (time.Duration(r.DurationMs * float64(time.Millisecond))).Round(time.Millisecond))

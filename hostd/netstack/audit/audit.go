@@ -27,14 +27,16 @@ const (
 	KindHTTP    = "http"    // a plain HTTP request through the proxy
 	KindConnect = "connect" // a CONNECT tunnel through the proxy
 	KindRelay   = "relay"   // an API call through the credential relay
+	KindIP      = "ip"      // a packet of another IP protocol (dropped)
 )
 
-// Where a flow's name came from.
+// Where a flow's name came from (NameFrom), and where the name the guest
+// claimed came from (ClaimedFrom).
 const (
-	FromDNS   = "dns"   // the DNS answers the guest got for the address
-	FromSNI   = "sni"   // the TLS ClientHello
-	FromHost  = "host"  // the HTTP Host header
-	FromProxy = "proxy" // the proxy request's target
+	FromDNS   = "dns"   // the DNS answers the guest got from the gateway for the address
+	FromProxy = "proxy" // the proxy request's target, resolved by the proxy itself
+	FromSNI   = "sni"   // a claim: the TLS ClientHello
+	FromHost  = "host"  // a claim: the HTTP Host header
 )
 
 // Record is one line of the log.
@@ -43,8 +45,18 @@ type Record struct {
 	Kind     string    `json:"kind"`
 	Verdict  string    `json:"verdict"`
 	Rule     string    `json:"rule,omitempty"`
-	Name     string    `json:"name,omitempty"`
+	Name     string    `json:"name,omitempty"` // what the flow was decided under: see NameFrom
 	NameFrom string    `json:"name_from,omitempty"`
+
+	// The name the guest's own bytes gave (TLS SNI, HTTP Host), which it
+	// can set to anything, unlike Name (a name the guest resolved through
+	// the gateway's DNS, or the proxy's own resolution). NameMismatch
+	// flags a claim that is none of the names known for the address.
+	ClaimedName  string `json:"claimed_name,omitempty"`
+	ClaimedFrom  string `json:"claimed_from,omitempty"`
+	NameMismatch bool   `json:"name_mismatch,omitempty"`
+
+	Proto int `json:"proto,omitempty"` // the IP protocol number (ip)
 
 	// Flows (tcp, udp, connect, http, relay).
 	Start      time.Time `json:"start,omitzero"`

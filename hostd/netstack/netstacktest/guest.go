@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -126,4 +127,20 @@ func (g *Guest) Ping(dst netip.Addr, timeout time.Duration) error {
 			return errors.New("no echo reply")
 		}
 	}
+}
+
+// SendIPv4 sends one IPv4 packet of any protocol, with payload, from the
+// guest's src to dst through the gateway (whose MAC is gw): what a raw
+// socket in a guest can send.
+func (g *Guest) SendIPv4(gw net.HardwareAddr, proto uint8, src, dst netip.Addr, payload []byte) error {
+	b := make([]byte, header.IPv4MinimumSize+len(payload))
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: proto,
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	copy(b[header.IPv4MinimumSize:], payload)
+	if err := g.S.WritePacketToRemote(1, tcpip.LinkAddress(gw), ipv4.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
+		return errors.New(err.String())
+	}
+	return nil
 }

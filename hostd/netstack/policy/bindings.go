@@ -31,7 +31,7 @@ func (b *Bindings) Add(addr netip.Addr, ttl time.Duration, names ...string) {
 	exp := b.now().Add(max(ttl, MinBinding))
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	addr = addr.Unmap()
+	addr = Canonical(addr)
 	set := b.m[addr]
 	if set == nil {
 		set = map[string]time.Time{}
@@ -54,7 +54,7 @@ func (b *Bindings) Names(addr netip.Addr) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var names []string
-	for n, exp := range b.m[addr.Unmap()] {
+	for n, exp := range b.m[Canonical(addr)] {
 		if exp.After(now) {
 			names = append(names, n)
 		}

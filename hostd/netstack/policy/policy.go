@@ -4,14 +4,22 @@
 // addresses so that a name's permission covers only the addresses its
 // allowed answers returned.
 //
-// Evaluation, first match wins:
-//  1. the host's loopback, at 192.168.127.254: only the exposed ports;
-//  2. the user's deny list (domains and CIDRs): denied;
-//  3. the built-in private ranges (the host's LANs, RFC 1918, CGNAT, ULA,
-//     link-local with the metadata address, multicast, loopback, the guest
-//     subnet): denied, unless the user allowed that CIDR explicitly;
-//  4. the user's allow list (domains through their DNS answers, CIDRs): allowed;
-//  5. the mode: "default" allows the rest of the internet, "allowlist"
+// Every address is judged in one canonical form (Canonical), and an IPv6
+// address also by the IPv4 addresses it carries (Embedded), so that no
+// spelling of the host's loopback or of a private address gets through.
+//
+// Evaluation of a flow, first match wins:
+//  1. the host's loopback, at 192.168.127.254: only the exposed TCP ports;
+//  2. the host itself (loopback, 0.0.0.0, ::): denied, whatever the lists say;
+//  3. the user's deny list (domains and CIDRs): denied;
+//  4. the host's LANs and the built-in private ranges (RFC 1918, CGNAT,
+//     ULA, link-local with the metadata address, multicast, reserved, the
+//     IPv6 ranges that are not global): denied, unless an allow entry
+//     covers the address explicitly;
+//  5. the IPv4 addresses inside a 6to4, Teredo, ISATAP or local NAT64
+//     address: judged by 2 to 4;
+//  6. the user's allow list (domains through their DNS answers, CIDRs): allowed;
+//  7. the mode: "default" allows the rest of the internet, "allowlist"
 //     denies it.
 package policy
 
@@ -41,54 +49,84 @@ type Policy struct {
 	HostPorts []int `json:"host_ports,omitempty"`
 }
 
+// Proto is a flow's transport protocol: a host port is exposed for TCP
+// only, so the policy must know which one a flow uses.
+type Proto uint8
+
+// Protocols.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
 // Verdict is a decision and the rule that made it, for the audit log.
 type Verdict struct {
 	Allow bool
 	Rule  string
+
+	// What lifts this denial, for Fix; set without allocating.
+	fix   fixKind
+	entry string // the deny entry as written, for fixRemove
 }
 
-func allow(rule string) Verdict { return Verdict{Allow: true, Rule: rule} }
-func deny(rule string) Verdict  { return Verdict{Allow: false, Rule: rule} }
+type fixKind uint8
 
-// Builtin are the ranges denied unless allowed by CIDR, with their names.
-var Builtin = []struct {
-	Prefix netip.Prefix
-	Name   string
-}{
-	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
-	{netip.MustParsePrefix("::1/128"), "loopback"},
-	{netip.MustParsePrefix("0.0.0.0/8"), "this-network"},
-	{netip.MustParsePrefix("10.0.0.0/8"), "rfc1918"},
-	{netip.MustParsePrefix("172.16.0.0/12"), "rfc1918"},
-	{netip.MustParsePrefix("192.168.0.0/16"), "rfc1918"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "cgnat"},
-	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"}, // 169.254.169.254 included
-	{netip.MustParsePrefix("fe80::/10"), "link-local"},
-	{netip.MustParsePrefix("fc00::/7"), "ula"},
-	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
-	{netip.MustParsePrefix("ff00::/8"), "multicast"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"}, // 255.255.255.255 included
+const (
+	fixNone       fixKind = iota // nothing in the policy opens it
+	fixRemove                    // take entry off the deny list
+	fixAllowAddr                 // allow the address explicitly
+	fixAllowName                 // allow the name (or the address when there is none)
+	fixExpose                    // expose the host port
+	fixHostItself                // nothing: the address is the host itself
+)
+
+// HostItself reports a denial because the address is the host itself
+// (its loopback, or an unspecified address): no allow entry opens it; a
+// service there is reached through an exposed port.
+func (v Verdict) HostItself() bool { return !v.Allow && v.fix == fixHostItself }
+
+func allow(rule string) Verdict { return Verdict{Allow: true, Rule: rule} }
+func deny(rule string, fix fixKind) Verdict {
+	return Verdict{Rule: rule, fix: fix}
+}
+
+type domainEntry struct {
+	pattern string // normalized
+	entry   string // as written
+	rule    string
+}
+
+type netEntry struct {
+	prefix netip.Prefix // canonical
+	entry  string       // as written
+	rule   string
 }
 
 // Rules is a compiled Policy, safe for concurrent use.
 type Rules struct {
+	src          Policy
 	mode         string
-	allowDomains []string
-	denyDomains  []string
-	allowNets    []netip.Prefix
-	denyNets     []netip.Prefix
-	hostPorts    map[uint16]bool
+	allowDomains []domainEntry
+	denyDomains  []domainEntry
+	allowNets    []netEntry
+	denyNets     []netEntry
+	hostPorts    map[uint16]string // exposed port -> its rule
 	hostIP       netip.Addr
-	lans         []netip.Prefix
+	lans         []special
+	notListed    string
 }
 
 // Compile checks p and prepares it. hostIP is where the host's loopback
 // appears to the guest; lans are the host's own subnets, denied like the
 // private ranges.
 func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
-	r := &Rules{mode: p.Mode, hostPorts: map[uint16]bool{}, hostIP: hostIP, lans: lans}
+	r := &Rules{src: p, mode: p.Mode, hostPorts: map[uint16]string{}, hostIP: hostIP}
 	if r.mode == "" {
 		r.mode = ModeDefault
+	}
+	for _, l := range lans {
+		l = canonicalPrefix(l)
+		r.lans = append(r.lans, special{l, "private: host LAN " + l.String()})
 	}
 	var errs []error
 	if r.mode != ModeDefault && r.mode != ModeAllowlist {
@@ -99,9 +137,9 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else if d != "" {
-			r.allowDomains = append(r.allowDomains, d)
+			r.allowDomains = append(r.allowDomains, domainEntry{d, e, "allow " + d})
 		} else {
-			r.allowNets = append(r.allowNets, n)
+			r.allowNets = append(r.allowNets, netEntry{n, e, "allow " + n.String()})
 		}
 	}
 	for _, e := range p.Deny {
@@ -109,9 +147,9 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else if d != "" {
-			r.denyDomains = append(r.denyDomains, d)
+			r.denyDomains = append(r.denyDomains, domainEntry{d, e, "deny " + d})
 		} else {
-			r.denyNets = append(r.denyNets, n)
+			r.denyNets = append(r.denyNets, netEntry{n, e, "deny " + n.String()})
 		}
 	}
 	for _, port := range p.HostPorts {
@@ -119,7 +157,7 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 			errs = append(errs, fmt.Errorf("host port %d: want 1 to 65535", port))
 			continue
 		}
-		r.hostPorts[uint16(port)] = true
+		r.hostPorts[uint16(port)] = fmt.Sprintf("host port %d", port)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -129,14 +167,15 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 
 // ParseEntry reads one allow or deny entry: a domain (returned normalized,
 // lower case without the final dot), or an address or CIDR (returned as a
-// prefix).
+// prefix, in canonical form: ::ffff:10.0.0.1 is 10.0.0.1/32).
 func ParseEntry(e string) (domain string, prefix netip.Prefix, err error) {
 	s := strings.TrimSpace(e)
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return "", p.Masked(), nil
+		return "", canonicalPrefix(p.Masked()), nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		return "", netip.PrefixFrom(a, a.BitLen()), nil
+		a = a.WithZone("")
+		return "", canonicalPrefix(netip.PrefixFrom(a, a.BitLen())), nil
 	}
 	d := normalize(s)
 	rest := strings.TrimPrefix(d, "*.")
@@ -171,27 +210,27 @@ func validName(n string) bool {
 // that name only, "*.example.com" any name under it.
 func matchDomain(pattern, name string) bool {
 	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
-		return strings.HasSuffix(name, "."+suffix)
+		return len(name) > len(suffix)+1 && strings.HasSuffix(name, suffix) && name[len(name)-len(suffix)-1] == '.'
 	}
 	return name == pattern
 }
 
-func firstMatch(patterns []string, name string) (string, bool) {
-	for _, p := range patterns {
-		if matchDomain(p, name) {
-			return p, true
+func firstMatch(list []domainEntry, name string) (*domainEntry, bool) {
+	for i := range list {
+		if matchDomain(list[i].pattern, name) {
+			return &list[i], true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
-func netMatch(nets []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
-	for _, n := range nets {
-		if n.Contains(a) {
-			return n, true
+func netMatch(list []netEntry, a netip.Addr) (*netEntry, bool) {
+	for i := range list {
+		if list[i].prefix.Contains(a) {
+			return &list[i], true
 		}
 	}
-	return netip.Prefix{}, false
+	return nil, false
 }
 
 // Mode is the compiled mode.
@@ -202,62 +241,100 @@ func (r *Rules) Mode() string { return r.mode }
 // name server is itself a way out).
 func (r *Rules) CheckName(name string) Verdict {
 	name = normalize(name)
-	if p, ok := firstMatch(r.denyDomains, name); ok {
-		return deny("deny " + p)
+	if d, ok := firstMatch(r.denyDomains, name); ok {
+		return Verdict{Rule: d.rule, fix: fixRemove, entry: d.entry}
 	}
-	if p, ok := firstMatch(r.allowDomains, name); ok {
-		return allow("allow " + p)
+	if d, ok := firstMatch(r.allowDomains, name); ok {
+		return allow(d.rule)
 	}
 	if r.mode == ModeAllowlist {
-		return deny("allowlist: " + name + " is not listed")
+		return deny("allowlist: "+name+" is not listed", fixAllowName)
 	}
 	return allow("default")
 }
 
-// CheckFlow decides a connection to dst. names are the names the guest
-// resolved dst from (see Bindings), empty for an IP literal.
-func (r *Rules) CheckFlow(dst netip.AddrPort, names []string) Verdict {
-	a := dst.Addr().Unmap()
+// CheckFlow decides a connection to dst over proto. names are the names
+// the guest resolved dst from (see Bindings), empty for an IP literal.
+// dst is judged in its canonical form (Canonical), and an IPv6 address is
+// also judged by every IPv4 address it carries (Embedded): the caller must
+// dial CanonicalPort(dst), the address judged, and nothing else.
+//
+// Evaluation, first match wins: the host address (exposed TCP ports
+// only); the host itself (loopback, unspecified: never); the deny list;
+// the host's LANs and the built-in private ranges, unless an allow entry
+// covers the address; the IPv4 addresses an IPv6 address carries, judged
+// the same way; the allow list; the mode.
+func (r *Rules) CheckFlow(proto Proto, dst netip.AddrPort, names []string) Verdict {
+	a := Canonical(dst.Addr())
 	if a == r.hostIP {
-		if r.hostPorts[dst.Port()] {
-			return allow(fmt.Sprintf("host port %d", dst.Port()))
+		if rule, ok := r.hostPorts[dst.Port()]; ok && proto == TCP {
+			return allow(rule)
 		}
-		return deny(fmt.Sprintf("host port %d is not exposed", dst.Port()))
+		if proto != TCP {
+			return deny(fmt.Sprintf("host port %d: only TCP ports are exposed", dst.Port()), fixNone)
+		}
+		return deny(fmt.Sprintf("host port %d is not exposed", dst.Port()), fixExpose)
 	}
-	if n, ok := netMatch(r.denyNets, a); ok {
-		return deny("deny " + n.String())
+	if v, denied := r.checkAddr(a); denied {
+		return v
 	}
 	for _, name := range names {
-		if p, ok := firstMatch(r.denyDomains, name); ok {
-			return deny("deny " + p)
+		if d, ok := firstMatch(r.denyDomains, name); ok {
+			return Verdict{Rule: d.rule, fix: fixRemove, entry: d.entry}
 		}
 	}
-	allowedNet, explicit := netMatch(r.allowNets, a)
-	if !explicit {
-		for _, b := range Builtin {
-			if b.Prefix.Contains(a) {
-				return deny("private: " + b.Name + " " + b.Prefix.String())
+	if a.Is6() {
+		var emb [3]EmbeddedV4
+		for _, e := range emb[:Embedded(a, &emb)] {
+			if v, denied := r.checkAddr(e.Addr); denied {
+				v.Rule = fmt.Sprintf("%s %s carries %s: %s", e.Kind, a, e.Addr, v.Rule)
+				if v.fix == fixAllowAddr {
+					v.entry = e.Addr.String()
+				}
+				return v
 			}
 		}
-		if n, ok := netMatch(r.lans, a); ok {
-			return deny("private: host LAN " + n.String())
-		}
 	}
-	if explicit {
-		return allow("allow " + allowedNet.String())
+	if n, ok := netMatch(r.allowNets, a); ok {
+		return allow(n.rule)
 	}
 	for _, name := range names {
-		if p, ok := firstMatch(r.allowDomains, name); ok {
-			return allow("allow " + p)
+		if d, ok := firstMatch(r.allowDomains, name); ok {
+			return allow(d.rule)
 		}
 	}
 	if r.mode == ModeAllowlist {
 		if len(names) == 0 {
-			return deny("allowlist: " + a.String() + " is not listed")
+			return deny("allowlist: "+a.String()+" is not listed", fixAllowName)
 		}
-		return deny("allowlist: " + names[0] + " is not listed")
+		return deny("allowlist: "+names[0]+" is not listed", fixAllowName)
 	}
 	return allow("default")
+}
+
+// checkAddr judges an address on its own (canonical): the host itself,
+// the deny list, and the private ranges an explicit allow entry has not
+// opened. It says nothing of an address it does not deny.
+func (r *Rules) checkAddr(a netip.Addr) (Verdict, bool) {
+	if rule, ok := match(hostSelf, a); ok {
+		return deny(rule, fixHostItself), true
+	}
+	if n, ok := netMatch(r.denyNets, a); ok {
+		return Verdict{Rule: n.rule, fix: fixRemove, entry: n.entry}, true
+	}
+	if _, ok := netMatch(r.allowNets, a); ok {
+		return Verdict{}, false
+	}
+	if rule, ok := match(r.lans, a); ok {
+		return deny(rule, fixAllowAddr), true
+	}
+	if rule, ok := match(builtin, a); ok {
+		return deny(rule, fixAllowAddr), true
+	}
+	if a.Is6() && !globalUnicast.Contains(a) {
+		return deny(ruleNotGlobal, fixAllowAddr), true
+	}
+	return Verdict{}, false
 }
 
 // Describe lists the policy's rules as lines, for `cowork policy`.

@@ -21,7 +21,7 @@ func rules(t *testing.T, p Policy) *Rules {
 func flow(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 type flowCase struct {
-	dst   string
+	dst   string // ip:port, TCP; "udp:" in front for UDP
 	names []string
 	allow bool
 	rule  string
@@ -30,7 +30,11 @@ type flowCase struct {
 func check(t *testing.T, r *Rules, cases []flowCase) {
 	t.Helper()
 	for _, c := range cases {
-		v := r.CheckFlow(flow(c.dst), c.names)
+		proto, dst := TCP, c.dst
+		if rest, ok := strings.CutPrefix(dst, "udp:"); ok {
+			proto, dst = UDP, rest
+		}
+		v := r.CheckFlow(proto, flow(dst), c.names)
 		if v.Allow != c.allow || !strings.Contains(v.Rule, c.rule) {
 			t.Errorf("%s %v: got %+v, want allow=%v rule ~%q", c.dst, c.names, v, c.allow, c.rule)
 		}
