@@ -151,7 +151,7 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	rec.Session, rec.Name, rec.NameFrom, rec.Rule = sess.ID, sess.Endpoint.Hostname(), audit.FromProxy, "relay session "+sess.ID
 	var out, in atomic.Int64
 	if r.Body != nil {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &out}
+		r.Body = &requestBody{ReadCloser: r.Body, n: &out}
 	}
 	var relayErr error
 	rp := &httputil.ReverseProxy{
@@ -200,6 +200,29 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	}()
 	rp.ServeHTTP(w, r)
 	cut = false
+}
+
+// requestBody counts the guest's request body and keeps its end: once it
+// has said EOF it says so again without asking the server. The transport
+// reads once more past a Content-Length to check that the body ends, and
+// the server closes a request body it has read to its end as soon as the
+// handler starts its answer (which the endpoint may send before that last
+// read); that read then failed, and the transport dropped the endpoint's
+// connection, cutting an answer that had just begun.
+type requestBody struct {
+	io.ReadCloser
+	n   *atomic.Int64
+	eof bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	k, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(k))
+	b.eof = err == io.EOF
+	return k, err
 }
 
 // publish listens on the host for each published guest port and carries
