@@ -114,6 +114,7 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
+	refusals *refusalLog // the relay's refused requests, rate-limited
 
 	listeners []net.Listener // published ports
 
