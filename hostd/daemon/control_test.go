@@ -206,7 +206,9 @@ func TestSessionEndsWhenItsClientIsKilled(t *testing.T) {
 // The ceiling ends the session and its stream, which says so.
 func TestSessionCeilingEndsItsStream(t *testing.T) {
 	c := newControlTest(t)
-	r, stream := c.open(t, context.Background(), &controlpb.OpenSessionRequest{AuthToken: "oauth-test", TtlSeconds: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{AuthToken: "oauth-test", TtlSeconds: 1})
 	if _, err := stream.Recv(); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("the stream of a session past its ceiling ended with %v, want DeadlineExceeded", err)
 	}

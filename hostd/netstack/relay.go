@@ -87,7 +87,10 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 			pr.SetURL(sess.Endpoint)
 			pr.Out.Host = sess.Endpoint.Host
 			stripCredentials(pr.Out.Header)
-			pr.Out.Trailer = nil // a chunked body's trailer could carry one too
+			// A chunked body's trailer could carry one too. ReverseProxy's
+			// clone of the request already leaves its values empty; this
+			// keeps it so should that change.
+			pr.Out.Trailer = nil
 			if sess.apiKey != "" {
 				pr.Out.Header.Set("x-api-key", sess.apiKey)
 			} else {

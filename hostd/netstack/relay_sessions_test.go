@@ -148,3 +148,26 @@ func TestRelayCutsAnAnswerWhenItsSessionEnds(t *testing.T) {
 		t.Fatalf("record of an answer cut by the session's end: %+v", r)
 	}
 }
+
+// The table remembers a bounded number of ended sessions: the oldest are
+// forgotten (and then look unknown).
+func TestSessionsForgetTheOldestEnded(t *testing.T) {
+	s := newSessions()
+	var first *Session
+	for i := range maxEnded + 10 {
+		sess, err := s.Open("", "k", "", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = sess
+		}
+		s.Close(sess.ID)
+	}
+	if len(s.ended) != maxEnded || len(s.order) != maxEnded || len(s.live) != 0 {
+		t.Fatalf("the table holds %d ended (%d in order), %d live; want %d ended", len(s.ended), len(s.order), len(s.live), maxEnded)
+	}
+	if _, _, why := s.Lookup(first.Placeholder); why != Unknown {
+		t.Fatalf("the oldest ended session looks %q, want forgotten", why)
+	}
+}
