@@ -246,6 +246,85 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		}
 		newRequests()
 	})
+
+	t.Run("a killed ask takes its key with it", func(t *testing.T) {
+		api.Script(fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "touch /tmp/kill-tool-started; sleep 600", "description": "wait"}})
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "ask", "wait to be killed")
+		var out, errOut strings.Builder
+		c.Stdout, c.Stderr = &out, &errOut
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		for e.run("exec", "test -e /tmp/kill-tool-started").code != 0 {
+			select {
+			case err := <-done:
+				t.Fatalf("ask ended before its tool ran: %v\n%s\n%s", err, out.String(), errOut.String())
+			case <-time.After(2 * time.Second):
+			}
+		}
+		// What a hostile guest keeps: the placeholder and the relay's
+		// address, read as root from claude's environment.
+		r := e.must("exec", "-u", "root", `tr '\0' '\n' < /proc/$(pgrep -o -x claude)/environ | grep -E '^ANTHROPIC_(API_KEY|BASE_URL)='`)
+		var placeholder, base string
+		for _, l := range strings.Fields(r.out) {
+			if v, ok := strings.CutPrefix(l, "ANTHROPIC_API_KEY="); ok {
+				placeholder = v
+			}
+			if v, ok := strings.CutPrefix(l, "ANTHROPIC_BASE_URL="); ok {
+				base = v
+			}
+		}
+		if !strings.HasPrefix(placeholder, "cowork-session-") || base == "" {
+			t.Fatalf("claude's environment holds no placeholder and relay address: %s", r)
+		}
+		reuse := func() string {
+			return e.run("exec", fmt.Sprintf("curl -sS --noproxy '*' --max-time 20 -o /dev/null -w '%%{http_code}' "+
+				"-X POST -H 'x-api-key: %s' -H 'content-type: application/json' -d '{}' %s/v1/messages/count_tokens", placeholder, base)).out
+		}
+		if got := reuse(); got != "200" {
+			t.Fatalf("the placeholder does not work while ask runs: %q", got)
+		}
+		if err := c.Process.Kill(); err != nil { // SIGKILL: ask closes nothing itself
+			t.Fatal(err)
+		}
+		<-done
+		// hostd ends the session as the killed ask's connection closes.
+		deadline := time.Now().Add(2 * time.Minute)
+		for got := reuse(); got != "401"; got = reuse() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the placeholder still gets %q two minutes after ask was killed", got)
+			}
+			time.Sleep(time.Second)
+		}
+		audit := e.must("proxy", "--json", "--follow=false", "--since", "0")
+		found := false
+		for _, l := range strings.Split(strings.TrimSpace(audit.out), "\n") {
+			var a struct {
+				Kind, Verdict, Rule, Method, URL, Session string
+				Status                                    int
+			}
+			if json.Unmarshal([]byte(l), &a) != nil || a.Kind != "relay" || a.Verdict != "deny" {
+				continue
+			}
+			if a.Rule == "relay: ended session" && a.Status == 401 && a.URL == "/v1/messages/count_tokens" && a.Session != "" {
+				found = true
+			}
+			// Every call the real Claude Code made in this test's runs is
+			// one the relay forwards.
+			if a.Rule == "relay: not an API call Claude Code makes" {
+				t.Errorf("the relay refused a call of Claude Code's: %s %s", a.Method, a.URL)
+			}
+		}
+		if !found {
+			t.Errorf("no audit line says the placeholder's session ended:\n%s", audit.out)
+		}
+		e.run("exec", "-u", "root", "pkill -x claude; pkill -f 'slee[p] 600'; rm -f /tmp/kill-tool-started")
+		newRequests()
+	})
 }
 
 // conversation returns the last Messages request that carries turn.

@@ -118,17 +118,15 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	if st, err := agent.Exec(ctx, agentclient.ExecOptions{Argv: []string{"mkdir", "-p", dir}, Dir: "/"}); err != nil || st.Code != 0 {
 		return agentclient.ExitStatus{}, fmt.Errorf("create %s in the guest: %v (exit %d)", dir, err, st.Code)
 	}
+	// The session lives while claude runs: it ends when this returns, or
+	// with this process if it dies first.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 24*time.Hour)
+	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 0)
 	cancel()
 	if err != nil {
 		return agentclient.ExitStatus{}, fmt.Errorf("open an API session: %w", err)
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = c.CloseSession(cctx, sess.ID)
-		cancel()
-	}()
+	defer sess.Close()
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)
 	if o.Credential.APIKey != "" {
 		env = append(env, "ANTHROPIC_API_KEY="+sess.Placeholder)

@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -82,22 +84,96 @@ func (c *Client) SetPolicy(ctx context.Context, p policy.Policy) error {
 }
 
 // Session is a credential handed to hostd's relay: the guest process gets
-// Placeholder and BaseURL instead of the real key and endpoint.
+// Placeholder and BaseURL instead of the real key and endpoint. It lives
+// as long as its stream to hostd: until Close, until the Client closes, or
+// until this process exits, however it exits (hostd sees the socket
+// close), and at most until Expires.
 type Session struct {
 	ID, Placeholder, BaseURL string
+	Expires                  time.Time
+
+	c      *Client
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // why the stream ended, once done is closed
+	once   sync.Once
 }
+
+// MaxSessionTTL is the longest a session lives, whatever ttl asks.
+const MaxSessionTTL = 8 * time.Hour
 
 // OpenSession hands hostd a credential (an API key or an auth token) for
-// endpoint ("" for Anthropic's API).
+// endpoint ("" for Anthropic's API). ttl is the session's ceiling (0 or
+// more than MaxSessionTTL: MaxSessionTTL); ctx bounds the opening only.
+// Close the session when the guest process that uses it ends:
+//
+//	sess, err := c.OpenSession(ctx, "", key, "", 0)
+//	if err != nil { ... }
+//	defer sess.Close()
 func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
-	r, err := c.api.OpenSession(ctx, &controlpb.OpenSessionRequest{Endpoint: endpoint, ApiKey: apiKey, AuthToken: authToken, TtlSeconds: int64(ttl.Seconds())})
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := c.api.OpenSession(life, &controlpb.OpenSessionRequest{Endpoint: endpoint, ApiKey: apiKey, AuthToken: authToken, TtlSeconds: int64(ttl.Seconds())})
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	return &Session{ID: r.SessionId, Placeholder: r.Placeholder, BaseURL: r.BaseUrl}, nil
+	// ctx bounds the wait for the session; the stream itself lives on.
+	stop := context.AfterFunc(ctx, cancel)
+	r, err := stream.Recv()
+	if !stop() {
+		cancel()
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &Session{ID: r.SessionId, Placeholder: r.Placeholder, BaseURL: r.BaseUrl, Expires: time.Unix(0, r.ExpiresUnixNano),
+		c: c, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if !errors.Is(err, io.EOF) {
+					s.err = err
+				}
+				close(s.done)
+				return
+			}
+		}
+	}()
+	return s, nil
 }
 
-// CloseSession ends a session.
+// Done is closed when hostd ended the session (Close, or its ceiling);
+// Err then says why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is nil while the session lives or after a plain close; a gRPC
+// DeadlineExceeded error when it reached its ceiling.
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the session: its placeholder has stopped working when Close
+// returns. Closing it twice does nothing.
+func (s *Session) Close() error {
+	var err error
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = s.c.CloseSession(ctx, s.ID)
+		s.cancel() // the stream's end would close it too, a moment later
+		<-s.done
+	})
+	return err
+}
+
+// CloseSession ends a session by its id.
 func (c *Client) CloseSession(ctx context.Context, id string) error {
 	_, err := c.api.CloseSession(ctx, &controlpb.CloseSessionRequest{SessionId: id})
 	return err

@@ -72,6 +72,8 @@ func run(instance, project, prompt string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The key stays here: the guest gets a stand-in that the relay honours
+	// only while Ask runs (it dies with this program, however it ends).
 	exit, err := c.Ask(ctx, hostd.AskOptions{
 		ClaudeOptions: hostd.ClaudeOptions{
 			Project:    project,

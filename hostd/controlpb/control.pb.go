@@ -556,7 +556,8 @@ type OpenSessionRequest struct {
 	// Exactly one of these.
 	ApiKey    string `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	AuthToken string `protobuf:"bytes,3,opt,name=auth_token,json=authToken,proto3" json:"auth_token,omitempty"`
-	// How long the session may live; 0 means 24 hours.
+	// The session's ceiling: it ends this long after it opened even if the
+	// call is still open. 0, or more than 8 hours, means 8 hours.
 	TtlSeconds    int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -626,9 +627,11 @@ type OpenSessionResponse struct {
 	// What the guest process gets as its API key or token.
 	Placeholder string `protobuf:"bytes,2,opt,name=placeholder,proto3" json:"placeholder,omitempty"`
 	// What the guest process gets as ANTHROPIC_BASE_URL.
-	BaseUrl       string `protobuf:"bytes,3,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BaseUrl string `protobuf:"bytes,3,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
+	// When the session reaches its ceiling, Unix nanoseconds.
+	ExpiresUnixNano int64 `protobuf:"varint,4,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *OpenSessionResponse) Reset() {
@@ -680,6 +683,13 @@ func (x *OpenSessionResponse) GetBaseUrl() string {
 		return x.BaseUrl
 	}
 	return ""
+}
+
+func (x *OpenSessionResponse) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
 }
 
 type CloseSessionRequest struct {
@@ -1010,12 +1020,13 @@ const file_control_proto_rawDesc = "" +
 	"\n" +
 	"auth_token\x18\x03 \x01(\tR\tauthToken\x12\x1f\n" +
 	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
-	"ttlSeconds\"q\n" +
+	"ttlSeconds\"\x9d\x01\n" +
 	"\x13OpenSessionResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12 \n" +
 	"\vplaceholder\x18\x02 \x01(\tR\vplaceholder\x12\x19\n" +
-	"\bbase_url\x18\x03 \x01(\tR\abaseUrl\"4\n" +
+	"\bbase_url\x18\x03 \x01(\tR\abaseUrl\x12*\n" +
+	"\x11expires_unix_nano\x18\x04 \x01(\x03R\x0fexpiresUnixNano\"4\n" +
 	"\x13CloseSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x16\n" +
@@ -1042,13 +1053,13 @@ const file_control_proto_rawDesc = "" +
 	"\x05READY\x10\x05\x12\n" +
 	"\n" +
 	"\x06FAILED\x10\x06\x12\v\n" +
-	"\aSTOPPED\x10\a2\xe8\x03\n" +
+	"\aSTOPPED\x10\a2\xea\x03\n" +
 	"\aControl\x12I\n" +
 	"\x06Status\x12\x1e.cowork.hostd.v1.StatusRequest\x1a\x1f.cowork.hostd.v1.StatusResponse\x12C\n" +
 	"\x04Stop\x12\x1c.cowork.hostd.v1.StopRequest\x1a\x1d.cowork.hostd.v1.StopResponse\x12B\n" +
 	"\x06Events\x12\x1e.cowork.hostd.v1.EventsRequest\x1a\x16.cowork.hostd.v1.Event0\x01\x12R\n" +
-	"\tSetPolicy\x12!.cowork.hostd.v1.SetPolicyRequest\x1a\".cowork.hostd.v1.SetPolicyResponse\x12X\n" +
-	"\vOpenSession\x12#.cowork.hostd.v1.OpenSessionRequest\x1a$.cowork.hostd.v1.OpenSessionResponse\x12[\n" +
+	"\tSetPolicy\x12!.cowork.hostd.v1.SetPolicyRequest\x1a\".cowork.hostd.v1.SetPolicyResponse\x12Z\n" +
+	"\vOpenSession\x12#.cowork.hostd.v1.OpenSessionRequest\x1a$.cowork.hostd.v1.OpenSessionResponse0\x01\x12[\n" +
 	"\fCloseSession\x12$.cowork.hostd.v1.CloseSessionRequest\x1a%.cowork.hostd.v1.CloseSessionResponseB,Z*github.com/coworkhq/cowork/hostd/controlpbb\x06proto3"
 
 var (

@@ -48,9 +48,16 @@ type ControlClient interface {
 	// follow it at once. hostd also saves it in the instance's config.
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	// OpenSession hands hostd an API credential for the credential relay and
-	// returns the placeholder a guest process gets instead of it.
-	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error)
-	// CloseSession ends a session: its placeholder stops working.
+	// answers, as the stream's first message, the placeholder a guest process
+	// gets instead of it. The session lives as long as this call: it ends
+	// when the client cancels the call or its connection closes (the client
+	// exited, however it died), when CloseSession ends it, or at its ceiling
+	// (ttl_seconds, at most 8 hours). hostd then ends the stream: OK when the
+	// session was closed, DEADLINE_EXCEEDED when it reached its ceiling. Keep
+	// the call open while the guest process that uses the placeholder runs.
+	OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OpenSessionResponse], error)
+	// CloseSession ends a session at once: its placeholder stops working
+	// before the call returns, and its requests in flight are cut.
 	CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error)
 }
 
@@ -111,15 +118,24 @@ func (c *controlClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opt
 	return out, nil
 }
 
-func (c *controlClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (*OpenSessionResponse, error) {
+func (c *controlClient) OpenSession(ctx context.Context, in *OpenSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OpenSessionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(OpenSessionResponse)
-	err := c.cc.Invoke(ctx, Control_OpenSession_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[1], Control_OpenSession_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[OpenSessionRequest, OpenSessionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_OpenSessionClient = grpc.ServerStreamingClient[OpenSessionResponse]
 
 func (c *controlClient) CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -147,9 +163,16 @@ type ControlServer interface {
 	// follow it at once. hostd also saves it in the instance's config.
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	// OpenSession hands hostd an API credential for the credential relay and
-	// returns the placeholder a guest process gets instead of it.
-	OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error)
-	// CloseSession ends a session: its placeholder stops working.
+	// answers, as the stream's first message, the placeholder a guest process
+	// gets instead of it. The session lives as long as this call: it ends
+	// when the client cancels the call or its connection closes (the client
+	// exited, however it died), when CloseSession ends it, or at its ceiling
+	// (ttl_seconds, at most 8 hours). hostd then ends the stream: OK when the
+	// session was closed, DEADLINE_EXCEEDED when it reached its ceiling. Keep
+	// the call open while the guest process that uses the placeholder runs.
+	OpenSession(*OpenSessionRequest, grpc.ServerStreamingServer[OpenSessionResponse]) error
+	// CloseSession ends a session at once: its placeholder stops working
+	// before the call returns, and its requests in flight are cut.
 	CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
@@ -173,8 +196,8 @@ func (UnimplementedControlServer) Events(*EventsRequest, grpc.ServerStreamingSer
 func (UnimplementedControlServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
 }
-func (UnimplementedControlServer) OpenSession(context.Context, *OpenSessionRequest) (*OpenSessionResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method OpenSession not implemented")
+func (UnimplementedControlServer) OpenSession(*OpenSessionRequest, grpc.ServerStreamingServer[OpenSessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method OpenSession not implemented")
 }
 func (UnimplementedControlServer) CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CloseSession not implemented")
@@ -265,23 +288,16 @@ func _Control_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Control_OpenSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(OpenSessionRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _Control_OpenSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(OpenSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(ControlServer).OpenSession(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Control_OpenSession_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ControlServer).OpenSession(ctx, req.(*OpenSessionRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(ControlServer).OpenSession(m, &grpc.GenericServerStream[OpenSessionRequest, OpenSessionResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_OpenSessionServer = grpc.ServerStreamingServer[OpenSessionResponse]
 
 func _Control_CloseSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CloseSessionRequest)
@@ -321,10 +337,6 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Control_SetPolicy_Handler,
 		},
 		{
-			MethodName: "OpenSession",
-			Handler:    _Control_OpenSession_Handler,
-		},
-		{
 			MethodName: "CloseSession",
 			Handler:    _Control_CloseSession_Handler,
 		},
@@ -333,6 +345,11 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Events",
 			Handler:       _Control_Events_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "OpenSession",
+			Handler:       _Control_OpenSession_Handler,
 			ServerStreams: true,
 		},
 	},

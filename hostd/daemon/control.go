@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -135,25 +136,44 @@ func (s *controlServer) SetPolicy(ctx context.Context, req *controlpb.SetPolicyR
 	return &controlpb.SetPolicyResponse{}, nil
 }
 
-func (s *controlServer) OpenSession(ctx context.Context, req *controlpb.OpenSessionRequest) (*controlpb.OpenSessionResponse, error) {
+// OpenSession opens a relay session that lives as long as the call: it
+// ends when the client's stream ends (the client cancelled it, or its
+// process died and its socket closed), when CloseSession closes it, or at
+// its ceiling.
+func (s *controlServer) OpenSession(req *controlpb.OpenSessionRequest, stream controlpb.Control_OpenSessionServer) error {
 	n, err := s.network()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ttl := time.Duration(req.TtlSeconds) * time.Second
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
-	}
-	sess, err := n.Sessions().Open(req.Endpoint, req.ApiKey, req.AuthToken, ttl)
+	sess, err := n.Sessions().Open(req.Endpoint, req.ApiKey, req.AuthToken, time.Duration(req.TtlSeconds)*time.Second)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	s.d.log.Info("relay session opened", "session", sess.ID, "endpoint", sess.Endpoint.String())
-	return &controlpb.OpenSessionResponse{
-		SessionId:   sess.ID,
-		Placeholder: sess.Placeholder,
-		BaseUrl:     fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort),
-	}, nil
+	defer n.Sessions().Close(sess.ID)
+	log := s.d.log.With("session", sess.ID)
+	log.Info("relay session opened", "endpoint", netstack.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
+	err = stream.Send(&controlpb.OpenSessionResponse{
+		SessionId:       sess.ID,
+		Placeholder:     sess.Placeholder,
+		BaseUrl:         fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort),
+		ExpiresUnixNano: sess.Expires.UnixNano(),
+	})
+	if err != nil {
+		log.Info("relay session closed: its client went away before it began", "err", err)
+		return err
+	}
+	select {
+	case <-stream.Context().Done():
+		log.Info("relay session closed: its client's stream ended")
+		return nil
+	case <-sess.Done():
+	}
+	if errors.Is(sess.Err(), netstack.ErrSessionExpired) {
+		log.Info("relay session expired", "ceiling", sess.Expires.Format(time.RFC3339))
+		return status.Errorf(codes.DeadlineExceeded, "relay session %s reached its ceiling; open a new one", sess.ID)
+	}
+	log.Info("relay session closed")
+	return nil
 }
 
 func (s *controlServer) CloseSession(ctx context.Context, req *controlpb.CloseSessionRequest) (*controlpb.CloseSessionResponse, error) {

@@ -52,7 +52,7 @@ func newDialer(raw string, direct dialFunc) (dialer, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("upstream proxy %q: want http://HOST:PORT or socks5://HOST:PORT", raw)
+		return nil, fmt.Errorf("upstream proxy %s: want http://HOST:PORT or socks5://HOST:PORT", RedactURL(raw))
 	}
 	switch u.Scheme {
 	case "http":
@@ -69,7 +69,7 @@ func newDialer(raw string, direct dialFunc) (dialer, error) {
 		}
 		return d.(dialer), nil
 	default:
-		return nil, fmt.Errorf("upstream proxy %q: scheme %q is not http or socks5", raw, u.Scheme)
+		return nil, fmt.Errorf("upstream proxy %s: scheme %q is not http or socks5", RedactURL(raw), u.Scheme)
 	}
 }
 

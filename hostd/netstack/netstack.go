@@ -117,7 +117,8 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
-	rawLimit rawLimiter // audit lines of dropped packets of other protocols
+	rawLimit rawLimiter  // audit lines of dropped packets of other protocols
+	refusals *refusalLog // the relay's refused requests, rate-limited
 
 	listeners []net.Listener // published ports
 

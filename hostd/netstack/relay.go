@@ -2,18 +2,15 @@ package netstack
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,106 +21,15 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 )
 
-// DefaultAPIEndpoint is where the relay sends API calls when the session
-// names no endpoint.
-const DefaultAPIEndpoint = "https://api.anthropic.com"
-
-// placeholderPrefix marks a relay placeholder, so it is recognizable in
-// the guest and in a log.
-const placeholderPrefix = "cowork-session-"
-
-// Session binds a placeholder the guest gets to the real endpoint and
-// credential, which stay on the host.
-type Session struct {
-	ID          string
-	Placeholder string
-	Endpoint    *url.URL
-	// One of these two: an API key (x-api-key) or an OAuth/bearer token.
-	apiKey, authToken string
-	Expires           time.Time
-}
-
-// Sessions is the relay's table; hostd opens a session per `ask` or
-// `claude` and closes it when the command ends.
-type Sessions struct {
-	mu sync.Mutex
-	m  map[string]*Session // by placeholder
-}
-
-func newSessions() *Sessions { return &Sessions{m: map[string]*Session{}} }
-
-// Open registers a credential and returns the session whose placeholder
-// the guest process gets. endpoint "" means DefaultAPIEndpoint.
-func (s *Sessions) Open(endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
-	if (apiKey == "") == (authToken == "") {
-		return nil, errors.New("a session needs exactly one of an API key and an auth token")
-	}
-	if endpoint == "" {
-		endpoint = DefaultAPIEndpoint
-	}
-	u, err := url.Parse(endpoint)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("API endpoint %q: want an http(s) URL", endpoint)
-	}
-	id := randomHex(8)
-	sess := &Session{ID: id, Placeholder: placeholderPrefix + randomHex(24), Endpoint: u, apiKey: apiKey, authToken: authToken, Expires: time.Now().Add(ttl)}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[sess.Placeholder] = sess
-	return sess, nil
-}
-
-// Close ends a session; its placeholder stops working at once.
-func (s *Sessions) Close(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for p, sess := range s.m {
-		if sess.ID == id {
-			delete(s.m, p)
-		}
-	}
-}
-
-func (s *Sessions) lookup(placeholder string) *Session {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess := s.m[placeholder]
-	if sess == nil {
-		return nil
-	}
-	if time.Now().After(sess.Expires) {
-		delete(s.m, placeholder)
-		return nil
-	}
-	return sess
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// placeholderOf reads the credential the guest sent: x-api-key, or a
-// bearer token.
-func placeholderOf(r *http.Request) string {
-	if k := r.Header.Get("x-api-key"); k != "" {
-		return k
-	}
-	if a, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(a)
-	}
-	return ""
-}
-
 // serveRelay runs the credential relay on the gateway's RelayPort: it swaps
-// a session's placeholder for the real credential and forwards to the real
-// endpoint, streaming the answer as it comes.
+// a session's placeholder for the real credential and forwards the calls
+// Claude Code makes to the real endpoint, streaming the answer as it comes.
 func (n *Stack) serveRelay() error {
 	ln, err := gonet.ListenTCP(n.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: RelayPort}, ipv4.ProtocolNumber)
 	if err != nil {
 		return err
 	}
+	n.refusals = newRefusalLog(refusalRate, refusalBurst)
 	transport := &http.Transport{
 		DialContext:           n.dial.DialContext,
 		ForceAttemptHTTP2:     true,
@@ -138,28 +44,53 @@ func (n *Stack) serveRelay() error {
 }
 
 func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport http.RoundTripper) {
-	rec := &audit.Record{Kind: audit.KindRelay, Start: time.Now(), Method: r.Method, URL: r.URL.EscapedPath()}
-	sess := n.sessions.lookup(placeholderOf(r))
+	if isHello(r) {
+		w.WriteHeader(http.StatusOK) // nothing leaves the host, so no audit line
+		return
+	}
+	rec := &audit.Record{Kind: audit.KindRelay, Start: time.Now(), Method: clip(r.Method), URL: clip(r.URL.EscapedPath())}
+	path, ok := relayCall(r)
+	if !ok {
+		// Audited before the answer, so that a guest that got its answer
+		// finds the line written.
+		n.refuse(rec, http.StatusNotFound, RouteRefused)
+		writeAPIError(w, http.StatusNotFound, "not_found_error",
+			fmt.Sprintf("cowork relay: %s %s is not an API call Claude Code makes, so the relay does not forward it", clip(r.Method), clip(r.URL.EscapedPath())))
+		return
+	}
+	sess, id, why := n.sessions.Lookup(placeholderOf(r.Header))
 	if sess == nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		fmt.Fprintln(w, `{"type":"error","error":{"type":"authentication_error","message":"cowork relay: unknown or expired session credential; run the command again through cowork"}}`)
-		rec.Status, rec.Rule = http.StatusUnauthorized, "relay: unknown session"
-		n.finish(rec, audit.Deny, nil)
+		rec.Session = id
+		n.refuse(rec, http.StatusUnauthorized, string(why))
+		writeAPIError(w, http.StatusUnauthorized, "authentication_error", refusalMessage(why))
 		return
 	}
 	rec.Session, rec.Name, rec.NameFrom, rec.Rule = sess.ID, sess.Endpoint.Hostname(), audit.FromProxy, "relay session "+sess.ID
+	// The request lives no longer than its session: an answer still
+	// streaming when the session ends is cut.
+	guest := r.Context()
+	ctx, cancel := context.WithCancelCause(guest)
+	defer cancel(nil)
+	defer context.AfterFunc(sess.ctx, func() { cancel(sess.Err()) })()
+	r = r.WithContext(ctx)
 	var out, in atomic.Int64
 	if r.Body != nil {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &out}
+		r.Body = &requestBody{ReadCloser: r.Body, n: &out}
 	}
+	secrets := sess.secrets()
 	var relayErr error
 	rp := &httputil.ReverseProxy{
+		// ReverseProxy has already dropped the hop-by-hop headers, and those
+		// the request's Connection header names, from pr.Out.
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.URL.User = path, "", nil
 			pr.SetURL(sess.Endpoint)
 			pr.Out.Host = sess.Endpoint.Host
-			pr.Out.Header.Del("x-api-key")
-			pr.Out.Header.Del("Authorization")
+			stripCredentials(pr.Out.Header)
+			// A chunked body's trailer could carry one too. ReverseProxy's
+			// clone of the request already leaves its values empty; this
+			// keeps it so should that change.
+			pr.Out.Trailer = nil
 			if sess.apiKey != "" {
 				pr.Out.Header.Set("x-api-key", sess.apiKey)
 			} else {
@@ -174,11 +105,18 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			relayErr = err
+			if sess.Err() != nil {
+				relayErr = fmt.Errorf("refused before the answer came: %w", sess.Err())
+				rec.Status = http.StatusUnauthorized
+				writeAPIError(w, rec.Status, "authentication_error", refusalMessage(endedBy(sess.Err())))
+				return
+			}
+			// Transport errors may quote the endpoint's URL.
+			relayErr = errors.New(redactText(err.Error(), secrets...))
 			rec.Status = http.StatusBadGateway
-			http.Error(w, "cowork relay: "+err.Error(), http.StatusBadGateway)
+			writeAPIError(w, rec.Status, "api_error", "cowork relay: the API endpoint did not answer: "+relayErr.Error())
 		},
-		ErrorLog: slog.NewLogLogger(n.log.With("session", sess.ID).Handler(), slog.LevelWarn),
+		ErrorLog: log.New(&redactingLog{log: n.log.With("session", sess.ID), secrets: secrets}, "", 0),
 	}
 	// ReverseProxy panics (http.ErrAbortHandler, so that the server drops
 	// the connection) when the answer breaks off mid-copy; the record is
@@ -187,11 +125,15 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	defer func() {
 		rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
 		if cut && relayErr == nil {
-			relayErr = errors.New("the answer from the endpoint broke off")
-			if r.Context().Err() != nil {
+			switch {
+			case sess.Err() != nil:
+				relayErr = fmt.Errorf("the answer was cut: %w", sess.Err())
+			case guest.Err() != nil:
 				// The guest's client gave up, or its connection broke; it
 				// will likely ask again.
-				relayErr = fmt.Errorf("the guest's connection ended before the answer did: %w", context.Cause(r.Context()))
+				relayErr = fmt.Errorf("the guest's connection ended before the answer did: %w", context.Cause(guest))
+			default:
+				relayErr = errors.New("the answer from the endpoint broke off")
 			}
 			n.log.Warn("relay answer cut short", "session", sess.ID, "status", rec.Status, "bytes_in", rec.BytesIn,
 				"after", time.Since(rec.Start).Round(time.Millisecond), "err", relayErr)
@@ -200,6 +142,49 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	}()
 	rp.ServeHTTP(w, r)
 	cut = false
+}
+
+// requestBody counts the guest's request body and keeps its end: once it
+// has said EOF it says so again without asking the server. The transport
+// reads once more past a Content-Length to check that the body ends, and
+// the server closes a request body it has read to its end as soon as the
+// handler starts its answer (which the endpoint may send before that last
+// read); that read then failed, and the transport dropped the endpoint's
+// connection, cutting an answer that had just begun.
+type requestBody struct {
+	io.ReadCloser
+	n   *atomic.Int64
+	eof bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	k, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(k))
+	b.eof = err == io.EOF
+	return k, err
+}
+
+// endedBy is the refusal that matches why a session ended.
+func endedBy(err error) Refusal {
+	if errors.Is(err, ErrSessionExpired) {
+		return Expired
+	}
+	return Ended
+}
+
+// redactingLog is ReverseProxy's error log: its lines go to hostd's log
+// without the session's secrets or any URL's user information.
+type redactingLog struct {
+	log     *slog.Logger
+	secrets []string
+}
+
+func (l *redactingLog) Write(p []byte) (int, error) {
+	l.log.Warn("relay: " + strings.TrimSpace(redactText(string(p), l.secrets...)))
+	return len(p), nil
 }
 
 // publish listens on the host for each published guest port and carries

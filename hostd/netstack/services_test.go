@@ -286,7 +286,7 @@ func TestCredentialRelay(t *testing.T) {
 	}
 	// A bearer-token session sends Authorization, not x-api-key.
 	sess2, _ := tn.Sessions().Open(upstream.URL, "", "oauth-token", time.Hour)
-	req, _ = http.NewRequest("GET", relay, nil)
+	req, _ = http.NewRequest("POST", relay, strings.NewReader("{}"))
 	req.Header.Set("Authorization", "Bearer "+sess2.Placeholder)
 	resp, _ = client.Do(req)
 	resp.Body.Close()

@@ -1,0 +1,264 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/netstack"
+)
+
+// sessionClientEnv makes the test binary a client that opens a session on
+// the control socket it names, prints the placeholder and waits to be
+// killed.
+const sessionClientEnv = "COWORK_TEST_SESSION_CLIENT"
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(sessionClientEnv); sock != "" {
+		if err := sessionClient(sock); err != nil {
+			fmt.Fprintln(os.Stderr, "session client:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func sessionClient(sock string) error {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	stream, err := controlpb.NewControlClient(conn).OpenSession(context.Background(), &controlpb.OpenSessionRequest{ApiKey: "sk-ant-killed-client"})
+	if err != nil {
+		return err
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	fmt.Println(r.Placeholder)
+	select {} // until killed
+}
+
+// lockedBuffer is a log sink the test reads while hostd writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type controlTest struct {
+	sock string
+	api  controlpb.ControlClient
+	net  *netstack.Stack
+	log  *lockedBuffer
+}
+
+// newControlTest serves hostd's control API on a socket, with a guest
+// network (no guest attached) and hostd's log captured.
+func newControlTest(t *testing.T) *controlTest {
+	t.Helper()
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	stack, err := netstack.New(netstack.Config{GuestMAC: netstack.GuestMAC("test"), LANs: []netip.Prefix{}, Resolvers: []string{"127.0.0.1:9"}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stack.Close)
+	d := &Daemon{name: "test", log: log, events: newEvents(), net: stack}
+	sock := filepath.Join(t.TempDir(), "hostd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	controlpb.RegisterControlServer(g, &controlServer{d: d})
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &controlTest{sock: sock, api: controlpb.NewControlClient(conn), net: stack, log: logs}
+}
+
+// open opens a session and returns its first answer and the stream.
+func (c *controlTest) open(t *testing.T, ctx context.Context, req *controlpb.OpenSessionRequest) (*controlpb.OpenSessionResponse, controlpb.Control_OpenSessionClient) {
+	t.Helper()
+	stream, err := c.api.OpenSession(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, why := c.net.Sessions().Lookup(r.Placeholder); why != "" {
+		t.Fatalf("a session just opened is refused: %s", why)
+	}
+	return r, stream
+}
+
+// waitRefused waits until the relay refuses the placeholder, for why.
+func (c *controlTest) waitRefused(t *testing.T, placeholder string, why netstack.Refusal) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, _, got := c.net.Sessions().Lookup(placeholder)
+		if got == why {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the placeholder is %q after a minute, want %q\nhostd's log:\n%s", got, why, c.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSessionEndsWithItsStream(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r, _ := c.open(t, ctx, &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
+	if r.BaseUrl != fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort) || r.SessionId == "" {
+		t.Fatalf("answer %+v", r)
+	}
+	if life := time.Until(time.Unix(0, r.ExpiresUnixNano)); life > netstack.MaxSessionTTL || life < netstack.MaxSessionTTL-time.Hour {
+		t.Errorf("a session asking no ceiling lives %v, want %v", life, netstack.MaxSessionTTL)
+	}
+	cancel()
+	c.waitRefused(t, r.Placeholder, netstack.Ended)
+	if !strings.Contains(c.log.String(), "relay session closed: its client's stream ended") {
+		t.Errorf("hostd's log does not say why the session closed:\n%s", c.log.String())
+	}
+}
+
+// A client killed with SIGKILL closes nothing itself: its socket closing
+// is what ends the session.
+func TestSessionEndsWhenItsClientIsKilled(t *testing.T) {
+	c := newControlTest(t)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), sessionClientEnv+"="+c.sock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(out).ReadString('\n')
+		line <- strings.TrimSpace(s)
+		io.Copy(io.Discard, out)
+	}()
+	var placeholder string
+	select {
+	case placeholder = <-line:
+	case <-time.After(time.Minute):
+		t.Fatalf("the client printed no placeholder in a minute: %s", stderr.String())
+	}
+	if _, _, why := c.net.Sessions().Lookup(placeholder); why != "" {
+		t.Fatalf("the client's session is refused (%q) while it runs: %s", why, stderr.String())
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	c.waitRefused(t, placeholder, netstack.Ended)
+}
+
+// The ceiling ends the session and its stream, which says so.
+func TestSessionCeilingEndsItsStream(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{AuthToken: "oauth-test", TtlSeconds: 1})
+	if _, err := stream.Recv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("the stream of a session past its ceiling ended with %v, want DeadlineExceeded", err)
+	}
+	c.waitRefused(t, r.Placeholder, netstack.Expired)
+}
+
+func TestCloseSessionEndsItsStream(t *testing.T) {
+	c := newControlTest(t)
+	r, stream := c.open(t, context.Background(), &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
+	if _, err := c.api.CloseSession(context.Background(), &controlpb.CloseSessionRequest{SessionId: r.SessionId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, why := c.net.Sessions().Lookup(r.Placeholder); why != netstack.Ended {
+		t.Fatalf("after CloseSession the placeholder is %q, want ended", why)
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the stream of a closed session ended with %v, want its end", err)
+	}
+}
+
+// hostd's log names the session and its endpoint, never a secret: not the
+// key, nor the endpoint's password, user or query.
+func TestSessionLogsNoSecret(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r, _ := c.open(t, ctx, &controlpb.OpenSessionRequest{
+		Endpoint: "https://gw-user:gw-s3cret@gateway.example/anthropic?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+	cancel()
+	c.waitRefused(t, r.Placeholder, netstack.Ended)
+	// An endpoint that is no http(s) URL is refused without being quoted.
+	stream, err := c.api.OpenSession(context.Background(), &controlpb.OpenSessionRequest{Endpoint: "ftp://u:bad-s3cret@x", ApiKey: "k"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("an ftp endpoint: %v, want InvalidArgument without its password", err)
+	}
+	log := c.log.String()
+	if !strings.Contains(log, "relay session opened") || !strings.Contains(log, "gateway.example/anthropic") || !strings.Contains(log, r.SessionId) {
+		t.Fatalf("the log does not say which session opened where:\n%s", log)
+	}
+	for _, secret := range []string{"s3cret", "gw-user"} {
+		if strings.Contains(log, secret) {
+			t.Errorf("hostd's log holds %q:\n%s", secret, log)
+		}
+	}
+}
+
+func TestClientKnowsTheCeiling(t *testing.T) {
+	if hostd.MaxSessionTTL != netstack.MaxSessionTTL {
+		t.Fatalf("hostd.MaxSessionTTL %v, netstack.MaxSessionTTL %v", hostd.MaxSessionTTL, netstack.MaxSessionTTL)
+	}
+}

@@ -1,0 +1,244 @@
+package hostd
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+)
+
+// fakeHostd serves the session calls of hostd's control API and an agent
+// that records what it is asked to run and answers exit 0.
+type fakeHostd struct {
+	controlpb.UnimplementedControlServer
+	agentpb.UnimplementedAgentServer
+
+	mu       sync.Mutex
+	opened   []*controlpb.OpenSessionRequest
+	live     map[string]chan struct{} // session id -> closed by CloseSession
+	ended    map[string]string        // session id -> how its stream ended
+	starts   []*agentpb.ExecStart
+	liveAtEx []bool // whether a session lived at each Exec
+	ceiling  bool   // end sessions at once, as at their ceiling
+}
+
+const fakePlaceholder = "cowork-session-fake0123"
+
+func (f *fakeHostd) OpenSession(req *controlpb.OpenSessionRequest, stream controlpb.Control_OpenSessionServer) error {
+	f.mu.Lock()
+	id := "sess" + string(rune('a'+len(f.opened)))
+	f.opened = append(f.opened, req)
+	closed := make(chan struct{})
+	if f.live == nil {
+		f.live, f.ended = map[string]chan struct{}{}, map[string]string{}
+	}
+	f.live[id] = closed
+	ceiling := f.ceiling
+	f.mu.Unlock()
+	if err := stream.Send(&controlpb.OpenSessionResponse{SessionId: id, Placeholder: fakePlaceholder, BaseUrl: "http://192.168.127.1:7891",
+		ExpiresUnixNano: time.Now().Add(time.Hour).UnixNano()}); err != nil {
+		return err
+	}
+	how, err := "closed", error(nil)
+	select {
+	case <-stream.Context().Done():
+		how = "stream ended"
+	case <-closed:
+	}
+	if ceiling {
+		how, err = "expired", status.Error(codes.DeadlineExceeded, "ceiling")
+	}
+	f.mu.Lock()
+	delete(f.live, id)
+	f.ended[id] = how
+	f.mu.Unlock()
+	return err
+}
+
+func (f *fakeHostd) CloseSession(_ context.Context, req *controlpb.CloseSessionRequest) (*controlpb.CloseSessionResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.live[req.SessionId]; ok {
+		close(c)
+		delete(f.live, req.SessionId)
+		f.ended[req.SessionId] = "closed"
+	}
+	return &controlpb.CloseSessionResponse{}, nil
+}
+
+func (f *fakeHostd) Exec(stream agentpb.Agent_ExecServer) error {
+	m, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.starts = append(f.starts, m.GetStart())
+	f.liveAtEx = append(f.liveAtEx, len(f.live) > 0)
+	f.mu.Unlock()
+	if err := stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: 42}}}); err != nil {
+		return err
+	}
+	return stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: &agentpb.Exit{}}})
+}
+
+// endedHow waits until session id's stream ended on hostd's side.
+func (f *fakeHostd) endedHow(t *testing.T, id string) string {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		f.mu.Lock()
+		how, ok := f.ended[id]
+		f.mu.Unlock()
+		if ok {
+			return how
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s still open on hostd's side after a minute", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// newFakeClient is a Client of a fake hostd on the instance's sockets.
+func newFakeClient(t *testing.T) (*Client, *fakeHostd) {
+	t.Helper()
+	p := newInstance(t)
+	f := &fakeHostd{}
+	for sock, register := range map[string]func(*grpc.Server){
+		p.HostdSock(): func(g *grpc.Server) { controlpb.RegisterControlServer(g, f) },
+		p.AgentSock(): func(g *grpc.Server) { agentpb.RegisterAgentServer(g, f) },
+	} {
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := grpc.NewServer()
+		register(g)
+		go g.Serve(ln)
+		t.Cleanup(g.Stop)
+	}
+	conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Name: "sandbox", Paths: p, conn: conn, api: controlpb.NewControlClient(conn)}
+	t.Cleanup(func() { c.Close() })
+	return c, f
+}
+
+// Claude Code in the guest gets the placeholder and the relay's address,
+// never the real credential; the session lives while claude runs and is
+// closed when it returns.
+func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
+	for _, cred := range []Credential{
+		{APIKey: "sk-ant-real-key-123"},
+		{AuthToken: "real-oauth-token-456", Endpoint: "https://user:gw-secret@gateway.example"},
+	} {
+		c, f := newFakeClient(t)
+		st, err := c.Claude(context.Background(), ClaudeOptions{Credential: cred, Env: []string{"ANTHROPIC_MODEL=m"}, Args: []string{"-p"}})
+		if err != nil || st.Code != 0 {
+			t.Fatalf("claude: %v %+v", err, st)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if len(f.opened) != 1 || f.opened[0].ApiKey != cred.APIKey || f.opened[0].AuthToken != cred.AuthToken || f.opened[0].Endpoint != cred.Endpoint {
+			t.Fatalf("hostd got %v, want the credential", f.opened)
+		}
+		if len(f.starts) != 2 || !f.liveAtEx[1] {
+			t.Fatalf("%d execs, the session alive at claude's: %v", len(f.starts), f.liveAtEx)
+		}
+		want := "ANTHROPIC_API_KEY=" + fakePlaceholder
+		if cred.AuthToken != "" {
+			want = "ANTHROPIC_AUTH_TOKEN=" + fakePlaceholder
+		}
+		claude := f.starts[1]
+		env := strings.Join(claude.Env, "\n")
+		if !strings.Contains(env, want+"\n") && !strings.HasSuffix(env, want) || !strings.Contains(env, "ANTHROPIC_BASE_URL=http://192.168.127.1:7891") {
+			t.Errorf("claude's environment lacks %s and the relay's address:\n%s", want, env)
+		}
+		for _, s := range f.starts {
+			all := strings.Join(append(append([]string{}, s.Argv...), s.Env...), "\n")
+			for _, secret := range []string{"real-key", "real-oauth", "gw-secret", "gateway.example"} {
+				if strings.Contains(all, secret) {
+					t.Errorf("the guest's exec of %q carries %q:\n%s", s.Argv, secret, all)
+				}
+			}
+		}
+		if how := f.ended["sessa"]; how != "closed" {
+			t.Errorf("the session ended by %q when Claude returned, want closed", how)
+		}
+	}
+}
+
+func TestSessionCloseAndItsStream(t *testing.T) {
+	c, f := newFakeClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := c.OpenSession(ctx, "", "sk-ant-test", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Placeholder != fakePlaceholder || s.Expires.Before(time.Now()) {
+		t.Fatalf("session %+v", s)
+	}
+	cancel() // ctx bounds the opening only
+	select {
+	case <-s.Done():
+		t.Fatal("the session ended with the context that opened it")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if how := f.endedHow(t, s.ID); how != "closed" {
+		t.Fatalf("ended by %s, want closed", how)
+	}
+	<-s.Done()
+	if s.Err() != nil || s.Close() != nil {
+		t.Fatalf("a closed session: %v", s.Err())
+	}
+
+	// Closing the Client ends its sessions' streams.
+	s2, err := c.OpenSession(context.Background(), "", "sk-ant-test", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if how := f.endedHow(t, s2.ID); how != "stream ended" {
+		t.Fatalf("ended by %s, want by its stream", how)
+	}
+}
+
+// A session hostd ended at its ceiling says so on Done and Err.
+func TestSessionReportsItsCeiling(t *testing.T) {
+	c, f := newFakeClient(t)
+	f.ceiling = true
+	s, err := c.OpenSession(context.Background(), "", "sk-ant-test", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	close(f.live[s.ID])
+	f.mu.Unlock()
+	select {
+	case <-s.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the session did not see its end")
+	}
+	if status.Code(s.Err()) != codes.DeadlineExceeded {
+		t.Fatalf("Err %v, want DeadlineExceeded", s.Err())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("closing an expired session: %v", err)
+	}
+}
