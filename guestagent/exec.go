@@ -165,9 +165,12 @@ func (s *session) hangUp() {
 		return // the stream ended because the process did; leave its background children be
 	}
 	s.hangUpOnce.Do(func() {
+		// killed exists before gone says so: run, which waits on it once
+		// it sees gone, may see it as soon as the SIGHUP has ended the
+		// process, before this goroutine goes on.
+		s.killed = make(chan struct{})
 		s.gone.Store(true)
 		s.proc.killSession(syscall.SIGHUP)
-		s.killed = make(chan struct{})
 		time.AfterFunc(s.grace, func() {
 			s.proc.killSession(syscall.SIGKILL)
 			close(s.killed)

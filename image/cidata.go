@@ -63,6 +63,12 @@ func writeISO(path, label string, files map[string][]byte) error {
 		return fmt.Errorf("create %s: %w", tmp, err)
 	}
 	defer os.Remove(tmp)
+	// diskfs creates it 0666 less the umask; it carries the provisioning
+	// commands, which config.json keeps 0600.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		d.Close()
+		return err
+	}
 	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeISO9660, VolumeLabel: label, WorkDir: work})
 	if err != nil {
 		d.Close()

@@ -111,16 +111,30 @@ func TestCtrlCIsForwardedThenKills(t *testing.T) {
 		ios, _, _, _ := iostreams.Test()
 		out := &watcher{}
 		ios.Out = out
+		// The script loops until a signal ends it: a Ctrl-C that never
+		// arrives must fail the test, not hang it. The context ends the
+		// guest process; the timer is for a Run that ignores it.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		client := a.Client(t)
 		done := make(chan error, 1)
 		go func() {
-			done <- Run(context.Background(), ios, a.Client(t), Options{Argv: []string{"bash", "-c", script}, Dir: "/"})
+			done <- Run(ctx, ios, client, Options{Argv: []string{"bash", "-c", script}, Dir: "/"})
 		}()
 		out.waitFor(t, "ready")
 		for range interrupts {
 			syscall.Kill(os.Getpid(), syscall.SIGINT)
 			time.Sleep(300 * time.Millisecond)
 		}
-		err := <-done
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%d Ctrl-C did not end %q", interrupts, script)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d Ctrl-C did not end %q within a minute (%v)", interrupts, script, err)
+		}
 		out.mu.Lock()
 		defer out.mu.Unlock()
 		return err, out.buf.String()

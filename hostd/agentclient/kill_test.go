@@ -1,0 +1,168 @@
+package agentclient_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/internal/agenttest"
+)
+
+// When the client goes away the agent ends the process's whole session,
+// not only the group it started: a shell with job control puts each job
+// in a process group of its own, out of reach of a signal to the first
+// group. Here the job also ignores SIGHUP, so only the SIGKILL that
+// follows the grace period, sent to every member of the session, ends it.
+func TestClientGoneKillsJobsInTheirOwnProcessGroups(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &lineWatcher{}
+	seen := out.expect("\n")
+	c := a.Client(t)
+	done, pids := make(chan error, 1), make(chan int, 1)
+	go func() {
+		_, err := c.Exec(ctx, agentclient.ExecOptions{
+			Argv:    []string{"bash", "-c", `set -m; trap "" HUP; sleep 1000 & echo $!; wait`},
+			Stdout:  out,
+			Started: func(pid int) { pids <- pid },
+		})
+		done <- err
+	}()
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no pid printed; output %q", out.String())
+	}
+	job, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(job, syscall.SIGKILL)
+	// The job runs in a process group of its own, in the exec's session.
+	shell := <-pids
+	pgid, _ := syscall.Getpgid(job)
+	sid, _ := unix.Getsid(job)
+	if pgid != job || sid != shell {
+		t.Fatalf("the job is in group %d and session %d, want its own group (%d) in the exec's session (%d)", pgid, sid, job, shell)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exec did not return after its context ended")
+	}
+	if !gone(job, 10*time.Second) {
+		t.Fatalf("the job in its own process group (pid %d) outlived its client", job)
+	}
+}
+
+// A client going away is a hung-up terminal: the session gets SIGHUP
+// first, so that a process can save its work, and SIGKILL only after the
+// grace period (long here: the hang-up must come well before it).
+func TestClientGoneHangsUpFirst(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "60s")
+	mark := filepath.Join(t.TempDir(), "hup")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &lineWatcher{}
+	ready := out.expect("ready")
+	c := a.Client(t)
+	pids := make(chan int, 1)
+	go c.Exec(ctx, agentclient.ExecOptions{
+		Argv:    []string{"sh", "-c", `trap 'echo hup > "$1"; exit 0' HUP; echo ready; while :; do sleep 0.1; done`, "sh", mark},
+		Stdout:  out,
+		Started: func(pid int) { pids <- pid },
+	})
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("never ready; output %q", out.String())
+	}
+	pid := <-pids
+	defer syscall.Kill(-pid, syscall.SIGKILL)
+	cancel()
+	if !gone(pid, 20*time.Second) {
+		t.Fatal("the process did not end within 20 s of its client leaving")
+	}
+	if b, err := os.ReadFile(mark); err != nil || strings.TrimSpace(string(b)) != "hup" {
+		t.Fatalf("the process ended without its SIGHUP trap running: %q %v", b, err)
+	}
+}
+
+// An agent told to stop ends every exec's session before it exits,
+// including what survived the hang-up after the process itself died of it:
+// once the agent is gone, nothing would ever kill it. (This also found the
+// session waiting forever on a kill it looked for before hangUp had made
+// it, which kept the agent from ever stopping.)
+func TestAgentStopWaitsUntilTheSessionIsKilled(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "500ms")
+	out := &lineWatcher{}
+	seen := out.expect("\n")
+	c := a.Client(t)
+	// sh dies of the SIGHUP; its child, which ignores it (from before it
+	// prints its pid), needs the SIGKILL.
+	go c.Exec(context.Background(), agentclient.ExecOptions{
+		Argv:   []string{"sh", "-c", `sh -c 'trap "" HUP; echo $$; exec sleep 1000' & wait`},
+		Stdout: out,
+	})
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no pid printed; output %q", out.String())
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(child, syscall.SIGKILL)
+	a.Cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- a.Cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the agent did not stop on SIGTERM; log:\n%s", a.Log())
+	}
+	if !gone(child, 5*time.Second) {
+		t.Fatalf("the HUP-ignoring child (pid %d) outlived the agent", child)
+	}
+}
+
+// Stdin sent to a process started without stdin is dropped, and the
+// stream goes on: the agent still hears the client leave, and kills the
+// process then.
+func TestStdinForAProcessWithoutStdinKeepsTheStreamWatched(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := rawClient(t, a).Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"sleep", "1000"}, Cwd: "/", NoStdin: true}}})
+	m, err := stream.Recv()
+	if err != nil || m.GetStarted() == nil {
+		t.Fatalf("start: %v %v", m, err)
+	}
+	pid := int(m.GetStarted().Pid)
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	for range 3 {
+		if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: []byte("ignored\n")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if !gone(pid, 10*time.Second) {
+		t.Fatalf("sleep (pid %d) outlived its client after stdin it had no use for", pid)
+	}
+}

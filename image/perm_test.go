@@ -1,0 +1,101 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// setUmask clears the process's umask for the test, so that a mode that
+// grants too much shows instead of being masked by the caller's umask.
+func setUmask(t *testing.T, mask int) {
+	old := syscall.Umask(mask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+func wantMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if st.Mode().Perm() != want {
+		t.Errorf("%s has mode %v, want %v", filepath.Base(path), st.Mode().Perm(), want)
+	}
+}
+
+// The image cache (and the directories Fetch makes for it), the downloads
+// in it, the disks made from them and the seed ISO (which carries the
+// provisioning commands, as the instance's config does) are their owner's
+// alone, whatever the umask.
+func TestImageFilesAreOwnerOnly(t *testing.T) {
+	setUmask(t, 0)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("an image"))
+	}))
+	defer srv.Close()
+	cache := filepath.Join(t.TempDir(), "cache", "images")
+	got, err := Fetch(context.Background(), nil, srv.URL+"/cloud.img", "", cache, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMode(t, filepath.Dir(cache), 0o700)
+	wantMode(t, cache, 0o700)
+	wantMode(t, got, 0o600)
+
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if err := MakeDisk(got, disk, 1<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantMode(t, disk, 0o600)
+
+	requireAgents(t, "arm64")
+	iso := filepath.Join(t.TempDir(), "cidata.iso")
+	if err := WriteCIData(iso, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
+		t.Fatal(err)
+	}
+	wantMode(t, iso, 0o600)
+}
+
+// A conversion cut short leaves disk.raw.tmp behind; the next one must not
+// keep its bytes where the image has holes (the converter skips zeros, so
+// only a truncated file reads as zeros there).
+func TestMakeDiskOverAStaleTemporary(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	img := make([]byte, 1<<20)
+	copy(img[4096:], "data in the middle of zeros")
+	os.WriteFile(src, img, 0o600)
+	disk := filepath.Join(dir, "disk.raw")
+	os.WriteFile(disk+".tmp", bytes.Repeat([]byte{0xAA}, 2<<20), 0o600)
+
+	if err := MakeDisk(src, disk, 2<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(disk)
+	want := append(img, make([]byte, 1<<20)...)
+	if !bytes.Equal(b, want) {
+		t.Fatalf("the disk (%d bytes) is not the image followed by zeros: a stale temporary's bytes survived (%d of 0xAA)",
+			len(b), bytes.Count(b, []byte{0xAA}))
+	}
+}
+
+// A seed ISO left half-written by a crash is replaced, not appended to
+// nor a reason to fail.
+func TestCIDataOverAStaleTemporary(t *testing.T) {
+	requireAgents(t, "arm64")
+	iso := filepath.Join(t.TempDir(), "cidata.iso")
+	os.WriteFile(iso+".tmp", bytes.Repeat([]byte{0xAA}, 4<<20), 0o644)
+	if err := WriteCIData(iso, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(iso + ".tmp"); !os.IsNotExist(err) {
+		t.Error("the temporary was left behind")
+	}
+}
