@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,40 +62,5 @@ func TestRunLeavesAnInstanceAnotherHostdHoldsAlone(t *testing.T) {
 	}
 	if !instance.Held(p) {
 		t.Error("the lock is no longer held")
-	}
-}
-
-// setUmask clears the process's umask for the test, so that a mode that
-// grants too much shows instead of being masked by the caller's umask.
-func setUmask(t *testing.T, mask int) {
-	old := syscall.Umask(mask)
-	t.Cleanup(func() { syscall.Umask(old) })
-}
-
-// hostd.sock and agent.sock give whoever can connect the VM (agent.sock
-// runs any command in the guest as any user): only their owner may.
-func TestListenUnixSocketIsOwnerOnly(t *testing.T) {
-	setUmask(t, 0)
-	dir, err := os.MkdirTemp("", "lu") // short: socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "hostd.sock")
-	os.WriteFile(path, []byte("left by a crash"), 0o666)
-	l, err := listenUnix(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
-		t.Fatalf("socket mode %v, want a socket with 0600", st.Mode())
-	}
-	if got := syscall.Umask(0); got != 0 {
-		t.Errorf("listenUnix left the umask at %#o", got)
 	}
 }
