@@ -36,11 +36,11 @@ func (n *Stack) serveDNS() error {
 	}
 	client := &dns.Client{Timeout: 5 * time.Second}
 	tcpClient := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+	handler := n.limitDNS(dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		_ = w.WriteMsg(n.answer(q, client, tcpClient))
-	})
+	}))
 	go func() { _ = (&dns.Server{PacketConn: udpConn, Handler: handler}).ActivateAndServe() }()
-	go func() { _ = (&dns.Server{Listener: tcpLn, Handler: handler}).ActivateAndServe() }()
+	go func() { _ = (&dns.Server{Listener: n.guard(tcpLn), Handler: handler}).ActivateAndServe() }()
 	return nil
 }
 

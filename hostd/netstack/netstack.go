@@ -96,11 +96,17 @@ type Config struct {
 	Resolvers []string
 	Audit     *audit.Log
 	Log       *slog.Logger
+	// Limits bound the flows the guest can hold open (zero: defaults).
+	Limits Limits
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	Resolver    *net.Resolver
+
+	// Tests set the limits' clock and the audit throttle's window.
+	clock          func() time.Time
+	throttleWindow time.Duration
 }
 
 // Stack is a running guest network.
@@ -114,6 +120,7 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
+	lim      *limiter
 
 	listeners []net.Listener // published ports
 
@@ -148,7 +155,9 @@ func New(cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, sessions: newSessions()}
+	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
+		n.lim.close()
 		return nil, err
 	}
 	return n, nil
@@ -249,6 +258,7 @@ func (n *Stack) Close() {
 		l.Close()
 	}
 	n.s.Close()
+	n.lim.close()
 }
 
 // SetPolicy replaces the policy of a running network. Flows already open

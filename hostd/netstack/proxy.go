@@ -42,7 +42,7 @@ func (n *Stack) serveProxy() error {
 		Handler:           &proxyHandler{n: n, transport: transport},
 		ReadHeaderTimeout: 30 * time.Second,
 	}
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(n.guard(ln)) }()
 	return nil
 }
 
@@ -125,7 +125,7 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	if !v.Allow {
 		blocked(w, host, v)
-		n.finish(rec, audit.Deny, nil)
+		n.deny(rec)
 		return
 	}
 	world, err := n.dialFlow(r.Context(), dst)
@@ -174,7 +174,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	if !v.Allow {
 		blocked(w, host, v)
-		n.finish(rec, audit.Deny, nil)
+		n.deny(rec)
 		return
 	}
 	var out, in atomic.Int64
