@@ -214,6 +214,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		Upstream: upstream,
 		Audit:    auditLog,
 		Log:      d.log,
+		Limits: netstack.Limits{
+			MaxFlows:    d.cfg.Network.MaxFlows,
+			MaxPending:  d.cfg.Network.MaxPending,
+			IdleTimeout: time.Duration(d.cfg.Network.TCPIdleSeconds) * time.Second,
+		},
 	})
 	if err != nil {
 		auditLog.Close()

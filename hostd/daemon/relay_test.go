@@ -18,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
 )
 
 // echoMachine is a VM whose agent channels echo a line back.
@@ -106,5 +108,17 @@ func TestControlSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatalf("after 5 failed accepts: %v", err)
+	}
+}
+
+func TestNetworkStatsCarryTheLimits(t *testing.T) {
+	first, last := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_100, 0)
+	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last})
+	if n.Flows != 20000 || n.Blocked != 18976 || n.ActiveFlows != 1024 || n.MaxFlows != 1024 || n.RefusedFlows != 18976 ||
+		n.FirstRefusedUnixNano != first.UnixNano() || n.LastRefusedUnixNano != last.UnixNano() {
+		t.Fatalf("%v", n)
+	}
+	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 {
+		t.Fatalf("no refusal, yet times: %v", n)
 	}
 }
