@@ -16,6 +16,12 @@ import (
 // quiet for longer than the timeout. A flow the guest forgot (it rebooted,
 // or dropped the connection without a word) would otherwise hold its host
 // socket for as long as hostd lives.
+//
+// A flow closed one way (a FIN from either side) gets halfClosedIdle at
+// most: a guest program that exits sends FIN and forgets its connections,
+// and a server that neither answers nor closes would keep each for the
+// full timeout. Linux's connection tracking does the same (its FIN_WAIT
+// timeout is two minutes).
 type idleSet struct {
 	timeout time.Duration
 	now     func() time.Time
@@ -23,6 +29,9 @@ type idleSet struct {
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
+
+// halfClosedIdle is the idle timeout of a flow closed one way.
+const halfClosedIdle = 2 * time.Minute
 
 func newIdleSet(timeout time.Duration, now func() time.Time) *idleSet {
 	return &idleSet{timeout: timeout, now: now, conns: map[*trackedConn]struct{}{}}
@@ -60,11 +69,12 @@ func (s *idleSet) remove(tc *trackedConn) {
 // and returns how many it closed.
 func (s *idleSet) reap(now time.Time) int {
 	cutoff := now.Add(-s.timeout).UnixNano()
+	halfCutoff := now.Add(-min(s.timeout, halfClosedIdle)).UnixNano()
 	var idle []*trackedConn
 	var also []io.Closer
 	s.mu.Lock()
 	for tc := range s.conns {
-		if tc.last.Load() < cutoff {
+		if last := tc.last.Load(); last < cutoff || tc.halfClosed.Load() && last < halfCutoff {
 			idle = append(idle, tc)
 			also = append(also, tc.also)
 			delete(s.conns, tc)
@@ -94,6 +104,8 @@ type trackedConn struct {
 	idle *idleSet // nil when not watched
 	also io.Closer
 	last atomic.Int64 // unix nanos of the last byte either way
+	// halfClosed: one way has ended (the guest's EOF read, or ours written)
+	halfClosed atomic.Bool
 
 	closed sync.Once
 }
@@ -109,6 +121,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if k > 0 {
 		c.touch()
 	}
+	if err == io.EOF {
+		c.halfClosed.Store(true)
+	}
 	return k, err
 }
 
@@ -122,6 +137,7 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 
 // CloseWrite half-closes when the connection can (splice relies on it).
 func (c *trackedConn) CloseWrite() error {
+	c.halfClosed.Store(true)
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

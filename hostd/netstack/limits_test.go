@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,6 +300,57 @@ func TestIdleFlowsAreClosed(t *testing.T) {
 	}
 }
 
+// TestHalfClosedFlowsAreClosedSooner: a flow the guest closed its way
+// (its program exited) to a server that neither answers nor closes is
+// closed after halfClosedIdle, long before the idle timeout; an open flow
+// as quiet is not.
+func TestHalfClosedFlowsAreClosedSooner(t *testing.T) {
+	clock := &fakeClock{}
+	clock.ns.Store(time.Unix(1_800_000_000, 0).UnixNano())
+	tn := newTestNet(t, policy.Policy{}, withLimits(Limits{IdleTimeout: time.Hour}), func(c *Config) { c.clock = clock.now })
+	worldEnds := make(chan net.Conn, 2)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	tn.world.serveTCP(t, "198.51.100.10:80", func(c net.Conn) {
+		worldEnds <- c
+		io.Copy(io.Discard, c) // reads to the end, then neither answers nor closes
+		<-done
+	})
+	open, err := tn.dialTCP(t, "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	openWorld := <-worldEnds
+	half, err := tn.dialTCP(t, "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	halfWorld := <-worldEnds
+	half.(interface{ CloseWrite() error }).CloseWrite()
+	waitFor(t, "the half-close to pass", func() bool {
+		tn.lim.idle.mu.Lock()
+		defer tn.lim.idle.mu.Unlock()
+		for tc := range tn.lim.idle.conns {
+			if tc.halfClosed.Load() {
+				return true
+			}
+		}
+		return false
+	})
+	clock.advance(halfClosedIdle + time.Second)
+	tn.lim.idle.reap(clock.now())
+	halfWorld.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := halfWorld.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("the half-closed flow's host side after %s: %v, want it closed", halfClosedIdle, err)
+	}
+	openWorld.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := openWorld.Read(make([]byte, 1)); !isTimeout(err) {
+		t.Fatalf("the open flow's host side: %v, want it still open", err)
+	}
+}
+
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
@@ -514,4 +567,46 @@ func TestDNSQueriesInFlightAreBounded(t *testing.T) {
 		t.Fatalf("%d forwarded, want %d", answered.Load(), maxDNSInFlight)
 	}
 	tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindDNS && strings.HasPrefix(r.Rule, "limit:") })
+}
+
+// emfileListener fails its first Accepts as a process out of descriptors
+// does, then accepts for real.
+type emfileListener struct {
+	net.Listener
+	fail atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.fail.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestPublishedPortOutlastsEMFILE: a published port's accept loop used to
+// return at its first failure and leave the port deaf.
+func TestPublishedPortOutlastsEMFILE(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &emfileListener{Listener: inner}
+	l.fail.Store(5)
+	n := &Stack{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan struct{})
+	go func() {
+		n.servePublished(l, func(c net.Conn) { io.WriteString(c, "served\n"); c.Close() })
+		close(done)
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if got, err := io.ReadAll(c); err != nil || string(got) != "served\n" {
+		t.Fatalf("after 5 failed accepts: %q %v; the port stopped serving", got, err)
+	}
+	inner.Close()
+	<-done
 }
