@@ -392,14 +392,23 @@ func (x *ProcessStats) GetRssBytes() int64 {
 
 // What the audit log recorded since hostd started.
 type NetworkStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Flows         int64                  `protobuf:"varint,1,opt,name=flows,proto3" json:"flows,omitempty"`
-	Blocked       int64                  `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
-	DnsQueries    int64                  `protobuf:"varint,3,opt,name=dns_queries,json=dnsQueries,proto3" json:"dns_queries,omitempty"`
-	BytesOut      int64                  `protobuf:"varint,4,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
-	BytesIn       int64                  `protobuf:"varint,5,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Flows      int64                  `protobuf:"varint,1,opt,name=flows,proto3" json:"flows,omitempty"`
+	Blocked    int64                  `protobuf:"varint,2,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	DnsQueries int64                  `protobuf:"varint,3,opt,name=dns_queries,json=dnsQueries,proto3" json:"dns_queries,omitempty"`
+	BytesOut   int64                  `protobuf:"varint,4,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	BytesIn    int64                  `protobuf:"varint,5,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	// The guest's flows open now, and the most it may have open at once
+	// (network.max_flows, fitted to hostd's open-file limit).
+	ActiveFlows int64 `protobuf:"varint,6,opt,name=active_flows,json=activeFlows,proto3" json:"active_flows,omitempty"`
+	MaxFlows    int64 `protobuf:"varint,7,opt,name=max_flows,json=maxFlows,proto3" json:"max_flows,omitempty"`
+	// Flows refused by the limits (open at once, or opening at once) since
+	// hostd started; the first and last refusal, Unix nanoseconds (0: none).
+	RefusedFlows         int64 `protobuf:"varint,8,opt,name=refused_flows,json=refusedFlows,proto3" json:"refused_flows,omitempty"`
+	FirstRefusedUnixNano int64 `protobuf:"varint,9,opt,name=first_refused_unix_nano,json=firstRefusedUnixNano,proto3" json:"first_refused_unix_nano,omitempty"`
+	LastRefusedUnixNano  int64 `protobuf:"varint,10,opt,name=last_refused_unix_nano,json=lastRefusedUnixNano,proto3" json:"last_refused_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *NetworkStats) Reset() {
@@ -463,6 +472,41 @@ func (x *NetworkStats) GetBytesOut() int64 {
 func (x *NetworkStats) GetBytesIn() int64 {
 	if x != nil {
 		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetActiveFlows() int64 {
+	if x != nil {
+		return x.ActiveFlows
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetMaxFlows() int64 {
+	if x != nil {
+		return x.MaxFlows
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRefusedFlows() int64 {
+	if x != nil {
+		return x.RefusedFlows
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetFirstRefusedUnixNano() int64 {
+	if x != nil {
+		return x.FirstRefusedUnixNano
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetLastRefusedUnixNano() int64 {
+	if x != nil {
+		return x.LastRefusedUnixNano
 	}
 	return 0
 }
@@ -1002,14 +1046,20 @@ const file_control_proto_rawDesc = "" +
 	"goroutines\x18\x01 \x01(\x05R\n" +
 	"goroutines\x12\x19\n" +
 	"\bopen_fds\x18\x02 \x01(\x05R\aopenFds\x12\x1b\n" +
-	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\x97\x01\n" +
+	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\xe8\x02\n" +
 	"\fNetworkStats\x12\x14\n" +
 	"\x05flows\x18\x01 \x01(\x03R\x05flows\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\x03R\ablocked\x12\x1f\n" +
 	"\vdns_queries\x18\x03 \x01(\x03R\n" +
 	"dnsQueries\x12\x1b\n" +
 	"\tbytes_out\x18\x04 \x01(\x03R\bbytesOut\x12\x19\n" +
-	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\"3\n" +
+	"\bbytes_in\x18\x05 \x01(\x03R\abytesIn\x12!\n" +
+	"\factive_flows\x18\x06 \x01(\x03R\vactiveFlows\x12\x1b\n" +
+	"\tmax_flows\x18\a \x01(\x03R\bmaxFlows\x12#\n" +
+	"\rrefused_flows\x18\b \x01(\x03R\frefusedFlows\x125\n" +
+	"\x17first_refused_unix_nano\x18\t \x01(\x03R\x14firstRefusedUnixNano\x123\n" +
+	"\x16last_refused_unix_nano\x18\n" +
+	" \x01(\x03R\x13lastRefusedUnixNano\"3\n" +
 	"\x10SetPolicyRequest\x12\x1f\n" +
 	"\vpolicy_json\x18\x01 \x01(\tR\n" +
 	"policyJson\"\x13\n" +

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/acceptloop"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
@@ -200,29 +202,40 @@ func (d *Daemon) watchKernel(ctx context.Context) {
 }
 
 // relay serves agent.sock: each connection gets a new channel to the
-// agent, spliced both ways until either side ends.
+// agent, spliced both ways until either side ends. A failing Accept (out
+// of descriptors) is retried, so that the socket serves again once the
+// pressure is gone; only closing it ends the loop.
 func (d *Daemon) relay(ctx context.Context, l net.Listener) {
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
-	for {
-		c, err := l.Accept()
+	err := acceptloop.Serve(l, func(c net.Conn) {
+		defer c.Close()
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		g, err := d.vm.DialAgent(dctx)
+		cancel()
 		if err != nil {
+			d.log.Warn("relay: open an agent channel", "err", err)
 			return
 		}
-		go func() {
-			defer c.Close()
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			g, err := d.vm.DialAgent(dctx)
-			cancel()
-			if err != nil {
-				d.log.Warn("relay: open an agent channel", "err", err)
-				return
-			}
-			defer g.Close()
-			splice(c, g)
-		}()
+		defer g.Close()
+		splice(c, g)
+	}, acceptLog(d.log, "agent.sock"))
+	if err != nil {
+		d.log.Error("agent.sock stopped serving", "err", err)
+	}
+}
+
+// acceptLog reports an accept loop's bad spells: its first failure, and
+// its recovery.
+func acceptLog(log *slog.Logger, what string) func(error, int) {
+	return func(err error, failures int) {
+		if err != nil {
+			log.Warn(what+": accept failed; retrying with backoff", "err", err)
+		} else {
+			log.Info(what+": accepting again", "failed_accepts", failures)
+		}
 	}
 }
 

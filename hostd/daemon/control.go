@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/procstat"
 	"google.golang.org/grpc/codes"
@@ -50,8 +51,7 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 	vm, started, net := d.vm, d.started, d.net
 	d.mu.Unlock()
 	if net != nil {
-		st := net.Stats()
-		r.Network = &controlpb.NetworkStats{Flows: st.Flows, Blocked: st.Blocked, DnsQueries: st.Queries, BytesOut: st.BytesOut, BytesIn: st.BytesIn}
+		r.Network = networkStats(net.Stats(), net.FlowStats())
 	}
 	if vm != nil {
 		r.State = string(vm.State())
@@ -62,6 +62,16 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 		}
 	}
 	return r, nil
+}
+
+// networkStats is the audit log's sums and the flow limits' state.
+func networkStats(st audit.Stats, fl netstack.FlowStats) *controlpb.NetworkStats {
+	n := &controlpb.NetworkStats{Flows: st.Flows, Blocked: st.Blocked, DnsQueries: st.Queries, BytesOut: st.BytesOut, BytesIn: st.BytesIn,
+		ActiveFlows: fl.Active, MaxFlows: int64(fl.MaxFlows), RefusedFlows: fl.Refused}
+	if fl.Refused > 0 {
+		n.FirstRefusedUnixNano, n.LastRefusedUnixNano = fl.FirstRefused.UnixNano(), fl.LastRefused.UnixNano()
+	}
+	return n
 }
 
 func (s *controlServer) Stop(ctx context.Context, req *controlpb.StopRequest) (*controlpb.StopResponse, error) {

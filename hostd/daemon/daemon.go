@@ -215,6 +215,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		Audit:    auditLog,
 		Log:      d.log,
 		NameFlag: instance.NameFlag(d.name),
+		Limits: netstack.Limits{
+			MaxFlows:    d.cfg.Network.MaxFlows,
+			MaxPending:  d.cfg.Network.MaxPending,
+			IdleTimeout: time.Duration(d.cfg.Network.TCPIdleSeconds) * time.Second,
+		},
 	})
 	if err != nil {
 		auditLog.Close()

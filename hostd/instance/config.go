@@ -74,7 +74,18 @@ type Network struct {
 	// Upstream is a proxy all egress leaves through (http:// or socks5://);
 	// empty means the host's HTTPS_PROXY or ALL_PROXY, if set, when hostd starts.
 	Upstream string `json:"upstream_proxy,omitempty"`
+	// MaxFlows caps the connections and UDP flows the guest may have open
+	// at once, MaxPending those of them being opened; more are refused.
+	// TCPIdleSeconds closes a TCP flow quiet both ways for that long. 0
+	// means netstack's defaults (1024, 256, 2 h 4 min).
+	MaxFlows       int `json:"max_flows,omitempty"`
+	MaxPending     int `json:"max_pending,omitempty"`
+	TCPIdleSeconds int `json:"tcp_idle_seconds,omitempty"`
 }
+
+// MaxFlowsCeiling is the most network.max_flows may say: each flow can
+// pin megabytes of hostd's memory.
+const MaxFlowsCeiling = 1 << 20
 
 // Boot methods.
 const (
@@ -129,6 +140,10 @@ func (c *Config) Validate(hostMemory units.Size) error {
 	}
 	if _, err := policy.Compile(c.Network.Policy, netip.Addr{}, nil); err != nil {
 		errs = append(errs, err)
+	}
+	if n := c.Network; n.MaxFlows < 0 || n.MaxFlows > MaxFlowsCeiling || n.MaxPending < 0 || n.TCPIdleSeconds < 0 {
+		errs = append(errs, fmt.Errorf("network limits max_flows %d, max_pending %d, tcp_idle_seconds %d: want 0 (the default) or more, max_flows at most %d",
+			n.MaxFlows, n.MaxPending, n.TCPIdleSeconds, MaxFlowsCeiling))
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Publish {

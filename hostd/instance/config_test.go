@@ -33,6 +33,9 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Workspace = "relative" }, "--workspace"},
 		{func(c *Config) { c.Arch = "riscv64" }, "riscv64"},
 		{func(c *Config) { c.Cmdline = "quiet" }, "--cmdline needs --kernel"},
+		{func(c *Config) { c.Network.MaxFlows = -1 }, "max_flows -1"},
+		{func(c *Config) { c.Network.MaxFlows = MaxFlowsCeiling + 1 }, "max_flows at most"},
+		{func(c *Config) { c.Network.TCPIdleSeconds = -5 }, "tcp_idle_seconds -5"},
 		{func(c *Config) {
 			p, _ := ParsePublish("8080:80")
 			c.Publish = []Publish{p, p}

@@ -37,14 +37,14 @@ func (n *Stack) serveDNS() error {
 	}
 	client := &dns.Client{Timeout: 5 * time.Second}
 	tcpClient := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+	handler := n.limitDNS(dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		_ = w.WriteMsg(n.answer(q, client, tcpClient))
-	})
+	}))
 	go func() {
 		_ = (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
 	}()
 	go func() {
-		_ = (&dns.Server{Listener: tcpLn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
+		_ = (&dns.Server{Listener: n.guard(tcpLn), Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
 	}()
 	return nil
 }

@@ -99,11 +99,17 @@ type Config struct {
 	// NameFlag selects this instance in the commands the proxy's 403 page
 	// suggests: instance.NameFlag, "" for the default instance.
 	NameFlag string
+	// Limits bound the flows the guest can hold open (zero: defaults).
+	Limits Limits
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	Resolver    *net.Resolver
+
+	// Tests set the limits' clock and the audit throttle's window.
+	clock          func() time.Time
+	throttleWindow time.Duration
 }
 
 // Stack is a running guest network.
@@ -119,6 +125,7 @@ type Stack struct {
 	sessions *Sessions
 	rawLimit rawLimiter  // audit lines of dropped packets of other protocols
 	refusals *refusalLog // the relay's refused requests, rate-limited
+	lim      *limiter
 
 	listeners []net.Listener // published ports
 
@@ -153,7 +160,9 @@ func New(cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, sessions: newSessions()}
+	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
+		n.lim.close()
 		return nil, err
 	}
 	return n, nil
@@ -254,6 +263,7 @@ func (n *Stack) Close() {
 		l.Close()
 	}
 	n.s.Close()
+	n.lim.close()
 }
 
 // SetPolicy replaces the policy of a running network. Flows already open

@@ -52,7 +52,7 @@ func (n *Stack) serveProxy() error {
 		Handler:           &proxyHandler{n: n, transport: transport},
 		ReadHeaderTimeout: 30 * time.Second,
 	}
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(n.guard(ln)) }()
 	return nil
 }
 
@@ -203,7 +203,7 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	n.named(rec, d)
 	if !d.v.Allow {
 		n.blocked(w, d)
-		n.finish(rec, audit.Deny, nil)
+		n.deny(rec)
 		return
 	}
 	world, err := n.dialFlow(r.Context(), d.dst)
@@ -249,7 +249,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	n.named(rec, d)
 	if !d.v.Allow {
 		n.blocked(w, d)
-		n.finish(rec, audit.Deny, nil)
+		n.deny(rec)
 		return
 	}
 	var out, in atomic.Int64

@@ -39,7 +39,7 @@ func (n *Stack) serveRelay() error {
 		ResponseHeaderTimeout: 10 * time.Minute,
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport) }), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(n.guard(ln)) }()
 	return nil
 }
 
@@ -196,24 +196,16 @@ func (n *Stack) publish() error {
 			return fmt.Errorf("publish %s: %w", f.HostAddr, err)
 		}
 		guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(f.GuestPort)}
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-					g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
-					cancel()
-					if err != nil {
-						c.Close()
-						return
-					}
-					n.spliceQuiet(c, g)
-				}()
+		go n.servePublished(l, func(c net.Conn) {
+			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+			g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
+			cancel()
+			if err != nil {
+				c.Close()
+				return
 			}
-		}()
+			n.spliceQuiet(c, g)
+		})
 		n.listeners = append(n.listeners, l)
 	}
 	return nil

@@ -18,12 +18,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
-// maxPendingTCP bounds connections being decided and dialed at once; more
-// SYNs are dropped and the guest retries.
-const maxPendingTCP = 1024
-
 func (n *Stack) tcpForwarder() *tcp.Forwarder {
-	return tcp.NewForwarder(n.s, 0, maxPendingTCP, n.handleTCP)
+	return tcp.NewForwarder(n.s, 0, n.lim.inFlight(), n.handleTCP)
 }
 
 // handleTCP decides a new guest connection, and for an allowed one dials
@@ -41,9 +37,15 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	rec.Rule = v.Rule
 	if !v.Allow {
 		r.Complete(true) // RST
-		n.finish(rec, audit.Deny, nil)
+		n.deny(rec)
 		return
 	}
+	f := n.admit(rec, true)
+	if f == nil {
+		r.Complete(true) // over a limit: refused, and audited
+		return
+	}
+	defer f.end()
 	out, err := n.dialFlow(context.Background(), dst)
 	if err != nil {
 		r.Complete(true)
@@ -51,11 +53,9 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	var wq waiter.Queue
-	ep, tcpErr := r.CreateEndpoint(&wq)
-	r.Complete(false)
-	if tcpErr != nil {
-		out.Close()
-		n.finish(rec, audit.Allow, errString(tcpErr.String()))
+	ep, err := f.handshake(r, &wq, out)
+	if err != nil {
+		n.finish(rec, audit.Allow, err)
 		return
 	}
 	in := gonet.NewTCPConn(&wq, ep)
@@ -85,6 +85,7 @@ const copyBuffer = 256 << 10
 // then it writes the flow's audit line.
 func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	var out, in atomic.Int64
+	guest = n.watchIdle(guest, world)
 	sniffer := &sniffReader{r: guest}
 	var wg sync.WaitGroup
 	wg.Go(func() {

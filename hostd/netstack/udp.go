@@ -19,14 +19,7 @@ import (
 // udpIdle ends a UDP flow that has carried nothing either way for this long.
 const udpIdle = 60 * time.Second
 
-// deniedQuiet is how long a denied UDP flow stays quiet in the log after
-// its first line: a blocked sender retries, and each datagram would
-// otherwise be a line.
-const deniedQuiet = 10 * time.Second
-
 func (n *Stack) udpForwarder() *udp.Forwarder {
-	var mu sync.Mutex
-	denied := map[string]time.Time{}
 	return udp.NewForwarder(n.s, func(r *udp.ForwarderRequest) {
 		id := r.ID()
 		dst := addrPort(id.LocalAddress, id.LocalPort)
@@ -42,20 +35,12 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		}
 		rec.Rule = v.Rule
 		if !v.Allow {
-			key := rec.Dst + "/" + strconv.Itoa(rec.GuestPort)
-			mu.Lock()
-			quiet := time.Since(denied[key]) < deniedQuiet
-			if !quiet {
-				denied[key] = time.Now()
-				if len(denied) > 4096 {
-					clear(denied)
-				}
-			}
-			mu.Unlock()
-			if !quiet {
-				n.finish(rec, audit.Deny, nil)
-			}
-			return // dropped
+			n.deny(rec) // throttled: a blocked sender retries
+			return      // dropped
+		}
+		f := n.admit(rec, false)
+		if f == nil {
+			return // over the limit: dropped, and audited
 		}
 		target := hostPort(dst)
 		if dst.Addr() == hostAddr {
@@ -65,9 +50,11 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		world, err := n.direct(ctx, "udp", target)
 		cancel()
 		if err != nil {
+			f.end()
 			n.finish(rec, audit.Allow, err)
 			return
 		}
+		world = f.owns(world) // closing it ends the flow
 		var wq waiter.Queue
 		ep, tcpErr := r.CreateEndpoint(&wq)
 		if tcpErr != nil {

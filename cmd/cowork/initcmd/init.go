@@ -45,6 +45,7 @@ type Options struct {
 	Deny      []string
 	HostPorts []int
 	Upstream  string
+	MaxFlows  int
 	Packages  []string
 	Commands  []string
 	Timeout   time.Duration
@@ -107,6 +108,7 @@ refused). An instance that finished its init is not touched.`,
 	f.StringArrayVar(&o.Deny, "deny", nil, "deny a domain, address or CIDR (the deny list always wins); repeatable")
 	f.IntSliceVar(&o.HostPorts, "allow-host-port", nil, "let the guest reach this host loopback port at host.cowork.internal; repeatable")
 	f.StringVar(&o.Upstream, "upstream-proxy", "", "send all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT (default: $HTTPS_PROXY or $ALL_PROXY)")
+	f.IntVar(&o.MaxFlows, "max-flows", netstack.DefaultMaxFlows, "the most connections and UDP flows the guest may have open at once; more are refused")
 	f.StringSliceVar(&o.Packages, "provision-packages", nil, "packages to install at first boot instead of the default toolchain")
 	f.StringArrayVar(&o.Commands, "provision-cmd", nil, "a command to run as root at first boot, after the packages, instead of the defaults; repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
@@ -141,7 +143,13 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		Policy:   policy.Policy{Mode: o.Mode, Allow: o.Allow, Deny: o.Deny, HostPorts: o.HostPorts},
 		Upstream: o.Upstream,
 	}
+	if o.MaxFlows != netstack.DefaultMaxFlows { // the default follows cowork, not the instance
+		c.Network.MaxFlows = o.MaxFlows
+	}
 	var errs []error
+	if o.MaxFlows < 1 {
+		errs = append(errs, fmt.Errorf("--max-flows %d: want 1 or more", o.MaxFlows))
+	}
 	if o.Upstream != "" {
 		if err := netstack.CheckUpstream(o.Upstream); err != nil {
 			errs = append(errs, err)

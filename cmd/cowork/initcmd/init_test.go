@@ -167,3 +167,19 @@ func TestInitVerifiesALocalImage(t *testing.T) {
 		}
 	}
 }
+
+func TestInitMaxFlows(t *testing.T) {
+	home := t.TempDir()
+	args := []string{"--workspace", home, "--image", os.Args[0]}
+	c, _, err := parse(t, args...).Config()
+	if err != nil || c.Network.MaxFlows != 0 {
+		t.Fatalf("by default: %+v %v; want 0 (netstack's default)", c.Network, err)
+	}
+	c, _, err = parse(t, append(args, "--max-flows", "5000")...).Config()
+	if err != nil || c.Network.MaxFlows != 5000 {
+		t.Fatalf("--max-flows 5000: %+v %v", c.Network, err)
+	}
+	if _, _, err := parse(t, append(args, "--max-flows", "0")...).Config(); !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), "--max-flows 0") {
+		t.Fatalf("--max-flows 0: %v", err)
+	}
+}

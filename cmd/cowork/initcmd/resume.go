@@ -62,6 +62,7 @@ func conflicts(saved, asked *instance.Config, src instance.Sources, changed func
 		"deny":               !slices.Equal(saved.Network.Deny, asked.Network.Deny),
 		"allow-host-port":    !slices.Equal(saved.Network.HostPorts, asked.Network.HostPorts),
 		"upstream-proxy":     saved.Network.Upstream != asked.Network.Upstream,
+		"max-flows":          saved.Network.MaxFlows != asked.Network.MaxFlows,
 		"provision-packages": !slices.Equal(provision(saved).Packages, provision(asked).Packages),
 		"provision-cmd":      !slices.Equal(provision(saved).Commands, provision(asked).Commands),
 		"image":              src.Image != "" && !isURL(src.Image) && src.Image != saved.Image,

@@ -187,6 +187,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 	if verbose || r.Verdict == audit.Deny {
 		fmt.Fprintf(&b, "  [%s]", r.Rule)
 	}
+	if r.Suppressed > 0 {
+		fmt.Fprintf(&b, "  (%d more like it in %s, not logged one by one)", r.Suppressed, time.Duration(r.DurationMs*float64(time.Millisecond)).Round(time.Second))
+	}
 	if r.Error != "" {
 		fmt.Fprintf(&b, "  error: %s", r.Error)
 	}

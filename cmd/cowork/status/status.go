@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -17,6 +18,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/units"
 )
@@ -44,6 +46,8 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// Network sums the audit log since hostd started.
 	Network *NetworkStats `json:"network,omitempty"`
+	// HostdOpenFDs is how many files and sockets hostd holds open.
+	HostdOpenFDs int `json:"hostd_open_fds,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
 	Note string `json:"note,omitempty"`
 }
@@ -55,6 +59,40 @@ type NetworkStats struct {
 	DNSQueries int64 `json:"dns_queries"`
 	BytesOut   int64 `json:"bytes_out"`
 	BytesIn    int64 `json:"bytes_in"`
+	// ActiveFlows are open now; MaxFlows is the most the guest may have
+	// open at once. RefusedFlows were refused by the limits, between
+	// RefusedSince and LastRefused.
+	ActiveFlows  int64      `json:"active_flows"`
+	MaxFlows     int64      `json:"max_flows"`
+	RefusedFlows int64      `json:"refused_flows"`
+	RefusedSince *time.Time `json:"refused_since,omitempty"`
+	LastRefused  *time.Time `json:"last_refused,omitempty"`
+	// Degraded, when set, says that the guest is running into the limits
+	// now (a flow was refused in the last few minutes, or all are taken).
+	Degraded string `json:"degraded,omitempty"`
+}
+
+// degradedRecent is how long after its last refusal a limit still counts
+// as being hit.
+const degradedRecent = 5 * time.Minute
+
+// networkFrom is hostd's network stats in status's terms, with the note
+// on a degraded network; config is the instance's config file, where the
+// limit can be raised.
+func networkFrom(n *controlpb.NetworkStats, now time.Time, config string) *NetworkStats {
+	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DnsQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
+		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows}
+	if n.RefusedFlows == 0 || n.LastRefusedUnixNano == 0 {
+		return st
+	}
+	since, last := time.Unix(0, n.FirstRefusedUnixNano), time.Unix(0, n.LastRefusedUnixNano)
+	st.RefusedSince, st.LastRefused = &since, &last
+	if now.Sub(last) < degradedRecent || (n.MaxFlows > 0 && n.ActiveFlows >= n.MaxFlows) {
+		st.Degraded = fmt.Sprintf("the guest hit the limit of %d concurrent connections %d times since %s (last %s ago); "+
+			"connections past it are refused, see `cowork proxy`; to allow more, raise network.max_flows in %s and restart",
+			n.MaxFlows, n.RefusedFlows, since.Local().Format(time.TimeOnly), now.Sub(last).Round(time.Second), config)
+	}
+	return st
 }
 
 // NewCmdStatus builds the command; name is the global --name.
@@ -132,7 +170,10 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	st.DiskUsedBytes, st.GuestIP, st.AgentVersion = r.DiskUsedBytes, r.GuestIp, r.AgentVersion
 	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
 	if n := r.Network; n != nil {
-		st.Network = &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DnsQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn}
+		st.Network = networkFrom(n, time.Now(), filepath.Join(paths.Dir(), "config.json"))
+	}
+	if p := r.HostdProcess; p != nil && p.OpenFds > 0 {
+		st.HostdOpenFDs = int(p.OpenFds)
 	}
 	return st, nil
 }
@@ -181,11 +222,21 @@ func print(ios *iostreams.IOStreams, s *Status) {
 	if n := s.Network; n != nil {
 		fmt.Fprintf(w, "network:\t%d flows (%d blocked), %d DNS queries, %s out, %s in; see `cowork proxy`\n",
 			n.Flows, n.Blocked, n.DNSQueries, units.Size(n.BytesOut), units.Size(n.BytesIn))
+		if n.MaxFlows > 0 {
+			line := fmt.Sprintf("%d open, at most %d", n.ActiveFlows, n.MaxFlows)
+			if n.RefusedFlows > 0 && n.LastRefused != nil {
+				line += fmt.Sprintf("; %d refused at the limit, last at %s", n.RefusedFlows, n.LastRefused.Local().Format(time.TimeOnly))
+			}
+			fmt.Fprintf(w, "flows:\t%s\n", line)
+		}
 	}
 	if s.Error != "" {
 		fmt.Fprintf(w, "error:\t%s\n", s.Error)
 	}
 	w.Flush()
+	if s.Network != nil && s.Network.Degraded != "" {
+		fmt.Fprintln(ios.Out, "network: degraded: "+s.Network.Degraded)
+	}
 	if s.Note != "" {
 		fmt.Fprintln(ios.ErrOut, "note:", s.Note)
 	}

@@ -78,6 +78,10 @@ type Record struct {
 	Session string `json:"session,omitempty"`
 
 	Error string `json:"error,omitempty"`
+
+	// Suppressed, on a summary line of the Throttle, is how many more
+	// denials like this one were counted and not logged one by one.
+	Suppressed int64 `json:"suppressed,omitempty"`
 }
 
 // Stats sums what the log recorded since hostd started, for `cowork status`.
@@ -159,13 +163,17 @@ func (l *Log) Write(r *Record) error {
 }
 
 func (l *Log) count(r *Record) {
+	n := int64(1)
+	if r.Suppressed > 0 { // a summary stands for the denials it counted
+		n = r.Suppressed
+	}
 	if r.Kind == KindDNS {
-		l.stats.Queries++
+		l.stats.Queries += n
 	} else {
-		l.stats.Flows++
+		l.stats.Flows += n
 	}
 	if r.Verdict == Deny {
-		l.stats.Blocked++
+		l.stats.Blocked += n
 	}
 	l.stats.BytesOut += r.BytesOut
 	l.stats.BytesIn += r.BytesIn

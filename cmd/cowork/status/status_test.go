@@ -1,0 +1,64 @@
+package status
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+)
+
+func TestNetworkDegradedWhileTheLimitIsHit(t *testing.T) {
+	now := time.Date(2030, 1, 2, 15, 4, 5, 0, time.Local)
+	stats := func(active, refused int64, last time.Duration) *controlpb.NetworkStats {
+		n := &controlpb.NetworkStats{Flows: 20000, Blocked: 19000, ActiveFlows: active, MaxFlows: 1024, RefusedFlows: refused}
+		if refused > 0 {
+			n.FirstRefusedUnixNano = now.Add(-time.Hour).UnixNano()
+			n.LastRefusedUnixNano = now.Add(-last).UnixNano()
+		}
+		return n
+	}
+	for _, c := range []struct {
+		name     string
+		in       *controlpb.NetworkStats
+		degraded bool
+	}{
+		{"never refused", stats(1024, 0, 0), false},
+		{"refused a moment ago", stats(3, 18976, 2*time.Second), true},
+		{"refused long ago, all slots taken now", stats(1024, 18976, time.Hour), true},
+		{"refused long ago, slots free now", stats(3, 18976, time.Hour), false},
+	} {
+		n := networkFrom(c.in, now, "/home/me/.cowork/sandbox/config.json")
+		if (n.Degraded != "") != c.degraded {
+			t.Errorf("%s: degraded %q, want %v", c.name, n.Degraded, c.degraded)
+		}
+		if n.ActiveFlows != c.in.ActiveFlows || n.MaxFlows != 1024 || n.RefusedFlows != c.in.RefusedFlows || (n.LastRefused != nil) != (c.in.RefusedFlows > 0) {
+			t.Errorf("%s: %+v", c.name, n)
+		}
+	}
+
+	st := &Status{Name: "sandbox", State: "running", Ready: true, Network: networkFrom(stats(5, 18976, 2*time.Second), now, "/home/me/.cowork/sandbox/config.json")}
+	ios, _, out, _ := iostreams.Test()
+	print(ios, st)
+	want := "network: degraded: the guest hit the limit of 1024 concurrent connections 18976 times since 14:04:05 (last 2s ago); " +
+		"connections past it are refused, see `cowork proxy`; to allow more, raise network.max_flows in /home/me/.cowork/sandbox/config.json and restart\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("status printed:\n%s\nwant the line:\n%s", out, want)
+	}
+	if !strings.Contains(out.String(), "flows:      5 open, at most 1024; 18976 refused at the limit, last at 15:04:03") {
+		t.Errorf("status printed:\n%s\nwant the flows line", out)
+	}
+
+	b, _ := json.Marshal(st)
+	var back struct {
+		Network map[string]any `json:"network"`
+	}
+	json.Unmarshal(b, &back)
+	for _, k := range []string{"active_flows", "max_flows", "refused_flows", "refused_since", "last_refused", "degraded"} {
+		if _, ok := back.Network[k]; !ok {
+			t.Errorf("--json has no network.%s: %s", k, b)
+		}
+	}
+}

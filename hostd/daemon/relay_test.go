@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/unixsock"
+)
+
+// echoMachine is a VM whose agent channels echo a line back.
+type echoMachine struct{ machine.Machine }
+
+func (echoMachine) DialAgent(context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	go func() {
+		defer b.Close()
+		line, _ := bufio.NewReader(b).ReadString('\n')
+		io.WriteString(b, "agent: "+line)
+	}()
+	return a, nil
+}
+
+// emfileListener fails its first Accepts as a process out of descriptors
+// does, then accepts for real.
+type emfileListener struct {
+	net.Listener
+	fail atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.fail.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAgentSocketServesAfterRunningOutOfDescriptors: agent.sock's loop
+// used to return on the first failed Accept and never accept again.
+func TestAgentSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
+	sock := t.TempDir() + "/agent.sock"
+	inner, err := unixsock.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &emfileListener{Listener: inner}
+	l.fail.Store(5)
+	d := &Daemon{vm: echoMachine{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.relay(ctx, l); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "hello\n")
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "agent: hello\n" {
+		t.Fatalf("after 5 failed accepts: %q %v; agent.sock stopped serving", got, err)
+	}
+	if l.fail.Load() >= 0 {
+		t.Fatal("the failures were not all seen")
+	}
+}
+
+// TestControlSocketServesAfterRunningOutOfDescriptors: hostd.sock's gRPC
+// server retries a failed Accept by itself (backing off like our loop);
+// this keeps it so if gRPC or the way it is served ever changes.
+func TestControlSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
+	sock := t.TempDir() + "/hostd.sock"
+	inner, err := unixsock.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &emfileListener{Listener: inner}
+	l.fail.Store(5)
+	g := grpc.NewServer()
+	healthpb.RegisterHealthServer(g, health.NewServer())
+	go g.Serve(l)
+	defer g.Stop()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("after 5 failed accepts: %v", err)
+	}
+}
+
+func TestNetworkStatsCarryTheLimits(t *testing.T) {
+	first, last := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_100, 0)
+	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last})
+	if n.Flows != 20000 || n.Blocked != 18976 || n.ActiveFlows != 1024 || n.MaxFlows != 1024 || n.RefusedFlows != 18976 ||
+		n.FirstRefusedUnixNano != first.UnixNano() || n.LastRefusedUnixNano != last.UnixNano() {
+		t.Fatalf("%v", n)
+	}
+	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 {
+		t.Fatalf("no refusal, yet times: %v", n)
+	}
+}
