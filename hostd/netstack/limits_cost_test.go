@@ -37,6 +37,11 @@ func TestFlowCost(t *testing.T) {
 			if fds > 1.05 || goroutines > 3.05 {
 				t.Errorf("a flow costs %.2f descriptors and %.2f goroutines; want at most 1 and 3", fds, goroutines)
 			}
+			// A quiet flow keeps only small buffers (the large ones cost
+			// 512 KiB a flow, half a gigabyte for a guest's thousand).
+			if !stuffed && heap > 128 {
+				t.Errorf("a quiet flow holds %.0f KiB of heap; want at most 128", heap)
+			}
 		})
 	}
 }

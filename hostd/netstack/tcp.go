@@ -73,12 +73,36 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 	return n.dial.DialContext(ctx, "tcp", hostPort(dst))
 }
 
-// copyBuffer is each direction's buffer: larger than io.Copy's 32 KiB, so
-// a bulk transfer costs fewer reads from gVisor and writes to the host.
-// Both ends are wrapped (countReader, writerOnly) so that io.CopyBuffer
-// uses it: a *net.TCPConn destination would otherwise take over through
-// ReadFrom and copy through its own 32 KiB buffer.
-const copyBuffer = 256 << 10
+// A flow's buffers: each direction starts with a small one, which is all
+// a quiet connection ever holds (a guest may keep a thousand of them
+// open), and moves to a large one the first time a read fills it, so that
+// a bulk transfer costs few reads from gVisor and writes to the host.
+const (
+	smallBuffer = 16 << 10
+	copyBuffer  = 256 << 10
+)
+
+// pump copies src to dst until src ends (nil) or either side fails.
+func pump(dst io.Writer, src io.Reader) error {
+	buf := make([]byte, smallBuffer)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return werr
+			}
+			if k == len(buf) && len(buf) < copyBuffer {
+				buf = make([]byte, copyBuffer)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
 
 // splice copies both ways until both directions end, counting bytes and
 // looking at the guest's first bytes for the name they claim (noteClaim);
@@ -89,11 +113,11 @@ func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	sniffer := &sniffReader{r: guest}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, _ = io.CopyBuffer(writerOnly{world}, countReader(sniffer, &out), make([]byte, copyBuffer))
+		_ = pump(world, countReader(sniffer, &out))
 		closeWrite(world)
 	})
 	wg.Go(func() {
-		_, _ = io.CopyBuffer(writerOnly{guest}, countReader(world, &in), make([]byte, copyBuffer))
+		_ = pump(guest, countReader(world, &in))
 		closeWrite(guest)
 	})
 	wg.Wait()
@@ -126,9 +150,6 @@ func closeWrite(c net.Conn) {
 	}
 	_ = c.Close()
 }
-
-// writerOnly hides a destination's ReadFrom from io.CopyBuffer.
-type writerOnly struct{ io.Writer }
 
 type counter struct {
 	r io.Reader
