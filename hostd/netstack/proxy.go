@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -254,7 +255,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	var out, in atomic.Int64
 	if r.Body != nil {
-		r.Body = &countingBody{ReadCloser: r.Body, n: &out}
+		r.Body = &requestBody{ReadCloser: r.Body, n: &out} // see relay.go
 	}
 	var dialErr error
 	rp := &httputil.ReverseProxy{
@@ -275,9 +276,9 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			dialErr = err
+			dialErr = errors.New(redactText(err.Error()))
 			rec.Status = http.StatusBadGateway
-			http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
+			http.Error(w, "cowork proxy: "+dialErr.Error(), http.StatusBadGateway)
 		},
 	}
 	rp.ServeHTTP(w, r)
