@@ -204,14 +204,16 @@ func (d *Daemon) vmGone() error {
 	return errors.New("the VM stopped while booting")
 }
 
-// watchKernel reports the kernel phase when the console shows its first line.
+// watchKernel reports the kernel phase when the console shows its first
+// byte, unless the agent answered first (a quiet console).
 func (d *Daemon) watchKernel(ctx context.Context) {
 	for {
-		if st, err := os.Stat(d.paths.SerialLog()); err == nil && st.Size() > 0 {
-			d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
-			return
-		}
 		select {
+		case <-d.console.Started():
+			if d.events.last() < controlpb.Phase_AGENT_CONNECTED {
+				d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
+			}
+			return
 		case <-ctx.Done():
 			return
 		case <-d.vm.Done():
