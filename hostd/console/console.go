@@ -4,11 +4,13 @@
 // a guest printing forever costs a bounded amount of disk.
 //
 // The guest is never held up by the disk: the pipe is read at once into a
-// fixed set of buffers, and when the log's writer falls behind so far that
-// none is free, what the guest prints meanwhile is dropped and counted (a
-// line in the log says how much) rather than left in the pipe, where it
-// would stall the guest's console and with it the guest's kernel. Memory
-// is bounded by the buffers, whatever the guest does.
+// buffer of fixed size, which the log's writer empties in batches (QEMU
+// writes the console a byte at a time, and a write per byte could not keep
+// up); when the writer falls so far behind that the buffer is full, what
+// the guest prints meanwhile is dropped and counted (a line in the log
+// says how much) rather than left in the pipe, where it would stall the
+// guest's console and with it the guest's kernel. Memory is bounded by
+// the buffer, whatever the guest does.
 //
 // The console's last bytes are also kept in memory for the stop reason (a
 // kernel panic), and the first byte is announced (the boot's kernel phase),
@@ -32,13 +34,13 @@ const (
 	DefaultKeep    = 2
 )
 
-// Sizes of the drain: buffers of bufSize bytes, at most bufCount of them
-// waiting for the log at once (2 MiB), and the console's last TailSize
-// bytes kept in memory.
+// Sizes of the drain: the reader's buffer, the most bytes waiting for
+// the log (twice that while the writer writes a batch), and the console's
+// last bytes kept in memory.
 const (
-	bufSize  = 32 << 10
-	bufCount = 64
-	TailSize = 64 << 10
+	readSize   = 32 << 10
+	maxPending = 1 << 20
+	TailSize   = 64 << 10
 )
 
 // Console is the host's end of a guest console.
@@ -51,16 +53,17 @@ type Console struct {
 	r   *os.File
 	log io.WriteCloser
 
-	free    chan []byte
-	full    chan []byte
+	wake    chan struct{} // the reader added bytes, or ended
 	started chan struct{}
 	done    chan struct{}
 
 	dropped atomic.Int64 // bytes the guest printed that the log never got
-	pending atomic.Int64 // of those, not yet reported in the log
+	unsaid  atomic.Int64 // of those, not yet reported in the log
 
-	mu   sync.Mutex
-	tail []byte // the last TailSize bytes read
+	mu      sync.Mutex
+	pending []byte // read, not yet taken by the writer; at most maxPending
+	eof     bool   // the reader has ended
+	tail    []byte // the last TailSize bytes read
 
 	closeW, closeOnce sync.Once
 }
@@ -88,76 +91,92 @@ func New(log io.WriteCloser) (*Console, error) {
 	}
 	c := &Console{
 		W: w, r: r, log: log,
-		free:    make(chan []byte, bufCount),
-		full:    make(chan []byte, bufCount),
+		wake:    make(chan struct{}, 1),
 		started: make(chan struct{}),
 		done:    make(chan struct{}),
-	}
-	for range bufCount {
-		c.free <- make([]byte, bufSize)
+		pending: make([]byte, 0, maxPending),
 	}
 	go c.read()
 	go c.write()
 	return c, nil
 }
 
-// read drains the pipe as fast as it fills, into a free buffer when there
-// is one and else into a scratch buffer whose bytes are dropped.
+// read drains the pipe as fast as it fills, into pending while it has
+// room; the rest is dropped.
 func (c *Console) read() {
-	defer close(c.full)
-	scratch := make([]byte, bufSize)
+	buf := make([]byte, readSize)
 	first := true
 	for {
-		buf, pooled := scratch, false
-		select {
-		case buf = <-c.free:
-			pooled = true
-		default:
-		}
 		n, err := c.r.Read(buf)
 		if n > 0 {
 			if first {
 				first = false
 				close(c.started)
 			}
-			c.keepTail(buf[:n])
-		}
-		switch {
-		case pooled && n > 0:
-			c.full <- buf[:n] // never blocks: it has room for every buffer
-		case pooled:
-			c.free <- buf
-		default:
-			c.dropped.Add(int64(n))
-			c.pending.Add(int64(n))
+			c.push(buf[:n])
 		}
 		if err != nil {
+			c.mu.Lock()
+			c.eof = true
+			c.mu.Unlock()
+			c.signal()
 			return
 		}
 	}
 }
 
-// write moves filled buffers to the log, and says in it what was dropped.
+func (c *Console) push(p []byte) {
+	c.mu.Lock()
+	c.keepTailLocked(p)
+	k := min(len(p), maxPending-len(c.pending))
+	c.pending = append(c.pending, p[:k]...)
+	c.mu.Unlock()
+	if lost := int64(len(p) - k); lost > 0 {
+		c.dropped.Add(lost)
+		c.unsaid.Add(lost)
+	}
+	c.signal()
+}
+
+func (c *Console) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer has a wake-up coming already
+	}
+}
+
+// write takes what the reader gathered, all of it at once, to the log,
+// and says in it what was dropped.
 func (c *Console) write() {
 	defer close(c.done)
 	defer c.log.Close()
-	for buf := range c.full {
+	spare := make([]byte, 0, maxPending)
+	for {
+		c.mu.Lock()
+		for len(c.pending) == 0 && !c.eof {
+			c.mu.Unlock()
+			<-c.wake
+			c.mu.Lock()
+		}
+		batch, eof := c.pending, c.eof
+		c.pending = spare[:0]
+		c.mu.Unlock()
+		_, _ = c.log.Write(batch) // the log is best effort, like the console
 		c.reportDropped()
-		_, _ = c.log.Write(buf) // the log is best effort, like the console
-		c.free <- buf[:cap(buf)]
+		if eof && len(batch) == 0 {
+			return
+		}
+		spare = batch
 	}
-	c.reportDropped()
 }
 
 func (c *Console) reportDropped() {
-	if n := c.pending.Swap(0); n > 0 {
+	if n := c.unsaid.Swap(0); n > 0 {
 		fmt.Fprintf(c.log, "\r\n[cowork: %d bytes of console output dropped: the guest printed faster than serial.log could be written]\r\n", n)
 	}
 }
 
-func (c *Console) keepTail(p []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Console) keepTailLocked(p []byte) {
 	if len(p) >= TailSize {
 		c.tail = append(c.tail[:0], p[len(p)-TailSize:]...)
 		return
