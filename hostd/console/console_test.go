@@ -178,6 +178,24 @@ func TestSerialLogIsBounded(t *testing.T) {
 	}
 }
 
+// Each boot has a serial.log of its own; the last boot's is serial.log.1.
+func TestEachBootHasItsOwnLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serial.log")
+	os.WriteFile(path, []byte("the last boot\n"), 0o600)
+	c, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.W.Write([]byte("this boot\n"))
+	c.Close(time.Minute)
+	if b, _ := os.ReadFile(path); string(b) != "this boot\n" {
+		t.Errorf("serial.log: %q", b)
+	}
+	if b, _ := os.ReadFile(path + ".1"); string(b) != "the last boot\n" {
+		t.Errorf("serial.log.1: %q", b)
+	}
+}
+
 // Close returns even when another copy of the VM's end lingers.
 func TestCloseWithALingeringWriter(t *testing.T) {
 	log := newMemLog(false)

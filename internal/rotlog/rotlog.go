@@ -139,22 +139,21 @@ func (l *File) size() (int64, error) {
 	return st.Size(), nil
 }
 
-// rotate shifts the kept files up by one and opens a fresh file. Should a
-// rename fail, the file is emptied instead: the bound holds either way.
+// rotate shifts the kept files up by one and opens a fresh file. The new
+// file is opened truncating: should the current one not move aside (a
+// rename failed, or Keep is 0), it is emptied, so the bound holds anyway.
 func (l *File) rotate() error {
 	if l.f != nil {
 		l.f.Close()
 		l.f = nil
 	}
-	os.Remove(fmt.Sprintf("%s.%d", l.path, l.o.Keep+1)) // left by a larger Keep
 	for i := l.o.Keep - 1; i >= 1; i-- {
 		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
 	}
-	truncate := true
 	if l.o.Keep > 0 {
-		truncate = os.Rename(l.path, l.path+".1") != nil
+		_ = os.Rename(l.path, l.path+".1")
 	}
-	return l.open(truncate)
+	return l.open(true)
 }
 
 func (l *File) open(truncate bool) error {
