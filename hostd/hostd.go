@@ -24,6 +24,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // ErrNotRunning means the instance has no live hostd.
@@ -249,22 +250,39 @@ func (e *hostdExit) Error() string { return fmt.Sprintf("hostd exited (%v)", e.e
 func (e *hostdExit) Unwrap() error { return e.err }
 
 // Diagnostics is the end of the instance's logs, to show with a failure.
+// The console is the guest's own text: it comes back inert (termsafe), so
+// the error that carries it can be printed.
 func Diagnostics(paths instance.Paths) string {
 	var b strings.Builder
 	for _, f := range []struct{ name, path string }{{"serial.log", paths.SerialLog()}, {"hostd.log", paths.HostdLog()}} {
 		if t := tailLines(f.path, 10); t != "" {
-			fmt.Fprintf(&b, "\n--- last lines of %s (%s) ---\n%s", f.name, f.path, t)
+			fmt.Fprintf(&b, "\n--- last lines of %s (%s) ---\n%s", f.name, f.path, termsafe.Text(t))
 		}
 	}
 	return b.String()
 }
 
+// tailBytes bounds how much of a log tailLines reads: its end only.
+const tailBytes = 64 << 10
+
+// tailLines is the last n lines of the file at path, from its last
+// tailBytes at most, made safe to print.
 func tailLines(path string, n int) string {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > tailBytes {
+		if _, err := f.Seek(st.Size()-tailBytes, io.SeekStart); err != nil {
+			return ""
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, tailBytes))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\r\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
 func TestDiagnosticsShowsTheEndOfBothLogs(t *testing.T) {
@@ -38,5 +40,18 @@ func TestDiagnosticsShowsTheEndOfBothLogs(t *testing.T) {
 	}
 	if !strings.HasPrefix(d, "\n") {
 		t.Errorf("the diagnostics do not start on a line of their own: %q", d)
+	}
+}
+
+// The console's end is the guest's text: it comes back inert, and only the
+// end of a huge log is read.
+func TestDiagnosticsShowsGuestTextInert(t *testing.T) {
+	p := newInstance(t)
+	big := strings.Repeat("filler line\n", 1<<20/12*8) // 8 MiB
+	os.WriteFile(p.SerialLog(), []byte(big+"[ 1.0] "+termsafetest.Attack+"\r\n[ 2.0] last\r\n"), 0o600)
+	d := Diagnostics(p)
+	termsafetest.Check(t, "diagnostics", d, true)
+	if !strings.Contains(d, "[ 1.0] evil␛[2J") || !strings.HasSuffix(d, "[ 2.0] last") {
+		t.Errorf("the console's last lines are missing: %q", d)
 	}
 }

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/mdlayher/vsock"
+
+	"github.com/coworkhq/cowork/internal/lograte"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -258,4 +261,47 @@ func TestSerialCreatesAMissingDeviceNode(t *testing.T) {
 	if n, err := port.Write([]byte("x")); n != 1 || err != nil {
 		t.Fatalf("write to the created node: %d %v", n, err)
 	}
+}
+
+// A peer that breaks session after session (garbage instead of yamux)
+// makes yamux complain each time; the log gets a burst, not a line each.
+func TestSerialYamuxComplaintsAreRateLimited(t *testing.T) {
+	port := &fakePort{}
+	var out syncLog
+	l := ListenSerial("org.cowork.agent", port, slog.New(slog.NewTextHandler(&out, nil)))
+	defer l.Close()
+	const sessions = 80
+	for range sessions {
+		h := port.connect()
+		h.SetDeadline(time.Now().Add(time.Minute))
+		// Returns once the listener has read it (the port is synchronous);
+		// version 255 is not yamux, and the session it reaches ends.
+		if _, err := h.Write(bytes.Repeat([]byte{0xff}, 12)); err != nil {
+			t.Fatal(err)
+		}
+		port.disconnect(h)
+	}
+	if n := out.count("msg=yamux"); n < lograte.DefaultBurst {
+		t.Fatalf("only %d yamux lines: the sessions were not broken", n)
+	}
+	if n := out.count("\n"); n > 2*lograte.DefaultBurst+10 {
+		t.Errorf("%d broken sessions wrote %d log lines", sessions, n)
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncLog) count(sub string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Count(s.b.String(), sub)
 }

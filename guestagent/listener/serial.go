@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
+
+	"github.com/coworkhq/cowork/internal/lograte"
 )
 
 // YamuxConfig is the session configuration both ends of the serial channel
@@ -42,14 +44,17 @@ func YamuxConfig(log *slog.Logger) *yamux.Config {
 }
 
 // yamuxLogger puts yamux's own complaints (a failed keepalive, a frame for
-// a stream it does not know) in the log as warnings.
+// a stream it does not know) in the log as warnings, all under the one
+// message "yamux", so a rate-limited log (lograte, which the serial
+// listener and hostd's agent channel use) limits them together: the other
+// end can make yamux complain in a loop.
 type yamuxLogger struct{ log *slog.Logger }
 
-func (l yamuxLogger) Print(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprint(v...))) }
-func (l yamuxLogger) Printf(format string, v ...any) {
-	l.log.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-func (l yamuxLogger) Println(v ...any) { l.log.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
+func (l yamuxLogger) say(s string) { l.log.Warn("yamux", "said", strings.TrimSpace(s)) }
+
+func (l yamuxLogger) Print(v ...any)                 { l.say(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.say(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.say(fmt.Sprintln(v...)) }
 
 // Port is an open virtio-serial port. How such a port behaves decides
 // this file's design:
@@ -113,14 +118,15 @@ func mknodFromSysfs(dev, sysDev string) error {
 // ListenSerial serves yamux streams from the host over an open port as a
 // net.Listener. Each time the host connects it gets a new session; when it
 // goes away (the port reads EOF) or the session breaks, the listener waits
-// for the host's next connection on the same open port.
+// for the host's next connection on the same open port. What it and its
+// sessions log is rate-limited (lograte) across sessions.
 func ListenSerial(name string, port Port, log *slog.Logger) net.Listener {
 	l := &serialListener{
 		name:   name,
 		port:   port,
 		conns:  make(chan net.Conn),
 		closed: make(chan struct{}),
-		log:    log,
+		log:    lograte.Logger(log),
 	}
 	go l.serve()
 	return l

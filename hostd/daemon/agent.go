@@ -124,17 +124,42 @@ type provisionState struct {
 // provisionProgress runs provisionProbe in the guest; a failed look is a
 // zero state (running, nothing to show).
 func (d *Daemon) provisionProgress(ctx context.Context) provisionState {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var out strings.Builder
-	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
-		Argv: []string{"sh", "-c", provisionProbe},
-		User: "root", Dir: "/", Stdout: &out,
-	})
+	out, err := d.probe(ctx, provisionProbe)
 	if err != nil {
 		return provisionState{}
 	}
-	return parseProvisionProbe(out.String())
+	return parseProvisionProbe(out)
+}
+
+// maxProbeOutput bounds what hostd keeps of a probe's output: the guest
+// runs the probe, and a hostile one can answer with gigabytes.
+const maxProbeOutput = 64 << 10
+
+// probe runs a shell script as root in the guest and returns the first
+// maxProbeOutput bytes of its output; the rest is read and dropped.
+func (d *Daemon) probe(ctx context.Context, script string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out := &headWriter{max: maxProbeOutput}
+	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
+		Argv: []string{"sh", "-c", script},
+		User: "root", Dir: "/", Stdout: out,
+	})
+	return out.b.String(), err
+}
+
+// headWriter keeps the first max bytes written to it and drops the rest,
+// without failing the writer.
+type headWriter struct {
+	b   strings.Builder
+	max int
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	if room := w.max - w.b.Len(); room > 0 {
+		w.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 func parseProvisionProbe(out string) provisionState {
@@ -181,14 +206,16 @@ func (d *Daemon) vmGone() error {
 	return errors.New("the VM stopped while booting")
 }
 
-// watchKernel reports the kernel phase when the console shows its first line.
+// watchKernel reports the kernel phase when the console shows its first
+// byte, unless the agent answered first (a quiet console).
 func (d *Daemon) watchKernel(ctx context.Context) {
 	for {
-		if st, err := os.Stat(d.paths.SerialLog()); err == nil && st.Size() > 0 {
-			d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
-			return
-		}
 		select {
+		case <-d.console.Started():
+			if d.events.last() < controlpb.Phase_AGENT_CONNECTED {
+				d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
+			}
+			return
 		case <-ctx.Done():
 			return
 		case <-d.vm.Done():

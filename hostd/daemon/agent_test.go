@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/agenttest"
 )
 
 // The probe, run by sh against stand-ins for the guest's files.
@@ -73,5 +74,26 @@ func TestProvisionMessage(t *testing.T) {
 		if got := c.p.message(); got != c.want {
 			t.Errorf("%+v: %q, want %q", c.p, got, c.want)
 		}
+	}
+}
+
+// A guest that answers the provisioning probe with a flood costs hostd
+// maxProbeOutput bytes, not the flood.
+func TestProbeOutputIsBounded(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the probe runs as root; the test agent needs root to run it")
+	}
+	a := agenttest.Start(t)
+	d := &Daemon{agent: a.Client(t)}
+	out, err := d.probe(t.Context(), "head -c 20000000 /dev/zero | tr '\\0' x; echo end")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != maxProbeOutput || strings.Trim(out, "x") != "" {
+		t.Errorf("kept %d bytes of the probe's output, want the first %d", len(out), maxProbeOutput)
+	}
+	out, err = d.probe(t.Context(), "echo running; echo step")
+	if err != nil || out != "running\nstep\n" {
+		t.Errorf("a short answer: %q, %v", out, err)
 	}
 }

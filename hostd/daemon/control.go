@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/procstat"
+	"github.com/coworkhq/cowork/internal/termsafe"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -58,7 +59,7 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 		r.StartedUnixNano = started.UnixNano()
 		r.Backend, r.Accelerator = describe(vm)
 		if err := vm.Err(); err != nil {
-			r.Error = err.Error()
+			r.Error = termsafe.Text(err.Error()) // quotes QEMU's log; gRPC needs valid UTF-8
 		}
 	}
 	return r, nil

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/console"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
@@ -42,6 +43,7 @@ type Daemon struct {
 	vm      machine.Machine
 	net     *netstack.Stack
 	audit   *audit.Log
+	console *console.Console
 	started time.Time
 
 	mu      sync.Mutex
@@ -110,7 +112,11 @@ func (d *Daemon) cleanup() {
 	if d.audit != nil {
 		d.audit.Close()
 	}
+	con := d.console
 	d.mu.Unlock()
+	if con != nil {
+		con.Close(consoleWait)
+	}
 	for _, f := range []string{d.paths.HostdSock(), d.paths.AgentSock(), d.paths.PidFile()} {
 		_ = os.Remove(f)
 	}
@@ -170,8 +176,11 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 		}
 	}
 	<-d.vm.Done()
+	// The VM is gone, so is its end of the console: what it printed last
+	// is in serial.log and in the console's tail once the drain ends.
+	d.console.Close(consoleWait)
 	if err := d.vm.Err(); err != nil {
-		err = explainStop(err, d.paths.SerialLog())
+		err = explainStop(err, d.console.Tail(), d.paths.SerialLog())
 		_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
 		d.log.Error("vm stopped", "err", err)
 		d.events.emit(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", err)
@@ -193,7 +202,13 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
 		return err
 	}
-	rotate(d.paths.SerialLog())
+	con, err := console.Open(d.paths.SerialLog())
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.console = con
+	d.mu.Unlock()
 	mac := netstack.GuestMAC(d.name)
 	var forwards []netstack.Forward
 	for _, p := range d.cfg.Publish {
@@ -247,7 +262,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		MAC:       mac,
 		MTU:       netstack.MTU,
 		MachineID: d.paths.MachineID(),
-		SerialLog: d.paths.SerialLog(),
+		Console:   con.W,
 		RunDir:    d.paths.Run(),
 	}
 	// The seed disk is made anew at every start, so the guest gets this
@@ -277,7 +292,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := vm.Start(ctx); err != nil {
+	err = vm.Start(ctx)
+	con.CloseWriter() // the VM holds its own copy
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -401,12 +418,9 @@ func (d *Daemon) requestStop(req stopRequest) {
 	})
 }
 
-// rotate keeps the previous boot's log as path.1.
-func rotate(path string) {
-	if st, err := os.Stat(path); err == nil && st.Size() > 0 {
-		_ = os.Rename(path, path+".1")
-	}
-}
+// consoleWait is how long a stopped VM's console may take to reach
+// serial.log.
+const consoleWait = 5 * time.Second
 
 func describe(m machine.Machine) (string, string) {
 	if d, ok := m.(machine.Describer); ok {

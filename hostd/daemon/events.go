@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // events is the boot's history plus its followers: every subscriber first
@@ -19,11 +22,23 @@ type events struct {
 
 func newEvents() *events { return &events{subs: map[chan *controlpb.Event]struct{}{}} }
 
-// emit records an event and hands it to every follower.
+// Bounds of the history, which the guest feeds (provisioning reports
+// what it is doing every few seconds, for as long as it takes): at most
+// maxPerPhase events of one phase are kept, the oldest of them dropped
+// first, so the story keeps its beginning and its latest lines; and no
+// text is longer than maxText bytes.
+const (
+	maxPerPhase = 32
+	maxText     = 8 << 10
+)
+
+// emit records an event and hands it to every follower. Its text may
+// quote the guest: it is made printable here (termsafe; gRPC also needs
+// valid UTF-8) and cut to maxText.
 func (e *events) emit(phase controlpb.Phase, msg string, err error) {
-	ev := &controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: phase, Message: msg}
+	ev := &controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: phase, Message: clip(termsafe.Text(msg), maxText)}
 	if err != nil {
-		ev.Error = err.Error()
+		ev.Error = clip(termsafe.Text(err.Error()), maxText)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -31,12 +46,41 @@ func (e *events) emit(phase controlpb.Phase, msg string, err error) {
 		return
 	}
 	e.history = append(e.history, ev)
+	e.trimLocked(phase)
 	for ch := range e.subs {
 		select {
 		case ch <- ev:
 		default: // a follower that stopped reading loses events, not hostd
 		}
 	}
+}
+
+// trimLocked drops the oldest event of phase when it has too many.
+func (e *events) trimLocked(phase controlpb.Phase) {
+	n, first := 0, -1
+	for i, ev := range e.history {
+		if ev.Phase == phase {
+			if first < 0 {
+				first = i
+			}
+			n++
+		}
+	}
+	if n > maxPerPhase {
+		e.history = slices.Delete(e.history, first, first+1)
+	}
+}
+
+// clip cuts s to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // last is the most recent phase.

@@ -47,8 +47,13 @@ type Config struct {
 	MAC     net.HardwareAddr
 	MTU     int // 0 means 1500
 
-	SerialLog string // the guest console, appended
-	RunDir    string // private sockets and pid files of this run
+	// Console is where the guest's serial console goes: the write end of
+	// a pipe hostd drains into serial.log (hostd/console), never a file
+	// the hypervisor would grow without bound. Like Network, the caller
+	// keeps it and closes it once Start has returned (QEMU's child
+	// inherits a copy; vz holds a duplicate).
+	Console *os.File
+	RunDir  string // private sockets and pid files of this run
 }
 
 // Validate checks what a backend relies on.
@@ -63,7 +68,7 @@ func (c *Config) Validate() error {
 	if c.Memory < 1<<20 {
 		errs = append(errs, fmt.Errorf("memory %d", c.Memory))
 	}
-	for what, p := range map[string]string{"disk": c.Disk, "serial log": c.SerialLog, "run dir": c.RunDir} {
+	for what, p := range map[string]string{"disk": c.Disk, "run dir": c.RunDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s path %q is not absolute", what, p))
 		}
@@ -76,6 +81,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Network == nil {
 		errs = append(errs, errors.New("no network"))
+	}
+	if c.Console == nil {
+		errs = append(errs, errors.New("no console"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("machine config: %w", err)

@@ -106,10 +106,14 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 		if err != nil {
 			reply.Rcode = dns.RcodeServerFailure
 			rec.Error = err.Error()
+		} else if !n.bind(up) {
+			// An answer the policy could not remember is not given: the
+			// guest would connect to its addresses judged without the name.
+			reply.Rcode = dns.RcodeServerFailure
+			rec.Error = "the table of resolved names is full (the guest resolved too many names); answers are withheld until bindings expire"
 		} else {
 			reply = up
 			reply.Id = q.Id
-			n.bind(reply)
 		}
 	}
 	rec.RCode = dns.RcodeToString[reply.Rcode]
@@ -170,10 +174,11 @@ func (n *Stack) forward(q *dns.Msg, client, tcpClient *dns.Client) (*dns.Msg, er
 	return nil, lastErr
 }
 
-// bind remembers the addresses an answer gave for its name and CNAME chain.
-func (n *Stack) bind(reply *dns.Msg) {
+// bind remembers the addresses an answer gave for its name and CNAME
+// chain; false when the table had no room for all of them.
+func (n *Stack) bind(reply *dns.Msg) bool {
 	if len(reply.Question) == 0 {
-		return
+		return true
 	}
 	names := []string{reply.Question[0].Name}
 	for _, rr := range reply.Answer {
@@ -191,10 +196,11 @@ func (n *Stack) bind(reply *dns.Msg) {
 		default:
 			continue
 		}
-		if addr, ok := netip.AddrFromSlice(ip); ok {
-			n.bindings.Add(addr, time.Duration(rr.Header().Ttl)*time.Second, names...)
+		if addr, ok := netip.AddrFromSlice(ip); ok && !n.bindings.Add(addr, time.Duration(rr.Header().Ttl)*time.Second, names...) {
+			return false
 		}
 	}
+	return true
 }
 
 // hostResolvers are the nameservers of the host's /etc/resolv.conf.

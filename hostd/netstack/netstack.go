@@ -252,7 +252,7 @@ func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go func() { _ = n.sw.Accept(ctx, conn, types.VfkitProtocol) }()
+	go func() { _ = n.sw.Accept(ctx, &guestFrames{Conn: conn, mac: n.cfg.GuestMAC}, types.VfkitProtocol) }()
 	return vmEnd, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/coworkhq/cowork/guestagent/listener"
+	"github.com/coworkhq/cowork/internal/lograte"
 )
 
 // agentChannel is hostd's end of the agent's virtio-serial port: one unix
@@ -25,8 +26,11 @@ type agentChannel struct {
 	closed bool
 }
 
+// newAgentChannel makes the channel; what it and its sessions' yamux log
+// is rate-limited (lograte) across sessions: a guest that breaks the
+// channel in a loop gets a few lines, not a line each time.
 func newAgentChannel(path string, log *slog.Logger) *agentChannel {
-	return &agentChannel{path: path, log: log}
+	return &agentChannel{path: path, log: lograte.Logger(log)}
 }
 
 // dial opens a stream, connecting (again) when there is no live session.
@@ -73,6 +77,13 @@ func (a *agentChannel) session() (*yamux.Session, error) {
 	}
 	a.conn, a.sess = c, sess
 	return sess, nil
+}
+
+// current is the session in use, if any.
+func (a *agentChannel) current() *yamux.Session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sess
 }
 
 // reset drops sess if it is still the current session.

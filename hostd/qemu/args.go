@@ -14,9 +14,12 @@ const AgentPort = "org.cowork.agent"
 // agentPortID names the agent's port device in QMP events.
 const agentPortID = "agentport"
 
-// networkFD is the descriptor QEMU inherits the network socket as: the
-// first of exec.Cmd.ExtraFiles.
-const networkFD = 3
+// networkFD and consoleFD are the descriptors QEMU inherits the network
+// socket and the console's pipe as: exec.Cmd.ExtraFiles in this order.
+const (
+	networkFD = 3
+	consoleFD = 4
+)
 
 // runPaths are the sockets QEMU and virtiofsd make in the run directory.
 type runPaths struct{ dir string }
@@ -128,7 +131,9 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		"-chardev", "socket,id=agent,path="+escape(r.agent())+",server=on,wait=off",
 		"-device", "virtserialport,bus=vser.0,chardev=agent,id="+agentPortID+",name="+AgentPort,
 		"-device", "virtio-rng-pci",
-		"-chardev", "file,id=console,path="+escape(c.SerialLog),
+		// The console goes into hostd's pipe, which hostd drains into a
+		// capped log: QEMU opens the inherited descriptor by its path.
+		"-chardev", fmt.Sprintf("file,id=console,path=/dev/fd/%d", consoleFD),
 		"-serial", "chardev:console",
 		"-qmp", "unix:"+escape(r.qmp())+",server=on,wait=off",
 		"-pidfile", r.pid(),

@@ -17,7 +17,7 @@ func config() machine.Config {
 		Kernel: "/i/kernel", Initrd: "/i/initrd", Cmdline: "console=ttyAMA0 quiet",
 		ShareDir: "/home/me/ws", ShareTag: "workspace",
 		Network: os.Stdin, MAC: net.HardwareAddr{0x52, 0x54, 1, 2, 3, 4},
-		SerialLog: "/i/serial.log", RunDir: "/i/run",
+		Console: os.Stdout, RunDir: "/i/run",
 	}
 }
 
@@ -44,7 +44,7 @@ func TestArgsKernelBoot(t *testing.T) {
 		{"-device", "mac=52:54:01:02:03:04"},
 		{"-device", "id=agentport,name=org.cowork.agent"},
 		{"-chardev", "path=/i/run/agent.sock,server=on,wait=off"},
-		{"-chardev", "path=/i/serial.log"},
+		{"-chardev", "file,id=console,path=/dev/fd/4"}, {"-serial", "chardev:console"},
 		{"-qmp", "unix:/i/run/qmp.sock,server=on,wait=off"},
 		{"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"},
 	} {

@@ -86,16 +86,15 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}
 
 	cmd := exec.Command(bin, args(&v.cfg, v.accel, code)...)
-	cmd.ExtraFiles = []*os.File{v.cfg.Network}
+	cmd.ExtraFiles = []*os.File{v.cfg.Network, v.cfg.Console} // networkFD, consoleFD
 	cmd.SysProcAttr = sysproc.Attr(true)
-	qlog, err := os.Create(v.run.file("qemu.log"))
+	qlog, err := helperLog(v.run.file("qemu.log"))
 	if err != nil {
 		return err
 	}
-	defer qlog.Close()
 	cmd.Stdout, cmd.Stderr = qlog, qlog
 	v.log.Info("starting qemu", "binary", bin, "accel", v.accel, "args", cmd.Args[1:])
-	if v.qemu, err = start(cmd); err != nil {
+	if v.qemu, err = start(cmd, qlog); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
 

@@ -3,15 +3,16 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/fsjail"
+	"github.com/coworkhq/cowork/internal/rotlog"
 	"github.com/coworkhq/cowork/internal/sysproc"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
@@ -40,14 +41,35 @@ type process struct {
 	exited chan error
 }
 
-// start runs cmd and reaps it when it exits.
-func start(cmd *exec.Cmd) (*process, error) {
+// start runs cmd and reaps it when it exits; log, its output, is closed
+// then, once all of it is written.
+func start(cmd *exec.Cmd, log io.Closer) (*process, error) {
+	// A grandchild holding the output pipe must not hold up the reaping.
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
+		log.Close()
 		return nil, err
 	}
 	p := &process{cmd: cmd, exited: make(chan error, 1)}
-	go func() { p.exited <- cmd.Wait(); close(p.exited) }()
+	go func() {
+		err := cmd.Wait()
+		log.Close()
+		p.exited <- err
+		close(p.exited)
+	}()
 	return p, nil
+}
+
+// Bounds of a helper's log (qemu.log, virtiofsd.log): what QEMU and
+// virtiofsd print can be provoked by the guest.
+const (
+	helperLogMax  = 1 << 20
+	helperLogKeep = 1
+)
+
+// helperLog is a fresh capped log for a helper's output.
+func helperLog(path string) (*rotlog.File, error) {
+	return rotlog.Open(path, rotlog.Options{MaxSize: helperLogMax, Keep: helperLogKeep, Fresh: true})
 }
 
 // kill ends the process and waits until it is reaped.
@@ -92,15 +114,14 @@ func startVirtiofsd(ctx context.Context, dir, sock string, guestUID, guestGID in
 	}
 	cmd.SysProcAttr = sysproc.Into(cmd.SysProcAttr, true)
 	logPath := filepath.Join(filepath.Dir(sock), "virtiofsd.log")
-	logf, err := os.Create(logPath)
+	logf, err := helperLog(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	log.Info("starting virtiofsd", "binary", bin, "args", cmd.Args[3:], "owner", fmt.Sprintf("%d:%d", jail.UID, jail.GID),
 		"guest_user", fmt.Sprintf("%d:%d", jail.GuestUID, jail.GuestGID))
-	p, err := start(cmd)
+	p, err := start(cmd, logf)
 	for _, f := range cmd.ExtraFiles {
 		f.Close()
 	}

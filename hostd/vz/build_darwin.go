@@ -55,9 +55,9 @@ func build(p *Plan) (*vz.VirtualMachineConfiguration, error) {
 	}
 	config.SetSocketDevicesVirtualMachineConfiguration([]vz.SocketDeviceConfiguration{sock})
 
-	serial, err := vz.NewFileSerialPortAttachment(p.SerialLog, true)
+	serial, err := vz.NewFileHandleSerialPortAttachment(p.ConsoleIn, p.Console)
 	if err != nil {
-		return nil, fmt.Errorf("serial log %s: %w", p.SerialLog, err)
+		return nil, fmt.Errorf("serial console: %w", err)
 	}
 	console, err := vz.NewVirtioConsoleDeviceSerialPortConfiguration(serial)
 	if err != nil {

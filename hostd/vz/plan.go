@@ -66,8 +66,11 @@ type Plan struct {
 	MAC     net.HardwareAddr
 	MTU     int
 
-	SerialLog string
-	AgentPort uint32
+	// Console receives the guest's serial console (the pipe hostd drains),
+	// ConsoleIn is what vz reads the console's input from; both are the
+	// VM's own descriptors (see ownConsole).
+	Console, ConsoleIn *os.File
+	AgentPort          uint32
 }
 
 // NewPlan checks the config against this Mac (its macOS version, its
@@ -100,7 +103,7 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 		Disks:     []Disk{{Path: c.Disk, Cached: true}},
 		ShareDir:  c.ShareDir, ShareTag: c.ShareTag,
 		Network: c.Network, MAC: c.MAC, MTU: c.MTU,
-		SerialLog: c.SerialLog,
+		Console:   c.Console,
 		AgentPort: AgentPort,
 	}
 	if p.MTU == 0 {

@@ -26,8 +26,8 @@ func config(t *testing.T) machine.Config {
 		Kernel: kernel, Cmdline: "console=hvc0",
 		MachineID: filepath.Join(dir, "machine-id"),
 		ShareDir:  dir, ShareTag: "workspace",
-		Network:   os.Stdin,
-		SerialLog: filepath.Join(dir, "serial.log"), RunDir: filepath.Join(dir, "run"),
+		Network: os.Stdin,
+		Console: os.Stdout, RunDir: filepath.Join(dir, "run"),
 	}
 }
 

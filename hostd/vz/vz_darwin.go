@@ -23,7 +23,8 @@ type VM struct {
 	log *slog.Logger
 
 	vm      *vz.VirtualMachine
-	network *os.File // the VM's own copy of its socketpair end: vz holds only the descriptor
+	network *os.File      // the VM's own copy of its socketpair end: vz holds only the descriptor
+	console *consoleFiles // the VM's own console descriptors, likewise
 
 	mu       sync.Mutex
 	state    machine.State
@@ -60,6 +61,7 @@ func (v *VM) Start(ctx context.Context) error {
 	}
 	if err != nil {
 		plan.Network.Close()
+		v.console.Close()
 		v.fail(err)
 		return err
 	}
@@ -86,7 +88,12 @@ func (v *VM) plan() (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v.console, err = ownConsole(v.cfg.Console); err != nil {
+		return nil, err
+	}
+	plan.Console, plan.ConsoleIn = v.console.out, v.console.in
 	if plan.Network, err = ownNetwork(v.cfg.Network); err != nil {
+		v.console.Close()
 		return nil, err
 	}
 	return plan, nil
@@ -153,9 +160,11 @@ func (v *VM) finish(s vz.VirtualMachineState) {
 		v.err = errors.New("the guest powered off")
 	}
 	v.state = machine.Stopped
-	// The VM no longer reads or writes its NIC: its copy of the descriptor
-	// goes, and the netstack's reads on the other end end.
+	// The VM no longer reads or writes its NIC nor its console: its copies
+	// of the descriptors go, and the netstack's and the console drain's
+	// reads on the other ends end.
 	v.network.Close()
+	v.console.Close()
 	close(v.done)
 }
 

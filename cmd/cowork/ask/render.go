@@ -10,6 +10,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // Renderer shows Claude Code's stream-json as a person reads it: the
@@ -54,10 +55,14 @@ func (r *Renderer) endLine() {
 	}
 }
 
+// text shows the assistant's text: its lines and tabs as they are, any
+// other control character as a visible picture (termsafe), since what a
+// model writes can be steered by what it read in the guest.
 func (r *Renderer) text(s string) {
 	if s == "" {
 		return
 	}
+	s = termsafe.Text(s)
 	fmt.Fprint(r.Out, s)
 	r.midLine = !strings.HasSuffix(s, "\n")
 }
@@ -99,7 +104,7 @@ func (r *Renderer) Event(e *claudecode.Event) {
 				if sub {
 					indent = "  "
 				}
-				fmt.Fprintf(r.Out, "%s%s %s\n", indent, r.paint("36", "●"), r.paint("1", b.Name)+toolArg(b))
+				fmt.Fprintf(r.Out, "%s%s %s\n", indent, r.paint("36", "●"), r.paint("1", termsafe.Line(b.Name))+toolArg(b))
 			}
 		}
 	case "user":
@@ -109,7 +114,7 @@ func (r *Renderer) Event(e *claudecode.Event) {
 		for _, b := range e.Message.Content {
 			if b.Type == "tool_result" && b.IsError {
 				r.endLine()
-				fmt.Fprintf(r.Out, "  %s %s\n", r.paint("31", "✗"), oneLine(b.ResultText(), 120))
+				fmt.Fprintf(r.Out, "  %s %s\n", r.paint("31", "✗"), termsafe.Line(oneLine(b.ResultText(), 120)))
 			}
 		}
 	case "result":
@@ -118,7 +123,7 @@ func (r *Renderer) Event(e *claudecode.Event) {
 		r.footer(e)
 	case "text":
 		r.endLine()
-		fmt.Fprintln(r.ErrOut, e.Result)
+		fmt.Fprintln(r.ErrOut, termsafe.Text(e.Result))
 	}
 }
 
@@ -145,7 +150,7 @@ func (r *Renderer) footer(e *claudecode.Event) {
 	if e.NumTurns == 1 {
 		turns = "turn"
 	}
-	line := fmt.Sprintf("%s · %d %s · $%.4f · session %s", d, e.NumTurns, turns, e.TotalCostUSD, e.SessionID)
+	line := fmt.Sprintf("%s · %d %s · $%.4f · session %s", d, e.NumTurns, turns, e.TotalCostUSD, termsafe.Line(e.SessionID))
 	if e.IsError {
 		why := firstLine(e.Result, 300)
 		switch {
@@ -155,7 +160,7 @@ func (r *Renderer) footer(e *claudecode.Event) {
 		default:
 			why = strings.ReplaceAll(cmp.Or(e.Subtype, "failed"), "_", " ")
 		}
-		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paintErr("31", "error:"), why)
+		fmt.Fprintf(r.ErrOut, "%s %s\n", r.paintErr("31", "error:"), termsafe.Line(why))
 	}
 	fmt.Fprintln(r.ErrOut, r.paintErr("2", "— "+line))
 }
@@ -188,7 +193,7 @@ func toolArg(b claudecode.Block) string {
 	if !ok || !isStr || s == "" {
 		return ""
 	}
-	return "(" + firstLine(s, 100) + ")"
+	return "(" + termsafe.Line(firstLine(s, 100)) + ")"
 }
 
 // oneLine folds s onto one line ("; " between its lines), cut to n runes.

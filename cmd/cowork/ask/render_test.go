@@ -2,15 +2,18 @@ package ask
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/creack/pty"
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -133,3 +136,43 @@ func TestFinishWithoutAResult(t *testing.T) {
 		}
 	}
 }
+
+// What Claude Code streams can be steered by what it read in the guest:
+// text, tool names, tool arguments, errors and the result all print inert.
+func TestRenderShowsGuestTextInert(t *testing.T) {
+	a := termsafetest.Attack
+	var out, errOut bytes.Buffer
+	r := &Renderer{Out: &out, ErrOut: &errOut}
+	str := func(s string) *string { return &s }
+	events := []*claudecode.Event{
+		{Type: "stream_event", Event: &claudecode.StreamEvent{Type: "message_start", Message: &struct {
+			ID string `json:"id"`
+		}{ID: "m1"}}},
+		{Type: "stream_event", Event: &claudecode.StreamEvent{Type: "content_block_delta", Delta: &claudecode.Delta{Type: "text_delta", Text: "line one\n\t" + a + "\n"}}},
+		{Type: "assistant", Message: &claudecode.Message{ID: "m2", Content: []claudecode.Block{
+			{Type: "text", Text: a},
+			{Type: "tool_use", Name: a, Input: map[string]any{"x": a}},
+			{Type: "tool_use", Name: "Bash", Input: map[string]any{"command": a}},
+		}}},
+		{Type: "assistant", ParentToolUseID: str("t1"), Message: &claudecode.Message{ID: "m3", Content: []claudecode.Block{
+			{Type: "tool_use", Name: "WebFetch", Input: map[string]any{"url": "http://x/" + a}},
+		}}},
+		{Type: "user", Message: &claudecode.Message{Content: []claudecode.Block{{Type: "tool_result", IsError: true, Content: mustJSON(a)}}}},
+		{Type: "text", Result: a},
+		{Type: "result", IsError: true, Result: a, SessionID: a},
+	}
+	for _, e := range events {
+		r.Event(e)
+	}
+	r.Finish(false)
+	termsafetest.Check(t, "ask's answer", out.String(), true)
+	termsafetest.Check(t, "ask's footer", errOut.String(), true)
+	if n := strings.Count(out.String(), "evil␛[2J"); n != 7 {
+		t.Errorf("want the attack shown 7 times on stdout, got %d:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "line one\n\tevil") {
+		t.Errorf("newlines and tabs of the text were not kept: %q", out.String())
+	}
+}
+
+func mustJSON(s string) []byte { b, _ := json.Marshal(s); return b }

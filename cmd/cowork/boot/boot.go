@@ -17,6 +17,7 @@ import (
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // Start boots the named instance and waits until it is ready or timeout
@@ -85,7 +86,8 @@ func stopNow(name string) error {
 	return hostd.WaitStopped(ctx, c.Paths)
 }
 
-// printer shows events as lines with the time since the start.
+// printer shows events as lines with the time since the start; an event's
+// message is one line, a guest that put a newline in it cannot fake another.
 type printer struct {
 	ios   *iostreams.IOStreams
 	began time.Time
@@ -100,9 +102,10 @@ func (p *printer) event(ev *controlpb.Event) {
 	if p.ios.ColorEnabled() {
 		stamp = "\x1b[2m" + stamp + "\x1b[0m"
 	}
-	line := ev.Message
+	// Provisioning lines and errors quote the guest: shown, never obeyed.
+	line := termsafe.Line(ev.Message)
 	if ev.Error != "" {
-		line += ": " + ev.Error
+		line += ": " + termsafe.Text(ev.Error)
 	}
 	fmt.Fprintf(p.ios.ErrOut, "  %s %s\n", stamp, line)
 }

@@ -4,7 +4,6 @@ package hostdcmd
 
 import (
 	"errors"
-	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +22,7 @@ func NewCmdHostd(ios *iostreams.IOStreams, name *string) *cobra.Command {
 		Hidden: true,
 		Args:   cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log := slog.New(slog.NewTextHandler(ios.ErrOut, nil)).With("instance", *name)
+			log, _ := daemon.OpenLog(*name, ios.ErrOut)
 			err := daemon.Run(*name, log)
 			if errors.Is(err, instance.ErrRunning) {
 				return &cmdutil.ExitError{Code: hostd.ExitAlreadyRunning, Msg: "instance " + *name + " already has a hostd"}

@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -104,7 +105,7 @@ func run(ctx context.Context, o *Options) error {
 	color := o.IO.ColorEnabled() && o.LogFile == ""
 	skipped, err := audit.Stream(ctx, paths.NetworkLog(), since, o.Follow, func(r *audit.Record) error {
 		if o.JSON {
-			b, err := json.Marshal(r)
+			b, err := FormatJSON(r)
 			if err != nil {
 				return err
 			}
@@ -123,8 +124,21 @@ func run(ctx context.Context, o *Options) error {
 	return err
 }
 
+// FormatJSON is one record as the log's JSON line, its text escaped where
+// it would drive a terminal (the values stay the same).
+func FormatJSON(r *audit.Record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return termsafe.JSON(b), nil
+}
+
 // Format is one record as a readable line; "" for what is shown only with
-// verbose (DNS queries).
+// verbose (DNS queries). Names, URLs, answers and errors come from the
+// guest (or from servers it chose): everything after the verdict is
+// printed through termsafe, so none of it can drive the terminal or start
+// a fake line.
 func Format(r *audit.Record, verbose, color bool) string {
 	if r.Kind == audit.KindDNS && !verbose {
 		return ""
@@ -138,8 +152,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 	} else if color {
 		verdict = "\x1b[32m" + verdict + "\x1b[0m"
 	}
+	head := r.Time.Local().Format("15:04:05") + " " + verdict
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %-7s", r.Time.Local().Format("15:04:05"), verdict, r.Kind)
+	fmt.Fprintf(&b, " %-7s", r.Kind)
 	name := r.Name
 	if name == "" {
 		name = "-"
@@ -164,11 +179,14 @@ func Format(r *audit.Record, verbose, color bool) string {
 		if r.ClaimedName != "" && (r.NameMismatch || verbose) {
 			fmt.Fprintf(&b, "  %s says %s", r.ClaimedFrom, r.ClaimedName)
 			if r.NameMismatch {
+				// Ours, coloured: it goes out as it is, after what came
+				// before has been made inert.
 				flag := "MISMATCH"
 				if color {
 					flag = "\x1b[33m" + flag + "\x1b[0m"
 				}
-				fmt.Fprintf(&b, " %s", flag)
+				head += termsafe.Line(b.String()) + " " + flag
+				b.Reset()
 			}
 		}
 		if r.Verdict == audit.Allow {
@@ -193,5 +211,5 @@ func Format(r *audit.Record, verbose, color bool) string {
 	if r.Error != "" {
 		fmt.Fprintf(&b, "  error: %s", r.Error)
 	}
-	return b.String()
+	return head + termsafe.Line(b.String())
 }

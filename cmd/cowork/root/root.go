@@ -29,6 +29,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // NewCmdRoot builds the whole command tree on the given streams.
@@ -128,17 +129,19 @@ func Main(ctx context.Context, ios *iostreams.IOStreams, args []string) int {
 	if strings.HasPrefix(err.Error(), "unknown command") {
 		err = &cmdutil.FlagError{Err: err}
 	}
+	// An error can carry what the guest said (an agent's refusal, a stop
+	// reason, the console's last lines): shown, never obeyed.
 	var exit *cmdutil.ExitError
 	var flagErr *cmdutil.FlagError
 	switch {
 	case errors.As(err, &exit):
 		if exit.Msg != "" {
-			fmt.Fprintln(ios.ErrOut, "cowork:", exit.Msg)
+			fmt.Fprintln(ios.ErrOut, "cowork:", termsafe.Text(exit.Msg))
 		}
 	case errors.As(err, &flagErr):
-		fmt.Fprintf(ios.ErrOut, "cowork: %v\nRun 'cowork --help' for usage.\n", err)
+		fmt.Fprintf(ios.ErrOut, "cowork: %s\nRun 'cowork --help' for usage.\n", termsafe.Text(err.Error()))
 	default:
-		fmt.Fprintln(ios.ErrOut, "cowork:", err)
+		fmt.Fprintln(ios.ErrOut, "cowork:", termsafe.Text(err.Error()))
 	}
 	return cmdutil.ExitCode(err)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
 type result struct {
@@ -163,4 +164,17 @@ func TestGlobalNameBeforeAskChoosesTheInstance(t *testing.T) {
 	if r := cowork(t, "", "staus"); r.code != 2 || !strings.Contains(r.errOut, `unknown command "staus"`) || !strings.Contains(r.errOut, "status") {
 		t.Errorf("a mistyped command: %+v", r)
 	}
+}
+
+// An error the guest's agent sends back carries its text to the terminal:
+// printed inert, with the exit status unchanged.
+func TestErrorsFromTheGuestPrintInert(t *testing.T) {
+	a := agenttest.Start(t)
+	t.Setenv("COWORK_AGENT", a.Addr)
+	// gRPC carries valid UTF-8 only; the rest of the attack goes through.
+	r := cowork(t, "", "exec", "-w", "/no/"+strings.ToValidUTF8(termsafetest.Attack, "?"), "true")
+	if r.code != 1 || !strings.Contains(r.errOut, "does not exist in the guest") {
+		t.Fatalf("got %+v", r)
+	}
+	termsafetest.Check(t, "an error", r.errOut, true)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -110,9 +111,7 @@ func NewCmdStatus(ios *iostreams.IOStreams, name *string) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(ios.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return printJSON(ios, st)
 			}
 			print(ios, st)
 			return nil
@@ -187,7 +186,29 @@ func allocated(path string) int64 {
 	return s.Blocks * 512
 }
 
-func print(ios *iostreams.IOStreams, s *Status) {
+// printJSON writes s as indented JSON whose text prints safely: what the
+// guest said (the stop reason, the agent's version) may hold escapes.
+func printJSON(ios *iostreams.IOStreams, s *Status) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = ios.Out.Write(append(termsafe.JSON(b), '\n'))
+	return err
+}
+
+// print shows s for a person. The stop reason quotes the guest's console,
+// the agent version and notes come from the guest or through hostd: every
+// string is printed through termsafe, so none can drive the terminal.
+func print(ios *iostreams.IOStreams, st *Status) {
+	s := *st
+	for _, f := range []*string{&s.Name, &s.State, &s.Workspace, &s.GuestIP, &s.AgentVersion, &s.Backend, &s.Accelerator, &s.Arch, &s.Error, &s.Note} {
+		*f = termsafe.Line(*f)
+	}
+	s.Publish = nil
+	for _, p := range st.Publish {
+		s.Publish = append(s.Publish, termsafe.Line(p))
+	}
 	w := tabwriter.NewWriter(ios.Out, 0, 0, 2, ' ', 0)
 	state := s.State
 	if s.State == "running" {

@@ -1,0 +1,26 @@
+package boot
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
+)
+
+func TestBootProgressShowsGuestTextInert(t *testing.T) {
+	ios, _, _, errOut := iostreams.Test()
+	p := &printer{ios: ios, began: time.Now()}
+	p.event(&controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: controlpb.Phase_PROVISIONING,
+		Message: "provisioning: " + termsafetest.Attack + "\n  [  9.9s] ready"})
+	p.event(&controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: controlpb.Phase_FAILED,
+		Message: "provisioning failed", Error: "last output: " + termsafetest.Attack + "\nsecond line"})
+	out := errOut.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 {
+		t.Errorf("want the progress line, the error and its second line; a guest newline made more: %q", out)
+	}
+	termsafetest.Check(t, "boot progress", out, true)
+}

@@ -1,0 +1,34 @@
+package netstack
+
+import (
+	"bytes"
+	"net"
+	"sync/atomic"
+)
+
+// guestFrames is the stack's end of the guest's NIC as the switch reads
+// it: only frames sent from the guest's own MAC address pass. The switch
+// (gvisor-tap-vsock's) learns the source address of every frame it reads
+// into a table it never prunes; a guest sending frames from random
+// addresses would grow hostd's memory without end. Nothing the guest may
+// do needs another address (its NIC has one, set by hostd), and frames
+// too short to have a source address are dropped too, before the switch
+// reads one out of them.
+type guestFrames struct {
+	net.Conn
+	mac     net.HardwareAddr
+	dropped atomic.Int64
+}
+
+// ethHeader is an Ethernet header's length; the source address is at 6.
+const ethHeader = 14
+
+func (g *guestFrames) Read(b []byte) (int, error) {
+	for {
+		n, err := g.Conn.Read(b)
+		if err != nil || n >= ethHeader && bytes.Equal(b[6:12], g.mac) {
+			return n, err
+		}
+		g.dropped.Add(1)
+	}
+}

@@ -1,0 +1,176 @@
+// Package rotlog is a log file that cannot fill the disk: it is rotated by
+// size (path becomes path.1, path.1 path.2, and so on up to Keep files),
+// so at most (Keep+1)×MaxSize bytes are ever on disk for it.
+//
+// cowork's logs are fed by the guest (its console, and hostd's warnings
+// about what it does); a guest printing forever must cost a bounded amount
+// of disk. The rotated files have fixed names, which the readers of a log
+// (the stop reason, `cowork start`'s failure tail, the e2e tests) rely on;
+// and a log whose file is also a process's stdout and stderr (hostd.log,
+// where Go writes a panic) is reopened on those descriptors at each
+// rotation (Options.OnOpen). gopkg.in/natefinch/lumberjack.v2 does neither
+// (its rotated files are named by time, and it has no hook for the
+// descriptors), hence this small writer.
+package rotlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// Options say how big a log grows and what is kept of it.
+type Options struct {
+	// MaxSize is the most bytes one file holds: a write that would take
+	// it past MaxSize goes to a fresh file (one longer than MaxSize is
+	// split).
+	MaxSize int64
+	// Keep is how many rotated files are kept: path.1 (the newest) to
+	// path.Keep. 0 keeps none.
+	Keep int
+	// Fresh starts a new file at Open when path holds something already,
+	// so each run has a file of its own (the last run's is path.1).
+	Fresh bool
+	// OnOpen, when set, is called with each file the log opens, the first
+	// included, before anything is written to it; an error fails the Open
+	// or the write that rotated.
+	OnOpen func(*os.File) error
+}
+
+// File is a size-capped, rotated log file. It is safe for concurrent use.
+type File struct {
+	path string
+	o    Options
+
+	mu sync.Mutex
+	f  *os.File
+}
+
+var _ io.WriteCloser = (*File)(nil)
+
+// Open appends to the log at path (a fresh file with o.Fresh).
+func Open(path string, o Options) (*File, error) {
+	if o.MaxSize <= 0 {
+		return nil, fmt.Errorf("log %s: MaxSize %d must be positive", path, o.MaxSize)
+	}
+	l := &File{path: path, o: o}
+	st, err := os.Stat(path)
+	switch {
+	case err == nil && (o.Fresh && st.Size() > 0 || st.Size() >= o.MaxSize):
+		err = l.rotate()
+	case err == nil || errors.Is(err, os.ErrNotExist):
+		err = l.open(false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Name is the path of the current file.
+func (l *File) Name() string { return l.path }
+
+// Write appends p, rotating first when p would take the file past MaxSize.
+// The size is the file's own (fstat), so writes through another
+// descriptor of it (a process's stderr) count too.
+func (l *File) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return 0, os.ErrClosed
+	}
+	written := 0
+	for len(p) > 0 {
+		size, err := l.size()
+		if err != nil {
+			return written, err
+		}
+		if size > 0 && size+int64(len(p)) > l.o.MaxSize {
+			if err := l.rotate(); err != nil {
+				return written, err
+			}
+			size = 0
+		}
+		chunk := p[:min(int64(len(p)), l.o.MaxSize-size)]
+		n, err := l.f.Write(chunk)
+		written += n
+		p = p[n:]
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// Check rotates the file when it has grown to MaxSize or past it through
+// writes that did not go through Write (another descriptor of the file).
+func (l *File) Check() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return os.ErrClosed
+	}
+	size, err := l.size()
+	if err != nil || size < l.o.MaxSize {
+		return err
+	}
+	return l.rotate()
+}
+
+// Close closes the current file; writes fail after it.
+func (l *File) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+func (l *File) size() (int64, error) {
+	st, err := l.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// rotate shifts the kept files up by one and opens a fresh file. The new
+// file is opened truncating: should the current one not move aside (a
+// rename failed, or Keep is 0), it is emptied, so the bound holds anyway.
+func (l *File) rotate() error {
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+	for i := l.o.Keep - 1; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
+	}
+	if l.o.Keep > 0 {
+		_ = os.Rename(l.path, l.path+".1")
+	}
+	return l.open(true)
+}
+
+func (l *File) open(truncate bool) error {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if truncate {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(l.path, flags, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", l.path, err)
+	}
+	if l.o.OnOpen != nil {
+		if err := l.o.OnOpen(f); err != nil {
+			f.Close()
+			return fmt.Errorf("log %s: %w", l.path, err)
+		}
+	}
+	l.f = f
+	return nil
+}

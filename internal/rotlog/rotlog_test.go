@@ -1,0 +1,228 @@
+package rotlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// files returns the log's files, the oldest first, and fails on a file
+// past Keep or one over MaxSize.
+func files(t *testing.T, path string, o Options) [][]byte {
+	t.Helper()
+	if _, err := os.Stat(fmt.Sprintf("%s.%d", path, o.Keep+1)); err == nil {
+		t.Errorf("%s.%d exists: more than Keep=%d rotated files", path, o.Keep+1, o.Keep)
+	}
+	var out [][]byte
+	for i := o.Keep; i >= 0; i-- {
+		p := path
+		if i > 0 {
+			p = fmt.Sprintf("%s.%d", path, i)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if int64(len(b)) > o.MaxSize {
+			t.Errorf("%s holds %d bytes, over MaxSize %d", filepath.Base(p), len(b), o.MaxSize)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// A log fed far more than its bound keeps at most (Keep+1)×MaxSize bytes:
+// the newest ones, in order, with lines whole.
+func TestLogStaysWithinItsBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serial.log")
+	o := Options{MaxSize: 4096, Keep: 2}
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all bytes.Buffer
+	for i := range 5000 { // ~250 KiB, 60 times the bound
+		line := fmt.Sprintf("line %d %s\n", i, strings.Repeat("x", i%97))
+		all.WriteString(line)
+		if n, err := l.Write([]byte(line)); err != nil || n != len(line) {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+	}
+	l.Close()
+	got := bytes.Join(files(t, path, o), nil)
+	if int64(len(got)) > int64(o.Keep+1)*o.MaxSize || len(got) < int(o.MaxSize) {
+		t.Errorf("kept %d bytes; want at most %d", len(got), int64(o.Keep+1)*o.MaxSize)
+	}
+	if !bytes.HasSuffix(all.Bytes(), got) {
+		t.Error("the kept files are not the end of what was written, in order")
+	}
+	for _, f := range files(t, path, o) {
+		if len(f) > 0 && (!bytes.HasPrefix(f, []byte("line ")) || !bytes.HasSuffix(f, []byte("\n"))) {
+			t.Errorf("a line was split across files: %.30q…%q", f, f[max(0, len(f)-20):])
+		}
+	}
+	if _, err := l.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("write after Close: %v", err)
+	}
+}
+
+// One write longer than MaxSize is split over files, none over the bound.
+func TestAWriteLargerThanTheBoundIsSplit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	o := Options{MaxSize: 1000, Keep: 3}
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	big := bytes.Repeat([]byte("0123456789"), 350)
+	if n, err := l.Write(big); err != nil || n != len(big) {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	got := files(t, path, o)
+	if len(got) != 4 || !bytes.Equal(bytes.Join(got, nil), big) {
+		t.Errorf("got %d files holding %d bytes", len(got), len(bytes.Join(got, nil)))
+	}
+}
+
+// Fresh gives each run a file of its own; the last run's is path.1.
+func TestFreshStartsANewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serial.log")
+	os.WriteFile(path, []byte("last boot\n"), 0o600)
+	l, err := Open(path, Options{MaxSize: 1 << 20, Keep: 2, Fresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write([]byte("this boot\n"))
+	l.Close()
+	if b, _ := os.ReadFile(path + ".1"); string(b) != "last boot\n" {
+		t.Errorf("path.1: %q", b)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "this boot\n" {
+		t.Errorf("path: %q", b)
+	}
+	// Not fresh: appended.
+	l, _ = Open(path, Options{MaxSize: 1 << 20, Keep: 2})
+	l.Write([]byte("more\n"))
+	l.Close()
+	if b, _ := os.ReadFile(path); string(b) != "this boot\nmore\n" {
+		t.Errorf("appended: %q", b)
+	}
+}
+
+// Writes through another descriptor of the file (a process's stderr) count
+// toward its size: the next Write, or Check, rotates.
+func TestOtherWritersCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hostd.log")
+	o := Options{MaxSize: 1000, Keep: 1}
+	var opened []*os.File
+	o.OnOpen = func(f *os.File) error { opened = append(opened, f); return nil }
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	other, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	other.Write(bytes.Repeat([]byte("s"), 2500))
+	other.Close()
+	if err := l.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Size() != 0 {
+		t.Errorf("Check left %d bytes in the file", st.Size())
+	}
+	if len(opened) != 2 {
+		t.Errorf("OnOpen called %d times, want 2 (open, rotation)", len(opened))
+	}
+	other, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	other.Write(bytes.Repeat([]byte("s"), 990))
+	other.Close()
+	l.Write([]byte("0123456789abcdef\n"))
+	if b, _ := os.ReadFile(path); string(b) != "0123456789abcdef\n" {
+		t.Errorf("Write did not count the other writer's bytes: %d bytes in the file", len(b))
+	}
+	// Under the bound, Check leaves the file alone.
+	if err := l.Check(); err != nil || len(opened) != 3 {
+		t.Errorf("Check under the bound: %v, %d opens", err, len(opened))
+	}
+}
+
+// When the file cannot be moved aside, it is emptied: the bound holds.
+func TestRotationThatCannotRenameTruncates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	os.MkdirAll(filepath.Join(path+".1", "blocker"), 0o700) // a non-empty directory in the way
+	o := Options{MaxSize: 100, Keep: 1}
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for range 50 {
+		if _, err := l.Write([]byte("0123456789\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := os.Stat(path); st.Size() > o.MaxSize {
+		t.Errorf("the file grew to %d bytes", st.Size())
+	}
+}
+
+func TestOnOpenErrorFails(t *testing.T) {
+	boom := errors.New("boom")
+	_, err := Open(filepath.Join(t.TempDir(), "log"), Options{MaxSize: 10, OnOpen: func(*os.File) error { return boom }})
+	if !errors.Is(err, boom) {
+		t.Errorf("Open: %v", err)
+	}
+	if _, err := Open(filepath.Join(t.TempDir(), "log"), Options{}); err == nil {
+		t.Error("Open without a MaxSize")
+	}
+}
+
+// Go writes a panic to descriptor 2. A log that took over stdout and
+// stderr (OntoStdio) gets it in its current file, after rotations too.
+func TestPanicLandsInTheCurrentFile(t *testing.T) {
+	if path := os.Getenv("ROTLOG_PANIC_CHILD"); path != "" {
+		if !IsStderr(path) {
+			fmt.Println("stderr is not the log")
+			os.Exit(3)
+		}
+		l, err := Open(path, Options{MaxSize: 1000, Keep: 1, OnOpen: OntoStdio})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		for i := range 100 {
+			fmt.Fprintf(l, "log line %d\n", i)
+		}
+		panic("the daemon broke")
+	}
+	path := filepath.Join(t.TempDir(), "hostd.log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPanicLandsInTheCurrentFile$")
+	cmd.Env = append(os.Environ(), "ROTLOG_PANIC_CHILD="+path)
+	cmd.Stdout, cmd.Stderr = f, f // as hostd.Launch does
+	err = cmd.Run()
+	f.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("the child did not panic: %v", err)
+	}
+	cur, _ := os.ReadFile(path)
+	if !bytes.Contains(cur, []byte("panic: the daemon broke")) || !bytes.Contains(cur, []byte("goroutine ")) {
+		t.Errorf("the panic is not in the current file:\n%s", cur)
+	}
+	if !bytes.HasPrefix(cur, []byte("log line ")) {
+		t.Errorf("the current file does not start with the log's own lines:\n%.200s", cur)
+	}
+	if old, _ := os.ReadFile(path + ".1"); !bytes.HasPrefix(old, []byte("log line ")) || len(old) > 1000 {
+		t.Errorf("path.1 is not a rotated part of the log: %d bytes", len(old))
+	}
+}
