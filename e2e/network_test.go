@@ -58,6 +58,11 @@ type auditLine struct {
 	BytesOut int64  `json:"bytes_out"`
 	Status   int    `json:"status"`
 	URL      string `json:"url"`
+	// What the guest's own bytes claimed (SNI, Host), kept apart from the
+	// name it resolved.
+	ClaimedName  string `json:"claimed_name"`
+	NameMismatch bool   `json:"name_mismatch"`
+	Proto        int    `json:"proto"`
 }
 
 func (e *env) auditLines(t *testing.T) []auditLine {
@@ -199,6 +204,57 @@ func TestNetworkPolicyFromTheGuest(t *testing.T) {
 			}); !ok {
 				t.Errorf("no audit line for %s %s (%s)", c.kind, c.name, c.rule)
 			}
+		}
+	})
+
+	// What root in the guest does to forge the record or slip past the
+	// forwarders (issue 14: holes 6 and the smaller items).
+	t.Run("forged names and other protocols", func(t *testing.T) {
+		// A Host header that names another site: the record keeps the name
+		// resolved, and the claim apart, flagged.
+		if r := curl(fmt.Sprintf("--noproxy '*' -H 'Host: bank.example' http://host.cowork.internal:%d/", exposedPort)); r.out != "exposed\n" {
+			t.Errorf("the exposed port with a forged Host: %s", r)
+		}
+		// UDP to the exposed port's number: only TCP is exposed.
+		e.run("exec", fmt.Sprintf("echo x > /dev/udp/192.168.127.254/%d", exposedPort))
+		// SCTP, a protocol the stack does not forward, and a DNS query
+		// with two questions, of which only one would be judged.
+		script := `import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+s.sendto(b"\x00" * 32, ("198.51.100.9", 0))
+q = b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00"
+for name in (b"\x07allowed\x04test\x00", b"\x06denied\x07example\x00"):
+    q += name + b"\x00\x01\x00\x01"
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.settimeout(5)
+d.sendto(q, ("192.168.127.1", 53))
+print("rcode", d.recv(512)[3] & 15)
+`
+		if r := e.runIn(script, "exec", "-u", "root", "python3", "-"); !strings.Contains(r.out, "rcode 1") {
+			t.Errorf("the two-question query: %s (want FORMERR, rcode 1)", r)
+		}
+		lines := e.auditLines(t)
+		for _, c := range []struct {
+			what  string
+			match func(auditLine) bool
+		}{
+			{"the forged Host, flagged", func(a auditLine) bool {
+				return a.Kind == "tcp" && a.Name == "host.cowork.internal" && a.ClaimedName == "bank.example" && a.NameMismatch
+			}},
+			{"UDP to an exposed TCP port", func(a auditLine) bool {
+				return a.Kind == "udp" && a.Verdict == "deny" && a.Dst == fmt.Sprintf("192.168.127.254:%d", exposedPort)
+			}},
+			{"SCTP", func(a auditLine) bool { return a.Kind == "ip" && a.Verdict == "deny" && a.Proto == 132 }},
+			{"the two-question query", func(a auditLine) bool {
+				return a.Kind == "dns" && a.Verdict == "deny" && strings.Contains(a.Rule, "2 questions")
+			}},
+		} {
+			if _, ok := find(lines, c.match); !ok {
+				t.Errorf("the audit log has no line for %s", c.what)
+			}
+		}
+		if r := e.must("proxy", "--follow=false", "--since", "0"); !strings.Contains(r.out, "host says bank.example MISMATCH") {
+			t.Errorf("cowork proxy does not show the forged claim:\n%s", r.out)
 		}
 	})
 
