@@ -7,35 +7,17 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"github.com/coworkhq/cowork/internal/permtest"
 )
-
-// setUmask clears the process's umask for the test, so that a mode that
-// grants too much shows instead of being masked by the caller's umask.
-func setUmask(t *testing.T, mask int) {
-	old := syscall.Umask(mask)
-	t.Cleanup(func() { syscall.Umask(old) })
-}
-
-func wantMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Errorf("%s: %v", path, err)
-		return
-	}
-	if st.Mode().Perm() != want {
-		t.Errorf("%s has mode %v, want %v", filepath.Base(path), st.Mode().Perm(), want)
-	}
-}
 
 // The image cache (and the directories Fetch makes for it), the downloads
 // in it, the disks made from them and the seed ISO (which carries the
 // provisioning commands, as the instance's config does) are their owner's
 // alone, whatever the umask.
 func TestImageFilesAreOwnerOnly(t *testing.T) {
-	setUmask(t, 0)
+	permtest.ClearUmask(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("an image"))
 	}))
@@ -45,22 +27,22 @@ func TestImageFilesAreOwnerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantMode(t, filepath.Dir(cache), 0o700)
-	wantMode(t, cache, 0o700)
-	wantMode(t, got, 0o600)
+	permtest.WantMode(t, filepath.Dir(cache), 0o700)
+	permtest.WantMode(t, cache, 0o700)
+	permtest.WantMode(t, got, 0o600)
 
 	disk := filepath.Join(t.TempDir(), "disk.raw")
 	if err := MakeDisk(got, disk, 1<<20, nil); err != nil {
 		t.Fatal(err)
 	}
-	wantMode(t, disk, 0o600)
+	permtest.WantMode(t, disk, 0o600)
 
 	requireAgents(t, "arm64")
 	iso := filepath.Join(t.TempDir(), "cidata.iso")
 	if err := WriteCIData(iso, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
 		t.Fatal(err)
 	}
-	wantMode(t, iso, 0o600)
+	permtest.WantMode(t, iso, 0o600)
 }
 
 // A conversion cut short leaves disk.raw.tmp behind; the next one must not

@@ -3,36 +3,18 @@ package instance
 import (
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"github.com/coworkhq/cowork/internal/permtest"
 
 	"github.com/coworkhq/cowork/internal/units"
 )
-
-// setUmask clears the process's umask for the test, so that a mode that
-// grants too much shows instead of being masked by the caller's umask.
-func setUmask(t *testing.T, mask int) {
-	old := syscall.Umask(mask)
-	t.Cleanup(func() { syscall.Umask(old) })
-}
-
-func wantMode(t *testing.T, path string, want os.FileMode) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Errorf("%s: %v", path, err)
-		return
-	}
-	if st.Mode().Perm() != want {
-		t.Errorf("%s has mode %v, want %v", filepath.Base(path), st.Mode().Perm(), want)
-	}
-}
 
 // The instance directory holds the sockets that reach the VM, its disk and
 // its config: only its owner may enter it, and what is in it is the
 // owner's alone even if the directory's mode were changed.
 func TestInstanceFilesAreOwnerOnly(t *testing.T) {
-	setUmask(t, 0)
+	permtest.ClearUmask(t)
 	home := filepath.Join(t.TempDir(), "home") // made by Create
 	t.Setenv("COWORK_HOME", home)
 	src := t.TempDir()
@@ -48,10 +30,10 @@ func TestInstanceFilesAreOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, _ := PathsFor("sandbox")
-	wantMode(t, home, 0o700)
-	wantMode(t, p.Dir(), 0o700)
+	permtest.WantMode(t, home, 0o700)
+	permtest.WantMode(t, p.Dir(), 0o700)
 	for _, f := range []string{p.Config(), p.Disk(), p.Kernel(), p.Initrd()} {
-		wantMode(t, f, 0o600)
+		permtest.WantMode(t, f, 0o600)
 	}
 	if b, _ := os.ReadFile(p.Kernel()); string(b) != "kernel" {
 		t.Errorf("kernel copied as %q", b)
@@ -65,21 +47,21 @@ func TestInstanceFilesAreOwnerOnly(t *testing.T) {
 	if err := WritePid(p); err != nil {
 		t.Fatal(err)
 	}
-	wantMode(t, p.LockFile(), 0o600)
-	wantMode(t, p.PidFile(), 0o600)
+	permtest.WantMode(t, p.LockFile(), 0o600)
+	permtest.WantMode(t, p.PidFile(), 0o600)
 }
 
 // WriteFileAtomic gives the file the mode asked for, whatever the umask,
 // and replaces a longer file whole.
 func TestWriteFileAtomicModeAndContent(t *testing.T) {
-	setUmask(t, 0)
+	permtest.ClearUmask(t)
 	path := filepath.Join(t.TempDir(), "last-stop.txt")
 	os.WriteFile(path, []byte("a much longer message than the next one\n"), 0o644)
 	for _, mode := range []os.FileMode{0o600, 0o640} {
 		if err := WriteFileAtomic(path, []byte("short\n"), mode); err != nil {
 			t.Fatal(err)
 		}
-		wantMode(t, path, mode)
+		permtest.WantMode(t, path, mode)
 		if b, _ := os.ReadFile(path); string(b) != "short\n" {
 			t.Fatalf("content %q", b)
 		}
