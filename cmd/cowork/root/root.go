@@ -96,11 +96,11 @@ at /workspace) and every network byte it sends on the record.`,
 		start.NewCmdStart(ios, &target.Instance, nil),
 		stop.NewCmdStop(ios, &target.Instance, nil),
 		status.NewCmdStatus(ios, &target.Instance),
-		deletecmd.NewCmdDelete(ios, &target.Instance),
+		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
 		hostdcmd.NewCmdHostd(ios, &target.Instance),
 		policycmd.NewCmdPolicy(ios, &target.Instance),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
-		diskcmd.NewCmdDisk(ios, &target.Instance),
+		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
 	)
 	return root
 }
