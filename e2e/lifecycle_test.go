@@ -199,6 +199,10 @@ func TestLifecycle(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(e.instanceDir("sandbox"), "last-stop.txt")); !os.IsNotExist(err) {
 			t.Errorf("a clean stop left a stop reason: %v", err)
 		}
+		// It went through the agent, which syncs first, not the power button.
+		if b, _ := os.ReadFile(filepath.Join(e.instanceDir("sandbox"), "hostd.log")); !strings.Contains(string(b), "the guest agent is powering the guest off") {
+			t.Errorf("the stop did not ask the guest agent:\n%s", b)
+		}
 		if r := e.must("stop"); !strings.Contains(r.errOut, "not running") {
 			t.Errorf("stop when stopped: %s", r)
 		}

@@ -396,7 +396,11 @@ func (d *Daemon) agentPowerOff(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return agent.Shutdown(ctx)
+	if err := agent.Shutdown(ctx); err != nil {
+		return err
+	}
+	d.log.Info("the guest agent is powering the guest off")
+	return nil
 }
 
 // machine is the VM, once started.

@@ -125,12 +125,12 @@ func daemonWithAgent(t *testing.T, m *fakeMachine) (*Daemon, *fakeAgent) {
 func TestShutdownIsAStopTheVMKnowsOf(t *testing.T) {
 	m := newFakeMachine()
 	d, a := daemonWithAgent(t, m)
-	d.shutdown(stopRequest{timeout: time.Hour})
+	d.shutdown(stopRequest{timeout: time.Minute})
 	<-m.Done()
 	if err := m.Err(); err != nil {
 		t.Errorf("after a clean stop the VM says: %v", err)
 	}
-	if a.shutdowns != 1 || len(m.stops) != 1 || m.stops[0] != time.Hour {
+	if a.shutdowns != 1 || len(m.stops) != 1 || m.stops[0] != time.Minute {
 		t.Errorf("agent asked %d times, Stop called with %v; want once each, with the timeout", a.shutdowns, m.stops)
 	}
 }
@@ -139,7 +139,7 @@ func TestShutdownIsAStopTheVMKnowsOf(t *testing.T) {
 func TestForcedShutdownCutsThePower(t *testing.T) {
 	m := newFakeMachine()
 	d, a := daemonWithAgent(t, m)
-	d.shutdown(stopRequest{force: true, timeout: time.Hour})
+	d.shutdown(stopRequest{force: true, timeout: time.Minute})
 	<-m.Done()
 	if err := m.Err(); err != nil || a.shutdowns != 0 || len(m.stops) != 1 || m.stops[0] != 0 {
 		t.Errorf("err %v, agent asked %d times, stops %v; want no agent, one Stop(0)", err, a.shutdowns, m.stops)

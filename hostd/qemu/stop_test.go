@@ -30,6 +30,7 @@ type fakeQEMU struct {
 
 	mu       sync.Mutex
 	conn     net.Conn
+	exiting  bool // exit closes the monitor itself, after its last event
 	commands []string
 }
 
@@ -60,7 +61,7 @@ func newFakeVM(t *testing.T, powerOff func(context.Context) error) *fakeQEMU {
 			time.Sleep(10 * time.Millisecond)
 		}
 		f.mu.Lock()
-		if f.conn != nil {
+		if f.conn != nil && !f.exiting {
 			f.conn.Close()
 		}
 		f.mu.Unlock()
@@ -112,15 +113,24 @@ func (f *fakeQEMU) powerdowns() int {
 }
 
 // exit ends QEMU as a real one ends: its SHUTDOWN event with reason ("":
-// none, as when it crashes), its monitor closed, the process gone.
+// none, as when it crashes), the process gone, its monitor closed. The
+// event is sent once the process has been reaped: the slowest it may
+// come, after hostd has seen QEMU exit.
 func (f *fakeQEMU) exit(reason string) {
 	f.mu.Lock()
+	f.exiting = true
+	f.mu.Unlock()
+	pid := f.vm.qemu.cmd.Process.Pid
+	f.vm.qemu.cmd.Process.Kill()
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if reason != "" {
 		fmt.Fprintf(f.conn, `{"event": "SHUTDOWN", "data": {"guest": true, "reason": %q}, "timestamp": {"seconds": 1, "microseconds": 2}}`+"\n", reason)
 	}
 	f.conn.Close()
-	f.mu.Unlock()
-	f.vm.qemu.cmd.Process.Kill()
 }
 
 func waitDone(t *testing.T, v *VM) {
@@ -164,7 +174,7 @@ func TestStopAsksTheGuestThroughPowerOff(t *testing.T) {
 		go f.exit("guest-shutdown") // the agent powers the guest off
 		return nil
 	})
-	if err := f.vm.Stop(context.Background(), time.Hour); err != nil {
+	if err := f.vm.Stop(context.Background(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.vm.Err(); err != nil {
@@ -184,7 +194,7 @@ func TestStopFallsBackToThePowerButton(t *testing.T) {
 	} {
 		f := newFakeVM(t, powerOff)
 		f.onPowerdown = func() { f.exit("guest-shutdown") }
-		if err := f.vm.Stop(context.Background(), time.Hour); err != nil {
+		if err := f.vm.Stop(context.Background(), time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.vm.Err(); err != nil || f.powerdowns() != 1 {
