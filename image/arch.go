@@ -11,7 +11,6 @@ import (
 	"path"
 	"strings"
 
-	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
@@ -22,13 +21,15 @@ var ErrArchUnknown = errors.New("architecture not recognised")
 // DiskArch tells which architecture a bootable disk is for, from the
 // removable-media loader (EFI/BOOT/BOOT*.EFI) on its EFI system partition.
 // A hypervisor given a disk of the other architecture shows only a silent
-// firmware prompt; this lets cowork say what is wrong instead.
+// firmware prompt; this lets cowork say what is wrong instead, and init
+// pick the guest's architecture. The disk is raw or any image format
+// go-qcow2reader reads (a qcow2 cloud image, before it is converted).
 func DiskArch(diskPath string) (string, error) {
-	d, err := diskfs.Open(diskPath, diskfs.WithOpenMode(diskfs.ReadOnly))
+	d, done, err := openDisk(diskPath)
 	if err != nil {
 		return "", fmt.Errorf("open %s: %w", diskPath, err)
 	}
-	defer d.Close()
+	defer done()
 	table, err := d.GetPartitionTable()
 	if err != nil {
 		return "", ErrArchUnknown // no partition table: a bare filesystem
