@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
@@ -124,7 +126,8 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 0)
 	cancel()
 	if err != nil {
-		return agentclient.ExitStatus{}, fmt.Errorf("open an API session: %w", err)
+		// hostd's own words, not a gRPC status: they say what to fix.
+		return agentclient.ExitStatus{}, fmt.Errorf("open an API session: %s", status.Convert(err).Message())
 	}
 	defer sess.Close()
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)

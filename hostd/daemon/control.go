@@ -163,6 +163,10 @@ func (s *controlServer) OpenSession(req *controlpb.OpenSessionRequest, stream co
 	}
 	defer n.Sessions().Close(sess.ID)
 	log := s.d.log.With("session", sess.ID)
+	if err := n.CheckEndpoint(stream.Context(), sess); err != nil {
+		log.Warn("relay session refused", "err", err)
+		return status.Error(codes.Unavailable, err.Error())
+	}
 	log.Info("relay session opened", "endpoint", netstack.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
 	err = stream.Send(&controlpb.OpenSessionResponse{
 		SessionId:       sess.ID,

@@ -295,6 +295,31 @@ func TestSessionLogsNoSecret(t *testing.T) {
 	}
 }
 
+// A session whose endpoint cannot be reached is refused when it opens,
+// at once, saying which endpoint and what to check (instead of Claude
+// Code retrying in silence for minutes), without the endpoint's secrets.
+func TestSessionRefusedWhenItsEndpointCannotBeReached(t *testing.T) {
+	c := newControlTest(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := closed.Addr().String()
+	closed.Close()
+	stream, err := c.api.OpenSession(context.Background(), &controlpb.OpenSessionRequest{
+		Endpoint: "http://gw-user:gw-s3cret@" + host + "/v1?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	want := "the API endpoint http://xxxxx@" + host + "/v1?xxxxx cannot be reached (dial tcp " + host + ": connect: connection refused); check this machine's network connection, or ANTHROPIC_BASE_URL"
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != want {
+		t.Errorf("opening a session for an endpoint nobody answers: %v\nwant Unavailable: %s", err, want)
+	}
+	if log := c.log.String(); !strings.Contains(log, "relay session refused") || strings.Contains(log, "s3cret") || strings.Contains(log, "gw-user") {
+		t.Errorf("hostd's log:\n%s", log)
+	}
+}
+
 func TestClientKnowsTheCeiling(t *testing.T) {
 	if hostd.MaxSessionTTL != netstack.MaxSessionTTL {
 		t.Fatalf("hostd.MaxSessionTTL %v, netstack.MaxSessionTTL %v", hostd.MaxSessionTTL, netstack.MaxSessionTTL)
