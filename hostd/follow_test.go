@@ -24,6 +24,7 @@ type eventsHostd struct {
 	events []*controlpb.Event
 	cut    bool
 	stop   func()
+	sent   chan struct{} // closed once the events are sent, when not nil
 }
 
 func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Control_EventsServer) error {
@@ -31,6 +32,9 @@ func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Contro
 		if err := stream.Send(ev); err != nil {
 			return err
 		}
+	}
+	if f.sent != nil {
+		close(f.sent)
 	}
 	if f.cut {
 		go f.stop()
@@ -112,5 +116,29 @@ func TestFollowWithoutACauseSaysHostdExited(t *testing.T) {
 	err, _ := followFake(t, newInstance(t), &eventsHostd{cut: true})
 	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("follow: %v", err)
+	}
+}
+
+// After a failed boot hostd exits: the start returns once it has, so that
+// the next command (a status, another start) does not find a hostd that
+// holds the instance but no longer answers.
+func TestFollowWaitsForTheFailedHostdToExit(t *testing.T) {
+	p := newInstance(t)
+	lock, err := instance.TryLock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}, sent: make(chan struct{})}
+	go func() {
+		<-f.sent
+		time.Sleep(200 * time.Millisecond) // hostd still on its way out
+		lock.Release()
+	}()
+	err, _ = followFake(t, p, f)
+	if !errors.As(err, new(*BootError)) {
+		t.Fatalf("follow: %v", err)
+	}
+	if instance.Held(p) {
+		t.Error("follow returned while the failed hostd still held the instance")
 	}
 }

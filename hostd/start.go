@@ -148,7 +148,7 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 	if err != nil {
 		return err
 	}
-	guestRan := false
+	guestRan, agentUp := false, false
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
@@ -163,20 +163,30 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 		switch ev.Phase {
 		case controlpb.Phase_READY:
 			return nil
-		case controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL, controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_PROVISIONING:
+		case controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL:
 			guestRan = true
+		case controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_PROVISIONING:
+			guestRan, agentUp = true, true
 		case controlpb.Phase_FAILED, controlpb.Phase_STOPPED:
 			msg := ev.Message
 			if ev.Error != "" {
 				msg += ": " + ev.Error
+			}
+			// hostd exits after such an event, unless the guest's
+			// provisioning failed (it keeps the guest up for a look):
+			// the next command must not find it half gone.
+			if ev.Phase == controlpb.Phase_STOPPED || !agentUp {
+				wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
+				_ = WaitStopped(wctx, c.Paths)
+				cancel()
 			}
 			return &BootError{Name: c.Name, Cause: msg, Paths: c.Paths, GuestRan: guestRan}
 		}
 	}
 }
 
-// lostHostdWait bounds how long a start whose event stream broke waits
-// for hostd to exit and leave the reason behind.
+// lostHostdWait bounds how long a failed start waits for hostd to exit
+// (and, when its event stream broke, leave the reason behind).
 const lostHostdWait = 10 * time.Second
 
 // lostHostd explains an event stream that broke before the boot ended:
