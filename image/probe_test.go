@@ -23,13 +23,32 @@ func toQcow2(t *testing.T, raw string) string {
 
 // A qcow2 cloud image tells its architecture before it is converted, so
 // that init can pick the guest's.
-func TestDiskArchOfAQcow2Image(t *testing.T) {
+func TestImageArchOfAQcow2Image(t *testing.T) {
 	for name, want := range map[string]string{"BOOTAA64.EFI": "arm64", "BOOTX64.EFI": "amd64"} {
 		machine := map[string]uint16{"arm64": 0xaa64, "amd64": 0x8664}[want]
-		got, err := DiskArch(toQcow2(t, espDisk(t, name, peHeader(machine, nil))))
+		got, err := ImageArch(toQcow2(t, espDisk(t, name, peHeader(machine, nil))))
 		if err != nil || got != want {
 			t.Errorf("%s in a qcow2: got %q, %v; want %s", name, got, err, want)
 		}
+	}
+}
+
+// An instance's disk is the guest's to write. A guest that writes a
+// qcow2 header naming a backing file onto it must not make the host open
+// that file when it reads the disk's architecture (vz does, at every
+// start): DiskArch reads the disk as the raw disk it is.
+func TestDiskArchReadsTheGuestsDiskAsRaw(t *testing.T) {
+	qemuImg := needTool(t, "qemu-img")
+	hostFile := espDisk(t, "BOOTAA64.EFI", peHeader(0xaa64, nil)) // a host file that would answer arm64
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if out, err := exec.Command(qemuImg, "create", "-f", "qcow2", "-F", "raw", "-b", hostFile, disk, "40M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	if got, err := DiskArch(disk); !errors.Is(err, ErrArchUnknown) {
+		t.Errorf("DiskArch of a disk holding a qcow2 header: %q, %v; it followed the backing file", got, err)
+	}
+	if got, err := ImageArch(disk); err != nil || got != "arm64" {
+		t.Errorf("ImageArch of the user's qcow2 with a backing file: %q, %v", got, err)
 	}
 }
 

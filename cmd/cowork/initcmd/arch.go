@@ -35,7 +35,7 @@ func builtFor(kernel, img string) (arch, from string) {
 		return "", ""
 	}
 	if img != "" && !isURL(img) {
-		if a, err := image.DiskArch(img); err == nil {
+		if a, err := image.ImageArch(img); err == nil {
 			return a, "--image " + img
 		}
 	}
