@@ -258,7 +258,9 @@ func TestCloseSessionEndsItsStream(t *testing.T) {
 // placeholder stops working.
 func TestHostdExitEndsTheSessions(t *testing.T) {
 	c := newControlTest(t)
-	r, stream := c.open(t, context.Background(), &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
 	close(c.d.closing)
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the instance stopped") {
 		t.Fatalf("the session's stream at hostd's exit ended with %v, want Unavailable", err)
