@@ -1,16 +1,22 @@
 package hostd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // ExitAlreadyRunning is `cowork hostd`'s exit code when another hostd holds
@@ -179,22 +185,23 @@ func (h *child) abandon(name string, paths instance.Paths) error {
 	}
 }
 
-// follow reports events until the boot ends one way or the other.
+// follow reports events until the boot ends one way or the other. A boot
+// that failed ends in the cause hostd gave, in a line or two: the hostd's
+// own log is named, not quoted; the console's last lines are added only
+// when the guest ran, since then they may be the cause.
 func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) error {
 	stream, err := c.Events(ctx)
 	if err != nil {
 		return err
 	}
+	guestRan, agentUp := false, false
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
 			if ended(ctx) {
 				return ctx.Err()
 			}
-			if errors.Is(err, io.EOF) {
-				err = errors.New("hostd exited")
-			}
-			return fmt.Errorf("instance %s: %w%s", c.Name, err, Diagnostics(c.Paths))
+			return c.lostHostd(ctx, err, guestRan)
 		}
 		if progress != nil {
 			progress(ev)
@@ -202,12 +209,24 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 		switch ev.Phase {
 		case controlpb.Phase_READY:
 			return nil
+		case controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL:
+			guestRan = true
+		case controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_PROVISIONING:
+			guestRan, agentUp = true, true
 		case controlpb.Phase_FAILED, controlpb.Phase_STOPPED:
 			msg := ev.Message
 			if ev.Error != "" {
 				msg += ": " + ev.Error
 			}
-			return fmt.Errorf("instance %s did not start: %s%s", c.Name, msg, Diagnostics(c.Paths))
+			// hostd exits after such an event, unless the guest's
+			// provisioning failed (it keeps the guest up for a look):
+			// the next command must not find it half gone.
+			if ev.Phase == controlpb.Phase_STOPPED || !agentUp {
+				wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
+				_ = WaitStopped(wctx, c.Paths)
+				cancel()
+			}
+			return &BootError{Name: c.Name, Cause: msg, Paths: c.Paths, GuestRan: guestRan}
 		}
 	}
 }
@@ -220,6 +239,48 @@ func ended(ctx context.Context) bool {
 		<-ctx.Done()
 	}
 	return ctx.Err() != nil
+}
+
+// lostHostdWait bounds how long a failed start waits for hostd to exit
+// (and, when its event stream broke, leave the reason behind).
+const lostHostdWait = 10 * time.Second
+
+// lostHostd explains an event stream that broke before the boot ended:
+// hostd exited (or crashed) without the last event reaching this client.
+// What hostd wrote on its way out is the cause; a gRPC status is not.
+func (c *Client) lostHostd(ctx context.Context, streamErr error, guestRan bool) error {
+	wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
+	defer cancel()
+	_ = WaitStopped(wctx, c.Paths)
+	if b, err := os.ReadFile(c.Paths.LastStop()); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return &BootError{Name: c.Name, Cause: termsafe.Text(string(bytes.TrimSpace(b))), Paths: c.Paths, GuestRan: guestRan}
+	}
+	why := status.Convert(streamErr).Message()
+	if errors.Is(streamErr, io.EOF) || status.Code(streamErr) == codes.Unavailable {
+		why = "its hostd exited without saying why"
+	}
+	return fmt.Errorf("instance %s did not start: %s%s", c.Name, why, Diagnostics(c.Paths))
+}
+
+// BootError is a start that failed, with the cause hostd gave.
+type BootError struct {
+	Name, Cause string
+	Paths       instance.Paths
+	// GuestRan says the VM ran: the console's last lines may then show
+	// what went wrong in the guest.
+	GuestRan bool
+}
+
+func (e *BootError) Error() string {
+	msg := fmt.Sprintf("instance %s did not start: %s\nmore in hostd's log, %s", e.Name, e.Cause, e.Paths.HostdLog())
+	if !e.GuestRan {
+		return msg
+	}
+	msg += ", and the guest's console, " + e.Paths.SerialLog()
+	if t := tailLines(e.Paths.SerialLog(), 10); t != "" {
+		msg += "; its last lines:\n" + termsafe.Text(t)
+	}
+	return msg
 }
 
 // WaitStopped waits until the instance's hostd is gone.

@@ -55,6 +55,12 @@ type Daemon struct {
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
 	cancelBoot context.CancelFunc
+	// newVM makes the VM; nil means this host's backend (tests give a
+	// fake).
+	newVM func(machine.Config, *slog.Logger) (machine.Machine, error)
+	// closing is closed when hostd is about to exit: the calls that
+	// would last as long as their client (sessions) end then.
+	closing chan struct{}
 }
 
 type agentInfo struct{ version, bootID string }
@@ -98,7 +104,7 @@ func Run(name string, log *slog.Logger) error {
 	if err := instance.WritePid(paths); err != nil {
 		return err
 	}
-	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1)}
+	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{})}
 	defer d.cleanup()
 	return d.serve(sigs)
 }
@@ -142,7 +148,7 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	g := grpc.NewServer()
 	controlpb.RegisterControlServer(g, &controlServer{d: d})
 	go g.Serve(control)
-	defer g.Stop()
+	defer d.stopServing(g)
 
 	go func() {
 		if _, ok := <-sigs; ok {
@@ -162,6 +168,9 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 			d.shutdown(req)
 		default:
 			d.log.Error("boot failed", "err", err)
+			// Kept for `cowork status`, and for a start whose event
+			// stream broke before the failure reached it.
+			_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
 			d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
 			if d.vm != nil {
 				_ = d.vm.Stop(context.Background(), 0)
@@ -289,7 +298,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it was getting ready: start no VM
 	}
-	vm, err := newMachine(mc, d.log)
+	newVM := newMachine
+	if d.newVM != nil {
+		newVM = d.newVM
+	}
+	vm, err := newVM(mc, d.log)
 	if err != nil {
 		return err
 	}

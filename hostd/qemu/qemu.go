@@ -62,7 +62,7 @@ func (v *VM) Backend() (string, string) { return "qemu", v.accel }
 func (v *VM) Start(ctx context.Context) (err error) {
 	bin, err := exec.LookPath(binary(v.cfg.Arch))
 	if err != nil {
-		return fmt.Errorf("%s not found; install QEMU (Debian: apt install qemu-system-arm qemu-system-x86)", binary(v.cfg.Arch))
+		return fmt.Errorf("%s not found, which runs %s guests; install QEMU (%s)", binary(v.cfg.Arch), v.cfg.Arch, installHint(v.cfg.Arch))
 	}
 	v.accel = Accelerator(bin, v.cfg.Arch, v.log)
 	if err := os.MkdirAll(v.cfg.RunDir, 0o700); err != nil {
@@ -104,10 +104,10 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}
 
 	if err := waitForSocket(ctx, v.run.qmp(), v.qemu.exited); err != nil {
-		return v.qemuFailed(err)
+		return v.startFailed(ctx, err)
 	}
 	if err := v.attach(); err != nil {
-		return v.qemuFailed(err)
+		return v.startFailed(ctx, err)
 	}
 	return nil
 }

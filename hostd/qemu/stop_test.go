@@ -19,10 +19,10 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 )
 
-// fakeQEMU is a stand-in QEMU: a process that runs until it is ended, and
-// a QMP monitor on the run directory's socket that answers commands and
-// sends the events a real one would.
-type fakeQEMU struct {
+// monitoredQEMU is a stand-in QEMU in the test's process: a process that
+// runs until it is ended, and a QMP monitor on the run directory's socket
+// that answers commands and sends the events a real one would.
+type monitoredQEMU struct {
 	t  *testing.T
 	vm *VM
 	// onPowerdown is what pressing the power button does (nil: nothing).
@@ -34,9 +34,9 @@ type fakeQEMU struct {
 	commands []string
 }
 
-// newFakeVM makes a VM on a fakeQEMU, attached as Start attaches a real
+// newFakeVM makes a VM on a monitoredQEMU, attached as Start attaches a real
 // one; powerOff is its Config.PowerOff.
-func newFakeVM(t *testing.T, powerOff func(context.Context) error) *fakeQEMU {
+func newFakeVM(t *testing.T, powerOff func(context.Context) error) *monitoredQEMU {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "qs") // short: a unix socket lives in it
 	if err != nil {
@@ -45,7 +45,7 @@ func newFakeVM(t *testing.T, powerOff func(context.Context) error) *fakeQEMU {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	v := &VM{cfg: machine.Config{PowerOff: powerOff}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		run: runPaths{dir}, state: machine.Starting, done: make(chan struct{})}
-	f := &fakeQEMU{t: t, vm: v}
+	f := &monitoredQEMU{t: t, vm: v}
 	ln, err := net.Listen("unix", v.run.qmp())
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func newFakeVM(t *testing.T, powerOff func(context.Context) error) *fakeQEMU {
 	return f
 }
 
-func (f *fakeQEMU) serve(ln net.Listener) {
+func (f *monitoredQEMU) serve(ln net.Listener) {
 	c, err := ln.Accept()
 	ln.Close()
 	if err != nil {
@@ -100,7 +100,7 @@ func (f *fakeQEMU) serve(ln net.Listener) {
 }
 
 // powerdowns counts the presses of the power button.
-func (f *fakeQEMU) powerdowns() int {
+func (f *monitoredQEMU) powerdowns() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -116,7 +116,7 @@ func (f *fakeQEMU) powerdowns() int {
 // none, as when it crashes), the process gone, its monitor closed. The
 // event is sent once the process has been reaped: the slowest it may
 // come, after hostd has seen QEMU exit.
-func (f *fakeQEMU) exit(reason string) {
+func (f *monitoredQEMU) exit(reason string) {
 	f.mu.Lock()
 	f.exiting = true
 	f.mu.Unlock()
@@ -167,7 +167,7 @@ func TestUnaskedStopSaysWhatTheGuestDid(t *testing.T) {
 // Stop asks through Config.PowerOff (hostd's agent) first; the guest that
 // then powers off stopped as asked, not "unexpectedly".
 func TestStopAsksTheGuestThroughPowerOff(t *testing.T) {
-	var f *fakeQEMU
+	var f *monitoredQEMU
 	asked := 0
 	f = newFakeVM(t, func(context.Context) error {
 		asked++

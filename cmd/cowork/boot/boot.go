@@ -124,8 +124,10 @@ func (p *printer) event(ev *controlpb.Event) {
 		stamp = "\x1b[2m" + stamp + "\x1b[0m"
 	}
 	// Provisioning lines and errors quote the guest: shown, never obeyed.
+	// The cause of a boot that ended is the error start returns: it is
+	// not shown twice.
 	line := termsafe.Line(ev.Message)
-	if ev.Error != "" {
+	if ev.Error != "" && ev.Phase != controlpb.Phase_FAILED && ev.Phase != controlpb.Phase_STOPPED {
 		line += ": " + termsafe.Text(ev.Error)
 	}
 	fmt.Fprintf(p.ios.ErrOut, "  %s %s\n", stamp, line)

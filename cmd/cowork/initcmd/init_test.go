@@ -30,6 +30,18 @@ func parse(t *testing.T, args ...string) *Options {
 	return got
 }
 
+// diskImage writes a small raw disk image at path (an empty MBR) and
+// returns its contents.
+func diskImage(t *testing.T, path string) []byte {
+	t.Helper()
+	b := make([]byte, 64<<10)
+	copy(b[510:], "\x55\xaa")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // created makes an instance "box" from a small raw image, as an init that
 // stopped before the guest was provisioned leaves it.
 func created(t *testing.T) (*Options, instance.Paths) {
@@ -37,9 +49,7 @@ func created(t *testing.T) (*Options, instance.Paths) {
 	home := t.TempDir()
 	t.Setenv("COWORK_HOME", home)
 	img := filepath.Join(home, "img.raw")
-	if err := os.WriteFile(img, []byte("boot sector"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	diskImage(t, img)
 	args := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--cpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
 	o := parse(t, args...)
 	c, src, err := o.Config()
@@ -135,8 +145,7 @@ func TestInitVerifiesALocalImage(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("COWORK_HOME", home)
 	img := filepath.Join(home, "img.raw")
-	os.WriteFile(img, []byte("boot sector"), 0o600)
-	sum := sha256.Sum256([]byte("boot sector"))
+	sum := sha256.Sum256(diskImage(t, img))
 	base := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
 
 	o := parse(t, append(base, "--image-sha256", strings.Repeat("ab", 32))...)
@@ -170,7 +179,9 @@ func TestInitVerifiesALocalImage(t *testing.T) {
 
 func TestInitMaxFlows(t *testing.T) {
 	home := t.TempDir()
-	args := []string{"--workspace", home, "--image", os.Args[0]}
+	img := filepath.Join(home, "img.raw")
+	diskImage(t, img)
+	args := []string{"--workspace", home, "--image", img}
 	c, _, err := parse(t, args...).Config()
 	if err != nil || c.Network.MaxFlows != 0 {
 		t.Fatalf("by default: %+v %v; want 0 (netstack's default)", c.Network, err)
