@@ -30,12 +30,34 @@ var ErrAlreadyRunning = errors.New("already running")
 // launched to stop, before it kills it.
 const abandonTimeout = 45 * time.Second
 
+// AbandonedError is Start's error when ctx ended before the instance was
+// ready. Launched says whether this Start had launched the hostd, which it
+// then stopped (StopErr says why that failed, if it did). A hostd that it
+// found running, ready or still booting, it left as it was: that one is
+// another start's to follow, or already serving.
+type AbandonedError struct {
+	Err      error // ctx's
+	Launched bool
+	StopErr  error
+}
+
+func (e *AbandonedError) Error() string {
+	if e.StopErr != nil {
+		return fmt.Sprintf("%v; %v", e.Err, e.StopErr)
+	}
+	return e.Err.Error()
+}
+
+func (e *AbandonedError) Unwrap() error { return e.Err }
+
 // Start boots the named instance, launching its hostd unless one runs, and
 // reports each boot event to progress until the instance is ready. When
-// ctx ends first, Start returns ctx's error; a hostd it launched itself is
-// stopped first (see child.abandon), so an interrupted start never leaves a
-// VM booting that nobody waits for. A hostd it found running is left as it
-// is: stopping that one is the caller's choice.
+// ctx ends first, Start returns an *AbandonedError wrapping ctx's error; a
+// hostd it launched itself is stopped first (see child.abandon), so an
+// interrupted start never leaves a VM booting that nobody waits for. A
+// hostd it found running is never stopped, whatever ctx says: stopping
+// that one is the caller's choice. An instance found ready is
+// ErrAlreadyRunning, even when ctx has already ended.
 func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event)) (err error) {
 	paths, err := instance.PathsFor(name)
 	if err != nil {
@@ -45,27 +67,36 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		return err
 	}
 	running := instance.Held(paths)
+	if running && readyNow(ctx, name) {
+		return ErrAlreadyRunning
+	}
+	var h *child
+	launched := false
+	defer func() {
+		if err == nil || ctx.Err() == nil {
+			return
+		}
+		ab := &AbandonedError{Err: ctx.Err(), Launched: launched}
+		if h != nil {
+			ab.StopErr = h.abandon(name, paths)
+		}
+		err = ab
+	}()
 	if !running {
 		if err := ctx.Err(); err != nil {
 			return err // interrupted already: launch nothing
 		}
-		h, lerr := launchChild(exe, name)
-		if lerr != nil {
+		var lerr error
+		if h, lerr = launchChild(exe, name); lerr != nil {
 			return lerr
 		}
-		defer func() {
-			if err != nil && ctx.Err() != nil {
-				if aerr := h.abandon(name, paths); aerr != nil {
-					err = fmt.Errorf("%w; %w", err, aerr)
-				}
-			}
-		}()
+		launched = true
 		err = waitForControl(ctx, paths, h)
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
 		case errors.As(err, &ee) && ee.ExitCode() == ExitAlreadyRunning:
-			running = true // another start won the race; follow its hostd
+			running, launched = true, false // another start won the race; follow its hostd
 		case errors.As(err, new(*hostdExit)):
 			return fmt.Errorf("%w%s", err, Diagnostics(paths))
 		default:
@@ -88,6 +119,21 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		}
 	}
 	return c.follow(ctx, progress)
+}
+
+// readyNow reports whether the instance's hostd says it is ready. It has
+// a few seconds of its own, whatever is left of ctx: an instance that is
+// ready needs no waiting for, and is reported as such.
+func readyNow(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	c, err := Dial(name)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	return err == nil && st.Ready
 }
 
 // child is a hostd this process launched, reaped in the background.
@@ -152,7 +198,7 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ended(ctx) {
 				return ctx.Err()
 			}
 			return c.lostHostd(ctx, err, guestRan)
@@ -183,6 +229,16 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 			return &BootError{Name: c.Name, Cause: msg, Paths: c.Paths, GuestRan: guestRan}
 		}
 	}
+}
+
+// ended reports whether ctx has ended. gRPC times a call out on its own
+// timer, which can fire a moment before ctx's: past its deadline, ctx is
+// waited for, so that a timeout is always reported as ctx's.
+func ended(ctx context.Context) bool {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
+	return ctx.Err() != nil
 }
 
 // lostHostdWait bounds how long a failed start waits for hostd to exit

@@ -273,6 +273,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		MachineID: d.paths.MachineID(),
 		Console:   con.W,
 		RunDir:    d.paths.Run(),
+		PowerOff:  d.agentPowerOff,
 	}
 	// The seed disk is made anew at every start, so the guest gets this
 	// build's agent (its boot script reinstalls it when it differs).
@@ -384,31 +385,35 @@ func (d *Daemon) writeCIData() error {
 	})
 }
 
-// shutdown stops the VM as asked: the agent powers the guest off cleanly
-// (it syncs first), the hypervisor's power button is the fallback, and
-// the power is cut after the timeout or at once with force.
+// shutdown stops the VM as asked, through the Machine's own Stop, so that
+// the VM knows from the start that its end was asked for: the guest powers
+// off cleanly (agentPowerOff, the power button as the fallback), and its
+// power is cut after the timeout, or at once with force.
 func (d *Daemon) shutdown(req stopRequest) {
 	d.log.Info("stopping", "force", req.force, "timeout", req.timeout)
+	timeout := req.timeout
 	if req.force {
-		_ = d.vm.Stop(context.Background(), 0)
-		return
+		timeout = 0
 	}
+	_ = d.vm.Stop(context.Background(), timeout)
+}
+
+// agentPowerOff asks the guest's agent to power the guest off: it syncs
+// the disks first. The VM's Stop calls it (machine.Config.PowerOff).
+func (d *Daemon) agentPowerOff(ctx context.Context) error {
 	d.mu.Lock()
 	agent := d.agent
 	d.mu.Unlock()
-	if agent != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := agent.Shutdown(ctx); err != nil {
-			d.log.Warn("agent shutdown", "err", err)
-		}
-		cancel()
-		select {
-		case <-d.vm.Done():
-			return
-		case <-time.After(req.timeout):
-		}
+	if agent == nil {
+		return errors.New("the guest agent has not connected")
 	}
-	_ = d.vm.Stop(context.Background(), req.timeout)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := agent.Shutdown(ctx); err != nil {
+		return err
+	}
+	d.log.Info("the guest agent is powering the guest off")
+	return nil
 }
 
 // machine is the VM, once started.

@@ -227,6 +227,9 @@ func run(ctx context.Context, o *Options) error {
 	}
 	if p, err := instance.PathsFor(c.Name); err == nil {
 		if _, err := os.Stat(p.Dir()); err == nil {
+			if err := instance.CheckLeftover(p); err != nil {
+				return err // not an interrupted init's: never overwritten
+			}
 			fmt.Fprintf(o.IO.ErrOut, "An earlier init of %s stopped before its disk was complete; making it again\n", c.Name)
 		}
 	}

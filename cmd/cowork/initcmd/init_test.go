@@ -194,3 +194,48 @@ func TestInitMaxFlows(t *testing.T) {
 		t.Fatalf("--max-flows 0: %v", err)
 	}
 }
+
+// init over an existing name never overwrites: a finished instance is
+// refused whatever the flags, and a folder that holds more than an
+// interrupted init leaves is refused before anything is downloaded or
+// made. Either way the disk, the config and the folder stay as they were.
+func TestInitNeverOverwritesAnInstance(t *testing.T) {
+	o, p := created(t)
+	os.WriteFile(p.Provisioned(), nil, 0o600)
+	if err := os.WriteFile(p.Disk(), []byte("the guest's work"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config, _ := os.ReadFile(p.Config())
+	home := filepath.Dir(p.Dir())
+	for _, args := range [][]string{nil, {"--cpus", "2", "--disk", "2GiB", "--image", filepath.Join(home, "img.raw"), "--no-start"}} {
+		o := o
+		if args != nil {
+			o = parse(t, args...)
+		}
+		ios, _, _, _ := iostreams.Test()
+		o.IO = ios
+		if err := run(context.Background(), o); !errors.As(err, new(*instance.ExistsError)) {
+			t.Errorf("init %q over a finished instance: %v", args, err)
+		}
+		if b, _ := os.ReadFile(p.Disk()); string(b) != "the guest's work" {
+			t.Fatalf("init %q: the disk holds %q", args, b)
+		}
+		if b, _ := os.ReadFile(p.Config()); string(b) != string(config) {
+			t.Fatalf("init %q changed the config:\n%s", args, b)
+		}
+	}
+
+	// The same instance, its config gone: it has run (it holds logs and
+	// the provisioned marker), so it is no interrupted init's.
+	os.Remove(p.Config())
+	ios, _, _, errOut := iostreams.Test()
+	o.IO = ios
+	o.Image = "https://example.invalid/never-downloaded.img"
+	err := run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), p.Dir()+" exists and is not an instance") || strings.Contains(errOut.String(), "making it again") {
+		t.Fatalf("init over a folder it did not make: %v\n%s", err, errOut)
+	}
+	if b, _ := os.ReadFile(p.Disk()); string(b) != "the guest's work" {
+		t.Fatalf("the disk holds %q", b)
+	}
+}
