@@ -104,8 +104,16 @@ func TestFaults(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.errOut, "workspace "+e.workspace) || !strings.Contains(r.errOut, "create it") {
 			t.Errorf("start without its workspace: %s", r)
 		}
-		os.MkdirAll(e.workspace, 0o777)
+		// Made again as a user makes a folder (root's, 0755 here): the
+		// guest's user writes to it through the share all the same.
+		if err := os.Mkdir(e.workspace, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		e.must("start")
+		e.must("exec", "echo back > /workspace/after.txt")
+		if b, err := os.ReadFile(filepath.Join(e.workspace, "after.txt")); err != nil || string(b) != "back\n" {
+			t.Errorf("the guest user's write to the new workspace: %q %v", b, err)
+		}
 	})
 
 	t.Run("guest clock set wrong is corrected", func(t *testing.T) {

@@ -40,6 +40,7 @@ type status struct {
 	DiskBytes     int64  `json:"disk_bytes"`
 	DiskUsedBytes int64  `json:"disk_used_bytes"`
 	Workspace     string `json:"workspace"`
+	Error         string `json:"error"`
 	Note          string `json:"note"`
 }
 
@@ -66,8 +67,12 @@ func TestLifecycle(t *testing.T) {
 	if st, err := os.Stat(e.workspace); err != nil || !st.IsDir() {
 		t.Fatalf("init did not create the workspace: %v", err)
 	}
-	// The workspace is root's, as cowork runs as root here; the guest's
-	// user (uid 1000) writes to it all the same: it is that user's inside.
+	// The workspace is root's, as cowork runs as root here, and nobody
+	// else may write it; the guest's user (uid 1000) writes to it all the
+	// same ("workspace both ways"): it is that user's inside.
+	if st, err := os.Stat(e.workspace); err != nil || st.Sys().(*syscall.Stat_t).Uid != 0 || st.Mode().Perm()&0o022 != 0 {
+		t.Fatalf("init made the workspace %v (%v); want root's, writable by root alone", st.Mode(), err)
+	}
 
 	s := e.status()
 	version := strings.Fields(e.must("version").out)[1]
@@ -85,6 +90,19 @@ func TestLifecycle(t *testing.T) {
 	}
 	if r := e.must("start"); !strings.Contains(r.errOut, "already running") {
 		t.Errorf("start on a running instance: %s", r)
+	}
+	// However short its --timeout, a start leaves a running instance alone.
+	if r := e.must("start", "--timeout", "1ms"); !strings.Contains(r.errOut, "already running") {
+		t.Errorf("start --timeout 1ms on a running instance: %s", r)
+	}
+	for _, d := range []string{"0", "-5m"} {
+		if r := e.run("start", "--timeout", d); r.code != 2 || !strings.HasPrefix(r.errOut, "cowork: --timeout "+d) ||
+			strings.Count(r.errOut, "\n") != 2 || !strings.HasSuffix(r.errOut, "\nRun 'cowork --help' for usage.\n") {
+			t.Errorf("start --timeout %s: %s, want a one-line usage error", d, r)
+		}
+	}
+	if now := e.status(); now.State != "running" || !now.Ready || now.HostdPid != s.HostdPid {
+		t.Fatalf("a start with a short --timeout touched the running instance: %+v, was %+v", now, s)
 	}
 
 	t.Run("exec exit codes", func(t *testing.T) {
@@ -158,10 +176,14 @@ func TestLifecycle(t *testing.T) {
 		if r := e.must("exec", "cat /workspace/from-host.txt"); r.out != "made on the host\n" {
 			t.Errorf("the guest reads %q", r.out)
 		}
-		e.must("exec", "echo made in the guest > /workspace/from-guest.txt")
+		// As the guest's default user, into the root-owned workspace.
+		if r := e.must("exec", "echo made in the guest > /workspace/from-guest.txt && id -u"); r.out != "1000\n" {
+			t.Errorf("the write was not the default user's: %q", r.out)
+		}
 		if b, err := os.ReadFile(filepath.Join(e.workspace, "from-guest.txt")); err != nil || string(b) != "made in the guest\n" {
 			t.Errorf("the host reads %q %v", b, err)
 		}
+		assertOwner(t, filepath.Join(e.workspace, "from-guest.txt"), 0)
 	})
 
 	t.Run("stop and start keep the disk", func(t *testing.T) {
@@ -170,12 +192,28 @@ func TestLifecycle(t *testing.T) {
 		if !strings.Contains(r.errOut, "stopped") {
 			t.Errorf("stop: %s", r)
 		}
-		if s := e.status(); s.State != "stopped" || s.HostdPid != 0 || s.UptimeSeconds != 0 {
+		// A stop asked for is a stop, not "stopped unexpectedly".
+		if s := e.status(); s.State != "stopped" || s.HostdPid != 0 || s.UptimeSeconds != 0 || s.Error != "" {
 			t.Fatalf("after stop: %+v", s)
+		}
+		if _, err := os.Stat(filepath.Join(e.instanceDir("sandbox"), "last-stop.txt")); !os.IsNotExist(err) {
+			t.Errorf("a clean stop left a stop reason: %v", err)
+		}
+		// It went through the agent, which syncs first, not the power button.
+		if b, _ := os.ReadFile(filepath.Join(e.instanceDir("sandbox"), "hostd.log")); !strings.Contains(string(b), "the guest agent is powering the guest off") {
+			t.Errorf("the stop did not ask the guest agent:\n%s", b)
 		}
 		if r := e.must("stop"); !strings.Contains(r.errOut, "not running") {
 			t.Errorf("stop when stopped: %s", r)
 		}
+		// A disk grows only when asked, and keeps what it holds.
+		if r := e.run("disk", "resize", "3GiB"); r.code != 2 || !strings.Contains(r.errOut, "--yes") {
+			t.Errorf("disk resize without a terminal or --yes: %s", r)
+		}
+		if s := e.status(); s.DiskBytes != 2<<30 {
+			t.Errorf("a refused resize changed the disk: %+v", s)
+		}
+		e.must("disk", "resize", "--yes", "3GiB")
 		// Started in process (no CLI start-up to hide a gap): the moment
 		// Start says ready, agent.sock serves.
 		t.Setenv("COWORK_HOME", e.home)
@@ -189,8 +227,34 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("ready, yet agent.sock does not serve: %v", err)
 		}
 		c.Close()
-		if r := e.must("exec", "cat ~/persist.txt"); r.out != "kept\n" {
-			t.Errorf("after a restart the disk has %q", r.out)
+		if r := e.must("exec", "cat ~/persist.txt; echo $(($(cat /sys/block/vda/size) * 512))"); r.out != "kept\n"+strconv.Itoa(3<<30)+"\n" {
+			t.Errorf("after a resize and a restart the disk has %q", r.out)
+		}
+	})
+
+	// The guest powering off or rebooting by itself stops the VM; status
+	// says which, in the guest's terms, and start boots it again.
+	t.Run("the guest powers off or reboots", func(t *testing.T) {
+		for cmd, want := range map[string]string{"poweroff": "the guest powered itself off", "reboot": "the guest rebooted"} {
+			// The test guest's init is busybox's: its own poweroff and reboot.
+			e.run("exec", "-u", "root", "busybox "+cmd+" -d 1") // its channel may break as the guest goes
+			deadline := time.Now().Add(2 * time.Minute)
+			for e.status().State != "stopped" {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: the VM is still running", cmd)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			if s := e.status(); !strings.HasPrefix(s.Error, want) {
+				t.Errorf("%s: status says %q, want %q", cmd, s.Error, want)
+			}
+			if left := processesOf(e.instanceDir("sandbox")); len(left) > 0 {
+				t.Errorf("%s: processes left: %v", cmd, left)
+			}
+			e.must("start")
+			if s := e.status(); s.Error != "" {
+				t.Errorf("%s: the stop reason outlived the next start: %+v", cmd, s)
+			}
 		}
 	})
 
@@ -325,8 +389,12 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("delete", func(t *testing.T) {
 		e.must("start")
+		before := e.status()
 		if r := e.run("delete"); r.code != 2 || !strings.Contains(r.errOut, "--yes") {
 			t.Errorf("delete without a terminal or --yes: %s", r)
+		}
+		if s := e.status(); s.State != "running" || s.HostdPid != before.HostdPid {
+			t.Fatalf("a refused delete touched the running instance: %+v", s)
 		}
 		e.must("delete", "--yes")
 		if _, err := os.Stat(e.instanceDir("sandbox")); !os.IsNotExist(err) {

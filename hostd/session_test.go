@@ -30,11 +30,15 @@ type fakeHostd struct {
 	starts   []*agentpb.ExecStart
 	liveAtEx []bool // whether a session lived at each Exec
 	ceiling  bool   // end sessions at once, as at their ceiling
+	refuse   string // refuse sessions with this Unavailable message
 }
 
 const fakePlaceholder = "cowork-session-fake0123"
 
 func (f *fakeHostd) OpenSession(req *controlpb.OpenSessionRequest, stream controlpb.Control_OpenSessionServer) error {
+	if f.refuse != "" {
+		return status.Error(codes.Unavailable, f.refuse)
+	}
 	f.mu.Lock()
 	id := "sess" + string(rune('a'+len(f.opened)))
 	f.opened = append(f.opened, req)
@@ -177,6 +181,20 @@ func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
 		if how := f.ended["sessa"]; how != "closed" {
 			t.Errorf("the session ended by %q when Claude returned, want closed", how)
 		}
+	}
+}
+
+// hostd refusing the session (its endpoint cannot be reached) is said in
+// hostd's words, not as a gRPC status, and claude does not run.
+func TestClaudeSaysWhyNoSessionOpened(t *testing.T) {
+	c, f := newFakeClient(t)
+	f.refuse = "the API endpoint https://api.anthropic.com cannot be reached (dial tcp: lookup api.anthropic.com: no such host); check this machine's network connection, or ANTHROPIC_BASE_URL"
+	_, err := c.Claude(context.Background(), ClaudeOptions{Credential: Credential{APIKey: "sk-ant-test"}, Args: []string{"-p"}})
+	if err == nil || err.Error() != "open an API session: "+f.refuse {
+		t.Errorf("claude: %v", err)
+	}
+	if len(f.starts) != 1 { // the project folder's mkdir only
+		t.Errorf("%d execs; claude ran without a session", len(f.starts))
 	}
 }
 

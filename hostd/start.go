@@ -1,16 +1,22 @@
 package hostd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // ExitAlreadyRunning is `cowork hostd`'s exit code when another hostd holds
@@ -24,12 +30,34 @@ var ErrAlreadyRunning = errors.New("already running")
 // launched to stop, before it kills it.
 const abandonTimeout = 45 * time.Second
 
+// AbandonedError is Start's error when ctx ended before the instance was
+// ready. Launched says whether this Start had launched the hostd, which it
+// then stopped (StopErr says why that failed, if it did). A hostd that it
+// found running, ready or still booting, it left as it was: that one is
+// another start's to follow, or already serving.
+type AbandonedError struct {
+	Err      error // ctx's
+	Launched bool
+	StopErr  error
+}
+
+func (e *AbandonedError) Error() string {
+	if e.StopErr != nil {
+		return fmt.Sprintf("%v; %v", e.Err, e.StopErr)
+	}
+	return e.Err.Error()
+}
+
+func (e *AbandonedError) Unwrap() error { return e.Err }
+
 // Start boots the named instance, launching its hostd unless one runs, and
 // reports each boot event to progress until the instance is ready. When
-// ctx ends first, Start returns ctx's error; a hostd it launched itself is
-// stopped first (see child.abandon), so an interrupted start never leaves a
-// VM booting that nobody waits for. A hostd it found running is left as it
-// is: stopping that one is the caller's choice.
+// ctx ends first, Start returns an *AbandonedError wrapping ctx's error; a
+// hostd it launched itself is stopped first (see child.abandon), so an
+// interrupted start never leaves a VM booting that nobody waits for. A
+// hostd it found running is never stopped, whatever ctx says: stopping
+// that one is the caller's choice. An instance found ready is
+// ErrAlreadyRunning, even when ctx has already ended.
 func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event)) (err error) {
 	paths, err := instance.PathsFor(name)
 	if err != nil {
@@ -39,27 +67,36 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		return err
 	}
 	running := instance.Held(paths)
+	if running && readyNow(ctx, name) {
+		return ErrAlreadyRunning
+	}
+	var h *child
+	launched := false
+	defer func() {
+		if err == nil || ctx.Err() == nil {
+			return
+		}
+		ab := &AbandonedError{Err: ctx.Err(), Launched: launched}
+		if h != nil {
+			ab.StopErr = h.abandon(name, paths)
+		}
+		err = ab
+	}()
 	if !running {
 		if err := ctx.Err(); err != nil {
 			return err // interrupted already: launch nothing
 		}
-		h, lerr := launchChild(exe, name)
-		if lerr != nil {
+		var lerr error
+		if h, lerr = launchChild(exe, name); lerr != nil {
 			return lerr
 		}
-		defer func() {
-			if err != nil && ctx.Err() != nil {
-				if aerr := h.abandon(name, paths); aerr != nil {
-					err = fmt.Errorf("%w; %w", err, aerr)
-				}
-			}
-		}()
+		launched = true
 		err = waitForControl(ctx, paths, h)
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
 		case errors.As(err, &ee) && ee.ExitCode() == ExitAlreadyRunning:
-			running = true // another start won the race; follow its hostd
+			running, launched = true, false // another start won the race; follow its hostd
 		case errors.As(err, new(*hostdExit)):
 			return fmt.Errorf("%w%s", err, Diagnostics(paths))
 		default:
@@ -82,6 +119,21 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		}
 	}
 	return c.follow(ctx, progress)
+}
+
+// readyNow reports whether the instance's hostd says it is ready. It has
+// a few seconds of its own, whatever is left of ctx: an instance that is
+// ready needs no waiting for, and is reported as such.
+func readyNow(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	c, err := Dial(name)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	return err == nil && st.Ready
 }
 
 // child is a hostd this process launched, reaped in the background.
@@ -133,22 +185,23 @@ func (h *child) abandon(name string, paths instance.Paths) error {
 	}
 }
 
-// follow reports events until the boot ends one way or the other.
+// follow reports events until the boot ends one way or the other. A boot
+// that failed ends in the cause hostd gave, in a line or two: the hostd's
+// own log is named, not quoted; the console's last lines are added only
+// when the guest ran, since then they may be the cause.
 func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) error {
 	stream, err := c.Events(ctx)
 	if err != nil {
 		return err
 	}
+	guestRan, agentUp := false, false
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ended(ctx) {
 				return ctx.Err()
 			}
-			if errors.Is(err, io.EOF) {
-				err = errors.New("hostd exited")
-			}
-			return fmt.Errorf("instance %s: %w%s", c.Name, err, Diagnostics(c.Paths))
+			return c.lostHostd(ctx, err, guestRan)
 		}
 		if progress != nil {
 			progress(ev)
@@ -156,14 +209,78 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 		switch ev.Phase {
 		case controlpb.Phase_READY:
 			return nil
+		case controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL:
+			guestRan = true
+		case controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_PROVISIONING:
+			guestRan, agentUp = true, true
 		case controlpb.Phase_FAILED, controlpb.Phase_STOPPED:
 			msg := ev.Message
 			if ev.Error != "" {
 				msg += ": " + ev.Error
 			}
-			return fmt.Errorf("instance %s did not start: %s%s", c.Name, msg, Diagnostics(c.Paths))
+			// hostd exits after such an event, unless the guest's
+			// provisioning failed (it keeps the guest up for a look):
+			// the next command must not find it half gone.
+			if ev.Phase == controlpb.Phase_STOPPED || !agentUp {
+				wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
+				_ = WaitStopped(wctx, c.Paths)
+				cancel()
+			}
+			return &BootError{Name: c.Name, Cause: msg, Paths: c.Paths, GuestRan: guestRan}
 		}
 	}
+}
+
+// ended reports whether ctx has ended. gRPC times a call out on its own
+// timer, which can fire a moment before ctx's: past its deadline, ctx is
+// waited for, so that a timeout is always reported as ctx's.
+func ended(ctx context.Context) bool {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		<-ctx.Done()
+	}
+	return ctx.Err() != nil
+}
+
+// lostHostdWait bounds how long a failed start waits for hostd to exit
+// (and, when its event stream broke, leave the reason behind).
+const lostHostdWait = 10 * time.Second
+
+// lostHostd explains an event stream that broke before the boot ended:
+// hostd exited (or crashed) without the last event reaching this client.
+// What hostd wrote on its way out is the cause; a gRPC status is not.
+func (c *Client) lostHostd(ctx context.Context, streamErr error, guestRan bool) error {
+	wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
+	defer cancel()
+	_ = WaitStopped(wctx, c.Paths)
+	if b, err := os.ReadFile(c.Paths.LastStop()); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return &BootError{Name: c.Name, Cause: termsafe.Text(string(bytes.TrimSpace(b))), Paths: c.Paths, GuestRan: guestRan}
+	}
+	why := status.Convert(streamErr).Message()
+	if errors.Is(streamErr, io.EOF) || status.Code(streamErr) == codes.Unavailable {
+		why = "its hostd exited without saying why"
+	}
+	return fmt.Errorf("instance %s did not start: %s%s", c.Name, why, Diagnostics(c.Paths))
+}
+
+// BootError is a start that failed, with the cause hostd gave.
+type BootError struct {
+	Name, Cause string
+	Paths       instance.Paths
+	// GuestRan says the VM ran: the console's last lines may then show
+	// what went wrong in the guest.
+	GuestRan bool
+}
+
+func (e *BootError) Error() string {
+	msg := fmt.Sprintf("instance %s did not start: %s\nmore in hostd's log, %s", e.Name, e.Cause, e.Paths.HostdLog())
+	if !e.GuestRan {
+		return msg
+	}
+	msg += ", and the guest's console, " + e.Paths.SerialLog()
+	if t := tailLines(e.Paths.SerialLog(), 10); t != "" {
+		msg += "; its last lines:\n" + termsafe.Text(t)
+	}
+	return msg
 }
 
 // WaitStopped waits until the instance's hostd is gone.

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
@@ -19,16 +20,37 @@ import (
 // architecture (a bare filesystem, or a kernel of a kind not known here).
 var ErrArchUnknown = errors.New("architecture not recognised")
 
-// DiskArch tells which architecture a bootable disk is for, from the
+// DiskArch tells which architecture a raw bootable disk is for, from the
 // removable-media loader (EFI/BOOT/BOOT*.EFI) on its EFI system partition.
 // A hypervisor given a disk of the other architecture shows only a silent
-// firmware prompt; this lets cowork say what is wrong instead.
+// firmware prompt; this lets cowork say what is wrong instead. The disk
+// is read as raw whatever it holds: an instance's disk is the guest's to
+// write, and a qcow2 header it wrote there must not make the host open
+// the backing file it names (ImageArch reads the user's images).
 func DiskArch(diskPath string) (string, error) {
 	d, err := diskfs.Open(diskPath, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		return "", fmt.Errorf("open %s: %w", diskPath, err)
 	}
 	defer d.Close()
+	return espArch(diskPath, d)
+}
+
+// ImageArch is DiskArch for an image the user gives init: raw, or any
+// format go-qcow2reader reads (a qcow2 cloud image, before it is
+// converted; its backing file too, as the conversion would).
+func ImageArch(imagePath string) (string, error) {
+	d, done, err := openDisk(imagePath)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", imagePath, err)
+	}
+	defer done()
+	return espArch(imagePath, d)
+}
+
+// espArch reads the architecture of the loader on d's EFI system
+// partition.
+func espArch(diskPath string, d *disk.Disk) (string, error) {
 	table, err := d.GetPartitionTable()
 	if err != nil {
 		return "", ErrArchUnknown // no partition table: a bare filesystem

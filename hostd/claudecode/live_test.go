@@ -103,3 +103,43 @@ func TestDecodesTheRealClaudeCode(t *testing.T) {
 		t.Errorf("the second request does not carry the tool result: %.300s", reqs[1].Raw)
 	}
 }
+
+// An unknown --resume session makes the real Claude Code fail at once,
+// before any request, with a result that says so in its errors and no
+// turn: what `cowork ask` shows (see testdata/unknown-session.jsonl).
+func TestTheRealClaudeCodeRefusesAnUnknownSession(t *testing.T) {
+	bin := claudeBin(t)
+	api := fakeapi.New(fakeapi.Reply{Text: "must not be asked"})
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	dir := t.TempDir()
+	const unknown = "3f2c1a7e-1111-4222-8333-944445555666"
+	c := exec.Command(bin, "-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages",
+		"--dangerously-skip-permissions", "--resume", unknown)
+	c.Dir = dir
+	c.Env = append(os.Environ(), "HOME="+dir, "ANTHROPIC_BASE_URL="+srv.URL, "ANTHROPIC_API_KEY=sk-test-key",
+		"DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "DISABLE_AUTOUPDATER=1", "IS_SANDBOX=1")
+	c.Stdin = strings.NewReader("go on")
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err == nil {
+		t.Errorf("claude --resume %s exited 0", unknown)
+	}
+	var result *Event
+	if err := Decode(strings.NewReader(string(out)), func(e *Event) error {
+		if e.Type == "result" {
+			result = e
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if result == nil || !result.IsError || result.NumTurns != 0 || len(result.Errors) == 0 ||
+		result.Errors[0] != "No conversation found with session ID: "+unknown {
+		t.Fatalf("result %+v\nstderr: %s", result, stderr.String())
+	}
+	if n := len(api.Requests()); n != 0 {
+		t.Errorf("the API got %d requests", n)
+	}
+}

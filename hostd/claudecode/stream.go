@@ -26,6 +26,9 @@ type Event struct {
 	TotalCostUSD float64 `json:"total_cost_usd"`
 	IsError      bool    `json:"is_error"`
 	Result       string  `json:"result"`
+	// Errors says why a run failed before it could give a result (an
+	// unknown --resume session, say).
+	Errors []string `json:"errors"`
 	// Why the run ended, e.g. "aborted_tools" after an interrupt.
 	TerminalReason string `json:"terminal_reason"`
 

@@ -16,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/procstat"
 	"github.com/coworkhq/cowork/internal/termsafe"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -162,6 +163,10 @@ func (s *controlServer) OpenSession(req *controlpb.OpenSessionRequest, stream co
 	}
 	defer n.Sessions().Close(sess.ID)
 	log := s.d.log.With("session", sess.ID)
+	if err := n.CheckEndpoint(stream.Context(), sess); err != nil {
+		log.Warn("relay session refused", "err", err)
+		return status.Error(codes.Unavailable, err.Error())
+	}
 	log.Info("relay session opened", "endpoint", netstack.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
 	err = stream.Send(&controlpb.OpenSessionResponse{
 		SessionId:       sess.ID,
@@ -177,6 +182,9 @@ func (s *controlServer) OpenSession(req *controlpb.OpenSessionRequest, stream co
 	case <-stream.Context().Done():
 		log.Info("relay session closed: its client's stream ended")
 		return nil
+	case <-s.d.closing:
+		log.Info("relay session closed: hostd is exiting")
+		return status.Error(codes.Unavailable, "the instance stopped")
 	case <-sess.Done():
 	}
 	if errors.Is(sess.Err(), netstack.ErrSessionExpired) {
@@ -194,4 +202,33 @@ func (s *controlServer) CloseSession(ctx context.Context, req *controlpb.CloseSe
 	}
 	n.Sessions().Close(req.SessionId)
 	return &controlpb.CloseSessionResponse{}, nil
+}
+
+// serverDrain bounds how long hostd waits for its calls to end before it
+// exits: long enough to deliver the last events, not so long that a
+// client which stopped reading holds hostd up.
+const serverDrain = 5 * time.Second
+
+// stopServing ends the control API on hostd's way out. The last event
+// (why the boot failed, or that the VM stopped) must reach the clients
+// that follow the boot: the event streams are ended first, then the
+// server stops gracefully, which delivers what they sent before it
+// closes their connections. Stopping it at once could drop the last
+// event, and the client would see only a broken connection.
+func (d *Daemon) stopServing(g *grpc.Server) {
+	d.events.close()
+	if d.closing != nil {
+		close(d.closing)
+	}
+	done := make(chan struct{})
+	go func() {
+		g.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(serverDrain):
+		g.Stop()
+		<-done
+	}
 }

@@ -29,9 +29,12 @@ import (
 )
 
 // sessionClientEnv makes the test binary a client that opens a session on
-// the control socket it names, prints the placeholder and waits to be
-// killed.
-const sessionClientEnv = "COWORK_TEST_SESSION_CLIENT"
+// the control socket it names (for the endpoint sessionEndpointEnv names),
+// prints the placeholder and waits to be killed.
+const (
+	sessionClientEnv   = "COWORK_TEST_SESSION_CLIENT"
+	sessionEndpointEnv = "COWORK_TEST_SESSION_ENDPOINT"
+)
 
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(sessionClientEnv); sock != "" {
@@ -49,7 +52,7 @@ func sessionClient(sock string) error {
 	if err != nil {
 		return err
 	}
-	stream, err := controlpb.NewControlClient(conn).OpenSession(context.Background(), &controlpb.OpenSessionRequest{ApiKey: "sk-ant-killed-client"})
+	stream, err := controlpb.NewControlClient(conn).OpenSession(context.Background(), &controlpb.OpenSessionRequest{Endpoint: os.Getenv(sessionEndpointEnv), ApiKey: "sk-ant-killed-client"})
 	if err != nil {
 		return err
 	}
@@ -80,10 +83,14 @@ func (l *lockedBuffer) String() string {
 }
 
 type controlTest struct {
+	d    *Daemon
 	sock string
-	api  controlpb.ControlClient
-	net  *netstack.Stack
-	log  *lockedBuffer
+	// endpoint is an API endpoint that accepts connections, for sessions
+	// that name none: a session opens only when its endpoint answers.
+	endpoint string
+	api      controlpb.ControlClient
+	net      *netstack.Stack
+	log      *lockedBuffer
 }
 
 // newControlTest serves hostd's control API on a socket, with a guest
@@ -97,7 +104,7 @@ func newControlTest(t *testing.T) *controlTest {
 		t.Fatal(err)
 	}
 	t.Cleanup(stack.Close)
-	d := &Daemon{name: "test", log: log, events: newEvents(), net: stack}
+	d := &Daemon{name: "test", log: log, events: newEvents(), net: stack, closing: make(chan struct{})}
 	sock := filepath.Join(t.TempDir(), "hostd.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -112,12 +119,29 @@ func newControlTest(t *testing.T) *controlTest {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &controlTest{sock: sock, api: controlpb.NewControlClient(conn), net: stack, log: logs}
+	endpoint, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { endpoint.Close() })
+	go func() {
+		for {
+			c, err := endpoint.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return &controlTest{d: d, sock: sock, endpoint: "http://" + endpoint.Addr().String(), api: controlpb.NewControlClient(conn), net: stack, log: logs}
 }
 
 // open opens a session and returns its first answer and the stream.
 func (c *controlTest) open(t *testing.T, ctx context.Context, req *controlpb.OpenSessionRequest) (*controlpb.OpenSessionResponse, controlpb.Control_OpenSessionClient) {
 	t.Helper()
+	if req.Endpoint == "" {
+		req.Endpoint = c.endpoint
+	}
 	stream, err := c.api.OpenSession(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +194,7 @@ func TestSessionEndsWithItsStream(t *testing.T) {
 func TestSessionEndsWhenItsClientIsKilled(t *testing.T) {
 	c := newControlTest(t)
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), sessionClientEnv+"="+c.sock)
+	cmd.Env = append(os.Environ(), sessionClientEnv+"="+c.sock, sessionEndpointEnv+"="+c.endpoint)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -229,13 +253,29 @@ func TestCloseSessionEndsItsStream(t *testing.T) {
 	}
 }
 
+// hostd on its way out ends the sessions too: they would otherwise hold
+// its exit up for as long as their clients keep them, and the session's
+// placeholder stops working.
+func TestHostdExitEndsTheSessions(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
+	close(c.d.closing)
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the instance stopped") {
+		t.Fatalf("the session's stream at hostd's exit ended with %v, want Unavailable", err)
+	}
+	c.waitRefused(t, r.Placeholder, netstack.Ended)
+}
+
 // hostd's log names the session and its endpoint, never a secret: not the
 // key, nor the endpoint's password, user or query.
 func TestSessionLogsNoSecret(t *testing.T) {
 	c := newControlTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
+	host := strings.TrimPrefix(c.endpoint, "http://")
 	r, _ := c.open(t, ctx, &controlpb.OpenSessionRequest{
-		Endpoint: "https://gw-user:gw-s3cret@gateway.example/anthropic?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+		Endpoint: "http://gw-user:gw-s3cret@" + host + "/anthropic?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
 	cancel()
 	c.waitRefused(t, r.Placeholder, netstack.Ended)
 	// An endpoint that is no http(s) URL is refused without being quoted.
@@ -247,13 +287,38 @@ func TestSessionLogsNoSecret(t *testing.T) {
 		t.Errorf("an ftp endpoint: %v, want InvalidArgument without its password", err)
 	}
 	log := c.log.String()
-	if !strings.Contains(log, "relay session opened") || !strings.Contains(log, "gateway.example/anthropic") || !strings.Contains(log, r.SessionId) {
+	if !strings.Contains(log, "relay session opened") || !strings.Contains(log, host+"/anthropic") || !strings.Contains(log, r.SessionId) {
 		t.Fatalf("the log does not say which session opened where:\n%s", log)
 	}
 	for _, secret := range []string{"s3cret", "gw-user"} {
 		if strings.Contains(log, secret) {
 			t.Errorf("hostd's log holds %q:\n%s", secret, log)
 		}
+	}
+}
+
+// A session whose endpoint cannot be reached is refused when it opens,
+// at once, saying which endpoint and what to check (instead of Claude
+// Code retrying in silence for minutes), without the endpoint's secrets.
+func TestSessionRefusedWhenItsEndpointCannotBeReached(t *testing.T) {
+	c := newControlTest(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := closed.Addr().String()
+	closed.Close()
+	stream, err := c.api.OpenSession(context.Background(), &controlpb.OpenSessionRequest{
+		Endpoint: "http://gw-user:gw-s3cret@" + host + "/v1?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	want := "the API endpoint http://xxxxx@" + host + "/v1?xxxxx cannot be reached (dial tcp " + host + ": connect: connection refused); check this machine's network connection, or ANTHROPIC_BASE_URL"
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != want {
+		t.Errorf("opening a session for an endpoint nobody answers: %v\nwant Unavailable: %s", err, want)
+	}
+	if log := c.log.String(); !strings.Contains(log, "relay session refused") || strings.Contains(log, "s3cret") || strings.Contains(log, "gw-user") {
+		t.Errorf("hostd's log:\n%s", log)
 	}
 }
 

@@ -55,6 +55,12 @@ type Daemon struct {
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
 	cancelBoot context.CancelFunc
+	// newVM makes the VM; nil means this host's backend (tests give a
+	// fake).
+	newVM func(machine.Config, *slog.Logger) (machine.Machine, error)
+	// closing is closed when hostd is about to exit: the calls that
+	// would last as long as their client (sessions) end then.
+	closing chan struct{}
 }
 
 type agentInfo struct{ version, bootID string }
@@ -98,7 +104,7 @@ func Run(name string, log *slog.Logger) error {
 	if err := instance.WritePid(paths); err != nil {
 		return err
 	}
-	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1)}
+	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{})}
 	defer d.cleanup()
 	return d.serve(sigs)
 }
@@ -142,7 +148,7 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	g := grpc.NewServer()
 	controlpb.RegisterControlServer(g, &controlServer{d: d})
 	go g.Serve(control)
-	defer g.Stop()
+	defer d.stopServing(g)
 
 	go func() {
 		if _, ok := <-sigs; ok {
@@ -162,6 +168,9 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 			d.shutdown(req)
 		default:
 			d.log.Error("boot failed", "err", err)
+			// Kept for `cowork status`, and for a start whose event
+			// stream broke before the failure reached it.
+			_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
 			d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
 			if d.vm != nil {
 				_ = d.vm.Stop(context.Background(), 0)
@@ -264,6 +273,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		MachineID: d.paths.MachineID(),
 		Console:   con.W,
 		RunDir:    d.paths.Run(),
+		PowerOff:  d.agentPowerOff,
 	}
 	// The seed disk is made anew at every start, so the guest gets this
 	// build's agent (its boot script reinstalls it when it differs).
@@ -288,7 +298,11 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it was getting ready: start no VM
 	}
-	vm, err := newMachine(mc, d.log)
+	newVM := newMachine
+	if d.newVM != nil {
+		newVM = d.newVM
+	}
+	vm, err := newVM(mc, d.log)
 	if err != nil {
 		return err
 	}
@@ -371,31 +385,35 @@ func (d *Daemon) writeCIData() error {
 	})
 }
 
-// shutdown stops the VM as asked: the agent powers the guest off cleanly
-// (it syncs first), the hypervisor's power button is the fallback, and
-// the power is cut after the timeout or at once with force.
+// shutdown stops the VM as asked, through the Machine's own Stop, so that
+// the VM knows from the start that its end was asked for: the guest powers
+// off cleanly (agentPowerOff, the power button as the fallback), and its
+// power is cut after the timeout, or at once with force.
 func (d *Daemon) shutdown(req stopRequest) {
 	d.log.Info("stopping", "force", req.force, "timeout", req.timeout)
+	timeout := req.timeout
 	if req.force {
-		_ = d.vm.Stop(context.Background(), 0)
-		return
+		timeout = 0
 	}
+	_ = d.vm.Stop(context.Background(), timeout)
+}
+
+// agentPowerOff asks the guest's agent to power the guest off: it syncs
+// the disks first. The VM's Stop calls it (machine.Config.PowerOff).
+func (d *Daemon) agentPowerOff(ctx context.Context) error {
 	d.mu.Lock()
 	agent := d.agent
 	d.mu.Unlock()
-	if agent != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := agent.Shutdown(ctx); err != nil {
-			d.log.Warn("agent shutdown", "err", err)
-		}
-		cancel()
-		select {
-		case <-d.vm.Done():
-			return
-		case <-time.After(req.timeout):
-		}
+	if agent == nil {
+		return errors.New("the guest agent has not connected")
 	}
-	_ = d.vm.Stop(context.Background(), req.timeout)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := agent.Shutdown(ctx); err != nil {
+		return err
+	}
+	d.log.Info("the guest agent is powering the guest off")
+	return nil
 }
 
 // machine is the VM, once started.

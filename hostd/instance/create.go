@@ -1,9 +1,11 @@
 package instance
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/coworkhq/cowork/image"
 )
@@ -35,8 +37,9 @@ func Create(c *Config, src Sources, convert image.Progress) (err error) {
 	if _, err := os.Stat(p.Config()); err == nil {
 		return &ExistsError{Name: c.Name}
 	}
-	// A directory without a config is what an interrupted init left.
-	if err := os.RemoveAll(p.Dir()); err != nil {
+	// A directory without a config is what an interrupted init left, and
+	// is made again; anything else there is not Create's to remove.
+	if err := removeLeftover(p); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(p.Dir(), 0o700); err != nil {
@@ -65,6 +68,49 @@ func Create(c *Config, src Sources, convert image.Progress) (err error) {
 	}
 	c.Image = src.Image
 	return c.Save(p.Dir())
+}
+
+// leftover names what an interrupted Create leaves in an instance's
+// directory (before it writes config.json, last).
+var leftover = map[string]bool{"disk.raw": true, "disk.raw.tmp": true, "kernel": true, "initrd": true}
+
+// CheckLeftover says whether the directory of an instance without a
+// config (p.Dir(), if it exists) is what an interrupted Create left, which
+// the next Create makes again. A directory holding anything Create does
+// not make (a log, EFI variables: an instance that has run and lost its
+// config; or a folder that is no instance at all, in an odd COWORK_HOME)
+// is not Create's to remove: the error says so.
+func CheckLeftover(p Paths) error {
+	entries, err := os.ReadDir(p.Dir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var foreign []string
+	for _, e := range entries {
+		// config.json's temporary files (WriteFileAtomic) are leftovers too.
+		if !leftover[e.Name()] && !strings.HasPrefix(e.Name(), ".config.json.") {
+			foreign = append(foreign, e.Name())
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	if len(foreign) > 5 {
+		foreign = append(foreign[:5], "...")
+	}
+	return fmt.Errorf("%s exists and is not an instance (no config.json; it holds %s); nothing was changed: pick another --name, or move that folder away",
+		p.Dir(), strings.Join(foreign, ", "))
+}
+
+// removeLeftover removes what an interrupted Create left, and only that.
+func removeLeftover(p Paths) error {
+	if err := CheckLeftover(p); err != nil {
+		return err
+	}
+	return os.RemoveAll(p.Dir())
 }
 
 // Finish checks what Create made, for an init that goes on after an

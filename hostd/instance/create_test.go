@@ -3,6 +3,7 @@ package instance
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/coworkhq/cowork/internal/units"
@@ -10,13 +11,12 @@ import (
 
 // An init cut short leaves a directory without config.json. The next
 // Create starts from nothing: a leftover initrd would boot with the new
-// kernel, a leftover "provisioned" marker would skip the provisioning, and
-// a leftover EFI store belongs to another image.
+// kernel, a half-written disk would be mistaken for a whole one.
 func TestCreateOverWhatAnInterruptedInitLeft(t *testing.T) {
 	t.Setenv("COWORK_HOME", t.TempDir())
 	p, _ := PathsFor("sandbox")
 	os.MkdirAll(p.Dir(), 0o700)
-	for _, f := range []string{p.Kernel(), p.Initrd(), p.Provisioned(), p.EFIVars(), p.Disk() + ".tmp"} {
+	for _, f := range []string{p.Kernel(), p.Initrd(), p.Disk() + ".tmp", filepath.Join(p.Dir(), ".config.json.123")} {
 		os.WriteFile(f, []byte("left by the interrupted init, longer than what replaces it"), 0o600)
 	}
 	src := t.TempDir()
@@ -31,7 +31,7 @@ func TestCreateOverWhatAnInterruptedInitLeft(t *testing.T) {
 	if b, _ := os.ReadFile(p.Kernel()); string(b) != "new kernel" {
 		t.Errorf("kernel %q", b)
 	}
-	for _, f := range []string{p.Initrd(), p.Provisioned(), p.EFIVars(), p.Disk() + ".tmp"} {
+	for _, f := range []string{p.Initrd(), p.Disk() + ".tmp"} {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("%s survived from the interrupted init", filepath.Base(f))
 		}
@@ -42,6 +42,37 @@ func TestCreateOverWhatAnInterruptedInitLeft(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(p.Kernel()); string(b) != "new kernel" {
 		t.Errorf("a refused Create changed the kernel: %q", b)
+	}
+}
+
+// A folder without config.json that holds more than an interrupted Create
+// leaves (an instance that has run and lost its config, or no instance at
+// all in an odd COWORK_HOME) is never overwritten: Create refuses and
+// changes nothing.
+func TestCreateNeverOverwritesAFolderItDidNotMake(t *testing.T) {
+	src := t.TempDir()
+	img := filepath.Join(src, "img.raw")
+	os.WriteFile(img, make([]byte, 1<<20), 0o600)
+	for _, found := range []string{"provisioned", "efi-vars", "hostd.log", "serial.log", "notes.txt"} {
+		t.Setenv("COWORK_HOME", t.TempDir())
+		p, _ := PathsFor("sandbox")
+		os.MkdirAll(p.Dir(), 0o700)
+		os.WriteFile(p.Disk(), []byte("the guest's work"), 0o600)
+		os.WriteFile(filepath.Join(p.Dir(), found), []byte("kept"), 0o600)
+		c := &Config{Name: "sandbox", Disk: 2 * units.MiB, Workspace: filepath.Join(src, "ws")}
+		err := Create(c, Sources{Image: img}, nil)
+		if err == nil || !strings.Contains(err.Error(), p.Dir()+" exists and is not an instance (no config.json; it holds "+found+")") {
+			t.Errorf("with %s: %v", found, err)
+		}
+		if b, _ := os.ReadFile(p.Disk()); string(b) != "the guest's work" {
+			t.Errorf("with %s: the disk holds %q", found, b)
+		}
+		if b, _ := os.ReadFile(filepath.Join(p.Dir(), found)); string(b) != "kept" {
+			t.Errorf("with %s: it holds %q", found, b)
+		}
+		if _, err := os.Stat(p.Config()); !os.IsNotExist(err) {
+			t.Errorf("with %s: a config was written: %v", found, err)
+		}
 	}
 }
 

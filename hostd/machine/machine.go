@@ -54,6 +54,28 @@ type Config struct {
 	// inherits a copy; vz holds a duplicate).
 	Console *os.File
 	RunDir  string // private sockets and pid files of this run
+
+	// PowerOff, when set, asks the guest to power off cleanly (hostd: its
+	// agent, which syncs the disks first). Stop tries it before the
+	// hypervisor's power button (see AskPowerOff).
+	PowerOff func(ctx context.Context) error
+}
+
+// AskPowerOff is how a backend's Stop asks the guest to power off: through
+// PowerOff when there is one, else, or when that fails, by pressing button
+// (the hypervisor's power button). It returns once asked, not once off.
+func (c *Config) AskPowerOff(ctx context.Context, button func() error) error {
+	if c.PowerOff != nil {
+		err := c.PowerOff(ctx)
+		if err == nil {
+			return nil
+		}
+		if berr := button(); berr != nil {
+			return fmt.Errorf("%w; the power button: %w", err, berr)
+		}
+		return nil
+	}
+	return button()
 }
 
 // Validate checks what a backend relies on.
@@ -111,8 +133,10 @@ type Machine interface {
 	// when it was not asked to stop.
 	Done() <-chan struct{}
 	Err() error
-	// Stop asks the guest to power off, and cuts the power if it has not
-	// within timeout (at once when timeout is 0).
+	// Stop asks the guest to power off (Config.AskPowerOff), and cuts the
+	// power if it has not within timeout (at once when timeout is 0). The
+	// VM is then stopped as asked: Err stays nil, however it went down.
+	// It is the one way hostd stops a VM.
 	Stop(ctx context.Context, timeout time.Duration) error
 	// DialAgent opens a new channel to the guest agent.
 	DialAgent(ctx context.Context) (net.Conn, error)

@@ -30,13 +30,23 @@ func (n *Stack) serveProxy() error {
 	if err != nil {
 		return err
 	}
-	transport := &http.Transport{
-		// forward rewrote the request's URL to the address its decision
-		// checked, so the transport dials that address and keys its pool of
-		// idle connections by it: a connection is reused only for a request
-		// decided to the same address, never for a name that now resolves
-		// elsewhere. The address must be the one in the request's context,
-		// or nothing is dialled.
+	transport := n.proxyTransport()
+	srv := &http.Server{
+		Handler:           &proxyHandler{n: n, transport: transport},
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	go func() { _ = srv.Serve(n.guard(ln)) }()
+	return nil
+}
+
+// proxyTransport carries the forwarded requests: forward rewrote each
+// request's URL to the address its decision checked, so the transport
+// dials that address and keys its pool of idle connections by it: a
+// connection is reused only for a request decided to the same address,
+// never for a name that now resolves elsewhere. The address must be the
+// one in the request's context, or nothing is dialled.
+func (n *Stack) proxyTransport() *http.Transport {
+	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			checked, _ := ctx.Value(targetKey{}).(netip.AddrPort)
 			dst, err := netip.ParseAddrPort(addr)
@@ -49,12 +59,6 @@ func (n *Stack) serveProxy() error {
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 5 * time.Minute,
 	}
-	srv := &http.Server{
-		Handler:           &proxyHandler{n: n, transport: transport},
-		ReadHeaderTimeout: 30 * time.Second,
-	}
-	go func() { _ = srv.Serve(n.guard(ln)) }()
-	return nil
 }
 
 type targetKey struct{}

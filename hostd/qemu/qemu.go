@@ -32,9 +32,14 @@ type VM struct {
 	monitor  *qmp.SocketMonitor
 	agent    *agentChannel
 
+	// eventsDone is closed once QEMU's events are all read: its monitor's
+	// socket ends when QEMU exits.
+	eventsDone chan struct{}
+
 	mu       sync.Mutex
 	state    machine.State
 	stopping bool
+	shutdown string // the reason of QEMU's SHUTDOWN event, if it sent one
 	done     chan struct{}
 	err      error
 }
@@ -57,7 +62,7 @@ func (v *VM) Backend() (string, string) { return "qemu", v.accel }
 func (v *VM) Start(ctx context.Context) (err error) {
 	bin, err := exec.LookPath(binary(v.cfg.Arch))
 	if err != nil {
-		return fmt.Errorf("%s not found; install QEMU (Debian: apt install qemu-system-arm qemu-system-x86)", binary(v.cfg.Arch))
+		return fmt.Errorf("%s not found, which runs %s guests; install QEMU (%s)", binary(v.cfg.Arch), v.cfg.Arch, installHint(v.cfg.Arch))
 	}
 	v.accel = Accelerator(bin, v.cfg.Arch, v.log)
 	if err := os.MkdirAll(v.cfg.RunDir, 0o700); err != nil {
@@ -99,38 +104,56 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	}
 
 	if err := waitForSocket(ctx, v.run.qmp(), v.qemu.exited); err != nil {
-		return v.qemuFailed(err)
+		return v.startFailed(ctx, err)
 	}
+	if err := v.attach(); err != nil {
+		return v.startFailed(ctx, err)
+	}
+	return nil
+}
+
+// attach connects to the started QEMU's monitor, follows its events and
+// watches it until it exits.
+func (v *VM) attach() (err error) {
 	v.monitor, err = qmp.NewSocketMonitor("unix", v.run.qmp(), 5*time.Second)
 	if err == nil {
 		err = v.monitor.Connect()
 	}
 	if err != nil {
-		return v.qemuFailed(fmt.Errorf("connect to QMP: %w", err))
+		return fmt.Errorf("connect to QMP: %w", err)
 	}
 	v.agent = newAgentChannel(v.run.agent(), v.log)
-	events, err := v.monitor.Events(context.Background())
-	if err == nil {
+	v.eventsDone = make(chan struct{})
+	if events, err := v.monitor.Events(context.Background()); err == nil {
 		go v.watchEvents(events)
+	} else {
+		close(v.eventsDone)
 	}
-
 	v.setState(machine.Running)
 	go v.watch()
 	return nil
 }
 
-// watchEvents follows QMP events. When the guest closes the agent's port
+// watchEvents follows QMP events. SHUTDOWN says why QEMU is about to
+// exit: the guest powered off, rebooted (-no-reboot makes that an exit),
+// or a signal told QEMU to quit. When the guest closes the agent's port
 // (the agent exited or restarted), the session on it is dropped at once:
 // its streams fail now instead of waiting on an agent that is gone, and the
 // next channel opens a new session with the agent that takes its place.
 func (v *VM) watchEvents(events <-chan qmp.Event) {
+	defer close(v.eventsDone)
 	for ev := range events {
-		if ev.Event != "VSERPORT_CHANGE" || ev.Data["id"] != agentPortID {
-			continue
-		}
-		if open, _ := ev.Data["open"].(bool); !open {
-			v.log.Warn("the guest closed the agent's port; dropping the agent session")
-			v.agent.drop()
+		switch {
+		case ev.Event == "SHUTDOWN":
+			reason, _ := ev.Data["reason"].(string)
+			v.mu.Lock()
+			v.shutdown = reason
+			v.mu.Unlock()
+		case ev.Event == "VSERPORT_CHANGE" && ev.Data["id"] == agentPortID:
+			if open, _ := ev.Data["open"].(bool); !open {
+				v.log.Warn("the guest closed the agent's port; dropping the agent session")
+				v.agent.drop()
+			}
 		}
 	}
 }
@@ -143,9 +166,20 @@ func (v *VM) qemuFailed(err error) error {
 	return err
 }
 
-// watch waits for QEMU to exit and cleans up after it.
+// eventsDrain bounds the wait for QEMU's last events once it has exited:
+// its monitor's socket closed with it, so they are read at once.
+const eventsDrain = 5 * time.Second
+
+// watch waits for QEMU to exit and cleans up after it. A VM nobody asked
+// to stop gets its reason (see unasked) from the last events QEMU sent,
+// read before the monitor is let go.
 func (v *VM) watch() {
 	err := <-v.qemu.exited
+	select {
+	case <-v.eventsDone:
+	case <-time.After(eventsDrain):
+		v.log.Warn("QEMU's last events were not read in time")
+	}
 	v.agent.close()
 	v.monitor.Disconnect()
 	if v.virtiofs != nil {
@@ -153,11 +187,28 @@ func (v *VM) watch() {
 	}
 	v.mu.Lock()
 	if !v.stopping {
-		v.err = v.qemuFailed(fmt.Errorf("the VM stopped unexpectedly (%v)", exitText(err)))
+		v.err = v.unasked(err)
 	}
 	v.state = machine.Stopped
 	v.mu.Unlock()
 	close(v.done)
+}
+
+// unasked says why QEMU exited when hostd did not ask it to (v.mu held):
+// what the guest did, from QEMU's SHUTDOWN event, or else how QEMU
+// exited, with its last words.
+func (v *VM) unasked(exit error) error {
+	switch v.shutdown {
+	case "guest-shutdown":
+		return errors.New("the guest powered itself off")
+	case "guest-reset":
+		return errors.New("the guest rebooted (or reset after a crash), which stops a cowork VM")
+	case "guest-panic":
+		return errors.New("the guest kernel panicked")
+	case "host-signal":
+		return fmt.Errorf("QEMU was told to quit by a signal from outside cowork (%s)", exitText(exit))
+	}
+	return v.qemuFailed(fmt.Errorf("the VM stopped unexpectedly (%v)", exitText(exit)))
 }
 
 func exitText(err error) string {
@@ -190,8 +241,10 @@ func (v *VM) Err() error {
 	return v.err
 }
 
-// Stop presses the ACPI power button and waits up to timeout for the guest
-// to power off, then ends QEMU.
+// Stop asks the guest to power off (Config.AskPowerOff: the agent, else
+// the power button) and waits up to timeout for it to, then ends QEMU.
+// The VM counts as stopped on purpose from the first moment, so a guest
+// that powers off as asked is no surprise (Err stays nil).
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	v.stopping = true
@@ -200,20 +253,30 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	}
 	v.mu.Unlock()
 	if timeout > 0 && v.monitor != nil {
-		if _, err := v.monitor.Run([]byte(`{"execute":"system_powerdown"}`)); err != nil {
-			v.log.Warn("system_powerdown", "err", err)
-		}
-		select {
-		case <-v.done:
-			return nil
-		case <-time.After(timeout):
-			v.log.Warn("guest did not power off in time; stopping qemu", "timeout", timeout)
-		case <-ctx.Done():
+		wait := time.NewTimer(timeout)
+		defer wait.Stop()
+		if err := v.cfg.AskPowerOff(ctx, v.powerButton); err != nil {
+			v.log.Warn("could not ask the guest to power off; stopping qemu", "err", err)
+		} else {
+			select {
+			case <-v.done:
+				return nil
+			case <-wait.C:
+				v.log.Warn("guest did not power off in time; stopping qemu", "timeout", timeout)
+			case <-ctx.Done():
+			}
 		}
 	}
 	v.kill()
 	<-v.done
 	return nil
+}
+
+// powerButton presses the VM's power button (ACPI on x86, a GPIO key on
+// arm64's virt machine).
+func (v *VM) powerButton() error {
+	_, err := v.monitor.Run([]byte(`{"execute":"system_powerdown"}`))
+	return err
 }
 
 // kill ends QEMU and virtiofsd at once and waits until both are reaped.

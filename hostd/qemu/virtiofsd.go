@@ -37,8 +37,11 @@ func findVirtiofsd() (path string, rust bool, err error) {
 
 // process is a helper process hostd started, and its exit.
 type process struct {
-	cmd    *exec.Cmd
+	cmd *exec.Cmd
+	// exited gets how the process ended, once, then is closed: a second
+	// receive returns at once (nil), so err keeps the answer.
 	exited chan error
+	err    error // set before exited closes
 }
 
 // start runs cmd and reaps it when it exits; log, its output, is closed
@@ -54,6 +57,7 @@ func start(cmd *exec.Cmd, log io.Closer) (*process, error) {
 	go func() {
 		err := cmd.Wait()
 		log.Close()
+		p.err = err
 		p.exited <- err
 		close(p.exited)
 	}()

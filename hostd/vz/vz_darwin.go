@@ -193,8 +193,8 @@ func (v *VM) Err() error {
 	return v.err
 }
 
-// Stop asks the guest to power off (the virtual power button), then cuts
-// the power after timeout.
+// Stop asks the guest to power off (Config.AskPowerOff: the agent, else
+// the virtual power button), then cuts the power after timeout.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
 	v.stopping = true
@@ -202,14 +202,16 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	if v.vm == nil {
 		return nil
 	}
-	if timeout > 0 && v.vm.CanRequestStop() {
-		if _, err := v.vm.RequestStop(); err != nil {
-			v.log.Warn("request stop", "err", err)
+	if timeout > 0 {
+		wait := time.NewTimer(timeout)
+		defer wait.Stop()
+		if err := v.cfg.AskPowerOff(ctx, v.powerButton); err != nil {
+			v.log.Warn("ask the guest to power off", "err", err)
 		} else {
 			select {
 			case <-v.done:
 				return nil
-			case <-time.After(timeout):
+			case <-wait.C:
 				v.log.Warn("the guest did not power off in time; cutting its power", "timeout", timeout)
 			case <-ctx.Done():
 			}
@@ -226,6 +228,15 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// powerButton presses the VM's virtual power button.
+func (v *VM) powerButton() error {
+	if !v.vm.CanRequestStop() {
+		return errors.New("the VM cannot be asked to stop now")
+	}
+	_, err := v.vm.RequestStop()
+	return err
 }
 
 // DialAgent connects to the agent's vsock port, retrying while the guest

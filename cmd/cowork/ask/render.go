@@ -150,13 +150,20 @@ func (r *Renderer) footer(e *claudecode.Event) {
 	if e.NumTurns == 1 {
 		turns = "turn"
 	}
-	line := fmt.Sprintf("%s · %d %s · $%.4f · session %s", d, e.NumTurns, turns, e.TotalCostUSD, termsafe.Line(e.SessionID))
+	line := fmt.Sprintf("%s · %d %s · $%.4f", d, e.NumTurns, turns, e.TotalCostUSD)
+	// A run that failed before its first turn saved nothing to resume
+	// (it may name a session that does not exist, the one asked for).
+	if !e.IsError || e.NumTurns > 0 {
+		line += " · session " + termsafe.Line(e.SessionID)
+	}
 	if e.IsError {
 		why := firstLine(e.Result, 300)
 		switch {
 		case why != "":
 		case strings.HasPrefix(e.TerminalReason, "aborted"):
 			why = "interrupted"
+		case len(e.Errors) > 0:
+			why = firstLine(strings.Join(e.Errors, "; "), 300)
 		default:
 			why = strings.ReplaceAll(cmp.Or(e.Subtype, "failed"), "_", " ")
 		}

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 // Recorded transcripts of the real Claude Code against the fake API render
 // as the golden files say.
 func TestRenderTranscripts(t *testing.T) {
-	for _, name := range []string{"text", "tool-error", "interrupted"} {
+	for _, name := range []string{"text", "tool-error", "interrupted", "unknown-session"} {
 		t.Run(name, func(t *testing.T) {
 			f, err := os.Open(filepath.Join("../../../hostd/claudecode/testdata", name+".jsonl"))
 			if err != nil {
@@ -35,7 +35,7 @@ func TestRenderTranscripts(t *testing.T) {
 			}
 			r.Finish(name == "interrupted") // a result came: Finish adds nothing
 			// Interrupted, claude exits 0 but its result says it failed.
-			if r.Failed() != (name == "interrupted") {
+			if r.Failed() != (name == "interrupted" || name == "unknown-session") {
 				t.Errorf("Failed() = %v", r.Failed())
 			}
 			got := "--- stdout\n" + out.String() + "--- stderr\n" + errOut.String()

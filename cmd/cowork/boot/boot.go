@@ -1,6 +1,7 @@
 // Package boot starts an instance and shows its boot on stderr: each phase
-// with its time, a timeout, and on Ctrl-C a clean stop, so an interrupted
-// start never leaves a half-booted VM behind.
+// with its time, a timeout, and on Ctrl-C a stop, so an interrupted start
+// never leaves a half-booted VM of its own behind (and never stops one it
+// did not boot).
 package boot
 
 import (
@@ -37,6 +38,7 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	p := &printer{ios: ios, began: began}
 	fmt.Fprintf(ios.ErrOut, "Starting %s...\n", name)
 	err = hostd.Start(ctx, exe, name, p.event)
+	var ab *hostd.AbandonedError
 	switch {
 	case errors.Is(err, hostd.ErrAlreadyRunning):
 		fmt.Fprintf(ios.ErrOut, "%s is already running\n", name)
@@ -44,46 +46,61 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	case err == nil:
 		fmt.Fprintf(ios.ErrOut, "%s is ready (%s)\n", name, time.Since(began).Round(100*time.Millisecond))
 		return nil
-	case ctx.Err() != nil:
-		interrupted := !errors.Is(ctx.Err(), context.DeadlineExceeded)
-		if interrupted {
-			fmt.Fprintf(ios.ErrOut, "\ninterrupted; stopping %s\n", name)
-		}
-		stopErr := stopNow(name)
-		if interrupted {
-			return &cmdutil.ExitError{Code: 130}
-		}
-		msg := fmt.Sprintf("%s did not become ready within %s; stopped it", name, timeout)
-		if stopErr != nil {
-			msg += fmt.Sprintf(" (stopping failed: %v)", stopErr)
-		}
-		if paths, perr := instance.PathsFor(name); perr == nil {
-			msg += hostd.Diagnostics(paths)
-		}
-		return errors.New(msg + "\nretry with a longer --timeout, or look at the logs above")
+	case errors.As(err, &ab):
+		return abandoned(ios, name, timeout, ab, p.last)
 	default:
 		return err
 	}
 }
 
-// stopNow cuts the power of an instance whose boot was abandoned. A hostd
-// that this start launched is gone already (hostd.Start stops it); this is
-// for one it found booting, launched by another start.
-func stopNow(name string) error {
-	c, err := hostd.Dial(name)
-	if err != nil {
-		if errors.Is(err, hostd.ErrNotRunning) {
-			return nil
+// abandoned reports a start that ended before the guest was ready: on
+// Ctrl-C, or after timeout with why (the last boot phase reached) and
+// where the guest's console is. hostd.Start stopped the VM if this start
+// booted it; one that was booting already it left running.
+func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab *hostd.AbandonedError, last controlpb.Phase) error {
+	var msg string
+	switch {
+	case !errors.Is(ab.Err, context.DeadlineExceeded):
+		msg = "\ninterrupted; "
+	case !ab.Launched:
+		msg = fmt.Sprintf("%s did not become ready within %s; ", name, timeout)
+	default:
+		msg = fmt.Sprintf("%s did not become ready within %s: %s; ", name, timeout, notReached(last))
+	}
+	if ab.Launched {
+		msg += "stopped the VM this start booted"
+	} else {
+		msg += fmt.Sprintf("%s was already starting (another `cowork start`?) and is left running; see `cowork status%s`", name, instance.NameFlag(name))
+	}
+	if ab.StopErr != nil {
+		msg += fmt.Sprintf(" (stopping failed: %v)", ab.StopErr)
+	}
+	if !errors.Is(ab.Err, context.DeadlineExceeded) {
+		fmt.Fprintln(ios.ErrOut, msg)
+		return &cmdutil.ExitError{Code: 130}
+	}
+	if ab.Launched {
+		if paths, err := instance.PathsFor(name); err == nil {
+			msg += fmt.Sprintf("\nthe guest's console log is %s", paths.SerialLog()) + hostd.Diagnostics(paths)
 		}
-		return err
+		msg += "\nretry with a longer --timeout, or look at the logs above"
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Stop(ctx, true, 0); err != nil {
-		return err
+	return errors.New(msg)
+}
+
+// notReached says how far a boot got that was not ready in time, from the
+// last phase it reported.
+func notReached(last controlpb.Phase) string {
+	switch last {
+	case controlpb.Phase_PHASE_UNSPECIFIED:
+		return "the VM never started"
+	case controlpb.Phase_VM_STARTED:
+		return "the guest never got to its kernel (nothing on its console)"
+	case controlpb.Phase_KERNEL:
+		return "the guest booted but never reached its agent"
+	default:
+		return "the guest's agent answered, but its provisioning had not finished"
 	}
-	return hostd.WaitStopped(ctx, c.Paths)
 }
 
 // printer shows events as lines with the time since the start; an event's
@@ -91,9 +108,13 @@ func stopNow(name string) error {
 type printer struct {
 	ios   *iostreams.IOStreams
 	began time.Time
+	last  controlpb.Phase // the furthest the boot got
 }
 
 func (p *printer) event(ev *controlpb.Event) {
+	if ev.Phase <= controlpb.Phase_READY {
+		p.last = max(p.last, ev.Phase)
+	}
 	at := time.Unix(0, ev.UnixNano).Sub(p.began)
 	if at < 0 {
 		at = 0 // an event from before this command attached
@@ -103,8 +124,10 @@ func (p *printer) event(ev *controlpb.Event) {
 		stamp = "\x1b[2m" + stamp + "\x1b[0m"
 	}
 	// Provisioning lines and errors quote the guest: shown, never obeyed.
+	// The cause of a boot that ended is the error start returns: it is
+	// not shown twice.
 	line := termsafe.Line(ev.Message)
-	if ev.Error != "" {
+	if ev.Error != "" && ev.Phase != controlpb.Phase_FAILED && ev.Phase != controlpb.Phase_STOPPED {
 		line += ": " + termsafe.Text(ev.Error)
 	}
 	fmt.Fprintf(p.ios.ErrOut, "  %s %s\n", stamp, line)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,7 +40,7 @@ func onTerminal(t *testing.T, answer string, args ...string) (string, error) {
 	var errOut bytes.Buffer
 	ios.Out, ios.ErrOut = &bytes.Buffer{}, &errOut
 	name := instance.DefaultName
-	cmd := NewCmdDelete(ios, &name)
+	cmd := NewCmdDelete(ios, &name, nil)
 	cmd.SetArgs(args)
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	err = cmd.ExecuteContext(context.Background())
@@ -84,7 +85,7 @@ func TestDeleteWithoutATerminal(t *testing.T) {
 	ios, in, _, errOut := iostreams.Test()
 	in.WriteString("y\n") // piped input is no answer
 	name := instance.DefaultName
-	cmd := NewCmdDelete(ios, &name)
+	cmd := NewCmdDelete(ios, &name, nil)
 	cmd.SetArgs(nil)
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	err := cmd.ExecuteContext(context.Background())
@@ -95,12 +96,106 @@ func TestDeleteWithoutATerminal(t *testing.T) {
 		t.Fatalf("the disk went without an answer: %v", err)
 	}
 
-	cmd = NewCmdDelete(ios, &name)
+	cmd = NewCmdDelete(ios, &name, nil)
 	cmd.SetArgs([]string{"--yes"})
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("--yes: %v\n%s", err, errOut)
 	}
 	if _, err := os.Stat(p.Dir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("--yes left the instance directory: %v", err)
+	}
+}
+
+func TestDeleteFlags(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		yes, force bool
+	}{
+		{nil, false, false},
+		{[]string{"-y"}, true, false},
+		{[]string{"--yes"}, true, false},
+		{[]string{"-f"}, false, true},
+		{[]string{"--force"}, false, true},
+	} {
+		ios, _, _, _ := iostreams.Test()
+		name := "box"
+		var got *Options
+		cmd := NewCmdDelete(ios, &name, func(o *Options) error { got = o; return nil })
+		cmd.SetArgs(c.args)
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if got.Name != "box" || got.Yes != c.yes || got.Force != c.force {
+			t.Errorf("%q: %+v", c.args, got)
+		}
+	}
+}
+
+// deleteTyping runs delete as a person at a terminal typing typed.
+func deleteTyping(t *testing.T, typed string, args ...string) (string, error) {
+	t.Helper()
+	ios, in, _, errOut := iostreams.Test()
+	ios.SetStdinTTY(true)
+	in.WriteString(typed)
+	name := instance.DefaultName
+	cmd := NewCmdDelete(ios, &name, nil)
+	cmd.SetArgs(args)
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	err := cmd.ExecuteContext(context.Background())
+	return errOut.String(), err
+}
+
+// Answered no, delete leaves a running instance as it is: not stopped,
+// its disk and workspace where they were.
+func TestDeleteAnsweredNoLeavesARunningInstance(t *testing.T) {
+	p, cfg := newInstance(t)
+	h := instancetest.Running(t, p, true)
+	out, err := deleteTyping(t, "n\n")
+	if cmdutil.ExitCode(err) != 1 || !strings.Contains(out, "not deleted") {
+		t.Fatalf("answer n: %v\n%s", err, out)
+	}
+	if s := h.Stops(); len(s) != 0 || !instance.Held(p) {
+		t.Fatalf("answer n stopped the instance: %v", s)
+	}
+	for _, f := range []string{p.Disk(), p.Config(), cfg.Workspace} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("answer n: %v", err)
+		}
+	}
+
+	// Answered yes, it shuts the guest down cleanly (no --force) first.
+	if out, err := deleteTyping(t, "yes\n"); err != nil {
+		t.Fatalf("answer yes: %v\n%s", err, out)
+	}
+	if s := h.Stops(); len(s) != 1 || s[0].Force {
+		t.Errorf("answer yes: stops %v, want one clean stop", s)
+	}
+	if _, err := os.Stat(cfg.Workspace); err != nil {
+		t.Errorf("delete removed the workspace: %v", err)
+	}
+}
+
+// A workspace inside the instance's directory (a config edited by hand,
+// a COWORK_HOME set oddly) would go with it: delete refuses instead.
+func TestDeleteNeverTakesTheWorkspace(t *testing.T) {
+	for _, rel := range []string{".", "ws"} {
+		t.Setenv("COWORK_HOME", t.TempDir())
+		p, _ := instance.PathsFor(instance.DefaultName)
+		cfg := instance.Config{Name: instance.DefaultName, Workspace: filepath.Join(p.Dir(), rel)}
+		os.MkdirAll(cfg.Workspace, 0o700)
+		if err := cfg.Save(p.Dir()); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(cfg.Workspace, "work.txt"), []byte("work"), 0o600)
+		out, err := deleteTyping(t, "", "--force")
+		if err == nil || !strings.Contains(err.Error(), "is inside its directory") {
+			t.Errorf("workspace %s: %v\n%s", cfg.Workspace, err, out)
+		}
+		if b, _ := os.ReadFile(filepath.Join(cfg.Workspace, "work.txt")); string(b) != "work" {
+			t.Errorf("workspace %s: the work went", cfg.Workspace)
+		}
+		if _, err := os.Stat(p.Config()); err != nil {
+			t.Errorf("workspace %s: %v", cfg.Workspace, err)
+		}
 	}
 }

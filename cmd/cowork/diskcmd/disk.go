@@ -3,6 +3,7 @@ package diskcmd
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -13,18 +14,30 @@ import (
 	"github.com/coworkhq/cowork/internal/units"
 )
 
-// NewCmdDisk builds the command; name is the global --name.
-func NewCmdDisk(ios *iostreams.IOStreams, name *string) *cobra.Command {
+// ResizeOptions is a parsed `cowork disk resize` command line.
+type ResizeOptions struct {
+	IO   *iostreams.IOStreams
+	Name string
+	Size string
+	Yes  bool // grow without asking
+}
+
+// NewCmdDisk builds the command; name is the global --name. runF, when not
+// nil, gets the resize options instead of running them (tests).
+func NewCmdDisk(ios *iostreams.IOStreams, name *string, runF func(*ResizeOptions) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "disk",
 		Short: "Manage the sandbox's disk",
 	}
-	cmd.AddCommand(&cobra.Command{
+	o := &ResizeOptions{IO: ios}
+	resize := &cobra.Command{
 		Use:   "resize SIZE",
 		Short: "Grow the disk of a stopped instance",
 		Long: `Grow the instance's disk to SIZE. The instance must be stopped; the guest
-grows its partition and file system at its next boot. A disk never shrinks.`,
-		Example: "  cowork disk resize 20GiB",
+grows its partition and file system at its next boot. A disk never shrinks,
+so a disk grown cannot be made small again: resize asks first on a terminal;
+--yes skips the question.`,
+		Example: "  cowork disk resize 20GiB\n  cowork disk resize --yes 20GiB",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return cmdutil.FlagErrorf("cowork disk resize takes one SIZE, e.g. 20GiB")
@@ -32,31 +45,66 @@ grows its partition and file system at its next boot. A disk never shrinks.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			size, err := units.ParseSize(args[0])
-			if err != nil {
-				return &cmdutil.FlagError{Err: err}
+			o.Name, o.Size = *name, args[0]
+			if runF != nil {
+				return runF(o)
 			}
-			cfg, err := instance.Load(*name)
-			if err != nil {
-				return err
-			}
-			paths, err := instance.PathsFor(*name)
-			if err != nil {
-				return err
-			}
-			if instance.Held(paths) {
-				return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", *name, instance.NameFlag(*name))
-			}
-			if err := image.Resize(paths.Disk(), int64(size)); err != nil {
-				return &cmdutil.FlagError{Err: err}
-			}
-			cfg.Disk = size
-			if err := cfg.Save(paths.Dir()); err != nil {
-				return err
-			}
-			fmt.Fprintf(ios.ErrOut, "%s's disk is %s; the guest grows into it at its next start\n", *name, size)
-			return nil
+			return runResize(o)
 		},
-	})
+	}
+	resize.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.AddCommand(resize)
 	return cmd
+}
+
+// runResize grows the disk file, then saves the size in the config. What
+// is on the disk stays where it is: the file only gets longer.
+func runResize(o *ResizeOptions) error {
+	size, err := units.ParseSize(o.Size)
+	if err != nil {
+		return &cmdutil.FlagError{Err: err}
+	}
+	cfg, err := instance.Load(o.Name)
+	if err != nil {
+		return err
+	}
+	paths, err := instance.PathsFor(o.Name)
+	if err != nil {
+		return err
+	}
+	if instance.Held(paths) {
+		return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", o.Name, instance.NameFlag(o.Name))
+	}
+	st, err := os.Stat(paths.Disk())
+	if err != nil {
+		return fmt.Errorf("%s's disk: %w", o.Name, err)
+	}
+	current := units.Size(st.Size())
+	switch {
+	case int64(size) < st.Size():
+		return cmdutil.FlagErrorf("%s's disk is %s; it can grow but never shrink (asked for %s)", o.Name, current, size)
+	case int64(size) == st.Size():
+		fmt.Fprintf(o.IO.ErrOut, "%s's disk is %s already\n", o.Name, current)
+		return nil
+	}
+	if !o.Yes {
+		q := fmt.Sprintf("Grow %s's disk from %s to %s? It can never shrink back.", o.Name, current, size)
+		yes, err := cmdutil.Confirm(o.IO, "cowork disk resize", q, "--yes")
+		if err != nil {
+			return err
+		}
+		if !yes {
+			fmt.Fprintln(o.IO.ErrOut, "not resized")
+			return &cmdutil.ExitError{Code: 1}
+		}
+	}
+	if err := image.Resize(paths.Disk(), int64(size)); err != nil {
+		return &cmdutil.FlagError{Err: err}
+	}
+	cfg.Disk = size
+	if err := cfg.Save(paths.Dir()); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.IO.ErrOut, "%s's disk is %s; the guest grows into it at its next start\n", o.Name, size)
+	return nil
 }

@@ -2,6 +2,7 @@
 package initcmd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,7 +97,7 @@ refused). An instance that finished its init is not touched.`,
 	f.StringVar(&o.Memory, "memory", instance.DefaultMemory.String(), "memory, e.g. 4GiB")
 	f.StringVar(&o.Disk, "disk", instance.DefaultDisk.String(), "disk size, e.g. 10GiB (the disk file is sparse)")
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
-	f.StringVar(&o.Arch, "arch", instance.HostArch(), "guest architecture: arm64 or amd64")
+	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+")")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
 	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
@@ -133,7 +134,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		return nil, src, &cmdutil.FlagError{Err: err}
 	}
 	c := &instance.Config{
-		Name: o.Name, CPUs: o.CPUs, Memory: mem, Disk: disk, Workspace: ws, Arch: o.Arch,
+		Name: o.Name, CPUs: o.CPUs, Memory: mem, Disk: disk, Workspace: ws, Arch: cmp.Or(o.Arch, instance.HostArch()),
 		Boot: instance.BootEFI, Cmdline: o.Cmdline, Created: time.Now().UTC(),
 	}
 	if o.Kernel != "" {
@@ -147,6 +148,9 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		c.Network.MaxFlows = o.MaxFlows
 	}
 	var errs []error
+	if o.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration, e.g. 30m", o.Timeout))
+	}
 	if o.MaxFlows < 1 {
 		errs = append(errs, fmt.Errorf("--max-flows %d: want 1 or more", o.MaxFlows))
 	}
@@ -173,6 +177,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.ImageSHA != "" && !sha256RE.MatchString(o.ImageSHA) {
 		errs = append(errs, fmt.Errorf("--image-sha256 %q: want 64 hex digits", o.ImageSHA))
 	}
+	found := map[string]bool{}
 	for flag, p := range map[string]*string{"--image": &o.Image, "--kernel": &o.Kernel, "--initrd": &o.Initrd} {
 		if *p == "" || isURL(*p) && flag == "--image" {
 			continue
@@ -185,7 +190,16 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 			errs = append(errs, fmt.Errorf("%s %s: %w", flag, *p, errors.Unwrap(err)))
 			continue
 		}
-		*p = abs
+		*p, found[flag] = abs, true
+	}
+	// A file that is no disk is refused now, not after a long conversion.
+	if found["--image"] {
+		if _, err := image.CheckDisk(o.Image); err != nil {
+			errs = append(errs, fmt.Errorf("--image: %w", err))
+		}
+	}
+	if err := o.pickArch(c, o.Kernel, o.Image); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, src, &cmdutil.FlagError{Err: err}
@@ -213,12 +227,30 @@ func run(ctx context.Context, o *Options) error {
 	}
 	if p, err := instance.PathsFor(c.Name); err == nil {
 		if _, err := os.Stat(p.Dir()); err == nil {
+			if err := instance.CheckLeftover(p); err != nil {
+				return err // not an interrupted init's: never overwritten
+			}
 			fmt.Fprintf(o.IO.ErrOut, "An earlier init of %s stopped before its disk was complete; making it again\n", c.Name)
 		}
 	}
-	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.CPUs, c.Memory, c.Disk, c.Workspace)
+	if err := checkWorkspace(c.Workspace); err != nil {
+		return &cmdutil.FlagError{Err: err}
+	}
+	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%s, %d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.Arch, c.CPUs, c.Memory, c.Disk, c.Workspace)
 	if src.Image, err = fetchImage(ctx, o, c.Arch); err != nil {
 		return err
+	}
+	if isURL(o.Image) { // a download is checked like a local --image, before its conversion
+		if _, err := image.CheckDisk(src.Image); err != nil {
+			return fmt.Errorf("--image %s: %w", o.Image, err)
+		}
+		before := c.Arch
+		if err := o.pickArch(c, o.Kernel, src.Image); err != nil {
+			return err
+		}
+		if c.Arch != before {
+			fmt.Fprintf(o.IO.ErrOut, "  arch      %s, what the image is built for\n", c.Arch)
+		}
 	}
 	convert := progress.New(o.IO, "convert")
 	if err := instance.Create(c, src, convert); err != nil {
@@ -232,14 +264,18 @@ func run(ctx context.Context, o *Options) error {
 // startCreated boots a created instance unless --no-start, and reports
 // the whole init's time.
 func (o *Options) startCreated(ctx context.Context, name string, began time.Time) error {
+	flag := instance.NameFlag(name)
 	if o.NoStart {
-		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start`\n", name)
+		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start%s`\n", name, flag)
 		return nil
 	}
 	if err := boot.Start(ctx, o.IO, name, o.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s\n", name, time.Since(began).Round(time.Second))
+	// The instance goes before the command: after ask, --name is Claude
+	// Code's session name.
+	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s; next:\n  cowork%s shell\n  cowork%s exec uname -a\n  cowork%s ask \"write hello world in python\"\n",
+		name, time.Since(began).Round(time.Second), flag, flag, flag)
 	return nil
 }
 

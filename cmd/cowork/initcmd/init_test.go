@@ -30,6 +30,18 @@ func parse(t *testing.T, args ...string) *Options {
 	return got
 }
 
+// diskImage writes a small raw disk image at path (an empty MBR) and
+// returns its contents.
+func diskImage(t *testing.T, path string) []byte {
+	t.Helper()
+	b := make([]byte, 64<<10)
+	copy(b[510:], "\x55\xaa")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // created makes an instance "box" from a small raw image, as an init that
 // stopped before the guest was provisioned leaves it.
 func created(t *testing.T) (*Options, instance.Paths) {
@@ -37,9 +49,7 @@ func created(t *testing.T) (*Options, instance.Paths) {
 	home := t.TempDir()
 	t.Setenv("COWORK_HOME", home)
 	img := filepath.Join(home, "img.raw")
-	if err := os.WriteFile(img, []byte("boot sector"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	diskImage(t, img)
 	args := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--cpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
 	o := parse(t, args...)
 	c, src, err := o.Config()
@@ -135,8 +145,7 @@ func TestInitVerifiesALocalImage(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("COWORK_HOME", home)
 	img := filepath.Join(home, "img.raw")
-	os.WriteFile(img, []byte("boot sector"), 0o600)
-	sum := sha256.Sum256([]byte("boot sector"))
+	sum := sha256.Sum256(diskImage(t, img))
 	base := []string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start"}
 
 	o := parse(t, append(base, "--image-sha256", strings.Repeat("ab", 32))...)
@@ -170,7 +179,9 @@ func TestInitVerifiesALocalImage(t *testing.T) {
 
 func TestInitMaxFlows(t *testing.T) {
 	home := t.TempDir()
-	args := []string{"--workspace", home, "--image", os.Args[0]}
+	img := filepath.Join(home, "img.raw")
+	diskImage(t, img)
+	args := []string{"--workspace", home, "--image", img}
 	c, _, err := parse(t, args...).Config()
 	if err != nil || c.Network.MaxFlows != 0 {
 		t.Fatalf("by default: %+v %v; want 0 (netstack's default)", c.Network, err)
@@ -181,5 +192,50 @@ func TestInitMaxFlows(t *testing.T) {
 	}
 	if _, _, err := parse(t, append(args, "--max-flows", "0")...).Config(); !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), "--max-flows 0") {
 		t.Fatalf("--max-flows 0: %v", err)
+	}
+}
+
+// init over an existing name never overwrites: a finished instance is
+// refused whatever the flags, and a folder that holds more than an
+// interrupted init leaves is refused before anything is downloaded or
+// made. Either way the disk, the config and the folder stay as they were.
+func TestInitNeverOverwritesAnInstance(t *testing.T) {
+	o, p := created(t)
+	os.WriteFile(p.Provisioned(), nil, 0o600)
+	if err := os.WriteFile(p.Disk(), []byte("the guest's work"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config, _ := os.ReadFile(p.Config())
+	home := filepath.Dir(p.Dir())
+	for _, args := range [][]string{nil, {"--cpus", "2", "--disk", "2GiB", "--image", filepath.Join(home, "img.raw"), "--no-start"}} {
+		o := o
+		if args != nil {
+			o = parse(t, args...)
+		}
+		ios, _, _, _ := iostreams.Test()
+		o.IO = ios
+		if err := run(context.Background(), o); !errors.As(err, new(*instance.ExistsError)) {
+			t.Errorf("init %q over a finished instance: %v", args, err)
+		}
+		if b, _ := os.ReadFile(p.Disk()); string(b) != "the guest's work" {
+			t.Fatalf("init %q: the disk holds %q", args, b)
+		}
+		if b, _ := os.ReadFile(p.Config()); string(b) != string(config) {
+			t.Fatalf("init %q changed the config:\n%s", args, b)
+		}
+	}
+
+	// The same instance, its config gone: it has run (it holds logs and
+	// the provisioned marker), so it is no interrupted init's.
+	os.Remove(p.Config())
+	ios, _, _, errOut := iostreams.Test()
+	o.IO = ios
+	o.Image = "https://example.invalid/never-downloaded.img"
+	err := run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), p.Dir()+" exists and is not an instance") || strings.Contains(errOut.String(), "making it again") {
+		t.Fatalf("init over a folder it did not make: %v\n%s", err, errOut)
+	}
+	if b, _ := os.ReadFile(p.Disk()); string(b) != "the guest's work" {
+		t.Fatalf("the disk holds %q", b)
 	}
 }

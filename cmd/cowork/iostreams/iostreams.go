@@ -18,6 +18,8 @@ type IOStreams struct {
 	ErrOut io.Writer
 
 	inFd, outFd, errFd int // -1 when not a file
+	// stdinTTY, when set, overrides what inFd says (SetStdinTTY).
+	stdinTTY *bool
 }
 
 // System is the process's own stdio.
@@ -37,7 +39,16 @@ func Test() (s *IOStreams, in, out, errOut *bytes.Buffer) {
 func isTerminal(fd int) bool { return fd >= 0 && term.IsTerminal(fd) }
 
 // IsStdinTTY reports whether stdin is a terminal.
-func (s *IOStreams) IsStdinTTY() bool { return isTerminal(s.inFd) }
+func (s *IOStreams) IsStdinTTY() bool {
+	if s.stdinTTY != nil {
+		return *s.stdinTTY
+	}
+	return isTerminal(s.inFd)
+}
+
+// SetStdinTTY makes IsStdinTTY report tty whatever stdin is: tests play a
+// person at a terminal with it, typing into In.
+func (s *IOStreams) SetStdinTTY(tty bool) { s.stdinTTY = &tty }
 
 // IsStdoutTTY reports whether stdout is a terminal.
 func (s *IOStreams) IsStdoutTTY() bool { return isTerminal(s.outFd) }

@@ -61,6 +61,9 @@ is shown to FILE.`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
+			if o.Since < 0 {
+				return cmdutil.FlagErrorf("--since %s: want how long ago to start, like 5m or 1h (0: all of the log)", o.Since)
+			}
 			if runF != nil {
 				return runF(o)
 			}

@@ -93,14 +93,14 @@ at /workspace) and every network byte it sends on the record.`,
 		ask.NewCmdAsk(ios, &target.Instance, nil),
 		version.NewCmdVersion(ios),
 		initcmd.NewCmdInit(ios, &target.Instance, nil),
-		start.NewCmdStart(ios, &target.Instance),
-		stop.NewCmdStop(ios, &target.Instance),
+		start.NewCmdStart(ios, &target.Instance, nil),
+		stop.NewCmdStop(ios, &target.Instance, nil),
 		status.NewCmdStatus(ios, &target.Instance),
-		deletecmd.NewCmdDelete(ios, &target.Instance),
+		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
 		hostdcmd.NewCmdHostd(ios, &target.Instance),
 		policycmd.NewCmdPolicy(ios, &target.Instance),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
-		diskcmd.NewCmdDisk(ios, &target.Instance),
+		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
 	)
 	return root
 }

@@ -11,20 +11,37 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 )
 
-// NewCmdStart builds the command; name is the global --name.
-func NewCmdStart(ios *iostreams.IOStreams, name *string) *cobra.Command {
-	var timeout time.Duration
+// Options is a parsed `cowork start` command line.
+type Options struct {
+	IO      *iostreams.IOStreams
+	Name    string
+	Timeout time.Duration // how long to wait for the guest to be ready
+}
+
+// NewCmdStart builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdStart(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Start the sandbox VM",
 		Long: `Boot the instance and wait until its agent is ready, showing each phase.
-A running instance is left as it is. Ctrl-C stops the half-booted VM.`,
+A running instance is left as it is, whatever --timeout says. When the guest
+is not ready within --timeout, or on Ctrl-C, the VM this start booted is
+stopped.`,
 		Example: "  cowork start\n  cowork start --name scratch --timeout 20m",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return boot.Start(cmd.Context(), ios, *name, timeout)
+			o.Name = *name
+			if o.Timeout <= 0 {
+				return cmdutil.FlagErrorf("--timeout %s: a guest needs some time to boot, e.g. --timeout 10m", o.Timeout)
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return boot.Start(cmd.Context(), o.IO, o.Name, o.Timeout)
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long to wait for the guest to be ready")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the guest to be ready")
 	return cmd
 }

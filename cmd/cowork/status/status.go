@@ -107,6 +107,9 @@ func NewCmdStatus(ios *iostreams.IOStreams, name *string) *cobra.Command {
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := Get(cmd.Context(), *name)
+			if err != nil && asJSON {
+				return printJSONError(ios, *name, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -194,6 +197,34 @@ func printJSON(ios *iostreams.IOStreams, s *Status) error {
 		return err
 	}
 	_, err = ios.Out.Write(append(termsafe.JSON(b), '\n'))
+	return err
+}
+
+// ErrorJSON is what `cowork status --json` prints when it has no status
+// to give (no such instance, say): a script reading stdout gets JSON
+// either way, and the exit code is not 0.
+// Its state is "missing" when there is no such instance, else "unknown",
+// so that `jq -r .state` reads the same field as on success.
+type ErrorJSON struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+	Error string `json:"error"`
+}
+
+// printJSONError writes err as an ErrorJSON and returns the error that
+// ends the command with code 1 (its message also goes to stderr).
+func printJSONError(ios *iostreams.IOStreams, name string, err error) error {
+	e := ErrorJSON{Name: name, State: "unknown", Error: err.Error()}
+	if errors.As(err, new(*instance.NotFoundError)) {
+		e.State = "missing"
+	}
+	b, merr := json.MarshalIndent(e, "", "  ")
+	if merr != nil {
+		return err
+	}
+	if _, werr := ios.Out.Write(append(termsafe.JSON(b), '\n')); werr != nil {
+		return werr
+	}
 	return err
 }
 

@@ -15,10 +15,18 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
-// NewCmdStop builds the command; name is the global --name.
-func NewCmdStop(ios *iostreams.IOStreams, name *string) *cobra.Command {
-	var force bool
-	var timeout time.Duration
+// Options is a parsed `cowork stop` command line.
+type Options struct {
+	IO      *iostreams.IOStreams
+	Name    string
+	Force   bool          // cut the power at once
+	Timeout time.Duration // how long the guest may take to power off
+}
+
+// NewCmdStop builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdStop(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:   "stop",
 		Short: "Stop the sandbox VM",
@@ -28,11 +36,18 @@ left as it is.`,
 		Example: "  cowork stop\n  cowork stop --force",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return Stop(cmd.Context(), ios, *name, force, timeout)
+			o.Name = *name
+			if o.Timeout <= 0 {
+				return cmdutil.FlagErrorf("--timeout %s: the guest needs some time to shut down, e.g. --timeout 30s; --force cuts the power at once", o.Timeout)
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return Stop(cmd.Context(), o.IO, o.Name, o.Force, o.Timeout)
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "cut the power instead of shutting down")
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long the guest may take to shut down")
+	cmd.Flags().BoolVarP(&o.Force, "force", "f", false, "cut the power instead of shutting down")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long the guest may take to shut down")
 	return cmd
 }
 

@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/units"
+)
+
+// failingMachine is a VM whose Start fails with err once release closes.
+type failingMachine struct {
+	release <-chan struct{}
+	err     error
+}
+
+func (m *failingMachine) Start(ctx context.Context) error {
+	select {
+	case <-m.release:
+		return m.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+func (m *failingMachine) State() machine.State                      { return machine.Starting }
+func (m *failingMachine) Done() <-chan struct{}                     { return nil }
+func (m *failingMachine) Err() error                                { return nil }
+func (m *failingMachine) Stop(context.Context, time.Duration) error { return nil }
+func (m *failingMachine) DialAgent(context.Context) (net.Conn, error) {
+	return nil, errors.New("no agent")
+}
+
+func (e *events) subscribers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs)
+}
+
+// A boot that fails reaches the client following it as the failure, with
+// its cause, however soon hostd exits after it: a client that saw only the
+// connection break ("rpc error: code = Unavailable desc = error reading
+// from server: EOF") could tell the user nothing. The cause is also kept
+// for `cowork status` and for a client whose stream broke anyway. Run many
+// times, as the loss was a race between the last send and the exit.
+func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
+	const why = `qemu-system-aarch64: -device virtio-net-pci: failed to find romfile "efi-virtio.rom"; install it (Debian: apt install ipxe-qemu)`
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := range 20 {
+		p, cfg := instancetest.New(t, instance.Config{Arch: "arm64", CPUs: 1, Memory: 256 * units.MiB, Disk: units.GiB, Boot: instance.BootKernel})
+		release := make(chan struct{})
+		d := &Daemon{name: cfg.Name, paths: p, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
+			newVM: func(machine.Config, *slog.Logger) (machine.Machine, error) {
+				return &failingMachine{release: release, err: errors.New(why)}, nil
+			}}
+		sigs := make(chan os.Signal)
+		served := make(chan error, 1)
+		go func() {
+			err := d.serve(sigs)
+			d.cleanup()
+			served <- err
+		}()
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := controlpb.NewControlClient(conn).Events(ctx, &controlpb.EventsRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for d.events.subscribers() == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("the client never subscribed")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		close(release)
+
+		var last *controlpb.Event
+		for {
+			ev, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("run %d: the stream broke (%v) after %v; the failure never reached the client", i, err, last)
+			}
+			last = ev
+		}
+		if last == nil || last.Phase != controlpb.Phase_FAILED || last.Error != why {
+			t.Errorf("run %d: the last event is %v, want FAILED with the cause", i, last)
+		}
+		if b, err := os.ReadFile(p.LastStop()); err != nil || strings.TrimSpace(string(b)) != why {
+			t.Errorf("run %d: %s holds %q, %v; want the cause", i, p.LastStop(), b, err)
+		}
+		if err := <-served; err == nil || err.Error() != why {
+			t.Errorf("run %d: serve: %v", i, err)
+		}
+		close(sigs)
+		conn.Close()
+		cancel()
+	}
+}

@@ -1,0 +1,144 @@
+package hostd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// eventsHostd is a hostd whose event stream sends events, then breaks
+// the connection when cut is set (as a hostd that exits at once does),
+// or ends the stream.
+type eventsHostd struct {
+	controlpb.UnimplementedControlServer
+	events []*controlpb.Event
+	cut    bool
+	stop   func()
+	sent   chan struct{} // closed once the events are sent, when not nil
+}
+
+func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Control_EventsServer) error {
+	for _, ev := range f.events {
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	if f.sent != nil {
+		close(f.sent)
+	}
+	if f.cut {
+		go f.stop()
+		<-stream.Context().Done()
+	}
+	return nil
+}
+
+// followFake runs Client.follow against f, serving instance p.
+func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (error, *Client) {
+	t.Helper()
+	ln, err := net.Listen("unix", p.HostdSock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	f.stop = g.Stop
+	controlpb.RegisterControlServer(g, f)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Name: "sandbox", Paths: p, conn: conn, api: controlpb.NewControlClient(conn)}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.follow(ctx, nil), c
+}
+
+func ev(phase controlpb.Phase, msg, err string) *controlpb.Event {
+	return &controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: phase, Message: msg, Error: err}
+}
+
+const romCause = `qemu-system-aarch64: -device virtio-net-pci: failed to find romfile "efi-virtio.rom"; install it (Debian: apt install ipxe-qemu)`
+
+// A boot that failed before the guest ran ends in hostd's cause and where
+// its log is: two lines, not the logs' tails.
+func TestFollowGivesTheCauseInTwoLines(t *testing.T) {
+	err, c := followFake(t, newInstance(t), &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}})
+	var be *BootError
+	if !errors.As(err, &be) {
+		t.Fatalf("follow: %v", err)
+	}
+	want := "instance sandbox did not start: boot failed: " + romCause + "\nmore in hostd's log, " + c.Paths.HostdLog()
+	if err.Error() != want {
+		t.Errorf("follow:\n%s\nwant:\n%s", err, want)
+	}
+}
+
+// When the guest ran, its console's last lines may be the cause: they
+// come with the error.
+func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
+	p := newInstance(t)
+	os.WriteFile(p.SerialLog(), []byte("[    1.0] VFS: Unable to mount root fs on unknown-block(0,0)\n"), 0o600)
+	err, _ := followFake(t, p, &eventsHostd{events: []*controlpb.Event{
+		ev(controlpb.Phase_VM_STARTED, "VM started", ""),
+		ev(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", "the VM stopped unexpectedly (qemu exited)"),
+	}})
+	if err == nil || !strings.Contains(err.Error(), "Unable to mount root fs") {
+		t.Errorf("follow: %v", err)
+	}
+}
+
+// A hostd that exited before its last event reached the client (or died)
+// leaves the cause in last-stop.txt: the client says that, never the
+// broken connection's gRPC status.
+func TestFollowReadsTheCauseAHostdLeftBehind(t *testing.T) {
+	p := newInstance(t)
+	os.WriteFile(p.LastStop(), []byte(romCause+"\n"), 0o600)
+	err, _ := followFake(t, p, &eventsHostd{cut: true, events: []*controlpb.Event{ev(controlpb.Phase_VM_STARTED, "VM started", "")}})
+	if err == nil || !strings.HasPrefix(err.Error(), "instance sandbox did not start: "+romCause+"\n") || strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("follow: %v", err)
+	}
+}
+
+func TestFollowWithoutACauseSaysHostdExited(t *testing.T) {
+	err, _ := followFake(t, newInstance(t), &eventsHostd{cut: true})
+	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("follow: %v", err)
+	}
+}
+
+// After a failed boot hostd exits: the start returns once it has, so that
+// the next command (a status, another start) does not find a hostd that
+// holds the instance but no longer answers.
+func TestFollowWaitsForTheFailedHostdToExit(t *testing.T) {
+	p := newInstance(t)
+	lock, err := instance.TryLock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}, sent: make(chan struct{})}
+	go func() {
+		<-f.sent
+		time.Sleep(200 * time.Millisecond) // hostd still on its way out
+		lock.Release()
+	}()
+	err, _ = followFake(t, p, f)
+	if !errors.As(err, new(*BootError)) {
+		t.Fatalf("follow: %v", err)
+	}
+	if instance.Held(p) {
+		t.Error("follow returned while the failed hostd still held the instance")
+	}
+}
