@@ -44,10 +44,16 @@ func git(t *testing.T, dir string, args ...string) {
 	}
 }
 
-// check runs the script in dir and returns its exit code and stderr.
+// check runs the large-file check in dir and returns its exit code and stderr.
 func check(t *testing.T, dir string, args ...string) (int, string) {
 	t.Helper()
-	script, err := filepath.Abs("check-large-files.sh")
+	return run(t, "check-large-files.sh", dir, args...)
+}
+
+// run runs a script of this folder in dir and returns its exit code and stderr.
+func run(t *testing.T, name, dir string, args ...string) (int, string) {
+	t.Helper()
+	script, err := filepath.Abs(name)
 	if err != nil {
 		t.Fatal(err)
 	}
