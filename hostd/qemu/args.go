@@ -105,9 +105,16 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 			"-drive", "if=pflash,format=raw,file="+escape(c.EFIVars))
 	}
 
+	// The firmware boots the root disk first. With -kernel there is no
+	// choice to make, and on x86 QEMU's linuxboot option ROM takes
+	// bootindex 0 itself: giving it to the disk too stops QEMU at start.
+	disk := "virtio-blk-pci,drive=disk"
+	if c.Kernel == "" {
+		disk += ",bootindex=0"
+	}
 	a = append(a,
 		"-drive", "if=none,id=disk,format=raw,cache=writeback,discard=unmap,file="+escape(c.Disk),
-		"-device", "virtio-blk-pci,drive=disk,bootindex=0")
+		"-device", disk)
 	if c.CIData != "" {
 		a = append(a,
 			"-drive", "if=none,id=cidata,format=raw,readonly=on,file="+escape(c.CIData),

@@ -57,6 +57,24 @@ func TestArgsKernelBoot(t *testing.T) {
 	}
 }
 
+// On x86, -kernel's option ROM holds bootindex 0: QEMU refuses to start
+// when the disk asks for it too ("The bootindex 0 has already been used"),
+// which is how the amd64 test guest failed on a fresh machine. EFI boots
+// keep it, so the firmware picks the root disk over the seed.
+func TestArgsBootIndexOnlyForFirmware(t *testing.T) {
+	for _, arch := range []string{"amd64", "arm64"} {
+		c := config()
+		c.Arch = arch
+		if a := args(&c, "tcg", ""); has(a, "-device", "bootindex") {
+			t.Errorf("%s kernel boot: a bootindex in %q", arch, a)
+		}
+		c.Kernel, c.Initrd, c.Cmdline, c.EFIVars = "", "", "", "/i/efi-vars"
+		if a := args(&c, "tcg", "/fw/code.fd"); !has(a, "-device", "virtio-blk-pci,drive=disk,bootindex=0") {
+			t.Errorf("%s EFI boot: the root disk is not bootindex 0 in %q", arch, a)
+		}
+	}
+}
+
 func TestArgsEFIAndKVM(t *testing.T) {
 	c := config()
 	c.Kernel, c.Initrd, c.Cmdline, c.EFIVars = "", "", "", "/i/efi-vars"
