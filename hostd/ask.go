@@ -122,7 +122,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	}
 	// The session lives while claude runs: it ends when this returns, or
 	// with this process if it dies first.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionOpenWait)
 	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 0)
 	cancel()
 	if err != nil {
@@ -141,6 +141,13 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals,
 	})
 }
+
+// sessionOpenWait bounds the wait for hostd to open an API session. hostd
+// first connects to the endpoint, for up to netstack.EndpointCheckTimeout
+// (10 s), and then refuses the session saying which endpoint and what to
+// check: the wait is longer, so that a user whose network drops packets
+// gets that answer, not a bare "context deadline exceeded".
+const sessionOpenWait = 20 * time.Second
 
 // SessionError is hostd refusing an API session (its endpoint cannot be
 // reached, say): a fault on the host, before anything ran in the guest.
