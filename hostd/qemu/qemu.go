@@ -208,7 +208,7 @@ func (v *VM) unasked(exit error) error {
 	case "host-signal":
 		return fmt.Errorf("QEMU was told to quit by a signal from outside cowork (%s)", exitText(exit))
 	}
-	return v.qemuFailed(fmt.Errorf("the VM stopped unexpectedly (%v)", exitText(exit)))
+	return v.qemuFailed(fmt.Errorf("QEMU exited on its own (%v)", exitText(exit)))
 }
 
 func exitText(err error) string {
