@@ -97,7 +97,9 @@ if [ -n "$broken" ]; then
 	problem "these packages do not load for darwin/arm64: $(echo $broken)"
 fi
 "$GO" vet $pkgs || problem "go vet for darwin/arm64 against the vz stub"
-"$GO" build -o /dev/null $pkgs || problem "go build for darwin/arm64 against the vz stub"
+# A folder of tests alone (hack) is vetted, not built.
+built=$("$GO" list -e -f '{{if not (or .Error .DepsErrors)}}{{if .GoFiles}}{{.ImportPath}}{{end}}{{end}}' ./...)
+"$GO" build -o /dev/null $built || problem "go build for darwin/arm64 against the vz stub"
 if [ ${#problems[@]} -eq 0 ]; then
 	verified+=("go vet and go build ./... pass for darwin/arm64 ($(echo $pkgs | wc -w) packages)")
 fi

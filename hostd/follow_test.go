@@ -93,7 +93,7 @@ func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
 	os.WriteFile(p.SerialLog(), []byte("[    1.0] VFS: Unable to mount root fs on unknown-block(0,0)\n"), 0o600)
 	err, _ := followFake(t, p, &eventsHostd{events: []*controlpb.Event{
 		ev(controlpb.Phase_VM_STARTED, "VM started", ""),
-		ev(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", "the VM stopped unexpectedly (qemu exited)"),
+		ev(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", "QEMU exited on its own (qemu exited)"),
 	}})
 	if err == nil || !strings.Contains(err.Error(), "Unable to mount root fs") {
 		t.Errorf("follow: %v", err)

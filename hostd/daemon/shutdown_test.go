@@ -63,12 +63,8 @@ func (m *fakeMachine) Stop(ctx context.Context, timeout time.Duration) error {
 	m.stopping = true
 	m.stops = append(m.stops, timeout)
 	m.mu.Unlock()
-	if timeout > 0 && m.cfg.AskPowerOff(ctx, func() error { return errors.New("no power button") }) == nil {
-		select {
-		case <-m.done:
-			return nil
-		case <-time.After(timeout):
-		}
+	if timeout > 0 && m.cfg.PowerOffWithin(ctx, timeout, func() error { return errors.New("no power button") }, m.done) == nil {
+		return nil
 	}
 	m.once.Do(func() { close(m.done) })
 	return nil

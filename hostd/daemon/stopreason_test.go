@@ -9,7 +9,7 @@ import (
 )
 
 func TestExplainStopFindsAPanic(t *testing.T) {
-	stopped := errors.New("the VM stopped unexpectedly (qemu exited)")
+	stopped := errors.New("QEMU exited on its own (qemu exited)")
 	if err := explainStop(stopped, nil, "/i/serial.log"); err != stopped {
 		t.Errorf("no console: %v", err)
 	}

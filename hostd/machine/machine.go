@@ -57,14 +57,34 @@ type Config struct {
 
 	// PowerOff, when set, asks the guest to power off cleanly (hostd: its
 	// agent, which syncs the disks first). Stop tries it before the
-	// hypervisor's power button (see AskPowerOff).
+	// hypervisor's power button (see PowerOffWithin).
 	PowerOff func(ctx context.Context) error
 }
 
-// AskPowerOff is how a backend's Stop asks the guest to power off: through
-// PowerOff when there is one, else, or when that fails, by pressing button
-// (the hypervisor's power button). It returns once asked, not once off.
-func (c *Config) AskPowerOff(ctx context.Context, button func() error) error {
+// PowerOffWithin is how a backend's Stop asks the guest to power off and
+// waits for it: through PowerOff when there is one, else, or when that
+// fails, by pressing button (the hypervisor's power button); then it waits
+// up to timeout for done (the VM's Done) to close. nil means the guest went
+// down by itself; an error says why the caller must now cut the power:
+// asking failed, the time ran out, or ctx ended.
+func (c *Config) PowerOffWithin(ctx context.Context, timeout time.Duration, button func() error, done <-chan struct{}) error {
+	wait := time.NewTimer(timeout)
+	defer wait.Stop()
+	if err := c.askPowerOff(ctx, button); err != nil {
+		return fmt.Errorf("could not ask the guest to power off: %w", err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-wait.C:
+		return fmt.Errorf("the guest did not power off within %s", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// askPowerOff asks once; it returns once asked, not once off.
+func (c *Config) askPowerOff(ctx context.Context, button func() error) error {
 	if c.PowerOff != nil {
 		err := c.PowerOff(ctx)
 		if err == nil {
@@ -133,7 +153,7 @@ type Machine interface {
 	// when it was not asked to stop.
 	Done() <-chan struct{}
 	Err() error
-	// Stop asks the guest to power off (Config.AskPowerOff), and cuts the
+	// Stop asks the guest to power off (Config.PowerOffWithin), and cuts the
 	// power if it has not within timeout (at once when timeout is 0). The
 	// VM is then stopped as asked: Err stays nil, however it went down.
 	// It is the one way hostd stops a VM.

@@ -208,7 +208,7 @@ func (v *VM) unasked(exit error) error {
 	case "host-signal":
 		return fmt.Errorf("QEMU was told to quit by a signal from outside cowork (%s)", exitText(exit))
 	}
-	return v.qemuFailed(fmt.Errorf("the VM stopped unexpectedly (%v)", exitText(exit)))
+	return v.qemuFailed(fmt.Errorf("QEMU exited on its own (%v)", exitText(exit)))
 }
 
 func exitText(err error) string {
@@ -241,7 +241,7 @@ func (v *VM) Err() error {
 	return v.err
 }
 
-// Stop asks the guest to power off (Config.AskPowerOff: the agent, else
+// Stop asks the guest to power off (Config.PowerOffWithin: the agent, else
 // the power button) and waits up to timeout for it to, then ends QEMU.
 // The VM counts as stopped on purpose from the first moment, so a guest
 // that powers off as asked is no surprise (Err stays nil).
@@ -253,19 +253,11 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	}
 	v.mu.Unlock()
 	if timeout > 0 && v.monitor != nil {
-		wait := time.NewTimer(timeout)
-		defer wait.Stop()
-		if err := v.cfg.AskPowerOff(ctx, v.powerButton); err != nil {
-			v.log.Warn("could not ask the guest to power off; stopping qemu", "err", err)
-		} else {
-			select {
-			case <-v.done:
-				return nil
-			case <-wait.C:
-				v.log.Warn("guest did not power off in time; stopping qemu", "timeout", timeout)
-			case <-ctx.Done():
-			}
+		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.done)
+		if err == nil {
+			return nil
 		}
+		v.log.Warn("stopping qemu", "why", err)
 	}
 	v.kill()
 	<-v.done

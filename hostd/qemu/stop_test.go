@@ -150,7 +150,7 @@ func TestUnaskedStopSaysWhatTheGuestDid(t *testing.T) {
 		"guest-reset":    "the guest rebooted (or reset after a crash), which stops a cowork VM",
 		"guest-panic":    "the guest kernel panicked",
 		"host-signal":    "QEMU was told to quit by a signal from outside cowork",
-		"":               "the VM stopped unexpectedly (qemu: signal: killed)",
+		"":               "QEMU exited on its own (qemu: signal: killed)",
 	} {
 		f := newFakeVM(t, nil)
 		f.exit(reason)

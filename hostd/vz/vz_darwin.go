@@ -193,7 +193,7 @@ func (v *VM) Err() error {
 	return v.err
 }
 
-// Stop asks the guest to power off (Config.AskPowerOff: the agent, else
+// Stop asks the guest to power off (Config.PowerOffWithin: the agent, else
 // the virtual power button), then cuts the power after timeout.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 	v.mu.Lock()
@@ -203,19 +203,11 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 		return nil
 	}
 	if timeout > 0 {
-		wait := time.NewTimer(timeout)
-		defer wait.Stop()
-		if err := v.cfg.AskPowerOff(ctx, v.powerButton); err != nil {
-			v.log.Warn("ask the guest to power off", "err", err)
-		} else {
-			select {
-			case <-v.done:
-				return nil
-			case <-wait.C:
-				v.log.Warn("the guest did not power off in time; cutting its power", "timeout", timeout)
-			case <-ctx.Done():
-			}
+		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.done)
+		if err == nil {
+			return nil
 		}
+		v.log.Warn("cutting the guest's power", "why", err)
 	}
 	if v.vm.CanStop() {
 		if err := v.vm.Stop(); err != nil {
