@@ -31,7 +31,8 @@
 #     whose stages e2e-image.sh rebuilds only when their inputs change.
 #
 # Env: E2E_ARCH (the guest's, default this machine's), COWORK_MIRROR (Debian
-# mirror), FRESH_ROOT_KEEP=1 keeps the roots.
+# mirror), FRESH_ROOT_KEEP=1 keeps the roots, FRESH_ROOT_TEST=1 also runs
+# the README's second command (make test) after the first.
 # Needs root, and runs on a Debian-like host (debootstrap from apt).
 set -euo pipefail
 
@@ -79,11 +80,12 @@ inside() {
 	[ "$mode" = root ] || who=$USER_NAME
 	# su -l: a login shell with a clean environment, as after logging in.
 	# The guest's architecture is the one whose cache is shared.
-	exec su -l "$who" -c "export E2E_ARCH=$ARCH; "'set -e
+	exec su -l "$who" -c "export E2E_ARCH=$ARCH FRESH_ROOT_TEST=${FRESH_ROOT_TEST:-}; "'set -e
 		cd ~/cowork
 		echo "+ ./hack/try.sh"; ./hack/try.sh
 		echo "+ ./hack/try.sh   (again: the instance exists)"; ./hack/try.sh
-		./bin/cowork delete --yes --force'
+		./bin/cowork delete --yes --force
+		if [ "$FRESH_ROOT_TEST" = 1 ]; then echo "+ make test"; make test; fi'
 }
 
 if [ "${1:-}" = --inside ]; then

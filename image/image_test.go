@@ -21,6 +21,8 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"gopkg.in/yaml.v3"
+
+	"github.com/coworkhq/cowork/hostd/claudecode"
 )
 
 func needTool(t *testing.T, name string) string {
@@ -336,4 +338,19 @@ func TestCIDataISO(t *testing.T) {
 			t.Errorf("blkid reads label %q", out)
 		}
 	}
+}
+
+// The Ubuntu guest gets the Claude Code whose flags ask forwards, not
+// whatever npm calls latest that day.
+func TestDefaultProvisionPinsClaudeCode(t *testing.T) {
+	want := "npm install -g @anthropic-ai/claude-code@" + claudecode.Version
+	for _, c := range DefaultProvision {
+		if strings.Contains(c, "@anthropic-ai/claude-code") {
+			if c != want {
+				t.Fatalf("provision runs %q, want %q", c, want)
+			}
+			return
+		}
+	}
+	t.Fatalf("no Claude Code install in %q", DefaultProvision)
 }

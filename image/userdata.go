@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/coworkhq/cowork/hostd/claudecode"
 )
 
 // Guest is what the cloud-config sets up in a new guest.
@@ -44,12 +46,13 @@ var DefaultPackages = []string{
 	"ca-certificates", "gnupg", "unzip", "jq",
 }
 
-// DefaultProvision installs Node.js 22 from NodeSource and Claude Code from
-// npm, and gives fd and bat their usual names.
+// DefaultProvision installs Node.js 22 from NodeSource and the Claude Code
+// release cowork is tested against (whose flags `ask` forwards) from npm,
+// and gives fd and bat their usual names.
 var DefaultProvision = []string{
 	"curl -fsSL https://deb.nodesource.com/setup_22.x | bash -",
 	"apt-get install -y nodejs",
-	"npm install -g @anthropic-ai/claude-code",
+	"npm install -g @anthropic-ai/claude-code@" + claudecode.Version,
 	"ln -sf /usr/bin/fdfind /usr/local/bin/fd",
 	"ln -sf /usr/bin/batcat /usr/local/bin/bat",
 }
