@@ -5,6 +5,10 @@
 set -eu
 version=$(sed -n 's/^const Version = "\(.*\)"/\1/p' "$(dirname "$0")/../hostd/claudecode/flags.go")
 cache=${COWORK_TOOLS_CACHE:-$HOME/.cache/cowork-tools}/claude-$version
+# One install at a time (e2e-image.sh and make test may run side by side).
+mkdir -p "$(dirname "$cache")"
+exec 8>"$cache.lock"
+flock 8
 if [ $# -gt 0 ]; then
 	case "$1" in arm64) pkg=linux-arm64 ;; amd64) pkg=linux-x64 ;; *) echo "claude.sh: $1?" >&2; exit 2 ;; esac
 	dir=$cache/$pkg

@@ -44,11 +44,6 @@ die() { log "ERROR: $*"; exit 1; }
 [ -f "$AGENT" ] || die "no agent binary at $AGENT; run make agents"
 AGENT=$(cd "$(dirname "$AGENT")" && pwd)/$(basename "$AGENT")
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-exec 9>"$OUT/.lock"
-flock 9
-
 # ---------------------------------------------------------------- host tools
 need=()
 tools="/usr/lib/qemu/virtiofsd:qemu-system-common debootstrap:debootstrap mkfs.ext4:e2fsprogs
@@ -78,6 +73,16 @@ if [ "$ARCH" != "$(dpkg --print-architecture)" ] && ! dpkg --print-foreign-archi
 	apt_locked sh -c "dpkg --add-architecture $ARCH && apt-get update -q >/dev/null"
 fi
 ls /var/lib/apt/lists/*_binary-"$ARCH"_Packages* >/dev/null 2>&1 || apt_locked apt-get update -q >/dev/null
+# The pinned Claude Code for the guest, from npm (claude.sh locks its cache).
+CLAUDE=$("$(dirname "$0")/claude.sh" "$ARCH")
+
+# The cache is one builder's at a time. The host tools and Claude Code are
+# fetched before waiting for it: a second build (CI's fresh roots) then
+# waits only for the guest, not for its own downloads too.
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+exec 9>"$OUT/.lock"
+flock 9
 
 # unmount_under unmounts every mount at or below a directory, deepest first.
 unmount_under() {
@@ -300,8 +305,6 @@ exec sleep 2147483647
 EOF
 
 AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
-# The pinned Claude Code for the guest, from npm.
-CLAUDE=$("$(dirname "$0")/claude.sh" "$ARCH")
 CLAUDE_SUM=$(sha256sum "$CLAUDE" | cut -c1-16)
 R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
 	sha256sum | cut -c1-16)
