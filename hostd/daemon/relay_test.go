@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -82,6 +83,75 @@ func TestAgentSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
 	}
 	if l.fail.Load() >= 0 {
 		t.Fatal("the failures were not all seen")
+	}
+}
+
+// silentGuest is a VM whose agent channels are TCP connections the guest
+// holds open without a word; closed reports the host's end closing.
+type silentGuest struct {
+	machine.Machine
+	t      *testing.T
+	closed chan struct{}
+}
+
+// hostEnd is the host's end of an agent channel; it can half-close.
+type hostEnd struct {
+	*net.TCPConn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *hostEnd) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.TCPConn.Close()
+}
+
+func (m silentGuest) DialAgent(context.Context) (net.Conn, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	host, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	guest, err := l.Accept()
+	if err != nil {
+		return nil, err
+	}
+	m.t.Cleanup(func() { guest.Close() }) // held open, and silent, until the test ends
+	return &hostEnd{TCPConn: host.(*net.TCPConn), closed: m.closed}, nil
+}
+
+// TestAgentSocketLetsGoOfAGuestThatHoldsOn: when the host's client leaves
+// agent.sock, hostd closes its end of the agent channel at once, even if
+// the guest neither answers nor closes: a guest must not pin host sockets.
+func TestAgentSocketLetsGoOfAGuestThatHoldsOn(t *testing.T) {
+	sock := t.TempDir() + "/agent.sock"
+	l, err := unixsock.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := silentGuest{t: t, closed: make(chan struct{})}
+	d := &Daemon{vm: m, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.relay(ctx, l); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "hello\n")
+	c.Close()
+	select {
+	case <-m.closed:
+	case <-time.After(time.Minute):
+		t.Fatal("the client left agent.sock, and hostd still holds the guest's channel open")
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/splice"
 )
 
 // serveRelay runs the credential relay on the gateway's RelayPort: it swaps
@@ -204,21 +205,11 @@ func (n *Stack) publish() error {
 				c.Close()
 				return
 			}
-			n.spliceQuiet(c, g)
+			// No audit line: traffic the host started into a published
+			// port is not the guest's egress.
+			splice.Join(c, g, splice.Options{})
 		})
 		n.listeners = append(n.listeners, l)
 	}
 	return nil
-}
-
-// spliceQuiet joins two connections without an audit line: traffic the
-// host started into a published port is not the guest's egress.
-func (n *Stack) spliceQuiet(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(a, b); closeWrite(a); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(b, a); closeWrite(b); done <- struct{}{} }()
-	<-done
-	<-done
-	a.Close()
-	b.Close()
 }
