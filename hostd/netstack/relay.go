@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -74,16 +69,11 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	defer cancel(nil)
 	defer context.AfterFunc(sess.ctx, func() { cancel(sess.Err()) })()
 	r = r.WithContext(ctx)
-	var out, in atomic.Int64
-	if r.Body != nil {
-		r.Body = &requestBody{ReadCloser: r.Body, n: &out}
-	}
-	secrets := sess.secrets()
-	var relayErr error
-	rp := &httputil.ReverseProxy{
-		// ReverseProxy has already dropped the hop-by-hop headers, and those
-		// the request's Connection header names, from pr.Out.
-		Rewrite: func(pr *httputil.ProxyRequest) {
+	n.answerHTTP(w, r, exchange{
+		rec: rec,
+		// ReverseProxy has already dropped the hop-by-hop headers, and
+		// those the request's Connection header names, from pr.Out.
+		rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.URL.User = path, "", nil
 			pr.SetURL(sess.Endpoint)
 			pr.Out.Host = sess.Endpoint.Host
@@ -98,74 +88,22 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 				pr.Out.Header.Set("Authorization", "Bearer "+sess.authToken)
 			}
 		},
-		Transport:     transport,
-		FlushInterval: -1, // server-sent events pass as they come
-		ModifyResponse: func(resp *http.Response) error {
-			rec.Status = resp.StatusCode
-			resp.Body = &countingBody{ReadCloser: resp.Body, n: &in}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		transport: transport,
+		unanswered: func(w http.ResponseWriter, err error) (int, error) {
 			if sess.Err() != nil {
-				relayErr = fmt.Errorf("refused before the answer came: %w", sess.Err())
-				rec.Status = http.StatusUnauthorized
-				writeAPIError(w, rec.Status, "authentication_error", refusalMessage(endedBy(sess.Err())))
-				return
+				writeAPIError(w, http.StatusUnauthorized, "authentication_error", refusalMessage(endedBy(sess.Err())))
+				return http.StatusUnauthorized, fmt.Errorf("refused before the answer came: %w", sess.Err())
 			}
-			// Transport errors may quote the endpoint's URL.
-			relayErr = errors.New(redactText(err.Error(), secrets...))
-			rec.Status = http.StatusBadGateway
-			writeAPIError(w, rec.Status, "api_error", "cowork relay: the API endpoint did not answer: "+relayErr.Error())
+			writeAPIError(w, http.StatusBadGateway, "api_error", "cowork relay: the API endpoint did not answer: "+err.Error())
+			return http.StatusBadGateway, err
 		},
-		ErrorLog: log.New(&redactingLog{log: n.log.With("session", sess.ID), secrets: secrets}, "", 0),
-	}
-	// ReverseProxy panics (http.ErrAbortHandler, so that the server drops
-	// the connection) when the answer breaks off mid-copy; the record is
-	// written on the way out all the same.
-	cut := true
-	defer func() {
-		rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
-		if cut && relayErr == nil {
-			switch {
-			case sess.Err() != nil:
-				relayErr = fmt.Errorf("the answer was cut: %w", sess.Err())
-			case guest.Err() != nil:
-				// The guest's client gave up, or its connection broke; it
-				// will likely ask again.
-				relayErr = fmt.Errorf("the guest's connection ended before the answer did: %w", context.Cause(guest))
-			default:
-				relayErr = errors.New("the answer from the endpoint broke off")
-			}
-			n.log.Warn("relay answer cut short", "session", sess.ID, "status", rec.Status, "bytes_in", rec.BytesIn,
-				"after", time.Since(rec.Start).Round(time.Millisecond), "err", relayErr)
-		}
-		n.finish(rec, audit.Allow, relayErr)
-	}()
-	rp.ServeHTTP(w, r)
-	cut = false
-}
-
-// requestBody counts the guest's request body and keeps its end: once it
-// has said EOF it says so again without asking the server. The transport
-// reads once more past a Content-Length to check that the body ends, and
-// the server closes a request body it has read to its end as soon as the
-// handler starts its answer (which the endpoint may send before that last
-// read); that read then failed, and the transport dropped the endpoint's
-// connection, cutting an answer that had just begun.
-type requestBody struct {
-	io.ReadCloser
-	n   *atomic.Int64
-	eof bool
-}
-
-func (b *requestBody) Read(p []byte) (int, error) {
-	if b.eof {
-		return 0, io.EOF
-	}
-	k, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(k))
-	b.eof = err == io.EOF
-	return k, err
+		endedBy:  sess.Err,
+		upstream: "the endpoint",
+		secrets:  sess.secrets(),
+		log:      n.log.With("session", sess.ID),
+		prefix:   "relay",
+		warnCut:  true,
+	})
 }
 
 // endedBy is the refusal that matches why a session ended.
@@ -174,18 +112,6 @@ func endedBy(err error) Refusal {
 		return Expired
 	}
 	return Ended
-}
-
-// redactingLog is ReverseProxy's error log: its lines go to hostd's log
-// without the session's secrets or any URL's user information.
-type redactingLog struct {
-	log     *slog.Logger
-	secrets []string
-}
-
-func (l *redactingLog) Write(p []byte) (int, error) {
-	l.log.Warn("relay: " + strings.TrimSpace(redactText(string(p), l.secrets...)))
-	return len(p), nil
 }
 
 // publish listens on the host for each published guest port and carries
