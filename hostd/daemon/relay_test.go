@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -184,12 +186,31 @@ func TestControlSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
 
 func TestNetworkStatsCarryTheLimits(t *testing.T) {
 	first, last := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_100, 0)
-	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last})
+	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last}, nil)
 	if n.Flows != 20000 || n.Blocked != 18976 || n.ActiveFlows != 1024 || n.MaxFlows != 1024 || n.RefusedFlows != 18976 ||
 		n.FirstRefusedUnixNano != first.UnixNano() || n.LastRefusedUnixNano != last.UnixNano() {
 		t.Fatalf("%v", n)
 	}
-	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 {
+	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}, nil); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 || len(n.ServeFailures) != 0 {
 		t.Fatalf("no refusal, yet times: %v", n)
+	}
+}
+
+// TestStatusReportsAServiceThatStopped: a service of the guest's network
+// that stopped serving reaches status through the control API.
+func TestStatusReportsAServiceThatStopped(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	n := networkStats(audit.Stats{}, netstack.FlowStats{}, []netstack.ServeFailure{{Service: "proxy", Err: "accept: broken", At: at}})
+	if len(n.ServeFailures) != 1 || n.ServeFailures[0].Service != "proxy" || n.ServeFailures[0].Error != "accept: broken" || n.ServeFailures[0].UnixNano != at.UnixNano() {
+		t.Fatalf("%v", n)
+	}
+	c := newControlTest(t)
+	c.d.cfg = &instance.Config{Arch: "arm64"}
+	r, err := c.api.Status(t.Context(), &controlpb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Network == nil || len(r.Network.ServeFailures) != 0 {
+		t.Fatalf("a network whose services all serve: %v", r.Network)
 	}
 }

@@ -32,7 +32,7 @@ func (n *Stack) serveProxy() error {
 		Handler:           &proxyHandler{n: n, transport: transport},
 		ReadHeaderTimeout: 30 * time.Second,
 	}
-	go func() { _ = srv.Serve(n.guard(ln)) }()
+	n.serveGateway("proxy", ln, srv.Serve)
 	return nil
 }
 

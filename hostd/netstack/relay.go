@@ -35,7 +35,7 @@ func (n *Stack) serveRelay() error {
 		ResponseHeaderTimeout: 10 * time.Minute,
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport) }), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = srv.Serve(n.guard(ln)) }()
+	n.serveGateway("relay", ln, srv.Serve)
 	return nil
 }
 
@@ -123,7 +123,7 @@ func (n *Stack) publish() error {
 			return fmt.Errorf("publish %s: %w", f.HostAddr, err)
 		}
 		guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(f.GuestPort)}
-		go n.servePublished(l, func(c net.Conn) {
+		n.servePublished(l, func(c net.Conn) {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
 			cancel()
