@@ -91,14 +91,14 @@ at /workspace) and every network byte it sends on the record.`,
 		shell.NewCmdShell(ios, connect, nil),
 		claude.NewCmdClaude(ios, &target.Instance, nil),
 		ask.NewCmdAsk(ios, &target.Instance, nil),
-		version.NewCmdVersion(ios),
+		version.NewCmdVersion(ios, nil),
 		initcmd.NewCmdInit(ios, &target.Instance, nil),
 		start.NewCmdStart(ios, &target.Instance, nil),
 		stop.NewCmdStop(ios, &target.Instance, nil),
-		status.NewCmdStatus(ios, &target.Instance),
+		status.NewCmdStatus(ios, &target.Instance, nil),
 		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
-		hostdcmd.NewCmdHostd(ios, &target.Instance),
-		policycmd.NewCmdPolicy(ios, &target.Instance),
+		hostdcmd.NewCmdHostd(ios, &target.Instance, nil),
+		policycmd.NewCmdPolicy(ios, &target.Instance, nil),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
 		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
 	)
@@ -106,7 +106,7 @@ at /workspace) and every network byte it sends on the record.`,
 }
 
 // unknownCommand rejects arguments to cowork itself: they can only be a
-// mistyped command.
+// mistyped command, a usage error (exit 2) said as cobra would say it.
 func unknownCommand(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		return nil
@@ -115,7 +115,7 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		hint = "; did you mean " + strings.Join(s, " or ") + "?"
 	}
-	return fmt.Errorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
+	return cmdutil.FlagErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }
 
 // Main runs cowork with args and returns the process exit code.
@@ -125,9 +125,6 @@ func Main(ctx context.Context, ios *iostreams.IOStreams, args []string) int {
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return 0
-	}
-	if strings.HasPrefix(err.Error(), "unknown command") {
-		err = &cmdutil.FlagError{Err: err}
 	}
 	// An error can carry what the guest said (an agent's refusal, a stop
 	// reason, the console's last lines): shown, never obeyed.
