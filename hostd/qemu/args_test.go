@@ -102,7 +102,7 @@ func TestNoKVMForAForeignArchitecture(t *testing.T) {
 	if hostArch() == "arm64" {
 		foreign = "amd64"
 	}
-	if r := probeKVM("/nonexistent/qemu", foreign); r.accel != "tcg" || r.ran || !strings.Contains(r.why, "guest on") {
+	if r := newAccelProbe("").probeKVM("/nonexistent/qemu", foreign); r.accel != "tcg" || r.ran || !strings.Contains(r.why, "guest on") {
 		t.Fatalf("got %+v", r)
 	}
 }
