@@ -19,7 +19,6 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/internal/buildinfo"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
 
@@ -155,5 +154,3 @@ func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*age
 	}()
 	return &agentpb.ShutdownResponse{}, nil
 }
-
-func init() { grpcpool.InstallDefault() }

@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/guestagent/listener"
 	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 // memoryLimit is the agent's soft heap limit unless GOMEMLIMIT says
@@ -33,6 +34,7 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
+	grpcpool.InstallDefault() // before any gRPC: see grpcpool
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cowork-agent:", err)
 		os.Exit(1)
