@@ -10,7 +10,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 )
 
 // command is `cowork shell args...` on ios, reaching the agent through
