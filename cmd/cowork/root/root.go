@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -55,7 +54,7 @@ at /workspace) and every network byte it sends on the record.`,
 		TraverseChildren: true,
 		// With TraverseChildren cobra no longer rejects an unknown command
 		// itself, and a root that cannot run would answer it with help.
-		Args: unknownCommand,
+		Args: cmdutil.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		// `cowork --help status` is read as cowork's --help before status:
 		// answer it with status's help, as cobra does without traversal.
@@ -103,19 +102,6 @@ at /workspace) and every network byte it sends on the record.`,
 		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
 	)
 	return root
-}
-
-// unknownCommand rejects arguments to cowork itself: they can only be a
-// mistyped command, a usage error (exit 2) said as cobra would say it.
-func unknownCommand(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	hint := ""
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		hint = "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return cmdutil.FlagErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }
 
 // Main runs cowork with args and returns the process exit code.

@@ -49,7 +49,7 @@ func TestStatusJSONOfAMissingInstance(t *testing.T) {
 // A mistyped command is a usage error by its type, which decides the exit
 // code, not by the words of its message.
 func TestUnknownCommandIsAFlagError(t *testing.T) {
-	for _, args := range [][]string{{"frobnicate"}, {"staus", "--json"}, {"--name", "dev", "strat"}, {"policy", "alow", "x"}} {
+	for _, args := range [][]string{{"frobnicate"}, {"staus", "--json"}, {"--name", "dev", "strat"}, {"policy", "alow", "x"}, {"disk", "frob"}, {"disk", "rezise", "20GiB"}} {
 		ios, _, out, _ := iostreams.Test()
 		cmd := NewCmdRoot(ios)
 		cmd.SetArgs(args)
