@@ -53,7 +53,7 @@ func (s *Server) Exec(stream agentpb.Agent_ExecServer) error {
 	if start == nil {
 		return status.Error(codes.InvalidArgument, "an exec must begin with start")
 	}
-	spec, err := resolveSpec(start, s.opts.DefaultUser)
+	spec, err := resolveSpec(start, s.opts.DefaultUser, s.accounts)
 	if err != nil {
 		s.log.Warn("exec refused", "user", start.GetUser(), "argv0", argv0(start.GetArgv()), "err", status.Convert(err).Message())
 		return err

@@ -29,6 +29,7 @@ func FuzzExecRequest(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{0xff, 0xff, 0xff})
+	accts := &accountCache{}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req agentpb.ExecRequest
 		if proto.Unmarshal(data, &req) != nil {
@@ -36,7 +37,7 @@ func FuzzExecRequest(f *testing.F) {
 		}
 		switch m := req.Msg.(type) {
 		case *agentpb.ExecRequest_Start:
-			spec, err := resolveSpec(m.Start, "")
+			spec, err := resolveSpec(m.Start, "", accts)
 			if err != nil {
 				return
 			}

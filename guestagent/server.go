@@ -19,7 +19,6 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/internal/buildinfo"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
 
@@ -48,8 +47,9 @@ type Options struct {
 // Server implements agentpb.AgentServer.
 type Server struct {
 	agentpb.UnimplementedAgentServer
-	opts Options
-	log  *slog.Logger
+	opts     Options
+	log      *slog.Logger
+	accounts *accountCache // user lookups, shared by every exec
 
 	running sync.WaitGroup // live exec sessions
 }
@@ -69,7 +69,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{opts: opts, log: log}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}}
 }
 
 // NewGRPCServer returns a gRPC server with the agent registered and the
@@ -114,7 +114,7 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 	ps := procstat.Self()
 	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {
-		if a, err := lookupAccount(""); err == nil {
+		if a, err := s.accounts.lookup(""); err == nil {
 			resp.DefaultUser = a.name
 		}
 	}
@@ -155,5 +155,3 @@ func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*age
 	}()
 	return &agentpb.ShutdownResponse{}, nil
 }
-
-func init() { grpcpool.InstallDefault() }

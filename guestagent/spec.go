@@ -53,7 +53,7 @@ type account struct {
 
 // resolveSpec validates a Start and resolves its user, directory and
 // executable. Its errors are gRPC statuses worded for the person who sent it.
-func resolveSpec(start *agentpb.ExecStart, defaultUser string) (*procSpec, error) {
+func resolveSpec(start *agentpb.ExecStart, defaultUser string, accts *accountCache) (*procSpec, error) {
 	if len(start.GetArgv()) == 0 || start.GetArgv()[0] == "" {
 		return nil, status.Error(codes.InvalidArgument, "empty argv: name the program to run")
 	}
@@ -69,7 +69,7 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string) (*procSpec, error
 	if name == "" {
 		name = defaultUser
 	}
-	acct, err := lookupAccount(name)
+	acct, err := accts.lookup(name)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +97,10 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string) (*procSpec, error
 	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty, noStdin: start.GetNoStdin() && tty == nil}, nil
 }
 
-// lookupAccount finds a user by name or numeric uid ("" means the agent's own
+// lookup finds a user by name or numeric uid ("" means the agent's own
 // user) and checks that the agent may run processes as it.
-func lookupAccount(name string) (*account, error) {
-	acct, err := accounts.get(name)
+func (c *accountCache) lookup(name string) (*account, error) {
+	acct, err := c.get(name)
 	if err != nil {
 		return nil, err
 	}
@@ -111,11 +111,9 @@ func lookupAccount(name string) (*account, error) {
 	return acct, nil
 }
 
-// accounts caches user lookups: parsing /etc/passwd and /etc/group took
-// longer than the rest of an exec's bookkeeping. An entry lives until
-// either file changes.
-var accounts = &accountCache{}
-
+// accountCache caches user lookups: parsing /etc/passwd and /etc/group
+// took longer than the rest of an exec's bookkeeping. An entry lives until
+// either file changes. The Server holds one; its zero value is empty.
 type accountCache struct {
 	mu     sync.Mutex
 	stamp  string

@@ -14,7 +14,7 @@ func TestLookPathUsesTheChildsPath(t *testing.T) {
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "only-here")
 	os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755)
-	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"only-here"}, Env: []string{"PATH=" + dir}}, "")
+	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"only-here"}, Env: []string{"PATH=" + dir}}, "", &accountCache{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,14 +22,14 @@ func TestLookPathUsesTheChildsPath(t *testing.T) {
 		t.Fatalf("resolved %q, want %q", spec.path, prog)
 	}
 	// A relative path is relative to the working directory.
-	spec, err = resolveSpec(&agentpb.ExecStart{Argv: []string{"./only-here"}, Cwd: dir}, "")
+	spec, err = resolveSpec(&agentpb.ExecStart{Argv: []string{"./only-here"}, Cwd: dir}, "", &accountCache{})
 	if err != nil || spec.path != prog {
 		t.Fatalf("relative: %v %v", spec, err)
 	}
 }
 
 func TestEnvironmentLayers(t *testing.T) {
-	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"true"}, Env: []string{"PATH=/x:/usr/bin:/bin", "A=1=2", "A=3"}, Tty: &agentpb.TerminalSize{}}, "")
+	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"true"}, Env: []string{"PATH=/x:/usr/bin:/bin", "A=1=2", "A=3"}, Tty: &agentpb.TerminalSize{}}, "", &accountCache{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,8 @@ func TestEnvironmentLayers(t *testing.T) {
 
 // A user added while the agent runs is found: the cache follows /etc/passwd.
 func TestAccountCacheFollowsPasswd(t *testing.T) {
-	if _, err := lookupAccount(""); err != nil {
+	accounts := &accountCache{}
+	if _, err := accounts.lookup(""); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := accounts.get("")

@@ -81,3 +81,22 @@ while :; do sleep 0.05; done
 		t.Fatalf("the launched hostd (pid %d) still exists after Start returned: %v", pid, err)
 	}
 }
+
+// A ready instance is "already running", even for a start whose time ran
+// out before it asked: nothing was abandoned, so nothing is reported so.
+func TestStartOutOfTimeFindsAReadyInstanceRunning(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.Running(t, p, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Start(ctx, "/nonexistent/cowork", instance.DefaultName, nil)
+	if !errors.Is(err, ErrAlreadyRunning) {
+		t.Fatalf("start = %v, want ErrAlreadyRunning", err)
+	}
+	if ab := new(*AbandonedError); errors.As(err, ab) {
+		t.Fatalf("start reported an abandoned start: %v", err)
+	}
+	if s := h.Stops(); len(s) != 0 {
+		t.Fatalf("start stopped a ready instance: %v", s)
+	}
+}

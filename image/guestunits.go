@@ -2,6 +2,8 @@ package image
 
 import (
 	"strings"
+
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // The guest side of cowork is three files that bootcmd (re)writes at every
@@ -37,7 +39,7 @@ Before=cloud-final.service ` + ProvisionUnit + `
 
 [Service]
 ExecStartPre=-` + agentUpdatePath + `
-ExecStart=` + AgentPath + ` --listen auto --default-user cowork --provisioned-marker ` + marker + `
+ExecStart=` + AgentPath + ` --listen ` + agentwire.ListenAuto + ` --default-user cowork --provisioned-marker ` + marker + `
 Restart=always
 RestartSec=1
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // bootFiles runs the user-data's bootcmd through its file-writing part
@@ -71,7 +73,7 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	if pre < 0 || start < 0 || pre > start {
 		t.Errorf("the agent unit does not update the agent before it starts:\n%s", unit)
 	}
-	if !strings.Contains(unit, "Restart=always") || !strings.Contains(unit, "--provisioned-marker "+DefaultMarker) {
+	if !strings.Contains(unit, "Restart=always") || !strings.Contains(unit, "--provisioned-marker "+agentwire.ProvisionedMarker) {
 		t.Errorf("agent unit:\n%s", unit)
 	}
 	update := files[agentUpdatePath]
@@ -103,7 +105,7 @@ func TestProvisioningRunsAtEveryBootUntilDone(t *testing.T) {
 	_, files := bootFiles(t, g)
 	unit := files[unitDir+ProvisionUnit]
 	for _, want := range []string{
-		"ConditionPathExists=!" + DefaultMarker + "\n",
+		"ConditionPathExists=!" + agentwire.ProvisionedMarker + "\n",
 		"Type=oneshot\n",
 		"ExecStart=" + ProvisionScript + "\n",
 		"After=network-online.target cloud-config.service " + AgentUnit + "\n",
@@ -123,7 +125,7 @@ func TestProvisioningRunsAtEveryBootUntilDone(t *testing.T) {
 		`step 'running echo '\''it'\'''\''s'\'' here'` + "\n",
 		"echo 'it''s' here\n",
 		"touch /x\n",
-		"touch " + DefaultMarker + "\n",
+		"touch " + agentwire.ProvisionedMarker + "\n",
 	}
 	at := 0
 	for _, want := range order {

@@ -8,6 +8,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // Guest is what the cloud-config sets up in a new guest.
@@ -23,7 +24,8 @@ type Guest struct {
 	// them (Node.js, Claude Code), as root, with the proxy set.
 	Packages  []string
 	Provision []string
-	// Marker is the file the agent reports as provisioning complete.
+	// Marker is the file the agent reports as provisioning complete;
+	// empty means agentwire.ProvisionedMarker, the agent's default.
 	Marker string
 	// MAC is the address of the guest's NIC, which the network config
 	// names eth0 and configures by DHCP.
@@ -34,7 +36,6 @@ type Guest struct {
 const (
 	AgentPath       = "/usr/local/bin/cowork-agent"
 	AgentUnit       = "cowork-agent.service"
-	DefaultMarker   = "/var/lib/cowork/provisioned"
 	cidataAgentName = "cowork-agent"
 	cidataSumName   = "cowork-agent.sha256"
 )
@@ -63,7 +64,7 @@ func UserData(g Guest) ([]byte, error) {
 		return nil, fmt.Errorf("cloud-config: need a user, a uid above 0 and a hostname")
 	}
 	if g.Marker == "" {
-		g.Marker = DefaultMarker
+		g.Marker = agentwire.ProvisionedMarker
 	}
 	proxyEnv := fmt.Sprintf("http_proxy=%[1]s https_proxy=%[1]s HTTP_PROXY=%[1]s HTTPS_PROXY=%[1]s no_proxy=%[2]s NO_PROXY=%[2]s npm_config_proxy=%[1]s npm_config_https_proxy=%[1]s", g.ProxyURL, g.NoProxy)
 	for _, c := range g.Provision {

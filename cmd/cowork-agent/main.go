@@ -17,7 +17,9 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent"
 	"github.com/coworkhq/cowork/guestagent/listener"
+	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 // memoryLimit is the agent's soft heap limit unless GOMEMLIMIT says
@@ -32,6 +34,7 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
+	grpcpool.InstallDefault() // before any gRPC: see grpcpool
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cowork-agent:", err)
 		os.Exit(1)
@@ -40,9 +43,9 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("cowork-agent", flag.ContinueOnError)
-	listen := fs.String("listen", "", "where to serve: vsock://:1024, serial://org.cowork.agent, unix:///path, or auto (vsock if the guest has it, else serial)")
+	listen := fs.String("listen", "", fmt.Sprintf("where to serve: vsock://:%d, serial://%s, unix:///path, or %s (vsock if the guest has it, else serial)", agentwire.VsockPort, agentwire.SerialPort, agentwire.ListenAuto))
 	defaultUser := fs.String("default-user", "", "user for execs that name none (default: the agent's own user)")
-	marker := fs.String("provisioned-marker", "/var/lib/cowork/provisioned", "file whose existence means provisioning is complete")
+	marker := fs.String("provisioned-marker", agentwire.ProvisionedMarker, "file whose existence means provisioning is complete")
 	grace := fs.Duration("kill-grace", 3*time.Second, "time between SIGHUP and SIGKILL when a client goes away")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -56,7 +59,7 @@ func run(args []string) error {
 		return nil
 	}
 	if *listen == "" {
-		fmt.Fprintln(os.Stderr, "cowork-agent: --listen is required, e.g. --listen vsock://:1024")
+		fmt.Fprintf(os.Stderr, "cowork-agent: --listen is required, e.g. --listen %s\n", agentwire.ListenAuto)
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

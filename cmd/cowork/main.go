@@ -9,6 +9,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/root"
 	"github.com/coworkhq/cowork/hostd/fsjail"
+	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 func main() {
@@ -18,5 +19,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cowork:", fsjail.Main(os.Args[2:]))
 		os.Exit(120)
 	}
+	grpcpool.InstallDefault() // before any gRPC, the agent's or hostd's: see grpcpool
 	os.Exit(root.Main(context.Background(), iostreams.System(), os.Args[1:]))
 }

@@ -14,25 +14,32 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/vsock"
+
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // Auto is the listen address that picks the channel the VM has: vsock
-// port 1024 when the guest has a vsock device (vz), else the
-// org.cowork.agent virtio-serial port (QEMU).
-const Auto = "auto"
+// port agentwire.VsockPort when the guest has a vsock device (vz), else
+// the virtio-serial port agentwire.SerialPort (QEMU).
+const Auto = agentwire.ListenAuto
+
+// autoSerial and autoVsock are where Auto chooses to listen.
+const autoSerial = "serial://" + agentwire.SerialPort
+
+func autoVsock() string { return fmt.Sprintf("vsock://:%d", agentwire.VsockPort) }
 
 // Listen opens addr, one of:
 //
 //	vsock://:PORT              accepts only the host (CID 2)
 //	serial://PORTNAME          yamux over the virtio-serial port PORTNAME
 //	unix:///path/to/socket     mode 0600
-//	auto                       vsock://:1024 with a vsock device, else serial://org.cowork.agent
+//	auto                       vsock://:VsockPort with a vsock device, else serial://SerialPort (agentwire's)
 func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 	if addr == Auto {
 		if checkContextID(vsock.ContextID()) == nil {
-			addr = "vsock://:1024"
+			addr = autoVsock()
 		} else {
-			addr = "serial://org.cowork.agent"
+			addr = autoSerial
 		}
 		log.Info("listen auto", "chose", addr)
 	}
@@ -44,12 +51,12 @@ func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 	case "vsock":
 		port, err := strconv.ParseUint(u.Port(), 10, 32)
 		if err != nil || u.Hostname() != "" {
-			return nil, fmt.Errorf("listen address %q: want vsock://:PORT, e.g. vsock://:1024", addr)
+			return nil, fmt.Errorf("listen address %q: want vsock://:PORT, e.g. %s", addr, autoVsock())
 		}
 		return listenVsock(uint32(port), log)
 	case "serial":
 		if u.Host == "" || strings.ContainsAny(u.Host, "/") || u.Path != "" {
-			return nil, fmt.Errorf("listen address %q: want serial://PORTNAME, e.g. serial://org.cowork.agent", addr)
+			return nil, fmt.Errorf("listen address %q: want serial://PORTNAME, e.g. %s", addr, autoSerial)
 		}
 		port, err := SysfsPort("/sys", "/dev", u.Host)
 		if err != nil {
@@ -90,6 +97,3 @@ func listenUnix(path string) (net.Listener, error) {
 	}
 	return l, nil
 }
-
-// errClosed is what Accept returns after Close, like net's listeners.
-var errClosed = net.ErrClosed

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/mdlayher/vsock"
 
+	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/lograte"
 )
 
@@ -69,7 +70,7 @@ func TestNoVsockDeviceIsAClearError(t *testing.T) {
 	if err := checkContextID(noContextID, nil); err == nil || !strings.Contains(err.Error(), "no vsock device") {
 		t.Errorf("CID 4294967295: %v", err)
 	}
-	if err := checkContextID(0, errors.New("open /dev/vsock: no such file or directory")); err == nil || !strings.Contains(err.Error(), "serial://org.cowork.agent") {
+	if err := checkContextID(0, errors.New("open /dev/vsock: no such file or directory")); err == nil || !strings.Contains(err.Error(), "serial://"+agentwire.SerialPort) {
 		t.Errorf("error: %v", err)
 	}
 	if err := checkContextID(3, nil); err != nil {
@@ -202,12 +203,12 @@ func roundTrip(t *testing.T, l net.Listener, sess *yamux.Session) {
 
 func TestSerialSurvivesTheHostReconnecting(t *testing.T) {
 	port := &fakePort{}
-	l := ListenSerial("org.cowork.agent", port, quiet)
+	l := ListenSerial(agentwire.SerialPort, port, quiet)
 	defer l.Close()
 	time.Sleep(20 * time.Millisecond) // the listener polls a port with no host
 	for i := range 3 {
 		h := port.connect()
-		sess, err := yamux.Client(h, YamuxConfig(slog.New(slog.DiscardHandler)))
+		sess, err := agentwire.HostSession(h, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,12 +228,12 @@ func TestSerialSurvivesTheHostReconnecting(t *testing.T) {
 
 func TestSerialFindsThePortBySysfsName(t *testing.T) {
 	sys, dev := t.TempDir(), t.TempDir()
-	for port, name := range map[string]string{"vport0p1": "org.qemu.guest_agent.0", "vport1p1": "org.cowork.agent"} {
+	for port, name := range map[string]string{"vport0p1": "org.qemu.guest_agent.0", "vport1p1": agentwire.SerialPort} {
 		os.MkdirAll(filepath.Join(sys, "class/virtio-ports", port), 0o755)
 		os.WriteFile(filepath.Join(sys, "class/virtio-ports", port, "name"), []byte(name+"\n"), 0o644)
 		os.WriteFile(filepath.Join(dev, port), nil, 0o600) // stands in for the device node
 	}
-	got, err := findPort(sys, dev, "org.cowork.agent")
+	got, err := findPort(sys, dev, agentwire.SerialPort)
 	if err != nil || got != filepath.Join(dev, "vport1p1") {
 		t.Fatalf("got %q %v", got, err)
 	}
@@ -251,9 +252,9 @@ func TestSerialCreatesAMissingDeviceNode(t *testing.T) {
 	sys, dev := t.TempDir(), t.TempDir()
 	sysPort := filepath.Join(sys, "class/virtio-ports/vport2p1")
 	os.MkdirAll(sysPort, 0o755)
-	os.WriteFile(filepath.Join(sysPort, "name"), []byte("org.cowork.agent\n"), 0o644)
+	os.WriteFile(filepath.Join(sysPort, "name"), []byte(agentwire.SerialPort+"\n"), 0o644)
 	os.WriteFile(filepath.Join(sysPort, "dev"), []byte("1:3\n"), 0o644) // the numbers of /dev/null
-	port, err := SysfsPort(sys, dev, "org.cowork.agent")
+	port, err := SysfsPort(sys, dev, agentwire.SerialPort)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func TestSerialCreatesAMissingDeviceNode(t *testing.T) {
 func TestSerialYamuxComplaintsAreRateLimited(t *testing.T) {
 	port := &fakePort{}
 	var out syncLog
-	l := ListenSerial("org.cowork.agent", port, slog.New(slog.NewTextHandler(&out, nil)))
+	l := ListenSerial(agentwire.SerialPort, port, slog.New(slog.NewTextHandler(&out, nil)))
 	defer l.Close()
 	const sessions = 80
 	for range sessions {

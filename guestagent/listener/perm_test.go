@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // The device node the agent makes for its serial port is root's alone:
@@ -18,9 +20,9 @@ func TestCreatedDeviceNodeIsOwnerOnly(t *testing.T) {
 	sys, dev := t.TempDir(), t.TempDir()
 	sysPort := filepath.Join(sys, "class/virtio-ports/vport2p1")
 	os.MkdirAll(sysPort, 0o755)
-	os.WriteFile(filepath.Join(sysPort, "name"), []byte("org.cowork.agent\n"), 0o644)
+	os.WriteFile(filepath.Join(sysPort, "name"), []byte(agentwire.SerialPort+"\n"), 0o644)
 	os.WriteFile(filepath.Join(sysPort, "dev"), []byte("1:3\n"), 0o644)
-	path, err := findPort(sys, dev, "org.cowork.agent")
+	path, err := findPort(sys, dev, agentwire.SerialPort)
 	if err != nil {
 		t.Fatal(err)
 	}

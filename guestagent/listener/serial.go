@@ -13,48 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 
+	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/lograte"
 )
-
-// YamuxConfig is the session configuration both ends of the serial channel
-// use, logging to log.
-//
-// One port carries every channel, and under emulation a burst (64
-// processes each streaming 16 MiB, e2e/load_test.go) can hold a frame in
-// the send queue, or a new stream's acknowledgement, for longer than
-// yamux's defaults allow while both ends are alive and reading. yamux
-// answers those timeouts by failing the stream or closing the whole
-// session, so here only a peer that stops answering pings ends a session:
-// its pings go unanswered for a minute (ConnectionWriteTimeout bounds the
-// wait for a pong), and new streams wait without a timer of their own.
-func YamuxConfig(log *slog.Logger) *yamux.Config {
-	c := yamux.DefaultConfig()
-	c.AcceptBacklog = 64
-	c.KeepAliveInterval = 10 * time.Second
-	c.ConnectionWriteTimeout = time.Minute
-	c.MaxStreamWindowSize = 1 << 20
-	c.StreamOpenTimeout = 0
-	c.StreamCloseTimeout = 30 * time.Second
-	c.LogOutput = nil
-	c.Logger = yamuxLogger{log}
-	return c
-}
-
-// yamuxLogger puts yamux's own complaints (a failed keepalive, a frame for
-// a stream it does not know) in the log as warnings, all under the one
-// message "yamux", so a rate-limited log (lograte, which the serial
-// listener and hostd's agent channel use) limits them together: the other
-// end can make yamux complain in a loop.
-type yamuxLogger struct{ log *slog.Logger }
-
-func (l yamuxLogger) say(s string) { l.log.Warn("yamux", "said", strings.TrimSpace(s)) }
-
-func (l yamuxLogger) Print(v ...any)                 { l.say(fmt.Sprint(v...)) }
-func (l yamuxLogger) Printf(format string, v ...any) { l.say(fmt.Sprintf(format, v...)) }
-func (l yamuxLogger) Println(v ...any)               { l.say(fmt.Sprintln(v...)) }
 
 // Port is an open virtio-serial port. How such a port behaves decides
 // this file's design:
@@ -168,7 +131,7 @@ func (l *serialListener) serve() {
 
 // session runs one yamux session until the host leaves or it breaks.
 func (l *serialListener) session(c *sessionConn) {
-	sess, err := yamux.Server(c, YamuxConfig(l.log))
+	sess, err := agentwire.GuestSession(c, l.log)
 	if err != nil {
 		l.log.Error("yamux session", "err", err)
 		return
@@ -211,7 +174,7 @@ func (l *serialListener) Accept() (net.Conn, error) {
 	case c := <-l.conns:
 		return c, nil
 	case <-l.closed:
-		return nil, errClosed
+		return nil, net.ErrClosed // as net's listeners do after Close
 	}
 }
 

@@ -11,21 +11,17 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// SourcePreface starts a channel that carries no gRPC: the agent answers
-// "cowork-source N\n" with N zero bytes and closes. It measures the channel
-// itself (make bench sets it beside the agent's streaming: the same
-// transport, none of the protocol), so it only ever sends zeros and reads
-// nothing else.
-const SourcePreface = "cowork-source "
+	"github.com/coworkhq/cowork/internal/agentwire"
+)
 
 // maxSource bounds one source channel's length.
 const maxSource = 64 << 30
 
-// WithByteSource wraps l so that channels opening with SourcePreface are
-// answered here; every other channel reaches the caller's Accept with its
-// first bytes intact. A channel that sends too little to tell within
+// WithByteSource wraps l so that channels opening with
+// agentwire.SourcePreface (make bench's measure of the bare transport) are
+// answered here: only ever zeros, and nothing else is read. Every other
+// channel reaches the caller's Accept with its first bytes intact. A channel that sends too little to tell within
 // sniffTimeout is closed.
 func WithByteSource(l net.Listener, log *slog.Logger) net.Listener {
 	return newSniffer(l, log, sniffTimeout)
@@ -82,7 +78,7 @@ func (s *sniffer) stop(err error) {
 }
 
 func (s *sniffer) sniff(c net.Conn) {
-	head := make([]byte, len(SourcePreface))
+	head := make([]byte, len(agentwire.SourcePreface))
 	c.SetReadDeadline(time.Now().Add(s.timeout))
 	n, err := io.ReadFull(c, head)
 	if err != nil {
@@ -92,7 +88,7 @@ func (s *sniffer) sniff(c net.Conn) {
 		c.Close()
 		return
 	}
-	if string(head) == SourcePreface {
+	if string(head) == agentwire.SourcePreface {
 		s.source(c)
 		return
 	}
@@ -104,13 +100,13 @@ func (s *sniffer) sniff(c net.Conn) {
 	}
 }
 
-// source answers one SourcePreface channel.
+// source answers one agentwire.SourcePreface channel.
 func (s *sniffer) source(c net.Conn) {
 	defer c.Close()
 	line, err := bufio.NewReader(io.LimitReader(c, 32)).ReadString('\n')
 	n, perr := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
 	if err != nil || perr != nil || n < 0 || n > maxSource {
-		fmt.Fprintf(c, "want %sBYTES\\n with BYTES from 0 to %d\n", SourcePreface, int64(maxSource))
+		fmt.Fprintf(c, "want %sBYTES\\n with BYTES from 0 to %d\n", agentwire.SourcePreface, int64(maxSource))
 		return
 	}
 	c.SetReadDeadline(time.Time{})

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 func sniffed(t *testing.T, timeout time.Duration) (*sniffer, string) {
@@ -29,7 +31,7 @@ func TestByteSourceAnswersItsPreface(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.WriteString(c, SourcePreface+strconv.Itoa(n)+"\n"); err != nil {
+		if _, err := io.WriteString(c, agentwire.SourcePreface+strconv.Itoa(n)+"\n"); err != nil {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(c)
@@ -44,7 +46,7 @@ func TestByteSourceRefusesABadLength(t *testing.T) {
 	_, addr := sniffed(t, sniffTimeout)
 	for _, bad := range []string{"lots", "-1", "99999999999999", strings.Repeat("1", 40)} {
 		c, _ := net.Dial("tcp", addr)
-		io.WriteString(c, SourcePreface+bad+"\n")
+		io.WriteString(c, agentwire.SourcePreface+bad+"\n")
 		got, _ := io.ReadAll(c)
 		c.Close()
 		if !strings.HasPrefix(string(got), "want cowork-source BYTES") {

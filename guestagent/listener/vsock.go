@@ -48,10 +48,10 @@ func (l *hostOnly) Accept() (net.Conn, error) {
 // checkContextID tells a guest with a vsock device from one without.
 func checkContextID(cid uint32, err error) error {
 	if err != nil {
-		return fmt.Errorf("this guest has no vsock device (%v); use --listen serial://org.cowork.agent", err)
+		return fmt.Errorf("this guest has no vsock device (%v); use --listen %s", err, autoSerial)
 	}
 	if cid == noContextID {
-		return fmt.Errorf("this guest has no vsock device (context id %d); use --listen serial://org.cowork.agent", cid)
+		return fmt.Errorf("this guest has no vsock device (context id %d); use --listen %s", cid, autoSerial)
 	}
 	return nil
 }

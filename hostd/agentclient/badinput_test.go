@@ -18,7 +18,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 

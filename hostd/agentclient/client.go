@@ -15,8 +15,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/coworkhq/cowork/internal/grpcpool"
-
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 )
 
@@ -102,5 +100,3 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.api.Shutdown(ctx, &agentpb.ShutdownRequest{})
 	return err
 }
-
-func init() { grpcpool.InstallDefault() }

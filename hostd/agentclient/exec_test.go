@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 )
 
 func run(t *testing.T, c *agentclient.Client, o agentclient.ExecOptions) (agentclient.ExitStatus, string, string) {

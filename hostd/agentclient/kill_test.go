@@ -14,7 +14,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 )
 
 // When the client goes away the agent ends the process's whole session,

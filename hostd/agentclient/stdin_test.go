@@ -15,7 +15,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 )
 
 // A Read may return the last bytes together with io.EOF (io.Reader allows

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 )
 
 // A process run as a user has that user's identity whole: uid, primary

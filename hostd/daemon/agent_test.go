@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 	"github.com/coworkhq/cowork/image"
-	"github.com/coworkhq/cowork/internal/agenttest"
 )
 
 // The probe, run by sh against stand-ins for the guest's files.

@@ -24,7 +24,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
-	"github.com/coworkhq/cowork/hostd/qemu"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
@@ -299,7 +298,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		return fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
 	}
 	if home, err := instance.Home(); err == nil {
-		qemu.AccelCache = filepath.Join(home, instance.CacheDir, "accel.json")
+		mc.CacheDir = filepath.Join(home, instance.CacheDir)
 	}
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it was getting ready: start no VM

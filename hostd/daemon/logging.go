@@ -23,7 +23,7 @@ const (
 
 // logCheckEvery is how often hostd.log's size is checked for what was
 // written to stderr around the logger (a library printing, Go's runtime).
-var logCheckEvery = 5 * time.Second
+const logCheckEvery = 5 * time.Second
 
 // OpenLog is hostd's logger. When hostd's stderr is the instance's
 // hostd.log (`cowork start` launches it so), hostd takes the file over:

@@ -54,6 +54,10 @@ type Config struct {
 	// inherits a copy; vz holds a duplicate).
 	Console *os.File
 	RunDir  string // private sockets and pid files of this run
+	// CacheDir is where a backend keeps what it learned about this host
+	// between runs (QEMU: whether KVM really runs guests); empty keeps
+	// nothing, and the backend finds out again at every start.
+	CacheDir string
 
 	// PowerOff, when set, asks the guest to power off cleanly (hostd: its
 	// agent, which syncs the disks first). Stop tries it before the

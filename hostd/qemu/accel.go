@@ -9,20 +9,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// AccelCache is where the KVM probe's answer is kept between runs; empty
-// means probe in every process. hostd sets it under $COWORK_HOME/cache.
-var AccelCache string
+// kvmDevice is the KVM device the probe opens.
+const kvmDevice = "/dev/kvm"
 
-var accelMemo sync.Map // key -> "kvm" | "tcg"
+// accelCacheName is the probe's answers in the backend's cache directory
+// (machine.Config.CacheDir).
+const accelCacheName = "accel.json"
 
-// kvmDevice is the KVM device; tests point it elsewhere.
-var kvmDevice = "/dev/kvm"
+// accelProbe decides between KVM and TCG. Its answers are kept in the file
+// cache between runs (empty: probe at every start); device is the KVM
+// device, which tests point elsewhere. It is a value made for each start,
+// not package state, so a process holds no answer the cache file does not.
+type accelProbe struct {
+	cache, device string
+}
+
+// newAccelProbe is the probe for a VM whose backend keeps its cache in
+// cacheDir (machine.Config.CacheDir; empty keeps nothing).
+func newAccelProbe(cacheDir string) accelProbe {
+	p := accelProbe{device: kvmDevice}
+	if cacheDir != "" {
+		p.cache = filepath.Join(cacheDir, accelCacheName)
+	}
+	return p
+}
 
 // probeResult is what probeKVM found. Ran says a test guest was really
 // run: only then is the answer worth keeping, since the others can change
@@ -33,26 +48,21 @@ type probeResult struct {
 	ran        bool
 }
 
-// Accelerator is "kvm" when /dev/kvm really runs a guest of arch here, and
-// "tcg" otherwise. A /dev/kvm that opens proves nothing (nested setups can
-// refuse real guests), so a tiny guest is run once and the answer cached,
-// keyed by the QEMU binary and the host kernel.
-func Accelerator(qemuBin, arch string, log *slog.Logger) string {
+// accelerator is "kvm" when the KVM device really runs a guest of arch
+// here, and "tcg" otherwise. A /dev/kvm that opens proves nothing (nested
+// setups can refuse real guests), so a tiny guest is run once and the
+// answer cached, keyed by the QEMU binary and the host kernel.
+func (p accelProbe) accelerator(qemuBin, arch string, log *slog.Logger) string {
 	key := probeKey(qemuBin, arch)
-	if v, ok := accelMemo.Load(key); ok {
-		return v.(string)
-	}
-	if accel, ok := readAccelCache(key); ok {
-		accelMemo.Store(key, accel)
+	if accel, ok := p.read(key); ok {
 		return accel
 	}
-	r := probeKVM(qemuBin, arch)
+	r := p.probeKVM(qemuBin, arch)
 	if r.accel == "tcg" {
 		log.Warn("no usable KVM: the guest runs under emulation (TCG) and will be slow", "why", r.why)
 	}
 	if r.ran {
-		writeAccelCache(key, r.accel)
-		accelMemo.Store(key, r.accel)
+		p.write(key, r.accel)
 	}
 	return r.accel
 }
@@ -68,11 +78,11 @@ func probeKey(qemuBin, arch string) string {
 	return fmt.Sprintf("%s|%d|%d|%s|%s", qemuBin, size, mtime, unix.ByteSliceToString(u.Release[:]), arch)
 }
 
-func readAccelCache(key string) (string, bool) {
-	if AccelCache == "" {
+func (p accelProbe) read(key string) (string, bool) {
+	if p.cache == "" {
 		return "", false
 	}
-	b, err := os.ReadFile(AccelCache)
+	b, err := os.ReadFile(p.cache)
 	if err != nil {
 		return "", false
 	}
@@ -84,18 +94,18 @@ func readAccelCache(key string) (string, bool) {
 	return v, ok && (v == "kvm" || v == "tcg")
 }
 
-func writeAccelCache(key, accel string) {
-	if AccelCache == "" {
+func (p accelProbe) write(key, accel string) {
+	if p.cache == "" {
 		return
 	}
 	m := map[string]string{}
-	if b, err := os.ReadFile(AccelCache); err == nil {
+	if b, err := os.ReadFile(p.cache); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
 	m[key] = accel
 	b, _ := json.MarshalIndent(m, "", "  ")
-	_ = os.MkdirAll(filepath.Dir(AccelCache), 0o700)
-	_ = os.WriteFile(AccelCache, b, 0o600)
+	_ = os.MkdirAll(filepath.Dir(p.cache), 0o700)
+	_ = os.WriteFile(p.cache, b, 0o600)
 }
 
 // hostArch is the GOARCH naming of the host's CPU, as a guest would need it.
@@ -104,12 +114,12 @@ func hostArch() string { return runtime.GOARCH }
 // probeKVM runs a guest of a few instructions under KVM: it ends QEMU
 // through a device only a running guest can reach. It returns "tcg" and
 // the reason when that does not happen.
-func probeKVM(qemuBin, arch string) probeResult {
+func (p accelProbe) probeKVM(qemuBin, arch string) probeResult {
 	notRun := func(why string) probeResult { return probeResult{accel: "tcg", why: why} }
 	if arch != hostArch() {
 		return notRun(fmt.Sprintf("%s guest on %s host", arch, hostArch()))
 	}
-	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
+	f, err := os.OpenFile(p.device, os.O_RDWR, 0)
 	if err != nil {
 		return notRun(err.Error())
 	}

@@ -14,6 +14,7 @@ import (
 // run and exits with code.
 type fakeProbe struct {
 	dir, qemu, device string
+	p                 accelProbe
 }
 
 func newFakeProbe(t *testing.T, code string) *fakeProbe {
@@ -27,13 +28,8 @@ func newFakeProbe(t *testing.T, code string) *fakeProbe {
 	if err := os.WriteFile(f.qemu, []byte(script), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	oldCache, oldDevice := AccelCache, kvmDevice
-	AccelCache, kvmDevice = filepath.Join(dir, "cache", "accel.json"), f.device
-	accelMemo.Clear()
-	t.Cleanup(func() {
-		AccelCache, kvmDevice = oldCache, oldDevice
-		accelMemo.Clear()
-	})
+	f.p = newAccelProbe(filepath.Join(dir, "cache"))
+	f.p.device = f.device
 	return f
 }
 
@@ -51,41 +47,45 @@ func (f *fakeProbe) runs() int {
 }
 
 func (f *fakeProbe) accelerator() string {
-	return Accelerator(f.qemu, hostArch(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// A new probe each time, as each start makes: what one start learned
+	// reaches the next only through the cache file.
+	p := newAccelProbe(filepath.Dir(f.p.cache))
+	p.device = f.device
+	return p.accelerator(f.qemu, hostArch(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func TestAccelCacheKeepsEachKey(t *testing.T) {
-	newFakeProbe(t, "0")
-	if _, ok := readAccelCache("a"); ok {
+	p := newFakeProbe(t, "0").p
+	if _, ok := p.read("a"); ok {
 		t.Fatal("a hit in a cache that does not exist")
 	}
-	writeAccelCache("a", "kvm")
-	writeAccelCache("b", "tcg")
+	p.write("a", "kvm")
+	p.write("b", "tcg")
 	for key, want := range map[string]string{"a": "kvm", "b": "tcg"} {
-		if got, ok := readAccelCache(key); !ok || got != want {
+		if got, ok := p.read(key); !ok || got != want {
 			t.Errorf("%s: %q %v, want %q", key, got, ok, want)
 		}
 	}
-	if _, ok := readAccelCache("c"); ok {
+	if _, ok := p.read("c"); ok {
 		t.Error("a hit for a key never written")
 	}
 
-	os.WriteFile(AccelCache, []byte(`{"a": "fast"}`), 0o600)
-	if _, ok := readAccelCache("a"); ok {
+	os.WriteFile(p.cache, []byte(`{"a": "fast"}`), 0o600)
+	if _, ok := p.read("a"); ok {
 		t.Error("an answer that is neither kvm nor tcg was taken")
 	}
-	os.WriteFile(AccelCache, []byte("not json"), 0o600)
-	if _, ok := readAccelCache("a"); ok {
+	os.WriteFile(p.cache, []byte("not json"), 0o600)
+	if _, ok := p.read("a"); ok {
 		t.Error("a hit in a corrupt cache")
 	}
-	writeAccelCache("a", "kvm") // a corrupt cache is replaced
-	if got, ok := readAccelCache("a"); !ok || got != "kvm" {
+	p.write("a", "kvm") // a corrupt cache is replaced
+	if got, ok := p.read("a"); !ok || got != "kvm" {
 		t.Errorf("after rewriting a corrupt cache: %q %v", got, ok)
 	}
 
-	AccelCache = ""
-	writeAccelCache("d", "kvm")
-	if _, ok := readAccelCache("d"); ok {
+	p = newAccelProbe("") // no cache directory
+	p.write("d", "kvm")
+	if _, ok := p.read("d"); ok {
 		t.Error("a hit with caching off")
 	}
 }
@@ -113,7 +113,7 @@ func TestAcceleratorRetriesAfterKVMCouldNotBeOpened(t *testing.T) {
 	if got := f.accelerator(); got != "tcg" {
 		t.Fatalf("without a KVM device: %q", got)
 	}
-	if _, ok := readAccelCache(probeKey(f.qemu, hostArch())); ok {
+	if _, ok := f.p.read(probeKey(f.qemu, hostArch())); ok {
 		t.Fatal("an unopenable KVM device's tcg was cached")
 	}
 	if f.runs() != 0 {
@@ -124,11 +124,10 @@ func TestAcceleratorRetriesAfterKVMCouldNotBeOpened(t *testing.T) {
 	if got := f.accelerator(); got != "kvm" {
 		t.Fatalf("once the device opens: %q, want kvm", got)
 	}
-	if got, ok := readAccelCache(probeKey(f.qemu, hostArch())); !ok || got != "kvm" {
+	if got, ok := f.p.read(probeKey(f.qemu, hostArch())); !ok || got != "kvm" {
 		t.Fatalf("a probe that ran was not cached: %q %v", got, ok)
 	}
 
-	accelMemo.Clear() // a new hostd
 	if got := f.accelerator(); got != "kvm" || f.runs() != 1 {
 		t.Fatalf("a new process: %q after %d probes, want kvm from the cache after 1", got, f.runs())
 	}
@@ -141,10 +140,9 @@ func TestAcceleratorCachesAFailedProbe(t *testing.T) {
 	if got := f.accelerator(); got != "tcg" {
 		t.Fatalf("a failing test guest: %q", got)
 	}
-	if got, ok := readAccelCache(probeKey(f.qemu, hostArch())); !ok || got != "tcg" {
+	if got, ok := f.p.read(probeKey(f.qemu, hostArch())); !ok || got != "tcg" {
 		t.Fatalf("a probe that ran and failed was not cached: %q %v", got, ok)
 	}
-	accelMemo.Clear()
 	if got := f.accelerator(); got != "tcg" || f.runs() != 1 {
 		t.Fatalf("%q after %d probes, want tcg from the cache after 1", got, f.runs())
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/coworkhq/cowork/guestagent/listener"
+	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/lograte"
 )
 
@@ -70,7 +70,7 @@ func (a *agentChannel) session() (*yamux.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess, err := yamux.Client(c, listener.YamuxConfig(a.log))
+	sess, err := agentwire.HostSession(c, a.log)
 	if err != nil {
 		c.Close()
 		return nil, err

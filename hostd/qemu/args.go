@@ -6,10 +6,8 @@ import (
 	"strings"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
-
-// AgentPort is the name of the virtio-serial port the guest agent serves on.
-const AgentPort = "org.cowork.agent"
 
 // agentPortID names the agent's port device in QMP events.
 const agentPortID = "agentport"
@@ -136,7 +134,7 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		"-device", "virtio-net-pci,netdev=net,mac="+c.MAC.String(),
 		"-device", "virtio-serial-pci,id=vser",
 		"-chardev", "socket,id=agent,path="+escape(r.agent())+",server=on,wait=off",
-		"-device", "virtserialport,bus=vser.0,chardev=agent,id="+agentPortID+",name="+AgentPort,
+		"-device", "virtserialport,bus=vser.0,chardev=agent,id="+agentPortID+",name="+agentwire.SerialPort,
 		"-device", "virtio-rng-pci",
 		// The console goes into hostd's pipe, which hostd drains into a
 		// capped log: QEMU opens the inherited descriptor by its path.

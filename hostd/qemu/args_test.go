@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 func config() machine.Config {
@@ -42,7 +43,7 @@ func TestArgsKernelBoot(t *testing.T) {
 		{"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=workspace"},
 		{"-netdev", "dgram,id=net,local.type=fd,local.str=3"},
 		{"-device", "mac=52:54:01:02:03:04"},
-		{"-device", "id=agentport,name=org.cowork.agent"},
+		{"-device", "id=agentport,name=" + agentwire.SerialPort},
 		{"-chardev", "path=/i/run/agent.sock,server=on,wait=off"},
 		{"-chardev", "file,id=console,path=/dev/fd/4"}, {"-serial", "chardev:console"},
 		{"-qmp", "unix:/i/run/qmp.sock,server=on,wait=off"},
@@ -101,7 +102,7 @@ func TestNoKVMForAForeignArchitecture(t *testing.T) {
 	if hostArch() == "arm64" {
 		foreign = "amd64"
 	}
-	if r := probeKVM("/nonexistent/qemu", foreign); r.accel != "tcg" || r.ran || !strings.Contains(r.why, "guest on") {
+	if r := newAccelProbe("").probeKVM("/nonexistent/qemu", foreign); r.accel != "tcg" || r.ran || !strings.Contains(r.why, "guest on") {
 		t.Fatalf("got %+v", r)
 	}
 }

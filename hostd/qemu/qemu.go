@@ -64,7 +64,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("%s not found, which runs %s guests; install QEMU (%s)", binary(v.cfg.Arch), v.cfg.Arch, installHint(v.cfg.Arch))
 	}
-	v.accel = Accelerator(bin, v.cfg.Arch, v.log)
+	v.accel = newAccelProbe(v.cfg.CacheDir).accelerator(bin, v.cfg.Arch, v.log)
 	if err := os.MkdirAll(v.cfg.RunDir, 0o700); err != nil {
 		return err
 	}

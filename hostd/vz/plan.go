@@ -18,10 +18,6 @@ import (
 	"github.com/coworkhq/cowork/image"
 )
 
-// AgentPort is the vsock port the guest agent listens on (its unit runs
-// `--listen auto`, which picks vsock://:1024 when the guest has vsock).
-const AgentPort = 1024
-
 // MinMacOS is the oldest macOS cowork runs guests on: the generic
 // platform's machine identifier, the file-handle network's MTU and
 // EFI boot all need 13.
@@ -70,7 +66,6 @@ type Plan struct {
 	// ConsoleIn is what vz reads the console's input from; both are the
 	// VM's own descriptors (see ownConsole).
 	Console, ConsoleIn *os.File
-	AgentPort          uint32
 }
 
 // NewPlan checks the config against this Mac (its macOS version, its
@@ -103,8 +98,7 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 		Disks:     []Disk{{Path: c.Disk, Cached: true}},
 		ShareDir:  c.ShareDir, ShareTag: c.ShareTag,
 		Network: c.Network, MAC: c.MAC, MTU: c.MTU,
-		Console:   c.Console,
-		AgentPort: AgentPort,
+		Console: c.Console,
 	}
 	if p.MTU == 0 {
 		p.MTU = 1500

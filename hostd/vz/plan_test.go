@@ -37,7 +37,7 @@ func TestPlanLaysOutTheDevices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.CPUs != 4 || p.Memory != 4<<30 || p.MTU != 1500 || p.AgentPort != 1024 || p.Kernel != c.Kernel {
+	if p.CPUs != 4 || p.Memory != 4<<30 || p.MTU != 1500 || p.Kernel != c.Kernel {
 		t.Errorf("plan %+v", p)
 	}
 	want := []Disk{{Path: c.Disk, Cached: true}, {Path: c.CIData, ReadOnly: true}}

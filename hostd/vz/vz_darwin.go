@@ -15,6 +15,7 @@ import (
 	"github.com/Code-Hex/vz/v3"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // VM is a guest run by Virtualization.framework inside hostd's process.
@@ -243,14 +244,14 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 		return nil, errors.New("the VM has no virtio socket device")
 	}
 	conn, err := dialRetry(ctx, v.done, agentRetry, func() (net.Conn, error) {
-		c, err := devices[0].Connect(AgentPort)
+		c, err := devices[0].Connect(agentwire.VsockPort)
 		if err != nil {
 			return nil, err // not a typed nil in the interface
 		}
 		return c, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to the agent on vsock port %d: %w", AgentPort, err)
+		return nil, fmt.Errorf("connect to the agent on vsock port %d: %w", agentwire.VsockPort, err)
 	}
 	return conn, nil
 }

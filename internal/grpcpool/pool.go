@@ -19,12 +19,14 @@ var classes = []int{4 << 10, 16 << 10, 33 << 10, 65 << 10, 256 << 10, 1 << 20}
 type pool struct{ pools []sync.Pool }
 
 // InstallDefault makes this pool gRPC's default, which is the only way to
-// reach the proto codec's buffers. Call it from an init function only.
+// reach the proto codec's buffers. The default is the whole process's and
+// gRPC reads it without a lock, so main calls this once, before any gRPC
+// (cowork, cowork-agent, bench): a library setting it in init() would
+// decide for every program that imports it, and a constructor setting it
+// later would race with gRPC already running (hostd's control server).
 func InstallDefault() {
-	installOnce.Do(func() { experimental.SetDefaultBufferPool(newPool()) })
+	experimental.SetDefaultBufferPool(newPool())
 }
-
-var installOnce sync.Once
 
 func newPool() mem.BufferPool {
 	p := &pool{pools: make([]sync.Pool, len(classes))}

@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/listener"
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // guestSection measures through a real guest (the e2e guest under QEMU):
@@ -224,7 +224,7 @@ func streamSource(ctx context.Context, dial agentclient.Dialer, n int64) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := fmt.Fprintf(c, "%s%d\n", listener.SourcePreface, n); err != nil {
+	if _, err := fmt.Fprintf(c, "%s%d\n", agentwire.SourcePreface, n); err != nil {
 		return err
 	}
 	got, err := io.Copy(io.Discard, c)

@@ -5,6 +5,7 @@ package cmdutil
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -57,4 +58,19 @@ func NoArgs(cmd *cobra.Command, args []string) error {
 		return &FlagError{Err: err}
 	}
 	return nil
+}
+
+// UnknownCommand is the Args of a command that only groups others (cowork,
+// cowork disk): an argument can only be a mistyped command, a usage error
+// (exit 2) said as cobra says it, with its suggestion. cobra itself does
+// so only for the root; under another group it would print help and exit 0.
+func UnknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	hint := ""
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return FlagErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }

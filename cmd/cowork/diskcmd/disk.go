@@ -28,6 +28,8 @@ func NewCmdDisk(ios *iostreams.IOStreams, name *string, runF func(*ResizeOptions
 	cmd := &cobra.Command{
 		Use:   "disk",
 		Short: "Manage the sandbox's disk",
+		Args:  cmdutil.UnknownCommand,
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	o := &ResizeOptions{IO: ios}
 	resize := &cobra.Command{

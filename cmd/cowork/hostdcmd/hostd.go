@@ -14,20 +14,36 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
-// NewCmdHostd builds the command; name is the global --name.
-func NewCmdHostd(ios *iostreams.IOStreams, name *string) *cobra.Command {
+// Options is a parsed `cowork hostd` command line.
+type Options struct {
+	IO   *iostreams.IOStreams
+	Name string
+}
+
+// NewCmdHostd builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdHostd(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
 	return &cobra.Command{
 		Use:    "hostd",
 		Short:  "Run an instance's daemon (started by `cowork start`)",
 		Hidden: true,
 		Args:   cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, _ := daemon.OpenLog(*name, ios.ErrOut)
-			err := daemon.Run(*name, log)
-			if errors.Is(err, instance.ErrRunning) {
-				return &cmdutil.ExitError{Code: hostd.ExitAlreadyRunning, Msg: "instance " + *name + " already has a hostd"}
+			o.Name = *name
+			if runF != nil {
+				return runF(o)
 			}
-			return err
+			return run(o)
 		},
 	}
+}
+
+func run(o *Options) error {
+	log, _ := daemon.OpenLog(o.Name, o.IO.ErrOut)
+	err := daemon.Run(o.Name, log)
+	if errors.Is(err, instance.ErrRunning) {
+		return &cmdutil.ExitError{Code: hostd.ExitAlreadyRunning, Msg: "instance " + o.Name + " already has a hostd"}
+	}
+	return err
 }

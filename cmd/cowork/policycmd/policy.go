@@ -21,9 +21,28 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
-// NewCmdPolicy builds the command; name is the global --name.
-func NewCmdPolicy(ios *iostreams.IOStreams, name *string) *cobra.Command {
-	var asJSON bool
+// Options is a parsed `cowork policy` command line: with no Action it
+// shows the policy, else Action is the subcommand that changes it (allow,
+// deny, mode...) and Args what it was given.
+type Options struct {
+	IO     *iostreams.IOStreams
+	Name   string
+	JSON   bool
+	Action string
+	Args   []string
+}
+
+// NewCmdPolicy builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdPolicy(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	exec := func(cmd *cobra.Command, action string, args []string) error {
+		o.Name, o.Action, o.Args = *name, action, args
+		if runF != nil {
+			return runF(o)
+		}
+		return run(cmd.Context(), o)
+	}
 	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Show or change what the sandbox may reach on the network",
@@ -47,34 +66,17 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
   cowork policy expose 5432
   cowork policy reset`,
 		Args: cmdutil.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := instance.Load(*name)
-			if err != nil {
-				return err
-			}
-			p := cfg.Network.Policy
-			if asJSON {
-				enc := json.NewEncoder(ios.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
-			}
-			for _, line := range p.Describe() {
-				fmt.Fprintln(ios.Out, line)
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return exec(cmd, "", nil) },
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print as JSON")
 
-	change := func(use, short, example string, args cobra.PositionalArgs, edit func(*policy.Policy, []string) error) *cobra.Command {
+	change := func(use, short, example string, args cobra.PositionalArgs) *cobra.Command {
 		return &cobra.Command{
 			Use:     use,
 			Short:   short,
 			Example: example,
 			Args:    args,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return update(cmd.Context(), ios, *name, func(p *policy.Policy) error { return edit(p, args) })
-			},
+			RunE:    func(cmd *cobra.Command, args []string) error { return exec(cmd, cmd.Name(), args) },
 		}
 	}
 	atLeastOne := func(cmd *cobra.Command, args []string) error {
@@ -90,52 +92,83 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
 					return cmdutil.FlagErrorf("cowork policy mode takes default or allowlist")
 				}
 				return nil
-			},
-			func(p *policy.Policy, args []string) error { p.Mode = args[0]; return nil }),
-		change("allow ENTRY...", "Allow domains, addresses or CIDRs", "  cowork policy allow api.anthropic.com '*.github.com' 198.51.100.0/24", atLeastOne,
-			func(p *policy.Policy, args []string) error { return add(&p.Allow, args) }),
-		change("deny ENTRY...", "Deny domains, addresses or CIDRs (the deny list always wins)", "  cowork policy deny tracker.example.com", atLeastOne,
-			func(p *policy.Policy, args []string) error { return add(&p.Deny, args) }),
-		change("remove ENTRY...", "Take entries off the allow and deny lists", "  cowork policy remove '*.github.com'", atLeastOne,
-			func(p *policy.Policy, args []string) error {
-				for _, a := range args {
-					n := len(p.Allow) + len(p.Deny)
-					p.Allow = slices.DeleteFunc(p.Allow, func(e string) bool { return e == a })
-					p.Deny = slices.DeleteFunc(p.Deny, func(e string) bool { return e == a })
-					if n == len(p.Allow)+len(p.Deny) {
-						return cmdutil.FlagErrorf("%q is on neither list; see `cowork policy`", a)
-					}
-				}
-				return nil
 			}),
-		change("expose PORT...", "Let the guest reach host loopback ports at host.cowork.internal", "  cowork policy expose 5432 6379", atLeastOne,
-			func(p *policy.Policy, args []string) error {
-				for _, a := range args {
-					port, err := strconv.Atoi(a)
-					if err != nil || port < 1 || port > 65535 {
-						return cmdutil.FlagErrorf("port %q: want 1 to 65535", a)
-					}
-					if !slices.Contains(p.HostPorts, port) {
-						p.HostPorts = append(p.HostPorts, port)
-					}
-				}
-				return nil
-			}),
-		change("unexpose PORT...", "Stop exposing host loopback ports", "  cowork policy unexpose 5432", atLeastOne,
-			func(p *policy.Policy, args []string) error {
-				for _, a := range args {
-					port, _ := strconv.Atoi(a)
-					if !slices.Contains(p.HostPorts, port) {
-						return cmdutil.FlagErrorf("port %q is not exposed", a)
-					}
-					p.HostPorts = slices.DeleteFunc(p.HostPorts, func(x int) bool { return x == port })
-				}
-				return nil
-			}),
-		change("reset", "Go back to the default policy", "  cowork policy reset", cmdutil.NoArgs,
-			func(p *policy.Policy, _ []string) error { *p = policy.Policy{}; return nil }),
+		change("allow ENTRY...", "Allow domains, addresses or CIDRs", "  cowork policy allow api.anthropic.com '*.github.com' 198.51.100.0/24", atLeastOne),
+		change("deny ENTRY...", "Deny domains, addresses or CIDRs (the deny list always wins)", "  cowork policy deny tracker.example.com", atLeastOne),
+		change("remove ENTRY...", "Take entries off the allow and deny lists", "  cowork policy remove '*.github.com'", atLeastOne),
+		change("expose PORT...", "Let the guest reach host loopback ports at host.cowork.internal", "  cowork policy expose 5432 6379", atLeastOne),
+		change("unexpose PORT...", "Stop exposing host loopback ports", "  cowork policy unexpose 5432", atLeastOne),
+		change("reset", "Go back to the default policy", "  cowork policy reset", cmdutil.NoArgs),
 	)
 	return cmd
+}
+
+// edit does to p what the subcommand action says with its arguments.
+func edit(p *policy.Policy, action string, args []string) error {
+	switch action {
+	case "mode":
+		if len(args) != 1 {
+			return cmdutil.FlagErrorf("cowork policy mode takes default or allowlist")
+		}
+		p.Mode = args[0]
+	case "allow":
+		return add(&p.Allow, args)
+	case "deny":
+		return add(&p.Deny, args)
+	case "remove":
+		for _, a := range args {
+			n := len(p.Allow) + len(p.Deny)
+			p.Allow = slices.DeleteFunc(p.Allow, func(e string) bool { return e == a })
+			p.Deny = slices.DeleteFunc(p.Deny, func(e string) bool { return e == a })
+			if n == len(p.Allow)+len(p.Deny) {
+				return cmdutil.FlagErrorf("%q is on neither list; see `cowork policy`", a)
+			}
+		}
+	case "expose":
+		for _, a := range args {
+			port, err := strconv.Atoi(a)
+			if err != nil || port < 1 || port > 65535 {
+				return cmdutil.FlagErrorf("port %q: want 1 to 65535", a)
+			}
+			if !slices.Contains(p.HostPorts, port) {
+				p.HostPorts = append(p.HostPorts, port)
+			}
+		}
+	case "unexpose":
+		for _, a := range args {
+			port, _ := strconv.Atoi(a)
+			if !slices.Contains(p.HostPorts, port) {
+				return cmdutil.FlagErrorf("port %q is not exposed", a)
+			}
+			p.HostPorts = slices.DeleteFunc(p.HostPorts, func(x int) bool { return x == port })
+		}
+	case "reset":
+		*p = policy.Policy{}
+	default:
+		return fmt.Errorf("cowork policy has no %q; see `cowork policy --help`", action)
+	}
+	return nil
+}
+
+// run shows the policy, or changes it as o.Action says.
+func run(ctx context.Context, o *Options) error {
+	if o.Action != "" {
+		return update(ctx, o.IO, o.Name, func(p *policy.Policy) error { return edit(p, o.Action, o.Args) })
+	}
+	cfg, err := instance.Load(o.Name)
+	if err != nil {
+		return err
+	}
+	p := cfg.Network.Policy
+	if o.JSON {
+		enc := json.NewEncoder(o.IO.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	for _, line := range p.Describe() {
+		fmt.Fprintln(o.IO.Out, line)
+	}
+	return nil
 }
 
 // add appends entries, checking each.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -55,7 +54,7 @@ at /workspace) and every network byte it sends on the record.`,
 		TraverseChildren: true,
 		// With TraverseChildren cobra no longer rejects an unknown command
 		// itself, and a root that cannot run would answer it with help.
-		Args: unknownCommand,
+		Args: cmdutil.UnknownCommand,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		// `cowork --help status` is read as cowork's --help before status:
 		// answer it with status's help, as cobra does without traversal.
@@ -91,31 +90,18 @@ at /workspace) and every network byte it sends on the record.`,
 		shell.NewCmdShell(ios, connect, nil),
 		claude.NewCmdClaude(ios, &target.Instance, nil),
 		ask.NewCmdAsk(ios, &target.Instance, nil),
-		version.NewCmdVersion(ios),
+		version.NewCmdVersion(ios, nil),
 		initcmd.NewCmdInit(ios, &target.Instance, nil),
 		start.NewCmdStart(ios, &target.Instance, nil),
 		stop.NewCmdStop(ios, &target.Instance, nil),
-		status.NewCmdStatus(ios, &target.Instance),
+		status.NewCmdStatus(ios, &target.Instance, nil),
 		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
-		hostdcmd.NewCmdHostd(ios, &target.Instance),
-		policycmd.NewCmdPolicy(ios, &target.Instance),
+		hostdcmd.NewCmdHostd(ios, &target.Instance, nil),
+		policycmd.NewCmdPolicy(ios, &target.Instance, nil),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
 		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
 	)
 	return root
-}
-
-// unknownCommand rejects arguments to cowork itself: they can only be a
-// mistyped command.
-func unknownCommand(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	hint := ""
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		hint = "; did you mean " + strings.Join(s, " or ") + "?"
-	}
-	return fmt.Errorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }
 
 // Main runs cowork with args and returns the process exit code.
@@ -125,9 +111,6 @@ func Main(ctx context.Context, ios *iostreams.IOStreams, args []string) int {
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return 0
-	}
-	if strings.HasPrefix(err.Error(), "unknown command") {
-		err = &cmdutil.FlagError{Err: err}
 	}
 	// An error can carry what the guest said (an agent's refusal, a stop
 	// reason, the console's last lines): shown, never obeyed.

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 	"github.com/coworkhq/cowork/hostd/claudecode"
-	"github.com/coworkhq/cowork/internal/agenttest"
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 

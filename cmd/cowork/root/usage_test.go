@@ -2,8 +2,12 @@ package root
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 )
 
 // An impossible value is a usage error: exit 2, one line naming the flag
@@ -39,5 +43,26 @@ func TestStatusJSONOfAMissingInstance(t *testing.T) {
 	}
 	if !strings.Contains(r.errOut, "instance nope does not exist; create it with `cowork init --name nope`") {
 		t.Errorf("stderr: %q", r.errOut)
+	}
+}
+
+// A mistyped command is a usage error by its type, which decides the exit
+// code, not by the words of its message.
+func TestUnknownCommandIsAFlagError(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"staus", "--json"}, {"--name", "dev", "strat"}, {"policy", "alow", "x"}, {"disk", "frob"}, {"disk", "rezise", "20GiB"}} {
+		ios, _, out, _ := iostreams.Test()
+		cmd := NewCmdRoot(ios)
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		var fe *cmdutil.FlagError
+		if !errors.As(err, &fe) || cmdutil.ExitCode(err) != 2 || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %v (%T), want a one-line FlagError", args, err, err)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%q: help instead of an error: %q", args, out)
+		}
+	}
+	if r := cowork(t, "", "strat"); r.code != 2 || r.errOut != "cowork: unknown command \"strat\" for \"cowork\"; did you mean start?\nRun 'cowork --help' for usage.\n" {
+		t.Errorf("strat: %+v", r)
 	}
 }

@@ -1,12 +1,15 @@
 package start
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 )
 
 // parse runs `cowork start args...` up to its Options.
@@ -39,5 +42,40 @@ func TestStartRefusesATimeoutOfNothing(t *testing.T) {
 		if o != nil || cmdutil.ExitCode(err) != 2 || !strings.HasPrefix(err.Error(), "--timeout ") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("--timeout %s: %+v %v (exit %d), want a one-line usage error", d, o, err, cmdutil.ExitCode(err))
 		}
+	}
+}
+
+// start runs `cowork start args...` for real and returns its stderr.
+func start(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ios, _, out, errOut := iostreams.Test()
+	name := instance.DefaultName
+	cmd := NewCmdStart(ios, &name, nil)
+	cmd.SetArgs(append([]string{}, args...))
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	err := cmd.ExecuteContext(context.Background())
+	if out.Len() != 0 {
+		t.Errorf("start wrote to stdout: %q", out)
+	}
+	return errOut.String(), err
+}
+
+// A running, ready instance is left as it is.
+func TestStartLeavesARunningInstance(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.Running(t, p, true)
+	errOut, err := start(t)
+	if err != nil || errOut != "Starting sandbox...\nsandbox is already running\n" {
+		t.Fatalf("%q %v", errOut, err)
+	}
+	if len(h.Stops()) != 0 || !instance.Held(p) {
+		t.Errorf("start disturbed the running instance: %v", h.Stops())
+	}
+}
+
+func TestStartAMissingInstance(t *testing.T) {
+	t.Setenv("COWORK_HOME", t.TempDir())
+	if _, err := start(t); cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "instance sandbox does not exist") {
+		t.Errorf("%v", err)
 	}
 }

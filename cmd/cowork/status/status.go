@@ -114,9 +114,17 @@ func networkFrom(n *controlpb.NetworkStats, now time.Time, config string) *Netwo
 	return st
 }
 
-// NewCmdStatus builds the command; name is the global --name.
-func NewCmdStatus(ios *iostreams.IOStreams, name *string) *cobra.Command {
-	var asJSON bool
+// Options is a parsed `cowork status` command line.
+type Options struct {
+	IO   *iostreams.IOStreams
+	Name string
+	JSON bool
+}
+
+// NewCmdStatus builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdStatus(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:     "status",
 		Short:   "Show the sandbox VM's state",
@@ -124,22 +132,30 @@ func NewCmdStatus(ios *iostreams.IOStreams, name *string) *cobra.Command {
 		Example: "  cowork status\n  cowork status --json | jq -r .state",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := Get(cmd.Context(), *name)
-			if err != nil && asJSON {
-				return printJSONError(ios, *name, err)
+			o.Name = *name
+			if runF != nil {
+				return runF(o)
 			}
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(ios, st)
-			}
-			print(ios, st)
-			return nil
+			return run(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print as JSON")
 	return cmd
+}
+
+func run(ctx context.Context, o *Options) error {
+	st, err := Get(ctx, o.Name)
+	if err != nil && o.JSON {
+		return printJSONError(o.IO, o.Name, err)
+	}
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return printJSON(o.IO, st)
+	}
+	print(o.IO, st)
+	return nil
 }
 
 // Get asks hostd when it runs, and otherwise reads the instance's files,

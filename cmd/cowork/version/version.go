@@ -34,31 +34,45 @@ func Current() Info {
 	}
 }
 
-// NewCmdVersion builds the command.
-func NewCmdVersion(ios *iostreams.IOStreams) *cobra.Command {
-	var asJSON bool
+// Options is a parsed `cowork version` command line.
+type Options struct {
+	IO   *iostreams.IOStreams
+	JSON bool
+}
+
+// NewCmdVersion builds the command. runF, when not nil, gets the options
+// instead of running them (tests).
+func NewCmdVersion(ios *iostreams.IOStreams, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:     "version",
 		Short:   "Print the version of cowork and of the agents it carries",
 		Example: "  cowork version\n  cowork version --json | jq -r .commit",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info := Current()
-			if asJSON {
-				enc := json.NewEncoder(ios.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+			if runF != nil {
+				return runF(o)
 			}
-			fmt.Fprintf(ios.Out, "cowork %s\ncommit:   %s\ngo:       %s\nplatform: %s\n", info.Version, info.Commit, info.Go, info.Platform)
-			if len(info.Agents) == 0 {
-				fmt.Fprintln(ios.Out, "agents:   none embedded (a plain `go build`; use `make`)")
-			}
-			for _, a := range info.Agents {
-				fmt.Fprintf(ios.Out, "agent:    linux/%s %.1f MiB sha256:%s\n", a.Arch, float64(a.Size)/(1<<20), a.SHA256[:16])
-			}
-			return nil
+			return run(o, Current())
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// run prints info, for a person or as JSON.
+func run(o *Options, info Info) error {
+	if o.JSON {
+		enc := json.NewEncoder(o.IO.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	fmt.Fprintf(o.IO.Out, "cowork %s\ncommit:   %s\ngo:       %s\nplatform: %s\n", info.Version, info.Commit, info.Go, info.Platform)
+	if len(info.Agents) == 0 {
+		fmt.Fprintln(o.IO.Out, "agents:   none embedded (a plain `go build`; use `make`)")
+	}
+	for _, a := range info.Agents {
+		fmt.Fprintf(o.IO.Out, "agent:    linux/%s %.1f MiB sha256:%s\n", a.Arch, float64(a.Size)/(1<<20), a.SHA256[:16])
+	}
+	return nil
 }

@@ -1,0 +1,232 @@
+package proxycmd
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
+
+// parse runs `cowork proxy args...` up to its Options.
+func parse(t *testing.T, args ...string) (*Options, error) {
+	t.Helper()
+	ios, _, _, _ := iostreams.Test()
+	name := "box"
+	var got *Options
+	cmd := NewCmdProxy(ios, &name, func(o *Options) error { got = o; return nil })
+	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	cmd.SetOut(ios.ErrOut)
+	cmd.SetErr(ios.ErrOut)
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
+	return got, cmd.Execute()
+}
+
+func TestProxyFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want Options
+	}{
+		{nil, Options{Name: "box", Since: 10 * time.Minute, Follow: true}},
+		{[]string{"-l", "p.log", "-v", "--since", "1h"}, Options{Name: "box", LogFile: "p.log", Verbose: true, Since: time.Hour, Follow: true}},
+		{[]string{"--json", "--follow=false", "--since", "0"}, Options{Name: "box", JSON: true}},
+		{[]string{"-f=false", "--verbose", "--log", "x"}, Options{Name: "box", LogFile: "x", Verbose: true, Since: 10 * time.Minute}},
+	} {
+		o, err := parse(t, c.args...)
+		if err != nil {
+			t.Errorf("%q: %v", c.args, err)
+			continue
+		}
+		if o.IO == nil {
+			t.Errorf("%q: no streams", c.args)
+		}
+		o.IO = nil
+		if *o != c.want {
+			t.Errorf("%q: %+v, want %+v", c.args, *o, c.want)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--since", "-5m"}, "--since -5m0s: want how long ago to start"},
+		{[]string{"--since", "soon"}, `invalid argument "soon" for "--since"`},
+		{[]string{"box"}, `unknown command "box" for "proxy"`},
+	} {
+		o, err := parse(t, c.args...)
+		if o != nil || cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: %+v %v (exit %d), want a one-line usage error saying %q", c.args, o, err, cmdutil.ExitCode(err), c.want)
+		}
+	}
+}
+
+// syncBuffer is a buffer that a following run writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// withLog makes an instance whose audit log holds an old flow, two recent
+// ones and a DNS query, and a damaged line; it returns its paths.
+func withLog(t *testing.T) instance.Paths {
+	t.Helper()
+	p, _ := instancetest.New(t, instance.Config{})
+	l, err := audit.Open(p.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, r := range []*audit.Record{
+		{Time: now.Add(-2 * time.Hour), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "old.example", Dst: "198.51.100.1:443"},
+		{Time: now.Add(-time.Minute), Kind: audit.KindDNS, Verdict: audit.Allow, Name: "recent.example", QType: "A", RCode: "NOERROR", Rule: "dns"},
+		{Time: now.Add(-time.Minute), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "recent.example", Dst: "198.51.100.2:443", Rule: "default"},
+		{Time: now.Add(-time.Minute), Kind: audit.KindTCP, Verdict: audit.Deny, Dst: "10.0.0.1:22", Rule: "private network"},
+	} {
+		if err := l.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	f, err := os.OpenFile(p.NetworkLog(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("{not json\n")
+	f.Close()
+	return p
+}
+
+// proxy runs o on fresh streams until it returns.
+func proxy(t *testing.T, o Options) (out, errOut string, err error) {
+	t.Helper()
+	ios, _, outB, errB := iostreams.Test()
+	o.IO = ios
+	if o.Name == "" {
+		o.Name = instance.DefaultName
+	}
+	err = run(context.Background(), &o)
+	return outB.String(), errB.String(), err
+}
+
+// The log is shown from --since on, DNS only with -v, and each damaged
+// line is counted, not shown.
+func TestProxyShowsTheLog(t *testing.T) {
+	p := withLog(t)
+	out, errOut, err := proxy(t, Options{Since: 10 * time.Minute})
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "ALLOW tcp     recent.example → 198.51.100.2:443") ||
+		!strings.Contains(out, "DENY  tcp     - → 10.0.0.1:22") || strings.Contains(out, "old.example") || strings.Contains(out, " dns ") {
+		t.Errorf("since 10m:\n%s%v", out, err)
+	}
+	if errOut != "cowork: skipped 1 damaged lines of "+p.NetworkLog()+"\n" {
+		t.Errorf("stderr %q", errOut)
+	}
+
+	out, _, err = proxy(t, Options{Verbose: true})
+	if err != nil || strings.Count(out, "\n") != 4 || !strings.Contains(out, "old.example") || !strings.Contains(out, "recent.example A NOERROR") {
+		t.Errorf("all of it, verbose:\n%s%v", out, err)
+	}
+
+	out, _, err = proxy(t, Options{JSON: true, Since: 10 * time.Minute})
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if err != nil || len(lines) != 3 {
+		t.Fatalf("--json:\n%s%v", out, err)
+	}
+	for _, line := range lines {
+		if r, err := audit.ParseLine([]byte(line)); err != nil || r.Time.Before(time.Now().Add(-10*time.Minute)) {
+			t.Errorf("--json line %q: %+v %v", line, r, err)
+		}
+	}
+}
+
+// -l appends what is shown to a file, and keeps what it held.
+func TestProxyAlsoWritesTheLogFile(t *testing.T) {
+	withLog(t)
+	file := filepath.Join(t.TempDir(), "proxy.log")
+	os.WriteFile(file, []byte("before\n"), 0o600)
+	out, _, err := proxy(t, Options{LogFile: file, Since: 10 * time.Minute})
+	b, _ := os.ReadFile(file)
+	if err != nil || out == "" || string(b) != "before\n"+out {
+		t.Errorf("file %q, stdout %q, %v", b, out, err)
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("colour in a log file: %q", out)
+	}
+}
+
+// With --follow, new records show as they are written, until the command
+// is told to end.
+func TestProxyFollows(t *testing.T) {
+	p := withLog(t)
+	ios, _, _, _ := iostreams.Test()
+	var out syncBuffer
+	ios.Out = &out
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, &Options{IO: ios, Name: instance.DefaultName, Since: 10 * time.Minute, Follow: true})
+	}()
+
+	// What the log held is shown first; only then is a record added, which
+	// only a run that follows the log can see.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "recent.example → 198.51.100.2:443") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log's records never showed:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l, err := audit.Open(p.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Write(&audit.Record{Kind: audit.KindTCP, Verdict: audit.Deny, Name: "late.example", Dst: "203.0.113.9:443", Rule: "deny late.example"})
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "late.example → 203.0.113.9:443") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a new record never showed:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxy --follow did not end when told to")
+	}
+}
+
+func TestProxyOfAMissingInstance(t *testing.T) {
+	t.Setenv("COWORK_HOME", t.TempDir())
+	if _, _, err := proxy(t, Options{}); cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "instance sandbox does not exist") {
+		t.Errorf("%v", err)
+	}
+}

@@ -1,0 +1,71 @@
+package version
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/image"
+)
+
+func command(ios *iostreams.IOStreams, runF func(*Options) error, args ...string) *cobra.Command {
+	cmd := NewCmdVersion(ios, runF)
+	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
+	cmd.SetOut(ios.ErrOut)
+	cmd.SetErr(ios.ErrOut)
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
+	return cmd
+}
+
+func TestVersionFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		json bool
+	}{{nil, false}, {[]string{"--json"}, true}} {
+		ios, _, _, _ := iostreams.Test()
+		var got *Options
+		err := command(ios, func(o *Options) error { got = o; return nil }, c.args...).Execute()
+		if err != nil || got.JSON != c.json || got.IO != ios {
+			t.Errorf("%q: %+v %v", c.args, got, err)
+		}
+	}
+	for _, args := range [][]string{{"1.0"}, {"--short"}} {
+		ios, _, _, _ := iostreams.Test()
+		ran := false
+		err := command(ios, func(*Options) error { ran = true; return nil }, args...).Execute()
+		if ran || cmdutil.ExitCode(err) != 2 || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: ran %v, %v (exit %d), want a one-line usage error", args, ran, err, cmdutil.ExitCode(err))
+		}
+	}
+}
+
+var info = Info{Version: "1.2.3", Commit: "abc123", Go: "go1.99", Platform: "linux/amd64",
+	Agents: []image.AgentInfo{{Arch: "arm64", Size: 3 << 20, SHA256: "0123456789abcdef0123456789abcdef"}}}
+
+func TestVersionPrints(t *testing.T) {
+	ios, _, out, _ := iostreams.Test()
+	if err := run(&Options{IO: ios}, info); err != nil {
+		t.Fatal(err)
+	}
+	want := "cowork 1.2.3\ncommit:   abc123\ngo:       go1.99\nplatform: linux/amd64\nagent:    linux/arm64 3.0 MiB sha256:0123456789abcdef\n"
+	if out.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", out, want)
+	}
+
+	ios, _, out, _ = iostreams.Test()
+	if err := run(&Options{IO: ios}, Info{Version: "dev"}); err != nil || !strings.Contains(out.String(), "agents:   none embedded") {
+		t.Errorf("without agents: %q %v", out, err)
+	}
+
+	ios, _, out, _ = iostreams.Test()
+	var back Info
+	if err := run(&Options{IO: ios, JSON: true}, info); err != nil || json.Unmarshal(out.Bytes(), &back) != nil ||
+		back.Version != "1.2.3" || back.Commit != "abc123" || len(back.Agents) != 1 || back.Agents[0].SHA256 != info.Agents[0].SHA256 {
+		t.Errorf("--json: %q %v", out, err)
+	}
+}

@@ -1,0 +1,28 @@
+package agentwire
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The e2e guest (hack/e2e-image.sh) is built by shell, which cannot import
+// this package: its init starts the agent on the serial port by name and
+// marks the guest provisioned by hand. Were either to drift from here,
+// hostd would dial a port no agent serves, or wait forever for
+// provisioning, and every e2e test would time out far from the cause.
+func TestTheE2EGuestUsesTheseFacts(t *testing.T) {
+	b, err := os.ReadFile("../../hack/e2e-image.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := string(b)
+	for _, want := range []string{
+		"--listen serial://" + SerialPort + " ",
+		"touch " + ProvisionedMarker + "\n",
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("hack/e2e-image.sh lacks %q: change it with agentwire", want)
+		}
+	}
+}
