@@ -407,8 +407,12 @@ type NetworkStats struct {
 	RefusedFlows         int64 `protobuf:"varint,8,opt,name=refused_flows,json=refusedFlows,proto3" json:"refused_flows,omitempty"`
 	FirstRefusedUnixNano int64 `protobuf:"varint,9,opt,name=first_refused_unix_nano,json=firstRefusedUnixNano,proto3" json:"first_refused_unix_nano,omitempty"`
 	LastRefusedUnixNano  int64 `protobuf:"varint,10,opt,name=last_refused_unix_nano,json=lastRefusedUnixNano,proto3" json:"last_refused_unix_nano,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Services of the guest's network (the proxy, the relay, DNS, DHCP, the
+	// guest's link, a published port) whose serve loop ended while the
+	// network ran, by name; none while all serve.
+	ServeFailures []*ServeFailure `protobuf:"bytes,11,rep,name=serve_failures,json=serveFailures,proto3" json:"serve_failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NetworkStats) Reset() {
@@ -511,6 +515,74 @@ func (x *NetworkStats) GetLastRefusedUnixNano() int64 {
 	return 0
 }
 
+func (x *NetworkStats) GetServeFailures() []*ServeFailure {
+	if x != nil {
+		return x.ServeFailures
+	}
+	return nil
+}
+
+// A service that stopped serving, and why.
+type ServeFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	UnixNano      int64                  `protobuf:"varint,3,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServeFailure) Reset() {
+	*x = ServeFailure{}
+	mi := &file_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServeFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServeFailure) ProtoMessage() {}
+
+func (x *ServeFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServeFailure.ProtoReflect.Descriptor instead.
+func (*ServeFailure) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServeFailure) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServeFailure) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ServeFailure) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
 type SetPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy as JSON, in the instance config's form:
@@ -522,7 +594,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +606,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[4]
+	mi := &file_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +619,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{4}
+	return file_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetPolicyRequest) GetPolicyJson() string {
@@ -565,7 +637,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +649,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[5]
+	mi := &file_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +662,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{5}
+	return file_control_proto_rawDescGZIP(), []int{6}
 }
 
 type OpenSessionRequest struct {
@@ -609,7 +681,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_control_proto_msgTypes[6]
+	mi := &file_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +693,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[6]
+	mi := &file_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +706,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{6}
+	return file_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OpenSessionRequest) GetEndpoint() string {
@@ -680,7 +752,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_control_proto_msgTypes[7]
+	mi := &file_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +764,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[7]
+	mi := &file_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +777,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{7}
+	return file_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OpenSessionResponse) GetSessionId() string {
@@ -745,7 +817,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +829,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +842,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{8}
+	return file_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -788,7 +860,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +872,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +885,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{9}
+	return file_control_proto_rawDescGZIP(), []int{10}
 }
 
 type StopRequest struct {
@@ -829,7 +901,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +913,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +926,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{10}
+	return file_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StopRequest) GetForce() bool {
@@ -879,7 +951,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +963,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +976,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11}
+	return file_control_proto_rawDescGZIP(), []int{12}
 }
 
 type EventsRequest struct {
@@ -915,7 +987,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +999,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1012,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12}
+	return file_control_proto_rawDescGZIP(), []int{13}
 }
 
 type Event struct {
@@ -957,7 +1029,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1041,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1054,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{13}
+	return file_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetUnixNano() int64 {
@@ -1046,7 +1118,7 @@ const file_control_proto_rawDesc = "" +
 	"goroutines\x18\x01 \x01(\x05R\n" +
 	"goroutines\x12\x19\n" +
 	"\bopen_fds\x18\x02 \x01(\x05R\aopenFds\x12\x1b\n" +
-	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\xe8\x02\n" +
+	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\xae\x03\n" +
 	"\fNetworkStats\x12\x14\n" +
 	"\x05flows\x18\x01 \x01(\x03R\x05flows\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\x03R\ablocked\x12\x1f\n" +
@@ -1059,7 +1131,12 @@ const file_control_proto_rawDesc = "" +
 	"\rrefused_flows\x18\b \x01(\x03R\frefusedFlows\x125\n" +
 	"\x17first_refused_unix_nano\x18\t \x01(\x03R\x14firstRefusedUnixNano\x123\n" +
 	"\x16last_refused_unix_nano\x18\n" +
-	" \x01(\x03R\x13lastRefusedUnixNano\"3\n" +
+	" \x01(\x03R\x13lastRefusedUnixNano\x12D\n" +
+	"\x0eserve_failures\x18\v \x03(\v2\x1d.cowork.hostd.v1.ServeFailureR\rserveFailures\"[\n" +
+	"\fServeFailure\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
+	"\tunix_nano\x18\x03 \x01(\x03R\bunixNano\"3\n" +
 	"\x10SetPolicyRequest\x12\x1f\n" +
 	"\vpolicy_json\x18\x01 \x01(\tR\n" +
 	"policyJson\"\x13\n" +
@@ -1125,45 +1202,47 @@ func file_control_proto_rawDescGZIP() []byte {
 }
 
 var file_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_control_proto_goTypes = []any{
 	(Phase)(0),                   // 0: cowork.hostd.v1.Phase
 	(*StatusRequest)(nil),        // 1: cowork.hostd.v1.StatusRequest
 	(*StatusResponse)(nil),       // 2: cowork.hostd.v1.StatusResponse
 	(*ProcessStats)(nil),         // 3: cowork.hostd.v1.ProcessStats
 	(*NetworkStats)(nil),         // 4: cowork.hostd.v1.NetworkStats
-	(*SetPolicyRequest)(nil),     // 5: cowork.hostd.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),    // 6: cowork.hostd.v1.SetPolicyResponse
-	(*OpenSessionRequest)(nil),   // 7: cowork.hostd.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),  // 8: cowork.hostd.v1.OpenSessionResponse
-	(*CloseSessionRequest)(nil),  // 9: cowork.hostd.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil), // 10: cowork.hostd.v1.CloseSessionResponse
-	(*StopRequest)(nil),          // 11: cowork.hostd.v1.StopRequest
-	(*StopResponse)(nil),         // 12: cowork.hostd.v1.StopResponse
-	(*EventsRequest)(nil),        // 13: cowork.hostd.v1.EventsRequest
-	(*Event)(nil),                // 14: cowork.hostd.v1.Event
+	(*ServeFailure)(nil),         // 5: cowork.hostd.v1.ServeFailure
+	(*SetPolicyRequest)(nil),     // 6: cowork.hostd.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),    // 7: cowork.hostd.v1.SetPolicyResponse
+	(*OpenSessionRequest)(nil),   // 8: cowork.hostd.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),  // 9: cowork.hostd.v1.OpenSessionResponse
+	(*CloseSessionRequest)(nil),  // 10: cowork.hostd.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil), // 11: cowork.hostd.v1.CloseSessionResponse
+	(*StopRequest)(nil),          // 12: cowork.hostd.v1.StopRequest
+	(*StopResponse)(nil),         // 13: cowork.hostd.v1.StopResponse
+	(*EventsRequest)(nil),        // 14: cowork.hostd.v1.EventsRequest
+	(*Event)(nil),                // 15: cowork.hostd.v1.Event
 }
 var file_control_proto_depIdxs = []int32{
 	4,  // 0: cowork.hostd.v1.StatusResponse.network:type_name -> cowork.hostd.v1.NetworkStats
 	3,  // 1: cowork.hostd.v1.StatusResponse.hostd_process:type_name -> cowork.hostd.v1.ProcessStats
-	0,  // 2: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
-	1,  // 3: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
-	11, // 4: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
-	13, // 5: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
-	5,  // 6: cowork.hostd.v1.Control.SetPolicy:input_type -> cowork.hostd.v1.SetPolicyRequest
-	7,  // 7: cowork.hostd.v1.Control.OpenSession:input_type -> cowork.hostd.v1.OpenSessionRequest
-	9,  // 8: cowork.hostd.v1.Control.CloseSession:input_type -> cowork.hostd.v1.CloseSessionRequest
-	2,  // 9: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
-	12, // 10: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
-	14, // 11: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
-	6,  // 12: cowork.hostd.v1.Control.SetPolicy:output_type -> cowork.hostd.v1.SetPolicyResponse
-	8,  // 13: cowork.hostd.v1.Control.OpenSession:output_type -> cowork.hostd.v1.OpenSessionResponse
-	10, // 14: cowork.hostd.v1.Control.CloseSession:output_type -> cowork.hostd.v1.CloseSessionResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	5,  // 2: cowork.hostd.v1.NetworkStats.serve_failures:type_name -> cowork.hostd.v1.ServeFailure
+	0,  // 3: cowork.hostd.v1.Event.phase:type_name -> cowork.hostd.v1.Phase
+	1,  // 4: cowork.hostd.v1.Control.Status:input_type -> cowork.hostd.v1.StatusRequest
+	12, // 5: cowork.hostd.v1.Control.Stop:input_type -> cowork.hostd.v1.StopRequest
+	14, // 6: cowork.hostd.v1.Control.Events:input_type -> cowork.hostd.v1.EventsRequest
+	6,  // 7: cowork.hostd.v1.Control.SetPolicy:input_type -> cowork.hostd.v1.SetPolicyRequest
+	8,  // 8: cowork.hostd.v1.Control.OpenSession:input_type -> cowork.hostd.v1.OpenSessionRequest
+	10, // 9: cowork.hostd.v1.Control.CloseSession:input_type -> cowork.hostd.v1.CloseSessionRequest
+	2,  // 10: cowork.hostd.v1.Control.Status:output_type -> cowork.hostd.v1.StatusResponse
+	13, // 11: cowork.hostd.v1.Control.Stop:output_type -> cowork.hostd.v1.StopResponse
+	15, // 12: cowork.hostd.v1.Control.Events:output_type -> cowork.hostd.v1.Event
+	7,  // 13: cowork.hostd.v1.Control.SetPolicy:output_type -> cowork.hostd.v1.SetPolicyResponse
+	9,  // 14: cowork.hostd.v1.Control.OpenSession:output_type -> cowork.hostd.v1.OpenSessionResponse
+	11, // 15: cowork.hostd.v1.Control.CloseSession:output_type -> cowork.hostd.v1.CloseSessionResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1177,7 +1256,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/netstack/splice"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/acceptloop"
 	"github.com/coworkhq/cowork/internal/buildinfo"
@@ -247,7 +246,9 @@ func (d *Daemon) relay(ctx context.Context, l net.Listener) {
 			return
 		}
 		defer g.Close()
-		splice(c, g)
+		// Both ends close when either side leaves: the guest must not
+		// hold a host connection after the client went.
+		splice.Join(c, g, splice.Options{CloseOnEnd: true})
 	}, acceptLog(d.log, "agent.sock"))
 	if err != nil {
 		d.log.Error("agent.sock stopped serving", "err", err)
@@ -264,20 +265,6 @@ func acceptLog(log *slog.Logger, what string) func(error, int) {
 			log.Info(what+": accepting again", "failed_accepts", failures)
 		}
 	}
-}
-
-// splice copies both ways and closes both ends when either direction ends.
-func splice(a, b net.Conn) {
-	var once sync.Once
-	closeBoth := func() { a.Close(); b.Close() }
-	var wg sync.WaitGroup
-	for _, p := range [][2]net.Conn{{a, b}, {b, a}} {
-		wg.Go(func() {
-			_, _ = io.Copy(p[0], p[1])
-			once.Do(closeBoth)
-		})
-	}
-	wg.Wait()
 }
 
 // watchClock keeps the guest's clock on the host's. Every few seconds it

@@ -53,7 +53,7 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 	vm, started, net := d.vm, d.started, d.net
 	d.mu.Unlock()
 	if net != nil {
-		r.Network = networkStats(net.Stats(), net.FlowStats())
+		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 	}
 	if vm != nil {
 		r.State = string(vm.State())
@@ -66,12 +66,16 @@ func (s *controlServer) Status(ctx context.Context, _ *controlpb.StatusRequest) 
 	return r, nil
 }
 
-// networkStats is the audit log's sums and the flow limits' state.
-func networkStats(st audit.Stats, fl netstack.FlowStats) *controlpb.NetworkStats {
+// networkStats is the audit log's sums, the flow limits' state and the
+// services that stopped serving.
+func networkStats(st audit.Stats, fl netstack.FlowStats, failed []netstack.ServeFailure) *controlpb.NetworkStats {
 	n := &controlpb.NetworkStats{Flows: st.Flows, Blocked: st.Blocked, DnsQueries: st.Queries, BytesOut: st.BytesOut, BytesIn: st.BytesIn,
 		ActiveFlows: fl.Active, MaxFlows: int64(fl.MaxFlows), RefusedFlows: fl.Refused}
 	if fl.Refused > 0 {
 		n.FirstRefusedUnixNano, n.LastRefusedUnixNano = fl.FirstRefused.UnixNano(), fl.LastRefused.UnixNano()
+	}
+	for _, f := range failed {
+		n.ServeFailures = append(n.ServeFailures, &controlpb.ServeFailure{Service: f.Service, Error: f.Err, UnixNano: f.At.UnixNano()})
 	}
 	return n
 }

@@ -146,7 +146,13 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	}
 	g := grpc.NewServer()
 	controlpb.RegisterControlServer(g, &controlServer{d: d})
-	go g.Serve(control)
+	go func() {
+		// nil once stopServing stops it; anything else leaves hostd deaf
+		// to the CLI, and status can only point at this log.
+		if err := g.Serve(control); err != nil {
+			d.log.Error("hostd.sock stopped serving; the CLI cannot reach this hostd: stop its process, then `cowork start`", "err", err)
+		}
+	}()
 	defer d.stopServing(g)
 
 	go func() {

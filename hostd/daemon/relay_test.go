@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -85,6 +88,75 @@ func TestAgentSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
 	}
 }
 
+// silentGuest is a VM whose agent channels are TCP connections the guest
+// holds open without a word; closed reports the host's end closing.
+type silentGuest struct {
+	machine.Machine
+	t      *testing.T
+	closed chan struct{}
+}
+
+// hostEnd is the host's end of an agent channel; it can half-close.
+type hostEnd struct {
+	*net.TCPConn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *hostEnd) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.TCPConn.Close()
+}
+
+func (m silentGuest) DialAgent(context.Context) (net.Conn, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	host, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	guest, err := l.Accept()
+	if err != nil {
+		return nil, err
+	}
+	m.t.Cleanup(func() { guest.Close() }) // held open, and silent, until the test ends
+	return &hostEnd{TCPConn: host.(*net.TCPConn), closed: m.closed}, nil
+}
+
+// TestAgentSocketLetsGoOfAGuestThatHoldsOn: when the host's client leaves
+// agent.sock, hostd closes its end of the agent channel at once, even if
+// the guest neither answers nor closes: a guest must not pin host sockets.
+func TestAgentSocketLetsGoOfAGuestThatHoldsOn(t *testing.T) {
+	sock := t.TempDir() + "/agent.sock"
+	l, err := unixsock.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := silentGuest{t: t, closed: make(chan struct{})}
+	d := &Daemon{vm: m, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.relay(ctx, l); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "hello\n")
+	c.Close()
+	select {
+	case <-m.closed:
+	case <-time.After(time.Minute):
+		t.Fatal("the client left agent.sock, and hostd still holds the guest's channel open")
+	}
+}
+
 // TestControlSocketServesAfterRunningOutOfDescriptors: hostd.sock's gRPC
 // server retries a failed Accept by itself (backing off like our loop);
 // this keeps it so if gRPC or the way it is served ever changes.
@@ -114,12 +186,31 @@ func TestControlSocketServesAfterRunningOutOfDescriptors(t *testing.T) {
 
 func TestNetworkStatsCarryTheLimits(t *testing.T) {
 	first, last := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_100, 0)
-	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last})
+	n := networkStats(audit.Stats{Flows: 20000, Blocked: 18976}, netstack.FlowStats{Active: 1024, MaxFlows: 1024, Refused: 18976, FirstRefused: first, LastRefused: last}, nil)
 	if n.Flows != 20000 || n.Blocked != 18976 || n.ActiveFlows != 1024 || n.MaxFlows != 1024 || n.RefusedFlows != 18976 ||
 		n.FirstRefusedUnixNano != first.UnixNano() || n.LastRefusedUnixNano != last.UnixNano() {
 		t.Fatalf("%v", n)
 	}
-	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 {
+	if n := networkStats(audit.Stats{}, netstack.FlowStats{MaxFlows: 1024}, nil); n.FirstRefusedUnixNano != 0 || n.LastRefusedUnixNano != 0 || len(n.ServeFailures) != 0 {
 		t.Fatalf("no refusal, yet times: %v", n)
+	}
+}
+
+// TestStatusReportsAServiceThatStopped: a service of the guest's network
+// that stopped serving reaches status through the control API.
+func TestStatusReportsAServiceThatStopped(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	n := networkStats(audit.Stats{}, netstack.FlowStats{}, []netstack.ServeFailure{{Service: "proxy", Err: "accept: broken", At: at}})
+	if len(n.ServeFailures) != 1 || n.ServeFailures[0].Service != "proxy" || n.ServeFailures[0].Error != "accept: broken" || n.ServeFailures[0].UnixNano != at.UnixNano() {
+		t.Fatalf("%v", n)
+	}
+	c := newControlTest(t)
+	c.d.cfg = &instance.Config{Arch: "arm64"}
+	r, err := c.api.Status(t.Context(), &controlpb.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Network == nil || len(r.Network.ServeFailures) != 0 {
+		t.Fatalf("a network whose services all serve: %v", r.Network)
 	}
 }

@@ -40,12 +40,10 @@ func (n *Stack) serveDNS() error {
 	handler := n.limitDNS(dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		_ = w.WriteMsg(n.answer(q, client, tcpClient))
 	}))
-	go func() {
-		_ = (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
-	}()
-	go func() {
-		_ = (&dns.Server{Listener: n.guard(tcpLn), Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
-	}()
+	n.serve("DNS (UDP)", (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe)
+	n.serveGateway("DNS (TCP)", tcpLn, func(l net.Listener) error {
+		return (&dns.Server{Listener: l, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
+	})
 	return nil
 }
 

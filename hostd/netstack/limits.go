@@ -24,10 +24,10 @@ import (
 //
 // What a TCP flow costs hostd, measured (TestFlowCost in limits_cost_test.go,
 // Linux amd64): one file descriptor (its host-side socket, held from the
-// dial on), three goroutines (~20 KiB of stack), and buffers: ~70 KiB
-// resident for a flow that carried a little and went quiet, though its two
-// 256 KiB copy buffers count in the heap from the start (530 KiB) and are
-// resident once the heap is reused; ~1.7 MiB resident for a flow whose
+// dial on), two goroutines (one copies each way; see hostd/netstack/splice),
+// and buffers: ~60 KiB resident (~50 KiB of heap) for a flow that carried
+// a little and went quiet, whose copy buffers stay at 16 KiB until a read
+// fills one (then 256 KiB); ~1.7 MiB resident for a flow whose
 // both ends stopped reading while the other kept sending (the copy
 // buffers, and gVisor's send and receive buffers full). So memory, not
 // descriptors, is what a hostile guest exhausts first: 1024 such flows
@@ -339,16 +339,16 @@ func (n *Stack) limitDNS(h dns.Handler) dns.Handler {
 }
 
 // servePublished serves a published port's host listener, riding out a
-// failing Accept (out of descriptors) instead of going deaf.
+// failing Accept (out of descriptors) instead of going deaf; an error it
+// cannot ride out ends it (see serve).
 func (n *Stack) servePublished(l net.Listener, handle func(net.Conn)) {
-	err := acceptloop.Serve(l, handle, func(err error, failures int) {
-		if err != nil {
-			n.log.Warn("published port: accept failed; retrying with backoff", "addr", l.Addr().String(), "err", err)
-		} else {
-			n.log.Info("published port: accepting again", "addr", l.Addr().String(), "failed_accepts", failures)
-		}
+	n.serve("published port "+l.Addr().String(), func() error {
+		return acceptloop.Serve(l, handle, func(err error, failures int) {
+			if err != nil {
+				n.log.Warn("published port: accept failed; retrying with backoff", "addr", l.Addr().String(), "err", err)
+			} else {
+				n.log.Info("published port: accepting again", "addr", l.Addr().String(), "failed_accepts", failures)
+			}
+		})
 	})
-	if err != nil {
-		n.log.Error("published port stopped serving", "addr", l.Addr().String(), "err", err)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -110,6 +111,8 @@ type Config struct {
 	// Tests set the limits' clock and the audit throttle's window.
 	clock          func() time.Time
 	throttleWindow time.Duration
+	// Tests break a gateway service's listener.
+	wrapListener func(service string, l net.Listener) net.Listener
 }
 
 // Stack is a running guest network.
@@ -128,6 +131,7 @@ type Stack struct {
 	lim      *limiter
 
 	listeners []net.Listener // published ports
+	loops     serveLoops     // the serve loops, and those that failed
 
 	mu    sync.RWMutex
 	rules *policy.Rules
@@ -215,7 +219,7 @@ func (n *Stack) build() error {
 	if err != nil {
 		return fmt.Errorf("dhcp: %w", err)
 	}
-	go func() { _ = dhcpServer.Serve() }()
+	n.serve("DHCP", dhcpServer.Serve)
 
 	if err := n.serveDNS(); err != nil {
 		return err
@@ -252,13 +256,20 @@ func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go func() { _ = n.sw.Accept(ctx, &guestFrames{Conn: conn, mac: n.cfg.GuestMAC}, types.VfkitProtocol) }()
+	n.serve("guest link", func() error {
+		err := n.sw.Accept(ctx, &guestFrames{Conn: conn, mac: n.cfg.GuestMAC}, types.VfkitProtocol)
+		if ctx.Err() != nil || errors.Is(err, io.EOF) { // hostd stops, or the VM is gone
+			return errEndedAsAsked
+		}
+		return err
+	})
 	return vmEnd, nil
 }
 
 // Close stops listening on the published ports. The frame socket closes
 // with the context given to Attach.
 func (n *Stack) Close() {
+	n.loops.close()
 	for _, l := range n.listeners {
 		l.Close()
 	}

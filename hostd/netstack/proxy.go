@@ -2,16 +2,13 @@ package netstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -35,7 +32,7 @@ func (n *Stack) serveProxy() error {
 		Handler:           &proxyHandler{n: n, transport: transport},
 		ReadHeaderTimeout: 30 * time.Second,
 	}
-	go func() { _ = srv.Serve(n.guard(ln)) }()
+	n.serveGateway("proxy", ln, srv.Serve)
 	return nil
 }
 
@@ -257,37 +254,28 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		n.deny(rec)
 		return
 	}
-	var out, in atomic.Int64
-	if r.Body != nil {
-		r.Body = &requestBody{ReadCloser: r.Body, n: &out} // see relay.go
-	}
-	var dialErr error
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
+	n.answerHTTP(w, r, exchange{
+		rec: rec,
+		rewrite: func(pr *httputil.ProxyRequest) {
 			// The server gets the name in Host; the transport gets the
-			// checked address in the URL (see serveProxy).
+			// checked address in the URL (see proxyTransport).
 			u := *pr.In.URL
 			u.Host = hostPort(d.dst)
 			pr.Out.URL = &u
 			pr.Out.Host = pr.In.Host
 			pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), targetKey{}, d.dst))
 		},
-		Transport:     h.transport,
-		FlushInterval: -1, // stream: no buffering of what the server sends
-		ModifyResponse: func(resp *http.Response) error {
-			rec.Status = resp.StatusCode
-			resp.Body = &countingBody{ReadCloser: resp.Body, n: &in}
-			return nil
+		transport: h.transport,
+		unanswered: func(w http.ResponseWriter, err error) (int, error) {
+			http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
+			return http.StatusBadGateway, err
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			dialErr = errors.New(redactText(err.Error()))
-			rec.Status = http.StatusBadGateway
-			http.Error(w, "cowork proxy: "+dialErr.Error(), http.StatusBadGateway)
-		},
-	}
-	rp.ServeHTTP(w, r)
-	rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
-	n.finish(rec, audit.Allow, dialErr)
+		upstream: "the server",
+		// A cut answer is routine here (a client stops a download): the
+		// audit line says so, hostd's log does not.
+		log:    n.log,
+		prefix: "proxy",
+	})
 }
 
 // named fills in what a proxy record says of its destination: the name
@@ -298,15 +286,4 @@ func (n *Stack) named(rec *audit.Record, d decision) {
 	if d.dst.IsValid() {
 		rec.Dst = hostPort(d.dst)
 	}
-}
-
-type countingBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	k, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(k))
-	return k, err
 }

@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -19,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/splice"
 )
 
 // serveRelay runs the credential relay on the gateway's RelayPort: it swaps
@@ -39,7 +35,7 @@ func (n *Stack) serveRelay() error {
 		ResponseHeaderTimeout: 10 * time.Minute,
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport) }), ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = srv.Serve(n.guard(ln)) }()
+	n.serveGateway("relay", ln, srv.Serve)
 	return nil
 }
 
@@ -73,16 +69,11 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	defer cancel(nil)
 	defer context.AfterFunc(sess.ctx, func() { cancel(sess.Err()) })()
 	r = r.WithContext(ctx)
-	var out, in atomic.Int64
-	if r.Body != nil {
-		r.Body = &requestBody{ReadCloser: r.Body, n: &out}
-	}
-	secrets := sess.secrets()
-	var relayErr error
-	rp := &httputil.ReverseProxy{
-		// ReverseProxy has already dropped the hop-by-hop headers, and those
-		// the request's Connection header names, from pr.Out.
-		Rewrite: func(pr *httputil.ProxyRequest) {
+	n.answerHTTP(w, r, exchange{
+		rec: rec,
+		// ReverseProxy has already dropped the hop-by-hop headers, and
+		// those the request's Connection header names, from pr.Out.
+		rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.URL.User = path, "", nil
 			pr.SetURL(sess.Endpoint)
 			pr.Out.Host = sess.Endpoint.Host
@@ -97,74 +88,22 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 				pr.Out.Header.Set("Authorization", "Bearer "+sess.authToken)
 			}
 		},
-		Transport:     transport,
-		FlushInterval: -1, // server-sent events pass as they come
-		ModifyResponse: func(resp *http.Response) error {
-			rec.Status = resp.StatusCode
-			resp.Body = &countingBody{ReadCloser: resp.Body, n: &in}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		transport: transport,
+		unanswered: func(w http.ResponseWriter, err error) (int, error) {
 			if sess.Err() != nil {
-				relayErr = fmt.Errorf("refused before the answer came: %w", sess.Err())
-				rec.Status = http.StatusUnauthorized
-				writeAPIError(w, rec.Status, "authentication_error", refusalMessage(endedBy(sess.Err())))
-				return
+				writeAPIError(w, http.StatusUnauthorized, "authentication_error", refusalMessage(endedBy(sess.Err())))
+				return http.StatusUnauthorized, fmt.Errorf("refused before the answer came: %w", sess.Err())
 			}
-			// Transport errors may quote the endpoint's URL.
-			relayErr = errors.New(redactText(err.Error(), secrets...))
-			rec.Status = http.StatusBadGateway
-			writeAPIError(w, rec.Status, "api_error", "cowork relay: the API endpoint did not answer: "+relayErr.Error())
+			writeAPIError(w, http.StatusBadGateway, "api_error", "cowork relay: the API endpoint did not answer: "+err.Error())
+			return http.StatusBadGateway, err
 		},
-		ErrorLog: log.New(&redactingLog{log: n.log.With("session", sess.ID), secrets: secrets}, "", 0),
-	}
-	// ReverseProxy panics (http.ErrAbortHandler, so that the server drops
-	// the connection) when the answer breaks off mid-copy; the record is
-	// written on the way out all the same.
-	cut := true
-	defer func() {
-		rec.BytesOut, rec.BytesIn = out.Load(), in.Load()
-		if cut && relayErr == nil {
-			switch {
-			case sess.Err() != nil:
-				relayErr = fmt.Errorf("the answer was cut: %w", sess.Err())
-			case guest.Err() != nil:
-				// The guest's client gave up, or its connection broke; it
-				// will likely ask again.
-				relayErr = fmt.Errorf("the guest's connection ended before the answer did: %w", context.Cause(guest))
-			default:
-				relayErr = errors.New("the answer from the endpoint broke off")
-			}
-			n.log.Warn("relay answer cut short", "session", sess.ID, "status", rec.Status, "bytes_in", rec.BytesIn,
-				"after", time.Since(rec.Start).Round(time.Millisecond), "err", relayErr)
-		}
-		n.finish(rec, audit.Allow, relayErr)
-	}()
-	rp.ServeHTTP(w, r)
-	cut = false
-}
-
-// requestBody counts the guest's request body and keeps its end: once it
-// has said EOF it says so again without asking the server. The transport
-// reads once more past a Content-Length to check that the body ends, and
-// the server closes a request body it has read to its end as soon as the
-// handler starts its answer (which the endpoint may send before that last
-// read); that read then failed, and the transport dropped the endpoint's
-// connection, cutting an answer that had just begun.
-type requestBody struct {
-	io.ReadCloser
-	n   *atomic.Int64
-	eof bool
-}
-
-func (b *requestBody) Read(p []byte) (int, error) {
-	if b.eof {
-		return 0, io.EOF
-	}
-	k, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(k))
-	b.eof = err == io.EOF
-	return k, err
+		endedBy:  sess.Err,
+		upstream: "the endpoint",
+		secrets:  sess.secrets(),
+		log:      n.log.With("session", sess.ID),
+		prefix:   "relay",
+		warnCut:  true,
+	})
 }
 
 // endedBy is the refusal that matches why a session ended.
@@ -173,18 +112,6 @@ func endedBy(err error) Refusal {
 		return Expired
 	}
 	return Ended
-}
-
-// redactingLog is ReverseProxy's error log: its lines go to hostd's log
-// without the session's secrets or any URL's user information.
-type redactingLog struct {
-	log     *slog.Logger
-	secrets []string
-}
-
-func (l *redactingLog) Write(p []byte) (int, error) {
-	l.log.Warn("relay: " + strings.TrimSpace(redactText(string(p), l.secrets...)))
-	return len(p), nil
 }
 
 // publish listens on the host for each published guest port and carries
@@ -196,7 +123,7 @@ func (n *Stack) publish() error {
 			return fmt.Errorf("publish %s: %w", f.HostAddr, err)
 		}
 		guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(f.GuestPort)}
-		go n.servePublished(l, func(c net.Conn) {
+		n.servePublished(l, func(c net.Conn) {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
 			cancel()
@@ -204,21 +131,11 @@ func (n *Stack) publish() error {
 				c.Close()
 				return
 			}
-			n.spliceQuiet(c, g)
+			// No audit line: traffic the host started into a published
+			// port is not the guest's egress.
+			splice.Join(c, g, splice.Options{})
 		})
 		n.listeners = append(n.listeners, l)
 	}
 	return nil
-}
-
-// spliceQuiet joins two connections without an audit line: traffic the
-// host started into a published port is not the guest's egress.
-func (n *Stack) spliceQuiet(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(a, b); closeWrite(a); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(b, a); closeWrite(b); done <- struct{}{} }()
-	<-done
-	<-done
-	a.Close()
-	b.Close()
 }

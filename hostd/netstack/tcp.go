@@ -2,12 +2,10 @@ package netstack
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/hostd/netstack/splice"
 )
 
 func (n *Stack) tcpForwarder() *tcp.Forwarder {
@@ -73,60 +72,19 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 	return n.dial.DialContext(ctx, "tcp", hostPort(dst))
 }
 
-// A flow's buffers: each direction starts with a small one, which is all
-// a quiet connection ever holds (a guest may keep a thousand of them
-// open), and moves to a large one the first time a read fills it, so that
-// a bulk transfer costs few reads from gVisor and writes to the host.
-const (
-	smallBuffer = 16 << 10
-	copyBuffer  = 256 << 10
-)
-
-// pump copies src to dst until src ends (nil) or either side fails.
-func pump(dst io.Writer, src io.Reader) error {
-	buf := make([]byte, smallBuffer)
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return werr
-			}
-			if k == len(buf) && len(buf) < copyBuffer {
-				buf = make([]byte, copyBuffer)
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
 // splice copies both ways until both directions end, counting bytes and
 // looking at the guest's first bytes for the name they claim (noteClaim);
-// then it writes the flow's audit line.
+// then it writes the flow's audit line. The guest's side is watched for
+// idleness: the reaper closes it, and the world's side with it, which ends
+// the splice.
 func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
-	var out, in atomic.Int64
 	guest = n.watchIdle(guest, world)
-	sniffer := &sniffReader{r: guest}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = pump(world, countReader(sniffer, &out))
-		closeWrite(world)
-	})
-	wg.Go(func() {
-		_ = pump(guest, countReader(world, &in))
-		closeWrite(guest)
-	})
-	wg.Wait()
-	guest.Close()
-	world.Close()
+	var sniffer sniffer
+	res := splice.Join(guest, world, splice.Options{Tap: sniffer.see})
 	claimed, from := sniffer.name()
 	n.noteClaim(rec, claimed, from)
-	rec.BytesOut += out.Load()
-	rec.BytesIn += in.Load()
+	rec.BytesOut += res.AToB
+	rec.BytesIn += res.BToA
 	n.finish(rec, audit.Allow, nil)
 }
 
@@ -143,52 +101,28 @@ func (n *Stack) finish(rec *audit.Record, verdict string, err error) {
 	n.record(rec)
 }
 
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-		return
-	}
-	_ = c.Close()
-}
-
-type counter struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func countReader(r io.Reader, n *atomic.Int64) io.Reader { return &counter{r: r, n: n} }
-
-func (c *counter) Read(p []byte) (int, error) {
-	k, err := c.r.Read(p)
-	c.n.Add(int64(k))
-	return k, err
-}
-
-// sniffReader keeps the first bytes that pass through it, to name the flow.
-type sniffReader struct {
-	r    io.Reader
+// sniffer keeps the first bytes the guest sends, to name the flow.
+type sniffer struct {
 	mu   sync.Mutex
 	head []byte
 	done bool
 	n, f string
 }
 
-func (s *sniffReader) Read(p []byte) (int, error) {
-	k, err := s.r.Read(p)
-	if k > 0 {
-		s.mu.Lock()
-		if !s.done {
-			s.head = append(s.head, p[:k]...)
-			if s.n, s.f = SniffName(s.head); s.n != "" || len(s.head) >= sniffLimit {
-				s.done, s.head = true, nil
-			}
-		}
-		s.mu.Unlock()
+// see is splice's tap on the guest's bytes.
+func (s *sniffer) see(p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
 	}
-	return k, err
+	s.head = append(s.head, p...)
+	if s.n, s.f = SniffName(s.head); s.n != "" || len(s.head) >= sniffLimit {
+		s.done, s.head = true, nil
+	}
 }
 
-func (s *sniffReader) name() (string, string) {
+func (s *sniffer) name() (string, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.n, s.f

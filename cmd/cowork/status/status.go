@@ -68,9 +68,20 @@ type NetworkStats struct {
 	RefusedFlows int64      `json:"refused_flows"`
 	RefusedSince *time.Time `json:"refused_since,omitempty"`
 	LastRefused  *time.Time `json:"last_refused,omitempty"`
-	// Degraded, when set, says that the guest is running into the limits
-	// now (a flow was refused in the last few minutes, or all are taken).
+	// ServeFailures are the services of the guest's network that stopped
+	// serving while it ran (the proxy, the relay, DNS...).
+	ServeFailures []ServeFailure `json:"serve_failures,omitempty"`
+	// Degraded, when set, says that a service stopped serving, or that the
+	// guest is running into the limits now (a flow was refused in the
+	// last few minutes, or all are taken).
 	Degraded string `json:"degraded,omitempty"`
+}
+
+// ServeFailure is a service of the guest's network that stopped serving.
+type ServeFailure struct {
+	Service string    `json:"service"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
 }
 
 // degradedRecent is how long after its last refusal a limit still counts
@@ -83,16 +94,23 @@ const degradedRecent = 5 * time.Minute
 func networkFrom(n *controlpb.NetworkStats, now time.Time, config string) *NetworkStats {
 	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DnsQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
 		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows}
-	if n.RefusedFlows == 0 || n.LastRefusedUnixNano == 0 {
-		return st
+	var notes []string
+	for _, f := range n.ServeFailures {
+		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: time.Unix(0, f.UnixNano)}
+		st.ServeFailures = append(st.ServeFailures, sf)
+		notes = append(notes, fmt.Sprintf("%s stopped serving at %s (%s); the guest goes without it until the instance restarts (`cowork stop`, then `cowork start`)",
+			sf.Service, sf.At.Local().Format(time.TimeOnly), sf.Error))
 	}
-	since, last := time.Unix(0, n.FirstRefusedUnixNano), time.Unix(0, n.LastRefusedUnixNano)
-	st.RefusedSince, st.LastRefused = &since, &last
-	if now.Sub(last) < degradedRecent || (n.MaxFlows > 0 && n.ActiveFlows >= n.MaxFlows) {
-		st.Degraded = fmt.Sprintf("the guest hit the limit of %d concurrent connections %d times since %s (last %s ago); "+
-			"connections past it are refused, see `cowork proxy`; to allow more, raise network.max_flows in %s and restart",
-			n.MaxFlows, n.RefusedFlows, since.Local().Format(time.TimeOnly), now.Sub(last).Round(time.Second), config)
+	if n.RefusedFlows > 0 && n.LastRefusedUnixNano != 0 {
+		since, last := time.Unix(0, n.FirstRefusedUnixNano), time.Unix(0, n.LastRefusedUnixNano)
+		st.RefusedSince, st.LastRefused = &since, &last
+		if now.Sub(last) < degradedRecent || (n.MaxFlows > 0 && n.ActiveFlows >= n.MaxFlows) {
+			notes = append(notes, fmt.Sprintf("the guest hit the limit of %d concurrent connections %d times since %s (last %s ago); "+
+				"connections past it are refused, see `cowork proxy`; to allow more, raise network.max_flows in %s and restart",
+				n.MaxFlows, n.RefusedFlows, since.Local().Format(time.TimeOnly), now.Sub(last).Round(time.Second), config))
+		}
 	}
+	st.Degraded = strings.Join(notes, "; and ")
 	return st
 }
 

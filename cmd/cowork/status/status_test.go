@@ -64,6 +64,44 @@ func TestNetworkDegradedWhileTheLimitIsHit(t *testing.T) {
 	}
 }
 
+// TestNetworkDegradedWhenAServiceStopped: a service of the guest's
+// network that stopped serving (hostd's netstack reports it) makes the
+// network degraded, says which and why, and is in --json.
+func TestNetworkDegradedWhenAServiceStopped(t *testing.T) {
+	now := time.Date(2030, 1, 2, 15, 4, 5, 0, time.Local)
+	in := &controlpb.NetworkStats{Flows: 3, MaxFlows: 1024, ServeFailures: []*controlpb.ServeFailure{
+		{Service: "proxy", Error: "accept tcp 192.168.127.1:3128: endpoint is closed\x1b[2J", UnixNano: now.Add(-time.Minute).UnixNano()},
+	}}
+	n := networkFrom(in, now, "/home/me/.cowork/sandbox/config.json")
+	if len(n.ServeFailures) != 1 || n.ServeFailures[0].Service != "proxy" || !n.ServeFailures[0].At.Equal(now.Add(-time.Minute)) {
+		t.Fatalf("serve failures %+v", n.ServeFailures)
+	}
+	st := &Status{Name: "sandbox", State: "running", Ready: true, Network: n}
+	ios, _, out, _ := iostreams.Test()
+	print(ios, st)
+	want := "network: degraded: proxy stopped serving at 15:03:05 (accept tcp 192.168.127.1:3128: endpoint is closed"
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "until the instance restarts") {
+		t.Errorf("status printed:\n%s\nwant the line:\n%s", out, want)
+	}
+	termsafetest.Check(t, "status", strings.ReplaceAll(out.String(), "\n", ""), false)
+	b, _ := json.Marshal(st)
+	var back struct {
+		Network struct {
+			ServeFailures []map[string]any `json:"serve_failures"`
+			Degraded      string           `json:"degraded"`
+		} `json:"network"`
+	}
+	json.Unmarshal(b, &back)
+	if len(back.Network.ServeFailures) != 1 || back.Network.ServeFailures[0]["service"] != "proxy" || back.Network.Degraded == "" {
+		t.Errorf("--json: %s", b)
+	}
+	// With the limit hit too, both are said.
+	in.RefusedFlows, in.FirstRefusedUnixNano, in.LastRefusedUnixNano = 5, now.Add(-time.Hour).UnixNano(), now.Add(-time.Second).UnixNano()
+	if d := networkFrom(in, now, "config.json").Degraded; !strings.Contains(d, "proxy stopped serving") || !strings.Contains(d, "hit the limit") {
+		t.Errorf("degraded %q, want both the failure and the limit", d)
+	}
+}
+
 // hostile is a status whose guest-made strings all carry the attack.
 func hostile() *Status {
 	a := termsafetest.Attack

@@ -1,0 +1,102 @@
+package netstack
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coworkhq/cowork/internal/termsafe"
+)
+
+// ServeFailure is a service of the guest's network whose serve loop ended
+// while the network ran: the guest has gone without it since (a proxy
+// that stopped accepting leaves every proxied request hanging, and
+// nothing else would say why).
+type ServeFailure struct {
+	Service string // "proxy", "relay", "DNS (TCP)", "guest link", "published port 127.0.0.1:8080"...
+	Err     string
+	At      time.Time
+}
+
+// maxServeError bounds the error kept of a failure.
+const maxServeError = 300
+
+// serveLoops tracks the stack's serve loops. Their number is fixed by the
+// code and the config (one a published port), and each keeps one failure,
+// so the table is bounded whatever the guest does.
+type serveLoops struct {
+	mu      sync.Mutex
+	closing bool
+	failed  map[string]ServeFailure
+}
+
+// serve runs loop, a service's serve loop, on its own goroutine. A loop
+// that ends while the stack is not closing failed, whatever it returned
+// (nil too: a service that stops is gone either way), unless it returns
+// errEndedAsAsked; the failure is logged and kept for status.
+func (n *Stack) serve(service string, loop func() error) {
+	go func() { n.served(service, loop()) }()
+}
+
+// serveGateway serves a listener of the gateway's (the proxy's, say) as
+// service, guarded by the limits (see guard).
+func (n *Stack) serveGateway(service string, ln net.Listener, serve func(net.Listener) error) {
+	l := n.guard(ln)
+	if n.cfg.wrapListener != nil {
+		l = n.cfg.wrapListener(service, l)
+	}
+	n.serve(service, func() error { return serve(l) })
+}
+
+// errEndedAsAsked is a loop's way of saying it ended because it was told
+// to (its context ended).
+var errEndedAsAsked = errString("ended as asked")
+
+func (n *Stack) served(service string, err error) {
+	if err == errEndedAsAsked {
+		return
+	}
+	s := &n.loops
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return // the normal end, on Close
+	}
+	msg := "stopped without an error"
+	if err != nil {
+		msg = termsafe.Line(err.Error())
+		if len(msg) > maxServeError {
+			msg = strings.ToValidUTF8(msg[:maxServeError], "") + "..."
+		}
+	}
+	n.log.Error(service+" stopped serving; the guest goes without it until the instance restarts (cowork stop, then cowork start)", "err", msg)
+	if s.failed == nil {
+		s.failed = map[string]ServeFailure{}
+	}
+	s.failed[service] = ServeFailure{Service: service, Err: msg, At: time.Now()}
+}
+
+// closing marks the end of the stack: the loops that end from now on end
+// as they should.
+func (s *serveLoops) close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+}
+
+// ServeFailures are the services that stopped serving while the network
+// ran, by name; none while all serve.
+func (n *Stack) ServeFailures() []ServeFailure {
+	s := &n.loops
+	s.mu.Lock()
+	out := make([]ServeFailure, 0, len(s.failed))
+	for _, f := range s.failed {
+		out = append(out, f)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b ServeFailure) int { return cmp.Compare(a.Service, b.Service) })
+	return out
+}
