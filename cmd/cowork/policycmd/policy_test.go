@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -24,10 +25,7 @@ import (
 func command(ios *iostreams.IOStreams, runF func(*Options) error, args ...string) *cobra.Command {
 	name := instance.DefaultName
 	cmd := NewCmdPolicy(ios, &name, runF)
-	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
-	cmd.SetOut(ios.ErrOut)
-	cmd.SetErr(ios.ErrOut)
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmdtest.Prepare(cmd, ios, args...)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
 	return cmd
 }

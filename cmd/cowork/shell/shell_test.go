@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
@@ -17,10 +18,7 @@ import (
 // connect, with runF (nil: run it).
 func command(ios *iostreams.IOStreams, connect func() (*agentclient.Client, error), runF func(*Options) error, args ...string) *cobra.Command {
 	cmd := NewCmdShell(ios, connect, runF)
-	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
-	cmd.SetOut(ios.ErrOut)
-	cmd.SetErr(ios.ErrOut)
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmdtest.Prepare(cmd, ios, args...)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
@@ -21,10 +22,7 @@ import (
 func command(ios *iostreams.IOStreams, runF func(*Options) error, args ...string) *cobra.Command {
 	name := instance.DefaultName
 	cmd := NewCmdStatus(ios, &name, runF)
-	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
-	cmd.SetOut(ios.ErrOut)
-	cmd.SetErr(ios.ErrOut)
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	cmdtest.Prepare(cmd, ios, args...)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
 	return cmd
 }
