@@ -197,7 +197,7 @@ func (c *Client) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclie
 	return agent.Exec(ctx, o)
 }
 
-// Launch starts `exe hostd --name NAME` detached from this process (its own
+// Launch starts `exe run --name NAME` (exe is cowork-hostd) detached from this process (its own
 // session, stdio to hostd.log), so it outlives the command that started it.
 func Launch(exe, name string) (*exec.Cmd, error) {
 	paths, err := instance.PathsFor(name)
@@ -212,7 +212,7 @@ func Launch(exe, name string) (*exec.Cmd, error) {
 	if st, err := logf.Stat(); err == nil && st.Size() > 10<<20 {
 		_ = logf.Truncate(0)
 	}
-	cmd := exec.Command(exe, "hostd", "--name", name)
+	cmd := exec.Command(exe, "run", "--name", name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -18,15 +18,16 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
 // fakeHostdEnv makes this test binary, launched by Start as
-// `EXE hostd --name NAME`, a stand-in hostd whose guest boots its kernel
+// `$COWORK_HOSTD run --name NAME`, a stand-in hostd whose guest boots its kernel
 // and never reaches its agent.
 const fakeHostdEnv = "COWORK_BOOT_TEST_FAKE_HOSTD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(fakeHostdEnv) != "" && len(os.Args) == 4 && os.Args[1] == "hostd" {
+	if os.Getenv(fakeHostdEnv) != "" && len(os.Args) == 4 && os.Args[1] == "run" {
 		os.Exit(fakeHostd(os.Args[3]))
 	}
 	os.Exit(m.Run())
@@ -95,8 +96,13 @@ func TestStartLeavesABootingInstance(t *testing.T) {
 func TestStartStopsTheVMItBooted(t *testing.T) {
 	p, _ := instancetest.New(t, instance.Config{})
 	t.Setenv(fakeHostdEnv, "1")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(hostdwire.Env, exe)
 	ios, _, _, errOut := iostreams.Test()
-	err := Start(context.Background(), ios, instance.DefaultName, 5*time.Second)
+	err = Start(context.Background(), ios, instance.DefaultName, 5*time.Second)
 	if err == nil {
 		t.Fatal("a guest that is never ready: no error")
 	}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -25,10 +24,6 @@ import (
 // passes. It reports an instance that was already running with a line and
 // no error.
 func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout time.Duration) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -37,7 +32,7 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	began := time.Now()
 	p := &printer{ios: ios, began: began}
 	fmt.Fprintf(ios.ErrOut, "Starting %s...\n", name)
-	err = hostd.Start(ctx, exe, name, p.event)
+	err := hostd.Start(ctx, "", name, p.event)
 	var ab *hostd.AbandonedError
 	switch {
 	case errors.Is(err, hostd.ErrAlreadyRunning):
