@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
@@ -61,5 +63,19 @@ func TestVersion(t *testing.T) {
 	var v hostdwire.Version
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Version != buildinfo.Version || v.Commit != buildinfo.Commit || v.Platform == "" {
 		t.Fatalf("version: exit %d %q -> %+v", code, out, v)
+	}
+}
+
+// A second hostd for an instance exits with the code that tells `cowork
+// start` one already runs, and touches nothing of the first.
+func TestRunForARunningInstance(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.Running(t, p, true)
+	code, _, errOut := runMain("run", "--name", instance.DefaultName)
+	if code != hostdwire.ExitAlreadyRunning || !strings.Contains(errOut, "instance sandbox already has a hostd") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !instance.Held(p) || len(h.Stops()) != 0 {
+		t.Errorf("the running hostd was disturbed")
 	}
 }
