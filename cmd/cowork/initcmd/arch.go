@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
@@ -18,7 +18,7 @@ func (o *Options) inspect(ctx context.Context, img, kernel string) (hostdwire.In
 	if o.Inspect != nil {
 		return o.Inspect(ctx, img, kernel)
 	}
-	return hostd.Inspect(ctx, img, kernel)
+	return cowork.Inspect(ctx, img, kernel)
 }
 
 // pickArch makes the guest's architecture what the kernel, or else the

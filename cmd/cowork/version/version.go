@@ -11,7 +11,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
@@ -43,10 +43,10 @@ func Current(ctx context.Context) Info {
 		Go:       buildinfo.GoVersion(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
 	}
-	path, err := hostd.HostdBinary()
+	path, err := cowork.HostdBinary()
 	if err == nil {
 		var v hostdwire.Version
-		if v, err = hostd.HostdVersion(ctx); err == nil {
+		if v, err = cowork.HostdVersion(ctx); err == nil {
 			info.Hostd = Hostd{Path: path, Version: v.Version, Commit: v.Commit}
 			info.Agents = v.Agents
 		}

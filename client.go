@@ -1,7 +1,11 @@
-// Package hostd is the Go API to a cowork instance: start its daemon,
-// follow its boot, ask its status, stop it, and reach its guest agent.
-// The daemon itself is in hostd/daemon; the CLI is built on this package.
-package hostd
+// Package cowork is the Go API to cowork instances: create one, start,
+// stop, resize and delete it, set its network policy, ask its status, run
+// commands and Claude Code in its guest. It is the one owner of an
+// instance's folder and config; each running instance's VM belongs to its
+// daemon, cowork-hostd (package hostd), which this package launches and
+// then talks to over the instance's control socket. The CLI is built on
+// this package and links none of the daemon.
+package cowork
 
 import (
 	"context"
