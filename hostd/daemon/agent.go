@@ -13,8 +13,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/acceptloop"
+	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
@@ -106,11 +106,11 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 // failed; else running), the step the provisioning script is at, the
 // cloud-init stage running, and the last line of output.
 var provisionProbe = `if [ -e /var/lib/cloud/instance/boot-finished ]; then echo finished
-elif systemctl is-failed --quiet ` + image.ProvisionUnit + ` 2>/dev/null; then echo failed
+elif systemctl is-failed --quiet ` + agentwire.ProvisionUnit + ` 2>/dev/null; then echo failed
 else echo running; fi
-head -n 1 ` + image.ProvisionStepFile + ` 2>/dev/null || echo
+head -n 1 ` + agentwire.ProvisionStepFile + ` 2>/dev/null || echo
 sed -n 's/^ *"stage": "\([^"]*\)".*/\1/p' /run/cloud-init/status.json 2>/dev/null | head -n 1 | grep . || echo
-out=$(journalctl -q -u ` + image.ProvisionUnit + ` -b -n 1 -o cat --no-pager 2>/dev/null)
+out=$(journalctl -q -u ` + agentwire.ProvisionUnit + ` -b -n 1 -o cat --no-pager 2>/dev/null)
 [ -n "$out" ] || out=$(tail -n 1 /var/log/cloud-init-output.log 2>/dev/null)
 echo "$out"
 `

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
-	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // The probe, run by sh against stand-ins for the guest's files.
@@ -23,7 +23,7 @@ func TestProvisionProbe(t *testing.T) {
 	output := filepath.Join(dir, "cloud-init-output.log")
 	probe := strings.NewReplacer(
 		"/run/cloud-init/status.json", status,
-		image.ProvisionStepFile, step,
+		agentwire.ProvisionStepFile, step,
 		"/var/log/cloud-init-output.log", output,
 		"/var/lib/cloud/instance/boot-finished", filepath.Join(dir, "boot-finished"),
 		// No journal here: the output log stands in.
