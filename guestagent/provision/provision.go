@@ -280,12 +280,15 @@ func lastLine(b []byte) string {
 	return ""
 }
 
-// oneLine is the first line of s, trimmed and cut to MaxText bytes on a
-// rune boundary. Other control characters are left to the host, which
-// treats every string from the guest as hostile anyway.
+// oneLine is the first line of s, trimmed, in valid UTF-8 (a proto
+// string must be: one byte of Latin-1 in a log line would otherwise fail
+// every Send, and the host would never hear the guest is provisioned),
+// and cut to MaxText bytes on a rune boundary. Other control characters
+// are left to the host, which treats every string from the guest as
+// hostile anyway.
 func oneLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
-	s = strings.TrimSpace(s)
+	s = strings.TrimSpace(strings.ToValidUTF8(s, "\uFFFD"))
 	if len(s) <= MaxText {
 		return s
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -170,6 +171,18 @@ func TestStringsAreBoundedSingleLines(t *testing.T) {
 	}
 }
 
+// Bytes that are not UTF-8 (a Latin-1 log line) are replaced: a proto
+// string must be valid UTF-8, or the agent could send nothing at all.
+func TestInvalidUTF8IsReplaced(t *testing.T) {
+	g := newGuest(t)
+	g.write(g.paths.StepFile, "t\xe9l\xe9chargement\n")
+	g.journal = "\xff\xfe done"
+	got := g.read()
+	if got.Step != "t\uFFFDl\uFFFDchargement" || !utf8.ValidString(got.LastLine) {
+		t.Errorf("%+v", got)
+	}
+}
+
 // A FIFO in place of the step file or the output log does not hang the
 // look.
 func TestFIFOsAreNotRead(t *testing.T) {
@@ -179,8 +192,15 @@ func TestFIFOsAreNotRead(t *testing.T) {
 			t.Skip("mkfifo:", err)
 		}
 	}
-	if got := g.read(); got != (Status{State: Running}) {
-		t.Errorf("FIFOs: %+v", got)
+	read := make(chan Status, 1)
+	go func() { read <- (&Reader{Paths: g.paths, Run: g.run}).Read(context.Background()) }()
+	select {
+	case got := <-read:
+		if got != (Status{State: Running}) {
+			t.Errorf("FIFOs: %+v", got)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the look hangs on a FIFO")
 	}
 }
 
