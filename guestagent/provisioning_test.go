@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,13 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 		StepFile: filepath.Join(dir, "step"),
 		Unit:     "cowork-provision.service",
 	}
-	noSystemd := func(context.Context, ...string) ([]byte, error) { return nil, os.ErrNotExist }
+	var looks atomic.Int32 // each look runs systemctl, then journalctl
+	noSystemd := func(_ context.Context, argv ...string) ([]byte, error) {
+		if argv[0] == "systemctl" {
+			looks.Add(1)
+		}
+		return nil, os.ErrNotExist
+	}
 	s := New(Options{Provision: &provision.Reader{Paths: paths, Run: noSystemd}, ProvisionPoll: time.Millisecond})
 	st := &sentStream{ctx: t.Context(), sent: make(chan *agentpb.ProvisioningStatus, 100)}
 	ended := make(chan error, 1)
@@ -55,6 +62,14 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 	}
 	if m := next(); m.State != agentpb.ProvisioningStatus_RUNNING || m.Step != "" {
 		t.Fatalf("first: %v", m)
+	}
+	// Looks that see no change send nothing. A look's send is done when
+	// the look after it starts.
+	for n := looks.Load() + 5; looks.Load() < n; {
+		time.Sleep(time.Millisecond)
+	}
+	if len(st.sent) != 0 {
+		t.Fatalf("%d statuses sent without a change", len(st.sent))
 	}
 	os.WriteFile(paths.StepFile, []byte("installing packages\n"), 0o644)
 	if m := next(); m.State != agentpb.ProvisioningStatus_RUNNING || m.Step != "installing packages" {

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
@@ -93,7 +94,9 @@ func provisioningDaemon(t *testing.T, a *provisioningAgent) (*Daemon, *provision
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	// Pings allowed as the real agent allows them: a stream is ended by
+	// hostd, not by a server tired of its keepalives.
+	g := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}))
 	agentpb.RegisterAgentServer(g, a)
 	go g.Serve(l)
 	t.Cleanup(g.Stop)
