@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
@@ -131,18 +129,53 @@ func (d *Daemon) cleanup() {
 // serve boots the VM and serves it until it stops; a signal on sigs stops
 // it like `cowork stop` does.
 func (d *Daemon) serve(sigs <-chan os.Signal) error {
-	ctx, cancel := context.WithCancel(context.Background())
+	life, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The boot can be interrupted from the first moment a stop may be
 	// asked for, so that no stop lets a boot it came too early for go on.
-	bootCtx, cancelBoot := context.WithCancel(ctx)
+	bootCtx, cancelBoot := context.WithCancel(life)
 	d.mu.Lock()
 	d.cancelBoot = cancelBoot
 	d.mu.Unlock()
 
-	control, err := unixsock.Listen(d.paths.HostdSock())
+	g, err := d.serveControl()
 	if err != nil {
 		return err
+	}
+	defer d.stopServing(g)
+	go func() {
+		if _, ok := <-sigs; ok {
+			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
+		}
+	}()
+
+	err = d.boot(life, bootCtx)
+	cancelBoot()
+	if err != nil {
+		req, asked := d.stopAsked()
+		switch {
+		case !asked:
+			return d.bootFailed(err)
+		case d.vm == nil:
+			d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
+			return nil
+		}
+		d.shutdown(req)
+	} else {
+		select {
+		case req := <-d.stopReq:
+			d.shutdown(req)
+		case <-d.vm.Done():
+		}
+	}
+	return d.stopped()
+}
+
+// serveControl serves the control API on hostd.sock.
+func (d *Daemon) serveControl() (*grpc.Server, error) {
+	control, err := unixsock.Listen(d.paths.HostdSock())
+	if err != nil {
+		return nil, err
 	}
 	g := grpc.NewServer()
 	controlpb.RegisterControlServer(g, &controlServer{d: d})
@@ -153,42 +186,36 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 			d.log.Error("hostd.sock stopped serving; the CLI cannot reach this hostd: stop its process, then `cowork start`", "err", err)
 		}
 	}()
-	defer d.stopServing(g)
+	return g, nil
+}
 
-	go func() {
-		if _, ok := <-sigs; ok {
-			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
-		}
-	}()
-
-	err = d.boot(ctx, bootCtx)
-	cancelBoot()
-	if err != nil {
-		select {
-		case req := <-d.stopReq: // asked to stop while booting
-			if d.vm == nil {
-				d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
-				return nil
-			}
-			d.shutdown(req)
-		default:
-			d.log.Error("boot failed", "err", err)
-			// Kept for `cowork status`, and for a start whose event
-			// stream broke before the failure reached it.
-			_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
-			d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
-			if d.vm != nil {
-				_ = d.vm.Stop(context.Background(), 0)
-			}
-			return err
-		}
-	} else {
-		select {
-		case req := <-d.stopReq:
-			d.shutdown(req)
-		case <-d.vm.Done():
-		}
+// stopAsked is the stop asked for while the boot ran, if one was.
+func (d *Daemon) stopAsked() (stopRequest, bool) {
+	select {
+	case req := <-d.stopReq:
+		return req, true
+	default:
+		return stopRequest{}, false
 	}
+}
+
+// bootFailed reports a boot that failed for a reason of its own, and
+// cuts the VM's power if it got as far as running one.
+func (d *Daemon) bootFailed(err error) error {
+	d.log.Error("boot failed", "err", err)
+	// Kept for `cowork status`, and for a start whose event stream broke
+	// before the failure reached it.
+	_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
+	d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
+	if d.vm != nil {
+		_ = d.vm.Stop(context.Background(), 0)
+	}
+	return err
+}
+
+// stopped waits for the VM to be gone, then says how it went: a stop as
+// asked, or an end of its own (why is kept in last-stop, for status).
+func (d *Daemon) stopped() error {
 	<-d.vm.Done()
 	// The VM is gone, so is its end of the console: what it printed last
 	// is in serial.log and in the console's tail once the drain ends.
@@ -203,191 +230,6 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	d.events.emit(controlpb.Phase_STOPPED, "stopped", nil)
 	d.log.Info("stopped")
 	return nil
-}
-
-// boot starts the network and the VM, then waits for the agent; the
-// relay and the clock watch start once it answers. What lives as long as
-// hostd runs on life; the waiting is cut short by ctx.
-func (d *Daemon) boot(life, ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err // stopped before it began
-	}
-	_ = os.Remove(d.paths.LastStop())
-	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
-		return err
-	}
-	con, err := console.Open(d.paths.SerialLog())
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.console = con
-	d.mu.Unlock()
-	mac := netstack.GuestMAC(d.name)
-	var forwards []netstack.Forward
-	for _, p := range d.cfg.Publish {
-		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
-	}
-	auditLog, err := audit.Open(d.paths.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
-	if err != nil {
-		return err
-	}
-	upstream := d.cfg.Network.Upstream
-	if upstream == "" {
-		upstream = netstack.UpstreamFromEnv()
-	}
-	stack, err := netstack.New(netstack.Config{
-		GuestMAC: mac,
-		Policy:   d.cfg.Network.Policy,
-		Forwards: forwards,
-		Upstream: upstream,
-		Audit:    auditLog,
-		Log:      d.log,
-		NameFlag: instance.NameFlag(d.name),
-		Limits: netstack.Limits{
-			MaxFlows:    d.cfg.Network.MaxFlows,
-			MaxPending:  d.cfg.Network.MaxPending,
-			IdleTimeout: time.Duration(d.cfg.Network.TCPIdleSeconds) * time.Second,
-		},
-	})
-	if err != nil {
-		auditLog.Close()
-		return err
-	}
-	d.mu.Lock()
-	d.net, d.audit = stack, auditLog
-	d.mu.Unlock()
-	nic, err := stack.Attach(life)
-	if err != nil {
-		return err
-	}
-	defer nic.Close() // each backend holds its own copy (machine.Config.Network)
-
-	mc := machine.Config{
-		Arch:      d.cfg.Arch,
-		CPUs:      d.cfg.CPUs,
-		Memory:    int64(d.cfg.Memory),
-		Disk:      d.paths.Disk(),
-		ShareDir:  d.cfg.Workspace,
-		ShareTag:  instance.ShareTag,
-		ShareUID:  d.guestUID(),
-		ShareGID:  d.guestUID(), // the user's own group, made with it
-		Network:   nic,
-		MAC:       mac,
-		MTU:       netstack.MTU,
-		MachineID: d.paths.MachineID(),
-		Console:   con.W,
-		RunDir:    d.paths.Run(),
-		PowerOff:  d.agentPowerOff,
-	}
-	// The seed disk is made anew at every start, so the guest gets this
-	// build's agent (its boot script reinstalls it when it differs).
-	if err := d.writeCIData(); err != nil {
-		return err
-	}
-	mc.CIData = d.paths.CIData()
-	if d.cfg.Boot == instance.BootKernel {
-		mc.Kernel, mc.Initrd, mc.Cmdline = d.paths.Kernel(), d.paths.Initrd(), d.cfg.Cmdline
-		if _, err := os.Stat(mc.Initrd); err != nil {
-			mc.Initrd = ""
-		}
-	} else {
-		mc.EFIVars = d.paths.EFIVars()
-	}
-	if _, err := os.Stat(d.cfg.Workspace); err != nil {
-		return fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
-	}
-	if home, err := instance.Home(); err == nil {
-		mc.CacheDir = filepath.Join(home, instance.CacheDir)
-	}
-	if err := ctx.Err(); err != nil {
-		return err // stopped while it was getting ready: start no VM
-	}
-	newVM := newMachine
-	if d.newVM != nil {
-		newVM = d.newVM
-	}
-	vm, err := newVM(mc, d.log)
-	if err != nil {
-		return err
-	}
-	err = vm.Start(ctx)
-	con.CloseWriter() // the VM holds its own copy
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.vm, d.started = vm, time.Now()
-	d.mu.Unlock()
-	backend, accel := describe(vm)
-	msg := fmt.Sprintf("VM started (%s, %s)", backend, accel)
-	if accel == "tcg" {
-		msg += "; no usable KVM, so the guest is emulated and slow"
-	}
-	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
-
-	go d.watchKernel(ctx)
-	var provErr *provisionError
-	provisioned := true
-	if err := d.waitForAgent(ctx); errors.As(err, &provErr) {
-		// The guest runs and its agent answers: keep it up for a look inside.
-		provisioned = false
-		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
-	} else if err != nil {
-		return err
-	}
-	relay, err := unixsock.Listen(d.paths.AgentSock())
-	if err != nil {
-		return err
-	}
-	go d.relay(life, relay)
-	go d.watchClock(life)
-	if provisioned {
-		// Ready only now that agent.sock serves: a client told "ready"
-		// connects at once, and must find it.
-		d.mu.Lock()
-		d.ready = true
-		d.mu.Unlock()
-		d.events.emit(controlpb.Phase_READY, "ready", nil)
-	}
-	return nil
-}
-
-// guestUID is the guest user's uid: the host user's, so that the
-// workspace has one owner on both sides, or 1000 when cowork runs as root.
-func (d *Daemon) guestUID() int {
-	if d.cfg.GuestUID <= 0 {
-		return 1000
-	}
-	return d.cfg.GuestUID
-}
-
-func (d *Daemon) writeCIData() error {
-	uid := d.guestUID()
-	id := d.cfg.InstanceID
-	if id == "" {
-		id = "cowork-" + d.name
-	}
-	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
-	packages, commands := image.DefaultPackages, image.DefaultProvision
-	if p := d.cfg.Provision; p != nil {
-		packages, commands = p.Packages, p.Commands
-	}
-	return image.WriteCIData(d.paths.CIData(), image.CIData{
-		InstanceID: id,
-		Arch:       d.cfg.Arch,
-		Guest: image.Guest{
-			Hostname:  "cowork",
-			User:      "cowork",
-			UID:       uid,
-			ShareTag:  instance.ShareTag,
-			ProxyURL:  proxy,
-			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
-			Packages:  packages,
-			Provision: commands,
-			MAC:       netstack.GuestMAC(d.name).String(),
-		},
-	})
 }
 
 // shutdown stops the VM as asked, through the Machine's own Stop, so that
