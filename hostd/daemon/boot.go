@@ -158,11 +158,7 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 
 // startVM makes the VM and starts it.
 func (d *Daemon) startVM(ctx context.Context, mc machine.Config, con *console.Console) error {
-	newVM := newMachine
-	if d.newVM != nil {
-		newVM = d.newVM
-	}
-	vm, err := newVM(mc, d.log)
+	vm, err := d.newMachine(mc, d.log)
 	if err != nil {
 		return err
 	}

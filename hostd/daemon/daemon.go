@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -29,6 +27,15 @@ import (
 // DefaultStopTimeout is how long a guest may take to shut down.
 const DefaultStopTimeout = 30 * time.Second
 
+// Options is what one hostd needs from whoever runs it.
+type Options struct {
+	Name string       // the instance
+	Log  *slog.Logger // nil means slog's default
+	// NewMachine makes the VM from its Config: PlatformMachine for this
+	// host's hypervisor, a fake in tests (hostd/machine/machinetest).
+	NewMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
+}
+
 // Daemon is one instance's hostd.
 type Daemon struct {
 	name   string
@@ -36,6 +43,8 @@ type Daemon struct {
 	cfg    *instance.Config
 	log    *slog.Logger
 	events *events
+	// newMachine makes the VM (Options.NewMachine).
+	newMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
 
 	vm      machine.Machine
 	net     *netstack.Stack
@@ -52,9 +61,6 @@ type Daemon struct {
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
 	cancelBoot context.CancelFunc
-	// newVM makes the VM; nil means this host's backend (tests give a
-	// fake).
-	newVM func(machine.Config, *slog.Logger) (machine.Machine, error)
 	// closing is closed when hostd is about to exit: the calls that
 	// would last as long as their client (sessions) end then.
 	closing chan struct{}
@@ -67,43 +73,49 @@ type stopRequest struct {
 	timeout time.Duration
 }
 
-// Run is `cowork hostd`: it serves the instance until its VM stops.
-func Run(name string, log *slog.Logger) error {
-	// Signals are caught before anything else, so that one arriving at any
-	// point (an interrupted `cowork start` sends SIGTERM, maybe before the
-	// lock is even taken) becomes a stop rather than the default death,
-	// which would leave the pid file and sockets behind.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
-	paths, err := instance.PathsFor(name)
+// Run is `cowork hostd`: it serves the instance until its VM stops. ctx
+// ending stops the VM as `cowork stop` does (the guest gets
+// DefaultStopTimeout to power off), and Run returns once hostd has cleaned
+// up: the command turns its signals into ctx.
+func Run(ctx context.Context, o Options) error {
+	if o.NewMachine == nil {
+		return errors.New("hostd: no way to make a VM (Options.NewMachine is nil); pass daemon.PlatformMachine")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	paths, err := instance.PathsFor(o.Name)
 	if err != nil {
 		return err
 	}
 	lock, err := instance.TryLock(paths)
-	if errors.Is(err, instance.ErrRunning) {
-		return err
-	}
 	if err != nil {
-		return err
+		return err // instance.ErrRunning when another hostd has it
 	}
 	defer lock.Release()
 	if stale, err := lock.CleanStale(paths); err != nil {
 		return fmt.Errorf("clean up after the last hostd: %w", err)
 	} else if stale != nil {
-		log.Warn("cleaned up after a hostd that died", "pid", stale.Pid, "files", stale.Files)
+		o.Log.Warn("cleaned up after a hostd that died", "pid", stale.Pid, "files", stale.Files)
 	}
-	cfg, err := instance.Load(name)
+	cfg, err := instance.Load(o.Name)
 	if err != nil {
 		return err
 	}
 	if err := instance.WritePid(paths); err != nil {
 		return err
 	}
-	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{})}
+	d := newDaemon(paths, cfg, o)
 	defer d.cleanup()
-	return d.serve(sigs)
+	return d.serve(ctx)
+}
+
+// newDaemon is the hostd of the instance at paths, not yet serving.
+func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
+	return &Daemon{
+		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(), newMachine: o.NewMachine,
+		stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
+	}
 }
 
 func (d *Daemon) cleanup() {
@@ -126,10 +138,12 @@ func (d *Daemon) cleanup() {
 	_ = os.RemoveAll(d.paths.Run())
 }
 
-// serve boots the VM and serves it until it stops; a signal on sigs stops
-// it like `cowork stop` does.
-func (d *Daemon) serve(sigs <-chan os.Signal) error {
-	life, cancel := context.WithCancel(context.Background())
+// serve boots the VM and serves it until it stops; ctx ending stops it
+// like `cowork stop` does.
+func (d *Daemon) serve(ctx context.Context) error {
+	// hostd's own life goes on after ctx ends, for as long as the stop
+	// takes; it ends when serve returns.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// The boot can be interrupted from the first moment a stop may be
 	// asked for, so that no stop lets a boot it came too early for go on.
@@ -143,11 +157,7 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 		return err
 	}
 	defer d.stopServing(g)
-	go func() {
-		if _, ok := <-sigs; ok {
-			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
-		}
-	}()
+	defer context.AfterFunc(ctx, func() { d.requestStop(stopRequest{timeout: DefaultStopTimeout}) })()
 
 	err = d.boot(life, bootCtx)
 	cancelBoot()

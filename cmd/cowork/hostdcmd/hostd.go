@@ -3,7 +3,10 @@
 package hostdcmd
 
 import (
+	"context"
 	"errors"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -40,8 +43,14 @@ func NewCmdHostd(ios *iostreams.IOStreams, name *string, runF func(*Options) err
 }
 
 func run(o *Options) error {
+	// Signals are caught before anything else: one arriving at any point
+	// (an interrupted `cowork start` sends SIGTERM) stops the VM and
+	// cleans up rather than killing hostd, which would leave its pid file
+	// and sockets behind.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
 	log, _ := daemon.OpenLog(o.Name, o.IO.ErrOut)
-	err := daemon.Run(o.Name, log)
+	err := daemon.Run(ctx, daemon.Options{Name: o.Name, Log: log, NewMachine: daemon.PlatformMachine})
 	if errors.Is(err, instance.ErrRunning) {
 		return &cmdutil.ExitError{Code: hostd.ExitAlreadyRunning, Msg: "instance " + o.Name + " already has a hostd"}
 	}
