@@ -179,15 +179,32 @@ func (d *Daemon) startVM(ctx context.Context, mc machine.Config, con *console.Co
 	return nil
 }
 
+// errAgentLate cuts the wait for an agent that did not answer in time.
+var errAgentLate = errors.New("the guest agent did not answer in time")
+
 // awaitGuest follows the guest until its agent answers, then until it is
 // provisioned, reporting the kernel's first words meanwhile. It says
 // whether the guest is provisioned: one whose provisioning failed is kept
-// up, for a look inside.
+// up, for a look inside. The agent has agentTimeout to answer; the
+// provisioning that follows takes as long as it takes.
 func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
 	go d.watchKernel(ctx)
-	err = d.waitForAgent(ctx)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	late := time.AfterFunc(d.agentTimeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.agent == nil { // set, under mu, once the agent answered
+			cancel(errAgentLate)
+		}
+	})
+	defer late.Stop()
+	err = d.waitForAgent(wctx)
 	var provErr *provisionError
-	if errors.As(err, &provErr) {
+	switch {
+	case err != nil && errors.Is(context.Cause(wctx), errAgentLate):
+		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; the guest's console is in %s: look there for where its boot stopped", d.agentTimeout, d.paths.SerialLog())
+	case errors.As(err, &provErr):
 		// The guest runs and its agent answers: keep it up for a look inside.
 		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
 		return false, nil

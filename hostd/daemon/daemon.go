@@ -27,6 +27,14 @@ import (
 // DefaultStopTimeout is how long a guest may take to shut down.
 const DefaultStopTimeout = 30 * time.Second
 
+// DefaultAgentTimeout is how long the guest's agent may take to answer
+// once the VM runs. Guests answer in seconds, and in a few minutes when
+// emulated; past this one is not coming (a kernel that did not boot, an
+// agent that does not start). hostd gives up on its own rather than keep
+// the VM running for nobody: the start that launched it may be gone
+// without a word (killed), and it cannot stop hostd then.
+const DefaultAgentTimeout = 15 * time.Minute
+
 // Options is what one hostd needs from whoever runs it.
 type Options struct {
 	Name string       // the instance
@@ -34,6 +42,9 @@ type Options struct {
 	// NewMachine makes the VM from its Config: PlatformMachine for this
 	// host's hypervisor, a fake in tests (hostd/machine/machinetest).
 	NewMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
+	// AgentTimeout bounds the wait for the guest agent's first answer
+	// (not the provisioning that follows); zero means DefaultAgentTimeout.
+	AgentTimeout time.Duration
 }
 
 // Daemon is one instance's hostd.
@@ -43,8 +54,9 @@ type Daemon struct {
 	cfg    *instance.Config
 	log    *slog.Logger
 	events *events
-	// newMachine makes the VM (Options.NewMachine).
-	newMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
+	// newMachine and agentTimeout are Options'.
+	newMachine   func(machine.Config, *slog.Logger) (machine.Machine, error)
+	agentTimeout time.Duration
 
 	vm      machine.Machine
 	net     *netstack.Stack
@@ -112,10 +124,15 @@ func Run(ctx context.Context, o Options) error {
 
 // newDaemon is the hostd of the instance at paths, not yet serving.
 func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
-	return &Daemon{
-		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(), newMachine: o.NewMachine,
+	d := &Daemon{
+		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(),
+		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout,
 		stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
 	}
+	if d.agentTimeout <= 0 {
+		d.agentTimeout = DefaultAgentTimeout
+	}
+	return d
 }
 
 func (d *Daemon) cleanup() {

@@ -202,3 +202,29 @@ func TestStartFails(t *testing.T) {
 	}
 	checkGone(t, h.paths)
 }
+
+// A guest whose agent never answers fails the boot after the agent's
+// time, saying so, and its VM's power is cut.
+func TestAgentNeverAnswers(t *testing.T) {
+	h := newHostdTest(t, machinetest.Guest{NoAgent: true})
+	h.opts.AgentTimeout = 10 * time.Millisecond
+	r := h.start(t)
+	m := h.host.Next(t)
+	err := r.wait()
+	want := "the guest agent did not answer within 10ms of the VM starting; the guest's console is in " + h.paths.SerialLog() + ": look there for where its boot stopped"
+	if err == nil || err.Error() != want {
+		t.Errorf("Run: %v\nwant: %s", err, want)
+	}
+	evs := r.all()
+	checkPhases(t, evs, controlpb.Phase_VM_STARTED, controlpb.Phase_FAILED)
+	if ev := evs[len(evs)-1]; ev.Error != want {
+		t.Errorf("the failure: %v", ev)
+	}
+	if s := m.Stats(); s.End != machinetest.PowerCut || !slices.Equal(s.Stops, []time.Duration{0}) {
+		t.Errorf("machine: %+v; want its power cut", s)
+	}
+	if why := lastStop(t, h.paths); why != want+"\n" {
+		t.Errorf("last-stop.txt: %q", why)
+	}
+	checkGone(t, h.paths)
+}
