@@ -23,7 +23,7 @@ import (
 
 	"github.com/creack/pty"
 
-	hostdctl "github.com/coworkhq/cowork/hostd"
+	hostdctl "github.com/coworkhq/cowork"
 )
 
 type status struct {

@@ -18,7 +18,7 @@ import (
 	"os/signal"
 	"strings"
 
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
@@ -49,8 +49,8 @@ func run(instance, project, prompt string) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	c, err := hostd.Dial(instance)
-	if errors.Is(err, hostd.ErrNotRunning) {
+	c, err := cowork.Dial(instance)
+	if errors.Is(err, cowork.ErrNotRunning) {
 		return 0, fmt.Errorf("%w: start it with `cowork start --name %s`", err, instance)
 	} else if err != nil {
 		return 0, err
@@ -68,17 +68,17 @@ func run(instance, project, prompt string) (int, error) {
 	fmt.Fprintf(os.Stderr, "%s is %s: %s, agent %s, guest %s\n",
 		st.Name, st.State, strings.TrimSpace(kernel.String()), st.AgentVersion, st.GuestIp)
 
-	cred, err := hostd.HostCredential(os.Getenv)
+	cred, err := cowork.HostCredential(os.Getenv)
 	if err != nil {
 		return 0, err
 	}
 	// The key stays here: the guest gets a stand-in that the relay honours
 	// only while Ask runs (it dies with this program, however it ends).
-	exit, err := c.Ask(ctx, hostd.AskOptions{
-		ClaudeOptions: hostd.ClaudeOptions{
+	exit, err := c.Ask(ctx, cowork.AskOptions{
+		ClaudeOptions: cowork.ClaudeOptions{
 			Project:    project,
 			Credential: cred,
-			Env:        hostd.ForwardedEnv(os.Getenv),
+			Env:        cowork.ForwardedEnv(os.Getenv),
 			Stderr:     os.Stderr,
 		},
 		Prompt:  prompt,

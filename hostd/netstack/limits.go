@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/acceptloop"
 )
 
@@ -58,7 +59,7 @@ type Limits struct {
 // established TCP mappings (REQ-5: no less than 2 h 4 min), so that an
 // application's default TCP keep-alive (every 2 h) keeps its connection.
 const (
-	DefaultMaxFlows    = 1024
+	DefaultMaxFlows    = policy.DefaultMaxFlows
 	DefaultMaxPending  = 256
 	DefaultIdleTimeout = 2*time.Hour + 4*time.Minute
 )

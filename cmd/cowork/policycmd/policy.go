@@ -16,7 +16,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
@@ -199,9 +199,9 @@ func update(ctx context.Context, ios *iostreams.IOStreams, name string, edit fun
 	if _, err := policy.Compile(p, netip.Addr{}, nil); err != nil {
 		return &cmdutil.FlagError{Err: err}
 	}
-	c, err := hostd.Dial(name)
+	c, err := cowork.Dial(name)
 	switch {
-	case errors.Is(err, hostd.ErrNotRunning):
+	case errors.Is(err, cowork.ErrNotRunning):
 		cfg.Network.Policy = p
 		paths, err := instance.PathsFor(name)
 		if err != nil {

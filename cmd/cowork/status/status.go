@@ -17,7 +17,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -176,8 +176,8 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
 	}
-	c, err := hostd.Dial(name)
-	if errors.Is(err, hostd.ErrNotRunning) {
+	c, err := cowork.Dial(name)
+	if errors.Is(err, cowork.ErrNotRunning) {
 		if b, err := os.ReadFile(paths.LastStop()); err == nil {
 			st.Error = strings.TrimSpace(string(b))
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
@@ -60,8 +60,8 @@ func Stop(ctx context.Context, ios *iostreams.IOStreams, name string, force bool
 	if err != nil {
 		return err
 	}
-	c, err := hostd.Dial(name)
-	if errors.Is(err, hostd.ErrNotRunning) {
+	c, err := cowork.Dial(name)
+	if errors.Is(err, cowork.ErrNotRunning) {
 		if stale, _ := instance.CleanStale(paths); stale != nil && stale.Pid != 0 {
 			fmt.Fprintf(ios.ErrOut, "cleaned up after hostd (pid %d), which had died\n", stale.Pid)
 		}
@@ -78,8 +78,8 @@ func Stop(ctx context.Context, ios *iostreams.IOStreams, name string, force bool
 	defer cancel()
 	// hostd may exit before it answers; what counts is that it is gone.
 	stopErr := c.Stop(ctx, force, timeout)
-	if err := hostd.WaitStopped(ctx, paths); err != nil {
-		return fmt.Errorf("%s did not stop (%v): %w%s", name, stopErr, err, hostd.Diagnostics(paths))
+	if err := cowork.WaitStopped(ctx, paths); err != nil {
+		return fmt.Errorf("%s did not stop (%v): %w%s", name, stopErr, err, cowork.Diagnostics(paths))
 	}
 	fmt.Fprintf(ios.ErrOut, "%s stopped (%s)\n", name, time.Since(began).Round(100*time.Millisecond))
 	return nil
