@@ -15,10 +15,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 	"github.com/coworkhq/cowork/hostd/instance"
