@@ -21,7 +21,6 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
-	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork ask` command line.
@@ -269,16 +268,11 @@ func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
 	if err != nil {
 		return nil, cred, err
 	}
-	if _, err := instance.Load(o.Instance); err != nil {
+	inst, err := cowork.Open(o.Instance)
+	if err != nil {
 		return nil, cred, err
 	}
-	c, err := cowork.Dial(o.Instance)
-	if errors.Is(err, cowork.ErrNotRunning) {
-		if paths, perr := instance.PathsFor(o.Instance); perr == nil {
-			_, _ = instance.CleanStale(paths) // a dead hostd's leftovers
-		}
-		return nil, cred, cmdutil.NotRunning(o.Instance)
-	}
+	c, err := inst.Client()
 	if err != nil {
 		return nil, cred, err
 	}
