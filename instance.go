@@ -57,6 +57,29 @@ func Create(c *instance.Config, src instance.Sources, convert image.Progress) (*
 	return Open(c.Name)
 }
 
+// Provisioned says whether the guest reported itself provisioned once:
+// an instance without it is left from an init that stopped early, which
+// Resume goes on with.
+func (i *Instance) Provisioned() bool {
+	_, err := os.Stat(i.Paths.Provisioned())
+	return err == nil
+}
+
+// Resume prepares an instance left by an interrupted init for its next
+// Start, whose boot runs the guest's provisioning until done: it checks
+// (and completes) what Create made. A provisioned instance is no init's
+// to resume (*instance.ExistsError); a running one is complete, since its
+// daemon started it.
+func (i *Instance) Resume() error {
+	if i.Provisioned() {
+		return &instance.ExistsError{Name: i.Name}
+	}
+	if i.Running() {
+		return nil
+	}
+	return instance.Finish(i.Config)
+}
+
 // Running says whether a daemon holds the instance (it may still boot).
 func (i *Instance) Running() bool { return instance.Held(i.Paths) }
 

@@ -160,3 +160,20 @@ func TestAgentOfAStoppedInstance(t *testing.T) {
 		t.Errorf("a dead daemon: %v", err)
 	}
 }
+
+// Resume goes on only with an init that stopped before provisioning, and
+// checks what Create made.
+func TestResume(t *testing.T) {
+	inst := openNew(t, instance.Config{})
+	if err := inst.Resume(); err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Fatalf("no disk: %v", err)
+	}
+	os.WriteFile(inst.Paths.Disk(), nil, 0o600)
+	if err := inst.Resume(); err != nil {
+		t.Fatalf("a created instance: %v", err)
+	}
+	os.WriteFile(inst.Paths.Provisioned(), []byte("2026-12-04T00:00:00Z\n"), 0o600)
+	if err := inst.Resume(); !errors.As(err, new(*instance.ExistsError)) {
+		t.Fatalf("a provisioned instance: %v", err)
+	}
+}
