@@ -6,15 +6,15 @@ COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 PKG       := github.com/coworkhq/cowork
 LDFLAGS   := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
 AGENTS    := bin/cowork-agent-linux-arm64 bin/cowork-agent-linux-amd64
-EMBED_DIR := image/agentbin
+EMBED_DIR := image/agentbin/files
 GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 
 E2E_ARCH  ?= arm64
 UNAME     := $(shell uname -s)
 
-.PHONY: all agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
+.PHONY: all install agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
 
-all: bin/cowork
+all: bin/cowork bin/cowork-hostd
 
 # The agents are static Linux binaries for the guest, whatever the host is.
 bin/cowork-agent-linux-%: $(GOFILES) go.mod go.sum
@@ -22,34 +22,53 @@ bin/cowork-agent-linux-%: $(GOFILES) go.mod go.sum
 
 agents: $(AGENTS)
 
-# bin/cowork carries both agents (go:embed) so it can install them into a guest,
-# with their digests computed here rather than at every `cowork version`.
+# bin/cowork-hostd carries both agents (go:embed) so it can install them into a
+# guest, with their digests computed here rather than at every `cowork version`.
 embed-agents: $(EMBED_DIR)/SHA256SUMS
 
 $(EMBED_DIR)/SHA256SUMS: $(AGENTS)
 	cp $(AGENTS) $(EMBED_DIR)/
 	cd $(EMBED_DIR) && { sha256sum cowork-agent-* 2>/dev/null || shasum -a 256 cowork-agent-*; } > SHA256SUMS
 
-# On macOS the binary needs cgo (vz) and the virtualization entitlement:
-# make signs it ad hoc, which is enough to run it on the Mac that built it.
-# cgo is asked for explicitly there: without a C compiler Go would quietly
-# turn it off and vz would fail with a screen of undefined names, so a
-# missing clang fails in cgo's own words, and CGO_ENABLED=0 is refused.
-bin/cowork: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
+# Two binaries from one build: cowork, the CLI (a thin client, plain Go on
+# every OS), and cowork-hostd, the per-instance daemon that `cowork start`
+# launches from beside it. bin/cowork is no use without its daemon, so
+# making one makes both.
+bin/cowork: bin/cowork-hostd $(GOFILES) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
+
+# On macOS the daemon needs cgo (vz) and the virtualization entitlement, since
+# it is the process that creates the VM: make signs it ad hoc, which is enough
+# to run it on the Mac that built it. cgo is asked for explicitly there:
+# without a C compiler Go would quietly turn it off and vz would fail with a
+# screen of undefined names, so a missing clang fails in cgo's own words, and
+# CGO_ENABLED=0 is refused.
+bin/cowork-hostd: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
 ifeq ($(UNAME),Darwin)
-	@if [ "$(CGO_ENABLED)" = 0 ]; then echo 'CGO_ENABLED=0: on macOS cowork needs cgo for Virtualization.framework; unset CGO_ENABLED (and install the Xcode command line tools: xcode-select --install)' >&2; exit 2; fi
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
+	@if [ "$(CGO_ENABLED)" = 0 ]; then echo 'CGO_ENABLED=0: on macOS cowork-hostd needs cgo for Virtualization.framework; unset CGO_ENABLED (and install the Xcode command line tools: xcode-select --install)' >&2; exit 2; fi
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
 	codesign --force --entitlements entitlements.plist -s - $@
 else
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
 endif
 
-# Signs bin/cowork with a Developer ID for other Macs:
-# make sign IDENTITY="Developer ID Application: Name (TEAMID)".
-sign: bin/cowork
+# Installs (or upgrades) the pair side by side: make install PREFIX=~/.local.
+# cowork finds cowork-hostd next to itself, so always install both together.
+PREFIX ?= /usr/local
+install: bin/cowork bin/cowork-hostd
+	mkdir -p $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/cowork-hostd $(DESTDIR)$(PREFIX)/bin/cowork-hostd.new
+	install -m 0755 bin/cowork $(DESTDIR)$(PREFIX)/bin/cowork.new
+	mv -f $(DESTDIR)$(PREFIX)/bin/cowork-hostd.new $(DESTDIR)$(PREFIX)/bin/cowork-hostd
+	mv -f $(DESTDIR)$(PREFIX)/bin/cowork.new $(DESTDIR)$(PREFIX)/bin/cowork
+
+# Signs both binaries with a Developer ID for other Macs (the daemon with the
+# entitlement): make sign IDENTITY="Developer ID Application: Name (TEAMID)".
+sign: bin/cowork bin/cowork-hostd
 	@test -n "$(IDENTITY)" || { echo 'usage: make sign IDENTITY="Developer ID Application: ..."'; exit 2; }
-	codesign --force --options runtime --timestamp --entitlements entitlements.plist -s "$(IDENTITY)" bin/cowork
-	codesign --verify --strict --verbose=2 bin/cowork
+	codesign --force --options runtime --timestamp --entitlements entitlements.plist -s "$(IDENTITY)" bin/cowork-hostd
+	codesign --force --options runtime --timestamp -s "$(IDENTITY)" bin/cowork
+	codesign --verify --strict --verbose=2 bin/cowork-hostd bin/cowork
 
 # Runs every fuzz target for FUZZTIME (default 10m) and keeps the corpus in testdata.
 fuzz:
@@ -72,11 +91,13 @@ e2e: bin/cowork
 e2e-image: agents
 	E2E_ARCH=$(E2E_ARCH) ./hack/e2e-image.sh bin/cowork-agent-linux-$(E2E_ARCH)
 
-# go vet, gofmt, no tracked file over 1 MiB (build output stays out), and no
+# go vet, gofmt, staticcheck (pinned by tools/lint/go.mod; for linux and
+# darwin), no tracked file over 1 MiB (build output stays out), and no
 # Markdown link to a file the checkout lacks.
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	GO=$(GO) ./hack/staticcheck.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	./hack/check-large-files.sh

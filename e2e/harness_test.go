@@ -150,7 +150,7 @@ func (e *env) initArgs(extra ...string) []string {
 // instanceDir is where the named instance lives.
 func (e *env) instanceDir(name string) string { return filepath.Join(e.home, name) }
 
-// hostdsOf lists the pids of the `cowork hostd --name name` processes
+// hostdsOf lists the pids of the `cowork-hostd run --name name` processes
 // serving this env's COWORK_HOME, wherever they are in their life (a hostd
 // still taking its lock included); other tests' instances do not count.
 func (e *env) hostdsOf(name string) []int {
@@ -158,7 +158,7 @@ func (e *env) hostdsOf(name string) []int {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), "\x00hostd\x00--name\x00"+name+"\x00") {
+		if err != nil || !strings.Contains(string(cmdline), "\x00run\x00--name\x00"+name+"\x00") {
 			continue
 		}
 		environ, err := os.ReadFile(filepath.Join(p, "environ"))

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 
@@ -76,7 +76,7 @@ func TestLoad(t *testing.T) {
 
 	t.Run("1,000 sequential execs leak nothing", func(t *testing.T) {
 		ctx := context.Background()
-		c, err := hostd.Dial("sandbox")
+		c, err := cowork.Dial("sandbox")
 		if err != nil {
 			t.Fatal(err)
 		}

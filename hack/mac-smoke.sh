@@ -41,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 signed() {
-	codesign --display --entitlements - bin/cowork 2>&1 | grep -q com.apple.security.virtualization
+	codesign --display --entitlements - bin/cowork-hostd 2>&1 | grep -q com.apple.security.virtualization
 }
 arch_is_arm64() {
 	[ "$(bin/cowork exec --name "$NAME" uname -m)" = aarch64 ]

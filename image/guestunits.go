@@ -65,10 +65,10 @@ if [ -z "$dev" ]; then echo "cowork: no cidata disk; keeping the installed agent
 src=$(mktemp -d /run/cowork-cidata.XXXXXX)
 trap 'umount "$src" 2>/dev/null; rmdir "$src"' EXIT
 mount -o ro "$dev" "$src"
-want=$(cat "$src/` + cidataSumName + `")
+want=$(cat "$src/` + CIDataSumName + `")
 have=$(sha256sum ` + AgentPath + ` 2>/dev/null | cut -d' ' -f1 || true)
 if [ "$want" != "$have" ]; then
-  install -m 0755 "$src/` + cidataAgentName + `" ` + AgentPath + `.new
+  install -m 0755 "$src/` + CIDataAgentName + `" ` + AgentPath + `.new
   mv ` + AgentPath + `.new ` + AgentPath + `
   echo "cowork: installed agent $want"
 fi

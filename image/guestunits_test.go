@@ -79,8 +79,8 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	update := files[agentUpdatePath]
 	for _, want := range []string{
 		"sha256sum " + AgentPath,
-		cidataSumName,
-		"install -m 0755 \"$src/" + cidataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
+		CIDataSumName,
+		"install -m 0755 \"$src/" + CIDataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
 	} {
 		if !strings.Contains(update, want) {
 			t.Errorf("agent-update lacks %q:\n%s", want, update)

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	diskfs "github.com/diskfs/go-diskfs"
 	"gopkg.in/yaml.v3"
 
 	"github.com/coworkhq/cowork/hostd/claudecode"
@@ -290,53 +289,6 @@ func TestUserDataIsValidCloudConfig(t *testing.T) {
 	os.WriteFile(bad, []byte("#cloud-config\nusers: 5\nruncmd: {a: b}\n"), 0o600)
 	if out, err := exec.Command(ci, "schema", "--config-file", bad).CombinedOutput(); err == nil {
 		t.Fatalf("the schema check cannot fail: %s", out)
-	}
-}
-
-func TestCIDataISO(t *testing.T) {
-	requireAgents(t, "arm64")
-	p := filepath.Join(t.TempDir(), "cidata.iso")
-	if err := WriteCIData(p, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
-		t.Fatal(err)
-	}
-	d, err := diskfs.Open(p, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	fs, err := d.GetFilesystem(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.TrimRight(fs.Label(), "\x00 "); got != "cidata" {
-		t.Errorf("volume label %q", got)
-	}
-	read := func(name string) []byte {
-		f, err := fs.OpenFile("/"+name, os.O_RDONLY)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		b, _ := io.ReadAll(f)
-		return b
-	}
-	agent, _ := Agent("arm64")
-	if !bytes.Equal(read("cowork-agent"), agent) {
-		t.Error("the agent on the ISO differs from the embedded one")
-	}
-	sum := sha256.Sum256(agent)
-	if strings.TrimSpace(string(read("cowork-agent.sha256"))) != hex.EncodeToString(sum[:]) {
-		t.Error("the agent's digest on the ISO is wrong")
-	}
-	if !bytes.Contains(read("meta-data"), []byte(`instance-id: "cowork-abc"`)) || !bytes.HasPrefix(read("user-data"), []byte("#cloud-config")) ||
-		!bytes.Contains(read("network-config"), []byte(`mac_address: "52:54:00:aa:bb:cc"`)) {
-		t.Error("meta-data, user-data or network-config is wrong")
-	}
-	// An independent reader agrees on the label.
-	if blkid, err := exec.LookPath("blkid"); err == nil {
-		out, _ := exec.Command(blkid, "-o", "value", "-s", "LABEL", p).Output()
-		if strings.TrimSpace(string(out)) != "cidata" {
-			t.Errorf("blkid reads label %q", out)
-		}
 	}
 }
 

@@ -37,12 +37,6 @@ func TestImageFilesAreOwnerOnly(t *testing.T) {
 	}
 	permtest.WantMode(t, disk, 0o600)
 
-	requireAgents(t, "arm64")
-	iso := filepath.Join(t.TempDir(), "cidata.iso")
-	if err := WriteCIData(iso, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
-		t.Fatal(err)
-	}
-	permtest.WantMode(t, iso, 0o600)
 }
 
 // A conversion cut short leaves disk.raw.tmp behind; the next one must not
@@ -65,19 +59,5 @@ func TestMakeDiskOverAStaleTemporary(t *testing.T) {
 	if !bytes.Equal(b, want) {
 		t.Fatalf("the disk (%d bytes) is not the image followed by zeros: a stale temporary's bytes survived (%d of 0xAA)",
 			len(b), bytes.Count(b, []byte{0xAA}))
-	}
-}
-
-// A seed ISO left half-written by a crash is replaced, not appended to
-// nor a reason to fail.
-func TestCIDataOverAStaleTemporary(t *testing.T) {
-	requireAgents(t, "arm64")
-	iso := filepath.Join(t.TempDir(), "cidata.iso")
-	os.WriteFile(iso+".tmp", bytes.Repeat([]byte{0xAA}, 4<<20), 0o644)
-	if err := WriteCIData(iso, CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(iso + ".tmp"); !os.IsNotExist(err) {
-		t.Error("the temporary was left behind")
 	}
 }

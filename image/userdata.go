@@ -36,8 +36,8 @@ type Guest struct {
 const (
 	AgentPath       = "/usr/local/bin/cowork-agent"
 	AgentUnit       = "cowork-agent.service"
-	cidataAgentName = "cowork-agent"
-	cidataSumName   = "cowork-agent.sha256"
+	CIDataAgentName = "cowork-agent"
+	CIDataSumName   = "cowork-agent.sha256"
 )
 
 // DefaultPackages are the seed's toolchain, by Ubuntu 22.04's names.

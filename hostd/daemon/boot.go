@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/cidata"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
@@ -252,7 +253,7 @@ func (d *Daemon) writeCIData() error {
 	if p := d.cfg.Provision; p != nil {
 		packages, commands = p.Packages, p.Commands
 	}
-	return image.WriteCIData(d.paths.CIData(), image.CIData{
+	return cidata.Write(d.paths.CIData(), cidata.CIData{
 		InstanceID: id,
 		Arch:       d.cfg.Arch,
 		Guest: image.Guest{

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/netstack"
 )
@@ -323,7 +323,7 @@ func TestSessionRefusedWhenItsEndpointCannotBeReached(t *testing.T) {
 }
 
 func TestClientKnowsTheCeiling(t *testing.T) {
-	if hostd.MaxSessionTTL != netstack.MaxSessionTTL {
-		t.Fatalf("hostd.MaxSessionTTL %v, netstack.MaxSessionTTL %v", hostd.MaxSessionTTL, netstack.MaxSessionTTL)
+	if cowork.MaxSessionTTL != netstack.MaxSessionTTL {
+		t.Fatalf("cowork.MaxSessionTTL %v, netstack.MaxSessionTTL %v", cowork.MaxSessionTTL, netstack.MaxSessionTTL)
 	}
 }

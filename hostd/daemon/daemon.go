@@ -64,11 +64,10 @@ type Daemon struct {
 	console *console.Console
 	started time.Time
 
-	mu      sync.Mutex
-	agent   *agentclient.Client
-	info    agentInfo
-	ready   bool
-	stopErr error
+	mu    sync.Mutex
+	agent *agentclient.Client
+	info  agentInfo
+	ready bool
 
 	stopOnce   sync.Once
 	stopReq    chan stopRequest

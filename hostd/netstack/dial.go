@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // dialer opens the host's side of a guest connection: directly, or through
@@ -33,13 +35,6 @@ func UpstreamFromEnv() string {
 	return ""
 }
 
-// CheckUpstream validates an upstream proxy URL: http://host:port or
-// socks5://host:port, with optional user:password.
-func CheckUpstream(raw string) error {
-	_, err := newDialer(raw, (&net.Dialer{}).DialContext)
-	return err
-}
-
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 func (f dialFunc) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -50,27 +45,23 @@ func newDialer(raw string, direct dialFunc) (dialer, error) {
 	if raw == "" {
 		return direct, nil
 	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("upstream proxy %s: want http://HOST:PORT or socks5://HOST:PORT", RedactURL(raw))
+	u, err := policy.ParseUpstream(raw)
+	if err != nil {
+		return nil, err
 	}
-	switch u.Scheme {
-	case "http":
+	if u.Scheme == "http" {
 		return &connectDialer{proxy: u, direct: direct}, nil
-	case "socks5", "socks5h":
-		var auth *proxy.Auth
-		if u.User != nil {
-			pw, _ := u.User.Password()
-			auth = &proxy.Auth{User: u.User.Username(), Password: pw}
-		}
-		d, err := proxy.SOCKS5("tcp", u.Host, auth, contextDialer{direct})
-		if err != nil {
-			return nil, err
-		}
-		return d.(dialer), nil
-	default:
-		return nil, fmt.Errorf("upstream proxy %s: scheme %q is not http or socks5", RedactURL(raw), u.Scheme)
 	}
+	var auth *proxy.Auth
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		auth = &proxy.Auth{User: u.User.Username(), Password: pw}
+	}
+	d, err := proxy.SOCKS5("tcp", u.Host, auth, contextDialer{direct})
+	if err != nil {
+		return nil, err
+	}
+	return d.(dialer), nil
 }
 
 // contextDialer gives a dialFunc the shape x/net/proxy wants.

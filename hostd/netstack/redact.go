@@ -1,32 +1,17 @@
 package netstack
 
 import (
-	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // redacted stands in for a secret in logs, audit records and errors.
-const redacted = "xxxxx"
+const redacted = policy.Redacted
 
-// RedactURL is raw fit for a log line or an error: its user information
-// (a proxy's or a gateway's user:password, or a token given as the user)
-// and its query are replaced by xxxxx. A string that does not parse as a
-// URL is left out whole, since it may hold a secret anywhere.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(a URL that does not parse)"
-	}
-	if u.User != nil {
-		u.User = url.User(redacted)
-	}
-	if u.RawQuery != "" {
-		u.RawQuery = redacted
-	}
-	u.ForceQuery = false
-	return u.String()
-}
+// RedactURL is policy.RedactURL: raw without its user information and query.
+func RedactURL(raw string) string { return policy.RedactURL(raw) }
 
 // userinfoRE finds the user information of URLs in free text, such as the
 // URL a *url.Error quotes.

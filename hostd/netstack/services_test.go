@@ -451,7 +451,7 @@ func TestUpstreamProxy(t *testing.T) {
 			t.Fatalf("%s: a denied flow reached the upstream proxy: %v", proxyURL, got)
 		}
 	}
-	if err := CheckUpstream("ftp://x:1"); err == nil || !strings.Contains(err.Error(), "not http or socks5") {
+	if _, err := newDialer("ftp://x:1", nil); err == nil || !strings.Contains(err.Error(), "not http or socks5") {
 		t.Fatalf("a bad scheme: %v", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"strings"
 
 	"github.com/coworkhq/cowork/hostd/machine"
-	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/inspect"
 )
 
 // MinMacOS is the oldest macOS cowork runs guests on: the generic
@@ -119,22 +119,22 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 // compressed kernel, which vz cannot boot.
 func checkImages(c machine.Config) error {
 	if c.Kernel != "" {
-		k, err := image.KernelInfo(c.Kernel)
+		k, err := inspect.KernelInfo(c.Kernel)
 		switch {
 		case err == nil && k.Arch != c.Arch:
 			return fmt.Errorf("the kernel %s is for %s, not %s: use a %s kernel", c.Kernel, k.Arch, c.Arch, c.Arch)
 		case k.Compressed:
 			return fmt.Errorf("the kernel %s is compressed, and Virtualization.framework boots only an uncompressed arm64 Image: decompress it (e.g. `gunzip -c vmlinuz > Image`, or extract-vmlinux for an EFI zboot kernel) and pass that", c.Kernel)
-		case err != nil && !errors.Is(err, image.ErrArchUnknown):
+		case err != nil && !errors.Is(err, inspect.ErrArchUnknown):
 			return err
 		}
 		return nil
 	}
-	arch, err := image.DiskArch(c.Disk)
+	arch, err := inspect.DiskArch(c.Disk)
 	switch {
 	case err == nil && arch != c.Arch:
 		return fmt.Errorf("the disk %s boots %s, not %s: use an image for %s (for Ubuntu, the %s cloud image)", c.Disk, arch, c.Arch, c.Arch, c.Arch)
-	case err != nil && !errors.Is(err, image.ErrArchUnknown):
+	case err != nil && !errors.Is(err, inspect.ErrArchUnknown):
 		return err
 	}
 	return nil
@@ -180,7 +180,7 @@ func checkValid(ok bool, err error) error {
 	case err != nil:
 		return fmt.Errorf("the VM configuration is invalid: %w", Explain(err))
 	case !ok:
-		return errors.New("Virtualization.framework rejected the VM configuration without saying why (vz validate returned false and no error); please report it with the instance's hostd.log")
+		return errors.New("the VM configuration was rejected by Virtualization.framework without saying why (vz validate returned false and no error); please report it with the instance's hostd.log")
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coworkhq/cowork/hostd"
+	coworkapi "github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -43,6 +43,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	if err != nil {
 		return err
 	}
+	hostdBin := filepath.Join(filepath.Dir(cowork), "cowork-hostd")
 	os.Setenv("COWORK_HOME", filepath.Join(dir, "home"))
 	sshPort, err := freePort()
 	if err != nil {
@@ -87,7 +88,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	var stops []time.Duration
 	for i := range boots {
 		began := time.Now()
-		err := hostd.Start(context.Background(), cowork, instance.DefaultName, func(ev *controlpb.Event) {
+		err := coworkapi.Start(context.Background(), hostdBin, instance.DefaultName, func(ev *controlpb.Event) {
 			phases[ev.Phase] = append(phases[ev.Phase], time.Unix(0, ev.UnixNano).Sub(began))
 		})
 		if err != nil {
@@ -302,7 +303,7 @@ func guestTCP(cowork string, n int64) (toHost, fromHost time.Duration, err error
 // hostdRSS is hostd's resident set as hostd reports it (QEMU is a
 // separate process).
 func hostdRSS() string {
-	c, err := hostd.Dial(instance.DefaultName)
+	c, err := coworkapi.Dial(instance.DefaultName)
 	if err != nil {
 		return "?"
 	}

@@ -15,13 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
-	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork ask` command line.
@@ -70,7 +69,7 @@ the guest; a second one kills it.
 The API credential is ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) and the
 endpoint ANTHROPIC_BASE_URL, from cowork's own environment: they stay on this
 machine, the guest gets a one-session stand-in for the relay. These are also
-passed to claude when set: ` + strings.Join(hostd.ForwardedVars, ", ") + `.
+passed to claude when set: ` + strings.Join(cowork.ForwardedVars, ", ") + `.
 
 -p NAME "PROMPT", the old cowork spelling of --project, still works (with a
 warning) in that shape only: a project name, then one quoted prompt of more
@@ -115,23 +114,10 @@ var ErrHelp = errors.New("help")
 // ask; a prompt is optional and passed on to claude.
 func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
 	o := &Options{IO: ios, Instance: instance}
-	p, err := claudecode.ParseArgs(args, ownFlags)
+	p, err := o.parseOwn(args)
 	if err != nil {
-		return nil, &cmdutil.FlagError{Err: err}
+		return nil, err
 	}
-	if _, ok := p.Own["--help"]; ok {
-		return nil, ErrHelp
-	}
-	if v := p.Own["--project"]; len(v) > 0 {
-		o.Project = v[len(v)-1]
-		if err := hostd.ValidateProject(o.Project); err != nil {
-			return nil, &cmdutil.FlagError{Err: err}
-		}
-	}
-	if v := p.Own["--instance"]; len(v) > 0 {
-		o.Instance = v[len(v)-1]
-	}
-	_, o.AskPermissions = p.Own["--no-skip-permissions"]
 	o.ClaudeArgs = p.Claude
 	if len(p.Positional) > 0 {
 		o.ClaudeArgs = append(append(o.ClaudeArgs, "--"), p.Positional...)
@@ -139,10 +125,9 @@ func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) 
 	return o, nil
 }
 
-// Parse reads an ask command line.
-func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
-	o := &Options{IO: ios, Instance: instance}
-	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+// parseOwn splits args into cowork's own flags, which it applies to o,
+// and Claude Code's, which it returns with the positional arguments.
+func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
 	p, err := claudecode.ParseArgs(args, ownFlags)
 	if err != nil {
 		return nil, &cmdutil.FlagError{Err: err}
@@ -158,9 +143,20 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 	}
 	_, o.AskPermissions = p.Own["--no-skip-permissions"]
 	if o.Project != "" {
-		if err := hostd.ValidateProject(o.Project); err != nil {
+		if err := cowork.ValidateProject(o.Project); err != nil {
 			return nil, &cmdutil.FlagError{Err: err}
 		}
+	}
+	return p, nil
+}
+
+// Parse reads an ask command line.
+func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
+	o := &Options{IO: ios, Instance: instance}
+	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+	p, err := o.parseOwn(args)
+	if err != nil {
+		return nil, err
 	}
 	o.ClaudeArgs = p.Claude
 	o.Raw = p.Given["--output-format"]
@@ -201,7 +197,7 @@ func deprecatedProject(args []string, stdinTTY bool) (rest []string, project, wa
 			continue
 		}
 		name := args[i+1]
-		if strings.HasPrefix(name, "-") || hostd.ValidateProject(name) != nil {
+		if strings.HasPrefix(name, "-") || cowork.ValidateProject(name) != nil {
 			return args, "", ""
 		}
 		after := append(append([]string(nil), args[:i]...), args[i+2:]...)
@@ -236,10 +232,10 @@ func run(ctx context.Context, o *Options) error {
 	}
 	defer c.Close()
 	r := newRenderer(o.IO)
-	ao := hostd.AskOptions{
-		ClaudeOptions: hostd.ClaudeOptions{
+	ao := cowork.AskOptions{
+		ClaudeOptions: cowork.ClaudeOptions{
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
-			Credential: cred, Env: hostd.ForwardedEnv(os.Getenv),
+			Credential: cred, Env: cowork.ForwardedEnv(os.Getenv),
 		},
 		Prompt: o.Prompt,
 		Raw:    o.Raw,
@@ -264,21 +260,16 @@ func run(ctx context.Context, o *Options) error {
 // Connect reads the host's credential and reaches the instance's hostd,
 // warning when its workspace folder is gone: what ask and claude both need
 // before claude can run.
-func Connect(o *Options) (*hostd.Client, hostd.Credential, error) {
-	cred, err := hostd.HostCredential(os.Getenv)
+func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
+	cred, err := cowork.HostCredential(os.Getenv)
 	if err != nil {
 		return nil, cred, err
 	}
-	if _, err := instance.Load(o.Instance); err != nil {
+	inst, err := cowork.Open(o.Instance)
+	if err != nil {
 		return nil, cred, err
 	}
-	c, err := hostd.Dial(o.Instance)
-	if errors.Is(err, hostd.ErrNotRunning) {
-		if paths, perr := instance.PathsFor(o.Instance); perr == nil {
-			_, _ = instance.CleanStale(paths) // a dead hostd's leftovers
-		}
-		return nil, cred, cmdutil.NotRunning(o.Instance)
-	}
+	c, err := inst.Client()
 	if err != nil {
 		return nil, cred, err
 	}

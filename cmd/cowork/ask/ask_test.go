@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 )
 
 func TestProjectNames(t *testing.T) {
@@ -17,7 +17,7 @@ func TestProjectNames(t *testing.T) {
 		"": false, ".": false, "..": false, strings.Repeat("x", 65): false, "a/b": false,
 		"../x": false, "with space": false, "naïve": false, "x\n": false,
 	} {
-		if err := hostd.ValidateProject(name); (err == nil) != ok {
+		if err := cowork.ValidateProject(name); (err == nil) != ok {
 			t.Errorf("%q: %v", name, err)
 		}
 	}

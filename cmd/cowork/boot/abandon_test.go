@@ -12,21 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
 // fakeHostdEnv makes this test binary, launched by Start as
-// `EXE hostd --name NAME`, a stand-in hostd whose guest boots its kernel
+// `$COWORK_HOSTD run --name NAME`, a stand-in hostd whose guest boots its kernel
 // and never reaches its agent.
 const fakeHostdEnv = "COWORK_BOOT_TEST_FAKE_HOSTD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(fakeHostdEnv) != "" && len(os.Args) == 4 && os.Args[1] == "hostd" {
+	if os.Getenv(fakeHostdEnv) != "" && len(os.Args) == 4 && os.Args[1] == "run" {
 		os.Exit(fakeHostd(os.Args[3]))
 	}
 	os.Exit(m.Run())
@@ -95,8 +96,13 @@ func TestStartLeavesABootingInstance(t *testing.T) {
 func TestStartStopsTheVMItBooted(t *testing.T) {
 	p, _ := instancetest.New(t, instance.Config{})
 	t.Setenv(fakeHostdEnv, "1")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(hostdwire.Env, exe)
 	ios, _, _, errOut := iostreams.Test()
-	err := Start(context.Background(), ios, instance.DefaultName, 5*time.Second)
+	err = Start(context.Background(), ios, instance.DefaultName, 5*time.Second)
 	if err == nil {
 		t.Fatal("a guest that is never ready: no error")
 	}
@@ -123,15 +129,15 @@ func TestAbandonedSaysWhyAndWhere(t *testing.T) {
 	p, _ := instancetest.New(t, instance.Config{})
 	timedOut := context.DeadlineExceeded
 	for _, c := range []struct {
-		ab   hostd.AbandonedError
+		ab   cowork.AbandonedError
 		last controlpb.Phase
 		want string
 	}{
-		{hostd.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_KERNEL,
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_KERNEL,
 			"sandbox did not become ready within 1m0s: the guest booted but never reached its agent; stopped the VM this start booted\nthe guest's console log is " + p.SerialLog() + "\n"},
-		{hostd.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_VM_STARTED, "the guest never got to its kernel"},
-		{hostd.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_PROVISIONING, "its provisioning had not finished"},
-		{hostd.AbandonedError{Err: timedOut, Launched: true, StopErr: errors.New("hostd (pid 7) did not stop")}, controlpb.Phase_KERNEL, "(stopping failed: hostd (pid 7) did not stop)"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_VM_STARTED, "the guest never got to its kernel"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_PROVISIONING, "its provisioning had not finished"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true, StopErr: errors.New("hostd (pid 7) did not stop")}, controlpb.Phase_KERNEL, "(stopping failed: hostd (pid 7) did not stop)"},
 	} {
 		ios, _, _, _ := iostreams.Test()
 		err := abandoned(ios, instance.DefaultName, time.Minute, &c.ab, c.last)
@@ -141,7 +147,7 @@ func TestAbandonedSaysWhyAndWhere(t *testing.T) {
 	}
 
 	ios, _, _, errOut := iostreams.Test()
-	err := abandoned(ios, instance.DefaultName, time.Minute, &hostd.AbandonedError{Err: context.Canceled, Launched: true}, controlpb.Phase_KERNEL)
+	err := abandoned(ios, instance.DefaultName, time.Minute, &cowork.AbandonedError{Err: context.Canceled, Launched: true}, controlpb.Phase_KERNEL)
 	if cmdutil.ExitCode(err) != 130 || errOut.String() != "\ninterrupted; stopped the VM this start booted\n" {
 		t.Errorf("interrupted: %v, %q", err, errOut)
 	}

@@ -8,14 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -25,10 +24,6 @@ import (
 // passes. It reports an instance that was already running with a line and
 // no error.
 func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout time.Duration) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -37,10 +32,10 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	began := time.Now()
 	p := &printer{ios: ios, began: began}
 	fmt.Fprintf(ios.ErrOut, "Starting %s...\n", name)
-	err = hostd.Start(ctx, exe, name, p.event)
-	var ab *hostd.AbandonedError
+	err := cowork.Start(ctx, "", name, p.event)
+	var ab *cowork.AbandonedError
 	switch {
-	case errors.Is(err, hostd.ErrAlreadyRunning):
+	case errors.Is(err, cowork.ErrAlreadyRunning):
 		fmt.Fprintf(ios.ErrOut, "%s is already running\n", name)
 		return nil
 	case err == nil:
@@ -55,9 +50,9 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 
 // abandoned reports a start that ended before the guest was ready: on
 // Ctrl-C, or after timeout with why (the last boot phase reached) and
-// where the guest's console is. hostd.Start stopped the VM if this start
+// where the guest's console is. cowork.Start stopped the VM if this start
 // booted it; one that was booting already it left running.
-func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab *hostd.AbandonedError, last controlpb.Phase) error {
+func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab *cowork.AbandonedError, last controlpb.Phase) error {
 	var msg string
 	switch {
 	case !errors.Is(ab.Err, context.DeadlineExceeded):
@@ -81,7 +76,7 @@ func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab 
 	}
 	if ab.Launched {
 		if paths, err := instance.PathsFor(name); err == nil {
-			msg += fmt.Sprintf("\nthe guest's console log is %s", paths.SerialLog()) + hostd.Diagnostics(paths)
+			msg += fmt.Sprintf("\nthe guest's console log is %s", paths.SerialLog()) + cowork.Diagnostics(paths)
 		}
 		msg += "\nretry with a longer --timeout, or look at the logs above"
 	}

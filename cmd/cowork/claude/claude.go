@@ -9,10 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 
@@ -65,10 +65,10 @@ func run(ctx context.Context, o *ask.Options) error {
 // clientOptions is the run the client is asked for: the parsed command
 // line, the host's forwarded settings, and the terminal guestrun set up
 // (its TERM among eo.Env).
-func clientOptions(o *ask.Options, cred hostd.Credential, eo *agentclient.ExecOptions, getenv func(string) string) hostd.ClaudeOptions {
-	return hostd.ClaudeOptions{
+func clientOptions(o *ask.Options, cred cowork.Credential, eo *agentclient.ExecOptions, getenv func(string) string) cowork.ClaudeOptions {
+	return cowork.ClaudeOptions{
 		Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
-		Credential: cred, Env: append(hostd.ForwardedEnv(getenv), eo.Env...),
+		Credential: cred, Env: append(cowork.ForwardedEnv(getenv), eo.Env...),
 		Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
 		TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
 	}

@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 
@@ -61,7 +61,7 @@ func TestProjectAndSessionFlagsReachTheClient(t *testing.T) {
 			t.Errorf("%q: instance %q, want %q", tc.args, o.Instance, tc.inst)
 		}
 		eo := &agentclient.ExecOptions{Env: []string{"TERM=xterm-256color"}}
-		co := clientOptions(o, hostd.Credential{APIKey: "sk-real"}, eo, getenv)
+		co := clientOptions(o, cowork.Credential{APIKey: "sk-real"}, eo, getenv)
 		if co.Project != tc.project || !slices.Equal(co.Args, tc.claude) || co.AskPermissions != tc.askPerm {
 			t.Errorf("%q: client gets project %q, args %q, ask permissions %v; want %q, %q, %v",
 				tc.args, co.Project, co.Args, co.AskPermissions, tc.project, tc.claude, tc.askPerm)

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 
@@ -179,7 +179,7 @@ func orWriter(w, def io.Writer) io.Writer {
 // shell would give: 127 when the program does not exist.
 func startError(err error) error {
 	var lost *agentclient.LostError
-	if errors.As(err, &lost) || errors.As(err, new(*hostd.SessionError)) { // not the guest's
+	if errors.As(err, &lost) || errors.As(err, new(*cowork.SessionError)) { // not the guest's
 		return err
 	}
 	msg := agentclient.Message(err)

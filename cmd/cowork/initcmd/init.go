@@ -14,14 +14,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/progress"
 	"github.com/coworkhq/cowork/hostd/instance"
-	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -53,6 +54,9 @@ type Options struct {
 	NoStart   bool
 	// Changed reports whether a flag was given; nil means none was.
 	Changed func(flag string) bool
+	// Inspect says what a local image and kernel are; nil asks
+	// cowork-hostd (hostd.Inspect), which links the code that reads disks.
+	Inspect func(ctx context.Context, image, kernel string) (hostdwire.Inspection, error)
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -109,7 +113,7 @@ refused). An instance that finished its init is not touched.`,
 	f.StringArrayVar(&o.Deny, "deny", nil, "deny a domain, address or CIDR (the deny list always wins); repeatable")
 	f.IntSliceVar(&o.HostPorts, "allow-host-port", nil, "let the guest reach this host loopback port at host.cowork.internal; repeatable")
 	f.StringVar(&o.Upstream, "upstream-proxy", "", "send all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT (default: $HTTPS_PROXY or $ALL_PROXY)")
-	f.IntVar(&o.MaxFlows, "max-flows", netstack.DefaultMaxFlows, "the most connections and UDP flows the guest may have open at once; more are refused")
+	f.IntVar(&o.MaxFlows, "max-flows", policy.DefaultMaxFlows, "the most connections and UDP flows the guest may have open at once; more are refused")
 	f.StringSliceVar(&o.Packages, "provision-packages", nil, "packages to install at first boot instead of the default toolchain")
 	f.StringArrayVar(&o.Commands, "provision-cmd", nil, "a command to run as root at first boot, after the packages, instead of the defaults; repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
@@ -144,7 +148,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		Policy:   policy.Policy{Mode: o.Mode, Allow: o.Allow, Deny: o.Deny, HostPorts: o.HostPorts},
 		Upstream: o.Upstream,
 	}
-	if o.MaxFlows != netstack.DefaultMaxFlows { // the default follows cowork, not the instance
+	if o.MaxFlows != policy.DefaultMaxFlows { // the default follows cowork, not the instance
 		c.Network.MaxFlows = o.MaxFlows
 	}
 	var errs []error
@@ -155,7 +159,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		errs = append(errs, fmt.Errorf("--max-flows %d: want 1 or more", o.MaxFlows))
 	}
 	if o.Upstream != "" {
-		if err := netstack.CheckUpstream(o.Upstream); err != nil {
+		if err := checkUpstream(o.Upstream); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -193,12 +197,22 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		*p, found[flag] = abs, true
 	}
 	// A file that is no disk is refused now, not after a long conversion.
+	var local string
 	if found["--image"] {
-		if _, err := image.CheckDisk(o.Image); err != nil {
-			errs = append(errs, fmt.Errorf("--image: %w", err))
-		}
+		local = o.Image
 	}
-	if err := o.pickArch(c, o.Kernel, o.Image); err != nil {
+	var kernel string
+	if found["--kernel"] {
+		kernel = o.Kernel
+	}
+	facts, err := o.inspect(context.Background(), local, kernel)
+	if err != nil {
+		return nil, src, err
+	}
+	if facts.Image != nil && facts.Image.Err != "" {
+		errs = append(errs, fmt.Errorf("--image: %s", facts.Image.Err))
+	}
+	if err := o.pickArch(c, facts, o.Kernel, o.Image); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -241,11 +255,15 @@ func run(ctx context.Context, o *Options) error {
 		return err
 	}
 	if isURL(o.Image) { // a download is checked like a local --image, before its conversion
-		if _, err := image.CheckDisk(src.Image); err != nil {
-			return fmt.Errorf("--image %s: %w", o.Image, err)
+		facts, err := o.inspect(ctx, src.Image, o.Kernel)
+		if err != nil {
+			return err
+		}
+		if facts.Image.Err != "" {
+			return fmt.Errorf("--image %s: %s", o.Image, facts.Image.Err)
 		}
 		before := c.Arch
-		if err := o.pickArch(c, o.Kernel, src.Image); err != nil {
+		if err := o.pickArch(c, facts, o.Kernel, src.Image); err != nil {
 			return err
 		}
 		if c.Arch != before {
@@ -253,7 +271,7 @@ func run(ctx context.Context, o *Options) error {
 		}
 	}
 	convert := progress.New(o.IO, "convert")
-	if err := instance.Create(c, src, convert); err != nil {
+	if _, err := cowork.Create(c, src, convert); err != nil {
 		return err
 	}
 	convert.Done()
@@ -328,4 +346,10 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		fmt.Fprintf(o.IO.ErrOut, "  download  cached: %s\n", path)
 	}
 	return path, nil
+}
+
+// checkUpstream refuses an upstream proxy URL hostd could not use.
+func checkUpstream(raw string) error {
+	_, err := policy.ParseUpstream(raw)
+	return err
 }

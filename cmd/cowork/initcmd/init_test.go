@@ -14,6 +14,8 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/inspect"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
 // parse runs `cowork init args...` up to its Options.
@@ -26,6 +28,10 @@ func parse(t *testing.T, args ...string) *Options {
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
+	}
+	// What cowork-hostd answers, in process: the CLI does not link it.
+	got.Inspect = func(_ context.Context, img, kernel string) (hostdwire.Inspection, error) {
+		return inspect.Facts(img, kernel), nil
 	}
 	return got
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
-	"github.com/coworkhq/cowork/cmd/cowork/hostdcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
@@ -96,7 +95,6 @@ at /workspace) and every network byte it sends on the record.`,
 		stop.NewCmdStop(ios, &target.Instance, nil),
 		status.NewCmdStatus(ios, &target.Instance, nil),
 		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
-		hostdcmd.NewCmdHostd(ios, &target.Instance, nil),
 		policycmd.NewCmdPolicy(ios, &target.Instance, nil),
 		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
 		diskcmd.NewCmdDisk(ios, &target.Instance, nil),

@@ -2,36 +2,59 @@
 package version
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-// Info is what `cowork version --json` prints.
+// Info is what `cowork version --json` prints: this binary, and the
+// daemon binary beside it with the guest agents it carries.
 type Info struct {
 	Version  string            `json:"version"`
 	Commit   string            `json:"commit"`
 	Go       string            `json:"go"`
 	Platform string            `json:"platform"`
-	Agents   []image.AgentInfo `json:"agents"`
+	Hostd    Hostd             `json:"hostd"`
+	Agents   []hostdwire.Agent `json:"agents"`
 }
 
-// Current describes this binary.
-func Current() Info {
-	return Info{
+// Hostd is the daemon binary this cowork starts.
+type Hostd struct {
+	Path    string `json:"path,omitempty"`
+	Version string `json:"version,omitempty"`
+	Commit  string `json:"commit,omitempty"`
+	Err     string `json:"error,omitempty"` // why it could not be asked
+}
+
+// Current describes this binary, and asks cowork-hostd about itself.
+func Current(ctx context.Context) Info {
+	info := Info{
 		Version:  buildinfo.Version,
 		Commit:   buildinfo.Commit,
 		Go:       buildinfo.GoVersion(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		Agents:   image.Agents(),
 	}
+	path, err := cowork.HostdBinary()
+	if err == nil {
+		var v hostdwire.Version
+		if v, err = cowork.HostdVersion(ctx); err == nil {
+			info.Hostd = Hostd{Path: path, Version: v.Version, Commit: v.Commit}
+			info.Agents = v.Agents
+		}
+	}
+	if err != nil {
+		info.Hostd.Err = err.Error()
+	}
+	return info
 }
 
 // Options is a parsed `cowork version` command line.
@@ -46,14 +69,14 @@ func NewCmdVersion(ios *iostreams.IOStreams, runF func(*Options) error) *cobra.C
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:     "version",
-		Short:   "Print the version of cowork and of the agents it carries",
+		Short:   "Print the version of cowork, of its daemon and of the agents it carries",
 		Example: "  cowork version\n  cowork version --json | jq -r .commit",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(o)
 			}
-			return run(o, Current())
+			return run(o, Current(cmd.Context()))
 		},
 	}
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print as JSON")
@@ -68,7 +91,16 @@ func run(o *Options, info Info) error {
 		return enc.Encode(info)
 	}
 	fmt.Fprintf(o.IO.Out, "cowork %s\ncommit:   %s\ngo:       %s\nplatform: %s\n", info.Version, info.Commit, info.Go, info.Platform)
-	if len(info.Agents) == 0 {
+	h := info.Hostd
+	switch {
+	case h.Err != "":
+		fmt.Fprintf(o.IO.Out, "hostd:    unavailable: %s\n", h.Err)
+	case h.Commit != info.Commit || h.Version != info.Version:
+		fmt.Fprintf(o.IO.Out, "hostd:    %s %s (commit %s): another build than this cowork; install the pair from one build\n", h.Path, h.Version, h.Commit)
+	default:
+		fmt.Fprintf(o.IO.Out, "hostd:    %s (same build)\n", h.Path)
+	}
+	if h.Err == "" && len(info.Agents) == 0 {
 		fmt.Fprintln(o.IO.Out, "agents:   none embedded (a plain `go build`; use `make`)")
 	}
 	for _, a := range info.Agents {

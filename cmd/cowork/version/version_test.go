@@ -10,7 +10,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
 func command(ios *iostreams.IOStreams, runF func(*Options) error, args ...string) *cobra.Command {
@@ -43,21 +43,35 @@ func TestVersionFlags(t *testing.T) {
 }
 
 var info = Info{Version: "1.2.3", Commit: "abc123", Go: "go1.99", Platform: "linux/amd64",
-	Agents: []image.AgentInfo{{Arch: "arm64", Size: 3 << 20, SHA256: "0123456789abcdef0123456789abcdef"}}}
+	Hostd:  Hostd{Path: "/opt/cowork/cowork-hostd", Version: "1.2.3", Commit: "abc123"},
+	Agents: []hostdwire.Agent{{Arch: "arm64", Size: 3 << 20, SHA256: "0123456789abcdef0123456789abcdef"}}}
 
 func TestVersionPrints(t *testing.T) {
 	ios, _, out, _ := iostreams.Test()
 	if err := run(&Options{IO: ios}, info); err != nil {
 		t.Fatal(err)
 	}
-	want := "cowork 1.2.3\ncommit:   abc123\ngo:       go1.99\nplatform: linux/amd64\nagent:    linux/arm64 3.0 MiB sha256:0123456789abcdef\n"
+	want := "cowork 1.2.3\ncommit:   abc123\ngo:       go1.99\nplatform: linux/amd64\nhostd:    /opt/cowork/cowork-hostd (same build)\nagent:    linux/arm64 3.0 MiB sha256:0123456789abcdef\n"
 	if out.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", out, want)
 	}
 
 	ios, _, out, _ = iostreams.Test()
-	if err := run(&Options{IO: ios}, Info{Version: "dev"}); err != nil || !strings.Contains(out.String(), "agents:   none embedded") {
+	if err := run(&Options{IO: ios}, Info{Version: "dev", Hostd: Hostd{Path: "/h", Version: "dev"}}); err != nil || !strings.Contains(out.String(), "agents:   none embedded") {
 		t.Errorf("without agents: %q %v", out, err)
+	}
+
+	// A daemon from another build is named, and how to fix it.
+	ios, _, out, _ = iostreams.Test()
+	other := info
+	other.Hostd.Commit = "fff000"
+	if err := run(&Options{IO: ios}, other); err != nil || !strings.Contains(out.String(), "commit fff000): another build than this cowork") {
+		t.Errorf("a mismatched hostd: %q %v", out, err)
+	}
+	ios, _, out, _ = iostreams.Test()
+	if err := run(&Options{IO: ios}, Info{Version: "dev", Hostd: Hostd{Err: "cowork-hostd is not installed"}}); err != nil ||
+		!strings.Contains(out.String(), "hostd:    unavailable: cowork-hostd is not installed") || strings.Contains(out.String(), "none embedded") {
+		t.Errorf("no hostd: %q %v", out, err)
 	}
 
 	ios, _, out, _ = iostreams.Test()

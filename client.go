@@ -1,7 +1,11 @@
-// Package hostd is the Go API to a cowork instance: start its daemon,
-// follow its boot, ask its status, stop it, and reach its guest agent.
-// The daemon itself is in hostd/daemon; the CLI is built on this package.
-package hostd
+// Package cowork is the Go API to cowork instances: create one, start,
+// stop, resize and delete it, set its network policy, ask its status, run
+// commands and Claude Code in its guest. It is the one owner of an
+// instance's folder and config; each running instance's VM belongs to its
+// daemon, cowork-hostd (package hostd), which this package launches and
+// then talks to over the instance's control socket. The CLI is built on
+// this package and links none of the daemon.
+package cowork
 
 import (
 	"context"
@@ -197,7 +201,7 @@ func (c *Client) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclie
 	return agent.Exec(ctx, o)
 }
 
-// Launch starts `exe hostd --name NAME` detached from this process (its own
+// Launch starts `exe run --name NAME` (exe is cowork-hostd) detached from this process (its own
 // session, stdio to hostd.log), so it outlives the command that started it.
 func Launch(exe, name string) (*exec.Cmd, error) {
 	paths, err := instance.PathsFor(name)
@@ -212,7 +216,7 @@ func Launch(exe, name string) (*exec.Cmd, error) {
 	if st, err := logf.Stat(); err == nil && st.Size() > 10<<20 {
 		_ = logf.Truncate(0)
 	}
-	cmd := exec.Command(exe, "hostd", "--name", name)
+	cmd := exec.Command(exe, "run", "--name", name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -1,4 +1,4 @@
-package image
+package inspect
 
 import (
 	"encoding/binary"

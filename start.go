@@ -1,4 +1,4 @@
-package hostd
+package cowork
 
 import (
 	"bytes"
@@ -16,12 +16,9 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
-
-// ExitAlreadyRunning is `cowork hostd`'s exit code when another hostd holds
-// the instance; whoever launched it then follows that one instead.
-const ExitAlreadyRunning = 3
 
 // ErrAlreadyRunning means Start found the instance up and ready.
 var ErrAlreadyRunning = errors.New("already running")
@@ -50,7 +47,8 @@ func (e *AbandonedError) Error() string {
 
 func (e *AbandonedError) Unwrap() error { return e.Err }
 
-// Start boots the named instance, launching its hostd unless one runs, and
+// Start boots the named instance, launching its hostd (exe, the
+// cowork-hostd binary; "" finds it with HostdBinary) unless one runs, and
 // reports each boot event to progress until the instance is ready. When
 // ctx ends first, Start returns an *AbandonedError wrapping ctx's error; a
 // hostd it launched itself is stopped first (see child.abandon), so an
@@ -95,7 +93,7 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
-		case errors.As(err, &ee) && ee.ExitCode() == ExitAlreadyRunning:
+		case errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitAlreadyRunning:
 			running, launched = true, false // another start won the race; follow its hostd
 		case errors.As(err, new(*hostdExit)):
 			return fmt.Errorf("%w%s", err, Diagnostics(paths))
@@ -144,6 +142,12 @@ type child struct {
 }
 
 func launchChild(exe, name string) (*child, error) {
+	if exe == "" {
+		var err error
+		if exe, err = HostdBinary(); err != nil {
+			return nil, err
+		}
+	}
 	cmd, err := Launch(exe, name)
 	if err != nil {
 		return nil, err

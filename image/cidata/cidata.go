@@ -1,4 +1,6 @@
-package image
+// Package cidata writes the NoCloud seed disk a guest provisions itself
+// from. It is the daemon's: it links go-diskfs, which the CLI must not.
+package cidata
 
 import (
 	"crypto/sha256"
@@ -12,35 +14,38 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/agentbin"
 )
 
 // CIData is what goes on the NoCloud seed disk (volume label "cidata").
 type CIData struct {
 	InstanceID string
-	Guest      Guest
+	Guest      image.Guest
 	Arch       string // which embedded agent to put on it
 }
 
-// WriteCIData makes the seed ISO at path: meta-data, user-data,
+// Write makes the seed ISO at path: meta-data, user-data,
 // network-config, and the agent for the guest's architecture with its
 // sha256. It is written to path.tmp and renamed over path, so a guest never
 // sees half an ISO.
-func WriteCIData(path string, c CIData) error {
-	agent, err := Agent(c.Arch)
+func Write(path string, c CIData) error {
+	agent, err := agentbin.Agent(c.Arch)
 	if err != nil {
 		return err
 	}
-	ud, err := UserData(c.Guest)
+	ud, err := image.UserData(c.Guest)
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(agent)
 	files := map[string][]byte{
-		"meta-data":      MetaData(c.InstanceID, c.Guest.Hostname),
-		"user-data":      ud,
-		"network-config": NetworkConfig(c.Guest.MAC),
-		cidataAgentName:  agent,
-		cidataSumName:    []byte(hex.EncodeToString(sum[:]) + "\n"),
+		"meta-data":           image.MetaData(c.InstanceID, c.Guest.Hostname),
+		"user-data":           ud,
+		"network-config":      image.NetworkConfig(c.Guest.MAC),
+		image.CIDataAgentName: agent,
+		image.CIDataSumName:   []byte(hex.EncodeToString(sum[:]) + "\n"),
 	}
 	return writeISO(path, "cidata", files)
 }

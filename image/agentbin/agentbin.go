@@ -1,7 +1,7 @@
-// Package image prepares what a guest boots from. This file holds the guest
-// agents embedded in the host binary, which cowork installs into each guest
-// so that the agent always matches the host that talks to it.
-package image
+// Package agentbin holds the guest agents embedded in the daemon binary,
+// which installs them into each guest so that the agent always matches the
+// host that talks to it. `make` copies them into files/.
+package agentbin
 
 import (
 	"crypto/sha256"
@@ -11,23 +11,18 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-//go:embed agentbin
+//go:embed files
 var agentFS embed.FS
 
 const agentPrefix = "cowork-agent-linux-"
 
-// AgentInfo describes one embedded agent binary.
-type AgentInfo struct {
-	Arch   string `json:"arch"` // GOARCH: arm64 or amd64
-	Size   int    `json:"size"`
-	SHA256 string `json:"sha256"`
-}
-
 // Agent returns the embedded agent for a guest architecture (GOARCH).
 func Agent(arch string) ([]byte, error) {
-	b, err := agentFS.ReadFile("agentbin/" + agentPrefix + arch)
+	b, err := agentFS.ReadFile("files/" + agentPrefix + arch)
 	if err != nil {
 		return nil, fmt.Errorf("no agent for linux/%s in this build of cowork; build it with `make`", arch)
 	}
@@ -36,10 +31,10 @@ func Agent(arch string) ([]byte, error) {
 
 // Agents lists the embedded agents, sorted by architecture. The digests
 // come from the SHA256SUMS the build wrote, so listing costs no hashing.
-func Agents() []AgentInfo {
+func Agents() []hostdwire.Agent {
 	sums := embeddedSums()
-	entries, _ := fs.ReadDir(agentFS, "agentbin")
-	var out []AgentInfo
+	entries, _ := fs.ReadDir(agentFS, "files")
+	var out []hostdwire.Agent
 	for _, e := range entries {
 		arch, ok := strings.CutPrefix(e.Name(), agentPrefix)
 		if !ok {
@@ -55,16 +50,16 @@ func Agents() []AgentInfo {
 			h := sha256.Sum256(b)
 			sum = hex.EncodeToString(h[:])
 		}
-		out = append(out, AgentInfo{Arch: arch, Size: int(info.Size()), SHA256: sum})
+		out = append(out, hostdwire.Agent{Arch: arch, Size: int(info.Size()), SHA256: sum})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Arch < out[j].Arch })
 	return out
 }
 
-// embeddedSums reads agentbin/SHA256SUMS (sha256sum's format) if the
+// embeddedSums reads files/SHA256SUMS (sha256sum's format) if the
 // build made one.
 func embeddedSums() map[string]string {
-	b, err := agentFS.ReadFile("agentbin/SHA256SUMS")
+	b, err := agentFS.ReadFile("files/SHA256SUMS")
 	if err != nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package image
+package inspect
 
 import (
 	"encoding/binary"
@@ -96,4 +96,19 @@ func TestCheckDisk(t *testing.T) {
 			t.Errorf("%s: %q, %v; want a refusal saying %q", filepath.Base(c.path), format, err, c.notDisk)
 		}
 	}
+}
+
+// needTool finds a program the test compares against; `make test`
+// installs it and sets COWORK_TEST_REQUIRE_TOOLS, so only a bare
+// `go test` skips.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("COWORK_TEST_REQUIRE_TOOLS") != "" {
+			t.Fatalf("%s not installed (make test installs it)", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
 }

@@ -1,4 +1,7 @@
-package image
+// Package inspect reads what a disk image or kernel is (a disk at all, its
+// format, the architecture it boots) without running it. It links
+// go-diskfs, so only the daemon binary (cowork-hostd) imports it.
+package inspect
 
 import (
 	"bytes"

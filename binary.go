@@ -1,0 +1,90 @@
+package cowork
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/coworkhq/cowork/internal/hostdwire"
+)
+
+// HostdBinary finds the daemon binary: $COWORK_HOSTD when set, else
+// cowork-hostd next to the running program (through symlinks, so a
+// cowork linked into PATH finds the one beside the real file), else on
+// PATH. The two come from one build and are installed side by side.
+func HostdBinary() (string, error) {
+	if p := os.Getenv(hostdwire.Env); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("$%s: %w; point it at a cowork-hostd, or unset it", hostdwire.Env, err)
+		}
+		return p, nil
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		beside := filepath.Join(filepath.Dir(exe), hostdwire.Binary)
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	if p, err := exec.LookPath(hostdwire.Binary); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s is not installed next to %s nor on PATH; install both binaries of one build side by side (`make install`, or copy bin/cowork and bin/cowork-hostd), or set $%s",
+		hostdwire.Binary, exe, hostdwire.Env)
+}
+
+// Inspect asks the daemon binary what a disk image and a kernel are
+// (either may be ""): the CLI does not link the code that reads disks.
+func Inspect(ctx context.Context, image, kernel string) (hostdwire.Inspection, error) {
+	var out hostdwire.Inspection
+	args := []string{"inspect"}
+	if image != "" {
+		args = append(args, "--image", image)
+	}
+	if kernel != "" {
+		args = append(args, "--kernel", kernel)
+	}
+	return out, askBinary(ctx, &out, args...)
+}
+
+// HostdVersion is the daemon binary's build and the agents it carries.
+func HostdVersion(ctx context.Context) (hostdwire.Version, error) {
+	var out hostdwire.Version
+	return out, askBinary(ctx, &out, "version")
+}
+
+// askBinary runs a one-shot command of the daemon binary and decodes its
+// JSON answer into out.
+func askBinary(ctx context.Context, out any, args ...string) error {
+	bin, err := HostdBinary()
+	if err != nil {
+		return err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage {
+			return fmt.Errorf("%s does not understand `%s` (%s): it is from another build than this cowork; install the pair from one build", bin, args[0], msg)
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("%s %s: %s", bin, args[0], msg)
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		return fmt.Errorf("%s %s answered %q: %w", bin, args[0], stdout.String(), err)
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+// Package hostdwire is the contract between the cowork CLI and the
+// cowork-hostd binary beyond the control socket: how the CLI finds the
+// binary, the exit codes it reads, and the JSON of the one-shot commands
+// (inspect, version) that need the daemon's dependencies (go-diskfs, the
+// embedded agents), which the CLI does not link.
+package hostdwire
+
+// Binary is the daemon's file name; the CLI looks for it next to itself.
+const Binary = "cowork-hostd"
+
+// Env names a path to the daemon binary that overrides the lookup.
+const Env = "COWORK_HOSTD"
+
+// ExitAlreadyRunning is `cowork-hostd run`'s exit code when another hostd
+// holds the instance.
+const ExitAlreadyRunning = 3
+
+// ExitUsage is a command line the binary does not understand: a CLI newer
+// or older than it.
+const ExitUsage = 2
+
+// Inspection is what `cowork-hostd inspect --image P --kernel K` prints:
+// what each file given is. A field is empty when its file was not given.
+type Inspection struct {
+	Image  *ImageFacts  `json:"image,omitempty"`
+	Kernel *KernelFacts `json:"kernel,omitempty"`
+}
+
+// ImageFacts says whether a file is a disk image cowork can boot from.
+type ImageFacts struct {
+	Format string `json:"format,omitempty"` // qcow2, raw, ...
+	Arch   string `json:"arch,omitempty"`   // GOARCH of its EFI loader; "" when it does not tell
+	// Err says why the file is no disk image cowork boots, or could not
+	// be read; empty when it is one.
+	Err string `json:"err,omitempty"`
+}
+
+// KernelFacts is what a kernel's header says.
+type KernelFacts struct {
+	Arch       string `json:"arch,omitempty"`
+	Compressed bool   `json:"compressed,omitempty"`
+	Err        string `json:"err,omitempty"`
+}
+
+// Version is what `cowork-hostd version` prints.
+type Version struct {
+	Version  string  `json:"version"`
+	Commit   string  `json:"commit"`
+	Go       string  `json:"go"`
+	Platform string  `json:"platform"`
+	Agents   []Agent `json:"agents"`
+}
+
+// Agent is one guest agent embedded in the daemon binary.
+type Agent struct {
+	Arch   string `json:"arch"` // GOARCH: arm64 or amd64
+	Size   int    `json:"size"`
+	SHA256 string `json:"sha256"`
+}
