@@ -173,6 +173,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 		return err
 	}
 	defer d.stopServing(g)
+	// ctx ending (the command's signals) is a stop as `cowork stop` asks.
 	defer context.AfterFunc(ctx, func() { d.requestStop(stopRequest{timeout: DefaultStopTimeout}) })()
 
 	err = d.boot(life, bootCtx)
