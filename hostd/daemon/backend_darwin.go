@@ -8,7 +8,7 @@ import (
 )
 
 // PlatformMachine makes a VM with this host's hypervisor,
-// Virtualization.framework: `cowork hostd` passes it as
+// Virtualization.framework: `cowork-hostd run` passes it as
 // Options.NewMachine.
 func PlatformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
 	return vz.New(c, log)

@@ -84,7 +84,7 @@ type stopRequest struct {
 	timeout time.Duration
 }
 
-// Run is `cowork hostd`: it serves the instance until its VM stops. ctx
+// Run is `cowork-hostd run`: it serves the instance until its VM stops. ctx
 // ending stops the VM as `cowork stop` does (the guest gets
 // DefaultStopTimeout to power off), and Run returns once hostd has cleaned
 // up: the command turns its signals into ctx.
