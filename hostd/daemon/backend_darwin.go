@@ -7,7 +7,9 @@ import (
 	"github.com/coworkhq/cowork/hostd/vz"
 )
 
-// newMachine picks the backend for this host: Virtualization.framework.
-func newMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
+// PlatformMachine makes a VM with this host's hypervisor,
+// Virtualization.framework: `cowork-hostd run` passes it as
+// Options.NewMachine.
+func PlatformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
 	return vz.New(c, log)
 }

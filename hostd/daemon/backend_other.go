@@ -9,7 +9,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/qemu"
 )
 
-// newMachine picks the backend for this host: QEMU.
-func newMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
+// PlatformMachine makes a VM with this host's hypervisor, QEMU:
+// `cowork-hostd run` passes it as Options.NewMachine.
+func PlatformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
 	return qemu.New(c, log)
 }
