@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	log, _ := daemon.OpenLog(*name, stderr)
-	err := daemon.Run(ctx, daemon.Options{Name: *name, Log: log, NewMachine: daemon.PlatformMachine})
+	err := daemon.Run(ctx, daemon.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {
 	case errors.Is(err, instance.ErrRunning):
 		fmt.Fprintf(stderr, "cowork-hostd: instance %s already has a hostd\n", *name)

@@ -39,8 +39,9 @@ const DefaultAgentTimeout = 15 * time.Minute
 type Options struct {
 	Name string       // the instance
 	Log  *slog.Logger // nil means slog's default
-	// NewMachine makes the VM from its Config: PlatformMachine for this
-	// host's hypervisor, a fake in tests (hostd/machine/machinetest).
+	// NewMachine makes the VM from its Config: cowork-hostd passes this
+	// host's hypervisor (QEMU, or vz on macOS), tests a fake
+	// (hostd/machine/machinetest). The daemon links neither backend.
 	NewMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
 	// AgentTimeout bounds the wait for the guest agent's first answer
 	// (not the provisioning that follows); zero means DefaultAgentTimeout.
@@ -90,7 +91,7 @@ type stopRequest struct {
 // up: the command turns its signals into ctx.
 func Run(ctx context.Context, o Options) error {
 	if o.NewMachine == nil {
-		return errors.New("hostd: no way to make a VM (Options.NewMachine is nil); pass daemon.PlatformMachine")
+		return errors.New("hostd: no way to make a VM (Options.NewMachine is nil); pass the host's backend (cowork-hostd passes QEMU or vz)")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

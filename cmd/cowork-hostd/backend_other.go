@@ -1,6 +1,6 @@
 //go:build !darwin
 
-package daemon
+package main
 
 import (
 	"log/slog"
@@ -9,8 +9,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/qemu"
 )
 
-// PlatformMachine makes a VM with this host's hypervisor, QEMU:
+// platformMachine makes a VM with this host's hypervisor, QEMU:
 // `cowork-hostd run` passes it as Options.NewMachine.
-func PlatformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
+func platformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
 	return qemu.New(c, log)
 }

@@ -1,4 +1,4 @@
-package daemon
+package main
 
 import (
 	"log/slog"
@@ -7,9 +7,9 @@ import (
 	"github.com/coworkhq/cowork/hostd/vz"
 )
 
-// PlatformMachine makes a VM with this host's hypervisor,
+// platformMachine makes a VM with this host's hypervisor,
 // Virtualization.framework: `cowork-hostd run` passes it as
 // Options.NewMachine.
-func PlatformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
+func platformMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
 	return vz.New(c, log)
 }
