@@ -23,7 +23,7 @@ import (
 
 	"github.com/creack/pty"
 
-	hostdctl "github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork"
 )
 
 type status struct {
@@ -219,7 +219,7 @@ func TestLifecycle(t *testing.T) {
 		t.Setenv("COWORK_HOME", e.home)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		if err := hostdctl.Start(ctx, bin, "sandbox", nil); err != nil {
+		if err := cowork.Start(ctx, filepath.Join(filepath.Dir(bin), "cowork-hostd"), "sandbox", nil); err != nil {
 			t.Fatalf("start: %v", err)
 		}
 		c, err := net.Dial("unix", filepath.Join(e.instanceDir("sandbox"), "agent.sock"))

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/signal"
 	"runtime"
+	"syscall"
 
 	"github.com/coworkhq/cowork/hostd/daemon"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -37,8 +39,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
 		return hostdwire.ExitUsage
 	}
+	// Signals become a stop before anything else happens: one arriving at
+	// any point (an interrupted `cowork start` sends SIGTERM) stops the VM
+	// and cleans up, rather than killing hostd and leaving its pid file
+	// and sockets behind.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
 	log, _ := daemon.OpenLog(*name, stderr)
-	err := daemon.Run(*name, log)
+	err := daemon.Run(ctx, daemon.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {
 	case errors.Is(err, instance.ErrRunning):
 		fmt.Fprintf(stderr, "cowork-hostd: instance %s already has a hostd\n", *name)

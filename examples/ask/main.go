@@ -1,9 +1,9 @@
 // Command ask shows cowork's Go API, the way a program drives a sandbox:
-// it finds a running instance, reads its status, runs a command in the
-// guest, and asks Claude Code a question, printing the answer as it
-// streams and each tool call as Claude makes it.
+// it opens an instance, starts it if it is stopped, reads its status,
+// runs a command in the guest, and asks Claude Code a question, printing
+// the answer as it streams and each tool call as Claude makes it.
 //
-//	cowork init                      # once: a running instance
+//	cowork init                      # once: an instance
 //	export ANTHROPIC_API_KEY=...     # stays on this machine
 //	go run ./examples/ask -project demo "write hello.py and run it"
 package main
@@ -21,6 +21,7 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/hostd/controlpb"
 )
 
 func main() {
@@ -49,20 +50,23 @@ func run(instance, project, prompt string) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	c, err := cowork.Dial(instance)
-	if errors.Is(err, cowork.ErrNotRunning) {
-		return 0, fmt.Errorf("%w: start it with `cowork start --name %s`", err, instance)
-	} else if err != nil {
+	inst, err := cowork.Open(instance) // its message says how to make one
+	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
+	if !inst.Running() {
+		err := inst.Start(ctx, func(e *controlpb.Event) { fmt.Fprintf(os.Stderr, "  %s\n", e.Message) })
+		if err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
+			return 0, fmt.Errorf("start: %w", err)
+		}
+	}
 
-	st, err := c.Status(ctx)
+	st, err := inst.Status(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("status: %w", err)
 	}
 	var kernel bytes.Buffer
-	if _, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"uname", "-sr"}, Stdout: &kernel}); err != nil {
+	if _, err := inst.Exec(ctx, agentclient.ExecOptions{Argv: []string{"uname", "-sr"}, Stdout: &kernel}); err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "%s is %s: %s, agent %s, guest %s\n",
@@ -74,7 +78,7 @@ func run(instance, project, prompt string) (int, error) {
 	}
 	// The key stays here: the guest gets a stand-in that the relay honours
 	// only while Ask runs (it dies with this program, however it ends).
-	exit, err := c.Ask(ctx, cowork.AskOptions{
+	exit, err := inst.Ask(ctx, cowork.AskOptions{
 		ClaudeOptions: cowork.ClaudeOptions{
 			Project:    project,
 			Credential: cred,

@@ -9,10 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,13 +21,32 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
-	"github.com/coworkhq/cowork/image"
-	"github.com/coworkhq/cowork/image/cidata"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
 // DefaultStopTimeout is how long a guest may take to shut down.
 const DefaultStopTimeout = 30 * time.Second
+
+// DefaultAgentTimeout is how long the guest's agent may take to answer
+// once the VM runs. Guests answer in seconds, and in a few minutes when
+// emulated; past this one is not coming (a kernel that did not boot, an
+// agent that does not start). hostd gives up on its own rather than keep
+// the VM running for nobody: the start that launched it may be gone
+// without a word (killed), and it cannot stop hostd then.
+const DefaultAgentTimeout = 15 * time.Minute
+
+// Options is what one hostd needs from whoever runs it.
+type Options struct {
+	Name string       // the instance
+	Log  *slog.Logger // nil means slog's default
+	// NewMachine makes the VM from its Config: cowork-hostd passes this
+	// host's hypervisor (QEMU, or vz on macOS), tests a fake
+	// (hostd/machine/machinetest). The daemon links neither backend.
+	NewMachine func(machine.Config, *slog.Logger) (machine.Machine, error)
+	// AgentTimeout bounds the wait for the guest agent's first answer
+	// (not the provisioning that follows); zero means DefaultAgentTimeout.
+	AgentTimeout time.Duration
+}
 
 // Daemon is one instance's hostd.
 type Daemon struct {
@@ -39,6 +55,9 @@ type Daemon struct {
 	cfg    *instance.Config
 	log    *slog.Logger
 	events *events
+	// newMachine and agentTimeout are Options'.
+	newMachine   func(machine.Config, *slog.Logger) (machine.Machine, error)
+	agentTimeout time.Duration
 
 	vm      machine.Machine
 	net     *netstack.Stack
@@ -46,18 +65,14 @@ type Daemon struct {
 	console *console.Console
 	started time.Time
 
-	mu      sync.Mutex
-	agent   *agentclient.Client
-	info    agentInfo
-	ready   bool
-	stopErr error
+	mu    sync.Mutex
+	agent *agentclient.Client
+	info  agentInfo
+	ready bool
 
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
 	cancelBoot context.CancelFunc
-	// newVM makes the VM; nil means this host's backend (tests give a
-	// fake).
-	newVM func(machine.Config, *slog.Logger) (machine.Machine, error)
 	// closing is closed when hostd is about to exit: the calls that
 	// would last as long as their client (sessions) end then.
 	closing chan struct{}
@@ -70,43 +85,54 @@ type stopRequest struct {
 	timeout time.Duration
 }
 
-// Run is `cowork hostd`: it serves the instance until its VM stops.
-func Run(name string, log *slog.Logger) error {
-	// Signals are caught before anything else, so that one arriving at any
-	// point (an interrupted `cowork start` sends SIGTERM, maybe before the
-	// lock is even taken) becomes a stop rather than the default death,
-	// which would leave the pid file and sockets behind.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
-	paths, err := instance.PathsFor(name)
+// Run is `cowork-hostd run`: it serves the instance until its VM stops. ctx
+// ending stops the VM as `cowork stop` does (the guest gets
+// DefaultStopTimeout to power off), and Run returns once hostd has cleaned
+// up: the command turns its signals into ctx.
+func Run(ctx context.Context, o Options) error {
+	if o.NewMachine == nil {
+		return errors.New("hostd: no way to make a VM (Options.NewMachine is nil); pass the host's backend (cowork-hostd passes QEMU or vz)")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	paths, err := instance.PathsFor(o.Name)
 	if err != nil {
 		return err
 	}
 	lock, err := instance.TryLock(paths)
-	if errors.Is(err, instance.ErrRunning) {
-		return err
-	}
 	if err != nil {
-		return err
+		return err // instance.ErrRunning when another hostd has it
 	}
 	defer lock.Release()
 	if stale, err := lock.CleanStale(paths); err != nil {
 		return fmt.Errorf("clean up after the last hostd: %w", err)
 	} else if stale != nil {
-		log.Warn("cleaned up after a hostd that died", "pid", stale.Pid, "files", stale.Files)
+		o.Log.Warn("cleaned up after a hostd that died", "pid", stale.Pid, "files", stale.Files)
 	}
-	cfg, err := instance.Load(name)
+	cfg, err := instance.Load(o.Name)
 	if err != nil {
 		return err
 	}
 	if err := instance.WritePid(paths); err != nil {
 		return err
 	}
-	d := &Daemon{name: name, paths: paths, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{})}
+	d := newDaemon(paths, cfg, o)
 	defer d.cleanup()
-	return d.serve(sigs)
+	return d.serve(ctx)
+}
+
+// newDaemon is the hostd of the instance at paths, not yet serving.
+func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
+	d := &Daemon{
+		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(),
+		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout,
+		stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
+	}
+	if d.agentTimeout <= 0 {
+		d.agentTimeout = DefaultAgentTimeout
+	}
+	return d
 }
 
 func (d *Daemon) cleanup() {
@@ -129,21 +155,55 @@ func (d *Daemon) cleanup() {
 	_ = os.RemoveAll(d.paths.Run())
 }
 
-// serve boots the VM and serves it until it stops; a signal on sigs stops
-// it like `cowork stop` does.
-func (d *Daemon) serve(sigs <-chan os.Signal) error {
-	ctx, cancel := context.WithCancel(context.Background())
+// serve boots the VM and serves it until it stops; ctx ending stops it
+// like `cowork stop` does.
+func (d *Daemon) serve(ctx context.Context) error {
+	// hostd's own life goes on after ctx ends, for as long as the stop
+	// takes; it ends when serve returns.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	// The boot can be interrupted from the first moment a stop may be
 	// asked for, so that no stop lets a boot it came too early for go on.
-	bootCtx, cancelBoot := context.WithCancel(ctx)
+	bootCtx, cancelBoot := context.WithCancel(life)
 	d.mu.Lock()
 	d.cancelBoot = cancelBoot
 	d.mu.Unlock()
 
-	control, err := unixsock.Listen(d.paths.HostdSock())
+	g, err := d.serveControl()
 	if err != nil {
 		return err
+	}
+	defer d.stopServing(g)
+	// ctx ending (the command's signals) is a stop as `cowork stop` asks.
+	defer context.AfterFunc(ctx, func() { d.requestStop(stopRequest{timeout: DefaultStopTimeout}) })()
+
+	err = d.boot(life, bootCtx)
+	cancelBoot()
+	if err != nil {
+		req, asked := d.stopAsked()
+		switch {
+		case !asked:
+			return d.bootFailed(err)
+		case d.vm == nil:
+			d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
+			return nil
+		}
+		d.shutdown(req)
+	} else {
+		select {
+		case req := <-d.stopReq:
+			d.shutdown(req)
+		case <-d.vm.Done():
+		}
+	}
+	return d.stopped()
+}
+
+// serveControl serves the control API on hostd.sock.
+func (d *Daemon) serveControl() (*grpc.Server, error) {
+	control, err := unixsock.Listen(d.paths.HostdSock())
+	if err != nil {
+		return nil, err
 	}
 	g := grpc.NewServer()
 	controlpb.RegisterControlServer(g, &controlServer{d: d})
@@ -154,42 +214,36 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 			d.log.Error("hostd.sock stopped serving; the CLI cannot reach this hostd: stop its process, then `cowork start`", "err", err)
 		}
 	}()
-	defer d.stopServing(g)
+	return g, nil
+}
 
-	go func() {
-		if _, ok := <-sigs; ok {
-			d.requestStop(stopRequest{timeout: DefaultStopTimeout})
-		}
-	}()
-
-	err = d.boot(ctx, bootCtx)
-	cancelBoot()
-	if err != nil {
-		select {
-		case req := <-d.stopReq: // asked to stop while booting
-			if d.vm == nil {
-				d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
-				return nil
-			}
-			d.shutdown(req)
-		default:
-			d.log.Error("boot failed", "err", err)
-			// Kept for `cowork status`, and for a start whose event
-			// stream broke before the failure reached it.
-			_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
-			d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
-			if d.vm != nil {
-				_ = d.vm.Stop(context.Background(), 0)
-			}
-			return err
-		}
-	} else {
-		select {
-		case req := <-d.stopReq:
-			d.shutdown(req)
-		case <-d.vm.Done():
-		}
+// stopAsked is the stop asked for while the boot ran, if one was.
+func (d *Daemon) stopAsked() (stopRequest, bool) {
+	select {
+	case req := <-d.stopReq:
+		return req, true
+	default:
+		return stopRequest{}, false
 	}
+}
+
+// bootFailed reports a boot that failed for a reason of its own, and
+// cuts the VM's power if it got as far as running one.
+func (d *Daemon) bootFailed(err error) error {
+	d.log.Error("boot failed", "err", err)
+	// Kept for `cowork status`, and for a start whose event stream broke
+	// before the failure reached it.
+	_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
+	d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
+	if d.vm != nil {
+		_ = d.vm.Stop(context.Background(), 0)
+	}
+	return err
+}
+
+// stopped waits for the VM to be gone, then says how it went: a stop as
+// asked, or an end of its own (why is kept in last-stop, for status).
+func (d *Daemon) stopped() error {
 	<-d.vm.Done()
 	// The VM is gone, so is its end of the console: what it printed last
 	// is in serial.log and in the console's tail once the drain ends.
@@ -204,191 +258,6 @@ func (d *Daemon) serve(sigs <-chan os.Signal) error {
 	d.events.emit(controlpb.Phase_STOPPED, "stopped", nil)
 	d.log.Info("stopped")
 	return nil
-}
-
-// boot starts the network and the VM, then waits for the agent; the
-// relay and the clock watch start once it answers. What lives as long as
-// hostd runs on life; the waiting is cut short by ctx.
-func (d *Daemon) boot(life, ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err // stopped before it began
-	}
-	_ = os.Remove(d.paths.LastStop())
-	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
-		return err
-	}
-	con, err := console.Open(d.paths.SerialLog())
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.console = con
-	d.mu.Unlock()
-	mac := netstack.GuestMAC(d.name)
-	var forwards []netstack.Forward
-	for _, p := range d.cfg.Publish {
-		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
-	}
-	auditLog, err := audit.Open(d.paths.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
-	if err != nil {
-		return err
-	}
-	upstream := d.cfg.Network.Upstream
-	if upstream == "" {
-		upstream = netstack.UpstreamFromEnv()
-	}
-	stack, err := netstack.New(netstack.Config{
-		GuestMAC: mac,
-		Policy:   d.cfg.Network.Policy,
-		Forwards: forwards,
-		Upstream: upstream,
-		Audit:    auditLog,
-		Log:      d.log,
-		NameFlag: instance.NameFlag(d.name),
-		Limits: netstack.Limits{
-			MaxFlows:    d.cfg.Network.MaxFlows,
-			MaxPending:  d.cfg.Network.MaxPending,
-			IdleTimeout: time.Duration(d.cfg.Network.TCPIdleSeconds) * time.Second,
-		},
-	})
-	if err != nil {
-		auditLog.Close()
-		return err
-	}
-	d.mu.Lock()
-	d.net, d.audit = stack, auditLog
-	d.mu.Unlock()
-	nic, err := stack.Attach(life)
-	if err != nil {
-		return err
-	}
-	defer nic.Close() // each backend holds its own copy (machine.Config.Network)
-
-	mc := machine.Config{
-		Arch:      d.cfg.Arch,
-		CPUs:      d.cfg.CPUs,
-		Memory:    int64(d.cfg.Memory),
-		Disk:      d.paths.Disk(),
-		ShareDir:  d.cfg.Workspace,
-		ShareTag:  instance.ShareTag,
-		ShareUID:  d.guestUID(),
-		ShareGID:  d.guestUID(), // the user's own group, made with it
-		Network:   nic,
-		MAC:       mac,
-		MTU:       netstack.MTU,
-		MachineID: d.paths.MachineID(),
-		Console:   con.W,
-		RunDir:    d.paths.Run(),
-		PowerOff:  d.agentPowerOff,
-	}
-	// The seed disk is made anew at every start, so the guest gets this
-	// build's agent (its boot script reinstalls it when it differs).
-	if err := d.writeCIData(); err != nil {
-		return err
-	}
-	mc.CIData = d.paths.CIData()
-	if d.cfg.Boot == instance.BootKernel {
-		mc.Kernel, mc.Initrd, mc.Cmdline = d.paths.Kernel(), d.paths.Initrd(), d.cfg.Cmdline
-		if _, err := os.Stat(mc.Initrd); err != nil {
-			mc.Initrd = ""
-		}
-	} else {
-		mc.EFIVars = d.paths.EFIVars()
-	}
-	if _, err := os.Stat(d.cfg.Workspace); err != nil {
-		return fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
-	}
-	if home, err := instance.Home(); err == nil {
-		mc.CacheDir = filepath.Join(home, instance.CacheDir)
-	}
-	if err := ctx.Err(); err != nil {
-		return err // stopped while it was getting ready: start no VM
-	}
-	newVM := newMachine
-	if d.newVM != nil {
-		newVM = d.newVM
-	}
-	vm, err := newVM(mc, d.log)
-	if err != nil {
-		return err
-	}
-	err = vm.Start(ctx)
-	con.CloseWriter() // the VM holds its own copy
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.vm, d.started = vm, time.Now()
-	d.mu.Unlock()
-	backend, accel := describe(vm)
-	msg := fmt.Sprintf("VM started (%s, %s)", backend, accel)
-	if accel == "tcg" {
-		msg += "; no usable KVM, so the guest is emulated and slow"
-	}
-	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
-
-	go d.watchKernel(ctx)
-	var provErr *provisionError
-	provisioned := true
-	if err := d.waitForAgent(ctx); errors.As(err, &provErr) {
-		// The guest runs and its agent answers: keep it up for a look inside.
-		provisioned = false
-		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
-	} else if err != nil {
-		return err
-	}
-	relay, err := unixsock.Listen(d.paths.AgentSock())
-	if err != nil {
-		return err
-	}
-	go d.relay(life, relay)
-	go d.watchClock(life)
-	if provisioned {
-		// Ready only now that agent.sock serves: a client told "ready"
-		// connects at once, and must find it.
-		d.mu.Lock()
-		d.ready = true
-		d.mu.Unlock()
-		d.events.emit(controlpb.Phase_READY, "ready", nil)
-	}
-	return nil
-}
-
-// guestUID is the guest user's uid: the host user's, so that the
-// workspace has one owner on both sides, or 1000 when cowork runs as root.
-func (d *Daemon) guestUID() int {
-	if d.cfg.GuestUID <= 0 {
-		return 1000
-	}
-	return d.cfg.GuestUID
-}
-
-func (d *Daemon) writeCIData() error {
-	uid := d.guestUID()
-	id := d.cfg.InstanceID
-	if id == "" {
-		id = "cowork-" + d.name
-	}
-	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
-	packages, commands := image.DefaultPackages, image.DefaultProvision
-	if p := d.cfg.Provision; p != nil {
-		packages, commands = p.Packages, p.Commands
-	}
-	return cidata.Write(d.paths.CIData(), cidata.CIData{
-		InstanceID: id,
-		Arch:       d.cfg.Arch,
-		Guest: image.Guest{
-			Hostname:  "cowork",
-			User:      "cowork",
-			UID:       uid,
-			ShareTag:  instance.ShareTag,
-			ProxyURL:  proxy,
-			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
-			Packages:  packages,
-			Provision: commands,
-			MAC:       netstack.GuestMAC(d.name).String(),
-		},
-	})
 }
 
 // shutdown stops the VM as asked, through the Machine's own Stop, so that

@@ -20,11 +20,9 @@ import (
 )
 
 // TestHandshakeTheGuestNeverFinishes: a SYN whose SYN-ACK the guest never
-// answers holds its host connection and slots for handshakeTimeout, not
+// answers holds its host connection and slots for Limits.HandshakeTimeout, not
 // for the two minutes gVisor goes on retransmitting the SYN-ACK.
 func TestHandshakeTheGuestNeverFinishes(t *testing.T) {
-	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
-	handshakeTimeout = 200 * time.Millisecond
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +37,8 @@ func TestHandshakeTheGuestNeverFinishes(t *testing.T) {
 	var d net.Dialer
 	n, err := New(Config{
 		GuestMAC: GuestMAC("test"), LANs: []netip.Prefix{}, Resolvers: []string{"127.0.0.1:1"},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits: Limits{HandshakeTimeout: 200 * time.Millisecond},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, l.Addr().String())
 		},

@@ -48,6 +48,12 @@ type Limits struct {
 	// IdleTimeout closes a TCP flow that carried no byte either way for
 	// this long. 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// HandshakeTimeout bounds how long an allowed TCP flow, once its host
+	// side is connected, waits for the guest to answer our SYN-ACK. gVisor
+	// goes on retransmitting it for about two minutes; the host connection
+	// and the flow's slots are given back after this. 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // Defaults. 1024 flows is four times a browser's whole socket pool
@@ -62,6 +68,8 @@ const (
 	DefaultMaxFlows    = policy.DefaultMaxFlows
 	DefaultMaxPending  = 256
 	DefaultIdleTimeout = 2*time.Hour + 4*time.Minute
+	// DefaultHandshakeTimeout is generous for a guest under emulation.
+	DefaultHandshakeTimeout = 15 * time.Second
 )
 
 // fdReserve is the part of hostd's open-file limit no guest flow may use:
@@ -76,12 +84,6 @@ const fdReserve = 512
 // minFlows is the floor MaxFlows is not lowered under, however low the
 // open-file limit: a guest network needs a few flows to be of any use.
 const minFlows = 64
-
-// handshakeTimeout bounds how long an allowed TCP flow, once its host side
-// is connected, waits for the guest to answer our SYN-ACK. gVisor goes on
-// retransmitting it for about two minutes; the host connection and the
-// flow's slots are given back after this. (A variable for tests.)
-var handshakeTimeout = 15 * time.Second
 
 // maxDNSInFlight bounds the guest's DNS queries being answered at once
 // (each forwarded one holds a host socket for up to 5 s per resolver);
@@ -99,6 +101,9 @@ func (l Limits) withDefaults(nofile uint64) (out Limits, note string) {
 	}
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if nofile > 0 && nofile < math.MaxInt32 {
 		fit := max(int(nofile)-fdReserve, minFlows)
@@ -190,7 +195,7 @@ func (l *limiter) close() { close(l.stop) }
 // inFlight is gVisor's own bound on TCP handshakes handled at once (SYNs
 // beyond it are dropped unseen): a backstop above MaxPending, since a
 // handshake the guest never completes stays in gVisor's table for about
-// two minutes after handshakeTimeout gave its slot back.
+// two minutes after HandshakeTimeout gave its slot back.
 func (l *limiter) inFlight() int { return 2 * l.lim.MaxPending }
 
 // flow is one admitted flow's hold on the limits.
@@ -255,10 +260,10 @@ func (f *flow) end() {
 
 // handshake completes the guest's side of an allowed TCP flow whose host
 // side, out, is connected. A guest that has not finished it within
-// handshakeTimeout gets out closed and the flow's slots back, and its
+// Limits.HandshakeTimeout gets out closed and the flow's slots back, and its
 // endpoint closed should the handshake complete later.
 func (f *flow) handshake(r *tcp.ForwarderRequest, wq *waiter.Queue, out net.Conn) (tcpip.Endpoint, error) {
-	timer := time.AfterFunc(handshakeTimeout, func() {
+	timer := time.AfterFunc(f.l.lim.HandshakeTimeout, func() {
 		out.Close()
 		f.end()
 	})
@@ -271,7 +276,7 @@ func (f *flow) handshake(r *tcp.ForwarderRequest, wq *waiter.Queue, out net.Conn
 	}
 	if late {
 		ep.Close()
-		return nil, fmt.Errorf("the guest did not complete its handshake within %s", handshakeTimeout)
+		return nil, fmt.Errorf("the guest did not complete its handshake within %s", f.l.lim.HandshakeTimeout)
 	}
 	f.established()
 	return ep, nil

@@ -156,7 +156,7 @@ func (v *VM) finish(s vz.VirtualMachineState) {
 		return
 	}
 	if s == vz.VirtualMachineStateError {
-		v.err = errors.New("Virtualization.framework stopped the VM with an internal error; see serial.log")
+		v.err = errors.New("the VM stopped on an internal error of Virtualization.framework; see serial.log")
 	} else if !v.stopping {
 		v.err = errors.New("the guest powered off")
 	}

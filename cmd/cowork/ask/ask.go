@@ -15,13 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
-	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork ask` command line.
@@ -115,23 +114,10 @@ var ErrHelp = errors.New("help")
 // ask; a prompt is optional and passed on to claude.
 func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
 	o := &Options{IO: ios, Instance: instance}
-	p, err := claudecode.ParseArgs(args, ownFlags)
+	p, err := o.parseOwn(args)
 	if err != nil {
-		return nil, &cmdutil.FlagError{Err: err}
+		return nil, err
 	}
-	if _, ok := p.Own["--help"]; ok {
-		return nil, ErrHelp
-	}
-	if v := p.Own["--project"]; len(v) > 0 {
-		o.Project = v[len(v)-1]
-		if err := cowork.ValidateProject(o.Project); err != nil {
-			return nil, &cmdutil.FlagError{Err: err}
-		}
-	}
-	if v := p.Own["--instance"]; len(v) > 0 {
-		o.Instance = v[len(v)-1]
-	}
-	_, o.AskPermissions = p.Own["--no-skip-permissions"]
 	o.ClaudeArgs = p.Claude
 	if len(p.Positional) > 0 {
 		o.ClaudeArgs = append(append(o.ClaudeArgs, "--"), p.Positional...)
@@ -139,10 +125,9 @@ func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) 
 	return o, nil
 }
 
-// Parse reads an ask command line.
-func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
-	o := &Options{IO: ios, Instance: instance}
-	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+// parseOwn splits args into cowork's own flags, which it applies to o,
+// and Claude Code's, which it returns with the positional arguments.
+func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
 	p, err := claudecode.ParseArgs(args, ownFlags)
 	if err != nil {
 		return nil, &cmdutil.FlagError{Err: err}
@@ -161,6 +146,17 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 		if err := cowork.ValidateProject(o.Project); err != nil {
 			return nil, &cmdutil.FlagError{Err: err}
 		}
+	}
+	return p, nil
+}
+
+// Parse reads an ask command line.
+func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
+	o := &Options{IO: ios, Instance: instance}
+	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+	p, err := o.parseOwn(args)
+	if err != nil {
+		return nil, err
 	}
 	o.ClaudeArgs = p.Claude
 	o.Raw = p.Given["--output-format"]
@@ -269,16 +265,11 @@ func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
 	if err != nil {
 		return nil, cred, err
 	}
-	if _, err := instance.Load(o.Instance); err != nil {
+	inst, err := cowork.Open(o.Instance)
+	if err != nil {
 		return nil, cred, err
 	}
-	c, err := cowork.Dial(o.Instance)
-	if errors.Is(err, cowork.ErrNotRunning) {
-		if paths, perr := instance.PathsFor(o.Instance); perr == nil {
-			_, _ = instance.CleanStale(paths) // a dead hostd's leftovers
-		}
-		return nil, cred, cmdutil.NotRunning(o.Instance)
-	}
+	c, err := inst.Client()
 	if err != nil {
 		return nil, cred, err
 	}

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 )
 
 func TestProjectNames(t *testing.T) {

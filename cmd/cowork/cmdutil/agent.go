@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
@@ -30,14 +31,15 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 		addr = os.Getenv(AgentEnv)
 	}
 	if addr == "" {
-		sock, err := t.relaySocket()
+		inst, err := cowork.Open(t.Instance)
 		if err != nil {
 			return nil, err
 		}
-		addr = "unix://" + sock
-		if t.ErrOut != nil {
+		c, err := inst.Agent()
+		if err == nil && t.ErrOut != nil {
 			WarnMissingWorkspace(t.ErrOut, t.Instance)
 		}
+		return c, err
 	}
 	d, err := agentclient.ParseAddress(addr)
 	if err != nil {
@@ -46,39 +48,8 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 	return agentclient.New(d)
 }
 
-// relaySocket is the instance's agent.sock, once it is sure a live hostd
-// serves it: a socket left by a hostd that died (kill -9, a crash) would
-// only answer "connection refused", so it is cleaned up and the error says
-// how to start the instance instead.
-func (t *AgentTarget) relaySocket() (string, error) {
-	if _, err := instance.Load(t.Instance); err != nil {
-		return "", err
-	}
-	paths, err := instance.PathsFor(t.Instance)
-	if err != nil {
-		return "", err
-	}
-	if !instance.Held(paths) {
-		stale, err := instance.CleanStale(paths)
-		if err != nil && !errors.Is(err, instance.ErrRunning) {
-			return "", fmt.Errorf("clean up after the instance's dead hostd: %w", err)
-		}
-		if stale != nil && stale.Pid != 0 {
-			return "", fmt.Errorf("instance %s is not running: its hostd (pid %d) died, and what it left behind was cleaned up; start it with `cowork start%s`",
-				t.Instance, stale.Pid, instance.NameFlag(t.Instance))
-		}
-		return "", NotRunning(t.Instance)
-	}
-	if _, err := os.Stat(paths.AgentSock()); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("instance %s is still starting; wait for `cowork start%s` to finish", t.Instance, instance.NameFlag(t.Instance))
-	}
-	return paths.AgentSock(), nil
-}
-
 // NotRunning is the error of a command that needs the instance running.
-func NotRunning(name string) error {
-	return fmt.Errorf("instance %s is not running; start it with `cowork start%s`", name, instance.NameFlag(name))
-}
+func NotRunning(name string) error { return cowork.NotRunningError(name) }
 
 // WarnMissingWorkspace warns when the instance's workspace folder is gone
 // from this machine: the guest still runs, but its /workspace is a share of

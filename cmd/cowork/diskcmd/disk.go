@@ -2,15 +2,14 @@
 package diskcmd
 
 import (
+	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/instance"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/units"
 )
 
@@ -66,26 +65,18 @@ func runResize(o *ResizeOptions) error {
 	if err != nil {
 		return &cmdutil.FlagError{Err: err}
 	}
-	cfg, err := instance.Load(o.Name)
+	inst, err := cowork.Open(o.Name)
 	if err != nil {
 		return err
 	}
-	paths, err := instance.PathsFor(o.Name)
-	if err != nil {
-		return err
-	}
-	if instance.Held(paths) {
-		return fmt.Errorf("%s is running; stop it first with `cowork stop%s`", o.Name, instance.NameFlag(o.Name))
-	}
-	st, err := os.Stat(paths.Disk())
-	if err != nil {
-		return fmt.Errorf("%s's disk: %w", o.Name, err)
-	}
-	current := units.Size(st.Size())
+	current, err := inst.CanResize(size)
+	var shrink *cowork.ShrinkError
 	switch {
-	case int64(size) < st.Size():
-		return cmdutil.FlagErrorf("%s's disk is %s; it can grow but never shrink (asked for %s)", o.Name, current, size)
-	case int64(size) == st.Size():
+	case errors.As(err, &shrink):
+		return &cmdutil.FlagError{Err: err}
+	case err != nil:
+		return err
+	case size == current:
 		fmt.Fprintf(o.IO.ErrOut, "%s's disk is %s already\n", o.Name, current)
 		return nil
 	}
@@ -100,11 +91,7 @@ func runResize(o *ResizeOptions) error {
 			return &cmdutil.ExitError{Code: 1}
 		}
 	}
-	if err := image.Resize(paths.Disk(), int64(size)); err != nil {
-		return &cmdutil.FlagError{Err: err}
-	}
-	cfg.Disk = size
-	if err := cfg.Save(paths.Dir()); err != nil {
+	if _, err := inst.Resize(size); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.IO.ErrOut, "%s's disk is %s; the guest grows into it at its next start\n", o.Name, size)

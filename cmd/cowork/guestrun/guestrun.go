@@ -13,9 +13,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 

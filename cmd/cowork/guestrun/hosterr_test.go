@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 )
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
@@ -270,7 +271,7 @@ func run(ctx context.Context, o *Options) error {
 		}
 	}
 	convert := progress.New(o.IO, "convert")
-	if err := instance.Create(c, src, convert); err != nil {
+	if _, err := cowork.Create(c, src, convert); err != nil {
 		return err
 	}
 	convert.Done()

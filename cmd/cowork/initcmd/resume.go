@@ -3,11 +3,11 @@ package initcmd
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
@@ -19,11 +19,11 @@ import (
 // refused rather than ignored, so nobody believes that a --cpus took
 // effect; the same command line run again resumes.
 func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src instance.Sources, began time.Time) error {
-	p, err := instance.PathsFor(saved.Name)
+	inst, err := cowork.Open(saved.Name)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(p.Provisioned()); err == nil {
+	if inst.Provisioned() {
 		return &instance.ExistsError{Name: saved.Name}
 	}
 	if diff := conflicts(saved, asked, src, o.Changed); len(diff) > 0 {
@@ -33,10 +33,8 @@ func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src 
 	}
 	fmt.Fprintf(o.IO.ErrOut, "Resuming the interrupted init of %s (%d CPUs, %s memory, %s disk, workspace %s)\n",
 		saved.Name, saved.CPUs, saved.Memory, saved.Disk, saved.Workspace)
-	if !instance.Held(p) { // a running instance is complete: its hostd started it
-		if err := instance.Finish(saved); err != nil {
-			return err
-		}
+	if err := inst.Resume(); err != nil {
+		return err
 	}
 	return o.startCreated(ctx, saved.Name, began)
 }

@@ -7,16 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
@@ -187,40 +185,26 @@ func add(list *[]string, entries []string) error {
 // update applies edit to the instance's policy: through hostd when it runs
 // (which applies and saves it), else in the config directly.
 func update(ctx context.Context, ios *iostreams.IOStreams, name string, edit func(*policy.Policy) error) error {
-	cfg, err := instance.Load(name)
+	inst, err := cowork.Open(name)
 	if err != nil {
 		return err
 	}
-	p := cfg.Network.Policy
+	p := inst.Config.Network.Policy
 	p.Allow, p.Deny, p.HostPorts = slices.Clone(p.Allow), slices.Clone(p.Deny), slices.Clone(p.HostPorts)
 	if err := edit(&p); err != nil {
 		return err
 	}
-	if _, err := policy.Compile(p, netip.Addr{}, nil); err != nil {
-		return &cmdutil.FlagError{Err: err}
-	}
-	c, err := cowork.Dial(name)
+	applied, err := inst.SetPolicy(ctx, p)
+	var invalid *cowork.InvalidPolicyError
 	switch {
-	case errors.Is(err, cowork.ErrNotRunning):
-		cfg.Network.Policy = p
-		paths, err := instance.PathsFor(name)
-		if err != nil {
-			return err
-		}
-		if err := cfg.Save(paths.Dir()); err != nil {
-			return err
-		}
-		fmt.Fprintf(ios.ErrOut, "saved; %s is stopped and starts with it\n", name)
+	case errors.As(err, &invalid):
+		return &cmdutil.FlagError{Err: err}
 	case err != nil:
 		return err
-	default:
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := c.SetPolicy(ctx, p); err != nil {
-			return fmt.Errorf("apply the policy: %w", err)
-		}
+	case applied:
 		fmt.Fprintf(ios.ErrOut, "applied to %s\n", name)
+	default:
+		fmt.Fprintf(ios.ErrOut, "saved; %s is stopped and starts with it\n", name)
 	}
 	for _, line := range p.Describe() {
 		fmt.Fprintln(ios.Out, line)

@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -161,14 +161,11 @@ func run(ctx context.Context, o *Options) error {
 // Get asks hostd when it runs, and otherwise reads the instance's files,
 // cleaning up after a hostd that died.
 func Get(ctx context.Context, name string) (*Status, error) {
-	cfg, err := instance.Load(name)
+	inst, err := cowork.Open(name)
 	if err != nil {
 		return nil, err
 	}
-	paths, err := instance.PathsFor(name)
-	if err != nil {
-		return nil, err
-	}
+	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
 		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(paths.Disk()),
@@ -176,24 +173,19 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
 	}
-	c, err := cowork.Dial(name)
-	if errors.Is(err, cowork.ErrNotRunning) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := inst.Status(ctx)
+	switch {
+	case errors.Is(err, cowork.ErrNotRunning):
 		if b, err := os.ReadFile(paths.LastStop()); err == nil {
 			st.Error = strings.TrimSpace(string(b))
 		}
-		if stale, _ := instance.CleanStale(paths); stale != nil && stale.Pid != 0 {
-			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", stale.Pid)
+		if pid := inst.CleanStale(); pid != 0 {
+			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", pid)
 		}
 		return st, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	r, err := c.Status(ctx)
-	if err != nil {
+	case err != nil:
 		st.State = "unknown"
 		st.Note = fmt.Sprintf("hostd holds the instance but does not answer (%v); see %s", err, paths.HostdLog())
 		return st, nil

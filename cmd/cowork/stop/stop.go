@@ -3,16 +3,14 @@ package stop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
-	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork stop` command line.
@@ -53,33 +51,24 @@ left as it is.`,
 
 // Stop stops the named instance if it runs and waits until hostd is gone.
 func Stop(ctx context.Context, ios *iostreams.IOStreams, name string, force bool, timeout time.Duration) error {
-	if _, err := instance.Load(name); err != nil {
-		return err
-	}
-	paths, err := instance.PathsFor(name)
+	inst, err := cowork.Open(name)
 	if err != nil {
 		return err
 	}
-	c, err := cowork.Dial(name)
-	if errors.Is(err, cowork.ErrNotRunning) {
-		if stale, _ := instance.CleanStale(paths); stale != nil && stale.Pid != 0 {
-			fmt.Fprintf(ios.ErrOut, "cleaned up after hostd (pid %d), which had died\n", stale.Pid)
-		}
+	if inst.Running() {
+		fmt.Fprintf(ios.ErrOut, "Stopping %s...\n", name)
+	}
+	began := time.Now()
+	r, err := inst.Stop(ctx, force, timeout)
+	if err != nil {
+		return err
+	}
+	if r.DeadPid != 0 {
+		fmt.Fprintf(ios.ErrOut, "cleaned up after hostd (pid %d), which had died\n", r.DeadPid)
+	}
+	if !r.WasRunning {
 		fmt.Fprintf(ios.ErrOut, "%s is not running\n", name)
 		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	fmt.Fprintf(ios.ErrOut, "Stopping %s...\n", name)
-	began := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
-	defer cancel()
-	// hostd may exit before it answers; what counts is that it is gone.
-	stopErr := c.Stop(ctx, force, timeout)
-	if err := cowork.WaitStopped(ctx, paths); err != nil {
-		return fmt.Errorf("%s did not stop (%v): %w%s", name, stopErr, err, cowork.Diagnostics(paths))
 	}
 	fmt.Fprintf(ios.ErrOut, "%s stopped (%s)\n", name, time.Since(began).Round(100*time.Millisecond))
 	return nil

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )

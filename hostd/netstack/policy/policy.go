@@ -113,7 +113,6 @@ type Rules struct {
 	hostPorts    map[uint16]string // exposed port -> its rule
 	hostIP       netip.Addr
 	lans         []special
-	notListed    string
 }
 
 // Compile checks p and prepares it. hostIP is where the host's loopback
