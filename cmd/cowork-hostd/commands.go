@@ -11,7 +11,7 @@ import (
 	"runtime"
 	"syscall"
 
-	"github.com/coworkhq/cowork/hostd/daemon"
+	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/image/inspect"
@@ -45,8 +45,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// and sockets behind.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
-	log, _ := daemon.OpenLog(*name, stderr)
-	err := daemon.Run(ctx, daemon.Options{Name: *name, Log: log, NewMachine: platformMachine})
+	log, _ := hostd.OpenLog(*name, stderr)
+	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {
 	case errors.Is(err, instance.ErrRunning):
 		fmt.Fprintf(stderr, "cowork-hostd: instance %s already has a hostd\n", *name)

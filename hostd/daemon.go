@@ -1,7 +1,10 @@
-// Package daemon is hostd: the long-lived process that owns one instance's
-// VM, its network, the agent relay and the control socket. `cowork start`
-// launches it detached; it lives until the VM stops.
-package daemon
+// Package hostd is the daemon of one instance, the cowork-hostd process:
+// it owns the instance's VM (through an injected machine.Machine), its
+// network stack, the credential relay, the audit log, the agent relay,
+// the control socket and the instance's lock. The Go API (the module's
+// root package) launches it detached and asks it over the control socket;
+// it lives until the VM stops.
+package hostd
 
 import (
 	"context"
