@@ -91,11 +91,13 @@ e2e: bin/cowork
 e2e-image: agents
 	E2E_ARCH=$(E2E_ARCH) ./hack/e2e-image.sh bin/cowork-agent-linux-$(E2E_ARCH)
 
-# go vet, gofmt, no tracked file over 1 MiB (build output stays out), and no
+# go vet, gofmt, staticcheck (pinned by tools/lint/go.mod; for linux and
+# darwin), no tracked file over 1 MiB (build output stays out), and no
 # Markdown link to a file the checkout lacks.
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	GO=$(GO) ./hack/staticcheck.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	./hack/check-large-files.sh

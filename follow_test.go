@@ -44,7 +44,7 @@ func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Contro
 }
 
 // followFake runs Client.follow against f, serving instance p.
-func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (error, *Client) {
+func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (*Client, error) {
 	t.Helper()
 	ln, err := net.Listen("unix", p.HostdSock())
 	if err != nil {
@@ -63,7 +63,8 @@ func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (error, *Client)
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return c.follow(ctx, nil), c
+	err = c.follow(ctx, nil)
+	return c, err
 }
 
 func ev(phase controlpb.Phase, msg, err string) *controlpb.Event {
@@ -75,7 +76,7 @@ const romCause = `qemu-system-aarch64: -device virtio-net-pci: failed to find ro
 // A boot that failed before the guest ran ends in hostd's cause and where
 // its log is: two lines, not the logs' tails.
 func TestFollowGivesTheCauseInTwoLines(t *testing.T) {
-	err, c := followFake(t, newInstance(t), &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}})
+	c, err := followFake(t, newInstance(t), &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}})
 	var be *BootError
 	if !errors.As(err, &be) {
 		t.Fatalf("follow: %v", err)
@@ -91,7 +92,7 @@ func TestFollowGivesTheCauseInTwoLines(t *testing.T) {
 func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
 	p := newInstance(t)
 	os.WriteFile(p.SerialLog(), []byte("[    1.0] VFS: Unable to mount root fs on unknown-block(0,0)\n"), 0o600)
-	err, _ := followFake(t, p, &eventsHostd{events: []*controlpb.Event{
+	_, err := followFake(t, p, &eventsHostd{events: []*controlpb.Event{
 		ev(controlpb.Phase_VM_STARTED, "VM started", ""),
 		ev(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", "QEMU exited on its own (qemu exited)"),
 	}})
@@ -106,14 +107,14 @@ func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
 func TestFollowReadsTheCauseAHostdLeftBehind(t *testing.T) {
 	p := newInstance(t)
 	os.WriteFile(p.LastStop(), []byte(romCause+"\n"), 0o600)
-	err, _ := followFake(t, p, &eventsHostd{cut: true, events: []*controlpb.Event{ev(controlpb.Phase_VM_STARTED, "VM started", "")}})
+	_, err := followFake(t, p, &eventsHostd{cut: true, events: []*controlpb.Event{ev(controlpb.Phase_VM_STARTED, "VM started", "")}})
 	if err == nil || !strings.HasPrefix(err.Error(), "instance sandbox did not start: "+romCause+"\n") || strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("follow: %v", err)
 	}
 }
 
 func TestFollowWithoutACauseSaysHostdExited(t *testing.T) {
-	err, _ := followFake(t, newInstance(t), &eventsHostd{cut: true})
+	_, err := followFake(t, newInstance(t), &eventsHostd{cut: true})
 	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("follow: %v", err)
 	}
@@ -134,7 +135,7 @@ func TestFollowWaitsForTheFailedHostdToExit(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // hostd still on its way out
 		lock.Release()
 	}()
-	err, _ = followFake(t, p, f)
+	_, err = followFake(t, p, f)
 	if !errors.As(err, new(*BootError)) {
 		t.Fatalf("follow: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/guestagent/provision"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
@@ -33,6 +34,12 @@ type Options struct {
 	DefaultUser string
 	// ProvisionedMarker is a file that exists once the guest is provisioned.
 	ProvisionedMarker string
+	// Provision reads the guest's provisioning for the Provisioning call;
+	// nil reads the real files (provision.DefaultPaths, with
+	// ProvisionedMarker).
+	Provision *provision.Reader
+	// ProvisionPoll is how often Provisioning looks; zero means 2 seconds.
+	ProvisionPoll time.Duration
 	// KillGrace is how long a process tree gets between SIGHUP and SIGKILL
 	// when its client goes away. Zero means 3 seconds.
 	KillGrace time.Duration
@@ -47,9 +54,10 @@ type Options struct {
 // Server implements agentpb.AgentServer.
 type Server struct {
 	agentpb.UnimplementedAgentServer
-	opts     Options
-	log      *slog.Logger
-	accounts *accountCache // user lookups, shared by every exec
+	opts      Options
+	log       *slog.Logger
+	accounts  *accountCache // user lookups, shared by every exec
+	provision *provision.Reader
 
 	running sync.WaitGroup // live exec sessions
 }
@@ -65,11 +73,18 @@ func New(opts Options) *Server {
 	if opts.PowerOff == nil {
 		opts.PowerOff = powerOff
 	}
+	if opts.ProvisionPoll <= 0 {
+		opts.ProvisionPoll = provisionPoll
+	}
+	prov := opts.Provision
+	if prov == nil {
+		prov = &provision.Reader{Paths: provision.DefaultPaths(opts.ProvisionedMarker)}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{opts: opts, log: log, accounts: &accountCache{}}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov}
 }
 
 // NewGRPCServer returns a gRPC server with the agent registered and the

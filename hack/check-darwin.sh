@@ -4,8 +4,9 @@
 #
 #  1. tools/vzstub writes a stub of the pinned vz (bodies dropped, cgo gone);
 #     the stub must build for darwin/arm64 with CGO_ENABLED=0.
-#  2. A copy of go.mod outside the tree replaces vz with the stub; the whole
-#     project is vetted and built for darwin/arm64 with it.
+#  2. A copy of go.mod outside the tree replaces vz with the stub (steps 1
+#     and 2: hack/darwin-stub.sh); the whole project is vetted and built for
+#     darwin/arm64 with it.
 #  3. Self-test: a known-good program must build and a known-bad one
 #     (tools/vzstub/testdata/wrongcall) must be rejected, so a pass means
 #     something.
@@ -23,8 +24,7 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 export GO
 
-VZ_MODULE=github.com/Code-Hex/vz/v3
-VZ_VERSION=v3.7.1 # must match go.mod; bump both together
+VZ_MODULE=github.com/Code-Hex/vz/v3 # its version is pinned in hack/darwin-stub.sh
 
 start=$(date +%s)
 step() { printf '\n== %s\n' "$*" >&2; }
@@ -32,13 +32,6 @@ fail() { printf 'check-darwin: FAIL: %s\n' "$*" >&2; exit 1; } # a step the rest
 problem() { problems+=("$*"); }                                        # recorded, the run goes on
 verified=()
 problems=()
-
-step "pinned vz version"
-have=$(GOWORK=off "$GO" list -m -f '{{.Version}}' "$VZ_MODULE" 2>/dev/null) ||
-	fail "go.mod does not require $VZ_MODULE; run: go get $VZ_MODULE@$VZ_VERSION"
-[ "$have" = "$VZ_VERSION" ] ||
-	fail "go.mod requires $VZ_MODULE $have, this check is for $VZ_VERSION; update VZ_VERSION in $0 after reviewing the new API"
-verified+=("go.mod requires $VZ_MODULE $VZ_VERSION")
 
 work=${CHECK_DARWIN_DIR:-}
 if [ -z "$work" ]; then
@@ -50,31 +43,17 @@ if [ -z "$work" ]; then
 fi
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
-stub=$work/vz
 echo "work directory: $work" >&2
 
-step "generate the stub"
-GOWORK=off "$GO" build -o "$work/vzstub" ./tools/vzstub
-src=$("$work/vzstub" locate -module "$VZ_MODULE")
-"$work/vzstub" generate -src "$src" -out "$stub"
-(cd "$stub" && GOWORK=off GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 "$GO" build ./...) ||
-	fail "the stub of $VZ_MODULE does not build for darwin/arm64"
+step "the stub of the pinned vz, and an alternate go.mod replacing vz with it"
+# hack/darwin-stub.sh says why -modfile and not a go.work.
+src=$(./hack/darwin-stub.sh "$work") || fail "hack/darwin-stub.sh could not prepare the stub"
+stub=$work/vz
+VZ_VERSION=$(GOWORK=off "$GO" list -m -f '{{.Version}}' "$VZ_MODULE") # the pinned one: checked above
+verified+=("go.mod requires $VZ_MODULE $VZ_VERSION")
 verified+=("the stub of $VZ_MODULE@$VZ_VERSION builds for darwin/arm64 without cgo")
-
-step "alternate go.mod replacing vz with the stub"
-# A copy of go.mod and go.sum outside the tree with one replace, selected
-# by GOFLAGS=-modfile. Not a go.work: workspace mode builds its module
-# graph differently and trips over an ambiguous import (grpc's
-# genproto/googleapis/rpc/status, also in gvisor's old genproto) that a
-# normal build of cowork never sees; -modfile keeps the exact module graph
-# of `go build` on a Mac, with only vz swapped.
-cp go.mod "$work/go.mod"
-cp go.sum "$work/go.sum"
-GOWORK=off "$GO" mod edit -modfile="$work/go.mod" -replace="$VZ_MODULE@$VZ_VERSION=$stub"
 export GOWORK=off GOFLAGS="-modfile=$work/go.mod" GOOS=darwin GOARCH=arm64 CGO_ENABLED=0
 echo "GOFLAGS=$GOFLAGS" >&2
-resolved=$("$GO" list -m -f '{{with .Replace}}{{.Path}}{{end}}' "$VZ_MODULE")
-[ "$resolved" = "$stub" ] || fail "the alternate go.mod resolves $VZ_MODULE to '$resolved', not the stub"
 
 step "go vet and go build the packages that use vz, for darwin/arm64"
 users=$("$GO" list -e -f '{{range .Imports}}{{if eq . "'"$VZ_MODULE"'"}}{{$.ImportPath}} {{end}}{{end}}' ./...)

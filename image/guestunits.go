@@ -18,13 +18,14 @@ import (
 //     them, so a first boot cut short would never finish them; this unit
 //     does, picking up with `dpkg --configure -a`;
 //   - the provisioning script, which writes what it is doing to
-//     ProvisionStepFile for the host's live view.
+//     agentwire.ProvisionStepFile for the agent to report.
+//
+// The unit's name and the step file are agentwire's, since the agent
+// reads them to report provisioning to the host.
 const (
-	ProvisionUnit     = "cowork-provision.service"
-	ProvisionScript   = "/usr/local/lib/cowork/provision"
-	ProvisionStepFile = "/run/cowork/provision-step"
-	agentUpdatePath   = "/usr/local/lib/cowork/agent-update"
-	unitDir           = "/etc/systemd/system/"
+	ProvisionScript = "/usr/local/lib/cowork/provision"
+	agentUpdatePath = "/usr/local/lib/cowork/agent-update"
+	unitDir         = "/etc/systemd/system/"
 )
 
 // agentUnit starts the agent early (before cloud-init's final stage, and
@@ -35,7 +36,7 @@ func agentUnit(marker string) string {
 	return `[Unit]
 Description=cowork guest agent
 After=systemd-udevd.service local-fs.target
-Before=cloud-final.service ` + ProvisionUnit + `
+Before=cloud-final.service ` + agentwire.ProvisionUnit + `
 
 [Service]
 ExecStartPre=-` + agentUpdatePath + `
@@ -103,8 +104,8 @@ WantedBy=multi-user.target
 // safe to repeat (apt and the default commands are).
 func provisionScript(g Guest, proxyEnv string) string {
 	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# cowork: first-boot provisioning, run by " + ProvisionUnit + " until it makes " + g.Marker + ".\nset -eux\n")
-	b.WriteString("step() { mkdir -p " + dirOf(ProvisionStepFile) + "; echo \"$*\" >" + ProvisionStepFile + "; }\n")
+	b.WriteString("#!/bin/sh\n# cowork: first-boot provisioning, run by " + agentwire.ProvisionUnit + " until it makes " + g.Marker + ".\nset -eux\n")
+	b.WriteString("step() { mkdir -p " + dirOf(agentwire.ProvisionStepFile) + "; echo \"$*\" >" + agentwire.ProvisionStepFile + "; }\n")
 	b.WriteString("export DEBIAN_FRONTEND=noninteractive\n")
 	if g.ProxyURL != "" {
 		b.WriteString("export " + proxyEnv + "\n")
@@ -121,7 +122,7 @@ func provisionScript(g Guest, proxyEnv string) string {
 	for _, c := range g.Provision {
 		b.WriteString("step " + shQuote("running "+firstLine(c)) + "\n" + c + "\n")
 	}
-	b.WriteString("step finishing\nmkdir -p " + dirOf(g.Marker) + "\ntouch " + g.Marker + "\nsync\nrm -f " + ProvisionStepFile + "\n")
+	b.WriteString("step finishing\nmkdir -p " + dirOf(g.Marker) + "\ntouch " + g.Marker + "\nsync\nrm -f " + agentwire.ProvisionStepFile + "\n")
 	return b.String()
 }
 
@@ -140,12 +141,12 @@ func installScript(g Guest, proxyEnv string) string {
 	}
 	put(agentUpdatePath, "0755", agentUpdateScript)
 	put(ProvisionScript, "0755", provisionScript(g, proxyEnv))
-	put(unitDir+ProvisionUnit, "0644", provisionUnit(g.Marker))
+	put(unitDir+agentwire.ProvisionUnit, "0644", provisionUnit(g.Marker))
 	put(unitDir+AgentUnit, "0644", agentUnit(g.Marker)) // last: $changed is the agent unit's
 	b.WriteString("systemctl daemon-reload\n" +
-		"systemctl enable " + AgentUnit + " " + ProvisionUnit + "\n" +
+		"systemctl enable " + AgentUnit + " " + agentwire.ProvisionUnit + "\n" +
 		"if [ -n \"$changed\" ]; then systemctl restart --no-block " + AgentUnit + "; else systemctl start --no-block " + AgentUnit + "; fi\n" +
-		"systemctl start --no-block " + ProvisionUnit + "\n")
+		"systemctl start --no-block " + agentwire.ProvisionUnit + "\n")
 	return b.String()
 }
 

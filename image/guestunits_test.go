@@ -93,7 +93,7 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	}
 	reload := strings.Index(bootcmd, "systemctl daemon-reload")
 	restart := strings.Index(bootcmd, "systemctl restart --no-block "+AgentUnit)
-	prov := strings.Index(bootcmd, "systemctl start --no-block "+ProvisionUnit)
+	prov := strings.Index(bootcmd, "systemctl start --no-block "+agentwire.ProvisionUnit)
 	if reload < 0 || restart < reload || prov < restart {
 		t.Errorf("bootcmd order: reload %d, agent %d, provision %d", reload, restart, prov)
 	}
@@ -103,7 +103,7 @@ func TestProvisioningRunsAtEveryBootUntilDone(t *testing.T) {
 	g := testGuest()
 	g.Provision = []string{"echo 'it''s' here", "touch /x"}
 	_, files := bootFiles(t, g)
-	unit := files[unitDir+ProvisionUnit]
+	unit := files[unitDir+agentwire.ProvisionUnit]
 	for _, want := range []string{
 		"ConditionPathExists=!" + agentwire.ProvisionedMarker + "\n",
 		"Type=oneshot\n",

@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/signal"
 	"runtime"
+	"syscall"
 
-	"github.com/coworkhq/cowork/hostd/daemon"
+	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/image/inspect"
@@ -37,8 +39,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
 		return hostdwire.ExitUsage
 	}
-	log, _ := daemon.OpenLog(*name, stderr)
-	err := daemon.Run(*name, log)
+	// Signals become a stop before anything else happens: one arriving at
+	// any point (an interrupted `cowork start` sends SIGTERM) stops the VM
+	// and cleans up, rather than killing hostd and leaving its pid file
+	// and sockets behind.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	log, _ := hostd.OpenLog(*name, stderr)
+	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {
 	case errors.Is(err, instance.ErrRunning):
 		fmt.Fprintf(stderr, "cowork-hostd: instance %s already has a hostd\n", *name)

@@ -29,6 +29,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ProvisioningStatus_State int32
+
+const (
+	ProvisioningStatus_STATE_UNSPECIFIED ProvisioningStatus_State = 0
+	// Still at work: cloud-init or the provisioning unit runs.
+	ProvisioningStatus_RUNNING ProvisioningStatus_State = 1
+	// The provisioning marker exists: the guest is provisioned.
+	ProvisioningStatus_PROVISIONED ProvisioningStatus_State = 2
+	// The provisioning unit failed.
+	ProvisioningStatus_FAILED ProvisioningStatus_State = 3
+	// cloud-init finished (boot-finished exists) and the marker does not:
+	// provisioning ended without completing.
+	ProvisioningStatus_FINISHED_UNPROVISIONED ProvisioningStatus_State = 4
+)
+
+// Enum value maps for ProvisioningStatus_State.
+var (
+	ProvisioningStatus_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "RUNNING",
+		2: "PROVISIONED",
+		3: "FAILED",
+		4: "FINISHED_UNPROVISIONED",
+	}
+	ProvisioningStatus_State_value = map[string]int32{
+		"STATE_UNSPECIFIED":      0,
+		"RUNNING":                1,
+		"PROVISIONED":            2,
+		"FAILED":                 3,
+		"FINISHED_UNPROVISIONED": 4,
+	}
+)
+
+func (x ProvisioningStatus_State) Enum() *ProvisioningStatus_State {
+	p := new(ProvisioningStatus_State)
+	*p = x
+	return p
+}
+
+func (x ProvisioningStatus_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProvisioningStatus_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (ProvisioningStatus_State) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x ProvisioningStatus_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProvisioningStatus_State.Descriptor instead.
+func (ProvisioningStatus_State) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16, 0}
+}
+
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -985,6 +1045,116 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
+type ProvisioningRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProvisioningRequest) Reset() {
+	*x = ProvisioningRequest{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvisioningRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvisioningRequest) ProtoMessage() {}
+
+func (x *ProvisioningRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvisioningRequest.ProtoReflect.Descriptor instead.
+func (*ProvisioningRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+// One look at the guest's provisioning. Every string is one line, short,
+// for a progress view; the host bounds and sanitizes them all the same.
+type ProvisioningStatus struct {
+	state protoimpl.MessageState   `protogen:"open.v1"`
+	State ProvisioningStatus_State `protobuf:"varint,1,opt,name=state,proto3,enum=cowork.agent.v1.ProvisioningStatus_State" json:"state,omitempty"`
+	// The step the provisioning script wrote last (e.g. "installing packages").
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// cloud-init's current stage from /run/cloud-init/status.json (e.g.
+	// "modules-config"), empty when it runs none.
+	Stage string `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"`
+	// The last line of output of the provisioning unit (or of cloud-init).
+	LastLine      string `protobuf:"bytes,4,opt,name=last_line,json=lastLine,proto3" json:"last_line,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProvisioningStatus) Reset() {
+	*x = ProvisioningStatus{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProvisioningStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProvisioningStatus) ProtoMessage() {}
+
+func (x *ProvisioningStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProvisioningStatus.ProtoReflect.Descriptor instead.
+func (*ProvisioningStatus) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ProvisioningStatus) GetState() ProvisioningStatus_State {
+	if x != nil {
+		return x.State
+	}
+	return ProvisioningStatus_STATE_UNSPECIFIED
+}
+
+func (x *ProvisioningStatus) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *ProvisioningStatus) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *ProvisioningStatus) GetLastLine() string {
+	if x != nil {
+		return x.LastLine
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1047,12 +1217,26 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fSetTimeResponse\x12\x1b\n" +
 	"\tskew_nano\x18\x01 \x01(\x03R\bskewNano\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse2\xb4\x02\n" +
+	"\x10ShutdownResponse\"\x15\n" +
+	"\x13ProvisioningRequest\"\x82\x02\n" +
+	"\x12ProvisioningStatus\x12?\n" +
+	"\x05state\x18\x01 \x01(\x0e2).cowork.agent.v1.ProvisioningStatus.StateR\x05state\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x14\n" +
+	"\x05stage\x18\x03 \x01(\tR\x05stage\x12\x1b\n" +
+	"\tlast_line\x18\x04 \x01(\tR\blastLine\"d\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aRUNNING\x10\x01\x12\x0f\n" +
+	"\vPROVISIONED\x10\x02\x12\n" +
+	"\n" +
+	"\x06FAILED\x10\x03\x12\x1a\n" +
+	"\x16FINISHED_UNPROVISIONED\x10\x042\x91\x03\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Info\x12\x1c.cowork.agent.v1.InfoRequest\x1a\x1d.cowork.agent.v1.InfoResponse\x12G\n" +
 	"\x04Exec\x12\x1c.cowork.agent.v1.ExecRequest\x1a\x1d.cowork.agent.v1.ExecResponse(\x010\x01\x12L\n" +
 	"\aSetTime\x12\x1f.cowork.agent.v1.SetTimeRequest\x1a .cowork.agent.v1.SetTimeResponse\x12O\n" +
-	"\bShutdown\x12 .cowork.agent.v1.ShutdownRequest\x1a!.cowork.agent.v1.ShutdownResponseB/Z-github.com/coworkhq/cowork/guestagent/agentpbb\x06proto3"
+	"\bShutdown\x12 .cowork.agent.v1.ShutdownRequest\x1a!.cowork.agent.v1.ShutdownResponse\x12[\n" +
+	"\fProvisioning\x12$.cowork.agent.v1.ProvisioningRequest\x1a#.cowork.agent.v1.ProvisioningStatus0\x01B/Z-github.com/coworkhq/cowork/guestagent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1066,46 +1250,53 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_proto_goTypes = []any{
-	(*InfoRequest)(nil),      // 0: cowork.agent.v1.InfoRequest
-	(*InfoResponse)(nil),     // 1: cowork.agent.v1.InfoResponse
-	(*ProcessStats)(nil),     // 2: cowork.agent.v1.ProcessStats
-	(*ExecRequest)(nil),      // 3: cowork.agent.v1.ExecRequest
-	(*ExecStart)(nil),        // 4: cowork.agent.v1.ExecStart
-	(*CloseStdin)(nil),       // 5: cowork.agent.v1.CloseStdin
-	(*Signal)(nil),           // 6: cowork.agent.v1.Signal
-	(*TerminalSize)(nil),     // 7: cowork.agent.v1.TerminalSize
-	(*ExecResponse)(nil),     // 8: cowork.agent.v1.ExecResponse
-	(*Started)(nil),          // 9: cowork.agent.v1.Started
-	(*Exit)(nil),             // 10: cowork.agent.v1.Exit
-	(*SetTimeRequest)(nil),   // 11: cowork.agent.v1.SetTimeRequest
-	(*SetTimeResponse)(nil),  // 12: cowork.agent.v1.SetTimeResponse
-	(*ShutdownRequest)(nil),  // 13: cowork.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil), // 14: cowork.agent.v1.ShutdownResponse
+	(ProvisioningStatus_State)(0), // 0: cowork.agent.v1.ProvisioningStatus.State
+	(*InfoRequest)(nil),           // 1: cowork.agent.v1.InfoRequest
+	(*InfoResponse)(nil),          // 2: cowork.agent.v1.InfoResponse
+	(*ProcessStats)(nil),          // 3: cowork.agent.v1.ProcessStats
+	(*ExecRequest)(nil),           // 4: cowork.agent.v1.ExecRequest
+	(*ExecStart)(nil),             // 5: cowork.agent.v1.ExecStart
+	(*CloseStdin)(nil),            // 6: cowork.agent.v1.CloseStdin
+	(*Signal)(nil),                // 7: cowork.agent.v1.Signal
+	(*TerminalSize)(nil),          // 8: cowork.agent.v1.TerminalSize
+	(*ExecResponse)(nil),          // 9: cowork.agent.v1.ExecResponse
+	(*Started)(nil),               // 10: cowork.agent.v1.Started
+	(*Exit)(nil),                  // 11: cowork.agent.v1.Exit
+	(*SetTimeRequest)(nil),        // 12: cowork.agent.v1.SetTimeRequest
+	(*SetTimeResponse)(nil),       // 13: cowork.agent.v1.SetTimeResponse
+	(*ShutdownRequest)(nil),       // 14: cowork.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),      // 15: cowork.agent.v1.ShutdownResponse
+	(*ProvisioningRequest)(nil),   // 16: cowork.agent.v1.ProvisioningRequest
+	(*ProvisioningStatus)(nil),    // 17: cowork.agent.v1.ProvisioningStatus
 }
 var file_agent_proto_depIdxs = []int32{
-	2,  // 0: cowork.agent.v1.InfoResponse.process:type_name -> cowork.agent.v1.ProcessStats
-	4,  // 1: cowork.agent.v1.ExecRequest.start:type_name -> cowork.agent.v1.ExecStart
-	5,  // 2: cowork.agent.v1.ExecRequest.close_stdin:type_name -> cowork.agent.v1.CloseStdin
-	6,  // 3: cowork.agent.v1.ExecRequest.signal:type_name -> cowork.agent.v1.Signal
-	7,  // 4: cowork.agent.v1.ExecRequest.resize:type_name -> cowork.agent.v1.TerminalSize
-	7,  // 5: cowork.agent.v1.ExecStart.tty:type_name -> cowork.agent.v1.TerminalSize
-	9,  // 6: cowork.agent.v1.ExecResponse.started:type_name -> cowork.agent.v1.Started
-	10, // 7: cowork.agent.v1.ExecResponse.exit:type_name -> cowork.agent.v1.Exit
-	0,  // 8: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
-	3,  // 9: cowork.agent.v1.Agent.Exec:input_type -> cowork.agent.v1.ExecRequest
-	11, // 10: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
-	13, // 11: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
-	1,  // 12: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
-	8,  // 13: cowork.agent.v1.Agent.Exec:output_type -> cowork.agent.v1.ExecResponse
-	12, // 14: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
-	14, // 15: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	3,  // 0: cowork.agent.v1.InfoResponse.process:type_name -> cowork.agent.v1.ProcessStats
+	5,  // 1: cowork.agent.v1.ExecRequest.start:type_name -> cowork.agent.v1.ExecStart
+	6,  // 2: cowork.agent.v1.ExecRequest.close_stdin:type_name -> cowork.agent.v1.CloseStdin
+	7,  // 3: cowork.agent.v1.ExecRequest.signal:type_name -> cowork.agent.v1.Signal
+	8,  // 4: cowork.agent.v1.ExecRequest.resize:type_name -> cowork.agent.v1.TerminalSize
+	8,  // 5: cowork.agent.v1.ExecStart.tty:type_name -> cowork.agent.v1.TerminalSize
+	10, // 6: cowork.agent.v1.ExecResponse.started:type_name -> cowork.agent.v1.Started
+	11, // 7: cowork.agent.v1.ExecResponse.exit:type_name -> cowork.agent.v1.Exit
+	0,  // 8: cowork.agent.v1.ProvisioningStatus.state:type_name -> cowork.agent.v1.ProvisioningStatus.State
+	1,  // 9: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
+	4,  // 10: cowork.agent.v1.Agent.Exec:input_type -> cowork.agent.v1.ExecRequest
+	12, // 11: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
+	14, // 12: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
+	16, // 13: cowork.agent.v1.Agent.Provisioning:input_type -> cowork.agent.v1.ProvisioningRequest
+	2,  // 14: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
+	9,  // 15: cowork.agent.v1.Agent.Exec:output_type -> cowork.agent.v1.ExecResponse
+	13, // 16: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
+	15, // 17: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
+	17, // 18: cowork.agent.v1.Agent.Provisioning:output_type -> cowork.agent.v1.ProvisioningStatus
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1131,13 +1322,14 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,
+		EnumInfos:         file_agent_proto_enumTypes,
 		MessageInfos:      file_agent_proto_msgTypes,
 	}.Build()
 	File_agent_proto = out.File

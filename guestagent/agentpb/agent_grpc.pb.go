@@ -27,10 +27,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_Info_FullMethodName     = "/cowork.agent.v1.Agent/Info"
-	Agent_Exec_FullMethodName     = "/cowork.agent.v1.Agent/Exec"
-	Agent_SetTime_FullMethodName  = "/cowork.agent.v1.Agent/SetTime"
-	Agent_Shutdown_FullMethodName = "/cowork.agent.v1.Agent/Shutdown"
+	Agent_Info_FullMethodName         = "/cowork.agent.v1.Agent/Info"
+	Agent_Exec_FullMethodName         = "/cowork.agent.v1.Agent/Exec"
+	Agent_SetTime_FullMethodName      = "/cowork.agent.v1.Agent/SetTime"
+	Agent_Shutdown_FullMethodName     = "/cowork.agent.v1.Agent/Shutdown"
+	Agent_Provisioning_FullMethodName = "/cowork.agent.v1.Agent/Provisioning"
 )
 
 // AgentClient is the client API for Agent service.
@@ -48,6 +49,13 @@ type AgentClient interface {
 	SetTime(ctx context.Context, in *SetTimeRequest, opts ...grpc.CallOption) (*SetTimeResponse, error)
 	// Shutdown syncs the disks and powers the guest off after answering.
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
+	// Provisioning follows the guest's first-boot provisioning, which the
+	// agent reads from cloud-init's and the provisioning unit's state: it
+	// sends the status at once, then each time it changes, and ends the
+	// stream after the first status that is not RUNNING. The host parses no
+	// guest files; it relays these. An agent older than this call answers
+	// Unimplemented.
+	Provisioning(ctx context.Context, in *ProvisioningRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProvisioningStatus], error)
 }
 
 type agentClient struct {
@@ -101,6 +109,25 @@ func (c *agentClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ..
 	return out, nil
 }
 
+func (c *agentClient) Provisioning(ctx context.Context, in *ProvisioningRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProvisioningStatus], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Provisioning_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ProvisioningRequest, ProvisioningStatus]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ProvisioningClient = grpc.ServerStreamingClient[ProvisioningStatus]
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -116,6 +143,13 @@ type AgentServer interface {
 	SetTime(context.Context, *SetTimeRequest) (*SetTimeResponse, error)
 	// Shutdown syncs the disks and powers the guest off after answering.
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	// Provisioning follows the guest's first-boot provisioning, which the
+	// agent reads from cloud-init's and the provisioning unit's state: it
+	// sends the status at once, then each time it changes, and ends the
+	// stream after the first status that is not RUNNING. The host parses no
+	// guest files; it relays these. An agent older than this call answers
+	// Unimplemented.
+	Provisioning(*ProvisioningRequest, grpc.ServerStreamingServer[ProvisioningStatus]) error
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -137,6 +171,9 @@ func (UnimplementedAgentServer) SetTime(context.Context, *SetTimeRequest) (*SetT
 }
 func (UnimplementedAgentServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shutdown not implemented")
+}
+func (UnimplementedAgentServer) Provisioning(*ProvisioningRequest, grpc.ServerStreamingServer[ProvisioningStatus]) error {
+	return status.Error(codes.Unimplemented, "method Provisioning not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -220,6 +257,17 @@ func _Agent_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Provisioning_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ProvisioningRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).Provisioning(m, &grpc.GenericServerStream[ProvisioningRequest, ProvisioningStatus]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ProvisioningServer = grpc.ServerStreamingServer[ProvisioningStatus]
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +294,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Agent_Exec_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Provisioning",
+			Handler:       _Agent_Provisioning_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "agent.proto",

@@ -95,6 +95,14 @@ func (c *Client) SetTime(ctx context.Context, t time.Time) (time.Duration, error
 	return time.Duration(r.SkewNano), nil
 }
 
+// Provisioning follows the guest's provisioning: the stream carries the
+// status at once, then each change, and ends after the first that is not
+// RUNNING. An agent older than the call fails the first Recv with
+// codes.Unimplemented.
+func (c *Client) Provisioning(ctx context.Context) (agentpb.Agent_ProvisioningClient, error) {
+	return c.api.Provisioning(ctx, &agentpb.ProvisioningRequest{})
+}
+
 // Shutdown asks the guest to sync and power off.
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.api.Shutdown(ctx, &agentpb.ShutdownRequest{})

@@ -92,7 +92,7 @@ func program(auditArch uint32, x32 bool, rules []rule) []bpf.Instruction {
 func (r rule) body() []bpf.Instruction {
 	switch r.act {
 	case pretend:
-		return []bpf.Instruction{bpf.RetConstant{Val: retErrno | 0}}
+		return []bpf.Instruction{bpf.RetConstant{Val: retErrno}} // errno 0: success
 	case unsupported:
 		return []bpf.Instruction{bpf.RetConstant{Val: retErrno | uint32(unix.ENOSYS)}}
 	}

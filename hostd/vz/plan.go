@@ -180,7 +180,7 @@ func checkValid(ok bool, err error) error {
 	case err != nil:
 		return fmt.Errorf("the VM configuration is invalid: %w", Explain(err))
 	case !ok:
-		return errors.New("Virtualization.framework rejected the VM configuration without saying why (vz validate returned false and no error); please report it with the instance's hostd.log")
+		return errors.New("the VM configuration was rejected by Virtualization.framework without saying why (vz validate returned false and no error); please report it with the instance's hostd.log")
 	}
 	return nil
 }

@@ -146,7 +146,7 @@ func (v *VM) finish(s vz.VirtualMachineState) {
 	v.network.Close()
 	v.console.Close()
 	if s == vz.VirtualMachineStateError {
-		v.Fail(errors.New("Virtualization.framework stopped the VM with an internal error; see serial.log"))
+		v.Fail(errors.New("the VM stopped on an internal error of Virtualization.framework; see serial.log"))
 		return
 	}
 	v.Exit(errors.New("the guest powered off"))

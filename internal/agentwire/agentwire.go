@@ -2,7 +2,8 @@
 // reach each other at all: where the agent listens (a vsock port under vz,
 // a named virtio-serial port under QEMU), how a serial channel carries
 // many streams (yamux, with one configuration and fixed roles), the file
-// whose existence means the guest is provisioned, and the preface of the
+// whose existence means the guest is provisioned, the provisioning unit
+// and step file the agent reports on, and the preface of the
 // channel `make bench` measures the transport with.
 //
 // Both sides import these facts from here rather than each writing its own
@@ -47,6 +48,15 @@ const (
 	// provisioned: the host's provisioning script makes it, and the agent
 	// reports it in Info.
 	ProvisionedMarker = "/var/lib/cowork/provisioned"
+
+	// ProvisionUnit is the guest's systemd unit that runs the provisioning
+	// script (image writes it); the agent reports its failure and its
+	// last line of output while provisioning runs.
+	ProvisionUnit = "cowork-provision.service"
+
+	// ProvisionStepFile is where the provisioning script writes the step
+	// it is at, one line, and the agent reads it for the host's live view.
+	ProvisionStepFile = "/run/cowork/provision-step"
 
 	// SourcePreface starts a channel that carries no gRPC: the agent
 	// answers "cowork-source N\n" with N zero bytes and closes. `make bench`

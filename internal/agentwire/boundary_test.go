@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -65,11 +64,9 @@ func noteSources(t *testing.T) {
 // goList maps each package matched by patterns to its transitive imports.
 func goList(t *testing.T, goos string, patterns []string) map[string][]string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, append([]string{"list", "-f", `{{.ImportPath}} {{join .Deps " "}}`}, patterns...)...)
+	// go test puts the GOROOT/bin of the go command running it first in
+	// PATH, so "go" is that same go command.
+	cmd := exec.Command("go", append([]string{"list", "-f", `{{.ImportPath}} {{join .Deps " "}}`}, patterns...)...)
 	cmd.Dir = "../.."
 	cmd.Env = os.Environ()
 	if goos != "" {

@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 )
@@ -170,12 +169,21 @@ func (s *sourceImporter) checked() map[string]*types.Package {
 	return m
 }
 
-// cgoPackage type-checks runtime/cgo's handle.go from GOROOT. The real vz
-// imports runtime/cgo for cgo.Handle, but that package cannot be built
-// without cgo, so it has no darwin export data here; handle.go is pure Go
-// and declares everything vz uses.
-func cgoPackage(fset *token.FileSet, ext types.Importer) (*types.Package, error) {
-	file := filepath.Join(runtime.GOROOT(), "src", "runtime", "cgo", "handle.go")
+// cgoHandleFile is runtime/cgo's handle.go in the GOROOT of the go command
+// that builds the export data (not the one vzstub was built with).
+func cgoHandleFile() (string, error) {
+	out, err := goCmd("", nil, "env", "GOROOT")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "src", "runtime", "cgo", "handle.go"), nil
+}
+
+// cgoPackage type-checks runtime/cgo's handle.go (file, see cgoHandleFile).
+// The real vz imports runtime/cgo for cgo.Handle, but that package cannot
+// be built without cgo, so it has no darwin export data here; handle.go is
+// pure Go and declares everything vz uses.
+func cgoPackage(fset *token.FileSet, ext types.Importer, file string) (*types.Package, error) {
 	f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
 	if err != nil {
 		return nil, fmt.Errorf("reading runtime/cgo for cgo.Handle: %w", err)

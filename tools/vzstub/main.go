@@ -9,11 +9,11 @@
 // arithmetic still type-check, and every other C type an opaque empty
 // struct. The copy keeps every declaration, so cowork's *_darwin.go files
 // can be vetted and built for darwin/arm64 with CGO_ENABLED=0 against it.
-// hack/check-darwin.sh swaps vz for the copy with a copy of go.mod outside
-// the tree (GOFLAGS=-modfile) carrying one replace directive; not a go.work,
-// because workspace mode resolves the module graph differently and trips
-// over an ambiguous import (genproto's googleapis/rpc/status) that a normal
-// build never sees.
+// hack/darwin-stub.sh (for make check-darwin and make lint) swaps vz for
+// the copy with a copy of go.mod outside the tree (-modfile) carrying one
+// replace directive; not a go.work, because workspace mode resolves the
+// module graph differently and trips over an ambiguous import (genproto's
+// googleapis/rpc/status) that a normal build never sees.
 //
 // A stub is only worth something while it has the real API, so `compare`
 // type-checks the real source (cgo faked) and the stub, and fails on any

@@ -7,7 +7,6 @@ import (
 	"go/types"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +34,10 @@ func compareModules(realDir, stubDir string, env []string) (*compareReport, erro
 	if err != nil {
 		return nil, fmt.Errorf("stub module: %w", err)
 	}
-	cgoFile := filepath.Join(runtime.GOROOT(), "src", "runtime", "cgo", "handle.go")
+	cgoFile, err := cgoHandleFile()
+	if err != nil {
+		return nil, fmt.Errorf("locating runtime/cgo for cgo.Handle: %w", err)
+	}
 	fset := token.NewFileSet()
 	handle, err := parser.ParseFile(fset, cgoFile, nil, parser.ImportsOnly)
 	if err != nil {
@@ -50,7 +52,7 @@ func compareModules(realDir, stubDir string, env []string) (*compareReport, erro
 	if err != nil {
 		return nil, err
 	}
-	cgo, err := cgoPackage(fset, ext)
+	cgo, err := cgoPackage(fset, ext, cgoFile)
 	if err != nil {
 		return nil, err
 	}

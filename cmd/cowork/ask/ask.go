@@ -114,23 +114,10 @@ var ErrHelp = errors.New("help")
 // ask; a prompt is optional and passed on to claude.
 func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
 	o := &Options{IO: ios, Instance: instance}
-	p, err := claudecode.ParseArgs(args, ownFlags)
+	p, err := o.parseOwn(args)
 	if err != nil {
-		return nil, &cmdutil.FlagError{Err: err}
+		return nil, err
 	}
-	if _, ok := p.Own["--help"]; ok {
-		return nil, ErrHelp
-	}
-	if v := p.Own["--project"]; len(v) > 0 {
-		o.Project = v[len(v)-1]
-		if err := cowork.ValidateProject(o.Project); err != nil {
-			return nil, &cmdutil.FlagError{Err: err}
-		}
-	}
-	if v := p.Own["--instance"]; len(v) > 0 {
-		o.Instance = v[len(v)-1]
-	}
-	_, o.AskPermissions = p.Own["--no-skip-permissions"]
 	o.ClaudeArgs = p.Claude
 	if len(p.Positional) > 0 {
 		o.ClaudeArgs = append(append(o.ClaudeArgs, "--"), p.Positional...)
@@ -138,10 +125,9 @@ func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) 
 	return o, nil
 }
 
-// Parse reads an ask command line.
-func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
-	o := &Options{IO: ios, Instance: instance}
-	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+// parseOwn splits args into cowork's own flags, which it applies to o,
+// and Claude Code's, which it returns with the positional arguments.
+func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
 	p, err := claudecode.ParseArgs(args, ownFlags)
 	if err != nil {
 		return nil, &cmdutil.FlagError{Err: err}
@@ -160,6 +146,17 @@ func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, 
 		if err := cowork.ValidateProject(o.Project); err != nil {
 			return nil, &cmdutil.FlagError{Err: err}
 		}
+	}
+	return p, nil
+}
+
+// Parse reads an ask command line.
+func Parse(ios *iostreams.IOStreams, instance string, args []string) (*Options, error) {
+	o := &Options{IO: ios, Instance: instance}
+	args, o.Project, o.Deprecated = deprecatedProject(args, ios.IsStdinTTY())
+	p, err := o.parseOwn(args)
+	if err != nil {
+		return nil, err
 	}
 	o.ClaudeArgs = p.Claude
 	o.Raw = p.Given["--output-format"]

@@ -107,7 +107,7 @@ func TestTTYSessionFollowsTheLocalTerminalAndRestoresIt(t *testing.T) {
 
 func TestCtrlCIsForwardedThenKills(t *testing.T) {
 	a := agenttest.Start(t)
-	run := func(script string, interrupts int) (error, string) {
+	run := func(script string, interrupts int) (string, error) {
 		ios, _, _, _ := iostreams.Test()
 		out := &watcher{}
 		ios.Out = out
@@ -137,14 +137,14 @@ func TestCtrlCIsForwardedThenKills(t *testing.T) {
 		}
 		out.mu.Lock()
 		defer out.mu.Unlock()
-		return err, out.buf.String()
+		return out.buf.String(), err
 	}
 	var exit *cmdutil.ExitError
-	err, out := run(`trap 'echo got INT; exit 42' INT; echo ready; while :; do sleep 0.1; done`, 1)
+	out, err := run(`trap 'echo got INT; exit 42' INT; echo ready; while :; do sleep 0.1; done`, 1)
 	if !errors.As(err, &exit) || exit.Code != 42 || !strings.Contains(out, "got INT") {
 		t.Fatalf("one Ctrl-C: %v %q; want the guest's trap to run and exit 42", err, out)
 	}
-	err, _ = run(`trap '' INT; echo ready; sleep 100`, 2)
+	_, err = run(`trap '' INT; echo ready; sleep 100`, 2)
 	if !errors.As(err, &exit) || exit.Code != 137 {
 		t.Fatalf("two Ctrl-Cs: %v; want the guest process killed (137)", err)
 	}

@@ -106,12 +106,13 @@ func TestInitPicksTheArchTheGuestIsBuiltFor(t *testing.T) {
 }
 
 // startRun runs `cowork init args...` to its end.
-func startRun(t *testing.T, args ...string) (error, string) {
+func startRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ios, _, _, errOut := iostreams.Test()
 	o := parse(t, args...)
 	o.IO = ios
-	return run(context.Background(), o), errOut.String()
+	err := run(context.Background(), o)
+	return errOut.String(), err
 }
 
 // Arguments are all checked before anything long runs (the conversion of
@@ -138,7 +139,7 @@ func TestInitRefusesBadArgumentsBeforeItStarts(t *testing.T) {
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "-5m"}, "--timeout -5m0s: want a positive duration"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "0"}, "--timeout 0s: want a positive duration"},
 	} {
-		err, errOut := startRun(t, append(base, c.args...)...)
+		errOut, err := startRun(t, append(base, c.args...)...)
 		if !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%q: %v; want a one-line usage error saying %q", c.args, err, c.want)
 		}
@@ -157,7 +158,7 @@ func TestInitHintNamesTheInstance(t *testing.T) {
 	t.Setenv("COWORK_HOME", home)
 	img := filepath.Join(home, "img.raw")
 	diskImage(t, img)
-	err, errOut := startRun(t, "--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start")
+	errOut, err := startRun(t, "--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start")
 	if err != nil || !strings.Contains(errOut, "created box; start it with `cowork start --name box`") {
 		t.Errorf("init --name box: %v\n%s", err, errOut)
 	}

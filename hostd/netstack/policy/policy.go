@@ -113,7 +113,6 @@ type Rules struct {
 	hostPorts    map[uint16]string // exposed port -> its rule
 	hostIP       netip.Addr
 	lans         []special
-	notListed    string
 }
 
 // compileEntries parses the entries of one list (verb: allow or deny)

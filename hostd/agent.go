@@ -1,4 +1,4 @@
-package daemon
+package hostd
 
 import (
 	"context"
@@ -10,12 +10,16 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/acceptloop"
 	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // waitForAgent polls the agent until it answers Info, then follows
@@ -64,34 +68,8 @@ func (e *provisionError) Error() string { return "provisioning failed: " + e.det
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
 		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
-	}
-	last := ""
-	for !done {
-		select {
-		case <-d.vm.Done():
-			return d.vmGone()
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-		// The guest first: cloud-init reports finished only after the
-		// provisioning unit ended, so a marker made by then is seen below.
-		p := d.provisionProgress(ctx)
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := d.agent.Info(actx)
-		cancel()
-		if done = err == nil && info.Provisioned; done {
-			break
-		}
-		switch p.state {
-		case "failed":
-			return &provisionError{detail: "the provisioning script failed; last output: " + p.line}
-		case "finished":
-			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + p.line}
-		}
-		if msg := p.message(); msg != "" && msg != last {
-			last = msg
-			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+msg, nil)
+		if err := d.followProvisioning(ctx); err != nil {
+			return err
 		}
 	}
 	if err := os.WriteFile(d.paths.Provisioned(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
@@ -100,86 +78,145 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	return nil
 }
 
-// provisionProbe is a shell script the agent runs as root to report
-// provisioning, one item a line: the state (finished once cloud-init's
-// final stage wrote boot-finished; failed when the provisioning unit
-// failed; else running), the step the provisioning script is at, the
-// cloud-init stage running, and the last line of output.
-var provisionProbe = `if [ -e /var/lib/cloud/instance/boot-finished ]; then echo finished
-elif systemctl is-failed --quiet ` + image.ProvisionUnit + ` 2>/dev/null; then echo failed
-else echo running; fi
-head -n 1 ` + image.ProvisionStepFile + ` 2>/dev/null || echo
-sed -n 's/^ *"stage": "\([^"]*\)".*/\1/p' /run/cloud-init/status.json 2>/dev/null | head -n 1 | grep . || echo
-out=$(journalctl -q -u ` + image.ProvisionUnit + ` -b -n 1 -o cat --no-pager 2>/dev/null)
-[ -n "$out" ] || out=$(tail -n 1 /var/log/cloud-init-output.log 2>/dev/null)
-echo "$out"
-`
+// provisionRetry is how long hostd waits before it opens a Provisioning
+// stream again, or asks an older agent's Info again.
+const provisionRetry = 2 * time.Second
 
-// provisionState is one look at the guest's provisioning.
-type provisionState struct {
-	state, step, stage, line string
-}
-
-// provisionProgress runs provisionProbe in the guest; a failed look is a
-// zero state (running, nothing to show).
-func (d *Daemon) provisionProgress(ctx context.Context) provisionState {
-	out, err := d.probe(ctx, provisionProbe)
-	if err != nil {
-		return provisionState{}
-	}
-	return parseProvisionProbe(out)
-}
-
-// maxProbeOutput bounds what hostd keeps of a probe's output: the guest
-// runs the probe, and a hostile one can answer with gigabytes.
-const maxProbeOutput = 64 << 10
-
-// probe runs a shell script as root in the guest and returns the first
-// maxProbeOutput bytes of its output; the rest is read and dropped.
-func (d *Daemon) probe(ctx context.Context, script string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// followProvisioning relays the agent's Provisioning stream (the agent
+// reads cloud-init's and the provisioning unit's state in the guest)
+// until it reports the guest provisioned. A stream that breaks off, as
+// when the agent restarts (its unit restarts it when the boot script
+// installed a new one), is opened again, unless Info says the guest is
+// provisioned by then. An agent without the call is asked Info instead
+// (pollProvisioned).
+func (d *Daemon) followProvisioning(ctx context.Context) error {
+	// The stream ends with the VM: its channel may not say so for a while.
+	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := &headWriter{max: maxProbeOutput}
-	_, err := d.agent.Exec(ctx, agentclient.ExecOptions{
-		Argv: []string{"sh", "-c", script},
-		User: "root", Dir: "/", Stdout: out,
-	})
-	return out.b.String(), err
-}
-
-// headWriter keeps the first max bytes written to it and drops the rest,
-// without failing the writer.
-type headWriter struct {
-	b   strings.Builder
-	max int
-}
-
-func (w *headWriter) Write(p []byte) (int, error) {
-	if room := w.max - w.b.Len(); room > 0 {
-		w.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func parseProvisionProbe(out string) provisionState {
-	lines := strings.SplitN(out, "\n", 4)
-	for len(lines) < 4 {
-		lines = append(lines, "")
-	}
-	clip := func(s string, n int) string {
-		s = strings.TrimSpace(s)
-		if len(s) > n {
-			s = s[:n-3] + "..."
+	go func() {
+		select {
+		case <-d.vm.Done():
+			cancel()
+		case <-sctx.Done():
 		}
-		return s
+	}()
+	last := ""
+	for {
+		err := d.relayProvisioning(sctx, &last)
+		var perr *provisionError
+		switch {
+		case err == nil, errors.As(err, &perr):
+			return err
+		case status.Code(err) == codes.Unimplemented:
+			return d.pollProvisioned(ctx)
+		}
+		d.log.Debug("provisioning stream broke off; opening it again", "err", err)
+		if err := d.pause(ctx, provisionRetry); err != nil {
+			return err
+		}
+		// A stream that keeps breaking (an agent that cannot send its
+		// status) must not hide a guest that is provisioned.
+		if d.agentSaysProvisioned(ctx) {
+			return nil
+		}
 	}
-	last, _, _ := strings.Cut(lines[3], "\n")
+}
+
+// agentSaysProvisioned is whether the agent's Info reports the marker.
+func (d *Daemon) agentSaysProvisioned(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := d.agent.Info(ctx)
+	return err == nil && info.Provisioned
+}
+
+// relayProvisioning follows one Provisioning stream: it emits each new
+// message, returns nil once the guest is provisioned and a
+// provisionError when provisioning ended without that. Any other error
+// is a stream that broke off, io.EOF one that ended without a verdict.
+func (d *Daemon) relayProvisioning(ctx context.Context, last *string) error {
+	stream, err := d.agent.Provisioning(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		st, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		p := guestProvisionState(st)
+		switch st.GetState() {
+		case agentpb.ProvisioningStatus_PROVISIONED:
+			return nil
+		case agentpb.ProvisioningStatus_FAILED:
+			return &provisionError{detail: "the provisioning script failed; last output: " + p.line}
+		case agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED:
+			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + p.line}
+		}
+		if msg := p.message(); msg != "" && msg != *last {
+			*last = msg
+			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+msg, nil)
+		}
+	}
+}
+
+// pollProvisioned waits for an agent that lacks the Provisioning call to
+// report the guest provisioned in Info. Only an agent older than this
+// hostd lacks it (the boot script installs the host's agent; a guest
+// whose cidata disk is gone keeps the one it has), so hostd waits as the
+// older hostd did, without progress or a failure verdict; the client's
+// timeout ends a wait that does not end.
+func (d *Daemon) pollProvisioned(ctx context.Context) error {
+	d.mu.Lock()
+	version := d.info.version
+	d.mu.Unlock()
+	d.events.emit(controlpb.Phase_PROVISIONING, "the guest's agent (version "+guestLine(version, 64)+") does not report provisioning progress; waiting for it to report the guest provisioned", nil)
+	for {
+		if err := d.pause(ctx, provisionRetry); err != nil {
+			return err
+		}
+		if d.agentSaysProvisioned(ctx) {
+			return nil
+		}
+	}
+}
+
+// pause waits for dur; it returns why it could not (the VM stopped, or
+// ctx ended) instead.
+func (d *Daemon) pause(ctx context.Context, dur time.Duration) error {
+	select {
+	case <-d.vm.Done():
+		return d.vmGone()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(dur):
+		return nil
+	}
+}
+
+// provisionState is one look at the guest's provisioning, as hostd
+// shows it.
+type provisionState struct {
+	step, stage, line string
+}
+
+// guestProvisionState takes what the agent sent as hostile: each string
+// becomes one printable line (termsafe) cut to a width the live view can
+// show, whatever size the guest sent.
+func guestProvisionState(st *agentpb.ProvisioningStatus) provisionState {
 	return provisionState{
-		state: clip(lines[0], 20),
-		step:  clip(lines[1], 60),
-		stage: clip(lines[2], 40),
-		line:  clip(last, 120),
+		step:  guestLine(st.GetStep(), 60),
+		stage: guestLine(st.GetStage(), 40),
+		line:  guestLine(st.GetLastLine(), 120),
 	}
+}
+
+// guestLine makes s, from the guest, a printable line of at most n bytes.
+func guestLine(s string, n int) string {
+	if len(s) > 4*n {
+		s = s[:4*n] // bound the work; a rune cut here prints as U+FFFD
+	}
+	return clip(strings.TrimSpace(termsafe.Line(s)), n)
 }
 
 // message is what the live view shows: "stage: line", the stage being

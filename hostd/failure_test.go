@@ -1,47 +1,23 @@
-package daemon
+package hostd
 
 import (
 	"context"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
-	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 	"github.com/coworkhq/cowork/internal/units"
 )
-
-// failingMachine is a VM whose Start fails with err once release closes.
-type failingMachine struct {
-	release <-chan struct{}
-	err     error
-}
-
-func (m *failingMachine) Start(ctx context.Context) error {
-	select {
-	case <-m.release:
-		return m.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-func (m *failingMachine) State() machine.State                      { return machine.Starting }
-func (m *failingMachine) Done() <-chan struct{}                     { return nil }
-func (m *failingMachine) Err() error                                { return nil }
-func (m *failingMachine) Stop(context.Context, time.Duration) error { return nil }
-func (m *failingMachine) DialAgent(context.Context) (net.Conn, error) {
-	return nil, errors.New("no agent")
-}
 
 func (e *events) subscribers() int {
 	e.mu.Lock()
@@ -61,24 +37,17 @@ func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
 	for i := range 20 {
 		p, cfg := instancetest.New(t, instance.Config{Arch: "arm64", CPUs: 1, Memory: 256 * units.MiB, Disk: units.GiB, Boot: instance.BootKernel})
 		release := make(chan struct{})
-		d := &Daemon{name: cfg.Name, paths: p, cfg: cfg, log: log, events: newEvents(), stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
-			newVM: func(machine.Config, *slog.Logger) (machine.Machine, error) {
-				return &failingMachine{release: release, err: errors.New(why)}, nil
-			}}
-		sigs := make(chan os.Signal)
+		host := machinetest.NewHost(t, machinetest.Guest{StartGate: release, StartErr: errors.New(why)})
+		d := newDaemon(p, cfg, Options{Name: cfg.Name, Log: log, NewMachine: host.NewMachine})
 		served := make(chan error, 1)
 		go func() {
-			err := d.serve(sigs)
+			err := d.serve(context.Background())
 			d.cleanup()
 			served <- err
 		}()
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		stream, err := controlpb.NewControlClient(conn).Events(ctx, &controlpb.EventsRequest{}, grpc.WaitForReady(true))
+		stream, err := dialControl(t, p.HostdSock()).Events(ctx, &controlpb.EventsRequest{}, grpc.WaitForReady(true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,8 +79,6 @@ func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
 		if err := <-served; err == nil || err.Error() != why {
 			t.Errorf("run %d: serve: %v", i, err)
 		}
-		close(sigs)
-		conn.Close()
 		cancel()
 	}
 }

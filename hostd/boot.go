@@ -1,0 +1,271 @@
+package hostd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/console"
+	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/cidata"
+	"github.com/coworkhq/cowork/internal/unixsock"
+)
+
+// boot starts the network and the VM, then waits for the agent; the
+// relay and the clock watch start once it answers. What lives as long as
+// hostd runs on life; the waiting is cut short by ctx.
+func (d *Daemon) boot(life, ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // stopped before it began
+	}
+	con, err := d.openRun()
+	if err != nil {
+		return err
+	}
+	nic, err := d.startNetwork(life)
+	if err != nil {
+		return err
+	}
+	defer nic.Close() // each backend holds its own copy (machine.Config.Network)
+	mc, err := d.machineConfig(nic, con.W)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // stopped while it was getting ready: start no VM
+	}
+	if err := d.startVM(ctx, mc, con); err != nil {
+		return err
+	}
+	provisioned, err := d.awaitGuest(ctx)
+	if err != nil {
+		return err
+	}
+	return d.serveGuest(life, provisioned)
+}
+
+// openRun begins this run in the instance's folder: the last run's stop
+// reason goes, the run directory is made, and the console opens on a
+// fresh serial.log.
+func (d *Daemon) openRun() (*console.Console, error) {
+	_ = os.Remove(d.paths.LastStop())
+	if err := os.MkdirAll(d.paths.Run(), 0o700); err != nil {
+		return nil, err
+	}
+	con, err := console.Open(d.paths.SerialLog())
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.console = con
+	d.mu.Unlock()
+	return con, nil
+}
+
+// startNetwork starts the guest's network and its audit log, and returns
+// the VM's end of the link.
+func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
+	auditLog, err := audit.Open(d.paths.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	if err != nil {
+		return nil, err
+	}
+	stack, err := netstack.New(d.netConfig(auditLog))
+	if err != nil {
+		auditLog.Close()
+		return nil, err
+	}
+	d.mu.Lock()
+	d.net, d.audit = stack, auditLog
+	d.mu.Unlock()
+	return stack.Attach(life)
+}
+
+// netConfig is the guest's network as the instance's config sets it.
+func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
+	var forwards []netstack.Forward
+	for _, p := range d.cfg.Publish {
+		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
+	}
+	upstream := d.cfg.Network.Upstream
+	if upstream == "" {
+		upstream = netstack.UpstreamFromEnv()
+	}
+	return netstack.Config{
+		GuestMAC: netstack.GuestMAC(d.name),
+		Policy:   d.cfg.Network.Policy,
+		Forwards: forwards,
+		Upstream: upstream,
+		Audit:    auditLog,
+		Log:      d.log,
+		NameFlag: instance.NameFlag(d.name),
+		Limits: netstack.Limits{
+			MaxFlows:    d.cfg.Network.MaxFlows,
+			MaxPending:  d.cfg.Network.MaxPending,
+			IdleTimeout: time.Duration(d.cfg.Network.TCPIdleSeconds) * time.Second,
+		},
+	}
+}
+
+// machineConfig is the VM to run, on the network link nic and the
+// console's write end; it writes the VM's seed disk.
+func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
+	mc := machine.Config{
+		Arch:      d.cfg.Arch,
+		CPUs:      d.cfg.CPUs,
+		Memory:    int64(d.cfg.Memory),
+		Disk:      d.paths.Disk(),
+		ShareDir:  d.cfg.Workspace,
+		ShareTag:  instance.ShareTag,
+		ShareUID:  d.guestUID(),
+		ShareGID:  d.guestUID(), // the user's own group, made with it
+		Network:   nic,
+		MAC:       netstack.GuestMAC(d.name),
+		MTU:       netstack.MTU,
+		MachineID: d.paths.MachineID(),
+		Console:   consoleW,
+		RunDir:    d.paths.Run(),
+		PowerOff:  d.agentPowerOff,
+	}
+	// The seed disk is made anew at every start, so the guest gets this
+	// build's agent (its boot script reinstalls it when it differs).
+	if err := d.writeCIData(); err != nil {
+		return mc, err
+	}
+	mc.CIData = d.paths.CIData()
+	if d.cfg.Boot == instance.BootKernel {
+		mc.Kernel, mc.Initrd, mc.Cmdline = d.paths.Kernel(), d.paths.Initrd(), d.cfg.Cmdline
+		if _, err := os.Stat(mc.Initrd); err != nil {
+			mc.Initrd = ""
+		}
+	} else {
+		mc.EFIVars = d.paths.EFIVars()
+	}
+	if _, err := os.Stat(d.cfg.Workspace); err != nil {
+		return mc, fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
+	}
+	if home, err := instance.Home(); err == nil {
+		mc.CacheDir = filepath.Join(home, instance.CacheDir)
+	}
+	return mc, nil
+}
+
+// startVM makes the VM and starts it.
+func (d *Daemon) startVM(ctx context.Context, mc machine.Config, con *console.Console) error {
+	vm, err := d.newMachine(mc, d.log)
+	if err != nil {
+		return err
+	}
+	err = vm.Start(ctx)
+	con.CloseWriter() // the VM holds its own copy
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.vm, d.started = vm, time.Now()
+	d.mu.Unlock()
+	backend, accel := describe(vm)
+	msg := fmt.Sprintf("VM started (%s, %s)", backend, accel)
+	if accel == "tcg" {
+		msg += "; no usable KVM, so the guest is emulated and slow"
+	}
+	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
+	return nil
+}
+
+// errAgentLate cuts the wait for an agent that did not answer in time.
+var errAgentLate = errors.New("the guest agent did not answer in time")
+
+// awaitGuest follows the guest until its agent answers, then until it is
+// provisioned, reporting the kernel's first words meanwhile. It says
+// whether the guest is provisioned: one whose provisioning failed is kept
+// up, for a look inside. The agent has agentTimeout to answer; the
+// provisioning that follows takes as long as it takes.
+func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
+	go d.watchKernel(ctx)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	late := time.AfterFunc(d.agentTimeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.agent == nil { // set, under mu, once the agent answered
+			cancel(errAgentLate)
+		}
+	})
+	defer late.Stop()
+	err = d.waitForAgent(wctx)
+	var provErr *provisionError
+	switch {
+	case err != nil && errors.Is(context.Cause(wctx), errAgentLate):
+		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; the guest's console is in %s: look there for where its boot stopped", d.agentTimeout, d.paths.SerialLog())
+	case errors.As(err, &provErr):
+		// The guest runs and its agent answers: keep it up for a look inside.
+		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// serveGuest serves the guest's agent on agent.sock, keeps its clock on
+// the host's, and reports the instance ready if it is provisioned.
+func (d *Daemon) serveGuest(life context.Context, provisioned bool) error {
+	relay, err := unixsock.Listen(d.paths.AgentSock())
+	if err != nil {
+		return err
+	}
+	go d.relay(life, relay)
+	go d.watchClock(life)
+	if provisioned {
+		// Ready only now that agent.sock serves: a client told "ready"
+		// connects at once, and must find it.
+		d.mu.Lock()
+		d.ready = true
+		d.mu.Unlock()
+		d.events.emit(controlpb.Phase_READY, "ready", nil)
+	}
+	return nil
+}
+
+// guestUID is the guest user's uid: the host user's, so that the
+// workspace has one owner on both sides, or 1000 when cowork runs as root.
+func (d *Daemon) guestUID() int {
+	if d.cfg.GuestUID <= 0 {
+		return 1000
+	}
+	return d.cfg.GuestUID
+}
+
+func (d *Daemon) writeCIData() error {
+	uid := d.guestUID()
+	id := d.cfg.InstanceID
+	if id == "" {
+		id = "cowork-" + d.name
+	}
+	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
+	packages, commands := image.DefaultPackages, image.DefaultProvision
+	if p := d.cfg.Provision; p != nil {
+		packages, commands = p.Packages, p.Commands
+	}
+	return cidata.Write(d.paths.CIData(), cidata.CIData{
+		InstanceID: id,
+		Arch:       d.cfg.Arch,
+		Guest: image.Guest{
+			Hostname:  "cowork",
+			User:      "cowork",
+			UID:       uid,
+			ShareTag:  instance.ShareTag,
+			ProxyURL:  proxy,
+			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
+			Packages:  packages,
+			Provision: commands,
+			MAC:       netstack.GuestMAC(d.name).String(),
+		},
+	})
+}

@@ -1,0 +1,335 @@
+// Package machinetest is a machine.Machine for tests of hostd: no
+// hypervisor, and a guest the test drives. Its agent is the real one
+// (guestagent), served in the test's process over a yamux session on a
+// pipe, the transport QEMU's serial channel uses, with the guest's clock
+// and power switch replaced by the fake's. A test tells the guest how to
+// behave (Guest), then crashes it, prints on its console, or watches how
+// hostd stopped it; every Machine keeps the contract of the real backends
+// (machine.Machine), so that hostd cannot pass here and fail on a VM.
+package machinetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentwire"
+)
+
+// Guest is how the machines a Host makes behave.
+type Guest struct {
+	// StartErr fails Start.
+	StartErr error
+	// StartGate, when set, holds Start until it is closed (or Start's ctx
+	// ends): a boot caught between its steps.
+	StartGate <-chan struct{}
+	// NoAgent is a guest whose agent never comes up: DialAgent fails.
+	NoAgent bool
+	// DeafToPowerOff is a guest that ignores being asked to power off,
+	// by its agent or by the power button: only cutting its power stops it.
+	DeafToPowerOff bool
+}
+
+// Host makes the machines of a hostd under test (its NewMachine), and
+// hands each to the test as it is made.
+type Host struct {
+	t    testing.TB
+	made chan *Machine
+
+	mu    sync.Mutex
+	guest Guest
+}
+
+// NewHost is a Host whose machines behave as guest says.
+func NewHost(t testing.TB, guest Guest) *Host {
+	return &Host{t: t, made: make(chan *Machine, 16), guest: guest}
+}
+
+// SetGuest changes how the machines made from now on behave.
+func (h *Host) SetGuest(g Guest) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.guest = g
+}
+
+// NewMachine is Options.NewMachine: a Machine for c, which it checks as a
+// backend does.
+func (h *Host) NewMachine(c machine.Config, log *slog.Logger) (machine.Machine, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	g := h.guest
+	h.mu.Unlock()
+	m := &Machine{Config: c, guest: g, log: log.With("guest", "machinetest"), t: h.t, state: machine.Starting, done: make(chan struct{})}
+	h.t.Cleanup(func() { m.halt(PowerCut, nil) }) // no guest outlives its test
+	select {
+	case h.made <- m:
+	default:
+		h.t.Errorf("machinetest: more than %d machines made, none taken by the test", cap(h.made))
+	}
+	return m, nil
+}
+
+// Made is how many machines were made and not yet taken with Next.
+func (h *Host) Made() int { return len(h.made) }
+
+// Next waits for the next machine hostd makes.
+func (h *Host) Next(t testing.TB) *Machine {
+	t.Helper()
+	select {
+	case m := <-h.made:
+		return m
+	case <-time.After(time.Minute):
+		t.Fatal("machinetest: hostd made no machine in a minute")
+		return nil
+	}
+}
+
+// End is how a machine stopped.
+type End string
+
+const (
+	Running    End = ""            // it has not
+	PoweredOff End = "powered off" // the guest powered off, asked or not
+	PowerCut   End = "power cut"   // Stop cut the power
+	Crashed    End = "crashed"     // Crash: the hypervisor went
+)
+
+// Machine is a fake VM.
+type Machine struct {
+	// Config is the VM hostd asked for.
+	Config machine.Config
+
+	guest Guest
+	log   *slog.Logger
+	t     testing.TB
+
+	mu        sync.Mutex
+	state     machine.State
+	started   bool
+	stopping  bool // a Stop came: however it goes down now, it was asked
+	end       End
+	err       error
+	stops     []time.Duration
+	powerOffs int
+	clockSets int
+	console   *os.File // the VM's copy of the console's write end
+	host      *yamux.Session
+	closers   []io.Closer // the guest's side, closed when it stops
+	done      chan struct{}
+}
+
+// Start boots the fake: it keeps a copy of the console (as vz does) and
+// brings up its agent, unless the guest says otherwise.
+func (m *Machine) Start(ctx context.Context) error {
+	if m.guest.StartGate != nil {
+		select {
+		case <-m.guest.StartGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if m.guest.StartErr != nil {
+		return m.guest.StartErr
+	}
+	fd, err := syscall.Dup(int(m.Config.Console.Fd()))
+	if err != nil {
+		return fmt.Errorf("machinetest: console: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.console = os.NewFile(uintptr(fd), "console")
+	m.closers = append(m.closers, m.console)
+	if !m.guest.NoAgent {
+		if err := m.startAgentLocked(); err != nil {
+			return err
+		}
+	}
+	m.started, m.state = true, machine.Running
+	return nil
+}
+
+// startAgentLocked serves the real agent on the guest's end of a pipe,
+// as the agent does on QEMU's serial port.
+func (m *Machine) startAgentLocked() error {
+	marker := filepath.Join(m.t.TempDir(), "provisioned") // a provisioned guest
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		return err
+	}
+	hostEnd, guestEnd := net.Pipe()
+	guestSess, err := agentwire.GuestSession(guestEnd, m.log)
+	if err != nil {
+		return err
+	}
+	hostSess, err := agentwire.HostSession(hostEnd, m.log)
+	if err != nil {
+		guestSess.Close()
+		return err
+	}
+	srv := guestagent.New(guestagent.Options{
+		ProvisionedMarker: marker,
+		SetClock:          m.setClock,
+		PowerOff:          m.agentPowerOff,
+		Logger:            m.log,
+	})
+	g := guestagent.NewGRPCServer(srv)
+	go g.Serve(guestSess) //nolint:errcheck // ends when the guest stops
+	m.host = hostSess
+	m.closers = append(m.closers, hostSess, guestSess, closerFunc(g.Stop))
+	return nil
+}
+
+type closerFunc func()
+
+func (f closerFunc) Close() error { f(); return nil }
+
+func (m *Machine) setClock(time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clockSets++
+	return nil
+}
+
+// agentPowerOff is the guest's power switch, as its agent flips it.
+func (m *Machine) agentPowerOff() error {
+	m.mu.Lock()
+	m.powerOffs++
+	m.mu.Unlock()
+	if !m.guest.DeafToPowerOff {
+		m.halt(PoweredOff, errors.New("the guest powered itself off"))
+	}
+	return nil
+}
+
+// pressButton is the hypervisor's power button.
+func (m *Machine) pressButton() error {
+	if !m.guest.DeafToPowerOff {
+		m.halt(PoweredOff, errors.New("the guest powered itself off"))
+	}
+	return nil
+}
+
+// halt stops the machine, how; err is why when no Stop asked for it.
+func (m *Machine) halt(how End, err error) {
+	m.mu.Lock()
+	if m.end != Running {
+		m.mu.Unlock()
+		return
+	}
+	m.end, m.state = how, machine.Stopped
+	if !m.stopping {
+		m.err = err
+	}
+	closers := m.closers
+	m.closers = nil
+	m.mu.Unlock()
+	for _, c := range closers {
+		c.Close()
+	}
+	close(m.done)
+}
+
+// State is the machine's state.
+func (m *Machine) State() machine.State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// Done is closed once the machine has stopped.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Err is why the machine stopped, when no Stop asked for it.
+func (m *Machine) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Stop is a backend's Stop: the machine knows at once that its end was
+// asked for; the guest is asked to power off, and its power is cut when
+// it has not within timeout (at once when timeout is 0).
+func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
+	m.mu.Lock()
+	m.stopping = true
+	m.stops = append(m.stops, timeout)
+	if m.end == Running {
+		m.state = machine.Stopping
+	}
+	m.mu.Unlock()
+	if timeout > 0 && m.Config.PowerOffWithin(ctx, timeout, m.pressButton, m.done) == nil {
+		return nil
+	}
+	m.halt(PowerCut, nil)
+	return nil
+}
+
+// DialAgent opens a channel to the guest's agent.
+func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
+	m.mu.Lock()
+	host, end := m.host, m.end
+	m.mu.Unlock()
+	switch {
+	case end != Running:
+		return nil, errors.New("machinetest: the VM has stopped")
+	case host == nil:
+		return nil, errors.New("machinetest: the guest agent is not listening")
+	}
+	return host.Open()
+}
+
+// Backend names the fake, for status.
+func (m *Machine) Backend() (string, string) { return "machinetest", "none" }
+
+// Crash is the VM going away by itself (the hypervisor died, or the guest
+// powered off unasked), with err as its reason.
+func (m *Machine) Crash(err error) { m.halt(Crashed, err) }
+
+// Print writes s on the guest's console, as its kernel would.
+func (m *Machine) Print(t testing.TB, s string) {
+	t.Helper()
+	m.mu.Lock()
+	c := m.console
+	m.mu.Unlock()
+	if c == nil {
+		t.Fatal("machinetest: Print on a machine that has not started")
+	}
+	if _, err := io.WriteString(c, s); err != nil {
+		t.Fatalf("machinetest: console: %v", err)
+	}
+}
+
+// Stats is what happened to a machine, for a test to check.
+type Stats struct {
+	Started   bool
+	End       End
+	Stops     []time.Duration // each Stop's timeout, in order
+	PowerOffs int             // the agent asked to power off
+	ClockSets int             // the agent asked to set the clock
+}
+
+// Stats is what happened to the machine so far.
+func (m *Machine) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{Started: m.started, End: m.end, Stops: append([]time.Duration(nil), m.stops...), PowerOffs: m.powerOffs, ClockSets: m.clockSets}
+}
+
+var (
+	_ machine.Machine   = (*Machine)(nil)
+	_ machine.Describer = (*Machine)(nil)
+)

@@ -1,0 +1,19 @@
+// Pins staticcheck for make lint (hack/staticcheck.sh builds and runs it),
+// in a module of its own so that its dependencies stay those of its release
+// and out of cowork's go.mod. Upgrade with
+//   go -C tools/lint get -tool honnef.co/go/tools/cmd/staticcheck@vX.Y.Z
+// and fix what the new version finds in the same commit.
+module github.com/coworkhq/cowork/tools/lint
+
+go 1.26.0
+
+tool honnef.co/go/tools/cmd/staticcheck
+
+require (
+	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
+	golang.org/x/exp/typeparams v0.0.0-20231108232855-2478ac86f678 // indirect
+	golang.org/x/mod v0.41.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/tools v0.51.0 // indirect
+	honnef.co/go/tools v0.8.2 // indirect
+)
