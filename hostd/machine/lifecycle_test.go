@@ -32,7 +32,7 @@ func check(t *testing.T, l *Lifecycle, state State, done bool, err error) {
 func TestLifecycleZeroValueIsStarting(t *testing.T) {
 	var l Lifecycle
 	check(t, &l, Starting, false, nil)
-	if l.Done() != l.Done() {
+	if first, second := l.Done(), l.Done(); first != second {
 		t.Error("Done gives a different channel each call")
 	}
 }
