@@ -150,6 +150,20 @@ KVER=$(ls "$OUT/kernel/lib/modules")
 MODS=$(for m in $MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
 	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
 
+# install_modules puts the initramfs's modules (MODS) into the tree $1 and
+# indexes them, so that modprobe works there after the switch to it.
+install_modules() {
+	local root=$1 p rel
+	mkdir -p "$root/lib/modules/$KVER"
+	for p in $MODS; do
+		rel=${p#"$OUT/kernel"}
+		mkdir -p "$root$(dirname "$rel")"
+		cp "$p" "$root$rel"
+	done
+	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$KVER/"
+	depmod -b "$root" "$KVER"
+}
+
 # ---------------------------------------------------------------- initramfs
 read -r -d '' INITRAMFS_INIT <<'EOF' || true
 #!/bin/busybox sh
@@ -334,15 +348,7 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	install -m 644 "$OUT/ssh/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
 	echo 'cowork ALL=(ALL) NOPASSWD:ALL' >"$R/etc/sudoers.d/cowork"
 	chmod 440 "$R/etc/sudoers.d/cowork"
-	# The same modules as the initramfs, so that modprobe works after the switch.
-	mkdir -p "$R/lib/modules/$KVER"
-	for p in $MODS; do
-		rel=${p#"$OUT/kernel"}
-		mkdir -p "$R$(dirname "$rel")"
-		cp "$p" "$R$rel"
-	done
-	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/"
-	depmod -b "$R" "$KVER"
+	install_modules "$R"
 	rm -f "$OUT/rootfs.ext4.tmp"
 	mkfs.ext4 -q -F -L cowork-root -E root_owner=0:0 -d "$R" "$OUT/rootfs.ext4.tmp" "$ROOTFS_SIZE" >/dev/null
 	mv "$OUT/rootfs.ext4.tmp" "$OUT/rootfs.ext4"
@@ -362,14 +368,7 @@ if [ "$(cat "$OUT/.cloud.stamp" 2>/dev/null)" != "$C_STAMP" ] || [ ! -f "$OUT/cl
 	printf '/dev/vda / ext4 rw 0 1\n' >"$R/etc/fstab"
 	printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90-cowork-datasource.cfg"
 	rm -f "$R/etc/machine-id" && : >"$R/etc/machine-id"
-	mkdir -p "$R/lib/modules/$KVER"
-	for p in $MODS; do
-		rel=${p#"$OUT/kernel"}
-		mkdir -p "$R$(dirname "$rel")"
-		cp "$p" "$R$rel"
-	done
-	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/"
-	depmod -b "$R" "$KVER"
+	install_modules "$R"
 	rm -f "$OUT/cloud.ext4"
 	mkfs.ext4 -q -F -L cloudimg-rootfs -E root_owner=0:0 -d "$R" "$OUT/cloud.ext4" "$ROOTFS_SIZE" >/dev/null
 	qemu-img convert -O qcow2 "$OUT/cloud.ext4" "$OUT/cloud.qcow2.tmp"

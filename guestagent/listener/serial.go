@@ -160,9 +160,12 @@ func (l *serialListener) session(c *sessionConn) {
 	}
 }
 
-func (l *serialListener) isClosed() bool {
+func (l *serialListener) isClosed() bool { return closed(l.closed) }
+
+// closed says whether ch is closed, without waiting.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-l.closed:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -240,11 +243,4 @@ func (c *sessionConn) Close() error {
 	return nil
 }
 
-func (c *sessionConn) isDone() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
+func (c *sessionConn) isDone() bool { return closed(c.done) }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
@@ -26,12 +25,8 @@ const localZone = "cowork.internal."
 // resolvers when allowed, and its answers remembered (the policy binds
 // names to the addresses they returned) and logged.
 func (n *Stack) serveDNS() error {
-	addr := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: 53}
+	addr := gatewayAddress(53)
 	udpConn, err := gonet.DialUDP(n.s, &addr, nil, ipv4.ProtocolNumber)
-	if err != nil {
-		return err
-	}
-	tcpLn, err := gonet.ListenTCP(n.s, addr, ipv4.ProtocolNumber)
 	if err != nil {
 		return err
 	}
@@ -41,10 +36,9 @@ func (n *Stack) serveDNS() error {
 		_ = w.WriteMsg(n.answer(q, client, tcpClient))
 	}))
 	n.serve("DNS (UDP)", (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe)
-	n.serveGateway("DNS (TCP)", tcpLn, func(l net.Listener) error {
+	return n.serveGateway("DNS (TCP)", 53, func(l net.Listener) error {
 		return (&dns.Server{Listener: l, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe()
 	})
-	return nil
 }
 
 // acceptQuery lets a query with other than one question through to answer,

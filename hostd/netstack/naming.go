@@ -3,10 +3,27 @@ package netstack
 import (
 	"net/netip"
 	"slices"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
+
+// newFlow starts the audit record of a new guest flow of kind (tcp, udp)
+// to the endpoint id names. The flow is named after what the guest
+// resolved its address to through the gateway's DNS, if anything: names
+// are all of those, for the rules to decide the flow under.
+func (n *Stack) newFlow(kind string, id stack.TransportEndpointID) (rec *audit.Record, dst netip.AddrPort, names []string) {
+	dst = addrPort(id.LocalAddress, id.LocalPort)
+	rec = &audit.Record{Kind: kind, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
+	names = n.bindings.Names(dst.Addr())
+	if len(names) > 0 {
+		rec.Name, rec.NameFrom = names[0], audit.FromDNS
+	}
+	return rec, dst, names
+}
 
 // noteClaim records the name a flow's own first bytes claim (the TLS
 // server name, or the HTTP Host header) beside the name the flow was

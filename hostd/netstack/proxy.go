@@ -11,10 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
@@ -23,17 +19,12 @@ import (
 // plain HTTP requests are forwarded, CONNECT requests tunnelled, both under
 // the same policy as direct connections, and logged.
 func (n *Stack) serveProxy() error {
-	ln, err := gonet.ListenTCP(n.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: ProxyPort}, ipv4.ProtocolNumber)
-	if err != nil {
-		return err
-	}
 	transport := n.proxyTransport()
 	srv := &http.Server{
 		Handler:           &proxyHandler{n: n, transport: transport},
 		ReadHeaderTimeout: 30 * time.Second,
 	}
-	n.serveGateway("proxy", ln, srv.Serve)
-	return nil
+	return n.serveGateway("proxy", ProxyPort, srv.Serve)
 }
 
 // proxyTransport carries the forwarded requests: forward rewrote each

@@ -21,10 +21,6 @@ import (
 // a session's placeholder for the real credential and forwards the calls
 // Claude Code makes to the real endpoint, streaming the answer as it comes.
 func (n *Stack) serveRelay() error {
-	ln, err := gonet.ListenTCP(n.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: RelayPort}, ipv4.ProtocolNumber)
-	if err != nil {
-		return err
-	}
 	n.refusals = newRefusalLog(refusalRate, refusalBurst)
 	transport := &http.Transport{
 		DialContext:           n.dial.DialContext,
@@ -35,8 +31,7 @@ func (n *Stack) serveRelay() error {
 		ResponseHeaderTimeout: 10 * time.Minute,
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport) }), ReadHeaderTimeout: 30 * time.Second}
-	n.serveGateway("relay", ln, srv.Serve)
-	return nil
+	return n.serveGateway("relay", RelayPort, srv.Serve)
 }
 
 func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport http.RoundTripper) {

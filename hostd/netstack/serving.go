@@ -2,11 +2,16 @@ package netstack
 
 import (
 	"cmp"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -41,14 +46,25 @@ func (n *Stack) serve(service string, loop func() error) {
 	go func() { n.served(service, loop()) }()
 }
 
-// serveGateway serves a listener of the gateway's (the proxy's, say) as
-// service, guarded by the limits (see guard).
-func (n *Stack) serveGateway(service string, ln net.Listener, serve func(net.Listener) error) {
+// gatewayAddress is port on the gateway's address, where the stack's own
+// services (DNS, the proxy, the relay) answer the guest.
+func gatewayAddress(port uint16) tcpip.FullAddress {
+	return tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(gatewayAddr.As4()), Port: port}
+}
+
+// serveGateway listens on the gateway's TCP port for service (the
+// proxy's, say) and serves it, guarded by the limits (see guard).
+func (n *Stack) serveGateway(service string, port uint16, serve func(net.Listener) error) error {
+	ln, err := gonet.ListenTCP(n.s, gatewayAddress(port), ipv4.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("listen for the %s on the gateway's port %d: %w", service, port, err)
+	}
 	l := n.guard(ln)
 	if n.cfg.wrapListener != nil {
 		l = n.cfg.wrapListener(service, l)
 	}
 	n.serve(service, func() error { return serve(l) })
+	return nil
 }
 
 // errEndedAsAsked is a loop's way of saying it ended because it was told

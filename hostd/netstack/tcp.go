@@ -25,13 +25,7 @@ func (n *Stack) tcpForwarder() *tcp.Forwarder {
 // the destination before completing the guest's handshake, so a refused
 // destination looks refused to the guest.
 func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
-	id := r.ID()
-	dst := addrPort(id.LocalAddress, id.LocalPort)
-	rec := &audit.Record{Kind: audit.KindTCP, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
-	names := n.bindings.Names(dst.Addr())
-	if len(names) > 0 {
-		rec.Name, rec.NameFrom = names[0], audit.FromDNS
-	}
+	rec, dst, names := n.newFlow(audit.KindTCP, r.ID())
 	v := n.currentRules().CheckFlow(policy.TCP, dst, names)
 	rec.Rule = v.Rule
 	if !v.Allow {

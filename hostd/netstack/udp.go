@@ -21,13 +21,7 @@ const udpIdle = 60 * time.Second
 
 func (n *Stack) udpForwarder() *udp.Forwarder {
 	return udp.NewForwarder(n.s, func(r *udp.ForwarderRequest) {
-		id := r.ID()
-		dst := addrPort(id.LocalAddress, id.LocalPort)
-		rec := &audit.Record{Kind: audit.KindUDP, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
-		names := n.bindings.Names(dst.Addr())
-		if len(names) > 0 {
-			rec.Name, rec.NameFrom = names[0], audit.FromDNS
-		}
+		rec, dst, names := n.newFlow(audit.KindUDP, r.ID())
 		v := n.currentRules().CheckFlow(policy.UDP, dst, names)
 		if v.Allow && n.cfg.Upstream != "" {
 			// All egress must go through the upstream proxy, and UDP cannot.

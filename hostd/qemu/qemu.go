@@ -36,12 +36,10 @@ type VM struct {
 	// socket ends when QEMU exits.
 	eventsDone chan struct{}
 
+	machine.Lifecycle // State, Done, Err; Done is closed once QEMU has exited and its helpers are gone
+
 	mu       sync.Mutex
-	state    machine.State
-	stopping bool
 	shutdown string // the reason of QEMU's SHUTDOWN event, if it sent one
-	done     chan struct{}
-	err      error
 }
 
 var _ machine.Machine = (*VM)(nil)
@@ -51,7 +49,7 @@ func New(cfg machine.Config, log *slog.Logger) (*VM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &VM{cfg: cfg, log: log, run: runPaths{cfg.RunDir}, state: machine.Starting, done: make(chan struct{})}, nil
+	return &VM{cfg: cfg, log: log, run: runPaths{cfg.RunDir}}, nil
 }
 
 // Backend reports QEMU and the accelerator in use.
@@ -129,7 +127,7 @@ func (v *VM) attach() (err error) {
 	} else {
 		close(v.eventsDone)
 	}
-	v.setState(machine.Running)
+	v.SetState(machine.Running)
 	go v.watch()
 	return nil
 }
@@ -185,20 +183,17 @@ func (v *VM) watch() {
 	if v.virtiofs != nil {
 		v.virtiofs.kill()
 	}
-	v.mu.Lock()
-	if !v.stopping {
-		v.err = v.unasked(err)
-	}
-	v.state = machine.Stopped
-	v.mu.Unlock()
-	close(v.done)
+	v.Exit(v.unasked(err))
 }
 
-// unasked says why QEMU exited when hostd did not ask it to (v.mu held):
-// what the guest did, from QEMU's SHUTDOWN event, or else how QEMU
-// exited, with its last words.
+// unasked says why QEMU exited, for when hostd did not ask it to: what
+// the guest did, from QEMU's SHUTDOWN event, or else how QEMU exited, with
+// its last words.
 func (v *VM) unasked(exit error) error {
-	switch v.shutdown {
+	v.mu.Lock()
+	shutdown := v.shutdown
+	v.mu.Unlock()
+	switch shutdown {
 	case "guest-shutdown":
 		return errors.New("the guest powered itself off")
 	case "guest-reset":
@@ -218,49 +213,21 @@ func exitText(err error) string {
 	return "qemu: " + err.Error()
 }
 
-func (v *VM) setState(s machine.State) {
-	v.mu.Lock()
-	v.state = s
-	v.mu.Unlock()
-}
-
-// State is the VM's state.
-func (v *VM) State() machine.State {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.state
-}
-
-// Done is closed once QEMU has exited and its helpers are gone.
-func (v *VM) Done() <-chan struct{} { return v.done }
-
-// Err says why the VM stopped when nobody asked it to.
-func (v *VM) Err() error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.err
-}
-
 // Stop asks the guest to power off (Config.PowerOffWithin: the agent, else
 // the power button) and waits up to timeout for it to, then ends QEMU.
 // The VM counts as stopped on purpose from the first moment, so a guest
 // that powers off as asked is no surprise (Err stays nil).
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
-	v.mu.Lock()
-	v.stopping = true
-	if v.state != machine.Stopped {
-		v.state = machine.Stopping
-	}
-	v.mu.Unlock()
+	v.MarkStopping()
 	if timeout > 0 && v.monitor != nil {
-		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.done)
+		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.Done())
 		if err == nil {
 			return nil
 		}
 		v.log.Warn("stopping qemu", "why", err)
 	}
 	v.kill()
-	<-v.done
+	<-v.Done()
 	return nil
 }
 

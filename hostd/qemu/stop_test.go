@@ -44,7 +44,7 @@ func newFakeVM(t *testing.T, powerOff func(context.Context) error) *monitoredQEM
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	v := &VM{cfg: machine.Config{PowerOff: powerOff}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		run: runPaths{dir}, state: machine.Starting, done: make(chan struct{})}
+		run: runPaths{dir}}
 	f := &monitoredQEMU{t: t, vm: v}
 	ln, err := net.Listen("unix", v.run.qmp())
 	if err != nil {

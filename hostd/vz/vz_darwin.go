@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 
@@ -27,11 +26,7 @@ type VM struct {
 	network *os.File      // the VM's own copy of its socketpair end: vz holds only the descriptor
 	console *consoleFiles // the VM's own console descriptors, likewise
 
-	mu       sync.Mutex
-	state    machine.State
-	stopping bool
-	done     chan struct{}
-	err      error
+	machine.Lifecycle // State, Done, Err
 }
 
 var _ machine.Machine = (*VM)(nil)
@@ -41,7 +36,7 @@ func New(cfg machine.Config, log *slog.Logger) (*VM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &VM{cfg: cfg, log: log, state: machine.Starting, done: make(chan struct{})}, nil
+	return &VM{cfg: cfg, log: log}, nil
 }
 
 // Backend reports vz and Apple's hypervisor.
@@ -53,7 +48,7 @@ func (v *VM) Backend() (string, string) { return "vz", "hvf" }
 func (v *VM) Start(ctx context.Context) error {
 	plan, err := v.plan()
 	if err != nil {
-		v.fail(err)
+		v.Fail(err)
 		return err
 	}
 	m, err := create(plan)
@@ -63,7 +58,7 @@ func (v *VM) Start(ctx context.Context) error {
 	if err != nil {
 		plan.Network.Close()
 		v.console.Close()
-		v.fail(err)
+		v.Fail(err)
 		return err
 	}
 	v.vm, v.network = m, plan.Network
@@ -133,9 +128,9 @@ func (v *VM) watch() {
 		v.log.Debug("vm state", "state", s.String())
 		switch s {
 		case vz.VirtualMachineStateRunning:
-			v.setState(machine.Running)
+			v.SetState(machine.Running)
 		case vz.VirtualMachineStateStopping:
-			v.setState(machine.Stopping)
+			v.SetState(machine.Stopping)
 		case vz.VirtualMachineStateStopped, vz.VirtualMachineStateError:
 			v.finish(s)
 			return
@@ -143,68 +138,29 @@ func (v *VM) watch() {
 	}
 }
 
-func (v *VM) setState(s machine.State) {
-	v.mu.Lock()
-	v.state = s
-	v.mu.Unlock()
-}
-
+// finish ends the VM once vz reports it stopped (watch calls it once). The
+// VM no longer reads or writes its NIC nor its console: its copies of the
+// descriptors go first, so the netstack's and the console drain's reads on
+// the other ends have ended by the time Done closes.
 func (v *VM) finish(s vz.VirtualMachineState) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.state == machine.Stopped {
-		return
-	}
-	if s == vz.VirtualMachineStateError {
-		v.err = errors.New("the VM stopped on an internal error of Virtualization.framework; see serial.log")
-	} else if !v.stopping {
-		v.err = errors.New("the guest powered off")
-	}
-	v.state = machine.Stopped
-	// The VM no longer reads or writes its NIC nor its console: its copies
-	// of the descriptors go, and the netstack's and the console drain's
-	// reads on the other ends end.
 	v.network.Close()
 	v.console.Close()
-	close(v.done)
-}
-
-// fail marks a VM that never ran as stopped, with why.
-func (v *VM) fail(err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.err, v.state = err, machine.Stopped
-	close(v.done)
-}
-
-// State is the VM's current state.
-func (v *VM) State() machine.State {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.state
-}
-
-// Done is closed once the VM stopped.
-func (v *VM) Done() <-chan struct{} { return v.done }
-
-// Err says why the VM stopped when nobody asked it to.
-func (v *VM) Err() error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.err
+	if s == vz.VirtualMachineStateError {
+		v.Fail(errors.New("the VM stopped on an internal error of Virtualization.framework; see serial.log"))
+		return
+	}
+	v.Exit(errors.New("the guest powered off"))
 }
 
 // Stop asks the guest to power off (Config.PowerOffWithin: the agent, else
 // the virtual power button), then cuts the power after timeout.
 func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
-	v.mu.Lock()
-	v.stopping = true
-	v.mu.Unlock()
+	v.MarkStopping()
 	if v.vm == nil {
 		return nil
 	}
 	if timeout > 0 {
-		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.done)
+		err := v.cfg.PowerOffWithin(ctx, timeout, v.powerButton, v.Done())
 		if err == nil {
 			return nil
 		}
@@ -216,7 +172,7 @@ func (v *VM) Stop(ctx context.Context, timeout time.Duration) error {
 		}
 	}
 	select {
-	case <-v.done:
+	case <-v.Done():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -243,7 +199,7 @@ func (v *VM) DialAgent(ctx context.Context) (net.Conn, error) {
 	if len(devices) == 0 {
 		return nil, errors.New("the VM has no virtio socket device")
 	}
-	conn, err := dialRetry(ctx, v.done, agentRetry, func() (net.Conn, error) {
+	conn, err := dialRetry(ctx, v.Done(), agentRetry, func() (net.Conn, error) {
 		c, err := devices[0].Connect(agentwire.VsockPort)
 		if err != nil {
 			return nil, err // not a typed nil in the interface

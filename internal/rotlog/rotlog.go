@@ -46,6 +46,10 @@ type File struct {
 
 	mu sync.Mutex
 	f  *os.File
+	// written is the current file's size as this File wrote it. It is the
+	// size unless OnOpen handed the file to other writers: then size reads
+	// the file's own (fstat), which costs a system call a write.
+	written int64
 }
 
 var _ io.WriteCloser = (*File)(nil)
@@ -73,8 +77,8 @@ func Open(path string, o Options) (*File, error) {
 func (l *File) Name() string { return l.path }
 
 // Write appends p, rotating first when p would take the file past MaxSize.
-// The size is the file's own (fstat), so writes through another
-// descriptor of it (a process's stderr) count too.
+// With OnOpen, the size is the file's own (fstat), so writes through
+// another descriptor of it (a process's stderr) count too.
 func (l *File) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -95,6 +99,7 @@ func (l *File) Write(p []byte) (int, error) {
 		}
 		chunk := p[:min(int64(len(p)), l.o.MaxSize-size)]
 		n, err := l.f.Write(chunk)
+		l.written += int64(n)
 		written += n
 		p = p[n:]
 		if err != nil {
@@ -132,6 +137,9 @@ func (l *File) Close() error {
 }
 
 func (l *File) size() (int64, error) {
+	if l.o.OnOpen == nil {
+		return l.written, nil
+	}
 	st, err := l.f.Stat()
 	if err != nil {
 		return 0, err
@@ -165,12 +173,17 @@ func (l *File) open(truncate bool) error {
 	if err != nil {
 		return fmt.Errorf("open log %s: %w", l.path, err)
 	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("log %s: %w", l.path, err)
+	}
 	if l.o.OnOpen != nil {
 		if err := l.o.OnOpen(f); err != nil {
 			f.Close()
 			return fmt.Errorf("log %s: %w", l.path, err)
 		}
 	}
-	l.f = f
+	l.f, l.written = f, st.Size()
 	return nil
 }

@@ -226,3 +226,29 @@ func TestPanicLandsInTheCurrentFile(t *testing.T) {
 		t.Errorf("path.1 is not a rotated part of the log: %d bytes", len(old))
 	}
 }
+
+// A log reopened where an earlier run left a file counts that file's bytes
+// toward the bound, without OnOpen too.
+func TestReopenedLogCountsWhatIsThere(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "network.jsonl")
+	o := Options{MaxSize: 1000, Keep: 1}
+	if err := os.WriteFile(path, bytes.Repeat([]byte("s"), 990), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if b, _ := os.ReadFile(path); len(b) != 990 {
+		t.Fatalf("Open changed the file under the bound: %d bytes", len(b))
+	}
+	l.Write([]byte("0123456789abcdef\n"))
+	if b, _ := os.ReadFile(path); string(b) != "0123456789abcdef\n" {
+		t.Errorf("Write did not count the bytes already there: %d bytes in the file", len(b))
+	}
+	l.Write([]byte("more\n"))
+	if b, _ := os.ReadFile(path); string(b) != "0123456789abcdef\nmore\n" {
+		t.Errorf("Write did not count its own bytes after a rotation: %q", b)
+	}
+}

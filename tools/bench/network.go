@@ -111,13 +111,11 @@ func networkSection(t *table, size int64, rounds int) error {
 	progress("network: new-flow latency, %d rounds per stack, interleaved", rounds)
 	connect := func(g *netstacktest.Guest) func() (time.Duration, error) {
 		return timed(func() error {
-			c, err := g.DialTCP(context.Background(), target)
+			c, err := sinkOp(g, target, "x") // the sink takes 1 byte as a probe
 			if err != nil {
 				return err
 			}
-			_, err = io.WriteString(c, "x") // the sink takes 1 byte as a probe
-			c.Close()
-			return err
+			return c.Close()
 		})
 	}
 	flows, err := interleave(rounds, []func() (time.Duration, error){connect(ourGuest), connect(stockGuest)})
@@ -194,15 +192,25 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-func upload(g *netstacktest.Guest, target string, size int64) error {
+// sinkOp opens a flow from g to the hostSink at target and sends it op.
+func sinkOp(g *netstacktest.Guest, target, op string) (net.Conn, error) {
 	c, err := g.DialTCP(context.Background(), target)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.WriteString(c, op); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func upload(g *netstacktest.Guest, target string, size int64) error {
+	c, err := sinkOp(g, target, "u")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := io.WriteString(c, "u"); err != nil {
-		return err
-	}
 	if _, err := io.Copy(c, io.LimitReader(zeros{}, size)); err != nil {
 		return err
 	}
@@ -215,14 +223,11 @@ func upload(g *netstacktest.Guest, target string, size int64) error {
 }
 
 func download(g *netstacktest.Guest, target string, size int64) error {
-	c, err := g.DialTCP(context.Background(), target)
+	c, err := sinkOp(g, target, "d")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := io.WriteString(c, "d"); err != nil {
-		return err
-	}
 	n, err := io.Copy(io.Discard, c)
 	if err == nil && n != size {
 		err = fmt.Errorf("download: got %d bytes of %d", n, size)

@@ -7,9 +7,10 @@ package audit
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/coworkhq/cowork/internal/rotlog"
 )
 
 // Verdicts.
@@ -93,16 +94,14 @@ type Stats struct {
 	BytesIn  int64 `json:"bytes_in"`
 }
 
-// Log appends records to a file, rotating it when it grows past MaxSize:
-// path becomes path.1, path.1 path.2, and so on up to Keep files.
+// Log appends records to a file, rotating it when it grows past maxSize:
+// path becomes path.1, path.1 path.2, and so on up to keep files. The
+// file is an internal/rotlog.File, as hostd's other guest-fed logs: a
+// record that would take it past maxSize starts the next file, so a line
+// is split only when it alone is longer than maxSize.
 type Log struct {
-	path    string
-	maxSize int64
-	keep    int
-
-	mu    sync.Mutex
-	f     *os.File
-	size  int64
+	mu    sync.Mutex // orders the records and guards stats
+	f     *rotlog.File
 	stats Stats
 }
 
@@ -112,27 +111,13 @@ const (
 	DefaultKeep    = 3
 )
 
-// Open appends to path.
+// Open appends to path (rotating first when it is full already).
 func Open(path string, maxSize int64, keep int) (*Log, error) {
-	l := &Log{path: path, maxSize: maxSize, keep: keep}
-	if err := l.open(); err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-func (l *Log) open() error {
-	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := rotlog.Open(path, rotlog.Options{MaxSize: maxSize, Keep: keep})
 	if err != nil {
-		return fmt.Errorf("audit log: %w", err)
+		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return err
-	}
-	l.f, l.size = f, st.Size()
-	return nil
+	return &Log{f: f}, nil
 }
 
 // Write appends one record. The log is best effort: a write error is
@@ -149,16 +134,7 @@ func (l *Log) Write(r *Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.count(r)
-	if l.f == nil {
-		return os.ErrClosed
-	}
-	if l.size+int64(len(b)) > l.maxSize && l.size > 0 {
-		if err := l.rotate(); err != nil {
-			return err
-		}
-	}
-	n, err := l.f.Write(b)
-	l.size += int64(n)
+	_, err = l.f.Write(b)
 	return err
 }
 
@@ -179,17 +155,6 @@ func (l *Log) count(r *Record) {
 	l.stats.BytesIn += r.BytesIn
 }
 
-func (l *Log) rotate() error {
-	l.f.Close()
-	for i := l.keep - 1; i >= 1; i-- {
-		_ = os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
-	}
-	if err := os.Rename(l.path, l.path+".1"); err != nil {
-		return err
-	}
-	return l.open()
-}
-
 // Stats is what was recorded so far.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
@@ -197,14 +162,5 @@ func (l *Log) Stats() Stats {
 	return l.stats
 }
 
-// Close ends the log.
-func (l *Log) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return nil
-	}
-	err := l.f.Close()
-	l.f = nil
-	return err
-}
+// Close ends the log; writes fail after it (os.ErrClosed).
+func (l *Log) Close() error { return l.f.Close() }

@@ -115,6 +115,26 @@ type Rules struct {
 	lans         []special
 }
 
+// compileEntries parses the entries of one list (verb: allow or deny)
+// into its domains and its networks, each with the rule it reports;
+// what does not parse is added to errs.
+func compileEntries(verb string, entries []string, errs []error) ([]domainEntry, []netEntry, []error) {
+	var domains []domainEntry
+	var nets []netEntry
+	for _, e := range entries {
+		d, n, err := ParseEntry(e)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case d != "":
+			domains = append(domains, domainEntry{d, e, verb + " " + d})
+		default:
+			nets = append(nets, netEntry{n, e, verb + " " + n.String()})
+		}
+	}
+	return domains, nets, errs
+}
+
 // Compile checks p and prepares it. hostIP is where the host's loopback
 // appears to the guest; lans are the host's own subnets, denied like the
 // private ranges.
@@ -131,26 +151,8 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 	if r.mode != ModeDefault && r.mode != ModeAllowlist {
 		errs = append(errs, fmt.Errorf("network mode %q: want %s or %s", p.Mode, ModeDefault, ModeAllowlist))
 	}
-	for _, e := range p.Allow {
-		d, n, err := ParseEntry(e)
-		if err != nil {
-			errs = append(errs, err)
-		} else if d != "" {
-			r.allowDomains = append(r.allowDomains, domainEntry{d, e, "allow " + d})
-		} else {
-			r.allowNets = append(r.allowNets, netEntry{n, e, "allow " + n.String()})
-		}
-	}
-	for _, e := range p.Deny {
-		d, n, err := ParseEntry(e)
-		if err != nil {
-			errs = append(errs, err)
-		} else if d != "" {
-			r.denyDomains = append(r.denyDomains, domainEntry{d, e, "deny " + d})
-		} else {
-			r.denyNets = append(r.denyNets, netEntry{n, e, "deny " + n.String()})
-		}
-	}
+	r.allowDomains, r.allowNets, errs = compileEntries("allow", p.Allow, errs)
+	r.denyDomains, r.denyNets, errs = compileEntries("deny", p.Deny, errs)
 	for _, port := range p.HostPorts {
 		if port < 1 || port > 65535 {
 			errs = append(errs, fmt.Errorf("host port %d: want 1 to 65535", port))

@@ -110,24 +110,21 @@ func parseDEREntitlements(payload []byte) (Entitlements, error) {
 	if tag != derRoot || len(rest) != 0 {
 		return nil, fmt.Errorf("DER entitlements: root tag %#x with %d trailing bytes, want one %#x", tag, len(rest), derRoot)
 	}
-	tag, _, root, err = derNext(root)
-	if err != nil || tag != derInteger {
-		return nil, fmt.Errorf("DER entitlements: missing version integer (tag %#x): %v", tag, err)
+	if _, root, err = derTake(root, derInteger, "the version integer"); err != nil {
+		return nil, err
 	}
-	tag, dict, _, err := derNext(root)
-	if err != nil || tag != derDict {
-		return nil, fmt.Errorf("DER entitlements: missing dictionary (tag %#x): %v", tag, err)
+	dict, _, err := derTake(root, derDict, "the dictionary")
+	if err != nil {
+		return nil, err
 	}
 	ents := Entitlements{}
 	for len(dict) > 0 {
-		var entry []byte
-		tag, entry, dict, err = derNext(dict)
-		if err != nil || tag != derSequence {
-			return nil, fmt.Errorf("DER entitlements: dictionary entry with tag %#x: %v", tag, err)
+		var entry, key []byte
+		if entry, dict, err = derTake(dict, derSequence, "a dictionary entry"); err != nil {
+			return nil, err
 		}
-		ktag, key, entry, err := derNext(entry)
-		if err != nil || ktag != derUTF8String {
-			return nil, fmt.Errorf("DER entitlements: entry key with tag %#x: %v", ktag, err)
+		if key, entry, err = derTake(entry, derUTF8String, "an entry key"); err != nil {
+			return nil, err
 		}
 		vtag, val, entry, err := derNext(entry)
 		if err != nil || len(entry) != 0 {
@@ -139,6 +136,18 @@ func parseDEREntitlements(payload []byte) (Entitlements, error) {
 		ents[string(key)] = derKind(vtag, val)
 	}
 	return ents, nil
+}
+
+// derTake splits the TLV of tag want, what (for the error), off b.
+func derTake(b []byte, want byte, what string) (content, rest []byte, err error) {
+	tag, content, rest, err := derNext(b)
+	if err == nil && tag != want {
+		err = fmt.Errorf("tag %#x, want %#x", tag, want)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("DER entitlements: %s: %w", what, err)
+	}
+	return content, rest, nil
 }
 
 // derKind names a DER value the way Entitlements does.
