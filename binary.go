@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
@@ -17,16 +18,30 @@ import (
 // HostdBinary finds the daemon binary: $COWORK_HOSTD when set, else
 // cowork-hostd next to the running program (through symlinks, so a
 // cowork linked into PATH finds the one beside the real file), else on
-// PATH. The two come from one build and are installed side by side.
+// PATH. The two come from one build and are installed side by side. The
+// path returned is absolute: the daemon is launched from "/".
 func HostdBinary() (string, error) {
-	if p := os.Getenv(hostdwire.Env); p != "" {
-		if _, err := os.Stat(p); err != nil {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	return findHostd(os.Getenv(hostdwire.Env), exe)
+}
+
+// findHostd is HostdBinary for a given $COWORK_HOSTD (env) and running
+// program (exe, "" when unknown).
+func findHostd(env, exe string) (string, error) {
+	if env != "" {
+		abs, err := filepath.Abs(env)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
 			return "", fmt.Errorf("$%s: %w; point it at a cowork-hostd, or unset it", hostdwire.Env, err)
 		}
-		return p, nil
+		return abs, nil
 	}
-	exe, err := os.Executable()
-	if err == nil {
+	if exe != "" {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
 		}
@@ -36,7 +51,7 @@ func HostdBinary() (string, error) {
 		}
 	}
 	if p, err := exec.LookPath(hostdwire.Binary); err == nil {
-		return p, nil
+		return filepath.Abs(p)
 	}
 	return "", fmt.Errorf("%s is not installed next to %s nor on PATH; install both binaries of one build side by side (`make install`, or copy bin/cowork and bin/cowork-hostd), or set $%s",
 		hostdwire.Binary, exe, hostdwire.Env)
@@ -62,6 +77,10 @@ func HostdVersion(ctx context.Context) (hostdwire.Version, error) {
 	return out, askBinary(ctx, &out, "version")
 }
 
+// askTimeout bounds a one-shot command of the daemon binary: it reads a
+// few blocks of a file, or prints its version.
+const askTimeout = 30 * time.Second
+
 // askBinary runs a one-shot command of the daemon binary and decodes its
 // JSON answer into out.
 func askBinary(ctx context.Context, out any, args ...string) error {
@@ -69,6 +88,13 @@ func askBinary(ctx context.Context, out any, args ...string) error {
 	if err != nil {
 		return err
 	}
+	// A $COWORK_HOSTD naming cowork itself would ask itself, which asks
+	// itself again, without end.
+	if self, err := os.Executable(); err == nil && sameFile(self, bin) {
+		return fmt.Errorf("%s is this cowork, not its daemon; point $%s at cowork-hostd, or unset it", bin, hostdwire.Env)
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -76,7 +102,7 @@ func askBinary(ctx context.Context, out any, args ...string) error {
 		msg := strings.TrimSpace(stderr.String())
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage {
-			return fmt.Errorf("%s does not understand `%s` (%s): it is from another build than this cowork; install the pair from one build", bin, args[0], msg)
+			return anotherBuild(bin, args[0], msg)
 		}
 		if msg == "" {
 			msg = err.Error()
@@ -87,4 +113,20 @@ func askBinary(ctx context.Context, out any, args ...string) error {
 		return fmt.Errorf("%s %s answered %q: %w", bin, args[0], stdout.String(), err)
 	}
 	return nil
+}
+
+// anotherBuild is the error of a daemon binary that refused a command
+// line this cowork gave it (exit 2).
+func anotherBuild(bin, command, msg string) error {
+	return fmt.Errorf("%s does not understand `%s` (%s): it is from another build than this cowork; install the pair from one build", bin, command, msg)
+}
+
+// sameFile says whether a and b are one file, symlinks followed.
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
@@ -65,5 +66,52 @@ func TestInspectFailures(t *testing.T) {
 		if _, err := Inspect(context.Background(), "/a/img", ""); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v; want %q", c.script, err, c.want)
 		}
+	}
+}
+
+// The daemon beside the running program wins over PATH, found through a
+// symlink to the program; a relative $COWORK_HOSTD comes back absolute,
+// since the daemon is launched from "/".
+func TestFindHostdBesideAndRelative(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PATH", t.TempDir())
+	exe := filepath.Join(dir, "cowork")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o700)
+	want := hostdScript(t, dir, "exit 0\n")
+	link := filepath.Join(t.TempDir(), "cowork")
+	if err := os.Symlink(exe, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{exe, link} {
+		if got, err := findHostd("", from); err != nil || got != want {
+			t.Errorf("from %s: %q %v, want %q", from, got, err, want)
+		}
+	}
+	t.Chdir(dir)
+	if got, err := findHostd(hostdwire.Binary, ""); err != nil || got != want {
+		t.Errorf("relative $%s: %q %v, want %q", hostdwire.Env, got, err, want)
+	}
+}
+
+// A $COWORK_HOSTD that names cowork itself is refused, not asked (it
+// would ask itself again, without end).
+func TestAskBinaryRefusesItself(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(hostdwire.Env, self)
+	if _, err := HostdVersion(context.Background()); err == nil || !strings.Contains(err.Error(), "is this cowork, not its daemon") {
+		t.Fatalf("asking itself: %v", err)
+	}
+}
+
+// A daemon that refuses `run` (exit 2) is named as another build.
+func TestStartNamesADaemonFromAnotherBuild(t *testing.T) {
+	newInstance(t)
+	exe := hostdScript(t, t.TempDir(), "echo 'unknown command \"run\"' >&2; exit 2\n")
+	err := Start(context.Background(), exe, instance.DefaultName, nil)
+	if err == nil || !strings.Contains(err.Error(), "is from another build than this cowork") {
+		t.Fatalf("%v", err)
 	}
 }

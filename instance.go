@@ -16,7 +16,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/image"
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // Instance is one cowork instance: its folder and config (as last read),
@@ -132,22 +132,23 @@ func (i *Instance) Stop(ctx context.Context, force bool, timeout time.Duration) 
 	return StopResult{WasRunning: true}, nil
 }
 
-// Delete stops the instance (cutting the power when force) and removes
-// its folder: the disk, the logs, the config last, so that a delete cut
+// Delete stops the instance (cutting the power when force; the result
+// says what the stop did) and removes its folder: the disk, the logs, the config last, so that a delete cut
 // short leaves an instance a next delete still finds. The workspace is
 // never removed; an instance whose workspace lies inside its folder is
 // refused, with nothing changed.
-func (i *Instance) Delete(ctx context.Context, force bool) error {
+func (i *Instance) Delete(ctx context.Context, force bool) (StopResult, error) {
 	if err := i.CanDelete(); err != nil {
-		return err
+		return StopResult{}, err
 	}
-	if _, err := i.Stop(ctx, force, 30*time.Second); err != nil {
-		return err
+	r, err := i.Stop(ctx, force, 30*time.Second)
+	if err != nil {
+		return r, err
 	}
 	if err := removeInstanceDir(i.Paths); err != nil {
-		return fmt.Errorf("remove %s: %w; run `cowork delete%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name))
+		return r, fmt.Errorf("remove %s: %w; run `cowork delete%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name))
 	}
-	return nil
+	return r, nil
 }
 
 // CanDelete says why Delete would refuse the instance: its workspace lies

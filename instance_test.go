@@ -12,7 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 func openNew(t *testing.T, cfg instance.Config) *Instance {
@@ -68,8 +68,8 @@ func TestStop(t *testing.T) {
 func TestDelete(t *testing.T) {
 	inst := openNew(t, instance.Config{})
 	h := instancetest.Running(t, inst.Paths, true)
-	if err := inst.Delete(context.Background(), false); err != nil {
-		t.Fatal(err)
+	if r, err := inst.Delete(context.Background(), false); err != nil || !r.WasRunning {
+		t.Fatalf("%+v %v", r, err)
 	}
 	if len(h.Stops()) != 1 {
 		t.Errorf("deleted without stopping: %v", h.Stops())
@@ -93,7 +93,7 @@ func TestDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := box.Delete(context.Background(), true); err == nil || !strings.Contains(err.Error(), "nothing was deleted") {
+	if _, err := box.Delete(context.Background(), true); err == nil || !strings.Contains(err.Error(), "nothing was deleted") {
 		t.Fatalf("a workspace inside the folder: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(inside, "work.txt")); err != nil {

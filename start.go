@@ -95,6 +95,8 @@ func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event
 		case err == nil:
 		case errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitAlreadyRunning:
 			running, launched = true, false // another start won the race; follow its hostd
+		case errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage:
+			return fmt.Errorf("%w%s", anotherBuild(h.cmd.Path, "run", "exit 2"), Diagnostics(paths))
 		case errors.As(err, new(*hostdExit)):
 			return fmt.Errorf("%w%s", err, Diagnostics(paths))
 		default:

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"unicode"
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
@@ -69,8 +70,9 @@ func run(instance, project, prompt string) (int, error) {
 	if _, err := inst.Exec(ctx, agentclient.ExecOptions{Argv: []string{"uname", "-sr"}, Stdout: &kernel}); err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
+	// What the guest says is printed inert: it may hold terminal escapes.
 	fmt.Fprintf(os.Stderr, "%s is %s: %s, agent %s, guest %s\n",
-		st.Name, st.State, strings.TrimSpace(kernel.String()), st.AgentVersion, st.GuestIp)
+		st.Name, st.State, printable(kernel.String()), printable(st.AgentVersion), st.GuestIp)
 
 	cred, err := cowork.HostCredential(os.Getenv)
 	if err != nil {
@@ -92,6 +94,16 @@ func run(instance, project, prompt string) (int, error) {
 		return 0, fmt.Errorf("ask: %w", err)
 	}
 	return exit.Code, nil
+}
+
+// printable is s on one line without control characters.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, strings.TrimSpace(s))
 }
 
 // show prints one stream-json event: text as it streams, a line per tool

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // Defaults match the seed's VM: 4 CPUs, 4 GiB of memory, a 10 GiB disk.

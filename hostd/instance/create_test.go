@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // An init cut short leaves a directory without config.json. The next

@@ -3,7 +3,7 @@ package instance
 import (
 	"golang.org/x/sys/unix"
 
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // HostMemory is the machine's physical memory, 0 if unknown.

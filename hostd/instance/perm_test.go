@@ -7,7 +7,7 @@ import (
 
 	"github.com/coworkhq/cowork/internal/permtest"
 
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // The instance directory holds the sockets that reach the VM, its disk and

@@ -4,12 +4,14 @@ package deletecmd
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/stop"
 )
 
 // Options is a parsed `cowork delete` command line.
@@ -67,9 +69,12 @@ func run(ctx context.Context, o *Options) error {
 	if inst.Running() {
 		fmt.Fprintf(o.IO.ErrOut, "Stopping %s...\n", o.Name)
 	}
-	if err := inst.Delete(ctx, o.Force); err != nil {
+	began := time.Now()
+	r, err := inst.Delete(ctx, o.Force)
+	if err != nil {
 		return err
 	}
+	stop.Report(o.IO, o.Name, r, began)
 	fmt.Fprintf(o.IO.ErrOut, "deleted %s\n", o.Name)
 	return nil
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/internal/hostdwire"
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // Options is a parsed `cowork init` command line.
@@ -258,6 +258,9 @@ func run(ctx context.Context, o *Options) error {
 		facts, err := o.inspect(ctx, src.Image, o.Kernel)
 		if err != nil {
 			return err
+		}
+		if facts.Image == nil {
+			return fmt.Errorf("--image %s: cowork-hostd said nothing about it: it is from another build than this cowork; install the pair from one build", o.Image)
 		}
 		if facts.Image.Err != "" {
 			return fmt.Errorf("--image %s: %s", o.Image, facts.Image.Err)

@@ -20,7 +20,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/termsafe"
-	"github.com/coworkhq/cowork/internal/units"
+	"github.com/coworkhq/cowork/units"
 )
 
 // Options is a parsed `cowork proxy` command line.

@@ -63,13 +63,18 @@ func Stop(ctx context.Context, ios *iostreams.IOStreams, name string, force bool
 	if err != nil {
 		return err
 	}
+	Report(ios, name, r, began)
+	return nil
+}
+
+// Report says what a stop that began at began did.
+func Report(ios *iostreams.IOStreams, name string, r cowork.StopResult, began time.Time) {
 	if r.DeadPid != 0 {
 		fmt.Fprintf(ios.ErrOut, "cleaned up after hostd (pid %d), which had died\n", r.DeadPid)
 	}
 	if !r.WasRunning {
 		fmt.Fprintf(ios.ErrOut, "%s is not running\n", name)
-		return nil
+		return
 	}
 	fmt.Fprintf(ios.ErrOut, "%s stopped (%s)\n", name, time.Since(began).Round(100*time.Millisecond))
-	return nil
 }
