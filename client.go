@@ -18,11 +18,14 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlpb"
@@ -97,11 +100,12 @@ type Session struct {
 	ID, Placeholder, BaseURL string
 	Expires                  time.Time
 
-	c      *Client
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // why the stream ended, once done is closed
-	once   sync.Once
+	c       *Client
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error // why the stream ended, once done is closed
+	once    sync.Once
+	closing atomic.Bool // Close has begun: a cancelled stream is no error
 }
 
 // MaxSessionTTL is the longest a session lives, whatever ttl asks.
@@ -138,7 +142,9 @@ func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken st
 	go func() {
 		for {
 			if _, err := stream.Recv(); err != nil {
-				if !errors.Is(err, io.EOF) {
+				// Close cancels the stream right after hostd ended it: a
+				// cancel seen before hostd's end is that plain close too.
+				if !errors.Is(err, io.EOF) && !(s.closing.Load() && status.Code(err) == codes.Canceled) {
 					s.err = err
 				}
 				close(s.done)
@@ -169,6 +175,7 @@ func (s *Session) Err() error {
 func (s *Session) Close() error {
 	var err error
 	s.once.Do(func() {
+		s.closing.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err = s.c.CloseSession(ctx, s.ID)
