@@ -68,13 +68,16 @@ func Inspect(ctx context.Context, image, kernel string) (hostdwire.Inspection, e
 	if kernel != "" {
 		args = append(args, "--kernel", kernel)
 	}
-	return out, askBinary(ctx, &out, args...)
+	_, err := askBinary(ctx, &out, args...)
+	return out, err
 }
 
-// HostdVersion is the daemon binary's build and the agents it carries.
-func HostdVersion(ctx context.Context) (hostdwire.Version, error) {
+// HostdVersion is the daemon binary's path, its build and the agents it
+// carries.
+func HostdVersion(ctx context.Context) (string, hostdwire.Version, error) {
 	var out hostdwire.Version
-	return out, askBinary(ctx, &out, "version")
+	bin, err := askBinary(ctx, &out, "version")
+	return bin, out, err
 }
 
 // askTimeout bounds a one-shot command of the daemon binary: it reads a
@@ -82,16 +85,16 @@ func HostdVersion(ctx context.Context) (hostdwire.Version, error) {
 const askTimeout = 30 * time.Second
 
 // askBinary runs a one-shot command of the daemon binary and decodes its
-// JSON answer into out.
-func askBinary(ctx context.Context, out any, args ...string) error {
+// JSON answer into out; it returns the binary it asked.
+func askBinary(ctx context.Context, out any, args ...string) (string, error) {
 	bin, err := HostdBinary()
 	if err != nil {
-		return err
+		return "", err
 	}
 	// A $COWORK_HOSTD naming cowork itself would ask itself, which asks
 	// itself again, without end.
 	if self, err := os.Executable(); err == nil && sameFile(self, bin) {
-		return fmt.Errorf("%s is this cowork, not its daemon; point $%s at cowork-hostd, or unset it", bin, hostdwire.Env)
+		return bin, fmt.Errorf("%s is this cowork, not its daemon; point $%s at cowork-hostd, or unset it", bin, hostdwire.Env)
 	}
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
@@ -102,17 +105,17 @@ func askBinary(ctx context.Context, out any, args ...string) error {
 		msg := strings.TrimSpace(stderr.String())
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage {
-			return anotherBuild(bin, args[0], msg)
+			return bin, anotherBuild(bin, args[0], msg)
 		}
 		if msg == "" {
 			msg = err.Error()
 		}
-		return fmt.Errorf("%s %s: %s", bin, args[0], msg)
+		return bin, fmt.Errorf("%s %s: %s", bin, args[0], msg)
 	}
 	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
-		return fmt.Errorf("%s %s answered %q: %w", bin, args[0], stdout.String(), err)
+		return bin, fmt.Errorf("%s %s answered %q: %w", bin, args[0], stdout.String(), err)
 	}
-	return nil
+	return bin, nil
 }
 
 // anotherBuild is the error of a daemon binary that refused a command

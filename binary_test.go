@@ -101,7 +101,7 @@ func TestAskBinaryRefusesItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(hostdwire.Env, self)
-	if _, err := HostdVersion(context.Background()); err == nil || !strings.Contains(err.Error(), "is this cowork, not its daemon") {
+	if _, _, err := HostdVersion(context.Background()); err == nil || !strings.Contains(err.Error(), "is this cowork, not its daemon") {
 		t.Fatalf("asking itself: %v", err)
 	}
 }
@@ -113,5 +113,15 @@ func TestStartNamesADaemonFromAnotherBuild(t *testing.T) {
 	err := Start(context.Background(), exe, instance.DefaultName, nil)
 	if err == nil || !strings.Contains(err.Error(), "is from another build than this cowork") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// HostdVersion names the binary it asked, for `cowork version`.
+func TestHostdVersionNamesTheBinary(t *testing.T) {
+	bin := hostdScript(t, t.TempDir(), `echo '{"version":"1.2.3","commit":"abc","agents":[{"arch":"arm64","size":1,"sha256":"00"}]}'`+"\n")
+	t.Setenv(hostdwire.Env, bin)
+	path, v, err := HostdVersion(context.Background())
+	if err != nil || path != bin || v.Version != "1.2.3" || v.Commit != "abc" || len(v.Agents) != 1 {
+		t.Fatalf("%q %+v %v", path, v, err)
 	}
 }

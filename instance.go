@@ -272,11 +272,7 @@ func (i *Instance) Agent() (*agentclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := agentclient.ParseAddress("unix://" + sock)
-	if err != nil {
-		return nil, err
-	}
-	return agentclient.New(d)
+	return agentclient.New(agentclient.UnixDialer(sock))
 }
 
 func (i *Instance) agentSocket() (string, error) {

@@ -9,6 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -16,9 +20,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/procstat"
 	"github.com/coworkhq/cowork/internal/termsafe"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // controlServer is the gRPC Control service on hostd.sock.
@@ -171,7 +172,7 @@ func (s *controlServer) OpenSession(req *controlpb.OpenSessionRequest, stream co
 		log.Warn("relay session refused", "err", err)
 		return status.Error(codes.Unavailable, err.Error())
 	}
-	log.Info("relay session opened", "endpoint", netstack.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
+	log.Info("relay session opened", "endpoint", policy.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
 	err = stream.Send(&controlpb.OpenSessionResponse{
 		SessionId:       sess.ID,
 		Placeholder:     sess.Placeholder,

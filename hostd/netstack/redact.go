@@ -10,9 +10,6 @@ import (
 // redacted stands in for a secret in logs, audit records and errors.
 const redacted = policy.Redacted
 
-// RedactURL is policy.RedactURL: raw without its user information and query.
-func RedactURL(raw string) string { return policy.RedactURL(raw) }
-
 // userinfoRE finds the user information of URLs in free text, such as the
 // URL a *url.Error quotes.
 var userinfoRE = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s"']*@`)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // EndpointCheckTimeout bounds CheckEndpoint.
@@ -35,7 +37,7 @@ func (n *Stack) CheckEndpoint(ctx context.Context, sess *Session) error {
 	}
 	via := "; check this machine's network connection, or ANTHROPIC_BASE_URL"
 	if n.cfg.Upstream != "" {
-		via = fmt.Sprintf(" through the upstream proxy %s; check the proxy and this machine's network, or ANTHROPIC_BASE_URL", RedactURL(n.cfg.Upstream))
+		via = fmt.Sprintf(" through the upstream proxy %s; check the proxy and this machine's network, or ANTHROPIC_BASE_URL", policy.RedactURL(n.cfg.Upstream))
 	}
-	return fmt.Errorf("the API endpoint %s cannot be reached (%s)%s", RedactURL(u.String()), why, via)
+	return fmt.Errorf("the API endpoint %s cannot be reached (%s)%s", policy.RedactURL(u.String()), why, via)
 }

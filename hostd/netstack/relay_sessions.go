@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
 // DefaultAPIEndpoint is where the relay sends API calls when the session
@@ -121,7 +123,7 @@ func (s *Sessions) Open(endpoint, apiKey, authToken string, ttl time.Duration) (
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("API endpoint %s: want an http(s) URL such as %s", RedactURL(endpoint), DefaultAPIEndpoint)
+		return nil, fmt.Errorf("API endpoint %s: want an http(s) URL such as %s", policy.RedactURL(endpoint), DefaultAPIEndpoint)
 	}
 	if ttl <= 0 || ttl > MaxSessionTTL {
 		ttl = MaxSessionTTL

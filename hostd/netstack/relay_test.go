@@ -164,7 +164,7 @@ func TestRelayNeverLogsASecret(t *testing.T) {
 			if raw == "http://proxy.test:8080?token=proxy-s3cret" {
 				continue // a valid URL: no error to check
 			}
-			t.Fatalf("%s: no error", RedactURL(raw))
+			t.Fatalf("%s: no error", policy.RedactURL(raw))
 		}
 		if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "proxy-user") {
 			t.Errorf("the error quotes the secret: %v", err)
@@ -183,7 +183,7 @@ func TestRedactURL(t *testing.T) {
 		"http://user:p%zz@proxy:1":           "(a URL that does not parse)",
 		"https://gw.example/anthropic?":      "https://gw.example/anthropic",
 	} {
-		if got := RedactURL(raw); got != want {
+		if got := policy.RedactURL(raw); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", raw, got, want)
 		}
 	}

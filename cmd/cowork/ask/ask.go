@@ -273,7 +273,7 @@ func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
 	if err != nil {
 		return nil, cred, err
 	}
-	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, o.Instance)
+	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, inst)
 	return c, cred, nil
 }
 

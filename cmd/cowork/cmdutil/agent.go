@@ -37,7 +37,7 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 		}
 		c, err := inst.Agent()
 		if err == nil && t.ErrOut != nil {
-			WarnMissingWorkspace(t.ErrOut, t.Instance)
+			WarnMissingWorkspace(t.ErrOut, inst)
 		}
 		return c, err
 	}
@@ -48,26 +48,13 @@ func (t *AgentTarget) Connect() (*agentclient.Client, error) {
 	return agentclient.New(d)
 }
 
-// NotRunning is the error of a command that needs the instance running.
-func NotRunning(name string) error { return cowork.NotRunningError(name) }
-
 // WarnMissingWorkspace warns when the instance's workspace folder is gone
 // from this machine: the guest still runs, but its /workspace is a share of
 // a deleted folder, empty and going nowhere.
-func WarnMissingWorkspace(w io.Writer, name string) {
-	if msg := MissingWorkspace(name); msg != "" {
+func WarnMissingWorkspace(w io.Writer, inst *cowork.Instance) {
+	if msg := WorkspaceGone(inst.Config, inst.Name); msg != "" {
 		fmt.Fprintln(w, "cowork: warning:", msg)
 	}
-}
-
-// MissingWorkspace says what to do when the instance's workspace folder
-// no longer exists; "" when it does (or the instance cannot be read).
-func MissingWorkspace(name string) string {
-	cfg, err := instance.Load(name)
-	if err != nil {
-		return ""
-	}
-	return WorkspaceGone(cfg, name)
 }
 
 // WorkspaceGone is MissingWorkspace for a config already loaded.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
 // kernelFor writes a kernel file whose header says arch.
@@ -138,6 +141,7 @@ func TestInitRefusesBadArgumentsBeforeItStarts(t *testing.T) {
 		{[]string{"--image", img, "--workspace", filepath.Join(file, "ws")}, "cannot be made: " + file + " is a file"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "-5m"}, "--timeout -5m0s: want a positive duration"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "0"}, "--timeout 0s: want a positive duration"},
+		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--upstream-proxy", "ftp://u:s3cret@proxy:21"}, "upstream proxy ftp://xxxxx@proxy:21: scheme \"ftp\" is not http or socks5"},
 	} {
 		errOut, err := startRun(t, append(base, c.args...)...)
 		if !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
@@ -161,5 +165,40 @@ func TestInitHintNamesTheInstance(t *testing.T) {
 	errOut, err := startRun(t, "--image", img, "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start")
 	if err != nil || !strings.Contains(errOut, "created box; start it with `cowork start --name box`") {
 		t.Errorf("init --name box: %v\n%s", err, errOut)
+	}
+}
+
+// A downloaded image is checked as a local one is, before its conversion;
+// a daemon binary that says nothing about it (another build) is named,
+// not read as an image without fault. Either way no instance is left.
+func TestInitChecksADownloadedImage(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("not a disk\n"))
+	}))
+	defer srv.Close()
+	for _, c := range []struct {
+		inspect func(context.Context, string, string) (hostdwire.Inspection, error)
+		want    string
+	}{
+		{nil, "is not a disk image"}, // parse's inspector: the real checks
+		{func(context.Context, string, string) (hostdwire.Inspection, error) {
+			return hostdwire.Inspection{}, nil
+		}, "from another build than this cowork"},
+	} {
+		ios, _, _, _ := iostreams.Test()
+		o := parse(t, "--image", srv.URL+"/img.raw", "--workspace", filepath.Join(home, "ws"), "--memory", "256MiB", "--disk", "1GiB", "--no-start")
+		o.IO = ios
+		if c.inspect != nil {
+			o.Inspect = c.inspect
+		}
+		err := run(context.Background(), o)
+		if err == nil || !strings.Contains(err.Error(), "--image "+srv.URL+"/img.raw: ") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v; want %q", err, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(home, "box")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("an instance directory was left: %v", err)
+		}
 	}
 }

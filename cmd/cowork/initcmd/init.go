@@ -159,7 +159,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		errs = append(errs, fmt.Errorf("--max-flows %d: want 1 or more", o.MaxFlows))
 	}
 	if o.Upstream != "" {
-		if err := checkUpstream(o.Upstream); err != nil {
+		if _, err := policy.ParseUpstream(o.Upstream); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -349,10 +349,4 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		fmt.Fprintf(o.IO.ErrOut, "  download  cached: %s\n", path)
 	}
 	return path, nil
-}
-
-// checkUpstream refuses an upstream proxy URL hostd could not use.
-func checkUpstream(raw string) error {
-	_, err := policy.ParseUpstream(raw)
-	return err
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
@@ -66,7 +67,7 @@ func TestShellReadsStdinWithoutATerminal(t *testing.T) {
 // No agent to reach is the command's error, before any shell.
 func TestShellWithoutAnAgent(t *testing.T) {
 	ios, _, _, _ := iostreams.Test()
-	err := command(ios, func() (*agentclient.Client, error) { return nil, cmdutil.NotRunning("sandbox") }, nil).Execute()
+	err := command(ios, func() (*agentclient.Client, error) { return nil, cowork.NotRunningError("sandbox") }, nil).Execute()
 	if cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "cowork start") {
 		t.Errorf("%v", err)
 	}

@@ -43,17 +43,13 @@ func Current(ctx context.Context) Info {
 		Go:       buildinfo.GoVersion(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
 	}
-	path, err := cowork.HostdBinary()
-	if err == nil {
-		var v hostdwire.Version
-		if v, err = cowork.HostdVersion(ctx); err == nil {
-			info.Hostd = Hostd{Path: path, Version: v.Version, Commit: v.Commit}
-			info.Agents = v.Agents
-		}
-	}
+	path, v, err := cowork.HostdVersion(ctx)
 	if err != nil {
 		info.Hostd.Err = err.Error()
+		return info
 	}
+	info.Hostd = Hostd{Path: path, Version: v.Version, Commit: v.Commit}
+	info.Agents = v.Agents
 	return info
 }
 

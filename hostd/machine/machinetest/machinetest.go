@@ -74,7 +74,7 @@ func (h *Host) NewMachine(c machine.Config, log *slog.Logger) (machine.Machine, 
 	h.mu.Lock()
 	g := h.guest
 	h.mu.Unlock()
-	m := &Machine{Config: c, guest: g, log: log.With("guest", "machinetest"), t: h.t, state: machine.Starting, done: make(chan struct{})}
+	m := &Machine{Config: c, guest: g, log: log.With("guest", "machinetest"), t: h.t}
 	h.t.Cleanup(func() { m.halt(PowerCut, nil) }) // no guest outlives its test
 	select {
 	case h.made <- m:
@@ -118,19 +118,17 @@ type Machine struct {
 	log   *slog.Logger
 	t     testing.TB
 
+	machine.Lifecycle // State, Done, Err: as the real backends keep them
+
 	mu        sync.Mutex
-	state     machine.State
 	started   bool
-	stopping  bool // a Stop came: however it goes down now, it was asked
 	end       End
-	err       error
 	stops     []time.Duration
 	powerOffs int
 	clockSets int
 	console   *os.File // the VM's copy of the console's write end
 	host      *yamux.Session
 	closers   []io.Closer // the guest's side, closed when it stops
-	done      chan struct{}
 }
 
 // Start boots the fake: it keeps a copy of the console (as vz does) and
@@ -159,7 +157,8 @@ func (m *Machine) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	m.started, m.state = true, machine.Running
+	m.started = true
+	m.SetState(machine.Running)
 	return nil
 }
 
@@ -230,48 +229,25 @@ func (m *Machine) halt(how End, err error) {
 		m.mu.Unlock()
 		return
 	}
-	m.end, m.state = how, machine.Stopped
-	if !m.stopping {
-		m.err = err
-	}
+	m.end = how
 	closers := m.closers
 	m.closers = nil
 	m.mu.Unlock()
 	for _, c := range closers {
 		c.Close()
 	}
-	close(m.done)
-}
-
-// State is the machine's state.
-func (m *Machine) State() machine.State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.state
-}
-
-// Done is closed once the machine has stopped.
-func (m *Machine) Done() <-chan struct{} { return m.done }
-
-// Err is why the machine stopped, when no Stop asked for it.
-func (m *Machine) Err() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.err
+	m.Exit(err)
 }
 
 // Stop is a backend's Stop: the machine knows at once that its end was
 // asked for; the guest is asked to power off, and its power is cut when
 // it has not within timeout (at once when timeout is 0).
 func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
+	m.MarkStopping()
 	m.mu.Lock()
-	m.stopping = true
 	m.stops = append(m.stops, timeout)
-	if m.end == Running {
-		m.state = machine.Stopping
-	}
 	m.mu.Unlock()
-	if timeout > 0 && m.Config.PowerOffWithin(ctx, timeout, m.pressButton, m.done) == nil {
+	if timeout > 0 && m.Config.PowerOffWithin(ctx, timeout, m.pressButton, m.Done()) == nil {
 		return nil
 	}
 	m.halt(PowerCut, nil)
