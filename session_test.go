@@ -1,7 +1,10 @@
 package cowork
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,21 +16,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // fakeHostd serves the session calls of hostd's control API and an agent
 // that records what it is asked to run and answers exit 0.
 type fakeHostd struct {
 	controlpb.UnimplementedControlServer
-	agentpb.UnimplementedAgentServer
 
 	mu       sync.Mutex
 	opened   []*controlpb.OpenSessionRequest
 	live     map[string]chan struct{} // session id -> closed by CloseSession
 	ended    map[string]string        // session id -> how its stream ended
-	starts   []*agentpb.ExecStart
+	starts   []*execwire.StartMsg
 	liveAtEx []bool // whether a session lived at each Exec
 	ceiling  bool   // end sessions at once, as at their ceiling
 	refuse   string // refuse sessions with this Unavailable message
@@ -80,19 +82,39 @@ func (f *fakeHostd) CloseSession(_ context.Context, req *controlpb.CloseSessionR
 	return &controlpb.CloseSessionResponse{}, nil
 }
 
-func (f *fakeHostd) Exec(stream agentpb.Agent_ExecServer) error {
-	m, err := stream.Recv()
-	if err != nil {
-		return err
+// serveExec is the agent's side of one exec connection: it records each
+// start and answers started, then exit 0.
+func (f *fakeHostd) serveExec(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if _, err := io.ReadFull(br, make([]byte, len(execwire.Preface))); err != nil {
+		return
 	}
-	f.mu.Lock()
-	f.starts = append(f.starts, m.GetStart())
-	f.liveAtEx = append(f.liveAtEx, len(f.live) > 0)
-	f.mu.Unlock()
-	if err := stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: 42}}}); err != nil {
-		return err
+	r := execwire.NewReader(br, (&execwire.Limits{}).Allow(execwire.Start, execwire.MaxStart).
+		Allow(execwire.Stdin, execwire.MaxStdin).Allow(execwire.CloseStdin, 0).Allow(execwire.Signal, 4).Allow(execwire.Resize, 8))
+	for {
+		typ, n, err := r.Next()
+		if err != nil {
+			return
+		}
+		p, err := r.ReadPayload(make([]byte, n), n)
+		if err != nil || typ != execwire.Start {
+			continue
+		}
+		var m execwire.StartMsg
+		if json.Unmarshal(p, &m) != nil {
+			return
+		}
+		f.mu.Lock()
+		f.starts = append(f.starts, &m)
+		f.liveAtEx = append(f.liveAtEx, len(f.live) > 0)
+		f.mu.Unlock()
+		answer := execwire.AppendUint32s(nil, execwire.Started, 42)
+		answer, _ = execwire.AppendJSON(answer, execwire.Exit, execwire.ExitMsg{})
+		if _, err := c.Write(answer); err != nil {
+			return
+		}
 	}
-	return stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: &agentpb.Exit{}}})
 }
 
 // endedHow waits until session id's stream ended on hostd's side.
@@ -120,7 +142,6 @@ func newFakeClient(t *testing.T) (*Client, *fakeHostd) {
 	f := &fakeHostd{}
 	for sock, register := range map[string]func(*grpc.Server){
 		p.HostdSock(): func(g *grpc.Server) { controlpb.RegisterControlServer(g, f) },
-		p.AgentSock(): func(g *grpc.Server) { agentpb.RegisterAgentServer(g, f) },
 	} {
 		ln, err := net.Listen("unix", sock)
 		if err != nil {
@@ -131,6 +152,20 @@ func newFakeClient(t *testing.T) (*Client, *fakeHostd) {
 		go g.Serve(ln)
 		t.Cleanup(g.Stop)
 	}
+	agentLn, err := net.Listen("unix", p.AgentSock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agentLn.Close() })
+	go func() {
+		for {
+			c, err := agentLn.Accept()
+			if err != nil {
+				return
+			}
+			go f.serveExec(c)
+		}
+	}()
 	conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

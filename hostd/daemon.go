@@ -17,7 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/console"
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -69,7 +69,7 @@ type Daemon struct {
 	started time.Time
 
 	mu    sync.Mutex
-	agent *agentclient.Client
+	agent *agentrpc.Client
 	info  agentInfo
 	ready bool
 

@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // When the client goes away the agent ends the process's whole session,
@@ -139,29 +139,25 @@ func TestAgentStopWaitsUntilTheSessionIsKilled(t *testing.T) {
 }
 
 // Stdin sent to a process started without stdin is dropped, and the
-// stream goes on: the agent still hears the client leave, and kills the
+// connection goes on: the agent still hears the client leave, and kills the
 // process then.
 func TestStdinForAProcessWithoutStdinKeepsTheStreamWatched(t *testing.T) {
 	a := agenttest.Start(t, "--kill-grace", "300ms")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := rawClient(t, a).Exec(ctx)
-	if err != nil {
-		t.Fatal(err)
+	r := dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"sleep", "1000"}, Cwd: "/", NoStdin: true}))
+	typ, p, err := r.recv()
+	if err != nil || typ != execwire.Started {
+		t.Fatalf("start: %v %v", typ, err)
 	}
-	stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"sleep", "1000"}, Cwd: "/", NoStdin: true}}})
-	m, err := stream.Recv()
-	if err != nil || m.GetStarted() == nil {
-		t.Fatalf("start: %v %v", m, err)
-	}
-	pid := int(m.GetStarted().Pid)
+	v, _ := execwire.Uint32s(p, 1)
+	pid := int(v[0])
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	for range 3 {
-		if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: []byte("ignored\n")}}); err != nil {
+		if err := r.send(execwire.AppendFrame(nil, execwire.Stdin, []byte("ignored\n"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cancel()
+	r.c.Close()
 	if !gone(pid, 10*time.Second) {
 		t.Fatalf("sleep (pid %d) outlived its client after stdin it had no use for", pid)
 	}
