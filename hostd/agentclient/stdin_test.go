@@ -68,3 +68,52 @@ func TestEndOfStdinOnATerminal(t *testing.T) {
 		}
 	}
 }
+
+// gatedReader returns its data only once released, like a terminal the
+// user types into after the command ended.
+type gatedReader struct {
+	release chan struct{}
+	data    string
+	done    bool
+}
+
+func (r *gatedReader) Read(p []byte) (int, error) {
+	<-r.release
+	if r.done {
+		return 0, io.EOF
+	}
+	r.done = true
+	return copy(p, r.data), nil
+}
+
+// Execs in turn share a connection; stdin the first one's reader returns
+// after it ended is dropped, not sent into the next process's input.
+func TestStdinOfAFinishedExecDoesNotReachTheNext(t *testing.T) {
+	a := agenttest.Start(t)
+	c := a.Client(t)
+	late := &gatedReader{release: make(chan struct{}), data: "stale input"}
+	if st, _, _ := run(t, c, agentclient.ExecOptions{Argv: []string{"true"}, Stdin: late}); st.Code != 0 {
+		t.Fatalf("true: %+v", st)
+	}
+	// The next exec, on the same connection, reads its stdin until EOF;
+	// the first one's reader returns while it runs.
+	stdinR, stdinW := io.Pipe()
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := c.Exec(ctx, agentclient.ExecOptions{
+		Argv: []string{"wc", "-c"}, Stdin: stdinR, Stdout: &out,
+		Started: func(int) {
+			close(late.release)
+			go func() {
+				// Time for the stale goroutine to try its send first.
+				time.Sleep(200 * time.Millisecond)
+				stdinW.Write([]byte("fresh"))
+				stdinW.Close()
+			}()
+		},
+	})
+	if err != nil || st.Code != 0 || strings.TrimSpace(out.String()) != "5" {
+		t.Fatalf("wc -c: %v %+v %q; want only its own 5 bytes", err, st, out.String())
+	}
+}
