@@ -179,6 +179,7 @@ func TestTruncatedStreamIsAnError(t *testing.T) {
 		want   error
 	}{
 		{"inside a payload", frames(started(), execwire.AppendHeader(nil, execwire.Stdout, 100), []byte("only ten b")), io.ErrUnexpectedEOF},
+		{"before a payload", frames(started(), execwire.AppendHeader(nil, execwire.Stdout, 100)), io.ErrUnexpectedEOF},
 		{"inside a header", frames(started(), []byte{byte(execwire.Stdout), 0, 0}), io.ErrUnexpectedEOF},
 		{"before the exit", frames(started(), out("partial")), io.EOF},
 	} {
