@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -178,7 +179,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.ImageSHA != "" && o.Image == "" {
 		errs = append(errs, errors.New("--image-sha256 needs --image (the default image's digest is pinned)"))
 	}
-	if o.ImageSHA != "" && !sha256RE.MatchString(o.ImageSHA) {
+	if o.ImageSHA != "" && !sha256RE().MatchString(o.ImageSHA) {
 		errs = append(errs, fmt.Errorf("--image-sha256 %q: want 64 hex digits", o.ImageSHA))
 	}
 	found := map[string]bool{}
@@ -226,7 +227,8 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
 
-var sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
+// sha256RE is compiled on first use, not at every CLI start.
+var sha256RE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`) })
 
 func isURL(s string) bool { return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") }
 
