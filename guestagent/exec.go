@@ -26,6 +26,17 @@ const defaultPipeSize = 64 << 10
 // client's writes wait.
 const stdinQueue = 16
 
+// A pump that has read coalesceStreak times in a row, each within
+// 2*coalesceWait of the last, is following a stream: before a read that
+// would come back small it waits coalesceWait, so that frames carry up to
+// a chunk rather than each of the writer's small writes (GNU head writes
+// 4 KiB at a time: 280,000 frames a GiB). Output is delayed by at most
+// coalesceWait, and only while it streams.
+const (
+	coalesceStreak = 8
+	coalesceWait   = time.Millisecond
+)
+
 // drainTimeout is how long the output pipes may sit idle after the process
 // exited, held open by children that inherited them. Past it the exit is
 // sent and the stragglers lose their output, as with ssh's "exit". What the
@@ -237,14 +248,28 @@ func (s *session) pump(r *os.File, t execwire.Type, pipe bool) {
 			close(s.pumped)
 		}
 	}()
+	var last time.Time
+	streak, small := 0, false
 	for {
+		if small && streak >= coalesceStreak && !s.exited.Load() {
+			// A process writing a stream in small pieces: let a few land
+			// before the next read, so that one frame carries them.
+			time.Sleep(coalesceWait)
+		}
 		slot.Store(time.Now().UnixNano())
 		n, err := r.Read(buf)
+		now := time.Now()
 		slot.Store(0)
 		if s.exited.Load() {
 			s.afterExit.Add(int64(n))
 		}
-		if pipe && n >= defaultPipeSize {
+		if now.Sub(last) < 2*coalesceWait {
+			streak++
+		} else {
+			streak = 0
+		}
+		last, small = now, n < len(buf)/4
+		if pipe && (n >= defaultPipeSize || streak >= coalesceStreak) {
 			growPipe(r)
 			pipe = false
 		}

@@ -162,3 +162,32 @@ func TestStdinForAProcessWithoutStdinKeepsTheStreamWatched(t *testing.T) {
 		t.Fatalf("sleep (pid %d) outlived its client after stdin it had no use for", pid)
 	}
 }
+
+// Closing the client ends its running execs with an error, and the agent
+// kills their processes, as when the client goes away.
+func TestCloseEndsRunningExecs(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	c, _ := agentclient.New(agentclient.UnixDialer(a.Socket))
+	pids, done := make(chan int, 1), make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"sleep", "1000"}, Started: func(pid int) { pids <- pid }})
+		done <- err
+	}()
+	pid := <-pids
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("Exec after Close: %v; want an error that says the client closed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exec still running 20 s after Close")
+	}
+	if !gone(pid, 10*time.Second) {
+		t.Fatalf("sleep (pid %d) outlived the closed client", pid)
+	}
+	if _, err := c.Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"true"}}); err == nil {
+		t.Fatal("a closed client ran another exec")
+	}
+}
