@@ -48,7 +48,9 @@ func (s *Server) ServeExec(c net.Conn) {
 	}
 	defer s.removeConn(c)
 	defer c.Close()
-	ec := &execConn{s: s, c: c, r: execwire.NewReader(bufio.NewReaderSize(c, 64<<10), hostLimits)}
+	// Host frames are small but for stdin, which a buffer this size does
+	// not hold: bufio reads a larger payload straight into the stdin buffer.
+	ec := &execConn{s: s, c: c, r: execwire.NewReader(bufio.NewReaderSize(c, 4<<10), hostLimits)}
 	ec.serve()
 }
 
