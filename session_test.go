@@ -1,31 +1,31 @@
 package cowork
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // fakeHostd serves the session calls of hostd's control API and an agent
 // that records what it is asked to run and answers exit 0.
 type fakeHostd struct {
 	controlwire.Unimplemented
-	agentpb.UnimplementedAgentServer
 
 	mu       sync.Mutex
 	opened   []controlwire.OpenSessionRequest
 	live     map[string]chan struct{} // session id -> closed by CloseSession
 	ended    map[string]string        // session id -> how its stream ended
-	starts   []*agentpb.ExecStart
+	starts   []*execwire.StartMsg
 	liveAtEx []bool // whether a session lived at each Exec
 	ceiling  bool   // end sessions at once, as at their ceiling
 	refuse   string // refuse sessions with this Unavailable message
@@ -78,19 +78,39 @@ func (f *fakeHostd) CloseSession(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeHostd) Exec(stream agentpb.Agent_ExecServer) error {
-	m, err := stream.Recv()
-	if err != nil {
-		return err
+// serveExec is the agent's side of one exec connection: it records each
+// start and answers started, then exit 0.
+func (f *fakeHostd) serveExec(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if _, err := io.ReadFull(br, make([]byte, len(execwire.Preface))); err != nil {
+		return
 	}
-	f.mu.Lock()
-	f.starts = append(f.starts, m.GetStart())
-	f.liveAtEx = append(f.liveAtEx, len(f.live) > 0)
-	f.mu.Unlock()
-	if err := stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: 42}}}); err != nil {
-		return err
+	r := execwire.NewReader(br, (&execwire.Limits{}).Allow(execwire.Start, execwire.MaxStart).
+		Allow(execwire.Stdin, execwire.MaxStdin).Allow(execwire.CloseStdin, 0).Allow(execwire.Signal, 4).Allow(execwire.Resize, 8))
+	for {
+		typ, n, err := r.Next()
+		if err != nil {
+			return
+		}
+		p, err := r.ReadPayload(make([]byte, n), n)
+		if err != nil || typ != execwire.Start {
+			continue
+		}
+		var m execwire.StartMsg
+		if json.Unmarshal(p, &m) != nil {
+			return
+		}
+		f.mu.Lock()
+		f.starts = append(f.starts, &m)
+		f.liveAtEx = append(f.liveAtEx, len(f.live) > 0)
+		f.mu.Unlock()
+		answer := execwire.AppendUint32s(nil, execwire.Started, 42)
+		answer, _ = execwire.AppendJSON(answer, execwire.Exit, execwire.ExitMsg{})
+		if _, err := c.Write(answer); err != nil {
+			return
+		}
 	}
-	return stream.Send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: &agentpb.Exit{}}})
 }
 
 // endedHow waits until session id's stream ended on hostd's side.
@@ -127,10 +147,16 @@ func newFakeClient(t *testing.T) (*Client, *fakeHostd) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
-	agentpb.RegisterAgentServer(g, f)
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
+	t.Cleanup(func() { ln.Close() })
+	go func(ln net.Listener) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.serveExec(c)
+		}
+	}(ln)
 	c := newClient("sandbox", p)
 	t.Cleanup(func() { c.Close() })
 	return c, f

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 )
 
 // TestLoad drives one instance hard: nothing may be lost, nothing may leak.
@@ -89,7 +90,7 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, err := c.Agent()
+			a, err := agentrpc.New(agentclient.UnixDialer(c.Paths.AgentSock()))
 			if err != nil {
 				t.Fatal(err)
 			}

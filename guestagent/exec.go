@@ -1,8 +1,6 @@
 package guestagent
 
 import (
-	"errors"
-	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -10,27 +8,34 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
-// chunkSize is the most output one message carries. Output is read only as
-// fast as the client takes it (gRPC flow control), so memory stays bounded
-// by a few chunks per process however much the process writes.
-const chunkSize = 256 << 10
-
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+// chunkPool holds the output buffers, each a frame header and the most
+// output one frame carries. Output is read only as fast as the client
+// takes it (the connection's writes block), so memory stays bounded by a
+// chunk per pump however much the process writes.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, execwire.HeaderSize+execwire.MaxOutput); return &b }}
 
 // defaultPipeSize is what Linux gives a pipe: a read of that much means the
 // pipe was full.
 const defaultPipeSize = 64 << 10
 
 // stdinQueue is how many stdin chunks may wait for a process that is not
-// reading; past that the agent stops reading the stream, and flow control
-// holds the client back.
+// reading; past that the agent stops reading the connection, and the
+// client's writes wait.
 const stdinQueue = 16
+
+// A pump that has read coalesceStreak times in a row, each within
+// 2*coalesceWait of the last, is following a stream: before a read that
+// would come back small it waits coalesceWait, so that frames carry up to
+// a chunk rather than each of the writer's small writes (GNU head writes
+// 4 KiB at a time: 280,000 frames a GiB). Output is delayed by at most
+// coalesceWait, and only while it streams.
+const (
+	coalesceStreak = 8
+	coalesceWait   = time.Millisecond
+)
 
 // drainTimeout is how long the output pipes may sit idle after the process
 // exited, held open by children that inherited them. Past it the exit is
@@ -43,50 +48,22 @@ const drainTimeout = 250 * time.Millisecond
 // output comes from stragglers, who then get drainTimeout and no more.
 const drainBudget = 4 << 20
 
-// Exec runs one process for the length of the stream.
-func (s *Server) Exec(stream agentpb.Agent_ExecServer) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	start := first.GetStart()
-	if start == nil {
-		return status.Error(codes.InvalidArgument, "an exec must begin with start")
-	}
-	spec, err := resolveSpec(start, s.opts.DefaultUser, s.accounts)
-	if err != nil {
-		s.log.Warn("exec refused", "user", start.GetUser(), "argv0", argv0(start.GetArgv()), "err", status.Convert(err).Message())
-		return err
-	}
-	began := time.Now()
-	p, err := startProcess(spec)
-	if err != nil {
-		s.log.Warn("exec failed", "user", spec.user.name, "argv0", spec.argv[0], "err", err)
-		return status.Errorf(codes.FailedPrecondition, "start %s: %v", spec.argv[0], err)
-	}
-	done := s.track()
-	defer done()
-
-	sess := &session{stream: stream, proc: p, grace: s.opts.KillGrace}
-	exit := sess.run()
-	s.log.Info("exec", "user", spec.user.name, "argv0", spec.argv[0], "pid", p.cmd.Process.Pid,
-		"exit", exitText(exit), "duration", time.Since(began).Round(time.Millisecond))
-	if exit == nil {
-		return status.Error(codes.Canceled, "client went away; process killed")
-	}
-	// The exit is sent last, after the log line, so that it and the
-	// stream's status leave in one write and wake the client once.
-	_ = sess.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Exit{Exit: exit}})
-	return nil
-}
-
-// session pumps one process's stdio over one Exec stream.
+// session pumps one process's stdio over its exec connection.
 type session struct {
-	stream agentpb.Agent_ExecServer
-	proc   *process
-	grace  time.Duration
+	conn  *execConn
+	proc  *process
+	spec  *procSpec
+	grace time.Duration
+	began time.Time
+	done  func() // the Server's count of live sessions
 
-	sendMu sync.Mutex // gRPC allows one sender at a time
+	// stdin queues the host's input for writeStdin; nil without stdin.
+	// Only the connection's reader sends on it and closes it.
+	stdin       chan stdinChunk
+	stdinClosed bool
+	// over is closed once the exec is finished, before its exit is sent:
+	// the frames of it that still arrive are dropped.
+	over chan struct{}
 
 	gone   atomic.Bool // the client went away
 	exited atomic.Bool // the process exited
@@ -103,23 +80,41 @@ type session struct {
 	killed     chan struct{} // closed after the SIGKILL, once hangUp ran
 }
 
-func (s *session) send(m *agentpb.ExecResponse) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	return s.stream.Send(m)
+func newSession(ec *execConn, p *process, spec *procSpec) *session {
+	s := &session{conn: ec, proc: p, spec: spec, grace: ec.s.opts.KillGrace, began: time.Now(),
+		over: make(chan struct{}), pumped: make(chan struct{})}
+	// A process without stdin gets no writer: what stdin comes is
+	// dropped, and one goroutine fewer starts.
+	if p.stdin != nil {
+		s.stdin = make(chan stdinChunk, stdinQueue)
+	}
+	return s
 }
 
-// run drives the process to its end and returns its exit, for the caller
-// to send, or nil when the client went away first (the process tree is
-// then killed). It waits for the process itself rather than in another
-// goroutine: every handoff between goroutines costs a wakeup on the exec's
-// critical path.
-func (s *session) run() *agentpb.Exit {
+// isOver reports whether the exec finished (its exit is sent or on its way).
+func (s *session) isOver() bool {
+	select {
+	case <-s.over:
+		return true
+	default:
+		return false
+	}
+}
+
+// send writes one small frame.
+func (s *session) send(b []byte) error { return s.conn.write(b) }
+
+// run drives the process to its end and sends its exit, unless the client
+// went away first (the process tree is then killed). It waits for the
+// process itself rather than in another goroutine: every handoff between
+// goroutines costs a wakeup on the exec's critical path.
+func (s *session) run() {
+	defer s.done()
 	p := s.proc
 	s.reading[0].Store(-1)
 	s.reading[1].Store(-1)
-	s.pumped = make(chan struct{})
-	if s.send(&agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Started{Started: &agentpb.Started{Pid: int32(p.cmd.Process.Pid)}}}) != nil {
+	var started [execwire.HeaderSize + 4]byte
+	if s.send(execwire.AppendUint32s(started[:0], execwire.Started, uint32(p.cmd.Process.Pid))) != nil {
 		close(s.pumped)
 		s.hangUp()
 	} else {
@@ -128,19 +123,14 @@ func (s *session) run() *agentpb.Exit {
 			s.pumping.Store(2)
 		}
 		s.reading[0].Store(0)
-		go s.pump(p.stdout, false, p.pty == nil)
+		go s.pump(p.stdout, execwire.Stdout, p.pty == nil)
 		if p.stderr != nil {
 			s.reading[1].Store(0)
-			go s.pump(p.stderr, true, true)
+			go s.pump(p.stderr, execwire.Stderr, true)
 		}
-		// A process without stdin gets no writer: readRequests drops
-		// what stdin comes (a nil channel), and one goroutine fewer starts.
-		var stdin chan []byte
-		if p.stdin != nil {
-			stdin = make(chan []byte, stdinQueue)
-			go s.writeStdin(stdin)
+		if s.stdin != nil {
+			go s.writeStdin()
 		}
-		go s.readRequests(stdin)
 	}
 
 	p.wait()
@@ -151,10 +141,19 @@ func (s *session) run() *agentpb.Exit {
 	p.closeOutputs()
 	<-s.pumped
 	if s.gone.Load() {
+		close(s.over)
 		s.finishKill()
-		return nil
+		s.logExec(nil)
+		return
 	}
-	return exitStatus(p.cmd.ProcessState)
+	exit := exitStatus(p.cmd.ProcessState)
+	// over is closed first: once the exit is out the host may send the
+	// next start, and the reader must not take it for this exec's.
+	close(s.over)
+	if b, err := execwire.AppendJSON(make([]byte, 0, 64), execwire.Exit, exit); err == nil {
+		_ = s.send(b)
+	}
+	s.logExec(exit)
 }
 
 // hangUp starts ending the whole session after the client went away:
@@ -232,12 +231,15 @@ func (s *session) pumpsIdle(now time.Time, d time.Duration) bool {
 	return true
 }
 
-func (s *session) pump(r *os.File, stderr, pipe bool) {
+func (s *session) pump(r *os.File, t execwire.Type, pipe bool) {
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
-	buf := *bp
+	// The frame's header goes in front of the data, so that each chunk
+	// leaves in one write, straight from the buffer the pipe was read into.
+	frame := *bp
+	buf := frame[execwire.HeaderSize:]
 	slot := &s.reading[0]
-	if stderr {
+	if t == execwire.Stderr {
 		slot = &s.reading[1]
 	}
 	defer func() {
@@ -246,85 +248,40 @@ func (s *session) pump(r *os.File, stderr, pipe bool) {
 			close(s.pumped)
 		}
 	}()
+	var last time.Time
+	streak, small := 0, false
 	for {
+		if small && streak >= coalesceStreak && !s.exited.Load() {
+			// A process writing a stream in small pieces: let a few land
+			// before the next read, so that one frame carries them.
+			time.Sleep(coalesceWait)
+		}
 		slot.Store(time.Now().UnixNano())
 		n, err := r.Read(buf)
+		now := time.Now()
 		slot.Store(0)
 		if s.exited.Load() {
 			s.afterExit.Add(int64(n))
 		}
-		if pipe && n >= defaultPipeSize {
+		if now.Sub(last) < 2*coalesceWait {
+			streak++
+		} else {
+			streak = 0
+		}
+		last, small = now, n < len(buf)/4
+		if pipe && (n >= defaultPipeSize || streak >= coalesceStreak) {
 			growPipe(r)
 			pipe = false
 		}
 		if n > 0 {
-			m := &agentpb.ExecResponse{Msg: &agentpb.ExecResponse_Stdout{Stdout: buf[:n]}}
-			if stderr {
-				m.Msg = &agentpb.ExecResponse_Stderr{Stderr: buf[:n]}
-			}
-			if s.send(m) != nil {
+			execwire.PutHeader(frame, t, n)
+			if s.conn.write(frame[:execwire.HeaderSize+n]) != nil {
 				return
 			}
 		}
 		if err != nil {
 			return
 		}
-	}
-}
-
-// readRequests applies the client's messages until the stream ends. A clean
-// half-close counts as end of stdin, and the client, which has nothing more
-// to say, is still watched for going away; any other end means it is gone.
-func (s *session) readRequests(stdin chan<- []byte) {
-	closeStdin := sync.OnceFunc(func() {
-		if stdin != nil {
-			close(stdin)
-		}
-	})
-	defer closeStdin()
-	for {
-		req, err := s.stream.Recv()
-		if errors.Is(err, io.EOF) {
-			closeStdin()
-			<-s.stream.Context().Done() // cancelled by the client, or once Exec returns
-			s.hangUp()
-			return
-		}
-		if err != nil {
-			s.hangUp()
-			return
-		}
-		switch m := req.Msg.(type) {
-		case *agentpb.ExecRequest_Stdin:
-			if len(m.Stdin) > 0 && stdin != nil {
-				stdin <- m.Stdin
-			}
-		case *agentpb.ExecRequest_CloseStdin:
-			closeStdin()
-		case *agentpb.ExecRequest_Signal:
-			_ = s.proc.signal(syscall.Signal(m.Signal.GetNumber()))
-		case *agentpb.ExecRequest_Resize:
-			_ = s.proc.resize(m.Resize)
-		}
-		// A second start, or a message of a newer client, is ignored.
-	}
-}
-
-// writeStdin feeds the process's input, then closes it. After a write fails
-// (the process closed its stdin) the rest is read and dropped so that the
-// stream keeps moving.
-func (s *session) writeStdin(chunks <-chan []byte) {
-	var failed bool
-	for c := range chunks {
-		if failed {
-			continue
-		}
-		if _, err := s.proc.stdin.Write(c); err != nil {
-			failed = true
-		}
-	}
-	if !failed {
-		_ = s.proc.closeStdin()
 	}
 }
 
@@ -335,7 +292,7 @@ func argv0(argv []string) string {
 	return argv[0]
 }
 
-func exitText(e *agentpb.Exit) string {
+func exitText(e *execwire.ExitMsg) string {
 	switch {
 	case e == nil:
 		return "killed (client gone)"

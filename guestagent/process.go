@@ -12,7 +12,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // process is one started child: its stdin, its output streams and a way to
@@ -143,7 +143,7 @@ func (p *process) closeStdin() error {
 	return p.stdin.Close()
 }
 
-func (p *process) resize(sz *agentpb.TerminalSize) error {
+func (p *process) resize(sz *execwire.TerminalSize) error {
 	if p.pty == nil {
 		return errors.New("resize without a terminal")
 	}
@@ -229,18 +229,18 @@ func (p *process) closeOutputs() {
 }
 
 // exitStatus turns a wait result into what a shell would report.
-func exitStatus(state *os.ProcessState) *agentpb.Exit {
+func exitStatus(state *os.ProcessState) *execwire.ExitMsg {
 	ws, ok := state.Sys().(syscall.WaitStatus)
 	if ok && ws.Signaled() {
-		return &agentpb.Exit{Code: 128 + int32(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+		return &execwire.ExitMsg{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
 	}
-	return &agentpb.Exit{Code: int32(state.ExitCode())}
+	return &execwire.ExitMsg{Code: state.ExitCode()}
 }
 
 // checkTerminalSize accepts the sizes a real terminal can have.
-func checkTerminalSize(sz *agentpb.TerminalSize) error {
-	if sz.GetRows() == 0 || sz.GetCols() == 0 || sz.GetRows() > maxTermSide || sz.GetCols() > maxTermSide {
-		return fmt.Errorf("bad terminal size %dx%d", sz.GetRows(), sz.GetCols())
+func checkTerminalSize(sz *execwire.TerminalSize) error {
+	if sz.Rows == 0 || sz.Cols == 0 || sz.Rows > maxTermSide || sz.Cols > maxTermSide {
+		return fmt.Errorf("bad terminal size %dx%d", sz.Rows, sz.Cols)
 	}
 	return nil
 }

@@ -1,5 +1,7 @@
 // Package guestagent is the daemon inside the guest that runs every command
-// cowork sends: one gRPC service (agentpb.Agent) on one listener.
+// cowork sends. Execs come on connections of their own (execwire, served
+// by ServeExec); the other calls are one gRPC service (agentpb.Agent). Both
+// share one listener, which tells them apart by their first bytes.
 package guestagent
 
 import (
@@ -7,6 +9,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -23,8 +26,7 @@ import (
 	"github.com/coworkhq/cowork/internal/procstat"
 )
 
-// MaxMessageSize bounds every message the agent accepts. The host client
-// sends stdin in chunks far below it; anything larger is an error.
+// MaxMessageSize bounds every gRPC message the agent accepts.
 const MaxMessageSize = 1 << 20
 
 // Options configures the agent. The zero value runs commands as the agent's
@@ -60,6 +62,10 @@ type Server struct {
 	provision *provision.Reader
 
 	running sync.WaitGroup // live exec sessions
+
+	connMu  sync.Mutex
+	conns   map[net.Conn]struct{} // open exec connections
+	stopped bool                  // StopExec ran: no more are served
 }
 
 // New returns a Server; register it on a gRPC server from NewGRPCServer.
@@ -84,7 +90,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, conns: map[net.Conn]struct{}{}}
 }
 
 // NewGRPCServer returns a gRPC server with the agent registered and the
@@ -107,6 +113,34 @@ func NewGRPCServer(s *Server) *grpc.Server {
 // Wait blocks until every exec session has finished cleaning up, so that
 // the agent never exits leaving a process tree behind.
 func (s *Server) Wait() { s.running.Wait() }
+
+// StopExec closes every exec connection and refuses new ones: each running
+// process is hung up on as if its client had gone. Wait then returns once
+// their trees are killed.
+func (s *Server) StopExec() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.stopped = true
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+func (s *Server) addConn(c net.Conn) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) removeConn(c net.Conn) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	delete(s.conns, c)
+}
 
 func (s *Server) track() (done func()) {
 	s.running.Add(1)

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // DefaultPath is the PATH a process gets unless its request sets one.
@@ -36,7 +36,7 @@ type procSpec struct {
 	env  []string
 	dir  string
 	user *account
-	tty  *agentpb.TerminalSize
+	tty  *execwire.TerminalSize
 	// noStdin gives the process /dev/null for input.
 	noStdin bool
 }
@@ -53,8 +53,8 @@ type account struct {
 
 // resolveSpec validates a Start and resolves its user, directory and
 // executable. Its errors are gRPC statuses worded for the person who sent it.
-func resolveSpec(start *agentpb.ExecStart, defaultUser string, accts *accountCache) (*procSpec, error) {
-	if len(start.GetArgv()) == 0 || start.GetArgv()[0] == "" {
+func resolveSpec(start *execwire.StartMsg, defaultUser string, accts *accountCache) (*procSpec, error) {
+	if len(start.Argv) == 0 || start.Argv[0] == "" {
 		return nil, status.Error(codes.InvalidArgument, "empty argv: name the program to run")
 	}
 	if len(start.Argv) > maxArgs {
@@ -65,7 +65,7 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string, accts *accountCac
 			return nil, status.Error(codes.InvalidArgument, "an argument contains a NUL byte")
 		}
 	}
-	name := start.GetUser()
+	name := start.User
 	if name == "" {
 		name = defaultUser
 	}
@@ -73,11 +73,11 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string, accts *accountCac
 	if err != nil {
 		return nil, err
 	}
-	env, err := buildEnv(acct, start.GetEnv(), start.GetTty() != nil)
+	env, err := buildEnv(acct, start.Env, start.TTY != nil)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := resolveDir(start.GetCwd(), acct)
+	dir, err := resolveDir(start.Cwd, acct)
 	if err != nil {
 		return nil, err
 	}
@@ -85,16 +85,16 @@ func resolveSpec(start *agentpb.ExecStart, defaultUser string, accts *accountCac
 	if err != nil {
 		return nil, err
 	}
-	tty := start.GetTty()
+	tty := start.TTY
 	if tty != nil && (tty.Rows == 0 || tty.Cols == 0) {
-		tty = &agentpb.TerminalSize{Rows: 24, Cols: 80} // size unknown
+		tty = &execwire.TerminalSize{Rows: 24, Cols: 80} // size unknown
 	}
 	if tty != nil {
 		if err := checkTerminalSize(tty); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
-	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty, noStdin: start.GetNoStdin() && tty == nil}, nil
+	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty, noStdin: start.NoStdin && tty == nil}, nil
 }
 
 // lookup finds a user by name or numeric uid ("" means the agent's own

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // The program is found in the PATH the process will have, not the agent's.
@@ -14,7 +14,7 @@ func TestLookPathUsesTheChildsPath(t *testing.T) {
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "only-here")
 	os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755)
-	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"only-here"}, Env: []string{"PATH=" + dir}}, "", &accountCache{})
+	spec, err := resolveSpec(&execwire.StartMsg{Argv: []string{"only-here"}, Env: []string{"PATH=" + dir}}, "", &accountCache{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,14 +22,14 @@ func TestLookPathUsesTheChildsPath(t *testing.T) {
 		t.Fatalf("resolved %q, want %q", spec.path, prog)
 	}
 	// A relative path is relative to the working directory.
-	spec, err = resolveSpec(&agentpb.ExecStart{Argv: []string{"./only-here"}, Cwd: dir}, "", &accountCache{})
+	spec, err = resolveSpec(&execwire.StartMsg{Argv: []string{"./only-here"}, Cwd: dir}, "", &accountCache{})
 	if err != nil || spec.path != prog {
 		t.Fatalf("relative: %v %v", spec, err)
 	}
 }
 
 func TestEnvironmentLayers(t *testing.T) {
-	spec, err := resolveSpec(&agentpb.ExecStart{Argv: []string{"true"}, Env: []string{"PATH=/x:/usr/bin:/bin", "A=1=2", "A=3"}, Tty: &agentpb.TerminalSize{}}, "", &accountCache{})
+	spec, err := resolveSpec(&execwire.StartMsg{Argv: []string{"true"}, Env: []string{"PATH=/x:/usr/bin:/bin", "A=1=2", "A=3"}, TTY: &execwire.TerminalSize{}}, "", &accountCache{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=(
-	./guestagent:FuzzExecRequest
+	./guestagent:FuzzExecFrames
+	./hostd/agentclient:FuzzAgentFrames
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
-	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
 	"github.com/coworkhq/cowork/internal/acceptloop"
@@ -25,7 +25,7 @@ import (
 // waitForAgent polls the agent until it answers Info, then follows
 // provisioning until the guest says it is complete.
 func (d *Daemon) waitForAgent(ctx context.Context) error {
-	client, err := agentclient.New(func(ctx context.Context) (net.Conn, error) { return d.vm.DialAgent(ctx) })
+	client, err := agentrpc.New(func(ctx context.Context) (net.Conn, error) { return d.vm.DialAgent(ctx) })
 	if err != nil {
 		return err
 	}

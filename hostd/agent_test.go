@@ -20,6 +20,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
@@ -100,7 +101,7 @@ func provisioningDaemon(t *testing.T, a *provisioningAgent) (*Daemon, *provision
 	agentpb.RegisterAgentServer(g, a)
 	go g.Serve(l)
 	t.Cleanup(g.Stop)
-	c, err := agentclient.New(agentclient.UnixDialer(l.Addr().String()))
+	c, err := agentrpc.New(agentclient.UnixDialer(l.Addr().String()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/console"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -67,7 +67,7 @@ type Daemon struct {
 	started time.Time
 
 	mu    sync.Mutex
-	agent *agentclient.Client
+	agent *agentrpc.Client
 	info  agentInfo
 	ready bool
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -48,7 +49,7 @@ func TestBootToReady(t *testing.T) {
 		t.Errorf("the guest is provisioned, yet: %v", err)
 	}
 	// agent.sock reaches the guest's agent.
-	client, err := agentclient.New(agentclient.UnixDialer(h.paths.AgentSock()))
+	client, err := agentrpc.New(agentclient.UnixDialer(h.paths.AgentSock()))
 	if err != nil {
 		t.Fatal(err)
 	}

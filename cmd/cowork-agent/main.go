@@ -68,13 +68,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	l = listener.WithByteSource(l, log)
 	srv := guestagent.New(guestagent.Options{
 		DefaultUser:       *defaultUser,
 		ProvisionedMarker: *marker,
 		KillGrace:         *grace,
 		Logger:            log,
 	})
+	l = listener.Sniff(l, log, srv.ServeExec)
 	g := guestagent.NewGRPCServer(srv)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -82,7 +82,8 @@ func run(args []string) error {
 	go func() {
 		<-ctx.Done()
 		log.Info("stopping")
-		g.Stop() // ends every stream, which kills their process trees
+		g.Stop()       // closes the listener and ends every gRPC stream
+		srv.StopExec() // ends every exec connection, which kills their process trees
 	}()
 	log.Info("serving", "listen", l.Addr().String(), "version", buildinfo.Version, "default_user", *defaultUser)
 	err = g.Serve(l)

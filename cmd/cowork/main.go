@@ -9,10 +9,8 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/root"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 func main() {
-	grpcpool.InstallDefault() // before any gRPC, the agent's or hostd's: see grpcpool
 	os.Exit(root.Main(context.Background(), iostreams.System(), os.Args[1:]))
 }

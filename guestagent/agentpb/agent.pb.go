@@ -1,8 +1,9 @@
 // The cowork guest agent API.
 //
 // The host reaches the agent over vsock (macOS), a yamux stream on a
-// virtio-serial port (QEMU), or a unix socket (tests and development). Every
-// command cowork runs in the guest, Claude Code included, goes through Exec.
+// virtio-serial port (QEMU), or a unix socket (tests and development).
+// Commands (Claude Code included) run over an exec connection of their own
+// (internal/execwire), not this service.
 //
 // Regenerate the Go code with `make proto`.
 
@@ -86,7 +87,7 @@ func (x ProvisioningStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProvisioningStatus_State.Descriptor instead.
 func (ProvisioningStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16, 0}
+	return file_agent_proto_rawDescGZIP(), []int{8, 0}
 }
 
 type InfoRequest struct {
@@ -312,577 +313,6 @@ func (x *ProcessStats) GetRssBytes() int64 {
 	return 0
 }
 
-type ExecRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Msg:
-	//
-	//	*ExecRequest_Start
-	//	*ExecRequest_Stdin
-	//	*ExecRequest_CloseStdin
-	//	*ExecRequest_Signal
-	//	*ExecRequest_Resize
-	Msg           isExecRequest_Msg `protobuf_oneof:"msg"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ExecRequest) Reset() {
-	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ExecRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ExecRequest) ProtoMessage() {}
-
-func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
-func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *ExecRequest) GetMsg() isExecRequest_Msg {
-	if x != nil {
-		return x.Msg
-	}
-	return nil
-}
-
-func (x *ExecRequest) GetStart() *ExecStart {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecRequest_Start); ok {
-			return x.Start
-		}
-	}
-	return nil
-}
-
-func (x *ExecRequest) GetStdin() []byte {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecRequest_Stdin); ok {
-			return x.Stdin
-		}
-	}
-	return nil
-}
-
-func (x *ExecRequest) GetCloseStdin() *CloseStdin {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecRequest_CloseStdin); ok {
-			return x.CloseStdin
-		}
-	}
-	return nil
-}
-
-func (x *ExecRequest) GetSignal() *Signal {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecRequest_Signal); ok {
-			return x.Signal
-		}
-	}
-	return nil
-}
-
-func (x *ExecRequest) GetResize() *TerminalSize {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecRequest_Resize); ok {
-			return x.Resize
-		}
-	}
-	return nil
-}
-
-type isExecRequest_Msg interface {
-	isExecRequest_Msg()
-}
-
-type ExecRequest_Start struct {
-	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
-}
-
-type ExecRequest_Stdin struct {
-	// Bytes for the process's stdin (or the terminal, with a tty).
-	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
-}
-
-type ExecRequest_CloseStdin struct {
-	// End of stdin. Explicit because vsock cannot half-close.
-	CloseStdin *CloseStdin `protobuf:"bytes,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
-}
-
-type ExecRequest_Signal struct {
-	Signal *Signal `protobuf:"bytes,4,opt,name=signal,proto3,oneof"`
-}
-
-type ExecRequest_Resize struct {
-	Resize *TerminalSize `protobuf:"bytes,5,opt,name=resize,proto3,oneof"`
-}
-
-func (*ExecRequest_Start) isExecRequest_Msg() {}
-
-func (*ExecRequest_Stdin) isExecRequest_Msg() {}
-
-func (*ExecRequest_CloseStdin) isExecRequest_Msg() {}
-
-func (*ExecRequest_Signal) isExecRequest_Msg() {}
-
-func (*ExecRequest_Resize) isExecRequest_Msg() {}
-
-type ExecStart struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The program and its arguments; argv[0] is looked up in the PATH of the
-	// process's environment when it has no slash.
-	Argv []string `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
-	// KEY=VALUE entries laid over the default environment.
-	Env []string `protobuf:"bytes,2,rep,name=env,proto3" json:"env,omitempty"`
-	// Working directory; the user's home when empty.
-	Cwd string `protobuf:"bytes,3,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	// User name or numeric uid; the agent's default user when empty.
-	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
-	// When set, the process runs on a new pseudo-terminal of this size and its
-	// output arrives as stdout only.
-	Tty *TerminalSize `protobuf:"bytes,5,opt,name=tty,proto3" json:"tty,omitempty"`
-	// The client has no input for the process: its stdin is /dev/null, and
-	// stdin messages are ignored. Saves a pipe and a round of close-stdin.
-	NoStdin       bool `protobuf:"varint,6,opt,name=no_stdin,json=noStdin,proto3" json:"no_stdin,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ExecStart) Reset() {
-	*x = ExecStart{}
-	mi := &file_agent_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ExecStart) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ExecStart) ProtoMessage() {}
-
-func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
-func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *ExecStart) GetArgv() []string {
-	if x != nil {
-		return x.Argv
-	}
-	return nil
-}
-
-func (x *ExecStart) GetEnv() []string {
-	if x != nil {
-		return x.Env
-	}
-	return nil
-}
-
-func (x *ExecStart) GetCwd() string {
-	if x != nil {
-		return x.Cwd
-	}
-	return ""
-}
-
-func (x *ExecStart) GetUser() string {
-	if x != nil {
-		return x.User
-	}
-	return ""
-}
-
-func (x *ExecStart) GetTty() *TerminalSize {
-	if x != nil {
-		return x.Tty
-	}
-	return nil
-}
-
-func (x *ExecStart) GetNoStdin() bool {
-	if x != nil {
-		return x.NoStdin
-	}
-	return false
-}
-
-type CloseStdin struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CloseStdin) Reset() {
-	*x = CloseStdin{}
-	mi := &file_agent_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CloseStdin) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CloseStdin) ProtoMessage() {}
-
-func (x *CloseStdin) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CloseStdin.ProtoReflect.Descriptor instead.
-func (*CloseStdin) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
-}
-
-type Signal struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// A signal number (e.g. 2 for SIGINT).
-	Number        int32 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Signal) Reset() {
-	*x = Signal{}
-	mi := &file_agent_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Signal) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Signal) ProtoMessage() {}
-
-func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Signal.ProtoReflect.Descriptor instead.
-func (*Signal) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *Signal) GetNumber() int32 {
-	if x != nil {
-		return x.Number
-	}
-	return 0
-}
-
-type TerminalSize struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
-	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TerminalSize) Reset() {
-	*x = TerminalSize{}
-	mi := &file_agent_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TerminalSize) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TerminalSize) ProtoMessage() {}
-
-func (x *TerminalSize) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
-func (*TerminalSize) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *TerminalSize) GetRows() uint32 {
-	if x != nil {
-		return x.Rows
-	}
-	return 0
-}
-
-func (x *TerminalSize) GetCols() uint32 {
-	if x != nil {
-		return x.Cols
-	}
-	return 0
-}
-
-type ExecResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Msg:
-	//
-	//	*ExecResponse_Started
-	//	*ExecResponse_Stdout
-	//	*ExecResponse_Stderr
-	//	*ExecResponse_Exit
-	Msg           isExecResponse_Msg `protobuf_oneof:"msg"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ExecResponse) Reset() {
-	*x = ExecResponse{}
-	mi := &file_agent_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ExecResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ExecResponse) ProtoMessage() {}
-
-func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
-func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *ExecResponse) GetMsg() isExecResponse_Msg {
-	if x != nil {
-		return x.Msg
-	}
-	return nil
-}
-
-func (x *ExecResponse) GetStarted() *Started {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecResponse_Started); ok {
-			return x.Started
-		}
-	}
-	return nil
-}
-
-func (x *ExecResponse) GetStdout() []byte {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecResponse_Stdout); ok {
-			return x.Stdout
-		}
-	}
-	return nil
-}
-
-func (x *ExecResponse) GetStderr() []byte {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecResponse_Stderr); ok {
-			return x.Stderr
-		}
-	}
-	return nil
-}
-
-func (x *ExecResponse) GetExit() *Exit {
-	if x != nil {
-		if x, ok := x.Msg.(*ExecResponse_Exit); ok {
-			return x.Exit
-		}
-	}
-	return nil
-}
-
-type isExecResponse_Msg interface {
-	isExecResponse_Msg()
-}
-
-type ExecResponse_Started struct {
-	Started *Started `protobuf:"bytes,1,opt,name=started,proto3,oneof"`
-}
-
-type ExecResponse_Stdout struct {
-	Stdout []byte `protobuf:"bytes,2,opt,name=stdout,proto3,oneof"`
-}
-
-type ExecResponse_Stderr struct {
-	Stderr []byte `protobuf:"bytes,3,opt,name=stderr,proto3,oneof"`
-}
-
-type ExecResponse_Exit struct {
-	Exit *Exit `protobuf:"bytes,4,opt,name=exit,proto3,oneof"`
-}
-
-func (*ExecResponse_Started) isExecResponse_Msg() {}
-
-func (*ExecResponse_Stdout) isExecResponse_Msg() {}
-
-func (*ExecResponse_Stderr) isExecResponse_Msg() {}
-
-func (*ExecResponse_Exit) isExecResponse_Msg() {}
-
-type Started struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Started) Reset() {
-	*x = Started{}
-	mi := &file_agent_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Started) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Started) ProtoMessage() {}
-
-func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Started.ProtoReflect.Descriptor instead.
-func (*Started) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *Started) GetPid() int32 {
-	if x != nil {
-		return x.Pid
-	}
-	return 0
-}
-
-type Exit struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The exit status as a shell reports it: the process's code, or 128+N when
-	// signal N killed it.
-	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	// The name of the signal that killed the process (e.g. "SIGKILL"), if any.
-	Signal        string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Exit) Reset() {
-	*x = Exit{}
-	mi := &file_agent_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Exit) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Exit) ProtoMessage() {}
-
-func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Exit.ProtoReflect.Descriptor instead.
-func (*Exit) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *Exit) GetCode() int32 {
-	if x != nil {
-		return x.Code
-	}
-	return 0
-}
-
-func (x *Exit) GetSignal() string {
-	if x != nil {
-		return x.Signal
-	}
-	return ""
-}
-
 type SetTimeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Host wall clock, nanoseconds since the Unix epoch.
@@ -893,7 +323,7 @@ type SetTimeRequest struct {
 
 func (x *SetTimeRequest) Reset() {
 	*x = SetTimeRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +335,7 @@ func (x *SetTimeRequest) String() string {
 func (*SetTimeRequest) ProtoMessage() {}
 
 func (x *SetTimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +348,7 @@ func (x *SetTimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeRequest.ProtoReflect.Descriptor instead.
 func (*SetTimeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SetTimeRequest) GetUnixNano() int64 {
@@ -938,7 +368,7 @@ type SetTimeResponse struct {
 
 func (x *SetTimeResponse) Reset() {
 	*x = SetTimeResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +380,7 @@ func (x *SetTimeResponse) String() string {
 func (*SetTimeResponse) ProtoMessage() {}
 
 func (x *SetTimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +393,7 @@ func (x *SetTimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTimeResponse.ProtoReflect.Descriptor instead.
 func (*SetTimeResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetTimeResponse) GetSkewNano() int64 {
@@ -981,7 +411,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +423,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +436,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 type ShutdownResponse struct {
@@ -1017,7 +447,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +459,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +472,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 type ProvisioningRequest struct {
@@ -1053,7 +483,7 @@ type ProvisioningRequest struct {
 
 func (x *ProvisioningRequest) Reset() {
 	*x = ProvisioningRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +495,7 @@ func (x *ProvisioningRequest) String() string {
 func (*ProvisioningRequest) ProtoMessage() {}
 
 func (x *ProvisioningRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +508,7 @@ func (x *ProvisioningRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvisioningRequest.ProtoReflect.Descriptor instead.
 func (*ProvisioningRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 // One look at the guest's provisioning. Every string is one line, short,
@@ -1099,7 +529,7 @@ type ProvisioningStatus struct {
 
 func (x *ProvisioningStatus) Reset() {
 	*x = ProvisioningStatus{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +541,7 @@ func (x *ProvisioningStatus) String() string {
 func (*ProvisioningStatus) ProtoMessage() {}
 
 func (x *ProvisioningStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +554,7 @@ func (x *ProvisioningStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProvisioningStatus.ProtoReflect.Descriptor instead.
 func (*ProvisioningStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProvisioningStatus) GetState() ProvisioningStatus_State {
@@ -1178,40 +608,7 @@ const file_agent_proto_rawDesc = "" +
 	"goroutines\x18\x01 \x01(\x05R\n" +
 	"goroutines\x12\x19\n" +
 	"\bopen_fds\x18\x02 \x01(\x05R\aopenFds\x12\x1b\n" +
-	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"\x8c\x02\n" +
-	"\vExecRequest\x122\n" +
-	"\x05start\x18\x01 \x01(\v2\x1a.cowork.agent.v1.ExecStartH\x00R\x05start\x12\x16\n" +
-	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12>\n" +
-	"\vclose_stdin\x18\x03 \x01(\v2\x1b.cowork.agent.v1.CloseStdinH\x00R\n" +
-	"closeStdin\x121\n" +
-	"\x06signal\x18\x04 \x01(\v2\x17.cowork.agent.v1.SignalH\x00R\x06signal\x127\n" +
-	"\x06resize\x18\x05 \x01(\v2\x1d.cowork.agent.v1.TerminalSizeH\x00R\x06resizeB\x05\n" +
-	"\x03msg\"\xa3\x01\n" +
-	"\tExecStart\x12\x12\n" +
-	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x10\n" +
-	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
-	"\x03cwd\x18\x03 \x01(\tR\x03cwd\x12\x12\n" +
-	"\x04user\x18\x04 \x01(\tR\x04user\x12/\n" +
-	"\x03tty\x18\x05 \x01(\v2\x1d.cowork.agent.v1.TerminalSizeR\x03tty\x12\x19\n" +
-	"\bno_stdin\x18\x06 \x01(\bR\anoStdin\"\f\n" +
-	"\n" +
-	"CloseStdin\" \n" +
-	"\x06Signal\x12\x16\n" +
-	"\x06number\x18\x01 \x01(\x05R\x06number\"6\n" +
-	"\fTerminalSize\x12\x12\n" +
-	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
-	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xac\x01\n" +
-	"\fExecResponse\x124\n" +
-	"\astarted\x18\x01 \x01(\v2\x18.cowork.agent.v1.StartedH\x00R\astarted\x12\x18\n" +
-	"\x06stdout\x18\x02 \x01(\fH\x00R\x06stdout\x12\x18\n" +
-	"\x06stderr\x18\x03 \x01(\fH\x00R\x06stderr\x12+\n" +
-	"\x04exit\x18\x04 \x01(\v2\x15.cowork.agent.v1.ExitH\x00R\x04exitB\x05\n" +
-	"\x03msg\"\x1b\n" +
-	"\aStarted\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\x05R\x03pid\"2\n" +
-	"\x04Exit\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
-	"\x06signal\x18\x02 \x01(\tR\x06signal\"-\n" +
+	"\trss_bytes\x18\x03 \x01(\x03R\brssBytes\"-\n" +
 	"\x0eSetTimeRequest\x12\x1b\n" +
 	"\tunix_nano\x18\x01 \x01(\x03R\bunixNano\".\n" +
 	"\x0fSetTimeResponse\x12\x1b\n" +
@@ -1230,10 +627,9 @@ const file_agent_proto_rawDesc = "" +
 	"\vPROVISIONED\x10\x02\x12\n" +
 	"\n" +
 	"\x06FAILED\x10\x03\x12\x1a\n" +
-	"\x16FINISHED_UNPROVISIONED\x10\x042\x91\x03\n" +
+	"\x16FINISHED_UNPROVISIONED\x10\x042\xc8\x02\n" +
 	"\x05Agent\x12C\n" +
-	"\x04Info\x12\x1c.cowork.agent.v1.InfoRequest\x1a\x1d.cowork.agent.v1.InfoResponse\x12G\n" +
-	"\x04Exec\x12\x1c.cowork.agent.v1.ExecRequest\x1a\x1d.cowork.agent.v1.ExecResponse(\x010\x01\x12L\n" +
+	"\x04Info\x12\x1c.cowork.agent.v1.InfoRequest\x1a\x1d.cowork.agent.v1.InfoResponse\x12L\n" +
 	"\aSetTime\x12\x1f.cowork.agent.v1.SetTimeRequest\x1a .cowork.agent.v1.SetTimeResponse\x12O\n" +
 	"\bShutdown\x12 .cowork.agent.v1.ShutdownRequest\x1a!.cowork.agent.v1.ShutdownResponse\x12[\n" +
 	"\fProvisioning\x12$.cowork.agent.v1.ProvisioningRequest\x1a#.cowork.agent.v1.ProvisioningStatus0\x01B/Z-github.com/coworkhq/cowork/guestagent/agentpbb\x06proto3"
@@ -1251,52 +647,35 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_agent_proto_goTypes = []any{
 	(ProvisioningStatus_State)(0), // 0: cowork.agent.v1.ProvisioningStatus.State
 	(*InfoRequest)(nil),           // 1: cowork.agent.v1.InfoRequest
 	(*InfoResponse)(nil),          // 2: cowork.agent.v1.InfoResponse
 	(*ProcessStats)(nil),          // 3: cowork.agent.v1.ProcessStats
-	(*ExecRequest)(nil),           // 4: cowork.agent.v1.ExecRequest
-	(*ExecStart)(nil),             // 5: cowork.agent.v1.ExecStart
-	(*CloseStdin)(nil),            // 6: cowork.agent.v1.CloseStdin
-	(*Signal)(nil),                // 7: cowork.agent.v1.Signal
-	(*TerminalSize)(nil),          // 8: cowork.agent.v1.TerminalSize
-	(*ExecResponse)(nil),          // 9: cowork.agent.v1.ExecResponse
-	(*Started)(nil),               // 10: cowork.agent.v1.Started
-	(*Exit)(nil),                  // 11: cowork.agent.v1.Exit
-	(*SetTimeRequest)(nil),        // 12: cowork.agent.v1.SetTimeRequest
-	(*SetTimeResponse)(nil),       // 13: cowork.agent.v1.SetTimeResponse
-	(*ShutdownRequest)(nil),       // 14: cowork.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),      // 15: cowork.agent.v1.ShutdownResponse
-	(*ProvisioningRequest)(nil),   // 16: cowork.agent.v1.ProvisioningRequest
-	(*ProvisioningStatus)(nil),    // 17: cowork.agent.v1.ProvisioningStatus
+	(*SetTimeRequest)(nil),        // 4: cowork.agent.v1.SetTimeRequest
+	(*SetTimeResponse)(nil),       // 5: cowork.agent.v1.SetTimeResponse
+	(*ShutdownRequest)(nil),       // 6: cowork.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),      // 7: cowork.agent.v1.ShutdownResponse
+	(*ProvisioningRequest)(nil),   // 8: cowork.agent.v1.ProvisioningRequest
+	(*ProvisioningStatus)(nil),    // 9: cowork.agent.v1.ProvisioningStatus
 }
 var file_agent_proto_depIdxs = []int32{
-	3,  // 0: cowork.agent.v1.InfoResponse.process:type_name -> cowork.agent.v1.ProcessStats
-	5,  // 1: cowork.agent.v1.ExecRequest.start:type_name -> cowork.agent.v1.ExecStart
-	6,  // 2: cowork.agent.v1.ExecRequest.close_stdin:type_name -> cowork.agent.v1.CloseStdin
-	7,  // 3: cowork.agent.v1.ExecRequest.signal:type_name -> cowork.agent.v1.Signal
-	8,  // 4: cowork.agent.v1.ExecRequest.resize:type_name -> cowork.agent.v1.TerminalSize
-	8,  // 5: cowork.agent.v1.ExecStart.tty:type_name -> cowork.agent.v1.TerminalSize
-	10, // 6: cowork.agent.v1.ExecResponse.started:type_name -> cowork.agent.v1.Started
-	11, // 7: cowork.agent.v1.ExecResponse.exit:type_name -> cowork.agent.v1.Exit
-	0,  // 8: cowork.agent.v1.ProvisioningStatus.state:type_name -> cowork.agent.v1.ProvisioningStatus.State
-	1,  // 9: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
-	4,  // 10: cowork.agent.v1.Agent.Exec:input_type -> cowork.agent.v1.ExecRequest
-	12, // 11: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
-	14, // 12: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
-	16, // 13: cowork.agent.v1.Agent.Provisioning:input_type -> cowork.agent.v1.ProvisioningRequest
-	2,  // 14: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
-	9,  // 15: cowork.agent.v1.Agent.Exec:output_type -> cowork.agent.v1.ExecResponse
-	13, // 16: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
-	15, // 17: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
-	17, // 18: cowork.agent.v1.Agent.Provisioning:output_type -> cowork.agent.v1.ProvisioningStatus
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3, // 0: cowork.agent.v1.InfoResponse.process:type_name -> cowork.agent.v1.ProcessStats
+	0, // 1: cowork.agent.v1.ProvisioningStatus.state:type_name -> cowork.agent.v1.ProvisioningStatus.State
+	1, // 2: cowork.agent.v1.Agent.Info:input_type -> cowork.agent.v1.InfoRequest
+	4, // 3: cowork.agent.v1.Agent.SetTime:input_type -> cowork.agent.v1.SetTimeRequest
+	6, // 4: cowork.agent.v1.Agent.Shutdown:input_type -> cowork.agent.v1.ShutdownRequest
+	8, // 5: cowork.agent.v1.Agent.Provisioning:input_type -> cowork.agent.v1.ProvisioningRequest
+	2, // 6: cowork.agent.v1.Agent.Info:output_type -> cowork.agent.v1.InfoResponse
+	5, // 7: cowork.agent.v1.Agent.SetTime:output_type -> cowork.agent.v1.SetTimeResponse
+	7, // 8: cowork.agent.v1.Agent.Shutdown:output_type -> cowork.agent.v1.ShutdownResponse
+	9, // 9: cowork.agent.v1.Agent.Provisioning:output_type -> cowork.agent.v1.ProvisioningStatus
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1304,26 +683,13 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[3].OneofWrappers = []any{
-		(*ExecRequest_Start)(nil),
-		(*ExecRequest_Stdin)(nil),
-		(*ExecRequest_CloseStdin)(nil),
-		(*ExecRequest_Signal)(nil),
-		(*ExecRequest_Resize)(nil),
-	}
-	file_agent_proto_msgTypes[8].OneofWrappers = []any{
-		(*ExecResponse_Started)(nil),
-		(*ExecResponse_Stdout)(nil),
-		(*ExecResponse_Stderr)(nil),
-		(*ExecResponse_Exit)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,8 +1,9 @@
 // The cowork guest agent API.
 //
 // The host reaches the agent over vsock (macOS), a yamux stream on a
-// virtio-serial port (QEMU), or a unix socket (tests and development). Every
-// command cowork runs in the guest, Claude Code included, goes through Exec.
+// virtio-serial port (QEMU), or a unix socket (tests and development).
+// Commands (Claude Code included) run over an exec connection of their own
+// (internal/execwire), not this service.
 //
 // Regenerate the Go code with `make proto`.
 
@@ -28,7 +29,6 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Agent_Info_FullMethodName         = "/cowork.agent.v1.Agent/Info"
-	Agent_Exec_FullMethodName         = "/cowork.agent.v1.Agent/Exec"
 	Agent_SetTime_FullMethodName      = "/cowork.agent.v1.Agent/SetTime"
 	Agent_Shutdown_FullMethodName     = "/cowork.agent.v1.Agent/Shutdown"
 	Agent_Provisioning_FullMethodName = "/cowork.agent.v1.Agent/Provisioning"
@@ -40,11 +40,6 @@ const (
 type AgentClient interface {
 	// Info reports who the agent is and whether the guest finished provisioning.
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
-	// Exec runs one process. The client sends Start first, then any mix of
-	// stdin, close_stdin, signal and resize; the agent answers Started, then
-	// output chunks, and always ends with Exit (or a gRPC error if the process
-	// could not be started). Closing the stream kills the process group.
-	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error)
 	// SetTime sets the guest's wall clock, for after the host slept.
 	SetTime(ctx context.Context, in *SetTimeRequest, opts ...grpc.CallOption) (*SetTimeResponse, error)
 	// Shutdown syncs the disks and powers the guest off after answering.
@@ -76,19 +71,6 @@ func (c *agentClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.Ca
 	return out, nil
 }
 
-func (c *agentClient) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_Exec_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[ExecRequest, ExecResponse]{ClientStream: stream}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Agent_ExecClient = grpc.BidiStreamingClient[ExecRequest, ExecResponse]
-
 func (c *agentClient) SetTime(ctx context.Context, in *SetTimeRequest, opts ...grpc.CallOption) (*SetTimeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetTimeResponse)
@@ -111,7 +93,7 @@ func (c *agentClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ..
 
 func (c *agentClient) Provisioning(ctx context.Context, in *ProvisioningRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProvisioningStatus], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Provisioning_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_Provisioning_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -134,11 +116,6 @@ type Agent_ProvisioningClient = grpc.ServerStreamingClient[ProvisioningStatus]
 type AgentServer interface {
 	// Info reports who the agent is and whether the guest finished provisioning.
 	Info(context.Context, *InfoRequest) (*InfoResponse, error)
-	// Exec runs one process. The client sends Start first, then any mix of
-	// stdin, close_stdin, signal and resize; the agent answers Started, then
-	// output chunks, and always ends with Exit (or a gRPC error if the process
-	// could not be started). Closing the stream kills the process group.
-	Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error
 	// SetTime sets the guest's wall clock, for after the host slept.
 	SetTime(context.Context, *SetTimeRequest) (*SetTimeResponse, error)
 	// Shutdown syncs the disks and powers the guest off after answering.
@@ -162,9 +139,6 @@ type UnimplementedAgentServer struct{}
 
 func (UnimplementedAgentServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
-}
-func (UnimplementedAgentServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error {
-	return status.Error(codes.Unimplemented, "method Exec not implemented")
 }
 func (UnimplementedAgentServer) SetTime(context.Context, *SetTimeRequest) (*SetTimeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetTime not implemented")
@@ -213,13 +187,6 @@ func _Agent_Info_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	}
 	return interceptor(ctx, in, info, handler)
 }
-
-func _Agent_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(AgentServer).Exec(&grpc.GenericServerStream[ExecRequest, ExecResponse]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Agent_ExecServer = grpc.BidiStreamingServer[ExecRequest, ExecResponse]
 
 func _Agent_SetTime_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetTimeRequest)
@@ -289,12 +256,6 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
-		{
-			StreamName:    "Exec",
-			Handler:       _Agent_Exec_Handler,
-			ServerStreams: true,
-			ClientStreams: true,
-		},
 		{
 			StreamName:    "Provisioning",
 			Handler:       _Agent_Provisioning_Handler,

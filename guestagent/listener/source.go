@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/internal/agentwire"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // maxSource bounds one source channel's length.
@@ -24,11 +25,24 @@ const maxSource = 64 << 30
 // channel reaches the caller's Accept with its first bytes intact. A channel that sends too little to tell within
 // sniffTimeout is closed.
 func WithByteSource(l net.Listener, log *slog.Logger) net.Listener {
-	return newSniffer(l, log, sniffTimeout)
+	return newSniffer(l, log, sniffTimeout, nil)
 }
 
-func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration) *sniffer {
-	s := &sniffer{Listener: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout}
+// Sniff is WithByteSource that also hands each channel opening with
+// execwire.Preface, the preface read, to exec, in the goroutine that read
+// it (so that the first exec on a channel waits for no other).
+func Sniff(l net.Listener, log *slog.Logger, exec func(net.Conn)) net.Listener {
+	return newSniffer(l, log, sniffTimeout, exec)
+}
+
+// The prefaces are one length, so that one read of it tells them apart.
+var (
+	_ [len(agentwire.SourcePreface) - len(execwire.Preface)]struct{}
+	_ [len(execwire.Preface) - len(agentwire.SourcePreface)]struct{}
+)
+
+func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration, exec func(net.Conn)) *sniffer {
+	s := &sniffer{Listener: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout, exec: exec}
 	go s.run()
 	return s
 }
@@ -42,6 +56,7 @@ type sniffer struct {
 	log     *slog.Logger
 	conns   chan net.Conn
 	timeout time.Duration
+	exec    func(net.Conn) // serves exec channels; nil: none
 
 	once sync.Once
 	done chan struct{}
@@ -93,6 +108,10 @@ func (s *sniffer) sniff(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if string(head) == execwire.Preface && s.exec != nil {
+		s.exec(c)
+		return
+	}
 	select {
 	case s.conns <- &prefixedConn{Conn: c, head: head}:
 	case <-s.done:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/internal/agentwire"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 func sniffed(t *testing.T, timeout time.Duration) (*sniffer, string) {
@@ -19,7 +20,7 @@ func sniffed(t *testing.T, timeout time.Duration) (*sniffer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSniffer(inner, quiet, timeout)
+	s := newSniffer(inner, quiet, timeout, nil)
 	t.Cleanup(func() { s.Close() })
 	return s, inner.Addr().String()
 }
@@ -115,5 +116,44 @@ func TestClosingTheSnifferEndsAccept(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept still blocked after Close")
+	}
+}
+
+// An exec channel goes to the exec handler with its preface read, and
+// never to Accept (the gRPC server).
+func TestExecChannelsGoToTheirHandler(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	s := newSniffer(inner, quiet, sniffTimeout, func(c net.Conn) {
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	})
+	t.Cleanup(func() { s.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := s.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, execwire.Preface+"frames")
+	c.(*net.TCPConn).CloseWrite()
+	defer c.Close()
+	select {
+	case b := <-got:
+		if b != "frames" {
+			t.Fatalf("the exec handler read %q, want what followed the preface", b)
+		}
+	case <-accepted:
+		t.Fatal("an exec channel reached Accept")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the exec handler never got the channel")
 	}
 }

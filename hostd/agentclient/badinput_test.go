@@ -1,25 +1,24 @@
 package agentclient_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
-	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // stillServes fails the test unless the agent runs a command correctly.
@@ -39,78 +38,185 @@ func TestBadStartsAreClearErrors(t *testing.T) {
 	tests := []struct {
 		name string
 		o    agentclient.ExecOptions
-		code codes.Code
+		kind string
 		msg  string
 	}{
-		{"unknown user", agentclient.ExecOptions{Argv: []string{"true"}, User: "no-such-user"}, codes.InvalidArgument, `unknown user "no-such-user"`},
-		{"missing cwd", agentclient.ExecOptions{Argv: []string{"true"}, Dir: "/no/such/dir"}, codes.InvalidArgument, "working directory /no/such/dir does not exist"},
-		{"cwd is a file", agentclient.ExecOptions{Argv: []string{"true"}, Dir: file}, codes.InvalidArgument, "is not a directory"},
-		{"relative cwd", agentclient.ExecOptions{Argv: []string{"true"}, Dir: "tmp"}, codes.InvalidArgument, "not an absolute path"},
-		{"missing binary", agentclient.ExecOptions{Argv: []string{"no-such-binary"}}, codes.NotFound, `executable "no-such-binary" not found in PATH`},
-		{"missing path", agentclient.ExecOptions{Argv: []string{"/no/such/binary"}}, codes.NotFound, "/no/such/binary: no such file"},
-		{"not executable", agentclient.ExecOptions{Argv: []string{file}}, codes.NotFound, "not executable"},
-		{"empty argv", agentclient.ExecOptions{}, codes.InvalidArgument, "empty argv"},
-		{"bad env", agentclient.ExecOptions{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, codes.InvalidArgument, `"NOEQUALS" is not KEY=VALUE`},
+		{"unknown user", agentclient.ExecOptions{Argv: []string{"true"}, User: "no-such-user"}, execwire.KindInvalid, `unknown user "no-such-user"`},
+		{"missing cwd", agentclient.ExecOptions{Argv: []string{"true"}, Dir: "/no/such/dir"}, execwire.KindInvalid, "working directory /no/such/dir does not exist"},
+		{"cwd is a file", agentclient.ExecOptions{Argv: []string{"true"}, Dir: file}, execwire.KindInvalid, "is not a directory"},
+		{"relative cwd", agentclient.ExecOptions{Argv: []string{"true"}, Dir: "tmp"}, execwire.KindInvalid, "not an absolute path"},
+		{"missing binary", agentclient.ExecOptions{Argv: []string{"no-such-binary"}}, execwire.KindNotFound, `executable "no-such-binary" not found in PATH`},
+		{"missing path", agentclient.ExecOptions{Argv: []string{"/no/such/binary"}}, execwire.KindNotFound, "/no/such/binary: no such file"},
+		{"not executable", agentclient.ExecOptions{Argv: []string{file}}, execwire.KindNotFound, "not executable"},
+		{"empty argv", agentclient.ExecOptions{}, execwire.KindInvalid, "empty argv"},
+		{"bad env", agentclient.ExecOptions{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, execwire.KindInvalid, `"NOEQUALS" is not KEY=VALUE`},
 	}
 	for _, tt := range tests {
 		_, err := c.Exec(context.Background(), tt.o)
-		if status.Code(err) != tt.code || !strings.Contains(agentclient.Message(err), tt.msg) {
-			t.Errorf("%s: got %v, want %v %q", tt.name, err, tt.code, tt.msg)
+		var e *agentclient.ExecError
+		if !errors.As(err, &e) || e.Kind != tt.kind || !strings.Contains(agentclient.Message(err), tt.msg) {
+			t.Errorf("%s: got %v, want %v %q", tt.name, err, tt.kind, tt.msg)
+		}
+		if agentclient.IsNotFound(err) != (tt.kind == execwire.KindNotFound) {
+			t.Errorf("%s: IsNotFound is %v", tt.name, agentclient.IsNotFound(err))
 		}
 	}
 	stillServes(t, a)
 }
 
-func rawClient(t *testing.T, a *agenttest.Agent) agentpb.AgentClient {
-	conn, err := grpc.NewClient("unix://"+a.Socket,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+// rawConn speaks the exec protocol by hand, to send what agentclient never
+// would.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+	r *execwire.Reader
+}
+
+func dialRaw(t *testing.T, a *agenttest.Agent) *rawConn {
+	t.Helper()
+	c, err := net.Dial("unix", a.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return agentpb.NewAgentClient(conn)
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	lim := (&execwire.Limits{}).Allow(execwire.Started, 4).Allow(execwire.Stdout, execwire.MaxOutput).
+		Allow(execwire.Stderr, execwire.MaxOutput).Allow(execwire.Exit, execwire.MaxExit)
+	if _, err := io.WriteString(c, execwire.Preface); err != nil {
+		t.Fatal(err)
+	}
+	return &rawConn{t: t, c: c, r: execwire.NewReader(bufio.NewReader(c), lim)}
 }
 
-func TestOversizedMessageEndsOnlyThatStream(t *testing.T) {
-	a := agenttest.Start(t)
-	api := rawClient(t, a)
-	for _, req := range []*agentpb.ExecRequest{
-		{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"echo", strings.Repeat("x", 2<<20)}}}},
-		{Msg: &agentpb.ExecRequest_Stdin{Stdin: make([]byte, 2<<20)}},
-	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		stream, err := api.Exec(ctx)
+func (r *rawConn) send(frames ...[]byte) error {
+	_, err := r.c.Write(bytes.Join(frames, nil))
+	return err
+}
+
+func startFrame(m execwire.StartMsg) []byte {
+	b, _ := execwire.AppendJSON(nil, execwire.Start, m)
+	return b
+}
+
+// recv reads the next frame; the error is the stream's end or refusal.
+func (r *rawConn) recv() (execwire.Type, []byte, error) {
+	t, n, err := r.r.Next()
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := r.r.ReadPayload(make([]byte, n), n)
+	return t, p, err
+}
+
+// recvExit reads frames until an exit, and returns it and the stdout.
+func (r *rawConn) recvExit() (*execwire.ExitMsg, string, error) {
+	var out strings.Builder
+	for {
+		t, p, err := r.recv()
 		if err != nil {
-			t.Fatal(err)
+			return nil, out.String(), err
 		}
-		if _, ok := req.Msg.(*agentpb.ExecRequest_Stdin); ok {
-			stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"cat"}}}})
+		switch t {
+		case execwire.Stdout:
+			out.Write(p)
+		case execwire.Exit:
+			var m execwire.ExitMsg
+			if err := json.Unmarshal(p, &m); err != nil {
+				r.t.Fatal(err)
+			}
+			return &m, out.String(), nil
 		}
-		stream.Send(req)
-		for err == nil {
-			_, err = stream.Recv()
-		}
-		cancel()
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Errorf("oversized %T: got %v, want ResourceExhausted", req.Msg, err)
-		}
+	}
+}
+
+func TestOversizedFrameEndsOnlyThatConnection(t *testing.T) {
+	a := agenttest.Start(t)
+	// A start over the limit is refused before it is read.
+	r := dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"echo", strings.Repeat("x", 2<<20)}}))
+	m, _, err := r.recvExit()
+	if err != nil || m.Kind != execwire.KindTooLarge || !strings.Contains(m.Error, "over the limit") {
+		t.Errorf("oversized start: got %+v, %v; want a too_large refusal", m, err)
+	}
+	// Closed with the rest unread: a reset rather than an end, on a socket.
+	if _, _, err := r.recv(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the connection went on after an oversized start: %v", err)
+	}
+	// A stdin frame over the limit ends the connection, and the process.
+	r = dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"cat"}}))
+	typ, p, err := r.recv()
+	if err != nil || typ != execwire.Started {
+		t.Fatalf("start cat: %v %v", typ, err)
+	}
+	pid, _ := execwire.Uint32s(p, 1)
+	r.send(execwire.AppendHeader(nil, execwire.Stdin, 2<<20), make([]byte, 64<<10))
+	for err == nil {
+		_, _, err = r.recv()
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("oversized stdin: the connection ended with %v", err)
+	}
+	if !gone(int(pid[0]), 10*time.Second) {
+		t.Errorf("cat (pid %d) outlived the connection that broke the protocol", pid[0])
 	}
 	stillServes(t, a)
 }
 
-func TestMessagesOutOfOrderAreRefused(t *testing.T) {
+func TestFramesOutOfOrderAreRefused(t *testing.T) {
 	a := agenttest.Start(t)
-	stream, err := rawClient(t, a).Exec(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	for _, first := range [][]byte{
+		execwire.AppendFrame(nil, execwire.Stdin, []byte("hi")),
+		execwire.AppendUint32s(nil, execwire.Signal, 9),
+		execwire.AppendFrame(nil, execwire.Stdout, []byte("hi")), // the agent's own type
+		{0xee, 0, 0, 0, 0},
+	} {
+		r := dialRaw(t, a)
+		r.send(first)
+		m, _, err := r.recvExit()
+		if err != nil || m.Kind != execwire.KindProtocol {
+			t.Errorf("first frame %x: got %+v, %v; want a protocol refusal", first[:1], m, err)
+		}
 	}
-	stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: []byte("hi")}})
-	_, err = stream.Recv()
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "must begin with start") {
-		t.Fatalf("got %v", err)
+	// A start that is no JSON, or a second start while a process runs.
+	r := dialRaw(t, a)
+	r.send(execwire.AppendFrame(nil, execwire.Start, []byte("{not json")))
+	if m, _, err := r.recvExit(); err != nil || m.Kind != execwire.KindInvalid {
+		t.Errorf("start without JSON: %+v, %v", m, err)
+	}
+	r = dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"sleep", "1000"}, Cwd: "/"}))
+	typ, p, err := r.recv()
+	if err != nil || typ != execwire.Started {
+		t.Fatalf("start sleep: %v %v", typ, err)
+	}
+	pid, _ := execwire.Uint32s(p, 1)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"true"}}))
+	if !gone(int(pid[0]), 10*time.Second) {
+		t.Errorf("a second start did not end the first exec's process")
 	}
 	stillServes(t, a)
+}
+
+// One connection runs one exec after another, and what the host sent for
+// a finished exec (stdin it had no time to take) does not reach the next.
+func TestAConnectionRunsExecsInTurn(t *testing.T) {
+	a := agenttest.Start(t)
+	r := dialRaw(t, a)
+	for i := range 3 {
+		r.send(startFrame(execwire.StartMsg{Argv: []string{"sh", "-c", "echo " + strconv.Itoa(i) + "; exit " + strconv.Itoa(i)}, Cwd: "/"}))
+		m, out, err := r.recvExit()
+		if err != nil || m.Code != i || out != strconv.Itoa(i)+"\n" {
+			t.Fatalf("exec %d: %+v %q %v", i, m, out, err)
+		}
+		// Leftovers of the exec that ended: dropped.
+		r.send(execwire.AppendFrame(nil, execwire.Stdin, []byte("stale")), execwire.AppendHeader(nil, execwire.CloseStdin, 0))
+	}
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"cat"}, Cwd: "/"}), execwire.AppendFrame(nil, execwire.Stdin, []byte("fresh")),
+		execwire.AppendHeader(nil, execwire.CloseStdin, 0))
+	if m, out, err := r.recvExit(); err != nil || m.Code != 0 || out != "fresh" {
+		t.Fatalf("cat after stale stdin: %+v %q %v", m, out, err)
+	}
 }
 
 func TestGarbageConnectionIsClosed(t *testing.T) {
@@ -119,6 +225,7 @@ func TestGarbageConnectionIsClosed(t *testing.T) {
 		randomBytes(64 << 10),
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), randomBytes(4096)...), // a valid preface, then noise
+		append([]byte(execwire.Preface), randomBytes(4096)...),
 	} {
 		c, err := net.Dial("unix", a.Socket)
 		if err != nil {
@@ -133,26 +240,6 @@ func TestGarbageConnectionIsClosed(t *testing.T) {
 		c.Close()
 	}
 	stillServes(t, a)
-}
-
-func TestInfo(t *testing.T) {
-	marker := t.TempDir() + "/provisioned"
-	a := agenttest.Start(t, "--provisioned-marker", marker)
-	c := a.Client(t)
-	info, err := c.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	host, _ := os.Hostname()
-	if info.Version != buildinfo.Version || info.BootId != strings.TrimSpace(string(bootID)) || info.Hostname != host ||
-		info.Kernel == "" || info.UptimeMs <= 0 || info.Arch == "" || info.Provisioned {
-		t.Fatalf("info %+v", info)
-	}
-	os.WriteFile(marker, nil, 0o644)
-	if info, _ := c.Info(context.Background()); !info.Provisioned {
-		t.Fatal("provisioned marker exists but Info says not provisioned")
-	}
 }
 
 func randomBytes(n int) []byte {

@@ -1,21 +1,22 @@
-// Package agentclient talks to the guest agent from the host. It takes a
-// dial function, so the same client works over hostd's relay socket, a
-// yamux stream, vsock, or a unix socket in tests.
+// Package agentclient runs commands in the guest through its agent. It
+// takes a dial function, so the same client works over hostd's relay
+// socket, a yamux stream, vsock, or a unix socket in tests.
+//
+// It speaks the exec protocol (internal/execwire), one exec at a time per
+// connection, and imports neither gRPC nor protobuf: the CLI links it, and
+// its start-up is what a user waits for. hostd's other calls to the agent
+// (Info, SetTime, Provisioning, Shutdown) are hostd/agentrpc's.
 package agentclient
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"strings"
-	"time"
+	"sync"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // Dialer opens a new byte stream to an agent.
@@ -46,65 +47,104 @@ func ParseAddress(addr string) (Dialer, error) {
 	}
 }
 
-// Client is a connection to one agent. It is safe for concurrent use; each
-// Exec is its own stream on the shared connection.
+// maxIdle is how many idle connections a Client keeps for its next execs.
+const maxIdle = 4
+
+// readBuffer is each connection's read buffer: frame headers and small
+// frames come through it; large payloads are read past it, straight into
+// the output buffer.
+const readBuffer = 32 << 10
+
+// Client runs execs on one agent. It is safe for concurrent use; each
+// running Exec has a connection of its own, and a finished one leaves its
+// connection for the next (up to maxIdle kept).
 type Client struct {
-	conn *grpc.ClientConn
-	api  agentpb.AgentClient
+	dial Dialer
+
+	mu     sync.Mutex
+	idle   []*conn
+	active map[*conn]struct{}
+	closed bool
 }
 
-// New returns a client that dials lazily through d.
+// conn is one exec connection.
+type conn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	r        *execwire.Reader
+	prefaced bool // the preface went out
+}
+
+// New returns a client that dials through d when it first needs to.
 func New(d Dialer) (*Client, error) {
-	conn, err := grpc.NewClient("passthrough:///cowork-agent",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return d(ctx) }),
-		grpc.WithInitialWindowSize(1<<20),
-		grpc.WithInitialConnWindowSize(4<<20),
-		grpc.WithReadBufferSize(256<<10),
-		grpc.WithWriteBufferSize(256<<10),
-		// A channel whose far end vanished without closing (an agent killed
-		// behind a relay) is noticed by pings, not by waiting forever.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		// A new channel's first frames queue behind the streams already
-		// busy on the guest's link; under load (64 streams of 16 MiB from an
-		// emulated guest) that took over gRPC's default 20 s. A dead agent
-		// is reported at once by the relay instead.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
-	)
-	if err != nil {
-		return nil, err
+	return &Client{dial: d, active: map[*conn]struct{}{}}, nil
+}
+
+// Close closes every connection: running Execs end with an error, and
+// the agent kills their processes.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for _, cn := range c.idle {
+		cn.c.Close()
 	}
-	return &Client{conn: conn, api: agentpb.NewAgentClient(conn)}, nil
-}
-
-// Close releases the connection; running Execs end, and their processes
-// are killed by the agent.
-func (c *Client) Close() error { return c.conn.Close() }
-
-// Info asks the agent who it is and how the guest is doing.
-func (c *Client) Info(ctx context.Context) (*agentpb.InfoResponse, error) {
-	return c.api.Info(ctx, &agentpb.InfoRequest{})
-}
-
-// SetTime sets the guest clock to t and returns how far off it was.
-func (c *Client) SetTime(ctx context.Context, t time.Time) (time.Duration, error) {
-	r, err := c.api.SetTime(ctx, &agentpb.SetTimeRequest{UnixNano: t.UnixNano()})
-	if err != nil {
-		return 0, err
+	c.idle = nil
+	for cn := range c.active {
+		cn.c.Close()
 	}
-	return time.Duration(r.SkewNano), nil
+	return nil
 }
 
-// Provisioning follows the guest's provisioning: the stream carries the
-// status at once, then each change, and ends after the first that is not
-// RUNNING. An agent older than the call fails the first Recv with
-// codes.Unimplemented.
-func (c *Client) Provisioning(ctx context.Context) (agentpb.Agent_ProvisioningClient, error) {
-	return c.api.Provisioning(ctx, &agentpb.ProvisioningRequest{})
+// get returns an idle connection (reused true) or dials a new one.
+func (c *Client) get(ctx context.Context) (cn *conn, reused bool, err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, false, errClosed
+	}
+	if n := len(c.idle); n > 0 {
+		cn = c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		c.active[cn] = struct{}{}
+		c.mu.Unlock()
+		return cn, true, nil
+	}
+	c.mu.Unlock()
+	nc, err := c.dial(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("connect to the guest agent: %w", err)
+	}
+	br := bufio.NewReaderSize(nc, readBuffer)
+	cn = &conn{c: nc, br: br, r: execwire.NewReader(br, agentLimits)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.Close()
+		return nil, false, errClosed
+	}
+	c.active[cn] = struct{}{}
+	return cn, false, nil
 }
 
-// Shutdown asks the guest to sync and power off.
-func (c *Client) Shutdown(ctx context.Context) error {
-	_, err := c.api.Shutdown(ctx, &agentpb.ShutdownRequest{})
-	return err
+// put gives back a connection after an exec: kept for the next one when
+// reusable, else closed.
+func (c *Client) put(cn *conn, reusable bool) {
+	c.mu.Lock()
+	delete(c.active, cn)
+	// Bytes already waiting after the exit are frames the agent sent
+	// after it: the connection is out of step, and not used again.
+	if reusable && !c.closed && len(c.idle) < maxIdle && cn.br.Buffered() == 0 {
+		c.idle = append(c.idle, cn)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	cn.c.Close()
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }

@@ -2,21 +2,36 @@ package agentclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
-// stdinChunk is the most stdin one message carries, well under the agent's
-// message limit.
-const stdinChunk = 32 << 10
+// stdinChunk is the most stdin one frame carries.
+const stdinChunk = execwire.MaxStdin
+
+// startedTimeout bounds the wait for the agent's answer to a start. The
+// agent answers at once (it forks and says so), but a busy emulated guest
+// can hold a new channel's first frames for tens of seconds; an agent that
+// never answers is an error, not a hang.
+var startedTimeout = 2 * time.Minute
+
+// agentLimits bounds every frame the agent may send.
+var agentLimits = (&execwire.Limits{}).
+	Allow(execwire.Started, 4).
+	Allow(execwire.Stdout, execwire.MaxOutput).
+	Allow(execwire.Stderr, execwire.MaxOutput).
+	Allow(execwire.Exit, execwire.MaxExit)
+
+// outPool holds the buffers output frames are read into before they are
+// written to the caller's writers.
+var outPool = sync.Pool{New: func() any { b := make([]byte, execwire.MaxOutput); return &b }}
 
 // TerminalSize is a terminal's size in character cells.
 type TerminalSize struct{ Rows, Cols uint16 }
@@ -52,103 +67,295 @@ type ExitStatus struct {
 }
 
 // Exec runs a process in the guest and streams its stdio until it exits.
-// The error is non-nil only when the process could not be started or the
-// connection failed; a failing process is a normal ExitStatus. Cancelling
-// ctx ends the stream, and the agent kills the process tree.
+// The error is non-nil only when the process could not be started (an
+// *ExecError) or the connection failed; a failing process is a normal
+// ExitStatus. Cancelling ctx ends the exec, and the agent kills the
+// process tree.
 func (c *Client) Exec(ctx context.Context, o ExecOptions) (ExitStatus, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.api.Exec(ctx)
-	if err != nil {
-		return ExitStatus{}, err
+	for {
+		cn, reused, err := c.get(ctx)
+		if err != nil {
+			return ExitStatus{}, err
+		}
+		x := &execution{conn: cn, o: &o, done: make(chan struct{})}
+		st, err := x.run(ctx)
+		c.put(cn, err == nil)
+		// An idle connection the agent closed meanwhile (it restarted)
+		// fails before any answer: nothing ran, and a new one is tried.
+		if err != nil && reused && !x.answered && ctx.Err() == nil && isClosedByPeer(err) && !c.isClosed() {
+			continue
+		}
+		if err != nil && c.isClosed() && ctx.Err() == nil {
+			err = fmt.Errorf("exec %s: %w", argv0(o.Argv), errClosed)
+		}
+		return st, err
 	}
-	s := &execStream{stream: stream}
-	start := &agentpb.ExecStart{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil}
+}
+
+// execution is one Exec on one connection.
+type execution struct {
+	conn     *conn
+	o        *ExecOptions
+	answered bool // a frame of the agent's arrived
+
+	// mu orders the frames of the goroutines that send (Exec itself,
+	// stdin, control); finished, once the exit arrived, stops them, so that
+	// the connection carries nothing of this exec into the next.
+	mu       sync.Mutex
+	finished bool
+	done     chan struct{} // closed with finished
+}
+
+// send writes whole frames, unless the exec finished.
+func (x *execution) send(b []byte) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.finished {
+		return errClosed
+	}
+	_, err := x.conn.c.Write(b)
+	return err
+}
+
+func (x *execution) finish() {
+	x.mu.Lock()
+	if !x.finished {
+		x.finished = true
+		close(x.done)
+	}
+	x.mu.Unlock()
+}
+
+func (x *execution) run(ctx context.Context) (st ExitStatus, err error) {
+	o := x.o
+	start := execwire.StartMsg{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil}
 	if o.TTY != nil {
-		start.Tty = &agentpb.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
+		start.TTY = &execwire.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
 	}
-	// A send fails with io.EOF once the agent ended the stream (a refused
-	// start, or a process that already exited); Recv then says how it ended.
-	if err := s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
+	var b []byte
+	if !x.conn.prefaced {
+		b = append(b, execwire.Preface...)
+	}
+	b, err = execwire.AppendJSON(b, execwire.Start, &start)
+	if err != nil {
 		return ExitStatus{}, err
 	}
 	if o.Stdin == nil && o.TTY != nil {
 		// Said now, it travels with the start instead of after it.
-		if err := s.send(closeStdin); err != nil && !errors.Is(err, io.EOF) {
-			return ExitStatus{}, err
+		b = execwire.AppendHeader(b, execwire.CloseStdin, 0)
+	}
+
+	// Cancelling ctx closes the connection: the agent hangs up the process,
+	// and the reads below end.
+	stop := context.AfterFunc(ctx, func() { x.conn.c.Close() })
+	defer func() {
+		x.finish()
+		if !stop() && err == nil {
+			// The exit and the cancel crossed: the connection is closed.
+			err = ctx.Err()
 		}
-	}
-	if o.Stdin == nil && o.Resize == nil && o.Signals == nil {
-		// Nothing more will be sent: half-closing lets the agent end the
-		// stream cleanly when the process exits, where a stream left open
-		// would be reset by the cancel below, a frame more on each side.
-		// The agent still kills the process if ctx ends first.
-		_ = stream.CloseSend()
-	}
-	first, err := stream.Recv()
-	if err != nil {
+		if err != nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+	}()
+	if err := x.send(b); err != nil {
 		return ExitStatus{}, err
 	}
-	started := first.GetStarted()
-	if started == nil {
-		return ExitStatus{}, errors.New("agent answered start with something other than started")
-	}
-	if o.Started != nil {
-		o.Started(int(started.Pid))
-	}
+	x.conn.prefaced = true
 
+	if err := x.awaitStarted(); err != nil {
+		return ExitStatus{}, err
+	}
 	if o.Stdin != nil {
-		go s.copyStdin(ctx, o.Stdin)
+		go x.copyStdin(ctx, o.Stdin)
 	}
 	if o.Resize != nil || o.Signals != nil {
-		go s.forwardControl(ctx, o.Resize, o.Signals)
+		go x.forwardControl(ctx, o.Resize, o.Signals)
 	}
+	return x.output()
+}
 
-	stdout, stderr := orDiscard(o.Stdout), orDiscard(o.Stderr)
-	for {
-		m, err := stream.Recv()
+// awaitStarted reads the agent's answer to the start: started, or an exit
+// that says why nothing ran.
+func (x *execution) awaitStarted() error {
+	timedOut := false
+	timer := time.AfterFunc(startedTimeout, func() {
+		x.mu.Lock()
+		timedOut = true
+		x.mu.Unlock()
+		x.conn.c.Close()
+	})
+	t, p, err := x.readControl()
+	if !timer.Stop() {
+		x.mu.Lock()
+		late := timedOut
+		x.mu.Unlock()
+		if late {
+			return fmt.Errorf("the guest agent did not answer the start of %s within %v: %w", argv0(x.o.Argv), startedTimeout, errNoAnswer)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("the guest agent closed the connection before it started %s: %w", argv0(x.o.Argv), err)
+		}
+		return err
+	}
+	switch t {
+	case execwire.Started:
+		v, err := execwire.Uint32s(p, 1)
 		if err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.Internal && ctx.Err() == nil {
-				err = &LostError{err: err}
-			}
-			return ExitStatus{}, err
+			return protocolErr("started: %v", err)
 		}
-		switch m := m.Msg.(type) {
-		case *agentpb.ExecResponse_Stdout:
-			if _, err := stdout.Write(m.Stdout); err != nil {
-				return ExitStatus{}, fmt.Errorf("write stdout: %w", err)
+		if x.o.Started != nil {
+			x.o.Started(int(v[0]))
+		}
+		return nil
+	case execwire.Exit:
+		m, err := decodeExit(p)
+		if err != nil {
+			return err
+		}
+		if m.Error == "" {
+			return protocolErr("an exit before started that gives no reason")
+		}
+		return newExecError(m)
+	}
+	return protocolErr("%s before started", t)
+}
+
+var errNoAnswer = errors.New("no answer")
+
+// readControl reads the next frame, which the caller expects to be small
+// (started or exit): output frames are refused here.
+func (x *execution) readControl() (execwire.Type, []byte, error) {
+	t, n, err := x.conn.r.Next()
+	if err != nil {
+		return t, nil, readErr(err)
+	}
+	x.answered = true
+	if t == execwire.Stdout || t == execwire.Stderr {
+		return t, nil, nil
+	}
+	p, err := x.conn.r.ReadPayload(make([]byte, n), n)
+	return t, p, readErr(err)
+}
+
+// output copies the process's output to the caller's writers until its
+// exit arrives.
+func (x *execution) output() (ExitStatus, error) {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			outPool.Put(bp)
+		}
+	}()
+	stdout, stderr := orDiscard(x.o.Stdout), orDiscard(x.o.Stderr)
+	for {
+		t, n, err := x.conn.r.Next()
+		if err != nil {
+			return ExitStatus{}, lost(readErr(err))
+		}
+		switch t {
+		case execwire.Stdout, execwire.Stderr:
+			if bp == nil {
+				bp = outPool.Get().(*[]byte)
 			}
-		case *agentpb.ExecResponse_Stderr:
-			if _, err := stderr.Write(m.Stderr); err != nil {
-				return ExitStatus{}, fmt.Errorf("write stderr: %w", err)
+			p, err := x.conn.r.ReadPayload(*bp, n)
+			if err != nil {
+				return ExitStatus{}, lost(readErr(err))
 			}
-		case *agentpb.ExecResponse_Exit:
-			return ExitStatus{Code: int(m.Exit.Code), Signal: m.Exit.Signal}, nil
+			w, name := stdout, "stdout"
+			if t == execwire.Stderr {
+				w, name = stderr, "stderr"
+			}
+			if _, err := w.Write(p); err != nil {
+				return ExitStatus{}, fmt.Errorf("write %s: %w", name, err)
+			}
+		case execwire.Exit:
+			p, err := x.conn.r.ReadPayload(make([]byte, n), n)
+			if err != nil {
+				return ExitStatus{}, lost(readErr(err))
+			}
+			m, err := decodeExit(p)
+			if err != nil {
+				return ExitStatus{}, err
+			}
+			if m.Error != "" {
+				return ExitStatus{}, protocolErr("an exit with an error after started")
+			}
+			return ExitStatus{Code: m.Code, Signal: m.Signal}, nil
+		default: // started: the limits refuse every other type
+			return ExitStatus{}, protocolErr("a second %s", t)
 		}
 	}
 }
 
-// execStream serializes sends: gRPC allows one sender at a time, and stdin,
-// resizes and signals come from different goroutines.
-type execStream struct {
-	stream agentpb.Agent_ExecClient
-	mu     sync.Mutex
+// decodeExit parses an exit frame and checks what a shell would show of it.
+func decodeExit(p []byte) (*execwire.ExitMsg, error) {
+	var m execwire.ExitMsg
+	if err := json.Unmarshal(p, &m); err != nil {
+		return nil, protocolErr("exit: %v", err)
+	}
+	if m.Error == "" && (m.Code < 0 || m.Code > 255) {
+		return nil, protocolErr("exit code %d is outside 0-255", m.Code)
+	}
+	if !signalName(m.Signal) {
+		return nil, protocolErr("exit signal %q is no signal name", m.Signal)
+	}
+	return &m, nil
 }
 
-func (s *execStream) send(m *agentpb.ExecRequest) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stream.Send(m)
+// signalName accepts "" and names like SIGKILL or SIGRTMIN+3.
+func signalName(s string) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) > 16 || len(s) < 4 || s[:3] != "SIG" {
+		return false
+	}
+	for _, c := range s[3:] {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
-var closeStdin = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: &agentpb.CloseStdin{}}}
+// readErr turns a frame reader's refusal into a ProtocolError, and a
+// stream cut inside a frame into io.ErrUnexpectedEOF.
+func readErr(err error) error {
+	var fe *execwire.FrameError
+	if errors.As(err, &fe) {
+		return protocolErr("%v", fe)
+	}
+	return err
+}
 
-func (s *execStream) copyStdin(ctx context.Context, in io.Reader) {
-	buf := make([]byte, stdinChunk)
+// lost marks a connection that ended or broke while the process ran.
+func lost(err error) error {
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &LostError{err: err}
+}
+
+// isClosedByPeer reports an error that means the agent closed the
+// connection (as it does when it restarts).
+func isClosedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (x *execution) copyStdin(ctx context.Context, in io.Reader) {
+	bp := outPool.Get().(*[]byte) // MaxOutput holds a stdin frame
+	defer outPool.Put(bp)
+	frame := (*bp)[:execwire.HeaderSize+stdinChunk]
+	buf := frame[execwire.HeaderSize:]
 	for ctx.Err() == nil {
 		n, err := in.Read(buf)
 		if n > 0 {
-			if s.send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: buf[:n]}}) != nil {
+			execwire.PutHeader(frame, execwire.Stdin, n)
+			if x.send(frame[:execwire.HeaderSize+n]) != nil {
 				return
 			}
 		}
@@ -156,53 +363,42 @@ func (s *execStream) copyStdin(ctx context.Context, in io.Reader) {
 			break
 		}
 	}
-	_ = s.send(closeStdin)
+	_ = x.send(execwire.AppendHeader(nil, execwire.CloseStdin, 0))
 }
 
-func (s *execStream) forwardControl(ctx context.Context, resize <-chan TerminalSize, signals <-chan syscall.Signal) {
+func (x *execution) forwardControl(ctx context.Context, resize <-chan TerminalSize, signals <-chan syscall.Signal) {
+	var b [execwire.HeaderSize + 8]byte
 	for {
-		var m *agentpb.ExecRequest
+		var m []byte
 		select {
 		case <-ctx.Done():
+			return
+		case <-x.done:
 			return
 		case sz, ok := <-resize:
 			if !ok {
 				resize = nil
 				continue
 			}
-			m = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Resize{Resize: &agentpb.TerminalSize{Rows: uint32(sz.Rows), Cols: uint32(sz.Cols)}}}
+			m = execwire.AppendUint32s(b[:0], execwire.Resize, uint32(sz.Rows), uint32(sz.Cols))
 		case sig, ok := <-signals:
 			if !ok {
 				signals = nil
 				continue
 			}
-			m = &agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: &agentpb.Signal{Number: int32(sig)}}}
+			m = execwire.AppendUint32s(b[:0], execwire.Signal, uint32(sig))
 		}
-		if s.send(m) != nil {
+		if x.send(m) != nil {
 			return
 		}
 	}
 }
 
-// LostError is a connection to the agent that broke while a process ran:
-// the agent exited or restarted, or the VM stopped.
-type LostError struct{ err error }
-
-func (e *LostError) Error() string {
-	return "lost the connection to the guest agent while the command ran (the agent restarted, or the VM stopped): " + Message(e.err)
-}
-
-func (e *LostError) Unwrap() error { return e.err }
-
-// IsNotFound reports whether err says the program to run does not exist.
-func IsNotFound(err error) bool { return status.Code(err) == codes.NotFound }
-
-// Message is err's text without gRPC's "rpc error: code = ... desc =" frame.
-func Message(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return s.Message()
+func argv0(argv []string) string {
+	if len(argv) == 0 {
+		return "(no program)"
 	}
-	return err.Error()
+	return argv[0]
 }
 
 func orDiscard(w io.Writer) io.Writer {

@@ -232,7 +232,7 @@ func TestDefaultUserFlag(t *testing.T) {
 	if strings.TrimSpace(out) != "nobody" {
 		t.Fatalf("default user: %q", out)
 	}
-	info, err := a.Client(t).Info(context.Background())
+	info, err := a.RPC(t).Info(context.Background())
 	if err != nil || info.DefaultUser != "nobody" {
 		t.Fatalf("info: %v %v", info, err)
 	}

@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // When the client goes away the agent ends the process's whole session,
@@ -139,30 +139,55 @@ func TestAgentStopWaitsUntilTheSessionIsKilled(t *testing.T) {
 }
 
 // Stdin sent to a process started without stdin is dropped, and the
-// stream goes on: the agent still hears the client leave, and kills the
+// connection goes on: the agent still hears the client leave, and kills the
 // process then.
 func TestStdinForAProcessWithoutStdinKeepsTheStreamWatched(t *testing.T) {
 	a := agenttest.Start(t, "--kill-grace", "300ms")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := rawClient(t, a).Exec(ctx)
-	if err != nil {
-		t.Fatal(err)
+	r := dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"sleep", "1000"}, Cwd: "/", NoStdin: true}))
+	typ, p, err := r.recv()
+	if err != nil || typ != execwire.Started {
+		t.Fatalf("start: %v %v", typ, err)
 	}
-	stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"sleep", "1000"}, Cwd: "/", NoStdin: true}}})
-	m, err := stream.Recv()
-	if err != nil || m.GetStarted() == nil {
-		t.Fatalf("start: %v %v", m, err)
-	}
-	pid := int(m.GetStarted().Pid)
+	v, _ := execwire.Uint32s(p, 1)
+	pid := int(v[0])
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	for range 3 {
-		if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: []byte("ignored\n")}}); err != nil {
+		if err := r.send(execwire.AppendFrame(nil, execwire.Stdin, []byte("ignored\n"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cancel()
+	r.c.Close()
 	if !gone(pid, 10*time.Second) {
 		t.Fatalf("sleep (pid %d) outlived its client after stdin it had no use for", pid)
+	}
+}
+
+// Closing the client ends its running execs with an error, and the agent
+// kills their processes, as when the client goes away.
+func TestCloseEndsRunningExecs(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	c, _ := agentclient.New(agentclient.UnixDialer(a.Socket))
+	pids, done := make(chan int, 1), make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"sleep", "1000"}, Started: func(pid int) { pids <- pid }})
+		done <- err
+	}()
+	pid := <-pids
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("Exec after Close: %v; want an error that says the client closed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Exec still running 20 s after Close")
+	}
+	if !gone(pid, 10*time.Second) {
+		t.Fatalf("sleep (pid %d) outlived the closed client", pid)
+	}
+	if _, err := c.Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"true"}}); err == nil {
+		t.Fatal("a closed client ran another exec")
 	}
 }

@@ -2,7 +2,6 @@ package agentclient_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"strconv"
 	"strings"
@@ -10,12 +9,9 @@ import (
 	"testing/iotest"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // A Read may return the last bytes together with io.EOF (io.Reader allows
@@ -32,46 +28,22 @@ func TestStdinChunkThatCarriesEOFIsDelivered(t *testing.T) {
 	}
 }
 
-// A client that half-closes its side after its last stdin message, with
-// no close_stdin, has said all it will: the process gets the data, then
-// end of input, and exits.
-func TestHalfCloseAfterStdinIsEndOfInput(t *testing.T) {
+// A client that sends its start, its stdin and the end of it in one write
+// (frames arriving before the process runs): the process gets the data,
+// then end of input, and exits. The connection is the client's: its end
+// is the client gone (hang-up), not the end of input.
+func TestStdinAndItsEndWithTheStartIsEndOfInput(t *testing.T) {
 	a := agenttest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stream, err := rawClient(t, a).Exec(ctx)
+	r := dialRaw(t, a)
+	r.send(startFrame(execwire.StartMsg{Argv: []string{"wc", "-c"}, Cwd: "/"}),
+		execwire.AppendFrame(nil, execwire.Stdin, []byte("hello")),
+		execwire.AppendHeader(nil, execwire.CloseStdin, 0))
+	exit, out, err := r.recvExit()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the process never saw the end of its input (%v); output %q", err, out)
 	}
-	for _, m := range []*agentpb.ExecRequest{
-		{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Argv: []string{"wc", "-c"}, Cwd: "/"}}},
-		{Msg: &agentpb.ExecRequest_Stdin{Stdin: []byte("hello")}},
-	} {
-		if err := stream.Send(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := stream.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	var exit *agentpb.Exit
-	for exit == nil {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if status.Code(err) == codes.DeadlineExceeded {
-				t.Fatalf("the process never saw the end of its input; output %q", out.String())
-			}
-			t.Fatal(err)
-		}
-		out.Write(m.GetStdout())
-		exit = m.GetExit()
-	}
-	if exit == nil || exit.Code != 0 || strings.TrimSpace(out.String()) != "5" {
-		t.Fatalf("exit %v, output %q; want 0 and 5", exit, out.String())
+	if exit.Code != 0 || strings.TrimSpace(out) != "5" {
+		t.Fatalf("exit %v, output %q; want 0 and 5", exit, out)
 	}
 }
 
@@ -94,5 +66,54 @@ func TestEndOfStdinOnATerminal(t *testing.T) {
 		if err != nil || st.Code != 0 || !strings.Contains(out.String(), "<EOF>") {
 			t.Fatalf("stdin %v: %v %+v %q; want the end of input seen", in != nil, err, st, out.String())
 		}
+	}
+}
+
+// gatedReader returns its data only once released, like a terminal the
+// user types into after the command ended.
+type gatedReader struct {
+	release chan struct{}
+	data    string
+	done    bool
+}
+
+func (r *gatedReader) Read(p []byte) (int, error) {
+	<-r.release
+	if r.done {
+		return 0, io.EOF
+	}
+	r.done = true
+	return copy(p, r.data), nil
+}
+
+// Execs in turn share a connection; stdin the first one's reader returns
+// after it ended is dropped, not sent into the next process's input.
+func TestStdinOfAFinishedExecDoesNotReachTheNext(t *testing.T) {
+	a := agenttest.Start(t)
+	c := a.Client(t)
+	late := &gatedReader{release: make(chan struct{}), data: "stale input"}
+	if st, _, _ := run(t, c, agentclient.ExecOptions{Argv: []string{"true"}, Stdin: late}); st.Code != 0 {
+		t.Fatalf("true: %+v", st)
+	}
+	// The next exec, on the same connection, reads its stdin until EOF;
+	// the first one's reader returns while it runs.
+	stdinR, stdinW := io.Pipe()
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := c.Exec(ctx, agentclient.ExecOptions{
+		Argv: []string{"wc", "-c"}, Stdin: stdinR, Stdout: &out,
+		Started: func(int) {
+			close(late.release)
+			go func() {
+				// Time for the stale goroutine to try its send first.
+				time.Sleep(200 * time.Millisecond)
+				stdinW.Write([]byte("fresh"))
+				stdinW.Close()
+			}()
+		},
+	})
+	if err != nil || st.Code != 0 || strings.TrimSpace(out.String()) != "5" {
+		t.Fatalf("wc -c: %v %+v %q; want only its own 5 bytes", err, st, out.String())
 	}
 }

@@ -21,7 +21,7 @@ type pool struct{ pools []sync.Pool }
 // InstallDefault makes this pool gRPC's default, which is the only way to
 // reach the proto codec's buffers. The default is the whole process's and
 // gRPC reads it without a lock, so main calls this once, before any gRPC
-// (cowork, cowork-agent, bench): a library setting it in init() would
+// (cowork-hostd, cowork-agent, bench): a library setting it in init() would
 // decide for every program that imports it, and a constructor setting it
 // later would race with gRPC already running (hostd's control server).
 func InstallDefault() {

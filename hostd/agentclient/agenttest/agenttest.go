@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/internal/sysproc"
 )
 
@@ -102,7 +103,7 @@ func Start(t testing.TB, flags ...string) *Agent {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := a.Client(t).Info(ctx); err != nil {
+	if _, err := a.RPC(t).Info(ctx); err != nil {
 		t.Fatalf("agent did not answer: %v; log:\n%s", err, a.Log())
 	}
 	return a
@@ -112,6 +113,18 @@ func Start(t testing.TB, flags ...string) *Agent {
 func (a *Agent) Client(t testing.TB) *agentclient.Client {
 	t.Helper()
 	c, err := agentclient.New(agentclient.UnixDialer(a.Socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// RPC returns a new gRPC client of the agent (Info, Provisioning...),
+// closed when the test ends.
+func (a *Agent) RPC(t testing.TB) *agentrpc.Client {
+	t.Helper()
+	c, err := agentrpc.New(agentclient.UnixDialer(a.Socket))
 	if err != nil {
 		t.Fatal(err)
 	}

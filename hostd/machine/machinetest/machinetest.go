@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/guestagent/listener"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/internal/agentwire"
 )
@@ -186,9 +187,10 @@ func (m *Machine) startAgentLocked() error {
 		Logger:            m.log,
 	})
 	g := guestagent.NewGRPCServer(srv)
-	go g.Serve(guestSess) //nolint:errcheck // ends when the guest stops
+	// Execs come on channels of their own, told apart as the real agent does.
+	go g.Serve(listener.Sniff(guestSess, m.log, srv.ServeExec)) //nolint:errcheck // ends when the guest stops
 	m.host = hostSess
-	m.closers = append(m.closers, hostSess, guestSess, closerFunc(g.Stop))
+	m.closers = append(m.closers, hostSess, guestSess, closerFunc(g.Stop), closerFunc(srv.StopExec))
 	return nil
 }
 
