@@ -1,14 +1,17 @@
 // Package progress draws how far a long step is on stderr: a bar with
 // bytes, rate and time left on a terminal, plain lines otherwise.
+//
+// It draws the bar itself: the bar library it used links net/http and
+// with it TLS and x509, whose package inits every cowork run paid
+// (measured with perf on `cowork version`), for one line of text.
 package progress
 
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/units"
@@ -20,8 +23,8 @@ type Bar struct {
 	label string
 	out   io.Writer
 	tty   bool
-	bar   *progressbar.ProgressBar
 	began time.Time
+	drawn time.Time // the terminal line's last draw; zero: none yet
 	// plain output: the last line's time and tenth
 	lastLine  time.Time
 	lastTenth int64
@@ -52,53 +55,57 @@ func (b *Bar) Update(done, total int64) {
 		b.started, b.first = true, done
 	}
 	if b.tty {
-		if b.bar == nil {
-			max := total
-			if max <= 0 {
-				max = -1 // a spinner
-			}
-			b.bar = progressbar.NewOptions64(max,
-				progressbar.OptionSetWriter(b.out),
-				progressbar.OptionSetDescription(fmt.Sprintf("  %-9s", b.label)),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetPredictTime(true),
-				progressbar.OptionSetWidth(30),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionClearOnFinish(),
-			)
+		now := b.now()
+		if now.Sub(b.drawn) < redraw && !(total > 0 && done >= total) {
+			return
 		}
-		_ = b.bar.Set64(done)
+		b.drawn = now
+		fmt.Fprintf(b.out, "\r\033[K  %-9s %s", b.label, b.figures(done, total, now))
 		return
 	}
 	// Plain lines: every tenth of the way, or every 10 s when the size is unknown.
 	now := b.now()
-	rate := b.rate(done, now)
 	if total > 0 {
 		tenth := done * 10 / total
 		if tenth == b.lastTenth {
 			return
 		}
 		b.lastTenth = tenth
-		line := fmt.Sprintf("  %s: %s of %s (%d%%)", b.label, units.Size(done), units.Size(total), done*100/total)
-		if rate > 0 {
-			line += fmt.Sprintf(", %s/s", units.Size(int64(rate)))
-			if done < total {
-				eta := time.Duration(float64(total-done) / rate * float64(time.Second))
-				line += ", ETA " + eta.Round(time.Second).String()
-			}
-		}
-		fmt.Fprintln(b.out, line)
+	} else if now.Sub(b.lastLine) < 10*time.Second {
 		return
 	}
-	if now.Sub(b.lastLine) >= 10*time.Second {
-		b.lastLine = now
-		line := fmt.Sprintf("  %s: %s", b.label, units.Size(done))
-		if rate > 0 {
-			line += fmt.Sprintf(", %s/s", units.Size(int64(rate)))
-		}
-		fmt.Fprintln(b.out, line)
+	b.lastLine = now
+	fmt.Fprintf(b.out, "  %s: %s\n", b.label, b.figures(done, total, now))
+}
+
+// redraw is how often the terminal's bar is drawn at most.
+const redraw = 100 * time.Millisecond
+
+// barWidth is the bar's length in cells on a terminal.
+const barWidth = 30
+
+// figures says how far the step is: on a terminal with a bar, then the
+// bytes, the share, the rate and the time left, as far as each is known.
+func (b *Bar) figures(done, total int64, now time.Time) string {
+	var s strings.Builder
+	if b.tty && total > 0 {
+		full := int(min(done, total) * barWidth / total)
+		s.WriteString("[" + strings.Repeat("=", full) + strings.Repeat(" ", barWidth-full) + "] ")
 	}
+	rate := b.rate(done, now)
+	if total > 0 {
+		fmt.Fprintf(&s, "%s of %s (%d%%)", units.Size(done), units.Size(total), done*100/total)
+	} else {
+		s.WriteString(units.Size(done).String())
+	}
+	if rate > 0 {
+		fmt.Fprintf(&s, ", %s/s", units.Size(int64(rate)))
+		if total > 0 && done < total {
+			eta := time.Duration(float64(total-done) / rate * float64(time.Second))
+			s.WriteString(", ETA " + eta.Round(time.Second).String())
+		}
+	}
+	return s.String()
 }
 
 // rate is the bytes a second this run moved, 0 until it is measurable.
@@ -118,8 +125,8 @@ func (b *Bar) Done() {
 		return
 	}
 	b.done = true
-	if b.bar != nil {
-		_ = b.bar.Finish()
+	if b.tty && !b.drawn.IsZero() {
+		fmt.Fprint(b.out, "\r\033[K") // the bar gives way to the line below
 	}
 	fmt.Fprintf(b.out, "  %-9s done (%s)\n", b.label, b.now().Sub(b.began).Round(100*time.Millisecond))
 }

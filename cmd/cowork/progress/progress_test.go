@@ -96,12 +96,23 @@ func TestStaleAndLateReports(t *testing.T) {
 	}
 }
 
+// On a terminal one line is redrawn in place, at most every redraw and
+// at the end, and cleared when the step is done.
 func TestTerminalBar(t *testing.T) {
 	var out bytes.Buffer
-	b := &Bar{label: "convert", out: &out, tty: true, began: time.Now(), lastTenth: -1, now: time.Now}
+	clock := time.Now()
+	b := &Bar{label: "convert", out: &out, tty: true, began: clock, lastTenth: -1, now: func() time.Time { return clock }}
+	clock = clock.Add(time.Second)
 	b.Update(mib, 4*mib)
+	clock = clock.Add(redraw / 2)
+	b.Update(2*mib, 4*mib) // too soon: not drawn
+	b.Update(4*mib, 4*mib) // the end: drawn
 	b.Done()
-	if !strings.Contains(out.String(), "convert") || !strings.HasSuffix(out.String(), "  convert   done (0s)\n") {
-		t.Errorf("got %q", out.String())
+	bar := "[" + strings.Repeat("=", barWidth/4) + strings.Repeat(" ", barWidth-barWidth/4) + "]"
+	want := "\r\x1b[K  convert   " + bar + " 1 MiB of 4 MiB (25%)" +
+		"\r\x1b[K  convert   [" + strings.Repeat("=", barWidth) + "] 4 MiB of 4 MiB (100%), 2.9 MiB/s" +
+		"\r\x1b[K  convert   done (1.1s)\n"
+	if out.String() != want {
+		t.Errorf("got  %q\nwant %q", out.String(), want)
 	}
 }
