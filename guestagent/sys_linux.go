@@ -128,3 +128,13 @@ func childPipe(parentReads bool) (parent, child *os.File, err error) {
 	// NewFile sees the non-blocking mode and polls that end.
 	return os.NewFile(uintptr(ours), "|agent"), os.NewFile(uintptr(theirs), "|child"), nil
 }
+
+// uptimeMs is CLOCK_BOOTTIME, the clock of /proc/uptime, in milliseconds;
+// 0 when it cannot be read.
+func uptimeMs() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return ts.Nano() / 1e6
+}

@@ -68,6 +68,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	guestagent.MarkListening() // Info reports when, for the host's boot phases
 	l = listener.WithByteSource(l, log)
 	srv := guestagent.New(guestagent.Options{
 		DefaultUser:       *defaultUser,
