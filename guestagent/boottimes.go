@@ -13,7 +13,7 @@ import (
 // known). Info reports them so that the host can tell where a slow boot
 // spends its time.
 type bootTimes struct {
-	initStarted, agentStarted, agentListening int64
+	initStarted, userspaceStarted, agentStarted, agentListening int64
 }
 
 // listeningMs is the guest's uptime when the agent began listening, set
@@ -32,7 +32,8 @@ func MarkListening() {
 // startTimes reads PID 1's and this process's start once: they do not
 // change, and Info must stay cheap.
 var startTimes = sync.OnceValue(func() bootTimes {
-	return bootTimes{initStarted: procStartMs("/proc/1/stat"), agentStarted: procStartMs("/proc/self/stat")}
+	return bootTimes{initStarted: procStartMs("/proc/1/stat"), userspaceStarted: userspaceStartMs(),
+		agentStarted: procStartMs("/proc/self/stat")}
 })
 
 func readBootTimes() bootTimes {
@@ -73,4 +74,34 @@ func parseStartTime(stat []byte) int64 {
 		return 0
 	}
 	return v
+}
+
+// parseRunInit finds, in the kernel's log, the line the kernel writes when
+// it hands over to user space ("[    4.123456] Run /init as init
+// process": PID 1 exists from the kernel's first moments, but runs the
+// kernel's own initialisation until then) and returns its time in
+// milliseconds; 0 when the line is not there (a log that wrapped).
+func parseRunInit(klog []byte) int64 {
+	for _, line := range bytes.Split(klog, []byte("\n")) {
+		if !bytes.Contains(line, []byte("] Run ")) || !bytes.HasSuffix(bytes.TrimSpace(line), []byte(" as init process")) {
+			continue
+		}
+		open, end := bytes.IndexByte(line, '['), bytes.IndexByte(line, ']')
+		if open < 0 || end < open {
+			return 0
+		}
+		sec, frac, _ := bytes.Cut(bytes.TrimSpace(line[open+1:end]), []byte("."))
+		s, err := strconv.ParseInt(string(sec), 10, 64)
+		if err != nil || s < 0 || s > 1<<40 {
+			return 0
+		}
+		ms := s * 1000
+		if len(frac) >= 3 {
+			if f, err := strconv.ParseInt(string(frac[:3]), 10, 64); err == nil && f >= 0 {
+				ms += f
+			}
+		}
+		return ms
+	}
+	return 0
 }

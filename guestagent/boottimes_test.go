@@ -37,3 +37,16 @@ func TestInfoReportsBootTimes(t *testing.T) {
 		t.Errorf("init %d, agent started %d, listening %d, uptime %d: want 0 < each <= the next", init, started, listening, now)
 	}
 }
+
+func TestParseRunInit(t *testing.T) {
+	klog := "<6>[    0.000000] Booting Linux\n<6>[    4.123456] Run /init as init process\n<6>[    9.000000] Run /sbin/init as init process\n"
+	if got := parseRunInit([]byte(klog)); got != 4123 {
+		t.Errorf("got %d, want 4123", got)
+	}
+	for _, bad := range []string{"", "<6>[    4.1] Run /init as init\n", "<6>[   -4.123456] Run /init as init process\n",
+		"<6>    4.123456] Run /init as init process\n", "<6>[ 99999999999999999999.0] Run /init as init process\n"} {
+		if got := parseRunInit([]byte(bad)); got != 0 {
+			t.Errorf("%q: got %d, want 0", bad, got)
+		}
+	}
+}

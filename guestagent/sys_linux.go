@@ -138,3 +138,19 @@ func uptimeMs() int64 {
 	}
 	return ts.Nano() / 1e6
 }
+
+// userspaceStartMs is when the kernel started user space (its init), from
+// the kernel log; 0 when it cannot tell. The agent reads the log once.
+func userspaceStartMs() int64 {
+	const readAll, sizeBuffer = 3, 10 // SYSLOG_ACTION_*
+	n, err := unix.Klogctl(sizeBuffer, nil)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	buf := make([]byte, min(n, 4<<20))
+	n, err = unix.Klogctl(readAll, buf)
+	if err != nil {
+		return 0
+	}
+	return parseRunInit(buf[:n])
+}

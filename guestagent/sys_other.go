@@ -48,3 +48,5 @@ func childPipe(parentReads bool) (parent, child *os.File, err error) {
 }
 
 func uptimeMs() int64 { return 0 }
+
+func userspaceStartMs() int64 { return 0 }

@@ -15,7 +15,8 @@ import (
 type GuestBoot struct {
 	AgentAnswered  time.Duration // host: VM started → the agent's first Info answer
 	Uptime         time.Duration // guest: kernel start → that answer
-	InitStarted    time.Duration // guest: kernel start → PID 1 started
+	InitStarted    time.Duration // guest: kernel start → PID 1 made (the kernel's own init)
+	Userspace      time.Duration // guest: kernel start → user space started (/init)
 	AgentStarted   time.Duration // guest: kernel start → agent process started
 	AgentListening time.Duration // guest: kernel start → agent listening
 }
@@ -55,6 +56,7 @@ func guestBootFrom(info *agentpb.InfoResponse, answered time.Duration) GuestBoot
 		return time.Duration(ms) * time.Millisecond
 	}
 	b.InitStarted = keep(info.GetInitStartedMs())
+	b.Userspace = keep(info.GetUserspaceStartedMs())
 	b.AgentStarted = keep(info.GetAgentStartedMs())
 	b.AgentListening = keep(info.GetAgentListeningMs())
 	return b
@@ -74,8 +76,11 @@ func (b GuestBoot) logAttrs() []any {
 	}
 	span("kernel_to_init", 0, b.InitStarted)
 	if b.InitStarted > 0 {
-		span("init_to_agent_start", b.InitStarted, b.AgentStarted)
-		span("init_to_agent_listening", b.InitStarted, b.AgentListening)
+		span("init_to_userspace", b.InitStarted, b.Userspace)
+	}
+	if b.Userspace > 0 {
+		span("userspace_to_agent_start", b.Userspace, b.AgentStarted)
+		span("userspace_to_agent_listening", b.Userspace, b.AgentListening)
 	}
 	if b.AgentStarted > 0 {
 		span("agent_start_to_listening", b.AgentStarted, b.AgentListening)
