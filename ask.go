@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,12 +66,13 @@ func ForwardedEnv(getenv func(string) string) []string {
 	return env
 }
 
-var projectRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+// projectRE is compiled on first use, not at every CLI start.
+var projectRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`) })
 
 // ValidateProject checks a project name: 1 to 64 of [A-Za-z0-9._-], not
 // "." or "..", so it is always one folder under /workspace.
 func ValidateProject(name string) error {
-	if !projectRE.MatchString(name) || name == "." || name == ".." {
+	if !projectRE().MatchString(name) || name == "." || name == ".." {
 		return fmt.Errorf("project %q: use 1-64 letters, digits, '.', '_' or '-' (not . or ..)", name)
 	}
 	return nil

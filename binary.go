@@ -1,11 +1,13 @@
 package cowork
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +89,37 @@ const askTimeout = 30 * time.Second
 // askBinary runs a one-shot command of the daemon binary and decodes its
 // JSON answer into out; it returns the binary it asked.
 func askBinary(ctx context.Context, out any, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	var answer []byte
+	bin, err := runBinary(ctx, func(line []byte) { answer = append(answer[:0], line...) }, args...)
+	if err != nil {
+		if errors.As(err, new(*binaryError)) {
+			err = fmt.Errorf("%s %s: %w", bin, args[0], err)
+		}
+		return bin, err
+	}
+	if err := json.Unmarshal(answer, out); err != nil {
+		return bin, fmt.Errorf("%s %s answered %q: %w", bin, args[0], answer, err)
+	}
+	return bin, nil
+}
+
+// binaryError is what a command of the daemon binary said on stderr when
+// it failed.
+type binaryError struct{ msg string }
+
+func (e *binaryError) Error() string { return e.msg }
+
+// maxLine bounds a line the daemon binary prints; its lines are a few
+// hundred bytes of JSON.
+const maxLine = 1 << 20
+
+// runBinary runs a one-shot command of the daemon binary, handing each
+// line of its stdout to each; it returns the binary it ran. A command
+// that failed is a *binaryError with its message; one the binary does not
+// know is named as another build's.
+func runBinary(ctx context.Context, each func(line []byte), args ...string) (string, error) {
 	bin, err := HostdBinary()
 	if err != nil {
 		return "", err
@@ -96,24 +129,40 @@ func askBinary(ctx context.Context, out any, args ...string) (string, error) {
 	if self, err := os.Executable(); err == nil && sameFile(self, bin) {
 		return bin, fmt.Errorf("%s is this cowork, not its daemon; point $%s at cowork-hostd, or unset it", bin, hostdwire.Env)
 	}
-	ctx, cancel := context.WithTimeout(ctx, askTimeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
+	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage {
-			return bin, anotherBuild(bin, args[0], msg)
-		}
-		if msg == "" {
-			msg = err.Error()
-		}
-		return bin, fmt.Errorf("%s %s: %s", bin, args[0], msg)
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return bin, err
 	}
-	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
-		return bin, fmt.Errorf("%s %s answered %q: %w", bin, args[0], stdout.String(), err)
+	if err := cmd.Start(); err != nil {
+		return bin, err
+	}
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 0, 4096), maxLine)
+	for sc.Scan() {
+		each(sc.Bytes())
+	}
+	if sc.Err() != nil {
+		io.Copy(io.Discard, stdout) // let it finish rather than block on a full pipe
+	}
+	err = cmd.Wait()
+	if err == nil {
+		err = sc.Err()
+	}
+	if err != nil {
+		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), hostdwire.Binary+": ")
+		var ee *exec.ExitError
+		switch {
+		case ctx.Err() != nil:
+			return bin, ctx.Err()
+		case errors.As(err, &ee) && ee.ExitCode() == hostdwire.ExitUsage:
+			return bin, anotherBuild(bin, args[0], msg)
+		case msg != "":
+			return bin, &binaryError{msg}
+		}
+		return bin, fmt.Errorf("%s %s: %w", bin, args[0], err)
 	}
 	return bin, nil
 }

@@ -2,6 +2,7 @@ package cowork
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func TestInspectFailures(t *testing.T) {
 	for _, c := range []struct{ script, want string }{
 		{"echo 'unknown command' >&2; exit 2\n", "is from another build than this cowork"},
 		{"echo 'boom' >&2; exit 1\n", "inspect: boom"},
-		{"echo 'not json'\n", `answered "not json\n"`},
+		{"echo 'not json'\n", `answered "not json"`},
 	} {
 		t.Setenv(hostdwire.Env, hostdScript(t, t.TempDir(), c.script))
 		if _, err := Inspect(context.Background(), "/a/img", ""); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -123,5 +124,42 @@ func TestHostdVersionNamesTheBinary(t *testing.T) {
 	path, v, err := HostdVersion(context.Background())
 	if err != nil || path != bin || v.Version != "1.2.3" || v.Commit != "abc" || len(v.Agents) != 1 {
 		t.Fatalf("%q %+v %v", path, v, err)
+	}
+}
+
+type progressFunc func(done, total int64)
+
+func (f progressFunc) Update(done, total int64) { f(done, total) }
+
+// An image command's progress reaches the Progress of its step and its
+// last line is the result; its failure is its own message, without the
+// binary's name before it, and a binary that does not know the command
+// is named as another build.
+func TestImageCommands(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(hostdwire.Env, hostdScript(t, dir, `echo "$@" > `+filepath.Join(dir, "args")+`
+echo '{"phase":"download","done":5,"total":10}'
+echo 'garbage'
+echo '{"phase":"verify","done":10,"total":10}'
+echo '{"path":"/cache/img"}'
+`))
+	var got []string
+	path, err := Fetch(context.Background(), "https://x/img", "abc", "/cache", func(phase string) Progress {
+		return progressFunc(func(done, total int64) { got = append(got, fmt.Sprintf("%s %d/%d", phase, done, total)) })
+	})
+	if err != nil || path != "/cache/img" || strings.Join(got, ",") != "download 5/10,verify 10/10" {
+		t.Fatalf("fetch: %q %v, progress %q", path, err, got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "args")); string(b) != "fetch --url https://x/img --dir /cache --sha256 abc\n" {
+		t.Errorf("fetch ran %q", b)
+	}
+
+	t.Setenv(hostdwire.Env, hostdScript(t, t.TempDir(), "echo 'cowork-hostd: image img.raw: sha256 is 00, want ff' >&2; exit 1\n"))
+	if err := Verify(context.Background(), "img.raw", "ff", nil); err == nil || err.Error() != "image img.raw: sha256 is 00, want ff" {
+		t.Errorf("a failed verify: %v", err)
+	}
+	t.Setenv(hostdwire.Env, hostdScript(t, t.TempDir(), "echo 'cowork-hostd: unknown command' >&2; exit 2\n"))
+	if err := makeDisk(context.Background(), nil)("a", "b", 1); err == nil || !strings.Contains(err.Error(), "from another build than this cowork") {
+		t.Errorf("an older daemon binary: %v", err)
 	}
 }

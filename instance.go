@@ -15,7 +15,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
-	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -48,10 +47,11 @@ func List() ([]string, error) { return instance.List() }
 
 // Create makes a new instance from src (disk, config, and the workspace
 // folder if missing); convert, when not nil, follows the disk's
-// conversion. It never touches an existing instance (*instance.ExistsError)
-// nor a folder that is not an interrupted Create's.
-func Create(c *instance.Config, src instance.Sources, convert image.Progress) (*Instance, error) {
-	if err := instance.Create(c, src, convert); err != nil {
+// conversion, which the daemon binary does. It never touches an existing
+// instance (*instance.ExistsError) nor a folder that is not an
+// interrupted Create's.
+func Create(ctx context.Context, c *instance.Config, src instance.Sources, convert Progress) (*Instance, error) {
+	if err := instance.Create(c, src, makeDisk(ctx, convert)); err != nil {
 		return nil, err
 	}
 	return Open(c.Name)
@@ -226,7 +226,7 @@ func (i *Instance) Resize(size units.Size) (bool, error) {
 	if err != nil || have == size {
 		return false, err
 	}
-	if err := image.Resize(i.Paths.Disk(), int64(size)); err != nil {
+	if err := instance.GrowDisk(i.Paths.Disk(), int64(size)); err != nil {
 		return false, err
 	}
 	i.Config.Disk = size

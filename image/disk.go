@@ -81,22 +81,6 @@ type updater struct {
 
 func (u *updater) Update(n int64) { u.p.Update(u.done.Add(n), u.total) }
 
-// Resize grows a raw disk to size bytes and never shrinks it: the guest
-// grows its partition and file system at its next boot (growpart).
-func Resize(disk string, size int64) error {
-	st, err := os.Stat(disk)
-	if err != nil {
-		return err
-	}
-	if size < st.Size() {
-		return fmt.Errorf("the disk is %s; it can grow but never shrink (asked for %s)", human(st.Size()), human(size))
-	}
-	if size == st.Size() {
-		return nil
-	}
-	return os.Truncate(disk, size)
-}
-
 func human(n int64) string {
 	const gib = 1 << 30
 	if n >= gib {

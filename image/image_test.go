@@ -115,24 +115,6 @@ func TestQcow2ToRawMatchesQemuImg(t *testing.T) {
 	}
 }
 
-func TestResizeGrowsOnly(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "d.raw")
-	os.WriteFile(p, []byte("data"), 0o600)
-	os.Truncate(p, 1<<20)
-	if err := Resize(p, 2<<20); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := os.Stat(p); st.Size() != 2<<20 {
-		t.Fatalf("size %d", st.Size())
-	}
-	if err := Resize(p, 1<<20); err == nil || !strings.Contains(err.Error(), "never shrink") {
-		t.Fatalf("shrinking: %v", err)
-	}
-	if b, _ := os.ReadFile(p); string(b[:4]) != "data" {
-		t.Fatal("resize lost data")
-	}
-}
-
 type progressFunc func(done, total int64)
 
 func (f progressFunc) Update(done, total int64) { f(done, total) }

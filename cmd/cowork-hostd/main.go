@@ -8,6 +8,12 @@
 //	cowork-hostd run --name NAME        the daemon (cowork start runs it)
 //	cowork-hostd inspect [--image P] [--kernel K]   what those files are, as JSON
 //	cowork-hostd version                this build and its agents, as JSON
+//	cowork-hostd fetch --url U [--sha256 S] --dir D   download into the cache
+//	cowork-hostd verify --file F --sha256 S           check a file's digest
+//	cowork-hostd disk --from IMAGE --to DISK --size N  make a raw disk
+//
+// The image commands print their progress and result as JSON lines
+// (hostdwire.Line).
 //
 // On macOS this is the binary signed with the virtualization entitlement,
 // since it is the process that creates the VM.
@@ -15,11 +21,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/coworkhq/cowork/hostd/fsjail"
+	"github.com/coworkhq/cowork/image/imagecmd"
 	"github.com/coworkhq/cowork/internal/grpcpool"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
@@ -49,6 +57,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = inspectCmd(args[1:], stdout)
 	case "version":
 		err = versionCmd(args[1:], stdout)
+	case "fetch", "verify", "disk":
+		err = imagecmd.Run(ctx, args[0], args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -58,7 +68,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
-		if _, ok := err.(usageError); ok {
+		var imageUsage *imagecmd.UsageError
+		if _, ok := err.(usageError); ok || errors.As(err, &imageUsage) {
 			return hostdwire.ExitUsage
 		}
 		return 1
@@ -67,6 +78,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 const usage = `usage: cowork-hostd run --name NAME | inspect [--image PATH] [--kernel PATH] | version
+       cowork-hostd fetch --url URL [--sha256 HEX] --dir DIR | verify --file PATH --sha256 HEX
+       cowork-hostd disk --from IMAGE --to DISK --size BYTES
 cowork-hostd is the daemon of a cowork instance; ` + "`cowork start`" + ` runs it.`
 
 // usageError is a command line the binary does not take.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Version is the Claude Code release cowork is built and tested against.
@@ -60,9 +61,12 @@ func (f Flag) Usage() string {
 	return b.String()
 }
 
+// Compiled on first use: every CLI start links this package, and a regexp
+// compiled at init is paid by each `cowork` run, not only by the one
+// parsing help text.
 var (
-	optionLine  = regexp.MustCompile(`^  (-[^ ].*?)(?:\s{2,}(.*))?$`)
-	placeholder = regexp.MustCompile(`^(<[^>]+>|\[[^\]]+\])$`)
+	optionLine  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^  (-[^ ].*?)(?:\s{2,}(.*))?$`) })
+	placeholder = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(<[^>]+>|\[[^\]]+\])$`) })
 )
 
 // ParseHelp reads the options of `claude --help`. It keeps the spelling of
@@ -85,7 +89,7 @@ func ParseHelp(help string) ([]Flag, error) {
 		if !inOptions {
 			continue
 		}
-		m := optionLine.FindStringSubmatch(line)
+		m := optionLine().FindStringSubmatch(line)
 		if m == nil {
 			// A description wrapped onto the next lines.
 			if len(flags) > 0 && strings.TrimSpace(line) != "" {
@@ -111,7 +115,7 @@ func ParseHelp(help string) ([]Flag, error) {
 func parseSpec(spec string) (Flag, error) {
 	var f Flag
 	fields := strings.Fields(spec)
-	if last := fields[len(fields)-1]; placeholder.MatchString(last) {
+	if last := fields[len(fields)-1]; placeholder().MatchString(last) {
 		f.Value = last
 		fields = fields[:len(fields)-1]
 		switch {

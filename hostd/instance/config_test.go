@@ -76,7 +76,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	copy(data[1<<20:], "a block in the middle")
 	os.WriteFile(image, data, 0o644)
 
-	if err := Create(c, Sources{Image: image}, nil); err != nil {
+	if err := Create(c, Sources{Image: image}, makeDisk); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := PathsFor("sandbox")
@@ -97,7 +97,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	if _, err := os.Stat(c.Workspace); err != nil {
 		t.Errorf("workspace not created: %v", err)
 	}
-	if err := Create(c, Sources{Image: image}, nil); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if err := Create(c, Sources{Image: image}, makeDisk); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("creating it again: %v", err)
 	}
 
@@ -108,7 +108,7 @@ func TestCreateIsAllOrNothing(t *testing.T) {
 	f, _ = os.Create(big)
 	f.Truncate(int64(2 * units.GiB))
 	f.Close()
-	if err := Create(c2, Sources{Image: big}, nil); err == nil || !strings.Contains(err.Error(), "smaller than the image") {
+	if err := Create(c2, Sources{Image: big}, makeDisk); err == nil || !strings.Contains(err.Error(), "smaller than the image") {
 		t.Fatalf("disk smaller than the image: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(os.Getenv("COWORK_HOME"), "second")); !os.IsNotExist(err) {

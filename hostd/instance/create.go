@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/units"
 )
 
 // Sources are the files a new instance is made from.
@@ -25,11 +25,16 @@ func (e *ExistsError) Error() string {
 	return fmt.Sprintf("instance %s already exists; start it with `cowork start%s`, or remove it first with `cowork delete%s`", e.Name, flag, flag)
 }
 
-// Create makes the instance directory with its disk (converted from the
-// image, grown to the disk size) and config, and the workspace if missing.
-// It writes config.json last: an instance exists only once complete, and a
-// failed Create removes what it made.
-func Create(c *Config, src Sources, convert image.Progress) (err error) {
+// MakeDisk writes the disk at dst from the image src, grown to size bytes;
+// it leaves nothing at dst when it fails. cowork-hostd does it (see
+// cowork.Create), so the CLI links no image reader.
+type MakeDisk func(src, dst string, size int64) error
+
+// Create makes the instance directory with its disk (made by makeDisk from
+// the image, grown to the disk size) and config, and the workspace if
+// missing. It writes config.json last: an instance exists only once
+// complete, and a failed Create removes what it made.
+func Create(c *Config, src Sources, makeDisk MakeDisk) (err error) {
 	p, err := PathsFor(c.Name)
 	if err != nil {
 		return err
@@ -60,7 +65,7 @@ func Create(c *Config, src Sources, convert image.Progress) (err error) {
 			}
 		}
 	}
-	if err := image.MakeDisk(src.Image, p.Disk(), int64(c.Disk), convert); err != nil {
+	if err := makeDisk(src.Image, p.Disk(), int64(c.Disk)); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(c.Workspace, 0o755); err != nil {
@@ -135,7 +140,7 @@ func Finish(c *Config) error {
 	}
 	// A larger disk is a `disk resize` cut short before it saved the config.
 	if st, err := os.Stat(p.Disk()); err == nil && st.Size() < int64(c.Disk) {
-		if err := image.Resize(p.Disk(), int64(c.Disk)); err != nil {
+		if err := GrowDisk(p.Disk(), int64(c.Disk)); err != nil {
 			return fmt.Errorf("instance %s: grow the disk: %w", c.Name, err)
 		}
 	}
@@ -166,4 +171,20 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// GrowDisk grows a raw disk to size bytes and never shrinks it: the guest
+// grows its partition and file system at its next boot (growpart).
+func GrowDisk(disk string, size int64) error {
+	st, err := os.Stat(disk)
+	if err != nil {
+		return err
+	}
+	if size < st.Size() {
+		return fmt.Errorf("the disk is %s; it can grow but never shrink (asked for %s)", units.Size(st.Size()), units.Size(size))
+	}
+	if size == st.Size() {
+		return nil
+	}
+	return os.Truncate(disk, size)
 }

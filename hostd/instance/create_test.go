@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/image"
+
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -25,7 +27,7 @@ func TestCreateOverWhatAnInterruptedInitLeft(t *testing.T) {
 	os.WriteFile(kernel, []byte("new kernel"), 0o600)
 
 	c := &Config{Name: "sandbox", Disk: 2 * units.MiB, Workspace: filepath.Join(src, "ws"), Boot: BootKernel}
-	if err := Create(c, Sources{Image: img, Kernel: kernel}, nil); err != nil {
+	if err := Create(c, Sources{Image: img, Kernel: kernel}, makeDisk); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p.Kernel()); string(b) != "new kernel" {
@@ -37,7 +39,7 @@ func TestCreateOverWhatAnInterruptedInitLeft(t *testing.T) {
 		}
 	}
 	// A second Create does not touch a complete instance.
-	if err := Create(c, Sources{Image: img}, nil); err == nil {
+	if err := Create(c, Sources{Image: img}, makeDisk); err == nil {
 		t.Fatal("Create over a complete instance succeeded")
 	}
 	if b, _ := os.ReadFile(p.Kernel()); string(b) != "new kernel" {
@@ -60,7 +62,7 @@ func TestCreateNeverOverwritesAFolderItDidNotMake(t *testing.T) {
 		os.WriteFile(p.Disk(), []byte("the guest's work"), 0o600)
 		os.WriteFile(filepath.Join(p.Dir(), found), []byte("kept"), 0o600)
 		c := &Config{Name: "sandbox", Disk: 2 * units.MiB, Workspace: filepath.Join(src, "ws")}
-		err := Create(c, Sources{Image: img}, nil)
+		err := Create(c, Sources{Image: img}, makeDisk)
 		if err == nil || !strings.Contains(err.Error(), p.Dir()+" exists and is not an instance (no config.json; it holds "+found+")") {
 			t.Errorf("with %s: %v", found, err)
 		}
@@ -89,3 +91,24 @@ func TestCopyFileReplacesALongerFile(t *testing.T) {
 		t.Fatalf("dst is %q, want the source's bytes and nothing after", b)
 	}
 }
+
+func TestGrowDiskGrowsOnly(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "d.raw")
+	os.WriteFile(p, []byte("data"), 0o600)
+	os.Truncate(p, 1<<20)
+	if err := GrowDisk(p, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Size() != 2<<20 {
+		t.Fatalf("size %d", st.Size())
+	}
+	if err := GrowDisk(p, 1<<20); err == nil || !strings.Contains(err.Error(), "never shrink") {
+		t.Fatalf("shrinking: %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b[:4]) != "data" {
+		t.Fatal("resize lost data")
+	}
+}
+
+// makeDisk is what cowork-hostd does for Create, in the test's process.
+func makeDisk(src, dst string, size int64) error { return image.MakeDisk(src, dst, size, nil) }

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"sync"
 )
 
 // DefaultName is the instance commands act on when --name is not given.
 const DefaultName = "sandbox"
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+// nameRE is compiled on first use, not at every CLI start.
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`) })
 
 // CacheDir is the directory in $COWORK_HOME that instances share (images,
 // the accelerator probe); no instance may take its name, or deleting that
@@ -23,7 +25,7 @@ const CacheDir = "cache"
 // ValidateName rejects names that would make awkward directories or
 // hostnames, and the name of the shared cache.
 func ValidateName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !nameRE().MatchString(name) {
 		return fmt.Errorf("instance name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", name)
 	}
 	if name == CacheDir {

@@ -26,7 +26,7 @@ func TestInstanceFilesAreOwnerOnly(t *testing.T) {
 	os.WriteFile(initrd, []byte("initrd"), 0o644)
 
 	c := &Config{Name: "sandbox", Disk: 2 * units.MiB, Workspace: filepath.Join(src, "ws"), Boot: BootKernel}
-	if err := Create(c, Sources{Image: img, Kernel: kernel, Initrd: initrd}, nil); err != nil {
+	if err := Create(c, Sources{Image: img, Kernel: kernel, Initrd: initrd}, makeDisk); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := PathsFor("sandbox")

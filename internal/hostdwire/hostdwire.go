@@ -1,8 +1,9 @@
 // Package hostdwire is the contract between the cowork CLI and the
 // cowork-hostd binary beyond the control socket: how the CLI finds the
 // binary, the exit codes it reads, and the JSON of the one-shot commands
-// (inspect, version) that need the daemon's dependencies (go-diskfs, the
-// embedded agents), which the CLI does not link.
+// (inspect, version, and the image commands fetch, verify and disk) that
+// need the daemon's dependencies (go-diskfs, an HTTP client, a qcow2
+// reader, the embedded agents), which the CLI does not link.
 package hostdwire
 
 // Binary is the daemon's file name; the CLI looks for it next to itself.
@@ -56,4 +57,15 @@ type Agent struct {
 	Arch   string `json:"arch"` // GOARCH: arm64 or amd64
 	Size   int    `json:"size"`
 	SHA256 string `json:"sha256"`
+}
+
+// Line is one line of what the image commands (fetch, verify, disk) print
+// on stdout: how far a step has got, and, last, the file they made or
+// checked. A command that fails prints its error on stderr and exits 1;
+// whatever lines it printed before then are progress only.
+type Line struct {
+	Phase string `json:"phase,omitempty"` // "download", "verify", "convert"
+	Done  int64  `json:"done,omitempty"`
+	Total int64  `json:"total,omitempty"` // 0 when unknown
+	Path  string `json:"path,omitempty"`  // the result: on the last line only
 }

@@ -158,8 +158,14 @@ func guestSection(t *table, rounds, boots int) (err error) {
 		return err
 	}
 
-	progress("guest: CLI start, %d rounds of 2 commands, interleaved", rounds)
-	cl, err := interleave(rounds, []func() (time.Duration, error){
+	hello, err := buildHello(dir)
+	if err != nil {
+		return err
+	}
+	cliRounds := 5 * rounds
+	progress("guest: CLI start, %d rounds of a bare Go hello and 2 commands, interleaved", cliRounds)
+	cl, err := interleave(cliRounds, []func() (time.Duration, error){
+		timed(func() error { return exec.Command(hello).Run() }),
 		timed(func() error { return exec.Command(cowork, "version").Run() }),
 		timed(func() error { return exec.Command(cowork, "status").Run() }),
 	})
@@ -192,15 +198,17 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	t.add("whole command: `ssh guest true` ÷ `cowork exec --no-shell true`", lat(cli), lat(sshCold), ratio(sshCold.p50(), cli.p50()), "", false)
 	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
 	t.add("exec `true`: ssh without ControlMaster ÷ agent via relay (new connection)", lat(agentNew), lat(sshCold), ratio(sshCold.p50(), agentNew.p50()), "", false)
-	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
+	vsMux := ratio(sshShared.p50(), agentWarm.p50())
+	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), vsMux, "≥ 4×", vsMux >= 4)
 	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(streamSize, d)) }
 	t.add(fmt.Sprintf("stream %d MiB stdout from the guest: agent ÷ ssh (ControlMaster)", streamSize>>20), mb(agentTP), mb(sshTP), ratio(sshTP, agentTP), "", false)
 	t.add("stream from the guest: agent ÷ raw bytes over the same channel (its limit)", mb(agentTP), mb(rawTP), ratio(rawTP, agentTP), "", false)
 	t.add(fmt.Sprintf("TCP guest → host through our stack (dd to bash's /dev/tcp, %d MiB)", streamSize>>20), mb(toHost), "", 0, "", false)
 	t.add(fmt.Sprintf("TCP host → guest through our stack (dd from bash's /dev/tcp, %d MiB)", streamSize>>20), mb(fromHost), "", 0, "", false)
-	t.add("CLI start: `cowork version`", lat(cl[0]), "", 0, "", false)
-	t.add("CLI start: `cowork status` (asks hostd)", lat(cl[1]), "", 0, "", false)
-	t.add("hostd resident memory, idle, with a running guest", rss, "", 0, "", false)
+	t.add("CLI start: `cowork version` ÷ a bare Go hello binary", lat(cl[1]), lat(cl[0]), ratio(cl[1].p50(), cl[0].p50()), "", false)
+	status := ratio(cl[2].p50(), cl[0].p50())
+	t.add("CLI start: `cowork status` (one hostd round trip) ÷ a bare Go hello binary", lat(cl[2]), lat(cl[0]), status, "≤ 3×", status <= 3)
+	t.add("hostd resident memory, idle, with a running guest", fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20)), "", 0, "≤ 30 MiB", rss > 0 && rss <= 30<<20)
 
 	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
 	if cloud == "" {
@@ -300,19 +308,19 @@ func guestTCP(cowork string, n int64) (toHost, fromHost time.Duration, err error
 	return up.p50(), down.p50(), nil
 }
 
-// hostdRSS is hostd's resident set as hostd reports it (QEMU is a
-// separate process).
-func hostdRSS() string {
+// hostdRSS is hostd's resident set in bytes as hostd reports it (QEMU is
+// a separate process); 0 when it cannot be asked.
+func hostdRSS() int64 {
 	c, err := coworkapi.Dial(instance.DefaultName)
 	if err != nil {
-		return "?"
+		return 0
 	}
 	defer c.Close()
 	st, err := c.Status(context.Background())
-	if err != nil || st.GetHostdProcess().GetRssBytes() == 0 {
-		return "?"
+	if err != nil {
+		return 0
 	}
-	return fmt.Sprintf("%.1f MiB", float64(st.GetHostdProcess().GetRssBytes())/(1<<20))
+	return st.GetHostdProcess().GetRssBytes()
 }
 
 // accelOf asks the running instance which accelerator it got.

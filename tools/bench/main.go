@@ -101,6 +101,11 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 		return err
 	}
 
+	hello, err := buildHello(dir)
+	if err != nil {
+		return err
+	}
+
 	ctx := context.Background()
 	warm, err := agentclient.New(agentclient.UnixDialer(agent.socket))
 	if err != nil {
@@ -146,6 +151,15 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 	}
 	local, agentWarm, agentNew, cli, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4], l[5]
 
+	progress("CLI start: %d rounds of a bare Go hello and `cowork version`, interleaved", floorRounds)
+	start, err := interleave(floorRounds, []func() (time.Duration, error){
+		timed(func() error { return exec.Command(hello).Run() }),
+		timed(func() error { return exec.Command(cowork, "version").Run() }),
+	})
+	if err != nil {
+		return err
+	}
+
 	progress("agent on this host, throughput: %d runs of %d MiB per contender, interleaved", streams, size>>20)
 	producer := fmt.Sprintf("head -c %d /dev/zero", size)
 	tp, err := interleave(streams, []func() (time.Duration, error){
@@ -161,18 +175,23 @@ func hostSection(t *table, rounds, streams int, size int64) error {
 
 	t.section("agent channel (agent on this host, unix socket, no VM)")
 	overhead := ratio(floorAgent.p50(), floorLocal.p50())
-	t.add("exec `true`: agent (open connection) ÷ local fork+exec", lat(floorAgent), lat(floorLocal), overhead, "≤ 1.5×", overhead <= 1.5)
+	t.add("exec `true`: agent (open connection) ÷ local fork+exec", lat(floorAgent), lat(floorLocal), overhead, "≤ 1.25×", overhead <= 1.25)
 	t.add("the same, in the round of six (ssh and CLI neighbours)", lat(agentWarm), lat(local), ratio(agentWarm.p50(), local.p50()), "", false)
 	t.add("exec `true`: agent (new connection) ÷ local fork+exec", lat(agentNew), lat(local), ratio(agentNew.p50(), local.p50()), "", false)
 	vsCold := ratio(sshCold.p50(), agentNew.p50())
 	t.add("exec `true`: ssh without ControlMaster ÷ agent (new connection)", lat(agentNew), lat(sshCold), vsCold, "≥ 10×", vsCold >= 10)
-	t.add("exec `true`: ssh with ControlMaster ÷ agent (open connection)", lat(agentWarm), lat(sshShared), ratio(sshShared.p50(), agentWarm.p50()), "", false)
-	t.add("whole command: `ssh host true` ÷ `cowork exec --no-shell true`", lat(cli), lat(sshCold), ratio(sshCold.p50(), cli.p50()), "", false)
-	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
+	vsMux := ratio(sshShared.p50(), agentWarm.p50())
+	t.add("exec `true`: ssh with ControlMaster ÷ agent (open connection)", lat(agentWarm), lat(sshShared), vsMux, "≥ 15×", vsMux >= 15)
+	t.add("whole command: `cowork exec --no-shell true` ÷ `ssh host true`", lat(cli), lat(sshCold), ratio(cli.p50(), sshCold.p50()), "", false)
+	cliMux := ratio(cli.p50(), sshShared.p50())
+	t.add("whole command: `cowork exec --no-shell true` ÷ `ssh` (ControlMaster)", lat(cli), lat(sshShared), cliMux, "≤ 0.5×", cliMux <= 0.5)
+	version := ratio(start[1].p50(), start[0].p50())
+	t.add("CLI start: `cowork version` ÷ a bare Go hello binary", lat(start[1]), lat(start[0]), version, "≤ 2×", version <= 2)
 	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(size, d)) }
 	stream := ratio(sshTP, agentTP)
 	t.add(fmt.Sprintf("stream %d MiB stdout: agent ÷ ssh (aes128-gcm)", size>>20), mb(agentTP), mb(sshTP), stream, "≥ 1.5×", stream >= 1.5)
-	t.add("stream: agent ÷ raw Go relay over a unix socket (channel ceiling)", mb(agentTP), mb(relayTP), ratio(relayTP, agentTP), "", false)
+	channel := ratio(relayTP, agentTP)
+	t.add("stream: agent ÷ raw Go relay over a unix socket (channel ceiling)", mb(agentTP), mb(relayTP), channel, "≥ 0.8×", channel >= 0.8)
 	t.add("stream: agent ÷ local pipe (producer ceiling)", mb(agentTP), mb(pipeTP), ratio(pipeTP, agentTP), "", false)
 	return nil
 }

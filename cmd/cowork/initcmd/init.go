@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/progress"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
-	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/catalog"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/units"
 )
@@ -178,7 +179,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.ImageSHA != "" && o.Image == "" {
 		errs = append(errs, errors.New("--image-sha256 needs --image (the default image's digest is pinned)"))
 	}
-	if o.ImageSHA != "" && !sha256RE.MatchString(o.ImageSHA) {
+	if o.ImageSHA != "" && !sha256RE().MatchString(o.ImageSHA) {
 		errs = append(errs, fmt.Errorf("--image-sha256 %q: want 64 hex digits", o.ImageSHA))
 	}
 	found := map[string]bool{}
@@ -226,7 +227,8 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
 
-var sha256RE = regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`)
+// sha256RE is compiled on first use, not at every CLI start.
+var sha256RE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[0-9a-fA-F]{64}$`) })
 
 func isURL(s string) bool { return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") }
 
@@ -274,7 +276,7 @@ func run(ctx context.Context, o *Options) error {
 		}
 	}
 	convert := progress.New(o.IO, "convert")
-	if _, err := cowork.Create(c, src, convert); err != nil {
+	if _, err := cowork.Create(ctx, c, src, convert); err != nil {
 		return err
 	}
 	convert.Done()
@@ -306,7 +308,7 @@ func (o *Options) startCreated(ctx context.Context, name string, began time.Time
 func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 	url, sum := o.Image, o.ImageSHA
 	if url == "" {
-		base, err := image.Default(arch)
+		base, err := catalog.Default(arch)
 		if err != nil {
 			return "", err
 		}
@@ -315,7 +317,7 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 	} else if !isURL(url) {
 		if sum != "" {
 			verify := progress.New(o.IO, "verify")
-			if err := image.Verify(url, sum, verify); err != nil {
+			if err := cowork.Verify(ctx, url, sum, verify); err != nil {
 				return "", err
 			}
 			verify.Done()
@@ -329,7 +331,7 @@ func fetchImage(ctx context.Context, o *Options, arch string) (string, error) {
 		return "", err
 	}
 	bars := map[string]*progress.Bar{}
-	path, err := image.Fetch(ctx, nil, url, sum, filepath.Join(home, instance.CacheDir, "images"), func(phase string) image.Progress {
+	path, err := cowork.Fetch(ctx, url, sum, filepath.Join(home, instance.CacheDir, "images"), func(phase string) cowork.Progress {
 		for p, b := range bars {
 			if p != phase {
 				b.Done()

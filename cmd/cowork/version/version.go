@@ -16,15 +16,16 @@ import (
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-// Info is what `cowork version --json` prints: this binary, and the
-// daemon binary beside it with the guest agents it carries.
+// Info is what `cowork version --json` prints: this binary and the daemon
+// binary it starts; with --all, also that binary's build and the guest
+// agents it carries.
 type Info struct {
 	Version  string            `json:"version"`
 	Commit   string            `json:"commit"`
 	Go       string            `json:"go"`
 	Platform string            `json:"platform"`
 	Hostd    Hostd             `json:"hostd"`
-	Agents   []hostdwire.Agent `json:"agents"`
+	Agents   []hostdwire.Agent `json:"agents,omitempty"`
 }
 
 // Hostd is the daemon binary this cowork starts.
@@ -35,13 +36,26 @@ type Hostd struct {
 	Err     string `json:"error,omitempty"` // why it could not be asked
 }
 
-// Current describes this binary, and asks cowork-hostd about itself.
-func Current(ctx context.Context) Info {
+// Current describes this binary and finds the daemon binary; with all, it
+// also asks that binary about itself.
+//
+// Asking means starting cowork-hostd, which costs more than the rest of
+// `cowork version` together (it links the hypervisor, the netstack and
+// the agents), so a plain `cowork version` only names the binary.
+func Current(ctx context.Context, all bool) Info {
 	info := Info{
 		Version:  buildinfo.Version,
 		Commit:   buildinfo.Commit,
 		Go:       buildinfo.GoVersion(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if !all {
+		path, err := cowork.HostdBinary()
+		if err != nil {
+			info.Hostd.Err = err.Error()
+		}
+		info.Hostd.Path = path
+		return info
 	}
 	path, v, err := cowork.HostdVersion(ctx)
 	if err != nil {
@@ -57,6 +71,7 @@ func Current(ctx context.Context) Info {
 type Options struct {
 	IO   *iostreams.IOStreams
 	JSON bool
+	All  bool // also ask the daemon binary for its build and agents
 }
 
 // NewCmdVersion builds the command. runF, when not nil, gets the options
@@ -65,17 +80,18 @@ func NewCmdVersion(ios *iostreams.IOStreams, runF func(*Options) error) *cobra.C
 	o := &Options{IO: ios}
 	cmd := &cobra.Command{
 		Use:     "version",
-		Short:   "Print the version of cowork, of its daemon and of the agents it carries",
-		Example: "  cowork version\n  cowork version --json | jq -r .commit",
+		Short:   "Print the version of cowork and name its daemon (--all: the daemon's build and agents too)",
+		Example: "  cowork version\n  cowork version --all\n  cowork version --json | jq -r .commit",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(o)
 			}
-			return run(o, Current(cmd.Context()))
+			return run(o, Current(cmd.Context(), o.All))
 		},
 	}
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&o.All, "all", false, "also ask the daemon binary for its build and the guest agents it carries")
 	return cmd
 }
 
@@ -91,6 +107,9 @@ func run(o *Options, info Info) error {
 	switch {
 	case h.Err != "":
 		fmt.Fprintf(o.IO.Out, "hostd:    unavailable: %s\n", h.Err)
+	case !o.All:
+		fmt.Fprintf(o.IO.Out, "hostd:    %s (its build and agents: cowork version --all)\n", h.Path)
+		return nil
 	case h.Commit != info.Commit || h.Version != info.Version:
 		fmt.Fprintf(o.IO.Out, "hostd:    %s %s (commit %s): another build than this cowork; install the pair from one build\n", h.Path, h.Version, h.Commit)
 	default:

@@ -1,7 +1,10 @@
 package version
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,13 +25,13 @@ func command(ios *iostreams.IOStreams, runF func(*Options) error, args ...string
 
 func TestVersionFlags(t *testing.T) {
 	for _, c := range []struct {
-		args []string
-		json bool
-	}{{nil, false}, {[]string{"--json"}, true}} {
+		args      []string
+		json, all bool
+	}{{nil, false, false}, {[]string{"--json"}, true, false}, {[]string{"--all"}, false, true}, {[]string{"--all", "--json"}, true, true}} {
 		ios, _, _, _ := iostreams.Test()
 		var got *Options
 		err := command(ios, func(o *Options) error { got = o; return nil }, c.args...).Execute()
-		if err != nil || got.JSON != c.json || got.IO != ios {
+		if err != nil || got.JSON != c.json || got.All != c.all || got.IO != ios {
 			t.Errorf("%q: %+v %v", c.args, got, err)
 		}
 	}
@@ -47,8 +50,17 @@ var info = Info{Version: "1.2.3", Commit: "abc123", Go: "go1.99", Platform: "lin
 	Agents: []hostdwire.Agent{{Arch: "arm64", Size: 3 << 20, SHA256: "0123456789abcdef0123456789abcdef"}}}
 
 func TestVersionPrints(t *testing.T) {
+	// Without --all the daemon binary is named, not asked.
 	ios, _, out, _ := iostreams.Test()
-	if err := run(&Options{IO: ios}, info); err != nil {
+	if err := run(&Options{IO: ios}, Info{Version: "1.2.3", Commit: "abc123", Go: "go1.99", Platform: "linux/amd64", Hostd: Hostd{Path: "/opt/cowork/cowork-hostd"}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "cowork 1.2.3\ncommit:   abc123\ngo:       go1.99\nplatform: linux/amd64\nhostd:    /opt/cowork/cowork-hostd (its build and agents: cowork version --all)\n"; out.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", out, want)
+	}
+
+	ios, _, out, _ = iostreams.Test()
+	if err := run(&Options{IO: ios, All: true}, info); err != nil {
 		t.Fatal(err)
 	}
 	want := "cowork 1.2.3\ncommit:   abc123\ngo:       go1.99\nplatform: linux/amd64\nhostd:    /opt/cowork/cowork-hostd (same build)\nagent:    linux/arm64 3.0 MiB sha256:0123456789abcdef\n"
@@ -57,7 +69,7 @@ func TestVersionPrints(t *testing.T) {
 	}
 
 	ios, _, out, _ = iostreams.Test()
-	if err := run(&Options{IO: ios}, Info{Version: "dev", Hostd: Hostd{Path: "/h", Version: "dev"}}); err != nil || !strings.Contains(out.String(), "agents:   none embedded") {
+	if err := run(&Options{All: true, IO: ios}, Info{Version: "dev", Hostd: Hostd{Path: "/h", Version: "dev"}}); err != nil || !strings.Contains(out.String(), "agents:   none embedded") {
 		t.Errorf("without agents: %q %v", out, err)
 	}
 
@@ -65,7 +77,7 @@ func TestVersionPrints(t *testing.T) {
 	ios, _, out, _ = iostreams.Test()
 	other := info
 	other.Hostd.Commit = "fff000"
-	if err := run(&Options{IO: ios}, other); err != nil || !strings.Contains(out.String(), "commit fff000): another build than this cowork") {
+	if err := run(&Options{All: true, IO: ios}, other); err != nil || !strings.Contains(out.String(), "commit fff000): another build than this cowork") {
 		t.Errorf("a mismatched hostd: %q %v", out, err)
 	}
 	ios, _, out, _ = iostreams.Test()
@@ -76,8 +88,33 @@ func TestVersionPrints(t *testing.T) {
 
 	ios, _, out, _ = iostreams.Test()
 	var back Info
-	if err := run(&Options{IO: ios, JSON: true}, info); err != nil || json.Unmarshal(out.Bytes(), &back) != nil ||
+	if err := run(&Options{All: true, IO: ios, JSON: true}, info); err != nil || json.Unmarshal(out.Bytes(), &back) != nil ||
 		back.Version != "1.2.3" || back.Commit != "abc123" || len(back.Agents) != 1 || back.Agents[0].SHA256 != info.Agents[0].SHA256 {
 		t.Errorf("--json: %q %v", out, err)
+	}
+}
+
+// TestCurrent checks what Current asks: without all it only looks for the
+// daemon binary (a script that does not exist would fail the ask); with all
+// it runs it and takes its answer.
+func TestCurrent(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "cowork-hostd")
+	answer := `{"version":"9.9","commit":"c0ffee","agents":[{"arch":"arm64","size":1,"sha256":"0123456789abcdef0123"}]}`
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = version ] && echo '"+answer+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(hostdwire.Env, fake)
+	got := Current(context.Background(), false)
+	if got.Hostd.Path != fake || got.Hostd.Err != "" || got.Hostd.Commit != "" || got.Agents != nil || got.Version == "" {
+		t.Errorf("without all: %+v", got)
+	}
+	got = Current(context.Background(), true)
+	if got.Hostd.Path != fake || got.Hostd.Commit != "c0ffee" || len(got.Agents) != 1 {
+		t.Errorf("with all: %+v", got)
+	}
+	t.Setenv(hostdwire.Env, filepath.Join(dir, "missing"))
+	if got := Current(context.Background(), false); got.Hostd.Err == "" {
+		t.Errorf("a missing daemon binary: %+v", got)
 	}
 }

@@ -1,4 +1,7 @@
-package image
+// Package catalog is the base images cowork installs when none is given:
+// plain data, so the CLI can name the default without linking what
+// downloads or converts it (cowork-hostd does that).
+package catalog
 
 import (
 	"fmt"
