@@ -313,6 +313,10 @@ echo "nameserver 192.168.127.1" >/etc/resolv.conf
 $bb mkdir -p /workspace /var/lib/cowork
 $bb mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
 $bb touch /var/lib/cowork/provisioned
+# Also the console's first line before the agent answers: hostd's "guest
+# kernel booting" phase waits for one.
+read -r up _ </proc/uptime
+echo "cowork e2e guest up after ${up}s" >/dev/console
 EOF
 
 read -r -d '' RCS <<'EOF' || true
@@ -324,7 +328,7 @@ mkdir -p /run/sshd && /usr/sbin/sshd
 while read -r m; do /bin/busybox insmod "$m" 2>/dev/null; done </etc/cowork/modules-late
 resize2fs /dev/vda >/dev/null 2>&1 &
 read -r up _ </proc/uptime
-echo "cowork e2e guest up after ${up}s" >/dev/console
+echo "cowork e2e guest: sshd up after ${up}s" >/dev/console
 EOF
 
 read -r -d '' PROXY_ENV <<'EOF' || true
