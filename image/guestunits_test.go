@@ -78,7 +78,9 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	}
 	update := files[agentUpdatePath]
 	for _, want := range []string{
-		"sha256sum " + AgentPath,
+		"read -r sum size <" + agentSumPath,
+		"[ \"$(stat -c %s " + AgentPath + ")\" = \"$size\" ]",
+		"echo \"$want $(stat -c %s " + AgentPath + ")\" >" + agentSumPath + ".new\n  mv " + agentSumPath + ".new " + agentSumPath + "\n",
 		CIDataSumName,
 		"install -m 0755 \"$src/" + CIDataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
 	} {
@@ -189,7 +191,7 @@ func TestAgentUnitStartsEarly(t *testing.T) {
 	}
 	update := files[agentUpdatePath]
 	wait := strings.Index(update, "/sys/class/virtio-ports/*/name")
-	if wait < 0 || !strings.Contains(update, agentwire.SerialPort) || wait > strings.Index(update, "sha256sum") {
+	if wait < 0 || !strings.Contains(update, agentwire.SerialPort) || wait > strings.Index(update, "want=") {
 		t.Errorf("agent-update does not wait for the channel first:\n%s", update)
 	}
 }
