@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/status"
-
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
@@ -128,7 +126,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 0)
 	cancel()
 	if err != nil {
-		return agentclient.ExitStatus{}, &SessionError{Msg: status.Convert(err).Message()}
+		return agentclient.ExitStatus{}, &SessionError{Msg: err.Error()}
 	}
 	defer sess.Close()
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)
@@ -153,7 +151,7 @@ const sessionOpenWait = 20 * time.Second
 
 // SessionError is hostd refusing an API session (its endpoint cannot be
 // reached, say): a fault on the host, before anything ran in the guest.
-// Msg is hostd's own words, not a gRPC status: they say what to fix.
+// Msg is hostd's own words: they say what to fix.
 type SessionError struct{ Msg string }
 
 func (e *SessionError) Error() string { return "open an API session: " + e.Msg }

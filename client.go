@@ -22,13 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -37,12 +32,55 @@ import (
 // ErrNotRunning means the instance has no live hostd.
 var ErrNotRunning = errors.New("not running")
 
+// Errors of hostd's control API, for errors.Is. A call's error otherwise
+// reads as hostd's own words, which say what to do.
+var (
+	// ErrUnavailable: hostd cannot do it now (the guest network is not up
+	// yet, the API endpoint cannot be reached), or it is exiting or gone.
+	ErrUnavailable = controlwire.ErrUnavailable
+	// ErrInvalidArgument: hostd refused the request itself (a policy or a
+	// credential it cannot use); asking again fails again.
+	ErrInvalidArgument = controlwire.ErrInvalidArgument
+	// ErrSessionExpired: a relay session reached its ceiling.
+	ErrSessionExpired = controlwire.ErrExpired
+)
+
+// What hostd reports, in plain Go types. They are aliases of package
+// controlwire's, the control API's wire types: a program gets them here
+// without importing the wire package, one type with no copy between the
+// two, and each field is documented once, where it is on the wire.
+type (
+	// Status describes the instance and its VM.
+	Status = controlwire.Status
+	// NetworkStats is the guest network's traffic and flow limits.
+	NetworkStats = controlwire.NetworkStats
+	// ProcessStats is hostd's own use of resources.
+	ProcessStats = controlwire.ProcessStats
+	// ServeFailure is a service of the guest's network that stopped.
+	ServeFailure = controlwire.ServeFailure
+	// Event is a step of the boot, as Start and Instance.Events report it.
+	Event = controlwire.Event
+	// Phase is how far a boot got.
+	Phase = controlwire.Phase
+)
+
+// The phases of a boot, in order up to PhaseReady.
+const (
+	PhaseUnspecified    = controlwire.PhaseUnspecified
+	PhaseVMStarted      = controlwire.PhaseVMStarted
+	PhaseKernel         = controlwire.PhaseKernel
+	PhaseAgentConnected = controlwire.PhaseAgentConnected
+	PhaseProvisioning   = controlwire.PhaseProvisioning
+	PhaseReady          = controlwire.PhaseReady
+	PhaseFailed         = controlwire.PhaseFailed
+	PhaseStopped        = controlwire.PhaseStopped
+)
+
 // Client is a connection to one instance's hostd.
 type Client struct {
 	Name  string
 	Paths instance.Paths
-	conn  *grpc.ClientConn
-	api   controlpb.ControlClient
+	api   *controlwire.Client
 }
 
 // Dial connects to the named instance's hostd; ErrNotRunning if it has none.
@@ -54,31 +92,37 @@ func Dial(name string) (*Client, error) {
 	if !instance.Held(paths) {
 		return nil, fmt.Errorf("instance %s is %w", name, ErrNotRunning)
 	}
-	conn, err := grpc.NewClient("unix://"+paths.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	return &Client{Name: name, Paths: paths, conn: conn, api: controlpb.NewControlClient(conn)}, nil
+	return newClient(name, paths), nil
 }
 
-// Close releases the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func newClient(name string, paths instance.Paths) *Client {
+	return &Client{Name: name, Paths: paths, api: controlwire.NewClient(paths.HostdSock())}
+}
+
+// Close ends the calls still open: the event streams and the sessions.
+func (c *Client) Close() error { return c.api.Close() }
 
 // Status asks hostd about the instance.
-func (c *Client) Status(ctx context.Context) (*controlpb.StatusResponse, error) {
-	return c.api.Status(ctx, &controlpb.StatusRequest{})
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	return c.api.Status(ctx)
 }
 
 // Stop shuts the VM down (cuts its power with force) and returns once it
 // stopped; hostd then exits.
 func (c *Client) Stop(ctx context.Context, force bool, timeout time.Duration) error {
-	_, err := c.api.Stop(ctx, &controlpb.StopRequest{Force: force, TimeoutMs: timeout.Milliseconds()})
-	return err
+	return c.api.Stop(ctx, controlwire.StopRequest{Force: force, TimeoutMS: timeout.Milliseconds()})
 }
 
-// Events follows the boot: what happened so far, then what happens.
-func (c *Client) Events(ctx context.Context) (controlpb.Control_EventsClient, error) {
-	return c.api.Events(ctx, &controlpb.EventsRequest{})
+// EventStream is the boot's events; Recv returns io.EOF after the last.
+type EventStream interface {
+	Recv() (*Event, error)
+	Close() error
+}
+
+// Events follows the boot: what happened so far, then what happens,
+// until the boot ends, ctx ends or the stream is closed.
+func (c *Client) Events(ctx context.Context) (EventStream, error) {
+	return c.api.Events(ctx)
 }
 
 // SetPolicy replaces the running guest's network policy (hostd saves it).
@@ -87,15 +131,14 @@ func (c *Client) SetPolicy(ctx context.Context, p policy.Policy) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.api.SetPolicy(ctx, &controlpb.SetPolicyRequest{PolicyJson: string(b)})
-	return err
+	return c.api.SetPolicy(ctx, b)
 }
 
 // Session is a credential handed to hostd's relay: the guest process gets
 // Placeholder and BaseURL instead of the real key and endpoint. It lives
-// as long as its stream to hostd: until Close, until the Client closes, or
-// until this process exits, however it exits (hostd sees the socket
-// close), and at most until Expires.
+// as long as its connection to hostd: until Close, until the Client
+// closes, or until this process exits, however it exits (hostd sees the
+// socket close), and at most until Expires.
 type Session struct {
 	ID, Placeholder, BaseURL string
 	Expires                  time.Time
@@ -121,7 +164,7 @@ const MaxSessionTTL = 8 * time.Hour
 //	defer sess.Close()
 func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := c.api.OpenSession(life, &controlpb.OpenSessionRequest{Endpoint: endpoint, ApiKey: apiKey, AuthToken: authToken, TtlSeconds: int64(ttl.Seconds())})
+	stream, err := c.api.OpenSession(life, controlwire.OpenSessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken, TTLSeconds: int64(ttl.Seconds())})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -137,14 +180,14 @@ func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken st
 		cancel()
 		return nil, err
 	}
-	s := &Session{ID: r.SessionId, Placeholder: r.Placeholder, BaseURL: r.BaseUrl, Expires: time.Unix(0, r.ExpiresUnixNano),
+	s := &Session{ID: r.ID, Placeholder: r.Placeholder, BaseURL: r.BaseURL, Expires: r.Expires,
 		c: c, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		for {
 			if _, err := stream.Recv(); err != nil {
 				// Close cancels the stream right after hostd ended it: a
 				// cancel seen before hostd's end is that plain close too.
-				if !errors.Is(err, io.EOF) && !(s.closing.Load() && status.Code(err) == codes.Canceled) {
+				if !errors.Is(err, io.EOF) && !(s.closing.Load() && errors.Is(err, context.Canceled)) {
 					s.err = err
 				}
 				close(s.done)
@@ -159,8 +202,8 @@ func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken st
 // Err then says why.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Err is nil while the session lives or after a plain close; a gRPC
-// DeadlineExceeded error when it reached its ceiling.
+// Err is nil while the session lives or after a plain close; an error
+// that is ErrSessionExpired when it reached its ceiling.
 func (s *Session) Err() error {
 	select {
 	case <-s.done:
@@ -187,8 +230,7 @@ func (s *Session) Close() error {
 
 // CloseSession ends a session by its id.
 func (c *Client) CloseSession(ctx context.Context, id string) error {
-	_, err := c.api.CloseSession(ctx, &controlpb.CloseSessionRequest{SessionId: id})
-	return err
+	return c.api.CloseSession(ctx, id)
 }
 
 // Agent returns a client of the guest agent through hostd's relay.

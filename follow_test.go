@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
@@ -20,16 +17,16 @@ import (
 // the connection when cut is set (as a hostd that exits at once does),
 // or ends the stream.
 type eventsHostd struct {
-	controlpb.UnimplementedControlServer
-	events []*controlpb.Event
+	controlwire.Unimplemented
+	events []*Event
 	cut    bool
 	stop   func()
 	sent   chan struct{} // closed once the events are sent, when not nil
 }
 
-func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Control_EventsServer) error {
+func (f *eventsHostd) Events(ctx context.Context, send func(*Event) error) error {
 	for _, ev := range f.events {
-		if err := stream.Send(ev); err != nil {
+		if err := send(ev); err != nil {
 			return err
 		}
 	}
@@ -38,7 +35,7 @@ func (f *eventsHostd) Events(_ *controlpb.EventsRequest, stream controlpb.Contro
 	}
 	if f.cut {
 		go f.stop()
-		<-stream.Context().Done()
+		<-ctx.Done()
 	}
 	return nil
 }
@@ -50,16 +47,11 @@ func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (*Client, error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
-	f.stop = g.Stop
-	controlpb.RegisterControlServer(g, f)
+	g := controlwire.NewServer(f)
+	f.stop = g.Close
 	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Client{Name: "sandbox", Paths: p, conn: conn, api: controlpb.NewControlClient(conn)}
+	t.Cleanup(g.Close)
+	c := newClient("sandbox", p)
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -67,8 +59,8 @@ func followFake(t *testing.T, p instance.Paths, f *eventsHostd) (*Client, error)
 	return c, err
 }
 
-func ev(phase controlpb.Phase, msg, err string) *controlpb.Event {
-	return &controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: phase, Message: msg, Error: err}
+func ev(phase Phase, msg, err string) *Event {
+	return &Event{At: time.Now(), Phase: phase, Message: msg, Error: err}
 }
 
 const romCause = `qemu-system-aarch64: -device virtio-net-pci: failed to find romfile "efi-virtio.rom"; install it (Debian: apt install ipxe-qemu)`
@@ -76,7 +68,7 @@ const romCause = `qemu-system-aarch64: -device virtio-net-pci: failed to find ro
 // A boot that failed before the guest ran ends in hostd's cause and where
 // its log is: two lines, not the logs' tails.
 func TestFollowGivesTheCauseInTwoLines(t *testing.T) {
-	c, err := followFake(t, newInstance(t), &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}})
+	c, err := followFake(t, newInstance(t), &eventsHostd{events: []*Event{ev(PhaseFailed, "boot failed", romCause)}})
 	var be *BootError
 	if !errors.As(err, &be) {
 		t.Fatalf("follow: %v", err)
@@ -92,9 +84,9 @@ func TestFollowGivesTheCauseInTwoLines(t *testing.T) {
 func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
 	p := newInstance(t)
 	os.WriteFile(p.SerialLog(), []byte("[    1.0] VFS: Unable to mount root fs on unknown-block(0,0)\n"), 0o600)
-	_, err := followFake(t, p, &eventsHostd{events: []*controlpb.Event{
-		ev(controlpb.Phase_VM_STARTED, "VM started", ""),
-		ev(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", "QEMU exited on its own (qemu exited)"),
+	_, err := followFake(t, p, &eventsHostd{events: []*Event{
+		ev(PhaseVMStarted, "VM started", ""),
+		ev(PhaseStopped, "the VM stopped unexpectedly", "QEMU exited on its own (qemu exited)"),
 	}})
 	if err == nil || !strings.Contains(err.Error(), "Unable to mount root fs") {
 		t.Errorf("follow: %v", err)
@@ -103,19 +95,19 @@ func TestFollowShowsTheConsoleWhenTheGuestRan(t *testing.T) {
 
 // A hostd that exited before its last event reached the client (or died)
 // leaves the cause in last-stop.txt: the client says that, never the
-// broken connection's gRPC status.
+// broken connection's error.
 func TestFollowReadsTheCauseAHostdLeftBehind(t *testing.T) {
 	p := newInstance(t)
 	os.WriteFile(p.LastStop(), []byte(romCause+"\n"), 0o600)
-	_, err := followFake(t, p, &eventsHostd{cut: true, events: []*controlpb.Event{ev(controlpb.Phase_VM_STARTED, "VM started", "")}})
-	if err == nil || !strings.HasPrefix(err.Error(), "instance sandbox did not start: "+romCause+"\n") || strings.Contains(err.Error(), "rpc error") {
+	_, err := followFake(t, p, &eventsHostd{cut: true, events: []*Event{ev(PhaseVMStarted, "VM started", "")}})
+	if err == nil || !strings.HasPrefix(err.Error(), "instance sandbox did not start: "+romCause+"\n") || strings.Contains(err.Error(), "closed the connection") {
 		t.Errorf("follow: %v", err)
 	}
 }
 
 func TestFollowWithoutACauseSaysHostdExited(t *testing.T) {
 	_, err := followFake(t, newInstance(t), &eventsHostd{cut: true})
-	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "rpc error") {
+	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "closed the connection") {
 		t.Errorf("follow: %v", err)
 	}
 }
@@ -129,7 +121,7 @@ func TestFollowWaitsForTheFailedHostdToExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &eventsHostd{events: []*controlpb.Event{ev(controlpb.Phase_FAILED, "boot failed", romCause)}, sent: make(chan struct{})}
+	f := &eventsHostd{events: []*Event{ev(PhaseFailed, "boot failed", romCause)}, sent: make(chan struct{})}
 	go func() {
 		<-f.sent
 		time.Sleep(200 * time.Millisecond) // hostd still on its way out

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/units"
@@ -89,7 +88,7 @@ func (i *Instance) Dial() (*Client, error) { return Dial(i.Name) }
 // Start boots the instance, launching its daemon (cowork-hostd) unless one
 // runs, and reports each boot event to progress until it is ready. See
 // the package function Start for what an interrupted start does.
-func (i *Instance) Start(ctx context.Context, progress func(*controlpb.Event)) error {
+func (i *Instance) Start(ctx context.Context, progress func(*Event)) error {
 	return Start(ctx, "", i.Name, progress)
 }
 
@@ -332,7 +331,7 @@ func (i *Instance) Claude(ctx context.Context, o ClaudeOptions) (agentclient.Exi
 
 // Status asks the running instance's daemon about it; ErrNotRunning when
 // it is stopped (the config and Paths.LastStop() say the rest).
-func (i *Instance) Status(ctx context.Context) (*controlpb.StatusResponse, error) {
+func (i *Instance) Status(ctx context.Context) (*Status, error) {
 	c, err := i.Dial()
 	if err != nil {
 		return nil, err
@@ -343,7 +342,7 @@ func (i *Instance) Status(ctx context.Context) (*controlpb.StatusResponse, error
 
 // Events follows the boot of the running instance: what happened so far,
 // then what happens, until ctx ends or it is ready.
-func (i *Instance) Events(ctx context.Context, each func(*controlpb.Event)) error {
+func (i *Instance) Events(ctx context.Context, each func(*Event)) error {
 	c, err := i.Client()
 	if err != nil {
 		return err

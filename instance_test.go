@@ -58,7 +58,7 @@ func TestStop(t *testing.T) {
 	if err != nil || !r.WasRunning || inst.Running() {
 		t.Fatalf("a running instance: %+v %v (running %v)", r, err, inst.Running())
 	}
-	if s := h.Stops(); len(s) != 1 || !s[0].Force || s[0].TimeoutMs != 7000 {
+	if s := h.Stops(); len(s) != 1 || !s[0].Force || s[0].TimeoutMS != 7000 {
 		t.Errorf("the daemon was asked %v", s)
 	}
 }

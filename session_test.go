@@ -2,6 +2,7 @@ package cowork
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -9,22 +10,19 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 )
 
 // fakeHostd serves the session calls of hostd's control API and an agent
 // that records what it is asked to run and answers exit 0.
 type fakeHostd struct {
-	controlpb.UnimplementedControlServer
+	controlwire.Unimplemented
 	agentpb.UnimplementedAgentServer
 
 	mu       sync.Mutex
-	opened   []*controlpb.OpenSessionRequest
+	opened   []controlwire.OpenSessionRequest
 	live     map[string]chan struct{} // session id -> closed by CloseSession
 	ended    map[string]string        // session id -> how its stream ended
 	starts   []*agentpb.ExecStart
@@ -35,9 +33,9 @@ type fakeHostd struct {
 
 const fakePlaceholder = "cowork-session-fake0123"
 
-func (f *fakeHostd) OpenSession(req *controlpb.OpenSessionRequest, stream controlpb.Control_OpenSessionServer) error {
+func (f *fakeHostd) OpenSession(ctx context.Context, req controlwire.OpenSessionRequest, send func(*controlwire.Session) error) error {
 	if f.refuse != "" {
-		return status.Error(codes.Unavailable, f.refuse)
+		return controlwire.Errorf(controlwire.CodeUnavailable, "%s", f.refuse)
 	}
 	f.mu.Lock()
 	id := "sess" + string(rune('a'+len(f.opened)))
@@ -49,18 +47,18 @@ func (f *fakeHostd) OpenSession(req *controlpb.OpenSessionRequest, stream contro
 	f.live[id] = closed
 	ceiling := f.ceiling
 	f.mu.Unlock()
-	if err := stream.Send(&controlpb.OpenSessionResponse{SessionId: id, Placeholder: fakePlaceholder, BaseUrl: "http://192.168.127.1:7891",
-		ExpiresUnixNano: time.Now().Add(time.Hour).UnixNano()}); err != nil {
+	if err := send(&controlwire.Session{ID: id, Placeholder: fakePlaceholder, BaseURL: "http://192.168.127.1:7891",
+		Expires: time.Now().Add(time.Hour)}); err != nil {
 		return err
 	}
 	how, err := "closed", error(nil)
 	select {
-	case <-stream.Context().Done():
+	case <-ctx.Done():
 		how = "stream ended"
 	case <-closed:
 	}
 	if ceiling {
-		how, err = "expired", status.Error(codes.DeadlineExceeded, "ceiling")
+		how, err = "expired", controlwire.Errorf(controlwire.CodeExpired, "ceiling")
 	}
 	f.mu.Lock()
 	delete(f.live, id)
@@ -69,15 +67,15 @@ func (f *fakeHostd) OpenSession(req *controlpb.OpenSessionRequest, stream contro
 	return err
 }
 
-func (f *fakeHostd) CloseSession(_ context.Context, req *controlpb.CloseSessionRequest) (*controlpb.CloseSessionResponse, error) {
+func (f *fakeHostd) CloseSession(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.live[req.SessionId]; ok {
+	if c, ok := f.live[id]; ok {
 		close(c)
-		delete(f.live, req.SessionId)
-		f.ended[req.SessionId] = "closed"
+		delete(f.live, id)
+		f.ended[id] = "closed"
 	}
-	return &controlpb.CloseSessionResponse{}, nil
+	return nil
 }
 
 func (f *fakeHostd) Exec(stream agentpb.Agent_ExecServer) error {
@@ -118,24 +116,22 @@ func newFakeClient(t *testing.T) (*Client, *fakeHostd) {
 	t.Helper()
 	p := newInstance(t)
 	f := &fakeHostd{}
-	for sock, register := range map[string]func(*grpc.Server){
-		p.HostdSock(): func(g *grpc.Server) { controlpb.RegisterControlServer(g, f) },
-		p.AgentSock(): func(g *grpc.Server) { agentpb.RegisterAgentServer(g, f) },
-	} {
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := grpc.NewServer()
-		register(g)
-		go g.Serve(ln)
-		t.Cleanup(g.Stop)
-	}
-	conn, err := grpc.NewClient("unix://"+p.HostdSock(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ln, err := net.Listen("unix", p.HostdSock())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Client{Name: "sandbox", Paths: p, conn: conn, api: controlpb.NewControlClient(conn)}
+	srv := controlwire.NewServer(f)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Close)
+	ln, err = net.Listen("unix", p.AgentSock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	agentpb.RegisterAgentServer(g, f)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	c := newClient("sandbox", p)
 	t.Cleanup(func() { c.Close() })
 	return c, f
 }
@@ -155,7 +151,7 @@ func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if len(f.opened) != 1 || f.opened[0].ApiKey != cred.APIKey || f.opened[0].AuthToken != cred.AuthToken || f.opened[0].Endpoint != cred.Endpoint {
+		if len(f.opened) != 1 || f.opened[0].APIKey != cred.APIKey || f.opened[0].AuthToken != cred.AuthToken || f.opened[0].Endpoint != cred.Endpoint {
 			t.Fatalf("hostd got %v, want the credential", f.opened)
 		}
 		if len(f.starts) != 2 || !f.liveAtEx[1] {
@@ -185,7 +181,7 @@ func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
 }
 
 // hostd refusing the session (its endpoint cannot be reached) is said in
-// hostd's words, not as a gRPC status, and claude does not run.
+// hostd's words, with nothing of the protocol's, and claude does not run.
 func TestClaudeSaysWhyNoSessionOpened(t *testing.T) {
 	c, f := newFakeClient(t)
 	f.refuse = "the API endpoint https://api.anthropic.com cannot be reached (dial tcp: lookup api.anthropic.com: no such host); check this machine's network connection, or ANTHROPIC_BASE_URL"
@@ -253,8 +249,8 @@ func TestSessionReportsItsCeiling(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the session did not see its end")
 	}
-	if status.Code(s.Err()) != codes.DeadlineExceeded {
-		t.Fatalf("Err %v, want DeadlineExceeded", s.Err())
+	if !errors.Is(s.Err(), ErrSessionExpired) || s.Err().Error() != "ceiling" {
+		t.Fatalf("Err %v, want ErrSessionExpired in hostd's words", s.Err())
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("closing an expired session: %v", err)

@@ -11,10 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -56,7 +52,7 @@ func (e *AbandonedError) Unwrap() error { return e.Err }
 // hostd it found running is never stopped, whatever ctx says: stopping
 // that one is the caller's choice. An instance found ready is
 // ErrAlreadyRunning, even when ctx has already ended.
-func Start(ctx context.Context, exe, name string, progress func(*controlpb.Event)) (err error) {
+func Start(ctx context.Context, exe, name string, progress func(*Event)) (err error) {
 	paths, err := instance.PathsFor(name)
 	if err != nil {
 		return err
@@ -195,7 +191,7 @@ func (h *child) abandon(name string, paths instance.Paths) error {
 // that failed ends in the cause hostd gave, in a line or two: the hostd's
 // own log is named, not quoted; the console's last lines are added only
 // when the guest ran, since then they may be the cause.
-func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) error {
+func (c *Client) follow(ctx context.Context, progress func(*Event)) error {
 	stream, err := c.Events(ctx)
 	if err != nil {
 		return err
@@ -213,13 +209,13 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 			progress(ev)
 		}
 		switch ev.Phase {
-		case controlpb.Phase_READY:
+		case PhaseReady:
 			return nil
-		case controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL:
+		case PhaseVMStarted, PhaseKernel:
 			guestRan = true
-		case controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_PROVISIONING:
+		case PhaseAgentConnected, PhaseProvisioning:
 			guestRan, agentUp = true, true
-		case controlpb.Phase_FAILED, controlpb.Phase_STOPPED:
+		case PhaseFailed, PhaseStopped:
 			msg := ev.Message
 			if ev.Error != "" {
 				msg += ": " + ev.Error
@@ -227,7 +223,7 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 			// hostd exits after such an event, unless the guest's
 			// provisioning failed (it keeps the guest up for a look):
 			// the next command must not find it half gone.
-			if ev.Phase == controlpb.Phase_STOPPED || !agentUp {
+			if ev.Phase == PhaseStopped || !agentUp {
 				wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
 				_ = WaitStopped(wctx, c.Paths)
 				cancel()
@@ -237,9 +233,10 @@ func (c *Client) follow(ctx context.Context, progress func(*controlpb.Event)) er
 	}
 }
 
-// ended reports whether ctx has ended. gRPC times a call out on its own
-// timer, which can fire a moment before ctx's: past its deadline, ctx is
-// waited for, so that a timeout is always reported as ctx's.
+// ended reports whether ctx has ended. A stream can break (its deadline
+// passed on a timer of its own) a moment before ctx reports it: past its
+// deadline, ctx is waited for, so that a timeout is always reported as
+// ctx's.
 func ended(ctx context.Context) bool {
 	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 		<-ctx.Done()
@@ -253,7 +250,8 @@ const lostHostdWait = 10 * time.Second
 
 // lostHostd explains an event stream that broke before the boot ended:
 // hostd exited (or crashed) without the last event reaching this client.
-// What hostd wrote on its way out is the cause; a gRPC status is not.
+// What hostd wrote on its way out is the cause; the broken connection is
+// not.
 func (c *Client) lostHostd(ctx context.Context, streamErr error, guestRan bool) error {
 	wctx, cancel := context.WithTimeout(ctx, lostHostdWait)
 	defer cancel()
@@ -261,8 +259,8 @@ func (c *Client) lostHostd(ctx context.Context, streamErr error, guestRan bool) 
 	if b, err := os.ReadFile(c.Paths.LastStop()); err == nil && len(bytes.TrimSpace(b)) > 0 {
 		return &BootError{Name: c.Name, Cause: termsafe.Text(string(bytes.TrimSpace(b))), Paths: c.Paths, GuestRan: guestRan}
 	}
-	why := status.Convert(streamErr).Message()
-	if errors.Is(streamErr, io.EOF) || status.Code(streamErr) == codes.Unavailable {
+	why := streamErr.Error()
+	if errors.Is(streamErr, io.EOF) || errors.Is(streamErr, ErrUnavailable) {
 		why = "its hostd exited without saying why"
 	}
 	return fmt.Errorf("instance %s did not start: %s%s", c.Name, why, Diagnostics(c.Paths))

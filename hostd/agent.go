@@ -15,7 +15,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
 	"github.com/coworkhq/cowork/internal/acceptloop"
 	"github.com/coworkhq/cowork/internal/buildinfo"
@@ -43,7 +43,7 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 			if info.Version != buildinfo.Version {
 				msg += fmt.Sprintf("; this cowork is %s, so the guest runs an older or newer agent", buildinfo.Version)
 			}
-			d.events.emit(controlpb.Phase_AGENT_CONNECTED, msg, nil)
+			d.events.emit(controlwire.PhaseAgentConnected, msg, nil)
 			d.syncClock(ctx)
 			return d.waitForProvisioning(ctx, info.Provisioned)
 		}
@@ -69,7 +69,7 @@ func (e *provisionError) Error() string { return "provisioning failed: " + e.det
 // without it).
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
-		d.events.emit(controlpb.Phase_PROVISIONING, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
+		d.events.emit(controlwire.PhaseProvisioning, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
 		if err := d.followProvisioning(ctx); err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func (d *Daemon) relayProvisioning(ctx context.Context, last *string) error {
 		}
 		if msg := p.message(); msg != "" && msg != *last {
 			*last = msg
-			d.events.emit(controlpb.Phase_PROVISIONING, "provisioning: "+msg, nil)
+			d.events.emit(controlwire.PhaseProvisioning, "provisioning: "+msg, nil)
 		}
 	}
 }
@@ -172,7 +172,7 @@ func (d *Daemon) pollProvisioned(ctx context.Context) error {
 	d.mu.Lock()
 	version := d.info.version
 	d.mu.Unlock()
-	d.events.emit(controlpb.Phase_PROVISIONING, "the guest's agent (version "+guestLine(version, 64)+") does not report provisioning progress; waiting for it to report the guest provisioned", nil)
+	d.events.emit(controlwire.PhaseProvisioning, "the guest's agent (version "+guestLine(version, 64)+") does not report provisioning progress; waiting for it to report the guest provisioned", nil)
 	for {
 		if err := d.pause(ctx, provisionRetry); err != nil {
 			return err
@@ -250,8 +250,8 @@ func (d *Daemon) watchKernel(ctx context.Context) {
 	for {
 		select {
 		case <-d.console.Started():
-			if d.events.last() < controlpb.Phase_AGENT_CONNECTED {
-				d.events.emit(controlpb.Phase_KERNEL, "guest kernel booting", nil)
+			if d.events.last() < controlwire.PhaseAgentConnected {
+				d.events.emit(controlwire.PhaseKernel, "guest kernel booting", nil)
 			}
 			return
 		case <-ctx.Done():
@@ -260,7 +260,7 @@ func (d *Daemon) watchKernel(ctx context.Context) {
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
-		if d.events.last() >= controlpb.Phase_AGENT_CONNECTED {
+		if d.events.last() >= controlwire.PhaseAgentConnected {
 			return // a quiet console; the agent is up anyway
 		}
 	}

@@ -20,7 +20,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -130,7 +130,7 @@ func runProvisioning(t *testing.T, d *Daemon) ([]string, error) {
 	stop()
 	var msgs []string
 	for _, ev := range past {
-		if ev.Phase != controlpb.Phase_PROVISIONING {
+		if ev.Phase != controlwire.PhaseProvisioning {
 			t.Errorf("event of phase %v: %q", ev.Phase, ev.Message)
 		}
 		msgs = append(msgs, ev.Message)
@@ -316,7 +316,7 @@ func TestProvisioningVMGone(t *testing.T) {
 	}
 }
 
-func (d *Daemon) provisioningEvents() []*controlpb.Event {
+func (d *Daemon) provisioningEvents() []*controlwire.Event {
 	past, _, stop := d.events.subscribe()
 	stop()
 	return past

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/console"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -176,7 +176,7 @@ func (d *Daemon) startVM(ctx context.Context, mc machine.Config, con *console.Co
 	if accel == "tcg" {
 		msg += "; no usable KVM, so the guest is emulated and slow"
 	}
-	d.events.emit(controlpb.Phase_VM_STARTED, msg, nil)
+	d.events.emit(controlwire.PhaseVMStarted, msg, nil)
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
 		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; the guest's console is in %s: look there for where its boot stopped", d.agentTimeout, d.paths.SerialLog())
 	case errors.As(err, &provErr):
 		// The guest runs and its agent answers: keep it up for a look inside.
-		d.events.emit(controlpb.Phase_FAILED, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
+		d.events.emit(controlwire.PhaseFailed, "provisioning failed; the guest is up: look with `cowork exec sudo journalctl -u cowork-provision -n 50`; after `cowork stop`, `cowork init` retries it", err)
 		return false, nil
 	}
 	return err == nil, err
@@ -228,7 +228,7 @@ func (d *Daemon) serveGuest(life context.Context, provisioned bool) error {
 		d.mu.Lock()
 		d.ready = true
 		d.mu.Unlock()
-		d.events.emit(controlpb.Phase_READY, "ready", nil)
+		d.events.emit(controlwire.PhaseReady, "ready", nil)
 	}
 	return nil
 }

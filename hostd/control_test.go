@@ -18,13 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
 	"github.com/coworkhq/cowork"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack"
 )
 
@@ -48,11 +43,7 @@ func TestMain(m *testing.M) {
 }
 
 func sessionClient(sock string) error {
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	stream, err := controlpb.NewControlClient(conn).OpenSession(context.Background(), &controlpb.OpenSessionRequest{Endpoint: os.Getenv(sessionEndpointEnv), ApiKey: "sk-ant-killed-client"})
+	stream, err := controlwire.NewClient(sock).OpenSession(context.Background(), controlwire.OpenSessionRequest{Endpoint: os.Getenv(sessionEndpointEnv), APIKey: "sk-ant-killed-client"})
 	if err != nil {
 		return err
 	}
@@ -88,9 +79,10 @@ type controlTest struct {
 	// endpoint is an API endpoint that accepts connections, for sessions
 	// that name none: a session opens only when its endpoint answers.
 	endpoint string
-	api      controlpb.ControlClient
+	api      *controlwire.Client
 	net      *netstack.Stack
 	log      *lockedBuffer
+	srv      *controlwire.Server
 }
 
 // newControlTest serves hostd's control API on a socket, with a guest
@@ -110,15 +102,11 @@ func newControlTest(t *testing.T) *controlTest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
-	controlpb.RegisterControlServer(g, &controlServer{d: d})
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	srv := controlwire.NewServer(&controlServer{d: d})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Close)
+	api := controlwire.NewClient(sock)
+	t.Cleanup(func() { api.Close() })
 	endpoint, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -133,11 +121,11 @@ func newControlTest(t *testing.T) *controlTest {
 			c.Close()
 		}
 	}()
-	return &controlTest{d: d, sock: sock, endpoint: "http://" + endpoint.Addr().String(), api: controlpb.NewControlClient(conn), net: stack, log: logs}
+	return &controlTest{d: d, sock: sock, endpoint: "http://" + endpoint.Addr().String(), api: api, net: stack, log: logs, srv: srv}
 }
 
 // open opens a session and returns its first answer and the stream.
-func (c *controlTest) open(t *testing.T, ctx context.Context, req *controlpb.OpenSessionRequest) (*controlpb.OpenSessionResponse, controlpb.Control_OpenSessionClient) {
+func (c *controlTest) open(t *testing.T, ctx context.Context, req controlwire.OpenSessionRequest) (*controlwire.Session, *controlwire.Stream[controlwire.Session]) {
 	t.Helper()
 	if req.Endpoint == "" {
 		req.Endpoint = c.endpoint
@@ -175,11 +163,11 @@ func (c *controlTest) waitRefused(t *testing.T, placeholder string, why netstack
 func TestSessionEndsWithItsStream(t *testing.T) {
 	c := newControlTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	r, _ := c.open(t, ctx, &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
-	if r.BaseUrl != fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort) || r.SessionId == "" {
+	r, _ := c.open(t, ctx, controlwire.OpenSessionRequest{APIKey: "sk-ant-test"})
+	if r.BaseURL != fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort) || r.ID == "" {
 		t.Fatalf("answer %+v", r)
 	}
-	if life := time.Until(time.Unix(0, r.ExpiresUnixNano)); life > netstack.MaxSessionTTL || life < netstack.MaxSessionTTL-time.Hour {
+	if life := time.Until(r.Expires); life > netstack.MaxSessionTTL || life < netstack.MaxSessionTTL-time.Hour {
 		t.Errorf("a session asking no ceiling lives %v, want %v", life, netstack.MaxSessionTTL)
 	}
 	cancel()
@@ -232,17 +220,17 @@ func TestSessionCeilingEndsItsStream(t *testing.T) {
 	c := newControlTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{AuthToken: "oauth-test", TtlSeconds: 1})
-	if _, err := stream.Recv(); status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("the stream of a session past its ceiling ended with %v, want DeadlineExceeded", err)
+	r, stream := c.open(t, ctx, controlwire.OpenSessionRequest{AuthToken: "oauth-test", TTLSeconds: 1})
+	if _, err := stream.Recv(); !errors.Is(err, controlwire.ErrExpired) {
+		t.Fatalf("the stream of a session past its ceiling ended with %v, want ErrExpired", err)
 	}
 	c.waitRefused(t, r.Placeholder, netstack.Expired)
 }
 
 func TestCloseSessionEndsItsStream(t *testing.T) {
 	c := newControlTest(t)
-	r, stream := c.open(t, context.Background(), &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
-	if _, err := c.api.CloseSession(context.Background(), &controlpb.CloseSessionRequest{SessionId: r.SessionId}); err != nil {
+	r, stream := c.open(t, context.Background(), controlwire.OpenSessionRequest{APIKey: "sk-ant-test"})
+	if err := c.api.CloseSession(context.Background(), r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, why := c.net.Sessions().Lookup(r.Placeholder); why != netstack.Ended {
@@ -260,9 +248,9 @@ func TestHostdExitEndsTheSessions(t *testing.T) {
 	c := newControlTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, stream := c.open(t, ctx, &controlpb.OpenSessionRequest{ApiKey: "sk-ant-test"})
+	r, stream := c.open(t, ctx, controlwire.OpenSessionRequest{APIKey: "sk-ant-test"})
 	close(c.d.closing)
-	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the instance stopped") {
+	if _, err := stream.Recv(); !errors.Is(err, controlwire.ErrUnavailable) || !strings.Contains(err.Error(), "the instance stopped") {
 		t.Fatalf("the session's stream at hostd's exit ended with %v, want Unavailable", err)
 	}
 	c.waitRefused(t, r.Placeholder, netstack.Ended)
@@ -274,20 +262,20 @@ func TestSessionLogsNoSecret(t *testing.T) {
 	c := newControlTest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	host := strings.TrimPrefix(c.endpoint, "http://")
-	r, _ := c.open(t, ctx, &controlpb.OpenSessionRequest{
-		Endpoint: "http://gw-user:gw-s3cret@" + host + "/anthropic?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+	r, _ := c.open(t, ctx, controlwire.OpenSessionRequest{
+		Endpoint: "http://gw-user:gw-s3cret@" + host + "/anthropic?token=query-s3cret", APIKey: "sk-ant-s3cret-key"})
 	cancel()
 	c.waitRefused(t, r.Placeholder, netstack.Ended)
 	// An endpoint that is no http(s) URL is refused without being quoted.
-	stream, err := c.api.OpenSession(context.Background(), &controlpb.OpenSessionRequest{Endpoint: "ftp://u:bad-s3cret@x", ApiKey: "k"})
+	stream, err := c.api.OpenSession(context.Background(), controlwire.OpenSessionRequest{Endpoint: "ftp://u:bad-s3cret@x", APIKey: "k"})
 	if err == nil {
 		_, err = stream.Recv()
 	}
-	if status.Code(err) != codes.InvalidArgument || strings.Contains(err.Error(), "s3cret") {
+	if !errors.Is(err, controlwire.ErrInvalidArgument) || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("an ftp endpoint: %v, want InvalidArgument without its password", err)
 	}
 	log := c.log.String()
-	if !strings.Contains(log, "relay session opened") || !strings.Contains(log, host+"/anthropic") || !strings.Contains(log, r.SessionId) {
+	if !strings.Contains(log, "relay session opened") || !strings.Contains(log, host+"/anthropic") || !strings.Contains(log, r.ID) {
 		t.Fatalf("the log does not say which session opened where:\n%s", log)
 	}
 	for _, secret := range []string{"s3cret", "gw-user"} {
@@ -308,13 +296,13 @@ func TestSessionRefusedWhenItsEndpointCannotBeReached(t *testing.T) {
 	}
 	host := closed.Addr().String()
 	closed.Close()
-	stream, err := c.api.OpenSession(context.Background(), &controlpb.OpenSessionRequest{
-		Endpoint: "http://gw-user:gw-s3cret@" + host + "/v1?token=query-s3cret", ApiKey: "sk-ant-s3cret-key"})
+	stream, err := c.api.OpenSession(context.Background(), controlwire.OpenSessionRequest{
+		Endpoint: "http://gw-user:gw-s3cret@" + host + "/v1?token=query-s3cret", APIKey: "sk-ant-s3cret-key"})
 	if err == nil {
 		_, err = stream.Recv()
 	}
 	want := "the API endpoint http://xxxxx@" + host + "/v1?xxxxx cannot be reached (dial tcp " + host + ": connect: connection refused); check this machine's network connection, or ANTHROPIC_BASE_URL"
-	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != want {
+	if !errors.Is(err, controlwire.ErrUnavailable) || err.Error() != want {
 		t.Errorf("opening a session for an endpoint nobody answers: %v\nwant Unavailable: %s", err, want)
 	}
 	if log := c.log.String(); !strings.Contains(log, "relay session refused") || strings.Contains(log, "s3cret") || strings.Contains(log, "gw-user") {
@@ -325,5 +313,33 @@ func TestSessionRefusedWhenItsEndpointCannotBeReached(t *testing.T) {
 func TestClientKnowsTheCeiling(t *testing.T) {
 	if cowork.MaxSessionTTL != netstack.MaxSessionTTL {
 		t.Fatalf("cowork.MaxSessionTTL %v, netstack.MaxSessionTTL %v", cowork.MaxSessionTTL, netstack.MaxSessionTTL)
+	}
+}
+
+// hostd on its way out ends the event streams as done, after their last
+// event: a client following the boot reads why it ended, never a broken
+// connection.
+func TestEventsEndCleanlyWhenHostdStops(t *testing.T) {
+	c := newControlTest(t)
+	c.d.events.emit(controlwire.PhaseVMStarted, "VM started", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := c.api.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := stream.Recv(); err != nil || ev.Phase != controlwire.PhaseVMStarted {
+		t.Fatalf("the first event: %+v, %v", ev, err)
+	}
+	c.d.events.emit(controlwire.PhaseStopped, "stopped", nil)
+	c.d.stopServing(c.srv)
+	if ev, err := stream.Recv(); err != nil || ev.Phase != controlwire.PhaseStopped {
+		t.Fatalf("the last event: %+v, %v", ev, err)
+	}
+	if ev, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last event: %+v, %v; want the stream's end", ev, err)
+	}
+	if _, err := c.api.Status(ctx); !errors.Is(err, controlwire.ErrUnavailable) {
+		t.Errorf("status once hostd stopped serving: %v", err)
 	}
 }

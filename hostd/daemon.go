@@ -15,11 +15,9 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/console"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -191,7 +189,7 @@ func (d *Daemon) serve(ctx context.Context) error {
 		case !asked:
 			return d.bootFailed(err)
 		case d.vm == nil:
-			d.events.emit(controlpb.Phase_STOPPED, "stopped before the VM started", nil)
+			d.events.emit(controlwire.PhaseStopped, "stopped before the VM started", nil)
 			return nil
 		}
 		d.shutdown(req)
@@ -206,13 +204,19 @@ func (d *Daemon) serve(ctx context.Context) error {
 }
 
 // serveControl serves the control API on hostd.sock.
-func (d *Daemon) serveControl() (*grpc.Server, error) {
+func (d *Daemon) serveControl() (*controlwire.Server, error) {
 	control, err := unixsock.Listen(d.paths.HostdSock())
 	if err != nil {
 		return nil, err
 	}
-	g := grpc.NewServer()
-	controlpb.RegisterControlServer(g, &controlServer{d: d})
+	g := controlwire.NewServer(&controlServer{d: d})
+	g.OnAcceptError = func(err error, failures int) {
+		if err != nil {
+			d.log.Warn("hostd.sock cannot accept connections; retrying", "err", err)
+		} else {
+			d.log.Info("hostd.sock accepts connections again", "failures", failures)
+		}
+	}
 	go func() {
 		// nil once stopServing stops it; anything else leaves hostd deaf
 		// to the CLI, and status can only point at this log.
@@ -240,7 +244,7 @@ func (d *Daemon) bootFailed(err error) error {
 	// Kept for `cowork status`, and for a start whose event stream broke
 	// before the failure reached it.
 	_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
-	d.events.emit(controlpb.Phase_FAILED, "boot failed", err)
+	d.events.emit(controlwire.PhaseFailed, "boot failed", err)
 	if d.vm != nil {
 		_ = d.vm.Stop(context.Background(), 0)
 	}
@@ -258,10 +262,10 @@ func (d *Daemon) stopped() error {
 		err = explainStop(err, d.console.Tail(), d.paths.SerialLog())
 		_ = instance.WriteFileAtomic(d.paths.LastStop(), []byte(err.Error()+"\n"), 0o600)
 		d.log.Error("vm stopped", "err", err)
-		d.events.emit(controlpb.Phase_STOPPED, "the VM stopped unexpectedly", err)
+		d.events.emit(controlwire.PhaseStopped, "the VM stopped unexpectedly", err)
 		return err
 	}
-	d.events.emit(controlpb.Phase_STOPPED, "stopped", nil)
+	d.events.emit(controlwire.PhaseStopped, "stopped", nil)
 	d.log.Info("stopped")
 	return nil
 }

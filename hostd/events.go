@@ -6,7 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
@@ -15,12 +15,12 @@ import (
 // late (or a second `cowork start`) sees the same story.
 type events struct {
 	mu      sync.Mutex
-	history []*controlpb.Event
-	subs    map[chan *controlpb.Event]struct{}
+	history []*controlwire.Event
+	subs    map[chan *controlwire.Event]struct{}
 	closed  bool
 }
 
-func newEvents() *events { return &events{subs: map[chan *controlpb.Event]struct{}{}} }
+func newEvents() *events { return &events{subs: map[chan *controlwire.Event]struct{}{}} }
 
 // Bounds of the history, which the guest feeds (provisioning reports
 // what it is doing every few seconds, for as long as it takes): at most
@@ -33,10 +33,10 @@ const (
 )
 
 // emit records an event and hands it to every follower. Its text may
-// quote the guest: it is made printable here (termsafe; gRPC also needs
-// valid UTF-8) and cut to maxText.
-func (e *events) emit(phase controlpb.Phase, msg string, err error) {
-	ev := &controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: phase, Message: clip(termsafe.Text(msg), maxText)}
+// quote the guest: it is made printable here (termsafe, which also makes
+// it valid UTF-8, as JSON wants) and cut to maxText.
+func (e *events) emit(phase controlwire.Phase, msg string, err error) {
+	ev := &controlwire.Event{At: time.Now(), Phase: phase, Message: clip(termsafe.Text(msg), maxText)}
 	if err != nil {
 		ev.Error = clip(termsafe.Text(err.Error()), maxText)
 	}
@@ -56,7 +56,7 @@ func (e *events) emit(phase controlpb.Phase, msg string, err error) {
 }
 
 // trimLocked drops the oldest event of phase when it has too many.
-func (e *events) trimLocked(phase controlpb.Phase) {
+func (e *events) trimLocked(phase controlwire.Phase) {
 	n, first := 0, -1
 	for i, ev := range e.history {
 		if ev.Phase == phase {
@@ -84,19 +84,19 @@ func clip(s string, n int) string {
 }
 
 // last is the most recent phase.
-func (e *events) last() controlpb.Phase {
+func (e *events) last() controlwire.Phase {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.history) == 0 {
-		return controlpb.Phase_PHASE_UNSPECIFIED
+		return controlwire.PhaseUnspecified
 	}
 	return e.history[len(e.history)-1].Phase
 }
 
 // subscribe returns the history so far and a channel of what follows;
 // cancel ends the subscription.
-func (e *events) subscribe() (past []*controlpb.Event, next <-chan *controlpb.Event, cancel func()) {
-	ch := make(chan *controlpb.Event, 64)
+func (e *events) subscribe() (past []*controlwire.Event, next <-chan *controlwire.Event, cancel func()) {
+	ch := make(chan *controlwire.Event, 64)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	past = append(past, e.history...)

@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
@@ -47,10 +45,7 @@ func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
 		}()
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		stream, err := dialControl(t, p.HostdSock()).Events(ctx, &controlpb.EventsRequest{}, grpc.WaitForReady(true))
-		if err != nil {
-			t.Fatal(err)
-		}
+		stream := followWhenServed(t, ctx, dialControl(t, p.HostdSock()))
 		for d.events.subscribers() == 0 {
 			if ctx.Err() != nil {
 				t.Fatal("the client never subscribed")
@@ -59,7 +54,7 @@ func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
 		}
 		close(release)
 
-		var last *controlpb.Event
+		var last *controlwire.Event
 		for {
 			ev, err := stream.Recv()
 			if errors.Is(err, io.EOF) {
@@ -70,7 +65,7 @@ func TestBootFailureReachesTheClientFollowingIt(t *testing.T) {
 			}
 			last = ev
 		}
-		if last == nil || last.Phase != controlpb.Phase_FAILED || last.Error != why {
+		if last == nil || last.Phase != controlwire.PhaseFailed || last.Error != why {
 			t.Errorf("run %d: the last event is %v, want FAILED with the cause", i, last)
 		}
 		if b, err := os.ReadFile(p.LastStop()); err != nil || strings.TrimSpace(string(b)) != why {

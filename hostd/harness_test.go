@@ -10,11 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
@@ -53,9 +49,9 @@ type hostdRun struct {
 	h      *hostdTest
 	cancel context.CancelFunc
 	done   chan error
-	api    controlpb.ControlClient
-	events controlpb.Control_EventsClient
-	seen   []*controlpb.Event
+	api    *controlwire.Client
+	events *controlwire.Stream[controlwire.Event]
+	seen   []*controlwire.Event
 	ended  bool // the event stream ended
 }
 
@@ -81,32 +77,37 @@ func (h *hostdTest) startCtx(t *testing.T, ctx context.Context, cancel context.C
 	r.api = dialControl(t, h.paths.HostdSock())
 	sctx, scancel := context.WithTimeout(context.Background(), patience)
 	t.Cleanup(scancel)
-	var err error
-	r.events, err = r.api.Events(sctx, &controlpb.EventsRequest{}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.events = followWhenServed(t, sctx, r.api)
 	return r
 }
 
-// dialControl is a client of the control socket sock, which may not be
-// there yet: hostd makes it in a moment, and gRPC's default backoff would
-// wait a second before looking again.
-func dialControl(t *testing.T, sock string) controlpb.ControlClient {
+// dialControl is a client of the control socket sock.
+func dialControl(t *testing.T, sock string) *controlwire.Client {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+sock,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: time.Millisecond, Multiplier: 2, MaxDelay: 50 * time.Millisecond}}))
-	if err != nil {
-		t.Fatal(err)
+	c := controlwire.NewClient(sock)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// followWhenServed follows the events of a hostd whose control socket
+// may not be there yet: hostd makes it in a moment.
+func followWhenServed(t *testing.T, ctx context.Context, api *controlwire.Client) *controlwire.Stream[controlwire.Event] {
+	t.Helper()
+	for {
+		stream, err := api.Events(ctx)
+		if err == nil {
+			return stream
+		}
+		if !errors.Is(err, controlwire.ErrUnavailable) || ctx.Err() != nil {
+			t.Fatalf("follow the events: %v", err)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return controlpb.NewControlClient(conn)
 }
 
 // until reads events up to the first of phase, and returns every event
 // seen so far; it fails the test if the stream ends first.
-func (r *hostdRun) until(phase controlpb.Phase) []*controlpb.Event {
+func (r *hostdRun) until(phase controlwire.Phase) []*controlwire.Event {
 	r.t.Helper()
 	for !r.ended {
 		if n := len(r.seen); n > 0 && r.seen[n-1].Phase == phase {
@@ -119,7 +120,7 @@ func (r *hostdRun) until(phase controlpb.Phase) []*controlpb.Event {
 }
 
 // all reads the events to the stream's end (hostd's exit).
-func (r *hostdRun) all() []*controlpb.Event {
+func (r *hostdRun) all() []*controlwire.Event {
 	r.t.Helper()
 	for !r.ended {
 		r.next()
@@ -154,11 +155,11 @@ func (r *hostdRun) wait() error {
 }
 
 // status asks hostd for its status.
-func (r *hostdRun) status() *controlpb.StatusResponse {
+func (r *hostdRun) status() *controlwire.Status {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	st, err := r.api.Status(ctx, &controlpb.StatusRequest{})
+	st, err := r.api.Status(ctx)
 	if err != nil {
 		r.t.Fatalf("status: %v", err)
 	}
@@ -166,11 +167,11 @@ func (r *hostdRun) status() *controlpb.StatusResponse {
 }
 
 // stop is `cowork stop`: it returns once the VM is gone.
-func (r *hostdRun) stop(req *controlpb.StopRequest) {
+func (r *hostdRun) stop(req *controlwire.StopRequest) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	if _, err := r.api.Stop(ctx, req); err != nil {
+	if err := r.api.Stop(ctx, *req); err != nil {
 		r.t.Fatalf("stop: %v", err)
 	}
 }
@@ -180,12 +181,12 @@ func (h *hostdTest) ready(t *testing.T) (*hostdRun, *machinetest.Machine) {
 	t.Helper()
 	r := h.start(t)
 	m := h.host.Next(t)
-	r.until(controlpb.Phase_READY)
+	r.until(controlwire.PhaseReady)
 	return r, m
 }
 
-func phases(evs []*controlpb.Event) []controlpb.Phase {
-	var ps []controlpb.Phase
+func phases(evs []*controlwire.Event) []controlwire.Phase {
+	var ps []controlwire.Phase
 	for _, ev := range evs {
 		ps = append(ps, ev.Phase)
 	}
@@ -193,7 +194,7 @@ func phases(evs []*controlpb.Event) []controlpb.Phase {
 }
 
 // checkPhases checks the phases of evs, in order.
-func checkPhases(t *testing.T, evs []*controlpb.Event, want ...controlpb.Phase) {
+func checkPhases(t *testing.T, evs []*controlwire.Event, want ...controlwire.Phase) {
 	t.Helper()
 	if got := phases(evs); !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)

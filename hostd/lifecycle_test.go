@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/internal/buildinfo"
@@ -25,7 +25,7 @@ func TestBootToReady(t *testing.T) {
 	h := newHostdTest(t, machinetest.Guest{})
 	r, m := h.ready(t)
 	evs := r.seen
-	checkPhases(t, evs, controlpb.Phase_VM_STARTED, controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_READY)
+	checkPhases(t, evs, controlwire.PhaseVMStarted, controlwire.PhaseAgentConnected, controlwire.PhaseReady)
 	if msg := evs[0].Message; msg != "VM started (machinetest, none)" {
 		t.Errorf("VM_STARTED says %q", msg)
 	}
@@ -34,10 +34,10 @@ func TestBootToReady(t *testing.T) {
 	}
 
 	st := r.status()
-	if !st.Ready || st.State != "running" || st.Name != h.cfg.Name || st.Cpus != 2 || st.MemoryBytes != int64(256*units.MiB) ||
-		st.Workspace != h.cfg.Workspace || st.Arch != "arm64" || st.HostdPid != int32(os.Getpid()) ||
-		st.AgentVersion != buildinfo.Version || st.BootId == "" || st.GuestIp != netstack.GuestIP ||
-		st.Backend != "machinetest" || st.Accelerator != "none" || st.StartedUnixNano == 0 || st.Error != "" || st.Network == nil {
+	if !st.Ready || st.State != "running" || st.Name != h.cfg.Name || st.CPUs != 2 || st.MemoryBytes != int64(256*units.MiB) ||
+		st.Workspace != h.cfg.Workspace || st.Arch != "arm64" || st.HostdPID != os.Getpid() ||
+		st.AgentVersion != buildinfo.Version || st.BootID == "" || st.GuestIP != netstack.GuestIP ||
+		st.Backend != "machinetest" || st.Accelerator != "none" || st.Started.IsZero() || st.Error != "" || st.Network == nil {
 		t.Errorf("status of a ready instance: %v", st)
 	}
 
@@ -78,7 +78,7 @@ func TestBootToReady(t *testing.T) {
 func TestStopOnRequest(t *testing.T) {
 	h := newHostdTest(t, machinetest.Guest{})
 	r, m := h.ready(t)
-	r.stop(&controlpb.StopRequest{TimeoutMs: 60_000})
+	r.stop(&controlwire.StopRequest{TimeoutMS: 60_000})
 	if err := r.wait(); err != nil {
 		t.Errorf("Run after a stop: %v", err)
 	}
@@ -87,7 +87,7 @@ func TestStopOnRequest(t *testing.T) {
 		t.Errorf("machine: %+v; want one Stop with the timeout asked, the agent powering the guest off", s)
 	}
 	evs := r.all()
-	checkPhases(t, evs[3:], controlpb.Phase_STOPPED)
+	checkPhases(t, evs[3:], controlwire.PhaseStopped)
 	if ev := evs[len(evs)-1]; ev.Message != "stopped" || ev.Error != "" {
 		t.Errorf("the last event: %v", ev)
 	}
@@ -103,11 +103,11 @@ func TestStopOnRequest(t *testing.T) {
 func TestStopForced(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		req  *controlpb.StopRequest
+		req  *controlwire.StopRequest
 		want time.Duration
 	}{
-		{"timeout", &controlpb.StopRequest{TimeoutMs: 1}, time.Millisecond},
-		{"force", &controlpb.StopRequest{Force: true, TimeoutMs: 60_000}, 0},
+		{"timeout", &controlwire.StopRequest{TimeoutMS: 1}, time.Millisecond},
+		{"force", &controlwire.StopRequest{Force: true, TimeoutMS: 60_000}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHostdTest(t, machinetest.Guest{DeafToPowerOff: true})
@@ -123,7 +123,7 @@ func TestStopForced(t *testing.T) {
 			if c.req.Force && s.PowerOffs != 0 {
 				t.Errorf("a forced stop asked the agent to power off %d times", s.PowerOffs)
 			}
-			if evs := r.all(); evs[len(evs)-1].Phase != controlpb.Phase_STOPPED || evs[len(evs)-1].Error != "" {
+			if evs := r.all(); evs[len(evs)-1].Phase != controlwire.PhaseStopped || evs[len(evs)-1].Error != "" {
 				t.Errorf("events: %v", evs)
 			}
 			checkGone(t, h.paths)
@@ -145,7 +145,7 @@ func TestCrashWhileRunning(t *testing.T) {
 		t.Errorf("Run after a crash: %v", err)
 	}
 	evs := r.all()
-	checkPhases(t, evs[3:], controlpb.Phase_STOPPED)
+	checkPhases(t, evs[3:], controlwire.PhaseStopped)
 	if ev := evs[len(evs)-1]; ev.Message != "the VM stopped unexpectedly" || err == nil || ev.Error != err.Error() {
 		t.Errorf("the last event: %v", ev)
 	}
@@ -163,8 +163,8 @@ func TestCrashDuringBoot(t *testing.T) {
 	h := newHostdTest(t, machinetest.Guest{NoAgent: true})
 	r := h.start(t)
 	m := h.host.Next(t)
-	r.until(controlpb.Phase_VM_STARTED)
-	if st := r.status(); st.Ready || st.State != "running" || st.AgentVersion != "" || st.GuestIp != "" || st.Backend != "machinetest" {
+	r.until(controlwire.PhaseVMStarted)
+	if st := r.status(); st.Ready || st.State != "running" || st.AgentVersion != "" || st.GuestIP != "" || st.Backend != "machinetest" {
 		t.Errorf("status while the guest boots: %v", st)
 	}
 	crash := errors.New("QEMU exited on its own (exit status 1)")
@@ -173,7 +173,7 @@ func TestCrashDuringBoot(t *testing.T) {
 		t.Errorf("Run after a crash during the boot: %v", err)
 	}
 	evs := r.all()
-	checkPhases(t, evs, controlpb.Phase_VM_STARTED, controlpb.Phase_FAILED)
+	checkPhases(t, evs, controlwire.PhaseVMStarted, controlwire.PhaseFailed)
 	if ev := evs[1]; ev.Message != "boot failed" || ev.Error != crash.Error() {
 		t.Errorf("the failure: %v", ev)
 	}
@@ -193,7 +193,7 @@ func TestStartFails(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 	evs := r.all()
-	checkPhases(t, evs, controlpb.Phase_FAILED)
+	checkPhases(t, evs, controlwire.PhaseFailed)
 	if len(evs) == 1 && evs[0].Error != why.Error() {
 		t.Errorf("the failure: %v", evs[0])
 	}
@@ -216,7 +216,7 @@ func TestAgentNeverAnswers(t *testing.T) {
 		t.Errorf("Run: %v\nwant: %s", err, want)
 	}
 	evs := r.all()
-	checkPhases(t, evs, controlpb.Phase_VM_STARTED, controlpb.Phase_FAILED)
+	checkPhases(t, evs, controlwire.PhaseVMStarted, controlwire.PhaseFailed)
 	if ev := evs[len(evs)-1]; ev.Error != want {
 		t.Errorf("the failure: %v", ev)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 )
@@ -79,7 +79,7 @@ func TestCancelStopsGracefully(t *testing.T) {
 		t.Errorf("machine: %+v; want the agent to power it off, in one Stop(%s)", s, DefaultStopTimeout)
 	}
 	evs := r.all()
-	checkPhases(t, evs[3:], controlpb.Phase_STOPPED)
+	checkPhases(t, evs[3:], controlwire.PhaseStopped)
 	if ev := evs[len(evs)-1]; ev.Message != "stopped" || ev.Error != "" {
 		t.Errorf("the last event: %v", ev)
 	}
@@ -94,7 +94,7 @@ func TestCancelDuringBoot(t *testing.T) {
 		h := newHostdTest(t, machinetest.Guest{NoAgent: true})
 		r := h.start(t)
 		m := h.host.Next(t)
-		r.until(controlpb.Phase_VM_STARTED)
+		r.until(controlwire.PhaseVMStarted)
 		r.cancel()
 		if err := r.wait(); err != nil {
 			t.Errorf("Run: %v", err)
@@ -102,7 +102,7 @@ func TestCancelDuringBoot(t *testing.T) {
 		if s := m.Stats(); s.End != machinetest.PoweredOff || !slices.Equal(s.Stops, []time.Duration{DefaultStopTimeout}) {
 			t.Errorf("machine: %+v", s)
 		}
-		checkPhases(t, r.all(), controlpb.Phase_VM_STARTED, controlpb.Phase_STOPPED)
+		checkPhases(t, r.all(), controlwire.PhaseVMStarted, controlwire.PhaseStopped)
 		checkGone(t, h.paths)
 	})
 	t.Run("vm starting", func(t *testing.T) {
@@ -117,7 +117,7 @@ func TestCancelDuringBoot(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 		evs := r.all()
-		checkPhases(t, evs, controlpb.Phase_STOPPED)
+		checkPhases(t, evs, controlwire.PhaseStopped)
 		if len(evs) == 1 && evs[0].Message != "stopped before the VM started" {
 			t.Errorf("the last event: %v", evs[0])
 		}
@@ -146,13 +146,13 @@ func TestRestart(t *testing.T) {
 	h := newHostdTest(t, machinetest.Guest{})
 	r1, m1 := h.ready(t)
 	m1.Print(t, "first boot\n")
-	r1.stop(&controlpb.StopRequest{})
+	r1.stop(&controlwire.StopRequest{})
 	if err := r1.wait(); err != nil {
 		t.Fatalf("first run: %v", err)
 	}
 
 	r2, m2 := h.ready(t)
-	checkPhases(t, r2.seen, controlpb.Phase_VM_STARTED, controlpb.Phase_AGENT_CONNECTED, controlpb.Phase_READY)
+	checkPhases(t, r2.seen, controlwire.PhaseVMStarted, controlwire.PhaseAgentConnected, controlwire.PhaseReady)
 	if m2 == m1 || !r2.status().Ready {
 		t.Fatal("the second run is not a new, ready VM")
 	}

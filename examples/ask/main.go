@@ -22,7 +22,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 )
 
 func main() {
@@ -56,7 +55,7 @@ func run(instance, project, prompt string) (int, error) {
 		return 0, err
 	}
 	if !inst.Running() {
-		err := inst.Start(ctx, func(e *controlpb.Event) { fmt.Fprintf(os.Stderr, "  %s\n", e.Message) })
+		err := inst.Start(ctx, func(e *cowork.Event) { fmt.Fprintf(os.Stderr, "  %s\n", e.Message) })
 		if err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
 			return 0, fmt.Errorf("start: %w", err)
 		}
@@ -72,7 +71,7 @@ func run(instance, project, prompt string) (int, error) {
 	}
 	// What the guest says is printed inert: it may hold terminal escapes.
 	fmt.Fprintf(os.Stderr, "%s is %s: %s, agent %s, guest %s\n",
-		st.Name, st.State, printable(kernel.String()), printable(st.AgentVersion), st.GuestIp)
+		st.Name, st.State, printable(kernel.String()), printable(st.AgentVersion), st.GuestIP)
 
 	cred, err := cowork.HostCredential(os.Getenv)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 
 	coworkapi "github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/internal/agentwire"
@@ -84,12 +84,12 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	}
 
 	progress("guest: %d boots", boots)
-	phases := map[controlpb.Phase][]time.Duration{}
+	phases := map[controlwire.Phase][]time.Duration{}
 	var stops []time.Duration
 	for i := range boots {
 		began := time.Now()
-		err := coworkapi.Start(context.Background(), hostdBin, instance.DefaultName, func(ev *controlpb.Event) {
-			phases[ev.Phase] = append(phases[ev.Phase], time.Unix(0, ev.UnixNano).Sub(began))
+		err := coworkapi.Start(context.Background(), hostdBin, instance.DefaultName, func(ev *controlwire.Event) {
+			phases[ev.Phase] = append(phases[ev.Phase], ev.At.Sub(began))
 		})
 		if err != nil {
 			return err
@@ -184,13 +184,13 @@ func guestSection(t *table, rounds, boots int) (err error) {
 		return ds[len(ds)/2]
 	}
 	for _, p := range []struct {
-		phase controlpb.Phase
+		phase controlwire.Phase
 		name  string
 	}{
-		{controlpb.Phase_VM_STARTED, "hypervisor running"},
-		{controlpb.Phase_KERNEL, "first console line"},
-		{controlpb.Phase_AGENT_CONNECTED, "agent answers"},
-		{controlpb.Phase_READY, "ready"},
+		{controlwire.PhaseVMStarted, "hypervisor running"},
+		{controlwire.PhaseKernel, "first console line"},
+		{controlwire.PhaseAgentConnected, "agent answers"},
+		{controlwire.PhaseReady, "ready"},
 	} {
 		t.add("`cowork start` → "+p.name, secs(med(phases[p.phase])), "", 0, "", false)
 	}
@@ -317,10 +317,10 @@ func hostdRSS() int64 {
 	}
 	defer c.Close()
 	st, err := c.Status(context.Background())
-	if err != nil {
+	if err != nil || st.HostdProcess == nil {
 		return 0
 	}
-	return st.GetHostdProcess().GetRssBytes()
+	return st.HostdProcess.RSSBytes
 }
 
 // accelOf asks the running instance which accelerator it got.

@@ -15,7 +15,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/internal/hostdwire"
@@ -43,7 +42,7 @@ func fakeHostd(name string) int {
 		return 1
 	}
 	os.WriteFile(p.SerialLog(), []byte("[    0.000000] Booting Linux on physical CPU 0x0\nwaiting for an agent that never comes\n"), 0o600)
-	h, err := instancetest.Serve(p, controlpb.Phase_VM_STARTED, controlpb.Phase_KERNEL)
+	h, err := instancetest.Serve(p, cowork.PhaseVMStarted, cowork.PhaseKernel)
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -51,7 +50,7 @@ func fakeHostd(name string) int {
 	how := "signal"
 	select {
 	case <-h.Done():
-		how = fmt.Sprint(h.Stops())
+		how = fmt.Sprintf("%+v", h.Stops())
 	case <-sigs:
 		h.Stop()
 	}
@@ -120,7 +119,7 @@ func TestStartStopsTheVMItBooted(t *testing.T) {
 	if instance.Held(p) {
 		t.Error("the hostd this start launched still holds the instance")
 	}
-	if by, err := os.ReadFile(filepath.Join(p.Dir(), "stopped-by")); err != nil || (string(by) != "signal" && !strings.Contains(string(by), "force:true")) {
+	if by, err := os.ReadFile(filepath.Join(p.Dir(), "stopped-by")); err != nil || (string(by) != "signal" && !strings.Contains(string(by), "Force:true")) {
 		t.Errorf("the launched hostd was stopped by %q (%v), want its power cut", by, err)
 	}
 }
@@ -130,14 +129,14 @@ func TestAbandonedSaysWhyAndWhere(t *testing.T) {
 	timedOut := context.DeadlineExceeded
 	for _, c := range []struct {
 		ab   cowork.AbandonedError
-		last controlpb.Phase
+		last cowork.Phase
 		want string
 	}{
-		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_KERNEL,
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, cowork.PhaseKernel,
 			"sandbox did not become ready within 1m0s: the guest booted but never reached its agent; stopped the VM this start booted\nthe guest's console log is " + p.SerialLog() + "\n"},
-		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_VM_STARTED, "the guest never got to its kernel"},
-		{cowork.AbandonedError{Err: timedOut, Launched: true}, controlpb.Phase_PROVISIONING, "its provisioning had not finished"},
-		{cowork.AbandonedError{Err: timedOut, Launched: true, StopErr: errors.New("hostd (pid 7) did not stop")}, controlpb.Phase_KERNEL, "(stopping failed: hostd (pid 7) did not stop)"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, cowork.PhaseVMStarted, "the guest never got to its kernel"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true}, cowork.PhaseProvisioning, "its provisioning had not finished"},
+		{cowork.AbandonedError{Err: timedOut, Launched: true, StopErr: errors.New("hostd (pid 7) did not stop")}, cowork.PhaseKernel, "(stopping failed: hostd (pid 7) did not stop)"},
 	} {
 		ios, _, _, _ := iostreams.Test()
 		err := abandoned(ios, instance.DefaultName, time.Minute, &c.ab, c.last)
@@ -147,7 +146,7 @@ func TestAbandonedSaysWhyAndWhere(t *testing.T) {
 	}
 
 	ios, _, _, errOut := iostreams.Test()
-	err := abandoned(ios, instance.DefaultName, time.Minute, &cowork.AbandonedError{Err: context.Canceled, Launched: true}, controlpb.Phase_KERNEL)
+	err := abandoned(ios, instance.DefaultName, time.Minute, &cowork.AbandonedError{Err: context.Canceled, Launched: true}, cowork.PhaseKernel)
 	if cmdutil.ExitCode(err) != 130 || errOut.String() != "\ninterrupted; stopped the VM this start booted\n" {
 		t.Errorf("interrupted: %v, %q", err, errOut)
 	}

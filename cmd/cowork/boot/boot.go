@@ -15,7 +15,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -52,7 +51,7 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 // Ctrl-C, or after timeout with why (the last boot phase reached) and
 // where the guest's console is. cowork.Start stopped the VM if this start
 // booted it; one that was booting already it left running.
-func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab *cowork.AbandonedError, last controlpb.Phase) error {
+func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab *cowork.AbandonedError, last cowork.Phase) error {
 	var msg string
 	switch {
 	case !errors.Is(ab.Err, context.DeadlineExceeded):
@@ -85,13 +84,13 @@ func abandoned(ios *iostreams.IOStreams, name string, timeout time.Duration, ab 
 
 // notReached says how far a boot got that was not ready in time, from the
 // last phase it reported.
-func notReached(last controlpb.Phase) string {
+func notReached(last cowork.Phase) string {
 	switch last {
-	case controlpb.Phase_PHASE_UNSPECIFIED:
+	case cowork.PhaseUnspecified:
 		return "the VM never started"
-	case controlpb.Phase_VM_STARTED:
+	case cowork.PhaseVMStarted:
 		return "the guest never got to its kernel (nothing on its console)"
-	case controlpb.Phase_KERNEL:
+	case cowork.PhaseKernel:
 		return "the guest booted but never reached its agent"
 	default:
 		return "the guest's agent answered, but its provisioning had not finished"
@@ -103,14 +102,14 @@ func notReached(last controlpb.Phase) string {
 type printer struct {
 	ios   *iostreams.IOStreams
 	began time.Time
-	last  controlpb.Phase // the furthest the boot got
+	last  cowork.Phase // the furthest the boot got
 }
 
-func (p *printer) event(ev *controlpb.Event) {
-	if ev.Phase <= controlpb.Phase_READY {
+func (p *printer) event(ev *cowork.Event) {
+	if ev.Phase <= cowork.PhaseReady {
 		p.last = max(p.last, ev.Phase)
 	}
-	at := time.Unix(0, ev.UnixNano).Sub(p.began)
+	at := ev.At.Sub(p.began)
 	if at < 0 {
 		at = 0 // an event from before this command attached
 	}
@@ -122,7 +121,7 @@ func (p *printer) event(ev *controlpb.Event) {
 	// The cause of a boot that ended is the error start returns: it is
 	// not shown twice.
 	line := termsafe.Line(ev.Message)
-	if ev.Error != "" && ev.Phase != controlpb.Phase_FAILED && ev.Phase != controlpb.Phase_STOPPED {
+	if ev.Error != "" && ev.Phase != cowork.PhaseFailed && ev.Phase != cowork.PhaseStopped {
 		line += ": " + termsafe.Text(ev.Error)
 	}
 	fmt.Fprintf(p.ios.ErrOut, "  %s %s\n", stamp, line)

@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
 func TestBootProgressShowsGuestTextInert(t *testing.T) {
 	ios, _, _, errOut := iostreams.Test()
 	p := &printer{ios: ios, began: time.Now()}
-	p.event(&controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: controlpb.Phase_PROVISIONING,
+	p.event(&cowork.Event{At: time.Now(), Phase: cowork.PhaseProvisioning,
 		Message: "provisioning: " + termsafetest.Attack + "\n  [  9.9s] ready"})
-	p.event(&controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: controlpb.Phase_AGENT_CONNECTED,
+	p.event(&cowork.Event{At: time.Now(), Phase: cowork.PhaseAgentConnected,
 		Message: "agent connected", Error: "note: " + termsafetest.Attack + "\nsecond line"})
 	out := errOut.String()
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
@@ -30,7 +30,7 @@ func TestBootProgressShowsGuestTextInert(t *testing.T) {
 func TestBootProgressLeavesTheCauseToTheError(t *testing.T) {
 	ios, _, _, errOut := iostreams.Test()
 	p := &printer{ios: ios, began: time.Now()}
-	p.event(&controlpb.Event{UnixNano: time.Now().UnixNano(), Phase: controlpb.Phase_FAILED,
+	p.event(&cowork.Event{At: time.Now(), Phase: cowork.PhaseFailed,
 		Message: "boot failed", Error: "qemu-system-aarch64: failed to find romfile"})
 	if out := errOut.String(); !strings.HasSuffix(out, "] boot failed\n") {
 		t.Errorf("the progress line of a failed boot: %q", out)

@@ -9,12 +9,11 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
@@ -185,16 +184,16 @@ func TestPolicyOfAMissingInstance(t *testing.T) {
 
 // policyHostd stands in for a running hostd that applies policies.
 type policyHostd struct {
-	controlpb.UnimplementedControlServer
+	controlwire.Unimplemented
 	mu  sync.Mutex
 	got []string // the policies it was sent, as JSON
 }
 
-func (h *policyHostd) SetPolicy(_ context.Context, r *controlpb.SetPolicyRequest) (*controlpb.SetPolicyResponse, error) {
+func (h *policyHostd) SetPolicy(_ context.Context, policy json.RawMessage) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.got = append(h.got, r.PolicyJson)
-	return &controlpb.SetPolicyResponse{}, nil
+	h.got = append(h.got, string(policy))
+	return nil
 }
 
 // servePolicyHostd holds the instance at p and answers its control socket.
@@ -210,10 +209,9 @@ func servePolicyHostd(t *testing.T, p instance.Paths) *policyHostd {
 		t.Fatal(err)
 	}
 	h := &policyHostd{}
-	srv := grpc.NewServer()
-	controlpb.RegisterControlServer(srv, h)
+	srv := controlwire.NewServer(h)
 	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
+	t.Cleanup(srv.Close)
 	return h
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/units"
@@ -91,18 +90,18 @@ const degradedRecent = 5 * time.Minute
 // networkFrom is hostd's network stats in status's terms, with the note
 // on a degraded network; config is the instance's config file, where the
 // limit can be raised.
-func networkFrom(n *controlpb.NetworkStats, now time.Time, config string) *NetworkStats {
-	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DnsQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
+func networkFrom(n *cowork.NetworkStats, now time.Time, config string) *NetworkStats {
+	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DNSQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
 		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows}
 	var notes []string
 	for _, f := range n.ServeFailures {
-		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: time.Unix(0, f.UnixNano)}
+		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: f.At}
 		st.ServeFailures = append(st.ServeFailures, sf)
 		notes = append(notes, fmt.Sprintf("%s stopped serving at %s (%s); the guest goes without it until the instance restarts (`cowork stop`, then `cowork start`)",
 			sf.Service, sf.At.Local().Format(time.TimeOnly), sf.Error))
 	}
-	if n.RefusedFlows > 0 && n.LastRefusedUnixNano != 0 {
-		since, last := time.Unix(0, n.FirstRefusedUnixNano), time.Unix(0, n.LastRefusedUnixNano)
+	if n.RefusedFlows > 0 && !n.LastRefused.IsZero() {
+		since, last := n.FirstRefused, n.LastRefused
 		st.RefusedSince, st.LastRefused = &since, &last
 		if now.Sub(last) < degradedRecent || (n.MaxFlows > 0 && n.ActiveFlows >= n.MaxFlows) {
 			notes = append(notes, fmt.Sprintf("the guest hit the limit of %d concurrent connections %d times since %s (last %s ago); "+
@@ -190,18 +189,18 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		st.Note = fmt.Sprintf("hostd holds the instance but does not answer (%v); see %s", err, paths.HostdLog())
 		return st, nil
 	}
-	st.State, st.Ready, st.HostdPid = r.State, r.Ready, int(r.HostdPid)
+	st.State, st.Ready, st.HostdPid = r.State, r.Ready, r.HostdPID
 	st.Note = cmdutil.WorkspaceGone(cfg, name)
-	if r.StartedUnixNano > 0 {
-		st.UptimeSeconds = int64(time.Since(time.Unix(0, r.StartedUnixNano)).Seconds())
+	if !r.Started.IsZero() {
+		st.UptimeSeconds = int64(time.Since(r.Started).Seconds())
 	}
-	st.DiskUsedBytes, st.GuestIP, st.AgentVersion = r.DiskUsedBytes, r.GuestIp, r.AgentVersion
+	st.DiskUsedBytes, st.GuestIP, st.AgentVersion = r.DiskUsedBytes, r.GuestIP, r.AgentVersion
 	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
 	if n := r.Network; n != nil {
 		st.Network = networkFrom(n, time.Now(), filepath.Join(paths.Dir(), "config.json"))
 	}
-	if p := r.HostdProcess; p != nil && p.OpenFds > 0 {
-		st.HostdOpenFDs = int(p.OpenFds)
+	if p := r.HostdProcess; p != nil && p.OpenFDs > 0 {
+		st.HostdOpenFDs = p.OpenFDs
 	}
 	return st, nil
 }

@@ -6,24 +6,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/controlpb"
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
 func TestNetworkDegradedWhileTheLimitIsHit(t *testing.T) {
 	now := time.Date(2030, 1, 2, 15, 4, 5, 0, time.Local)
-	stats := func(active, refused int64, last time.Duration) *controlpb.NetworkStats {
-		n := &controlpb.NetworkStats{Flows: 20000, Blocked: 19000, ActiveFlows: active, MaxFlows: 1024, RefusedFlows: refused}
+	stats := func(active, refused int64, last time.Duration) *cowork.NetworkStats {
+		n := &cowork.NetworkStats{Flows: 20000, Blocked: 19000, ActiveFlows: active, MaxFlows: 1024, RefusedFlows: refused}
 		if refused > 0 {
-			n.FirstRefusedUnixNano = now.Add(-time.Hour).UnixNano()
-			n.LastRefusedUnixNano = now.Add(-last).UnixNano()
+			n.FirstRefused = now.Add(-time.Hour)
+			n.LastRefused = now.Add(-last)
 		}
 		return n
 	}
 	for _, c := range []struct {
 		name     string
-		in       *controlpb.NetworkStats
+		in       *cowork.NetworkStats
 		degraded bool
 	}{
 		{"never refused", stats(1024, 0, 0), false},
@@ -69,8 +69,8 @@ func TestNetworkDegradedWhileTheLimitIsHit(t *testing.T) {
 // network degraded, says which and why, and is in --json.
 func TestNetworkDegradedWhenAServiceStopped(t *testing.T) {
 	now := time.Date(2030, 1, 2, 15, 4, 5, 0, time.Local)
-	in := &controlpb.NetworkStats{Flows: 3, MaxFlows: 1024, ServeFailures: []*controlpb.ServeFailure{
-		{Service: "proxy", Error: "accept tcp 192.168.127.1:3128: endpoint is closed\x1b[2J", UnixNano: now.Add(-time.Minute).UnixNano()},
+	in := &cowork.NetworkStats{Flows: 3, MaxFlows: 1024, ServeFailures: []cowork.ServeFailure{
+		{Service: "proxy", Error: "accept tcp 192.168.127.1:3128: endpoint is closed\x1b[2J", At: now.Add(-time.Minute)},
 	}}
 	n := networkFrom(in, now, "/home/me/.cowork/sandbox/config.json")
 	if len(n.ServeFailures) != 1 || n.ServeFailures[0].Service != "proxy" || !n.ServeFailures[0].At.Equal(now.Add(-time.Minute)) {
@@ -96,7 +96,7 @@ func TestNetworkDegradedWhenAServiceStopped(t *testing.T) {
 		t.Errorf("--json: %s", b)
 	}
 	// With the limit hit too, both are said.
-	in.RefusedFlows, in.FirstRefusedUnixNano, in.LastRefusedUnixNano = 5, now.Add(-time.Hour).UnixNano(), now.Add(-time.Second).UnixNano()
+	in.RefusedFlows, in.FirstRefused, in.LastRefused = 5, now.Add(-time.Hour), now.Add(-time.Second)
 	if d := networkFrom(in, now, "config.json").Degraded; !strings.Contains(d, "proxy stopped serving") || !strings.Contains(d, "hit the limit") {
 		t.Errorf("degraded %q, want both the failure and the limit", d)
 	}

@@ -82,7 +82,7 @@ func TestStopARunningInstance(t *testing.T) {
 		if err != nil || !strings.Contains(errOut, "Stopping sandbox...\n") || !strings.Contains(errOut, "sandbox stopped (") {
 			t.Fatalf("%q: %q %v", c.args, errOut, err)
 		}
-		if got := h.Stops(); len(got) != 1 || got[0].Force != c.force || got[0].TimeoutMs != c.timeout.Milliseconds() {
+		if got := h.Stops(); len(got) != 1 || got[0].Force != c.force || got[0].TimeoutMS != c.timeout.Milliseconds() {
 			t.Errorf("%q: hostd was asked %v", c.args, got)
 		}
 		if instance.Held(p) {

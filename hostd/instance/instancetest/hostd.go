@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/coworkhq/cowork/hostd/controlpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
@@ -23,12 +21,12 @@ import (
 type Hostd struct {
 	paths  instance.Paths
 	lock   *instance.Lock
-	srv    *grpc.Server
-	events []*controlpb.Event
+	srv    *controlwire.Server
+	events []*controlwire.Event
 	done   chan struct{}
 
 	mu    sync.Mutex
-	stops []*controlpb.StopRequest
+	stops []controlwire.StopRequest
 	gone  bool
 }
 
@@ -37,9 +35,9 @@ type Hostd struct {
 // end stops it.
 func Running(t testing.TB, p instance.Paths, ready bool) *Hostd {
 	t.Helper()
-	phases := []controlpb.Phase{controlpb.Phase_VM_STARTED}
+	phases := []controlwire.Phase{controlwire.PhaseVMStarted}
 	if ready {
-		phases = append(phases, controlpb.Phase_READY)
+		phases = append(phases, controlwire.PhaseReady)
 	}
 	h, err := Serve(p, phases...)
 	if err != nil {
@@ -51,7 +49,7 @@ func Running(t testing.TB, p instance.Paths, ready bool) *Hostd {
 
 // Serve starts a stand-in hostd for the instance at p whose boot reports
 // phases, in order; Stop ends it.
-func Serve(p instance.Paths, phases ...controlpb.Phase) (*Hostd, error) {
+func Serve(p instance.Paths, phases ...controlwire.Phase) (*Hostd, error) {
 	l, err := instance.TryLock(p)
 	if err != nil {
 		return nil, err
@@ -65,11 +63,11 @@ func Serve(p instance.Paths, phases ...controlpb.Phase) (*Hostd, error) {
 		l.Release()
 		return nil, err
 	}
-	h := &Hostd{paths: p, lock: l, srv: grpc.NewServer(), done: make(chan struct{})}
+	h := &Hostd{paths: p, lock: l, done: make(chan struct{})}
 	for _, ph := range phases {
-		h.events = append(h.events, &controlpb.Event{Phase: ph, Message: strings.ToLower(ph.String()), UnixNano: time.Now().UnixNano()})
+		h.events = append(h.events, &controlwire.Event{Phase: ph, Message: strings.ToLower(ph.String()), At: time.Now()})
 	}
-	controlpb.RegisterControlServer(h.srv, &control{h: h})
+	h.srv = controlwire.NewServer(&control{h: h})
 	go h.srv.Serve(ln)
 	return h, nil
 }
@@ -78,14 +76,14 @@ func Serve(p instance.Paths, phases ...controlpb.Phase) (*Hostd, error) {
 func (h *Hostd) Done() <-chan struct{} { return h.done }
 
 func (h *Hostd) ready() bool {
-	return len(h.events) > 0 && h.events[len(h.events)-1].Phase == controlpb.Phase_READY
+	return len(h.events) > 0 && h.events[len(h.events)-1].Phase == controlwire.PhaseReady
 }
 
 // Stops is what Stop was asked, in order.
-func (h *Hostd) Stops() []*controlpb.StopRequest {
+func (h *Hostd) Stops() []controlwire.StopRequest {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]*controlpb.StopRequest(nil), h.stops...)
+	return append([]controlwire.StopRequest(nil), h.stops...)
 }
 
 // Stop ends the stand-in: the lock is released, the sockets removed.
@@ -97,7 +95,7 @@ func (h *Hostd) Stop() {
 	}
 	h.gone = true
 	h.mu.Unlock()
-	h.srv.Stop()
+	h.srv.Close()
 	h.lock.Release()
 	for _, f := range []string{h.paths.HostdSock(), h.paths.PidFile()} {
 		os.Remove(f)
@@ -106,25 +104,25 @@ func (h *Hostd) Stop() {
 }
 
 type control struct {
-	controlpb.UnimplementedControlServer
+	controlwire.Unimplemented
 	h *Hostd
 }
 
-func (c *control) Status(context.Context, *controlpb.StatusRequest) (*controlpb.StatusResponse, error) {
-	return &controlpb.StatusResponse{State: "running", Ready: c.h.ready(), HostdPid: int32(os.Getpid())}, nil
+func (c *control) Status(context.Context) (*controlwire.Status, error) {
+	return &controlwire.Status{State: "running", Ready: c.h.ready(), HostdPID: os.Getpid()}, nil
 }
 
-func (c *control) Stop(_ context.Context, req *controlpb.StopRequest) (*controlpb.StopResponse, error) {
+func (c *control) Stop(_ context.Context, req controlwire.StopRequest) error {
 	c.h.mu.Lock()
 	c.h.stops = append(c.h.stops, req)
 	c.h.mu.Unlock()
 	go c.h.Stop() // after the answer, as hostd exits after its VM stopped
-	return &controlpb.StopResponse{}, nil
+	return nil
 }
 
-func (c *control) Events(_ *controlpb.EventsRequest, stream controlpb.Control_EventsServer) error {
+func (c *control) Events(ctx context.Context, send func(*controlwire.Event) error) error {
 	for _, ev := range c.h.events {
-		if err := stream.Send(ev); err != nil {
+		if err := send(ev); err != nil {
 			return err
 		}
 	}
@@ -132,7 +130,7 @@ func (c *control) Events(_ *controlpb.EventsRequest, stream controlpb.Control_Ev
 		return nil
 	}
 	select {
-	case <-stream.Context().Done():
+	case <-ctx.Done():
 	case <-c.h.done:
 	}
 	return nil

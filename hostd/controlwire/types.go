@@ -1,0 +1,143 @@
+package controlwire
+
+import (
+	"fmt"
+	"time"
+)
+
+// Status describes the instance and its VM, as hostd sees it. A time
+// that did not happen is the zero time, left out of the JSON.
+type Status struct {
+	Name string `json:"name"`
+	// State is starting, running, stopping or stopped.
+	State string `json:"state"`
+	// Ready is true once the agent answers and the guest finished
+	// provisioning: commands can run.
+	Ready    bool `json:"ready"`
+	HostdPID int  `json:"hostd_pid"`
+	// Started is when the VM was started.
+	Started     time.Time `json:"started,omitzero"`
+	CPUs        int       `json:"cpus"`
+	MemoryBytes int64     `json:"memory_bytes"`
+	DiskBytes   int64     `json:"disk_bytes"`
+	// DiskUsedBytes is what the (sparse) disk image takes on the host.
+	DiskUsedBytes int64  `json:"disk_used_bytes"`
+	Workspace     string `json:"workspace"`
+	GuestIP       string `json:"guest_ip,omitempty"`
+	AgentVersion  string `json:"agent_version,omitempty"`
+	// Backend is the hypervisor ("qemu", "vz"); Accelerator its
+	// accelerator ("kvm", "tcg", "hvf").
+	Backend     string `json:"backend,omitempty"`
+	Accelerator string `json:"accelerator,omitempty"`
+	Arch        string `json:"arch"`
+	// BootID is the guest's boot id, from its agent.
+	BootID string `json:"boot_id,omitempty"`
+	// Error says why the VM stopped when nobody asked it to. It quotes
+	// QEMU's log: print it through termsafe.
+	Error   string        `json:"error,omitempty"`
+	Network *NetworkStats `json:"network,omitempty"`
+	// HostdProcess is hostd's own use of resources, to watch for leaks.
+	HostdProcess *ProcessStats `json:"hostd_process,omitempty"`
+}
+
+// ProcessStats is a process's use of resources.
+type ProcessStats struct {
+	Goroutines int   `json:"goroutines"`
+	OpenFDs    int   `json:"open_fds"`
+	RSSBytes   int64 `json:"rss_bytes"`
+}
+
+// NetworkStats is what the audit log recorded since hostd started, and
+// the state of the guest's flow limits.
+type NetworkStats struct {
+	Flows      int64 `json:"flows"`
+	Blocked    int64 `json:"blocked"`
+	DNSQueries int64 `json:"dns_queries"`
+	BytesOut   int64 `json:"bytes_out"`
+	BytesIn    int64 `json:"bytes_in"`
+	// ActiveFlows are the guest's flows open now; MaxFlows the most it may
+	// have open at once (network.max_flows, fitted to hostd's open-file
+	// limit).
+	ActiveFlows int64 `json:"active_flows"`
+	MaxFlows    int64 `json:"max_flows"`
+	// RefusedFlows were refused by the limits since hostd started, the
+	// first at FirstRefused, the last at LastRefused.
+	RefusedFlows int64     `json:"refused_flows"`
+	FirstRefused time.Time `json:"first_refused,omitzero"`
+	LastRefused  time.Time `json:"last_refused,omitzero"`
+	// ServeFailures are the services of the guest's network (the proxy,
+	// the relay, DNS, DHCP, the guest's link, a published port) whose
+	// serve loop ended while the network ran; none while all serve.
+	ServeFailures []ServeFailure `json:"serve_failures,omitempty"`
+}
+
+// ServeFailure is a service that stopped serving, and why.
+type ServeFailure struct {
+	Service string    `json:"service"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// Event is a step of the boot. Its texts may quote the guest: hostd makes
+// them printable (termsafe) and cuts them to 8 KiB.
+type Event struct {
+	At    time.Time `json:"at"`
+	Phase Phase     `json:"phase"`
+	// Message is a human-readable line about this phase.
+	Message string `json:"message"`
+	// Error is set on PhaseFailed (and PhaseStopped, when the VM stopped
+	// on its own): what went wrong.
+	Error string `json:"error,omitempty"`
+}
+
+// Phase is how far a boot got. Phases up to PhaseReady come in this
+// order, so a follower can keep the furthest with max; PhaseFailed and
+// PhaseStopped end a boot. On the wire a phase is its name, as String
+// gives it; a name this side does not know reads as PhaseUnspecified.
+type Phase int
+
+// The phases.
+const (
+	PhaseUnspecified Phase = iota
+	// PhaseVMStarted: hostd started the hypervisor.
+	PhaseVMStarted
+	// PhaseKernel: the guest kernel printed its first line.
+	PhaseKernel
+	// PhaseAgentConnected: the guest agent answered.
+	PhaseAgentConnected
+	// PhaseProvisioning: the guest is still provisioning (cloud-init).
+	PhaseProvisioning
+	// PhaseReady: everything is up, commands can run.
+	PhaseReady
+	// PhaseFailed: the boot failed; the VM is stopped, unless its
+	// provisioning failed (the guest is then kept up for a look).
+	PhaseFailed
+	// PhaseStopped: the VM stopped.
+	PhaseStopped
+)
+
+var phaseNames = [...]string{"unspecified", "vm_started", "kernel", "agent_connected", "provisioning", "ready", "failed", "stopped"}
+
+// String is the phase's name on the wire.
+func (p Phase) String() string {
+	if p >= 0 && int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// MarshalText writes the phase's name.
+func (p Phase) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads a phase's name; one from a newer hostd that this
+// side does not know is PhaseUnspecified, not an error that would end
+// the stream it came in.
+func (p *Phase) UnmarshalText(b []byte) error {
+	*p = PhaseUnspecified
+	for i, name := range phaseNames {
+		if string(b) == name {
+			*p = Phase(i)
+		}
+	}
+	return nil
+}

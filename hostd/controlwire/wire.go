@@ -1,0 +1,147 @@
+// Package controlwire is hostd's control API on $COWORK_HOME/NAME/hostd.sock:
+// the messages, their framing, a server and a client. The CLI, the public Go
+// package cowork and hostd all speak it, and it uses the standard library
+// only: the CLI links no gRPC nor protobuf, which would cost it milliseconds
+// at every start (issue 17).
+//
+// The protocol is one call per connection, in JSON lines a program in any
+// language can speak with a Unix socket:
+//
+//   - the client sends one Request as one line of JSON (at most MaxRequest
+//     bytes, within RequestTimeout of connecting) and then keeps its side
+//     open: closing it cancels the call (a relay session ends with it);
+//   - hostd answers Reply lines. A plain call answers one line; a stream
+//     (events, open_session) answers a line per message. The last line of
+//     every call has "done": true, or an "error" and its "code"; a
+//     connection that ends before such a line was cut (hostd exited).
+//
+// For example:
+//
+//	→ {"call":"status"}
+//	← {"status":{"name":"sandbox","state":"running","ready":true,...},"done":true}
+//	→ {"call":"set_policy","policy":{"mode":"open"}}
+//	← {"error":"policy: ...","code":"invalid_argument"}
+package controlwire
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Call names a call of the control API.
+type Call string
+
+// The calls.
+const (
+	// CallStatus answers a Status.
+	CallStatus Call = "status"
+	// CallStop (Request.Stop) shuts the guest down, or cuts its power,
+	// and answers once the VM has stopped; hostd then exits.
+	CallStop Call = "stop"
+	// CallEvents replays the boot so far as Event lines, then follows it
+	// as it happens, until the instance is ready, fails or stops.
+	CallEvents Call = "events"
+	// CallSetPolicy (Request.Policy) replaces the running guest's network
+	// policy; new flows follow it at once. hostd also saves it in the
+	// instance's config.
+	CallSetPolicy Call = "set_policy"
+	// CallOpenSession (Request.OpenSession) hands hostd an API credential
+	// for its credential relay and answers, in its first line, the Session
+	// a guest process uses instead of it. The session lives as long as the
+	// connection: it ends when the client closes it (or dies: its socket
+	// closes), when CallCloseSession ends it, when hostd exits, or at its
+	// ceiling. hostd then ends the call: done when the session was closed,
+	// CodeExpired at its ceiling, CodeUnavailable when hostd exits.
+	CallOpenSession Call = "open_session"
+	// CallCloseSession (Request.SessionID) ends a session at once: its
+	// placeholder has stopped working when the call answers, and its
+	// requests in flight are cut.
+	CallCloseSession Call = "close_session"
+)
+
+// Bounds of what each side reads. A request is small, the policy being
+// the largest; a reply line is a Status or one Event, whose texts hostd
+// bounds (8 KiB each).
+const (
+	MaxRequest = 1 << 20
+	MaxReply   = 1 << 20
+)
+
+// RequestTimeout is how long hostd waits for a request line after it
+// accepted a connection; a client that sends nothing is dropped then.
+const RequestTimeout = 10 * time.Second
+
+// Request is the one line a client sends: its Call and that call's
+// arguments.
+type Request struct {
+	Call        Call                `json:"call"`
+	Stop        *StopRequest        `json:"stop,omitempty"`
+	Policy      json.RawMessage     `json:"policy,omitempty"`
+	OpenSession *OpenSessionRequest `json:"open_session,omitempty"`
+	SessionID   string              `json:"session_id,omitempty"`
+}
+
+// Reply is a line hostd sends. A message line carries one of Status,
+// Event or Session; the last line of a call has Done, or Error and Code.
+type Reply struct {
+	Status  *Status  `json:"status,omitempty"`
+	Event   *Event   `json:"event,omitempty"`
+	Session *Session `json:"session,omitempty"`
+	Done    bool     `json:"done,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Code    Code     `json:"code,omitempty"`
+}
+
+// StopRequest is how to stop.
+type StopRequest struct {
+	// Force cuts the power at once instead of asking the guest to shut
+	// down.
+	Force bool `json:"force,omitempty"`
+	// TimeoutMS is how long the guest may take to shut down before its
+	// power is cut; 0 means hostd's default.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// OpenSessionRequest is the credential a session hands the relay. It is
+// a secret: String and the server's errors never show the key or token.
+type OpenSessionRequest struct {
+	// Endpoint is the real API endpoint; empty means Anthropic's API.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Exactly one of APIKey and AuthToken.
+	APIKey    string `json:"api_key,omitempty"`
+	AuthToken string `json:"auth_token,omitempty"`
+	// TTLSeconds is the session's ceiling: it ends this long after it
+	// opened even if its connection is still open. 0, or more than 8
+	// hours, means 8 hours.
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// String shows which secret the request holds, never the secret itself
+// (nor the endpoint, whose URL may carry a password).
+func (r OpenSessionRequest) String() string {
+	kind := "no credential"
+	switch {
+	case r.APIKey != "" && r.AuthToken != "":
+		kind = "an API key and an auth token"
+	case r.APIKey != "":
+		kind = "an API key"
+	case r.AuthToken != "":
+		kind = "an auth token"
+	}
+	return fmt.Sprintf("session request with %s, ttl %ds", kind, r.TTLSeconds)
+}
+
+// GoString is String, so that %#v does not print the secret either.
+func (r OpenSessionRequest) GoString() string { return r.String() }
+
+// Session is what a guest process gets instead of the credential.
+type Session struct {
+	ID string `json:"id"`
+	// Placeholder is what the guest process gets as its API key or token.
+	Placeholder string `json:"placeholder"`
+	// BaseURL is what it gets as ANTHROPIC_BASE_URL: the relay.
+	BaseURL string `json:"base_url"`
+	// Expires is when the session reaches its ceiling.
+	Expires time.Time `json:"expires"`
+}
