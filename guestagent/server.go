@@ -160,6 +160,9 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 		DefaultUser: s.opts.DefaultUser,
 	}
 	resp.TimeUnixNano = time.Now().UnixNano()
+	bt := readBootTimes()
+	resp.InitStartedMs, resp.UserspaceStartedMs = bt.initStarted, bt.userspaceStarted
+	resp.AgentStartedMs, resp.AgentListeningMs = bt.agentStarted, bt.agentListening
 	ps := procstat.Self()
 	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {

@@ -128,3 +128,29 @@ func childPipe(parentReads bool) (parent, child *os.File, err error) {
 	// NewFile sees the non-blocking mode and polls that end.
 	return os.NewFile(uintptr(ours), "|agent"), os.NewFile(uintptr(theirs), "|child"), nil
 }
+
+// uptimeMs is CLOCK_BOOTTIME, the clock of /proc/uptime, in milliseconds;
+// 0 when it cannot be read.
+func uptimeMs() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return ts.Nano() / 1e6
+}
+
+// userspaceStartMs is when the kernel started user space (its init), from
+// the kernel log; 0 when it cannot tell. The agent reads the log once.
+func userspaceStartMs() int64 {
+	const readAll, sizeBuffer = 3, 10 // SYSLOG_ACTION_*
+	n, err := unix.Klogctl(sizeBuffer, nil)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	buf := make([]byte, min(n, 4<<20))
+	n, err = unix.Klogctl(readAll, buf)
+	if err != nil {
+		return 0
+	}
+	return parseRunInit(buf[:n])
+}

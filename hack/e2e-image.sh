@@ -30,6 +30,13 @@ ROOTFS_SIZE=2G
 PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
+# What the root disk, the agent's channel and the power button need: the
+# initramfs loads only these when the root has /etc/cowork/modules-late
+# (the busybox guest, whose boot scripts load the rest: NET_MODULES before
+# the agent starts, the others after), and every module otherwise (the
+# cloud stand-in has no modprobe).
+EARLY_MODULES="virtio_pci virtio_mmio virtio_blk virtio_console crc32c_generic ext4 gpio_keys evdev"
+NET_MODULES="virtio_net fuse virtiofs"
 SCRIPT_REV=3 # bump when this script's output changes for the same inputs
 
 case "$ARCH" in
@@ -149,6 +156,11 @@ fi
 KVER=$(ls "$OUT/kernel/lib/modules")
 MODS=$(for m in $MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
 	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
+EARLY_MODS=$(for m in $EARLY_MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
+	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
+NET_MODS=$(for m in $NET_MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
+	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | grep -vxF "$EARLY_MODS" || true)
+LATE_MODS=$(printf '%s\n' $MODS | grep -vxF "$EARLY_MODS" | grep -vxF "$NET_MODS" || true)
 
 # install_modules puts the initramfs's modules (MODS) into the tree $1 and
 # indexes them, so that modprobe works there after the switch to it.
@@ -173,7 +185,7 @@ read -r -d '' INITRAMFS_INIT <<'EOF' || true
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.order
+while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.early
 root=/dev/vda fstype=ext4 init=/sbin/init
 for a in $(cat /proc/cmdline); do
 	case "$a" in
@@ -188,12 +200,15 @@ if ! mount -t "$fstype" -o rw "$root" /newroot; then
 	echo "initramfs: cannot mount $root"
 	exec setsid cttyhack sh
 fi
+# A root that loads the rest itself says so; for any other, load them now.
+[ -f /newroot/etc/cowork/modules-late ] ||
+	while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.late
 mount --move /dev /newroot/dev
 umount /proc /sys
 exec switch_root /newroot "$init"
 EOF
 
-I_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$K_STAMP" "busybox-static=$BB_VER" "$INITRAMFS_INIT" | sha256sum | cut -c1-16)
+I_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$K_STAMP" "$EARLY_MODULES" "busybox-static=$BB_VER" "$INITRAMFS_INIT" | sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.initrd.stamp" 2>/dev/null)" != "$I_STAMP" ] || [ ! -f "$OUT/initrd.img" ]; then
 	log "initramfs: kernel $KVER, busybox-static $BB_VER"
 	bbdeb=$(fetch_deb busybox-static "$BB_VER")
@@ -205,12 +220,17 @@ if [ "$(cat "$OUT/.initrd.stamp" 2>/dev/null)" != "$I_STAMP" ] || [ ! -f "$OUT/i
 	cp "$OUT/bb.tmp/bin/busybox" "$OUT/busybox"
 	printf '%s\n' "$INITRAMFS_INIT" >"$T/init"
 	chmod 755 "$T/init"
-	: >"$T/etc/modules.order"
+	: >"$T/etc/modules.early"
+	: >"$T/etc/modules.late"
 	for p in $MODS; do
 		rel=${p#"$OUT/kernel"}
 		mkdir -p "$T$(dirname "$rel")"
 		cp "$p" "$T$rel"
-		echo "$rel" >>"$T/etc/modules.order"
+		if printf '%s\n' "$EARLY_MODS" | grep -qxF "$p"; then
+			echo "$rel" >>"$T/etc/modules.early"
+		else
+			echo "$rel" >>"$T/etc/modules.late"
+		fi
 	done
 	mknod -m 600 "$T/dev/console" c 5 1 2>/dev/null || true
 	(cd "$T" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet | gzip -6n) >"$OUT/initrd.img.tmp"
@@ -257,38 +277,58 @@ if [ ! -f "$OUT/ssh/id_ed25519" ]; then
 	ssh-keygen -q -t ed25519 -N "" -C cowork-e2e-host -f "$OUT/ssh/ssh_host_ed25519_key"
 fi
 
+# init waits for sysinit (rcS-early: what hostd's "ready" needs: mounts,
+# network, the workspace share, then the provisioned marker), then starts
+# the agent and rcS (sshd and what no client waits for) together. sshd may
+# listen a moment after hostd said ready: the bench waits for it.
 read -r -d '' INITTAB <<'EOF' || true
-::sysinit:/etc/cowork/rcS
+::sysinit:/etc/cowork/rcS-early
 ::respawn:/etc/cowork/agent
+::once:/etc/cowork/rcS
 ::respawn:/etc/cowork/power-button
 ::shutdown:/bin/busybox sync
 ::shutdown:/bin/busybox umount -a -r
 EOF
 
-read -r -d '' RCS <<'EOF' || true
+read -r -d '' RCS_EARLY <<'EOF' || true
 #!/bin/busybox sh
-# Boot: mounts, network (static: the cowork netstack's fixed addresses), the
-# workspace share, sshd, and the provisioning marker the agent reports.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mkdir -p /dev/pts /dev/shm /run /tmp
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-hostname cowork
-ip link set lo up
-ip link set eth0 up && ip addr add 192.168.127.2/24 dev eth0 && ip route add default via 192.168.127.1
+# Boot, first part: mounts, network (static: the cowork netstack's fixed
+# addresses), the workspace share, and the provisioning marker the agent
+# reports. busybox's own applets: no exec of a dynamic binary, slow under
+# TCG.
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mkdir -p /dev/pts /dev/shm /run /tmp
+$bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+$bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+$bb mount -t tmpfs -o mode=755 tmpfs /run
+$bb mount -t tmpfs -o mode=1777 tmpfs /tmp
+[ -e /dev/fd ] || $bb ln -s /proc/self/fd /dev/fd
+$bb hostname cowork
+while read -r m; do $bb insmod "$m" 2>/dev/null; done </etc/cowork/modules-net
+$bb ip link set lo up
+$bb ip link set eth0 up && $bb ip addr add 192.168.127.2/24 dev eth0 && $bb ip route add default via 192.168.127.1
 echo "nameserver 192.168.127.1" >/etc/resolv.conf
-mkdir -p /workspace
-mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
-resize2fs /dev/vda >/dev/null 2>&1 &
-mkdir -p /run/sshd && /usr/sbin/sshd
-mkdir -p /var/lib/cowork && touch /var/lib/cowork/provisioned
+$bb mkdir -p /workspace /var/lib/cowork
+$bb mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
+$bb touch /var/lib/cowork/provisioned
+# Also the console's first line before the agent answers: hostd's "guest
+# kernel booting" phase waits for one.
 read -r up _ </proc/uptime
 echo "cowork e2e guest up after ${up}s" >/dev/console
+EOF
+
+read -r -d '' RCS <<'EOF' || true
+#!/bin/busybox sh
+# Boot, second part, while the agent starts: sshd, the modules no client
+# waits for, the disk grown to its size.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p /run/sshd && /usr/sbin/sshd
+while read -r m; do /bin/busybox insmod "$m" 2>/dev/null; done </etc/cowork/modules-late
+resize2fs /dev/vda >/dev/null 2>&1 &
+read -r up _ </proc/uptime
+echo "cowork e2e guest: sshd up after ${up}s" >/dev/console
 EOF
 
 read -r -d '' PROXY_ENV <<'EOF' || true
@@ -320,7 +360,7 @@ EOF
 
 AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
 CLAUDE_SUM=$(sha256sum "$CLAUDE" | cut -c1-16)
-R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
+R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS_EARLY" "$RCS" "$NET_MODS" "$LATE_MODS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
 	sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/rootfs.ext4" ]; then
 	log "rootfs: agent $AGENT_SUM, mkfs.ext4 -d ($ROOTFS_SIZE)"
@@ -334,13 +374,16 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	ln -sf /bin/busybox "$R/sbin/init"
 	printf '%s\n' "$INITTAB" >"$R/etc/inittab"
 	mkdir -p "$R/etc/cowork" "$R/workspace" "$R/root/.ssh"
+	printf '%s\n' "$RCS_EARLY" >"$R/etc/cowork/rcS-early"
+	for p in $NET_MODS; do echo "${p#"$OUT/kernel"}"; done >"$R/etc/cowork/modules-net"
+	for p in $LATE_MODS; do echo "${p#"$OUT/kernel"}"; done >"$R/etc/cowork/modules-late"
 	printf '%s\n' "$RCS" >"$R/etc/cowork/rcS"
 	printf '%s\n' "$AGENT_RUN" >"$R/etc/cowork/agent"
 	printf '%s\n' "$POWER_BUTTON" >"$R/etc/cowork/power-button"
 	printf '%s\n' "$PROXY_ENV" >"$R/etc/profile.d/cowork-proxy.sh"
 	printf 'Acquire::http::Proxy "http://192.168.127.1:7890";\nAcquire::https::Proxy "http://192.168.127.1:7890";\n' >"$R/etc/apt/apt.conf.d/95cowork-proxy"
 	printf 'proxy=http://192.168.127.1:7890\nhttps-proxy=http://192.168.127.1:7890\nnoproxy=localhost,127.0.0.1,.cowork.internal\n' >"$R/etc/npmrc"
-	chmod 755 "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
+	chmod 755 "$R/etc/cowork/rcS-early" "$R/etc/cowork/rcS" "$R/etc/cowork/agent" "$R/etc/cowork/power-button"
 	install -m 755 "$AGENT" "$R/usr/local/bin/cowork-agent"
 	install -m 755 "$CLAUDE" "$R/usr/local/bin/claude"
 	install -m 600 "$OUT/ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"

@@ -34,9 +34,11 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 		info, err := client.Info(actx)
 		cancel()
 		if err == nil {
+			boot := guestBootFrom(info, time.Since(d.started))
 			d.mu.Lock()
-			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootId}
+			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootId, boot: boot}
 			d.mu.Unlock()
+			logGuestBoot(d.log, boot)
 			msg := "agent connected (version " + info.Version + ")"
 			if info.Version != buildinfo.Version {
 				msg += fmt.Sprintf("; this cowork is %s, so the guest runs an older or newer agent", buildinfo.Version)

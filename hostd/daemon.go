@@ -79,7 +79,10 @@ type Daemon struct {
 	closing chan struct{}
 }
 
-type agentInfo struct{ version, bootID string }
+type agentInfo struct {
+	version, bootID string
+	boot            GuestBoot // the phases of this boot (see GuestBoot)
+}
 
 type stopRequest struct {
 	force   bool

@@ -25,18 +25,26 @@ import (
 const (
 	ProvisionScript = "/usr/local/lib/cowork/provision"
 	agentUpdatePath = "/usr/local/lib/cowork/agent-update"
+	agentSumPath    = "/usr/local/lib/cowork/agent.sha256" // "SUM SIZE" of the installed agent
 	unitDir         = "/etc/systemd/system/"
 )
 
-// agentUnit starts the agent early (before cloud-init's final stage, and
-// before provisioning, which the host follows through it) and restarts it
-// on failure. The leading "-" lets an installed agent start even when the
+// agentUnit starts the agent early and restarts it on failure. Early:
+// without the default dependencies it waits for no network and not for
+// the rest of basic.target, only for udev (which loads its channel's
+// driver and names the cidata disk) and the local file systems; its
+// ExecStartPre then waits for the channel itself. It comes before
+// cloud-init's final stage and provisioning, which the host follows
+// through it. The leading "-" lets an installed agent start even when the
 // cidata disk is missing.
 func agentUnit(marker string) string {
 	return `[Unit]
 Description=cowork guest agent
-After=systemd-udevd.service local-fs.target
-Before=cloud-final.service ` + agentwire.ProvisionUnit + `
+DefaultDependencies=no
+Wants=systemd-udevd.service systemd-udev-trigger.service
+After=systemd-udevd.service systemd-udev-trigger.service local-fs.target systemd-journald.socket
+Before=cloud-final.service ` + agentwire.ProvisionUnit + ` shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 ExecStartPre=-` + agentUpdatePath + `
@@ -49,12 +57,20 @@ WantedBy=multi-user.target
 `
 }
 
-// agentUpdateScript installs the agent from the cidata disk when its
-// sha256 differs from the installed one's, through a rename so that a
-// power cut never leaves half a binary.
+// agentUpdateScript runs before the agent: it waits for the agent's
+// channel (a vsock transport, or the virtio-serial port), whose driver
+// udev may still be loading this early, and installs the agent from the
+// cidata disk when its sha256 differs from the installed one's, through a
+// rename so that a power cut never leaves half a binary.
 var agentUpdateScript = `#!/bin/sh
-# cowork: install the host's agent from the cidata disk before it starts.
+# cowork: wait for the agent's channel; install the host's agent from the
+# cidata disk before it starts.
 set -eu
+for i in $(seq 100); do
+  [ -d /sys/module/vmw_vsock_virtio_transport ] && break
+  grep -qsx ` + agentwire.SerialPort + ` /sys/class/virtio-ports/*/name && break
+  sleep 0.1
+done
 dev=
 for i in $(seq 100); do # udev may not have named the disk yet
   for d in /dev/disk/by-label/cidata /dev/disk/by-label/CIDATA; do
@@ -67,10 +83,16 @@ src=$(mktemp -d /run/cowork-cidata.XXXXXX)
 trap 'umount "$src" 2>/dev/null; rmdir "$src"' EXIT
 mount -o ro "$dev" "$src"
 want=$(cat "$src/` + CIDataSumName + `")
-have=$(sha256sum ` + AgentPath + ` 2>/dev/null | cut -d' ' -f1 || true)
+# Hashing the installed agent took seconds under emulation: the sum and
+# size recorded when it was installed stand for it while it has that size.
+have=
+if [ -x ` + AgentPath + ` ] && read -r sum size <` + agentSumPath + ` 2>/dev/null &&
+  [ "$(stat -c %s ` + AgentPath + `)" = "$size" ]; then have=$sum; fi
 if [ "$want" != "$have" ]; then
   install -m 0755 "$src/` + CIDataAgentName + `" ` + AgentPath + `.new
   mv ` + AgentPath + `.new ` + AgentPath + `
+  echo "$want $(stat -c %s ` + AgentPath + `)" >` + agentSumPath + `.new
+  mv ` + agentSumPath + `.new ` + agentSumPath + `
   echo "cowork: installed agent $want"
 fi
 `

@@ -78,7 +78,9 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	}
 	update := files[agentUpdatePath]
 	for _, want := range []string{
-		"sha256sum " + AgentPath,
+		"read -r sum size <" + agentSumPath,
+		"[ \"$(stat -c %s " + AgentPath + ")\" = \"$size\" ]",
+		"echo \"$want $(stat -c %s " + AgentPath + ")\" >" + agentSumPath + ".new\n  mv " + agentSumPath + ".new " + agentSumPath + "\n",
 		CIDataSumName,
 		"install -m 0755 \"$src/" + CIDataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
 	} {
@@ -157,5 +159,39 @@ func TestProvisionStepQuoting(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(step); string(b) != "running "+cmd+"\n" {
 		t.Errorf("step file %q", b)
+	}
+}
+
+// The agent starts early: not after the network nor the whole of
+// basic.target, but still after udev (its channel's driver, the cidata
+// label) and the local file systems, and it waits for its channel.
+func TestAgentUnitStartsEarly(t *testing.T) {
+	_, files := bootFiles(t, testGuest())
+	unit := files[unitDir+AgentUnit]
+	for _, want := range []string{"\nDefaultDependencies=no\n", "\nConflicts=shutdown.target\n", " shutdown.target\n"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("agent unit lacks %q:\n%s", want, unit)
+		}
+	}
+	after := ""
+	for _, l := range strings.Split(unit, "\n") {
+		if v, ok := strings.CutPrefix(l, "After="); ok {
+			after += " " + v
+		}
+	}
+	for _, want := range []string{"systemd-udev-trigger.service", "local-fs.target"} {
+		if !strings.Contains(after, want) {
+			t.Errorf("agent unit not after %s: After=%s", want, after)
+		}
+	}
+	for _, early := range []string{"network", "basic.target", "cloud-init", "sysinit.target"} {
+		if strings.Contains(after, early) {
+			t.Errorf("agent unit waits for %s: After=%s", early, after)
+		}
+	}
+	update := files[agentUpdatePath]
+	wait := strings.Index(update, "/sys/class/virtio-ports/*/name")
+	if wait < 0 || !strings.Contains(update, agentwire.SerialPort) || wait > strings.Index(update, "want=") {
+		t.Errorf("agent-update does not wait for the channel first:\n%s", update)
 	}
 }

@@ -68,6 +68,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	guestagent.MarkListening() // Info reports when, for the host's boot phases
 	srv := guestagent.New(guestagent.Options{
 		DefaultUser:       *defaultUser,
 		ProvisionedMarker: *marker,

@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// and sockets behind.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
+	watchMemProfile(stderr)
 	log, _ := hostd.OpenLog(*name, stderr)
 	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {

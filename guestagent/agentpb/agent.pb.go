@@ -147,9 +147,24 @@ type InfoResponse struct {
 	Process *ProcessStats `protobuf:"bytes,9,opt,name=process,proto3" json:"process,omitempty"`
 	// The guest's wall clock when it answered, Unix nanoseconds: hostd
 	// corrects a guest clock that drifted from the host's.
-	TimeUnixNano  int64 `protobuf:"varint,10,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TimeUnixNano int64 `protobuf:"varint,10,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// When the guest's boot reached these points, in milliseconds of
+	// CLOCK_BOOTTIME (the clock of /proc/uptime, from the kernel's start),
+	// as the guest reads them itself; 0 when it could not. The host takes
+	// them as claims and drops what is out of bounds.
+	// PID 1's start (/proc/1/stat starttime). The kernel makes PID 1 in its
+	// first moments and runs its own initialisation in it before it
+	// starts user space (userspace_started_ms).
+	InitStartedMs int64 `protobuf:"varint,11,opt,name=init_started_ms,json=initStartedMs,proto3" json:"init_started_ms,omitempty"`
+	// The agent process's start (/proc/self/stat starttime).
+	AgentStartedMs int64 `protobuf:"varint,12,opt,name=agent_started_ms,json=agentStartedMs,proto3" json:"agent_started_ms,omitempty"`
+	// When the agent began listening for the host.
+	AgentListeningMs int64 `protobuf:"varint,13,opt,name=agent_listening_ms,json=agentListeningMs,proto3" json:"agent_listening_ms,omitempty"`
+	// When the kernel started user space (/init or /sbin/init), from its
+	// log line "Run ... as init process".
+	UserspaceStartedMs int64 `protobuf:"varint,14,opt,name=userspace_started_ms,json=userspaceStartedMs,proto3" json:"userspace_started_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -248,6 +263,34 @@ func (x *InfoResponse) GetProcess() *ProcessStats {
 func (x *InfoResponse) GetTimeUnixNano() int64 {
 	if x != nil {
 		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *InfoResponse) GetInitStartedMs() int64 {
+	if x != nil {
+		return x.InitStartedMs
+	}
+	return 0
+}
+
+func (x *InfoResponse) GetAgentStartedMs() int64 {
+	if x != nil {
+		return x.AgentStartedMs
+	}
+	return 0
+}
+
+func (x *InfoResponse) GetAgentListeningMs() int64 {
+	if x != nil {
+		return x.AgentListeningMs
+	}
+	return 0
+}
+
+func (x *InfoResponse) GetUserspaceStartedMs() int64 {
+	if x != nil {
+		return x.UserspaceStartedMs
 	}
 	return 0
 }
@@ -590,7 +633,7 @@ var File_agent_proto protoreflect.FileDescriptor
 const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\vagent.proto\x12\x0fcowork.agent.v1\"\r\n" +
-	"\vInfoRequest\"\xca\x02\n" +
+	"\vInfoRequest\"\xfc\x03\n" +
 	"\fInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\tR\x06bootId\x12\x1b\n" +
@@ -602,7 +645,11 @@ const file_agent_proto_rawDesc = "" +
 	"\fdefault_user\x18\b \x01(\tR\vdefaultUser\x127\n" +
 	"\aprocess\x18\t \x01(\v2\x1d.cowork.agent.v1.ProcessStatsR\aprocess\x12$\n" +
 	"\x0etime_unix_nano\x18\n" +
-	" \x01(\x03R\ftimeUnixNano\"f\n" +
+	" \x01(\x03R\ftimeUnixNano\x12&\n" +
+	"\x0finit_started_ms\x18\v \x01(\x03R\rinitStartedMs\x12(\n" +
+	"\x10agent_started_ms\x18\f \x01(\x03R\x0eagentStartedMs\x12,\n" +
+	"\x12agent_listening_ms\x18\r \x01(\x03R\x10agentListeningMs\x120\n" +
+	"\x14userspace_started_ms\x18\x0e \x01(\x03R\x12userspaceStartedMs\"f\n" +
 	"\fProcessStats\x12\x1e\n" +
 	"\n" +
 	"goroutines\x18\x01 \x01(\x05R\n" +

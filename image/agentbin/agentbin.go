@@ -29,6 +29,21 @@ func Agent(arch string) ([]byte, error) {
 	return b, nil
 }
 
+// Sum is the hex sha256 of the embedded agent for arch, from the
+// SHA256SUMS the build wrote: it costs no read of the agent itself, whose
+// pages would then stay in the daemon's memory.
+func Sum(arch string) (string, error) {
+	if sum := embeddedSums()[agentPrefix+arch]; sum != "" {
+		return sum, nil
+	}
+	b, err := Agent(arch)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
 // Agents lists the embedded agents, sorted by architecture. The digests
 // come from the SHA256SUMS the build wrote, so listing costs no hashing.
 func Agents() []hostdwire.Agent {

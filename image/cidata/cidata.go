@@ -29,9 +29,11 @@ type CIData struct {
 // Write makes the seed ISO at path: meta-data, user-data,
 // network-config, and the agent for the guest's architecture with its
 // sha256. It is written to path.tmp and renamed over path, so a guest never
-// sees half an ISO.
+// sees half an ISO. An ISO that a previous Write made from the same
+// inputs is kept (see stamp): the daemon then never reads the 10 MiB
+// agent out of its executable, whose pages would stay in its memory.
 func Write(path string, c CIData) error {
-	agent, err := agentbin.Agent(c.Arch)
+	agentSum, err := agentbin.Sum(c.Arch)
 	if err != nil {
 		return err
 	}
@@ -39,15 +41,27 @@ func Write(path string, c CIData) error {
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(agent)
 	files := map[string][]byte{
-		"meta-data":           image.MetaData(c.InstanceID, c.Guest.Hostname),
-		"user-data":           ud,
-		"network-config":      image.NetworkConfig(c.Guest.MAC),
-		image.CIDataAgentName: agent,
-		image.CIDataSumName:   []byte(hex.EncodeToString(sum[:]) + "\n"),
+		"meta-data":      image.MetaData(c.InstanceID, c.Guest.Hostname),
+		"user-data":      ud,
+		"network-config": image.NetworkConfig(c.Guest.MAC),
 	}
-	return writeISO(path, "cidata", files)
+	want := stamp(files, agentSum)
+	if upToDate(path, want) {
+		return nil
+	}
+	os.Remove(path + stampSuffix)
+	agent, err := agentbin.Agent(c.Arch)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(agent)
+	files[image.CIDataAgentName] = agent
+	files[image.CIDataSumName] = []byte(hex.EncodeToString(sum[:]) + "\n")
+	if err := writeISO(path, "cidata", files); err != nil {
+		return err
+	}
+	return writeStamp(path, want)
 }
 
 // writeISO makes a Rock Ridge ISO 9660 image holding files.

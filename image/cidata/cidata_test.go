@@ -107,3 +107,60 @@ func TestCIDataOverAStaleTemporary(t *testing.T) {
 		t.Error("the temporary was left behind")
 	}
 }
+
+// An ISO made from the same inputs is kept (hostd then never reads the
+// agent out of its executable); any change of input, or an ISO changed
+// behind its back, makes a new one.
+func TestCIDataKeptWhileItsInputsAreTheSame(t *testing.T) {
+	requireAgents(t, "arm64")
+	iso := filepath.Join(t.TempDir(), "cidata.iso")
+	c := CIData{InstanceID: "cowork-abc", Guest: testGuest(), Arch: "arm64"}
+	write := func(c CIData) os.FileInfo {
+		t.Helper()
+		if err := Write(iso, c); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(iso)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	first := write(c)
+	if again := write(c); !os.SameFile(first, again) {
+		t.Error("the same inputs wrote the ISO again")
+	}
+	c.Guest.Hostname = "other"
+	changed := write(c)
+	if os.SameFile(first, changed) {
+		t.Fatal("a changed guest kept the old ISO")
+	}
+	if !readsHostname(t, iso, "other") {
+		t.Error("the new ISO lacks the new hostname")
+	}
+	if err := os.Truncate(iso, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if fi := write(c); fi.Size() == 4096 || os.SameFile(changed, fi) {
+		t.Error("a truncated ISO was kept")
+	}
+}
+
+func readsHostname(t *testing.T, iso, name string) bool {
+	t.Helper()
+	d, err := diskfs.Open(iso, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	fs, err := d.GetFilesystem(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.OpenFile("/meta-data", os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	return bytes.Contains(b, []byte(name))
+}
