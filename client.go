@@ -56,6 +56,8 @@ type (
 	NetworkStats = controlwire.NetworkStats
 	// ProcessStats is hostd's own use of resources.
 	ProcessStats = controlwire.ProcessStats
+	// BootPhases is where the guest's boot spent its time.
+	BootPhases = controlwire.BootPhases
 	// ServeFailure is a service of the guest's network that stopped.
 	ServeFailure = controlwire.ServeFailure
 	// Event is a step of the boot, as Start and Instance.Events report it.

@@ -45,6 +45,9 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	}
 	d.mu.Lock()
 	r.Ready, r.AgentVersion, r.BootID = d.ready, d.info.version, d.info.bootID
+	if b := d.info.boot; b.AgentAnswered > 0 {
+		r.Boot = b.phases()
+	}
 	if d.agent != nil {
 		r.GuestIP = netstack.GuestIP
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 )
 
 // GuestBoot is where the guest's last boot spent its time, from the VM's
@@ -94,4 +95,15 @@ func (b GuestBoot) logAttrs() []any {
 // logGuestBoot writes the boot's phases as one line of hostd.log.
 func logGuestBoot(log *slog.Logger, b GuestBoot) {
 	log.Info("guest boot phases", b.logAttrs()...)
+}
+
+// phases is b as the control API reports it.
+func (b GuestBoot) phases() *controlwire.BootPhases {
+	return &controlwire.BootPhases{
+		AgentAnsweredMs:  b.AgentAnswered.Milliseconds(),
+		UptimeMs:         b.Uptime.Milliseconds(),
+		UserspaceMs:      b.Userspace.Milliseconds(),
+		AgentStartedMs:   b.AgentStarted.Milliseconds(),
+		AgentListeningMs: b.AgentListening.Milliseconds(),
+	}
 }

@@ -41,6 +41,12 @@ func TestBootToReady(t *testing.T) {
 		st.Backend != "machinetest" || st.Accelerator != "none" || st.Started.IsZero() || st.Error != "" || st.Network == nil {
 		t.Errorf("status of a ready instance: %v", st)
 	}
+	// The boot's phases: hostd's own measure, and none of the agent's
+	// claims, which here are the test machine's uptime, far longer than
+	// the VM has lived.
+	if b := st.Boot; b == nil || b.AgentAnsweredMs < 0 || b.UptimeMs != 0 || b.UserspaceMs != 0 || b.AgentListeningMs != 0 {
+		t.Errorf("boot phases of a ready instance: %+v", b)
+	}
 
 	if b, err := os.ReadFile(h.paths.PidFile()); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
 		t.Errorf("pid file: %q, %v", b, err)

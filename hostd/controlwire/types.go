@@ -38,6 +38,21 @@ type Status struct {
 	Network *NetworkStats `json:"network,omitempty"`
 	// HostdProcess is hostd's own use of resources, to watch for leaks.
 	HostdProcess *ProcessStats `json:"hostd_process,omitempty"`
+	// Boot is where the guest's boot spent its time; nil until its agent
+	// first answered.
+	Boot *BootPhases `json:"boot,omitempty"`
+}
+
+// BootPhases is where the guest's last boot spent its time, in
+// milliseconds. AgentAnsweredMs is hostd's own measure, from the VM's
+// start; the others are the guest's claims, from its kernel's start,
+// which hostd keeps only when they are in bounds (0: unknown or dropped).
+type BootPhases struct {
+	AgentAnsweredMs  int64 `json:"agent_answered_ms"`            // host: VM started → the agent's first answer
+	UptimeMs         int64 `json:"uptime_ms,omitempty"`          // guest: kernel start → that answer
+	UserspaceMs      int64 `json:"userspace_ms,omitempty"`       // guest: kernel start → user space (/init) started
+	AgentStartedMs   int64 `json:"agent_started_ms,omitempty"`   // guest: kernel start → the agent's process started
+	AgentListeningMs int64 `json:"agent_listening_ms,omitempty"` // guest: kernel start → the agent listening
 }
 
 // ProcessStats is a process's use of resources.

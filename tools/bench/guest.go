@@ -86,6 +86,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	progress("guest: %d boots", boots)
 	phases := map[controlwire.Phase][]time.Duration{}
 	var stops []time.Duration
+	var guestBoots []controlwire.BootPhases
 	for i := range boots {
 		began := time.Now()
 		err := coworkapi.Start(context.Background(), hostdBin, instance.DefaultName, func(ev *controlwire.Event) {
@@ -93,6 +94,9 @@ func guestSection(t *table, rounds, boots int) (err error) {
 		})
 		if err != nil {
 			return err
+		}
+		if st := hostdStatus(); st != nil && st.Boot != nil {
+			guestBoots = append(guestBoots, *st.Boot)
 		}
 		if i == boots-1 {
 			break // keep the last boot for the exec measures
@@ -119,7 +123,17 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	defer ssh.closeMaster()
 	for _, warmUp := range []func() error{
 		func() error { return execTrue(ctx, warm) },
-		func() error { return ssh.command(true, "true").Run() },
+		func() error {
+			// hostd says ready when the agent answers; the guest's sshd
+			// may start listening a moment later.
+			var err error
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+				if err = ssh.command(true, "true").Run(); err == nil {
+					return nil
+				}
+			}
+			return fmt.Errorf("ssh into the guest: %w", err)
+		},
 	} {
 		if err := warmUp(); err != nil {
 			return fmt.Errorf("warming up: %w", err)
@@ -194,6 +208,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	} {
 		t.add("`cowork start` → "+p.name, secs(med(phases[p.phase])), "", 0, "", false)
 	}
+	bootRows(t, guestBoots, med)
 	t.add("`cowork stop` (clean shutdown)", secs(med(stops)), "", 0, "", false)
 	t.add("whole command: `ssh guest true` ÷ `cowork exec --no-shell true`", lat(cli), lat(sshCold), ratio(sshCold.p50(), cli.p50()), "", false)
 	t.add("whole command: `ssh` (ControlMaster) ÷ `cowork exec --no-shell true`", lat(cli), lat(sshShared), ratio(sshShared.p50(), cli.p50()), "", false)
@@ -308,19 +323,80 @@ func guestTCP(cowork string, n int64) (toHost, fromHost time.Duration, err error
 	return up.p50(), down.p50(), nil
 }
 
-// hostdRSS is hostd's resident set in bytes as hostd reports it (QEMU is
-// a separate process); 0 when it cannot be asked.
-func hostdRSS() int64 {
+// hostdStatus is the running instance's status; nil when it cannot be
+// asked.
+func hostdStatus() *controlwire.Status {
 	c, err := coworkapi.Dial(instance.DefaultName)
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer c.Close()
 	st, err := c.Status(context.Background())
-	if err != nil || st.HostdProcess == nil {
-		return 0
+	if err != nil {
+		return nil
 	}
-	return st.HostdProcess.RSSBytes
+	return st
+}
+
+// hostdRSS is hostd's resident set in bytes as hostd reports it (QEMU is
+// a separate process); 0 when it cannot be asked.
+func hostdRSS() int64 {
+	if st := hostdStatus(); st != nil && st.HostdProcess != nil {
+		return st.HostdProcess.RSSBytes
+	}
+	return 0
+}
+
+// bootRows prints where the guest's boots spent their time (medians):
+// hostd measures from the VM's start, the guest from its kernel's (its
+// agent reports when user space and the agent started and when the agent
+// listened). A phase the guest did not report is left out.
+func bootRows(t *table, boots []controlwire.BootPhases, med func([]time.Duration) time.Duration) {
+	if len(boots) == 0 {
+		t.add("guest boot phases", "not reported", "", 0, "", false)
+		return
+	}
+	// from nil: from the clock's origin (the VM's or the kernel's start).
+	phase := func(name string, from, to func(controlwire.BootPhases) int64, target time.Duration) {
+		var ds []time.Duration
+		for _, b := range boots {
+			f := int64(0)
+			if from != nil {
+				if f = from(b); f <= 0 {
+					continue // not reported
+				}
+			}
+			if e := to(b); e > 0 && e >= f {
+				ds = append(ds, time.Duration(e-f)*time.Millisecond)
+			}
+		}
+		if len(ds) == 0 {
+			return
+		}
+		d := med(ds)
+		goal := ""
+		if target > 0 {
+			goal = "≤ " + secs(target)
+		}
+		t.add("guest boot: "+name, secs(d), "", 0, goal, target > 0 && d <= target)
+	}
+	answered := func(b controlwire.BootPhases) int64 { return b.AgentAnsweredMs }
+	kernel := func(b controlwire.BootPhases) int64 {
+		if b.UptimeMs == 0 {
+			return 0
+		}
+		return b.AgentAnsweredMs - b.UptimeMs
+	}
+	userspace := func(b controlwire.BootPhases) int64 { return b.UserspaceMs }
+	agentStarted := func(b controlwire.BootPhases) int64 { return b.AgentStartedMs }
+	listening := func(b controlwire.BootPhases) int64 { return b.AgentListeningMs }
+	uptime := func(b controlwire.BootPhases) int64 { return b.UptimeMs }
+	phase("VM start → agent answers", nil, answered, 0)
+	phase("VM start → guest kernel", nil, kernel, 0)
+	phase("kernel → user space (/init)", nil, userspace, 0)
+	phase("user space → agent listening (agent up after init starts)", userspace, listening, 300*time.Millisecond)
+	phase("the agent's own share: its start → listening", agentStarted, listening, 0)
+	phase("agent listening → hostd's first answer", listening, uptime, 0)
 }
 
 // accelOf asks the running instance which accelerator it got.

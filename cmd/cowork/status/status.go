@@ -48,6 +48,8 @@ type Status struct {
 	Network *NetworkStats `json:"network,omitempty"`
 	// HostdOpenFDs is how many files and sockets hostd holds open.
 	HostdOpenFDs int `json:"hostd_open_fds,omitempty"`
+	// Boot is where the guest's boot spent its time, in milliseconds.
+	Boot *cowork.BootPhases `json:"boot,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
 	Note string `json:"note,omitempty"`
 }
@@ -202,6 +204,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	if p := r.HostdProcess; p != nil && p.OpenFDs > 0 {
 		st.HostdOpenFDs = p.OpenFDs
 	}
+	st.Boot = r.Boot
 	return st, nil
 }
 
