@@ -23,11 +23,9 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 func main() {
-	grpcpool.InstallDefault() // as cowork and cowork-agent do: see grpcpool
 	rounds := flag.Int("rounds", 200, "latency samples per contender, agent on this host")
 	streams := flag.Int("streams", 3, "throughput runs per contender")
 	size := flag.Int64("bytes", 1<<30, "bytes streamed per throughput run")
