@@ -81,7 +81,7 @@ type Daemon struct {
 
 type agentInfo struct {
 	version, bootID string
-	boot            GuestBoot // the phases of this boot (see GuestBoot)
+	boot            GuestBoot // the phases of this boot, for the status
 }
 
 type stopRequest struct {

@@ -22,14 +22,6 @@ type GuestBoot struct {
 	AgentListening time.Duration // guest: kernel start → agent listening
 }
 
-// GuestBoot returns the boot phases of the running guest, and false
-// before its agent first answered. It is for `cowork status --json`.
-func (d *Daemon) GuestBoot() (GuestBoot, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.info.boot, d.info.boot.AgentAnswered > 0
-}
-
 // bootSlack is how far the guest's uptime may run ahead of the host's
 // measure of the VM's life (the VM's start is taken when QEMU is up, and
 // the two clocks tick apart a little).

@@ -24,7 +24,7 @@ func runMain(args ...string) (int, string, string) {
 // A command line from another build is a usage error (exit 2) that says
 // so, never a daemon started with the wrong meaning.
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"hostd"}, {"inspect", "--bogus"}, {"inspect", "stray"}, {"version", "--json"}, {"run", "--name"}} {
+	for _, args := range [][]string{nil, {"hostd"}, {"inspect", "--bogus"}, {"inspect", "stray"}, {"version", "--json"}, {"run", "--name"}, {"disk"}, {"fetch", "--url", "u"}, {"verify", "stray"}} {
 		code, out, errOut := runMain(args...)
 		if code != hostdwire.ExitUsage || out != "" || errOut == "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and a message", args, code, out, errOut)

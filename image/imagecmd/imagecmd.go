@@ -19,16 +19,13 @@ import (
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-// Commands are the command names Run takes.
-var Commands = []string{"fetch", "verify", "disk"}
-
 // UsageError is a command line Run does not take.
 type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 
-// Run runs the image command name with its flags in args, writing its
-// progress and result to stdout.
+// Run runs the image command name (fetch, verify or disk) with its flags
+// in args, writing its progress and result to stdout.
 func Run(ctx context.Context, name string, args []string, stdout io.Writer) error {
 	out := &lines{w: stdout}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
