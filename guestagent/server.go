@@ -22,6 +22,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
@@ -42,6 +43,9 @@ type Options struct {
 	Provision *provision.Reader
 	// ProvisionPoll is how often Provisioning looks; zero means 2 seconds.
 	ProvisionPoll time.Duration
+	// ProvisionHeartbeat is how often Provisioning repeats a status that
+	// did not change; zero means agentcall.ProvisioningHeartbeat.
+	ProvisionHeartbeat time.Duration
 	// KillGrace is how long a process tree gets between SIGHUP and SIGKILL
 	// when its client goes away. Zero means 3 seconds.
 	KillGrace time.Duration
@@ -81,6 +85,9 @@ func New(opts Options) *Server {
 	}
 	if opts.ProvisionPoll <= 0 {
 		opts.ProvisionPoll = provisionPoll
+	}
+	if opts.ProvisionHeartbeat <= 0 {
+		opts.ProvisionHeartbeat = agentcall.ProvisioningHeartbeat
 	}
 	prov := opts.Provision
 	if prov == nil {
@@ -147,12 +154,12 @@ func (s *Server) track() (done func()) {
 	return s.running.Done
 }
 
-// Info reports the agent's version and the guest's state.
-func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
+// info reports the agent's version and the guest's state.
+func (s *Server) info() *agentcall.Info {
 	sys := readSystemInfo()
-	resp := &agentpb.InfoResponse{
+	resp := &agentcall.Info{
 		Version:     buildinfo.Version,
-		BootId:      sys.bootID,
+		BootID:      sys.bootID,
 		UptimeMs:    sys.uptime.Milliseconds(),
 		Hostname:    sys.hostname,
 		Kernel:      sys.kernel,
@@ -164,7 +171,7 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 	resp.InitStartedMs, resp.UserspaceStartedMs = bt.initStarted, bt.userspaceStarted
 	resp.AgentStartedMs, resp.AgentListeningMs = bt.agentStarted, bt.agentListening
 	ps := procstat.Self()
-	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
+	resp.Process = agentcall.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFDs: int32(ps.OpenFDs), RSSBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {
 		if a, err := s.accounts.lookup(""); err == nil {
 			resp.DefaultUser = a.name
@@ -177,27 +184,29 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 			s.log.Warn("provisioning marker", "path", s.opts.ProvisionedMarker, "err", err)
 		}
 	}
-	return resp, nil
+	return resp
 }
 
-// SetTime sets the guest's clock to the host's.
-func (s *Server) SetTime(ctx context.Context, req *agentpb.SetTimeRequest) (*agentpb.SetTimeResponse, error) {
-	if req.GetUnixNano() <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "set time: no time given")
+// setTime sets the guest's clock to the host's, given in Unix
+// nanoseconds.
+func (s *Server) setTime(unixNano int64) (*agentcall.SetTimeReply, error) {
+	if unixNano <= 0 {
+		return nil, &callError{agentcall.KindInvalid, "set time: no time given"}
 	}
-	host := time.Unix(0, req.UnixNano)
+	host := time.Unix(0, unixNano)
 	skew := time.Since(host)
 	if err := s.opts.SetClock(host); err != nil {
-		return nil, status.Errorf(codes.Internal, "set time: %v", err)
+		return nil, &callError{agentcall.KindFailed, "set time: " + err.Error()}
 	}
 	if skew > time.Second || skew < -time.Second {
 		s.log.Info("clock set", "skew", skew.Round(time.Millisecond))
 	}
-	return &agentpb.SetTimeResponse{SkewNano: int64(skew)}, nil
+	return &agentcall.SetTimeReply{SkewNano: int64(skew)}, nil
 }
 
-// Shutdown answers, then syncs and powers the guest off.
-func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+// shutdown syncs and powers the guest off, after a moment that lets the
+// answer leave first.
+func (s *Server) shutdown() {
 	s.log.Info("shutdown requested")
 	go func() {
 		time.Sleep(100 * time.Millisecond) // let the answer leave first
@@ -205,5 +214,34 @@ func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*age
 			s.log.Error("power off", "err", err)
 		}
 	}()
+}
+
+// Info is info as the gRPC service answers it.
+func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
+	i := s.info()
+	return &agentpb.InfoResponse{
+		Version: i.Version, BootId: i.BootID, UptimeMs: i.UptimeMs, Hostname: i.Hostname, Kernel: i.Kernel, Arch: i.Arch,
+		Provisioned: i.Provisioned, DefaultUser: i.DefaultUser, TimeUnixNano: i.TimeUnixNano,
+		Process:       &agentpb.ProcessStats{Goroutines: i.Process.Goroutines, OpenFds: i.Process.OpenFDs, RssBytes: i.Process.RSSBytes},
+		InitStartedMs: i.InitStartedMs, UserspaceStartedMs: i.UserspaceStartedMs, AgentStartedMs: i.AgentStartedMs, AgentListeningMs: i.AgentListeningMs,
+	}, nil
+}
+
+// SetTime is setTime as the gRPC service answers it.
+func (s *Server) SetTime(ctx context.Context, req *agentpb.SetTimeRequest) (*agentpb.SetTimeResponse, error) {
+	r, err := s.setTime(req.GetUnixNano())
+	if err != nil {
+		code := codes.Internal
+		if err.(*callError).kind == agentcall.KindInvalid {
+			code = codes.InvalidArgument
+		}
+		return nil, status.Error(code, err.Error())
+	}
+	return &agentpb.SetTimeResponse{SkewNano: r.SkewNano}, nil
+}
+
+// Shutdown is shutdown as the gRPC service answers it.
+func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+	s.shutdown()
 	return &agentpb.ShutdownResponse{}, nil
 }

@@ -75,7 +75,7 @@ func run(args []string) error {
 		KillGrace:         *grace,
 		Logger:            log,
 	})
-	l = listener.Sniff(l, log, srv.ServeExec)
+	l = listener.Sniff(l, log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})
 	g := guestagent.NewGRPCServer(srv)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

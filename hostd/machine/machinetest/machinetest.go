@@ -188,7 +188,7 @@ func (m *Machine) startAgentLocked() error {
 	})
 	g := guestagent.NewGRPCServer(srv)
 	// Execs come on channels of their own, told apart as the real agent does.
-	go g.Serve(listener.Sniff(guestSess, m.log, srv.ServeExec)) //nolint:errcheck // ends when the guest stops
+	go g.Serve(listener.Sniff(guestSess, m.log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})) //nolint:errcheck // ends when the guest stops
 	m.host = hostSess
 	m.closers = append(m.closers, hostSess, guestSess, closerFunc(g.Stop), closerFunc(srv.StopExec))
 	return nil
