@@ -2,13 +2,17 @@ package agentrpc_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
@@ -28,7 +32,7 @@ func TestProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, err := stream.Recv()
-	if err != nil || first.State != agentpb.ProvisioningStatus_RUNNING {
+	if err != nil || first.State != agentcall.StateRunning {
 		t.Fatalf("first status %v, %v", first, err)
 	}
 	os.WriteFile(marker, nil, 0o644)
@@ -37,12 +41,12 @@ func TestProvisioning(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the stream ended before the guest was provisioned: %v", err)
 		}
-		if st.State == agentpb.ProvisioningStatus_PROVISIONED {
+		if st.State == agentcall.StateProvisioned {
 			break
 		}
 	}
-	if st, err := stream.Recv(); err == nil {
-		t.Errorf("the stream went on after provisioned: %v", st)
+	if st, err := stream.Recv(); err != io.EOF {
+		t.Errorf("the stream went on after provisioned: %v, %v", st, err)
 	}
 }
 
@@ -56,12 +60,27 @@ func TestInfo(t *testing.T) {
 	}
 	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	host, _ := os.Hostname()
-	if info.Version != buildinfo.Version || info.BootId != strings.TrimSpace(string(bootID)) || info.Hostname != host ||
+	if info.Version != buildinfo.Version || info.BootID != strings.TrimSpace(string(bootID)) || info.Hostname != host ||
 		info.Kernel == "" || info.UptimeMs <= 0 || info.Arch == "" || info.Provisioned {
 		t.Fatalf("info %+v", info)
 	}
 	os.WriteFile(marker, nil, 0o644)
 	if info, _ := c.Info(context.Background()); !info.Provisioned {
 		t.Fatal("provisioned marker exists but Info says not provisioned")
+	}
+}
+
+// The real agent answers set_time with its refusal when no time is
+// given, and an unknown method as unimplemented.
+func TestRefusals(t *testing.T) {
+	a := agenttest.Start(t)
+	_, err := a.RPC(t).SetTime(context.Background(), time.Unix(0, 0))
+	var re *agentrpc.RefusedError
+	if !errors.As(err, &re) || re.Kind != agentcall.KindInvalid || !strings.Contains(err.Error(), "no time given") {
+		t.Errorf("set_time without a time: %v", err)
+	}
+	err = agentrpc.CallForTest(context.Background(), agentclient.UnixDialer(a.Socket), "format_disk")
+	if !agentrpc.IsUnimplemented(err) || !strings.Contains(err.Error(), `unknown method "format_disk"`) {
+		t.Errorf("an unknown method: %v", err)
 	}
 }

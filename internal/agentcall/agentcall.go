@@ -225,7 +225,7 @@ func NewLineReader(r io.Reader) *LineReader {
 // Read reads the next line into v. A stream that ends between lines is
 // io.EOF; one that ends inside a line is io.ErrUnexpectedEOF; a line
 // over MaxLine is ErrLineTooLong, and one that is not a single JSON
-// value for v an error that says so. The stream cannot be read past any
+// value for v a *BadLineError. The stream cannot be read past any
 // of these.
 func (r *LineReader) Read(v any) error {
 	line, err := r.br.ReadSlice('\n')
@@ -238,7 +238,15 @@ func (r *LineReader) Read(v any) error {
 		return err
 	}
 	if err := json.Unmarshal(line, v); err != nil {
-		return fmt.Errorf("a line that is not the JSON expected: %w", err)
+		return &BadLineError{err: err}
 	}
 	return nil
 }
+
+// BadLineError is a line that is not one JSON value of the type expected.
+type BadLineError struct{ err error }
+
+func (e *BadLineError) Error() string {
+	return "a line that is not the JSON expected: " + e.err.Error()
+}
+func (e *BadLineError) Unwrap() error { return e.err }
