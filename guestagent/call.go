@@ -3,6 +3,7 @@ package guestagent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -14,13 +15,27 @@ import (
 // does not hold the call's goroutine forever.
 const replyTimeout = 30 * time.Second
 
-// callError is a call the agent refuses: its kind (agentcall.Kind*) and
-// its message.
-type callError struct {
+// refusal is a call or exec start the agent refuses: its kind
+// (agentcall.Kind* or execwire.Kind*, which share their words) and its
+// message, worded for the person who sent it.
+type refusal struct {
 	kind, msg string
 }
 
-func (e *callError) Error() string { return e.msg }
+func (e *refusal) Error() string { return e.msg }
+
+func refusef(kind, format string, args ...any) error {
+	return &refusal{kind, fmt.Sprintf(format, args...)}
+}
+
+// kindOf is err's kind: its refusal's, else failed.
+func kindOf(err error) string {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.kind
+	}
+	return agentcall.KindFailed
+}
 
 // ServeCall serves one call connection (agentcall) whose preface has been
 // read: it reads the request line, answers, and closes the connection.
@@ -35,7 +50,7 @@ func (s *Server) ServeCall(c net.Conn) {
 	var req agentcall.Request
 	if err := agentcall.NewLineReader(c).Read(&req); err != nil {
 		if !errors.Is(err, io.EOF) {
-			s.reply(c, errorReply(&callError{agentcall.KindInvalid, "read the request: " + err.Error()}))
+			s.reply(c, errorReply(&refusal{agentcall.KindInvalid, "read the request: " + err.Error()}))
 		}
 		return
 	}
@@ -67,7 +82,7 @@ func (s *Server) ServeCall(c net.Conn) {
 			return s.reply(c, &agentcall.Reply{Provisioning: st})
 		})
 	default:
-		s.reply(c, errorReply(&callError{agentcall.KindUnimplemented,
+		s.reply(c, errorReply(&refusal{agentcall.KindUnimplemented,
 			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown and provisioning"}))
 	}
 }
@@ -77,7 +92,7 @@ func (s *Server) reply(c net.Conn, r *agentcall.Reply) error {
 	b, err := agentcall.AppendLine(nil, r)
 	if err != nil {
 		s.log.Error("encode a reply", "err", err)
-		b, _ = agentcall.AppendLine(nil, errorReply(&callError{agentcall.KindFailed, "encode the reply: " + err.Error()}))
+		b, _ = agentcall.AppendLine(nil, errorReply(&refusal{agentcall.KindFailed, "encode the reply: " + err.Error()}))
 	}
 	c.SetWriteDeadline(time.Now().Add(replyTimeout))
 	_, err = c.Write(b)
@@ -85,11 +100,7 @@ func (s *Server) reply(c net.Conn, r *agentcall.Reply) error {
 }
 
 func errorReply(err error) *agentcall.Reply {
-	var ce *callError
-	if errors.As(err, &ce) {
-		return &agentcall.Reply{Error: ce.msg, Kind: ce.kind}
-	}
-	return &agentcall.Reply{Error: err.Error(), Kind: agentcall.KindFailed}
+	return &agentcall.Reply{Error: err.Error(), Kind: kindOf(err)}
 }
 
 // quoteShort quotes s, cut to a length an error message can carry.

@@ -4,12 +4,11 @@ import (
 	"context"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
 	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
-// provisionPoll is how often Provisioning looks at the guest by default:
+// provisionPoll is how often a provisioning call looks at the guest by default:
 // each look runs systemctl and journalctl, which an emulated guest feels.
 const provisionPoll = 2 * time.Second
 
@@ -50,17 +49,4 @@ func provisioningStatus(st provision.Status) *agentcall.ProvisioningStatus {
 		state = agentcall.StateFinishedUnprovisioned
 	}
 	return &agentcall.ProvisioningStatus{State: state, Step: st.Step, Stage: st.Stage, LastLine: st.LastLine}
-}
-
-// Provisioning is provisioningCall as a gRPC stream.
-func (s *Server) Provisioning(_ *agentpb.ProvisioningRequest, stream agentpb.Agent_ProvisioningServer) error {
-	return s.provisioningCall(stream.Context(), func(st *agentcall.ProvisioningStatus) error {
-		state := map[agentcall.State]agentpb.ProvisioningStatus_State{
-			agentcall.StateRunning:               agentpb.ProvisioningStatus_RUNNING,
-			agentcall.StateProvisioned:           agentpb.ProvisioningStatus_PROVISIONED,
-			agentcall.StateFailed:                agentpb.ProvisioningStatus_FAILED,
-			agentcall.StateFinishedUnprovisioned: agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED,
-		}[st.State]
-		return stream.Send(&agentpb.ProvisioningStatus{State: state, Step: st.Step, Stage: st.Stage, LastLine: st.LastLine})
-	})
 }

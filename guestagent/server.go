@@ -1,11 +1,11 @@
 // Package guestagent is the daemon inside the guest that runs every command
 // cowork sends. Execs come on connections of their own (execwire, served
-// by ServeExec); the other calls are one gRPC service (agentpb.Agent). Both
-// share one listener, which tells them apart by their first bytes.
+// by ServeExec), and so does each of hostd's other calls (agentcall:
+// Info, SetTime, Shutdown, Provisioning; served by ServeCall). Both share
+// one listener, which tells them apart by their first bytes.
 package guestagent
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -15,20 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
 	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
-
-// MaxMessageSize bounds every gRPC message the agent accepts.
-const MaxMessageSize = 1 << 20
 
 // Options configures the agent. The zero value runs commands as the agent's
 // own user and touches the real clock and power switch.
@@ -57,9 +48,8 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Server implements agentpb.AgentServer.
+// Server serves the agent's exec and call connections.
 type Server struct {
-	agentpb.UnimplementedAgentServer
 	opts      Options
 	log       *slog.Logger
 	accounts  *accountCache // user lookups, shared by every exec
@@ -68,11 +58,12 @@ type Server struct {
 	running sync.WaitGroup // live exec sessions
 
 	connMu  sync.Mutex
-	conns   map[net.Conn]struct{} // open exec connections
-	stopped bool                  // StopExec ran: no more are served
+	conns   map[net.Conn]struct{} // open exec and call connections
+	stopped bool                  // Stop ran: no more are served
 }
 
-// New returns a Server; register it on a gRPC server from NewGRPCServer.
+// New returns a Server; hand it connections with ServeExec and ServeCall
+// (listener.Sniff does).
 func New(opts Options) *Server {
 	if opts.KillGrace <= 0 {
 		opts.KillGrace = 3 * time.Second
@@ -100,31 +91,14 @@ func New(opts Options) *Server {
 	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, conns: map[net.Conn]struct{}{}}
 }
 
-// NewGRPCServer returns a gRPC server with the agent registered and the
-// limits that keep a misbehaving peer from costing it more than a stream.
-func NewGRPCServer(s *Server) *grpc.Server {
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.MaxHeaderListSize(64<<10),
-		grpc.InitialWindowSize(1<<20),
-		grpc.InitialConnWindowSize(4<<20),
-		grpc.ReadBufferSize(256<<10),
-		grpc.WriteBufferSize(256<<10),
-		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}),
-	)
-	agentpb.RegisterAgentServer(g, s)
-	return g
-}
-
 // Wait blocks until every exec session has finished cleaning up, so that
 // the agent never exits leaving a process tree behind.
 func (s *Server) Wait() { s.running.Wait() }
 
-// StopExec closes every exec connection and refuses new ones: each running
-// process is hung up on as if its client had gone. Wait then returns once
-// their trees are killed.
-func (s *Server) StopExec() {
+// Stop closes every exec and call connection and refuses new ones: each
+// running process is hung up on as if its client had gone. Wait then
+// returns once their trees are killed.
+func (s *Server) Stop() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.stopped = true
@@ -191,12 +165,12 @@ func (s *Server) info() *agentcall.Info {
 // nanoseconds.
 func (s *Server) setTime(unixNano int64) (*agentcall.SetTimeReply, error) {
 	if unixNano <= 0 {
-		return nil, &callError{agentcall.KindInvalid, "set time: no time given"}
+		return nil, &refusal{agentcall.KindInvalid, "set time: no time given"}
 	}
 	host := time.Unix(0, unixNano)
 	skew := time.Since(host)
 	if err := s.opts.SetClock(host); err != nil {
-		return nil, &callError{agentcall.KindFailed, "set time: " + err.Error()}
+		return nil, &refusal{agentcall.KindFailed, "set time: " + err.Error()}
 	}
 	if skew > time.Second || skew < -time.Second {
 		s.log.Info("clock set", "skew", skew.Round(time.Millisecond))
@@ -214,34 +188,4 @@ func (s *Server) shutdown() {
 			s.log.Error("power off", "err", err)
 		}
 	}()
-}
-
-// Info is info as the gRPC service answers it.
-func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
-	i := s.info()
-	return &agentpb.InfoResponse{
-		Version: i.Version, BootId: i.BootID, UptimeMs: i.UptimeMs, Hostname: i.Hostname, Kernel: i.Kernel, Arch: i.Arch,
-		Provisioned: i.Provisioned, DefaultUser: i.DefaultUser, TimeUnixNano: i.TimeUnixNano,
-		Process:       &agentpb.ProcessStats{Goroutines: i.Process.Goroutines, OpenFds: i.Process.OpenFDs, RssBytes: i.Process.RSSBytes},
-		InitStartedMs: i.InitStartedMs, UserspaceStartedMs: i.UserspaceStartedMs, AgentStartedMs: i.AgentStartedMs, AgentListeningMs: i.AgentListeningMs,
-	}, nil
-}
-
-// SetTime is setTime as the gRPC service answers it.
-func (s *Server) SetTime(ctx context.Context, req *agentpb.SetTimeRequest) (*agentpb.SetTimeResponse, error) {
-	r, err := s.setTime(req.GetUnixNano())
-	if err != nil {
-		code := codes.Internal
-		if err.(*callError).kind == agentcall.KindInvalid {
-			code = codes.InvalidArgument
-		}
-		return nil, status.Error(code, err.Error())
-	}
-	return &agentpb.SetTimeResponse{SkewNano: r.SkewNano}, nil
-}
-
-// Shutdown is shutdown as the gRPC service answers it.
-func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
-	s.shutdown()
-	return &agentpb.ShutdownResponse{}, nil
 }

@@ -22,7 +22,7 @@ func TestSetTime(t *testing.T) {
 	if skew := time.Duration(resp.SkewNano); skew < time.Hour || skew > time.Hour+time.Minute {
 		t.Fatalf("skew %v, want about an hour", skew)
 	}
-	var ce *callError
+	var ce *refusal
 	for _, bad := range []int64{0, -1} {
 		if _, err := s.setTime(bad); !errors.As(err, &ce) || ce.kind != agentcall.KindInvalid {
 			t.Fatalf("time %d: %v", bad, err)

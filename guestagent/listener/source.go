@@ -58,7 +58,7 @@ func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration, h Handl
 }
 
 // sniffTimeout is how long a new channel may take to send its first bytes.
-// A gRPC client sends its 24-byte preface at once.
+// The host's clients send their 14-byte preface at once.
 const sniffTimeout = 30 * time.Second
 
 type sniffer struct {
@@ -77,8 +77,8 @@ func (s *sniffer) run() {
 	for {
 		c, err := s.Listener.Accept()
 		if err != nil {
-			// Out of file descriptors and the like pass, as gRPC's own
-			// accept loop would wait them out; anything else ends serving.
+			// Out of file descriptors and the like pass: they are waited
+			// out; anything else ends serving.
 			if t, ok := err.(interface{ Temporary() bool }); ok && t.Temporary() {
 				s.log.Warn("accept a channel", "err", err)
 				select {
