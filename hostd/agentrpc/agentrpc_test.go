@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,5 +84,25 @@ func TestRefusals(t *testing.T) {
 	err = agentrpc.CallForTest(context.Background(), agentclient.UnixDialer(a.Socket), "format_disk")
 	if !agentrpc.IsUnimplemented(err) || !strings.Contains(err.Error(), `unknown method "format_disk"`) {
 		t.Errorf("an unknown method: %v", err)
+	}
+}
+
+// A channel of a kind the agent does not serve (here an older hostd's
+// gRPC) is closed unanswered, and the agent goes on serving.
+func TestAgentClosesOtherChannels(t *testing.T) {
+	a := agenttest.Start(t)
+	c, err := net.Dial("unix", a.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	// Closed with bytes unread, the channel may be reset rather than ended.
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the agent answered %q, %v; want the channel closed", b, err)
+	}
+	if _, err := a.RPC(t).Info(context.Background()); err != nil {
+		t.Fatalf("after: %v", err)
 	}
 }

@@ -153,7 +153,9 @@ func TestProvisioningSilenceEndsTheStream(t *testing.T) {
 		io.Copy(io.Discard, c)
 	})
 	c.idle = 100 * time.Millisecond
-	s, err := c.Provisioning(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), patience) // fails, not hangs, without the idle limit
+	defer cancel()
+	s, err := c.Provisioning(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
