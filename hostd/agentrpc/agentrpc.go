@@ -145,7 +145,8 @@ func (cl *call) next() (*agentcall.Reply, error) {
 	if err := cl.r.Read(&rep); err != nil {
 		var bad *agentcall.BadLineError
 		if errors.Is(err, agentcall.ErrLineTooLong) || errors.As(err, &bad) {
-			return nil, &ProtocolError{Method: cl.method, Msg: err.Error()}
+			// The decoder's words may quote a byte of the guest's.
+			return nil, &ProtocolError{Method: cl.method, Msg: guestWord(err.Error(), 200)}
 		}
 		return nil, cl.fail(err)
 	}
