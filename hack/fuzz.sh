@@ -11,6 +11,7 @@ targets=(
 	./guestagent:FuzzExecFrames
 	./hostd/agentclient:FuzzAgentFrames
 	./hostd/agentrpc:FuzzAgentReplies
+	./internal/execwire:FuzzAppendStart
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs

@@ -136,10 +136,7 @@ func (x *execution) run(ctx context.Context) (st ExitStatus, err error) {
 	if !x.conn.prefaced {
 		b = append(b, execwire.Preface...)
 	}
-	b, err = execwire.AppendJSON(b, execwire.Start, &start)
-	if err != nil {
-		return ExitStatus{}, err
-	}
+	b = execwire.AppendStart(b, &start)
 	if o.Stdin == nil && o.TTY != nil {
 		// Said now, it travels with the start instead of after it.
 		b = execwire.AppendHeader(b, execwire.CloseStdin, 0)
