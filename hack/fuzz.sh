@@ -12,6 +12,7 @@ targets=(
 	./hostd/agentclient:FuzzAgentFrames
 	./hostd/agentrpc:FuzzAgentReplies
 	./internal/execwire:FuzzAppendStart
+	./internal/execwire:FuzzParseExit
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs

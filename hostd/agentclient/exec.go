@@ -2,7 +2,6 @@ package agentclient
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -289,8 +288,8 @@ func (x *execution) output() (ExitStatus, error) {
 
 // decodeExit parses an exit frame and checks what a shell would show of it.
 func decodeExit(p []byte) (*execwire.ExitMsg, error) {
-	var m execwire.ExitMsg
-	if err := json.Unmarshal(p, &m); err != nil {
+	m, err := execwire.ParseExit(p)
+	if err != nil {
 		return nil, protocolErr("exit: %v", err)
 	}
 	if m.Error == "" && (m.Code < 0 || m.Code > 255) {

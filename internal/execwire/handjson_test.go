@@ -67,3 +67,32 @@ func FuzzAppendStart(f *testing.F) {
 		sameAsEncodingJSON(t, &m)
 	})
 }
+
+// ParseExit's answer is encoding/json's for every payload.
+func checkParseExit(t *testing.T, p []byte) {
+	t.Helper()
+	got, gotErr := ParseExit(p)
+	var want ExitMsg
+	wantErr := json.Unmarshal(p, &want)
+	if (gotErr == nil) != (wantErr == nil) || got != want {
+		t.Fatalf("ParseExit(%q) = %+v, %v; encoding/json: %+v, %v", p, got, gotErr, want, wantErr)
+	}
+}
+
+func TestParseExitMatchesEncodingJSON(t *testing.T) {
+	for _, p := range []string{
+		`{"code":0}`, `{"code":1}`, `{"code":255}`, `{"code":256}`, `{"code":999}`, `{"code":1000}`,
+		`{"code":01}`, `{"code":-1}`, `{"code":}`, `{"code":1 }`, `{"code":1}x`, `{"code":"1"}`,
+		`{"code":137,"signal":"SIGKILL"}`, `{"code":-1,"error":"no such file","kind":"not_found"}`,
+		``, `{`, `null`, `{"code":1e2}`, `{"code":12}}`,
+	} {
+		checkParseExit(t, []byte(p))
+	}
+}
+
+func FuzzParseExit(f *testing.F) {
+	f.Add([]byte(`{"code":0}`))
+	f.Add([]byte(`{"code":137,"signal":"SIGKILL"}`))
+	f.Add([]byte(`{"code":09}`))
+	f.Fuzz(func(t *testing.T, p []byte) { checkParseExit(t, p) })
+}

@@ -1,6 +1,8 @@
 package execwire
 
 import (
+	"bytes"
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 )
@@ -96,4 +98,37 @@ func appendString(b []byte, s string) []byte {
 		i += size
 	}
 	return append(b, '"')
+}
+
+// ParseExit decodes an Exit frame's payload. The agent's usual exit,
+// encoded by encoding/json, is exactly {"code":N}: that form is read
+// directly, and every other payload goes through encoding/json. The
+// first json.Unmarshal in a process costs its decoder's start, about 3%
+// of a `cowork exec` in perf.
+func ParseExit(p []byte) (ExitMsg, error) {
+	const prefix = `{"code":`
+	if digits, ok := bytes.CutPrefix(p, []byte(prefix)); ok && len(digits) >= 2 && len(digits) <= 4 && digits[len(digits)-1] == '}' {
+		digits = digits[:len(digits)-1]
+		if code, ok := smallUint(digits); ok {
+			return ExitMsg{Code: code}, nil
+		}
+	}
+	var m ExitMsg
+	err := json.Unmarshal(p, &m)
+	return m, err
+}
+
+// smallUint parses 1 to 3 decimal digits in JSON's form (no leading zero).
+func smallUint(d []byte) (int, bool) {
+	if len(d) == 0 || len(d) > 3 || (d[0] == '0' && len(d) > 1) {
+		return 0, false
+	}
+	n := 0
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
