@@ -452,4 +452,7 @@ echo "cloud_disk=$OUT/cloud.qcow2"
 echo "kernel=$OUT/vmlinuz"
 echo "initrd=$OUT/initrd.img"
 echo "disk=$OUT/rootfs.ext4"
-echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cowork.root=/dev/vda"
+# cryptomgr.notests: the kernel's self-tests of its crypto algorithms
+# take half a second of the emulated boot (crypto_algapi_init, seen with
+# initcall_debug); a test guest does without them.
+echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cryptomgr.notests cowork.root=/dev/vda"
