@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 targets=(
 	./guestagent:FuzzExecFrames
 	./hostd/agentclient:FuzzAgentFrames
+	./hostd/agentrpc:FuzzAgentReplies
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs
