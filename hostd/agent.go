@@ -66,6 +66,12 @@ func (e *provisionError) Error() string { return "provisioning failed: " + e.det
 // without it).
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
+		var err error
+		if done, err = d.settle(ctx); err != nil {
+			return err
+		}
+	}
+	if !done {
 		d.events.emit(controlwire.PhaseProvisioning, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
 		if err := d.followProvisioning(ctx); err != nil {
 			return err
@@ -75,6 +81,34 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 		d.log.Warn("record provisioning as complete", "err", err)
 	}
 	return nil
+}
+
+// bootSettle is how long hostd keeps asking a guest that was not
+// provisioned when its agent first answered before it follows the
+// guest's provisioning. An agent that starts early in the boot (the e2e
+// guest's starts beside its boot script, which writes the marker once
+// the network and the share are up) answers moments before the marker
+// is there; a first boot's provisioning takes minutes, and only its
+// first event comes this much later.
+const bootSettle = 5 * time.Second
+
+// settlePoll is how often hostd asks meanwhile: an Info is cheap, and
+// each poll that misses the marker delays "ready" by up to this much.
+const settlePoll = 50 * time.Millisecond
+
+// settle asks the agent's Info, for up to d.settleFor, whether the guest
+// is provisioned by now.
+func (d *Daemon) settle(ctx context.Context) (bool, error) {
+	deadline := time.Now().Add(d.settleFor)
+	for time.Now().Before(deadline) {
+		if err := d.pause(ctx, settlePoll); err != nil {
+			return false, err
+		}
+		if d.agentSaysProvisioned(ctx) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // provisionRetry is how long hostd waits before it opens a Provisioning

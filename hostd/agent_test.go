@@ -340,3 +340,39 @@ func (d *Daemon) provisioningEvents() []*controlwire.Event {
 	stop()
 	return past
 }
+
+// A guest whose agent answers before its boot script wrote the marker
+// (the agent starts early) is asked again: once it reports provisioned,
+// hostd records it, with no provisioning event and no stream.
+func TestProvisioningSettlesWhileTheBootEnds(t *testing.T) {
+	var infos atomic.Int32
+	d, _ := provisioningDaemon(t, &provisioningAgent{ // no streams: one opened would emit an event
+		info: func() *agentcall.Info {
+			return &agentcall.Info{Provisioned: infos.Add(1) >= 3}
+		},
+	})
+	d.settleFor = time.Hour
+	msgs, err := runProvisioning(t, d)
+	if err != nil || len(msgs) != 0 {
+		t.Errorf("settling: err %v, events %q", err, msgs)
+	}
+	if n := infos.Load(); n != 3 {
+		t.Errorf("Info asked %d times, want 3", n)
+	}
+	if _, err := os.Stat(d.paths.Provisioned()); err != nil {
+		t.Errorf("provisioning not recorded: %v", err)
+	}
+}
+
+// A guest still not provisioned when the settling ends is provisioning:
+// hostd says so and follows it.
+func TestProvisioningAfterSettling(t *testing.T) {
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
+		provEnded(agentcall.StateProvisioned, ""),
+	}}}})
+	d.settleFor = time.Nanosecond
+	msgs, err := runProvisioning(t, d)
+	if err != nil || len(msgs) != 1 || msgs[0] != firstEvent {
+		t.Errorf("after settling: err %v, events %q", err, msgs)
+	}
+}
