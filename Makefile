@@ -12,7 +12,7 @@ GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 E2E_ARCH  ?= arm64
 UNAME     := $(shell uname -s)
 
-.PHONY: all install agents embed-agents claude-flags test lint proto check-proto bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
+.PHONY: all install agents embed-agents claude-flags test lint bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
 
 all: bin/cowork bin/cowork-hostd
 
@@ -109,16 +109,6 @@ deps:
 # Regenerates Claude Code's option table from the pinned version's --help.
 claude-flags:
 	$(GO) run ./hostd/claudecode/gen "$$(./hack/claude.sh)" hostd/claudecode/flags_gen.go
-
-# protoc from Debian's protobuf-compiler; the Go plugins pinned by go.mod's tool directive.
-proto:
-	./hack/proto.sh
-
-# Fails when the committed generated code differs from what `make proto` makes.
-PROTO_DIRS := guestagent/agentpb
-check-proto: proto
-	@git diff --exit-code --stat -- $(PROTO_DIRS) && test -z "$$(git ls-files --others --exclude-standard -- $(PROTO_DIRS))" || \
-		{ echo "generated code is stale: run make proto and commit it"; exit 1; }
 
 # Proves on Linux that the macOS code vets and builds for darwin/arm64
 # against the exact API of the pinned vz (a generated stub, tools/vzstub).

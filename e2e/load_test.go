@@ -99,9 +99,9 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hostdRSS[i], agentRSS[i] = st.HostdProcess.RSSBytes, info.Process.RssBytes
-			// The Info call's own connection and stream are not counted.
-			return reading{int32(st.HostdProcess.OpenFDs), int32(st.HostdProcess.Goroutines), info.Process.OpenFds, info.Process.Goroutines}
+			hostdRSS[i], agentRSS[i] = st.HostdProcess.RSSBytes, info.Process.RSSBytes
+			// The Info call's own channel is not counted.
+			return reading{int32(st.HostdProcess.OpenFDs), int32(st.HostdProcess.Goroutines), info.Process.OpenFDs, info.Process.Goroutines}
 		}
 		run := func(n int) {
 			for i := range n {

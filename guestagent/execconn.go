@@ -9,9 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/coworkhq/cowork/internal/execwire"
 )
 
@@ -139,7 +136,7 @@ func (ec *execConn) start(payload []byte) *session {
 	}
 	spec, err := resolveSpec(&start, s.opts.DefaultUser, s.accounts)
 	if err != nil {
-		msg := status.Convert(err).Message()
+		msg := err.Error()
 		s.log.Warn("exec refused", "user", start.User, "argv0", argv0(start.Argv), "err", msg)
 		ec.refuse(kindOf(err), msg)
 		return nil
@@ -173,19 +170,6 @@ func (ec *execConn) write(b []byte) error {
 	defer ec.wmu.Unlock()
 	_, err := ec.c.Write(b)
 	return err
-}
-
-// kindOf turns resolveSpec's gRPC status into the wire's error kind.
-func kindOf(err error) string {
-	switch status.Code(err) {
-	case codes.NotFound:
-		return execwire.KindNotFound
-	case codes.PermissionDenied:
-		return execwire.KindPermission
-	case codes.InvalidArgument:
-		return execwire.KindInvalid
-	}
-	return execwire.KindFailed
 }
 
 // input queues one stdin chunk (a stdinPool buffer) for the process; it

@@ -1,31 +1,31 @@
 package guestagent
 
 import (
+	"context"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
-// provisionPoll is how often Provisioning looks at the guest by default:
+// provisionPoll is how often a provisioning call looks at the guest by default:
 // each look runs systemctl and journalctl, which an emulated guest feels.
 const provisionPoll = 2 * time.Second
 
-// Provisioning streams the guest's provisioning status: at once, then at
-// each change, until it is no longer running.
-func (s *Server) Provisioning(_ *agentpb.ProvisioningRequest, stream agentpb.Agent_ProvisioningServer) error {
-	ctx := stream.Context()
-	var last *agentpb.ProvisioningStatus
+// provisioningCall sends the guest's provisioning status: at once, then at
+// each change, and again every heartbeat while it does not change, until
+// it is no longer running, send fails or ctx ends.
+func (s *Server) provisioningCall(ctx context.Context, send func(*agentcall.ProvisioningStatus) error) error {
+	var last *agentcall.ProvisioningStatus
+	var sent time.Time
 	for {
 		st := s.provision.Read(ctx)
 		msg := provisioningStatus(st)
-		if last == nil || !proto.Equal(msg, last) {
-			if err := stream.Send(msg); err != nil {
+		if last == nil || *msg != *last || time.Since(sent) >= s.opts.ProvisionHeartbeat {
+			if err := send(msg); err != nil {
 				return err
 			}
-			last = msg
+			last, sent = msg, time.Now()
 		}
 		if st.State != provision.Running {
 			return nil
@@ -38,15 +38,15 @@ func (s *Server) Provisioning(_ *agentpb.ProvisioningRequest, stream agentpb.Age
 	}
 }
 
-func provisioningStatus(st provision.Status) *agentpb.ProvisioningStatus {
-	state := agentpb.ProvisioningStatus_RUNNING
+func provisioningStatus(st provision.Status) *agentcall.ProvisioningStatus {
+	state := agentcall.StateRunning
 	switch st.State {
 	case provision.Provisioned:
-		state = agentpb.ProvisioningStatus_PROVISIONED
+		state = agentcall.StateProvisioned
 	case provision.Failed:
-		state = agentpb.ProvisioningStatus_FAILED
+		state = agentcall.StateFailed
 	case provision.FinishedUnprovisioned:
-		state = agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED
+		state = agentcall.StateFinishedUnprovisioned
 	}
-	return &agentpb.ProvisioningStatus{State: state, Step: st.Step, Stage: st.Stage, LastLine: st.LastLine}
+	return &agentcall.ProvisioningStatus{State: state, Step: st.Step, Stage: st.Stage, LastLine: st.LastLine}
 }

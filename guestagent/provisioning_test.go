@@ -8,24 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
-
-// sentStream is a Provisioning stream that records what was sent.
-type sentStream struct {
-	grpc.ServerStream
-	ctx  context.Context
-	sent chan *agentpb.ProvisioningStatus
-}
-
-func (s *sentStream) Context() context.Context { return s.ctx }
-func (s *sentStream) Send(m *agentpb.ProvisioningStatus) error {
-	s.sent <- m
-	return nil
-}
 
 // Provisioning sends the status at once, again only when it changed, and
 // ends after the first that is not running.
@@ -43,15 +28,17 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 		}
 		return nil, os.ErrNotExist
 	}
-	s := New(Options{Provision: &provision.Reader{Paths: paths, Run: noSystemd}, ProvisionPoll: time.Millisecond})
-	st := &sentStream{ctx: t.Context(), sent: make(chan *agentpb.ProvisioningStatus, 100)}
+	s := New(Options{Provision: &provision.Reader{Paths: paths, Run: noSystemd}, ProvisionPoll: time.Millisecond, ProvisionHeartbeat: time.Hour})
+	sent := make(chan *agentcall.ProvisioningStatus, 100)
 	ended := make(chan error, 1)
-	go func() { ended <- s.Provisioning(&agentpb.ProvisioningRequest{}, st) }()
+	go func() {
+		ended <- s.provisioningCall(t.Context(), func(m *agentcall.ProvisioningStatus) error { sent <- m; return nil })
+	}()
 
-	next := func() *agentpb.ProvisioningStatus {
+	next := func() *agentcall.ProvisioningStatus {
 		t.Helper()
 		select {
-		case m := <-st.sent:
+		case m := <-sent:
 			return m
 		case err := <-ended:
 			t.Fatalf("the stream ended early: %v", err)
@@ -60,7 +47,7 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 		}
 		return nil
 	}
-	if m := next(); m.State != agentpb.ProvisioningStatus_RUNNING || m.Step != "" {
+	if m := next(); m.State != agentcall.StateRunning || m.Step != "" {
 		t.Fatalf("first: %v", m)
 	}
 	// Looks that see no change send nothing. A look's send is done when
@@ -68,15 +55,15 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 	for n := looks.Load() + 5; looks.Load() < n; {
 		time.Sleep(time.Millisecond)
 	}
-	if len(st.sent) != 0 {
-		t.Fatalf("%d statuses sent without a change", len(st.sent))
+	if len(sent) != 0 {
+		t.Fatalf("%d statuses sent without a change", len(sent))
 	}
 	os.WriteFile(paths.StepFile, []byte("installing packages\n"), 0o644)
-	if m := next(); m.State != agentpb.ProvisioningStatus_RUNNING || m.Step != "installing packages" {
+	if m := next(); m.State != agentcall.StateRunning || m.Step != "installing packages" {
 		t.Fatalf("after the step: %v", m)
 	}
 	os.WriteFile(paths.Marker, nil, 0o644)
-	if m := next(); m.State != agentpb.ProvisioningStatus_PROVISIONED {
+	if m := next(); m.State != agentcall.StateProvisioned {
 		t.Fatalf("after the marker: %v", m)
 	}
 	select {
@@ -87,24 +74,48 @@ func TestProvisioningStreamsChangesUntilDone(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the stream did not end once provisioned")
 	}
-	if len(st.sent) != 0 {
-		t.Errorf("%d more sent after the end", len(st.sent))
+	if len(sent) != 0 {
+		t.Errorf("%d more sent after the end", len(sent))
 	}
 }
 
 func TestProvisioningStates(t *testing.T) {
 	for _, c := range []struct {
 		in   provision.State
-		want agentpb.ProvisioningStatus_State
+		want agentcall.State
 	}{
-		{provision.Running, agentpb.ProvisioningStatus_RUNNING},
-		{provision.Provisioned, agentpb.ProvisioningStatus_PROVISIONED},
-		{provision.Failed, agentpb.ProvisioningStatus_FAILED},
-		{provision.FinishedUnprovisioned, agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED},
+		{provision.Running, agentcall.StateRunning},
+		{provision.Provisioned, agentcall.StateProvisioned},
+		{provision.Failed, agentcall.StateFailed},
+		{provision.FinishedUnprovisioned, agentcall.StateFinishedUnprovisioned},
 	} {
 		m := provisioningStatus(provision.Status{State: c.in, Step: "s", Stage: "g", LastLine: "l"})
 		if m.State != c.want || m.Step != "s" || m.Stage != "g" || m.LastLine != "l" {
 			t.Errorf("%v: %v", c.in, m)
 		}
+	}
+}
+
+// A status that does not change is sent again every heartbeat, so that
+// the host can tell a quiet guest from a dead channel.
+func TestProvisioningRepeatsAnUnchangedStatus(t *testing.T) {
+	dir := t.TempDir()
+	paths := provision.Paths{Marker: filepath.Join(dir, "provisioned"), StepFile: filepath.Join(dir, "step"), Unit: "cowork-provision.service"}
+	noSystemd := func(context.Context, ...string) ([]byte, error) { return nil, os.ErrNotExist }
+	s := New(Options{Provision: &provision.Reader{Paths: paths, Run: noSystemd}, ProvisionPoll: time.Millisecond, ProvisionHeartbeat: time.Nanosecond})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a heartbeat missing fails, not hangs
+	defer cancel()
+	n := 0
+	err := s.provisioningCall(ctx, func(m *agentcall.ProvisioningStatus) error {
+		if m.State != agentcall.StateRunning {
+			t.Errorf("status %+v", m)
+		}
+		if n++; n == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if n != 3 || err == nil {
+		t.Errorf("%d statuses sent, then %v; want 3, then the end of the context", n, err)
 	}
 }

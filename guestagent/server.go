@@ -1,11 +1,11 @@
 // Package guestagent is the daemon inside the guest that runs every command
 // cowork sends. Execs come on connections of their own (execwire, served
-// by ServeExec); the other calls are one gRPC service (agentpb.Agent). Both
-// share one listener, which tells them apart by their first bytes.
+// by ServeExec), and so does each of hostd's other calls (agentcall:
+// Info, SetTime, Shutdown, Provisioning; served by ServeCall). Both share
+// one listener, which tells them apart by their first bytes.
 package guestagent
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -15,19 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/guestagent/provision"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/procstat"
 )
-
-// MaxMessageSize bounds every gRPC message the agent accepts.
-const MaxMessageSize = 1 << 20
 
 // Options configures the agent. The zero value runs commands as the agent's
 // own user and touches the real clock and power switch.
@@ -42,6 +34,9 @@ type Options struct {
 	Provision *provision.Reader
 	// ProvisionPoll is how often Provisioning looks; zero means 2 seconds.
 	ProvisionPoll time.Duration
+	// ProvisionHeartbeat is how often Provisioning repeats a status that
+	// did not change; zero means agentcall.ProvisioningHeartbeat.
+	ProvisionHeartbeat time.Duration
 	// KillGrace is how long a process tree gets between SIGHUP and SIGKILL
 	// when its client goes away. Zero means 3 seconds.
 	KillGrace time.Duration
@@ -53,9 +48,8 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Server implements agentpb.AgentServer.
+// Server serves the agent's exec and call connections.
 type Server struct {
-	agentpb.UnimplementedAgentServer
 	opts      Options
 	log       *slog.Logger
 	accounts  *accountCache // user lookups, shared by every exec
@@ -64,11 +58,12 @@ type Server struct {
 	running sync.WaitGroup // live exec sessions
 
 	connMu  sync.Mutex
-	conns   map[net.Conn]struct{} // open exec connections
-	stopped bool                  // StopExec ran: no more are served
+	conns   map[net.Conn]struct{} // open exec and call connections
+	stopped bool                  // Stop ran: no more are served
 }
 
-// New returns a Server; register it on a gRPC server from NewGRPCServer.
+// New returns a Server; hand it connections with ServeExec and ServeCall
+// (listener.Sniff does).
 func New(opts Options) *Server {
 	if opts.KillGrace <= 0 {
 		opts.KillGrace = 3 * time.Second
@@ -82,6 +77,9 @@ func New(opts Options) *Server {
 	if opts.ProvisionPoll <= 0 {
 		opts.ProvisionPoll = provisionPoll
 	}
+	if opts.ProvisionHeartbeat <= 0 {
+		opts.ProvisionHeartbeat = agentcall.ProvisioningHeartbeat
+	}
 	prov := opts.Provision
 	if prov == nil {
 		prov = &provision.Reader{Paths: provision.DefaultPaths(opts.ProvisionedMarker)}
@@ -93,31 +91,14 @@ func New(opts Options) *Server {
 	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, conns: map[net.Conn]struct{}{}}
 }
 
-// NewGRPCServer returns a gRPC server with the agent registered and the
-// limits that keep a misbehaving peer from costing it more than a stream.
-func NewGRPCServer(s *Server) *grpc.Server {
-	g := grpc.NewServer(
-		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.MaxHeaderListSize(64<<10),
-		grpc.InitialWindowSize(1<<20),
-		grpc.InitialConnWindowSize(4<<20),
-		grpc.ReadBufferSize(256<<10),
-		grpc.WriteBufferSize(256<<10),
-		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}),
-	)
-	agentpb.RegisterAgentServer(g, s)
-	return g
-}
-
 // Wait blocks until every exec session has finished cleaning up, so that
 // the agent never exits leaving a process tree behind.
 func (s *Server) Wait() { s.running.Wait() }
 
-// StopExec closes every exec connection and refuses new ones: each running
-// process is hung up on as if its client had gone. Wait then returns once
-// their trees are killed.
-func (s *Server) StopExec() {
+// Stop closes every exec and call connection and refuses new ones: each
+// running process is hung up on as if its client had gone. Wait then
+// returns once their trees are killed.
+func (s *Server) Stop() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	s.stopped = true
@@ -147,12 +128,12 @@ func (s *Server) track() (done func()) {
 	return s.running.Done
 }
 
-// Info reports the agent's version and the guest's state.
-func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
+// info reports the agent's version and the guest's state.
+func (s *Server) info() *agentcall.Info {
 	sys := readSystemInfo()
-	resp := &agentpb.InfoResponse{
+	resp := &agentcall.Info{
 		Version:     buildinfo.Version,
-		BootId:      sys.bootID,
+		BootID:      sys.bootID,
 		UptimeMs:    sys.uptime.Milliseconds(),
 		Hostname:    sys.hostname,
 		Kernel:      sys.kernel,
@@ -164,7 +145,7 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 	resp.InitStartedMs, resp.UserspaceStartedMs = bt.initStarted, bt.userspaceStarted
 	resp.AgentStartedMs, resp.AgentListeningMs = bt.agentStarted, bt.agentListening
 	ps := procstat.Self()
-	resp.Process = &agentpb.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFds: int32(ps.OpenFDs), RssBytes: ps.RSSBytes}
+	resp.Process = agentcall.ProcessStats{Goroutines: int32(ps.Goroutines), OpenFDs: int32(ps.OpenFDs), RSSBytes: ps.RSSBytes}
 	if resp.DefaultUser == "" {
 		if a, err := s.accounts.lookup(""); err == nil {
 			resp.DefaultUser = a.name
@@ -177,27 +158,29 @@ func (s *Server) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Inf
 			s.log.Warn("provisioning marker", "path", s.opts.ProvisionedMarker, "err", err)
 		}
 	}
-	return resp, nil
+	return resp
 }
 
-// SetTime sets the guest's clock to the host's.
-func (s *Server) SetTime(ctx context.Context, req *agentpb.SetTimeRequest) (*agentpb.SetTimeResponse, error) {
-	if req.GetUnixNano() <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "set time: no time given")
+// setTime sets the guest's clock to the host's, given in Unix
+// nanoseconds.
+func (s *Server) setTime(unixNano int64) (*agentcall.SetTimeReply, error) {
+	if unixNano <= 0 {
+		return nil, &refusal{agentcall.KindInvalid, "set time: no time given"}
 	}
-	host := time.Unix(0, req.UnixNano)
+	host := time.Unix(0, unixNano)
 	skew := time.Since(host)
 	if err := s.opts.SetClock(host); err != nil {
-		return nil, status.Errorf(codes.Internal, "set time: %v", err)
+		return nil, &refusal{agentcall.KindFailed, "set time: " + err.Error()}
 	}
 	if skew > time.Second || skew < -time.Second {
 		s.log.Info("clock set", "skew", skew.Round(time.Millisecond))
 	}
-	return &agentpb.SetTimeResponse{SkewNano: int64(skew)}, nil
+	return &agentcall.SetTimeReply{SkewNano: int64(skew)}, nil
 }
 
-// Shutdown answers, then syncs and powers the guest off.
-func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+// shutdown syncs and powers the guest off, after a moment that lets the
+// answer leave first.
+func (s *Server) shutdown() {
 	s.log.Info("shutdown requested")
 	go func() {
 		time.Sleep(100 * time.Millisecond) // let the answer leave first
@@ -205,5 +188,4 @@ func (s *Server) Shutdown(ctx context.Context, _ *agentpb.ShutdownRequest) (*age
 			s.log.Error("power off", "err", err)
 		}
 	}()
-	return &agentpb.ShutdownResponse{}, nil
 }

@@ -1,22 +1,18 @@
 package guestagent
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
 func TestSetTime(t *testing.T) {
 	var set time.Time
 	s := New(Options{SetClock: func(t time.Time) error { set = t; return nil }})
 	host := time.Now().Add(-time.Hour) // the guest is an hour ahead
-	resp, err := s.SetTime(context.Background(), &agentpb.SetTimeRequest{UnixNano: host.UnixNano()})
+	resp, err := s.setTime(host.UnixNano())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,11 +22,14 @@ func TestSetTime(t *testing.T) {
 	if skew := time.Duration(resp.SkewNano); skew < time.Hour || skew > time.Hour+time.Minute {
 		t.Fatalf("skew %v, want about an hour", skew)
 	}
-	if _, err := s.SetTime(context.Background(), &agentpb.SetTimeRequest{}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("no time: %v", err)
+	var ce *refusal
+	for _, bad := range []int64{0, -1} {
+		if _, err := s.setTime(bad); !errors.As(err, &ce) || ce.kind != agentcall.KindInvalid {
+			t.Fatalf("time %d: %v", bad, err)
+		}
 	}
 	s = New(Options{SetClock: func(time.Time) error { return errors.New("operation not permitted") }})
-	if _, err := s.SetTime(context.Background(), &agentpb.SetTimeRequest{UnixNano: 1}); status.Code(err) != codes.Internal {
+	if _, err := s.setTime(1); !errors.As(err, &ce) || ce.kind != agentcall.KindFailed {
 		t.Fatalf("failing clock: %v", err)
 	}
 }
@@ -39,9 +38,7 @@ func TestShutdownAnswersThenPowersOff(t *testing.T) {
 	off := make(chan time.Time, 1)
 	s := New(Options{PowerOff: func() error { off <- time.Now(); return nil }})
 	answered := time.Now()
-	if _, err := s.Shutdown(context.Background(), &agentpb.ShutdownRequest{}); err != nil {
-		t.Fatal(err)
-	}
+	s.shutdown()
 	select {
 	case at := <-off:
 		if at.Before(answered) {

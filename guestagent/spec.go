@@ -12,9 +12,6 @@ import (
 	"sync"
 	"syscall"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/coworkhq/cowork/internal/execwire"
 )
 
@@ -52,17 +49,17 @@ type account struct {
 }
 
 // resolveSpec validates a Start and resolves its user, directory and
-// executable. Its errors are gRPC statuses worded for the person who sent it.
+// executable. Its errors are *refusal, worded for the person who sent it.
 func resolveSpec(start *execwire.StartMsg, defaultUser string, accts *accountCache) (*procSpec, error) {
 	if len(start.Argv) == 0 || start.Argv[0] == "" {
-		return nil, status.Error(codes.InvalidArgument, "empty argv: name the program to run")
+		return nil, refusef(execwire.KindInvalid, "empty argv: name the program to run")
 	}
 	if len(start.Argv) > maxArgs {
-		return nil, status.Errorf(codes.InvalidArgument, "%d arguments is over the limit of %d", len(start.Argv), maxArgs)
+		return nil, refusef(execwire.KindInvalid, "%d arguments is over the limit of %d", len(start.Argv), maxArgs)
 	}
 	for _, a := range start.Argv {
 		if strings.IndexByte(a, 0) >= 0 {
-			return nil, status.Error(codes.InvalidArgument, "an argument contains a NUL byte")
+			return nil, refusef(execwire.KindInvalid, "an argument contains a NUL byte")
 		}
 	}
 	name := start.User
@@ -91,7 +88,7 @@ func resolveSpec(start *execwire.StartMsg, defaultUser string, accts *accountCac
 	}
 	if tty != nil {
 		if err := checkTerminalSize(tty); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, refusef(execwire.KindInvalid, "%v", err)
 		}
 	}
 	return &procSpec{path: path, argv: start.Argv, env: env, dir: dir, user: acct, tty: tty, noStdin: start.NoStdin && tty == nil}, nil
@@ -105,8 +102,7 @@ func (c *accountCache) lookup(name string) (*account, error) {
 		return nil, err
 	}
 	if self := os.Geteuid(); self != 0 && uint32(self) != acct.uid {
-		return nil, status.Errorf(codes.PermissionDenied,
-			"the agent runs as uid %d and cannot run commands as %s (uid %d); run it as root, or leave the user unset", self, acct.name, acct.uid)
+		return nil, refusef(execwire.KindPermission, "the agent runs as uid %d and cannot run commands as %s (uid %d); run it as root, or leave the user unset", self, acct.name, acct.uid)
 	}
 	return acct, nil
 }
@@ -166,14 +162,14 @@ func loadAccount(name string) (*account, error) {
 		var unknownName user.UnknownUserError
 		var unknownID user.UnknownUserIdError
 		if errors.As(err, &unknownName) || errors.As(err, &unknownID) {
-			return nil, status.Errorf(codes.InvalidArgument, "unknown user %q: no such user in the guest", name)
+			return nil, refusef(execwire.KindInvalid, "unknown user %q: no such user in the guest", name)
 		}
-		return nil, status.Errorf(codes.Internal, "look up user %q: %v", name, err)
+		return nil, refusef(execwire.KindFailed, "look up user %q: %v", name, err)
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
-		return nil, status.Errorf(codes.Internal, "user %q has a non-numeric uid or gid", u.Username)
+		return nil, refusef(execwire.KindFailed, "user %q has a non-numeric uid or gid", u.Username)
 	}
 	acct := &account{name: u.Username, uid: uint32(uid), gid: uint32(gid), home: u.HomeDir, shell: "/bin/sh"}
 	if ids, err := u.GroupIds(); err == nil {
@@ -216,7 +212,7 @@ func loginShell(name string) string {
 // buildEnv lays the request's KEY=VALUE entries over a login-like default.
 func buildEnv(a *account, extra []string, tty bool) ([]string, error) {
 	if len(extra) > maxEnv {
-		return nil, status.Errorf(codes.InvalidArgument, "%d environment entries is over the limit of %d", len(extra), maxEnv)
+		return nil, refusef(execwire.KindInvalid, "%d environment entries is over the limit of %d", len(extra), maxEnv)
 	}
 	env := []string{
 		"PATH=" + DefaultPath,
@@ -232,7 +228,7 @@ func buildEnv(a *account, extra []string, tty bool) ([]string, error) {
 	for _, kv := range extra {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || k == "" || strings.IndexByte(kv, 0) >= 0 {
-			return nil, status.Errorf(codes.InvalidArgument, "environment entry %q is not KEY=VALUE", kv)
+			return nil, refusef(execwire.KindInvalid, "environment entry %q is not KEY=VALUE", kv)
 		}
 		env = setEnv(env, kv)
 	}
@@ -270,17 +266,17 @@ func resolveDir(dir string, a *account) (string, error) {
 		return "/", nil
 	}
 	if !filepath.IsAbs(dir) {
-		return "", status.Errorf(codes.InvalidArgument, "working directory %q is not an absolute path", dir)
+		return "", refusef(execwire.KindInvalid, "working directory %q is not an absolute path", dir)
 	}
 	st, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", status.Errorf(codes.InvalidArgument, "working directory %s does not exist in the guest", dir)
+		return "", refusef(execwire.KindInvalid, "working directory %s does not exist in the guest", dir)
 	}
 	if err != nil {
-		return "", status.Errorf(codes.InvalidArgument, "working directory %s: %v", dir, err)
+		return "", refusef(execwire.KindInvalid, "working directory %s: %v", dir, err)
 	}
 	if !st.IsDir() {
-		return "", status.Errorf(codes.InvalidArgument, "working directory %s is not a directory", dir)
+		return "", refusef(execwire.KindInvalid, "working directory %s is not a directory", dir)
 	}
 	return dir, nil
 }
@@ -294,7 +290,7 @@ func lookPath(name, pathEnv, dir string) (string, error) {
 			p = filepath.Join(dir, p)
 		}
 		if err := checkExecutable(p); err != nil {
-			return "", status.Errorf(codes.NotFound, "%s: %v", name, err)
+			return "", refusef(execwire.KindNotFound, "%s: %v", name, err)
 		}
 		return p, nil
 	}
@@ -310,7 +306,7 @@ func lookPath(name, pathEnv, dir string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", status.Errorf(codes.NotFound, "executable %q not found in PATH (%s)", name, pathEnv)
+	return "", refusef(execwire.KindNotFound, "executable %q not found in PATH (%s)", name, pathEnv)
 }
 
 func checkExecutable(p string) error {

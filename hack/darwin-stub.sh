@@ -8,10 +8,10 @@
 #  - WORKDIR/go.mod, go.sum: copies of the project's with one replace, vz by
 #    the stub, to select with -modfile=WORKDIR/go.mod (GOFLAGS or a build
 #    flag). Not a go.work: workspace mode builds its module graph differently
-#    and trips over an ambiguous import (grpc's
-#    genproto/googleapis/rpc/status, also in gvisor's old genproto) that a
-#    normal build of cowork never sees; -modfile keeps the exact module
-#    graph of `go build` on a Mac, with only vz swapped.
+#    (while cowork linked gRPC it tripped over an ambiguous import,
+#    genproto/googleapis/rpc/status, also in gvisor's old genproto, that a
+#    normal build never saw); -modfile keeps the exact module graph of
+#    `go build` on a Mac, with only vz swapped.
 #
 # Prints the real vz's source directory on stdout; exits non-zero with the
 # reason on stderr. Environment: GO (go command).

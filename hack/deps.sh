@@ -3,7 +3,7 @@
 # Usage: hack/deps.sh [package...]   (no arguments: everything the tests and bench use)
 set -eu
 pkgs="$*"
-[ -n "$pkgs" ] || pkgs="protobuf-compiler openssh-server openssh-client"
+[ -n "$pkgs" ] || pkgs="openssh-server openssh-client"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -13,11 +13,12 @@
 #   cloud_disk=PATH: a qcow2 stand-in for a cloud image (systemd and cloud-init
 #   from Debian's packages), booted with the same kernel, initrd and cmdline
 #
-# The guest: a Debian kernel; an initramfs (busybox) that loads the virtio,
-# vsock, fuse/virtiofs, isofs and ext4 modules and switches to a bookworm
-# minbase root made with mkfs.ext4 -d; there busybox init runs the real agent
-# (respawned if it dies), sshd, and powers off on the power button. The
-# pinned Claude Code (its native binary for the guest) is /usr/local/bin/claude.
+# The guest: a Debian kernel; an initramfs (busybox) that loads the root
+# disk's and the agent channel's modules and switches to a bookworm minbase
+# root made with mkfs.ext4 -d; there busybox init starts the real agent at
+# once (respawned if it dies) beside the boot script (network, share, sshd),
+# and powers off on the power button. The pinned Claude Code (its native
+# binary for the guest) is /usr/local/bin/claude.
 # Needs root (debootstrap, chroot through qemu-user binfmt).
 set -euo pipefail
 
@@ -30,14 +31,16 @@ ROOTFS_SIZE=2G
 PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
-# What the root disk, the agent's channel and the power button need: the
-# initramfs loads only these when the root has /etc/cowork/modules-late
-# (the busybox guest, whose boot scripts load the rest: NET_MODULES before
-# the agent starts, the others after), and every module otherwise (the
-# cloud stand-in has no modprobe).
-EARLY_MODULES="virtio_pci virtio_mmio virtio_blk virtio_console crc32c_generic ext4 gpio_keys evdev"
+# What the root disk and the agent's channel need, in the order loaded:
+# the initramfs loads only these when the root has /etc/cowork/modules-late
+# (the busybox guest, whose boot scripts load the rest while the agent
+# starts: NET_MODULES for the network and the share, POWER_MODULES for the
+# power button, the others last), and every module otherwise (the cloud
+# stand-in's root loads none of ours itself).
+EARLY_MODULES="virtio_pci virtio_blk virtio_console crc32c_generic ext4"
 NET_MODULES="virtio_net fuse virtiofs"
-SCRIPT_REV=3 # bump when this script's output changes for the same inputs
+POWER_MODULES="gpio_keys evdev"
+SCRIPT_REV=4 # bump when this script's output changes for the same inputs
 
 case "$ARCH" in
 arm64) QARCH=aarch64 CONSOLE=ttyAMA0 ;;
@@ -156,11 +159,10 @@ fi
 KVER=$(ls "$OUT/kernel/lib/modules")
 MODS=$(for m in $MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
 	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
-EARLY_MODS=$(for m in $EARLY_MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
-	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
-NET_MODS=$(for m in $NET_MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
-	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | grep -vxF "$EARLY_MODS" || true)
-LATE_MODS=$(printf '%s\n' $MODS | grep -vxF "$EARLY_MODS" | grep -vxF "$NET_MODS" || true)
+# The modules the busybox root loads last: the ones no boot step names.
+LATE_MODULES=$(for m in $MODULES; do
+	case " $EARLY_MODULES $NET_MODULES $POWER_MODULES " in *" $m "*) ;; *) echo "$m" ;; esac
+done)
 
 # install_modules puts the initramfs's modules (MODS) into the tree $1 and
 # indexes them, so that modprobe works there after the switch to it.
@@ -179,33 +181,55 @@ install_modules() {
 # ---------------------------------------------------------------- initramfs
 read -r -d '' INITRAMFS_INIT <<'EOF' || true
 #!/bin/busybox sh
-# Load the modules, mount the root disk, switch to it.
-/bin/busybox mkdir -p /proc /sys /dev /newroot
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
+# Load the modules, mount the root disk, switch to it. Under TCG every
+# command is costly: the shell runs busybox's applets without links (no
+# --install; they need /proc for that), one modprobe loads the modules
+# (in their dependencies' order), and it forks only what must run.
+/bin/busybox mount -t proc proc /proc
+# The console's first line, also the mark of hostd's "guest kernel
+# booting" phase (it waits for one).
+read -r up _ </proc/uptime
+echo "cowork e2e guest: initramfs at ${up}s"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.early
+read -r early </etc/modules.early
+modprobe -a $early
 root=/dev/vda fstype=ext4 init=/sbin/init
-for a in $(cat /proc/cmdline); do
+read -r cmdline </proc/cmdline
+for a in $cmdline; do
 	case "$a" in
 	cowork.root=*) root=${a#*=} ;;
 	cowork.init=*) init=${a#*=} ;;
 	cowork.break=*) setsid cttyhack sh ;;
 	esac
 done
+# virtio_blk makes the disk's node as it loads; a root on another driver
+# may take a moment.
 i=0
 while [ ! -b "$root" ] && [ $i -lt 500 ]; do usleep 10000; i=$((i + 1)); done
 if ! mount -t "$fstype" -o rw "$root" /newroot; then
 	echo "initramfs: cannot mount $root"
 	exec setsid cttyhack sh
 fi
-# A root that loads the rest itself says so; for any other, load them now.
-[ -f /newroot/etc/cowork/modules-late ] ||
-	while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.late
-mount --move /dev /newroot/dev
-umount /proc /sys
-exec switch_root /newroot "$init"
+if [ -f /newroot/etc/cowork/modules-late ]; then
+	# The busybox guest: it loads the rest itself, and starts its agent
+	# as soon as it runs, so it gets its kernel file systems mounted, and
+	# a /run that no boot before this one wrote to (the agent's
+	# provisioned marker lives there). Its name too, before the agent
+	# can report it.
+	echo cowork >/proc/sys/kernel/hostname
+	mount -t tmpfs -o mode=755 tmpfs /newroot/run
+	mount --move /dev /newroot/dev
+	mount --move /sys /newroot/sys
+	# Without /proc the shell finds busybox by its path only.
+	/bin/busybox mount --move /proc /newroot/proc
+else
+	read -r late </etc/modules.late
+	modprobe -a $late
+	mount --move /dev /newroot/dev
+	umount /proc /sys
+fi
+exec /bin/busybox switch_root /newroot "$init"
 EOF
 
 I_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$K_STAMP" "$EARLY_MODULES" "busybox-static=$BB_VER" "$INITRAMFS_INIT" | sha256sum | cut -c1-16)
@@ -220,18 +244,15 @@ if [ "$(cat "$OUT/.initrd.stamp" 2>/dev/null)" != "$I_STAMP" ] || [ ! -f "$OUT/i
 	cp "$OUT/bb.tmp/bin/busybox" "$OUT/busybox"
 	printf '%s\n' "$INITRAMFS_INIT" >"$T/init"
 	chmod 755 "$T/init"
-	: >"$T/etc/modules.early"
-	: >"$T/etc/modules.late"
 	for p in $MODS; do
 		rel=${p#"$OUT/kernel"}
 		mkdir -p "$T$(dirname "$rel")"
 		cp "$p" "$T$rel"
-		if printf '%s\n' "$EARLY_MODS" | grep -qxF "$p"; then
-			echo "$rel" >>"$T/etc/modules.early"
-		else
-			echo "$rel" >>"$T/etc/modules.late"
-		fi
 	done
+	cp "$OUT/kernel/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$T/lib/modules/$KVER/"
+	depmod -b "$T" "$KVER"
+	echo $EARLY_MODULES >"$T/etc/modules.early"
+	echo $MODULES >"$T/etc/modules.late"
 	mknod -m 600 "$T/dev/console" c 5 1 2>/dev/null || true
 	(cd "$T" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet | gzip -6n) >"$OUT/initrd.img.tmp"
 	mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
@@ -277,14 +298,17 @@ if [ ! -f "$OUT/ssh/id_ed25519" ]; then
 	ssh-keygen -q -t ed25519 -N "" -C cowork-e2e-host -f "$OUT/ssh/ssh_host_ed25519_key"
 fi
 
-# init waits for sysinit (rcS-early: what hostd's "ready" needs: mounts,
-# network, the workspace share, then the provisioned marker), then starts
-# the agent and rcS (sshd and what no client waits for) together. sshd may
-# listen a moment after hostd said ready: the bench waits for it.
+# init starts the agent at once, beside rcS-early: the initramfs mounted
+# what the agent needs (/proc, /sys, /dev; it loaded the agent channel's
+# module). rcS-early brings up what hostd's "ready" needs (mounts,
+# network, the workspace share), then writes the provisioned marker the
+# agent reports, in /run: the marker of this boot, not of one before.
+# hostd says ready, and serves clients, only once the agent reports it.
+# rcS-early goes on with what no client waits for (sshd: it may listen a
+# moment after hostd said ready; the bench waits for it).
 read -r -d '' INITTAB <<'EOF' || true
-::sysinit:/etc/cowork/rcS-early
+::once:/etc/cowork/rcS-early
 ::respawn:/etc/cowork/agent
-::once:/etc/cowork/rcS
 ::respawn:/etc/cowork/power-button
 ::shutdown:/bin/busybox sync
 ::shutdown:/bin/busybox umount -a -r
@@ -293,39 +317,34 @@ EOF
 read -r -d '' RCS_EARLY <<'EOF' || true
 #!/bin/busybox sh
 # Boot, first part: mounts, network (static: the cowork netstack's fixed
-# addresses), the workspace share, and the provisioning marker the agent
-# reports. busybox's own applets: no exec of a dynamic binary, slow under
-# TCG.
-bb=/bin/busybox
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sysfs /sys
-$bb mkdir -p /dev/pts /dev/shm /run /tmp
-$bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-$bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-$bb mount -t tmpfs -o mode=755 tmpfs /run
-$bb mount -t tmpfs -o mode=1777 tmpfs /tmp
-[ -e /dev/fd ] || $bb ln -s /proc/self/fd /dev/fd
-$bb hostname cowork
-while read -r m; do $bb insmod "$m" 2>/dev/null; done </etc/cowork/modules-net
-$bb ip link set lo up
-$bb ip link set eth0 up && $bb ip addr add 192.168.127.2/24 dev eth0 && $bb ip route add default via 192.168.127.1
+# addresses), the workspace share, and the provisioned marker the agent
+# reports. busybox's own applets (the shell runs them without a path): no
+# exec of a dynamic binary, slow under TCG.
+mkdir -p /dev/pts /dev/shm /tmp /workspace /run/cowork
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+read -r mods </etc/cowork/modules-net
+modprobe -a $mods
+ip link set lo up
+ip link set eth0 up && ip addr add 192.168.127.2/24 dev eth0 && ip route add default via 192.168.127.1
 echo "nameserver 192.168.127.1" >/etc/resolv.conf
-$bb mkdir -p /workspace /var/lib/cowork
-$bb mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
-$bb touch /var/lib/cowork/provisioned
-# Also the console's first line before the agent answers: hostd's "guest
-# kernel booting" phase waits for one.
+mount -t virtiofs workspace /workspace || echo "rcS: no workspace share" >/dev/console
+: >/run/cowork/provisioned
 read -r up _ </proc/uptime
 echo "cowork e2e guest up after ${up}s" >/dev/console
+exec /etc/cowork/rcS
 EOF
 
 read -r -d '' RCS <<'EOF' || true
 #!/bin/busybox sh
-# Boot, second part, while the agent starts: sshd, the modules no client
+# Boot, second part, once the guest is ready: sshd, the modules no client
 # waits for, the disk grown to its size.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /run/sshd && /usr/sbin/sshd
-while read -r m; do /bin/busybox insmod "$m" 2>/dev/null; done </etc/cowork/modules-late
+read -r mods </etc/cowork/modules-late
+modprobe -a $mods
 resize2fs /dev/vda >/dev/null 2>&1 &
 read -r up _ </proc/uptime
 echo "cowork e2e guest: sshd up after ${up}s" >/dev/console
@@ -342,13 +361,18 @@ EOF
 read -r -d '' AGENT_RUN <<'EOF' || true
 #!/bin/busybox sh
 # Run by init, which starts it again whenever it exits.
-exec /usr/local/bin/cowork-agent --listen serial://org.cowork.agent --default-user cowork 2>>/var/log/cowork-agent.log
+exec /usr/local/bin/cowork-agent --listen serial://org.cowork.agent --default-user cowork \
+	--provisioned-marker /run/cowork/provisioned 2>>/var/log/cowork-agent.log
 EOF
 
 read -r -d '' POWER_BUTTON <<'EOF' || true
 #!/bin/busybox sh
 # The power button (QMP system_powerdown) arrives as a key on gpio-keys (arm64
-# virt) or as an ACPI button (x86); either way: a clean poweroff.
+# virt) or as an ACPI button (x86); either way: a clean poweroff. The
+# agent's Shutdown comes first; this is hostd's fallback, so its modules
+# load here, not before the agent starts.
+read -r mods </etc/cowork/modules-power
+modprobe -a $mods
 for d in /sys/class/input/event*; do
 	read -r n <"$d/device/name" 2>/dev/null || continue
 	case "$n" in gpio-keys | "Power Button")
@@ -360,7 +384,7 @@ EOF
 
 AGENT_SUM=$(sha256sum "$AGENT" | cut -c1-16)
 CLAUDE_SUM=$(sha256sum "$CLAUDE" | cut -c1-16)
-R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS_EARLY" "$RCS" "$NET_MODS" "$LATE_MODS" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
+R_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$ROOTFS_SIZE" "$INITTAB" "$RCS_EARLY" "$RCS" "$NET_MODULES" "$POWER_MODULES" "$LATE_MODULES" "$PROXY_ENV" "$AGENT_RUN" "$POWER_BUTTON" "$AGENT_SUM" "$CLAUDE_SUM" |
 	sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/rootfs.ext4" ]; then
 	log "rootfs: agent $AGENT_SUM, mkfs.ext4 -d ($ROOTFS_SIZE)"
@@ -375,8 +399,9 @@ if [ "$(cat "$OUT/.rootfs.stamp" 2>/dev/null)" != "$R_STAMP" ] || [ ! -f "$OUT/r
 	printf '%s\n' "$INITTAB" >"$R/etc/inittab"
 	mkdir -p "$R/etc/cowork" "$R/workspace" "$R/root/.ssh"
 	printf '%s\n' "$RCS_EARLY" >"$R/etc/cowork/rcS-early"
-	for p in $NET_MODS; do echo "${p#"$OUT/kernel"}"; done >"$R/etc/cowork/modules-net"
-	for p in $LATE_MODS; do echo "${p#"$OUT/kernel"}"; done >"$R/etc/cowork/modules-late"
+	echo $NET_MODULES >"$R/etc/cowork/modules-net"
+	echo $POWER_MODULES >"$R/etc/cowork/modules-power"
+	echo $LATE_MODULES >"$R/etc/cowork/modules-late"
 	printf '%s\n' "$RCS" >"$R/etc/cowork/rcS"
 	printf '%s\n' "$AGENT_RUN" >"$R/etc/cowork/agent"
 	printf '%s\n' "$POWER_BUTTON" >"$R/etc/cowork/power-button"
@@ -427,4 +452,7 @@ echo "cloud_disk=$OUT/cloud.qcow2"
 echo "kernel=$OUT/vmlinuz"
 echo "initrd=$OUT/initrd.img"
 echo "disk=$OUT/rootfs.ext4"
-echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cowork.root=/dev/vda"
+# cryptomgr.notests: the kernel's self-tests of its crypto algorithms
+# take half a second of the emulated boot (crypto_algapi_init, seen with
+# initcall_debug); a test guest does without them.
+echo "cmdline=console=$CONSOLE panic=-1 loglevel=4 cryptomgr.notests cowork.root=/dev/vda"

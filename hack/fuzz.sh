@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 targets=(
 	./guestagent:FuzzExecFrames
 	./hostd/agentclient:FuzzAgentFrames
+	./hostd/agentrpc:FuzzAgentReplies
+	./internal/execwire:FuzzAppendStart
+	./internal/execwire:FuzzParseExit
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs

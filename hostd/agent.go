@@ -10,14 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
 	"github.com/coworkhq/cowork/internal/acceptloop"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -36,7 +33,7 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 		if err == nil {
 			boot := guestBootFrom(info, time.Since(d.started))
 			d.mu.Lock()
-			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootId, boot: boot}
+			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootID, boot: boot}
 			d.mu.Unlock()
 			logGuestBoot(d.log, boot)
 			msg := "agent connected (version " + info.Version + ")"
@@ -69,6 +66,12 @@ func (e *provisionError) Error() string { return "provisioning failed: " + e.det
 // without it).
 func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 	if !done {
+		var err error
+		if done, err = d.settle(ctx); err != nil {
+			return err
+		}
+	}
+	if !done {
 		d.events.emit(controlwire.PhaseProvisioning, "provisioning the guest (first boot: installing the toolchain and Claude Code)", nil)
 		if err := d.followProvisioning(ctx); err != nil {
 			return err
@@ -78,6 +81,34 @@ func (d *Daemon) waitForProvisioning(ctx context.Context, done bool) error {
 		d.log.Warn("record provisioning as complete", "err", err)
 	}
 	return nil
+}
+
+// bootSettle is how long hostd keeps asking a guest that was not
+// provisioned when its agent first answered before it follows the
+// guest's provisioning. An agent that starts early in the boot (the e2e
+// guest's starts beside its boot script, which writes the marker once
+// the network and the share are up) answers moments before the marker
+// is there; a first boot's provisioning takes minutes, and only its
+// first event comes this much later.
+const bootSettle = 5 * time.Second
+
+// settlePoll is how often hostd asks meanwhile: an Info is cheap, and
+// each poll that misses the marker delays "ready" by up to this much.
+const settlePoll = 50 * time.Millisecond
+
+// settle asks the agent's Info, for up to d.settleFor, whether the guest
+// is provisioned by now.
+func (d *Daemon) settle(ctx context.Context) (bool, error) {
+	deadline := time.Now().Add(d.settleFor)
+	for time.Now().Before(deadline) {
+		if err := d.pause(ctx, settlePoll); err != nil {
+			return false, err
+		}
+		if d.agentSaysProvisioned(ctx) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // provisionRetry is how long hostd waits before it opens a Provisioning
@@ -109,7 +140,7 @@ func (d *Daemon) followProvisioning(ctx context.Context) error {
 		switch {
 		case err == nil, errors.As(err, &perr):
 			return err
-		case status.Code(err) == codes.Unimplemented:
+		case agentrpc.IsUnimplemented(err):
 			return d.pollProvisioned(ctx)
 		}
 		d.log.Debug("provisioning stream broke off; opening it again", "err", err)
@@ -141,18 +172,19 @@ func (d *Daemon) relayProvisioning(ctx context.Context, last *string) error {
 	if err != nil {
 		return err
 	}
+	defer stream.Close()
 	for {
 		st, err := stream.Recv()
 		if err != nil {
 			return err
 		}
 		p := guestProvisionState(st)
-		switch st.GetState() {
-		case agentpb.ProvisioningStatus_PROVISIONED:
+		switch st.State {
+		case agentcall.StateProvisioned:
 			return nil
-		case agentpb.ProvisioningStatus_FAILED:
+		case agentcall.StateFailed:
 			return &provisionError{detail: "the provisioning script failed; last output: " + p.line}
-		case agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED:
+		case agentcall.StateFinishedUnprovisioned:
 			return &provisionError{detail: "cloud-init finished without marking the guest provisioned; last output: " + p.line}
 		}
 		if msg := p.message(); msg != "" && msg != *last {
@@ -205,11 +237,11 @@ type provisionState struct {
 // guestProvisionState takes what the agent sent as hostile: each string
 // becomes one printable line (termsafe) cut to a width the live view can
 // show, whatever size the guest sent.
-func guestProvisionState(st *agentpb.ProvisioningStatus) provisionState {
+func guestProvisionState(st *agentcall.ProvisioningStatus) provisionState {
 	return provisionState{
-		step:  guestLine(st.GetStep(), 60),
-		stage: guestLine(st.GetStage(), 40),
-		line:  guestLine(st.GetLastLine(), 120),
+		step:  guestLine(st.Step, 60),
+		stage: guestLine(st.Stage, 40),
+		line:  guestLine(st.LastLine, 120),
 	}
 }
 

@@ -13,57 +13,71 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
-// provisioningAgent is a guest agent whose Provisioning streams are scripted:
-// the nth call sends streams[n]'s statuses, then ends with its err (nil
-// is a clean end; block waits for the client to go). Without streams it
-// is an agent older than the call.
+// provisioningAgent is a guest agent whose Provisioning calls are
+// scripted: the nth call sends streams[n]'s statuses, then ends: with an
+// error line when err is set, by closing the channel otherwise (block
+// waits for the client to go first). Without streams it is an agent
+// older than the call.
 type provisioningAgent struct {
-	agentpb.UnimplementedAgentServer
 	streams []provisioningScript
 	calls   chan int
-	info    func() *agentpb.InfoResponse
+	info    func() *agentcall.Info
 }
 
 type provisioningScript struct {
-	send  []*agentpb.ProvisioningStatus
+	send  []*agentcall.ProvisioningStatus
 	err   error
 	block bool
 }
 
-func (a *provisioningAgent) Provisioning(_ *agentpb.ProvisioningRequest, stream agentpb.Agent_ProvisioningServer) error {
-	if a.streams == nil {
-		return a.UnimplementedAgentServer.Provisioning(nil, stream)
+// serve answers one call channel as the agent would.
+func (a *provisioningAgent) serve(c net.Conn) {
+	defer c.Close()
+	head := make([]byte, len(agentcall.Preface))
+	var req agentcall.Request
+	if _, err := io.ReadFull(c, head); err != nil || string(head) != agentcall.Preface {
+		return
 	}
-	n := <-a.calls
-	a.calls <- n + 1
-	s := a.streams[min(n, len(a.streams)-1)]
-	for _, m := range s.send {
-		if err := stream.Send(m); err != nil {
-			return err
+	if err := agentcall.NewLineReader(c).Read(&req); err != nil {
+		return
+	}
+	send := func(r *agentcall.Reply) error {
+		b, err := agentcall.AppendLine(nil, r)
+		if err == nil {
+			_, err = c.Write(b)
 		}
+		return err
 	}
-	if s.block {
-		<-stream.Context().Done()
+	switch {
+	case req.Method == agentcall.MethodInfo:
+		send(&agentcall.Reply{Info: a.info()})
+	case req.Method == agentcall.MethodProvisioning && a.streams != nil:
+		n := <-a.calls
+		a.calls <- n + 1
+		s := a.streams[min(n, len(a.streams)-1)]
+		for _, m := range s.send {
+			if send(&agentcall.Reply{Provisioning: m}) != nil {
+				return
+			}
+		}
+		if s.block {
+			io.Copy(io.Discard, c)
+		}
+		if s.err != nil {
+			send(&agentcall.Reply{Error: s.err.Error(), Kind: agentcall.KindFailed})
+		}
+	default:
+		send(&agentcall.Reply{Error: "unknown method", Kind: agentcall.KindUnimplemented})
 	}
-	return s.err
-}
-
-func (a *provisioningAgent) Info(context.Context, *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
-	return a.info(), nil
 }
 
 // provisioningVM is a VM that runs until stop is closed.
@@ -84,7 +98,7 @@ func provisioningDaemon(t *testing.T, a *provisioningAgent) (*Daemon, *provision
 		a.calls <- 0
 	}
 	if a.info == nil {
-		a.info = func() *agentpb.InfoResponse { return &agentpb.InfoResponse{} }
+		a.info = func() *agentcall.Info { return &agentcall.Info{} }
 	}
 	dir, err := os.MkdirTemp("", "pv") // short: unix socket paths are limited
 	if err != nil {
@@ -95,12 +109,16 @@ func provisioningDaemon(t *testing.T, a *provisioningAgent) (*Daemon, *provision
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pings allowed as the real agent allows them: a stream is ended by
-	// hostd, not by a server tired of its keepalives.
-	g := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}))
-	agentpb.RegisterAgentServer(g, a)
-	go g.Serve(l)
-	t.Cleanup(g.Stop)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go a.serve(c)
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
 	c, err := agentrpc.New(agentclient.UnixDialer(l.Addr().String()))
 	if err != nil {
 		t.Fatal(err)
@@ -139,12 +157,12 @@ func runProvisioning(t *testing.T, d *Daemon) ([]string, error) {
 	return msgs, err
 }
 
-func provRunning(step, stage, line string) *agentpb.ProvisioningStatus {
-	return &agentpb.ProvisioningStatus{State: agentpb.ProvisioningStatus_RUNNING, Step: step, Stage: stage, LastLine: line}
+func provRunning(step, stage, line string) *agentcall.ProvisioningStatus {
+	return &agentcall.ProvisioningStatus{State: agentcall.StateRunning, Step: step, Stage: stage, LastLine: line}
 }
 
-func provEnded(state agentpb.ProvisioningStatus_State, line string) *agentpb.ProvisioningStatus {
-	return &agentpb.ProvisioningStatus{State: state, LastLine: line}
+func provEnded(state agentcall.State, line string) *agentcall.ProvisioningStatus {
+	return &agentcall.ProvisioningStatus{State: state, LastLine: line}
 }
 
 const firstEvent = "provisioning the guest (first boot: installing the toolchain and Claude Code)"
@@ -152,13 +170,13 @@ const firstEvent = "provisioning the guest (first boot: installing the toolchain
 // Each new message becomes one event, the same message twice one event;
 // the guest reported provisioned, hostd records it.
 func TestProvisioningRunningThenDone(t *testing.T) {
-	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentpb.ProvisioningStatus{
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
 		provRunning("", "", ""),
 		provRunning("", "modules-config", ""),
 		provRunning("installing packages", "modules-config", "Unpacking tree (2.1.0-1) ..."),
 		provRunning("installing packages", "modules-config", "Unpacking tree (2.1.0-1) ..."),
 		provRunning("", "", "Generating locales..."),
-		provEnded(agentpb.ProvisioningStatus_PROVISIONED, "done"),
+		provEnded(agentcall.StateProvisioned, "done"),
 	}}}})
 	msgs, err := runProvisioning(t, d)
 	if err != nil {
@@ -179,9 +197,9 @@ func TestProvisioningRunningThenDone(t *testing.T) {
 }
 
 func TestProvisioningFailed(t *testing.T) {
-	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentpb.ProvisioningStatus{
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
 		provRunning("installing packages", "", "Reading package lists..."),
-		provEnded(agentpb.ProvisioningStatus_FAILED, "E: Unable to locate package nosuch"),
+		provEnded(agentcall.StateFailed, "E: Unable to locate package nosuch"),
 	}}}})
 	_, err := runProvisioning(t, d)
 	var perr *provisionError
@@ -194,8 +212,8 @@ func TestProvisioningFailed(t *testing.T) {
 }
 
 func TestProvisioningFinishedWithoutMarker(t *testing.T) {
-	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentpb.ProvisioningStatus{
-		provEnded(agentpb.ProvisioningStatus_FINISHED_UNPROVISIONED, "Cloud-init v. 22.4 finished"),
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
+		provEnded(agentcall.StateFinishedUnprovisioned, "Cloud-init v. 22.4 finished"),
 	}}}})
 	_, err := runProvisioning(t, d)
 	var perr *provisionError
@@ -209,9 +227,9 @@ func TestProvisioningFinishedWithoutMarker(t *testing.T) {
 // provisioned.
 func TestProvisioningStreamReopens(t *testing.T) {
 	a := &provisioningAgent{streams: []provisioningScript{
-		{send: []*agentpb.ProvisioningStatus{provRunning("updating package lists", "", "")}, err: errors.New("agent restarting")},
-		{send: []*agentpb.ProvisioningStatus{provRunning("updating package lists", "", "")}},
-		{send: []*agentpb.ProvisioningStatus{provRunning("installing packages", "", ""), provEnded(agentpb.ProvisioningStatus_PROVISIONED, "")}},
+		{send: []*agentcall.ProvisioningStatus{provRunning("updating package lists", "", "")}, err: errors.New("agent restarting")},
+		{send: []*agentcall.ProvisioningStatus{provRunning("updating package lists", "", "")}},
+		{send: []*agentcall.ProvisioningStatus{provRunning("installing packages", "", ""), provEnded(agentcall.StateProvisioned, "")}},
 	}}
 	d, _ := provisioningDaemon(t, a)
 	msgs, err := runProvisioning(t, d)
@@ -232,8 +250,8 @@ func TestProvisioningStreamReopens(t *testing.T) {
 func TestProvisioningBrokenStreamFallsBackToInfo(t *testing.T) {
 	var asked atomic.Int32
 	a := &provisioningAgent{
-		streams: []provisioningScript{{err: status.Error(codes.Internal, "grpc: error while marshaling: string field contains invalid UTF-8")}},
-		info:    func() *agentpb.InfoResponse { return &agentpb.InfoResponse{Provisioned: asked.Add(1) >= 2} },
+		streams: []provisioningScript{{err: errors.New("encode the reply: json: unsupported value")}},
+		info:    func() *agentcall.Info { return &agentcall.Info{Provisioned: asked.Add(1) >= 2} },
 	}
 	d, _ := provisioningDaemon(t, a)
 	msgs, err := runProvisioning(t, d)
@@ -253,11 +271,11 @@ func TestProvisioningBrokenStreamFallsBackToInfo(t *testing.T) {
 // could fake output in the user's terminal.
 func TestProvisioningHostileStringsAreBounded(t *testing.T) {
 	escape := "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\r\n[  0.1s] ready\n\u202e"
-	huge := strings.Repeat("A", 1<<20) // three fit under gRPC's 4 MiB message limit
-	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentpb.ProvisioningStatus{
+	huge := strings.Repeat("A", 15<<10) // three fit in a line of agentcall.MaxLine
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
 		provRunning(escape+huge, escape+huge, escape+huge),
 		provRunning("\u0085\u009b"+escape, "", huge+escape),
-		provEnded(agentpb.ProvisioningStatus_FAILED, escape+huge),
+		provEnded(agentcall.StateFailed, escape+huge),
 	}}}})
 	msgs, err := runProvisioning(t, d)
 	if err == nil {
@@ -283,8 +301,8 @@ func TestProvisioningHostileStringsAreBounded(t *testing.T) {
 // progress to show.
 func TestProvisioningOlderAgentFallsBackToInfo(t *testing.T) {
 	var asked atomic.Int32
-	d, _ := provisioningDaemon(t, &provisioningAgent{info: func() *agentpb.InfoResponse {
-		return &agentpb.InfoResponse{Provisioned: asked.Add(1) >= 2}
+	d, _ := provisioningDaemon(t, &provisioningAgent{info: func() *agentcall.Info {
+		return &agentcall.Info{Provisioned: asked.Add(1) >= 2}
 	}})
 	msgs, err := runProvisioning(t, d)
 	if err != nil {
@@ -304,7 +322,7 @@ func TestProvisioningOlderAgentFallsBackToInfo(t *testing.T) {
 // A VM that stops while the stream waits ends the wait with the VM's
 // story, not a hang.
 func TestProvisioningVMGone(t *testing.T) {
-	d, vm := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentpb.ProvisioningStatus{provRunning("", "init", "")}, block: true}}})
+	d, vm := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{provRunning("", "init", "")}, block: true}}})
 	go func() {
 		for len(d.provisioningEvents()) < 2 {
 			time.Sleep(time.Millisecond)
@@ -321,4 +339,40 @@ func (d *Daemon) provisioningEvents() []*controlwire.Event {
 	past, _, stop := d.events.subscribe()
 	stop()
 	return past
+}
+
+// A guest whose agent answers before its boot script wrote the marker
+// (the agent starts early) is asked again: once it reports provisioned,
+// hostd records it, with no provisioning event and no stream.
+func TestProvisioningSettlesWhileTheBootEnds(t *testing.T) {
+	var infos atomic.Int32
+	d, _ := provisioningDaemon(t, &provisioningAgent{ // no streams: one opened would emit an event
+		info: func() *agentcall.Info {
+			return &agentcall.Info{Provisioned: infos.Add(1) >= 3}
+		},
+	})
+	d.settleFor = time.Hour
+	msgs, err := runProvisioning(t, d)
+	if err != nil || len(msgs) != 0 {
+		t.Errorf("settling: err %v, events %q", err, msgs)
+	}
+	if n := infos.Load(); n != 3 {
+		t.Errorf("Info asked %d times, want 3", n)
+	}
+	if _, err := os.Stat(d.paths.Provisioned()); err != nil {
+		t.Errorf("provisioning not recorded: %v", err)
+	}
+}
+
+// A guest still not provisioned when the settling ends is provisioning:
+// hostd says so and follows it.
+func TestProvisioningAfterSettling(t *testing.T) {
+	d, _ := provisioningDaemon(t, &provisioningAgent{streams: []provisioningScript{{send: []*agentcall.ProvisioningStatus{
+		provEnded(agentcall.StateProvisioned, ""),
+	}}}})
+	d.settleFor = time.Nanosecond
+	msgs, err := runProvisioning(t, d)
+	if err != nil || len(msgs) != 1 || msgs[0] != firstEvent {
+		t.Errorf("after settling: err %v, events %q", err, msgs)
+	}
 }

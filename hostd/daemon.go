@@ -59,6 +59,10 @@ type Daemon struct {
 	// newMachine and agentTimeout are Options'.
 	newMachine   func(machine.Config, *slog.Logger) (machine.Machine, error)
 	agentTimeout time.Duration
+	// settleFor is how long a guest not provisioned when its agent first
+	// answers gets to become so before hostd follows its provisioning
+	// (bootSettle; 0: not at all).
+	settleFor time.Duration
 
 	vm      machine.Machine
 	net     *netstack.Stack
@@ -130,7 +134,7 @@ func Run(ctx context.Context, o Options) error {
 func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
 	d := &Daemon{
 		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(),
-		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout,
+		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout, settleFor: bootSettle,
 		stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
 	}
 	if d.agentTimeout <= 0 {

@@ -4,8 +4,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
 // GuestBoot is where the guest's last boot spent its time, from the VM's
@@ -32,10 +32,10 @@ const bootSlack = time.Second
 // hostile: its uptime must lie within the VM's life, each time within
 // its uptime and after the one before it; anything else is dropped, so
 // that no raw guest number reaches a log or the status.
-func guestBootFrom(info *agentpb.InfoResponse, answered time.Duration) GuestBoot {
+func guestBootFrom(info *agentcall.Info, answered time.Duration) GuestBoot {
 	b := GuestBoot{AgentAnswered: answered}
 	limit := (answered + bootSlack).Milliseconds()
-	up := info.GetUptimeMs()
+	up := info.UptimeMs
 	if up <= 0 || up > limit {
 		return b
 	}
@@ -48,10 +48,10 @@ func guestBootFrom(info *agentpb.InfoResponse, answered time.Duration) GuestBoot
 		prev = ms
 		return time.Duration(ms) * time.Millisecond
 	}
-	b.InitStarted = keep(info.GetInitStartedMs())
-	b.Userspace = keep(info.GetUserspaceStartedMs())
-	b.AgentStarted = keep(info.GetAgentStartedMs())
-	b.AgentListening = keep(info.GetAgentListeningMs())
+	b.InitStarted = keep(info.InitStartedMs)
+	b.Userspace = keep(info.UserspaceStartedMs)
+	b.AgentStarted = keep(info.AgentStartedMs)
+	b.AgentListening = keep(info.AgentListeningMs)
 	return b
 }
 

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
 func TestGuestBootKeepsSaneClaims(t *testing.T) {
-	info := &agentpb.InfoResponse{UptimeMs: 6000, InitStartedMs: 50, UserspaceStartedMs: 2500, AgentStartedMs: 2700, AgentListeningMs: 2750}
+	info := &agentcall.Info{UptimeMs: 6000, InitStartedMs: 50, UserspaceStartedMs: 2500, AgentStartedMs: 2700, AgentListeningMs: 2750}
 	got := guestBootFrom(info, 7*time.Second)
 	want := GuestBoot{AgentAnswered: 7 * time.Second, Uptime: 6 * time.Second, InitStarted: 50 * time.Millisecond, Userspace: 2500 * time.Millisecond,
 		AgentStarted: 2700 * time.Millisecond, AgentListening: 2750 * time.Millisecond}
@@ -35,20 +35,20 @@ func TestGuestBootKeepsSaneClaims(t *testing.T) {
 func TestGuestBootDropsHostileClaims(t *testing.T) {
 	const answered = 7 * time.Second
 	for name, tc := range map[string]struct {
-		info *agentpb.InfoResponse
+		info *agentcall.Info
 		want GuestBoot
 	}{
-		"negative": {&agentpb.InfoResponse{UptimeMs: 6000, InitStartedMs: -1, UserspaceStartedMs: -2, AgentStartedMs: -5, AgentListeningMs: math.MinInt64},
+		"negative": {&agentcall.Info{UptimeMs: 6000, InitStartedMs: -1, UserspaceStartedMs: -2, AgentStartedMs: -5, AgentListeningMs: math.MinInt64},
 			GuestBoot{Uptime: 6 * time.Second}},
-		"beyond uptime": {&agentpb.InfoResponse{UptimeMs: 6000, InitStartedMs: 6001, UserspaceStartedMs: 7000, AgentStartedMs: math.MaxInt64, AgentListeningMs: 1 << 62},
+		"beyond uptime": {&agentcall.Info{UptimeMs: 6000, InitStartedMs: 6001, UserspaceStartedMs: 7000, AgentStartedMs: math.MaxInt64, AgentListeningMs: 1 << 62},
 			GuestBoot{Uptime: 6 * time.Second}},
-		"out of order": {&agentpb.InfoResponse{UptimeMs: 6000, InitStartedMs: 3000, UserspaceStartedMs: 1000, AgentStartedMs: 2000, AgentListeningMs: 3100},
+		"out of order": {&agentcall.Info{UptimeMs: 6000, InitStartedMs: 3000, UserspaceStartedMs: 1000, AgentStartedMs: 2000, AgentListeningMs: 3100},
 			GuestBoot{Uptime: 6 * time.Second, InitStarted: 3 * time.Second, AgentListening: 3100 * time.Millisecond}},
-		"uptime longer than the VM ran": {&agentpb.InfoResponse{UptimeMs: 9000, InitStartedMs: 1000, AgentStartedMs: 1100, AgentListeningMs: 1200},
+		"uptime longer than the VM ran": {&agentcall.Info{UptimeMs: 9000, InitStartedMs: 1000, AgentStartedMs: 1100, AgentListeningMs: 1200},
 			GuestBoot{}},
-		"huge uptime":     {&agentpb.InfoResponse{UptimeMs: math.MaxInt64, InitStartedMs: 1000}, GuestBoot{}},
-		"negative uptime": {&agentpb.InfoResponse{UptimeMs: -1, InitStartedMs: 1000}, GuestBoot{}},
-		"none":            {&agentpb.InfoResponse{}, GuestBoot{}},
+		"huge uptime":     {&agentcall.Info{UptimeMs: math.MaxInt64, InitStartedMs: 1000}, GuestBoot{}},
+		"negative uptime": {&agentcall.Info{UptimeMs: -1, InitStartedMs: 1000}, GuestBoot{}},
+		"none":            {&agentcall.Info{}, GuestBoot{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.want.AgentAnswered = answered

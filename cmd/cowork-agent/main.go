@@ -19,7 +19,6 @@ import (
 	"github.com/coworkhq/cowork/guestagent/listener"
 	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/buildinfo"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 )
 
 // memoryLimit is the agent's soft heap limit unless GOMEMLIMIT says
@@ -34,7 +33,6 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	grpcpool.InstallDefault() // before any gRPC: see grpcpool
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cowork-agent:", err)
 		os.Exit(1)
@@ -75,22 +73,36 @@ func run(args []string) error {
 		KillGrace:         *grace,
 		Logger:            log,
 	})
-	l = listener.Sniff(l, log, srv.ServeExec)
-	g := guestagent.NewGRPCServer(srv)
+	l = listener.Sniff(l, log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		log.Info("stopping")
-		g.Stop()       // closes the listener and ends every gRPC stream
-		srv.StopExec() // ends every exec connection, which kills their process trees
+		l.Close()  // no new channels
+		srv.Stop() // ends every exec and call, which kills their process trees
 	}()
 	log.Info("serving", "listen", l.Addr().String(), "version", buildinfo.Version, "default_user", *defaultUser)
-	err = g.Serve(l)
+	err = refuseOthers(l, log)
 	srv.Wait()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
+	if errors.Is(err, net.ErrClosed) {
+		return nil
 	}
-	return nil
+	return err
+}
+
+// refuseOthers closes each channel of a kind the agent does not serve (a
+// peer that speaks another protocol, e.g. an older hostd's gRPC) until l
+// is closed: its peer sees the channel end unanswered. It returns why
+// Accept failed.
+func refuseOthers(l net.Listener, log *slog.Logger) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		log.Warn("closing a channel of unknown kind: the host speaks another protocol than this agent", "remote", c.RemoteAddr())
+		c.Close()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -17,6 +18,7 @@ import (
 	"github.com/coworkhq/cowork/image/inspect"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
+	"github.com/coworkhq/cowork/internal/memtrim"
 )
 
 // parse reads a subcommand's flags; no positional arguments are taken.
@@ -46,6 +48,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	watchMemProfile(stderr)
+	// Give the heap back once a burst (a stream, the guest's downloads) is
+	// over: hostd idles most of its life (internal/memtrim).
+	go memtrim.New().Run(ctx, time.Second)
 	log, _ := hostd.OpenLog(*name, stderr)
 	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine})
 	switch {

@@ -28,7 +28,6 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/fsjail"
 	"github.com/coworkhq/cowork/image/imagecmd"
-	"github.com/coworkhq/cowork/internal/grpcpool"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
@@ -39,7 +38,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cowork-hostd:", fsjail.Main(os.Args[2:]))
 		os.Exit(120)
 	}
-	grpcpool.InstallDefault() // before any gRPC: see grpcpool
 	os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 

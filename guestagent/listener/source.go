@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/execwire"
 )
@@ -25,30 +26,39 @@ const maxSource = 64 << 30
 // channel reaches the caller's Accept with its first bytes intact. A channel that sends too little to tell within
 // sniffTimeout is closed.
 func WithByteSource(l net.Listener, log *slog.Logger) net.Listener {
-	return newSniffer(l, log, sniffTimeout, nil)
+	return newSniffer(l, log, sniffTimeout, Handlers{})
 }
 
-// Sniff is WithByteSource that also hands each channel opening with
-// execwire.Preface, the preface read, to exec, in the goroutine that read
-// it (so that the first exec on a channel waits for no other).
-func Sniff(l net.Listener, log *slog.Logger, exec func(net.Conn)) net.Listener {
-	return newSniffer(l, log, sniffTimeout, exec)
+// Handlers serve the channels a sniffer tells apart by their preface.
+// Each is called with the preface read, in the goroutine that read it (so
+// that the first exec on a channel waits for no other); nil leaves those
+// channels to Accept.
+type Handlers struct {
+	Exec func(net.Conn) // execwire.Preface
+	Call func(net.Conn) // agentcall.Preface
+}
+
+// Sniff is WithByteSource that also hands the channels of h's kinds to h.
+func Sniff(l net.Listener, log *slog.Logger, h Handlers) net.Listener {
+	return newSniffer(l, log, sniffTimeout, h)
 }
 
 // The prefaces are one length, so that one read of it tells them apart.
 var (
 	_ [len(agentwire.SourcePreface) - len(execwire.Preface)]struct{}
 	_ [len(execwire.Preface) - len(agentwire.SourcePreface)]struct{}
+	_ [len(agentcall.Preface) - len(execwire.Preface)]struct{}
+	_ [len(execwire.Preface) - len(agentcall.Preface)]struct{}
 )
 
-func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration, exec func(net.Conn)) *sniffer {
-	s := &sniffer{Listener: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout, exec: exec}
+func newSniffer(l net.Listener, log *slog.Logger, timeout time.Duration, h Handlers) *sniffer {
+	s := &sniffer{Listener: l, log: log, conns: make(chan net.Conn), done: make(chan struct{}), timeout: timeout, h: h}
 	go s.run()
 	return s
 }
 
 // sniffTimeout is how long a new channel may take to send its first bytes.
-// A gRPC client sends its 24-byte preface at once.
+// The host's clients send their 14-byte preface at once.
 const sniffTimeout = 30 * time.Second
 
 type sniffer struct {
@@ -56,7 +66,7 @@ type sniffer struct {
 	log     *slog.Logger
 	conns   chan net.Conn
 	timeout time.Duration
-	exec    func(net.Conn) // serves exec channels; nil: none
+	h       Handlers
 
 	once sync.Once
 	done chan struct{}
@@ -67,8 +77,8 @@ func (s *sniffer) run() {
 	for {
 		c, err := s.Listener.Accept()
 		if err != nil {
-			// Out of file descriptors and the like pass, as gRPC's own
-			// accept loop would wait them out; anything else ends serving.
+			// Out of file descriptors and the like pass: they are waited
+			// out; anything else ends serving.
 			if t, ok := err.(interface{ Temporary() bool }); ok && t.Temporary() {
 				s.log.Warn("accept a channel", "err", err)
 				select {
@@ -108,8 +118,12 @@ func (s *sniffer) sniff(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	if string(head) == execwire.Preface && s.exec != nil {
-		s.exec(c)
+	switch {
+	case string(head) == execwire.Preface && s.h.Exec != nil:
+		s.h.Exec(c)
+		return
+	case string(head) == agentcall.Preface && s.h.Call != nil:
+		s.h.Call(c)
 		return
 	}
 	select {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/execwire"
 )
@@ -20,7 +21,7 @@ func sniffed(t *testing.T, timeout time.Duration) (*sniffer, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSniffer(inner, quiet, timeout, nil)
+	s := newSniffer(inner, quiet, timeout, Handlers{})
 	t.Cleanup(func() { s.Close() })
 	return s, inner.Addr().String()
 }
@@ -119,41 +120,46 @@ func TestClosingTheSnifferEndsAccept(t *testing.T) {
 	}
 }
 
-// An exec channel goes to the exec handler with its preface read, and
-// never to Accept (the gRPC server).
-func TestExecChannelsGoToTheirHandler(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 1)
-	s := newSniffer(inner, quiet, sniffTimeout, func(c net.Conn) {
+// An exec or call channel goes to its handler with its preface read, and
+// never to Accept or the other handler.
+func TestExecAndCallChannelsGoToTheirHandlers(t *testing.T) {
+	for _, preface := range []string{execwire.Preface, agentcall.Preface} {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 2)
+		handler := func(kind string) func(net.Conn) {
+			return func(c net.Conn) {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				got <- kind + ":" + string(b)
+			}
+		}
+		s := newSniffer(inner, quiet, sniffTimeout, Handlers{Exec: handler(execwire.Preface), Call: handler(agentcall.Preface)})
+		t.Cleanup(func() { s.Close() })
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			if c, err := s.Accept(); err == nil {
+				accepted <- c
+			}
+		}()
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, preface+"frames")
+		c.(*net.TCPConn).CloseWrite()
 		defer c.Close()
-		b, _ := io.ReadAll(c)
-		got <- string(b)
-	})
-	t.Cleanup(func() { s.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := s.Accept(); err == nil {
-			accepted <- c
+		select {
+		case b := <-got:
+			if b != preface+":frames" {
+				t.Fatalf("%q: the handlers read %q, want its own to read what followed the preface", preface, b)
+			}
+		case <-accepted:
+			t.Fatalf("a %q channel reached Accept", preface)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the %q handler never got the channel", preface)
 		}
-	}()
-	c, err := net.Dial("tcp", inner.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, execwire.Preface+"frames")
-	c.(*net.TCPConn).CloseWrite()
-	defer c.Close()
-	select {
-	case b := <-got:
-		if b != "frames" {
-			t.Fatalf("the exec handler read %q, want what followed the preface", b)
-		}
-	case <-accepted:
-		t.Fatal("an exec channel reached Accept")
-	case <-time.After(10 * time.Second):
-		t.Fatal("the exec handler never got the channel")
 	}
 }

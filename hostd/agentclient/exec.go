@@ -2,7 +2,6 @@ package agentclient
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -136,10 +135,7 @@ func (x *execution) run(ctx context.Context) (st ExitStatus, err error) {
 	if !x.conn.prefaced {
 		b = append(b, execwire.Preface...)
 	}
-	b, err = execwire.AppendJSON(b, execwire.Start, &start)
-	if err != nil {
-		return ExitStatus{}, err
-	}
+	b = execwire.AppendStart(b, &start)
 	if o.Stdin == nil && o.TTY != nil {
 		// Said now, it travels with the start instead of after it.
 		b = execwire.AppendHeader(b, execwire.CloseStdin, 0)
@@ -292,8 +288,8 @@ func (x *execution) output() (ExitStatus, error) {
 
 // decodeExit parses an exit frame and checks what a shell would show of it.
 func decodeExit(p []byte) (*execwire.ExitMsg, error) {
-	var m execwire.ExitMsg
-	if err := json.Unmarshal(p, &m); err != nil {
+	m, err := execwire.ParseExit(p)
+	if err != nil {
 		return nil, protocolErr("exit: %v", err)
 	}
 	if m.Error == "" && (m.Code < 0 || m.Code > 255) {

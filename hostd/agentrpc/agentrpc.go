@@ -1,76 +1,285 @@
-// Package agentrpc is hostd's gRPC client of the guest agent for what is
-// not an exec: Info, SetTime, Provisioning and Shutdown. Only hostd needs
-// these, so gRPC stays out of the CLI, which runs commands through
-// agentclient's exec protocol on the same channel.
+// Package agentrpc is hostd's client of the guest agent for what is not
+// an exec: Info, SetTime, Provisioning and Shutdown, in the agent's call
+// protocol (internal/agentcall). The CLI runs commands through
+// agentclient's exec protocol on the same channel and needs none of this.
+//
+// Each call dials a channel of its own (a yamux stream or a vsock
+// connection: cheap) and closes it when it ends. The guest is hostile:
+// every call is bounded in time (the caller's deadline, or callTimeout)
+// and every answer in size, and a reply that is not what the call expects
+// is a *ProtocolError.
 package agentrpc
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"os"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
-
-	"github.com/coworkhq/cowork/guestagent/agentpb"
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/internal/agentcall"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
-// Client is a gRPC connection to one agent, safe for concurrent use.
+// callTimeout bounds a call whose context has no deadline of its own.
+const callTimeout = 30 * time.Second
+
+// provisioningIdle is how long a provisioning call may go without a line
+// before hostd takes its channel for dead: the agent repeats its status
+// every agentcall.ProvisioningHeartbeat, so only a channel whose far end
+// vanished without closing (an agent killed behind a relay) stays silent
+// this long. It replaces gRPC's keepalive pings.
+const provisioningIdle = 4 * agentcall.ProvisioningHeartbeat
+
+// Client calls one agent; it holds no connection between calls, and is
+// safe for concurrent use.
 type Client struct {
-	conn *grpc.ClientConn
-	api  agentpb.AgentClient
+	dial agentclient.Dialer
+	idle time.Duration // provisioningIdle; tests shorten it
 }
 
-// New returns a client that dials lazily through d.
+// New returns a client that dials through d for each call.
 func New(d agentclient.Dialer) (*Client, error) {
-	conn, err := grpc.NewClient("passthrough:///cowork-agent",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return d(ctx) }),
-		// A channel whose far end vanished without closing (an agent killed
-		// behind a relay) is noticed by pings, not by waiting forever.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		// A new channel's first frames queue behind the streams already
-		// busy on the guest's link; under load (64 streams of 16 MiB from an
-		// emulated guest) that took over gRPC's default 20 s. A dead agent
-		// is reported at once by the relay instead.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
-	)
+	return &Client{dial: d, idle: provisioningIdle}, nil
+}
+
+// Close releases nothing: a call closes its own channel. It is here so
+// that a Client is closed as it always was.
+func (c *Client) Close() error { return nil }
+
+// RefusedError is a call the agent answered with an error: its kind
+// (agentcall.Kind*) and its words, made one printable line.
+type RefusedError struct {
+	Method agentcall.Method
+	Kind   string
+	Msg    string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the guest agent refused %s (%s): %s", e.Method, e.Kind, e.Msg)
+}
+
+// IsUnimplemented reports whether err is an agent that does not know the
+// call: one older than this hostd.
+func IsUnimplemented(err error) bool {
+	var e *RefusedError
+	return errors.As(err, &e) && e.Kind == agentcall.KindUnimplemented
+}
+
+// ProtocolError is an agent that broke the call protocol: a line too
+// long, not JSON, or not the reply the call expects.
+type ProtocolError struct {
+	Method agentcall.Method
+	Msg    string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("the guest agent broke the call protocol in %s (%s); restart the instance so that it runs this cowork's agent", e.Method, e.Msg)
+}
+
+// call is one call's channel.
+type call struct {
+	method agentcall.Method
+	ctx    context.Context
+	nc     net.Conn
+	r      *agentcall.LineReader
+	stop   func() bool // undoes the close on ctx's end
+}
+
+// open dials a channel, within dialTimeout, and sends req on it. The
+// channel is closed when ctx ends, and its deadline is ctx's.
+func (c *Client) open(ctx context.Context, dialTimeout time.Duration, req agentcall.Request) (*call, error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	nc, err := c.dial(dctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && dctx.Err() != nil {
+			err = fmt.Errorf("no channel within %v: %w", dialTimeout, err)
+		}
+		return nil, fmt.Errorf("connect to the guest agent: %w", err)
+	}
+	cl := &call{method: req.Method, ctx: ctx, nc: nc, r: agentcall.NewLineReader(nc)}
+	cl.stop = context.AfterFunc(ctx, func() { nc.Close() })
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	b, err := agentcall.AppendLine([]byte(agentcall.Preface), &req)
+	if err == nil {
+		_, err = nc.Write(b)
+	}
+	if err != nil {
+		cl.close()
+		return nil, cl.fail(err)
+	}
+	return cl, nil
+}
+
+func (cl *call) close() {
+	cl.stop()
+	cl.nc.Close()
+}
+
+// fail words err, from the channel, for the caller.
+func (cl *call) fail(err error) error {
+	dl, ok := cl.ctx.Deadline()
+	switch {
+	case cl.ctx.Err() != nil:
+		return fmt.Errorf("guest agent %s: %w", cl.method, context.Cause(cl.ctx))
+	case errors.Is(err, os.ErrDeadlineExceeded) && ok && !time.Now().Before(dl):
+		// The channel's deadline is ctx's, and passed a moment before ctx
+		// noticed.
+		return fmt.Errorf("guest agent %s: %w", cl.method, context.DeadlineExceeded)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("guest agent %s: no answer in time (the guest is busy or its agent hangs): %w", cl.method, err)
+	}
+	return fmt.Errorf("guest agent %s: %w", cl.method, err)
+}
+
+// next reads one reply line: a refusal is a *RefusedError, a line that is
+// no reply a *ProtocolError.
+func (cl *call) next() (*agentcall.Reply, error) {
+	var rep agentcall.Reply
+	if err := cl.r.Read(&rep); err != nil {
+		var bad *agentcall.BadLineError
+		if errors.Is(err, agentcall.ErrLineTooLong) || errors.As(err, &bad) {
+			// The decoder's words may quote a byte of the guest's.
+			return nil, &ProtocolError{Method: cl.method, Msg: guestWord(err.Error(), 200)}
+		}
+		return nil, cl.fail(err)
+	}
+	if rep.Error != "" || rep.Kind != "" {
+		return nil, &RefusedError{Method: cl.method, Kind: guestWord(rep.Kind, 32), Msg: guestWord(rep.Error, 512)}
+	}
+	return &rep, nil
+}
+
+// guestWord makes s, from the guest, one printable line of at most n
+// bytes.
+func guestWord(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return termsafe.Line(s)
+}
+
+// once makes a call that answers one line.
+func (c *Client) once(ctx context.Context, req agentcall.Request) (*agentcall.Reply, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+	}
+	cl, err := c.open(ctx, callTimeout, req)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: conn, api: agentpb.NewAgentClient(conn)}, nil
+	defer cl.close()
+	return cl.next()
 }
 
-// Close releases the connection.
-func (c *Client) Close() error { return c.conn.Close() }
-
-// Info asks the agent who it is and how the guest is doing.
-func (c *Client) Info(ctx context.Context) (*agentpb.InfoResponse, error) {
-	return c.api.Info(ctx, &agentpb.InfoRequest{})
+// Info asks the agent who it is and how the guest is doing. The answer is
+// the guest's claim: strings and numbers as it sent them.
+func (c *Client) Info(ctx context.Context) (*agentcall.Info, error) {
+	rep, err := c.once(ctx, agentcall.Request{Method: agentcall.MethodInfo})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Info == nil {
+		return nil, &ProtocolError{Method: agentcall.MethodInfo, Msg: "a reply without info"}
+	}
+	return rep.Info, nil
 }
 
 // SetTime sets the guest clock to t and returns how far off it was.
 func (c *Client) SetTime(ctx context.Context, t time.Time) (time.Duration, error) {
-	r, err := c.api.SetTime(ctx, &agentpb.SetTimeRequest{UnixNano: t.UnixNano()})
+	rep, err := c.once(ctx, agentcall.Request{Method: agentcall.MethodSetTime, UnixNano: t.UnixNano()})
 	if err != nil {
 		return 0, err
 	}
-	return time.Duration(r.SkewNano), nil
-}
-
-// Provisioning follows the guest's provisioning: the stream carries the
-// status at once, then each change, and ends after the first that is not
-// RUNNING. An agent older than the call fails the first Recv with
-// codes.Unimplemented.
-func (c *Client) Provisioning(ctx context.Context) (agentpb.Agent_ProvisioningClient, error) {
-	return c.api.Provisioning(ctx, &agentpb.ProvisioningRequest{})
+	if rep.SetTime == nil {
+		return 0, &ProtocolError{Method: agentcall.MethodSetTime, Msg: "a reply without set_time"}
+	}
+	return time.Duration(rep.SetTime.SkewNano), nil
 }
 
 // Shutdown asks the guest to sync and power off.
 func (c *Client) Shutdown(ctx context.Context) error {
-	_, err := c.api.Shutdown(ctx, &agentpb.ShutdownRequest{})
-	return err
+	rep, err := c.once(ctx, agentcall.Request{Method: agentcall.MethodShutdown})
+	if err != nil {
+		return err
+	}
+	if rep.Shutdown == nil {
+		return &ProtocolError{Method: agentcall.MethodShutdown, Msg: "a reply without shutdown"}
+	}
+	return nil
+}
+
+// ProvisioningStream is a provisioning call: the status at once, then each
+// change, ending after the first that is not running.
+type ProvisioningStream struct {
+	cl    *call
+	idle  time.Duration
+	done  bool // closed
+	ended bool // the last status came
+}
+
+// Provisioning follows the guest's provisioning until ctx ends or the
+// stream does; the stream ends on its own after the first status that is
+// not running. An agent without the call fails the first Recv with an
+// error IsUnimplemented reports.
+func (c *Client) Provisioning(ctx context.Context) (*ProvisioningStream, error) {
+	cl, err := c.open(ctx, c.idle, agentcall.Request{Method: agentcall.MethodProvisioning})
+	if err != nil {
+		return nil, err
+	}
+	return &ProvisioningStream{cl: cl, idle: c.idle}, nil
+}
+
+// Recv returns the next status: io.EOF after the last one (or from an
+// agent that ended the stream without a final status), an error when the
+// channel broke, the call's context ended, or the agent stayed silent
+// for provisioningIdle.
+func (s *ProvisioningStream) Recv() (*agentcall.ProvisioningStatus, error) {
+	cl := s.cl
+	switch {
+	case s.ended:
+		return nil, io.EOF
+	case s.done || cl.ctx.Err() != nil:
+		s.Close()
+		return nil, cl.fail(net.ErrClosed)
+	}
+	idle := time.Now().Add(s.idle)
+	if dl, ok := cl.ctx.Deadline(); ok && dl.Before(idle) {
+		idle = dl
+	}
+	cl.nc.SetReadDeadline(idle)
+	rep, err := cl.next()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	st := rep.Provisioning
+	switch {
+	case st == nil:
+		s.Close()
+		return nil, &ProtocolError{Method: cl.method, Msg: "a reply without provisioning"}
+	case !st.State.Known():
+		s.Close()
+		return nil, &ProtocolError{Method: cl.method, Msg: "unknown state " + guestWord(string(st.State), 32)}
+	case st.State != agentcall.StateRunning:
+		s.ended = true // the last one
+		s.Close()
+	}
+	return st, nil
+}
+
+// Close ends the call; the agent stops looking.
+func (s *ProvisioningStream) Close() {
+	if !s.done {
+		s.done = true
+		s.cl.close()
+	}
 }

@@ -2,13 +2,19 @@ package agentrpc_test
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/coworkhq/cowork/guestagent/agentpb"
+	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
+	"github.com/coworkhq/cowork/hostd/agentrpc"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
 )
 
@@ -28,7 +34,7 @@ func TestProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, err := stream.Recv()
-	if err != nil || first.State != agentpb.ProvisioningStatus_RUNNING {
+	if err != nil || first.State != agentcall.StateRunning {
 		t.Fatalf("first status %v, %v", first, err)
 	}
 	os.WriteFile(marker, nil, 0o644)
@@ -37,12 +43,12 @@ func TestProvisioning(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the stream ended before the guest was provisioned: %v", err)
 		}
-		if st.State == agentpb.ProvisioningStatus_PROVISIONED {
+		if st.State == agentcall.StateProvisioned {
 			break
 		}
 	}
-	if st, err := stream.Recv(); err == nil {
-		t.Errorf("the stream went on after provisioned: %v", st)
+	if st, err := stream.Recv(); err != io.EOF {
+		t.Errorf("the stream went on after provisioned: %v, %v", st, err)
 	}
 }
 
@@ -56,12 +62,47 @@ func TestInfo(t *testing.T) {
 	}
 	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	host, _ := os.Hostname()
-	if info.Version != buildinfo.Version || info.BootId != strings.TrimSpace(string(bootID)) || info.Hostname != host ||
+	if info.Version != buildinfo.Version || info.BootID != strings.TrimSpace(string(bootID)) || info.Hostname != host ||
 		info.Kernel == "" || info.UptimeMs <= 0 || info.Arch == "" || info.Provisioned {
 		t.Fatalf("info %+v", info)
 	}
 	os.WriteFile(marker, nil, 0o644)
 	if info, _ := c.Info(context.Background()); !info.Provisioned {
 		t.Fatal("provisioned marker exists but Info says not provisioned")
+	}
+}
+
+// The real agent answers set_time with its refusal when no time is
+// given, and an unknown method as unimplemented.
+func TestRefusals(t *testing.T) {
+	a := agenttest.Start(t)
+	_, err := a.RPC(t).SetTime(context.Background(), time.Unix(0, 0))
+	var re *agentrpc.RefusedError
+	if !errors.As(err, &re) || re.Kind != agentcall.KindInvalid || !strings.Contains(err.Error(), "no time given") {
+		t.Errorf("set_time without a time: %v", err)
+	}
+	err = agentrpc.CallForTest(context.Background(), agentclient.UnixDialer(a.Socket), "format_disk")
+	if !agentrpc.IsUnimplemented(err) || !strings.Contains(err.Error(), `unknown method "format_disk"`) {
+		t.Errorf("an unknown method: %v", err)
+	}
+}
+
+// A channel of a kind the agent does not serve (here an older hostd's
+// gRPC) is closed unanswered, and the agent goes on serving.
+func TestAgentClosesOtherChannels(t *testing.T) {
+	a := agenttest.Start(t)
+	c, err := net.Dial("unix", a.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	// Closed with bytes unread, the channel may be reset rather than ended.
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the agent answered %q, %v; want the channel closed", b, err)
+	}
+	if _, err := a.RPC(t).Info(context.Background()); err != nil {
+		t.Fatalf("after: %v", err)
 	}
 }

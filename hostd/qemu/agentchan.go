@@ -42,7 +42,7 @@ func (a *agentChannel) dial(ctx context.Context) (net.Conn, error) {
 		}
 		s, err := sess.OpenStream()
 		if err == nil {
-			return s, nil
+			return newShrinkingStream(s), nil
 		}
 		a.log.Warn("agent channel broke; reconnecting", "err", err)
 		a.reset(sess)
@@ -117,4 +117,35 @@ func (a *agentChannel) close() {
 	if a.conn != nil {
 		a.conn.Close()
 	}
+}
+
+// idleShrink is how long a stream goes without data before it drops its
+// receive buffer.
+var idleShrink = time.Second
+
+// shrinkingStream is a yamux stream that gives back its receive buffer
+// once no data came for idleShrink. yamux keeps a stream's buffer at the
+// largest it grew to (up to the 1 MiB window) for as long as the stream
+// lives, and a client's idle exec connections live long: after one
+// stream of output, each kept a megabyte or two of hostd's heap
+// (issue 17's idle memory). yamux's own Shrink drops the buffer only when
+// it is empty, so calling it from the timer races with nothing.
+type shrinkingStream struct {
+	*yamux.Stream
+	timer *time.Timer
+}
+
+func newShrinkingStream(s *yamux.Stream) *shrinkingStream {
+	return &shrinkingStream{Stream: s, timer: time.AfterFunc(idleShrink, s.Shrink)}
+}
+
+func (s *shrinkingStream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	s.timer.Reset(idleShrink)
+	return n, err
+}
+
+func (s *shrinkingStream) Close() error {
+	s.timer.Stop()
+	return s.Stream.Close()
 }

@@ -58,7 +58,7 @@ const (
 	// it is at, one line, and the agent reads it for the host's live view.
 	ProvisionStepFile = "/run/cowork/provision-step"
 
-	// SourcePreface starts a channel that carries no gRPC: the agent
+	// SourcePreface starts a channel that carries no protocol: the agent
 	// answers "cowork-source N\n" with N zero bytes and closes. `make bench`
 	// measures the channel itself with it (the same transport as the
 	// agent's streams, none of the protocol).

@@ -12,8 +12,9 @@
 // hack/darwin-stub.sh (for make check-darwin and make lint) swaps vz for
 // the copy with a copy of go.mod outside the tree (-modfile) carrying one
 // replace directive; not a go.work, because workspace mode resolves the
-// module graph differently and trips over an ambiguous import (genproto's
-// googleapis/rpc/status) that a normal build never sees.
+// module graph differently (while cowork linked gRPC it tripped over an
+// ambiguous import, genproto's googleapis/rpc/status, that a normal build
+// never saw).
 //
 // A stub is only worth something while it has the real API, so `compare`
 // type-checks the real source (cgo faked) and the stub, and fails on any

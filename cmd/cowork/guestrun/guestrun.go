@@ -47,7 +47,7 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, client *agentclient.Clie
 func Attach(ctx context.Context, ios *iostreams.IOStreams, tty bool, eo *agentclient.ExecOptions, fn func(context.Context) (agentclient.ExitStatus, error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if eo.Stdin == nil {
+	if eo.Stdin == nil && !ios.IsStdinNull() {
 		eo.Stdin = ios.In
 	}
 	eo.Stdout, eo.Stderr = orWriter(eo.Stdout, ios.Out), orWriter(eo.Stderr, ios.ErrOut)

@@ -149,3 +149,46 @@ func TestCtrlCIsForwardedThenKills(t *testing.T) {
 		t.Fatalf("two Ctrl-Cs: %v; want the guest process killed (137)", err)
 	}
 }
+
+// A local stdin that is /dev/null is not forwarded: the guest process gets
+// the guest's own null device, and nothing waits on a local read. Any
+// other stdin (here a pipe) is forwarded.
+func TestNullStdinIsNotForwarded(t *testing.T) {
+	a := agenttest.Start(t)
+	stdinOf := func(in *os.File) string {
+		t.Helper()
+		out, err := os.CreateTemp(t.TempDir(), "out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		ios := iostreams.FromFiles(in, out, os.Stderr)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := Run(ctx, ios, a.Client(t), Options{Argv: []string{"readlink", "/proc/self/fd/0"}, Dir: "/"}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(out.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if got := stdinOf(null); got != "/dev/null" {
+		t.Errorf("with /dev/null as stdin the guest process's stdin is %q, want /dev/null", got)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer r.Close()
+	if got := stdinOf(r); !strings.HasPrefix(got, "pipe:") {
+		t.Errorf("with a pipe as stdin the guest process's stdin is %q, want a pipe the agent feeds", got)
+	}
+}

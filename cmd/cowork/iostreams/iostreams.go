@@ -38,6 +38,23 @@ func Test() (s *IOStreams, in, out, errOut *bytes.Buffer) {
 
 func isTerminal(fd int) bool { return fd >= 0 && term.IsTerminal(fd) }
 
+// IsStdinNull reports whether stdin is the null device (`cmd </dev/null`,
+// or a parent that gave no stdin): there is nothing to forward, so a
+// guest command gets its own /dev/null and no goroutine waits on a read
+// that can only say EOF.
+func (s *IOStreams) IsStdinNull() bool {
+	f, ok := s.In.(*os.File)
+	if !ok || s.inFd < 0 {
+		return false
+	}
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(st, null)
+}
+
 // IsStdinTTY reports whether stdin is a terminal.
 func (s *IOStreams) IsStdinTTY() bool {
 	if s.stdinTTY != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -31,7 +33,15 @@ import (
 )
 
 // NewCmdRoot builds the whole command tree on the given streams.
-func NewCmdRoot(ios *iostreams.IOStreams) *cobra.Command {
+func NewCmdRoot(ios *iostreams.IOStreams) *cobra.Command { return newCmdRoot(ios, "") }
+
+// newCmdRoot builds the root command with only the subcommand named only,
+// or with all of them when only is "" or names none. A run needs one
+// subcommand; building the other twelve (their flag sets, cobra's
+// completion command) was about 7% of a `cowork exec`'s CPU samples in
+// perf. Help, completion and an unknown word (for cobra's suggestions)
+// get the whole tree.
+func newCmdRoot(ios *iostreams.IOStreams, only string) *cobra.Command {
 	target := &cmdutil.AgentTarget{ErrOut: ios.ErrOut}
 	root := &cobra.Command{
 		Use:   "cowork <command>",
@@ -83,28 +93,69 @@ at /workspace) and every network byte it sends on the record.`,
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
 
-	connect := func() (*agentclient.Client, error) { return target.Connect() }
-	root.AddCommand(
-		execcmd.NewCmdExec(ios, connect, nil),
-		shell.NewCmdShell(ios, connect, nil),
-		claude.NewCmdClaude(ios, &target.Instance, nil),
-		ask.NewCmdAsk(ios, &target.Instance, nil),
-		version.NewCmdVersion(ios, nil),
-		initcmd.NewCmdInit(ios, &target.Instance, nil),
-		start.NewCmdStart(ios, &target.Instance, nil),
-		stop.NewCmdStop(ios, &target.Instance, nil),
-		status.NewCmdStatus(ios, &target.Instance, nil),
-		deletecmd.NewCmdDelete(ios, &target.Instance, nil),
-		policycmd.NewCmdPolicy(ios, &target.Instance, nil),
-		proxycmd.NewCmdProxy(ios, &target.Instance, nil),
-		diskcmd.NewCmdDisk(ios, &target.Instance, nil),
-	)
+	subs := subcommands(ios, target)
+	if !slices.ContainsFunc(subs, func(c subcommand) bool { return c.name == only }) {
+		only = ""
+	}
+	for _, c := range subs {
+		if only == "" || c.name == only {
+			root.AddCommand(c.build())
+		}
+	}
+	if only != "" {
+		root.CompletionOptions.DisableDefaultCmd = true // not the command run
+	}
 	return root
+}
+
+// subcommand is one of cowork's commands, built on demand.
+type subcommand struct {
+	name  string // the command's Name(): a test keeps the two the same
+	build func() *cobra.Command
+}
+
+func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcommand {
+	connect := func() (*agentclient.Client, error) { return target.Connect() }
+	name := &target.Instance
+	return []subcommand{
+		{"exec", func() *cobra.Command { return execcmd.NewCmdExec(ios, connect, nil) }},
+		{"shell", func() *cobra.Command { return shell.NewCmdShell(ios, connect, nil) }},
+		{"claude", func() *cobra.Command { return claude.NewCmdClaude(ios, name, nil) }},
+		{"ask", func() *cobra.Command { return ask.NewCmdAsk(ios, name, nil) }},
+		{"version", func() *cobra.Command { return version.NewCmdVersion(ios, nil) }},
+		{"init", func() *cobra.Command { return initcmd.NewCmdInit(ios, name, nil) }},
+		{"start", func() *cobra.Command { return start.NewCmdStart(ios, name, nil) }},
+		{"stop", func() *cobra.Command { return stop.NewCmdStop(ios, name, nil) }},
+		{"status", func() *cobra.Command { return status.NewCmdStatus(ios, name, nil) }},
+		{"delete", func() *cobra.Command { return deletecmd.NewCmdDelete(ios, name, nil) }},
+		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},
+		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},
+		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
+	}
+}
+
+// commandWord is the word of args that names the subcommand: the first
+// that is not a global flag or a global flag's value; "" when there is
+// none before "--".
+func commandWord(args []string) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return ""
+		case a == "-n" || a == "--name" || a == "--agent":
+			i++ // the flag's value
+		case strings.HasPrefix(a, "-"):
+		default:
+			return a
+		}
+	}
+	return ""
 }
 
 // Main runs cowork with args and returns the process exit code.
 func Main(ctx context.Context, ios *iostreams.IOStreams, args []string) int {
-	cmd := NewCmdRoot(ios)
+	cmd := newCmdRoot(ios, commandWord(args))
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {

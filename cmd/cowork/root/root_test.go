@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient/agenttest"
 	"github.com/coworkhq/cowork/hostd/claudecode"
@@ -177,4 +178,54 @@ func TestErrorsFromTheGuestPrintInert(t *testing.T) {
 		t.Fatalf("got %+v", r)
 	}
 	termsafetest.Check(t, "an error", r.errOut, true)
+}
+
+// Each subcommand's table name is the name cobra gives the command it
+// builds, and the whole tree has each once: a command run on its own
+// tree is the same command as in the whole tree.
+func TestSubcommandTableMatchesTheTree(t *testing.T) {
+	ios, _, _, _ := iostreams.Test()
+	target := &cmdutil.AgentTarget{}
+	var names []string
+	for _, c := range subcommands(ios, target) {
+		if got := c.build().Name(); got != c.name {
+			t.Errorf("table entry %q builds command %q", c.name, got)
+		}
+		names = append(names, c.name)
+		root := newCmdRoot(ios, c.name)
+		if cmds := root.Commands(); len(cmds) != 1 || cmds[0].Name() != c.name {
+			t.Errorf("the tree for %q holds %v", c.name, cmds)
+		}
+	}
+	full := NewCmdRoot(ios)
+	for _, n := range names {
+		if c, _, err := full.Find([]string{n}); err != nil || c.Name() != n {
+			t.Errorf("the whole tree has no %q", n)
+		}
+	}
+	for _, word := range []string{"", "help", "completion", "__complete", "exce"} {
+		if got := len(newCmdRoot(ios, word).Commands()); got != len(names) {
+			t.Errorf("the tree for %q has %d commands, want all %d", word, got, len(names))
+		}
+	}
+}
+
+func TestCommandWord(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"exec", "true"}, "exec"},
+		{[]string{"--name", "exec", "status"}, "status"},
+		{[]string{"-n", "dev", "--agent", "unix:///a", "exec", "ls"}, "exec"},
+		{[]string{"--name=dev", "-ndev", "ask", "hi"}, "ask"},
+		{[]string{"--help", "status"}, "status"},
+		{[]string{"--", "exec"}, ""},
+		{[]string{"--version"}, ""},
+	} {
+		if got := commandWord(c.args); got != c.want {
+			t.Errorf("commandWord(%q) = %q, want %q", c.args, got, c.want)
+		}
+	}
 }

@@ -87,8 +87,7 @@ func Start(t testing.TB, flags ...string) *Agent {
 			t.Errorf("agent did not stop on SIGTERM; log:\n%s", a.Log())
 		}
 	})
-	// Wait for the socket first: a gRPC client that failed to dial backs off
-	// for a second before it tries again.
+	// Wait for the socket first: until it exists, a call fails at once.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("unix", a.Socket)
@@ -120,7 +119,7 @@ func (a *Agent) Client(t testing.TB) *agentclient.Client {
 	return c
 }
 
-// RPC returns a new gRPC client of the agent (Info, Provisioning...),
+// RPC returns a new client of the agent's calls (Info, Provisioning...),
 // closed when the test ends.
 func (a *Agent) RPC(t testing.TB) *agentrpc.Client {
 	t.Helper()

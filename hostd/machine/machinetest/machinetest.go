@@ -186,11 +186,20 @@ func (m *Machine) startAgentLocked() error {
 		PowerOff:          m.agentPowerOff,
 		Logger:            m.log,
 	})
-	g := guestagent.NewGRPCServer(srv)
-	// Execs come on channels of their own, told apart as the real agent does.
-	go g.Serve(listener.Sniff(guestSess, m.log, srv.ServeExec)) //nolint:errcheck // ends when the guest stops
+	// Execs and calls come on channels of their own, told apart as the
+	// real agent does; the channels of no kind it serves are closed.
+	l := listener.Sniff(guestSess, m.log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return // the guest stopped
+			}
+			c.Close()
+		}
+	}()
 	m.host = hostSess
-	m.closers = append(m.closers, hostSess, guestSess, closerFunc(g.Stop), closerFunc(srv.StopExec))
+	m.closers = append(m.closers, hostSess, guestSess, l, closerFunc(srv.Stop))
 	return nil
 }
 

@@ -317,7 +317,7 @@ func (r *Rules) CheckFlow(proto Proto, dst netip.AddrPort, names []string) Verdi
 // the deny list, and the private ranges an explicit allow entry has not
 // opened. It says nothing of an address it does not deny.
 func (r *Rules) checkAddr(a netip.Addr) (Verdict, bool) {
-	if rule, ok := match(hostSelf, a); ok {
+	if rule, ok := match(hostSelf(), a); ok {
 		return deny(rule, fixHostItself), true
 	}
 	if n, ok := netMatch(r.denyNets, a); ok {
@@ -329,7 +329,7 @@ func (r *Rules) checkAddr(a netip.Addr) (Verdict, bool) {
 	if rule, ok := match(r.lans, a); ok {
 		return deny(rule, fixAllowAddr), true
 	}
-	if rule, ok := match(builtin, a); ok {
+	if rule, ok := match(builtin(), a); ok {
 		return deny(rule, fixAllowAddr), true
 	}
 	if a.Is6() && !globalUnicast.Contains(a) {

@@ -1,6 +1,9 @@
 package policy
 
-import "net/netip"
+import (
+	"net/netip"
+	"sync"
+)
 
 // special is a range the policy treats apart, with the rule that names it.
 type special struct {
@@ -8,6 +11,9 @@ type special struct {
 	rule   string
 }
 
+// ranges parses the list of prefix, name pairs. The tables are built on
+// first use: every CLI command links this package, and only a policy
+// decision needs them.
 func ranges(kind string, list ...string) []special {
 	out := make([]special, 0, len(list)/2)
 	for i := 0; i < len(list); i += 2 {
@@ -22,12 +28,14 @@ func ranges(kind string, list ...string) []special {
 // macOS a connection to 0.0.0.0 or :: goes to the local host). No allow
 // entry opens them; the host's loopback is reachable only on exposed
 // ports, at host.cowork.internal.
-var hostSelf = ranges("private: ",
-	"0.0.0.0/32", "unspecified",
-	"127.0.0.0/8", "loopback",
-	"::/128", "unspecified",
-	"::1/128", "loopback",
-)
+var hostSelf = sync.OnceValue(func() []special {
+	return ranges("private: ",
+		"0.0.0.0/32", "unspecified",
+		"127.0.0.0/8", "loopback",
+		"::/128", "unspecified",
+		"::1/128", "loopback",
+	)
+})
 
 // builtin are the ranges denied unless an allow entry covers the address
 // explicitly: private, link-local (with the metadata address), multicast,
@@ -35,29 +43,31 @@ var hostSelf = ranges("private: ",
 // special-purpose registries). The IPv4 documentation ranges are left out
 // on purpose: nothing routes them, and the tests' fake internet lives
 // there.
-var builtin = ranges("private: ",
-	"0.0.0.0/8", "this-network",
-	"10.0.0.0/8", "rfc1918",
-	"172.16.0.0/12", "rfc1918",
-	"192.168.0.0/16", "rfc1918",
-	"100.64.0.0/10", "cgnat",
-	"169.254.0.0/16", "link-local", // 169.254.169.254 included
-	"192.0.0.0/24", "ietf-protocol", // DS-Lite, NAT64 discovery, dummy
-	"224.0.0.0/4", "multicast",
-	"240.0.0.0/4", "reserved", // 255.255.255.255 included
-	"fe80::/10", "link-local",
-	"fec0::/10", "site-local",
-	"fc00::/7", "ula",
-	"ff00::/8", "multicast",
-	"100::/64", "discard",
-	"64:ff9b:1::/48", "nat64-local",
-	"::ffff:0:0:0/96", "ipv4-translated",
-	"2001:db8::/32", "documentation",
-	"3fff::/20", "documentation",
-	"2001:2::/48", "benchmarking",
-	"2001:10::/28", "orchid",
-	"2001:20::/28", "orchid-v2",
-)
+var builtin = sync.OnceValue(func() []special {
+	return ranges("private: ",
+		"0.0.0.0/8", "this-network",
+		"10.0.0.0/8", "rfc1918",
+		"172.16.0.0/12", "rfc1918",
+		"192.168.0.0/16", "rfc1918",
+		"100.64.0.0/10", "cgnat",
+		"169.254.0.0/16", "link-local", // 169.254.169.254 included
+		"192.0.0.0/24", "ietf-protocol", // DS-Lite, NAT64 discovery, dummy
+		"224.0.0.0/4", "multicast",
+		"240.0.0.0/4", "reserved", // 255.255.255.255 included
+		"fe80::/10", "link-local",
+		"fec0::/10", "site-local",
+		"fc00::/7", "ula",
+		"ff00::/8", "multicast",
+		"100::/64", "discard",
+		"64:ff9b:1::/48", "nat64-local",
+		"::ffff:0:0:0/96", "ipv4-translated",
+		"2001:db8::/32", "documentation",
+		"3fff::/20", "documentation",
+		"2001:2::/48", "benchmarking",
+		"2001:10::/28", "orchid",
+		"2001:20::/28", "orchid-v2",
+	)
+})
 
 // globalUnicast is where every routable IPv6 address lives; an IPv6
 // address outside it (after Canonical) names nothing on the internet.

@@ -1,0 +1,252 @@
+// Package agentcall is the protocol of hostd's calls to the guest agent
+// that are not execs: Info, SetTime, Shutdown and Provisioning. It
+// replaced a gRPC service so that neither the agent nor hostd links gRPC
+// or protobuf: the agent's start-up under emulation is part of every boot,
+// and these four small calls paid for HTTP/2 and a protobuf runtime.
+//
+// A call has a connection (a channel to the agent) of its own:
+//
+//   - the host sends Preface, then one Request as one line of JSON;
+//   - the agent answers Reply lines and closes the connection. Info,
+//     SetTime and Shutdown answer one line. Provisioning answers a line
+//     per status: at once, when the status changes, and again every
+//     ProvisioningHeartbeat while it does not, so that the host can tell a
+//     dead channel from a quiet guest; it ends after the first status that
+//     is not running. A refused call answers one line with Error and Kind
+//     (KindUnimplemented for a method this agent does not know).
+//
+// For example:
+//
+//	→ cowork-call/1
+//	→ {"method":"info"}
+//	← {"info":{"version":"0.1.0","boot_id":"...","uptime_ms":5120,...}}
+//
+// Every line is at most MaxLine bytes, newline included; each end refuses
+// a longer one. Both binaries import this package, which imports only the
+// standard library, so that the two ends built from one commit agree by
+// construction. The host reads the agent's answers as hostile: it bounds
+// every read and checks every value (hostd/agentrpc).
+package agentcall
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Preface opens a call connection. It is as long as execwire.Preface and
+// agentwire.SourcePreface, so that the agent's listener tells the kinds of
+// channel apart by reading one fixed-size head.
+const Preface = "cowork-call/1\n"
+
+// MaxLine bounds every line either end reads, its newline included.
+const MaxLine = 64 << 10
+
+// RequestTimeout is how long the agent waits for the request line after
+// the preface.
+const RequestTimeout = 10 * time.Second
+
+// ProvisioningHeartbeat is how often the agent repeats an unchanged
+// provisioning status. The host gives up on a provisioning connection
+// that stays silent for several of these.
+const ProvisioningHeartbeat = 15 * time.Second
+
+// Method names a call.
+type Method string
+
+// The calls.
+const (
+	// MethodInfo answers Reply.Info.
+	MethodInfo Method = "info"
+	// MethodSetTime (Request.UnixNano) sets the guest's wall clock and
+	// answers Reply.SetTime.
+	MethodSetTime Method = "set_time"
+	// MethodShutdown answers Reply.Shutdown, then syncs the disks and
+	// powers the guest off.
+	MethodShutdown Method = "shutdown"
+	// MethodProvisioning answers Reply.Provisioning lines (see the
+	// package's doc).
+	MethodProvisioning Method = "provisioning"
+)
+
+// Kinds of a refused call (Reply.Kind).
+const (
+	KindUnimplemented = "unimplemented"    // the agent does not know the method
+	KindInvalid       = "invalid_argument" // a bad request: the message says what
+	KindFailed        = "failed"           // the agent could not do it
+)
+
+// Request is the one line the host sends after the preface.
+type Request struct {
+	Method Method `json:"method"`
+	// UnixNano is the host's wall clock for MethodSetTime, nanoseconds
+	// since the Unix epoch.
+	UnixNano int64 `json:"unix_nano,omitempty"`
+}
+
+// Reply is one line the agent sends: the member of its method, or Error
+// and Kind.
+type Reply struct {
+	Info         *Info               `json:"info,omitempty"`
+	SetTime      *SetTimeReply       `json:"set_time,omitempty"`
+	Shutdown     *ShutdownReply      `json:"shutdown,omitempty"`
+	Provisioning *ProvisioningStatus `json:"provisioning,omitempty"`
+	Error        string              `json:"error,omitempty"`
+	Kind         string              `json:"kind,omitempty"`
+}
+
+// Info is who the agent is and how the guest is doing.
+type Info struct {
+	// Version is the agent's; the same string as the host build that
+	// embedded it.
+	Version string `json:"version"`
+	// BootID is /proc/sys/kernel/random/boot_id: it changes on every boot.
+	BootID string `json:"boot_id"`
+	// UptimeMs is the time since the guest kernel booted.
+	UptimeMs int64  `json:"uptime_ms"`
+	Hostname string `json:"hostname"`
+	// Kernel is the kernel release (uname -r).
+	Kernel string `json:"kernel"`
+	// Arch is GOARCH of the agent binary: arm64 or amd64.
+	Arch string `json:"arch"`
+	// Provisioned is true once the provisioning marker exists.
+	Provisioned bool `json:"provisioned"`
+	// DefaultUser is the user an exec runs as when it names none.
+	DefaultUser string `json:"default_user"`
+	// Process is the agent process itself, to watch for leaks.
+	Process ProcessStats `json:"process"`
+	// TimeUnixNano is the guest's wall clock when it answered: hostd
+	// corrects a guest clock that drifted from the host's.
+	TimeUnixNano int64 `json:"time_unix_nano"`
+	// When the guest's boot reached these points, in milliseconds of
+	// CLOCK_BOOTTIME (the clock of /proc/uptime, from the kernel's start),
+	// as the guest reads them itself; 0 when it could not. The host takes
+	// them as claims and drops what is out of bounds.
+	//
+	// InitStartedMs is PID 1's start (/proc/1/stat starttime): the kernel
+	// makes PID 1 in its first moments and runs its own initialisation in
+	// it before it starts user space (UserspaceStartedMs, from the
+	// kernel's log line "Run ... as init process"). AgentStartedMs is the
+	// agent process's start, AgentListeningMs when it began listening.
+	InitStartedMs      int64 `json:"init_started_ms"`
+	UserspaceStartedMs int64 `json:"userspace_started_ms"`
+	AgentStartedMs     int64 `json:"agent_started_ms"`
+	AgentListeningMs   int64 `json:"agent_listening_ms"`
+}
+
+// ProcessStats is a process's use of resources, for leak checks and
+// diagnostics.
+type ProcessStats struct {
+	Goroutines int32 `json:"goroutines"`
+	OpenFDs    int32 `json:"open_fds"`
+	RSSBytes   int64 `json:"rss_bytes"`
+}
+
+// SetTimeReply is how far the guest clock was off before it was set
+// (guest minus host), in nanoseconds.
+type SetTimeReply struct {
+	SkewNano int64 `json:"skew_nano"`
+}
+
+// ShutdownReply says the guest is powering off.
+type ShutdownReply struct{}
+
+// State is where the guest's provisioning is.
+type State string
+
+// The states.
+const (
+	// StateRunning: still at work, cloud-init or the provisioning unit runs.
+	StateRunning State = "running"
+	// StateProvisioned: the provisioning marker exists.
+	StateProvisioned State = "provisioned"
+	// StateFailed: the provisioning unit failed.
+	StateFailed State = "failed"
+	// StateFinishedUnprovisioned: cloud-init finished (boot-finished
+	// exists) and the marker does not: provisioning ended without
+	// completing.
+	StateFinishedUnprovisioned State = "finished_unprovisioned"
+)
+
+// Known reports whether s is one of the states.
+func (s State) Known() bool {
+	switch s {
+	case StateRunning, StateProvisioned, StateFailed, StateFinishedUnprovisioned:
+		return true
+	}
+	return false
+}
+
+// ProvisioningStatus is one look at the guest's provisioning. Every
+// string is one line, short, for a progress view; the host bounds and
+// sanitizes them all the same.
+type ProvisioningStatus struct {
+	State State `json:"state"`
+	// Step is what the provisioning script wrote last (e.g. "installing
+	// packages").
+	Step string `json:"step,omitempty"`
+	// Stage is cloud-init's current stage from /run/cloud-init/status.json
+	// (e.g. "modules-config"), empty when it runs none.
+	Stage string `json:"stage,omitempty"`
+	// LastLine is the last line of output of the provisioning unit (or of
+	// cloud-init).
+	LastLine string `json:"last_line,omitempty"`
+}
+
+// ErrLineTooLong is a line over MaxLine.
+var ErrLineTooLong = fmt.Errorf("a line over %d bytes", MaxLine)
+
+// AppendLine appends v as one line of JSON to b, refusing one over
+// MaxLine.
+func AppendLine(b []byte, v any) ([]byte, error) {
+	p, err := json.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	if len(p)+1 > MaxLine {
+		return b, ErrLineTooLong
+	}
+	return append(append(b, p...), '\n'), nil
+}
+
+// LineReader reads lines of JSON, each bounded by MaxLine.
+type LineReader struct {
+	br *bufio.Reader
+}
+
+// NewLineReader returns a LineReader of r.
+func NewLineReader(r io.Reader) *LineReader {
+	return &LineReader{br: bufio.NewReaderSize(r, MaxLine)}
+}
+
+// Read reads the next line into v. A stream that ends between lines is
+// io.EOF; one that ends inside a line is io.ErrUnexpectedEOF; a line
+// over MaxLine is ErrLineTooLong, and one that is not a single JSON
+// value for v a *BadLineError. The stream cannot be read past any
+// of these.
+func (r *LineReader) Read(v any) error {
+	line, err := r.br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return ErrLineTooLong
+	case err == io.EOF && len(line) > 0:
+		return io.ErrUnexpectedEOF
+	case err != nil:
+		return err
+	}
+	if err := json.Unmarshal(line, v); err != nil {
+		return &BadLineError{err: err}
+	}
+	return nil
+}
+
+// BadLineError is a line that is not one JSON value of the type expected.
+type BadLineError struct{ err error }
+
+func (e *BadLineError) Error() string {
+	return "a line that is not the JSON expected: " + e.err.Error()
+}
+func (e *BadLineError) Unwrap() error { return e.err }
