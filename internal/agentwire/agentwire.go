@@ -93,14 +93,15 @@ func YamuxConfig(log *slog.Logger) *yamux.Config {
 // the only end that opens streams. yamux itself does not check the roles
 // (two clients would pick the same stream IDs once both opened streams),
 // so they are fixed here, once, rather than by each caller.
+// Both ends write each small frame in one write (frameConn).
 func HostSession(conn io.ReadWriteCloser, log *slog.Logger) (*yamux.Session, error) {
-	return yamux.Client(conn, YamuxConfig(log))
+	return yamux.Client(newFrameConn(conn), YamuxConfig(log))
 }
 
 // GuestSession starts the agent's end of a serial channel: the yamux
 // server, which accepts the streams hostd opens.
 func GuestSession(conn io.ReadWriteCloser, log *slog.Logger) (*yamux.Session, error) {
-	return yamux.Server(conn, YamuxConfig(log))
+	return yamux.Server(newFrameConn(conn), YamuxConfig(log))
 }
 
 // yamuxLogger puts yamux's own complaints (a failed keepalive, a frame for

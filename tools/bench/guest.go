@@ -156,6 +156,12 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	}
 	cli, agentWarm, agentNew, sshCold, sshShared := l[0], l[1], l[2], l[3], l[4]
 
+	progress("guest: the floor, fork+exec+wait of /bin/true inside the guest")
+	floor, err := guestFloor(ctx, warm, dir, rounds)
+	if err != nil {
+		return err
+	}
+
 	const streamSize = 64 << 20
 	producer := fmt.Sprintf("head -c %d /dev/zero", streamSize)
 	progress("guest: streaming %d MiB of stdout, 3 runs of 3 contenders, interleaved", streamSize>>20)
@@ -218,6 +224,8 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	t.add("exec `true`: ssh without ControlMaster ÷ agent via relay (new connection)", lat(agentNew), lat(sshCold), ratio(sshCold.p50(), agentNew.p50()), "", false)
 	vsMux := ratio(sshShared.p50(), agentWarm.p50())
 	t.add("exec `true`: ssh with ControlMaster ÷ agent via relay (open connection)", lat(agentWarm), lat(sshShared), vsMux, "≥ 4×", vsMux >= 4)
+	t.add("  the floor: fork+exec+wait of /bin/true in the guest, no channel (p50)", fmt.Sprintf("%.2f ms", float64(floor)/1e6), "", 0, "", false)
+	t.add("  ssh with ControlMaster ÷ the floor: the most any exec path could reach", "", lat(sshShared), ratio(sshShared.p50(), floor), "", false)
 	mb := func(d time.Duration) string { return fmt.Sprintf("%.0f MB/s", mbps(streamSize, d)) }
 	t.add(fmt.Sprintf("stream %d MiB stdout from the guest: agent ÷ ssh (ControlMaster)", streamSize>>20), mb(agentTP), mb(sshTP), ratio(sshTP, agentTP), "", false)
 	t.add("stream from the guest: agent ÷ raw bytes over the same channel (its limit)", mb(agentTP), mb(rawTP), ratio(rawTP, agentTP), "", false)
@@ -420,4 +428,29 @@ func accelOf(cowork string) string {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// guestFloor runs the floor program (floorSource) in the guest through
+// the agent, from the shared workspace, and returns its median.
+func guestFloor(ctx context.Context, c *agentclient.Client, dir string, rounds int) (time.Duration, error) {
+	bin, err := buildFloor(filepath.Join(dir, "ws"), os.Getenv("COWORK_E2E_ARCH"))
+	if err != nil {
+		return 0, err
+	}
+	var out, errOut strings.Builder
+	st, err := c.Exec(ctx, agentclient.ExecOptions{
+		Argv: []string{"/workspace/" + filepath.Base(bin), strconv.Itoa(rounds)}, Dir: "/",
+		Stdout: &out, Stderr: &errOut,
+	})
+	if err == nil && st.Code != 0 {
+		err = fmt.Errorf("exited %d: %s", st.Code, errOut.String())
+	}
+	if err != nil {
+		return 0, fmt.Errorf("the exec floor in the guest: %w", err)
+	}
+	us, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		return 0, fmt.Errorf("the exec floor in the guest printed %q", out.String())
+	}
+	return time.Duration(us) * time.Microsecond, nil
 }
