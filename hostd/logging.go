@@ -31,9 +31,9 @@ const logCheckEvery = 5 * time.Second
 // file, so Go's panic report lands in the current one and what libraries
 // print there counts toward the cap. Run by hand on a terminal, it logs to
 // stderr as it is. Either way each message is rate-limited (lograte), and
-// the standard library's log (net/http's servers) and logrus (the DHCP
-// server and switch of gvisor-tap-vsock, which log what the guest sends)
-// go through the same logger. The file is returned when taken over.
+// the standard library's log (net/http's servers) and logrus (go-diskfs,
+// which the seed disk and image inspection use) go through the same
+// logger. The file is returned when taken over.
 func OpenLog(name string, stderr io.Writer) (*slog.Logger, *rotlog.File) {
 	out := stderr
 	var file *rotlog.File

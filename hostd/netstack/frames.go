@@ -6,14 +6,12 @@ import (
 	"sync/atomic"
 )
 
-// guestFrames is the stack's end of the guest's NIC as the switch reads
-// it: only frames sent from the guest's own MAC address pass. The switch
-// (gvisor-tap-vsock's) learns the source address of every frame it reads
-// into a table it never prunes; a guest sending frames from random
-// addresses would grow hostd's memory without end. Nothing the guest may
-// do needs another address (its NIC has one, set by hostd), and frames
-// too short to have a source address are dropped too, before the switch
-// reads one out of them.
+// guestFrames is the stack's end of the guest's NIC as the link reads
+// it: only frames sent from the guest's own MAC address pass. Nothing the
+// guest may do needs another address (its NIC has one, set by hostd), so
+// a frame from any other is forged: the stack never sees it, and never
+// answers it or learns a neighbour from it. Frames too short to have a
+// source address are dropped too.
 type guestFrames struct {
 	net.Conn
 	mac     net.HardwareAddr

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/sirupsen/logrus"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/netstacktest"
@@ -250,11 +249,6 @@ func (tn *testNet) dialGuest(addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return tn.guest.DialTCP(ctx, addr)
-}
-
-func TestMain(m *testing.M) {
-	logrus.SetOutput(io.Discard) // gvisor-tap-vsock's switch complains at every teardown
-	os.Exit(m.Run())
 }
 
 // lookup asks the gateway's DNS from the guest.

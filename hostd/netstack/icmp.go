@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -12,13 +11,13 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 )
 
-// icmpFilter sits between the switch and the stack and drops the packets
+// icmpFilter sits between the guest's link and the stack and drops the packets
 // of protocols nothing forwards (otherProtocol), and judges pings: the
 // stack answers every echo it receives (it accepts all addresses), which
 // would tell the guest that any host is up. Pings to the gateway and the
 // host address are answered; the rest are dropped. All are logged.
 type icmpFilter struct {
-	*tap.LinkEndpoint
+	*guestLink
 	n *Stack
 }
 
@@ -40,10 +39,10 @@ func (f *icmpFilter) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt
 			}
 		}
 	}
-	f.LinkEndpoint.DeliverNetworkPacket(proto, pkt)
+	f.guestLink.DeliverNetworkPacket(proto, pkt)
 }
 
-// echoRequest finds an ICMPv4 echo request in an IPv4 packet (the switch
+// echoRequest finds an ICMPv4 echo request in an IPv4 packet (the link
 // has taken off the Ethernet header).
 // It only peeks at the packet's first bytes: this runs for every packet.
 func echoRequest(pkt *stack.PacketBuffer) (netip.Addr, bool) {

@@ -3,10 +3,10 @@
 // (one Ethernet frame per datagram), the attachment QEMU's `-netdev dgram`
 // and vz's file-handle attachment both take.
 //
-// It is assembled from gvisor-tap-vsock's pieces (the tap link endpoint and
-// switch, DHCP) on a gVisor stack, with cowork's own DNS server, TCP and
-// UDP forwarders, HTTP(S) proxy and credential relay: each asks the policy
-// before anything leaves and writes what happened to the audit log.
+// It is a gVisor stack on cowork's own link endpoint (guestLink), with
+// cowork's own DHCP and DNS servers, TCP and UDP forwarders, HTTP(S) proxy
+// and credential relay: each asks the policy before anything leaves and
+// writes what happened to the audit log.
 package netstack
 
 import (
@@ -23,9 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/services/dhcp"
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
-	"github.com/containers/gvisor-tap-vsock/pkg/types"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -121,7 +118,7 @@ type Stack struct {
 	log      *slog.Logger
 	audit    *audit.Log
 	s        *stack.Stack
-	sw       *tap.Switch
+	link     *icmpFilter // the guest's link (guestLink) as the stack sees it
 	bindings *policy.Bindings
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
@@ -173,20 +170,17 @@ func New(cfg Config) (*Stack, error) {
 }
 
 func (n *Stack) build() error {
-	ep, err := tap.NewLinkEndpoint(false, MTU, gatewayMAC, GatewayIP, []string{HostIP})
+	gw, err := net.ParseMAC(gatewayMAC)
 	if err != nil {
 		return err
 	}
-	n.sw = tap.NewSwitch(false)
-	link := &icmpFilter{LinkEndpoint: ep, n: n}
-	ep.Connect(n.sw)
-	n.sw.Connect(link)
+	n.link = &icmpFilter{guestLink: newGuestLink(gw, n.cfg.GuestMAC), n: n}
 
 	n.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
-	if err := n.s.CreateNIC(nicID, link); err != nil {
+	if err := n.s.CreateNIC(nicID, n.link); err != nil {
 		return errors.New(err.String())
 	}
 	if err := n.s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
@@ -208,18 +202,11 @@ func (n *Stack) build() error {
 	n.s.SetTransportProtocolHandler(tcp.ProtocolNumber, n.tcpForwarder().HandlePacket)
 	n.s.SetTransportProtocolHandler(udp.ProtocolNumber, n.udpForwarder().HandlePacket)
 
-	pool := tap.NewIPPool(mustCIDR(Subnet))
-	pool.Reserve(net.ParseIP(GatewayIP), gatewayMAC)
-	pool.Reserve(net.ParseIP(HostIP), gatewayMAC)
-	pool.Reserve(net.ParseIP(GuestIP), n.cfg.GuestMAC.String())
-	dhcpServer, err := dhcp.New(&types.Configuration{
-		Subnet: Subnet, GatewayIP: GatewayIP, MTU: MTU,
-		DNSSearchDomains: []string{"cowork.internal"},
-	}, n.s, pool)
+	dhcpConn, err := n.listenDHCP()
 	if err != nil {
-		return fmt.Errorf("dhcp: %w", err)
+		return fmt.Errorf("listen for DHCP on the gateway's port %d: %w", dhcpServerPort, err)
 	}
-	n.serve("DHCP", dhcpServer.Serve)
+	n.serve("DHCP", func() error { return n.serveDHCP(dhcpConn) })
 
 	if err := n.serveDNS(); err != nil {
 		return err
@@ -252,12 +239,17 @@ func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 		vmEnd.Close()
 		return nil, fmt.Errorf("netstack socket: %w", err)
 	}
+	if err := n.link.attach(conn); err != nil {
+		conn.Close()
+		vmEnd.Close()
+		return nil, err
+	}
 	go func() {
 		<-ctx.Done()
 		conn.Close()
 	}()
 	n.serve("guest link", func() error {
-		err := n.sw.Accept(ctx, &guestFrames{Conn: conn, mac: n.cfg.GuestMAC}, types.VfkitProtocol)
+		err := n.link.serve(&guestFrames{Conn: conn, mac: n.cfg.GuestMAC}, n.link.DeliverNetworkPacket)
 		if ctx.Err() != nil || errors.Is(err, io.EOF) { // hostd stops, or the VM is gone
 			return errEndedAsAsked
 		}
@@ -315,14 +307,6 @@ func (n *Stack) record(r *audit.Record) {
 	if err := n.audit.Write(r); err != nil {
 		n.log.Warn("audit log", "err", err)
 	}
-}
-
-func mustCIDR(s string) *net.IPNet {
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		panic(err)
-	}
-	return n
 }
 
 // addrPort is a guest flow's destination, in the canonical form the

@@ -11,15 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
@@ -69,62 +66,6 @@ func TestUDPFlow(t *testing.T) {
 	})
 	if lines != 1 {
 		t.Fatalf("%d lines for one denied flow tried 5 times", lines)
-	}
-}
-
-// TestDHCPLease sends a real DHCPDISCOVER frame on the NIC's socket.
-func TestDHCPLease(t *testing.T) {
-	w := newWorld(t)
-	n, err := New(Config{GuestMAC: GuestMAC("test"), LANs: []netip.Prefix{}, Resolvers: []string{w.resolver}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	nic, err := n.Attach(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nic.Close()
-	mac := GuestMAC("test")
-	disc, err := dhcpv4.NewDiscovery(mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frame := udpFrame(mac, disc.ToBytes())
-	fd := int(nic.Fd())
-	if _, err := unix.Write(fd, frame); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 2048)
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
-	for {
-		k, err := unix.Read(fd, buf)
-		if err != nil {
-			t.Fatalf("no DHCP offer: %v", err)
-		}
-		eth := header.Ethernet(buf[:k])
-		if eth.Type() != header.IPv4ProtocolNumber {
-			continue
-		}
-		ip := header.IPv4(buf[header.EthernetMinimumSize:k])
-		if ip.TransportProtocol() != header.UDPProtocolNumber {
-			continue
-		}
-		udp := header.UDP(ip.Payload())
-		if udp.DestinationPort() != 68 {
-			continue
-		}
-		offer, err := dhcpv4.FromBytes(udp.Payload())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if offer.MessageType() != dhcpv4.MessageTypeOffer || offer.YourIPAddr.String() != GuestIP ||
-			offer.Router()[0].String() != GatewayIP || offer.DNS()[0].String() != GatewayIP {
-			t.Fatalf("offer %v", offer.Summary())
-		}
-		return
 	}
 }
 
