@@ -27,7 +27,7 @@ import (
 
 func main() {
 	rounds := flag.Int("rounds", 200, "latency samples per contender, agent on this host")
-	streams := flag.Int("streams", 3, "throughput runs per contender")
+	streams := flag.Int("streams", 5, "throughput runs per contender")
 	size := flag.Int64("bytes", 1<<30, "bytes streamed per throughput run")
 	guestRounds := flag.Int("guest-rounds", 30, "latency samples per contender, through a guest")
 	boots := flag.Int("boots", 3, "guest boots timed")
