@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -119,18 +120,44 @@ func (l *guestLink) write(pkt *stack.PacketBuffer) tcpip.Error {
 	if l.conn == nil {
 		return nil
 	}
-	for {
-		_, err := l.conn.Write(v.AsSlice())
-		if errors.Is(err, syscall.ENOBUFS) {
-			continue // macOS: the socket's buffer is full; the frame goes when it drains
+	l.sendLocked(v.AsSlice())
+	return nil
+}
+
+// A full frame socket answers ENOBUFS on macOS instead of blocking. A
+// frame is tried again at once a few times (the guest is draining), then
+// after pauses that grow to a millisecond, and dropped after
+// fullSocketWait, as a real NIC drops what its full queue cannot take: a
+// guest that stops reading its network loses frames instead of making
+// hostd spin a CPU on the retries.
+const (
+	fullSocketSpins = 16
+	fullSocketWait  = 100 * time.Millisecond
+)
+
+// sendLocked writes one frame to the guest; l.mu is held.
+func (l *guestLink) sendLocked(frame []byte) {
+	pause, waited := 25*time.Microsecond, time.Duration(0)
+	for try := 1; ; try++ {
+		_, err := l.conn.Write(frame)
+		if !errors.Is(err, syscall.ENOBUFS) {
+			if err != nil {
+				// The guest is gone or its end is broken: closing makes
+				// serve's read fail, which ends the link.
+				l.conn.Close()
+				l.conn = nil
+			}
+			return
 		}
-		if err != nil {
-			// The guest is gone or its end is broken: closing makes
-			// serve's read fail, which ends the link.
-			l.conn.Close()
-			l.conn = nil
+		if try <= fullSocketSpins {
+			continue
 		}
-		return nil
+		if waited >= fullSocketWait {
+			return // dropped
+		}
+		time.Sleep(pause)
+		waited += pause
+		pause = min(2*pause, time.Millisecond)
 	}
 }
 
