@@ -34,7 +34,7 @@ func counting() (*Trimmer, *int) {
 
 func TestTrimsOnceWhenABurstEnds(t *testing.T) {
 	tr, trims := counting()
-	burst(t, 32 << 20)
+	burst(t, 32<<20)
 	if tr.Tick() {
 		t.Fatal("trimmed in the interval that allocated 32 MiB: the daemon was busy")
 	}
@@ -46,7 +46,7 @@ func TestTrimsOnceWhenABurstEnds(t *testing.T) {
 			t.Fatal("trimmed again with no new work: one forced GC per burst")
 		}
 	}
-	burst(t, 32 << 20)
+	burst(t, 32<<20)
 	tr.Tick()
 	if !tr.Tick() || *trims != 2 {
 		t.Fatalf("the next burst's end did not trim (trims %d)", *trims)
@@ -56,7 +56,7 @@ func TestTrimsOnceWhenABurstEnds(t *testing.T) {
 func TestNoTrimWhileBusy(t *testing.T) {
 	tr, trims := counting()
 	for range 5 {
-		burst(t, 4 << 20)
+		burst(t, 4<<20)
 		tr.Tick()
 	}
 	if *trims != 0 {
@@ -67,7 +67,7 @@ func TestNoTrimWhileBusy(t *testing.T) {
 func TestNoTrimWhenLittleToReturn(t *testing.T) {
 	tr, trims := counting()
 	tr.MinFree = 1 << 40 // more than any heap here
-	burst(t, 32 << 20)
+	burst(t, 32<<20)
 	tr.Tick()
 	if tr.Tick() || *trims != 0 {
 		t.Fatal("forced a GC with less reclaimable heap than MinFree")
@@ -82,7 +82,7 @@ func TestTrimReturnsMemory(t *testing.T) {
 		return s[0].Value.Uint64()
 	}
 	runtime.GC()
-	burst(t, 64 << 20)
+	burst(t, 64<<20)
 	before := released()
 	tr.Tick()
 	if !tr.Tick() {
