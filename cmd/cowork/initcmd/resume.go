@@ -36,7 +36,7 @@ func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src 
 	if err := inst.Resume(); err != nil {
 		return err
 	}
-	return o.startCreated(ctx, saved.Name, began)
+	return o.startCreated(ctx, saved.Name, began, !o.NoGolden && saved.Golden == "")
 }
 
 // conflicts names the flags given (changed reports which) whose values

@@ -169,7 +169,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
-		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(paths.Disk()),
+		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
 	}
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
