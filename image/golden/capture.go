@@ -262,7 +262,7 @@ func (s Store) CheckOverlay(path string) error {
 	}
 	dir, err := filepath.EvalSymlinks(s.Dir)
 	if err != nil {
-		return fmt.Errorf("disk %s is on a golden disk, and there are none: %w", path, err)
+		return fmt.Errorf("disk %s names %s as its backing file, which is not a golden disk (there are none in %s); refusing to start", path, info.Backing, s.Dir)
 	}
 	real, err := filepath.EvalSymlinks(info.Backing)
 	if err != nil {
