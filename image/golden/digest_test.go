@@ -53,6 +53,15 @@ func TestDigestsCache(t *testing.T) {
 		t.Fatalf("Of reread the file: %q", got)
 	}
 
+	// A cached digest that is no digest is not believed.
+	e.SHA256 = "../x"
+	m[img] = e
+	b, _ = json.Marshal(m)
+	os.WriteFile(d.Path, b, 0o600)
+	if got, _ := d.Of(img); got != sha([]byte("version 1")) {
+		t.Fatalf("Of returned a cached non-digest: %q", got)
+	}
+
 	// Same size, new content: the change time moves (wait for the
 	// clock's tick by rewriting until it has).
 	before := ctimeOf(t, img)

@@ -210,20 +210,22 @@ func TestRemoveSymlinkedFolder(t *testing.T) {
 // Capture refuses an instance disk that is a symlink: it would move or
 // publish a file from elsewhere.
 func TestCaptureRefusesSymlinkedDisk(t *testing.T) {
-	noReflinks(t)
-	s := newStore(t)
-	p, cfg, _ := newInstance(t, s, "inst")
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("id_ed25519"), 0o600)
-	os.Remove(p.Disk())
-	os.Symlink(secret, p.Disk())
-	if _, err := s.Capture(p, cfg, testMeta(testKey(1), "inst")); err == nil {
-		t.Errorf("captured a symlinked disk")
-	}
-	if all, _ := s.List(); len(all) != 0 {
-		t.Errorf("published %d disks", len(all))
-	}
-	if !exist(secret) || exist(p.DiskFor(instance.DiskQcow2)) {
-		t.Errorf("the capture moved the file or made an overlay")
+	for name, reflinks := range map[string]func(*testing.T){"overlay": noReflinks, "reflink": copyReflinks} {
+		reflinks(t)
+		s := newStore(t)
+		p, cfg, _ := newInstance(t, s, "inst")
+		secret := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(secret, []byte("id_ed25519"), 0o600)
+		os.Remove(p.Disk())
+		os.Symlink(secret, p.Disk())
+		if _, err := s.Capture(p, cfg, testMeta(testKey(1), "inst")); err == nil {
+			t.Errorf("%s: captured a symlinked disk", name)
+		}
+		if all, _ := s.List(); len(all) != 0 {
+			t.Errorf("%s: published %d disks", name, len(all))
+		}
+		if !exist(secret) || exist(p.DiskFor(instance.DiskQcow2)) {
+			t.Errorf("%s: the capture moved the file or made an overlay", name)
+		}
 	}
 }

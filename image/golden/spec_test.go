@@ -12,7 +12,7 @@ import (
 // the schema is always the package's.
 func TestSpecKey(t *testing.T) {
 	base := Spec{Arch: "arm64", ImageSHA256: sha([]byte("image")), User: "claude", UID: 1000, Provision: sha([]byte("script"))}
-	if base.Key() != base.Key() || !ValidKey(base.Key()) {
+	if k1, k2 := base.Key(), base.Key(); k1 != k2 || !ValidKey(k1) {
 		t.Fatalf("Key is not a stable 64-hex key: %q", base.Key())
 	}
 	copied := base
