@@ -45,10 +45,12 @@ func GoldenKey(ctx context.Context, c *instance.Config, src instance.Sources) (h
 
 // sealScript readies a provisioned guest's disk to be cloned: no clone
 // may share its machine-id (systemd makes a new one at the next boot when
-// the file is empty) or its random seed; the package cache and freed
-// blocks are not worth keeping.
+// /etc/machine-id is empty, unless D-Bus keeps a copy of the old one in a
+// file of its own) or its random seed; the package cache and freed blocks
+// are not worth keeping.
 const sealScript = `set -u
 if [ -s /etc/machine-id ]; then : >/etc/machine-id; fi
+if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then rm -f /var/lib/dbus/machine-id; fi
 rm -f /var/lib/systemd/random-seed
 if command -v apt-get >/dev/null; then apt-get clean || true; fi
 fstrim -a >/dev/null 2>&1 || true

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd"
@@ -193,14 +192,10 @@ func capture(store golden.Store, name string) (hostdwire.GoldenResult, error) {
 func listed(g *golden.Golden, users []string) hostdwire.GoldenDisk {
 	d := hostdwire.GoldenDisk{
 		Key: g.Key, Arch: g.Spec.Arch, Image: filepath.Base(g.Image), Provision: g.Provision,
-		Size: g.Size, Created: g.Created.Format(time.RFC3339), From: g.From, Users: users,
+		Size: g.Size, Allocated: g.Allocated, Created: g.Created.Format(time.RFC3339), From: g.From, Users: users,
 	}
 	if d.Users == nil {
 		d.Users = []string{}
-	}
-	var st syscall.Stat_t
-	if syscall.Stat(g.Disk(), &st) == nil {
-		d.Allocated = st.Blocks * 512
 	}
 	return d
 }

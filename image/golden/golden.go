@@ -77,6 +77,8 @@ type Meta struct {
 type Golden struct {
 	Meta
 	Dir string
+	// Allocated is what its disk takes on the host's disk, as looked up.
+	Allocated int64
 }
 
 // Disk is the golden disk's file.
@@ -124,8 +126,12 @@ func (s Store) Lookup(key string) (*Golden, error) {
 	if err := json.Unmarshal(b, &g.Meta); err != nil || g.Key != key {
 		return nil, fmt.Errorf("golden disk %s: meta.json is not this disk's; remove it with `cowork image rm %s`", short(key), short(key))
 	}
-	if _, err := lstatRegular(g.Disk()); err != nil {
+	st, err := lstatRegular(g.Disk())
+	if err != nil {
 		return nil, fmt.Errorf("golden disk %s: %w; remove it with `cowork image rm %s`", short(key), err, short(key))
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		g.Allocated = int64(sys.Blocks) * 512
 	}
 	return g, nil
 }

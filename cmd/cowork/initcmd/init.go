@@ -59,6 +59,9 @@ type Options struct {
 	// Inspect says what a local image and kernel are; nil asks
 	// cowork-hostd (hostd.Inspect), which links the code that reads disks.
 	Inspect func(ctx context.Context, image, kernel string) (hostdwire.Inspection, error)
+	// GoldenKey says which golden disk the instance would clone; nil asks
+	// cowork-hostd (cowork.GoldenKey).
+	GoldenKey func(ctx context.Context, c *instance.Config, src instance.Sources) (hostdwire.GoldenKey, error)
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -305,7 +308,11 @@ func (o *Options) lookupGolden(ctx context.Context, c *instance.Config, src *ins
 	if o.NoGolden {
 		return false
 	}
-	k, err := cowork.GoldenKey(ctx, c, *src)
+	lookup := o.GoldenKey
+	if lookup == nil {
+		lookup = cowork.GoldenKey
+	}
+	k, err := lookup(ctx, c, *src)
 	switch {
 	case err != nil:
 		fmt.Fprintf(o.IO.ErrOut, "warning: cannot look for a golden disk (%v); provisioning from scratch\n", err)
