@@ -122,7 +122,7 @@ func TestGoldenCaptureCloneRemove(t *testing.T) {
 	code, out, _ = runMain("golden", "ls")
 	var ls []hostdwire.GoldenDisk
 	if code != 0 || json.Unmarshal([]byte(out), &ls) != nil || len(ls) != 1 || ls[0].Key != res.Key || ls[0].From != "src" ||
-		ls[0].Image != "image.raw" || ls[0].Size != size || ls[0].Users == nil {
+		ls[0].Image != "image.raw" || ls[0].Size != size || ls[0].Allocated <= 0 || ls[0].Users == nil {
 		t.Fatalf("ls: exit %d, %q", code, out)
 	}
 	if res.Format == instance.DiskQcow2 { // no reflinks here: both instances are overlays

@@ -30,7 +30,8 @@ func TestCaptureMovesTheDisk(t *testing.T) {
 	if cfg.Format() != instance.DiskQcow2 || cfg.Golden != key {
 		t.Errorf("the caller's config: format %q golden %q", cfg.Format(), cfg.Golden)
 	}
-	if got, err := s.Lookup(key); err != nil || got == nil || got.Size != diskSize || got.Image != "/images/test.img" {
+	if got, err := s.Lookup(key); err != nil || got == nil || got.Size != diskSize || got.Image != "/images/test.img" ||
+		got.Allocated <= 0 || got.Allocated > diskSize {
 		t.Errorf("Lookup after capture: %+v, %v", got, err)
 	}
 	if l := leftovers(t, s); len(l) != 0 {
