@@ -106,12 +106,14 @@ func (s Store) finishMove(p instance.Paths, cfg *instance.Config, in intent) (*G
 	if errors.As(err, &taken) {
 		// Another capture published this key meanwhile: the instance keeps
 		// its own disk, as if it had never moved.
-		if err := os.Rename(filepath.Join(in.Tmp, diskName), p.Disk()); err != nil {
-			return nil, fmt.Errorf("give %s its disk back from %s: %w", cfg.Name, in.Tmp, err)
-		}
-		// publish made it read-only.
-		if err := os.Chmod(p.Disk(), 0o600); err != nil {
+		// publish made it read-only: writable again before it goes back,
+		// so that a crash in between leaves no read-only instance disk.
+		moved := filepath.Join(in.Tmp, diskName)
+		if err := os.Chmod(moved, 0o600); err != nil {
 			return nil, err
+		}
+		if err := os.Rename(moved, p.Disk()); err != nil {
+			return nil, fmt.Errorf("give %s its disk back from %s: %w", cfg.Name, in.Tmp, err)
 		}
 		os.RemoveAll(in.Tmp)
 		return taken.g, os.Remove(p.Capture())

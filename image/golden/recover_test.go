@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -224,5 +225,49 @@ func TestPruneKeepsInterruptedCaptures(t *testing.T) {
 			t.Fatalf("step %d: the golden disk is gone: %v", step, err)
 		}
 		assertOnGolden(t, s, p, g, content)
+	}
+}
+
+// A record whose disk is nowhere says so and what to do; a symlinked
+// record is not read.
+func TestRecoverLostDisk(t *testing.T) {
+	s := newStore(t)
+	p, cfg, _ := newInstance(t, s, "inst")
+	tmp := cutShort(t, s, p, cfg, testKey(1), afterMove)
+	os.RemoveAll(tmp)
+	_, err := s.Recover(p, cfg)
+	if err == nil || !strings.Contains(err.Error(), "cowork delete --name inst") {
+		t.Errorf("Recover of a lost disk: %v", err)
+	}
+
+	q, qcfg, content := newInstance(t, s, "other")
+	b := readFile(t, p.Capture())
+	record := filepath.Join(t.TempDir(), "capture.json")
+	os.WriteFile(record, b, 0o600)
+	os.Symlink(record, q.Capture())
+	if _, err := s.Recover(q, qcfg); err == nil || !bytes.Equal(readFile(t, q.Disk()), content) {
+		t.Errorf("Recover read a symlinked capture.json: %v", err)
+	}
+}
+
+// A capture.json that cannot be read may name any golden disk and any
+// .tmp- folder: removals keep them all until it is dealt with.
+func TestUnreadableRecordKeepsEverything(t *testing.T) {
+	s := newStore(t)
+	g := publishTest(t, s, testKey(1), []byte("golden"))
+	p, _, _ := newInstance(t, s, "inst")
+	os.WriteFile(p.Capture(), []byte("{garbage"), 0o600)
+	os.Mkdir(filepath.Join(s.Dir, tmpDir+"someone"), 0o700)
+
+	var inUse *InUseError
+	if err := s.Remove(g); !asInUse(err, &inUse) || inUse.Users[0] != "inst" {
+		t.Errorf("Remove: %v", err)
+	}
+	if removed, err := s.Prune(); err != nil || len(removed) != 0 || len(leftovers(t, s)) != 1 {
+		t.Errorf("Prune removed %v, %v, left %v", removed, err, leftovers(t, s))
+	}
+	os.Remove(p.Capture())
+	if removed, err := s.Prune(); err != nil || len(removed) != 1 || len(leftovers(t, s)) != 0 {
+		t.Errorf("Prune once the record is gone: %v, %v, left %v", removed, err, leftovers(t, s))
 	}
 }
