@@ -81,7 +81,8 @@ func TestDigestsCache(t *testing.T) {
 	}
 }
 
-// The cache holds at most maxDigests files, dropping the oldest.
+// The cache holds at most maxDigests files, dropping the least recently
+// used.
 func TestDigestsBounded(t *testing.T) {
 	dir := t.TempDir()
 	d := Digests{Path: filepath.Join(dir, "digests.json")}
@@ -93,6 +94,9 @@ func TestDigestsBounded(t *testing.T) {
 			t.Fatalf("Of(%s) = %q, %v", p, got, err)
 		}
 		paths = append(paths, p)
+		if i == maxDigests-1 {
+			d.Of(paths[0]) // a hit: paths[0] is now the most recent
+		}
 	}
 	var m map[string]digestEntry
 	if err := json.Unmarshal(readFile(t, d.Path), &m); err != nil {
@@ -101,8 +105,11 @@ func TestDigestsBounded(t *testing.T) {
 	if len(m) != maxDigests {
 		t.Fatalf("cache holds %d entries, want %d", len(m), maxDigests)
 	}
-	if _, ok := m[paths[0]]; ok {
-		t.Errorf("the oldest entry was kept")
+	if _, ok := m[paths[1]]; ok {
+		t.Errorf("the least recently used entry was kept")
+	}
+	if _, ok := m[paths[0]]; !ok {
+		t.Errorf("an entry used again was dropped as if unused since")
 	}
 	if _, ok := m[paths[len(paths)-1]]; !ok {
 		t.Errorf("the newest entry was dropped")
