@@ -288,6 +288,9 @@ func (s Store) removeLeftovers() {
 	pending := map[string]bool{}
 	instances, _ := os.ReadDir(s.Home)
 	for _, e := range instances {
+		if !e.IsDir() {
+			continue
+		}
 		in, ok := readIntent(filepath.Join(s.Home, e.Name()))
 		if ok && in == nil {
 			return // a record that cannot be read may name any of them

@@ -46,6 +46,7 @@ func TestRemoveAndPrune(t *testing.T) {
 	}
 	os.RemoveAll(broken)
 
+	os.WriteFile(filepath.Join(s.Home, "a-file"), nil, 0o600) // no instance
 	os.Mkdir(filepath.Join(s.Dir, tmpDir+"abandoned"), 0o700)
 	os.Mkdir(filepath.Join(s.Dir, tmpDir+"rm-"+unused.Key), 0o700)
 	removed, err := s.Prune()
