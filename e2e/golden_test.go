@@ -54,6 +54,13 @@ func checkGoldenClone(t *testing.T, e *env, initOut string, args []string) {
 	if _, err := os.Stat(filepath.Join(e.instanceDir("b"), "disk.qcow2")); err != nil {
 		t.Errorf("b's disk is no overlay: %v", err)
 	}
+	var st struct {
+		Golden     string `json:"golden"`
+		DiskFormat string `json:"disk_format"`
+	}
+	if r := e.must(b("status", "--json")...); json.Unmarshal([]byte(r.out), &st) != nil || st.Golden != ls[0].Key || st.DiskFormat != "qcow2" {
+		t.Errorf("b's status does not name its golden disk: %s", r.out)
+	}
 	rootOn := func(name, script string) string {
 		return e.run("--name", name, "exec", "-u", "root", script).out
 	}
