@@ -62,6 +62,13 @@ func (s Store) Capture(p instance.Paths, cfg *instance.Config, meta Meta) (*Gold
 	switch err := reflink(disk, filepath.Join(tmp, diskName)); {
 	case err == nil:
 		g, err := s.publish(tmp, meta)
+		var taken *takenError
+		if errors.As(err, &taken) {
+			// Another capture published this key meanwhile: keep its disk,
+			// leave the instance as it was.
+			os.RemoveAll(tmp)
+			return taken.g, nil
+		}
 		if err != nil {
 			os.RemoveAll(tmp)
 			return nil, err
@@ -99,7 +106,13 @@ func (s Store) finishMove(p instance.Paths, cfg *instance.Config, in intent) (*G
 	if errors.As(err, &taken) {
 		// Another capture published this key meanwhile: the instance keeps
 		// its own disk, as if it had never moved.
-		if err := os.Rename(filepath.Join(in.Tmp, diskName), p.Disk()); err != nil {
+		// publish made it read-only: writable again before it goes back,
+		// so that a crash in between leaves no read-only instance disk.
+		moved := filepath.Join(in.Tmp, diskName)
+		if err := os.Chmod(moved, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(moved, p.Disk()); err != nil {
 			return nil, fmt.Errorf("give %s its disk back from %s: %w", cfg.Name, in.Tmp, err)
 		}
 		os.RemoveAll(in.Tmp)
@@ -257,6 +270,11 @@ func (s Store) CheckOverlay(path string) error {
 	if info.Backing == "" {
 		return nil // a standalone qcow2 reads no other file
 	}
+	if !filepath.IsAbs(info.Backing) {
+		// QEMU resolves it from the overlay's folder, EvalSymlinks below
+		// from the working directory: they may not be the same file.
+		return fmt.Errorf("disk %s names %q as its backing file, a relative path; cowork makes no such disk, refusing to start", path, info.Backing)
+	}
 	if info.BackingFormat != "raw" {
 		return fmt.Errorf("disk %s: its backing file's format is %q, not raw; cowork makes no such disk", path, info.BackingFormat)
 	}
@@ -276,6 +294,20 @@ func (s Store) CheckOverlay(path string) error {
 		return fmt.Errorf("disk %s: golden disk: %w", path, err)
 	}
 	return nil
+}
+
+// readIntent reads the capture.json in the instance folder dir: ok when
+// there is one, in nil when it cannot be read.
+func readIntent(dir string) (in *intent, ok bool) {
+	b, err := readSmall(instance.Paths(dir).Capture())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false
+	}
+	in = &intent{}
+	if err != nil || json.Unmarshal(b, in) != nil {
+		return nil, true
+	}
+	return in, true
 }
 
 func exists(path string) bool {

@@ -46,6 +46,9 @@ func (d Digests) Of(path string) (string, error) {
 	}
 	cache := d.load()
 	if e, ok := cache[path]; ok && sys != nil && e.Dev == id.Dev && e.Ino == id.Ino && e.Size == id.Size && e.Ctime == id.Ctime && ValidKey(e.SHA256) {
+		if e.Used < newestUse(cache) {
+			d.store(cache, path, e) // now the most recently used
+		}
 		return e.SHA256, nil
 	}
 	h := sha256.New()
@@ -74,11 +77,7 @@ func (d Digests) load() map[string]digestEntry {
 // store adds e and writes the cache, the oldest entries dropped beyond
 // maxDigests. A cache that cannot be written costs a rehash, no more.
 func (d Digests) store(m map[string]digestEntry, path string, e digestEntry) {
-	var newest int64
-	for _, v := range m {
-		newest = max(newest, v.Used)
-	}
-	e.Used = newest + 1
+	e.Used = newestUse(m) + 1
 	m[path] = e
 	if len(m) > maxDigests {
 		keys := make([]string, 0, len(m))
@@ -93,4 +92,12 @@ func (d Digests) store(m map[string]digestEntry, path string, e digestEntry) {
 	if b, err := json.Marshal(m); err == nil {
 		_ = instance.WriteFileAtomic(d.Path, b, 0o600)
 	}
+}
+
+func newestUse(m map[string]digestEntry) int64 {
+	var newest int64
+	for _, v := range m {
+		newest = max(newest, v.Used)
+	}
+	return newest
 }

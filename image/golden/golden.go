@@ -110,6 +110,11 @@ func (s Store) Lookup(key string) (*Golden, error) {
 		return nil, fmt.Errorf("golden disk key %q: want 64 hex digits", key)
 	}
 	dir := filepath.Join(s.Dir, key)
+	if st, err := os.Lstat(dir); err == nil && !st.IsDir() {
+		// A symlink (or a file) in place of the folder: its disk would
+		// be read, cloned or linked to from outside the store.
+		return nil, fmt.Errorf("golden disk %s: %s is not a folder; remove it with `cowork image rm %s`", short(key), dir, short(key))
+	}
 	b, err := readSmall(filepath.Join(dir, metaName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -181,7 +186,9 @@ func (s Store) Find(prefix string) (*Golden, error) {
 
 // Dependants names the instances whose disk is an overlay on g (sorted).
 // It reads each instance's disk.qcow2 header, not its config: the overlay
-// exists before the config that records it is written.
+// exists before the config that records it is written. An instance whose
+// capture of g was cut short depends on it too: until Recover makes its
+// overlay, g is its only disk.
 func (s Store) Dependants(g *Golden) ([]string, error) {
 	entries, err := os.ReadDir(s.Home)
 	if err != nil {
@@ -190,6 +197,11 @@ func (s Store) Dependants(g *Golden) ([]string, error) {
 	var names []string
 	for _, e := range entries {
 		if !e.IsDir() {
+			continue
+		}
+		if in, ok := readIntent(filepath.Join(s.Home, e.Name())); ok && (in == nil || in.Key == g.Key) {
+			// A record that cannot be read may name g.
+			names = append(names, e.Name())
 			continue
 		}
 		overlay := filepath.Join(s.Home, e.Name(), "disk.qcow2")
@@ -264,16 +276,32 @@ func (s Store) Prune() ([]*Golden, error) {
 	return removed, nil
 }
 
-// removeLeftovers deletes interrupted captures' and removals' folders.
+// removeLeftovers deletes interrupted captures' and removals' folders,
+// but not one that an instance's capture.json names: that capture moved
+// the instance's disk there, and Recover finishes it at its next start.
 func (s Store) removeLeftovers() {
 	unlock, err := s.lock(syscall.LOCK_EX)
 	if err != nil {
 		return
 	}
 	defer unlock()
+	pending := map[string]bool{}
+	instances, _ := os.ReadDir(s.Home)
+	for _, e := range instances {
+		if !e.IsDir() {
+			continue
+		}
+		in, ok := readIntent(filepath.Join(s.Home, e.Name()))
+		if ok && in == nil {
+			return // a record that cannot be read may name any of them
+		}
+		if ok {
+			pending[filepath.Base(in.Tmp)] = true
+		}
+	}
 	entries, _ := os.ReadDir(s.Dir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), tmpDir) {
+		if strings.HasPrefix(e.Name(), tmpDir) && !pending[e.Name()] {
 			os.RemoveAll(filepath.Join(s.Dir, e.Name()))
 		}
 	}
@@ -297,9 +325,10 @@ func (s Store) lock(how int) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// readSmall reads a regular file of at most 64 KiB, not through a symlink.
+// readSmall reads a regular file of at most 64 KiB, not through a symlink
+// (and without blocking on a fifo: O_NONBLOCK).
 func readSmall(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
