@@ -2,6 +2,7 @@ package image
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,5 +38,21 @@ func TestAnImageNamingAHostFileIsRefused(t *testing.T) {
 	}
 	if f := inspect.Facts(evil, ""); f.Image == nil || !strings.Contains(f.Image.Err, "overlay on another file") {
 		t.Errorf("Facts: %+v", f.Image)
+	}
+
+	// The same with the key as the image's external data file.
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("no qemu-img to make a qcow2 with an external data file")
+	}
+	ext := filepath.Join(dir, "ext.qcow2")
+	if out, err := exec.Command(qemuImg, "create", "-f", "qcow2", "-o", "data_file="+secret+",data_file_raw=on", ext, "48K").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	if err := MakeDisk(ext, disk, 1<<30, nil); err == nil || !strings.Contains(err.Error(), "keeps its data in another file") {
+		t.Errorf("MakeDisk of a qcow2 on an external data file: %v", err)
+	}
+	if _, err := os.Stat(disk); err == nil {
+		t.Error("a disk was written")
 	}
 }

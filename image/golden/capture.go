@@ -267,6 +267,10 @@ func (s Store) CheckOverlay(path string) error {
 	if err != nil {
 		return fmt.Errorf("disk %s: %w", path, err)
 	}
+	if info.DataFile != "" || info.ExternalData {
+		// QEMU would read and write the guest's clusters in that file.
+		return fmt.Errorf("disk %s keeps its data in another file (%q); cowork makes no such disk, refusing to start", path, info.DataFile)
+	}
 	if info.Backing == "" {
 		return nil // a standalone qcow2 reads no other file
 	}

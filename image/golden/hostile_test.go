@@ -2,6 +2,7 @@ package golden
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -226,6 +227,55 @@ func TestCaptureRefusesSymlinkedDisk(t *testing.T) {
 		}
 		if !exist(secret) || exist(p.DiskFor(instance.DiskQcow2)) {
 			t.Errorf("%s: the capture moved the file or made an overlay", name)
+		}
+	}
+}
+
+// A qcow2 disk can keep its clusters in an external data file that its
+// header names: QEMU reads and writes the guest's disk there, so such a
+// disk, with or without a backing file, would hand the guest a host file.
+func TestCheckOverlayRefusesExternalData(t *testing.T) {
+	s := newStore(t)
+	g := publishTest(t, s, testKey(1), []byte("golden"))
+	secret := filepath.Join(t.TempDir(), "id_ed25519")
+	os.WriteFile(secret, []byte("secret"), 0o600)
+	overlay := filepath.Join(t.TempDir(), "disk.qcow2")
+	be := binary.BigEndian
+	for _, c := range []struct {
+		name     string
+		backing  bool
+		ext, bit bool
+	}{{"standalone, extension and bit", false, true, true}, {"overlay, extension and bit", true, true, true},
+		{"overlay, bit only", true, false, true}, {"standalone, extension only", false, true, false}} {
+		craftOverlay(t, overlay, g.Disk(), "raw")
+		b := readFile(t, overlay)
+		const extOff = 104
+		if !c.backing {
+			be.PutUint64(b[8:], 0)
+			be.PutUint32(b[16:], 0)
+		}
+		if c.ext {
+			// The data file's extension after the backing format's, then
+			// the end marker, all before the backing name.
+			off := extOff + 16
+			be.PutUint32(b[off:], 0x44415441)
+			be.PutUint32(b[off+4:], uint32(len(secret)))
+			copy(b[off+8:], secret)
+			end := off + 8 + (len(secret)+7)&^7
+			be.PutUint64(b[end:], 0)
+			if c.backing {
+				name := g.Disk()
+				copy(b[end+8:], name)
+				be.PutUint64(b[8:], uint64(end+8))
+				be.PutUint32(b[16:], uint32(len(name)))
+			}
+		}
+		if c.bit {
+			be.PutUint64(b[72:], 1<<2)
+		}
+		os.WriteFile(overlay, b, 0o600)
+		if err := s.CheckOverlay(overlay); err == nil {
+			t.Errorf("%s: CheckOverlay accepts a disk whose data is in %s", c.name, secret)
 		}
 	}
 }

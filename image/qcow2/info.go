@@ -14,7 +14,12 @@ type Info struct {
 	Size          int64  // virtual size in bytes
 	Backing       string // backing file name as written, "" for none
 	BackingFormat string // from the backing-format extension, "" if absent
-	ClusterBits   uint32
+	// DataFile is the external data file a header extension names ("" for
+	// none), and ExternalData the incompatible feature bit that makes QEMU
+	// open it: it reads and writes the guest's clusters in that file.
+	DataFile     string
+	ExternalData bool
+	ClusterBits  uint32
 }
 
 // Bounds on what ReadInfo will walk in a header it did not write.
@@ -106,6 +111,7 @@ func readHeader(f *os.File) (*header, error) {
 		if hdrLen < headerLenV3 || hdrLen%8 != 0 || hdrLen > clusterLen {
 			return nil, fmt.Errorf("header_length %d is not a multiple of 8 in %d..%d", hdrLen, headerLenV3, clusterLen)
 		}
+		h.ExternalData = be.Uint64(c0[72:])&incompatDataFile != 0
 		if ro := be.Uint32(c0[96:]); ro > 6 {
 			return nil, fmt.Errorf("refcount_order %d is above 6", ro)
 		}
@@ -170,6 +176,12 @@ func (h *header) readExtensions(c0 []byte, start, end int64) error {
 				return fmt.Errorf("header extension %d: backing format name is %d bytes, want 1..%d", i, length, maxBackingFormatSz)
 			}
 			h.BackingFormat = string(c0[data : data+length])
+		}
+		if typ == extDataFile {
+			if length == 0 || length > maxBackingNameLen {
+				return fmt.Errorf("header extension %d: data file name is %d bytes, want 1..%d", i, length, maxBackingNameLen)
+			}
+			h.DataFile = string(c0[data : data+length])
 		}
 		off = data + int64(pad8(int(length)))
 	}

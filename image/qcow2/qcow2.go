@@ -45,7 +45,9 @@ const (
 	qcowMagic          = 0x514649fb // "QFI\xfb"
 	extEnd             = 0x00000000
 	extBackingFormat   = 0xE2792ACA
-	maxBackingNameLen  = 1023 // the spec's limit on backing_file_size
+	extDataFile        = 0x44415441 // "DATA": the external data file's name
+	incompatDataFile   = 1 << 2     // incompatible_features: external data file
+	maxBackingNameLen  = 1023       // the spec's limit on backing_file_size
 	backingFormatRaw   = "raw"
 	sizeOffset         = 24 // header field `size`
 	sectorSize         = 512

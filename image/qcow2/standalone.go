@@ -7,8 +7,9 @@ import (
 	"os"
 )
 
-// CheckStandalone refuses a qcow2 image that names a backing file, and
-// lets any other file through (raw, another format, a qcow2 without one).
+// CheckStandalone refuses a qcow2 image that names a backing file or an
+// external data file, and lets any other file through (raw, another
+// format, a standalone qcow2).
 // Readers of images (go-qcow2reader, QEMU) open the backing file a
 // header names, wherever it is: an image from the internet naming
 // ../../.ssh/id_ed25519 would put that key on the guest's disk. Images
@@ -28,6 +29,9 @@ func CheckStandalone(path string) error {
 	info, err := ReadInfo(path)
 	if err != nil {
 		return err
+	}
+	if info.DataFile != "" || info.ExternalData {
+		return fmt.Errorf("image %s is a qcow2 that keeps its data in another file (%q), which cowork does not open; give a standalone image (flatten it with `qemu-img convert -O qcow2 %s flat.qcow2`)", path, info.DataFile, path)
 	}
 	if info.Backing != "" {
 		return fmt.Errorf("image %s is a qcow2 overlay on another file (%q), which cowork does not open; give a standalone image (flatten it with `qemu-img convert -O qcow2 %s flat.qcow2`)", path, info.Backing, path)
