@@ -178,6 +178,7 @@ func capture(store golden.Store, name string) (hostdwire.GoldenResult, error) {
 		return res, err
 	}
 	key := spec.Key()
+	before := cfg.Golden
 	g, err := store.Capture(p, cfg, golden.Meta{
 		Key: key, Spec: spec, Image: cfg.Image, Provision: hostd.ProvisionSummary(cfg),
 		Created: time.Now().UTC(), From: name, Version: buildinfo.Version,
@@ -185,7 +186,8 @@ func capture(store golden.Store, name string) (hostdwire.GoldenResult, error) {
 	if err != nil {
 		return res, err
 	}
-	return hostdwire.GoldenResult{Key: g.Key, Format: cfg.Format(), Existed: cfg.Golden != g.Key}, nil
+	// A capture that found the key published left cfg as it was.
+	return hostdwire.GoldenResult{Key: g.Key, Format: cfg.Format(), Existed: cfg.Golden == before}, nil
 }
 
 // listed is g as the listing shows it.

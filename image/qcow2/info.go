@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"syscall"
 )
 
 // Info is what the header says.
@@ -45,7 +46,8 @@ type header struct {
 // malformed file is an error naming what is wrong, never a panic or a
 // huge allocation.
 func ReadInfo(path string) (*Info, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a fifo named disk.qcow2 must not hang its reader.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("qcow2: %w", err)
 	}
