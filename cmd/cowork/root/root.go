@@ -13,9 +13,9 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
+	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
-	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
 	"github.com/coworkhq/cowork/cmd/cowork/imagecmd"
