@@ -364,3 +364,17 @@ func (i *Instance) Client() (*Client, error) {
 	}
 	return c, err
 }
+
+// Clone makes the instance dst from this stopped one: a copy of its disk
+// (a reflink where the file system can make one; an overlay on a golden
+// disk stays one), settings and network policy, with its own name, MAC and
+// cloud-init instance (the guest makes itself a new machine-id and ssh
+// host keys at its first boot). Published ports are not copied: a host
+// port is one instance's. workspace, when not empty, replaces the shared
+// folder.
+func (i *Instance) Clone(dst, workspace string) (*Instance, error) {
+	if _, err := instance.Clone(i.Config, dst, workspace); err != nil {
+		return nil, err
+	}
+	return Open(dst)
+}

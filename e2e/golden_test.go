@@ -97,6 +97,7 @@ func checkGoldenClone(t *testing.T, e *env, initOut string, args []string) {
 	if r := e.must("image", "prune", "--force"); !strings.Contains(r.errOut, "0 golden disks removed") {
 		t.Errorf("prune with the golden disk in use: %s", r)
 	}
+	checkClone(t, e, rootOn, ls[0].Key)
 	e.must(b("delete", "--force")...)
 	e.must("delete", "--force")
 	if r := e.must("image", "prune", "--force"); !strings.Contains(r.out, "removed "+key) {
@@ -105,4 +106,36 @@ func checkGoldenClone(t *testing.T, e *env, initOut string, args []string) {
 	if ls := e.goldenDisks(); len(ls) != 0 {
 		t.Errorf("golden disks after prune: %+v", ls)
 	}
+}
+
+// checkClone: `cowork clone` of the stopped clone b makes c, which boots
+// with b's packages, on the same golden disk, as an instance of its own:
+// another machine-id, ssh host keys and cloud-init instance. b is
+// untouched.
+func checkClone(t *testing.T, e *env, rootOn func(name, script string) string, key string) {
+	e.must("--name", "b", "stop")
+	t.Cleanup(func() { e.run("--name", "c", "delete", "--force") })
+	if r := e.run("clone", "b", "b"); r.code == 0 {
+		t.Errorf("clone onto an existing instance: %s", r)
+	}
+	r := e.must("clone", "b", "c", "--start")
+	if !strings.Contains(r.errOut, "c cloned from b") || !strings.Contains(r.errOut, "c is ready") {
+		t.Errorf("clone's progress:\n%s", r.errOut)
+	}
+	if out := rootOn("c", "command -v tree >/dev/null && cloud-init status --wait >/dev/null; cloud-init query instance_id"); !strings.HasPrefix(out, "cowork-c-") {
+		t.Errorf("c's cloud-init instance: %q", out)
+	}
+	e.must("--name", "b", "start")
+	ident := "cat /etc/machine-id; sha256sum </etc/ssh/ssh_host_ed25519_key.pub"
+	idB, idC := rootOn("b", ident), rootOn("c", ident)
+	lb, lc := strings.Split(idB, "\n"), strings.Split(idC, "\n")
+	for i, what := range []string{"machine-id", "ssh host key"} {
+		if len(lb) < 2 || len(lc) < 2 || lb[i] == "" || lb[i] == lc[i] {
+			t.Errorf("the clone c shares its %s with b: b %q, c %q", what, idB, idC)
+		}
+	}
+	if ls := e.goldenDisks(); len(ls) != 1 || !slices.Equal(ls[0].Users, []string{"b", "c", "sandbox"}) || ls[0].Key[:12] != key[:12] {
+		t.Errorf("golden disk users after the clone: %+v", ls)
+	}
+	e.must("--name", "c", "delete", "--force")
 }

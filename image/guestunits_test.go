@@ -29,8 +29,9 @@ func bootFiles(t *testing.T, g Guest) (bootcmd string, files map[string]string) 
 	if err := yaml.Unmarshal(ud, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	// The install script, then the grub console drop-in (console.go).
-	if len(cfg.Bootcmd) != 2 {
+	// The install script, the identity script, then the grub console
+	// drop-in (console.go).
+	if len(cfg.Bootcmd) != 3 {
 		t.Fatalf("bootcmd %q", cfg.Bootcmd)
 	}
 	// cloud-init's per-instance modules would not rerun after a cut boot.

@@ -234,7 +234,7 @@ func TestUserDataIsValidCloudConfig(t *testing.T) {
 	if len(cfg.Mounts) != 1 || cfg.Mounts[0][0] != "workspace" || cfg.Mounts[0][1] != "/workspace" || !strings.Contains(cfg.Mounts[0][3], "nofail") {
 		t.Errorf("mounts %v", cfg.Mounts)
 	}
-	if len(cfg.Bootcmd) != 2 || !strings.Contains(cfg.Bootcmd[0], "systemctl enable "+AgentUnit) || !strings.Contains(cfg.Bootcmd[1], "console=hvc0") {
+	if len(cfg.Bootcmd) != 3 || !strings.Contains(cfg.Bootcmd[0], "systemctl enable "+AgentUnit) || cfg.Bootcmd[1] != identityScript || !strings.Contains(cfg.Bootcmd[2], "console=hvc0") {
 		t.Errorf("bootcmd %v", cfg.Bootcmd)
 	}
 	var proxy bool

@@ -99,7 +99,7 @@ func UserData(g Guest) ([]byte, error) {
 		// At every boot: the agent first (it is how the host follows the
 		// rest), then provisioning until done (see guestunits.go), and the
 		// virtio console for grub-booted guests.
-		"bootcmd":         []string{installScript(g, proxyEnv), grubConsoleScript("/etc/default/grub.d")},
+		"bootcmd":         []string{installScript(g, proxyEnv), identityScript, grubConsoleScript("/etc/default/grub.d")},
 		"growpart":        map[string]any{"mode": "auto", "devices": []string{"/"}},
 		"resize_rootfs":   true,
 		"final_message":   "cowork: cloud-init finished after $UPTIME seconds",
@@ -131,6 +131,22 @@ func ProvisionScriptOf(g Guest) string {
 	}
 	return provisionScript(g, proxyEnvOf(g))
 }
+
+// identityScript gives a guest whose disk was cloned (from a golden disk,
+// or by `cowork clone`) a machine-id of its own. cloud-init runs it at
+// every boot with the instance's id in $INSTANCE_ID; a disk that last
+// booted as another instance gets a new machine-id (and D-Bus's copy of
+// it, when that is a file of its own), as a fresh image gets one at its
+// first boot. cloud-init itself gives such a guest new ssh host keys.
+const identityScript = `f=/var/lib/cowork/instance-id
+if [ -n "${INSTANCE_ID:-}" ] && [ "$(cat $f 2>/dev/null)" != "$INSTANCE_ID" ]; then
+  if [ -s $f ]; then
+    rm -f /etc/machine-id
+    if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then rm -f /var/lib/dbus/machine-id; fi
+    systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id
+  fi
+  mkdir -p /var/lib/cowork && echo "$INSTANCE_ID" >$f.new && mv $f.new $f
+fi`
 
 func dirOf(p string) string {
 	if i := strings.LastIndexByte(p, '/'); i > 0 {

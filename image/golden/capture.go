@@ -12,12 +12,13 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/qcow2"
+	reflinkpkg "github.com/coworkhq/cowork/internal/reflink"
 )
 
 // reflink clones src to dst (which must not exist) sharing blocks, or
 // returns errors.ErrUnsupported when the file system cannot. A variable
 // so that tests can take the reflink path on file systems without it.
-var reflink = reflinkFile
+var reflink = reflinkpkg.File
 
 // intent is capture.json in the instance's folder: a capture that moves
 // the instance's disk into the store writes it first and removes it last,

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	reflinkpkg "github.com/coworkhq/cowork/internal/reflink"
 )
 
 // Without reflinks the instance's disk itself becomes the golden disk
@@ -188,7 +189,7 @@ func TestReflinkFile(t *testing.T) {
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	os.WriteFile(src, []byte("some blocks"), 0o444)
-	switch err := reflinkFile(src, dst); {
+	switch err := reflinkpkg.File(src, dst); {
 	case err == nil:
 		if !bytes.Equal(readFile(t, dst), []byte("some blocks")) {
 			t.Errorf("the clone differs")

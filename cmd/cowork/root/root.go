@@ -13,6 +13,7 @@ import (
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
+	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
@@ -133,6 +134,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},
 		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
 		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
+		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
 	}
 }
 

@@ -1,4 +1,4 @@
-package golden
+package reflink
 
 import (
 	"errors"
@@ -7,8 +7,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reflinkFile clones src to dst with FICLONE (btrfs, xfs; not ext4).
-func reflinkFile(src, dst string) error {
+// File clones src to dst with FICLONE (btrfs, xfs; not ext4).
+func File(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

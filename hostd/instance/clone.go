@@ -1,0 +1,97 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/coworkhq/cowork/internal/reflink"
+)
+
+// Clone makes the instance dst from the stopped instance src: its disk (a
+// reflink where the file system can make one, else a sparse copy; a
+// qcow2 overlay stays an overlay on the same golden disk), kernel files,
+// EFI variables, settings and network policy. dst gets its own name, and
+// with it its own MAC; its own cloud-init instance-id, so the guest
+// makes itself new ssh host keys and a new machine-id at its first boot;
+// and no machine identifier of the platform (vz makes one). workspace,
+// when not empty, replaces src's. It holds src's lock throughout, so src
+// cannot start while its disk is read; dst's config is written last, and
+// a failed clone removes what it made.
+func Clone(src *Config, dst, workspace string) (c *Config, err error) {
+	if err := ValidateName(dst); err != nil {
+		return nil, err
+	}
+	sp, err := PathsFor(src.Name)
+	if err != nil {
+		return nil, err
+	}
+	dp, err := PathsFor(dst)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(dp.Config()); err == nil {
+		return nil, &ExistsError{Name: dst}
+	}
+	if _, err := os.Lstat(dp.Dir()); err == nil {
+		if err := CheckLeftover(dp); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := TryLock(sp)
+	if errors.Is(err, ErrRunning) {
+		return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole)", src.Name, NameFlag(src.Name))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	if _, err := os.Stat(sp.Provisioned()); err != nil {
+		return nil, fmt.Errorf("%s has not finished its init; finish it with `cowork init%s` first", src.Name, NameFlag(src.Name))
+	}
+	if _, err := os.Lstat(sp.Capture()); err == nil {
+		return nil, fmt.Errorf("%s has a golden disk capture to finish; start it once with `cowork start%s` first", src.Name, NameFlag(src.Name))
+	}
+	if err := removeLeftover(dp); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dp.Dir(), 0o700); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dp.Dir())
+		}
+	}()
+	files := []string{src.DiskPath(sp)}
+	if src.Boot == BootKernel {
+		files = append(files, sp.Kernel())
+		if _, err := os.Stat(sp.Initrd()); err == nil {
+			files = append(files, sp.Initrd())
+		}
+	} else if _, err := os.Stat(sp.EFIVars()); err == nil {
+		files = append(files, sp.EFIVars())
+	}
+	for _, f := range files {
+		to := dp.Dir() + f[len(sp.Dir()):]
+		if _, err := reflink.Copy(f, to); err != nil {
+			return nil, fmt.Errorf("copy %s: %w", f, err)
+		}
+	}
+	if err := copyFile(sp.Provisioned(), dp.Provisioned()); err != nil {
+		return nil, err
+	}
+	c = &Config{}
+	*c = *src
+	c.Name, c.Created = dst, time.Now().UTC()
+	c.InstanceID = fmt.Sprintf("cowork-%s-%d", dst, c.Created.Unix())
+	if workspace != "" {
+		c.Workspace = workspace
+	}
+	c.Publish = nil // a host port is one instance's: two would collide
+	if err := os.MkdirAll(c.Workspace, 0o755); err != nil {
+		return nil, fmt.Errorf("create workspace: %w", err)
+	}
+	return c, c.Save(dp.Dir())
+}
