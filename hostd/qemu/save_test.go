@@ -60,6 +60,7 @@ func TestSaveNeedsIgnoreShared(t *testing.T) {
 	f := newFakeVM(t, nil)
 	f.answer = qmpAnswers(map[string]string{
 		"query-migrate-capabilities": `{"return": [{"capability": "xbzrle", "state": false}]}`,
+		"query-migrate":              `{"return": {"status": "completed"}}`,
 	})
 	_, err := f.vm.Save(context.Background(), filepath.Join(t.TempDir(), "saved"))
 	if err == nil || !strings.Contains(err.Error(), "x-ignore-shared") || !strings.Contains(err.Error(), "7.2.0") {
@@ -86,13 +87,19 @@ func TestSaveRefusesWhileTheShareIsAttached(t *testing.T) {
 // A save does not write over a saved guest, nor through a symlink.
 func TestSaveMakesNewFilesOnly(t *testing.T) {
 	f := newFakeVM(t, nil)
-	f.answer = qmpAnswers(map[string]string{"query-migrate-capabilities": withIgnoreShared})
-	dir := t.TempDir()
-	if err := os.Symlink("/etc/passwd-not-this", filepath.Join(dir, machine.DeviceStateFile)); err != nil {
+	f.answer = qmpAnswers(map[string]string{
+		"query-migrate-capabilities": withIgnoreShared,
+		"query-migrate":              `{"return": {"status": "completed"}}`,
+	})
+	dir, elsewhere := t.TempDir(), filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Symlink(elsewhere, filepath.Join(dir, machine.DeviceStateFile)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.vm.Save(context.Background(), dir); err == nil {
 		t.Fatal("saved through a symlink")
+	}
+	if _, err := os.Lstat(elsewhere); err == nil {
+		t.Error("made the file a symlink points to")
 	}
 	if slices.Contains(f.sent(), "stop") {
 		t.Errorf("paused the guest anyway: %q", f.sent())
@@ -114,6 +121,19 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 	}
 	if sent := f.sent(); !slices.Equal(sent, []string{"device_del"}) {
 		t.Errorf("commands %q, want device_del alone", sent)
+	}
+
+	// Only the device itself counts, not its parts.
+	f = newFakeVM(t, nil)
+	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.answer = func(cmd string) string {
+		if strings.Contains(cmd, "device_del") {
+			go f.send(`{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/share/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 2}}`)
+		}
+		return ""
+	}
+	if err := f.vm.DetachShare(context.Background()); err == nil {
+		t.Error("a part of the device taken for the device")
 	}
 
 	shareDetachWait = time.Minute
