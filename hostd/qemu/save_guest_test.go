@@ -105,6 +105,10 @@ func sh(ctx context.Context, c *agentclient.Client, script string) (string, erro
 // waitAgent polls the agent's Info until it answers.
 func waitAgent(t *testing.T, ctx context.Context, vm *VM) (*agentrpc.Client, *agentclient.Client, string) {
 	t.Helper()
+	// Generous for a loaded TCG host (a boot takes seconds), yet bounded:
+	// a guest restored wrong may hang rather than exit.
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
 	rpc, _ := agentrpc.New(vm.DialAgent)
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
