@@ -91,6 +91,12 @@ const askTimeout = 30 * time.Second
 func askBinary(ctx context.Context, out any, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
+	return askBinaryNoTimeout(ctx, out, args...)
+}
+
+// askBinaryNoTimeout is askBinary for a command that may take long (it
+// reads a whole image, or moves a disk): only ctx bounds it.
+func askBinaryNoTimeout(ctx context.Context, out any, args ...string) (string, error) {
 	var answer []byte
 	bin, err := runBinary(ctx, func(line []byte) { answer = append(answer[:0], line...) }, args...)
 	if err != nil {

@@ -159,7 +159,7 @@ echo '{"path":"/cache/img"}'
 		t.Errorf("a failed verify: %v", err)
 	}
 	t.Setenv(hostdwire.Env, hostdScript(t, t.TempDir(), "echo 'cowork-hostd: unknown command' >&2; exit 2\n"))
-	if err := makeDisk(context.Background(), nil)("a", "b", 1); err == nil || !strings.Contains(err.Error(), "from another build than this cowork") {
+	if _, err := makeDisk(context.Background(), nil)(instance.Sources{Image: "a"}, instance.Paths("b"), 1); err == nil || !strings.Contains(err.Error(), "from another build than this cowork") {
 		t.Errorf("an older daemon binary: %v", err)
 	}
 }

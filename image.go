@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
@@ -37,13 +38,17 @@ func Verify(ctx context.Context, path, sha256 string, p Progress) error {
 	return err
 }
 
-// makeDisk has the daemon binary write the disk at dst from the image
-// src (raw or qcow2), grown to size bytes; convert, when not nil,
+// makeDisk has the daemon binary write the instance's disk: a clone of
+// the golden disk src.Golden, or a raw disk converted from the image
+// src.Image (raw or qcow2), grown to size bytes; convert, when not nil,
 // follows the conversion.
-func makeDisk(ctx context.Context, convert Progress) func(src, dst string, size int64) error {
-	return func(src, dst string, size int64) error {
-		_, err := runImage(ctx, only(convert), "disk", "--from", src, "--to", dst, "--size", strconv.FormatInt(size, 10))
-		return err
+func makeDisk(ctx context.Context, convert Progress) instance.MakeDisk {
+	return func(src instance.Sources, p instance.Paths, size int64) (string, error) {
+		if src.Golden != "" {
+			return cloneDisk(ctx, src.Golden, p, size)
+		}
+		_, err := runImage(ctx, only(convert), "disk", "--from", src.Image, "--to", p.Disk(), "--size", strconv.FormatInt(size, 10))
+		return instance.DiskRaw, err
 	}
 }
 

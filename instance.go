@@ -46,9 +46,11 @@ func List() ([]string, error) { return instance.List() }
 
 // Create makes a new instance from src (disk, config, and the workspace
 // folder if missing); convert, when not nil, follows the disk's
-// conversion, which the daemon binary does. It never touches an existing
-// instance (*instance.ExistsError) nor a folder that is not an
-// interrupted Create's.
+// conversion, which the daemon binary does. With src.Golden set (a key
+// GoldenKey found), the disk is a clone of that golden disk instead, and
+// the guest needs no provisioning. It never touches an existing instance
+// (*instance.ExistsError) nor a folder that is not an interrupted
+// Create's.
 func Create(ctx context.Context, c *instance.Config, src instance.Sources, convert Progress) (*Instance, error) {
 	if err := instance.Create(c, src, makeDisk(ctx, convert)); err != nil {
 		return nil, err
@@ -205,11 +207,11 @@ func (i *Instance) CanResize(size units.Size) (units.Size, error) {
 	if i.Running() {
 		return 0, fmt.Errorf("%s is running; stop it first with `cowork stop%s`", i.Name, instance.NameFlag(i.Name))
 	}
-	st, err := os.Stat(i.Paths.Disk())
+	n, err := instance.DiskSize(i.Config.DiskPath(i.Paths))
 	if err != nil {
 		return 0, fmt.Errorf("%s's disk: %w", i.Name, err)
 	}
-	have := units.Size(st.Size())
+	have := units.Size(n)
 	if size < have {
 		return have, &ShrinkError{Name: i.Name, Have: have, Want: size}
 	}
@@ -225,7 +227,7 @@ func (i *Instance) Resize(size units.Size) (bool, error) {
 	if err != nil || have == size {
 		return false, err
 	}
-	if err := instance.GrowDisk(i.Paths.Disk(), int64(size)); err != nil {
+	if err := instance.GrowDisk(i.Config.DiskPath(i.Paths), int64(size)); err != nil {
 		return false, err
 	}
 	i.Config.Disk = size

@@ -89,6 +89,7 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 	if got := sum(); got != want {
 		t.Errorf("the agent's unit did not reinstall the host's agent: sha256 %s, want %s", got, want)
 	}
+	checkGoldenClone(t, e, r.errOut, args)
 }
 
 // An init cut short during provisioning, and the guest's power with it,
@@ -102,7 +103,7 @@ func TestInterruptedInitResumes(t *testing.T) {
 	e := newEnv(t)
 	// Hangs the first time only: the boot is cut while it waits.
 	once := "test -e /var/tmp/once || { touch /var/tmp/once; sync; sleep 3600; }"
-	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=",
+	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=", "--no-golden",
 		"--provision-cmd", once, "--provision-cmd", "touch /var/tmp/after", "--timeout", "20m")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()

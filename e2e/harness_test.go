@@ -108,7 +108,9 @@ func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 func (e *env) run(args ...string) result { return e.runIn("", args...) }
 
 func (e *env) runIn(stdin string, args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Long enough for the cloud stand-in's first init on a loaded
+	// machine: provisioning, then the golden disk's capture and a boot.
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	c := e.cmd(ctx, args...)
 	var out, errOut bytes.Buffer

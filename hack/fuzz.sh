@@ -16,6 +16,7 @@ targets=(
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
 	./hostd/claudecode:FuzzParseArgs
+	./image/qcow2:FuzzReadInfo
 )
 for want in "$@"; do
 	[[ " ${targets[*]} " == *":$want "* ]] || {

@@ -30,6 +30,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := d.prepareDisk(); err != nil {
+		return err
+	}
 	nic, err := d.startNetwork(life)
 	if err != nil {
 		return err
@@ -118,21 +121,22 @@ func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
 // console's write end; it writes the VM's seed disk.
 func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 	mc := machine.Config{
-		Arch:      d.cfg.Arch,
-		CPUs:      d.cfg.CPUs,
-		Memory:    int64(d.cfg.Memory),
-		Disk:      d.paths.Disk(),
-		ShareDir:  d.cfg.Workspace,
-		ShareTag:  instance.ShareTag,
-		ShareUID:  d.guestUID(),
-		ShareGID:  d.guestUID(), // the user's own group, made with it
-		Network:   nic,
-		MAC:       netstack.GuestMAC(d.name),
-		MTU:       netstack.MTU,
-		MachineID: d.paths.MachineID(),
-		Console:   consoleW,
-		RunDir:    d.paths.Run(),
-		PowerOff:  d.agentPowerOff,
+		Arch:       d.cfg.Arch,
+		CPUs:       d.cfg.CPUs,
+		Memory:     int64(d.cfg.Memory),
+		Disk:       d.cfg.DiskPath(d.paths),
+		DiskFormat: d.cfg.Format(),
+		ShareDir:   d.cfg.Workspace,
+		ShareTag:   instance.ShareTag,
+		ShareUID:   d.guestUID(),
+		ShareGID:   d.guestUID(), // the user's own group, made with it
+		Network:    nic,
+		MAC:        netstack.GuestMAC(d.name),
+		MTU:        netstack.MTU,
+		MachineID:  d.paths.MachineID(),
+		Console:    consoleW,
+		RunDir:     d.paths.Run(),
+		PowerOff:   d.agentPowerOff,
 	}
 	// The seed disk is made anew at every start, so the guest gets this
 	// build's agent (its boot script reinstalls it when it differs).
@@ -243,29 +247,37 @@ func (d *Daemon) guestUID() int {
 }
 
 func (d *Daemon) writeCIData() error {
-	uid := d.guestUID()
 	id := d.cfg.InstanceID
 	if id == "" {
 		id = "cowork-" + d.name
 	}
-	proxy := fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort)
-	packages, commands := image.DefaultPackages, image.DefaultProvision
-	if p := d.cfg.Provision; p != nil {
-		packages, commands = p.Packages, p.Commands
-	}
 	return cidata.Write(d.paths.CIData(), cidata.CIData{
 		InstanceID: id,
 		Arch:       d.cfg.Arch,
-		Guest: image.Guest{
-			Hostname:  "cowork",
-			User:      "cowork",
-			UID:       uid,
-			ShareTag:  instance.ShareTag,
-			ProxyURL:  proxy,
-			NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
-			Packages:  packages,
-			Provision: commands,
-			MAC:       netstack.GuestMAC(d.name).String(),
-		},
+		Guest:      GuestFor(d.cfg),
 	})
+}
+
+// GuestFor is what the guest of an instance with cfg is set up as: its
+// cloud-config's inputs, the provisioning among them.
+func GuestFor(cfg *instance.Config) image.Guest {
+	uid := cfg.GuestUID
+	if uid <= 0 {
+		uid = 1000
+	}
+	packages, commands := image.DefaultPackages, image.DefaultProvision
+	if p := cfg.Provision; p != nil {
+		packages, commands = p.Packages, p.Commands
+	}
+	return image.Guest{
+		Hostname:  "cowork",
+		User:      "cowork",
+		UID:       uid,
+		ShareTag:  instance.ShareTag,
+		ProxyURL:  fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.ProxyPort),
+		NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
+		Packages:  packages,
+		Provision: commands,
+		MAC:       netstack.GuestMAC(cfg.Name).String(),
+	}
 }

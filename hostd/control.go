@@ -40,7 +40,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	ps := procstat.Self()
 	r.HostdProcess = &controlwire.ProcessStats{Goroutines: ps.Goroutines, OpenFDs: ps.OpenFDs, RSSBytes: ps.RSSBytes}
 	var st syscall.Stat_t
-	if syscall.Stat(d.paths.Disk(), &st) == nil {
+	if syscall.Stat(d.cfg.DiskPath(d.paths), &st) == nil {
 		r.DiskUsedBytes = st.Blocks * 512
 	}
 	d.mu.Lock()

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/lima-vm/go-qcow2reader"
+
+	"github.com/coworkhq/cowork/image/qcow2"
 	"github.com/lima-vm/go-qcow2reader/convert"
 )
 
@@ -17,6 +19,9 @@ import (
 func MakeDisk(src, dst string, size int64, p Progress) error {
 	if p == nil {
 		p = noProgress{}
+	}
+	if err := qcow2.CheckStandalone(src); err != nil {
+		return err
 	}
 	in, err := os.Open(src)
 	if err != nil {

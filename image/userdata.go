@@ -66,7 +66,7 @@ func UserData(g Guest) ([]byte, error) {
 	if g.Marker == "" {
 		g.Marker = agentwire.ProvisionedMarker
 	}
-	proxyEnv := fmt.Sprintf("http_proxy=%[1]s https_proxy=%[1]s HTTP_PROXY=%[1]s HTTPS_PROXY=%[1]s no_proxy=%[2]s NO_PROXY=%[2]s npm_config_proxy=%[1]s npm_config_https_proxy=%[1]s", g.ProxyURL, g.NoProxy)
+	proxyEnv := proxyEnvOf(g)
 	for _, c := range g.Provision {
 		for _, l := range strings.Split(c, "\n") {
 			if strings.TrimSpace(l) == heredocTag {
@@ -115,6 +115,21 @@ func UserData(g Guest) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte("#cloud-config\n"), b...), nil
+}
+
+// proxyEnv is the environment that sends g's tools through the proxy.
+func proxyEnvOf(g Guest) string {
+	return fmt.Sprintf("http_proxy=%[1]s https_proxy=%[1]s HTTP_PROXY=%[1]s HTTPS_PROXY=%[1]s no_proxy=%[2]s NO_PROXY=%[2]s npm_config_proxy=%[1]s npm_config_https_proxy=%[1]s", g.ProxyURL, g.NoProxy)
+}
+
+// ProvisionScriptOf is the script that provisions g at its first boot: its
+// packages, commands and proxy settings, all that provisioning leaves on
+// the disk depends on (a golden disk's key hashes it).
+func ProvisionScriptOf(g Guest) string {
+	if g.Marker == "" {
+		g.Marker = agentwire.ProvisionedMarker
+	}
+	return provisionScript(g, proxyEnvOf(g))
 }
 
 func dirOf(p string) string {

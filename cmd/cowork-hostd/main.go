@@ -11,6 +11,7 @@
 //	cowork-hostd fetch --url U [--sha256 S] --dir D   download into the cache
 //	cowork-hostd verify --file F --sha256 S           check a file's digest
 //	cowork-hostd disk --from IMAGE --to DISK --size N  make a raw disk
+//	cowork-hostd golden key|clone|capture|ls|rm|prune  the golden disks (golden.go)
 //
 // The image commands print their progress and result as JSON lines
 // (hostdwire.Line).
@@ -55,6 +56,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = inspectCmd(args[1:], stdout)
 	case "version":
 		err = versionCmd(args[1:], stdout)
+	case "golden":
+		err = goldenCmd(args[1:], stdout)
 	case "fetch", "verify", "disk":
 		err = imagecmd.Run(ctx, args[0], args[1:], stdout)
 	case "-h", "--help", "help":
@@ -78,6 +81,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 const usage = `usage: cowork-hostd run --name NAME | inspect [--image PATH] [--kernel PATH] | version
        cowork-hostd fetch --url URL [--sha256 HEX] --dir DIR | verify --file PATH --sha256 HEX
        cowork-hostd disk --from IMAGE --to DISK --size BYTES
+       cowork-hostd golden key|clone|capture|ls|rm|prune ...
 cowork-hostd is the daemon of a cowork instance; ` + "`cowork start`" + ` runs it.`
 
 // usageError is a command line the binary does not take.

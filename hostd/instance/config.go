@@ -58,8 +58,32 @@ type Config struct {
 	// Provision replaces the default first-boot provisioning (the
 	// toolchain, Node.js and Claude Code) when set.
 	Provision *Provision `json:"provision,omitempty"`
-	Created   time.Time  `json:"created"`
+	// DiskFormat is how the disk is kept: raw (disk.raw, the default,
+	// also when empty) or qcow2 (disk.qcow2, a thin overlay on a golden
+	// disk in the cache, where the file system cannot clone files).
+	DiskFormat string `json:"disk_format,omitempty"`
+	// Golden is the key of the golden disk the instance was cloned from
+	// (image/golden); empty when it provisioned itself.
+	Golden  string    `json:"golden,omitempty"`
+	Created time.Time `json:"created"`
 }
+
+// Disk formats.
+const (
+	DiskRaw   = "raw"
+	DiskQcow2 = "qcow2"
+)
+
+// Format is the disk's format, raw when the config predates the field.
+func (c *Config) Format() string {
+	if c.DiskFormat == "" {
+		return DiskRaw
+	}
+	return c.DiskFormat
+}
+
+// DiskPath is the instance's disk file in p.
+func (c *Config) DiskPath(p Paths) string { return p.DiskFor(c.Format()) }
 
 // Provision is what cloud-init installs at first boot: distribution
 // packages, then commands run as root.
@@ -122,6 +146,9 @@ func (c *Config) Validate(hostMemory units.Size) error {
 		errs = append(errs, fmt.Errorf("--memory %s is more than this machine has (%s)", c.Memory, hostMemory))
 	case c.Memory%units.MiB != 0:
 		errs = append(errs, fmt.Errorf("--memory %s: use whole MiB", c.Memory))
+	}
+	if f := c.Format(); f != DiskRaw && f != DiskQcow2 {
+		errs = append(errs, fmt.Errorf("disk format %q: want raw or qcow2", c.DiskFormat))
 	}
 	if c.Disk < MinDisk {
 		errs = append(errs, fmt.Errorf("--disk %s is below the minimum of %s", c.Disk, MinDisk))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/coworkhq/cowork/image/qcow2"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -15,6 +16,10 @@ type Sources struct {
 	Image  string // a raw disk image, copied sparsely and grown to the disk size
 	Kernel string // with Initrd: boot this kernel directly instead of EFI
 	Initrd string
+	// Golden is the key of a golden disk (image/golden) made from Image
+	// and the instance's provisioning: the disk is cloned from it rather
+	// than converted from Image, and the guest needs no provisioning.
+	Golden string
 }
 
 // ExistsError says the instance is already there, and what to do instead.
@@ -25,10 +30,12 @@ func (e *ExistsError) Error() string {
 	return fmt.Sprintf("instance %s already exists; start it with `cowork start%s`, or remove it first with `cowork delete%s`", e.Name, flag, flag)
 }
 
-// MakeDisk writes the disk at dst from the image src, grown to size bytes;
-// it leaves nothing at dst when it fails. cowork-hostd does it (see
-// cowork.Create), so the CLI links no image reader.
-type MakeDisk func(src, dst string, size int64) error
+// MakeDisk writes the instance's disk in p, grown to size bytes: a clone
+// of the golden disk src.Golden when set, else a conversion of the image
+// src.Image. It returns the disk's format (DiskRaw or DiskQcow2) and
+// leaves no disk when it fails. cowork-hostd does it (see cowork.Create),
+// so the CLI links no image reader.
+type MakeDisk func(src Sources, p Paths, size int64) (format string, err error)
 
 // Create makes the instance directory with its disk (made by makeDisk from
 // the image, grown to the disk size) and config, and the workspace if
@@ -65,9 +72,14 @@ func Create(c *Config, src Sources, makeDisk MakeDisk) (err error) {
 			}
 		}
 	}
-	if err := makeDisk(src.Image, p.Disk(), int64(c.Disk)); err != nil {
+	format, err := makeDisk(src, p, int64(c.Disk))
+	if err != nil {
 		return err
 	}
+	if format != DiskRaw {
+		c.DiskFormat = format
+	}
+	c.Golden = src.Golden
 	if err := os.MkdirAll(c.Workspace, 0o755); err != nil {
 		return fmt.Errorf("create workspace: %w", err)
 	}
@@ -77,7 +89,7 @@ func Create(c *Config, src Sources, makeDisk MakeDisk) (err error) {
 
 // leftover names what an interrupted Create leaves in an instance's
 // directory (before it writes config.json, last).
-var leftover = map[string]bool{"disk.raw": true, "disk.raw.tmp": true, "kernel": true, "initrd": true}
+var leftover = map[string]bool{"disk.raw": true, "disk.raw.tmp": true, "disk.qcow2": true, "disk.qcow2.tmp": true, "kernel": true, "initrd": true}
 
 // CheckLeftover says whether the directory of an instance without a
 // config (p.Dir(), if it exists) is what an interrupted Create left, which
@@ -129,7 +141,7 @@ func Finish(c *Config) error {
 		return err
 	}
 	redo := fmt.Sprintf("; remove the instance with `cowork delete%s` and init it again", NameFlag(c.Name))
-	need := []string{p.Disk()}
+	need := []string{c.DiskPath(p)}
 	if c.Boot == BootKernel {
 		need = append(need, p.Kernel())
 	}
@@ -139,8 +151,8 @@ func Finish(c *Config) error {
 		}
 	}
 	// A larger disk is a `disk resize` cut short before it saved the config.
-	if st, err := os.Stat(p.Disk()); err == nil && st.Size() < int64(c.Disk) {
-		if err := GrowDisk(p.Disk(), int64(c.Disk)); err != nil {
+	if have, err := DiskSize(c.DiskPath(p)); err == nil && have < int64(c.Disk) {
+		if err := GrowDisk(c.DiskPath(p), int64(c.Disk)); err != nil {
 			return fmt.Errorf("instance %s: grow the disk: %w", c.Name, err)
 		}
 	}
@@ -173,18 +185,39 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// GrowDisk grows a raw disk to size bytes and never shrinks it: the guest
-// grows its partition and file system at its next boot (growpart).
+// DiskSize is the size the guest sees of the disk file at path: a raw
+// file's length, or a qcow2 overlay's virtual size (disk.qcow2).
+func DiskSize(path string) (int64, error) {
+	if strings.HasSuffix(path, ".qcow2") {
+		info, err := qcow2.ReadInfo(path)
+		if err != nil {
+			return 0, err
+		}
+		return info.Size, nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// GrowDisk grows a disk (raw, or a qcow2 overlay) to size bytes and never
+// shrinks it: the guest grows its partition and file system at its next
+// boot (growpart).
 func GrowDisk(disk string, size int64) error {
-	st, err := os.Stat(disk)
+	have, err := DiskSize(disk)
 	if err != nil {
 		return err
 	}
-	if size < st.Size() {
-		return fmt.Errorf("the disk is %s; it can grow but never shrink (asked for %s)", units.Size(st.Size()), units.Size(size))
+	if size < have {
+		return fmt.Errorf("the disk is %s; it can grow but never shrink (asked for %s)", units.Size(have), units.Size(size))
 	}
-	if size == st.Size() {
+	if size == have {
 		return nil
+	}
+	if strings.HasSuffix(disk, ".qcow2") {
+		return qcow2.Resize(disk, size)
 	}
 	return os.Truncate(disk, size)
 }

@@ -111,4 +111,6 @@ func TestGrowDiskGrowsOnly(t *testing.T) {
 }
 
 // makeDisk is what cowork-hostd does for Create, in the test's process.
-func makeDisk(src, dst string, size int64) error { return image.MakeDisk(src, dst, size, nil) }
+func makeDisk(src Sources, p Paths, size int64) (string, error) {
+	return DiskRaw, image.MakeDisk(src.Image, p.Disk(), size, nil)
+}

@@ -28,6 +28,19 @@ func (p Paths) HostdLog() string   { return p.file("hostd.log") }
 func (p Paths) NetworkLog() string { return p.file("network.jsonl") }
 func (p Paths) PidFile() string    { return p.file("hostd.pid") }
 
+// DiskFor is the disk file of an instance whose disk has format
+// (DiskRaw or DiskQcow2); Disk is the raw one.
+func (p Paths) DiskFor(format string) string {
+	if format == DiskQcow2 {
+		return p.file("disk.qcow2")
+	}
+	return p.Disk()
+}
+
+// Capture records a golden-disk capture under way (image/golden), so that
+// one cut short is finished or undone before the instance runs again.
+func (p Paths) Capture() string { return p.file("capture.json") }
+
 // LastStop holds why the VM last stopped by itself, for `cowork status`
 // once hostd is gone; the next start removes it.
 func (p Paths) LastStop() string { return p.file("last-stop.txt") }

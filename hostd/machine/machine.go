@@ -20,8 +20,11 @@ type Config struct {
 	CPUs   int
 	Memory int64 // bytes
 
-	Disk   string // raw disk image, read-write
-	CIData string // read-only ISO, optional
+	Disk string // disk image, read-write
+	// DiskFormat is Disk's: raw (also when empty) or qcow2, a thin
+	// overlay on a golden disk (QEMU only; vz takes raw disks).
+	DiskFormat string
+	CIData     string // read-only ISO, optional
 
 	// Boot: Kernel set means direct kernel boot; otherwise EFI firmware
 	// with its variables in EFIVars.
@@ -118,6 +121,9 @@ func (c *Config) Validate() error {
 		if p == "" || !filepath.IsAbs(p) {
 			errs = append(errs, fmt.Errorf("%s path %q is not absolute", what, p))
 		}
+	}
+	if c.DiskFormat != "" && c.DiskFormat != "raw" && c.DiskFormat != "qcow2" {
+		errs = append(errs, fmt.Errorf("disk format %q", c.DiskFormat))
 	}
 	if c.Kernel == "" && c.EFIVars == "" {
 		errs = append(errs, errors.New("neither a kernel nor an EFI variable store"))

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -140,7 +141,7 @@ func args(c *machine.Config, l launch) []string {
 		disk += ",bootindex=0"
 	}
 	a = append(a,
-		"-drive", "if=none,id=disk,format=raw,cache=writeback,discard=unmap,file="+escape(c.Disk),
+		"-drive", "if=none,id=disk,format="+cmp.Or(c.DiskFormat, "raw")+",cache=writeback,discard=unmap,file="+escape(c.Disk),
 		"-device", disk)
 	if c.CIData != "" {
 		a = append(a,

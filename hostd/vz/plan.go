@@ -88,6 +88,9 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 		return nil, fmt.Errorf("%d MiB of memory is outside what this Mac allows a VM (%d to %d MiB): recreate the instance with --memory in that range",
 			c.Memory>>20, l.MinMemory>>20, l.MaxMemory>>20)
 	}
+	if c.DiskFormat != "" && c.DiskFormat != "raw" {
+		return nil, fmt.Errorf("the disk %s is %s; Virtualization.framework takes raw disks only: recreate the instance on this Mac (its golden disks are raw clones)", c.Disk, c.DiskFormat)
+	}
 	if err := checkImages(c); err != nil {
 		return nil, err
 	}

@@ -41,7 +41,8 @@ func DiskArch(diskPath string) (string, error) {
 
 // ImageArch is DiskArch for an image the user gives init: raw, or any
 // format go-qcow2reader reads (a qcow2 cloud image, before it is
-// converted; its backing file too, as the conversion would).
+// converted). A qcow2 naming a backing file is refused, as the
+// conversion refuses it (qcow2.CheckStandalone).
 func ImageArch(imagePath string) (string, error) {
 	d, done, err := openDisk(imagePath)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/lima-vm/go-qcow2reader"
 	"github.com/lima-vm/go-qcow2reader/image/raw"
+
+	"github.com/coworkhq/cowork/image/qcow2"
 )
 
 // NotDiskError is a file given as a disk image that is none: no image
@@ -49,6 +51,9 @@ func CheckDisk(path string) (string, error) {
 		return "", &NotDiskError{Path: path, What: "a directory"}
 	} else if st.Size() == 0 {
 		return "", &NotDiskError{Path: path, What: "an empty file"}
+	}
+	if err := qcow2.CheckStandalone(path); err != nil {
+		return "", err
 	}
 	img, err := qcow2reader.Open(f)
 	if err != nil {
@@ -117,6 +122,9 @@ func packedAs(b []byte) string {
 // read-only disk, so that its partitions can be read without converting
 // it first.
 func openDisk(path string) (*disk.Disk, func(), error) {
+	if err := qcow2.CheckStandalone(path); err != nil {
+		return nil, nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err

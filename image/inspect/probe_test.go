@@ -47,8 +47,10 @@ func TestDiskArchReadsTheGuestsDiskAsRaw(t *testing.T) {
 	if got, err := DiskArch(disk); !errors.Is(err, ErrArchUnknown) {
 		t.Errorf("DiskArch of a disk holding a qcow2 header: %q, %v; it followed the backing file", got, err)
 	}
-	if got, err := ImageArch(disk); err != nil || got != "arm64" {
-		t.Errorf("ImageArch of the user's qcow2 with a backing file: %q, %v", got, err)
+	// An image given to init never gets its backing file opened either
+	// (image/backing_test.go): a downloaded one could name any host file.
+	if got, err := ImageArch(disk); err == nil || !strings.Contains(err.Error(), "overlay on another file") {
+		t.Errorf("ImageArch of a qcow2 with a backing file: %q, %v; want it refused", got, err)
 	}
 }
 

@@ -69,3 +69,35 @@ type Line struct {
 	Total int64  `json:"total,omitempty"` // 0 when unknown
 	Path  string `json:"path,omitempty"`  // the result: on the last line only
 }
+
+// GoldenKey is what `cowork-hostd golden key` prints: the key of the
+// golden disk an instance would be cloned from, and whether it exists
+// (then Size is its virtual size).
+type GoldenKey struct {
+	Key   string `json:"key"`
+	Found bool   `json:"found"`
+	Size  int64  `json:"size,omitempty"`
+}
+
+// GoldenResult is what `cowork-hostd golden clone` and `golden capture`
+// print: the golden disk's key and the instance's disk format after.
+// Existed says a capture found the key published already (by another
+// init) and left the instance as it was.
+type GoldenResult struct {
+	Key     string `json:"key"`
+	Format  string `json:"format"`
+	Existed bool   `json:"existed,omitempty"`
+}
+
+// GoldenDisk is one golden disk as `cowork-hostd golden ls` lists it.
+type GoldenDisk struct {
+	Key       string   `json:"key"`
+	Arch      string   `json:"arch"`
+	Image     string   `json:"image"`
+	Provision string   `json:"provision"`
+	Size      int64    `json:"size"`      // virtual
+	Allocated int64    `json:"allocated"` // on the host's disk
+	Created   string   `json:"created"`   // RFC 3339
+	From      string   `json:"from"`      // the instance it was captured from
+	Users     []string `json:"users"`     // instances whose disk is an overlay on it
+}

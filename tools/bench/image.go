@@ -117,10 +117,16 @@ var (
 // timeInit runs one init and adds a row (named row → step) per step and
 // boot phase it reported, then its total.
 func timeInit(t *table, cmd *exec.Cmd, row, what string) error {
+	_, err := timeInitTotal(t, cmd, row, what)
+	return err
+}
+
+// timeInitTotal is timeInit, and returns the init's whole time.
+func timeInitTotal(t *table, cmd *exec.Cmd, row, what string) (time.Duration, error) {
 	began := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("cowork init: %v\n%s", err, out)
+		return 0, fmt.Errorf("cowork init: %v\n%s", err, out)
 	}
 	total := time.Since(began)
 	seen := map[string]bool{}
@@ -143,14 +149,19 @@ func timeInit(t *table, cmd *exec.Cmd, row, what string) error {
 		}
 	}
 	t.add(fmt.Sprintf("%s total (%s)", row, what), secs(total), "", 0, "", false)
-	return nil
+	return total, nil
 }
 
 // initFromURL times an init whose image comes over HTTP: the cloud-image
 // stand-in (Debian with systemd and cloud-init, qcow2) served on loopback
 // and checked against its sha256, converted, booted, and provisioned by
 // cloud-init through the network stack (apt through the proxy).
-func initFromURL(t *table, cowork, qcow2 string, args []string) error {
+//
+// The first init keeps its provisioned disk as a golden disk; a second
+// init of the same image and provisioning (args with --name second) is
+// then timed against it, and a third, not started (--name third), gives
+// the disk space of a clone right after its creation.
+func initFromURL(t *table, cowork, qcow2 string, args, second, third []string) error {
 	sum, err := image.FileSHA256(qcow2, nil)
 	if err != nil {
 		return err
@@ -158,8 +169,14 @@ func initFromURL(t *table, cowork, qcow2 string, args []string) error {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, qcow2) }))
 	defer srv.Close()
 	url := srv.URL + "/" + filepath.Base(qcow2)
-	cmd := exec.Command(cowork, append([]string{"init", "--image", url, "--image-sha256", sum}, args...)...)
-	return timeInit(t, cmd, "`cowork init` of a cloud image", "the stand-in over HTTP, provisioned")
+	initCmd := func(args []string) *exec.Cmd {
+		return exec.Command(cowork, append([]string{"init", "--image", url, "--image-sha256", sum}, args...)...)
+	}
+	first, err := timeInitTotal(t, initCmd(args), "`cowork init` of a cloud image", "the stand-in over HTTP, provisioned")
+	if err != nil {
+		return err
+	}
+	return goldenRows(t, cowork, first, initCmd(second), initCmd(third))
 }
 
 // seenPhase tells whether p, or a phase that p begins or is begun by, has

@@ -23,6 +23,23 @@ import (
 // passes. It reports an instance that was already running with a line and
 // no error.
 func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout time.Duration) error {
+	_, err := StartFollow(ctx, ios, name, timeout)
+	return err
+}
+
+// Followed is what a boot that StartFollow followed went through.
+type Followed struct {
+	// Provisioned: the guest provisioned itself during this boot.
+	Provisioned bool
+}
+
+// StartFollow is Start, and says what the boot went through.
+func StartFollow(ctx context.Context, ios *iostreams.IOStreams, name string, timeout time.Duration) (Followed, error) {
+	p, err := start(ctx, ios, name, timeout)
+	return Followed{Provisioned: p.provisioned}, err
+}
+
+func start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout time.Duration) (*printer, error) {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -36,14 +53,14 @@ func Start(ctx context.Context, ios *iostreams.IOStreams, name string, timeout t
 	switch {
 	case errors.Is(err, cowork.ErrAlreadyRunning):
 		fmt.Fprintf(ios.ErrOut, "%s is already running\n", name)
-		return nil
+		return p, nil
 	case err == nil:
 		fmt.Fprintf(ios.ErrOut, "%s is ready (%s)\n", name, time.Since(began).Round(100*time.Millisecond))
-		return nil
+		return p, nil
 	case errors.As(err, &ab):
-		return abandoned(ios, name, timeout, ab, p.last)
+		return p, abandoned(ios, name, timeout, ab, p.last)
 	default:
-		return err
+		return p, err
 	}
 }
 
@@ -103,9 +120,14 @@ type printer struct {
 	ios   *iostreams.IOStreams
 	began time.Time
 	last  cowork.Phase // the furthest the boot got
+	// provisioned: the guest reported provisioning work in this boot.
+	provisioned bool
 }
 
 func (p *printer) event(ev *cowork.Event) {
+	if ev.Phase == cowork.PhaseProvisioning {
+		p.provisioned = true
+	}
 	if ev.Phase <= cowork.PhaseReady {
 		p.last = max(p.last, ev.Phase)
 	}

@@ -53,11 +53,15 @@ type Options struct {
 	Commands  []string
 	Timeout   time.Duration
 	NoStart   bool
+	NoGolden  bool
 	// Changed reports whether a flag was given; nil means none was.
 	Changed func(flag string) bool
 	// Inspect says what a local image and kernel are; nil asks
 	// cowork-hostd (hostd.Inspect), which links the code that reads disks.
 	Inspect func(ctx context.Context, image, kernel string) (hostdwire.Inspection, error)
+	// GoldenKey says which golden disk the instance would clone; nil asks
+	// cowork-hostd (cowork.GoldenKey).
+	GoldenKey func(ctx context.Context, c *instance.Config, src instance.Sources) (hostdwire.GoldenKey, error)
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -80,7 +84,12 @@ Interrupted (or timed out, or its provisioning failed), init resumes when run
 again: the download where it stopped, and an instance that was created but
 never finished provisioning is started and its provisioning followed again,
 with the settings it was created with (flags that contradict them are
-refused). An instance that finished its init is not touched.`,
+refused). An instance that finished its init is not touched.
+
+The first init of an image and provisioning keeps the provisioned disk as a
+golden disk in $COWORK_HOME/cache/golden (one extra boot); a later init of the
+same pair clones it in seconds instead of provisioning. ` + "`cowork image ls`" + ` lists
+them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scratch.`,
 		Example: `  cowork init
   cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
@@ -119,6 +128,7 @@ refused). An instance that finished its init is not touched.`,
 	f.StringArrayVar(&o.Commands, "provision-cmd", nil, "a command to run as root at first boot, after the packages, instead of the defaults; repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
+	f.BoolVar(&o.NoGolden, "no-golden", false, "provision from scratch: neither clone a golden disk of this image and provisioning nor keep one")
 	return cmd
 }
 
@@ -275,31 +285,94 @@ func run(ctx context.Context, o *Options) error {
 			fmt.Fprintf(o.IO.ErrOut, "  arch      %s, what the image is built for\n", c.Arch)
 		}
 	}
-	convert := progress.New(o.IO, "convert")
-	if _, err := cowork.Create(ctx, c, src, convert); err != nil {
-		return err
+	keep := o.lookupGolden(ctx, c, &src)
+	if src.Golden != "" {
+		if _, err := cowork.Create(ctx, c, src, nil); err != nil {
+			return err
+		}
+	} else {
+		convert := progress.New(o.IO, "convert")
+		if _, err := cowork.Create(ctx, c, src, convert); err != nil {
+			return err
+		}
+		convert.Done()
 	}
-	convert.Done()
 	fmt.Fprintf(o.IO.ErrOut, "  resize    %s disk (grows in the guest at boot)\n", c.Disk)
-	return o.startCreated(ctx, c.Name, began)
+	return o.startCreated(ctx, c.Name, began, keep)
 }
 
-// startCreated boots a created instance unless --no-start, and reports
-// the whole init's time.
-func (o *Options) startCreated(ctx context.Context, name string, began time.Time) error {
+// lookupGolden sets src.Golden when a golden disk of this image and
+// provisioning exists (the disk is then cloned from it), and otherwise
+// says whether the provisioned disk should be kept as one after the boot.
+func (o *Options) lookupGolden(ctx context.Context, c *instance.Config, src *instance.Sources) (keep bool) {
+	if o.NoGolden {
+		return false
+	}
+	lookup := o.GoldenKey
+	if lookup == nil {
+		lookup = cowork.GoldenKey
+	}
+	k, err := lookup(ctx, c, *src)
+	switch {
+	case err != nil:
+		fmt.Fprintf(o.IO.ErrOut, "warning: cannot look for a golden disk (%v); provisioning from scratch\n", err)
+		return false
+	case k.Found && k.Size > int64(c.Disk):
+		fmt.Fprintf(o.IO.ErrOut, "  golden    %s is %s, more than --disk %s: provisioning from scratch\n", k.Key[:12], units.Size(k.Size), c.Disk)
+		return false
+	case k.Found:
+		src.Golden = k.Key
+		fmt.Fprintf(o.IO.ErrOut, "  golden    %s: cloning the disk this image and provisioning made before (no provisioning)\n", k.Key[:12])
+		return false
+	}
+	return true
+}
+
+// startCreated boots a created instance unless --no-start, keeps its
+// disk as a golden disk when keep and the guest provisioned itself, and
+// reports the whole init's time.
+func (o *Options) startCreated(ctx context.Context, name string, began time.Time, keep bool) error {
 	flag := instance.NameFlag(name)
 	if o.NoStart {
 		fmt.Fprintf(o.IO.ErrOut, "created %s; start it with `cowork start%s`\n", name, flag)
 		return nil
 	}
-	if err := boot.Start(ctx, o.IO, name, o.Timeout); err != nil {
+	followed, err := boot.StartFollow(ctx, o.IO, name, o.Timeout)
+	if err != nil {
 		return err
+	}
+	if keep && followed.Provisioned {
+		if err := o.keepGolden(ctx, name); err != nil {
+			return err
+		}
 	}
 	// The instance goes before the command: after ask, --name is Claude
 	// Code's session name.
 	fmt.Fprintf(o.IO.ErrOut, "%s created and ready in %s; next:\n  cowork%s shell\n  cowork%s exec uname -a\n  cowork%s ask \"write hello world in python\"\n",
 		name, time.Since(began).Round(time.Second), flag, flag, flag)
 	return nil
+}
+
+// keepGolden makes the freshly provisioned instance's disk a golden disk,
+// then starts the instance again. A disk that could not be kept costs
+// the next init its provisioning, nothing more: a warning, and the
+// instance is started again either way.
+func (o *Options) keepGolden(ctx context.Context, name string) error {
+	inst, err := cowork.Open(name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.IO.ErrOut, "Keeping the provisioned disk as a golden disk, so that the next init of this image and provisioning clones it (`cowork image ls`); this restarts %s\n", name)
+	res, err := inst.CaptureGolden(ctx, 2*time.Minute)
+	switch {
+	case err != nil:
+		fmt.Fprintf(o.IO.ErrOut, "warning: the provisioned disk was not kept: %v\n", err)
+	case res.Existed:
+		fmt.Fprintf(o.IO.ErrOut, "  golden    %s was kept by another init meanwhile; %s keeps its own disk\n", res.Key[:12], name)
+	default:
+		fmt.Fprintf(o.IO.ErrOut, "  golden    %s kept (%s disk)\n", res.Key[:12], res.Format)
+	}
+	return boot.Start(ctx, o.IO, name, o.Timeout)
 }
 
 // fetchImage returns a local path of the image to create the instance

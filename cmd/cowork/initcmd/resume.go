@@ -36,7 +36,11 @@ func resume(ctx context.Context, o *Options, saved, asked *instance.Config, src 
 	if err := inst.Resume(); err != nil {
 		return err
 	}
-	return o.startCreated(ctx, saved.Name, began)
+	// No golden disk is kept from a resumed init: the instance may have
+	// been used since its provisioning stopped (a failed one is kept up
+	// for a look inside), and a golden disk must hold what provisioning
+	// made and nothing else.
+	return o.startCreated(ctx, saved.Name, began, false)
 }
 
 // conflicts names the flags given (changed reports which) whose values

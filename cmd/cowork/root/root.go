@@ -17,6 +17,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
+	"github.com/coworkhq/cowork/cmd/cowork/imagecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
@@ -131,6 +132,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},
 		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},
 		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
+		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
 	}
 }
 

@@ -34,12 +34,16 @@ type Status struct {
 	MemoryBytes   int64  `json:"memory_bytes"`
 	DiskBytes     int64  `json:"disk_bytes"`
 	DiskUsedBytes int64  `json:"disk_used_bytes"`
-	Workspace     string `json:"workspace"`
-	GuestIP       string `json:"guest_ip,omitempty"`
-	AgentVersion  string `json:"agent_version,omitempty"`
-	Backend       string `json:"backend,omitempty"`
-	Accelerator   string `json:"accelerator,omitempty"`
-	Arch          string `json:"arch"`
+	// Golden is the key of the golden disk the disk was cloned from;
+	// DiskFormat qcow2 means it is an overlay that needs that disk.
+	Golden       string `json:"golden,omitempty"`
+	DiskFormat   string `json:"disk_format"`
+	Workspace    string `json:"workspace"`
+	GuestIP      string `json:"guest_ip,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+	Backend      string `json:"backend,omitempty"`
+	Accelerator  string `json:"accelerator,omitempty"`
+	Arch         string `json:"arch"`
 	// Publish lists guest ports reachable on the host, as HOSTADDR->GUESTPORT.
 	Publish []string `json:"publish,omitempty"`
 	// Error says why the VM stopped when nobody asked it to.
@@ -169,7 +173,8 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
-		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(paths.Disk()),
+		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
+		Golden: cfg.Golden, DiskFormat: cfg.Format(),
 	}
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
@@ -285,7 +290,7 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	}
 	fmt.Fprintf(w, "cpus:\t%d\n", s.CPUs)
 	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
-	fmt.Fprintf(w, "disk:\t%s used of %s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes))
+	fmt.Fprintf(w, "disk:\t%s used of %s%s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes), goldenNote(s))
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
 	if len(s.Publish) > 0 {
 		fmt.Fprintf(w, "published:\t%s\n", strings.Join(s.Publish, ", "))
@@ -320,4 +325,16 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	if s.Note != "" {
 		fmt.Fprintln(ios.ErrOut, "note:", s.Note)
 	}
+}
+
+// goldenNote says what golden disk the disk came from, and whether it
+// needs it.
+func goldenNote(s Status) string {
+	if len(s.Golden) < 12 {
+		return ""
+	}
+	if s.DiskFormat == "qcow2" {
+		return " (an overlay on golden disk " + s.Golden[:12] + ")"
+	}
+	return " (cloned from golden disk " + s.Golden[:12] + ")"
 }

@@ -1,0 +1,7 @@
+//go:build !linux && !darwin
+
+package golden
+
+import "errors"
+
+func reflinkFile(src, dst string) error { return errors.ErrUnsupported }
