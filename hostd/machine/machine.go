@@ -149,6 +149,8 @@ type State string
 const (
 	Starting State = "starting"
 	Running  State = "running"
+	// Paused is a guest a Saver saved, or loaded and has not run on yet.
+	Paused   State = "paused"
 	Stopping State = "stopping"
 	Stopped  State = "stopped"
 )

@@ -13,12 +13,35 @@ import (
 // agentPortID names the agent's port device in QMP events.
 const agentPortID = "agentport"
 
-// networkFD and consoleFD are the descriptors QEMU inherits the network
-// socket and the console's pipe as: exec.Cmd.ExtraFiles in this order.
+// The share's device, its vhost-user chardev and the PCIe root port it
+// sits behind have fixed ids, which QMP names when hostd unplugs the
+// share before a save and plugs it back after a restore. The root port is
+// what makes it unpluggable at all: the root bus (pcie.0) of arm64's virt
+// and x86's q35 takes no hotplug.
+const (
+	sharePortID    = "shareport"
+	shareDeviceID  = "share"
+	shareChardevID = "virtiofs"
+)
+
+// networkFD, consoleFD and ramFD are the descriptors QEMU inherits the
+// network socket, the console's pipe and the guest's RAM (a memfd hostd
+// made) as: exec.Cmd.ExtraFiles in this order.
 const (
 	networkFD = 3
 	consoleFD = 4
+	ramFD     = 5
 )
+
+// launch is what a run of QEMU adds to the Config: whether it loads a
+// saved guest (-incoming defer: QEMU waits, paused, for migrate-incoming;
+// the share is left out, as it was when the guest was saved, and plugged
+// back afterwards).
+type launch struct {
+	accel        string
+	firmwareCode string
+	incoming     bool
+}
 
 // runPaths are the sockets QEMU and virtiofsd make in the run directory.
 type runPaths struct{ dir string }
@@ -59,7 +82,8 @@ var firmware = map[string][]efiFirmware{
 
 // args is QEMU's command line for a config: a pure translation, nothing
 // decided here but the device model.
-func args(c *machine.Config, accel string, firmwareCode string) []string {
+func args(c *machine.Config, l launch) []string {
+	accel, firmwareCode := l.accel, l.firmwareCode
 	r := runPaths{c.RunDir}
 	memMiB := c.Memory >> 20
 	a := []string{
@@ -75,16 +99,21 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		"-smp", fmt.Sprint(c.CPUs),
 		"-m", fmt.Sprintf("%dM", memMiB),
 	}
+	// The guest's RAM is a memfd hostd made and QEMU maps shared: virtiofsd
+	// needs it shared, and hostd reads it to save a guest (and fills a new
+	// one to restore it) while QEMU's migration stream carries only the
+	// devices (capability x-ignore-shared). hostd never maps it.
+	const ram = ",memory-backend=mem"
 	switch c.Arch {
 	case "arm64":
-		a = append(a, "-M", "virt,gic-version=max")
+		a = append(a, "-M", "virt,gic-version=max"+ram)
 		if accel == "kvm" {
 			a = append(a, "-cpu", "host")
 		} else {
 			a = append(a, "-cpu", "cortex-a57")
 		}
 	default:
-		a = append(a, "-M", "q35")
+		a = append(a, "-M", "q35"+ram)
 		if accel == "kvm" {
 			a = append(a, "-cpu", "host")
 		} else {
@@ -120,14 +149,14 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 			"-device", "virtio-blk-pci,drive=cidata")
 	}
 
-	// virtiofs needs the guest's memory shared with virtiofsd.
-	a = append(a,
-		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB),
-		"-numa", "node,memdev=mem")
+	a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,mem-path=/dev/fd/%d,share=on,size=%dM", ramFD, memMiB))
 	if c.ShareDir != "" {
-		a = append(a,
-			"-chardev", "socket,id=virtiofs,path="+escape(r.virtiofs()),
-			"-device", "vhost-user-fs-pci,chardev=virtiofs,tag="+c.ShareTag)
+		a = append(a, "-device", "pcie-root-port,id="+sharePortID)
+		if !l.incoming {
+			a = append(a,
+				"-chardev", shareChardev(r),
+				"-device", shareDevice(c))
+		}
 	}
 
 	a = append(a,
@@ -144,7 +173,21 @@ func args(c *machine.Config, accel string, firmwareCode string) []string {
 		"-qmp", "unix:"+escape(r.qmp())+",server=on,wait=off",
 		"-pidfile", r.pid(),
 	)
+	if l.incoming {
+		// -S: a loaded guest stays paused until hostd says cont.
+		a = append(a, "-S", "-incoming", "defer")
+	}
 	return a
+}
+
+// shareChardev is the -chardev of the share's vhost-user socket.
+func shareChardev(r runPaths) string {
+	return "socket,id=" + shareChardevID + ",path=" + escape(r.virtiofs())
+}
+
+// shareDevice is the -device of the share, behind its root port.
+func shareDevice(c *machine.Config) string {
+	return "vhost-user-fs-pci,id=" + shareDeviceID + ",bus=" + sharePortID + ",chardev=" + shareChardevID + ",tag=" + c.ShareTag
 }
 
 // escape doubles commas, QEMU's option separator, in a path.

@@ -34,13 +34,16 @@ func has(args []string, flag, want string) bool {
 
 func TestArgsKernelBoot(t *testing.T) {
 	c := config()
-	a := args(&c, "tcg", "")
+	a := args(&c, launch{accel: "tcg"})
 	for _, want := range [][2]string{
 		{"-accel", "tcg"}, {"-smp", "2"}, {"-m", "1024M"}, {"-M", "virt"}, {"-cpu", "cortex-a57"},
 		{"-kernel", "/i/kernel"}, {"-initrd", "/i/initrd"}, {"-append", "console=ttyAMA0 quiet"},
 		{"-drive", "file=/i/disk.raw"}, {"-drive", "readonly=on,file=/i/cidata.iso"},
-		{"-object", "memory-backend-memfd,id=mem,size=1024M,share=on"},
-		{"-device", "vhost-user-fs-pci,chardev=virtiofs,tag=workspace"},
+		{"-object", "memory-backend-file,id=mem,mem-path=/dev/fd/5,share=on,size=1024M"},
+		{"-M", "virt,gic-version=max,memory-backend=mem"},
+		{"-device", "pcie-root-port,id=shareport"},
+		{"-chardev", "socket,id=virtiofs,path=/i/run/virtiofs.sock"},
+		{"-device", "vhost-user-fs-pci,id=share,bus=shareport,chardev=virtiofs,tag=workspace"},
 		{"-netdev", "dgram,id=net,local.type=fd,local.str=3"},
 		{"-device", "mac=52:54:01:02:03:04"},
 		{"-device", "id=agentport,name=" + agentwire.SerialPort},
@@ -66,11 +69,11 @@ func TestArgsBootIndexOnlyForFirmware(t *testing.T) {
 	for _, arch := range []string{"amd64", "arm64"} {
 		c := config()
 		c.Arch = arch
-		if a := args(&c, "tcg", ""); has(a, "-device", "bootindex") {
+		if a := args(&c, launch{accel: "tcg"}); has(a, "-device", "bootindex") {
 			t.Errorf("%s kernel boot: a bootindex in %q", arch, a)
 		}
 		c.Kernel, c.Initrd, c.Cmdline, c.EFIVars = "", "", "", "/i/efi-vars"
-		if a := args(&c, "tcg", "/fw/code.fd"); !has(a, "-device", "virtio-blk-pci,drive=disk,bootindex=0") {
+		if a := args(&c, launch{accel: "tcg", firmwareCode: "/fw/code.fd"}); !has(a, "-device", "virtio-blk-pci,drive=disk,bootindex=0") {
 			t.Errorf("%s EFI boot: the root disk is not bootindex 0 in %q", arch, a)
 		}
 	}
@@ -81,7 +84,7 @@ func TestArgsEFIAndKVM(t *testing.T) {
 	c.Kernel, c.Initrd, c.Cmdline, c.EFIVars = "", "", "", "/i/efi-vars"
 	c.Disk = "/odd,path/disk.raw"
 	c.Arch = "amd64"
-	a := args(&c, "kvm", "/fw/OVMF_CODE.fd")
+	a := args(&c, launch{accel: "kvm", firmwareCode: "/fw/OVMF_CODE.fd"})
 	for _, want := range [][2]string{
 		{"-drive", "if=pflash,format=raw,readonly=on,file=/fw/OVMF_CODE.fd"},
 		{"-drive", "if=pflash,format=raw,file=/i/efi-vars"},
@@ -94,6 +97,48 @@ func TestArgsEFIAndKVM(t *testing.T) {
 	}
 	if slices.Contains(a, "-kernel") {
 		t.Error("EFI boot with -kernel")
+	}
+}
+
+// The share sits behind its own PCIe root port on both machines, the one
+// place it can be unplugged from (pcie.0 takes no hotplug), with the ids
+// QMP names it by; the guest's RAM is the memfd hostd passes as ramFD.
+func TestArgsShareOnItsRootPortAndRAMOnTheMemfd(t *testing.T) {
+	for arch, machine := range map[string]string{"arm64": "virt,gic-version=max,memory-backend=mem", "amd64": "q35,memory-backend=mem"} {
+		c := config()
+		c.Arch = arch
+		a := args(&c, launch{accel: "tcg"})
+		port, dev := slices.Index(a, "pcie-root-port,id="+sharePortID), slices.Index(a, shareDevice(&c))
+		if port < 0 || dev < 0 || port > dev {
+			t.Errorf("%s: no root port before the share's device in %q", arch, a)
+		}
+		if !has(a, "-M", machine) || !has(a, "-object", "memory-backend-file,id=mem,mem-path=/dev/fd/5,share=on") {
+			t.Errorf("%s: the RAM is not the memfd in %q", arch, a)
+		}
+		if slices.Contains(a, "-numa") || has(a, "-object", "memory-backend-memfd") {
+			t.Errorf("%s: a RAM QEMU makes itself in %q", arch, a)
+		}
+		if slices.Contains(a, "-incoming") || slices.Contains(a, "-S") {
+			t.Errorf("%s: a boot waits for a saved guest: %q", arch, a)
+		}
+	}
+}
+
+// A saved guest is loaded into a QEMU that waits, paused, for its state,
+// with the devices it was saved with: the root port, not the share, which
+// was unplugged before the save. Without a share, no root port at all.
+func TestArgsIncoming(t *testing.T) {
+	c := config()
+	a := args(&c, launch{accel: "tcg", incoming: true})
+	if !has(a, "-incoming", "defer") || !slices.Contains(a, "-S") {
+		t.Errorf("no -S -incoming defer in %q", a)
+	}
+	if !slices.Contains(a, "pcie-root-port,id="+sharePortID) || has(a, "-device", "vhost-user-fs-pci") || has(a, "-chardev", "id=virtiofs") {
+		t.Errorf("want the empty root port, no share, in %q", a)
+	}
+	c.ShareDir, c.ShareTag = "", ""
+	if a := args(&c, launch{accel: "tcg"}); has(a, "-device", "pcie-root-port") {
+		t.Errorf("a root port without a share in %q", a)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/fsjail"
 	"github.com/coworkhq/cowork/hostd/machine"
 )
 
@@ -28,6 +29,10 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == fsjail.Arg { // virtiofsd, jailed (save_guest_test.go)
+		fmt.Fprintln(os.Stderr, "fsjail:", fsjail.Main(os.Args[2:]))
+		os.Exit(1)
+	}
 	if said := os.Getenv(fakeQEMUEnv); said != "" {
 		os.Exit(fakeQEMU(said, os.Getenv(fakeQEMULateEnv) != ""))
 	}

@@ -27,10 +27,12 @@ type VM struct {
 	accel string
 	run   runPaths
 
-	qemu     *process
-	virtiofs *process
-	monitor  *qmp.SocketMonitor
-	agent    *agentChannel
+	qemu    *process
+	monitor *qmp.SocketMonitor
+	agent   *agentChannel
+	// ram is the memfd the guest's RAM lives in (ramFD), open for Save
+	// until QEMU has exited: then it is closed, which frees the memory.
+	ram *os.File
 
 	// eventsDone is closed once QEMU's events are all read: its monitor's
 	// socket ends when QEMU exits.
@@ -39,7 +41,11 @@ type VM struct {
 	machine.Lifecycle // State, Done, Err; Done is closed once QEMU has exited and its helpers are gone
 
 	mu       sync.Mutex
-	shutdown string // the reason of QEMU's SHUTDOWN event, if it sent one
+	shutdown string   // the reason of QEMU's SHUTDOWN event, if it sent one
+	virtiofs *process // the share's server; nil while the share is detached
+	// shareGone, while DetachShare waits, is closed by QEMU's
+	// DEVICE_DELETED event for the share.
+	shareGone chan struct{}
 }
 
 var _ machine.Machine = (*VM)(nil)
@@ -57,7 +63,21 @@ func (v *VM) Backend() (string, string) { return "qemu", v.accel }
 
 // Start launches virtiofsd and QEMU and connects to QMP and the agent port.
 // On error nothing it started is left running.
-func (v *VM) Start(ctx context.Context) (err error) {
+func (v *VM) Start(ctx context.Context) error {
+	return v.launch(ctx, nil)
+}
+
+// launch starts QEMU: booting the guest, or, given a saved guest's RAM
+// (its memfd, filled), waiting paused for its devices' state (-incoming
+// defer) with the share left out. ram becomes the VM's on success; on
+// error nothing launch started is left running, and ram is closed.
+func (v *VM) launch(ctx context.Context, ram *os.File) (err error) {
+	incoming := ram != nil
+	defer func() {
+		if err != nil && ram != nil {
+			ram.Close()
+		}
+	}()
 	bin, err := exec.LookPath(binary(v.cfg.Arch))
 	if err != nil {
 		return fmt.Errorf("%s not found, which runs %s guests; install QEMU (%s)", binary(v.cfg.Arch), v.cfg.Arch, installHint(v.cfg.Arch))
@@ -82,14 +102,19 @@ func (v *VM) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	if v.cfg.ShareDir != "" {
-		if v.virtiofs, err = startVirtiofsd(ctx, v.cfg.ShareDir, v.run.virtiofs(), v.cfg.ShareUID, v.cfg.ShareGID, v.log); err != nil {
+	if v.cfg.ShareDir != "" && !incoming {
+		if err := v.startShareServer(ctx); err != nil {
+			return err
+		}
+	}
+	if ram == nil {
+		if ram, err = newGuestRAM(v.cfg.Memory); err != nil {
 			return err
 		}
 	}
 
-	cmd := exec.Command(bin, args(&v.cfg, v.accel, code)...)
-	cmd.ExtraFiles = []*os.File{v.cfg.Network, v.cfg.Console} // networkFD, consoleFD
+	cmd := exec.Command(bin, args(&v.cfg, launch{accel: v.accel, firmwareCode: code, incoming: incoming})...)
+	cmd.ExtraFiles = []*os.File{v.cfg.Network, v.cfg.Console, ram} // networkFD, consoleFD, ramFD
 	cmd.SysProcAttr = sysproc.Attr(true)
 	qlog, err := helperLog(v.run.file("qemu.log"))
 	if err != nil {
@@ -100,6 +125,7 @@ func (v *VM) Start(ctx context.Context) (err error) {
 	if v.qemu, err = start(cmd, qlog); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
+	v.ram, ram = ram, nil // closed by watch once QEMU has exited
 
 	if err := waitForSocket(ctx, v.run.qmp(), v.qemu.exited); err != nil {
 		return v.startFailed(ctx, err)
@@ -147,6 +173,13 @@ func (v *VM) watchEvents(events <-chan qmp.Event) {
 			v.mu.Lock()
 			v.shutdown = reason
 			v.mu.Unlock()
+		case ev.Event == "DEVICE_DELETED" && ev.Data["device"] == shareDeviceID:
+			v.mu.Lock()
+			if v.shareGone != nil {
+				close(v.shareGone)
+				v.shareGone = nil
+			}
+			v.mu.Unlock()
 		case ev.Event == "VSERPORT_CHANGE" && ev.Data["id"] == agentPortID:
 			if open, _ := ev.Data["open"].(bool); !open {
 				v.log.Warn("the guest closed the agent's port; dropping the agent session")
@@ -180,9 +213,8 @@ func (v *VM) watch() {
 	}
 	v.agent.close()
 	v.monitor.Disconnect()
-	if v.virtiofs != nil {
-		v.virtiofs.kill()
-	}
+	v.stopShareServer()
+	v.closeRAM()
 	v.Exit(v.unasked(err))
 }
 
@@ -240,10 +272,20 @@ func (v *VM) powerButton() error {
 
 // kill ends QEMU and virtiofsd at once and waits until both are reaped.
 func (v *VM) kill() {
-	for _, p := range []*process{v.qemu, v.virtiofs} {
-		if p != nil {
-			p.kill()
-		}
+	if v.qemu != nil {
+		v.qemu.kill()
+	}
+	v.stopShareServer()
+	v.closeRAM() // QEMU is gone, and its mapping with it
+}
+
+// closeRAM lets the guest's memory go, once QEMU no longer maps it.
+func (v *VM) closeRAM() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ram != nil {
+		v.ram.Close()
+		v.ram = nil
 	}
 }
 

@@ -27,6 +27,8 @@ type monitoredQEMU struct {
 	vm *VM
 	// onPowerdown is what pressing the power button does (nil: nothing).
 	onPowerdown func()
+	// answer, when set, gives the reply to a command ("": the empty return).
+	answer func(cmd string) string
 
 	mu       sync.Mutex
 	conn     net.Conn
@@ -81,7 +83,7 @@ func (f *monitoredQEMU) serve(ln net.Listener) {
 	f.mu.Lock()
 	f.conn = c
 	f.mu.Unlock()
-	fmt.Fprintln(c, `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}`)
+	fmt.Fprintln(c, `{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}`)
 	// Commands come as JSON, not lines: QEMU reads a stream of objects.
 	dec := json.NewDecoder(c)
 	for {
@@ -91,12 +93,41 @@ func (f *monitoredQEMU) serve(ln net.Listener) {
 		}
 		f.mu.Lock()
 		f.commands = append(f.commands, string(cmd))
+		answer := f.answer
 		f.mu.Unlock()
-		fmt.Fprintln(c, `{"return": {}}`)
+		reply := `{"return": {}}`
+		if answer != nil {
+			if r := answer(string(cmd)); r != "" {
+				reply = r
+			}
+		}
+		f.send(reply)
 		if strings.Contains(string(cmd), "system_powerdown") && f.onPowerdown != nil {
 			go f.onPowerdown()
 		}
 	}
+}
+
+// send writes a line to hostd: a reply, or an event.
+func (f *monitoredQEMU) send(line string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fmt.Fprintln(f.conn, line)
+}
+
+// sent lists the commands hostd ran after the handshake, by name, in order.
+func (f *monitoredQEMU) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for _, c := range f.commands {
+		var cmd struct{ Execute string }
+		json.Unmarshal([]byte(c), &cmd)
+		if cmd.Execute != "qmp_capabilities" {
+			names = append(names, cmd.Execute)
+		}
+	}
+	return names
 }
 
 // powerdowns counts the presses of the power button.

@@ -1,0 +1,56 @@
+package machine
+
+import (
+	"context"
+	"path/filepath"
+)
+
+// Saver is a Machine that can write its running guest to disk, memory and
+// devices, and resume it later where it was: what `cowork suspend` needs
+// (hostd checks for it: a backend without it only cold-boots). The order
+// of a save is hostd's: the guest unmounts the share (through its agent),
+// DetachShare, Save, then Stop(ctx, 0); a resume is Restore, Continue,
+// AttachShare, and the guest mounts the share again.
+type Saver interface {
+	// DetachShare unplugs the share's device from the running guest, which
+	// must have unmounted it: QEMU 7.2 cannot save a guest with a virtiofs
+	// device attached. It returns once the guest has let the device go,
+	// or fails (within a bound) with the device still attached.
+	DetachShare(ctx context.Context) error
+	// AttachShare plugs the share back in, for the guest to mount.
+	AttachShare(ctx context.Context) error
+	// Save pauses the guest and writes it to dir (made if missing; it must
+	// not hold a saved guest already), all flushed to disk. The guest stays
+	// paused: Stop(ctx, 0) ends it, Continue runs it on (a snapshot). When
+	// Save fails, the guest runs on as before and dir holds nothing.
+	Save(ctx context.Context, dir string) (*Saved, error)
+	// Restore is Start for a saved guest: the machine, made with the
+	// Config the guest was saved with (the share detached), loads it and
+	// returns with it Paused, so that the caller can retire the saved
+	// state before the guest runs on and its disk moves away from it.
+	Restore(ctx context.Context, s *Saved) error
+	// Continue runs a paused guest on.
+	Continue(ctx context.Context) error
+}
+
+// Saved is a guest a Saver wrote: the files in Dir, and what they were
+// made with.
+type Saved struct {
+	Dir    string
+	Memory int64 // the guest's RAM, bytes: RAMFile's size
+}
+
+// The files of a saved guest in its directory.
+const (
+	// DeviceStateFile is the hypervisor's own state of the devices and CPUs.
+	DeviceStateFile = "device.state"
+	// RAMFile is the guest's memory, a sparse file as big as the memory:
+	// the pages the guest never touched (or left zero) are holes.
+	RAMFile = "ram"
+)
+
+// DeviceState is the path of the saved devices' state.
+func (s *Saved) DeviceState() string { return filepath.Join(s.Dir, DeviceStateFile) }
+
+// RAM is the path of the saved memory.
+func (s *Saved) RAM() string { return filepath.Join(s.Dir, RAMFile) }

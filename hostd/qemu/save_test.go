@@ -1,0 +1,211 @@
+package qemu
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+// qmpAnswers answers commands by name; the rest get the empty return.
+func qmpAnswers(m map[string]string) func(string) string {
+	return func(cmd string) string {
+		for name, reply := range m {
+			if strings.Contains(cmd, `"`+name+`"`) {
+				return reply
+			}
+		}
+		return ""
+	}
+}
+
+const withIgnoreShared = `{"return": [{"capability": "xbzrle", "state": false}, {"capability": "x-ignore-shared", "state": false}]}`
+
+// A save that QEMU fails (a full disk, as measured on a 20 MiB tmpfs)
+// leaves the guest running, as it was, and nothing in the directory: the
+// error is QEMU's.
+func TestSaveFailedMigrationRunsTheGuestOn(t *testing.T) {
+	f := newFakeVM(t, nil)
+	f.answer = qmpAnswers(map[string]string{
+		"query-migrate-capabilities": withIgnoreShared,
+		"query-migrate":              `{"return": {"status": "failed", "error-desc": "Unable to write to file: No space left on device"}}`,
+	})
+	dir := filepath.Join(t.TempDir(), "saved")
+	_, err := f.vm.Save(context.Background(), dir)
+	if err == nil || !strings.Contains(err.Error(), "No space left on device") {
+		t.Fatalf("got %v, want QEMU's reason", err)
+	}
+	sent := f.sent()
+	stop, migrate, cont := slices.Index(sent, "stop"), slices.Index(sent, "migrate"), slices.Index(sent, "cont")
+	if stop < 0 || migrate < stop || cont < migrate || !slices.Contains(sent, "getfd") {
+		t.Errorf("commands %q: want stop, getfd, migrate, then cont", sent)
+	}
+	if s := f.vm.State(); s != machine.Running {
+		t.Errorf("state %s after a failed save", s)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("a failed save left %v", left)
+	}
+}
+
+// A QEMU without x-ignore-shared would put the whole RAM in the stream:
+// Save refuses before it pauses anything, and says what is missing.
+func TestSaveNeedsIgnoreShared(t *testing.T) {
+	f := newFakeVM(t, nil)
+	f.answer = qmpAnswers(map[string]string{
+		"query-migrate-capabilities": `{"return": [{"capability": "xbzrle", "state": false}]}`,
+		"query-migrate":              `{"return": {"status": "completed"}}`,
+	})
+	_, err := f.vm.Save(context.Background(), filepath.Join(t.TempDir(), "saved"))
+	if err == nil || !strings.Contains(err.Error(), "x-ignore-shared") || !strings.Contains(err.Error(), "7.2.0") {
+		t.Fatalf("got %v", err)
+	}
+	if slices.Contains(f.sent(), "stop") {
+		t.Errorf("paused the guest anyway: %q", f.sent())
+	}
+}
+
+// With the share attached QEMU cannot save; Save says so without pausing.
+func TestSaveRefusesWhileTheShareIsAttached(t *testing.T) {
+	f := newFakeVM(t, nil)
+	f.vm.virtiofs = &process{}
+	defer func() { f.vm.virtiofs = nil }()
+	if _, err := f.vm.Save(context.Background(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "detach it first") {
+		t.Fatalf("got %v", err)
+	}
+	if len(f.sent()) != 0 {
+		t.Errorf("commands %q", f.sent())
+	}
+}
+
+// A save does not write over a saved guest, nor through a symlink.
+func TestSaveMakesNewFilesOnly(t *testing.T) {
+	f := newFakeVM(t, nil)
+	f.answer = qmpAnswers(map[string]string{
+		"query-migrate-capabilities": withIgnoreShared,
+		"query-migrate":              `{"return": {"status": "completed"}}`,
+	})
+	dir, elsewhere := t.TempDir(), filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Symlink(elsewhere, filepath.Join(dir, machine.DeviceStateFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.vm.Save(context.Background(), dir); err == nil {
+		t.Fatal("saved through a symlink")
+	}
+	if _, err := os.Lstat(elsewhere); err == nil {
+		t.Error("made the file a symlink points to")
+	}
+	if slices.Contains(f.sent(), "stop") {
+		t.Errorf("paused the guest anyway: %q", f.sent())
+	}
+}
+
+// DetachShare returns once QEMU says the guest let the device go, then
+// drops its socket; a guest that keeps it (its share still mounted) is
+// an error once the wait is over, with the device left attached.
+func TestDetachShareWaitsForTheGuest(t *testing.T) {
+	defer func(d time.Duration) { shareDetachWait = d }(shareDetachWait)
+	shareDetachWait = 200 * time.Millisecond
+
+	f := newFakeVM(t, nil)
+	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	err := f.vm.DetachShare(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "did not release") {
+		t.Fatalf("a guest that keeps the device: %v", err)
+	}
+	if sent := f.sent(); !slices.Equal(sent, []string{"device_del"}) {
+		t.Errorf("commands %q, want device_del alone", sent)
+	}
+
+	// Only the device itself counts, not its parts.
+	f = newFakeVM(t, nil)
+	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.answer = func(cmd string) string {
+		if strings.Contains(cmd, "device_del") {
+			go f.send(`{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/share/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 2}}`)
+		}
+		return ""
+	}
+	if err := f.vm.DetachShare(context.Background()); err == nil {
+		t.Error("a part of the device taken for the device")
+	}
+
+	shareDetachWait = time.Minute
+	f = newFakeVM(t, nil)
+	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.answer = func(cmd string) string {
+		if strings.Contains(cmd, "device_del") {
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				// QEMU names the device's parts too; only "share" counts.
+				f.send(`{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/share/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 2}}`)
+				f.send(`{"event": "DEVICE_DELETED", "data": {"device": "share", "path": "/machine/peripheral/share"}, "timestamp": {"seconds": 1, "microseconds": 3}}`)
+			}()
+		}
+		return ""
+	}
+	if err := f.vm.DetachShare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sent := f.sent(); !slices.Equal(sent, []string{"device_del", "chardev-remove"}) {
+		t.Errorf("commands %q", sent)
+	}
+}
+
+// Restore hands QEMU only files of the sizes a save writes, never through
+// a symlink: QEMU's loader trusts its input.
+func TestRestoreChecksTheFiles(t *testing.T) {
+	cfg := fakeQEMUConfig(t)
+	dir := t.TempDir()
+	saved := &machine.Saved{Dir: dir, Memory: cfg.Memory}
+	write := func(name string, size int64) {
+		t.Helper()
+		os.Remove(filepath.Join(dir, name))
+		fh, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh.Truncate(size)
+		fh.Close()
+	}
+	for _, c := range []struct {
+		name      string
+		ram, dev  int64
+		link      bool
+		wantInErr string
+	}{
+		{"a RAM file of another size", cfg.Memory / 2, 1000, false, "not a guest this VM saved"},
+		{"an empty device state", cfg.Memory, 0, false, "not a guest this VM saved"},
+		{"a huge device state", cfg.Memory, maxDeviceState + 1, false, "not a guest this VM saved"},
+		{"a symlinked RAM file", cfg.Memory, 1000, true, "too many levels of symbolic links"},
+	} {
+		write(machine.DeviceStateFile, c.dev)
+		write(machine.RAMFile, c.ram)
+		if c.link {
+			os.Rename(filepath.Join(dir, machine.RAMFile), filepath.Join(dir, "elsewhere"))
+			os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(dir, machine.RAMFile))
+		}
+		vm, err := New(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := vm.Restore(context.Background(), saved); err == nil || !strings.Contains(err.Error(), c.wantInErr) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if vm.qemu != nil {
+			t.Errorf("%s: QEMU was started", c.name)
+		}
+	}
+	other := *saved
+	other.Memory *= 2
+	vm, _ := New(cfg, slog.New(slog.DiscardHandler))
+	if err := vm.Restore(context.Background(), &other); err == nil || !strings.Contains(err.Error(), "memory") {
+		t.Errorf("a guest saved with other memory: %v", err)
+	}
+}
