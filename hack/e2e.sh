@@ -14,4 +14,9 @@ export COWORK_E2E_DISK=$(get disk)
 export COWORK_E2E_CMDLINE=$(get cmdline)
 export COWORK_E2E_SSH_KEY=$(get ssh_key)
 export COWORK_E2E_CLOUD_DISK=$(get cloud_disk)
+# The whole suite also saves and restores the guest with its memory through
+# the QEMU backend itself (hostd/qemu), which needs this guest too.
+if [ $# -eq 0 ]; then
+	go test -count=1 -timeout 10m -v -run '^TestSaveAndRestoreTheGuest$' ./hostd/qemu/
+fi
 exec go test -tags e2e -count=1 -timeout 30m -v "$@" ./e2e/
