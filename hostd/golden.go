@@ -53,7 +53,7 @@ func InstanceSources(cfg *instance.Config, p instance.Paths) Sources {
 	src := Sources{Image: cfg.Image}
 	if cfg.Boot == instance.BootKernel {
 		src.Kernel = p.Kernel()
-		if exists(p.Initrd()) {
+		if _, err := os.Stat(p.Initrd()); err == nil {
 			src.Initrd = p.Initrd()
 		}
 	}
@@ -114,9 +114,4 @@ func (d *Daemon) prepareDisk() error {
 		return store.CheckOverlay(d.cfg.DiskPath(d.paths))
 	}
 	return nil
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

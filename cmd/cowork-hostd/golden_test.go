@@ -96,6 +96,23 @@ func TestGoldenCaptureCloneRemove(t *testing.T) {
 	os.WriteFile(p.Disk(), []byte("provisioned"), 0o600)
 	os.Truncate(p.Disk(), size)
 
+	// A running instance's disk is the VM's: capture refuses it, saying
+	// how to go on, and moves nothing.
+	lock, err := instance.TryLock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runMain("golden", "capture", "--name", "src"); code != 1 || out != "" || !strings.Contains(errOut, "is running; stop it first") {
+		t.Errorf("capture of a running instance: exit %d, %q, %q", code, out, errOut)
+	}
+	lock.Release()
+	if st, err := os.Stat(p.Disk()); err != nil || st.Size() != size {
+		t.Fatalf("the refused capture touched the disk: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(home, instance.CacheDir, "golden")); len(entries) > 1 { // the store's lock file at most
+		t.Errorf("the refused capture left %d entries in the store", len(entries))
+	}
+
 	code, out, errOut := runMain("golden", "capture", "--name", "src")
 	var res hostdwire.GoldenResult
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || !hexKey.MatchString(res.Key) || res.Existed {

@@ -68,7 +68,12 @@ func (d Digests) load() map[string]digestEntry {
 	if d.Path == "" {
 		return m
 	}
-	if b, err := os.ReadFile(d.Path); err == nil && len(b) < 1<<20 {
+	// A cache grown past 1 MiB (it holds 128 entries of ~150 bytes) is
+	// not read: a rehash costs less than reading whatever is there.
+	if st, err := os.Stat(d.Path); err != nil || !st.Mode().IsRegular() || st.Size() > 1<<20 {
+		return m
+	}
+	if b, err := os.ReadFile(d.Path); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
 	return m
