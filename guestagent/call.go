@@ -81,9 +81,30 @@ func (s *Server) ServeCall(c net.Conn) {
 		s.provisioningCall(ctx, func(st *agentcall.ProvisioningStatus) error {
 			return s.reply(c, &agentcall.Reply{Provisioning: st})
 		})
+	case agentcall.MethodShareRelease:
+		r, err := s.shareRelease(req.Path, req.Force)
+		if err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{ShareRelease: r})
+	case agentcall.MethodShareMount:
+		// A mount may wait for its device for a while: it stops when the
+		// host gives up and closes its side (it sends nothing more).
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			io.Copy(io.Discard, c)
+			cancel()
+		}()
+		if err := s.shareMount(ctx, req.Tag, req.Path); err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{ShareMount: &agentcall.ShareMountReply{}})
 	default:
 		s.reply(c, errorReply(&refusal{agentcall.KindUnimplemented,
-			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown and provisioning"}))
+			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown, provisioning, share_release and share_mount"}))
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package guestagent is the daemon inside the guest that runs every command
 // cowork sends. Execs come on connections of their own (execwire, served
 // by ServeExec), and so does each of hostd's other calls (agentcall:
-// Info, SetTime, Shutdown, Provisioning; served by ServeCall). Both share
-// one listener, which tells them apart by their first bytes.
+// Info, SetTime, Shutdown, Provisioning, ShareRelease, ShareMount; served
+// by ServeCall). Both share one listener, which tells them apart by their
+// first bytes.
 package guestagent
 
 import (
@@ -54,6 +55,7 @@ type Server struct {
 	log       *slog.Logger
 	accounts  *accountCache // user lookups, shared by every exec
 	provision *provision.Reader
+	share     shareSys // the share calls' syscalls and /proc
 
 	running sync.WaitGroup // live exec sessions
 
@@ -88,7 +90,7 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, conns: map[net.Conn]struct{}{}}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: realShareSys(), conns: map[net.Conn]struct{}{}}
 }
 
 // Wait blocks until every exec session has finished cleaning up, so that

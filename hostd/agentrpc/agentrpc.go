@@ -1,6 +1,6 @@
 // Package agentrpc is hostd's client of the guest agent for what is not
-// an exec: Info, SetTime, Provisioning and Shutdown, in the agent's call
-// protocol (internal/agentcall). The CLI runs commands through
+// an exec: Info, SetTime, Provisioning, Shutdown, ShareRelease and
+// ShareMount, in the agent's call protocol (internal/agentcall). The CLI runs commands through
 // agentclient's exec protocol on the same channel and needs none of this.
 //
 // Each call dials a channel of its own (a yamux stream or a vsock
@@ -27,6 +27,10 @@ import (
 // callTimeout bounds a call whose context has no deadline of its own.
 const callTimeout = 30 * time.Second
 
+// shareMountTimeout bounds a ShareMount whose context has no deadline:
+// the agent waits up to agentcall.ShareMountWait for the share's device.
+const shareMountTimeout = agentcall.ShareMountWait + 10*time.Second
+
 // provisioningIdle is how long a provisioning call may go without a line
 // before hostd takes its channel for dead: the agent repeats its status
 // every agentcall.ProvisioningHeartbeat, so only a channel whose far end
@@ -37,13 +41,14 @@ const provisioningIdle = 4 * agentcall.ProvisioningHeartbeat
 // Client calls one agent; it holds no connection between calls, and is
 // safe for concurrent use.
 type Client struct {
-	dial agentclient.Dialer
-	idle time.Duration // provisioningIdle; tests shorten it
+	dial         agentclient.Dialer
+	idle         time.Duration // provisioningIdle; tests shorten it
+	mountTimeout time.Duration // shareMountTimeout; tests shorten it
 }
 
 // New returns a client that dials through d for each call.
 func New(d agentclient.Dialer) (*Client, error) {
-	return &Client{dial: d, idle: provisioningIdle}, nil
+	return &Client{dial: d, idle: provisioningIdle, mountTimeout: shareMountTimeout}, nil
 }
 
 // Close releases nothing: a call closes its own channel. It is here so
@@ -165,11 +170,18 @@ func guestWord(s string, n int) string {
 	return termsafe.Line(s)
 }
 
-// once makes a call that answers one line.
+// once makes a call that answers one line, within callTimeout when ctx
+// has no deadline.
 func (c *Client) once(ctx context.Context, req agentcall.Request) (*agentcall.Reply, error) {
+	return c.onceWithin(ctx, req, callTimeout)
+}
+
+// onceWithin makes a call that answers one line, within timeout when ctx
+// has no deadline.
+func (c *Client) onceWithin(ctx context.Context, req agentcall.Request, timeout time.Duration) (*agentcall.Reply, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, callTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	cl, err := c.open(ctx, callTimeout, req)
@@ -213,6 +225,64 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	}
 	if rep.Shutdown == nil {
 		return &ProtocolError{Method: agentcall.MethodShutdown, Msg: "a reply without shutdown"}
+	}
+	return nil
+}
+
+// maxPID bounds a pid from the guest: Linux's PID_MAX_LIMIT on 64 bits.
+const maxPID = 1 << 22
+
+// ShareRelease asks the guest to let go of the share mounted at path (the
+// guest's mount point, absolute and clean): the agent names the processes
+// that use it and, unless some do and force is false, syncs and unmounts
+// it (lazily with force: the users lose it). Reply.Unmounted says whether
+// it did. The reply is checked and its words made printable; Users and
+// More are the guest's claim, for a message, not for a decision beyond
+// "in use".
+func (c *Client) ShareRelease(ctx context.Context, path string, force bool) (*agentcall.ShareReleaseReply, error) {
+	const m = agentcall.MethodShareRelease
+	rep, err := c.once(ctx, agentcall.Request{Method: m, Path: path, Force: force})
+	if err != nil {
+		return nil, err
+	}
+	r := rep.ShareRelease
+	switch {
+	case r == nil:
+		return nil, &ProtocolError{Method: m, Msg: "a reply without share_release"}
+	case len(r.Users) > agentcall.MaxShareUsers:
+		return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("%d users listed, over %d", len(r.Users), agentcall.MaxShareUsers)}
+	case r.More < 0 || r.More > maxPID:
+		return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("%d more users", r.More)}
+	case r.More > 0 && len(r.Users) < agentcall.MaxShareUsers:
+		return nil, &ProtocolError{Method: m, Msg: "more users counted than listed"}
+	case r.NotMounted && !r.Unmounted:
+		return nil, &ProtocolError{Method: m, Msg: "not mounted yet not unmounted"}
+	case !r.Unmounted && len(r.Users) == 0:
+		return nil, &ProtocolError{Method: m, Msg: "neither unmounted nor in use"}
+	}
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.PID <= 0 || u.PID > maxPID {
+			return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("a user with pid %d", u.PID)}
+		}
+		u.Comm = guestWord(u.Comm, 64)
+	}
+	return r, nil
+}
+
+// ShareMount asks the guest to mount the virtiofs share tag at path, as
+// after a resume with a new share device: the agent waits for the
+// device's tag up to agentcall.ShareMountWait, so without a deadline of
+// its own the call has shareMountTimeout. The tag already mounted there
+// is a success.
+func (c *Client) ShareMount(ctx context.Context, tag, path string) error {
+	const m = agentcall.MethodShareMount
+	rep, err := c.onceWithin(ctx, agentcall.Request{Method: m, Tag: tag, Path: path}, c.mountTimeout)
+	if err != nil {
+		return err
+	}
+	if rep.ShareMount == nil {
+		return &ProtocolError{Method: m, Msg: "a reply without share_mount"}
 	}
 	return nil
 }

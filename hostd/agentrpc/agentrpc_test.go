@@ -106,3 +106,21 @@ func TestAgentClosesOtherChannels(t *testing.T) {
 		t.Fatalf("after: %v", err)
 	}
 }
+
+// The real agent: a share release of a directory nothing is mounted at is
+// done already; a path or tag that is none is refused before anything.
+func TestShareCalls(t *testing.T) {
+	a := agenttest.Start(t)
+	c := a.RPC(t)
+	r, err := c.ShareRelease(context.Background(), t.TempDir(), false)
+	if err != nil || !r.Unmounted || !r.NotMounted || len(r.Users) != 0 {
+		t.Fatalf("release of no mount: %+v, %v", r, err)
+	}
+	var re *agentrpc.RefusedError
+	if _, err := c.ShareRelease(context.Background(), "workspace/../x", true); !errors.As(err, &re) || re.Kind != agentcall.KindInvalid {
+		t.Errorf("release of a relative path: %v", err)
+	}
+	if err := c.ShareMount(context.Background(), "a,uid=0", "/workspace"); !errors.As(err, &re) || re.Kind != agentcall.KindInvalid || !strings.Contains(err.Error(), "comma") {
+		t.Errorf("mount of a tag with options in it: %v", err)
+	}
+}

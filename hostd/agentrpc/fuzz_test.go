@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/internal/agentcall"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // FuzzAgentReplies feeds arbitrary bytes to each call as the agent's
@@ -25,6 +26,9 @@ func FuzzAgentReplies(f *testing.F) {
 		`{"info":{"uptime_ms":1e99}}` + "\n",
 		"\n\n\n",
 		`{"provisioning":{"state":"failed"}}` + "\n" + `{"provisioning":{"state":"running"}}` + "\n",
+		`{"share_release":{"users":[{"pid":901,"comm":"claude"}],"more":2}}` + "\n",
+		`{"share_release":{"unmounted":true,"not_mounted":true}}` + "\n",
+		`{"share_mount":{}}` + "\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -37,6 +41,17 @@ func FuzzAgentReplies(f *testing.F) {
 		}
 		c.SetTime(ctx, time.Now())
 		c.Shutdown(ctx)
+		if r, err := c.ShareRelease(ctx, "/workspace", false); err == nil {
+			if len(r.Users) > agentcall.MaxShareUsers || r.More < 0 || !r.Unmounted && len(r.Users) == 0 {
+				t.Fatalf("share release %+v from %q", r, data)
+			}
+			for _, u := range r.Users {
+				if u.PID <= 0 || len(u.Comm) > 64*4 || !termsafe.Safe(u.Comm, false) {
+					t.Fatalf("share user %+v from %q", u, data)
+				}
+			}
+		}
+		c.ShareMount(ctx, "workspace", "/workspace")
 		s, err := c.Provisioning(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -111,7 +111,7 @@ func TestCallsEndAtTheDeadline(t *testing.T) {
 		}
 	}
 	for name, script := range map[string]func(net.Conn, agentcall.Request){"silent": silent, "trickle": trickle} {
-		for _, method := range []string{"info", "set_time", "shutdown", "provisioning"} {
+		for _, method := range []string{"info", "set_time", "shutdown", "provisioning", "share_release", "share_mount"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			c := hostileAgent(t, script)
 			var err error
@@ -125,6 +125,10 @@ func TestCallsEndAtTheDeadline(t *testing.T) {
 					_, err = c.SetTime(ctx, time.Now())
 				case "shutdown":
 					err = c.Shutdown(ctx)
+				case "share_release":
+					_, err = c.ShareRelease(ctx, "/workspace", true)
+				case "share_mount":
+					err = c.ShareMount(ctx, "workspace", "/workspace")
 				case "provisioning":
 					var s *ProvisioningStream
 					if s, err = c.Provisioning(ctx); err == nil {

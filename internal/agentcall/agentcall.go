@@ -1,5 +1,6 @@
 // Package agentcall is the protocol of hostd's calls to the guest agent
-// that are not execs: Info, SetTime, Shutdown and Provisioning. It
+// that are not execs: Info, SetTime, Shutdown, Provisioning, ShareRelease
+// and ShareMount. It
 // replaced a gRPC service so that neither the agent nor hostd links gRPC
 // or protobuf: the agent's start-up under emulation is part of every boot,
 // and these four small calls paid for HTTP/2 and a protobuf runtime.
@@ -7,8 +8,8 @@
 // A call has a connection (a channel to the agent) of its own:
 //
 //   - the host sends Preface, then one Request as one line of JSON;
-//   - the agent answers Reply lines and closes the connection. Info,
-//     SetTime and Shutdown answer one line. Provisioning answers a line
+//   - the agent answers Reply lines and closes the connection. Every call
+//     but Provisioning answers one line. Provisioning answers a line
 //     per status: at once, when the status changes, and again every
 //     ProvisioningHeartbeat while it does not, so that the host can tell a
 //     dead channel from a quiet guest; it ends after the first status that
@@ -70,7 +71,26 @@ const (
 	// MethodProvisioning answers Reply.Provisioning lines (see the
 	// package's doc).
 	MethodProvisioning Method = "provisioning"
+	// MethodShareRelease (Request.Path, Request.Force) lets go of the
+	// share mounted at Path so that the guest can be saved: QEMU 7.2
+	// cannot save a guest with a virtiofs device attached, and the device
+	// can only go once nothing in the guest mounts it. It answers
+	// Reply.ShareRelease: the processes that use the share and, unless
+	// some do and Force is false, unmounts it (lazily with Force).
+	MethodShareRelease Method = "share_release"
+	// MethodShareMount (Request.Tag, Request.Path) mounts the virtiofs
+	// share Tag at Path again after a resume, waiting up to ShareMountWait
+	// for a device that was just plugged in to show its tag. It answers
+	// Reply.ShareMount.
+	MethodShareMount Method = "share_mount"
 )
+
+// MaxShareUsers bounds ShareReleaseReply.Users; More counts the rest.
+const MaxShareUsers = 16
+
+// ShareMountWait is how long the agent retries a share mount whose device
+// is not there yet. A host waits for the answer somewhat longer.
+const ShareMountWait = 30 * time.Second
 
 // Kinds of a refused call (Reply.Kind).
 const (
@@ -85,6 +105,14 @@ type Request struct {
 	// UnixNano is the host's wall clock for MethodSetTime, nanoseconds
 	// since the Unix epoch.
 	UnixNano int64 `json:"unix_nano,omitempty"`
+	// Path is the share's mount point in the guest, absolute and clean,
+	// for MethodShareRelease and MethodShareMount.
+	Path string `json:"path,omitempty"`
+	// Force has MethodShareRelease unmount the share even while processes
+	// use it: they lose it.
+	Force bool `json:"force,omitempty"`
+	// Tag is the virtiofs tag MethodShareMount mounts.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -94,6 +122,8 @@ type Reply struct {
 	SetTime      *SetTimeReply       `json:"set_time,omitempty"`
 	Shutdown     *ShutdownReply      `json:"shutdown,omitempty"`
 	Provisioning *ProvisioningStatus `json:"provisioning,omitempty"`
+	ShareRelease *ShareReleaseReply  `json:"share_release,omitempty"`
+	ShareMount   *ShareMountReply    `json:"share_mount,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }
@@ -153,6 +183,33 @@ type SetTimeReply struct {
 
 // ShutdownReply says the guest is powering off.
 type ShutdownReply struct{}
+
+// ShareReleaseReply is what a share release found and did.
+type ShareReleaseReply struct {
+	// Users are processes, other than the agent, whose working directory,
+	// root, executable, open files or mapped files are on the share: at
+	// most MaxShareUsers of them.
+	Users []ShareUser `json:"users,omitempty"`
+	// More counts the users that did not fit in Users.
+	More int `json:"more,omitempty"`
+	// Unmounted: the share is no longer mounted at the path. It is false
+	// only when there are users and the release was not forced; nothing
+	// was done then.
+	Unmounted bool `json:"unmounted,omitempty"`
+	// NotMounted: nothing was mounted at the path to begin with (a
+	// release repeated, or a guest that never mounted the share).
+	NotMounted bool `json:"not_mounted,omitempty"`
+}
+
+// ShareUser is a process that uses the share: its pid and its command
+// name (/proc/PID/comm).
+type ShareUser struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+}
+
+// ShareMountReply says the share is mounted.
+type ShareMountReply struct{}
 
 // State is where the guest's provisioning is.
 type State string

@@ -3,6 +3,7 @@ package agentcall
 import (
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,44 @@ func TestLineLimit(t *testing.T) {
 func TestPrefaceLength(t *testing.T) {
 	if len(Preface) != 14 || !strings.HasSuffix(Preface, "\n") {
 		t.Errorf("preface %q", Preface)
+	}
+}
+
+// The share calls' requests and replies cross the wire as they left, and
+// an empty reply member still marks the method's answer.
+func TestShareRoundTrip(t *testing.T) {
+	req := Request{Method: MethodShareRelease, Path: "/workspace", Force: true, Tag: "workspace"}
+	b, err := AppendLine(nil, &req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"method":"share_release","path":"/workspace","force":true,"tag":"workspace"}` + "\n"; string(b) != want {
+		t.Errorf("request line %s; want %s", b, want)
+	}
+	var gotReq Request
+	if err := NewLineReader(strings.NewReader(string(b))).Read(&gotReq); err != nil || gotReq != req {
+		t.Errorf("request %+v, %v", gotReq, err)
+	}
+	for _, rep := range []Reply{
+		{ShareRelease: &ShareReleaseReply{Users: []ShareUser{{PID: 901, Comm: "claude"}, {PID: 77, Comm: "bash"}}, More: 3}},
+		{ShareRelease: &ShareReleaseReply{Unmounted: true, NotMounted: true}},
+		{ShareRelease: &ShareReleaseReply{}},
+		{ShareMount: &ShareMountReply{}},
+	} {
+		b, err := AppendLine(nil, &rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Reply
+		if err := NewLineReader(strings.NewReader(string(b))).Read(&got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, rep) {
+			t.Errorf("%s: read back %+v; want %+v", b, got, rep)
+		}
+	}
+	var got Reply
+	if err := NewLineReader(strings.NewReader(`{"share_mount":{}}` + "\n")).Read(&got); err != nil || got.ShareMount == nil {
+		t.Errorf("an empty share_mount member: %+v, %v", got, err)
 	}
 }

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package guestagent
+
+func syncAll() {}
+
+func unmountShare(string, bool) error { return errNotLinux }
+
+func mountVirtiofs(string, string) error { return errNotLinux }
