@@ -207,6 +207,9 @@ func (i *Instance) CanResize(size units.Size) (units.Size, error) {
 	if i.Running() {
 		return 0, fmt.Errorf("%s is running; stop it first with `cowork stop%s`", i.Name, instance.NameFlag(i.Name))
 	}
+	if err := i.suspendedError("grow its disk"); err != nil {
+		return 0, err
+	}
 	n, err := instance.DiskSize(i.Config.DiskPath(i.Paths))
 	if err != nil {
 		return 0, fmt.Errorf("%s's disk: %w", i.Name, err)

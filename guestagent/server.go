@@ -47,6 +47,18 @@ type Options struct {
 	PowerOff func() error
 	// Logger receives one line per exec; nil means slog's default.
 	Logger *slog.Logger
+	// Share stands in for the guest's /proc and its mount calls in the
+	// share calls (ShareRelease, ShareMount): a fake guest's (hostd's
+	// tests). nil means the guest's own.
+	Share *ShareSystem
+}
+
+// ShareSystem is what the share calls look at and do: a /proc tree (its
+// processes, and self/mountinfo) and the unmount and mount of the share.
+type ShareSystem struct {
+	ProcRoot string
+	Unmount  func(dir string, force bool) error
+	Mount    func(tag, dir string) error
 }
 
 // Server serves the agent's exec and call connections.
@@ -90,7 +102,12 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: realShareSys(), conns: map[net.Conn]struct{}{}}
+	share := realShareSys()
+	if f := opts.Share; f != nil {
+		share.procRoot, share.unmount, share.mount = f.ProcRoot, f.Unmount, f.Mount
+		share.sync, share.mkdir = func() {}, func(string) error { return nil }
+	}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: share, conns: map[net.Conn]struct{}{}}
 }
 
 // Wait blocks until every exec session has finished cleaning up, so that

@@ -45,12 +45,16 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it was getting ready: start no VM
 	}
-	if err := d.startVM(ctx, mc, con); err != nil {
+	resumed, err := d.startOrResume(ctx, mc, con)
+	if err != nil {
 		return err
 	}
 	provisioned, err := d.awaitGuest(ctx)
 	if err != nil {
 		return err
+	}
+	if resumed {
+		d.reattachShare(ctx)
 	}
 	return d.serveGuest(life, provisioned)
 }
@@ -161,13 +165,9 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 	return mc, nil
 }
 
-// startVM makes the VM and starts it.
-func (d *Daemon) startVM(ctx context.Context, mc machine.Config, con *console.Console) error {
-	vm, err := d.newMachine(mc, d.log)
-	if err != nil {
-		return err
-	}
-	err = vm.Start(ctx)
+// startVM boots vm.
+func (d *Daemon) startVM(ctx context.Context, vm machine.Machine, con *console.Console) error {
+	err := vm.Start(ctx)
 	con.CloseWriter() // the VM holds its own copy
 	if err != nil {
 		return err

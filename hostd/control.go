@@ -51,13 +51,16 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	if d.agent != nil {
 		r.GuestIP = netstack.GuestIP
 	}
-	vm, started, net := d.vm, d.started, d.net
+	vm, started, net, inSuspend := d.vm, d.started, d.net, d.inSuspend
 	d.mu.Unlock()
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 	}
 	if vm != nil {
 		r.State = string(vm.State())
+		if inSuspend && vm.State() != machine.Stopped {
+			r.State = "suspending"
+		}
 		r.Started = started
 		r.Backend, r.Accelerator = describe(vm)
 		if err := vm.Err(); err != nil {
@@ -95,6 +98,12 @@ func (s *controlServer) Stop(ctx context.Context, req controlwire.StopRequest) e
 		}
 	}
 	return nil
+}
+
+// Suspend saves the guest and stops the VM; it answers once the VM is
+// gone (hostd exits then), or with the guest running on as before.
+func (s *controlServer) Suspend(ctx context.Context, req controlwire.SuspendRequest) (*controlwire.Suspended, error) {
+	return s.d.requestSuspend(ctx, req.Force)
 }
 
 func (s *controlServer) Events(ctx context.Context, send func(*controlwire.Event) error) error {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentrpc"
@@ -74,6 +75,14 @@ type Daemon struct {
 	agent *agentrpc.Client
 	info  agentInfo
 	ready bool
+	// resumed: this run's guest was resumed from a saved state, not
+	// booted; inSuspend: a suspend is saving it (its status says so).
+	resumed, inSuspend bool
+
+	// suspending is set from a suspend's asking to its end, so that one
+	// runs at a time; suspendReq carries it to the main loop.
+	suspending atomic.Bool
+	suspendReq chan suspendRequest
 
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
@@ -135,7 +144,7 @@ func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
 	d := &Daemon{
 		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(),
 		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout, settleFor: bootSettle,
-		stopReq: make(chan stopRequest, 1), closing: make(chan struct{}),
+		stopReq: make(chan stopRequest, 1), suspendReq: make(chan suspendRequest), closing: make(chan struct{}),
 	}
 	if d.agentTimeout <= 0 {
 		d.agentTimeout = DefaultAgentTimeout
@@ -197,14 +206,27 @@ func (d *Daemon) serve(ctx context.Context) error {
 			return nil
 		}
 		d.shutdown(req)
-	} else {
+		return d.stopped()
+	}
+	for {
 		select {
 		case req := <-d.stopReq:
 			d.shutdown(req)
+			return d.stopped()
+		case req := <-d.suspendReq:
+			sus, err := d.suspend(req)
+			req.done <- suspendResult{sus, err}
+			if err == nil {
+				return d.suspended(sus)
+			}
+			d.setSuspending(false) // another may be asked
+			if s := d.vm.State(); s == machine.Stopped {
+				return d.stopped() // it failed past the save: the VM is gone
+			}
 		case <-d.vm.Done():
+			return d.stopped()
 		}
 	}
-	return d.stopped()
 }
 
 // serveControl serves the control API on hostd.sock.

@@ -63,6 +63,18 @@ func (c *Client) Stop(ctx context.Context, req StopRequest) error {
 
 // SetPolicy replaces the running guest's network policy, given as the
 // instance config's JSON.
+// Suspend saves the running guest and stops its VM (CallSuspend).
+func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
+	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})
+	if err != nil {
+		return nil, err
+	}
+	if r.Suspended == nil {
+		return nil, Errorf(CodeInternal, "hostd answered suspend without what it saved")
+	}
+	return r.Suspended, nil
+}
+
 func (c *Client) SetPolicy(ctx context.Context, policy json.RawMessage) error {
 	_, err := c.unary(ctx, &Request{Call: CallSetPolicy, Policy: policy})
 	return err

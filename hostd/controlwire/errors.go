@@ -22,6 +22,10 @@ const (
 	// CodeUnimplemented: hostd does not know the call (it is older than
 	// the client).
 	CodeUnimplemented Code = "unimplemented"
+	// CodeFailedPrecondition: the instance is not in a state the call
+	// can run in (still starting, its share in use); the message says
+	// what to change first.
+	CodeFailedPrecondition Code = "failed_precondition"
 	// CodeInternal: anything else went wrong in hostd.
 	CodeInternal Code = "internal"
 )
@@ -34,14 +38,17 @@ var (
 	ErrExpired         = errors.New("expired")
 	ErrUnimplemented   = errors.New("unimplemented")
 	ErrInternal        = errors.New("internal error")
+	// ErrFailedPrecondition is CodeFailedPrecondition's.
+	ErrFailedPrecondition = errors.New("failed precondition")
 )
 
 var sentinels = map[Code]error{
-	CodeInvalidArgument: ErrInvalidArgument,
-	CodeUnavailable:     ErrUnavailable,
-	CodeExpired:         ErrExpired,
-	CodeUnimplemented:   ErrUnimplemented,
-	CodeInternal:        ErrInternal,
+	CodeInvalidArgument:    ErrInvalidArgument,
+	CodeUnavailable:        ErrUnavailable,
+	CodeExpired:            ErrExpired,
+	CodeUnimplemented:      ErrUnimplemented,
+	CodeInternal:           ErrInternal,
+	CodeFailedPrecondition: ErrFailedPrecondition,
 }
 
 // Error is a call's failure, as hostd said it (or as the client saw the

@@ -25,6 +25,7 @@ type Handler interface {
 	SetPolicy(ctx context.Context, policy json.RawMessage) error
 	OpenSession(ctx context.Context, req OpenSessionRequest, send func(*Session) error) error
 	CloseSession(ctx context.Context, id string) error
+	Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error)
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -42,6 +43,9 @@ func (Unimplemented) SetPolicy(context.Context, json.RawMessage) error {
 }
 func (Unimplemented) CloseSession(context.Context, string) error {
 	return unimplemented(CallCloseSession)
+}
+func (Unimplemented) Suspend(context.Context, SuspendRequest) (*Suspended, error) {
+	return nil, unimplemented(CallSuspend)
 }
 func (Unimplemented) Events(context.Context, func(*Event) error) error {
 	return unimplemented(CallEvents)
@@ -220,6 +224,13 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 		return done, s.h.OpenSession(ctx, *req.OpenSession, func(ss *Session) error { return send(&Reply{Session: ss}) })
 	case CallCloseSession:
 		return done, s.h.CloseSession(ctx, req.SessionID)
+	case CallSuspend:
+		var r SuspendRequest
+		if req.Suspend != nil {
+			r = *req.Suspend
+		}
+		sus, err := s.h.Suspend(ctx, r)
+		return &Reply{Suspended: sus, Done: true}, err
 	}
 	name := string(req.Call)
 	if len(name) > 32 {

@@ -9,7 +9,7 @@ import (
 // that did not happen is the zero time, left out of the JSON.
 type Status struct {
 	Name string `json:"name"`
-	// State is starting, running, stopping or stopped.
+	// State is starting, running, paused, suspending, stopping or stopped.
 	State string `json:"state"`
 	// Ready is true once the agent answers and the guest finished
 	// provisioning: commands can run.
@@ -129,9 +129,16 @@ const (
 	PhaseFailed
 	// PhaseStopped: the VM stopped.
 	PhaseStopped
+	// PhaseNote is a remark outside the order of the boot: a saved state
+	// that could not be resumed (Error says why), so the guest boots cold.
+	PhaseNote
+	// PhaseSuspending: hostd is saving the guest (CallSuspend).
+	PhaseSuspending
+	// PhaseSuspended: the guest is saved and the VM stopped; hostd exits.
+	PhaseSuspended
 )
 
-var phaseNames = [...]string{"unspecified", "vm_started", "kernel", "agent_connected", "provisioning", "ready", "failed", "stopped"}
+var phaseNames = [...]string{"unspecified", "vm_started", "kernel", "agent_connected", "provisioning", "ready", "failed", "stopped", "note", "suspending", "suspended"}
 
 // String is the phase's name on the wire.
 func (p Phase) String() string {

@@ -58,6 +58,12 @@ const (
 	// placeholder has stopped working when the call answers, and its
 	// requests in flight are cut.
 	CallCloseSession Call = "close_session"
+	// CallSuspend (Request.Suspend) saves the running guest, memory and
+	// devices, into the instance's folder and stops the VM; the next
+	// start resumes it where it was. It answers a Suspended once the VM
+	// has stopped; hostd then exits. A suspend that fails leaves the
+	// guest running as it was.
+	CallSuspend Call = "suspend"
 )
 
 // Bounds of what each side reads. A request is small, the policy being
@@ -80,6 +86,7 @@ type Request struct {
 	Policy      json.RawMessage     `json:"policy,omitempty"`
 	OpenSession *OpenSessionRequest `json:"open_session,omitempty"`
 	SessionID   string              `json:"session_id,omitempty"`
+	Suspend     *SuspendRequest     `json:"suspend,omitempty"`
 }
 
 // Reply is a line hostd sends. A message line carries one of Status,
@@ -88,9 +95,11 @@ type Reply struct {
 	Status  *Status  `json:"status,omitempty"`
 	Event   *Event   `json:"event,omitempty"`
 	Session *Session `json:"session,omitempty"`
-	Done    bool     `json:"done,omitempty"`
-	Error   string   `json:"error,omitempty"`
-	Code    Code     `json:"code,omitempty"`
+	// Suspended is CallSuspend's answer, on its last line.
+	Suspended *Suspended `json:"suspended,omitempty"`
+	Done      bool       `json:"done,omitempty"`
+	Error     string     `json:"error,omitempty"`
+	Code      Code       `json:"code,omitempty"`
 }
 
 // StopRequest is how to stop.
@@ -101,6 +110,22 @@ type StopRequest struct {
 	// TimeoutMS is how long the guest may take to shut down before its
 	// power is cut; 0 means hostd's default.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// SuspendRequest is how to suspend.
+type SuspendRequest struct {
+	// Force suspends even when guest processes use the share, which QEMU
+	// cannot keep attached across a save: they lose /workspace (it is
+	// unmounted lazily under them).
+	Force bool `json:"force,omitempty"`
+}
+
+// Suspended is a guest saved by CallSuspend.
+type Suspended struct {
+	// Bytes is what the saved state takes on the host's disk.
+	Bytes int64 `json:"bytes"`
+	// TookMS is how long the suspend took, from the call to the VM's end.
+	TookMS int64 `json:"took_ms"`
 }
 
 // OpenSessionRequest is the credential a session hands the relay. It is

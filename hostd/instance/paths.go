@@ -50,6 +50,15 @@ func (p Paths) LockFile() string { return p.file("hostd.lock") }
 // `cowork init` resumes an instance without it instead of refusing.
 func (p Paths) Provisioned() string { return p.file("provisioned") }
 
+// Suspend holds the guest `cowork suspend` saved, memory and devices, with
+// its manifest (hostd/savestate); the next start resumes it. A folder
+// without a manifest is a suspend cut short. SuspendRejected keeps the
+// last state a start refused, for a look; SuspendRetired the one the last
+// resume used, until it is removed.
+func (p Paths) Suspend() string         { return p.file("suspend") }
+func (p Paths) SuspendRejected() string { return p.file("suspend.rejected") }
+func (p Paths) SuspendRetired() string  { return p.file("suspend.retired") }
+
 // Run is a directory for the running VM's sockets and helper pid files
 // (QMP, the agent chardev, virtiofsd), emptied at every start.
 func (p Paths) Run() string { return p.file("run") }

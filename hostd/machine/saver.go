@@ -31,6 +31,24 @@ type Saver interface {
 	Restore(ctx context.Context, s *Saved) error
 	// Continue runs a paused guest on.
 	Continue(ctx context.Context) error
+	// Identity is what a saved guest depends on of this machine and its
+	// host, as it would run now: a state saved under one identity is
+	// resumed only under the same (hostd's manifest, hostd/savestate).
+	Identity(ctx context.Context) (Identity, error)
+}
+
+// Identity is a machine's hypervisor and device layout, as far as a saved
+// guest depends on them.
+type Identity struct {
+	// Binary is the hypervisor's executable (QEMU's path), whose build
+	// hostd records by its digest; Version is what it says it is.
+	Binary, Version string
+	// Firmware is the firmware the guest runs (its EFI code), digested
+	// the same way; empty for a guest that boots its kernel directly.
+	Firmware string
+	// Devices is the VM's device layout in a form that changes when the
+	// layout does (QEMU: a digest of its arguments).
+	Devices string
 }
 
 // Saved is a guest a Saver wrote: the files in Dir, and what they were

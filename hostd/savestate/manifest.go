@@ -37,7 +37,10 @@ type Manifest struct {
 	Version int       `json:"version"`
 	Saved   time.Time `json:"saved"`
 	// Backend is "qemu" or "vz".
-	Backend    string     `json:"backend"`
+	Backend string `json:"backend"`
+	// Cowork is the version of the cowork that saved it: the saved guest
+	// runs that build's agent, and hostd's device layout is that build's.
+	Cowork     string     `json:"cowork"`
 	Hypervisor Binary     `json:"hypervisor"`
 	VM         VM         `json:"vm"`
 	HostBootID string     `json:"host_boot_id"`
@@ -62,6 +65,9 @@ type VM struct {
 	Disk       string `json:"disk"`
 	DiskFormat string `json:"disk_format"`
 	MAC        string `json:"mac"`
+	// FirmwareSHA256 is the digest of the EFI code the guest runs; empty
+	// for a guest that boots its kernel directly.
+	FirmwareSHA256 string `json:"firmware_sha256,omitempty"`
 	// Devices is the backend's device layout in a form that changes when
 	// the layout does (QEMU: its arguments with run-specific paths and
 	// descriptors masked).
@@ -119,6 +125,7 @@ func (m *Manifest) Check(now Manifest) error {
 	fields := []field{
 		{"the saved state's format", fmt.Sprint(m.Version), fmt.Sprint(Version)},
 		{"the backend", m.Backend, now.Backend},
+		{"cowork", m.Cowork, now.Cowork},
 		{"the host (it restarted since)", short(m.HostBootID), short(now.HostBootID)},
 		{"the hypervisor's binary", m.Hypervisor.Path, now.Hypervisor.Path},
 		{"the hypervisor's version", m.Hypervisor.Version, now.Hypervisor.Version},
@@ -129,6 +136,7 @@ func (m *Manifest) Check(now Manifest) error {
 		{"the disk", m.VM.Disk, now.VM.Disk},
 		{"the disk's format", m.VM.DiskFormat, now.VM.DiskFormat},
 		{"the MAC address", m.VM.MAC, now.VM.MAC},
+		{"the firmware", short(m.VM.FirmwareSHA256), short(now.VM.FirmwareSHA256)},
 		{"the device layout", short(m.VM.Devices), short(now.VM.Devices)},
 	}
 	for _, f := range fields {

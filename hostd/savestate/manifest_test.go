@@ -14,8 +14,9 @@ func sample() Manifest {
 	return Manifest{
 		Saved:      time.Unix(1796430000, 0).UTC(),
 		Backend:    "qemu",
+		Cowork:     "0.1.0",
 		Hypervisor: Binary{Path: "/usr/bin/qemu-system-aarch64", SHA256: strings.Repeat("a", 64), Version: "7.2.22"},
-		VM:         VM{Arch: "arm64", CPUs: 2, Memory: 1 << 30, Disk: "/h/sandbox/disk.raw", DiskFormat: "raw", MAC: "52:54:00:00:00:01", Devices: "-M virt -device virtio-blk-pci …"},
+		VM:         VM{Arch: "arm64", CPUs: 2, Memory: 1 << 30, Disk: "/h/sandbox/disk.raw", DiskFormat: "raw", MAC: "52:54:00:00:00:01", FirmwareSHA256: strings.Repeat("f", 64), Devices: "-M virt -device virtio-blk-pci …"},
 		HostBootID: "0d4c1b6c-1111-2222-3333-444455556666",
 		Disk:       DiskStamp{Ino: 42, Size: 2 << 30, MtimeNs: 1796430000123456789},
 		Files:      []FileSize{{Name: "device.state", Size: 562000}, {Name: "ram", Size: 1 << 30}},
@@ -35,6 +36,8 @@ func TestCheckRefusesEveryChange(t *testing.T) {
 		change func(*Manifest)
 	}{
 		{"the backend", func(m *Manifest) { m.Backend = "vz" }},
+		{"cowork", func(m *Manifest) { m.Cowork = "0.2.0" }},
+		{"the firmware", func(m *Manifest) { m.VM.FirmwareSHA256 = strings.Repeat("e", 64) }},
 		{"the host (it restarted since)", func(m *Manifest) { m.HostBootID = "9f9f9f9f-0000" }},
 		{"the hypervisor's binary", func(m *Manifest) { m.Hypervisor.Path = "/usr/local/bin/qemu-system-aarch64" }},
 		{"the hypervisor's version", func(m *Manifest) { m.Hypervisor.Version = "8.2.1" }},

@@ -27,6 +27,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/start"
 	"github.com/coworkhq/cowork/cmd/cowork/status"
 	"github.com/coworkhq/cowork/cmd/cowork/stop"
+	"github.com/coworkhq/cowork/cmd/cowork/suspend"
 	"github.com/coworkhq/cowork/cmd/cowork/version"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -128,6 +129,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"init", func() *cobra.Command { return initcmd.NewCmdInit(ios, name, nil) }},
 		{"start", func() *cobra.Command { return start.NewCmdStart(ios, name, nil) }},
 		{"stop", func() *cobra.Command { return stop.NewCmdStop(ios, name, nil) }},
+		{"suspend", func() *cobra.Command { return suspend.NewCmdSuspend(ios, name, nil) }},
 		{"status", func() *cobra.Command { return status.NewCmdStatus(ios, name, nil) }},
 		{"delete", func() *cobra.Command { return deletecmd.NewCmdDelete(ios, name, nil) }},
 		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},

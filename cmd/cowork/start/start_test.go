@@ -2,6 +2,7 @@ package start
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,35 @@ func TestStartAMissingInstance(t *testing.T) {
 	t.Setenv("COWORK_HOME", t.TempDir())
 	if _, err := start(t); cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "instance sandbox does not exist") {
 		t.Errorf("%v", err)
+	}
+}
+
+// --cold discards a stopped instance's saved guest before the boot, and
+// leaves a running instance, and its folder, as they are.
+func TestStartColdDiscardsTheSavedState(t *testing.T) {
+	if o, err := parse(t, "--cold"); err != nil || !o.Cold {
+		t.Fatalf("--cold: %+v %v", o, err)
+	}
+	p, _ := instancetest.New(t, instance.Config{})
+	if err := os.MkdirAll(p.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h := instancetest.Running(t, p, true)
+	errOut, err := start(t, "--cold")
+	if err != nil || strings.Contains(errOut, "discarded") {
+		t.Errorf("start --cold of a running instance: %q %v", errOut, err)
+	}
+	if _, err := os.Stat(p.Suspend()); err != nil {
+		t.Errorf("start --cold of a running instance touched its folder: %v", err)
+	}
+	h.Stop()
+	// Stopped: the state goes, then the start runs (and fails here: no
+	// hostd binary to launch, which is not what this test is about).
+	errOut, _ = start(t, "--cold")
+	if !strings.Contains(errOut, "discarded the saved state of sandbox") {
+		t.Errorf("start --cold: %q", errOut)
+	}
+	if _, err := os.Stat(p.Suspend()); !os.IsNotExist(err) {
+		t.Errorf("the saved state is still there: %v", err)
 	}
 }

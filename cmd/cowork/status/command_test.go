@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/hostd/savestate"
 )
 
 // command is `cowork status args...` on test streams, with runF (nil: run it).
@@ -154,5 +157,33 @@ func TestStatusJSONWithoutAnInstance(t *testing.T) {
 	}
 	if r := status(t); cmdutil.ExitCode(r.err) != 1 || r.out != "" {
 		t.Errorf("without --json: %+v", r)
+	}
+}
+
+// A suspended instance says so, when it was saved and how much it takes;
+// a saved state whose manifest cannot be read is no suspended instance.
+func TestStatusOfASuspendedInstance(t *testing.T) {
+	p, _ := newInstance(t)
+	if err := os.MkdirAll(p.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(p.Suspend(), "ram"), make([]byte, 1<<20), 0o600)
+	saved := time.Date(2026, 12, 5, 22, 31, 0, 0, time.Local)
+	if err := savestate.Write(p.Suspend(), &savestate.Manifest{Saved: saved}); err != nil {
+		t.Fatal(err)
+	}
+	r := status(t)
+	if r.err != nil || !strings.Contains(r.out, "state:      suspended (saved 2026-12-05 22:31, 1.0 MiB; `cowork start` resumes it)\n") {
+		t.Errorf("%+v", r)
+	}
+	r = status(t, "--json")
+	var st Status
+	if r.err != nil || json.Unmarshal([]byte(r.out), &st) != nil || st.State != "suspended" || st.Suspended == nil ||
+		!st.Suspended.Saved.Equal(saved) || st.Suspended.Bytes < 1<<20 {
+		t.Errorf("--json: %+v %+v", r, st.Suspended)
+	}
+	os.WriteFile(filepath.Join(p.Suspend(), savestate.ManifestName), []byte("{"), 0o600)
+	if r := status(t); !strings.Contains(r.out, "state:      stopped\n") {
+		t.Errorf("a broken manifest: %+v", r)
 	}
 }

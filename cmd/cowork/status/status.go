@@ -54,6 +54,9 @@ type Status struct {
 	HostdOpenFDs int `json:"hostd_open_fds,omitempty"`
 	// Boot is where the guest's boot spent its time, in milliseconds.
 	Boot *cowork.BootPhases `json:"boot,omitempty"`
+	// Suspended is the guest `cowork suspend` saved, which the next start
+	// resumes; state is then "suspended".
+	Suspended *SavedState `json:"suspended,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
 	Note string `json:"note,omitempty"`
 }
@@ -163,6 +166,12 @@ func run(ctx context.Context, o *Options) error {
 	return nil
 }
 
+// SavedState is a suspended instance's saved guest.
+type SavedState struct {
+	Saved time.Time `json:"saved"`
+	Bytes int64     `json:"bytes"`
+}
+
 // Get asks hostd when it runs, and otherwise reads the instance's files,
 // cleaning up after a hostd that died.
 func Get(ctx context.Context, name string) (*Status, error) {
@@ -189,6 +198,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		}
 		if pid := inst.CleanStale(); pid != 0 {
 			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", pid)
+		}
+		if sv := inst.Saved(); sv != nil {
+			st.State, st.Suspended = "suspended", &SavedState{Saved: sv.Saved, Bytes: sv.Bytes}
 		}
 		return st, nil
 	case err != nil:
@@ -281,6 +293,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 		} else {
 			state += " (booting)"
 		}
+	}
+	if sv := s.Suspended; sv != nil {
+		state += fmt.Sprintf(" (saved %s, %s; `cowork start` resumes it)", sv.Saved.Local().Format("2006-01-02 15:04"), units.Size(sv.Bytes))
 	}
 	fmt.Fprintf(w, "name:\t%s\n", s.Name)
 	fmt.Fprintf(w, "state:\t%s\n", state)

@@ -11,6 +11,7 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/suspend"
 )
 
 // Options is a parsed `cowork stop` command line.
@@ -19,6 +20,7 @@ type Options struct {
 	Name    string
 	Force   bool          // cut the power at once
 	Timeout time.Duration // how long the guest may take to power off
+	Suspend bool          // save the guest with its memory instead (cowork suspend)
 }
 
 // NewCmdStop builds the command; name is the global --name. runF, when
@@ -30,22 +32,30 @@ func NewCmdStop(ios *iostreams.IOStreams, name *string, runF func(*Options) erro
 		Short: "Stop the sandbox VM",
 		Long: `Shut the guest down cleanly (it syncs its disks and powers off); after
 --timeout, or at once with --force, its power is cut. A stopped instance is
-left as it is.`,
-		Example: "  cowork stop\n  cowork stop --force",
+left as it is. With --suspend the guest is saved with its memory instead, as
+` + "`cowork suspend`" + ` does, and the next ` + "`cowork start`" + ` resumes it.`,
+		Example: "  cowork stop\n  cowork stop --force\n  cowork stop --suspend",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
 			if o.Timeout <= 0 {
 				return cmdutil.FlagErrorf("--timeout %s: the guest needs some time to shut down, e.g. --timeout 30s; --force cuts the power at once", o.Timeout)
 			}
+			if o.Suspend && (o.Force || cmd.Flags().Changed("timeout")) {
+				return cmdutil.FlagErrorf("--suspend saves the guest, it does not shut it down: it takes neither --force nor --timeout (cowork suspend --force suspends while processes use /workspace)")
+			}
 			if runF != nil {
 				return runF(o)
+			}
+			if o.Suspend {
+				return suspend.Run(cmd.Context(), &suspend.Options{IO: o.IO, Name: o.Name})
 			}
 			return Stop(cmd.Context(), o.IO, o.Name, o.Force, o.Timeout)
 		},
 	}
 	cmd.Flags().BoolVarP(&o.Force, "force", "f", false, "cut the power instead of shutting down")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long the guest may take to shut down")
+	cmd.Flags().BoolVar(&o.Suspend, "suspend", false, "save the guest with its memory instead; the next start resumes it")
 	return cmd
 }
 

@@ -114,3 +114,24 @@ func TestStopAMissingInstance(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 }
+
+// stop --suspend is cowork suspend; it takes neither --force nor --timeout.
+func TestStopSuspend(t *testing.T) {
+	if o, err := parse(t, "--suspend"); err != nil || !o.Suspend {
+		t.Fatalf("--suspend: %+v %v", o, err)
+	}
+	for _, args := range [][]string{{"--suspend", "--force"}, {"--suspend", "--timeout", "1m"}} {
+		if o, err := parse(t, args...); o != nil || cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), "--suspend") {
+			t.Errorf("%q: %+v %v, want a usage error", args, o, err)
+		}
+	}
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.Running(t, p, true)
+	errOut, err := stop(t, "--suspend")
+	if err != nil || !strings.Contains(errOut, "sandbox suspended") {
+		t.Fatalf("%q %v", errOut, err)
+	}
+	if len(h.Suspends()) != 1 || len(h.Stops()) != 0 {
+		t.Errorf("hostd was asked to suspend %v, to stop %v", h.Suspends(), h.Stops())
+	}
+}

@@ -25,9 +25,11 @@ type Hostd struct {
 	events []*controlwire.Event
 	done   chan struct{}
 
-	mu    sync.Mutex
-	stops []controlwire.StopRequest
-	gone  bool
+	mu         sync.Mutex
+	stops      []controlwire.StopRequest
+	suspends   []controlwire.SuspendRequest
+	suspendErr error
+	gone       bool
 }
 
 // Running starts a stand-in hostd in the test's process for the instance
@@ -86,6 +88,20 @@ func (h *Hostd) Stops() []controlwire.StopRequest {
 	return append([]controlwire.StopRequest(nil), h.stops...)
 }
 
+// Suspends is what Suspend was asked, in order.
+func (h *Hostd) Suspends() []controlwire.SuspendRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]controlwire.SuspendRequest(nil), h.suspends...)
+}
+
+// RefuseSuspend makes Suspend fail with err, the stand-in running on.
+func (h *Hostd) RefuseSuspend(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.suspendErr = err
+}
+
 // Stop ends the stand-in: the lock is released, the sockets removed.
 func (h *Hostd) Stop() {
 	h.mu.Lock()
@@ -118,6 +134,20 @@ func (c *control) Stop(_ context.Context, req controlwire.StopRequest) error {
 	c.h.mu.Unlock()
 	go c.h.Stop() // after the answer, as hostd exits after its VM stopped
 	return nil
+}
+
+// Suspend records the request; unless refused, it answers a saved guest
+// of 300 MiB and stops, as hostd does.
+func (c *control) Suspend(_ context.Context, req controlwire.SuspendRequest) (*controlwire.Suspended, error) {
+	c.h.mu.Lock()
+	c.h.suspends = append(c.h.suspends, req)
+	err := c.h.suspendErr
+	c.h.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	go c.h.Stop()
+	return &controlwire.Suspended{Bytes: 300 << 20, TookMS: 1500}, nil
 }
 
 func (c *control) Events(ctx context.Context, send func(*controlwire.Event) error) error {

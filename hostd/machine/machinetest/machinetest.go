@@ -50,13 +50,21 @@ type Host struct {
 	t    testing.TB
 	made chan *Machine
 
-	mu    sync.Mutex
-	guest Guest
+	mu          sync.Mutex
+	guest       Guest
+	fault       SaveFault
+	identity    machine.Identity
+	generations int // guests booted so far
 }
 
 // NewHost is a Host whose machines behave as guest says.
 func NewHost(t testing.TB, guest Guest) *Host {
-	return &Host{t: t, made: make(chan *Machine, 16), guest: guest}
+	bin := filepath.Join(t.TempDir(), "fake-hypervisor")
+	if err := os.WriteFile(bin, []byte("a fake hypervisor\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return &Host{t: t, made: make(chan *Machine, 16), guest: guest,
+		identity: machine.Identity{Binary: bin, Version: "1.0", Devices: "fake devices"}}
 }
 
 // SetGuest changes how the machines made from now on behave.
@@ -73,9 +81,9 @@ func (h *Host) NewMachine(c machine.Config, log *slog.Logger) (machine.Machine, 
 		return nil, err
 	}
 	h.mu.Lock()
-	g := h.guest
+	g, fault, id := h.guest, h.fault, h.identity
 	h.mu.Unlock()
-	m := &Machine{Config: c, guest: g, log: log.With("guest", "machinetest"), t: h.t}
+	m := &Machine{Config: c, guest: g, fault: fault, identity: id, host: h, log: log.With("guest", "machinetest"), t: h.t}
 	h.t.Cleanup(func() { m.halt(PowerCut, nil) }) // no guest outlives its test
 	select {
 	case h.made <- m:
@@ -115,9 +123,12 @@ type Machine struct {
 	// Config is the VM hostd asked for.
 	Config machine.Config
 
-	guest Guest
-	log   *slog.Logger
-	t     testing.TB
+	guest    Guest
+	fault    SaveFault
+	identity machine.Identity
+	host     *Host
+	log      *slog.Logger
+	t        testing.TB
 
 	machine.Lifecycle // State, Done, Err: as the real backends keep them
 
@@ -127,9 +138,15 @@ type Machine struct {
 	stops     []time.Duration
 	powerOffs int
 	clockSets int
-	console   *os.File // the VM's copy of the console's write end
-	host      *yamux.Session
-	closers   []io.Closer // the guest's side, closed when it stops
+	console   *os.File       // the VM's copy of the console's write end
+	agent     *yamux.Session // hostd's end of the agent's channel
+	// generation tells booted guests apart (Generation); resumed, a
+	// restored one; detaches and attaches count the share's unplugs.
+	generation         int
+	resumed            bool
+	detaches, attaches int
+	share              *guestShare // the guest's /workspace, as its agent sees it
+	closers            []io.Closer // the guest's side, closed when it stops
 }
 
 // Start boots the fake: it keeps a copy of the console (as vz does) and
@@ -145,6 +162,22 @@ func (m *Machine) Start(ctx context.Context) error {
 	if m.guest.StartErr != nil {
 		return m.guest.StartErr
 	}
+	if err := m.boot(ctx); err != nil {
+		return err
+	}
+	m.host.mu.Lock()
+	m.host.generations++
+	gen := m.host.generations
+	m.host.mu.Unlock()
+	m.mu.Lock()
+	m.generation = gen
+	m.mu.Unlock()
+	m.SetState(machine.Running)
+	return nil
+}
+
+// boot brings the fake up: a copy of the console and the agent.
+func (m *Machine) boot(context.Context) error {
 	fd, err := syscall.Dup(int(m.Config.Console.Fd()))
 	if err != nil {
 		return fmt.Errorf("machinetest: console: %w", err)
@@ -159,7 +192,6 @@ func (m *Machine) Start(ctx context.Context) error {
 		}
 	}
 	m.started = true
-	m.SetState(machine.Running)
 	return nil
 }
 
@@ -180,7 +212,14 @@ func (m *Machine) startAgentLocked() error {
 		guestSess.Close()
 		return err
 	}
+	// A booted guest mounts its share; a resumed one was saved without.
+	share, err := newGuestShare(m.t, !m.resumed)
+	if err != nil {
+		return err
+	}
+	m.share = share
 	srv := guestagent.New(guestagent.Options{
+		Share:             share.system(),
 		ProvisionedMarker: marker,
 		SetClock:          m.setClock,
 		PowerOff:          m.agentPowerOff,
@@ -198,7 +237,7 @@ func (m *Machine) startAgentLocked() error {
 			c.Close()
 		}
 	}()
-	m.host = hostSess
+	m.agent = hostSess
 	m.closers = append(m.closers, hostSess, guestSess, l, closerFunc(srv.Stop))
 	return nil
 }
@@ -268,7 +307,7 @@ func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 // DialAgent opens a channel to the guest's agent.
 func (m *Machine) DialAgent(ctx context.Context) (net.Conn, error) {
 	m.mu.Lock()
-	host, end := m.host, m.end
+	host, end := m.agent, m.end
 	m.mu.Unlock()
 	switch {
 	case end != Running:

@@ -1,0 +1,222 @@
+package machinetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+// The fake's saved guest: device.state holds the generation of the
+// guest it saved (each started guest gets a new one), so that a test can
+// tell a resumed guest from one booted cold; ram is a sparse file of the
+// guest's memory size, as QEMU's backend writes.
+
+// SaveFault is how a Saver step of the machines a Host makes fails.
+type SaveFault struct {
+	// Detach fails DetachShare, the share staying attached.
+	Detach error
+	// Save fails Save, the guest running on.
+	Save error
+	// Restore fails Restore: the state does not load.
+	Restore error
+}
+
+// SetSaveFault makes the machines made from now on fail as f says.
+func (h *Host) SetSaveFault(f SaveFault) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fault = f
+}
+
+// SetIdentity sets what the machines made from now on report as their
+// Identity (machine.Saver): a test changes it to stand for another QEMU
+// or another device layout. Binary must name a file (hostd digests it).
+func (h *Host) SetIdentity(id machine.Identity) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.identity = id
+}
+
+// Identity is what the machines made from now on report.
+func (h *Host) Identity() machine.Identity {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.identity
+}
+
+// Generation tells the guests apart: each machine that boots gets a new
+// one, and a resumed machine the one it saved.
+func (m *Machine) Generation() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.generation
+}
+
+// Shares says how often the share was unplugged and plugged in.
+func (m *Machine) Shares() (detached, attached int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.detaches, m.attaches
+}
+
+// Resumed says whether the machine was restored from a saved guest.
+func (m *Machine) Resumed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.resumed
+}
+
+func (m *Machine) DetachShare(context.Context) error {
+	if m.fault.Detach != nil {
+		return m.fault.Detach
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.detaches++
+	return nil
+}
+
+func (m *Machine) AttachShare(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.attaches++
+	return nil
+}
+
+// Save writes the guest's generation and a sparse RAM file into dir, and
+// pauses the guest, as a backend does.
+func (m *Machine) Save(_ context.Context, dir string) (*machine.Saved, error) {
+	if s := m.State(); s != machine.Running {
+		return nil, fmt.Errorf("machinetest: cannot save a VM that is %s", s)
+	}
+	if m.fault.Save != nil {
+		return nil, m.fault.Save
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	saved := &machine.Saved{Dir: dir, Memory: m.Config.Memory}
+	if err := os.WriteFile(saved.DeviceState(), []byte("generation "+strconv.Itoa(m.Generation())+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(saved.RAM(), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := f.Truncate(m.Config.Memory); err != nil {
+		return nil, err
+	}
+	m.SetState(machine.Paused)
+	return saved, nil
+}
+
+// Restore loads a saved guest: its generation, and its agent back up.
+func (m *Machine) Restore(_ context.Context, s *machine.Saved) error {
+	if m.fault.Restore != nil {
+		return m.fault.Restore
+	}
+	b, err := os.ReadFile(s.DeviceState())
+	if err != nil {
+		return err
+	}
+	gen, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(string(b)), "generation "))
+	if err != nil {
+		return fmt.Errorf("machinetest: %s is no state this fake saved", filepath.Base(s.DeviceState()))
+	}
+	if st, err := os.Stat(s.RAM()); err != nil || st.Size() != m.Config.Memory {
+		return errors.New("machinetest: the RAM file is missing or of another size")
+	}
+	m.mu.Lock()
+	m.generation, m.resumed = gen, true
+	m.mu.Unlock()
+	if err := m.boot(context.Background()); err != nil {
+		return err
+	}
+	m.SetState(machine.Paused)
+	return nil
+}
+
+func (m *Machine) Continue(context.Context) error {
+	m.SetState(machine.Running)
+	return nil
+}
+
+func (m *Machine) Identity(context.Context) (machine.Identity, error) {
+	return m.identity, nil
+}
+
+var _ machine.Saver = (*Machine)(nil)
+
+// guestShare is the fake guest's /workspace as its agent's share calls
+// see it: a /proc tree of its own, whose mountinfo says whether the share
+// is mounted, and where a test makes processes that use it.
+type guestShare struct {
+	proc string
+}
+
+// shareMountLine is the mountinfo line of the mounted share.
+const shareMountLine = "36 25 0:45 / /workspace rw,relatime shared:20 - virtiofs workspace rw\n"
+
+func newGuestShare(t testing.TB, mounted bool) (*guestShare, error) {
+	g := &guestShare{proc: t.TempDir()}
+	if err := os.MkdirAll(filepath.Join(g.proc, "self"), 0o755); err != nil {
+		return nil, err
+	}
+	return g, g.setMounted(mounted)
+}
+
+func (g *guestShare) setMounted(on bool) error {
+	line := ""
+	if on {
+		line = shareMountLine
+	}
+	return os.WriteFile(filepath.Join(g.proc, "self", "mountinfo"), []byte(line), 0o644)
+}
+
+func (g *guestShare) system() *guestagent.ShareSystem {
+	return &guestagent.ShareSystem{
+		ProcRoot: g.proc,
+		Unmount:  func(string, bool) error { return g.setMounted(false) },
+		Mount:    func(string, string) error { return g.setMounted(true) },
+	}
+}
+
+// ShareMounted says whether the guest has the share mounted.
+func (m *Machine) ShareMounted() bool {
+	m.mu.Lock()
+	g := m.share
+	m.mu.Unlock()
+	if g == nil {
+		return false
+	}
+	b, _ := os.ReadFile(filepath.Join(g.proc, "self", "mountinfo"))
+	return len(b) > 0
+}
+
+// UseShare makes a guest process, pid and comm, whose working directory
+// is in /workspace: a suspend must name it, or --force unmount under it.
+func (m *Machine) UseShare(t testing.TB, pid int, comm string) {
+	t.Helper()
+	m.mu.Lock()
+	g := m.share
+	m.mu.Unlock()
+	dir := filepath.Join(g.proc, strconv.Itoa(pid))
+	if err := os.MkdirAll(filepath.Join(dir, "fd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(comm+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/workspace/project", filepath.Join(dir, "cwd")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,81 @@
+package qemu
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/coworkhq/cowork/hostd/machine"
+)
+
+// qemuSaying puts a qemu-system-aarch64 on PATH that says it is version.
+func qemuSaying(t *testing.T, version string) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "qemu-system-aarch64")
+	script := "#!/bin/sh\necho 'QEMU emulator version " + version + "'\necho 'Copyright (c) 2003-2022 Fabrice Bellard'\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return bin
+}
+
+// The identity a saved guest depends on is the same for the VM that
+// saves and a new one made from the same config, and changes with every
+// setting the guest knows: a resume into anything else is refused.
+func TestIdentity(t *testing.T) {
+	bin := qemuSaying(t, "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)")
+	identity := func(c func(*machine.Config)) string {
+		cfg := config()
+		if c != nil {
+			c(&cfg)
+		}
+		v, err := New(cfg, slog.Default())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.accel = "tcg" // what a launch found: no probe here
+		id, err := v.Identity(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.Binary != bin || id.Version != "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)" || id.Firmware != "" || len(id.Devices) != 64 {
+			t.Fatalf("identity %+v", id)
+		}
+		return id.Devices
+	}
+	base := identity(nil)
+	if again := identity(nil); again != base {
+		t.Error("two VMs of one config have different identities")
+	}
+	for name, change := range map[string]func(*machine.Config){
+		"cpus":   func(c *machine.Config) { c.CPUs = 4 },
+		"memory": func(c *machine.Config) { c.Memory = 2 << 30 },
+		"disk":   func(c *machine.Config) { c.DiskFormat = "qcow2" },
+		"mac":    func(c *machine.Config) { c.MAC = append(c.MAC[:5:5], 9) },
+		"share":  func(c *machine.Config) { c.ShareTag = "other" },
+	} {
+		if identity(change) == base {
+			t.Errorf("a change of %s leaves the identity as it was", name)
+		}
+	}
+}
+
+func TestParseVersion(t *testing.T) {
+	for out, want := range map[string]string{
+		"QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright": "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)",
+		"QEMU emulator version 9.1.0\n":                                          "9.1.0",
+	} {
+		if got, err := parseVersion(out); err != nil || got != want {
+			t.Errorf("%q: %q %v", out, got, err)
+		}
+	}
+	for _, out := range []string{"", "qemu\n", "QEMU emulator version \n"} {
+		if got, err := parseVersion(out); err == nil {
+			t.Errorf("%q: %q, want an error", out, got)
+		}
+	}
+}

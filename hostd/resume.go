@@ -1,0 +1,169 @@
+package hostd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/console"
+	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/savestate"
+)
+
+// startOrResume starts the VM: from the guest `cowork suspend` saved when
+// there is one this host can resume, else with a cold boot. A state that
+// does not match (another QEMU, other settings, a host that restarted, a
+// disk written since) or that fails to load is set aside with a note
+// saying why, and the guest boots cold from its disk: nothing is lost
+// that a power cut after the save would not lose. It reports whether the
+// guest was resumed.
+func (d *Daemon) startOrResume(ctx context.Context, mc machine.Config, con *console.Console) (bool, error) {
+	vm, err := d.newMachine(mc, d.log)
+	if err != nil {
+		return false, err
+	}
+	saved, err := d.savedState(ctx, vm, mc)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false, ctx.Err()
+	case err != nil:
+		d.rejectState(err)
+	case saved != nil:
+		err := d.resume(ctx, vm, saved)
+		if err == nil {
+			con.CloseWriter() // the VM holds its own copy
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		d.rejectState(fmt.Errorf("saved state refused: it did not load (%w); the instance cold-boots instead", err))
+		if vm, err = d.newMachine(mc, d.log); err != nil { // that one has ended
+			return false, err
+		}
+	}
+	return false, d.startVM(ctx, vm, con)
+}
+
+// savedState is the saved guest vm is to resume: none (nil, nil) when
+// there is no saved state; an error (a *savestate.Refused, mostly) when
+// there is one that vm cannot resume. A suspend cut short (no manifest)
+// is cleared away.
+func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.Config) (*machine.Saved, error) {
+	dir := d.paths.Suspend()
+	m, err := savestate.Load(dir)
+	if errors.Is(err, savestate.ErrNone) {
+		if _, serr := os.Lstat(dir); serr == nil {
+			d.log.Warn("a suspend was cut short; the guest boots cold from its disk", "dir", dir)
+			_ = os.RemoveAll(dir)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	saver, ok := vm.(machine.Saver)
+	if !ok {
+		backend, _ := describe(vm)
+		return nil, &savestate.Refused{What: "the " + backend + " backend cannot resume a saved guest"}
+	}
+	now, err := d.manifestNow(ctx, saver)
+	if err != nil {
+		return nil, &savestate.Refused{What: fmt.Sprintf("the host cannot say what it would resume it with (%v)", err)}
+	}
+	if now.Disk, err = savestate.Stamp(mc.Disk); err != nil {
+		return nil, &savestate.Refused{What: fmt.Sprintf("its disk cannot be read (%v)", err)}
+	}
+	if err := m.Check(now); err != nil {
+		return nil, err
+	}
+	if err := m.CheckFiles(dir); err != nil {
+		return nil, err
+	}
+	return &machine.Saved{Dir: dir, Memory: mc.Memory}, nil
+}
+
+// resume loads the saved guest into vm and runs it on. The saved state is
+// retired (renamed away, the rename flushed) before the guest runs: from
+// then on its disk moves away from the state, and a crash must never
+// resume that state again.
+func (d *Daemon) resume(ctx context.Context, vm machine.Machine, saved *machine.Saved) (err error) {
+	saver := vm.(machine.Saver)
+	began := time.Now()
+	if err := saver.Restore(ctx, saved); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = vm.Stop(context.Background(), 0)
+		}
+	}()
+	if err := d.retireState(); err != nil {
+		return fmt.Errorf("retire the saved state: %w", err)
+	}
+	if err := saver.Continue(ctx); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.vm, d.started, d.resumed = vm, time.Now(), true
+	d.mu.Unlock()
+	backend, accel := describe(vm)
+	d.events.emit(controlwire.PhaseVMStarted, fmt.Sprintf("VM resumed from its saved state in %.1fs (%s, %s)", time.Since(began).Seconds(), backend, accel), nil)
+	go func() { _ = os.RemoveAll(d.paths.SuspendRetired()) }()
+	return nil
+}
+
+// retireState moves the saved state out of the way of the next start.
+func (d *Daemon) retireState() error {
+	old := d.paths.SuspendRetired()
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	if err := os.Rename(d.paths.Suspend(), old); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(old))
+}
+
+// rejectState notes why the saved state is not resumed and sets it aside
+// (the last one rejected is kept, for a look).
+func (d *Daemon) rejectState(why error) {
+	d.log.Warn("saved state not resumed", "why", why)
+	d.events.emit(controlwire.PhaseNote, "the saved guest is not resumed; booting cold", why)
+	rejected := d.paths.SuspendRejected()
+	_ = os.RemoveAll(rejected)
+	if err := os.Rename(d.paths.Suspend(), rejected); err != nil {
+		_ = os.RemoveAll(d.paths.Suspend())
+	}
+	_ = syncDir(d.paths.Dir())
+}
+
+// reattachShare gives a resumed guest its share back: the share was
+// unplugged for the save.
+func (d *Daemon) reattachShare(ctx context.Context) {
+	saver, ok := d.machine().(machine.Saver)
+	if !ok {
+		return
+	}
+	began := time.Now()
+	if err := d.attachShare(ctx, saver, true); err != nil {
+		d.log.Error("the resumed guest runs without its share", "err", err)
+		d.events.emit(controlwire.PhaseNote, "the guest has no "+guestShareDir+"; `cowork stop` and `cowork start` bring it back", err)
+		return
+	}
+	d.log.Info("share mounted again", "took", time.Since(began))
+}
+
+// syncDir flushes a directory's entries.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

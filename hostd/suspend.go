@@ -1,0 +1,293 @@
+package hostd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/internal/agentcall"
+	"github.com/coworkhq/cowork/internal/buildinfo"
+	"github.com/coworkhq/cowork/internal/termsafe"
+)
+
+// guestShareDir is where the guest mounts the share (image/userdata.go's
+// mounts).
+const guestShareDir = "/workspace"
+
+// suspendTimeout bounds a whole suspend: the share's unplug (30 s at
+// most), the save (seconds per GiB of memory in use) and the flushes.
+const suspendTimeout = 10 * time.Minute
+
+// suspendRequest is a `cowork suspend` for the main loop to carry out.
+type suspendRequest struct {
+	force bool
+	began time.Time
+	done  chan suspendResult // buffered: the loop never waits for the caller
+}
+
+type suspendResult struct {
+	sus *controlwire.Suspended
+	err error
+}
+
+// requestSuspend hands a suspend to the main loop and waits for it. It is
+// refused at once, nothing changed, when the instance is not ready, its
+// backend cannot save a guest, or a suspend is already under way.
+func (d *Daemon) requestSuspend(ctx context.Context, force bool) (*controlwire.Suspended, error) {
+	d.mu.Lock()
+	vm, ready := d.vm, d.ready
+	d.mu.Unlock()
+	if vm == nil || !ready {
+		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "instance %s is not ready: suspend it once `cowork start` has finished, or stop it", d.name)
+	}
+	if _, ok := vm.(machine.Saver); !ok {
+		backend, _ := describe(vm)
+		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "the %s backend cannot save a guest; `cowork stop` stops it instead", backend)
+	}
+	if !d.suspending.CompareAndSwap(false, true) {
+		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "instance %s is being suspended already", d.name)
+	}
+	req := suspendRequest{force: force, began: time.Now(), done: make(chan suspendResult, 1)}
+	select {
+	case d.suspendReq <- req:
+	case <-vm.Done():
+		d.suspending.Store(false)
+		return nil, controlwire.Errorf(controlwire.CodeUnavailable, "the VM stopped")
+	case <-ctx.Done():
+		d.suspending.Store(false)
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.sus, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err() // the suspend goes on: hostd finishes what it began
+	}
+}
+
+// suspend saves the running guest into the instance's suspend folder and
+// stops the VM: the guest lets go of the share (QEMU 7.2 cannot save a
+// virtiofs device), the share is unplugged, the guest saved, its VM
+// stopped, and the manifest written last. Until the save is complete any
+// failure puts the share back and the guest runs on as before.
+func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), suspendTimeout)
+	defer cancel()
+	d.mu.Lock()
+	vm, agent := d.vm, d.agent
+	d.mu.Unlock()
+	saver := vm.(machine.Saver) // requestSuspend checked
+	// What the state depends on, known before anything changes: a host
+	// whose hypervisor cannot say refuses here, the guest untouched.
+	m, err := d.manifestNow(ctx, saver)
+	if err != nil {
+		return nil, controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v", err)
+	}
+	rel, err := agent.ShareRelease(ctx, guestShareDir, req.force)
+	if err != nil {
+		return nil, controlwire.Errorf(controlwire.CodeUnavailable, "cannot suspend: the guest did not let go of %s: %v", guestShareDir, err)
+	}
+	if !rel.Unmounted {
+		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "%s", shareBusy(rel))
+	}
+	d.setSuspending(true)
+	d.events.emit(controlwire.PhaseSuspending, "suspending: saving the guest's memory and devices", nil)
+	if err := saver.DetachShare(ctx); err != nil {
+		d.remountShare(ctx, saver, false)
+		return nil, d.suspendFailed(fmt.Errorf("unplug the share: %w", err))
+	}
+	dir := d.paths.Suspend()
+	if err := clearState(dir); err != nil {
+		d.remountShare(ctx, saver, true)
+		return nil, d.suspendFailed(err)
+	}
+	saved, err := saver.Save(ctx, dir)
+	if err != nil {
+		_ = clearState(dir)
+		d.remountShare(ctx, saver, true)
+		return nil, d.suspendFailed(fmt.Errorf("save the guest: %w", err))
+	}
+	// The guest is paused and saved: from here its VM ends either way.
+	_ = vm.Stop(ctx, 0)
+	<-vm.Done()
+	if err := d.commitState(saved, m); err != nil {
+		_ = clearState(dir)
+		d.log.Error("suspend failed after the save; the next start boots cold", "err", err)
+		return nil, controlwire.Errorf(controlwire.CodeInternal, "the guest was saved, but its record was not (%v): the VM has stopped, and the next start boots it cold from its disk, which is consistent", err)
+	}
+	sus := &controlwire.Suspended{Bytes: diskUsage(dir), TookMS: time.Since(req.began).Milliseconds()}
+	d.log.Info("suspended", "dir", dir, "bytes", sus.Bytes, "took", time.Since(req.began))
+	return sus, nil
+}
+
+// manifestNow is the manifest of a state saved (or resumed) here now, but
+// for the disk's stamp and the files, which the save decides.
+func (d *Daemon) manifestNow(ctx context.Context, saver machine.Saver) (savestate.Manifest, error) {
+	id, err := saver.Identity(ctx)
+	if err != nil {
+		return savestate.Manifest{}, err
+	}
+	digests := GoldenDigests()
+	m := savestate.Manifest{
+		Cowork:     buildinfo.Version,
+		Hypervisor: savestate.Binary{Path: id.Binary, Version: id.Version},
+		VM: savestate.VM{
+			Arch: d.cfg.Arch, CPUs: d.cfg.CPUs, Memory: int64(d.cfg.Memory),
+			Disk: d.cfg.DiskPath(d.paths), DiskFormat: d.cfg.Format(),
+			MAC: netstack.GuestMAC(d.name).String(), Devices: id.Devices,
+		},
+	}
+	if m.HostBootID, err = savestate.HostBootID(); err != nil {
+		return m, fmt.Errorf("the host's boot id: %w", err)
+	}
+	m.Backend, _ = describe(saver.(machine.Machine))
+	if m.Hypervisor.SHA256, err = digests.Of(id.Binary); err != nil {
+		return m, fmt.Errorf("the hypervisor %s: %w", id.Binary, err)
+	}
+	if id.Firmware != "" {
+		if m.VM.FirmwareSHA256, err = digests.Of(id.Firmware); err != nil {
+			return m, fmt.Errorf("the firmware %s: %w", id.Firmware, err)
+		}
+	}
+	return m, nil
+}
+
+// commitState stamps the disk as the stopped VM left it and writes the
+// manifest, which makes the state one a start resumes.
+func (d *Daemon) commitState(saved *machine.Saved, m savestate.Manifest) error {
+	var err error
+	if m.Disk, err = savestate.Stamp(d.cfg.DiskPath(d.paths)); err != nil {
+		return err
+	}
+	if m.Files, err = savestate.Sizes(saved.Dir, machine.DeviceStateFile, machine.RAMFile); err != nil {
+		return err
+	}
+	m.Saved = time.Now().UTC()
+	return savestate.Write(saved.Dir, &m)
+}
+
+// suspendFailed reports a suspend that failed with the guest running on.
+func (d *Daemon) suspendFailed(err error) error {
+	d.setSuspending(false)
+	d.log.Warn("suspend failed; the guest runs on", "err", err)
+	d.events.emit(controlwire.PhaseNote, "suspend failed; the guest runs on", err)
+	return controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v; the guest runs on as before", err)
+}
+
+// remountShare gives the guest its share back after a suspend that did
+// not happen: plugged in again when it was unplugged, then mounted.
+func (d *Daemon) remountShare(ctx context.Context, saver machine.Saver, plug bool) {
+	if err := d.attachShare(ctx, saver, plug); err != nil {
+		d.log.Error("the guest runs without its share", "err", err)
+		d.events.emit(controlwire.PhaseNote, "the guest lost "+guestShareDir+"; `cowork stop` and `cowork start` bring it back", err)
+	}
+}
+
+// attachShare plugs the share in (plug) and has the guest mount it.
+func (d *Daemon) attachShare(ctx context.Context, saver machine.Saver, plug bool) error {
+	if plug {
+		if err := saver.AttachShare(ctx); err != nil {
+			return fmt.Errorf("plug the share in: %w", err)
+		}
+	}
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	if agent == nil {
+		return errors.New("the guest agent has not connected")
+	}
+	if err := agent.ShareMount(ctx, instance.ShareTag, guestShareDir); err != nil {
+		return fmt.Errorf("mount it in the guest: %w", err)
+	}
+	return nil
+}
+
+// shareBusy says which guest processes keep a suspend from unmounting the
+// share, and what to do.
+func shareBusy(rel *agentcall.ShareReleaseReply) string {
+	var names []string
+	for _, u := range rel.Users {
+		names = append(names, fmt.Sprintf("%s %d", termsafe.Line(u.Comm), u.PID))
+	}
+	n := len(rel.Users) + rel.More
+	list := strings.Join(names, ", ")
+	if rel.More > 0 {
+		list += fmt.Sprintf(" and %d more", rel.More)
+	}
+	what := "processes use"
+	if n == 1 {
+		what = "process uses"
+	}
+	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and QEMU cannot keep the share across a save; end them (leave %s in your shells), or `cowork suspend --force`, which unmounts it under them", n, what, guestShareDir, list, guestShareDir)
+}
+
+// setSuspending marks the instance as being suspended, for its status.
+func (d *Daemon) setSuspending(on bool) {
+	d.mu.Lock()
+	d.inSuspend = on
+	d.mu.Unlock()
+	if !on {
+		d.suspending.Store(false)
+	}
+}
+
+// suspended ends hostd after a suspend.
+func (d *Daemon) suspended(sus *controlwire.Suspended) error {
+	d.console.Close(consoleWait)
+	d.events.emit(controlwire.PhaseSuspended, fmt.Sprintf("suspended (%s saved in %.1fs); `cowork start` resumes it", humanBytes(sus.Bytes), float64(sus.TookMS)/1000), nil)
+	return nil
+}
+
+// clearState empties dir of what a suspend cut short left (no manifest:
+// nothing resumable), and refuses to overwrite a state that is whole.
+// The folder itself stays: it may be a mount point of its own.
+func clearState(dir string) error {
+	if _, err := savestate.Load(dir); err == nil {
+		return fmt.Errorf("%s holds a saved guest already", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// diskUsage is what the files in dir take on disk (a sparse RAM file
+// counts its data only).
+func diskUsage(dir string) int64 {
+	var total int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Lstat(filepath.Join(dir, e.Name()), &st) == nil {
+			total += st.Blocks * 512
+		}
+	}
+	return total
+}
+
+// humanBytes is n in MiB or GiB, for a message.
+func humanBytes(n int64) string {
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	}
+	return fmt.Sprintf("%d MiB", (n+(1<<20)-1)>>20)
+}
