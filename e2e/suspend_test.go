@@ -36,7 +36,8 @@ func TestSuspendAndResume(t *testing.T) {
 	e := newEnv(t)
 	e.must(e.initArgs()...)
 	before := e.bootID()
-	e.guestSh(`echo kept in memory > /tmp/tmpfs-file
+	// Out of /workspace (an exec starts there), which a suspend refuses.
+	e.guestSh(`cd / && echo kept in memory > /tmp/tmpfs-file
 		setsid sh -c 'echo $$ > /tmp/sleep.pid; exec sleep 31337' </dev/null >/dev/null 2>&1 &
 		i=0; until [ -s /tmp/sleep.pid ]; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done`)
 	sleepPID := e.guestSh("cat /tmp/sleep.pid")
