@@ -48,7 +48,7 @@ const (
 	extDataFile        = 0x44415441 // "DATA": the external data file's name
 	incompatDataFile   = 1 << 2     // incompatible_features: external data file
 	maxBackingNameLen  = 1023       // the spec's limit on backing_file_size
-	sizeOffset         = 24 // header field `size`
+	sizeOffset         = 24         // header field `size`
 	sectorSize         = 512
 	maxBackingFormatSz = 16 // QEMU refuses a longer backing format name
 )
