@@ -128,6 +128,7 @@ func (e *NotFoundError) Error() string {
 // List returns the instance's snapshots, oldest first, the one its disk
 // sits on marked Current. It takes no lock: it only reads.
 func List(p instance.Paths, cfg *instance.Config) ([]*Snapshot, error) {
+	p = absolute(p)
 	entries, err := os.ReadDir(p.Snapshots())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -155,6 +156,7 @@ func List(p instance.Paths, cfg *instance.Config) ([]*Snapshot, error) {
 // On names the snapshot whose layer the instance's disk is an overlay
 // on, "" when none.
 func On(p instance.Paths, cfg *instance.Config) string {
+	p = absolute(p)
 	if cfg.Format() != instance.DiskQcow2 {
 		return ""
 	}
@@ -176,6 +178,7 @@ func layerOf(p instance.Paths, path string) string {
 // the layer of, by its path alone: p's snapshots folder, a valid name,
 // disk.raw or disk.qcow2. It resolves no link: the caller checks the file.
 func LayerName(p instance.Paths, path string) (name string, ok bool) {
+	p = absolute(p)
 	rel, err := filepath.Rel(p.Snapshots(), filepath.Clean(path))
 	if err != nil {
 		return "", false
