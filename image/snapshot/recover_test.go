@@ -92,3 +92,23 @@ func TestRecoverRefusesABadIntent(t *testing.T) {
 		wantContent(t, content(t, p, cfg), data, b)
 	}
 }
+
+// The next snapshot command finishes a create cut short before it acts.
+func TestNextOperationRecovers(t *testing.T) {
+	p, cfg, data := newInstance(t)
+	cut = func(step string) bool { return step == "rename" }
+	_, err := Create(p, cfg, "s1")
+	cut = func(string) bool { return false }
+	if err == nil {
+		t.Fatal("no cut")
+	}
+	cfg = loadCfg(t, p)
+	s2, err := Create(p, cfg, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Parent != "s1" || exists(p.SnapshotIntent()) {
+		t.Errorf("s2 = %+v; intent left: %v", s2.Meta, exists(p.SnapshotIntent()))
+	}
+	wantContent(t, content(t, p, cfg), data, "after s2")
+}
