@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 // startOrResume starts the VM: from the guest `cowork suspend` saved when
@@ -126,7 +127,7 @@ func (d *Daemon) retireState() error {
 	if err := os.Rename(d.paths.Suspend(), old); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(old))
+	return dirsync.Sync(filepath.Dir(old))
 }
 
 // rejectState notes why the saved state is not resumed and sets it aside
@@ -139,7 +140,7 @@ func (d *Daemon) rejectState(why error) {
 	if err := os.Rename(d.paths.Suspend(), rejected); err != nil {
 		_ = os.RemoveAll(d.paths.Suspend())
 	}
-	_ = syncDir(d.paths.Dir())
+	_ = dirsync.Sync(d.paths.Dir())
 }
 
 // plugShare plugs the share back into a resumed guest (it was unplugged
@@ -173,14 +174,4 @@ func (d *Daemon) remountAfterResume(ctx context.Context, plugged <-chan error) {
 		return
 	}
 	d.log.Info("share mounted again", "took", time.Since(began))
-}
-
-// syncDir flushes a directory's entries.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
