@@ -9,9 +9,10 @@ import (
 // A snapshot is a read-only freeze of a stopped instance's disk, in the
 // instance's folder (image/snapshot): taking one is a rename and a new
 // thin qcow2 overlay, whatever the disk's size; restoring one replaces the
-// overlay. These run in the calling process: they need no daemon, only
-// the instance's lock (a running instance is refused, and so is a
-// suspended one, whose saved memory needs its disk as it is).
+// overlay. A snapshot of a suspended instance keeps its memory too, and
+// restoring it makes the next start resume the guest as it was. These run
+// in the calling process: they need no daemon, only the instance's lock (a
+// running instance is refused: Suspend it first).
 
 // Snapshot is one disk snapshot of an instance.
 type Snapshot struct {
@@ -26,6 +27,8 @@ type Snapshot struct {
 	Allocated int64 `json:"allocated"`
 	// Parent is the snapshot it was taken on top of, "" for none.
 	Parent string `json:"parent,omitempty"`
+	// Memory says it holds the suspended guest too: a restore resumes it.
+	Memory bool `json:"memory"`
 	// Current says the instance's disk sits on it (the last one taken or
 	// restored).
 	Current bool `json:"current"`
@@ -39,7 +42,7 @@ type SnapshotDirtyError = snapshot.DirtyError
 type SnapshotInUseError = snapshot.InUseError
 
 func snapshotOf(s *snapshot.Snapshot) Snapshot {
-	return Snapshot{Name: s.Name, Created: s.Created, Format: s.Format, Size: s.Size, Allocated: s.Allocated, Parent: s.Parent, Current: s.Current}
+	return Snapshot{Name: s.Name, Created: s.Created, Format: s.Format, Size: s.Size, Allocated: s.Allocated, Parent: s.Parent, Memory: s.Memory, Current: s.Current}
 }
 
 // Snapshot takes the snapshot name of the stopped instance's disk; the

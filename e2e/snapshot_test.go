@@ -10,8 +10,9 @@ import (
 
 // TestSnapshot takes a disk snapshot of a stopped guest, changes a file,
 // and restores the snapshot: the guest boots with the file as it was. A
-// running instance cannot be snapshotted, a disk with changes is restored
-// only with --force, and a snapshot the disk sits on cannot be removed.
+// disk with changes is restored only with --force, and a snapshot the
+// disk sits on cannot be removed. A snapshot of a running guest keeps its
+// memory: restored, the next start resumes the guest where it was.
 func TestSnapshot(t *testing.T) {
 	e := newEnv(t)
 	e.must(e.initArgs()...)
@@ -23,9 +24,6 @@ func TestSnapshot(t *testing.T) {
 	}
 
 	e.must("start")
-	if r := e.run("snapshot", "create", "s2"); r.code == 0 || !strings.Contains(r.errOut, "is running") {
-		t.Errorf("a snapshot of a running instance: %s", r)
-	}
 	if got := root("cat /root/f"); got != "one\n" {
 		t.Fatalf("after the snapshot /root/f is %q", got)
 	}
@@ -62,4 +60,30 @@ func TestSnapshot(t *testing.T) {
 	if got := root("cat /root/f"); got != "one\n" {
 		t.Errorf("after rm s2 /root/f is %q, want one", got)
 	}
+
+	t.Run("with memory", func(t *testing.T) {
+		before := e.bootID()
+		root("cd / && echo v1 > /tmp/mem")
+		r := e.must("snapshot", "create", "m1") // suspends, snapshots, resumes
+		if !strings.Contains(r.errOut, "disk and memory") || !strings.Contains(r.errOut, "is ready") {
+			t.Errorf("a snapshot of a running instance: %s", r)
+		}
+		if got := e.bootID(); got != before {
+			t.Fatalf("the instance booted again after its snapshot (boot id %s, was %s)", got, before)
+		}
+		root("echo v2 > /tmp/mem")
+		e.must("stop")
+		if r := e.must("snapshot", "restore", "m1", "--force"); !strings.Contains(r.errOut, "resumes it there") {
+			t.Errorf("restore m1: %s", r)
+		}
+		if r := e.must("start"); !strings.Contains(r.errOut, "resumed") {
+			t.Errorf("start after restoring a snapshot with memory: %s", r)
+		}
+		if got := e.bootID(); got != before {
+			t.Errorf("boot id %s after restoring m1, %s when it was taken", got, before)
+		}
+		if got := root("cat /tmp/mem"); got != "v1\n" {
+			t.Errorf("the tmpfs file after restoring m1: %q, want v1", got)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/image/qcow2"
 	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
@@ -79,6 +80,11 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 	if now.Disk, err = savestate.Stamp(mc.Disk); err != nil {
 		return nil, &savestate.Refused{What: fmt.Sprintf("its disk cannot be read (%v)", err)}
 	}
+	if onSavedLayer(mc.Disk, m) {
+		// The saved disk became a snapshot's layer, and the disk is an
+		// empty overlay on it: the guest sees what it saw.
+		now.VM.Disk, now.VM.DiskFormat, now.Disk = m.VM.Disk, m.VM.DiskFormat, m.Disk
+	}
 	if err := m.Check(now); err != nil {
 		return nil, err
 	}
@@ -86,6 +92,23 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 		return nil, err
 	}
 	return &machine.Saved{Dir: dir, Memory: mc.Memory}, nil
+}
+
+// onSavedLayer says whether disk is a qcow2 overlay that holds nothing,
+// on the very file the state m was saved with (its inode, size and time:
+// a snapshot renamed it into a layer, which changes none of them). Only
+// a snapshot of this instance can be that layer: hostd checked the chain
+// before (golden.Store.CheckOverlay).
+func onSavedLayer(disk string, m *savestate.Manifest) bool {
+	info, err := qcow2.ReadInfo(disk)
+	if err != nil || info.Backing == "" || info.BackingFormat != m.VM.DiskFormat {
+		return false
+	}
+	if st, err := savestate.Stamp(info.Backing); err != nil || st != m.Disk {
+		return false
+	}
+	n, err := qcow2.Written(disk)
+	return err == nil && n == 0
 }
 
 // resume loads the saved guest into vm and runs it on. The saved state is

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/image/snapshot"
 )
 
 // newSuspendTest is a hostdTest whose instance has a disk file: a saved
@@ -299,5 +301,39 @@ func TestSuspendWithTheShareInUse(t *testing.T) {
 	r.all()
 	if _, err := savestate.Load(h.paths.Suspend()); err != nil {
 		t.Errorf("suspend --force saved nothing: %v", err)
+	}
+}
+
+// A snapshot of a suspended instance keeps its memory: the instance
+// resumes from its own state (its disk now an empty overlay on the layer
+// the state was saved with), and restoring the snapshot later resumes the
+// guest as it was when the snapshot was taken.
+func TestSnapshotOfASuspendedGuestResumes(t *testing.T) {
+	h := newSuspendTest(t)
+	m1 := h.suspended(t)
+	if _, err := snapshot.Create(h.paths, h.cfg, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	r := h.start(t)
+	m2 := h.host.Next(t)
+	evs := r.until(controlwire.PhaseReady)
+	if !m2.Resumed() || m2.Generation() != m1.Generation() {
+		t.Fatalf("after a snapshot, the instance booted (generation %d, saved %d): %v", m2.Generation(), m1.Generation(), phases(evs))
+	}
+	r.stop(&controlwire.StopRequest{Force: true})
+	r.wait()
+
+	cfg, err := instance.Load(h.cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Restore(h.paths, cfg, "s1", true); err != nil {
+		t.Fatal(err)
+	}
+	r = h.start(t)
+	m3 := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	if !m3.Resumed() || m3.Generation() != m1.Generation() {
+		t.Errorf("a restored snapshot with memory booted (generation %d), want the saved guest (%d) resumed", m3.Generation(), m1.Generation())
 	}
 }

@@ -19,7 +19,7 @@ const versionTimeout = 10 * time.Second
 // Identity is what a guest saved by this VM depends on (machine.Saver):
 // the QEMU binary and its version, the EFI firmware it runs, and a digest
 // of QEMU's arguments, which change with the CPU count, the memory, the
-// accelerator and every device. They are the arguments of a boot, the
+// accelerator and every device but the disk's file and format. They are the arguments of a boot, the
 // share attached: the same for the VM that saves and the one that
 // resumes, whose launch differs only in what it adds to load the guest.
 func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
@@ -43,7 +43,12 @@ func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
 		}
 		id.Firmware, l.firmwareCode = fw.code, fw.code
 	}
-	sum := sha256.Sum256([]byte(strings.Join(args(&v.cfg, l), "\x00")))
+	// The disk's file and format are left out: the manifest records them
+	// apart, and a resume may find the same content under another name
+	// (a snapshot's layer, under an empty overlay).
+	c := v.cfg
+	c.Disk, c.DiskFormat = "DISK", "FORMAT"
+	sum := sha256.Sum256([]byte(strings.Join(args(&c, l), "\x00")))
 	id.Devices = hex.EncodeToString(sum[:])
 	return id, nil
 }

@@ -53,10 +53,14 @@ func TestIdentity(t *testing.T) {
 	if again := identity(nil); again != base {
 		t.Error("two VMs of one config have different identities")
 	}
+	// The disk's file and format are the manifest's to check, apart.
+	if identity(func(c *machine.Config) { c.Disk, c.DiskFormat = "/i/disk.qcow2", "qcow2" }) != base {
+		t.Error("the disk's name changes the device layout")
+	}
 	for name, change := range map[string]func(*machine.Config){
 		"cpus":   func(c *machine.Config) { c.CPUs = 4 },
 		"memory": func(c *machine.Config) { c.Memory = 2 << 30 },
-		"disk":   func(c *machine.Config) { c.DiskFormat = "qcow2" },
+		"cidata": func(c *machine.Config) { c.CIData = "" },
 		"mac":    func(c *machine.Config) { c.MAC = append(c.MAC[:5:5], 9) },
 		"share":  func(c *machine.Config) { c.ShareTag = "other" },
 	} {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/qcow2"
 )
 
@@ -49,15 +50,12 @@ func lock(p instance.Paths, cfg *instance.Config, what string) (*instance.Lock, 
 	return l, nil
 }
 
-// check refuses what would change the disk under a saved memory state or
-// a golden-disk capture cut short.
+// check refuses what would change the disk under a golden-disk capture
+// cut short. A saved memory state (a suspended instance) is each
+// operation's own concern: Create keeps it in the snapshot, Restore
+// replaces it.
 func check(p instance.Paths, cfg *instance.Config, what string) error {
 	flag := instance.NameFlag(cfg.Name)
-	if exists(p.Suspend()) {
-		// The saved memory expects the disk it was saved with (path,
-		// inode, size, mtime): a new top overlay would refuse the resume.
-		return fmt.Errorf("%s is suspended: its saved memory needs its disk as it is, so it cannot %s; `cowork start%s` resumes it (then `cowork stop%s`), or `cowork start --cold%s` discards the saved state", cfg.Name, what, flag, flag, flag)
-	}
 	if exists(p.Capture()) {
 		return fmt.Errorf("%s has a golden disk capture to finish; start it once with `cowork start%s` first", cfg.Name, flag)
 	}
@@ -67,6 +65,10 @@ func check(p instance.Paths, cfg *instance.Config, what string) error {
 // Create takes the snapshot name of the stopped instance in p: its disk
 // becomes the snapshot's read-only layer (a rename: instant, whatever the
 // disk's size) and the instance goes on from a new qcow2 overlay on it.
+// Of a suspended instance it keeps the saved guest too (hard links to its
+// files, which nothing rewrites): restoring the snapshot resumes it, and
+// the instance itself still resumes from its own (hostd accepts an empty
+// overlay on the layer its state was saved with).
 // cfg becomes qcow2 and is saved. A create cut short at any point leaves
 // an instance that Recover (called by the next operation, and by hostd
 // before a boot) brings back to a disk with all its data.
@@ -94,6 +96,12 @@ func Create(p instance.Paths, cfg *instance.Config, name string) (*Snapshot, err
 		return nil, fmt.Errorf("%s's disk %s is not a regular file", cfg.Name, disk)
 	}
 	m := Meta{Name: name, Created: time.Now().UTC(), Format: format, Size: st.Size()}
+	if exists(p.Suspend()) {
+		if _, err := savestate.Load(p.Suspend()); err != nil {
+			return nil, fmt.Errorf("%s's saved memory cannot be kept in a snapshot (%v); `cowork start --cold%s` discards it", cfg.Name, err, instance.NameFlag(cfg.Name))
+		}
+		m.Memory = true
+	}
 	if format == instance.DiskQcow2 {
 		info, err := qcow2.ReadInfo(disk)
 		if err != nil {
@@ -174,6 +182,11 @@ func finish(p instance.Paths, cfg *instance.Config, in intent) error {
 	if cut("config") {
 		return errCut
 	}
+	if in.Meta.Memory {
+		if err := linkState(p.Suspend(), filepath.Join(dir, memoryName)); err != nil {
+			return fmt.Errorf("keep the saved memory: %w", err)
+		}
+	}
 	b, err := json.MarshalIndent(in.Meta, "", "  ")
 	if err != nil {
 		return err
@@ -227,4 +240,45 @@ func Recover(p instance.Paths, cfg *instance.Config) (bool, error) {
 		return false, err
 	}
 	return false, os.Remove(p.SnapshotIntent())
+}
+
+// linkState makes to a copy of the saved guest in from by hard links: its
+// manifest and the files it names, regular files only. A state's files
+// are written once and never changed (a resume renames the folder away
+// and removes it), so the two folders share them safely. to is made anew,
+// complete or not at all.
+func linkState(from, to string) error {
+	m, err := savestate.Load(from)
+	if err != nil {
+		return err
+	}
+	if err := m.CheckFiles(from); err != nil {
+		return err
+	}
+	tmp := to + ".tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	names := []string{savestate.ManifestName}
+	for _, f := range m.Files {
+		names = append(names, f.Name)
+	}
+	for _, n := range names {
+		if err := os.Link(filepath.Join(from, n), filepath.Join(tmp, n)); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	syncDir(tmp)
+	if err := os.RemoveAll(to); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, to); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(to))
+	return nil
 }

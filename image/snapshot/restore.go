@@ -28,7 +28,9 @@ func (e *DirtyError) Error() string {
 // overlay, which must be an overlay on one of its snapshots, is replaced
 // by a new, empty one on name's layer (a rename: a crash leaves the old
 // overlay or the new one). Without force an overlay that holds data is
-// refused (*DirtyError, saying how much).
+// refused (*DirtyError, saying how much), and so is a suspended instance,
+// whose saved guest the restore drops. A snapshot with memory becomes the
+// instance's saved guest: the next start resumes it.
 func Restore(p instance.Paths, cfg *instance.Config, name string, force bool) (*Snapshot, error) {
 	p = absolute(p)
 	if err := ValidName(name); err != nil {
@@ -50,6 +52,9 @@ func Restore(p instance.Paths, cfg *instance.Config, name string, force bool) (*
 		// only copy of what it holds.
 		return nil, fmt.Errorf("%s's disk %s is not an overlay on one of its snapshots; nothing can replace it safely", cfg.Name, cfg.DiskPath(p))
 	}
+	if exists(p.Suspend()) && !force {
+		return nil, fmt.Errorf("%s is suspended: restoring snapshot %s drops the guest it saved; `cowork start%s` resumes it, or restore with --force", cfg.Name, name, instance.NameFlag(cfg.Name))
+	}
 	if !force {
 		n, err := qcow2.Written(overlay)
 		if err != nil {
@@ -65,11 +70,25 @@ func Restore(p instance.Paths, cfg *instance.Config, name string, force bool) (*
 	if err := qcow2.CreateOverlayOn(next, s.Layer(), s.Format, max(int64(cfg.Disk), s.Size)); err != nil {
 		return nil, err
 	}
+	// The saved guest, if any, was the old disk's: it goes first, so that
+	// no crash leaves it beside the new disk.
+	if err := os.RemoveAll(p.Suspend()); err != nil {
+		os.Remove(next)
+		return nil, err
+	}
 	if err := os.Rename(next, overlay); err != nil {
 		os.Remove(next)
 		return nil, err
 	}
 	syncDir(p.Dir())
+	if s.Memory {
+		// The snapshot's guest becomes the instance's saved state: the next
+		// start resumes it, on the empty overlay over the layer it was
+		// saved with. A crash before this boots the layer cold.
+		if err := linkState(s.MemoryDir(), p.Suspend()); err != nil {
+			return nil, fmt.Errorf("restore snapshot %s's memory (its disk is restored; the next start boots it cold): %w", name, err)
+		}
+	}
 	s.Current = true
 	return s, nil
 }

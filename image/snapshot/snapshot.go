@@ -62,6 +62,10 @@ type Meta struct {
 	Size int64 `json:"size"`
 	// Parent is the snapshot the layer is an overlay on, "" for none.
 	Parent string `json:"parent,omitempty"`
+	// Memory says the snapshot holds the guest's memory too: it was
+	// taken of a suspended instance, and a restore resumes the guest
+	// where it was (see Memory).
+	Memory bool `json:"memory,omitempty"`
 }
 
 // Snapshot is one snapshot of an instance.
@@ -73,6 +77,13 @@ type Snapshot struct {
 	// Current says the instance's disk is an overlay on this one.
 	Current bool
 }
+
+// MemoryDir is the saved guest a snapshot with memory holds: the suspend
+// folder's files (hostd/savestate), hard links to them.
+func (s *Snapshot) MemoryDir() string { return filepath.Join(s.Dir, memoryName) }
+
+// memoryName is the folder of a snapshot's saved memory.
+const memoryName = "memory"
 
 // Layer is the snapshot's frozen disk.
 func (s *Snapshot) Layer() string { return LayerPath(s.Dir, s.Format) }

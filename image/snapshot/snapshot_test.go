@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/qcow2"
 )
 
@@ -225,8 +226,8 @@ func TestRemove(t *testing.T) {
 	}
 }
 
-// A running or suspended instance, or one with a capture to finish, is
-// refused, its disk untouched.
+// A running instance, one whose saved state cannot be read, or one with
+// a capture to finish, is refused, its disk untouched.
 func TestRefusals(t *testing.T) {
 	p, cfg, data := newInstance(t)
 	l, err := instance.TryLock(p)
@@ -239,8 +240,8 @@ func TestRefusals(t *testing.T) {
 	l.Release()
 	os.Mkdir(p.Suspend(), 0o700)
 	_, err = Create(p, cfg, "s1")
-	if err == nil || !strings.Contains(err.Error(), "suspended") || !strings.Contains(err.Error(), "cowork start --cold") {
-		t.Errorf("create while suspended: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "saved memory cannot be kept") || !strings.Contains(err.Error(), "cowork start --cold") {
+		t.Errorf("create while suspended, the state cut short: %v", err)
 	}
 	os.Remove(p.Suspend())
 	os.WriteFile(p.Capture(), []byte("{}"), 0o600)
@@ -252,4 +253,74 @@ func TestRefusals(t *testing.T) {
 	if exists(p.Snapshots()) {
 		t.Error("a refused create made the snapshots folder")
 	}
+}
+
+// saveState stands for `cowork suspend`: a saved guest in the instance's
+// suspend folder, whose manifest records the disk it was saved with.
+func saveState(t *testing.T, p instance.Paths, cfg *instance.Config) {
+	t.Helper()
+	if err := os.MkdirAll(p.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"device.state": "devices", "ram": "memory"} {
+		if err := os.WriteFile(filepath.Join(p.Suspend(), name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stamp, err := savestate.Stamp(cfg.DiskPath(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := savestate.Sizes(p.Suspend(), "device.state", "ram")
+	m := &savestate.Manifest{VM: savestate.VM{Disk: cfg.DiskPath(p), DiskFormat: cfg.Format()}, Disk: stamp, Files: files}
+	if err := savestate.Write(p.Suspend(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A snapshot of a suspended instance keeps its saved guest (links to the
+// same files) and the layer it was saved with; the instance keeps its own
+// state. Restoring the snapshot, which a suspended instance refuses
+// without --force, makes that guest the instance's saved state again.
+func TestSnapshotWithMemory(t *testing.T) {
+	p, cfg, data := newInstance(t)
+	saveState(t, p, cfg)
+	saved, _ := savestate.Load(p.Suspend())
+	s1, err := Create(p, cfg, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s1.Memory {
+		t.Fatal("a snapshot of a suspended instance has no memory")
+	}
+	for _, n := range []string{"device.state", "ram", savestate.ManifestName} {
+		a, err1 := os.Stat(filepath.Join(p.Suspend(), n))
+		b, err2 := os.Stat(filepath.Join(s1.MemoryDir(), n))
+		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+			t.Errorf("%s: the snapshot's copy is not the instance's file (%v, %v)", n, err1, err2)
+		}
+	}
+	if st, err := savestate.Stamp(s1.Layer()); err != nil || st != saved.Disk {
+		t.Errorf("the layer's stamp %+v (%v), the state was saved with %+v", st, err, saved.Disk)
+	}
+	wantContent(t, content(t, p, cfg), data, "after a snapshot with memory")
+
+	if _, err := Restore(p, cfg, "s1", false); err == nil || !strings.Contains(err.Error(), "suspended") || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("restore over a suspended instance: %v", err)
+	}
+	os.RemoveAll(p.Suspend()) // it resumed, ran, and stopped
+	if _, err := Restore(p, cfg, "s1", true); err != nil {
+		t.Fatal(err)
+	}
+	m, err := savestate.Load(p.Suspend())
+	if err != nil || m.Disk != saved.Disk || m.VM.Disk != saved.VM.Disk {
+		t.Fatalf("the restored saved state: %+v %v", m, err)
+	}
+	if err := m.CheckFiles(p.Suspend()); err != nil {
+		t.Errorf("the restored state's files: %v", err)
+	}
+	if _, err := os.Stat(s1.MemoryDir()); err != nil {
+		t.Errorf("the restore took the snapshot's memory away: %v", err)
+	}
+	wantContent(t, content(t, p, cfg), data, "after restoring a snapshot with memory")
 }

@@ -3,6 +3,7 @@
 package snapshotcmd
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -34,12 +36,12 @@ type Options struct {
 // when not nil, gets the options instead of running them (tests).
 func NewCmdSnapshot(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
-	run := func(op string, args []string) error {
+	run := func(ctx context.Context, op string, args []string) error {
 		o.Name, o.Op, o.Snaps = *name, op, args
 		if runF != nil {
 			return runF(o)
 		}
-		return Run(o)
+		return Run(ctx, o)
 	}
 	one := func(use string) cobra.PositionalArgs {
 		return func(cmd *cobra.Command, args []string) error {
@@ -54,18 +56,21 @@ func NewCmdSnapshot(ios *iostreams.IOStreams, name *string, runF func(*Options) 
 		Short: "Take, list, restore and remove disk snapshots",
 		Long: `A snapshot freezes the disk of a stopped instance, at once whatever its size:
 the disk becomes a read-only layer in the instance's folder, and the instance
-goes on from a thin overlay on it. restore puts the disk back to a snapshot;
-what was written since is dropped (it asks for --force when there is any).
-A snapshot that the disk or a later snapshot sits on cannot be removed.`,
+goes on from a thin overlay on it. A snapshot of a suspended instance keeps
+its memory too; create on a running instance suspends it, takes the snapshot
+with its memory, and resumes it. restore puts the disk back to a snapshot;
+what was written since is dropped (it asks for --force when there is any),
+and a snapshot with memory is resumed by the next start, where it was. A
+snapshot that the disk or a later snapshot sits on cannot be removed.`,
 		Args: cmdutil.UnknownCommand,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	create := &cobra.Command{
 		Use:     "create NAME",
-		Short:   "Snapshot the disk of a stopped instance",
+		Short:   "Snapshot the disk (and the memory of a running or suspended guest)",
 		Example: "  cowork snapshot create before-upgrade\n  cowork snapshot create --name box clean",
 		Args:    one("create"),
-		RunE:    func(cmd *cobra.Command, args []string) error { return run("create", args) },
+		RunE:    func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), "create", args) },
 	}
 	ls := &cobra.Command{
 		Use:     "ls",
@@ -73,7 +78,7 @@ A snapshot that the disk or a later snapshot sits on cannot be removed.`,
 		Short:   "List the instance's snapshots",
 		Example: "  cowork snapshot ls\n  cowork snapshot ls --json",
 		Args:    cmdutil.NoArgs,
-		RunE:    func(cmd *cobra.Command, args []string) error { return run("ls", args) },
+		RunE:    func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), "ls", args) },
 	}
 	ls.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	restore := &cobra.Command{
@@ -81,7 +86,7 @@ A snapshot that the disk or a later snapshot sits on cannot be removed.`,
 		Short:   "Put the disk of a stopped instance back to a snapshot",
 		Example: "  cowork snapshot restore before-upgrade\n  cowork snapshot restore --force before-upgrade",
 		Args:    one("restore"),
-		RunE:    func(cmd *cobra.Command, args []string) error { return run("restore", args) },
+		RunE:    func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), "restore", args) },
 	}
 	restore.Flags().BoolVarP(&o.Force, "force", "f", false, "drop what the disk holds since its snapshot")
 	rm := &cobra.Command{
@@ -94,14 +99,14 @@ A snapshot that the disk or a later snapshot sits on cannot be removed.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, args []string) error { return run("rm", args) },
+		RunE: func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), "rm", args) },
 	}
 	cmd.AddCommand(create, ls, restore, rm)
 	return cmd
 }
 
 // Run carries out o.
-func Run(o *Options) error {
+func Run(ctx context.Context, o *Options) error {
 	for _, n := range o.Snaps {
 		if err := snapshot.ValidName(n); err != nil {
 			return &cmdutil.FlagError{Err: err}
@@ -113,13 +118,7 @@ func Run(o *Options) error {
 	}
 	switch o.Op {
 	case "create":
-		began := time.Now()
-		s, err := inst.Snapshot(o.Snaps[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.IO.ErrOut, "snapshot %s of %s taken in %s (a %s disk)\n", s.Name, o.Name, time.Since(began).Round(time.Millisecond), units.Size(s.Size))
-		return nil
+		return create(ctx, o, inst)
 	case "ls":
 		all, err := inst.Snapshots()
 		if err != nil {
@@ -131,20 +130,27 @@ func Run(o *Options) error {
 			return enc.Encode(all)
 		}
 		w := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tCREATED\tSIZE\tON DISK\tPARENT\tCURRENT")
+		fmt.Fprintln(w, "NAME\tCREATED\tSIZE\tON DISK\tMEMORY\tPARENT\tCURRENT")
 		for _, s := range all {
-			cur := ""
+			cur, mem := "", "-"
 			if s.Current {
 				cur = "*"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format("2006-01-02 15:04"),
-				units.Size(s.Size), units.Size(s.Allocated), or(s.Parent, "-"), cur)
+			if s.Memory {
+				mem = "yes"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format("2006-01-02 15:04"),
+				units.Size(s.Size), units.Size(s.Allocated), mem, or(s.Parent, "-"), cur)
 		}
 		return w.Flush()
 	case "restore":
 		s, err := inst.RestoreSnapshot(o.Snaps[0], o.Force)
 		if err != nil {
 			return err
+		}
+		if s.Memory {
+			fmt.Fprintf(o.IO.ErrOut, "%s is back at snapshot %s, disk and memory; `cowork start%s` resumes it there\n", o.Name, s.Name, instance.NameFlag(o.Name))
+			return nil
 		}
 		fmt.Fprintf(o.IO.ErrOut, "%s's disk is back at snapshot %s; start it with `cowork start%s`\n", o.Name, s.Name, instance.NameFlag(o.Name))
 		return nil
@@ -164,6 +170,35 @@ func Run(o *Options) error {
 		return nil
 	}
 	return cmdutil.FlagErrorf("cowork snapshot: no command %q", o.Op)
+}
+
+// create takes the snapshot; a running instance is suspended first and
+// resumed after, so the snapshot holds its memory.
+func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
+	began := time.Now()
+	running := inst.Running()
+	if running {
+		fmt.Fprintf(o.IO.ErrOut, "Suspending %s for the snapshot...\n", o.Name)
+		if _, err := inst.Suspend(ctx, false); err != nil {
+			return err
+		}
+	}
+	s, err := inst.Snapshot(o.Snaps[0])
+	if err != nil {
+		if running {
+			err = fmt.Errorf("%w; %s is suspended: `cowork start%s` resumes it", err, o.Name, instance.NameFlag(o.Name))
+		}
+		return err
+	}
+	what := "disk"
+	if s.Memory {
+		what = "disk and memory"
+	}
+	fmt.Fprintf(o.IO.ErrOut, "snapshot %s of %s taken in %s (%s; a %s disk)\n", s.Name, o.Name, time.Since(began).Round(time.Millisecond), what, units.Size(s.Size))
+	if running {
+		return boot.Start(ctx, o.IO, o.Name, 10*time.Minute)
+	}
+	return nil
 }
 
 func or(s, dflt string) string {

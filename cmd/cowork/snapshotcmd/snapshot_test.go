@@ -11,6 +11,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/units"
@@ -121,13 +122,18 @@ func TestRefusals(t *testing.T) {
 	if _, _, err := run(t, "none", "ls"); err == nil || !strings.Contains(err.Error(), "cowork init") {
 		t.Errorf("ls of a missing instance: %v", err)
 	}
-	l, err := instance.TryLock(p)
-	if err != nil {
-		t.Fatal(err)
+	// Running: create suspends it first (for its memory); a refused
+	// suspend leaves it running and the disk as it was.
+	h := instancetest.Running(t, p, true)
+	h.RefuseSuspend(controlwire.Errorf(controlwire.CodeFailedPrecondition, "cannot suspend: 1 guest process uses /workspace (bash 812)"))
+	if _, _, err := run(t, "box", "create", "s1"); err == nil || !strings.Contains(err.Error(), "bash 812") {
+		t.Errorf("create while running, the suspend refused: %v", err)
 	}
-	defer l.Release()
-	if _, _, err := run(t, "box", "create", "s1"); err == nil || !strings.Contains(err.Error(), "box is running") {
-		t.Errorf("create while running: %v", err)
+	if len(h.Suspends()) != 1 || !instance.Held(p) {
+		t.Errorf("create while running: suspends %v, running %v", h.Suspends(), instance.Held(p))
+	}
+	if _, _, err := run(t, "box", "restore", "s1"); err == nil || !strings.Contains(err.Error(), "box is running") {
+		t.Errorf("restore while running: %v", err)
 	}
 	if out, _, err := run(t, "box", "ls", "--json"); err != nil || strings.TrimSpace(out) != "[]" {
 		t.Errorf("ls while running: %v %q", err, out)
