@@ -43,6 +43,10 @@ var (
 	ErrInvalidArgument = controlwire.ErrInvalidArgument
 	// ErrSessionExpired: a relay session reached its ceiling.
 	ErrSessionExpired = controlwire.ErrExpired
+	// ErrFailedPrecondition: the instance is not in a state for the call
+	// (not ready, its share in use for a suspend); the message says what
+	// to change first.
+	ErrFailedPrecondition = controlwire.ErrFailedPrecondition
 )
 
 // What hostd reports, in plain Go types. They are aliases of package

@@ -18,11 +18,6 @@ import (
 // suspend took.
 type Suspended = controlwire.Suspended
 
-// ErrFailedPrecondition is a call hostd refused because of the state the
-// instance is in (not ready, its share in use): the message says what to
-// do first.
-var ErrFailedPrecondition = controlwire.ErrFailedPrecondition
-
 // Suspend saves the running guest, its memory and devices, and stops the
 // VM (CallSuspend); it returns once hostd is gone. force suspends even
 // when guest processes use /workspace, which they then lose.

@@ -49,10 +49,15 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 			return d.vmGone()
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(agentPoll):
 		}
 	}
 }
+
+// agentPoll is how soon hostd asks again after the agent did not answer:
+// a resumed guest's agent answers within a few tens of milliseconds of
+// its port reopening, and every poll of the wait is part of a resume.
+const agentPoll = 50 * time.Millisecond
 
 // provisionError is a guest whose provisioning failed: it runs, and its
 // agent answers, but it lacks what provisioning should have installed.

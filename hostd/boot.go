@@ -49,12 +49,16 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var plugged <-chan error
+	if resumed { // the share goes back in while the agent reconnects
+		plugged = d.plugShare(ctx)
+	}
 	provisioned, err := d.awaitGuest(ctx)
 	if err != nil {
 		return err
 	}
 	if resumed {
-		d.reattachShare(ctx)
+		d.remountAfterResume(ctx, plugged)
 	}
 	return d.serveGuest(life, provisioned)
 }

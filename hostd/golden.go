@@ -11,6 +11,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/golden"
+	"github.com/coworkhq/cowork/image/snapshot"
 )
 
 // Sources names the files an instance is (or was) made from, for its
@@ -100,11 +101,15 @@ func GoldenDigests() golden.Digests {
 	return golden.Digests{Path: filepath.Join(home, instance.CacheDir, "digests.json")}
 }
 
-// prepareDisk readies the instance's disk before a boot: a capture cut
-// short is finished or undone, and an overlay's backing file checked.
+// prepareDisk readies the instance's disk before a boot: a snapshot or a
+// capture cut short is finished or undone, and an overlay's chain of
+// backing files checked.
 func (d *Daemon) prepareDisk() error {
 	store, err := GoldenStore()
 	if err != nil {
+		return err
+	}
+	if _, err := snapshot.Recover(d.paths, d.cfg); err != nil {
 		return err
 	}
 	if _, err := store.Recover(d.paths, d.cfg); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 // startOrResume starts the VM: from the guest `cowork suspend` saved when
@@ -126,7 +127,7 @@ func (d *Daemon) retireState() error {
 	if err := os.Rename(d.paths.Suspend(), old); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(old))
+	return dirsync.Sync(filepath.Dir(old))
 }
 
 // rejectState notes why the saved state is not resumed and sets it aside
@@ -139,31 +140,38 @@ func (d *Daemon) rejectState(why error) {
 	if err := os.Rename(d.paths.Suspend(), rejected); err != nil {
 		_ = os.RemoveAll(d.paths.Suspend())
 	}
-	_ = syncDir(d.paths.Dir())
+	_ = dirsync.Sync(d.paths.Dir())
 }
 
-// reattachShare gives a resumed guest its share back: the share was
-// unplugged for the save.
-func (d *Daemon) reattachShare(ctx context.Context) {
+// plugShare plugs the share back into a resumed guest (it was unplugged
+// for the save), in the background: the guest's agent reconnects
+// meanwhile. The channel gets the outcome.
+func (d *Daemon) plugShare(ctx context.Context) <-chan error {
+	done := make(chan error, 1)
 	saver, ok := d.machine().(machine.Saver)
 	if !ok {
-		return
+		done <- errors.New("the VM cannot plug the share in")
+		return done
 	}
+	go func() { done <- saver.AttachShare(ctx) }()
+	return done
+}
+
+// remountAfterResume has the resumed guest mount its share again once it
+// is plugged in (plugged), before the instance reports ready. A guest
+// left without it runs on, with a note saying how to get it back.
+func (d *Daemon) remountAfterResume(ctx context.Context, plugged <-chan error) {
 	began := time.Now()
-	if err := d.attachShare(ctx, saver, true); err != nil {
+	err := <-plugged
+	if err == nil {
+		err = d.attachShare(ctx, nil, false)
+	} else {
+		err = fmt.Errorf("plug the share in: %w", err)
+	}
+	if err != nil {
 		d.log.Error("the resumed guest runs without its share", "err", err)
 		d.events.emit(controlwire.PhaseNote, "the guest has no "+guestShareDir+"; `cowork stop` and `cowork start` bring it back", err)
 		return
 	}
 	d.log.Info("share mounted again", "took", time.Since(began))
-}
-
-// syncDir flushes a directory's entries.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -225,11 +225,11 @@ func shareBusy(rel *agentcall.ShareReleaseReply) string {
 	if rel.More > 0 {
 		list += fmt.Sprintf(" and %d more", rel.More)
 	}
-	what := "processes use"
+	what, them := "processes use", "them"
 	if n == 1 {
-		what = "process uses"
+		what, them = "process uses", "it"
 	}
-	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and QEMU cannot keep the share across a save; end them (leave %s in your shells), or `cowork suspend --force`, which unmounts it under them", n, what, guestShareDir, list, guestShareDir)
+	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and QEMU cannot keep the share across a save; end %s (leave %s in your shells), or `cowork suspend --force`, which unmounts it under %s", n, what, guestShareDir, list, them, guestShareDir, them)
 }
 
 // setSuspending marks the instance as being suspended, for its status.

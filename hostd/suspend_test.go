@@ -139,6 +139,16 @@ func TestResumeRefusedBootsCold(t *testing.T) {
 			later := time.Now().Add(time.Minute)
 			os.Chtimes(bin, later, later)
 		}},
+		{"the host restarted", "the host (it restarted since) changed", func(t *testing.T, h *hostdTest) {
+			m, err := savestate.Load(h.paths.Suspend())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.HostBootID = "00000000-1111-2222-3333-444444444444" // the boot before
+			if err := savestate.Write(h.paths.Suspend(), m); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"the disk written", "the disk was written since the save", func(t *testing.T, h *hostdTest) {
 			if err := os.WriteFile(h.cfg.DiskPath(h.paths), []byte("a disk, changed"), 0o600); err != nil {
 				t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/coworkhq/cowork/internal/reflink"
@@ -53,6 +54,12 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 	if _, err := os.Lstat(sp.Capture()); err == nil {
 		return nil, fmt.Errorf("%s has a golden disk capture to finish; start it once with `cowork start%s` first", src.Name, NameFlag(src.Name))
 	}
+	if hasSnapshots(sp) {
+		// Its disk is an overlay on layers in its own folder, which
+		// another instance's disk may not name (image/golden's
+		// CheckOverlay); copying the chain flat would take minutes.
+		return nil, fmt.Errorf("%s has snapshots: its disk sits on them, and a clone cannot yet; clone from a snapshot comes next (`cowork snapshot ls%s` lists them)", src.Name, NameFlag(src.Name))
+	}
 	if err := removeLeftover(dp); err != nil {
 		return nil, err
 	}
@@ -94,4 +101,19 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 		return nil, fmt.Errorf("create workspace: %w", err)
 	}
 	return c, c.Save(dp.Dir())
+}
+
+// hasSnapshots says whether the instance in p has snapshots, or one being
+// taken.
+func hasSnapshots(p Paths) bool {
+	if _, err := os.Lstat(p.SnapshotIntent()); err == nil {
+		return true
+	}
+	entries, _ := os.ReadDir(p.Snapshots())
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") { // .rm-*: a removal's leftover
+			return true
+		}
+	}
+	return false
 }

@@ -126,3 +126,29 @@ func TestCloneRefuses(t *testing.T) {
 		t.Error("the foreign folder was touched")
 	}
 }
+
+// An instance with snapshots (or one being taken) is refused, for now: its
+// disk sits on layers in its own folder that no other instance may name.
+// A removal's leftover is no snapshot.
+func TestCloneRefusesAnInstanceWithSnapshots(t *testing.T) {
+	src := source(t, BootKernel)
+	sp, _ := PathsFor("src")
+	os.MkdirAll(filepath.Join(sp.Snapshots(), ".rm-old"), 0o700)
+	if _, err := Clone(src, "dst0", ""); err != nil {
+		t.Fatalf("a removal's leftover: %v", err)
+	}
+	for _, mk := range []func(){
+		func() { os.WriteFile(sp.SnapshotIntent(), []byte("{}"), 0o600) },
+		func() { os.Remove(sp.SnapshotIntent()); os.MkdirAll(filepath.Join(sp.Snapshots(), "s1"), 0o700) },
+	} {
+		mk()
+		_, err := Clone(src, "dst", "")
+		if err == nil || !strings.Contains(err.Error(), "src has snapshots") || !strings.Contains(err.Error(), "clone from a snapshot comes next") {
+			t.Errorf("Clone = %v", err)
+		}
+		dp, _ := PathsFor("dst")
+		if _, err := os.Lstat(dp.Dir()); err == nil {
+			t.Error("a refused clone left dst's folder")
+		}
+	}
+}

@@ -41,6 +41,12 @@ func (p Paths) DiskFor(format string) string {
 // one cut short is finished or undone before the instance runs again.
 func (p Paths) Capture() string { return p.file("capture.json") }
 
+// Snapshots holds the instance's disk snapshots, one folder each
+// (image/snapshot); SnapshotIntent records a snapshot being taken, so that
+// one cut short is finished before the instance runs again.
+func (p Paths) Snapshots() string      { return p.file("snapshots") }
+func (p Paths) SnapshotIntent() string { return p.file("snapshot.json") }
+
 // LastStop holds why the VM last stopped by itself, for `cowork status`
 // once hostd is gone; the next start removes it.
 func (p Paths) LastStop() string { return p.file("last-stop.txt") }

@@ -79,10 +79,23 @@ func probeKey(qemuBin, arch string) string {
 }
 
 func (p accelProbe) read(key string) (string, bool) {
-	if p.cache == "" {
+	v, ok := jsonCache(p.cache).get(key)
+	return v, ok && (v == "kvm" || v == "tcg")
+}
+
+func (p accelProbe) write(key, accel string) { jsonCache(p.cache).set(key, accel) }
+
+// jsonCache is a small map kept as JSON in a file of the backend's cache
+// directory: what hostd learned about this host's QEMU, keyed by what
+// would change it. "" keeps nothing. A file that cannot be read is an
+// empty cache: the answer is found again.
+type jsonCache string
+
+func (c jsonCache) get(key string) (string, bool) {
+	if c == "" {
 		return "", false
 	}
-	b, err := os.ReadFile(p.cache)
+	b, err := os.ReadFile(string(c))
 	if err != nil {
 		return "", false
 	}
@@ -91,21 +104,21 @@ func (p accelProbe) read(key string) (string, bool) {
 		return "", false
 	}
 	v, ok := m[key]
-	return v, ok && (v == "kvm" || v == "tcg")
+	return v, ok
 }
 
-func (p accelProbe) write(key, accel string) {
-	if p.cache == "" {
+func (c jsonCache) set(key, value string) {
+	if c == "" {
 		return
 	}
 	m := map[string]string{}
-	if b, err := os.ReadFile(p.cache); err == nil {
+	if b, err := os.ReadFile(string(c)); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
-	m[key] = accel
+	m[key] = value
 	b, _ := json.MarshalIndent(m, "", "  ")
-	_ = os.MkdirAll(filepath.Dir(p.cache), 0o700)
-	_ = os.WriteFile(p.cache, b, 0o600)
+	_ = os.MkdirAll(filepath.Dir(string(c)), 0o700)
+	_ = os.WriteFile(string(c), b, 0o600)
 }
 
 // hostArch is the GOARCH naming of the host's CPU, as a guest would need it.

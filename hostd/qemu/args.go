@@ -121,13 +121,20 @@ func args(c *machine.Config, l launch) []string {
 		}
 	}
 
-	if c.Kernel != "" {
+	switch {
+	case c.Kernel != "" && l.incoming && c.Arch == "arm64":
+		// A loaded guest's kernel is in its memory already: QEMU would
+		// only decompress the file again (0.4 s of a 0.5 s launch) to put
+		// it where the loaded RAM goes, which an incoming migration skips
+		// anyway. On arm64 the kernel adds no device or RAM block; on x86
+		// it adds an option ROM, whose RAM block the stream expects.
+	case c.Kernel != "":
 		a = append(a, "-kernel", c.Kernel)
 		if c.Initrd != "" {
 			a = append(a, "-initrd", c.Initrd)
 		}
 		a = append(a, "-append", c.Cmdline)
-	} else {
+	default:
 		a = append(a,
 			"-drive", "if=pflash,format=raw,readonly=on,file="+escape(firmwareCode),
 			"-drive", "if=pflash,format=raw,file="+escape(c.EFIVars))

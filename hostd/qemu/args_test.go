@@ -136,6 +136,16 @@ func TestArgsIncoming(t *testing.T) {
 	if !slices.Contains(a, "pcie-root-port,id="+sharePortID) || has(a, "-device", "vhost-user-fs-pci") || has(a, "-chardev", "id=virtiofs") {
 		t.Errorf("want the empty root port, no share, in %q", a)
 	}
+	// The arm64 kernel is in the loaded memory: not read again. On x86 it
+	// brings an option ROM the stream expects.
+	if slices.Contains(a, "-kernel") || slices.Contains(a, "-initrd") || slices.Contains(a, "-append") {
+		t.Errorf("an arm64 restore loads the kernel again: %q", a)
+	}
+	x86 := config()
+	x86.Arch = "amd64"
+	if a := args(&x86, launch{accel: "tcg", incoming: true}); !has(a, "-kernel", "/i/kernel") {
+		t.Errorf("an x86 restore without the kernel's option ROM: %q", a)
+	}
 	c.ShareDir, c.ShareTag = "", ""
 	if a := args(&c, launch{accel: "tcg"}); has(a, "-device", "pcie-root-port") {
 		t.Errorf("a root port without a share in %q", a)

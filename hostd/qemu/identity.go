@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,7 +28,7 @@ func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
 		return machine.Identity{}, fmt.Errorf("%s not found: %w", binary(v.cfg.Arch), err)
 	}
 	id := machine.Identity{Binary: bin}
-	if id.Version, err = qemuVersionOf(ctx, bin); err != nil {
+	if id.Version, err = v.versionOf(ctx, bin); err != nil {
 		return id, err
 	}
 	accel := v.accel
@@ -45,6 +46,28 @@ func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
 	sum := sha256.Sum256([]byte(strings.Join(args(&v.cfg, l), "\x00")))
 	id.Devices = hex.EncodeToString(sum[:])
 	return id, nil
+}
+
+// versionCacheName keeps what -version said of each QEMU binary, keyed as
+// the accelerator's probe is: running it costs a resume 60 ms.
+const versionCacheName = "qemu-version.json"
+
+// versionOf is bin's version, from the cache when this binary (its path,
+// size and time) said it before.
+func (v *VM) versionOf(ctx context.Context, bin string) (string, error) {
+	var cache jsonCache
+	if v.cfg.CacheDir != "" {
+		cache = jsonCache(filepath.Join(v.cfg.CacheDir, versionCacheName))
+	}
+	key := probeKey(bin, "")
+	if version, ok := cache.get(key); ok {
+		return version, nil
+	}
+	version, err := qemuVersionOf(ctx, bin)
+	if err == nil {
+		cache.set(key, version)
+	}
+	return version, err
 }
 
 // qemuVersionOf is what bin -version says it is ("7.2.22 (Debian

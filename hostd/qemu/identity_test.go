@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/coworkhq/cowork/hostd/machine"
 )
@@ -77,5 +79,40 @@ func TestParseVersion(t *testing.T) {
 		if got, err := parseVersion(out); err == nil {
 			t.Errorf("%q: %q, want an error", out, got)
 		}
+	}
+}
+
+// The version of a QEMU binary is asked once and kept in the backend's
+// cache: a resume does not run QEMU to learn it again, until the binary
+// changes.
+func TestIdentityKeepsTheVersion(t *testing.T) {
+	bin := qemuSaying(t, "7.2.22")
+	cfg := config()
+	cfg.CacheDir = t.TempDir()
+	version := func() (string, error) {
+		v, err := New(cfg, slog.Default())
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.accel = "tcg"
+		id, err := v.Identity(context.Background())
+		return id.Version, err
+	}
+	if got, err := version(); err != nil || got != "7.2.22" {
+		t.Fatalf("%q %v", got, err)
+	}
+	st, _ := os.Stat(bin)
+	broken := "#!/bin/sh\nexit 1\n" + strings.Repeat("#", int(st.Size())-len("#!/bin/sh\nexit 1\n"))
+	if err := os.WriteFile(bin, []byte(broken), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(bin, st.ModTime(), st.ModTime())
+	if got, err := version(); err != nil || got != "7.2.22" {
+		t.Errorf("the same binary (path, size, time) again: %q %v, want the kept version", got, err)
+	}
+	later := st.ModTime().Add(time.Minute)
+	os.Chtimes(bin, later, later)
+	if got, err := version(); err == nil {
+		t.Errorf("a changed binary: %q, want it asked (and failing)", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 var _ machine.Saver = (*VM)(nil)
@@ -120,7 +121,7 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 			return nil, fmt.Errorf("flush %s: %w", f.Name(), err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := dirsync.Sync(dir); err != nil {
 		return nil, err
 	}
 	v.log.Info("saved the guest", "dir", dir, "ram_bytes", n, "ram_copy", time.Since(began))
@@ -305,17 +306,4 @@ func openSaved(path string, min, max int64) (*os.File, error) {
 		return nil, fmt.Errorf("the saved guest: %w", err)
 	}
 	return f, nil
-}
-
-// syncDir flushes a directory's entries (the new files' names).
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("flush %s: %w", dir, err)
-	}
-	return nil
 }

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 // Version is the manifest format's; another is refused.
@@ -221,7 +223,7 @@ func Write(dir string, m *Manifest) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return dirsync.Sync(dir)
 }
 
 // ErrNone is Load's error for a folder with no manifest: no saved state,
@@ -256,15 +258,6 @@ func Load(dir string) (*Manifest, error) {
 		return nil, &Refused{What: "the saved state's format", Saved: fmt.Sprint(m.Version), Now: fmt.Sprint(Version)}
 	}
 	return &m, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // short cuts a digest or boot id to what a message needs.

@@ -259,48 +259,6 @@ func (s Store) Clone(g *Golden, p instance.Paths, size int64) (string, error) {
 	return instance.DiskQcow2, nil
 }
 
-// CheckOverlay says whether the qcow2 disk at path may be handed to QEMU:
-// its backing file must be a golden disk of this store, raw. QEMU opens
-// whatever file the header names, so a disk.qcow2 put together by anyone
-// else (naming ~/.ssh/id_ed25519, say) would give the guest that file.
-func (s Store) CheckOverlay(path string) error {
-	info, err := qcow2.ReadInfo(path)
-	if err != nil {
-		return fmt.Errorf("disk %s: %w", path, err)
-	}
-	if info.DataFile != "" || info.ExternalData {
-		// QEMU would read and write the guest's clusters in that file.
-		return fmt.Errorf("disk %s keeps its data in another file (%q); cowork makes no such disk, refusing to start", path, info.DataFile)
-	}
-	if info.Backing == "" {
-		return nil // a standalone qcow2 reads no other file
-	}
-	if !filepath.IsAbs(info.Backing) {
-		// QEMU resolves it from the overlay's folder, EvalSymlinks below
-		// from the working directory: they may not be the same file.
-		return fmt.Errorf("disk %s names %q as its backing file, a relative path; cowork makes no such disk, refusing to start", path, info.Backing)
-	}
-	if info.BackingFormat != "raw" {
-		return fmt.Errorf("disk %s: its backing file's format is %q, not raw; cowork makes no such disk", path, info.BackingFormat)
-	}
-	dir, err := filepath.EvalSymlinks(s.Dir)
-	if err != nil {
-		return fmt.Errorf("disk %s names %s as its backing file, which is not a golden disk (there are none in %s); refusing to start", path, info.Backing, s.Dir)
-	}
-	real, err := filepath.EvalSymlinks(info.Backing)
-	if err != nil {
-		return fmt.Errorf("disk %s is on the golden disk %s, which is gone (%v); the instance cannot start: delete it and init it again", path, info.Backing, err)
-	}
-	key := filepath.Base(filepath.Dir(real))
-	if filepath.Dir(filepath.Dir(real)) != dir || !ValidKey(key) || filepath.Base(real) != diskName {
-		return fmt.Errorf("disk %s names %s as its backing file, which is not a golden disk in %s; refusing to start", path, info.Backing, s.Dir)
-	}
-	if _, err := lstatRegular(real); err != nil {
-		return fmt.Errorf("disk %s: golden disk: %w", path, err)
-	}
-	return nil
-}
-
 // readIntent reads the capture.json in the instance folder dir: ok when
 // there is one, in nil when it cannot be read.
 func readIntent(dir string) (in *intent, ok bool) {

@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/image/snapshot"
 )
 
 // Schema is in every key: a change to how cowork makes or seals golden
@@ -184,11 +184,13 @@ func (s Store) Find(prefix string) (*Golden, error) {
 	return hit, nil
 }
 
-// Dependants names the instances whose disk is an overlay on g (sorted).
-// It reads each instance's disk.qcow2 header, not its config: the overlay
-// exists before the config that records it is written. An instance whose
-// capture of g was cut short depends on it too: until Recover makes its
-// overlay, g is its only disk.
+// Dependants names the instances whose disk is an overlay on g, directly
+// or through snapshot layers (sorted). It reads each instance's
+// disk.qcow2 header and its snapshots' layers, not its config: the
+// overlay exists before the config that records it is written, and a
+// snapshot being taken holds the disk before its overlay is made. An
+// instance whose capture of g was cut short depends on it too: until
+// Recover makes its overlay, g is its only disk.
 func (s Store) Dependants(g *Golden) ([]string, error) {
 	entries, err := os.ReadDir(s.Home)
 	if err != nil {
@@ -199,19 +201,24 @@ func (s Store) Dependants(g *Golden) ([]string, error) {
 		if !e.IsDir() {
 			continue
 		}
-		if in, ok := readIntent(filepath.Join(s.Home, e.Name())); ok && (in == nil || in.Key == g.Key) {
+		dir := filepath.Join(s.Home, e.Name())
+		if in, ok := readIntent(dir); ok && (in == nil || in.Key == g.Key) {
 			// A record that cannot be read may name g.
 			names = append(names, e.Name())
 			continue
 		}
-		overlay := filepath.Join(s.Home, e.Name(), "disk.qcow2")
-		info, err := qcow2.ReadInfo(overlay)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil || sameFile(info.Backing, g.Disk()) {
-			// An overlay that cannot be read may still need the disk.
-			names = append(names, e.Name())
+		for _, img := range append([]string{filepath.Join(dir, "disk.qcow2")}, snapshot.Layers(dir)...) {
+			if filepath.Ext(img) != ".qcow2" {
+				continue // a raw layer names no file
+			}
+			if _, err := os.Lstat(img); errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			// A layer that cannot be read may still need the disk.
+			if reaches, unreadable := chainReaches(img, g.Disk()); reaches || unreadable {
+				names = append(names, e.Name())
+				break
+			}
 		}
 	}
 	return names, nil

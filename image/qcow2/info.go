@@ -34,8 +34,9 @@ const (
 // checked against the bounds of the file.
 type header struct {
 	Info
-	version uint32
-	l1Size  uint32
+	version  uint32
+	l1Size   uint32
+	l1Offset uint64
 }
 
 // ReadInfo reads path's header. The file may be hostile (a user or a bug
@@ -95,6 +96,7 @@ func readHeader(f *os.File) (*header, error) {
 	}
 	h.Size = int64(size)
 	h.l1Size = be.Uint32(fixed[36:])
+	h.l1Offset = be.Uint64(fixed[40:])
 
 	// Everything else ReadInfo needs lies in the first cluster; read it,
 	// or as much of it as the file has.

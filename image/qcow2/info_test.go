@@ -13,7 +13,7 @@ import (
 // that the hostile cases below take apart.
 func validHeader(t testing.TB) []byte {
 	t.Helper()
-	return overlayBytes("/golden/disk.raw", 8*clusterSize)[:clusterSize]
+	return overlayBytes("/golden/disk.raw", FormatRaw, 8*clusterSize)[:clusterSize]
 }
 
 func writeTemp(t testing.TB, b []byte) string {

@@ -48,8 +48,7 @@ const (
 	extDataFile        = 0x44415441 // "DATA": the external data file's name
 	incompatDataFile   = 1 << 2     // incompatible_features: external data file
 	maxBackingNameLen  = 1023       // the spec's limit on backing_file_size
-	backingFormatRaw   = "raw"
-	sizeOffset         = 24 // header field `size`
+	sizeOffset         = 24         // header field `size`
 	sectorSize         = 512
 	maxBackingFormatSz = 16 // QEMU refuses a longer backing format name
 )
@@ -75,8 +74,25 @@ const MaxSize int64 = 4 << 40
 // disk whose first sector a guest wrote to look like a qcow2 header would
 // otherwise be read as one).
 func CreateOverlay(path, backing string, size int64) error {
+	return CreateOverlayOn(path, backing, FormatRaw, size)
+}
+
+// Backing file formats CreateOverlayOn records.
+const (
+	FormatRaw   = "raw"
+	FormatQcow2 = "qcow2"
+)
+
+// CreateOverlayOn is CreateOverlay on a backing file of format (FormatRaw
+// or FormatQcow2: a snapshot layer that is itself an overlay). A qcow2
+// backing file must really be one (its header is read and checked), and
+// its virtual size, not its file size, is the floor for size.
+func CreateOverlayOn(path, backing, format string, size int64) error {
 	if err := checkSize(size); err != nil {
 		return fmt.Errorf("qcow2: create %s: %w", path, err)
+	}
+	if format != FormatRaw && format != FormatQcow2 {
+		return fmt.Errorf("qcow2: create %s: backing format %q: want raw or qcow2", path, format)
 	}
 	if !filepath.IsAbs(backing) {
 		return fmt.Errorf("qcow2: create %s: backing file %q is not an absolute path; pass it through filepath.Abs", path, backing)
@@ -91,15 +107,23 @@ func CreateOverlay(path, backing string, size int64) error {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("qcow2: create %s: backing file %s is not a regular file (%s)", path, backing, st.Mode().Type())
 	}
-	if st.Size() > size {
-		return fmt.Errorf("qcow2: create %s: virtual size %d is below the backing file's size %d; the overlay would cut the golden disk short, so use a size of at least %d", path, size, st.Size(), st.Size())
+	backingSize := st.Size()
+	if format == FormatQcow2 {
+		info, err := ReadInfo(backing)
+		if err != nil {
+			return fmt.Errorf("qcow2: create %s: backing file: %w", path, err)
+		}
+		backingSize = info.Size
+	}
+	if backingSize > size {
+		return fmt.Errorf("qcow2: create %s: virtual size %d is below the backing file's size %d; the overlay would cut the backing disk short, so use a size of at least %d", path, size, backingSize, backingSize)
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("qcow2: create %s: the file exists; remove it first if it is no longer wanted", path)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("qcow2: create %s: %w", path, err)
 	}
-	return writeAtomically(path, overlayBytes(backing, size))
+	return writeAtomically(path, overlayBytes(backing, format, size))
 }
 
 // checkSize reports why size cannot be an overlay's virtual size.
@@ -116,7 +140,7 @@ func checkSize(size int64) error {
 }
 
 // overlayBytes is the whole image file: the four clusters described above.
-func overlayBytes(backing string, size int64) []byte {
+func overlayBytes(backing, format string, size int64) []byte {
 	b := make([]byte, overlayClusters*clusterSize)
 	be := binary.BigEndian
 
@@ -124,9 +148,9 @@ func overlayBytes(backing string, size int64) []byte {
 	// name follows them in the rest of cluster 0, as the spec asks.
 	ext := b[headerLenV3:]
 	be.PutUint32(ext[0:], extBackingFormat)
-	be.PutUint32(ext[4:], uint32(len(backingFormatRaw)))
-	copy(ext[8:], backingFormatRaw)
-	endExt := 8 + pad8(len(backingFormatRaw))
+	be.PutUint32(ext[4:], uint32(len(format)))
+	copy(ext[8:], format)
+	endExt := 8 + pad8(len(format))
 	be.PutUint32(ext[endExt:], extEnd) // the end marker: type 0, length 0
 	nameOffset := headerLenV3 + endExt + 8
 	copy(b[nameOffset:], backing)

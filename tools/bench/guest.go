@@ -197,6 +197,13 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	}
 	time.Sleep(2 * time.Second) // idle
 	rss := hostdRSS()
+	warm.Close()
+	ssh.closeMaster()
+
+	resume, err := measureResume(cowork, instance.DefaultName, max(3, rounds/4))
+	if err != nil {
+		return err
+	}
 
 	t.add("accelerator", accelOf(cowork), "", 0, "", false)
 	med := func(ds []time.Duration) time.Duration {
@@ -237,6 +244,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 	t.add("hostd resident memory, idle, with a running guest (2 s after the traffic above)", mib(rss), "", 0, "≤ 30 MiB", rss > 0 && rss <= 30<<20)
 	t.add("the same, 2 s after the boot, before any traffic", mib(bootRSS), "", 0, "", false)
+	resume.rows(t, "the test guest")
 
 	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
 	if cloud == "" {

@@ -24,6 +24,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
+	"github.com/coworkhq/cowork/cmd/cowork/snapshotcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/start"
 	"github.com/coworkhq/cowork/cmd/cowork/status"
 	"github.com/coworkhq/cowork/cmd/cowork/stop"
@@ -137,6 +138,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
 		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
 		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
+		{"snapshot", func() *cobra.Command { return snapshotcmd.NewCmdSnapshot(ios, name, nil) }},
 	}
 }
 

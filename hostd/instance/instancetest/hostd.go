@@ -23,6 +23,7 @@ type Hostd struct {
 	lock   *instance.Lock
 	srv    *controlwire.Server
 	events []*controlwire.Event
+	ending chan struct{} // closed as Stop begins: event streams end
 	done   chan struct{}
 
 	mu         sync.Mutex
@@ -65,7 +66,7 @@ func Serve(p instance.Paths, phases ...controlwire.Phase) (*Hostd, error) {
 		l.Release()
 		return nil, err
 	}
-	h := &Hostd{paths: p, lock: l, done: make(chan struct{})}
+	h := &Hostd{paths: p, lock: l, ending: make(chan struct{}), done: make(chan struct{})}
 	for _, ph := range phases {
 		h.events = append(h.events, &controlwire.Event{Phase: ph, Message: strings.ToLower(ph.String()), At: time.Now()})
 	}
@@ -102,7 +103,9 @@ func (h *Hostd) RefuseSuspend(err error) {
 	h.suspendErr = err
 }
 
-// Stop ends the stand-in: the lock is released, the sockets removed.
+// Stop ends the stand-in: the calls under way get their answers (a
+// stop or a suspend, which ends it, first), then the lock is released and
+// the sockets removed.
 func (h *Hostd) Stop() {
 	h.mu.Lock()
 	if h.gone {
@@ -111,7 +114,10 @@ func (h *Hostd) Stop() {
 	}
 	h.gone = true
 	h.mu.Unlock()
-	h.srv.Close()
+	close(h.ending)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	h.srv.Shutdown(ctx)
+	cancel()
 	h.lock.Release()
 	for _, f := range []string{h.paths.HostdSock(), h.paths.PidFile()} {
 		os.Remove(f)
@@ -161,7 +167,7 @@ func (c *control) Events(ctx context.Context, send func(*controlwire.Event) erro
 	}
 	select {
 	case <-ctx.Done():
-	case <-c.h.done:
+	case <-c.h.ending:
 	}
 	return nil
 }

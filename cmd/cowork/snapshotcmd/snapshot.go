@@ -1,0 +1,174 @@
+// Package snapshotcmd is `cowork snapshot`: disk snapshots of a stopped
+// instance, taken, listed, restored and removed.
+package snapshotcmd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image/snapshot"
+	"github.com/coworkhq/cowork/units"
+)
+
+// Options is a parsed `cowork snapshot` command line.
+type Options struct {
+	IO    *iostreams.IOStreams
+	Name  string // the instance (global --name)
+	Op    string // create, ls, restore or rm
+	Snaps []string
+	JSON  bool
+	Force bool // restore over changes
+}
+
+// NewCmdSnapshot builds the command; name is the global --name. runF,
+// when not nil, gets the options instead of running them (tests).
+func NewCmdSnapshot(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	run := func(op string, args []string) error {
+		o.Name, o.Op, o.Snaps = *name, op, args
+		if runF != nil {
+			return runF(o)
+		}
+		return Run(o)
+	}
+	one := func(use string) cobra.PositionalArgs {
+		return func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return cmdutil.FlagErrorf("cowork snapshot %s takes one NAME", use)
+			}
+			return nil
+		}
+	}
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Take, list, restore and remove disk snapshots",
+		Long: `A snapshot freezes the disk of a stopped instance, at once whatever its size:
+the disk becomes a read-only layer in the instance's folder, and the instance
+goes on from a thin overlay on it. restore puts the disk back to a snapshot;
+what was written since is dropped (it asks for --force when there is any).
+A snapshot that the disk or a later snapshot sits on cannot be removed.`,
+		Args: cmdutil.UnknownCommand,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	create := &cobra.Command{
+		Use:     "create NAME",
+		Short:   "Snapshot the disk of a stopped instance",
+		Example: "  cowork snapshot create before-upgrade\n  cowork snapshot create --name box clean",
+		Args:    one("create"),
+		RunE:    func(cmd *cobra.Command, args []string) error { return run("create", args) },
+	}
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the instance's snapshots",
+		Example: "  cowork snapshot ls\n  cowork snapshot ls --json",
+		Args:    cmdutil.NoArgs,
+		RunE:    func(cmd *cobra.Command, args []string) error { return run("ls", args) },
+	}
+	ls.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	restore := &cobra.Command{
+		Use:     "restore NAME",
+		Short:   "Put the disk of a stopped instance back to a snapshot",
+		Example: "  cowork snapshot restore before-upgrade\n  cowork snapshot restore --force before-upgrade",
+		Args:    one("restore"),
+		RunE:    func(cmd *cobra.Command, args []string) error { return run("restore", args) },
+	}
+	restore.Flags().BoolVarP(&o.Force, "force", "f", false, "drop what the disk holds since its snapshot")
+	rm := &cobra.Command{
+		Use:     "rm NAME...",
+		Short:   "Remove snapshots nothing sits on",
+		Example: "  cowork snapshot rm before-upgrade",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmdutil.FlagErrorf("cowork snapshot rm takes one or more NAMEs from `cowork snapshot ls`")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return run("rm", args) },
+	}
+	cmd.AddCommand(create, ls, restore, rm)
+	return cmd
+}
+
+// Run carries out o.
+func Run(o *Options) error {
+	for _, n := range o.Snaps {
+		if err := snapshot.ValidName(n); err != nil {
+			return &cmdutil.FlagError{Err: err}
+		}
+	}
+	inst, err := cowork.Open(o.Name)
+	if err != nil {
+		return err
+	}
+	switch o.Op {
+	case "create":
+		began := time.Now()
+		s, err := inst.Snapshot(o.Snaps[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.ErrOut, "snapshot %s of %s taken in %s (a %s disk)\n", s.Name, o.Name, time.Since(began).Round(time.Millisecond), units.Size(s.Size))
+		return nil
+	case "ls":
+		all, err := inst.Snapshots()
+		if err != nil {
+			return err
+		}
+		if o.JSON {
+			enc := json.NewEncoder(o.IO.Out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(all)
+		}
+		w := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tCREATED\tSIZE\tON DISK\tPARENT\tCURRENT")
+		for _, s := range all {
+			cur := ""
+			if s.Current {
+				cur = "*"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format("2006-01-02 15:04"),
+				units.Size(s.Size), units.Size(s.Allocated), or(s.Parent, "-"), cur)
+		}
+		return w.Flush()
+	case "restore":
+		s, err := inst.RestoreSnapshot(o.Snaps[0], o.Force)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.ErrOut, "%s's disk is back at snapshot %s; start it with `cowork start%s`\n", o.Name, s.Name, instance.NameFlag(o.Name))
+		return nil
+	case "rm":
+		var errs []string
+		for _, n := range o.Snaps {
+			s, err := inst.RemoveSnapshot(n)
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			fmt.Fprintf(o.IO.Out, "removed snapshot %s (%s freed)\n", n, units.Size(s.Allocated))
+		}
+		if len(errs) > 0 {
+			return errors.New(strings.Join(errs, "\n"))
+		}
+		return nil
+	}
+	return cmdutil.FlagErrorf("cowork snapshot: no command %q", o.Op)
+}
+
+func or(s, dflt string) string {
+	if s == "" {
+		return dflt
+	}
+	return s
+}

@@ -1,0 +1,87 @@
+package cowork
+
+import (
+	"time"
+
+	"github.com/coworkhq/cowork/image/snapshot"
+)
+
+// A snapshot is a read-only freeze of a stopped instance's disk, in the
+// instance's folder (image/snapshot): taking one is a rename and a new
+// thin qcow2 overlay, whatever the disk's size; restoring one replaces the
+// overlay. These run in the calling process: they need no daemon, only
+// the instance's lock (a running instance is refused, and so is a
+// suspended one, whose saved memory needs its disk as it is).
+
+// Snapshot is one disk snapshot of an instance.
+type Snapshot struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	// Format is the frozen layer's: raw (the instance's first disk) or
+	// qcow2 (an overlay on an earlier snapshot or a golden disk).
+	Format string `json:"format"`
+	// Size is the disk's virtual size then; Allocated what the snapshot
+	// takes on the host's disk.
+	Size      int64 `json:"size"`
+	Allocated int64 `json:"allocated"`
+	// Parent is the snapshot it was taken on top of, "" for none.
+	Parent string `json:"parent,omitempty"`
+	// Current says the instance's disk sits on it (the last one taken or
+	// restored).
+	Current bool `json:"current"`
+}
+
+// SnapshotDirtyError is a restore refused because the instance's disk
+// holds changes since its snapshot; RestoreSnapshot with force drops them.
+type SnapshotDirtyError = snapshot.DirtyError
+
+// SnapshotInUseError is a snapshot that the disk or other snapshots sit on.
+type SnapshotInUseError = snapshot.InUseError
+
+func snapshotOf(s *snapshot.Snapshot) Snapshot {
+	return Snapshot{Name: s.Name, Created: s.Created, Format: s.Format, Size: s.Size, Allocated: s.Allocated, Parent: s.Parent, Current: s.Current}
+}
+
+// Snapshot takes the snapshot name of the stopped instance's disk; the
+// instance goes on from a new overlay on it.
+func (i *Instance) Snapshot(name string) (Snapshot, error) {
+	s, err := snapshot.Create(i.Paths, i.Config, name)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	out := snapshotOf(s)
+	out.Current = true
+	return out, nil
+}
+
+// Snapshots lists the instance's snapshots, oldest first.
+func (i *Instance) Snapshots() ([]Snapshot, error) {
+	all, err := snapshot.List(i.Paths, i.Config)
+	out := make([]Snapshot, 0, len(all))
+	for _, s := range all {
+		out = append(out, snapshotOf(s))
+	}
+	return out, err
+}
+
+// RestoreSnapshot puts the stopped instance's disk back to the snapshot
+// name. A disk that holds changes since the snapshot it sits on is
+// refused (*SnapshotDirtyError) unless force: they would be lost.
+func (i *Instance) RestoreSnapshot(name string, force bool) (Snapshot, error) {
+	s, err := snapshot.Restore(i.Paths, i.Config, name, force)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return snapshotOf(s), nil
+}
+
+// RemoveSnapshot deletes the snapshot name of the stopped instance, and
+// returns what it freed; one that the disk or another snapshot sits on is
+// refused (*SnapshotInUseError, naming them).
+func (i *Instance) RemoveSnapshot(name string) (Snapshot, error) {
+	s, err := snapshot.Load(i.Paths, name)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return snapshotOf(s), snapshot.Remove(i.Paths, i.Config, name)
+}

@@ -1,0 +1,70 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"sort"
+	"time"
+)
+
+// resumeTimes is a suspended guest back to a usable exec against a cold
+// start to the same (issue 18), in interleaved rounds; each round stops
+// (or suspends) the instance first, untimed but for the suspend.
+type resumeTimes struct {
+	cold, resumed samples
+	suspends      []time.Duration
+}
+
+// measureResume times rounds of each on the named running instance, and
+// leaves it running.
+func measureResume(cowork, name string, rounds int) (*resumeTimes, error) {
+	progress("guest: resume vs cold start of %s to a usable exec, %d rounds, interleaved", name, rounds)
+	run := func(args ...string) error {
+		out, err := exec.Command(cowork, append([]string{"--name", name}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
+		}
+		return nil
+	}
+	usable := func() error {
+		if err := run("start"); err != nil {
+			return err
+		}
+		return run("exec", "--no-shell", "-w", "/", "true")
+	}
+	r := &resumeTimes{}
+	rs, err := interleave(rounds, []func() (time.Duration, error){
+		func() (time.Duration, error) {
+			if err := run("stop"); err != nil {
+				return 0, err
+			}
+			return timed(usable)()
+		},
+		func() (time.Duration, error) {
+			began := time.Now()
+			if err := run("suspend"); err != nil {
+				return 0, err
+			}
+			r.suspends = append(r.suspends, time.Since(began))
+			return timed(usable)()
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.cold, r.resumed = rs[0], rs[1]
+	return r, nil
+}
+
+// rows adds the ratio, and the suspend's own time, for guest.
+func (r *resumeTimes) rows(t *table, guest string) {
+	x := ratio(r.resumed.p50(), r.cold.p50())
+	t.add("`cowork start` + exec `true` ("+guest+"): resume from suspend ÷ cold start", secs(r.resumed.p50()), secs(r.cold.p50()), x, "≤ 0.2×", x <= 0.2)
+	s := append([]time.Duration(nil), r.suspends...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) > 0 {
+		t.add("  `cowork suspend` ("+guest+": share unplugged, guest saved, VM stopped)", secs(s[len(s)/2]), "", 0, "", false)
+	}
+}
