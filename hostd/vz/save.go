@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 // How a vz guest is saved (machine.Saver): Virtualization.framework
@@ -174,13 +175,5 @@ func syncSaved(path string) error {
 	if err != nil {
 		return fmt.Errorf("flush %s: %w", path, err)
 	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("flush %s: %w", filepath.Dir(path), err)
-	}
-	return nil
+	return dirsync.Sync(filepath.Dir(path))
 }
