@@ -3,10 +3,13 @@
 # bin/cowork, then boots a real Ubuntu guest under Virtualization.framework
 # and drives it as a user would: exec, the shared workspace, ask against a
 # local fake Messages API through the credential relay, the proxy's audit
-# log, stop and delete. One PASS or FAIL line per step; exit 1 if any failed.
+# log, suspend and resume with the guest's memory, stop and delete. One
+# PASS or FAIL line per step (SKIP for what this macOS cannot do, saying
+# why); exit 1 if any failed.
 #
 # Needs macOS 13+ on Apple silicon, Go 1.26, the Xcode command line tools,
 # and the internet for the first init (the Ubuntu image and its packages).
+# Suspend needs macOS 14+; on 13 the script checks that it is refused.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -36,7 +39,7 @@ step() {
 cleanup() {
 	[ -n "${API_PID:-}" ] && kill "$API_PID" 2>/dev/null
 	bin/cowork delete --name "$NAME" --force >/dev/null 2>&1
-	rm -rf "$WS" "$out" "${API_URL_FILE:-}"
+	rm -rf "$WS" "$out" "$out.suspend" "${API_URL_FILE:-}"
 }
 trap cleanup EXIT
 
@@ -68,6 +71,71 @@ proxy_logged() {
 	bin/cowork exec --name "$NAME" "getent hosts example.com >/dev/null || true" &&
 		bin/cowork proxy --name "$NAME" --json --follow=false | grep -q example.com
 }
+
+# Suspend and resume. The guest's boot id and a file in tmpfs (/dev/shm)
+# live in its memory only: the same after the resume means it was resumed,
+# not booted again.
+remember_guest() {
+	BOOT_ID=$(bin/cowork exec --name "$NAME" cat /proc/sys/kernel/random/boot_id) &&
+		[ -n "$BOOT_ID" ] &&
+		[ "$(bin/cowork exec --name "$NAME" stat -f -c %T /dev/shm)" = tmpfs ] &&
+		bin/cowork exec --name "$NAME" "echo kept-in-memory > /dev/shm/smoke-tmpfs"
+}
+status_suspended() {
+	bin/cowork status --name "$NAME" --json | grep -q '"state": *"suspended"'
+}
+start_resumed() {
+	local said rc
+	said=$(bin/cowork start --name "$NAME" 2>&1)
+	rc=$?
+	printf '%s\n' "$said"
+	[ "$rc" -eq 0 ] && grep -q resumed <<<"$said"
+}
+same_boot() {
+	local now
+	now=$(bin/cowork exec --name "$NAME" cat /proc/sys/kernel/random/boot_id)
+	echo "boot id before the suspend $BOOT_ID, after the resume $now"
+	[ -n "$now" ] && [ "$now" = "$BOOT_ID" ]
+}
+tmpfs_kept() {
+	[ "$(bin/cowork exec --name "$NAME" cat /dev/shm/smoke-tmpfs)" = kept-in-memory ]
+}
+runs_on() {
+	bin/cowork status --name "$NAME" --json | grep -q '"state": *"running"' &&
+		bin/cowork exec --name "$NAME" "grep -q ' /workspace virtiofs ' /proc/mounts"
+}
+refused_on_old_macos() {
+	! bin/cowork suspend --name "$NAME" >"$out.suspend" 2>&1 &&
+		cat "$out.suspend" && grep -q "macOS 14 or newer can" "$out.suspend" && runs_on
+}
+skip() {
+	printf 'SKIP  %s\n' "$1"
+}
+suspend_and_resume() {
+	if [ "$(sw_vers -productVersion | cut -d. -f1)" -lt 14 ]; then
+		step "suspend is refused on macOS 13, saying why; the guest runs on" refused_on_old_macos
+		return
+	fi
+	step "remember the guest: its boot id, a file in tmpfs" remember_guest
+	if ! bin/cowork suspend --name "$NAME" >"$out" 2>&1; then
+		if grep -q "cannot save a VM with a shared directory" "$out"; then
+			skip "suspend: Virtualization.framework on macOS $(sw_vers -productVersion) cannot save a VM with a shared directory: $(tr '\n' ' ' <"$out" | cut -c1-300)"
+			step "the refused suspend left the guest running, /workspace mounted" runs_on
+			return
+		fi
+		printf 'FAIL  %s\n' "suspend: the guest saved with its memory"
+		tail -n 20 "$out" | sed 's/^/      /'
+		failed=$((failed + 1))
+		return
+	fi
+	printf 'PASS  %s\n' "suspend: the guest saved with its memory"
+	step "status: suspended" status_suspended
+	step "start: says it resumed the guest" start_resumed
+	step "the same boot after the resume (boot_id)" same_boot
+	step "the tmpfs file survived the resume" tmpfs_kept
+	step "the workspace is shared both ways after the resume" workspace_shared
+}
+
 stopped() {
 	bin/cowork stop --name "$NAME" && bin/cowork status --name "$NAME" --json | grep -q '"state": *"stopped"'
 }
@@ -83,6 +151,7 @@ step "the workspace is shared both ways (virtiofs)" workspace_shared
 step "ask: Claude Code against a local fake API, through the relay" ask_through_relay
 step "the real key never enters the guest" key_not_in_guest
 step "proxy: the audit log holds the guest's DNS query" proxy_logged
+suspend_and_resume
 step "stop" stopped
 step "delete" deleted
 

@@ -163,13 +163,14 @@ func (d *Daemon) manifestNow(ctx context.Context, saver machine.Saver) (savestat
 }
 
 // commitState stamps the disk as the stopped VM left it and writes the
-// manifest, which makes the state one a start resumes.
+// manifest, which makes the state one a start resumes. The files it
+// records are the backend's (Saved.FileNames).
 func (d *Daemon) commitState(saved *machine.Saved, m savestate.Manifest) error {
 	var err error
 	if m.Disk, err = savestate.Stamp(d.cfg.DiskPath(d.paths)); err != nil {
 		return err
 	}
-	if m.Files, err = savestate.Sizes(saved.Dir, machine.DeviceStateFile, machine.RAMFile); err != nil {
+	if m.Files, err = savestate.Sizes(saved.Dir, saved.FileNames()...); err != nil {
 		return err
 	}
 	m.Saved = time.Now().UTC()

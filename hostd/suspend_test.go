@@ -337,3 +337,49 @@ func TestSnapshotOfASuspendedGuestResumes(t *testing.T) {
 		t.Errorf("a restored snapshot with memory booted (generation %d), want the saved guest (%d) resumed", m3.Generation(), m1.Generation())
 	}
 }
+
+// The manifest records the files the backend says it wrote (vz: one state
+// file), not QEMU's two: the state resumes, and a start refuses it once
+// that file is gone.
+func TestSuspendRecordsTheBackendsFiles(t *testing.T) {
+	vzLike := machinetest.Guest{StateFile: "vm.state"}
+	t.Run("resumed", func(t *testing.T) {
+		h := newSuspendTest(t)
+		h.host.SetGuest(vzLike)
+		m1 := h.suspended(t)
+		m, err := savestate.Load(h.paths.Suspend())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Files) != 1 || m.Files[0].Name != "vm.state" || m.Files[0].Size == 0 {
+			t.Errorf("the manifest's files %+v, want vm.state alone, with its size", m.Files)
+		}
+		r := h.start(t)
+		m2 := h.host.Next(t)
+		r.until(controlwire.PhaseReady)
+		if !m2.Resumed() || m2.Generation() != m1.Generation() {
+			t.Errorf("resumed %v, generation %d; want the saved generation %d", m2.Resumed(), m2.Generation(), m1.Generation())
+		}
+	})
+	t.Run("its file gone", func(t *testing.T) {
+		h := newSuspendTest(t)
+		h.host.SetGuest(vzLike)
+		h.suspended(t)
+		os.Remove(filepath.Join(h.paths.Suspend(), "vm.state"))
+		r := h.start(t)
+		m2 := h.host.Next(t)
+		evs := r.until(controlwire.PhaseReady)
+		if m2.Resumed() {
+			t.Error("a state without its file was resumed")
+		}
+		var note string
+		for _, ev := range evs {
+			if ev.Phase == controlwire.PhaseNote {
+				note = ev.Error
+			}
+		}
+		if !strings.Contains(note, "its file vm.state is missing") {
+			t.Errorf("note %q, want it to name the missing vm.state", note)
+		}
+	})
+}

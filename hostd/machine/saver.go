@@ -56,6 +56,18 @@ type Identity struct {
 type Saved struct {
 	Dir    string
 	Memory int64 // the guest's RAM, bytes: RAMFile's size
+	// Files names the backend's files in Dir (QEMU: DeviceStateFile and
+	// RAMFile; vz: its one state file), which hostd's manifest records
+	// with their sizes. Empty means QEMU's two.
+	Files []string
+}
+
+// FileNames is Files, or QEMU's two files when the backend named none.
+func (s *Saved) FileNames() []string {
+	if len(s.Files) == 0 {
+		return []string{DeviceStateFile, RAMFile}
+	}
+	return s.Files
 }
 
 // The files of a saved guest in its directory.

@@ -9,7 +9,8 @@ import (
 )
 
 // build turns a Plan into vz's configuration, one device at a time; it
-// decides nothing the Plan has not.
+// decides nothing the Plan has not. Its devices are the ones identity.go's
+// deviceLayout lists: a device added here is added there.
 func build(p *Plan) (*vz.VirtualMachineConfiguration, error) {
 	boot, err := bootLoader(p)
 	if err != nil {
@@ -65,17 +66,20 @@ func build(p *Plan) (*vz.VirtualMachineConfiguration, error) {
 	}
 	config.SetSerialPortsVirtualMachineConfiguration([]*vz.VirtioConsoleDeviceSerialPortConfiguration{console})
 
-	entropy, err := vz.NewVirtioEntropyDeviceConfiguration()
-	if err != nil {
-		return nil, fmt.Errorf("entropy device: %w", err)
+	if p.Entropy {
+		entropy, err := vz.NewVirtioEntropyDeviceConfiguration()
+		if err != nil {
+			return nil, fmt.Errorf("entropy device: %w", err)
+		}
+		config.SetEntropyDevicesVirtualMachineConfiguration([]*vz.VirtioEntropyDeviceConfiguration{entropy})
 	}
-	config.SetEntropyDevicesVirtualMachineConfiguration([]*vz.VirtioEntropyDeviceConfiguration{entropy})
-
-	balloon, err := vz.NewVirtioTraditionalMemoryBalloonDeviceConfiguration()
-	if err != nil {
-		return nil, fmt.Errorf("memory balloon: %w", err)
+	if p.Balloon {
+		balloon, err := vz.NewVirtioTraditionalMemoryBalloonDeviceConfiguration()
+		if err != nil {
+			return nil, fmt.Errorf("memory balloon: %w", err)
+		}
+		config.SetMemoryBalloonDevicesVirtualMachineConfiguration([]vz.MemoryBalloonDeviceConfiguration{balloon})
 	}
-	config.SetMemoryBalloonDevicesVirtualMachineConfiguration([]vz.MemoryBalloonDeviceConfiguration{balloon})
 	return config, nil
 }
 

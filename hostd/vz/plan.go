@@ -66,6 +66,16 @@ type Plan struct {
 	// ConsoleIn is what vz reads the console's input from; both are the
 	// VM's own descriptors (see ownConsole).
 	Console, ConsoleIn *os.File
+
+	// Entropy and Balloon add a virtio entropy device and a memory
+	// balloon: only on a Mac that cannot save a VM anyway (macOS 13).
+	// From macOS 14 on they are left out so that the VM can be saved:
+	// tart leaves the entropy device out of its suspendable VMs, as
+	// Virtualization.framework refuses to save some devices, and its
+	// documentation does not say which. The guest loses little: its
+	// kernel seeds its random generator from CPU jitter, and hostd never
+	// drives the balloon.
+	Entropy, Balloon bool
 }
 
 // NewPlan checks the config against this Mac (its macOS version, its
@@ -78,6 +88,7 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 	if err := CheckMacOS(macOS); err != nil {
 		return nil, err
 	}
+	major, _ := macOSMajor(macOS) // CheckMacOS read it
 	if c.Arch != hostArch {
 		return nil, fmt.Errorf("this instance is for %s, but Virtualization.framework runs only guests of the Mac's own architecture (%s): recreate it with `cowork init --arch %s`", c.Arch, hostArch, hostArch)
 	}
@@ -102,6 +113,7 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 		ShareDir:  c.ShareDir, ShareTag: c.ShareTag,
 		Network: c.Network, MAC: c.MAC, MTU: c.MTU,
 		Console: c.Console,
+		Entropy: major < SaveMacOS, Balloon: major < SaveMacOS,
 	}
 	if p.MTU == 0 {
 		p.MTU = 1500
@@ -143,12 +155,21 @@ func checkImages(c machine.Config) error {
 	return nil
 }
 
+// macOSMajor is the major version in kern.osproductversion ("14.6.1").
+func macOSMajor(version string) (int, error) {
+	major, err := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
+	if err != nil {
+		return 0, fmt.Errorf("cannot tell the macOS version from %q", version)
+	}
+	return major, nil
+}
+
 // CheckMacOS refuses macOS versions vz cannot run our guest on. version is
 // kern.osproductversion, e.g. "14.6.1".
 func CheckMacOS(version string) error {
-	major, err := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
+	major, err := macOSMajor(version)
 	if err != nil {
-		return fmt.Errorf("cannot tell the macOS version from %q", version)
+		return err
 	}
 	if major < MinMacOS {
 		return fmt.Errorf("macOS %s is too old: cowork needs macOS %d (Ventura) or newer for Virtualization.framework's generic platform and EFI boot; update macOS, or run cowork on Linux", version, MinMacOS)

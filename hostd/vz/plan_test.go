@@ -49,6 +49,23 @@ func TestPlanLaysOutTheDevices(t *testing.T) {
 	}
 }
 
+// The entropy device and the balloon only where no VM can be saved anyway
+// (macOS 13); from 14 on the plan leaves them out, to be savable.
+func TestPlanSavableDevicesFromMacOS14(t *testing.T) {
+	for _, c := range []struct {
+		macOS string
+		extra bool
+	}{{"13.6.7", true}, {"14.0", false}, {"14.6.1", false}, {"15.5", false}} {
+		p, err := NewPlan(config(t), "arm64", c.macOS, limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Entropy != c.extra || p.Balloon != c.extra {
+			t.Errorf("macOS %s: entropy %v, balloon %v; want both %v", c.macOS, p.Entropy, p.Balloon, c.extra)
+		}
+	}
+}
+
 func TestPlanEFIStoreMadeOnFirstBootOnly(t *testing.T) {
 	c := config(t)
 	c.Kernel, c.EFIVars = "", filepath.Join(t.TempDir(), "efi-vars")

@@ -8,10 +8,10 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/Code-Hex/vz/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/internal/agentwire"
@@ -23,8 +23,9 @@ type VM struct {
 	log *slog.Logger
 
 	vm      *vz.VirtualMachine
-	network *os.File      // the VM's own copy of its socketpair end: vz holds only the descriptor
-	console *consoleFiles // the VM's own console descriptors, likewise
+	config  *vz.VirtualMachineConfiguration // vm's: whether it can be saved is asked of it
+	network *os.File                        // the VM's own copy of its socketpair end: vz holds only the descriptor
+	console *consoleFiles                   // the VM's own console descriptors, likewise
 
 	machine.Lifecycle // State, Done, Err
 }
@@ -43,44 +44,47 @@ func New(cfg machine.Config, log *slog.Logger) (*VM, error) {
 func (v *VM) Backend() (string, string) { return "vz", "hvf" }
 
 // Start checks the config against this Mac, builds the VM and starts it.
-// A failed Start leaves nothing behind (hostd never records the VM): what
-// vz started is stopped, the NIC copy closed, and Done closed with the error.
 func (v *VM) Start(ctx context.Context) error {
+	plan, err := v.launch(func(m *vz.VirtualMachine, _ *vz.VirtualMachineConfiguration) error { return start(m) })
+	if err != nil {
+		return err
+	}
+	v.log.Info("vm started", "backend", "vz", "cpus", plan.CPUs, "memory", plan.Memory)
+	return nil
+}
+
+// launch checks the config against this Mac, builds the VM and hands it
+// to begin, which boots it (Start) or loads a saved guest into it
+// (Restore). A failed launch leaves nothing behind (hostd never records
+// the VM): the NIC and console copies are closed, and Done closed with
+// the error; begin stops what it started.
+func (v *VM) launch(begin func(*vz.VirtualMachine, *vz.VirtualMachineConfiguration) error) (*Plan, error) {
 	plan, err := v.plan()
 	if err != nil {
 		v.Fail(err)
-		return err
+		return nil, err
 	}
-	m, err := create(plan)
+	m, config, err := create(plan)
 	if err == nil {
-		err = start(m)
+		err = begin(m, config)
 	}
 	if err != nil {
 		plan.Network.Close()
 		v.console.Close()
 		v.Fail(err)
-		return err
+		return nil, err
 	}
-	v.vm, v.network = m, plan.Network
-	// Watched only now, so that a failed Start leaves no goroutine behind;
+	v.vm, v.config, v.network = m, config, plan.Network
+	// Watched only now, so that a failed launch leaves no goroutine behind;
 	// the state changes vz queued meanwhile (its channel is unbounded) still come.
 	go v.watch()
-	v.log.Info("vm started", "backend", "vz", "cpus", plan.CPUs, "memory", plan.Memory)
-	return nil
+	return plan, nil
 }
 
 // plan checks the config against this Mac and gives the VM its own copy
 // of the NIC's descriptor (see ownNetwork).
 func (v *VM) plan() (*Plan, error) {
-	version, err := syscall.Sysctl("kern.osproductversion")
-	if err != nil {
-		return nil, fmt.Errorf("read the macOS version: %w", err)
-	}
-	limits := Limits{
-		MinCPUs: vz.VirtualMachineConfigurationMinimumAllowedCPUCount(), MaxCPUs: vz.VirtualMachineConfigurationMaximumAllowedCPUCount(),
-		MinMemory: vz.VirtualMachineConfigurationMinimumAllowedMemorySize(), MaxMemory: vz.VirtualMachineConfigurationMaximumAllowedMemorySize(),
-	}
-	plan, err := NewPlan(v.cfg, runtime.GOARCH, version, limits)
+	plan, err := newPlan(v.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +99,28 @@ func (v *VM) plan() (*Plan, error) {
 	return plan, nil
 }
 
+// newPlan lays cfg out for this Mac, touching no descriptor.
+func newPlan(cfg machine.Config) (*Plan, error) {
+	version, err := macOSVersion()
+	if err != nil {
+		return nil, err
+	}
+	limits := Limits{
+		MinCPUs: vz.VirtualMachineConfigurationMinimumAllowedCPUCount(), MaxCPUs: vz.VirtualMachineConfigurationMaximumAllowedCPUCount(),
+		MinMemory: vz.VirtualMachineConfigurationMinimumAllowedMemorySize(), MaxMemory: vz.VirtualMachineConfigurationMaximumAllowedMemorySize(),
+	}
+	return NewPlan(cfg, runtime.GOARCH, version, limits)
+}
+
+// macOSVersion is kern.osproductversion, e.g. "14.6.1".
+func macOSVersion() (string, error) {
+	version, err := unix.Sysctl("kern.osproductversion")
+	if err != nil {
+		return "", fmt.Errorf("read the macOS version: %w", err)
+	}
+	return version, nil
+}
+
 // start runs m, cutting its power when vz fails part way.
 func start(m *vz.VirtualMachine) error {
 	if err := m.Start(); err != nil {
@@ -107,19 +133,19 @@ func start(m *vz.VirtualMachine) error {
 }
 
 // create builds and validates vz's configuration and makes the VM.
-func create(plan *Plan) (*vz.VirtualMachine, error) {
+func create(plan *Plan) (*vz.VirtualMachine, *vz.VirtualMachineConfiguration, error) {
 	config, err := build(plan)
 	if err != nil {
-		return nil, Explain(err)
+		return nil, nil, Explain(err)
 	}
 	if err := checkValid(config.Validate()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := vz.NewVirtualMachine(config)
 	if err != nil {
-		return nil, fmt.Errorf("create the VM: %w", Explain(err))
+		return nil, nil, fmt.Errorf("create the VM: %w", Explain(err))
 	}
-	return m, nil
+	return m, config, nil
 }
 
 // watch follows vz's state changes until the VM stops.

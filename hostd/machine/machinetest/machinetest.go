@@ -42,6 +42,9 @@ type Guest struct {
 	// DeafToPowerOff is a guest that ignores being asked to power off,
 	// by its agent or by the power button: only cutting its power stops it.
 	DeafToPowerOff bool
+	// StateFile, when set, is a backend that saves its guest into this
+	// one file, as vz does, rather than QEMU's device.state and ram.
+	StateFile string
 }
 
 // Host makes the machines of a hostd under test (its NewMachine), and

@@ -17,7 +17,9 @@ import (
 // The fake's saved guest: device.state holds the generation of the
 // guest it saved (each started guest gets a new one), so that a test can
 // tell a resumed guest from one booted cold; ram is a sparse file of the
-// guest's memory size, as QEMU's backend writes.
+// guest's memory size, as QEMU's backend writes. A Guest with a StateFile
+// writes the generation into that one file instead, as vz's backend
+// writes its one state file, and names it in Saved.Files.
 
 // SaveFault is how a Saver step of the machines a Host makes fails.
 type SaveFault struct {
@@ -104,6 +106,14 @@ func (m *Machine) Save(_ context.Context, dir string) (*machine.Saved, error) {
 		return nil, err
 	}
 	saved := &machine.Saved{Dir: dir, Memory: m.Config.Memory}
+	if name := m.guest.StateFile; name != "" {
+		saved.Files = []string{name}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("generation "+strconv.Itoa(m.Generation())+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		m.SetState(machine.Paused)
+		return saved, nil
+	}
 	if err := os.WriteFile(saved.DeviceState(), []byte("generation "+strconv.Itoa(m.Generation())+"\n"), 0o600); err != nil {
 		return nil, err
 	}
@@ -124,15 +134,19 @@ func (m *Machine) Restore(_ context.Context, s *machine.Saved) error {
 	if m.fault.Restore != nil {
 		return m.fault.Restore
 	}
-	b, err := os.ReadFile(s.DeviceState())
+	state := s.DeviceState()
+	if m.guest.StateFile != "" {
+		state = filepath.Join(s.Dir, m.guest.StateFile)
+	}
+	b, err := os.ReadFile(state)
 	if err != nil {
 		return err
 	}
 	gen, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(string(b)), "generation "))
 	if err != nil {
-		return fmt.Errorf("machinetest: %s is no state this fake saved", filepath.Base(s.DeviceState()))
+		return fmt.Errorf("machinetest: %s is no state this fake saved", filepath.Base(state))
 	}
-	if st, err := os.Stat(s.RAM()); err != nil || st.Size() != m.Config.Memory {
+	if st, err := os.Stat(s.RAM()); m.guest.StateFile == "" && (err != nil || st.Size() != m.Config.Memory) {
 		return errors.New("machinetest: the RAM file is missing or of another size")
 	}
 	m.mu.Lock()
