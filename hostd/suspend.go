@@ -229,7 +229,7 @@ func shareBusy(rel *agentcall.ShareReleaseReply) string {
 	if n == 1 {
 		what, them = "process uses", "it"
 	}
-	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and QEMU cannot keep the share across a save; end %s (leave %s in your shells), or `cowork suspend --force`, which unmounts it under %s", n, what, guestShareDir, list, them, guestShareDir, them)
+	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and the share cannot stay mounted across a save; end %s (leave %s in your shells), or `cowork suspend --force`, which unmounts it under %s", n, what, guestShareDir, list, them, guestShareDir, them)
 }
 
 // setSuspending marks the instance as being suspended, for its status.

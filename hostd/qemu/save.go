@@ -60,7 +60,7 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	saved := &machine.Saved{Dir: dir, Memory: v.cfg.Memory}
+	saved := &machine.Saved{Dir: dir, Memory: v.cfg.Memory, Files: []string{machine.DeviceStateFile, machine.RAMFile}}
 	state, err := createExclusive(saved.DeviceState())
 	if err != nil {
 		return nil, err
