@@ -376,7 +376,7 @@ func (i *Instance) Client() (*Client, error) {
 // port is one instance's. workspace, when not empty, replaces the shared
 // folder.
 func (i *Instance) Clone(dst, workspace string) (*Instance, error) {
-	if _, err := instance.Clone(i.Config, dst, workspace); err != nil {
+	if _, err := instance.Clone(i.Config, dst, workspace, nil); err != nil {
 		return nil, err
 	}
 	return Open(dst)

@@ -3,6 +3,7 @@ package cowork
 import (
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/snapshot"
 )
 
@@ -87,4 +88,24 @@ func (i *Instance) RemoveSnapshot(name string) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	return snapshotOf(s), snapshot.Remove(i.Paths, i.Config, name)
+}
+
+// CloneSnapshot makes the instance dst from this instance's snapshot
+// name, as Clone does from its disk: the snapshot (and those under it)
+// become dst's, its disk a new overlay on it; layers are hard links, or
+// copies of what a layer holds above the one below. The instance may be
+// running. The snapshot's memory is not cloned: dst boots cold.
+func (i *Instance) CloneSnapshot(name, dst, workspace string) (*Instance, error) {
+	if err := snapshot.ValidName(name); err != nil {
+		return nil, err
+	}
+	if _, err := snapshot.Load(i.Paths, name); err != nil {
+		return nil, err
+	}
+	size := int64(i.Config.Disk)
+	clone := func(sp, dp instance.Paths) (string, error) { return snapshot.CloneDisk(sp, dp, name, size) }
+	if _, err := instance.Clone(i.Config, dst, workspace, clone); err != nil {
+		return nil, err
+	}
+	return Open(dst)
 }

@@ -86,4 +86,18 @@ func TestSnapshot(t *testing.T) {
 			t.Errorf("the tmpfs file after restoring m1: %q, want v1", got)
 		}
 	})
+
+	t.Run("clone from a snapshot of a running instance", func(t *testing.T) {
+		defer e.run("--name", "fork", "delete", "--force")
+		r := e.must("clone", "sandbox", "fork", "--snapshot", "s1", "--start")
+		if !strings.Contains(r.errOut, "cloned from sandbox's snapshot s1") || !strings.Contains(r.errOut, "fork is ready") {
+			t.Errorf("clone --snapshot: %s", r)
+		}
+		if got := e.must("--name", "fork", "exec", "-u", "root", "cat /root/f").out; got != "one\n" {
+			t.Errorf("the clone of s1 reads /root/f as %q, want one", got)
+		}
+		if s := e.status(); s.State != "running" {
+			t.Errorf("the source after the clone: %+v", s)
+		}
+	})
 }

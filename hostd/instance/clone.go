@@ -20,7 +20,11 @@ import (
 // when not empty, replaces src's. It holds src's lock throughout, so src
 // cannot start while its disk is read; dst's config is written last, and
 // a failed clone removes what it made.
-func Clone(src *Config, dst, workspace string) (c *Config, err error) {
+//
+// fromSnapshot, when not nil, makes dst's disk instead of a copy of src's
+// (image/snapshot.CloneDisk: a snapshot's layers); src may then be
+// running, since no one changes a snapshot while its hostd holds the lock.
+func Clone(src *Config, dst, workspace string, fromSnapshot DiskCloner) (c *Config, err error) {
 	if err := ValidateName(dst); err != nil {
 		return nil, err
 	}
@@ -41,20 +45,23 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 		}
 	}
 	lock, err := TryLock(sp)
-	if errors.Is(err, ErrRunning) {
-		return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole)", src.Name, NameFlag(src.Name))
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrRunning) && fromSnapshot != nil:
+		// Its hostd holds the lock, and touches no snapshot.
+	case errors.Is(err, ErrRunning):
+		return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole), or clone one of its snapshots (--snapshot)", src.Name, NameFlag(src.Name))
+	case err != nil:
 		return nil, err
+	default:
+		defer lock.Release()
 	}
-	defer lock.Release()
 	if _, err := os.Stat(sp.Provisioned()); err != nil {
 		return nil, fmt.Errorf("%s has not finished its init; finish it with `cowork init%s` first", src.Name, NameFlag(src.Name))
 	}
 	if _, err := os.Lstat(sp.Capture()); err == nil {
 		return nil, fmt.Errorf("%s has a golden disk capture to finish; start it once with `cowork start%s` first", src.Name, NameFlag(src.Name))
 	}
-	if hasSnapshots(sp) {
+	if hasSnapshots(sp) && fromSnapshot == nil {
 		// Its disk is an overlay on layers in its own folder, which
 		// another instance's disk may not name (image/golden's
 		// CheckOverlay); copying the chain flat would take minutes.
@@ -71,7 +78,10 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 			os.RemoveAll(dp.Dir())
 		}
 	}()
-	files := []string{src.DiskPath(sp)}
+	var files []string
+	if fromSnapshot == nil {
+		files = append(files, src.DiskPath(sp))
+	}
 	if src.Boot == BootKernel {
 		files = append(files, sp.Kernel())
 		if _, err := os.Stat(sp.Initrd()); err == nil {
@@ -91,6 +101,11 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 	}
 	c = &Config{}
 	*c = *src
+	if fromSnapshot != nil {
+		if c.DiskFormat, err = fromSnapshot(sp, dp); err != nil {
+			return nil, err
+		}
+	}
 	c.Name, c.Created = dst, time.Now().UTC()
 	c.InstanceID = fmt.Sprintf("cowork-%s-%d", dst, c.Created.Unix())
 	if workspace != "" {
@@ -102,6 +117,10 @@ func Clone(src *Config, dst, workspace string) (c *Config, err error) {
 	}
 	return c, c.Save(dp.Dir())
 }
+
+// DiskCloner makes a clone's disk in dp from the instance in sp (holding
+// its lock, or running) and returns the disk's format.
+type DiskCloner func(sp, dp Paths) (format string, err error)
 
 // hasSnapshots says whether the instance in p has snapshots, or one being
 // taken.

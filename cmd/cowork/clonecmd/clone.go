@@ -23,6 +23,7 @@ type Options struct {
 	Workspace string
 	Start     bool
 	Timeout   time.Duration
+	Snapshot  string // clone this snapshot of SRC, not its disk
 }
 
 // NewCmdClone builds the command. runF, when not nil, gets the options
@@ -38,8 +39,12 @@ instance on a golden disk stays an overlay on it), its settings and its
 network policy. DST gets its own MAC address and cloud-init instance: at its
 first boot the guest makes itself a new machine-id and ssh host keys.
 Published ports are not copied (a host port is one instance's); the
-workspace folder is SRC's unless --workspace names another.`,
-		Example: "  cowork clone sandbox scratch\n  cowork clone sandbox scratch --workspace ~/scratch --start",
+workspace folder is SRC's unless --workspace names another. With --snapshot
+the clone is made from one of SRC's snapshots instead, in about a second
+whatever the disk's size (its layers are shared, read-only, or copied for
+what they hold above the one below), and SRC may be running; the clone
+boots cold (a snapshot's memory is not cloned yet).`,
+		Example: "  cowork clone sandbox scratch\n  cowork clone sandbox scratch --workspace ~/scratch --start\n  cowork clone sandbox try-it --snapshot before-upgrade",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return cmdutil.FlagErrorf("cowork clone takes SRC and DST, the instances to copy from and to make")
@@ -56,6 +61,7 @@ workspace folder is SRC's unless --workspace names another.`,
 	}
 	cmd.Flags().StringVar(&o.Workspace, "workspace", "", "host folder shared at /workspace (default: SRC's)")
 	cmd.Flags().BoolVar(&o.Start, "start", false, "start DST once made")
+	cmd.Flags().StringVar(&o.Snapshot, "snapshot", "", "clone SRC's snapshot `NAME` (SRC may run), not its disk")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --start, how long to wait for DST to be ready")
 	return cmd
 }
@@ -78,11 +84,18 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	began := time.Now()
-	dst, err := src.Clone(o.Dst, ws)
+	from := o.Src
+	var dst *cowork.Instance
+	if o.Snapshot != "" {
+		dst, err = src.CloneSnapshot(o.Snapshot, o.Dst, ws)
+		from = fmt.Sprintf("%s's snapshot %s", o.Src, o.Snapshot)
+	} else {
+		dst, err = src.Clone(o.Dst, ws)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(o.IO.ErrOut, "%s cloned from %s in %s (workspace %s)\n", o.Dst, o.Src, time.Since(began).Round(time.Millisecond), dst.Config.Workspace)
+	fmt.Fprintf(o.IO.ErrOut, "%s cloned from %s in %s (workspace %s)\n", o.Dst, from, time.Since(began).Round(time.Millisecond), dst.Config.Workspace)
 	if len(src.Config.Publish) > 0 {
 		fmt.Fprintf(o.IO.ErrOut, "note: %s's published ports were not copied to %s: a host port can be one instance's only\n", o.Src, o.Dst)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
@@ -61,5 +62,29 @@ func TestCloneRun(t *testing.T) {
 	}
 	if st, err := os.Stat(ws); err != nil || !st.IsDir() {
 		t.Error("the new workspace was not made")
+	}
+
+	// From a snapshot: a missing one is named; a real one makes a clone
+	// whose disk sits on its own copy of the layer.
+	errOut.Reset()
+	if err := Run(context.Background(), &Options{IO: ios, Src: "src", Dst: "dst2", Snapshot: "none"}); err == nil || !strings.Contains(err.Error(), "none") {
+		t.Errorf("a missing snapshot: %v", err)
+	}
+	src, _ := cowork.Open("src")
+	if _, err := src.Snapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), &Options{IO: ios, Src: "src", Dst: "dst2", Snapshot: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "dst2 cloned from src's snapshot s1") {
+		t.Errorf("stderr: %s", errOut)
+	}
+	dst, err := cowork.Open("dst2")
+	if err != nil || dst.Config.Format() != instance.DiskQcow2 {
+		t.Fatalf("the clone: %+v %v", dst, err)
+	}
+	if all, err := dst.Snapshots(); err != nil || len(all) != 1 || all[0].Name != "s1" || !all[0].Current {
+		t.Errorf("the clone's snapshots: %+v %v", all, err)
 	}
 }

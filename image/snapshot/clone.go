@@ -1,0 +1,111 @@
+package snapshot
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/internal/reflink"
+)
+
+// CloneDisk makes the disk of a new instance (dp) from the snapshot name
+// of the instance in sp: the snapshot and the ones under it become dp's
+// own snapshots, and dp's disk a new overlay on the top one, of size
+// bytes at least. A layer that names no other layer of sp (a raw one, or
+// one on a golden disk) is a hard link to sp's: layers are read-only and
+// never rewritten, so the two instances share its blocks and neither
+// depends on the other. A layer on another layer is copied (reflink or
+// sparse: it holds only what was written above the layer below) and
+// rebased onto dp's copy below it, since an instance's chain may name no
+// other instance's files (image/golden.CheckOverlay). The memory a
+// snapshot holds is not cloned: the clone boots cold, as a new instance.
+// It returns the disk's format, qcow2. The caller holds sp's lock or sp
+// runs (its hostd changes no snapshot), and removes dp on error.
+func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
+	sp, dp = absolute(sp), absolute(dp)
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	var chain []*Snapshot // top first
+	for n := name; n != ""; {
+		if len(chain) > 64 {
+			return "", fmt.Errorf("snapshot %s sits on more than 64 others", name)
+		}
+		s, err := Load(sp, n)
+		if err != nil {
+			return "", err
+		}
+		chain = append(chain, s)
+		n = s.Parent
+	}
+	below := "" // dp's copy of the layer under the current one
+	for i := len(chain) - 1; i >= 0; i-- {
+		s := chain[i]
+		dir := Dir(dp, s.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		dst := LayerPath(dir, s.Format)
+		if err := cloneLayer(sp, s, dst, below); err != nil {
+			return "", fmt.Errorf("snapshot %s: %w", s.Name, err)
+		}
+		m := s.Meta
+		m.Memory = false
+		b, err := json.MarshalIndent(m, "", "  ")
+		if err != nil {
+			return "", err
+		}
+		if err := instance.WriteFileAtomic(filepath.Join(dir, metaName), append(b, '\n'), 0o444); err != nil {
+			return "", err
+		}
+		below = dst
+	}
+	top := chain[0]
+	if err := qcow2.CreateOverlayOn(dp.DiskFor(instance.DiskQcow2), below, top.Format, max(size, top.Size)); err != nil {
+		return "", err
+	}
+	return instance.DiskQcow2, nil
+}
+
+// cloneLayer makes dst, the clone's copy of s's layer, on below (the
+// clone's copy of the layer s sits on, "" for none).
+func cloneLayer(sp instance.Paths, s *Snapshot, dst, below string) error {
+	src := s.Layer()
+	onLayer := false
+	if s.Format == instance.DiskQcow2 {
+		info, err := qcow2.ReadInfo(src)
+		if err != nil {
+			return err
+		}
+		_, onLayer = LayerName(sp, info.Backing)
+		if onLayer && below == "" {
+			return fmt.Errorf("its layer sits on %s, which is no snapshot it records", info.Backing)
+		}
+		if onLayer {
+			tmp := dst + ".tmp"
+			os.Remove(tmp)
+			if _, err := reflink.Copy(src, tmp); err != nil {
+				return err
+			}
+			if err := qcow2.Rebase(tmp, below, info.BackingFormat); err != nil {
+				os.Remove(tmp)
+				return err
+			}
+			if err := os.Chmod(tmp, 0o444); err != nil {
+				return err
+			}
+			return os.Rename(tmp, dst)
+		}
+	}
+	if err := os.Link(src, dst); err != nil {
+		// Another file system (a COWORK_HOME spread over mounts): a copy.
+		if _, cerr := reflink.Copy(src, dst); cerr != nil {
+			return fmt.Errorf("link or copy %s: %w", src, cerr)
+		}
+		return os.Chmod(dst, 0o444)
+	}
+	return nil
+}

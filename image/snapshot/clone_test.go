@@ -1,0 +1,87 @@
+package snapshot
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image/qcow2"
+)
+
+// A clone from a snapshot two layers deep reads as the snapshot does:
+// its raw base a hard link (no copy), the layer above a copy rebased onto
+// the clone's own base, its disk an overlay on that; hostd's chain check
+// accepts it as the clone's own, and it lives on when the source goes.
+func TestCloneDisk(t *testing.T) {
+	p, cfg, data := newInstance(t)
+	if _, err := Create(p, cfg, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, cfg.DiskPath(p), []byte("written after s1"))
+	if _, err := Create(p, cfg, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	want := content(t, p, cfg)
+	if !bytes.HasPrefix(want, []byte("written after s1")) {
+		t.Fatal("the test's write did not reach the disk")
+	}
+
+	dp := instance.Paths(filepath.Join(filepath.Dir(p.Dir()), "fork"))
+	if err := os.MkdirAll(dp.Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	format, err := CloneDisk(p, dp, "s2", int64(cfg.Disk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dcfg := &instance.Config{Name: "fork", Disk: cfg.Disk, DiskFormat: format}
+	if got := content(t, dp, dcfg); !bytes.Equal(got, want) {
+		t.Errorf("the clone reads %q..., the snapshot %q...", got[:20], want[:20])
+	}
+	if inode(t, LayerPath(Dir(dp, "s1"), "raw")) != inode(t, LayerPath(Dir(p, "s1"), "raw")) {
+		t.Error("the raw base was copied, not linked")
+	}
+	if inode(t, LayerPath(Dir(dp, "s2"), "qcow2")) == inode(t, LayerPath(Dir(p, "s2"), "qcow2")) {
+		t.Error("a layer on a layer was linked: its header names the source's files")
+	}
+	// Every name in the clone's chain is the clone's own (what hostd's
+	// chain check asks; the e2e test boots one).
+	for path, want := range map[string]string{
+		dcfg.DiskPath(dp):                 LayerPath(Dir(dp, "s2"), "qcow2"),
+		LayerPath(Dir(dp, "s2"), "qcow2"): LayerPath(Dir(dp, "s1"), "raw"),
+	} {
+		info, err := qcow2.ReadInfo(path)
+		if err != nil || info.Backing != want {
+			t.Errorf("%s sits on %+v (%v), want %s", path, info, err, want)
+		}
+	}
+	all, err := List(dp, dcfg)
+	if err != nil || len(all) != 2 || all[1].Name != "s2" || !all[1].Current || all[1].Memory {
+		t.Errorf("the clone's snapshots: %+v %v", all, err)
+	}
+
+	os.Chmod(p.Dir(), 0o700)
+	if err := os.RemoveAll(p.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, dp, dcfg); !bytes.Equal(got, want) {
+		t.Error("the clone changed when its source was deleted")
+	}
+	_ = data
+}
+
+// A snapshot that is not there, or a name that is no name, clones nothing.
+func TestCloneDiskRefuses(t *testing.T) {
+	p, _, _ := newInstance(t)
+	dp := instance.Paths(filepath.Join(t.TempDir(), "fork"))
+	for _, name := range []string{"none", "../box", ""} {
+		if _, err := CloneDisk(p, dp, name, 1<<20); err == nil {
+			t.Errorf("clone of snapshot %q: no error", name)
+		}
+	}
+	if _, err := os.Stat(dp.DiskFor(instance.DiskQcow2)); !os.IsNotExist(err) {
+		t.Errorf("a refused clone made a disk: %v", err)
+	}
+}
