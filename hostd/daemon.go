@@ -83,6 +83,8 @@ type Daemon struct {
 	// runs at a time; suspendReq carries it to the main loop.
 	suspending atomic.Bool
 	suspendReq chan suspendRequest
+	// cancelSuspend, while a suspend runs, cuts it short (a stop asked).
+	cancelSuspend context.CancelFunc
 
 	stopOnce   sync.Once
 	stopReq    chan stopRequest
@@ -342,6 +344,9 @@ func (d *Daemon) requestStop(req stopRequest) {
 		d.mu.Lock()
 		if d.cancelBoot != nil {
 			d.cancelBoot()
+		}
+		if d.cancelSuspend != nil {
+			d.cancelSuspend()
 		}
 		d.mu.Unlock()
 	})

@@ -10,8 +10,10 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/console"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/image/golden"
 	"github.com/coworkhq/cowork/image/qcow2"
 	"github.com/coworkhq/cowork/internal/dirsync"
 )
@@ -80,7 +82,7 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 	if now.Disk, err = savestate.Stamp(mc.Disk); err != nil {
 		return nil, &savestate.Refused{What: fmt.Sprintf("its disk cannot be read (%v)", err)}
 	}
-	if onSavedLayer(mc.Disk, m) {
+	if mc.DiskFormat == instance.DiskQcow2 && now.Disk != m.Disk && onSavedLayer(mc.Disk, m) {
 		// The saved disk became a snapshot's layer, and the disk is an
 		// empty overlay on it: the guest sees what it saw.
 		now.VM.Disk, now.VM.DiskFormat, now.Disk = m.VM.Disk, m.VM.DiskFormat, m.Disk
@@ -94,21 +96,32 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 	return &machine.Saved{Dir: dir, Memory: mc.Memory}, nil
 }
 
-// onSavedLayer says whether disk is a qcow2 overlay that holds nothing,
-// on the very file the state m was saved with (its inode, size and time:
-// a snapshot renamed it into a layer, which changes none of them). Only
-// a snapshot of this instance can be that layer: hostd checked the chain
-// before (golden.Store.CheckOverlay).
+// onSavedLayer says whether disk, a qcow2 overlay, and the layers under
+// it down to the very file the state m was saved with (its inode, size
+// and time: a snapshot renamed it into a layer, which changes none of
+// them) hold nothing: the guest then sees what it saw. Every header read
+// here is cowork's or QEMU's (the instance's overlay and its snapshot
+// layers, whose chain hostd checked before: golden.Store.CheckOverlay),
+// never a guest's raw disk; the walk is bounded as that check is.
 func onSavedLayer(disk string, m *savestate.Manifest) bool {
-	info, err := qcow2.ReadInfo(disk)
-	if err != nil || info.Backing == "" || info.BackingFormat != m.VM.DiskFormat {
-		return false
+	cur := disk
+	for depth := 0; depth <= golden.MaxChain; depth++ {
+		info, err := qcow2.ReadInfo(cur)
+		if err != nil || info.Backing == "" {
+			return false
+		}
+		if n, err := qcow2.Written(cur); err != nil || n != 0 {
+			return false
+		}
+		if st, err := savestate.Stamp(info.Backing); err == nil && st == m.Disk && info.BackingFormat == m.VM.DiskFormat {
+			return true
+		}
+		if info.BackingFormat != instance.DiskQcow2 {
+			return false
+		}
+		cur = info.Backing
 	}
-	if st, err := savestate.Stamp(info.Backing); err != nil || st != m.Disk {
-		return false
-	}
-	n, err := qcow2.Written(disk)
-	return err == nil && n == 0
+	return false
 }
 
 // resume loads the saved guest into vm and runs it on. The saved state is

@@ -28,6 +28,11 @@ const guestShareDir = "/workspace"
 // most), the save (seconds per GiB of memory in use) and the flushes.
 const suspendTimeout = 10 * time.Minute
 
+// agentCallTimeout bounds each call to the guest's agent in a suspend: a
+// guest that does not answer must not hold the suspend, and the stops
+// asked meanwhile, for its whole suspendTimeout.
+const agentCallTimeout = 30 * time.Second
+
 // suspendRequest is a `cowork suspend` for the main loop to carry out.
 type suspendRequest struct {
 	force bool
@@ -83,6 +88,16 @@ func (d *Daemon) requestSuspend(ctx context.Context, force bool) (*controlwire.S
 func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), suspendTimeout)
 	defer cancel()
+	// A stop asked meanwhile cuts the suspend short: the guest then runs
+	// on (or is already saved), and the main loop stops it next.
+	d.mu.Lock()
+	d.cancelSuspend = cancel
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.cancelSuspend = nil
+		d.mu.Unlock()
+	}()
 	d.mu.Lock()
 	vm, agent := d.vm, d.agent
 	d.mu.Unlock()
@@ -93,7 +108,9 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	if err != nil {
 		return nil, controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v", err)
 	}
-	rel, err := agent.ShareRelease(ctx, guestShareDir, req.force)
+	rctx, rcancel := context.WithTimeout(ctx, agentCallTimeout)
+	rel, err := agent.ShareRelease(rctx, guestShareDir, req.force)
+	rcancel()
 	if err != nil {
 		return nil, controlwire.Errorf(controlwire.CodeUnavailable, "cannot suspend: the guest did not let go of %s: %v", guestShareDir, err)
 	}
@@ -121,6 +138,9 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	_ = vm.Stop(ctx, 0)
 	<-vm.Done()
 	if err := d.commitState(saved, m); err != nil {
+		// A manifest may be there (written, its folder not flushed): it
+		// goes first, so that no start resumes a state this says is gone.
+		_ = os.Remove(filepath.Join(dir, savestate.ManifestName))
 		_ = clearState(dir)
 		d.log.Error("suspend failed after the save; the next start boots cold", "err", err)
 		return nil, controlwire.Errorf(controlwire.CodeInternal, "the guest was saved, but its record was not (%v): the VM has stopped, and the next start boots it cold from its disk, which is consistent", err)
@@ -177,9 +197,15 @@ func (d *Daemon) commitState(saved *machine.Saved, m savestate.Manifest) error {
 	return savestate.Write(saved.Dir, &m)
 }
 
-// suspendFailed reports a suspend that failed with the guest running on.
+// suspendFailed reports a suspend that failed, the guest running on, or
+// left paused when the hypervisor would not run it on.
 func (d *Daemon) suspendFailed(err error) error {
 	d.setSuspending(false)
+	if vm := d.machine(); vm != nil && vm.State() != machine.Running {
+		d.log.Error("suspend failed, and the guest is not running", "state", vm.State(), "err", err)
+		d.events.emit(controlwire.PhaseNote, "suspend failed; the guest is "+string(vm.State()), err)
+		return controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v; the guest is %s: `cowork stop --force%s` ends it, and the next start boots it from its disk", err, vm.State(), instance.NameFlag(d.name))
+	}
 	d.log.Warn("suspend failed; the guest runs on", "err", err)
 	d.events.emit(controlwire.PhaseNote, "suspend failed; the guest runs on", err)
 	return controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v; the guest runs on as before", err)
@@ -207,7 +233,9 @@ func (d *Daemon) attachShare(ctx context.Context, saver machine.Saver, plug bool
 	if agent == nil {
 		return errors.New("the guest agent has not connected")
 	}
-	if err := agent.ShareMount(ctx, instance.ShareTag, guestShareDir); err != nil {
+	mctx, mcancel := context.WithTimeout(ctx, agentcall.ShareMountWait+agentCallTimeout)
+	defer mcancel()
+	if err := agent.ShareMount(mctx, instance.ShareTag, guestShareDir); err != nil {
 		return fmt.Errorf("mount it in the guest: %w", err)
 	}
 	return nil

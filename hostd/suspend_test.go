@@ -383,3 +383,34 @@ func TestSuspendRecordsTheBackendsFiles(t *testing.T) {
 		}
 	})
 }
+
+// Two snapshots of a suspended instance stack two empty overlays on the
+// layer its state was saved with: the instance still resumes, and so
+// does either snapshot, restored.
+func TestTwoSnapshotsOfASuspendedGuestResume(t *testing.T) {
+	h := newSuspendTest(t)
+	m1 := h.suspended(t)
+	for _, n := range []string{"a", "b"} {
+		if s, err := snapshot.Create(h.paths, h.cfg, n); err != nil || !s.Memory {
+			t.Fatalf("snapshot %s: %+v %v", n, s, err)
+		}
+	}
+	r := h.start(t)
+	m2 := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	if !m2.Resumed() || m2.Generation() != m1.Generation() {
+		t.Fatalf("after two snapshots the instance booted cold (generation %d, saved %d)", m2.Generation(), m1.Generation())
+	}
+	r.stop(&controlwire.StopRequest{Force: true})
+	r.wait()
+	cfg, _ := instance.Load(h.cfg.Name)
+	if _, err := snapshot.Restore(h.paths, cfg, "b", true); err != nil {
+		t.Fatal(err)
+	}
+	r = h.start(t)
+	m3 := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	if !m3.Resumed() || m3.Generation() != m1.Generation() {
+		t.Errorf("snapshot b, restored, booted cold (generation %d)", m3.Generation())
+	}
+}

@@ -45,9 +45,11 @@ func Clone(src *Config, dst, workspace string, fromSnapshot DiskCloner) (c *Conf
 		}
 	}
 	lock, err := TryLock(sp)
+	running := false
 	switch {
 	case errors.Is(err, ErrRunning) && fromSnapshot != nil:
 		// Its hostd holds the lock, and touches no snapshot.
+		running = true
 	case errors.Is(err, ErrRunning):
 		return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole), or clone one of its snapshots (--snapshot)", src.Name, NameFlag(src.Name))
 	case err != nil:
@@ -87,7 +89,9 @@ func Clone(src *Config, dst, workspace string, fromSnapshot DiskCloner) (c *Conf
 		if _, err := os.Stat(sp.Initrd()); err == nil {
 			files = append(files, sp.Initrd())
 		}
-	} else if _, err := os.Stat(sp.EFIVars()); err == nil {
+	} else if _, err := os.Stat(sp.EFIVars()); err == nil && !running {
+		// A running guest's firmware may be writing them: the clone's
+		// are made afresh from the firmware's template at its first boot.
 		files = append(files, sp.EFIVars())
 	}
 	for _, f := range files {

@@ -22,8 +22,10 @@ const (
 // would lose. Its own metadata (header, tables) is not counted.
 //
 // The image may be hostile: the L1 table and every L2 table must lie in
-// the file, the L1 table within maxL1Entries; reads are one table at a
-// time.
+// the file, the L1 table within maxL1Entries, and no two L1 entries may
+// name one L2 table (QEMU never shares them in the active table), so that
+// what Written reads is bounded by the file's size; reads are one table
+// at a time.
 func Written(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -57,11 +59,16 @@ func Written(path string) (int64, error) {
 	be := binary.BigEndian
 	l2 := make([]byte, clusterLen)
 	var mapped int64
+	seen := map[uint64]bool{}
 	for i := uint64(0); i < l1Len; i += 8 {
 		off := be.Uint64(l1[i:]) & l1OffsetMask
 		if off == 0 {
 			continue
 		}
+		if seen[off] {
+			return 0, fmt.Errorf("qcow2: %s: two L1 entries name the L2 table at %d: not an image QEMU wrote", path, off)
+		}
+		seen[off] = true
 		if off%clusterLen != 0 || off > fileSize || clusterLen > fileSize-off {
 			return 0, fmt.Errorf("qcow2: %s: L2 table at %d is not in the %d-byte file", path, off, fileSize)
 		}

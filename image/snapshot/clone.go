@@ -29,6 +29,9 @@ func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
 	if err := ValidName(name); err != nil {
 		return "", err
 	}
+	if err := Supported(); err != nil {
+		return "", err
+	}
 	var chain []*Snapshot // top first
 	for n := name; n != ""; {
 		if len(chain) > 64 {

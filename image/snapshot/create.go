@@ -77,6 +77,9 @@ func Create(p instance.Paths, cfg *instance.Config, name string) (*Snapshot, err
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
+	if err := Supported(); err != nil {
+		return nil, err
+	}
 	l, err := lock(p, cfg, "take a snapshot")
 	if err != nil {
 		return nil, err
@@ -112,6 +115,9 @@ func Create(p instance.Paths, cfg *instance.Config, name string) (*Snapshot, err
 			m.Parent, _ = LayerName(p, info.Backing)
 		}
 	}
+	if overlay := p.DiskFor(instance.DiskQcow2); format == instance.DiskRaw && exists(overlay) {
+		return nil, fmt.Errorf("%s is in the way of the overlay a snapshot makes; move it away first", overlay)
+	}
 	if err := os.MkdirAll(p.Snapshots(), 0o700); err != nil {
 		return nil, err
 	}
@@ -132,6 +138,15 @@ func Create(p instance.Paths, cfg *instance.Config, name string) (*Snapshot, err
 	}
 	if cut("mkdir") {
 		return nil, errCut
+	}
+	// The saved guest is linked in before the disk moves: a create cut
+	// short after that always has it (or none at all, and is undone).
+	if m.Memory {
+		if err := linkState(p.Suspend(), filepath.Join(dir, memoryName)); err != nil {
+			os.RemoveAll(dir)
+			os.Remove(p.SnapshotIntent())
+			return nil, fmt.Errorf("keep %s's saved memory in snapshot %s: %w", cfg.Name, name, err)
+		}
 	}
 	if err := os.Rename(disk, LayerPath(dir, format)); err != nil {
 		os.Remove(dir)
@@ -183,8 +198,10 @@ func finish(p instance.Paths, cfg *instance.Config, in intent) error {
 		return errCut
 	}
 	if in.Meta.Memory {
-		if err := linkState(p.Suspend(), filepath.Join(dir, memoryName)); err != nil {
-			return fmt.Errorf("keep the saved memory: %w", err)
+		// Linked before the disk moved; a folder that lost it (removed by
+		// hand) keeps the disk, and says it has no memory.
+		if _, err := savestate.Load(filepath.Join(dir, memoryName)); err != nil {
+			in.Meta.Memory = false
 		}
 	}
 	b, err := json.MarshalIndent(in.Meta, "", "  ")

@@ -324,3 +324,31 @@ func TestSnapshotWithMemory(t *testing.T) {
 	}
 	wantContent(t, content(t, p, cfg), data, "after restoring a snapshot with memory")
 }
+
+// A create with memory cut short after the disk moved finishes even when
+// the instance's own saved guest is gone by then (start --cold discarded
+// it): the snapshot linked the guest in before the disk moved.
+func TestCutCreateWithMemoryFinishesWithoutTheSuspendFolder(t *testing.T) {
+	p, cfg, data := newInstance(t)
+	saveState(t, p, cfg)
+	cut = func(step string) bool { return step == "rename" }
+	_, err := Create(p, cfg, "s1")
+	cut = func(string) bool { return false }
+	if err != errCut {
+		t.Fatalf("create: %v, want it cut", err)
+	}
+	if err := os.RemoveAll(p.Suspend()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Recover(p, cfg); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	s, err := Load(p, "s1")
+	if err != nil || !s.Memory {
+		t.Fatalf("the snapshot: %+v %v", s, err)
+	}
+	if _, err := savestate.Load(s.MemoryDir()); err != nil {
+		t.Errorf("its memory: %v", err)
+	}
+	wantContent(t, content(t, p, loadCfg(t, p)), data, "after the finished create")
+}

@@ -68,3 +68,43 @@ func (r *resumeTimes) rows(t *table, guest string) {
 		t.add("  `cowork suspend` ("+guest+": share unplugged, guest saved, VM stopped)", secs(s[len(s)/2]), "", 0, "", false)
 	}
 }
+
+// measureClone times `cowork clone SRC --snapshot` to a usable exec in the
+// clone, rounds times, against the cold start + exec of resumeTimes (the
+// same guest): SRC is snapshotted once (running: suspended, snapshotted
+// with its memory, resumed) and stopped, one guest at a time.
+func measureClone(cowork, src string, rounds int) (clone, snap samples, err error) {
+	progress("guest: clone from a snapshot of %s to a usable exec, %d rounds", src, rounds)
+	run := func(args ...string) error {
+		out, err := exec.Command(cowork, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
+		}
+		return nil
+	}
+	d, err := timed(func() error { return run("--name", src, "snapshot", "create", "bench") })()
+	if err != nil {
+		return nil, nil, err
+	}
+	snap = samples{d}
+	if err := run("--name", src, "stop"); err != nil {
+		return nil, nil, err
+	}
+	for i := range rounds {
+		name := fmt.Sprintf("bench-clone-%d", i)
+		d, err := timed(func() error {
+			if err := run("clone", src, name, "--snapshot", "bench", "--start"); err != nil {
+				return err
+			}
+			return run("--name", name, "exec", "--no-shell", "-w", "/", "true")
+		})()
+		if derr := run("--name", name, "delete", "--force"); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		clone = append(clone, d)
+	}
+	return clone, snap, nil
+}

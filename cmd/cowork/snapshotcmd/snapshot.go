@@ -1,5 +1,6 @@
-// Package snapshotcmd is `cowork snapshot`: disk snapshots of a stopped
-// instance, taken, listed, restored and removed.
+// Package snapshotcmd is `cowork snapshot`: snapshots of an instance's
+// disk (and of its memory, when it runs or is suspended), taken, listed,
+// restored and removed.
 package snapshotcmd
 
 import (
@@ -176,6 +177,9 @@ func Run(ctx context.Context, o *Options) error {
 // resumed after, so the snapshot holds its memory.
 func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 	began := time.Now()
+	if err := snapshot.Supported(); err != nil {
+		return err // before a suspend that would be for nothing
+	}
 	running := inst.Running()
 	if running {
 		fmt.Fprintf(o.IO.ErrOut, "Suspending %s for the snapshot...\n", o.Name)

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/boot"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // Options is a parsed `cowork start` command line.
@@ -62,7 +63,9 @@ func Run(ctx context.Context, o *Options) error {
 		if err != nil {
 			return err
 		}
-		if !inst.Running() {
+		if inst.Running() {
+			fmt.Fprintf(o.IO.ErrOut, "note: %s is running; --cold applies to a stopped instance (`cowork stop%s` first)\n", o.Name, instance.NameFlag(o.Name))
+		} else {
 			discarded, err := inst.DiscardSaved()
 			if err != nil {
 				return err
