@@ -12,7 +12,9 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/internal/dirsync"
 	reflinkpkg "github.com/coworkhq/cowork/internal/reflink"
+	"github.com/coworkhq/cowork/internal/smallfile"
 )
 
 // reflink clones src to dst (which must not exist) sharing blocks, or
@@ -171,7 +173,7 @@ func (s Store) publish(tmp string, meta Meta) (*Golden, error) {
 // (a crash, a kill), as capture.json says; without one it does nothing.
 // The instance's lock must be held. It returns whether cfg changed.
 func (s Store) Recover(p instance.Paths, cfg *instance.Config) (bool, error) {
-	b, err := readSmall(p.Capture())
+	b, err := smallfile.Read(p.Capture())
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -262,7 +264,7 @@ func (s Store) Clone(g *Golden, p instance.Paths, size int64) (string, error) {
 // readIntent reads the capture.json in the instance folder dir: ok when
 // there is one, in nil when it cannot be read.
 func readIntent(dir string) (in *intent, ok bool) {
-	b, err := readSmall(instance.Paths(dir).Capture())
+	b, err := smallfile.Read(instance.Paths(dir).Capture())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false
 	}
@@ -278,9 +280,4 @@ func exists(path string) bool {
 	return err == nil
 }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
+func syncDir(dir string) { _ = dirsync.Sync(dir) }

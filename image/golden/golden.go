@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/image/snapshot"
+	"github.com/coworkhq/cowork/internal/smallfile"
 )
 
 // Schema is in every key: a change to how cowork makes or seals golden
@@ -115,7 +116,7 @@ func (s Store) Lookup(key string) (*Golden, error) {
 		// be read, cloned or linked to from outside the store.
 		return nil, fmt.Errorf("golden disk %s: %s is not a folder; remove it with `cowork image rm %s`", short(key), dir, short(key))
 	}
-	b, err := readSmall(filepath.Join(dir, metaName))
+	b, err := smallfile.Read(filepath.Join(dir, metaName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -330,26 +331,6 @@ func (s Store) lock(how int) (func(), error) {
 		return nil, fmt.Errorf("lock the golden disks: %w", err)
 	}
 	return func() { f.Close() }, nil
-}
-
-// readSmall reads a regular file of at most 64 KiB, not through a symlink
-// (and without blocking on a fifo: O_NONBLOCK).
-func readSmall(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() || st.Size() > 64<<10 {
-		return nil, fmt.Errorf("%s: not a small regular file", path)
-	}
-	b := make([]byte, st.Size())
-	_, err = f.ReadAt(b, 0)
-	return b, err
 }
 
 // lstatRegular stats path, which must be a regular file and no symlink.

@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
 // The layout of an overlay made by CreateOverlay: four clusters of 64 KiB.
@@ -223,11 +225,4 @@ func writeAtomically(path string, data []byte) (err error) {
 
 // syncDir makes a rename durable. Best effort: some filesystems refuse to
 // sync a directory, and the image itself is already on disk.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	_ = d.Sync()
-	_ = d.Close()
-}
+func syncDir(dir string) { _ = dirsync.Sync(dir) }

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/internal/smallfile"
 )
 
 // intent is snapshot.json in the instance's folder: Create writes it
@@ -228,7 +229,7 @@ func finish(p instance.Paths, cfg *instance.Config, in intent) error {
 // cfg changed.
 func Recover(p instance.Paths, cfg *instance.Config) (bool, error) {
 	p = absolute(p)
-	b, err := readSmall(p.SnapshotIntent())
+	b, err := smallfile.Read(p.SnapshotIntent())
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

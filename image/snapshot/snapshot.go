@@ -32,6 +32,8 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/internal/dirsync"
+	"github.com/coworkhq/cowork/internal/smallfile"
 )
 
 const (
@@ -104,7 +106,7 @@ func Load(p instance.Paths, name string) (*Snapshot, error) {
 	if st, err := os.Lstat(dir); err == nil && !st.IsDir() {
 		return nil, fmt.Errorf("snapshot %s: %s is not a folder", name, dir)
 	}
-	b, err := readSmall(filepath.Join(dir, metaName))
+	b, err := smallfile.Read(filepath.Join(dir, metaName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &NotFoundError{Name: name}
 	}
@@ -223,32 +225,7 @@ func Layers(dir string) []string {
 	return out
 }
 
-// readSmall reads a regular file of at most 64 KiB, not through a symlink
-// and without blocking on a fifo.
-func readSmall(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() || st.Size() > 64<<10 {
-		return nil, fmt.Errorf("%s: not a small regular file", path)
-	}
-	b := make([]byte, st.Size())
-	_, err = f.ReadAt(b, 0)
-	return b, err
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
+func syncDir(dir string) { _ = dirsync.Sync(dir) }
 
 func exists(path string) bool {
 	_, err := os.Lstat(path)
