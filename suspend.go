@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
@@ -70,15 +68,7 @@ func (i *Instance) Saved() *SavedState {
 	if err != nil {
 		return nil
 	}
-	s := &SavedState{Saved: m.Saved}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		var st syscall.Stat_t
-		if syscall.Lstat(filepath.Join(dir, e.Name()), &st) == nil {
-			s.Bytes += st.Blocks * 512
-		}
-	}
-	return s
+	return &SavedState{Saved: m.Saved, Bytes: savestate.Usage(dir)}
 }
 
 // DiscardSaved removes the stopped instance's saved guest, so that the

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
@@ -145,7 +144,7 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 		d.log.Error("suspend failed after the save; the next start boots cold", "err", err)
 		return nil, controlwire.Errorf(controlwire.CodeInternal, "the guest was saved, but its record was not (%v): the VM has stopped, and the next start boots it cold from its disk, which is consistent", err)
 	}
-	sus := &controlwire.Suspended{Bytes: diskUsage(dir), TookMS: time.Since(req.began).Milliseconds()}
+	sus := &controlwire.Suspended{Bytes: savestate.Usage(dir), TookMS: time.Since(req.began).Milliseconds()}
 	d.log.Info("suspended", "dir", dir, "bytes", sus.Bytes, "took", time.Since(req.began))
 	return sus, nil
 }
@@ -297,20 +296,6 @@ func clearState(dir string) error {
 		}
 	}
 	return nil
-}
-
-// diskUsage is what the files in dir take on disk (a sparse RAM file
-// counts its data only).
-func diskUsage(dir string) int64 {
-	var total int64
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		var st syscall.Stat_t
-		if syscall.Lstat(filepath.Join(dir, e.Name()), &st) == nil {
-			total += st.Blocks * 512
-		}
-	}
-	return total
 }
 
 // humanBytes is n in MiB or GiB, for a message.

@@ -19,7 +19,8 @@ const versionTimeout = 10 * time.Second
 // Identity is what a guest saved by this VM depends on (machine.Saver):
 // the QEMU binary and its version, the EFI firmware it runs, and a digest
 // of QEMU's arguments, which change with the CPU count, the memory, the
-// accelerator and every device but the disk's file and format. They are the arguments of a boot, the
+// accelerator and every device but the disk's file and format (the
+// manifest checks those apart). They are the arguments of a boot, the
 // share attached: the same for the VM that saves and the one that
 // resumes, whose launch differs only in what it adds to load the guest.
 func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {

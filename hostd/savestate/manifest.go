@@ -193,6 +193,20 @@ func Sizes(dir string, names ...string) ([]FileSize, error) {
 	return out, nil
 }
 
+// Usage is what the files of the saved state in dir take on the host's
+// disk: their allocated blocks (a sparse RAM file counts its data only).
+func Usage(dir string) int64 {
+	var total int64
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		var st syscall.Stat_t
+		if syscall.Lstat(filepath.Join(dir, e.Name()), &st) == nil {
+			total += st.Blocks * 512
+		}
+	}
+	return total
+}
+
 // maxManifest bounds a manifest read back: it is a few hundred bytes.
 const maxManifest = 64 << 10
 

@@ -204,3 +204,23 @@ func TestStamp(t *testing.T) {
 		t.Error("a written disk keeps its stamp")
 	}
 }
+
+// A saved state's size on disk counts the data of its sparse RAM file,
+// not its length.
+func TestUsage(t *testing.T) {
+	dir := t.TempDir()
+	ram, err := os.Create(filepath.Join(dir, "ram"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram.Truncate(1 << 30)
+	ram.WriteAt(make([]byte, 1<<20), 0)
+	ram.Close()
+	os.WriteFile(filepath.Join(dir, "device.state"), make([]byte, 4096), 0o600)
+	if got := Usage(dir); got < 1<<20 || got > 4<<20 {
+		t.Errorf("Usage = %d, want a little over 1 MiB of a 1 GiB sparse file", got)
+	}
+	if got := Usage(filepath.Join(dir, "none")); got != 0 {
+		t.Errorf("a missing folder: %d", got)
+	}
+}

@@ -15,7 +15,7 @@ import (
 // the clone's own base, its disk an overlay on that; hostd's chain check
 // accepts it as the clone's own, and it lives on when the source goes.
 func TestCloneDisk(t *testing.T) {
-	p, cfg, data := newInstance(t)
+	p, cfg, _ := newInstance(t)
 	if _, err := Create(p, cfg, "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,6 @@ func TestCloneDisk(t *testing.T) {
 	if got := content(t, dp, dcfg); !bytes.Equal(got, want) {
 		t.Error("the clone changed when its source was deleted")
 	}
-	_ = data
 }
 
 // A snapshot that is not there, or a name that is no name, clones nothing.

@@ -49,13 +49,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	if err != nil {
 		return err
 	}
-	run := func(args ...string) error {
-		out, err := exec.Command(cowork, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
-		}
-		return nil
-	}
+	run := func(args ...string) error { return runCowork(cowork, args...) }
 	t.section(fmt.Sprintf("through a guest (%s guest under QEMU)", os.Getenv("COWORK_E2E_ARCH")))
 	if err := initPhases(t, cowork, []string{"init", "--arch", os.Getenv("COWORK_E2E_ARCH"), "--cpus", "2", "--memory", "1GiB",
 		"--disk", "2GiB", "--workspace", filepath.Join(dir, "ws"), "--image", disk,

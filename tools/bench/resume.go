@@ -9,6 +9,15 @@ import (
 	"time"
 )
 
+// runCowork runs the CLI at cowork to its end; its output is the error's.
+func runCowork(cowork string, args ...string) error {
+	out, err := exec.Command(cowork, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
+	}
+	return nil
+}
+
 // resumeTimes is a suspended guest back to a usable exec against a cold
 // start to the same (issue 18), in interleaved rounds; each round stops
 // (or suspends) the instance first, untimed but for the suspend.
@@ -21,13 +30,7 @@ type resumeTimes struct {
 // leaves it running.
 func measureResume(cowork, name string, rounds int) (*resumeTimes, error) {
 	progress("guest: resume vs cold start of %s to a usable exec, %d rounds, interleaved", name, rounds)
-	run := func(args ...string) error {
-		out, err := exec.Command(cowork, append([]string{"--name", name}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
-		}
-		return nil
-	}
+	run := func(args ...string) error { return runCowork(cowork, append([]string{"--name", name}, args...)...) }
 	usable := func() error {
 		if err := run("start"); err != nil {
 			return err
@@ -75,13 +78,7 @@ func (r *resumeTimes) rows(t *table, guest string) {
 // with its memory, resumed) and stopped, one guest at a time.
 func measureClone(cowork, src string, rounds int) (clone, snap samples, err error) {
 	progress("guest: clone from a snapshot of %s to a usable exec, %d rounds", src, rounds)
-	run := func(args ...string) error {
-		out, err := exec.Command(cowork, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("cowork %v: %v\n%s", args, err, out)
-		}
-		return nil
-	}
+	run := func(args ...string) error { return runCowork(cowork, args...) }
 	d, err := timed(func() error { return run("--name", src, "snapshot", "create", "bench") })()
 	if err != nil {
 		return nil, nil, err
