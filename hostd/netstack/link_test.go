@@ -56,6 +56,9 @@ func (g *rawGuest) next(t *testing.T) []byte {
 	t.Helper()
 	buf := make([]byte, 2048)
 	k, err := unix.Read(g.fd, buf)
+	for err == unix.EINTR { // a signal of the runtime's (preemption), not the stack's silence
+		k, err = unix.Read(g.fd, buf)
+	}
 	if err != nil {
 		t.Fatalf("no frame from the stack: %v", err)
 	}
