@@ -202,6 +202,10 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	if err != nil {
 		return err
 	}
+	thrown, err := measureThrowaway(cowork, instance.DefaultName, 5)
+	if err != nil {
+		return err
+	}
 
 	t.add("accelerator", accelOf(cowork), "", 0, "", false)
 	med := func(ds []time.Duration) time.Duration {
@@ -246,6 +250,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	x := ratio(cloned.p50(), resume.cold.p50())
 	t.add("`cowork clone --snapshot` + start + exec `true` ÷ cold start + exec `true` (the test guest; the clone boots cold)", secs(cloned.p50()), secs(resume.cold.p50()), x, "≤ 0.25×", x <= 0.25)
 	t.add("  `cowork snapshot create` of the running test guest (suspend, snapshot with memory, resume)", secs(snapped.p50()), "", 0, "", false)
+	thrown.rows(t)
 
 	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
 	if cloud == "" {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -104,4 +105,92 @@ func measureClone(cowork, src string, rounds int) (clone, snap samples, err erro
 		clone = append(clone, d)
 	}
 	return clone, snap, nil
+}
+
+// throwawayTimes is `exec --rm true` with a clone ready in the pool, warm
+// and hot, against `exec true` on the running instance (issue 18).
+type throwawayTimes struct {
+	exec, warm, hot samples
+}
+
+// measureThrowaway times rounds of each on the instance src, which has a
+// snapshot and is stopped: it is started (the plain exec's target; the
+// clones are of its snapshot), and stopped again at the end with its pool
+// drained. The refill each run starts is waited out, untimed, before the
+// next round.
+func measureThrowaway(cowork, src string, rounds int) (*throwawayTimes, error) {
+	progress("guest: exec --rm true with a warm, then a hot, clone ready vs exec true on the running instance, %d rounds each", rounds)
+	run := func(args ...string) error { return runCowork(cowork, append([]string{"--name", src}, args...)...) }
+	defer run("stop")
+	defer run("pool", "drain")
+	if err := run("start"); err != nil {
+		return nil, err
+	}
+	plain := timed(func() error { return run("exec", "--no-shell", "-w", "/", "true") })
+	rm := func(kind string) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			if err := waitPool(cowork, src, kind); err != nil {
+				return 0, err
+			}
+			return timed(func() error { return run("exec", "--rm", "--no-shell", "-w", "/", "true") })()
+		}
+	}
+	r := &throwawayTimes{}
+	for _, kind := range []string{"warm", "hot"} {
+		if err := run("pool", "fill", "--size", "1", "--"+kind); err != nil {
+			return nil, err
+		}
+		rs, err := interleave(rounds, []func() (time.Duration, error){plain, rm(kind)})
+		if err != nil {
+			return nil, err
+		}
+		r.exec = append(r.exec, rs[0]...)
+		if kind == "warm" {
+			r.warm = rs[1]
+		} else {
+			r.hot = rs[1]
+		}
+		if err := run("pool", "drain"); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// waitPool waits until src's pool has a clone of kind ready (a run's
+// refill has finished).
+func waitPool(cowork, src, kind string) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		out, err := exec.Command(cowork, "--name", src, "pool", "ls", "--json").Output()
+		if err != nil {
+			return fmt.Errorf("cowork pool ls: %v", err)
+		}
+		var l struct {
+			Clones []struct{ State string } `json:"clones"`
+		}
+		if err := json.Unmarshal(out, &l); err != nil {
+			return err
+		}
+		for _, c := range l.Clones {
+			if c.State == kind {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %s clone in the pool of %s after 5 minutes: %s", kind, src, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// rows adds the two ratios.
+func (r *throwawayTimes) rows(t *table) {
+	for _, c := range []struct {
+		kind string
+		s    samples
+	}{{"warm (suspended, resumed)", r.warm}, {"hot (running)", r.hot}} {
+		x := ratio(c.s.p50(), r.exec.p50())
+		t.add("`cowork exec --rm true`, a "+c.kind+" clone ready ÷ `cowork exec true` on the running instance (the test guest)", secs(c.s.p50()), secs(r.exec.p50()), x, "≤ 5×", x <= 5)
+	}
 }
