@@ -134,7 +134,8 @@ func (i *Instance) Stop(ctx context.Context, force bool, timeout time.Duration) 
 }
 
 // Delete stops the instance (cutting the power when force; the result
-// says what the stop did) and removes its folder: the disk, the logs, the config last, so that a delete cut
+// says what the stop did), deletes its pool's free clones, and removes
+// its folder: the disk, the logs, the config last, so that a delete cut
 // short leaves an instance a next delete still finds. The workspace is
 // never removed; an instance whose workspace lies inside its folder is
 // refused, with nothing changed.
@@ -145,6 +146,13 @@ func (i *Instance) Delete(ctx context.Context, force bool) (StopResult, error) {
 	r, err := i.Stop(ctx, force, 30*time.Second)
 	if err != nil {
 		return r, err
+	}
+	// Its pool's clones are VMs of their own: they go with it. One in a
+	// run is its run's to delete.
+	if i.Config.Throwaway == nil {
+		if _, err := i.DrainPool(ctx); err != nil {
+			return r, fmt.Errorf("delete the pool of %s: %w", i.Name, err)
+		}
 	}
 	if err := removeInstanceDir(i.Paths); err != nil {
 		return r, fmt.Errorf("remove %s: %w; run `cowork delete%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name))
@@ -376,7 +384,7 @@ func (i *Instance) Client() (*Client, error) {
 // port is one instance's. workspace, when not empty, replaces the shared
 // folder.
 func (i *Instance) Clone(dst, workspace string) (*Instance, error) {
-	if _, err := instance.Clone(i.Config, dst, workspace, nil); err != nil {
+	if _, err := instance.Clone(i.Config, dst, instance.CloneOptions{Workspace: workspace}); err != nil {
 		return nil, err
 	}
 	return Open(dst)

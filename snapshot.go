@@ -96,6 +96,10 @@ func (i *Instance) RemoveSnapshot(name string) (Snapshot, error) {
 // copies of what a layer holds above the one below. The instance may be
 // running. The snapshot's memory is not cloned: dst boots cold.
 func (i *Instance) CloneSnapshot(name, dst, workspace string) (*Instance, error) {
+	return i.cloneSnapshot(name, dst, instance.CloneOptions{Workspace: workspace})
+}
+
+func (i *Instance) cloneSnapshot(name, dst string, o instance.CloneOptions) (*Instance, error) {
 	if err := snapshot.ValidName(name); err != nil {
 		return nil, err
 	}
@@ -103,8 +107,8 @@ func (i *Instance) CloneSnapshot(name, dst, workspace string) (*Instance, error)
 		return nil, err
 	}
 	size := int64(i.Config.Disk)
-	clone := func(sp, dp instance.Paths) (string, error) { return snapshot.CloneDisk(sp, dp, name, size) }
-	if _, err := instance.Clone(i.Config, dst, workspace, clone); err != nil {
+	o.FromSnapshot = func(sp, dp instance.Paths) (string, error) { return snapshot.CloneDisk(sp, dp, name, size) }
+	if _, err := instance.Clone(i.Config, dst, o); err != nil {
 		return nil, err
 	}
 	return Open(dst)

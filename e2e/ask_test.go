@@ -325,6 +325,49 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		e.run("exec", "-u", "root", "pkill -x claude; pkill -f 'slee[p] 600'; rm -f /tmp/kill-tool-started")
 		newRequests()
 	})
+
+	t.Run("ask --rm runs in a throwaway clone", func(t *testing.T) {
+		// The instance stopped and without snapshots: the run takes one,
+		// base, and clones it; the clone has its own relay, the key its
+		// host's all the same, and its records outlive it.
+		e.must("stop")
+		api.Script(fakeapi.Reply{Text: "Hello from a throwaway."}, fakeapi.Reply{Text: "Hello from a throwaway."})
+		r := e.must("ask", "--rm", "say hi from the clone")
+		api.Drop()
+		if !strings.Contains(r.out, "Hello from a throwaway.") || !strings.Contains(r.errOut, "took snapshot base") || !strings.Contains(r.errOut, "(cold, from snapshot base") {
+			t.Errorf("ask --rm: %s", r)
+		}
+		for i, req := range newRequests() {
+			if got := req.Header.Get("x-api-key"); got != key {
+				t.Errorf("request %d from the clone reached the API with key %q", i, got)
+			}
+		}
+		var relayed, runs int
+		for _, l := range strings.Split(e.must("proxy", "--runs", "--json", "--follow=false", "--since", "0").out, "\n") {
+			var a struct {
+				Kind string `json:"kind"`
+				Run  *struct {
+					What     string `json:"what"`
+					ExitCode int    `json:"exit_code"`
+				} `json:"run_info"`
+			}
+			if json.Unmarshal([]byte(l), &a) != nil {
+				continue
+			}
+			if a.Kind == "relay" {
+				relayed++
+			}
+			if a.Kind == "run" && a.Run != nil && a.Run.What == "ask" && a.Run.ExitCode == 0 {
+				runs++
+			}
+		}
+		if relayed == 0 || runs != 1 {
+			t.Errorf("runs.jsonl: %d relay records, %d ask runs; want some and 1", relayed, runs)
+		}
+		if left, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*")); len(left) != 0 {
+			t.Errorf("the clone is left: %q", left)
+		}
+	})
 }
 
 // conversation returns the last Messages request that carries turn.

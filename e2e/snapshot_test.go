@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -98,6 +100,46 @@ func TestSnapshot(t *testing.T) {
 		}
 		if s := e.status(); s.State != "running" {
 			t.Errorf("the source after the clone: %+v", s)
+		}
+	})
+
+	t.Run("throwaway runs", func(t *testing.T) {
+		defer e.run("pool", "drain")
+		// Cold: a clone of the latest snapshot (m1), booted for the run,
+		// whose changes go with it but for /workspace's.
+		r := e.run("exec", "--rm", "-u", "root", "cat /root/f; echo x > /root/g; echo kept > /workspace/rm-wrote; exit 3")
+		if r.code != 3 || r.out != "one\n" || !strings.Contains(r.errOut, "(cold, from snapshot m1") || !strings.Contains(r.errOut, "deleted") {
+			t.Errorf("exec --rm: %s", r)
+		}
+		if b, err := os.ReadFile(filepath.Join(e.workspace, "rm-wrote")); err != nil || string(b) != "kept\n" {
+			t.Errorf("what the run wrote to /workspace: %q %v", b, err)
+		}
+		e.must("exec", "--rm", "-u", "root", "test ! -e /root/g")
+
+		// Warm: a suspended clone from the pool, resumed; the run starts
+		// the next one's making in the background.
+		if r := e.must("pool", "fill"); !strings.Contains(r.out, "made sandbox-rm-") {
+			t.Errorf("pool fill: %s", r)
+		}
+		if r := e.must("exec", "--rm", "cat /proc/sys/kernel/random/boot_id"); !strings.Contains(r.errOut, "(warm, from snapshot m1") {
+			t.Errorf("exec --rm with a warm clone ready: %s", r)
+		}
+		var runs int
+		for _, line := range strings.Split(e.must("proxy", "--runs", "--json", "--since", "0", "--follow=false").out, "\n") {
+			if strings.Contains(line, `"kind":"run"`) {
+				runs++
+			}
+		}
+		if runs != 3 {
+			t.Errorf("runs.jsonl holds %d runs, want 3", runs)
+		}
+		if s := e.status(); s.State != "running" {
+			t.Errorf("the parent after its throwaway runs: %+v", s)
+		}
+		e.must("pool", "drain")
+		left, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*"))
+		if len(left) != 0 {
+			t.Errorf("clones left after the runs and a drain: %q", left)
 		}
 	})
 }

@@ -21,10 +21,11 @@ import (
 // cannot start while its disk is read; dst's config is written last, and
 // a failed clone removes what it made.
 //
-// fromSnapshot, when not nil, makes dst's disk instead of a copy of src's
-// (image/snapshot.CloneDisk: a snapshot's layers); src may then be
+// o.FromSnapshot, when not nil, makes dst's disk instead of a copy of
+// src's (image/snapshot.CloneDisk: a snapshot's layers); src may then be
 // running, since no one changes a snapshot while its hostd holds the lock.
-func Clone(src *Config, dst, workspace string, fromSnapshot DiskCloner) (c *Config, err error) {
+func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
+	workspace, fromSnapshot := o.Workspace, o.FromSnapshot
 	if err := ValidateName(dst); err != nil {
 		return nil, err
 	}
@@ -116,10 +117,21 @@ func Clone(src *Config, dst, workspace string, fromSnapshot DiskCloner) (c *Conf
 		c.Workspace = workspace
 	}
 	c.Publish = nil // a host port is one instance's: two would collide
+	c.Throwaway = o.Throwaway
 	if err := os.MkdirAll(c.Workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("create workspace: %w", err)
 	}
 	return c, c.Save(dp.Dir())
+}
+
+// CloneOptions say how Clone makes its instance.
+type CloneOptions struct {
+	// Workspace, when not empty, replaces the source's shared folder.
+	Workspace    string
+	FromSnapshot DiskCloner
+	// Throwaway marks the clone as one run's (Config.Throwaway) from the
+	// moment its config exists.
+	Throwaway *Throwaway
 }
 
 // DiskCloner makes a clone's disk in dp from the instance in sp (holding

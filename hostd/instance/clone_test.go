@@ -44,7 +44,7 @@ func TestCloneCopiesTheDiskAndGivesANewIdentity(t *testing.T) {
 		t.Run(boot, func(t *testing.T) {
 			src := source(t, boot)
 			ws := t.TempDir()
-			c, err := Clone(src, "dst", ws, nil)
+			c, err := Clone(src, "dst", CloneOptions{Workspace: ws})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,27 +88,27 @@ func TestCloneCopiesTheDiskAndGivesANewIdentity(t *testing.T) {
 func TestCloneRefuses(t *testing.T) {
 	src := source(t, BootKernel)
 	sp, _ := PathsFor("src")
-	if _, err := Clone(src, "../x", "", nil); err == nil {
+	if _, err := Clone(src, "../x", CloneOptions{}); err == nil {
 		t.Error("a bad name")
 	}
-	if _, err := Clone(src, "src", "", nil); !errors.As(err, new(*ExistsError)) {
+	if _, err := Clone(src, "src", CloneOptions{}); !errors.As(err, new(*ExistsError)) {
 		t.Errorf("an existing instance: %v", err)
 	}
 	l, err := TryLock(sp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Clone(src, "dst", "", nil); err == nil || !strings.Contains(err.Error(), "stop it first") {
+	if _, err := Clone(src, "dst", CloneOptions{}); err == nil || !strings.Contains(err.Error(), "stop it first") {
 		t.Errorf("a running source: %v", err)
 	}
 	l.Release()
 	os.WriteFile(sp.Capture(), []byte("{}"), 0o600)
-	if _, err := Clone(src, "dst", "", nil); err == nil || !strings.Contains(err.Error(), "capture") {
+	if _, err := Clone(src, "dst", CloneOptions{}); err == nil || !strings.Contains(err.Error(), "capture") {
 		t.Errorf("a capture to finish: %v", err)
 	}
 	os.Remove(sp.Capture())
 	os.Remove(sp.Provisioned())
-	if _, err := Clone(src, "dst", "", nil); err == nil || !strings.Contains(err.Error(), "init") {
+	if _, err := Clone(src, "dst", CloneOptions{}); err == nil || !strings.Contains(err.Error(), "init") {
 		t.Errorf("an unprovisioned source: %v", err)
 	}
 	dp, _ := PathsFor("dst")
@@ -119,7 +119,7 @@ func TestCloneRefuses(t *testing.T) {
 	os.WriteFile(sp.Provisioned(), nil, 0o600)
 	os.MkdirAll(dp.Dir(), 0o700)
 	os.WriteFile(filepath.Join(dp.Dir(), "notes.txt"), []byte("mine"), 0o600)
-	if _, err := Clone(src, "dst", "", nil); err == nil {
+	if _, err := Clone(src, "dst", CloneOptions{}); err == nil {
 		t.Error("cloned over a foreign folder")
 	}
 	if b, _ := os.ReadFile(filepath.Join(dp.Dir(), "notes.txt")); string(b) != "mine" {
@@ -134,7 +134,7 @@ func TestCloneRefusesAnInstanceWithSnapshots(t *testing.T) {
 	src := source(t, BootKernel)
 	sp, _ := PathsFor("src")
 	os.MkdirAll(filepath.Join(sp.Snapshots(), ".rm-old"), 0o700)
-	if _, err := Clone(src, "dst0", "", nil); err != nil {
+	if _, err := Clone(src, "dst0", CloneOptions{}); err != nil {
 		t.Fatalf("a removal's leftover: %v", err)
 	}
 	for _, mk := range []func(){
@@ -142,7 +142,7 @@ func TestCloneRefusesAnInstanceWithSnapshots(t *testing.T) {
 		func() { os.Remove(sp.SnapshotIntent()); os.MkdirAll(filepath.Join(sp.Snapshots(), "s1"), 0o700) },
 	} {
 		mk()
-		_, err := Clone(src, "dst", "", nil)
+		_, err := Clone(src, "dst", CloneOptions{})
 		if err == nil || !strings.Contains(err.Error(), "src has snapshots") || !strings.Contains(err.Error(), "clone from a snapshot comes next") {
 			t.Errorf("Clone = %v", err)
 		}

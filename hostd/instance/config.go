@@ -64,8 +64,18 @@ type Config struct {
 	DiskFormat string `json:"disk_format,omitempty"`
 	// Golden is the key of the golden disk the instance was cloned from
 	// (image/golden); empty when it provisioned itself.
-	Golden  string    `json:"golden,omitempty"`
-	Created time.Time `json:"created"`
+	Golden string `json:"golden,omitempty"`
+	// Throwaway marks a clone made for one run and deleted after it
+	// (`exec --rm`), or kept ready in its parent's pool for the next.
+	Throwaway *Throwaway `json:"throwaway,omitempty"`
+	Created   time.Time  `json:"created"`
+}
+
+// Throwaway is where a throwaway clone comes from: its parent instance
+// and the parent's snapshot it was cloned from.
+type Throwaway struct {
+	Parent   string `json:"parent"`
+	Snapshot string `json:"snapshot"`
 }
 
 // Disk formats.

@@ -19,19 +19,39 @@ type Lock struct{ f *os.File }
 
 // TryLock takes the lock without waiting; ErrRunning if a hostd has it.
 func TryLock(p Paths) (*Lock, error) {
-	f, err := os.OpenFile(p.LockFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	l, err := LockFile(p.LockFile(), false)
+	if errors.Is(err, ErrLocked) {
+		return nil, ErrRunning
+	}
+	return l, err
+}
+
+// ErrLocked is LockFile's answer when another process holds the lock.
+var ErrLocked = errors.New("locked by another process")
+
+// LockFile takes an exclusive flock on path (made 0600 if missing),
+// waiting for it when wait is true, else ErrLocked when it is held.
+func LockFile(path string, wait bool) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	how := syscall.LOCK_EX
+	if !wait {
+		how |= syscall.LOCK_NB
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, ErrRunning
+			return nil, ErrLocked
 		}
-		return nil, fmt.Errorf("lock %s: %w", p.LockFile(), err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return &Lock{f: f}, nil
 }
+
+// File is the locked file, open for reading and writing.
+func (l *Lock) File() *os.File { return l.f }
 
 // Release drops the lock.
 func (l *Lock) Release() { l.f.Close() }

@@ -65,6 +65,23 @@ func (p Paths) Suspend() string         { return p.file("suspend") }
 func (p Paths) SuspendRejected() string { return p.file("suspend.rejected") }
 func (p Paths) SuspendRetired() string  { return p.file("suspend.retired") }
 
+// Pool holds the settings of the instance's pool of throwaway clones
+// (how many, hot or warm, from which snapshot); PoolLock is held by the
+// one process filling it, PoolLog is that process's log. Runs is the
+// audit log of the throwaway runs made from the instance (`exec --rm`,
+// `ask --rm`): one line per run, after the network records of its clone,
+// appended under RunsLock.
+func (p Paths) Pool() string     { return p.file("pool.json") }
+func (p Paths) PoolLock() string { return p.file("pool.lock") }
+func (p Paths) PoolLog() string  { return p.file("pool.log") }
+func (p Paths) Runs() string     { return p.file("runs.jsonl") }
+func (p Paths) RunsLock() string { return p.file("runs.lock") }
+
+// Claim, in a throwaway clone's folder, names the process that took the
+// clone for a run (or is making it for the pool): a clone without one is
+// free for the next run.
+func (p Paths) Claim() string { return p.file("claim") }
+
 // Run is a directory for the running VM's sockets and helper pid files
 // (QMP, the agent chardev, virtiofsd), emptied at every start.
 func (p Paths) Run() string { return p.file("run") }

@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/throwaway"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 )
@@ -34,6 +35,7 @@ type Options struct {
 	Prompt         string
 	Raw            bool // the user chose --output-format
 	Deprecated     string
+	Rm             bool // in a throwaway clone
 }
 
 // ownFlags are cowork's own options of ask and claude; everything else is
@@ -42,6 +44,7 @@ var ownFlags = []claudecode.Flag{
 	{Long: "--project", Arity: claudecode.RequiredValue, Value: "<name>", Help: "work in /workspace/NAME (made if missing); 1-64 of [A-Za-z0-9._-]"},
 	{Long: "--no-skip-permissions", Help: "keep Claude Code's permission checks (by default they are skipped: the VM is the sandbox)"},
 	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use, like cowork --name NAME ask (after ask, -n/--name is Claude Code's session name)"},
+	{Long: "--rm", Help: "ask: run in a throwaway clone of the instance, deleted afterwards (only /workspace keeps what it wrote; see cowork exec --help)"},
 	{Long: "--help", Short: "-h", Help: "show this help"},
 }
 
@@ -118,6 +121,9 @@ func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) 
 	if err != nil {
 		return nil, err
 	}
+	if o.Rm {
+		return nil, cmdutil.FlagErrorf("--rm is cowork ask's: an interactive session in a throwaway clone would lose its conversation; use cowork ask --rm PROMPT")
+	}
 	o.ClaudeArgs = p.Claude
 	if len(p.Positional) > 0 {
 		o.ClaudeArgs = append(append(o.ClaudeArgs, "--"), p.Positional...)
@@ -142,6 +148,7 @@ func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
 		o.Instance = v[len(v)-1]
 	}
 	_, o.AskPermissions = p.Own["--no-skip-permissions"]
+	_, o.Rm = p.Own["--rm"]
 	if o.Project != "" {
 		if err := cowork.ValidateProject(o.Project); err != nil {
 			return nil, &cmdutil.FlagError{Err: err}
@@ -226,7 +233,26 @@ func run(ctx context.Context, o *Options) error {
 	if o.Deprecated != "" {
 		fmt.Fprintln(o.IO.ErrOut, o.Deprecated)
 	}
-	c, cred, err := Connect(o)
+	cred, err := cowork.HostCredential(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if !o.Rm {
+		inst, err := open(o)
+		if err != nil {
+			return err
+		}
+		return o.askIn(ctx, inst, cred)
+	}
+	to := throwaway.Options{Parent: o.Instance, What: "ask", Command: o.Prompt}
+	return throwaway.Run(ctx, o.IO, to, func(ctx context.Context, clone *cowork.Instance) error {
+		return o.askIn(ctx, clone, cred)
+	})
+}
+
+// askIn asks Claude Code in inst.
+func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.Credential) error {
+	c, err := inst.Client()
 	if err != nil {
 		return err
 	}
@@ -265,16 +291,22 @@ func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
 	if err != nil {
 		return nil, cred, err
 	}
-	inst, err := cowork.Open(o.Instance)
+	inst, err := open(o)
 	if err != nil {
 		return nil, cred, err
 	}
 	c, err := inst.Client()
+	return c, cred, err
+}
+
+// open opens the instance, warning when its workspace folder is gone.
+func open(o *Options) (*cowork.Instance, error) {
+	inst, err := cowork.Open(o.Instance)
 	if err != nil {
-		return nil, cred, err
+		return nil, err
 	}
 	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, inst)
-	return c, cred, nil
+	return inst, nil
 }
 
 // resultCode is ask's exit code: claude's, except that claude exits 0 even

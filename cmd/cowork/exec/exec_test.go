@@ -2,6 +2,7 @@ package exec
 
 import (
 	"errors"
+	"fmt"
 	osexec "os/exec"
 	"slices"
 	"strings"
@@ -17,7 +18,7 @@ func parse(t *testing.T, args ...string) (*Options, error) {
 	t.Helper()
 	ios, _, _, _ := iostreams.Test()
 	var got *Options
-	cmd := NewCmdExec(ios, nil, func(o *Options) error { got = o; return nil })
+	cmd := NewCmdExec(ios, &cmdutil.AgentTarget{}, func(o *Options) error { got = o; return nil })
 	cmd.SetArgs(args)
 	cmd.SetOut(ios.ErrOut)
 	cmd.SetErr(ios.ErrOut)
@@ -37,6 +38,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"-w", "/tmp", "-u", "root", "-e", "A=1", "-e", "FROM_HOST", "-e", "UNSET_HERE", "--", "make", "-j2"},
 			Options{Command: []string{"make", "-j2"}, Workdir: "/tmp", User: "root", Env: []string{"A=1", "FROM_HOST=yes"}}},
 		{[]string{"--no-shell", "env", "-i", "--workdir", "x"}, Options{Command: []string{"env", "-i", "--workdir", "x"}, Workdir: "/workspace", NoShell: true}},
+		{[]string{"--rm", "--snapshot", "clean", "true", "--rm"}, Options{Command: []string{"true", "--rm"}, Workdir: "/workspace", Rm: true, Snapshot: "clean"}},
 	}
 	for _, tt := range tests {
 		got, err := parse(t, tt.args...)
@@ -45,7 +47,8 @@ func TestFlags(t *testing.T) {
 			continue
 		}
 		if !slices.Equal(got.Command, tt.want.Command) || got.Workdir != tt.want.Workdir || got.User != tt.want.User ||
-			!slices.Equal(got.Env, tt.want.Env) || got.NoShell != tt.want.NoShell || got.TTY != tt.want.TTY {
+			!slices.Equal(got.Env, tt.want.Env) || got.NoShell != tt.want.NoShell || got.TTY != tt.want.TTY ||
+			got.Rm != tt.want.Rm || got.Snapshot != tt.want.Snapshot {
 			t.Errorf("%q: got %+v, want %+v", tt.args, *got, tt.want)
 		}
 	}
@@ -53,12 +56,13 @@ func TestFlags(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
-		{},                         // no command
-		{"-e", "=x", "true"},       // no key
-		{"-e", "A B=x", "true"},    // space in key
-		{"--tty", "true"},          // stdin is not a terminal
-		{"--no-such-flag", "true"}, // unknown flag
-		{"-w"},                     // flag without its value
+		{},                          // no command
+		{"-e", "=x", "true"},        // no key
+		{"-e", "A B=x", "true"},     // space in key
+		{"--tty", "true"},           // stdin is not a terminal
+		{"--no-such-flag", "true"},  // unknown flag
+		{"-w"},                      // flag without its value
+		{"--snapshot", "s", "true"}, // --snapshot without --rm
 	} {
 		_, err := parse(t, args...)
 		var fe *cmdutil.FlagError
@@ -67,6 +71,18 @@ func TestUsageErrors(t *testing.T) {
 		} else if cmdutil.ExitCode(err) != 2 {
 			t.Errorf("%q: exit code %d, want 2", args, cmdutil.ExitCode(err))
 		}
+	}
+}
+
+// --rm clones an instance: with an agent named directly there is none.
+func TestRmWithAnAgentIsAUsageError(t *testing.T) {
+	t.Setenv(cmdutil.AgentEnv, "unix:///tmp/agent.sock")
+	_, err := parse(t, "--rm", "true")
+	if cmdutil.ExitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "drop one") {
+		t.Errorf("--rm with $%s: %v", cmdutil.AgentEnv, err)
+	}
+	if _, err := parse(t, "true"); err != nil {
+		t.Errorf("without --rm: %v", err)
 	}
 }
 

@@ -32,6 +32,7 @@ type Options struct {
 	JSON    bool
 	Since   time.Duration
 	Follow  bool
+	Runs    bool // the throwaway runs' log, not the instance's own
 }
 
 // NewCmdProxy builds the command; name is the global --name.
@@ -53,11 +54,16 @@ MISMATCH: the guest can write anything there.
 
 -v adds DNS queries, the rule behind each verdict, HTTP details and every
 claimed name; --json prints the log's own lines. -l FILE also appends what
-is shown to FILE.`,
+is shown to FILE.
+
+--runs shows the log of the instance's throwaway runs (exec --rm, ask --rm)
+instead, runs.jsonl: each run's network records, marked with its id, then a
+RUN line with what ran, how it ended and what its network did.`,
 		Example: `  cowork proxy
   cowork proxy -l proxy.log
   cowork proxy -v --since 1h
-  cowork proxy --json --follow=false | jq 'select(.verdict == "deny")'`,
+  cowork proxy --json --follow=false | jq 'select(.verdict == "deny")'
+  cowork proxy --runs --since 0 --follow=false`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
@@ -76,6 +82,7 @@ is shown to FILE.`,
 	f.BoolVar(&o.JSON, "json", false, "print the audit log's JSON lines")
 	f.DurationVar(&o.Since, "since", 10*time.Minute, "show history from this long ago (0: all of it)")
 	f.BoolVarP(&o.Follow, "follow", "f", true, "keep showing new traffic until interrupted")
+	f.BoolVar(&o.Runs, "runs", false, "show the throwaway runs' log (runs.jsonl)")
 	return cmd
 }
 
@@ -102,11 +109,15 @@ func run(ctx context.Context, o *Options) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	logPath := paths.NetworkLog()
+	if o.Runs {
+		logPath = paths.Runs()
+	}
 	if o.Follow && o.IO.IsStderrTTY() {
-		fmt.Fprintf(o.IO.ErrOut, "following %s (Ctrl-C to stop)\n", paths.NetworkLog())
+		fmt.Fprintf(o.IO.ErrOut, "following %s (Ctrl-C to stop)\n", logPath)
 	}
 	color := o.IO.ColorEnabled() && o.LogFile == ""
-	skipped, err := audit.Stream(ctx, paths.NetworkLog(), since, o.Follow, func(r *audit.Record) error {
+	skipped, err := audit.Stream(ctx, logPath, since, o.Follow, func(r *audit.Record) error {
 		if o.JSON {
 			b, err := FormatJSON(r)
 			if err != nil {
@@ -122,7 +133,7 @@ func run(ctx context.Context, o *Options) error {
 		return nil
 	})
 	if skipped > 0 {
-		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, paths.NetworkLog())
+		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, logPath)
 	}
 	return err
 }
@@ -146,6 +157,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 	if r.Kind == audit.KindDNS && !verbose {
 		return ""
 	}
+	if r.Kind == audit.KindRun && r.Run != nil {
+		return formatRun(r)
+	}
 	verdict := "ALLOW"
 	if r.Verdict == audit.Deny {
 		verdict = "DENY "
@@ -156,6 +170,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 		verdict = "\x1b[32m" + verdict + "\x1b[0m"
 	}
 	head := r.Time.Local().Format("15:04:05") + " " + verdict
+	if r.RunID != "" {
+		head = termsafe.Line(r.RunID) + " " + head
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, " %-7s", r.Kind)
 	name := r.Name
@@ -215,4 +232,26 @@ func Format(r *audit.Record, verbose, color bool) string {
 		fmt.Fprintf(&b, "  error: %s", r.Error)
 	}
 	return head + termsafe.Line(b.String())
+}
+
+// formatRun is a throwaway run's line: its id, what ran and how it ended,
+// the clone it ran in, and what its network did. The command is the
+// user's, and the clone's name and the error cowork's, but all go through
+// termsafe like the rest.
+func formatRun(r *audit.Record) string {
+	in := r.Run
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s RUN   %s %q", r.RunID, r.Time.Local().Format("15:04:05"), in.What, in.Command)
+	if in.ExitCode >= 0 {
+		fmt.Fprintf(&b, " exit %d", in.ExitCode)
+	}
+	fmt.Fprintf(&b, " in %s (%s clone %s of snapshot %s)", (time.Duration(r.DurationMs * float64(time.Millisecond))).Round(10*time.Millisecond), in.Ready, in.Instance, in.Snapshot)
+	fmt.Fprintf(&b, "  %d flows, %d blocked, %d DNS, ↑%s ↓%s", in.Stats.Flows, in.Stats.Blocked, in.Stats.Queries, units.Size(in.Stats.BytesOut), units.Size(in.Stats.BytesIn))
+	if in.Dropped > 0 {
+		fmt.Fprintf(&b, "  (%d records not kept)", in.Dropped)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, "  error: %s", r.Error)
+	}
+	return termsafe.Line(b.String())
 }

@@ -228,3 +228,35 @@ func TestProxyOfAMissingInstance(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 }
+
+// --runs reads the throwaway runs' log: a run's records marked with its
+// id, and its RUN line, whose command (the user's, or a prompt piped in)
+// and error are printed inert.
+func TestProxyShowsTheRuns(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	log := `{"time":"` + now + `","kind":"tcp","verdict":"allow","name":"pypi.org","dst":"151.101.0.223:443","bytes_out":10,"bytes_in":20,"run_id":"0a1b2c3d"}
+{"time":"` + now + `","kind":"run","verdict":"","duration_ms":1234,"run_id":"0a1b2c3d","error":"boom\u001b[2J","run_info":{"instance":"box-rm-0a1b2c3d","snapshot":"base","ready":"warm","what":"exec","command":"pip install x\u001b]0;owned\u0007","exit_code":2,"network":{"flows":1,"blocked":0,"dns_queries":1,"bytes_out":10,"bytes_in":20}}}
+`
+	if err := os.WriteFile(p.Runs(), []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := proxy(t, Options{Runs: true})
+	if err != nil || errOut != "" || strings.Count(out, "\n") != 2 {
+		t.Fatalf("--runs:\n%s%s%v", out, errOut, err)
+	}
+	if !strings.HasPrefix(out, "0a1b2c3d ") || !strings.Contains(out, "ALLOW tcp     pypi.org → 151.101.0.223:443") {
+		t.Errorf("the run's flow:\n%s", out)
+	}
+	for _, want := range []string{"0a1b2c3d", "RUN   exec", "exit 2", "in 1.23s (warm clone box-rm-0a1b2c3d of snapshot base)", "1 flows, 0 blocked, 1 DNS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the RUN line lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("control characters reached the terminal: %q", out)
+	}
+	if out, _, _ := proxy(t, Options{}); out != "" {
+		t.Errorf("without --runs the instance's own log (empty) is shown, got:\n%s", out)
+	}
+}

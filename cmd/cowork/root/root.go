@@ -22,6 +22,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
+	"github.com/coworkhq/cowork/cmd/cowork/poolcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
 	"github.com/coworkhq/cowork/cmd/cowork/snapshotcmd"
@@ -122,7 +123,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 	connect := func() (*agentclient.Client, error) { return target.Connect() }
 	name := &target.Instance
 	return []subcommand{
-		{"exec", func() *cobra.Command { return execcmd.NewCmdExec(ios, connect, nil) }},
+		{"exec", func() *cobra.Command { return execcmd.NewCmdExec(ios, target, nil) }},
 		{"shell", func() *cobra.Command { return shell.NewCmdShell(ios, connect, nil) }},
 		{"claude", func() *cobra.Command { return claude.NewCmdClaude(ios, name, nil) }},
 		{"ask", func() *cobra.Command { return ask.NewCmdAsk(ios, name, nil) }},
@@ -139,6 +140,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
 		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
 		{"snapshot", func() *cobra.Command { return snapshotcmd.NewCmdSnapshot(ios, name, nil) }},
+		{"pool", func() *cobra.Command { return poolcmd.NewCmdPool(ios, name, nil) }},
 	}
 }
 

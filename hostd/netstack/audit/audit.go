@@ -29,6 +29,9 @@ const (
 	KindConnect = "connect" // a CONNECT tunnel through the proxy
 	KindRelay   = "relay"   // an API call through the credential relay
 	KindIP      = "ip"      // a packet of another IP protocol (dropped)
+	// KindRun ends a throwaway run's records in its parent's runs.jsonl
+	// (`exec --rm`): what ran, how it ended, what its network did.
+	KindRun = "run"
 )
 
 // Where a flow's name came from (NameFrom), and where the name the guest
@@ -83,6 +86,31 @@ type Record struct {
 	// Suppressed, on a summary line of the Throttle, is how many more
 	// denials like this one were counted and not logged one by one.
 	Suppressed int64 `json:"suppressed,omitempty"`
+
+	// RunID, in a parent's runs.jsonl, names the throwaway run whose
+	// clone wrote the record; Run is set on its closing KindRun record.
+	RunID string   `json:"run_id,omitempty"`
+	Run   *RunInfo `json:"run_info,omitempty"`
+}
+
+// RunInfo is a throwaway run: where it ran, what, how it ended, and what
+// its clone's network log held.
+type RunInfo struct {
+	Instance string `json:"instance"` // the clone, deleted since
+	Snapshot string `json:"snapshot"` // the parent's snapshot it was cloned from
+	// Ready is how the clone was had: "hot" (running, from the pool),
+	// "warm" (suspended, from the pool: resumed) or "cold" (made and
+	// booted for the run).
+	Ready   string `json:"ready"`
+	What    string `json:"what"` // exec or ask
+	Command string `json:"command"`
+	// ExitCode is the command's; -1 when it did not end with one (the
+	// run failed, or was cut short), Error then says why.
+	ExitCode int   `json:"exit_code"`
+	Stats    Stats `json:"network"`
+	// Dropped counts the clone's records not kept: past the cap on what
+	// one run may add, or damaged.
+	Dropped int64 `json:"dropped,omitempty"`
 }
 
 // Stats sums what the log recorded since hostd started, for `cowork status`.
@@ -138,21 +166,24 @@ func (l *Log) Write(r *Record) error {
 	return err
 }
 
-func (l *Log) count(r *Record) {
+func (l *Log) count(r *Record) { l.stats.Add(r) }
+
+// Add counts r in s.
+func (s *Stats) Add(r *Record) {
 	n := int64(1)
 	if r.Suppressed > 0 { // a summary stands for the denials it counted
 		n = r.Suppressed
 	}
 	if r.Kind == KindDNS {
-		l.stats.Queries += n
+		s.Queries += n
 	} else {
-		l.stats.Flows += n
+		s.Flows += n
 	}
 	if r.Verdict == Deny {
-		l.stats.Blocked += n
+		s.Blocked += n
 	}
-	l.stats.BytesOut += r.BytesOut
-	l.stats.BytesIn += r.BytesIn
+	s.BytesOut += r.BytesOut
+	s.BytesIn += r.BytesIn
 }
 
 // Stats is what was recorded so far.

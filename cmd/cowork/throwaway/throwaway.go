@@ -1,0 +1,106 @@
+// Package throwaway runs `cowork exec --rm` and `cowork ask --rm`: in a
+// clone of the instance taken for the run (cowork.Throwaway) and deleted
+// after it, and keeps the instance's pool topped up in the background.
+package throwaway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/units"
+)
+
+// Options say where a throwaway run comes from and what it is, for its
+// record.
+type Options struct {
+	Parent   string // the instance to clone
+	Snapshot string // its snapshot to clone; "" for the pool's or its latest
+	What     string // exec or ask
+	Command  string
+}
+
+// Run runs fn in a throwaway clone of o.Parent and discards the clone;
+// its result is fn's (the guest command's exit code, as an
+// *cmdutil.ExitError). What discarding could not do is said on stderr.
+func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(context.Context, *cowork.Instance) error) error {
+	parent, err := cowork.Open(o.Parent)
+	if err != nil {
+		return err
+	}
+	note := func(s string) { fmt.Fprintln(ios.ErrOut, "cowork:", s) }
+	// Ctrl-C while the clone boots abandons the boot (the clone's VM is
+	// stopped and the clone deleted), and while it is discarded is
+	// ignored: either way no VM is left behind. During the run, guestrun
+	// passes it to the guest.
+	bctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	began := time.Now()
+	t, err := parent.Throwaway(bctx, cowork.ThrowawayOptions{Snapshot: o.Snapshot, Note: note})
+	stopSignals()
+	if err != nil {
+		return err
+	}
+	if s, err := parent.PoolSettings(); err == nil && s.Size > 0 {
+		if err := Refill(parent); err != nil {
+			note(fmt.Sprintf("could not start refilling the pool of %s: %v", parent.Name, err))
+		}
+	}
+	note(fmt.Sprintf("run %s in %s (%s, from snapshot %s; ready in %s)", t.ID, t.Name, t.Ready, t.Snapshot, time.Since(began).Round(10*time.Millisecond)))
+	runErr := fn(ctx, t.Instance)
+	code := cmdutil.ExitCode(runErr)
+	var exit *cmdutil.ExitError
+	if runErr != nil && !errors.As(runErr, &exit) {
+		code = -1
+	}
+	swallow := make(chan os.Signal, 1)
+	signal.Notify(swallow, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(swallow)
+	info, err := t.Discard(ctx, cowork.RunResult{What: o.What, Command: o.Command, ExitCode: code, Err: nonExit(runErr)})
+	if err != nil {
+		note("warning: " + err.Error())
+	} else {
+		note(fmt.Sprintf("run %s ended (exit %d); %s deleted; network: %d flows, %d blocked, %s out (`cowork proxy --runs%s`)", t.ID, code, t.Name, info.Stats.Flows, info.Stats.Blocked, units.Size(info.Stats.BytesOut), instance.NameFlag(parent.Name)))
+	}
+	return runErr
+}
+
+// nonExit is err unless it is only the guest command's exit code.
+func nonExit(err error) error {
+	var exit *cmdutil.ExitError
+	if errors.As(err, &exit) {
+		return nil
+	}
+	return err
+}
+
+// Refill starts `cowork pool fill --background` for parent, detached (its
+// own session, output to the pool's log): it makes the pool's next clone
+// while this run goes on, and exits at once when another filler has the
+// pool.
+func Refill(parent *cowork.Instance) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(parent.Paths.PoolLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "--name", parent.Name, "pool", "fill", "--background")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}

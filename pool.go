@@ -1,0 +1,374 @@
+package cowork
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// An instance's pool keeps throwaway clones ready for its next runs
+// (throwaway.go): hot ones run, at the cost of their memory; warm ones are
+// suspended, at the cost of their saved memory on disk, and resume in
+// under a second. Its settings are in the instance's pool.json; FillPool
+// makes clones until the pool holds its size, one filler at a time
+// (PoolLock).
+
+// MaxPoolSize bounds a pool: each clone is a VM.
+const MaxPoolSize = 8
+
+// PoolSettings say what an instance's pool keeps ready.
+type PoolSettings struct {
+	Size int  `json:"size"`
+	Hot  bool `json:"hot,omitempty"` // running clones, not suspended ones
+	// Snapshot is the one to clone; "" for the instance's latest.
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// PoolSettings reads the instance's pool settings: a zero size when it
+// has none.
+func (i *Instance) PoolSettings() (PoolSettings, error) {
+	var s PoolSettings
+	b, err := os.ReadFile(i.Paths.Pool())
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &s)
+	}
+	if err != nil {
+		return s, fmt.Errorf("read %s: %w; remove it to reset the pool", i.Paths.Pool(), err)
+	}
+	return s, nil
+}
+
+// SetPoolSettings saves s as the instance's pool settings.
+func (i *Instance) SetPoolSettings(s PoolSettings) error {
+	if s.Size < 0 || s.Size > MaxPoolSize {
+		return fmt.Errorf("pool size %d: want 0 to %d", s.Size, MaxPoolSize)
+	}
+	if i.Config.Throwaway != nil {
+		return fmt.Errorf("%s is a throwaway clone: give its parent %s the pool", i.Name, i.Config.Throwaway.Parent)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return instance.WriteFileAtomic(i.Paths.Pool(), append(b, '\n'), 0o600)
+}
+
+// Pool states of a clone.
+const (
+	PoolHot    = ReadyHot
+	PoolWarm   = ReadyWarm
+	PoolBusy   = "busy"   // a run has it
+	PoolMaking = "making" // a filler is making it ready
+	PoolUsed   = "used"   // its run died: to delete
+	PoolStale  = "stale"  // not running, no saved memory: a filler died making it
+)
+
+// PoolClone is one of an instance's throwaway clones.
+type PoolClone struct {
+	Name     string    `json:"name"`
+	Snapshot string    `json:"snapshot"`
+	State    string    `json:"state"`
+	Created  time.Time `json:"created"`
+}
+
+// PoolClones lists the instance's throwaway clones, in the pool or in a
+// run, with their states.
+func (i *Instance) PoolClones() ([]PoolClone, error) {
+	var out []PoolClone
+	err := i.eachClone(func(c *Instance) bool {
+		st, lock := poolState(c)
+		if lock != nil {
+			lock.Release()
+		}
+		out = append(out, PoolClone{Name: c.Name, Snapshot: c.Config.Throwaway.Snapshot, State: st, Created: c.Config.Created})
+		return true
+	})
+	return out, err
+}
+
+// eachClone calls fn with each throwaway clone of the instance until fn
+// returns false.
+func (i *Instance) eachClone(fn func(*Instance) bool) error {
+	names, err := instance.List()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		c, err := Open(n)
+		if err != nil || c.Config.Throwaway == nil || c.Config.Throwaway.Parent != i.Name {
+			continue
+		}
+		if !fn(c) {
+			break
+		}
+	}
+	return nil
+}
+
+// poolState says what c is; for a clone no one else holds, it returns
+// its claim's lock too, held.
+func poolState(c *Instance) (string, *instance.Lock) {
+	lock, err := claim(c, false)
+	switch {
+	case errors.Is(err, errUsed):
+		return PoolUsed, nil
+	case errors.Is(err, instance.ErrLocked) && !claimed(c):
+		return PoolMaking, nil
+	case err != nil:
+		return PoolBusy, nil
+	case c.Running():
+		return PoolHot, lock
+	case c.Saved() != nil:
+		return PoolWarm, lock
+	}
+	return PoolStale, lock
+}
+
+// staleAge is how old a clone that is neither running nor suspended must
+// be before it counts as a dead filler's: a filler makes it so for the
+// moment between its config and its claim.
+const staleAge = 2 * time.Minute
+
+// reapPool deletes the clones of runs that died and of fillers that died;
+// with all, also free clones of another snapshot than the pool's or of
+// the other kind (hot or warm). It returns what it deleted.
+func (i *Instance) reapPool(ctx context.Context, all bool) []string {
+	want, snap := "", ""
+	if all {
+		s, _ := i.PoolSettings()
+		want = PoolWarm
+		if s.Hot {
+			want = PoolHot
+		}
+		snap, _ = i.throwawayBase(s.Snapshot, nil)
+	}
+	var gone []string
+	_ = i.eachClone(func(c *Instance) bool {
+		st, lock := poolState(c)
+		drop := st == PoolUsed || st == PoolStale && time.Since(c.Config.Created) > staleAge ||
+			all && lock != nil && (st != want || c.Config.Throwaway.Snapshot != snap)
+		if drop {
+			if _, err := c.Delete(ctx, true); err == nil {
+				gone = append(gone, c.Name)
+			}
+		}
+		if lock != nil {
+			lock.Release()
+		}
+		return true
+	})
+	return gone
+}
+
+// claimed says whether c's claim names a run.
+func claimed(c *Instance) bool {
+	st, err := os.Stat(c.Paths.Claim())
+	return err == nil && st.Size() > 0
+}
+
+// makingWait bounds how long a run waits for a pool clone being made
+// rather than boot one of its own: the one being made is never further
+// from ready than a cold boot.
+const makingWait = 2 * time.Minute
+
+// claimOrWait is claimReady, waiting while the pool has a clone of snap
+// being made and none ready.
+func (i *Instance) claimOrWait(ctx context.Context, snap string) *Throwaway {
+	deadline := time.Now().Add(makingWait)
+	for {
+		if t := i.claimReady(ctx, snap); t != nil || !i.making(snap) || time.Now().After(deadline) {
+			return t
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// making says whether a filler is making a clone of snap.
+func (i *Instance) making(snap string) bool {
+	found := false
+	_ = i.eachClone(func(c *Instance) bool {
+		if c.Config.Throwaway.Snapshot == snap {
+			st, lock := poolState(c)
+			if lock != nil {
+				lock.Release()
+			}
+			found = st == PoolMaking
+		}
+		return !found
+	})
+	return found
+}
+
+// claimReady takes a ready clone of snap for a run, a hot one first; nil
+// when the pool has none.
+func (i *Instance) claimReady(ctx context.Context, snap string) *Throwaway {
+	var found *Throwaway
+	for _, want := range []string{PoolHot, PoolWarm} {
+		_ = i.eachClone(func(c *Instance) bool {
+			if c.Config.Throwaway.Snapshot != snap {
+				return true
+			}
+			st, lock := poolState(c)
+			if lock == nil {
+				return true
+			}
+			if st != want || want == PoolHot && !readyNow(ctx, c.Name) {
+				lock.Release()
+				return true
+			}
+			lock.Release() // taken again for use: another run may win it
+			if lock, err := claim(c, true); err == nil {
+				found = &Throwaway{Instance: c, Parent: i, ID: runID(c.Name), Snapshot: snap, Ready: want, claim: lock}
+				return false
+			}
+			return true
+		})
+		if found != nil {
+			return found
+		}
+	}
+	return nil
+}
+
+// runID is the id at the end of a throwaway clone's name.
+func runID(name string) string {
+	if len(name) > 8 {
+		return name[len(name)-8:]
+	}
+	return name
+}
+
+// ErrPoolBusy is FillPool's answer when another process fills the pool.
+var ErrPoolBusy = errors.New("another process is filling the pool")
+
+// FillPool makes clones until the pool holds its size ready, reporting
+// each one's boot to progress; it returns the names of those it made.
+// Free clones that no longer fit the settings are deleted first. One
+// filler at a time: ErrPoolBusy when another has the pool.
+func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev *Event)) ([]string, error) {
+	s, err := i.PoolSettings()
+	if err != nil {
+		return nil, err
+	}
+	lock, err := instance.LockFile(i.Paths.PoolLock(), false)
+	if errors.Is(err, instance.ErrLocked) {
+		return nil, ErrPoolBusy
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	snap, err := i.throwawayBase(s.Snapshot, nil)
+	if err != nil {
+		return nil, err
+	}
+	i.reapPool(ctx, true)
+	var made []string
+	for i.readyClones(snap, s.Hot) < s.Size {
+		name, err := i.fillOne(ctx, snap, s.Hot, progress)
+		if err == nil {
+			// Read again: a drain may have emptied it meanwhile.
+			s, err = i.PoolSettings()
+		}
+		if name != "" {
+			made = append(made, name)
+		}
+		if err != nil {
+			return made, err
+		}
+	}
+	return made, nil
+}
+
+// readyClones counts the pool's ready clones of snap, hot or warm.
+func (i *Instance) readyClones(snap string, hot bool) int {
+	want := PoolWarm
+	if hot {
+		want = PoolHot
+	}
+	n := 0
+	_ = i.eachClone(func(c *Instance) bool {
+		st, lock := poolState(c)
+		if lock != nil {
+			lock.Release()
+		}
+		if st == want && c.Config.Throwaway.Snapshot == snap {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// fillOne makes one clone of snap ready for the pool: booted, and then
+// suspended unless hot. A clone that fails is deleted.
+func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress func(string, *Event)) (string, error) {
+	t, err := i.makeThrowaway(snap, false)
+	if err != nil {
+		return "", err
+	}
+	defer t.claim.Release()
+	fail := func(err error) (string, error) {
+		_, _ = t.Instance.Delete(context.WithoutCancel(ctx), true)
+		return "", fmt.Errorf("make pool clone %s of %s: %w", t.Name, i.Name, err)
+	}
+	err = t.Instance.Start(ctx, func(ev *Event) {
+		if progress != nil {
+			progress(t.Name, ev)
+		}
+	})
+	if err != nil && !errors.Is(err, ErrAlreadyRunning) {
+		return fail(err)
+	}
+	if !hot {
+		if _, err := t.Instance.Suspend(ctx, false); err != nil {
+			return fail(err)
+		}
+	}
+	return t.Name, nil
+}
+
+// DrainPool sets the pool's size to 0 and deletes its free clones (those
+// in a run are deleted by their run); it returns their names.
+func (i *Instance) DrainPool(ctx context.Context) ([]string, error) {
+	s, err := i.PoolSettings()
+	if err != nil {
+		return nil, err
+	}
+	s.Size = 0
+	if err := i.SetPoolSettings(s); err != nil {
+		return nil, err
+	}
+	lock, err := instance.LockFile(i.Paths.PoolLock(), true)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	var gone []string
+	err = i.eachClone(func(c *Instance) bool {
+		st, l := poolState(c)
+		if l == nil && st != PoolUsed {
+			return true
+		}
+		if _, err := c.Delete(ctx, true); err == nil {
+			gone = append(gone, c.Name)
+		}
+		if l != nil {
+			l.Release()
+		}
+		return true
+	})
+	return gone, err
+}

@@ -1,0 +1,312 @@
+package cowork
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/image/snapshot"
+	"github.com/coworkhq/cowork/internal/rotlog"
+)
+
+// A throwaway run (`cowork exec --rm`, `cowork ask --rm`) happens in a
+// clone of one of an instance's snapshots, deleted when the run ends:
+// what the run wrote to /workspace, the parent's shared folder, stays;
+// the rest goes with the clone. The parent keeps one line per run in its
+// runs.jsonl, after the network records of the run's clone (each tagged
+// with the run's id), so the clone's audit outlives it.
+//
+// The clone comes from the parent's pool when one is ready there (pool.go:
+// hot, running; or warm, suspended and resumed in under a second), else it
+// is made and booted for the run (cold). A clone is taken by locking its
+// claim file and writing the taker's pid in it: the lock says it is in use
+// (the kernel drops it with the process), the pid that it was used, so a
+// clone whose run died is deleted, never handed to another run.
+
+// How a throwaway's clone was had.
+const (
+	ReadyHot  = "hot"  // running, from the pool
+	ReadyWarm = "warm" // suspended, from the pool: resumed
+	ReadyCold = "cold" // made and booted for the run
+)
+
+// BaseSnapshot is the snapshot a throwaway run takes of an instance that
+// has none, when it is stopped.
+const BaseSnapshot = "base"
+
+// Bounds on what one run adds to its parent's runs.jsonl from the clone's
+// network log, which the guest feeds: past them records are counted, not
+// copied.
+const (
+	maxRunRecords = 100_000
+	maxRunBytes   = 8 << 20
+	// maxRunCommand bounds the command (or prompt, which may come whole
+	// from stdin) on a run's record.
+	maxRunCommand = 1024
+)
+
+// ThrowawayOptions say where a throwaway run's clone comes from.
+type ThrowawayOptions struct {
+	// Snapshot is the parent's snapshot to clone: "" for the pool's, else
+	// the one the parent's disk sits on (its latest), else BaseSnapshot,
+	// taken then if the parent is stopped.
+	Snapshot string
+	// Progress follows the clone's boot or resume.
+	Progress func(*Event)
+	// Note gets what the user should know (a snapshot taken for the run).
+	Note func(string)
+}
+
+// Throwaway is a clone taken for one run. Discard ends it.
+type Throwaway struct {
+	*Instance
+	Parent   *Instance
+	ID       string // the run's, the end of the clone's name
+	Snapshot string
+	Ready    string
+	claim    *instance.Lock
+	began    time.Time
+}
+
+// Throwaway takes a clone of the instance for one run, from its pool or
+// made now, and starts it. The caller runs what it wants in it, then
+// calls Discard.
+func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwaway, error) {
+	if t := i.Config.Throwaway; t != nil {
+		return nil, fmt.Errorf("%s is a throwaway clone of %s: run from %s instead (--name %s)", i.Name, t.Parent, t.Parent, t.Parent)
+	}
+	if o.Snapshot == "" {
+		s, err := i.PoolSettings()
+		if err != nil {
+			return nil, err
+		}
+		o.Snapshot = s.Snapshot
+	}
+	snap, err := i.throwawayBase(o.Snapshot, o.Note)
+	if err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	i.reapPool(ctx, false)
+	t := i.claimOrWait(ctx, snap)
+	if t == nil {
+		if t, err = i.makeThrowaway(snap, true); err != nil {
+			return nil, err
+		}
+	}
+	t.began = began
+	if t.Ready == ReadyHot {
+		return t, nil
+	}
+	if err := t.Instance.Start(ctx, o.Progress); err != nil && !errors.Is(err, ErrAlreadyRunning) {
+		if _, derr := t.Discard(ctx, RunResult{ExitCode: -1, Err: err}); derr != nil {
+			err = fmt.Errorf("%w; %v", err, derr)
+		}
+		return nil, fmt.Errorf("throwaway clone %s of %s: %w", t.Name, i.Name, err)
+	}
+	return t, nil
+}
+
+// throwawayBase is the snapshot a throwaway run clones: name if given (it
+// must exist), else the one the disk sits on, else the newest, else
+// BaseSnapshot taken now of the stopped instance.
+func (i *Instance) throwawayBase(name string, note func(string)) (string, error) {
+	if name != "" {
+		if err := snapshot.ValidName(name); err != nil {
+			return "", err
+		}
+		_, err := snapshot.Load(i.Paths, name)
+		return name, err
+	}
+	all, err := i.Snapshots()
+	if err != nil {
+		return "", err
+	}
+	var newest *Snapshot
+	for k := range all {
+		if all[k].Current {
+			return all[k].Name, nil
+		}
+		if newest == nil || all[k].Created.After(newest.Created) {
+			newest = &all[k]
+		}
+	}
+	if newest != nil {
+		return newest.Name, nil
+	}
+	if i.Running() {
+		return "", fmt.Errorf("%s has no snapshot for a throwaway run to clone: take one with `cowork snapshot create %s%s` (it pauses %s for a few seconds), or stop %s and run again", i.Name, BaseSnapshot, instance.NameFlag(i.Name), i.Name, i.Name)
+	}
+	if _, err := i.Snapshot(BaseSnapshot); err != nil {
+		return "", fmt.Errorf("take snapshot %s of %s for throwaway runs: %w", BaseSnapshot, i.Name, err)
+	}
+	if note != nil {
+		note(fmt.Sprintf("took snapshot %s of %s for throwaway runs to clone (`cowork snapshot create` a newer one to run from it)", BaseSnapshot, i.Name))
+	}
+	return BaseSnapshot, nil
+}
+
+// throwawayName is a new name for a clone of parent: parent-rm-ID, the
+// parent's name cut to fit.
+func throwawayName(parent string) (name, id string) {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	id = hex.EncodeToString(b[:])
+	if len(parent) > 50 {
+		parent = parent[:50]
+	}
+	return parent + "-rm-" + id, id
+}
+
+// makeThrowaway clones snap into a new throwaway clone and claims it: for
+// a run when use, else for the pool (claimed while it is made ready).
+func (i *Instance) makeThrowaway(snap string, use bool) (*Throwaway, error) {
+	var (
+		dst, id string
+		err     error
+	)
+	for try := 0; try < 3; try++ {
+		dst, id = throwawayName(i.Name)
+		_, err = i.cloneSnapshot(snap, dst, instance.CloneOptions{Throwaway: &instance.Throwaway{Parent: i.Name, Snapshot: snap}})
+		if !errors.As(err, new(*instance.ExistsError)) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("clone snapshot %s of %s: %w", snap, i.Name, err)
+	}
+	c, err := Open(dst)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := claim(c, use)
+	if err != nil {
+		_ = removeInstanceDir(c.Paths)
+		return nil, err
+	}
+	return &Throwaway{Instance: c, Parent: i, ID: id, Snapshot: snap, Ready: ReadyCold, claim: lock}, nil
+}
+
+// errUsed is a clone whose claim names a run: never another's.
+var errUsed = errors.New("used by a run")
+
+// claim locks c's claim file, without waiting (instance.ErrLocked when
+// another process has it), and refuses a clone a run has used. With use,
+// it writes this process's pid in it: c is then a run's, for good.
+func claim(c *Instance, use bool) (*instance.Lock, error) {
+	lock, err := instance.LockFile(c.Paths.Claim(), false)
+	if err != nil {
+		return nil, err
+	}
+	var b [32]byte
+	if n, _ := lock.File().ReadAt(b[:], 0); n > 0 {
+		lock.Release()
+		return nil, errUsed
+	}
+	if use {
+		if _, err := lock.File().WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+			lock.Release()
+			return nil, fmt.Errorf("claim %s: %w", c.Name, err)
+		}
+	}
+	return lock, nil
+}
+
+// RunResult is how a throwaway run ended, for its record.
+type RunResult struct {
+	What    string // exec or ask
+	Command string
+	// ExitCode is the command's, -1 when it did not end with one; Err
+	// then says why.
+	ExitCode int
+	Err      error
+}
+
+// Discard ends the throwaway: its VM is powered off, its network records
+// and a line for the run go to the parent's runs.jsonl, and the clone is
+// deleted. It runs to the end even when ctx has ended (a Ctrl-C must not
+// leave the clone behind). A clone it could not stop is left, marked used:
+// the next throwaway run of the parent deletes it.
+func (t *Throwaway) Discard(ctx context.Context, r RunResult) (*audit.RunInfo, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	defer t.claim.Release()
+	_, stopErr := t.Instance.Stop(ctx, true, 0)
+	info := &audit.RunInfo{Instance: t.Name, Snapshot: t.Snapshot, Ready: t.Ready, What: r.What, Command: cut(r.Command, maxRunCommand), ExitCode: r.ExitCode}
+	var errs []error
+	if err := appendRun(t.Parent.Paths, t.Paths, t.ID, t.began, info, r.Err); err != nil {
+		errs = append(errs, fmt.Errorf("record the run in %s: %w", t.Parent.Paths.Runs(), err))
+	}
+	if stopErr != nil {
+		errs = append(errs, fmt.Errorf("stop throwaway clone %s: %w; it is left for the next run of %s to delete, or `cowork delete --force%s`", t.Name, stopErr, t.Parent.Name, instance.NameFlag(t.Name)))
+	} else if err := removeInstanceDir(t.Paths); err != nil {
+		errs = append(errs, fmt.Errorf("delete throwaway clone %s: %w; `cowork delete --force%s` removes it", t.Name, err, instance.NameFlag(t.Name)))
+	}
+	return info, errors.Join(errs...)
+}
+
+// appendRun copies the network records of the clone in cp to the runs
+// log of its parent in pp, each tagged with the run's id, then the run's
+// own record; one run's records at a time (RunsLock), at most
+// maxRunRecords and maxRunBytes of them.
+func appendRun(pp, cp instance.Paths, id string, began time.Time, info *audit.RunInfo, runErr error) error {
+	lock, err := instance.LockFile(pp.RunsLock(), true)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	log, err := rotlog.Open(pp.Runs(), rotlog.Options{MaxSize: audit.DefaultMaxSize, Keep: audit.DefaultKeep})
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	var kept, size int64
+	skipped, err := audit.Stream(context.Background(), cp.NetworkLog(), time.Time{}, false, func(r *audit.Record) error {
+		info.Stats.Add(r)
+		if kept >= maxRunRecords || size >= maxRunBytes {
+			info.Dropped++
+			return nil
+		}
+		r.RunID, r.Run = id, nil
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		kept, size = kept+1, size+int64(len(b))+1
+		_, err = log.Write(append(b, '\n'))
+		return err
+	})
+	info.Dropped += int64(skipped)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	end := time.Now()
+	rec := audit.Record{Time: end, Kind: audit.KindRun, Start: began, DurationMs: float64(end.Sub(began)) / float64(time.Millisecond), RunID: id, Run: info}
+	if runErr != nil {
+		rec.Error = runErr.Error()
+	}
+	b, err := json.Marshal(&rec)
+	if err != nil {
+		return err
+	}
+	_, err = log.Write(append(b, '\n'))
+	return err
+}
+
+// cut shortens s to at most n bytes and a mark, dropping a rune cut in
+// two.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
