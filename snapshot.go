@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/snapshot"
 )
 
@@ -94,7 +95,9 @@ func (i *Instance) RemoveSnapshot(name string) (Snapshot, error) {
 // name, as Clone does from its disk: the snapshot (and those under it)
 // become dst's, its disk a new overlay on it; layers are hard links, or
 // copies of what a layer holds above the one below. The instance may be
-// running. The snapshot's memory is not cloned: dst boots cold.
+// running. A snapshot with memory on a linked layer gives dst its saved
+// guest: dst's first start resumes it (a fork, which then reseeds its
+// random numbers and takes a new machine-id), else dst boots cold.
 func (i *Instance) CloneSnapshot(name, dst, workspace string) (*Instance, error) {
 	return i.cloneSnapshot(name, dst, instance.CloneOptions{Workspace: workspace})
 }
@@ -108,8 +111,23 @@ func (i *Instance) cloneSnapshot(name, dst string, o instance.CloneOptions) (*In
 	}
 	size := int64(i.Config.Disk)
 	o.FromSnapshot = func(sp, dp instance.Paths) (string, error) { return snapshot.CloneDisk(sp, dp, name, size) }
-	if _, err := instance.Clone(i.Config, dst, o); err != nil {
+	cfg, err := instance.Clone(i.Config, dst, o)
+	if err != nil {
 		return nil, err
 	}
-	return Open(dst)
+	c, err := Open(dst)
+	if err != nil {
+		return nil, err
+	}
+	// A snapshot with memory gave the clone its saved guest, whose NIC
+	// has the source's MAC: the clone keeps it, or the resume is refused
+	// (it then boots cold, as it would have).
+	if m, err := savestate.Load(c.Paths.Suspend()); err == nil && m.VM.MAC != "" {
+		cfg.MAC = m.VM.MAC
+		if err := cfg.Save(c.Paths.Dir()); err != nil {
+			return nil, err
+		}
+		c.Config = cfg
+	}
+	return c, nil
 }

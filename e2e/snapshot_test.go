@@ -105,24 +105,35 @@ func TestSnapshot(t *testing.T) {
 
 	t.Run("throwaway runs", func(t *testing.T) {
 		defer e.run("pool", "drain")
-		// Cold: a clone of the latest snapshot (m1), booted for the run,
-		// whose changes go with it but for /workspace's.
-		r := e.run("exec", "--rm", "-u", "root", "cat /root/f; echo x > /root/g; echo kept > /workspace/rm-wrote; exit 3")
-		if r.code != 3 || r.out != "one\n" || !strings.Contains(r.errOut, "(cold, from snapshot m1") || !strings.Contains(r.errOut, "deleted") {
-			t.Errorf("exec --rm: %s", r)
+		// Cold: a clone of the latest snapshot (m1), made for the run. m1
+		// holds the guest's memory, so the clone resumes it (a fork: the
+		// parent's boot id), and its changes go with it but for
+		// /workspace's.
+		parentBoot := e.bootID()
+		r := e.run("exec", "--rm", "-u", "root", "cat /proc/sys/kernel/random/boot_id /root/f; echo x > /root/g; echo kept > /workspace/rm-wrote; exit 3")
+		if r.code != 3 || r.out != parentBoot+"\none\n" || !strings.Contains(r.errOut, "(cold, from snapshot m1") || !strings.Contains(r.errOut, "deleted") {
+			t.Errorf("exec --rm (want the boot id %s, then one): %s", parentBoot, r)
 		}
 		if b, err := os.ReadFile(filepath.Join(e.workspace, "rm-wrote")); err != nil || string(b) != "kept\n" {
 			t.Errorf("what the run wrote to /workspace: %q %v", b, err)
 		}
-		e.must("exec", "--rm", "-u", "root", "test ! -e /root/g")
+		// Forks of one memory do not share their randomness or identity:
+		// each reseeded from the host and took a machine-id of its own.
+		identity := "test ! -e /root/g && cat /etc/machine-id && head -c 16 /dev/urandom | od -An -tx1"
+		first := e.must("exec", "--rm", "-u", "root", identity).out
 
 		// Warm: a suspended clone from the pool, resumed; the run starts
 		// the next one's making in the background.
 		if r := e.must("pool", "fill"); !strings.Contains(r.out, "made sandbox-rm-") {
 			t.Errorf("pool fill: %s", r)
 		}
-		if r := e.must("exec", "--rm", "cat /proc/sys/kernel/random/boot_id"); !strings.Contains(r.errOut, "(warm, from snapshot m1") {
+		r = e.must("exec", "--rm", "-u", "root", identity)
+		if !strings.Contains(r.errOut, "(warm, from snapshot m1") {
 			t.Errorf("exec --rm with a warm clone ready: %s", r)
+		}
+		a, b := strings.SplitN(first, "\n", 2), strings.SplitN(r.out, "\n", 2)
+		if len(a) != 2 || len(b) != 2 || len(a[0]) != 32 || a[0] == b[0] || a[1] == b[1] {
+			t.Errorf("two forks of m1 have the same machine-id or random bytes, or say none:\n%s\n%s", first, r.out)
 		}
 		var runs int
 		for _, line := range strings.Split(e.must("proxy", "--runs", "--json", "--since", "0", "--follow=false").out, "\n") {

@@ -102,9 +102,16 @@ func (s *Server) ServeCall(c net.Conn) {
 			return
 		}
 		s.reply(c, &agentcall.Reply{ShareMount: &agentcall.ShareMountReply{}})
+	case agentcall.MethodPersonalize:
+		r, err := s.personalize(req.Seed, req.Hostname)
+		if err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{Personalize: r})
 	default:
 		s.reply(c, errorReply(&refusal{agentcall.KindUnimplemented,
-			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown, provisioning, share_release and share_mount"}))
+			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown, provisioning, share_release, share_mount and personalize"}))
 	}
 }
 

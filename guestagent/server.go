@@ -51,6 +51,10 @@ type Options struct {
 	// share calls (ShareRelease, ShareMount): a fake guest's (hostd's
 	// tests). nil means the guest's own.
 	Share *ShareSystem
+	// Personalize is what the personalize call changes (a fork's random
+	// pool, machine-id, hostname); nil refuses the call. Only the
+	// agent's main sets the real one, RealPersonalize.
+	Personalize *PersonalizeSystem
 }
 
 // ShareSystem is what the share calls look at and do: a /proc tree (its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -56,6 +57,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	provisioned, err := d.awaitGuest(ctx)
 	if err != nil {
 		return err
+	}
+	if resumed && d.forkOf != "" {
+		d.personalize(ctx)
 	}
 	if resumed {
 		d.remountAfterResume(ctx, plugged)
@@ -110,7 +114,7 @@ func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
 		upstream = netstack.UpstreamFromEnv()
 	}
 	return netstack.Config{
-		GuestMAC: netstack.GuestMAC(d.name),
+		GuestMAC: d.guestMAC(),
 		Policy:   d.cfg.Network.Policy,
 		Forwards: forwards,
 		Upstream: upstream,
@@ -139,7 +143,7 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 		ShareUID:   d.guestUID(),
 		ShareGID:   d.guestUID(), // the user's own group, made with it
 		Network:    nic,
-		MAC:        netstack.GuestMAC(d.name),
+		MAC:        d.guestMAC(),
 		MTU:        netstack.MTU,
 		MachineID:  d.paths.MachineID(),
 		Console:    consoleW,
@@ -274,7 +278,7 @@ func GuestFor(cfg *instance.Config) image.Guest {
 		packages, commands = p.Packages, p.Commands
 	}
 	return image.Guest{
-		Hostname:  "cowork",
+		Hostname:  guestHostname,
 		User:      "cowork",
 		UID:       uid,
 		ShareTag:  instance.ShareTag,
@@ -282,6 +286,20 @@ func GuestFor(cfg *instance.Config) image.Guest {
 		NoProxy:   "localhost,127.0.0.1,::1,.cowork.internal," + netstack.Subnet,
 		Packages:  packages,
 		Provision: commands,
-		MAC:       netstack.GuestMAC(cfg.Name).String(),
+		MAC:       guestMACOf(cfg).String(),
 	}
+}
+
+// guestHostname is every guest's hostname.
+const guestHostname = "cowork"
+
+// guestMAC is the guest's MAC address: the config's (a fork keeps its
+// parent's, which its saved NIC holds), else one derived from its name.
+func (d *Daemon) guestMAC() net.HardwareAddr { return guestMACOf(d.cfg) }
+
+func guestMACOf(cfg *instance.Config) net.HardwareAddr {
+	if mac, err := net.ParseMAC(cfg.MAC); err == nil && cfg.MAC != "" {
+		return mac
+	}
+	return netstack.GuestMAC(cfg.Name)
 }

@@ -79,6 +79,11 @@ type Daemon struct {
 	// booted; inSuspend: a suspend is saving it (its status says so).
 	resumed, inSuspend bool
 
+	// forkOf is the instance whose saved guest this run resumes, when
+	// that is another's (a clone of a snapshot with memory); set by
+	// savedState on the boot's goroutine, before the guest runs.
+	forkOf string
+
 	// suspending is set from a suspend's asking to its end, so that one
 	// runs at a time; suspendReq carries it to the main loop.
 	suspending atomic.Bool

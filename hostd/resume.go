@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/golden"
 	"github.com/coworkhq/cowork/image/qcow2"
+	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/dirsync"
 )
 
@@ -92,6 +94,10 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 	}
 	if err := m.CheckFiles(dir); err != nil {
 		return nil, err
+	}
+	d.forkOf = ""
+	if m.Instance != "" && m.Instance != d.name {
+		d.forkOf = m.Instance
 	}
 	return &machine.Saved{Dir: dir, Memory: mc.Memory}, nil
 }
@@ -210,4 +216,31 @@ func (d *Daemon) remountAfterResume(ctx context.Context, plugged <-chan error) {
 		return
 	}
 	d.log.Info("share mounted again", "took", time.Since(began))
+}
+
+// personalize makes a fork its own (a guest resumed from another
+// instance's memory, d.forkOf): without it, it would draw the same random
+// numbers as its parent and its other forks until its kernel next
+// reseeds, and share their machine-id. A guest that cannot is left
+// running, with a note saying so.
+func (d *Daemon) personalize(ctx context.Context) {
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	seed := make([]byte, agentcall.SeedSize)
+	_, err := rand.Read(seed)
+	if err == nil && agent == nil {
+		err = errors.New("no agent")
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var id string
+		if id, err = agent.Personalize(ctx, seed, guestHostname); err == nil {
+			d.log.Info("fork personalized", "of", d.forkOf, "machine_id", id)
+			return
+		}
+	}
+	d.log.Error("the fork could not make itself its own", "of", d.forkOf, "err", err)
+	d.events.emit(controlwire.PhaseNote, "this guest was resumed from "+d.forkOf+"'s memory and could not reseed its random numbers or take a new machine-id; `cowork stop` and `cowork start --cold` boot it as its own", err)
 }

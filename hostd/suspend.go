@@ -12,7 +12,6 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
-	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
@@ -159,11 +158,12 @@ func (d *Daemon) manifestNow(ctx context.Context, saver machine.Saver) (savestat
 	digests := GoldenDigests()
 	m := savestate.Manifest{
 		Cowork:     buildinfo.Version,
+		Instance:   d.name,
 		Hypervisor: savestate.Binary{Path: id.Binary, Version: id.Version},
 		VM: savestate.VM{
 			Arch: d.cfg.Arch, CPUs: d.cfg.CPUs, Memory: int64(d.cfg.Memory),
 			Disk: d.cfg.DiskPath(d.paths), DiskFormat: d.cfg.Format(),
-			MAC: netstack.GuestMAC(d.name).String(), Devices: id.Devices,
+			MAC: d.guestMAC().String(), Devices: id.Devices,
 		},
 	}
 	if m.HostBootID, err = savestate.HostBootID(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,6 +106,9 @@ func TestSuspendAndResume(t *testing.T) {
 	}
 	if st := m2.Stats(); st.ClockSets == 0 {
 		t.Error("the resumed guest's clock was not set")
+	}
+	if p := m2.Personalized(); len(p) != 0 {
+		t.Errorf("the instance's own guest was personalized on resume: %q", p)
 	}
 	// And the next start, with no saved state, boots cold.
 	r.stop(&controlwire.StopRequest{Force: true})
@@ -412,5 +416,47 @@ func TestTwoSnapshotsOfASuspendedGuestResume(t *testing.T) {
 	r.until(controlwire.PhaseReady)
 	if !m3.Resumed() || m3.Generation() != m1.Generation() {
 		t.Errorf("snapshot b, restored, booted cold (generation %d)", m3.Generation())
+	}
+}
+
+// A guest saved by another instance (a clone of a snapshot with memory)
+// is a fork: resumed, it is given 64 fresh bytes of the host's randomness
+// to reseed from, and takes a new machine-id, before it is ready. Saved
+// again, it is its own: its next resume personalizes nothing.
+func TestAForkMakesItselfItsOwn(t *testing.T) {
+	h := newSuspendTest(t)
+	h.suspended(t)
+	m, err := savestate.Load(h.paths.Suspend())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Instance != h.cfg.Name {
+		t.Fatalf("the manifest names instance %q, want %q", m.Instance, h.cfg.Name)
+	}
+	m.Instance = "parent"
+	if err := savestate.Write(h.paths.Suspend(), m); err != nil {
+		t.Fatal(err)
+	}
+	r := h.start(t)
+	fork := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	p := fork.Personalized()
+	if !fork.Resumed() || len(p) != 3 || len(p[0]) != len("seed ")+2*64 || strings.Count(p[0], "0") > 100 ||
+		!regexp.MustCompile(`^machine-id [0-9a-f]{32}$`).MatchString(p[1]) || p[2] != "hostname cowork" {
+		t.Fatalf("the fork (resumed %v) was personalized: %q", fork.Resumed(), p)
+	}
+	if !strings.Contains(h.log.String(), "fork personalized") {
+		t.Errorf("hostd's log does not say it:\n%s", h.log.String())
+	}
+
+	if _, err := r.suspend(false); err != nil {
+		t.Fatal(err)
+	}
+	r.wait()
+	r = h.start(t)
+	again := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	if !again.Resumed() || len(again.Personalized()) != 0 {
+		t.Errorf("its own saved guest, resumed (%v), was personalized: %q", again.Resumed(), again.Personalized())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,12 +68,18 @@ func run(args []string) error {
 		return err
 	}
 	guestagent.MarkListening() // Info reports when, for the host's boot phases
-	srv := guestagent.New(guestagent.Options{
+	opts := guestagent.Options{
 		DefaultUser:       *defaultUser,
 		ProvisionedMarker: *marker,
 		KillGrace:         *grace,
 		Logger:            log,
-	})
+	}
+	// Only a guest's agent (on vsock or the serial port) may change its
+	// system's identity: one on a unix socket is a test's, on a host.
+	if !strings.HasPrefix(*listen, "unix:") {
+		opts.Personalize = guestagent.RealPersonalize()
+	}
+	srv := guestagent.New(opts)
 	l = listener.Sniff(l, log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

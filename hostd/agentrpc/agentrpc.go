@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
@@ -269,6 +270,29 @@ func (c *Client) ShareRelease(ctx context.Context, path string, force bool) (*ag
 	}
 	return r, nil
 }
+
+// Personalize asks a forked guest (resumed from another instance's saved
+// memory) to make itself its own: seed, agentcall.SeedSize bytes from
+// the host's random source, reseeds its kernel's CRNG, and it takes a new
+// machine-id, which it returns, and hostname.
+func (c *Client) Personalize(ctx context.Context, seed []byte, hostname string) (string, error) {
+	const m = agentcall.MethodPersonalize
+	rep, err := c.once(ctx, agentcall.Request{Method: m, Seed: seed, Hostname: hostname})
+	if err != nil {
+		return "", err
+	}
+	r := rep.Personalize
+	switch {
+	case r == nil:
+		return "", &ProtocolError{Method: m, Msg: "a reply without personalize"}
+	case !machineIDRE.MatchString(r.MachineID):
+		return "", &ProtocolError{Method: m, Msg: "a machine-id that is not 32 hex digits"}
+	}
+	return r.MachineID, nil
+}
+
+// machineIDRE is a machine-id as machine-id(5) says.
+var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // ShareMount asks the guest to mount the virtiofs share tag at path, as
 // after a resume with a new share device: the agent waits for the

@@ -189,3 +189,28 @@ func TestShareMountDeadline(t *testing.T) {
 		t.Fatal("the mount did not end at its own timeout")
 	}
 }
+
+// A fork's answer to personalize is the guest's: a machine-id that is not
+// 32 hex digits (a path, a line of text for the log) is refused.
+func TestPersonalizeChecksTheReply(t *testing.T) {
+	seed := make([]byte, agentcall.SeedSize)
+	for name, c := range map[string]struct{ reply, word string }{
+		"no member":     {`{}`, "without personalize"},
+		"short id":      {`{"personalize":{"machine_id":"abc"}}`, "not 32 hex digits"},
+		"upper case":    {`{"personalize":{"machine_id":"0123456789ABCDEF0123456789ABCDEF"}}`, "not 32 hex digits"},
+		"escape":        {`{"personalize":{"machine_id":"0123456789abcdef0123456789abcd\u001b["}}`, "not 32 hex digits"},
+		"newline after": {`{"personalize":{"machine_id":"0123456789abcdef0123456789abcdef\n"}}`, "not 32 hex digits"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		id, err := hostileAgent(t, says(c.reply+"\n")).Personalize(ctx, seed, "cowork")
+		var perr *ProtocolError
+		if !errors.As(err, &perr) || !strings.Contains(err.Error(), c.word) || id != "" {
+			t.Errorf("%s: %q, %v; want a protocol error saying %q", name, id, err, c.word)
+		}
+		cancel()
+	}
+	id, err := hostileAgent(t, says(`{"personalize":{"machine_id":"0123456789abcdef0123456789abcdef"}}`+"\n")).Personalize(context.Background(), seed, "cowork")
+	if err != nil || id != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("a good reply: %q %v", id, err)
+	}
+}

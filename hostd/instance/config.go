@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -65,6 +66,10 @@ type Config struct {
 	// Golden is the key of the golden disk the instance was cloned from
 	// (image/golden); empty when it provisioned itself.
 	Golden string `json:"golden,omitempty"`
+	// MAC is the guest NIC's address; empty (most instances) derives it
+	// from the name. A clone that resumes its source's saved memory keeps
+	// the source's: the saved NIC holds it.
+	MAC string `json:"mac,omitempty"`
 	// Throwaway marks a clone made for one run and deleted after it
 	// (`exec --rm`), or kept ready in its parent's pool for the next.
 	Throwaway *Throwaway `json:"throwaway,omitempty"`
@@ -168,6 +173,11 @@ func (c *Config) Validate(hostMemory units.Size) error {
 	}
 	if c.Arch != "arm64" && c.Arch != "amd64" {
 		errs = append(errs, fmt.Errorf("guest architecture %q: want arm64 or amd64", c.Arch))
+	}
+	if c.MAC != "" {
+		if mac, err := net.ParseMAC(c.MAC); err != nil || len(mac) != 6 || mac[0]&1 != 0 || mac[0]&2 == 0 {
+			errs = append(errs, fmt.Errorf("mac %q: want a locally administered unicast address, like 52:54:00:12:34:56", c.MAC))
+		}
 	}
 	if c.Boot != BootEFI && c.Boot != BootKernel {
 		errs = append(errs, fmt.Errorf("boot method %q: want efi or kernel", c.Boot))

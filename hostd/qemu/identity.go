@@ -20,7 +20,8 @@ const versionTimeout = 10 * time.Second
 // the QEMU binary and its version, the EFI firmware it runs, and a digest
 // of QEMU's arguments, which change with the CPU count, the memory, the
 // accelerator and every device but the disk's file and format (the
-// manifest checks those apart). They are the arguments of a boot, the
+// manifest checks those apart) and the paths of the instance's own
+// files. They are the arguments of a boot, the
 // share attached: the same for the VM that saves and the one that
 // resumes, whose launch differs only in what it adds to load the guest.
 func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
@@ -49,6 +50,15 @@ func (v *VM) Identity(ctx context.Context) (machine.Identity, error) {
 	// (a snapshot's layer, under an empty overlay).
 	c := v.cfg
 	c.Disk, c.DiskFormat = "DISK", "FORMAT"
+	// So are the instance's own files, which sit in its folder: a clone
+	// of a snapshot with memory resumes it from its own folder, with
+	// copies of the same kernel files (the guest reads none of them once
+	// it runs; the EFI variables and cidata are read at boot).
+	for _, p := range []*string{&c.Kernel, &c.Initrd, &c.EFIVars, &c.CIData, &c.RunDir} {
+		if *p != "" {
+			*p = "INSTANCE/" + filepath.Base(*p)
+		}
+	}
 	sum := sha256.Sum256([]byte(strings.Join(args(&c, l), "\x00")))
 	id.Devices = hex.EncodeToString(sum[:])
 	return id, nil

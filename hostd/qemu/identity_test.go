@@ -57,12 +57,20 @@ func TestIdentity(t *testing.T) {
 	if identity(func(c *machine.Config) { c.Disk, c.DiskFormat = "/i/disk.qcow2", "qcow2" }) != base {
 		t.Error("the disk's name changes the device layout")
 	}
+	// Nor do the folder of the instance's own files: a clone resumes its
+	// source's memory from a folder of its own.
+	if identity(func(c *machine.Config) {
+		c.Kernel, c.Initrd, c.CIData, c.RunDir = "/j/kernel", "/j/initrd", "/j/cidata.iso", "/j/run"
+	}) != base {
+		t.Error("the instance's folder changes the device layout")
+	}
 	for name, change := range map[string]func(*machine.Config){
-		"cpus":   func(c *machine.Config) { c.CPUs = 4 },
-		"memory": func(c *machine.Config) { c.Memory = 2 << 30 },
-		"cidata": func(c *machine.Config) { c.CIData = "" },
-		"mac":    func(c *machine.Config) { c.MAC = append(c.MAC[:5:5], 9) },
-		"share":  func(c *machine.Config) { c.ShareTag = "other" },
+		"no initrd": func(c *machine.Config) { c.Initrd = "" },
+		"cpus":      func(c *machine.Config) { c.CPUs = 4 },
+		"memory":    func(c *machine.Config) { c.Memory = 2 << 30 },
+		"cidata":    func(c *machine.Config) { c.CIData = "" },
+		"mac":       func(c *machine.Config) { c.MAC = append(c.MAC[:5:5], 9) },
+		"share":     func(c *machine.Config) { c.ShareTag = "other" },
 	} {
 		if identity(change) == base {
 			t.Errorf("a change of %s leaves the identity as it was", name)

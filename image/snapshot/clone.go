@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/qcow2"
 	"github.com/coworkhq/cowork/internal/reflink"
 )
@@ -21,7 +22,8 @@ import (
 // sparse: it holds only what was written above the layer below) and
 // rebased onto dp's copy below it, since an instance's chain may name no
 // other instance's files (image/golden.CheckOverlay). The memory a
-// snapshot holds is not cloned: the clone boots cold, as a new instance.
+// snapshot holds becomes the clone's saved state (links to its files):
+// the clone's first start resumes it, a fork.
 // It returns the disk's format, qcow2. The caller holds sp's lock or sp
 // runs (its hostd changes no snapshot), and removes dp on error.
 func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
@@ -70,7 +72,36 @@ func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
 	if err := qcow2.CreateOverlayOn(dp.DiskFor(instance.DiskQcow2), below, top.Format, max(size, top.Size)); err != nil {
 		return "", err
 	}
+	if top.Memory {
+		// The saved guest becomes the clone's saved state, which its first
+		// start resumes (a fork) on the layer it was saved with: the same
+		// file, or a copy that differs only in naming the clone's copy of
+		// the layer below. Its manifest, the clone's own, names the
+		// clone's layer and its stamp.
+		if err := linkState(top.MemoryDir(), dp.Suspend()); err != nil {
+			return "", fmt.Errorf("snapshot %s's memory: %w", name, err)
+		}
+		if err := restamp(dp.Suspend(), below); err != nil {
+			os.RemoveAll(dp.Suspend())
+			return "", fmt.Errorf("snapshot %s's memory: %w", name, err)
+		}
+	}
 	return instance.DiskQcow2, nil
+}
+
+// restamp records layer as the disk of the saved guest in dir, in a new
+// manifest (the old one is a link to the source's, which stays as it
+// was).
+func restamp(dir, layer string) error {
+	m, err := savestate.Load(dir)
+	if err != nil {
+		return err
+	}
+	if m.Disk, err = savestate.Stamp(layer); err != nil {
+		return err
+	}
+	m.VM.Disk = layer
+	return savestate.Write(dir, m)
 }
 
 // cloneLayer makes dst, the clone's copy of s's layer, on below (the

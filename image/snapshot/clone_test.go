@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image/qcow2"
 )
 
@@ -82,5 +83,59 @@ func TestCloneDiskRefuses(t *testing.T) {
 	}
 	if _, err := os.Stat(dp.DiskFor(instance.DiskQcow2)); !os.IsNotExist(err) {
 		t.Errorf("a refused clone made a disk: %v", err)
+	}
+}
+
+// A snapshot with memory gives its clone the saved guest: links to its
+// files, under a manifest of the clone's own that names the clone's
+// layer, the same file (a raw base, linked) or a copy of it (a layer on a
+// layer), with its stamp. The source's manifest stays as it was.
+func TestCloneDiskWithMemory(t *testing.T) {
+	p, cfg, _ := newInstance(t)
+	saveState(t, p, cfg)
+	if _, err := Create(p, cfg, "m1"); err != nil { // the raw base, with memory
+		t.Fatal(err)
+	}
+	os.RemoveAll(p.Suspend()) // resumed, then suspended again on m1's overlay
+	saveState(t, p, cfg)
+	if _, err := Create(p, cfg, "m2"); err != nil { // a layer on m1, with memory
+		t.Fatal(err)
+	}
+	for i, snap := range []string{"m1", "m2"} {
+		src, err := Load(p, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(filepath.Join(src.MemoryDir(), savestate.ManifestName))
+		dp := instance.Paths(filepath.Join(filepath.Dir(p.Dir()), "fork"+snap))
+		if err := os.MkdirAll(dp.Dir(), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := CloneDisk(p, dp, snap, int64(cfg.Disk)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := savestate.Load(dp.Suspend())
+		if err != nil {
+			t.Fatalf("%s: the clone has no saved guest: %v", snap, err)
+		}
+		layer := LayerPath(Dir(dp, snap), src.Format)
+		if st, err := savestate.Stamp(layer); err != nil || m.Disk != st || m.VM.Disk != layer {
+			t.Errorf("%s: the clone's state names %s %+v, its layer is %s %+v", snap, m.VM.Disk, m.Disk, layer, st)
+		}
+		if err := m.CheckFiles(dp.Suspend()); err != nil {
+			t.Errorf("%s: %v", snap, err)
+		}
+		if inode(t, filepath.Join(dp.Suspend(), "ram")) != inode(t, filepath.Join(src.MemoryDir(), "ram")) {
+			t.Errorf("%s: the memory was copied, not linked", snap)
+		}
+		if inode(t, filepath.Join(dp.Suspend(), savestate.ManifestName)) == inode(t, filepath.Join(src.MemoryDir(), savestate.ManifestName)) {
+			t.Errorf("%s: the clone's manifest is the source's", snap)
+		}
+		if linked := inode(t, layer) == inode(t, src.Layer()); linked != (i == 0) {
+			t.Errorf("%s: the layer is linked: %v", snap, linked)
+		}
+		if after, _ := os.ReadFile(filepath.Join(src.MemoryDir(), savestate.ManifestName)); !bytes.Equal(before, after) {
+			t.Errorf("%s: the source's manifest changed", snap)
+		}
 	}
 }

@@ -1,6 +1,6 @@
 // Package agentcall is the protocol of hostd's calls to the guest agent
-// that are not execs: Info, SetTime, Shutdown, Provisioning, ShareRelease
-// and ShareMount. It
+// that are not execs: Info, SetTime, Shutdown, Provisioning, ShareRelease,
+// ShareMount and Personalize. It
 // replaced a gRPC service so that neither the agent nor hostd links gRPC
 // or protobuf: the agent's start-up under emulation is part of every boot,
 // and these four small calls paid for HTTP/2 and a protobuf runtime.
@@ -83,7 +83,16 @@ const (
 	// for a device that was just plugged in to show its tag. It answers
 	// Reply.ShareMount.
 	MethodShareMount Method = "share_mount"
+	// MethodPersonalize (Request.Seed, Request.Hostname) makes a guest
+	// resumed from another instance's saved memory (a fork) its own: it
+	// mixes Seed into the kernel's random pool and reseeds it, so that
+	// two forks do not draw the same numbers, writes a new machine-id,
+	// and sets the hostname. It answers Reply.Personalize.
+	MethodPersonalize Method = "personalize"
 )
+
+// SeedSize is the size of Request.Seed.
+const SeedSize = 64
 
 // MaxShareUsers bounds ShareReleaseReply.Users; More counts the rest.
 const MaxShareUsers = 16
@@ -113,6 +122,10 @@ type Request struct {
 	Force bool `json:"force,omitempty"`
 	// Tag is the virtiofs tag MethodShareMount mounts.
 	Tag string `json:"tag,omitempty"`
+	// Seed is SeedSize bytes from the host's random source, and Hostname
+	// the guest's new name, for MethodPersonalize.
+	Seed     []byte `json:"seed,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -124,6 +137,7 @@ type Reply struct {
 	Provisioning *ProvisioningStatus `json:"provisioning,omitempty"`
 	ShareRelease *ShareReleaseReply  `json:"share_release,omitempty"`
 	ShareMount   *ShareMountReply    `json:"share_mount,omitempty"`
+	Personalize  *PersonalizeReply   `json:"personalize,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }
@@ -210,6 +224,11 @@ type ShareUser struct {
 
 // ShareMountReply says the share is mounted.
 type ShareMountReply struct{}
+
+// PersonalizeReply is the guest's new machine-id (32 hex digits).
+type PersonalizeReply struct {
+	MachineID string `json:"machine_id"`
+}
 
 // State is where the guest's provisioning is.
 type State string

@@ -82,7 +82,7 @@ func TestShareRoundTrip(t *testing.T) {
 		t.Errorf("request line %s; want %s", b, want)
 	}
 	var gotReq Request
-	if err := NewLineReader(strings.NewReader(string(b))).Read(&gotReq); err != nil || gotReq != req {
+	if err := NewLineReader(strings.NewReader(string(b))).Read(&gotReq); err != nil || !reflect.DeepEqual(gotReq, req) {
 		t.Errorf("request %+v, %v", gotReq, err)
 	}
 	for _, rep := range []Reply{

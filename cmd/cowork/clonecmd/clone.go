@@ -42,8 +42,10 @@ Published ports are not copied (a host port is one instance's); the
 workspace folder is SRC's unless --workspace names another. With --snapshot
 the clone is made from one of SRC's snapshots instead, in about a second
 whatever the disk's size (its layers are shared, read-only, or copied for
-what they hold above the one below), and SRC may be running; the clone
-boots cold (a snapshot's memory is not cloned yet).`,
+what they hold above the one below), and SRC may be running. A snapshot
+with memory makes a fork: the clone's first start resumes the guest where
+the snapshot left it (its processes, page cache and tmpfs), then reseeds its
+random numbers from the host and takes a machine-id of its own.`,
 		Example: "  cowork clone sandbox scratch\n  cowork clone sandbox scratch --workspace ~/scratch --start\n  cowork clone sandbox try-it --snapshot before-upgrade",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {

@@ -141,8 +141,10 @@ type Machine struct {
 	stops     []time.Duration
 	powerOffs int
 	clockSets int
-	console   *os.File       // the VM's copy of the console's write end
-	agent     *yamux.Session // hostd's end of the agent's channel
+	// personalized records personalize calls (Personalized).
+	personalized []string
+	console      *os.File       // the VM's copy of the console's write end
+	agent        *yamux.Session // hostd's end of the agent's channel
 	// generation tells booted guests apart (Generation); resumed, a
 	// restored one; detaches and attaches count the share's unplugs.
 	generation         int
@@ -227,6 +229,7 @@ func (m *Machine) startAgentLocked() error {
 		SetClock:          m.setClock,
 		PowerOff:          m.agentPowerOff,
 		Logger:            m.log,
+		Personalize:       m.personalizeSystem(),
 	})
 	// Execs and calls come on channels of their own, told apart as the
 	// real agent does; the channels of no kind it serves are closed.
@@ -248,6 +251,30 @@ func (m *Machine) startAgentLocked() error {
 type closerFunc func()
 
 func (f closerFunc) Close() error { f(); return nil }
+
+// personalizeSystem records what a personalize call changes, in place of
+// the guest's system.
+func (m *Machine) personalizeSystem() *guestagent.PersonalizeSystem {
+	note := func(what string) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.personalized = append(m.personalized, what)
+		return nil
+	}
+	return &guestagent.PersonalizeSystem{
+		Reseed:       func(seed []byte) error { return note(fmt.Sprintf("seed %x", seed)) },
+		SetMachineID: func(id string) error { return note("machine-id " + id) },
+		SetHostname:  func(name string) error { return note("hostname " + name) },
+	}
+}
+
+// Personalized is what personalize calls changed, in order: "seed HEX",
+// "machine-id ID", "hostname NAME".
+func (m *Machine) Personalized() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.personalized...)
+}
 
 func (m *Machine) setClock(time.Time) error {
 	m.mu.Lock()
