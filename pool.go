@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/image/snapshot"
 )
 
 // An instance's pool keeps throwaway clones ready for its next runs
@@ -134,12 +136,26 @@ func poolState(c *Instance) (string, *instance.Lock) {
 
 // staleAge is how old a clone that is neither running nor suspended must
 // be before it counts as a dead filler's: a filler makes it so for the
-// moment between its config and its claim.
+// moment between its boot's end and its suspend's.
 const staleAge = 2 * time.Minute
 
-// reapPool deletes the clones of runs that died and of fillers that died;
-// with all, also free clones of another snapshot than the pool's or of
-// the other kind (hot or warm). It returns what it deleted.
+// fits says whether the clone c is still what a run of the instance
+// expects of snap: made from the snapshot of that name that is there now
+// (not one since removed and taken again), with the instance's settings
+// as they are (its network policy above all).
+func (i *Instance) fits(c *Instance, snap string) bool {
+	t := c.Config.Throwaway
+	if t.Snapshot != snap || t.Settings != i.Config.SettingsDigest() {
+		return false
+	}
+	s, err := snapshot.Load(i.Paths, snap)
+	return err == nil && s.Created.Equal(t.Made)
+}
+
+// reapPool deletes the clones of runs that died, of fillers that died,
+// and free ones that no longer fit the instance (fits); with all, also
+// free clones of another snapshot than the pool's or of the other kind
+// (hot or warm). It returns what it deleted.
 func (i *Instance) reapPool(ctx context.Context, all bool) []string {
 	want, snap := "", ""
 	if all {
@@ -153,10 +169,15 @@ func (i *Instance) reapPool(ctx context.Context, all bool) []string {
 	var gone []string
 	_ = i.eachClone(func(c *Instance) bool {
 		st, lock := poolState(c)
+		free := lock != nil
 		drop := st == PoolUsed || st == PoolStale && time.Since(c.Config.Created) > staleAge ||
-			all && lock != nil && (st != want || c.Config.Throwaway.Snapshot != snap)
+			free && !i.fits(c, c.Config.Throwaway.Snapshot) ||
+			all && free && (st != want || c.Config.Throwaway.Snapshot != snap)
 		if drop {
-			if _, err := c.Delete(ctx, true); err == nil {
+			if st == PoolUsed {
+				lock, _ = instance.LockFile(c.Paths.Claim(), false) // held by no one: its run died
+			}
+			if lock != nil && discardClone(ctx, c) == nil {
 				gone = append(gone, c.Name)
 			}
 		}
@@ -165,7 +186,35 @@ func (i *Instance) reapPool(ctx context.Context, all bool) []string {
 		}
 		return true
 	})
+	i.reapUnfinished()
 	return gone
+}
+
+// reapUnfinished removes the folders of clones whose making died before
+// their config was written: no claim held in them.
+func (i *Instance) reapUnfinished() {
+	home, err := instance.Home()
+	if err != nil {
+		return
+	}
+	prefix, _ := throwawayName(i.Name)
+	prefix = prefix[:len(prefix)-8]
+	dirs, _ := filepath.Glob(filepath.Join(home, prefix+"*"))
+	for _, d := range dirs {
+		p := instance.Paths(d)
+		if _, err := os.Lstat(p.Config()); err == nil {
+			continue
+		}
+		if st, err := os.Lstat(d); err != nil || !st.IsDir() || time.Since(st.ModTime()) < staleAge {
+			continue // a clone still being copied (its claim not yet taken, for a moment)
+		}
+		if lock, err := claimIn(p, false); err == nil || errors.Is(err, errUsed) {
+			if lock != nil {
+				lock.Release()
+			}
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // claimed says whether c's claim names a run.
@@ -175,8 +224,8 @@ func claimed(c *Instance) bool {
 }
 
 // makingWait bounds how long a run waits for a pool clone being made
-// rather than boot one of its own: the one being made is never further
-// from ready than a cold boot.
+// rather than make one of its own (whose boot would compete with it for
+// the host's CPUs).
 const makingWait = 2 * time.Minute
 
 // claimOrWait is claimReady, waiting while the pool has a clone of snap
@@ -199,7 +248,7 @@ func (i *Instance) claimOrWait(ctx context.Context, snap string) *Throwaway {
 func (i *Instance) making(snap string) bool {
 	found := false
 	_ = i.eachClone(func(c *Instance) bool {
-		if c.Config.Throwaway.Snapshot == snap {
+		if i.fits(c, snap) {
 			st, lock := poolState(c)
 			if lock != nil {
 				lock.Release()
@@ -217,7 +266,7 @@ func (i *Instance) claimReady(ctx context.Context, snap string) *Throwaway {
 	var found *Throwaway
 	for _, want := range []string{PoolHot, PoolWarm} {
 		_ = i.eachClone(func(c *Instance) bool {
-			if c.Config.Throwaway.Snapshot != snap {
+			if !i.fits(c, snap) {
 				return true
 			}
 			st, lock := poolState(c)
@@ -258,10 +307,6 @@ var ErrPoolBusy = errors.New("another process is filling the pool")
 // Free clones that no longer fit the settings are deleted first. One
 // filler at a time: ErrPoolBusy when another has the pool.
 func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev *Event)) ([]string, error) {
-	s, err := i.PoolSettings()
-	if err != nil {
-		return nil, err
-	}
 	lock, err := instance.LockFile(i.Paths.PoolLock(), false)
 	if errors.Is(err, instance.ErrLocked) {
 		return nil, ErrPoolBusy
@@ -270,6 +315,15 @@ func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev 
 		return nil, err
 	}
 	defer lock.Release()
+	// Read under the lock: a drain (or a delete) sets the size to 0
+	// before it waits for this lock, so a filler it waits for sees it.
+	s, err := i.PoolSettings()
+	if err != nil || s.Size == 0 {
+		return nil, err
+	}
+	if _, err := os.Stat(i.Paths.Config()); err != nil {
+		return nil, fmt.Errorf("%s is gone: %w", i.Name, err) // deleted while this waited
+	}
 	snap, err := i.throwawayBase(s.Snapshot, nil)
 	if err != nil {
 		return nil, err
@@ -304,7 +358,7 @@ func (i *Instance) readyClones(snap string, hot bool) int {
 		if lock != nil {
 			lock.Release()
 		}
-		if st == want && c.Config.Throwaway.Snapshot == snap {
+		if st == want && i.fits(c, snap) {
 			n++
 		}
 		return true
@@ -321,7 +375,7 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 	}
 	defer t.claim.Release()
 	fail := func(err error) (string, error) {
-		_, _ = t.Instance.Delete(context.WithoutCancel(ctx), true)
+		_ = discardClone(context.WithoutCancel(ctx), t.Instance)
 		return "", fmt.Errorf("make pool clone %s of %s: %w", t.Name, i.Name, err)
 	}
 	err = t.Instance.Start(ctx, func(ev *Event) {
@@ -338,6 +392,17 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 		}
 	}
 	return t.Name, nil
+}
+
+// PoolFilling says whether a filler is at work on the pool (DrainPool
+// waits for it to finish the clone it is making).
+func (i *Instance) PoolFilling() bool {
+	lock, err := instance.LockFile(i.Paths.PoolLock(), false)
+	if err != nil {
+		return errors.Is(err, instance.ErrLocked)
+	}
+	lock.Release()
+	return false
 }
 
 // DrainPool sets the pool's size to 0 and deletes its free clones (those
@@ -359,16 +424,18 @@ func (i *Instance) DrainPool(ctx context.Context) ([]string, error) {
 	var gone []string
 	err = i.eachClone(func(c *Instance) bool {
 		st, l := poolState(c)
-		if l == nil && st != PoolUsed {
-			return true
+		if st == PoolUsed {
+			l, _ = instance.LockFile(c.Paths.Claim(), false) // its run died
 		}
-		if _, err := c.Delete(ctx, true); err == nil {
+		if l == nil {
+			return true // a run's: it deletes it
+		}
+		if discardClone(ctx, c) == nil {
 			gone = append(gone, c.Name)
 		}
-		if l != nil {
-			l.Release()
-		}
+		l.Release()
 		return true
 	})
+	i.reapUnfinished()
 	return gone, err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -47,8 +48,7 @@ const BaseSnapshot = "base"
 // network log, which the guest feeds: past them records are counted, not
 // copied.
 const (
-	maxRunRecords = 100_000
-	maxRunBytes   = 8 << 20
+	maxRunBytes = 8 << 20 // half for the flows that went out, half for the rest
 	// maxRunCommand bounds the command (or prompt, which may come whole
 	// from stdin) on a run's record.
 	maxRunCommand = 1024
@@ -98,7 +98,16 @@ func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwawa
 	began := time.Now()
 	i.reapPool(ctx, false)
 	t := i.claimOrWait(ctx, snap)
+	if err := ctx.Err(); err != nil {
+		if t != nil {
+			t.claim.Release() // claimed, unused: the next run's, or a reaper's
+		}
+		return nil, err
+	}
 	if t == nil {
+		if s, _ := i.PoolSettings(); s.Size > 0 && o.Note != nil {
+			o.Note(fmt.Sprintf("no clone was ready in the pool of %s (its filler's log: %s); making one", i.Name, i.Paths.PoolLog()))
+		}
 		if t, err = i.makeThrowaway(snap, true); err != nil {
 			return nil, err
 		}
@@ -170,28 +179,33 @@ func throwawayName(parent string) (name, id string) {
 // makeThrowaway clones snap into a new throwaway clone and claims it: for
 // a run when use, else for the pool (claimed while it is made ready).
 func (i *Instance) makeThrowaway(snap string, use bool) (*Throwaway, error) {
-	var (
-		dst, id string
-		err     error
-	)
+	var dst, id string
+	s, err := snapshot.Load(i.Paths, snap)
+	if err != nil {
+		return nil, err
+	}
+	mark := &instance.Throwaway{Parent: i.Name, Snapshot: snap, Made: s.Created, Settings: i.Config.SettingsDigest()}
+	// The claim is taken in the folder before anything else is there: a
+	// reaper never takes the clone for a dead run's or filler's.
+	var lock *instance.Lock
+	onDir := func(dir string) (err error) {
+		lock, err = claimIn(instance.Paths(dir), use)
+		return err
+	}
+	var c *Instance
 	for try := 0; try < 3; try++ {
 		dst, id = throwawayName(i.Name)
-		_, err = i.cloneSnapshot(snap, dst, instance.CloneOptions{Throwaway: &instance.Throwaway{Parent: i.Name, Snapshot: snap}})
+		c, err = i.cloneSnapshot(snap, dst, instance.CloneOptions{Throwaway: mark, OnDir: onDir})
+		if err != nil && lock != nil {
+			lock.Release()
+			lock = nil
+		}
 		if !errors.As(err, new(*instance.ExistsError)) {
 			break
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clone snapshot %s of %s: %w", snap, i.Name, err)
-	}
-	c, err := Open(dst)
-	if err != nil {
-		return nil, err
-	}
-	lock, err := claim(c, use)
-	if err != nil {
-		_ = removeInstanceDir(c.Paths)
-		return nil, err
 	}
 	return &Throwaway{Instance: c, Parent: i, ID: id, Snapshot: snap, Ready: ReadyCold, claim: lock}, nil
 }
@@ -202,10 +216,21 @@ var errUsed = errors.New("used by a run")
 // claim locks c's claim file, without waiting (instance.ErrLocked when
 // another process has it), and refuses a clone a run has used. With use,
 // it writes this process's pid in it: c is then a run's, for good.
-func claim(c *Instance, use bool) (*instance.Lock, error) {
-	lock, err := instance.LockFile(c.Paths.Claim(), false)
+func claim(c *Instance, use bool) (*instance.Lock, error) { return claimIn(c.Paths, use) }
+
+func claimIn(p instance.Paths, use bool) (*instance.Lock, error) {
+	lock, err := instance.LockFile(p.Claim(), false)
 	if err != nil {
 		return nil, err
+	}
+	// A clone is deleted under its claim, its folder first renamed away
+	// (discardClone): a lock got on the file of a folder since gone is
+	// no claim.
+	held, herr := lock.File().Stat()
+	now, nerr := os.Stat(p.Claim())
+	if herr != nil || nerr != nil || !os.SameFile(held, now) {
+		lock.Release()
+		return nil, instance.ErrLocked
 	}
 	var b [32]byte
 	if n, _ := lock.File().ReadAt(b[:], 0); n > 0 {
@@ -215,10 +240,30 @@ func claim(c *Instance, use bool) (*instance.Lock, error) {
 	if use {
 		if _, err := lock.File().WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
 			lock.Release()
-			return nil, fmt.Errorf("claim %s: %w", c.Name, err)
+			return nil, fmt.Errorf("claim %s: %w", p.Dir(), err)
 		}
 	}
 	return lock, nil
+}
+
+// discardClone powers the clone c off and deletes it; the caller holds
+// its claim. The folder is renamed away first, in one step, so that no
+// one finds it half deleted (and takes a claim there).
+func discardClone(ctx context.Context, c *Instance) error {
+	if _, err := c.Stop(ctx, true, 0); err != nil {
+		return fmt.Errorf("stop throwaway clone %s: %w", c.Name, err)
+	}
+	home, err := instance.Home()
+	if err != nil {
+		return err
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	gone := filepath.Join(home, ".gone-"+c.Name+"-"+hex.EncodeToString(b[:]))
+	if err := os.Rename(c.Paths.Dir(), gone); err != nil {
+		return fmt.Errorf("delete throwaway clone %s: %w; `cowork delete --force%s` removes it", c.Name, err, instance.NameFlag(c.Name))
+	}
+	return os.RemoveAll(gone)
 }
 
 // RunResult is how a throwaway run ended, for its record.
@@ -248,8 +293,8 @@ func (t *Throwaway) Discard(ctx context.Context, r RunResult) (*audit.RunInfo, e
 	}
 	if stopErr != nil {
 		errs = append(errs, fmt.Errorf("stop throwaway clone %s: %w; it is left for the next run of %s to delete, or `cowork delete --force%s`", t.Name, stopErr, t.Parent.Name, instance.NameFlag(t.Name)))
-	} else if err := removeInstanceDir(t.Paths); err != nil {
-		errs = append(errs, fmt.Errorf("delete throwaway clone %s: %w; `cowork delete --force%s` removes it", t.Name, err, instance.NameFlag(t.Name)))
+	} else if err := discardClone(ctx, t.Instance); err != nil {
+		errs = append(errs, err)
 	}
 	return info, errors.Join(errs...)
 }
@@ -257,7 +302,7 @@ func (t *Throwaway) Discard(ctx context.Context, r RunResult) (*audit.RunInfo, e
 // appendRun copies the network records of the clone in cp to the runs
 // log of its parent in pp, each tagged with the run's id, then the run's
 // own record; one run's records at a time (RunsLock), at most
-// maxRunRecords and maxRunBytes of them.
+// maxRunBytes of them.
 func appendRun(pp, cp instance.Paths, id string, began time.Time, info *audit.RunInfo, runErr error) error {
 	lock, err := instance.LockFile(pp.RunsLock(), true)
 	if err != nil {
@@ -269,19 +314,25 @@ func appendRun(pp, cp instance.Paths, id string, began time.Time, info *audit.Ru
 		return err
 	}
 	defer log.Close()
-	var kept, size int64
+	// Two budgets: the flows that went out, and the rest (denials, DNS),
+	// so that a guest cannot crowd the first out with the second.
+	var size [2]int64
 	skipped, err := audit.Stream(context.Background(), cp.NetworkLog(), time.Time{}, false, func(r *audit.Record) error {
 		info.Stats.Add(r)
-		if kept >= maxRunRecords || size >= maxRunBytes {
-			info.Dropped++
-			return nil
+		budget := 1
+		if r.Verdict == audit.Allow && r.Kind != audit.KindDNS {
+			budget = 0
 		}
 		r.RunID, r.Run = id, nil
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err
 		}
-		kept, size = kept+1, size+int64(len(b))+1
+		if size[budget]+int64(len(b))+1 > maxRunBytes/2 {
+			info.Dropped++
+			return nil
+		}
+		size[budget] += int64(len(b)) + 1
 		_, err = log.Write(append(b, '\n'))
 		return err
 	})
@@ -292,7 +343,7 @@ func appendRun(pp, cp instance.Paths, id string, began time.Time, info *audit.Ru
 	end := time.Now()
 	rec := audit.Record{Time: end, Kind: audit.KindRun, Start: began, DurationMs: float64(end.Sub(began)) / float64(time.Millisecond), RunID: id, Run: info}
 	if runErr != nil {
-		rec.Error = runErr.Error()
+		rec.Error = cut(runErr.Error(), maxRunCommand)
 	}
 	b, err := json.Marshal(&rec)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,9 +130,15 @@ not json
 // left alone, and neither is taken.
 func TestThrowawayNeverReusesAClone(t *testing.T) {
 	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
+	if _, err := parent.Snapshot("old"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := parent.Snapshot("base"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := parent.throwawayBase("", nil)
+	if err != nil || snap != "base" {
+		t.Fatal(snap, err)
 	}
 	used := poolClone(t, parent, snap, true)
 	if err := os.WriteFile(used.Paths.Claim(), []byte("4242\n"), 0o600); err != nil {
@@ -143,11 +150,7 @@ func TestThrowawayNeverReusesAClone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	other := poolClone(t, parent, snap, true)
-	other.Config.Throwaway.Snapshot = "other"
-	if err := other.Config.Save(other.Paths.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	other := poolClone(t, parent, "old", true)
 
 	if got := parent.claimReady(context.Background(), snap); got != nil {
 		t.Fatalf("took %s (%s)", got.Name, got.Ready)
@@ -217,7 +220,8 @@ func TestThrowawayRefusals(t *testing.T) {
 }
 
 // One run's clone may log without end (the guest makes the traffic): what
-// a run adds to its parent's log is capped, the rest counted.
+// a run adds to its parent's log is capped, the rest counted; a flood of
+// denials and DNS cannot crowd out the flows that went out after it.
 func TestRunRecordIsBounded(t *testing.T) {
 	parent := newParent(t)
 	cp := instance.Paths(t.TempDir())
@@ -225,29 +229,38 @@ func TestRunRecordIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := maxRunRecords + 10
-	for k := 0; k < n; k++ {
+	const denials, flows = 60_000, 100
+	for k := 0; k < denials; k++ {
 		fmt.Fprintf(f, `{"time":"2026-12-05T10:00:00Z","kind":"udp","verdict":"deny","dst":"10.0.0.1:%d","bytes_out":1,"bytes_in":0}`+"\n", k%65536)
+	}
+	for k := 0; k < flows; k++ {
+		fmt.Fprintf(f, `{"time":"2026-12-05T10:00:01Z","kind":"tcp","verdict":"allow","name":"exfil.example","dst":"203.0.113.9:443","bytes_out":1000,"bytes_in":0}`+"\n")
 	}
 	f.Close()
 	info := &audit.RunInfo{What: "exec"}
-	if err := appendRun(parent.Paths, cp, "abcd1234", time.Now(), info, errors.New("cut short")); err != nil {
+	if err := appendRun(parent.Paths, cp, "abcd1234", time.Now(), info, errors.New("cut short "+strings.Repeat("x", 4*maxRunCommand))); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ := readRuns(t, parent.Paths)
-	kept := int64(len(recs) - 1)
-	if info.Stats.Flows != int64(n) || info.Dropped == 0 || kept+info.Dropped != int64(n) {
-		t.Errorf("counted %d flows, kept %d, dropped %d; want %d in all", info.Stats.Flows, kept, info.Dropped, n)
+	kept, allowed := int64(len(recs)-1), 0
+	for _, r := range recs {
+		if r.Name == "exfil.example" {
+			allowed++
+		}
 	}
-	if st, err := os.Stat(parent.Paths.Runs()); err != nil || st.Size() > maxRunBytes+4096 {
+	if info.Stats.Flows != denials+flows || info.Dropped == 0 || kept+info.Dropped != denials+flows || allowed != flows {
+		t.Errorf("counted %d flows, kept %d (%d of the allowed %d), dropped %d", info.Stats.Flows, kept, allowed, flows, info.Dropped)
+	}
+	if st, err := os.Stat(parent.Paths.Runs()); err != nil || st.Size() > maxRunBytes+8192 {
 		t.Errorf("the runs log takes %d bytes for one run (cap %d): %v", st.Size(), maxRunBytes, err)
 	}
-	if last := recs[len(recs)-1]; last.Kind != audit.KindRun || last.Error != "cut short" {
-		t.Errorf("the last record: %+v", last)
+	last := recs[len(recs)-1]
+	if last.Kind != audit.KindRun || !strings.HasPrefix(last.Error, "cut short") || len(last.Error) > maxRunCommand+len("…") {
+		t.Errorf("the last record: %s %d bytes of error", last.Kind, len(last.Error))
 	}
-	b, _ := json.Marshal(recs[len(recs)-1])
+	b, _ := json.Marshal(last)
 	if !strings.Contains(string(b), fmt.Sprintf(`"dropped":%d`, info.Dropped)) {
-		t.Errorf("the run's record does not say what was dropped: %s", b)
+		t.Errorf("the run's record does not say what was dropped: %.300s", b)
 	}
 }
 
@@ -304,5 +317,89 @@ func TestThrowawayWaitsForTheCloneBeingMade(t *testing.T) {
 	defer tw.Discard(context.Background(), RunResult{})
 	if tw.Name != making.Name || tw.Ready != ReadyHot {
 		t.Errorf("took %s (%s), want %s once made", tw.Name, tw.Ready, making.Name)
+	}
+}
+
+// A pool clone carries the settings its parent had when it was made: once
+// the parent's change (a stricter network policy), no run gets it, and
+// the next run deletes it.
+func TestPoolClonesFollowTheParent(t *testing.T) {
+	parent := newParent(t)
+	snap, err := parent.throwawayBase("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := poolClone(t, parent, snap, true)
+	if !parent.fits(old.Instance, snap) {
+		t.Fatal("a fresh clone does not fit its parent")
+	}
+	parent.Config.Network.Mode = "allowlist"
+	if err := parent.Config.Save(parent.Paths.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	parent, err = Open("box")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := parent.claimReady(context.Background(), snap); got != nil {
+		t.Fatalf("a run got %s, made under the old policy", got.Name)
+	}
+	if gone := parent.reapPool(context.Background(), false); len(gone) != 1 || gone[0] != old.Name {
+		t.Errorf("reaped %q, want %s", gone, old.Name)
+	}
+}
+
+// A clone's folder is renamed away before it is deleted: a claim on its
+// old path finds nothing to lock (and makes no file there).
+func TestClaimOfADeletedCloneFails(t *testing.T) {
+	parent := newParent(t)
+	snap, err := parent.throwawayBase("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := poolClone(t, parent, snap, false)
+	lock, err := claim(c.Instance, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := discardClone(context.Background(), c.Instance); err != nil {
+		t.Fatal(err)
+	}
+	lock.Release()
+	if _, err := claim(c.Instance, true); err == nil {
+		t.Error("a clone was claimed after its deletion")
+	}
+	if _, err := os.Stat(c.Paths.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the clone's folder: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(c.Paths.Dir()), ".gone-*")); len(left) != 0 {
+		t.Errorf("left behind: %q", left)
+	}
+}
+
+// A free clone neither running nor suspended is a filler's between its
+// boot and its suspend, for a moment, or a dead filler's: it is deleted
+// only once older than that moment could be.
+func TestStaleClonesGoOnlyOnceOld(t *testing.T) {
+	parent := newParent(t)
+	snap, err := parent.throwawayBase("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := poolClone(t, parent, snap, false)
+	if st, l := poolState(c.Instance); st != PoolStale {
+		t.Fatalf("state %s", st)
+	} else {
+		l.Release()
+	}
+	if gone := parent.reapPool(context.Background(), false); len(gone) != 0 {
+		t.Fatalf("a fresh clone was reaped: %q", gone)
+	}
+	c.Config.Created = time.Now().Add(-staleAge - time.Minute)
+	if err := c.Config.Save(c.Paths.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	if gone := parent.reapPool(context.Background(), false); len(gone) != 1 || gone[0] != c.Name {
+		t.Errorf("reaped %q, want the old %s", gone, c.Name)
 	}
 }

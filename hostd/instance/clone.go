@@ -23,7 +23,7 @@ import (
 //
 // o.FromSnapshot, when not nil, makes dst's disk instead of a copy of
 // src's (image/snapshot.CloneDisk: a snapshot's layers); src may then be
-// running, since no one changes a snapshot while its hostd holds the lock.
+// running, or start meanwhile: no one rewrites a snapshot's files.
 func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 	workspace, fromSnapshot := o.Workspace, o.FromSnapshot
 	if err := ValidateName(dst); err != nil {
@@ -45,17 +45,20 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 			return nil, err
 		}
 	}
-	lock, err := TryLock(sp)
 	running := false
-	switch {
-	case errors.Is(err, ErrRunning) && fromSnapshot != nil:
-		// Its hostd holds the lock, and touches no snapshot.
-		running = true
-	case errors.Is(err, ErrRunning):
-		return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole), or clone one of its snapshots (--snapshot)", src.Name, NameFlag(src.Name))
-	case err != nil:
-		return nil, err
-	default:
+	if fromSnapshot != nil {
+		// A snapshot's files are never rewritten, only removed (hard links
+		// keep what was linked): its clone needs no lock of src's, and
+		// takes none, so that src can start meanwhile.
+		running = Held(sp)
+	} else {
+		lock, err := TryLock(sp)
+		switch {
+		case errors.Is(err, ErrRunning):
+			return nil, fmt.Errorf("%s is running; stop it first with `cowork stop%s` (a running disk cannot be copied whole), or clone one of its snapshots (--snapshot)", src.Name, NameFlag(src.Name))
+		case err != nil:
+			return nil, err
+		}
 		defer lock.Release()
 	}
 	if _, err := os.Stat(sp.Provisioned()); err != nil {
@@ -81,6 +84,11 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 			os.RemoveAll(dp.Dir())
 		}
 	}()
+	if o.OnDir != nil {
+		if err := o.OnDir(dp.Dir()); err != nil {
+			return nil, err
+		}
+	}
 	var files []string
 	if fromSnapshot == nil {
 		files = append(files, src.DiskPath(sp))
@@ -132,6 +140,10 @@ type CloneOptions struct {
 	// Throwaway marks the clone as one run's (Config.Throwaway) from the
 	// moment its config exists.
 	Throwaway *Throwaway
+	// OnDir, when set, is called with the clone's folder as soon as it
+	// is made, before anything is in it (a throwaway's claim is taken
+	// there, so that no one takes the clone for a leftover).
+	OnDir func(dir string) error
 }
 
 // DiskCloner makes a clone's disk in dp from the instance in sp (holding

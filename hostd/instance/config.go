@@ -1,6 +1,8 @@
 package instance
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,6 +83,24 @@ type Config struct {
 type Throwaway struct {
 	Parent   string `json:"parent"`
 	Snapshot string `json:"snapshot"`
+	// Made is when the snapshot was taken, and Settings the digest of
+	// the parent's settings (SettingsDigest), when the clone was made: a
+	// clone whose parent has since changed them (its network policy, its
+	// CPUs) or taken another snapshot of that name is no longer the
+	// parent's, and no run gets it.
+	Made     time.Time `json:"snapshot_made"`
+	Settings string    `json:"settings"`
+}
+
+// SettingsDigest is a digest of what a clone copies of c: every setting
+// but its name, identity, disk's file and ports.
+func (c *Config) SettingsDigest() string {
+	s := *c
+	s.Name, s.Created, s.InstanceID, s.Publish, s.MAC, s.Throwaway = "", time.Time{}, "", nil, "", nil
+	s.DiskFormat, s.Golden, s.Image = "", "", ""
+	b, _ := json.Marshal(&s)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // Disk formats.

@@ -18,6 +18,11 @@ func TestValidate(t *testing.T) {
 	if err := goodConfig().Validate(16 * units.GiB); err != nil {
 		t.Fatalf("a good config: %v", err)
 	}
+	withMAC := goodConfig()
+	withMAC.MAC = "52:54:aa:bb:cc:dd" // a fork's, its source's
+	if err := withMAC.Validate(16 * units.GiB); err != nil {
+		t.Fatalf("a config with a MAC: %v", err)
+	}
 	for _, tc := range []struct {
 		change func(*Config)
 		want   string
@@ -36,6 +41,10 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Network.MaxFlows = -1 }, "max_flows -1"},
 		{func(c *Config) { c.Network.MaxFlows = MaxFlowsCeiling + 1 }, "max_flows at most"},
 		{func(c *Config) { c.Network.TCPIdleSeconds = -5 }, "tcp_idle_seconds -5"},
+		{func(c *Config) { c.MAC = "nonsense" }, "mac \"nonsense\""},
+		{func(c *Config) { c.MAC = "53:54:00:12:34:56" }, "locally administered unicast"}, // multicast
+		{func(c *Config) { c.MAC = "00:16:3e:12:34:56" }, "locally administered unicast"}, // a vendor's
+		{func(c *Config) { c.MAC = "52:54:00:12:34:56:78:9a" }, "locally administered unicast"},
 		{func(c *Config) {
 			p, _ := ParsePublish("8080:80")
 			c.Publish = []Publish{p, p}

@@ -105,6 +105,9 @@ func Run(ctx context.Context, o *Options) error {
 	case "fill":
 		return fill(ctx, o, inst)
 	case "drain":
+		if inst.PoolFilling() {
+			fmt.Fprintf(o.IO.ErrOut, "waiting for the pool's filler to finish the clone it is making (a boot, and a suspend for a warm one)\n")
+		}
 		gone, err := inst.DrainPool(ctx)
 		for _, n := range gone {
 			fmt.Fprintf(o.IO.Out, "deleted %s\n", n)

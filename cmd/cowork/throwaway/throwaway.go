@@ -82,6 +82,9 @@ func nonExit(err error) error {
 	return err
 }
 
+// maxPoolLog is the size past which the pool's log starts afresh.
+const maxPoolLog = 1 << 20
+
 // Refill starts `cowork pool fill --background` for parent, detached (its
 // own session, output to the pool's log): it makes the pool's next clone
 // while this run goes on, and exits at once when another filler has the
@@ -91,7 +94,14 @@ func Refill(parent *cowork.Instance) error {
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(parent.Paths.PoolLog(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// Appended to, so that a filler's error outlives the next run's
+	// refill (which exits at once while one fills); started afresh once
+	// it is big, which only many failures make it.
+	how := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if st, err := os.Stat(parent.Paths.PoolLog()); err == nil && st.Size() > maxPoolLog {
+		how |= os.O_TRUNC
+	}
+	logf, err := os.OpenFile(parent.Paths.PoolLog(), how, 0o600)
 	if err != nil {
 		return err
 	}
