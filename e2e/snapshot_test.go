@@ -3,11 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSnapshot takes a disk snapshot of a stopped guest, changes a file,
@@ -147,7 +149,35 @@ func TestSnapshot(t *testing.T) {
 		if s := e.status(); s.State != "running" {
 			t.Errorf("the parent after its throwaway runs: %+v", s)
 		}
+		// A run killed outright (SIGKILL: it cleans nothing up): its
+		// clone's VM powers itself off, and the next drain deletes it.
 		e.must("pool", "drain")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := e.cmd(ctx, "exec", "--rm", "touch /tmp/started; sleep 600")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var clone string
+		for deadline := time.Now().Add(time.Minute); clone == ""; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the killed run's clone never ran its command")
+			}
+			dirs, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*"))
+			if len(dirs) == 1 && e.run("--name", filepath.Base(dirs[0]), "exec", "test -e /tmp/started").code == 0 {
+				clone = filepath.Base(dirs[0])
+			}
+		}
+		c.Process.Kill()
+		c.Wait()
+		for deadline := time.Now().Add(30 * time.Second); len(e.hostdsOf(clone)) > 0; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the VM of %s, whose run was killed, still runs 30 s later", clone)
+			}
+		}
+		if r := e.must("pool", "drain"); !strings.Contains(r.out, "deleted "+clone) {
+			t.Errorf("drain after the killed run: %s", r)
+		}
 		left, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*"))
 		if len(left) != 0 {
 			t.Errorf("clones left after the runs and a drain: %q", left)

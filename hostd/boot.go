@@ -234,6 +234,7 @@ func (d *Daemon) serveGuest(life context.Context, provisioned bool) error {
 	}
 	go d.relay(life, relay)
 	go d.watchClock(life)
+	go d.watchClaim(life)
 	if provisioned {
 		// Ready only now that agent.sock serves: a client told "ready"
 		// connects at once, and must find it.

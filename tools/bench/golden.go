@@ -59,6 +59,11 @@ func goldenRows(t *table, cowork string, first time.Duration, second, third *exe
 		return err
 	}
 	resume.rows(t, "the cloud stand-in")
+	cloned, _, err := measureClone(cowork, name(second), 2)
+	if err != nil {
+		return err
+	}
+	cloneRow(t, cloned, resume.cold, "the cloud stand-in")
 	if err := stopAll(); err != nil {
 		return err
 	}

@@ -247,8 +247,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	t.add("hostd resident memory, idle, with a running guest (2 s after the traffic above)", mib(rss), "", 0, "≤ 30 MiB", rss > 0 && rss <= 30<<20)
 	t.add("the same, 2 s after the boot, before any traffic", mib(bootRSS), "", 0, "", false)
 	resume.rows(t, "the test guest")
-	x := ratio(cloned.p50(), resume.cold.p50())
-	t.add("`cowork clone --snapshot` + start + exec `true` ÷ cold start + exec `true` (the test guest; the clone boots cold)", secs(cloned.p50()), secs(resume.cold.p50()), x, "≤ 0.25×", x <= 0.25)
+	cloneRow(t, cloned, resume.cold, "the test guest")
 	t.add("  `cowork snapshot create` of the running test guest (suspend, snapshot with memory, resume)", secs(snapped.p50()), "", 0, "", false)
 	thrown.rows(t)
 

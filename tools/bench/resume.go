@@ -107,6 +107,13 @@ func measureClone(cowork, src string, rounds int) (clone, snap samples, err erro
 	return clone, snap, nil
 }
 
+// cloneRow adds the ratio of a clone from a snapshot with memory (a fork,
+// resumed) to a cold start of its source, guest.
+func cloneRow(t *table, cloned, cold samples, guest string) {
+	x := ratio(cloned.p50(), cold.p50())
+	t.add("`cowork clone --snapshot` + start + exec `true` ÷ cold start + exec `true` ("+guest+"; a snapshot with memory: the clone resumes it)", secs(cloned.p50()), secs(cold.p50()), x, "≤ 0.25×", x <= 0.25)
+}
+
 // throwawayTimes is `exec --rm true` with a clone ready in the pool, warm
 // and hot, against `exec true` on the running instance (issue 18).
 type throwawayTimes struct {
