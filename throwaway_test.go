@@ -34,6 +34,18 @@ func newParent(t *testing.T) *Instance {
 	return inst
 }
 
+// newParentWithBase is newParent with its snapshot base, which its
+// throwaway runs clone.
+func newParentWithBase(t *testing.T) (*Instance, string) {
+	t.Helper()
+	parent := newParent(t)
+	snap, err := parent.throwawayBase("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parent, snap
+}
+
 // poolClone makes a clone of parent's snapshot as a filler would, and
 // makes it hot (a stand-in hostd, ready) when hot.
 func poolClone(t *testing.T, parent *Instance, snap string, hot bool) *Throwaway {
@@ -267,11 +279,7 @@ func TestRunRecordIsBounded(t *testing.T) {
 // Deleting an instance deletes its pool's free clones (VMs of their own),
 // and leaves one in a run to that run.
 func TestDeleteTakesItsPool(t *testing.T) {
-	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, snap := newParentWithBase(t)
 	free := poolClone(t, parent, snap, true)
 	busy := poolClone(t, parent, snap, false)
 	held, err := claim(busy.Instance, true)
@@ -293,11 +301,7 @@ func TestDeleteTakesItsPool(t *testing.T) {
 // A run that finds no clone ready but one being made waits for it rather
 // than boot its own.
 func TestThrowawayWaitsForTheCloneBeingMade(t *testing.T) {
-	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, snap := newParentWithBase(t)
 	making, err := parent.makeThrowaway(snap, false) // claimed, as a filler holds it
 	if err != nil {
 		t.Fatal(err)
@@ -324,11 +328,7 @@ func TestThrowawayWaitsForTheCloneBeingMade(t *testing.T) {
 // the parent's change (a stricter network policy), no run gets it, and
 // the next run deletes it.
 func TestPoolClonesFollowTheParent(t *testing.T) {
-	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, snap := newParentWithBase(t)
 	old := poolClone(t, parent, snap, true)
 	if !parent.fits(old.Instance, snap) {
 		t.Fatal("a fresh clone does not fit its parent")
@@ -337,7 +337,7 @@ func TestPoolClonesFollowTheParent(t *testing.T) {
 	if err := parent.Config.Save(parent.Paths.Dir()); err != nil {
 		t.Fatal(err)
 	}
-	parent, err = Open("box")
+	parent, err := Open("box")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,11 +352,7 @@ func TestPoolClonesFollowTheParent(t *testing.T) {
 // A clone's folder is renamed away before it is deleted: a claim on its
 // old path finds nothing to lock (and makes no file there).
 func TestClaimOfADeletedCloneFails(t *testing.T) {
-	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, snap := newParentWithBase(t)
 	c := poolClone(t, parent, snap, false)
 	lock, err := claim(c.Instance, false)
 	if err != nil {
@@ -381,11 +377,7 @@ func TestClaimOfADeletedCloneFails(t *testing.T) {
 // boot and its suspend, for a moment, or a dead filler's: it is deleted
 // only once older than that moment could be.
 func TestStaleClonesGoOnlyOnceOld(t *testing.T) {
-	parent := newParent(t)
-	snap, err := parent.throwawayBase("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parent, snap := newParentWithBase(t)
 	c := poolClone(t, parent, snap, false)
 	if st, l := poolState(c.Instance); st != PoolStale {
 		t.Fatalf("state %s", st)
