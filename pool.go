@@ -208,6 +208,14 @@ func (i *Instance) reapUnfinished() {
 		if st, err := os.Lstat(d); err != nil || !st.IsDir() || time.Since(st.ModTime()) < staleAge {
 			continue // a clone still being copied (its claim not yet taken, for a moment)
 		}
+		// A clone's folder has its claim before anything else; one with
+		// neither claim nor emptiness is no clone's (an instance of the
+		// user's being made, under a name like one).
+		if _, err := os.Lstat(p.Claim()); err != nil {
+			if entries, _ := os.ReadDir(d); len(entries) > 0 {
+				continue
+			}
+		}
 		if lock, err := claimIn(p, false); err == nil || errors.Is(err, errUsed) {
 			if lock != nil {
 				lock.Release()
@@ -424,6 +432,12 @@ func (i *Instance) DrainPool(ctx context.Context) ([]string, error) {
 	var gone []string
 	err = i.eachClone(func(c *Instance) bool {
 		st, l := poolState(c)
+		// No filler makes one while this holds the pool lock: "making"
+		// is someone's look for a moment (a claimer's, its hostd's).
+		for try := 0; st == PoolMaking && try < 20; try++ {
+			time.Sleep(50 * time.Millisecond)
+			st, l = poolState(c)
+		}
 		if st == PoolUsed {
 			l, _ = instance.LockFile(c.Paths.Claim(), false) // its run died
 		}

@@ -23,9 +23,14 @@ func TestAnOrphanedThrowawayStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _ := h.ready(t)
-	// Free, then held by a live run with its pid in it.
+	// Free (a pool clone waiting, its claim empty and unlocked), then
+	// held by a live run with its pid in it.
 	if err := os.WriteFile(h.paths.Claim(), nil, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	time.Sleep(10 * orphanPoll)
+	if st := r.status(); !st.Ready {
+		t.Fatalf("a free pool clone stopped: %+v", st)
 	}
 	lock, err := instance.LockFile(h.paths.Claim(), false)
 	if err != nil {

@@ -96,7 +96,7 @@ func (d *Daemon) savedState(ctx context.Context, vm machine.Machine, mc machine.
 		return nil, err
 	}
 	d.forkOf = ""
-	if m.Instance != "" && m.Instance != d.name {
+	if m.Instance != "" && m.Instance != d.identity() {
 		d.forkOf = m.Instance
 	}
 	return &machine.Saved{Dir: dir, Memory: mc.Memory}, nil
@@ -243,4 +243,11 @@ func (d *Daemon) personalize(ctx context.Context) {
 	}
 	d.log.Error("the fork could not make itself its own", "of", d.forkOf, "err", err)
 	d.events.emit(controlwire.PhaseNote, "this guest was resumed from "+d.forkOf+"'s memory and could not reseed its random numbers or take a new machine-id; `cowork stop` and `cowork start --cold` boot it as its own", err)
+}
+
+// identity names this instance in the manifests it saves: its name and
+// cloud-init instance-id, which a clone gets anew even where it takes a
+// deleted instance's name.
+func (d *Daemon) identity() string {
+	return d.name + "/" + d.cfg.InstanceID
 }

@@ -158,7 +158,7 @@ func (d *Daemon) manifestNow(ctx context.Context, saver machine.Saver) (savestat
 	digests := GoldenDigests()
 	m := savestate.Manifest{
 		Cowork:     buildinfo.Version,
-		Instance:   d.name,
+		Instance:   d.identity(),
 		Hypervisor: savestate.Binary{Path: id.Binary, Version: id.Version},
 		VM: savestate.VM{
 			Arch: d.cfg.Arch, CPUs: d.cfg.CPUs, Memory: int64(d.cfg.Memory),

@@ -430,10 +430,10 @@ func TestAForkMakesItselfItsOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Instance != h.cfg.Name {
-		t.Fatalf("the manifest names instance %q, want %q", m.Instance, h.cfg.Name)
+	if want := h.cfg.Name + "/" + h.cfg.InstanceID; m.Instance != want {
+		t.Fatalf("the manifest names instance %q, want %q", m.Instance, want)
 	}
-	m.Instance = "parent"
+	m.Instance = h.cfg.Name + "/cowork-" + h.cfg.Name + "-1" // a deleted instance of the same name
 	if err := savestate.Write(h.paths.Suspend(), m); err != nil {
 		t.Fatal(err)
 	}

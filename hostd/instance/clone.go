@@ -125,6 +125,7 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 		c.Workspace = workspace
 	}
 	c.Publish = nil // a host port is one instance's: two would collide
+	c.MAC = ""      // its own, from its name (a fork is given its source's by its caller)
 	c.Throwaway = o.Throwaway
 	if err := os.MkdirAll(c.Workspace, 0o755); err != nil {
 		return nil, fmt.Errorf("create workspace: %w", err)

@@ -43,9 +43,10 @@ type Manifest struct {
 	// Cowork is the version of the cowork that saved it: the saved guest
 	// runs that build's agent, and hostd's device layout is that build's.
 	Cowork string `json:"cowork"`
-	// Instance is the instance that saved it. Another one resuming it (a
-	// clone of a snapshot with memory) is a fork of that guest, which
-	// then makes itself its own (hostd's personalize).
+	// Instance is the instance that saved it ("NAME/INSTANCE-ID").
+	// Another one resuming it (a clone of a snapshot with memory) is a
+	// fork of that guest, which then makes itself its own (hostd's
+	// personalize).
 	Instance   string     `json:"instance,omitempty"`
 	Hypervisor Binary     `json:"hypervisor"`
 	VM         VM         `json:"vm"`

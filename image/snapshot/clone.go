@@ -46,6 +46,14 @@ func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
 		chain = append(chain, s)
 		n = s.Parent
 	}
+	// The top layer's stamp before it is cloned: a saved guest is given
+	// to the clone only if it was saved with that very file, and the
+	// file is still it once linked (no snapshot rm and create raced
+	// this clone, which takes no lock of sp's).
+	topStamp, err := savestate.Stamp(chain[0].Layer())
+	if err != nil {
+		return "", err
+	}
 	below := "" // dp's copy of the layer under the current one
 	for i := len(chain) - 1; i >= 0; i-- {
 		s := chain[i]
@@ -72,7 +80,7 @@ func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
 	if err := qcow2.CreateOverlayOn(dp.DiskFor(instance.DiskQcow2), below, top.Format, max(size, top.Size)); err != nil {
 		return "", err
 	}
-	if top.Memory {
+	if top.Memory && sameGuest(sp, top, topStamp) {
 		// The saved guest becomes the clone's saved state, which its first
 		// start resumes (a fork) on the layer it was saved with: the same
 		// file, or a copy that differs only in naming the clone's copy of
@@ -87,6 +95,23 @@ func CloneDisk(sp, dp instance.Paths, name string, size int64) (string, error) {
 		}
 	}
 	return instance.DiskQcow2, nil
+}
+
+// sameGuest says whether top's saved guest was saved with its layer as
+// stamped (stamp), and both are still top's: its meta unchanged, its
+// layer the same file. Else the clone boots cold: a guest resumed on
+// another disk than its own would corrupt it.
+func sameGuest(sp instance.Paths, top *Snapshot, stamp savestate.DiskStamp) bool {
+	m, err := savestate.Load(top.MemoryDir())
+	if err != nil || m.Disk != stamp {
+		return false
+	}
+	now, err := savestate.Stamp(top.Layer())
+	if err != nil || now != stamp {
+		return false
+	}
+	again, err := Load(sp, top.Name)
+	return err == nil && again.Created.Equal(top.Created)
 }
 
 // restamp records layer as the disk of the saved guest in dir, in a new
@@ -114,9 +139,10 @@ func cloneLayer(sp instance.Paths, s *Snapshot, dst, below string) error {
 		if err != nil {
 			return err
 		}
-		_, onLayer = LayerName(sp, info.Backing)
-		if onLayer && below == "" {
-			return fmt.Errorf("its layer sits on %s, which is no snapshot it records", info.Backing)
+		var on string
+		on, onLayer = LayerName(sp, info.Backing)
+		if onLayer && (below == "" || on != s.Parent) {
+			return fmt.Errorf("its layer sits on %s, which is not the snapshot it records (%q); was it removed and taken again meanwhile? clone again", info.Backing, s.Parent)
 		}
 		if onLayer {
 			tmp := dst + ".tmp"

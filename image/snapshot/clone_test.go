@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -137,5 +138,37 @@ func TestCloneDiskWithMemory(t *testing.T) {
 		if after, _ := os.ReadFile(filepath.Join(src.MemoryDir(), savestate.ManifestName)); !bytes.Equal(before, after) {
 			t.Errorf("%s: the source's manifest changed", snap)
 		}
+	}
+}
+
+// A snapshot whose saved guest was not saved with its layer (a manifest
+// that says another disk, as a snapshot removed and taken again under a
+// clone would leave) gives the clone no saved guest: it boots cold
+// rather than resume on a disk that is not its own.
+func TestCloneDiskRefusesAGuestOfAnotherDisk(t *testing.T) {
+	p, cfg, _ := newInstance(t)
+	saveState(t, p, cfg)
+	s, err := Create(p, cfg, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := savestate.Load(s.MemoryDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Disk.Ino++
+	os.Remove(filepath.Join(s.MemoryDir(), savestate.ManifestName)) // a link to the instance's own
+	if err := savestate.Write(s.MemoryDir(), m); err != nil {
+		t.Fatal(err)
+	}
+	dp := instance.Paths(filepath.Join(filepath.Dir(p.Dir()), "fork"))
+	if err := os.MkdirAll(dp.Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CloneDisk(p, dp, "m1", int64(cfg.Disk)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dp.Suspend()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the clone got a saved guest of another disk: %v", err)
 	}
 }
