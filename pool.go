@@ -31,6 +31,14 @@ type PoolSettings struct {
 	Snapshot string `json:"snapshot,omitempty"`
 }
 
+// Kind is the state of the clones s keeps ready: PoolHot or PoolWarm.
+func (s PoolSettings) Kind() string {
+	if s.Hot {
+		return PoolHot
+	}
+	return PoolWarm
+}
+
 // PoolSettings reads the instance's pool settings: a zero size when it
 // has none.
 func (i *Instance) PoolSettings() (PoolSettings, error) {
@@ -86,11 +94,7 @@ type PoolClone struct {
 func (i *Instance) PoolClones() ([]PoolClone, error) {
 	var out []PoolClone
 	err := i.eachClone(func(c *Instance) bool {
-		st, lock := poolState(c)
-		if lock != nil {
-			lock.Release()
-		}
-		out = append(out, PoolClone{Name: c.Name, Snapshot: c.Config.Throwaway.Snapshot, State: st, Created: c.Config.Created})
+		out = append(out, PoolClone{Name: c.Name, Snapshot: c.Config.Throwaway.Snapshot, State: peekState(c), Created: c.Config.Created})
 		return true
 	})
 	return out, err
@@ -115,13 +119,16 @@ func (i *Instance) eachClone(fn func(*Instance) bool) error {
 	return nil
 }
 
-// poolState says what c is; for a clone no one else holds, it returns
-// its claim's lock too, held.
+// poolState says what c is; for a clone no one else holds (free, or a
+// dead run's), it returns its claim's lock too, held.
 func poolState(c *Instance) (string, *instance.Lock) {
 	lock, err := claim(c, false)
 	switch {
 	case errors.Is(err, errUsed):
-		return PoolUsed, nil
+		// Its run died: claim saw it holding the lock, which is now the
+		// reaper's (unless another took it meanwhile).
+		lock, _ = instance.LockFile(c.Paths.Claim(), false)
+		return PoolUsed, lock
 	case errors.Is(err, instance.ErrLocked) && !claimed(c):
 		return PoolMaking, nil
 	case err != nil:
@@ -132,6 +139,15 @@ func poolState(c *Instance) (string, *instance.Lock) {
 		return PoolWarm, lock
 	}
 	return PoolStale, lock
+}
+
+// peekState is c's state, its claim's lock (if it got it) let go.
+func peekState(c *Instance) string {
+	st, lock := poolState(c)
+	if lock != nil {
+		lock.Release()
+	}
+	return st
 }
 
 // staleAge is how old a clone that is neither running nor suspended must
@@ -160,10 +176,7 @@ func (i *Instance) reapPool(ctx context.Context, all bool) []string {
 	want, snap := "", ""
 	if all {
 		s, _ := i.PoolSettings()
-		want = PoolWarm
-		if s.Hot {
-			want = PoolHot
-		}
+		want = s.Kind()
 		snap, _ = i.throwawayBase(s.Snapshot, nil)
 	}
 	var gone []string
@@ -173,13 +186,8 @@ func (i *Instance) reapPool(ctx context.Context, all bool) []string {
 		drop := st == PoolUsed || st == PoolStale && time.Since(c.Config.Created) > staleAge ||
 			free && !i.fits(c, c.Config.Throwaway.Snapshot) ||
 			all && free && (st != want || c.Config.Throwaway.Snapshot != snap)
-		if drop {
-			if st == PoolUsed {
-				lock, _ = instance.LockFile(c.Paths.Claim(), false) // held by no one: its run died
-			}
-			if lock != nil && discardClone(ctx, c) == nil {
-				gone = append(gone, c.Name)
-			}
+		if drop && free && discardClone(ctx, c) == nil {
+			gone = append(gone, c.Name)
 		}
 		if lock != nil {
 			lock.Release()
@@ -256,13 +264,7 @@ func (i *Instance) claimOrWait(ctx context.Context, snap string) *Throwaway {
 func (i *Instance) making(snap string) bool {
 	found := false
 	_ = i.eachClone(func(c *Instance) bool {
-		if i.fits(c, snap) {
-			st, lock := poolState(c)
-			if lock != nil {
-				lock.Release()
-			}
-			found = st == PoolMaking
-		}
+		found = i.fits(c, snap) && peekState(c) == PoolMaking
 		return !found
 	})
 	return found
@@ -338,7 +340,7 @@ func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev 
 	}
 	i.reapPool(ctx, true)
 	var made []string
-	for i.readyClones(snap, s.Hot) < s.Size {
+	for i.readyClones(snap, s.Kind()) < s.Size {
 		name, err := i.fillOne(ctx, snap, s.Hot, progress)
 		if err == nil {
 			// Read again: a drain may have emptied it meanwhile.
@@ -354,19 +356,12 @@ func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev 
 	return made, nil
 }
 
-// readyClones counts the pool's ready clones of snap, hot or warm.
-func (i *Instance) readyClones(snap string, hot bool) int {
-	want := PoolWarm
-	if hot {
-		want = PoolHot
-	}
+// readyClones counts the pool's ready clones of snap of kind (PoolHot or
+// PoolWarm).
+func (i *Instance) readyClones(snap, kind string) int {
 	n := 0
 	_ = i.eachClone(func(c *Instance) bool {
-		st, lock := poolState(c)
-		if lock != nil {
-			lock.Release()
-		}
-		if st == want && i.fits(c, snap) {
+		if i.fits(c, snap) && peekState(c) == kind {
 			n++
 		}
 		return true
@@ -437,9 +432,6 @@ func (i *Instance) DrainPool(ctx context.Context) ([]string, error) {
 		for try := 0; st == PoolMaking && try < 20; try++ {
 			time.Sleep(50 * time.Millisecond)
 			st, l = poolState(c)
-		}
-		if st == PoolUsed {
-			l, _ = instance.LockFile(c.Paths.Claim(), false) // its run died
 		}
 		if l == nil {
 			return true // a run's: it deletes it

@@ -84,12 +84,12 @@ func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwawa
 	if t := i.Config.Throwaway; t != nil {
 		return nil, fmt.Errorf("%s is a throwaway clone of %s: run from %s instead (--name %s)", i.Name, t.Parent, t.Parent, t.Parent)
 	}
+	pool, err := i.PoolSettings()
+	if err != nil {
+		return nil, err
+	}
 	if o.Snapshot == "" {
-		s, err := i.PoolSettings()
-		if err != nil {
-			return nil, err
-		}
-		o.Snapshot = s.Snapshot
+		o.Snapshot = pool.Snapshot
 	}
 	snap, err := i.throwawayBase(o.Snapshot, o.Note)
 	if err != nil {
@@ -100,12 +100,12 @@ func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwawa
 	t := i.claimOrWait(ctx, snap)
 	if err := ctx.Err(); err != nil {
 		if t != nil {
-			t.claim.Release() // claimed, unused: the next run's, or a reaper's
+			t.claim.Release() // claimed for this run, which ends here: a reaper's
 		}
 		return nil, err
 	}
 	if t == nil {
-		if s, _ := i.PoolSettings(); s.Size > 0 && o.Note != nil {
+		if pool.Size > 0 && o.Note != nil {
 			o.Note(fmt.Sprintf("no clone was ready in the pool of %s (its filler's log: %s); making one", i.Name, i.Paths.PoolLog()))
 		}
 		if t, err = i.makeThrowaway(snap, true); err != nil {

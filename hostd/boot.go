@@ -299,8 +299,10 @@ const guestHostname = "cowork"
 func (d *Daemon) guestMAC() net.HardwareAddr { return guestMACOf(d.cfg) }
 
 func guestMACOf(cfg *instance.Config) net.HardwareAddr {
-	if mac, err := net.ParseMAC(cfg.MAC); err == nil && cfg.MAC != "" {
-		return mac
+	if cfg.MAC != "" {
+		if mac, err := net.ParseMAC(cfg.MAC); err == nil { // Validate checked it
+			return mac
+		}
 	}
 	return netstack.GuestMAC(cfg.Name)
 }

@@ -82,6 +82,14 @@ func TestParse(t *testing.T) {
 	if _, err := parse(t, "", "--help"); !errors.Is(err, ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
+	// --rm is cowork's, ask's alone: claude's conversation would go with
+	// the clone.
+	if o, err := parse(t, "", "--rm", "--model", "opus", "x"); err != nil || !o.Rm || o.Prompt != "x" || !slices.Equal(o.ClaudeArgs, []string{"--model", "opus"}) {
+		t.Errorf("ask --rm: %+v, %v", o, err)
+	}
+	if _, err := ParseInteractive(mustTest(), "sandbox", []string{"--rm"}); !errors.As(err, &fe) || cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), "cowork ask --rm") {
+		t.Errorf("claude --rm: %v", err)
+	}
 	o, _ := ParseInteractive(mustTest(), "sandbox", []string{"--project", "p", "-c", "--model", "opus", "look"})
 	if o == nil || !slices.Equal(o.ClaudeArgs, []string{"-c", "--model", "opus", "--", "look"}) || o.Project != "p" {
 		t.Errorf("claude: %+v", o)

@@ -137,11 +137,7 @@ func fill(ctx context.Context, o *Options, inst *cowork.Instance) error {
 		}
 	}
 	began := time.Now()
-	kind := cowork.PoolWarm
-	if s.Hot {
-		kind = cowork.PoolHot
-	}
-	fmt.Fprintf(o.IO.ErrOut, "filling the pool of %s: %d %s clone(s)\n", inst.Name, s.Size, kind)
+	fmt.Fprintf(o.IO.ErrOut, "filling the pool of %s: %d %s clone(s)\n", inst.Name, s.Size, s.Kind())
 	made, err := inst.FillPool(ctx, nil)
 	for _, n := range made {
 		fmt.Fprintf(o.IO.Out, "made %s\n", n)
@@ -184,14 +180,11 @@ func list(o *Options, inst *cowork.Instance) error {
 		fmt.Fprintf(o.IO.Out, "%s\n", b)
 		return nil
 	}
-	kind, snap := cowork.PoolWarm, s.Snapshot
-	if s.Hot {
-		kind = cowork.PoolHot
-	}
+	snap := s.Snapshot
 	if snap == "" {
 		snap = "the latest"
 	}
-	fmt.Fprintf(o.IO.ErrOut, "pool of %s: size %d, %s clones of %s snapshot\n", inst.Name, s.Size, kind, snap)
+	fmt.Fprintf(o.IO.ErrOut, "pool of %s: size %d, %s clones of %s snapshot\n", inst.Name, s.Size, s.Kind(), snap)
 	if len(clones) == 0 {
 		return nil
 	}

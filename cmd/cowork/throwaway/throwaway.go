@@ -56,30 +56,25 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	}
 	note(fmt.Sprintf("run %s in %s (%s, from snapshot %s; ready in %s)", t.ID, t.Name, t.Ready, t.Snapshot, time.Since(began).Round(10*time.Millisecond)))
 	runErr := fn(ctx, t.Instance)
-	code := cmdutil.ExitCode(runErr)
+	// The guest command's exit code, or -1 and why it did not end with one.
+	code, cause := 0, runErr
 	var exit *cmdutil.ExitError
-	if runErr != nil && !errors.As(runErr, &exit) {
+	switch {
+	case errors.As(runErr, &exit):
+		code, cause = exit.Code, nil
+	case runErr != nil:
 		code = -1
 	}
 	swallow := make(chan os.Signal, 1)
 	signal.Notify(swallow, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(swallow)
-	info, err := t.Discard(ctx, cowork.RunResult{What: o.What, Command: o.Command, ExitCode: code, Err: nonExit(runErr)})
+	info, err := t.Discard(ctx, cowork.RunResult{What: o.What, Command: o.Command, ExitCode: code, Err: cause})
 	if err != nil {
 		note("warning: " + err.Error())
 	} else {
 		note(fmt.Sprintf("run %s ended (exit %d); %s deleted; network: %d flows, %d blocked, %s out (`cowork proxy --runs%s`)", t.ID, code, t.Name, info.Stats.Flows, info.Stats.Blocked, units.Size(info.Stats.BytesOut), instance.NameFlag(parent.Name)))
 	}
 	return runErr
-}
-
-// nonExit is err unless it is only the guest command's exit code.
-func nonExit(err error) error {
-	var exit *cmdutil.ExitError
-	if errors.As(err, &exit) {
-		return nil
-	}
-	return err
 }
 
 // maxPoolLog is the size past which the pool's log starts afresh.
