@@ -5,6 +5,11 @@ VERSION   ?= $(shell git describe --tags --exact-match 2>/dev/null || echo 0.1.0
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 PKG       := github.com/coworkhq/cowork
 LDFLAGS   := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
+# The same source builds the same binaries wherever it is built: no paths,
+# and no VCS stamp (the commit is in buildinfo; Go would stamp it or not as
+# the user's GOFLAGS and git say). The test guest is cached by its agent's
+# digest, so a clone of the same commit reuses it.
+BUILDFLAGS := -trimpath -buildvcs=false
 AGENTS    := bin/cowork-agent-linux-arm64 bin/cowork-agent-linux-amd64
 EMBED_DIR := image/agentbin/files
 GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
@@ -18,7 +23,7 @@ all: bin/cowork bin/cowork-hostd
 
 # The agents are static Linux binaries for the guest, whatever the host is.
 bin/cowork-agent-linux-%: $(GOFILES) go.mod go.sum
-	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-agent
 
 agents: $(AGENTS)
 
@@ -35,7 +40,7 @@ $(EMBED_DIR)/SHA256SUMS: $(AGENTS)
 # launches from beside it. bin/cowork is no use without its daemon, so
 # making one makes both.
 bin/cowork: bin/cowork-hostd $(GOFILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork
 
 # On macOS the daemon needs cgo (vz) and the virtualization entitlement, since
 # it is the process that creates the VM: make signs it ad hoc, which is enough
@@ -46,10 +51,10 @@ bin/cowork: bin/cowork-hostd $(GOFILES) go.mod go.sum
 bin/cowork-hostd: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum
 ifeq ($(UNAME),Darwin)
 	@if [ "$(CGO_ENABLED)" = 0 ]; then echo 'CGO_ENABLED=0: on macOS cowork-hostd needs cgo for Virtualization.framework; unset CGO_ENABLED (and install the Xcode command line tools: xcode-select --install)' >&2; exit 2; fi
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
+	CGO_ENABLED=1 $(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
 	codesign --force --entitlements entitlements.plist -s - $@
 else
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
+	$(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
 endif
 
 # Installs (or upgrades) the pair side by side: make install PREFIX=~/.local.

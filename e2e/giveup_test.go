@@ -25,11 +25,11 @@ func TestStartGivesUpOnlyOnItsOwnVM(t *testing.T) {
 	serial := filepath.Join(e.instanceDir("sandbox"), "serial.log")
 
 	t.Run("a guest that never reaches its agent", func(t *testing.T) {
-		r := e.run("start", "--timeout", "30s")
+		r := e.run("start", "--timeout", "15s")
 		// The progress lines, then the error: its first line says why.
 		_, msg, _ := strings.Cut(r.errOut, "\ncowork: ")
 		first, _, _ := strings.Cut(msg, "\n")
-		if r.code != 1 || first != "sandbox did not become ready within 30s: the guest booted but never reached its agent; stopped the VM this start booted" ||
+		if r.code != 1 || first != "sandbox did not become ready within 15s: the guest booted but never reached its agent; stopped the VM this start booted" ||
 			!strings.Contains(r.errOut, "the guest's console log is "+serial+"\n") {
 			t.Fatalf("start: %s", r)
 		}

@@ -97,7 +97,7 @@ func checkGoldenClone(t *testing.T, e *env, initOut string, args []string) {
 	if r := e.must("image", "prune", "--force"); !strings.Contains(r.errOut, "0 golden disks removed") {
 		t.Errorf("prune with the golden disk in use: %s", r)
 	}
-	checkClone(t, e, rootOn, ls[0].Key)
+	checkClone(t, e, ls[0].Key)
 	e.must(b("delete", "--force")...)
 	e.must("delete", "--force")
 	if r := e.must("image", "prune", "--force"); !strings.Contains(r.out, "removed "+key) {
@@ -108,34 +108,38 @@ func checkGoldenClone(t *testing.T, e *env, initOut string, args []string) {
 	}
 }
 
-// checkClone: `cowork clone` of the stopped clone b makes c, which boots
-// with b's packages, on the same golden disk, as an instance of its own:
-// another machine-id, ssh host keys and cloud-init instance. b is
-// untouched.
-func checkClone(t *testing.T, e *env, rootOn func(name, script string) string, key string) {
+// checkClone: `cowork clone` of the stopped clone b makes c, on the same
+// golden disk, as an instance of its own: another cloud-init instance-id,
+// which is what made b take new identities above (a cloud-init guest boots
+// as a new instance, so c is not booted here: that costs two minutes of an
+// emulated cloud-init). b is untouched.
+func checkClone(t *testing.T, e *env, key string) {
 	e.must("--name", "b", "stop")
 	t.Cleanup(func() { e.run("--name", "c", "delete", "--force") })
 	if r := e.run("clone", "b", "b"); r.code == 0 {
 		t.Errorf("clone onto an existing instance: %s", r)
 	}
-	r := e.must("clone", "b", "c", "--start")
-	if !strings.Contains(r.errOut, "c cloned from b") || !strings.Contains(r.errOut, "c is ready") {
+	r := e.must("clone", "b", "c")
+	if !strings.Contains(r.errOut, "c cloned from b") {
 		t.Errorf("clone's progress:\n%s", r.errOut)
 	}
-	if out := rootOn("c", "command -v tree >/dev/null && cloud-init status --wait >/dev/null; cloud-init query instance_id"); !strings.HasPrefix(out, "cowork-c-") {
-		t.Errorf("c's cloud-init instance: %q", out)
+	var cfgB, cfgC struct {
+		InstanceID string `json:"instance_id"`
 	}
-	e.must("--name", "b", "start")
-	ident := "cat /etc/machine-id; sha256sum </etc/ssh/ssh_host_ed25519_key.pub"
-	idB, idC := rootOn("b", ident), rootOn("c", ident)
-	lb, lc := strings.Split(idB, "\n"), strings.Split(idC, "\n")
-	for i, what := range []string{"machine-id", "ssh host key"} {
-		if len(lb) < 2 || len(lc) < 2 || lb[i] == "" || lb[i] == lc[i] {
-			t.Errorf("the clone c shares its %s with b: b %q, c %q", what, idB, idC)
+	for name, cfg := range map[string]any{"b": &cfgB, "c": &cfgC} {
+		b, err := os.ReadFile(filepath.Join(e.instanceDir(name), "config.json"))
+		if err != nil || json.Unmarshal(b, cfg) != nil {
+			t.Fatalf("%s's config: %v", name, err)
 		}
+	}
+	if !strings.HasPrefix(cfgC.InstanceID, "cowork-c-") || cfgC.InstanceID == cfgB.InstanceID {
+		t.Errorf("c's cloud-init instance-id %q (b's %q)", cfgC.InstanceID, cfgB.InstanceID)
 	}
 	if ls := e.goldenDisks(); len(ls) != 1 || !slices.Equal(ls[0].Users, []string{"b", "c", "sandbox"}) || ls[0].Key[:12] != key[:12] {
 		t.Errorf("golden disk users after the clone: %+v", ls)
+	}
+	if r := e.must("--name", "b", "status", "--json"); !strings.Contains(r.out, `"state": "stopped"`) {
+		t.Errorf("b after the clone: %s", r.out)
 	}
 	e.must("--name", "c", "delete", "--force")
 }

@@ -135,14 +135,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The source as a newcomer's clone has it: tracked and new files, no build
-# output (bin/ and the embedded agents are ignored).
+# The source as a newcomer's clone has it: tracked and new files and the
+# .git they came with, no build output (bin/ and the embedded agents are
+# ignored). With git in the root too (a clone needs it), the build stamps
+# the same commit as here, so the agent built there is this one, byte for
+# byte, and the test guest it goes into is reused, not rebuilt under the
+# e2e suite running beside it.
 git ls-files -z -co --exclude-standard | tar --null -T - -cf "$W/src.tar"
+tar -rf "$W/src.tar" .git
 
 t0=$SECONDS
 mkdir -p "$FRESH_CACHE/debootstrap"
-log "debootstrap $SUITE (Debian 12's required and important packages)"
-debootstrap --cache-dir="$FRESH_CACHE/debootstrap" "$SUITE" "$W/base" "$MIRROR" >"$W/debootstrap.log" 2>&1 || {
+log "debootstrap $SUITE (Debian 12's required and important packages, and git)"
+debootstrap --cache-dir="$FRESH_CACHE/debootstrap" --include=git "$SUITE" "$W/base" "$MIRROR" >"$W/debootstrap.log" 2>&1 || {
 	tail -30 "$W/debootstrap.log"
 	die "debootstrap failed"
 }
