@@ -88,6 +88,8 @@ func TestShare(t *testing.T) {
 		t.Logf("the guest's attempts (step exit-code):\n%s", r.out)
 		checkShare(t, e.workspace, owner, r.out)
 	})
+
+	t.Run("cp in and out, the guest's stream checked", func(t *testing.T) { checkCopy(t, e) })
 }
 
 func assertOwner(t *testing.T, path string, uid int) {

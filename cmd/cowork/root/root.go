@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
 	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/cpcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
@@ -125,6 +126,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 	return []subcommand{
 		{"exec", func() *cobra.Command { return execcmd.NewCmdExec(ios, target, nil) }},
 		{"shell", func() *cobra.Command { return shell.NewCmdShell(ios, connect, nil) }},
+		{"cp", func() *cobra.Command { return cpcmd.NewCmdCp(ios, target, nil) }},
 		{"claude", func() *cobra.Command { return claude.NewCmdClaude(ios, name, nil) }},
 		{"ask", func() *cobra.Command { return ask.NewCmdAsk(ios, name, nil) }},
 		{"version", func() *cobra.Command { return version.NewCmdVersion(ios, nil) }},

@@ -1,0 +1,251 @@
+package cowork
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/agentclient"
+)
+
+// localGuest runs the copy scripts on this machine, as the agent would in
+// the guest: guest paths are this machine's paths.
+type localGuest struct{ argv [][]string }
+
+func (l *localGuest) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclient.ExitStatus, error) {
+	l.argv = append(l.argv, o.Argv)
+	c := exec.CommandContext(ctx, o.Argv[0], o.Argv[1:]...)
+	c.Dir, c.Stdin, c.Stdout, c.Stderr = o.Dir, o.Stdin, o.Stdout, o.Stderr
+	err := c.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return agentclient.ExitStatus{Code: ee.ExitCode()}, nil
+	}
+	return agentclient.ExitStatus{}, err
+}
+
+func needGNU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the guest's tools (GNU tar, mv -T) are Linux's")
+	}
+}
+
+func write(t *testing.T, p, body string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func read(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCopyInAndOutThroughTheScripts(t *testing.T) {
+	needGNU(t)
+	ctx := context.Background()
+	g := &localGuest{}
+	host, guest := t.TempDir(), t.TempDir()
+	write(t, filepath.Join(host, "proj/src/main.go"), "package main\n", 0o640)
+	write(t, filepath.Join(host, "proj/run.sh"), "#!/bin/sh\n", 0o755)
+	os.Symlink("src/main.go", filepath.Join(host, "proj/link"))
+	when := time.Date(2023, 5, 6, 7, 8, 9, 0, time.UTC)
+	os.Chtimes(filepath.Join(host, "proj/run.sh"), when, when)
+
+	// Into a folder, keeping the name; then as a new name.
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj/run.sh"), filepath.Join(guest, "renamed.sh"), CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(guest, "proj/src/main.go")); got != "package main\n" {
+		t.Errorf("main.go: %q", got)
+	}
+	st, _ := os.Stat(filepath.Join(guest, "proj/run.sh"))
+	if st.Mode().Perm() != 0o755 || !st.ModTime().Equal(when) {
+		t.Errorf("run.sh: %v %v", st.Mode(), st.ModTime())
+	}
+	if l, _ := os.Readlink(filepath.Join(guest, "proj/link")); l != "src/main.go" {
+		t.Errorf("link: %q", l)
+	}
+	if read(t, filepath.Join(guest, "renamed.sh")) != "#!/bin/sh\n" {
+		t.Error("renamed.sh")
+	}
+	// A folder is not merged into one that is there.
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "exists in the guest") {
+		t.Errorf("a second copy of a folder: %v", err)
+	}
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), filepath.Join(guest, "nowhere/x"), CopyOptions{}); err == nil || !strings.Contains(err.Error(), "no such folder in the guest") {
+		t.Errorf("into a missing folder: %v", err)
+	}
+	noLeftovers(t, guest)
+
+	// And back out, to a folder and to a new name.
+	back := t.TempDir()
+	stats, err := CopyOut(ctx, g, filepath.Join(guest, "proj"), back, CopyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Files != 2 || stats.Links != 1 {
+		t.Errorf("stats %+v", stats)
+	}
+	if read(t, filepath.Join(back, "proj/src/main.go")) != "package main\n" {
+		t.Error("main.go out")
+	}
+	if st, _ := os.Stat(filepath.Join(back, "proj/run.sh")); st.Mode().Perm() != 0o755 || !st.ModTime().Equal(when) {
+		t.Errorf("run.sh out: %v %v", st.Mode(), st.ModTime())
+	}
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "renamed.sh"), filepath.Join(back, "r.sh"), CopyOptions{}); err != nil || read(t, filepath.Join(back, "r.sh")) != "#!/bin/sh\n" {
+		t.Errorf("to a new name: %v", err)
+	}
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "proj"), back, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "is a folder already") {
+		t.Errorf("a second copy out: %v", err)
+	}
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "missing"), back, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "no such file or folder in the guest") {
+		t.Errorf("a missing source: %v", err)
+	}
+	noLeftovers(t, back)
+
+	// A relative guest path starts in /workspace.
+	CopyOut(ctx, g, "rel/x", back, CopyOptions{})
+	if last := g.argv[len(g.argv)-1]; last[len(last)-1] != "/workspace/rel/x" {
+		t.Errorf("relative path: %q", last)
+	}
+}
+
+// noLeftovers fails if a copy left its temporary folder behind.
+func noLeftovers(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if d != nil && strings.HasPrefix(d.Name(), ".cowork-cp") {
+			t.Errorf("left behind: %s", p)
+		}
+		return nil
+	})
+}
+
+// A host file that cannot be read mid-copy: the guest gets a stream without
+// its trailer and writes nothing, and the error names the host's problem.
+func TestCopyInCutShortWritesNothing(t *testing.T) {
+	needGNU(t)
+	host, guest := t.TempDir(), t.TempDir()
+	// A whole block: the stream is cut where GNU tar sees a whole one.
+	write(t, filepath.Join(host, "d/a"), "first"+strings.Repeat(".", 512-5), 0o644)
+	write(t, filepath.Join(host, "d/b"), "second", 0o644)
+	// A file gone once Pack has listed its folder cuts it off after a
+	// whole file.
+	_, err := CopyIn(context.Background(), &shrinking{localGuest: &localGuest{}, path: filepath.Join(host, "d/b")}, filepath.Join(host, "d"), guest, CopyOptions{})
+	if err == nil || !strings.Contains(err.Error(), "read "+filepath.Join(host, "d")) {
+		t.Fatalf("a source that failed mid-copy: %v", err)
+	}
+	if ents, _ := os.ReadDir(guest); len(ents) != 0 {
+		t.Errorf("the guest folder holds %v", ents)
+	}
+}
+
+// shrinking removes a file once the first file's header passes on the way
+// to the guest, before Pack can write more: Pack listed the folder before,
+// and fails when it comes to the file, before its header.
+type shrinking struct {
+	*localGuest
+	path string
+}
+
+func (s *shrinking) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclient.ExitStatus, error) {
+	o.Stdin = &removeOnRead{r: o.Stdin, path: s.path}
+	return s.localGuest.Exec(ctx, o)
+}
+
+type removeOnRead struct {
+	r    io.Reader
+	path string
+}
+
+func (r *removeOnRead) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if bytes.Contains(p[:n], []byte("d/a\x00")) {
+		os.Remove(r.path)
+	}
+	return n, err
+}
+
+// hostileGuest answers every exec with a stream it made up, and an exit.
+type hostileGuest struct {
+	out  func(w io.Writer)
+	code int
+}
+
+func (h *hostileGuest) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclient.ExitStatus, error) {
+	h.out(o.Stdout)
+	return agentclient.ExitStatus{Code: h.code}, nil
+}
+
+func TestCopyOutRefusesAHostileGuest(t *testing.T) {
+	tarOf := func(hdrs ...*tar.Header) func(io.Writer) {
+		return func(w io.Writer) {
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			for _, h := range hdrs {
+				tw.WriteHeader(h)
+				if h.Size > 0 {
+					tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
+				}
+			}
+			tw.Close()
+			w.Write(b.Bytes())
+		}
+	}
+	outside := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		guest *hostileGuest
+		want  string
+	}{
+		{"a path out of the copy", &hostileGuest{out: tarOf(&tar.Header{Name: "f/../../../" + filepath.Base(outside) + "/evil", Typeflag: tar.TypeReg, Size: 1, Mode: 0o644})}, "outside"},
+		{"a link and a file through it", &hostileGuest{out: tarOf(
+			&tar.Header{Name: "f/", Typeflag: tar.TypeDir, Mode: 0o755},
+			&tar.Header{Name: "f/l", Typeflag: tar.TypeSymlink, Linkname: outside},
+			&tar.Header{Name: "f/l/evil", Typeflag: tar.TypeReg, Size: 1, Mode: 0o644})}, "escapes"},
+		{"a whole stream, then a failure", &hostileGuest{out: tarOf(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Size: 1, Mode: 0o644}), code: 2}, "in the guest"},
+		{"a stream without end after its end", &hostileGuest{out: func(w io.Writer) {
+			tarOf(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Size: 1, Mode: 0o644})(w)
+			for {
+				if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+					return
+				}
+			}
+		}}, "after its stream's end"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := t.TempDir()
+			_, err := CopyOut(context.Background(), tc.guest, "/guest/f", dst, CopyOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+			if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+				t.Errorf("the destination holds %v", ents)
+			}
+			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+				t.Errorf("outside holds %v", ents)
+			}
+		})
+	}
+}
