@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -42,13 +44,24 @@ const copyTrailer = ".cowork-cp-end"
 
 // copyInScript unpacks the stream on stdin beside its destination and
 // moves it into place only once it is all there: into the folder $1 as
-// $2, or as $1 itself. A folder is never merged into one that exists.
+// $2, or as $1 itself. A folder is never merged into one that exists. A
+// link to a folder at $1 is followed only when $3 says DST ended in a
+// slash (as on the host: a link the guest planted does not redirect a
+// copy). Names are split with the shell's own expansions: $(dirname)
+// would drop a name's trailing newlines.
 const copyInScript = `set -e
-dst=$1 name=$2
-if [ -d "$dst" ] && [ ! -L "$dst" ]; then dir=$dst final=$dst/$name; else dir=$(dirname -- "$dst") final=$dst; fi
+dst=$1 name=$2 into=$3
+if [ -L "$dst" ] && [ -d "$dst" ] && [ -z "$into" ]; then
+	echo "$dst is a link to a folder in the guest: write $dst/ to copy into the folder it links to" >&2; exit 4
+fi
+if [ -d "$dst" ]; then dir=$dst final=$dst/$name
+elif [ -n "$into" ]; then echo "$dst: no such folder in the guest" >&2; exit 3
+else dir=${dst%/*} final=$dst; [ -n "$dir" ] || dir=/
+fi
 [ -d "$dir" ] || { echo "$dir: no such folder in the guest" >&2; exit 3; }
 tmp=$(mktemp -d "$dir/.cowork-cp.XXXXXX")
 trap 'rm -rf -- "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
 if ! tar -C "$tmp" -xpf - --no-same-owner; then
 	echo "nothing was written; $(df -Ph -- "$dir" | awk 'NR==2 {print $4}') free at $dir" >&2; exit 6
 fi
@@ -62,9 +75,11 @@ mv -fT -- "$tmp/$name" "$final"
 `
 
 // copyOutScript writes $1 (a file, a folder, a link) to stdout as a tar
-// stream.
+// stream. --no-unquote: tar would read a backslash in a name as an
+// escape, and archive another file.
 const copyOutScript = `[ -e "$1" ] || [ -L "$1" ] || { echo "$1: no such file or folder in the guest" >&2; exit 3; }
-cd -- "$(dirname -- "$1")" && exec tar -cf - -- "$(basename -- "$1")"
+dir=${1%/*}; [ -n "$dir" ] || dir=/
+exec tar --no-unquote -C "$dir" -cf - -- "${1##*/}"
 `
 
 // errGuestStopped ends a stream the guest stopped taking.
@@ -75,6 +90,10 @@ var errGuestStopped = errors.New("the guest stopped reading")
 // folder, else as dst. Modes and times are kept; the files belong to the
 // guest user. Nothing appears at dst unless all of it arrived.
 func CopyIn(ctx context.Context, g Execer, src, dst string, o CopyOptions) (treecopy.Stats, error) {
+	into := ""
+	if strings.HasSuffix(dst, "/") {
+		into = "into" // a link to a folder is followed
+	}
 	dst = GuestPath(dst)
 	name := filepath.Base(filepath.Clean(src))
 	if name == string(filepath.Separator) || name == "." || name == ".." || name == copyTrailer {
@@ -92,7 +111,7 @@ func CopyIn(ctx context.Context, g Execer, src, dst string, o CopyOptions) (tree
 		pw.CloseWithError(err) // a failed Pack's stream lacks the trailer
 		packed <- err
 	}()
-	err := runGuest(ctx, g, o.User, pr, nil, copyInScript, dst, name)
+	err := runGuest(ctx, g, o.User, pr, nil, copyInScript, dst, name, into)
 	pr.CloseWithError(errGuestStopped)
 	if perr := <-packed; perr != nil && !errors.Is(perr, errGuestStopped) {
 		return st, fmt.Errorf("read %s: %w", src, perr) // the cause of the guest's failure
@@ -116,11 +135,12 @@ func CopyOut(ctx context.Context, g Execer, src, dst string, o CopyOptions) (tre
 	if name == "/" || name == "." || name == ".." {
 		return treecopy.Stats{}, fmt.Errorf("copy %s: name a file or a folder in the guest, not %q", src, name)
 	}
-	if st, err := os.Stat(dst); err == nil && st.IsDir() {
-		dst = filepath.Join(dst, name)
-	} else if _, err := os.Stat(filepath.Dir(dst)); err != nil {
-		return treecopy.Stats{}, fmt.Errorf("copy to %s: %w", dst, err)
+	dst, err := hostDst(dst, name)
+	if err != nil {
+		return treecopy.Stats{}, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	pr, pw := io.Pipe()
 	var ranErr error
 	ran := make(chan struct{})
@@ -143,7 +163,12 @@ func CopyOut(ctx context.Context, g Execer, src, dst string, o CopyOptions) (tre
 			}
 			drained <- nil
 		}()
-		<-ran
+		select {
+		case <-ran:
+		case <-time.After(afterEndGrace):
+			cancel()
+			return errors.New("the guest's tar did not exit after its stream's end; nothing was written")
+		}
 		if err := <-drained; err != nil {
 			return err
 		}
@@ -158,9 +183,45 @@ func CopyOut(ctx context.Context, g Execer, src, dst string, o CopyOptions) (tre
 	case ranErr != nil && (err == ranErr || errors.Is(err, treecopy.ErrEmpty)):
 		return st, ranErr // the guest's own words: no such file, permission denied
 	case errors.Is(err, treecopy.ErrExists):
+		if cur, lerr := os.Lstat(dst); lerr == nil && !cur.IsDir() {
+			return st, fmt.Errorf("%s is a file, and the copy is a folder: remove it, or copy to a new name", dst)
+		}
 		return st, fmt.Errorf("%s is a folder already: remove it, or copy to a new name", dst)
 	}
 	return st, fmt.Errorf("copy %s to %s: %w", src, dst, err)
+}
+
+// afterEndGrace is how long the guest's tar has to exit once its stream
+// ended.
+const afterEndGrace = 30 * time.Second
+
+// hostDst is where CopyOut puts the guest's name: into dst when it is a
+// folder, else at dst. A link to a folder is followed only when dst ends
+// in a slash: a link an earlier copy brought out of the guest must not
+// send the next one elsewhere.
+func hostDst(dst, name string) (string, error) {
+	if strings.HasSuffix(dst, "/") || strings.HasSuffix(dst, string(filepath.Separator)) {
+		if st, err := os.Stat(dst); err != nil || !st.IsDir() {
+			return "", fmt.Errorf("copy to %s: no such folder", dst)
+		}
+		return filepath.Join(dst, name), nil
+	}
+	li, err := os.Lstat(dst)
+	switch {
+	case err == nil && li.IsDir():
+		return filepath.Join(dst, name), nil
+	case err == nil && li.Mode()&fs.ModeSymlink != 0:
+		if st, err := os.Stat(dst); err == nil && st.IsDir() {
+			return "", fmt.Errorf("%s is a link to a folder: write %s/ to copy into the folder it links to", dst, dst)
+		}
+		return dst, nil // a link to a file, or to nothing: the copy replaces the link
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	if _, err := os.Stat(filepath.Dir(dst)); err != nil {
+		return "", fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	return dst, nil
 }
 
 // CopyOutStream writes src in the guest to w as the guest's tar stream,

@@ -249,3 +249,59 @@ func TestCopyOutRefusesAHostileGuest(t *testing.T) {
 		})
 	}
 }
+
+// A link at DST, on either side, is followed only when DST ends in a
+// slash: a link a guest planted (brought out by an earlier copy) does not
+// send the next copy elsewhere.
+func TestCopyFollowsALinkToAFolderOnlyWhenAsked(t *testing.T) {
+	needGNU(t)
+	ctx := context.Background()
+	g := &localGuest{}
+	host, guest, victim := t.TempDir(), t.TempDir(), t.TempDir()
+	write(t, filepath.Join(guest, "new.txt"), "new", 0o644)
+	os.Symlink(victim, filepath.Join(host, "results"))
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "new.txt"), filepath.Join(host, "results"), CopyOptions{}); err == nil || !strings.Contains(err.Error(), "is a link to a folder: write") {
+		t.Errorf("out onto a link to a folder: %v", err)
+	}
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "new.txt"), filepath.Join(host, "results")+"/", CopyOptions{}); err != nil || read(t, filepath.Join(victim, "new.txt")) != "new" {
+		t.Errorf("out into a link to a folder, with a slash: %v", err)
+	}
+	os.Remove(filepath.Join(victim, "new.txt"))
+
+	write(t, filepath.Join(host, "f"), "host", 0o644)
+	os.Symlink(victim, filepath.Join(guest, "linkdir"))
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "f"), filepath.Join(guest, "linkdir"), CopyOptions{}); err == nil || !strings.Contains(err.Error(), "is a link to a folder in the guest") {
+		t.Errorf("in onto a link to a folder: %v", err)
+	}
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "f"), filepath.Join(guest, "linkdir")+"/", CopyOptions{}); err != nil || read(t, filepath.Join(victim, "f")) != "host" {
+		t.Errorf("in into a link to a folder, with a slash: %v", err)
+	}
+	if l, _ := os.Readlink(filepath.Join(guest, "linkdir")); l != victim {
+		t.Errorf("the guest's link became %q", l)
+	}
+
+	// A file onto a folder, and a folder onto a file, say which.
+	os.Mkdir(filepath.Join(guest, "adir"), 0o755)
+	write(t, filepath.Join(host, "adir"), "a file", 0o644)
+	if _, err := CopyOut(ctx, g, filepath.Join(guest, "adir"), filepath.Join(host, "adir"), CopyOptions{}); err == nil || !strings.Contains(err.Error(), "is a file, and the copy is a folder") {
+		t.Errorf("a folder onto a file: %v", err)
+	}
+}
+
+// Names the shell or tar would change: a trailing newline, a backslash, a
+// leading dash.
+func TestCopyOutOfOddNames(t *testing.T) {
+	needGNU(t)
+	guest := t.TempDir()
+	for _, name := range []string{"trailing\n", `back\nslash`, "-dash"} {
+		write(t, filepath.Join(guest, name), "x:"+name, 0o644)
+		out := filepath.Join(t.TempDir(), "out")
+		if _, err := CopyOut(context.Background(), &localGuest{}, filepath.Join(guest, name), out, CopyOptions{}); err != nil {
+			t.Errorf("%q: %v", name, err)
+			continue
+		}
+		if got := read(t, out); got != "x:"+name {
+			t.Errorf("%q: copied %q", name, got)
+		}
+	}
+}

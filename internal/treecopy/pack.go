@@ -21,9 +21,11 @@ import (
 type Stats struct {
 	Files, Dirs, Links int
 	Bytes              int64
-	// Skipped names entries that are neither files, folders nor links
-	// (sockets, devices, fifos): neither side copies them.
-	Skipped []string
+	// Skipped counts entries that are neither files, folders nor links
+	// (sockets, devices, fifos): neither side copies them. FirstSkipped
+	// names the first (a guest's name: print it through termsafe).
+	Skipped      int
+	FirstSkipped string
 }
 
 // PackOptions tune Pack.
@@ -60,7 +62,9 @@ func Pack(w io.Writer, src, top string, o PackOptions) (Stats, error) {
 			}
 		}
 		if !info.Mode().IsRegular() && !info.IsDir() && link == "" {
-			st.Skipped = append(st.Skipped, name)
+			if st.Skipped++; st.Skipped == 1 {
+				st.FirstSkipped = name
+			}
 			return nil
 		}
 		hdr, err := tar.FileInfoHeader(info, link)

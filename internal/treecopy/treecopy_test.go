@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -206,11 +207,13 @@ func TestUnpackMakesNothingPrivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Skipped) != 2 {
-		t.Errorf("skipped %v", st.Skipped)
+	if st.Skipped != 2 || st.FirstSkipped != "top/null" {
+		t.Errorf("skipped %d, first %q", st.Skipped, st.FirstSkipped)
 	}
 	onlyEntries(t, dst, "f")
-	for name, want := range map[string]fs.FileMode{"": fs.ModeDir | 0o777, "f": 0o755} {
+	// The permission bits alone, less the umask, as tar makes them for a
+	// user: a guest's 0777 is no one else's to write on a shared host.
+	for name, want := range map[string]fs.FileMode{"": fs.ModeDir | 0o777&^umask(), "f": 0o755 &^ umask()} {
 		if st, err := os.Lstat(filepath.Join(dst, name)); err != nil || st.Mode() != want {
 			t.Errorf("%q: mode %v, want %v (%v)", name, st.Mode(), want, err)
 		}
@@ -315,4 +318,51 @@ func TestPackEndsWithItsTrailer(t *testing.T) {
 	if _, err := Pack(io.Discard, filepath.Join(src, "missing"), "top", PackOptions{Trailer: ".end"}); err == nil {
 		t.Error("a missing source packed")
 	}
+}
+
+// What a stream repeats costs no memory per copy: a folder named again and
+// again is one folder; skipped entries are counted, their names not kept;
+// and the folder names kept are bounded.
+func TestUnpackMemoryIsBounded(t *testing.T) {
+	entries := []entry{{name: "top/", typ: tar.TypeDir}}
+	for range 1000 {
+		entries = append(entries, entry{name: "top/d/", typ: tar.TypeDir, mode: 0o700}, entry{name: "top/fifo", typ: tar.TypeFifo})
+	}
+	st, err := unpack(t, stream(t, entries...), filepath.Join(t.TempDir(), "top"))
+	if err != nil || st.Dirs != 2 || st.Skipped != 1000 {
+		t.Fatalf("%+v %v", st, err)
+	}
+
+	defer func(n int) { maxDirNames = n }(maxDirNames)
+	maxDirNames = 100
+	entries = []entry{{name: "top/", typ: tar.TypeDir}}
+	for i := range 50 {
+		entries = append(entries, entry{name: fmt.Sprintf("top/folder-%d/", i), typ: tar.TypeDir})
+	}
+	parent := t.TempDir()
+	if _, err := unpack(t, stream(t, entries...), filepath.Join(parent, "top")); err == nil || !strings.Contains(err.Error(), "more folders than a copy takes") {
+		t.Fatalf("folder names past the bound: %v", err)
+	}
+	onlyEntries(t, parent)
+}
+
+// Folders keep the mode that lets the copy be removed until the copy is
+// sure to go in: a refused commit leaves nothing, read-only folders
+// included.
+func TestFolderModesComeLast(t *testing.T) {
+	parent := t.TempDir()
+	var atCommit fs.FileMode
+	_, err := Unpack(stream(t, entry{name: "top/", typ: tar.TypeDir, mode: 0o555}, entry{name: "top/f", typ: tar.TypeReg, body: "x"}), "", filepath.Join(parent, "top"),
+		Options{Free: plenty, Commit: func() error {
+			tmp, _ := filepath.Glob(filepath.Join(parent, ".cowork-cp-*", "top"))
+			if len(tmp) == 1 {
+				st, _ := os.Stat(tmp[0])
+				atCommit = st.Mode().Perm()
+			}
+			return errors.New("refused")
+		}})
+	if err == nil || atCommit != 0o700 {
+		t.Errorf("at commit the folder was %v (%v), want 0700 until it goes in", atCommit, err)
+	}
+	onlyEntries(t, parent)
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // DefaultReserve is the free space Unpack leaves on the host's disk: a
@@ -23,6 +25,12 @@ const minInodes = 10_000
 // chunk is how much of a file is written between two looks at the free
 // space.
 const chunk = 64 << 20
+
+// maxDirNames bounds the bytes of the folder names Unpack remembers (to
+// set their modes and times last): a stream's folders cost inodes, which
+// room bounds, but not this process's memory, which this does. A var for
+// tests.
+var maxDirNames = 64 << 20
 
 // Options tune Unpack.
 type Options struct {
@@ -76,7 +84,7 @@ func Unpack(r io.Reader, top, dst string, o Options) (st Stats, err error) {
 		return st, err
 	}
 	defer root.Close()
-	u := &unpacker{root: root, dir: tmp, top: top, o: o}
+	u := &unpacker{root: root, dir: tmp, top: top, o: o, dirs: map[string]dirTimes{}, umask: umask()}
 	if err := u.run(tar.NewReader(r)); err != nil {
 		return u.st, err
 	}
@@ -92,7 +100,19 @@ func Unpack(r io.Reader, top, dst string, o Options) (st Stats, err error) {
 	if cur, err := os.Lstat(dst); err == nil && (cur.IsDir() || top0.IsDir()) {
 		return u.st, fmt.Errorf("%s: %w", dst, ErrExists)
 	}
+	// The folders' modes last, once nothing can fail but the rename: a
+	// folder made read-only would refuse what goes in it, and the removal
+	// of what is left when the copy fails.
+	if err := u.setDirs(); err != nil {
+		return u.st, err
+	}
 	return u.st, os.Rename(filepath.Join(tmp, u.top), dst)
+}
+
+// dirTimes is what a folder gets once its content is in.
+type dirTimes struct {
+	mode  int64
+	mtime time.Time
 }
 
 type unpacker struct {
@@ -102,8 +122,10 @@ type unpacker struct {
 	o    Options
 	st   Stats
 	// dirs are the folders made, with the mode and time each gets once
-	// its content is in.
-	dirs []*tar.Header
+	// its content is in; dirBytes is their names' length.
+	dirs     map[string]dirTimes
+	dirBytes int
+	umask    fs.FileMode
 }
 
 func (u *unpacker) run(tr *tar.Reader) error {
@@ -125,11 +147,14 @@ func (u *unpacker) run(tr *tar.Reader) error {
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			err = u.root.MkdirAll(name, 0o700)
-			if err == nil {
-				h := *hdr
-				h.Name = name
-				u.dirs = append(u.dirs, &h)
+			if _, seen := u.dirs[name]; err == nil && !seen {
+				if u.dirBytes += len(name); u.dirBytes > maxDirNames {
+					return fmt.Errorf("the stream names more folders than a copy takes (%d MiB of names)", maxDirNames>>20)
+				}
 				u.st.Dirs++
+			}
+			if err == nil {
+				u.dirs[name] = dirTimes{hdr.Mode, hdr.ModTime}
 			}
 		case tar.TypeReg:
 			err = u.file(name, hdr, tr)
@@ -147,24 +172,42 @@ func (u *unpacker) run(tr *tar.Reader) error {
 				}
 			}
 		default:
-			u.st.Skipped = append(u.st.Skipped, name)
+			if u.st.Skipped++; u.st.Skipped == 1 {
+				u.st.FirstSkipped = name
+			}
 		}
 		if err != nil {
-			return fmt.Errorf("unpack %s: %w", name, err)
+			return fmt.Errorf("unpack %q: %w", name, err)
 		}
 	}
-	// Deepest first: a folder made read-only would refuse what goes in it,
-	// and writing in it changes its time.
-	slices.SortFunc(u.dirs, func(a, b *tar.Header) int { return strings.Count(b.Name, "/") - strings.Count(a.Name, "/") })
-	for _, h := range u.dirs {
-		if err := u.root.Chmod(h.Name, h.FileInfo().Mode().Perm()); err != nil {
+	return nil
+}
+
+// setDirs gives the folders their modes and times, deepest first:
+// writing in a folder changes its time.
+func (u *unpacker) setDirs() error {
+	names := make([]string, 0, len(u.dirs))
+	for name := range u.dirs {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, name := range names {
+		d := u.dirs[name]
+		if err := u.root.Chmod(name, u.perm(d.mode)); err != nil {
 			return err
 		}
-		if err := u.root.Chtimes(h.Name, h.ModTime, h.ModTime); err != nil {
+		if err := u.root.Chtimes(name, d.mtime, d.mtime); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// perm is a stream's mode as this host makes it: the permission bits
+// alone (no setuid, setgid or sticky), less the process's umask, as tar
+// does for a user.
+func (u *unpacker) perm(mode int64) fs.FileMode {
+	return fs.FileMode(mode).Perm() &^ u.umask
 }
 
 // local is the stream's name as a path inside top, or why it is not one.
@@ -176,7 +219,7 @@ func (u *unpacker) local(name string) (string, error) {
 		}
 	}
 	if u.top == "" || !filepath.IsLocal(clean) || (clean != u.top && !strings.HasPrefix(clean, u.top+"/")) {
-		return "", fmt.Errorf("the stream names %q, outside %s: refused", name, u.top)
+		return "", fmt.Errorf("the stream names %q, outside %q: refused", name, u.top)
 	}
 	return clean, nil
 }
@@ -224,7 +267,7 @@ func (u *unpacker) file(name string, hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	u.st.Files++
-	if err := u.root.Chmod(name, hdr.FileInfo().Mode().Perm()); err != nil {
+	if err := u.root.Chmod(name, u.perm(hdr.Mode)); err != nil {
 		return err
 	}
 	return u.root.Chtimes(name, hdr.AccessTime, hdr.ModTime)

@@ -4,9 +4,13 @@ package cpcmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/internal/treecopy"
 	"github.com/coworkhq/cowork/units"
 )
@@ -45,10 +50,12 @@ instance --name names (sandbox by default); a relative guest PATH starts in
 /workspace. A local path with a colon in its first part is written ./a:b.
 
 A copy into a folder that exists keeps its name; otherwise it takes DST's.
-Modes and times are kept, and links are copied as links, never followed. The
-files belong to the user who receives them: you on this machine, the guest
-user (cowork, or --user) in the guest. Nothing appears at DST until all of it
-has arrived, and a folder is never merged into one that is there.
+A link to a folder at DST is followed only when DST ends in /. Modes (less
+the receiver's umask) and times are kept, and links are copied as links,
+never followed. The files belong to the user who receives them: you on this
+machine, the guest user (cowork, or --user) in the guest. Nothing appears at
+DST until all of it has arrived (an interrupted copy leaves nothing), and a
+folder is never merged into one that is there.
 
 What comes from the guest is checked on the way: nothing is written outside
 DST, no setuid file or device is made, and the copy stops before this
@@ -86,8 +93,7 @@ func (o *Options) parse(args []string, target *cmdutil.AgentTarget) error {
 	switch {
 	case srcGuest == dstGuest:
 		return cmdutil.FlagErrorf("cp copies between this machine and an instance: write one side as INSTANCE:PATH (or :PATH), e.g. cowork cp ./notes.txt :notes.txt")
-	case args[0] == "-" && args[1] == "-":
-		return cmdutil.FlagErrorf("SRC and DST cannot both be -")
+
 	case src == "" && !srcGuest || dst == "" && !dstGuest:
 		return cmdutil.FlagErrorf("name a local path on both sides (. for this folder)")
 	}
@@ -99,14 +105,19 @@ func (o *Options) parse(args []string, target *cmdutil.AgentTarget) error {
 		target.Instance = name
 	}
 	o.Src, o.Dst, o.GuestSrc, o.GuestDst = src, dst, srcGuest, dstGuest
-	if o.Src == "-" && o.IO.IsStdinTTY() {
+	if o.stdin() && o.IO.IsStdinTTY() {
 		return cmdutil.FlagErrorf("SRC - reads a tar stream, and stdin is a terminal: pipe one in (tar -cf - DIR | cowork cp - :DEST)")
 	}
-	if o.Dst == "-" && o.IO.IsStdoutTTY() {
+	if o.stdout() && o.IO.IsStdoutTTY() {
 		return cmdutil.FlagErrorf("DST - writes a tar stream, and stdout is a terminal: pipe it (| tar -xf -) or redirect it (> copy.tar)")
 	}
 	return nil
 }
+
+// stdin and stdout say a side is a tar stream: a local - (a guest's :- is
+// a file named -).
+func (o *Options) stdin() bool  { return o.Src == "-" && !o.GuestSrc }
+func (o *Options) stdout() bool { return o.Dst == "-" && !o.GuestDst }
 
 // splitGuest reads INSTANCE:PATH (or :PATH): a colon before any slash.
 func splitGuest(arg string) (name, path string, guest bool) {
@@ -117,8 +128,11 @@ func splitGuest(arg string) (name, path string, guest bool) {
 	return arg[:i], arg[i+1:], true
 }
 
-// Run copies.
+// Run copies. Interrupted, it stops the copy, and what was copied so far
+// is removed on both sides.
 func Run(ctx context.Context, o *Options) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	client, err := o.Connect()
 	if err != nil {
 		return err
@@ -128,9 +142,9 @@ func Run(ctx context.Context, o *Options) error {
 	co := cowork.CopyOptions{User: o.User, Progress: p.update}
 	var st treecopy.Stats
 	switch {
-	case o.Src == "-":
+	case o.stdin():
 		err = cowork.CopyInStream(ctx, client, o.IO.In, o.Dst, co)
-	case o.Dst == "-":
+	case o.stdout():
 		err = cowork.CopyOutStream(ctx, client, o.Src, o.IO.Out, co)
 	case o.GuestDst:
 		st, err = cowork.CopyIn(ctx, client, o.Src, o.Dst, co)
@@ -138,14 +152,17 @@ func Run(ctx context.Context, o *Options) error {
 		st, err = cowork.CopyOut(ctx, client, o.Src, o.Dst, co)
 	}
 	p.done()
+	if err != nil && ctx.Err() != nil {
+		return errors.New("interrupted: nothing was copied")
+	}
 	if err != nil {
 		return err
 	}
-	if !o.Quiet && o.Src != "-" && o.Dst != "-" {
+	if !o.Quiet && !o.stdin() && !o.stdout() {
 		fmt.Fprintf(o.IO.ErrOut, "copied %s to %s\n", summary(st), side(o.Dst, o.GuestDst))
 	}
-	if len(st.Skipped) > 0 {
-		fmt.Fprintf(o.IO.ErrOut, "cowork: warning: %d entries that are neither files, folders nor links were not copied (first: %s)\n", len(st.Skipped), st.Skipped[0])
+	if st.Skipped > 0 {
+		fmt.Fprintf(o.IO.ErrOut, "cowork: warning: %d entries that are neither files, folders nor links were not copied (first: %s)\n", st.Skipped, termsafe.Line(st.FirstSkipped))
 	}
 	return nil
 }

@@ -30,7 +30,8 @@ func TestCpArguments(t *testing.T) {
 		{[]string{":x", "./a:b"}, "dflt", Options{Src: "x", Dst: "./a:b", GuestSrc: true}},
 		{[]string{"-u", "root", "-q", "f", ":"}, "dflt", Options{Src: "f", Dst: "", GuestDst: true, User: "root", Quiet: true}},
 		{[]string{"-", ":site"}, "dflt", Options{Src: "-", Dst: "site", GuestDst: true}},
-		{[]string{":build", "-"}, "dflt", Options{Src: "build", Dst: "-", GuestSrc: true}}, // the test's stdout is no terminal
+		{[]string{":build", "-"}, "dflt", Options{Src: "build", Dst: "-", GuestSrc: true}},     // the test's stdout is no terminal
+		{[]string{"./local", ":-"}, "dflt", Options{Src: "./local", Dst: "-", GuestDst: true}}, // a guest file named -
 	} {
 		target := &cmdutil.AgentTarget{Instance: "dflt"}
 		got, err := parse(t, target, false, tc.args...)
