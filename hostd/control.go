@@ -55,6 +55,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	d.mu.Unlock()
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
+		r.Ports = wirePorts(net.Ports())
 	}
 	if vm != nil {
 		r.State = string(vm.State())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -63,6 +64,39 @@ func (c *Client) Stop(ctx context.Context, req StopRequest) error {
 
 // SetPolicy replaces the running guest's network policy, given as the
 // instance config's JSON.
+// Ports lists the guest ports published on the host (CallPorts).
+func (c *Client) Ports(ctx context.Context) ([]Port, error) {
+	r, err := c.unary(ctx, &Request{Call: CallPorts})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Ports) > MaxPorts {
+		return nil, fmt.Errorf("hostd answered %d ports, more than it publishes", len(r.Ports))
+	}
+	return r.Ports, nil
+}
+
+// Publish makes a guest TCP port reachable on the host (CallPublish).
+func (c *Client) Publish(ctx context.Context, req PublishRequest) (Port, error) {
+	return c.onePort(ctx, &Request{Call: CallPublish, Publish: &req})
+}
+
+// Unpublish takes a published port back (CallUnpublish).
+func (c *Client) Unpublish(ctx context.Context, which string) (Port, error) {
+	return c.onePort(ctx, &Request{Call: CallUnpublish, Unpublish: which})
+}
+
+func (c *Client) onePort(ctx context.Context, req *Request) (Port, error) {
+	r, err := c.unary(ctx, req)
+	if err != nil {
+		return Port{}, err
+	}
+	if len(r.Ports) != 1 {
+		return Port{}, fmt.Errorf("hostd answered %s with %d ports, not one", req.Call, len(r.Ports))
+	}
+	return r.Ports[0], nil
+}
+
 // Suspend saves the running guest and stops its VM (CallSuspend).
 func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
 	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})

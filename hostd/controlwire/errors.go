@@ -26,6 +26,8 @@ const (
 	// can run in (still starting, its share in use); the message says
 	// what to change first.
 	CodeFailedPrecondition Code = "failed_precondition"
+	// CodeNotFound: what the call names is not there (a published port).
+	CodeNotFound Code = "not_found"
 	// CodeInternal: anything else went wrong in hostd.
 	CodeInternal Code = "internal"
 )
@@ -40,6 +42,8 @@ var (
 	ErrInternal        = errors.New("internal error")
 	// ErrFailedPrecondition is CodeFailedPrecondition's.
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrNotFound is CodeNotFound's.
+	ErrNotFound = errors.New("not found")
 )
 
 var sentinels = map[Code]error{
@@ -49,6 +53,7 @@ var sentinels = map[Code]error{
 	CodeUnimplemented:      ErrUnimplemented,
 	CodeInternal:           ErrInternal,
 	CodeFailedPrecondition: ErrFailedPrecondition,
+	CodeNotFound:           ErrNotFound,
 }
 
 // Error is a call's failure, as hostd said it (or as the client saw the

@@ -26,6 +26,9 @@ type Handler interface {
 	OpenSession(ctx context.Context, req OpenSessionRequest, send func(*Session) error) error
 	CloseSession(ctx context.Context, id string) error
 	Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error)
+	Ports(ctx context.Context) ([]Port, error)
+	Publish(ctx context.Context, req PublishRequest) (*Port, error)
+	Unpublish(ctx context.Context, which string) (*Port, error)
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -46,6 +49,13 @@ func (Unimplemented) CloseSession(context.Context, string) error {
 }
 func (Unimplemented) Suspend(context.Context, SuspendRequest) (*Suspended, error) {
 	return nil, unimplemented(CallSuspend)
+}
+func (Unimplemented) Ports(context.Context) ([]Port, error) { return nil, unimplemented(CallPorts) }
+func (Unimplemented) Publish(context.Context, PublishRequest) (*Port, error) {
+	return nil, unimplemented(CallPublish)
+}
+func (Unimplemented) Unpublish(context.Context, string) (*Port, error) {
+	return nil, unimplemented(CallUnpublish)
 }
 func (Unimplemented) Events(context.Context, func(*Event) error) error {
 	return unimplemented(CallEvents)
@@ -231,6 +241,16 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 		}
 		sus, err := s.h.Suspend(ctx, r)
 		return &Reply{Suspended: sus, Done: true}, err
+	case CallPorts:
+		ports, err := s.h.Ports(ctx)
+		return &Reply{Ports: ports, Done: true}, err
+	case CallPublish:
+		if req.Publish == nil {
+			return nil, Errorf(CodeInvalidArgument, "publish without its port")
+		}
+		return onePort(s.h.Publish(ctx, *req.Publish))
+	case CallUnpublish:
+		return onePort(s.h.Unpublish(ctx, req.Unpublish))
 	}
 	name := string(req.Call)
 	if len(name) > 32 {
@@ -244,4 +264,12 @@ func or(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// onePort is the reply of a call that answers one port.
+func onePort(p *Port, err error) (*Reply, error) {
+	if err != nil || p == nil {
+		return nil, err
+	}
+	return &Reply{Ports: []Port{*p}, Done: true}, nil
 }

@@ -36,6 +36,9 @@ type Status struct {
 	// QEMU's log: print it through termsafe.
 	Error   string        `json:"error,omitempty"`
 	Network *NetworkStats `json:"network,omitempty"`
+	// Ports are the guest ports published on the host while the network
+	// runs: the config's and those of CallPublish.
+	Ports []Port `json:"ports,omitempty"`
 	// HostdProcess is hostd's own use of resources, to watch for leaks.
 	HostdProcess *ProcessStats `json:"hostd_process,omitempty"`
 	// Boot is where the guest's boot spent its time; nil until its agent

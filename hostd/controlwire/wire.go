@@ -64,7 +64,19 @@ const (
 	// has stopped; hostd then exits. A suspend that fails leaves the
 	// guest running as it was.
 	CallSuspend Call = "suspend"
+	// CallPorts answers the guest ports published on the host (Ports).
+	CallPorts Call = "ports"
+	// CallPublish (Request.Publish) makes a guest TCP port reachable on
+	// the host while the VM runs, and answers it as bound (Ports[0]).
+	CallPublish Call = "publish"
+	// CallUnpublish (Request.Unpublish: a host address, a host port, or a
+	// guest port published once) takes a published port back, cutting
+	// its connections, and answers it (Ports[0]).
+	CallUnpublish Call = "unpublish"
 )
+
+// MaxPorts bounds the ports a reply lists (hostd publishes no more).
+const MaxPorts = 64
 
 // Bounds of what each side reads. A request is small, the policy being
 // the largest; a reply line is a Status or one Event, whose texts hostd
@@ -87,6 +99,8 @@ type Request struct {
 	OpenSession *OpenSessionRequest `json:"open_session,omitempty"`
 	SessionID   string              `json:"session_id,omitempty"`
 	Suspend     *SuspendRequest     `json:"suspend,omitempty"`
+	Publish     *PublishRequest     `json:"publish,omitempty"`
+	Unpublish   string              `json:"unpublish,omitempty"`
 }
 
 // Reply is a line hostd sends. A message line carries one of Status,
@@ -97,9 +111,11 @@ type Reply struct {
 	Session *Session `json:"session,omitempty"`
 	// Suspended is CallSuspend's answer, on its last line.
 	Suspended *Suspended `json:"suspended,omitempty"`
-	Done      bool       `json:"done,omitempty"`
-	Error     string     `json:"error,omitempty"`
-	Code      Code       `json:"code,omitempty"`
+	// Ports answers CallPorts, CallPublish and CallUnpublish.
+	Ports []Port `json:"ports,omitempty"`
+	Done  bool   `json:"done,omitempty"`
+	Error string `json:"error,omitempty"`
+	Code  Code   `json:"code,omitempty"`
 }
 
 // StopRequest is how to stop.
@@ -119,6 +135,24 @@ type SuspendRequest struct {
 	// unmounted lazily under them).
 	Force bool `json:"force,omitempty"`
 }
+
+// PublishRequest is a guest port to publish.
+type PublishRequest struct {
+	// HostAddr is where to listen, host:port; port 0 takes a free one.
+	HostAddr  string `json:"host_addr"`
+	GuestPort int    `json:"guest_port"`
+}
+
+// Port is a guest TCP port reachable on the host.
+type Port struct {
+	HostAddr  string `json:"host_addr"` // as bound
+	GuestPort int    `json:"guest_port"`
+	// Config says it is the instance's config's (init --publish), there
+	// at every start; the others last while the VM runs.
+	Config bool `json:"config,omitempty"`
+}
+
+func (p Port) String() string { return fmt.Sprintf("%s->%d", p.HostAddr, p.GuestPort) }
 
 // Suspended is a guest saved by CallSuspend.
 type Suspended struct {

@@ -169,7 +169,7 @@ func TestPublishedPortOutlastsEMFILE(t *testing.T) {
 	n := &Stack{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan struct{})
 	go func() {
-		n.servePublished(l, func(c net.Conn) { io.WriteString(c, "served\n"); c.Close() })
+		n.servePublished(l, func(c net.Conn) { io.WriteString(c, "served\n"); c.Close() }, nil)
 		close(done)
 	}()
 	c, err := net.Dial("tcp", inner.Addr().String())

@@ -346,15 +346,20 @@ func (n *Stack) limitDNS(h dns.Handler) dns.Handler {
 
 // servePublished serves a published port's host listener, riding out a
 // failing Accept (out of descriptors) instead of going deaf; an error it
-// cannot ride out ends it (see serve).
-func (n *Stack) servePublished(l net.Listener, handle func(net.Conn)) {
+// cannot ride out ends it (see serve), unless removed says the listener
+// was closed on purpose.
+func (n *Stack) servePublished(l net.Listener, handle func(net.Conn), removed func() bool) {
 	n.serve("published port "+l.Addr().String(), func() error {
-		return acceptloop.Serve(l, handle, func(err error, failures int) {
+		err := acceptloop.Serve(l, handle, func(err error, failures int) {
 			if err != nil {
 				n.log.Warn("published port: accept failed; retrying with backoff", "addr", l.Addr().String(), "err", err)
 			} else {
 				n.log.Info("published port: accepting again", "addr", l.Addr().String(), "failed_accepts", failures)
 			}
 		})
+		if removed != nil && removed() {
+			return errEndedAsAsked
+		}
+		return err
 	})
 }

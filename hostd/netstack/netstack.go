@@ -127,8 +127,8 @@ type Stack struct {
 	refusals *refusalLog // the relay's refused requests, rate-limited
 	lim      *limiter
 
-	listeners []net.Listener // published ports
-	loops     serveLoops     // the serve loops, and those that failed
+	ports ports      // published ports
+	loops serveLoops // the serve loops, and those that failed
 
 	mu    sync.RWMutex
 	rules *policy.Rules
@@ -217,7 +217,7 @@ func (n *Stack) build() error {
 	if err := n.serveRelay(); err != nil {
 		return err
 	}
-	return n.publish()
+	return n.publishConfig()
 }
 
 // Attach makes the frame socketpair and serves its stack end until ctx
@@ -262,9 +262,7 @@ func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 // with the context given to Attach.
 func (n *Stack) Close() {
 	n.loops.close()
-	for _, l := range n.listeners {
-		l.Close()
-	}
+	n.closePorts()
 	n.s.Close()
 	n.lim.close()
 }

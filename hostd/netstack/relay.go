@@ -4,17 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
-	"github.com/coworkhq/cowork/hostd/netstack/splice"
 )
 
 // serveRelay runs the credential relay on the gateway's RelayPort: it swaps
@@ -107,30 +101,4 @@ func endedBy(err error) Refusal {
 		return Expired
 	}
 	return Ended
-}
-
-// publish listens on the host for each published guest port and carries
-// its connections into the guest.
-func (n *Stack) publish() error {
-	for _, f := range n.cfg.Forwards {
-		l, err := net.Listen("tcp", f.HostAddr)
-		if err != nil {
-			return fmt.Errorf("publish %s: %w", f.HostAddr, err)
-		}
-		guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(f.GuestPort)}
-		n.servePublished(l, func(c net.Conn) {
-			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-			g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
-			cancel()
-			if err != nil {
-				c.Close()
-				return
-			}
-			// No audit line: traffic the host started into a published
-			// port is not the guest's egress.
-			splice.Join(c, g, splice.Options{})
-		})
-		n.listeners = append(n.listeners, l)
-	}
-	return nil
 }

@@ -30,8 +30,9 @@ type ServeFailure struct {
 const maxServeError = 300
 
 // serveLoops tracks the stack's serve loops. Their number is fixed by the
-// code and the config (one a published port), and each keeps one failure,
-// so the table is bounded whatever the guest does.
+// code and the published ports (at most MaxPorts, each one loop, whose
+// failure goes when it is taken back), and each keeps one failure, so the
+// table is bounded whatever the guest does.
 type serveLoops struct {
 	mu      sync.Mutex
 	closing bool
@@ -100,6 +101,14 @@ func (n *Stack) served(service string, err error) {
 func (s *serveLoops) close() {
 	s.mu.Lock()
 	s.closing = true
+	s.mu.Unlock()
+}
+
+// forget drops a service's failure: a published port taken back is no
+// longer the guest's (ports come and go, failures with them).
+func (s *serveLoops) forget(service string) {
+	s.mu.Lock()
+	delete(s.failed, service)
 	s.mu.Unlock()
 }
 

@@ -189,6 +189,8 @@ func Format(r *audit.Record, verbose, color bool) string {
 		fmt.Fprintf(&b, " ping %s", r.Dst)
 	case audit.KindIP:
 		fmt.Fprintf(&b, " protocol %d → %s", r.Proto, r.Dst)
+	case audit.KindPublish, audit.KindUnpublish:
+		fmt.Fprintf(&b, " %s → guest port %d", r.Dst, r.GuestPort)
 	default:
 		fmt.Fprintf(&b, " %s", name)
 		if r.Dst != "" {

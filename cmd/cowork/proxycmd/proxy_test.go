@@ -107,3 +107,10 @@ func TestFormatJSONIsSafeAndFaithful(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatShowsPublishedPorts(t *testing.T) {
+	r := &audit.Record{Time: time.Now(), Kind: audit.KindPublish, Verdict: audit.Allow, Dst: "127.0.0.1:8000", GuestPort: 80}
+	if got := Format(r, false, false); !strings.HasSuffix(got, " publish 127.0.0.1:8000 → guest port 80") {
+		t.Errorf("%q", got)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/poolcmd"
+	"github.com/coworkhq/cowork/cmd/cowork/portcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
 	"github.com/coworkhq/cowork/cmd/cowork/snapshotcmd"
@@ -143,6 +144,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
 		{"snapshot", func() *cobra.Command { return snapshotcmd.NewCmdSnapshot(ios, name, nil) }},
 		{"pool", func() *cobra.Command { return poolcmd.NewCmdPool(ios, name, nil) }},
+		{"port", func() *cobra.Command { return portcmd.NewCmdPort(ios, name, nil) }},
 	}
 }
 

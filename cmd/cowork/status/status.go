@@ -217,6 +217,10 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
 	if n := r.Network; n != nil {
 		st.Network = networkFrom(n, time.Now(), filepath.Join(paths.Dir(), "config.json"))
+		st.Publish = nil // the running network's: the config's and `port publish`'s
+		for _, p := range r.Ports {
+			st.Publish = append(st.Publish, p.String())
+		}
 	}
 	if p := r.HostdProcess; p != nil && p.OpenFDs > 0 {
 		st.HostdOpenFDs = p.OpenFDs

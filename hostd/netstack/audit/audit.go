@@ -29,6 +29,12 @@ const (
 	KindConnect = "connect" // a CONNECT tunnel through the proxy
 	KindRelay   = "relay"   // an API call through the credential relay
 	KindIP      = "ip"      // a packet of another IP protocol (dropped)
+
+	// KindPublish and KindUnpublish record a guest port made reachable on
+	// the host (Dst, the host address; GuestPort) and taken back. They
+	// are the host's doing, not flows: Stats does not count them.
+	KindPublish   = "publish"
+	KindUnpublish = "unpublish"
 	// KindRun ends a throwaway run's records in its parent's runs.jsonl
 	// (`exec --rm`): what ran, how it ended, what its network did.
 	KindRun = "run"
@@ -170,6 +176,9 @@ func (l *Log) count(r *Record) { l.stats.Add(r) }
 
 // Add counts r in s.
 func (s *Stats) Add(r *Record) {
+	if r.Kind == KindPublish || r.Kind == KindUnpublish {
+		return
+	}
 	n := int64(1)
 	if r.Suppressed > 0 { // a summary stands for the denials it counted
 		n = r.Suppressed

@@ -1,0 +1,193 @@
+// Package portcmd is `cowork port`: guest ports opened on the host while
+// the instance runs.
+package portcmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// Options is a parsed `cowork port` command line.
+type Options struct {
+	IO   *iostreams.IOStreams
+	Name string // the instance (global --name)
+	Op   string // publish, ls or rm
+
+	GuestPort int
+	HostAddr  string   // publish: IP:PORT
+	Which     []string // rm
+	JSON      bool
+}
+
+// NewCmdPort builds the command; name is the global --name. runF, when
+// not nil, gets the options instead of running them (tests).
+func NewCmdPort(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
+	o := &Options{IO: ios}
+	run := func(cmd *cobra.Command, op string) error {
+		o.Name, o.Op = *name, op
+		if runF != nil {
+			return runF(o)
+		}
+		return Run(cmd.Context(), o)
+	}
+	cmd := &cobra.Command{
+		Use:   "port",
+		Short: "Open a guest port on this machine while the instance runs",
+		Long: `A guest's TCP port published on this machine answers there as the
+guest's service would, from the moment it is published until it is removed
+or the instance stops (cowork init --publish makes one that comes back at
+every start). Each publish and removal is written to the audit log (cowork
+proxy). Connections to a published port are this machine's into the guest:
+the network policy, which governs what the guest reaches, does not apply.`,
+		Args: cmdutil.UnknownCommand,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	var address string
+	publish := &cobra.Command{
+		Use:   "publish GUESTPORT[:HOSTPORT]",
+		Short: "Make a guest TCP port reachable on this machine",
+		Long: `Make the guest's TCP port GUESTPORT reachable on this machine at
+HOSTPORT (the same number unless given; 0 takes a free one), on 127.0.0.1
+unless --address says otherwise. It prints where it listens.`,
+		Example: `  cowork port publish 8000
+  cowork port publish 3000:0
+  cowork port publish 8080:9090 --address 0.0.0.0`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return cmdutil.FlagErrorf("port publish needs one GUESTPORT[:HOSTPORT], e.g. cowork port publish 8000")
+			}
+			guest, host, err := parsePorts(args[0])
+			if err != nil {
+				return err
+			}
+			if net.ParseIP(address) == nil {
+				return cmdutil.FlagErrorf("--address %q is no IP address: e.g. 127.0.0.1, 0.0.0.0, ::1", address)
+			}
+			o.GuestPort, o.HostAddr = guest, net.JoinHostPort(address, strconv.Itoa(host))
+			return run(cmd, "publish")
+		},
+	}
+	publish.Flags().StringVar(&address, "address", "127.0.0.1", "the host address to listen on")
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the published ports",
+		Args:    cmdutil.NoArgs,
+		RunE:    func(cmd *cobra.Command, args []string) error { return run(cmd, "ls") },
+	}
+	ls.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	rm := &cobra.Command{
+		Use:     "rm PORT...",
+		Aliases: []string{"remove"},
+		Short:   "Close published ports and the connections through them",
+		Long: `Close published ports, each named by its host address (127.0.0.1:8000),
+its host port, or its guest port when one host port serves it. Connections
+through them are cut. A port of the config (init --publish) comes back at
+the next start.`,
+		Example: `  cowork port rm 8000`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmdutil.FlagErrorf("port rm needs the PORT to close, e.g. cowork port rm 8000")
+			}
+			o.Which = args
+			return run(cmd, "rm")
+		},
+	}
+	cmd.AddCommand(publish, ls, rm)
+	return cmd
+}
+
+// parsePorts reads GUESTPORT[:HOSTPORT].
+func parsePorts(s string) (guest, host int, err error) {
+	g, h, hasHost := strings.Cut(s, ":")
+	guest, gerr := strconv.Atoi(g)
+	host = guest
+	var herr error
+	if hasHost {
+		host, herr = strconv.Atoi(h)
+	}
+	if gerr != nil || herr != nil || guest < 1 || guest > 65535 || host < 0 || host > 65535 {
+		return 0, 0, cmdutil.FlagErrorf("%q: want GUESTPORT[:HOSTPORT], ports 1-65535 (HOSTPORT 0 takes a free one), e.g. 8000 or 3000:0", s)
+	}
+	return guest, host, nil
+}
+
+// Run carries out o.
+func Run(ctx context.Context, o *Options) error {
+	inst, err := cowork.Open(o.Name)
+	if err != nil {
+		return err
+	}
+	switch o.Op {
+	case "publish":
+		p, err := inst.Publish(ctx, o.HostAddr, o.GuestPort)
+		if err != nil {
+			if strings.Contains(err.Error(), "address already in use") {
+				return fmt.Errorf("%s is in use on this machine: publish to another host port (GUESTPORT:HOSTPORT, or :0 for any)", o.HostAddr)
+			}
+			return err
+		}
+		fmt.Fprintf(o.IO.Out, "%s\n", p.HostAddr)
+		fmt.Fprintf(o.IO.ErrOut, "guest port %d of %s answers at %s until it stops, or `cowork port rm%s %d`\n", p.GuestPort, inst.Name, p.HostAddr, instance.NameFlag(inst.Name), p.GuestPort)
+		if host, _, _ := net.SplitHostPort(p.HostAddr); !net.ParseIP(host).IsLoopback() {
+			fmt.Fprintf(o.IO.ErrOut, "cowork: note: %s is reachable from other machines on your networks, not only from this one\n", p.HostAddr)
+		}
+		return nil
+	case "rm":
+		var errs []error
+		for _, w := range o.Which {
+			p, err := inst.Unpublish(ctx, w)
+			if err != nil {
+				if errors.Is(err, cowork.ErrNoSuchPort) {
+					err = fmt.Errorf("%s is not published on %s; `cowork port ls%s` lists what is", w, inst.Name, instance.NameFlag(inst.Name))
+				}
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintf(o.IO.Out, "%s\n", p.HostAddr)
+		}
+		return errors.Join(errs...)
+	}
+	ports, err := inst.Ports(ctx)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		if ports == nil {
+			ports = []cowork.Port{}
+		}
+		b, err := json.MarshalIndent(ports, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.Out, "%s\n", b)
+		return nil
+	}
+	if len(ports) == 0 {
+		fmt.Fprintf(o.IO.ErrOut, "no port of %s is published\n", inst.Name)
+		return nil
+	}
+	w := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "HOST\tGUEST PORT\tFROM")
+	for _, p := range ports {
+		from := "port publish"
+		if p.Config {
+			from = "config"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\n", p.HostAddr, p.GuestPort, from)
+	}
+	return w.Flush()
+}

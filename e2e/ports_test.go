@@ -1,0 +1,66 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkPorts publishes a guest port while the instance runs: it answers
+// on the host at once, is listed and audited, and once removed answers no
+// more; a second removal says what is published.
+func checkPorts(t *testing.T, e *env) {
+	e.must("exec", "-u", "root", `mkdir -p /tmp/site && echo from-the-guest > /tmp/site/index.html &&
+setsid -f python3 -m http.server 8000 --bind 0.0.0.0 --directory /tmp/site >/dev/null 2>&1
+for i in $(seq 100); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && exit 0; sleep 0.1; done; exit 1`)
+	r := e.must("port", "publish", "8000:0")
+	addr := strings.TrimSpace(r.out)
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("port publish: %s", r)
+	}
+	get := func() (string, error) {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+		resp, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if body, err := get(); err != nil || body != "from-the-guest\n" {
+		t.Errorf("GET through the published port: %q, %v", body, err)
+	}
+	var ports []struct {
+		HostAddr  string `json:"host_addr"`
+		GuestPort int    `json:"guest_port"`
+	}
+	if r := e.must("port", "ls", "--json"); json.Unmarshal([]byte(r.out), &ports) != nil || len(ports) != 1 || ports[0].HostAddr != addr || ports[0].GuestPort != 8000 {
+		t.Errorf("port ls: %s", r.out)
+	}
+	if r := e.must("port", "rm", "8000"); strings.TrimSpace(r.out) != addr {
+		t.Errorf("port rm: %s", r)
+	}
+	if c, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still answers after port rm", addr)
+	}
+	if r := e.run("port", "rm", "8000"); r.code != 1 || !strings.Contains(r.errOut, "is not published") {
+		t.Errorf("port rm of a removed port: %s", r)
+	}
+	kinds := map[string]bool{}
+	for _, a := range e.auditLines(t) {
+		if a.Dst == addr {
+			kinds[a.Kind] = true
+		}
+	}
+	if !kinds["publish"] || !kinds["unpublish"] {
+		t.Errorf("the audit log's records of %s: %v", addr, kinds)
+	}
+}

@@ -1,0 +1,208 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/splice"
+)
+
+// MaxPorts bounds the guest ports published at once: each is a host
+// listener, and their list is in every status.
+const MaxPorts = 64
+
+// Port is a guest TCP port reachable on the host.
+type Port struct {
+	HostAddr  string `json:"host_addr"` // as bound: a port 0 asked for is the one the host gave
+	GuestPort int    `json:"guest_port"`
+	// Config says it comes from the instance's config (init --publish)
+	// and comes back at each start; the others last while the VM runs.
+	Config bool `json:"config,omitempty"`
+}
+
+func (p Port) String() string { return fmt.Sprintf("%s->%d", p.HostAddr, p.GuestPort) }
+
+// ErrNoSuchPort is an Unpublish of a port that is not published.
+var ErrNoSuchPort = errors.New("no such published port")
+
+// ports is the published ports, in the order they were published.
+type ports struct {
+	mu   sync.Mutex
+	list []*published
+}
+
+// published is one port: its host listener and the connections through
+// it, which Unpublish cuts.
+type published struct {
+	Port
+	l       net.Listener
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	removed bool
+}
+
+// publishConfig publishes the config's ports, as the stack starts.
+func (n *Stack) publishConfig() error {
+	for _, f := range n.cfg.Forwards {
+		if _, err := n.publish(f.HostAddr, f.GuestPort, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Publish makes the guest's TCP port guestPort reachable at hostAddr
+// (host:port; port 0 takes a free one) while the stack runs, and writes
+// it to the audit log. Connections to it are the host's into the guest,
+// not the guest's egress, so the policy does not apply to them.
+func (n *Stack) Publish(hostAddr string, guestPort int) (Port, error) {
+	return n.publish(hostAddr, guestPort, false)
+}
+
+func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, error) {
+	if guestPort < 1 || guestPort > 65535 {
+		return Port{}, fmt.Errorf("guest port %d: want 1-65535", guestPort)
+	}
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	if len(n.ports.list) >= MaxPorts {
+		return Port{}, fmt.Errorf("%d ports are published, the most an instance has: remove one first", MaxPorts)
+	}
+	l, err := net.Listen("tcp", hostAddr)
+	if err != nil {
+		return Port{}, fmt.Errorf("publish %s: %w", hostAddr, err)
+	}
+	p := &published{Port: Port{HostAddr: l.Addr().String(), GuestPort: guestPort, Config: config}, l: l, conns: map[net.Conn]struct{}{}}
+	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(guestPort)}
+	handle := func(c net.Conn) {
+		if !p.add(c) {
+			c.Close()
+			return
+		}
+		defer p.drop(c)
+		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		g, err := gonet.DialContextTCP(ctx, n.s, guest, ipv4.ProtocolNumber)
+		cancel()
+		if err != nil {
+			c.Close()
+			return
+		}
+		// No audit line per connection: traffic the host started into a
+		// published port is not the guest's egress.
+		splice.Join(c, g, splice.Options{})
+	}
+	n.servePublished(l, handle, p.isRemoved)
+	n.ports.list = append(n.ports.list, p)
+	n.auditPort(audit.KindPublish, p.Port)
+	return p.Port, nil
+}
+
+// Unpublish stops the port published at hostAddr (host:port, or the
+// port alone) or, when which is a guest port published once, that one:
+// its listener closes and its connections are cut.
+func (n *Stack) Unpublish(which string) (Port, error) {
+	n.ports.mu.Lock()
+	i := slices.IndexFunc(n.ports.list, func(p *published) bool { return p.HostAddr == which })
+	if i < 0 {
+		var matches []int
+		for j, p := range n.ports.list {
+			if _, port, _ := net.SplitHostPort(p.HostAddr); port == which || strconv.Itoa(p.GuestPort) == which {
+				matches = append(matches, j)
+			}
+		}
+		switch len(matches) {
+		case 0:
+		case 1:
+			i = matches[0]
+		default:
+			n.ports.mu.Unlock()
+			return Port{}, fmt.Errorf("%s names %d published ports: name one by its host address", which, len(matches))
+		}
+	}
+	if i < 0 {
+		n.ports.mu.Unlock()
+		return Port{}, fmt.Errorf("%s: %w", which, ErrNoSuchPort)
+	}
+	p := n.ports.list[i]
+	n.ports.list = slices.Delete(n.ports.list, i, i+1)
+	n.ports.mu.Unlock()
+	p.remove()
+	n.loops.forget("published port " + p.HostAddr)
+	n.auditPort(audit.KindUnpublish, p.Port)
+	return p.Port, nil
+}
+
+// Ports lists the published ports.
+func (n *Stack) Ports() []Port {
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	out := make([]Port, len(n.ports.list))
+	for i, p := range n.ports.list {
+		out[i] = p.Port
+	}
+	return out
+}
+
+// closePorts closes every listener, as the stack closes.
+func (n *Stack) closePorts() {
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	for _, p := range n.ports.list {
+		p.l.Close()
+	}
+}
+
+func (n *Stack) auditPort(kind string, p Port) {
+	if n.audit == nil {
+		return
+	}
+	if err := n.audit.Write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort}); err != nil {
+		n.log.Warn("audit log", "err", err)
+	}
+}
+
+// add counts a connection in, unless the port was removed meanwhile.
+func (p *published) add(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.removed {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *published) drop(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *published) isRemoved() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.removed
+}
+
+// remove closes the listener and cuts the connections through it.
+func (p *published) remove() {
+	p.mu.Lock()
+	p.removed = true
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	p.l.Close()
+	for c := range conns {
+		c.Close()
+	}
+}

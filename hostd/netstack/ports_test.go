@@ -1,0 +1,189 @@
+//go:build linux
+
+package netstack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+)
+
+// guestServe listens on the fake guest's port and echoes.
+func (tn *testNet) guestServe(t *testing.T, port uint16) {
+	t.Helper()
+	addr := netip.MustParseAddr(GuestIP).As4()
+	l, err := gonet.ListenTCP(tn.guest.S, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(addr), Port: port}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go echo(c)
+		}
+	}()
+}
+
+// echoesAt says whether a line sent to addr on the host comes back.
+func echoesAt(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "ping\n")
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping\n" {
+		return fmt.Errorf("read %q: %v", b, err)
+	}
+	return nil
+}
+
+// A port published while the stack runs reaches the guest's service at
+// once; taken back, its listener and every connection through it close,
+// and both are in the audit log; neither counts as a guest flow.
+func TestPublishWhileRunning(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.guestServe(t, 8000)
+	p, err := tn.Publish("127.0.0.1:0", 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.HostAddr, "127.0.0.1:") || strings.HasSuffix(p.HostAddr, ":0") || p.GuestPort != 8000 || p.Config {
+		t.Fatalf("published %+v", p)
+	}
+	if err := echoesAt(p.HostAddr); err != nil {
+		t.Fatalf("through the published port: %v", err)
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindPublish })
+	if r.Dst != p.HostAddr || r.GuestPort != 8000 || r.Verdict != audit.Allow {
+		t.Errorf("publish record %+v", r)
+	}
+	if _, err := tn.Publish(p.HostAddr, 8001); err == nil {
+		t.Error("a host address published twice")
+	}
+	if got := tn.Ports(); len(got) != 1 || got[0] != p {
+		t.Errorf("ports %+v", got)
+	}
+
+	// A connection open through it is cut when it goes.
+	live, err := net.Dial("tcp", p.HostAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	io.WriteString(live, "x")
+	live.SetReadDeadline(time.Now().Add(5 * time.Second))
+	live.Read(make([]byte, 1))
+	if _, err := tn.Unpublish("8000"); err != nil { // by guest port
+		t.Fatal(err)
+	}
+	live.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	if _, err := live.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("a connection through the removed port lives on: %v", err)
+	}
+	if err := echoesAt(p.HostAddr); err == nil {
+		t.Error("the removed port still answers")
+	}
+	tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindUnpublish && r.Dst == p.HostAddr })
+	time.Sleep(300 * time.Millisecond) // the closed listener's serve loop ends meanwhile, and is no failure
+	if len(tn.Ports()) != 0 || len(tn.ServeFailures()) != 0 {
+		t.Errorf("after unpublish: ports %v, failures %v", tn.Ports(), tn.ServeFailures())
+	}
+	if st := tn.audit.Stats(); st.Flows != 0 {
+		t.Errorf("publishing counted %d guest flows", st.Flows)
+	}
+	if _, err := tn.Unpublish("8000"); !errors.Is(err, ErrNoSuchPort) {
+		t.Errorf("unpublish twice: %v", err)
+	}
+}
+
+func TestPublishRefusals(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	for _, port := range []int{0, -1, 65536} {
+		if _, err := tn.Publish("127.0.0.1:0", port); err == nil {
+			t.Errorf("guest port %d published", port)
+		}
+	}
+	a, _ := tn.Publish("127.0.0.1:0", 9000)
+	b, _ := tn.Publish("127.0.0.1:0", 9000)
+	if _, err := tn.Unpublish("9000"); err == nil || !strings.Contains(err.Error(), "names 2 published ports") {
+		t.Errorf("an ambiguous unpublish: %v", err)
+	}
+	_, bPort, _ := net.SplitHostPort(b.HostAddr)
+	if got, err := tn.Unpublish(bPort); err != nil || got != b {
+		t.Errorf("unpublish by host port: %+v %v", got, err)
+	}
+	if got, err := tn.Unpublish(a.HostAddr); err != nil || got != a {
+		t.Errorf("unpublish by host address: %+v %v", got, err)
+	}
+	// The bound: MaxPorts at once.
+	for i := range MaxPorts {
+		if _, err := tn.Publish("127.0.0.1:0", 10000+i); err != nil {
+			t.Fatalf("port %d: %v", i, err)
+		}
+	}
+	if _, err := tn.Publish("127.0.0.1:0", 20000); err == nil || !strings.Contains(err.Error(), strconv.Itoa(MaxPorts)+" ports are published") {
+		t.Errorf("port %d: %v", MaxPorts+1, err)
+	}
+}
+
+// The config's ports are published as the stack starts, marked so.
+func TestConfigPortsArePublished(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	tn := newTestNet(t, policy.Policy{}, func(c *Config) { c.Forwards = []Forward{{HostAddr: addr, GuestPort: 8080}} })
+	tn.guestServe(t, 8080)
+	if got := tn.Ports(); len(got) != 1 || got[0] != (Port{HostAddr: addr, GuestPort: 8080, Config: true}) {
+		t.Fatalf("ports %+v", got)
+	}
+	if err := echoesAt(addr); err != nil {
+		t.Error(err)
+	}
+}
+
+// A published port's listener closed on purpose ends its loop quietly;
+// closed otherwise, the loop is a failure status shows.
+func TestAClosedPortIsAFailureOnlyWhenNotRemoved(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	for _, removed := range []bool{true, false} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.servePublished(l, func(c net.Conn) { c.Close() }, func() bool { return removed })
+		l.Close()
+		service := "published port " + l.Addr().String()
+		deadline := time.Now().Add(2 * time.Second)
+		failed := false
+		for time.Now().Before(deadline) && !failed {
+			for _, f := range tn.ServeFailures() {
+				failed = failed || f.Service == service
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if failed == removed {
+			t.Errorf("removed %v: failure recorded %v", removed, failed)
+		}
+	}
+}
