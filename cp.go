@@ -192,8 +192,8 @@ func CopyOut(ctx context.Context, g Execer, src, dst string, o CopyOptions) (tre
 }
 
 // afterEndGrace is how long the guest's tar has to exit once its stream
-// ended.
-const afterEndGrace = 30 * time.Second
+// ended. A var for tests.
+var afterEndGrace = 30 * time.Second
 
 // hostDst is where CopyOut puts the guest's name: into dst when it is a
 // folder, else at dst. A link to a folder is followed only when dst ends

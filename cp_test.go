@@ -305,3 +305,29 @@ func TestCopyOutOfOddNames(t *testing.T) {
 		}
 	}
 }
+
+// stallingGuest sends a whole stream, then neither exits nor sends more.
+type stallingGuest struct{}
+
+func (stallingGuest) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclient.ExitStatus, error) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644})
+	tw.Close()
+	o.Stdout.Write(b.Bytes())
+	<-ctx.Done()
+	return agentclient.ExitStatus{}, ctx.Err()
+}
+
+func TestCopyOutOfAGuestThatNeverExits(t *testing.T) {
+	defer func(d time.Duration) { afterEndGrace = d }(afterEndGrace)
+	afterEndGrace = 100 * time.Millisecond
+	dst := t.TempDir()
+	_, err := CopyOut(context.Background(), stallingGuest{}, "/guest/f", dst, CopyOptions{})
+	if err == nil || !strings.Contains(err.Error(), "did not exit after its stream's end") {
+		t.Fatalf("a guest that stalls after its stream: %v", err)
+	}
+	if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+		t.Errorf("the destination holds %v", ents)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -161,10 +162,16 @@ func Run(ctx context.Context, o *Options) error {
 	if !o.Quiet && !o.stdin() && !o.stdout() {
 		fmt.Fprintf(o.IO.ErrOut, "copied %s to %s\n", summary(st), side(o.Dst, o.GuestDst))
 	}
-	if st.Skipped > 0 {
-		fmt.Fprintf(o.IO.ErrOut, "cowork: warning: %d entries that are neither files, folders nor links were not copied (first: %s)\n", st.Skipped, termsafe.Line(st.FirstSkipped))
-	}
+	warnSkipped(o.IO.ErrOut, st)
 	return nil
+}
+
+// warnSkipped says what was not copied. The name is the guest's, when
+// the copy came out of it: printed inert.
+func warnSkipped(w io.Writer, st treecopy.Stats) {
+	if st.Skipped > 0 {
+		fmt.Fprintf(w, "cowork: warning: %d entries that are neither files, folders nor links were not copied (first: %s)\n", st.Skipped, termsafe.Line(st.FirstSkipped))
+	}
 }
 
 func side(p string, guest bool) string {

@@ -79,3 +79,13 @@ func TestSummary(t *testing.T) {
 		t.Errorf("empty: %q", got)
 	}
 }
+
+// A skipped entry's name comes from the guest: it reaches the terminal
+// inert.
+func TestSkippedNamesPrintInert(t *testing.T) {
+	var b strings.Builder
+	warnSkipped(&b, treecopy.Stats{Skipped: 2, FirstSkipped: "f/\x1b]0;PWNED\x07\x1b[31mred\nfake line"})
+	if got := b.String(); strings.ContainsAny(got[:len(got)-1], "\x1b\x07\n") || !strings.Contains(got, "2 entries") {
+		t.Errorf("%q", got)
+	}
+}
