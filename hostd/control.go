@@ -55,7 +55,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	d.mu.Unlock()
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
-		r.Ports = wirePorts(net.Ports())
+		r.Ports = wirePorts(net.Ports()) // [] rather than null: none is published
 	}
 	if vm != nil {
 		r.State = string(vm.State())

@@ -30,6 +30,9 @@ func (s *controlServer) Publish(ctx context.Context, req controlwire.PublishRequ
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return nil, controlwire.Errorf(controlwire.CodeInvalidArgument, "host port %q: want 0-65535", port)
 	}
+	if req.GuestPort < 1 || req.GuestPort > 65535 {
+		return nil, controlwire.Errorf(controlwire.CodeInvalidArgument, "guest port %d: want 1-65535", req.GuestPort)
+	}
 	n, err := s.network()
 	if err != nil {
 		return nil, err

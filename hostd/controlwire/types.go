@@ -37,8 +37,9 @@ type Status struct {
 	Error   string        `json:"error,omitempty"`
 	Network *NetworkStats `json:"network,omitempty"`
 	// Ports are the guest ports published on the host while the network
-	// runs: the config's and those of CallPublish.
-	Ports []Port `json:"ports,omitempty"`
+	// runs: the config's and those of CallPublish. Absent (null) when the
+	// network is not up, or from a hostd older than the field.
+	Ports []Port `json:"ports"`
 	// HostdProcess is hostd's own use of resources, to watch for leaks.
 	HostdProcess *ProcessStats `json:"hostd_process,omitempty"`
 	// Boot is where the guest's boot spent its time; nil until its agent

@@ -212,6 +212,9 @@ func (c *Config) Validate(hostMemory units.Size) error {
 		errs = append(errs, fmt.Errorf("network limits max_flows %d, max_pending %d, tcp_idle_seconds %d: want 0 (the default) or more, max_flows at most %d",
 			n.MaxFlows, n.MaxPending, n.TCPIdleSeconds, MaxFlowsCeiling))
 	}
+	if len(c.Publish) > MaxPublish {
+		errs = append(errs, fmt.Errorf("--publish: %d ports, more than an instance publishes (%d)", len(c.Publish), MaxPublish))
+	}
 	seen := map[string]bool{}
 	for _, p := range c.Publish {
 		if seen[p.HostAddr()] {

@@ -1,6 +1,7 @@
 package instance
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,12 @@ func TestValidate(t *testing.T) {
 			p, _ := ParsePublish("8080:80")
 			c.Publish = []Publish{p, p}
 		}, "published twice"},
+		{func(c *Config) {
+			for i := range MaxPublish + 1 {
+				p, _ := ParsePublish(fmt.Sprintf("%d:80", 10000+i))
+				c.Publish = append(c.Publish, p)
+			}
+		}, "more than an instance publishes"},
 	} {
 		c := goodConfig()
 		tc.change(c)

@@ -7,6 +7,11 @@ import (
 	"strings"
 )
 
+// MaxPublish bounds the guest ports an instance publishes at once, its
+// config's and `cowork port publish`'s together (hostd/netstack's
+// MaxPorts): each is a host listener, and all are in every status.
+const MaxPublish = 64
+
 // Publish makes a guest TCP port reachable on the host, like docker's -p.
 type Publish struct {
 	HostIP    string `json:"host_ip"`

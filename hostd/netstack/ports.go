@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -18,8 +19,14 @@ import (
 )
 
 // MaxPorts bounds the guest ports published at once: each is a host
-// listener, and their list is in every status.
+// listener, and their list is in every status. The instance's config
+// allows as many (instance.MaxPublish).
 const MaxPorts = 64
+
+// maxPortConns bounds the connections through one published port: each
+// holds a goroutine and an endpoint of the stack, and a port published on
+// 0.0.0.0 takes them from anyone on the network.
+const maxPortConns = 256
 
 // Port is a guest TCP port reachable on the host.
 type Port struct {
@@ -37,8 +44,9 @@ var ErrNoSuchPort = errors.New("no such published port")
 
 // ports is the published ports, in the order they were published.
 type ports struct {
-	mu   sync.Mutex
-	list []*published
+	mu     sync.Mutex
+	list   []*published
+	closed bool // the stack closed: nothing is published again
 }
 
 // published is one port: its host listener and the connections through
@@ -75,10 +83,21 @@ func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, erro
 	}
 	n.ports.mu.Lock()
 	defer n.ports.mu.Unlock()
+	if n.ports.closed {
+		return Port{}, errors.New("the guest network has stopped")
+	}
 	if len(n.ports.list) >= MaxPorts {
 		return Port{}, fmt.Errorf("%d ports are published, the most an instance has: remove one first", MaxPorts)
 	}
-	l, err := net.Listen("tcp", hostAddr)
+	// tcp4 or tcp6 as the address is: "tcp" on 0.0.0.0 would listen on
+	// every IPv6 address too, and say it listens on [::].
+	network := "tcp4"
+	if host, _, err := net.SplitHostPort(hostAddr); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+			network = "tcp6"
+		}
+	}
+	l, err := net.Listen(network, hostAddr)
 	if err != nil {
 		return Port{}, fmt.Errorf("publish %s: %w", hostAddr, err)
 	}
@@ -112,7 +131,8 @@ func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, erro
 // its listener closes and its connections are cut.
 func (n *Stack) Unpublish(which string) (Port, error) {
 	n.ports.mu.Lock()
-	i := slices.IndexFunc(n.ports.list, func(p *published) bool { return p.HostAddr == which })
+	defer n.ports.mu.Unlock()
+	i := slices.IndexFunc(n.ports.list, func(p *published) bool { return sameAddr(p.HostAddr, which) })
 	if i < 0 {
 		var matches []int
 		for j, p := range n.ports.list {
@@ -125,21 +145,31 @@ func (n *Stack) Unpublish(which string) (Port, error) {
 		case 1:
 			i = matches[0]
 		default:
-			n.ports.mu.Unlock()
 			return Port{}, fmt.Errorf("%s names %d published ports: name one by its host address", which, len(matches))
 		}
 	}
 	if i < 0 {
-		n.ports.mu.Unlock()
 		return Port{}, fmt.Errorf("%s: %w", which, ErrNoSuchPort)
 	}
 	p := n.ports.list[i]
 	n.ports.list = slices.Delete(n.ports.list, i, i+1)
-	n.ports.mu.Unlock()
+	// Under the lock: the log says unpublish before a publish of the
+	// same address can say publish.
 	p.remove()
 	n.loops.forget("published port " + p.HostAddr)
 	n.auditPort(audit.KindUnpublish, p.Port)
 	return p.Port, nil
+}
+
+// sameAddr says whether two host:port addresses are the same, however
+// their IPs are written (::ffff:127.0.0.1, 0:0::1).
+func sameAddr(a, b string) bool {
+	pa, errA := netip.ParseAddrPort(a)
+	pb, errB := netip.ParseAddrPort(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	return pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
 }
 
 // Ports lists the published ports.
@@ -153,13 +183,17 @@ func (n *Stack) Ports() []Port {
 	return out
 }
 
-// closePorts closes every listener, as the stack closes.
+// closePorts closes every port, as the stack closes, each with its
+// unpublish record: the log pairs every publish with its end.
 func (n *Stack) closePorts() {
 	n.ports.mu.Lock()
 	defer n.ports.mu.Unlock()
+	n.ports.closed = true
 	for _, p := range n.ports.list {
-		p.l.Close()
+		p.remove()
+		n.auditPort(audit.KindUnpublish, p.Port)
 	}
+	n.ports.list = nil
 }
 
 func (n *Stack) auditPort(kind string, p Port) {
@@ -171,11 +205,12 @@ func (n *Stack) auditPort(kind string, p Port) {
 	}
 }
 
-// add counts a connection in, unless the port was removed meanwhile.
+// add counts a connection in, unless the port was removed meanwhile or
+// has as many as it takes.
 func (p *published) add(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.removed {
+	if p.removed || len(p.conns) >= maxPortConns {
 		return false
 	}
 	p.conns[c] = struct{}{}

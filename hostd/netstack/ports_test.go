@@ -187,3 +187,71 @@ func TestAClosedPortIsAFailureOnlyWhenNotRemoved(t *testing.T) {
 		}
 	}
 }
+
+// An unspecified IPv4 address listens on IPv4 alone, says so, and is
+// taken back by the address the user gave, however it is written.
+func TestPublishOnEveryIPv4Address(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	p, err := tn.Publish("0.0.0.0:0", 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(p.HostAddr)
+	if !strings.HasPrefix(p.HostAddr, "0.0.0.0:") {
+		t.Errorf("bound as %s", p.HostAddr)
+	}
+	if c, err := net.DialTimeout("tcp6", "[::1]:"+port, time.Second); err == nil {
+		c.Close()
+		t.Errorf("0.0.0.0 listens on IPv6 too")
+	}
+	if _, err := tn.Unpublish("[::ffff:0.0.0.0]:" + port); err != nil {
+		t.Errorf("unpublish by another spelling: %v", err)
+	}
+}
+
+// When the network stops, its ports close, each with its unpublish
+// record, and none is published after.
+func TestClosedNetworkPublishesNothing(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	p, _ := tn.Publish("127.0.0.1:0", 8000)
+	tn.closePorts()
+	tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindUnpublish && r.Dst == p.HostAddr })
+	if _, err := tn.Publish("127.0.0.1:0", 8001); err == nil {
+		t.Error("published after the network stopped")
+	}
+}
+
+// One port takes so many connections at once; the next is closed.
+func TestAPortTakesBoundedConnections(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.guestServe(t, 8000)
+	p, _ := tn.Publish("127.0.0.1:0", 8000)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range maxPortConns {
+		c, err := net.Dial("tcp", p.HostAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		// A round trip: the connection is counted in before the next.
+		io.WriteString(c, "x")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	c, err := net.Dial("tcp", p.HostAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("connection %d was taken", maxPortConns+1)
+	}
+}

@@ -48,8 +48,8 @@ func NewCmdPort(ios *iostreams.IOStreams, name *string, runF func(*Options) erro
 		Short: "Open a guest port on this machine while the instance runs",
 		Long: `A guest's TCP port published on this machine answers there as the
 guest's service would, from the moment it is published until it is removed
-or the instance stops (cowork init --publish makes one that comes back at
-every start). Each publish and removal is written to the audit log (cowork
+or the instance stops or is suspended (cowork init --publish makes one that
+comes back at every start). Each publish and removal is written to the audit log (cowork
 proxy). Connections to a published port are this machine's into the guest:
 the network policy, which governs what the guest reaches, does not apply.`,
 		Args: cmdutil.UnknownCommand,

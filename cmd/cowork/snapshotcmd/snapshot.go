@@ -181,7 +181,15 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 		return err // before a suspend that would be for nothing
 	}
 	running := inst.Running()
+	var published []cowork.Port // by `port publish`: a new hostd publishes only the config's
 	if running {
+		if ports, err := inst.Ports(ctx); err == nil {
+			for _, p := range ports {
+				if !p.Config {
+					published = append(published, p)
+				}
+			}
+		}
 		fmt.Fprintf(o.IO.ErrOut, "Suspending %s for the snapshot...\n", o.Name)
 		if _, err := inst.Suspend(ctx, false); err != nil {
 			return err
@@ -199,8 +207,16 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 		what = "disk and memory"
 	}
 	fmt.Fprintf(o.IO.ErrOut, "snapshot %s of %s taken in %s (%s; a %s disk)\n", s.Name, o.Name, time.Since(began).Round(time.Millisecond), what, units.Size(s.Size))
-	if running {
-		return boot.Start(ctx, o.IO, o.Name, 10*time.Minute)
+	if !running {
+		return nil
+	}
+	if err := boot.Start(ctx, o.IO, o.Name, 10*time.Minute); err != nil {
+		return err
+	}
+	for _, p := range published {
+		if _, err := inst.Publish(ctx, p.HostAddr, p.GuestPort); err != nil {
+			fmt.Fprintf(o.IO.ErrOut, "cowork: warning: guest port %d is no longer published at %s: %v\n", p.GuestPort, p.HostAddr, err)
+		}
 	}
 	return nil
 }

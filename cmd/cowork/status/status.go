@@ -217,7 +217,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	st.Backend, st.Accelerator, st.Error = r.Backend, r.Accelerator, r.Error
 	if n := r.Network; n != nil {
 		st.Network = networkFrom(n, time.Now(), filepath.Join(paths.Dir(), "config.json"))
-		st.Publish = nil // the running network's: the config's and `port publish`'s
+	}
+	if r.Ports != nil { // the running network's: the config's and `port publish`'s
+		st.Publish = nil
 		for _, p := range r.Ports {
 			st.Publish = append(st.Publish, p.String())
 		}
