@@ -68,12 +68,17 @@ func TestSnapshot(t *testing.T) {
 	t.Run("with memory", func(t *testing.T) {
 		before := e.bootID()
 		root("cd / && echo v1 > /tmp/mem")
+		published := strings.TrimSpace(e.must("port", "publish", "8000:0").out)
 		r := e.must("snapshot", "create", "m1") // suspends, snapshots, resumes
 		if !strings.Contains(r.errOut, "disk and memory") || !strings.Contains(r.errOut, "is ready") {
 			t.Errorf("a snapshot of a running instance: %s", r)
 		}
 		if got := e.bootID(); got != before {
 			t.Fatalf("the instance booted again after its snapshot (boot id %s, was %s)", got, before)
+		}
+		// What `port publish` opened is open again after the resume.
+		if r := e.must("port", "ls"); !strings.Contains(r.out, published) {
+			t.Errorf("port ls after the snapshot: %s, want %s", r.out, published)
 		}
 		root("echo v2 > /tmp/mem")
 		e.must("stop")
