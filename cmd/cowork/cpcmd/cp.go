@@ -63,7 +63,8 @@ DST, no setuid file or device is made, and the copy stops before this
 machine's disk has less than 1 GiB free.
 
 SRC - reads a tar stream from stdin and unpacks it into the guest folder
-DST; DST - writes the guest's SRC to stdout as a tar stream.`,
+DST as tar does, entries landing as they come; DST - writes the guest's SRC
+to stdout as a tar stream.`,
 		Example: `  cowork cp ./src sandbox:/workspace/src
   cowork cp sandbox:/home/cowork/.bash_history .
   cowork cp :results.json ./results.json
