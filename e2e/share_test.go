@@ -54,7 +54,8 @@ func TestShare(t *testing.T) {
 	if err := os.Chown(e.workspace, owner, owner); err != nil {
 		t.Fatal(err)
 	}
-	e.must(e.initArgs()...)
+	data, rw := mountFolders(t, e, owner)
+	e.must(e.initArgs("--mount", data+":/data:ro", "--mount", rw+":/srv/rw")...)
 
 	t.Run("QEMU and the file server are confined", func(t *testing.T) {
 		qemuPid, _ := os.ReadFile(filepath.Join(e.instanceDir("sandbox"), "run", "qemu.pid"))
@@ -90,6 +91,84 @@ func TestShare(t *testing.T) {
 	})
 
 	t.Run("cp in and out, the guest's stream checked", func(t *testing.T) { checkCopy(t, e) })
+
+	t.Run("more folders, a read-only one kept so by the host", func(t *testing.T) { checkMounts(t, e, data, rw) })
+}
+
+// mountFolders makes two folders beside the workspace for --mount: data,
+// the owner's, holding a file, and rw, another user's.
+func mountFolders(t *testing.T, e *env, owner int) (data, rw string) {
+	t.Helper()
+	data, rw = filepath.Join(filepath.Dir(e.workspace), "data"), filepath.Join(filepath.Dir(e.workspace), "rw")
+	for _, d := range []string{data, rw} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(data, "kept"), []byte("host data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(data, owner, owner); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(rw, owner+1, owner+1); err != nil {
+		t.Fatal(err)
+	}
+	return data, rw
+}
+
+// roAttack is what root in the guest tries on a read-only mount: write
+// to it, and make it writable first.
+const roAttack = `
+step() { name=$1; shift; "$@" >/dev/null 2>&1; echo "$name $?"; }
+step write sh -c 'echo x > /data/new'
+step truncate sh -c ': > /data/kept'
+step rm rm -f /data/kept
+step remount mount -o remount,rw /data
+step write-after-remount sh -c 'echo x > /data/new'
+step rm-after-remount rm -f /data/kept
+step umount umount /data
+step write-under sh -c 'echo x > /data/new'
+`
+
+// checkMounts: both mounts are where --mount put them, the read-only one
+// read-only whatever root in the guest does (it may remount it writable
+// in the guest: the host still refuses), the writable one's new files the
+// folder owner's; mount ls lists them; a suspend and resume gives them back.
+func checkMounts(t *testing.T, e *env, data, rw string) {
+	r := e.must("mount", "ls")
+	for _, want := range []string{e.workspace + " /workspace rw", data + " /data ro", rw + " /srv/rw rw"} {
+		if !strings.Contains(strings.Join(strings.Fields(r.out), " "), want) {
+			t.Errorf("mount ls says %q, want a line %q", r.out, want)
+		}
+	}
+	if r := e.must("exec", "cat /data/kept && echo made > /srv/rw/made && grep -c ' /data virtiofs ro,' /proc/mounts"); r.out != "host data\n1\n" {
+		t.Errorf("in the guest: %q, want /data/kept's content and /data mounted read-only", r.out)
+	}
+	if st, err := os.Stat(rw); err == nil {
+		assertOwner(t, filepath.Join(rw, "made"), int(st.Sys().(*syscall.Stat_t).Uid))
+	}
+	r = e.run("exec", "-u", "root", roAttack)
+	t.Logf("root's attempts on /data (step exit-code):\n%s", r.out)
+	for _, step := range []string{"write", "truncate", "rm", "write-after-remount", "rm-after-remount"} {
+		if strings.Contains(r.out, step+" 0\n") {
+			t.Errorf("root in the guest succeeded at %s on the read-only mount", step)
+		}
+	}
+	if !strings.Contains(r.out, "remount 0\n") {
+		t.Logf("the guest's kernel refused the remount itself; the host's refusal is what counts")
+	}
+	entries, _ := os.ReadDir(data)
+	if b, _ := os.ReadFile(filepath.Join(data, "kept")); len(entries) != 1 || string(b) != "host data\n" {
+		t.Errorf("the read-only folder changed on the host: %d entries, kept holds %q", len(entries), b)
+	}
+	// Root unmounted /data above and wrote under it: that was the guest's
+	// own disk. A suspend and resume mounts the folders again.
+	e.must("suspend")
+	e.must("start")
+	if r := e.must("exec", "cat /data/kept /srv/rw/made"); r.out != "host data\nmade\n" {
+		t.Errorf("after a resume: %q", r.out)
+	}
 }
 
 func assertOwner(t *testing.T, path string, uid int) {

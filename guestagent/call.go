@@ -97,7 +97,7 @@ func (s *Server) ServeCall(c net.Conn) {
 			io.Copy(io.Discard, c)
 			cancel()
 		}()
-		if err := s.shareMount(ctx, req.Tag, req.Path); err != nil {
+		if err := s.shareMount(ctx, req.Tag, req.Path, req.ReadOnly); err != nil {
 			s.reply(c, errorReply(err))
 			return
 		}

@@ -62,7 +62,7 @@ type Options struct {
 type ShareSystem struct {
 	ProcRoot string
 	Unmount  func(dir string, force bool) error
-	Mount    func(tag, dir string) error
+	Mount    func(tag, dir string, readOnly bool) error
 }
 
 // Server serves the agent's exec and call connections.

@@ -27,7 +27,7 @@ type shareSys struct {
 	self       int    // the agent's own pid, never a user of the share
 	sync       func() // flushes every filesystem (sync(2))
 	unmount    func(dir string, force bool) error
-	mount      func(tag, dir string) error // mounts the virtiofs tag at dir
+	mount      func(tag, dir string, readOnly bool) error // mounts the virtiofs tag at dir
 	mkdir      func(dir string) error
 	retryEvery time.Duration // between mounts of a tag not there yet
 	retryFor   time.Duration // how long a mount is retried
@@ -150,12 +150,13 @@ func (s *Server) mountinfo() string {
 	return filepath.Join(s.share.procRoot, "self", "mountinfo")
 }
 
-// shareMount mounts the virtiofs tag at dir, making dir if it is missing.
+// shareMount mounts the virtiofs tag at dir, read-only when readOnly,
+// making dir if it is missing.
 // A share device plugged in a moment ago shows its tag a little later, so
 // a mount that fails for want of it is tried again every retryEvery for
 // retryFor, or until ctx ends (the host left). The tag already mounted
 // there is a mount already done.
-func (s *Server) shareMount(ctx context.Context, tag, dir string) error {
+func (s *Server) shareMount(ctx context.Context, tag, dir string, readOnly bool) error {
 	const method = string(agentcall.MethodShareMount)
 	if err := checkShareTag(tag); err != nil {
 		return err
@@ -180,10 +181,10 @@ func (s *Server) shareMount(ctx context.Context, tag, dir string) error {
 	}
 	deadline := time.Now().Add(sh.retryFor)
 	for tries := 1; ; tries++ {
-		err := sh.mount(tag, dir)
+		err := sh.mount(tag, dir, readOnly)
 		switch {
 		case err == nil:
-			s.log.Info("share mounted", "tag", tag, "path", dir, "tries", tries)
+			s.log.Info("share mounted", "tag", tag, "path", dir, "read_only", readOnly, "tries", tries)
 			return nil
 		case !tagMissing(err):
 			return refusef(agentcall.KindFailed, "%s: mount virtiofs %s at %s: %v", method, quoteShort(tag), dir, err)

@@ -15,7 +15,12 @@ func unmountShare(dir string, force bool) error {
 	return unix.Unmount(dir, flags)
 }
 
-// mountVirtiofs mounts the virtiofs share tag at dir, without options.
-func mountVirtiofs(tag, dir string) error {
-	return unix.Mount(tag, dir, "virtiofs", 0, "")
+// mountVirtiofs mounts the virtiofs share tag at dir, without options but
+// read-only.
+func mountVirtiofs(tag, dir string, readOnly bool) error {
+	var flags uintptr
+	if readOnly {
+		flags = unix.MS_RDONLY
+	}
+	return unix.Mount(tag, dir, "virtiofs", flags, "")
 }

@@ -6,4 +6,4 @@ func syncAll() {}
 
 func unmountShare(string, bool) error { return errNotLinux }
 
-func mountVirtiofs(string, string) error { return errNotLinux }
+func mountVirtiofs(string, string, bool) error { return errNotLinux }

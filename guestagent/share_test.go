@@ -3,7 +3,9 @@ package guestagent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,7 +34,7 @@ func newFakeShare(t *testing.T) *fakeShare {
 		self:       1,
 		sync:       func() { f.mu.Lock(); f.syncs++; f.mu.Unlock() },
 		unmount:    func(string, bool) error { t.Error("an unmount not expected"); return nil },
-		mount:      func(string, string) error { t.Error("a mount not expected"); return nil },
+		mount:      func(string, string, bool) error { t.Error("a mount not expected"); return nil },
 		mkdir:      func(dir string) error { f.mu.Lock(); f.mkdirs = append(f.mkdirs, dir); f.mu.Unlock(); return nil },
 		retryEvery: time.Millisecond,
 		retryFor:   time.Hour,
@@ -204,7 +206,7 @@ func TestShareMountRetries(t *testing.T) {
 	f.mountinfo(ws2Mount)
 	answers := []error{syscall.ENODEV, syscall.EINVAL, syscall.ENXIO, syscall.ENOENT, syscall.EAGAIN, nil}
 	var calls []string
-	f.s.share.mount = func(tag, dir string) error {
+	f.s.share.mount = func(tag, dir string, _ bool) error {
 		calls = append(calls, tag+" "+dir)
 		err := answers[0]
 		answers = answers[1:]
@@ -225,7 +227,7 @@ func TestShareMountRetries(t *testing.T) {
 
 	f.s.share.retryFor = 20 * time.Millisecond
 	n := 0
-	f.s.share.mount = func(string, string) error { n++; return syscall.ENXIO }
+	f.s.share.mount = func(string, string, bool) error { n++; return syscall.ENXIO }
 	rep := mountCall(t, f.s, "workspace", "/workspace")
 	if rep.Kind != agentcall.KindFailed || !strings.Contains(rep.Error, "did not appear") || !strings.Contains(rep.Error, "no such device or address") || n < 2 {
 		t.Errorf("never there: %+v after %d mounts", rep, n)
@@ -261,7 +263,7 @@ func TestShareMountAlreadyMounted(t *testing.T) {
 func TestShareMountStopsWhenTheHostLeaves(t *testing.T) {
 	f := newFakeShare(t)
 	tried := make(chan struct{}, 1)
-	f.s.share.mount = func(string, string) error {
+	f.s.share.mount = func(string, string, bool) error {
 		select {
 		case tried <- struct{}{}:
 		default:
@@ -285,9 +287,29 @@ func TestShareMountStopsWhenTheHostLeaves(t *testing.T) {
 	// And the loop itself ends on its context.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := f.s.shareMount(ctx, "workspace", "/workspace")
+	err := f.s.shareMount(ctx, "workspace", "/workspace", false)
 	var r *refusal
 	if !errors.As(err, &r) || !strings.Contains(err.Error(), "stopped waiting") {
 		t.Errorf("a canceled mount: %v", err)
+	}
+}
+
+// A read-only share is mounted read-only; another, as it comes.
+func TestShareMountReadOnly(t *testing.T) {
+	f := newFakeShare(t)
+	f.mountinfo(ws2Mount)
+	var got []string
+	f.s.share.mount = func(tag, dir string, ro bool) error {
+		got = append(got, fmt.Sprintf("%s %s %t", tag, dir, ro))
+		return nil
+	}
+	for _, ro := range []bool{true, false} {
+		b, _ := agentcall.AppendLine(nil, agentcall.Request{Method: agentcall.MethodShareMount, Tag: "mount1", Path: "/data", ReadOnly: ro})
+		if reps := ask(t, f.s, string(b)); len(reps) != 1 || reps[0].ShareMount == nil {
+			t.Fatalf("read-only %t: replies %+v", ro, reps)
+		}
+	}
+	if want := []string{"mount1 /data true", "mount1 /data false"}; !slices.Equal(got, want) {
+		t.Errorf("mounts %q, want %q", got, want)
 	}
 }

@@ -63,6 +63,8 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	if resumed {
 		d.remountAfterResume(ctx, plugged)
+	} else {
+		d.mountExtras(ctx)
 	}
 	return d.serveGuest(life, provisioned)
 }
@@ -138,8 +140,7 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 		Memory:     int64(d.cfg.Memory),
 		Disk:       d.cfg.DiskPath(d.paths),
 		DiskFormat: d.cfg.Format(),
-		ShareDir:   d.cfg.Workspace,
-		ShareTag:   instance.ShareTag,
+		Shares:     machineShares(d.cfg),
 		ShareUID:   d.guestUID(),
 		ShareGID:   d.guestUID(), // the user's own group, made with it
 		Network:    nic,
@@ -167,8 +168,12 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 	if _, err := os.Stat(d.cfg.Workspace); err != nil {
 		return mc, fmt.Errorf("workspace %s: %w; create it, or recreate the instance with another --workspace", d.cfg.Workspace, err)
 	}
-	if home, err := instance.Home(); err == nil {
+	home, err := instance.Home()
+	if err == nil {
 		mc.CacheDir = filepath.Join(home, instance.CacheDir)
+	}
+	if err := d.cfg.CheckMountHosts(home); err != nil {
+		return mc, fmt.Errorf("%w; change the mounts with `cowork start --mount …` (or --no-mounts)", err)
 	}
 	return mc, nil
 }

@@ -68,7 +68,7 @@ func TestBootToReady(t *testing.T) {
 
 	// The VM hostd asked for is the instance's.
 	c := m.Config
-	if c.Disk != h.paths.Disk() || c.ShareDir != h.cfg.Workspace || c.Kernel != h.paths.Kernel() || c.CPUs != 2 ||
+	if c.Disk != h.paths.Disk() || len(c.Shares) != 1 || c.Shares[0].Dir != h.cfg.Workspace || c.Kernel != h.paths.Kernel() || c.CPUs != 2 ||
 		c.CIData != h.paths.CIData() || c.RunDir != h.paths.Run() || c.PowerOff == nil || c.MAC.String() != netstack.GuestMAC(h.cfg.Name).String() {
 		t.Errorf("machine config: %+v", c)
 	}

@@ -212,7 +212,7 @@ func (d *Daemon) remountAfterResume(ctx context.Context, plugged <-chan error) {
 	}
 	if err != nil {
 		d.log.Error("the resumed guest runs without its share", "err", err)
-		d.events.emit(controlwire.PhaseNote, "the guest has no "+guestShareDir+"; `cowork stop` and `cowork start` bring it back", err)
+		d.events.emit(controlwire.PhaseNote, "the guest has no "+instance.GuestWorkspace+" (or other mounts); `cowork stop` and `cowork start` bring them back", err)
 		return
 	}
 	d.log.Info("share mounted again", "took", time.Since(began))

@@ -6,21 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
-	"github.com/coworkhq/cowork/internal/agentcall"
 	"github.com/coworkhq/cowork/internal/buildinfo"
-	"github.com/coworkhq/cowork/internal/termsafe"
 )
-
-// guestShareDir is where the guest mounts the share (image/userdata.go's
-// mounts).
-const guestShareDir = "/workspace"
 
 // suspendTimeout bounds a whole suspend: the share's unplug (30 s at
 // most), the save (seconds per GiB of memory in use) and the flushes.
@@ -106,14 +99,8 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	if err != nil {
 		return nil, controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v", err)
 	}
-	rctx, rcancel := context.WithTimeout(ctx, agentCallTimeout)
-	rel, err := agent.ShareRelease(rctx, guestShareDir, req.force)
-	rcancel()
-	if err != nil {
-		return nil, controlwire.Errorf(controlwire.CodeUnavailable, "cannot suspend: the guest did not let go of %s: %v", guestShareDir, err)
-	}
-	if !rel.Unmounted {
-		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "%s", shareBusy(rel))
+	if err := d.releaseShares(ctx, agent, req.force); err != nil {
+		return nil, err
 	}
 	d.setSuspending(true)
 	d.events.emit(controlwire.PhaseSuspending, "suspending: saving the guest's memory and devices", nil)
@@ -208,55 +195,6 @@ func (d *Daemon) suspendFailed(err error) error {
 	d.log.Warn("suspend failed; the guest runs on", "err", err)
 	d.events.emit(controlwire.PhaseNote, "suspend failed; the guest runs on", err)
 	return controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v; the guest runs on as before", err)
-}
-
-// remountShare gives the guest its share back after a suspend that did
-// not happen: plugged in again when it was unplugged, then mounted.
-func (d *Daemon) remountShare(ctx context.Context, saver machine.Saver, plug bool) {
-	if err := d.attachShare(ctx, saver, plug); err != nil {
-		d.log.Error("the guest runs without its share", "err", err)
-		d.events.emit(controlwire.PhaseNote, "the guest lost "+guestShareDir+"; `cowork stop` and `cowork start` bring it back", err)
-	}
-}
-
-// attachShare plugs the share in (plug) and has the guest mount it.
-func (d *Daemon) attachShare(ctx context.Context, saver machine.Saver, plug bool) error {
-	if plug {
-		if err := saver.AttachShare(ctx); err != nil {
-			return fmt.Errorf("plug the share in: %w", err)
-		}
-	}
-	d.mu.Lock()
-	agent := d.agent
-	d.mu.Unlock()
-	if agent == nil {
-		return errors.New("the guest agent has not connected")
-	}
-	mctx, mcancel := context.WithTimeout(ctx, agentcall.ShareMountWait+agentCallTimeout)
-	defer mcancel()
-	if err := agent.ShareMount(mctx, instance.ShareTag, guestShareDir); err != nil {
-		return fmt.Errorf("mount it in the guest: %w", err)
-	}
-	return nil
-}
-
-// shareBusy says which guest processes keep a suspend from unmounting the
-// share, and what to do.
-func shareBusy(rel *agentcall.ShareReleaseReply) string {
-	var names []string
-	for _, u := range rel.Users {
-		names = append(names, fmt.Sprintf("%s %d", termsafe.Line(u.Comm), u.PID))
-	}
-	n := len(rel.Users) + rel.More
-	list := strings.Join(names, ", ")
-	if rel.More > 0 {
-		list += fmt.Sprintf(" and %d more", rel.More)
-	}
-	what, them := "processes use", "them"
-	if n == 1 {
-		what, them = "process uses", "it"
-	}
-	return fmt.Sprintf("cannot suspend: %d guest %s %s (%s), and the share cannot stay mounted across a save; end %s (leave %s in your shells), or `cowork suspend --force`, which unmounts it under %s", n, what, guestShareDir, list, them, guestShareDir, them)
 }
 
 // setSuspending marks the instance as being suspended, for its status.

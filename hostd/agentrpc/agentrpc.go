@@ -294,14 +294,14 @@ func (c *Client) Personalize(ctx context.Context, seed []byte, hostname string) 
 // machineIDRE is a machine-id as machine-id(5) says.
 var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// ShareMount asks the guest to mount the virtiofs share tag at path, as
-// after a resume with a new share device: the agent waits for the
+// ShareMount asks the guest to mount the virtiofs share tag at path
+// (read-only when readOnly), as after a resume with a new share device: the agent waits for the
 // device's tag up to agentcall.ShareMountWait, so without a deadline of
 // its own the call has shareMountTimeout. The tag already mounted there
 // is a success.
-func (c *Client) ShareMount(ctx context.Context, tag, path string) error {
+func (c *Client) ShareMount(ctx context.Context, tag, path string, readOnly bool) error {
 	const m = agentcall.MethodShareMount
-	rep, err := c.onceWithin(ctx, agentcall.Request{Method: m, Tag: tag, Path: path}, c.mountTimeout)
+	rep, err := c.onceWithin(ctx, agentcall.Request{Method: m, Tag: tag, Path: path, ReadOnly: readOnly}, c.mountTimeout)
 	if err != nil {
 		return err
 	}

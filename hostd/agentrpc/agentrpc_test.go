@@ -120,7 +120,7 @@ func TestShareCalls(t *testing.T) {
 	if _, err := c.ShareRelease(context.Background(), "workspace/../x", true); !errors.As(err, &re) || re.Kind != agentcall.KindInvalid {
 		t.Errorf("release of a relative path: %v", err)
 	}
-	if err := c.ShareMount(context.Background(), "a,uid=0", "/workspace"); !errors.As(err, &re) || re.Kind != agentcall.KindInvalid || !strings.Contains(err.Error(), "comma") {
+	if err := c.ShareMount(context.Background(), "a,uid=0", "/workspace", false); !errors.As(err, &re) || re.Kind != agentcall.KindInvalid || !strings.Contains(err.Error(), "comma") {
 		t.Errorf("mount of a tag with options in it: %v", err)
 	}
 }

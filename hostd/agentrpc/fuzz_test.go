@@ -51,7 +51,7 @@ func FuzzAgentReplies(f *testing.F) {
 				}
 			}
 		}
-		c.ShareMount(ctx, "workspace", "/workspace")
+		c.ShareMount(ctx, "workspace", "/workspace", false)
 		s, err := c.Provisioning(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -128,7 +128,7 @@ func TestCallsEndAtTheDeadline(t *testing.T) {
 				case "share_release":
 					_, err = c.ShareRelease(ctx, "/workspace", true)
 				case "share_mount":
-					err = c.ShareMount(ctx, "workspace", "/workspace")
+					err = c.ShareMount(ctx, "workspace", "/workspace", false)
 				case "provisioning":
 					var s *ProvisioningStream
 					if s, err = c.Provisioning(ctx); err == nil {

@@ -133,20 +133,20 @@ func TestShareMount(t *testing.T) {
 		got <- req
 		io.WriteString(c, `{"share_mount":{}}`+"\n")
 	})
-	if err := c.ShareMount(context.Background(), "workspace", "/workspace"); err != nil {
+	if err := c.ShareMount(context.Background(), "workspace", "/workspace", false); err != nil {
 		t.Fatal(err)
 	}
 	if req := <-got; req.Method != agentcall.MethodShareMount || req.Tag != "workspace" || req.Path != "/workspace" || req.Force {
 		t.Errorf("request %+v", req)
 	}
 	for _, reply := range []string{`{}`, `{"share_release":{"unmounted":true}}`, `null`} {
-		err := hostileAgent(t, says(reply+"\n")).ShareMount(context.Background(), "workspace", "/workspace")
+		err := hostileAgent(t, says(reply+"\n")).ShareMount(context.Background(), "workspace", "/workspace", false)
 		var perr *ProtocolError
 		if !errors.As(err, &perr) || !strings.Contains(err.Error(), "without share_mount") {
 			t.Errorf("%s: %v", reply, err)
 		}
 	}
-	err := hostileAgent(t, says(`{"error":"share_mount: virtiofs tag \"workspace\" did not appear","kind":"failed"}`+"\n")).ShareMount(context.Background(), "workspace", "/workspace")
+	err := hostileAgent(t, says(`{"error":"share_mount: virtiofs tag \"workspace\" did not appear","kind":"failed"}`+"\n")).ShareMount(context.Background(), "workspace", "/workspace", false)
 	var re *RefusedError
 	if !errors.As(err, &re) || re.Kind != agentcall.KindFailed || !strings.Contains(err.Error(), "did not appear") || IsUnimplemented(err) {
 		t.Errorf("refused: %v", err)
@@ -161,7 +161,7 @@ func TestShareCallsUnimplemented(t *testing.T) {
 	if !IsUnimplemented(err) {
 		t.Errorf("share_release: %v", err)
 	}
-	if err := hostileAgent(t, old).ShareMount(context.Background(), "workspace", "/workspace"); !IsUnimplemented(err) {
+	if err := hostileAgent(t, old).ShareMount(context.Background(), "workspace", "/workspace", false); !IsUnimplemented(err) {
 		t.Errorf("share_mount: %v", err)
 	}
 }
@@ -179,7 +179,7 @@ func TestShareMountDeadline(t *testing.T) {
 	c := hostileAgent(t, func(c net.Conn, _ agentcall.Request) { io.Copy(io.Discard, c) })
 	c.mountTimeout = 100 * time.Millisecond
 	done := make(chan error, 1)
-	go func() { done <- c.ShareMount(context.Background(), "workspace", "/workspace") }()
+	go func() { done <- c.ShareMount(context.Background(), "workspace", "/workspace", false) }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.DeadlineExceeded) {

@@ -25,6 +25,10 @@ const (
 	// (for the creating calls, only when they create), or names a
 	// character or block device (mknod).
 	modeCheck
+	// refuse: EPERM, whatever the arguments.
+	refuse
+	// bitsDeny: EPERM when the argument at mode carries any of bits.
+	bitsDeny
 )
 
 type rule struct {
@@ -33,6 +37,7 @@ type rule struct {
 	mode   int  // index of the mode argument (modeCheck)
 	flags  int  // index of open's flags argument, -1 when the call always creates or changes
 	device bool // the mode also carries the file type (mknod)
+	bits   uint32
 }
 
 // Bits the rules look for.
@@ -95,6 +100,15 @@ func (r rule) body() []bpf.Instruction {
 		return []bpf.Instruction{bpf.RetConstant{Val: retErrno}} // errno 0: success
 	case unsupported:
 		return []bpf.Instruction{bpf.RetConstant{Val: retErrno | uint32(unix.ENOSYS)}}
+	case refuse:
+		return []bpf.Instruction{bpf.RetConstant{Val: retErrno | uint32(unix.EPERM)}}
+	case bitsDeny:
+		return []bpf.Instruction{
+			bpf.LoadAbsolute{Off: argLow(r.mode), Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: r.bits, SkipFalse: 1},
+			bpf.RetConstant{Val: retErrno | uint32(unix.EPERM)},
+			bpf.RetConstant{Val: retAllow},
+		}
 	}
 	// The checks jump forward to the last two instructions: allow, deny.
 	n := 2
@@ -124,9 +138,14 @@ func (r rule) body() []bpf.Instruction {
 	)
 }
 
-// Filter is the jail's seccomp program for this machine.
-func Filter() []unix.SockFilter {
-	raw, err := bpf.Assemble(program(nativeArch, nativeX32, nativeRules()))
+// Filter is the jail's seccomp program for this machine; a read-only
+// jail's also keeps its file server from making the share writable again.
+func Filter(readOnly bool) []unix.SockFilter {
+	rules := nativeRules()
+	if readOnly {
+		rules = append(rules, readOnlyRules()...)
+	}
+	raw, err := bpf.Assemble(program(nativeArch, nativeX32, rules))
 	if err != nil {
 		panic("fsjail: the seccomp program does not assemble: " + err.Error())
 	}
@@ -156,4 +175,15 @@ func commonRules() []rule {
 		rules = append(rules, rule{nr: nr, act: pretend})
 	}
 	return rules
+}
+
+// readOnlyRules keep a read-only share read-only: the file server still
+// mounts (virtiofsd builds its sandbox with bind mounts, which keep the
+// share's read-only flag), but never remounts, and never changes a mount's
+// flags through mount_setattr.
+func readOnlyRules() []rule {
+	return []rule{
+		{nr: unix.SYS_MOUNT, act: bitsDeny, mode: 3, bits: unix.MS_REMOUNT},
+		{nr: unix.SYS_MOUNT_SETATTR, act: refuse},
+	}
 }

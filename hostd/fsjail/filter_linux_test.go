@@ -75,3 +75,43 @@ func TestFilterProgram(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyFilter: a read-only jail's file server mounts (virtiofsd's
+// sandbox binds the share) but cannot remount or change a mount's flags;
+// a read-write jail's filter leaves mounts to virtiofsd's own.
+func TestReadOnlyFilter(t *testing.T) {
+	eperm := retErrno | uint32(unix.EPERM)
+	remountRW := call(nativeArch, unix.SYS_MOUNT, 0, 0, 0, unix.MS_REMOUNT|unix.MS_BIND)
+	bind := call(nativeArch, unix.SYS_MOUNT, 0, 0, 0, unix.MS_BIND|unix.MS_REC)
+	setattr := call(nativeArch, unix.SYS_MOUNT_SETATTR, 3, 0, unix.AT_RECURSIVE)
+	for _, c := range []struct {
+		readOnly bool
+		name     string
+		in       []byte
+		want     uint32
+	}{
+		{true, "remount", remountRW, eperm},
+		{true, "bind", bind, retAllow},
+		{true, "mount_setattr", setattr, eperm},
+		{true, "read", call(nativeArch, unix.SYS_READ), retAllow},
+		{true, "setresuid", call(nativeArch, unix.SYS_SETRESUID, 0, 0, 0), retErrno},
+		{false, "remount", remountRW, retAllow},
+		{false, "mount_setattr", setattr, retAllow},
+	} {
+		rules := nativeRules()
+		if c.readOnly {
+			rules = append(rules, readOnlyRules()...)
+		}
+		vm, err := bpf.NewVM(program(nativeArch, nativeX32, rules))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := vm.Run(c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint32(got) != c.want {
+			t.Errorf("read-only %v, %s: the filter answers %#x, want %#x", c.readOnly, c.name, uint32(got), c.want)
+		}
+	}
+}

@@ -32,14 +32,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 )
 
 // Arg is the first argument by which a re-executed cowork binary knows to
 // act as the jail's shim (cowork's main checks for it before anything
-// else): `cowork __cowork-fsjail NFDS PROGRAM ARGS...`, where PROGRAM
-// inherits stdio and the NFDS descriptors from 3 on.
+// else): `cowork __cowork-fsjail NFDS RODIR PROGRAM ARGS...`, where
+// PROGRAM inherits stdio and the NFDS descriptors from 3 on, and RODIR,
+// when not empty, is made read-only first (Config.ReadOnly).
 const Arg = "__cowork-fsjail"
 
 // Config is who the file server acts as.
@@ -50,13 +52,21 @@ type Config struct {
 	// GuestUID and GuestGID are who the owner is inside the guest: its
 	// user, so that the workspace is that user's there.
 	GuestUID, GuestGID int
+	// ReadOnly serves Dir read-only: the shim, in a mount namespace of
+	// the jail's own, binds Dir onto itself read-only (with every mount
+	// under it) before the file server starts, and the filter forbids
+	// remounting; whatever the guest asks, or a file server it took over
+	// tries, the host's files there stay as they are.
+	ReadOnly bool
+	// Dir is the folder served, which ReadOnly needs.
+	Dir string
 }
 
 // ForWorkspace is the Config for sharing dir with a guest whose user is
 // guestUID:guestGID. As root, the folder's owner; otherwise this process's
 // identity, the only one an unprivileged user may map.
 func ForWorkspace(dir string, guestUID, guestGID int) (Config, error) {
-	c := Config{UID: os.Getuid(), GID: os.Getgid(), GuestUID: guestUID, GuestGID: guestGID}
+	c := Config{UID: os.Getuid(), GID: os.Getgid(), GuestUID: guestUID, GuestGID: guestGID, Dir: dir}
 	if c.UID == 0 {
 		st, err := os.Stat(dir)
 		if err != nil {
@@ -79,6 +89,13 @@ func ForWorkspace(dir string, guestUID, guestGID int) (Config, error) {
 // folder, say). The caller adds stdio and its own attributes, starts it,
 // then closes every file in cmd.ExtraFiles.
 func Command(c Config, argv []string, extra ...*os.File) (*exec.Cmd, error) {
+	roDir := ""
+	if c.ReadOnly {
+		if c.Dir == "" || !filepath.IsAbs(c.Dir) {
+			return nil, fmt.Errorf("a read-only jail needs the absolute path of its folder, not %q", c.Dir)
+		}
+		roDir = c.Dir
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -88,7 +105,7 @@ func Command(c Config, argv []string, extra ...*os.File) (*exec.Cmd, error) {
 		return nil, err
 	}
 	files := append(append([]*os.File{}, extra...), self)
-	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", 2+len(files)), append([]string{Arg, strconv.Itoa(len(extra))}, argv...)...)
+	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", 2+len(files)), append([]string{Arg, strconv.Itoa(len(extra)), roDir}, argv...)...)
 	cmd.Args[0] = exe
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = sysProcAttr(c)

@@ -1,6 +1,7 @@
 package fsjail
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,8 +36,14 @@ var ambient = []uintptr{
 // (the kernel refuses setgroups in its namespace), as they are its own.
 func sysProcAttr(c Config) *syscall.SysProcAttr {
 	root := os.Getuid() == 0
+	flags := uintptr(syscall.CLONE_NEWUSER)
+	if c.ReadOnly {
+		// A mount namespace owned by the new user namespace: the read-only
+		// bind made in it is seen by the file server alone.
+		flags |= syscall.CLONE_NEWNS
+	}
 	return &syscall.SysProcAttr{
-		Cloneflags:                 syscall.CLONE_NEWUSER,
+		Cloneflags:                 flags,
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: c.GuestUID, HostID: c.UID, Size: 1}},
 		GidMappings:                []syscall.SysProcIDMap{{ContainerID: c.GuestGID, HostID: c.GID, Size: 1}},
 		GidMappingsEnableSetgroups: root,
@@ -45,19 +52,25 @@ func sysProcAttr(c Config) *syscall.SysProcAttr {
 	}
 }
 
-// Main is the shim: args are NFDS PROGRAM ARGS (see Arg). It installs the
-// filter and replaces itself with the program, which inherits stdio and
-// the NFDS descriptors after it, nothing else (not this binary's). It
-// returns only on failure; the caller prints the error and exits.
+// Main is the shim: args are NFDS RODIR PROGRAM ARGS (see Arg). It makes
+// RODIR read-only, if given, installs the filter and replaces itself with
+// the program, which inherits stdio and the NFDS descriptors after it,
+// nothing else (not this binary's). It returns only on failure; the
+// caller prints the error and exits.
 func Main(args []string) error {
-	if len(args) < 2 {
-		return fmt.Errorf("%s: want NFDS PROGRAM [ARGS...]", Arg)
+	if len(args) < 3 {
+		return fmt.Errorf("%s: want NFDS RODIR PROGRAM [ARGS...]", Arg)
 	}
 	nfds, err := strconv.Atoi(args[0])
 	if err != nil || nfds < 0 {
 		return fmt.Errorf("%s: %q is not a number of descriptors", Arg, args[0])
 	}
-	argv := args[1:]
+	roDir, argv := args[1], args[2:]
+	if roDir != "" {
+		if err := bindReadOnly(roDir); err != nil {
+			return err
+		}
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return err
@@ -68,10 +81,30 @@ func Main(args []string) error {
 	// The filter and no_new_privs are set on this thread and synced to the
 	// others; execve must then run on this very thread.
 	runtime.LockOSThread()
-	if err := install(Filter()); err != nil {
+	if err := install(Filter(roDir != "")); err != nil {
 		return err
 	}
 	return syscall.Exec(path, argv, os.Environ())
+}
+
+// bindReadOnly binds dir onto itself, read-only with every mount under
+// it, in the jail's mount namespace (see sysProcAttr), whose changes never
+// reach the host's (slave propagation).
+func bindReadOnly(dir string) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("read-only share: keep the jail's mounts to itself: %w", err)
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("read-only share: bind %s: %w", dir, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(unix.AT_FDCWD, dir, unix.AT_RECURSIVE, &attr); err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			return errors.New("read-only share: this kernel has no mount_setattr (Linux 5.12 or newer has it); share the folder read-write, or upgrade")
+		}
+		return fmt.Errorf("read-only share: make %s read-only: %w", dir, err)
+	}
+	return nil
 }
 
 // install sets no_new_privs and loads the filter on every thread.

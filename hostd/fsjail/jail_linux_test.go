@@ -21,8 +21,9 @@ import (
 // in a folder what a hostile guest's requests would make virtiofsd do),
 // and an unprivileged hostd (spawnArg: it starts the jail as itself).
 const (
-	attackArg = "__fsjail-attack"
-	spawnArg  = "__fsjail-spawn"
+	attackArg   = "__fsjail-attack"
+	spawnArg    = "__fsjail-spawn"
+	roAttackArg = "__fsjail-ro-attack"
 )
 
 func TestMain(m *testing.M) {
@@ -33,6 +34,8 @@ func TestMain(m *testing.M) {
 			os.Exit(120)
 		case attackArg:
 			os.Exit(attack(os.Args[2]))
+		case roAttackArg:
+			os.Exit(roAttack(os.Args[2]))
 		case spawnArg:
 			var c Config
 			if err := json.Unmarshal([]byte(os.Args[2]), &c); err != nil {
@@ -272,4 +275,96 @@ func userCopy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// roAttack runs inside a read-only jail: what a guest's requests would
+// make virtiofsd try on a read-only share, and a server that tries to
+// make it writable again. It prints its outcomes as JSON.
+func roAttack(dir string) int {
+	o := outcome{}
+	try := func(name string, err error) { o[name] = errName(err) }
+	p := func(name string) string { return filepath.Join(dir, name) }
+	b, err := os.ReadFile(p("kept"))
+	try("read", err)
+	o["content"] = string(b)
+	try("create", os.WriteFile(p("new"), []byte("x"), 0o644))
+	_, err = os.OpenFile(p("kept"), os.O_WRONLY|os.O_TRUNC, 0)
+	try("truncate", err)
+	try("mkdir", os.Mkdir(p("dir"), 0o755))
+	try("remove", os.Remove(p("kept")))
+	try("chmod", os.Chmod(p("kept"), 0o777))
+	try("setxattr user", unix.Setxattr(p("kept"), "user.cowork", []byte("x"), 0))
+	try("write below", os.WriteFile(p("sub/new"), []byte("x"), 0o644))
+	try("remount rw", unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND, ""))
+	try("mount_setattr rw", unix.MountSetattr(unix.AT_FDCWD, dir, unix.AT_RECURSIVE, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}))
+	try("create after", os.WriteFile(p("new"), []byte("x"), 0o644))
+	json.NewEncoder(os.Stdout).Encode(o)
+	return 0
+}
+
+// TestReadOnlyJail: a read-only share's server reads the folder but
+// changes nothing in it, nor in a folder mounted under it, and cannot make
+// it writable again; on the host the folder is as it was.
+func TestReadOnlyJail(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the folder under the share is a mount of its own")
+	}
+	ws := t.TempDir()
+	os.Chmod(ws, 0o755)
+	if err := os.WriteFile(filepath.Join(ws, "kept"), []byte("host data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(ws, "sub")
+	os.Mkdir(sub, 0o777)
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0777"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(sub, unix.MNT_DETACH)
+	c, err := ForWorkspace(ws, 1000, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ReadOnly = true
+	cmd, err := Command(c, []string{userCopy(t), roAttackArg, ws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("jail: %v\n%s", err, stderr)
+	}
+	var got outcome
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("attack output %q: %v", out, err)
+	}
+	want := outcome{
+		"read": "", "content": "host data", "create": "EROFS", "truncate": "EROFS", "mkdir": "EROFS",
+		"remove": "EROFS", "chmod": "EROFS", "setxattr user": "EROFS", "write below": "EROFS",
+		"remount rw": "EPERM", "mount_setattr rw": "EPERM", "create after": "EROFS",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: got %q, want %q", k, got[k], w)
+		}
+	}
+	entries, _ := os.ReadDir(ws)
+	if len(entries) != 2 {
+		t.Errorf("the folder holds %d entries after the attack, want its 2", len(entries))
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "kept")); string(b) != "host data" {
+		t.Errorf("kept holds %q", b)
+	}
+	// The jail's read-only bind stayed in the jail.
+	if err := os.WriteFile(filepath.Join(sub, "host-writes"), nil, 0o644); err != nil {
+		t.Errorf("the host cannot write under the folder after the jail ran: %v", err)
+	}
+	t.Run("needs its folder", func(t *testing.T) {
+		if _, err := Command(Config{ReadOnly: true}, []string{"true"}); err == nil {
+			t.Error("a read-only jail without a folder was made")
+		}
+	})
 }

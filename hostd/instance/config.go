@@ -40,6 +40,8 @@ type Config struct {
 	Memory    units.Size `json:"memory"`
 	Disk      units.Size `json:"disk"`
 	Workspace string     `json:"workspace"`
+	// Mounts are host folders shared besides the workspace.
+	Mounts []Mount `json:"mounts,omitempty"`
 	// Arch is the guest's architecture (GOARCH): arm64 or amd64.
 	Arch string `json:"arch"`
 	// Image is where the disk came from, for the record.
@@ -212,6 +214,7 @@ func (c *Config) Validate(hostMemory units.Size) error {
 		errs = append(errs, fmt.Errorf("network limits max_flows %d, max_pending %d, tcp_idle_seconds %d: want 0 (the default) or more, max_flows at most %d",
 			n.MaxFlows, n.MaxPending, n.TCPIdleSeconds, MaxFlowsCeiling))
 	}
+	errs = append(errs, c.validateMounts()...)
 	if len(c.Publish) > MaxPublish {
 		errs = append(errs, fmt.Errorf("--publish: %d ports, more than an instance publishes (%d)", len(c.Publish), MaxPublish))
 	}

@@ -34,9 +34,10 @@ type Config struct {
 	// (vz's generic platform); made on first boot.
 	MachineID string
 
-	ShareDir string // the host directory shared with the guest
-	ShareTag string // the virtiofs tag the guest mounts
-	// ShareUID and ShareGID are the guest user's: inside the guest the
+	// Shares are the host folders the guest mounts over virtiofs, the
+	// workspace first.
+	Shares []Share
+	// ShareUID and ShareGID are the guest user's: inside the guest a
 	// share's owner is that user, and whatever the guest makes in it
 	// belongs on the host to the share's owner (see hostd/fsjail).
 	ShareUID, ShareGID int
@@ -67,6 +68,18 @@ type Config struct {
 	// hypervisor's power button (see PowerOffWithin).
 	PowerOff func(ctx context.Context) error
 }
+
+// Share is a host folder the guest mounts by its virtiofs tag.
+type Share struct {
+	Dir string
+	Tag string
+	// ReadOnly: the host serves it read-only, whatever the guest does.
+	ReadOnly bool
+}
+
+// MaxShares bounds a VM's shares: each is a device (under QEMU behind
+// a PCIe root port of its own) and a file server process.
+const MaxShares = 9
 
 // PowerOffWithin is how a backend's Stop asks the guest to power off and
 // waits for it: through PowerOff when there is one, else, or when that
@@ -128,8 +141,18 @@ func (c *Config) Validate() error {
 	if c.Kernel == "" && c.EFIVars == "" {
 		errs = append(errs, errors.New("neither a kernel nor an EFI variable store"))
 	}
-	if (c.ShareDir == "") != (c.ShareTag == "") {
-		errs = append(errs, errors.New("a share needs both a directory and a tag"))
+	if len(c.Shares) > MaxShares {
+		errs = append(errs, fmt.Errorf("%d shares, more than %d", len(c.Shares), MaxShares))
+	}
+	tags := map[string]bool{}
+	for _, s := range c.Shares {
+		if s.Tag == "" || !filepath.IsAbs(s.Dir) {
+			errs = append(errs, fmt.Errorf("share %q of %q: a share needs an absolute directory and a tag", s.Tag, s.Dir))
+		}
+		if tags[s.Tag] {
+			errs = append(errs, fmt.Errorf("share tag %q given twice", s.Tag))
+		}
+		tags[s.Tag] = true
 	}
 	if c.Network == nil {
 		errs = append(errs, errors.New("no network"))

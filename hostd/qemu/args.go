@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/coworkhq/cowork/hostd/machine"
@@ -13,16 +14,36 @@ import (
 // agentPortID names the agent's port device in QMP events.
 const agentPortID = "agentport"
 
-// The share's device, its vhost-user chardev and the PCIe root port it
+// A share's device, its vhost-user chardev and the PCIe root port it
 // sits behind have fixed ids, which QMP names when hostd unplugs the
-// share before a save and plugs it back after a restore. The root port is
-// what makes it unpluggable at all: the root bus (pcie.0) of arm64's virt
-// and x86's q35 takes no hotplug.
+// shares before a save and plugs them back after a restore: these for the
+// first (the workspace), numbered after them for the others (shareIDs).
+// The root port is what makes a share unpluggable at all: the root bus
+// (pcie.0) of arm64's virt and x86's q35 takes no hotplug.
 const (
 	sharePortID    = "shareport"
 	shareDeviceID  = "share"
 	shareChardevID = "virtiofs"
 )
+
+// shareIDs are share i's ids: its root port's, its device's, its chardev's.
+func shareIDs(i int) (port, device, chardev string) {
+	if i == 0 {
+		return sharePortID, shareDeviceID, shareChardevID
+	}
+	n := strconv.Itoa(i)
+	return sharePortID + n, shareDeviceID + n, shareChardevID + n
+}
+
+// shareIndex is the index of the share whose device id is id, or -1.
+func shareIndex(c *machine.Config, id string) int {
+	for i := range c.Shares {
+		if _, dev, _ := shareIDs(i); dev == id {
+			return i
+		}
+	}
+	return -1
+}
 
 // networkFD, consoleFD and ramFD are the descriptors QEMU inherits the
 // network socket, the console's pipe and the guest's RAM (a memfd hostd
@@ -46,10 +67,25 @@ type launch struct {
 // runPaths are the sockets QEMU and virtiofsd make in the run directory.
 type runPaths struct{ dir string }
 
-func (r runPaths) qmp() string      { return filepath.Join(r.dir, "qmp.sock") }
-func (r runPaths) agent() string    { return filepath.Join(r.dir, "agent.sock") }
-func (r runPaths) virtiofs() string { return filepath.Join(r.dir, "virtiofs.sock") }
-func (r runPaths) pid() string      { return filepath.Join(r.dir, "qemu.pid") }
+func (r runPaths) qmp() string   { return filepath.Join(r.dir, "qmp.sock") }
+func (r runPaths) agent() string { return filepath.Join(r.dir, "agent.sock") }
+
+// virtiofs is share i's vhost-user socket; virtiofsLog, its server's log.
+func (r runPaths) virtiofs(i int) string {
+	return filepath.Join(r.dir, numbered("virtiofs", i)+".sock")
+}
+func (r runPaths) virtiofsLog(i int) string {
+	return filepath.Join(r.dir, numbered("virtiofsd", i)+".log")
+}
+func (r runPaths) pid() string { return filepath.Join(r.dir, "qemu.pid") }
+
+// numbered is name for the first share, name and i after it.
+func numbered(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return name + strconv.Itoa(i)
+}
 
 // binary is the QEMU system emulator for a guest architecture.
 func binary(arch string) string {
@@ -157,12 +193,12 @@ func args(c *machine.Config, l launch) []string {
 	}
 
 	a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem,mem-path=/dev/fd/%d,share=on,size=%dM", ramFD, memMiB))
-	if c.ShareDir != "" {
-		a = append(a, "-device", "pcie-root-port,id="+sharePortID)
+	for i := range c.Shares {
+		a = append(a, "-device", rootPort(i))
 		if !l.incoming {
 			a = append(a,
-				"-chardev", shareChardev(r),
-				"-device", shareDevice(c))
+				"-chardev", shareChardev(r, i),
+				"-device", shareDevice(c, i))
 		}
 	}
 
@@ -187,14 +223,27 @@ func args(c *machine.Config, l launch) []string {
 	return a
 }
 
-// shareChardev is the -chardev of the share's vhost-user socket.
-func shareChardev(r runPaths) string {
-	return "socket,id=" + shareChardevID + ",path=" + escape(r.virtiofs())
+// rootPort is the -device of share i's PCIe root port. Each root port
+// needs a chassis and slot of its own: the first takes the defaults (as
+// it always did, so a saved guest's still fits), the others chassis i.
+func rootPort(i int) string {
+	port, _, _ := shareIDs(i)
+	if i == 0 {
+		return "pcie-root-port,id=" + port
+	}
+	return "pcie-root-port,id=" + port + ",chassis=" + strconv.Itoa(i)
 }
 
-// shareDevice is the -device of the share, behind its root port.
-func shareDevice(c *machine.Config) string {
-	return "vhost-user-fs-pci,id=" + shareDeviceID + ",bus=" + sharePortID + ",chardev=" + shareChardevID + ",tag=" + c.ShareTag
+// shareChardev is the -chardev of share i's vhost-user socket.
+func shareChardev(r runPaths, i int) string {
+	_, _, chardev := shareIDs(i)
+	return "socket,id=" + chardev + ",path=" + escape(r.virtiofs(i))
+}
+
+// shareDevice is the -device of share i, behind its root port.
+func shareDevice(c *machine.Config, i int) string {
+	port, dev, chardev := shareIDs(i)
+	return "vhost-user-fs-pci,id=" + dev + ",bus=" + port + ",chardev=" + chardev + ",tag=" + escape(c.Shares[i].Tag)
 }
 
 // escape doubles commas, QEMU's option separator, in a path.

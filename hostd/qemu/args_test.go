@@ -16,7 +16,7 @@ func config() machine.Config {
 		Arch: "arm64", CPUs: 2, Memory: 1 << 30,
 		Disk: "/i/disk.raw", CIData: "/i/cidata.iso",
 		Kernel: "/i/kernel", Initrd: "/i/initrd", Cmdline: "console=ttyAMA0 quiet",
-		ShareDir: "/home/me/ws", ShareTag: "workspace",
+		Shares:  []machine.Share{{Dir: "/home/me/ws", Tag: "workspace"}},
 		Network: os.Stdin, MAC: net.HardwareAddr{0x52, 0x54, 1, 2, 3, 4},
 		Console: os.Stdout, RunDir: "/i/run",
 	}
@@ -108,7 +108,7 @@ func TestArgsShareOnItsRootPortAndRAMOnTheMemfd(t *testing.T) {
 		c := config()
 		c.Arch = arch
 		a := args(&c, launch{accel: "tcg"})
-		port, dev := slices.Index(a, "pcie-root-port,id="+sharePortID), slices.Index(a, shareDevice(&c))
+		port, dev := slices.Index(a, "pcie-root-port,id="+sharePortID), slices.Index(a, shareDevice(&c, 0))
 		if port < 0 || dev < 0 || port > dev {
 			t.Errorf("%s: no root port before the share's device in %q", arch, a)
 		}
@@ -146,9 +146,38 @@ func TestArgsIncoming(t *testing.T) {
 	if a := args(&x86, launch{accel: "tcg", incoming: true}); !has(a, "-kernel", "/i/kernel") {
 		t.Errorf("an x86 restore without the kernel's option ROM: %q", a)
 	}
-	c.ShareDir, c.ShareTag = "", ""
+	c.Shares = nil
 	if a := args(&c, launch{accel: "tcg"}); has(a, "-device", "pcie-root-port") {
 		t.Errorf("a root port without a share in %q", a)
+	}
+}
+
+// Every share has its root port, device, chardev and socket, the first
+// with the ids it always had (a saved guest's root port keeps its id),
+// the others numbered; a restore gets the root ports alone.
+func TestArgsSeveralShares(t *testing.T) {
+	c := config()
+	c.Shares = append(c.Shares, machine.Share{Dir: "/data", Tag: "mount1", ReadOnly: true}, machine.Share{Dir: "/src", Tag: "mount2"})
+	a := args(&c, launch{accel: "tcg"})
+	for i, want := range []string{
+		"vhost-user-fs-pci,id=share,bus=shareport,chardev=virtiofs,tag=workspace",
+		"vhost-user-fs-pci,id=share1,bus=shareport1,chardev=virtiofs1,tag=mount1",
+		"vhost-user-fs-pci,id=share2,bus=shareport2,chardev=virtiofs2,tag=mount2",
+	} {
+		port := []string{"pcie-root-port,id=shareport", "pcie-root-port,id=shareport1,chassis=1", "pcie-root-port,id=shareport2,chassis=2"}[i]
+		if !has(a, "-device", want) || !slices.Contains(a, port) {
+			t.Errorf("share %d: no %q behind %s in %q", i, want, port, a)
+		}
+		if !has(a, "-chardev", "path=/i/run/"+[]string{"virtiofs", "virtiofs1", "virtiofs2"}[i]+".sock") {
+			t.Errorf("share %d: not on its own socket in %q", i, a)
+		}
+	}
+	in := args(&c, launch{accel: "tcg", incoming: true})
+	if n := strings.Count(strings.Join(in, " "), "pcie-root-port"); n != 3 || has(in, "-device", "vhost-user-fs-pci") {
+		t.Errorf("a restore wants 3 empty root ports, got %d in %q", n, in)
+	}
+	if shareIndex(&c, "share2") != 2 || shareIndex(&c, "share") != 0 || shareIndex(&c, "share3") != -1 || shareIndex(&c, "shareport1") != -1 {
+		t.Error("shareIndex does not find the shares by their devices' ids")
 	}
 }
 

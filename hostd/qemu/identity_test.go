@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,10 @@ func TestIdentity(t *testing.T) {
 		"memory":    func(c *machine.Config) { c.Memory = 2 << 30 },
 		"cidata":    func(c *machine.Config) { c.CIData = "" },
 		"mac":       func(c *machine.Config) { c.MAC = append(c.MAC[:5:5], 9) },
-		"share":     func(c *machine.Config) { c.ShareTag = "other" },
+		"share":     func(c *machine.Config) { c.Shares = []machine.Share{{Dir: "/ws", Tag: "other"}} },
+		"a share more": func(c *machine.Config) {
+			c.Shares = append(slices.Clone(c.Shares), machine.Share{Dir: "/data", Tag: "mount1"})
+		},
 	} {
 		if identity(change) == base {
 			t.Errorf("a change of %s leaves the identity as it was", name)

@@ -41,11 +41,11 @@ type VM struct {
 	machine.Lifecycle // State, Done, Err; Done is closed once QEMU has exited and its helpers are gone
 
 	mu       sync.Mutex
-	shutdown string   // the reason of QEMU's SHUTDOWN event, if it sent one
-	virtiofs *process // the share's server; nil while the share is detached
-	// shareGone, while DetachShare waits, is closed by QEMU's
-	// DEVICE_DELETED event for the share.
-	shareGone chan struct{}
+	shutdown string     // the reason of QEMU's SHUTDOWN event, if it sent one
+	virtiofs []*process // the shares' servers, by index; none while they are detached
+	// shareGone, while DetachShare waits, gets the index of each share
+	// QEMU's DEVICE_DELETED event says the guest let go of.
+	shareGone chan int
 }
 
 var _ machine.Machine = (*VM)(nil)
@@ -102,8 +102,8 @@ func (v *VM) launch(ctx context.Context, ram *os.File) (err error) {
 		}
 	}()
 
-	if v.cfg.ShareDir != "" && !incoming {
-		if err := v.startShareServer(ctx); err != nil {
+	if !incoming {
+		if err := v.startShareServers(ctx); err != nil {
 			return err
 		}
 	}
@@ -173,13 +173,18 @@ func (v *VM) watchEvents(events <-chan qmp.Event) {
 			v.mu.Lock()
 			v.shutdown = reason
 			v.mu.Unlock()
-		case ev.Event == "DEVICE_DELETED" && ev.Data["device"] == shareDeviceID:
-			v.mu.Lock()
-			if v.shareGone != nil {
-				close(v.shareGone)
-				v.shareGone = nil
+		case ev.Event == "DEVICE_DELETED":
+			id, _ := ev.Data["device"].(string)
+			if i := shareIndex(&v.cfg, id); i >= 0 {
+				v.mu.Lock()
+				if v.shareGone != nil {
+					select {
+					case v.shareGone <- i:
+					default:
+					}
+				}
+				v.mu.Unlock()
 			}
-			v.mu.Unlock()
 		case ev.Event == "VSERPORT_CHANGE" && ev.Data["id"] == agentPortID:
 			if open, _ := ev.Data["open"].(bool); !open {
 				v.log.Warn("the guest closed the agent's port; dropping the agent session")
@@ -213,7 +218,7 @@ func (v *VM) watch() {
 	}
 	v.agent.close()
 	v.monitor.Disconnect()
-	v.stopShareServer()
+	v.stopShareServers()
 	v.closeRAM()
 	v.Exit(v.unasked(err))
 }
@@ -275,7 +280,7 @@ func (v *VM) kill() {
 	if v.qemu != nil {
 		v.qemu.kill()
 	}
-	v.stopShareServer()
+	v.stopShareServers()
 	v.closeRAM() // QEMU is gone, and its mapping with it
 }
 

@@ -49,10 +49,10 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 		return nil, fmt.Errorf("cannot save a VM that is %s", s)
 	}
 	v.mu.Lock()
-	shared := v.virtiofs != nil
+	shared := len(v.virtiofs) > 0
 	v.mu.Unlock()
 	if shared {
-		return nil, errors.New("the share is attached: QEMU cannot save a guest with a virtiofs device; detach it first")
+		return nil, errors.New("the shares are attached: QEMU cannot save a guest with a virtiofs device; detach them first")
 	}
 	if err := v.setIgnoreShared(); err != nil {
 		return nil, err

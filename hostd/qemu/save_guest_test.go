@@ -152,7 +152,7 @@ func TestSaveAndRestoreTheGuest(t *testing.T) {
 	base := machine.Config{
 		Arch: arch, CPUs: 2, Memory: 1 << 30,
 		Disk: filepath.Join(dir, "disk.raw"), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
-		ShareDir: ws, ShareTag: "workspace", ShareUID: 1000, ShareGID: 1000,
+		Shares: []machine.Share{{Dir: ws, Tag: "workspace"}}, ShareUID: 1000, ShareGID: 1000,
 		MAC: net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x56}, RunDir: filepath.Join(dir, "run"),
 	}
 	level := slog.LevelWarn

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -74,9 +75,9 @@ func TestSaveNeedsIgnoreShared(t *testing.T) {
 // With the share attached QEMU cannot save; Save says so without pausing.
 func TestSaveRefusesWhileTheShareIsAttached(t *testing.T) {
 	f := newFakeVM(t, nil)
-	f.vm.virtiofs = &process{}
+	f.vm.virtiofs = []*process{{}}
 	defer func() { f.vm.virtiofs = nil }()
-	if _, err := f.vm.Save(context.Background(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "detach it first") {
+	if _, err := f.vm.Save(context.Background(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "detach them first") {
 		t.Fatalf("got %v", err)
 	}
 	if len(f.sent()) != 0 {
@@ -114,7 +115,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 	shareDetachWait = 200 * time.Millisecond
 
 	f := newFakeVM(t, nil)
-	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
 	err := f.vm.DetachShare(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "did not release") {
 		t.Fatalf("a guest that keeps the device: %v", err)
@@ -125,7 +126,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 
 	// Only the device itself counts, not its parts.
 	f = newFakeVM(t, nil)
-	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
 	f.answer = func(cmd string) string {
 		if strings.Contains(cmd, "device_del") {
 			go f.send(`{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/share/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 2}}`)
@@ -138,7 +139,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 
 	shareDetachWait = time.Minute
 	f = newFakeVM(t, nil)
-	f.vm.cfg.ShareDir, f.vm.cfg.ShareTag = "/ws", "workspace"
+	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
 	f.answer = func(cmd string) string {
 		if strings.Contains(cmd, "device_del") {
 			go func() {
@@ -155,6 +156,35 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 	}
 	if sent := f.sent(); !slices.Equal(sent, []string{"device_del", "chardev-remove"}) {
 		t.Errorf("commands %q", sent)
+	}
+
+	// With two shares, the wait is over once the guest let both go.
+	shareDetachWait = 300 * time.Millisecond
+	for _, events := range [][]string{{"share1"}, {"share1", "share"}} {
+		f = newFakeVM(t, nil)
+		f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}, {Dir: "/data", Tag: "mount1"}}
+		dels := 0
+		f.answer = func(cmd string) string {
+			if strings.Contains(cmd, "device_del") {
+				if dels++; dels == 2 {
+					go func() {
+						for i, dev := range events {
+							f.send(fmt.Sprintf(`{"event": "DEVICE_DELETED", "data": {"device": %q}, "timestamp": {"seconds": 1, "microseconds": %d}}`, dev, i))
+						}
+					}()
+				}
+			}
+			return ""
+		}
+		err := f.vm.DetachShare(context.Background())
+		switch {
+		case len(events) == 1 && (err == nil || !strings.Contains(err.Error(), "share /ws")):
+			t.Errorf("one of two shares released: %v, want the other (/ws) named", err)
+		case len(events) == 2 && err != nil:
+			t.Errorf("both shares released: %v", err)
+		case len(events) == 2 && !slices.Equal(f.sent(), []string{"device_del", "device_del", "chardev-remove", "chardev-remove"}):
+			t.Errorf("both shares released: commands %q", f.sent())
+		}
 	}
 }
 

@@ -13,40 +13,50 @@ import (
 // its attention button's 5 s delay (6.2 s measured under TCG).
 var shareDetachWait = 30 * time.Second
 
-// startShareServer starts virtiofsd on the share's socket.
-func (v *VM) startShareServer(ctx context.Context) error {
-	p, err := startVirtiofsd(ctx, v.cfg.ShareDir, v.run.virtiofs(), v.cfg.ShareUID, v.cfg.ShareGID, v.log)
-	if err != nil {
-		return err
+// startShareServers starts a virtiofsd on each share's socket; on error
+// none is left running.
+func (v *VM) startShareServers(ctx context.Context) error {
+	procs := make([]*process, 0, len(v.cfg.Shares))
+	for i, sh := range v.cfg.Shares {
+		p, err := startVirtiofsd(ctx, sh, v.run.virtiofs(i), v.run.virtiofsLog(i), v.cfg.ShareUID, v.cfg.ShareGID, v.log)
+		if err != nil {
+			for _, p := range procs {
+				p.kill()
+			}
+			return fmt.Errorf("share %s: %w", sh.Dir, err)
+		}
+		procs = append(procs, p)
 	}
 	v.mu.Lock()
-	v.virtiofs = p
+	v.virtiofs = procs
 	v.mu.Unlock()
 	return nil
 }
 
-// stopShareServer ends virtiofsd, if it runs, and waits until it is reaped.
-func (v *VM) stopShareServer() {
+// stopShareServers ends the virtiofsds that run and waits until they are
+// reaped.
+func (v *VM) stopShareServers() {
 	v.mu.Lock()
-	p := v.virtiofs
+	procs := v.virtiofs
 	v.virtiofs = nil
 	v.mu.Unlock()
-	if p != nil {
+	for _, p := range procs {
 		p.kill()
 	}
 }
 
-// DetachShare unplugs the share's device from the running guest and ends
-// its virtiofsd: QEMU 7.2 cannot save a guest with a vhost-user-fs device
-// attached. The guest must have unmounted the share first (hostd asks its
-// agent): what still uses it loses it. The guest's kernel releases the
-// device (DEVICE_DELETED) seconds later; a guest that does not within
-// shareDetachWait keeps it, and the error says so.
+// DetachShare unplugs the shares' devices from the running guest and ends
+// their virtiofsds: QEMU 7.2 cannot save a guest with a vhost-user-fs
+// device attached. The guest must have unmounted them first (hostd asks
+// its agent): what still uses one loses it. The guest's kernel releases a
+// device (DEVICE_DELETED) seconds later, all of them at once; a guest that
+// does not within shareDetachWait keeps what it kept, and the error says
+// so.
 func (v *VM) DetachShare(ctx context.Context) error {
-	if v.cfg.ShareDir == "" {
+	if len(v.cfg.Shares) == 0 {
 		return errors.New("this VM has no share to detach")
 	}
-	gone := make(chan struct{})
+	gone := make(chan int, len(v.cfg.Shares))
 	v.mu.Lock()
 	v.shareGone = gone
 	v.mu.Unlock()
@@ -55,66 +65,94 @@ func (v *VM) DetachShare(ctx context.Context) error {
 		v.shareGone = nil
 		v.mu.Unlock()
 	}()
-	if _, err := v.qmp("device_del", map[string]any{"id": shareDeviceID}); err != nil {
-		return fmt.Errorf("unplug the share: %w", err)
+	for i := range v.cfg.Shares {
+		_, dev, _ := shareIDs(i)
+		if _, err := v.qmp("device_del", map[string]any{"id": dev}); err != nil {
+			return fmt.Errorf("unplug the share of %s: %w", v.cfg.Shares[i].Dir, err)
+		}
 	}
 	wait := time.NewTimer(shareDetachWait)
 	defer wait.Stop()
-	select {
-	case <-gone:
-	case <-wait.C:
-		return fmt.Errorf("the guest did not release the share's device within %s (is /workspace still mounted in the guest?); it stays attached", shareDetachWait)
-	case <-v.Done():
-		return errors.New("the VM stopped while the share was being unplugged")
-	case <-ctx.Done():
-		return ctx.Err()
+	left := len(v.cfg.Shares)
+	released := make([]bool, len(v.cfg.Shares))
+	for left > 0 {
+		select {
+		case i := <-gone:
+			if !released[i] {
+				released[i] = true
+				left--
+			}
+		case <-wait.C:
+			for i, ok := range released {
+				if !ok {
+					return fmt.Errorf("the guest did not release the device of the share %s within %s (is it still mounted in the guest?); it stays attached", v.cfg.Shares[i].Dir, shareDetachWait)
+				}
+			}
+		case <-v.Done():
+			return errors.New("the VM stopped while the shares were being unplugged")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if _, err := v.qmp("chardev-remove", map[string]any{"id": shareChardevID}); err != nil {
-		return fmt.Errorf("remove the share's socket from QEMU: %w", err)
+	for i := range v.cfg.Shares {
+		_, _, chardev := shareIDs(i)
+		if _, err := v.qmp("chardev-remove", map[string]any{"id": chardev}); err != nil {
+			return fmt.Errorf("remove the share's socket from QEMU: %w", err)
+		}
 	}
-	v.stopShareServer()
+	v.stopShareServers()
 	return nil
 }
 
-// AttachShare plugs the share back into a running guest, behind its root
-// port: a new virtiofsd, its socket as a new chardev, the device. The
-// guest then sees a new virtiofs device, which hostd's agent mounts (the
-// device may take a moment to appear: the mount is to be retried).
+// AttachShare plugs the shares back into a running guest, each behind its
+// root port: a new virtiofsd, its socket as a new chardev, the device.
+// The guest then sees new virtiofs devices, which hostd's agent mounts
+// (a device may take a moment to appear: the mount is to be retried).
 func (v *VM) AttachShare(ctx context.Context) (err error) {
-	if v.cfg.ShareDir == "" {
+	if len(v.cfg.Shares) == 0 {
 		return errors.New("this VM has no share to attach")
 	}
 	v.mu.Lock()
-	attached := v.virtiofs != nil
+	attached := len(v.virtiofs) > 0
 	v.mu.Unlock()
 	if attached {
-		return errors.New("the share is attached already")
+		return errors.New("the shares are attached already")
 	}
-	if err := v.startShareServer(ctx); err != nil {
+	if err := v.startShareServers(ctx); err != nil {
 		return err
 	}
+	plugged := 0
 	defer func() {
 		if err != nil {
-			v.stopShareServer()
+			for i := range plugged {
+				_, dev, chardev := shareIDs(i)
+				_, _ = v.qmp("device_del", map[string]any{"id": dev})
+				_, _ = v.qmp("chardev-remove", map[string]any{"id": chardev})
+			}
+			v.stopShareServers()
 		}
 	}()
-	chardev := map[string]any{
-		"id": shareChardevID,
-		"backend": map[string]any{"type": "socket", "data": map[string]any{
-			"addr":   map[string]any{"type": "unix", "data": map[string]any{"path": v.run.virtiofs()}},
-			"server": false,
-		}},
-	}
-	if _, err := v.qmp("chardev-add", chardev); err != nil {
-		return fmt.Errorf("connect QEMU to the share's server: %w", err)
-	}
-	device := map[string]any{
-		"driver": "vhost-user-fs-pci", "id": shareDeviceID, "bus": sharePortID,
-		"chardev": shareChardevID, "tag": v.cfg.ShareTag,
-	}
-	if _, err := v.qmp("device_add", device); err != nil {
-		_, _ = v.qmp("chardev-remove", map[string]any{"id": shareChardevID})
-		return fmt.Errorf("plug the share in: %w", err)
+	for i, sh := range v.cfg.Shares {
+		port, dev, chardevID := shareIDs(i)
+		chardev := map[string]any{
+			"id": chardevID,
+			"backend": map[string]any{"type": "socket", "data": map[string]any{
+				"addr":   map[string]any{"type": "unix", "data": map[string]any{"path": v.run.virtiofs(i)}},
+				"server": false,
+			}},
+		}
+		if _, err := v.qmp("chardev-add", chardev); err != nil {
+			return fmt.Errorf("connect QEMU to the server of the share %s: %w", sh.Dir, err)
+		}
+		device := map[string]any{
+			"driver": "vhost-user-fs-pci", "id": dev, "bus": port,
+			"chardev": chardevID, "tag": sh.Tag,
+		}
+		if _, err := v.qmp("device_add", device); err != nil {
+			_, _ = v.qmp("chardev-remove", map[string]any{"id": chardevID})
+			return fmt.Errorf("plug the share %s in: %w", sh.Dir, err)
+		}
+		plugged++
 	}
 	return nil
 }

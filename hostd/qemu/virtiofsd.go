@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/fsjail"
+	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/internal/rotlog"
 	"github.com/coworkhq/cowork/internal/sysproc"
 	"github.com/coworkhq/cowork/internal/unixsock"
@@ -82,22 +82,25 @@ func (p *process) kill() {
 	<-p.exited
 }
 
-// startVirtiofsd shares dir on a vhost-user socket at sock and returns
-// once it serves. virtiofsd runs in the jail (hostd/fsjail): whatever
+// startVirtiofsd serves share on a vhost-user socket at sock, logging to
+// logPath, and returns once it serves; a read-only share is served
+// read-only by the jail (hostd/fsjail). virtiofsd runs in the jail (hostd/fsjail): whatever
 // identity the guest names, what it makes in dir belongs to dir's owner,
 // with no set-id bits, device nodes or file capabilities. hostd listens on
 // sock itself and hands virtiofsd the socket, so that the owner, which
 // virtiofsd runs as, need not reach hostd's run folder. It dies with hostd
 // (SIGKILL on parent death).
-func startVirtiofsd(ctx context.Context, dir, sock string, guestUID, guestGID int, log *slog.Logger) (*process, error) {
+func startVirtiofsd(ctx context.Context, share machine.Share, sock, logPath string, guestUID, guestGID int, log *slog.Logger) (*process, error) {
 	bin, rust, err := findVirtiofsd()
 	if err != nil {
 		return nil, err
 	}
+	dir := share.Dir
 	jail, err := fsjail.ForWorkspace(dir, guestUID, guestGID)
 	if err != nil {
-		return nil, fmt.Errorf("the workspace %s: %w", dir, err)
+		return nil, fmt.Errorf("the shared folder %s: %w", dir, err)
 	}
+	jail.ReadOnly = share.ReadOnly
 	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		return nil, err
@@ -117,13 +120,12 @@ func startVirtiofsd(ctx context.Context, dir, sock string, guestUID, guestGID in
 		return nil, err
 	}
 	cmd.SysProcAttr = sysproc.Into(cmd.SysProcAttr, true)
-	logPath := filepath.Join(filepath.Dir(sock), "virtiofsd.log")
 	logf, err := helperLog(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	log.Info("starting virtiofsd", "binary", bin, "args", cmd.Args[3:], "owner", fmt.Sprintf("%d:%d", jail.UID, jail.GID),
+	log.Info("starting virtiofsd", "binary", bin, "args", cmd.Args[4:], "read_only", share.ReadOnly, "owner", fmt.Sprintf("%d:%d", jail.UID, jail.GID),
 		"guest_user", fmt.Sprintf("%d:%d", jail.GuestUID, jail.GuestGID))
 	p, err := start(cmd, logf)
 	for _, f := range cmd.ExtraFiles {

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/Code-Hex/vz/v3"
+
+	"github.com/coworkhq/cowork/hostd/machine"
 )
 
 // build turns a Plan into vz's configuration, one device at a time; it
@@ -36,12 +38,16 @@ func build(p *Plan) (*vz.VirtualMachineConfiguration, error) {
 	}
 	config.SetStorageDevicesVirtualMachineConfiguration(disks)
 
-	if p.ShareDir != "" {
-		share, err := share(p.ShareDir, p.ShareTag)
+	var shares []vz.DirectorySharingDeviceConfiguration
+	for _, sh := range p.Shares {
+		dev, err := share(sh)
 		if err != nil {
 			return nil, err
 		}
-		config.SetDirectorySharingDevicesVirtualMachineConfiguration([]vz.DirectorySharingDeviceConfiguration{share})
+		shares = append(shares, dev)
+	}
+	if len(shares) > 0 {
+		config.SetDirectorySharingDevicesVirtualMachineConfiguration(shares)
 	}
 
 	nic, err := network(p)
@@ -153,8 +159,9 @@ func disk(d Disk) (vz.StorageDeviceConfiguration, error) {
 	return dev, nil
 }
 
-func share(dir, tag string) (vz.DirectorySharingDeviceConfiguration, error) {
-	sd, err := vz.NewSharedDirectory(dir, false)
+func share(sh machine.Share) (vz.DirectorySharingDeviceConfiguration, error) {
+	dir, tag := sh.Dir, sh.Tag
+	sd, err := vz.NewSharedDirectory(dir, sh.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("share %s: %w", dir, err)
 	}

@@ -119,8 +119,8 @@ func deviceLayout(p *Plan, machineID []byte) string {
 	for i, d := range p.Disks {
 		line("disk %d virtio-blk path=%q read-only=%t cached-fsync=%t", i, d.Path, d.ReadOnly, d.Cached)
 	}
-	if p.ShareDir != "" {
-		line("share virtio-fs tag=%q dir=%q", p.ShareTag, p.ShareDir)
+	for _, sh := range p.Shares {
+		line("share virtio-fs tag=%q dir=%q read-only=%t", sh.Tag, sh.Dir, sh.ReadOnly)
 	}
 	line("nic virtio-net file-handle mac=%q mtu=%d", p.MAC.String(), p.MTU)
 	line("vsock virtio")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coworkhq/cowork/hostd/machine"
 )
 
 // testPlan is a kernel-booted plan with every device a cowork VM has.
@@ -25,6 +27,7 @@ func testPlan(t *testing.T) *Plan {
 func clonePlan(p *Plan) *Plan {
 	q := *p
 	q.Disks = append([]Disk(nil), p.Disks...)
+	q.Shares = append([]machine.Share(nil), p.Shares...)
 	q.MAC = append(net.HardwareAddr(nil), p.MAC...)
 	return &q
 }
@@ -65,9 +68,11 @@ func TestDeviceDigestChangesWithEachDevice(t *testing.T) {
 		"disk cache":      func(p *Plan) []byte { p.Disks[0].Cached = false; return id },
 		"disk order":      func(p *Plan) []byte { p.Disks[0], p.Disks[1] = p.Disks[1], p.Disks[0]; return id },
 		"a disk fewer":    func(p *Plan) []byte { p.Disks = p.Disks[:1]; return id },
-		"share dir":       func(p *Plan) []byte { p.ShareDir += "2"; return id },
-		"share tag":       func(p *Plan) []byte { p.ShareTag = "other"; return id },
-		"no share":        func(p *Plan) []byte { p.ShareDir, p.ShareTag = "", ""; return id },
+		"share dir":       func(p *Plan) []byte { p.Shares[0].Dir += "2"; return id },
+		"share tag":       func(p *Plan) []byte { p.Shares[0].Tag = "other"; return id },
+		"share read-only": func(p *Plan) []byte { p.Shares[0].ReadOnly = true; return id },
+		"a share more":    func(p *Plan) []byte { p.Shares = append(p.Shares, machine.Share{Dir: "/d", Tag: "mount1"}); return id },
+		"no share":        func(p *Plan) []byte { p.Shares = nil; return id },
 		"mac":             func(p *Plan) []byte { p.MAC = net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x57}; return id },
 		"mtu":             func(p *Plan) []byte { p.MTU = 9000; return id },
 		"entropy":         func(p *Plan) []byte { p.Entropy = true; return id },
@@ -90,7 +95,7 @@ func TestDeviceDigestChangesWithEachDevice(t *testing.T) {
 func TestDeviceLayoutQuotesPaths(t *testing.T) {
 	p := testPlan(t)
 	lines := strings.Count(deviceLayout(p, nil), "\n")
-	p.ShareDir = "/ws\nentropy true\nballoon true"
+	p.Shares[0].Dir = "/ws\nentropy true\nballoon true"
 	p.Disks[0].Path = "/disk\ndisk 9 virtio-blk"
 	if got := strings.Count(deviceLayout(p, nil), "\n"); got != lines {
 		t.Errorf("%d lines with newlines in paths, %d without:\n%s", got, lines, deviceLayout(p, nil))

@@ -54,9 +54,10 @@ type Plan struct {
 	// is made and saved there when it does not exist yet.
 	MachineID string
 
-	Disks    []Disk
-	ShareDir string
-	ShareTag string
+	Disks []Disk
+	// Shares are virtio-fs devices, one per folder; vz serves a read-only
+	// one read-only itself.
+	Shares []machine.Share
 
 	Network *os.File
 	MAC     net.HardwareAddr
@@ -110,8 +111,8 @@ func NewPlan(c machine.Config, hostArch string, macOS string, l Limits) (*Plan, 
 		Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline,
 		MachineID: c.MachineID,
 		Disks:     []Disk{{Path: c.Disk, Cached: true}},
-		ShareDir:  c.ShareDir, ShareTag: c.ShareTag,
-		Network: c.Network, MAC: c.MAC, MTU: c.MTU,
+		Shares:    c.Shares,
+		Network:   c.Network, MAC: c.MAC, MTU: c.MTU,
 		Console: c.Console,
 		Entropy: major < SaveMacOS, Balloon: major < SaveMacOS,
 	}

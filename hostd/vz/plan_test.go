@@ -25,9 +25,9 @@ func config(t *testing.T) machine.Config {
 		Disk: filepath.Join(dir, "disk.raw"), CIData: filepath.Join(dir, "cidata.iso"),
 		Kernel: kernel, Cmdline: "console=hvc0",
 		MachineID: filepath.Join(dir, "machine-id"),
-		ShareDir:  dir, ShareTag: "workspace",
-		Network: os.Stdin,
-		Console: os.Stdout, RunDir: filepath.Join(dir, "run"),
+		Shares:    []machine.Share{{Dir: dir, Tag: "workspace"}},
+		Network:   os.Stdin,
+		Console:   os.Stdout, RunDir: filepath.Join(dir, "run"),
 	}
 }
 

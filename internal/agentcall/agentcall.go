@@ -78,8 +78,9 @@ const (
 	// Reply.ShareRelease: the processes that use the share and, unless
 	// some do and Force is false, unmounts it (lazily with Force).
 	MethodShareRelease Method = "share_release"
-	// MethodShareMount (Request.Tag, Request.Path) mounts the virtiofs
-	// share Tag at Path again after a resume, waiting up to ShareMountWait
+	// MethodShareMount (Request.Tag, Request.Path, Request.ReadOnly)
+	// mounts the virtiofs share Tag at Path (after a resume, or a mount
+	// besides the workspace at boot), waiting up to ShareMountWait
 	// for a device that was just plugged in to show its tag. It answers
 	// Reply.ShareMount.
 	MethodShareMount Method = "share_mount"
@@ -120,8 +121,11 @@ type Request struct {
 	// Force has MethodShareRelease unmount the share even while processes
 	// use it: they lose it.
 	Force bool `json:"force,omitempty"`
-	// Tag is the virtiofs tag MethodShareMount mounts.
-	Tag string `json:"tag,omitempty"`
+	// Tag is the virtiofs tag MethodShareMount mounts, read-only when
+	// ReadOnly (the host serves such a share read-only anyway: this only
+	// spares the guest's programs errors they did not expect).
+	Tag      string `json:"tag,omitempty"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 	// Seed is SeedSize bytes from the host's random source, and Hostname
 	// the guest's new name, for MethodPersonalize.
 	Seed     []byte `json:"seed,omitempty"`

@@ -36,6 +36,7 @@ type Options struct {
 	Memory    string
 	Disk      string
 	Workspace string
+	Mounts    []string
 	Arch      string
 	Image     string
 	ImageSHA  string
@@ -94,6 +95,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
   cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
   cowork init --image ubuntu.raw --publish 8080:80 --publish 127.0.0.1:2222:22
+  cowork init --mount ~/datasets:/data:ro --mount ~/src/lib
   cowork init --image ubuntu.raw --network-mode allowlist --allow api.anthropic.com --allow '*.npmjs.org' --allow-host-port 5432
   cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"`,
 		Args: cmdutil.NoArgs,
@@ -111,6 +113,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 	f.StringVar(&o.Memory, "memory", instance.DefaultMemory.String(), "memory, e.g. 4GiB")
 	f.StringVar(&o.Disk, "disk", instance.DefaultDisk.String(), "disk size, e.g. 10GiB (the disk file is sparse)")
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
+	f.StringArrayVar(&o.Mounts, "mount", nil, "share another host folder: HOST[:GUEST][:ro] (GUEST defaults to HOST's path; ro: read-only, enforced by this machine); repeatable")
 	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+")")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
 	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
@@ -174,6 +177,14 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 			errs = append(errs, err)
 		}
 	}
+	for _, m := range o.Mounts {
+		mnt, err := instance.ParseMount(m)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.Mounts = append(c.Mounts, mnt)
+	}
 	for _, p := range o.Publish {
 		pub, err := instance.ParsePublish(p)
 		if err != nil {
@@ -183,6 +194,9 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		c.Publish = append(c.Publish, pub)
 	}
 	errs = append(errs, c.Validate(instance.HostMemory()))
+	if home, err := instance.Home(); err == nil {
+		errs = append(errs, c.CheckMountHosts(home))
+	}
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
 	}

@@ -244,3 +244,26 @@ func TestInitNeverOverwritesAnInstance(t *testing.T) {
 		t.Fatalf("the disk holds %q", b)
 	}
 }
+
+// --mount adds folders besides the workspace; a bad one is a usage error
+// naming it.
+func TestInitMounts(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("COWORK_HOME", filepath.Join(root, "home"))
+	img := filepath.Join(root, "img.raw")
+	diskImage(t, img)
+	data := filepath.Join(root, "data")
+	os.Mkdir(data, 0o755)
+	args := []string{"--workspace", filepath.Join(root, "ws"), "--image", img}
+	c, _, err := parse(t, append(args, "--mount", data+":/data:ro", "--mount", data+"/../img.raw:/x")...).Config()
+	if !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), "img.raw: not a folder") {
+		t.Fatalf("a mount of a file: %+v %v", c, err)
+	}
+	c, _, err = parse(t, append(args, "--mount", data+":/data:ro")...).Config()
+	if err != nil || len(c.Mounts) != 1 || c.Mounts[0] != (instance.Mount{Host: data, Guest: "/data", ReadOnly: true}) {
+		t.Fatalf("--mount %s:/data:ro: %+v %v", data, c.Mounts, err)
+	}
+	if _, _, err := parse(t, append(args, "--mount", data+":/var/data")...).Config(); !errors.As(err, new(*cmdutil.FlagError)) || !strings.Contains(err.Error(), "system folder /var") {
+		t.Fatalf("a mount over /var: %v", err)
+	}
+}

@@ -59,6 +59,7 @@ func conflicts(saved, asked *instance.Config, src instance.Sources, changed func
 		"kernel":             saved.Boot != asked.Boot,
 		"cmdline":            saved.Cmdline != asked.Cmdline,
 		"publish":            !slices.Equal(saved.Publish, asked.Publish),
+		"mount":              !slices.Equal(saved.Mounts, asked.Mounts),
 		"network-mode":       saved.Network.Mode != asked.Network.Mode,
 		"allow":              !slices.Equal(saved.Network.Allow, asked.Network.Allow),
 		"deny":               !slices.Equal(saved.Network.Deny, asked.Network.Deny),

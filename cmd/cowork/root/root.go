@@ -22,6 +22,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/imagecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/mountcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/poolcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/portcmd"
@@ -145,6 +146,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"snapshot", func() *cobra.Command { return snapshotcmd.NewCmdSnapshot(ios, name, nil) }},
 		{"pool", func() *cobra.Command { return poolcmd.NewCmdPool(ios, name, nil) }},
 		{"port", func() *cobra.Command { return portcmd.NewCmdPort(ios, name, nil) }},
+		{"mount", func() *cobra.Command { return mountcmd.NewCmdMount(ios, name, nil) }},
 	}
 }
 

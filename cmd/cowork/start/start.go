@@ -3,7 +3,9 @@ package start
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,12 +23,17 @@ type Options struct {
 	Name    string
 	Timeout time.Duration // how long to wait for the guest to be ready
 	Cold    bool          // discard a saved guest (cowork suspend) and boot from the disk
+	// Mounts, when set (or NoMounts), replace the instance's mounts
+	// besides the workspace, for this start and the later ones.
+	Mounts   []instance.Mount
+	NoMounts bool
 }
 
 // NewCmdStart builds the command; name is the global --name. runF, when
 // not nil, gets the options instead of running them (tests).
 func NewCmdStart(ios *iostreams.IOStreams, name *string, runF func(*Options) error) *cobra.Command {
 	o := &Options{IO: ios}
+	var mounts []string
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Start the sandbox VM",
@@ -37,13 +44,29 @@ stopped.
 
 An instance that ` + "`cowork suspend`" + ` saved is resumed where it was, unless --cold
 discards the saved state first; a state that no longer fits this host or the
-instance's settings is set aside, and the guest boots cold, saying why.`,
-		Example: "  cowork start\n  cowork start --name scratch --timeout 20m\n  cowork start --cold",
+instance's settings is set aside, and the guest boots cold, saying why.
+
+--mount HOST[:GUEST][:ro] (repeatable) replaces the folders the instance
+shares besides the workspace, for this start and the later ones (as
+cowork init --mount sets them); --no-mounts drops them. Neither applies to
+a running instance; a suspended one needs --cold with them (its saved guest
+was saved with the mounts it had).`,
+		Example: "  cowork start\n  cowork start --name scratch --timeout 20m\n  cowork start --cold\n  cowork start --mount ~/datasets:/data:ro",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
 			if o.Timeout <= 0 {
 				return cmdutil.FlagErrorf("--timeout %s: a guest needs some time to boot, e.g. --timeout 10m", o.Timeout)
+			}
+			if o.NoMounts && len(mounts) > 0 {
+				return cmdutil.FlagErrorf("--no-mounts and --mount contradict each other: give one")
+			}
+			for _, s := range mounts {
+				m, err := instance.ParseMount(s)
+				if err != nil {
+					return cmdutil.FlagErrorf("%v", err)
+				}
+				o.Mounts = append(o.Mounts, m)
 			}
 			if runF != nil {
 				return runF(o)
@@ -53,11 +76,16 @@ instance's settings is set aside, and the guest boots cold, saying why.`,
 	}
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "how long to wait for the guest to be ready")
 	cmd.Flags().BoolVar(&o.Cold, "cold", false, "discard the saved guest (cowork suspend) and boot from the disk")
+	cmd.Flags().StringArrayVar(&mounts, "mount", nil, "share a host folder besides the workspace, HOST[:GUEST][:ro], replacing the instance's mounts; repeatable")
+	cmd.Flags().BoolVar(&o.NoMounts, "no-mounts", false, "drop the instance's mounts besides the workspace")
 	return cmd
 }
 
 // Run carries out o.
 func Run(ctx context.Context, o *Options) error {
+	if err := setMounts(o); err != nil {
+		return err
+	}
 	if o.Cold {
 		inst, err := cowork.Open(o.Name)
 		if err != nil {
@@ -76,4 +104,45 @@ func Run(ctx context.Context, o *Options) error {
 		}
 	}
 	return boot.Start(ctx, o.IO, o.Name, o.Timeout)
+}
+
+// setMounts replaces the instance's mounts when o says to, first
+// discarding a saved guest when --cold allows it: the saved guest would
+// not fit the new devices. Bad mounts are usage errors; nothing changes.
+func setMounts(o *Options) error {
+	if len(o.Mounts) == 0 && !o.NoMounts {
+		return nil
+	}
+	inst, err := cowork.Open(o.Name)
+	if err != nil {
+		return err
+	}
+	if slices.Equal(inst.Config.Mounts, o.Mounts) {
+		return nil // as they are: nothing to change, running or not
+	}
+	if inst.Running() {
+		return fmt.Errorf("%s is running; its mounts change when it is stopped: `cowork stop%s`, then start it with them", o.Name, instance.NameFlag(o.Name))
+	}
+	var invalid *cowork.InvalidMountError
+	if err := inst.CheckMounts(o.Mounts); errors.As(err, &invalid) {
+		return &cmdutil.FlagError{Err: err}
+	} else if err != nil {
+		return err
+	}
+	if o.Cold && inst.Saved() != nil {
+		if _, err := inst.DiscardSaved(); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.IO.ErrOut, "discarded the saved state of %s; it boots from its disk\n", o.Name)
+	}
+	if err := inst.SetMounts(o.Mounts); err != nil {
+		return err
+	}
+	for _, m := range o.Mounts {
+		fmt.Fprintf(o.IO.ErrOut, "mounts %s at %s (%s)\n", m.Host, m.Guest, m.Mode())
+	}
+	if o.NoMounts {
+		fmt.Fprintf(o.IO.ErrOut, "dropped the mounts of %s besides the workspace\n", o.Name)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/hostd/savestate"
 )
 
 // parse runs `cowork start args...` up to its Options.
@@ -108,5 +109,69 @@ func TestStartColdDiscardsTheSavedState(t *testing.T) {
 	}
 	if _, err := os.Stat(p.Suspend()); !os.IsNotExist(err) {
 		t.Errorf("the saved state is still there: %v", err)
+	}
+}
+
+// --mount replaces the mounts of a stopped instance and keeps them;
+// --no-mounts drops them; a bad mount is a usage error that changes
+// nothing; a running instance and a suspended one (without --cold) are
+// refused, the suspended one's saved guest kept.
+func TestStartMounts(t *testing.T) {
+	if _, err := parse(t, "--mount", "/a", "--no-mounts"); cmdutil.ExitCode(err) != 2 {
+		t.Errorf("--mount with --no-mounts: %v", err)
+	}
+	if _, err := parse(t, "--mount", "/a:b:c:d"); cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), "HOST[:GUEST][:ro]") {
+		t.Errorf("a mount of four parts: %v", err)
+	}
+	p, _ := instancetest.New(t, instance.Config{})
+	data := t.TempDir()
+	load := func() []instance.Mount {
+		c, err := instance.Load(instance.DefaultName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Mounts
+	}
+
+	for _, bad := range [][]string{
+		{"--mount", data + ":/etc/data"},
+		{"--mount", data + "/missing:/data"},
+		{"--mount", data + ":/data", "--mount", data + "/sub:/sub"},
+		{"--mount", os.Getenv("COWORK_HOME") + ":/cowork"},
+	} {
+		if _, err := start(t, bad...); cmdutil.ExitCode(err) != 2 || len(load()) != 0 {
+			t.Errorf("start %q: %v (exit %d), mounts now %v; want a usage error and nothing changed", bad, err, cmdutil.ExitCode(err), load())
+		}
+	}
+
+	h := instancetest.Running(t, p, true)
+	if _, err := start(t, "--mount", data+":/data:ro"); err == nil || !strings.Contains(err.Error(), "is running") || len(load()) != 0 {
+		t.Errorf("--mount on a running instance: %v; mounts %v", err, load())
+	}
+	h.Stop()
+	// The start itself fails here (no hostd binary); the mounts are set first.
+	errOut, _ := start(t, "--mount", data+":/data:ro")
+	if got := load(); len(got) != 1 || got[0] != (instance.Mount{Host: data, Guest: "/data", ReadOnly: true}) || !strings.Contains(errOut, "mounts "+data+" at /data (ro)") {
+		t.Errorf("--mount on a stopped instance: mounts %+v, stderr %q", got, errOut)
+	}
+
+	if err := os.MkdirAll(p.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := savestate.Write(p.Suspend(), &savestate.Manifest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(t, "--no-mounts"); err == nil || !strings.Contains(err.Error(), "suspended") || len(load()) != 1 {
+		t.Errorf("--no-mounts on a suspended instance: %v; mounts %v", err, load())
+	}
+	if _, err := start(t, "--cold", "--mount", data+":/usr/data"); cmdutil.ExitCode(err) != 2 {
+		t.Errorf("--cold with a bad mount: %v", err)
+	}
+	if _, err := os.Stat(p.Suspend()); err != nil {
+		t.Errorf("a refused --mount discarded the saved guest: %v", err)
+	}
+	errOut, _ = start(t, "--cold", "--no-mounts")
+	if len(load()) != 0 || !strings.Contains(errOut, "discarded the saved state") {
+		t.Errorf("--cold --no-mounts: mounts %v, stderr %q", load(), errOut)
 	}
 }

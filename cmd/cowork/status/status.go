@@ -36,14 +36,17 @@ type Status struct {
 	DiskUsedBytes int64  `json:"disk_used_bytes"`
 	// Golden is the key of the golden disk the disk was cloned from;
 	// DiskFormat qcow2 means it is an overlay that needs that disk.
-	Golden       string `json:"golden,omitempty"`
-	DiskFormat   string `json:"disk_format"`
-	Workspace    string `json:"workspace"`
-	GuestIP      string `json:"guest_ip,omitempty"`
-	AgentVersion string `json:"agent_version,omitempty"`
-	Backend      string `json:"backend,omitempty"`
-	Accelerator  string `json:"accelerator,omitempty"`
-	Arch         string `json:"arch"`
+	Golden     string `json:"golden,omitempty"`
+	DiskFormat string `json:"disk_format"`
+	Workspace  string `json:"workspace"`
+	// Mounts are the folders shared besides the workspace, as
+	// HOST:GUEST:MODE (cowork mount ls).
+	Mounts       []string `json:"mounts,omitempty"`
+	GuestIP      string   `json:"guest_ip,omitempty"`
+	AgentVersion string   `json:"agent_version,omitempty"`
+	Backend      string   `json:"backend,omitempty"`
+	Accelerator  string   `json:"accelerator,omitempty"`
+	Arch         string   `json:"arch"`
 	// Publish lists guest ports reachable on the host, as HOSTADDR->GUESTPORT.
 	Publish []string `json:"publish,omitempty"`
 	// Error says why the VM stopped when nobody asked it to.
@@ -182,7 +185,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
-		Workspace: cfg.Workspace, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
+		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
 		Golden: cfg.Golden, DiskFormat: cfg.Format(),
 	}
 	for _, p := range cfg.Publish {
@@ -287,9 +290,12 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	for _, f := range []*string{&s.Name, &s.State, &s.Workspace, &s.GuestIP, &s.AgentVersion, &s.Backend, &s.Accelerator, &s.Arch, &s.Error, &s.Note} {
 		*f = termsafe.Line(*f)
 	}
-	s.Publish = nil
+	s.Publish, s.Mounts = nil, nil
 	for _, p := range st.Publish {
 		s.Publish = append(s.Publish, termsafe.Line(p))
+	}
+	for _, m := range st.Mounts {
+		s.Mounts = append(s.Mounts, termsafe.Line(m))
 	}
 	w := tabwriter.NewWriter(ios.Out, 0, 0, 2, ' ', 0)
 	state := s.State
@@ -313,6 +319,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
 	fmt.Fprintf(w, "disk:\t%s used of %s%s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes), goldenNote(s))
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
+	if len(s.Mounts) > 0 {
+		fmt.Fprintf(w, "mounts:\t%s\n", strings.Join(s.Mounts, ", "))
+	}
 	if len(s.Publish) > 0 {
 		fmt.Fprintf(w, "published:\t%s\n", strings.Join(s.Publish, ", "))
 	}
@@ -358,4 +367,13 @@ func goldenNote(s Status) string {
 		return " (an overlay on golden disk " + s.Golden[:12] + ")"
 	}
 	return " (cloned from golden disk " + s.Golden[:12] + ")"
+}
+
+// mountList is the mounts as status shows them.
+func mountList(mounts []instance.Mount) []string {
+	var out []string
+	for _, m := range mounts {
+		out = append(out, m.String())
+	}
+	return out
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coworkhq/cowork/guestagent"
@@ -170,55 +173,96 @@ func (m *Machine) Identity(context.Context) (machine.Identity, error) {
 
 var _ machine.Saver = (*Machine)(nil)
 
-// guestShare is the fake guest's /workspace as its agent's share calls
-// see it: a /proc tree of its own, whose mountinfo says whether the share
-// is mounted, and where a test makes processes that use it.
+// guestShare is the fake guest's shares as its agent's share calls see
+// them: a /proc tree of its own, whose mountinfo says what is mounted
+// where, and where a test makes processes that use /workspace.
 type guestShare struct {
-	proc string
+	proc    string
+	mu      sync.Mutex
+	mounted map[string]GuestMount // by mount point
 }
 
-// shareMountLine is the mountinfo line of the mounted share.
-const shareMountLine = "36 25 0:45 / /workspace rw,relatime shared:20 - virtiofs workspace rw\n"
+// GuestMount is a share the fake guest has mounted.
+type GuestMount struct {
+	Tag      string
+	ReadOnly bool
+}
 
 func newGuestShare(t testing.TB, mounted bool) (*guestShare, error) {
-	g := &guestShare{proc: t.TempDir()}
+	g := &guestShare{proc: t.TempDir(), mounted: map[string]GuestMount{}}
 	if err := os.MkdirAll(filepath.Join(g.proc, "self"), 0o755); err != nil {
 		return nil, err
 	}
-	return g, g.setMounted(mounted)
+	if mounted {
+		g.mounted["/workspace"] = GuestMount{Tag: "workspace"}
+	}
+	return g, g.write()
 }
 
-func (g *guestShare) setMounted(on bool) error {
-	line := ""
-	if on {
-		line = shareMountLine
+// write makes mountinfo say what is mounted; g.mu is held or g is new.
+func (g *guestShare) write() error {
+	var b strings.Builder
+	dirs := slices.Sorted(maps.Keys(g.mounted))
+	for i, dir := range dirs {
+		m, opts := g.mounted[dir], "rw"
+		if m.ReadOnly {
+			opts = "ro"
+		}
+		fmt.Fprintf(&b, "%d 25 0:%d / %s %s,relatime shared:20 - virtiofs %s rw\n", 36+i, 45+i, dir, opts, m.Tag)
 	}
-	return os.WriteFile(filepath.Join(g.proc, "self", "mountinfo"), []byte(line), 0o644)
+	return os.WriteFile(filepath.Join(g.proc, "self", "mountinfo"), []byte(b.String()), 0o644)
+}
+
+func (g *guestShare) mount(tag, dir string, readOnly bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.mounted[dir] = GuestMount{Tag: tag, ReadOnly: readOnly}
+	return g.write()
+}
+
+func (g *guestShare) unmount(dir string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.mounted, dir)
+	return g.write()
 }
 
 func (g *guestShare) system() *guestagent.ShareSystem {
 	return &guestagent.ShareSystem{
 		ProcRoot: g.proc,
-		Unmount:  func(string, bool) error { return g.setMounted(false) },
-		Mount:    func(string, string) error { return g.setMounted(true) },
+		Unmount:  func(dir string, _ bool) error { return g.unmount(dir) },
+		Mount:    g.mount,
 	}
 }
 
-// ShareMounted says whether the guest has the share mounted.
+// ShareMounted says whether the guest has the workspace mounted.
 func (m *Machine) ShareMounted() bool {
+	_, ok := m.Mounted()["/workspace"]
+	return ok
+}
+
+// Mounted is what the guest has mounted, by mount point.
+func (m *Machine) Mounted() map[string]GuestMount {
 	m.mu.Lock()
 	g := m.share
 	m.mu.Unlock()
 	if g == nil {
-		return false
+		return nil
 	}
-	b, _ := os.ReadFile(filepath.Join(g.proc, "self", "mountinfo"))
-	return len(b) > 0
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.mounted)
 }
 
 // UseShare makes a guest process, pid and comm, whose working directory
 // is in /workspace: a suspend must name it, or --force unmount under it.
 func (m *Machine) UseShare(t testing.TB, pid int, comm string) {
+	m.UseFolder(t, pid, comm, "/workspace/project")
+}
+
+// UseFolder makes a guest process, pid and comm, whose working directory
+// is cwd.
+func (m *Machine) UseFolder(t testing.TB, pid int, comm, cwd string) {
 	t.Helper()
 	m.mu.Lock()
 	g := m.share
@@ -230,7 +274,7 @@ func (m *Machine) UseShare(t testing.TB, pid int, comm string) {
 	if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(comm+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink("/workspace/project", filepath.Join(dir, "cwd")); err != nil {
+	if err := os.Symlink(cwd, filepath.Join(dir, "cwd")); err != nil {
 		t.Fatal(err)
 	}
 }

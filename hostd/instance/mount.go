@@ -1,0 +1,189 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// MaxMounts bounds an instance's mounts besides the workspace: each is a
+// device and a file server process on the host.
+const MaxMounts = 8
+
+// GuestWorkspace is where the guest mounts the workspace.
+const GuestWorkspace = "/workspace"
+
+// Mount is a host folder shared into the guest besides the workspace,
+// with the workspace's ownership rules: what the guest makes there
+// belongs on the host to the folder's owner.
+type Mount struct {
+	Host  string `json:"host"`
+	Guest string `json:"guest"`
+	// ReadOnly: the host serves the folder read-only; root in the guest
+	// cannot make it writable.
+	ReadOnly bool `json:"read_only,omitempty"`
+}
+
+// Mode is "ro" or "rw".
+func (m Mount) Mode() string {
+	if m.ReadOnly {
+		return "ro"
+	}
+	return "rw"
+}
+
+// String is the mount as --mount takes it.
+func (m Mount) String() string { return m.Host + ":" + m.Guest + ":" + m.Mode() }
+
+// MountTag is the virtiofs tag of the config's i-th mount (the
+// workspace's is ShareTag).
+func MountTag(i int) string { return "mount" + strconv.Itoa(i+1) }
+
+// ParseMount reads HOST[:GUEST][:ro|:rw]. HOST may start with ~ and is
+// made absolute; GUEST defaults to HOST's absolute path, as Lima mounts
+// it. Whether HOST exists is CheckMountHosts's to say.
+func ParseMount(s string) (Mount, error) {
+	parts := strings.Split(s, ":")
+	var m Mount
+	if n := len(parts); n > 1 && (parts[n-1] == "ro" || parts[n-1] == "rw") {
+		m.ReadOnly = parts[n-1] == "ro"
+		parts = parts[:n-1]
+	}
+	if len(parts) > 2 || parts[0] == "" {
+		return Mount{}, fmt.Errorf("--mount %q: want HOST[:GUEST][:ro], e.g. ~/data:/data:ro (a path with a colon cannot be mounted)", s)
+	}
+	host, err := filepath.Abs(ExpandHome(parts[0]))
+	if err != nil {
+		return Mount{}, fmt.Errorf("--mount %q: %w", s, err)
+	}
+	m.Host, m.Guest = host, host
+	if len(parts) == 2 {
+		m.Guest = parts[1]
+	}
+	return m, nil
+}
+
+// systemDirs are guest folders a mount may neither cover nor sit in:
+// the system's own, which a share over them would replace.
+var systemDirs = []string{"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+	"/proc", "/run", "/sbin", "/snap", "/sys", "/usr", "/var"}
+
+// topDirs are guest folders a mount may sit in but not replace.
+var topDirs = []string{"/home", "/home/cowork", "/root", "/tmp", "/mnt", "/opt", "/srv", "/media"}
+
+// checkGuestPath refuses a guest path a mount cannot have.
+func checkGuestPath(flag, guest string) error {
+	switch {
+	case guest == "" || !filepath.IsAbs(guest):
+		return fmt.Errorf("%s: guest path %q is not absolute; give one like /data", flag, guest)
+	case filepath.Clean(guest) != guest:
+		return fmt.Errorf("%s: guest path %q is not clean; write it as %s", flag, guest, filepath.Clean(guest))
+	case len(guest) > 1024 || strings.ContainsFunc(guest, func(r rune) bool { return r < ' ' || r == 0x7f || r == ',' || r == ' ' }):
+		return fmt.Errorf("%s: guest path %q holds a space, a comma or a control character; choose a plain path like /data", flag, guest)
+	case guest == "/":
+		return fmt.Errorf("%s: a mount cannot replace the guest's root folder; choose a folder like /data", flag)
+	}
+	for _, d := range systemDirs {
+		if within(guest, d) {
+			return fmt.Errorf("%s: guest path %s is in the system folder %s, which a mount would hide; choose another, like /data or /mnt/NAME", flag, guest, d)
+		}
+	}
+	for _, d := range topDirs {
+		if guest == d {
+			return fmt.Errorf("%s: guest path %s would hide the guest's %s; mount in a folder under it, like %s/NAME", flag, guest, d, d)
+		}
+	}
+	return nil
+}
+
+// within reports whether path is dir or inside it (both clean).
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// ValidateMounts checks the mounts against each other and the workspace:
+// every problem a user can act on, without touching the host (Validate
+// checks them too).
+func (c *Config) ValidateMounts() error { return errors.Join(c.validateMounts()...) }
+
+func (c *Config) validateMounts() []error {
+	var errs []error
+	if len(c.Mounts) > MaxMounts {
+		errs = append(errs, fmt.Errorf("--mount: %d mounts, more than an instance has (%d)", len(c.Mounts), MaxMounts))
+	}
+	for i, m := range c.Mounts {
+		flag := fmt.Sprintf("--mount %s", m.Host)
+		if !filepath.IsAbs(m.Host) || filepath.Clean(m.Host) != m.Host {
+			errs = append(errs, fmt.Errorf("%s: want an absolute, clean host path", flag))
+			continue
+		}
+		if err := checkGuestPath(flag, m.Guest); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if within(m.Guest, GuestWorkspace) || within(GuestWorkspace, m.Guest) {
+			errs = append(errs, fmt.Errorf("%s: guest path %s overlaps the workspace at %s; choose another", flag, m.Guest, GuestWorkspace))
+		}
+		if c.Workspace != "" && (within(m.Host, c.Workspace) || within(c.Workspace, m.Host)) {
+			errs = append(errs, fmt.Errorf("%s: the folder overlaps the workspace %s, which is shared already; mount a folder outside it", flag, c.Workspace))
+		}
+		for _, o := range c.Mounts[:i] {
+			switch {
+			case within(m.Guest, o.Guest) || within(o.Guest, m.Guest):
+				errs = append(errs, fmt.Errorf("%s: guest path %s overlaps %s's %s; one mount per folder", flag, m.Guest, o.Host, o.Guest))
+			case within(m.Host, o.Host) || within(o.Host, m.Host):
+				errs = append(errs, fmt.Errorf("%s: the folder overlaps the mount of %s (a folder is shared once, or a read-only one could be written through the other)", flag, o.Host))
+			}
+		}
+	}
+	return errs
+}
+
+// CheckMountHosts checks what validation cannot without the host: each
+// mount's folder exists, is a folder, overlaps neither the workspace nor
+// another mount once links are followed, and neither holds nor sits in
+// cowork's own folder home ($COWORK_HOME), whose instances' disks,
+// configs and audit logs the guest must not reach.
+func (c *Config) CheckMountHosts(home string) error {
+	var errs []error
+	resolve := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	realHome, realWS := resolve(home), resolve(c.Workspace)
+	var seen []string
+	for _, m := range c.Mounts {
+		flag := "--mount " + m.Host
+		st, err := os.Stat(m.Host)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			errs = append(errs, fmt.Errorf("%s: no such folder; create it first (mkdir -p %s)", flag, m.Host))
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", flag, err))
+			continue
+		case !st.IsDir():
+			errs = append(errs, fmt.Errorf("%s: not a folder; a mount shares a folder (copy a file in with `cowork cp`)", flag))
+			continue
+		}
+		real := resolve(m.Host)
+		switch {
+		case home != "" && (within(real, realHome) || within(realHome, real)):
+			errs = append(errs, fmt.Errorf("%s: the folder holds or is in cowork's own folder %s (instances' disks and audit logs); mount a folder beside it", flag, home))
+		case c.Workspace != "" && (within(real, realWS) || within(realWS, real)):
+			errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps the workspace %s, which is shared already; mount a folder outside it", flag, real, c.Workspace))
+		}
+		for _, o := range seen {
+			if within(real, o) || within(o, real) {
+				errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps another mount's (%s); a folder is shared once", flag, real, o))
+			}
+		}
+		seen = append(seen, real)
+	}
+	return errors.Join(errs...)
+}

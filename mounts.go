@@ -1,0 +1,72 @@
+package cowork
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// Mount is a host folder shared into the guest besides the workspace:
+// HOST at GUEST, read-only when ReadOnly (enforced by the host).
+type Mount = instance.Mount
+
+// InvalidMountError is a mount that cannot be made; nothing changed.
+type InvalidMountError struct{ Err error }
+
+func (e *InvalidMountError) Error() string { return e.Err.Error() }
+func (e *InvalidMountError) Unwrap() error { return e.Err }
+
+// Mounts are the instance's shared folders, the workspace first: what
+// the guest mounts at its next start, or has mounted while it runs.
+func (i *Instance) Mounts() []Mount {
+	return append([]Mount{{Host: i.Config.Workspace, Guest: instance.GuestWorkspace}}, i.Config.Mounts...)
+}
+
+// CheckMounts says whether mounts could be the instance's (SetMounts):
+// an *InvalidMountError naming each problem, or nil.
+func (i *Instance) CheckMounts(mounts []Mount) error {
+	c := *i.Config
+	c.Mounts = mounts
+	if err := c.ValidateMounts(); err != nil {
+		return &InvalidMountError{Err: err}
+	}
+	home, err := instance.Home()
+	if err != nil {
+		return err
+	}
+	if err := c.CheckMountHosts(home); err != nil {
+		return &InvalidMountError{Err: err}
+	}
+	return nil
+}
+
+// SetMounts replaces the instance's mounts besides the workspace, kept in
+// its config for every later start (nil: none). Not while it runs: a VM's
+// devices are fixed while it runs; nor while it is suspended: its saved
+// guest was saved with the mounts it had (DiscardSaved first, which is
+// `cowork start --cold`). Bad mounts are an *InvalidMountError; then
+// nothing changed.
+func (i *Instance) SetMounts(mounts []Mount) error {
+	if err := i.CheckMounts(mounts); err != nil {
+		return err
+	}
+	c := *i.Config
+	c.Mounts = mounts
+	lock, err := instance.TryLock(i.Paths)
+	if errors.Is(err, instance.ErrRunning) {
+		return fmt.Errorf("%s is running; its mounts change when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if i.Saved() != nil {
+		return fmt.Errorf("%s is suspended, its guest saved with the mounts it had; `cowork start --cold%s --mount …` discards the saved state and starts it with the new ones", i.Name, instance.NameFlag(i.Name))
+	}
+	if err := c.Save(i.Paths.Dir()); err != nil {
+		return err
+	}
+	i.Config.Mounts = mounts
+	return nil
+}
