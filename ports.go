@@ -6,8 +6,8 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 )
 
-// Port is a guest TCP port reachable on the host: HostAddr (as bound) to
-// GuestPort; Config says it is the instance's config's (init --publish),
+// Port is a guest TCP or UDP port (Proto "udp") reachable on the host:
+// HostAddr (as bound) to GuestPort; Config says it is the instance's config's (init --publish),
 // there at every start, the others lasting while the VM runs.
 type Port = controlwire.Port
 
@@ -30,16 +30,33 @@ func (i *Instance) Ports(ctx context.Context) ([]Port, error) {
 // guest: the network policy does not apply to them, and the audit log
 // records the publish, not each connection.
 func (i *Instance) Publish(ctx context.Context, hostAddr string, guestPort int) (Port, error) {
+	return i.publish(ctx, controlwire.PublishRequest{HostAddr: hostAddr, GuestPort: guestPort})
+}
+
+// PublishUDP is Publish for the guest's UDP port guestPort: each host peer
+// gets a flow of its own into the guest (64 at once), which ends after
+// 90 s without a datagram.
+func (i *Instance) PublishUDP(ctx context.Context, hostAddr string, guestPort int) (Port, error) {
+	return i.publish(ctx, controlwire.PublishRequest{HostAddr: hostAddr, GuestPort: guestPort, Proto: "udp"})
+}
+
+// PublishPort publishes p again as it was (a Port that Ports listed).
+func (i *Instance) PublishPort(ctx context.Context, p Port) (Port, error) {
+	return i.publish(ctx, controlwire.PublishRequest{HostAddr: p.HostAddr, GuestPort: p.GuestPort, Proto: p.Proto})
+}
+
+func (i *Instance) publish(ctx context.Context, req controlwire.PublishRequest) (Port, error) {
 	c, err := i.Client()
 	if err != nil {
 		return Port{}, err
 	}
 	defer c.Close()
-	return c.api.Publish(ctx, controlwire.PublishRequest{HostAddr: hostAddr, GuestPort: guestPort})
+	return c.api.Publish(ctx, req)
 }
 
 // Unpublish takes back the port published at which: a host address, a
-// host port, or a guest port published once. Its connections are cut.
+// host port, or a guest port published once, with "/udp" or "/tcp" after
+// it when a TCP and a UDP port share it. Its connections are cut.
 func (i *Instance) Unpublish(ctx context.Context, which string) (Port, error) {
 	c, err := i.Client()
 	if err != nil {

@@ -63,4 +63,45 @@ for i in $(seq 100); do python3 -c 'import socket; socket.create_connection(("12
 	if !kinds["publish"] || !kinds["unpublish"] {
 		t.Errorf("the audit log's records of %s: %v", addr, kinds)
 	}
+	checkUDPPort(t, e)
+}
+
+// checkUDPPort publishes a guest UDP echo service and asks it from here.
+func checkUDPPort(t *testing.T, e *env) {
+	e.must("exec", "-u", "root", `setsid -f python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+while True:
+    b, a = s.recvfrom(2048)
+    s.sendto(b"re:" + b, a)
+' >/dev/null 2>&1; sleep 0.5`)
+	r := e.must("port", "publish", "5353:0", "--udp")
+	addr, ok := strings.CutSuffix(strings.TrimSpace(r.out), "/udp")
+	if !ok || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("port publish --udp: %s", r)
+	}
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := ""
+	for try := 0; try < 20 && got == ""; try++ { // the server may still be starting
+		io.WriteString(c, "ping")
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		b := make([]byte, 64)
+		if n, err := c.Read(b); err == nil {
+			got = string(b[:n])
+		}
+	}
+	if got != "re:ping" {
+		t.Errorf("through the published UDP port %s: %q", addr, got)
+	}
+	if r := e.must("port", "ls"); !strings.Contains(strings.Join(strings.Fields(r.out), " "), addr+" 5353 udp") {
+		t.Errorf("port ls: %s", r.out)
+	}
+	if r := e.must("port", "rm", "5353/udp"); strings.TrimSpace(r.out) != addr+"/udp" {
+		t.Errorf("port rm 5353/udp: %s", r)
+	}
 }

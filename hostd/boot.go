@@ -109,7 +109,7 @@ func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
 func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
 	var forwards []netstack.Forward
 	for _, p := range d.cfg.Publish {
-		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort})
+		forwards = append(forwards, netstack.Forward{HostAddr: p.HostAddr(), GuestPort: p.GuestPort, Proto: p.Proto})
 	}
 	upstream := d.cfg.Network.Upstream
 	if upstream == "" {

@@ -20,7 +20,7 @@ func (s *controlServer) Ports(ctx context.Context) ([]controlwire.Port, error) {
 	return wirePorts(n.Ports()), nil
 }
 
-// Publish makes a guest TCP port reachable on the host until the VM
+// Publish makes a guest TCP or UDP port reachable on the host until the VM
 // stops (the netstack writes it to the audit log).
 func (s *controlServer) Publish(ctx context.Context, req controlwire.PublishRequest) (*controlwire.Port, error) {
 	host, port, err := net.SplitHostPort(req.HostAddr)
@@ -33,15 +33,22 @@ func (s *controlServer) Publish(ctx context.Context, req controlwire.PublishRequ
 	if req.GuestPort < 1 || req.GuestPort > 65535 {
 		return nil, controlwire.Errorf(controlwire.CodeInvalidArgument, "guest port %d: want 1-65535", req.GuestPort)
 	}
+	if req.Proto != "" && req.Proto != "tcp" && req.Proto != netstack.UDP {
+		return nil, controlwire.Errorf(controlwire.CodeInvalidArgument, "protocol %q: want tcp or udp", req.Proto)
+	}
 	n, err := s.network()
 	if err != nil {
 		return nil, err
 	}
-	p, err := n.Publish(req.HostAddr, req.GuestPort)
+	publish := n.Publish
+	if req.Proto == netstack.UDP {
+		publish = n.PublishUDP
+	}
+	p, err := publish(req.HostAddr, req.GuestPort)
 	if err != nil {
 		return nil, controlwire.Errorf(controlwire.CodeFailedPrecondition, "%v", err)
 	}
-	s.d.log.Info("published a guest port", "host", p.HostAddr, "guest_port", p.GuestPort)
+	s.d.log.Info("published a guest port", "host", p.HostAddr, "guest_port", p.GuestPort, "proto", p.Proto)
 	w := wirePort(p)
 	return &w, nil
 }
@@ -65,7 +72,7 @@ func (s *controlServer) Unpublish(ctx context.Context, which string) (*controlwi
 }
 
 func wirePort(p netstack.Port) controlwire.Port {
-	return controlwire.Port{HostAddr: p.HostAddr, GuestPort: p.GuestPort, Config: p.Config}
+	return controlwire.Port{HostAddr: p.HostAddr, GuestPort: p.GuestPort, Proto: p.Proto, Config: p.Config}
 }
 
 func wirePorts(ps []netstack.Port) []controlwire.Port {

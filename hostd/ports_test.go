@@ -18,6 +18,7 @@ func TestPublishRefusesBadRequests(t *testing.T) {
 		{HostAddr: "127.0.0.1:x", GuestPort: 80},
 		{HostAddr: "127.0.0.1:0", GuestPort: 0},
 		{HostAddr: "127.0.0.1:0", GuestPort: 65536},
+		{HostAddr: "127.0.0.1:0", GuestPort: 80, Proto: "sctp"},
 	} {
 		if _, err := s.Publish(context.Background(), req); controlwire.CodeOf(err) != controlwire.CodeInvalidArgument {
 			t.Errorf("%+v: %v, want invalid_argument", req, err)

@@ -141,18 +141,25 @@ type PublishRequest struct {
 	// HostAddr is where to listen, host:port; port 0 takes a free one.
 	HostAddr  string `json:"host_addr"`
 	GuestPort int    `json:"guest_port"`
+	Proto     string `json:"proto,omitempty"` // "udp", or empty (or "tcp") for TCP
 }
 
-// Port is a guest TCP port reachable on the host.
+// Port is a guest TCP or UDP port reachable on the host.
 type Port struct {
 	HostAddr  string `json:"host_addr"` // as bound
 	GuestPort int    `json:"guest_port"`
+	Proto     string `json:"proto,omitempty"` // "udp", or empty for TCP
 	// Config says it is the instance's config's (init --publish), there
 	// at every start; the others last while the VM runs.
 	Config bool `json:"config,omitempty"`
 }
 
-func (p Port) String() string { return fmt.Sprintf("%s->%d", p.HostAddr, p.GuestPort) }
+func (p Port) String() string {
+	if p.Proto == "udp" {
+		return fmt.Sprintf("%s->%d/udp", p.HostAddr, p.GuestPort)
+	}
+	return fmt.Sprintf("%s->%d", p.HostAddr, p.GuestPort)
+}
 
 // Suspended is a guest saved by CallSuspend.
 type Suspended struct {

@@ -67,15 +67,17 @@ func TestValidate(t *testing.T) {
 
 func TestParsePublish(t *testing.T) {
 	for in, want := range map[string]Publish{
-		"8080:80":            {"127.0.0.1", 8080, 80},
-		"0.0.0.0:2222:22":    {"0.0.0.0", 2222, 22},
-		"127.0.0.1:5432:543": {"127.0.0.1", 5432, 543},
+		"8080:80":            {"127.0.0.1", 8080, 80, ""},
+		"0.0.0.0:2222:22":    {"0.0.0.0", 2222, 22, ""},
+		"127.0.0.1:5432:543": {"127.0.0.1", 5432, 543, ""},
+		"5353:53/udp":        {"127.0.0.1", 5353, 53, "udp"},
+		"8080:80/tcp":        {"127.0.0.1", 8080, 80, ""},
 	} {
 		if got, err := ParsePublish(in); err != nil || got != want {
 			t.Errorf("%q: %+v %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"80", "a:b", "0:80", "80:70000", "host:80:80", "1:2:3:4"} {
+	for _, bad := range []string{"80", "a:b", "0:80", "80:70000", "host:80:80", "1:2:3:4", "53:53/sctp", "53/udp"} {
 		if _, err := ParsePublish(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

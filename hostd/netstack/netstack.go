@@ -75,6 +75,7 @@ func GuestMAC(instance string) net.HardwareAddr {
 type Forward struct {
 	HostAddr  string
 	GuestPort int
+	Proto     string // UDP, or empty for TCP
 }
 
 // Config is one guest network.

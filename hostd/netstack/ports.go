@@ -8,8 +8,11 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/containers/gvisor-tap-vsock/pkg/services/forwarder"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -28,16 +31,35 @@ const MaxPorts = 64
 // 0.0.0.0 takes them from anyone on the network.
 const maxPortConns = 256
 
-// Port is a guest TCP port reachable on the host.
+// maxUDPPeers bounds the host peers of one published UDP port: each has
+// a flow into the guest and a 64 KiB buffer for the guest's answers.
+const maxUDPPeers = 64
+
+// Port is a guest TCP or UDP port reachable on the host.
 type Port struct {
 	HostAddr  string `json:"host_addr"` // as bound: a port 0 asked for is the one the host gave
 	GuestPort int    `json:"guest_port"`
+	// Proto is "udp" for a UDP port, empty for TCP.
+	Proto string `json:"proto,omitempty"`
 	// Config says it comes from the instance's config (init --publish)
 	// and comes back at each start; the others last while the VM runs.
 	Config bool `json:"config,omitempty"`
 }
 
-func (p Port) String() string { return fmt.Sprintf("%s->%d", p.HostAddr, p.GuestPort) }
+func (p Port) String() string {
+	return fmt.Sprintf("%s->%d%s", p.HostAddr, p.GuestPort, protoSuffix(p.Proto))
+}
+
+// UDP is Port.Proto of a UDP port.
+const UDP = "udp"
+
+// protoSuffix is "/udp" for UDP, nothing for TCP: how ports are named.
+func protoSuffix(proto string) string {
+	if proto == UDP {
+		return "/udp"
+	}
+	return ""
+}
 
 // ErrNoSuchPort is an Unpublish of a port that is not published.
 var ErrNoSuchPort = errors.New("no such published port")
@@ -49,11 +71,12 @@ type ports struct {
 	closed bool // the stack closed: nothing is published again
 }
 
-// published is one port: its host listener and the connections through
-// it, which Unpublish cuts.
+// published is one port: its host listener (or UDP proxy) and the
+// connections through it, which Unpublish cuts.
 type published struct {
 	Port
 	l       net.Listener
+	udp     *forwarder.UDPProxy
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	removed bool
@@ -62,7 +85,7 @@ type published struct {
 // publishConfig publishes the config's ports, as the stack starts.
 func (n *Stack) publishConfig() error {
 	for _, f := range n.cfg.Forwards {
-		if _, err := n.publish(f.HostAddr, f.GuestPort, true); err != nil {
+		if _, err := n.publish(f.Proto, f.HostAddr, f.GuestPort, true); err != nil {
 			return err
 		}
 	}
@@ -74,10 +97,21 @@ func (n *Stack) publishConfig() error {
 // it to the audit log. Connections to it are the host's into the guest,
 // not the guest's egress, so the policy does not apply to them.
 func (n *Stack) Publish(hostAddr string, guestPort int) (Port, error) {
-	return n.publish(hostAddr, guestPort, false)
+	return n.publish("", hostAddr, guestPort, false)
 }
 
-func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, error) {
+// PublishUDP makes the guest's UDP port guestPort reachable at hostAddr,
+// as Publish does for TCP: each host peer gets a flow of its own into the
+// guest (at most maxUDPPeers at once), which ends after 90 s without a
+// datagram either way.
+func (n *Stack) PublishUDP(hostAddr string, guestPort int) (Port, error) {
+	return n.publish(UDP, hostAddr, guestPort, false)
+}
+
+func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Port, error) {
+	if proto != "" && proto != UDP {
+		return Port{}, fmt.Errorf("protocol %q: want tcp or udp", proto)
+	}
 	if guestPort < 1 || guestPort > 65535 {
 		return Port{}, fmt.Errorf("guest port %d: want 1-65535", guestPort)
 	}
@@ -91,18 +125,27 @@ func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, erro
 	}
 	// tcp4 or tcp6 as the address is: "tcp" on 0.0.0.0 would listen on
 	// every IPv6 address too, and say it listens on [::].
-	network := "tcp4"
+	family := "4"
 	if host, _, err := net.SplitHostPort(hostAddr); err == nil {
 		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
-			network = "tcp6"
+			family = "6"
 		}
 	}
-	l, err := net.Listen(network, hostAddr)
+	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(guestPort)}
+	if proto == UDP {
+		p, err := n.publishUDP("udp"+family, hostAddr, guest, config)
+		if err != nil {
+			return Port{}, err
+		}
+		n.ports.list = append(n.ports.list, p)
+		n.auditPort(audit.KindPublish, p.Port)
+		return p.Port, nil
+	}
+	l, err := net.Listen("tcp"+family, hostAddr)
 	if err != nil {
 		return Port{}, fmt.Errorf("publish %s: %w", hostAddr, err)
 	}
 	p := &published{Port: Port{HostAddr: l.Addr().String(), GuestPort: guestPort, Config: config}, l: l, conns: map[net.Conn]struct{}{}}
-	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(guestPort)}
 	handle := func(c net.Conn) {
 		if !p.add(c) {
 			c.Close()
@@ -126,37 +169,95 @@ func (n *Stack) publish(hostAddr string, guestPort int, config bool) (Port, erro
 	return p.Port, nil
 }
 
+// publishUDP binds hostAddr for UDP and proxies each host peer's
+// datagrams to guest through a flow of its own (gvisor-tap-vsock's UDP
+// proxy), at most maxUDPPeers peers at once: the next one's datagrams
+// are dropped until a flow ends.
+func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, config bool) (*published, error) {
+	pc, err := net.ListenPacket(network, hostAddr)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s/udp: %w", hostAddr, err)
+	}
+	var peers atomic.Int64
+	dial := func() (net.Conn, error) {
+		if peers.Add(1) > maxUDPPeers {
+			peers.Add(-1)
+			return nil, fmt.Errorf("%d peers use the published UDP port %s; a datagram of one more is dropped", maxUDPPeers, pc.LocalAddr())
+		}
+		c, err := gonet.DialUDP(n.s, nil, &guest, ipv4.ProtocolNumber)
+		if err != nil {
+			peers.Add(-1)
+			return nil, err
+		}
+		return &peerConn{Conn: c, done: func() { peers.Add(-1) }}, nil
+	}
+	proxy, err := forwarder.NewUDPProxy(pc, dial)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	go proxy.Run()
+	return &published{Port: Port{HostAddr: pc.LocalAddr().String(), GuestPort: int(guest.Port), Proto: UDP, Config: config}, udp: proxy}, nil
+}
+
+// peerConn is a UDP peer's flow into the guest, which counts itself out
+// once closed.
+type peerConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *peerConn) Close() error {
+	c.once.Do(c.done)
+	return c.Conn.Close()
+}
+
 // Unpublish stops the port published at hostAddr (host:port, or the
 // port alone) or, when which is a guest port published once, that one:
-// its listener closes and its connections are cut.
+// its listener closes and its connections are cut. A "/udp" or "/tcp"
+// after which names the protocol (TCP and UDP ports may share numbers).
 func (n *Stack) Unpublish(which string) (Port, error) {
 	n.ports.mu.Lock()
 	defer n.ports.mu.Unlock()
-	i := slices.IndexFunc(n.ports.list, func(p *published) bool { return sameAddr(p.HostAddr, which) })
-	if i < 0 {
-		var matches []int
+	proto, anyProto := "", true
+	if w, ok := strings.CutSuffix(which, "/udp"); ok {
+		which, proto, anyProto = w, UDP, false
+	} else if w, ok := strings.CutSuffix(which, "/tcp"); ok {
+		which, anyProto = w, false
+	}
+	ofProto := func(p *published) bool { return anyProto || p.Proto == proto }
+	match := func(by func(p *published) bool) []int {
+		var out []int
 		for j, p := range n.ports.list {
-			if _, port, _ := net.SplitHostPort(p.HostAddr); port == which || strconv.Itoa(p.GuestPort) == which {
-				matches = append(matches, j)
+			if ofProto(p) && by(p) {
+				out = append(out, j)
 			}
 		}
-		switch len(matches) {
-		case 0:
-		case 1:
-			i = matches[0]
-		default:
-			return Port{}, fmt.Errorf("%s names %d published ports: name one by its host address", which, len(matches))
-		}
+		return out
 	}
-	if i < 0 {
-		return Port{}, fmt.Errorf("%s: %w", which, ErrNoSuchPort)
+	matches := match(func(p *published) bool { return sameAddr(p.HostAddr, which) })
+	if len(matches) == 0 {
+		matches = match(func(p *published) bool {
+			_, port, _ := net.SplitHostPort(p.HostAddr)
+			return port == which || strconv.Itoa(p.GuestPort) == which
+		})
 	}
+	switch {
+	case len(matches) == 0:
+		return Port{}, fmt.Errorf("%s%s: %w", which, protoSuffix(proto), ErrNoSuchPort)
+	case len(matches) > 1:
+		return Port{}, fmt.Errorf("%s names %d published ports: name one by its host address, with /udp or /tcp", which, len(matches))
+	}
+	i := matches[0]
 	p := n.ports.list[i]
 	n.ports.list = slices.Delete(n.ports.list, i, i+1)
 	// Under the lock: the log says unpublish before a publish of the
 	// same address can say publish.
 	p.remove()
-	n.loops.forget("published port " + p.HostAddr)
+	if p.l != nil {
+		n.loops.forget("published port " + p.HostAddr)
+	}
 	n.auditPort(audit.KindUnpublish, p.Port)
 	return p.Port, nil
 }
@@ -200,12 +301,16 @@ func (n *Stack) auditPort(kind string, p Port) {
 	if n.audit == nil {
 		return
 	}
-	if err := n.audit.Write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort}); err != nil {
+	proto := 6 // TCP's IP protocol number
+	if p.Proto == UDP {
+		proto = 17
+	}
+	if err := n.audit.Write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort, Proto: proto}); err != nil {
 		n.log.Warn("audit log", "err", err)
 	}
 }
 
-// add counts a connection in, unless the port was removed meanwhile or
+// add counts a TCP connection in, unless the port was removed meanwhile or
 // has as many as it takes.
 func (p *published) add(c net.Conn) bool {
 	p.mu.Lock()
@@ -236,6 +341,10 @@ func (p *published) remove() {
 	conns := p.conns
 	p.conns = nil
 	p.mu.Unlock()
+	if p.udp != nil {
+		p.udp.Close() // its listener and every peer's flow
+		return
+	}
 	p.l.Close()
 	for c := range conns {
 		c.Close()

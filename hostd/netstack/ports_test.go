@@ -255,3 +255,120 @@ func TestAPortTakesBoundedConnections(t *testing.T) {
 		t.Errorf("connection %d was taken", maxPortConns+1)
 	}
 }
+
+// guestServeUDP answers each datagram on the fake guest's UDP port with
+// "re:" and the datagram.
+func (tn *testNet) guestServeUDP(t *testing.T, port uint16) {
+	t.Helper()
+	addr := netip.MustParseAddr(GuestIP).As4()
+	c, err := gonet.DialUDP(tn.guest.S, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(addr), Port: port}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			c.WriteTo(append([]byte("re:"), b[:n]...), from)
+		}
+	}()
+}
+
+// udpAsk sends msg to addr from a socket of its own and returns the answer.
+func udpAsk(addr, msg string) (string, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return "", err
+	}
+	b := make([]byte, 2048)
+	n, err := c.Read(b)
+	return string(b[:n]), err
+}
+
+// A UDP port answers each host peer from the guest's service; a TCP port
+// of the same number is another port; rm with /udp takes the UDP one back
+// alone, after which it no longer answers; both ends are audited as UDP.
+func TestPublishUDP(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.guestServeUDP(t, 5353)
+	tn.guestServe(t, 5353)
+	u, err := tn.PublishUDP("127.0.0.1:0", 5353)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Proto != UDP || u.GuestPort != 5353 || strings.HasSuffix(u.HostAddr, ":0") || u.String() != u.HostAddr+"->5353/udp" {
+		t.Fatalf("published %+v (%s)", u, u)
+	}
+	for _, msg := range []string{"one", "two"} { // two peers
+		if got, err := udpAsk(u.HostAddr, msg); err != nil || got != "re:"+msg {
+			t.Fatalf("through the UDP port: %q, %v", got, err)
+		}
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindPublish })
+	if r.Dst != u.HostAddr || r.Proto != 17 || r.GuestPort != 5353 {
+		t.Errorf("publish record %+v", r)
+	}
+	tcp, err := tn.Publish(u.HostAddr, 5353) // the same number, TCP
+	if err != nil {
+		t.Fatalf("TCP beside UDP on %s: %v", u.HostAddr, err)
+	}
+	if _, err := tn.Unpublish(u.HostAddr); err == nil || !strings.Contains(err.Error(), "with /udp or /tcp") {
+		t.Errorf("rm of an address both use: %v", err)
+	}
+	if got, err := tn.Unpublish("5353/udp"); err != nil || got.Proto != UDP {
+		t.Fatalf("rm 5353/udp: %+v %v", got, err)
+	}
+	if _, err := udpAsk(u.HostAddr, "three"); err == nil {
+		t.Error("the UDP port answers after its removal")
+	}
+	if err := echoesAt(tcp.HostAddr); err != nil {
+		t.Errorf("the TCP port went with the UDP one: %v", err)
+	}
+	if _, err := tn.Unpublish("5353/udp"); !errors.Is(err, ErrNoSuchPort) {
+		t.Errorf("a second rm 5353/udp: %v", err)
+	}
+	if ports := tn.Ports(); len(ports) != 1 || ports[0].Proto != "" {
+		t.Errorf("ports left: %+v", ports)
+	}
+}
+
+// Host peers beyond maxUDPPeers get nothing until a flow ends; those
+// within keep being answered.
+func TestPublishUDPBoundsItsPeers(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.guestServeUDP(t, 7000)
+	u, err := tn.PublishUDP("127.0.0.1:0", 7000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []net.Conn
+	for i := range maxUDPPeers + 5 {
+		c, err := net.Dial("udp", u.HostAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "peer %d", i)
+		keep = append(keep, c)
+	}
+	answered := 0
+	b := make([]byte, 64)
+	for _, c := range keep {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(b); err == nil {
+			answered++
+		}
+	}
+	if answered != maxUDPPeers {
+		t.Errorf("%d of %d peers answered, want the first %d", answered, len(keep), maxUDPPeers)
+	}
+}

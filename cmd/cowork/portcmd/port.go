@@ -3,6 +3,7 @@
 package portcmd
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ type Options struct {
 	Op   string // publish, ls or rm
 
 	GuestPort int
+	UDP       bool     // publish: a UDP port
 	HostAddr  string   // publish: IP:PORT
 	Which     []string // rm
 	JSON      bool
@@ -46,7 +48,7 @@ func NewCmdPort(ios *iostreams.IOStreams, name *string, runF func(*Options) erro
 	cmd := &cobra.Command{
 		Use:   "port",
 		Short: "Open a guest port on this machine while the instance runs",
-		Long: `A guest's TCP port published on this machine answers there as the
+		Long: `A guest's TCP or UDP port published on this machine answers there as the
 guest's service would, from the moment it is published until it is removed
 or the instance stops or is suspended (cowork init --publish makes one that
 comes back at every start). Each publish and removal is written to the audit log (cowork
@@ -58,13 +60,16 @@ the network policy, which governs what the guest reaches, does not apply.`,
 	var address string
 	publish := &cobra.Command{
 		Use:   "publish GUESTPORT[:HOSTPORT]",
-		Short: "Make a guest TCP port reachable on this machine",
-		Long: `Make the guest's TCP port GUESTPORT reachable on this machine at
-HOSTPORT (the same number unless given; 0 takes a free one), on 127.0.0.1
-unless --address says otherwise. It prints where it listens.`,
+		Short: "Make a guest TCP (or UDP) port reachable on this machine",
+		Long: `Make the guest's TCP port GUESTPORT (UDP with --udp) reachable on this
+machine at HOSTPORT (the same number unless given; 0 takes a free one), on
+127.0.0.1 unless --address says otherwise. It prints where it listens. A
+UDP port gives each peer a flow of its own into the guest, 64 at once,
+each ending after 90 s without a datagram.`,
 		Example: `  cowork port publish 8000
   cowork port publish 3000:0
-  cowork port publish 8080:9090 --address 0.0.0.0`,
+  cowork port publish 8080:9090 --address 0.0.0.0
+  cowork port publish 5353 --udp`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return cmdutil.FlagErrorf("port publish needs one GUESTPORT[:HOSTPORT], e.g. cowork port publish 8000")
@@ -81,6 +86,7 @@ unless --address says otherwise. It prints where it listens.`,
 		},
 	}
 	publish.Flags().StringVar(&address, "address", "127.0.0.1", "the host address to listen on")
+	publish.Flags().BoolVar(&o.UDP, "udp", false, "publish a UDP port")
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -94,10 +100,11 @@ unless --address says otherwise. It prints where it listens.`,
 		Aliases: []string{"remove"},
 		Short:   "Close published ports and the connections through them",
 		Long: `Close published ports, each named by its host address (127.0.0.1:8000),
-its host port, or its guest port when one host port serves it. Connections
-through them are cut. A port of the config (init --publish) comes back at
+its host port, or its guest port when one host port serves it, with /udp
+(or /tcp) after it when a TCP and a UDP port share it. Connections through
+them are cut. A port of the config (init --publish) comes back at
 the next start.`,
-		Example: `  cowork port rm 8000`,
+		Example: "  cowork port rm 8000\n  cowork port rm 5353/udp",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return cmdutil.FlagErrorf("port rm needs the PORT to close, e.g. cowork port rm 8000")
@@ -133,15 +140,20 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	switch o.Op {
 	case "publish":
-		p, err := inst.Publish(ctx, o.HostAddr, o.GuestPort)
+		publish := inst.Publish
+		if o.UDP {
+			publish = inst.PublishUDP
+		}
+		p, err := publish(ctx, o.HostAddr, o.GuestPort)
+		suffix := protoSuffix(p.Proto)
 		if err != nil {
 			if strings.Contains(err.Error(), "address already in use") {
 				return fmt.Errorf("%s is in use on this machine: publish to another host port (GUESTPORT:HOSTPORT, or :0 for any)", o.HostAddr)
 			}
 			return err
 		}
-		fmt.Fprintf(o.IO.Out, "%s\n", p.HostAddr)
-		fmt.Fprintf(o.IO.ErrOut, "guest port %d of %s answers at %s until it stops, or `cowork port rm%s %d`\n", p.GuestPort, inst.Name, p.HostAddr, instance.NameFlag(inst.Name), p.GuestPort)
+		fmt.Fprintf(o.IO.Out, "%s%s\n", p.HostAddr, suffix)
+		fmt.Fprintf(o.IO.ErrOut, "guest port %d%s of %s answers at %s until it stops, or `cowork port rm%s %d%s`\n", p.GuestPort, suffix, inst.Name, p.HostAddr, instance.NameFlag(inst.Name), p.GuestPort, suffix)
 		if host, _, _ := net.SplitHostPort(p.HostAddr); !net.ParseIP(host).IsLoopback() {
 			fmt.Fprintf(o.IO.ErrOut, "cowork: note: %s is reachable from other machines on your networks, not only from this one\n", p.HostAddr)
 		}
@@ -157,7 +169,7 @@ func Run(ctx context.Context, o *Options) error {
 				errs = append(errs, err)
 				continue
 			}
-			fmt.Fprintf(o.IO.Out, "%s\n", p.HostAddr)
+			fmt.Fprintf(o.IO.Out, "%s%s\n", p.HostAddr, protoSuffix(p.Proto))
 		}
 		return errors.Join(errs...)
 	}
@@ -181,13 +193,22 @@ func Run(ctx context.Context, o *Options) error {
 		return nil
 	}
 	w := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "HOST\tGUEST PORT\tFROM")
+	fmt.Fprintln(w, "HOST\tGUEST PORT\tPROTO\tFROM")
 	for _, p := range ports {
 		from := "port publish"
 		if p.Config {
 			from = "config"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\n", p.HostAddr, p.GuestPort, from)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", p.HostAddr, p.GuestPort, cmp.Or(p.Proto, "tcp"), from)
 	}
 	return w.Flush()
+}
+
+// protoSuffix is how a port's protocol is written after it: "/udp", or
+// nothing for TCP.
+func protoSuffix(proto string) string {
+	if proto == "udp" {
+		return "/udp"
+	}
+	return ""
 }

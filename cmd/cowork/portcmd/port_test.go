@@ -2,6 +2,7 @@ package portcmd
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,11 +34,16 @@ func TestPortArguments(t *testing.T) {
 		{[]string{"publish", "22:2222", "--address", "::1"}, "publish", 22, "[::1]:2222", nil},
 		{[]string{"rm", "8000", "127.0.0.1:9090"}, "rm", 0, "", []string{"8000", "127.0.0.1:9090"}},
 		{[]string{"ls", "--json"}, "ls", 0, "", nil},
+		{[]string{"publish", "5353", "--udp"}, "publish", 5353, "127.0.0.1:5353", nil},
+		{[]string{"rm", "5353/udp"}, "rm", 0, "", []string{"5353/udp"}},
 	} {
 		got, err := parse(t, tc.args...)
 		if err != nil {
 			t.Errorf("port %q: %v", tc.args, err)
 			continue
+		}
+		if got.UDP != slices.Contains(tc.args, "--udp") {
+			t.Errorf("port %q: UDP %v", tc.args, got.UDP)
 		}
 		if got.Name != "box" || got.Op != tc.op || got.GuestPort != tc.guest || got.HostAddr != tc.host || strings.Join(got.Which, ",") != strings.Join(tc.which, ",") {
 			t.Errorf("port %q: %+v", tc.args, got)

@@ -191,6 +191,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 		fmt.Fprintf(&b, " protocol %d → %s", r.Proto, r.Dst)
 	case audit.KindPublish, audit.KindUnpublish:
 		fmt.Fprintf(&b, " %s → guest port %d", r.Dst, r.GuestPort)
+		if r.Proto == 17 {
+			b.WriteString("/udp")
+		}
 	default:
 		fmt.Fprintf(&b, " %s", name)
 		if r.Dst != "" {

@@ -113,4 +113,8 @@ func TestFormatShowsPublishedPorts(t *testing.T) {
 	if got := Format(r, false, false); !strings.HasSuffix(got, " publish 127.0.0.1:8000 → guest port 80") {
 		t.Errorf("%q", got)
 	}
+	r.Proto = 17
+	if got := Format(r, false, false); !strings.HasSuffix(got, " publish 127.0.0.1:8000 → guest port 80/udp") {
+		t.Errorf("a UDP port: %q", got)
+	}
 }

@@ -214,7 +214,7 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 		return err
 	}
 	for _, p := range published {
-		if _, err := inst.Publish(ctx, p.HostAddr, p.GuestPort); err != nil {
+		if _, err := inst.PublishPort(ctx, p); err != nil {
 			fmt.Fprintf(o.IO.ErrOut, "cowork: warning: guest port %d is no longer published at %s: %v\n", p.GuestPort, p.HostAddr, err)
 		}
 	}
