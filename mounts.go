@@ -3,6 +3,7 @@ package cowork
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/coworkhq/cowork/hostd/instance"
 )
@@ -43,30 +44,40 @@ func (i *Instance) CheckMounts(mounts []Mount) error {
 
 // SetMounts replaces the instance's mounts besides the workspace, kept in
 // its config for every later start (nil: none). Not while it runs: a VM's
-// devices are fixed while it runs; nor while it is suspended: its saved
-// guest was saved with the mounts it had (DiscardSaved first, which is
-// `cowork start --cold`). Bad mounts are an *InvalidMountError; then
-// nothing changed.
-func (i *Instance) SetMounts(mounts []Mount) error {
+// devices are fixed while it runs. A suspended instance's saved guest was
+// saved with the mounts it had: it is refused unless discardSaved, which
+// discards the saved state (as `cowork start --cold` does) under the same
+// lock, after the new mounts are saved; it reports whether it did. Bad
+// mounts are an *InvalidMountError; then nothing changed.
+func (i *Instance) SetMounts(mounts []Mount, discardSaved bool) (discarded bool, err error) {
 	if err := i.CheckMounts(mounts); err != nil {
-		return err
+		return false, err
 	}
 	c := *i.Config
 	c.Mounts = mounts
 	lock, err := instance.TryLock(i.Paths)
 	if errors.Is(err, instance.ErrRunning) {
-		return fmt.Errorf("%s is running; its mounts change when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
+		return false, fmt.Errorf("%s is running; its mounts change when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer lock.Release()
-	if i.Saved() != nil {
-		return fmt.Errorf("%s is suspended, its guest saved with the mounts it had; `cowork start --cold%s --mount …` discards the saved state and starts it with the new ones", i.Name, instance.NameFlag(i.Name))
+	saved := i.Saved() != nil
+	if saved && !discardSaved {
+		return false, fmt.Errorf("%s is suspended, its guest saved with the mounts it had; `cowork start --cold%s --mount …` discards the saved state and starts it with the new ones", i.Name, instance.NameFlag(i.Name))
 	}
 	if err := c.Save(i.Paths.Dir()); err != nil {
-		return err
+		return false, err
 	}
 	i.Config.Mounts = mounts
-	return nil
+	if saved {
+		// A state that stayed (the removal failed) no longer fits the
+		// devices: the next start sets it aside and boots cold.
+		if err := os.RemoveAll(i.Paths.Suspend()); err != nil {
+			return false, fmt.Errorf("the mounts are saved, but %s's saved state is not discarded: %w", i.Name, err)
+		}
+		return true, nil
+	}
+	return false, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/cidata"
 	"github.com/coworkhq/cowork/internal/unixsock"
@@ -172,8 +173,12 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 	if err == nil {
 		mc.CacheDir = filepath.Join(home, instance.CacheDir)
 	}
-	if err := d.cfg.CheckMountHosts(home); err != nil {
-		return mc, fmt.Errorf("%w; change the mounts with `cowork start --mount …` (or --no-mounts)", err)
+	if err := errors.Join(d.cfg.ValidateMounts(), d.cfg.CheckMountHosts(home)); err != nil {
+		how := "`cowork start --mount …` (or --no-mounts)"
+		if _, serr := savestate.Load(d.paths.Suspend()); serr == nil {
+			how = "`cowork start --cold --mount …` (or --no-mounts; --cold discards the saved guest), or make the folder again to resume it"
+		}
+		return mc, fmt.Errorf("%w; change the mounts with %s", err, how)
 	}
 	return mc, nil
 }

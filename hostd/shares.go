@@ -25,7 +25,7 @@ type guestShare struct {
 func guestShares(cfg *instance.Config) []guestShare {
 	shares := []guestShare{{Share: machine.Share{Dir: cfg.Workspace, Tag: instance.ShareTag}, Guest: instance.GuestWorkspace}}
 	for i, m := range cfg.Mounts {
-		shares = append(shares, guestShare{Share: machine.Share{Dir: m.Host, Tag: instance.MountTag(i), ReadOnly: m.ReadOnly}, Guest: m.Guest})
+		shares = append(shares, guestShare{Share: machine.Share{Dir: m.ResolvedHost(), Tag: instance.MountTag(i), ReadOnly: m.ReadOnly}, Guest: m.Guest})
 	}
 	return shares
 }

@@ -105,7 +105,7 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	d.setSuspending(true)
 	d.events.emit(controlwire.PhaseSuspending, "suspending: saving the guest's memory and devices", nil)
 	if err := saver.DetachShare(ctx); err != nil {
-		d.remountShare(ctx, saver, false)
+		d.remountShare(ctx, saver, true) // plugs back what went, if any did
 		return nil, d.suspendFailed(fmt.Errorf("unplug the share: %w", err))
 	}
 	dir := d.paths.Suspend()

@@ -177,10 +177,12 @@ func commonRules() []rule {
 	return rules
 }
 
-// readOnlyRules keep a read-only share read-only: the file server still
-// mounts (virtiofsd builds its sandbox with bind mounts, which keep the
-// share's read-only flag), but never remounts, and never changes a mount's
-// flags through mount_setattr.
+// readOnlyRules narrow what a read-only share's file server may do to its
+// mounts: it still mounts (virtiofsd builds its sandbox with bind mounts,
+// which keep the share's read-only flag), but never remounts, and never
+// changes a mount's flags through mount_setattr. A second line only: the
+// read-only bind is the jail's own, which a server taken over could still
+// unmount.
 func readOnlyRules() []rule {
 	return []rule{
 		{nr: unix.SYS_MOUNT, act: bitsDeny, mode: 3, bits: unix.MS_REMOUNT},

@@ -54,9 +54,11 @@ type Config struct {
 	GuestUID, GuestGID int
 	// ReadOnly serves Dir read-only: the shim, in a mount namespace of
 	// the jail's own, binds Dir onto itself read-only (with every mount
-	// under it) before the file server starts, and the filter forbids
-	// remounting; whatever the guest asks, or a file server it took over
-	// tries, the host's files there stay as they are.
+	// under it) before the file server starts; whatever the guest asks of
+	// the file server, the host's files there stay as they are. (The
+	// filter also refuses remounts, but the bind is the jail's own: a file
+	// server the guest took over could unmount it, and has the owner's
+	// rights anyway, as with a writable share.)
 	ReadOnly bool
 	// Dir is the folder served, which ReadOnly needs.
 	Dir string

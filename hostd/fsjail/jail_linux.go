@@ -89,7 +89,9 @@ func Main(args []string) error {
 
 // bindReadOnly binds dir onto itself, read-only with every mount under
 // it, in the jail's mount namespace (see sysProcAttr), whose changes never
-// reach the host's (slave propagation).
+// reach the host's (slave propagation). The bind is private: a file system
+// the host mounts under dir later (a USB disk, an automount) does not
+// appear in it, writable, as a slave's would.
 func bindReadOnly(dir string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("read-only share: keep the jail's mounts to itself: %w", err)
@@ -97,7 +99,7 @@ func bindReadOnly(dir string) error {
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("read-only share: bind %s: %w", dir, err)
 	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY, Propagation: unix.MS_PRIVATE}
 	if err := unix.MountSetattr(unix.AT_FDCWD, dir, unix.AT_RECURSIVE, &attr); err != nil {
 		if errors.Is(err, unix.ENOSYS) {
 			return errors.New("read-only share: this kernel has no mount_setattr (Linux 5.12 or newer has it); share the folder read-write, or upgrade")

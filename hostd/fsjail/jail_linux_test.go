@@ -1,16 +1,20 @@
 package fsjail
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -298,6 +302,15 @@ func roAttack(dir string) int {
 	try("remount rw", unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND, ""))
 	try("mount_setattr rw", unix.MountSetattr(unix.AT_FDCWD, dir, unix.AT_RECURSIVE, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}))
 	try("create after", os.WriteFile(p("new"), []byte("x"), 0o644))
+	// The host mounts a file system under the folder now, then says go.
+	fmt.Println("ready")
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(p("go")); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	try("write in a later mount", os.WriteFile(p("late/x"), []byte("x"), 0o644))
 	json.NewEncoder(os.Stdout).Encode(o)
 	return 0
 }
@@ -325,17 +338,40 @@ func TestReadOnlyJail(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ReadOnly = true
+	// The folder is a shared mount, as folders are under systemd: what
+	// the host mounts under it later propagates to its slaves.
+	if err := unix.Mount(ws, ws, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(ws, unix.MNT_DETACH)
+	if err := unix.Mount("", ws, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	late := filepath.Join(ws, "late")
+	os.Mkdir(late, 0o777)
 	cmd, err := Command(c, []string{userCopy(t), roAttackArg, ws})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("jail: %v\n%s", err, stderr)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	if line, err := r.ReadString('\n'); err != nil || line != "ready\n" {
+		cmd.Wait()
+		t.Fatalf("jail: %q %v\n%s", line, err, stderr.String())
+	}
+	if err := unix.Mount("tmpfs", late, "tmpfs", 0, "size=1m,mode=0777"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(late, unix.MNT_DETACH)
+	os.WriteFile(filepath.Join(ws, "go"), nil, 0o644)
+	out, _ := io.ReadAll(r)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("jail: %v\n%s", err, stderr.String())
 	}
 	var got outcome
 	if err := json.Unmarshal(out, &got); err != nil {
@@ -345,6 +381,7 @@ func TestReadOnlyJail(t *testing.T) {
 		"read": "", "content": "host data", "create": "EROFS", "truncate": "EROFS", "mkdir": "EROFS",
 		"remove": "EROFS", "chmod": "EROFS", "setxattr user": "EROFS", "write below": "EROFS",
 		"remount rw": "EPERM", "mount_setattr rw": "EPERM", "create after": "EROFS",
+		"write in a later mount": "EROFS",
 	}
 	for k, w := range want {
 		if got[k] != w {
@@ -352,8 +389,11 @@ func TestReadOnlyJail(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir(ws)
-	if len(entries) != 2 {
-		t.Errorf("the folder holds %d entries after the attack, want its 2", len(entries))
+	if len(entries) != 4 { // kept, sub, late, go
+		t.Errorf("the folder holds %d entries after the attack, want its 4", len(entries))
+	}
+	if _, err := os.Stat(filepath.Join(late, "x")); err == nil {
+		t.Error("the jail wrote in a file system the host mounted under the folder after it started")
 	}
 	if b, _ := os.ReadFile(filepath.Join(ws, "kept")); string(b) != "host data" {
 		t.Errorf("kept holds %q", b)

@@ -142,21 +142,40 @@ func (c *Config) validateMounts() []error {
 	return errs
 }
 
+// hostSystemDirs are host folders no mount may be in: device nodes the
+// file server would open for the guest, the kernel's own trees.
+var hostSystemDirs = []string{"/dev", "/proc", "/sys"}
+
 // CheckMountHosts checks what validation cannot without the host: each
-// mount's folder exists, is a folder, overlaps neither the workspace nor
-// another mount once links are followed, and neither holds nor sits in
-// cowork's own folder home ($COWORK_HOME), whose instances' disks,
-// configs and audit logs the guest must not reach.
+// mount's folder exists, is a folder, is not in /dev, /proc or /sys,
+// overlaps neither the workspace nor another mount, and neither holds nor
+// sits in cowork's own folder home ($COWORK_HOME), whose instances'
+// disks, configs and audit logs the guest must not reach. Folders are
+// compared as the host finds them (device and inode, up each one's
+// parents), so neither a link, a bind mount nor a name spelled in
+// another case on a case-insensitive disk gets past.
 func (c *Config) CheckMountHosts(home string) error {
 	var errs []error
-	resolve := func(p string) string {
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			return r
-		}
-		return p
+	type folder struct {
+		path string // resolved
+		info os.FileInfo
 	}
-	realHome, realWS := resolve(home), resolve(c.Workspace)
-	var seen []string
+	look := func(p string) *folder {
+		r, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil
+		}
+		st, err := os.Stat(r)
+		if err != nil {
+			return nil
+		}
+		return &folder{r, st}
+	}
+	overlap := func(a, b *folder) bool {
+		return a != nil && b != nil && (holds(a.info, b.path) || holds(b.info, a.path))
+	}
+	homeF, wsF := look(home), look(c.Workspace)
+	var seen []*folder
 	for _, m := range c.Mounts {
 		flag := "--mount " + m.Host
 		st, err := os.Stat(m.Host)
@@ -171,19 +190,50 @@ func (c *Config) CheckMountHosts(home string) error {
 			errs = append(errs, fmt.Errorf("%s: not a folder; a mount shares a folder (copy a file in with `cowork cp`)", flag))
 			continue
 		}
-		real := resolve(m.Host)
-		switch {
-		case home != "" && (within(real, realHome) || within(realHome, real)):
-			errs = append(errs, fmt.Errorf("%s: the folder holds or is in cowork's own folder %s (instances' disks and audit logs); mount a folder beside it", flag, home))
-		case c.Workspace != "" && (within(real, realWS) || within(realWS, real)):
-			errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps the workspace %s, which is shared already; mount a folder outside it", flag, real, c.Workspace))
+		f := look(m.Host)
+		if f == nil {
+			errs = append(errs, fmt.Errorf("%s: cannot resolve the folder", flag))
+			continue
 		}
-		for _, o := range seen {
-			if within(real, o) || within(o, real) {
-				errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps another mount's (%s); a folder is shared once", flag, real, o))
+		for _, d := range hostSystemDirs {
+			if within(f.path, d) {
+				errs = append(errs, fmt.Errorf("%s: the folder is in %s, which is the host's own; share a folder of yours", flag, d))
 			}
 		}
-		seen = append(seen, real)
+		switch {
+		case home != "" && overlap(f, homeF):
+			errs = append(errs, fmt.Errorf("%s: the folder holds or is in cowork's own folder %s (instances' disks and audit logs); mount a folder beside it", flag, home))
+		case overlap(f, wsF):
+			errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps the workspace %s, which is shared already; mount a folder outside it", flag, f.path, c.Workspace))
+		}
+		for _, o := range seen {
+			if overlap(f, o) {
+				errs = append(errs, fmt.Errorf("%s: the folder (%s) overlaps another mount's (%s); a folder is shared once", flag, f.path, o.path))
+			}
+		}
+		seen = append(seen, f)
 	}
 	return errors.Join(errs...)
+}
+
+// holds reports whether the folder dir is path or one of its parents, as
+// the host finds them (path resolved).
+func holds(dir os.FileInfo, path string) bool {
+	for p := path; ; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil && os.SameFile(dir, st) {
+			return true
+		}
+		if p == filepath.Dir(p) {
+			return false
+		}
+	}
+}
+
+// ResolvedHost is the folder the host serves for m: its path with links
+// followed (as CheckMountHosts judged it), or as given when that fails.
+func (m Mount) ResolvedHost() string {
+	if r, err := filepath.EvalSymlinks(m.Host); err == nil {
+		return r
+	}
+	return m.Host
 }

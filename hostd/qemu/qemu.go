@@ -41,8 +41,16 @@ type VM struct {
 	machine.Lifecycle // State, Done, Err; Done is closed once QEMU has exited and its helpers are gone
 
 	mu       sync.Mutex
-	shutdown string     // the reason of QEMU's SHUTDOWN event, if it sent one
-	virtiofs []*process // the shares' servers, by index; none while they are detached
+	shutdown string // the reason of QEMU's SHUTDOWN event, if it sent one
+	// virtiofs are the shares' servers and plugged whether their devices
+	// are in the guest, both by the share's index: a share is served and
+	// plugged from boot, neither once DetachShare let it go (nor after a
+	// restore, until AttachShare).
+	virtiofs []*process
+	plugged  []bool
+	// serveShare, when set, stands in for starting share i's virtiofsd
+	// (tests).
+	serveShare func(ctx context.Context, i int) (*process, error)
 	// shareGone, while DetachShare waits, gets the index of each share
 	// QEMU's DEVICE_DELETED event says the guest let go of.
 	shareGone chan int

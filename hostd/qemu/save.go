@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -49,7 +50,7 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 		return nil, fmt.Errorf("cannot save a VM that is %s", s)
 	}
 	v.mu.Lock()
-	shared := len(v.virtiofs) > 0
+	shared := slices.Contains(v.plugged, true)
 	v.mu.Unlock()
 	if shared {
 		return nil, errors.New("the shares are attached: QEMU cannot save a guest with a virtiofs device; detach them first")

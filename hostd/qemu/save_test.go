@@ -3,8 +3,10 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -75,8 +77,8 @@ func TestSaveNeedsIgnoreShared(t *testing.T) {
 // With the share attached QEMU cannot save; Save says so without pausing.
 func TestSaveRefusesWhileTheShareIsAttached(t *testing.T) {
 	f := newFakeVM(t, nil)
-	f.vm.virtiofs = []*process{{}}
-	defer func() { f.vm.virtiofs = nil }()
+	f.vm.plugged = []bool{true}
+	defer func() { f.vm.plugged = nil }()
 	if _, err := f.vm.Save(context.Background(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "detach them first") {
 		t.Fatalf("got %v", err)
 	}
@@ -115,7 +117,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 	shareDetachWait = 200 * time.Millisecond
 
 	f := newFakeVM(t, nil)
-	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
+	f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
 	err := f.vm.DetachShare(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "did not release") {
 		t.Fatalf("a guest that keeps the device: %v", err)
@@ -126,7 +128,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 
 	// Only the device itself counts, not its parts.
 	f = newFakeVM(t, nil)
-	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
+	f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
 	f.answer = func(cmd string) string {
 		if strings.Contains(cmd, "device_del") {
 			go f.send(`{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/share/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 2}}`)
@@ -139,7 +141,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 
 	shareDetachWait = time.Minute
 	f = newFakeVM(t, nil)
-	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
+	f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
 	f.answer = func(cmd string) string {
 		if strings.Contains(cmd, "device_del") {
 			go func() {
@@ -162,7 +164,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 	shareDetachWait = 300 * time.Millisecond
 	for _, events := range [][]string{{"share1"}, {"share1", "share"}} {
 		f = newFakeVM(t, nil)
-		f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}, {Dir: "/data", Tag: "mount1"}}
+		f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}, {Dir: "/data", Tag: "mount1"}}, []bool{true, true}
 		dels := 0
 		f.answer = func(cmd string) string {
 			if strings.Contains(cmd, "device_del") {
@@ -185,6 +187,30 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 		case len(events) == 2 && !slices.Equal(f.sent(), []string{"device_del", "device_del", "chardev-remove", "chardev-remove"}):
 			t.Errorf("both shares released: commands %q", f.sent())
 		}
+		if len(events) == 2 {
+			continue
+		}
+		// The share the guest let go of is out, the other still in and
+		// served: AttachShare puts back that one alone.
+		if _, plugged := f.vm.shareState(); !slices.Equal(plugged, []bool{true, false}) {
+			t.Fatalf("after a detach cut short: plugged %v, want the workspace alone", plugged)
+		}
+		var served []int
+		f.vm.serveShare = func(_ context.Context, i int) (*process, error) {
+			served = append(served, i)
+			return start(exec.Command("sleep", "60"), io.NopCloser(nil))
+		}
+		before := len(f.sent())
+		if err := f.vm.AttachShare(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if cmds := f.sent()[before:]; !slices.Equal(cmds, []string{"chardev-add", "device_add"}) || !slices.Equal(served, []int{1}) {
+			t.Errorf("AttachShare after a detach cut short: commands %q, served %v; want share 1 alone", cmds, served)
+		}
+		if _, plugged := f.vm.shareState(); !slices.Equal(plugged, []bool{true, true}) {
+			t.Errorf("after AttachShare: plugged %v", plugged)
+		}
+		f.vm.stopShareServers()
 	}
 }
 

@@ -13,24 +13,41 @@ import (
 // its attention button's 5 s delay (6.2 s measured under TCG).
 var shareDetachWait = 30 * time.Second
 
-// startShareServers starts a virtiofsd on each share's socket; on error
-// none is left running.
+// startShareServers starts a virtiofsd on each share's socket, for a
+// boot that plugs every share in; on error none is left running.
 func (v *VM) startShareServers(ctx context.Context) error {
-	procs := make([]*process, 0, len(v.cfg.Shares))
-	for i, sh := range v.cfg.Shares {
-		p, err := startVirtiofsd(ctx, sh, v.run.virtiofs(i), v.run.virtiofsLog(i), v.cfg.ShareUID, v.cfg.ShareGID, v.log)
+	procs := make([]*process, len(v.cfg.Shares))
+	for i := range v.cfg.Shares {
+		p, err := v.startShareServer(ctx, i)
 		if err != nil {
-			for _, p := range procs {
+			for _, p := range procs[:i] {
 				p.kill()
 			}
-			return fmt.Errorf("share %s: %w", sh.Dir, err)
+			return err
 		}
-		procs = append(procs, p)
+		procs[i] = p
 	}
 	v.mu.Lock()
 	v.virtiofs = procs
+	v.plugged = make([]bool, len(procs))
+	for i := range v.plugged {
+		v.plugged[i] = true
+	}
 	v.mu.Unlock()
 	return nil
+}
+
+// startShareServer starts share i's virtiofsd.
+func (v *VM) startShareServer(ctx context.Context, i int) (*process, error) {
+	if v.serveShare != nil {
+		return v.serveShare(ctx, i)
+	}
+	sh := v.cfg.Shares[i]
+	p, err := startVirtiofsd(ctx, sh, v.run.virtiofs(i), v.run.virtiofsLog(i), v.cfg.ShareUID, v.cfg.ShareGID, v.log)
+	if err != nil {
+		return nil, fmt.Errorf("share %s: %w", sh.Dir, err)
+	}
+	return p, nil
 }
 
 // stopShareServers ends the virtiofsds that run and waits until they are
@@ -38,10 +55,39 @@ func (v *VM) startShareServers(ctx context.Context) error {
 func (v *VM) stopShareServers() {
 	v.mu.Lock()
 	procs := v.virtiofs
-	v.virtiofs = nil
+	v.virtiofs, v.plugged = nil, nil
 	v.mu.Unlock()
 	for _, p := range procs {
-		p.kill()
+		if p != nil {
+			p.kill()
+		}
+	}
+}
+
+// shareState is a copy of which shares are served and plugged in.
+func (v *VM) shareState() (served, plugged []bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	served, plugged = make([]bool, len(v.cfg.Shares)), make([]bool, len(v.cfg.Shares))
+	for i := range v.cfg.Shares {
+		served[i] = i < len(v.virtiofs) && v.virtiofs[i] != nil
+		plugged[i] = i < len(v.plugged) && v.plugged[i]
+	}
+	return served, plugged
+}
+
+// setShare records share i's server (nil: stopped, and the one there is
+// killed) and whether its device is plugged in.
+func (v *VM) setShare(i int, p *process, plugged bool) {
+	v.mu.Lock()
+	n := len(v.cfg.Shares)
+	v.virtiofs = append(v.virtiofs, make([]*process, max(0, n-len(v.virtiofs)))...)
+	v.plugged = append(v.plugged, make([]bool, max(0, n-len(v.plugged)))...)
+	old := v.virtiofs[i]
+	v.virtiofs[i], v.plugged[i] = p, plugged
+	v.mu.Unlock()
+	if old != nil && old != p {
+		old.kill()
 	}
 }
 
@@ -49,9 +95,9 @@ func (v *VM) stopShareServers() {
 // their virtiofsds: QEMU 7.2 cannot save a guest with a vhost-user-fs
 // device attached. The guest must have unmounted them first (hostd asks
 // its agent): what still uses one loses it. The guest's kernel releases a
-// device (DEVICE_DELETED) seconds later, all of them at once; a guest that
-// does not within shareDetachWait keeps what it kept, and the error says
-// so.
+// device (DEVICE_DELETED) seconds later, all of them at once; a share the
+// guest does not let go of within shareDetachWait stays plugged in and
+// served, and the error names it. AttachShare plugs back what went.
 func (v *VM) DetachShare(ctx context.Context) error {
 	if len(v.cfg.Shares) == 0 {
 		return errors.New("this VM has no share to detach")
@@ -65,95 +111,109 @@ func (v *VM) DetachShare(ctx context.Context) error {
 		v.shareGone = nil
 		v.mu.Unlock()
 	}()
-	for i := range v.cfg.Shares {
+	_, plugged := v.shareState()
+	var errs []error
+	asked := map[int]bool{}
+	for i, on := range plugged {
+		if !on {
+			continue
+		}
 		_, dev, _ := shareIDs(i)
 		if _, err := v.qmp("device_del", map[string]any{"id": dev}); err != nil {
-			return fmt.Errorf("unplug the share of %s: %w", v.cfg.Shares[i].Dir, err)
+			errs = append(errs, fmt.Errorf("unplug the share of %s: %w", v.cfg.Shares[i].Dir, err))
+			continue
 		}
+		asked[i] = true
 	}
 	wait := time.NewTimer(shareDetachWait)
 	defer wait.Stop()
-	left := len(v.cfg.Shares)
-	released := make([]bool, len(v.cfg.Shares))
-	for left > 0 {
+	released := map[int]bool{}
+waiting:
+	for len(released) < len(asked) {
 		select {
 		case i := <-gone:
-			if !released[i] {
+			if asked[i] {
 				released[i] = true
-				left--
 			}
 		case <-wait.C:
-			for i, ok := range released {
-				if !ok {
-					return fmt.Errorf("the guest did not release the device of the share %s within %s (is it still mounted in the guest?); it stays attached", v.cfg.Shares[i].Dir, shareDetachWait)
+			for i := range asked {
+				if !released[i] {
+					errs = append(errs, fmt.Errorf("the guest did not release the device of the share %s within %s (is it still mounted in the guest?); it stays attached", v.cfg.Shares[i].Dir, shareDetachWait))
 				}
 			}
+			break waiting
 		case <-v.Done():
 			return errors.New("the VM stopped while the shares were being unplugged")
 		case <-ctx.Done():
-			return ctx.Err()
+			errs = append(errs, ctx.Err())
+			break waiting
 		}
 	}
-	for i := range v.cfg.Shares {
+	for i := range released {
 		_, _, chardev := shareIDs(i)
 		if _, err := v.qmp("chardev-remove", map[string]any{"id": chardev}); err != nil {
-			return fmt.Errorf("remove the share's socket from QEMU: %w", err)
+			errs = append(errs, fmt.Errorf("remove the socket of the share %s from QEMU: %w", v.cfg.Shares[i].Dir, err))
 		}
+		v.setShare(i, nil, false)
 	}
-	v.stopShareServers()
-	return nil
+	return errors.Join(errs...)
 }
 
-// AttachShare plugs the shares back into a running guest, each behind its
-// root port: a new virtiofsd, its socket as a new chardev, the device.
-// The guest then sees new virtiofs devices, which hostd's agent mounts
-// (a device may take a moment to appear: the mount is to be retried).
-func (v *VM) AttachShare(ctx context.Context) (err error) {
+// AttachShare plugs back into a running guest every share that is not in
+// it, each behind its root port: a new virtiofsd, its socket as a new
+// chardev, the device. The guest then sees new virtiofs devices, which
+// hostd's agent mounts (a device may take a moment to appear: the mount
+// is to be retried). A share that fails is left out, whole, and named;
+// the others are plugged in regardless.
+func (v *VM) AttachShare(ctx context.Context) error {
 	if len(v.cfg.Shares) == 0 {
 		return errors.New("this VM has no share to attach")
 	}
-	v.mu.Lock()
-	attached := len(v.virtiofs) > 0
-	v.mu.Unlock()
-	if attached {
-		return errors.New("the shares are attached already")
+	served, plugged := v.shareState()
+	var errs []error
+	for i, sh := range v.cfg.Shares {
+		if plugged[i] {
+			continue
+		}
+		if served[i] { // a server left from a detach cut short: start afresh
+			v.setShare(i, nil, false)
+		}
+		if err := v.plugShare(ctx, i); err != nil {
+			errs = append(errs, fmt.Errorf("plug the share %s in: %w", sh.Dir, err))
+		}
 	}
-	if err := v.startShareServers(ctx); err != nil {
+	return errors.Join(errs...)
+}
+
+// plugShare serves share i and plugs its device in; on error nothing of
+// it is left.
+func (v *VM) plugShare(ctx context.Context, i int) error {
+	p, err := v.startShareServer(ctx, i)
+	if err != nil {
 		return err
 	}
-	plugged := 0
-	defer func() {
-		if err != nil {
-			for i := range plugged {
-				_, dev, chardev := shareIDs(i)
-				_, _ = v.qmp("device_del", map[string]any{"id": dev})
-				_, _ = v.qmp("chardev-remove", map[string]any{"id": chardev})
-			}
-			v.stopShareServers()
-		}
-	}()
-	for i, sh := range v.cfg.Shares {
-		port, dev, chardevID := shareIDs(i)
-		chardev := map[string]any{
-			"id": chardevID,
-			"backend": map[string]any{"type": "socket", "data": map[string]any{
-				"addr":   map[string]any{"type": "unix", "data": map[string]any{"path": v.run.virtiofs(i)}},
-				"server": false,
-			}},
-		}
-		if _, err := v.qmp("chardev-add", chardev); err != nil {
-			return fmt.Errorf("connect QEMU to the server of the share %s: %w", sh.Dir, err)
-		}
-		device := map[string]any{
-			"driver": "vhost-user-fs-pci", "id": dev, "bus": port,
-			"chardev": chardevID, "tag": sh.Tag,
-		}
-		if _, err := v.qmp("device_add", device); err != nil {
-			_, _ = v.qmp("chardev-remove", map[string]any{"id": chardevID})
-			return fmt.Errorf("plug the share %s in: %w", sh.Dir, err)
-		}
-		plugged++
+	port, dev, chardevID := shareIDs(i)
+	chardev := map[string]any{
+		"id": chardevID,
+		"backend": map[string]any{"type": "socket", "data": map[string]any{
+			"addr":   map[string]any{"type": "unix", "data": map[string]any{"path": v.run.virtiofs(i)}},
+			"server": false,
+		}},
 	}
+	if _, err := v.qmp("chardev-add", chardev); err != nil {
+		p.kill()
+		return fmt.Errorf("connect QEMU to its server: %w", err)
+	}
+	device := map[string]any{
+		"driver": "vhost-user-fs-pci", "id": dev, "bus": port,
+		"chardev": chardevID, "tag": v.cfg.Shares[i].Tag,
+	}
+	if _, err := v.qmp("device_add", device); err != nil {
+		_, _ = v.qmp("chardev-remove", map[string]any{"id": chardevID})
+		p.kill()
+		return err
+	}
+	v.setShare(i, p, true)
 	return nil
 }
 

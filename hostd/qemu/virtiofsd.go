@@ -144,6 +144,13 @@ func startVirtiofsd(ctx context.Context, share machine.Share, sock, logPath stri
 // virtiofsdWaiting is what both virtiofsds log once they serve the socket.
 const virtiofsdWaiting = "Waiting for vhost-user socket connection"
 
+// escapeOption escapes a value for the C virtiofsd's -o (libfuse's option
+// parser): a comma would end it and start another option, so a folder
+// named "x,source=/etc" would serve /etc; a backslash escapes.
+func escapeOption(v string) string {
+	return strings.NewReplacer(`\`, `\\`, ",", `\,`).Replace(v)
+}
+
 // virtiofsdArgs serves dir on descriptor 3. Extended attributes pass only
 // in the user namespace (user.*). A file capability the guest sets is kept
 // under a user.* name, where it means nothing to the host (virtiofsd
@@ -156,6 +163,6 @@ func virtiofsdArgs(dir string, rust bool) []string {
 		return []string{"--fd=3", "--shared-dir=" + dir, "--cache=auto", "--sandbox=chroot",
 			"--xattrmap=" + xattrmap, "--modcaps=-mknod:-setfcap"}
 	}
-	return []string{"--fd=3", "-o", "source=" + dir, "-o", "cache=auto", "-o", "sandbox=namespace",
+	return []string{"--fd=3", "-o", "source=" + escapeOption(dir), "-o", "cache=auto", "-o", "sandbox=namespace",
 		"-o", "xattrmap=" + xattrmap, "-o", "modcaps=-mknod:-setfcap"}
 }

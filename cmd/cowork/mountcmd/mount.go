@@ -31,9 +31,9 @@ func NewCmdMount(ios *iostreams.IOStreams, name *string, runF func(*Options) err
 		Long: `The guest mounts the workspace at /workspace and, besides it, the folders
 given with --mount to cowork init or cowork start (HOST[:GUEST][:ro]; start
 replaces them, --no-mounts drops them). A read-only folder is served
-read-only by this machine: root in the guest cannot write to it, nor
-remount it writable. What the guest makes in a writable one belongs here to
-the folder's owner, as in the workspace.`,
+read-only by this machine: root in the guest cannot write to it, even after
+remounting it writable in the guest. What the guest makes in a writable one
+belongs here to the folder's owner, as in the workspace.`,
 		Args: cmdutil.UnknownCommand,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}

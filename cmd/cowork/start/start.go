@@ -129,14 +129,12 @@ func setMounts(o *Options) error {
 	} else if err != nil {
 		return err
 	}
-	if o.Cold && inst.Saved() != nil {
-		if _, err := inst.DiscardSaved(); err != nil {
-			return err
-		}
-		fmt.Fprintf(o.IO.ErrOut, "discarded the saved state of %s; it boots from its disk\n", o.Name)
-	}
-	if err := inst.SetMounts(o.Mounts); err != nil {
+	discarded, err := inst.SetMounts(o.Mounts, o.Cold)
+	if err != nil {
 		return err
+	}
+	if discarded {
+		fmt.Fprintf(o.IO.ErrOut, "discarded the saved state of %s; it boots from its disk\n", o.Name)
 	}
 	for _, m := range o.Mounts {
 		fmt.Fprintf(o.IO.ErrOut, "mounts %s at %s (%s)\n", m.Host, m.Guest, m.Mode())
