@@ -54,6 +54,21 @@ func (i *Instance) publish(ctx context.Context, req controlwire.PublishRequest) 
 	return c.api.Publish(ctx, req)
 }
 
+// AutoPublish starts (on) or stops following the running guest's
+// listening sockets: while on, each TCP and UDP port of 1024 and up the
+// guest listens on, on every address or its own, is published at the
+// same number on 127.0.0.1 (unless this machine uses it), and taken back
+// when the guest stops listening; off takes them all back. It lasts until
+// the VM stops or is suspended.
+func (i *Instance) AutoPublish(ctx context.Context, on bool) error {
+	c, err := i.Client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.api.AutoPublish(ctx, on)
+}
+
 // Unpublish takes back the port published at which: a host address, a
 // host port, or a guest port published once, with "/udp" or "/tcp" after
 // it when a TCP and a UDP port share it. Its connections are cut.

@@ -64,6 +64,45 @@ for i in $(seq 100); do python3 -c 'import socket; socket.create_connection(("12
 		t.Errorf("the audit log's records of %s: %v", addr, kinds)
 	}
 	checkUDPPort(t, e)
+	checkAutoPorts(t, e)
+}
+
+// checkAutoPorts follows the guest's listening ports: a server started
+// after --auto is published at its number, and goes when it stops.
+func checkAutoPorts(t *testing.T, e *env) {
+	const port = "18123"
+	e.must("port", "publish", "--auto")
+	e.must("exec", "-u", "root", "setsid -f python3 -m http.server "+port+" --bind 0.0.0.0 --directory /tmp/site >/dev/null 2>&1")
+	followed := func() bool {
+		r := e.must("port", "ls")
+		return strings.Contains(strings.Join(strings.Fields(r.out), " "), "127.0.0.1:"+port+" "+port+" tcp auto")
+	}
+	waitFor := func(want bool) bool {
+		for i := 0; i < 100; i++ {
+			if followed() == want {
+				return true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false
+	}
+	if !waitFor(true) {
+		t.Fatalf("the guest's server on %s was not followed: %s", port, e.must("port", "ls").out)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	if resp, err := c.Get("http://127.0.0.1:" + port + "/"); err != nil {
+		t.Errorf("GET through the followed port: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	e.must("exec", "-u", "root", "pkill -f 'http[.]server "+port+"'; true")
+	if !waitFor(false) {
+		t.Errorf("the followed port stayed after the guest's server stopped: %s", e.must("port", "ls").out)
+	}
+	e.must("port", "rm", "--auto")
+	if r := e.must("status", "--json"); strings.Contains(r.out, `"auto_publish": true`) {
+		t.Errorf("status after port rm --auto: %s", r.out)
+	}
 }
 
 // checkUDPPort publishes a guest UDP echo service and asks it from here.

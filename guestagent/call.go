@@ -81,6 +81,13 @@ func (s *Server) ServeCall(c net.Conn) {
 		s.provisioningCall(ctx, func(st *agentcall.ProvisioningStatus) error {
 			return s.reply(c, &agentcall.Reply{Provisioning: st})
 		})
+	case agentcall.MethodListeners:
+		r, err := listeners(s.share.procRoot)
+		if err != nil {
+			s.reply(c, errorReply(refusef(agentcall.KindFailed, "listeners: %v", err)))
+			return
+		}
+		s.reply(c, &agentcall.Reply{Listeners: r})
 	case agentcall.MethodShareRelease:
 		r, err := s.shareRelease(req.Path, req.Force)
 		if err != nil {

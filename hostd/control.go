@@ -56,6 +56,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 		r.Ports = wirePorts(net.Ports()) // [] rather than null: none is published
+		r.AutoPublish = d.autoPublishing()
 	}
 	if vm != nil {
 		r.State = string(vm.State())

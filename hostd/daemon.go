@@ -97,6 +97,9 @@ type Daemon struct {
 	// closing is closed when hostd is about to exit: the calls that
 	// would last as long as their client (sessions) end then.
 	closing chan struct{}
+
+	// auto follows the guest's listening sockets (autopublish.go).
+	auto autoPublish
 }
 
 type agentInfo struct {

@@ -72,7 +72,7 @@ func (s *controlServer) Unpublish(ctx context.Context, which string) (*controlwi
 }
 
 func wirePort(p netstack.Port) controlwire.Port {
-	return controlwire.Port{HostAddr: p.HostAddr, GuestPort: p.GuestPort, Proto: p.Proto, Config: p.Config}
+	return controlwire.Port{HostAddr: p.HostAddr, GuestPort: p.GuestPort, Proto: p.Proto, Config: p.Config, Auto: p.Auto}
 }
 
 func wirePorts(ps []netstack.Port) []controlwire.Port {

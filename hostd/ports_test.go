@@ -2,9 +2,16 @@ package hostd
 
 import (
 	"context"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/machine/machinetest"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
 // A publish request a client got wrong is refused as invalid_argument
@@ -26,5 +33,105 @@ func TestPublishRefusesBadRequests(t *testing.T) {
 	}
 	if _, err := s.Publish(context.Background(), controlwire.PublishRequest{HostAddr: "127.0.0.1:0", GuestPort: 80}); controlwire.CodeOf(err) != controlwire.CodeUnavailable {
 		t.Errorf("a good request with no network: %v, want unavailable", err)
+	}
+}
+
+// freePort is a TCP port of this machine nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// autoPorts are the ports hostd follows, by guest port.
+func autoPorts(r *hostdRun) map[int]controlwire.Port {
+	out := map[int]controlwire.Port{}
+	for _, p := range r.status().Ports {
+		if p.Auto {
+			out[p.GuestPort] = p
+		}
+	}
+	return out
+}
+
+// waitAuto waits until the followed ports are want (guest ports).
+func waitAuto(t *testing.T, r *hostdRun, want ...int) map[int]controlwire.Port {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := autoPorts(r)
+		keys := slices.Sorted(maps.Keys(got))
+		slices.Sort(want)
+		if slices.Equal(keys, want) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("followed ports %v, want %v", keys, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With --auto, hostd publishes on 127.0.0.1 what the guest listens on
+// (1024 and up, on every address or its own), never what it listens on
+// only on loopback, nor a port this machine uses or the user published or
+// took back; it takes them back as the guest stops, and all at off.
+func TestAutoPublishFollowsTheGuest(t *testing.T) {
+	defer func(d time.Duration) { autoPublishEvery = d }(autoPublishEvery)
+	autoPublishEvery = 20 * time.Millisecond
+	h := newHostdTest(t, machinetest.Guest{})
+	r, m := h.ready(t)
+	ctx := context.Background()
+	if st := r.status(); st.AutoPublish {
+		t.Fatal("following before asked")
+	}
+	a, b, c := freePort(t), freePort(t), freePort(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0") // this machine's own
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	taken := busy.Addr().(*net.TCPAddr).Port
+	m.Listen(t,
+		agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: a},
+		agentcall.Listener{Proto: "udp", Addr: "0.0.0.0", Port: b},
+		agentcall.Listener{Proto: "tcp", Addr: "127.0.0.1", Port: c}, // the guest's loopback: unreachable
+		agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: 22},  // below 1024
+		agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: taken},
+	)
+	if err := r.api.AutoPublish(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	got := waitAuto(t, r, a, b)
+	if got[a].HostAddr != net.JoinHostPort("127.0.0.1", strconv.Itoa(a)) || got[a].Proto != "" || got[b].Proto != "udp" {
+		t.Errorf("followed %+v", got)
+	}
+	if !r.status().AutoPublish {
+		t.Error("status does not say it follows")
+	}
+	if conn, err := net.Dial("tcp", got[a].HostAddr); err != nil {
+		t.Errorf("the followed port does not listen: %v", err)
+	} else {
+		conn.Close()
+	}
+
+	// The user takes one back: it stays back while the guest listens.
+	if _, err := r.api.Unpublish(ctx, strconv.Itoa(a)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * autoPublishEvery)
+	waitAuto(t, r, b)
+	// The guest stops listening on b, and listens on c on every address.
+	m.Listen(t, agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: a}, agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: c})
+	waitAuto(t, r, c)
+	if err := r.api.AutoPublish(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := autoPorts(r); len(got) != 0 || r.status().AutoPublish {
+		t.Errorf("after off: still following %v", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"time"
@@ -293,6 +294,30 @@ func (c *Client) Personalize(ctx context.Context, seed []byte, hostname string) 
 
 // machineIDRE is a machine-id as machine-id(5) says.
 var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// Listeners asks the guest for its listening sockets. The reply is the
+// guest's claim, checked: at most agentcall.MaxListeners entries, each a
+// known protocol, a port and an IP address, or a ProtocolError.
+func (c *Client) Listeners(ctx context.Context) ([]agentcall.Listener, error) {
+	const m = agentcall.MethodListeners
+	rep, err := c.once(ctx, agentcall.Request{Method: m})
+	if err != nil {
+		return nil, err
+	}
+	r := rep.Listeners
+	switch {
+	case r == nil:
+		return nil, &ProtocolError{Method: m, Msg: "a reply without listeners"}
+	case len(r.Ports) > agentcall.MaxListeners:
+		return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("%d listeners, over %d", len(r.Ports), agentcall.MaxListeners)}
+	}
+	for _, l := range r.Ports {
+		if _, err := netip.ParseAddr(l.Addr); err != nil || (l.Proto != "tcp" && l.Proto != "udp") || l.Port < 1 || l.Port > 65535 {
+			return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("a listener %s %.40q port %d", guestWord(l.Proto, 8), l.Addr, l.Port)}
+		}
+	}
+	return r.Ports, nil
+}
 
 // ShareMount asks the guest to mount the virtiofs share tag at path
 // (read-only when readOnly), as after a resume with a new share device: the agent waits for the

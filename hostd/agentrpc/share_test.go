@@ -214,3 +214,27 @@ func TestPersonalizeChecksTheReply(t *testing.T) {
 		t.Errorf("a good reply: %q %v", id, err)
 	}
 }
+
+// A guest's listeners are its claim: a good list passes, anything out of
+// its bounds is a protocol error.
+func TestListenersChecksTheGuestsClaim(t *testing.T) {
+	good := `{"listeners":{"ports":[{"proto":"tcp","addr":"0.0.0.0","port":8000},{"proto":"udp","addr":"::","port":53}]}}` + "\n"
+	ls, err := hostileAgent(t, says(good)).Listeners(context.Background())
+	if err != nil || len(ls) != 2 || ls[0].Port != 8000 || ls[1].Proto != "udp" {
+		t.Fatalf("a good reply: %+v %v", ls, err)
+	}
+	many := `{"listeners":{"ports":[` + strings.Repeat(`{"proto":"tcp","addr":"0.0.0.0","port":1},`, agentcall.MaxListeners) + `{"proto":"tcp","addr":"0.0.0.0","port":2}]}}` + "\n"
+	for name, reply := range map[string]string{
+		"none":       `{}` + "\n",
+		"too many":   many,
+		"port 0":     `{"listeners":{"ports":[{"proto":"tcp","addr":"0.0.0.0","port":0}]}}` + "\n",
+		"port 70000": `{"listeners":{"ports":[{"proto":"tcp","addr":"0.0.0.0","port":70000}]}}` + "\n",
+		"sctp":       `{"listeners":{"ports":[{"proto":"sctp","addr":"0.0.0.0","port":80}]}}` + "\n",
+		"no address": `{"listeners":{"ports":[{"proto":"tcp","addr":"host\u001b[2J","port":80}]}}` + "\n",
+	} {
+		var pe *ProtocolError
+		if _, err := hostileAgent(t, says(reply)).Listeners(context.Background()); !errors.As(err, &pe) {
+			t.Errorf("%s: %v, want a protocol error", name, err)
+		}
+	}
+}

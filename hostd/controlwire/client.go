@@ -97,6 +97,13 @@ func (c *Client) onePort(ctx context.Context, req *Request) (Port, error) {
 	return r.Ports[0], nil
 }
 
+// AutoPublish starts or stops following the guest's listening sockets
+// (CallAutoPublish).
+func (c *Client) AutoPublish(ctx context.Context, on bool) error {
+	_, err := c.unary(ctx, &Request{Call: CallAutoPublish, AutoPublish: &on})
+	return err
+}
+
 // Suspend saves the running guest and stops its VM (CallSuspend).
 func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
 	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})

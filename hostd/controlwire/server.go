@@ -29,6 +29,7 @@ type Handler interface {
 	Ports(ctx context.Context) ([]Port, error)
 	Publish(ctx context.Context, req PublishRequest) (*Port, error)
 	Unpublish(ctx context.Context, which string) (*Port, error)
+	AutoPublish(ctx context.Context, on bool) error
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -56,6 +57,9 @@ func (Unimplemented) Publish(context.Context, PublishRequest) (*Port, error) {
 }
 func (Unimplemented) Unpublish(context.Context, string) (*Port, error) {
 	return nil, unimplemented(CallUnpublish)
+}
+func (Unimplemented) AutoPublish(context.Context, bool) error {
+	return unimplemented(CallAutoPublish)
 }
 func (Unimplemented) Events(context.Context, func(*Event) error) error {
 	return unimplemented(CallEvents)
@@ -251,6 +255,11 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 		return onePort(s.h.Publish(ctx, *req.Publish))
 	case CallUnpublish:
 		return onePort(s.h.Unpublish(ctx, req.Unpublish))
+	case CallAutoPublish:
+		if req.AutoPublish == nil {
+			return nil, Errorf(CodeInvalidArgument, "auto_publish without on or off")
+		}
+		return done, s.h.AutoPublish(ctx, *req.AutoPublish)
 	}
 	name := string(req.Call)
 	if len(name) > 32 {

@@ -40,6 +40,8 @@ type Status struct {
 	// runs: the config's and those of CallPublish. Absent (null) when the
 	// network is not up, or from a hostd older than the field.
 	Ports []Port `json:"ports"`
+	// AutoPublish says hostd follows the guest's listening sockets.
+	AutoPublish bool `json:"auto_publish,omitempty"`
 	// HostdProcess is hostd's own use of resources, to watch for leaks.
 	HostdProcess *ProcessStats `json:"hostd_process,omitempty"`
 	// Boot is where the guest's boot spent its time; nil until its agent

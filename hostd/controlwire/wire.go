@@ -73,6 +73,11 @@ const (
 	// guest port published once) takes a published port back, cutting
 	// its connections, and answers it (Ports[0]).
 	CallUnpublish Call = "unpublish"
+	// CallAutoPublish (Request.AutoPublish) starts or stops following
+	// the guest's listening sockets: while on, hostd publishes on
+	// 127.0.0.1 each TCP and UDP port of 1024 and up the guest listens on
+	// (Port.Auto), and takes it back when the guest stops.
+	CallAutoPublish Call = "auto_publish"
 )
 
 // MaxPorts bounds the ports a reply lists (hostd publishes no more).
@@ -101,6 +106,7 @@ type Request struct {
 	Suspend     *SuspendRequest     `json:"suspend,omitempty"`
 	Publish     *PublishRequest     `json:"publish,omitempty"`
 	Unpublish   string              `json:"unpublish,omitempty"`
+	AutoPublish *bool               `json:"auto_publish,omitempty"`
 }
 
 // Reply is a line hostd sends. A message line carries one of Status,
@@ -149,6 +155,9 @@ type Port struct {
 	HostAddr  string `json:"host_addr"` // as bound
 	GuestPort int    `json:"guest_port"`
 	Proto     string `json:"proto,omitempty"` // "udp", or empty for TCP
+	// Auto says hostd follows it: the guest listens on it
+	// (CallAutoPublish).
+	Auto bool `json:"auto,omitempty"`
 	// Config says it is the instance's config's (init --publish), there
 	// at every start; the others last while the VM runs.
 	Config bool `json:"config,omitempty"`

@@ -44,6 +44,9 @@ type Port struct {
 	// Config says it comes from the instance's config (init --publish)
 	// and comes back at each start; the others last while the VM runs.
 	Config bool `json:"config,omitempty"`
+	// Auto says hostd published it because the guest listens on it
+	// (PublishAuto); it goes when the guest stops listening.
+	Auto bool `json:"auto,omitempty"`
 }
 
 func (p Port) String() string {
@@ -108,7 +111,20 @@ func (n *Stack) PublishUDP(hostAddr string, guestPort int) (Port, error) {
 	return n.publish(UDP, hostAddr, guestPort, false)
 }
 
+// PublishAuto publishes, as Publish or PublishUDP (proto UDP) does, a
+// port the guest listens on, marked Auto.
+func (n *Stack) PublishAuto(proto, hostAddr string, guestPort int) (Port, error) {
+	return n.publishAs(proto, hostAddr, Port{GuestPort: guestPort, Auto: true})
+}
+
 func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Port, error) {
+	return n.publishAs(proto, hostAddr, Port{GuestPort: guestPort, Config: config})
+}
+
+// publishAs publishes hostAddr to the guest port of as, which says where
+// the port comes from (Config, Auto).
+func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
+	guestPort := as.GuestPort
 	if proto != "" && proto != UDP {
 		return Port{}, fmt.Errorf("protocol %q: want tcp or udp", proto)
 	}
@@ -133,7 +149,7 @@ func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Por
 	}
 	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(guestPort)}
 	if proto == UDP {
-		p, err := n.publishUDP("udp"+family, hostAddr, guest, config)
+		p, err := n.publishUDP("udp"+family, hostAddr, guest, as)
 		if err != nil {
 			return Port{}, err
 		}
@@ -145,7 +161,8 @@ func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Por
 	if err != nil {
 		return Port{}, fmt.Errorf("publish %s: %w", hostAddr, err)
 	}
-	p := &published{Port: Port{HostAddr: l.Addr().String(), GuestPort: guestPort, Config: config}, l: l, conns: map[net.Conn]struct{}{}}
+	as.HostAddr = l.Addr().String()
+	p := &published{Port: as, l: l, conns: map[net.Conn]struct{}{}}
 	handle := func(c net.Conn) {
 		if !p.add(c) {
 			c.Close()
@@ -173,7 +190,7 @@ func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Por
 // datagrams to guest through a flow of its own (gvisor-tap-vsock's UDP
 // proxy), at most maxUDPPeers peers at once: the next one's datagrams
 // are dropped until a flow ends.
-func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, config bool) (*published, error) {
+func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, as Port) (*published, error) {
 	pc, err := net.ListenPacket(network, hostAddr)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s/udp: %w", hostAddr, err)
@@ -197,7 +214,8 @@ func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, co
 		return nil, err
 	}
 	go proxy.Run()
-	return &published{Port: Port{HostAddr: pc.LocalAddr().String(), GuestPort: int(guest.Port), Proto: UDP, Config: config}, udp: proxy}, nil
+	as.HostAddr, as.Proto = pc.LocalAddr().String(), UDP
+	return &published{Port: as, udp: proxy}, nil
 }
 
 // peerConn is a UDP peer's flow into the guest, which counts itself out

@@ -90,7 +90,29 @@ const (
 	// two forks do not draw the same numbers, writes a new machine-id,
 	// and sets the hostname. It answers Reply.Personalize.
 	MethodPersonalize Method = "personalize"
+	// MethodListeners lists the guest's listening TCP sockets and bound
+	// UDP sockets, from /proc/net (Reply.Listeners), for a host that
+	// follows them (cowork port publish --auto). At most MaxListeners.
+	MethodListeners Method = "listeners"
 )
+
+// MaxListeners bounds a listeners reply.
+const MaxListeners = 512
+
+// ListenersReply is the guest's listening sockets, one per protocol,
+// address and port.
+type ListenersReply struct {
+	Ports []Listener `json:"ports"`
+}
+
+// Listener is a socket waiting for peers: Proto "tcp" or "udp", the
+// local address it is bound to (0.0.0.0 or :: for every address) and its
+// port.
+type Listener struct {
+	Proto string `json:"proto"`
+	Addr  string `json:"addr"`
+	Port  int    `json:"port"`
+}
 
 // SeedSize is the size of Request.Seed.
 const SeedSize = 64
@@ -142,6 +164,7 @@ type Reply struct {
 	ShareRelease *ShareReleaseReply  `json:"share_release,omitempty"`
 	ShareMount   *ShareMountReply    `json:"share_mount,omitempty"`
 	Personalize  *PersonalizeReply   `json:"personalize,omitempty"`
+	Listeners    *ListenersReply     `json:"listeners,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }

@@ -29,6 +29,7 @@ type Options struct {
 
 	GuestPort int
 	UDP       bool     // publish: a UDP port
+	Auto      bool     // publish, rm: follow the guest's listening ports, or stop
 	HostAddr  string   // publish: IP:PORT
 	Which     []string // rm
 	JSON      bool
@@ -69,8 +70,15 @@ each ending after 90 s without a datagram.`,
 		Example: `  cowork port publish 8000
   cowork port publish 3000:0
   cowork port publish 8080:9090 --address 0.0.0.0
-  cowork port publish 5353 --udp`,
+  cowork port publish 5353 --udp
+  cowork port publish --auto`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Auto {
+				if len(args) != 0 || o.UDP || cmd.Flags().Changed("address") {
+					return cmdutil.FlagErrorf("port publish --auto takes no port, --udp or --address: it follows every port the guest listens on, on 127.0.0.1")
+				}
+				return run(cmd, "auto-on")
+			}
 			if len(args) != 1 {
 				return cmdutil.FlagErrorf("port publish needs one GUESTPORT[:HOSTPORT], e.g. cowork port publish 8000")
 			}
@@ -87,6 +95,7 @@ each ending after 90 s without a datagram.`,
 	}
 	publish.Flags().StringVar(&address, "address", "127.0.0.1", "the host address to listen on")
 	publish.Flags().BoolVar(&o.UDP, "udp", false, "publish a UDP port")
+	publish.Flags().BoolVar(&o.Auto, "auto", false, "follow the guest: publish each TCP and UDP port (1024 and up) it listens on, at the same number on 127.0.0.1, while it listens")
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -106,6 +115,12 @@ them are cut. A port of the config (init --publish) comes back at
 the next start.`,
 		Example: "  cowork port rm 8000\n  cowork port rm 5353/udp",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Auto {
+				if len(args) != 0 {
+					return cmdutil.FlagErrorf("port rm --auto takes no PORT: it stops following the guest and closes the ports it followed")
+				}
+				return run(cmd, "auto-off")
+			}
 			if len(args) == 0 {
 				return cmdutil.FlagErrorf("port rm needs the PORT to close, e.g. cowork port rm 8000")
 			}
@@ -113,6 +128,7 @@ the next start.`,
 			return run(cmd, "rm")
 		},
 	}
+	rm.Flags().BoolVar(&o.Auto, "auto", false, "stop following the guest's listening ports, and close those followed")
 	cmd.AddCommand(publish, ls, rm)
 	return cmd
 }
@@ -139,6 +155,17 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	switch o.Op {
+	case "auto-on", "auto-off":
+		on := o.Op == "auto-on"
+		if err := inst.AutoPublish(ctx, on); err != nil {
+			return err
+		}
+		if on {
+			fmt.Fprintf(o.IO.ErrOut, "following the ports %s listens on (TCP and UDP, 1024 and up) at the same numbers on 127.0.0.1, until it stops, or `cowork port rm%s --auto`; `cowork port ls` shows them\n", inst.Name, instance.NameFlag(inst.Name))
+		} else {
+			fmt.Fprintf(o.IO.ErrOut, "no longer following the ports %s listens on; those followed are closed\n", inst.Name)
+		}
+		return nil
 	case "publish":
 		publish := inst.Publish
 		if o.UDP {
@@ -196,8 +223,11 @@ func Run(ctx context.Context, o *Options) error {
 	fmt.Fprintln(w, "HOST\tGUEST PORT\tPROTO\tFROM")
 	for _, p := range ports {
 		from := "port publish"
-		if p.Config {
+		switch {
+		case p.Config:
 			from = "config"
+		case p.Auto:
+			from = "auto"
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", p.HostAddr, p.GuestPort, cmp.Or(p.Proto, "tcp"), from)
 	}

@@ -49,6 +49,9 @@ type Status struct {
 	Arch         string   `json:"arch"`
 	// Publish lists guest ports reachable on the host, as HOSTADDR->GUESTPORT.
 	Publish []string `json:"publish,omitempty"`
+	// AutoPublish says the guest's listening ports are followed (cowork
+	// port publish --auto).
+	AutoPublish bool `json:"auto_publish,omitempty"`
 	// Error says why the VM stopped when nobody asked it to.
 	Error string `json:"error,omitempty"`
 	// Network sums the audit log since hostd started.
@@ -222,7 +225,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		st.Network = networkFrom(n, time.Now(), filepath.Join(paths.Dir(), "config.json"))
 	}
 	if r.Ports != nil { // the running network's: the config's and `port publish`'s
-		st.Publish = nil
+		st.Publish, st.AutoPublish = nil, r.AutoPublish
 		for _, p := range r.Ports {
 			st.Publish = append(st.Publish, p.String())
 		}
@@ -321,6 +324,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
 	if len(s.Mounts) > 0 {
 		fmt.Fprintf(w, "mounts:\t%s\n", strings.Join(s.Mounts, ", "))
+	}
+	if s.AutoPublish {
+		s.Publish = append(s.Publish, "and what the guest listens on (--auto)")
 	}
 	if len(s.Publish) > 0 {
 		fmt.Fprintf(w, "published:\t%s\n", strings.Join(s.Publish, ", "))

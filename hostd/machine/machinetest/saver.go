@@ -2,9 +2,11 @@ package machinetest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/coworkhq/cowork/guestagent"
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
 // The fake's saved guest: device.state holds the generation of the
@@ -276,5 +279,30 @@ func (m *Machine) UseFolder(t testing.TB, pid int, comm, cwd string) {
 	}
 	if err := os.Symlink(cwd, filepath.Join(dir, "cwd")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Listen makes the fake guest's /proc/net say it listens on these IPv4
+// sockets (and on nothing else): what its agent's listeners call reads.
+func (m *Machine) Listen(t testing.TB, ls ...agentcall.Listener) {
+	t.Helper()
+	m.mu.Lock()
+	g := m.share
+	m.mu.Unlock()
+	files := map[string]string{"tcp": "  sl  local_address rem_address   st\n", "udp": "  sl  local_address rem_address   st\n"}
+	for i, l := range ls {
+		ip := netip.MustParseAddr(l.Addr).As4()
+		state := "0A"
+		if l.Proto == "udp" {
+			state = "07"
+		}
+		files[l.Proto] += fmt.Sprintf("%4d: %08X:%04X 00000000:0000 %s 00000000:00000000 00:00000000 00000000     0        0 %d\n",
+			i, binary.LittleEndian.Uint32(ip[:]), l.Port, state, 1000+i)
+	}
+	os.MkdirAll(filepath.Join(g.proc, "net"), 0o755)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(g.proc, "net", name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

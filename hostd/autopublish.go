@@ -1,0 +1,201 @@
+package hostd
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/internal/agentcall"
+)
+
+// Following the guest's listening sockets (cowork port publish --auto):
+// hostd asks the agent what the guest listens on every autoPublishEvery,
+// publishes each new TCP or UDP port of minAutoPort and up on this
+// machine's loopback at the same number, and takes back those the guest
+// no longer listens on. What the agent answers is the guest's claim: it
+// can make hostd listen on loopback ports of its choosing (as many as
+// netstack.MaxPorts allows), never on another address, and never on a
+// port this machine already uses (the bind fails, and that port is left
+// alone until the guest stops listening on it).
+
+// autoPublishEvery is how often hostd asks.
+var autoPublishEvery = 2 * time.Second
+
+// minAutoPort is the lowest port followed: those below are the system's
+// (ssh, DNS), and binding them here would need privileges anyway.
+const minAutoPort = 1024
+
+// autoPublish is the follower's state: running while cancel is set.
+type autoPublish struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// AutoPublish starts or stops following the guest's listening sockets
+// while the VM runs; stopping takes back every port it published.
+func (s *controlServer) AutoPublish(ctx context.Context, on bool) error {
+	n, err := s.network()
+	if err != nil {
+		return err
+	}
+	d := s.d
+	d.mu.Lock()
+	agent := d.agent
+	d.mu.Unlock()
+	if agent == nil {
+		return controlwire.Errorf(controlwire.CodeUnavailable, "the guest agent has not connected yet; try again once the instance is ready")
+	}
+	a := &d.auto
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if on == (a.cancel != nil) {
+		return nil
+	}
+	if !on {
+		a.cancel()
+		<-a.done
+		a.cancel, a.done = nil, nil
+		return nil
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan struct{})
+	go func() {
+		defer close(a.done)
+		d.followListeners(lctx, n, agent.Listeners)
+	}()
+	d.log.Info("following the guest's listening ports")
+	return nil
+}
+
+// autoPublishing says whether hostd follows the guest's listeners.
+func (d *Daemon) autoPublishing() bool {
+	d.auto.mu.Lock()
+	defer d.auto.mu.Unlock()
+	return d.auto.cancel != nil
+}
+
+// portKey is a guest port by protocol.
+type portKey struct {
+	proto string // netstack.UDP or "" (TCP)
+	port  int
+}
+
+// followListeners publishes and takes back ports as the guest's
+// listeners come and go, until ctx ends or hostd closes; then it takes
+// back what it published.
+func (d *Daemon) followListeners(ctx context.Context, n *netstack.Stack, list func(context.Context) ([]agentcall.Listener, error)) {
+	st := &autoState{skip: map[portKey]bool{}, mine: map[portKey]bool{}}
+	defer d.unpublishAuto(n)
+	tick := time.NewTicker(autoPublishEvery)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
+		ls, err := list(cctx)
+		cancel()
+		if err != nil {
+			d.log.Warn("could not ask the guest what it listens on", "err", err)
+		} else {
+			d.syncAuto(n, wantedPorts(ls), st)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.closing:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// wantedPorts are the guest's listeners a published port can reach: on
+// every address or the guest's own (a published port dials the guest's
+// IP), minAutoPort and up.
+func wantedPorts(ls []agentcall.Listener) map[portKey]bool {
+	want := map[portKey]bool{}
+	for _, l := range ls {
+		ip := net.ParseIP(l.Addr)
+		if ip == nil || l.Port < minAutoPort || !(ip.IsUnspecified() || ip.Equal(net.ParseIP(netstack.GuestIP))) {
+			continue
+		}
+		k := portKey{port: l.Port}
+		if l.Proto == "udp" {
+			k.proto = netstack.UDP
+		}
+		want[k] = true
+	}
+	return want
+}
+
+// autoState is what the follower remembers between rounds.
+type autoState struct {
+	// skip are ports left alone while the guest listens on them: this
+	// machine's port was taken, or the user took the auto port back.
+	skip map[portKey]bool
+	// mine are the ports the follower published.
+	mine map[portKey]bool
+}
+
+// syncAuto publishes what is wanted and not published, and takes back
+// the auto ports no longer wanted.
+func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoState) {
+	have := map[portKey]bool{}
+	ports := n.Ports()
+	for _, p := range ports {
+		have[portKey{p.Proto, p.GuestPort}] = true
+	}
+	for k := range st.mine {
+		if !have[k] { // taken back by the user (port rm), or the stack closed
+			delete(st.mine, k)
+			if want[k] {
+				st.skip[k] = true
+			}
+		}
+	}
+	for _, p := range ports {
+		k := portKey{p.Proto, p.GuestPort}
+		if p.Auto && !want[k] {
+			delete(st.mine, k)
+			if _, err := n.Unpublish(p.HostAddr + "/" + protoName(p.Proto)); err != nil {
+				d.log.Warn("could not take back a port the guest no longer listens on", "port", p.String(), "err", err)
+			}
+		}
+	}
+	for k := range st.skip {
+		if !want[k] {
+			delete(st.skip, k) // a later listener on it is followed again
+		}
+	}
+	for k := range want {
+		if have[k] || st.skip[k] { // published by anyone: the user's own stays the user's
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))
+		if _, err := n.PublishAuto(k.proto, addr, k.port); err != nil {
+			st.skip[k] = true
+			d.log.Info("not following a guest port", "port", k.port, "proto", protoName(k.proto), "err", err)
+			continue
+		}
+		st.mine[k] = true
+	}
+}
+
+// unpublishAuto takes back every auto port.
+func (d *Daemon) unpublishAuto(n *netstack.Stack) {
+	for _, p := range n.Ports() {
+		if p.Auto {
+			_, _ = n.Unpublish(p.HostAddr + "/" + protoName(p.Proto))
+		}
+	}
+}
+
+func protoName(proto string) string {
+	if proto == netstack.UDP {
+		return "udp"
+	}
+	return "tcp"
+}
