@@ -2,9 +2,11 @@ package hostd
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
@@ -17,23 +19,56 @@ import (
 // publishes each new TCP or UDP port of minAutoPort and up on this
 // machine's loopback at the same number, and takes back those the guest
 // no longer listens on. What the agent answers is the guest's claim: it
-// can make hostd listen on loopback ports of its choosing (as many as
-// netstack.MaxPorts allows), never on another address, and never on a
-// port this machine already uses (the bind fails, and that port is left
-// alone until the guest stops listening on it).
+// can make hostd listen on any loopback port of 1024 and up that nothing
+// here is bound to (as many as netstack.MaxPorts allows), never on
+// another address; a port already bound here is left alone until the
+// guest stops listening on it. A host program that connects to such a
+// port while its own server is not running talks to the guest.
 
 // autoPublishEvery is how often hostd asks.
 var autoPublishEvery = 2 * time.Second
 
 // minAutoPort is the lowest port followed: those below are the system's
 // (ssh, DNS), and binding them here would need privileges anyway.
-const minAutoPort = 1024
+// maxAutoUDPPort is the highest UDP one: from 32768 up is Linux's
+// ephemeral range, where a client's unconnected UDP socket (a QUIC
+// client's, a resolver's) looks just like a server's.
+const (
+	minAutoPort    = 1024
+	maxAutoUDPPort = 32767
+)
 
 // autoPublish is the follower's state: running while cancel is set.
 type autoPublish struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// removedMu guards removed: the guest ports the user took back
+	// (port rm) while following, left alone while the guest listens.
+	removedMu sync.Mutex
+	removed   map[portKey]bool
+}
+
+// userRemoved tells the follower the user took p back.
+func (a *autoPublish) userRemoved(p netstack.Port) {
+	a.removedMu.Lock()
+	defer a.removedMu.Unlock()
+	if a.removed == nil {
+		a.removed = map[portKey]bool{}
+	}
+	if len(a.removed) < netstack.MaxPorts*4 {
+		a.removed[portKey{p.Proto, p.GuestPort}] = true
+	}
+}
+
+// takeRemoved hands the follower what the user took back since.
+func (a *autoPublish) takeRemoved() map[portKey]bool {
+	a.removedMu.Lock()
+	defer a.removedMu.Unlock()
+	r := a.removed
+	a.removed = nil
+	return r
 }
 
 // AutoPublish starts or stops following the guest's listening sockets
@@ -89,7 +124,8 @@ type portKey struct {
 // listeners come and go, until ctx ends or hostd closes; then it takes
 // back what it published.
 func (d *Daemon) followListeners(ctx context.Context, n *netstack.Stack, list func(context.Context) ([]agentcall.Listener, error)) {
-	st := &autoState{skip: map[portKey]bool{}, mine: map[portKey]bool{}}
+	st := &autoState{skip: map[portKey]bool{}, mine: map[portKey]bool{}, told: map[portKey]bool{}}
+	d.auto.takeRemoved() // what was removed before this follower began
 	defer d.unpublishAuto(n)
 	tick := time.NewTicker(autoPublishEvery)
 	defer tick.Stop()
@@ -100,6 +136,9 @@ func (d *Daemon) followListeners(ctx context.Context, n *netstack.Stack, list fu
 		if err != nil {
 			d.log.Warn("could not ask the guest what it listens on", "err", err)
 		} else {
+			for k := range d.auto.takeRemoved() {
+				st.skip[k] = true
+			}
 			d.syncAuto(n, wantedPorts(ls), st)
 		}
 		select {
@@ -124,6 +163,9 @@ func wantedPorts(ls []agentcall.Listener) map[portKey]bool {
 		}
 		k := portKey{port: l.Port}
 		if l.Proto == "udp" {
+			if l.Port > maxAutoUDPPort {
+				continue
+			}
 			k.proto = netstack.UDP
 		}
 		want[k] = true
@@ -134,8 +176,10 @@ func wantedPorts(ls []agentcall.Listener) map[portKey]bool {
 // autoState is what the follower remembers between rounds.
 type autoState struct {
 	// skip are ports left alone while the guest listens on them: this
-	// machine's port was taken, or the user took the auto port back.
+	// machine's port was taken, or the user took the port back.
 	skip map[portKey]bool
+	// told are the ports whose failure is logged already.
+	told map[portKey]bool
 	// mine are the ports the follower published.
 	mine map[portKey]bool
 }
@@ -160,14 +204,17 @@ func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoStat
 		k := portKey{p.Proto, p.GuestPort}
 		if p.Auto && !want[k] {
 			delete(st.mine, k)
-			if _, err := n.Unpublish(p.HostAddr + "/" + protoName(p.Proto)); err != nil {
-				d.log.Warn("could not take back a port the guest no longer listens on", "port", p.String(), "err", err)
-			}
+			n.UnpublishAuto(p.HostAddr, p.Proto) // not if the user's took its place meanwhile
 		}
 	}
 	for k := range st.skip {
 		if !want[k] {
 			delete(st.skip, k) // a later listener on it is followed again
+		}
+	}
+	for k := range st.told {
+		if !want[k] {
+			delete(st.told, k)
 		}
 	}
 	for k := range want {
@@ -176,8 +223,13 @@ func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoStat
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port))
 		if _, err := n.PublishAuto(k.proto, addr, k.port); err != nil {
-			st.skip[k] = true
-			d.log.Info("not following a guest port", "port", k.port, "proto", protoName(k.proto), "err", err)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				st.skip[k] = true // this machine's own: left alone
+			}
+			if !st.told[k] { // else (the most ports are published) tried again next round
+				st.told[k] = true
+				d.log.Info("not following a guest port", "port", k.port, "proto", protoName(k.proto), "err", err)
+			}
 			continue
 		}
 		st.mine[k] = true
@@ -188,7 +240,7 @@ func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoStat
 func (d *Daemon) unpublishAuto(n *netstack.Stack) {
 	for _, p := range n.Ports() {
 		if p.Auto {
-			_, _ = n.Unpublish(p.HostAddr + "/" + protoName(p.Proto))
+			n.UnpublishAuto(p.HostAddr, p.Proto)
 		}
 	}
 }

@@ -67,6 +67,9 @@ func (s *controlServer) Unpublish(ctx context.Context, which string) (*controlwi
 		return nil, controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
 	}
 	s.d.log.Info("took a published guest port back", "host", p.HostAddr, "guest_port", p.GuestPort)
+	if s.d.autoPublishing() {
+		s.d.auto.userRemoved(p) // not published again while the guest listens
+	}
 	w := wirePort(p)
 	return &w, nil
 }

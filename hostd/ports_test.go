@@ -3,6 +3,7 @@ package hostd
 import (
 	"context"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
+	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/internal/agentcall"
 )
 
@@ -36,15 +38,27 @@ func TestPublishRefusesBadRequests(t *testing.T) {
 	}
 }
 
-// freePort is a TCP port of this machine nothing listens on now.
+// freePort is a port of this machine, below the ephemeral range (where
+// the follower takes no UDP port), that nothing listens on now, TCP or
+// UDP.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for port := 20000 + rand.IntN(10000); port < 32767; port++ {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port")
+	return 0
 }
 
 // autoPorts are the ports hostd follows, by guest port.
@@ -125,6 +139,20 @@ func TestAutoPublishFollowsTheGuest(t *testing.T) {
 	}
 	time.Sleep(10 * autoPublishEvery)
 	waitAuto(t, r, b)
+	// So does a port the user published and takes back.
+	d := freePort(t)
+	if _, err := r.api.Publish(ctx, controlwire.PublishRequest{HostAddr: "127.0.0.1:0", GuestPort: d}); err != nil {
+		t.Fatal(err)
+	}
+	m.Listen(t, agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: a}, agentcall.Listener{Proto: "udp", Addr: "0.0.0.0", Port: b},
+		agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: d})
+	time.Sleep(10 * autoPublishEvery)
+	waitAuto(t, r, b) // d is the user's
+	if _, err := r.api.Unpublish(ctx, strconv.Itoa(d)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * autoPublishEvery)
+	waitAuto(t, r, b)
 	// The guest stops listening on b, and listens on c on every address.
 	m.Listen(t, agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: a}, agentcall.Listener{Proto: "tcp", Addr: "0.0.0.0", Port: c})
 	waitAuto(t, r, c)
@@ -133,5 +161,26 @@ func TestAutoPublishFollowsTheGuest(t *testing.T) {
 	}
 	if got := autoPorts(r); len(got) != 0 || r.status().AutoPublish {
 		t.Errorf("after off: still following %v", got)
+	}
+}
+
+// Which of the guest's listeners a published port can reach and the
+// follower takes: every address or the guest's own, 1024 and up, UDP
+// below the ephemeral range.
+func TestWantedPorts(t *testing.T) {
+	got := wantedPorts([]agentcall.Listener{
+		{Proto: "tcp", Addr: "0.0.0.0", Port: 8000},
+		{Proto: "tcp", Addr: "::", Port: 3000},
+		{Proto: "tcp", Addr: "192.168.127.2", Port: 5000},
+		{Proto: "tcp", Addr: "127.0.0.1", Port: 5432},
+		{Proto: "tcp", Addr: "::1", Port: 6000},
+		{Proto: "tcp", Addr: "172.17.0.1", Port: 7000},
+		{Proto: "tcp", Addr: "0.0.0.0", Port: 1023},
+		{Proto: "udp", Addr: "0.0.0.0", Port: 5353},
+		{Proto: "udp", Addr: "0.0.0.0", Port: 40000},
+	})
+	want := map[portKey]bool{{"", 8000}: true, {"", 3000}: true, {"", 5000}: true, {netstack.UDP, 5353}: true}
+	if !maps.Equal(got, want) {
+		t.Errorf("wanted %v, want %v", got, want)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,8 +129,9 @@ type Stack struct {
 	refusals *refusalLog // the relay's refused requests, rate-limited
 	lim      *limiter
 
-	ports ports      // published ports
-	loops serveLoops // the serve loops, and those that failed
+	ports    ports        // published ports
+	udpPeers atomic.Int64 // host peers of every published UDP port
+	loops    serveLoops   // the serve loops, and those that failed
 
 	mu    sync.RWMutex
 	rules *policy.Rules

@@ -31,9 +31,13 @@ const MaxPorts = 64
 // 0.0.0.0 takes them from anyone on the network.
 const maxPortConns = 256
 
-// maxUDPPeers bounds the host peers of one published UDP port: each has
-// a flow into the guest and a 64 KiB buffer for the guest's answers.
-const maxUDPPeers = 64
+// maxUDPPeers bounds the host peers of one published UDP port, and
+// maxUDPPeersTotal those of all of them: each has a flow into the guest
+// and a 64 KiB buffer for the guest's answers (16 MiB at most in all).
+const (
+	maxUDPPeers      = 64
+	maxUDPPeersTotal = 256
+)
 
 // Port is a guest TCP or UDP port reachable on the host.
 type Port struct {
@@ -195,27 +199,51 @@ func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, as
 	if err != nil {
 		return nil, fmt.Errorf("publish %s/udp: %w", hostAddr, err)
 	}
-	var peers atomic.Int64
-	dial := func() (net.Conn, error) {
-		if peers.Add(1) > maxUDPPeers {
-			peers.Add(-1)
-			return nil, fmt.Errorf("%d peers use the published UDP port %s; a datagram of one more is dropped", maxUDPPeers, pc.LocalAddr())
-		}
-		c, err := gonet.DialUDP(n.s, nil, &guest, ipv4.ProtocolNumber)
-		if err != nil {
-			peers.Add(-1)
-			return nil, err
-		}
-		return &peerConn{Conn: c, done: func() { peers.Add(-1) }}, nil
-	}
+	as.HostAddr, as.Proto = pc.LocalAddr().String(), UDP
+	p := &published{Port: as}
+	dial := boundedDial(&udpPeers{port: &atomic.Int64{}, total: &n.udpPeers}, p.isRemoved, func() (net.Conn, error) {
+		return gonet.DialUDP(n.s, nil, &guest, ipv4.ProtocolNumber)
+	})
 	proxy, err := forwarder.NewUDPProxy(pc, dial)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
+	p.udp = proxy
 	go proxy.Run()
-	as.HostAddr, as.Proto = pc.LocalAddr().String(), UDP
-	return &published{Port: as, udp: proxy}, nil
+	return p, nil
+}
+
+// udpPeers counts a UDP port's peers, and every port's.
+type udpPeers struct{ port, total *atomic.Int64 }
+
+// boundedDial is the UDP proxy's dialer for one port: a flow for a new
+// peer while the port has fewer than maxUDPPeers and all ports fewer than
+// maxUDPPeersTotal, and never once the port is removed (the proxy may
+// take a datagram read before its removal); a flow's Close gives its
+// place back.
+func boundedDial(peers *udpPeers, removed func() bool, dial func() (net.Conn, error)) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		if removed() {
+			return nil, errors.New("the port was taken back")
+		}
+		if peers.port.Add(1) > maxUDPPeers {
+			peers.port.Add(-1)
+			return nil, fmt.Errorf("%d peers use this published UDP port; a datagram of one more is dropped", maxUDPPeers)
+		}
+		if peers.total.Add(1) > maxUDPPeersTotal {
+			peers.total.Add(-1)
+			peers.port.Add(-1)
+			return nil, fmt.Errorf("%d peers use the published UDP ports; a datagram of one more is dropped", maxUDPPeersTotal)
+		}
+		c, err := dial()
+		if err != nil {
+			peers.port.Add(-1)
+			peers.total.Add(-1)
+			return nil, err
+		}
+		return &peerConn{Conn: c, done: func() { peers.port.Add(-1); peers.total.Add(-1) }}, nil
+	}
 }
 
 // peerConn is a UDP peer's flow into the guest, which counts itself out
@@ -229,6 +257,34 @@ type peerConn struct {
 func (c *peerConn) Close() error {
 	c.once.Do(c.done)
 	return c.Conn.Close()
+}
+
+// UnpublishAuto takes back the port at hostAddr with proto if, and only
+// if, it is one PublishAuto made: the follower never takes a user's.
+func (n *Stack) UnpublishAuto(hostAddr, proto string) bool {
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	i := slices.IndexFunc(n.ports.list, func(p *published) bool {
+		return p.Auto && p.Proto == proto && sameAddr(p.HostAddr, hostAddr)
+	})
+	if i < 0 {
+		return false
+	}
+	n.removeAt(i)
+	return true
+}
+
+// removeAt takes back the i-th port; n.ports.mu is held, so that the log
+// says unpublish before a publish of the same address can say publish.
+func (n *Stack) removeAt(i int) Port {
+	p := n.ports.list[i]
+	n.ports.list = slices.Delete(n.ports.list, i, i+1)
+	p.remove()
+	if p.l != nil {
+		n.loops.forget("published port " + p.HostAddr)
+	}
+	n.auditPort(audit.KindUnpublish, p.Port)
+	return p.Port
 }
 
 // Unpublish stops the port published at hostAddr (host:port, or the
@@ -267,17 +323,7 @@ func (n *Stack) Unpublish(which string) (Port, error) {
 	case len(matches) > 1:
 		return Port{}, fmt.Errorf("%s names %d published ports: name one by its host address, with /udp or /tcp", which, len(matches))
 	}
-	i := matches[0]
-	p := n.ports.list[i]
-	n.ports.list = slices.Delete(n.ports.list, i, i+1)
-	// Under the lock: the log says unpublish before a publish of the
-	// same address can say publish.
-	p.remove()
-	if p.l != nil {
-		n.loops.forget("published port " + p.HostAddr)
-	}
-	n.auditPort(audit.KindUnpublish, p.Port)
-	return p.Port, nil
+	return n.removeAt(matches[0]), nil
 }
 
 // sameAddr says whether two host:port addresses are the same, however

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,5 +371,76 @@ func TestPublishUDPBoundsItsPeers(t *testing.T) {
 	}
 	if answered != maxUDPPeers {
 		t.Errorf("%d of %d peers answered, want the first %d", answered, len(keep), maxUDPPeers)
+	}
+}
+
+// A UDP port's dialer: a flow per new peer while the port has fewer than
+// maxUDPPeers and all ports fewer than maxUDPPeersTotal; a closed flow
+// gives its place back (once, however often it is closed); none once the
+// port is removed.
+func TestBoundedDial(t *testing.T) {
+	var total atomic.Int64
+	removed := false
+	dialer := func() func() (net.Conn, error) {
+		return boundedDial(&udpPeers{port: &atomic.Int64{}, total: &total}, func() bool { return removed }, func() (net.Conn, error) {
+			a, _ := net.Pipe()
+			return a, nil
+		})
+	}
+	one := dialer()
+	var conns []net.Conn
+	for range maxUDPPeers {
+		c, err := one()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	if _, err := one(); err == nil {
+		t.Fatal("a peer past the port's bound got a flow")
+	}
+	conns[0].Close()
+	conns[0].Close()
+	if _, err := one(); err != nil {
+		t.Fatalf("a closed flow gave no place back: %v", err)
+	}
+	if _, err := one(); err == nil {
+		t.Fatal("a second close gave a second place back")
+	}
+	// Other ports share the total.
+	for total.Load() < maxUDPPeersTotal {
+		if _, err := dialer()(); err != nil {
+			t.Fatalf("at %d peers in all: %v", total.Load(), err)
+		}
+	}
+	if _, err := dialer()(); err == nil || !strings.Contains(err.Error(), "published UDP ports") {
+		t.Errorf("a peer past the total: %v", err)
+	}
+	removed = true
+	conns[1].Close()
+	if _, err := one(); err == nil {
+		t.Error("a removed port's dialer made a flow")
+	}
+}
+
+// The follower's take-back never takes a user's port.
+func TestUnpublishAutoLeavesTheUsersPorts(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	user, err := tn.Publish("127.0.0.1:0", 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tn.UnpublishAuto(user.HostAddr, "") {
+		t.Error("UnpublishAuto took a user's port")
+	}
+	auto, err := tn.PublishAuto("", "127.0.0.1:0", 8001)
+	if err != nil || !auto.Auto {
+		t.Fatalf("%+v %v", auto, err)
+	}
+	if tn.UnpublishAuto(auto.HostAddr, UDP) || !tn.UnpublishAuto(auto.HostAddr, "") {
+		t.Error("UnpublishAuto did not take its own TCP port back (alone)")
+	}
+	if ports := tn.Ports(); len(ports) != 1 || ports[0].HostAddr != user.HostAddr {
+		t.Errorf("ports left: %+v", ports)
 	}
 }

@@ -95,7 +95,7 @@ each ending after 90 s without a datagram.`,
 	}
 	publish.Flags().StringVar(&address, "address", "127.0.0.1", "the host address to listen on")
 	publish.Flags().BoolVar(&o.UDP, "udp", false, "publish a UDP port")
-	publish.Flags().BoolVar(&o.Auto, "auto", false, "follow the guest: publish each TCP and UDP port (1024 and up) it listens on, at the same number on 127.0.0.1, while it listens")
+	publish.Flags().BoolVar(&o.Auto, "auto", false, "follow the guest: publish each TCP and UDP port (1024 and up; UDP up to 32767) it listens on, at the same number on 127.0.0.1, while it listens")
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -161,7 +161,7 @@ func Run(ctx context.Context, o *Options) error {
 			return err
 		}
 		if on {
-			fmt.Fprintf(o.IO.ErrOut, "following the ports %s listens on (TCP and UDP, 1024 and up) at the same numbers on 127.0.0.1, until it stops, or `cowork port rm%s --auto`; `cowork port ls` shows them\n", inst.Name, instance.NameFlag(inst.Name))
+			fmt.Fprintf(o.IO.ErrOut, "following the ports %s listens on (TCP and UDP, 1024 and up; UDP up to 32767) at the same numbers on 127.0.0.1, until it stops, or `cowork port rm%s --auto`; `cowork port ls` shows them\n", inst.Name, instance.NameFlag(inst.Name))
 		} else {
 			fmt.Fprintf(o.IO.ErrOut, "no longer following the ports %s listens on; those followed are closed\n", inst.Name)
 		}

@@ -182,13 +182,17 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 	}
 	running := inst.Running()
 	var published []cowork.Port // by `port publish`: a new hostd publishes only the config's
+	auto := false                // following the guest's listening ports (port publish --auto)
 	if running {
 		if ports, err := inst.Ports(ctx); err == nil {
 			for _, p := range ports {
-				if !p.Config {
+				if !p.Config && !p.Auto { // the follower publishes those again
 					published = append(published, p)
 				}
 			}
+		}
+		if st, err := inst.Status(ctx); err == nil {
+			auto = st.AutoPublish
 		}
 		fmt.Fprintf(o.IO.ErrOut, "Suspending %s for the snapshot...\n", o.Name)
 		if _, err := inst.Suspend(ctx, false); err != nil {
@@ -216,6 +220,11 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 	for _, p := range published {
 		if _, err := inst.PublishPort(ctx, p); err != nil {
 			fmt.Fprintf(o.IO.ErrOut, "cowork: warning: guest port %d is no longer published at %s: %v\n", p.GuestPort, p.HostAddr, err)
+		}
+	}
+	if auto {
+		if err := inst.AutoPublish(ctx, true); err != nil {
+			fmt.Fprintf(o.IO.ErrOut, "cowork: warning: the guest's listening ports are no longer followed: %v\n", err)
 		}
 	}
 	return nil
