@@ -81,3 +81,27 @@ func (i *Instance) SetMounts(mounts []Mount, discardSaved bool) (discarded bool,
 	}
 	return false, nil
 }
+
+// SetSSHAgent lends the guest the host's SSH agent (the one at
+// SSH_AUTH_SOCK where the instance starts) from its next start on, or
+// stops lending it. Not while it runs.
+func (i *Instance) SetSSHAgent(on bool) error {
+	if i.Config.SSHAgent == on {
+		return nil
+	}
+	lock, err := instance.TryLock(i.Paths)
+	if errors.Is(err, instance.ErrRunning) {
+		return fmt.Errorf("%s is running; lending its guest the SSH agent changes when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	c := *i.Config
+	c.SSHAgent = on
+	if err := c.Save(i.Paths.Dir()); err != nil {
+		return err
+	}
+	i.Config.SSHAgent = on
+	return nil
+}

@@ -3,13 +3,18 @@
 package e2e
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +60,8 @@ func TestShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, rw := mountFolders(t, e, owner)
-	e.must(e.initArgs("--mount", data+":/data:ro", "--mount", rw+":/srv/rw")...)
+	keys := hostSSHAgent(t, e)
+	e.must(e.initArgs("--mount", data+":/data:ro", "--mount", rw+":/srv/rw", "--ssh-agent")...)
 
 	t.Run("QEMU and the file server are confined", func(t *testing.T) {
 		qemuPid, _ := os.ReadFile(filepath.Join(e.instanceDir("sandbox"), "run", "qemu.pid"))
@@ -93,6 +99,65 @@ func TestShare(t *testing.T) {
 	t.Run("cp in and out, the guest's stream checked", func(t *testing.T) { checkCopy(t, e) })
 
 	t.Run("more folders, a read-only one kept so by the host", func(t *testing.T) { checkMounts(t, e, data, rw) })
+
+	t.Run("the host's SSH agent lent, its keys kept", func(t *testing.T) { checkSSHAgent(t, e, keys) })
+}
+
+// hostSSHAgent serves an agent holding one new key on a socket, and
+// makes it the SSH_AUTH_SOCK of every cowork command (so of hostd).
+func hostSSHAgent(t *testing.T, e *env) agent.Agent {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keys := agent.NewKeyring()
+	if err := keys.Add(agent.AddedKey{PrivateKey: priv, Comment: "the host's key"}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(filepath.Dir(e.workspace), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { agent.ServeAgent(keys, c); c.Close() }()
+		}
+	}()
+	e.extraEnv = append(e.extraEnv, "SSH_AUTH_SOCK="+sock)
+	return keys
+}
+
+// checkSSHAgent: the guest's ssh-add lists the host's key, ssh-keygen
+// signs with it (the signature checks out with the public key), the guest
+// cannot remove it, and the signature is in the audit log by the key's
+// fingerprint.
+func checkSSHAgent(t *testing.T, e *env, keys agent.Agent) {
+	held, _ := keys.List()
+	if len(held) != 1 {
+		t.Fatalf("the host agent holds %d keys", len(held))
+	}
+	pub, _ := ssh.ParsePublicKey(held[0].Blob)
+	fp := ssh.FingerprintSHA256(pub)
+	if r := e.must("exec", "ssh-add -l"); !strings.Contains(r.out, fp) {
+		t.Errorf("ssh-add -l in the guest: %q, want %s", r.out, fp)
+	}
+	r := e.run("exec", `cd /tmp && printf data > d && ssh-add -L > k.pub && ssh-keygen -Y sign -f k.pub -n file d >/dev/null 2>&1 && ssh-keygen -Y check-novalidate -n file -f k.pub -s d.sig < d`)
+	if r.code != 0 {
+		t.Errorf("signing in the guest with the host's key: %s", r)
+	}
+	if r := e.run("exec", "ssh-add -D"); r.code == 0 {
+		t.Errorf("ssh-add -D in the guest: %s", r)
+	}
+	if held, _ := keys.List(); len(held) != 1 {
+		t.Errorf("the host agent holds %d keys after the guest's ssh-add -D", len(held))
+	}
+	if _, ok := find(e.auditLines(t), func(a auditLine) bool { return a.Kind == "ssh-sign" && a.Name == fp && a.Verdict == "allow" }); !ok {
+		t.Errorf("no ssh-sign record of %s in the audit log", fp)
+	}
 }
 
 // mountFolders makes two folders beside the workspace for --mount: data,

@@ -81,6 +81,13 @@ func (s *Server) ServeCall(c net.Conn) {
 		s.provisioningCall(ctx, func(st *agentcall.ProvisioningStatus) error {
 			return s.reply(c, &agentcall.Reply{Provisioning: st})
 		})
+	case agentcall.MethodSSHAgent:
+		sock, err := s.lendSSHAgent(req.Addr)
+		if err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{SSHAgent: &agentcall.SSHAgentReply{Socket: sock}})
 	case agentcall.MethodListeners:
 		r, err := listeners(s.share.procRoot)
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -140,6 +142,9 @@ func (ec *execConn) start(payload []byte) *session {
 		s.log.Warn("exec refused", "user", start.User, "argv0", argv0(start.Argv), "err", msg)
 		ec.refuse(kindOf(err), msg)
 		return nil
+	}
+	if sock := s.sshAgentSocket(); sock != "" && !slices.ContainsFunc(spec.env, func(kv string) bool { return strings.HasPrefix(kv, "SSH_AUTH_SOCK=") }) {
+		spec.env = append(spec.env, "SSH_AUTH_SOCK="+sock)
 	}
 	p, err := startProcess(spec)
 	if err != nil {

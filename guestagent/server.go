@@ -55,6 +55,9 @@ type Options struct {
 	// pool, machine-id, hostname); nil refuses the call. Only the
 	// agent's main sets the real one, RealPersonalize.
 	Personalize *PersonalizeSystem
+	// SSHAgentSocket is where the ssh_agent call listens for the guest's
+	// SSH clients; empty means /run/cowork/ssh-agent.sock.
+	SSHAgentSocket string
 }
 
 // ShareSystem is what the share calls look at and do: a /proc tree (its
@@ -78,6 +81,8 @@ type Server struct {
 	connMu  sync.Mutex
 	conns   map[net.Conn]struct{} // open exec and call connections
 	stopped bool                  // Stop ran: no more are served
+
+	ssh sshAgent // the lent SSH agent's socket (ssh_agent call)
 }
 
 // New returns a Server; hand it connections with ServeExec and ServeCall

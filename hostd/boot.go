@@ -16,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/savestate"
+	"github.com/coworkhq/cowork/hostd/sshagent"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/cidata"
 	"github.com/coworkhq/cowork/internal/unixsock"
@@ -67,6 +68,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	} else {
 		d.mountExtras(ctx)
 	}
+	d.lendSSHAgent(ctx)
 	return d.serveGuest(life, provisioned)
 }
 
@@ -116,7 +118,19 @@ func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
 	if upstream == "" {
 		upstream = netstack.UpstreamFromEnv()
 	}
+	var lend func(net.Conn) error
+	if d.cfg.SSHAgent {
+		l := &sshagent.Lender{Socket: os.Getenv("SSH_AUTH_SOCK"), Record: func(r *audit.Record) {
+			if auditLog != nil {
+				if err := auditLog.Write(r); err != nil {
+					d.log.Warn("audit log", "err", err)
+				}
+			}
+		}}
+		lend = l.Serve
+	}
 	return netstack.Config{
+		SSHAgent: lend,
 		GuestMAC: d.guestMAC(),
 		Policy:   d.cfg.Network.Policy,
 		Forwards: forwards,

@@ -295,6 +295,21 @@ func (c *Client) Personalize(ctx context.Context, seed []byte, hostname string) 
 // machineIDRE is a machine-id as machine-id(5) says.
 var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
+// SSHAgent asks the guest to lend its users the host's SSH agent, served
+// at addr (the gateway's SSHAgentPort), or, with addr empty, to stop. It
+// returns the guest's SSH_AUTH_SOCK, printable.
+func (c *Client) SSHAgent(ctx context.Context, addr string) (string, error) {
+	const m = agentcall.MethodSSHAgent
+	rep, err := c.once(ctx, agentcall.Request{Method: m, Addr: addr})
+	if err != nil {
+		return "", err
+	}
+	if rep.SSHAgent == nil {
+		return "", &ProtocolError{Method: m, Msg: "a reply without ssh_agent"}
+	}
+	return guestWord(rep.SSHAgent.Socket, 108), nil
+}
+
 // Listeners asks the guest for its listening sockets. The reply is the
 // guest's claim, checked: at most agentcall.MaxListeners entries, each a
 // known protocol, a port and an IP address, or a ProtocolError.

@@ -42,6 +42,9 @@ type Config struct {
 	Workspace string     `json:"workspace"`
 	// Mounts are host folders shared besides the workspace.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// SSHAgent lends the guest the host's SSH agent (SSH_AUTH_SOCK where
+	// hostd starts): its keys stay on the host (hostd/sshagent).
+	SSHAgent bool `json:"ssh_agent,omitempty"`
 	// Arch is the guest's architecture (GOARCH): arm64 or amd64.
 	Arch string `json:"arch"`
 	// Image is where the disk came from, for the record.

@@ -49,6 +49,10 @@ const (
 	ProxyPort = 7890
 	// RelayPort is the credential relay's port on the gateway.
 	RelayPort = 7891
+	// SSHAgentPort is where the guest reaches the host's SSH agent (when
+	// Config.SSHAgent serves it): the guest's agent forwards its
+	// SSH_AUTH_SOCK there.
+	SSHAgentPort = 7892
 
 	gatewayMAC = "5a:94:ef:e4:0c:dd"
 	nicID      = 1
@@ -101,6 +105,9 @@ type Config struct {
 	NameFlag string
 	// Limits bound the flows the guest can hold open (zero: defaults).
 	Limits Limits
+	// SSHAgent, when set, serves each connection the guest makes to the
+	// gateway's SSHAgentPort (hostd/sshagent); nil leaves it closed.
+	SSHAgent func(net.Conn) error
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
@@ -219,6 +226,11 @@ func (n *Stack) build() error {
 	}
 	if err := n.serveRelay(); err != nil {
 		return err
+	}
+	if n.cfg.SSHAgent != nil {
+		if err := n.serveGateway("ssh-agent", SSHAgentPort, n.serveConns(n.cfg.SSHAgent)); err != nil {
+			return err
+		}
 	}
 	return n.publishConfig()
 }

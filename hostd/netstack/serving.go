@@ -2,7 +2,9 @@ package netstack
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -66,6 +68,26 @@ func (n *Stack) serveGateway(service string, port uint16, serve func(net.Listene
 	}
 	n.serve(service, func() error { return serve(l) })
 	return nil
+}
+
+// serveConns serves each connection a gateway listener accepts with
+// handle, closing it after; the listener's guard bounds them (flow
+// limits).
+func (n *Stack) serveConns(handle func(net.Conn) error) func(net.Listener) error {
+	return func(l net.Listener) error {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			go func() {
+				defer c.Close()
+				if err := handle(c); err != nil && !errors.Is(err, io.EOF) {
+					n.log.Debug("gateway service", "err", err)
+				}
+			}()
+		}
+	}
 }
 
 // errEndedAsAsked is a loop's way of saying it ended because it was told

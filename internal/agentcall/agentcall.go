@@ -94,7 +94,18 @@ const (
 	// UDP sockets, from /proc/net (Reply.Listeners), for a host that
 	// follows them (cowork port publish --auto). At most MaxListeners.
 	MethodListeners Method = "listeners"
+	// MethodSSHAgent (Request.Addr) has the agent lend the guest the
+	// host's SSH agent: it listens on a unix socket in the guest, forwards
+	// each connection to Addr (the gateway's port, where hostd serves the
+	// host's agent), and gives every exec SSH_AUTH_SOCK pointing at it;
+	// an empty Addr stops that. It answers Reply.SSHAgent.
+	MethodSSHAgent Method = "ssh_agent"
 )
+
+// SSHAgentReply is where the guest's SSH_AUTH_SOCK is ("" when stopped).
+type SSHAgentReply struct {
+	Socket string `json:"socket"`
+}
 
 // MaxListeners bounds a listeners reply.
 const MaxListeners = 512
@@ -152,6 +163,8 @@ type Request struct {
 	// the guest's new name, for MethodPersonalize.
 	Seed     []byte `json:"seed,omitempty"`
 	Hostname string `json:"hostname,omitempty"`
+	// Addr is MethodSSHAgent's IP:port.
+	Addr string `json:"addr,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -165,6 +178,7 @@ type Reply struct {
 	ShareMount   *ShareMountReply    `json:"share_mount,omitempty"`
 	Personalize  *PersonalizeReply   `json:"personalize,omitempty"`
 	Listeners    *ListenersReply     `json:"listeners,omitempty"`
+	SSHAgent     *SSHAgentReply      `json:"ssh_agent,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }

@@ -37,6 +37,7 @@ type Options struct {
 	Disk      string
 	Workspace string
 	Mounts    []string
+	SSHAgent  bool
 	Arch      string
 	Image     string
 	ImageSHA  string
@@ -113,6 +114,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 	f.StringVar(&o.Memory, "memory", instance.DefaultMemory.String(), "memory, e.g. 4GiB")
 	f.StringVar(&o.Disk, "disk", instance.DefaultDisk.String(), "disk size, e.g. 10GiB (the disk file is sparse)")
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
+	f.BoolVar(&o.SSHAgent, "ssh-agent", false, "lend the guest this machine's SSH agent (SSH_AUTH_SOCK): its keys stay here, each signature is audited")
 	f.StringArrayVar(&o.Mounts, "mount", nil, "share another host folder: HOST[:GUEST][:ro] (GUEST defaults to HOST's path; ro: read-only, enforced by this machine); repeatable")
 	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+")")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
@@ -158,6 +160,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if o.Kernel != "" {
 		c.Boot = instance.BootKernel
 	}
+	c.SSHAgent = o.SSHAgent
 	c.Network = instance.Network{
 		Policy:   policy.Policy{Mode: o.Mode, Allow: o.Allow, Deny: o.Deny, HostPorts: o.HostPorts},
 		Upstream: o.Upstream,

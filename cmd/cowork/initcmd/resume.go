@@ -60,6 +60,7 @@ func conflicts(saved, asked *instance.Config, src instance.Sources, changed func
 		"cmdline":            saved.Cmdline != asked.Cmdline,
 		"publish":            !slices.Equal(saved.Publish, asked.Publish),
 		"mount":              !slices.Equal(saved.Mounts, asked.Mounts),
+		"ssh-agent":          saved.SSHAgent != asked.SSHAgent,
 		"network-mode":       saved.Network.Mode != asked.Network.Mode,
 		"allow":              !slices.Equal(saved.Network.Allow, asked.Network.Allow),
 		"deny":               !slices.Equal(saved.Network.Deny, asked.Network.Deny),

@@ -182,7 +182,7 @@ func create(ctx context.Context, o *Options, inst *cowork.Instance) error {
 	}
 	running := inst.Running()
 	var published []cowork.Port // by `port publish`: a new hostd publishes only the config's
-	auto := false                // following the guest's listening ports (port publish --auto)
+	auto := false               // following the guest's listening ports (port publish --auto)
 	if running {
 		if ports, err := inst.Ports(ctx); err == nil {
 			for _, p := range ports {

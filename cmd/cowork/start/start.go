@@ -27,6 +27,9 @@ type Options struct {
 	// besides the workspace, for this start and the later ones.
 	Mounts   []instance.Mount
 	NoMounts bool
+	// SSHAgent, when set, lends the guest the host's SSH agent (true) or
+	// stops lending it (false), for this start and the later ones.
+	SSHAgent *bool
 }
 
 // NewCmdStart builds the command; name is the global --name. runF, when
@@ -50,7 +53,11 @@ instance's settings is set aside, and the guest boots cold, saying why.
 shares besides the workspace, for this start and the later ones (as
 cowork init --mount sets them); --no-mounts drops them. Neither applies to
 a running instance; a suspended one needs --cold with them (its saved guest
-was saved with the mounts it had).`,
+was saved with the mounts it had).
+
+--ssh-agent lends the guest this machine's SSH agent (SSH_AUTH_SOCK) from
+this start on, --no-ssh-agent stops: its keys stay here, the guest's ssh
+asks for signatures, each audited (cowork proxy).`,
 		Example: "  cowork start\n  cowork start --name scratch --timeout 20m\n  cowork start --cold\n  cowork start --mount ~/datasets:/data:ro",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -78,6 +85,18 @@ was saved with the mounts it had).`,
 	cmd.Flags().BoolVar(&o.Cold, "cold", false, "discard the saved guest (cowork suspend) and boot from the disk")
 	cmd.Flags().StringArrayVar(&mounts, "mount", nil, "share a host folder besides the workspace, HOST[:GUEST][:ro], replacing the instance's mounts; repeatable")
 	cmd.Flags().BoolVar(&o.NoMounts, "no-mounts", false, "drop the instance's mounts besides the workspace")
+	var lend, noLend bool
+	cmd.Flags().BoolVar(&lend, "ssh-agent", false, "lend the guest this machine's SSH agent, from this start on")
+	cmd.Flags().BoolVar(&noLend, "no-ssh-agent", false, "stop lending the guest this machine's SSH agent")
+	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		switch {
+		case lend && noLend:
+			return cmdutil.FlagErrorf("--ssh-agent and --no-ssh-agent contradict each other: give one")
+		case lend || noLend:
+			o.SSHAgent = &lend
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -85,6 +104,15 @@ was saved with the mounts it had).`,
 func Run(ctx context.Context, o *Options) error {
 	if err := setMounts(o); err != nil {
 		return err
+	}
+	if o.SSHAgent != nil {
+		inst, err := cowork.Open(o.Name)
+		if err != nil {
+			return err
+		}
+		if err := inst.SetSSHAgent(*o.SSHAgent); err != nil {
+			return err
+		}
 	}
 	if o.Cold {
 		inst, err := cowork.Open(o.Name)
