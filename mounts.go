@@ -84,24 +84,37 @@ func (i *Instance) SetMounts(mounts []Mount, discardSaved bool) (discarded bool,
 
 // SetSSHAgent lends the guest the host's SSH agent (the one at
 // SSH_AUTH_SOCK where the instance starts) from its next start on, or
-// stops lending it. Not while it runs.
-func (i *Instance) SetSSHAgent(on bool) error {
+// stops lending it. Not while it runs. A suspended guest that was lent it
+// keeps its socket until it boots cold: stopping is refused then, unless
+// discardSaved, which discards the saved state (as `cowork start --cold`
+// does) under the same lock; it reports whether it did.
+func (i *Instance) SetSSHAgent(on, discardSaved bool) (discarded bool, err error) {
 	if i.Config.SSHAgent == on {
-		return nil
+		return false, nil
 	}
 	lock, err := instance.TryLock(i.Paths)
 	if errors.Is(err, instance.ErrRunning) {
-		return fmt.Errorf("%s is running; lending its guest the SSH agent changes when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
+		return false, fmt.Errorf("%s is running; lending its guest the SSH agent changes when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer lock.Release()
+	saved := !on && i.Saved() != nil
+	if saved && !discardSaved {
+		return false, fmt.Errorf("%s is suspended, its guest holding the lent agent's socket; `cowork start --cold%s --no-ssh-agent` discards the saved state and starts it without", i.Name, instance.NameFlag(i.Name))
+	}
 	c := *i.Config
 	c.SSHAgent = on
 	if err := c.Save(i.Paths.Dir()); err != nil {
-		return err
+		return false, err
 	}
 	i.Config.SSHAgent = on
-	return nil
+	if saved {
+		if err := os.RemoveAll(i.Paths.Suspend()); err != nil {
+			return false, fmt.Errorf("lending the SSH agent is stopped, but %s's saved state is not discarded: %w", i.Name, err)
+		}
+		return true, nil
+	}
+	return false, nil
 }

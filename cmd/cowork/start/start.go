@@ -110,8 +110,12 @@ func Run(ctx context.Context, o *Options) error {
 		if err != nil {
 			return err
 		}
-		if err := inst.SetSSHAgent(*o.SSHAgent); err != nil {
+		discarded, err := inst.SetSSHAgent(*o.SSHAgent, o.Cold)
+		if err != nil {
 			return err
+		}
+		if discarded {
+			fmt.Fprintf(o.IO.ErrOut, "discarded the saved state of %s; it boots from its disk\n", o.Name)
 		}
 	}
 	if o.Cold {

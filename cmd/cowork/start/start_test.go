@@ -175,3 +175,43 @@ func TestStartMounts(t *testing.T) {
 		t.Errorf("--cold --no-mounts: mounts %v, stderr %q", load(), errOut)
 	}
 }
+
+// --ssh-agent and --no-ssh-agent set the instance's lending for later
+// starts; a suspended guest that holds the socket is not told to stop
+// unless --cold discards it; a running instance is refused.
+func TestStartSSHAgent(t *testing.T) {
+	if _, err := parse(t, "--ssh-agent", "--no-ssh-agent"); cmdutil.ExitCode(err) != 2 {
+		t.Errorf("both: %v", err)
+	}
+	p, _ := instancetest.New(t, instance.Config{})
+	lends := func() bool {
+		c, err := instance.Load(instance.DefaultName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.SSHAgent
+	}
+	h := instancetest.Running(t, p, true)
+	if _, err := start(t, "--ssh-agent"); err == nil || !strings.Contains(err.Error(), "is running") || lends() {
+		t.Errorf("--ssh-agent on a running instance: %v", err)
+	}
+	h.Stop()
+	start(t, "--ssh-agent") // the boot fails here (no hostd); the setting is kept first
+	if !lends() {
+		t.Fatal("--ssh-agent was not kept")
+	}
+	os.MkdirAll(p.Suspend(), 0o700)
+	if err := savestate.Write(p.Suspend(), &savestate.Manifest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(t, "--no-ssh-agent"); err == nil || !strings.Contains(err.Error(), "--cold") || !lends() {
+		t.Errorf("--no-ssh-agent on a suspended instance: %v", err)
+	}
+	if _, err := os.Stat(p.Suspend()); err != nil {
+		t.Fatalf("the refusal discarded the saved state: %v", err)
+	}
+	errOut, _ := start(t, "--cold", "--no-ssh-agent")
+	if lends() || !strings.Contains(errOut, "discarded the saved state") {
+		t.Errorf("--cold --no-ssh-agent: lends %v, stderr %q", lends(), errOut)
+	}
+}
