@@ -139,6 +139,9 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		Argv: claudeArgv(o), Env: env, Dir: dir,
 		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
 		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals,
+		// Claude Code's tools end with it: an interrupted task leaves no
+		// command of it running (one whose shell exited first included).
+		EndSession: true,
 	})
 }
 

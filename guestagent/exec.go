@@ -154,13 +154,16 @@ func (s *session) run() {
 		_ = s.send(b)
 	}
 	s.logExec(exit)
+	if s.spec.endSession {
+		s.hangUp() // what it left running goes with it
+	}
 }
 
 // hangUp starts ending the whole session after the client went away:
 // SIGHUP now, as a hung-up terminal would, and SIGKILL for whatever is
 // left after the grace period.
 func (s *session) hangUp() {
-	if s.exited.Load() {
+	if s.exited.Load() && !s.spec.endSession {
 		return // the stream ended because the process did; leave its background children be
 	}
 	s.hangUpOnce.Do(func() {
@@ -169,9 +172,9 @@ func (s *session) hangUp() {
 		// process, before this goroutine goes on.
 		s.killed = make(chan struct{})
 		s.gone.Store(true)
-		s.proc.killSession(syscall.SIGHUP)
+		s.proc.killSession(syscall.SIGHUP, s.spec.marker)
 		time.AfterFunc(s.grace, func() {
-			s.proc.killSession(syscall.SIGKILL)
+			s.proc.killSession(syscall.SIGKILL, s.spec.marker)
 			close(s.killed)
 		})
 	})
@@ -180,7 +183,7 @@ func (s *session) hangUp() {
 // finishKill returns once nothing of the session is left: at once when
 // SIGHUP ended it all, else after the grace period's SIGKILL.
 func (s *session) finishKill() {
-	if len(sessionMembers(s.proc.cmd.Process.Pid)) == 0 {
+	if len(sessionMembers(s.proc.cmd.Process.Pid)) == 0 && len(markedProcesses(s.spec.marker)) == 0 {
 		return
 	}
 	<-s.killed

@@ -146,6 +146,8 @@ func (ec *execConn) start(payload []byte) *session {
 	if sock := s.sshAgentSocket(); sock != "" && !slices.ContainsFunc(spec.env, func(kv string) bool { return strings.HasPrefix(kv, "SSH_AUTH_SOCK=") }) {
 		spec.env = append(spec.env, "SSH_AUTH_SOCK="+sock)
 	}
+	spec.marker, spec.endSession = newMarker(), start.EndSession
+	spec.env = setEnv(spec.env, markerVar+"="+spec.marker)
 	p, err := startProcess(spec)
 	if err != nil {
 		s.log.Warn("exec failed", "user", spec.user.name, "argv0", spec.argv[0], "err", err)

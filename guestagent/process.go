@@ -1,6 +1,8 @@
 package guestagent
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -206,12 +208,16 @@ func (p *process) signal(sig syscall.Signal) error {
 	return syscall.Kill(-pgid, sig)
 }
 
-// killSession sends sig to every process in the session the child leads:
-// its process group and any job-control groups a shell made under it.
-func (p *process) killSession(sig syscall.Signal) {
+// killSession sends sig to every process in the session the child leads
+// (its process group and any job-control groups a shell made under it)
+// and to every process that carries marker (see markedProcesses).
+func (p *process) killSession(sig syscall.Signal, marker string) {
 	sid := p.cmd.Process.Pid
 	_ = syscall.Kill(-sid, sig)
 	for _, pid := range sessionMembers(sid) {
+		_ = syscall.Kill(pid, sig)
+	}
+	for _, pid := range markedProcesses(marker) {
 		_ = syscall.Kill(pid, sig)
 	}
 }
@@ -251,4 +257,15 @@ func checkSignal(n int32) error {
 		return fmt.Errorf("bad signal number %d", n)
 	}
 	return nil
+}
+
+// markerVar names the environment variable that marks an exec's
+// processes (procSpec.marker).
+const markerVar = "COWORK_EXEC"
+
+// newMarker is a marker no other exec has.
+func newMarker() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

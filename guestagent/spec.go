@@ -36,6 +36,11 @@ type procSpec struct {
 	tty  *execwire.TerminalSize
 	// noStdin gives the process /dev/null for input.
 	noStdin bool
+	// marker is the value of COWORK_EXEC in the process's environment,
+	// which its descendants inherit; endSession ends them all when it
+	// exits (StartMsg.EndSession).
+	marker     string
+	endSession bool
 }
 
 // account is the guest user a process runs as.

@@ -154,3 +154,34 @@ func userspaceStartMs() int64 {
 	}
 	return parseRunInit(buf[:n])
 }
+
+// markedProcesses lists the processes whose environment carries
+// markerVar=marker: an exec's descendants, including those in sessions
+// of their own. A process that replaced its environment at exec escapes
+// it (it then did so on purpose).
+func markedProcesses(marker string) []int {
+	if marker == "" {
+		return nil
+	}
+	want := []byte(markerVar + "=" + marker + "\x00")
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		if bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

@@ -57,6 +57,9 @@ type ExecOptions struct {
 
 	// Started, if set, is called with the guest pid once the process runs.
 	Started func(pid int)
+	// EndSession ends what the process left running when it exits
+	// (execwire.StartMsg.EndSession): a task's tools go with the task.
+	EndSession bool
 }
 
 // ExitStatus is how the process ended, as a shell reports it.
@@ -127,7 +130,7 @@ func (x *execution) finish() {
 
 func (x *execution) run(ctx context.Context) (st ExitStatus, err error) {
 	o := x.o
-	start := execwire.StartMsg{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil}
+	start := execwire.StartMsg{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil, EndSession: o.EndSession}
 	if o.TTY != nil {
 		start.TTY = &execwire.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
 	}

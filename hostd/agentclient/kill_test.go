@@ -2,6 +2,7 @@ package agentclient_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -189,5 +190,67 @@ func TestCloseEndsRunningExecs(t *testing.T) {
 	}
 	if _, err := c.Exec(context.Background(), agentclient.ExecOptions{Argv: []string{"true"}}); err == nil {
 		t.Fatal("a closed client ran another exec")
+	}
+}
+
+// startDetached runs sh printing the pid of a sleep it detached into a
+// session of its own, and returns that pid; the exec's outcome comes on
+// the channel.
+func startDetached(t *testing.T, ctx context.Context, c *agentclient.Client, script string, end bool) (int, <-chan error) {
+	t.Helper()
+	out := &lineWatcher{}
+	seen := out.expect("\n")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, agentclient.ExecOptions{Argv: []string{"sh", "-c", script}, Stdout: out, EndSession: end})
+		done <- err
+	}()
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no pid printed; output %q", out.String())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	return pid, done
+}
+
+// A descendant in a session of its own goes too when the client goes
+// away: it carries the exec's marker.
+func TestClientGoneKillsADetachedDescendant(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	pid, done := startDetached(t, ctx, a.Client(t), `setsid sleep 1000 </dev/null >/dev/null 2>&1 & sleep 0.2; pgrep -n -x sleep -s 0 >/dev/null; pgrep -n -f "^sleep 1000$"; wait`, false)
+	if sid, _ := unix.Getsid(pid); sid != pid {
+		t.Fatalf("the sleep (%d) is in session %d, not one of its own", pid, sid)
+	}
+	cancel()
+	<-done
+	if !gone(pid, 10*time.Second) {
+		t.Fatalf("the detached descendant (pid %d) outlived its client", pid)
+	}
+}
+
+// A process that exits by itself leaves its detached children running,
+// unless its exec asked for its session to end with it (ask's tools).
+func TestEndSessionEndsWhatTheProcessLeft(t *testing.T) {
+	a := agenttest.Start(t, "--kill-grace", "300ms")
+	c := a.Client(t)
+	script := `setsid sleep 1000 </dev/null >/dev/null 2>&1 & sleep 0.2; pgrep -n -f "^sleep 1000$"`
+	kept, done := startDetached(t, context.Background(), c, script, false)
+	<-done
+	if gone(kept, time.Second) {
+		t.Fatal("a background child of a process that exited by itself was ended")
+	}
+	syscall.Kill(kept, syscall.SIGKILL)
+	gone(kept, 5*time.Second)
+	ended, done := startDetached(t, context.Background(), c, script, true)
+	<-done
+	if !gone(ended, 10*time.Second) {
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ended))
+		t.Fatalf("with EndSession, the detached child (pid %d) outlived the process; its env %q; agent log %s", ended, env, a.Log())
 	}
 }

@@ -127,6 +127,13 @@ type StartMsg struct {
 	// NoStdin gives the process /dev/null for input (without a TTY):
 	// the client has no input, and stdin frames are dropped.
 	NoStdin bool `json:"no_stdin,omitempty"`
+	// EndSession ends, once the process exits, whatever it left running:
+	// the processes of its session and those that carry its marker in
+	// their environment (COWORK_EXEC, which a descendant that made a
+	// session of its own still has), SIGHUP then SIGKILL after the grace
+	// period. Without it they run on after a process that exited by
+	// itself (a server started in the background).
+	EndSession bool `json:"end_session,omitempty"`
 }
 
 // ExitMsg is an Exit frame's payload.

@@ -39,6 +39,9 @@ func AppendStart(b []byte, m *StartMsg) []byte {
 	if m.NoStdin {
 		b = append(b, `,"no_stdin":true`...)
 	}
+	if m.EndSession {
+		b = append(b, `,"end_session":true`...)
+	}
 	b = append(b, '}')
 	PutHeader(b[at:], Start, len(b)-at-HeaderSize)
 	return b

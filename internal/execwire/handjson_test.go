@@ -51,6 +51,7 @@ func TestAppendStartMatchesEncodingJSON(t *testing.T) {
 		{Argv: []string{"\xff\xfe bad utf-8 \xc3", "é ü 日本 🙂", "\u2028\u2029"}, User: "1000", NoStdin: true},
 		{Argv: []string{"vim"}, TTY: &TerminalSize{Rows: 24, Cols: 80}},
 		{Argv: []string{"x"}, TTY: &TerminalSize{Rows: 1<<32 - 1, Cols: 0}},
+		{Argv: []string{"claude"}, EndSession: true},
 	} {
 		sameAsEncodingJSON(t, &m)
 	}
