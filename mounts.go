@@ -53,33 +53,12 @@ func (i *Instance) SetMounts(mounts []Mount, discardSaved bool) (discarded bool,
 	if err := i.CheckMounts(mounts); err != nil {
 		return false, err
 	}
-	c := *i.Config
-	c.Mounts = mounts
-	lock, err := instance.TryLock(i.Paths)
-	if errors.Is(err, instance.ErrRunning) {
-		return false, fmt.Errorf("%s is running; its mounts change when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
-	}
-	if err != nil {
-		return false, err
-	}
-	defer lock.Release()
-	saved := i.Saved() != nil
-	if saved && !discardSaved {
-		return false, fmt.Errorf("%s is suspended, its guest saved with the mounts it had; `cowork start --cold%s --mount …` discards the saved state and starts it with the new ones", i.Name, instance.NameFlag(i.Name))
-	}
-	if err := c.Save(i.Paths.Dir()); err != nil {
-		return false, err
-	}
-	i.Config.Mounts = mounts
-	if saved {
-		// A state that stayed (the removal failed) no longer fits the
-		// devices: the next start sets it aside and boots cold.
-		if err := os.RemoveAll(i.Paths.Suspend()); err != nil {
-			return false, fmt.Errorf("the mounts are saved, but %s's saved state is not discarded: %w", i.Name, err)
-		}
-		return true, nil
-	}
-	return false, nil
+	return i.changeStopped(stoppedChange{
+		what:      "its mounts change",
+		suspended: "its guest saved with the mounts it had; `cowork start --cold%s --mount …` discards the saved state and starts it with the new ones",
+		touches:   true, discard: discardSaved,
+		apply: func(c *instance.Config) { c.Mounts = mounts },
+	})
 }
 
 // SetSSHAgent lends the guest the host's SSH agent (the one at
@@ -92,29 +71,52 @@ func (i *Instance) SetSSHAgent(on, discardSaved bool) (discarded bool, err error
 	if i.Config.SSHAgent == on {
 		return false, nil
 	}
+	return i.changeStopped(stoppedChange{
+		what:      "lending its guest the SSH agent changes",
+		suspended: "its guest holding the lent agent's socket; `cowork start --cold%s --no-ssh-agent` discards the saved state and starts it without",
+		touches:   !on, discard: discardSaved,
+		apply: func(c *instance.Config) { c.SSHAgent = on },
+	})
+}
+
+// stoppedChange is a change to the config of a stopped instance.
+type stoppedChange struct {
+	what      string // "its mounts change", for "… when it is stopped"
+	suspended string // why a saved guest refuses it, and what to do (%s: the --name flag)
+	touches   bool   // a saved guest does not fit the change
+	discard   bool   // discard such a saved guest instead of refusing
+	apply     func(*instance.Config)
+}
+
+// changeStopped applies ch to the config of the instance, which must not
+// run, under its lock; a saved guest the change does not fit is refused,
+// or discarded after the config is saved (a state that stayed, the
+// removal failing, would be set aside by the next start). It reports
+// whether it discarded one.
+func (i *Instance) changeStopped(ch stoppedChange) (discarded bool, err error) {
 	lock, err := instance.TryLock(i.Paths)
 	if errors.Is(err, instance.ErrRunning) {
-		return false, fmt.Errorf("%s is running; lending its guest the SSH agent changes when it is stopped (`cowork stop%s` first)", i.Name, instance.NameFlag(i.Name))
+		return false, fmt.Errorf("%s is running; %s when it is stopped (`cowork stop%s` first)", i.Name, ch.what, instance.NameFlag(i.Name))
 	}
 	if err != nil {
 		return false, err
 	}
 	defer lock.Release()
-	saved := !on && i.Saved() != nil
-	if saved && !discardSaved {
-		return false, fmt.Errorf("%s is suspended, its guest holding the lent agent's socket; `cowork start --cold%s --no-ssh-agent` discards the saved state and starts it without", i.Name, instance.NameFlag(i.Name))
+	saved := ch.touches && i.Saved() != nil
+	if saved && !ch.discard {
+		return false, fmt.Errorf("%s is suspended, "+ch.suspended, i.Name, instance.NameFlag(i.Name))
 	}
 	c := *i.Config
-	c.SSHAgent = on
+	ch.apply(&c)
 	if err := c.Save(i.Paths.Dir()); err != nil {
 		return false, err
 	}
-	i.Config.SSHAgent = on
-	if saved {
-		if err := os.RemoveAll(i.Paths.Suspend()); err != nil {
-			return false, fmt.Errorf("lending the SSH agent is stopped, but %s's saved state is not discarded: %w", i.Name, err)
-		}
-		return true, nil
+	*i.Config = c
+	if !saved {
+		return false, nil
 	}
-	return false, nil
+	if err := os.RemoveAll(i.Paths.Suspend()); err != nil {
+		return false, fmt.Errorf("the change is saved, but %s's saved state is not discarded: %w", i.Name, err)
+	}
+	return true, nil
 }
