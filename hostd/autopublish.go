@@ -3,6 +3,7 @@ package hostd
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"strconv"
 	"sync"
@@ -207,16 +208,11 @@ func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoStat
 			n.UnpublishAuto(p.HostAddr, p.Proto) // not if the user's took its place meanwhile
 		}
 	}
-	for k := range st.skip {
-		if !want[k] {
-			delete(st.skip, k) // a later listener on it is followed again
-		}
-	}
-	for k := range st.told {
-		if !want[k] {
-			delete(st.told, k)
-		}
-	}
+	// A port the guest stopped listening on is followed (and its failure
+	// told) again when a listener comes back.
+	gone := func(k portKey, _ bool) bool { return !want[k] }
+	maps.DeleteFunc(st.skip, gone)
+	maps.DeleteFunc(st.told, gone)
 	for k := range want {
 		if have[k] || st.skip[k] { // published by anyone: the user's own stays the user's
 			continue
@@ -228,7 +224,7 @@ func (d *Daemon) syncAuto(n *netstack.Stack, want map[portKey]bool, st *autoStat
 			}
 			if !st.told[k] { // else (the most ports are published) tried again next round
 				st.told[k] = true
-				d.log.Info("not following a guest port", "port", k.port, "proto", protoName(k.proto), "err", err)
+				d.log.Info("not following a guest port", "port", k.port, "udp", k.proto == netstack.UDP, "err", err)
 			}
 			continue
 		}
@@ -243,11 +239,4 @@ func (d *Daemon) unpublishAuto(n *netstack.Stack) {
 			n.UnpublishAuto(p.HostAddr, p.Proto)
 		}
 	}
-}
-
-func protoName(proto string) string {
-	if proto == netstack.UDP {
-		return "udp"
-	}
-	return "tcp"
 }

@@ -92,7 +92,7 @@ type published struct {
 // publishConfig publishes the config's ports, as the stack starts.
 func (n *Stack) publishConfig() error {
 	for _, f := range n.cfg.Forwards {
-		if _, err := n.publish(f.Proto, f.HostAddr, f.GuestPort, true); err != nil {
+		if _, err := n.publishAs(f.Proto, f.HostAddr, Port{GuestPort: f.GuestPort, Config: true}); err != nil {
 			return err
 		}
 	}
@@ -104,7 +104,7 @@ func (n *Stack) publishConfig() error {
 // it to the audit log. Connections to it are the host's into the guest,
 // not the guest's egress, so the policy does not apply to them.
 func (n *Stack) Publish(hostAddr string, guestPort int) (Port, error) {
-	return n.publish("", hostAddr, guestPort, false)
+	return n.publishAs("", hostAddr, Port{GuestPort: guestPort})
 }
 
 // PublishUDP makes the guest's UDP port guestPort reachable at hostAddr,
@@ -112,17 +112,13 @@ func (n *Stack) Publish(hostAddr string, guestPort int) (Port, error) {
 // guest (at most maxUDPPeers at once), which ends after 90 s without a
 // datagram either way.
 func (n *Stack) PublishUDP(hostAddr string, guestPort int) (Port, error) {
-	return n.publish(UDP, hostAddr, guestPort, false)
+	return n.publishAs(UDP, hostAddr, Port{GuestPort: guestPort})
 }
 
 // PublishAuto publishes, as Publish or PublishUDP (proto UDP) does, a
 // port the guest listens on, marked Auto.
 func (n *Stack) PublishAuto(proto, hostAddr string, guestPort int) (Port, error) {
 	return n.publishAs(proto, hostAddr, Port{GuestPort: guestPort, Auto: true})
-}
-
-func (n *Stack) publish(proto, hostAddr string, guestPort int, config bool) (Port, error) {
-	return n.publishAs(proto, hostAddr, Port{GuestPort: guestPort, Config: config})
 }
 
 // publishAs publishes hostAddr to the guest port of as, which says where
@@ -152,18 +148,25 @@ func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
 		}
 	}
 	guest := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(netip4(GuestIP)), Port: uint16(guestPort)}
+	listen := n.publishTCP
 	if proto == UDP {
-		p, err := n.publishUDP("udp"+family, hostAddr, guest, as)
-		if err != nil {
-			return Port{}, err
-		}
-		n.ports.list = append(n.ports.list, p)
-		n.auditPort(audit.KindPublish, p.Port)
-		return p.Port, nil
+		listen = n.publishUDP
 	}
+	p, err := listen(family, hostAddr, guest, as)
+	if err != nil {
+		return Port{}, err
+	}
+	n.ports.list = append(n.ports.list, p)
+	n.auditPort(audit.KindPublish, p.Port)
+	return p.Port, nil
+}
+
+// publishTCP listens on hostAddr (IP family "4" or "6") and joins each
+// connection to the guest's port.
+func (n *Stack) publishTCP(family, hostAddr string, guest tcpip.FullAddress, as Port) (*published, error) {
 	l, err := net.Listen("tcp"+family, hostAddr)
 	if err != nil {
-		return Port{}, fmt.Errorf("publish %s: %w", hostAddr, err)
+		return nil, fmt.Errorf("publish %s: %w", hostAddr, err)
 	}
 	as.HostAddr = l.Addr().String()
 	p := &published{Port: as, l: l, conns: map[net.Conn]struct{}{}}
@@ -185,17 +188,15 @@ func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
 		splice.Join(c, g, splice.Options{})
 	}
 	n.servePublished(l, handle, p.isRemoved)
-	n.ports.list = append(n.ports.list, p)
-	n.auditPort(audit.KindPublish, p.Port)
-	return p.Port, nil
+	return p, nil
 }
 
 // publishUDP binds hostAddr for UDP and proxies each host peer's
 // datagrams to guest through a flow of its own (gvisor-tap-vsock's UDP
 // proxy), at most maxUDPPeers peers at once: the next one's datagrams
 // are dropped until a flow ends.
-func (n *Stack) publishUDP(network, hostAddr string, guest tcpip.FullAddress, as Port) (*published, error) {
-	pc, err := net.ListenPacket(network, hostAddr)
+func (n *Stack) publishUDP(family, hostAddr string, guest tcpip.FullAddress, as Port) (*published, error) {
+	pc, err := net.ListenPacket("udp"+family, hostAddr)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s/udp: %w", hostAddr, err)
 	}

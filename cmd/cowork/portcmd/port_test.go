@@ -36,6 +36,8 @@ func TestPortArguments(t *testing.T) {
 		{[]string{"ls", "--json"}, "ls", 0, "", nil},
 		{[]string{"publish", "5353", "--udp"}, "publish", 5353, "127.0.0.1:5353", nil},
 		{[]string{"rm", "5353/udp"}, "rm", 0, "", []string{"5353/udp"}},
+		{[]string{"publish", "--auto"}, "auto-on", 0, "", nil},
+		{[]string{"rm", "--auto"}, "auto-off", 0, "", nil},
 	} {
 		got, err := parse(t, tc.args...)
 		if err != nil {
@@ -63,6 +65,10 @@ func TestPortUsageErrors(t *testing.T) {
 		{[]string{"publish", "80:-1"}, "want GUESTPORT[:HOSTPORT]"},
 		{[]string{"publish", "80", "--address", "localhost"}, "no IP address"},
 		{[]string{"rm"}, "needs the PORT"},
+		{[]string{"publish", "--auto", "8000"}, "takes no port"},
+		{[]string{"publish", "--auto", "--udp"}, "takes no port"},
+		{[]string{"publish", "--auto", "--address", "0.0.0.0"}, "takes no port"},
+		{[]string{"rm", "--auto", "8000"}, "takes no PORT"},
 		{[]string{"ls", "extra"}, ""},
 		{[]string{"frob"}, ""},
 	} {

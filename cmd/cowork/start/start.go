@@ -152,16 +152,13 @@ func setMounts(o *Options) error {
 	if slices.Equal(inst.Config.Mounts, o.Mounts) {
 		return nil // as they are: nothing to change, running or not
 	}
-	if inst.Running() {
-		return fmt.Errorf("%s is running; its mounts change when it is stopped: `cowork stop%s`, then start it with them", o.Name, instance.NameFlag(o.Name))
-	}
-	var invalid *cowork.InvalidMountError
-	if err := inst.CheckMounts(o.Mounts); errors.As(err, &invalid) {
-		return &cmdutil.FlagError{Err: err}
-	} else if err != nil {
-		return err
-	}
+	// SetMounts checks the mounts before anything changes (the saved
+	// state --cold discards included), and refuses a running instance.
 	discarded, err := inst.SetMounts(o.Mounts, o.Cold)
+	var invalid *cowork.InvalidMountError
+	if errors.As(err, &invalid) {
+		return &cmdutil.FlagError{Err: err}
+	}
 	if err != nil {
 		return err
 	}
