@@ -3,7 +3,6 @@
 package mountcmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -64,12 +63,7 @@ func Run(o *Options) error {
 	}
 	mounts := inst.Mounts()
 	if o.JSON {
-		b, err := json.MarshalIndent(mounts, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.IO.Out, "%s\n", b)
-		return nil
+		return cmdutil.PrintJSON(o.IO.Out, mounts)
 	}
 	w := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "HOST\tGUEST\tMODE")

@@ -4,7 +4,6 @@ package poolcmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -173,12 +172,7 @@ func list(o *Options, inst *cowork.Instance) error {
 		if clones == nil {
 			clones = []cowork.PoolClone{}
 		}
-		b, err := json.MarshalIndent(Listing{PoolSettings: s, Clones: clones}, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.IO.Out, "%s\n", b)
-		return nil
+		return cmdutil.PrintJSON(o.IO.Out, Listing{PoolSettings: s, Clones: clones})
 	}
 	snap := s.Snapshot
 	if snap == "" {

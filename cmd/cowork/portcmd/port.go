@@ -5,7 +5,6 @@ package portcmd
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -208,12 +207,7 @@ func Run(ctx context.Context, o *Options) error {
 		if ports == nil {
 			ports = []cowork.Port{}
 		}
-		b, err := json.MarshalIndent(ports, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.IO.Out, "%s\n", b)
-		return nil
+		return cmdutil.PrintJSON(o.IO.Out, ports)
 	}
 	if len(ports) == 0 {
 		fmt.Fprintf(o.IO.ErrOut, "no port of %s is published\n", inst.Name)
