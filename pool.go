@@ -249,8 +249,16 @@ const makingWait = 2 * time.Minute
 func (i *Instance) claimOrWait(ctx context.Context, snap string) *Throwaway {
 	deadline := time.Now().Add(makingWait)
 	for {
-		if t := i.claimReady(ctx, snap); t != nil || !i.making(snap) || time.Now().After(deadline) {
+		if t := i.claimReady(ctx, snap); t != nil {
 			return t
+		}
+		if !i.making(snap) {
+			// One finished between the two looks is ready now: a second
+			// look takes it rather than making another.
+			return i.claimReady(ctx, snap)
+		}
+		if time.Now().After(deadline) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
