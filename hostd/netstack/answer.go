@@ -24,6 +24,12 @@ type exchange struct {
 	rec       *audit.Record
 	rewrite   func(*httputil.ProxyRequest)
 	transport http.RoundTripper
+	// modify, when set, changes the answer's headers before the guest
+	// gets them.
+	modify func(*http.Response)
+	// denied, when set, says the exchange was refused by the policy on
+	// the way (its audit line is a denial).
+	denied func() bool
 	// unanswered answers the guest when the upstream gave no answer (err
 	// is the transport's, redacted), and returns the status it wrote and
 	// what the audit line says.
@@ -64,6 +70,9 @@ func (n *Stack) answerHTTP(w http.ResponseWriter, r *http.Request, x exchange) {
 		FlushInterval: -1, // stream: server-sent events pass as they come
 		ModifyResponse: func(resp *http.Response) error {
 			rec.Status = resp.StatusCode
+			if x.modify != nil {
+				x.modify(resp)
+			}
 			resp.Body = &countingBody{ReadCloser: resp.Body, n: &in}
 			return nil
 		},
@@ -83,7 +92,11 @@ func (n *Stack) answerHTTP(w http.ResponseWriter, r *http.Request, x exchange) {
 					"after", time.Since(rec.Start).Round(time.Millisecond), "err", failed)
 			}
 		}
-		n.finish(rec, audit.Allow, failed)
+		verdict := audit.Allow
+		if x.denied != nil && x.denied() {
+			verdict = audit.Deny
+		}
+		n.finish(rec, verdict, failed)
 	}()
 	rp.ServeHTTP(w, r)
 	cut = false

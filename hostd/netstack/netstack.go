@@ -12,6 +12,7 @@ package netstack
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -108,6 +109,10 @@ type Config struct {
 	// SSHAgent, when set, serves each connection the guest makes to the
 	// gateway's SSHAgentPort (hostd/sshagent); nil leaves it closed.
 	SSHAgent func(net.Conn) error
+	// SecretCA, the instance's own CA (internal/tlsca), signs the
+	// certificates the guest is shown for the hosts it holds secrets for
+	// (SetSecrets); nil leaves every TLS connection end to end.
+	SecretCA *tls.Certificate
 
 	// DialContext and Resolver replace the host's dialer and resolver (for
 	// the proxy's lookups); tests point them at a fake internet.
@@ -132,6 +137,8 @@ type Stack struct {
 	dial     dialer   // egress: direct or through the upstream proxy
 	direct   dialFunc // the host itself: its loopback, UDP
 	sessions *Sessions
+	secrets  secretTable // host-held secrets (SetSecrets)
+	leaves   leafCache   // certificates shown for the secrets' hosts
 	rawLimit rawLimiter  // audit lines of dropped packets of other protocols
 	refusals *refusalLog // the relay's refused requests, rate-limited
 	lim      *limiter

@@ -1,8 +1,10 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -104,7 +106,7 @@ func (n *Stack) decide(ctx context.Context, hostport string) decision {
 		return d
 	}
 	rules := n.currentRules()
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "host."+strings.TrimSuffix(localZone, ".")) {
+	if isHostAlias(host) {
 		host = HostIP
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
@@ -149,6 +151,13 @@ func (n *Stack) decide(ctx context.Context, hostport string) decision {
 		d.rule += "; skipped " + strings.Join(skipped, ", ")
 	}
 	return d
+}
+
+// hostAlias is the host's name in the guest (host.cowork.internal).
+var hostAlias = "host." + strings.TrimSuffix(localZone, ".")
+
+func isHostAlias(name string) bool {
+	return strings.EqualFold(strings.TrimSuffix(name, "."), hostAlias)
 }
 
 // blocked answers a denied request with a page that says what to do: the
@@ -199,26 +208,49 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 		n.deny(rec)
 		return
 	}
-	world, err := n.dialFlow(r.Context(), d.dst)
-	if err != nil {
-		http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
-		n.finish(rec, audit.Allow, err)
-		return
+	// A tunnel to a host the instance holds secrets for ends here (see
+	// intercept.go): its upstream is dialled per request, to d.dst. The
+	// host's own name counts (a service on an exposed port), which decide
+	// turns into its address.
+	name := d.name
+	if name == "" && isHostAlias(d.host) {
+		name = hostAlias
+	}
+	key := n.interceptKey(name, d.dst.Port())
+	var world net.Conn
+	if key == "" {
+		var err error
+		if world, err = n.dialFlow(r.Context(), d.dst); err != nil {
+			http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
+			n.finish(rec, audit.Allow, err)
+			return
+		}
+	}
+	closeWorld := func() {
+		if world != nil {
+			world.Close()
+		}
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		world.Close()
+		closeWorld()
 		http.Error(w, "cowork proxy: cannot tunnel", http.StatusInternalServerError)
 		return
 	}
 	guest, buf, err := hj.Hijack()
 	if err != nil {
-		world.Close()
+		closeWorld()
 		return
 	}
 	if _, err := guest.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
 		guest.Close()
-		world.Close()
+		closeWorld()
+		return
+	}
+	if key != "" {
+		pending, _ := buf.Reader.Peek(buf.Reader.Buffered())
+		pc := &prefixConn{Conn: guest, r: io.MultiReader(bytes.NewReader(bytes.Clone(pending)), guest)}
+		n.intercept(pc, key, rec)
 		return
 	}
 	if buf.Reader.Buffered() > 0 { // the client did not wait for our answer
@@ -245,6 +277,9 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		n.deny(rec)
 		return
 	}
+	// A placeholder in plain HTTP stays one: secrets go only over TLS to
+	// their host (intercept.go). The audit line names it.
+	rec.SecretsWithheld = n.secrets.withheld(r.Header)
 	n.answerHTTP(w, r, exchange{
 		rec: rec,
 		rewrite: func(pr *httputil.ProxyRequest) {

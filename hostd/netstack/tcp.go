@@ -52,6 +52,9 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	in := gonet.NewTCPConn(&wq, ep)
+	if n.directIntercept(in, out, names, dst, rec) {
+		return
+	}
 	n.splice(in, out, rec)
 }
 

@@ -87,6 +87,16 @@ type Record struct {
 	Status  int    `json:"status,omitempty"`
 	Session string `json:"session,omitempty"`
 
+	// Host-held secrets: TLSTerminated marks a connection (or a request
+	// on it) whose TLS the stack ended, to a host it holds secrets for;
+	// Secrets names those swapped into the request, SecretsWithheld
+	// those whose placeholder the request carried and did not get
+	// swapped (another host's, or in another place): it went out as the
+	// placeholder.
+	TLSTerminated   bool     `json:"tls_terminated,omitempty"`
+	Secrets         []string `json:"secrets,omitempty"`
+	SecretsWithheld []string `json:"secrets_withheld,omitempty"`
+
 	Error string `json:"error,omitempty"`
 
 	// Suppressed, on a summary line of the Throttle, is how many more
