@@ -140,6 +140,15 @@ func (c *Client) SetPolicy(ctx context.Context, p policy.Policy) error {
 	return c.api.SetPolicy(ctx, b)
 }
 
+// ReloadSecrets has hostd take the instance's secrets as its config now
+// says (Instance.SetSecret and RemoveSecrets call it).
+func (c *Client) ReloadSecrets(ctx context.Context) (*SecretsReloaded, error) {
+	return c.api.ReloadSecrets(ctx)
+}
+
+// SecretsReloaded is what a reload of the secrets did.
+type SecretsReloaded = controlwire.SecretsReloaded
+
 // Session is a credential handed to hostd's relay: the guest process gets
 // Placeholder and BaseURL instead of the real key and endpoint. It lives
 // as long as its connection to hostd: until Close, until the Client

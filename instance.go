@@ -154,6 +154,7 @@ func (i *Instance) Delete(ctx context.Context, force bool) (StopResult, error) {
 			return r, fmt.Errorf("delete the pool of %s: %w", i.Name, err)
 		}
 	}
+	instance.ForgetSecrets(i.Config.Secrets, i.Paths)
 	if err := removeInstanceDir(i.Paths); err != nil {
 		return r, fmt.Errorf("remove %s: %w; run `cowork delete%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name))
 	}
@@ -241,8 +242,12 @@ func (i *Instance) Resize(size units.Size) (bool, error) {
 	if err := instance.GrowDisk(i.Config.DiskPath(i.Paths), int64(size)); err != nil {
 		return false, err
 	}
-	i.Config.Disk = size
-	return true, i.Config.Save(i.Paths.Dir())
+	c, err := instance.UpdateConfig(i.Name, func(c *instance.Config) error { c.Disk = size; return nil })
+	if err != nil {
+		return true, err
+	}
+	i.Config = c
+	return true, nil
 }
 
 // InvalidPolicyError is a policy that does not compile; nothing changed.
@@ -261,8 +266,11 @@ func (i *Instance) SetPolicy(ctx context.Context, p policy.Policy) (applied bool
 	c, err := i.Dial()
 	switch {
 	case errors.Is(err, ErrNotRunning):
-		i.Config.Network.Policy = p
-		return false, i.Config.Save(i.Paths.Dir())
+		c, err := instance.UpdateConfig(i.Name, func(c *instance.Config) error { c.Network.Policy = p; return nil })
+		if err == nil {
+			i.Config = c
+		}
+		return false, err
 	case err != nil:
 		return false, err
 	}

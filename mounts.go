@@ -106,12 +106,11 @@ func (i *Instance) changeStopped(ch stoppedChange) (discarded bool, err error) {
 	if saved && !ch.discard {
 		return false, fmt.Errorf("%s is suspended, "+ch.suspended, i.Name, instance.NameFlag(i.Name))
 	}
-	c := *i.Config
-	ch.apply(&c)
-	if err := c.Save(i.Paths.Dir()); err != nil {
+	c, err := instance.UpdateConfig(i.Name, func(c *instance.Config) error { ch.apply(c); return nil })
+	if err != nil {
 		return false, err
 	}
-	*i.Config = c
+	*i.Config = *c
 	if !saved {
 		return false, nil
 	}

@@ -228,6 +228,8 @@ func (i *Instance) reapUnfinished() {
 			if lock != nil {
 				lock.Release()
 			}
+			// A clone cut short may have copied the parent's values.
+			instance.ForgetSecrets(i.Config.Secrets, p)
 			_ = os.RemoveAll(d)
 		}
 	}

@@ -257,6 +257,9 @@ func discardClone(ctx context.Context, c *Instance) error {
 	if err != nil {
 		return err
 	}
+	// Values kept outside the folder (a keychain's entries) are named by
+	// the folder: forgotten before it goes.
+	instance.ForgetSecrets(c.Config.Secrets, c.Paths)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	gone := filepath.Join(home, ".gone-"+c.Name+"-"+hex.EncodeToString(b[:]))

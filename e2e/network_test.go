@@ -208,6 +208,7 @@ func TestNetworkPolicyFromTheGuest(t *testing.T) {
 	})
 
 	t.Run("a port published while it runs", func(t *testing.T) { checkPorts(t, e) })
+	t.Run("host-held secrets", func(t *testing.T) { checkSecrets(t, e) })
 
 	// What root in the guest does to forge the record or slip past the
 	// forwarders (issue 14: holes 6 and the smaller items).

@@ -88,6 +88,13 @@ func (s *Server) ServeCall(c net.Conn) {
 			return
 		}
 		s.reply(c, &agentcall.Reply{SSHAgent: &agentcall.SSHAgentReply{Socket: sock}})
+	case agentcall.MethodSecrets:
+		r, err := s.setSecrets(req.Env, req.CA)
+		if err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{Secrets: r})
 	case agentcall.MethodListeners:
 		r, err := listeners(s.share.procRoot)
 		if err != nil {

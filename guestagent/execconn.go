@@ -146,6 +146,7 @@ func (ec *execConn) start(payload []byte) *session {
 	if sock := s.sshAgentSocket(); sock != "" && !slices.ContainsFunc(spec.env, func(kv string) bool { return strings.HasPrefix(kv, "SSH_AUTH_SOCK=") }) {
 		spec.env = append(spec.env, "SSH_AUTH_SOCK="+sock)
 	}
+	spec.env = withSecretVars(spec.env, s.secretVars())
 	spec.marker, spec.endSession = newMarker(), start.EndSession
 	spec.env = setEnv(spec.env, markerVar+"="+spec.marker)
 	p, err := startProcess(spec)

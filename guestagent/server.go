@@ -58,6 +58,9 @@ type Options struct {
 	// SSHAgentSocket is where the ssh_agent call listens for the guest's
 	// SSH clients; empty means /run/cowork/ssh-agent.sock.
 	SSHAgentSocket string
+	// TrustRoot is the root under which the secrets call writes the CA
+	// (usr/local/share/ca-certificates, etc/ssl/certs); empty means /.
+	TrustRoot string
 }
 
 // ShareSystem is what the share calls look at and do: a /proc tree (its
@@ -82,7 +85,8 @@ type Server struct {
 	conns   map[net.Conn]struct{} // open exec and call connections
 	stopped bool                  // Stop ran: no more are served
 
-	ssh sshAgent // the lent SSH agent's socket (ssh_agent call)
+	ssh     sshAgent  // the lent SSH agent's socket (ssh_agent call)
+	secrets secretEnv // the secrets' placeholders (secrets call)
 }
 
 // New returns a Server; hand it connections with ServeExec and ServeCall

@@ -69,6 +69,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		d.mountExtras(ctx)
 	}
 	d.lendSSHAgent(ctx)
+	d.lendSecrets(ctx)
 	return d.serveGuest(life, provisioned)
 }
 
@@ -97,14 +98,30 @@ func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	stack, err := netstack.New(d.netConfig(auditLog))
+	ca, caPEM, err := d.secretsCA()
 	if err != nil {
 		auditLog.Close()
 		return nil, err
 	}
+	nc := d.netConfig(auditLog)
+	nc.SecretCA = ca
+	stack, err := netstack.New(nc)
+	if err != nil {
+		auditLog.Close()
+		return nil, err
+	}
+	// Under secretsMu, so that a reload does not slip between the list
+	// read here and the network being set.
+	d.secretsMu.Lock()
+	d.mu.Lock()
+	refs := d.cfg.Secrets
+	d.mu.Unlock()
+	kept, _ := d.loadSecrets(stack, refs)
 	d.mu.Lock()
 	d.net, d.audit = stack, auditLog
+	d.secrets, d.secretsCAPEM = kept, caPEM
 	d.mu.Unlock()
+	d.secretsMu.Unlock()
 	return stack.Attach(life)
 }
 

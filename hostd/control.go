@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -155,8 +156,9 @@ func (s *controlServer) SetPolicy(ctx context.Context, policyJSON json.RawMessag
 	d := s.d
 	d.mu.Lock()
 	d.cfg.Network.Policy = p
-	err = d.cfg.Save(d.paths.Dir())
 	d.mu.Unlock()
+	// The policy alone: the CLI may have changed the rest (a secret).
+	_, err = instance.UpdateConfig(d.name, func(c *instance.Config) error { c.Network.Policy = p; return nil })
 	if err != nil {
 		return controlwire.Errorf(controlwire.CodeInternal, "save the policy: %v", err)
 	}

@@ -75,6 +75,14 @@ type Daemon struct {
 	agent *agentrpc.Client
 	info  agentInfo
 	ready bool
+	// secrets are those the network holds (hostd/secrets.go), and
+	// secretsCAPEM the CA the guest trusts for their hosts;
+	// secretsLent: the guest's agent has placeholders to take back.
+	secrets      []instance.Secret
+	secretsCAPEM []byte
+	secretsLent  bool
+	// secretsMu orders reloads and lending: the guest gets the last list.
+	secretsMu sync.Mutex
 	// resumed: this run's guest was resumed from a saved state, not
 	// booted; inSuspend: a suspend is saving it (its status says so).
 	resumed, inSuspend bool

@@ -310,6 +310,21 @@ func (c *Client) SSHAgent(ctx context.Context, addr string) (string, error) {
 	return guestWord(rep.SSHAgent.Socket, 108), nil
 }
 
+// Secrets gives the guest the secrets' placeholders (env, NAME=VALUE) and
+// the CA it is to trust (PEM), or, both empty, takes them back. It
+// returns where the guest keeps the CA and its note, printable.
+func (c *Client) Secrets(ctx context.Context, env []string, ca string) (caFile, note string, err error) {
+	const m = agentcall.MethodSecrets
+	rep, err := c.once(ctx, agentcall.Request{Method: m, Env: env, CA: ca})
+	if err != nil {
+		return "", "", err
+	}
+	if rep.Secrets == nil {
+		return "", "", &ProtocolError{Method: m, Msg: "a reply without secrets"}
+	}
+	return guestWord(rep.Secrets.CAFile, 256), guestWord(rep.Secrets.Note, 300), nil
+}
+
 // Listeners asks the guest for its listening sockets. The reply is the
 // guest's claim, checked: at most agentcall.MaxListeners entries, each a
 // known protocol, a port and an IP address, or a ProtocolError.

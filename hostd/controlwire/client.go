@@ -104,6 +104,19 @@ func (c *Client) AutoPublish(ctx context.Context, on bool) error {
 	return err
 }
 
+// ReloadSecrets has hostd take the instance's secrets as its config now
+// says (CallReloadSecrets).
+func (c *Client) ReloadSecrets(ctx context.Context) (*SecretsReloaded, error) {
+	r, err := c.unary(ctx, &Request{Call: CallReloadSecrets})
+	if err != nil {
+		return nil, err
+	}
+	if r.SecretsReloaded == nil {
+		return &SecretsReloaded{}, nil
+	}
+	return r.SecretsReloaded, nil
+}
+
 // Suspend saves the running guest and stops its VM (CallSuspend).
 func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
 	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})

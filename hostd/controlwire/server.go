@@ -30,6 +30,7 @@ type Handler interface {
 	Publish(ctx context.Context, req PublishRequest) (*Port, error)
 	Unpublish(ctx context.Context, which string) (*Port, error)
 	AutoPublish(ctx context.Context, on bool) error
+	ReloadSecrets(ctx context.Context) (*SecretsReloaded, error)
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -60,6 +61,9 @@ func (Unimplemented) Unpublish(context.Context, string) (*Port, error) {
 }
 func (Unimplemented) AutoPublish(context.Context, bool) error {
 	return unimplemented(CallAutoPublish)
+}
+func (Unimplemented) ReloadSecrets(context.Context) (*SecretsReloaded, error) {
+	return nil, unimplemented(CallReloadSecrets)
 }
 func (Unimplemented) Events(context.Context, func(*Event) error) error {
 	return unimplemented(CallEvents)
@@ -260,6 +264,9 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 			return nil, Errorf(CodeInvalidArgument, "auto_publish without on or off")
 		}
 		return done, s.h.AutoPublish(ctx, *req.AutoPublish)
+	case CallReloadSecrets:
+		r, err := s.h.ReloadSecrets(ctx)
+		return &Reply{SecretsReloaded: r, Done: true}, err
 	}
 	name := string(req.Call)
 	if len(name) > 32 {

@@ -78,6 +78,11 @@ const (
 	// 127.0.0.1 each TCP and UDP port of 1024 and up the guest listens on
 	// (Port.Auto), and takes it back when the guest stops.
 	CallAutoPublish Call = "auto_publish"
+	// CallReloadSecrets has hostd read the instance's secrets again from
+	// its config and their stores (`cowork secret set/rm` wrote them), and
+	// hand the guest's agent their placeholders; it answers
+	// Reply.SecretsReloaded.
+	CallReloadSecrets Call = "reload_secrets"
 )
 
 // MaxPorts bounds the ports a reply lists (hostd publishes no more).
@@ -119,9 +124,19 @@ type Reply struct {
 	Suspended *Suspended `json:"suspended,omitempty"`
 	// Ports answers CallPorts, CallPublish and CallUnpublish.
 	Ports []Port `json:"ports,omitempty"`
-	Done  bool   `json:"done,omitempty"`
-	Error string `json:"error,omitempty"`
-	Code  Code   `json:"code,omitempty"`
+	// SecretsReloaded answers CallReloadSecrets.
+	SecretsReloaded *SecretsReloaded `json:"secrets_reloaded,omitempty"`
+	Done            bool             `json:"done,omitempty"`
+	Error           string           `json:"error,omitempty"`
+	Code            Code             `json:"code,omitempty"`
+}
+
+// SecretsReloaded is what a reload of the secrets did: Booting, the
+// network is not up yet and loads them when it is; LeftOut names each
+// secret it could not load, and why (NAME first).
+type SecretsReloaded struct {
+	Booting bool     `json:"booting,omitempty"`
+	LeftOut []string `json:"left_out,omitempty"`
 }
 
 // StopRequest is how to stop.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/secretstore"
 	"github.com/coworkhq/cowork/internal/reflink"
 )
 
@@ -81,6 +82,7 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 	}
 	defer func() {
 		if err != nil {
+			ForgetSecrets(src.Secrets, dp)
 			os.RemoveAll(dp.Dir())
 		}
 	}()
@@ -110,6 +112,9 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 		}
 	}
 	if err := copyFile(sp.Provisioned(), dp.Provisioned()); err != nil {
+		return nil, err
+	}
+	if err := copySecretValues(src, sp, dp); err != nil {
 		return nil, err
 	}
 	c = &Config{}
@@ -164,4 +169,33 @@ func hasSnapshots(p Paths) bool {
 		}
 	}
 	return false
+}
+
+// copySecretValues gives a clone the values of its source's secrets,
+// kept where the source keeps them, as entries of its own (its deletion
+// removes them; the source's stay).
+func copySecretValues(src *Config, sp, dp Paths) error {
+	from, to := secretstore.Open(sp.Dir()), secretstore.Open(dp.Dir())
+	for _, s := range src.Secrets {
+		v, err := from.Get(s.Store, s.Name)
+		if err == nil {
+			err = to.Set(s.Store, s.Name, v)
+		}
+		if err != nil {
+			return fmt.Errorf("copy the secret %s of %s: %w", s.Name, src.Name, err)
+		}
+	}
+	return nil
+}
+
+// ForgetSecrets removes the values of an instance's secrets that are kept
+// outside its folder (a keychain's entries), as its folder goes. It is
+// best effort: what is left is an entry named after a folder that is gone.
+func ForgetSecrets(secrets []Secret, p Paths) {
+	st := secretstore.Open(p.Dir())
+	for _, s := range secrets {
+		if s.Store != secretstore.File {
+			_ = st.Delete(s.Store, s.Name)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/smallfile"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	// SSHAgent lends the guest the host's SSH agent (SSH_AUTH_SOCK where
 	// hostd starts): its keys stay on the host (hostd/sshagent).
 	SSHAgent bool `json:"ssh_agent,omitempty"`
+	// Secrets are the host-held secrets the guest may use, by
+	// placeholder (`cowork secret`): their values are kept apart
+	// (hostd/secretstore).
+	Secrets []Secret `json:"secrets,omitempty"`
 	// Arch is the guest's architecture (GOARCH): arm64 or amd64.
 	Arch string `json:"arch"`
 	// Image is where the disk came from, for the record.
@@ -237,6 +242,11 @@ func Load(name string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return loadFrom(dir, name)
+}
+
+// loadFrom reads the config in dir, of the instance name.
+func loadFrom(dir, name string) (*Config, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, &NotFoundError{Name: name}
@@ -260,29 +270,50 @@ func (c *Config) Save(dir string) error {
 	return WriteFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o600)
 }
 
-// WriteFileAtomic writes data to a temporary file and renames it over path.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+// UpdateConfig changes the saved config of the instance name: read fresh
+// under a lock of the config's own (config.lock), changed, saved. The CLI
+// and a running hostd both write the config; each changes only what it
+// changes, so neither writes back a copy that lost the other's change.
+func UpdateConfig(name string, change func(*Config) error) (*Config, error) {
+	dir, err := Dir(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
+	return UpdateConfigIn(dir, name, change)
+}
+
+// UpdateConfigIn is UpdateConfig for the instance name in dir.
+func UpdateConfigIn(dir, name string, change func(*Config) error) (*Config, error) {
+	lock, err := LockFile(filepath.Join(dir, "config.lock"), true)
+	if err != nil {
+		return nil, err
 	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
+	defer lock.Release()
+	c, err := loadFrom(dir, name)
+	if err != nil {
+		return nil, err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if err := change(c); err != nil {
+		return nil, err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return c, c.Save(dir)
+}
+
+// SaveDisk saves c's disk format and golden disk, and nothing else of c,
+// into the config in dir (UpdateConfigIn): what changes a disk leaves the
+// rest as another writer may have made it.
+func (c *Config) SaveDisk(dir string) error {
+	_, err := UpdateConfigIn(dir, c.Name, func(saved *Config) error {
+		saved.DiskFormat, saved.Golden = c.DiskFormat, c.Golden
+		return nil
+	})
+	return err
+}
+
+// WriteFileAtomic writes data to a temporary file and renames it over path
+// (smallfile.WriteAtomic).
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return smallfile.WriteAtomic(path, data, mode)
 }
 
 // NotFoundError says an instance does not exist, and how to make one.
@@ -300,4 +331,18 @@ func ExpandHome(p string) string {
 		}
 	}
 	return p
+}
+
+// Secret is a host-held secret of an instance: what the guest may know of
+// it, and where its value is kept. hostd/netstack.Secret says what each
+// field means.
+type Secret struct {
+	Name        string    `json:"name"`
+	Host        string    `json:"host"` // name:port
+	Mode        string    `json:"mode"`
+	Header      string    `json:"header,omitempty"`
+	Placeholder string    `json:"placeholder"`
+	CA          string    `json:"ca,omitempty"` // PEM, trusted for Host besides the host's roots
+	Store       string    `json:"store"`        // hostd/secretstore: keychain, secret-service, file
+	Set         time.Time `json:"set"`
 }

@@ -28,6 +28,12 @@ func (p Paths) HostdLog() string   { return p.file("hostd.log") }
 func (p Paths) NetworkLog() string { return p.file("network.jsonl") }
 func (p Paths) PidFile() string    { return p.file("hostd.pid") }
 
+// SecretsCA and SecretsCAKey are the instance's own certificate authority
+// (internal/tlsca), which the guest trusts for the hosts of its secrets;
+// the key, 0600, never leaves the host.
+func (p Paths) SecretsCA() string    { return p.file("secrets-ca.pem") }
+func (p Paths) SecretsCAKey() string { return p.file("secrets-ca.key") }
+
 // DiskFor is the disk file of an instance whose disk has format
 // (DiskRaw or DiskQcow2); Disk is the raw one.
 func (p Paths) DiskFor(format string) string {

@@ -77,7 +77,7 @@ func (s Store) Capture(p instance.Paths, cfg *instance.Config, meta Meta) (*Gold
 			return nil, err
 		}
 		cfg.Golden = g.Key
-		return g, cfg.Save(p.Dir())
+		return g, cfg.SaveDisk(p.Dir())
 	case !errors.Is(err, errors.ErrUnsupported):
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("clone %s's disk: %w", cfg.Name, err)
@@ -220,7 +220,7 @@ func (s Store) finishOverlay(p instance.Paths, cfg *instance.Config, g *Golden) 
 		return nil, err
 	}
 	cfg.DiskFormat, cfg.Golden = instance.DiskQcow2, g.Key
-	return g, cfg.Save(p.Dir())
+	return g, cfg.SaveDisk(p.Dir())
 }
 
 // Clone makes the disk of a new instance in p from g, of size bytes (at

@@ -192,7 +192,7 @@ func finish(p instance.Paths, cfg *instance.Config, in intent) error {
 		return errCut
 	}
 	cfg.DiskFormat = instance.DiskQcow2
-	if err := cfg.Save(p.Dir()); err != nil {
+	if err := cfg.SaveDisk(p.Dir()); err != nil {
 		return err
 	}
 	if cut("config") {

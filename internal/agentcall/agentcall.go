@@ -100,7 +100,30 @@ const (
 	// host's agent), and gives every exec SSH_AUTH_SOCK pointing at it;
 	// an empty Addr stops that. It answers Reply.SSHAgent.
 	MethodSSHAgent Method = "ssh_agent"
+	// MethodSecrets (Request.Env, Request.CA) gives the guest the
+	// placeholders of the host-held secrets: every exec from then on gets
+	// Env's variables it does not set itself, and the guest trusts CA
+	// (PEM), the instance's own authority, which hostd's interception of
+	// the secrets' hosts is signed by. An empty Env and CA take them
+	// back (the CA stays trusted: it vouches for nothing without hostd).
+	// It answers Reply.Secrets.
+	MethodSecrets Method = "secrets"
 )
+
+// Bounds of MethodSecrets' request: a variable per secret and a few for
+// the tools that use them, all within one MaxLine.
+const (
+	MaxSecretEnv    = 256
+	MaxSecretEnvLen = 1 << 10
+	MaxSecretCA     = 8 << 10
+)
+
+// SecretsReply says where the guest keeps the CA ("" when it could not
+// add it to its trust store: the note says why).
+type SecretsReply struct {
+	CAFile string `json:"ca_file"`
+	Note   string `json:"note,omitempty"`
+}
 
 // SSHAgentReply is where the guest's SSH_AUTH_SOCK is ("" when stopped).
 type SSHAgentReply struct {
@@ -165,6 +188,9 @@ type Request struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Addr is MethodSSHAgent's IP:port.
 	Addr string `json:"addr,omitempty"`
+	// Env and CA are MethodSecrets'.
+	Env []string `json:"env,omitempty"`
+	CA  string   `json:"ca,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -179,6 +205,7 @@ type Reply struct {
 	Personalize  *PersonalizeReply   `json:"personalize,omitempty"`
 	Listeners    *ListenersReply     `json:"listeners,omitempty"`
 	SSHAgent     *SSHAgentReply      `json:"ssh_agent,omitempty"`
+	Secrets      *SecretsReply       `json:"secrets,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }

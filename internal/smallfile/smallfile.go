@@ -6,6 +6,7 @@ package smallfile
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -30,4 +31,31 @@ func Read(path string) ([]byte, error) {
 	b := make([]byte, st.Size())
 	_, err = f.ReadAt(b, 0)
 	return b, err
+}
+
+// WriteAtomic writes data to a temporary file beside path (with mode,
+// synced) and renames it over path: a crash leaves the old
+// file or the new, whole.
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

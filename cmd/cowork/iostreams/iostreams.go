@@ -5,8 +5,12 @@ package iostreams
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"golang.org/x/term"
 )
@@ -106,4 +110,44 @@ func (s *IOStreams) MakeRaw() (restore func(), err error) {
 		return nil, err
 	}
 	return func() { _ = term.Restore(s.inFd, st) }, nil
+}
+
+// maxSecret bounds what ReadSecret reads (netstack's bound on a value).
+const maxSecret = 16 << 10
+
+// ReadSecret reads a secret: from a terminal after prompt (on ErrOut),
+// without echo, the echo back even when an interrupt ends the program;
+// else all of In, its last line break dropped.
+func (s *IOStreams) ReadSecret(prompt string) (string, error) {
+	if s.IsStdinTTY() && s.inFd >= 0 {
+		fmt.Fprint(s.ErrOut, prompt)
+		if state, err := term.GetState(s.inFd); err == nil {
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			done := make(chan struct{})
+			defer func() { signal.Stop(sigs); close(done) }()
+			go func() {
+				select {
+				case <-sigs:
+					_ = term.Restore(s.inFd, state)
+					fmt.Fprintln(s.ErrOut)
+					os.Exit(130)
+				case <-done:
+				}
+			}()
+		}
+		b, err := term.ReadPassword(s.inFd)
+		fmt.Fprintln(s.ErrOut)
+		return string(b), err
+	}
+	b, err := io.ReadAll(io.LimitReader(s.In, maxSecret+3)) // its line break too
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSuffix(string(b), "\n")
+	v = strings.TrimSuffix(v, "\r")
+	if len(v) > maxSecret {
+		return "", fmt.Errorf("the value on stdin is over %d KiB", maxSecret>>10)
+	}
+	return v, nil
 }

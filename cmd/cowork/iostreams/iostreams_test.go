@@ -3,6 +3,7 @@ package iostreams
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +43,23 @@ func TestIsStdinNull(t *testing.T) {
 	}
 	if s, _, _, _ := Test(); s.IsStdinNull() {
 		t.Error("a buffer is not the null device")
+	}
+}
+
+func TestReadSecretFromStdin(t *testing.T) {
+	s, in, _, _ := Test()
+	in.WriteString("tok-en\r\n")
+	if v, err := s.ReadSecret("x"); err != nil || v != "tok-en" {
+		t.Fatalf("%q %v", v, err)
+	}
+	s, in, _, _ = Test()
+	in.WriteString(strings.Repeat("a", maxSecret) + "\n")
+	if v, err := s.ReadSecret("x"); err != nil || len(v) != maxSecret {
+		t.Fatalf("a value of the most there may be: %d %v", len(v), err)
+	}
+	s, in, _, _ = Test()
+	in.WriteString(strings.Repeat("a", maxSecret+1))
+	if _, err := s.ReadSecret("x"); err == nil || !strings.Contains(err.Error(), "over 16 KiB") {
+		t.Fatalf("an oversized value: %v", err)
 	}
 }

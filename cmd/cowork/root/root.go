@@ -27,6 +27,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/poolcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/portcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
+	"github.com/coworkhq/cowork/cmd/cowork/secretcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/shell"
 	"github.com/coworkhq/cowork/cmd/cowork/snapshotcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/start"
@@ -147,6 +148,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"pool", func() *cobra.Command { return poolcmd.NewCmdPool(ios, name, nil) }},
 		{"port", func() *cobra.Command { return portcmd.NewCmdPort(ios, name, nil) }},
 		{"mount", func() *cobra.Command { return mountcmd.NewCmdMount(ios, name, nil) }},
+		{"secret", func() *cobra.Command { return secretcmd.NewCmdSecret(ios, name, nil) }},
 	}
 }
 

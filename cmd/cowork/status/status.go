@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -41,7 +42,9 @@ type Status struct {
 	Workspace  string `json:"workspace"`
 	// Mounts are the folders shared besides the workspace, as
 	// HOST:GUEST:MODE (cowork mount ls).
-	Mounts       []string `json:"mounts,omitempty"`
+	Mounts []string `json:"mounts,omitempty"`
+	// Secrets are the host-held secrets, as NAME@HOST (cowork secret ls).
+	Secrets      []string `json:"secrets,omitempty"`
 	GuestIP      string   `json:"guest_ip,omitempty"`
 	AgentVersion string   `json:"agent_version,omitempty"`
 	Backend      string   `json:"backend,omitempty"`
@@ -188,7 +191,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
-		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
+		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Secrets: secretList(cfg.Secrets), Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
 		Golden: cfg.Golden, DiskFormat: cfg.Format(),
 	}
 	for _, p := range cfg.Publish {
@@ -293,7 +296,10 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	for _, f := range []*string{&s.Name, &s.State, &s.Workspace, &s.GuestIP, &s.AgentVersion, &s.Backend, &s.Accelerator, &s.Arch, &s.Error, &s.Note} {
 		*f = termsafe.Line(*f)
 	}
-	s.Publish, s.Mounts = nil, nil
+	s.Publish, s.Mounts, s.Secrets = nil, nil, nil
+	for _, x := range st.Secrets {
+		s.Secrets = append(s.Secrets, termsafe.Line(x))
+	}
 	for _, p := range st.Publish {
 		s.Publish = append(s.Publish, termsafe.Line(p))
 	}
@@ -324,6 +330,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
 	if len(s.Mounts) > 0 {
 		fmt.Fprintf(w, "mounts:\t%s\n", strings.Join(s.Mounts, ", "))
+	}
+	if len(s.Secrets) > 0 {
+		fmt.Fprintf(w, "secrets:\t%s\n", strings.Join(s.Secrets, ", "))
 	}
 	if s.AutoPublish {
 		s.Publish = append(s.Publish, "and what the guest listens on (--auto)")
@@ -373,6 +382,16 @@ func goldenNote(s Status) string {
 		return " (an overlay on golden disk " + s.Golden[:12] + ")"
 	}
 	return " (cloned from golden disk " + s.Golden[:12] + ")"
+}
+
+// secretList is the secrets as status shows them, by name and host.
+func secretList(secrets []instance.Secret) []string {
+	var out []string
+	for _, x := range secrets {
+		out = append(out, x.Name+"@"+strings.TrimSuffix(x.Host, ":443"))
+	}
+	slices.Sort(out)
+	return out
 }
 
 // mountList is the mounts as status shows them.

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
@@ -140,5 +143,23 @@ func TestPrintJSONKeepsTheValuesButPrintsSafely(t *testing.T) {
 	json.Unmarshal(b, &want)
 	if back.AgentVersion != want {
 		t.Errorf("the value changed: %q, want %q", back.AgentVersion, want)
+	}
+}
+
+// A stopped instance's status names its secrets by name and host, never
+// by value or placeholder.
+func TestStatusNamesSecrets(t *testing.T) {
+	instancetest.New(t, instance.Config{Secrets: []instance.Secret{
+		{Name: "GH", Host: "github.com:443", Mode: "authorization", Placeholder: "cowork-secret-0123456789abcdef", Store: "file"},
+		{Name: "REG", Host: "registry.test:8443", Mode: "basic", Placeholder: "cowork-secret-fedcba9876543210", Store: "file"},
+	}})
+	st, err := Get(context.Background(), instance.DefaultName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ios, _, out, _ := iostreams.Test()
+	print(ios, st)
+	if !strings.Contains(out.String(), "secrets:    GH@github.com, REG@registry.test:8443") || strings.Contains(out.String(), "cowork-secret-") {
+		t.Fatalf("status:\n%s", out)
 	}
 }
