@@ -302,9 +302,25 @@ func TestPublishUDP(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{})
 	tn.guestServeUDP(t, 5353)
 	tn.guestServe(t, 5353)
-	u, err := tn.PublishUDP("127.0.0.1:0", 5353)
-	if err != nil {
-		t.Fatal(err)
+	// A free UDP port's TCP twin may be another process's: take one
+	// whose twin is free (published further down).
+	var u Port
+	for try := 0; ; try++ {
+		var err error
+		if u, err = tn.PublishUDP("127.0.0.1:0", 5353); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp4", u.HostAddr)
+		if err == nil {
+			l.Close()
+			break
+		}
+		if try == 20 {
+			t.Fatalf("no UDP port with a free TCP twin: %v", err)
+		}
+		if _, err := tn.Unpublish(u.HostAddr); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if u.Proto != UDP || u.GuestPort != 5353 || strings.HasSuffix(u.HostAddr, ":0") || u.String() != u.HostAddr+"->5353/udp" {
 		t.Fatalf("published %+v (%s)", u, u)
