@@ -146,7 +146,8 @@ func (c *Config) validateMounts() []error {
 // file server would open for the guest, the kernel's own trees.
 var hostSystemDirs = []string{"/dev", "/proc", "/sys"}
 
-// CheckMountHosts checks what validation cannot without the host: each
+// CheckMountHosts checks what validation cannot without the host: the
+// workspace does not hold cowork's own folder home ($COWORK_HOME); each
 // mount's folder exists, is a folder, is not in /dev, /proc or /sys,
 // overlaps neither the workspace nor another mount, and neither holds nor
 // sits in cowork's own folder home ($COWORK_HOME), whose instances'
@@ -176,6 +177,12 @@ func (c *Config) CheckMountHosts(home string) error {
 	}
 	homeF, wsF := look(home), look(c.Workspace)
 	var seen []*folder
+	// A workspace that holds cowork's folder would show the guest every
+	// instance's disk, audit log and keys (the secrets' CA, a file store):
+	// what the guest must never read. One inside it shows only itself.
+	if home != "" && homeF != nil && wsF != nil && holds(wsF.info, homeF.path) {
+		errs = append(errs, fmt.Errorf("--workspace %s: the folder holds cowork's own folder %s (instances' disks, keys and audit logs), which the guest must not see; share a folder beside it, like ~/cowork-workspace", c.Workspace, home))
+	}
 	for _, m := range c.Mounts {
 		flag := "--mount " + m.Host
 		st, err := os.Stat(m.Host)

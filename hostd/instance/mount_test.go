@@ -112,3 +112,23 @@ func TestCheckMountHosts(t *testing.T) {
 		}
 	}
 }
+
+// A workspace that holds cowork's own folder (through a link too) would
+// show the guest every instance's disk and keys: refused. One inside it
+// shows only itself.
+func TestWorkspaceMustNotHoldCoworksFolder(t *testing.T) {
+	root := t.TempDir()
+	home := filepath.Join(root, ".cowork")
+	os.MkdirAll(filepath.Join(home, "ws"), 0o755)
+	link := filepath.Join(t.TempDir(), "root-link")
+	os.Symlink(root, link)
+	for _, ws := range []string{root, home, link} {
+		err := (&Config{Workspace: ws}).CheckMountHosts(home)
+		if err == nil || !strings.Contains(err.Error(), "--workspace "+ws+": the folder holds cowork's own folder") {
+			t.Errorf("workspace %s: %v", ws, err)
+		}
+	}
+	if err := (&Config{Workspace: filepath.Join(home, "ws")}).CheckMountHosts(home); err != nil {
+		t.Errorf("a workspace inside cowork's folder: %v", err)
+	}
+}
