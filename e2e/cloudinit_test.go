@@ -103,7 +103,10 @@ func TestInterruptedInitResumes(t *testing.T) {
 	e := newEnv(t)
 	// Hangs the first time only: the boot is cut while it waits.
 	once := "test -e /var/tmp/once || { touch /var/tmp/once; sync; sleep 3600; }"
-	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=", "--no-golden",
+	// --with docker: its packages go in before the cut, and its
+	// provisioning runs over them again after it (it must be safe to
+	// repeat); the guest is then checked as one made --with docker.
+	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=", "--no-golden", "--with", "docker",
 		"--provision-cmd", once, "--provision-cmd", "touch /var/tmp/after", "--timeout", "20m")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -126,6 +129,7 @@ func TestInterruptedInitResumes(t *testing.T) {
 	e.must("stop", "--force") // the power cut
 
 	r := e.must(args...)
+	t.Logf("the resumed init:\n%s", r.errOut) // its phases, timed
 	for _, want := range []string{"Resuming the interrupted init", "provisioning", "ready"} {
 		if !strings.Contains(r.errOut, want) {
 			t.Errorf("the resumed init's progress lacks %q:\n%s", want, r.errOut)
@@ -138,4 +142,5 @@ func TestInterruptedInitResumes(t *testing.T) {
 	if r := e.run(args...); r.code == 0 || !strings.Contains(r.errOut, "already exists") {
 		t.Errorf("init of a provisioned instance: %s", r)
 	}
+	t.Run("docker", func(t *testing.T) { checkDocker(t, e) })
 }

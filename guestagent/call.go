@@ -123,6 +123,19 @@ func (s *Server) ServeCall(c net.Conn) {
 			return
 		}
 		s.reply(c, &agentcall.Reply{ShareMount: &agentcall.ShareMountReply{}})
+	case agentcall.MethodStartUnits:
+		// systemctl waits for the units; the host hanging up stops it.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			io.Copy(io.Discard, c)
+			cancel()
+		}()
+		if err := s.startUnits(ctx, req.Units); err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{StartUnits: &agentcall.StartUnitsReply{}})
 	case agentcall.MethodPersonalize:
 		r, err := s.personalize(req.Seed, req.Hostname)
 		if err != nil {
@@ -132,7 +145,7 @@ func (s *Server) ServeCall(c net.Conn) {
 		s.reply(c, &agentcall.Reply{Personalize: r})
 	default:
 		s.reply(c, errorReply(&refusal{agentcall.KindUnimplemented,
-			"unknown method " + quoteShort(string(req.Method)) + ": this agent serves info, set_time, shutdown, provisioning, share_release, share_mount and personalize"}))
+			"unknown method " + quoteShort(string(req.Method)) + ": hostd and this agent are from different builds"}))
 	}
 }
 

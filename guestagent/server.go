@@ -61,6 +61,9 @@ type Options struct {
 	// TrustRoot is the root under which the secrets call writes the CA
 	// (usr/local/share/ca-certificates, etc/ssl/certs); empty means /.
 	TrustRoot string
+	// Systemctl is the program the start_units call runs; empty means
+	// systemctl from PATH.
+	Systemctl string
 }
 
 // ShareSystem is what the share calls look at and do: a /proc tree (its

@@ -28,7 +28,7 @@ OUT=${COWORK_E2E_CACHE:-$HOME/.cache/cowork-e2e}/$ARCH
 MIRROR=${COWORK_MIRROR:-http://deb.debian.org/debian}
 SUITE=${COWORK_SUITE:-bookworm}
 ROOTFS_SIZE=2G
-PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client"
+PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client,kmod"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
 crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
 # What the root disk and the agent's channel need, in the order loaded:
@@ -40,7 +40,11 @@ crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
 EARLY_MODULES="virtio_pci virtio_blk virtio_console crc32c_generic ext4"
 NET_MODULES="virtio_net fuse virtiofs"
 POWER_MODULES="gpio_keys evdev"
-SCRIPT_REV=4 # bump when this script's output changes for the same inputs
+# What `init --with docker` needs of the kernel (overlay storage, the
+# bridge and veth, netfilter for its NAT), kept in the cloud stand-in only,
+# where modprobe loads them on demand like a cloud image's kernel does.
+DOCKER_MODULE_DIRS="fs/overlayfs net/bridge net/netfilter net/ipv4/netfilter net/ipv6/netfilter drivers/net/veth.ko*"
+SCRIPT_REV=5 # bump when this script's output changes for the same inputs
 
 case "$ARCH" in
 arm64) QARCH=aarch64 CONSOLE=ttyAMA0 ;;
@@ -137,7 +141,13 @@ fetch_deb() { # package version -> path of the .deb
 }
 
 # ---------------------------------------------------------------- kernel
-K_STAMP="$KPKG=$KVER_PKG $(echo $MODULES)"
+# docker_modules names the modules under DOCKER_MODULE_DIRS in the tree $1.
+docker_modules() {
+	(cd "$1/lib/modules/$KVER/kernel" && for d in $DOCKER_MODULE_DIRS; do
+		[ -e "$d" ] && find "$d" -name '*.ko*'
+	done) | sed 's|.*/||; s|\.ko.*||'
+}
+K_STAMP="$KPKG=$KVER_PKG $(echo $MODULES) $DOCKER_MODULE_DIRS"
 if [ "$(cat "$OUT/.kernel.stamp" 2>/dev/null)" != "$K_STAMP" ] || [ ! -f "$OUT/vmlinuz" ]; then
 	log "kernel: $KPKG $KVER_PKG"
 	deb=$(fetch_deb "$KPKG" "$KVER_PKG")
@@ -147,7 +157,9 @@ if [ "$(cat "$OUT/.kernel.stamp" 2>/dev/null)" != "$K_STAMP" ] || [ ! -f "$OUT/v
 	KVER=$(ls "$OUT/kernel.tmp/lib/modules")
 	depmod -b "$OUT/kernel.tmp" "$KVER"
 	# Keep only the modules the guest loads, and what they depend on.
-	keep=$(for m in $MODULES; do modprobe -d "$OUT/kernel.tmp" -S "$KVER" --show-depends "$m" 2>/dev/null; done | awk '$1=="insmod"{print $2}')
+	keep=$(for m in $MODULES $(docker_modules "$OUT/kernel.tmp"); do
+		modprobe -d "$OUT/kernel.tmp" -S "$KVER" --show-depends "$m" 2>/dev/null
+	done | awk '$1=="insmod"{print $2}')
 	find "$OUT/kernel.tmp/lib/modules/$KVER/kernel" -name '*.ko*' | grep -vxF "$keep" | xargs rm -f
 	rm -rf "$OUT/kernel.tmp/usr"
 	rm -rf "$OUT/kernel"
@@ -159,17 +171,21 @@ fi
 KVER=$(ls "$OUT/kernel/lib/modules")
 MODS=$(for m in $MODULES; do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
 	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
+DOCKER_MODS=$(for m in $(docker_modules "$OUT/kernel"); do modprobe -d "$OUT/kernel" -S "$KVER" --show-depends "$m" 2>/dev/null; done |
+	awk '$1=="insmod"{print $2}' | awk '!seen[$0]++')
 # The modules the busybox root loads last: the ones no boot step names.
 LATE_MODULES=$(for m in $MODULES; do
 	case " $EARLY_MODULES $NET_MODULES $POWER_MODULES " in *" $m "*) ;; *) echo "$m" ;; esac
 done)
 
-# install_modules puts the initramfs's modules (MODS) into the tree $1 and
-# indexes them, so that modprobe works there after the switch to it.
+# install_modules puts the initramfs's modules (MODS), and any given after
+# the tree $1, into that tree and indexes them, so that modprobe works
+# there after the switch to it.
 install_modules() {
 	local root=$1 p rel
+	shift
 	mkdir -p "$root/lib/modules/$KVER"
-	for p in $MODS; do
+	for p in $MODS "$@"; do
 		rel=${p#"$OUT/kernel"}
 		mkdir -p "$root$(dirname "$rel")"
 		cp "$p" "$root$rel"
@@ -427,7 +443,7 @@ fi
 # ---------------------------------------------------------------- the cloud stand-in
 # The same tree booted by systemd, provisioned by cloud-init from cowork's
 # cidata disk, as qcow2: what `cowork init` does with a cloud image.
-C_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" | sha256sum | cut -c1-16)
+C_STAMP=$(printf '%s\n' "$SCRIPT_REV" "$B_STAMP" "$I_STAMP" "$DOCKER_MODS" | sha256sum | cut -c1-16)
 if [ "$(cat "$OUT/.cloud.stamp" 2>/dev/null)" != "$C_STAMP" ] || [ ! -f "$OUT/cloud.qcow2" ]; then
 	log "cloud stand-in: systemd + cloud-init, qcow2"
 	R="$OUT/cloud.tmp"
@@ -436,7 +452,8 @@ if [ "$(cat "$OUT/.cloud.stamp" 2>/dev/null)" != "$C_STAMP" ] || [ ! -f "$OUT/cl
 	printf '/dev/vda / ext4 rw 0 1\n' >"$R/etc/fstab"
 	printf 'datasource_list: [NoCloud, None]\n' >"$R/etc/cloud/cloud.cfg.d/90-cowork-datasource.cfg"
 	rm -f "$R/etc/machine-id" && : >"$R/etc/machine-id"
-	install_modules "$R"
+	# shellcheck disable=SC2086 # one path per word
+	install_modules "$R" $DOCKER_MODS
 	rm -f "$OUT/cloud.ext4"
 	mkfs.ext4 -q -F -L cloudimg-rootfs -E root_owner=0:0 -d "$R" "$OUT/cloud.ext4" "$ROOTFS_SIZE" >/dev/null
 	qemu-img convert -O qcow2 "$OUT/cloud.ext4" "$OUT/cloud.qcow2.tmp"

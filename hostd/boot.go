@@ -70,6 +70,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	d.lendSSHAgent(ctx)
 	d.lendSecrets(ctx)
+	d.awaitWiths(ctx, provisioned)
 	return d.serveGuest(life, provisioned)
 }
 
@@ -319,7 +320,7 @@ func GuestFor(cfg *instance.Config) image.Guest {
 	if p := cfg.Provision; p != nil {
 		packages, commands = p.Packages, p.Commands
 	}
-	return image.Guest{
+	g := image.Guest{
 		Hostname:  guestHostname,
 		User:      "cowork",
 		UID:       uid,
@@ -330,6 +331,12 @@ func GuestFor(cfg *instance.Config) image.Guest {
 		Provision: commands,
 		MAC:       guestMACOf(cfg).String(),
 	}
+	for _, w := range cfg.With {
+		if w == instance.WithDocker { // Validate refuses any other
+			g = image.WithDocker(g)
+		}
+	}
+	return g
 }
 
 // guestHostname is every guest's hostname.

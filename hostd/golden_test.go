@@ -4,12 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
+	"github.com/coworkhq/cowork/image/golden"
 	"github.com/coworkhq/cowork/image/qcow2"
 )
 
@@ -79,5 +81,34 @@ func TestHostdBootsAnOverlayOnlyOnAGoldenDisk(t *testing.T) {
 				t.Errorf("%d VMs made on an overlay of a host file", n)
 			}
 		})
+	}
+}
+
+// --with docker adds Docker Engine to whatever the guest provisions, the
+// default or the config's own, and so keys another golden disk.
+func TestGuestForWithDocker(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "img.raw")
+	os.WriteFile(img, []byte("a disk"), 0o600)
+	digests := golden.Digests{Path: filepath.Join(t.TempDir(), "digests.json")}
+	cfg := &instance.Config{Name: "box", Arch: "arm64", Boot: instance.BootEFI,
+		Provision: &instance.Provision{Packages: []string{"tree"}}}
+	plain, err := GoldenSpec(cfg, Sources{Image: img}, digests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.With = []string{instance.WithDocker}
+	g := GuestFor(cfg)
+	if !slices.Equal(g.Packages, []string{"tree"}) || len(g.Provision) != 1 || !strings.Contains(g.Provision[0], "install --no-install-recommends docker.io apparmor") {
+		t.Errorf("the guest with docker: packages %q, provision %q", g.Packages, g.Provision)
+	}
+	if !slices.Equal(cfg.Provision.Packages, []string{"tree"}) {
+		t.Errorf("GuestFor changed the config: %q", cfg.Provision.Packages)
+	}
+	withDocker, err := GoldenSpec(cfg, Sources{Image: img}, digests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withDocker.Provision == plain.Provision {
+		t.Error("--with docker keys the same golden disk as the guest without it")
 	}
 }

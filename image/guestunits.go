@@ -121,6 +121,11 @@ WantedBy=multi-user.target
 `
 }
 
+// aptGet is apt-get as provisioning runs it: quiet, unattended, waiting
+// for the dpkg lock (apt-daily runs at first boot too), keeping the
+// configuration files a package finds.
+const aptGet = "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold"
+
 // provisionScript installs g's packages, runs its commands and makes the
 // marker. It may run again after an interrupted boot, so each step must be
 // safe to repeat (apt and the default commands are).
@@ -137,9 +142,8 @@ func provisionScript(g Guest, proxyEnv string) string {
 	b.WriteString("step finishing interrupted package installs\n" +
 		"i=0\nuntil dpkg --configure -a; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 5; done\n")
 	if len(g.Packages) > 0 {
-		apt := "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold"
-		b.WriteString("step updating package lists\n" + apt + " update\n")
-		b.WriteString("step installing packages\n" + apt + " install " + strings.Join(g.Packages, " ") + "\n")
+		b.WriteString("step updating package lists\n" + aptGet + " update\n")
+		b.WriteString("step installing packages\n" + aptGet + " install " + strings.Join(g.Packages, " ") + "\n")
 	}
 	for _, c := range g.Provision {
 		b.WriteString("step " + shQuote("running "+firstLine(c)) + "\n" + c + "\n")

@@ -325,6 +325,24 @@ func (c *Client) Secrets(ctx context.Context, env []string, ca string) (caFile, 
 	return guestWord(rep.Secrets.CAFile, 256), guestWord(rep.Secrets.Note, 300), nil
 }
 
+// StartUnits asks the guest to start systemd units and returns once they
+// are up, or with the guest's error (printable, bounded) when one failed.
+// ctx bounds the wait: a unit may take a minute to start under emulation.
+func (c *Client) StartUnits(ctx context.Context, units ...string) error {
+	const m = agentcall.MethodStartUnits
+	rep, err := c.onceWithin(ctx, agentcall.Request{Method: m, Units: units}, startUnitsTimeout)
+	if err != nil {
+		return err
+	}
+	if rep.StartUnits == nil {
+		return &ProtocolError{Method: m, Msg: "a reply without start_units"}
+	}
+	return nil
+}
+
+// startUnitsTimeout bounds StartUnits when ctx has no deadline.
+const startUnitsTimeout = 5 * time.Minute
+
 // Listeners asks the guest for its listening sockets. The reply is the
 // guest's claim, checked: at most agentcall.MaxListeners entries, each a
 // known protocol, a port and an IP address, or a ProtocolError.

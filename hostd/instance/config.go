@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,9 @@ type Config struct {
 	// Provision replaces the default first-boot provisioning (the
 	// toolchain, Node.js and Claude Code) when set.
 	Provision *Provision `json:"provision,omitempty"`
+	// With lists what first-boot provisioning adds to the guest on top of
+	// Provision (or the default): WithDocker.
+	With []string `json:"with,omitempty"`
 	// DiskFormat is how the disk is kept: raw (disk.raw, the default,
 	// also when empty) or qcow2 (disk.qcow2, a thin overlay on a golden
 	// disk in the cache, where the file system cannot clone files).
@@ -136,6 +140,15 @@ type Provision struct {
 	Packages []string `json:"packages"`
 	Commands []string `json:"commands"`
 }
+
+// What `init --with` adds to a guest's provisioning.
+const (
+	// WithDocker is Docker Engine, its pulls through the auditing proxy.
+	WithDocker = "docker"
+)
+
+// Withs are the names `init --with` takes.
+var Withs = []string{WithDocker}
 
 // Network is what the guest may reach, and how.
 type Network struct {
@@ -223,6 +236,16 @@ func (c *Config) Validate(hostMemory units.Size) error {
 			n.MaxFlows, n.MaxPending, n.TCPIdleSeconds, MaxFlowsCeiling))
 	}
 	errs = append(errs, c.validateMounts()...)
+	withs := map[string]bool{}
+	for _, w := range c.With {
+		switch {
+		case !slices.Contains(Withs, w):
+			errs = append(errs, fmt.Errorf("--with %q: cowork does not know it; want one of %s", w, strings.Join(Withs, ", ")))
+		case withs[w]:
+			errs = append(errs, fmt.Errorf("--with %s is given twice", w))
+		}
+		withs[w] = true
+	}
 	if len(c.Publish) > MaxPublish {
 		errs = append(errs, fmt.Errorf("--publish: %d ports, more than an instance publishes (%d)", len(c.Publish), MaxPublish))
 	}

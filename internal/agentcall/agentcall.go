@@ -108,7 +108,21 @@ const (
 	// back (the CA stays trusted: it vouches for nothing without hostd).
 	// It answers Reply.Secrets.
 	MethodSecrets Method = "secrets"
+	// MethodStartUnits (Request.Units) starts systemd units and answers
+	// Reply.StartUnits once they are up (systemctl start waits for them),
+	// or with an error when one failed. A unit already active is a
+	// success at once. hostd asks for what `init --with` installed
+	// (docker.service) before it calls the instance ready, as Lima's
+	// readiness probes do: it starts with the guest and takes long under
+	// emulation. The call ends when the host hangs up.
+	MethodStartUnits Method = "start_units"
 )
+
+// MaxUnits is the most units one start_units call names.
+const MaxUnits = 8
+
+// StartUnitsReply says the units are active.
+type StartUnitsReply struct{}
 
 // Bounds of MethodSecrets' request: a variable per secret and a few for
 // the tools that use them, all within one MaxLine.
@@ -191,6 +205,8 @@ type Request struct {
 	// Env and CA are MethodSecrets'.
 	Env []string `json:"env,omitempty"`
 	CA  string   `json:"ca,omitempty"`
+	// Units are MethodStartUnits' systemd unit names.
+	Units []string `json:"units,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -206,6 +222,7 @@ type Reply struct {
 	Listeners    *ListenersReply     `json:"listeners,omitempty"`
 	SSHAgent     *SSHAgentReply      `json:"ssh_agent,omitempty"`
 	Secrets      *SecretsReply       `json:"secrets,omitempty"`
+	StartUnits   *StartUnitsReply    `json:"start_units,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }

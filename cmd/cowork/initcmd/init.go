@@ -53,6 +53,7 @@ type Options struct {
 	MaxFlows  int
 	Packages  []string
 	Commands  []string
+	With      []string
 	Timeout   time.Duration
 	NoStart   bool
 	NoGolden  bool
@@ -97,6 +98,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
   cowork init --image ubuntu.raw --publish 8080:80 --publish 127.0.0.1:2222:22
   cowork init --mount ~/datasets:/data:ro --mount ~/src/lib
+  cowork init --with docker
   cowork init --image ubuntu.raw --network-mode allowlist --allow api.anthropic.com --allow '*.npmjs.org' --allow-host-port 5432
   cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"`,
 		Args: cmdutil.NoArgs,
@@ -131,6 +133,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 	f.IntVar(&o.MaxFlows, "max-flows", policy.DefaultMaxFlows, "the most connections and UDP flows the guest may have open at once; more are refused")
 	f.StringSliceVar(&o.Packages, "provision-packages", nil, "packages to install at first boot instead of the default toolchain")
 	f.StringArrayVar(&o.Commands, "provision-cmd", nil, "a command to run as root at first boot, after the packages, instead of the defaults; repeatable")
+	f.StringSliceVar(&o.With, "with", nil, "also install at first boot: docker (Docker Engine, its pulls through the auditing proxy); repeatable")
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
 	f.BoolVar(&o.NoGolden, "no-golden", false, "provision from scratch: neither clone a golden disk of this image and provisioning nor keep one")
@@ -161,6 +164,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		c.Boot = instance.BootKernel
 	}
 	c.SSHAgent = o.SSHAgent
+	c.With = o.With
 	c.Network = instance.Network{
 		Policy:   policy.Policy{Mode: o.Mode, Allow: o.Allow, Deny: o.Deny, HostPorts: o.HostPorts},
 		Upstream: o.Upstream,

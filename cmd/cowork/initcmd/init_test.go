@@ -267,3 +267,39 @@ func TestInitMounts(t *testing.T) {
 		t.Fatalf("a mount over /var: %v", err)
 	}
 }
+
+// --with docker is kept in the config (and with it in the golden key);
+// anything else, or docker twice, is a usage error before anything is made.
+func TestInitWith(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("COWORK_HOME", filepath.Join(root, "home"))
+	img := filepath.Join(root, "img.raw")
+	diskImage(t, img)
+	args := []string{"--workspace", filepath.Join(root, "ws"), "--image", img}
+	c, _, err := parse(t, append(args, "--with", "docker")...).Config()
+	if err != nil || len(c.With) != 1 || c.With[0] != instance.WithDocker {
+		t.Fatalf("--with docker: %+v %v", c, err)
+	}
+	for _, bad := range []struct{ with, want string }{
+		{"podman", `--with "podman": cowork does not know it; want one of docker`},
+		{"docker,docker", "--with docker is given twice"},
+	} {
+		_, _, err := parse(t, append(args, "--with", bad.with)...).Config()
+		if !errors.As(err, new(*cmdutil.FlagError)) || err.Error() != bad.want {
+			t.Errorf("--with %s: %v; want a usage error %q", bad.with, err, bad.want)
+		}
+	}
+}
+
+// An interrupted init resumed with another --with is refused: the guest
+// provisions what it was created with.
+func TestInitResumeRefusesAnotherWith(t *testing.T) {
+	_, p := created(t)
+	home := filepath.Dir(p.Dir())
+	ios, _, _, _ := iostreams.Test()
+	o := parse(t, "--image", filepath.Join(home, "img.raw"), "--workspace", filepath.Join(home, "ws"), "--cpus", "1", "--memory", "256MiB", "--disk", "1GiB", "--no-start", "--with", "docker")
+	o.IO = ios
+	if err := run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "differ in --with;") {
+		t.Fatalf("resume with --with docker: %v", err)
+	}
+}

@@ -69,6 +69,7 @@ func conflicts(saved, asked *instance.Config, src instance.Sources, changed func
 		"max-flows":          saved.Network.MaxFlows != asked.Network.MaxFlows,
 		"provision-packages": !slices.Equal(provision(saved).Packages, provision(asked).Packages),
 		"provision-cmd":      !slices.Equal(provision(saved).Commands, provision(asked).Commands),
+		"with":               !slices.Equal(saved.With, asked.With),
 		"image":              src.Image != "" && !isURL(src.Image) && src.Image != saved.Image,
 	}
 	var diff []string

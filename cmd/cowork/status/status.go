@@ -44,7 +44,9 @@ type Status struct {
 	// HOST:GUEST:MODE (cowork mount ls).
 	Mounts []string `json:"mounts,omitempty"`
 	// Secrets are the host-held secrets, as NAME@HOST (cowork secret ls).
-	Secrets      []string `json:"secrets,omitempty"`
+	Secrets []string `json:"secrets,omitempty"`
+	// With is what init --with added to the guest's provisioning.
+	With         []string `json:"with,omitempty"`
 	GuestIP      string   `json:"guest_ip,omitempty"`
 	AgentVersion string   `json:"agent_version,omitempty"`
 	Backend      string   `json:"backend,omitempty"`
@@ -191,7 +193,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	cfg, paths := inst.Config, inst.Paths
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
-		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Secrets: secretList(cfg.Secrets), Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
+		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Secrets: secretList(cfg.Secrets), With: cfg.With, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
 		Golden: cfg.Golden, DiskFormat: cfg.Format(),
 	}
 	for _, p := range cfg.Publish {
@@ -296,9 +298,12 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	for _, f := range []*string{&s.Name, &s.State, &s.Workspace, &s.GuestIP, &s.AgentVersion, &s.Backend, &s.Accelerator, &s.Arch, &s.Error, &s.Note} {
 		*f = termsafe.Line(*f)
 	}
-	s.Publish, s.Mounts, s.Secrets = nil, nil, nil
+	s.Publish, s.Mounts, s.Secrets, s.With = nil, nil, nil, nil
 	for _, x := range st.Secrets {
 		s.Secrets = append(s.Secrets, termsafe.Line(x))
+	}
+	for _, x := range st.With {
+		s.With = append(s.With, termsafe.Line(x))
 	}
 	for _, p := range st.Publish {
 		s.Publish = append(s.Publish, termsafe.Line(p))
@@ -333,6 +338,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	}
 	if len(s.Secrets) > 0 {
 		fmt.Fprintf(w, "secrets:\t%s\n", strings.Join(s.Secrets, ", "))
+	}
+	if len(s.With) > 0 {
+		fmt.Fprintf(w, "with:\t%s\n", strings.Join(s.With, ", "))
 	}
 	if s.AutoPublish {
 		s.Publish = append(s.Publish, "and what the guest listens on (--auto)")

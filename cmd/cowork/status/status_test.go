@@ -147,19 +147,19 @@ func TestPrintJSONKeepsTheValuesButPrintsSafely(t *testing.T) {
 }
 
 // A stopped instance's status names its secrets by name and host, never
-// by value or placeholder.
+// by value or placeholder, and what init --with added.
 func TestStatusNamesSecrets(t *testing.T) {
 	instancetest.New(t, instance.Config{Secrets: []instance.Secret{
 		{Name: "GH", Host: "github.com:443", Mode: "authorization", Placeholder: "cowork-secret-0123456789abcdef", Store: "file"},
 		{Name: "REG", Host: "registry.test:8443", Mode: "basic", Placeholder: "cowork-secret-fedcba9876543210", Store: "file"},
-	}})
+	}, With: []string{instance.WithDocker}})
 	st, err := Get(context.Background(), instance.DefaultName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ios, _, out, _ := iostreams.Test()
 	print(ios, st)
-	if !strings.Contains(out.String(), "secrets:    GH@github.com, REG@registry.test:8443") || strings.Contains(out.String(), "cowork-secret-") {
+	if !strings.Contains(out.String(), "secrets:    GH@github.com, REG@registry.test:8443\nwith:       docker\n") || strings.Contains(out.String(), "cowork-secret-") {
 		t.Fatalf("status:\n%s", out)
 	}
 }

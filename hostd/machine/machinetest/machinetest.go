@@ -9,6 +9,7 @@
 package machinetest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ type Guest struct {
 	// StateFile, when set, is a backend that saves its guest into this
 	// one file, as vz does, rather than QEMU's device.state and ram.
 	StateFile string
+	// Systemctl is the program the agent's start_units call runs; empty
+	// runs true (every unit starts at once), never the host's systemctl.
+	Systemctl string
 }
 
 // Host makes the machines of a hostd under test (its NewMachine), and
@@ -230,6 +234,7 @@ func (m *Machine) startAgentLocked() error {
 		PowerOff:          m.agentPowerOff,
 		Logger:            m.log,
 		Personalize:       m.personalizeSystem(),
+		Systemctl:         cmp.Or(m.guest.Systemctl, "true"),
 	})
 	// Execs and calls come on channels of their own, told apart as the
 	// real agent does; the channels of no kind it serves are closed.
