@@ -103,9 +103,9 @@ func TestInterruptedInitResumes(t *testing.T) {
 	e := newEnv(t)
 	// Hangs the first time only: the boot is cut while it waits.
 	once := "test -e /var/tmp/once || { touch /var/tmp/once; sync; sleep 3600; }"
-	// --with docker: its packages go in before the cut, and its
-	// provisioning runs over them again after it (it must be safe to
-	// repeat); the guest is then checked as one made --with docker.
+	// --with docker: its step comes after the commands, so it runs once,
+	// after the cut (image's TestDockerGoesThroughTheProxy runs it twice);
+	// the guest is then checked as one made --with docker.
 	args := e.initArgs("--image", cloud, "--disk", "3GiB", "--provision-packages=", "--no-golden", "--with", "docker",
 		"--provision-cmd", once, "--provision-cmd", "touch /var/tmp/after", "--timeout", "20m")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

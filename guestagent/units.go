@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coworkhq/cowork/internal/agentcall"
 )
@@ -31,7 +32,9 @@ func (s *Server) startUnits(ctx context.Context, units []string) error {
 	if prog == "" {
 		prog = "systemctl"
 	}
-	out, err := exec.CommandContext(ctx, prog, append([]string{"start", "--no-ask-password", "--"}, units...)...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, prog, append([]string{"start", "--no-ask-password", "--"}, units...)...)
+	cmd.WaitDelay = 2 * time.Second // a child left holding its output ends no wait
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		said := strings.TrimSpace(string(out))
 		if len(said) > 300 {

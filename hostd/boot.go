@@ -71,6 +71,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	d.lendSSHAgent(ctx)
 	d.lendSecrets(ctx)
 	d.awaitWiths(ctx, provisioned)
+	if err := ctx.Err(); err != nil {
+		return err // stopped while it waited: not ready
+	}
 	return d.serveGuest(life, provisioned)
 }
 
@@ -204,6 +207,10 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 	home, err := instance.Home()
 	if err == nil {
 		mc.CacheDir = filepath.Join(home, instance.CacheDir)
+	}
+	if err := d.cfg.CheckWorkspace(home); err != nil {
+		flag := instance.NameFlag(d.name)
+		return mc, fmt.Errorf("%w; give its guest another one with `cowork clone %s NEW --workspace ~/cowork-workspace`, then `cowork delete%s`", err, d.name, flag)
 	}
 	if err := errors.Join(d.cfg.ValidateMounts(), d.cfg.CheckMountHosts(home)); err != nil {
 		how := "`cowork start --mount …` (or --no-mounts)"

@@ -3,6 +3,7 @@ package hostd
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
@@ -28,14 +29,25 @@ func (d *Daemon) awaitWiths(ctx context.Context, provisioned bool) {
 	if agent == nil {
 		return
 	}
-	// Said only when it takes a while: a resumed guest's is up already.
+	// Said only when it takes a while (a resumed guest's is up already),
+	// and never after the wait ended: ready may follow at once.
+	var mu sync.Mutex
+	waiting := true
 	slow := time.AfterFunc(time.Second, func() {
-		d.events.emit(controlwire.PhaseNote, "waiting for docker to start", nil)
+		mu.Lock()
+		defer mu.Unlock()
+		if waiting {
+			d.events.emit(controlwire.PhaseNote, "waiting for docker to start", nil)
+		}
 	})
-	defer slow.Stop()
-	ctx, cancel := context.WithTimeout(ctx, withsWait)
-	defer cancel()
-	if err := agent.StartUnits(ctx, "docker.service"); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, withsWait)
+	err := agent.StartUnits(wctx, "docker.service")
+	cancel()
+	mu.Lock()
+	waiting = false
+	mu.Unlock()
+	slow.Stop()
+	if err != nil && ctx.Err() == nil { // a stop during the wait is no failure of docker's
 		d.log.Error("docker did not start", "err", err)
 		d.events.emit(controlwire.PhaseNote, "docker did not start; look with `cowork exec sudo journalctl -u docker -n 50`", err)
 	}

@@ -77,3 +77,19 @@ func TestNoWithStartsNothing(t *testing.T) {
 		t.Errorf("the guest ran systemctl %q", b)
 	}
 }
+
+// `cowork stop` while hostd waits for docker stops the wait: no note
+// blames docker, and the instance is never called ready.
+func TestStopWhileWaitingForDocker(t *testing.T) {
+	prog, _ := fakeSystemctl(t, "exec sleep 60")
+	h := withDocker(t, prog)
+	r := h.start(t)
+	h.host.Next(t)
+	r.until(controlwire.PhaseNote) // waiting for docker to start
+	r.stop(&controlwire.StopRequest{Force: true})
+	for _, ev := range r.all() {
+		if ev.Phase == controlwire.PhaseReady || strings.HasPrefix(ev.Message, "docker did not start") {
+			t.Errorf("after a stop during the wait: %s %s: %s", ev.Phase, ev.Message, ev.Error)
+		}
+	}
+}

@@ -30,6 +30,15 @@ func Clone(src *Config, dst string, o CloneOptions) (c *Config, err error) {
 	if err := ValidateName(dst); err != nil {
 		return nil, err
 	}
+	if workspace != "" {
+		home, err := Home()
+		if err != nil {
+			return nil, err
+		}
+		if err := (&Config{Workspace: workspace}).CheckWorkspace(home); err != nil {
+			return nil, err
+		}
+	}
 	sp, err := PathsFor(src.Name)
 	if err != nil {
 		return nil, err

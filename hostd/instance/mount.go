@@ -146,8 +146,7 @@ func (c *Config) validateMounts() []error {
 // file server would open for the guest, the kernel's own trees.
 var hostSystemDirs = []string{"/dev", "/proc", "/sys"}
 
-// CheckMountHosts checks what validation cannot without the host: the
-// workspace does not hold cowork's own folder home ($COWORK_HOME); each
+// CheckMountHosts checks what validation cannot without the host: each
 // mount's folder exists, is a folder, is not in /dev, /proc or /sys,
 // overlaps neither the workspace nor another mount, and neither holds nor
 // sits in cowork's own folder home ($COWORK_HOME), whose instances'
@@ -177,12 +176,6 @@ func (c *Config) CheckMountHosts(home string) error {
 	}
 	homeF, wsF := look(home), look(c.Workspace)
 	var seen []*folder
-	// A workspace that holds cowork's folder would show the guest every
-	// instance's disk, audit log and keys (the secrets' CA, a file store):
-	// what the guest must never read. One inside it shows only itself.
-	if home != "" && homeF != nil && wsF != nil && holds(wsF.info, homeF.path) {
-		errs = append(errs, fmt.Errorf("--workspace %s: the folder holds cowork's own folder %s (instances' disks, keys and audit logs), which the guest must not see; share a folder beside it, like ~/cowork-workspace", c.Workspace, home))
-	}
 	for _, m := range c.Mounts {
 		flag := "--mount " + m.Host
 		st, err := os.Stat(m.Host)
@@ -221,6 +214,51 @@ func (c *Config) CheckMountHosts(home string) error {
 		seen = append(seen, f)
 	}
 	return errors.Join(errs...)
+}
+
+// CheckWorkspace refuses a workspace that would show the guest cowork's
+// own files: one that holds cowork's folder home ($COWORK_HOME) shows
+// every instance's disk, audit log and keys (the secrets' CA and file
+// store, the audit chain's key); one in an instance's folder or the cache
+// shows those. A folder of its own inside home shows only itself. Either
+// may not exist yet (init makes both): the paths are compared as far as
+// they exist, links followed, and by device and inode where both do.
+func (c *Config) CheckWorkspace(home string) error {
+	if home == "" || c.Workspace == "" {
+		return nil
+	}
+	ws, h := resolvePath(c.Workspace), resolvePath(home)
+	holdsHome := within(h, ws)
+	if wst, err := os.Stat(ws); err == nil && !holdsHome {
+		holdsHome = holds(wst, h)
+	}
+	if holdsHome {
+		return fmt.Errorf("--workspace %s: the folder holds cowork's own folder %s (instances' disks, keys and audit logs), which the guest must not see; share a folder beside it, like ~/cowork-workspace", c.Workspace, home)
+	}
+	if rel, err := filepath.Rel(h, ws); err == nil && within(ws, h) {
+		top := filepath.Join(h, strings.Split(rel, string(filepath.Separator))[0])
+		_, err := os.Stat(filepath.Join(top, "config.json"))
+		if filepath.Base(top) == CacheDir || err == nil {
+			return fmt.Errorf("--workspace %s: the folder is in %s, an instance's or the cache's (disks, keys, logs), which the guest must not see; share a folder of its own", c.Workspace, top)
+		}
+	}
+	return nil
+}
+
+// resolvePath is p absolute with links followed as far as it exists, the
+// rest as given: where it would be once made.
+func resolvePath(p string) string {
+	p, _ = filepath.Abs(p)
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if dir == filepath.Dir(dir) {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }
 
 // holds reports whether the folder dir is path or one of its parents, as

@@ -113,22 +113,36 @@ func TestCheckMountHosts(t *testing.T) {
 	}
 }
 
-// A workspace that holds cowork's own folder (through a link too) would
-// show the guest every instance's disk and keys: refused. One inside it
-// shows only itself.
-func TestWorkspaceMustNotHoldCoworksFolder(t *testing.T) {
+// A workspace that holds cowork's own folder (through a link too, and
+// before either exists) would show the guest every instance's disk and
+// keys, one in an instance's folder or the cache those: refused. A folder
+// of its own in cowork's folder shows only itself.
+func TestCheckWorkspace(t *testing.T) {
 	root := t.TempDir()
 	home := filepath.Join(root, ".cowork")
-	os.MkdirAll(filepath.Join(home, "ws"), 0o755)
 	link := filepath.Join(t.TempDir(), "root-link")
 	os.Symlink(root, link)
+	check := func(ws string) error { return (&Config{Workspace: ws}).CheckWorkspace(home) }
+	for _, ws := range []string{root, link} { // before cowork's folder exists: a first init
+		if err := check(ws); err == nil || !strings.Contains(err.Error(), "--workspace "+ws+": the folder holds cowork's own folder") {
+			t.Errorf("workspace %s, no %s yet: %v", ws, home, err)
+		}
+	}
+	os.MkdirAll(filepath.Join(home, "sandbox", "snapshots"), 0o755)
+	os.WriteFile(filepath.Join(home, "sandbox", "config.json"), []byte("{}"), 0o600)
 	for _, ws := range []string{root, home, link} {
-		err := (&Config{Workspace: ws}).CheckMountHosts(home)
-		if err == nil || !strings.Contains(err.Error(), "--workspace "+ws+": the folder holds cowork's own folder") {
+		if err := check(ws); err == nil || !strings.Contains(err.Error(), "holds cowork's own folder") {
 			t.Errorf("workspace %s: %v", ws, err)
 		}
 	}
-	if err := (&Config{Workspace: filepath.Join(home, "ws")}).CheckMountHosts(home); err != nil {
-		t.Errorf("a workspace inside cowork's folder: %v", err)
+	for _, ws := range []string{filepath.Join(home, "sandbox"), filepath.Join(link, ".cowork", "sandbox", "snapshots"), filepath.Join(home, CacheDir, "golden")} {
+		if err := check(ws); err == nil || !strings.Contains(err.Error(), "an instance's or the cache's") {
+			t.Errorf("workspace %s: %v", ws, err)
+		}
+	}
+	for _, ws := range []string{filepath.Join(root, "ws"), filepath.Join(root, ".cowork-ws"), filepath.Join(home, "ws")} {
+		if err := check(ws); err != nil {
+			t.Errorf("a folder of its own, %s: %v", ws, err)
+		}
 	}
 }

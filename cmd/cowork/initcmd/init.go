@@ -202,7 +202,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	}
 	errs = append(errs, c.Validate(instance.HostMemory()))
 	if home, err := instance.Home(); err == nil {
-		errs = append(errs, c.CheckMountHosts(home))
+		errs = append(errs, c.CheckWorkspace(home), c.CheckMountHosts(home))
 	}
 	if o.Initrd != "" && o.Kernel == "" {
 		errs = append(errs, errors.New("--initrd needs --kernel"))
