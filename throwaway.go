@@ -327,6 +327,7 @@ func appendRun(pp, cp instance.Paths, id string, began time.Time, info *audit.Ru
 			budget = 0
 		}
 		r.RunID, r.Run = id, nil
+		r.Seq = 0 // the clone's chain, not this log's
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err

@@ -98,9 +98,12 @@ func (d *Daemon) openRun() (*console.Console, error) {
 // startNetwork starts the guest's network and its audit log, and returns
 // the VM's end of the link.
 func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
-	auditLog, err := audit.Open(d.paths.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	auditLog, err := audit.Open(d.paths.NetworkLog(), d.paths.Audit())
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range auditLog.Warnings() {
+		d.log.Warn("audit log: " + w)
 	}
 	ca, caPEM, err := d.secretsCA()
 	if err != nil {

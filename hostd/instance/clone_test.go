@@ -2,12 +2,14 @@ package instance
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -82,6 +84,49 @@ func TestCloneCopiesTheDiskAndGivesANewIdentity(t *testing.T) {
 				t.Errorf("disk mode %v", st.Mode())
 			}
 		})
+	}
+}
+
+// A clone's audit log is its own: it gets neither the source's log nor
+// its key, and the chain its hostd starts is under a key of its own
+// (one clone holding another's key could forge that one's log).
+func TestCloneMakesItsOwnAuditKey(t *testing.T) {
+	src := source(t, BootKernel)
+	sp, _ := PathsFor("src")
+	writeAudit(t, sp)
+	if _, err := Clone(src, "dst", CloneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dp, _ := PathsFor("dst")
+	for _, f := range []string{dp.AuditKey(), dp.AuditHead(), dp.NetworkLog()} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s was copied", filepath.Base(f))
+		}
+	}
+	writeAudit(t, dp)
+	a, _ := os.ReadFile(sp.AuditKey())
+	b, _ := os.ReadFile(dp.AuditKey())
+	if len(a) == 0 || bytes.Equal(a, b) {
+		t.Fatalf("keys %q and %q", a, b)
+	}
+	// The clone's key does not verify the source's log.
+	v, err := audit.Verify(context.Background(), sp.NetworkLog(), dp.Audit())
+	if err != nil || v.OK {
+		t.Fatalf("the source's log under the clone's key: %+v %v", v, err)
+	}
+}
+
+// writeAudit writes a record to the network log of the instance at p, as
+// its hostd does.
+func writeAudit(t *testing.T, p Paths) {
+	t.Helper()
+	l, err := audit.Open(p.NetworkLog(), p.Audit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Write(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Allow, Name: "pypi.org"})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

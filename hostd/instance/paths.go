@@ -1,6 +1,10 @@
 package instance
 
-import "path/filepath"
+import (
+	"path/filepath"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
 
 // Paths names the files in an instance directory.
 type Paths string
@@ -27,6 +31,18 @@ func (p Paths) SerialLog() string  { return p.file("serial.log") }
 func (p Paths) HostdLog() string   { return p.file("hostd.log") }
 func (p Paths) NetworkLog() string { return p.file("network.jsonl") }
 func (p Paths) PidFile() string    { return p.file("hostd.pid") }
+
+// AuditKey and AuditHead are the network log's chain (hostd/netstack/
+// audit): the key its records' MACs are made with, and the anchor that
+// names its last record. Both are 0600 and never leave the host: whoever
+// holds the key can rewrite the log unseen. A clone makes its own.
+func (p Paths) AuditKey() string  { return p.file("audit.key") }
+func (p Paths) AuditHead() string { return p.file("audit.head") }
+
+// Audit is how the network log is opened and verified.
+func (p Paths) Audit() audit.Options {
+	return audit.Options{MaxSize: audit.DefaultMaxSize, Keep: audit.DefaultKeep, Key: p.AuditKey(), Head: p.AuditHead()}
+}
 
 // SecretsCA and SecretsCAKey are the instance's own certificate authority
 // (internal/tlsca), which the guest trusts for the hosts of its secrets;

@@ -49,6 +49,10 @@ func TestInstanceFilesAreOwnerOnly(t *testing.T) {
 	}
 	permtest.WantMode(t, p.LockFile(), 0o600)
 	permtest.WantMode(t, p.PidFile(), 0o600)
+	writeAudit(t, p)
+	for _, f := range []string{p.NetworkLog(), p.AuditKey(), p.AuditHead()} {
+		permtest.WantMode(t, f, 0o600)
+	}
 }
 
 // WriteFileAtomic gives the file the mode asked for, whatever the umask,

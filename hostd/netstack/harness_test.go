@@ -202,8 +202,9 @@ type testNet struct {
 func newTestNet(t *testing.T, p policy.Policy, tweak ...func(*Config)) *testNet {
 	t.Helper()
 	w := newWorld(t)
-	logPath := filepath.Join(t.TempDir(), "network.jsonl")
-	al, err := audit.Open(logPath, audit.DefaultMaxSize, audit.DefaultKeep)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "network.jsonl")
+	al, err := audit.Open(logPath, audit.Options{Key: filepath.Join(dir, "audit.key"), Head: filepath.Join(dir, "audit.head")})
 	if err != nil {
 		t.Fatal(err)
 	}

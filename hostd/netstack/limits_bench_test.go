@@ -61,7 +61,8 @@ func BenchmarkDenialAudit(b *testing.B) {
 	for _, repeat := range []bool{false, true} {
 		name := map[bool]string{false: "new", true: "repeat"}[repeat]
 		b.Run(name, func(b *testing.B) {
-			al, err := audit.Open(filepath.Join(b.TempDir(), "network.jsonl"), audit.DefaultMaxSize, audit.DefaultKeep)
+			dir := b.TempDir()
+			al, err := audit.Open(filepath.Join(dir, "network.jsonl"), audit.Options{Key: filepath.Join(dir, "audit.key"), Head: filepath.Join(dir, "audit.head")})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -109,6 +109,25 @@ func (l *File) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// StartsFile says whether a write of n bytes would be the first in a
+// file: the current one is empty, or the write would rotate it. A writer
+// whose records chain across files (the audit log) marks the first
+// record of each file, so the file can be checked on its own once the
+// files before it are rotated away. Only a writer that makes every write
+// itself, under its own lock, gets an answer that holds for its next write.
+func (l *File) StartsFile(n int) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return false, os.ErrClosed
+	}
+	size, err := l.size()
+	if err != nil {
+		return false, err
+	}
+	return size == 0 || size+int64(n) > l.o.MaxSize, nil
+}
+
 // Check rotates the file when it has grown to MaxSize or past it through
 // writes that did not go through Write (another descriptor of the file).
 func (l *File) Check() error {

@@ -252,3 +252,30 @@ func TestReopenedLogCountsWhatIsThere(t *testing.T) {
 		t.Errorf("Write did not count its own bytes after a rotation: %q", b)
 	}
 }
+
+// StartsFile tells a write that begins a file (an empty one, or one that
+// rotates) from one that goes on the current file, as Write then does.
+func TestStartsFileAgreesWithWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "network.jsonl")
+	l, err := Open(path, Options{MaxSize: 20, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		line  string
+		first bool
+	}{{"0123456789\n", true}, {"abcdefgh\n", false}, {"x\n", true}, {"0123456789abcdefg\n", false}, {"y\n", true}} {
+		got, err := l.StartsFile(len(c.line))
+		if err != nil || got != c.first {
+			t.Fatalf("write %d (%q): StartsFile %v %v, want %v", i, c.line, got, err, c.first)
+		}
+		l.Write([]byte(c.line))
+		if b, _ := os.ReadFile(path); c.first != strings.HasPrefix(string(b), c.line) {
+			t.Fatalf("write %d (%q): the file holds %q", i, c.line, b)
+		}
+	}
+	l.Close()
+	if _, err := l.StartsFile(1); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("StartsFile after Close: %v", err)
+	}
+}

@@ -58,7 +58,7 @@ func networkSection(t *table, size int64, rounds int) error {
 	defer resolver.Shutdown()
 	resolverAddr := resolver.PacketConn.LocalAddr().String()
 
-	al, err := audit.Open(filepath.Join(dir, "network.jsonl"), audit.DefaultMaxSize, audit.DefaultKeep)
+	al, err := audit.Open(filepath.Join(dir, "network.jsonl"), benchAudit(dir, "network"))
 	if err != nil {
 		return err
 	}
@@ -154,6 +154,11 @@ func networkSection(t *table, size int64, rounds int) error {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// benchAudit keeps a bench log's chain key and anchor beside it.
+func benchAudit(dir, name string) audit.Options {
+	return audit.Options{Key: filepath.Join(dir, name+".key"), Head: filepath.Join(dir, name+".head")}
+}
 
 // hostSink serves on the host's loopback: a client that sends "x" gets
 // nothing back (a new-flow probe); "u" then size bytes is an upload; "d"
@@ -315,7 +320,7 @@ func decisionCost(dir string, n int) (samples, error) {
 	b := policy.NewBindings()
 	dst := netip.MustParseAddrPort("140.82.112.3:443")
 	b.Add(dst.Addr(), time.Minute, "codeload.github.com")
-	al, err := audit.Open(filepath.Join(dir, "decision.jsonl"), audit.DefaultMaxSize, audit.DefaultKeep)
+	al, err := audit.Open(filepath.Join(dir, "decision.jsonl"), benchAudit(dir, "decision"))
 	if err != nil {
 		return nil, err
 	}

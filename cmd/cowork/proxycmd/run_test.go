@@ -93,7 +93,7 @@ func (s *syncBuffer) String() string {
 func withLog(t *testing.T) instance.Paths {
 	t.Helper()
 	p, _ := instancetest.New(t, instance.Config{})
-	l, err := audit.Open(p.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	l, err := audit.Open(p.NetworkLog(), p.Audit())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestProxyFollows(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	l, err := audit.Open(p.NetworkLog(), audit.DefaultMaxSize, audit.DefaultKeep)
+	l, err := audit.Open(p.NetworkLog(), p.Audit())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,12 @@
 // Package audit is the network audit log: one JSON line per DNS query,
 // connection, datagram flow, ping and proxied request of the guest, in
 // network.jsonl, rotated by size. The stack writes it; `cowork proxy`
-// reads it.
+// reads it; `cowork audit verify` checks its chain (chain.go): every
+// line carries a MAC under a key kept on the host, linked to the line
+// before, so that an edit, a removal or a reordering shows.
 package audit
 
-import (
-	"encoding/json"
-	"fmt"
-	"sync"
-	"time"
-
-	"github.com/coworkhq/cowork/internal/rotlog"
-)
+import "time"
 
 // Verdicts.
 const (
@@ -107,6 +102,11 @@ type Record struct {
 	// clone wrote the record; Run is set on its closing KindRun record.
 	RunID string   `json:"run_id,omitempty"`
 	Run   *RunInfo `json:"run_info,omitempty"`
+
+	// Seq is the record's place in the instance's log, from 1, as the
+	// log's chain gives it (chain.go): set by ParseLine, ignored by
+	// Write, which numbers the records itself.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // RunInfo is a throwaway run: where it ran, what, how it ended, and what
@@ -138,52 +138,6 @@ type Stats struct {
 	BytesIn  int64 `json:"bytes_in"`
 }
 
-// Log appends records to a file, rotating it when it grows past maxSize:
-// path becomes path.1, path.1 path.2, and so on up to keep files. The
-// file is an internal/rotlog.File, as hostd's other guest-fed logs: a
-// record that would take it past maxSize starts the next file, so a line
-// is split only when it alone is longer than maxSize.
-type Log struct {
-	mu    sync.Mutex // orders the records and guards stats
-	f     *rotlog.File
-	stats Stats
-}
-
-// Defaults for Open.
-const (
-	DefaultMaxSize = 32 << 20
-	DefaultKeep    = 3
-)
-
-// Open appends to path (rotating first when it is full already).
-func Open(path string, maxSize int64, keep int) (*Log, error) {
-	f, err := rotlog.Open(path, rotlog.Options{MaxSize: maxSize, Keep: keep})
-	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	return &Log{f: f}, nil
-}
-
-// Write appends one record. The log is best effort: a write error is
-// returned for the caller to report, and the traffic goes on.
-func (l *Log) Write(r *Record) error {
-	if r.Time.IsZero() {
-		r.Time = time.Now()
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	b = append(b, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.count(r)
-	_, err = l.f.Write(b)
-	return err
-}
-
-func (l *Log) count(r *Record) { l.stats.Add(r) }
-
 // Add counts r in s.
 func (s *Stats) Add(r *Record) {
 	if r.Kind == KindPublish || r.Kind == KindUnpublish {
@@ -204,13 +158,3 @@ func (s *Stats) Add(r *Record) {
 	s.BytesOut += r.BytesOut
 	s.BytesIn += r.BytesIn
 }
-
-// Stats is what was recorded so far.
-func (l *Log) Stats() Stats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
-}
-
-// Close ends the log; writes fail after it (os.ErrClosed).
-func (l *Log) Close() error { return l.f.Close() }

@@ -10,7 +10,7 @@ import (
 
 func TestWriteRotateAndRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "network.jsonl")
-	l, err := Open(path, 2048, 3)
+	l, err := Open(path, testOptions(path, 4096, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestWriteRotateAndRead(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	for _, p := range []string{path, path + ".1", path + ".2", path + ".3"} {
-		if st, err := os.Stat(p); err != nil || st.Size() > 2048 {
+		if st, err := os.Stat(p); err != nil || st.Size() > 4096 {
 			t.Fatalf("%s: %v %v", p, st, err)
 		}
 	}
@@ -50,7 +50,7 @@ func TestWriteRotateAndRead(t *testing.T) {
 func TestFollowAcrossRotationAndDamage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "network.jsonl")
 	os.WriteFile(path, []byte("not json\n{\"kind\":\"tcp\",\"verdict\":\"allow\",\"name\":\"old\"}\n"), 0o600)
-	l, err := Open(path, 300, 8)
+	l, err := Open(path, testOptions(path, 600, 8))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestFollowAcrossRotationAndDamage(t *testing.T) {
 	if n := <-names; n != "old" {
 		t.Fatalf("first record %q", n)
 	}
-	for i := range 10 { // several rotations at 300 bytes
+	for i := range 10 { // several rotations at 600 bytes
 		l.Write(&Record{Kind: KindDNS, Verdict: Allow, Name: string(rune('a' + i))})
 	}
 	for i := range 10 {

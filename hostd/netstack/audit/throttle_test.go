@@ -89,7 +89,8 @@ func TestThrottleBoundsASweep(t *testing.T) {
 
 // The log's stats count what a summary stands for.
 func TestSummaryCountsInStats(t *testing.T) {
-	l, err := Open(filepath.Join(t.TempDir(), "network.jsonl"), DefaultMaxSize, DefaultKeep)
+	path := filepath.Join(t.TempDir(), "network.jsonl")
+	l, err := Open(path, testOptions(path, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

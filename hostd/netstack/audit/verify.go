@@ -1,0 +1,285 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Verification is what Verify found in a log: OK when nothing in it
+// shows tampering.
+type Verification struct {
+	OK bool `json:"ok"`
+	// Records is how many chained lines were checked; FirstSeq and
+	// LastSeq the first and the highest seq among them.
+	Records  int64 `json:"records"`
+	FirstSeq int64 `json:"first_seq"`
+	LastSeq  int64 `json:"last_seq"`
+	// Files are the log's files that were read, the oldest first.
+	Files []string `json:"files"`
+	// HeadSeq is the seq the anchor names (0 without a valid anchor).
+	HeadSeq int64 `json:"head_seq"`
+	// RotatedAway says the records before FirstSeq went by rotation.
+	RotatedAway bool `json:"rotated_away"`
+	// Unchained counts lines written before the log was chained (by an
+	// older cowork): they precede seq 1 and are not checked.
+	Unchained int `json:"unchained"`
+	// Partial says the newest file ends in an unfinished line (one being
+	// written, or a crash's): it was left out.
+	Partial bool `json:"partial"`
+	// Notes say in words what the fields above mean for this log.
+	Notes    []string  `json:"notes"`
+	Problems []Problem `json:"problems"`
+	// MoreProblems counts the problems past the first maxProblems.
+	MoreProblems int `json:"more_problems,omitempty"`
+}
+
+// Problem is one sign of tampering, where it shows.
+type Problem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line,omitempty"` // from 1; 0 for the file as a whole
+	Seq     int64  `json:"seq,omitempty"`
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+// Kinds of Problem.
+const (
+	ProblemEdited    = "edited"    // a mac that does not follow from the record before
+	ProblemMissing   = "missing"   // records missing between two lines
+	ProblemMoved     = "moved"     // a record after one with a higher seq
+	ProblemUnchained = "unchained" // a line without the chain's fields where they must be
+	ProblemCut       = "cut"       // records removed from the log's start
+	ProblemTruncated = "truncated" // records removed from the log's end
+	ProblemFile      = "file"      // a rotated file missing between others
+	ProblemHead      = "head"      // the anchor is missing or forged
+)
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, " line %d", p.Line)
+	}
+	if p.Seq > 0 {
+		fmt.Fprintf(&b, " (seq %d)", p.Seq)
+	}
+	b.WriteString(": " + p.Message)
+	return b.String()
+}
+
+// maxProblems bounds the problems listed: a log under another key has
+// one a line.
+const maxProblems = 1000
+
+// Verify checks the chain of the log at path (and its rotated files)
+// against its key and anchor, reading only files: the instance may be
+// stopped, or running (a line being appended is left out, and the anchor
+// is read first, so it never names a record the files do not hold yet).
+// An error means the log could not be checked at all; what it shows is
+// in the Verification.
+func Verify(ctx context.Context, path string, o Options) (*Verification, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	key, err := readKey(o.Key)
+	noKey := errors.Is(err, os.ErrNotExist)
+	if err != nil && !noKey {
+		return nil, err
+	}
+	var hd *head
+	var headErr error
+	if !noKey {
+		hd, headErr = readHead(o.Head, key)
+	}
+	files, err := openFiles(path, o.Keep)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, f := range files {
+			f.f.Close()
+		}
+	}()
+	c := &checker{v: &Verification{Files: []string{}, Notes: []string{}, Problems: []Problem{}}, keep: o.Keep, base: filepath.Base(path)}
+	if !noKey {
+		c.m = newMacer(key)
+	}
+	for i, f := range files {
+		c.v.Files = append(c.v.Files, f.name)
+		if i > 0 { // a file between two others is gone
+			for j := files[i-1].index - 1; j > f.index; j-- {
+				c.file, c.lineNo = fileName(c.base, j), 0
+				c.problem(ProblemFile, 0, "missing, though files before and after it are there: its records are gone")
+			}
+		}
+		if err := c.read(ctx, f, i == len(files)-1); err != nil {
+			return nil, err
+		}
+	}
+	if noKey {
+		if c.v.Records > 0 {
+			return nil, fmt.Errorf("%s is missing, so the log's chain cannot be checked: restore the key from a backup", o.Key)
+		}
+		if len(files) == 0 {
+			c.v.OK = true
+			c.note("no audit log yet")
+			return c.v, nil
+		}
+	}
+	c.finish(hd, headErr, filepath.Base(o.Head), noKey)
+	return c.v, nil
+}
+
+// logFile is one of the log's files, open: index k is path.k, 0 path.
+type logFile struct {
+	f     *os.File
+	name  string
+	index int
+}
+
+func fileName(base string, index int) string {
+	if index == 0 {
+		return base
+	}
+	return fmt.Sprintf("%s.%d", base, index)
+}
+
+// openFiles opens the log's files, the oldest first. A rotation renames
+// the files one by one: opened in its middle, the set would miss a file
+// or hold one twice. So the files are opened newest first, then every
+// name is checked to still be the file opened, and a set with a gap
+// (which a rotation shows for a moment) is tried again a few times
+// before it is taken as it is, for the checker to report.
+func openFiles(path string, keep int) ([]logFile, error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	const tries = 20
+	for try := range tries {
+		var files []logFile
+		for i := 0; i <= keep+8; i++ {
+			name := fileName(base, i)
+			f, err := os.Open(filepath.Join(dir, name))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				closeAll(files)
+				return nil, err
+			}
+			files = append([]logFile{{f: f, name: name, index: i}}, files...)
+		}
+		if stable(dir, files) && (contiguous(files) || try == tries-1) {
+			return files, nil
+		}
+		closeAll(files)
+		time.Sleep(time.Duration(try+1) * time.Millisecond)
+	}
+	return nil, errors.New("the log kept rotating while it was opened; run verify again")
+}
+
+// contiguous says the files run from path.k down to path with none
+// missing.
+func contiguous(files []logFile) bool {
+	for i, f := range files {
+		if f.index != len(files)-1-i {
+			return false
+		}
+	}
+	return true
+}
+
+func stable(dir string, files []logFile) bool {
+	for _, f := range files {
+		a, err1 := f.f.Stat()
+		b, err2 := os.Stat(filepath.Join(dir, f.name))
+		if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+			return false
+		}
+	}
+	return true
+}
+
+func closeAll(files []logFile) {
+	for _, f := range files {
+		f.f.Close()
+	}
+}
+
+// checker walks the log's lines in order, keeping what the chain needs.
+type checker struct {
+	v    *Verification
+	m    *macer // nil without a key: the macs are not checked
+	keep int
+	base string
+
+	file   string // where it is
+	index  int
+	lineNo int
+
+	started bool           // a chained line was seen
+	maxSeq  int64          // the highest seq seen
+	recent  [64]recentLine // the last chained lines, a ring: what a moved line chains from
+	n       int            // lines put in recent
+
+	unchainedAt []string // where the lines before the chain are, for a note
+	mac         [macHex]byte
+}
+
+// read checks the lines of one file. The newest file's unfinished last
+// line is left out: it is being written.
+func (c *checker) read(ctx context.Context, f logFile, newest bool) error {
+	c.file, c.index, c.lineNo = f.name, f.index, 0
+	r := bufio.NewReaderSize(f.f, 1<<20)
+	var long []byte // a line longer than the buffer, gathered
+	for {
+		part, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if len(long) < 2*maxLine {
+				long = append(long, part...)
+			}
+			continue
+		}
+		line := part
+		if long != nil {
+			line = append(long, part...)
+			long = nil
+		}
+		if err == io.EOF {
+			if len(line) > 0 {
+				if newest {
+					c.v.Partial = true
+					c.note(fmt.Sprintf("the last line of %s is unfinished (being written, or cut short): left out", c.file))
+				} else {
+					c.line(line)
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c.line(line[:len(line)-1])
+		if c.lineNo%65536 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *checker) note(s string) { c.v.Notes = append(c.v.Notes, s) }
+
+func (c *checker) problem(kind string, seq int64, msg string) {
+	if len(c.v.Problems) >= maxProblems {
+		c.v.MoreProblems++
+		return
+	}
+	c.v.Problems = append(c.v.Problems, Problem{File: c.file, Line: c.lineNo, Seq: seq, Kind: kind, Message: msg})
+}
