@@ -33,10 +33,11 @@ func main() {
 	boots := flag.Int("boots", 3, "guest boots timed")
 	netBytes := flag.Int64("net-bytes", 128<<20, "bytes per network throughput run")
 	netRounds := flag.Int("net-rounds", 300, "new flows and DNS queries timed per contender")
-	only := flag.String("only", "", "run only these sections, comma-separated: host, network, image, guest (default: all)")
+	auditRecords := flag.Int("audit-records", 1_000_000, "records in the audit log verified")
+	only := flag.String("only", "", "run only these sections, comma-separated: host, network, audit, image, guest (default: all)")
 	flag.Parse()
 	t := &table{}
-	sections := []string{"host", "network", "image", "guest"}
+	sections := []string{"host", "network", "audit", "image", "guest"}
 	var chosen []string
 	if *only != "" {
 		chosen = strings.Split(*only, ",")
@@ -55,6 +56,7 @@ func main() {
 	}{
 		{"host", func() error { return hostSection(t, *rounds, *streams, *size) }},
 		{"network", func() error { return networkSection(t, *netBytes, *netRounds) }},
+		{"audit", func() error { return auditSection(t, *auditRecords, 5) }},
 		{"image", func() error { return imageSection(t, 3) }},
 		{"guest", func() error { return guestSection(t, *guestRounds, *boots) }},
 	} {

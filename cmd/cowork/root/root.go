@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/coworkhq/cowork/cmd/cowork/ask"
+	"github.com/coworkhq/cowork/cmd/cowork/auditcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/claude"
 	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
@@ -141,6 +142,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"delete", func() *cobra.Command { return deletecmd.NewCmdDelete(ios, name, nil) }},
 		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},
 		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},
+		{"audit", func() *cobra.Command { return auditcmd.NewCmdAudit(ios, name, nil) }},
 		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
 		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
 		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
