@@ -200,7 +200,7 @@ func shellQuote(s string) string {
 
 func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	n := h.n
-	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), Method: r.Method}
+	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), Method: clip(r.Method)}
 	d := n.decide(r.Context(), r.Host)
 	n.named(rec, d)
 	if !d.v.Allow {
@@ -264,8 +264,8 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 
 func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	n := h.n
-	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: r.Method,
-		URL: r.URL.Scheme + "://" + r.URL.Host + r.URL.EscapedPath()}
+	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: clip(r.Method),
+		URL: clipTo(r.URL.Scheme+"://"+r.URL.Host+r.URL.EscapedPath(), maxURL)}
 	hostport := r.URL.Host
 	if r.URL.Port() == "" {
 		hostport = net.JoinHostPort(r.URL.Hostname(), "80")
@@ -308,7 +308,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 // the proxy resolved (or the literal it was given), the address decided,
 // the rule.
 func (n *Stack) named(rec *audit.Record, d decision) {
-	rec.Name, rec.NameFrom, rec.Rule = d.host, audit.FromProxy, d.rule
+	rec.Name, rec.NameFrom, rec.Rule = clipTo(d.host, maxHost), audit.FromProxy, clipTo(d.rule, maxText)
 	if d.dst.IsValid() {
 		rec.Dst = hostPort(d.dst)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -114,12 +115,30 @@ func refusalMessage(why Refusal) string {
 }
 
 // clip bounds a guest-given string that goes into an audit record.
-func clip(s string) string {
-	const max = 256
-	if len(s) > max {
-		return s[:max] + "..."
+func clip(s string) string { return clipTo(s, 256) }
+
+// Bounds on what the proxy records of a request the guest wrote: its URL
+// (a request line may be as long as the server's header limit, 1 MiB),
+// the host it named, and a rule or an error that quotes them (a
+// transport's error quotes the URL it was given, query and all). The
+// audit log clips any record over audit.MaxRecord anyway; these keep a
+// proxy line readable and its throttle's keys small.
+const (
+	maxURL  = 4 << 10
+	maxHost = 1 << 10
+	maxText = 2 << 10
+)
+
+// clipTo bounds s to max bytes (at a character's start), "..." marking
+// the cut.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // Refusals are audited at most refusalBurst lines at once and then one a

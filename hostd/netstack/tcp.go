@@ -93,7 +93,7 @@ func (n *Stack) finish(rec *audit.Record, verdict string, err error) {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}
 	if err != nil {
-		rec.Error = err.Error()
+		rec.Error = clipTo(err.Error(), maxText)
 	}
 	n.record(rec)
 }

@@ -37,6 +37,13 @@ type Options struct {
 	// included, before anything is written to it; an error fails the Open
 	// or the write that rotated.
 	OnOpen func(*os.File) error
+	// SyncRotated keeps each file a rotation moves aside open until the
+	// next Sync, which then commits it to disk with the current one: a
+	// writer that must know its lines are on disk before it says so
+	// elsewhere (the audit log, before its anchor) calls Sync, and a
+	// rotation in between loses nothing. At most Keep such files stay
+	// open (an older one is gone from the disk anyway).
+	SyncRotated bool
 }
 
 // File is a size-capped, rotated log file. It is safe for concurrent use.
@@ -50,6 +57,8 @@ type File struct {
 	// size unless OnOpen handed the file to other writers: then size reads
 	// the file's own (fstat), which costs a system call a write.
 	written int64
+	// rotated are the files rotated since the last Sync (SyncRotated).
+	rotated []*os.File
 }
 
 var _ io.WriteCloser = (*File)(nil)
@@ -128,6 +137,39 @@ func (l *File) StartsFile(n int) (bool, error) {
 	return size == 0 || size+int64(n) > l.o.MaxSize, nil
 }
 
+// Size is the current file's size.
+func (l *File) Size() (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return 0, os.ErrClosed
+	}
+	return l.size()
+}
+
+// Sync commits to disk what was written so far: the current file and,
+// with SyncRotated, the files rotated since the last Sync. The disk's
+// work is done without the lock: writes go on meanwhile (what they add
+// may or may not be committed).
+func (l *File) Sync() error {
+	l.mu.Lock()
+	if l.f == nil {
+		l.mu.Unlock()
+		return os.ErrClosed
+	}
+	f, rotated := l.f, l.rotated
+	l.rotated = nil
+	l.mu.Unlock()
+	var errs []error
+	for _, r := range rotated {
+		errs = append(errs, r.Sync(), r.Close())
+	}
+	// A rotation meanwhile moves f aside: into rotated with SyncRotated
+	// (the next Sync commits it again), else closed, unsynced.
+	errs = append(errs, f.Sync())
+	return errors.Join(errs...)
+}
+
 // Check rotates the file when it has grown to MaxSize or past it through
 // writes that did not go through Write (another descriptor of the file).
 func (l *File) Check() error {
@@ -152,6 +194,10 @@ func (l *File) Close() error {
 	}
 	err := l.f.Close()
 	l.f = nil
+	for _, r := range l.rotated {
+		r.Close()
+	}
+	l.rotated = nil
 	return err
 }
 
@@ -171,7 +217,15 @@ func (l *File) size() (int64, error) {
 // rename failed, or Keep is 0), it is emptied, so the bound holds anyway.
 func (l *File) rotate() error {
 	if l.f != nil {
-		l.f.Close()
+		if l.o.SyncRotated && l.o.Keep > 0 {
+			l.rotated = append(l.rotated, l.f)
+			if len(l.rotated) > l.o.Keep {
+				l.rotated[0].Close()
+				l.rotated = l.rotated[1:]
+			}
+		} else {
+			l.f.Close()
+		}
 		l.f = nil
 	}
 	for i := l.o.Keep - 1; i >= 1; i-- {

@@ -279,3 +279,46 @@ func TestStartsFileAgreesWithWrite(t *testing.T) {
 		t.Fatalf("StartsFile after Close: %v", err)
 	}
 }
+
+// With SyncRotated, the files a rotation moves aside stay open until the
+// next Sync commits them (at most Keep of them: an older one is gone from
+// the disk); Sync closes them. Size is the current file's.
+func TestSyncCommitsTheRotatedFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "network.jsonl")
+	o := Options{MaxSize: 100, Keep: 2, SyncRotated: true}
+	l, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(strings.Repeat("x", 59) + "\n")
+	for i := range 6 { // a rotation at each write after the first
+		l.Write(line)
+		if want := min(i, o.Keep); len(l.rotated) != want {
+			t.Fatalf("write %d: %d rotated files open, want %d", i, len(l.rotated), want)
+		}
+	}
+	if n, err := l.Size(); n != 60 || err != nil {
+		t.Fatalf("Size %d %v", n, err)
+	}
+	kept := l.rotated
+	if err := l.Sync(); err != nil || len(l.rotated) != 0 {
+		t.Fatalf("Sync: %v, %d rotated files left", err, len(l.rotated))
+	}
+	for _, f := range kept {
+		if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("%s left open by Sync: %v", f.Name(), err)
+		}
+	}
+	l.Close()
+	if err := l.Sync(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Sync after Close: %v", err)
+	}
+	// Without SyncRotated a rotation closes the file at once.
+	l, _ = Open(path, Options{MaxSize: 100, Keep: 2})
+	l.Write(line)
+	l.Write(line)
+	if len(l.rotated) != 0 || l.Sync() != nil {
+		t.Fatal("files kept open without SyncRotated")
+	}
+	l.Close()
+}

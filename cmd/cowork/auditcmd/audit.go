@@ -42,8 +42,9 @@ from the end show too.`,
 		Short: "Check that the network audit log is whole and unchanged",
 		Long: `Check the chain of the network audit log, network.jsonl and its rotated
 files, and say where it breaks: each problem on a line of its own, naming
-the file, the line and the record's seq. Exit status 0 when nothing shows
-tampering, 1 when something does.
+the file, and the line and the record's seq where it is at one. Exit status
+0 when nothing shows tampering; 1 when something does, or when the log could
+not be checked at all (with --json, an object with an "error" field then).
 
 It reads the instance's files only: the instance may be stopped or running
 (a record being written is left out). Records rotated away (past the 3 older
@@ -70,13 +71,16 @@ func Run(ctx context.Context, o *Options) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	inst, err := cowork.Open(o.Name)
+	v, err := verify(ctx, o.Name)
 	if err != nil {
+		if o.JSON { // a script reads stdout: it gets an answer there too
+			if perr := cmdutil.PrintJSON(o.IO.Out, struct {
+				Error string `json:"error"`
+			}{err.Error()}); perr != nil {
+				return perr
+			}
+		}
 		return err
-	}
-	v, err := inst.VerifyAudit(ctx)
-	if err != nil {
-		return fmt.Errorf("audit log of %s: %w", o.Name, err)
 	}
 	if o.JSON {
 		if err := cmdutil.PrintJSON(o.IO.Out, v); err != nil {
@@ -106,6 +110,20 @@ func Run(ctx context.Context, o *Options) error {
 		return &cmdutil.ExitError{Code: 1, Msg: fmt.Sprintf("the audit log of %s fails verification: %d %s (see above); keep a copy of its folder before the instance starts again", o.Name, n, plural(n, "problem", "problems"))}
 	}
 	return nil
+}
+
+// verify checks the audit log of the instance name; an error means it
+// could not be checked at all.
+func verify(ctx context.Context, name string) (*cowork.AuditVerification, error) {
+	inst, err := cowork.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	v, err := inst.VerifyAudit(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit log of %s: %w", name, err)
+	}
+	return v, nil
 }
 
 // summary is "N records, seq A..B, across K files".

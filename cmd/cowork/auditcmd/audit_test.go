@@ -81,6 +81,18 @@ func TestVerifyNamesWhereTheLogWasChanged(t *testing.T) {
 		v.Problems[0] != (cowork.AuditProblem{File: "network.jsonl", Line: 5, Seq: 5, Kind: audit.ProblemEdited, Message: "edited, or forged: its mac does not match the chain (the record before it and its own bytes)"}) {
 		t.Fatalf("--json: %q %v", out, err)
 	}
+	// line and seq are left out of a problem of a file as a whole.
+	var raw struct{ Problems []map[string]any }
+	json.Unmarshal([]byte(out), &raw)
+	if _, ok := raw.Problems[0]["line"]; !ok {
+		t.Fatalf("no line: %v", raw.Problems[0])
+	}
+	if _, ok := raw.Problems[1]["seq"]; ok || raw.Problems[1]["kind"] != audit.ProblemTruncated {
+		t.Fatalf("a seq: %v", raw.Problems[1])
+	}
+	if _, ok := raw.Problems[1]["line"]; ok {
+		t.Fatalf("a line: %v", raw.Problems[1])
+	}
 }
 
 func TestVerifyRefusals(t *testing.T) {
@@ -98,5 +110,47 @@ func TestVerifyRefusals(t *testing.T) {
 	os.Remove(p.AuditKey())
 	if _, _, err := run(t, "verify"); cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "audit.key is missing, so the log's chain cannot be checked") {
 		t.Fatalf("no key: %v", err)
+	}
+}
+
+// A log that cannot be checked at all exits 1, as a failed check does;
+// with --json it says why on stdout, as an object with an "error" field,
+// so that a script reading stdout gets an answer.
+func TestVerifyJSONSaysWhyItCouldNotCheck(t *testing.T) {
+	instancetest.New(t, instance.Config{Name: "other"})
+	for _, c := range []struct {
+		name, want string
+		setup      func()
+	}{
+		{"no instance", "instance box does not exist", func() {}},
+		{"no key", "audit.key is missing", func() { os.Remove(newBox(t, 2).AuditKey()) }},
+	} {
+		c.setup()
+		out, _, err := run(t, "verify", "--json")
+		var got struct {
+			Error string `json:"error"`
+		}
+		if cmdutil.ExitCode(err) != 1 || json.Unmarshal([]byte(out), &got) != nil || !strings.Contains(got.Error, c.want) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %q %v", c.name, out, err)
+		}
+	}
+}
+
+// An unfinished last line is the record being written while the instance
+// runs, and left out; once it is stopped no one writes, and it is a
+// problem: text added to the log after its last record.
+func TestVerifyTellsARunningInstanceFromAStoppedOne(t *testing.T) {
+	p := newBox(t, 3)
+	f, _ := os.OpenFile(p.NetworkLog(), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"time":"2027-01-01T00:00:00Z","kind":"dns","verdict":"allow","name":"innocent.example"}`)
+	f.Close()
+	out, _, err := run(t, "verify")
+	if cmdutil.ExitCode(err) != 1 || !strings.HasPrefix(out, "network.jsonl line 4: the last line is unfinished") || !strings.Contains(out, "hostd is not running") {
+		t.Fatalf("stopped: %q %v", out, err)
+	}
+	instancetest.Running(t, p, true)
+	out, _, err = run(t, "verify")
+	if err != nil || out != "ok: 3 records, seq 1..3, across 1 file\nnote: the last line of network.jsonl is unfinished (being written): left out\n" {
+		t.Fatalf("running: %q %v", out, err)
 	}
 }

@@ -236,6 +236,9 @@ func Format(r *audit.Record, verbose, color bool) string {
 	if r.Error != "" {
 		fmt.Fprintf(&b, "  error: %s", r.Error)
 	}
+	if r.Clipped {
+		b.WriteString("  (clipped: too long for the log)")
+	}
 	return head + termsafe.Line(b.String())
 }
 

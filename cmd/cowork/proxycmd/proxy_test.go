@@ -56,6 +56,14 @@ func TestFormatSummary(t *testing.T) {
 	}
 }
 
+// A record the log clipped says so.
+func TestFormatSaysARecordWasClipped(t *testing.T) {
+	r := &audit.Record{Time: time.Now(), Kind: audit.KindHTTP, Verdict: audit.Deny, Name: "x.example", Method: "GET", URL: "http://x.example/&&&...", Rule: "deny", Clipped: true}
+	if got := Format(r, true, false); !strings.HasSuffix(got, "GET http://x.example/&&&...  [deny]  (clipped: too long for the log)") {
+		t.Fatalf("got %q", got)
+	}
+}
+
 // hostileRecords have the attack in every field a guest (or a server it
 // chose) can fill.
 func hostileRecords() []*audit.Record {

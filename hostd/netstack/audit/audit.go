@@ -103,6 +103,11 @@ type Record struct {
 	RunID string   `json:"run_id,omitempty"`
 	Run   *RunInfo `json:"run_info,omitempty"`
 
+	// Clipped says the record was too long for the log (MaxRecord): its
+	// long strings were cut short ("..." ends each) and its long lists
+	// shortened, so that it fit.
+	Clipped bool `json:"clipped,omitempty"`
+
 	// Seq is the record's place in the instance's log, from 1, as the
 	// log's chain gives it (chain.go): set by ParseLine, ignored by
 	// Write, which numbers the records itself.

@@ -29,17 +29,30 @@ import (
 // changed, dropped, moved or added without the key and without the next
 // line's mac showing it. "prev" repeats the previous mac on the first line
 // of each file (and on seq 1): the oldest file left after rotation can
-// then be checked from its first line. The chain's fields come last and
-// in a fixed shape so that a verifier slices them off the line's end
-// without parsing its JSON, and the MAC covers exactly the bytes written.
+// then be checked from its first line. "cut", on the record after a write
+// that failed part way (a full disk), is the length of the line that
+// write left: verify then tells that line from one added by hand. The
+// chain's fields come last and in a fixed shape so that a verifier slices
+// them off the line's end without parsing its JSON, and the MAC covers
+// exactly the bytes written:
+//
+//	{...the record...[,"cut":N][,"prev":"<64 hex>"],"seq":N,"mac":"<64 hex>"}
+//
+// No field of a record is named cut, prev, seq or mac, and a record's
+// strings cannot hold a bare '"': what precedes its closing brace is
+// always one of its own values, never text shaped as a chain field.
 const (
 	macField  = `,"mac":"`
 	prevField = `,"prev":"`
 	seqField  = `,"seq":`
+	cutField  = `,"cut":`
 	macHex    = 2 * sha256.Size
 	macTail   = len(macField) + macHex + len(`"}`) // ,"mac":"<hex>"}
 	prevLen   = len(prevField) + macHex + len(`"`) // ,"prev":"<hex>"
 	maxSeqLen = 19                                 // digits of an int64
+	// chainMax is the most the chain's fields add to a record's JSON,
+	// the line's '\n' included.
+	chainMax = len(cutField) + maxSeqLen + prevLen + len(seqField) + maxSeqLen + macTail + 1
 )
 
 // zeroMAC is what seq 1 chains from.
@@ -51,6 +64,7 @@ type link struct {
 	seq  int64
 	mac  []byte // macHex hex digits
 	prev []byte // macHex hex digits, or nil: the line has no "prev"
+	cut  int64  // "cut": the length of the line a cut write left before it; 0 for none
 	body []byte // what the mac covers, after the previous mac
 }
 
@@ -78,8 +92,19 @@ func parseLink(line []byte) (l link, ok bool) {
 		return l, false
 	}
 	l.seq = seq
-	if p := i - len(seqField) - prevLen; p >= 0 && string(l.body[p:p+len(prevField)]) == prevField && l.body[p+prevLen-1] == '"' {
+	end := i - len(seqField) // where the fields before seq end
+	if p := end - prevLen; p >= 0 && string(l.body[p:p+len(prevField)]) == prevField && l.body[p+prevLen-1] == '"' {
 		l.prev = l.body[p+len(prevField) : p+prevLen-1]
+		end = p
+	}
+	if end > 0 && l.body[end-1] >= '0' && l.body[end-1] <= '9' {
+		j := end
+		for j > 0 && end-j < maxSeqLen && l.body[j-1] >= '0' && l.body[j-1] <= '9' {
+			j--
+		}
+		if j >= len(cutField) && string(l.body[j-len(cutField):j]) == cutField {
+			l.cut, _ = strconv.ParseInt(string(l.body[j:end]), 10, 64)
+		}
 	}
 	return l, true
 }
@@ -157,27 +182,36 @@ func loadOrMakeKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-// head is the anchor: the last record the writer knows it wrote. The
-// log alone cannot show that lines were cut from its end; a log that ends
-// before the anchor's seq can. The tag, under the key, keeps anyone
-// without it from writing an anchor that matches a shortened log (the
-// macs in the log are no secret).
+// head is the anchor: the last record the writer knows it wrote, and
+// what verify needs to judge the files. The log alone cannot show that
+// lines were cut from its end; a log that ends before the anchor's seq
+// can. The tag, under the key, keeps anyone without it from writing an
+// anchor that matches a shortened log (the macs in the log are no
+// secret).
 type head struct {
 	Seq int64  `json:"seq"`
 	MAC string `json:"mac"`
-	Tag string `json:"tag"`
+	// FileSeq is the first record of the newest file (Seq+1 when it held
+	// none yet): files shifted by hand, as a rotation would, show.
+	FileSeq int64 `json:"file_seq"`
+	// MaxSize and Keep are how the writer rotates the log: every rotated
+	// file is full, which verify checks.
+	MaxSize int64  `json:"max_size"`
+	Keep    int    `json:"keep"`
+	Tag     string `json:"tag"`
 }
 
 // headTag is a head's tag. Its input starts with a letter that is no hex
 // digit, so it is never a line's mac input (which starts with one).
-func headTag(key []byte, seq int64, mac []byte) string {
-	h := hmac.New(sha256.New, key)
-	fmt.Fprintf(h, "cowork audit head\n%d\n%s", seq, mac)
-	return hex.EncodeToString(h.Sum(nil))
+func headTag(key []byte, h *head) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "cowork audit head 2\n%d\n%s\n%d\n%d\n%d", h.Seq, h.MAC, h.FileSeq, h.MaxSize, h.Keep)
+	return hex.EncodeToString(m.Sum(nil))
 }
 
-func writeHead(path string, key []byte, seq int64, mac []byte) error {
-	b, err := json.Marshal(head{Seq: seq, MAC: string(mac), Tag: headTag(key, seq, mac)})
+func writeHead(path string, key []byte, h head) error {
+	h.Tag = headTag(key, &h)
+	b, err := json.Marshal(h)
 	if err != nil {
 		return err
 	}
@@ -197,7 +231,7 @@ func readHead(path string, key []byte) (*head, error) {
 	if err := json.Unmarshal(b, &h); err != nil || len(h.MAC) != macHex {
 		return nil, errBadHead
 	}
-	if !hmac.Equal([]byte(h.Tag), []byte(headTag(key, h.Seq, []byte(h.MAC)))) {
+	if !hmac.Equal([]byte(h.Tag), []byte(headTag(key, &h))) {
 		return nil, errBadHead
 	}
 	return &h, nil

@@ -179,7 +179,7 @@ func TestVerifyFindsEveryTampering(t *testing.T) {
 		{"the last line cut in half", func(t *testing.T, path string, o Options) {
 			b, _ := os.ReadFile(path)
 			os.WriteFile(path, b[:len(b)-100], 0o600)
-		}, []string{"network.jsonl 0 0 truncated"}},
+		}, []string{"network.jsonl 6 0 unfinished", "network.jsonl 0 0 truncated"}},
 		{"a line in the middle cut in half", func(t *testing.T, path string, o Options) {
 			lines := fileLines(t, path+".2")
 			lines[2] = append(lines[2][:len(lines[2])/2:len(lines[2])/2], '\n')
@@ -201,11 +201,11 @@ func TestVerifyFindsEveryTampering(t *testing.T) {
 		{"the oldest file's first lines removed", func(t *testing.T, path string, o Options) {
 			lines := fileLines(t, path+".4")
 			writeLines(t, path+".4", lines[2:])
-		}, []string{"network.jsonl.4 1 3 cut"}},
+		}, []string{"network.jsonl.4 1 3 cut", "network.jsonl.4 0 0 not-full"}},
 		{"the anchor removed", func(t *testing.T, path string, o Options) {
 			os.Remove(o.Head)
 		}, []string{"audit.head 0 0 head"}},
-		{"the anchor set back to match a shortened log", func(t *testing.T, path string, o Options) {
+		{"the anchor edited to match a shortened log", func(t *testing.T, path string, o Options) {
 			lines := fileLines(t, path)
 			writeLines(t, path, lines[:len(lines)-3])
 			l, _ := parseLink(bytes.TrimSuffix(lines[len(lines)-4], []byte("\n")))

@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +28,11 @@ type Options struct {
 	Key string
 	// Head is the file of the chain's anchor (see head), 0600.
 	Head string
+	// Live tells Verify that a writer may be appending to the log as it
+	// reads (the instance runs): an unfinished last line is then left
+	// out, as one being written; without a writer it is a problem. Open
+	// ignores it.
+	Live bool
 }
 
 // Defaults for Options.
@@ -50,6 +57,30 @@ func (o Options) withDefaults() (Options, error) {
 // headEvery is how long the anchor may lag the log while records come.
 const headEvery = time.Second
 
+// MaxRecord bounds a record's JSON in the log: a record over it (a guest
+// can make a URL, a Host or a claimed name long) is written with its long
+// strings clipped, and "clipped":true (see clipRecord). With the chain's
+// fields a line is then never longer than MaxRecord+chainMax bytes, which
+// verify and Open rely on; a line longer than that was not written by the
+// log. A log whose files are smaller (MaxSize) clips its records to fit
+// a file, so that no line is split across two.
+const MaxRecord = 64 << 10
+
+// recordBound is the most bytes of JSON a record takes in a log of files
+// of maxSize bytes: MaxRecord, or less so that a line fits a file. A
+// record clipped as far as clipRecord goes (strings of 16 bytes) is a few
+// KiB at most, far under MaxRecord; in files of a few KiB (tests) such a
+// record may still not fit: rotlog then splits its line, and verify
+// reports it.
+func recordBound(maxSize int64) int {
+	return int(max(min(MaxRecord, maxSize-int64(chainMax)), minRecord))
+}
+
+const minRecord = 256
+
+// maxLineLen is the longest line a log of files of maxSize bytes holds.
+func maxLineLen(maxSize int64) int64 { return int64(recordBound(maxSize) + chainMax) }
+
 // Log appends records to a file, each chained to the one before (see
 // chain.go), rotating it when it grows past MaxSize: path becomes path.1,
 // path.1 path.2, and so on up to Keep files. The file is an
@@ -58,27 +89,34 @@ const headEvery = time.Second
 // only when it alone is longer than MaxSize.
 //
 // The anchor is written on Close and within headEvery of a write (a
-// timer, so a write never waits for the disk's sync): a log cut short
-// before its anchor's record shows. What was written after the anchor's
-// last update can be cut unseen if hostd dies without closing the log.
+// timer, so a write never waits for the disk), each time after the log's
+// files are synced: it never names a record the disk may lack after a
+// power cut. A log cut short before its anchor's record shows. What was
+// written after the anchor's last update can be cut unseen if hostd dies
+// without closing the log.
 type Log struct {
 	o         Options
 	key       []byte
 	headEvery time.Duration
+	maxRec    int          // recordBound(o.MaxSize)
+	sync      func() error // commits the files to disk (the rotlog's Sync; tests wrap it)
 
-	mu     sync.Mutex // orders the records and guards what follows
-	f      *rotlog.File
-	stats  Stats
-	m      *macer
-	buf    []byte       // the line being written
-	seq    int64        // the last record written, 0 for none
-	mac    [macHex]byte // its mac; zeroMAC for none
-	cut    bool         // a write stopped part way: endCut ends its line
-	timer  *time.Timer  // set while the anchor lags
-	closed bool
+	mu      sync.Mutex // orders the records and guards what follows
+	f       *rotlog.File
+	stats   Stats
+	m       *macer
+	buf     []byte       // the line being written
+	seq     int64        // the last record written, 0 for none
+	mac     [macHex]byte // its mac; zeroMAC for none
+	fileSeq int64        // the first record (written, or cut) in the current file; 0 for none
+	cutLen  int64        // a write stopped part way, leaving this many bytes: the next record says so ("cut")
+	cutEnd  bool         // the line it left is ended (endCut)
+	timer   *time.Timer  // set while the anchor lags
+	closed  bool
 
-	headMu  sync.Mutex // orders the anchor's writes
-	headSeq int64      // the seq the anchor holds
+	headMu   sync.Mutex // orders the anchor's writes, each with the sync before it
+	headSeq  int64      // the seq the anchor holds
+	headDone bool       // Close wrote the last anchor: none may follow
 
 	warnings []string
 }
@@ -98,16 +136,22 @@ func Open(path string, o Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	l := &Log{o: o, key: key, headEvery: headEvery, m: newMacer(key), mac: zeroMAC}
+	l := &Log{o: o, key: key, headEvery: headEvery, maxRec: recordBound(o.MaxSize), m: newMacer(key), mac: zeroMAC}
 	if err := l.resume(path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	f, err := rotlog.Open(path, rotlog.Options{MaxSize: o.MaxSize, Keep: o.Keep})
+	f, err := rotlog.Open(path, rotlog.Options{MaxSize: o.MaxSize, Keep: o.Keep, SyncRotated: true})
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	l.f = f
-	if err := l.writeHead(l.seq, l.mac); err != nil {
+	l.f, l.sync = f, f.Sync
+	if l.fileSeq, _, err = firstLink(path); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if err := l.sync(); err != nil {
+		l.warn("sync %s: %v; %s is left as it was", filepath.Base(path), err, filepath.Base(o.Head))
+	} else if err := l.writeHead(l.headNow()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("audit log: write its anchor %s: %w", o.Head, err)
 	}
@@ -192,9 +236,13 @@ func dropFragment(path string) (int64, error) {
 	return end, f.Truncate(0)
 }
 
-// tailLink reads the last chained line in the last 2 MiB of the file at
-// p into mac and returns its seq; found is false when there is none (no
-// file, or only lines from before the chain).
+// tailLink reads the last chained line of the file at p into mac and
+// returns its seq; found is false when there is none (no file, or only
+// lines from before the chain). It reads the file backwards, line by
+// line, and parses only the end of each line, where the chain's fields
+// are: a line of any length is read right. The file it is found in is
+// synced (best effort): the anchor is about to name that record, and the
+// hostd that wrote it may have died before the disk had it.
 func tailLink(p string, mac *[macHex]byte) (seq int64, found bool, err error) {
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -208,28 +256,93 @@ func tailLink(p string, mac *[macHex]byte) (seq int64, found bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
-	off := max(0, st.Size()-2*maxLine)
-	buf := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil {
-		return 0, false, err
-	}
-	if off > 0 { // the first line is likely a part
-		buf = buf[bytes.IndexByte(buf, '\n')+1:]
-	}
-	for len(buf) > 0 {
-		buf = bytes.TrimSuffix(buf, []byte("\n"))
-		i := bytes.LastIndexByte(buf, '\n')
-		if l, ok := parseLink(buf[i+1:]); ok {
-			copy(mac[:], l.mac)
-			return l.seq, true, nil
+	end := st.Size()
+	buf := make([]byte, 64<<10)
+	if end > 0 { // the file's last '\n' ends its last line
+		if _, err := f.ReadAt(buf[:1], end-1); err != nil {
+			return 0, false, err
 		}
-		buf = buf[:max(i, 0)]
+		if buf[0] == '\n' {
+			end--
+		}
+	}
+	// The chunks are read from the end; t holds the end of the line being
+	// gathered (its last tailLen bytes at most), right-aligned.
+	var t [tailLen]byte
+	tn := 0
+	gather := func(part []byte) {
+		k := min(len(part), tailLen-tn)
+		copy(t[tailLen-tn-k:], part[len(part)-k:])
+		tn += k
+	}
+	for pos := end; pos > 0; {
+		n := min(pos, int64(len(buf)))
+		pos -= n
+		chunk := buf[:n]
+		if _, err := f.ReadAt(chunk, pos); err != nil {
+			return 0, false, err
+		}
+		for {
+			i := bytes.LastIndexByte(chunk, '\n')
+			gather(chunk[i+1:])
+			if i < 0 && pos > 0 {
+				break // the line goes on in the chunk before
+			}
+			if l, ok := parseLink(t[tailLen-tn:]); ok {
+				copy(mac[:], l.mac)
+				_ = f.Sync()
+				return l.seq, true, nil
+			}
+			if i < 0 {
+				break // the file's first line
+			}
+			tn, chunk = 0, chunk[:i]
+		}
 	}
 	return 0, false, nil
 }
 
+// tailLen is how much of a line's end parseLink needs for its seq and mac.
+const tailLen = 512
+
+// firstLink is the seq of the first chained line of the file at p (0 and
+// false for none: no file, an empty one, or only lines from before the
+// chain). Only the end of each line is kept, as in tailLink.
+func firstLink(p string) (seq int64, found bool, err error) {
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 64<<10)
+	var tail []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			tail = append(tail, part[max(0, len(part)-tailLen):]...)
+			tail = tail[max(0, len(tail)-tailLen):]
+			continue
+		}
+		if err == io.EOF {
+			return 0, false, nil // an unfinished last line is no record yet
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		line := append(tail, part[:len(part)-1]...)
+		if l, ok := parseLink(line[max(0, len(line)-tailLen):]); ok {
+			return l.seq, true, nil
+		}
+		tail = tail[:0]
+	}
+}
+
 // Write appends one record. The log is best effort: a write error is
-// returned for the caller to report, and the traffic goes on.
+// returned for the caller to report, and the traffic goes on. A record
+// whose JSON is longer than MaxRecord is written clipped (clipRecord).
 func (l *Log) Write(r *Record) error {
 	if r.Time.IsZero() {
 		r.Time = time.Now()
@@ -244,6 +357,11 @@ func (l *Log) Write(r *Record) error {
 	if err != nil {
 		return err
 	}
+	if len(b) > l.maxRec {
+		if b, err = clipRecord(rec, l.maxRec); err != nil {
+			return err
+		}
+	}
 	b = b[:len(b)-1] // the closing brace: the chain's fields go before it
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -254,16 +372,26 @@ func (l *Log) Write(r *Record) error {
 	if err := l.endCut(); err != nil {
 		return err
 	}
-	line, mac, err := l.seal(b)
+	line, mac, first, err := l.seal(b)
 	if err != nil {
 		return err
 	}
-	if n, err := l.f.Write(line); err != nil {
-		l.cut = n > 0
+	n, err := l.f.Write(line)
+	if first { // the record began a file, whole or cut; none when nothing went
+		l.fileSeq = 0
+		if n > 0 {
+			l.fileSeq = l.seq + 1
+		}
+	}
+	if err != nil {
+		if n > 0 {
+			l.cutLen, l.cutEnd = int64(n), false
+		}
 		return err
 	}
 	l.seq++
 	l.mac = mac
+	l.cutLen, l.cutEnd = 0, false
 	if l.timer == nil {
 		l.timer = time.AfterFunc(l.headEvery, l.flushHead)
 	}
@@ -272,20 +400,30 @@ func (l *Log) Write(r *Record) error {
 
 // seal makes the line of the next record from body (its JSON without the
 // closing brace): the chain's fields, the brace and the '\n' appended.
-// It returns the line and its mac.
-func (l *Log) seal(body []byte) ([]byte, [macHex]byte, error) {
+// It returns the line, its mac, and whether it begins a file.
+func (l *Log) seal(body []byte) ([]byte, [macHex]byte, bool, error) {
 	var mac [macHex]byte
 	seq := l.seq + 1
 	n := len(body) + len(seqField) + digits(seq) + macTail + 1
+	if seq == 1 {
+		n += prevLen // seq 1 names the mac before it wherever it is
+	}
+	if l.cutLen > 0 {
+		n += len(cutField) + digits(l.cutLen)
+	}
 	first, err := l.f.StartsFile(n)
 	if err != nil {
-		return nil, mac, err
+		return nil, mac, false, err
 	}
 	// The line is made in the log's own buffer (the write is done with it
 	// before the lock goes): appending the chain's fields to the JSON
 	// would grow a new slice for every record.
 	body = append(l.buf[:0], body...)
 	defer func() { l.buf = body[:0] }()
+	if l.cutLen > 0 {
+		body = append(body, cutField...)
+		body = strconv.AppendInt(body, l.cutLen, 10)
+	}
 	if first || seq == 1 {
 		body = append(body, prevField...)
 		body = append(body, l.mac[:]...)
@@ -297,24 +435,27 @@ func (l *Log) seal(body []byte) ([]byte, [macHex]byte, error) {
 	body = append(body, macField...)
 	body = append(body, mac[:]...)
 	body = append(body, "\"}\n"...)
-	return body, mac, nil
+	return body, mac, first, nil
 }
 
 // endCut ends the line a write left unfinished, so that the next record
 // starts a line of its own; when that line ended a full file, the next
-// record starts the next file anyway.
+// record starts the next file anyway. That record then names the line's
+// length ("cut").
 func (l *Log) endCut() error {
-	if !l.cut {
+	if l.cutLen == 0 || l.cutEnd {
 		return nil
 	}
-	if first, err := l.f.StartsFile(1); err != nil || first {
-		l.cut = err != nil
+	first, err := l.f.StartsFile(1)
+	if err != nil {
 		return err
 	}
-	if _, err := l.f.Write([]byte{'\n'}); err != nil {
-		return err
+	if !first {
+		if _, err := l.f.Write([]byte{'\n'}); err != nil {
+			return err
+		}
 	}
-	l.cut = false
+	l.cutEnd = true
 	return nil
 }
 
@@ -326,28 +467,49 @@ func digits(n int64) int {
 	return d
 }
 
-// flushHead brings the anchor up to the last record (the timer's).
+// headNow is the anchor for what was written so far; under l.mu.
+func (l *Log) headNow() head {
+	h := head{Seq: l.seq, MAC: string(l.mac[:]), FileSeq: l.fileSeq, MaxSize: l.o.MaxSize, Keep: l.o.Keep}
+	if h.FileSeq == 0 {
+		h.FileSeq = l.seq + 1
+	}
+	return h
+}
+
+// flushHead brings the anchor up to the last record (the timer's, so at
+// most once per headEvery): the files are synced first, so that it never
+// names a record the disk may lack. A failed sync leaves the anchor as it
+// was until the next write's timer, or Close.
 func (l *Log) flushHead() {
 	l.mu.Lock()
 	l.timer = nil
-	seq, mac, closed := l.seq, l.mac, l.closed
+	h, closed := l.headNow(), l.closed
 	l.mu.Unlock()
-	if !closed {
-		_ = l.writeHead(seq, mac) // best effort: Close writes it again
+	if closed {
+		return
+	}
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	if err := l.sync(); err == nil {
+		_ = l.writeHeadLocked(h) // best effort: Close writes it again
 	}
 }
 
-// writeHead sets the anchor to seq, unless it holds a later one already.
-func (l *Log) writeHead(seq int64, mac [macHex]byte) error {
+// writeHead sets the anchor to h, unless it holds a later record already.
+func (l *Log) writeHead(h head) error {
 	l.headMu.Lock()
 	defer l.headMu.Unlock()
-	if seq < l.headSeq {
+	return l.writeHeadLocked(h)
+}
+
+func (l *Log) writeHeadLocked(h head) error {
+	if h.Seq < l.headSeq || l.headDone {
 		return nil
 	}
-	if err := writeHead(l.o.Head, l.key, seq, mac[:]); err != nil {
+	if err := writeHead(l.o.Head, l.key, h); err != nil {
 		return err
 	}
-	l.headSeq = seq
+	l.headSeq = h.Seq
 	return nil
 }
 
@@ -360,8 +522,10 @@ func (l *Log) Stats() Stats {
 	return l.stats
 }
 
-// Close ends the log and brings its anchor up to its last record; writes
-// fail after it (os.ErrClosed).
+// Close ends the log, syncs its files and brings its anchor up to its
+// last record; writes fail after it (os.ErrClosed). When the sync fails,
+// the anchor is left as it was: it must not name records the disk may
+// lack.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -373,10 +537,19 @@ func (l *Log) Close() error {
 		l.timer.Stop()
 		l.timer = nil
 	}
-	seq, mac := l.seq, l.mac
+	h := l.headNow()
+	serr := l.sync()
 	err := l.f.Close()
 	l.mu.Unlock()
-	if herr := l.writeHead(seq, mac); err == nil && herr != nil {
+	l.headMu.Lock() // after a flushHead under way, if any; none after this
+	defer l.headMu.Unlock()
+	if serr != nil {
+		l.headDone = true
+		return fmt.Errorf("audit log: sync it (its anchor is left as it was): %w", serr)
+	}
+	herr := l.writeHeadLocked(h)
+	l.headDone = true
+	if err == nil && herr != nil {
 		err = fmt.Errorf("audit log: write its anchor %s: %w", l.o.Head, herr)
 	}
 	return err

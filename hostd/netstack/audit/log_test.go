@@ -20,6 +20,7 @@ import (
 func TestVerifyWhileWriting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "network.jsonl")
 	o := testOptions(path, 4096, 3)
+	o.Live = true
 	l, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
@@ -59,10 +60,13 @@ func TestVerifyWhileWriting(t *testing.T) {
 	}
 }
 
-// A line being written (half of it on disk) is left out, not reported.
+// A line being written (half of it on disk) is left out, not reported,
+// while a writer may be live; with none, it is text added to the log, or
+// a crash's, and reported.
 func TestAnUnfinishedLastLineIsLeftOut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "network.jsonl")
 	o := testOptions(path, 0, 0)
+	o.Live = true
 	l, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +81,12 @@ func TestAnUnfinishedLastLineIsLeftOut(t *testing.T) {
 	f.Close()
 	v := verify(t, path, o)
 	if !v.OK || !v.Partial || v.LastSeq != 5 || v.HeadSeq != 5 {
+		t.Fatalf("%+v\n%s", v, problems(v))
+	}
+	o.Live = false
+	v = verify(t, path, o)
+	wantProblems(t, v, "network.jsonl 6 0 unfinished")
+	if v.Partial || v.LastSeq != 5 || !strings.Contains(problems(v), "hostd is not running") {
 		t.Fatalf("%+v\n%s", v, problems(v))
 	}
 }
@@ -131,13 +141,14 @@ func TestAWriteCutShortEndsItsLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Write(&Record{Kind: KindDNS, Verdict: Allow, Name: "a.example"})
+	const part = `{"time":"2027-01-01T00:00:00Z","kind":"d`
 	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	f.WriteString(`{"time":"2027-01-01T00:00:00Z","kind":"d`)
+	f.WriteString(part)
 	f.Close()
-	l.cut = true // as Write sets it when rotlog wrote part of the line
+	l.cutLen = int64(len(part)) // as Write sets it when rotlog wrote part of the line
 	l.Write(&Record{Kind: KindDNS, Verdict: Allow, Name: "b.example"})
 	l.Close()
-	wantProblems(t, verify(t, path, o), "network.jsonl 2 0 unchained")
+	wantProblems(t, verify(t, path, o), "network.jsonl 2 0 cut-write")
 	if v := verify(t, path, o); v.LastSeq != 2 || v.Records != 2 {
 		t.Fatalf("%+v", v)
 	}

@@ -30,8 +30,9 @@ type Verification struct {
 	// Unchained counts lines written before the log was chained (by an
 	// older cowork): they precede seq 1 and are not checked.
 	Unchained int `json:"unchained"`
-	// Partial says the newest file ends in an unfinished line (one being
-	// written, or a crash's): it was left out.
+	// Partial says the newest file ends in an unfinished line while a
+	// writer may be live (Options.Live): it was left out, as one being
+	// written. Without a live writer such a line is a problem.
 	Partial bool `json:"partial"`
 	// Notes say in words what the fields above mean for this log.
 	Notes    []string  `json:"notes"`
@@ -42,8 +43,14 @@ type Verification struct {
 
 // Problem is one sign of tampering, where it shows.
 type Problem struct {
-	File    string `json:"file"`
-	Line    int    `json:"line,omitempty"` // from 1; 0 for the file as a whole
+	File string `json:"file"`
+	// Line is the line it is at, from 1; 0 (left out of the JSON) for a
+	// problem of a file as a whole (file, not-full, truncated) or of the
+	// anchor (head).
+	Line int `json:"line,omitempty"`
+	// Seq is the chained record it is at; 0 (left out) where there is
+	// none: a line that is no chained record (unchained, over-long,
+	// unfinished, cut-write) and the problems of a file or the anchor.
 	Seq     int64  `json:"seq,omitempty"`
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
@@ -51,14 +58,18 @@ type Problem struct {
 
 // Kinds of Problem.
 const (
-	ProblemEdited    = "edited"    // a mac that does not follow from the record before
-	ProblemMissing   = "missing"   // records missing between two lines
-	ProblemMoved     = "moved"     // a record after one with a higher seq
-	ProblemUnchained = "unchained" // a line without the chain's fields where they must be
-	ProblemCut       = "cut"       // records removed from the log's start
-	ProblemTruncated = "truncated" // records removed from the log's end
-	ProblemFile      = "file"      // a rotated file missing between others
-	ProblemHead      = "head"      // the anchor is missing or forged
+	ProblemEdited     = "edited"     // a mac that does not follow from the record before
+	ProblemMissing    = "missing"    // records missing between two lines
+	ProblemMoved      = "moved"      // a record after one with a higher seq
+	ProblemUnchained  = "unchained"  // a line without the chain's fields where they must be
+	ProblemLong       = "over-long"  // a line longer than any the log writes: not read
+	ProblemUnfinished = "unfinished" // text after the last line's end, and no writer live
+	ProblemCutWrite   = "cut-write"  // a write cut short (a full disk): its record is lost, not necessarily by tampering
+	ProblemCut        = "cut"        // records removed from the log's start
+	ProblemTruncated  = "truncated"  // records removed from the log's end
+	ProblemFile       = "file"       // a rotated file missing between others, or files joined
+	ProblemNotFull    = "not-full"   // a rotated file that was not full: records removed from it, or files shifted
+	ProblemHead       = "head"       // the anchor is missing, forged, or of another copy of the log
 )
 
 func (p Problem) String() string {
@@ -80,10 +91,11 @@ const maxProblems = 1000
 
 // Verify checks the chain of the log at path (and its rotated files)
 // against its key and anchor, reading only files: the instance may be
-// stopped, or running (a line being appended is left out, and the anchor
-// is read first, so it never names a record the files do not hold yet).
-// An error means the log could not be checked at all; what it shows is
-// in the Verification.
+// stopped, or running (o.Live: a line being appended is left out; the
+// anchor is read first, so it never names a record the files do not hold
+// yet). How the log rotates (MaxSize, Keep) is taken from the anchor,
+// which the writer tags with them, else from o. An error means the log
+// could not be checked at all; what it shows is in the Verification.
 func Verify(ctx context.Context, path string, o Options) (*Verification, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -99,7 +111,11 @@ func Verify(ctx context.Context, path string, o Options) (*Verification, error) 
 	if !noKey {
 		hd, headErr = readHead(o.Head, key)
 	}
-	files, err := openFiles(path, o.Keep)
+	maxSize, keep := o.MaxSize, o.Keep
+	if hd != nil && hd.MaxSize > 0 && hd.Keep > 0 {
+		maxSize, keep = hd.MaxSize, hd.Keep
+	}
+	files, err := openFiles(path, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +124,8 @@ func Verify(ctx context.Context, path string, o Options) (*Verification, error) 
 			f.f.Close()
 		}
 	}()
-	c := &checker{v: &Verification{Files: []string{}, Notes: []string{}, Problems: []Problem{}}, keep: o.Keep, base: filepath.Base(path)}
+	c := &checker{v: &Verification{Files: []string{}, Notes: []string{}, Problems: []Problem{}},
+		keep: keep, maxSize: maxSize, live: o.Live, hd: hd, base: filepath.Base(path)}
 	if !noKey {
 		c.m = newMacer(key)
 	}
@@ -134,7 +151,7 @@ func Verify(ctx context.Context, path string, o Options) (*Verification, error) 
 			return c.v, nil
 		}
 	}
-	c.finish(hd, headErr, filepath.Base(o.Head), noKey)
+	c.finish(headErr, filepath.Base(o.Head), noKey)
 	return c.v, nil
 }
 
@@ -214,10 +231,13 @@ func closeAll(files []logFile) {
 
 // checker walks the log's lines in order, keeping what the chain needs.
 type checker struct {
-	v    *Verification
-	m    *macer // nil without a key: the macs are not checked
-	keep int
-	base string
+	v       *Verification
+	m       *macer // nil without a key: the macs are not checked
+	keep    int
+	maxSize int64
+	live    bool  // a writer may be appending (Options.Live)
+	hd      *head // the anchor, nil without a valid one
+	base    string
 
 	file   string // where it is
 	index  int
@@ -230,42 +250,100 @@ type checker struct {
 
 	unchainedAt []string // where the lines before the chain are, for a note
 	mac         [macHex]byte
+
+	pending *where // an unchained line after the chain began: a cut write's, if the next record says so
+
+	files []fileStat // the files read, the oldest first
+	cur   *fileStat  // the one being read
+
+	headAt    *where // where the anchor's record is (its first line of that seq)
+	headMatch bool   // and its mac is the anchor's
+	fileSeqAt *where // where the anchor's FileSeq record is
+	fileSeqIn int    // in which of files
 }
 
+// where is a line of the log.
+type where struct {
+	file string
+	line int
+	n    int64 // its length, without the '\n'
+	// first says it is the first chained line of its file.
+	first bool
+}
+
+// fileStat is what the checker learnt of one file.
+type fileStat struct {
+	name  string
+	index int
+	size  int64
+	// firstLen is the first line's length with its '\n', 0 when the file
+	// holds no whole line; firstChained says it is a chained record.
+	firstLen     int64
+	firstChained bool
+	lines        int64 // whole lines
+	firstSeq     int64 // the first chained record's seq, 0 for none
+	records      int64 // chained records
+}
+
+// maxVerifyLine bounds a line verify reads: far over the longest the log
+// writes (maxLineLen), so that a longer one is reported (over-long), not
+// read.
+const maxVerifyLine = 1 << 20
+
 // read checks the lines of one file. The newest file's unfinished last
-// line is left out: it is being written.
+// line is left out when a writer may be live (it is being written), and
+// reported when none is.
 func (c *checker) read(ctx context.Context, f logFile, newest bool) error {
 	c.file, c.index, c.lineNo = f.name, f.index, 0
+	c.files = append(c.files, fileStat{name: f.name, index: f.index})
+	c.cur = &c.files[len(c.files)-1]
 	r := bufio.NewReaderSize(f.f, 1<<20)
 	var long []byte // a line longer than the buffer, gathered
+	var longN int64 // its length so far
 	for {
 		part, err := r.ReadSlice('\n')
+		c.cur.size += int64(len(part))
 		if errors.Is(err, bufio.ErrBufferFull) {
-			if len(long) < 2*maxLine {
+			if longN+int64(len(part)) <= maxVerifyLine {
 				long = append(long, part...)
 			}
+			longN += int64(len(part))
 			continue
 		}
-		line := part
-		if long != nil {
-			line = append(long, part...)
-			long = nil
-		}
-		if err == io.EOF {
-			if len(line) > 0 {
-				if newest {
-					c.v.Partial = true
-					c.note(fmt.Sprintf("the last line of %s is unfinished (being written, or cut short): left out", c.file))
-				} else {
-					c.line(line)
-				}
-			}
-			return nil
-		}
-		if err != nil {
+		if err != nil && err != io.EOF {
 			return err
 		}
-		c.line(line[:len(line)-1])
+		line, n := part, longN+int64(len(part))
+		if longN > 0 {
+			line = append(long, part...)
+			long, longN = long[:0], 0
+		}
+		whole := err == nil // the line ends with its '\n'
+		if whole {
+			line = line[:len(line)-1]
+		}
+		chained := false
+		switch {
+		case n == 0:
+		case !whole && newest && c.live:
+			c.v.Partial = true
+			c.note(fmt.Sprintf("the last line of %s is unfinished (being written): left out", c.file))
+		case !whole && newest:
+			c.flushPending()
+			c.lineNo++
+			c.problem(ProblemUnfinished, 0, fmt.Sprintf("the last line is unfinished (%d bytes without an end), and hostd is not running: text added after the last record, or hostd stopped while writing it (a crash, a power cut; its next start drops the line)", n))
+		case n > maxVerifyLine:
+			c.overLong(n)
+		default:
+			chained = c.line(line)
+		}
+		if !whole {
+			return nil
+		}
+		if c.cur.lines == 0 {
+			c.cur.firstLen, c.cur.firstChained = n, chained
+		}
+		c.cur.lines++
 		if c.lineNo%65536 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -277,9 +355,13 @@ func (c *checker) read(ctx context.Context, f logFile, newest bool) error {
 func (c *checker) note(s string) { c.v.Notes = append(c.v.Notes, s) }
 
 func (c *checker) problem(kind string, seq int64, msg string) {
+	c.problemAt(c.file, c.lineNo, kind, seq, msg)
+}
+
+func (c *checker) problemAt(file string, line int, kind string, seq int64, msg string) {
 	if len(c.v.Problems) >= maxProblems {
 		c.v.MoreProblems++
 		return
 	}
-	c.v.Problems = append(c.v.Problems, Problem{File: c.file, Line: c.lineNo, Seq: seq, Kind: kind, Message: msg})
+	c.v.Problems = append(c.v.Problems, Problem{File: file, Line: line, Seq: seq, Kind: kind, Message: msg})
 }
