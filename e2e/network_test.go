@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,5 +276,33 @@ print("rcode", d.recv(512)[3] & 15)
 	}
 	if r := e.must("proxy", "--follow=false", "--since", "0"); !strings.Contains(r.out, "DENY") || !strings.Contains(r.out, "ALLOW") {
 		t.Errorf("cowork proxy: %s", r.out)
+	}
+	t.Run("the audit log's chain", func(t *testing.T) { checkAuditChain(t, e) })
+}
+
+// checkAuditChain verifies the log a running guest's traffic wrote (the
+// hostile strings of the subtests above in it), then after the stop, then
+// finds one changed byte in a record.
+func checkAuditChain(t *testing.T, e *env) {
+	r := e.run("audit", "verify")
+	if r.code != 0 || !strings.HasPrefix(r.out, "ok: ") {
+		t.Fatalf("audit verify of a running instance: %s", r)
+	}
+	e.must("stop")
+	if r := e.run("audit", "verify", "--json"); r.code != 0 || !strings.Contains(r.out, `"ok": true`) {
+		t.Fatalf("audit verify after the stop: %s", r)
+	}
+	log := filepath.Join(e.instanceDir("sandbox"), "network.jsonl")
+	b, err := os.ReadFile(log)
+	i := bytes.Index(b, []byte(`"verdict":"deny"`))
+	if err != nil || i < 0 {
+		t.Fatalf("no denied record in %s: %v", log, err)
+	}
+	b[i+len(`"verdict":"`)] = 'D'
+	if err := os.WriteFile(log, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("audit", "verify"); r.code != 1 || !strings.Contains(r.out, "edited") {
+		t.Errorf("audit verify of a changed record: %s", r)
 	}
 }
