@@ -156,6 +156,10 @@ func TestCloneRefuses(t *testing.T) {
 	if _, err := Clone(src, "dst", CloneOptions{}); err == nil || !strings.Contains(err.Error(), "init") {
 		t.Errorf("an unprovisioned source: %v", err)
 	}
+	home, _ := Home()
+	if _, err := Clone(src, "dst", CloneOptions{Workspace: filepath.Dir(home)}); err == nil || !strings.Contains(err.Error(), "holds cowork's own folder") {
+		t.Errorf("a workspace that holds cowork's folder: %v", err)
+	}
 	dp, _ := PathsFor("dst")
 	if _, err := os.Stat(dp.Dir()); err == nil {
 		t.Error("a refused clone left a folder")

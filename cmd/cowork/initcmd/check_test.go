@@ -139,6 +139,7 @@ func TestInitRefusesBadArgumentsBeforeItStarts(t *testing.T) {
 		{[]string{"--image", notes, "--workspace", filepath.Join(home, "ws")}, "--image: " + notes + " is not a disk image"},
 		{[]string{"--image", img, "--workspace", file}, "--workspace " + file + " is a file, not a folder"},
 		{[]string{"--image", img, "--workspace", filepath.Join(file, "ws")}, "cannot be made: " + file + " is a file"},
+		{[]string{"--image", img, "--workspace", filepath.Dir(home)}, "--workspace " + filepath.Dir(home) + ": the folder holds cowork's own folder"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "-5m"}, "--timeout -5m0s: want a positive duration"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--timeout", "0"}, "--timeout 0s: want a positive duration"},
 		{[]string{"--image", img, "--workspace", filepath.Join(home, "ws"), "--upstream-proxy", "ftp://u:s3cret@proxy:21"}, "upstream proxy ftp://xxxxx@proxy:21: scheme \"ftp\" is not http or socks5"},
