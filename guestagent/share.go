@@ -29,7 +29,7 @@ type shareSys struct {
 	unmount    func(dir string, force bool) error
 	mount      func(tag, dir string, readOnly bool) error // mounts the virtiofs tag at dir
 	mkdir      func(dir string) error
-	retryEvery time.Duration // between mounts of a tag not there yet
+	retryEvery time.Duration // first wait between mounts of a tag not there yet; it doubles up to maxRetryEvery
 	retryFor   time.Duration // how long a mount is retried
 	beforePid  func(pid int) // called before a process is looked at (tests)
 }
@@ -42,9 +42,19 @@ func realShareSys() shareSys {
 		unmount:    unmountShare,
 		mount:      mountVirtiofs,
 		mkdir:      func(dir string) error { return os.MkdirAll(dir, 0o755) },
-		retryEvery: 100 * time.Millisecond,
+		retryEvery: 5 * time.Millisecond,
 		retryFor:   agentcall.ShareMountWait,
 	}
+}
+
+// maxRetryEvery is the longest wait between two mounts of a tag that is
+// not there yet.
+const maxRetryEvery = 100 * time.Millisecond
+
+// nextRetry is the wait after wait, for a mount whose first wait was
+// first: twice as long, up to maxRetryEvery (or first, if longer).
+func nextRetry(wait, first time.Duration) time.Duration {
+	return min(2*wait, max(first, maxRetryEvery))
 }
 
 // maxTagBytes is virtiofs's limit on a tag (the device's config space).
@@ -153,9 +163,10 @@ func (s *Server) mountinfo() string {
 // shareMount mounts the virtiofs tag at dir, read-only when readOnly,
 // making dir if it is missing.
 // A share device plugged in a moment ago shows its tag a little later, so
-// a mount that fails for want of it is tried again every retryEvery for
-// retryFor, or until ctx ends (the host left). The tag already mounted
-// there is a mount already done.
+// a mount that fails for want of it is tried again, soon at first (a
+// resume waits on this mount; a failed mount costs the kernel little),
+// then every maxRetryEvery, for retryFor or until ctx ends (the host
+// left). The tag already mounted there is a mount already done.
 func (s *Server) shareMount(ctx context.Context, tag, dir string, readOnly bool) error {
 	const method = string(agentcall.MethodShareMount)
 	if err := checkShareTag(tag); err != nil {
@@ -180,6 +191,7 @@ func (s *Server) shareMount(ctx context.Context, tag, dir string, readOnly bool)
 		return refusef(agentcall.KindFailed, "%s: make the mount point: %v", method, err)
 	}
 	deadline := time.Now().Add(sh.retryFor)
+	wait := sh.retryEvery
 	for tries := 1; ; tries++ {
 		err := sh.mount(tag, dir, readOnly)
 		switch {
@@ -192,13 +204,14 @@ func (s *Server) shareMount(ctx context.Context, tag, dir string, readOnly bool)
 			return refusef(agentcall.KindFailed, "%s: virtiofs tag %s did not appear within %v (last error: %v); check that the share's device is attached",
 				method, quoteShort(tag), sh.retryFor, err)
 		}
-		t := time.NewTimer(sh.retryEvery)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return refusef(agentcall.KindFailed, "%s: the host stopped waiting (last error: %v)", method, err)
 		case <-t.C:
 		}
+		wait = nextRetry(wait, sh.retryEvery)
 	}
 }
 

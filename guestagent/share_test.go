@@ -313,3 +313,22 @@ func TestShareMountReadOnly(t *testing.T) {
 		t.Errorf("mounts %q, want %q", got, want)
 	}
 }
+
+// A mount waiting for its device tries again soon at first, then less
+// often: a resume waits on the first tries, a missing device on the rest.
+func TestShareMountRetriesSoonThenLess(t *testing.T) {
+	var waits []time.Duration
+	for w, i := 5*time.Millisecond, 0; i < 8; i++ {
+		waits = append(waits, w)
+		w = nextRetry(w, 5*time.Millisecond)
+	}
+	want := []time.Duration{5, 10, 20, 40, 80, 100, 100, 100}
+	for i := range want {
+		if waits[i] != want[i]*time.Millisecond {
+			t.Fatalf("waits %v, want %v ms", waits, want)
+		}
+	}
+	if got := nextRetry(time.Second, time.Second); got != time.Second {
+		t.Errorf("a first wait over the cap stays: %v", got)
+	}
+}

@@ -104,8 +104,11 @@ type serialListener struct {
 	log    *slog.Logger
 }
 
-// hostPoll is how often a port with no host is read for the host's return.
-const hostPoll = 50 * time.Millisecond
+// hostPoll is how often a port with no host is read for the host's
+// return. A resumed guest finds its host gone and waits out this poll
+// before it answers, so it is short; a read that finds no host costs
+// the guest one system call.
+const hostPoll = 10 * time.Millisecond
 
 func (l *serialListener) serve() {
 	buf := make([]byte, 64<<10)

@@ -36,8 +36,9 @@ const (
 	maxDeviceState = 64 << 20
 )
 
-// migratePoll is how often hostd asks QEMU how a migration is going.
-var migratePoll = 20 * time.Millisecond
+// migratePoll is how often hostd asks QEMU how a migration is going: a
+// resume waits on the answer, and a question costs QEMU little.
+var migratePoll = 5 * time.Millisecond
 
 // Save writes the running guest to dir (machine.Saver): the share must be
 // detached (DetachShare) first. QEMU stops the guest and writes its
@@ -130,11 +131,14 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 }
 
 // Restore loads a saved guest into a new QEMU (machine.Saver) and leaves
-// it paused: Continue runs it. The RAM file is copied into a new memfd,
-// then QEMU starts with -incoming defer and reads the device state. The
-// files are opened without following symlinks and checked against the
-// Config: QEMU's loader trusts what it reads, so hostd hands it only
-// regular files of the sizes it writes.
+// it paused: Continue runs it. QEMU starts with -incoming defer while the
+// RAM file is copied into its memfd (QEMU does not touch the guest's
+// memory before the device state loads) and the shares' servers start;
+// then QEMU reads the device state, and the shares are plugged in, so
+// that the guest finds them as it runs on. The files are opened without
+// following symlinks and checked against the Config: QEMU's loader
+// trusts what it reads, so hostd hands it only regular files of the
+// sizes it writes.
 func (v *VM) Restore(ctx context.Context, s *machine.Saved) (err error) {
 	if s.Memory != v.cfg.Memory {
 		return fmt.Errorf("the saved guest had %d MiB of memory, this VM %d MiB", s.Memory>>20, v.cfg.Memory>>20)
@@ -153,13 +157,15 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) (err error) {
 	if err != nil {
 		return err
 	}
-	began := time.Now()
-	if _, err := copyExtents(mem, ram, s.Memory); err != nil {
-		mem.Close()
-		return fmt.Errorf("load the guest's memory: %w", err)
-	}
-	v.log.Info("loaded the guest's memory", "took", time.Since(began))
+	loaded := v.loadRAM(mem, ram, s.Memory)
+	servers := v.serveShares(ctx)
+	defer func() {
+		if err != nil {
+			killServed(<-servers)
+		}
+	}()
 	if err := v.launch(ctx, mem); err != nil {
+		<-loaded // launch closed mem: the copy ends, and no later
 		return err
 	}
 	defer func() {
@@ -169,6 +175,9 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) (err error) {
 			<-v.Done()
 		}
 	}()
+	if err := <-loaded; err != nil {
+		return fmt.Errorf("load the guest's memory: %w", err)
+	}
 	if err := v.setIgnoreShared(); err != nil {
 		return err
 	}
@@ -182,7 +191,23 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) (err error) {
 		return v.qemuFailed(fmt.Errorf("load the guest's devices from %s: %w", s.DeviceState(), err))
 	}
 	v.SetState(machine.Paused)
+	v.plugServed(<-servers)
 	return nil
+}
+
+// loadRAM copies the saved RAM file into mem in the background; the
+// channel gets the outcome.
+func (v *VM) loadRAM(mem, ram *os.File, size int64) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		began := time.Now()
+		_, err := copyExtents(mem, ram, size)
+		if err == nil {
+			v.log.Info("loaded the guest's memory", "took", time.Since(began))
+		}
+		done <- err
+	}()
+	return done
 }
 
 // Continue runs a paused guest on (machine.Saver).

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -233,6 +234,11 @@ func TestSaveAndRestoreTheGuest(t *testing.T) {
 	if s := vm2.State(); s != machine.Paused {
 		t.Errorf("after Restore the VM is %s, want paused", s)
 	}
+	// The share is plugged in before the guest runs on, so that it finds
+	// it as it wakes.
+	if served, plugged := vm2.shareState(); !slices.Equal(served, []bool{true}) || !slices.Equal(plugged, []bool{true}) {
+		t.Errorf("after Restore the share is served %v, plugged %v; want both", served, plugged)
+	}
 	if err := vm2.Continue(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -250,14 +256,11 @@ func TestSaveAndRestoreTheGuest(t *testing.T) {
 	}
 
 	began = time.Now()
-	if err := vm2.AttachShare(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := sh(ctx, guest2, `i=0; until mount -t virtiofs workspace /workspace 2>/dev/null; do i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.1; done
 		cat /workspace/before && echo after > /workspace/after`); err != nil {
 		t.Fatalf("mount the share again: %v\nconsole:\n%s", err, run2.console.String())
 	}
-	t.Logf("share attached and mounted in %s", time.Since(began).Round(time.Millisecond))
+	t.Logf("share mounted in %s", time.Since(began).Round(time.Millisecond))
 	if b, err := os.ReadFile(filepath.Join(ws, "after")); err != nil || string(b) != "after\n" {
 		t.Errorf("the share after the restore: %q, %v", b, err)
 	}

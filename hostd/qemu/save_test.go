@@ -265,3 +265,54 @@ func TestRestoreChecksTheFiles(t *testing.T) {
 		t.Errorf("a guest saved with other memory: %v", err)
 	}
 }
+
+// A restore plugs in the shares whose servers started beside QEMU, before
+// the guest runs on; one that fails is left out whole, and AttachShare
+// after the resume plugs in what is missing, and only that.
+func TestRestorePlugsTheServedShares(t *testing.T) {
+	f := newFakeVM(t, nil)
+	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}, {Dir: "/data", Tag: "mount1"}, {Dir: "/srv", Tag: "mount2"}}
+	f.answer = func(cmd string) string {
+		if strings.Contains(cmd, `"device_add"`) && strings.Contains(cmd, `"mount2"`) {
+			return `{"error": {"class": "GenericError", "desc": "no slot"}}`
+		}
+		return ""
+	}
+	sleeper := func() *process {
+		p, err := start(exec.Command("sleep", "60"), io.NopCloser(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Share 1's server did not start; share 2's device is refused.
+	srv0, srv2 := sleeper(), sleeper()
+	f.vm.plugServed([]*process{srv0, nil, srv2})
+	if sent := f.sent(); !slices.Equal(sent, []string{"chardev-add", "device_add", "chardev-add", "device_add", "chardev-remove"}) {
+		t.Errorf("commands %q: want share 0 plugged in, share 2 tried and its socket taken back", sent)
+	}
+	served, plugged := f.vm.shareState()
+	if !slices.Equal(plugged, []bool{true, false, false}) || !slices.Equal(served, []bool{true, false, false}) {
+		t.Errorf("served %v, plugged %v; want share 0 alone", served, plugged)
+	}
+	select {
+	case <-srv2.exited:
+	case <-time.After(10 * time.Second):
+		t.Error("the server of the share QEMU refused still runs")
+	}
+
+	f.answer = nil
+	var again []int
+	f.vm.serveShare = func(_ context.Context, i int) (*process, error) {
+		again = append(again, i)
+		return sleeper(), nil
+	}
+	before := len(f.sent())
+	if err := f.vm.AttachShare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(again, []int{1, 2}) || len(f.sent()[before:]) != 4 {
+		t.Errorf("AttachShare served %v with commands %q; want shares 1 and 2", again, f.sent()[before:])
+	}
+	f.vm.stopShareServers()
+}

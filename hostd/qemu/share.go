@@ -192,6 +192,12 @@ func (v *VM) plugShare(ctx context.Context, i int) error {
 	if err != nil {
 		return err
 	}
+	return v.plugServer(i, p)
+}
+
+// plugServer connects QEMU to p, share i's running virtiofsd, and plugs
+// the share's device in; on error p is ended and nothing of it is left.
+func (v *VM) plugServer(i int, p *process) error {
 	port, dev, chardevID := shareIDs(i)
 	chardev := map[string]any{
 		"id": chardevID,
@@ -215,6 +221,50 @@ func (v *VM) plugShare(ctx context.Context, i int) error {
 	}
 	v.setShare(i, p, true)
 	return nil
+}
+
+// serveShares starts every share's virtiofsd in the background, for a
+// restore that plugs them in before the guest runs (plugServed); the
+// channel gets each share's server, nil for one that did not start
+// (logged: AttachShare tries it again).
+func (v *VM) serveShares(ctx context.Context) <-chan []*process {
+	done := make(chan []*process, 1)
+	go func() {
+		procs := make([]*process, len(v.cfg.Shares))
+		for i, sh := range v.cfg.Shares {
+			p, err := v.startShareServer(ctx, i)
+			if err != nil {
+				v.log.Warn("share server did not start; it is tried again after the resume", "dir", sh.Dir, "err", err)
+				continue
+			}
+			procs[i] = p
+		}
+		done <- procs
+	}()
+	return done
+}
+
+// plugServed plugs in the shares whose servers serveShares started; a
+// share that fails is logged and left out (AttachShare tries it again).
+func (v *VM) plugServed(procs []*process) {
+	for i, p := range procs {
+		if p == nil {
+			continue
+		}
+		if err := v.plugServer(i, p); err != nil {
+			v.log.Warn("share not plugged in before the resume; it is tried again after", "dir", v.cfg.Shares[i].Dir, "err", err)
+		}
+	}
+}
+
+// killServed ends the servers serveShares started, for a restore that
+// failed.
+func killServed(procs []*process) {
+	for _, p := range procs {
+		if p != nil {
+			p.kill()
+		}
+	}
 }
 
 // qmp runs one QMP command and returns what it returned.
