@@ -41,7 +41,7 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 				msg += fmt.Sprintf("; this cowork is %s, so the guest runs an older or newer agent", buildinfo.Version)
 			}
 			d.events.emit(controlwire.PhaseAgentConnected, msg, nil)
-			d.syncClock(ctx)
+			d.clockSet = d.syncClockBeside(ctx)
 			return d.waitForProvisioning(ctx, info.Provisioned)
 		}
 		select {
@@ -396,6 +396,30 @@ func (d *Daemon) guestSkew(ctx context.Context) (time.Duration, bool) {
 	}
 	mid := sent.Add(time.Since(sent) / 2)
 	return time.Unix(0, info.TimeUnixNano).Sub(mid), true
+}
+
+// syncClockBeside sets the guest's clock while the boot goes on (a
+// resumed guest's clock is behind by as long as it was suspended, and its
+// share is mounted meanwhile); the channel closes once it is set, which
+// the instance waits for before it is ready.
+func (d *Daemon) syncClockBeside(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.syncClock(ctx)
+	}()
+	return done
+}
+
+// awaitClock waits for the clock set syncClockBeside began, if any.
+func (d *Daemon) awaitClock(ctx context.Context) {
+	if d.clockSet == nil {
+		return
+	}
+	select {
+	case <-d.clockSet:
+	case <-ctx.Done():
+	}
 }
 
 func (d *Daemon) syncClock(ctx context.Context) {

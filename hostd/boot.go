@@ -71,6 +71,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	d.lendSSHAgent(ctx)
 	d.lendSecrets(ctx)
 	d.awaitWiths(ctx, provisioned)
+	d.awaitClock(ctx)
 	if err := ctx.Err(); err != nil {
 		return err // stopped while it waited: not ready
 	}

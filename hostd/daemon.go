@@ -70,6 +70,9 @@ type Daemon struct {
 	audit   *audit.Log
 	console *console.Console
 	started time.Time
+	// clockSet closes once the booted guest's clock is set (boot's
+	// goroutine alone reads and writes it).
+	clockSet <-chan struct{}
 
 	mu    sync.Mutex
 	agent *agentrpc.Client

@@ -68,6 +68,23 @@ func (h *hostdTest) suspended(t *testing.T) *machinetest.Machine {
 	return m
 }
 
+// A resumed guest's clock, behind by the time it slept, is set while its
+// share is mounted again, and the instance is ready only once it is set.
+func TestResumeIsReadyOnceTheClockIsSet(t *testing.T) {
+	h := newSuspendTest(t)
+	h.suspended(t)
+	h.host.SetGuest(machinetest.Guest{ClockDelay: 300 * time.Millisecond})
+	r := h.start(t)
+	m := h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	if st := m.Stats(); st.ClockSets == 0 {
+		t.Error("ready before the resumed guest's clock was set")
+	}
+	if !m.ShareMounted() {
+		t.Error("ready before the share was mounted")
+	}
+}
+
 // A suspended guest is resumed by the next start: the same guest (its
 // generation), the state retired before it runs, the share plugged back.
 func TestSuspendAndResume(t *testing.T) {

@@ -49,6 +49,9 @@ type Guest struct {
 	// Systemctl is the program the agent's start_units call runs; empty
 	// runs true (every unit starts at once), never the host's systemctl.
 	Systemctl string
+	// ClockDelay is how long the agent takes to set the clock; the set is
+	// counted (Stats.ClockSets) when it is done.
+	ClockDelay time.Duration
 }
 
 // Host makes the machines of a hostd under test (its NewMachine), and
@@ -282,6 +285,7 @@ func (m *Machine) Personalized() []string {
 }
 
 func (m *Machine) setClock(time.Time) error {
+	time.Sleep(m.guest.ClockDelay)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.clockSets++
