@@ -53,6 +53,11 @@ type Record struct {
 	Name     string    `json:"name,omitempty"` // what the flow was decided under: see NameFrom
 	NameFrom string    `json:"name_from,omitempty"`
 
+	// Learn marks an allow that only learn mode gave (`cowork policy
+	// learn`): the policy does not list the destination, and would have
+	// refused it.
+	Learn bool `json:"learn,omitempty"`
+
 	// The name the guest's own bytes gave (TLS SNI, HTTP Host), which it
 	// can set to anything, unlike Name (a name the guest resolved through
 	// the gateway's DNS, or the proxy's own resolution). NameMismatch

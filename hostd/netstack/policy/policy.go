@@ -63,6 +63,10 @@ const (
 type Verdict struct {
 	Allow bool
 	Rule  string
+	// Learn marks an allow that only learn mode gave (see Learning): the
+	// policy does not list the destination. The audit line carries it, so
+	// that the log never reads as if the policy had allowed it.
+	Learn bool
 
 	// What lifts this denial, for Fix; set without allocating.
 	fix   fixKind
@@ -113,6 +117,7 @@ type Rules struct {
 	hostPorts    map[uint16]string // exposed port -> its rule
 	hostIP       netip.Addr
 	lans         []special
+	learn        bool // see Learning
 }
 
 // compileEntries parses the entries of one list (verb: allow or deny)
@@ -248,6 +253,9 @@ func (r *Rules) CheckName(name string) Verdict {
 	if d, ok := firstMatch(r.allowDomains, name); ok {
 		return allow(d.rule)
 	}
+	if r.learn {
+		return learned(name)
+	}
 	if r.mode == ModeAllowlist {
 		return deny("allowlist: "+name+" is not listed", fixAllowName)
 	}
@@ -303,6 +311,12 @@ func (r *Rules) CheckFlow(proto Proto, dst netip.AddrPort, names []string) Verdi
 		if d, ok := firstMatch(r.allowDomains, name); ok {
 			return allow(d.rule)
 		}
+	}
+	if r.learn {
+		if len(names) == 0 {
+			return learned(a.String())
+		}
+		return learned(names[0])
 	}
 	if r.mode == ModeAllowlist {
 		if len(names) == 0 {
