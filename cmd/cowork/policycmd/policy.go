@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,14 +21,23 @@ import (
 )
 
 // Options is a parsed `cowork policy` command line: with no Action it
-// shows the policy, else Action is the subcommand that changes it (allow,
-// deny, mode...) and Args what it was given.
+// shows the policy, else Action is the subcommand (allow, deny, mode...,
+// suggest, apply) and Args what it was given.
 type Options struct {
 	IO     *iostreams.IOStreams
 	Name   string
 	JSON   bool
 	Action string
 	Args   []string
+
+	// suggest: the period (zero: unbounded) and the proposal's shape.
+	Since, Until time.Time
+	Top          int
+	Group, Prune bool
+
+	// apply: the policy file ("-": stdin), and no question.
+	From string
+	Yes  bool
 }
 
 // NewCmdPolicy builds the command; name is the global --name. runF, when
@@ -62,7 +72,9 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
   cowork policy deny tracker.example.com 203.0.113.0/24
   cowork policy remove '*.github.com'
   cowork policy expose 5432
-  cowork policy reset`,
+  cowork policy reset
+  cowork policy suggest --since 1h > proposal.txt
+  cowork policy apply --from proposal.txt`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return exec(cmd, "", nil) },
 	}
@@ -97,6 +109,8 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
 		change("expose PORT...", "Let the guest reach host loopback ports at host.cowork.internal", "  cowork policy expose 5432 6379", atLeastOne),
 		change("unexpose PORT...", "Stop exposing host loopback ports", "  cowork policy unexpose 5432", atLeastOne),
 		change("reset", "Go back to the default policy", "  cowork policy reset", cmdutil.NoArgs),
+		newCmdSuggest(o, exec),
+		newCmdApply(o, exec),
 	)
 	return cmd
 }
@@ -150,6 +164,12 @@ func edit(p *policy.Policy, action string, args []string) error {
 
 // run shows the policy, or changes it as o.Action says.
 func run(ctx context.Context, o *Options) error {
+	switch o.Action {
+	case "suggest":
+		return runSuggest(ctx, o)
+	case "apply":
+		return runApply(ctx, o)
+	}
 	if o.Action != "" {
 		return update(ctx, o.IO, o.Name, func(p *policy.Policy) error { return edit(p, o.Action, o.Args) })
 	}
