@@ -56,6 +56,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	d.mu.Unlock()
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
+		r.Network.Learning = net.Learning()
 		r.Ports = wirePorts(net.Ports()) // [] rather than null: none is published
 		r.AutoPublish = d.autoPublishing()
 	}
@@ -211,6 +212,45 @@ func (s *controlServer) OpenSession(ctx context.Context, req controlwire.OpenSes
 	}
 	log.Info("relay session closed")
 	return nil
+}
+
+// maxLearn is the longest learn mode lasts, whatever the client asks.
+const maxLearn = 8 * time.Hour
+
+// Learn keeps the guest network in learn mode while the call lasts (see
+// netstack.Stack.Learn): until the client's connection closes, however
+// its process ends, hostd exits, or the ceiling. The mode is never saved:
+// a hostd that starts again starts with the policy alone.
+func (s *controlServer) Learn(ctx context.Context, req controlwire.LearnRequest, send func(*controlwire.Learning) error) error {
+	n, err := s.network()
+	if err != nil {
+		return err
+	}
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if ttl <= 0 || ttl > maxLearn {
+		ttl = maxLearn
+	}
+	since := time.Now()
+	end := n.Learn()
+	defer end()
+	s.d.log.Info("learn mode on: what the policy does not list is let through and audited as learned", "ceiling", since.Add(ttl).Format(time.RFC3339))
+	if err := send(&controlwire.Learning{Since: since, Until: since.Add(ttl)}); err != nil {
+		s.d.log.Info("learn mode off: its client went away before it began")
+		return err
+	}
+	timer := time.NewTimer(ttl)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		s.d.log.Info("learn mode off: its client's stream ended")
+		return nil
+	case <-s.d.closing:
+		s.d.log.Info("learn mode off: hostd is exiting")
+		return controlwire.Errorf(controlwire.CodeUnavailable, "the instance stopped")
+	case <-timer.C:
+		s.d.log.Info("learn mode off: it reached its ceiling")
+		return controlwire.Errorf(controlwire.CodeExpired, "learn mode reached its ceiling of %s; start it again", ttl)
+	}
 }
 
 func (s *controlServer) CloseSession(ctx context.Context, id string) error {

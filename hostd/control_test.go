@@ -32,6 +32,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(learnClientEnv); sock != "" {
+		if err := learnClient(sock); err != nil {
+			fmt.Fprintln(os.Stderr, "learn client:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if sock := os.Getenv(sessionClientEnv); sock != "" {
 		if err := sessionClient(sock); err != nil {
 			fmt.Fprintln(os.Stderr, "session client:", err)

@@ -160,6 +160,16 @@ func (c *Client) OpenSession(ctx context.Context, req OpenSessionRequest) (*Stre
 	return &Stream[Session]{call: call, pick: func(r *Reply) *Session { return r.Session }}, nil
 }
 
+// Learn puts the guest network in learn mode (CallLearn): its first
+// message is the Learning; the mode lives as long as the stream.
+func (c *Client) Learn(ctx context.Context, req LearnRequest) (*Stream[Learning], error) {
+	call, err := c.call(ctx, &Request{Call: CallLearn, Learn: &req})
+	if err != nil {
+		return nil, err
+	}
+	return &Stream[Learning]{call: call, pick: func(r *Reply) *Learning { return r.Learning }}, nil
+}
+
 // Stream is a call's messages.
 type Stream[T any] struct {
 	*call

@@ -31,6 +31,7 @@ type Handler interface {
 	Unpublish(ctx context.Context, which string) (*Port, error)
 	AutoPublish(ctx context.Context, on bool) error
 	ReloadSecrets(ctx context.Context) (*SecretsReloaded, error)
+	Learn(ctx context.Context, req LearnRequest, send func(*Learning) error) error
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -70,6 +71,9 @@ func (Unimplemented) Events(context.Context, func(*Event) error) error {
 }
 func (Unimplemented) OpenSession(context.Context, OpenSessionRequest, func(*Session) error) error {
 	return unimplemented(CallOpenSession)
+}
+func (Unimplemented) Learn(context.Context, LearnRequest, func(*Learning) error) error {
+	return unimplemented(CallLearn)
 }
 
 // WriteTimeout bounds each reply line's write: a client that stops
@@ -267,6 +271,12 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 	case CallReloadSecrets:
 		r, err := s.h.ReloadSecrets(ctx)
 		return &Reply{SecretsReloaded: r, Done: true}, err
+	case CallLearn:
+		var r LearnRequest
+		if req.Learn != nil {
+			r = *req.Learn
+		}
+		return done, s.h.Learn(ctx, r, func(l *Learning) error { return send(&Reply{Learning: l}) })
 	}
 	name := string(req.Call)
 	if len(name) > 32 {

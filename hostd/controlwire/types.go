@@ -90,6 +90,9 @@ type NetworkStats struct {
 	// the relay, DNS, DHCP, the guest's link, a published port) whose
 	// serve loop ended while the network ran; none while all serve.
 	ServeFailures []ServeFailure `json:"serve_failures,omitempty"`
+	// Learning says the network is in learn mode (CallLearn): what the
+	// policy does not list is let through, and audited as learned.
+	Learning bool `json:"learning,omitempty"`
 }
 
 // ServeFailure is a service that stopped serving, and why.

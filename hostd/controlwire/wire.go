@@ -11,9 +11,9 @@
 //     bytes, within RequestTimeout of connecting) and then keeps its side
 //     open: closing it cancels the call (a relay session ends with it);
 //   - hostd answers Reply lines. A plain call answers one line; a stream
-//     (events, open_session) answers a line per message. The last line of
-//     every call has "done": true, or an "error" and its "code"; a
-//     connection that ends before such a line was cut (hostd exited).
+//     (events, open_session, learn) answers a line per message. The last
+//     line of every call has "done": true, or an "error" and its "code";
+//     a connection that ends before such a line was cut (hostd exited).
 //
 // For example:
 //
@@ -83,6 +83,15 @@ const (
 	// hand the guest's agent their placeholders; it answers
 	// Reply.SecretsReloaded.
 	CallReloadSecrets Call = "reload_secrets"
+	// CallLearn (Request.Learn) puts the guest network in learn mode and
+	// answers, in its first line, a Learning: what the policy refuses
+	// only for not being listed is let through and audited with "learn":
+	// true; what it refuses on purpose (the host, private addresses, the
+	// deny list) stays refused. The mode lives as long as the connection,
+	// as a relay session does: it ends when the client closes it (or
+	// dies), when hostd exits, or at its ceiling (CodeExpired). It is
+	// never saved in the config.
+	CallLearn Call = "learn"
 )
 
 // MaxPorts bounds the ports a reply lists (hostd publishes no more).
@@ -112,6 +121,7 @@ type Request struct {
 	Publish     *PublishRequest     `json:"publish,omitempty"`
 	Unpublish   string              `json:"unpublish,omitempty"`
 	AutoPublish *bool               `json:"auto_publish,omitempty"`
+	Learn       *LearnRequest       `json:"learn,omitempty"`
 }
 
 // Reply is a line hostd sends. A message line carries one of Status,
@@ -124,6 +134,8 @@ type Reply struct {
 	Suspended *Suspended `json:"suspended,omitempty"`
 	// Ports answers CallPorts, CallPublish and CallUnpublish.
 	Ports []Port `json:"ports,omitempty"`
+	// Learning is CallLearn's first line.
+	Learning *Learning `json:"learning,omitempty"`
 	// SecretsReloaded answers CallReloadSecrets.
 	SecretsReloaded *SecretsReloaded `json:"secrets_reloaded,omitempty"`
 	Done            bool             `json:"done,omitempty"`
@@ -137,6 +149,21 @@ type Reply struct {
 type SecretsReloaded struct {
 	Booting bool     `json:"booting,omitempty"`
 	LeftOut []string `json:"left_out,omitempty"`
+}
+
+// LearnRequest is how long learn mode may last.
+type LearnRequest struct {
+	// TTLSeconds is its ceiling: it ends this long after it began even
+	// if its connection is still open. 0, or more than 8 hours, means 8
+	// hours.
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// Learning is learn mode begun: Since is when (its first records are not
+// before it, on hostd's clock, this machine's), Until its ceiling.
+type Learning struct {
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
 }
 
 // StopRequest is how to stop.

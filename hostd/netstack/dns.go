@@ -93,7 +93,7 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 		opt := reply.IsEdns0()
 		opt.Option = append(opt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeBlocked, ExtraText: "cowork network policy: " + v.Rule})
 	} else {
-		rec.Verdict, rec.Rule = audit.Allow, v.Rule
+		rec.Verdict, rec.Rule, rec.Learn = audit.Allow, v.Rule, v.Learn
 		up, err := n.forward(q, client, tcpClient)
 		if err != nil {
 			reply.Rcode = dns.RcodeServerFailure

@@ -147,8 +147,10 @@ type Stack struct {
 	udpPeers atomic.Int64 // host peers of every published UDP port
 	loops    serveLoops   // the serve loops, and those that failed
 
-	mu    sync.RWMutex
-	rules *policy.Rules
+	mu       sync.RWMutex
+	rules    *policy.Rules // what the flows are judged by: base, or base in learn mode
+	base     *policy.Rules // the policy as set
+	learners int           // open Learn calls
 }
 
 // New builds the network: the stack, DHCP, DNS, forwarders, proxy and relay.
@@ -177,7 +179,7 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, sessions: newSessions()}
+	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions()}
 	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
 		n.lim.close()
@@ -297,9 +299,42 @@ func (n *Stack) SetPolicy(p policy.Policy) error {
 		return err
 	}
 	n.mu.Lock()
-	n.rules = r
+	n.base = r
+	n.setRulesLocked()
 	n.mu.Unlock()
 	return nil
+}
+
+// Learn puts the network in learn mode until end is called (see
+// policy.Rules.Learning): what the policy refuses only for not being
+// listed is let through, and its audit lines say "learn": true; what it
+// refuses on purpose stays refused. Learn calls nest: the mode ends with
+// the last end. A policy set meanwhile is learned on. The mode lives in
+// memory only, never in the config: a hostd that exits leaves it behind.
+func (n *Stack) Learn() (end func()) {
+	n.mu.Lock()
+	n.learners++
+	n.setRulesLocked()
+	n.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.mu.Lock()
+			n.learners--
+			n.setRulesLocked()
+			n.mu.Unlock()
+		})
+	}
+}
+
+// Learning reports whether the network is in learn mode.
+func (n *Stack) Learning() bool { return n.currentRules().IsLearning() }
+
+func (n *Stack) setRulesLocked() {
+	n.rules = n.base
+	if n.learners > 0 {
+		n.rules = n.base.Learning()
+	}
 }
 
 func (n *Stack) currentRules() *policy.Rules {

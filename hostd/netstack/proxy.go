@@ -309,6 +309,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 // the rule.
 func (n *Stack) named(rec *audit.Record, d decision) {
 	rec.Name, rec.NameFrom, rec.Rule = clipTo(d.host, maxHost), audit.FromProxy, clipTo(d.rule, maxText)
+	rec.Learn = d.v.Allow && d.v.Learn
 	if d.dst.IsValid() {
 		rec.Dst = hostPort(d.dst)
 	}

@@ -27,7 +27,7 @@ func (n *Stack) tcpForwarder() *tcp.Forwarder {
 func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	rec, dst, names := n.newFlow(audit.KindTCP, r.ID())
 	v := n.currentRules().CheckFlow(policy.TCP, dst, names)
-	rec.Rule = v.Rule
+	rec.Rule, rec.Learn = v.Rule, v.Learn
 	if !v.Allow {
 		r.Complete(true) // RST
 		n.deny(rec)

@@ -27,7 +27,7 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 			// All egress must go through the upstream proxy, and UDP cannot.
 			v = policy.Verdict{Rule: "upstream proxy: UDP cannot go through it"}
 		}
-		rec.Rule = v.Rule
+		rec.Rule, rec.Learn = v.Rule, v.Learn
 		if !v.Allow {
 			n.deny(rec) // throttled: a blocked sender retries
 			return      // dropped
