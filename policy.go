@@ -2,8 +2,14 @@ package cowork
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/policy/suggest"
 )
 
@@ -33,4 +39,105 @@ func (i *Instance) SuggestPolicy(ctx context.Context, o SuggestOptions) (*Policy
 		return nil, fmt.Errorf("read the audit log of %s: %w", i.Name, err)
 	}
 	return c.Finish(i.Config.Network.Policy)
+}
+
+// MaxLearnTTL is the longest learn mode lasts, whatever ttl asks.
+const MaxLearnTTL = 8 * time.Hour
+
+// Learning is learn mode on a running instance (Instance.Learn): while
+// it lasts, what the policy refuses only for not being listed is let
+// through, and its audit lines say "learn": true; the host itself, its
+// unexposed ports, private and metadata addresses and the deny list stay
+// refused. Since and Until are when it began and its ceiling, on hostd's
+// clock; SuggestPolicy with Since then proposes what the task needed.
+type Learning struct {
+	Since, Until time.Time
+
+	client  *Client // Instance.Learn's own, closed with it
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+	once    sync.Once
+	closing atomic.Bool
+}
+
+// Learn puts the guest network in learn mode for at most ttl (0 or more
+// than MaxLearnTTL: MaxLearnTTL); ctx bounds the asking only. The mode
+// lasts until Close, until the Client is closed, or until this process
+// exits, however it exits (hostd sees the socket close), and is never
+// saved in the config.
+func (c *Client) Learn(ctx context.Context, ttl time.Duration) (*Learning, error) {
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := c.api.Learn(life, controlwire.LearnRequest{TTLSeconds: int64(ttl.Seconds())})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, cancel)
+	r, err := stream.Recv()
+	if !stop() {
+		cancel()
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	l := &Learning{Since: r.Since, Until: r.Until, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if !errors.Is(err, io.EOF) && !(l.closing.Load() && errors.Is(err, context.Canceled)) {
+					l.err = err
+				}
+				close(l.done)
+				return
+			}
+		}
+	}()
+	return l, nil
+}
+
+// Learn is Client.Learn on the instance's daemon; the error of a stopped
+// instance says how to start it.
+func (i *Instance) Learn(ctx context.Context, ttl time.Duration) (*Learning, error) {
+	c, err := i.Client()
+	if err != nil {
+		return nil, err
+	}
+	l, err := c.Learn(ctx, ttl)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	l.client = c
+	return l, nil
+}
+
+// Done is closed when learn mode ended without Close: its ceiling
+// (Err is then ErrSessionExpired), or hostd exiting.
+func (l *Learning) Done() <-chan struct{} { return l.done }
+
+// Err is nil while learn mode lasts or after Close; else why it ended.
+func (l *Learning) Err() error {
+	select {
+	case <-l.done:
+		return l.err
+	default:
+		return nil
+	}
+}
+
+// Close ends learn mode: new flows are judged by the policy alone when
+// it returns. Closing it twice does nothing.
+func (l *Learning) Close() error {
+	l.once.Do(func() {
+		l.closing.Store(true)
+		l.cancel()
+		<-l.done
+		if l.client != nil {
+			l.client.Close()
+		}
+	})
+	return nil
 }

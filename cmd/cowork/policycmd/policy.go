@@ -22,7 +22,7 @@ import (
 
 // Options is a parsed `cowork policy` command line: with no Action it
 // shows the policy, else Action is the subcommand (allow, deny, mode...,
-// suggest, apply) and Args what it was given.
+// suggest, apply, learn) and Args what it was given (learn: the command).
 type Options struct {
 	IO     *iostreams.IOStreams
 	Name   string
@@ -38,6 +38,9 @@ type Options struct {
 	// apply: the policy file ("-": stdin), and no question.
 	From string
 	Yes  bool
+
+	// learn: how long (0: until the command in Args ends, or Ctrl-C).
+	For time.Duration
 }
 
 // NewCmdPolicy builds the command; name is the global --name. runF, when
@@ -74,7 +77,8 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
   cowork policy expose 5432
   cowork policy reset
   cowork policy suggest --since 1h > proposal.txt
-  cowork policy apply --from proposal.txt`,
+  cowork policy apply --from proposal.txt
+  cowork policy learn -- npm ci > proposal.txt`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return exec(cmd, "", nil) },
 	}
@@ -111,6 +115,7 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
 		change("reset", "Go back to the default policy", "  cowork policy reset", cmdutil.NoArgs),
 		newCmdSuggest(o, exec),
 		newCmdApply(o, exec),
+		newCmdLearn(o, exec),
 	)
 	return cmd
 }
@@ -169,6 +174,8 @@ func run(ctx context.Context, o *Options) error {
 		return runSuggest(ctx, o)
 	case "apply":
 		return runApply(ctx, o)
+	case "learn":
+		return runLearn(ctx, o)
 	}
 	if o.Action != "" {
 		return update(ctx, o.IO, o.Name, func(p *policy.Policy) error { return edit(p, o.Action, o.Args) })

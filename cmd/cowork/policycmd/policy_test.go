@@ -199,6 +199,14 @@ func (h *policyHostd) SetPolicy(_ context.Context, policy json.RawMessage) error
 // servePolicyHostd holds the instance at p and answers its control socket.
 func servePolicyHostd(t *testing.T, p instance.Paths) *policyHostd {
 	t.Helper()
+	h := &policyHostd{}
+	serveHostd(t, p, h)
+	return h
+}
+
+// serveHostd holds the instance at p and serves h on its control socket.
+func serveHostd(t *testing.T, p instance.Paths, h controlwire.Handler) {
+	t.Helper()
 	l, err := instance.TryLock(p)
 	if err != nil {
 		t.Fatal(err)
@@ -208,11 +216,9 @@ func servePolicyHostd(t *testing.T, p instance.Paths) *policyHostd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &policyHostd{}
 	srv := controlwire.NewServer(h)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Close)
-	return h
 }
 
 // A running instance's policy goes to its hostd, which applies and saves

@@ -161,12 +161,18 @@ func Format(r *audit.Record, verbose, color bool) string {
 		return formatRun(r)
 	}
 	verdict := "ALLOW"
-	if r.Verdict == audit.Deny {
+	switch {
+	case r.Verdict == audit.Deny:
 		verdict = "DENY "
 		if color {
 			verdict = "\x1b[31m" + verdict + "\x1b[0m"
 		}
-	} else if color {
+	case r.Learn: // let through by learn mode, not by the policy
+		verdict = "LEARN"
+		if color {
+			verdict = "\x1b[33m" + verdict + "\x1b[0m"
+		}
+	case color:
 		verdict = "\x1b[32m" + verdict + "\x1b[0m"
 	}
 	head := r.Time.Local().Format("15:04:05") + " " + verdict
@@ -227,7 +233,7 @@ func Format(r *audit.Record, verbose, color bool) string {
 			fmt.Fprintf(&b, "  session %s", r.Session)
 		}
 	}
-	if verbose || r.Verdict == audit.Deny {
+	if verbose || r.Verdict == audit.Deny || r.Learn {
 		fmt.Fprintf(&b, "  [%s]", r.Rule)
 	}
 	if r.Suppressed > 0 {

@@ -46,6 +46,18 @@ func TestFormatShowsClaimedNames(t *testing.T) {
 	}
 }
 
+// A line learn mode let through says so, and why: the policy did not.
+func TestFormatShowsLearnedFlows(t *testing.T) {
+	r := &audit.Record{Time: time.Now(), Kind: audit.KindTCP, Verdict: audit.Allow, Learn: true, Rule: "learn: new.example is not listed",
+		Name: "new.example", Dst: "198.51.100.7:443"}
+	if got := Format(r, false, false); !strings.Contains(got, "LEARN tcp     new.example → 198.51.100.7:443") || !strings.Contains(got, "[learn: new.example is not listed]") {
+		t.Errorf("got %q", got)
+	}
+	if got := Format(r, false, true); !strings.Contains(got, "\x1b[33mLEARN\x1b[0m") {
+		t.Errorf("in colour: %q", got)
+	}
+}
+
 // A throttle's summary line says how many denials it stands for.
 func TestFormatSummary(t *testing.T) {
 	r := &audit.Record{Time: time.Now(), Kind: audit.KindTCP, Verdict: audit.Deny, Rule: "limit: 1024 flows open at once (network.max_flows)",

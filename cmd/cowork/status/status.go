@@ -94,6 +94,8 @@ type NetworkStats struct {
 	// guest is running into the limits now (a flow was refused in the
 	// last few minutes, or all are taken).
 	Degraded string `json:"degraded,omitempty"`
+	// Learning says the network is in learn mode (cowork policy learn).
+	Learning bool `json:"learning,omitempty"`
 }
 
 // ServeFailure is a service of the guest's network that stopped serving.
@@ -112,7 +114,7 @@ const degradedRecent = 5 * time.Minute
 // limit can be raised.
 func networkFrom(n *cowork.NetworkStats, now time.Time, config string) *NetworkStats {
 	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DNSQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
-		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows}
+		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows, Learning: n.Learning}
 	var notes []string
 	for _, f := range n.ServeFailures {
 		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: f.At}
@@ -366,6 +368,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 				line += fmt.Sprintf("; %d refused at the limit, last at %s", n.RefusedFlows, n.LastRefused.Local().Format(time.TimeOnly))
 			}
 			fmt.Fprintf(w, "flows:\t%s\n", line)
+		}
+		if n.Learning {
+			fmt.Fprintf(w, "policy:\tlearning (cowork policy learn): what it does not list is let through and recorded\n")
 		}
 	}
 	if s.Error != "" {

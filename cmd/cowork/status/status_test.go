@@ -163,3 +163,16 @@ func TestStatusNamesSecrets(t *testing.T) {
 		t.Fatalf("status:\n%s", out)
 	}
 }
+
+// A network in learn mode says so: it lets through more than its policy.
+func TestStatusSaysTheNetworkIsLearning(t *testing.T) {
+	st := &Status{Name: "sandbox", State: "running", Ready: true, Network: networkFrom(&cowork.NetworkStats{Learning: true}, time.Now(), "config.json")}
+	ios, _, out, _ := iostreams.Test()
+	print(ios, st)
+	if !strings.Contains(out.String(), "policy:     learning (cowork policy learn)") {
+		t.Errorf("status printed:\n%s", out)
+	}
+	if b, _ := json.Marshal(st); !strings.Contains(string(b), `"learning":true`) {
+		t.Errorf("--json: %s", b)
+	}
+}
