@@ -127,3 +127,16 @@ func TestProposableRefuses(t *testing.T) {
 		t.Errorf("*.example.com with Group: %v", err)
 	}
 }
+
+// What the guest's own bytes claimed (TLS SNI, a Host header) is never
+// evidence: only the name the flow was decided under counts.
+func TestSuggestIgnoresClaimedNames(t *testing.T) {
+	forged := flow(1, audit.KindTCP, audit.Allow, "", "198.51.100.5:443", "default")
+	forged.ClaimedName, forged.ClaimedFrom, forged.NameMismatch = "bank.example.com", audit.FromSNI, true
+	honest := flow(2, audit.KindTCP, audit.Allow, "good.example.com", "198.51.100.6:443", "default")
+	honest.ClaimedName, honest.ClaimedFrom, honest.NameMismatch = "evil.example.com", audit.FromHost, true
+	s := suggestFrom(t, writeLog(t, 0, forged, honest), policy.Policy{}, Options{})
+	if !slices.Equal(s.Added, []string{"good.example.com", "198.51.100.5"}) {
+		t.Errorf("proposed %q", s.Added)
+	}
+}
