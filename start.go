@@ -287,13 +287,15 @@ func (e *BootError) Error() string {
 	return msg
 }
 
-// WaitStopped waits until the instance's hostd is gone.
+// WaitStopped waits until the instance's hostd is gone. It looks often:
+// a throwaway run's end and a stop then start wait on it, and a look is
+// one flock(2).
 func WaitStopped(ctx context.Context, paths instance.Paths) error {
 	for instance.Held(paths) {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	return nil
