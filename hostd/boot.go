@@ -60,14 +60,13 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if resumed && d.forkOf != "" {
-		d.personalize(ctx)
-	}
+	personalized := d.personalizeBeside(ctx, resumed)
 	if resumed {
 		d.remountAfterResume(ctx, plugged)
 	} else {
 		d.mountExtras(ctx)
 	}
+	<-personalized
 	d.lendSSHAgent(ctx)
 	d.lendSecrets(ctx)
 	d.awaitWiths(ctx, provisioned)

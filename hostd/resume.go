@@ -218,6 +218,22 @@ func (d *Daemon) remountAfterResume(ctx context.Context, plugged <-chan error) {
 	d.log.Info("share mounted again", "took", time.Since(began))
 }
 
+// personalizeBeside personalizes a resumed fork while the boot goes on
+// (its share is mounted meanwhile); the channel closes once that is done,
+// at once for a guest that is no fork.
+func (d *Daemon) personalizeBeside(ctx context.Context, resumed bool) <-chan struct{} {
+	done := make(chan struct{})
+	if !resumed || d.forkOf == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		d.personalize(ctx)
+	}()
+	return done
+}
+
 // personalize makes a fork its own (a guest resumed from another
 // instance's memory, d.forkOf): without it, it would draw the same random
 // numbers as its parent and its other forks until its kernel next

@@ -454,6 +454,8 @@ func TestAForkMakesItselfItsOwn(t *testing.T) {
 	if err := savestate.Write(h.paths.Suspend(), m); err != nil {
 		t.Fatal(err)
 	}
+	// Its share is mounted while it is personalized; ready waits for both.
+	h.host.SetGuest(machinetest.Guest{PersonalizeDelay: 300 * time.Millisecond})
 	r := h.start(t)
 	fork := h.host.Next(t)
 	r.until(controlwire.PhaseReady)
@@ -470,6 +472,7 @@ func TestAForkMakesItselfItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.wait()
+	h.host.SetGuest(machinetest.Guest{})
 	r = h.start(t)
 	again := h.host.Next(t)
 	r.until(controlwire.PhaseReady)

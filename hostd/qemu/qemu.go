@@ -45,9 +45,12 @@ type VM struct {
 	// virtiofs are the shares' servers and plugged whether their devices
 	// are in the guest, both by the share's index: a share is served and
 	// plugged from boot, neither once DetachShare let it go (nor after a
-	// restore, until AttachShare).
+	// restore, until it or AttachShare plugs it in).
 	virtiofs []*process
 	plugged  []bool
+	// pending are servers a restore started that were not up when the
+	// guest was loaded: AttachShare plugs them in (or stop ends them).
+	pending <-chan []*process
 	// serveShare, when set, stands in for starting share i's virtiofsd
 	// (tests).
 	serveShare func(ctx context.Context, i int) (*process, error)

@@ -134,8 +134,10 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 // it paused: Continue runs it. QEMU starts with -incoming defer while the
 // RAM file is copied into its memfd (QEMU does not touch the guest's
 // memory before the device state loads) and the shares' servers start;
-// then QEMU reads the device state, and the shares are plugged in, so
-// that the guest finds them as it runs on. The files are opened without
+// then QEMU reads the device state. The shares whose servers are up by
+// then are plugged in, so that the guest finds them as it runs on; the
+// rest wait for AttachShare, which must follow, as it does after a
+// restore without them. The files are opened without
 // following symlinks and checked against the Config: QEMU's loader
 // trusts what it reads, so hostd hands it only regular files of the
 // sizes it writes.
@@ -191,7 +193,14 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) (err error) {
 		return v.qemuFailed(fmt.Errorf("load the guest's devices from %s: %w", s.DeviceState(), err))
 	}
 	v.SetState(machine.Paused)
-	v.plugServed(<-servers)
+	select {
+	case procs := <-servers: // up already: the guest finds them as it wakes
+		v.plugServed(procs)
+	default: // not yet: AttachShare plugs them in once they are
+		v.mu.Lock()
+		v.pending = servers
+		v.mu.Unlock()
+	}
 	return nil
 }
 

@@ -316,3 +316,50 @@ func TestRestorePlugsTheServedShares(t *testing.T) {
 	}
 	f.vm.stopShareServers()
 }
+
+// Servers a restore started that were not up when it loaded the guest
+// are plugged in by AttachShare once they are, not started again; a VM
+// stopped before that ends them.
+func TestAttachSharePlugsTheRestoresLateServers(t *testing.T) {
+	sleeper := func() *process {
+		p, err := start(exec.Command("sleep", "60"), io.NopCloser(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	f := newFakeVM(t, nil)
+	f.vm.cfg.Shares = []machine.Share{{Dir: "/ws", Tag: "workspace"}}
+	late := make(chan []*process, 1)
+	f.vm.pending = late
+	f.vm.serveShare = func(context.Context, int) (*process, error) {
+		t.Error("a second server started for a share whose server was on its way")
+		return sleeper(), nil
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		late <- []*process{sleeper()}
+	}()
+	if err := f.vm.AttachShare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sent := f.sent(); !slices.Equal(sent, []string{"chardev-add", "device_add"}) {
+		t.Errorf("commands %q", sent)
+	}
+	if _, plugged := f.vm.shareState(); !slices.Equal(plugged, []bool{true}) {
+		t.Errorf("plugged %v", plugged)
+	}
+	f.vm.stopShareServers()
+
+	// Stopped before they came up: they are ended when they do.
+	late = make(chan []*process, 1)
+	f.vm.pending = late
+	f.vm.stopShareServers()
+	p := sleeper()
+	late <- []*process{p}
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Error("a late server outlived its stopped VM")
+	}
+}

@@ -54,9 +54,12 @@ func (v *VM) startShareServer(ctx context.Context, i int) (*process, error) {
 // reaped.
 func (v *VM) stopShareServers() {
 	v.mu.Lock()
-	procs := v.virtiofs
-	v.virtiofs, v.plugged = nil, nil
+	procs, pending := v.virtiofs, v.pending
+	v.virtiofs, v.plugged, v.pending = nil, nil, nil
 	v.mu.Unlock()
+	if pending != nil {
+		go func() { killServed(<-pending) }()
+	}
 	for _, p := range procs {
 		if p != nil {
 			p.kill()
@@ -169,6 +172,9 @@ func (v *VM) AttachShare(ctx context.Context) error {
 	if len(v.cfg.Shares) == 0 {
 		return errors.New("this VM has no share to attach")
 	}
+	if err := v.plugPending(ctx); err != nil {
+		return err
+	}
 	served, plugged := v.shareState()
 	var errs []error
 	for i, sh := range v.cfg.Shares {
@@ -254,6 +260,26 @@ func (v *VM) plugServed(procs []*process) {
 		if err := v.plugServer(i, p); err != nil {
 			v.log.Warn("share not plugged in before the resume; it is tried again after", "dir", v.cfg.Shares[i].Dir, "err", err)
 		}
+	}
+}
+
+// plugPending plugs in the servers a restore started that were not up
+// when it loaded the guest, once they are.
+func (v *VM) plugPending(ctx context.Context) error {
+	v.mu.Lock()
+	pending := v.pending
+	v.pending = nil
+	v.mu.Unlock()
+	if pending == nil {
+		return nil
+	}
+	select {
+	case procs := <-pending:
+		v.plugServed(procs)
+		return nil
+	case <-ctx.Done():
+		go func() { killServed(<-pending) }()
+		return ctx.Err()
 	}
 }
 

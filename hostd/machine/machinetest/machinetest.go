@@ -52,6 +52,9 @@ type Guest struct {
 	// ClockDelay is how long the agent takes to set the clock; the set is
 	// counted (Stats.ClockSets) when it is done.
 	ClockDelay time.Duration
+	// PersonalizeDelay is how long the agent takes to set the hostname,
+	// the last step of personalizing a fork, before it records it.
+	PersonalizeDelay time.Duration
 }
 
 // Host makes the machines of a hostd under test (its NewMachine), and
@@ -272,7 +275,10 @@ func (m *Machine) personalizeSystem() *guestagent.PersonalizeSystem {
 	return &guestagent.PersonalizeSystem{
 		Reseed:       func(seed []byte) error { return note(fmt.Sprintf("seed %x", seed)) },
 		SetMachineID: func(id string) error { return note("machine-id " + id) },
-		SetHostname:  func(name string) error { return note("hostname " + name) },
+		SetHostname: func(name string) error {
+			time.Sleep(m.guest.PersonalizeDelay)
+			return note("hostname " + name)
+		},
 	}
 }
 
