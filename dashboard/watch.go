@@ -1,0 +1,209 @@
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"hash/fnv"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+)
+
+// watcher finds the instances in $COWORK_HOME and follows their logs:
+// each instance's network.jsonl, and the runs.jsonl of those that are
+// not throwaway clones. It reads files only, as `cowork proxy -f` does:
+// nothing it does reaches hostd's writes.
+type watcher struct {
+	feed  *feed
+	since time.Time
+	every time.Duration // how often instances are looked for
+	logf  func(format string, args ...any)
+
+	mu     sync.Mutex // serialises records: the dedupe, the book, their order
+	book   *spendBook
+	copies map[string]map[uint64]struct{} // see isCopy
+	logs   map[string]context.CancelFunc  // by log path
+	last   []byte                         // the instances frame last sent
+}
+
+// run looks for instances until ctx ends, and their logs' records
+// stream into the feed.
+func (w *watcher) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		w.scan(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(w.every):
+		}
+	}
+}
+
+// scan follows the logs of instances it has not seen yet, stops those
+// of instances gone, and sends the instance list when it changed.
+func (w *watcher) scan(ctx context.Context, wg *sync.WaitGroup) {
+	names, err := instance.List()
+	if err != nil {
+		w.logf("list the instances: %v", err)
+	}
+	want := map[string]bool{}
+	var list []Instance
+	for _, name := range names {
+		in := describe(ctx, name)
+		list = append(list, in)
+		paths, err := instance.PathsFor(name)
+		if err != nil {
+			continue
+		}
+		src := source{instance: name, log: LogNetwork}
+		if in.Parent != "" {
+			src.parent, src.run = in.Parent, runID(in.Parent, name)
+		}
+		w.follow(ctx, wg, paths.NetworkLog(), src, want)
+		if in.Parent == "" {
+			w.follow(ctx, wg, paths.Runs(), source{instance: name, log: LogRuns}, want)
+		}
+	}
+	w.mu.Lock()
+	for path, stop := range w.logs {
+		if !want[path] {
+			stop()
+			delete(w.logs, path)
+		}
+	}
+	w.mu.Unlock()
+	if list == nil {
+		list = []Instance{}
+	}
+	fr, err := frame("instances", list)
+	if err == nil && !bytes.Equal(fr, w.last) {
+		w.last = fr
+		w.feed.publishInstances(fr)
+	}
+}
+
+// source is where a log's records come from.
+type source struct {
+	instance, parent, run, log string
+}
+
+func (w *watcher) follow(ctx context.Context, wg *sync.WaitGroup, path string, src source, want map[string]bool) {
+	want[path] = true
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.logs[path] != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(ctx)
+	w.logs[path] = stop
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, err := audit.Stream(ctx, path, w.since, true, func(r *audit.Record) error { return w.record(src, r) })
+		if err != nil && ctx.Err() == nil {
+			w.logf("stopped following %s: %v", path, err)
+		}
+	}()
+}
+
+// record sends r, from src, to the feed, and its spend to the book.
+func (w *watcher) record(src source, r *audit.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	run := src.run
+	if src.log == LogRuns {
+		run = r.RunID
+	}
+	if w.isCopy(src, r) {
+		return nil
+	}
+	ev, err := newEvent(src.instance, src.parent, clipString(run, 64), src.log, r)
+	if err != nil {
+		return nil // a record that does not encode is not the page's to fix
+	}
+	if t, evicted := w.book.add(ev, r); t != nil {
+		if evicted != "" {
+			w.feed.publishTask(evicted, nil)
+		}
+		if fr, err := frame("task", t); err == nil {
+			w.feed.publishTask(t.Key, fr)
+		}
+	}
+	return w.feed.publishRecord(ev)
+}
+
+// maxCopies bounds the records remembered for one run, and the runs.
+const (
+	maxCopies     = 1 << 16
+	maxCopiedRuns = 64
+)
+
+// isCopy says whether r, from a parent's runs.jsonl, is the copy of a
+// record already read from its throwaway clone's own log while the clone
+// lived: when a run ends, its clone's records are copied there, and the
+// page shows each once. A run's closing record ends its memory.
+func (w *watcher) isCopy(src source, r *audit.Record) bool {
+	switch {
+	case src.log == LogNetwork && src.run != "":
+		key := src.parent + "/" + src.run
+		seen := w.copies[key]
+		if seen == nil {
+			if len(w.copies) >= maxCopiedRuns {
+				for k := range w.copies {
+					delete(w.copies, k)
+					break
+				}
+			}
+			seen = map[uint64]struct{}{}
+			w.copies[key] = seen
+		}
+		if len(seen) < maxCopies {
+			seen[recordKey(r)] = struct{}{}
+		}
+	case src.log == LogRuns && r.RunID != "":
+		key := src.instance + "/" + r.RunID
+		if r.Kind == audit.KindRun {
+			delete(w.copies, key)
+			return false
+		}
+		k := recordKey(r)
+		if _, ok := w.copies[key][k]; ok {
+			delete(w.copies[key], k)
+			return true
+		}
+	}
+	return false
+}
+
+// recordKey identifies a record across its copy: the copy differs only
+// in its run id and seq.
+func recordKey(r *audit.Record) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, n := range []int64{r.Time.UnixNano(), r.Start.UnixNano(), r.BytesOut, r.BytesIn, int64(math.Float64bits(r.DurationMs))} {
+		binary.LittleEndian.PutUint64(b[:], uint64(n))
+		h.Write(b[:])
+	}
+	for _, s := range []string{r.Kind, r.Verdict, r.Name, r.Dst, r.QType, r.URL, r.Rule} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
+
+// runID is the run a throwaway clone named name was made for: its name
+// is the parent's (cut to 50 bytes), "-rm-" and the run's id.
+func runID(parent, name string) string {
+	if len(parent) > 50 {
+		parent = parent[:50]
+	}
+	id, _ := strings.CutPrefix(name, parent+"-rm-")
+	return id
+}
