@@ -1,11 +1,12 @@
 #!/bin/sh
 # make test: unit and integration tests, no VM. On Debian-like machines it
-# installs the tools the tests compare against (qemu-img, cloud-init's schema
-# check) and requires them; elsewhere those tests skip.
+# installs the tools the tests compare against or run in (qemu-img, cloud-init's
+# schema check, headless Chromium for the dashboard's page) and requires them;
+# elsewhere those tests skip.
 set -eu
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1; then
-	./hack/deps.sh qemu-utils
+	./hack/deps.sh qemu-utils chromium
 	COWORK_CLOUD_INIT=$(./hack/cloud-init.sh)
 	COWORK_CLAUDE=$(./hack/claude.sh)
 	export COWORK_CLOUD_INIT COWORK_CLAUDE COWORK_TEST_REQUIRE_TOOLS=1
