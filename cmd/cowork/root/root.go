@@ -17,6 +17,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/clonecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cpcmd"
+	"github.com/coworkhq/cowork/cmd/cowork/dashboardcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
@@ -143,6 +144,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},
 		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},
 		{"audit", func() *cobra.Command { return auditcmd.NewCmdAudit(ios, name, nil) }},
+		{"dashboard", func() *cobra.Command { return dashboardcmd.NewCmdDashboard(ios, nil) }},
 		{"disk", func() *cobra.Command { return diskcmd.NewCmdDisk(ios, name, nil) }},
 		{"image", func() *cobra.Command { return imagecmd.NewCmdImage(ios, nil) }},
 		{"clone", func() *cobra.Command { return clonecmd.NewCmdClone(ios, nil) }},
