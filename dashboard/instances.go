@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -64,7 +65,11 @@ func describe(ctx context.Context, name string) Instance {
 	p := cfg.Network.Policy
 	in.Policy = policySummary(p)
 	in.Allow, in.Deny, in.HostPorts = bound(p.Allow), bound(p.Deny), p.HostPorts
-	if !inst.Running() {
+	// Running takes the lock hostd takes at its start, for a moment: a
+	// start that fell in that moment would fail. hostd makes its socket
+	// after it has the lock, so without one there is no hostd to ask,
+	// and the lock is left alone.
+	if _, err := os.Stat(inst.Paths.HostdSock()); err != nil || !inst.Running() {
 		in.State = "stopped"
 		if inst.Saved() != nil {
 			in.State = "suspended"
