@@ -136,8 +136,7 @@ func (st *stream) next(t testing.TB, kind string, within time.Duration) event {
 	}
 }
 
-// get asks the server for path (with the token unless noToken) with
-// the given headers.
+// get asks the server for path, with the token and the given headers.
 func get(t testing.TB, s *Server, path string, header map[string]string) *http.Response {
 	t.Helper()
 	u := strings.Replace(s.URL(), "/?", path+"?", 1)
