@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testOptions keeps the chain's key and anchor beside the log at path.
@@ -255,4 +256,20 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A file missing between two others of a live log is reported once the
+// gap has held still, not taken for a rotation in its middle for ever.
+func TestAMiddleFileRemovedFromALiveLog(t *testing.T) {
+	path, o := newLog(t, 30)
+	os.Remove(path + ".2")
+	o.Live = true
+	began := time.Now()
+	v := verify(t, path, o)
+	if v.OK || len(v.Problems) == 0 || v.Problems[0].File != "network.jsonl.2" || !strings.Contains(v.Problems[0].Message, "missing") {
+		t.Fatalf("a live log without its middle file: %s", problems(v))
+	}
+	if took := time.Since(began); took < gapSettle || took > rotationWait {
+		t.Errorf("reported after %v, want between %v and %v", took, gapSettle, rotationWait)
+	}
 }

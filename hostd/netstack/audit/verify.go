@@ -115,7 +115,7 @@ func Verify(ctx context.Context, path string, o Options) (*Verification, error) 
 	if hd != nil && hd.MaxSize > 0 && hd.Keep > 0 {
 		maxSize, keep = hd.MaxSize, hd.Keep
 	}
-	files, err := openFiles(path, keep)
+	files, err := openFiles(path, keep, o.Live)
 	if err != nil {
 		return nil, err
 	}
@@ -172,13 +172,16 @@ func fileName(base string, index int) string {
 // openFiles opens the log's files, the oldest first. A rotation renames
 // the files one by one: opened in its middle, the set would miss a file
 // or hold one twice. So the files are opened newest first, then every
-// name is checked to still be the file opened, and a set with a gap
-// (which a rotation shows for a moment) is tried again a few times
-// before it is taken as it is, for the checker to report.
-func openFiles(path string, keep int) ([]logFile, error) {
+// name is checked to still be the file opened. A live log's set with a
+// gap (which a rotation shows for a moment) is taken, for the checker to
+// report, only once the same files have shown the same gap for
+// gapSettle; a log no one writes is taken as it is.
+func openFiles(path string, keep int, live bool) ([]logFile, error) {
 	dir, base := filepath.Dir(path), filepath.Base(path)
-	const tries = 20
-	for try := range tries {
+	var gap []os.FileInfo // the files of a gap seen before, and since when
+	var gapSince time.Time
+	deadline := time.Now().Add(rotationWait)
+	for try := 1; ; try++ {
 		var files []logFile
 		for i := 0; i <= keep+8; i++ {
 			name := fileName(base, i)
@@ -192,13 +195,55 @@ func openFiles(path string, keep int) ([]logFile, error) {
 			}
 			files = append([]logFile{{f: f, name: name, index: i}}, files...)
 		}
-		if stable(dir, files) && (contiguous(files) || try == tries-1) {
-			return files, nil
+		if stable(dir, files) {
+			if contiguous(files) || !live {
+				return files, nil
+			}
+			// A file missing between two others is a gap only if it
+			// stays one: a rotation shifting the files shows one for a
+			// moment, and a writer held up mid-rotation for a while.
+			switch now := infos(files); {
+			case !sameFiles(now, gap):
+				gap, gapSince = now, time.Now()
+			case time.Since(gapSince) >= gapSettle:
+				return files, nil
+			}
 		}
 		closeAll(files)
-		time.Sleep(time.Duration(try+1) * time.Millisecond)
+		if time.Now().After(deadline) {
+			return nil, errors.New("the log kept rotating while it was opened; run verify again")
+		}
+		time.Sleep(time.Duration(min(try, 10)) * time.Millisecond)
 	}
-	return nil, errors.New("the log kept rotating while it was opened; run verify again")
+}
+
+// How long openFiles waits for a live log's files to hold still, and how
+// long a gap between them must last to be one.
+const (
+	rotationWait = 5 * time.Second
+	gapSettle    = 100 * time.Millisecond
+)
+
+// infos are the files' FileInfos (nil for one that cannot be read).
+func infos(files []logFile) []os.FileInfo {
+	out := make([]os.FileInfo, len(files))
+	for i, f := range files {
+		out[i], _ = f.f.Stat()
+	}
+	return out
+}
+
+// sameFiles says whether a and b are the same files, in order.
+func sameFiles(a, b []os.FileInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] == nil || b[i] == nil || a[i].Name() != b[i].Name() || !os.SameFile(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // contiguous says the files run from path.k down to path with none
