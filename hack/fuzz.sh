@@ -15,6 +15,7 @@ targets=(
 	./internal/execwire:FuzzParseExit
 	./hostd/netstack:FuzzSniffName
 	./hostd/netstack/audit:FuzzParseLine
+	./hostd/netstack/usage:FuzzMeter
 	./hostd/claudecode:FuzzParseArgs
 	./image/qcow2:FuzzReadInfo
 )
