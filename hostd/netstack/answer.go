@@ -27,6 +27,9 @@ type exchange struct {
 	// modify, when set, changes the answer's headers before the guest
 	// gets them.
 	modify func(*http.Response)
+	// settle, when set, completes the audit record once the exchange is
+	// over, however it ended, before the record is written.
+	settle func(*audit.Record)
 	// denied, when set, says the exchange was refused by the policy on
 	// the way (its audit line is a denial).
 	denied func() bool
@@ -91,6 +94,9 @@ func (n *Stack) answerHTTP(w http.ResponseWriter, r *http.Request, x exchange) {
 				x.log.Warn(x.prefix+" answer cut short", "status", rec.Status, "bytes_in", rec.BytesIn,
 					"after", time.Since(rec.Start).Round(time.Millisecond), "err", failed)
 			}
+		}
+		if x.settle != nil {
+			x.settle(rec)
 		}
 		verdict := audit.Allow
 		if x.denied != nil && x.denied() {

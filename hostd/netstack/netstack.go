@@ -35,6 +35,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
@@ -100,7 +101,10 @@ type Config struct {
 	// host's, from /etc/resolv.conf.
 	Resolvers []string
 	Audit     *audit.Log
-	Log       *slog.Logger
+	// Ledger counts what the relay's sessions spend and keeps their
+	// budgets and the policy's daily one (nil: counted in memory only).
+	Ledger *budget.Ledger
+	Log    *slog.Logger
 	// NameFlag selects this instance in the commands the proxy's 403 page
 	// suggests: instance.NameFlag, "" for the default instance.
 	NameFlag string
@@ -179,7 +183,8 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions()}
+	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions(cfg.Ledger)}
+	n.sessions.ledger.SetDaily(cfg.Policy.DailyBudget())
 	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
 		n.lim.close()
@@ -302,6 +307,7 @@ func (n *Stack) SetPolicy(p policy.Policy) error {
 	n.base = r
 	n.setRulesLocked()
 	n.mu.Unlock()
+	n.sessions.ledger.SetDaily(p.DailyBudget())
 	return nil
 }
 

@@ -58,6 +58,11 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	defer cancel(nil)
 	defer context.AfterFunc(sess.ctx, func() { cancel(sess.Err()) })()
 	r = r.WithContext(ctx)
+	m, ok := n.admitCall(ctx, w, rec, sess, path)
+	if !ok {
+		return
+	}
+	defer m.settle(rec) // the exchange settles it; this, should it not get there
 	n.answerHTTP(w, r, exchange{
 		rec: rec,
 		// ReverseProxy has already dropped the hop-by-hop headers, and
@@ -67,6 +72,10 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 			pr.SetURL(sess.Endpoint)
 			pr.Out.Host = sess.Endpoint.Host
 			stripCredentials(pr.Out.Header)
+			// The transport then asks for gzip itself and hands on the
+			// answer decoded: the meter reads its usage, which a
+			// compression the guest asked for would hide.
+			pr.Out.Header.Del("Accept-Encoding")
 			// A chunked body's trailer could carry one too. ReverseProxy's
 			// clone of the request already leaves its values empty; this
 			// keeps it so should that change.
@@ -78,6 +87,8 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 			}
 		},
 		transport: transport,
+		modify:    m.watch,
+		settle:    m.settle,
 		unanswered: func(w http.ResponseWriter, err error) (int, error) {
 			if sess.Err() != nil {
 				writeAPIError(w, http.StatusUnauthorized, "authentication_error", refusalMessage(endedBy(sess.Err())))

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -188,14 +189,19 @@ func (l *refusalLog) take(rule string) (bool, int) {
 
 // refuse audits a refused relay request, within the rate limit.
 func (n *Stack) refuse(rec *audit.Record, status int, rule string) {
+	n.refuseFor(rec, status, rule, nil)
+}
+
+// refuseFor audits a refused relay request and why, within the rate
+// limit.
+func (n *Stack) refuseFor(rec *audit.Record, status int, rule string, why error) {
 	rec.Status, rec.Rule = status, rule
 	ok, left := n.refusals.take(rule)
 	if !ok {
 		return
 	}
-	var err error
 	if left > 0 {
-		err = fmt.Errorf("%d more requests refused for this reason were not logged (at most %d lines at once, then one a second)", left, refusalBurst)
+		why = errors.Join(why, fmt.Errorf("%d more requests refused for this reason were not logged (at most %d lines at once, then one a second)", left, refusalBurst))
 	}
-	n.finish(rec, audit.Deny, err)
+	n.finish(rec, audit.Deny, why)
 }

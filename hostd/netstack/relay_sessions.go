@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/hostd/netstack/usage"
 )
 
 // DefaultAPIEndpoint is where the relay sends API calls when the session
@@ -66,6 +68,8 @@ type Session struct {
 	// One of these two: an API key (x-api-key) or an OAuth/bearer token.
 	apiKey, authToken string
 	Expires           time.Time
+	// ask is the session's account: what it spent, and its budget.
+	ask *budget.Ask
 
 	ctx    context.Context // done when the session ends; its cause says why
 	cancel context.CancelCauseFunc
@@ -78,6 +82,9 @@ func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 
 // Err is nil while the session lives, then why it ended.
 func (s *Session) Err() error { return context.Cause(s.ctx) }
+
+// Usage is what the session spent so far (all of it, once it ended).
+func (s *Session) Usage() budget.Session { return s.ask.Totals() }
 
 // secrets are the strings no log line, audit record or error may carry.
 func (s *Session) secrets() []string {
@@ -100,24 +107,53 @@ type endedSession struct {
 // Sessions is the relay's table; hostd opens a session per `ask` or
 // `claude` and ends it when the command ends.
 type Sessions struct {
-	mu    sync.Mutex
-	live  map[string]*Session     // by placeholder
-	ended map[string]endedSession // by placeholder
-	order []string                // ended placeholders, oldest first
-	now   func() time.Time
+	ledger *budget.Ledger
+	mu     sync.Mutex
+	live   map[string]*Session     // by placeholder
+	ended  map[string]endedSession // by placeholder
+	order  []string                // ended placeholders, oldest first
+	now    func() time.Time
 }
 
-func newSessions() *Sessions {
-	return &Sessions{live: map[string]*Session{}, ended: map[string]endedSession{}, now: time.Now}
+// newSessions is a table whose sessions are counted in ledger (nil: one
+// of its own, in memory).
+func newSessions(ledger *budget.Ledger) *Sessions {
+	if ledger == nil {
+		ledger, _ = budget.New(budget.Config{})
+	}
+	return &Sessions{ledger: ledger, live: map[string]*Session{}, ended: map[string]endedSession{}, now: time.Now}
+}
+
+// SessionRequest is a session to open: its credential and endpoint, its
+// ceiling, and what it may spend.
+type SessionRequest struct {
+	// Endpoint "" means DefaultAPIEndpoint; exactly one of APIKey and
+	// AuthToken.
+	Endpoint, APIKey, AuthToken string
+	// TTL is the session's ceiling (at most, and by default,
+	// MaxSessionTTL).
+	TTL time.Duration
+	// What names the session in usage.json: ask, claude.
+	What string
+	// Budget is the session's own (zero: none); Prices price its answers
+	// (nil: the built-in table).
+	Budget budget.Limit
+	Prices *usage.Table
 }
 
 // Open registers a credential and returns the session whose placeholder
-// the guest process gets. endpoint "" means DefaultAPIEndpoint; ttl is the
-// session's ceiling (at most, and by default, MaxSessionTTL).
+// the guest process gets, with no budget of its own (see OpenRequest).
 func (s *Sessions) Open(endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
-	if (apiKey == "") == (authToken == "") {
+	return s.OpenRequest(SessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken, TTL: ttl})
+}
+
+// OpenRequest registers a credential and returns the session whose
+// placeholder the guest process gets.
+func (s *Sessions) OpenRequest(r SessionRequest) (*Session, error) {
+	if (r.APIKey == "") == (r.AuthToken == "") {
 		return nil, errors.New("a session needs exactly one of an API key and an auth token")
 	}
+	endpoint := r.Endpoint
 	if endpoint == "" {
 		endpoint = DefaultAPIEndpoint
 	}
@@ -125,11 +161,16 @@ func (s *Sessions) Open(endpoint, apiKey, authToken string, ttl time.Duration) (
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("API endpoint %s: want an http(s) URL such as %s", policy.RedactURL(endpoint), DefaultAPIEndpoint)
 	}
+	if err := r.Budget.Check("the session's token budget", "the session's cost budget"); err != nil {
+		return nil, err
+	}
+	ttl := r.TTL
 	if ttl <= 0 || ttl > MaxSessionTTL {
 		ttl = MaxSessionTTL
 	}
 	sess := &Session{ID: randomHex(8), Placeholder: placeholderPrefix + randomHex(24), Endpoint: u,
-		apiKey: apiKey, authToken: authToken, Expires: s.now().Add(ttl)}
+		apiKey: r.APIKey, authToken: r.AuthToken, Expires: s.now().Add(ttl)}
+	sess.ask = s.ledger.Open(sess.ID, r.What, r.Budget, r.Prices)
 	sess.ctx, sess.cancel = context.WithCancelCause(context.Background())
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,8 +180,9 @@ func (s *Sessions) Open(endpoint, apiKey, authToken string, ttl time.Duration) (
 }
 
 // Close ends a session; its placeholder stops working at once and its
-// requests in flight are cut. Closing an ended session does nothing.
-func (s *Sessions) Close(id string) {
+// requests in flight are cut. It returns the session, nil when no live
+// one has that id (closing an ended session does nothing).
+func (s *Sessions) Close(id string) *Session {
 	s.mu.Lock()
 	var found *Session
 	for _, sess := range s.live {
@@ -153,14 +195,23 @@ func (s *Sessions) Close(id string) {
 	if found != nil {
 		s.end(found, Ended)
 	}
+	return found
 }
 
-// end moves a live session to the ended ones, remembering why.
+// end moves a live session to the ended ones, remembering why, and
+// closes its account (its answers still streaming are counted as they
+// settle).
 func (s *Sessions) end(sess *Session, why Refusal) {
+	if s.endLocked(sess, why) {
+		_, _ = sess.ask.End() // a store that fails was said at its last answer
+	}
+}
+
+func (s *Sessions) endLocked(sess *Session, why Refusal) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.live[sess.Placeholder] != sess {
-		return // already ended
+		return false // already ended
 	}
 	delete(s.live, sess.Placeholder)
 	sess.timer.Stop()
@@ -175,6 +226,7 @@ func (s *Sessions) end(sess *Session, why Refusal) {
 		delete(s.ended, s.order[0])
 		s.order = s.order[1:]
 	}
+	return true
 }
 
 // Lookup is the relay's check of a request's credential: the live session

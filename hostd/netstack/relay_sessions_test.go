@@ -152,7 +152,7 @@ func TestRelayCutsAnAnswerWhenItsSessionEnds(t *testing.T) {
 // The table remembers a bounded number of ended sessions: the oldest are
 // forgotten (and then look unknown).
 func TestSessionsForgetTheOldestEnded(t *testing.T) {
-	s := newSessions()
+	s := newSessions(nil)
 	var first *Session
 	for i := range maxEnded + 10 {
 		sess, err := s.Open("", "k", "", time.Hour)

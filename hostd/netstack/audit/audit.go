@@ -86,6 +86,9 @@ type Record struct {
 	URL     string `json:"url,omitempty"`
 	Status  int    `json:"status,omitempty"`
 	Session string `json:"session,omitempty"`
+	// Usage is what a Messages API answer through the relay cost, as the
+	// relay read it from the answer and priced it.
+	Usage *Usage `json:"usage,omitempty"`
 
 	// Host-held secrets: TLSTerminated marks a connection (or a request
 	// on it) whose TLS the stack ended, to a host it holds secrets for;
@@ -117,6 +120,22 @@ type Record struct {
 	// log's chain gives it (chain.go): set by ParseLine, ignored by
 	// Write, which numbers the records itself.
 	Seq int64 `json:"seq,omitempty"`
+}
+
+// Usage is one API answer's tokens, under the API's names, and their
+// cost in US dollars at cowork's price table (see hostd/netstack/usage).
+// Note says when the count or the price is not the answer's own: no usage
+// could be read in it (EstimatedTokens were charged instead), or its model
+// is not in the price table.
+type Usage struct {
+	Model                    string  `json:"model,omitempty"`
+	InputTokens              int64   `json:"input_tokens"`
+	OutputTokens             int64   `json:"output_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens,omitempty"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens,omitempty"`
+	EstimatedTokens          int64   `json:"estimated_tokens,omitempty"`
+	CostUSD                  float64 `json:"cost_usd"`
+	Note                     string  `json:"note,omitempty"`
 }
 
 // RunInfo is a throwaway run: where it ran, what, how it ended, and what

@@ -29,6 +29,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 )
 
 // Modes.
@@ -47,6 +49,26 @@ type Policy struct {
 	// HostPorts are ports of the host's loopback the guest may reach, at
 	// HostIP (host.cowork.internal) on the same port.
 	HostPorts []int `json:"host_ports,omitempty"`
+	// Budget limits what the instance's API sessions may spend in a day.
+	Budget *Budget `json:"budget,omitempty"`
+}
+
+// Budget is what an instance's Claude Code may spend on the API in a UTC
+// day, through the relay: tokens of every kind (input, output, cache
+// writes and reads), US dollars at cowork's price table, or both. Zero is
+// no limit. Once it is reached the relay refuses the day's next requests
+// (see hostd/netstack/budget).
+type Budget struct {
+	DailyTokens  int64   `json:"daily_tokens,omitempty"`
+	DailyCostUSD float64 `json:"daily_cost_usd,omitempty"`
+}
+
+// DailyBudget is the policy's daily budget as a limit (zero: none).
+func (p Policy) DailyBudget() budget.Limit {
+	if p.Budget == nil {
+		return budget.Limit{}
+	}
+	return budget.Limit{Tokens: p.Budget.DailyTokens, CostUSD: p.Budget.DailyCostUSD}
 }
 
 // Proto is a flow's transport protocol: a host port is exposed for TCP
@@ -158,6 +180,9 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 	}
 	r.allowDomains, r.allowNets, errs = compileEntries("allow", p.Allow, errs)
 	r.denyDomains, r.denyNets, errs = compileEntries("deny", p.Deny, errs)
+	if err := p.DailyBudget().Check("budget daily_tokens", "budget daily_cost_usd"); err != nil {
+		errs = append(errs, err)
+	}
 	for _, port := range p.HostPorts {
 		if port < 1 || port > 65535 {
 			errs = append(errs, fmt.Errorf("host port %d: want 1 to 65535", port))
@@ -369,6 +394,12 @@ func (p Policy) Describe() []string {
 	slices.Sort(ports)
 	for _, port := range ports {
 		lines = append(lines, fmt.Sprintf("host port %d", port))
+	}
+	if b := p.DailyBudget(); b.Tokens > 0 {
+		lines = append(lines, fmt.Sprintf("budget %s tokens a day", budget.Tokens(b.Tokens)))
+	}
+	if b := p.DailyBudget(); b.CostUSD > 0 {
+		lines = append(lines, fmt.Sprintf("budget %s a day", budget.USD(b.CostUSD)))
 	}
 	return lines
 }
