@@ -94,6 +94,14 @@ type ClaudeOptions struct {
 	AskPermissions bool
 	Credential     Credential
 	Env            []string // more KEY=VALUE for claude (ForwardedEnv)
+	// Budget limits what this run may spend through the relay (zero: no
+	// limit of its own; the instance's daily budget applies all the
+	// same). OnUsage, when set, gets what it spent once it ended (not
+	// from a hostd that does not say).
+	Budget  Budget
+	OnUsage func(*Usage)
+	// what names the run in `cowork usage`: ask or claude.
+	what string
 
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
@@ -107,6 +115,9 @@ type ClaudeOptions struct {
 // on it; `cowork claude` runs it on a terminal.
 func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitStatus, error) {
 	dir := ProjectDir(o.Project)
+	if err := o.Budget.Check(); err != nil {
+		return agentclient.ExitStatus{}, err
+	}
 	if o.Project != "" {
 		if err := ValidateProject(o.Project); err != nil {
 			return agentclient.ExitStatus{}, err
@@ -122,13 +133,22 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	}
 	// The session lives while claude runs: it ends when this returns, or
 	// with this process if it dies first.
+	what := o.what
+	if what == "" {
+		what = "claude"
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sessionOpenWait)
-	sess, err := c.OpenSession(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, 0)
+	sess, err := c.OpenSessionWith(sctx, o.Credential.Endpoint, o.Credential.APIKey, o.Credential.AuthToken, SessionOptions{What: what, Budget: o.Budget})
 	cancel()
 	if err != nil {
 		return agentclient.ExitStatus{}, &SessionError{Msg: err.Error()}
 	}
-	defer sess.Close()
+	defer func() {
+		sess.Close()
+		if u := sess.Usage(); u != nil && o.OnUsage != nil {
+			o.OnUsage(u)
+		}
+	}()
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)
 	if o.Credential.APIKey != "" {
 		env = append(env, "ANTHROPIC_API_KEY="+sess.Placeholder)
@@ -190,6 +210,7 @@ func (c *Client) Ask(ctx context.Context, o AskOptions) (agentclient.ExitStatus,
 	}
 	o.Args = append(args, o.Args...)
 	o.Stdin = strings.NewReader(o.Prompt)
+	o.what = "ask"
 	if o.Raw || o.OnEvent == nil {
 		return c.Claude(ctx, o.ClaudeOptions)
 	}

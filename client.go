@@ -25,6 +25,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -164,6 +165,37 @@ type Session struct {
 	err     error // why the stream ended, once done is closed
 	once    sync.Once
 	closing atomic.Bool // Close has begun: a cancelled stream is no error
+	usage   *Usage      // what hostd said it spent, once closed
+}
+
+// Budget is what a session may spend through the relay: the tokens its
+// answers count (input, output, cache writes and reads), US dollars at
+// cowork's price table (built in, with $COWORK_HOME/prices.json laid
+// over it), or both. Zero is no limit. Once a limit is reached the relay
+// answers the session's next requests with an API error that Claude Code
+// shows; see the README's "Spend budgets" for the rule.
+type Budget struct {
+	MaxTokensTotal int64
+	MaxCostUSD     float64
+}
+
+// Check says what is wrong with a budget.
+func (b Budget) Check() error {
+	return budget.Limit{Tokens: b.MaxTokensTotal, CostUSD: b.MaxCostUSD}.Check("Budget.MaxTokensTotal", "Budget.MaxCostUSD")
+}
+
+// Usage is what a session spent through the relay.
+type Usage = controlwire.SessionUsage
+
+// SessionOptions are a session's settings besides its credential.
+type SessionOptions struct {
+	// TTL is the session's ceiling (0 or more than MaxSessionTTL:
+	// MaxSessionTTL).
+	TTL time.Duration
+	// What names the session in `cowork usage`: "ask", "claude", or a
+	// word of the program's own.
+	What   string
+	Budget Budget
 }
 
 // MaxSessionTTL is the longest a session lives, whatever ttl asks.
@@ -178,8 +210,23 @@ const MaxSessionTTL = 8 * time.Hour
 //	if err != nil { ... }
 //	defer sess.Close()
 func (c *Client) OpenSession(ctx context.Context, endpoint, apiKey, authToken string, ttl time.Duration) (*Session, error) {
+	return c.OpenSessionWith(ctx, endpoint, apiKey, authToken, SessionOptions{TTL: ttl})
+}
+
+// OpenSessionWith is OpenSession with a budget and a name for the
+// session's spend:
+//
+//	sess, err := c.OpenSessionWith(ctx, "", key, "", cowork.SessionOptions{What: "review", Budget: cowork.Budget{MaxCostUSD: 2}})
+//	...
+//	sess.Close()
+//	fmt.Println(sess.Usage().Tokens())
+func (c *Client) OpenSessionWith(ctx context.Context, endpoint, apiKey, authToken string, o SessionOptions) (*Session, error) {
+	if err := o.Budget.Check(); err != nil {
+		return nil, err
+	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := c.api.OpenSession(life, controlwire.OpenSessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken, TTLSeconds: int64(ttl.Seconds())})
+	stream, err := c.api.OpenSession(life, controlwire.OpenSessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken,
+		TTLSeconds: int64(o.TTL.Seconds()), What: o.What, MaxTokensTotal: o.Budget.MaxTokensTotal, MaxCostUSD: o.Budget.MaxCostUSD})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -236,16 +283,21 @@ func (s *Session) Close() error {
 		s.closing.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		err = s.c.CloseSession(ctx, s.ID)
+		s.usage, err = s.c.api.CloseSession(ctx, s.ID)
 		s.cancel() // the stream's end would close it too, a moment later
 		<-s.done
 	})
 	return err
 }
 
+// Usage is what the session spent through the relay, as hostd said when
+// Close ended it; nil before Close, or from a hostd that does not say.
+func (s *Session) Usage() *Usage { return s.usage }
+
 // CloseSession ends a session by its id.
 func (c *Client) CloseSession(ctx context.Context, id string) error {
-	return c.api.CloseSession(ctx, id)
+	_, err := c.api.CloseSession(ctx, id)
+	return err
 }
 
 // Agent returns a client of the guest agent through hostd's relay.

@@ -67,15 +67,16 @@ func (f *fakeHostd) OpenSession(ctx context.Context, req controlwire.OpenSession
 	return err
 }
 
-func (f *fakeHostd) CloseSession(_ context.Context, id string) error {
+func (f *fakeHostd) CloseSession(_ context.Context, id string) (*controlwire.SessionUsage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.live[id]; ok {
 		close(c)
 		delete(f.live, id)
 		f.ended[id] = "closed"
+		return &controlwire.SessionUsage{Requests: 3, InputTokens: 300, OutputTokens: 60, CostUSD: 0.0018}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // serveExec is the agent's side of one exec connection: it records each

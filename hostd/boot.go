@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/hostd/sshagent"
 	"github.com/coworkhq/cowork/image"
@@ -112,6 +113,7 @@ func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
 	}
 	nc := d.netConfig(auditLog)
 	nc.SecretCA = ca
+	nc.Ledger = d.ledger()
 	stack, err := netstack.New(nc)
 	if err != nil {
 		auditLog.Close()
@@ -130,6 +132,28 @@ func (d *Daemon) startNetwork(life context.Context) (*os.File, error) {
 	d.mu.Unlock()
 	d.secretsMu.Unlock()
 	return stack.Attach(life)
+}
+
+// ledger is the instance's accounts of API spend: its usage.json, or for
+// a throwaway clone its parent's, so that a run's spend is its parent's
+// and counts toward the parent's daily budget.
+func (d *Daemon) ledger() *budget.Ledger {
+	owner, paths, clone := d.name, d.paths, ""
+	if t := d.cfg.Throwaway; t != nil {
+		if p, err := instance.PathsFor(t.Parent); err == nil {
+			owner, paths, clone = t.Parent, p, d.name
+		}
+	}
+	l, warn := budget.New(budget.Config{
+		Store:         &budget.Store{Path: paths.Usage(), Lock: paths.UsageLock()},
+		Instance:      owner,
+		PolicyCommand: "cowork" + instance.NameFlag(owner) + " policy",
+		Clone:         clone,
+	})
+	if warn != nil {
+		d.log.Warn("API usage", "err", warn)
+	}
+	return l
 }
 
 // netConfig is the guest's network as the instance's config sets it.

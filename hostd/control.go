@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/hostd/netstack/usage"
 	"github.com/coworkhq/cowork/internal/procstat"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -176,7 +179,15 @@ func (s *controlServer) OpenSession(ctx context.Context, req controlwire.OpenSes
 	if err != nil {
 		return err
 	}
-	sess, err := n.Sessions().Open(req.Endpoint, req.APIKey, req.AuthToken, time.Duration(req.TTLSeconds)*time.Second)
+	prices, err := loadPrices()
+	if err != nil {
+		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
+	}
+	sess, err := n.Sessions().OpenRequest(netstack.SessionRequest{
+		Endpoint: req.Endpoint, APIKey: req.APIKey, AuthToken: req.AuthToken,
+		TTL: time.Duration(req.TTLSeconds) * time.Second, What: clipWhat(req.What),
+		Budget: budget.Limit{Tokens: req.MaxTokensTotal, CostUSD: req.MaxCostUSD}, Prices: prices,
+	})
 	if err != nil {
 		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
 	}
@@ -253,13 +264,41 @@ func (s *controlServer) Learn(ctx context.Context, req controlwire.LearnRequest,
 	}
 }
 
-func (s *controlServer) CloseSession(ctx context.Context, id string) error {
+func (s *controlServer) CloseSession(ctx context.Context, id string) (*controlwire.SessionUsage, error) {
 	n, err := s.network()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n.Sessions().Close(id)
-	return nil
+	sess := n.Sessions().Close(id)
+	if sess == nil {
+		return nil, nil
+	}
+	u := sess.Usage()
+	return &controlwire.SessionUsage{Requests: u.Requests, Refused: u.Refused,
+		InputTokens: u.Input, OutputTokens: u.Output, CacheCreationInputTokens: u.CacheWrite, CacheReadInputTokens: u.CacheRead,
+		EstimatedTokens: u.Estimated, CostUSD: u.CostUSD, Unpriced: u.Unpriced, Stopped: u.Stopped}, nil
+}
+
+// loadPrices reads the price table a session's answers are priced with:
+// the built-in one, with the user's $COWORK_HOME/prices.json laid over it,
+// read at each session so that a change applies at the next ask. A file
+// with nonsense in it refuses the session, naming the file and the fix.
+func loadPrices() (*usage.Table, error) {
+	path, err := instance.PricesFile()
+	if err != nil {
+		return nil, err
+	}
+	return usage.Load(path)
+}
+
+// clipWhat bounds the client's name for a session, as usage.json keeps
+// it.
+func clipWhat(s string) string {
+	s = termsafe.Text(s)
+	if len(s) > 32 {
+		s = strings.ToValidUTF8(s[:32], "")
+	}
+	return s
 }
 
 // serverDrain bounds how long hostd waits for its calls to end before it

@@ -237,14 +237,49 @@ func TestSessionCeilingEndsItsStream(t *testing.T) {
 func TestCloseSessionEndsItsStream(t *testing.T) {
 	c := newControlTest(t)
 	r, stream := c.open(t, context.Background(), controlwire.OpenSessionRequest{APIKey: "sk-ant-test"})
-	if err := c.api.CloseSession(context.Background(), r.ID); err != nil {
-		t.Fatal(err)
+	u, err := c.api.CloseSession(context.Background(), r.ID)
+	if err != nil || u == nil || u.Requests != 0 {
+		t.Fatalf("%+v %v", u, err)
 	}
 	if _, _, why := c.net.Sessions().Lookup(r.Placeholder); why != netstack.Ended {
 		t.Fatalf("after CloseSession the placeholder is %q, want ended", why)
 	}
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("the stream of a closed session ended with %v, want its end", err)
+	}
+}
+
+// A session's budget and price table are checked when it opens: nonsense
+// refuses it, naming what to fix, before anything runs in the guest.
+func TestSessionRefusesABadBudgetOrPriceTable(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	c := newControlTest(t)
+	for req, want := range map[controlwire.OpenSessionRequest]string{
+		{APIKey: "k", Endpoint: c.endpoint, MaxTokensTotal: -1}: "the session's token budget -1: want a whole number of tokens",
+		{APIKey: "k", Endpoint: c.endpoint, MaxCostUSD: 1e9}:    "the session's cost budget 1e+09",
+	} {
+		stream, err := c.api.OpenSession(context.Background(), req)
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if !errors.Is(err, controlwire.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v, want %q", err, want)
+		}
+	}
+	prices := filepath.Join(home, "prices.json")
+	os.WriteFile(prices, []byte(`{"models": {"m": {"input": -3, "output": 1}}}`), 0o600)
+	stream, err := c.api.OpenSession(context.Background(), controlwire.OpenSessionRequest{APIKey: "k", Endpoint: c.endpoint})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if !errors.Is(err, controlwire.ErrInvalidArgument) || !strings.Contains(err.Error(), "prices file "+prices+`: models["m"].input is -3`) {
+		t.Fatalf("%v", err)
+	}
+	os.WriteFile(prices, []byte(`{"models": {"m": {"input": 3, "output": 1}}}`), 0o600)
+	r, _ := c.open(t, context.Background(), controlwire.OpenSessionRequest{APIKey: "k", What: "ask", MaxTokensTotal: 1000})
+	if u, err := c.api.CloseSession(context.Background(), r.ID); err != nil || u == nil {
+		t.Fatalf("%+v %v", u, err)
 	}
 }
 

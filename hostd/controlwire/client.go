@@ -134,10 +134,14 @@ func (c *Client) SetPolicy(ctx context.Context, policy json.RawMessage) error {
 	return err
 }
 
-// CloseSession ends a session by its id.
-func (c *Client) CloseSession(ctx context.Context, id string) error {
-	_, err := c.unary(ctx, &Request{Call: CallCloseSession, SessionID: id})
-	return err
+// CloseSession ends a session by its id, and answers what it spent (nil
+// from a hostd older than that answer, or for a session that had ended).
+func (c *Client) CloseSession(ctx context.Context, id string) (*SessionUsage, error) {
+	r, err := c.unary(ctx, &Request{Call: CallCloseSession, SessionID: id})
+	if err != nil {
+		return nil, err
+	}
+	return r.SessionUsage, nil
 }
 
 // Events follows the boot; the stream lives until ctx ends, Close, or

@@ -121,7 +121,7 @@ func TestErrorsKeepTheirCodeAndWords(t *testing.T) {
 		}
 	}
 	_, sock := serve(t, &Unimplemented{}, nil)
-	if err := NewClient(sock).CloseSession(context.Background(), "s"); !errors.Is(err, ErrUnimplemented) {
+	if _, err := NewClient(sock).CloseSession(context.Background(), "s"); !errors.Is(err, ErrUnimplemented) {
 		t.Errorf("a call the server does not serve: %v", err)
 	}
 }

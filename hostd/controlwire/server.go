@@ -24,7 +24,7 @@ type Handler interface {
 	Events(ctx context.Context, send func(*Event) error) error
 	SetPolicy(ctx context.Context, policy json.RawMessage) error
 	OpenSession(ctx context.Context, req OpenSessionRequest, send func(*Session) error) error
-	CloseSession(ctx context.Context, id string) error
+	CloseSession(ctx context.Context, id string) (*SessionUsage, error)
 	Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error)
 	Ports(ctx context.Context) ([]Port, error)
 	Publish(ctx context.Context, req PublishRequest) (*Port, error)
@@ -47,8 +47,8 @@ func (Unimplemented) Stop(context.Context, StopRequest) error { return unimpleme
 func (Unimplemented) SetPolicy(context.Context, json.RawMessage) error {
 	return unimplemented(CallSetPolicy)
 }
-func (Unimplemented) CloseSession(context.Context, string) error {
-	return unimplemented(CallCloseSession)
+func (Unimplemented) CloseSession(context.Context, string) (*SessionUsage, error) {
+	return nil, unimplemented(CallCloseSession)
 }
 func (Unimplemented) Suspend(context.Context, SuspendRequest) (*Suspended, error) {
 	return nil, unimplemented(CallSuspend)
@@ -245,7 +245,8 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 		}
 		return done, s.h.OpenSession(ctx, *req.OpenSession, func(ss *Session) error { return send(&Reply{Session: ss}) })
 	case CallCloseSession:
-		return done, s.h.CloseSession(ctx, req.SessionID)
+		u, err := s.h.CloseSession(ctx, req.SessionID)
+		return &Reply{SessionUsage: u, Done: true}, err
 	case CallSuspend:
 		var r SuspendRequest
 		if req.Suspend != nil {

@@ -56,7 +56,8 @@ const (
 	CallOpenSession Call = "open_session"
 	// CallCloseSession (Request.SessionID) ends a session at once: its
 	// placeholder has stopped working when the call answers, and its
-	// requests in flight are cut.
+	// requests in flight are cut. It answers what the session spent
+	// (Reply.SessionUsage).
 	CallCloseSession Call = "close_session"
 	// CallSuspend (Request.Suspend) saves the running guest, memory and
 	// devices, into the instance's folder and stops the VM; the next
@@ -138,9 +139,11 @@ type Reply struct {
 	Learning *Learning `json:"learning,omitempty"`
 	// SecretsReloaded answers CallReloadSecrets.
 	SecretsReloaded *SecretsReloaded `json:"secrets_reloaded,omitempty"`
-	Done            bool             `json:"done,omitempty"`
-	Error           string           `json:"error,omitempty"`
-	Code            Code             `json:"code,omitempty"`
+	// SessionUsage answers CallCloseSession.
+	SessionUsage *SessionUsage `json:"session_usage,omitempty"`
+	Done         bool          `json:"done,omitempty"`
+	Error        string        `json:"error,omitempty"`
+	Code         Code          `json:"code,omitempty"`
 }
 
 // SecretsReloaded is what a reload of the secrets did: Booting, the
@@ -232,6 +235,14 @@ type OpenSessionRequest struct {
 	// opened even if its connection is still open. 0, or more than 8
 	// hours, means 8 hours.
 	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+	// What names the session in the instance's usage: "ask", "claude".
+	What string `json:"what,omitempty"`
+	// MaxTokensTotal and MaxCostUSD are the session's budget: the relay
+	// refuses its requests once its answers have counted that many tokens
+	// (of every kind) or cost that many US dollars at the price table's
+	// prices. 0 is no limit.
+	MaxTokensTotal int64   `json:"max_tokens_total,omitempty"`
+	MaxCostUSD     float64 `json:"max_cost_usd,omitempty"`
 }
 
 // String shows which secret the request holds, never the secret itself
@@ -246,11 +257,36 @@ func (r OpenSessionRequest) String() string {
 	case r.AuthToken != "":
 		kind = "an auth token"
 	}
-	return fmt.Sprintf("session request with %s, ttl %ds", kind, r.TTLSeconds)
+	return fmt.Sprintf("session request with %s, ttl %ds, budget %d tokens $%g", kind, r.TTLSeconds, r.MaxTokensTotal, r.MaxCostUSD)
 }
 
 // GoString is String, so that %#v does not print the secret either.
 func (r OpenSessionRequest) GoString() string { return r.String() }
+
+// SessionUsage is what a session spent through the relay: the Messages
+// API calls it made and those its budget refused, their answers' tokens
+// (under the API's names; EstimatedTokens were charged for answers whose
+// usage could not be read) and their cost in US dollars at the price
+// table's prices. Stopped is the refusal's message when its budget (or
+// the instance's daily one) stopped it.
+type SessionUsage struct {
+	Requests                 int64   `json:"requests"`
+	Refused                  int64   `json:"refused,omitempty"`
+	InputTokens              int64   `json:"input_tokens"`
+	OutputTokens             int64   `json:"output_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
+	EstimatedTokens          int64   `json:"estimated_tokens,omitempty"`
+	CostUSD                  float64 `json:"cost_usd"`
+	Unpriced                 int64   `json:"unpriced,omitempty"`
+	Stopped                  string  `json:"stopped,omitempty"`
+}
+
+// Tokens is every token the session's answers counted: what a token
+// budget counts.
+func (u *SessionUsage) Tokens() int64 {
+	return u.InputTokens + u.OutputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens + u.EstimatedTokens
+}
 
 // Session is what a guest process gets instead of the credential.
 type Session struct {

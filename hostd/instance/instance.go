@@ -46,6 +46,14 @@ func Home() (string, error) {
 	return filepath.Join(home, ".cowork"), nil
 }
 
+// PricesFile is $COWORK_HOME/prices.json: the user's rows of the price
+// table the relay prices API answers with (see hostd/netstack/usage); it
+// need not exist.
+func PricesFile() (string, error) {
+	h, err := Home()
+	return filepath.Join(h, "prices.json"), err
+}
+
 // Dir is the instance's directory (which may not exist).
 func Dir(name string) (string, error) {
 	if err := ValidateName(name); err != nil {

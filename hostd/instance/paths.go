@@ -44,6 +44,13 @@ func (p Paths) Audit() audit.Options {
 	return audit.Options{MaxSize: audit.DefaultMaxSize, Keep: audit.DefaultKeep, Key: p.AuditKey(), Head: p.AuditHead()}
 }
 
+// Usage holds what the instance's API sessions spent, by day and by
+// session (hostd/netstack/budget), for `cowork usage` and the daily
+// budget; UsageLock orders its writers (hostd, and its throwaway clones'
+// hostds, which write their parent's).
+func (p Paths) Usage() string     { return p.file("usage.json") }
+func (p Paths) UsageLock() string { return p.file("usage.lock") }
+
 // SecretsCA and SecretsCAKey are the instance's own certificate authority
 // (internal/tlsca), which the guest trusts for the hosts of its secrets;
 // the key, 0600, never leaves the host.
