@@ -36,6 +36,9 @@ type Options struct {
 	Raw            bool // the user chose --output-format
 	Deprecated     string
 	Rm             bool // in a throwaway clone
+	// Budget is --max-tokens-total and --max-cost: what the run may
+	// spend through the relay.
+	Budget cowork.Budget
 }
 
 // ownFlags are cowork's own options of ask and claude; everything else is
@@ -45,6 +48,8 @@ var ownFlags = []claudecode.Flag{
 	{Long: "--no-skip-permissions", Help: "keep Claude Code's permission checks (by default they are skipped: the VM is the sandbox)"},
 	{Long: "--instance", Arity: claudecode.RequiredValue, Value: "<name>", Help: "the instance to use, like cowork --name NAME ask (after ask, -n/--name is Claude Code's session name)"},
 	{Long: "--rm", Help: "ask: run in a throwaway clone of the instance, deleted afterwards (only /workspace keeps what it wrote; see cowork exec --help)"},
+	{Long: "--max-tokens-total", Arity: claudecode.RequiredValue, Value: "<n>", Help: "refuse the run's API calls once its answers have counted N tokens (input, output and cache; 200000, 200k, 2M)"},
+	{Long: "--max-cost", Arity: claudecode.RequiredValue, Value: "<usd>", Help: "refuse the run's API calls once they have cost USD dollars at cowork's prices (see cowork usage --help)"},
 	{Long: "--help", Short: "-h", Help: "show this help"},
 }
 
@@ -69,6 +74,15 @@ The exit code is claude's, except that a run whose result is an error exits
 1 (130 after Ctrl-C) even where claude exits 0. Ctrl-C interrupts claude in
 the guest; a second one kills it.
 
+--max-tokens-total N and --max-cost USD limit what the run spends: the
+relay counts every answer's tokens (input, output, cache writes and reads)
+and prices them, and once a limit is reached it refuses the run's next
+API calls with an error Claude Code shows ("API Error: 402 cowork: the
+budget of ... is reached"). Near a limit the calls go one at a time, so
+none goes out once it is spent; the last answer may take the total past
+it. The instance's daily budget (cowork policy budget) applies too. A line
+on stderr says what the run spent; cowork usage shows the totals.
+
 The API credential is ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) and the
 endpoint ANTHROPIC_BASE_URL, from cowork's own environment: they stay on this
 machine, the guest gets a one-session stand-in for the relay. These are also
@@ -87,6 +101,7 @@ the instance there.`,
   cowork ask -c "add error handling"
   cowork ask --project myapp "create a flask app"
   cowork ask --model opus --max-budget-usd 1.0 "a complex task"
+  cowork ask --max-tokens-total 2M --max-cost 5 "refactor the parser"
   git diff | cowork ask "review this change"
   cowork ask --output-format json "list the files" | jq -r .result`,
 		DisableFlagParsing: true,
@@ -149,6 +164,9 @@ func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
 	}
 	_, o.AskPermissions = p.Own["--no-skip-permissions"]
 	_, o.Rm = p.Own["--rm"]
+	if err := o.parseBudget(p.Own); err != nil {
+		return nil, err
+	}
 	if o.Project != "" {
 		if err := cowork.ValidateProject(o.Project); err != nil {
 			return nil, &cmdutil.FlagError{Err: err}
@@ -262,6 +280,7 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 		ClaudeOptions: cowork.ClaudeOptions{
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
 			Credential: cred, Env: cowork.ForwardedEnv(os.Getenv),
+			Budget: o.Budget, OnUsage: func(u *cowork.Usage) { PrintUsage(o.IO.ErrOut, u) },
 		},
 		Prompt: o.Prompt,
 		Raw:    o.Raw,

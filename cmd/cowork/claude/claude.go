@@ -69,6 +69,7 @@ func clientOptions(o *ask.Options, cred cowork.Credential, eo *agentclient.ExecO
 	return cowork.ClaudeOptions{
 		Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
 		Credential: cred, Env: append(cowork.ForwardedEnv(getenv), eo.Env...),
+		Budget: o.Budget, OnUsage: func(u *cowork.Usage) { ask.PrintUsage(o.IO.ErrOut, u) },
 		Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
 		TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
 	}

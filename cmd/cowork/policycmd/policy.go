@@ -116,6 +116,7 @@ when exposed, at host.cowork.internal (192.168.127.254) on the same port.`,
 		newCmdSuggest(o, exec),
 		newCmdApply(o, exec),
 		newCmdLearn(o, exec),
+		newCmdBudget(exec),
 	)
 	return cmd
 }
@@ -159,6 +160,8 @@ func edit(p *policy.Policy, action string, args []string) error {
 			}
 			p.HostPorts = slices.DeleteFunc(p.HostPorts, func(x int) bool { return x == port })
 		}
+	case "budget":
+		return editBudget(p, args)
 	case "reset":
 		*p = policy.Policy{}
 	default:

@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/units"
 )
@@ -231,6 +232,12 @@ func Format(r *audit.Record, verbose, color bool) string {
 		}
 		if r.Session != "" {
 			fmt.Fprintf(&b, "  session %s", r.Session)
+		}
+		if u := r.Usage; u != nil {
+			fmt.Fprintf(&b, "  %s tokens %s", budget.Tokens(u.InputTokens+u.OutputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens+u.EstimatedTokens), budget.USD(u.CostUSD))
+			if verbose && u.Model != "" {
+				fmt.Fprintf(&b, " (%s)", u.Model)
+			}
 		}
 	}
 	if verbose || r.Verdict == audit.Deny || r.Learn {

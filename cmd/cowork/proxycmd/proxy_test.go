@@ -138,3 +138,22 @@ func TestFormatShowsPublishedPorts(t *testing.T) {
 		t.Errorf("a UDP port: %q", got)
 	}
 }
+
+// A relay call's line says what its answer cost; a refusal by the budget
+// says why.
+func TestFormatShowsWhatACallCost(t *testing.T) {
+	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local)
+	r := &audit.Record{Time: at, Kind: audit.KindRelay, Verdict: audit.Allow, Name: "api.anthropic.com", Session: "ab12", Method: "POST", URL: "/v1/messages", Status: 200,
+		Usage: &audit.Usage{Model: "claude-sonnet-4-5", InputTokens: 1200, OutputTokens: 350, CacheReadInputTokens: 15000, CostUSD: 0.0111}}
+	if got := Format(r, false, false); !strings.HasSuffix(got, "  session ab12  16,550 tokens $0.0111") {
+		t.Errorf("%q", got)
+	}
+	if got := Format(r, true, false); !strings.HasSuffix(got, "  session ab12  16,550 tokens $0.0111 (claude-sonnet-4-5)  []") {
+		t.Errorf("verbose: %q", got)
+	}
+	d := &audit.Record{Time: at, Kind: audit.KindRelay, Verdict: audit.Deny, Name: "api.anthropic.com", Session: "ab12", Status: 402,
+		Rule: "relay: budget reached", Error: "cowork: the budget of 1,000 tokens for this ask is reached (spent 1,080 tokens)"}
+	if got := Format(d, false, false); !strings.HasSuffix(got, "session ab12  [relay: budget reached]  error: cowork: the budget of 1,000 tokens for this ask is reached (spent 1,080 tokens)") {
+		t.Errorf("refusal: %q", got)
+	}
+}

@@ -36,6 +36,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/status"
 	"github.com/coworkhq/cowork/cmd/cowork/stop"
 	"github.com/coworkhq/cowork/cmd/cowork/suspend"
+	"github.com/coworkhq/cowork/cmd/cowork/usagecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/version"
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -153,6 +154,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"port", func() *cobra.Command { return portcmd.NewCmdPort(ios, name, nil) }},
 		{"mount", func() *cobra.Command { return mountcmd.NewCmdMount(ios, name, nil) }},
 		{"secret", func() *cobra.Command { return secretcmd.NewCmdSecret(ios, name, nil) }},
+		{"usage", func() *cobra.Command { return usagecmd.NewCmdUsage(ios, name, nil) }},
 	}
 }
 
