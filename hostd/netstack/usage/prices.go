@@ -33,16 +33,23 @@ const (
 )
 
 // Price is a model's price in US dollars per million tokens: of input,
-// output, cache writes (5-minute) and cache reads.
+// output, cache writes (5-minute) and cache reads. Long, when set, is the
+// price of an answer whose prompt (input, cache writes and reads) holds
+// more than LongAbove tokens.
 type Price struct {
-	Input      float64 `json:"input"`
-	Output     float64 `json:"output"`
-	CacheWrite float64 `json:"cache_write"`
-	CacheRead  float64 `json:"cache_read"`
+	Input      float64
+	Output     float64
+	CacheWrite float64
+	CacheRead  float64
+	LongAbove  int64
+	Long       *Price
 }
 
 // Cost is what t costs at p, in US dollars.
 func (p Price) Cost(t Tokens) float64 {
+	if p.Long != nil && t.Input+t.CacheWrite+t.CacheRead > p.LongAbove {
+		p = *p.Long
+	}
 	return (float64(t.Input)*p.Input + float64(t.Output)*p.Output +
 		float64(t.CacheWrite)*p.CacheWrite + float64(t.CacheRead)*p.CacheRead) / 1e6
 }
@@ -105,6 +112,12 @@ type row struct {
 	Output     *float64 `json:"output"`
 	CacheWrite *float64 `json:"cache_write"`
 	CacheRead  *float64 `json:"cache_read"`
+	Long       *longRow `json:"long_prompt"`
+}
+
+type longRow struct {
+	Above int64 `json:"above_prompt_tokens"`
+	row
 }
 
 var modelNameRE = regexp.MustCompile(`^[A-Za-z0-9._:@/-]{1,128}$`)
@@ -144,8 +157,12 @@ func parse(b []byte, base *Table) (*Table, error) {
 	}
 	for name, p := range t.rows {
 		t.names = append(t.names, name)
-		t.unknown = Price{max(t.unknown.Input, p.Input), max(t.unknown.Output, p.Output),
-			max(t.unknown.CacheWrite, p.CacheWrite), max(t.unknown.CacheRead, p.CacheRead)}
+		for _, q := range []*Price{&p, p.Long} {
+			if q != nil {
+				u := &t.unknown
+				u.Input, u.Output, u.CacheWrite, u.CacheRead = max(u.Input, q.Input), max(u.Output, q.Output), max(u.CacheWrite, q.CacheWrite), max(u.CacheRead, q.CacheRead)
+			}
+		}
 	}
 	slices.SortFunc(t.names, func(a, b string) int { return len(b) - len(a) })
 	if f.Unknown != nil {
@@ -183,6 +200,16 @@ func (r *row) price(where string) (Price, error) {
 			return Price{}, fmt.Errorf("%s.%s is %v: want 0 to %d (US dollars per million tokens)", where, f.name, f.v, MaxPrice)
 		}
 	}
+	if r.Long != nil {
+		if r.Long.Above < 1 || r.Long.Above > MaxTokens || r.Long.row.Long != nil {
+			return Price{}, fmt.Errorf("%s.long_prompt needs \"above_prompt_tokens\" from 1 to %d, and its own prices (no long_prompt of its own)", where, MaxTokens)
+		}
+		long, err := r.Long.row.price(where + ".long_prompt")
+		if err != nil {
+			return Price{}, err
+		}
+		p.LongAbove, p.Long = r.Long.Above, &long
+	}
 	return p, nil
 }
 
@@ -205,7 +232,7 @@ func jsonError(b []byte, err error) error {
 		}
 		return fmt.Errorf("line %d: %s holds %s where %s belongs", 1+bytes.Count(b[:min(int(typ.Offset), len(b))], []byte("\n")), field, typ.Value, want)
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return fmt.Errorf(`%s: a table has "about", "models" and "unknown", a model's row "input", "output", "cache_write" and "cache_read"`, strings.TrimPrefix(err.Error(), "json: "))
+		return fmt.Errorf(`%s: a table has "about", "models" and "unknown", a model's row "input", "output", "cache_write", "cache_read" and "long_prompt"`, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return fmt.Errorf("not a price table: %v", err)
 }

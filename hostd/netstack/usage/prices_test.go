@@ -8,27 +8,40 @@ import (
 	"testing"
 )
 
+func pr(in, out, cw, cr float64) Price {
+	return Price{Input: in, Output: out, CacheWrite: cw, CacheRead: cr}
+}
+
 func TestBuiltinPrices(t *testing.T) {
 	tb := Builtin()
 	for model, want := range map[string]Price{
-		"claude-sonnet-4-5-20250929":                {3, 15, 3.75, 0.3},
-		"claude-opus-4-1-20250805":                  {15, 75, 18.75, 1.5},
-		"claude-opus-4-5":                           {5, 25, 6.25, 0.5},
-		"claude-3-5-haiku-20241022":                 {0.8, 4, 1, 0.08},
-		"us.anthropic.claude-haiku-4-5-20251001-v1": {1, 5, 1.25, 0.1},
-		"claude-sonnet-4-5@20250929":                {3, 15, 3.75, 0.3},
+		"claude-sonnet-4-20250514":                  pr(3, 15, 3.75, 0.3),
+		"claude-sonnet-5-5":                         pr(2, 10, 2.5, 0.1),
+		"claude-opus-5-5-20260901":                  pr(4, 20, 5, 0.2),
+		"claude-sonnet-4-5-20250929":                pr(3, 15, 3.75, 0.3),
+		"claude-opus-4-1-20250805":                  pr(15, 75, 18.75, 1.5),
+		"claude-opus-4-5":                           pr(5, 25, 6.25, 0.5),
+		"claude-3-5-haiku-20241022":                 pr(0.8, 4, 1, 0.08),
+		"us.anthropic.claude-haiku-4-5-20251001-v1": pr(1, 5, 1.25, 0.1),
+		"claude-sonnet-4-5@20250929":                pr(3, 15, 3.75, 0.3),
 	} {
 		if p, known := tb.Lookup(model); !known || p != want {
 			t.Errorf("%s: %+v %v, want %+v", model, p, known, want)
 		}
 	}
 	// A model no row names is priced at the highest of each price.
-	if p, known := tb.Lookup("claude-test-1"); known || p != (Price{15, 75, 18.75, 1.5}) {
+	if p, known := tb.Lookup("claude-test-1"); known || p != (pr(15, 75, 18.75, 1.5)) {
 		t.Errorf("unknown: %+v %v", p, known)
 	}
 	p, _ := tb.Lookup("claude-sonnet-4-5")
 	if c := p.Cost(Tokens{Input: 1_000_000, Output: 100_000, CacheWrite: 200_000, CacheRead: 2_000_000}); math.Abs(c-(3+1.5+0.75+0.6)) > 1e-9 {
 		t.Errorf("cost %v", c)
+	}
+	// A long prompt costs more where the row says so.
+	p, _ = tb.Lookup("claude-haiku-5-5")
+	short, long := p.Cost(Tokens{Input: 100_000, Output: 1000}), p.Cost(Tokens{Input: 1000, CacheRead: 100_000, Output: 1000})
+	if math.Abs(short-(0.01+0.0005)) > 1e-12 || math.Abs(long-(0.0005+0.005+0.0025)) > 1e-12 {
+		t.Errorf("long prompt: %v %v", short, long)
 	}
 }
 
@@ -51,7 +64,7 @@ func TestUsersPricesOverlayTheBuiltinOnes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := tb.Lookup("claude-sonnet-4-5-20250929"); p != (Price{2, 10, 2.5, 0.2}) {
+	if p, _ := tb.Lookup("claude-sonnet-4-5-20250929"); p != (pr(2, 10, 2.5, 0.2)) {
 		t.Errorf("replaced: %+v", p)
 	}
 	if p, known := tb.Lookup("gateway-model-v2"); !known || p != (Price{}) {
@@ -62,7 +75,7 @@ func TestUsersPricesOverlayTheBuiltinOnes(t *testing.T) {
 	}
 	// The price of unknown models can be set too.
 	tb, err = Load(writePrices(t, `{"models": {}, "unknown": {"input": 1, "output": 2}}`))
-	if p, known := tb.Lookup("mystery"); err != nil || known || p != (Price{1, 2, 1.25, 0.1}) {
+	if p, known := tb.Lookup("mystery"); err != nil || known || p != (pr(1, 2, 1.25, 0.1)) {
 		t.Errorf("unknown: %+v %v", p, err)
 	}
 	// No file: the built-in table.
@@ -90,7 +103,9 @@ func TestPricesFileRefusesNonsense(t *testing.T) {
 		"{\n\"models\": {\n\"m\": {\"input\": 1,, }}}":         `line 3: not valid JSON`,
 		`[]`: `line 1: the file holds array where an object belongs`,
 		``:   `not a price table: EOF`,
-		`{"models": {"m": {"input": 1, "output": 1}}, "unknown": {"input": -2, "output": 0}}`: `unknown.input is -2`,
+		`{"models": {"m": {"input": 1, "output": 1}}, "unknown": {"input": -2, "output": 0}}`:                               `unknown.input is -2`,
+		`{"models": {"m": {"input": 1, "output": 1, "long_prompt": {"input": 2, "output": 2}}}}`:                            `models["m"].long_prompt needs "above_prompt_tokens"`,
+		`{"models": {"m": {"input": 1, "output": 1, "long_prompt": {"above_prompt_tokens": 5, "input": -2, "output": 2}}}}`: `models["m"].long_prompt.input is -2`,
 	} {
 		path := writePrices(t, body)
 		_, err := Load(path)
