@@ -57,9 +57,15 @@ func run(ctx context.Context, o *ask.Options) error {
 	}
 	defer c.Close()
 	var eo agentclient.ExecOptions
-	return guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
-		return c.Claude(ctx, clientOptions(o, cred, &eo, os.Getenv))
+	var spent *cowork.Usage
+	err = guestrun.Attach(ctx, o.IO, o.IO.IsStdinTTY(), &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
+		co := clientOptions(o, cred, &eo, os.Getenv)
+		co.OnUsage = func(u *cowork.Usage) { spent = u }
+		return c.Claude(ctx, co)
 	})
+	// Once the terminal is itself again: claude's own screen is gone.
+	ask.PrintUsage(o.IO.ErrOut, spent)
+	return err
 }
 
 // clientOptions is the run the client is asked for: the parsed command
@@ -67,9 +73,8 @@ func run(ctx context.Context, o *ask.Options) error {
 // (its TERM among eo.Env).
 func clientOptions(o *ask.Options, cred cowork.Credential, eo *agentclient.ExecOptions, getenv func(string) string) cowork.ClaudeOptions {
 	return cowork.ClaudeOptions{
-		Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
+		Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions, Budget: o.Budget,
 		Credential: cred, Env: append(cowork.ForwardedEnv(getenv), eo.Env...),
-		Budget: o.Budget, OnUsage: func(u *cowork.Usage) { ask.PrintUsage(o.IO.ErrOut, u) },
 		Stdin: eo.Stdin, Stdout: eo.Stdout, Stderr: eo.Stderr,
 		TTY: eo.TTY, Resize: eo.Resize, Signals: eo.Signals,
 	}
