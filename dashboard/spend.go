@@ -23,17 +23,16 @@ func (s *Spend) add(o Spend) {
 	s.CostUSD += o.CostUSD
 }
 
-// spendOf is what one relay record spent: a call, and its tokens and
-// cost once the relay writes them into the record. This is the one place
-// that reads them; the page shows a column and charts a series for each
-// field of Spend that is not zero.
+// spendOf is what one relay record spent: a call, and the tokens and
+// cost the relay counted from its answer. This is the one place that
+// reads them; the page shows a column and charts a series for each field
+// of Spend that is not zero.
 func spendOf(r *audit.Record) Spend {
 	s := Spend{Calls: 1}
-	// Tokens and cost, once audit.Record carries the relay's usage:
-	//	if u := r.Usage; u != nil {
-	//		s.InputTokens, s.OutputTokens, s.CostUSD = u.InputTokens, u.OutputTokens, u.CostUSD
-	//		s.CacheTokens = u.CacheCreationInputTokens + u.CacheReadInputTokens
-	//	}
+	if u := r.Usage; u != nil {
+		s.InputTokens, s.OutputTokens, s.CostUSD = u.InputTokens, u.OutputTokens, u.CostUSD
+		s.CacheTokens = u.CacheCreationInputTokens + u.CacheReadInputTokens
+	}
 	return s
 }
 

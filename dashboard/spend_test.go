@@ -38,6 +38,16 @@ func TestSpendIsAddedUpByTask(t *testing.T) {
 		t.Fatalf("session s1: %+v", s1)
 	}
 
+	// A call the relay priced adds its tokens and cost.
+	priced := relay(0, "s3", "")
+	priced.Usage = &audit.Usage{InputTokens: 1000, OutputTokens: 200, CacheCreationInputTokens: 30, CacheReadInputTokens: 7, CostUSD: 0.25}
+	add(own, priced)
+	add(own, relay(time.Second, "s3", ""))
+	if s3 := b.tasks["box/session/s3"]; s3 == nil || s3.Total != (Spend{Calls: 2, InputTokens: 1000, OutputTokens: 200, CacheTokens: 37, CostUSD: 0.25}) {
+		t.Fatalf("session s3: %+v", s3)
+	}
+	delete(b.tasks, "box/session/s3")
+
 	clone := &Event{Instance: "box-rm-0a1b2c3d", Parent: "box", Run: "0a1b2c3d", Log: LogNetwork}
 	add(clone, relay(0, "s2", ""))
 	runs := &Event{Instance: "box", Run: "0a1b2c3d", Log: LogRuns}
