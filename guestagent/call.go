@@ -102,6 +102,17 @@ func (s *Server) ServeCall(c net.Conn) {
 			return
 		}
 		s.reply(c, &agentcall.Reply{Listeners: r})
+	case agentcall.MethodSocketOwners:
+		if len(req.Sockets) > agentcall.MaxSocketQueries {
+			s.reply(c, errorReply(refusef(agentcall.KindInvalid, "%d sockets in one call; at most %d", len(req.Sockets), agentcall.MaxSocketQueries)))
+			return
+		}
+		r, err := s.owners.lookup(req.Sockets)
+		if err != nil && len(r.Owners) == 0 {
+			s.reply(c, errorReply(refusef(agentcall.KindFailed, "socket owners: %v", err)))
+			return
+		}
+		s.reply(c, &agentcall.Reply{SocketOwners: r})
 	case agentcall.MethodShareRelease:
 		r, err := s.shareRelease(req.Path, req.Force)
 		if err != nil {

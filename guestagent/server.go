@@ -80,7 +80,8 @@ type Server struct {
 	log       *slog.Logger
 	accounts  *accountCache // user lookups, shared by every exec
 	provision *provision.Reader
-	share     shareSys // the share calls' syscalls and /proc
+	share     shareSys      // the share calls' syscalls and /proc
+	owners    *socketOwners // socket_owners: who holds a guest socket
 
 	running sync.WaitGroup // live exec sessions
 
@@ -123,7 +124,8 @@ func New(opts Options) *Server {
 		share.procRoot, share.unmount, share.mount = f.ProcRoot, f.Unmount, f.Mount
 		share.sync, share.mkdir = func() {}, func(string) error { return nil }
 	}
-	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: share, conns: map[net.Conn]struct{}{}}
+	owners := &socketOwners{procRoot: share.procRoot, dump: dumpSockets}
+	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: share, owners: owners, conns: map[net.Conn]struct{}{}}
 }
 
 // Wait blocks until every exec session has finished cleaning up, so that

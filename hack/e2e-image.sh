@@ -30,7 +30,7 @@ SUITE=${COWORK_SUITE:-bookworm}
 ROOTFS_SIZE=2G
 PKGS="bash,coreutils,procps,util-linux,iproute2,ca-certificates,curl,openssh-server,e2fsprogs,sudo,systemd-sysv,udev,dbus,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client,kmod"
 MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console virtio_rng fuse virtiofs
-crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport"
+crc32c_generic ext4 isofs gpio_keys evdev vmw_vsock_virtio_transport inet_diag tcp_diag udp_diag"
 # What the root disk and the agent's channel need, in the order loaded:
 # the initramfs loads only these when the root has /etc/cowork/modules-late
 # (the busybox guest, whose boot scripts load the rest while the agent

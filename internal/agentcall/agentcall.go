@@ -1,6 +1,6 @@
 // Package agentcall is the protocol of hostd's calls to the guest agent
 // that are not execs: Info, SetTime, Shutdown, Provisioning, ShareRelease,
-// ShareMount and Personalize. It
+// ShareMount, Personalize and the like. It
 // replaced a gRPC service so that neither the agent nor hostd links gRPC
 // or protobuf: the agent's start-up under emulation is part of every boot,
 // and these four small calls paid for HTTP/2 and a protobuf runtime.
@@ -116,7 +116,50 @@ const (
 	// readiness probes do: it starts with the guest and takes long under
 	// emulation. The call ends when the host hangs up.
 	MethodStartUnits Method = "start_units"
+	// MethodSocketOwners (Request.Sockets) names the guest process that
+	// holds each socket asked about, for the audit log's provenance of a
+	// flow (Reply.SocketOwners). The host asks in batches of at most
+	// MaxSocketQueries; the answer is the guest's claim, and the host
+	// keeps only answers to what it asked.
+	MethodSocketOwners Method = "socket_owners"
 )
+
+// Bounds of MethodSocketOwners: a batch's size, and the command line and
+// command name of each owner, in bytes (the agent cuts longer ones, at a
+// character's start). A full batch of full owners fits within MaxLine.
+const (
+	MaxSocketQueries = 128
+	MaxOwnerCmd      = 128
+	MaxOwnerComm     = 16
+)
+
+// Socket names one guest socket by its flow as the guest sees it: Proto
+// "tcp" or "udp", the guest's own port, and the peer's ip:port.
+type Socket struct {
+	Proto string `json:"proto"`
+	Port  int    `json:"port"`
+	Peer  string `json:"peer"`
+}
+
+// SocketOwnersReply answers each Socket asked about that the agent found
+// a process for; the others are left out.
+type SocketOwnersReply struct {
+	Owners []SocketOwner `json:"owners"`
+}
+
+// SocketOwner is the process that holds a socket: its pid, the uid the
+// socket belongs to, the exec it belongs to (the COWORK_EXEC of its
+// environment, "" for a process no exec started), its command name
+// (/proc/PID/comm) and command line (arguments joined by spaces, bytes
+// that are not printable as '?').
+type SocketOwner struct {
+	Socket
+	PID  int    `json:"pid"`
+	UID  int64  `json:"uid"`
+	Exec string `json:"exec,omitempty"`
+	Comm string `json:"comm,omitempty"`
+	Cmd  string `json:"cmd,omitempty"`
+}
 
 // MaxUnits is the most units one start_units call names.
 const MaxUnits = 8
@@ -207,6 +250,8 @@ type Request struct {
 	CA  string   `json:"ca,omitempty"`
 	// Units are MethodStartUnits' systemd unit names.
 	Units []string `json:"units,omitempty"`
+	// Sockets are MethodSocketOwners', at most MaxSocketQueries.
+	Sockets []Socket `json:"sockets,omitempty"`
 }
 
 // Reply is one line the agent sends: the member of its method, or Error
@@ -223,6 +268,7 @@ type Reply struct {
 	SSHAgent     *SSHAgentReply      `json:"ssh_agent,omitempty"`
 	Secrets      *SecretsReply       `json:"secrets,omitempty"`
 	StartUnits   *StartUnitsReply    `json:"start_units,omitempty"`
+	SocketOwners *SocketOwnersReply  `json:"socket_owners,omitempty"`
 	Error        string              `json:"error,omitempty"`
 	Kind         string              `json:"kind,omitempty"`
 }
