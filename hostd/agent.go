@@ -12,6 +12,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/splice"
 	"github.com/coworkhq/cowork/internal/acceptloop"
 	"github.com/coworkhq/cowork/internal/agentcall"
@@ -34,7 +35,11 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 			boot := guestBootFrom(info, time.Since(d.started))
 			d.mu.Lock()
 			d.agent, d.info = client, agentInfo{version: info.Version, bootID: info.BootID, boot: boot}
+			n := d.net
 			d.mu.Unlock()
+			if n != nil {
+				n.SetOwners(ownerSource(n, client))
+			}
 			logGuestBoot(d.log, boot)
 			msg := "agent connected (version " + info.Version + ")"
 			if info.Version != buildinfo.Version {
@@ -51,6 +56,19 @@ func (d *Daemon) waitForAgent(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(agentPoll):
 		}
+	}
+}
+
+// ownerSource asks the agent who holds guest sockets, for the audit
+// log's provenance; an agent of an older build, which does not know the
+// call, is not asked again.
+func ownerSource(n *netstack.Stack, client *agentrpc.Client) netstack.OwnerSource {
+	return func(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+		owners, err := client.SocketOwners(ctx, socks)
+		if agentrpc.IsUnimplemented(err) {
+			n.SetOwners(nil)
+		}
+		return owners, err
 	}
 }
 

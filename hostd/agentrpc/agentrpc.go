@@ -367,6 +367,55 @@ func (c *Client) Listeners(ctx context.Context) ([]agentcall.Listener, error) {
 	return r.Ports, nil
 }
 
+// SocketOwners asks the guest which processes hold the sockets socks (at
+// most agentcall.MaxSocketQueries). The reply is the guest's claim,
+// checked for shape: at most as many owners as sockets asked about, each
+// naming a socket that was asked about, a pid and uid in range, and
+// strings within their bounds, or a ProtocolError. Nothing checks that
+// the claim is true: the caller keeps it marked as the guest's.
+func (c *Client) SocketOwners(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+	const m = agentcall.MethodSocketOwners
+	if len(socks) > agentcall.MaxSocketQueries {
+		return nil, fmt.Errorf("%d sockets in one call; at most %d", len(socks), agentcall.MaxSocketQueries)
+	}
+	rep, err := c.once(ctx, agentcall.Request{Method: m, Sockets: socks})
+	if err != nil {
+		return nil, err
+	}
+	r := rep.SocketOwners
+	switch {
+	case r == nil:
+		return nil, &ProtocolError{Method: m, Msg: "a reply without socket_owners"}
+	case len(r.Owners) > len(socks):
+		return nil, &ProtocolError{Method: m, Msg: fmt.Sprintf("%d owners for %d sockets", len(r.Owners), len(socks))}
+	}
+	asked := make(map[agentcall.Socket]bool, len(socks))
+	for _, s := range socks {
+		asked[s] = true
+	}
+	for _, o := range r.Owners {
+		if err := checkOwner(o, asked); err != "" {
+			return nil, &ProtocolError{Method: m, Msg: err}
+		}
+	}
+	return r.Owners, nil
+}
+
+// checkOwner says what is wrong with a claimed owner, "" when nothing.
+func checkOwner(o agentcall.SocketOwner, asked map[agentcall.Socket]bool) string {
+	switch {
+	case !asked[o.Socket]:
+		return fmt.Sprintf("an owner of a socket not asked about: %s port %d peer %.60q", guestWord(o.Proto, 8), o.Port, o.Peer)
+	case o.PID < 1 || o.PID > maxPID:
+		return fmt.Sprintf("an owner with pid %d", o.PID)
+	case o.UID < 0 || o.UID > 1<<32-1:
+		return fmt.Sprintf("an owner with uid %d", o.UID)
+	case len(o.Exec) > 64 || len(o.Comm) > agentcall.MaxOwnerComm || len(o.Cmd) > agentcall.MaxOwnerCmd:
+		return fmt.Sprintf("an owner's strings of %d, %d and %d bytes", len(o.Exec), len(o.Comm), len(o.Cmd))
+	}
+	return ""
+}
+
 // ShareMount asks the guest to mount the virtiofs share tag at path
 // (read-only when readOnly), as after a resume with a new share device: the agent waits for the
 // device's tag up to agentcall.ShareMountWait, so without a deadline of

@@ -33,7 +33,7 @@ func (n *Stack) serveDNS() error {
 	client := &dns.Client{Timeout: 5 * time.Second}
 	tcpClient := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
 	handler := n.limitDNS(dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		_ = w.WriteMsg(n.answer(q, client, tcpClient))
+		_ = w.WriteMsg(n.answer(q, client, tcpClient, w.RemoteAddr(), w.LocalAddr()))
 	}))
 	n.serve("DNS (UDP)", (&dns.Server{PacketConn: udpConn, Handler: handler, MsgAcceptFunc: n.acceptQuery}).ActivateAndServe)
 	return n.serveGateway("DNS (TCP)", 53, func(l net.Listener) error {
@@ -60,7 +60,7 @@ func (n *Stack) acceptQuery(h dns.Header) dns.MsgAcceptAction {
 }
 
 // answer builds the reply to one query.
-func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
+func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client, guest, gateway net.Addr) *dns.Msg {
 	reply := new(dns.Msg)
 	reply.SetReply(q)
 	reply.RecursionAvailable = true
@@ -81,6 +81,7 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client) *dns.Msg {
 	question := q.Question[0]
 	name := strings.ToLower(question.Name)
 	rec := &audit.Record{Kind: audit.KindDNS, Name: strings.TrimSuffix(name, "."), QType: dns.TypeToString[question.Qtype]}
+	n.askQuerier(rec, guest, gateway)
 
 	if name == localZone || strings.HasSuffix(name, "."+localZone) {
 		rec.Verdict, rec.Rule = audit.Allow, "local"
@@ -213,4 +214,32 @@ func hostResolvers() []string {
 		}
 	}
 	return out
+}
+
+// askQuerier looks up the guest process that sent a query from guest to
+// gateway (see owners). In a guest with a resolver of its own (the Ubuntu
+// guest's systemd-resolved) that is the resolver, not the program whose
+// name it resolves.
+func (n *Stack) askQuerier(rec *audit.Record, guest, gateway net.Addr) {
+	var proto string
+	var from, to netip.AddrPort
+	switch g := guest.(type) {
+	case *net.UDPAddr:
+		proto, from = UDP, g.AddrPort()
+	case *net.TCPAddr:
+		proto, from = "tcp", g.AddrPort()
+	default:
+		return
+	}
+	switch a := gateway.(type) {
+	case *net.UDPAddr:
+		to = a.AddrPort()
+	case *net.TCPAddr:
+		to = a.AddrPort()
+	}
+	if !to.IsValid() {
+		return
+	}
+	rec.GuestPort = int(from.Port())
+	n.owners.ask(rec, proto, rec.GuestPort, netip.AddrPortFrom(to.Addr().Unmap(), to.Port()))
 }

@@ -319,7 +319,8 @@ func (n *Stack) deny(rec *audit.Record) {
 	if !rec.Start.IsZero() {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}
-	n.lim.throttle.Deny(rec, rec.Kind+" "+rec.Dst+" "+rec.Name+" "+rec.Rule, rec.Time)
+	key := rec.Kind + " " + rec.Dst + " " + rec.Name + " " + rec.Rule
+	n.owners.then(rec, func(r *audit.Record) { n.lim.throttle.Deny(r, key, r.Time) })
 }
 
 // limitDNS bounds the DNS queries being answered at once; one over the

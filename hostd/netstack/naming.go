@@ -18,6 +18,7 @@ import (
 func (n *Stack) newFlow(kind string, id stack.TransportEndpointID) (rec *audit.Record, dst netip.AddrPort, names []string) {
 	dst = addrPort(id.LocalAddress, id.LocalPort)
 	rec = &audit.Record{Kind: kind, Start: time.Now(), GuestPort: int(id.RemotePort), Dst: hostPort(dst)}
+	n.owners.ask(rec, kind, int(id.RemotePort), dst)
 	names = n.bindings.Names(dst.Addr())
 	if len(names) > 0 {
 		rec.Name, rec.NameFrom = names[0], audit.FromDNS

@@ -146,6 +146,7 @@ type Stack struct {
 	rawLimit rawLimiter  // audit lines of dropped packets of other protocols
 	refusals *refusalLog // the relay's refused requests, rate-limited
 	lim      *limiter
+	owners   *owners // who in the guest opened each flow (SetOwners)
 
 	ports    ports        // published ports
 	udpPeers atomic.Int64 // host peers of every published UDP port
@@ -183,10 +184,11 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions(cfg.Ledger)}
+	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions(cfg.Ledger), owners: newOwners()}
 	n.sessions.ledger.SetDaily(cfg.Policy.DailyBudget())
 	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
+		n.owners.close()
 		n.lim.close()
 		return nil, err
 	}
@@ -293,6 +295,7 @@ func (n *Stack) Close() {
 	n.loops.close()
 	n.closePorts()
 	n.s.Close()
+	n.owners.close()
 	n.lim.close()
 }
 
@@ -360,8 +363,13 @@ func (n *Stack) Stats() audit.Stats {
 	return n.audit.Stats()
 }
 
-// record writes an audit line; a failing log is reported, never fatal.
+// record writes an audit line, once its owner is known (see owners); a
+// failing log is reported, never fatal.
 func (n *Stack) record(r *audit.Record) {
+	n.owners.then(r, n.write)
+}
+
+func (n *Stack) write(r *audit.Record) {
 	if n.audit == nil {
 		return
 	}

@@ -102,6 +102,13 @@ type Record struct {
 
 	Error string `json:"error,omitempty"`
 
+	// Owner is the guest process that held the guest's end of the flow or
+	// sent the DNS query, as the guest agent names it (hostd asks it about
+	// every new flow): a claim of the guest's, never a cause of the
+	// verdict. Absent when the agent did not answer in time, or named no
+	// process.
+	Owner *Owner `json:"owner,omitempty"`
+
 	// Suppressed, on a summary line of the Throttle, is how many more
 	// denials like this one were counted and not logged one by one.
 	Suppressed int64 `json:"suppressed,omitempty"`
@@ -136,6 +143,25 @@ type Usage struct {
 	EstimatedTokens          int64   `json:"estimated_tokens,omitempty"`
 	CostUSD                  float64 `json:"cost_usd"`
 	Note                     string  `json:"note,omitempty"`
+}
+
+// ClaimedByGuest is Owner.ClaimedBy: everything in an Owner is what the
+// guest says.
+const ClaimedByGuest = "guest"
+
+// Owner is a guest process, as the guest agent claims it: its pid, the
+// uid of the socket, the exec it belongs to (the COWORK_EXEC of its
+// environment, which `cowork proxy --exec` selects by; "" for a process
+// that no exec started, such as systemd-resolved), its command name and a
+// bounded command line. A guest can put anything in these: they are shown
+// escaped, and never decide anything.
+type Owner struct {
+	Exec      string `json:"exec,omitempty"`
+	PID       int    `json:"pid"`
+	UID       int64  `json:"uid"`
+	Comm      string `json:"comm,omitempty"`
+	Cmd       string `json:"cmd,omitempty"`
+	ClaimedBy string `json:"claimed_by"`
 }
 
 // RunInfo is a throwaway run: where it ran, what, how it ended, and what
