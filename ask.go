@@ -87,6 +87,9 @@ func ProjectDir(project string) string {
 // ClaudeOptions is one run of Claude Code in the guest.
 type ClaudeOptions struct {
 	Project string // a folder of /workspace, made if missing
+	// ExecID names Claude Code's exec in the audit log's owners
+	// (agentclient.ExecOptions.ExecID); "" lets the guest pick one.
+	ExecID string
 	// Args are Claude Code's options, passed verbatim.
 	Args []string
 	// AskPermissions keeps Claude Code's permission checks; by default they
@@ -162,6 +165,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		// Claude Code's tools end with it: an interrupted task leaves no
 		// command of it running (one whose shell exited first included).
 		EndSession: true,
+		ExecID:     o.ExecID,
 	})
 }
 

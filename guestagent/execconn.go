@@ -147,7 +147,10 @@ func (ec *execConn) start(payload []byte) *session {
 		spec.env = append(spec.env, "SSH_AUTH_SOCK="+sock)
 	}
 	spec.env = withSecretVars(spec.env, s.secretVars())
-	spec.marker, spec.endSession = newMarker(), start.EndSession
+	spec.marker, spec.endSession = start.ExecID, start.EndSession
+	if spec.marker == "" {
+		spec.marker = newMarker()
+	}
 	spec.env = setEnv(spec.env, markerVar+"="+spec.marker)
 	p, err := startProcess(spec)
 	if err != nil {

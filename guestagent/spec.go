@@ -67,6 +67,9 @@ func resolveSpec(start *execwire.StartMsg, defaultUser string, accts *accountCac
 			return nil, refusef(execwire.KindInvalid, "an argument contains a NUL byte")
 		}
 	}
+	if start.ExecID != "" && !execwire.ValidExecID(start.ExecID) {
+		return nil, refusef(execwire.KindInvalid, "exec id %.40q: want %d lowercase hex digits", start.ExecID, execwire.ExecIDLen)
+	}
 	name := start.User
 	if name == "" {
 		name = defaultUser

@@ -50,6 +50,7 @@ func TestBadStartsAreClearErrors(t *testing.T) {
 		{"not executable", agentclient.ExecOptions{Argv: []string{file}}, execwire.KindNotFound, "not executable"},
 		{"empty argv", agentclient.ExecOptions{}, execwire.KindInvalid, "empty argv"},
 		{"bad env", agentclient.ExecOptions{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, execwire.KindInvalid, `"NOEQUALS" is not KEY=VALUE`},
+		{"bad exec id", agentclient.ExecOptions{Argv: []string{"true"}, ExecID: "../../x"}, execwire.KindInvalid, "exec id"},
 	}
 	for _, tt := range tests {
 		_, err := c.Exec(context.Background(), tt.o)

@@ -2,6 +2,8 @@ package agentclient
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +62,17 @@ type ExecOptions struct {
 	// EndSession ends what the process left running when it exits
 	// (execwire.StartMsg.EndSession): a task's tools go with the task.
 	EndSession bool
+	// ExecID names the exec in the guest and in the audit log's owners
+	// (execwire.StartMsg.ExecID, from NewExecID); empty lets the agent pick
+	// one the caller does not learn.
+	ExecID string
+}
+
+// NewExecID is a fresh exec id.
+func NewExecID() string {
+	var b [execwire.ExecIDLen / 2]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // ExitStatus is how the process ended, as a shell reports it.
@@ -130,7 +143,7 @@ func (x *execution) finish() {
 
 func (x *execution) run(ctx context.Context) (st ExitStatus, err error) {
 	o := x.o
-	start := execwire.StartMsg{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil, EndSession: o.EndSession}
+	start := execwire.StartMsg{Argv: o.Argv, Env: o.Env, Cwd: o.Dir, User: o.User, NoStdin: o.Stdin == nil && o.TTY == nil, EndSession: o.EndSession, ExecID: o.ExecID}
 	if o.TTY != nil {
 		start.TTY = &execwire.TerminalSize{Rows: uint32(o.TTY.Rows), Cols: uint32(o.TTY.Cols)}
 	}

@@ -44,6 +44,23 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// The exec id the host picks marks the exec's processes (COWORK_EXEC),
+// which the audit log's owners name; without one the agent picks its own.
+func TestExecIDMarksTheProcesses(t *testing.T) {
+	a := agenttest.Start(t)
+	c := a.Client(t)
+	id := agentclient.NewExecID()
+	if _, out, _ := run(t, c, agentclient.ExecOptions{Argv: []string{"sh", "-c", "echo $COWORK_EXEC"}, ExecID: id}); out != id+"\n" {
+		t.Errorf("COWORK_EXEC %q, want %q", out, id)
+	}
+	if _, out, _ := run(t, c, agentclient.ExecOptions{Argv: []string{"sh", "-c", "echo $COWORK_EXEC"}}); len(out) != 17 || out == id+"\n" {
+		t.Errorf("without an id: COWORK_EXEC %q", out)
+	}
+	if NewID := agentclient.NewExecID(); NewID == id || len(NewID) != 16 {
+		t.Errorf("ids %q, %q", id, NewID)
+	}
+}
+
 func TestKilledBySignalReportedLikeAShell(t *testing.T) {
 	a := agenttest.Start(t)
 	st, _, _ := run(t, a.Client(t), agentclient.ExecOptions{Argv: []string{"sh", "-c", "kill -KILL $$"}})

@@ -134,6 +134,28 @@ type StartMsg struct {
 	// period. Without it they run on after a process that exited by
 	// itself (a server started in the background).
 	EndSession bool `json:"end_session,omitempty"`
+	// ExecID names the exec: the agent gives its processes COWORK_EXEC=ID,
+	// which the audit log's owners of their flows carry (hostd asks the
+	// agent who opened each flow), so that the host can tell the network
+	// use of one exec from another's. ExecIDLen lowercase hex digits; the
+	// agent picks one when it is empty.
+	ExecID string `json:"exec_id,omitempty"`
+}
+
+// ExecIDLen is the length of StartMsg.ExecID.
+const ExecIDLen = 16
+
+// ValidExecID says whether id is ExecIDLen lowercase hex digits.
+func ValidExecID(id string) bool {
+	if len(id) != ExecIDLen {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ExitMsg is an Exit frame's payload.

@@ -42,6 +42,10 @@ func AppendStart(b []byte, m *StartMsg) []byte {
 	if m.EndSession {
 		b = append(b, `,"end_session":true`...)
 	}
+	if m.ExecID != "" {
+		b = append(b, `,"exec_id":`...)
+		b = appendString(b, m.ExecID)
+	}
 	b = append(b, '}')
 	PutHeader(b[at:], Start, len(b)-at-HeaderSize)
 	return b

@@ -52,6 +52,7 @@ func TestAppendStartMatchesEncodingJSON(t *testing.T) {
 		{Argv: []string{"vim"}, TTY: &TerminalSize{Rows: 24, Cols: 80}},
 		{Argv: []string{"x"}, TTY: &TerminalSize{Rows: 1<<32 - 1, Cols: 0}},
 		{Argv: []string{"claude"}, EndSession: true},
+		{Argv: []string{"curl"}, ExecID: "0123456789abcdef"},
 	} {
 		sameAsEncodingJSON(t, &m)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -281,6 +282,7 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
 			Credential: cred, Env: cowork.ForwardedEnv(os.Getenv),
 			Budget: o.Budget, OnUsage: func(u *cowork.Usage) { PrintUsage(o.IO.ErrOut, u) },
+			ExecID: agentclient.NewExecID(),
 		},
 		Prompt: o.Prompt,
 		Raw:    o.Raw,
@@ -289,6 +291,12 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 		ao.OnEvent = r.Event
 	}
 	eo := agentclient.ExecOptions{Stdin: strings.NewReader("")} // the prompt goes in by Ask
+	started := time.Now()
+	defer func() {
+		if line := netSummary(ctx, inst.Paths.NetworkLog(), ao.ExecID, started); line != "" {
+			fmt.Fprintln(o.IO.ErrOut, "cowork: "+line)
+		}
+	}()
 	return guestrun.Attach(ctx, o.IO, false, &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
 		var interrupted atomic.Bool
 		ao.Stdout, ao.Stderr = eo.Stdout, eo.Stderr

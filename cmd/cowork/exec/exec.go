@@ -4,6 +4,7 @@ package exec
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 
@@ -39,6 +40,9 @@ type Options struct {
 	// ("" for its pool's or latest).
 	Rm       bool
 	Snapshot string
+	// Verbose prints the exec's id on stderr: the id of its flows in the
+	// audit log (cowork proxy --exec).
+	Verbose bool
 }
 
 // NewCmdExec builds the command; target is the global --name and
@@ -102,6 +106,7 @@ runs.jsonl (cowork proxy --runs).`,
 	cmd.Flags().StringArrayVarP(&o.Env, "env", "e", nil, "set KEY=VALUE in the command's environment (KEY alone copies it from here); repeatable")
 	cmd.Flags().BoolVarP(&o.TTY, "tty", "t", false, "run on a pseudo-terminal (for full-screen programs)")
 	cmd.Flags().BoolVar(&o.NoShell, "no-shell", false, "run COMMAND directly instead of through bash -lc")
+	cmd.Flags().BoolVarP(&o.Verbose, "verbose", "v", false, "print the exec's id on stderr, for cowork proxy --exec ID")
 	cmd.Flags().BoolVar(&o.Rm, "rm", false, "run in a throwaway clone of the instance, deleted afterwards")
 	cmd.Flags().StringVar(&o.Snapshot, "snapshot", "", "with --rm, clone the instance's snapshot `NAME` (default: its pool's, or its latest)")
 	return cmd
@@ -109,13 +114,17 @@ runs.jsonl (cowork proxy --runs).`,
 
 func run(ctx context.Context, o *Options) error {
 	argv := Argv(o.Command, o.NoShell)
+	id := agentclient.NewExecID()
+	if o.Verbose {
+		fmt.Fprintf(o.IO.ErrOut, "cowork: exec id %s (its traffic: cowork proxy --exec %s)\n", id, id)
+	}
 	runIn := func(ctx context.Context, connect func() (*agentclient.Client, error)) error {
 		client, err := connect()
 		if err != nil {
 			return err
 		}
 		defer client.Close()
-		return guestrun.Run(ctx, o.IO, client, guestrun.Options{Argv: argv, Env: o.Env, Dir: o.Workdir, User: o.User, TTY: o.TTY})
+		return guestrun.Run(ctx, o.IO, client, guestrun.Options{Argv: argv, Env: o.Env, Dir: o.Workdir, User: o.User, TTY: o.TTY, ExecID: id})
 	}
 	if !o.Rm {
 		return runIn(ctx, o.Connect)

@@ -39,6 +39,7 @@ func TestFlags(t *testing.T) {
 			Options{Command: []string{"make", "-j2"}, Workdir: "/tmp", User: "root", Env: []string{"A=1", "FROM_HOST=yes"}}},
 		{[]string{"--no-shell", "env", "-i", "--workdir", "x"}, Options{Command: []string{"env", "-i", "--workdir", "x"}, Workdir: "/workspace", NoShell: true}},
 		{[]string{"--rm", "--snapshot", "clean", "true", "--rm"}, Options{Command: []string{"true", "--rm"}, Workdir: "/workspace", Rm: true, Snapshot: "clean"}},
+		{[]string{"-v", "curl", "-v", "x"}, Options{Command: []string{"curl", "-v", "x"}, Workdir: "/workspace", Verbose: true}},
 	}
 	for _, tt := range tests {
 		got, err := parse(t, tt.args...)

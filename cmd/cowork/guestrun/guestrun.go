@@ -28,13 +28,15 @@ type Options struct {
 	// TTY runs the process on a guest pseudo-terminal wired to the local
 	// terminal in raw mode. It needs stdin to be a terminal.
 	TTY bool
+	// ExecID names the exec in the audit log (agentclient.NewExecID).
+	ExecID string
 }
 
 // Run runs o in the guest on the streams and returns nil on exit 0, an
 // *cmdutil.ExitError with the guest's code otherwise, or the error that
 // kept the process from running.
 func Run(ctx context.Context, ios *iostreams.IOStreams, client *agentclient.Client, o Options) error {
-	eo := agentclient.ExecOptions{Argv: o.Argv, Env: o.Env, Dir: o.Dir, User: o.User}
+	eo := agentclient.ExecOptions{Argv: o.Argv, Env: o.Env, Dir: o.Dir, User: o.User, ExecID: o.ExecID}
 	return Attach(ctx, ios, o.TTY, &eo, func(ctx context.Context) (agentclient.ExitStatus, error) {
 		return client.Exec(ctx, eo)
 	})

@@ -34,6 +34,10 @@ type Options struct {
 	Since   time.Duration
 	Follow  bool
 	Runs    bool // the throwaway runs' log, not the instance's own
+	// Exec keeps only the records whose owner (the guest process behind
+	// the flow, as the guest claims it) belongs to the exec of this id, or
+	// of an id it begins.
+	Exec string
 }
 
 // NewCmdProxy builds the command; name is the global --name.
@@ -59,15 +63,24 @@ is shown to FILE.
 
 --runs shows the log of the instance's throwaway runs (exec --rm, ask --rm)
 instead, runs.jsonl: each run's network records, marked with its id, then a
-RUN line with what ran, how it ended and what its network did.`,
+RUN line with what ran, how it ended and what its network did.
+
+Each flow and DNS query names the guest process behind it, as the guest's
+agent says (a claim of the guest's: "owner" in --json, "by COMM[PID]" with
+-v). --exec ID keeps only those of one exec or ask: its id is printed by
+"cowork exec -v" and at the end of "cowork ask".`,
 		Example: `  cowork proxy
   cowork proxy -l proxy.log
   cowork proxy -v --since 1h
   cowork proxy --json --follow=false | jq 'select(.verdict == "deny")'
-  cowork proxy --runs --since 0 --follow=false`,
+  cowork proxy --runs --since 0 --follow=false
+  cowork proxy --exec 3f9c2a --since 0 --follow=false`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
+			if o.Exec != "" && !validExecPrefix(o.Exec) {
+				return cmdutil.FlagErrorf("--exec %q: want an exec id, hex digits as cowork exec -v prints them", o.Exec)
+			}
 			if o.Since < 0 {
 				return cmdutil.FlagErrorf("--since %s: want how long ago to start, like 5m or 1h (0: all of the log)", o.Since)
 			}
@@ -84,6 +97,7 @@ RUN line with what ran, how it ended and what its network did.`,
 	f.DurationVar(&o.Since, "since", 10*time.Minute, "show history from this long ago (0: all of it)")
 	f.BoolVarP(&o.Follow, "follow", "f", true, "keep showing new traffic until interrupted")
 	f.BoolVar(&o.Runs, "runs", false, "show the throwaway runs' log (runs.jsonl)")
+	f.StringVar(&o.Exec, "exec", "", "show only the traffic of the exec or ask of this `ID`")
 	return cmd
 }
 
@@ -119,6 +133,9 @@ func run(ctx context.Context, o *Options) error {
 	}
 	color := o.IO.ColorEnabled() && o.LogFile == ""
 	skipped, err := audit.Stream(ctx, logPath, since, o.Follow, func(r *audit.Record) error {
+		if o.Exec != "" && !OfExec(r, o.Exec) {
+			return nil
+		}
 		if o.JSON {
 			b, err := FormatJSON(r)
 			if err != nil {
@@ -137,6 +154,26 @@ func run(ctx context.Context, o *Options) error {
 		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, logPath)
 	}
 	return err
+}
+
+// validExecPrefix says whether s can begin an exec id: 4 to 16 lowercase
+// hex digits.
+func validExecPrefix(s string) bool {
+	if len(s) < 4 || len(s) > 16 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// OfExec says whether the guest claims r's owner is a process of the exec
+// whose id is, or begins with, id.
+func OfExec(r *audit.Record, id string) bool {
+	return r.Owner != nil && len(r.Owner.Exec) == 16 && strings.HasPrefix(r.Owner.Exec, id)
 }
 
 // FormatJSON is one record as the log's JSON line, its text escaped where
@@ -238,6 +275,12 @@ func Format(r *audit.Record, verbose, color bool) string {
 			if verbose && u.Model != "" {
 				fmt.Fprintf(&b, " (%s)", u.Model)
 			}
+		}
+	}
+	if verbose && r.Owner != nil {
+		fmt.Fprintf(&b, "  by %s[%d]", r.Owner.Comm, r.Owner.PID)
+		if r.Owner.Exec != "" {
+			fmt.Fprintf(&b, " exec %s", r.Owner.Exec)
 		}
 	}
 	if verbose || r.Verdict == audit.Deny || r.Learn {

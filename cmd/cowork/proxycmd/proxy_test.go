@@ -83,7 +83,8 @@ func hostileRecords() []*audit.Record {
 	now := time.Now()
 	return []*audit.Record{
 		{Time: now, Kind: audit.KindDNS, Verdict: audit.Allow, Name: a, QType: a, RCode: a, Answers: []string{"1.2.3.4", "CNAME " + a}, Rule: a},
-		{Time: now, Kind: audit.KindTCP, Verdict: audit.Deny, Name: a, NameFrom: a, Dst: a, Rule: "deny " + a, Error: a},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Deny, Name: a, NameFrom: a, Dst: a, Rule: "deny " + a, Error: a,
+			Owner: &audit.Owner{Exec: a, PID: 7, Comm: a, Cmd: a, ClaimedBy: a}},
 		{Time: now, Kind: audit.KindHTTP, Verdict: audit.Allow, Name: a, Dst: "1.2.3.4:80", Method: a, URL: "http://x/" + a, Status: 200, Session: a, Rule: a},
 		{Time: now, Kind: audit.KindICMP, Verdict: audit.Deny, Dst: a, Rule: a},
 		{Time: now, Kind: a, Verdict: audit.Allow, Name: a},

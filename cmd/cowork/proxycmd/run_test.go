@@ -41,6 +41,7 @@ func TestProxyFlags(t *testing.T) {
 		{[]string{"-l", "p.log", "-v", "--since", "1h"}, Options{Name: "box", LogFile: "p.log", Verbose: true, Since: time.Hour, Follow: true}},
 		{[]string{"--json", "--follow=false", "--since", "0"}, Options{Name: "box", JSON: true}},
 		{[]string{"-f=false", "--verbose", "--log", "x"}, Options{Name: "box", LogFile: "x", Verbose: true, Since: 10 * time.Minute}},
+		{[]string{"--exec", "0123abcd"}, Options{Name: "box", Since: 10 * time.Minute, Follow: true, Exec: "0123abcd"}},
 	} {
 		o, err := parse(t, c.args...)
 		if err != nil {
@@ -62,6 +63,8 @@ func TestProxyFlags(t *testing.T) {
 		{[]string{"--since", "-5m"}, "--since -5m0s: want how long ago to start"},
 		{[]string{"--since", "soon"}, `invalid argument "soon" for "--since"`},
 		{[]string{"box"}, `unknown command "box" for "proxy"`},
+		{[]string{"--exec", "xyz!"}, `--exec "xyz!": want an exec id`},
+		{[]string{"--exec", "abc"}, `--exec "abc": want an exec id`},
 	} {
 		o, err := parse(t, c.args...)
 		if o != nil || cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
@@ -157,6 +160,41 @@ func TestProxyShowsTheLog(t *testing.T) {
 		if r, err := audit.ParseLine([]byte(line)); err != nil || r.Time.Before(time.Now().Add(-10*time.Minute)) {
 			t.Errorf("--json line %q: %+v %v", line, r, err)
 		}
+	}
+}
+
+// --exec keeps the records whose owner is of that exec, by its id or the
+// id's beginning; -v shows the owner.
+func TestProxyShowsOneExec(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	l, err := audit.Open(p.NetworkLog(), p.Audit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	owner := func(exec string, pid int) *audit.Owner {
+		return &audit.Owner{Exec: exec, PID: pid, Comm: "curl", ClaimedBy: audit.ClaimedByGuest}
+	}
+	for _, r := range []*audit.Record{
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "one.example", Dst: "198.51.100.1:443", Owner: owner("0123456789abcdef", 11)},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "two.example", Dst: "198.51.100.2:443", Owner: owner("fedcba9876543210", 22)},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Deny, Name: "nobody.example", Dst: "198.51.100.3:443"},
+		{Time: now, Kind: audit.KindDNS, Verdict: audit.Allow, Name: "one.example", QType: "A", Owner: owner("0123456789abcdef", 11)},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "short.example", Dst: "198.51.100.4:443", Owner: owner("0123", 33)},
+	} {
+		if err := l.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	out, _, err := proxy(t, Options{Exec: "0123456789abcdef", Verbose: true})
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "one.example → 198.51.100.1:443") ||
+		!strings.Contains(out, "by curl[11] exec 0123456789abcdef") || !strings.Contains(out, "one.example A") {
+		t.Errorf("--exec 0123456789abcdef:\n%s%v", out, err)
+	}
+	out, _, err = proxy(t, Options{Exec: "0123", JSON: true})
+	if err != nil || strings.Count(out, "\n") != 2 || strings.Contains(out, "short.example") || strings.Contains(out, "two.example") {
+		t.Errorf("--exec 0123 --json, which no id of 4 digits matches:\n%s%v", out, err)
 	}
 }
 

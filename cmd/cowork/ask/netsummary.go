@@ -1,0 +1,56 @@
+package ask
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/termsafe"
+	"github.com/coworkhq/cowork/units"
+)
+
+// netSummary is one line on what the exec id's processes did on the
+// network since start, from the audit log at logPath: flows, how many
+// were denied, DNS queries, bytes each way and the hosts most used.
+// The owners are the guest's claims, and a record may still be on its way
+// when the task ends (hostd writes a flow once its owner is known, within
+// a fraction of a second): it is a summary, `cowork proxy --exec` the
+// account.
+func netSummary(ctx context.Context, logPath, id string, since time.Time) string {
+	var s audit.Stats
+	hosts := map[string]int{}
+	_, err := audit.Stream(ctx, logPath, since, false, func(r *audit.Record) error {
+		if !proxycmd.OfExec(r, id) {
+			return nil
+		}
+		s.Add(r)
+		if r.Kind != audit.KindDNS {
+			h := r.Name
+			if h == "" {
+				h = r.Dst
+			}
+			hosts[h]++
+		}
+		return nil
+	})
+	if err != nil {
+		return ""
+	}
+	top := slices.SortedFunc(maps.Keys(hosts), func(a, b string) int {
+		return cmp.Or(hosts[b]-hosts[a], strings.Compare(a, b))
+	})
+	if len(top) > 3 {
+		top = top[:3]
+	}
+	line := fmt.Sprintf("network: %d flows, %d denied, %d DNS queries, ↑%s ↓%s", s.Flows, s.Blocked, s.Queries, units.Size(s.BytesOut), units.Size(s.BytesIn))
+	if len(top) > 0 {
+		line += "; mostly " + strings.Join(top, ", ")
+	}
+	return termsafe.Line(line + " (cowork proxy --exec " + id + ")")
+}
