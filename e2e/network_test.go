@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // hostLANAddr is an address of this machine outside loopback: the guest
@@ -65,6 +66,15 @@ type auditLine struct {
 	ClaimedName  string `json:"claimed_name"`
 	NameMismatch bool   `json:"name_mismatch"`
 	Proto        int    `json:"proto"`
+	GuestPort    int    `json:"guest_port"`
+	// The guest process behind the flow, as the guest's agent claims it.
+	Owner *struct {
+		Exec      string `json:"exec"`
+		PID       int    `json:"pid"`
+		Comm      string `json:"comm"`
+		Cmd       string `json:"cmd"`
+		ClaimedBy string `json:"claimed_by"`
+	} `json:"owner"`
 }
 
 func (e *env) auditLines(t *testing.T) []auditLine {
@@ -209,6 +219,7 @@ func TestNetworkPolicyFromTheGuest(t *testing.T) {
 		}
 	})
 
+	t.Run("each flow names its exec and process", func(t *testing.T) { checkProvenance(t, e, lan, lanPort) })
 	t.Run("a port published while it runs", func(t *testing.T) { checkPorts(t, e) })
 	t.Run("host-held secrets", func(t *testing.T) { checkSecrets(t, e) })
 
@@ -304,5 +315,61 @@ func checkAuditChain(t *testing.T, e *env) {
 	}
 	if r := e.run("audit", "verify"); r.code != 1 || !strings.Contains(r.out, "edited") {
 		t.Errorf("audit verify of a changed record: %s", r)
+	}
+}
+
+// checkProvenance runs two execs that each reach the host's server on
+// the LAN, directly and by name through the gateway's DNS: the audit
+// records of each name its exec's id and curl's pid, as claimed by the
+// guest, and cowork proxy --exec keeps one exec's records only.
+func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
+	ids := map[string]string{} // exec id to the pid curl printed
+	for range 2 {
+		r := e.run("exec", "-v", fmt.Sprintf("curl -sS --max-time 10 --noproxy '*' -o /dev/null http://%s:%d/file & echo $!; wait", lan, lanPort))
+		_, id, _ := strings.Cut(r.errOut, "cowork: exec id ")
+		id, _, _ = strings.Cut(id, " ")
+		if r.code != 0 || len(id) != 16 {
+			t.Fatalf("exec -v: %s", r)
+		}
+		ids[id] = strings.TrimSpace(r.out)
+	}
+	dst := fmt.Sprintf("%s:%d", lan, lanPort)
+	var lines []auditLine
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines = e.auditLines(t)
+		named := 0
+		for id := range ids {
+			if _, ok := find(lines, func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Owner != nil && a.Owner.Exec == id }); ok {
+				named++
+			}
+		}
+		if named == len(ids) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for id, pid := range ids {
+		a, ok := find(lines, func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Owner != nil && a.Owner.Exec == id })
+		if !ok {
+			t.Errorf("no tcp record to %s owned by exec %s", dst, id)
+			for _, a := range lines {
+				if a.Kind == "tcp" && a.Dst == dst {
+					t.Logf("a record to %s from guest port %d: owner %+v", dst, a.GuestPort, a.Owner)
+				}
+			}
+			continue
+		}
+		if strconv.Itoa(a.Owner.PID) != pid || a.Owner.Comm != "curl" || !strings.HasPrefix(a.Owner.Cmd, "curl -sS") || a.Owner.ClaimedBy != "guest" {
+			t.Errorf("exec %s (curl pid %s): owner %+v", id, pid, *a.Owner)
+		}
+	}
+	for id := range ids {
+		r := e.must("proxy", "--json", "--follow=false", "--since", "0", "--exec", id)
+		for _, l := range strings.Split(strings.TrimSpace(r.out), "\n") {
+			if l != "" && !strings.Contains(l, `"exec":"`+id+`"`) {
+				t.Errorf("proxy --exec %s printed %s", id, l)
+			}
+		}
 	}
 }

@@ -25,7 +25,8 @@ import (
 // walk of /proc/PID/fd for the inodes, which stops once every socket is
 // found. The processes that held the sockets of the last lookups are
 // walked first: a program that opens one connection opens many, and a
-// batch's sockets mostly belong to a few processes. A cgroup per exec
+// batch's sockets mostly belong to a few processes; then the newest
+// processes, which a new socket most likely belongs to. A cgroup per exec
 // (inet_diag's INET_DIAG_CGROUP_ID, kernels ≥ 5.7) would narrow the walk
 // further; the marker in the environment (markerVar) already names the
 // exec, so the walk is all it saves.
@@ -163,7 +164,8 @@ func matchSockets(socks []diagSocket, udp bool, want map[ownerKey]int, found map
 }
 
 // findPids fills in the pid that holds each inode, walking the recent
-// owners first, then every process, until all are found.
+// owners first, then every process from the highest pid down, until all
+// are found.
 func (o *socketOwners) findPids(inodes map[uint32]int) {
 	left := len(inodes)
 	seen := map[int]bool{}
@@ -186,7 +188,10 @@ func (o *socketOwners) findPids(inodes map[uint32]int) {
 		}
 	}
 	if left > 0 {
-		for _, pid := range procPids(o.procRoot) {
+		// Newest first: a new socket is most likely a new process's, and
+		// a short-lived one may be gone by the end of a long walk.
+		pids := procPids(o.procRoot)
+		for _, pid := range slices.Backward(pids) {
 			if !walk(pid) {
 				break
 			}

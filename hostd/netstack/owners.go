@@ -37,7 +37,7 @@ type OwnerSource func(ctx context.Context, socks []agentcall.Socket) ([]agentcal
 // flow before the lookup is even sent.
 const (
 	ownerBatchDelay = 2 * time.Millisecond
-	ownerWait       = 200 * time.Millisecond
+	ownerWait       = time.Second
 	ownerCallLimit  = 5 * time.Second
 	// maxOwnerLookups bounds the lookups queued or awaited at once: as
 	// many flows as the stack holds open by default, and some.
