@@ -23,11 +23,11 @@ const COLUMNS = [
   { id: "in", label: "↓ In", get: (e) => bytesOf(e.record.bytes_in), num: true },
   { id: "reason", label: "Rule or reason", get: reasonOf },
   { id: "task", label: "Task", get: (e) => (e.run ? "run " + e.run : e.record.session ? "session " + e.record.session : "") },
-  // Provenance: which command made the flow, once the log records it.
-  { id: "exec", label: "Exec", get: (e) => pick(e.record, "exec_id", "provenance.exec"), optional: true },
-  { id: "ask", label: "Ask", get: (e) => pick(e.record, "ask_id", "provenance.ask"), optional: true },
-  { id: "pid", label: "PID", get: (e) => pick(e.record, "pid", "provenance.pid"), optional: true, num: true },
-  { id: "command", label: "Command", get: (e) => pick(e.record, "command", "provenance.command"), optional: true },
+  // Provenance: the guest process the guest agent says made the flow
+  // (record.owner, a claim), and the exec or ask it belongs to.
+  { id: "exec", label: "Exec", get: (e) => pick(e.record, "owner.exec"), optional: true },
+  { id: "pid", label: "PID", get: (e) => pick(e.record, "owner.pid"), optional: true, num: true },
+  { id: "command", label: "Command", get: (e) => pick(e.record, "owner.cmd", "owner.comm"), optional: true },
   // Spend of an API call through the relay, once the log records it.
   { id: "tokens", label: "Tokens", get: (e) => tokensOf(e.record.usage), optional: true, num: true },
   { id: "cost", label: "Cost", get: (e) => (e.record.usage && e.record.usage.cost_usd ? usd(e.record.usage.cost_usd) : ""), optional: true, num: true },
