@@ -112,13 +112,18 @@ func TestLearnModeKeepsWhatIsRefusedOnPurpose(t *testing.T) {
 	}
 }
 
-// Learn calls nest, and a policy set while learning is learned on.
+// Learn calls nest, an end called twice counts once (it never ends
+// another learner's mode), and a policy set while learning is learned on.
 func TestLearnModeNestsAndOutlivesAPolicyChange(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{Mode: policy.ModeAllowlist})
 	a, b := tn.Learn(), tn.Learn()
 	a()
 	if !tn.Learning() {
 		t.Fatal("the first end ended both")
+	}
+	a()
+	if !tn.Learning() {
+		t.Fatal("the first end, called again, ended the other learner's mode")
 	}
 	if err := tn.SetPolicy(policy.Policy{Mode: policy.ModeAllowlist, Deny: []string{"other.test"}}); err != nil {
 		t.Fatal(err)

@@ -313,9 +313,11 @@ func (n *Stack) admit(rec *audit.Record, opening bool) *flow {
 
 // deny completes a denied flow's record and writes it through the
 // throttle: the first denial of a destination for a rule gets its line,
-// repeats within the throttle's window are summed up in one.
+// repeats within the throttle's window are summed up in one. A denial is
+// never learn mode's, even of a flow it let through that a limit then
+// refused.
 func (n *Stack) deny(rec *audit.Record) {
-	rec.Time, rec.Verdict = time.Now(), audit.Deny
+	rec.Time, rec.Verdict, rec.Learn = time.Now(), audit.Deny, false
 	if !rec.Start.IsZero() {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}

@@ -153,9 +153,10 @@ type Stack struct {
 	loops    serveLoops   // the serve loops, and those that failed
 
 	mu       sync.RWMutex
-	rules    *policy.Rules // what the flows are judged by: base, or base in learn mode
-	base     *policy.Rules // the policy as set
-	learners int           // open Learn calls
+	rules    *policy.Rules             // what the flows are judged by: base, or base in learn mode
+	base     *policy.Rules             // the policy as set
+	learners int                       // open Learn calls
+	learned  map[*learnedFlow]struct{} // flows learn mode alone let through (learned.go)
 }
 
 // New builds the network: the stack, DHCP, DNS, forwarders, proxy and relay.
@@ -184,7 +185,7 @@ func New(cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions(cfg.Ledger), owners: newOwners()}
+	n := &Stack{cfg: cfg, log: cfg.Log, audit: cfg.Audit, bindings: policy.NewBindings(), dial: d, direct: direct, rules: rules, base: rules, sessions: newSessions(cfg.Ledger), owners: newOwners(), learned: map[*learnedFlow]struct{}{}}
 	n.sessions.ledger.SetDaily(cfg.Policy.DailyBudget())
 	n.lim = newLimiter(cfg.Limits, n.record, cfg.Log, cfg.clock, cfg.throttleWindow)
 	if err := n.build(); err != nil {
@@ -300,7 +301,8 @@ func (n *Stack) Close() {
 }
 
 // SetPolicy replaces the policy of a running network. Flows already open
-// are left alone; new ones follow the new rules.
+// are left alone (but those learn mode alone let through end with it, see
+// Learn); new ones follow the new rules.
 func (n *Stack) SetPolicy(p policy.Policy) error {
 	r, err := policy.Compile(p, hostAddr, n.cfg.LANs)
 	if err != nil {
@@ -318,8 +320,10 @@ func (n *Stack) SetPolicy(p policy.Policy) error {
 // policy.Rules.Learning): what the policy refuses only for not being
 // listed is let through, and its audit lines say "learn": true; what it
 // refuses on purpose stays refused. Learn calls nest: the mode ends with
-// the last end. A policy set meanwhile is learned on. The mode lives in
-// memory only, never in the config: a hostd that exits leaves it behind.
+// the last end, which also closes every flow learn mode alone let through
+// (learned.go); end called again does nothing. A policy set meanwhile is
+// learned on. The mode lives in memory only, never in the config: a hostd
+// that exits leaves it behind.
 func (n *Stack) Learn() (end func()) {
 	n.mu.Lock()
 	n.learners++
@@ -331,7 +335,11 @@ func (n *Stack) Learn() (end func()) {
 			n.mu.Lock()
 			n.learners--
 			n.setRulesLocked()
+			cut := n.cutLearnedLocked()
 			n.mu.Unlock()
+			for lf := range cut {
+				lf.close()
+			}
 		})
 	}
 }

@@ -117,7 +117,8 @@ func (n *Stack) decide(ctx context.Context, hostport string) decision {
 		return d
 	}
 	d.name = host
-	if d.v = rules.CheckName(host); !d.v.Allow {
+	byName := rules.CheckName(host)
+	if d.v = byName; !d.v.Allow {
 		d.rule = d.v.Rule
 		return d
 	}
@@ -145,6 +146,12 @@ func (n *Stack) decide(ctx context.Context, hostport string) decision {
 		if i == 0 && !chosen {
 			d.dst, d.v = dst, v // the first denial speaks for the name if none is allowed
 		}
+	}
+	if chosen && byName.Learn && !d.v.Learn {
+		// Only learn mode let the name through: without it the request is
+		// refused whatever its address, so the line must say learn, not
+		// the allow entry that covers the address.
+		d.v.Learn, d.v.Rule = true, byName.Rule+"; its address: "+d.v.Rule
 	}
 	d.rule = d.v.Rule
 	if chosen && len(skipped) > 0 {
@@ -208,6 +215,11 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 		n.deny(rec)
 		return
 	}
+	lf, ok := n.learnedRequest(w, rec)
+	if !ok {
+		return
+	}
+	defer n.releaseLearned(lf)
 	// A tunnel to a host the instance holds secrets for ends here (see
 	// intercept.go): its upstream is dialled per request, to d.dst. The
 	// host's own name counts (a service on an exposed port), which decide
@@ -220,7 +232,10 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	var world net.Conn
 	if key == "" {
 		var err error
-		if world, err = n.dialFlow(r.Context(), d.dst); err != nil {
+		if world, err = n.dialFlow(r.Context(), d.dst); err == nil && !lf.own(world) {
+			err = errString(ruleLearnEnded)
+		}
+		if err != nil {
 			http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
 			n.finish(rec, audit.Allow, err)
 			return
@@ -240,6 +255,10 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	guest, buf, err := hj.Hijack()
 	if err != nil {
 		closeWorld()
+		return
+	}
+	if !lf.own(guest) { // learn mode ended meanwhile: world is closed too
+		n.finish(rec, audit.Allow, errString(ruleLearnEnded))
 		return
 	}
 	if _, err := guest.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
@@ -277,6 +296,17 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		n.deny(rec)
 		return
 	}
+	lf, ok := n.learnedRequest(w, rec)
+	if !ok {
+		return
+	}
+	defer n.releaseLearned(lf)
+	// Learn mode's end cancels the request (and an upgraded connection's
+	// upstream with it).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	lf.own(closerFunc(cancel))
+	r = r.WithContext(ctx)
 	// A placeholder in plain HTTP stays one: secrets go only over TLS to
 	// their host (intercept.go). The audit line names it.
 	rec.SecretsWithheld = n.secrets.withheld(r.Header)
@@ -302,6 +332,20 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 		log:    n.log,
 		prefix: "proxy",
 	})
+}
+
+// learnedRequest holds the place of a request learn mode alone let
+// through (holdLearned); when it is refused, it answers 403, writes the
+// denial and reports false.
+func (n *Stack) learnedRequest(w http.ResponseWriter, rec *audit.Record) (*learnedFlow, bool) {
+	lf, rule := n.holdLearned(rec)
+	if rule != "" {
+		http.Error(w, "cowork: "+rule, http.StatusForbidden)
+		rec.Rule = rule
+		n.deny(rec)
+		return nil, false
+	}
+	return lf, true
 }
 
 // named fills in what a proxy record says of its destination: the name

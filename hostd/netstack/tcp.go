@@ -39,7 +39,18 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	defer f.end()
+	lf, rule := n.holdLearned(rec)
+	if rule != "" {
+		r.Complete(true)
+		rec.Rule = rule
+		n.deny(rec)
+		return
+	}
+	defer n.releaseLearned(lf)
 	out, err := n.dialFlow(context.Background(), dst)
+	if err == nil && !lf.own(out) {
+		err = errString(ruleLearnEnded)
+	}
 	if err != nil {
 		r.Complete(true)
 		n.finish(rec, audit.Allow, err)
@@ -52,6 +63,10 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	in := gonet.NewTCPConn(&wq, ep)
+	if !lf.own(in) { // learn mode ended meanwhile: out is closed too
+		n.finish(rec, audit.Allow, errString(ruleLearnEnded))
+		return
+	}
 	if n.directIntercept(in, out, names, dst, rec) {
 		return
 	}

@@ -36,6 +36,13 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		if f == nil {
 			return // over the limit: dropped, and audited
 		}
+		lf, rule := n.holdLearned(rec)
+		if rule != "" {
+			f.end()
+			rec.Rule = rule
+			n.deny(rec)
+			return
+		}
 		target := hostPort(dst)
 		if dst.Addr() == hostAddr {
 			target = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port())))
@@ -45,6 +52,7 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		cancel()
 		if err != nil {
 			f.end()
+			n.releaseLearned(lf)
 			n.finish(rec, audit.Allow, err)
 			return
 		}
@@ -53,11 +61,19 @@ func (n *Stack) udpForwarder() *udp.Forwarder {
 		ep, tcpErr := r.CreateEndpoint(&wq)
 		if tcpErr != nil {
 			world.Close()
+			n.releaseLearned(lf)
 			n.finish(rec, audit.Allow, errString(tcpErr.String()))
 			return
 		}
 		guest := gonet.NewUDPConn(&wq, ep)
-		go n.relayUDP(guest, world, rec)
+		// When learn mode alone let the flow through, its end closes both
+		// sides (at once, if it ended meanwhile), which ends the relay.
+		lf.own(world)
+		lf.own(guest)
+		go func() {
+			defer n.releaseLearned(lf)
+			n.relayUDP(guest, world, rec)
+		}()
 	})
 }
 
