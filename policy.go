@@ -61,14 +61,17 @@ type Learning struct {
 	closing atomic.Bool
 }
 
-// Learn puts the guest network in learn mode for at most ttl (0 or more
-// than MaxLearnTTL: MaxLearnTTL); ctx bounds the asking only. The mode
-// lasts until Close, until the Client is closed, or until this process
-// exits, however it exits (hostd sees the socket close), and is never
-// saved in the config.
+// Learn puts the guest network in learn mode for at most ttl, rounded up
+// to a whole second (0 or more than MaxLearnTTL: MaxLearnTTL; negative:
+// an error); ctx bounds the asking only. The mode lasts until Close, until
+// the Client is closed, or until this process exits, however it exits
+// (hostd sees the socket close), and is never saved in the config.
 func (c *Client) Learn(ctx context.Context, ttl time.Duration) (*Learning, error) {
+	if ttl < 0 {
+		return nil, fmt.Errorf("learn mode for %s: want a duration of 0 (the most, %s) or more", ttl, MaxLearnTTL)
+	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := c.api.Learn(life, controlwire.LearnRequest{TTLSeconds: int64(ttl.Seconds())})
+	stream, err := c.api.Learn(life, controlwire.LearnRequest{TTLSeconds: learnSeconds(ttl)})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -96,6 +99,13 @@ func (c *Client) Learn(ctx context.Context, ttl time.Duration) (*Learning, error
 		}
 	}()
 	return l, nil
+}
+
+// learnSeconds is ttl in whole seconds for hostd, rounded up: hostd reads
+// 0 as the ceiling, so a ttl under a second must not become 0. One past
+// the ceiling is capped by hostd.
+func learnSeconds(ttl time.Duration) int64 {
+	return int64(min(ttl, MaxLearnTTL+time.Second)+time.Second-1) / int64(time.Second)
 }
 
 // Learn is Client.Learn on the instance's daemon; the error of a stopped

@@ -137,3 +137,21 @@ func TestLearnModeEndsAtItsCeilingAndAtExit(t *testing.T) {
 	}
 	c.waitLearning(t, false)
 }
+
+// Learn mode lasts 8 hours at most, whatever its client asks.
+func TestLearnModeIsCappedAtItsCeiling(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := c.api.Learn(ctx, controlwire.LearnRequest{TTLSeconds: 9 * 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Until.Sub(l.Since); d != 8*time.Hour {
+		t.Errorf("learn mode asked for 9 hours lasts %s, want 8h", d)
+	}
+}
