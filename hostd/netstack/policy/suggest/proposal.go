@@ -45,7 +45,8 @@ type Suggestion struct {
 	// MaxRejected; RejectedRecords counts all their records.
 	Rejected        []Rejected `json:"rejected,omitempty"`
 	RejectedRecords int64      `json:"rejected_records"`
-	// Groups are the registrable domains two or more names are under.
+	// Groups are the registrable domains two or more new names are under
+	// (the domain itself aside); listed names under them are shown too.
 	Groups []Group `json:"groups,omitempty"`
 	// Unused are the current allow entries nothing in the period used.
 	Unused []string `json:"unused,omitempty"`
@@ -160,9 +161,12 @@ func (c *Collector) judge(d *Dest, rules *policy.Rules, a netip.Addr, used map[s
 }
 
 // groups finds the registrable domains (by the public suffix list: never
-// a public suffix, so never *.com nor *.github.io) that two or more names
-// are under. With propose, the new names under each become *.DOMAIN, and
-// the domain itself stays as it was when it was seen.
+// a public suffix, so never *.com nor *.github.io) that two or more new
+// names are under (the domain itself aside: *.DOMAIN does not cover it).
+// Names already listed are shown with them but do not count: with
+// api.github.com listed, one new x.github.com is no group, and never
+// becomes *.github.com. With propose, the new names under each become
+// *.DOMAIN, and the domain itself stays as it was when it was seen.
 func groups(names []*Dest, propose bool) []Group {
 	by := map[string][]*Dest{}
 	for _, d := range names {
@@ -177,7 +181,7 @@ func groups(names []*Dest, propose bool) []Group {
 	}
 	var out []Group
 	for dom, ds := range by {
-		if len(ds) < 2 {
+		if countNew(ds, dom) < 2 {
 			continue
 		}
 		g := Group{Domain: dom}
@@ -192,6 +196,17 @@ func groups(names []*Dest, propose bool) []Group {
 	}
 	slices.SortFunc(out, func(a, b Group) int { return strings.Compare(a.Domain, b.Domain) })
 	return out
+}
+
+// countNew counts the new names in ds that *.dom would cover.
+func countNew(ds []*Dest, dom string) int {
+	n := 0
+	for _, d := range ds {
+		if d.Status == StatusNew && d.Name != dom {
+			n++
+		}
+	}
+	return n
 }
 
 // propose makes the policy: what is listed and used stays, what is new

@@ -34,7 +34,8 @@ type Options struct {
 	// MaxTracked). What is left out is counted.
 	Top int
 	// Group proposes *.DOMAIN instead of the names under DOMAIN when two
-	// or more new names share that registrable domain. Without it every
+	// or more new names share that registrable domain (names already
+	// listed, and DOMAIN itself, do not count). Without it every
 	// name is proposed as it was seen, and such groups are only noted.
 	Group bool
 	// Prune drops from the proposal the current allow entries that
@@ -120,7 +121,7 @@ type HostPort struct {
 	Exposed bool  `json:"exposed"`
 }
 
-// Group is a registrable domain several names of the period are under.
+// Group is a registrable domain several new names of the period are under.
 type Group struct {
 	Domain string   `json:"domain"`
 	Names  []string `json:"names"`

@@ -235,6 +235,35 @@ func TestSuggestGroups(t *testing.T) {
 	}
 }
 
+// Only new names make a group: with api.github.com listed, one new name
+// under github.com is no group, and is never proposed as *.github.com;
+// nor is one new name beside the domain itself. Two new names are.
+func TestSuggestGroupsCountOnlyNewNames(t *testing.T) {
+	current := policy.Policy{Mode: policy.ModeAllowlist, Allow: []string{"api.github.com"}}
+	for _, c := range []struct {
+		names []string
+		want  []string
+	}{
+		{[]string{"api.github.com", "x.github.com"}, []string{"api.github.com", "x.github.com"}},
+		{[]string{"github.com", "x.github.com"}, []string{"api.github.com", "github.com", "x.github.com"}},
+		{[]string{"x.github.com", "y.github.com"}, []string{"*.github.com", "api.github.com"}},
+	} {
+		var recs []*audit.Record
+		for i, name := range c.names {
+			recs = append(recs, query(i, audit.Deny, name, "A", "allowlist: "+name+" is not listed"))
+		}
+		s := suggestFrom(t, writeLog(t, 0, recs...), current, Options{Group: true})
+		got := slices.Clone(s.Policy.Allow)
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%q with api.github.com listed: proposed %q, want %q (groups %+v)", c.names, got, c.want, s.Groups)
+		}
+		if grouped := slices.Contains(got, "*.github.com"); grouped != (len(s.Groups) == 1 && s.Groups[0].Proposed) {
+			t.Errorf("%q: groups %+v", c.names, s.Groups)
+		}
+	}
+}
+
 // Top bounds the names and the addresses listed and proposed, the most
 // used first, and says how many it left out; the tracked destinations are
 // bounded whatever the log holds.
