@@ -88,7 +88,7 @@ func runLearn(ctx context.Context, o *Options) error {
 		return err
 	}
 	fmt.Fprintf(o.IO.ErrOut, "learned from %s to %s; a flow still open then is recorded when it closes (%s policy suggest --since %s sees it)\n",
-		l.Since.Local().Format("15:04:05"), until.Local().Format("15:04:05"), coworkOn(o.Name), l.Since.Local().Format("2006-01-02T15:04:05"))
+		l.Since.Local().Format("15:04:05"), until.Local().Format("15:04:05"), coworkOn(o.Name), l.Since.Local().Format(sinceLayout))
 	return taskErr
 }
 

@@ -110,6 +110,12 @@ func TestLearnSuggestsFromItsOwnTime(t *testing.T) {
 	if !strings.Contains(r.errOut, "learning on sandbox") || !strings.Contains(r.errOut, "policy suggest --since") {
 		t.Errorf("stderr %q", r.errOut)
 	}
+	// The --since it prints is one suggest takes.
+	_, after, _ := strings.Cut(r.errOut, "policy suggest --since ")
+	since, _, _ := strings.Cut(after, " ")
+	if o, err := parse(t, "suggest", "--since", since); err != nil || o.Since.IsZero() {
+		t.Errorf("suggest --since %q, as learn printed it: %v", since, err)
+	}
 }
 
 // Learning needs a running instance, and a hostd that knows the call.

@@ -6,7 +6,8 @@ import (
 )
 
 // timeFlag is --since or --until: how long ago (90m, 2h; 0 for no
-// bound), or a time (2025-03-01T10:00:00Z, 2025-03-01 10:00, 2025-03-01,
+// bound), or a time (2025-03-01T10:00:00Z, 2025-03-01T10:00:00,
+// 2025-03-01 10:00, 2025-03-01,
 // in local time unless it says). The audit log's times are absolute, so
 // both forms mean one instant, fixed when the flag is read.
 type timeFlag struct {
@@ -15,9 +16,13 @@ type timeFlag struct {
 	now func() time.Time
 }
 
+// sinceLayout is the time `policy learn` prints for suggest's --since:
+// local, to the second.
+const sinceLayout = "2006-01-02T15:04:05"
+
 // timeLayouts are the times a flag takes besides a duration, local
 // unless the text gives a zone.
-var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
+var timeLayouts = []string{time.RFC3339Nano, sinceLayout, "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
 
 func (f *timeFlag) String() string { return f.raw }
 func (f *timeFlag) Type() string   { return "DURATION|TIME" }

@@ -30,6 +30,12 @@ func TestSuggestFlags(t *testing.T) {
 	if err != nil || !o.Since.Equal(time.Date(2025, 3, 1, 9, 0, 0, 0, time.Local)) || !o.Until.Equal(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) {
 		t.Errorf("times: %+v %v", o, err)
 	}
+	// What policy learn prints for --since is taken back.
+	since := time.Date(2025, 3, 1, 10, 2, 11, 700_000_000, time.Local)
+	o, err = parse(t, "suggest", "--since", since.Format(sinceLayout))
+	if err != nil || !o.Since.Equal(since.Truncate(time.Second)) {
+		t.Errorf("--since %s, as learn prints it: %+v %v", since.Format(sinceLayout), o, err)
+	}
 	o, err = parse(t, "suggest")
 	if err != nil || !o.Since.IsZero() || !o.Until.IsZero() || o.Top != 50 || o.Group || o.JSON {
 		t.Errorf("defaults: %+v %v", o, err)
