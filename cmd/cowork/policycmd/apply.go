@@ -9,11 +9,13 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
@@ -24,12 +26,13 @@ func newCmdApply(o *Options, exec func(*cobra.Command, string, []string) error) 
 		Long: `Replace the instance's whole policy with the one in FILE (- for stdin): a
 policy file as cowork policy suggest writes it (mode:, allow, deny and host
 port lines; # starts a comment), or JSON as cowork policy --json or
-cowork policy suggest --json prints it. The file is checked first; a bad one
-changes nothing.
+cowork policy suggest --json prints it. Either must say its mode. The file is
+checked first; a bad one changes nothing.
 
 The difference from the current policy is shown as a unified diff, then
 cowork asks on a terminal; without one (a script, stdin used for the file)
-it needs --yes. A running instance takes the policy at once (for new
+it needs --yes. If the policy changed meanwhile, nothing is applied: run
+again to see the new difference. A running instance takes the policy at once (for new
 connections) and saves it; a stopped one keeps it for its next start.`,
 		Example: `  cowork policy suggest --since 1h > proposal.txt
   $EDITOR proposal.txt
@@ -65,7 +68,8 @@ func runApply(ctx context.Context, o *Options) error {
 	if source == "-" {
 		source = "stdin"
 	}
-	d := unifiedDiff(inst.Config.Network.Policy.Describe(), p.Describe(), o.Name+" (current)", source+" (proposed)", o.IO.ColorStdout())
+	current := inst.Config.Network.Policy
+	d := unifiedDiff(current.Describe(), p.Describe(), o.Name+" (current)", source+" (proposed)", o.IO.ColorStdout())
 	if d == "" {
 		fmt.Fprintf(o.IO.ErrOut, "%s already has this policy; nothing to change\n", o.Name)
 		return nil
@@ -81,6 +85,11 @@ func runApply(ctx context.Context, o *Options) error {
 			return &cmdutil.ExitError{Code: 1}
 		}
 	}
+	// The diff is of the policy read at the start; a change made since
+	// (another command, while this one asked) would be lost unseen.
+	if err := unchanged(o.Name, current); err != nil {
+		return err
+	}
 	applied, err := inst.SetPolicy(ctx, p)
 	var invalid *cowork.InvalidPolicyError
 	switch {
@@ -92,6 +101,22 @@ func runApply(ctx context.Context, o *Options) error {
 		fmt.Fprintf(o.IO.ErrOut, "applied to %s\n", o.Name)
 	default:
 		fmt.Fprintf(o.IO.ErrOut, "saved; %s is stopped and starts with it\n", o.Name)
+	}
+	return nil
+}
+
+// unchanged checks that the saved policy of the instance name is still
+// was, the one the diff shown was made from. A running hostd saves each
+// policy it applies, so the config is the policy in force either way.
+// (The check and the change are two steps: a change between them, a few
+// milliseconds apart, is not caught.)
+func unchanged(name string, was policy.Policy) error {
+	cfg, err := instance.Load(name)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(cfg.Network.Policy.Describe(), was.Describe()) {
+		return fmt.Errorf("the policy of %s changed meanwhile; nothing was applied: run again to see the difference from it", name)
 	}
 	return nil
 }
@@ -155,6 +180,10 @@ func parsePolicyFile(data []byte) (policy.Policy, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return p, fmt.Errorf("not a policy: %w", err)
+	}
+	if p.Mode == "" {
+		// As for text: {"policy":null} or {} would mean the default mode.
+		return p, errors.New(`no "mode"; a policy says its mode ("mode": "allowlist" or "mode": "default")`)
 	}
 	return p, nil
 }

@@ -2,6 +2,7 @@ package policycmd
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -115,6 +116,14 @@ func TestApplyRefusesABadPolicy(t *testing.T) {
 		{`{"mode":"allowlist","allowed":["x.example"]}`, `unknown field "allowed"`},
 		{`{"mode":`, "not JSON"},
 		{"mode: allowlist\nhost port 0\n", "want host port 1 to 65535"},
+		// JSON says its mode too: without one it would open the internet.
+		{`{"policy":null}`, `no "mode"`},
+		{`{"records":3,"policy":{}}`, `no "mode"`},
+		{`{"allow":["x.example"]}`, `no "mode"`},
+		// An entry is refused, not trimmed and saved as written.
+		{`{"mode":"allowlist","allow":["\r0.0.0.0/0"]}`, "control character"},
+		{`{"mode":"allowlist","allow":["example.com\u000b"]}`, "control character"},
+		{`{"mode":"allowlist","deny":[" example.com"]}`, "white space"},
 	} {
 		r := applyCmd(t, c.text, false, "--from", writeFile(t, c.text), "--yes")
 		if cmdutil.ExitCode(r.err) != 2 || !strings.Contains(r.err.Error(), c.want) || !strings.Contains(r.err.Error(), "nothing was changed") || r.out != "" {
@@ -130,6 +139,52 @@ func TestApplyRefusesABadPolicy(t *testing.T) {
 	after, _ := os.ReadFile(filepath.Join(p.Dir(), "config.json"))
 	if string(before) != string(after) {
 		t.Errorf("the config changed:\n%s\n%s", before, after)
+	}
+}
+
+// The diff's lines go through termsafe: an entry saved before control
+// characters were refused cannot act on the terminal, nor hide there.
+func TestApplyDiffIsTerminalSafe(t *testing.T) {
+	instancetest.New(t, instance.Config{Network: instance.Network{Policy: policy.Policy{Allow: []string{"\x1b]0;pwned\x07a.example.com", "\r0.0.0.0/0"}}}})
+	r := applyCmd(t, proposal, false, "--from", "-")
+	if strings.ContainsAny(r.out, "\x1b\x07\r") || !strings.Contains(r.out, "-allow ␍0.0.0.0/0") {
+		t.Errorf("the diff:\n%q", r.out)
+	}
+}
+
+// stdinChanging answers the confirmation after changing the saved policy,
+// as another command run meanwhile would.
+type stdinChanging struct {
+	t       *testing.T
+	changed bool
+}
+
+func (s *stdinChanging) Read(p []byte) (int, error) {
+	if !s.changed {
+		s.changed = true
+		if _, err := instance.UpdateConfig(instance.DefaultName, func(c *instance.Config) error {
+			c.Network.Policy.Deny = append(c.Network.Policy.Deny, "meanwhile.example.com")
+			return nil
+		}); err != nil {
+			s.t.Error(err)
+		}
+	}
+	return copy(p, "y\n"), io.EOF
+}
+
+// A policy changed while apply asked is not overwritten unseen: apply
+// refuses and says to run again.
+func TestApplyRefusesWhenThePolicyChangedMeanwhile(t *testing.T) {
+	instancetest.New(t, instance.Config{})
+	ios, _, out, _ := iostreams.Test()
+	ios.In = &stdinChanging{t: t}
+	ios.SetStdinTTY(true)
+	err := command(ios, nil, "apply", "--from", writeFile(t, proposal)).ExecuteContext(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "changed meanwhile") || !strings.Contains(out.String(), "+allow registry.npmjs.org") {
+		t.Fatalf("%v; the output:\n%s", err, out)
+	}
+	if got := savedPolicy(t); got.Mode != "" || len(got.Allow) != 0 || !slices.Equal(got.Deny, []string{"meanwhile.example.com"}) {
+		t.Errorf("saved %+v", got)
 	}
 }
 
@@ -161,5 +216,19 @@ func TestUnifiedDiff(t *testing.T) {
 	}
 	if got := unifiedDiff(nil, []string{"mode: allowlist"}, "a", "b", false); got != "--- a\n+++ b\n@@ -0,0 +1 @@\n+mode: allowlist\n" {
 		t.Errorf("from nothing: %q", got)
+	}
+}
+
+// What policy --json prints, apply takes back, the default mode
+// included: it says its mode even when the config leaves it out.
+func TestApplyTakesWhatPolicyJSONPrints(t *testing.T) {
+	instancetest.New(t, instance.Config{Network: instance.Network{Policy: policy.Policy{Allow: []string{"a.example.com"}}}})
+	shown := policyCmd(t, "--json")
+	if shown.err != nil {
+		t.Fatal(shown.err)
+	}
+	r := applyCmd(t, shown.out, false, "--from", "-", "--yes")
+	if r.err != nil || !strings.Contains(r.errOut, "already has this policy") {
+		t.Errorf("policy --json %q, applied: %+v", shown.out, r)
 	}
 }

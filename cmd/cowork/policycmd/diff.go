@@ -3,6 +3,8 @@ package policycmd
 import (
 	"fmt"
 	"strings"
+
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // diffContext is how many unchanged lines a hunk shows around a change.
@@ -20,6 +22,8 @@ type diffEdit struct {
 
 // unifiedDiff is the unified diff (diff -u) of two policies' lines, ""
 // when they are the same. color marks removed lines red, added green.
+// Each line is printed through termsafe: an entry saved before control
+// characters were refused, or a file's name, cannot act on the terminal.
 func unifiedDiff(a, b []string, nameA, nameB string, color bool) string {
 	es := edits(a, b)
 	if !changed(es) {
@@ -37,7 +41,7 @@ func unifiedDiff(a, b []string, nameA, nameB string, color bool) string {
 		}
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "--- %s\n+++ %s\n", nameA, nameB)
+	fmt.Fprintf(&out, "--- %s\n+++ %s\n", termsafe.Line(nameA), termsafe.Line(nameB))
 	for i := 0; i < len(es); {
 		for i < len(es) && es[i].op == ' ' {
 			i++
@@ -57,7 +61,7 @@ func unifiedDiff(a, b []string, nameA, nameB string, color bool) string {
 		start, stop := max(0, i-diffContext), min(len(es), last+1+diffContext)
 		fmt.Fprintf(&out, "@@ -%s +%s @@\n", hunkRange(posA[start], posA[stop]-posA[start]), hunkRange(posB[start], posB[stop]-posB[start]))
 		for _, e := range es[start:stop] {
-			line := string(e.op) + e.text
+			line := string(e.op) + termsafe.Line(e.text)
 			switch {
 			case color && e.op == '-':
 				line = "\x1b[31m" + line + "\x1b[0m"

@@ -189,6 +189,9 @@ func run(ctx context.Context, o *Options) error {
 	}
 	p := cfg.Network.Policy
 	if o.JSON {
+		if p.Mode == "" {
+			p.Mode = policy.ModeDefault // explicit, for policy apply
+		}
 		enc := json.NewEncoder(o.IO.Out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(p)

@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/coworkhq/cowork/hostd/netstack/budget"
 )
@@ -198,9 +199,15 @@ func Compile(p Policy, hostIP netip.Addr, lans []netip.Prefix) (*Rules, error) {
 
 // ParseEntry reads one allow or deny entry: a domain (returned normalized,
 // lower case without the final dot), or an address or CIDR (returned as a
-// prefix, in canonical form: ::ffff:10.0.0.1 is 10.0.0.1/32).
+// prefix, in canonical form: ::ffff:10.0.0.1 is 10.0.0.1/32). An entry
+// with white space around it or a control character in it is refused,
+// not trimmed: it would be saved and shown as written, and on a terminal
+// "\r0.0.0.0/0" reads as something else.
 func ParseEntry(e string) (domain string, prefix netip.Prefix, err error) {
-	s := strings.TrimSpace(e)
+	s := e
+	if s != strings.TrimSpace(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return "", netip.Prefix{}, fmt.Errorf("%q has white space around it or a control character in it: an entry is a domain, an address or a CIDR alone", e)
+	}
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return "", canonicalPrefix(p.Masked()), nil
 	}

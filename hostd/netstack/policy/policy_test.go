@@ -122,6 +122,28 @@ func TestBadEntries(t *testing.T) {
 	}
 }
 
+// An entry is refused, not trimmed, when white space surrounds it or a
+// control character is in it: it would be saved and shown as written,
+// and "\r0.0.0.0/0" printed on a terminal hides what it is.
+func TestEntriesWithWhiteSpaceOrControlsAreRefused(t *testing.T) {
+	for _, e := range []string{"\r0.0.0.0/0", "example.com\v", " example.com", "example.com ", "\t10.0.0.0/8", "0.0.0.0/0\n", "example.com\x00", "\u0085example.com", "example.com\u00a0"} {
+		if d, p, err := ParseEntry(e); err == nil {
+			t.Errorf("ParseEntry(%q) = %q %v", e, d, p)
+		}
+		if _, err := Compile(Policy{Mode: ModeAllowlist, Allow: []string{e}}, hostIP, nil); err == nil {
+			t.Errorf("allow %q compiled", e)
+		}
+		if _, err := Compile(Policy{Deny: []string{e}}, hostIP, nil); err == nil {
+			t.Errorf("deny %q compiled", e)
+		}
+	}
+	for _, e := range []string{"example.com", "*.example.com", "0.0.0.0/0", "::ffff:10.0.0.1"} {
+		if _, _, err := ParseEntry(e); err != nil {
+			t.Errorf("ParseEntry(%q): %v", e, err)
+		}
+	}
+}
+
 func TestBindings(t *testing.T) {
 	b := NewBindings()
 	now := time.Unix(1000, 0)
