@@ -187,3 +187,26 @@ func TestLearnedFlowOverALimitIsADenial(t *testing.T) {
 		t.Errorf("the refusal's line: %+v", r)
 	}
 }
+
+// In default mode learn mode changes no verdict: nothing is marked
+// learned, and a flow opened while learning stays open after, as the
+// policy allows it anyway.
+func TestLearnModeInDefaultModeMarksNothing(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.world.serveTCP(t, "198.51.100.11:443", echo)
+	end := tn.Learn()
+	c, err := tn.dialTCP(t, "198.51.100.11:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	end()
+	if !echoes(c, r, "after") {
+		t.Error("a flow the default policy allows ended with learn mode")
+	}
+	c.Close()
+	rec := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindTCP && r.Dst == "198.51.100.11:443" })
+	if rec.Learn || rec.Rule != "default" {
+		t.Errorf("the flow's line: %+v", rec)
+	}
+}

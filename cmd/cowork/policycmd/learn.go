@@ -31,7 +31,10 @@ says "learn": true, so the log never reads as if the policy had allowed it.
 What the policy refuses on purpose stays refused: the host itself and its
 unexposed ports, private, link-local and metadata addresses, the host's
 LANs, and your deny list. The mode is never saved, and ends with this
-command however it ends (Ctrl-C, a kill), or after --for, or 8 hours.
+command however it ends (Ctrl-C, a kill), or after --for, or 8 hours; the
+connections it alone let through are closed then. In default mode, which
+lets the internet through anyway, it lets nothing more through: the
+suggestion is made from the task's traffic all the same.
 
 With a COMMAND, it runs in the guest as cowork exec runs it (bash -lc, in
 /workspace), its output on stderr, and learning ends when it does; cowork

@@ -3,13 +3,16 @@ package policy
 import "net/netip"
 
 // Learning is r in learn mode: what the policy would refuse only because
-// it is not listed (allowlist mode, or the internet in default mode) is
-// allowed, with Verdict.Learn set, so that a task can run once and its
+// it is not listed (in allowlist mode) is allowed, with Verdict.Learn set,
+// so that a task can run once and its
 // audit log say what it needed (`cowork policy learn`). Everything the
 // policy refuses on purpose stays refused, checked before the mode is: the
 // host itself and its unexposed ports, the deny list, the host's LANs and
 // the private, link-local and metadata ranges, and the IPv4 addresses an
-// IPv6 address carries. Learn mode widens the mode step alone.
+// IPv6 address carries. Learn mode widens the mode step alone, so in
+// default mode, which lets the internet through anyway, it changes no
+// verdict and marks nothing: Learn always means "refused without learn
+// mode" (and such flows end with it, see netstack.Stack.Learn).
 //
 // r itself is unchanged; the two share their compiled lists, which
 // neither writes.

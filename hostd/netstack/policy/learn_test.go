@@ -66,9 +66,15 @@ func TestLearningWidensTheModeAlone(t *testing.T) {
 	if v := base.CheckFlow(TCP, flow("198.51.100.1:443"), []string{"new.example"}); v.Allow || v.Learn {
 		t.Errorf("the base rules: %+v", v)
 	}
-	// In default mode too, what is not listed is marked as learned.
-	if v := rules(t, Policy{}).Learning().CheckFlow(TCP, flow("198.51.100.1:443"), []string{"x.example"}); !v.Allow || !v.Learn {
+	// Default mode lets the internet through without learn mode: nothing
+	// is learn's there (its flows would otherwise end with learn mode, and
+	// the suggestion count them as let through by it alone).
+	def := rules(t, Policy{}).Learning()
+	if v := def.CheckFlow(TCP, flow("198.51.100.1:443"), []string{"x.example"}); !v.Allow || v.Learn || v.Rule != "default" {
 		t.Errorf("default mode, learning: %+v", v)
+	}
+	if v := def.CheckName("x.example"); !v.Allow || v.Learn || v.Rule != "default" {
+		t.Errorf("default mode, learning, a name: %+v", v)
 	}
 }
 

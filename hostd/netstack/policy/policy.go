@@ -285,10 +285,10 @@ func (r *Rules) CheckName(name string) Verdict {
 	if d, ok := firstMatch(r.allowDomains, name); ok {
 		return allow(d.rule)
 	}
-	if r.learn {
-		return learned(name)
-	}
 	if r.mode == ModeAllowlist {
+		if r.learn {
+			return learned(name)
+		}
 		return deny("allowlist: "+name+" is not listed", fixAllowName)
 	}
 	return allow("default")
@@ -344,17 +344,15 @@ func (r *Rules) CheckFlow(proto Proto, dst netip.AddrPort, names []string) Verdi
 			return allow(d.rule)
 		}
 	}
-	if r.learn {
-		if len(names) == 0 {
-			return learned(a.String())
-		}
-		return learned(names[0])
-	}
 	if r.mode == ModeAllowlist {
-		if len(names) == 0 {
-			return deny("allowlist: "+a.String()+" is not listed", fixAllowName)
+		what := a.String()
+		if len(names) > 0 {
+			what = names[0]
 		}
-		return deny("allowlist: "+names[0]+" is not listed", fixAllowName)
+		if r.learn {
+			return learned(what)
+		}
+		return deny("allowlist: "+what+" is not listed", fixAllowName)
 	}
 	return allow("default")
 }
