@@ -105,4 +105,3 @@ func TestForgedOwnersAreDropped(t *testing.T) {
 		t.Errorf("%d answers counted as unsolicited, want at least 9", tn.owners.unsolicited.Load())
 	}
 }
-
