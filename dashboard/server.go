@@ -98,7 +98,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	ctx, s.stop = context.WithCancel(ctx)
 	w := &watcher{feed: s.feed, since: since, every: o.scanEvery, logf: o.Logf, book: newSpendBook(),
-		copies: map[string]map[uint64]struct{}{}, logs: map[string]context.CancelFunc{}}
+		copies: newCopyBook(), logs: map[string]context.CancelFunc{}}
 	s.srv = &http.Server{
 		Handler:           guard(token, port, s.routes(ctx)),
 		ReadHeaderTimeout: 10 * time.Second,

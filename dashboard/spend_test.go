@@ -87,7 +87,7 @@ func TestSpendIsBounded(t *testing.T) {
 // when the run ends they are copied into the parent's runs.jsonl, and
 // shown once. Records the clone's log was not seen with are shown.
 func TestARunsCopiesAreShownOnce(t *testing.T) {
-	w := &watcher{feed: newFeed(100, 1<<20, 4), book: newSpendBook(), copies: map[string]map[uint64]struct{}{}}
+	w := &watcher{feed: newFeed(100, 1<<20, 4), book: newSpendBook(), copies: newCopyBook()}
 	t0 := time.Now()
 	flow := func(i int) *audit.Record {
 		return &audit.Record{Time: t0.Add(time.Duration(i) * time.Millisecond), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "pypi.org", Dst: "151.101.0.223:443", BytesIn: int64(i)}
@@ -113,7 +113,7 @@ func TestARunsCopiesAreShownOnce(t *testing.T) {
 	if !strings.Contains(got[0], `"instance":"box-rm-0a1b2c3d","parent":"box","run":"0a1b2c3d","log":"network"`) {
 		t.Errorf("the clone's record: %s", got[0])
 	}
-	if len(w.copies) != 0 {
-		t.Errorf("the run's end left %d runs remembered", len(w.copies))
+	if len(w.copies.runs) != 0 || w.copies.total != 0 {
+		t.Errorf("the run's end left %d runs remembered", len(w.copies.runs))
 	}
 }

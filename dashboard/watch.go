@@ -26,9 +26,9 @@ type watcher struct {
 
 	mu     sync.Mutex // serialises records: the dedupe, the book, their order
 	book   *spendBook
-	copies map[string]map[uint64]struct{} // see isCopy
-	logs   map[string]context.CancelFunc  // by log path
-	last   []byte                         // the instances frame last sent
+	copies *copyBook
+	logs   map[string]context.CancelFunc // by log path
+	last   []byte                        // the instances frame last sent
 }
 
 // run looks for instances until ctx ends, and their logs' records
@@ -139,45 +139,20 @@ func (w *watcher) record(src source, r *audit.Record) error {
 	return w.feed.publishRecord(ev)
 }
 
-// maxCopies bounds the records remembered for one run, and the runs.
-const (
-	maxCopies     = 1 << 16
-	maxCopiedRuns = 64
-)
-
 // isCopy says whether r, from a parent's runs.jsonl, is the copy of a
 // record already read from its throwaway clone's own log while the clone
-// lived: when a run ends, its clone's records are copied there, and the
-// page shows each once. A run's closing record ends its memory.
+// lived (see copyBook). A run's closing record ends its memory.
 func (w *watcher) isCopy(src source, r *audit.Record) bool {
 	switch {
 	case src.log == LogNetwork && src.run != "":
-		key := src.parent + "/" + src.run
-		seen := w.copies[key]
-		if seen == nil {
-			if len(w.copies) >= maxCopiedRuns {
-				for k := range w.copies {
-					delete(w.copies, k)
-					break
-				}
-			}
-			seen = map[uint64]struct{}{}
-			w.copies[key] = seen
-		}
-		if len(seen) < maxCopies {
-			seen[recordKey(r)] = struct{}{}
-		}
+		w.copies.note(src.parent+"/"+src.run, recordKey(r))
 	case src.log == LogRuns && r.RunID != "":
 		key := src.instance + "/" + r.RunID
 		if r.Kind == audit.KindRun {
-			delete(w.copies, key)
+			w.copies.end(key)
 			return false
 		}
-		k := recordKey(r)
-		if _, ok := w.copies[key][k]; ok {
-			delete(w.copies[key], k)
-			return true
-		}
+		return w.copies.take(key, recordKey(r))
 	}
 	return false
 }
