@@ -64,10 +64,20 @@ func TestGuardRefusesWhatIsNotThePagesOwn(t *testing.T) {
 		if c.code != 200 && strings.Contains(rec.Body.String(), "shown") {
 			t.Errorf("%s: refused, yet the page answered", c.name)
 		}
-		if got := rec.Header().Get("Content-Security-Policy"); got != csp || !strings.Contains(got, "default-src 'none'") {
-			t.Errorf("%s: CSP %q", c.name, got)
+		got := rec.Header().Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "img-src 'self'",
+			"frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s: CSP %q lacks %q", c.name, got, want)
+			}
 		}
-		for k, v := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"} {
+		if n := strings.Count(got, ";") + 1; n != 8 {
+			t.Errorf("%s: CSP %q has %d directives, want the 8 above", c.name, got, n)
+		}
+		if strings.Contains(got, "unsafe") || strings.Contains(got, "*") || strings.Contains(got, "http") || strings.Contains(got, "data:") {
+			t.Errorf("%s: CSP %q allows more than the server's own", c.name, got)
+		}
+		for k, v := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
 			if rec.Header().Get(k) != v {
 				t.Errorf("%s: %s %q", c.name, k, rec.Header().Get(k))
 			}

@@ -215,3 +215,25 @@ func TestTheQueueIsBounded(t *testing.T) {
 		t.Fatalf("backlog %d", len(f.backlog))
 	}
 }
+
+// A page that goes frees its place at once: its stream ends and it is
+// no longer counted, so closing tabs never leaves the dashboard full.
+func TestAClosedPageFreesItsPlace(t *testing.T) {
+	home(t)
+	s := start(t, Options{maxSubs: 2})
+	for i := range 5 {
+		st := openStream(t, s)
+		st.next(t, "hello", 5*time.Second)
+		if n := s.feed.clients(); n != 1 {
+			t.Fatalf("page %d: %d clients", i, n)
+		}
+		st.resp.Body.Close()
+		deadline := time.Now().Add(2 * time.Second)
+		for s.feed.clients() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("page %d closed: still %d clients after 2s", i, s.feed.clients())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
