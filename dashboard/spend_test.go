@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -115,5 +116,40 @@ func TestARunsCopiesAreShownOnce(t *testing.T) {
 	}
 	if len(w.copies.runs) != 0 || w.copies.total != 0 {
 		t.Errorf("the run's end left %d runs remembered", len(w.copies.runs))
+	}
+}
+
+// Calls of a task are sent as one task event an interval, not one a
+// record: each carries the task's whole history.
+func TestATasksCallsAreSentOnceAnInterval(t *testing.T) {
+	w := &watcher{feed: newFeed(1000, 64<<20, 4), book: newSpendBook(), copies: newCopyBook()}
+	sub, _ := w.feed.subscribe()
+	src := source{instance: "box", log: LogNetwork}
+	t0 := time.Now()
+	for i := range 500 {
+		w.record(src, &audit.Record{Time: t0.Add(time.Duration(i) * time.Minute), Kind: audit.KindRelay, Verdict: audit.Allow, Session: "s1"})
+	}
+	w.record(src, &audit.Record{Time: t0, Kind: audit.KindRelay, Verdict: audit.Allow, Session: "s2"})
+	w.sendTasks()
+	w.sendTasks() // nothing changed since
+	tasks := map[string]int{}
+	records := 0
+	for _, fr := range sub.take() {
+		switch {
+		case strings.HasPrefix(string(fr), "event: task\n"):
+			var tk Task
+			if err := json.Unmarshal(frameData(fr), &tk); err != nil {
+				t.Fatal(err)
+			}
+			tasks[tk.Key]++
+			if tk.Key == "box/session/s1" && tk.Total.Calls != 500 {
+				t.Errorf("s1 sent with %d calls, want all 500", tk.Total.Calls)
+			}
+		case strings.HasPrefix(string(fr), "event: record\n"):
+			records++
+		}
+	}
+	if records != 501 || len(tasks) != 2 || tasks["box/session/s1"] != 1 || tasks["box/session/s2"] != 1 {
+		t.Fatalf("%d records, tasks sent %v; want 501, and each task once", records, tasks)
 	}
 }

@@ -24,11 +24,12 @@ type watcher struct {
 	every time.Duration // how often instances are looked for
 	logf  func(format string, args ...any)
 
-	mu     sync.Mutex // serialises records: the dedupe, the book, their order
-	book   *spendBook
-	copies *copyBook
-	logs   map[string]context.CancelFunc // by log path
-	last   []byte                        // the instances frame last sent
+	mu      sync.Mutex // serialises records: the dedupe, the book, their order
+	book    *spendBook
+	changed map[string]bool // the tasks to send at the next sendTasks
+	copies  *copyBook
+	logs    map[string]context.CancelFunc // by log path
+	last    []byte                        // the instances frame last sent
 }
 
 // run looks for instances until ctx ends, and their logs' records
@@ -36,6 +37,20 @@ type watcher struct {
 func (w *watcher) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(taskEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				w.sendTasks()
+			}
+		}
+	}()
 	for {
 		w.scan(ctx, &wg)
 		select {
@@ -130,13 +145,35 @@ func (w *watcher) record(src source, r *audit.Record) error {
 	}
 	if t, evicted := w.book.add(ev, r); t != nil {
 		if evicted != "" {
+			delete(w.changed, evicted)
 			w.feed.publishTask(evicted, nil)
 		}
-		if fr, err := frame("task", t); err == nil {
-			w.feed.publishTask(t.Key, fr)
+		if w.changed == nil {
+			w.changed = map[string]bool{}
 		}
+		w.changed[t.Key] = true
 	}
 	return w.feed.publishRecord(ev)
+}
+
+// taskEvery is how often the tasks that changed are sent. A task's
+// event carries its whole history (up to maxPoints minutes), so it is
+// sent once an interval however many calls it made: one a record would
+// send megabytes while a large log is read, and drop the pages.
+const taskEvery = 250 * time.Millisecond
+
+// sendTasks sends each task that changed since it last ran, once.
+func (w *watcher) sendTasks() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key := range w.changed {
+		if t := w.book.tasks[key]; t != nil {
+			if fr, err := frame("task", t); err == nil {
+				w.feed.publishTask(key, fr)
+			}
+		}
+	}
+	clear(w.changed)
 }
 
 // isCopy says whether r, from a parent's runs.jsonl, is the copy of a
