@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -241,4 +242,84 @@ func TestThePageInChromium(t *testing.T) {
 		t.Errorf("the page reported: %s", p)
 	}
 	t.Logf("%d requests, all to %s; the test took %s", len(b.requests), u.Host, time.Since(began).Round(time.Millisecond))
+}
+
+// A page paused (or in a background tab, which gets no frames) while a
+// guest floods its log holds only the newest records, says how many it
+// did not keep, and shows the newest when it resumes. The page also
+// takes the token out of its address once loaded and goes on streaming,
+// and isolates the guest's text of each cell (direction marks pass
+// termsafe).
+func TestAPausedPageHoldsOnlyTheNewest(t *testing.T) {
+	home(t)
+	s := start(t, Options{queue: 64 << 20})
+	b := openPage(t, s)
+	t0 := time.Now()
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			at := t0.Add(time.Duration(i) * time.Millisecond)
+			s.feed.publishRecord(&Event{Instance: "sandbox", Log: LogNetwork, time: at,
+				Record: map[string]any{"time": at, "kind": "dns", "verdict": "allow", "name": fmt.Sprintf("n%d.example", i)}})
+		}
+	}
+	b.waitFor(t, "the stream", `document.getElementById("conn") && document.getElementById("conn").textContent === "live"`, 10*time.Second)
+	publish(0, 1)
+	b.waitFor(t, "a record streamed after the token left the address", `document.getElementById("flows-body").rows.length === 1`, 5*time.Second)
+	var page struct {
+		Href, Bidi, BidiSpan string
+	}
+	b.eval(t, `({href: location.href, bidi: getComputedStyle(document.querySelector("#flows-body td.c-host")).unicodeBidi,
+		bidiSpan: getComputedStyle(document.querySelector("#flows-body td.c-verdict span")).unicodeBidi})`, &page)
+	if strings.Contains(page.Href, s.token) || strings.Contains(page.Href, "token") {
+		t.Errorf("the address still holds the token: %s", page.Href)
+	}
+	if page.Bidi != "isolate" || page.BidiSpan != "isolate" {
+		t.Errorf("a cell's unicode-bidi is %q, its span's %q; want isolate", page.Bidi, page.BidiSpan)
+	}
+
+	const flood = 20000
+	b.key(t, "p")
+	began := time.Now()
+	publish(1, flood+1)
+	b.waitFor(t, "the flood held", `state.held === `+fmt.Sprint(flood), 20*time.Second)
+	var held struct{ Pending, Max, Dropped int }
+	b.eval(t, `({pending: state.pending.length, max: MAX_ROWS, dropped: state.dropped})`, &held)
+	if held.Pending > 2*held.Max || held.Dropped < flood-2*held.Max {
+		t.Errorf("paused with %d records held (%d dropped), want at most %d", held.Pending, held.Dropped, 2*held.Max)
+	}
+	b.key(t, "p")
+	b.waitFor(t, "the newest shown", fmt.Sprintf(`document.getElementById("flows-body").rows[0].innerText.includes("n%d.example")`, flood), 5*time.Second)
+	var shown struct {
+		Rows  int
+		Count string
+	}
+	b.eval(t, `({rows: document.getElementById("flows-body").rows.length, count: document.getElementById("count").textContent})`, &shown)
+	if shown.Rows != held.Max || !strings.Contains(shown.Count, "not shown") {
+		t.Errorf("after the flood: %d rows, count %q", shown.Rows, shown.Count)
+	}
+	t.Logf("%d records while paused, shown in %s", flood, time.Since(began).Round(time.Millisecond))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.problems {
+		t.Errorf("the page reported: %s", p)
+	}
+}
+
+// A stream the server refuses for good (too many pages, or a new token)
+// is not "reconnecting" forever: the page says so, and reconnects when
+// asked, with the token it kept.
+func TestAStreamRefusedForGoodSaysSo(t *testing.T) {
+	home(t)
+	s := start(t, Options{maxSubs: 1})
+	other := openStream(t, s)
+	b := openPage(t, s)
+	b.waitFor(t, "the refusal said", `document.getElementById("reconnect") && document.getElementById("conn").textContent.includes("stopped") && !document.getElementById("reconnect").hidden`, 10*time.Second)
+	other.resp.Body.Close()
+	for deadline := time.Now().Add(2 * time.Second); s.feed.clients() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the other page's place was not freed")
+		}
+	}
+	b.eval(t, `document.getElementById("reconnect").click()`, nil)
+	b.waitFor(t, "live again", `document.getElementById("conn").textContent === "live" && document.getElementById("reconnect").hidden`, 5*time.Second)
 }

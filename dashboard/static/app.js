@@ -4,7 +4,12 @@
 // page as text (textContent, SVG text nodes), never as HTML.
 "use strict";
 
+// The token stays in this variable alone: the address bar and the
+// session's history lose it once the page has loaded (see SECURITY.md:
+// the browser may have noted the URL already). A reload then needs the
+// URL `cowork dashboard` printed; the page reconnects without one.
 const token = document.querySelector('meta[name="cowork-token"]').content;
+if (location.search) history.replaceState(null, "", location.pathname + location.hash);
 const $ = (id) => document.getElementById(id);
 
 // The columns of the traffic table. get(e) is the cell's text for event e
@@ -33,7 +38,7 @@ const COLUMNS = [
   { id: "cost", label: "Cost", get: (e) => (e.record.usage && e.record.usage.cost_usd ? usd(e.record.usage.cost_usd) : ""), optional: true, num: true },
 ];
 
-const MAX_ROWS = 2000;
+const MAX_ROWS = 2000; // records shown, and held while paused or hidden
 const MAX_TASKS = 200;
 
 const state = {
@@ -44,8 +49,9 @@ const state = {
   selected: null, // the selected event's id
   task: "", // the task charted; "" for all
   paused: false,
-  pending: [], // events not yet shown
-  held: 0, // events held while paused
+  pending: [], // events not yet shown: the newest MAX_ROWS to 2 * MAX_ROWS
+  held: 0, // events come while paused
+  dropped: 0, // events not kept in pending, while paused or hidden
 };
 
 // ---- formatting
@@ -183,6 +189,7 @@ function updateCount() {
   $("no-records").hidden = state.events.length > 0;
   let s = shown === state.events.length ? count(shown) + " records" : count(shown) + " of " + count(state.events.length) + " records";
   if (state.paused) s += " · paused, " + count(state.held) + " new";
+  if (state.dropped) s += " · " + count(state.dropped) + " not shown (only the newest " + count(MAX_ROWS) + " are kept while paused or in a background tab)";
   $("count").textContent = "· " + s;
 }
 
@@ -202,7 +209,7 @@ function add(events) {
       if (matches(e)) body.insertBefore(row(e), body.firstChild);
     }
   } else {
-    state.events.push(...events);
+    state.events = state.events.concat(events); // never spread: a long list overflows the stack
     state.events.sort((a, b) => (a.record.time < b.record.time ? 1 : a.record.time > b.record.time ? -1 : b.id - a.id));
   }
   if (state.events.length > MAX_ROWS) {
@@ -224,8 +231,16 @@ function flush() {
   add(events);
 }
 
+// queue holds e until the next frame. A paused page, or a tab in the
+// background (no frames), keeps only the newest MAX_ROWS, as it would
+// show: a guest flooding the log meanwhile costs it no more.
 function queue(e) {
   state.pending.push(e);
+  if (state.pending.length >= 2 * MAX_ROWS) {
+    state.dropped += state.pending.length - MAX_ROWS;
+    state.pending = state.pending.slice(-MAX_ROWS);
+    if (!state.paused) updateCount();
+  }
   if (state.paused) { state.held++; updateCount(); return; }
   if (!state.flushing) { state.flushing = true; requestAnimationFrame(flush); }
 }
@@ -326,11 +341,19 @@ function renderInstances(list) {
 function connect() {
   const es = new EventSource("/events?token=" + encodeURIComponent(token));
   const conn = $("conn");
+  $("reconnect").hidden = true;
   es.onopen = () => { conn.textContent = "live"; conn.className = "live"; };
-  es.onerror = () => { conn.textContent = "disconnected; reconnecting…"; conn.className = "down"; };
+  es.onerror = () => {
+    conn.className = "down";
+    if (es.readyState !== EventSource.CLOSED) { conn.textContent = "disconnected; reconnecting…"; return; }
+    // Refused for good (503: too many pages; 403: the dashboard was
+    // started again, with a new token): the browser will not retry.
+    conn.textContent = "stopped: too many dashboard pages are open (close one, then reconnect), or the dashboard was restarted (open the new URL it printed)";
+    $("reconnect").hidden = false;
+  };
   es.addEventListener("hello", () => {
     // A new connection sends everything again.
-    state.events = []; state.pending = []; state.held = 0; state.tasks.clear();
+    state.events = []; state.pending = []; state.held = 0; state.dropped = 0; state.tasks.clear();
     renderRows(); renderTasks();
   });
   es.addEventListener("instances", (m) => renderInstances(JSON.parse(m.data)));
@@ -354,7 +377,8 @@ function togglePause() {
   state.paused = !state.paused;
   $("pause").setAttribute("aria-pressed", String(state.paused));
   $("pause").textContent = state.paused ? "Resume" : "Pause";
-  if (!state.paused) { state.held = 0; flush(); }
+  if (state.paused) state.dropped = 0;
+  else { state.held = 0; flush(); }
   updateCount();
 }
 
@@ -392,6 +416,7 @@ $("f-text").addEventListener("input", () => { clearTimeout(state.typingTimer); s
 $("filters").addEventListener("submit", (ev) => ev.preventDefault());
 $("pause").addEventListener("click", togglePause);
 $("detail-close").addEventListener("click", hideDetail);
+$("reconnect").addEventListener("click", connect);
 $("help-toggle").addEventListener("click", () => {
   const open = $("help").hidden;
   $("help").hidden = !open;

@@ -43,7 +43,9 @@ claude session) made, charted over time. It reads the instances' audit
 logs, as cowork proxy does; nothing it does slows the guests down.
 
 The page's URL is printed on stdout with a token, 32 random bytes, which
-every request must carry: keep it to yourself. The server answers only on
+every request must carry: keep it to yourself (--open puts it on the
+command line of xdg-open, and of the browser if that was not running, where
+other local users can read it). The server answers only on
 127.0.0.1, only to a browser that names it 127.0.0.1 or localhost, and
 only to its own page. Ctrl-C stops it.
 
