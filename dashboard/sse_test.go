@@ -93,7 +93,12 @@ func TestTheBacklogIsBoundedToTheNewest(t *testing.T) {
 	writeRecords(t, other, otherRecs...)
 	s := start(t, Options{Backlog: 5})
 	deadline := time.Now().Add(5 * time.Second)
-	for s.feed.nextID < 40 && time.Now().Before(deadline) {
+	published := func() int64 {
+		s.feed.mu.Lock()
+		defer s.feed.mu.Unlock()
+		return s.feed.nextID
+	}
+	for published() < 40 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	var state struct{ Records []decoded }
