@@ -313,16 +313,21 @@ func (n *Stack) admit(rec *audit.Record, opening bool) *flow {
 
 // deny completes a denied flow's record and writes it through the
 // throttle: the first denial of a destination for a rule gets its line,
-// repeats within the throttle's window are summed up in one. A denial is
-// never learn mode's, even of a flow it let through that a limit then
-// refused.
+// repeats within the throttle's window are summed up in one. The throttle
+// decides first: only a denial that gets its line waits for its owner,
+// and one it sums up gives its lookup up. A denial is never learn mode's,
+// even of a flow it let through that a limit then refused.
 func (n *Stack) deny(rec *audit.Record) {
 	rec.Time, rec.Verdict, rec.Learn = time.Now(), audit.Deny, false
 	if !rec.Start.IsZero() {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}
 	key := rec.Kind + " " + rec.Dst + " " + rec.Name + " " + rec.Rule
-	n.owners.then(rec, func(r *audit.Record) { n.lim.throttle.Deny(r, key, r.Time) })
+	if n.lim.throttle.Admit(rec, key, rec.Time) {
+		n.record(rec)
+	} else {
+		n.owners.forget(rec)
+	}
 }
 
 // limitDNS bounds the DNS queries being answered at once; one over the

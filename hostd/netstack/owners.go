@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"container/list"
 	"context"
 	"net/netip"
 	"sync"
@@ -20,37 +21,58 @@ type OwnerSource func(ctx context.Context, socks []agentcall.Socket) ([]agentcal
 // query, and writes the answer into the flow's audit record.
 //
 // On the flow's path this costs an enqueue: a lookup is queued (or, with
-// the queue full, counted as dropped: the flow never waits for it), and a
-// goroutine sends the queue to the agent in batches, ownerBatchDelay after
-// the first lookup of a batch, one call at a time. Most flows outlive the
-// answer, and their record is written when they end, with the owner. A
-// record that is ready first (a refused flow, a DNS answer) waits for the
-// answer up to ownerWait, off the flow's path, then goes without it: the
-// log then holds it a little later than it happened, which its Time still
+// maxOwnerLookups held, counted as dropped: the flow never waits for it),
+// and a goroutine sends the queue to the agent in batches,
+// ownerBatchDelay after the first lookup of a batch, one call at a time.
+// Most flows outlive the answer, and their record is written when they
+// end, with the owner. A record that is ready first (a refused flow, a
+// DNS answer) waits for the answer up to ownerWait, off the flow's path,
+// in one queue that one goroutine expires, then goes without it: the log
+// then holds it a little later than it happened, which its Time still
 // says. A single record per flow keeps the log as it was, and
 // `cowork proxy --exec` a filter on one line.
+//
+// A lookup is held, and counts against maxOwnerLookups, from ask until
+// both its record has taken it and its batch has ended (or the stack
+// closed): however fast the guest opens flows or gets them refused, and
+// however slowly its agent answers, the queue, the batch in flight and
+// the records waiting stay within the bound. A lookup whose record went
+// without it (written late, or not written at all: a throttled denial)
+// is not sent.
 //
 // Answers are joined by the flow as the guest sees it (protocol, the
 // guest's port, the peer), and only to the lookups of the batch they
 // answer: an owner for a flow not asked about, or asked about earlier, is
-// dropped. The answer never changes a verdict: the policy has judged the
-// flow before the lookup is even sent.
+// dropped. An answer goes to every lookup of its socket in the batch (a
+// resolver sends A and AAAA from one socket at once). The answer never
+// changes a verdict: the policy has judged the flow before the lookup is
+// even sent.
 const (
 	ownerBatchDelay = 2 * time.Millisecond
 	ownerWait       = time.Second
 	ownerCallLimit  = 5 * time.Second
-	// maxOwnerLookups bounds the lookups queued or awaited at once: as
-	// many flows as the stack holds open by default, and some.
+	// maxOwnerLookups bounds the lookups held at once: as many flows as
+	// the stack holds open by default, and some.
 	maxOwnerLookups = 8192
 )
 
-// ownerSlot is one lookup: done is closed once owner is set, or once the
-// lookup ended without one.
+// ownerSlot is one lookup. Its fields are its owners' mu's.
 type ownerSlot struct {
-	sock  agentcall.Socket
-	done  chan struct{}
-	owner *audit.Owner
+	sock    agentcall.Socket
+	owner   *audit.Owner
+	taken   bool // its record left byRec (then, forget)
+	settled bool // its batch ended: owner is all it will get
+
+	// While its record waits for the answer: the record, its writer,
+	// when it stops waiting, and its place in owners.waiting.
+	rec      *audit.Record
+	write    func(*audit.Record)
+	deadline time.Time
+	wait     *list.Element
 }
+
+// unwanted: nothing will read the slot's answer.
+func (s *ownerSlot) unwanted() bool { return s.taken && s.wait == nil }
 
 // owners is the stack's lookups.
 type owners struct {
@@ -58,10 +80,13 @@ type owners struct {
 	src     OwnerSource
 	queue   []*ownerSlot                 // not sent yet
 	byRec   map[*audit.Record]*ownerSlot // every lookup not yet taken by its record
-	kick    chan struct{}
+	held    int                          // lookups not both taken and settled
+	waiting list.List                    // of *ownerSlot, by deadline
+	kick    chan struct{}                // to run: a lookup is queued
+	wake    chan struct{}                // to expire: waiting was empty
 	stop    chan struct{}
 	stopped bool
-	writes  sync.WaitGroup // records waiting for their owner
+	writing sync.WaitGroup // records being written by run or expire
 
 	// Counters, for tests and `cowork status` one day.
 	dropped     atomic.Int64 // lookups not queued: too many
@@ -71,8 +96,9 @@ type owners struct {
 }
 
 func newOwners() *owners {
-	o := &owners{byRec: map[*audit.Record]*ownerSlot{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	o := &owners{byRec: map[*audit.Record]*ownerSlot{}, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	go o.run()
+	go o.expire()
 	return o
 }
 
@@ -88,57 +114,140 @@ func (n *Stack) SetOwners(src OwnerSource) {
 // ("tcp", "udp") from its port to peer. It never blocks.
 func (o *owners) ask(rec *audit.Record, proto string, guestPort int, peer netip.AddrPort) {
 	o.mu.Lock()
-	if o.src == nil || o.stopped {
+	if o.src == nil || o.stopped || o.byRec[rec] != nil {
 		o.mu.Unlock()
 		return
 	}
-	if len(o.byRec) >= maxOwnerLookups {
+	if o.held >= maxOwnerLookups {
 		o.mu.Unlock()
 		o.dropped.Add(1)
 		return
 	}
-	s := &ownerSlot{sock: agentcall.Socket{Proto: proto, Port: guestPort, Peer: peer.String()}, done: make(chan struct{})}
+	s := &ownerSlot{sock: agentcall.Socket{Proto: proto, Port: guestPort, Peer: peer.String()}}
+	o.held++
 	o.byRec[rec] = s
 	o.queue = append(o.queue, s)
 	o.mu.Unlock()
+	signal(o.kick)
+}
+
+// then calls write with rec once its owner is known: at once when it is,
+// or was never asked for, or the stack closed; else from another
+// goroutine within ownerWait.
+func (o *owners) then(rec *audit.Record, write func(*audit.Record)) {
+	o.mu.Lock()
+	s := o.take(rec)
+	if s == nil || s.settled || o.stopped {
+		if s != nil {
+			rec.Owner = s.owner
+		}
+		o.mu.Unlock()
+		write(rec)
+		return
+	}
+	s.rec, s.write, s.deadline = rec, write, time.Now().Add(ownerWait)
+	s.wait = o.waiting.PushBack(s)
+	first := o.waiting.Len() == 1
+	o.mu.Unlock()
+	if first {
+		signal(o.wake)
+	}
+}
+
+// forget gives up rec's lookup: its record will not be written. The
+// lookup is still last in the queue, as a rule (a throttled denial): it
+// is taken out, and held no longer.
+func (o *owners) forget(rec *audit.Record) {
+	o.mu.Lock()
+	if s := o.take(rec); s != nil && len(o.queue) > 0 && o.queue[len(o.queue)-1] == s {
+		o.queue[len(o.queue)-1] = nil
+		o.queue = o.queue[:len(o.queue)-1]
+		o.held--
+	}
+	o.mu.Unlock()
+}
+
+// take hands rec's lookup, if any, over to the record; o.mu is held.
+func (o *owners) take(rec *audit.Record) *ownerSlot {
+	s := o.byRec[rec]
+	if s == nil {
+		return nil
+	}
+	delete(o.byRec, rec)
+	s.taken = true
+	if s.settled {
+		o.held--
+	}
+	return s
+}
+
+func signal(c chan struct{}) {
 	select {
-	case o.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
-// then calls write with rec once its owner is known, at once when it is
-// (or was never asked for), else from another goroutine within ownerWait.
-func (o *owners) then(rec *audit.Record, write func(*audit.Record)) {
-	o.mu.Lock()
-	s := o.byRec[rec]
-	delete(o.byRec, rec)
-	o.mu.Unlock()
-	if s == nil {
-		write(rec)
-		return
-	}
-	select {
-	case <-s.done:
-		rec.Owner = s.owner
-		write(rec)
-		return
-	default:
-	}
-	o.writes.Add(1)
-	go func() {
-		defer o.writes.Done()
-		t := time.NewTimer(ownerWait)
-		defer t.Stop()
-		select {
-		case <-s.done:
-			rec.Owner = s.owner
-		case <-t.C:
-			o.late.Add(1)
-		case <-o.stop:
+// expire writes the records whose wait is over, without their owner,
+// until close.
+func (o *owners) expire() {
+	t := time.NewTimer(ownerWait)
+	t.Stop()
+	for {
+		var due <-chan time.Time
+		if next := o.writeLate(time.Now()); next > 0 {
+			t.Reset(next)
+			due = t.C
 		}
-		write(rec)
-	}()
+		select {
+		case <-due:
+		case <-o.wake:
+		case <-o.stop:
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
+}
+
+// writeLate writes the records whose wait ended by now, and returns how
+// long until the next one's ends (0: none waits).
+func (o *owners) writeLate(now time.Time) time.Duration {
+	var due []*ownerSlot
+	o.mu.Lock()
+	for e := o.waiting.Front(); e != nil; e = o.waiting.Front() {
+		s := e.Value.(*ownerSlot)
+		if s.deadline.After(now) {
+			break
+		}
+		o.waiting.Remove(e)
+		s.wait = nil
+		due = append(due, s)
+	}
+	var next time.Duration
+	if e := o.waiting.Front(); e != nil {
+		next = max(e.Value.(*ownerSlot).deadline.Sub(now), time.Millisecond)
+	}
+	o.writeLocked(due) // unlocks
+	o.late.Add(int64(len(due)))
+	return next
+}
+
+// writeLocked unlocks o.mu, then writes the records of ss, which were in
+// o.waiting: close waits for them.
+func (o *owners) writeLocked(ss []*ownerSlot) {
+	if len(ss) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	o.writing.Add(1) // o.waiting held them: not stopped
+	o.mu.Unlock()
+	defer o.writing.Done()
+	for _, s := range ss {
+		s.rec.Owner = s.owner
+		s.write(s.rec)
+		s.rec, s.write = nil, nil
+	}
 }
 
 // run sends the queued lookups in batches until close.
@@ -170,31 +279,33 @@ func (o *owners) batch() bool {
 		o.queue = nil
 	}
 	src, more := o.src, len(o.queue) > 0
+	asked := make(map[agentcall.Socket][]*ownerSlot, len(b))
+	socks := make([]agentcall.Socket, 0, len(b))
+	for _, s := range b {
+		if s.unwanted() {
+			continue
+		}
+		if asked[s.sock] == nil {
+			socks = append(socks, s.sock)
+		}
+		asked[s.sock] = append(asked[s.sock], s)
+	}
 	o.mu.Unlock()
 	if k == 0 {
 		return false
 	}
-	defer func() {
-		for _, s := range b {
-			select {
-			case <-s.done:
-			default:
-				close(s.done) // unanswered: no owner
-			}
-		}
-	}()
-	if src == nil {
-		return more
+	var got []agentcall.SocketOwner
+	if src != nil && len(socks) > 0 {
+		got = o.call(src, socks)
 	}
-	asked := make(map[agentcall.Socket]*ownerSlot, len(b))
-	socks := make([]agentcall.Socket, 0, len(b))
-	for _, s := range b {
-		if _, dup := asked[s.sock]; !dup {
-			socks = append(socks, s.sock)
-		}
-		asked[s.sock] = s // a later flow of the same socket is the one it holds now
-	}
+	o.settle(b, asked, got)
+	return more
+}
+
+// call asks src about socks, giving up at close.
+func (o *owners) call(src OwnerSource, socks []agentcall.Socket) []agentcall.SocketOwner {
 	ctx, cancel := context.WithTimeout(context.Background(), ownerCallLimit)
+	defer cancel()
 	go func() {
 		select {
 		case <-o.stop:
@@ -203,27 +314,42 @@ func (o *owners) batch() bool {
 		}
 	}()
 	got, err := src(ctx, socks)
-	cancel()
 	if err != nil {
 		o.failed.Add(1)
-		return more
+		return nil
 	}
+	return got
+}
+
+// settle ends batch b: the answers got go to the lookups asked about
+// their socket, and the records that waited for them are written.
+func (o *owners) settle(b []*ownerSlot, asked map[agentcall.Socket][]*ownerSlot, got []agentcall.SocketOwner) {
+	o.mu.Lock()
 	for _, a := range got {
-		s := asked[a.Socket]
-		if s == nil {
-			o.unsolicited.Add(1)
+		ss := asked[a.Socket]
+		if ss == nil {
+			o.unsolicited.Add(1) // or a second answer for one socket
 			continue
 		}
-		select {
-		case <-s.done:
-			o.unsolicited.Add(1) // a second answer for one socket
-			continue
-		default:
+		delete(asked, a.Socket)
+		for _, s := range ss {
+			s.owner = claimedOwner(a)
 		}
-		s.owner = claimedOwner(a)
-		close(s.done)
 	}
-	return more
+	var ready []*ownerSlot
+	for _, s := range b {
+		s.settled = true
+		if !s.taken {
+			continue
+		}
+		o.held--
+		if s.wait != nil {
+			o.waiting.Remove(s.wait)
+			s.wait = nil
+			ready = append(ready, s)
+		}
+	}
+	o.writeLocked(ready) // unlocks
 }
 
 // claimedOwner is an answer as the audit log keeps it, clipped again:
@@ -236,7 +362,8 @@ func claimedOwner(a agentcall.SocketOwner) *audit.Owner {
 	}
 }
 
-// close stops asking and writes at once the records that wait.
+// close stops asking and writes, before it returns, the records that
+// wait; a record that reaches then afterwards is written at once.
 func (o *owners) close() {
 	o.mu.Lock()
 	if o.stopped {
@@ -245,6 +372,18 @@ func (o *owners) close() {
 	}
 	o.stopped = true
 	close(o.stop)
+	var ready []*ownerSlot
+	for e := o.waiting.Front(); e != nil; e = e.Next() {
+		s := e.Value.(*ownerSlot)
+		s.wait = nil
+		ready = append(ready, s)
+	}
+	o.waiting.Init()
 	o.mu.Unlock()
-	o.writes.Wait()
+	for _, s := range ready {
+		s.rec.Owner = s.owner
+		s.write(s.rec)
+		s.rec, s.write = nil, nil
+	}
+	o.writing.Wait()
 }

@@ -55,21 +55,30 @@ func NewThrottle(write func(*Record), window time.Duration, burst int) *Throttle
 // Deny writes r, a denial, or counts it in its key's window. It keeps no
 // reference to r.
 func (t *Throttle) Deny(r *Record, key string, now time.Time) {
+	if t.Admit(r, key, now) {
+		t.write(r)
+	}
+}
+
+// Admit counts r, a denial, in its key's window, and reports whether it
+// gets a line of its own, which the caller then writes (when it likes:
+// the stack waits for its owner first). A denial it does not admit is
+// summed up in a summary. It keeps no reference to r.
+func (t *Throttle) Admit(r *Record, key string, now time.Time) bool {
 	t.mu.Lock()
 	due := t.dueLocked(now)
 	if q := t.keys[key]; q != nil {
 		q.suppressed++
 		t.mu.Unlock()
 		t.writeAll(due)
-		return
+		return false
 	}
 	if len(t.keys) < t.burst {
 		t.keys[key] = &quiet{rec: *r, start: now}
 		t.expect(now)
 		t.mu.Unlock()
 		t.writeAll(due)
-		t.write(r)
-		return
+		return true
 	}
 	q := t.others[r.Kind]
 	if q == nil {
@@ -80,6 +89,7 @@ func (t *Throttle) Deny(r *Record, key string, now time.Time) {
 	q.suppressed++
 	t.mu.Unlock()
 	t.writeAll(due)
+	return false
 }
 
 // Flush writes the summaries of the windows that ended by now. The stack
