@@ -154,3 +154,24 @@ func TestCallSocketOwnersBounds(t *testing.T) {
 		t.Errorf("a socket nobody holds: %+v", reps)
 	}
 }
+
+// A socket that no process holds any more (TIME_WAIT: inode 0) is not
+// looked for: a batch asking about one walks no process.
+func TestClosedSocketsWalkNothing(t *testing.T) {
+	b := diagRecord(syscall.AF_INET, 40002, netip.MustParseAddrPort("192.0.2.9:443"), 1000, 0)
+	b = append(b, nlHeader(nlmsgDone, 4)...)
+	o := &socketOwners{procRoot: t.TempDir(), dump: func(family, _ uint8) ([]diagSocket, error) {
+		if family != syscall.AF_INET {
+			return nil, nil
+		}
+		socks, err := parseDiag(b, nil)
+		if !errors.Is(err, errDiagDone) || len(socks) != 1 || socks[0].inode != 0 {
+			t.Fatalf("recorded dump: %+v, %v", socks, err)
+		}
+		return socks, nil
+	}}
+	rep, err := o.lookup([]agentcall.Socket{{Proto: "tcp", Port: 40002, Peer: "192.0.2.9:443"}})
+	if err != nil || len(rep.Owners) != 0 || o.walks != 0 {
+		t.Errorf("owners %+v, err %v, %d walks of every process; want none", rep.Owners, err, o.walks)
+	}
+}

@@ -36,6 +36,7 @@ type socketOwners struct {
 
 	mu     sync.Mutex // one lookup at a time: the dumps are the guest's whole socket table
 	recent []int      // owners of the last lookups' sockets, most recent first
+	walks  int        // walks of every process, for tests
 }
 
 // maxRecent bounds socketOwners.recent.
@@ -139,10 +140,16 @@ func fitReply(rep *agentcall.SocketOwnersReply) {
 
 // matchSockets puts in found the dumped sockets asked about. A UDP socket
 // that is not connected has no peer: it is the owner of a flow from its
-// port to anywhere, unless a connected one matches the flow exactly.
+// port to anywhere, unless a connected one matches the flow exactly. A
+// socket no process holds any more (TCP's FIN_WAIT and TIME_WAIT) has
+// inode 0: it names no owner, and looking for it would walk every
+// process.
 func matchSockets(socks []diagSocket, udp bool, want map[ownerKey]int, found map[int]diagSocket) {
 	var loose map[uint16]diagSocket
 	for _, d := range socks {
+		if d.inode == 0 {
+			continue
+		}
 		if i, ok := want[ownerKey{udp, d.port, d.peer}]; ok {
 			found[i] = d
 			continue
@@ -190,6 +197,7 @@ func (o *socketOwners) findPids(inodes map[uint32]int) {
 	if left > 0 {
 		// Newest first: a new socket is most likely a new process's, and
 		// a short-lived one may be gone by the end of a long walk.
+		o.walks++
 		pids := procPids(o.procRoot)
 		for _, pid := range slices.Backward(pids) {
 			if !walk(pid) {
