@@ -18,10 +18,11 @@ import (
 // netSummary is one line on what the exec id's processes did on the
 // network since start, from the audit log at logPath: flows, how many
 // were denied, DNS queries, bytes each way and the hosts most used.
-// The owners are the guest's claims, and a record may still be on its way
-// when the task ends (hostd writes a flow once its owner is known, within
-// a fraction of a second): it is a summary, `cowork proxy --exec` the
-// account.
+// The owners are the guest's claims (the line says so: a guest can put
+// its flows on another exec, or on none), and a record may still be on
+// its way when the task ends (hostd writes a flow once its owner is
+// known, within a fraction of a second): it is a summary, `cowork proxy
+// --exec` the account.
 func netSummary(ctx context.Context, logPath, id string, since time.Time) string {
 	var s audit.Stats
 	hosts := map[string]int{}
@@ -48,7 +49,7 @@ func netSummary(ctx context.Context, logPath, id string, since time.Time) string
 	if len(top) > 3 {
 		top = top[:3]
 	}
-	line := fmt.Sprintf("network: %d flows, %d denied, %d DNS queries, ↑%s ↓%s", s.Flows, s.Blocked, s.Queries, units.Size(s.BytesOut), units.Size(s.BytesIn))
+	line := fmt.Sprintf("network (as the guest reports): %d flows, %d denied, %d DNS queries, ↑%s ↓%s", s.Flows, s.Blocked, s.Queries, units.Size(s.BytesOut), units.Size(s.BytesIn))
 	if len(top) > 0 {
 		line += "; mostly " + strings.Join(top, ", ")
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
-// The summary counts the records of its exec only, and shows the hosts
-// the guest named inert.
+// The summary counts the records of its exec only, says that the guest
+// named the exec, and shows the hosts the guest named inert.
 func TestNetSummary(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "network.jsonl")
@@ -39,7 +39,7 @@ func TestNetSummary(t *testing.T) {
 	}
 	l.Close()
 	line := netSummary(context.Background(), path, id, now.Add(-time.Minute))
-	if !strings.HasPrefix(line, "network: 3 flows, 1 denied, 1 DNS queries") || !strings.Contains(line, "mostly api.example, ") ||
+	if !strings.HasPrefix(line, "network (as the guest reports): 3 flows, 1 denied, 1 DNS queries") || !strings.Contains(line, "mostly api.example, ") ||
 		strings.Contains(line, "other.example") || strings.Contains(line, "nobody") || !strings.HasSuffix(line, "(cowork proxy --exec "+id+")") {
 		t.Errorf("summary %q", line)
 	}
