@@ -26,6 +26,10 @@ type jsonScan struct {
 	long2   int // values kept too long to read
 	bad     bool
 	done    bool
+	keys    map[string]bool // the keys whose values it keeps; nil: keptKeys
+	// seen, when set, takes each value kept instead of vals (which keeps
+	// a key's last).
+	seen func(key string, v []byte)
 }
 
 type scanState uint8
@@ -118,7 +122,11 @@ func (j *jsonScan) step(c byte) {
 		j.state = sValue
 	case sValue:
 		j.cur, j.buf, j.long = "", j.buf[:0], false
-		if k := string(j.key); !j.keyLong && keptKeys[k] {
+		keys := j.keys
+		if keys == nil {
+			keys = keptKeys
+		}
+		if k := string(j.key); !j.keyLong && keys[k] {
 			j.cur = k
 		}
 		j.keep(c)
@@ -174,9 +182,12 @@ func (j *jsonScan) endValue() {
 	if j.cur == "" {
 		return
 	}
-	if j.long {
+	switch {
+	case j.long:
 		j.long2++
-	} else {
+	case j.seen != nil:
+		j.seen(j.cur, j.buf)
+	default:
 		if j.vals == nil {
 			j.vals = map[string][]byte{}
 		}
@@ -189,6 +200,7 @@ func (j *jsonScan) endValue() {
 // is "message" (an error answer has none).
 func (j *jsonScan) result(r *Result) {
 	r.Ignored += j.long2
+	r.Complete = j.done && !j.bad
 	var typ string
 	if v, ok := j.vals["type"]; ok && (json.Unmarshal(v, &typ) != nil || typ != "message") {
 		return

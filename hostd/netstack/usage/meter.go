@@ -48,6 +48,10 @@ type Result struct {
 	Found bool
 	// Ignored counts the usage events or values it could not read.
 	Ignored int
+	// Complete says the answer was read to its end: a stream's
+	// message_stop event, a JSON answer's closing brace. An answer cut
+	// short may have cost more than its usage so far says.
+	Complete bool
 }
 
 // NewMeter reads an answer of the given Content-Type: server-sent events
@@ -132,7 +136,7 @@ func (m *Meter) readLine(line []byte) {
 	switch string(field) {
 	case "event":
 		m.event = string(value)
-		if !usageEvent(m.event) {
+		if !usageEvent(m.event) && m.event != stopEvent {
 			m.dataSkip = true
 		}
 	case "data":
@@ -153,6 +157,9 @@ func (m *Meter) readLine(line []byte) {
 
 func usageEvent(name string) bool { return name == "message_start" || name == "message_delta" }
 
+// stopEvent ends a streamed answer.
+const stopEvent = "message_stop"
+
 // dispatch reads the event that just ended, when it is one with a usage.
 func (m *Meter) dispatch() {
 	name, data, skip := m.event, m.data, m.dataSkip
@@ -167,7 +174,7 @@ func (m *Meter) dispatch() {
 		return
 	}
 	if name == "" && !bytes.Contains(data, []byte(`"message_`)) {
-		return // an unnamed event that cannot be one of the two
+		return // an unnamed event that cannot be one of the three
 	}
 	var ev struct {
 		Type    string `json:"type"`
@@ -177,7 +184,12 @@ func (m *Meter) dispatch() {
 		} `json:"message"`
 		Usage *rawUsage `json:"usage"`
 	}
-	if json.Unmarshal(data, &ev) != nil || !usageEvent(ev.Type) || name != "" && ev.Type != name {
+	err := json.Unmarshal(data, &ev)
+	if err == nil && ev.Type == stopEvent && (name == "" || name == stopEvent) {
+		m.res.Complete = true
+		return
+	}
+	if err != nil || !usageEvent(ev.Type) || name != "" && ev.Type != name {
 		if usageEvent(name) {
 			m.res.Ignored++
 		}

@@ -18,7 +18,7 @@ const stream = "event: message_start\n" +
 	"event: message_delta\n" + `data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":350}}` + "\n\n" +
 	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 
-var streamWant = Result{Model: "claude-sonnet-4-5-20250929", Found: true,
+var streamWant = Result{Model: "claude-sonnet-4-5-20250929", Found: true, Complete: true,
 	Tokens: Tokens{Input: 1200, Output: 350, CacheWrite: 300, CacheRead: 5000}}
 
 // meter feeds body to a meter in pieces of n bytes.
@@ -63,8 +63,35 @@ func TestMeterTakesTheLastCountOfEachKind(t *testing.T) {
 	// A stream cut after message_start counts what it said: the API bills
 	// the input all the same.
 	cut := body[:strings.Index(body, "event: message_delta")]
-	if got := meter("text/event-stream", cut, 4); got.Tokens != (Tokens{Input: 10, Output: 1}) || !got.Found {
+	if got := meter("text/event-stream", cut, 4); got.Tokens != (Tokens{Input: 10, Output: 1}) || !got.Found || got.Complete {
 		t.Fatalf("cut: %+v", got)
+	}
+}
+
+// An answer is complete only once its end is read: a stream's own
+// message_stop event, a JSON answer's closing brace. An answer cut short
+// may have cost more than its usage so far says (see budget).
+func TestMeterSaysWhetherTheAnswerEnded(t *testing.T) {
+	for name, body := range map[string]string{
+		"no stop":          stream[:strings.Index(stream, "event: message_stop")],
+		"stop cut":         strings.TrimSuffix(stream, "\n"),
+		"stop of another":  stream[:strings.Index(stream, "event: message_stop")] + "event: ping\ndata: {\"type\":\"message_stop\"}\n\n",
+		"stop in the text": stream[:strings.Index(stream, "event: message_stop")] + "event: content_block_delta\n" + `data: {"type":"content_block_delta","delta":{"type":"text_delta","text":"\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"}}` + "\n\n",
+	} {
+		if got := meter("text/event-stream", body, 5); got.Complete {
+			t.Errorf("%s: %+v", name, got)
+		}
+	}
+	unnamed := stream[:strings.Index(stream, "event: message_stop")] + "data: {\"type\":\"message_stop\"}\n\n"
+	if got := meter("text/event-stream", unnamed, 5); !got.Complete {
+		t.Errorf("unnamed stop: %+v", got)
+	}
+	body := `{"type":"message","model":"m","content":[{"type":"text","text":"}"}],"usage":{"input_tokens":5,"output_tokens":1}}`
+	if got := meter("application/json", body[:len(body)-1], 3); got.Complete || !got.Found {
+		t.Errorf("JSON cut: %+v", got)
+	}
+	if got := meter("application/json", body, 3); !got.Complete {
+		t.Errorf("JSON: %+v", got)
 	}
 }
 
@@ -119,7 +146,7 @@ func TestMeterReadsAJSONAnswer(t *testing.T) {
 			"server_tool_use": map[string]any{"web_search_requests": 0}},
 	}
 	b, _ := json.MarshalIndent(answer, "", "  ") // "usage" after "content", as the API writes it
-	want := Result{Model: "claude-haiku-4-5", Found: true, Tokens: Tokens{Input: 40, Output: 7, CacheRead: 100}}
+	want := Result{Model: "claude-haiku-4-5", Found: true, Complete: true, Tokens: Tokens{Input: 40, Output: 7, CacheRead: 100}}
 	for _, n := range []int{1, 2, 13, 4096, 1 << 20} {
 		if got := meter("application/json", string(b), n); got != want {
 			t.Errorf("in pieces of %d: %+v", n, got)
