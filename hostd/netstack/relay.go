@@ -58,7 +58,7 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	defer cancel(nil)
 	defer context.AfterFunc(sess.ctx, func() { cancel(sess.Err()) })()
 	r = r.WithContext(ctx)
-	m, ok := n.admitCall(ctx, w, rec, sess, path)
+	m, ok := n.admitCall(ctx, w, rec, sess, path, r)
 	if !ok {
 		return
 	}

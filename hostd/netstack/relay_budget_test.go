@@ -234,7 +234,9 @@ func TestRelayDailyBudget(t *testing.T) {
 func TestRelayBudgetWaitEndsWithTheSession(t *testing.T) {
 	api := newMeteredAPI(t)
 	tn := newTestNet(t, policy.Policy{})
-	sess, _ := tn.Sessions().OpenRequest(SessionRequest{Endpoint: api.URL, APIKey: "sk-real", Budget: budget.Limit{CostUSD: 5}})
+	// Each request is reserved at about $0.002 (129 tokens at sonnet's
+	// dearest rate): two do not fit.
+	sess, _ := tn.Sessions().OpenRequest(SessionRequest{Endpoint: api.URL, APIKey: "sk-real", Budget: budget.Limit{CostUSD: 0.003}})
 	api.delay = 300 * time.Millisecond        // the first is in flight, and no answer is counted yet
 	go tn.tryAsk(sess.Placeholder, true, nil) // cut when the session ends
 	time.Sleep(100 * time.Millisecond)

@@ -6,27 +6,38 @@
 //
 // The relay asks Admit before it forwards a Messages API call, and
 // Settles the call with what its answer cost. An answer's cost is known
-// only once it is over, so the rule of admission counts the requests in
-// flight:
+// only once it is over, so the rule of admission holds a reservation for
+// each request in flight: the largest answer counted yet, or more when
+// the request itself says it may cost more (its body's bytes / 4 as
+// input tokens, plus its max_tokens; priced, for a cost limit, at its
+// model's dearest rate):
 //
 //   - a request is refused when a budget that applies to it is spent:
 //     the answers counted have reached its limit;
 //   - else it goes at once when, for each such budget, the spent total
-//     plus the largest answer counted yet, once for each request of that
-//     budget in flight and once for itself, stays within the limit;
+//     plus the reservations of that budget's requests in flight plus its
+//     own stays within the limit;
 //   - else it waits until a request in flight is counted and is judged
 //     again; with none of that budget in flight it goes, alone.
+//
+// A request is charged what its answer's usage says, and at least:
+//
+//   - for an answer cut short (its end never read, or a usage that could
+//     not be read), its input plus its max_tokens (or, with none known,
+//     the largest answer counted);
+//   - for a request sent whole that got no answer (its client gave up
+//     first), its reservation.
 //
 // So no request goes out once a budget is spent, and near the limit
 // requests go one at a time, each judged on a total that counts every
 // answer before it: the total passes the limit by at most the last
-// answer (unless answers in flight together outgrow the largest seen).
-// The judgement and the count of requests in flight change under one
-// lock, so that requests racing at the limit are judged one after the
-// other.
+// answer (unless answers in flight together outgrow their reservations).
+// The judgement and the reservations in flight change under one lock, so
+// that requests racing at the limit are judged one after the other.
 package budget
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +106,7 @@ type Ledger struct {
 	// loop must not have the file written for each.
 	refused  map[string]int64
 	inflight int
+	held     Largest // the reservations of the requests in flight
 }
 
 // New opens the accounts. A store whose file cannot be read is moved
@@ -143,6 +155,7 @@ type Ask struct {
 	prices   *usage.Table
 	rec      Session // under l.mu
 	inflight int     // under l.mu
+	held     Largest // under l.mu: the reservations of its requests in flight
 	ended    bool
 }
 
@@ -168,13 +181,26 @@ func (a *Ask) Totals() Session {
 type Ticket struct {
 	a       *Ask
 	day     string
+	req     Request
+	hold    Largest // its reservation
 	settled bool
+}
+
+// Request is what is known of a request's cost before it goes.
+type Request struct {
+	// Model is the model it names; "" when unknown.
+	Model string
+	// InputTokens estimates its input: its body's bytes / 4.
+	InputTokens int64
+	// MaxTokens is its max_tokens, the most output its answer may hold; 0
+	// when unknown.
+	MaxTokens int64
 }
 
 // Admit judges a request under the rule above: a Ticket when it may go,
 // a *Refusal when a budget is spent, ctx's cause when ctx ends while it
 // waits.
-func (a *Ask) Admit(ctx context.Context) (*Ticket, error) {
+func (a *Ask) Admit(ctx context.Context, req Request) (*Ticket, error) {
 	l := a.l
 	l.mu.Lock()
 	for {
@@ -192,12 +218,14 @@ func (a *Ask) Admit(ctx context.Context) (*Ticket, error) {
 			l.mu.Unlock()
 			return nil, r
 		}
-		big := l.file.Largest
-		if fits(a.rec.Totals, a.rec.Limit, a.inflight, big) && fits(today, l.daily, l.inflight, big) {
+		hold := a.reservationLocked(req)
+		if fits(a.rec.Totals, a.rec.Limit, a.inflight, a.held, hold) && fits(today, l.daily, l.inflight, l.held, hold) {
 			a.inflight++
 			l.inflight++
+			a.held.add(hold, 1)
+			l.held.add(hold, 1)
 			l.mu.Unlock()
-			return &Ticket{a: a, day: day}, nil
+			return &Ticket{a: a, day: day, req: req, hold: hold}, nil
 		}
 		wait := l.changed
 		l.mu.Unlock()
@@ -210,18 +238,33 @@ func (a *Ask) Admit(ctx context.Context) (*Ticket, error) {
 	}
 }
 
+// reservationLocked is what a request is taken to cost while it is in
+// flight: the largest answer counted yet, or what the request says it
+// may cost when that is more.
+func (a *Ask) reservationLocked(req Request) Largest {
+	big := a.l.file.Largest
+	n := min(req.InputTokens, usage.MaxTokens) + min(req.MaxTokens, usage.MaxTokens)
+	price, _ := a.prices.Lookup(req.Model)
+	return Largest{Tokens: max(big.Tokens, n), CostUSD: max(big.CostUSD, float64(n)*price.Dearest()/1e6)}
+}
+
+// add adds n times r.
+func (l *Largest) add(r Largest, n int64) {
+	l.Tokens += n * r.Tokens
+	l.CostUSD += float64(n) * r.CostUSD
+}
+
 // fits says a request may go now under one budget: none of its requests
-// in flight, or room for each of them and this one at the largest answer
-// yet (none counted yet: no room).
-func fits(spent Totals, lim Limit, inflight int, big Largest) bool {
+// in flight, or room for the reservations held and its own (a
+// reservation of nothing, before any answer is counted: no room).
+func fits(spent Totals, lim Limit, inflight int, held, hold Largest) bool {
 	if inflight == 0 {
 		return true
 	}
-	n := float64(inflight + 1)
-	if lim.Tokens > 0 && (big.Tokens == 0 || float64(spent.AllTokens())+n*float64(big.Tokens) > float64(lim.Tokens)) {
+	if lim.Tokens > 0 && (hold.Tokens == 0 || spent.AllTokens()+held.Tokens+hold.Tokens > lim.Tokens) {
 		return false
 	}
-	if lim.CostUSD > 0 && (big.CostUSD == 0 || spent.CostUSD+n*big.CostUSD > lim.CostUSD) {
+	if lim.CostUSD > 0 && (hold.CostUSD == 0 || spent.CostUSD+held.CostUSD+hold.CostUSD > lim.CostUSD) {
 		return false
 	}
 	return true
@@ -261,12 +304,29 @@ type Charge struct {
 	Note      string
 }
 
-// Settle counts the request's answer: r is what its meter read, answered
-// says the endpoint answered with success (a 2xx), which always carries a
-// usage. An answer that did carry none the meter could read is charged
-// as the largest counted yet. Settling twice does nothing. The error is
-// the store's: the answer is counted in memory all the same.
-func (t *Ticket) Settle(r usage.Result, answered bool) (Charge, error) {
+// Outcome is how a request's exchange ended.
+type Outcome struct {
+	// Status is the endpoint's answer's; 0 when no answer came.
+	Status int
+	// Sent says the request went to the endpoint whole.
+	Sent bool
+	// Request is what its body, read to its end, said (a body's later
+	// max_tokens, its size); it raises the estimate it was admitted with.
+	Request Request
+}
+
+// answered says the endpoint answered with success (a 2xx), which always
+// carries a usage.
+func (o Outcome) answered() bool { return o.Status/100 == 2 }
+
+// Settle counts the request's answer: r is what its meter read, o how
+// its exchange ended. An error answer costs nothing. A successful answer
+// that was cut short, or carried a usage the meter could not read whole,
+// is charged at least its input plus its max_tokens (with none known,
+// the largest answer counted); a request sent whole whose answer never
+// came, at least its reservation. Settling twice does nothing. The error
+// is the store's: the answer is counted in memory all the same.
+func (t *Ticket) Settle(r usage.Result, o Outcome) (Charge, error) {
 	a, l := t.a, t.a.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -276,16 +336,53 @@ func (t *Ticket) Settle(r usage.Result, answered bool) (Charge, error) {
 	t.settled = true
 	a.inflight--
 	l.inflight--
+	a.held.add(t.hold, -1)
+	l.held.add(t.hold, -1)
 	defer l.wakeLocked()
+	req := t.req
+	if o.Sent {
+		req.InputTokens = max(req.InputTokens, o.Request.InputTokens)
+		req.MaxTokens = max(req.MaxTokens, o.Request.MaxTokens)
+	}
+	model := cmp.Or(r.Model, req.Model)
 	c := Charge{Model: r.Model, Tokens: r.Tokens}
-	price, known := a.prices.Lookup(r.Model)
+	price, known := a.prices.Lookup(model)
 	c.CostUSD = price.Cost(r.Tokens)
 	d := Totals{Requests: 1, Tokens: r.Tokens}
 	switch {
-	case !r.Found && answered:
-		big := l.file.Largest
-		c.Estimated, c.CostUSD = big.Tokens, big.CostUSD
-		c.Note = "no usage could be read in the answer: charged as the largest answer yet"
+	case o.Status == 0 && o.Sent:
+		hold := a.reservationLocked(req)
+		hold.Tokens, hold.CostUSD = max(hold.Tokens, t.hold.Tokens), max(hold.CostUSD, t.hold.CostUSD)
+		c.Estimated = max(0, hold.Tokens-r.Tokens.Total())
+		c.CostUSD = max(c.CostUSD, hold.CostUSD)
+		c.Note = "the request was sent but no answer came: charged at its reservation"
+	case o.answered() && (!r.Found || !r.Complete || r.Ignored > 0):
+		floor, cost := r.Tokens, 0.0
+		if floor.Input+floor.CacheWrite+floor.CacheRead == 0 {
+			floor.Input = min(req.InputTokens, usage.MaxTokens)
+		}
+		if req.MaxTokens > 0 {
+			floor.Output = max(floor.Output, min(req.MaxTokens, usage.MaxTokens))
+		} else {
+			big := l.file.Largest
+			floor.Output += max(0, big.Tokens-floor.Total())
+			cost = big.CostUSD
+		}
+		c.Estimated = floor.Total() - r.Tokens.Total()
+		c.CostUSD = max(c.CostUSD, price.Cost(floor), cost)
+		switch {
+		case !r.Found:
+			c.Note = "no usage could be read in the answer"
+		case !r.Complete:
+			c.Note = "the answer was cut short"
+		default:
+			c.Note = "part of the answer's usage could not be read"
+		}
+		if req.MaxTokens > 0 {
+			c.Note += ": charged at least its input and its max_tokens"
+		} else {
+			c.Note += ": charged at least the largest answer yet"
+		}
 	case r.Found && !known:
 		d.Unpriced = 1
 		c.Note = fmt.Sprintf("model %q is not in the price table: priced at its price for unknown models", r.Model)
@@ -296,7 +393,7 @@ func (t *Ticket) Settle(r usage.Result, answered bool) (Charge, error) {
 		f.day(t.day).Totals.Add(d)
 		if r.Found {
 			f.Largest.Tokens = max(f.Largest.Tokens, r.Tokens.Total())
-			f.Largest.CostUSD = max(f.Largest.CostUSD, c.CostUSD)
+			f.Largest.CostUSD = max(f.Largest.CostUSD, price.Cost(r.Tokens))
 		}
 		f.putSession(a.rec)
 	})

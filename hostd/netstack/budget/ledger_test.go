@@ -16,17 +16,20 @@ import (
 // answer is a counted answer of n output tokens of a model priced in the
 // built-in table.
 func answer(n int64) usage.Result {
-	return usage.Result{Model: "claude-sonnet-4-5", Found: true, Tokens: usage.Tokens{Output: n}}
+	return usage.Result{Model: "claude-sonnet-4-5", Found: true, Complete: true, Tokens: usage.Tokens{Output: n}}
 }
+
+// answered is an exchange the endpoint answered with success.
+var answered = Outcome{Status: 200, Sent: true}
 
 func spend(t *testing.T, a *Ask, answers ...int64) {
 	t.Helper()
 	for _, n := range answers {
-		tk, err := a.Admit(context.Background())
+		tk, err := a.Admit(context.Background(), Request{})
 		if err != nil {
 			t.Fatalf("admit: %v", err)
 		}
-		if _, err := tk.Settle(answer(n), true); err != nil {
+		if _, err := tk.Settle(answer(n), answered); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -53,7 +56,7 @@ func race(t *testing.T, a *Ask, limit, n int64) (admitted, past int) {
 	for range 16 {
 		wg.Go(func() {
 			<-start
-			tk, err := a.Admit(context.Background())
+			tk, err := a.Admit(context.Background(), Request{})
 			var r *Refusal
 			if errors.As(err, &r) {
 				return
@@ -69,7 +72,7 @@ func race(t *testing.T, a *Ask, limit, n int64) (admitted, past int) {
 				pst.Add(1)
 			}
 			counted += n
-			tk.Settle(answer(n), true)
+			tk.Settle(answer(n), answered)
 			mu.Unlock()
 		})
 	}
@@ -108,14 +111,14 @@ func TestRequestsRunSideBySideWhileThereIsRoom(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			tk, err := a.Admit(context.Background())
+			tk, err := a.Admit(context.Background(), Request{})
 			if err != nil {
 				return
 			}
 			maxInFlight.Store(max(maxInFlight.Load(), inFlight.Add(1)))
 			time.Sleep(30 * time.Millisecond)
 			inFlight.Add(-1)
-			tk.Settle(answer(100), true)
+			tk.Settle(answer(100), answered)
 		})
 	}
 	wg.Wait()
@@ -132,26 +135,26 @@ func TestRequestsRunSideBySideWhileThereIsRoom(t *testing.T) {
 func TestTheFirstRequestGoesAlone(t *testing.T) {
 	l, _ := New(Config{})
 	a := l.Open("s1", "ask", Limit{CostUSD: 1}, nil)
-	first, err := a.Admit(context.Background())
+	first, err := a.Admit(context.Background(), Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := a.Admit(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := a.Admit(ctx, Request{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("second: %v, want it to wait", err)
 	}
 	got := make(chan error, 1)
-	go func() { _, err := a.Admit(context.Background()); got <- err }()
+	go func() { _, err := a.Admit(context.Background(), Request{}); got <- err }()
 	time.Sleep(20 * time.Millisecond)
-	first.Settle(answer(1000), true)
+	first.Settle(answer(1000), answered)
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
 	// Without a budget nothing waits.
 	free := l.Open("s2", "ask", Limit{}, nil)
 	for range 4 {
-		if _, err := free.Admit(context.Background()); err != nil {
+		if _, err := free.Admit(context.Background(), Request{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -161,31 +164,31 @@ func TestCostBudgetAndPrices(t *testing.T) {
 	l, _ := New(Config{})
 	a := l.Open("s1", "claude", Limit{CostUSD: 0.01}, nil)
 	// sonnet: 1,000 output tokens cost $0.015
-	tk, _ := a.Admit(context.Background())
-	c, _ := tk.Settle(answer(1000), true)
+	tk, _ := a.Admit(context.Background(), Request{})
+	c, _ := tk.Settle(answer(1000), answered)
 	if c.CostUSD != 0.015 || c.Note != "" {
 		t.Fatalf("%+v", c)
 	}
-	_, err := a.Admit(context.Background())
+	_, err := a.Admit(context.Background(), Request{})
 	if err == nil || err.Error() != "cowork: the budget of $0.0100 for this claude session is reached (spent $0.0150); raise it with --max-cost USD, or leave it out for none" {
 		t.Fatalf("%v", err)
 	}
 	// An unknown model is priced at the table's highest prices, and says so.
 	b := l.Open("s2", "ask", Limit{}, nil)
-	tk, _ = b.Admit(context.Background())
-	c, _ = tk.Settle(usage.Result{Model: "claude-test-1", Found: true, Tokens: usage.Tokens{Output: 1000}}, true)
+	tk, _ = b.Admit(context.Background(), Request{})
+	c, _ = tk.Settle(usage.Result{Model: "claude-test-1", Found: true, Complete: true, Tokens: usage.Tokens{Output: 1000}}, answered)
 	if c.CostUSD != 0.075 || !strings.Contains(c.Note, `"claude-test-1" is not in the price table`) || b.Totals().Unpriced != 1 {
 		t.Fatalf("%+v", c)
 	}
 	// An answer whose usage could not be read is charged as the largest
 	// yet; an error answer costs nothing.
-	tk, _ = b.Admit(context.Background())
-	c, _ = tk.Settle(usage.Result{}, true)
+	tk, _ = b.Admit(context.Background(), Request{})
+	c, _ = tk.Settle(usage.Result{}, answered)
 	if c.Estimated != 1000 || c.CostUSD != 0.075 || !strings.Contains(c.Note, "no usage") {
 		t.Fatalf("unread: %+v", c)
 	}
-	tk, _ = b.Admit(context.Background())
-	if c, _ = tk.Settle(usage.Result{}, false); c.Estimated != 0 || c.CostUSD != 0 {
+	tk, _ = b.Admit(context.Background(), Request{})
+	if c, _ = tk.Settle(usage.Result{}, Outcome{Status: 400, Sent: true}); c.Estimated != 0 || c.CostUSD != 0 {
 		t.Fatalf("error answer: %+v", c)
 	}
 	if rec := b.Totals(); rec.Requests != 3 || rec.AllTokens() != 2000 || rec.CostUSD != 0.15 {
@@ -207,7 +210,7 @@ func TestDailyBudgetAcrossSessionsAndClones(t *testing.T) {
 	spend(t, parent.Open("a", "ask", Limit{}, nil), 200)
 	spend(t, clone.Open("b", "ask", Limit{}, nil), 300)
 	c := parent.Open("c", "ask", Limit{}, nil)
-	_, err := c.Admit(context.Background())
+	_, err := c.Admit(context.Background(), Request{})
 	want := "cowork: the daily budget of 500 tokens for instance box is reached (spent 500 tokens on 2025-06-01, UTC); it renews at 00:00 UTC, or raise it with `cowork --name box policy budget --daily-tokens N`"
 	if err == nil || err.Error() != want {
 		t.Fatalf("%v", err)
@@ -229,7 +232,7 @@ func TestDailyBudgetAcrossSessionsAndClones(t *testing.T) {
 	// A hostd restarted reads where it was.
 	again, warn := New(Config{Store: store, Now: clock})
 	again.SetDaily(Limit{Tokens: 10})
-	if _, err := again.Open("d", "ask", Limit{}, nil).Admit(context.Background()); warn != nil || err == nil {
+	if _, err := again.Open("d", "ask", Limit{}, nil).Admit(context.Background(), Request{}); warn != nil || err == nil {
 		t.Fatalf("after a restart: %v %v", warn, err)
 	}
 }

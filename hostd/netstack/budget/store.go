@@ -33,8 +33,8 @@ const fileVersion = 1
 // clone's hostd its parent's); the CLI reads it.
 type File struct {
 	Version int `json:"version"`
-	// Largest is the largest answer counted yet: what a request in flight
-	// is taken to cost when admissions are judged (see Ledger).
+	// Largest is the largest answer counted yet: the least a request in
+	// flight is taken to cost when admissions are judged (see Ledger).
 	Largest Largest `json:"largest"`
 	// Days, oldest first.
 	Days []Day `json:"days"`
@@ -55,8 +55,9 @@ type Totals struct {
 	Requests int64 `json:"requests"`
 	Refused  int64 `json:"refused,omitempty"`
 	usage.Tokens
-	// Estimated are the tokens charged for answers whose usage could not
-	// be read (at the largest answer then counted): budgets count them.
+	// Estimated are the tokens charged beyond what answers' usage said
+	// (an answer cut short, one whose usage could not be read, a request
+	// given up before its answer: see Ticket.Settle): budgets count them.
 	Estimated int64   `json:"estimated_tokens,omitempty"`
 	CostUSD   float64 `json:"cost_usd"`
 	// Unpriced counts answers of a model the price table does not name,

@@ -70,11 +70,11 @@ func TestAFailingStoreStillCounts(t *testing.T) {
 	s.Path = t.TempDir() + "/no/such/dir/usage.json"
 	l, _ := New(Config{Store: s})
 	a := l.Open("a", "ask", Limit{Tokens: 10}, nil)
-	tk, _ := a.Admit(context.Background())
-	if _, err := tk.Settle(answer(20), true); err == nil {
+	tk, _ := a.Admit(context.Background(), Request{})
+	if _, err := tk.Settle(answer(20), answered); err == nil {
 		t.Fatal("no error from a store that cannot be written")
 	}
-	if _, err := a.Admit(context.Background()); err == nil {
+	if _, err := a.Admit(context.Background(), Request{}); err == nil {
 		t.Fatal("admitted past the budget")
 	}
 }
