@@ -118,7 +118,7 @@ func New(cfg Config) (l *Ledger, warning error) {
 	}
 	l = &Ledger{cfg: cfg, changed: make(chan struct{}), refused: map[string]int64{}, file: &File{Version: fileVersion}}
 	if cfg.Store != nil {
-		f, err := cfg.Store.Read()
+		f, st, err := cfg.Store.read()
 		if err != nil {
 			warning = err
 			if rerr := os.Rename(cfg.Store.Path, cfg.Store.Path+".broken"); rerr == nil {
@@ -126,7 +126,7 @@ func New(cfg Config) (l *Ledger, warning error) {
 			}
 			f = &File{Version: fileVersion}
 		}
-		l.file, l.stamp = f, stampOf(cfg.Store.Path)
+		l.file, l.stamp = f, st
 	}
 	return l, warning
 }
@@ -435,9 +435,9 @@ func (l *Ledger) writeLocked(fn func(*File)) error {
 		}
 	}
 	if l.cfg.Store != nil {
-		f, err := l.cfg.Store.Update(flush)
+		f, st, err := l.cfg.Store.update(flush)
 		if err == nil {
-			l.file, l.stamp = f, stampOf(l.cfg.Store.Path)
+			l.file, l.stamp = f, st
 			clear(l.refused)
 			return nil
 		}
@@ -461,8 +461,8 @@ func (l *Ledger) refreshLocked() {
 	if s == l.stamp {
 		return
 	}
-	if f, err := l.cfg.Store.Read(); err == nil {
-		l.file, l.stamp = f, s
+	if f, st, err := l.cfg.Store.read(); err == nil {
+		l.file, l.stamp = f, st
 	}
 }
 
@@ -479,5 +479,7 @@ func stampOf(path string) stamp {
 	if err != nil {
 		return stamp{}
 	}
-	return stamp{st.ModTime(), st.Size(), inode(st)}
+	return stampOfInfo(st)
 }
+
+func stampOfInfo(st os.FileInfo) stamp { return stamp{st.ModTime(), st.Size(), inode(st)} }

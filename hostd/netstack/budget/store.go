@@ -110,70 +110,105 @@ type Store struct {
 
 // Read reads the file; an empty File when there is none.
 func (s Store) Read() (*File, error) {
-	f, err := readFile(s.Path)
+	f, _, err := s.read()
+	return f, err
+}
+
+// read is Read, also returning the stamp of the file it read (zero when
+// there is none).
+func (s Store) read() (*File, stamp, error) {
+	f, st, err := readFile(s.Path)
 	if err != nil {
-		return nil, fmt.Errorf("usage file %s: %w", s.Path, err)
+		return nil, stamp{}, fmt.Errorf("usage file %s: %w", s.Path, err)
 	}
-	return f, nil
+	return f, st, nil
 }
 
 // Update reads the file, changes it with fn and writes it back (whole, by
 // a rename), under an exclusive lock on s.Lock: hostds of one instance
 // and of its throwaway clones write it side by side.
 func (s Store) Update(fn func(*File)) (*File, error) {
+	f, _, err := s.update(fn)
+	return f, err
+}
+
+// update is Update, also returning the stamp of the file it wrote, taken
+// under the lock: another hostd may write it again the moment the lock is
+// released, and a stamp taken then would be of a file not read.
+func (s Store) update(fn func(*File)) (*File, stamp, error) {
 	lock, err := os.OpenFile(s.Lock, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("usage file lock: %w", err)
+		return nil, stamp{}, fmt.Errorf("usage file lock: %w", err)
 	}
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("usage file lock: %w", err)
+		return nil, stamp{}, fmt.Errorf("usage file lock: %w", err)
 	}
 	f, err := s.Read()
 	if err != nil {
-		return nil, err
+		return nil, stamp{}, err
 	}
 	fn(f)
 	f.prune()
 	b, err := json.Marshal(f)
 	if err != nil {
-		return nil, err
+		return nil, stamp{}, err
 	}
 	if err := smallfile.WriteAtomic(s.Path, append(b, '\n'), 0o600); err != nil {
-		return nil, fmt.Errorf("usage file %s: %w", s.Path, err)
+		return nil, stamp{}, fmt.Errorf("usage file %s: %w", s.Path, err)
 	}
-	return f, nil
+	return f, stampOf(s.Path), nil
 }
 
 // readFile reads a usage file: a regular file (not a link), of at most
-// maxFile bytes, of this version.
-func readFile(path string) (*File, error) {
+// maxFile bytes, of this version. Its stamp is of the file it read.
+func readFile(path string) (*File, stamp, error) {
 	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &File{Version: fileVersion}, nil
+		return &File{Version: fileVersion}, stamp{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, stamp{}, err
 	}
 	defer fd.Close()
-	if st, err := fd.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, errors.New("not a regular file; move it away, and cowork starts counting anew")
+	st, err := fd.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, stamp{}, errors.New("not a regular file; move it away, and cowork starts counting anew")
 	}
 	b, err := io.ReadAll(io.LimitReader(fd, maxFile+1))
 	if err != nil {
-		return nil, err
+		return nil, stamp{}, err
 	}
 	if len(b) > maxFile {
-		return nil, fmt.Errorf("over %d KiB, more than cowork writes; move it away, and cowork starts counting anew", maxFile>>10)
+		return nil, stamp{}, fmt.Errorf("over %d KiB, more than cowork writes; move it away, and cowork starts counting anew", maxFile>>10)
 	}
 	var f File
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("unreadable (%v); move it away, and cowork starts counting anew", err)
+		return nil, stamp{}, fmt.Errorf("unreadable (%v); move it away, and cowork starts counting anew", err)
 	}
 	if f.Version != fileVersion {
-		return nil, fmt.Errorf("version %d, not %d: written by another cowork; move it away, and cowork starts counting anew", f.Version, fileVersion)
+		return nil, stamp{}, fmt.Errorf("version %d, not %d: written by another cowork; move it away, and cowork starts counting anew", f.Version, fileVersion)
 	}
-	return &f, nil
+	f.clamp()
+	return &f, stampOfInfo(st), nil
+}
+
+// clamp takes a count or cost below zero (a hand-edited file's) as zero:
+// a negative total spent would leave room under any limit.
+func (f *File) clamp() {
+	c := func(t *Totals) {
+		for _, v := range []*int64{&t.Requests, &t.Refused, &t.Input, &t.Output, &t.CacheWrite, &t.CacheRead, &t.Estimated, &t.Unpriced} {
+			*v = max(0, *v)
+		}
+		t.CostUSD = max(0, t.CostUSD)
+	}
+	for i := range f.Days {
+		c(&f.Days[i].Totals)
+	}
+	for i := range f.Sessions {
+		c(&f.Sessions[i].Totals)
+	}
+	f.Largest.Tokens, f.Largest.CostUSD = max(0, f.Largest.Tokens), max(0, f.Largest.CostUSD)
 }
 
 // prune keeps the newest MaxDays days and MaxSessions sessions.
