@@ -1,6 +1,7 @@
 package cmdutil
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -9,11 +10,16 @@ import (
 	"github.com/coworkhq/cowork/hostd/netstack/budget"
 )
 
-// ParseTokens reads a count of tokens: digits, grouped by "," or "_" if
-// you like, with k (thousands) or M (millions) after them: 200000,
-// 200_000, 200k, 1.5M.
+// ParseTokens reads a count of tokens: digits, grouped in threes by ","
+// or "_" if you like, with k (thousands) or M (millions) after them:
+// 200000, 200,000, 200_000, 200k, 1.5M. A separator elsewhere (1,5k: a
+// decimal comma?) is refused.
 func ParseTokens(s string) (int64, error) {
-	t := strings.NewReplacer(",", "", "_", "").Replace(strings.TrimSpace(s))
+	t := strings.TrimSpace(s)
+	if !groupedInThrees(t) {
+		return 0, errors.New("group digits in threes (200,000), and write a fraction with a point (1.5M)")
+	}
+	t = strings.NewReplacer(",", "", "_", "").Replace(t)
 	mult := 1.0
 	switch {
 	case strings.HasSuffix(t, "k") || strings.HasSuffix(t, "K"):
@@ -27,6 +33,26 @@ func ParseTokens(s string) (int64, error) {
 		return 0, fmt.Errorf("want a whole number of tokens from 1 to %s, such as 200000, 200k or 2M", budget.Tokens(budget.MaxTokensLimit))
 	}
 	return int64(n), nil
+}
+
+// groupedInThrees says the separators in s ("," and "_") each come
+// after one to three digits and before three, in its whole part.
+func groupedInThrees(s string) bool {
+	whole, _, _ := strings.Cut(s, ".")
+	whole = strings.TrimRight(whole, "kKmM")
+	groups := strings.FieldsFunc(whole, func(r rune) bool { return r == ',' || r == '_' })
+	if len(groups) <= 1 {
+		return !strings.ContainsAny(s, ",_")
+	}
+	if strings.Count(whole, ",")+strings.Count(whole, "_") != len(groups)-1 || strings.ContainsAny(s[len(whole):], ",_") {
+		return false
+	}
+	for i, g := range groups {
+		if len(g) > 3 || i > 0 && len(g) != 3 || g == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseUSD reads US dollars: 5, 0.50, $1.25.
