@@ -17,8 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -159,13 +157,9 @@ type Session struct {
 	ID, Placeholder, BaseURL string
 	Expires                  time.Time
 
-	c       *Client
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error // why the stream ended, once done is closed
-	once    sync.Once
-	closing atomic.Bool // Close has begun: a cancelled stream is no error
-	usage   *Usage      // what hostd said it spent, once closed
+	c     *Client
+	usage *Usage // what hostd said it spent, once closed
+	heldCall
 }
 
 // Budget is what a session may spend through the relay: the tokens its
@@ -224,69 +218,27 @@ func (c *Client) OpenSessionWith(ctx context.Context, endpoint, apiKey, authToke
 	if err := o.Budget.Check(); err != nil {
 		return nil, err
 	}
-	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := c.api.OpenSession(life, controlwire.OpenSessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken,
-		TTLSeconds: int64(o.TTL.Seconds()), What: o.What, MaxTokensTotal: o.Budget.MaxTokensTotal, MaxCostUSD: o.Budget.MaxCostUSD})
+	s := &Session{c: c}
+	r, err := hold(ctx, &s.heldCall, func(life context.Context) (*controlwire.Stream[controlwire.Session], error) {
+		return c.api.OpenSession(life, controlwire.OpenSessionRequest{Endpoint: endpoint, APIKey: apiKey, AuthToken: authToken,
+			TTLSeconds: ttlSeconds(o.TTL, MaxSessionTTL), What: o.What, MaxTokensTotal: o.Budget.MaxTokensTotal, MaxCostUSD: o.Budget.MaxCostUSD})
+	})
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	// ctx bounds the wait for the session; the stream itself lives on.
-	stop := context.AfterFunc(ctx, cancel)
-	r, err := stream.Recv()
-	if !stop() {
-		cancel()
-		return nil, ctx.Err()
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	s := &Session{ID: r.ID, Placeholder: r.Placeholder, BaseURL: r.BaseURL, Expires: r.Expires,
-		c: c, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		for {
-			if _, err := stream.Recv(); err != nil {
-				// Close cancels the stream right after hostd ended it: a
-				// cancel seen before hostd's end is that plain close too.
-				if !errors.Is(err, io.EOF) && !(s.closing.Load() && errors.Is(err, context.Canceled)) {
-					s.err = err
-				}
-				close(s.done)
-				return
-			}
-		}
-	}()
+	s.ID, s.Placeholder, s.BaseURL, s.Expires = r.ID, r.Placeholder, r.BaseURL, r.Expires
 	return s, nil
-}
-
-// Done is closed when hostd ended the session (Close, or its ceiling);
-// Err then says why.
-func (s *Session) Done() <-chan struct{} { return s.done }
-
-// Err is nil while the session lives or after a plain close; an error
-// that is ErrSessionExpired when it reached its ceiling.
-func (s *Session) Err() error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-		return nil
-	}
 }
 
 // Close ends the session: its placeholder has stopped working when Close
 // returns. Closing it twice does nothing.
 func (s *Session) Close() error {
 	var err error
-	s.once.Do(func() {
-		s.closing.Store(true)
+	s.end(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.usage, err = s.c.api.CloseSession(ctx, s.ID)
-		s.cancel() // the stream's end would close it too, a moment later
-		<-s.done
-	})
+	}, nil)
 	return err
 }
 

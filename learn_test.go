@@ -22,8 +22,18 @@ func TestLearnSecondsRoundsUp(t *testing.T) {
 		{MaxLearnTTL, 8 * 3600},
 		{1 << 62, 8*3600 + 1}, // past the ceiling: hostd caps it
 	} {
-		if got := learnSeconds(c.ttl); got != c.want {
-			t.Errorf("learnSeconds(%s) = %d, want %d", c.ttl, got, c.want)
+		if got := ttlSeconds(c.ttl, MaxLearnTTL); got != c.want {
+			t.Errorf("ttlSeconds(%s) = %d, want %d", c.ttl, got, c.want)
+		}
+	}
+}
+
+// A session's ttl is rounded the same way: under a second it asks for
+// one, not for the ceiling; not above 0 it asks for the ceiling.
+func TestSessionSecondsRoundUp(t *testing.T) {
+	for ttl, want := range map[time.Duration]int64{-time.Second: 0, 0: 0, 500 * time.Millisecond: 1, MaxSessionTTL: 8 * 3600} {
+		if got := ttlSeconds(ttl, MaxSessionTTL); got != want {
+			t.Errorf("ttlSeconds(%s, MaxSessionTTL) = %d, want %d", ttl, got, want)
 		}
 	}
 }

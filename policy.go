@@ -2,11 +2,7 @@ package cowork
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
@@ -53,12 +49,8 @@ const MaxLearnTTL = 8 * time.Hour
 type Learning struct {
 	Since, Until time.Time
 
-	client  *Client // Instance.Learn's own, closed with it
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error
-	once    sync.Once
-	closing atomic.Bool
+	client *Client // Instance.Learn's own, closed with it
+	heldCall
 }
 
 // Learn puts the guest network in learn mode for at most ttl, rounded up
@@ -70,42 +62,15 @@ func (c *Client) Learn(ctx context.Context, ttl time.Duration) (*Learning, error
 	if ttl < 0 {
 		return nil, fmt.Errorf("learn mode for %s: want a duration of 0 (the most, %s) or more", ttl, MaxLearnTTL)
 	}
-	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := c.api.Learn(life, controlwire.LearnRequest{TTLSeconds: learnSeconds(ttl)})
+	l := &Learning{}
+	r, err := hold(ctx, &l.heldCall, func(life context.Context) (*controlwire.Stream[controlwire.Learning], error) {
+		return c.api.Learn(life, controlwire.LearnRequest{TTLSeconds: ttlSeconds(ttl, MaxLearnTTL)})
+	})
 	if err != nil {
-		cancel()
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, cancel)
-	r, err := stream.Recv()
-	if !stop() {
-		cancel()
-		return nil, ctx.Err()
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	l := &Learning{Since: r.Since, Until: r.Until, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		for {
-			if _, err := stream.Recv(); err != nil {
-				if !errors.Is(err, io.EOF) && !(l.closing.Load() && errors.Is(err, context.Canceled)) {
-					l.err = err
-				}
-				close(l.done)
-				return
-			}
-		}
-	}()
+	l.Since, l.Until = r.Since, r.Until
 	return l, nil
-}
-
-// learnSeconds is ttl in whole seconds for hostd, rounded up: hostd reads
-// 0 as the ceiling, so a ttl under a second must not become 0. One past
-// the ceiling is capped by hostd.
-func learnSeconds(ttl time.Duration) int64 {
-	return int64(min(ttl, MaxLearnTTL+time.Second)+time.Second-1) / int64(time.Second)
 }
 
 // Learn is Client.Learn on the instance's daemon; the error of a stopped
@@ -124,27 +89,10 @@ func (i *Instance) Learn(ctx context.Context, ttl time.Duration) (*Learning, err
 	return l, nil
 }
 
-// Done is closed when learn mode ended without Close: its ceiling
-// (Err is then ErrSessionExpired), or hostd exiting.
-func (l *Learning) Done() <-chan struct{} { return l.done }
-
-// Err is nil while learn mode lasts or after Close; else why it ended.
-func (l *Learning) Err() error {
-	select {
-	case <-l.done:
-		return l.err
-	default:
-		return nil
-	}
-}
-
 // Close ends learn mode: new flows are judged by the policy alone when
 // it returns. Closing it twice does nothing.
 func (l *Learning) Close() error {
-	l.once.Do(func() {
-		l.closing.Store(true)
-		l.cancel()
-		<-l.done
+	l.end(nil, func() {
 		if l.client != nil {
 			l.client.Close()
 		}
