@@ -23,7 +23,11 @@ import (
 //go:embed static
 var static embed.FS
 
-var page = template.Must(template.ParseFS(static, "static/index.html"))
+// page is parsed at the first request, not at every cowork command's
+// start (the CLI links this package).
+var page = sync.OnceValue(func() *template.Template {
+	return template.Must(template.ParseFS(static, "static/index.html"))
+})
 
 // Options says where the dashboard listens and how much it shows.
 type Options struct {
@@ -149,7 +153,7 @@ func (s *Server) routes(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		page.Execute(w, s.token)
+		page().Execute(w, s.token)
 	})
 	for name, typ := range map[string]string{"app.js": "text/javascript; charset=utf-8", "spend.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8", "icon.svg": "image/svg+xml"} {
 		b, err := static.ReadFile("static/" + name)
