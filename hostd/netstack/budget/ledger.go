@@ -204,6 +204,13 @@ func (a *Ask) Admit(ctx context.Context, req Request) (*Ticket, error) {
 	l := a.l
 	l.mu.Lock()
 	for {
+		// A waiter woken by both a settled request and its own end may
+		// see either first (select picks at random): its end wins, so
+		// no request goes for a client or a session that is gone.
+		if ctx.Err() != nil {
+			l.mu.Unlock()
+			return nil, context.Cause(ctx)
+		}
 		day := DayOf(l.cfg.Now())
 		if !l.daily.IsZero() {
 			l.refreshLocked()

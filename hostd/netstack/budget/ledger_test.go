@@ -151,6 +151,14 @@ func TestTheFirstRequestGoesAlone(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
+	// A request whose client or session is gone never goes, even with
+	// room for it: a waiter woken at once by its end and by a settled
+	// request must not be admitted.
+	gone, end := context.WithCancelCause(context.Background())
+	end(errors.New("the session ended"))
+	if tk, err := a.Admit(gone, Request{}); tk != nil || err == nil || err.Error() != "the session ended" {
+		t.Fatalf("admitted after its end: %v %v", tk, err)
+	}
 	// Without a budget nothing waits.
 	free := l.Open("s2", "ask", Limit{}, nil)
 	for range 4 {
