@@ -102,6 +102,7 @@ e2e-image: agents
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
+	$(GO) -C kubevirt vet ./...
 	GO=$(GO) ./hack/staticcheck.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
