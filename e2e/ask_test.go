@@ -145,6 +145,45 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		}
 	})
 
+	// The relay counts the first answer (120 tokens) and refuses the
+	// request that follows the tool call with a 402 Claude Code shows at
+	// once and does not retry; the audit and cowork usage say why.
+	t.Run("a spend budget stops the task", func(t *testing.T) {
+		api.Script(
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo spent", "description": "spend"}},
+			fakeapi.Reply{Text: "Never sent."},
+		)
+		r := e.run("ask", "--max-tokens-total", "100", "--", "spend it")
+		api.Drop()
+		if r.code == 0 || !strings.Contains(r.out+r.errOut, "the budget of 100 tokens for this ask is reached") {
+			t.Errorf("ask past its budget: %s", r)
+		}
+		if reqs := newRequests(); len(reqs) != 1 {
+			t.Errorf("the API got %d requests, want the first alone", len(reqs))
+		}
+		if _, ok := find(e.auditLines(t), func(a auditLine) bool {
+			return a.Kind == "relay" && a.Verdict == "deny" && a.Rule == "relay: budget reached" && a.Status == 402
+		}); !ok {
+			t.Error("no audit record of the refusal")
+		}
+		var u struct {
+			Sessions []struct {
+				What     string `json:"what"`
+				Requests int64  `json:"requests"`
+				Refused  int64  `json:"refused"`
+				Stopped  string `json:"stopped"`
+			} `json:"sessions"`
+		}
+		out := e.must("usage", "--json").out
+		if err := json.Unmarshal([]byte(out), &u); err != nil || len(u.Sessions) == 0 {
+			t.Fatalf("cowork usage --json: %v\n%s", err, out)
+		}
+		last := u.Sessions[len(u.Sessions)-1]
+		if last.What != "ask" || last.Requests != 1 || last.Refused < 1 || !strings.Contains(last.Stopped, "budget of 100 tokens") {
+			t.Errorf("the ask's usage: %+v", last)
+		}
+	})
+
 	t.Run("sessions survive a restart", func(t *testing.T) {
 		e.must("stop")
 		e.must("start")
