@@ -2,8 +2,8 @@ package kubevirt
 
 import (
 	"bytes"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
