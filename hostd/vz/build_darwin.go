@@ -1,9 +1,7 @@
 package vz
 
 import (
-	"errors"
 	"fmt"
-	"os"
 
 	"github.com/Code-Hex/vz/v3"
 
@@ -22,7 +20,7 @@ func build(p *Plan) (*vz.VirtualMachineConfiguration, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm configuration: %w", err)
 	}
-	platform, err := genericPlatform(p.MachineID)
+	platform, err := genericPlatform(p.MachineIDData)
 	if err != nil {
 		return nil, err
 	}
@@ -116,22 +114,12 @@ func bootLoader(p *Plan) (vz.BootLoader, error) {
 	return l, nil
 }
 
-// genericPlatform loads the machine identifier the guest saw before, or
-// makes one and saves it, so the guest keeps its identity across boots.
-func genericPlatform(path string) (*vz.GenericPlatformConfiguration, error) {
-	var id *vz.GenericMachineIdentifier
-	var err error
-	if _, serr := os.Stat(path); serr == nil {
-		id, err = vz.NewGenericMachineIdentifierWithDataPath(path)
-	} else if errors.Is(serr, os.ErrNotExist) {
-		if id, err = vz.NewGenericMachineIdentifier(); err == nil {
-			err = os.WriteFile(path, id.DataRepresentation(), 0o600)
-		}
-	} else {
-		err = serr
-	}
+// genericPlatform is the platform with the guest's machine identifier,
+// whose data machineID has loaded, or made and saved.
+func genericPlatform(data []byte) (*vz.GenericPlatformConfiguration, error) {
+	id, err := vz.NewGenericMachineIdentifierWithData(data)
 	if err != nil {
-		return nil, fmt.Errorf("machine identifier %s: %w", path, err)
+		return nil, fmt.Errorf("machine identifier: %w", err)
 	}
 	platform, err := vz.NewGenericPlatformConfiguration(vz.WithGenericMachineIdentifier(id))
 	if err != nil {

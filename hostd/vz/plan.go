@@ -51,8 +51,11 @@ type Plan struct {
 	CreateEFIVars           bool
 
 	// MachineID is the generic platform's identifier file; a new identifier
-	// is made and saved there when it does not exist yet.
-	MachineID string
+	// is made and saved there when it does not exist yet, or is unusable
+	// (machineID). MachineIDData is its content, which the framework has
+	// read as an identifier: set when the VM is launched.
+	MachineID     string
+	MachineIDData []byte
 
 	Disks []Disk
 	// Shares are virtio-fs devices, one per folder; vz serves a read-only

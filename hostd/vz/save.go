@@ -17,7 +17,8 @@ import (
 // format, encrypted with a key tied to this Mac (VZVirtualMachine's
 // saveMachineStateToURL, macOS 14+), and loads it into a VM built from the
 // same configuration (restoreMachineStateFromURL). The decisions around
-// those calls are made here, in portable code; save_darwin.go only calls.
+// those calls are made here and in saver.go, in portable code;
+// save_arm64_darwin.go only calls.
 
 // StateFile is the saved guest's one file in its folder.
 const StateFile = "vm.state"

@@ -8,30 +8,57 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/Code-Hex/vz/v3"
-	"golang.org/x/sys/unix"
-
 	"github.com/coworkhq/cowork/hostd/machine"
 )
 
 var _ machine.Saver = (*VM)(nil)
 
-// savable says whether this Mac can save a VM made from config, checking
-// in an order that never reaches an API the Mac or this binary lacks: vz's
+// saveGuest is a guest the framework can save: vz has the calls on Apple
+// silicon only (save_arm64_darwin.go), so an Intel Mac's guest lacks them.
+type saveGuest interface {
+	Save(path string) error    // saveMachineStateToURL
+	Restore(path string) error // restoreMachineStateFromURL
+	// Savable is the framework's verdict on the VM's configuration
+	// (validateSaveRestoreSupport).
+	Savable() (bool, error)
+}
+
+// saveHost is a host that can tell whether this binary and this Mac have
+// the framework's save calls (vz's own check, run through a harmless
+// macOS 14 constructor): an oldSDKError when the binary was built with an
+// SDK older than macOS 14.
+type saveHost interface {
+	saveProbe() error
+}
+
+// oldSDKError is saveProbe's vz.ErrBuildTargetOSVersion.
+type oldSDKError struct{ error }
+
+func (e oldSDKError) Unwrap() error { return e.error }
+
+// errNoSaveCalls is a Mac whose framework has no save calls in vz.
+var errNoSaveCalls = errors.New("this Mac cannot save a VM: Virtualization.framework saves VMs on Apple silicon only; `cowork stop` the instance instead")
+
+// savable says whether this Mac can save g, checking in an order that
+// never reaches an API the Mac or this binary lacks: vz's
 // ValidateSaveRestoreSupport raises an Objective-C exception (ending hostd
 // and the guest) on macOS 13 or in a binary built with an older SDK, so
-// the version comes first, then vz's own check of both (through
-// NewMacKeyboardConfiguration, a harmless macOS 14 constructor that runs
-// it), then the framework's verdict on the configuration.
-func savable(config *vz.VirtualMachineConfiguration, version string) error {
+// the version comes first, then vz's own check of both, then the
+// framework's verdict on the configuration.
+func (v *VM) savable(g guest, version string) (saveGuest, error) {
+	sg, ok := g.(saveGuest)
+	sh, hok := v.host.(saveHost)
+	if !ok || !hok {
+		return nil, errNoSaveCalls
+	}
 	if err := checkSaveMacOS(version); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := vz.NewMacKeyboardConfiguration(); err != nil {
-		return explainSaveProbe(err, errors.Is(err, vz.ErrBuildTargetOSVersion), version)
+	if err := sh.saveProbe(); err != nil {
+		return nil, explainSaveProbe(err, errors.As(err, new(oldSDKError)), version)
 	}
-	ok, err := config.ValidateSaveRestoreSupport()
-	return checkSavable(ok, err, version)
+	ok, err := sg.Savable()
+	return sg, checkSavable(ok, err, version)
 }
 
 // DetachShare leaves the share where it is (machine.Saver): a vz directory
@@ -42,14 +69,16 @@ func savable(config *vz.VirtualMachineConfiguration, version string) error {
 // and hostd gives the guest its mount back and runs it on. Any other
 // refusal is Save's to report.
 func (v *VM) DetachShare(context.Context) error {
-	if v.vm == nil {
+	g := v.guest()
+	if g == nil {
 		return errors.New("the VM is not started")
 	}
-	version, err := macOSVersion()
+	version, err := v.macOS()
 	if err != nil {
 		return err
 	}
-	return shareRefusal(savable(v.config, version))
+	_, err = v.savable(g, version)
+	return shareRefusal(err)
 }
 
 // AttachShare does nothing: the share never left (see DetachShare), and
@@ -60,14 +89,16 @@ func (v *VM) AttachShare(context.Context) error { return nil }
 // (machine.Saver), then flushes the file and dir. The guest stays paused.
 // When anything fails the file is removed and the guest runs on.
 func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error) {
-	if s := v.State(); s != machine.Running {
+	g := v.guest()
+	if s := v.State(); s != machine.Running || g == nil {
 		return nil, fmt.Errorf("cannot save a VM that is %s", s)
 	}
-	version, err := macOSVersion()
+	version, err := v.macOS()
 	if err != nil {
 		return nil, err
 	}
-	if err := savable(v.config, version); err != nil {
+	sg, err := v.savable(g, version)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -77,7 +108,7 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 	if err := checkNoState(path); err != nil {
 		return nil, err
 	}
-	if err := v.vm.Pause(); err != nil {
+	if err := g.Pause(); err != nil {
 		return nil, fmt.Errorf("pause the guest: %w", Explain(err))
 	}
 	v.SetState(machine.Paused)
@@ -86,14 +117,14 @@ func (v *VM) Save(ctx context.Context, dir string) (_ *machine.Saved, err error)
 			return
 		}
 		os.Remove(path)
-		if rerr := v.vm.Resume(); rerr != nil {
+		if rerr := g.Resume(); rerr != nil {
 			err = fmt.Errorf("%w; and the guest did not run on: %w", err, rerr)
 			return
 		}
 		v.SetState(machine.Running)
 	}()
 	began := time.Now()
-	if err := v.vm.SaveMachineStateToPath(path); err != nil {
+	if err := sg.Save(path); err != nil {
 		return nil, fmt.Errorf("save the guest to %s: %w", path, Explain(err))
 	}
 	if err := syncSaved(path); err != nil {
@@ -112,19 +143,20 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) error {
 		v.Fail(err)
 		return err
 	}
-	version, err := macOSVersion()
+	version, err := v.macOS()
 	if err != nil {
 		v.Fail(err)
 		return err
 	}
 	began := time.Now()
-	_, err = v.launch(func(m *vz.VirtualMachine, config *vz.VirtualMachineConfiguration) error {
-		if err := savable(config, version); err != nil {
+	_, err = v.launch(func(g guest) error {
+		sg, err := v.savable(g, version)
+		if err != nil {
 			return err
 		}
-		if err := m.RestoreMachineStateFromURL(path); err != nil {
-			if m.CanStop() {
-				_ = m.Stop()
+		if err := sg.Restore(path); err != nil {
+			if g.CanStop() {
+				_ = g.Stop()
 			}
 			return fmt.Errorf("restore the guest from %s: %w", path, Explain(err))
 		}
@@ -140,10 +172,11 @@ func (v *VM) Restore(ctx context.Context, s *machine.Saved) error {
 
 // Continue runs the paused guest on (machine.Saver).
 func (v *VM) Continue(context.Context) error {
-	if v.vm == nil {
+	g := v.guest()
+	if g == nil {
 		return errors.New("the VM is not started")
 	}
-	if err := v.vm.Resume(); err != nil {
+	if err := g.Resume(); err != nil {
 		return fmt.Errorf("run the guest on: %w", Explain(err))
 	}
 	v.SetState(machine.Running)
@@ -155,17 +188,17 @@ func (v *VM) Continue(context.Context) error {
 // device layout (identity.go). It touches no descriptor: hostd asks it of
 // a VM it has not started, to decide whether to resume.
 func (v *VM) Identity(context.Context) (machine.Identity, error) {
-	plan, err := newPlan(v.cfg)
+	plan, err := v.newPlan()
 	if err != nil {
 		return machine.Identity{}, err
 	}
-	product, err := macOSVersion()
+	product, err := v.macOS()
 	if err != nil {
 		return machine.Identity{}, err
 	}
-	build, err := unix.Sysctl("kern.osversion")
+	build, err := v.host.build()
 	if err != nil {
-		return machine.Identity{}, fmt.Errorf("read the macOS build: %w", err)
+		return machine.Identity{}, fmt.Errorf("read the macOS build (sysctl kern.osversion): %w", err)
 	}
 	return identity(product, build, plan, os.Stat)
 }
