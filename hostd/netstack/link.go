@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,8 @@ type guestLink struct {
 
 	mu   sync.Mutex // held while a frame is written
 	conn net.Conn   // nil until Attach, and after a write failed
+
+	dropped atomic.Int64 // frames to the guest dropped on a full socket (sendLocked)
 }
 
 // maxDatagram is the largest datagram read off the frame socket; a frame
@@ -153,13 +156,19 @@ func (l *guestLink) sendLocked(frame []byte) {
 			continue
 		}
 		if waited >= fullSocketWait {
-			return // dropped
+			l.dropped.Add(1)
+			return
 		}
 		time.Sleep(pause)
 		waited += pause
 		pause = min(2*pause, time.Millisecond)
 	}
 }
+
+// FramesDropped is how many frames to the guest the link dropped since
+// the network started because the guest's NIC did not drain its socket
+// (sendLocked): `cowork status` shows it.
+func (n *Stack) FramesDropped() int64 { return n.link.dropped.Load() }
 
 // arpAllowed says whether an ARP packet the stack sends may go out: all
 // but replies claiming an address other than the gateway's and the host's.

@@ -36,7 +36,7 @@ func TestAFullSocketDelaysThenDropsAFrame(t *testing.T) {
 	c := &fullConn{full: 40}
 	l.conn = c
 	l.sendLocked([]byte("frame"))
-	if c.taken != 1 || c.closed || l.conn == nil {
+	if c.taken != 1 || c.closed || l.conn == nil || l.dropped.Load() != 0 {
 		t.Fatalf("a socket full for 40 writes: %d frames taken, closed %v; want the frame sent and the link kept", c.taken, c.closed)
 	}
 
@@ -49,6 +49,9 @@ func TestAFullSocketDelaysThenDropsAFrame(t *testing.T) {
 	l.sendLocked([]byte("frame"))
 	if c.taken != 0 || c.closed || l.conn == nil {
 		t.Fatalf("a socket that stays full: %d taken, closed %v; want the frame dropped and the link kept", c.taken, c.closed)
+	}
+	if d := l.dropped.Load(); d != 1 {
+		t.Errorf("%d frames counted dropped, want 1 (cowork status shows the count)", d)
 	}
 	if c.writes > 1000 {
 		t.Fatalf("%d writes for one frame to a full socket in %v: hostd spins on it", c.writes, time.Since(began))

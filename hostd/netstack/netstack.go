@@ -65,12 +65,6 @@ var (
 	hostAddr    = netip.MustParseAddr(HostIP)
 )
 
-// Socket buffer sizes of the frame socketpair: frames arrive in bursts.
-const (
-	sendBuffer = 1 << 20
-	recvBuffer = 4 << 20
-)
-
 // GuestMAC is the stable MAC address of an instance's NIC (locally
 // administered, derived from its name), so its DHCP lease never changes.
 func GuestMAC(instance string) net.HardwareAddr {
@@ -260,8 +254,11 @@ func (n *Stack) Attach(ctx context.Context) (*os.File, error) {
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	for _, fd := range fds {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, recvBuffer)
+		if err := sizeFrameBuffers(fd, setsockopt); err != nil {
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+			return nil, err
+		}
 	}
 	vmEnd := os.NewFile(uintptr(fds[0]), "guest-nic")
 	stackFile := os.NewFile(uintptr(fds[1]), "netstack")
