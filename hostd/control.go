@@ -60,6 +60,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 		r.Network.Learning = net.Learning()
+		r.Network.DroppedFrames = net.FramesDropped()
 		r.Ports = wirePorts(net.Ports()) // [] rather than null: none is published
 		r.AutoPublish = d.autoPublishing()
 	}

@@ -93,6 +93,10 @@ type NetworkStats struct {
 	// Learning says the network is in learn mode (CallLearn): what the
 	// policy does not list is let through, and audited as learned.
 	Learning bool `json:"learning,omitempty"`
+	// DroppedFrames are frames to the guest dropped since hostd started
+	// because its NIC did not drain the socket in time (on macOS a full
+	// socket answers ENOBUFS; netstack retries, bounded, then drops).
+	DroppedFrames int64 `json:"dropped_frames"`
 }
 
 // ServeFailure is a service that stopped serving, and why.

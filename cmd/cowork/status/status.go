@@ -96,6 +96,9 @@ type NetworkStats struct {
 	Degraded string `json:"degraded,omitempty"`
 	// Learning says the network is in learn mode (cowork policy learn).
 	Learning bool `json:"learning,omitempty"`
+	// DroppedFrames are frames to the guest dropped because its NIC did
+	// not drain them in time (a busy or stuck guest; TCP resends them).
+	DroppedFrames int64 `json:"dropped_frames"`
 }
 
 // ServeFailure is a service of the guest's network that stopped serving.
@@ -114,7 +117,8 @@ const degradedRecent = 5 * time.Minute
 // limit can be raised.
 func networkFrom(n *cowork.NetworkStats, now time.Time, config string) *NetworkStats {
 	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DNSQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
-		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows, Learning: n.Learning}
+		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows, Learning: n.Learning,
+		DroppedFrames: n.DroppedFrames}
 	var notes []string
 	for _, f := range n.ServeFailures {
 		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: f.At}
@@ -368,6 +372,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 				line += fmt.Sprintf("; %d refused at the limit, last at %s", n.RefusedFlows, n.LastRefused.Local().Format(time.TimeOnly))
 			}
 			fmt.Fprintf(w, "flows:\t%s\n", line)
+		}
+		if n.DroppedFrames > 0 {
+			fmt.Fprintf(w, "frames:\t%d to the guest dropped: its network card did not take them in time (TCP sends them again)\n", n.DroppedFrames)
 		}
 		if n.Learning {
 			fmt.Fprintf(w, "policy:\tlearning (cowork policy learn): what it does not list is let through and recorded\n")

@@ -60,7 +60,7 @@ func TestNetworkDegradedWhileTheLimitIsHit(t *testing.T) {
 		Network map[string]any `json:"network"`
 	}
 	json.Unmarshal(b, &back)
-	for _, k := range []string{"active_flows", "max_flows", "refused_flows", "refused_since", "last_refused", "degraded"} {
+	for _, k := range []string{"active_flows", "max_flows", "refused_flows", "refused_since", "last_refused", "degraded", "dropped_frames"} {
 		if _, ok := back.Network[k]; !ok {
 			t.Errorf("--json has no network.%s: %s", k, b)
 		}
@@ -174,5 +174,25 @@ func TestStatusSaysTheNetworkIsLearning(t *testing.T) {
 	}
 	if b, _ := json.Marshal(st); !strings.Contains(string(b), `"learning":true`) {
 		t.Errorf("--json: %s", b)
+	}
+}
+
+// TestDroppedFrames: the frames netstack dropped on a full NIC socket
+// (ENOBUFS on macOS) reach status, in text and in --json.
+func TestDroppedFrames(t *testing.T) {
+	n := networkFrom(&cowork.NetworkStats{Flows: 1, MaxFlows: 1024, DroppedFrames: 37}, time.Now(), "config.json")
+	ios, _, out, _ := iostreams.Test()
+	print(ios, &Status{Name: "sandbox", State: "running", Network: n})
+	if !strings.Contains(out.String(), "frames:     37 to the guest dropped") {
+		t.Errorf("status printed:\n%s", out)
+	}
+	b, _ := json.Marshal(&Status{Network: n})
+	if !strings.Contains(string(b), `"dropped_frames":37`) {
+		t.Errorf("--json: %s", b)
+	}
+	out.Reset()
+	print(ios, &Status{Name: "sandbox", State: "running", Network: networkFrom(&cowork.NetworkStats{}, time.Now(), "config.json")})
+	if strings.Contains(out.String(), "frames:") {
+		t.Errorf("no frame dropped, yet a line for them:\n%s", out)
 	}
 }
