@@ -13,14 +13,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/mdlayher/vsock"
-
 	"github.com/coworkhq/cowork/internal/agentwire"
 )
 
 // Auto is the listen address that picks the channel the VM has: vsock
 // port agentwire.VsockPort when the guest has a vsock device (vz), else
-// the virtio-serial port agentwire.SerialPort (QEMU).
+// the virtio-serial port agentwire.SerialPort (QEMU); see chooseAuto.
 const Auto = agentwire.ListenAuto
 
 // autoSerial and autoVsock are where Auto chooses to listen.
@@ -36,11 +34,11 @@ func autoVsock() string { return fmt.Sprintf("vsock://:%d", agentwire.VsockPort)
 //	auto                       vsock://:VsockPort with a vsock device, else serial://SerialPort (agentwire's)
 func Listen(addr string, log *slog.Logger) (net.Listener, error) {
 	if addr == Auto {
-		if checkContextID(vsock.ContextID()) == nil {
-			addr = autoVsock()
-		} else {
-			addr = autoSerial
+		chosen, err := chooseAuto(realProbes(), log)
+		if err != nil {
+			return nil, err
 		}
+		addr = chosen
 		log.Info("listen auto", "chose", addr)
 	}
 	u, err := url.Parse(addr)
