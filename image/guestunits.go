@@ -36,7 +36,9 @@ const (
 // ExecStartPre then waits for the channel itself. It comes before
 // cloud-init's final stage and provisioning, which the host follows
 // through it. The leading "-" lets an installed agent start even when the
-// cidata disk is missing.
+// cidata disk is missing. It is restarted however often it fails
+// (StartLimitIntervalSec=0): systemd's default gives up after 5 starts in
+// 10 s, and a guest without its agent cannot be reached at all.
 func agentUnit(marker string) string {
 	return `[Unit]
 Description=cowork guest agent
@@ -45,6 +47,7 @@ Wants=systemd-udevd.service systemd-udev-trigger.service
 After=systemd-udevd.service systemd-udev-trigger.service local-fs.target systemd-journald.socket
 Before=cloud-final.service ` + agentwire.ProvisionUnit + ` shutdown.target
 Conflicts=shutdown.target
+StartLimitIntervalSec=0
 
 [Service]
 ExecStartPre=-` + agentUpdatePath + `

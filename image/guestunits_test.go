@@ -74,6 +74,11 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 	if pre < 0 || start < 0 || pre > start {
 		t.Errorf("the agent unit does not update the agent before it starts:\n%s", unit)
 	}
+	// Restarted however often it fails: systemd's start limit (5 in 10 s)
+	// would leave the guest without its agent for good.
+	if unitSection(unit, "Unit")["StartLimitIntervalSec"] != "0" || unitSection(unit, "Service")["Restart"] != "always" {
+		t.Errorf("the agent unit can give up restarting:\n%s", unit)
+	}
 	if !strings.Contains(unit, "Restart=always") || !strings.Contains(unit, "--provisioned-marker "+agentwire.ProvisionedMarker) {
 		t.Errorf("agent unit:\n%s", unit)
 	}
@@ -195,4 +200,21 @@ func TestAgentUnitStartsEarly(t *testing.T) {
 	if wait < 0 || !strings.Contains(update, agentwire.SerialPort) || wait > strings.Index(update, "want=") {
 		t.Errorf("agent-update does not wait for the channel first:\n%s", update)
 	}
+}
+
+// unitSection is the settings of one [section] of a systemd unit.
+func unitSection(unit, section string) map[string]string {
+	m := map[string]string{}
+	in := false
+	for _, line := range strings.Split(unit, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			in = line == "["+section+"]"
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && in {
+			m[k] = v
+		}
+	}
+	return m
 }
