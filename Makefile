@@ -79,7 +79,8 @@ sign: bin/cowork bin/cowork-hostd
 fuzz:
 	./hack/fuzz.sh
 
-# On a Mac: boots a real guest under vz and prints PASS or FAIL per step.
+# On a Mac: boots a real guest under vz and prints PASS, FAIL or SKIP per
+# check, then a summary; leaves nothing running.
 mac-smoke:
 	./hack/mac-smoke.sh
 
@@ -97,13 +98,15 @@ e2e-image: agents
 	E2E_ARCH=$(E2E_ARCH) ./hack/e2e-image.sh bin/cowork-agent-linux-$(E2E_ARCH)
 
 # go vet, gofmt, staticcheck (pinned by tools/lint/go.mod; for linux and
-# darwin), no tracked file over 1 MiB (build output stays out), and no
-# Markdown link to a file the checkout lacks.
+# darwin), actionlint over .github/workflows (pinned there too), no tracked
+# file over 1 MiB (build output stays out), and no Markdown link to a file
+# the checkout lacks.
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
 	$(GO) -C kubevirt vet ./...
 	GO=$(GO) ./hack/staticcheck.sh
+	GO=$(GO) ./hack/actionlint.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	./hack/check-large-files.sh
