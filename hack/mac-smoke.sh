@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # make mac-smoke: what Linux CI cannot prove, on a real Mac. Builds and signs
 # bin/cowork, then boots a real Ubuntu guest under Virtualization.framework
-# and drives it as a user would: exec, the shared workspace, ask against a
-# local fake Messages API through the credential relay, the proxy's audit
-# log, suspend and resume with the guest's memory, stop and delete. One
-# PASS or FAIL line per step (SKIP for what this macOS cannot do, saying
-# why); exit 1 if any failed.
+# and drives it as a user would: exec, the shared workspace, the network
+# policy and its audit log, ask against a local fake Messages API through
+# the credential relay, suspend and resume with the guest's memory, stop
+# and delete. One PASS, FAIL or SKIP line per check (SKIP for what this Mac
+# cannot do, saying why), then a summary; exit 1 if any failed. It leaves
+# nothing running: the instance is deleted and the fake API ended, however
+# the script ends.
 #
-# Needs macOS 13+ on Apple silicon, Go 1.26, the Xcode command line tools,
-# and the internet for the first init (the Ubuntu image and its packages).
-# Suspend needs macOS 14+; on 13 the script checks that it is refused.
+# Needs macOS 13+ (Apple silicon, or an Intel Mac: the guest is then
+# x86_64), Go 1.26, the Xcode command line tools, and the internet for the
+# first init (the Ubuntu image and its packages; later inits clone the
+# golden disk in $COWORK_HOME/cache). Suspend needs macOS 14+ on Apple
+# silicon; elsewhere the script checks that it is refused, saying why.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 if [ "$(uname -s)" != Darwin ]; then
 	echo "mac-smoke runs on macOS; on Linux, make e2e drives the QEMU backend" >&2
@@ -20,15 +24,18 @@ fi
 
 NAME=${SMOKE_NAME:-mac-smoke}
 WS=$(mktemp -d "${TMPDIR:-/tmp}/cowork-smoke-ws.XXXXXX")
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cowork-smoke.XXXXXX")
 KEY="sk-ant-smoke-$RANDOM$RANDOM"
-failed=0
-out=$(mktemp)
+failed=0 passed=0 skipped=0
+began=$(date +%s)
+out=$TMP/out
 
 step() {
 	local what=$1
 	shift
 	if "$@" >"$out" 2>&1; then
 		printf 'PASS  %s\n' "$what"
+		passed=$((passed + 1))
 	else
 		printf 'FAIL  %s\n' "$what"
 		tail -n 20 "$out" | sed 's/^/      /'
@@ -36,18 +43,26 @@ step() {
 	fi
 }
 
+# The fake API is a binary built here and run directly, so that its pid is
+# the server's own: `go run` ran it as a child that outlived a kill of go.
 cleanup() {
-	[ -n "${API_PID:-}" ] && kill "$API_PID" 2>/dev/null
+	if [ -n "${API_PID:-}" ]; then
+		kill "$API_PID" 2>/dev/null
+		wait "$API_PID" 2>/dev/null
+	fi
 	bin/cowork delete --name "$NAME" --force >/dev/null 2>&1
-	rm -rf "$WS" "$out" "$out.suspend" "${API_URL_FILE:-}"
+	rm -rf "$WS" "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 signed() {
 	codesign --display --entitlements - bin/cowork-hostd 2>&1 | grep -q com.apple.security.virtualization
 }
-arch_is_arm64() {
-	[ "$(bin/cowork exec --name "$NAME" uname -m)" = aarch64 ]
+guest_arch() {
+	local want=aarch64
+	[ "$(uname -m)" = x86_64 ] && want=x86_64
+	[ "$(bin/cowork exec --name "$NAME" uname -m)" = "$want" ]
 }
 workspace_shared() {
 	echo "from-the-host" >"$WS/smoke.txt" &&
@@ -56,16 +71,23 @@ workspace_shared() {
 		[ "$(cat "$WS/back.txt")" = from-the-guest ]
 }
 ask_through_relay() {
-	API_URL_FILE=$(mktemp)
-	go run ./tools/fakeapi -reply "smoke answer" >"$API_URL_FILE" 2>/dev/null &
+	go build -o "$TMP/fakeapi" ./tools/fakeapi || return 1
+	"$TMP/fakeapi" -reply "smoke answer" >"$TMP/api-url" 2>/dev/null &
 	API_PID=$!
-	for _ in $(seq 100); do [ -s "$API_URL_FILE" ] && break; sleep 0.2; done
-	ANTHROPIC_BASE_URL=$(head -n1 "$API_URL_FILE") ANTHROPIC_API_KEY=$KEY \
+	for _ in $(seq 100); do [ -s "$TMP/api-url" ] && break; sleep 0.2; done
+	ANTHROPIC_BASE_URL=$(head -n1 "$TMP/api-url") ANTHROPIC_API_KEY=$KEY \
 		bin/cowork ask --instance "$NAME" "say something" | grep -q "smoke answer"
 }
 key_not_in_guest() {
 	# The key travels on grep's stdin only; grep exits 1 when it finds nothing.
 	echo "$KEY" | bin/cowork exec --name "$NAME" -u root "grep -rlsF -D skip -f - /home /root /tmp /etc /workspace; test \$? -eq 1"
+}
+# The default policy denies the cloud metadata address (and the host's
+# loopback and LANs): the guest's connection fails, and the audit log says
+# it was denied.
+policy_denies() {
+	! bin/cowork exec --name "$NAME" "curl -sS -m 5 -o /dev/null http://169.254.169.254/" &&
+		bin/cowork proxy --name "$NAME" --json --follow=false | grep '169\.254\.169\.254' | grep -q '"verdict": *"deny"'
 }
 proxy_logged() {
 	bin/cowork exec --name "$NAME" "getent hosts example.com >/dev/null || true" &&
@@ -104,16 +126,21 @@ runs_on() {
 	bin/cowork status --name "$NAME" --json | grep -q '"state": *"running"' &&
 		bin/cowork exec --name "$NAME" "grep -q ' /workspace virtiofs ' /proc/mounts"
 }
-refused_on_old_macos() {
-	! bin/cowork suspend --name "$NAME" >"$out.suspend" 2>&1 &&
-		cat "$out.suspend" && grep -q "macOS 14 or newer can" "$out.suspend" && runs_on
+refused_saying() {
+	! bin/cowork suspend --name "$NAME" >"$TMP/suspend" 2>&1 &&
+		cat "$TMP/suspend" && grep -q "$1" "$TMP/suspend" && runs_on
 }
 skip() {
 	printf 'SKIP  %s\n' "$1"
+	skipped=$((skipped + 1))
 }
 suspend_and_resume() {
+	if [ "$(uname -m)" != arm64 ]; then
+		step "suspend is refused on an Intel Mac, saying why; the guest runs on" refused_saying "saves VMs on Apple silicon only"
+		return
+	fi
 	if [ "$(sw_vers -productVersion | cut -d. -f1)" -lt 14 ]; then
-		step "suspend is refused on macOS 13, saying why; the guest runs on" refused_on_old_macos
+		step "suspend is refused on macOS 13, saying why; the guest runs on" refused_saying "macOS 14 or newer can"
 		return
 	fi
 	step "remember the guest: its boot id, a file in tmpfs" remember_guest
@@ -129,6 +156,7 @@ suspend_and_resume() {
 		return
 	fi
 	printf 'PASS  %s\n' "suspend: the guest saved with its memory"
+	passed=$((passed + 1))
 	step "status: suspended" status_suspended
 	step "start: says it resumed the guest" start_resumed
 	step "the same boot after the resume (boot_id)" same_boot
@@ -143,20 +171,25 @@ deleted() {
 	bin/cowork delete --name "$NAME" --force && ! bin/cowork status --name "$NAME" >/dev/null 2>&1
 }
 
+nothing_left() {
+	local left
+	left=$(pgrep -fl "cowork-hostd.*$NAME" || true)
+	[ -z "$left" ] || { echo "still running: $left"; return 1; }
+}
+
 step "build and sign (make)" make bin/cowork
 step "the binary carries the virtualization entitlement" signed
 step "init: Ubuntu under Virtualization.framework, provisioned" bin/cowork init --name "$NAME" --workspace "$WS" --cpus 2 --memory 2GiB
-step "exec: an arm64 guest answers" arch_is_arm64
+step "exec: the guest answers, of the Mac's architecture" guest_arch
 step "the workspace is shared both ways (virtiofs)" workspace_shared
+step "policy: the metadata address is denied, and audited" policy_denies
 step "ask: Claude Code against a local fake API, through the relay" ask_through_relay
 step "the real key never enters the guest" key_not_in_guest
 step "proxy: the audit log holds the guest's DNS query" proxy_logged
 suspend_and_resume
 step "stop" stopped
 step "delete" deleted
+step "nothing of the instance is left running" nothing_left
 
-if [ "$failed" -gt 0 ]; then
-	echo "mac-smoke: $failed step(s) failed"
-	exit 1
-fi
-echo "mac-smoke: all steps passed"
+printf 'mac-smoke: %d passed, %d failed, %d skipped in %ss\n' "$passed" "$failed" "$skipped" "$(($(date +%s) - began))"
+[ "$failed" -eq 0 ]
