@@ -60,9 +60,12 @@ else dir=${dst%/*} final=$dst; [ -n "$dir" ] || dir=/
 fi
 [ -d "$dir" ] || { echo "$dir: no such folder in the guest" >&2; exit 3; }
 tmp=$(mktemp -d "$dir/.cowork-cp.XXXXXX")
-trap 'rm -rf -- "$tmp"' EXIT
+errs=$(mktemp)
+trap 'rm -rf -- "$tmp" "$errs"' EXIT
 trap 'exit 1' HUP INT TERM
-if ! tar -C "$tmp" -xpf - --no-same-owner; then
+` + modesRefusedOnly + `
+if ! LC_ALL=C tar -C "$tmp" -xpf - --no-same-owner 2>"$errs" && { [ ! -f "$tmp/` + copyTrailer + `" ] || ! modes_refused_only "$errs"; }; then
+	cat "$errs" >&2
 	echo "nothing was written; $(df -Ph -- "$dir" | awk 'NR==2 {print $4}') free at $dir" >&2; exit 6
 fi
 [ -f "$tmp/` + copyTrailer + `" ] || { echo "the copy was cut short; nothing was written" >&2; exit 5; }
@@ -73,6 +76,20 @@ if [ -e "$final" ] || [ -L "$final" ]; then
 fi
 mv -fT -- "$tmp/$name" "$final"
 `
+
+// modesRefusedOnly defines modes_refused_only FILE, which says whether
+// every error tar wrote to FILE is a mode or an owner the file system
+// refused with EPERM, and there was at least one. virtiofs under
+// Virtualization.framework refuses some chmod and chown calls so (the
+// files are the Mac user's on the host); the files themselves arrived,
+// with the modes the share gives them, and the copy goes on. tar runs
+// with LC_ALL=C, so that its messages are these.
+const modesRefusedOnly = `modes_refused_only() {
+	[ -s "$1" ] && ! grep -qv \
+		-e ': Cannot change mode to .*: Operation not permitted$' \
+		-e ': Cannot change ownership to .*: Operation not permitted$' \
+		-e '^tar: Exiting with failure status due to previous errors$' "$1"
+}`
 
 // copyOutScript writes $1 (a file, a folder, a link) to stdout as a tar
 // stream. --no-unquote: tar would read a backslash in a name as an
@@ -87,7 +104,8 @@ var errGuestStopped = errors.New("the guest stopped reading")
 
 // CopyIn copies src on the host (a file, a folder and all in it, or a
 // link, which stays a link) to dst in the guest: into dst when it is a
-// folder, else as dst. Modes and times are kept; the files belong to the
+// folder, else as dst. Modes and times are kept, where the guest's file
+// system lets them be set (modesRefusedOnly); the files belong to the
 // guest user. Nothing appears at dst unless all of it arrived.
 func CopyIn(ctx context.Context, g Execer, src, dst string, o CopyOptions) (treecopy.Stats, error) {
 	into := ""
@@ -234,7 +252,13 @@ func CopyOutStream(ctx context.Context, g Execer, src string, w io.Writer, o Cop
 // cp - DST).
 func CopyInStream(ctx context.Context, g Execer, r io.Reader, dst string, o CopyOptions) error {
 	const script = `[ -d "$1" ] || { echo "$1: no such folder in the guest" >&2; exit 3; }
-exec tar -C "$1" -xpf - --no-same-owner`
+errs=$(mktemp)
+trap 'rm -f -- "$errs"' EXIT
+` + modesRefusedOnly + `
+LC_ALL=C tar -C "$1" -xpf - --no-same-owner 2>"$errs" && exit 0
+modes_refused_only "$errs" && exit 0
+cat "$errs" >&2
+exit 2`
 	return runGuest(ctx, g, o.User, r, nil, script, GuestPath(dst))
 }
 

@@ -331,3 +331,62 @@ func TestCopyOutOfAGuestThatNeverExits(t *testing.T) {
 		t.Errorf("the destination holds %v", ents)
 	}
 }
+
+// virtiofs under Virtualization.framework refuses some chmod and chown
+// calls with EPERM: tar then says so and exits 2, though every file
+// arrived. The copy goes on, with the modes the share gave; any other
+// error still fails it, with nothing written.
+func TestCopyInWhereTheShareRefusesModes(t *testing.T) {
+	needGNU(t)
+	realTar, err := exec.LookPath("tar")
+	if err != nil {
+		t.Skip("no tar")
+	}
+	fake := t.TempDir()
+	say := filepath.Join(fake, "say")
+	os.WriteFile(filepath.Join(fake, "tar"), []byte(`#!/bin/sh
+`+realTar+` "$@" || exit
+case " $* " in *" -xpf "*) cat "`+say+`" >&2; exit 2;; esac
+`), 0o755)
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	ctx := context.Background()
+	g := &localGuest{}
+	host := t.TempDir()
+	write(t, filepath.Join(host, "proj/run.sh"), "#!/bin/sh\n", 0o755)
+
+	os.WriteFile(say, []byte("tar: proj/run.sh: Cannot change mode to rwxr-xr-x: Operation not permitted\n"+
+		"tar: proj: Cannot change ownership to uid 0, gid 0: Operation not permitted\n"+
+		"tar: Exiting with failure status due to previous errors\n"), 0o644)
+	guest := t.TempDir()
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err != nil {
+		t.Fatalf("a share that refuses modes: %v", err)
+	}
+	if read(t, filepath.Join(guest, "proj/run.sh")) != "#!/bin/sh\n" {
+		t.Error("run.sh did not arrive")
+	}
+	noLeftovers(t, guest)
+	stream := t.TempDir()
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	tw.WriteHeader(&tar.Header{Name: "a.txt", Mode: 0o4755, Size: 2})
+	tw.Write([]byte("a\n"))
+	tw.Close()
+	archive := tarball.Bytes()
+	if err := CopyInStream(ctx, g, bytes.NewReader(archive), stream, CopyOptions{}); err != nil {
+		t.Fatalf("a stream into a share that refuses modes: %v", err)
+	}
+
+	os.WriteFile(say, []byte("tar: proj/run.sh: Cannot open: No space left on device\n"+
+		"tar: Exiting with failure status due to previous errors\n"), 0o644)
+	guest = t.TempDir()
+	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "nothing was written") {
+		t.Errorf("another error: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(guest, "proj")); err == nil {
+		t.Error("a failed copy wrote proj")
+	}
+	if err := CopyInStream(ctx, g, bytes.NewReader(archive), stream, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "No space left") {
+		t.Errorf("another error in a stream: %v", err)
+	}
+}
