@@ -1,12 +1,10 @@
 package netstack
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -148,11 +146,16 @@ func (n *Stack) answerLocal(reply *dns.Msg, q dns.Question) {
 	}
 }
 
-// forward asks the host's resolvers in turn, over TCP when the UDP answer
-// was truncated.
+// forward asks the host's resolvers for the name in turn (the name's
+// domain's, when the host has resolvers for it), over TCP when the UDP
+// answer was truncated.
 func (n *Stack) forward(q *dns.Msg, client, tcpClient *dns.Client) (*dns.Msg, error) {
 	var lastErr error = errString("no DNS resolver configured on the host")
-	for _, server := range n.cfg.Resolvers {
+	var name string
+	if len(q.Question) > 0 {
+		name = q.Question[0].Name
+	}
+	for _, server := range n.cfg.serversFor(name) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		r, _, err := client.ExchangeContext(ctx, q, server)
 		if err == nil && r.Truncated {
@@ -194,26 +197,6 @@ func (n *Stack) bind(reply *dns.Msg) bool {
 		}
 	}
 	return true
-}
-
-// hostResolvers are the nameservers of the host's /etc/resolv.conf.
-func hostResolvers() []string {
-	f, err := os.Open("/etc/resolv.conf")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if a, err := netip.ParseAddr(fields[1]); err == nil {
-				out = append(out, netip.AddrPortFrom(a, 53).String())
-			}
-		}
-	}
-	return out
 }
 
 // askQuerier looks up the guest process that sent a query from guest to

@@ -91,10 +91,13 @@ type Config struct {
 	// Upstream, when set, carries all TCP egress: http://host:port (CONNECT)
 	// or socks5://host:port.
 	Upstream string
-	// Resolvers answer the guest's DNS queries (host:port); nil means the
-	// host's, from /etc/resolv.conf.
-	Resolvers []string
-	Audit     *audit.Log
+	// Resolvers answer the guest's DNS queries (host:port), but for the
+	// names of DomainResolvers' domains; nil Resolvers means the host's
+	// (hostResolvers: on macOS the system resolver's configuration, VPNs'
+	// and /etc/resolver/* included; elsewhere /etc/resolv.conf).
+	Resolvers       []string
+	DomainResolvers []DomainResolver
+	Audit           *audit.Log
 	// Ledger counts what the relay's sessions spend and keeps their
 	// budgets and the policy's daily one (nil: counted in memory only).
 	Ledger *budget.Ledger
@@ -162,7 +165,7 @@ func New(cfg Config) (*Stack, error) {
 		cfg.LANs = HostLANs()
 	}
 	if cfg.Resolvers == nil {
-		cfg.Resolvers = hostResolvers()
+		cfg.Resolvers, cfg.DomainResolvers = hostResolvers()
 	}
 	rules, err := policy.Compile(cfg.Policy, hostAddr, cfg.LANs)
 	if err != nil {
