@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // DomainResolver answers the queries for Domain and the names under it
@@ -150,12 +152,19 @@ func resolvConf(path string) []string {
 }
 
 // serversFor are the resolvers a query for name goes to: those of the
-// longest domain that name is or is under, else the default ones.
+// longest domain that name is or is under, else the default ones. name is
+// the guest's, in presentation form: it is compared label by label
+// (dns.IsSubDomain), so that neither "evilcorp.example" nor a label with
+// an escaped dot ("x\.corp.example", a name under "example") reaches
+// corp.example's resolvers.
 func (c *Config) serversFor(name string) []string {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "" {
+		return c.Resolvers
+	}
+	name = dns.Fqdn(name)
 	var best *DomainResolver
 	for i, d := range c.DomainResolvers {
-		if (name == d.Domain || strings.HasSuffix(name, "."+d.Domain)) && (best == nil || len(d.Domain) > len(best.Domain)) {
+		if dns.IsSubDomain(dns.Fqdn(d.Domain), name) && (best == nil || dns.CountLabel(dns.Fqdn(d.Domain)) > dns.CountLabel(dns.Fqdn(best.Domain))) {
 			best = &c.DomainResolvers[i]
 		}
 	}

@@ -93,9 +93,13 @@ func TestServersForAName(t *testing.T) {
 		"CORP.EXAMPLE.":          "10.8.0.53:5353",
 		"git.eu.corp.example.":   "10.9.0.53:53", // the longest domain wins
 		"notcorp.example.":       "192.168.1.1:53",
-		"api.anthropic.com.":     "192.168.1.1:53",
-		"web.test.":              "127.0.0.1:53",
-		"":                       "192.168.1.1:53",
+		// Labels, not strings: a label with an escaped dot is one label.
+		`x\.corp.example.`:      "192.168.1.1:53", // a name under "example"
+		`a.b\.eu.corp.example.`: "10.8.0.53:5353", // under corp.example, not eu.corp.example
+		`corp\046example.`:      "192.168.1.1:53", // one label, "corp.example"
+		"api.anthropic.com.":    "192.168.1.1:53",
+		"web.test.":             "127.0.0.1:53",
+		"":                      "192.168.1.1:53",
 	} {
 		if got := c.serversFor(name); len(got) == 0 || got[0] != want {
 			t.Errorf("%q goes to %v, want %s", name, got, want)
