@@ -7,7 +7,8 @@
 # and delete. One PASS, FAIL or SKIP line per check (SKIP for what this Mac
 # cannot do, saying why), then a summary; exit 1 if any failed. It leaves
 # nothing running: the instance is deleted and the fake API ended, however
-# the script ends.
+# the script ends. SMOKE_LOGS, when set, is a folder that gets the
+# instance's hostd.log and serial.log before it is deleted.
 #
 # Needs macOS 13+ (Apple silicon, or an Intel Mac: the guest is then
 # x86_64), Go 1.26, the Xcode command line tools, and the internet for the
@@ -45,15 +46,29 @@ step() {
 
 # The fake API is a binary built here and run directly, so that its pid is
 # the server's own: `go run` ran it as a child that outlived a kill of go.
+# The instance's logs go with it: keep_logs copies them first.
 cleanup() {
 	if [ -n "${API_PID:-}" ]; then
 		kill "$API_PID" 2>/dev/null
 		wait "$API_PID" 2>/dev/null
 	fi
+	keep_logs
 	bin/cowork delete --name "$NAME" --force >/dev/null 2>&1
 	rm -rf "$WS" "$TMP"
 }
 trap cleanup EXIT
+
+# keep_logs copies the instance's hostd.log and serial.log to SMOKE_LOGS,
+# when it is set (the workflow sets it), for a look at a failure once the
+# instance is deleted; it runs before the delete step and at the end.
+keep_logs() {
+	local dir=${COWORK_HOME:-$HOME/.cowork}/$NAME f
+	[ -n "${SMOKE_LOGS:-}" ] && [ -d "$dir" ] && mkdir -p "$SMOKE_LOGS" || return 0
+	for f in hostd.log serial.log; do
+		[ -f "$dir/$f" ] && cp "$dir/$f" "$SMOKE_LOGS/"
+	done
+	return 0
+}
 trap 'exit 130' INT TERM
 
 signed() {
@@ -188,6 +203,7 @@ step "the real key never enters the guest" key_not_in_guest
 step "proxy: the audit log holds the guest's DNS query" proxy_logged
 suspend_and_resume
 step "stop" stopped
+keep_logs
 step "delete" deleted
 step "nothing of the instance is left running" nothing_left
 
