@@ -377,16 +377,25 @@ case " $* " in *" -xpf "*) cat "`+say+`" >&2; exit 2;; esac
 		t.Fatalf("a stream into a share that refuses modes: %v", err)
 	}
 
-	os.WriteFile(say, []byte("tar: proj/run.sh: Cannot open: No space left on device\n"+
-		"tar: Exiting with failure status due to previous errors\n"), 0o644)
-	guest = t.TempDir()
-	if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "nothing was written") {
-		t.Errorf("another error: %v", err)
-	}
-	if _, err := os.Lstat(filepath.Join(guest, "proj")); err == nil {
-		t.Error("a failed copy wrote proj")
-	}
-	if err := CopyInStream(ctx, g, bytes.NewReader(archive), stream, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "No space left") {
-		t.Errorf("another error in a stream: %v", err)
+	// Any other error fails the copy, beside refused modes or alone, and
+	// so does an EPERM that is not about a mode or an owner.
+	for _, other := range []string{
+		"tar: proj/run.sh: Cannot open: No space left on device\n",
+		"tar: proj/run.sh: Cannot change mode to rwxr-xr-x: Operation not permitted\n" +
+			"tar: proj/big: Wrote only 512 of 10240 bytes: No space left on device\n",
+		"tar: proj/run.sh: Cannot utime: Operation not permitted\n",
+	} {
+		os.WriteFile(say, []byte(other+"tar: Exiting with failure status due to previous errors\n"), 0o644)
+		guest = t.TempDir()
+		if _, err := CopyIn(ctx, g, filepath.Join(host, "proj"), guest, CopyOptions{}); err == nil || !strings.Contains(err.Error(), "nothing was written") {
+			t.Errorf("tar said %q: %v", other, err)
+		}
+		if _, err := os.Lstat(filepath.Join(guest, "proj")); err == nil {
+			t.Errorf("tar said %q, yet the copy wrote proj", other)
+		}
+		last := other[strings.LastIndex(strings.TrimSuffix(other, "\n"), ": ")+2 : len(other)-1]
+		if err := CopyInStream(ctx, g, bytes.NewReader(archive), stream, CopyOptions{}); err == nil || !strings.Contains(err.Error(), last) {
+			t.Errorf("tar said %q in a stream: %v", other, err)
+		}
 	}
 }
