@@ -191,3 +191,21 @@ func TestPolicyChangesApplyToNewFlows(t *testing.T) {
 func itoaTest(i int) string { return strconv.Itoa(i) }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// A guest that escapes a dot in a label ("exfil\.allowed.test" is the
+// label "exfil.allowed" under test) gets no answer for a name outside
+// the allowlist: its text does not pass for a name under allowed.test.
+func TestDNSEscapedDotIsNotASubdomain(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Mode: policy.ModeAllowlist, Allow: []string{"*.allowed.test"}})
+	m, err := tn.lookup(t, `exfil\.allowed.test`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
+		t.Fatalf("an escaped name resolved in allowlist mode: %v", m)
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindDNS && strings.Contains(r.Name, "exfil") })
+	if r.Verdict != audit.Deny || !strings.Contains(r.Rule, "not listed") {
+		t.Fatalf("record %+v", r)
+	}
+}

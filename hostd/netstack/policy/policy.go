@@ -246,7 +246,16 @@ func validName(n string) bool {
 
 // matchDomain reports whether name matches a pattern: "example.com" is
 // that name only, "*.example.com" any name under it.
+//
+// A name with an escape in it (the DNS library writes a label's dot, and
+// any byte outside the hostname alphabet, as \. or \DDD) matches no
+// pattern, which has none: "foo\.allowed.com" is the label "foo.allowed"
+// under com, not a name under allowed.com, and its text must not pass
+// for one.
 func matchDomain(pattern, name string) bool {
+	if strings.ContainsRune(name, '\\') {
+		return false
+	}
 	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
 		return len(name) > len(suffix)+1 && strings.HasSuffix(name, suffix) && name[len(name)-len(suffix)-1] == '.'
 	}

@@ -81,8 +81,14 @@ func TestAllowlistMode(t *testing.T) {
 		{"10.9.9.10:443", nil, false, "rfc1918"},
 		// An allowed name that resolved to a private address is still denied.
 		{"10.0.0.5:443", []string{"api.anthropic.com"}, false, "rfc1918"},
+		// A name the guest resolved with an escaped dot is not under the
+		// listed domain.
+		{"140.82.112.5:443", []string{`evil\.github.com`}, false, "not listed"},
 	})
-	for name, want := range map[string]bool{"api.anthropic.com": true, "API.Anthropic.com.": true, "x.github.com": true, "exfil.attacker.net": false} {
+	for name, want := range map[string]bool{"api.anthropic.com": true, "API.Anthropic.com.": true, "x.github.com": true, "exfil.attacker.net": false,
+		// Escaped dots: names under com and under anthropic.com, not
+		// under github.com or the listed name.
+		`exfil\.github.com`: false, `x.exfil\.github.com.`: false, `api\.anthropic.com`: false, `api.anthropic\.com`: false} {
 		if got := r.CheckName(name).Allow; got != want {
 			t.Errorf("CheckName(%q) = %v, want %v", name, got, want)
 		}
