@@ -49,13 +49,15 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	if err != nil {
 		return err
 	}
-	if s, err := parent.PoolSettings(); err == nil && s.Size > 0 {
-		if err := Refill(parent); err != nil {
-			note(fmt.Sprintf("could not start refilling the pool of %s: %v", parent.Name, err))
+	refill := func() {
+		if s, err := parent.PoolSettings(); err == nil && s.Size > 0 {
+			if err := Refill(parent); err != nil {
+				note(fmt.Sprintf("could not start refilling the pool of %s: %v", parent.Name, err))
+			}
 		}
 	}
 	note(fmt.Sprintf("run %s in %s (%s, from snapshot %s; ready in %s)", t.ID, t.Name, t.Ready, t.Snapshot, time.Since(began).Round(10*time.Millisecond)))
-	runErr := fn(ctx, t.Instance)
+	runErr := refillAround(refillAfter, refill, func() error { return fn(ctx, t.Instance) })
 	// The guest command's exit code, or -1 and why it did not end with one.
 	code, cause := 0, runErr
 	var exit *cmdutil.ExitError
@@ -77,13 +79,31 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	return runErr
 }
 
+// refillAfter is how long a run goes before the pool's refill starts
+// beside it. A short run (exec --rm) ends first and its refill starts
+// then: on a host with few cores, a refill's clone starting while the run
+// executes took a third of the run's time (0.51 s against 0.36 s from
+// ready to done, exec --rm true with a warm clone, TCG guest, two cores).
+// A long one (ask --rm) has its next clone made while it works.
+const refillAfter = 2 * time.Second
+
+// refillAround runs run, and refill once: when run returns, or after
+// after, whichever comes first.
+func refillAround(after time.Duration, refill func(), run func() error) error {
+	later := time.AfterFunc(after, refill)
+	err := run()
+	if later.Stop() {
+		refill()
+	}
+	return err
+}
+
 // maxPoolLog is the size past which the pool's log starts afresh.
 const maxPoolLog = 1 << 20
 
 // Refill starts `cowork pool fill --background` for parent, detached (its
-// own session, output to the pool's log): it makes the pool's next clone
-// while this run goes on, and exits at once when another filler has the
-// pool.
+// own session, output to the pool's log): it makes the pool's next clone,
+// and exits at once when another filler has the pool.
 func Refill(parent *cowork.Instance) error {
 	exe, err := os.Executable()
 	if err != nil {
