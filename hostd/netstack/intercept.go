@@ -96,7 +96,7 @@ func (n *Stack) directIntercept(in, out net.Conn, names []string, dst netip.Addr
 		return true
 	}
 	out.Close()
-	n.intercept(guest, key, rec)
+	n.intercept(guest, key, rec, dst)
 	return true
 }
 
@@ -140,8 +140,9 @@ func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // intercept serves the guest's TLS connection to key (name:port) as that
 // host, and sends each request on to the host, at the address the policy
 // decides for its name at each dial. rec, the connection's own line, is
-// written when it ends.
-func (n *Stack) intercept(guest net.Conn, key string, rec *audit.Record) {
+// written when it ends. The guest's socket is the one from rec's guest
+// port to peer: each request's line asks for its owner.
+func (n *Stack) intercept(guest net.Conn, key string, rec *audit.Record, peer netip.AddrPort) {
 	host, _, _ := strings.Cut(key, ":")
 	rec.TLSTerminated = true
 	cert, err := n.leaf(host)
@@ -168,7 +169,8 @@ func (n *Stack) intercept(guest net.Conn, key string, rec *audit.Record) {
 	watched := n.lim.idle.watch(tc, closerFunc(transport.CloseIdleConnections))
 	ln := newOneConnListener(watched)
 	srv := &http.Server{
-		Handler:           &interceptHandler{n: n, key: key, host: host, transport: &scrubbing{rt: transport}, idle: transport.CloseIdleConnections},
+		Handler: &interceptHandler{n: n, key: key, host: host, transport: &scrubbing{rt: transport}, idle: transport.CloseIdleConnections,
+			guestPort: rec.GuestPort, peer: peer},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       n.lim.lim.IdleTimeout,
 		MaxHeaderBytes:    maxInterceptHeader,
@@ -230,13 +232,20 @@ type interceptHandler struct {
 	transport http.RoundTripper
 	idle      func() // closes the upstream's idle connections
 	gen       uint64 // the secrets' generation the idle ones were made under
+	// The guest's socket, from guestPort to peer (invalid: unknown).
+	guestPort int
+	peer      netip.AddrPort
 }
 
 func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: clip(r.Method),
 		URL: "https://" + h.key + clip(r.URL.EscapedPath()), Name: h.host, NameFrom: audit.FromProxy,
-		Rule: "secrets held for " + h.key, TLSTerminated: true}
+		Rule: "secrets held for " + h.key, TLSTerminated: true, GuestPort: h.guestPort}
+	if h.peer.IsValid() {
+		n.owners.ask(rec, "tcp", h.guestPort, h.peer)
+		defer n.owners.forget(rec)
+	}
 	if !sameHost(r.Host, h.key) {
 		rec.Rule = "the request's Host " + clip(r.Host) + " is not " + h.key + ", the host its TLS was for"
 		http.Error(w, "cowork: this connection is for "+h.key+"; the request names another host", http.StatusMisdirectedRequest)

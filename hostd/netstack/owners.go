@@ -3,6 +3,8 @@ package netstack
 import (
 	"container/list"
 	"context"
+	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -156,7 +158,8 @@ func (o *owners) then(rec *audit.Record, write func(*audit.Record)) {
 
 // forget gives up rec's lookup: its record will not be written. The
 // lookup is still last in the queue, as a rule (a throttled denial): it
-// is taken out, and held no longer.
+// is taken out, and held no longer. Once rec was written, it does
+// nothing.
 func (o *owners) forget(rec *audit.Record) {
 	o.mu.Lock()
 	if s := o.take(rec); s != nil && len(o.queue) > 0 && o.queue[len(o.queue)-1] == s {
@@ -386,4 +389,26 @@ func (o *owners) close() {
 		s.rec, s.write = nil, nil
 	}
 	o.writing.Wait()
+}
+
+// askRequester looks up the guest process behind a request to one of the
+// gateway's HTTP services (the proxy, the relay): the guest's socket is
+// the one connected from r's remote port to the gateway's service port,
+// and rec's guest port is its port. The lookup is the record's, as a
+// flow's is; the caller must write the record (record, finish, deny) or
+// forget it. It returns the gateway's address, the socket's peer.
+func (n *Stack) askRequester(rec *audit.Record, r *http.Request) netip.AddrPort {
+	guest, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	gateway := netip.AddrPortFrom(tcp.AddrPort().Addr().Unmap(), tcp.AddrPort().Port())
+	rec.GuestPort = int(guest.Port())
+	n.owners.ask(rec, "tcp", rec.GuestPort, gateway)
+	return gateway
 }

@@ -208,6 +208,8 @@ func shellQuote(s string) string {
 func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), Method: clip(r.Method)}
+	gateway := n.askRequester(rec, r)
+	defer n.owners.forget(rec) // a tunnel that ends unrecorded
 	d := n.decide(r.Context(), r.Host)
 	n.named(rec, d)
 	if !d.v.Allow {
@@ -269,7 +271,7 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	if key != "" {
 		pending, _ := buf.Reader.Peek(buf.Reader.Buffered())
 		pc := &prefixConn{Conn: guest, r: io.MultiReader(bytes.NewReader(bytes.Clone(pending)), guest)}
-		n.intercept(pc, key, rec)
+		n.intercept(pc, key, rec, gateway)
 		return
 	}
 	if buf.Reader.Buffered() > 0 { // the client did not wait for our answer
@@ -285,6 +287,8 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: clip(r.Method),
 		URL: clipTo(r.URL.Scheme+"://"+r.URL.Host+r.URL.EscapedPath(), maxURL)}
+	n.askRequester(rec, r)
+	defer n.owners.forget(rec)
 	hostport := r.URL.Host
 	if r.URL.Port() == "" {
 		hostport = net.JoinHostPort(r.URL.Hostname(), "80")

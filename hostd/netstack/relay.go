@@ -34,6 +34,8 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 		return
 	}
 	rec := &audit.Record{Kind: audit.KindRelay, Start: time.Now(), Method: clip(r.Method), URL: clip(r.URL.EscapedPath())}
+	n.askRequester(rec, r)
+	defer n.owners.forget(rec) // a refusal over the rate limit goes unrecorded
 	path, ok := relayCall(r)
 	if !ok {
 		// Audited before the answer, so that a guest that got its answer

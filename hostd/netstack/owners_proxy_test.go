@@ -1,0 +1,146 @@
+//go:build linux
+
+package netstack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/agentcall"
+)
+
+// forging is portOwners, plus an answer for the next guest port of each
+// socket asked about (a flow not asked about) and a second answer for
+// each socket, both naming exec "forged": neither may reach a record.
+func forging() OwnerSource {
+	honest := portOwners(nil)
+	return func(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+		out, _ := honest(ctx, socks)
+		for _, s := range socks {
+			other := s
+			other.Port++
+			out = append([]agentcall.SocketOwner{{Socket: other, PID: 666, Exec: "forged"}}, out...)
+			out = append(out, agentcall.SocketOwner{Socket: s, PID: 666, Exec: "forged"})
+		}
+		return out, nil
+	}
+}
+
+// The proxy's and the relay's records (http, connect, relay; allowed and
+// refused) name the guest process behind the request: the one holding
+// the guest's socket to the gateway's service port, as the guest claims
+// it. Forged answers reach none.
+func TestProxiedRecordsNameTheirOwner(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Deny: []string{"proxied-deny.test"}})
+	tn.SetOwners(forging())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hi") }))
+	defer srv.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secure") }))
+	defer tlsSrv.Close()
+	tn.world.mu.Lock()
+	tn.world.tcp["198.51.100.30:80"] = strings.TrimPrefix(srv.URL, "http://")
+	tn.world.tcp["198.51.100.30:443"] = strings.TrimPrefix(tlsSrv.URL, "https://")
+	tn.world.mu.Unlock()
+	client := tn.proxyClient()
+	for _, u := range []string{"http://proxied.test/", "https://proxied.test/", "http://proxied-deny.test/"} {
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	client.CloseIdleConnections() // a tunnel's line is written when it closes
+	c, err := tn.dialTCP(t, fmt.Sprintf("%s:%d", GatewayIP, ProxyPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "CONNECT proxied-deny.test:443 HTTP/1.1\r\nHost: proxied-deny.test:443\r\n\r\n")
+	bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if code, _ := tn.relayDo(t, "POST", "/v1/messages", apiKey(placeholderPrefix+"0000")); code != http.StatusUnauthorized {
+		t.Fatalf("an unknown placeholder: %d", code)
+	}
+
+	proxy := fmt.Sprintf("curl %s:%d", GatewayIP, ProxyPort)
+	relay := fmt.Sprintf("curl %s:%d", GatewayIP, RelayPort)
+	for _, w := range []struct {
+		what    string
+		match   func(*audit.Record) bool
+		cmd     string
+		verdict string
+	}{
+		{"http", func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.Name == "proxied.test" }, proxy, audit.Allow},
+		{"connect", func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Name == "proxied.test" }, proxy, audit.Allow},
+		{"denied http", func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.Name == "proxied-deny.test" }, proxy, audit.Deny},
+		{"denied connect", func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Name == "proxied-deny.test" }, proxy, audit.Deny},
+		{"refused relay", func(r *audit.Record) bool { return r.Kind == audit.KindRelay }, relay, audit.Deny},
+	} {
+		r := tn.waitRecord(t, w.match)
+		o := r.Owner
+		if o == nil || r.GuestPort == 0 || o.PID != r.GuestPort || o.Exec != "exec-tcp" || o.Cmd != w.cmd || o.ClaimedBy != audit.ClaimedByGuest {
+			t.Errorf("%s: owner %+v of a record from guest port %d", w.what, o, r.GuestPort)
+		}
+		if r.Verdict != w.verdict {
+			t.Errorf("%s: verdict %q, want %q", w.what, r.Verdict, w.verdict)
+		}
+	}
+}
+
+// Requests whose record is never written (relay refusals past the rate
+// limit) leave no lookup held: otherwise a guest could use up
+// maxOwnerLookups and switch provenance off for everyone.
+func TestUnrecordedRequestsLeaveNoLookup(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.SetOwners(portOwners(nil))
+	for range refusalBurst + 20 {
+		if code, _ := tn.relayDo(t, "POST", "/nowhere", nil); code != http.StatusNotFound {
+			t.Fatalf("status %d", code)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tn.owners.mu.Lock()
+		held, byRec := tn.owners.held, len(tn.owners.byRec)
+		tn.owners.mu.Unlock()
+		if held == 0 && byRec == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lookups held, %d records in byRec after every request ended", held, byRec)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// netipGateway is the gateway's port as the guest's socket names it.
+func netipGateway(port uint16) netip.AddrPort { return netip.AddrPortFrom(gatewayAddr, port) }
+
+// A request inside a tunnel the proxy ends for a host that holds secrets
+// names its owner too: the tunnel's guest socket's.
+func TestInterceptedRequestsNameTheirOwner(t *testing.T) {
+	sn := newSecretNet(t, SecretAuthorization, true)
+	sn.SetOwners(forging())
+	c := sn.proxiedClient(sn.guestRoot)
+	if resp, body := get(t, c, "https://gh.test/user", http.Header{"Authorization": {"Bearer " + testPlaceholder}}); resp.StatusCode != 200 {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	c.CloseIdleConnections()
+	inner := sn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.TLSTerminated })
+	tunnel := sn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.TLSTerminated })
+	for _, r := range []*audit.Record{inner, tunnel} {
+		if r.Owner == nil || r.Owner.Exec != "exec-tcp" || r.Owner.PID != tunnel.GuestPort || r.GuestPort != tunnel.GuestPort {
+			t.Errorf("%s record from guest port %d: owner %+v", r.Kind, r.GuestPort, r.Owner)
+		}
+	}
+}
