@@ -248,8 +248,9 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !sameHost(r.Host, h.key) {
 		rec.Rule = "the request's Host " + clip(r.Host) + " is not " + h.key + ", the host its TLS was for"
-		http.Error(w, "cowork: this connection is for "+h.key+"; the request names another host", http.StatusMisdirectedRequest)
-		n.deny(rec)
+		n.denyThen(rec, func() {
+			http.Error(w, "cowork: this connection is for "+h.key+"; the request names another host", http.StatusMisdirectedRequest)
+		})
 		return
 	}
 	// Secrets changed (a CA among them): no connection made before is

@@ -317,13 +317,26 @@ func (n *Stack) admit(rec *audit.Record, opening bool) *flow {
 // decides first: only a denial that gets its line waits for its owner,
 // and one it sums up gives its lookup up. A denial is never learn mode's,
 // even of a flow it let through that a limit then refused.
-func (n *Stack) deny(rec *audit.Record) {
+func (n *Stack) deny(rec *audit.Record) { n.denyThen(rec, nil) }
+
+// denyThen is deny for a refusal that ends the guest's socket: refuse,
+// when set, tells the guest (a reset, a 403), after a denial that gets
+// its line has its owner, or has waited for it as long as the owners
+// allow (owners.hold). The record's time is the decision's.
+func (n *Stack) denyThen(rec *audit.Record, refuse func()) {
 	rec.Time, rec.Verdict, rec.Learn = time.Now(), audit.Deny, false
 	if !rec.Start.IsZero() {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}
 	key := rec.Kind + " " + rec.Dst + " " + rec.Name + " " + rec.Rule
-	if n.lim.throttle.Admit(rec, key, rec.Time) {
+	admitted := n.lim.throttle.Admit(rec, key, rec.Time)
+	if admitted && refuse != nil {
+		n.owners.hold(rec)
+	}
+	if refuse != nil {
+		refuse()
+	}
+	if admitted {
 		n.record(rec)
 	} else {
 		n.owners.forget(rec)

@@ -56,6 +56,11 @@ const (
 	// maxOwnerLookups bounds the lookups held at once: as many flows as
 	// the stack holds open by default, and some.
 	maxOwnerLookups = 8192
+	// ownerHold and maxOwnerHolds bound how long, and how many at once,
+	// refusals wait for their owner before the guest learns of them (see
+	// hold).
+	ownerHold     = time.Second
+	maxOwnerHolds = 64
 )
 
 // ownerSlot is one lookup. Its fields are its owners' mu's.
@@ -71,6 +76,9 @@ type ownerSlot struct {
 	write    func(*audit.Record)
 	deadline time.Time
 	wait     *list.Element
+
+	// answered, made by hold, is closed when the batch ends.
+	answered chan struct{}
 }
 
 // unwanted: nothing will read the slot's answer.
@@ -89,9 +97,11 @@ type owners struct {
 	stop    chan struct{}
 	stopped bool
 	writing sync.WaitGroup // records being written by run or expire
+	holding int            // refusals waiting in hold
 
 	// Counters, for tests and `cowork status` one day.
 	dropped     atomic.Int64 // lookups not queued: too many
+	unheld      atomic.Int64 // refusals not held: too many held
 	unsolicited atomic.Int64 // answers for nothing asked in their batch
 	late        atomic.Int64 // records written without waiting longer
 	failed      atomic.Int64 // calls that failed
@@ -167,6 +177,44 @@ func (o *owners) forget(rec *audit.Record) {
 		o.queue = o.queue[:len(o.queue)-1]
 		o.held--
 	}
+	o.mu.Unlock()
+}
+
+// hold waits until rec's lookup is answered, or ownerHold has passed, or
+// the stack closes, for a refusal that would end the guest's socket (a
+// SYN answered by a reset, a proxy's 403 after which the client hangs
+// up): once it has ended, the guest's kernel lists it no more, and no
+// owner can be found. The refusal is decided, and stays a refusal: the
+// wait delays only the guest learning of it. At most maxOwnerHolds wait
+// at once, so that a guest whose agent stalls holds up that many of its
+// own refusals for ownerHold and no more: the others return at once.
+func (o *owners) hold(rec *audit.Record) {
+	o.mu.Lock()
+	s := o.byRec[rec]
+	if s == nil || s.settled || o.stopped {
+		o.mu.Unlock()
+		return
+	}
+	if o.holding >= maxOwnerHolds {
+		o.mu.Unlock()
+		o.unheld.Add(1)
+		return
+	}
+	if s.answered == nil {
+		s.answered = make(chan struct{})
+	}
+	answered := s.answered
+	o.holding++
+	o.mu.Unlock()
+	t := time.NewTimer(ownerHold)
+	select {
+	case <-answered:
+	case <-t.C:
+	case <-o.stop:
+	}
+	t.Stop()
+	o.mu.Lock()
+	o.holding--
 	o.mu.Unlock()
 }
 
@@ -342,6 +390,9 @@ func (o *owners) settle(b []*ownerSlot, asked map[agentcall.Socket][]*ownerSlot,
 	var ready []*ownerSlot
 	for _, s := range b {
 		s.settled = true
+		if s.answered != nil {
+			close(s.answered)
+		}
 		if !s.taken {
 			continue
 		}

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,6 +97,116 @@ func TestProxiedRecordsNameTheirOwner(t *testing.T) {
 			t.Errorf("%s: verdict %q, want %q", w.what, r.Verdict, w.verdict)
 		}
 	}
+}
+
+// A refusal that ends the guest's socket waits for the owner first: the
+// guest's kernel no longer lists a socket reset, or closed by a client
+// that got its 403, and an agent asked after that finds nothing. The
+// fake agent here answers only while the guest still waits for the
+// refusal.
+func TestRefusalsWaitForTheirOwner(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.66", "proxied-deny.test"}})
+	var waiting atomic.Bool
+	honest := portOwners(nil)
+	tn.SetOwners(func(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+		if !waiting.Load() {
+			return nil, nil // the socket is gone
+		}
+		return honest(ctx, socks)
+	})
+
+	waiting.Store(true)
+	c, err := tn.dialTCP(t, "198.51.100.66:80")
+	waiting.Store(false)
+	if err == nil {
+		c.Close()
+		t.Fatal("a denied address answered")
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindTCP && r.Dst == "198.51.100.66:80" })
+	if r.Owner == nil || r.Owner.PID != r.GuestPort || r.Verdict != audit.Deny {
+		t.Errorf("a refused SYN's record: owner %+v, verdict %s", r.Owner, r.Verdict)
+	}
+
+	client := tn.proxyClient()
+	waiting.Store(true)
+	resp, err := client.Get("http://proxied-deny.test/")
+	waiting.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	client.CloseIdleConnections()
+	r = tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.Name == "proxied-deny.test" })
+	if resp.StatusCode != http.StatusForbidden || r.Owner == nil || r.Owner.PID != r.GuestPort || r.Verdict != audit.Deny {
+		t.Errorf("a 403's record: owner %+v, verdict %s, status %d", r.Owner, r.Verdict, resp.StatusCode)
+	}
+
+	waiting.Store(true)
+	code, _ := tn.relayDo(t, "POST", "/v1/messages", apiKey(placeholderPrefix+"0000"))
+	waiting.Store(false)
+	r = tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindRelay })
+	if code != http.StatusUnauthorized || r.Owner == nil || r.Owner.PID != r.GuestPort {
+		t.Errorf("a refused relay call's record: owner %+v, status %d", r.Owner, code)
+	}
+}
+
+// Against an agent that never answers, at most maxOwnerHolds refusals
+// wait at once, each ownerHold at most; the others go at once. Every
+// record is still written, and no lookup is left held.
+func TestRefusalHoldsAreBounded(t *testing.T) {
+	o := newOwners()
+	defer o.close()
+	o.src = stalled
+	const n = maxOwnerHolds + 36
+	recs := make([]*audit.Record, n)
+	for i := range recs {
+		recs[i] = &audit.Record{}
+		o.ask(recs[i], "tcp", 1+i, netipGateway(ProxyPort))
+	}
+	start := time.Now()
+	var quick atomic.Int64
+	var wg sync.WaitGroup
+	for _, r := range recs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			o.hold(r)
+			if time.Since(t0) < ownerHold/2 {
+				quick.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took > ownerHold+time.Second {
+		t.Errorf("the holds took %v; want at most about %v", took, ownerHold)
+	}
+	if q, u := quick.Load(), o.unheld.Load(); q != n-maxOwnerHolds || u != n-maxOwnerHolds {
+		t.Errorf("%d refusals went at once (%d counted); want the %d over the bound", q, u, n-maxOwnerHolds)
+	}
+	o.mu.Lock()
+	holding := o.holding
+	o.mu.Unlock()
+	if holding != 0 {
+		t.Errorf("%d holds left", holding)
+	}
+
+	// With an answer, a hold ends with it.
+	o2 := newOwners()
+	defer o2.close()
+	o2.src = portOwners(nil)
+	r := &audit.Record{}
+	o2.ask(r, "tcp", 4242, netipGateway(ProxyPort))
+	t0 := time.Now()
+	o2.hold(r)
+	if took := time.Since(t0); took > ownerHold/2 {
+		t.Errorf("a hold whose answer came took %v", took)
+	}
+	o2.then(r, func(r *audit.Record) {
+		if r.Owner == nil || r.Owner.PID != 4242 {
+			t.Errorf("owner %+v after the hold", r.Owner)
+		}
+	})
 }
 
 // Requests whose record is never written (relay refusals past the rate

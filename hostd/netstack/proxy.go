@@ -213,8 +213,7 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	d := n.decide(r.Context(), r.Host)
 	n.named(rec, d)
 	if !d.v.Allow {
-		n.blocked(w, d)
-		n.deny(rec)
+		n.denyThen(rec, func() { n.blocked(w, d) })
 		return
 	}
 	lf, ok := n.learnedRequest(w, rec)
@@ -296,8 +295,7 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	d := n.decide(r.Context(), hostport)
 	n.named(rec, d)
 	if !d.v.Allow {
-		n.blocked(w, d)
-		n.deny(rec)
+		n.denyThen(rec, func() { n.blocked(w, d) })
 		return
 	}
 	lf, ok := n.learnedRequest(w, rec)

@@ -193,13 +193,16 @@ func (n *Stack) refuse(rec *audit.Record, status int, rule string) {
 }
 
 // refuseFor audits a refused relay request and why, within the rate
-// limit.
+// limit. Its caller answers the guest after: a refusal that gets its
+// line waits for its owner first (owners.hold), since a client that gets
+// its answer may hang up, and its socket go, before the guest is asked.
 func (n *Stack) refuseFor(rec *audit.Record, status int, rule string, why error) {
 	rec.Status, rec.Rule = status, rule
 	ok, left := n.refusals.take(rule)
 	if !ok {
 		return
 	}
+	n.owners.hold(rec)
 	if left > 0 {
 		why = errors.Join(why, fmt.Errorf("%d more requests refused for this reason were not logged (at most %d lines at once, then one a second)", left, refusalBurst))
 	}

@@ -29,8 +29,7 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	v := n.currentRules().CheckFlow(policy.TCP, dst, names)
 	rec.Rule, rec.Learn = v.Rule, v.Learn
 	if !v.Allow {
-		r.Complete(true) // RST
-		n.deny(rec)
+		n.denyThen(rec, func() { r.Complete(true) }) // RST, once the owner is known
 		return
 	}
 	f := n.admit(rec, true)
