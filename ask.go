@@ -14,6 +14,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/internal/execwire"
 )
 
 // Credential is the API endpoint and secret a Claude Code session uses.
@@ -88,8 +89,14 @@ func ProjectDir(project string) string {
 type ClaudeOptions struct {
 	Project string // a folder of /workspace, made if missing
 	// ExecID names Claude Code's exec in the audit log's owners
-	// (agentclient.ExecOptions.ExecID); "" lets the guest pick one.
+	// (agentclient.ExecOptions.ExecID); "" names it after the run's API
+	// session, so that one id, the session's, finds both the run's API
+	// calls (their records' session) and the flows of the processes under
+	// its claude (their owners' exec): `cowork proxy --ask ID`.
 	ExecID string
+	// OnSession, when set, is called with the run's API session id once
+	// the session is open, before claude starts.
+	OnSession func(id string)
 	// Args are Claude Code's options, passed verbatim.
 	Args []string
 	// AskPermissions keeps Claude Code's permission checks; by default they
@@ -152,6 +159,13 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 			o.OnUsage(u)
 		}
 	}()
+	execID := o.ExecID
+	if execID == "" && execwire.ValidExecID(sess.ID) {
+		execID = sess.ID
+	}
+	if o.OnSession != nil {
+		o.OnSession(sess.ID)
+	}
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)
 	if o.Credential.APIKey != "" {
 		env = append(env, "ANTHROPIC_API_KEY="+sess.Placeholder)
@@ -165,7 +179,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		// Claude Code's tools end with it: an interrupted task leaves no
 		// command of it running (one whose shell exited first included).
 		EndSession: true,
-		ExecID:     o.ExecID,
+		ExecID:     execID,
 	})
 }
 

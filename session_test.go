@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -29,6 +30,7 @@ type fakeHostd struct {
 	liveAtEx []bool // whether a session lived at each Exec
 	ceiling  bool   // end sessions at once, as at their ceiling
 	refuse   string // refuse sessions with this Unavailable message
+	hexIDs   bool   // session ids as hostd makes them (16 hex digits), not "sessa"
 }
 
 const fakePlaceholder = "cowork-session-fake0123"
@@ -39,6 +41,9 @@ func (f *fakeHostd) OpenSession(ctx context.Context, req controlwire.OpenSession
 	}
 	f.mu.Lock()
 	id := "sess" + string(rune('a'+len(f.opened)))
+	if f.hexIDs {
+		id = fmt.Sprintf("9b1e07c4d2a85f%02x", 0x10+len(f.opened))
+	}
 	f.opened = append(f.opened, req)
 	closed := make(chan struct{})
 	if f.live == nil {
@@ -203,6 +208,37 @@ func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
 		}
 		if how := f.ended["sessa"]; how != "closed" {
 			t.Errorf("the session ended by %q when Claude returned, want closed", how)
+		}
+	}
+}
+
+// Claude's exec is named after its API session unless the caller names
+// it, so that one id finds a run's API calls and the flows under its
+// claude; a session id that is no exec id (an older hostd's) leaves the
+// name to the guest.
+func TestClaudesExecIsNamedAfterItsSession(t *testing.T) {
+	for _, c := range []struct {
+		hexIDs   bool
+		execID   string
+		wantExec string
+	}{
+		{true, "", "9b1e07c4d2a85f10"},
+		{true, "0123456789abcdef", "0123456789abcdef"},
+		{false, "", ""},
+	} {
+		cl, f := newFakeClient(t)
+		f.hexIDs = c.hexIDs
+		var session string
+		st, err := cl.Claude(context.Background(), ClaudeOptions{Credential: Credential{APIKey: "sk-ant-test"}, Args: []string{"-p"},
+			ExecID: c.execID, OnSession: func(id string) { session = id }})
+		if err != nil || st.Code != 0 {
+			t.Fatalf("claude: %v %+v", err, st)
+		}
+		f.mu.Lock()
+		got := f.starts[len(f.starts)-1].ExecID
+		f.mu.Unlock()
+		if got != c.wantExec || session == "" || c.hexIDs && session != "9b1e07c4d2a85f10" {
+			t.Errorf("hex ids %v, ExecID %q: claude's exec id %q, OnSession %q; want exec %q", c.hexIDs, c.execID, got, session, c.wantExec)
 		}
 	}
 }

@@ -277,12 +277,13 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 	}
 	defer c.Close()
 	r := newRenderer(o.IO)
+	var id atomic.Pointer[string] // the run's: its API session's, and its exec's
 	ao := cowork.AskOptions{
 		ClaudeOptions: cowork.ClaudeOptions{
 			Project: o.Project, Args: o.ClaudeArgs, AskPermissions: o.AskPermissions,
 			Credential: cred, Env: cowork.ForwardedEnv(os.Getenv),
 			Budget: o.Budget, OnUsage: func(u *cowork.Usage) { PrintUsage(o.IO.ErrOut, u) },
-			ExecID: agentclient.NewExecID(),
+			OnSession: func(s string) { id.Store(&s) },
 		},
 		Prompt: o.Prompt,
 		Raw:    o.Raw,
@@ -293,7 +294,11 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 	eo := agentclient.ExecOptions{Stdin: strings.NewReader("")} // the prompt goes in by Ask
 	started := time.Now()
 	defer func() {
-		if line := netSummary(ctx, inst.Paths.NetworkLog(), ao.ExecID, started); line != "" {
+		s := id.Load()
+		if s == nil {
+			return // no session, nothing ran
+		}
+		if line := netSummary(ctx, inst.Paths.NetworkLog(), *s, started); line != "" {
 			fmt.Fprintln(o.IO.ErrOut, "cowork: "+line)
 		}
 	}()

@@ -15,19 +15,20 @@ import (
 	"github.com/coworkhq/cowork/units"
 )
 
-// netSummary is one line on what the exec id's processes did on the
-// network since start, from the audit log at logPath: flows, how many
-// were denied, DNS queries, bytes each way and the hosts most used.
-// The owners are the guest's claims (the line says so: a guest can put
-// its flows on another exec, or on none), and a record may still be on
-// its way when the task ends (hostd writes a flow once its owner is
-// known, within a fraction of a second): it is a summary, `cowork proxy
-// --exec` the account.
+// netSummary is one line on what the ask of id did on the network since
+// start, from the audit log at logPath: its API calls and the flows of
+// the processes under its claude (proxycmd.OfAsk), how many were denied,
+// DNS queries, bytes each way and the hosts most used. The owners are
+// the guest's claims (the line says so: a guest can put its flows on
+// another ask, or on none), and a record may still be on its way when
+// the task ends (hostd writes a flow once its owner is known, within a
+// fraction of a second): it is a summary, `cowork proxy --ask` the
+// account.
 func netSummary(ctx context.Context, logPath, id string, since time.Time) string {
 	var s audit.Stats
 	hosts := map[string]int{}
 	_, err := audit.Stream(ctx, logPath, since, false, func(r *audit.Record) error {
-		if !proxycmd.OfExec(r, id) {
+		if !proxycmd.OfAsk(r, id) {
 			return nil
 		}
 		s.Add(r)
@@ -53,5 +54,5 @@ func netSummary(ctx context.Context, logPath, id string, since time.Time) string
 	if len(top) > 0 {
 		line += "; mostly " + strings.Join(top, ", ")
 	}
-	return termsafe.Line(line + " (cowork proxy --exec " + id + ")")
+	return termsafe.Line(line + " (cowork proxy --ask " + id + ")")
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
 
-// The summary counts the records of its exec only, says that the guest
+// The summary counts the records of its ask only (its relay calls, and
+// the flows of its exec, named after its session), says that the guest
 // named the exec, and shows the hosts the guest named inert.
 func TestNetSummary(t *testing.T) {
 	dir := t.TempDir()
@@ -32,6 +33,8 @@ func TestNetSummary(t *testing.T) {
 		{Time: now, Kind: audit.KindDNS, Verdict: audit.Allow, Name: "api.example", Owner: own(id)},
 		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "other.example", BytesIn: 1 << 20, Owner: own(other)},
 		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "nobody.example"},
+		{Time: now, Kind: audit.KindRelay, Verdict: audit.Allow, Name: "api.example", Session: id},
+		{Time: now, Kind: audit.KindRelay, Verdict: audit.Allow, Name: "other.example", Session: other},
 	} {
 		if err := l.Write(r); err != nil {
 			t.Fatal(err)
@@ -39,8 +42,8 @@ func TestNetSummary(t *testing.T) {
 	}
 	l.Close()
 	line := netSummary(context.Background(), path, id, now.Add(-time.Minute))
-	if !strings.HasPrefix(line, "network (as the guest reports): 3 flows, 1 denied, 1 DNS queries") || !strings.Contains(line, "mostly api.example, ") ||
-		strings.Contains(line, "other.example") || strings.Contains(line, "nobody") || !strings.HasSuffix(line, "(cowork proxy --exec "+id+")") {
+	if !strings.HasPrefix(line, "network (as the guest reports): 4 flows, 1 denied, 1 DNS queries") || !strings.Contains(line, "mostly api.example, ") ||
+		strings.Contains(line, "other.example") || strings.Contains(line, "nobody") || !strings.HasSuffix(line, "(cowork proxy --ask "+id+")") {
 		t.Errorf("summary %q", line)
 	}
 	termsafetest.Check(t, "ask's network summary", line, false)

@@ -38,6 +38,11 @@ type Options struct {
 	// the flow, as the guest claims it) belongs to the exec of this id, or
 	// of an id it begins.
 	Exec string
+	// Ask keeps only the records of the ask (or claude run) of this id,
+	// or of an id it begins: its API calls, by the relay session they
+	// went through, and the flows of the processes under its claude, by
+	// their owner's exec (see OfAsk).
+	Ask string
 }
 
 // NewCmdProxy builds the command; name is the global --name.
@@ -67,19 +72,29 @@ RUN line with what ran, how it ended and what its network did.
 
 Each flow and DNS query names the guest process behind it, as the guest's
 agent says (a claim of the guest's: "owner" in --json, "by COMM[PID]" with
--v). --exec ID keeps only those of one exec or ask: its id is printed by
-"cowork exec -v" and at the end of "cowork ask".`,
+-v). --exec ID keeps only those of one exec: its id is printed by "cowork
+exec -v". --ask ID keeps those of one ask or claude run: its API calls
+through the relay, and the flows of the processes under its claude; its
+id, its API session's, is printed at the end of "cowork ask" and listed by
+"cowork usage".`,
 		Example: `  cowork proxy
   cowork proxy -l proxy.log
   cowork proxy -v --since 1h
   cowork proxy --json --follow=false | jq 'select(.verdict == "deny")'
   cowork proxy --runs --since 0 --follow=false
-  cowork proxy --exec 3f9c2a --since 0 --follow=false`,
+  cowork proxy --exec 3f9c2a --since 0 --follow=false
+  cowork proxy --ask 9b1e07 --since 1h --follow=false`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
 			if o.Exec != "" && !validExecPrefix(o.Exec) {
 				return cmdutil.FlagErrorf("--exec %q: want an exec id, hex digits as cowork exec -v prints them", o.Exec)
+			}
+			if o.Exec != "" && o.Ask != "" {
+				return cmdutil.FlagErrorf("--exec and --ask: give one of them")
+			}
+			if o.Ask != "" && !validExecPrefix(o.Ask) {
+				return cmdutil.FlagErrorf("--ask %q: want an ask's id, hex digits as cowork ask prints them at its end", o.Ask)
 			}
 			if o.Since < 0 {
 				return cmdutil.FlagErrorf("--since %s: want how long ago to start, like 5m or 1h (0: all of the log)", o.Since)
@@ -97,7 +112,8 @@ agent says (a claim of the guest's: "owner" in --json, "by COMM[PID]" with
 	f.DurationVar(&o.Since, "since", 10*time.Minute, "show history from this long ago (0: all of it)")
 	f.BoolVarP(&o.Follow, "follow", "f", true, "keep showing new traffic until interrupted")
 	f.BoolVar(&o.Runs, "runs", false, "show the throwaway runs' log (runs.jsonl)")
-	f.StringVar(&o.Exec, "exec", "", "show only the traffic of the exec or ask of this `ID`")
+	f.StringVar(&o.Exec, "exec", "", "show only the traffic of the exec of this `ID`")
+	f.StringVar(&o.Ask, "ask", "", "show only the traffic of the ask (or claude run) of this `ID`")
 	return cmd
 }
 
@@ -133,7 +149,7 @@ func run(ctx context.Context, o *Options) error {
 	}
 	color := o.IO.ColorEnabled() && o.LogFile == ""
 	skipped, err := audit.Stream(ctx, logPath, since, o.Follow, func(r *audit.Record) error {
-		if o.Exec != "" && !OfExec(r, o.Exec) {
+		if o.Exec != "" && !OfExec(r, o.Exec) || o.Ask != "" && !OfAsk(r, o.Ask) {
 			return nil
 		}
 		if o.JSON {
@@ -174,6 +190,14 @@ func validExecPrefix(s string) bool {
 // whose id is, or begins with, id.
 func OfExec(r *audit.Record, id string) bool {
 	return r.Owner != nil && len(r.Owner.Exec) == 16 && strings.HasPrefix(r.Owner.Exec, id)
+}
+
+// OfAsk says whether r is of the ask (or claude run) whose id is, or
+// begins with, id: an API call through its relay session (the host's
+// own account), or a flow whose owner the guest claims is of its exec
+// (an ask's exec is named after its session; see cowork.ClaudeOptions).
+func OfAsk(r *audit.Record, id string) bool {
+	return len(r.Session) == 16 && strings.HasPrefix(r.Session, id) || OfExec(r, id)
 }
 
 // FormatJSON is one record as the log's JSON line, its text escaped where

@@ -42,6 +42,7 @@ func TestProxyFlags(t *testing.T) {
 		{[]string{"--json", "--follow=false", "--since", "0"}, Options{Name: "box", JSON: true}},
 		{[]string{"-f=false", "--verbose", "--log", "x"}, Options{Name: "box", LogFile: "x", Verbose: true, Since: 10 * time.Minute}},
 		{[]string{"--exec", "0123abcd"}, Options{Name: "box", Since: 10 * time.Minute, Follow: true, Exec: "0123abcd"}},
+		{[]string{"--ask", "9b1e07"}, Options{Name: "box", Since: 10 * time.Minute, Follow: true, Ask: "9b1e07"}},
 	} {
 		o, err := parse(t, c.args...)
 		if err != nil {
@@ -65,6 +66,8 @@ func TestProxyFlags(t *testing.T) {
 		{[]string{"box"}, `unknown command "box" for "proxy"`},
 		{[]string{"--exec", "xyz!"}, `--exec "xyz!": want an exec id`},
 		{[]string{"--exec", "abc"}, `--exec "abc": want an exec id`},
+		{[]string{"--ask", "9B1E07"}, `--ask "9B1E07": want an ask's id`},
+		{[]string{"--ask", "0123abcd", "--exec", "0123abcd"}, `--exec and --ask: give one`},
 	} {
 		o, err := parse(t, c.args...)
 		if o != nil || cmdutil.ExitCode(err) != 2 || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
@@ -296,5 +299,37 @@ func TestProxyShowsTheRuns(t *testing.T) {
 	}
 	if out, _, _ := proxy(t, Options{}); out != "" {
 		t.Errorf("without --runs the instance's own log (empty) is shown, got:\n%s", out)
+	}
+}
+
+// --ask keeps an ask's API calls, by their relay session (the host's
+// account), and the flows the guest says processes under its claude
+// opened, by their owner's exec, which is named after the session.
+func TestProxyShowsOneAsk(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	l, err := audit.Open(p.NetworkLog(), p.Audit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	const ask, other = "9b1e07c4d2a85f10", "0123456789abcdef"
+	owner := func(exec string) *audit.Owner {
+		return &audit.Owner{Exec: exec, PID: 7, Comm: "node", ClaimedBy: audit.ClaimedByGuest}
+	}
+	for _, r := range []*audit.Record{
+		{Time: now, Kind: audit.KindRelay, Verdict: audit.Allow, Name: "api.example", Session: ask, URL: "/v1/messages"},
+		{Time: now, Kind: audit.KindRelay, Verdict: audit.Allow, Name: "api.example", Session: other, URL: "/v1/other"},
+		{Time: now, Kind: audit.KindHTTP, Verdict: audit.Allow, Name: "pypi.example", Dst: "198.51.100.1:80", Owner: owner(ask)},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Allow, Name: "elsewhere.example", Dst: "198.51.100.2:443", Owner: owner(other)},
+		{Time: now, Kind: audit.KindTCP, Verdict: audit.Deny, Name: "nobody.example", Dst: "198.51.100.3:443"},
+	} {
+		if err := l.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	out, _, err := proxy(t, Options{Ask: "9b1e07", JSON: true})
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "/v1/messages") || !strings.Contains(out, "pypi.example") {
+		t.Errorf("--ask 9b1e07:\n%s%v", out, err)
 	}
 }
