@@ -319,52 +319,85 @@ func checkAuditChain(t *testing.T, e *env) {
 }
 
 // checkProvenance runs two execs that each reach the host's server on
-// the LAN, directly and by name through the gateway's DNS: the audit
-// records of each name its exec's id and curl's pid, as claimed by the
-// guest, and cowork proxy --exec keeps one exec's records only.
+// the LAN directly (by address) and through the gateway's proxy, and are
+// refused once at the SYN (a link-local address) and once by the proxy
+// (a private address): the audit record of each flow names its exec's id
+// and the pid of the curl that opened it, as claimed by the guest, and
+// cowork proxy --exec keeps one exec's records only.
 func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
-	ids := map[string]string{} // exec id to the pid curl printed
-	for range 2 {
-		r := e.run("exec", "-v", fmt.Sprintf("curl -sS --max-time 10 --noproxy '*' -o /dev/null http://%s:%d/file & echo $!; wait", lan, lanPort))
+	type flow struct {
+		what  string
+		match func(a auditLine) bool
+	}
+	url := fmt.Sprintf("http://%s:%d/file", lan, lanPort)
+	dst := fmt.Sprintf("%s:%d", lan, lanPort)
+	pids := map[string][]string{} // exec id to the pids of its curls, in the order of flows
+	flows := map[string][]flow{}
+	for i := range 2 {
+		// Each exec's refusals go to destinations of their own: the
+		// throttle sums up a repeated denial in one line, without owner.
+		refused, private := fmt.Sprintf("169.254.169.254:%d", 8001+i), fmt.Sprintf("10.9.9.%d", 11+i)
+		script := strings.Join([]string{
+			fmt.Sprintf("curl -sS --max-time 10 --noproxy '*' -o /dev/null %s & echo $!; wait", url),
+			fmt.Sprintf("curl -sS --max-time 10 -x http://192.168.127.1:7890 -o /dev/null %s & echo $!; wait", url),
+			fmt.Sprintf("curl -sS --max-time 10 --noproxy '*' -o /dev/null http://%s/ 2>/dev/null & echo $!; wait", refused),
+			fmt.Sprintf("curl -sS --max-time 10 -x http://192.168.127.1:7890 -o /dev/null http://%s/ & echo $!; wait", private),
+		}, "\n")
+		r := e.run("exec", "-v", script)
 		_, id, _ := strings.Cut(r.errOut, "cowork: exec id ")
 		id, _, _ = strings.Cut(id, " ")
-		if r.code != 0 || len(id) != 16 {
+		if len(id) != 16 {
 			t.Fatalf("exec -v: %s", r)
 		}
-		ids[id] = strings.TrimSpace(r.out)
+		pids[id] = strings.Fields(r.out)
+		flows[id] = []flow{
+			{"direct", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Verdict == "allow" }},
+			{"proxied", func(a auditLine) bool { return a.Kind == "http" && a.URL == url && a.Verdict == "allow" }},
+			{"refused at the SYN", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == refused && a.Verdict == "deny" }},
+			{"refused by the proxy", func(a auditLine) bool { return a.Kind == "http" && a.Name == private && a.Verdict == "deny" }},
+		}
+		if len(pids[id]) != len(flows[id]) {
+			t.Fatalf("exec %s printed %q, want %d pids", id, r.out, len(flows[id]))
+		}
 	}
-	dst := fmt.Sprintf("%s:%d", lan, lanPort)
+	owned := func(lines []auditLine, id string, f flow) (auditLine, bool) {
+		return find(lines, func(a auditLine) bool { return f.match(a) && a.Owner != nil && a.Owner.Exec == id })
+	}
 	var lines []auditLine
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		lines = e.auditLines(t)
-		named := 0
-		for id := range ids {
-			if _, ok := find(lines, func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Owner != nil && a.Owner.Exec == id }); ok {
-				named++
+		missing := 0
+		for id, fs := range flows {
+			for _, f := range fs {
+				if _, ok := owned(lines, id, f); !ok {
+					missing++
+				}
 			}
 		}
-		if named == len(ids) || time.Now().After(deadline) {
+		if missing == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for id, pid := range ids {
-		a, ok := find(lines, func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Owner != nil && a.Owner.Exec == id })
-		if !ok {
-			t.Errorf("no tcp record to %s owned by exec %s", dst, id)
-			for _, a := range lines {
-				if a.Kind == "tcp" && a.Dst == dst {
-					t.Logf("a record to %s from guest port %d: owner %+v", dst, a.GuestPort, a.Owner)
+	for id, fs := range flows {
+		for i, f := range fs {
+			a, ok := owned(lines, id, f)
+			if !ok {
+				t.Errorf("exec %s: no %s record owned by it", id, f.what)
+				for _, a := range lines {
+					if f.match(a) {
+						t.Logf("a %s record from guest port %d: owner %+v", f.what, a.GuestPort, a.Owner)
+					}
 				}
+				continue
 			}
-			continue
-		}
-		if strconv.Itoa(a.Owner.PID) != pid || a.Owner.Comm != "curl" || !strings.HasPrefix(a.Owner.Cmd, "curl -sS") || a.Owner.ClaimedBy != "guest" {
-			t.Errorf("exec %s (curl pid %s): owner %+v", id, pid, *a.Owner)
+			if strconv.Itoa(a.Owner.PID) != pids[id][i] || a.Owner.Comm != "curl" || !strings.HasPrefix(a.Owner.Cmd, "curl -sS") || a.Owner.ClaimedBy != "guest" {
+				t.Errorf("exec %s, %s (curl pid %s): owner %+v", id, f.what, pids[id][i], *a.Owner)
+			}
 		}
 	}
-	for id := range ids {
+	for id := range flows {
 		r := e.must("proxy", "--json", "--follow=false", "--since", "0", "--exec", id)
 		for _, l := range strings.Split(strings.TrimSpace(r.out), "\n") {
 			if l != "" && !strings.Contains(l, `"exec":"`+id+`"`) {
