@@ -191,6 +191,13 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	}
 	time.Sleep(2 * time.Second) // idle
 	rss := hostdRSS()
+	// After the idle memory above: a thousand flows would weigh on it.
+	const provProcs, provConns = 10, 100
+	progress("guest: provenance, %d processes holding %d connections each at once", provProcs, provConns)
+	prov, err := measureProvenance(cowork, provProcs, provConns)
+	if err != nil {
+		return err
+	}
 	warm.Close()
 	ssh.closeMaster()
 
@@ -240,6 +247,7 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	t.add("stream from the guest: agent ÷ raw bytes over the same channel (its limit)", mb(agentTP), mb(rawTP), ratio(rawTP, agentTP), "", false)
 	t.add(fmt.Sprintf("TCP guest → host through our stack (dd to bash's /dev/tcp, %d MiB)", streamSize>>20), mb(toHost), "", 0, "", false)
 	t.add(fmt.Sprintf("TCP host → guest through our stack (dd from bash's /dev/tcp, %d MiB)", streamSize>>20), mb(fromHost), "", 0, "", false)
+	prov.row(t, provProcs, provConns)
 	t.add("CLI start: `cowork version` ÷ a bare Go hello binary", lat(cl[1]), lat(cl[0]), ratio(cl[1].p50(), cl[0].p50()), "", false)
 	status := ratio(cl[2].p50(), cl[0].p50())
 	t.add("CLI start: `cowork status` (one hostd round trip) ÷ a bare Go hello binary", lat(cl[2]), lat(cl[0]), status, "≤ 3×", status <= 3)
