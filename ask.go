@@ -95,8 +95,10 @@ type ClaudeOptions struct {
 	// its claude (their owners' exec): `cowork proxy --ask ID`.
 	ExecID string
 	// OnSession, when set, is called with the run's API session id once
-	// the session is open, before claude starts.
+	// the session is open, before claude starts; Started with claude's
+	// pid in the guest once it runs.
 	OnSession func(id string)
+	Started   func(pid int)
 	// Args are Claude Code's options, passed verbatim.
 	Args []string
 	// AskPermissions keeps Claude Code's permission checks; by default they
@@ -175,7 +177,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 	return agent.Exec(ctx, agentclient.ExecOptions{
 		Argv: claudeArgv(o), Env: env, Dir: dir,
 		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
-		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals,
+		TTY: o.TTY, Resize: o.Resize, Signals: o.Signals, Started: o.Started,
 		// Claude Code's tools end with it: an interrupted task leaves no
 		// command of it running (one whose shell exited first included).
 		EndSession: true,

@@ -288,8 +288,14 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 		Prompt: o.Prompt,
 		Raw:    o.Raw,
 	}
+	var claudePID atomic.Int64
+	ao.Started = func(pid int) { claudePID.Store(int64(pid)) }
+	tools := newToolCalls()
 	if !o.Raw {
-		ao.OnEvent = r.Event
+		ao.OnEvent = func(e *claudecode.Event) {
+			r.Event(e)
+			tools.Event(e)
+		}
 	}
 	eo := agentclient.ExecOptions{Stdin: strings.NewReader("")} // the prompt goes in by Ask
 	started := time.Now()
@@ -298,7 +304,11 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 		if s == nil {
 			return // no session, nothing ran
 		}
-		if line := netSummary(ctx, inst.Paths.NetworkLog(), *s, started); line != "" {
+		byTool := tools.tally(*s, int(claudePID.Load()), time.Now())
+		if line := netSummary(ctx, inst.Paths.NetworkLog(), *s, started, byTool.add); line != "" {
+			fmt.Fprintln(o.IO.ErrOut, "cowork: "+line)
+		}
+		if line := byTool.line(); line != "" {
 			fmt.Fprintln(o.IO.ErrOut, "cowork: "+line)
 		}
 	}()

@@ -24,12 +24,16 @@ import (
 // the task ends (hostd writes a flow once its owner is known, within a
 // fraction of a second): it is a summary, `cowork proxy --ask` the
 // account.
-func netSummary(ctx context.Context, logPath, id string, since time.Time) string {
+// Each of those records also goes to also, when set.
+func netSummary(ctx context.Context, logPath, id string, since time.Time, also func(*audit.Record)) string {
 	var s audit.Stats
 	hosts := map[string]int{}
 	_, err := audit.Stream(ctx, logPath, since, false, func(r *audit.Record) error {
 		if !proxycmd.OfAsk(r, id) {
 			return nil
+		}
+		if also != nil {
+			also(r)
 		}
 		s.Add(r)
 		if r.Kind != audit.KindDNS {

@@ -41,7 +41,7 @@ func TestNetSummary(t *testing.T) {
 		}
 	}
 	l.Close()
-	line := netSummary(context.Background(), path, id, now.Add(-time.Minute))
+	line := netSummary(context.Background(), path, id, now.Add(-time.Minute), nil)
 	if !strings.HasPrefix(line, "network (as the guest reports): 4 flows, 1 denied, 1 DNS queries") || !strings.Contains(line, "mostly api.example, ") ||
 		strings.Contains(line, "other.example") || strings.Contains(line, "nobody") || !strings.HasSuffix(line, "(cowork proxy --ask "+id+")") {
 		t.Errorf("summary %q", line)
