@@ -91,7 +91,8 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		// claude runs (as root, through sudo, to read them all); the host then
 		// greps that and the guest's filesystem for the key.
 		api.Script(
-			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "echo from-claude > note.txt && pwd && id -un && " +
+			fakeapi.Reply{Tool: "Bash", Input: map[string]any{"command": "curl -sS --max-time 5 --noproxy '*' -o /dev/null http://169.254.169.254:8009/ 2>/dev/null; " +
+				"echo from-claude > note.txt && pwd && id -un && " +
 				"ps -eo args | grep -F -e max-budget | grep -v grep; " +
 				"sudo -n sh -c 'cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline' 2>/dev/null | tr '\\0' '\\n' > /tmp/procs.txt", "description": "make a note"}},
 			fakeapi.Reply{Text: "Wrote note.txt."},
@@ -131,6 +132,19 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 			t.Fatalf("the snapshot was not taken as root, so it misses other users' processes: %s", r)
 		}
 		searchGuestFor(t, e, key)
+
+		// The tool's refused connection is the ask's, and was opened while
+		// its Bash call ran; proxy --ask finds it and the ask's API calls.
+		_, id, _ := strings.Cut(r.errOut, "(cowork proxy --ask ")
+		id, _, _ = strings.Cut(id, ")")
+		if len(id) != 16 || !strings.Contains(r.errOut, "cowork: network (as the guest reports): ") ||
+			!regexp.MustCompile(`cowork: flows while a tool call ran \(as the guest reports\): Bash toolu_\S+ [1-9][0-9]* \([1-9][0-9]* denied\)`).MatchString(r.errOut) {
+			t.Errorf("no network summary naming the ask, or no flows put on the Bash call: %s", r)
+		}
+		out := e.must("proxy", "--json", "--follow=false", "--since", "0", "--ask", id).out
+		if !strings.Contains(out, `"dst":"169.254.169.254:8009"`) || !strings.Contains(out, `"kind":"relay"`) {
+			t.Errorf("proxy --ask %s lacks the tool's refused flow or the ask's API calls:\n%s", id, out)
+		}
 	})
 
 	t.Run("-c continues, -p PROJECT still works", func(t *testing.T) {
