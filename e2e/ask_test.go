@@ -145,6 +145,11 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		if !strings.Contains(out, `"dst":"169.254.169.254:8009"`) || !strings.Contains(out, `"kind":"relay"`) {
 			t.Errorf("proxy --ask %s lacks the tool's refused flow or the ask's API calls:\n%s", id, out)
 		}
+		// The API calls name claude, the process behind them, in the exec
+		// named after the ask.
+		if !regexp.MustCompile(`"kind":"relay".*"owner":\{"exec":"` + id + `","pid":[1-9]`).MatchString(out) {
+			t.Errorf("no API call of ask %s names claude's process:\n%s", id, out)
+		}
 	})
 
 	t.Run("-c continues, -p PROJECT still works", func(t *testing.T) {
