@@ -92,7 +92,8 @@ type ClaudeOptions struct {
 	// (agentclient.ExecOptions.ExecID); "" names it after the run's API
 	// session, so that one id, the session's, finds both the run's API
 	// calls (their records' session) and the flows of the processes under
-	// its claude (their owners' exec): `cowork proxy --ask ID`.
+	// its claude (their owners' exec): `cowork proxy --ask ID` (a session
+	// id that is no exec id: a fresh id, never one the guest picks).
 	ExecID string
 	// OnSession, when set, is called with the run's API session id once
 	// the session is open, before claude starts; Started with claude's
@@ -162,8 +163,14 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		}
 	}()
 	execID := o.ExecID
-	if execID == "" && execwire.ValidExecID(sess.ID) {
+	switch {
+	case execID != "":
+	case execwire.ValidExecID(sess.ID):
 		execID = sess.ID
+	default:
+		// The host names the exec, never the guest: a session id that is
+		// no exec id (an older hostd's) gets a fresh one.
+		execID = agentclient.NewExecID()
 	}
 	if o.OnSession != nil {
 		o.OnSession(sess.ID)

@@ -214,8 +214,8 @@ func TestClaudeGivesTheGuestOnlyThePlaceholder(t *testing.T) {
 
 // Claude's exec is named after its API session unless the caller names
 // it, so that one id finds a run's API calls and the flows under its
-// claude; a session id that is no exec id (an older hostd's) leaves the
-// name to the guest.
+// claude; a session id that is no exec id (an older hostd's) gets a
+// fresh id from the host: the guest never picks its name.
 func TestClaudesExecIsNamedAfterItsSession(t *testing.T) {
 	for _, c := range []struct {
 		hexIDs   bool
@@ -224,7 +224,7 @@ func TestClaudesExecIsNamedAfterItsSession(t *testing.T) {
 	}{
 		{true, "", "9b1e07c4d2a85f10"},
 		{true, "0123456789abcdef", "0123456789abcdef"},
-		{false, "", ""},
+		{false, "", "fresh"},
 	} {
 		cl, f := newFakeClient(t)
 		f.hexIDs = c.hexIDs
@@ -237,6 +237,9 @@ func TestClaudesExecIsNamedAfterItsSession(t *testing.T) {
 		f.mu.Lock()
 		got := f.starts[len(f.starts)-1].ExecID
 		f.mu.Unlock()
+		if c.wantExec == "fresh" && execwire.ValidExecID(got) && got != session {
+			got = "fresh"
+		}
 		if got != c.wantExec || session == "" || c.hexIDs && session != "9b1e07c4d2a85f10" {
 			t.Errorf("hex ids %v, ExecID %q: claude's exec id %q, OnSession %q; want exec %q", c.hexIDs, c.execID, got, session, c.wantExec)
 		}
