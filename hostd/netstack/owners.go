@@ -31,8 +31,10 @@ type OwnerSource func(ctx context.Context, socks []agentcall.Socket) ([]agentcal
 // DNS answer) waits for the answer up to ownerWait, off the flow's path,
 // in one queue that one goroutine expires, then goes without it: the log
 // then holds it a little later than it happened, which its Time still
-// says. A single record per flow keeps the log as it was, and
-// `cowork proxy --exec` a filter on one line.
+// says. (A refusal that ends the guest's socket waits before the guest
+// learns of it instead, and then goes at once: see hold.) A single
+// record per flow keeps the log as it was, and `cowork proxy --exec` a
+// filter on one line.
 //
 // A lookup is held, and counts against maxOwnerLookups, from ask until
 // both its record has taken it and its batch has ended (or the stack
@@ -79,6 +81,9 @@ type ownerSlot struct {
 
 	// answered, made by hold, is closed when the batch ends.
 	answered chan struct{}
+	// hurried: its refusal went without the answer (hold): its record
+	// is written at once, without waiting for it again.
+	hurried bool
 }
 
 // unwanted: nothing will read the slot's answer.
@@ -149,9 +154,12 @@ func (o *owners) ask(rec *audit.Record, proto string, guestPort int, peer netip.
 func (o *owners) then(rec *audit.Record, write func(*audit.Record)) {
 	o.mu.Lock()
 	s := o.take(rec)
-	if s == nil || s.settled || o.stopped {
+	if s == nil || s.settled || s.hurried || o.stopped {
 		if s != nil {
 			rec.Owner = s.owner
+			if !s.settled && s.hurried {
+				o.late.Add(1)
+			}
 		}
 		o.mu.Unlock()
 		write(rec)
@@ -188,6 +196,10 @@ func (o *owners) forget(rec *audit.Record) {
 // wait delays only the guest learning of it. At most maxOwnerHolds wait
 // at once, so that a guest whose agent stalls holds up that many of its
 // own refusals for ownerHold and no more: the others return at once.
+// A refusal that goes without its answer (not held, or held in vain) has
+// its record written at once (then): its socket ends with it, so a
+// later answer would find nothing, and the record waits ownerHold at
+// most in all.
 func (o *owners) hold(rec *audit.Record) {
 	o.mu.Lock()
 	s := o.byRec[rec]
@@ -196,6 +208,7 @@ func (o *owners) hold(rec *audit.Record) {
 		return
 	}
 	if o.holding >= maxOwnerHolds {
+		s.hurried = true
 		o.mu.Unlock()
 		o.unheld.Add(1)
 		return
@@ -215,6 +228,7 @@ func (o *owners) hold(rec *audit.Record) {
 	t.Stop()
 	o.mu.Lock()
 	o.holding--
+	s.hurried = !s.settled
 	o.mu.Unlock()
 }
 

@@ -256,3 +256,45 @@ func TestInterceptedRequestsNameTheirOwner(t *testing.T) {
 		}
 	}
 }
+
+// A refusal whose owner did not come within its hold, or that was not
+// held at all (too many were), goes without it: its record is written
+// at once, not after another ownerWait. Its socket ends with the
+// refusal, so a later answer would find nothing, and the relay's
+// refusal is audited before the guest has its answer, as without
+// provenance.
+func TestAnUnansweredHoldWritesAtOnce(t *testing.T) {
+	o := newOwners()
+	defer o.close()
+	o.src = stalled
+	for _, full := range []bool{false, true} {
+		o.mu.Lock()
+		if full {
+			o.holding = maxOwnerHolds
+		}
+		o.mu.Unlock()
+		r := &audit.Record{}
+		o.ask(r, "tcp", 4242, netipGateway(ProxyPort))
+		o.hold(r)
+		var wrote atomic.Bool
+		o.then(r, func(*audit.Record) { wrote.Store(true) })
+		if !wrote.Load() {
+			t.Errorf("holds full %v: the record of a refusal that went without its owner waits on", full)
+		}
+	}
+	o.mu.Lock()
+	o.holding = 0
+	o.mu.Unlock()
+
+	tn := newTestNet(t, policy.Policy{})
+	tn.SetOwners(stalled)
+	start := time.Now()
+	code, _ := tn.relayDo(t, "POST", "/v1/messages", apiKey(placeholderPrefix+"0000"))
+	took := time.Since(start)
+	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindRelay })); code != http.StatusUnauthorized || n != 1 {
+		t.Errorf("a refused relay call answered %d after %v, its line written before: %d; want 401 and 1", code, took, n)
+	}
+	if took > ownerHold+ownerHold/2 {
+		t.Errorf("a refused relay call took %v against a silent agent; want about %v", took, ownerHold)
+	}
+}
