@@ -298,3 +298,41 @@ func TestAnUnansweredHoldWritesAtOnce(t *testing.T) {
 		t.Errorf("a refused relay call took %v against a silent agent; want about %v", took, ownerHold)
 	}
 }
+
+// A request refused inside a tunnel the proxy ends (421: its Host is not
+// the host its TLS was for) waits for its owner too, the tunnel's
+// socket's: the fake agent answers only while the guest waits.
+func TestMisdirectedRequestWaitsForItsOwner(t *testing.T) {
+	sn := newSecretNet(t, SecretAuthorization, true)
+	var waiting atomic.Bool
+	honest := portOwners(nil)
+	sn.SetOwners(func(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+		if !waiting.Load() {
+			return nil, nil
+		}
+		return honest(ctx, socks)
+	})
+	c := sn.proxiedClient(sn.guestRoot)
+	// The tunnel first, its owner known: only the refused request's
+	// lookup is asked while the guest waits for its 421.
+	waiting.Store(true)
+	if resp, body := get(t, c, "https://gh.test/user", nil); resp.StatusCode != 200 {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	time.Sleep(50 * time.Millisecond)
+	waiting.Store(false)
+	req, _ := http.NewRequest("GET", "https://gh.test/", nil)
+	req.Host = "other.test"
+	waiting.Store(true)
+	resp, err := c.Do(req)
+	waiting.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	r := sn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindHTTP && r.Verdict == audit.Deny })
+	if resp.StatusCode != http.StatusMisdirectedRequest || r.Owner == nil || r.GuestPort == 0 || r.Owner.PID != r.GuestPort {
+		t.Errorf("a 421's record: owner %+v from guest port %d, status %d", r.Owner, r.GuestPort, resp.StatusCode)
+	}
+}
