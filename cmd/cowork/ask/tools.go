@@ -107,30 +107,81 @@ func clipName(s string) string {
 	return s
 }
 
-// during is the one call whose span holds at, if exactly one does; calls
-// still running end at end (the run's end). t.mu is held.
-func (t *toolCalls) during(at, end time.Time) (toolCall, bool) {
-	var found toolCall
-	n := 0
-	for _, c := range t.calls {
-		to := cmp.Or(c.to, t.ended, end)
-		if !at.Before(c.from) && !at.After(to) {
-			found = c
-			if n++; n > 1 {
-				return toolCall{}, false
+// spans is the calls' spans (from, to: both in) swept once: at each time
+// a span starts or ends, and in the gap after it, how many calls run
+// and, when one does, which. A flow's call is then a binary search: the
+// guest writes the stream and opens the flows, and a scan of every call
+// for every flow would take it minutes to count.
+type spans struct {
+	calls   []toolCall
+	points  []time.Time // sorted, without the monotonic clock (records have none)
+	at, gap []running   // at points[i]; after it, before points[i+1]
+}
+
+// running is the calls running at a time: how many, and the sum of their
+// indexes (the index, when one runs).
+type running struct{ n, sum int }
+
+// spans sweeps the calls; calls still running end at end (the run's
+// end). t.mu is held.
+func (t *toolCalls) spans(end time.Time) *spans {
+	type edge struct {
+		at    time.Time
+		i     int
+		start bool
+	}
+	edges := make([]edge, 0, 2*len(t.calls))
+	for i, c := range t.calls {
+		from, to := c.from.Round(0), cmp.Or(c.to, t.ended, end).Round(0)
+		if to.Before(from) {
+			continue // holds no time
+		}
+		edges = append(edges, edge{from, i, true}, edge{to, i, false})
+	}
+	slices.SortFunc(edges, func(x, y edge) int { return x.at.Compare(y.at) })
+	s := &spans{calls: slices.Clone(t.calls)}
+	var cur running
+	for k := 0; k < len(edges); {
+		p, j := edges[k].at, k
+		for ; j < len(edges) && edges[j].at.Equal(p); j++ {
+			if edges[j].start {
+				cur.n, cur.sum = cur.n+1, cur.sum+edges[j].i
 			}
 		}
+		s.points, s.at = append(s.points, p), append(s.at, cur)
+		for _, e := range edges[k:j] {
+			if !e.start {
+				cur.n, cur.sum = cur.n-1, cur.sum-e.i
+			}
+		}
+		s.gap = append(s.gap, cur)
+		k = j
 	}
-	return found, n == 1
+	return s
+}
+
+// during is the one call whose span holds at, if exactly one does.
+func (s *spans) during(at time.Time) (toolCall, bool) {
+	i, found := slices.BinarySearchFunc(s.points, at, time.Time.Compare)
+	var r running
+	switch {
+	case found:
+		r = s.at[i]
+	case i > 0:
+		r = s.gap[i-1]
+	}
+	if r.n != 1 {
+		return toolCall{}, false
+	}
+	return s.calls[r.sum], true
 }
 
 // toolTally counts the flows the processes under the ask's claude opened
 // while each tool call ran: a record at a time (add), then one line.
 type toolTally struct {
-	t         *toolCalls
+	spans     *spans
 	id        string // the ask's
 	claudePID int    // claude's own flows are its, not a tool's (0: unknown)
-	end       time.Time
 	by        map[string]*callFlows
 	outside   int
 }
@@ -140,9 +191,12 @@ type callFlows struct {
 	flows, denied int
 }
 
-// tally starts counting the flows of the ask of id; end is the run's end.
+// tally starts counting the flows of the ask of id, against the calls
+// noted so far; end is the run's end.
 func (t *toolCalls) tally(id string, claudePID int, end time.Time) *toolTally {
-	return &toolTally{t: t, id: id, claudePID: claudePID, end: end, by: map[string]*callFlows{}}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return &toolTally{spans: t.spans(end), id: id, claudePID: claudePID, by: map[string]*callFlows{}}
 }
 
 // add counts r if it is a flow (not an API call) of a process under the
@@ -155,9 +209,7 @@ func (a *toolTally) add(r *audit.Record) {
 	if at.IsZero() {
 		at = r.Time // a DNS query
 	}
-	a.t.mu.Lock()
-	c, ok := a.t.during(at, a.end)
-	a.t.mu.Unlock()
+	c, ok := a.spans.during(at)
 	if !ok {
 		a.outside++
 		return

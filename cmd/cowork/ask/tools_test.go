@@ -1,7 +1,9 @@
 package ask
 
 import (
+	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +72,8 @@ func TestFlowsWhileAToolCallRan(t *testing.T) {
 	denied := flow(7, own(id, 51))
 	denied.Verdict = audit.Deny
 	query := &audit.Record{Kind: audit.KindDNS, Verdict: audit.Allow, Time: at(6), Owner: own(id, 52)}
-	relay := &audit.Record{Kind: audit.KindRelay, Verdict: audit.Allow, Start: at(5), Session: id, Owner: own(id, claudePID)}
+	// An API call is claude's even when the guest names another process.
+	relay := &audit.Record{Kind: audit.KindRelay, Verdict: audit.Allow, Start: at(5), Session: id, Owner: own(id, 54)}
 	a := tc.tally(id, claudePID, at(100))
 	for _, r := range []*audit.Record{
 		flow(5, own(id, 50)), denied, query, // during A
@@ -124,4 +127,67 @@ func TestToolCallsAreBounded(t *testing.T) {
 		t.Errorf("line %q", line)
 	}
 	termsafetest.Check(t, "the tool calls' line", line, false)
+}
+
+// The sweep finds the same call as a scan of every call would, at the
+// calls' edges (both in) and between them, with calls that start or end
+// together, never end, or end before they start.
+func TestToolSpansMatchAScan(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		tc, now, at := clockedCalls()
+		for i := range 1 + rnd.IntN(12) {
+			id := fmt.Sprintf("toolu_%d", i)
+			tc.start(id, "Bash", at(float64(rnd.IntN(20))))
+			if rnd.IntN(4) > 0 {
+				tc.calls[i].to = at(float64(rnd.IntN(24)))
+			}
+		}
+		if round%2 == 0 {
+			*now = at(float64(rnd.IntN(30)))
+			tc.Event(&claudecode.Event{Type: "result"})
+		}
+		end := at(40)
+		s := tc.spans(end)
+		for x := -1.0; x < 45; x += 0.5 {
+			var want toolCall
+			n := 0
+			for _, c := range tc.calls {
+				to := cmp.Or(c.to, tc.ended, end)
+				if !at(x).Before(c.from) && !at(x).After(to) {
+					want, n = c, n+1
+				}
+			}
+			got, ok := s.during(at(x))
+			if ok != (n == 1) || ok && got.id != want.id {
+				t.Fatalf("round %d, at %v: got %q %v; a scan finds %d calls (%q)\ncalls %+v", round, x, got.id, ok, n, want.id, tc.calls)
+			}
+		}
+	}
+}
+
+// The guest writes the stream and opens the flows: as many calls as are
+// kept, and many flows, are counted in well under a second (a scan of
+// every call for every flow took seconds).
+func TestToolTallyCostIsBounded(t *testing.T) {
+	tc, now, at := clockedCalls()
+	for i := range maxToolCalls {
+		*now = at(float64(i))
+		tc.Event(toolStart(fmt.Sprintf("toolu_%d", i), "Bash"))
+		*now = at(float64(i) + 0.5)
+		tc.Event(toolResult(fmt.Sprintf("toolu_%d", i)))
+	}
+	a := tc.tally("0123456789abcdef", 0, at(maxToolCalls+1))
+	o := &audit.Owner{Exec: "0123456789abcdef", PID: 9}
+	start := time.Now()
+	const flows = 100_000
+	for i := range flows {
+		a.add(&audit.Record{Kind: audit.KindTCP, Start: at(float64(i%maxToolCalls) + 0.25), Owner: o})
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("%d flows against %d calls took %v", flows, maxToolCalls, took)
+	}
+	if got := a.by["toolu_0"]; got == nil || got.flows != flows/maxToolCalls+1 {
+		t.Errorf("toolu_0: %+v", got)
+	}
 }
