@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // Options say how big a log grows and what is kept of it.
@@ -44,6 +45,11 @@ type Options struct {
 	// rotation in between loses nothing. At most Keep such files stay
 	// open (an older one is gone from the disk anyway).
 	SyncRotated bool
+	// RotationLock, when set, is a file the log holds an exclusive flock
+	// on while it rotates (made if missing): a reader that takes it shared
+	// sees the files as they are between rotations, never a gap a
+	// rotation shows for a moment (see audit.Verify).
+	RotationLock string
 }
 
 // File is a size-capped, rotated log file. It is safe for concurrent use.
@@ -69,6 +75,11 @@ func Open(path string, o Options) (*File, error) {
 		return nil, fmt.Errorf("log %s: MaxSize %d must be positive", path, o.MaxSize)
 	}
 	l := &File{path: path, o: o}
+	if o.RotationLock != "" { // there before any rotation, for readers to take
+		if f, err := os.OpenFile(o.RotationLock, os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
+			f.Close()
+		}
+	}
 	st, err := os.Stat(path)
 	switch {
 	case err == nil && (o.Fresh && st.Size() > 0 || st.Size() >= o.MaxSize):
@@ -216,6 +227,14 @@ func (l *File) size() (int64, error) {
 // file is opened truncating: should the current one not move aside (a
 // rename failed, or Keep is 0), it is emptied, so the bound holds anyway.
 func (l *File) rotate() error {
+	if l.o.RotationLock != "" {
+		if lock, err := os.OpenFile(l.o.RotationLock, os.O_CREATE|os.O_RDWR, 0o600); err == nil {
+			if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX) == nil {
+				defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+			}
+			defer lock.Close()
+		} // without it, a reader falls back on waiting a gap out
+	}
 	if l.f != nil {
 		if l.o.SyncRotated && l.o.Keep > 0 {
 			l.rotated = append(l.rotated, l.f)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -258,18 +259,56 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-// A file missing between two others of a live log is reported once the
-// gap has held still, not taken for a rotation in its middle for ever.
+// A file missing between two others of a live log is reported: when the
+// writer rotates under its lock (the files hold still while verify holds
+// it shared), and, for a writer without one, once the gap has held
+// still, not taken for a rotation in its middle for ever.
 func TestAMiddleFileRemovedFromALiveLog(t *testing.T) {
-	path, o := newLog(t, 30)
-	os.Remove(path + ".2")
-	o.Live = true
-	began := time.Now()
-	v := verify(t, path, o)
-	if v.OK || len(v.Problems) == 0 || v.Problems[0].File != "network.jsonl.2" || !strings.Contains(v.Problems[0].Message, "missing") {
-		t.Fatalf("a live log without its middle file: %s", problems(v))
+	for _, locked := range []bool{true, false} {
+		path, o := newLog(t, 30)
+		if _, err := os.Stat(RotationLock(path)); err != nil {
+			t.Fatalf("the writer made no rotation lock: %v", err)
+		}
+		if !locked {
+			os.Remove(RotationLock(path))
+		}
+		os.Remove(path + ".2")
+		o.Live = true
+		began := time.Now()
+		v := verify(t, path, o)
+		if v.OK || len(v.Problems) == 0 || v.Problems[0].File != "network.jsonl.2" || !strings.Contains(v.Problems[0].Message, "missing") {
+			t.Fatalf("locked %v: a live log without its middle file: %s", locked, problems(v))
+		}
+		if took := time.Since(began); !locked && (took < gapSettle || took > rotationWait) {
+			t.Errorf("reported after %v, want between %v and %v", took, gapSettle, rotationWait)
+		}
 	}
-	if took := time.Since(began); took < gapSettle || took > rotationWait {
-		t.Errorf("reported after %v, want between %v and %v", took, gapSettle, rotationWait)
+}
+
+// A writer held up in the middle of a rotation (a file moved, the next
+// not yet) for longer than a gap's settling time is waited for, not
+// reported: verify takes the rotation lock the writer holds.
+func TestAWriterHeldUpMidRotation(t *testing.T) {
+	path, o := newLog(t, 30)
+	lock, err := os.OpenFile(RotationLock(path), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	// As a rotation does: .2 moved to .3 (absent so far), .1 not yet.
+	if err := os.Rename(path+".2", path+".moving"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(3 * gapSettle)
+		os.Rename(path+".moving", path+".2") // put back: the rotation "ends"
+		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	}()
+	o.Live = true
+	if v := verify(t, path, o); !v.OK {
+		t.Fatalf("a rotation held up mid-way was taken for a gap: %s", problems(v))
 	}
 }

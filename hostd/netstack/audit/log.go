@@ -137,7 +137,7 @@ func Open(path string, o Options) (*Log, error) {
 	if err := l.resume(path); err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	f, err := rotlog.Open(path, rotlog.Options{MaxSize: o.MaxSize, Keep: o.Keep, SyncRotated: true})
+	f, err := rotlog.Open(path, rotlog.Options{MaxSize: o.MaxSize, Keep: o.Keep, SyncRotated: true, RotationLock: RotationLock(path)})
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -177,6 +178,14 @@ func fileName(base string, index int) string {
 // report, only once the same files have shown the same gap for
 // gapSettle; a log no one writes is taken as it is.
 func openFiles(path string, keep int, live bool) ([]logFile, error) {
+	if live {
+		// The writer rotates under this lock (see Open): held shared, the
+		// files hold still, and a gap among them is one.
+		if unlock, ok := lockRotation(path); ok {
+			defer unlock()
+			live = false
+		}
+	}
 	dir, base := filepath.Dir(path), filepath.Base(path)
 	var gap []os.FileInfo // the files of a gap seen before, and since when
 	var gapSince time.Time
@@ -214,6 +223,32 @@ func openFiles(path string, keep int, live bool) ([]logFile, error) {
 			return nil, errors.New("the log kept rotating while it was opened; run verify again")
 		}
 		time.Sleep(time.Duration(min(try, 10)) * time.Millisecond)
+	}
+}
+
+// RotationLock is the file the writer of the log at path holds locked
+// while it rotates the log's files.
+func RotationLock(path string) string { return path + ".rotating" }
+
+// lockRotation takes the log's rotation lock shared, waiting out a
+// rotation for rotationWait at most; ok is false when the log has no
+// such lock (a writer older than it) or it stayed held.
+func lockRotation(path string) (unlock func(), ok bool) {
+	f, err := os.Open(RotationLock(path))
+	if err != nil {
+		return nil, false
+	}
+	deadline := time.Now().Add(rotationWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, false
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
