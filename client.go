@@ -148,6 +148,19 @@ func (c *Client) ReloadSecrets(ctx context.Context) (*SecretsReloaded, error) {
 // SecretsReloaded is what a reload of the secrets did.
 type SecretsReloaded = controlwire.SecretsReloaded
 
+// ToolCall is one of Claude Code's tool calls in an ask: its id and tool,
+// from its tool_use's start in claude's stream to its tool_result.
+type ToolCall = controlwire.ToolCall
+
+// RecordToolCalls writes the tool calls of the ask that ran under the
+// relay session id into the instance's audit log (records of kind
+// "tool", marked as the guest's claim), where `cowork proxy --ask ID`
+// shows them beside the ask's flows. `cowork ask` hands in those of its
+// run; at most 4,096, each id and name at most 64 printable bytes.
+func (c *Client) RecordToolCalls(ctx context.Context, id string, calls []ToolCall) error {
+	return c.api.ToolCalls(ctx, controlwire.ToolCallsRequest{Session: id, Calls: calls})
+}
+
 // Session is a credential handed to hostd's relay: the guest process gets
 // Placeholder and BaseURL instead of the real key and endpoint. It lives
 // as long as its connection to hostd: until Close, until the Client

@@ -145,6 +145,10 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 		if !strings.Contains(out, `"dst":"169.254.169.254:8009"`) || !strings.Contains(out, `"kind":"relay"`) {
 			t.Errorf("proxy --ask %s lacks the tool's refused flow or the ask's API calls:\n%s", id, out)
 		}
+		// The audit log holds the Bash call itself, under the ask's session.
+		if !regexp.MustCompile(`"kind":"tool".*"session":"` + id + `".*"tool":\{"id":"toolu_[^"]+","name":"Bash","claimed_by":"guest"\}`).MatchString(out) {
+			t.Errorf("proxy --ask %s lacks the ask's Bash call:\n%s", id, out)
+		}
 		// The API calls name claude, the process behind them, in the exec
 		// named after the ask.
 		if !regexp.MustCompile(`"kind":"relay".*"owner":\{"exec":"` + id + `","pid":[1-9]`).MatchString(out) {

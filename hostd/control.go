@@ -322,3 +322,23 @@ func (d *Daemon) stopServing(srv *controlwire.Server) {
 	defer cancel()
 	srv.Shutdown(ctx)
 }
+
+// ToolCalls writes an ask's tool calls into the audit log (see
+// netstack.Stack.RecordToolCalls).
+func (s *controlServer) ToolCalls(ctx context.Context, req controlwire.ToolCallsRequest) error {
+	n, err := s.network()
+	if err != nil {
+		return err
+	}
+	calls := make([]netstack.ToolCall, 0, min(len(req.Calls), netstack.MaxToolCalls+1))
+	for i, c := range req.Calls {
+		if i > netstack.MaxToolCalls {
+			break // refused below, whatever follows
+		}
+		calls = append(calls, netstack.ToolCall{ID: c.ID, Name: c.Name, From: c.From, To: c.To})
+	}
+	if err := n.RecordToolCalls(req.Session, calls); err != nil {
+		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
+	}
+	return nil
+}

@@ -385,3 +385,28 @@ func TestEventsEndCleanlyWhenHostdStops(t *testing.T) {
 		t.Errorf("status once hostd stopped serving: %v", err)
 	}
 }
+
+// An ask's tool calls reach the stack through the control socket, under
+// a session it opened; others are refused, saying why.
+func TestToolCallsGoUnderAnOpenSession(t *testing.T) {
+	c := newControlTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, _ := c.open(t, ctx, controlwire.OpenSessionRequest{APIKey: "sk-ant-test"})
+	now := time.Now()
+	call := controlwire.ToolCall{ID: "toolu_01", Name: "Bash", From: now.Add(-time.Second), To: now}
+	if err := c.api.ToolCalls(ctx, controlwire.ToolCallsRequest{Session: r.ID, Calls: []controlwire.ToolCall{call}}); err != nil {
+		t.Fatal(err)
+	}
+	err := c.api.ToolCalls(ctx, controlwire.ToolCallsRequest{Session: "0123456789abcdef", Calls: []controlwire.ToolCall{call}})
+	if controlwire.CodeOf(err) != controlwire.CodeInvalidArgument || !strings.Contains(err.Error(), `no relay session "0123456789abcdef" on this instance`) {
+		t.Fatalf("tool calls of an unknown session: %v", err)
+	}
+	many := make([]controlwire.ToolCall, netstack.MaxToolCalls+50)
+	for i := range many {
+		many[i] = call
+	}
+	if err := c.api.ToolCalls(ctx, controlwire.ToolCallsRequest{Session: r.ID, Calls: many}); controlwire.CodeOf(err) != controlwire.CodeInvalidArgument || !strings.Contains(err.Error(), "at most 4096") {
+		t.Fatalf("too many tool calls: %v", err)
+	}
+}

@@ -117,6 +117,13 @@ func (c *Client) ReloadSecrets(ctx context.Context) (*SecretsReloaded, error) {
 	return r.SecretsReloaded, nil
 }
 
+// ToolCalls writes an ask's tool calls into the audit log
+// (CallToolCalls).
+func (c *Client) ToolCalls(ctx context.Context, req ToolCallsRequest) error {
+	_, err := c.unary(ctx, &Request{Call: CallToolCalls, ToolCalls: &req})
+	return err
+}
+
 // Suspend saves the running guest and stops its VM (CallSuspend).
 func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
 	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})

@@ -32,6 +32,7 @@ type Handler interface {
 	AutoPublish(ctx context.Context, on bool) error
 	ReloadSecrets(ctx context.Context) (*SecretsReloaded, error)
 	Learn(ctx context.Context, req LearnRequest, send func(*Learning) error) error
+	ToolCalls(ctx context.Context, req ToolCallsRequest) error
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -74,6 +75,9 @@ func (Unimplemented) OpenSession(context.Context, OpenSessionRequest, func(*Sess
 }
 func (Unimplemented) Learn(context.Context, LearnRequest, func(*Learning) error) error {
 	return unimplemented(CallLearn)
+}
+func (Unimplemented) ToolCalls(context.Context, ToolCallsRequest) error {
+	return unimplemented(CallToolCalls)
 }
 
 // WriteTimeout bounds each reply line's write: a client that stops
@@ -278,6 +282,11 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 			r = *req.Learn
 		}
 		return done, s.h.Learn(ctx, r, func(l *Learning) error { return send(&Reply{Learning: l}) })
+	case CallToolCalls:
+		if req.ToolCalls == nil {
+			return nil, Errorf(CodeInvalidArgument, "tool_calls without its calls")
+		}
+		return done, s.h.ToolCalls(ctx, *req.ToolCalls)
 	}
 	name := string(req.Call)
 	if len(name) > 32 {

@@ -93,6 +93,10 @@ const (
 	// dies), when hostd exits, or at its ceiling (CodeExpired). It is
 	// never saved in the config.
 	CallLearn Call = "learn"
+	// CallToolCalls (Request.ToolCalls) writes an ask's tool calls, as
+	// claude's stream told them, into the audit log (kind "tool"), under
+	// the ask's relay session; it answers once they are written.
+	CallToolCalls Call = "tool_calls"
 )
 
 // MaxPorts bounds the ports a reply lists (hostd publishes no more).
@@ -123,6 +127,22 @@ type Request struct {
 	Unpublish   string              `json:"unpublish,omitempty"`
 	AutoPublish *bool               `json:"auto_publish,omitempty"`
 	Learn       *LearnRequest       `json:"learn,omitempty"`
+	ToolCalls   *ToolCallsRequest   `json:"tool_calls,omitempty"`
+}
+
+// ToolCallsRequest is an ask's tool calls (CallToolCalls): the relay
+// session it ran under, and each call's id, tool and span.
+type ToolCallsRequest struct {
+	Session string     `json:"session"`
+	Calls   []ToolCall `json:"calls"`
+}
+
+// ToolCall is one tool call of an ask.
+type ToolCall struct {
+	ID   string    `json:"id"`
+	Name string    `json:"name"`
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
 }
 
 // Reply is a line hostd sends. A message line carries one of Status,

@@ -198,6 +198,27 @@ func (s *Sessions) Close(id string) *Session {
 	return found
 }
 
+// Known says whether id names a session of this table, live or among the
+// ended ones it remembers.
+func (s *Sessions) Known(id string) bool {
+	if id == "" {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.live {
+		if sess.ID == id {
+			return true
+		}
+	}
+	for _, e := range s.ended {
+		if e.id == id {
+			return true
+		}
+	}
+	return false
+}
+
 // end moves a live session to the ended ones, remembering why, and
 // closes its account (its answers still streaming are counted as they
 // settle).

@@ -304,7 +304,9 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 		if s == nil {
 			return // no session, nothing ran
 		}
-		byTool := tools.tally(*s, int(claudePID.Load()), time.Now())
+		end := time.Now()
+		recordToolCalls(ctx, o.IO.ErrOut, c, *s, tools.export(end))
+		byTool := tools.tally(*s, int(claudePID.Load()), end)
 		if line := netSummary(ctx, inst.Paths.NetworkLog(), *s, started, byTool.add); line != "" {
 			fmt.Fprintln(o.IO.ErrOut, "cowork: "+line)
 		}

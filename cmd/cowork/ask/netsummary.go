@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/termsafe"
 	"github.com/coworkhq/cowork/units"
@@ -17,7 +16,7 @@ import (
 
 // netSummary is one line on what the ask of id did on the network since
 // start, from the audit log at logPath: its API calls and the flows of
-// the processes under its claude (proxycmd.OfAsk), how many were denied,
+// the processes under its claude (audit.Record.OfAsk), how many were denied,
 // DNS queries, bytes each way and the hosts most used. The owners are
 // the guest's claims (the line says so: a guest can put its flows on
 // another ask, or on none), and a record may still be on its way when
@@ -29,7 +28,7 @@ func netSummary(ctx context.Context, logPath, id string, since time.Time, also f
 	var s audit.Stats
 	hosts := map[string]int{}
 	_, err := audit.Stream(ctx, logPath, since, false, func(r *audit.Record) error {
-		if !proxycmd.OfAsk(r, id) {
+		if !r.OfAsk(id) {
 			return nil
 		}
 		if also != nil {

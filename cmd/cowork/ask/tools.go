@@ -2,15 +2,18 @@ package ask
 
 import (
 	"cmp"
+	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/coworkhq/cowork/cmd/cowork/proxycmd"
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/termsafe"
 )
@@ -105,6 +108,22 @@ func clipName(s string) string {
 		return strings.ToValidUTF8(s[:maxToolName], "") + "…"
 	}
 	return s
+}
+
+// export is the calls noted, as the audit log takes them: a call still
+// running ends at the run's result, or at end.
+func (t *toolCalls) export(end time.Time) []cowork.ToolCall {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]cowork.ToolCall, 0, len(t.calls))
+	for _, c := range t.calls {
+		to := cmp.Or(c.to, t.ended, end)
+		if to.Before(c.from) {
+			continue
+		}
+		out = append(out, cowork.ToolCall{ID: c.id, Name: c.name, From: c.from, To: to})
+	}
+	return out
 }
 
 // spans is the calls' spans (from, to: both in) swept once: at each time
@@ -202,7 +221,7 @@ func (t *toolCalls) tally(id string, claudePID int, end time.Time) *toolTally {
 // add counts r if it is a flow (not an API call) of a process under the
 // ask's claude, as the guest says, other than claude.
 func (a *toolTally) add(r *audit.Record) {
-	if r.Kind == audit.KindRelay || !proxycmd.OfExec(r, a.id) || a.claudePID > 0 && r.Owner.PID == a.claudePID {
+	if r.Kind == audit.KindRelay || !r.OfExec(a.id) || a.claudePID > 0 && r.Owner.PID == a.claudePID {
 		return
 	}
 	at := r.Start
@@ -251,4 +270,25 @@ func (a *toolTally) line() string {
 		line += fmt.Sprintf("; %d in no call or in several at once", a.outside)
 	}
 	return termsafe.Line(line)
+}
+
+// toolCallRecorder is what recordToolCalls hands the calls to: the
+// instance's hostd (cowork.Client).
+type toolCallRecorder interface {
+	RecordToolCalls(ctx context.Context, id string, calls []cowork.ToolCall) error
+}
+
+// recordToolCalls writes the run's tool calls into the audit log, however
+// the run ended (a Ctrl-C included), and says on errOut when it could
+// not; a hostd older than the call is passed over in silence.
+func recordToolCalls(ctx context.Context, errOut io.Writer, to toolCallRecorder, id string, calls []cowork.ToolCall) {
+	if len(calls) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := to.RecordToolCalls(ctx, id, calls)
+	if err != nil && controlwire.CodeOf(err) != controlwire.CodeUnimplemented {
+		fmt.Fprintln(errOut, termsafe.Line("cowork: warning: the run's tool calls are not in the audit log: "+err.Error()))
+	}
 }

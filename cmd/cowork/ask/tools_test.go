@@ -2,13 +2,16 @@ package ask
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
 )
@@ -189,5 +192,62 @@ func TestToolTallyCostIsBounded(t *testing.T) {
 	}
 	if got := a.by["toolu_0"]; got == nil || got.flows != flows/maxToolCalls+1 {
 		t.Errorf("toolu_0: %+v", got)
+	}
+}
+
+type fakeRecorder struct {
+	id    string
+	calls []cowork.ToolCall
+	err   error
+}
+
+func (f *fakeRecorder) RecordToolCalls(ctx context.Context, id string, calls []cowork.ToolCall) error {
+	f.id, f.calls = id, calls
+	return f.err
+}
+
+// The run's tool calls go to the audit log as they ran, one still running
+// ending at the run's result; a hostd that cannot take them is said, an
+// older one that does not know the call is not.
+func TestToolCallsGoToTheAuditLog(t *testing.T) {
+	tc, now, at := clockedCalls()
+	for _, step := range []struct {
+		s float64
+		e *claudecode.Event
+	}{
+		{0, toolStart("toolu_A", "Bash")},
+		{10, toolResult("toolu_A")},
+		{20, toolStart("toolu_B", "WebFetch")},
+		{30, &claudecode.Event{Type: "result"}},
+	} {
+		*now = at(step.s)
+		tc.Event(step.e)
+	}
+	calls := tc.export(at(100))
+	if len(calls) != 2 || calls[0].ID != "toolu_A" || calls[0].Name != "Bash" || !calls[0].From.Equal(at(0)) || !calls[0].To.Equal(at(10)) ||
+		calls[1].ID != "toolu_B" || !calls[1].To.Equal(at(30)) {
+		t.Fatalf("%+v", calls)
+	}
+	var errOut strings.Builder
+	f := &fakeRecorder{}
+	recordToolCalls(context.Background(), &errOut, f, "0123456789abcdef", calls)
+	if f.id != "0123456789abcdef" || len(f.calls) != 2 || errOut.Len() != 0 {
+		t.Fatalf("%+v %q", f, errOut.String())
+	}
+	f.err = controlwire.Errorf(controlwire.CodeInvalidArgument, "tool call 0: name \"\\x1b]0;x\\a\": want 1 to 64 printable bytes")
+	recordToolCalls(context.Background(), &errOut, f, "0123456789abcdef", calls)
+	if !strings.Contains(errOut.String(), "warning: the run's tool calls are not in the audit log") || strings.ContainsAny(errOut.String(), "\x1b\a") {
+		t.Fatalf("%q", errOut.String())
+	}
+	errOut.Reset()
+	f.err = controlwire.Errorf(controlwire.CodeUnimplemented, "this hostd does not serve tool_calls")
+	recordToolCalls(context.Background(), &errOut, f, "0123456789abcdef", calls)
+	if errOut.Len() != 0 {
+		t.Fatalf("an older hostd: %q", errOut.String())
+	}
+	f = &fakeRecorder{}
+	recordToolCalls(context.Background(), &errOut, f, "0123456789abcdef", nil)
+	if f.id != "" {
+		t.Fatal("a run without tool calls called hostd")
 	}
 }

@@ -149,7 +149,7 @@ func run(ctx context.Context, o *Options) error {
 	}
 	color := o.IO.ColorEnabled() && o.LogFile == ""
 	skipped, err := audit.Stream(ctx, logPath, since, o.Follow, func(r *audit.Record) error {
-		if o.Exec != "" && !OfExec(r, o.Exec) || o.Ask != "" && !OfAsk(r, o.Ask) {
+		if o.Exec != "" && !r.OfExec(o.Exec) || o.Ask != "" && !r.OfAsk(o.Ask) {
 			return nil
 		}
 		if o.JSON {
@@ -184,20 +184,6 @@ func validExecPrefix(s string) bool {
 		}
 	}
 	return true
-}
-
-// OfExec says whether the guest claims r's owner is a process of the exec
-// whose id is, or begins with, id.
-func OfExec(r *audit.Record, id string) bool {
-	return r.Owner != nil && len(r.Owner.Exec) == 16 && strings.HasPrefix(r.Owner.Exec, id)
-}
-
-// OfAsk says whether r is of the ask (or claude run) whose id is, or
-// begins with, id: an API call through its relay session (the host's
-// own account), or a flow whose owner the guest claims is of its exec
-// (an ask's exec is named after its session; see cowork.ClaudeOptions).
-func OfAsk(r *audit.Record, id string) bool {
-	return len(r.Session) == 16 && strings.HasPrefix(r.Session, id) || OfExec(r, id)
 }
 
 // FormatJSON is one record as the log's JSON line, its text escaped where
@@ -262,6 +248,12 @@ func Format(r *audit.Record, verbose, color bool) string {
 		if r.Proto == 17 {
 			b.WriteString("/udp")
 		}
+	case audit.KindTool:
+		if t := r.Tool; t != nil {
+			fmt.Fprintf(&b, " %s %s from %s, %s", t.Name, t.ID, r.Start.Local().Format("15:04:05"),
+				(time.Duration(r.DurationMs * float64(time.Millisecond))).Round(time.Millisecond))
+		}
+		fmt.Fprintf(&b, "  session %s (as claude's stream in the guest says)", r.Session)
 	default:
 		fmt.Fprintf(&b, " %s", name)
 		if r.Dst != "" {

@@ -158,3 +158,18 @@ func TestFormatShowsWhatACallCost(t *testing.T) {
 		t.Errorf("refusal: %q", got)
 	}
 }
+
+// A tool call's line names the tool, its id and span, the ask's session,
+// and that the stream in the guest said so; guest text stays inert.
+func TestFormatShowsAToolCall(t *testing.T) {
+	from := time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local)
+	r := &audit.Record{Time: from.Add(1500 * time.Millisecond), Start: from, DurationMs: 1500, Kind: audit.KindTool, Verdict: audit.Allow, Session: "ab12",
+		Tool: &audit.ToolCall{ID: "toolu_01", Name: "Bash", ClaimedBy: audit.ClaimedByGuest}}
+	if got := Format(r, false, false); !strings.HasSuffix(got, " tool    Bash toolu_01 from 03:04:05, 1.5s  session ab12 (as claude's stream in the guest says)") {
+		t.Errorf("%q", got)
+	}
+	r.Tool.Name = "Bash\x1b]0;owned\x07"
+	if got := Format(r, false, false); strings.ContainsAny(got, "\x1b\x07") {
+		t.Errorf("guest text reached the terminal: %q", got)
+	}
+}

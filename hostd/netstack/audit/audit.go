@@ -6,7 +6,10 @@
 // before, so that an edit, a removal or a reordering shows.
 package audit
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Verdicts.
 const (
@@ -33,6 +36,10 @@ const (
 	// KindRun ends a throwaway run's records in its parent's runs.jsonl
 	// (`exec --rm`): what ran, how it ended, what its network did.
 	KindRun = "run"
+	// KindTool is one of Claude Code's tool calls in an ask (Tool, its
+	// Session, Start to Time), as claude's stream told it: the span the
+	// ask's flows are set against. Not a flow: Stats does not count it.
+	KindTool = "tool"
 )
 
 // Where a flow's name came from (NameFrom), and where the name the guest
@@ -108,6 +115,8 @@ type Record struct {
 	// verdict. Absent when the agent did not answer in time, or named no
 	// process.
 	Owner *Owner `json:"owner,omitempty"`
+	// Tool is the tool call of a KindTool record.
+	Tool *ToolCall `json:"tool,omitempty"`
 
 	// Suppressed, on a summary line of the Throttle, is how many more
 	// denials like this one were counted and not logged one by one.
@@ -164,6 +173,29 @@ type Owner struct {
 	ClaimedBy string `json:"claimed_by"`
 }
 
+// OfExec says whether the guest claims r's owner is a process of the exec
+// whose id is, or begins with, id.
+func (r *Record) OfExec(id string) bool {
+	return r.Owner != nil && len(r.Owner.Exec) == 16 && strings.HasPrefix(r.Owner.Exec, id)
+}
+
+// OfAsk says whether r is of the ask (or claude run) whose id is, or
+// begins with, id: an API call or tool call under its relay session (the
+// host's own account), or a flow whose owner the guest claims is of its
+// exec (an ask's exec is named after its session; see
+// cowork.ClaudeOptions).
+func (r *Record) OfAsk(id string) bool {
+	return len(r.Session) == 16 && strings.HasPrefix(r.Session, id) || r.OfExec(id)
+}
+
+// ToolCall is a tool call of Claude Code (KindTool): its id and tool
+// name as claude's stream in the guest wrote them, so the guest's claim.
+type ToolCall struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	ClaimedBy string `json:"claimed_by"`
+}
+
 // RunInfo is a throwaway run: where it ran, what, how it ended, and what
 // its clone's network log held.
 type RunInfo struct {
@@ -195,7 +227,7 @@ type Stats struct {
 
 // Add counts r in s.
 func (s *Stats) Add(r *Record) {
-	if r.Kind == KindPublish || r.Kind == KindUnpublish {
+	if r.Kind == KindPublish || r.Kind == KindUnpublish || r.Kind == KindTool {
 		return
 	}
 	n := int64(1)
