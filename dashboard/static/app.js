@@ -90,6 +90,7 @@ function pick(r, ...paths) {
 function hostOf(e) {
   const r = e.record;
   if (r.kind === "run" && r.run_info) return r.run_info.what + " " + r.run_info.command;
+  if (r.kind === "tool" && r.tool) return r.tool.name + " " + r.tool.id;
   if (r.kind === "dns") return [r.name, r.qtype, r.rcode].filter(Boolean).join(" ");
   return r.name || split(r.dst)[0] || "";
 }
@@ -135,7 +136,7 @@ function matches(e) {
   if (kind === "dns" && r.kind !== "dns") return false;
   if (kind === "relay" && r.kind !== "relay") return false;
   if (kind === "run" && r.kind !== "run" && !e.run) return false;
-  if (kind === "flows" && ["dns", "relay", "run", "publish", "unpublish"].includes(r.kind)) return false;
+  if (kind === "flows" && ["dns", "relay", "run", "publish", "unpublish", "tool"].includes(r.kind)) return false;
   if (text) {
     if (e.search === undefined) {
       e.search = COLUMNS.map((c) => c.get(e)).concat([r.claimed_name || "", r.url || "", e.parent || ""]).join(" ").toLowerCase();
