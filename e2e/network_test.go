@@ -54,6 +54,7 @@ func serve(t *testing.T, addr string, h http.Handler) int {
 type auditLine struct {
 	Kind     string `json:"kind"`
 	Verdict  string `json:"verdict"`
+	Learn    bool   `json:"learn"`
 	Rule     string `json:"rule"`
 	Name     string `json:"name"`
 	Dst      string `json:"dst"`
@@ -288,7 +289,37 @@ print("rcode", d.recv(512)[3] & 15)
 	if r := e.must("proxy", "--follow=false", "--since", "0"); !strings.Contains(r.out, "DENY") || !strings.Contains(r.out, "ALLOW") {
 		t.Errorf("cowork proxy: %s", r.out)
 	}
+	t.Run("the dashboard shows a guest's request live", func(t *testing.T) { checkDashboard(t, e, lanURL) })
+	t.Run("a policy learned from a task, then applied", func(t *testing.T) { checkLearnedPolicy(t, e) })
 	t.Run("the audit log's chain", func(t *testing.T) { checkAuditChain(t, e) })
+}
+
+// checkLearnedPolicy runs a task in learn mode on an allowlist that lists
+// nothing it needs: it reaches a Debian mirror all the same, its lines
+// say learn, and the suggestion it prints, applied, lets the same fetch
+// through without learn mode.
+func checkLearnedPolicy(t *testing.T, e *env) {
+	const get = "curl -sS --max-time 20 -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release"
+	e.must("policy", "mode", "allowlist")
+	defer e.run("policy", "mode", "default")
+	if r := e.run("exec", get); r.out == "200" {
+		t.Fatalf("an unlisted name answered in allowlist mode: %s", r)
+	}
+	r := e.must("policy", "learn", "--", get)
+	if !strings.Contains(r.errOut, "200") || !strings.Contains(r.out, "mode: allowlist") || !strings.Contains(r.out, "allow deb.debian.org") {
+		t.Fatalf("learn mode's task and its suggestion: %s", r)
+	}
+	if _, ok := find(e.auditLines(t), func(a auditLine) bool {
+		return a.Learn && a.Verdict == "allow" && strings.Contains(a.Name, "deb.debian.org")
+	}); !ok {
+		t.Error("no audit line says what learn mode let through")
+	}
+	if a := e.runIn(r.out, "policy", "apply", "--from", "-", "--yes"); a.code != 0 || !strings.Contains(a.out+a.errOut, "+allow deb.debian.org") {
+		t.Fatalf("apply the suggestion: %s", a)
+	}
+	if r := e.run("exec", get); r.out != "200" {
+		t.Errorf("the applied policy does not let the task's fetch through: %s", r)
+	}
 }
 
 // checkAuditChain verifies the log a running guest's traffic wrote (the
