@@ -317,15 +317,7 @@ func query(dial func() (net.Conn, error)) error {
 // dialled or refused, and after: the names bound to its address, the
 // policy's verdict, and its audit line.
 func decisionCost(dir string, n int) (samples, error) {
-	rules, err := policy.Compile(policy.Policy{Mode: policy.ModeAllowlist, Allow: []string{"api.anthropic.com", "*.github.com", "registry.npmjs.org"}, Deny: []string{"*.tracker.example"}},
-		netip.MustParseAddr(netstack.HostIP), netstack.HostLANs())
-	if err != nil {
-		return nil, err
-	}
-	b := policy.NewBindings()
-	dst := netip.MustParseAddrPort("140.82.112.3:443")
-	b.Add(dst.Addr(), time.Minute, "codeload.github.com")
-	al, err := audit.Open(filepath.Join(dir, "decision.jsonl"), benchAudit(dir, "decision"))
+	rules, b, dst, al, err := decisionSetup(dir, "decision")
 	if err != nil {
 		return nil, err
 	}
@@ -340,4 +332,23 @@ func decisionCost(dir string, n int) (samples, error) {
 		s = append(s, time.Since(start))
 	}
 	return s, nil
+}
+
+// decisionSetup is what a flow's decision is timed against: an allowlist
+// policy, a name bound to the flow's destination, and an audit log named
+// name in dir.
+func decisionSetup(dir, name string) (*policy.Rules, *policy.Bindings, netip.AddrPort, *audit.Log, error) {
+	rules, err := policy.Compile(policy.Policy{Mode: policy.ModeAllowlist, Allow: []string{"api.anthropic.com", "*.github.com", "registry.npmjs.org"}, Deny: []string{"*.tracker.example"}},
+		netip.MustParseAddr(netstack.HostIP), netstack.HostLANs())
+	if err != nil {
+		return nil, nil, netip.AddrPort{}, nil, err
+	}
+	b := policy.NewBindings()
+	dst := netip.MustParseAddrPort("140.82.112.3:443")
+	b.Add(dst.Addr(), time.Minute, "codeload.github.com")
+	al, err := audit.Open(filepath.Join(dir, name+".jsonl"), benchAudit(dir, name))
+	if err != nil {
+		return nil, nil, netip.AddrPort{}, nil, err
+	}
+	return rules, b, dst, al, nil
 }

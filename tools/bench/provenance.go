@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,15 +27,7 @@ import (
 // timed apart, with the flows' lives between them (the answers come in
 // meanwhile, as they do while a flow runs), and added.
 func provenanceCost(dir string, n int) (samples, error) {
-	rules, err := policy.Compile(policy.Policy{Mode: policy.ModeAllowlist, Allow: []string{"api.anthropic.com", "*.github.com", "registry.npmjs.org"}, Deny: []string{"*.tracker.example"}},
-		netip.MustParseAddr(netstack.HostIP), netstack.HostLANs())
-	if err != nil {
-		return nil, err
-	}
-	b := policy.NewBindings()
-	dst := netip.MustParseAddrPort("140.82.112.3:443")
-	b.Add(dst.Addr(), time.Minute, "codeload.github.com")
-	al, err := audit.Open(filepath.Join(dir, "provenance.jsonl"), benchAudit(dir, "provenance"))
+	rules, b, dst, al, err := decisionSetup(dir, "provenance")
 	if err != nil {
 		return nil, err
 	}
