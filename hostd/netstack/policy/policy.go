@@ -248,18 +248,86 @@ func validName(n string) bool {
 // that name only, "*.example.com" any name under it.
 //
 // A name with an escape in it (the DNS library writes a label's dot, and
-// any byte outside the hostname alphabet, as \. or \DDD) matches no
-// pattern, which has none: "foo\.allowed.com" is the label "foo.allowed"
-// under com, not a name under allowed.com, and its text must not pass
-// for one.
+// any byte outside the hostname alphabet, as \. or \DDD) is compared
+// label by label, its escapes decoded: "foo\.allowed.com" is the label
+// "foo.allowed" under com, not a name under allowed.com, and its text
+// must not pass for one; "x\.y.denied.com" is a name under denied.com
+// (its name servers answer it), and a deny entry for it must hold.
 func matchDomain(pattern, name string) bool {
 	if strings.ContainsRune(name, '\\') {
-		return false
+		return matchLabels(pattern, name)
 	}
 	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
 		return len(name) > len(suffix)+1 && strings.HasSuffix(name, suffix) && name[len(name)-len(suffix)-1] == '.'
 	}
 	return name == pattern
+}
+
+// matchLabels is matchDomain for a name with escapes: its labels, split
+// at its unescaped dots and decoded, against the pattern's. A name whose
+// escapes are cut short (a final lone \) matches nothing: no DNS message
+// holds it.
+func matchLabels(pattern, name string) bool {
+	labels, ok := decodeLabels(name)
+	if !ok {
+		return false
+	}
+	suffix, wild := strings.CutPrefix(pattern, "*.")
+	want := strings.Split(suffix, ".")
+	if wild && len(labels) <= len(want) || !wild && len(labels) != len(want) {
+		return false
+	}
+	for i, l := range labels[len(labels)-len(want):] {
+		// ASCII case only, as DNS compares: strings.EqualFold would take
+		// the Kelvin sign for a k.
+		if len(l) != len(want[i]) {
+			return false
+		}
+		for j := range len(l) {
+			c := l[j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != want[i][j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decodeLabels splits a name in presentation form into its labels, each
+// with its escapes (\X, \DDD) decoded into the bytes they stand for. A
+// final unescaped dot ends the name, adding no label.
+func decodeLabels(name string) ([]string, bool) {
+	var labels []string
+	var cur []byte
+	digit := func(c byte) bool { return c >= '0' && c <= '9' }
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '\\' && i+3 < len(name) && digit(name[i+1]) && digit(name[i+2]) && digit(name[i+3]):
+			v := int(name[i+1]-'0')*100 + int(name[i+2]-'0')*10 + int(name[i+3]-'0')
+			if v > 255 {
+				return nil, false
+			}
+			cur = append(cur, byte(v))
+			i += 3
+		case c == '\\' && i+1 < len(name):
+			cur = append(cur, name[i+1])
+			i++
+		case c == '\\':
+			return nil, false
+		case c == '.':
+			labels = append(labels, string(cur))
+			cur = cur[:0]
+		default:
+			cur = append(cur, c)
+		}
+	}
+	if len(cur) > 0 || len(labels) == 0 {
+		labels = append(labels, string(cur))
+	}
+	return labels, true
 }
 
 func firstMatch(list []domainEntry, name string) (*domainEntry, bool) {

@@ -112,6 +112,35 @@ func TestDenyListAlwaysWins(t *testing.T) {
 	}
 }
 
+// A name with escapes is matched by its labels, decoded: one under a
+// denied domain stays denied ("x\.y.tracker.io" is the label "x.y" under
+// tracker.io, which its name servers answer), one that only reads as
+// under a listed domain is not under it, and case is folded for ASCII
+// alone.
+func TestEscapedNamesMatchByTheirLabels(t *testing.T) {
+	d := rules(t, Policy{Deny: []string{"*.tracker.io", "ads.example.net"}, Allow: []string{"*.kernel.org"}})
+	for name, allow := range map[string]bool{
+		`x\.y.tracker.io`: false, `a\000.tracker.io.`: false, `\120.tracker.io`: false, `x\\.tracker.io`: false, `\065\.b.Tracker.IO`: false,
+		`\097ds.example.net`: false, `ads.example\.net`: true, `x.tracker\.io`: true, `tracker\.io`: true, `x.tracker.io\`: true,
+	} {
+		if got := d.CheckName(name).Allow; got != allow {
+			t.Errorf("default mode, CheckName(%q) = %v, want %v", name, got, allow)
+		}
+	}
+	check(t, d, []flowCase{
+		{"93.184.216.34:443", []string{`x\.y.tracker.io`}, false, "deny *.tracker.io"},
+		{"93.184.216.34:443", []string{`x.tracker\.io`}, true, "default"},
+	})
+	a := rules(t, Policy{Mode: ModeAllowlist, Allow: []string{"*.kernel.org"}})
+	for name, allow := range map[string]bool{
+		`x\.y.kernel.org`: true, `cdn\.kernel.org`: false, `x.\226\132\170ernel.org`: false, `x.\075ernel.org`: true, `x.kernel.org\.`: false, `\999.kernel.org`: false,
+	} {
+		if got := a.CheckName(name).Allow; got != allow {
+			t.Errorf("allowlist mode, CheckName(%q) = %v, want %v", name, got, allow)
+		}
+	}
+}
+
 func TestBadEntries(t *testing.T) {
 	for _, p := range []Policy{
 		{Mode: "open"},
