@@ -35,12 +35,11 @@ func netSummary(ctx context.Context, logPath, id string, since time.Time, also f
 			also(r)
 		}
 		s.Add(r)
-		if r.Kind != audit.KindDNS {
-			h := r.Name
-			if h == "" {
-				h = r.Dst
+		// A tool call (the ask's own, written at its end) is no host.
+		if r.Kind != audit.KindDNS && r.Kind != audit.KindTool {
+			if h := cmp.Or(r.Name, r.Dst); h != "" {
+				hosts[h]++
 			}
-			hosts[h]++
 		}
 		return nil
 	})
