@@ -229,10 +229,15 @@ func (l *File) size() (int64, error) {
 func (l *File) rotate() error {
 	if l.o.RotationLock != "" {
 		if lock, err := os.OpenFile(l.o.RotationLock, os.O_CREATE|os.O_RDWR, 0o600); err == nil {
-			if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX) == nil {
-				defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-			}
-			defer lock.Close()
+			// Unlocked, then closed, in one go: an unlock deferred apart
+			// ran after the close, on a descriptor number another
+			// goroutine may have opened since, and a close alone leaves
+			// the lock to a child forked meanwhile until it execs.
+			syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+			defer func() {
+				syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+				lock.Close()
+			}()
 		} // without it, a reader falls back on waiting a gap out
 	}
 	if l.f != nil {

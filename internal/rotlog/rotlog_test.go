@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // files returns the log's files, the oldest first, and fails on a file
@@ -321,4 +323,49 @@ func TestSyncCommitsTheRotatedFiles(t *testing.T) {
 		t.Fatal("files kept open without SyncRotated")
 	}
 	l.Close()
+}
+
+// A log with a rotation lock rotates only while it holds the lock alone:
+// a reader holding it shared keeps the files still, and the lock is free
+// again once the rotation is done.
+func TestRotationWaitsForTheLock(t *testing.T) {
+	dir := t.TempDir()
+	path, lockPath := filepath.Join(dir, "network.jsonl"), filepath.Join(dir, "network.jsonl.rotating")
+	l, err := Open(path, Options{MaxSize: 64, Keep: 2, RotationLock: lockPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	line := []byte(strings.Repeat("x", 40) + "\n")
+	if _, err := l.Write(line); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := os.Open(lockPath)
+	if err != nil {
+		t.Fatalf("no rotation lock made at Open: %v", err)
+	}
+	defer reader.Close()
+	if err := syscall.Flock(int(reader.Fd()), syscall.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := l.Write(line); done <- err }() // rotates
+	select {
+	case err := <-done:
+		t.Fatalf("rotated under a reader's shared lock: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := os.Stat(path + ".1"); err == nil {
+		t.Fatal("a file moved while a reader held the lock")
+	}
+	syscall.Flock(int(reader.Fd()), syscall.LOCK_UN)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Fatalf("no rotation once the lock was free: %v", err)
+	}
+	if err := syscall.Flock(int(reader.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("the writer kept the lock after its rotation: %v", err)
+	}
 }
