@@ -252,6 +252,20 @@ func (m *Machine) watch(ctx context.Context) {
 func (m *Machine) Stop(ctx context.Context, timeout time.Duration) error {
 	m.MarkStopping()
 	m.stop()
+	// Only this instance's VM is halted, and its VMI cut: hostd stops the
+	// machine after a failed boot, Start refused over another's VM of
+	// the name included, and that one must go on running.
+	vm, err := m.vms().Get(ctx, m.spec.Name(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		m.Exit(nil)
+		return nil
+	}
+	if err == nil {
+		err = m.ours(vm, "VirtualMachine")
+	}
+	if err != nil {
+		return fmt.Errorf("halt VirtualMachine %s/%s: %w", m.spec.Namespace, m.spec.Name(), err)
+	}
 	patch := []byte(`{"spec":{"runStrategy":"` + string(kvv1.RunStrategyHalted) + `"}}`)
 	if _, err := m.vms().Patch(ctx, m.spec.Name(), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("halt VirtualMachine %s/%s: %w", m.spec.Namespace, m.spec.Name(), err)

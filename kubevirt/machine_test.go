@@ -297,19 +297,35 @@ func TestMachineLeavesOthersObjectsAlone(t *testing.T) {
 	foreign := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
 		"metadata": map[string]any{"name": "cowork-box", "namespace": "sandboxes", "labels": map[string]any{"team": "db"}},
-		"spec":     map[string]any{"runStrategy": "Halted"},
+		"spec":     map[string]any{"runStrategy": "Always"},
 	}}
 	c := newCluster(t, "sandboxes", foreign)
 	m, _ := New(c.client, testSpec(), nil, nil, nil)
 	m.Poll = 5 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	for { // another's VM, running
+		vmi, err := c.client.Resource(vmiResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{})
+		if err == nil {
+			if p, _, _ := unstructured.NestedString(vmi.Object, "status", "phase"); p == "Running" {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("another's VM did not run")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	err := m.Start(ctx)
 	if err == nil || !strings.Contains(err.Error(), "VirtualMachine sandboxes/cowork-box exists and is not cowork's instance box") {
 		t.Fatalf("Start over another's VM: %v", err)
 	}
 	if !errors.Is(m.Err(), err) && m.Err() == nil {
 		t.Fatalf("a failed Start leaves the machine failed: %v", m.Err())
+	}
+	// hostd stops the machine of a failed boot: another's VM goes on.
+	if err := m.Stop(ctx, 0); err == nil || !strings.Contains(err.Error(), "is not cowork's instance box") {
+		t.Fatalf("Stop of another's VM: %v", err)
 	}
 	if err := m.Delete(ctx); err == nil {
 		t.Fatal("Delete removed another's VM")
@@ -318,8 +334,11 @@ func TestMachineLeavesOthersObjectsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal("another's VM is gone")
 	}
-	if run, _, _ := unstructured.NestedString(vm.Object, "spec", "runStrategy"); run != "Halted" {
+	if run, _, _ := unstructured.NestedString(vm.Object, "spec", "runStrategy"); run != "Always" {
 		t.Fatalf("another's VM was set %q", run)
+	}
+	if _, err := c.client.Resource(vmiResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{}); err != nil {
+		t.Fatalf("another's running VMI was cut: %v", err)
 	}
 }
 
