@@ -156,7 +156,8 @@ type ToolCall = controlwire.ToolCall
 // relay session id into the instance's audit log (records of kind
 // "tool", marked as the guest's claim), where `cowork proxy --ask ID`
 // shows them beside the ask's flows. `cowork ask` hands in those of its
-// run; at most 4,096, each id and name at most 64 printable bytes.
+// run; at most 4,096 a call, each id at most 64 printable bytes, each
+// name 64 and the mark of a cut.
 func (c *Client) RecordToolCalls(ctx context.Context, id string, calls []ToolCall) error {
 	return c.api.ToolCalls(ctx, controlwire.ToolCallsRequest{Session: id, Calls: calls})
 }
