@@ -11,18 +11,10 @@ import (
 	"time"
 )
 
-// provisioningInParallel: the two tests that provision the cloud stand-in
-// from scratch are the suite's longest (four minutes or more each), and
-// most of that is one emulated CPU running cloud-init's Python, apt or
-// dpkg: on two host cores the two run side by side in little more than
-// the time of the longer, after the rest of the suite (Go starts a
-// parallel test once the others are done).
-//
 // A cloud-image stand-in (Debian with systemd and cloud-init, as qcow2)
 // through the whole `cowork init --image` pipeline: convert, grow, cidata.
 // Real cloud-init consumes the seed.
 func TestCloudInitProvisionsTheGuest(t *testing.T) {
-	t.Parallel() // see provisioningInParallel
 	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
 	if cloud == "" {
 		t.Fatal("COWORK_E2E_CLOUD_DISK is not set; run through make e2e")
@@ -104,7 +96,6 @@ func TestCloudInitProvisionsTheGuest(t *testing.T) {
 // resumes when run again: cloud-init's per-instance modules would not run
 // twice, the provisioning unit does, and init follows it to the end.
 func TestInterruptedInitResumes(t *testing.T) {
-	t.Parallel() // see provisioningInParallel
 	cloud := os.Getenv("COWORK_E2E_CLOUD_DISK")
 	if cloud == "" {
 		t.Fatal("COWORK_E2E_CLOUD_DISK is not set; run through make e2e")
