@@ -330,12 +330,11 @@ func (s *controlServer) ToolCalls(ctx context.Context, req controlwire.ToolCalls
 	if err != nil {
 		return err
 	}
-	calls := make([]netstack.ToolCall, 0, min(len(req.Calls), netstack.MaxToolCalls+1))
+	// The request is bounded (controlwire.MaxRequest); RecordToolCalls
+	// refuses more calls than it takes.
+	calls := make([]netstack.ToolCall, len(req.Calls))
 	for i, c := range req.Calls {
-		if i > netstack.MaxToolCalls {
-			break // refused below, whatever follows
-		}
-		calls = append(calls, netstack.ToolCall{ID: c.ID, Name: c.Name, From: c.From, To: c.To})
+		calls[i] = netstack.ToolCall{ID: c.ID, Name: c.Name, From: c.From, To: c.To}
 	}
 	if err := n.RecordToolCalls(req.Session, calls); err != nil {
 		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)

@@ -133,17 +133,7 @@ func TestRequestsRunSideBySideWhileThereIsRoom(t *testing.T) {
 // Before any answer is counted, a request in flight may cost anything:
 // the next waits for it.
 func TestTheFirstRequestGoesAlone(t *testing.T) {
-	l, _ := New(Config{})
-	a := l.Open("s1", "ask", Limit{CostUSD: 1}, nil)
-	first, err := a.Admit(context.Background(), Request{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := a.Admit(ctx, Request{}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("second: %v, want it to wait", err)
-	}
+	l, a, first := firstGoesAlone(t, Limit{CostUSD: 1})
 	got := make(chan error, 1)
 	go func() { _, err := a.Admit(context.Background(), Request{}); got <- err }()
 	time.Sleep(20 * time.Millisecond)
@@ -267,4 +257,22 @@ func TestFormats(t *testing.T) {
 			t.Errorf("%v: %s", x, got)
 		}
 	}
+}
+
+// firstGoesAlone opens an account under lim, admits a first request of
+// which nothing is known, and checks that a second one waits for it.
+func firstGoesAlone(t *testing.T, lim Limit) (*Ledger, *Ask, *Ticket) {
+	t.Helper()
+	l, _ := New(Config{})
+	a := l.Open("s1", "ask", lim, nil)
+	first, err := a.Admit(context.Background(), Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := a.Admit(ctx, Request{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second: %v, want it to wait", err)
+	}
+	return l, a, first
 }

@@ -75,17 +75,7 @@ func TestNegativeTotalsDoNotTurnABudgetOff(t *testing.T) {
 // the request, the first request in flight goes alone: the second waits
 // for it. This fails when a reservation of nothing is taken to fit.
 func TestTheFirstRequestGoesAloneUnderATokenLimit(t *testing.T) {
-	l, _ := New(Config{})
-	a := l.Open("s1", "ask", Limit{Tokens: 1000}, nil)
-	first, err := a.Admit(context.Background(), Request{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := a.Admit(ctx, Request{}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("second: %v, want it to wait", err)
-	}
+	_, a, first := firstGoesAlone(t, Limit{Tokens: 1000})
 	first.Settle(answer(10), answered)
 	if _, err := a.Admit(context.Background(), Request{}); err != nil {
 		t.Fatal(err)
