@@ -84,7 +84,18 @@ const maxSysfsEntries = 1024
 // hasVirtioDevice reports whether sysRoot/bus/virtio/devices holds a
 // device of the given id.
 func hasVirtioDevice(sysRoot, id string) bool {
-	dir := filepath.Join(sysRoot, "bus/virtio/devices")
+	return anyEntryHas(filepath.Join(sysRoot, "bus/virtio/devices"), "device", id)
+}
+
+// hasSerialPort reports whether sysRoot/class/virtio-ports has a port
+// named name, without making its device node (SysfsPort does).
+func hasSerialPort(sysRoot, name string) bool {
+	return anyEntryHas(filepath.Join(sysRoot, "class/virtio-ports"), "name", name)
+}
+
+// anyEntryHas reports whether one of the first maxSysfsEntries entries
+// of the sysfs folder dir has an attribute attr that reads want.
+func anyEntryHas(dir, attr, want string) bool {
 	d, err := os.Open(dir)
 	if err != nil {
 		return false
@@ -92,25 +103,7 @@ func hasVirtioDevice(sysRoot, id string) bool {
 	names, _ := d.Readdirnames(maxSysfsEntries)
 	d.Close()
 	for _, n := range names {
-		if strings.TrimSpace(readSmall(filepath.Join(dir, n, "device"))) == id {
-			return true
-		}
-	}
-	return false
-}
-
-// hasSerialPort reports whether sysRoot/class/virtio-ports has a port
-// named name, without making its device node (SysfsPort does).
-func hasSerialPort(sysRoot, name string) bool {
-	dir := filepath.Join(sysRoot, "class/virtio-ports")
-	d, err := os.Open(dir)
-	if err != nil {
-		return false
-	}
-	ports, _ := d.Readdirnames(maxSysfsEntries)
-	d.Close()
-	for _, p := range ports {
-		if strings.TrimSpace(readSmall(filepath.Join(dir, p, "name"))) == name {
+		if strings.TrimSpace(readSmall(filepath.Join(dir, n, attr))) == want {
 			return true
 		}
 	}
