@@ -295,17 +295,21 @@ func TestAWriterHeldUpMidRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	fd := int(lock.Fd())
+	if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
 	// As a rotation does: .2 moved to .3 (absent so far), .1 not yet.
 	if err := os.Rename(path+".2", path+".moving"); err != nil {
 		t.Fatal(err)
 	}
+	ended := make(chan struct{})
+	defer func() { <-ended }() // before the lock's file closes
 	go func() {
+		defer close(ended)
 		time.Sleep(3 * gapSettle)
 		os.Rename(path+".moving", path+".2") // put back: the rotation "ends"
-		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		syscall.Flock(fd, syscall.LOCK_UN)
 	}()
 	o.Live = true
 	if v := verify(t, path, o); !v.OK {
