@@ -350,15 +350,17 @@ func checkAuditChain(t *testing.T, e *env) {
 }
 
 // checkProvenance runs two execs that each reach the host's server on
-// the LAN directly (by address) and through the gateway's proxy, and are
+// the LAN directly (by address) and through the gateway's proxy, are
 // refused once at the SYN (a link-local address) and once by the proxy
-// (a private address): the audit record of each flow names its exec's id
-// and the pid of the curl that opened it, as claimed by the guest, and
-// cowork proxy --exec keeps one exec's records only.
+// (a private address), and resolve a name: the audit record of each
+// flow names its exec's id and the pid of the program that opened it
+// (each is gone as soon as it has its answer), as claimed by the guest,
+// and cowork proxy --exec keeps one exec's records only.
 func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
 	type flow struct {
 		what  string
 		match func(a auditLine) bool
+		comm  string // the program that opened it
 	}
 	url := fmt.Sprintf("http://%s:%d/file", lan, lanPort)
 	dst := fmt.Sprintf("%s:%d", lan, lanPort)
@@ -373,6 +375,7 @@ func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
 			fmt.Sprintf("curl -sS --max-time 10 -x http://192.168.127.1:7890 -o /dev/null %s & echo $!; wait", url),
 			fmt.Sprintf("curl -sS --max-time 10 --noproxy '*' -o /dev/null http://%s/ 2>/dev/null & echo $!; wait", refused),
 			fmt.Sprintf("curl -sS --max-time 10 -x http://192.168.127.1:7890 -o /dev/null http://%s/ & echo $!; wait", private),
+			"getent hosts host.cowork.internal >/dev/null & echo $!; wait",
 		}, "\n")
 		r := e.run("exec", "-v", script)
 		_, id, _ := strings.Cut(r.errOut, "cowork: exec id ")
@@ -382,10 +385,13 @@ func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
 		}
 		pids[id] = strings.Fields(r.out)
 		flows[id] = []flow{
-			{"direct", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Verdict == "allow" }},
-			{"proxied", func(a auditLine) bool { return a.Kind == "http" && a.URL == url && a.Verdict == "allow" }},
-			{"refused at the SYN", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == refused && a.Verdict == "deny" }},
-			{"refused by the proxy", func(a auditLine) bool { return a.Kind == "http" && a.Name == private && a.Verdict == "deny" }},
+			{"direct", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == dst && a.Verdict == "allow" }, "curl"},
+			{"proxied", func(a auditLine) bool { return a.Kind == "http" && a.URL == url && a.Verdict == "allow" }, "curl"},
+			{"refused at the SYN", func(a auditLine) bool { return a.Kind == "tcp" && a.Dst == refused && a.Verdict == "deny" }, "curl"},
+			{"refused by the proxy", func(a auditLine) bool { return a.Kind == "http" && a.Name == private && a.Verdict == "deny" }, "curl"},
+			{"resolved", func(a auditLine) bool {
+				return a.Kind == "dns" && a.Name == "host.cowork.internal" && a.Verdict == "allow"
+			}, "getent"},
 		}
 		if len(pids[id]) != len(flows[id]) {
 			t.Fatalf("exec %s printed %q, want %d pids", id, r.out, len(flows[id]))
@@ -423,8 +429,8 @@ func checkProvenance(t *testing.T, e *env, lan string, lanPort int) {
 				}
 				continue
 			}
-			if strconv.Itoa(a.Owner.PID) != pids[id][i] || a.Owner.Comm != "curl" || !strings.HasPrefix(a.Owner.Cmd, "curl -sS") || a.Owner.ClaimedBy != "guest" {
-				t.Errorf("exec %s, %s (curl pid %s): owner %+v", id, f.what, pids[id][i], *a.Owner)
+			if strconv.Itoa(a.Owner.PID) != pids[id][i] || a.Owner.Comm != f.comm || !strings.HasPrefix(a.Owner.Cmd, f.comm+" ") || a.Owner.ClaimedBy != "guest" {
+				t.Errorf("exec %s, %s (%s pid %s): owner %+v", id, f.what, f.comm, pids[id][i], *a.Owner)
 			}
 		}
 	}

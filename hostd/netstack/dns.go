@@ -119,6 +119,10 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client, guest, gateway
 		}
 	}
 	rec.Time = time.Now()
+	// A resolver's socket lives as long as it waits for this answer, and
+	// no longer: a program that resolves through its own (glibc's, with
+	// no resolver in the guest) closes it once answered.
+	n.owners.hold(rec)
 	n.record(rec)
 	return reply
 }

@@ -26,15 +26,19 @@ type OwnerSource func(ctx context.Context, socks []agentcall.Socket) ([]agentcal
 // maxOwnerLookups held, counted as dropped: the flow never waits for it),
 // and a goroutine sends the queue to the agent in batches,
 // ownerBatchDelay after the first lookup of a batch, one call at a time.
-// Most flows outlive the answer, and their record is written when they
-// end, with the owner. A record that is ready first (a refused flow, a
-// DNS answer) waits for the answer up to ownerWait, off the flow's path,
-// in one queue that one goroutine expires, then goes without it: the log
-// then holds it a little later than it happened, which its Time still
-// says. (A refusal that ends the guest's socket waits before the guest
-// learns of it instead, and then goes at once: see hold.) A single
-// record per flow keeps the log as it was, and `cowork proxy --exec` a
-// filter on one line.
+// The guest gets the first answer to a flow (the world's first bytes, the
+// proxy's response, a DNS answer, a refusal) only once the lookup is
+// answered, ownerHold at most (see hold): a client that has its answer
+// may close its socket, or exit, before the agent looks, and the guest's
+// kernel then lists no owner. The wait overlaps the trip to the world,
+// so it costs an answer that comes sooner than the agent's no more than
+// the difference. Most flows outlive the answer, and their record is
+// written when they end, with the owner. A record that is ready first
+// (a DNS answer) waits for the answer up to ownerWait, off the flow's
+// path, in one queue that one goroutine expires, then goes without it:
+// the log then holds it a little later than it happened, which its Time
+// still says. A single record per flow keeps the log as it was, and
+// `cowork proxy --exec` a filter on one line.
 //
 // A lookup is held, and counts against maxOwnerLookups, from ask until
 // both its record has taken it and its batch has ended (or the stack
@@ -59,10 +63,9 @@ const (
 	// the stack holds open by default, and some.
 	maxOwnerLookups = 8192
 	// ownerHold and maxOwnerHolds bound how long, and how many at once,
-	// refusals wait for their owner before the guest learns of them (see
-	// hold).
+	// answers wait for their owner before the guest gets them (see hold).
 	ownerHold     = time.Second
-	maxOwnerHolds = 64
+	maxOwnerHolds = 256
 )
 
 // ownerSlot is one lookup. Its fields are its owners' mu's.
@@ -189,17 +192,18 @@ func (o *owners) forget(rec *audit.Record) {
 }
 
 // hold waits until rec's lookup is answered, or ownerHold has passed, or
-// the stack closes, for a refusal that would end the guest's socket (a
-// SYN answered by a reset, a proxy's 403 after which the client hangs
-// up): once it has ended, the guest's kernel lists it no more, and no
-// owner can be found. The refusal is decided, and stays a refusal: the
-// wait delays only the guest learning of it. At most maxOwnerHolds wait
-// at once, so that a guest whose agent stalls holds up that many of its
-// own refusals for ownerHold and no more: the others return at once.
-// A refusal that goes without its answer (not held, or held in vain) has
-// its record written at once (then): its socket ends with it, so a
-// later answer would find nothing, and the record waits ownerHold at
-// most in all.
+// the stack closes, before the guest gets the first answer to its flow:
+// a refusal (a SYN answered by a reset, a proxy's 403 after which the
+// client hangs up), the world's first bytes, a response, a DNS answer.
+// Once a client has its answer it may close its socket, and the guest's
+// kernel then lists it no more: no owner can be found. The answer is
+// decided and stays as it is: the wait delays only the guest learning of
+// it. At most maxOwnerHolds wait at once, so that a guest whose agent
+// stalls holds up that many of its own answers for ownerHold and no
+// more: the others return at once. A record whose answer went without
+// its owner (not held, or held in vain) is written at once when it is
+// done (then): its socket may end with the answer, so a later owner
+// would find nothing, and the record waits ownerHold at most in all.
 func (o *owners) hold(rec *audit.Record) {
 	o.mu.Lock()
 	s := o.byRec[rec]

@@ -23,6 +23,10 @@ func (p *Provenance) Ask(rec *audit.Record, proto string, guestPort int, peer ne
 	p.o.ask(rec, proto, guestPort, peer)
 }
 
+// Hold waits for rec's owner, as a flow's first answer to the guest
+// does: at once when the answer is in.
+func (p *Provenance) Hold(rec *audit.Record) { p.o.hold(rec) }
+
 // Then calls write with rec once its owner is known, as a flow's end
 // does: at once when the answer is in.
 func (p *Provenance) Then(rec *audit.Record, write func(*audit.Record)) { p.o.then(rec, write) }

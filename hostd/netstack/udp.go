@@ -82,7 +82,7 @@ func (n *Stack) relayUDP(guest *gonet.UDPConn, world net.Conn, rec *audit.Record
 	var out, in atomic.Int64
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	pump := func(from, to net.Conn, count *atomic.Int64) {
+	pump := func(from, to net.Conn, count *atomic.Int64, first func()) {
 		buf := make([]byte, 65535)
 		for {
 			from.SetReadDeadline(time.Now().Add(udpIdle))
@@ -95,14 +95,19 @@ func (n *Stack) relayUDP(guest *gonet.UDPConn, world net.Conn, rec *audit.Record
 				return
 			}
 			last.Store(time.Now().UnixNano())
+			if first != nil {
+				first()
+				first = nil
+			}
 			if _, err := to.Write(buf[:k]); err == nil {
 				count.Add(int64(k))
 			}
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { pump(guest, world, &out) })
-	wg.Go(func() { pump(world, guest, &in) })
+	wg.Go(func() { pump(guest, world, &out, nil) })
+	// The first answer waits for the owner, as a TCP flow's does (splice).
+	wg.Go(func() { pump(world, guest, &in, func() { n.owners.hold(rec) }) })
 	// When one way ends (idle, or a closed socket), end the other.
 	go func() {
 		for {

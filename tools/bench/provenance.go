@@ -22,8 +22,9 @@ import (
 )
 
 // provenanceCost is decisionCost with the flow's provenance: its owner
-// lookup queued at its start, and the answer joined to its audit line at
-// its end, from a source that answers at once. Each flow's two parts are
+// lookup queued at its start, its first answer held for the owner, and
+// the owner joined to its audit line at its end, from a source that
+// answers at once. Each flow's two parts are
 // timed apart, with the flows' lives between them (the answers come in
 // meanwhile, as they do while a flow runs), and added.
 func provenanceCost(dir string, n int) (samples, error) {
@@ -58,6 +59,7 @@ func provenanceCost(dir string, n int) (samples, error) {
 	late := 0
 	for i, r := range recs {
 		start := time.Now()
+		p.Hold(r)
 		p.Then(r, func(r *audit.Record) {
 			if r.Owner == nil {
 				late++

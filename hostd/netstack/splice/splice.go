@@ -31,6 +31,11 @@ type Options struct {
 	// b, on a's copying goroutine (the flow's name is sniffed from it).
 	// It must not keep the slice.
 	Tap func([]byte)
+	// BeforeB, when set, is called once, on b's copying goroutine, when
+	// b's first bytes have been read and before they are written to a:
+	// a guest's flow holds the world's answer there until it knows who
+	// asked (netstack's owners.hold).
+	BeforeB func()
 	// CloseOnEnd closes both connections as soon as either direction
 	// ends, even cleanly. Without it, a direction that ends cleanly (its
 	// source said EOF) half-closes its destination (CloseWrite, or Close
@@ -94,11 +99,11 @@ func Join(a, b net.Conn, opt Options) Result {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		k, err := copyStream(b, a, opt.Tap)
+		k, err := copyStream(b, a, opt.Tap, nil)
 		res.AToB = k
 		end(b, err)
 	}()
-	k, err := copyStream(a, b, nil)
+	k, err := copyStream(a, b, nil, opt.BeforeB)
 	res.BToA = k
 	end(a, err)
 	<-done
@@ -107,13 +112,18 @@ func Join(a, b net.Conn, opt Options) Result {
 }
 
 // copyStream copies src to dst until src ends (nil) or either side
-// fails, and returns the bytes written.
-func copyStream(dst io.Writer, src io.Reader, tap func([]byte)) (int64, error) {
+// fails, and returns the bytes written. tap sees each chunk; before, if
+// set, is called once ahead of the first.
+func copyStream(dst io.Writer, src io.Reader, tap func([]byte), before func()) (int64, error) {
 	var written int64
 	buf := make([]byte, smallBuffer)
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
+			if before != nil {
+				before()
+				before = nil
+			}
 			if tap != nil {
 				tap(buf[:k])
 			}

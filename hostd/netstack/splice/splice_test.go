@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -274,5 +275,44 @@ func TestWriteErrorIsReported(t *testing.T) {
 	}
 	if k, err := j.aPeer.Read(make([]byte, 1)); k != 0 || err == nil {
 		t.Fatalf("a's peer: %d bytes, %v; want its connection ended", k, err)
+	}
+}
+
+// TestBeforeBHoldsBsFirstBytes: BeforeB runs once, when b's first bytes
+// are in, and a hears nothing from b until it returns; a's bytes go to b
+// meanwhile, and b's later bytes pass without it.
+func TestBeforeBHoldsBsFirstBytes(t *testing.T) {
+	release := make(chan struct{})
+	calls := make(chan struct{}, 4)
+	j := join(t, Options{BeforeB: func() {
+		calls <- struct{}{}
+		<-release
+	}}, nil)
+	io.WriteString(j.aPeer, "request")
+	got := make([]byte, len("request"))
+	if _, err := io.ReadFull(j.bPeer, got); err != nil || string(got) != "request" {
+		t.Fatalf("b's peer read %q, %v, before b said anything", got, err)
+	}
+	io.WriteString(j.bPeer, "answer")
+	select {
+	case <-calls:
+	case <-time.After(deadline):
+		t.Fatal("BeforeB was not called with b's first bytes in")
+	}
+	j.aPeer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if k, err := j.aPeer.Read(make([]byte, 16)); k != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a's peer read %d bytes (%v) while BeforeB held them", k, err)
+	}
+	close(release)
+	j.aPeer.SetReadDeadline(time.Now().Add(deadline))
+	io.WriteString(j.bPeer, " and more")
+	j.bPeer.CloseWrite()
+	j.aPeer.CloseWrite()
+	if got := readAll(t, j.aPeer); string(got) != "answer and more" {
+		t.Fatalf("a's peer read %q", got)
+	}
+	j.result(t)
+	if len(calls) != 0 {
+		t.Errorf("BeforeB was called %d more times", len(calls))
 	}
 }
