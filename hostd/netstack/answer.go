@@ -72,7 +72,7 @@ func (n *Stack) answerHTTP(w http.ResponseWriter, r *http.Request, x exchange) {
 		Transport:     x.transport,
 		FlushInterval: -1, // stream: server-sent events pass as they come
 		ModifyResponse: func(resp *http.Response) error {
-			n.owners.hold(rec) // a client that has its answer may leave
+			n.owners.holdAnswer(rec) // a client that has its answer may leave
 			rec.Status = resp.StatusCode
 			if x.modify != nil {
 				x.modify(resp)
@@ -81,7 +81,7 @@ func (n *Stack) answerHTTP(w http.ResponseWriter, r *http.Request, x exchange) {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			n.owners.hold(rec)
+			n.owners.holdAnswer(rec)
 			// Transport errors may quote the upstream's URL.
 			rec.Status, failed = x.unanswered(w, errors.New(redactText(err.Error(), x.secrets...)))
 		},

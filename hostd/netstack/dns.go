@@ -122,7 +122,7 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client, guest, gateway
 	// A resolver's socket lives as long as it waits for this answer, and
 	// no longer: a program that resolves through its own (glibc's, with
 	// no resolver in the guest) closes it once answered.
-	n.owners.hold(rec)
+	n.owners.holdAnswer(rec)
 	n.record(rec)
 	return reply
 }

@@ -26,18 +26,20 @@ type OwnerSource func(ctx context.Context, socks []agentcall.Socket) ([]agentcal
 // maxOwnerLookups held, counted as dropped: the flow never waits for it),
 // and a goroutine sends the queue to the agent in batches,
 // ownerBatchDelay after the first lookup of a batch, one call at a time.
-// The guest gets the first answer to a flow (the world's first bytes, the
-// proxy's response, a DNS answer, a refusal) only once the lookup is
-// answered, ownerHold at most (see hold): a client that has its answer
-// may close its socket, or exit, before the agent looks, and the guest's
-// kernel then lists no owner. The wait overlaps the trip to the world,
-// so it costs an answer that comes sooner than the agent's no more than
-// the difference. Most flows outlive the answer, and their record is
-// written when they end, with the owner. A record that is ready first
-// (a DNS answer) waits for the answer up to ownerWait, off the flow's
-// path, in one queue that one goroutine expires, then goes without it:
-// the log then holds it a little later than it happened, which its Time
-// still says. A single record per flow keeps the log as it was, and
+// The guest gets the first answer to a flow (the world's first bytes, a
+// response through the proxy or the relay, a DNS answer, a refusal) only
+// once the lookup is answered, ownerHold at most (see hold and
+// holdAnswer): a client that has its answer may close its socket, or
+// exit, before the agent looks, and the guest's kernel then lists no
+// owner. The wait overlaps the trip to the world, so it costs an answer
+// that comes sooner than the agent's no more than the difference. Most
+// flows outlive the answer, and their record is written when they end,
+// with the owner. A record that is ready before its lookup is answered,
+// without having waited (a world that closed without a byte, an answer
+// past maxOwnerHolds, a UDP flow that got no reply), waits for it up to
+// ownerWait, off the flow's path, in one queue that one goroutine
+// expires, then goes without it: the log then holds it a little later
+// than it happened, which its Time still says. A single record per flow keeps the log as it was, and
 // `cowork proxy --exec` a filter on one line.
 //
 // A lookup is held, and counts against maxOwnerLookups, from ask until
@@ -82,10 +84,10 @@ type ownerSlot struct {
 	deadline time.Time
 	wait     *list.Element
 
-	// answered, made by hold, is closed when the batch ends.
+	// answered, made by wait, is closed when the batch ends.
 	answered chan struct{}
-	// hurried: its refusal went without the answer (hold): its record
-	// is written at once, without waiting for it again.
+	// hurried: it was held in vain, or its refusal went unheld (wait):
+	// its record is written at once, without waiting for it again.
 	hurried bool
 }
 
@@ -105,11 +107,11 @@ type owners struct {
 	stop    chan struct{}
 	stopped bool
 	writing sync.WaitGroup // records being written by run or expire
-	holding int            // refusals waiting in hold
+	holding int            // answers and refusals waiting (wait)
 
 	// Counters, for tests and `cowork status` one day.
 	dropped     atomic.Int64 // lookups not queued: too many
-	unheld      atomic.Int64 // refusals not held: too many held
+	unheld      atomic.Int64 // answers and refusals not held: too many held
 	unsolicited atomic.Int64 // answers for nothing asked in their batch
 	late        atomic.Int64 // records written without waiting longer
 	failed      atomic.Int64 // calls that failed
@@ -192,27 +194,39 @@ func (o *owners) forget(rec *audit.Record) {
 }
 
 // hold waits until rec's lookup is answered, or ownerHold has passed, or
-// the stack closes, before the guest gets the first answer to its flow:
-// a refusal (a SYN answered by a reset, a proxy's 403 after which the
-// client hangs up), the world's first bytes, a response, a DNS answer.
-// Once a client has its answer it may close its socket, and the guest's
-// kernel then lists it no more: no owner can be found. The answer is
-// decided and stays as it is: the wait delays only the guest learning of
-// it. At most maxOwnerHolds wait at once, so that a guest whose agent
-// stalls holds up that many of its own answers for ownerHold and no
-// more: the others return at once. A record whose answer went without
-// its owner (not held, or held in vain) is written at once when it is
-// done (then): its socket may end with the answer, so a later owner
-// would find nothing, and the record waits ownerHold at most in all.
-func (o *owners) hold(rec *audit.Record) {
+// the stack closes, before the guest learns of a refusal that ends its
+// socket (a SYN answered by a reset, a proxy's 403 after which the client
+// hangs up, the relay's 401): once it has ended, the guest's kernel lists
+// it no more, and no owner can be found. The refusal is decided, and
+// stays a refusal: the wait delays only the guest learning of it. At most
+// maxOwnerHolds wait at once (answers and refusals together), so that a
+// guest whose agent stalls holds up that many for ownerHold and no more:
+// the others return at once. A refusal that goes without its owner (not
+// held, or held in vain) has its record written at once (then): its
+// socket ends with it, so a later answer would find nothing, and the
+// relay's line is written before the guest has its answer, as without
+// provenance.
+func (o *owners) hold(rec *audit.Record) { o.wait(rec, true) }
+
+// holdAnswer is hold for the first answer to a flow that is let through
+// (the world's first bytes, a response through the proxy or the relay, a
+// DNS answer, a reset after a failed dial): a client that has its answer
+// may close its socket, or exit, before the agent looks. An answer not
+// held (too many wait) leaves its record to wait for the owner as any
+// record does (then), up to ownerWait.
+func (o *owners) holdAnswer(rec *audit.Record) { o.wait(rec, false) }
+
+// wait is hold and holdAnswer. A lookup that was held in vain once is not
+// waited for again: a record waits ownerHold at most in all.
+func (o *owners) wait(rec *audit.Record, refusal bool) {
 	o.mu.Lock()
 	s := o.byRec[rec]
-	if s == nil || s.settled || o.stopped {
+	if s == nil || s.settled || s.hurried || o.stopped {
 		o.mu.Unlock()
 		return
 	}
 	if o.holding >= maxOwnerHolds {
-		s.hurried = true
+		s.hurried = refusal
 		o.mu.Unlock()
 		o.unheld.Add(1)
 		return

@@ -166,3 +166,53 @@ func TestAnswersWaitForTheirOwner(t *testing.T) {
 		t.Error("the UDP echo reached the guest before its owner was found")
 	}
 }
+
+// An answer not held, since too many wait, leaves its record to wait for
+// the owner as any record does: it still gets it from an agent slower
+// than the flow. And a lookup held in vain once is not waited for again
+// (a response that fails after its headers came): a record waits
+// ownerHold at most in all.
+func TestAnswerHoldsPastTheBoundAndTwice(t *testing.T) {
+	o := newOwners()
+	defer o.close()
+	honest := portOwners(nil)
+	o.src = func(ctx context.Context, socks []agentcall.Socket) ([]agentcall.SocketOwner, error) {
+		time.Sleep(100 * time.Millisecond)
+		return honest(ctx, socks)
+	}
+	o.mu.Lock()
+	o.holding = maxOwnerHolds
+	o.mu.Unlock()
+	r := &audit.Record{}
+	o.ask(r, "tcp", 4242, netipGateway(ProxyPort))
+	start := time.Now()
+	o.holdAnswer(r)
+	if took := time.Since(start); took > ownerHold/2 {
+		t.Errorf("an answer past the bound was held %v", took)
+	}
+	written := make(chan *audit.Record, 1)
+	o.then(r, func(r *audit.Record) { written <- r })
+	select {
+	case r := <-written:
+		if r.Owner == nil || r.Owner.PID != 4242 {
+			t.Errorf("the record of an answer past the bound: owner %+v", r.Owner)
+		}
+	case <-time.After(ownerWait + time.Second):
+		t.Fatal("the record was never written")
+	}
+	o.mu.Lock()
+	o.holding = 0
+	o.mu.Unlock()
+
+	o2 := newOwners()
+	defer o2.close()
+	o2.src = stalled
+	r = &audit.Record{}
+	o2.ask(r, "tcp", 4243, netipGateway(ProxyPort))
+	start = time.Now()
+	o2.holdAnswer(r)
+	o2.holdAnswer(r)
+	if took := time.Since(start); took > ownerHold+ownerHold/2 {
+		t.Errorf("two holds of one lookup took %v; want about %v", took, ownerHold)
+	}
+}

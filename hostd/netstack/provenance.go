@@ -25,7 +25,7 @@ func (p *Provenance) Ask(rec *audit.Record, proto string, guestPort int, peer ne
 
 // Hold waits for rec's owner, as a flow's first answer to the guest
 // does: at once when the answer is in.
-func (p *Provenance) Hold(rec *audit.Record) { p.o.hold(rec) }
+func (p *Provenance) Hold(rec *audit.Record) { p.o.holdAnswer(rec) }
 
 // Then calls write with rec once its owner is known, as a flow's end
 // does: at once when the answer is in.

@@ -237,7 +237,7 @@ func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 			err = errString(ruleLearnEnded)
 		}
 		if err != nil {
-			n.owners.hold(rec)
+			n.owners.holdAnswer(rec)
 			http.Error(w, "cowork proxy: "+err.Error(), http.StatusBadGateway)
 			n.finish(rec, audit.Allow, err)
 			return

@@ -51,7 +51,7 @@ func (n *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		err = errString(ruleLearnEnded)
 	}
 	if err != nil {
-		n.owners.hold(rec) // the reset ends the guest's socket
+		n.owners.holdAnswer(rec) // the reset ends the guest's socket
 		r.Complete(true)
 		n.finish(rec, audit.Allow, err)
 		return
@@ -87,14 +87,14 @@ func (n *Stack) dialFlow(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 // splice copies both ways until both directions end, counting bytes and
 // looking at the guest's first bytes for the name they claim (noteClaim);
 // then it writes the flow's audit line. The world's first answer waits
-// for the flow's owner (owners.hold): a client that has its answer may
+// for the flow's owner (owners.holdAnswer): a client that has its answer may
 // be gone before the guest is asked. The guest's side is watched for
 // idleness: the reaper closes it, and the world's side with it, which ends
 // the splice.
 func (n *Stack) splice(guest, world net.Conn, rec *audit.Record) {
 	guest = n.watchIdle(guest, world)
 	var sniffer sniffer
-	res := splice.Join(guest, world, splice.Options{Tap: sniffer.see, BeforeB: func() { n.owners.hold(rec) }})
+	res := splice.Join(guest, world, splice.Options{Tap: sniffer.see, BeforeB: func() { n.owners.holdAnswer(rec) }})
 	claimed, from := sniffer.name()
 	n.noteClaim(rec, claimed, from)
 	rec.BytesOut += res.AToB

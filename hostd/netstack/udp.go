@@ -107,7 +107,7 @@ func (n *Stack) relayUDP(guest *gonet.UDPConn, world net.Conn, rec *audit.Record
 	var wg sync.WaitGroup
 	wg.Go(func() { pump(guest, world, &out, nil) })
 	// The first answer waits for the owner, as a TCP flow's does (splice).
-	wg.Go(func() { pump(world, guest, &in, func() { n.owners.hold(rec) }) })
+	wg.Go(func() { pump(world, guest, &in, func() { n.owners.holdAnswer(rec) }) })
 	// When one way ends (idle, or a closed socket), end the other.
 	go func() {
 		for {

@@ -34,7 +34,7 @@ type Options struct {
 	// BeforeB, when set, is called once, on b's copying goroutine, when
 	// b's first bytes have been read and before they are written to a:
 	// a guest's flow holds the world's answer there until it knows who
-	// asked (netstack's owners.hold).
+	// asked (netstack's owners.holdAnswer).
 	BeforeB func()
 	// CloseOnEnd closes both connections as soon as either direction
 	// ends, even cleanly. Without it, a direction that ends cleanly (its
