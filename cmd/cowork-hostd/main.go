@@ -12,6 +12,7 @@
 //	cowork-hostd verify --file F --sha256 S           check a file's digest
 //	cowork-hostd disk --from IMAGE --to DISK --size N  make a raw disk
 //	cowork-hostd golden key|clone|capture|ls|rm|prune  the golden disks (golden.go)
+//	cowork-hostd egress --audit DIR [--listen ADDR] [--policy FILE]   the auditing proxy alone, for a cluster (egress.go)
 //
 // The image commands print their progress and result as JSON lines
 // (hostdwire.Line).
@@ -52,6 +53,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return run(ctx, args[1:], stderr)
+	case "egress":
+		return egress(ctx, args[1:], stderr)
 	case "inspect":
 		err = inspectCmd(args[1:], stdout)
 	case "version":
@@ -82,6 +85,7 @@ const usage = `usage: cowork-hostd run --name NAME | inspect [--image PATH] [--k
        cowork-hostd fetch --url URL [--sha256 HEX] --dir DIR | verify --file PATH --sha256 HEX
        cowork-hostd disk --from IMAGE --to DISK --size BYTES
        cowork-hostd golden key|clone|capture|ls|rm|prune ...
+       cowork-hostd egress --audit DIR [--listen ADDR] [--policy FILE] [--upstream-proxy URL]
 cowork-hostd is the daemon of a cowork instance; ` + "`cowork start`" + ` runs it.`
 
 // usageError is a command line the binary does not take.

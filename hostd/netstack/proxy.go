@@ -56,6 +56,49 @@ type targetKey struct{}
 type proxyHandler struct {
 	n         *Stack
 	transport http.RoundTripper
+	// outside: its clients are not the guest behind the gateway
+	// (ServeProxyOn). Its records name the client's address, and no
+	// guest agent is asked who sent them.
+	outside bool
+}
+
+// ServeProxyOn serves the auditing proxy on l too, for clients other than
+// the guest behind the gateway: on a cluster, the sandboxes' VMs reach
+// cowork's egress proxy over the pod network (cowork-hostd egress; see
+// docs/scale-out.md). The policy, the limits on flows and the audit log
+// are the stack's; each record names its client's address (Client), not
+// a guest process. The host's loopback answers nothing through it, not
+// even an exposed port: loopback is the proxy's own machine here. It
+// returns when l fails or is closed.
+func (n *Stack) ServeProxyOn(l net.Listener) error {
+	srv := &http.Server{
+		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true},
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	return srv.Serve(n.guard(l))
+}
+
+// decide is the stack's decide, but that an outside client reaches
+// nothing of the proxy's own machine (see ServeProxyOn).
+func (h *proxyHandler) decide(ctx context.Context, hostport string) decision {
+	d := h.n.decide(ctx, hostport)
+	if h.outside && d.v.Allow && d.dst.Addr() == hostAddr {
+		d.v = policy.Verdict{Rule: "egress proxy: its own machine is not reachable through it"}
+		d.rule = d.v.Rule
+	}
+	return d
+}
+
+// requester notes who sent r in rec: the guest's process behind it
+// (askRequester), or an outside client's address. It returns the
+// gateway's address, the guest socket's peer (none for an outside
+// client).
+func (h *proxyHandler) requester(rec *audit.Record, r *http.Request) netip.AddrPort {
+	if h.outside {
+		rec.Client = clip(r.RemoteAddr)
+		return netip.AddrPort{}
+	}
+	return h.n.askRequester(rec, r)
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -208,9 +251,9 @@ func shellQuote(s string) string {
 func (h *proxyHandler) connect(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	rec := &audit.Record{Kind: audit.KindConnect, Start: time.Now(), Method: clip(r.Method)}
-	gateway := n.askRequester(rec, r)
+	gateway := h.requester(rec, r)
 	defer n.owners.forget(rec) // a tunnel that ends unrecorded
-	d := n.decide(r.Context(), r.Host)
+	d := h.decide(r.Context(), r.Host)
 	n.named(rec, d)
 	if !d.v.Allow {
 		n.denyThen(rec, func() { n.blocked(w, d) })
@@ -287,13 +330,13 @@ func (h *proxyHandler) forward(w http.ResponseWriter, r *http.Request) {
 	n := h.n
 	rec := &audit.Record{Kind: audit.KindHTTP, Start: time.Now(), Method: clip(r.Method),
 		URL: clipTo(r.URL.Scheme+"://"+r.URL.Host+r.URL.EscapedPath(), maxURL)}
-	n.askRequester(rec, r)
+	h.requester(rec, r)
 	defer n.owners.forget(rec)
 	hostport := r.URL.Host
 	if r.URL.Port() == "" {
 		hostport = net.JoinHostPort(r.URL.Hostname(), "80")
 	}
-	d := n.decide(r.Context(), hostport)
+	d := h.decide(r.Context(), hostport)
 	n.named(rec, d)
 	if !d.v.Allow {
 		n.denyThen(rec, func() { n.blocked(w, d) })

@@ -79,9 +79,13 @@ type Record struct {
 	Start      time.Time `json:"start,omitzero"`
 	DurationMs float64   `json:"duration_ms,omitempty"`
 	GuestPort  int       `json:"guest_port,omitempty"`
-	Dst        string    `json:"dst,omitempty"` // ip:port
-	BytesOut   int64     `json:"bytes_out"`     // guest to the world
-	BytesIn    int64     `json:"bytes_in"`      // the world to the guest
+	// Client is the address of a proxy request's client when it is not
+	// the guest behind the gateway (Stack.ServeProxyOn): one proxy then
+	// serves many, and this says which.
+	Client   string `json:"client,omitempty"`
+	Dst      string `json:"dst,omitempty"` // ip:port
+	BytesOut int64  `json:"bytes_out"`     // guest to the world
+	BytesIn  int64  `json:"bytes_in"`      // the world to the guest
 
 	// DNS.
 	QType   string   `json:"qtype,omitempty"`

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/hostdwire"
+)
+
+// maxPolicyFile bounds the policy file egress reads.
+const maxPolicyFile = 1 << 20
+
+// egress runs cowork's auditing HTTP(S) proxy with no VM behind it, for
+// clients that reach it over a network: on a cluster, the sandboxes' VMs
+// (docs/scale-out.md). The policy is an instance's network policy as
+// JSON (mode, allow, deny); the audit log is an instance's, in dir. It
+// serves until SIGTERM or SIGINT.
+func egress(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("egress", flag.ContinueOnError)
+	listen := fs.String("listen", ":7890", "the address to serve the proxy on")
+	policyFile := fs.String("policy", "", "the network policy, as JSON: {\"mode\": ..., \"allow\": [...], \"deny\": [...]} (none: the default mode)")
+	dir := fs.String("audit", "", "the folder of the audit log (network.jsonl, its key and head)")
+	upstream := fs.String("upstream-proxy", "", "carry all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT")
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "cowork-hostd:", err)
+		if _, ok := err.(usageError); ok {
+			return hostdwire.ExitUsage
+		}
+		return 1
+	}
+	if err := parse(fs, args); err != nil {
+		return fail(err)
+	}
+	if *dir == "" {
+		return fail(usageError{errors.New("egress: no --audit: name the folder the audit log goes to")})
+	}
+	p, err := readEgressPolicy(*policyFile)
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fail(err)
+	}
+	al, err := audit.Open(filepath.Join(*dir, "network.jsonl"), audit.Options{
+		Key: filepath.Join(*dir, "audit.key"), Head: filepath.Join(*dir, "audit.head"),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer al.Close()
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	n, err := netstack.New(netstack.Config{
+		GuestMAC: netstack.GuestMAC("egress"), Policy: p, Upstream: *upstream, Audit: al, Log: log,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("egress: %w", err))
+	}
+	defer n.Close()
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fail(fmt.Errorf("egress: %w", err))
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- n.ServeProxyOn(l) }()
+	log.Info("egress proxy serving", "addr", l.Addr().String(), "audit", *dir)
+	select {
+	case <-ctx.Done():
+		l.Close()
+		<-served
+		return 0
+	case err := <-served:
+		return fail(fmt.Errorf("egress: %w", err))
+	}
+}
+
+// readEgressPolicy reads the policy file: the default policy when none is
+// named. What has no meaning without a VM (host ports, a budget: there is
+// no relay) is refused, not ignored.
+func readEgressPolicy(path string) (policy.Policy, error) {
+	var p policy.Policy
+	if path == "" {
+		return p, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return p, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
+	if err != nil {
+		return p, err
+	}
+	if len(b) > maxPolicyFile {
+		return p, usageError{fmt.Errorf("egress: %s is over %d bytes; a policy is a short JSON object", path, maxPolicyFile)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, usageError{fmt.Errorf("egress: %s: %w; want {\"mode\": \"default\"|\"allowlist\", \"allow\": [...], \"deny\": [...]}", path, err)}
+	}
+	switch {
+	case len(p.HostPorts) > 0:
+		return p, usageError{fmt.Errorf("egress: %s has host_ports: the egress proxy reaches nothing of its own machine; remove them", path)}
+	case p.Budget != nil:
+		return p, usageError{fmt.Errorf("egress: %s has a budget: the egress proxy has no relay to spend it; remove it", path)}
+	}
+	if _, err := policy.Compile(p, netip.MustParseAddr(netstack.HostIP), []netip.Prefix{}); err != nil {
+		return p, usageError{fmt.Errorf("egress: %s: %w", path, err)}
+	}
+	return p, nil
+}

@@ -1,0 +1,204 @@
+package kubevirt
+
+import (
+	"encoding/json"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+)
+
+// A namespace's egress: the only way out for its sandboxes' guests is
+// cowork's auditing proxy (`cowork-hostd egress`), a Deployment of one
+// pod in the namespace, whose audit log is on a volume of its own. Two
+// NetworkPolicies make it so: the sandboxes' pods (every pod with the
+// instance label, which KubeVirt copies from the VM's template to its
+// virt-launcher pod) may send to the proxy's port and nowhere else, not
+// even the cluster's DNS (the proxy resolves), and take no connection
+// (the agent is reached over vsock, through the API server); the proxy's
+// pod takes connections from them only. See docs/scale-out.md.
+
+// EgressName names the proxy's objects: its Deployment, Service, policy
+// ConfigMap, audit volume claim, and its NetworkPolicy
+// (EgressName+"-ingress"); SandboxPolicyName is the sandboxes'.
+const (
+	EgressName        = "cowork-egress"
+	SandboxPolicyName = "cowork-sandboxes"
+	// EgressPort is the proxy's port: the local gateway's proxy port, so
+	// that a guest's proxy settings differ only in the host.
+	EgressPort = 7890
+	// LabelComponent marks the proxy's pods, for its Service and the
+	// sandboxes' NetworkPolicy.
+	LabelComponent  = "app.kubernetes.io/component"
+	egressComponent = "egress-proxy"
+	egressConfigDir = "/etc/cowork"
+	egressAuditDir  = "/var/lib/cowork/audit"
+)
+
+// EgressSpec is what a namespace's egress proxy is made from.
+type EgressSpec struct {
+	Namespace string
+	// Image is a container image with cowork-hostd on its PATH, of the
+	// same build as the CLI.
+	Image string
+	// Policy is the sandboxes' network policy, as `cowork policy` keeps
+	// it locally: no host ports (the proxy reaches nothing of its own
+	// pod) and no budget (there is no relay in the cluster yet).
+	Policy policy.Policy
+	// AuditSize is the size of the audit log's volume (bytes).
+	AuditSize int64
+}
+
+// Check says what is wrong with s.
+func (s EgressSpec) Check() error {
+	switch {
+	case s.Namespace == "" || !nameRE.MatchString(s.Namespace) || len(s.Namespace) > 63:
+		return fmt.Errorf("--namespace %q is not a Kubernetes namespace name", s.Namespace)
+	case s.Image == "":
+		return fmt.Errorf("no proxy image: name a container image with cowork-hostd (of this build) on its PATH")
+	case len(s.Policy.HostPorts) > 0:
+		return fmt.Errorf("the policy exposes host ports: the cluster's proxy reaches nothing of its own pod; remove them")
+	case s.Policy.Budget != nil:
+		return fmt.Errorf("the policy has a daily budget: the cluster has no relay to spend it yet; remove it")
+	case s.AuditSize < 64<<20:
+		return fmt.Errorf("audit volume of %d bytes: want at least 64 MiB", s.AuditSize)
+	}
+	return nil
+}
+
+func egressLabels() map[string]string {
+	return map[string]string{LabelManagedBy: managedBy, LabelComponent: egressComponent}
+}
+
+// ProxyURL is what a sandbox's guest in the namespace sets as its HTTP(S)
+// proxy: the egress Service, by its cluster name.
+func (s EgressSpec) ProxyURL() string {
+	return fmt.Sprintf("http://%s.%s.svc:%d", EgressName, s.Namespace, EgressPort)
+}
+
+// Egress is the namespace's egress proxy and the NetworkPolicies that
+// make it the sandboxes' only way out, in the order to create them.
+func Egress(s EgressSpec) ([]runtime.Object, error) {
+	if err := s.Check(); err != nil {
+		return nil, err
+	}
+	pol, err := json.Marshal(s.Policy)
+	if err != nil {
+		return nil, err
+	}
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: s.Namespace, Labels: egressLabels()}
+	}
+	port := intstr.FromInt32(EgressPort)
+	tcp := corev1.ProtocolTCP
+	one, no, yes := int32(1), false, true
+	uid := int64(65532)
+	config := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: meta(EgressName),
+		Data:       map[string]string{"policy.json": string(pol)},
+	}
+	claim := &corev1.PersistentVolumeClaim{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+		ObjectMeta: meta(EgressName + "-audit"),
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceStorage: *resource.NewQuantity(s.AuditSize, resource.BinarySI),
+			}},
+		},
+	}
+	deploy := &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: meta(EgressName),
+		Spec: appsv1.DeploymentSpec{
+			// One pod: the audit log is one chain on one volume, and a
+			// second writer would fork it. Recreate, so that the old pod
+			// lets go of the volume before the new one takes it.
+			Replicas: &one,
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Selector: &metav1.LabelSelector{MatchLabels: egressLabels()},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: egressLabels()},
+				Spec: corev1.PodSpec{
+					AutomountServiceAccountToken: &no, // it needs no API access
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: &yes, RunAsUser: &uid, FSGroup: &uid,
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:  "egress",
+						Image: s.Image,
+						Command: []string{"cowork-hostd", "egress",
+							"--listen", fmt.Sprintf(":%d", EgressPort),
+							"--policy", egressConfigDir + "/policy.json",
+							"--audit", egressAuditDir},
+						Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp}},
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: &no,
+							ReadOnlyRootFilesystem:   &yes,
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: port}}},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "policy", MountPath: egressConfigDir, ReadOnly: true},
+							{Name: "audit", MountPath: egressAuditDir},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "policy", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: EgressName},
+						}}},
+						{Name: "audit", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+							ClaimName: claim.Name,
+						}}},
+					},
+				},
+			},
+		},
+	}
+	service := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: meta(EgressName),
+		Spec: corev1.ServiceSpec{
+			Selector: egressLabels(),
+			Ports:    []corev1.ServicePort{{Name: "proxy", Port: EgressPort, TargetPort: port, Protocol: tcp}},
+		},
+	}
+	sandboxes := metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: LabelInstance, Operator: metav1.LabelSelectorOpExists},
+	}}
+	proxyPeer := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: egressLabels()}}}
+	proxyPort := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}
+	// No ingress rule: nothing connects to a sandbox's pod.
+	sandboxPolicy := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: meta(SandboxPolicyName),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: sandboxes,
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{{To: proxyPeer, Ports: proxyPort}},
+		},
+	}
+	proxyPolicy := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: meta(EgressName + "-ingress"),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: egressLabels()},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &sandboxes}},
+				Ports: proxyPort,
+			}},
+		},
+	}
+	// The policies first: no sandbox is ever up without them.
+	return []runtime.Object{sandboxPolicy, proxyPolicy, config, claim, deploy, service}, nil
+}

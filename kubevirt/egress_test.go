@@ -1,0 +1,208 @@
+package kubevirt
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/applyconfigurations"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
+)
+
+func testEgress() EgressSpec {
+	return EgressSpec{Namespace: "sandboxes", Image: "registry.example/cowork:dev", AuditSize: 1 << 30,
+		Policy: policy.Policy{Mode: "allowlist", Allow: []string{"*.debian.org", "github.com"}, Deny: []string{"gist.github.com"}}}
+}
+
+// egressObjects builds testEgress's objects, by kind.
+func egressObjects(t *testing.T) (np map[string]*networkingv1.NetworkPolicy, cm *corev1.ConfigMap, pvc *corev1.PersistentVolumeClaim, d *appsv1.Deployment, svc *corev1.Service) {
+	t.Helper()
+	objs, err := Egress(testEgress())
+	if err != nil {
+		t.Fatal(err)
+	}
+	np = map[string]*networkingv1.NetworkPolicy{}
+	for i, o := range objs {
+		switch o := o.(type) {
+		case *networkingv1.NetworkPolicy:
+			if i > 1 {
+				t.Errorf("NetworkPolicy %s comes after what it guards", o.Name)
+			}
+			np[o.Name] = o
+		case *corev1.ConfigMap:
+			cm = o
+		case *corev1.PersistentVolumeClaim:
+			pvc = o
+		case *appsv1.Deployment:
+			d = o
+		case *corev1.Service:
+			svc = o
+		default:
+			t.Fatalf("an object of kind %T", o)
+		}
+	}
+	if len(np) != 2 || cm == nil || pvc == nil || d == nil || svc == nil {
+		t.Fatalf("objects: %d policies, %v %v %v %v", len(np), cm != nil, pvc != nil, d != nil, svc != nil)
+	}
+	return
+}
+
+// Every object fits Kubernetes' own schema for its kind (the structured
+// schema client-go's apply configurations are generated from): no field
+// the API server would drop or refuse.
+func TestEgressMatchesKubernetesSchema(t *testing.T) {
+	objs, err := Egress(testEgress())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := applyconfigurations.NewTypeConverter(scheme.Scheme)
+	for _, o := range objs {
+		if _, err := tc.ObjectToTyped(o); err != nil {
+			t.Errorf("%T: %v", o, err)
+		}
+		if o.GetObjectKind().GroupVersionKind().Kind == "" {
+			t.Errorf("%T has no kind", o)
+		}
+	}
+	// The converter does check: a field of the wrong type fails.
+	bad := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": "x"},
+		"spec":     map[string]any{"replicas": "one"},
+	}}
+	if _, err := tc.ObjectToTyped(bad); err == nil {
+		t.Error("a Deployment with replicas \"one\" fit the schema")
+	}
+}
+
+// The sandboxes' pods reach the proxy's port and nothing else, take no
+// connection, and the proxy takes connections from them only: each
+// selector is checked against the labels the objects really carry (a
+// sandbox's pod has its VM template's labels).
+func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
+	np, _, _, d, svc := egressObjects(t)
+	vm, err := VirtualMachine(testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandboxPod := labels.Set(vm.Spec.Template.ObjectMeta.Labels)
+	proxyPod := labels.Set(d.Spec.Template.ObjectMeta.Labels)
+	selects := func(sel *metav1.LabelSelector, l labels.Set) bool {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Matches(l)
+	}
+
+	sb := np[SandboxPolicyName]
+	if sb == nil || !selects(&sb.Spec.PodSelector, sandboxPod) || selects(&sb.Spec.PodSelector, proxyPod) {
+		t.Fatalf("the sandboxes' policy does not select a sandbox's pod alone: %+v", sb)
+	}
+	if !slices.Contains(sb.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) || !slices.Contains(sb.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) || len(sb.Spec.Ingress) != 0 {
+		t.Errorf("the sandboxes' policy must deny all ingress and confine egress: types %v, ingress %+v", sb.Spec.PolicyTypes, sb.Spec.Ingress)
+	}
+	if len(sb.Spec.Egress) != 1 {
+		t.Fatalf("the sandboxes' egress rules: %+v", sb.Spec.Egress)
+	}
+	rule := sb.Spec.Egress[0]
+	if len(rule.To) != 1 || rule.To[0].IPBlock != nil || rule.To[0].NamespaceSelector != nil || !selects(rule.To[0].PodSelector, proxyPod) || selects(rule.To[0].PodSelector, sandboxPod) {
+		t.Errorf("the sandboxes may send to more than the proxy: %+v", rule.To)
+	}
+	if len(rule.Ports) != 1 || rule.Ports[0].Port.IntValue() != EgressPort || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
+		t.Errorf("the sandboxes' egress ports: %+v", rule.Ports)
+	}
+
+	pp := np[EgressName+"-ingress"]
+	if pp == nil || !selects(&pp.Spec.PodSelector, proxyPod) || len(pp.Spec.Ingress) != 1 {
+		t.Fatalf("the proxy's policy: %+v", pp)
+	}
+	from := pp.Spec.Ingress[0].From
+	if len(from) != 1 || from[0].PodSelector == nil || !selects(from[0].PodSelector, sandboxPod) || selects(from[0].PodSelector, proxyPod) || from[0].IPBlock != nil {
+		t.Errorf("the proxy takes connections from more than the sandboxes: %+v", from)
+	}
+
+	// The Service reaches the proxy's pod on the port it serves.
+	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(proxyPod) || labels.SelectorFromSet(svc.Spec.Selector).Matches(sandboxPod) {
+		t.Errorf("the Service selects %v", svc.Spec.Selector)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.IntValue() != int(c.Ports[0].ContainerPort) || svc.Spec.Ports[0].Port != EgressPort {
+		t.Errorf("the Service's ports %+v against the container's %+v", svc.Spec.Ports, c.Ports)
+	}
+	if got, want := testEgress().ProxyURL(), "http://cowork-egress.sandboxes.svc:7890"; got != want {
+		t.Errorf("ProxyURL %s, want %s", got, want)
+	}
+}
+
+// The proxy's pod runs `cowork-hostd egress` with the policy from its
+// ConfigMap, as it was given, and its audit log on its own volume; one
+// pod at a time writes it; it runs as no root, with nothing to escalate
+// and no API token.
+func TestEgressDeployment(t *testing.T) {
+	_, cm, pvc, d, _ := egressObjects(t)
+	spec := d.Spec.Template.Spec
+	c := spec.Containers[0]
+	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit"}
+	if !slices.Equal(c.Command, want) {
+		t.Errorf("command %q, want %q", c.Command, want)
+	}
+	var p policy.Policy
+	dec := json.NewDecoder(bytes.NewReader([]byte(cm.Data["policy.json"])))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || p.Mode != "allowlist" || !slices.Equal(p.Allow, testEgress().Policy.Allow) || !slices.Equal(p.Deny, testEgress().Policy.Deny) {
+		t.Errorf("the ConfigMap's policy %q: %+v, %v", cm.Data["policy.json"], p, err)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = v
+	}
+	if m, v := mounts["policy"], vols["policy"]; m.MountPath != "/etc/cowork" || !m.ReadOnly || v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
+		t.Errorf("the policy's mount %+v and volume %+v", m, v)
+	}
+	if m, v := mounts["audit"], vols["audit"]; m.MountPath != "/var/lib/cowork/audit" || m.ReadOnly || v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != pvc.Name {
+		t.Errorf("the audit log's mount %+v and volume %+v", m, v)
+	}
+	if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("replicas %d, strategy %s: a second writer would fork the audit chain", *d.Spec.Replicas, d.Spec.Strategy.Type)
+	}
+	sc, psc := c.SecurityContext, spec.SecurityContext
+	if !*psc.RunAsNonRoot || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || *spec.AutomountServiceAccountToken {
+		t.Errorf("the proxy's pod is not confined: pod %+v, container %+v, token %v", psc, sc, *spec.AutomountServiceAccountToken)
+	}
+}
+
+// A spec the proxy cannot serve is refused, naming the problem.
+func TestEgressSpecRefusesWhatItCannotServe(t *testing.T) {
+	for _, c := range []struct {
+		change func(*EgressSpec)
+		want   string
+	}{
+		{func(s *EgressSpec) { s.Namespace = "" }, "namespace"},
+		{func(s *EgressSpec) { s.Namespace = "Bad_NS" }, "namespace"},
+		{func(s *EgressSpec) { s.Image = "" }, "image"},
+		{func(s *EgressSpec) { s.Policy.HostPorts = []int{22} }, "host ports"},
+		{func(s *EgressSpec) { s.Policy.Budget = &policy.Budget{DailyTokens: 5} }, "budget"},
+		{func(s *EgressSpec) { s.AuditSize = 1 << 20 }, "audit volume"},
+	} {
+		s := testEgress()
+		c.change(&s)
+		if _, err := Egress(s); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error naming %q", s, err, c.want)
+		}
+	}
+}
