@@ -14,13 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/netstack"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 // sessionClientEnv makes the test binary a client that opens a session on
@@ -62,24 +62,6 @@ func sessionClient(sock string) error {
 	select {} // until killed
 }
 
-// lockedBuffer is a log sink the test reads while hostd writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type controlTest struct {
 	d    *Daemon
 	sock string
@@ -88,7 +70,7 @@ type controlTest struct {
 	endpoint string
 	api      *controlwire.Client
 	net      *netstack.Stack
-	log      *lockedBuffer
+	log      *syncbuf.Buffer
 	srv      *controlwire.Server
 }
 
@@ -96,7 +78,7 @@ type controlTest struct {
 // network (no guest attached) and hostd's log captured.
 func newControlTest(t *testing.T) *controlTest {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	stack, err := netstack.New(netstack.Config{GuestMAC: netstack.GuestMAC("test"), LANs: []netip.Prefix{}, Resolvers: []string{"127.0.0.1:9"}, Log: log})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/machine/machinetest"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -28,13 +29,13 @@ type hostdTest struct {
 	cfg   *instance.Config
 	host  *machinetest.Host
 	opts  Options
-	log   *lockedBuffer
+	log   *syncbuf.Buffer
 }
 
 func newHostdTest(t *testing.T, guest machinetest.Guest) *hostdTest {
 	t.Helper()
 	p, cfg := instancetest.New(t, instance.Config{Arch: "arm64", CPUs: 2, Memory: 256 * units.MiB, Disk: units.GiB, Boot: instance.BootKernel})
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	host := machinetest.NewHost(t, guest)
 	return &hostdTest{
 		paths: p, cfg: cfg, host: host, log: logs,

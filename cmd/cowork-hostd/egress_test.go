@@ -11,31 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/hostdwire"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
-
-// lockedBuffer is a stderr the test reads while the command writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A command line or a policy file egress cannot use is refused as a usage
 // error, naming the problem, before anything is served or written.
@@ -84,7 +66,7 @@ func TestEgressServesThePolicy(t *testing.T) {
 	auditDir := filepath.Join(dir, "audit")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"egress", "--listen", "127.0.0.1:0", "--policy", policyFile, "--audit", auditDir}, io.Discard, &stderr)

@@ -3,17 +3,16 @@
 package netstack
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 // breakableListener fails every Accept once broken, as a listener whose
@@ -38,30 +37,13 @@ func (l *breakableListener) Accept() (net.Conn, error) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServeLoopFailureIsReported: the proxy's serve loop ends (its
 // listener fails) while the network runs. It used to end in silence, the
 // guest's proxied requests hanging with nothing to say why; now hostd logs
 // it and ServeFailures (which status shows) names it, with its error.
 func TestServeLoopFailureIsReported(t *testing.T) {
 	broken := make(chan struct{})
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
 		c.Log = slog.New(slog.NewTextHandler(logs, nil))
 		c.wrapListener = func(service string, l net.Listener) net.Listener {

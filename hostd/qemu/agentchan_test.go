@@ -10,31 +10,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coworkhq/cowork/internal/agentwire"
 	"github.com/coworkhq/cowork/internal/lograte"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
-
-// syncBuffer is a log destination safe for yamux's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(sub string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), sub)
-}
 
 // A guest that answers every session on the agent's port with garbage
 // makes yamux complain once a session, and hostd open a new one each
@@ -70,7 +52,7 @@ func TestAGuestBreakingTheChannelCannotFloodTheLog(t *testing.T) {
 			}()
 		}
 	}()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	a := newAgentChannel(sock, slog.New(slog.NewTextHandler(&out, nil)))
 	defer a.close()
 	const sessions = 300
@@ -88,10 +70,10 @@ func TestAGuestBreakingTheChannelCannotFloodTheLog(t *testing.T) {
 		}
 	}
 	// Each broken session made yamux say something; most of it is held back.
-	if n := out.count("msg=yamux"); n < lograte.DefaultBurst {
+	if n := strings.Count(out.String(), "msg=yamux"); n < lograte.DefaultBurst {
 		t.Fatalf("only %d yamux lines: the guest did not break the sessions", n)
 	}
-	lines := out.count("\n")
+	lines := strings.Count(out.String(), "\n")
 	if lines > 2*lograte.DefaultBurst+10 {
 		t.Errorf("%d sessions broken by the guest wrote %d log lines", sessions, lines)
 	}

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 // guestEnv is the e2e test guest (hack/e2e.sh exports it): without it, or
@@ -46,28 +46,8 @@ func guestEnv(t *testing.T) (arch, kernel, initrd, disk, cmdline string) {
 // makes anew (network, console), and the console's output.
 type guestRun struct {
 	cfg     machine.Config
-	console lockedBuffer
+	console syncbuf.Buffer
 	peer    *os.File // the network's other end, read and dropped
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // newGuestRun wires a fresh network and console into base.
@@ -84,6 +64,7 @@ func newGuestRun(t *testing.T, base machine.Config) *guestRun {
 		t.Fatal(err)
 	}
 	g := &guestRun{cfg: base, peer: peer}
+	g.console.Max = 1 << 20
 	go io.Copy(&g.console, r)
 	g.cfg.Network, g.cfg.Console = vmEnd, w
 	t.Cleanup(func() { vmEnd.Close(); peer.Close(); w.Close(); r.Close() })

@@ -1,13 +1,11 @@
 package dashboardcmd
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 func parse(t *testing.T, args ...string) (*Options, error) {
@@ -63,31 +62,13 @@ func TestDashboardFlags(t *testing.T) {
 	}
 }
 
-// syncBuffer is a buffer the command writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The command prints the page's URL alone on stdout, progress on
 // stderr, opens the browser on it when asked, serves it, and ends with
 // its context.
 func TestDashboardServesUntilInterrupted(t *testing.T) {
 	instancetest.New(t, instance.Config{})
 	ios, _, _, _ := iostreams.Test()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	ios.Out, ios.ErrOut = &out, &errOut
 	opened := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,12 +1,10 @@
 package proxycmd
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 // parse runs `cowork proxy args...` up to its Options.
@@ -74,24 +73,6 @@ func TestProxyFlags(t *testing.T) {
 			t.Errorf("%q: %+v %v (exit %d), want a one-line usage error saying %q", c.args, o, err, cmdutil.ExitCode(err), c.want)
 		}
 	}
-}
-
-// syncBuffer is a buffer that a following run writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // withLog makes an instance whose audit log holds an old flow, two recent
@@ -221,7 +202,7 @@ func TestProxyAlsoWritesTheLogFile(t *testing.T) {
 func TestProxyFollows(t *testing.T) {
 	p := withLog(t)
 	ios, _, _, _ := iostreams.Test()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	ios.Out = &out
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
