@@ -3,6 +3,8 @@ package kubevirt
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -77,10 +79,16 @@ func egressLabels() map[string]string {
 	return map[string]string{LabelManagedBy: managedBy, LabelComponent: egressComponent}
 }
 
-// ProxyURL is what a sandbox's guest in the namespace sets as its HTTP(S)
-// proxy: the egress Service, by its cluster name.
-func (s EgressSpec) ProxyURL() string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", EgressName, s.Namespace, EgressPort)
+// ProxyURL is what a sandbox's guest sets as its HTTP(S) proxy: the
+// egress Service as created, by its cluster IP, since the guest may not
+// reach the cluster's DNS (the sandboxes' NetworkPolicy) to resolve its
+// name.
+func ProxyURL(svc *corev1.Service) (string, error) {
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone {
+		return "", fmt.Errorf("service %s has no cluster IP yet: read it back after it is created", svc.Name)
+	}
+	return "http://" + net.JoinHostPort(ip, strconv.Itoa(EgressPort)), nil
 }
 
 // Egress is the namespace's egress proxy and the NetworkPolicies that
@@ -139,7 +147,10 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 						Command: []string{"cowork-hostd", "egress",
 							"--listen", fmt.Sprintf(":%d", EgressPort),
 							"--policy", egressConfigDir + "/policy.json",
-							"--audit", egressAuditDir},
+							"--audit", egressAuditDir,
+							// Rotation keeps the log within three quarters
+							// of its volume.
+							"--audit-size", strconv.FormatInt(s.AuditSize/4*3, 10)},
 						Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp}},
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: &no,

@@ -140,8 +140,16 @@ func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.IntValue() != int(c.Ports[0].ContainerPort) || svc.Spec.Ports[0].Port != EgressPort {
 		t.Errorf("the Service's ports %+v against the container's %+v", svc.Spec.Ports, c.Ports)
 	}
-	if got, want := testEgress().ProxyURL(), "http://cowork-egress.sandboxes.svc:7890"; got != want {
-		t.Errorf("ProxyURL %s, want %s", got, want)
+	if _, err := ProxyURL(svc); err == nil {
+		t.Error("a proxy URL for a Service with no cluster IP yet")
+	}
+	svc.Spec.ClusterIP = "10.96.12.34"
+	if got, err := ProxyURL(svc); got != "http://10.96.12.34:7890" || err != nil {
+		t.Errorf("ProxyURL %s, %v", got, err)
+	}
+	svc.Spec.ClusterIP = "fd00:10:96::1234"
+	if got, _ := ProxyURL(svc); got != "http://[fd00:10:96::1234]:7890" {
+		t.Errorf("ProxyURL of an IPv6 service: %s", got)
 	}
 }
 
@@ -153,7 +161,7 @@ func TestEgressDeployment(t *testing.T) {
 	_, cm, pvc, d, _ := egressObjects(t)
 	spec := d.Spec.Template.Spec
 	c := spec.Containers[0]
-	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit"}
+	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit", "--audit-size", "805306368"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("command %q, want %q", c.Command, want)
 	}

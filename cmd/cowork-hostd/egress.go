@@ -22,8 +22,12 @@ import (
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-// maxPolicyFile bounds the policy file egress reads.
-const maxPolicyFile = 1 << 20
+// maxPolicyFile bounds the policy file egress reads; minAuditSize is the
+// least room its audit log may be given.
+const (
+	maxPolicyFile = 1 << 20
+	minAuditSize  = 16 << 20
+)
 
 // egress runs cowork's auditing HTTP(S) proxy with no VM behind it, for
 // clients that reach it over a network: on a cluster, the sandboxes' VMs
@@ -36,6 +40,7 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	policyFile := fs.String("policy", "", "the network policy, as JSON: {\"mode\": ..., \"allow\": [...], \"deny\": [...]} (none: the default mode)")
 	dir := fs.String("audit", "", "the folder of the audit log (network.jsonl, its key and head)")
 	upstream := fs.String("upstream-proxy", "", "carry all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT")
+	auditSize := fs.Int64("audit-size", (audit.DefaultKeep+1)*audit.DefaultMaxSize, "the most bytes the audit log and its rotated files take together")
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
 		if _, ok := err.(usageError); ok {
@@ -49,6 +54,9 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	if *dir == "" {
 		return fail(usageError{errors.New("egress: no --audit: name the folder the audit log goes to")})
 	}
+	if *auditSize < minAuditSize {
+		return fail(usageError{fmt.Errorf("egress: --audit-size %d: want at least %d bytes", *auditSize, minAuditSize)})
+	}
 	p, err := readEgressPolicy(*policyFile)
 	if err != nil {
 		return fail(err)
@@ -56,8 +64,11 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fail(err)
 	}
+	// The log and its rotated files share the volume's bytes: rotation
+	// drops the oldest before the volume fills.
 	al, err := audit.Open(filepath.Join(*dir, "network.jsonl"), audit.Options{
 		Key: filepath.Join(*dir, "audit.key"), Head: filepath.Join(*dir, "audit.head"),
+		MaxSize: *auditSize / (audit.DefaultKeep + 1), Keep: audit.DefaultKeep,
 	})
 	if err != nil {
 		return fail(err)
@@ -77,17 +88,13 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- n.ServeProxyOn(l) }()
 	log.Info("egress proxy serving", "addr", l.Addr().String(), "audit", *dir)
-	select {
-	case <-ctx.Done():
-		l.Close()
-		<-served
-		return 0
-	case err := <-served:
+	// On a signal it closes every client's connection and returns once
+	// their records are written; the log closes after.
+	if err := n.ServeProxyOn(ctx, l); err != nil {
 		return fail(fmt.Errorf("egress: %w", err))
 	}
+	return 0
 }
 
 // readEgressPolicy reads the policy file: the default policy when none is

@@ -37,6 +37,7 @@ func TestEgressRefusesBadInput(t *testing.T) {
 	}{
 		{[]string{}, "no --audit"},
 		{[]string{"--audit", auditDir, "extra"}, "unexpected argument"},
+		{[]string{"--audit", auditDir, "--audit-size", "1000"}, "--audit-size"},
 		{[]string{"--audit", auditDir, "--policy", file("ports.json", `{"host_ports": [22]}`)}, "host_ports"},
 		{[]string{"--audit", auditDir, "--policy", file("budget.json", `{"budget": {"daily_tokens": 5}}`)}, "budget"},
 		{[]string{"--audit", auditDir, "--policy", file("unknown.json", `{"allow": ["a.example"], "alow": []}`)}, "unknown field"},

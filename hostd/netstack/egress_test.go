@@ -4,11 +4,13 @@ package netstack
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -20,17 +22,27 @@ import (
 )
 
 // outsideProxy serves tn's proxy on a loopback listener, as the egress
-// proxy of a cluster serves its sandboxes, and returns a client of it.
+// proxy of a cluster serves its sandboxes, and returns a client of it
+// (from 127.0.0.1) and the proxy's address.
 func outsideProxy(t *testing.T, tn *testNet) (*http.Client, string) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go tn.ServeProxyOn(l)
-	u, _ := url.Parse("http://" + l.Addr().String())
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(u)}}, l.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- tn.ServeProxyOn(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return clientFrom(l.Addr().String(), "127.0.0.1"), l.Addr().String()
+}
+
+// clientFrom is a client of the proxy at addr whose connections come from
+// the loopback address ip (a client of its own, to the proxy).
+func clientFrom(addr, ip string) *http.Client {
+	u, _ := url.Parse("http://" + addr)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(u), DialContext: d.DialContext}}
 }
 
 // The proxy served to outside clients applies the stack's policy and
@@ -112,5 +124,141 @@ func TestProxyServedToOutsideClients(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("the guest's exposed host port through its own proxy: %d", resp.StatusCode)
+	}
+}
+
+// An allow entry for a private range opens it to the guest behind the
+// gateway, never to an outside client: on a cluster a private range is
+// the cluster's own pods, services and API server. Nor does Azure's
+// platform endpoint answer.
+func TestOutsideClientsReachPublicAddressesOnly(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{Allow: []string{"10.0.0.0/8", "168.63.129.16"}})
+	tn.world.serveTCP(t, "10.96.0.1:80", func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\napi")
+		c.Close()
+	})
+	resp, err := tn.proxyClient().Get("http://10.96.0.1/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the guest's own proxy refused an allowed private address: %d", resp.StatusCode)
+	}
+	client, _ := outsideProxy(t, tn)
+	for _, u := range []string{"http://10.96.0.1/", "http://168.63.129.16:32526/"} {
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("an outside client's %s: %d, want 403", u, resp.StatusCode)
+		}
+	}
+	if c, err := tn.dialTCP(t, "168.63.129.16:80"); err == nil {
+		c.Close()
+	}
+	if !policy.Public(netip.MustParseAddr("198.51.100.7")) || policy.Public(netip.MustParseAddr("168.63.129.16")) || policy.Public(netip.MustParseAddr("fd00::1")) {
+		t.Error("policy.Public misjudges an address")
+	}
+}
+
+// One outside client holds at most a quarter of the flows: the next
+// connection is closed and audited, naming the client; another client
+// still gets in. Denials are throttled per client, and the summaries of
+// one client's do not hide another's.
+func TestOutsideClientsShareTheFlows(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{}, withLimits(Limits{MaxFlows: 8}))
+	_, addr := outsideProxy(t, tn)
+	dialFrom := func(ip string) net.Conn {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closed := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	for range 2 {
+		dialFrom("127.0.0.2")
+	}
+	if c := dialFrom("127.0.0.2"); !closed(c) {
+		t.Error("a client's third connection of 8/4 was kept")
+	}
+	r := tn.waitRecord(t, func(r *audit.Record) bool {
+		return r.Verdict == audit.Deny && strings.Contains(r.Rule, "a client may hold 2")
+	})
+	if !strings.HasPrefix(r.Client, "127.0.0.2:") || r.GuestPort != 0 {
+		t.Errorf("the refusal's record: client %q, guest port %d", r.Client, r.GuestPort)
+	}
+	other := dialFrom("127.0.0.3")
+	fmt.Fprintf(other, "GET http://169.254.169.254/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+	other.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, _ := bufio.NewReader(other).ReadString('\n'); !strings.Contains(line, " 403 ") {
+		t.Errorf("another client was not served: %q", line)
+	}
+	// The same denial from two clients: a line for each.
+	for _, ip := range []string{"127.0.0.4", "127.0.0.4", "127.0.0.5"} {
+		resp, err := clientFrom(addr, ip).Get("http://169.254.169.254/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for _, ip := range []string{"127.0.0.4:", "127.0.0.5:"} {
+		tn.waitRecord(t, func(r *audit.Record) bool {
+			return r.Kind == audit.KindHTTP && r.Verdict == audit.Deny && strings.HasPrefix(r.Client, ip) && r.Suppressed == 0
+		})
+	}
+}
+
+// When the proxy ends, it closes its clients' connections and returns once
+// their records are written: each open tunnel's line is in the log.
+func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	tn.world.serveTCP(t, "198.51.100.10:80", echo)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- tn.ServeProxyOn(ctx, l) }()
+	const tunnels = 16
+	for range tunnels {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT 198.51.100.10:80 HTTP/1.1\r\nHost: 198.51.100.10:80\r\n\r\n")
+		br := bufio.NewReader(c)
+		if line, _ := br.ReadString('\n'); !strings.Contains(line, " 200 ") {
+			t.Fatalf("CONNECT: %q", line)
+		}
+		br.ReadString('\n')
+		io.WriteString(c, "ping")
+		if b := make([]byte, 4); func() bool { _, err := io.ReadFull(br, b); return err != nil || string(b) != "ping" }() {
+			t.Fatal("the tunnel does not echo")
+		}
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("ServeProxyOn ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ServeProxyOn did not end")
+	}
+	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Dst == "198.51.100.10:80" })); n != tunnels {
+		t.Errorf("%d of the %d open tunnels' records were written by the end", n, tunnels)
 	}
 }

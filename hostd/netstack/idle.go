@@ -169,6 +169,9 @@ func (n *Stack) guard(l net.Listener) net.Listener { return &guardedListener{Lis
 type guardedListener struct {
 	net.Listener
 	n *Stack
+	// clients, for a listener of outside clients (ServeProxyOn): their
+	// own bound, and records that name them rather than a guest port.
+	clients *clientFlows
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -178,8 +181,21 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		rec := &audit.Record{Kind: audit.KindTCP, Start: time.Now(), Dst: c.LocalAddr().String()}
-		if _, port, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		if l.clients != nil {
+			rec.Client = clip(c.RemoteAddr().String())
+		} else if _, port, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 			rec.GuestPort, _ = strconv.Atoi(port)
+		}
+		var cc *clientConn
+		if l.clients != nil {
+			var rule string
+			if cc, rule = l.clients.take(c); cc == nil {
+				c.Close()
+				rec.Rule = rule
+				l.n.deny(rec)
+				continue
+			}
+			c = cc
 		}
 		f := l.n.admit(rec, false)
 		if f == nil {

@@ -328,7 +328,12 @@ func (n *Stack) denyThen(rec *audit.Record, refuse func()) {
 	if !rec.Start.IsZero() {
 		rec.DurationMs = float64(rec.Time.Sub(rec.Start).Microseconds()) / 1000
 	}
+	// An outside client's denials are its own (ServeProxyOn): one client's
+	// cannot sum up another's.
 	key := rec.Kind + " " + rec.Dst + " " + rec.Name + " " + rec.Rule
+	if rec.Client != "" {
+		key += " " + clientIPOf(rec.Client)
+	}
 	admitted := n.lim.throttle.Admit(rec, key, rec.Time)
 	if admitted && refuse != nil {
 		n.owners.hold(rec)

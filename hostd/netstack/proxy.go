@@ -58,8 +58,9 @@ type proxyHandler struct {
 	transport http.RoundTripper
 	// outside: its clients are not the guest behind the gateway
 	// (ServeProxyOn). Its records name the client's address, and no
-	// guest agent is asked who sent them.
+	// guest agent is asked who sent them. clients counts its requests.
 	outside bool
+	clients *clientFlows
 }
 
 // ServeProxyOn serves the auditing proxy on l too, for clients other than
@@ -67,23 +68,44 @@ type proxyHandler struct {
 // cowork's egress proxy over the pod network (cowork-hostd egress; see
 // docs/scale-out.md). The policy, the limits on flows and the audit log
 // are the stack's; each record names its client's address (Client), not
-// a guest process. The host's loopback answers nothing through it, not
-// even an exposed port: loopback is the proxy's own machine here. It
-// returns when l fails or is closed.
-func (n *Stack) ServeProxyOn(l net.Listener) error {
+// a guest process. Only public addresses answer through it, whatever the
+// policy allows: the proxy's own loopback, and the private ranges that
+// are the cluster's pods, services and API server, never do. A client
+// holds at most a quarter of the flows, and an idle connection between
+// requests is closed after outsideIdle. It returns when ctx ends (having
+// closed l and every connection, so that their records are written) or
+// l fails.
+func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener) error {
+	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
 	srv := &http.Server{
-		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true},
+		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true, clients: clients},
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       outsideIdle,
 	}
-	return srv.Serve(n.guard(l))
+	ended := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		l.Close()
+		clients.end()
+		close(ended)
+	})
+	err := srv.Serve(&guardedListener{Listener: l, n: n, clients: clients})
+	if !stop() { // ctx ended: wait for its end's work
+		<-ended
+		return nil
+	}
+	return err
 }
 
+// outsideIdle is how long an outside client's connection may sit idle
+// between requests.
+const outsideIdle = 2 * time.Minute
+
 // decide is the stack's decide, but that an outside client reaches
-// nothing of the proxy's own machine (see ServeProxyOn).
+// public addresses only (see ServeProxyOn), whatever the policy allows.
 func (h *proxyHandler) decide(ctx context.Context, hostport string) decision {
 	d := h.n.decide(ctx, hostport)
-	if h.outside && d.v.Allow && d.dst.Addr() == hostAddr {
-		d.v = policy.Verdict{Rule: "egress proxy: its own machine is not reachable through it"}
+	if h.outside && d.v.Allow && !policy.Public(d.dst.Addr()) {
+		d.v = policy.Verdict{Rule: "egress proxy: only public addresses are reachable through it, never its own machine or a private range"}
 		d.rule = d.v.Rule
 	}
 	return d
@@ -102,6 +124,13 @@ func (h *proxyHandler) requester(rec *audit.Record, r *http.Request) netip.AddrP
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.clients != nil {
+		if !h.clients.enter() {
+			http.Error(w, "cowork proxy: ending", http.StatusServiceUnavailable)
+			return
+		}
+		defer h.clients.leave()
+	}
 	if r.Method == http.MethodConnect {
 		h.connect(w, r)
 		return

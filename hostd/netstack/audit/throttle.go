@@ -144,6 +144,6 @@ func (q *quiet) summary(now time.Time) *Record {
 	return &Record{
 		Time: now, Kind: q.rec.Kind, Verdict: Deny, Rule: q.rec.Rule, Name: q.rec.Name, NameFrom: q.rec.NameFrom,
 		Start: q.start, DurationMs: float64(now.Sub(q.start).Microseconds()) / 1000,
-		Dst: q.rec.Dst, Method: q.rec.Method, Suppressed: q.suppressed,
+		Dst: q.rec.Dst, Method: q.rec.Method, Client: q.rec.Client, Suppressed: q.suppressed,
 	}
 }

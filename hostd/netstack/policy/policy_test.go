@@ -52,6 +52,7 @@ func TestDefaultModeDeniesPrivateNetworks(t *testing.T) {
 		{"192.168.1.1:80", nil, false, "rfc1918"},
 		{"100.100.100.100:80", nil, false, "cgnat"},
 		{"169.254.169.254:80", nil, false, "link-local"},
+		{"168.63.129.16:32526", nil, false, "azure-platform"},
 		{"[fe80::1]:80", nil, false, "link-local"},
 		{"[fd00::1]:80", nil, false, "ula"},
 		{"224.0.0.251:5353", nil, false, "multicast"},

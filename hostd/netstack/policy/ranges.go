@@ -51,6 +51,7 @@ var builtin = sync.OnceValue(func() []special {
 		"192.168.0.0/16", "rfc1918",
 		"100.64.0.0/10", "cgnat",
 		"169.254.0.0/16", "link-local", // 169.254.169.254 included
+		"168.63.129.16/32", "azure-platform", // WireServer: Azure's metadata and agent endpoint
 		"192.0.0.0/24", "ietf-protocol", // DS-Lite, NAT64 discovery, dummy
 		"224.0.0.0/4", "multicast",
 		"240.0.0.0/4", "reserved", // 255.255.255.255 included
@@ -68,6 +69,22 @@ var builtin = sync.OnceValue(func() []special {
 		"2001:20::/28", "orchid-v2",
 	)
 })
+
+// Public says whether a (canonical) is an address of the internet: none
+// of the host's own, the private, link-local and reserved ranges an allow
+// entry may open (builtin), nor an IPv6 address outside global unicast.
+// The egress proxy a cluster's sandboxes share reaches public addresses
+// only, whatever its policy allows: there, a private range is the
+// cluster's own pods, services and API server.
+func Public(a netip.Addr) bool {
+	if _, ok := match(hostSelf(), a); ok {
+		return false
+	}
+	if _, ok := match(builtin(), a); ok {
+		return false
+	}
+	return !a.Is6() || globalUnicast.Contains(a)
+}
 
 // globalUnicast is where every routable IPv6 address lives; an IPv6
 // address outside it (after Canonical) names nothing on the internet.
