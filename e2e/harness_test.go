@@ -75,13 +75,60 @@ func newEnv(t *testing.T) *env {
 				}
 			}
 		}
-		// Whatever a failed test left running goes too.
+		// Whatever a failed test left running goes too, under any name.
 		e.run("delete", "--force")
+		names, _ := filepath.Glob(filepath.Join(e.home, "*", "config.json"))
+		for _, n := range names {
+			e.run("--name", filepath.Base(filepath.Dir(n)), "delete", "--force")
+		}
+		e.reapLeftovers()
 		if !t.Failed() {
 			os.RemoveAll(dir)
 		}
 	})
 	return e
+}
+
+// reapLeftovers waits a little for the processes of this env (a VM, its
+// hostd, a pool's filler) to end once its instances are deleted, then
+// kills those left, failing the test: `delete --force` must leave nothing
+// running, and one left would slow every test after it.
+func (e *env) reapLeftovers() {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := e.processes()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for pid, cmd := range left {
+				e.t.Errorf("pid %d still running 15 s after the test's instances were deleted (killed now): %s", pid, cmd)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// processes are those whose command line or environment names this
+// env's folder, by pid.
+func (e *env) processes() map[int]string {
+	dir := filepath.Dir(e.home)
+	out := map[int]string{}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		environ, _ := os.ReadFile(filepath.Join(p, "environ"))
+		if bytes.Contains(cmdline, []byte(dir+"/")) || bytes.Contains(environ, []byte("COWORK_HOME="+e.home+"\x00")) {
+			out[pid] = strings.ReplaceAll(string(bytes.TrimRight(cmdline, "\x00")), "\x00", " ")
+		}
+	}
+	return out
 }
 
 // result is what a cowork command did.
