@@ -61,6 +61,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 		r.Network.Learning = net.Learning()
 		r.Network.DroppedFrames = net.FramesDropped()
+		r.Network.AuditDown = net.AuditDown()
 		r.Ports = wirePorts(net.Ports()) // [] rather than null: none is published
 		r.AutoPublish = d.autoPublishing()
 	}

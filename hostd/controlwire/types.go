@@ -97,6 +97,9 @@ type NetworkStats struct {
 	// because its NIC did not drain the socket in time (on macOS a full
 	// socket answers ENOBUFS; netstack retries, bounded, then drops).
 	DroppedFrames int64 `json:"dropped_frames"`
+	// AuditDown says why the guest's new traffic is refused: the audit
+	// log cannot be written (a full disk); "" while it can.
+	AuditDown string `json:"audit_down,omitempty"`
 }
 
 // ServeFailure is a service that stopped serving, and why.

@@ -81,7 +81,10 @@ func (n *Stack) answer(q *dns.Msg, client, tcpClient *dns.Client, guest, gateway
 	rec := &audit.Record{Kind: audit.KindDNS, Name: strings.TrimSuffix(name, "."), QType: dns.TypeToString[question.Qtype]}
 	n.askQuerier(rec, guest, gateway)
 
-	if name == localZone || strings.HasSuffix(name, "."+localZone) {
+	if rule := n.auditDown(); rule != "" {
+		rec.Verdict, rec.Rule = audit.Deny, rule
+		reply.Rcode = dns.RcodeServerFailure // the guest's resolver tries again
+	} else if name == localZone || strings.HasSuffix(name, "."+localZone) {
 		rec.Verdict, rec.Rule = audit.Allow, "local"
 		n.answerLocal(reply, question)
 	} else if v := n.currentRules().CheckName(name); !v.Allow {

@@ -303,6 +303,11 @@ func (n *Stack) FlowStats() FlowStats { return n.lim.stats() }
 // admit takes the limits' slots for a new flow whose record is rec; over
 // a limit it returns nil, having audited the refusal (throttled).
 func (n *Stack) admit(rec *audit.Record, opening bool) *flow {
+	if rule := n.auditDown(); rule != "" {
+		rec.Rule = rule
+		n.deny(rec)
+		return nil
+	}
 	f, rule := n.lim.admit(opening)
 	if f == nil {
 		rec.Rule = rule

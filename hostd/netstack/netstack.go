@@ -120,9 +120,11 @@ type Config struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	Resolver    *net.Resolver
 
-	// Tests set the limits' clock and the audit throttle's window.
+	// Tests set the limits' clock and the audit throttle's window, and
+	// break the audit log's writes.
 	clock          func() time.Time
 	throttleWindow time.Duration
+	writeAudit     func(*audit.Record) error
 	// Tests break a gateway service's listener.
 	wrapListener func(service string, l net.Listener) net.Listener
 }
@@ -154,6 +156,9 @@ type Stack struct {
 	base     *policy.Rules             // the policy as set
 	learners int                       // open Learn calls
 	learned  map[*learnedFlow]struct{} // flows learn mode alone let through (learned.go)
+	// auditFailure is the rule new traffic is refused by while the audit
+	// log cannot be written (see write); nil while it can.
+	auditFailure atomic.Pointer[string]
 }
 
 // New builds the network: the stack, DHCP, DNS, forwarders, proxy and relay.
@@ -371,19 +376,48 @@ func (n *Stack) Stats() audit.Stats {
 	return n.audit.Stats()
 }
 
-// record writes an audit line, once its owner is known (see owners); a
-// failing log is reported, never fatal.
+// record writes an audit line, once its owner is known (see owners).
 func (n *Stack) record(r *audit.Record) {
 	n.owners.then(r, n.write)
 }
 
+// write writes r to the audit log. While the log cannot be written (a full
+// disk, a removed folder), the guest's new flows, proxied requests, relay
+// calls and DNS queries are refused (auditDown): what is not on the
+// record does not go out. Each refusal tries the log again (its line),
+// and the first line written opens the way again. Flows already open go
+// on; their lines are tried when they end.
 func (n *Stack) write(r *audit.Record) {
 	if n.audit == nil {
 		return
 	}
-	if err := n.audit.Write(r); err != nil {
-		n.log.Warn("audit log", "err", err)
+	write := n.audit.Write
+	if n.cfg.writeAudit != nil {
+		write = n.cfg.writeAudit
 	}
+	if err := write(r); err != nil {
+		rule := "audit: the log cannot be written (" + clipTo(err.Error(), 200) + "); new traffic is refused until it can"
+		if n.auditFailure.Swap(&rule) == nil {
+			n.log.Error("the audit log cannot be written: refusing the guest's new traffic until it can", "err", err)
+		}
+		return
+	}
+	if n.auditFailure.Swap(nil) != nil {
+		n.log.Info("the audit log is written again: the guest's new traffic goes through")
+	}
+}
+
+// AuditDown says why the guest's new traffic is refused while the audit
+// log cannot be written (see write), or "" while it can.
+func (n *Stack) AuditDown() string { return n.auditDown() }
+
+// auditDown is the rule that refuses new traffic while the audit log
+// cannot be written, or "".
+func (n *Stack) auditDown() string {
+	if p := n.auditFailure.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // addrPort is a guest flow's destination, in the canonical form the

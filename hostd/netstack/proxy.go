@@ -171,6 +171,10 @@ func (n *Stack) decide(ctx context.Context, hostport string) decision {
 		host, portStr = hostport, "80"
 	}
 	d := decision{host: host}
+	if rule := n.auditDown(); rule != "" {
+		d.v, d.rule = policy.Verdict{Rule: rule}, rule
+		return d
+	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
 		d.v, d.broken = policy.Verdict{Rule: "bad port " + portStr}, true

@@ -36,6 +36,12 @@ func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport h
 	rec := &audit.Record{Kind: audit.KindRelay, Start: time.Now(), Method: clip(r.Method), URL: clip(r.URL.EscapedPath())}
 	n.askRequester(rec, r)
 	defer n.owners.forget(rec) // a refusal over the rate limit goes unrecorded
+	if rule := n.auditDown(); rule != "" {
+		n.refuse(rec, http.StatusServiceUnavailable, rule)
+		writeAPIError(w, http.StatusServiceUnavailable, "overloaded_error",
+			"cowork relay: the sandbox's audit log cannot be written on the host, so nothing goes out until it can; free space on the host's disk")
+		return
+	}
 	path, ok := relayCall(r)
 	if !ok {
 		// Audited before the answer, so that a guest that got its answer

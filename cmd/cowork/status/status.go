@@ -99,6 +99,9 @@ type NetworkStats struct {
 	// DroppedFrames are frames to the guest dropped because its NIC did
 	// not drain them in time (a busy or stuck guest; TCP resends them).
 	DroppedFrames int64 `json:"dropped_frames"`
+	// AuditDown says why the guest's new traffic is refused: its audit
+	// log cannot be written.
+	AuditDown string `json:"audit_down,omitempty"`
 }
 
 // ServeFailure is a service of the guest's network that stopped serving.
@@ -118,7 +121,7 @@ const degradedRecent = 5 * time.Minute
 func networkFrom(n *cowork.NetworkStats, now time.Time, config string) *NetworkStats {
 	st := &NetworkStats{Flows: n.Flows, Blocked: n.Blocked, DNSQueries: n.DNSQueries, BytesOut: n.BytesOut, BytesIn: n.BytesIn,
 		ActiveFlows: n.ActiveFlows, MaxFlows: n.MaxFlows, RefusedFlows: n.RefusedFlows, Learning: n.Learning,
-		DroppedFrames: n.DroppedFrames}
+		DroppedFrames: n.DroppedFrames, AuditDown: termsafe.Line(n.AuditDown)}
 	var notes []string
 	for _, f := range n.ServeFailures {
 		sf := ServeFailure{Service: termsafe.Line(f.Service), Error: termsafe.Line(f.Error), At: f.At}
@@ -372,6 +375,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 				line += fmt.Sprintf("; %d refused at the limit, last at %s", n.RefusedFlows, n.LastRefused.Local().Format(time.TimeOnly))
 			}
 			fmt.Fprintf(w, "flows:\t%s\n", line)
+		}
+		if n.AuditDown != "" {
+			fmt.Fprintf(w, "audit:\t%s; free space on the host's disk\n", n.AuditDown)
 		}
 		if n.DroppedFrames > 0 {
 			fmt.Fprintf(w, "frames:\t%d to the guest dropped: its network card did not take them in time (TCP sends them again)\n", n.DroppedFrames)
