@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"net"
 	"sync"
 	"time"
 )
@@ -14,7 +15,7 @@ import (
 // denials of it within the window are counted, and written as one
 // summary line when the window ends ("N more like it"). The table holds
 // at most Burst keys; a denial of a new key while it is full is counted
-// by kind and summed up the same way. So any span of a window costs at
+// by kind (and client: see othersKey) and summed up the same way. So any span of a window costs at
 // most 2×Burst lines of their own, as many summaries, and one summary per
 // kind, however hard the guest tries.
 type Throttle struct {
@@ -24,7 +25,7 @@ type Throttle struct {
 
 	mu     sync.Mutex
 	keys   map[string]*quiet
-	others map[string]*quiet // by kind: denials that got no line of their own
+	others map[string]*quiet // by kind (and client): denials that got no line of their own
 	due    time.Time         // when the first window in the tables ends
 }
 
@@ -80,16 +81,39 @@ func (t *Throttle) Admit(r *Record, key string, now time.Time) bool {
 		t.writeAll(due)
 		return true
 	}
-	q := t.others[r.Kind]
+	k := t.othersKey(r)
+	q := t.others[k]
 	if q == nil {
 		q = &quiet{rec: Record{Kind: r.Kind, Verdict: Deny, Rule: RuleThrottled}, start: now}
-		t.others[r.Kind] = q
+		if k != r.Kind {
+			q.rec.Client = r.Client
+		}
+		t.others[k] = q
 		t.expect(now)
 	}
 	q.suppressed++
 	t.mu.Unlock()
 	t.writeAll(due)
 	return false
+}
+
+// othersKey is where a denial with no line of its own is counted: by
+// kind, and for a client of the egress proxy by its client's address too
+// (without the port), so that one client filling the table cannot hide
+// another's denials in its own count; past 2×Burst clients, by kind.
+func (t *Throttle) othersKey(r *Record) string {
+	if r.Client == "" {
+		return r.Kind
+	}
+	host, _, err := net.SplitHostPort(r.Client)
+	if err != nil {
+		host = r.Client
+	}
+	k := r.Kind + " " + host
+	if _, ok := t.others[k]; ok || len(t.others) < 2*t.burst {
+		return k
+	}
+	return r.Kind
 }
 
 // Flush writes the summaries of the windows that ended by now. The stack

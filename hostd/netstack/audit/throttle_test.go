@@ -105,3 +105,33 @@ func TestSummaryCountsInStats(t *testing.T) {
 		t.Fatalf("stats %+v: want 50 flows, 50 blocked", st)
 	}
 }
+
+// Clients of the egress proxy: one that fills the table with denials of
+// its own cannot hide another's, which are summed up apart, naming their
+// client, as are a client's own repeats.
+func TestThrottleKeepsClientsApart(t *testing.T) {
+	var s sink
+	th := NewThrottle(s.write, 10*time.Second, 4)
+	t0 := time.Unix(1_800_000_000, 0)
+	from := func(client, dst string) *Record {
+		r := deny(dst)
+		r.Client = client
+		return r
+	}
+	for i := range 100 { // a sweep fills the table, and then some
+		dst := fmt.Sprintf("10.0.0.%d:443", i)
+		th.Deny(from("10.244.1.7:40000", dst), dst+" 10.244.1.7", t0)
+	}
+	th.Deny(from("10.244.2.9:50000", "10.9.9.9:80"), "10.9.9.9:80 10.244.2.9", t0)
+	th.Deny(from("10.244.2.9:50001", "10.9.9.8:80"), "10.9.9.8:80 10.244.2.9", t0)
+	th.Flush(t0.Add(10 * time.Second))
+	sums := map[string]int64{}
+	for _, r := range s.lines {
+		if r.Rule == RuleThrottled {
+			sums[r.Client] += r.Suppressed
+		}
+	}
+	if sums["10.244.1.7:40000"] != 96 || sums["10.244.2.9:50000"] != 2 || len(sums) != 2 {
+		t.Errorf("the summaries of denials with no line of their own, by client: %v", sums)
+	}
+}
