@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -28,8 +29,9 @@ import (
 // pod takes connections from them only. See docs/scale-out.md.
 
 // EgressName names the proxy's objects: its Deployment, Service, policy
-// ConfigMap, audit volume claim, and its NetworkPolicy
-// (EgressName+"-ingress"); SandboxPolicyName is the sandboxes'.
+// ConfigMap, audit volume claim, and its NetworkPolicies
+// (EgressName+"-ingress", and "-egress" given the cluster's CIDRs);
+// SandboxPolicyName is the sandboxes'.
 const (
 	EgressName        = "cowork-egress"
 	SandboxPolicyName = "cowork-sandboxes"
@@ -56,6 +58,12 @@ type EgressSpec struct {
 	Policy policy.Policy
 	// AuditSize is the size of the audit log's volume (bytes).
 	AuditSize int64
+	// ClusterCIDRs are the cluster's own ranges (pods, services, nodes),
+	// which only the cluster knows. Given, a third NetworkPolicy keeps the
+	// proxy's own pod from reaching them (and link-local addresses), but
+	// for the cluster's DNS: a second wall behind the proxy's refusal of
+	// every private address.
+	ClusterCIDRs []string
 }
 
 // Check says what is wrong with s.
@@ -72,7 +80,51 @@ func (s EgressSpec) Check() error {
 	case s.AuditSize < 64<<20:
 		return fmt.Errorf("audit volume of %d bytes: want at least 64 MiB", s.AuditSize)
 	}
+	for _, c := range s.ClusterCIDRs {
+		if p, err := netip.ParsePrefix(c); err != nil || p != p.Masked() {
+			return fmt.Errorf("cluster CIDR %q: want a range such as 10.96.0.0/12, its host bits zero", c)
+		}
+	}
 	return nil
+}
+
+// proxyEgress is the NetworkPolicy on the proxy's own pod: anywhere but
+// the cluster's ranges, link-local addresses and Azure's platform
+// endpoint, and the cluster's DNS (kube-dns in kube-system, as kubeadm,
+// kind and the managed clusters label it).
+func (s EgressSpec) proxyEgress(meta metav1.ObjectMeta) *networkingv1.NetworkPolicy {
+	v4 := []string{"169.254.0.0/16", "168.63.129.16/32"}
+	v6 := []string{"fe80::/10"}
+	for _, c := range s.ClusterCIDRs {
+		if netip.MustParsePrefix(c).Addr().Is4() {
+			v4 = append(v4, c)
+		} else {
+			v6 = append(v6, c)
+		}
+	}
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	dns := intstr.FromInt32(53)
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: meta,
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: egressLabels()},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress: []networkingv1.NetworkPolicyEgressRule{
+				{To: []networkingv1.NetworkPolicyPeer{
+					{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: v4}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "::/0", Except: v6}},
+				}},
+				{
+					To: []networkingv1.NetworkPolicyPeer{{
+						NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kube-system"}},
+						PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+					}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
+				},
+			},
+		},
+	}
 }
 
 func egressLabels() map[string]string {
@@ -211,5 +263,9 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 		},
 	}
 	// The policies first: no sandbox is ever up without them.
-	return []runtime.Object{sandboxPolicy, proxyPolicy, config, claim, deploy, service}, nil
+	objs := []runtime.Object{sandboxPolicy, proxyPolicy}
+	if len(s.ClusterCIDRs) > 0 {
+		objs = append(objs, s.proxyEgress(meta(EgressName+"-egress")))
+	}
+	return append(objs, config, claim, deploy, service), nil
 }

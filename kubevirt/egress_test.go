@@ -21,7 +21,8 @@ import (
 
 func testEgress() EgressSpec {
 	return EgressSpec{Namespace: "sandboxes", Image: "registry.example/cowork:dev", AuditSize: 1 << 30,
-		Policy: policy.Policy{Mode: "allowlist", Allow: []string{"*.debian.org", "github.com"}, Deny: []string{"gist.github.com"}}}
+		Policy:       policy.Policy{Mode: "allowlist", Allow: []string{"*.debian.org", "github.com"}, Deny: []string{"gist.github.com"}},
+		ClusterCIDRs: []string{"10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"}}
 }
 
 // egressObjects builds testEgress's objects, by kind.
@@ -35,7 +36,7 @@ func egressObjects(t *testing.T) (np map[string]*networkingv1.NetworkPolicy, cm 
 	for i, o := range objs {
 		switch o := o.(type) {
 		case *networkingv1.NetworkPolicy:
-			if i > 1 {
+			if i > 2 {
 				t.Errorf("NetworkPolicy %s comes after what it guards", o.Name)
 			}
 			np[o.Name] = o
@@ -51,7 +52,7 @@ func egressObjects(t *testing.T) (np map[string]*networkingv1.NetworkPolicy, cm 
 			t.Fatalf("an object of kind %T", o)
 		}
 	}
-	if len(np) != 2 || cm == nil || pvc == nil || d == nil || svc == nil {
+	if len(np) != 3 || cm == nil || pvc == nil || d == nil || svc == nil {
 		t.Fatalf("objects: %d policies, %v %v %v %v", len(np), cm != nil, pvc != nil, d != nil, svc != nil)
 	}
 	return
@@ -211,6 +212,64 @@ func TestEgressSpecRefusesWhatItCannotServe(t *testing.T) {
 		c.change(&s)
 		if _, err := Egress(s); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error naming %q", s, err, c.want)
+		}
+	}
+}
+
+// Given the cluster's ranges, the proxy's own pod may reach anywhere but
+// them, link-local addresses and Azure's platform endpoint, and the
+// cluster's DNS; not given, there is no such policy (and the proxy's own
+// refusal of private addresses is the only wall).
+func TestEgressKeepsTheProxyOutOfTheCluster(t *testing.T) {
+	np, _, _, d, _ := egressObjects(t)
+	pe := np[EgressName+"-egress"]
+	if pe == nil {
+		t.Fatal("no egress policy for the proxy's pod")
+	}
+	proxyPod := labels.Set(d.Spec.Template.ObjectMeta.Labels)
+	if s, _ := metav1.LabelSelectorAsSelector(&pe.Spec.PodSelector); !s.Matches(proxyPod) || !slices.Equal(pe.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}) {
+		t.Errorf("the proxy's egress policy selects %v, types %v", pe.Spec.PodSelector, pe.Spec.PolicyTypes)
+	}
+	var v4, v6 *networkingv1.IPBlock
+	for _, p := range pe.Spec.Egress[0].To {
+		switch p.IPBlock.CIDR {
+		case "0.0.0.0/0":
+			v4 = p.IPBlock
+		case "::/0":
+			v6 = p.IPBlock
+		}
+	}
+	if v4 == nil || v6 == nil {
+		t.Fatalf("the proxy's egress: %+v", pe.Spec.Egress[0].To)
+	}
+	for _, c := range []string{"10.244.0.0/16", "10.96.0.0/12", "169.254.0.0/16", "168.63.129.16/32"} {
+		if !slices.Contains(v4.Except, c) {
+			t.Errorf("the proxy's pod may reach %s: except %v", c, v4.Except)
+		}
+	}
+	if !slices.Contains(v6.Except, "fd00:10:244::/56") || !slices.Contains(v6.Except, "fe80::/10") {
+		t.Errorf("the proxy's pod may reach the cluster's IPv6 range: except %v", v6.Except)
+	}
+	dns := pe.Spec.Egress[1]
+	if len(dns.To) != 1 || dns.To[0].NamespaceSelector == nil || dns.To[0].PodSelector.MatchLabels["k8s-app"] != "kube-dns" || len(dns.Ports) != 2 || dns.Ports[0].Port.IntValue() != 53 {
+		t.Errorf("the proxy's DNS rule: %+v", dns)
+	}
+
+	s := testEgress()
+	s.ClusterCIDRs = nil
+	objs, err := Egress(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if p, ok := o.(*networkingv1.NetworkPolicy); ok && p.Name == EgressName+"-egress" {
+			t.Error("an egress policy for the proxy without the cluster's ranges")
+		}
+	}
+	for _, bad := range []string{"10.96.0.1/12", "not-a-cidr"} {
+		s.ClusterCIDRs = []string{bad}
+		if _, err := Egress(s); err == nil || !strings.Contains(err.Error(), "cluster CIDR") {
+			t.Errorf("cluster CIDR %q: %v", bad, err)
 		}
 	}
 }
