@@ -58,7 +58,10 @@ type File struct {
 	o    Options
 
 	mu sync.Mutex
-	f  *os.File
+	// f is the current file: nil once closed, or after a rotation that
+	// could not open the next one (ready opens it again).
+	f      *os.File
+	closed bool
 	// written is the current file's size as this File wrote it. It is the
 	// size unless OnOpen handed the file to other writers: then size reads
 	// the file's own (fstat), which costs a system call a write.
@@ -102,8 +105,8 @@ func (l *File) Name() string { return l.path }
 func (l *File) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return 0, os.ErrClosed
+	if err := l.ready(); err != nil {
+		return 0, err
 	}
 	written := 0
 	for len(p) > 0 {
@@ -138,8 +141,8 @@ func (l *File) Write(p []byte) (int, error) {
 func (l *File) StartsFile(n int) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return false, os.ErrClosed
+	if err := l.ready(); err != nil {
+		return false, err
 	}
 	size, err := l.size()
 	if err != nil {
@@ -152,8 +155,8 @@ func (l *File) StartsFile(n int) (bool, error) {
 func (l *File) Size() (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return 0, os.ErrClosed
+	if err := l.ready(); err != nil {
+		return 0, err
 	}
 	return l.size()
 }
@@ -164,9 +167,9 @@ func (l *File) Size() (int64, error) {
 // may or may not be committed).
 func (l *File) Sync() error {
 	l.mu.Lock()
-	if l.f == nil {
+	if err := l.ready(); err != nil {
 		l.mu.Unlock()
-		return os.ErrClosed
+		return err
 	}
 	f, rotated := l.f, l.rotated
 	l.rotated = nil
@@ -186,8 +189,8 @@ func (l *File) Sync() error {
 func (l *File) Check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return os.ErrClosed
+	if err := l.ready(); err != nil {
+		return err
 	}
 	size, err := l.size()
 	if err != nil || size < l.o.MaxSize {
@@ -200,10 +203,14 @@ func (l *File) Check() error {
 func (l *File) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
+	if l.closed {
 		return nil
 	}
-	err := l.f.Close()
+	l.closed = true
+	var err error
+	if l.f != nil {
+		err = l.f.Close()
+	}
 	l.f = nil
 	for _, r := range l.rotated {
 		r.Close()
@@ -259,6 +266,19 @@ func (l *File) rotate() error {
 		_ = os.Rename(l.path, l.path+".1")
 	}
 	return l.open(true)
+}
+
+// ready opens the file again after a rotation could not (a full disk, a
+// folder gone for a while): the log stays broken only while the cause
+// lasts, not until it is opened anew. A closed log stays closed.
+func (l *File) ready() error {
+	switch {
+	case l.closed:
+		return os.ErrClosed
+	case l.f == nil:
+		return l.open(true)
+	}
+	return nil
 }
 
 func (l *File) open(truncate bool) error {

@@ -369,3 +369,43 @@ func TestRotationWaitsForTheLock(t *testing.T) {
 		t.Fatalf("the writer kept the lock after its rotation: %v", err)
 	}
 }
+
+// A rotation that cannot open its next file (the folder gone, a full
+// disk) fails that write, and the log opens the file again at the next
+// once it can: it is not left closed for good. A closed log stays closed.
+func TestALogComesBackAfterAFailedRotation(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	os.Mkdir(dir, 0o700)
+	path := filepath.Join(dir, "log")
+	l, err := Open(path, Options{MaxSize: 10, Keep: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Write([]byte("12345678\n")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(dir)
+	if _, err := l.Write([]byte("abcdefgh\n")); err == nil { // rotates into a folder that is gone
+		t.Fatal("a rotation into a removed folder succeeded")
+	}
+	if _, err := l.Write([]byte("still\n")); err == nil {
+		t.Fatal("a write with the folder still gone succeeded")
+	}
+	os.Mkdir(dir, 0o700)
+	if _, err := l.Write([]byte("back\n")); err != nil {
+		t.Fatalf("a write once the folder is back: %v", err)
+	}
+	if ok, err := l.StartsFile(1); err != nil || ok {
+		t.Errorf("StartsFile after the reopen: %v, %v", ok, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "back\n" {
+		t.Errorf("the reopened file holds %q", b)
+	}
+	l.Close()
+	if _, err := l.Write([]byte("x\n")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("a write after Close: %v", err)
+	}
+	if err := l.Sync(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("a sync after Close: %v", err)
+	}
+}
