@@ -3,13 +3,17 @@
 package netstack
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -22,16 +26,27 @@ import (
 // query; a flow open before goes on. Once a line is written again (the
 // next refusal's), traffic goes through again.
 func TestNothingGoesOutOffTheRecord(t *testing.T) {
-	var full atomic.Bool
-	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.66"}}, func(c *Config) {
+	var full, unencodable atomic.Bool
+	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.66", "198.51.100.68"}}, func(c *Config) {
 		al := c.Audit
 		c.writeAudit = func(r *audit.Record) error {
-			if full.Load() {
-				return errors.New("write network.jsonl: no space left on device")
+			switch {
+			case full.Load():
+				return fmt.Errorf("audit: %w", &fs.PathError{Op: "write", Path: "/home/someone/.cowork/sandbox/network.jsonl", Err: syscall.ENOSPC})
+			case unencodable.Load():
+				return fmt.Errorf("audit: encode: %w", &json.UnsupportedValueError{Str: "NaN"})
 			}
 			return al.Write(r)
 		}
 	})
+	waitDown := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); (tn.auditDown() != "") != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the audit log taken for down: %v, want %v", !want, want)
+			}
+		}
+	}
 	tn.world.serveTCP(t, "198.51.100.10:80", echo)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hi") }))
 	defer srv.Close()
@@ -74,14 +89,23 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 		t.Fatalf("a relay call with an unknown placeholder: %d", code)
 	}
 
+	// A record that cannot be encoded is no full disk.
+	unencodable.Store(true)
+	if c, err := tn.dialTCP(t, "198.51.100.68:80"); err == nil {
+		c.Close()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if why := tn.auditDown(); why != "" {
+		t.Fatalf("a record that could not be encoded took the log for down: %s", why)
+	}
+	unencodable.Store(false)
+
 	full.Store(true)
 	if c, err := tn.dialTCP(t, "198.51.100.66:80"); err == nil { // its line fails
 		c.Close()
 		t.Fatal("a denied address answered")
 	}
-	if tn.auditDown() == "" {
-		t.Fatal("a failed write did not take the audit log for down")
-	}
+	waitDown(true)
 	if c, err := tn.dialTCP(t, "198.51.100.10:80"); err == nil {
 		c.Close()
 		t.Error("a new connection went out while the audit log could not be written")
@@ -89,8 +113,8 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 	if m, err := tn.lookup(t, "allowed.test"); err != nil || m.Rcode != dns.RcodeServerFailure {
 		t.Errorf("a DNS query while the audit log could not be written: %v %v", m, err)
 	}
-	if code, body := proxied(); code != http.StatusForbidden || !strings.Contains(body, "audit") {
-		t.Errorf("a proxied request while the audit log could not be written: %d %q", code, body)
+	if code, body := proxied(); code != http.StatusForbidden || !strings.Contains(body, "audit log") || strings.Contains(body, "someone") {
+		t.Errorf("a proxied request while the audit log could not be written (the host's path is not the guest's business): %d %q", code, body)
 	}
 	if code, body := relayed(); code != http.StatusServiceUnavailable || !strings.Contains(body, "audit log") {
 		t.Errorf("a relay call while the audit log could not be written: %d %s", code, body)
@@ -106,8 +130,10 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 	if c, err := tn.dialTCP(t, "198.51.100.67:80"); err == nil { // a refusal whose line is written
 		c.Close()
 	}
-	if tn.auditDown() != "" {
-		t.Fatal("a written line did not open the way again")
+	waitDown(false)
+	gap := tn.waitRecord(t, func(r *audit.Record) bool { return r.Kind == audit.KindGap })
+	if gap.Suppressed < 5 || gap.Start.IsZero() || !gap.Time.After(gap.Start) {
+		t.Errorf("the gap's line: %+v", gap)
 	}
 	c, err := tn.dialTCP(t, "198.51.100.10:80")
 	if err != nil {
@@ -116,5 +142,22 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 	defer c.Close()
 	if err := roundTrip(c, "after"); err != nil {
 		t.Error(err)
+	}
+}
+
+// A request in a tunnel to a host the instance holds secrets for, open
+// before the audit log went down, is refused too: the secret does not go
+// out off the record.
+func TestSecretsStayHomeWhileTheAuditIsDown(t *testing.T) {
+	sn := newSecretNet(t, SecretAuthorization, true)
+	c := sn.proxiedClient(sn.guestRoot)
+	h := http.Header{"Authorization": {"Bearer " + testPlaceholder}}
+	if resp, body := get(t, c, "https://gh.test/user", h); resp.StatusCode != 200 {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	rule := auditDownRule
+	sn.auditFailure.Store(&rule)
+	if resp, body := get(t, c, "https://gh.test/user", h); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "audit log") {
+		t.Errorf("a request in an open tunnel while the audit log was down: %d %q", resp.StatusCode, body)
 	}
 }

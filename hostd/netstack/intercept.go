@@ -246,6 +246,11 @@ func (h *interceptHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.owners.ask(rec, "tcp", h.guestPort, h.peer)
 		defer n.owners.forget(rec)
 	}
+	if rule := n.auditDown(); rule != "" { // a tunnel open before: its requests are new traffic
+		rec.Rule = rule
+		n.denyThen(rec, func() { http.Error(w, "cowork: "+rule, http.StatusServiceUnavailable) })
+		return
+	}
 	if !sameHost(r.Host, h.key) {
 		rec.Rule = "the request's Host " + clip(r.Host) + " is not " + h.key + ", the host its TLS was for"
 		n.denyThen(rec, func() {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -157,8 +159,12 @@ type Stack struct {
 	learners int                       // open Learn calls
 	learned  map[*learnedFlow]struct{} // flows learn mode alone let through (learned.go)
 	// auditFailure is the rule new traffic is refused by while the audit
-	// log cannot be written (see write); nil while it can.
-	auditFailure atomic.Pointer[string]
+	// log cannot be written (see write); nil while it can. auditMu guards
+	// the count of records lost meanwhile, and since when.
+	auditFailure   atomic.Pointer[string]
+	auditMu        sync.Mutex
+	auditLost      int64
+	auditDownSince time.Time
 }
 
 // New builds the network: the stack, DHCP, DNS, forwarders, proxy and relay.
@@ -385,8 +391,10 @@ func (n *Stack) record(r *audit.Record) {
 // disk, a removed folder), the guest's new flows, proxied requests, relay
 // calls and DNS queries are refused (auditDown): what is not on the
 // record does not go out. Each refusal tries the log again (its line),
-// and the first line written opens the way again. Flows already open go
-// on; their lines are tried when they end.
+// and the first line written opens the way again, followed by a line of
+// kind gap that says how many could not be written meanwhile (those of
+// flows open before that ended during it among them). Only a failure to write the
+// file counts: a record that cannot be encoded is dropped and logged.
 func (n *Stack) write(r *audit.Record) {
 	if n.audit == nil {
 		return
@@ -395,16 +403,50 @@ func (n *Stack) write(r *audit.Record) {
 	if n.cfg.writeAudit != nil {
 		write = n.cfg.writeAudit
 	}
-	if err := write(r); err != nil {
-		rule := "audit: the log cannot be written (" + clipTo(err.Error(), 200) + "); new traffic is refused until it can"
-		if n.auditFailure.Swap(&rule) == nil {
-			n.log.Error("the audit log cannot be written: refusing the guest's new traffic until it can", "err", err)
-		}
+	err := write(r)
+	if err != nil && !ioFailure(err) {
+		n.log.Warn("audit log: a record could not be encoded", "kind", r.Kind, "err", err)
 		return
 	}
-	if n.auditFailure.Swap(nil) != nil {
-		n.log.Info("the audit log is written again: the guest's new traffic goes through")
+	n.auditMu.Lock()
+	defer n.auditMu.Unlock()
+	if err != nil {
+		if n.auditLost == 0 {
+			n.auditDownSince = time.Now()
+			rule := auditDownRule
+			n.auditFailure.Store(&rule)
+			n.log.Error("the audit log cannot be written: refusing the guest's new traffic until it can", "err", err)
+		}
+		n.auditLost++
+		return
 	}
+	if n.auditLost == 0 {
+		return
+	}
+	gap := &audit.Record{Kind: audit.KindGap, Verdict: audit.Deny, Rule: auditDownRule,
+		Start: n.auditDownSince, Time: time.Now(), Suppressed: n.auditLost,
+		Error: fmt.Sprintf("%d records could not be written while the audit log could not be", n.auditLost)}
+	if err := write(gap); err != nil {
+		n.auditLost++ // the first line after came, its note did not: still down
+		return
+	}
+	n.log.Info("the audit log is written again: the guest's new traffic goes through", "lost", n.auditLost,
+		"for", time.Since(n.auditDownSince).Round(time.Millisecond))
+	n.auditLost = 0
+	n.auditFailure.Store(nil)
+}
+
+// auditDownRule is the rule of what is refused while the audit log cannot
+// be written; hostd's log says why (the guest is not told the host's
+// paths).
+const auditDownRule = "audit: the host cannot write the audit log (its disk is full, or the log's folder is gone); new traffic is refused until it can"
+
+// ioFailure says err is the log's file failing (a write, a rotation),
+// not a record that could not be encoded.
+func ioFailure(err error) bool {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pe) || errors.As(err, &errno) || errors.Is(err, os.ErrClosed) || errors.Is(err, io.ErrShortWrite)
 }
 
 // AuditDown says why the guest's new traffic is refused while the audit

@@ -208,6 +208,10 @@ func Format(r *audit.Record, verbose, color bool) string {
 	if r.Kind == audit.KindRun && r.Run != nil {
 		return formatRun(r)
 	}
+	if r.Kind == audit.KindGap {
+		return fmt.Sprintf("%s GAP   %d records lost from %s: the host could not write the audit log, and refused new traffic meanwhile",
+			r.Time.Local().Format("15:04:05"), r.Suppressed, r.Start.Local().Format("15:04:05"))
+	}
 	verdict := "ALLOW"
 	switch {
 	case r.Verdict == audit.Deny:

@@ -173,3 +173,13 @@ func TestFormatShowsAToolCall(t *testing.T) {
 		t.Errorf("guest text reached the terminal: %q", got)
 	}
 }
+
+// A gap in the log (records the host could not write) is one line that
+// says how many and since when.
+func TestFormatGap(t *testing.T) {
+	at := time.Date(2026, 12, 6, 10, 0, 5, 0, time.Local)
+	got := Format(&audit.Record{Kind: audit.KindGap, Verdict: audit.Deny, Start: at.Add(-4 * time.Second), Time: at, Suppressed: 17}, false, false)
+	if want := "10:00:05 GAP   17 records lost from 10:00:01: the host could not write the audit log, and refused new traffic meanwhile"; got != want {
+		t.Errorf("Format:\n%s\nwant\n%s", got, want)
+	}
+}

@@ -377,7 +377,7 @@ func print(ios *iostreams.IOStreams, st *Status) {
 			fmt.Fprintf(w, "flows:\t%s\n", line)
 		}
 		if n.AuditDown != "" {
-			fmt.Fprintf(w, "audit:\t%s; free space on the host's disk\n", n.AuditDown)
+			fmt.Fprintf(w, "audit:\t%s; free space on the host's disk\n", strings.TrimPrefix(n.AuditDown, "audit: "))
 		}
 		if n.DroppedFrames > 0 {
 			fmt.Fprintf(w, "frames:\t%d to the guest dropped: its network card did not take them in time (TCP sends them again)\n", n.DroppedFrames)

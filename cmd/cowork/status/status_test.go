@@ -201,15 +201,15 @@ func TestDroppedFrames(t *testing.T) {
 // written says so, with what to do, in text and in --json; the reason
 // comes from hostd and is shown inert.
 func TestAuditDown(t *testing.T) {
-	why := "audit: the log cannot be written (no space left on device\x1b[2J); new traffic is refused until it can"
+	why := "audit: the host cannot write the audit log (its disk is full\x1b[2J); new traffic is refused until it can"
 	n := networkFrom(&cowork.NetworkStats{Flows: 1, MaxFlows: 1024, AuditDown: why}, time.Now(), "config.json")
 	ios, _, out, _ := iostreams.Test()
 	print(ios, &Status{Name: "sandbox", State: "running", Network: n})
-	if !strings.Contains(out.String(), "audit:      audit: the log cannot be written") || !strings.Contains(out.String(), "free space on the host's disk") || strings.Contains(out.String(), "\x1b") {
+	if !strings.Contains(out.String(), "audit:      the host cannot write the audit log") || !strings.Contains(out.String(), "free space on the host's disk") || strings.Contains(out.String(), "\x1b") {
 		t.Errorf("status printed:\n%q", out)
 	}
 	b, _ := json.Marshal(&Status{Network: n})
-	if !strings.Contains(string(b), `"audit_down":"audit: the log cannot be written`) {
+	if !strings.Contains(string(b), `"audit_down":"audit: the host cannot write the audit log`) {
 		t.Errorf("--json: %s", b)
 	}
 	out.Reset()

@@ -40,6 +40,12 @@ const (
 	// Session, Start to Time), as claude's stream told it: the span the
 	// ask's flows are set against. Not a flow: Stats does not count it.
 	KindTool = "tool"
+	// KindGap says how many records (Suppressed) could not be written
+	// from Start to Time, while the log's file could not be written (a
+	// full disk): the guest's new traffic was refused meanwhile (its
+	// verdict), and the lines of flows that ended then are lost. Not a
+	// flow.
+	KindGap = "gap"
 )
 
 // Where a flow's name came from (NameFrom), and where the name the guest
@@ -231,7 +237,7 @@ type Stats struct {
 
 // Add counts r in s.
 func (s *Stats) Add(r *Record) {
-	if r.Kind == KindPublish || r.Kind == KindUnpublish || r.Kind == KindTool {
+	if r.Kind == KindPublish || r.Kind == KindUnpublish || r.Kind == KindTool || r.Kind == KindGap {
 		return
 	}
 	n := int64(1)
