@@ -237,10 +237,20 @@ func TestRelayBudgetWaitEndsWithTheSession(t *testing.T) {
 	// Each request is reserved at about $0.002 (129 tokens at sonnet's
 	// dearest rate): two do not fit.
 	sess, _ := tn.Sessions().OpenRequest(SessionRequest{Endpoint: api.URL, APIKey: "sk-real", Budget: budget.Limit{CostUSD: 0.003}})
-	api.delay = 300 * time.Millisecond        // the first is in flight, and no answer is counted yet
+	api.delay = 2 * time.Second               // the first is in flight, and no answer is counted yet
 	go tn.tryAsk(sess.Placeholder, true, nil) // cut when the session ends
-	time.Sleep(100 * time.Millisecond)
-	go func() { time.Sleep(50 * time.Millisecond); tn.Sessions().Close(sess.ID) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		api.mu.Lock()
+		n := len(api.arrived)
+		api.mu.Unlock()
+		if n == 1 {
+			break // the first is in flight: the next waits
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never reached the API")
+		}
+	}
+	go func() { time.Sleep(500 * time.Millisecond); tn.Sessions().Close(sess.ID) }()
 	code, body, _ := tn.ask(t, sess.Placeholder, true, nil)
 	if code != 401 || !strings.Contains(body, "this session has ended") {
 		t.Fatalf("%d %s", code, body)
