@@ -5,6 +5,7 @@ package netstack
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,15 @@ import (
 // (from 127.0.0.1) and the proxy's address.
 func outsideProxy(t *testing.T, tn *testNet) (*http.Client, string) {
 	t.Helper()
+	addr, end := serveOutside(t, tn)
+	t.Cleanup(func() { end() })
+	return clientFrom(addr, "127.0.0.1"), addr
+}
+
+// serveOutside serves tn's proxy to outside clients on a loopback
+// listener; end ends it and returns what ServeProxyOn did.
+func serveOutside(t *testing.T, tn *testNet) (addr string, end func() error) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -33,8 +43,15 @@ func outsideProxy(t *testing.T, tn *testNet) (*http.Client, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- tn.ServeProxyOn(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-served })
-	return clientFrom(l.Addr().String(), "127.0.0.1"), l.Addr().String()
+	return l.Addr().String(), func() error {
+		cancel()
+		select {
+		case err := <-served:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("ServeProxyOn did not end")
+		}
+	}
 }
 
 // clientFrom is a client of the proxy at addr whose connections come from
@@ -224,16 +241,10 @@ func TestOutsideClientsShareTheFlows(t *testing.T) {
 func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{})
 	tn.world.serveTCP(t, "198.51.100.10:80", echo)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- tn.ServeProxyOn(ctx, l) }()
+	addr, end := serveOutside(t, tn)
 	const tunnels = 16
 	for range tunnels {
-		c, err := net.Dial("tcp", l.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,14 +260,8 @@ func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
 			t.Fatal("the tunnel does not echo")
 		}
 	}
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("ServeProxyOn ended with %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ServeProxyOn did not end")
+	if err := end(); err != nil {
+		t.Fatalf("ServeProxyOn ended with %v", err)
 	}
 	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Dst == "198.51.100.10:80" })); n != tunnels {
 		t.Errorf("%d of the %d open tunnels' records were written by the end", n, tunnels)
