@@ -159,7 +159,7 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 	port := intstr.FromInt32(EgressPort)
 	tcp := corev1.ProtocolTCP
 	one, no, yes := int32(1), false, true
-	uid := int64(65532)
+	uid, grace := int64(65532), int64(30)
 	config := &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: meta(EgressName),
@@ -188,7 +188,10 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: egressLabels()},
 				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken: &no, // it needs no API access
+					// The proxy writes its clients' records within 20 s of
+					// SIGTERM (netstack's endWait).
+					TerminationGracePeriodSeconds: &grace,
+					AutomountServiceAccountToken:  &no, // it needs no API access
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot: &yes, RunAsUser: &uid, FSGroup: &uid,
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},

@@ -237,11 +237,34 @@ func TestOutsideClientsShareTheFlows(t *testing.T) {
 }
 
 // When the proxy ends, it closes its clients' connections and returns once
-// their records are written: each open tunnel's line is in the log.
+// their records are written: each open tunnel's line is in the log, that
+// of a tunnel stuck on a world that neither reads nor closes too.
 func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
 	tn := newTestNet(t, policy.Policy{})
 	tn.world.serveTCP(t, "198.51.100.10:80", echo)
+	// A world that takes a tunnel and then neither reads nor closes: both
+	// of its splice's copies wait on it, not on the client.
+	stuck := make(chan struct{})
+	defer close(stuck)
+	tn.world.serveTCP(t, "198.51.100.11:80", func(c net.Conn) { <-stuck })
 	addr, end := serveOutside(t, tn)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT 198.51.100.11:80 HTTP/1.1\r\nHost: 198.51.100.11:80\r\n\r\n")
+	if line, _ := bufio.NewReader(c).ReadString('\n'); !strings.Contains(line, " 200 ") {
+		t.Fatalf("CONNECT: %q", line)
+	}
+	go func() { // until the proxy's buffers and the world's are full
+		for b := make([]byte, 64<<10); ; {
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
 	const tunnels = 16
 	for range tunnels {
 		c, err := net.Dial("tcp", addr)
@@ -260,10 +283,17 @@ func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
 			t.Fatal("the tunnel does not echo")
 		}
 	}
+	start := time.Now()
 	if err := end(); err != nil {
 		t.Fatalf("ServeProxyOn ended with %v", err)
 	}
+	if took := time.Since(start); took > endWait/2 {
+		t.Errorf("the end took %v: it waited for a stuck tunnel", took)
+	}
 	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Dst == "198.51.100.10:80" })); n != tunnels {
 		t.Errorf("%d of the %d open tunnels' records were written by the end", n, tunnels)
+	}
+	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Dst == "198.51.100.11:80" })); n != 1 {
+		t.Error("the stuck tunnel's record was not written by the end")
 	}
 }

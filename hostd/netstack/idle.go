@@ -90,6 +90,20 @@ func (s *idleSet) reap(now time.Time) int {
 	return len(idle)
 }
 
+// closeNow closes tc and what it closes with (the world side of its
+// flow), as reap does: a flow whose two copies are both stuck on the
+// world side (a world that neither reads nor closes) ends only so.
+func (s *idleSet) closeNow(tc *trackedConn) {
+	s.mu.Lock()
+	also := tc.also
+	delete(s.conns, tc)
+	s.mu.Unlock()
+	tc.Close()
+	if also != nil {
+		also.Close()
+	}
+}
+
 func (s *idleSet) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -204,6 +218,9 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		tc := &trackedConn{Conn: c, f: f, idle: l.n.lim.idle}
 		l.n.lim.idle.add(tc)
+		if cc != nil {
+			l.clients.track(cc, tc)
+		}
 		return tc, nil
 	}
 }

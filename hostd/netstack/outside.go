@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 )
 
 // clientFlows bounds the connections each outside client (a sandbox of a
@@ -89,15 +90,30 @@ func (cf *clientFlows) leave() {
 	}
 }
 
-// end closes every connection, refuses those accepted and the requests
-// begun after, and waits for the requests being handled to leave: their
-// records are written then.
-func (cf *clientFlows) end() {
+// track notes the flow cc is accepted as, so that end closes its world
+// side too.
+func (cf *clientFlows) track(cc *clientConn, tc *trackedConn) {
+	cf.mu.Lock()
+	cc.tracked = tc
+	cf.mu.Unlock()
+}
+
+// endWait bounds how long end waits for the requests being handled: less
+// than the 30 s a Kubernetes pod is given between SIGTERM and SIGKILL.
+const endWait = 20 * time.Second
+
+// end closes every connection (and the world side of its flow), refuses
+// those accepted and the requests begun after, and waits for the requests
+// being handled to leave, their records written, endWait at most. It
+// says how many were still handled when it gave up.
+func (cf *clientFlows) end() int {
 	cf.mu.Lock()
 	cf.ended = true
 	live := make([]*clientConn, 0, len(cf.live))
+	tracked := make([]*trackedConn, 0, len(cf.live))
 	for cc := range cf.live {
 		live = append(live, cc)
+		tracked = append(tracked, cc.tracked)
 	}
 	var idle chan struct{}
 	if cf.handlers > 0 {
@@ -105,19 +121,34 @@ func (cf *clientFlows) end() {
 		cf.idle = idle
 	}
 	cf.mu.Unlock()
-	for _, cc := range live {
-		cc.Conn.Close()
+	for i, cc := range live {
+		if tc := tracked[i]; tc != nil && tc.idle != nil {
+			tc.idle.closeNow(tc)
+		} else {
+			cc.Conn.Close()
+		}
 	}
-	if idle != nil {
-		<-idle
+	if idle == nil {
+		return 0
+	}
+	t := time.NewTimer(endWait)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return 0
+	case <-t.C:
+		cf.mu.Lock()
+		defer cf.mu.Unlock()
+		return cf.handlers
 	}
 }
 
 // clientConn is an outside client's connection, counted until it closes.
 type clientConn struct {
 	net.Conn
-	cf *clientFlows
-	ip string
+	cf      *clientFlows
+	ip      string
+	tracked *trackedConn // its flow (cf.mu)
 }
 
 // CloseWrite half-closes when the connection can (splice relies on it).

@@ -71,10 +71,10 @@ type proxyHandler struct {
 // a guest process. Only public addresses answer through it, whatever the
 // policy allows: the proxy's own loopback, and the private ranges that
 // are the cluster's pods, services and API server, never do. A client
-// holds at most a quarter of the flows, and an idle connection between
-// requests is closed after outsideIdle. It returns when ctx ends (having
-// closed l and every connection, so that their records are written) or
-// l fails.
+// holds at most a quarter of the flows, and a connection idle between
+// requests is closed after outsideIdle. It returns when ctx ends or l
+// fails, having closed every connection and waited (endWait at most) for
+// their records to be written.
 func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener) error {
 	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
 	srv := &http.Server{
@@ -83,9 +83,14 @@ func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       outsideIdle,
 	}
 	ended := make(chan struct{})
+	finish := func() {
+		if left := clients.end(); left > 0 {
+			n.log.Warn("egress proxy: requests still handled at its end; their records are lost", "requests", left)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() {
 		l.Close()
-		clients.end()
+		finish()
 		close(ended)
 	})
 	err := srv.Serve(&guardedListener{Listener: l, n: n, clients: clients})
@@ -93,6 +98,7 @@ func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener) error {
 		<-ended
 		return nil
 	}
+	finish() // the listener failed: its clients' records are written too
 	return err
 }
 

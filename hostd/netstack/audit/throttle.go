@@ -15,9 +15,10 @@ import (
 // denials of it within the window are counted, and written as one
 // summary line when the window ends ("N more like it"). The table holds
 // at most Burst keys; a denial of a new key while it is full is counted
-// by kind (and client: see othersKey) and summed up the same way. So any span of a window costs at
-// most 2×Burst lines of their own, as many summaries, and one summary per
-// kind, however hard the guest tries.
+// by kind (and client: see othersKey) and summed up the same way. So any
+// span of a window costs at most 2×Burst lines of their own, as many
+// summaries, and one summary per kind and per client (2×Burst clients at
+// most), however hard the guest tries.
 type Throttle struct {
 	write  func(*Record)
 	window time.Duration
