@@ -27,6 +27,7 @@ import (
 // next refusal's), traffic goes through again.
 func TestNothingGoesOutOffTheRecord(t *testing.T) {
 	var full, unencodable atomic.Bool
+	var refusedToEncode atomic.Int64 // records the hook failed as unencodable
 	tn := newTestNet(t, policy.Policy{Deny: []string{"198.51.100.66", "198.51.100.68"}}, func(c *Config) {
 		al := c.Audit
 		c.writeAudit = func(r *audit.Record) error {
@@ -34,6 +35,7 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 			case full.Load():
 				return fmt.Errorf("audit: %w", &fs.PathError{Op: "write", Path: "/home/someone/.cowork/sandbox/network.jsonl", Err: syscall.ENOSPC})
 			case unencodable.Load():
+				refusedToEncode.Add(1)
 				return fmt.Errorf("audit: encode: %w", &json.UnsupportedValueError{Str: "NaN"})
 			}
 			return al.Write(r)
@@ -94,7 +96,12 @@ func TestNothingGoesOutOffTheRecord(t *testing.T) {
 	if c, err := tn.dialTCP(t, "198.51.100.68:80"); err == nil {
 		c.Close()
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The refusal's line is written after the guest has its reset.
+	for deadline := time.Now().Add(5 * time.Second); refusedToEncode.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refusal's line was never written")
+		}
+	}
 	if why := tn.auditDown(); why != "" {
 		t.Fatalf("a record that could not be encoded took the log for down: %s", why)
 	}

@@ -174,9 +174,6 @@ func TestOutsideClientsReachPublicAddressesOnly(t *testing.T) {
 			t.Errorf("an outside client's %s: %d, want 403", u, resp.StatusCode)
 		}
 	}
-	if c, err := tn.dialTCP(t, "168.63.129.16:80"); err == nil {
-		c.Close()
-	}
 	if !policy.Public(netip.MustParseAddr("198.51.100.7")) || policy.Public(netip.MustParseAddr("168.63.129.16")) || policy.Public(netip.MustParseAddr("fd00::1")) {
 		t.Error("policy.Public misjudges an address")
 	}
