@@ -6,7 +6,8 @@
 #     the stub must build for darwin/arm64 with CGO_ENABLED=0.
 #  2. A copy of go.mod outside the tree replaces vz with the stub (steps 1
 #     and 2: hack/darwin-stub.sh); the whole project is vetted and built for
-#     darwin/arm64 with it.
+#     darwin/arm64 with it; the vz users and the commands for darwin/amd64 too
+#     (the Intel runner's build).
 #  3. Self-test: a known-good program must build and a known-bad one
 #     (tools/vzstub/testdata/wrongcall) must be rejected, so a pass means
 #     something.
@@ -81,6 +82,13 @@ built=$("$GO" list -e -f '{{if not (or .Error .DepsErrors)}}{{if .GoFiles}}{{.Im
 "$GO" build -o /dev/null $built || problem "go build for darwin/arm64 against the vz stub"
 if [ ${#problems[@]} -eq 0 ]; then
 	verified+=("go vet and go build ./... pass for darwin/arm64 ($(echo $pkgs | wc -w) packages)")
+fi
+# The Intel runner of .github/workflows/macos.yml builds for darwin/amd64,
+# where other build tags pick other files (save_arm64_darwin.go's twin).
+if GOARCH=amd64 "$GO" vet $users && GOARCH=amd64 "$GO" build -o /dev/null ./cmd/...; then
+	verified+=("go vet of the packages using vz and go build ./cmd/... pass for darwin/amd64")
+else
+	problem "go vet or go build for darwin/amd64 (the Intel runner's) against the vz stub"
 fi
 cgofiles=$(git ls-files '*.go' | xargs grep -l '^import "C"' 2>/dev/null || true)
 [ -z "$cgofiles" ] || echo "warning: these files use cgo and were not type-checked (CGO_ENABLED=0): $cgofiles" >&2
