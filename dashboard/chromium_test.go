@@ -323,3 +323,59 @@ func TestAStreamRefusedForGoodSaysSo(t *testing.T) {
 	b.eval(t, `document.getElementById("reconnect").click()`, nil)
 	b.waitFor(t, "live again", `document.getElementById("conn").textContent === "live" && document.getElementById("reconnect").hidden`, 5*time.Second)
 }
+
+// The process behind a flow (its exec, pid and command line, as the
+// guest's agent named them) and what an API call cost show in the flows
+// table, and a task's tokens and cost in the tasks table: the columns
+// appear only once a record has them.
+func TestTheProcessAndTheSpendBehindARecordShow(t *testing.T) {
+	p := home(t)
+	now := time.Now()
+	writeRecords(t, p,
+		&audit.Record{Time: now.Add(-time.Minute), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "pypi.org", Dst: "151.101.0.223:443", Rule: "default"},
+	)
+	s := start(t, Options{})
+	b := openPage(t, s)
+	b.waitFor(t, "the backlog", `document.querySelectorAll("#flows-body tr").length === 1 && document.getElementById("conn").textContent === "live"`, 10*time.Second)
+	var head string
+	b.eval(t, `document.getElementById("flows-head").innerText`, &head)
+	for _, col := range []string{"Exec", "PID", "Command", "Tokens", "Cost"} {
+		if strings.Contains(head, col) {
+			t.Errorf("column %s shows before any record has it: %q", col, head)
+		}
+	}
+
+	writeRecords(t, p,
+		&audit.Record{Time: now.Add(-50 * time.Second), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "files.pythonhosted.org", Dst: "151.101.1.63:443", Rule: "default",
+			Owner: &audit.Owner{Exec: "0123456789abcdef", PID: 4242, UID: 1000, Comm: "pip", Cmd: "pip install requests", ClaimedBy: audit.ClaimedByGuest}},
+		&audit.Record{Time: now.Add(-40 * time.Second), Kind: audit.KindRelay, Verdict: audit.Allow, Name: "api.anthropic.com", Session: "s1", Method: "POST", URL: "/v1/messages", Status: 200,
+			Usage: &audit.Usage{Model: "claude-sonnet-4-5", InputTokens: 1200, OutputTokens: 350, CostUSD: 0.0166}},
+	)
+	b.waitFor(t, "the new records", `document.querySelectorAll("#flows-body tr").length === 3`, 5*time.Second)
+	b.waitFor(t, "the task's spend", `document.getElementById("tasks-body").innerText.includes("session s1")`, 5*time.Second)
+	var got struct{ Head, Flow, Call, Tasks, TasksHead string }
+	b.eval(t, `(() => {
+		const rows = Array.from(document.getElementById("flows-body").rows);
+		const row = (s) => (rows.find((r) => r.innerText.includes(s)) || {innerText: ""}).innerText;
+		return {head: document.getElementById("flows-head").innerText, flow: row("files.pythonhosted.org"), call: row("api.anthropic.com"),
+			tasks: document.getElementById("tasks-body").innerText, tasksHead: document.getElementById("tasks-head").innerText};
+	})()`, &got)
+	for _, col := range []string{"Exec", "PID", "Command", "Tokens", "Cost"} {
+		if !strings.Contains(got.Head, col) {
+			t.Errorf("the flows table has no %s column: %q", col, got.Head)
+		}
+	}
+	for _, want := range []string{"0123456789abcdef", "4242", "pip install requests"} {
+		if !strings.Contains(got.Flow, want) {
+			t.Errorf("the flow's row lacks %q: %q", want, got.Flow)
+		}
+	}
+	for _, want := range []string{"1,550", "$0.0166"} {
+		if !strings.Contains(got.Call, want) {
+			t.Errorf("the API call's row lacks %q: %q", want, got.Call)
+		}
+		if !strings.Contains(got.Tasks, want) {
+			t.Errorf("the task's row lacks %q: %q (head %q)", want, got.Tasks, got.TasksHead)
+		}
+	}
+}
