@@ -303,7 +303,7 @@ func Format(r *audit.Record, verbose, color bool) string {
 			fmt.Fprintf(&b, " exec %s", r.Owner.Exec)
 		}
 	}
-	if verbose || r.Verdict == audit.Deny || r.Learn {
+	if r.Rule != "" && (verbose || r.Verdict == audit.Deny || r.Learn) {
 		fmt.Fprintf(&b, "  [%s]", r.Rule)
 	}
 	if r.Suppressed > 0 {

@@ -149,7 +149,7 @@ func TestFormatShowsWhatACallCost(t *testing.T) {
 	if got := Format(r, false, false); !strings.HasSuffix(got, "  session ab12  16,550 tokens $0.0111") {
 		t.Errorf("%q", got)
 	}
-	if got := Format(r, true, false); !strings.HasSuffix(got, "  session ab12  16,550 tokens $0.0111 (claude-sonnet-4-5)  []") {
+	if got := Format(r, true, false); !strings.HasSuffix(got, "  session ab12  16,550 tokens $0.0111 (claude-sonnet-4-5)") { // no empty []
 		t.Errorf("verbose: %q", got)
 	}
 	d := &audit.Record{Time: at, Kind: audit.KindRelay, Verdict: audit.Deny, Name: "api.anthropic.com", Session: "ab12", Status: 402,
