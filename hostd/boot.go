@@ -63,6 +63,9 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 	}
 	personalized := d.personalizeBeside(ctx, resumed)
 	if resumed {
+		go d.warmExec(life) // not the boot's ctx, which ends at ready
+	}
+	if resumed {
 		d.remountAfterResume(ctx, plugged)
 	} else {
 		d.mountExtras(ctx)

@@ -56,6 +56,9 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 		r.GuestIP = netstack.GuestIP
 	}
 	vm, started, net, inSuspend := d.vm, d.started, d.net, d.inSuspend
+	if d.standingBy {
+		r.State = controlwire.StateStandby
+	}
 	d.mu.Unlock()
 	if net != nil {
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())

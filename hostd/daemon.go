@@ -48,6 +48,10 @@ type Options struct {
 	// AgentTimeout bounds the wait for the guest agent's first answer
 	// (not the provisioning that follows); zero means DefaultAgentTimeout.
 	AgentTimeout time.Duration
+	// Standby loads the instance's saved guest and holds it paused until
+	// CallWake (standby.go); with no saved guest it can resume, hostd
+	// exits, and boots nothing.
+	Standby bool
 }
 
 // Daemon is one instance's hostd.
@@ -111,6 +115,13 @@ type Daemon struct {
 
 	// auto follows the guest's listening sockets (autopublish.go).
 	auto autoPublish
+
+	// standby is Options.Standby; wake closes at CallWake (standby.go),
+	// and standingBy says, under mu, that the loaded guest waits for it.
+	standby    bool
+	wake       chan struct{}
+	wakeOnce   sync.Once
+	standingBy bool
 }
 
 type agentInfo struct {
@@ -166,6 +177,7 @@ func newDaemon(paths instance.Paths, cfg *instance.Config, o Options) *Daemon {
 		name: o.Name, paths: paths, cfg: cfg, log: o.Log, events: newEvents(),
 		newMachine: o.NewMachine, agentTimeout: o.AgentTimeout, settleFor: bootSettle,
 		stopReq: make(chan stopRequest, 1), suspendReq: make(chan suspendRequest), closing: make(chan struct{}),
+		standby: o.Standby, wake: make(chan struct{}),
 	}
 	if d.agentTimeout <= 0 {
 		d.agentTimeout = DefaultAgentTimeout

@@ -33,6 +33,13 @@ func (d *Daemon) startOrResume(ctx context.Context, mc machine.Config, con *cons
 		return false, err
 	}
 	saved, err := d.savedState(ctx, vm, mc)
+	if d.standby {
+		if err := d.holdOnly(ctx, vm, saved, err); err != nil {
+			return false, err
+		}
+		con.CloseWriter()
+		return true, nil
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return false, ctx.Err()
@@ -145,6 +152,12 @@ func (d *Daemon) resume(ctx context.Context, vm machine.Machine, saved *machine.
 			_ = vm.Stop(context.Background(), 0)
 		}
 	}()
+	if d.standby {
+		if err := d.awaitWake(ctx, vm); err != nil {
+			return err
+		}
+		began = time.Now()
+	}
 	if err := d.retireState(); err != nil {
 		return fmt.Errorf("retire the saved state: %w", err)
 	}

@@ -37,6 +37,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	name := fs.String("name", instance.DefaultName, "the instance")
+	standby := fs.Bool("standby", false, "load the saved guest and hold it paused until a run wakes it (a warm pool clone)")
 	if err := parse(fs, args); err != nil {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
 		return hostdwire.ExitUsage
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// over: hostd idles most of its life (internal/memtrim).
 	go memtrim.New().Run(ctx, time.Second)
 	log, _ := hostd.OpenLog(*name, stderr)
-	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine})
+	err := hostd.Run(ctx, hostd.Options{Name: *name, Log: log, NewMachine: platformMachine, Standby: *standby})
 	switch {
 	case errors.Is(err, instance.ErrRunning):
 		fmt.Fprintf(stderr, "cowork-hostd: instance %s already has a hostd\n", *name)

@@ -124,6 +124,12 @@ func (c *Client) ToolCalls(ctx context.Context, req ToolCallsRequest) error {
 	return err
 }
 
+// Wake runs on a guest hostd holds loaded and paused (CallWake).
+func (c *Client) Wake(ctx context.Context) error {
+	_, err := c.unary(ctx, &Request{Call: CallWake})
+	return err
+}
+
 // Suspend saves the running guest and stops its VM (CallSuspend).
 func (c *Client) Suspend(ctx context.Context, req SuspendRequest) (*Suspended, error) {
 	r, err := c.unary(ctx, &Request{Call: CallSuspend, Suspend: &req})

@@ -33,6 +33,7 @@ type Handler interface {
 	ReloadSecrets(ctx context.Context) (*SecretsReloaded, error)
 	Learn(ctx context.Context, req LearnRequest, send func(*Learning) error) error
 	ToolCalls(ctx context.Context, req ToolCallsRequest) error
+	Wake(ctx context.Context) error
 }
 
 // Unimplemented answers every call with CodeUnimplemented; a stand-in
@@ -79,6 +80,7 @@ func (Unimplemented) Learn(context.Context, LearnRequest, func(*Learning) error)
 func (Unimplemented) ToolCalls(context.Context, ToolCallsRequest) error {
 	return unimplemented(CallToolCalls)
 }
+func (Unimplemented) Wake(context.Context) error { return unimplemented(CallWake) }
 
 // WriteTimeout bounds each reply line's write: a client that stops
 // reading a stream (its socket buffer full) is dropped then, instead of
@@ -282,6 +284,8 @@ func (s *Server) dispatch(ctx context.Context, req *Request, send func(*Reply) e
 			r = *req.Learn
 		}
 		return done, s.h.Learn(ctx, r, func(l *Learning) error { return send(&Reply{Learning: l}) })
+	case CallWake:
+		return done, s.h.Wake(ctx)
 	case CallToolCalls:
 		if req.ToolCalls == nil {
 			return nil, Errorf(CodeInvalidArgument, "tool_calls without its calls")

@@ -7,9 +7,14 @@ import (
 
 // Status describes the instance and its VM, as hostd sees it. A time
 // that did not happen is the zero time, left out of the JSON.
+// StateStandby is Status.State while hostd holds a saved guest loaded
+// and paused (`run --standby`) for CallWake.
+const StateStandby = "standby"
+
 type Status struct {
 	Name string `json:"name"`
-	// State is starting, running, paused, suspending, stopping or stopped.
+	// State is starting, standby (a saved guest loaded and paused, for
+	// CallWake to run), running, paused, suspending, stopping or stopped.
 	State string `json:"state"`
 	// Ready is true once the agent answers and the guest finished
 	// provisioning: commands can run.

@@ -97,6 +97,12 @@ const (
 	// claude's stream told them, into the audit log (kind "tool"), under
 	// the ask's relay session; it answers once they are written.
 	CallToolCalls Call = "tool_calls"
+	// CallWake runs on a guest hostd holds loaded and paused (`run
+	// --standby`: a warm pool clone, restored from its saved state up to
+	// the moment before it runs). It answers at once; CallEvents then
+	// follows the rest of the resume. On a hostd that is not standing by
+	// it is CodeFailedPrecondition.
+	CallWake Call = "wake"
 )
 
 // MaxPorts bounds the ports a reply lists (hostd publishes no more).
