@@ -69,6 +69,10 @@ type (
 	Phase = controlwire.Phase
 )
 
+// StateStandby is Status.State of a warm pool clone whose hostd holds its
+// saved guest loaded and paused: Start runs it.
+const StateStandby = controlwire.StateStandby
+
 // The phases of a boot, in order up to PhaseReady.
 const (
 	PhaseUnspecified    = controlwire.PhaseUnspecified
@@ -110,6 +114,12 @@ func (c *Client) Close() error { return c.api.Close() }
 // Status asks hostd about the instance.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return c.api.Status(ctx)
+}
+
+// Wake runs the guest a standby hostd holds loaded and paused (a warm
+// pool clone's); Start does it.
+func (c *Client) Wake(ctx context.Context) error {
+	return c.api.Wake(ctx)
 }
 
 // Stop shuts the VM down (cuts its power with force) and returns once it
@@ -283,9 +293,9 @@ func (c *Client) Exec(ctx context.Context, o agentclient.ExecOptions) (agentclie
 	return agent.Exec(ctx, o)
 }
 
-// Launch starts `exe run --name NAME` (exe is cowork-hostd) detached from this process (its own
+// Launch starts `exe run --name NAME [ARGS]` (exe is cowork-hostd) detached from this process (its own
 // session, stdio to hostd.log), so it outlives the command that started it.
-func Launch(exe, name string) (*exec.Cmd, error) {
+func Launch(exe, name string, args ...string) (*exec.Cmd, error) {
 	paths, err := instance.PathsFor(name)
 	if err != nil {
 		return nil, err
@@ -298,7 +308,7 @@ func Launch(exe, name string) (*exec.Cmd, error) {
 	if st, err := logf.Stat(); err == nil && st.Size() > 10<<20 {
 		_ = logf.Truncate(0)
 	}
-	cmd := exec.Command(exe, "run", "--name", name)
+	cmd := exec.Command(exe, append([]string{"run", "--name", name}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

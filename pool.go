@@ -9,14 +9,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/snapshot"
 )
 
 // An instance's pool keeps throwaway clones ready for its next runs
 // (throwaway.go): hot ones run, at the cost of their memory; warm ones are
-// suspended, at the cost of their saved memory on disk, and resume in
-// under a second. Its settings are in the instance's pool.json; FillPool
+// suspended, their saved memory on disk, and held by a standby hostd that
+// has it loaded and paused (hostd/standby.go), at the cost of that memory
+// and no CPU: a run wakes it in a fraction of a second. A warm clone whose
+// standby ended (the host restarted) resumes from disk, in under a second. Its settings are in the instance's pool.json; FillPool
 // makes clones until the pool holds its size, one filler at a time
 // (PoolLock).
 
@@ -133,6 +136,8 @@ func poolState(c *Instance) (string, *instance.Lock) {
 		return PoolMaking, nil
 	case err != nil:
 		return PoolBusy, nil
+	case c.Running() && standingBy(c):
+		return PoolWarm, lock
 	case c.Running():
 		return PoolHot, lock
 	case c.Saved() != nil:
@@ -403,8 +408,56 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 		if _, err := t.Instance.Suspend(ctx, false); err != nil {
 			return fail(err)
 		}
+		if err := t.Instance.standBy(ctx); err != nil && ctx.Err() == nil {
+			// Still warm, from disk: a run resumes it from there.
+			if progress != nil {
+				progress(t.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
+			}
+		}
 	}
 	return t.Name, nil
+}
+
+// standingBy says whether c's hostd holds its saved guest loaded and
+// paused, for a run to wake.
+func standingBy(c *Instance) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl, err := c.Dial()
+	if err != nil {
+		return false
+	}
+	defer cl.Close()
+	st, err := cl.Status(ctx)
+	return err == nil && st.State == StateStandby
+}
+
+// standBy launches the suspended instance's hostd with --standby, and
+// waits until it holds the saved guest loaded and paused. On error the
+// instance is as it was, suspended on disk.
+func (i *Instance) standBy(ctx context.Context) error {
+	exe, err := HostdBinary()
+	if err != nil {
+		return err
+	}
+	h, err := launchChild(exe, i.Name, "--standby")
+	if err != nil {
+		return err
+	}
+	if err := waitForControl(ctx, i.Paths, h); err != nil {
+		return fmt.Errorf("hold %s loaded: %w%s", i.Name, err, Diagnostics(i.Paths))
+	}
+	for !standingBy(i) {
+		select {
+		case <-h.done:
+			return fmt.Errorf("hold %s loaded: its hostd ended (%v)%s", i.Name, h.err, Diagnostics(i.Paths))
+		case <-ctx.Done():
+			_, _ = i.Stop(context.WithoutCancel(ctx), true, 0)
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // PoolFilling says whether a filler is at work on the pool (DrainPool

@@ -110,8 +110,15 @@ func Start(ctx context.Context, exe, name string, progress func(*Event)) (err er
 	}
 	defer c.Close()
 	if running {
-		if st, err := c.Status(ctx); err == nil && st.Ready {
+		st, err := c.Status(ctx)
+		switch {
+		case err == nil && st.Ready:
 			return ErrAlreadyRunning
+		case err == nil && st.State == StateStandby:
+			// A warm pool clone's hostd, its guest loaded and paused.
+			if err := c.Wake(ctx); err != nil {
+				return fmt.Errorf("wake %s: %w", name, err)
+			}
 		}
 	}
 	return c.follow(ctx, progress)
@@ -139,14 +146,14 @@ type child struct {
 	err  error
 }
 
-func launchChild(exe, name string) (*child, error) {
+func launchChild(exe, name string, args ...string) (*child, error) {
 	if exe == "" {
 		var err error
 		if exe, err = HostdBinary(); err != nil {
 			return nil, err
 		}
 	}
-	cmd, err := Launch(exe, name)
+	cmd, err := Launch(exe, name, args...)
 	if err != nil {
 		return nil, err
 	}

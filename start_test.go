@@ -100,3 +100,23 @@ func TestStartOutOfTimeFindsAReadyInstanceRunning(t *testing.T) {
 		t.Fatalf("start stopped a ready instance: %v", s)
 	}
 }
+
+// A start that finds a standby hostd (a warm pool clone's, its guest
+// loaded and paused) wakes it and follows it to ready; one that finds a
+// ready instance wakes nothing.
+func TestStartWakesAStandby(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.StandingBy(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var seen []Phase
+	if err := Start(ctx, "/nonexistent/cowork", instance.DefaultName, func(ev *Event) { seen = append(seen, ev.Phase) }); err != nil {
+		t.Fatalf("start of a standby: %v", err)
+	}
+	if h.Wakes() != 1 || len(seen) == 0 || seen[len(seen)-1] != PhaseReady {
+		t.Errorf("woken %d times, events %v; want once, then ready", h.Wakes(), seen)
+	}
+	if err := Start(ctx, "/nonexistent/cowork", instance.DefaultName, nil); !errors.Is(err, ErrAlreadyRunning) || h.Wakes() != 1 {
+		t.Errorf("a second start: %v, woken %d times", err, h.Wakes())
+	}
+}

@@ -395,3 +395,28 @@ func TestStaleClonesGoOnlyOnceOld(t *testing.T) {
 		t.Errorf("reaped %q, want the old %s", gone, c.Name)
 	}
 }
+
+// A pool clone whose hostd stands by (its saved guest loaded and paused)
+// is a warm clone, not a hot one; a run takes it as such, and its start
+// wakes it.
+func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
+	parent, snap := newParentWithBase(t)
+	c := poolClone(t, parent, snap, false)
+	h := instancetest.StandingBy(t, c.Paths)
+	if st := peekState(c.Instance); st != PoolWarm {
+		t.Fatalf("a standing-by clone is %s, want %s", st, PoolWarm)
+	}
+	if n := parent.readyClones(snap, PoolHot); n != 0 {
+		t.Errorf("%d hot clones counted, want none", n)
+	}
+	tw, err := parent.Throwaway(context.Background(), ThrowawayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tw.Name != c.Name || tw.Ready != ReadyWarm || h.Wakes() != 1 {
+		t.Errorf("took %s (%s), woken %d times; want %s, warm, woken once", tw.Name, tw.Ready, h.Wakes(), c.Name)
+	}
+	if _, err := tw.Discard(context.Background(), RunResult{What: "exec", Command: "true"}); err != nil {
+		t.Fatal(err)
+	}
+}

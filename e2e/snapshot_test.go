@@ -134,6 +134,12 @@ func TestSnapshot(t *testing.T) {
 		if r := e.must("pool", "fill"); !strings.Contains(r.out, "made sandbox-rm-") {
 			t.Errorf("pool fill: %s", r)
 		}
+		// Its hostd holds it loaded and paused, for the run to wake.
+		if dirs, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*")); len(dirs) != 1 {
+			t.Errorf("clones after pool fill: %q", dirs)
+		} else if st := e.run("--name", filepath.Base(dirs[0]), "status"); !strings.Contains(st.out, "standby") {
+			t.Errorf("the warm clone's status: %s", st)
+		}
 		r = e.must("exec", "--rm", "-u", "root", identity)
 		if !strings.Contains(r.errOut, "(warm, from snapshot m1") {
 			t.Errorf("exec --rm with a warm clone ready: %s", r)

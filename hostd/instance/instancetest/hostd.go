@@ -31,6 +31,11 @@ type Hostd struct {
 	suspends   []controlwire.SuspendRequest
 	suspendErr error
 	gone       bool
+	// standby: it holds a guest until Wake (StandingBy), which closes
+	// woken and makes it ready.
+	standby bool
+	woken   chan struct{}
+	wakes   int
 }
 
 // Running starts a stand-in hostd in the test's process for the instance
@@ -50,6 +55,27 @@ func Running(t testing.TB, p instance.Paths, ready bool) *Hostd {
 	return h
 }
 
+// StandingBy starts a stand-in hostd holding a saved guest loaded and
+// paused (`cowork-hostd run --standby`): its status says standby until
+// Wake, which makes it ready.
+func StandingBy(t testing.TB, p instance.Paths) *Hostd {
+	t.Helper()
+	h, err := Serve(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.standby = true
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// Wakes is how often Wake was called.
+func (h *Hostd) Wakes() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.wakes
+}
+
 // Serve starts a stand-in hostd for the instance at p whose boot reports
 // phases, in order; Stop ends it.
 func Serve(p instance.Paths, phases ...controlwire.Phase) (*Hostd, error) {
@@ -66,7 +92,7 @@ func Serve(p instance.Paths, phases ...controlwire.Phase) (*Hostd, error) {
 		l.Release()
 		return nil, err
 	}
-	h := &Hostd{paths: p, lock: l, ending: make(chan struct{}), done: make(chan struct{})}
+	h := &Hostd{paths: p, lock: l, ending: make(chan struct{}), done: make(chan struct{}), woken: make(chan struct{})}
 	for _, ph := range phases {
 		h.events = append(h.events, &controlwire.Event{Phase: ph, Message: strings.ToLower(ph.String()), At: time.Now()})
 	}
@@ -79,7 +105,16 @@ func Serve(p instance.Paths, phases ...controlwire.Phase) (*Hostd, error) {
 func (h *Hostd) Done() <-chan struct{} { return h.done }
 
 func (h *Hostd) ready() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	return len(h.events) > 0 && h.events[len(h.events)-1].Phase == controlwire.PhaseReady
+}
+
+// eventsNow is a copy of the events so far.
+func (h *Hostd) eventsNow() []*controlwire.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*controlwire.Event(nil), h.events...)
 }
 
 // Stops is what Stop was asked, in order.
@@ -131,7 +166,31 @@ type control struct {
 }
 
 func (c *control) Status(context.Context) (*controlwire.Status, error) {
-	return &controlwire.Status{State: "running", Ready: c.h.ready(), HostdPID: os.Getpid()}, nil
+	st := &controlwire.Status{State: "running", Ready: c.h.ready(), HostdPID: os.Getpid()}
+	c.h.mu.Lock()
+	if c.h.standby && c.h.wakes == 0 {
+		st.State = controlwire.StateStandby
+	}
+	c.h.mu.Unlock()
+	return st, nil
+}
+
+// Wake runs a standby's guest: it is ready at once.
+func (c *control) Wake(context.Context) error {
+	h := c.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.standby {
+		return controlwire.Errorf(controlwire.CodeFailedPrecondition, "not standing by")
+	}
+	h.wakes++
+	if h.wakes == 1 {
+		h.events = append(h.events,
+			&controlwire.Event{Phase: controlwire.PhaseVMStarted, Message: "vm resumed", At: time.Now()},
+			&controlwire.Event{Phase: controlwire.PhaseReady, Message: "ready", At: time.Now()})
+		close(h.woken)
+	}
+	return nil
 }
 
 func (c *control) Stop(_ context.Context, req controlwire.StopRequest) error {
@@ -157,17 +216,24 @@ func (c *control) Suspend(_ context.Context, req controlwire.SuspendRequest) (*c
 }
 
 func (c *control) Events(ctx context.Context, send func(*controlwire.Event) error) error {
-	for _, ev := range c.h.events {
-		if err := send(ev); err != nil {
-			return err
+	sent := 0
+	for {
+		evs := c.h.eventsNow()
+		for _, ev := range evs[sent:] {
+			if err := send(ev); err != nil {
+				return err
+			}
+		}
+		sent = len(evs)
+		if c.h.ready() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.h.ending:
+			return nil
+		case <-c.h.woken:
 		}
 	}
-	if c.h.ready() {
-		return nil
-	}
-	select {
-	case <-ctx.Done():
-	case <-c.h.ending:
-	}
-	return nil
 }
