@@ -19,9 +19,9 @@ import (
 // suspended, their saved memory on disk, and held by a standby hostd that
 // has it loaded and paused (hostd/standby.go), at the cost of that memory
 // and no CPU: a run wakes it in a fraction of a second. A warm clone whose
-// standby ended (the host restarted) resumes from disk, in under a second. Its settings are in the instance's pool.json; FillPool
-// makes clones until the pool holds its size, one filler at a time
-// (PoolLock).
+// standby ended (the host restarted) resumes from disk, in under a
+// second. Its settings are in the instance's pool.json; FillPool makes
+// clones until the pool holds its size, one filler at a time (PoolLock).
 
 // MaxPoolSize bounds a pool: each clone is a VM.
 const MaxPoolSize = 8
@@ -136,7 +136,9 @@ func poolState(c *Instance) (string, *instance.Lock) {
 		return PoolMaking, nil
 	case err != nil:
 		return PoolBusy, nil
-	case c.Running() && standingBy(c):
+	case c.Running() && c.Saved() != nil:
+		// Its hostd stands by, or is loading the guest to: the state is
+		// retired only when a run wakes it.
 		return PoolWarm, lock
 	case c.Running():
 		return PoolHot, lock
@@ -432,10 +434,13 @@ func standingBy(c *Instance) bool {
 	return err == nil && st.State == StateStandby
 }
 
+// standbyWait bounds standBy: a load that takes longer is stuck.
+const standbyWait = 2 * time.Minute
+
 // standBy launches the suspended instance's hostd with --standby, and
 // waits until it holds the saved guest loaded and paused. On error the
-// instance is as it was, suspended on disk.
-func (i *Instance) standBy(ctx context.Context) error {
+// hostd is stopped: the instance is as it was, suspended on disk.
+func (i *Instance) standBy(ctx context.Context) (err error) {
 	exe, err := HostdBinary()
 	if err != nil {
 		return err
@@ -444,15 +449,22 @@ func (i *Instance) standBy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, standbyWait)
+	defer cancel()
+	defer func() {
+		if err != nil {
+			_ = h.abandon(i.Name, i.Paths)
+			err = fmt.Errorf("hold %s loaded: %w%s", i.Name, err, Diagnostics(i.Paths))
+		}
+	}()
 	if err := waitForControl(ctx, i.Paths, h); err != nil {
-		return fmt.Errorf("hold %s loaded: %w%s", i.Name, err, Diagnostics(i.Paths))
+		return err
 	}
 	for !standingBy(i) {
 		select {
 		case <-h.done:
-			return fmt.Errorf("hold %s loaded: its hostd ended (%v)%s", i.Name, h.err, Diagnostics(i.Paths))
+			return fmt.Errorf("its hostd ended (%v)", h.err)
 		case <-ctx.Done():
-			_, _ = i.Stop(context.WithoutCancel(ctx), true, 0)
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}

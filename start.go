@@ -110,16 +110,13 @@ func Start(ctx context.Context, exe, name string, progress func(*Event)) (err er
 	}
 	defer c.Close()
 	if running {
-		st, err := c.Status(ctx)
-		switch {
-		case err == nil && st.Ready:
+		if st, err := c.Status(ctx); err == nil && st.Ready {
 			return ErrAlreadyRunning
-		case err == nil && st.State == StateStandby:
-			// A warm pool clone's hostd, its guest loaded and paused.
-			if err := c.Wake(ctx); err != nil {
-				return fmt.Errorf("wake %s: %w", name, err)
-			}
 		}
+		// A warm pool clone's hostd holds its guest loaded and paused
+		// (or is loading it): it runs it once woken. Any other hostd
+		// refuses the wake, and goes on with its boot.
+		_ = c.Wake(ctx)
 	}
 	return c.follow(ctx, progress)
 }

@@ -116,7 +116,13 @@ func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwawa
 	if t.Ready == ReadyHot {
 		return t, nil
 	}
-	if err := t.Instance.Start(ctx, o.Progress); err != nil && !errors.Is(err, ErrAlreadyRunning) {
+	err = t.Instance.Start(ctx, o.Progress)
+	if err != nil && t.Ready == ReadyWarm && ctx.Err() == nil && !t.Instance.Running() && t.Instance.Saved() != nil {
+		// Its standby ended before it ran the guest, which stays saved:
+		// a start of its own resumes it from disk.
+		err = t.Instance.Start(ctx, o.Progress)
+	}
+	if err != nil && !errors.Is(err, ErrAlreadyRunning) {
 		if _, derr := t.Discard(ctx, RunResult{ExitCode: -1, Err: err}); derr != nil {
 			err = fmt.Errorf("%w; %v", err, derr)
 		}

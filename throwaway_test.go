@@ -14,6 +14,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/hostd/savestate"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -402,12 +403,28 @@ func TestStaleClonesGoOnlyOnceOld(t *testing.T) {
 func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
 	parent, snap := newParentWithBase(t)
 	c := poolClone(t, parent, snap, false)
+	if err := os.MkdirAll(c.Paths.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := savestate.Write(c.Paths.Suspend(), &savestate.Manifest{Saved: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	h := instancetest.StandingBy(t, c.Paths)
 	if st := peekState(c.Instance); st != PoolWarm {
 		t.Fatalf("a standing-by clone is %s, want %s", st, PoolWarm)
 	}
 	if n := parent.readyClones(snap, PoolHot); n != 0 {
 		t.Errorf("%d hot clones counted, want none", n)
+	}
+	hot := poolClone(t, parent, snap, true)
+	if st := peekState(hot.Instance); st != PoolHot {
+		t.Errorf("a running clone with no saved state is %s, want %s", st, PoolHot)
+	}
+	// A run takes the hot one first; the standby stays for the next.
+	if tw, err := parent.Throwaway(context.Background(), ThrowawayOptions{}); err != nil || tw.Name != hot.Name {
+		t.Fatalf("the first run took %v (%v), want the hot clone", tw, err)
+	} else if _, err := tw.Discard(context.Background(), RunResult{What: "exec", Command: "true"}); err != nil {
+		t.Fatal(err)
 	}
 	tw, err := parent.Throwaway(context.Background(), ThrowawayOptions{})
 	if err != nil {

@@ -62,8 +62,8 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		return err
 	}
 	personalized := d.personalizeBeside(ctx, resumed)
-	if resumed {
-		go d.warmExec(life) // not the boot's ctx, which ends at ready
+	if resumed && d.standby { // a run waits for it: a woken pool clone
+		go d.warmExec(life, d.vm) // not the boot's ctx, which ends at ready
 	}
 	if resumed {
 		d.remountAfterResume(ctx, plugged)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 )
 
@@ -39,8 +41,9 @@ func (d *Daemon) holdOnly(ctx context.Context, vm machine.Machine, saved *machin
 	return d.resume(ctx, vm, saved)
 }
 
-// awaitWake holds the loaded, paused guest until Wake; a stop (ctx) or
-// the VM's end cuts it short.
+// awaitWake holds the loaded, paused guest until Wake; a stop (ctx), the
+// VM's end, or its reason going (a pool clone whose run died before its
+// wake, or whose parent was deleted) cuts it short, the state kept.
 func (d *Daemon) awaitWake(ctx context.Context, vm machine.Machine) error {
 	d.mu.Lock()
 	d.standingBy = true
@@ -51,14 +54,49 @@ func (d *Daemon) awaitWake(ctx context.Context, vm machine.Machine) error {
 		d.mu.Unlock()
 	}()
 	d.log.Info("standing by: the saved guest is loaded and paused until a run takes it")
-	select {
-	case <-d.wake:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-vm.Done():
-		return fmt.Errorf("the VM ended while it stood by: %v", vm.Err())
+	for {
+		select {
+		case <-d.wake:
+			// A stop or the VM's end at the same moment wins: the state
+			// must not be retired for a guest that will not run.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			select {
+			case <-vm.Done():
+				return fmt.Errorf("the VM ended while it stood by: %v", vm.Err())
+			default:
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-vm.Done():
+			return fmt.Errorf("the VM ended while it stood by: %v", vm.Err())
+		case <-time.After(orphanPoll):
+			if err := d.standbyReason(); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// standbyReason says why a throwaway clone's standby should end: its run
+// took it and died before waking it, or its parent is gone. Nil while it
+// still waits for a run (and always for an instance of the user's).
+func (d *Daemon) standbyReason() error {
+	t := d.cfg.Throwaway
+	if t == nil {
+		return nil
+	}
+	if orphaned(d.paths.Claim()) {
+		return errors.New("the run that took this clone is gone: standing by no longer")
+	}
+	if p, err := instance.PathsFor(t.Parent); err == nil {
+		if _, err := os.Stat(p.Config()); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the clone's parent %s is gone: standing by no longer", t.Parent)
+		}
+	}
+	return nil
 }
 
 // Wake runs the guest a standby holds (CallWake). One that comes while
@@ -79,15 +117,15 @@ const warmExecWait = 2 * time.Second
 // resume and whatever runs first. A resumed guest's first exec runs code
 // (the agent's, the kernel's fork and exec) that an emulated guest must
 // translate again: under TCG here it takes 0.2 s where the next takes
-// 0.07 s. Started as the agent first answers, it has that done by the
-// time a user's first command (a throwaway run's, above all) comes:
+// 0.07 s. Run on a woken standby as its agent first answers, it has that
+// done by the time the run's first command comes:
 // `exec --rm true` from a warm clone took 0.54 s against 0.60 s without
 // it (medians of 6; waiting for it before ready took 0.63 s). Whether
 // it works does not matter.
-func (d *Daemon) warmExec(ctx context.Context) {
+func (d *Daemon) warmExec(ctx context.Context, vm machine.Machine) {
 	ctx, cancel := context.WithTimeout(ctx, warmExecWait)
 	defer cancel()
-	c, err := agentclient.New(func(ctx context.Context) (net.Conn, error) { return d.vm.DialAgent(ctx) })
+	c, err := agentclient.New(func(ctx context.Context) (net.Conn, error) { return vm.DialAgent(ctx) })
 	if err != nil {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/savestate"
 )
@@ -168,23 +169,129 @@ func TestWakeWithoutAStandbyIsRefused(t *testing.T) {
 	}
 }
 
-// A resumed guest runs one exec of hostd's own beside its resume, so that
-// the first command a user runs finds the exec path translated; a booted
-// one does not need it.
-func TestAResumedGuestsExecPathIsWarmed(t *testing.T) {
+// A woken standby runs one exec of hostd's own beside the rest of its
+// resume, so that the run's first command finds the exec path
+// translated; a guest resumed or booted otherwise does not.
+func TestAWokenGuestsExecPathIsWarmed(t *testing.T) {
+	const warmed = "warmed the guest's exec path"
 	h := newSuspendTest(t)
 	h.suspended(t)
-	if strings.Contains(h.log.String(), "warmed the guest's exec path") {
-		t.Fatal("a booted guest's exec path was warmed")
-	}
 	r := h.start(t)
 	h.host.Next(t)
 	r.until(controlwire.PhaseReady)
+	r.stop(&controlwire.StopRequest{Force: true})
+	r.wait()
+	if strings.Contains(h.log.String(), warmed) {
+		t.Fatal("a guest booted, then one resumed by a start, had their exec path warmed")
+	}
+	h.suspended(t)
+	h.opts.Standby = true
+	r = h.start(t)
+	h.host.Next(t)
+	r.standingBy()
+	if err := r.wake(); err != nil {
+		t.Fatal(err)
+	}
+	r.until(controlwire.PhaseReady)
 	deadline := time.Now().Add(patience)
-	for !strings.Contains(h.log.String(), "warmed the guest's exec path") {
+	for !strings.Contains(h.log.String(), warmed) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no exec warmed the resumed guest; hostd's log:\n%s", h.log.String())
+			t.Fatalf("no exec warmed the woken guest; hostd's log:\n%s", h.log.String())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The guest's end while it stands by ends the standby, the saved state
+// kept; so does a run that took the clone and died before waking it.
+func TestAStandbyEndsWithItsVMOrItsRun(t *testing.T) {
+	t.Run("the VM ends", func(t *testing.T) {
+		h := newSuspendTest(t)
+		h.suspended(t)
+		h.opts.Standby = true
+		r := h.start(t)
+		m := h.host.Next(t)
+		r.standingBy()
+		m.Crash(errors.New("qemu was killed"))
+		if err := r.wait(); err == nil || !strings.Contains(err.Error(), "stood by") {
+			t.Errorf("hostd ended with %v, want the VM's end while it stood by", err)
+		}
+		if _, err := savestate.Load(h.paths.Suspend()); err != nil {
+			t.Errorf("the saved state went with the standby: %v", err)
+		}
+	})
+	t.Run("a wake and a stop at once", func(t *testing.T) {
+		h := newSuspendTest(t)
+		h.suspended(t)
+		h.opts.Standby = true
+		ctx, cancel := context.WithCancel(context.Background())
+		r := h.startCtx(t, ctx, cancel)
+		h.host.Next(t)
+		r.standingBy()
+		cancel() // the stop first: a wake after it must not run the guest
+		r.wake()
+		r.wait()
+		if _, err := savestate.Load(h.paths.Suspend()); err != nil {
+			t.Errorf("the saved state was retired by a wake after the stop: %v", err)
+		}
+	})
+}
+
+// A pool clone's standby ends by itself when the run that took it dies
+// before waking it, or when its parent is deleted, the state kept; while
+// it waits for a run, and while its parent is there, it stands by.
+func TestAStandbyEndsWhenItsReasonGoes(t *testing.T) {
+	defer func(p time.Duration) { orphanPoll = p }(orphanPoll)
+	orphanPoll = 20 * time.Millisecond
+	for _, tc := range []struct {
+		name, want string
+		gone       func(t *testing.T, h *hostdTest)
+	}{
+		{"its run died", "the run that took this clone is gone", func(t *testing.T, h *hostdTest) {
+			if err := os.WriteFile(h.paths.Claim(), []byte("4242\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"its parent was deleted", "parent box is gone", func(t *testing.T, h *hostdTest) {
+			p, _ := instance.PathsFor("box")
+			if err := os.Remove(p.Config()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSuspendTest(t)
+			parent, err := instance.PathsFor("box")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(parent.Dir(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(parent.Config(), []byte("{}"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h.cfg.Throwaway = &instance.Throwaway{Parent: "box", Snapshot: "base"}
+			if err := h.cfg.Save(h.paths.Dir()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(h.paths.Claim(), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h.suspended(t)
+			h.opts.Standby = true
+			r := h.start(t)
+			h.host.Next(t)
+			r.standingBy()
+			time.Sleep(10 * orphanPoll)
+			r.standingBy() // a free clone with its parent there waits on
+			tc.gone(t, h)
+			if err := r.wait(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("hostd ended with %v, want %q", err, tc.want)
+			}
+			if _, err := savestate.Load(h.paths.Suspend()); err != nil {
+				t.Errorf("the saved state went with the standby: %v", err)
+			}
+		})
 	}
 }

@@ -5,12 +5,12 @@ import (
 	"time"
 )
 
-// Status describes the instance and its VM, as hostd sees it. A time
-// that did not happen is the zero time, left out of the JSON.
 // StateStandby is Status.State while hostd holds a saved guest loaded
 // and paused (`run --standby`) for CallWake.
 const StateStandby = "standby"
 
+// Status describes the instance and its VM, as hostd sees it. A time
+// that did not happen is the zero time, left out of the JSON.
 type Status struct {
 	Name string `json:"name"`
 	// State is starting, standby (a saved guest loaded and paused, for

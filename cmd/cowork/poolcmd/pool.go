@@ -54,10 +54,12 @@ func NewCmdPool(ios *iostreams.IOStreams, name *string, runF func(*Options) erro
 		Short: "Keep throwaway clones ready for exec --rm and ask --rm",
 		Long: `An instance's pool holds clones of its snapshot made ready for its next
 throwaway runs (cowork exec --rm, cowork ask --rm), so that a run need not
-boot one. Warm clones (the default) are suspended: a run resumes one in under
-a second, and they cost their saved memory on disk. Hot clones run: a run
-starts at once, and they cost their memory. Each run takes one, and starts
-the making of the next in the background.`,
+boot one. Warm clones (the default) are suspended, and held loaded in a
+paused VM: a run wakes one in a fraction of a second, and they cost their
+saved memory on disk and in RAM, and no CPU (one whose hold ended resumes
+from disk in under a second). Hot clones run: a run starts at once, and
+they cost their memory and some CPU. Each run takes one, and starts the
+making of the next in the background.`,
 		Args: cmdutil.UnknownCommand,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
