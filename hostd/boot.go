@@ -171,12 +171,18 @@ func (d *Daemon) netConfig(auditLog *audit.Log) netstack.Config {
 	}
 	var lend func(net.Conn) error
 	if d.cfg.SSHAgent {
+		// Through the network's audit (set before the guest runs): a
+		// failed line takes it for down, and no signature is made while
+		// it is.
 		l := &sshagent.Lender{Socket: os.Getenv("SSH_AUTH_SOCK"), Record: func(r *audit.Record) {
-			if auditLog != nil {
-				if err := auditLog.Write(r); err != nil {
-					d.log.Warn("audit log", "err", err)
-				}
+			if n := d.network(); n != nil {
+				n.WriteAudit(r)
 			}
+		}, Down: func() string {
+			if n := d.network(); n != nil {
+				return n.AuditDown()
+			}
+			return ""
 		}}
 		lend = l.Serve
 	}

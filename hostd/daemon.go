@@ -361,6 +361,13 @@ func (d *Daemon) agentPowerOff(ctx context.Context) error {
 }
 
 // machine is the VM, once started.
+// network is the guest's network stack, once started.
+func (d *Daemon) network() *netstack.Stack {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.net
+}
+
 func (d *Daemon) machine() machine.Machine {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -168,3 +168,41 @@ func TestSecretsStayHomeWhileTheAuditIsDown(t *testing.T) {
 		t.Errorf("a request in an open tunnel while the audit log was down: %d %q", resp.StatusCode, body)
 	}
 }
+
+// No way in opens off the record either: while the audit log cannot be
+// written, a port is not published (asked for, or followed from the
+// guest's listening), and a publish whose line fails takes the log for
+// down, as the guest's traffic does.
+func TestNoPortOpensOffTheRecord(t *testing.T) {
+	var full atomic.Bool
+	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
+		al := c.Audit
+		c.writeAudit = func(r *audit.Record) error {
+			if full.Load() {
+				return fmt.Errorf("audit: %w", &fs.PathError{Op: "write", Path: "network.jsonl", Err: syscall.ENOSPC})
+			}
+			return al.Write(r)
+		}
+	})
+	full.Store(true)
+	if _, err := tn.Publish("127.0.0.1:0", 8000); err != nil {
+		t.Fatalf("the first publish, whose line fails: %v", err)
+	}
+	if tn.auditDown() == "" {
+		t.Fatal("a publish whose line failed left the audit taken for up")
+	}
+	for name, publish := range map[string]func() (Port, error){
+		"asked":    func() (Port, error) { return tn.Publish("127.0.0.1:0", 8001) },
+		"udp":      func() (Port, error) { return tn.PublishUDP("127.0.0.1:0", 8002) },
+		"followed": func() (Port, error) { return tn.PublishAuto("", "127.0.0.1:0", 8003) },
+	} {
+		if p, err := publish(); err == nil || !strings.Contains(err.Error(), "audit") {
+			t.Errorf("%s: published %+v while the audit was down (%v)", name, p, err)
+		}
+	}
+	full.Store(false)
+	tn.write(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, Name: "next.example"}) // the next line brings it back
+	if _, err := tn.Publish("127.0.0.1:0", 8001); err != nil {
+		t.Errorf("publish once the log is back: %v", err)
+	}
+}

@@ -131,6 +131,11 @@ func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
 	if guestPort < 1 || guestPort > 65535 {
 		return Port{}, fmt.Errorf("guest port %d: want 1-65535", guestPort)
 	}
+	if rule := n.auditDown(); rule != "" {
+		// A port the guest's listening made (Auto) as much as one asked
+		// for: a way in opened off the record is none.
+		return Port{}, errors.New(rule)
+	}
 	n.ports.mu.Lock()
 	defer n.ports.mu.Unlock()
 	if n.ports.closed {
@@ -370,9 +375,9 @@ func (n *Stack) auditPort(kind string, p Port) {
 	if p.Proto == UDP {
 		proto = 17
 	}
-	if err := n.audit.Write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort, Proto: proto}); err != nil {
-		n.log.Warn("audit log", "err", err)
-	}
+	// Through write: a line that fails counts toward the gap, and takes
+	// the audit for down.
+	n.write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort, Proto: proto})
 }
 
 // add counts a TCP connection in, unless the port was removed meanwhile or

@@ -67,6 +67,9 @@ type Lender struct {
 	Socket string
 	// Record writes an audit record.
 	Record func(*audit.Record)
+	// Down, when set, says why signatures are refused: while the audit
+	// log cannot be written, none is made off the record ("" lets them).
+	Down func() string
 
 	once       sync.Once
 	limit      *rate.Limiter // signatures
@@ -170,6 +173,13 @@ func (a *lent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	rec := &audit.Record{Kind: KindSign, Start: time.Now(), Name: ssh.FingerprintSHA256(key), Verdict: audit.Allow}
 	if a.bound != "" {
 		rec.Dst = "host key " + a.bound
+	}
+	if a.l.Down != nil {
+		if rule := a.l.Down(); rule != "" {
+			rec.Verdict, rec.Rule = audit.Deny, rule
+			a.l.recordDenied(rec) // the try that may bring the log back
+			return nil, errors.New("cowork: the host cannot write its audit log; signing is refused until it can")
+		}
 	}
 	if !a.l.limit.Allow() {
 		rec.Verdict, rec.Rule = audit.Deny, fmt.Sprintf("ssh-agent: more than %d signatures a second", signsPerSecond)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -312,5 +313,32 @@ func TestLenderReadsASplitPrefix(t *testing.T) {
 	body := make([]byte, n)
 	if _, err := io.ReadFull(guest, body); err != nil || body[0] != 12 { // SSH_AGENT_IDENTITIES_ANSWER
 		t.Errorf("answer %v %v", body, err)
+	}
+}
+
+// While the audit log cannot be written, the host's agent signs nothing
+// for the guest, on a connection opened before as on any: the refusal is
+// recorded (the write that may bring the log back), and signing works
+// again once the log does.
+func TestLenderSignsNothingOffTheRecord(t *testing.T) {
+	lt := newLent(t)
+	var down atomic.Value
+	down.Store("")
+	lt.l.Down = func() string { return down.Load().(string) }
+	g, _, _ := lt.guest(t)
+	if _, err := g.Sign(lt.pub, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	down.Store("audit: the host cannot write the audit log")
+	if sig, err := g.Sign(lt.pub, []byte("while down")); err == nil || sig != nil {
+		t.Fatalf("signed while the audit was down: %v %v", sig, err)
+	}
+	recs := lt.records()
+	if len(recs) != 2 || recs[1].Verdict != audit.Deny || recs[1].Rule != "audit: the host cannot write the audit log" {
+		t.Fatalf("records %+v", recs)
+	}
+	down.Store("")
+	if _, err := g.Sign(lt.pub, []byte("after")); err != nil {
+		t.Errorf("sign once the log is back: %v", err)
 	}
 }
