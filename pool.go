@@ -356,6 +356,9 @@ func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev 
 		return nil, err
 	}
 	i.reapPool(ctx, true)
+	if !s.Hot {
+		i.holdWarm(ctx, snap, progress)
+	}
 	var made []string
 	for i.readyClones(snap, s.Kind()) < s.Size {
 		name, err := i.fillOne(ctx, snap, s.Hot, progress)
@@ -418,6 +421,29 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 		}
 	}
 	return t.Name, nil
+}
+
+// holdWarm starts a standby for each free warm clone of snap whose hold
+// ended (the host restarted, the clone was stopped): held, a run wakes it
+// rather than resume it from disk.
+func (i *Instance) holdWarm(ctx context.Context, snap string, progress func(string, *Event)) {
+	_ = i.eachClone(func(c *Instance) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		if !i.fits(c, snap) || c.Running() || c.Saved() == nil {
+			return true
+		}
+		lock, err := claim(c, false) // kept from runs while its hostd starts
+		if err != nil {
+			return true
+		}
+		defer lock.Release()
+		if err := c.standBy(ctx); err != nil && progress != nil && ctx.Err() == nil {
+			progress(c.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
+		}
+		return true
+	})
 }
 
 // standingBy says whether c's hostd holds its saved guest loaded and

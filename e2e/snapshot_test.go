@@ -139,6 +139,20 @@ func TestSnapshot(t *testing.T) {
 			t.Errorf("clones after pool fill: %q", dirs)
 		} else if st := e.run("--name", filepath.Base(dirs[0]), "status"); !strings.Contains(st.out, "standby") {
 			t.Errorf("the warm clone's status: %s", st)
+		} else {
+			// Its hold stopped, it stays suspended; the next fill holds
+			// it again, and makes no other.
+			clone := filepath.Base(dirs[0])
+			e.must("--name", clone, "stop")
+			if st := e.run("--name", clone, "status"); strings.Contains(st.out, "standby") || !strings.Contains(st.out, "suspended") {
+				t.Errorf("the warm clone after its hold was stopped: %s", st)
+			}
+			if r := e.must("pool", "fill"); strings.Contains(r.out, "made ") {
+				t.Errorf("pool fill made another clone: %s", r)
+			}
+			if st := e.run("--name", clone, "status"); !strings.Contains(st.out, "standby") {
+				t.Errorf("the warm clone after the next fill: %s", st)
+			}
 		}
 		r = e.must("exec", "--rm", "-u", "root", identity)
 		if !strings.Contains(r.errOut, "(warm, from snapshot m1") {
