@@ -19,8 +19,8 @@ import (
 // suspended, their saved memory on disk, and held by a standby hostd that
 // has it loaded and paused (hostd/standby.go), at the cost of that memory
 // and no CPU: a run wakes it in a fraction of a second. A warm clone whose
-// standby ended (the host restarted) resumes from disk, in under a
-// second. Its settings are in the instance's pool.json; FillPool makes
+// standby ended (the host restarted) is held again by the next fill, or
+// resumed from disk by its run, in under a second. Its settings are in the instance's pool.json; FillPool makes
 // clones until the pool holds its size, one filler at a time (PoolLock).
 
 // MaxPoolSize bounds a pool: each clone is a VM.
@@ -423,12 +423,22 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 	return t.Name, nil
 }
 
-// holdWarm starts a standby for each free warm clone of snap whose hold
-// ended (the host restarted, the clone was stopped): held, a run wakes it
-// rather than resume it from disk.
+// holdWarm starts a standby for free warm clones of snap whose hold
+// ended (the host restarted, the clone was stopped), up to the pool's
+// size held at once: held, a run wakes one rather than resume it from
+// disk. The settings are read again before each (a drain sets the size
+// to 0).
 func (i *Instance) holdWarm(ctx context.Context, snap string, progress func(string, *Event)) {
+	held := 0
 	_ = i.eachClone(func(c *Instance) bool {
-		if ctx.Err() != nil {
+		if i.fits(c, snap) && c.Running() && c.Saved() != nil {
+			held++
+		}
+		return true
+	})
+	_ = i.eachClone(func(c *Instance) bool {
+		s, err := i.PoolSettings()
+		if ctx.Err() != nil || err != nil || s.Hot || held >= s.Size {
 			return false
 		}
 		if !i.fits(c, snap) || c.Running() || c.Saved() == nil {
@@ -439,16 +449,20 @@ func (i *Instance) holdWarm(ctx context.Context, snap string, progress func(stri
 			return true
 		}
 		defer lock.Release()
-		if err := c.standBy(ctx); err != nil && progress != nil && ctx.Err() == nil {
+		err = c.standBy(ctx)
+		if err == nil {
+			held++
+		} else if progress != nil && ctx.Err() == nil {
 			progress(c.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
 		}
 		return true
 	})
 }
 
-// standingBy says whether c's hostd holds its saved guest loaded and
-// paused, for a run to wake.
-func standingBy(c *Instance) bool {
+// heldOrWoken says whether c's hostd holds its saved guest loaded and
+// paused, for a run to wake, or has been woken already (a start of the
+// clone by hand came first): either way its load is done.
+func heldOrWoken(c *Instance) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cl, err := c.Dial()
@@ -457,7 +471,7 @@ func standingBy(c *Instance) bool {
 	}
 	defer cl.Close()
 	st, err := cl.Status(ctx)
-	return err == nil && st.State == StateStandby
+	return err == nil && (st.State == StateStandby || st.Ready)
 }
 
 // standbyWait bounds standBy: a load that takes longer is stuck.
@@ -486,7 +500,7 @@ func (i *Instance) standBy(ctx context.Context) (err error) {
 	if err := waitForControl(ctx, i.Paths, h); err != nil {
 		return err
 	}
-	for !standingBy(i) {
+	for !heldOrWoken(i) {
 		select {
 		case <-h.done:
 			return fmt.Errorf("its hostd ended (%v)", h.err)

@@ -120,3 +120,15 @@ func TestStartWakesAStandby(t *testing.T) {
 		t.Errorf("a second start: %v, woken %d times", err, h.Wakes())
 	}
 }
+
+// A start that finds a standby still loading (its status says starting)
+// wakes it too: it runs the guest once loaded.
+func TestStartWakesAStandbyStillLoading(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{})
+	h := instancetest.Loading(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Start(ctx, "/nonexistent/cowork", instance.DefaultName, nil); err != nil || h.Wakes() != 1 {
+		t.Fatalf("start of a loading standby: %v, woken %d times", err, h.Wakes())
+	}
+}

@@ -437,3 +437,27 @@ func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A running clone whose state is still saved is warm, whatever its hostd
+// says yet (a standby still loading): a warm pool's reap keeps it, and a
+// hot pool's counts it as no hot one.
+func TestALoadingStandbyIsWarm(t *testing.T) {
+	parent, snap := newParentWithBase(t)
+	c := poolClone(t, parent, snap, false)
+	if err := os.MkdirAll(c.Paths.Suspend(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := savestate.Write(c.Paths.Suspend(), &savestate.Manifest{Saved: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	instancetest.Running(t, c.Paths, false)
+	if st := peekState(c.Instance); st != PoolWarm {
+		t.Fatalf("a running clone with its state saved is %s, want %s", st, PoolWarm)
+	}
+	if err := parent.SetPoolSettings(PoolSettings{Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if gone := parent.reapPool(context.Background(), true); len(gone) != 0 {
+		t.Errorf("a warm pool's reap deleted %q", gone)
+	}
+}

@@ -360,7 +360,6 @@ func (d *Daemon) agentPowerOff(ctx context.Context) error {
 	return nil
 }
 
-// machine is the VM, once started.
 // network is the guest's network stack, once started.
 func (d *Daemon) network() *netstack.Stack {
 	d.mu.Lock()
@@ -368,6 +367,7 @@ func (d *Daemon) network() *netstack.Stack {
 	return d.net
 }
 
+// machine is the VM, once started.
 func (d *Daemon) machine() machine.Machine {
 	d.mu.Lock()
 	defer d.mu.Unlock()

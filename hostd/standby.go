@@ -41,10 +41,16 @@ func (d *Daemon) holdOnly(ctx context.Context, vm machine.Machine, saved *machin
 	return d.resume(ctx, vm, saved)
 }
 
+// vmEnd is what awaitWake watches of the VM: its end.
+type vmEnd interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
 // awaitWake holds the loaded, paused guest until Wake; a stop (ctx), the
 // VM's end, or its reason going (a pool clone whose run died before its
 // wake, or whose parent was deleted) cuts it short, the state kept.
-func (d *Daemon) awaitWake(ctx context.Context, vm machine.Machine) error {
+func (d *Daemon) awaitWake(ctx context.Context, vm vmEnd) error {
 	d.mu.Lock()
 	d.standingBy = true
 	d.mu.Unlock()

@@ -3,6 +3,7 @@ package hostd
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -179,9 +180,10 @@ func TestAWokenGuestsExecPathIsWarmed(t *testing.T) {
 	r := h.start(t)
 	h.host.Next(t)
 	r.until(controlwire.PhaseReady)
+	time.Sleep(300 * time.Millisecond) // a warm-up exec takes milliseconds here
 	r.stop(&controlwire.StopRequest{Force: true})
 	r.wait()
-	if strings.Contains(h.log.String(), warmed) {
+	if strings.Contains(h.log.String(), warmed) || strings.Contains(h.log.String(), "warm-up exec") {
 		t.Fatal("a guest booted, then one resumed by a start, had their exec path warmed")
 	}
 	h.suspended(t)
@@ -293,5 +295,34 @@ func TestAStandbyEndsWhenItsReasonGoes(t *testing.T) {
 				t.Errorf("the saved state went with the standby: %v", err)
 			}
 		})
+	}
+}
+
+// endedVM is a VM's end for awaitWake: done when ended.
+type endedVM struct{ done chan struct{} }
+
+func (v endedVM) Done() <-chan struct{} { return v.done }
+func (v endedVM) Err() error            { return errors.New("qemu was killed") }
+
+// A wake that comes with a stop, or with the VM's end, loses to them:
+// the state is never retired for a guest that will not run.
+func TestAWakeLosesToAStopOrTheVMsEnd(t *testing.T) {
+	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: &instance.Config{}, wake: make(chan struct{})}
+	close(d.wake)
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	ended := endedVM{done: make(chan struct{})}
+	close(ended.done)
+	running := endedVM{done: make(chan struct{})}
+	for range 100 {
+		if err := d.awaitWake(stopped, running); err == nil {
+			t.Fatal("a wake won over a stop")
+		}
+		if err := d.awaitWake(context.Background(), ended); err == nil {
+			t.Fatal("a wake won over the VM's end")
+		}
+	}
+	if err := d.awaitWake(context.Background(), running); err != nil {
+		t.Errorf("a wake alone: %v", err)
 	}
 }

@@ -169,10 +169,10 @@ func TestSecretsStayHomeWhileTheAuditIsDown(t *testing.T) {
 	}
 }
 
-// No way in opens off the record either: while the audit log cannot be
-// written, a port is not published (asked for, or followed from the
-// guest's listening), and a publish whose line fails takes the log for
-// down, as the guest's traffic does.
+// No way in opens off the record either: a publish whose line fails is
+// taken back and takes the log for down, as the guest's traffic does;
+// while it is down, a port is not published (asked for, or followed from
+// the guest's listening).
 func TestNoPortOpensOffTheRecord(t *testing.T) {
 	var full atomic.Bool
 	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
@@ -185,11 +185,14 @@ func TestNoPortOpensOffTheRecord(t *testing.T) {
 		}
 	})
 	full.Store(true)
-	if _, err := tn.Publish("127.0.0.1:0", 8000); err != nil {
-		t.Fatalf("the first publish, whose line fails: %v", err)
+	if p, err := tn.Publish("127.0.0.1:0", 8000); err == nil {
+		t.Fatalf("a publish whose line failed went through: %+v", p)
 	}
 	if tn.auditDown() == "" {
 		t.Fatal("a publish whose line failed left the audit taken for up")
+	}
+	if ports := tn.Ports(); len(ports) != 0 {
+		t.Errorf("ports published off the record: %+v", ports)
 	}
 	for name, publish := range map[string]func() (Port, error){
 		"asked":    func() (Port, error) { return tn.Publish("127.0.0.1:0", 8001) },
@@ -201,8 +204,35 @@ func TestNoPortOpensOffTheRecord(t *testing.T) {
 		}
 	}
 	full.Store(false)
-	tn.write(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, Name: "next.example"}) // the next line brings it back
 	if _, err := tn.Publish("127.0.0.1:0", 8001); err != nil {
 		t.Errorf("publish once the log is back: %v", err)
+	}
+}
+
+// A publish refused while the log is down tries the log itself: once it
+// can be written, the next publish goes through with no other line
+// written first (a quiet guest writes none).
+func TestAPublishBringsTheLogBack(t *testing.T) {
+	var full atomic.Bool
+	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
+		al := c.Audit
+		c.writeAudit = func(r *audit.Record) error {
+			if full.Load() {
+				return fmt.Errorf("audit: %w", &fs.PathError{Op: "write", Path: "network.jsonl", Err: syscall.ENOSPC})
+			}
+			return al.Write(r)
+		}
+	})
+	full.Store(true)
+	tn.write(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, Name: "lost.example"})
+	if _, err := tn.Publish("127.0.0.1:0", 8000); err == nil {
+		t.Fatal("published while the log was down")
+	}
+	full.Store(false)
+	if _, err := tn.Publish("127.0.0.1:0", 8000); err != nil {
+		t.Fatalf("the first publish once the log can be written: %v", err)
+	}
+	if tn.auditDown() != "" {
+		t.Error("the log is still taken for down")
 	}
 }

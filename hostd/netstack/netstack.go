@@ -395,18 +395,18 @@ func (n *Stack) record(r *audit.Record) {
 // kind gap that says how many could not be written meanwhile (those of
 // flows open before that ended during it among them). Only a failure to write the
 // file counts: a record that cannot be encoded is dropped and logged.
-func (n *Stack) write(r *audit.Record) {
+func (n *Stack) write(r *audit.Record) { n.written(r) }
+
+// written is write, and says whether r's line was written.
+func (n *Stack) written(r *audit.Record) bool {
 	if n.audit == nil {
-		return
+		return true
 	}
-	write := n.audit.Write
-	if n.cfg.writeAudit != nil {
-		write = n.cfg.writeAudit
-	}
+	write := n.writer()
 	err := write(r)
 	if err != nil && !ioFailure(err) {
 		n.log.Warn("audit log: a record could not be encoded", "kind", r.Kind, "err", err)
-		return
+		return false
 	}
 	n.auditMu.Lock()
 	defer n.auditMu.Unlock()
@@ -418,8 +418,36 @@ func (n *Stack) write(r *audit.Record) {
 			n.log.Error("the audit log cannot be written: refusing the guest's new traffic until it can", "err", err)
 		}
 		n.auditLost++
-		return
+		return false
 	}
+	n.recoverLocked(write)
+	return true
+}
+
+// auditBack tries the audit log again while it is down, with the line
+// that ends the spell (its gap), and says whether it is up: for what is
+// refused with no line of its own to try it with (a port to publish).
+func (n *Stack) auditBack() bool {
+	if n.auditDown() == "" || n.audit == nil {
+		return true
+	}
+	n.auditMu.Lock()
+	defer n.auditMu.Unlock()
+	n.recoverLocked(n.writer())
+	return n.auditLost == 0
+}
+
+// writer is the function that writes a line to the audit log.
+func (n *Stack) writer() func(*audit.Record) error {
+	if n.cfg.writeAudit != nil {
+		return n.cfg.writeAudit
+	}
+	return n.audit.Write
+}
+
+// recoverLocked ends an audit-down spell, if one is on, with its gap
+// line; auditMu is held.
+func (n *Stack) recoverLocked(write func(*audit.Record) error) {
 	if n.auditLost == 0 {
 		return
 	}
@@ -455,8 +483,9 @@ func (n *Stack) AuditDown() string { return n.auditDown() }
 
 // WriteAudit writes a record of hostd's own (a signature the guest asked
 // the lent SSH agent for) to the audit log, as the network's are: a
-// failure takes the audit for down, and counts toward its gap.
-func (n *Stack) WriteAudit(r *audit.Record) { n.write(r) }
+// failure takes the audit for down, and counts toward its gap. It says
+// whether the line was written: what it records must not happen if not.
+func (n *Stack) WriteAudit(r *audit.Record) bool { return n.written(r) }
 
 // auditDown is the rule that refuses new traffic while the audit log
 // cannot be written, or "".

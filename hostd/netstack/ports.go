@@ -131,10 +131,10 @@ func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
 	if guestPort < 1 || guestPort > 65535 {
 		return Port{}, fmt.Errorf("guest port %d: want 1-65535", guestPort)
 	}
-	if rule := n.auditDown(); rule != "" {
+	if !n.auditBack() {
 		// A port the guest's listening made (Auto) as much as one asked
 		// for: a way in opened off the record is none.
-		return Port{}, errors.New(rule)
+		return Port{}, errors.New(auditDownRule)
 	}
 	n.ports.mu.Lock()
 	defer n.ports.mu.Unlock()
@@ -161,8 +161,11 @@ func (n *Stack) publishAs(proto, hostAddr string, as Port) (Port, error) {
 	if err != nil {
 		return Port{}, err
 	}
+	if !n.auditPort(audit.KindPublish, p.Port) {
+		p.remove() // its line failed: it opens no way in off the record
+		return Port{}, errors.New(auditDownRule)
+	}
 	n.ports.list = append(n.ports.list, p)
-	n.auditPort(audit.KindPublish, p.Port)
 	return p.Port, nil
 }
 
@@ -367,9 +370,11 @@ func (n *Stack) closePorts() {
 	n.ports.list = nil
 }
 
-func (n *Stack) auditPort(kind string, p Port) {
+// auditPort writes a port's publish or unpublish line, and says whether
+// it was written.
+func (n *Stack) auditPort(kind string, p Port) bool {
 	if n.audit == nil {
-		return
+		return true
 	}
 	proto := 6 // TCP's IP protocol number
 	if p.Proto == UDP {
@@ -377,7 +382,7 @@ func (n *Stack) auditPort(kind string, p Port) {
 	}
 	// Through write: a line that fails counts toward the gap, and takes
 	// the audit for down.
-	n.write(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort, Proto: proto})
+	return n.written(&audit.Record{Kind: kind, Verdict: audit.Allow, Dst: p.HostAddr, GuestPort: p.GuestPort, Proto: proto})
 }
 
 // add counts a TCP connection in, unless the port was removed meanwhile or

@@ -177,7 +177,7 @@ func (a *lent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	if a.l.Down != nil {
 		if rule := a.l.Down(); rule != "" {
 			rec.Verdict, rec.Rule = audit.Deny, rule
-			a.l.recordDenied(rec) // the try that may bring the log back
+			a.l.recordDenied(rec) // the try that may bring the log back, for the next
 			return nil, errors.New("cowork: the host cannot write its audit log; signing is refused until it can")
 		}
 	}
@@ -197,6 +197,11 @@ func (a *lent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 		return nil, err
 	}
 	a.l.Record(rec)
+	if a.l.Down != nil && a.l.Down() != "" {
+		// Its line failed (or the log went down meanwhile): what is not
+		// on the record is not handed over.
+		return nil, errors.New("cowork: the host cannot write its audit log; signing is refused until it can")
+	}
 	return sig, nil
 }
 

@@ -341,4 +341,14 @@ func TestLenderSignsNothingOffTheRecord(t *testing.T) {
 	if _, err := g.Sign(lt.pub, []byte("after")); err != nil {
 		t.Errorf("sign once the log is back: %v", err)
 	}
+	// A signature whose own line fails (the log goes down with it) is
+	// withheld.
+	record := lt.l.Record
+	lt.l.Record = func(r *audit.Record) {
+		record(r)
+		down.Store("audit: the host cannot write the audit log")
+	}
+	if sig, err := g.Sign(lt.pub, []byte("its line fails")); err == nil || sig != nil {
+		t.Errorf("a signature whose line failed was handed over: %v %v", sig, err)
+	}
 }

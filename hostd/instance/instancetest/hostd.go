@@ -34,6 +34,7 @@ type Hostd struct {
 	// standby: it holds a guest until Wake (StandingBy), which closes
 	// woken and makes it ready.
 	standby bool
+	loading bool // a standby still loading: its status says starting
 	woken   chan struct{}
 	wakes   int
 }
@@ -66,6 +67,18 @@ func StandingBy(t testing.TB, p instance.Paths) *Hostd {
 	}
 	h.standby = true
 	t.Cleanup(h.Stop)
+	return h
+}
+
+// Loading is StandingBy for a standby still loading the guest: its
+// status says starting (not standby) until Wake, which it takes all the
+// same.
+func Loading(t testing.TB, p instance.Paths) *Hostd {
+	t.Helper()
+	h := StandingBy(t, p)
+	h.mu.Lock()
+	h.loading = true
+	h.mu.Unlock()
 	return h
 }
 
@@ -170,6 +183,9 @@ func (c *control) Status(context.Context) (*controlwire.Status, error) {
 	c.h.mu.Lock()
 	if c.h.standby && c.h.wakes == 0 {
 		st.State = controlwire.StateStandby
+		if c.h.loading {
+			st.State = "starting"
+		}
 	}
 	c.h.mu.Unlock()
 	return st, nil
