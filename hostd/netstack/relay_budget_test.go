@@ -237,7 +237,7 @@ func TestRelayBudgetWaitEndsWithTheSession(t *testing.T) {
 	// Each request is reserved at about $0.002 (129 tokens at sonnet's
 	// dearest rate): two do not fit.
 	sess, _ := tn.Sessions().OpenRequest(SessionRequest{Endpoint: api.URL, APIKey: "sk-real", Budget: budget.Limit{CostUSD: 0.003}})
-	api.delay = 2 * time.Second               // the first is in flight, and no answer is counted yet
+	api.delay = 5 * time.Second               // the first is in flight, and no answer is counted yet
 	go tn.tryAsk(sess.Placeholder, true, nil) // cut when the session ends
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		api.mu.Lock()
@@ -250,7 +250,14 @@ func TestRelayBudgetWaitEndsWithTheSession(t *testing.T) {
 			t.Fatal("the first request never reached the API")
 		}
 	}
-	go func() { time.Sleep(500 * time.Millisecond); tn.Sessions().Close(sess.ID) }()
+	// The session ends once the second waits for the first (not before:
+	// under load it may take a while to get there).
+	go func() {
+		for deadline := time.Now().Add(10 * time.Second); tn.sessions.ledger.Waiting() == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		tn.Sessions().Close(sess.ID)
+	}()
 	code, body, _ := tn.ask(t, sess.Placeholder, true, nil)
 	if code != 401 || !strings.Contains(body, "this session has ended") {
 		t.Fatalf("%d %s", code, body)

@@ -107,6 +107,14 @@ type Ledger struct {
 	refused  map[string]int64
 	inflight int
 	held     Largest // the reservations of the requests in flight
+	waiting  int     // requests waiting in Admit
+}
+
+// Waiting is how many requests wait in Admit for those in flight.
+func (l *Ledger) Waiting() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting
 }
 
 // New opens the accounts. A store whose file cannot be read is moved
@@ -235,13 +243,14 @@ func (a *Ask) Admit(ctx context.Context, req Request) (*Ticket, error) {
 			return &Ticket{a: a, day: day, req: req, hold: hold}, nil
 		}
 		wait := l.changed
+		l.waiting++
 		l.mu.Unlock()
 		select {
 		case <-wait:
-		case <-ctx.Done():
-			return nil, context.Cause(ctx)
+		case <-ctx.Done(): // the loop's first check returns its cause
 		}
 		l.mu.Lock()
+		l.waiting--
 	}
 }
 
