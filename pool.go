@@ -20,8 +20,9 @@ import (
 // has it loaded and paused (hostd/standby.go), at the cost of that memory
 // and no CPU: a run wakes it in a fraction of a second. A warm clone whose
 // standby ended (the host restarted) is held again by the next fill, or
-// resumed from disk by its run, in under a second. Its settings are in the instance's pool.json; FillPool makes
-// clones until the pool holds its size, one filler at a time (PoolLock).
+// resumed from disk by its run, in under a second. Its settings are in
+// the instance's pool.json; FillPool makes clones until the pool holds
+// its size, one filler at a time (PoolLock).
 
 // MaxPoolSize bounds a pool: each clone is a VM.
 const MaxPoolSize = 8
@@ -136,9 +137,7 @@ func poolState(c *Instance) (string, *instance.Lock) {
 		return PoolMaking, nil
 	case err != nil:
 		return PoolBusy, nil
-	case c.Running() && c.Saved() != nil:
-		// Its hostd stands by, or is loading the guest to: the state is
-		// retired only when a run wakes it.
+	case held(c):
 		return PoolWarm, lock
 	case c.Running():
 		return PoolHot, lock
@@ -413,12 +412,7 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 		if _, err := t.Instance.Suspend(ctx, false); err != nil {
 			return fail(err)
 		}
-		if err := t.Instance.standBy(ctx); err != nil && ctx.Err() == nil {
-			// Still warm, from disk: a run resumes it from there.
-			if progress != nil {
-				progress(t.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
-			}
-		}
+		t.Instance.hold(ctx, progress) // failing, still warm: a run resumes it from disk
 	}
 	return t.Name, nil
 }
@@ -429,16 +423,16 @@ func (i *Instance) fillOne(ctx context.Context, snap string, hot bool, progress 
 // disk. The settings are read again before each (a drain sets the size
 // to 0).
 func (i *Instance) holdWarm(ctx context.Context, snap string, progress func(string, *Event)) {
-	held := 0
+	n := 0
 	_ = i.eachClone(func(c *Instance) bool {
-		if i.fits(c, snap) && c.Running() && c.Saved() != nil {
-			held++
+		if i.fits(c, snap) && held(c) {
+			n++
 		}
 		return true
 	})
 	_ = i.eachClone(func(c *Instance) bool {
 		s, err := i.PoolSettings()
-		if ctx.Err() != nil || err != nil || s.Hot || held >= s.Size {
+		if ctx.Err() != nil || err != nil || s.Hot || n >= s.Size {
 			return false
 		}
 		if !i.fits(c, snap) || c.Running() || c.Saved() == nil {
@@ -449,14 +443,25 @@ func (i *Instance) holdWarm(ctx context.Context, snap string, progress func(stri
 			return true
 		}
 		defer lock.Release()
-		err = c.standBy(ctx)
-		if err == nil {
-			held++
-		} else if progress != nil && ctx.Err() == nil {
-			progress(c.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
+		if c.hold(ctx, progress) {
+			n++
 		}
 		return true
 	})
+}
+
+// held says whether c's hostd stands by with its saved guest, or is
+// loading it to: the state is retired only when a run wakes it.
+func held(c *Instance) bool { return c.Running() && c.Saved() != nil }
+
+// hold is standBy, a failure told to progress as a note: the clone stays
+// suspended on disk. It says whether the clone is held.
+func (i *Instance) hold(ctx context.Context, progress func(string, *Event)) bool {
+	err := i.standBy(ctx)
+	if err != nil && progress != nil && ctx.Err() == nil {
+		progress(i.Name, &Event{Phase: controlwire.PhaseNote, Message: "the clone stays suspended on disk; holding it loaded failed", Error: err.Error()})
+	}
+	return err == nil
 }
 
 // heldOrWoken says whether c's hostd holds its saved guest loaded and

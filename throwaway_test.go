@@ -397,11 +397,9 @@ func TestStaleClonesGoOnlyOnceOld(t *testing.T) {
 	}
 }
 
-// A pool clone whose hostd stands by (its saved guest loaded and paused)
-// is a warm clone, not a hot one; a run takes it as such, and its start
-// wakes it.
-func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
-	parent, snap := newParentWithBase(t)
+// suspendedClone is poolClone with a saved guest, as a warm clone is.
+func suspendedClone(t *testing.T, parent *Instance, snap string) *Throwaway {
+	t.Helper()
 	c := poolClone(t, parent, snap, false)
 	if err := os.MkdirAll(c.Paths.Suspend(), 0o700); err != nil {
 		t.Fatal(err)
@@ -409,6 +407,15 @@ func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
 	if err := savestate.Write(c.Paths.Suspend(), &savestate.Manifest{Saved: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// A pool clone whose hostd stands by (its saved guest loaded and paused)
+// is a warm clone, not a hot one; a run takes it as such, and its start
+// wakes it.
+func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
+	parent, snap := newParentWithBase(t)
+	c := suspendedClone(t, parent, snap)
 	h := instancetest.StandingBy(t, c.Paths)
 	if st := peekState(c.Instance); st != PoolWarm {
 		t.Fatalf("a standing-by clone is %s, want %s", st, PoolWarm)
@@ -443,13 +450,7 @@ func TestAStandbyCloneIsWarmAndWokenByItsRun(t *testing.T) {
 // hot pool's counts it as no hot one.
 func TestALoadingStandbyIsWarm(t *testing.T) {
 	parent, snap := newParentWithBase(t)
-	c := poolClone(t, parent, snap, false)
-	if err := os.MkdirAll(c.Paths.Suspend(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := savestate.Write(c.Paths.Suspend(), &savestate.Manifest{Saved: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	c := suspendedClone(t, parent, snap)
 	instancetest.Running(t, c.Paths, false)
 	if st := peekState(c.Instance); st != PoolWarm {
 		t.Fatalf("a running clone with its state saved is %s, want %s", st, PoolWarm)
@@ -459,5 +460,8 @@ func TestALoadingStandbyIsWarm(t *testing.T) {
 	}
 	if gone := parent.reapPool(context.Background(), true); len(gone) != 0 {
 		t.Errorf("a warm pool's reap deleted %q", gone)
+	}
+	if n := parent.readyClones(snap, PoolHot); n != 0 {
+		t.Errorf("%d hot clones counted, want none", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/hostd/machine/machinetest"
 	"github.com/coworkhq/cowork/hostd/savestate"
 )
 
@@ -29,6 +30,17 @@ func (r *hostdRun) standingBy() *controlwire.Status {
 	return nil
 }
 
+// standBy starts hostd with --standby on the instance's saved guest,
+// and returns it once it holds the guest, with the machine it holds.
+func (h *hostdTest) standBy(t *testing.T) (*hostdRun, *machinetest.Machine) {
+	t.Helper()
+	h.opts.Standby = true
+	r := h.start(t)
+	m := h.host.Next(t)
+	r.standingBy()
+	return r, m
+}
+
 func (r *hostdRun) wake() error {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
@@ -40,10 +52,8 @@ func (r *hostdRun) wake() error {
 func TestStandbyHoldsTheGuestUntilWoken(t *testing.T) {
 	h := newSuspendTest(t)
 	m1 := h.suspended(t)
-	h.opts.Standby = true
-	r := h.start(t)
-	m2 := h.host.Next(t)
-	if st := r.standingBy(); st.Ready {
+	r, m2 := h.standBy(t)
+	if st := r.status(); st.Ready {
 		t.Errorf("ready while standing by: %+v", st)
 	}
 	time.Sleep(50 * time.Millisecond) // a guest run on would be running by now
@@ -90,10 +100,7 @@ func TestAnEarlyWakeWaitsForTheLoad(t *testing.T) {
 func TestAStandbyStoppedLeavesTheGuestSaved(t *testing.T) {
 	h := newSuspendTest(t)
 	m1 := h.suspended(t)
-	h.opts.Standby = true
-	r := h.start(t)
-	m2 := h.host.Next(t)
-	r.standingBy()
+	r, m2 := h.standBy(t)
 	r.stop(&controlwire.StopRequest{Force: true})
 	if err := r.wait(); err != nil {
 		t.Fatalf("hostd after a stop while standing by: %v", err)
@@ -187,10 +194,7 @@ func TestAWokenGuestsExecPathIsWarmed(t *testing.T) {
 		t.Fatal("a guest booted, then one resumed by a start, had their exec path warmed")
 	}
 	h.suspended(t)
-	h.opts.Standby = true
-	r = h.start(t)
-	h.host.Next(t)
-	r.standingBy()
+	r, _ = h.standBy(t)
 	if err := r.wake(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +214,7 @@ func TestAStandbyEndsWithItsVMOrItsRun(t *testing.T) {
 	t.Run("the VM ends", func(t *testing.T) {
 		h := newSuspendTest(t)
 		h.suspended(t)
-		h.opts.Standby = true
-		r := h.start(t)
-		m := h.host.Next(t)
-		r.standingBy()
+		r, m := h.standBy(t)
 		m.Crash(errors.New("qemu was killed"))
 		if err := r.wait(); err == nil || !strings.Contains(err.Error(), "stood by") {
 			t.Errorf("hostd ended with %v, want the VM's end while it stood by", err)
@@ -281,10 +282,7 @@ func TestAStandbyEndsWhenItsReasonGoes(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.suspended(t)
-			h.opts.Standby = true
-			r := h.start(t)
-			h.host.Next(t)
-			r.standingBy()
+			r, _ := h.standBy(t)
 			time.Sleep(10 * orphanPoll)
 			r.standingBy() // a free clone with its parent there waits on
 			tc.gone(t, h)

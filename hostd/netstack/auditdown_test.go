@@ -169,12 +169,10 @@ func TestSecretsStayHomeWhileTheAuditIsDown(t *testing.T) {
 	}
 }
 
-// No way in opens off the record either: a publish whose line fails is
-// taken back and takes the log for down, as the guest's traffic does;
-// while it is down, a port is not published (asked for, or followed from
-// the guest's listening).
-func TestNoPortOpensOffTheRecord(t *testing.T) {
-	var full atomic.Bool
+// newFillableNet is a test network whose audit log's disk is full
+// while the flag it returns is set.
+func newFillableNet(t *testing.T) (*testNet, *atomic.Bool) {
+	full := new(atomic.Bool)
 	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
 		al := c.Audit
 		c.writeAudit = func(r *audit.Record) error {
@@ -184,6 +182,15 @@ func TestNoPortOpensOffTheRecord(t *testing.T) {
 			return al.Write(r)
 		}
 	})
+	return tn, full
+}
+
+// No way in opens off the record either: a publish whose line fails is
+// taken back and takes the log for down, as the guest's traffic does;
+// while it is down, a port is not published (asked for, or followed from
+// the guest's listening).
+func TestNoPortOpensOffTheRecord(t *testing.T) {
+	tn, full := newFillableNet(t)
 	full.Store(true)
 	if p, err := tn.Publish("127.0.0.1:0", 8000); err == nil {
 		t.Fatalf("a publish whose line failed went through: %+v", p)
@@ -213,16 +220,7 @@ func TestNoPortOpensOffTheRecord(t *testing.T) {
 // can be written, the next publish goes through with no other line
 // written first (a quiet guest writes none).
 func TestAPublishBringsTheLogBack(t *testing.T) {
-	var full atomic.Bool
-	tn := newTestNet(t, policy.Policy{}, func(c *Config) {
-		al := c.Audit
-		c.writeAudit = func(r *audit.Record) error {
-			if full.Load() {
-				return fmt.Errorf("audit: %w", &fs.PathError{Op: "write", Path: "network.jsonl", Err: syscall.ENOSPC})
-			}
-			return al.Write(r)
-		}
-	})
+	tn, full := newFillableNet(t)
 	full.Store(true)
 	tn.write(&audit.Record{Kind: audit.KindDNS, Verdict: audit.Deny, Name: "lost.example"})
 	if _, err := tn.Publish("127.0.0.1:0", 8000); err == nil {
