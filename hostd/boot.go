@@ -62,7 +62,7 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		return err
 	}
 	personalized := d.personalizeBeside(ctx, resumed)
-	if resumed && d.standby { // a run waits for it: a woken pool clone
+	if resumed { // its first exec comes next, and the share's mount takes a while
 		go d.warmExec(life, d.vm) // not the boot's ctx, which ends at ready
 	}
 	if resumed {

@@ -180,32 +180,42 @@ func TestWakeWithoutAStandbyIsRefused(t *testing.T) {
 // A woken standby runs one exec of hostd's own beside the rest of its
 // resume, so that the run's first command finds the exec path
 // translated; a guest resumed or booted otherwise does not.
-func TestAWokenGuestsExecPathIsWarmed(t *testing.T) {
+func TestAResumedGuestsExecPathIsWarmed(t *testing.T) {
 	const warmed = "warmed the guest's exec path"
 	h := newSuspendTest(t)
-	h.suspended(t)
-	r := h.start(t)
+	r := h.start(t) // a cold boot: nothing to warm
 	h.host.Next(t)
 	r.until(controlwire.PhaseReady)
 	time.Sleep(300 * time.Millisecond) // a warm-up exec takes milliseconds here
 	r.stop(&controlwire.StopRequest{Force: true})
 	r.wait()
 	if strings.Contains(h.log.String(), warmed) || strings.Contains(h.log.String(), "warm-up exec") {
-		t.Fatal("a guest booted, then one resumed by a start, had their exec path warmed")
+		t.Fatal("a guest booted cold had its exec path warmed")
 	}
+	awaitWarmed := func(n int, how string) {
+		t.Helper()
+		deadline := time.Now().Add(patience)
+		for strings.Count(h.log.String(), warmed) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no exec warmed the guest %s; hostd's log:\n%s", how, h.log.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	h.suspended(t)
+	r = h.start(t)
+	h.host.Next(t)
+	r.until(controlwire.PhaseReady)
+	awaitWarmed(1, "resumed by a start")
+	r.stop(&controlwire.StopRequest{Force: true})
+	r.wait()
 	h.suspended(t)
 	r, _ = h.standBy(t)
 	if err := r.wake(); err != nil {
 		t.Fatal(err)
 	}
 	r.until(controlwire.PhaseReady)
-	deadline := time.Now().Add(patience)
-	for !strings.Contains(h.log.String(), warmed) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no exec warmed the woken guest; hostd's log:\n%s", h.log.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitWarmed(2, "woken from a standby")
 }
 
 // The guest's end while it stands by ends the standby, the saved state
