@@ -89,7 +89,11 @@ type Config struct {
 	// Throwaway marks a clone made for one run and deleted after it
 	// (`exec --rm`), or kept ready in its parent's pool for the next.
 	Throwaway *Throwaway `json:"throwaway,omitempty"`
-	Created   time.Time  `json:"created"`
+	// Backend is where the guest runs: BackendLocal (this machine) or
+	// BackendKubeVirt, whose Cluster says where (cluster.go).
+	Backend string    `json:"backend,omitempty"`
+	Cluster *Cluster  `json:"cluster,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Throwaway is where a throwaway clone comes from: its parent instance
@@ -236,6 +240,7 @@ func (c *Config) Validate(hostMemory units.Size) error {
 			n.MaxFlows, n.MaxPending, n.TCPIdleSeconds, MaxFlowsCeiling))
 	}
 	errs = append(errs, c.validateMounts()...)
+	errs = append(errs, c.validateBackend()...)
 	withs := map[string]bool{}
 	for _, w := range c.With {
 		switch {
