@@ -1,33 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 )
 
-// maxPolicyFile bounds the policy file egress reads; minAuditSize is the
-// least room its audit log may be given.
-const (
-	maxPolicyFile = 1 << 20
-	minAuditSize  = 16 << 20
-)
+// minAuditSize is the least room egress's audit log may be given.
+const minAuditSize = 16 << 20
 
 // egress runs cowork's auditing HTTP(S) proxy with no VM behind it, for
 // clients that reach it over a network: on a cluster, the sandboxes' VMs
@@ -97,39 +91,12 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// readEgressPolicy reads the policy file: the default policy when none is
-// named. What has no meaning without a VM (host ports, a budget: there is
-// no relay) is refused, not ignored.
+// readEgressPolicy reads the policy file (egresspolicy.Read); a file
+// that is no egress policy is a usage error.
 func readEgressPolicy(path string) (policy.Policy, error) {
-	var p policy.Policy
-	if path == "" {
-		return p, nil
+	p, err := egresspolicy.Read(path)
+	if errors.As(err, new(egresspolicy.InvalidError)) {
+		err = usageError{fmt.Errorf("egress: %w", err)}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return p, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
-	if err != nil {
-		return p, err
-	}
-	if len(b) > maxPolicyFile {
-		return p, usageError{fmt.Errorf("egress: %s is over %d bytes; a policy is a short JSON object", path, maxPolicyFile)}
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return p, usageError{fmt.Errorf("egress: %s: %w; want {\"mode\": \"default\"|\"allowlist\", \"allow\": [...], \"deny\": [...]}", path, err)}
-	}
-	switch {
-	case len(p.HostPorts) > 0:
-		return p, usageError{fmt.Errorf("egress: %s has host_ports: the egress proxy reaches nothing of its own machine; remove them", path)}
-	case p.Budget != nil:
-		return p, usageError{fmt.Errorf("egress: %s has a budget: the egress proxy has no relay to spend it; remove it", path)}
-	}
-	if _, err := policy.Compile(p, netip.MustParseAddr(netstack.HostIP), []netip.Prefix{}); err != nil {
-		return p, usageError{fmt.Errorf("egress: %s: %w", path, err)}
-	}
-	return p, nil
+	return p, err
 }

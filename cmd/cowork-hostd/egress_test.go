@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/syncbuf"
@@ -43,7 +44,7 @@ func TestEgressRefusesBadInput(t *testing.T) {
 		{[]string{"--audit", auditDir, "--policy", file("unknown.json", `{"allow": ["a.example"], "alow": []}`)}, "unknown field"},
 		{[]string{"--audit", auditDir, "--policy", file("broken.json", `{"allow": [`)}, "want {"},
 		{[]string{"--audit", auditDir, "--policy", file("mode.json", `{"mode": "open"}`)}, "open"},
-		{[]string{"--audit", auditDir, "--policy", file("big.json", `{"allow": ["`+strings.Repeat("a", maxPolicyFile)+`"]}`)}, "over"},
+		{[]string{"--audit", auditDir, "--policy", file("big.json", `{"allow": ["`+strings.Repeat("a", egresspolicy.MaxFile)+`"]}`)}, "over"},
 	} {
 		var stderr bytes.Buffer
 		code := Main(context.Background(), append([]string{"egress"}, c.args...), io.Discard, &stderr)
