@@ -17,7 +17,7 @@ GOFILES   := $(shell find . -name '*.go' -not -path './.git/*')
 E2E_ARCH  ?= arm64
 UNAME     := $(shell uname -s)
 
-.PHONY: all install agents embed-agents claude-flags test lint bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz
+.PHONY: all install agents embed-agents claude-flags test lint bench clean deps e2e e2e-image sign mac-smoke check-darwin fuzz kubevirt
 
 all: bin/cowork bin/cowork-hostd
 
@@ -56,6 +56,14 @@ ifeq ($(UNAME),Darwin)
 else
 	$(GO) build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/cowork-hostd
 endif
+
+# The daemon of instances on a Kubernetes cluster (cowork init --backend
+# kubevirt): the kubevirt module, so that Kubernetes' client libraries stay
+# out of the other two binaries. Install it beside them.
+kubevirt: bin/cowork-hostd-kubevirt
+
+bin/cowork-hostd-kubevirt: $(EMBED_DIR)/SHA256SUMS $(GOFILES) go.mod go.sum kubevirt/go.mod kubevirt/go.sum
+	CGO_ENABLED=0 $(GO) -C kubevirt build $(BUILDFLAGS) -ldflags '$(LDFLAGS)' -o ../$@ ./cmd/cowork-hostd-kubevirt
 
 # Installs (or upgrades) the pair side by side: make install PREFIX=~/.local.
 # cowork finds cowork-hostd next to itself, so always install both together.

@@ -223,6 +223,11 @@ func (d *Daemon) machineConfig(nic, consoleW *os.File) (machine.Config, error) {
 		RunDir:     d.paths.Run(),
 		PowerOff:   d.agentPowerOff,
 	}
+	if d.cfg.Remote() {
+		// The guest is elsewhere (a cluster): its backend seeds it, and
+		// nothing of this machine but the workspace's record goes to it.
+		return mc, nil
+	}
 	// The seed disk is made anew at every start, so the guest gets this
 	// build's agent (its boot script reinstalls it when it differs).
 	if err := d.writeCIData(); err != nil {

@@ -105,6 +105,9 @@ func GoldenDigests() golden.Digests {
 // capture cut short is finished or undone, and an overlay's chain of
 // backing files checked.
 func (d *Daemon) prepareDisk() error {
+	if d.cfg.Remote() {
+		return nil // its disk is its backend's, on the cluster
+	}
 	store, err := GoldenStore()
 	if err != nil {
 		return err

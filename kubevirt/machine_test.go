@@ -118,10 +118,18 @@ type vsockServer struct {
 }
 
 func newVsockServer(t *testing.T) *vsockServer {
+	return newVsockServerWith(t, guestagent.Options{SetClock: func(time.Time) error { return nil }})
+}
+
+// newVsockServerWith is newVsockServer with the agent's options: a test
+// passes stand-ins for whatever of the guest it touches (its clock, its
+// power switch, its provisioning).
+func newVsockServerWith(t *testing.T, o guestagent.Options) *vsockServer {
 	v := &vsockServer{agents: make(chan net.Conn)}
 	l := &chanListener{conns: v.agents, done: make(chan struct{})}
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
-	srv := guestagent.New(guestagent.Options{Logger: log})
+	o.Logger = log
+	srv := guestagent.New(o)
 	sniffed := listener.Sniff(l, log, listener.Handlers{Exec: srv.ServeExec, Call: srv.ServeCall})
 	up := websocket.Upgrader{Subprotocols: []string{"plain.kubevirt.io"}}
 	v.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

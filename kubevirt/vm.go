@@ -8,6 +8,7 @@ package kubevirt
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,10 @@ type Spec struct {
 	// Ephemeral boots Image as a containerDisk instead: no volume to
 	// provision, nothing kept past the VM's run. For throwaway sandboxes.
 	Ephemeral bool
+	// MAC is the guest NIC's address, the one its network-config names
+	// (image.NetworkConfig matches the NIC by it); empty lets KubeVirt
+	// choose, for a seed that matches any NIC.
+	MAC string
 }
 
 // nameRE is what Kubernetes takes as a name (RFC 1123 label), less the
@@ -75,6 +80,10 @@ func (s Spec) Check() error {
 		return fmt.Errorf("--disk %d bytes: want at least 1 GiB", s.Disk)
 	case s.Image == "":
 		return fmt.Errorf("no --image: the cluster boots a container disk image, e.g. quay.io/containerdisks/ubuntu:22.04")
+	case s.MAC != "":
+		if mac, err := net.ParseMAC(s.MAC); err != nil || len(mac) != 6 {
+			return fmt.Errorf("guest MAC %q: want six bytes, like 52:54:00:12:34:56", s.MAC)
+		}
 	}
 	return nil
 }
@@ -149,6 +158,7 @@ func VirtualMachine(s Spec) (*kvv1.VirtualMachine, error) {
 							},
 							Interfaces: []kvv1.Interface{{
 								Name:                   "default",
+								MacAddress:             s.MAC,
 								InterfaceBindingMethod: kvv1.InterfaceBindingMethod{Masquerade: &kvv1.InterfaceMasquerade{}},
 							}},
 						},

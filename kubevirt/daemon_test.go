@@ -1,0 +1,211 @@
+package kubevirt
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+
+	"github.com/coworkhq/cowork"
+	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/internal/syncbuf"
+	"github.com/coworkhq/cowork/units"
+)
+
+// kubeInstance writes a kubevirt instance named name into a fresh
+// COWORK_HOME and returns its config.
+func kubeInstance(t *testing.T, name, ns string) *instance.Config {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("COWORK_HOME", home)
+	ws := filepath.Join(t.TempDir(), "ws")
+	if err := os.Mkdir(ws, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &instance.Config{
+		Name: name, CPUs: 2, Memory: 2 * units.GiB, Disk: 10 * units.GiB, Workspace: ws, Arch: "amd64",
+		Boot: instance.BootEFI, InstanceID: "cowork-" + name, GuestUID: 1000,
+		Backend: instance.BackendKubeVirt,
+		Cluster: &instance.Cluster{Namespace: ns, Image: "quay.io/containerdisks/ubuntu:22.04"},
+		Created: time.Now(),
+	}
+	if err := cfg.Validate(0); err != nil {
+		t.Fatal(err)
+	}
+	paths, err := instance.PathsFor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(paths.Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(paths.Config(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// deployedEgress is a namespace's egress proxy Service (as the API
+// server returns it, with its cluster IP) and the sandboxes' policy.
+func deployedEgress(ns string, labels map[string]any) []runtime.Object {
+	meta := func(name string) map[string]any {
+		return map[string]any{"name": name, "namespace": ns, "labels": labels}
+	}
+	return []runtime.Object{
+		&unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Service", "metadata": meta(EgressName),
+			"spec": map[string]any{"clusterIP": "10.96.7.8", "ports": []any{map[string]any{"port": int64(EgressPort)}}},
+		}},
+		&unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(SandboxPolicyName),
+			"spec": map[string]any{"podSelector": map[string]any{}},
+		}},
+	}
+}
+
+var ours = map[string]any{LabelManagedBy: managedBy}
+
+// hostd runs a kubevirt instance as it runs a local one: `cowork start`'s
+// wait for ready, an exec through agent.sock (its agent reached through
+// the vsock subresource), status naming the backend, and a stop that
+// halts the VM and keeps it. The guest is seeded to use the namespace's
+// egress proxy.
+func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
+	cfg := kubeInstance(t, "box", "sandboxes")
+	c := newCluster(t, "sandboxes", deployedEgress("sandboxes", ours)...)
+	marker := filepath.Join(t.TempDir(), "provisioned")
+	os.WriteFile(marker, nil, 0o600)
+	vs := newVsockServerWith(t, guestagent.Options{
+		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
+		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(), SSHAgentSocket: filepath.Join(t.TempDir(), "ssh.sock"),
+	})
+	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: vs.URL}), Poll: 5 * time.Millisecond}
+	newMachine, err := b.NewMachine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(&logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
+	}()
+	paths, _ := instance.PathsFor("box")
+	for !instance.Held(paths) { // Start follows a hostd it finds, as it does one it launched
+		time.Sleep(time.Millisecond)
+	}
+	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", "box", nil); err != nil {
+		t.Fatalf("start: %v\nhostd's log:\n%s", err, logs.String())
+	}
+	client, err := cowork.Dial("box")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	st, err := client.Status(ctx)
+	if err != nil || st.Backend != "kubevirt" {
+		t.Fatalf("status: %+v, %v; want the kubevirt backend", st, err)
+	}
+	var out bytes.Buffer
+	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo hello from the cluster"}, Dir: "/", Stdout: &out})
+	if err != nil || es.Code != 0 || out.String() != "hello from the cluster\n" {
+		t.Fatalf("exec: %+v %v %q", es, err, out.String())
+	}
+
+	sec, err := c.client.Resource(secretResource).Namespace("sandboxes").Get(ctx, "cowork-box-cloudinit", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, _, _ := unstructured.NestedString(sec.Object, "data", "userdata")
+	if raw, err := base64.StdEncoding.DecodeString(ud); err != nil || !strings.Contains(string(raw), "http://10.96.7.8:7890") {
+		t.Errorf("the guest's seed does not send it through the namespace's egress proxy: %v\n%s", err, raw)
+	}
+	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifaces, _, _ := unstructured.NestedSlice(vm.Object, "spec", "template", "spec", "domain", "devices", "interfaces")
+	if len(ifaces) != 1 || ifaces[0].(map[string]any)["macAddress"] != hostd.GuestFor(cfg).MAC {
+		t.Errorf("the VM's NIC is not the one its network-config names (%s): %v", hostd.GuestFor(cfg).MAC, ifaces)
+	}
+
+	if err := client.Stop(ctx, false, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("hostd: %v\n%s", err, logs.String())
+	}
+	if _, err := c.client.Resource(vmiResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the VMI outlived the stop: %v", err)
+	}
+	if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{}); err != nil {
+		t.Errorf("the stop took the VM (and its disk) with it: %v", err)
+	}
+}
+
+// No guest runs in a namespace whose egress proxy is missing or not
+// cowork's, or whose sandboxes' NetworkPolicy is: it would reach the
+// network unaudited, or through someone else's proxy. Nothing is made in
+// the cluster, and the error says how to deploy the proxy.
+func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
+	objs := deployedEgress("sandboxes", ours)
+	svc, pol := objs[0], objs[1]
+	foreign := deployedEgress("sandboxes", map[string]any{LabelManagedBy: "someone-else"})
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		want string
+	}{
+		{"nothing deployed", nil, "has no NetworkPolicy cowork-sandboxes"},
+		{"no policy", []runtime.Object{svc}, "has no NetworkPolicy cowork-sandboxes"},
+		{"no proxy", []runtime.Object{pol}, "has no egress proxy"},
+		{"another's policy", []runtime.Object{svc, foreign[1]}, "is not cowork's"},
+		{"another's proxy", []runtime.Object{foreign[0], pol}, "is not cowork's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := kubeInstance(t, "box", "sandboxes")
+			c := newCluster(t, "sandboxes", tc.objs...)
+			newMachine, err := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: "http://127.0.0.1:1"})}.NewMachine(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = newMachine(machine.Config{}, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("made a machine: %v; want an error saying %q", err, tc.want)
+			}
+			if strings.Contains(tc.want, "has no") && !strings.Contains(err.Error(), "cowork-hostd-kubevirt egress --namespace sandboxes") {
+				t.Errorf("the error does not say how to deploy the proxy: %v", err)
+			}
+			vms, _ := c.client.Resource(vmResource).Namespace("sandboxes").List(context.Background(), metav1.ListOptions{})
+			secrets, _ := c.client.Resource(secretResource).Namespace("sandboxes").List(context.Background(), metav1.ListOptions{})
+			if len(vms.Items)+len(secrets.Items) != 0 {
+				t.Errorf("objects made in the cluster: %d VMs, %d Secrets", len(vms.Items), len(secrets.Items))
+			}
+		})
+	}
+	t.Run("a local instance", func(t *testing.T) {
+		cfg := kubeInstance(t, "box", "sandboxes")
+		cfg.Backend, cfg.Cluster = instance.BackendLocal, nil
+		if _, err := (Backend{}).NewMachine(cfg); err == nil || !strings.Contains(err.Error(), "cowork-hostd's to run") {
+			t.Fatalf("NewMachine of a local instance: %v", err)
+		}
+	})
+}
