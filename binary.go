@@ -22,24 +22,46 @@ import (
 // cowork linked into PATH finds the one beside the real file), else on
 // PATH. The two come from one build and are installed side by side. The
 // path returned is absolute: the daemon is launched from "/".
-func HostdBinary() (string, error) {
+func HostdBinary() (string, error) { return localHostd.find() }
+
+// findHostd is HostdBinary for a given $COWORK_HOSTD (env) and running
+// program (exe, "" when unknown).
+func findHostd(env, exe string) (string, error) { return localHostd.findFrom(env, exe) }
+
+// daemon is a daemon binary cowork launches: how it is named, the
+// environment variable that points at it, and what to do when it is
+// nowhere.
+type daemon struct {
+	binary, env string
+	missing     string // the hint at the end of "not installed"
+}
+
+// localHostd runs the instances whose guest runs on this machine.
+var localHostd = daemon{
+	binary:  hostdwire.Binary,
+	env:     hostdwire.Env,
+	missing: "install both binaries of one build side by side (`make install`, or copy bin/cowork and bin/cowork-hostd)",
+}
+
+// find looks for the binary as HostdBinary says.
+func (d daemon) find() (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = ""
 	}
-	return findHostd(os.Getenv(hostdwire.Env), exe)
+	return d.findFrom(os.Getenv(d.env), exe)
 }
 
-// findHostd is HostdBinary for a given $COWORK_HOSTD (env) and running
+// findFrom is find for a given value of the variable (env) and running
 // program (exe, "" when unknown).
-func findHostd(env, exe string) (string, error) {
+func (d daemon) findFrom(env, exe string) (string, error) {
 	if env != "" {
 		abs, err := filepath.Abs(env)
 		if err == nil {
 			_, err = os.Stat(abs)
 		}
 		if err != nil {
-			return "", fmt.Errorf("$%s: %w; point it at a cowork-hostd, or unset it", hostdwire.Env, err)
+			return "", fmt.Errorf("$%s: %w; point it at a %s, or unset it", d.env, err, d.binary)
 		}
 		return abs, nil
 	}
@@ -47,16 +69,16 @@ func findHostd(env, exe string) (string, error) {
 		if real, err := filepath.EvalSymlinks(exe); err == nil {
 			exe = real
 		}
-		beside := filepath.Join(filepath.Dir(exe), hostdwire.Binary)
+		beside := filepath.Join(filepath.Dir(exe), d.binary)
 		if _, err := os.Stat(beside); err == nil {
 			return beside, nil
 		}
 	}
-	if p, err := exec.LookPath(hostdwire.Binary); err == nil {
+	if p, err := exec.LookPath(d.binary); err == nil {
 		return filepath.Abs(p)
 	}
-	return "", fmt.Errorf("%s is not installed next to %s nor on PATH; install both binaries of one build side by side (`make install`, or copy bin/cowork and bin/cowork-hostd), or set $%s",
-		hostdwire.Binary, exe, hostdwire.Env)
+	return "", fmt.Errorf("%s is not installed next to %s nor on PATH; %s, or set $%s",
+		d.binary, exe, d.missing, d.env)
 }
 
 // Inspect asks the daemon binary what a disk image and a kernel are
@@ -126,14 +148,19 @@ const maxLine = 1 << 20
 // that failed is a *binaryError with its message; one the binary does not
 // know is named as another build's.
 func runBinary(ctx context.Context, each func(line []byte), args ...string) (string, error) {
-	bin, err := HostdBinary()
+	return localHostd.run(ctx, each, args...)
+}
+
+// run is runBinary for the daemon binary d.
+func (d daemon) run(ctx context.Context, each func(line []byte), args ...string) (string, error) {
+	bin, err := d.find()
 	if err != nil {
 		return "", err
 	}
-	// A $COWORK_HOSTD naming cowork itself would ask itself, which asks
-	// itself again, without end.
+	// A variable naming cowork itself would ask itself, which asks
+	// itself again, without end (or runs its own command of that name).
 	if self, err := os.Executable(); err == nil && sameFile(self, bin) {
-		return bin, fmt.Errorf("%s is this cowork, not its daemon; point $%s at cowork-hostd, or unset it", bin, hostdwire.Env)
+		return bin, fmt.Errorf("%s is this cowork, not its daemon; point $%s at %s, or unset it", bin, d.env, d.binary)
 	}
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -158,7 +185,7 @@ func runBinary(ctx context.Context, each func(line []byte), args ...string) (str
 		err = sc.Err()
 	}
 	if err != nil {
-		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), hostdwire.Binary+": ")
+		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), d.binary+": ")
 		var ee *exec.ExitError
 		switch {
 		case ctx.Err() != nil:

@@ -51,8 +51,18 @@ func List() ([]string, error) { return instance.List() }
 // the guest needs no provisioning. It never touches an existing instance
 // (*instance.ExistsError) nor a folder that is not an interrupted
 // Create's.
+//
+// An instance whose guest runs on a cluster (c.Remote()) has no disk
+// here: its directory holds its config, and later its daemon's files.
 func Create(ctx context.Context, c *instance.Config, src instance.Sources, convert Progress) (*Instance, error) {
-	if err := instance.Create(c, src, makeDisk(ctx, convert)); err != nil {
+	mk := makeDisk(ctx, convert)
+	if c.Remote() {
+		if src != (instance.Sources{}) {
+			return nil, fmt.Errorf("instance %s runs on a cluster: it is made from no local image, kernel or golden disk", c.Name)
+		}
+		mk = noDisk
+	}
+	if err := instance.Create(c, src, mk); err != nil {
 		return nil, err
 	}
 	return Open(c.Name)
@@ -75,8 +85,8 @@ func (i *Instance) Resume() error {
 	if i.Provisioned() {
 		return &instance.ExistsError{Name: i.Name}
 	}
-	if i.Running() {
-		return nil
+	if i.Running() || i.Config.Remote() {
+		return nil // a guest on a cluster: nothing of it here to check
 	}
 	return instance.Finish(i.Config)
 }
@@ -147,9 +157,17 @@ func (i *Instance) Delete(ctx context.Context, force bool) (StopResult, error) {
 	if err != nil {
 		return r, err
 	}
+	// A guest on a cluster leaves its VM, disk and seed there: they go
+	// first, and while they stay, so does everything here, for a next
+	// delete to find.
+	if i.Config.Remote() {
+		if err := deleteInCluster(ctx, i.Config); err != nil {
+			return r, i.clusterKept(err, r.WasRunning)
+		}
+	}
 	// Its pool's clones are VMs of their own: they go with it. One in a
 	// run is its run's to delete.
-	if i.Config.Throwaway == nil {
+	if i.Config.Throwaway == nil && !i.Config.Remote() {
 		if _, err := i.DrainPool(ctx); err != nil {
 			return r, fmt.Errorf("delete the pool of %s: %w", i.Name, err)
 		}
@@ -213,6 +231,9 @@ func (e *ShrinkError) Error() string {
 // instance runs, and never to less than it has. It returns the disk's
 // current size.
 func (i *Instance) CanResize(size units.Size) (units.Size, error) {
+	if err := i.LocalOnly(OpResize); err != nil {
+		return 0, err
+	}
 	if i.Running() {
 		return 0, fmt.Errorf("%s is running; stop it first with `cowork stop%s`", i.Name, instance.NameFlag(i.Name))
 	}
@@ -392,6 +413,9 @@ func (i *Instance) Client() (*Client, error) {
 // port is one instance's. workspace, when not empty, replaces the shared
 // folder.
 func (i *Instance) Clone(dst, workspace string) (*Instance, error) {
+	if err := i.LocalOnly(OpClone); err != nil {
+		return nil, err
+	}
 	if _, err := instance.Clone(i.Config, dst, instance.CloneOptions{Workspace: workspace}); err != nil {
 		return nil, err
 	}

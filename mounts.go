@@ -50,6 +50,9 @@ func (i *Instance) CheckMounts(mounts []Mount) error {
 // lock, after the new mounts are saved; it reports whether it did. Bad
 // mounts are an *InvalidMountError; then nothing changed.
 func (i *Instance) SetMounts(mounts []Mount, discardSaved bool) (discarded bool, err error) {
+	if err := i.LocalOnly(OpMount); err != nil {
+		return false, err
+	}
 	if err := i.CheckMounts(mounts); err != nil {
 		return false, err
 	}

@@ -62,6 +62,9 @@ func (i *Instance) PoolSettings() (PoolSettings, error) {
 
 // SetPoolSettings saves s as the instance's pool settings.
 func (i *Instance) SetPoolSettings(s PoolSettings) error {
+	if err := i.LocalOnly(OpPool); err != nil {
+		return err
+	}
 	if s.Size < 0 || s.Size > MaxPoolSize {
 		return fmt.Errorf("pool size %d: want 0 to %d", s.Size, MaxPoolSize)
 	}
@@ -333,6 +336,9 @@ var ErrPoolBusy = errors.New("another process is filling the pool")
 // Free clones that no longer fit the settings are deleted first. One
 // filler at a time: ErrPoolBusy when another has the pool.
 func (i *Instance) FillPool(ctx context.Context, progress func(clone string, ev *Event)) ([]string, error) {
+	if err := i.LocalOnly(OpPool); err != nil {
+		return nil, err
+	}
 	lock, err := instance.LockFile(i.Paths.PoolLock(), false)
 	if errors.Is(err, instance.ErrLocked) {
 		return nil, ErrPoolBusy
@@ -486,11 +492,13 @@ const standbyWait = 2 * time.Minute
 // waits until it holds the saved guest loaded and paused. On error the
 // hostd is stopped: the instance is as it was, suspended on disk.
 func (i *Instance) standBy(ctx context.Context) (err error) {
+	// A pool's clones are local instances (localOnly refuses a pool to
+	// one on a cluster): their daemon is cowork-hostd.
 	exe, err := HostdBinary()
 	if err != nil {
 		return err
 	}
-	h, err := launchChild(exe, i.Name, "--standby")
+	h, err := launchChild(exe, i.Config, "--standby")
 	if err != nil {
 		return err
 	}

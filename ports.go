@@ -46,6 +46,9 @@ func (i *Instance) PublishPort(ctx context.Context, p Port) (Port, error) {
 }
 
 func (i *Instance) publish(ctx context.Context, req controlwire.PublishRequest) (Port, error) {
+	if err := i.LocalOnly(OpPublish); err != nil {
+		return Port{}, err
+	}
 	c, err := i.Client()
 	if err != nil {
 		return Port{}, err
@@ -61,6 +64,9 @@ func (i *Instance) publish(ctx context.Context, req controlwire.PublishRequest) 
 // when the guest stops listening; off takes them all back. It lasts until
 // the VM stops or is suspended.
 func (i *Instance) AutoPublish(ctx context.Context, on bool) error {
+	if err := i.LocalOnly(OpPublish); err != nil {
+		return err
+	}
 	c, err := i.Client()
 	if err != nil {
 		return err

@@ -50,6 +50,9 @@ func snapshotOf(s *snapshot.Snapshot) Snapshot {
 // Snapshot takes the snapshot name of the stopped instance's disk; the
 // instance goes on from a new overlay on it.
 func (i *Instance) Snapshot(name string) (Snapshot, error) {
+	if err := i.LocalOnly(OpSnapshot); err != nil {
+		return Snapshot{}, err
+	}
 	s, err := snapshot.Create(i.Paths, i.Config, name)
 	if err != nil {
 		return Snapshot{}, err
@@ -73,6 +76,9 @@ func (i *Instance) Snapshots() ([]Snapshot, error) {
 // name. A disk that holds changes since the snapshot it sits on is
 // refused (*SnapshotDirtyError) unless force: they would be lost.
 func (i *Instance) RestoreSnapshot(name string, force bool) (Snapshot, error) {
+	if err := i.LocalOnly(OpSnapshot); err != nil {
+		return Snapshot{}, err
+	}
 	s, err := snapshot.Restore(i.Paths, i.Config, name, force)
 	if err != nil {
 		return Snapshot{}, err
@@ -103,6 +109,9 @@ func (i *Instance) CloneSnapshot(name, dst, workspace string) (*Instance, error)
 }
 
 func (i *Instance) cloneSnapshot(name, dst string, o instance.CloneOptions) (*Instance, error) {
+	if err := i.LocalOnly(OpClone); err != nil {
+		return nil, err
+	}
 	if err := snapshot.ValidName(name); err != nil {
 		return nil, err
 	}

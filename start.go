@@ -44,7 +44,9 @@ func (e *AbandonedError) Error() string {
 func (e *AbandonedError) Unwrap() error { return e.Err }
 
 // Start boots the named instance, launching its hostd (exe, the
-// cowork-hostd binary; "" finds it with HostdBinary) unless one runs, and
+// cowork-hostd binary; "" finds the instance's daemon: cowork-hostd with
+// HostdBinary, or for a guest on a cluster cowork-hostd-kubevirt with
+// KubeVirtHostdBinary) unless one runs, and
 // reports each boot event to progress until the instance is ready. When
 // ctx ends first, Start returns an *AbandonedError wrapping ctx's error; a
 // hostd it launched itself is stopped first (see child.abandon), so an
@@ -57,7 +59,8 @@ func Start(ctx context.Context, exe, name string, progress func(*Event)) (err er
 	if err != nil {
 		return err
 	}
-	if _, err := instance.Load(name); err != nil {
+	cfg, err := instance.Load(name)
+	if err != nil {
 		return err
 	}
 	running := instance.Held(paths)
@@ -81,7 +84,7 @@ func Start(ctx context.Context, exe, name string, progress func(*Event)) (err er
 			return err // interrupted already: launch nothing
 		}
 		var lerr error
-		if h, lerr = launchChild(exe, name); lerr != nil {
+		if h, lerr = launchChild(exe, cfg); lerr != nil {
 			return lerr
 		}
 		launched = true
@@ -143,14 +146,18 @@ type child struct {
 	err  error
 }
 
-func launchChild(exe, name string, args ...string) (*child, error) {
+// launchChild launches the daemon exe for cfg's instance: `exe run
+// --name NAME [ARGS]`. An empty exe is the daemon of the instance's
+// backend: cowork-hostd, or cowork-hostd-kubevirt for a guest on a
+// cluster.
+func launchChild(exe string, cfg *instance.Config, args ...string) (*child, error) {
 	if exe == "" {
 		var err error
-		if exe, err = HostdBinary(); err != nil {
+		if exe, err = daemonFor(cfg).find(); err != nil {
 			return nil, err
 		}
 	}
-	cmd, err := Launch(exe, name, args...)
+	cmd, err := Launch(exe, cfg.Name, args...)
 	if err != nil {
 		return nil, err
 	}

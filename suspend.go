@@ -32,6 +32,9 @@ const suspendGrace = 30 * time.Second
 // instance that does not run is NotRunningError; a refused suspend leaves
 // the guest running as it was.
 func (i *Instance) Suspend(ctx context.Context, force bool) (*Suspended, error) {
+	if err := i.LocalOnly(OpSuspend); err != nil {
+		return nil, err
+	}
 	c, err := i.Dial()
 	if errors.Is(err, ErrNotRunning) {
 		return nil, NotRunningError(i.Name)

@@ -81,6 +81,9 @@ type Throwaway struct {
 // made now, and starts it. The caller runs what it wants in it, then
 // calls Discard.
 func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwaway, error) {
+	if err := i.LocalOnly(OpRm); err != nil {
+		return nil, err
+	}
 	if t := i.Config.Throwaway; t != nil {
 		return nil, fmt.Errorf("%s is a throwaway clone of %s: run from %s instead (--name %s)", i.Name, t.Parent, t.Parent, t.Parent)
 	}

@@ -31,7 +31,12 @@ func NewCmdDelete(ios *iostreams.IOStreams, name *string, runF func(*Options) er
 		Short: "Delete the sandbox VM",
 		Long: `Stop the instance and remove it: its disk, settings and logs. The workspace
 folder on the host is kept. Asks first on a terminal; --yes skips the question,
---force also cuts the power instead of shutting down.`,
+--force also cuts the power instead of shutting down.
+
+An instance whose guest runs on a cluster (init --backend kubevirt) has its
+VM, disk and seed deleted there first, by cowork-hostd-kubevirt; when that
+fails (the cluster cannot be reached, say), nothing is removed here, and the
+delete can be run again.`,
 		Example: "  cowork delete\n  cowork delete --yes\n  cowork delete --name scratch --force",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,6 +62,9 @@ func run(ctx context.Context, o *Options) error {
 	}
 	if !o.Yes && !o.Force {
 		q := fmt.Sprintf("Delete instance %s and its disk (%s)? The workspace %s is kept.", o.Name, inst.Paths.Dir(), inst.Config.Workspace)
+		if k := inst.Config.Cluster; inst.Config.Remote() && k != nil {
+			q = fmt.Sprintf("Delete instance %s: its VM and disk in namespace %s of its cluster, and its folder %s? The workspace %s is kept.", o.Name, k.Namespace, inst.Paths.Dir(), inst.Config.Workspace)
+		}
 		yes, err := cmdutil.Confirm(o.IO, "cowork delete", q, "--yes")
 		if err != nil {
 			return err

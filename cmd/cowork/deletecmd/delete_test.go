@@ -11,6 +11,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -196,6 +197,60 @@ func TestDeleteNeverTakesTheWorkspace(t *testing.T) {
 		}
 		if _, err := os.Stat(p.Config()); err != nil {
 			t.Errorf("workspace %s: %v", cfg.Workspace, err)
+		}
+	}
+}
+
+// A kubevirt instance's objects in its cluster go first, by
+// `cowork-hostd-kubevirt delete --name NAME`, run while the instance's
+// folder is still whole; when that fails, delete says why and how to
+// retry, and removes nothing here.
+func TestDeleteAClusterInstance(t *testing.T) {
+	for _, code := range []string{"0", "1"} {
+		p, cfg := instancetest.New(t, instance.Config{
+			Name: "box", Backend: instance.BackendKubeVirt,
+			Cluster: &instance.Cluster{Namespace: "team-a", Image: "quay.io/containerdisks/ubuntu:22.04"},
+		})
+		dir := t.TempDir()
+		bin, args := filepath.Join(dir, instance.KubeVirtHostd), filepath.Join(dir, "args")
+		script := "#!/bin/sh\n" +
+			"test -f " + p.Config() + " && echo \"$@\" >> " + args + "\n" +
+			"echo '" + instance.KubeVirtHostd + ": delete VM team-a/box: connection refused' >&2\n" +
+			"exit " + code + "\n"
+		if err := os.WriteFile(bin, []byte(script), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(cowork.KubeVirtHostdEnv, bin)
+		ios, _, _, errOut := iostreams.Test()
+		name := "box"
+		cmd := NewCmdDelete(ios, &name, nil)
+		cmd.SetArgs([]string{"--yes"})
+		cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		err := cmd.ExecuteContext(context.Background())
+		if b, _ := os.ReadFile(args); string(b) != "delete --name box\n" {
+			t.Errorf("exit %s: the binary ran with %q (with the config there), want delete --name box", code, b)
+		}
+		if code == "0" {
+			if err != nil {
+				t.Fatalf("exit 0: %v\n%s", err, errOut)
+			}
+			if _, err := os.Stat(p.Dir()); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("exit 0 left the instance directory: %v", err)
+			}
+			continue
+		}
+		if cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "the cluster still holds box's VM, disk and seed (kubevirt, namespace team-a): delete VM team-a/box: connection refused") ||
+			!strings.Contains(err.Error(), "nothing was deleted on this machine: run `cowork delete --name box` again") {
+			t.Fatalf("exit 1: %v (exit %d)", err, cmdutil.ExitCode(err))
+		}
+		if strings.Contains(errOut.String(), "deleted box") {
+			t.Errorf("exit 1: stderr %q", errOut)
+		}
+		if _, err := os.Stat(p.Config()); err != nil {
+			t.Errorf("exit 1 removed the config: %v", err)
+		}
+		if _, err := os.Stat(cfg.Workspace); err != nil {
+			t.Errorf("exit 1: %v", err)
 		}
 	}
 }

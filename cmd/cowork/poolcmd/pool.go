@@ -102,6 +102,9 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if err := inst.LocalOnly(cowork.OpPool); err != nil {
+		return err
+	}
 	switch o.Op {
 	case "fill":
 		return fill(ctx, o, inst)

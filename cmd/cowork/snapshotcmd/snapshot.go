@@ -117,6 +117,11 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Op == "create" || o.Op == "restore" {
+		if err := inst.LocalOnly(cowork.OpSnapshot); err != nil {
+			return err // before a running guest is suspended for it
+		}
+	}
 	switch o.Op {
 	case "create":
 		return create(ctx, o, inst)

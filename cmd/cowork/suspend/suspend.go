@@ -73,6 +73,9 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if err := inst.LocalOnly(cowork.OpSuspend); err != nil {
+		return err
+	}
 	if !inst.Running() {
 		return cowork.NotRunningError(o.Name)
 	}

@@ -1,0 +1,130 @@
+package cowork
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+)
+
+// An instance whose config says Backend kubevirt runs its guest on a
+// Kubernetes cluster: its daemon is cowork-hostd-kubevirt (the kubevirt
+// module), launched and asked as cowork-hostd is, over the same control
+// socket. What needs the guest's disk, memory or network stack on this
+// machine (suspend, snapshots, clones, pools, mounts, published ports)
+// is refused for it, by localOnly.
+
+// KubeVirtHostdEnv names a path to cowork-hostd-kubevirt that overrides
+// its lookup, as $COWORK_HOSTD does cowork-hostd's.
+const KubeVirtHostdEnv = "COWORK_HOSTD_KUBEVIRT"
+
+// kubevirtHostd runs the instances whose guest runs on a cluster.
+var kubevirtHostd = daemon{
+	binary:  instance.KubeVirtHostd,
+	env:     KubeVirtHostdEnv,
+	missing: "it runs the instances on a Kubernetes cluster: `make kubevirt` builds it into bin/; install it beside cowork",
+}
+
+// KubeVirtHostdBinary finds cowork-hostd-kubevirt as HostdBinary finds
+// cowork-hostd: $COWORK_HOSTD_KUBEVIRT, else beside the running program
+// (through symlinks), else on PATH.
+func KubeVirtHostdBinary() (string, error) { return kubevirtHostd.find() }
+
+// daemonFor is the daemon that runs cfg's instance.
+func daemonFor(cfg *instance.Config) daemon {
+	if cfg.Backend == instance.BackendKubeVirt {
+		return kubevirtHostd
+	}
+	return localHostd
+}
+
+// LocalOp is something only a guest on this machine can do.
+type LocalOp struct {
+	cannot  string // "be suspended": what the instance cannot
+	instead string // what to do instead, "" for nothing
+}
+
+// What only a guest on this machine can do.
+var (
+	OpSuspend  = LocalOp{"be suspended: its memory would be saved on this machine", "`cowork stop%s` stops it"}
+	OpSnapshot = LocalOp{"have snapshots: its disk is a DataVolume in the cluster", ""}
+	OpClone    = LocalOp{"be cloned: its disk is a DataVolume in the cluster", ""}
+	OpPool     = LocalOp{"have a pool of clones: its disk is a DataVolume in the cluster", ""}
+	OpRm       = LocalOp{"run a command in a throwaway clone (--rm): its disk is a DataVolume in the cluster", "run it without --rm"}
+	OpMount    = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
+	OpPublish  = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
+	OpResize   = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}
+)
+
+// localOnly refuses op for an instance whose guest runs on a cluster;
+// nil for one on this machine.
+func localOnly(cfg *instance.Config, op LocalOp) error {
+	if !cfg.Remote() {
+		return nil
+	}
+	msg := fmt.Sprintf("instance %s runs on a cluster (%s); it cannot %s", cfg.Name, where(cfg), op.cannot)
+	instead := op.instead
+	if instead == "" {
+		instead = "only an instance on this machine can (one made by `cowork init` without --backend kubevirt)"
+	}
+	return &LocalOnlyError{msg + "; " + strings.ReplaceAll(instead, "%s", instance.NameFlag(cfg.Name))}
+}
+
+// where says where a remote instance's guest runs: its backend, and for
+// kubevirt its namespace and context.
+func where(cfg *instance.Config) string {
+	k := cfg.Cluster
+	if k == nil {
+		return cfg.Backend
+	}
+	s := fmt.Sprintf("%s, namespace %s", cfg.Backend, k.Namespace)
+	if k.Context != "" {
+		s += ", context " + k.Context
+	}
+	return s
+}
+
+// LocalOnlyError is an operation refused because the instance's guest
+// runs on a cluster; nothing was done.
+type LocalOnlyError struct{ msg string }
+
+func (e *LocalOnlyError) Error() string { return e.msg }
+
+// LocalOnly says why the instance cannot do op (a *LocalOnlyError: its
+// guest runs on a cluster), or nil. Commands ask it before they do
+// anything else; the operations themselves refuse too.
+func (i *Instance) LocalOnly(op LocalOp) error { return localOnly(i.Config, op) }
+
+// clusterDeleteTimeout bounds `cowork-hostd-kubevirt delete`: a few API
+// calls, and the wait for the VM to go.
+const clusterDeleteTimeout = 5 * time.Minute
+
+// deleteInCluster deletes a kubevirt instance's objects in its cluster
+// (its VM, DataVolume and seed Secret) with `cowork-hostd-kubevirt delete
+// --name NAME`, which succeeds when they are gone, there before or not.
+func deleteInCluster(ctx context.Context, cfg *instance.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, clusterDeleteTimeout)
+	defer cancel()
+	_, err := kubevirtHostd.run(ctx, func([]byte) {}, "delete", "--name", cfg.Name)
+	return err
+}
+
+// clusterKept is the error of a delete whose cluster kept the instance's
+// objects (err says why): the instance stays here as it was, but for
+// its guest, which stopped when wasRunning.
+func (i *Instance) clusterKept(err error, wasRunning bool) error {
+	stopped := ""
+	if wasRunning {
+		stopped = "; it is stopped"
+	}
+	return fmt.Errorf("the cluster still holds %s's VM, disk and seed (%s): %w\nnothing was deleted on this machine%s: run `cowork delete%s` again once the cluster can be reached",
+		i.Name, where(i.Config), err, stopped, instance.NameFlag(i.Name))
+}
+
+// noDisk is the MakeDisk of an instance whose guest runs on a cluster:
+// its disk is made there, by its daemon, from its container disk.
+func noDisk(instance.Sources, instance.Paths, int64) (string, error) {
+	return instance.DiskRaw, nil
+}

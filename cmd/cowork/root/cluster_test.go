@@ -1,0 +1,70 @@
+package root
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/instance/instancetest"
+	"github.com/coworkhq/cowork/internal/hostdwire"
+	"github.com/coworkhq/cowork/units"
+)
+
+// Each command that needs the guest on this machine refuses an instance
+// whose guest runs on a cluster: exit 1, one line saying where it runs
+// and what it cannot do, and nothing done (the running stand-in daemon
+// is asked for nothing, no file is made or changed).
+func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{
+		Name: instance.DefaultName, CPUs: 1, Memory: units.GiB, Disk: units.GiB, Arch: "amd64", Boot: instance.BootEFI,
+		Backend: instance.BackendKubeVirt,
+		Cluster: &instance.Cluster{Namespace: "team-a", Image: "quay.io/containerdisks/ubuntu:22.04"},
+	})
+	h := instancetest.Running(t, p, true)
+	t.Setenv("COWORK_AGENT", "")
+	t.Setenv("ANTHROPIC_API_KEY", "sk-test")
+	t.Setenv(hostdwire.Env, filepath.Join(t.TempDir(), "never-run"))
+	before, _ := os.ReadFile(p.Config())
+	mnt := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"suspend"}, "cannot be suspended: its memory would be saved on this machine; `cowork stop` stops it"},
+		{[]string{"stop", "--suspend"}, "cannot be suspended"},
+		{[]string{"snapshot", "create", "s1"}, "cannot have snapshots"},
+		{[]string{"snapshot", "restore", "s1"}, "cannot have snapshots"},
+		{[]string{"clone", "sandbox", "copy"}, "cannot be cloned"},
+		{[]string{"clone", "sandbox", "copy", "--snapshot", "s1"}, "cannot be cloned"},
+		{[]string{"pool", "fill", "--size", "2"}, "cannot have a pool of clones"},
+		{[]string{"pool", "ls"}, "cannot have a pool of clones"},
+		{[]string{"pool", "drain"}, "cannot have a pool of clones"},
+		{[]string{"exec", "--rm", "true"}, "throwaway clone (--rm)"},
+		{[]string{"ask", "--rm", "hello"}, "throwaway clone (--rm)"},
+		{[]string{"start", "--mount", mnt + ":/data"}, "cannot mount this machine's folders; `cowork cp` copies files in and out"},
+		{[]string{"port", "publish", "8080"}, "cannot publish ports here"},
+		{[]string{"port", "publish", "--auto"}, "cannot publish ports here"},
+		{[]string{"disk", "resize", "20GiB", "--yes"}, "cannot be resized here"},
+	} {
+		r := cowork(t, "", c.args...)
+		line := "cowork: instance sandbox runs on a cluster (kubevirt, namespace team-a); it "
+		if r.code != 1 || !strings.HasPrefix(r.errOut, line) || !strings.Contains(r.errOut, c.want) ||
+			strings.Count(r.errOut, "\n") != 1 || r.out != "" {
+			t.Errorf("cowork %s: exit %d, stdout %q, stderr %q; want exit 1 and one line saying %q",
+				strings.Join(c.args, " "), r.code, r.out, r.errOut, c.want)
+		}
+	}
+	if s, st := h.Suspends(), h.Stops(); len(s) != 0 || len(st) != 0 {
+		t.Errorf("the daemon was asked to suspend %v, to stop %v", s, st)
+	}
+	if after, _ := os.ReadFile(p.Config()); string(after) != string(before) {
+		t.Errorf("the config changed:\n%s", after)
+	}
+	for _, f := range []string{p.Pool(), p.Snapshots(), filepath.Join(filepath.Dir(p.Dir()), "copy")} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s was made", f)
+		}
+	}
+}
