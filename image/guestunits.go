@@ -27,7 +27,15 @@ const (
 	agentUpdatePath = "/usr/local/lib/cowork/agent-update"
 	agentSumPath    = "/usr/local/lib/cowork/agent.sha256" // "SUM SIZE" of the installed agent
 	unitDir         = "/etc/systemd/system/"
+	// AgentSourcePath is where a guest whose seed holds no agent (a
+	// cluster's) finds "URL SHA256" of the host's (Guest.AgentURL).
+	AgentSourcePath = "/etc/cowork/agent-source"
 )
+
+// AgentDownload is the path at which a cluster's egress proxy serves the
+// agent for a guest of arch (cowork-hostd egress): its guests fetch it
+// from there (Guest.AgentURL).
+func AgentDownload(arch string) string { return "/cowork-agent/linux-" + arch }
 
 // agentUnit starts the agent early and restarts it on failure. Early:
 // without the default dependencies it waits for no network and not for
@@ -67,7 +75,8 @@ WantedBy=multi-user.target
 // rename so that a power cut never leaves half a binary.
 var agentUpdateScript = `#!/bin/sh
 # cowork: wait for the agent's channel; install the host's agent from the
-# cidata disk before it starts.
+# cidata disk (or, on a cluster, from the URL in ` + AgentSourcePath + `)
+# before it starts.
 set -eu
 for i in $(seq 100); do
   [ -d /sys/module/vmw_vsock_virtio_transport ] && break
@@ -81,18 +90,41 @@ for i in $(seq 100); do # udev may not have named the disk yet
   done
   sleep 0.1
 done
-if [ -z "$dev" ]; then echo "cowork: no cidata disk; keeping the installed agent" >&2; exit 0; fi
-src=$(mktemp -d /run/cowork-cidata.XXXXXX)
-trap 'umount "$src" 2>/dev/null; rmdir "$src"' EXIT
-mount -o ro "$dev" "$src"
-want=$(cat "$src/` + CIDataSumName + `")
+src= got=
+trap '[ -z "$src" ] || { umount "$src" 2>/dev/null; rmdir "$src"; }; [ -z "$got" ] || rm -f "$got"' EXIT
+if [ -n "$dev" ]; then
+  src=$(mktemp -d /run/cowork-cidata.XXXXXX)
+  mount -o ro "$dev" "$src" || { rmdir "$src"; src=; }
+fi
+url=
+if [ -n "$src" ] && [ -f "$src/` + CIDataSumName + `" ]; then
+  want=$(cat "$src/` + CIDataSumName + `")
+  from="$src/` + CIDataAgentName + `"
+elif [ -r ` + AgentSourcePath + ` ]; then
+  # A cluster's seed holds no agent (a Secret is too small): the
+  # namespace's egress proxy serves the host's, checked against its sum.
+  read -r url want <` + AgentSourcePath + `
+  from=
+else
+  echo "cowork: no agent on the cidata disk, and no source; keeping the installed agent" >&2
+  exit 0
+fi
 # Hashing the installed agent took seconds under emulation: the sum and
 # size recorded when it was installed stand for it while it has that size.
 have=
 if [ -x ` + AgentPath + ` ] && read -r sum size <` + agentSumPath + ` 2>/dev/null &&
   [ "$(stat -c %s ` + AgentPath + `)" = "$size" ]; then have=$sum; fi
 if [ "$want" != "$have" ]; then
-  install -m 0755 "$src/` + CIDataAgentName + `" ` + AgentPath + `.new
+  if [ -n "$url" ]; then
+    got=$(mktemp /run/cowork-agent.XXXXXX)
+    curl -fsS --noproxy '*' --retry 30 --retry-delay 1 --retry-all-errors -o "$got" "$url"
+    if [ "$(sha256sum "$got" | cut -d' ' -f1)" != "$want" ]; then
+      echo "cowork: the agent from $url is not the one the host expects ($want); keeping the installed agent" >&2
+      exit 1
+    fi
+    from=$got
+  fi
+  install -m 0755 "$from" ` + AgentPath + `.new
   mv ` + AgentPath + `.new ` + AgentPath + `
   echo "$want $(stat -c %s ` + AgentPath + `)" >` + agentSumPath + `.new
   mv ` + agentSumPath + `.new ` + agentSumPath + `

@@ -1,6 +1,8 @@
 package image
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,7 +90,8 @@ func TestAgentUnitInstallsTheAgentBeforeItStarts(t *testing.T) {
 		"[ \"$(stat -c %s " + AgentPath + ")\" = \"$size\" ]",
 		"echo \"$want $(stat -c %s " + AgentPath + ")\" >" + agentSumPath + ".new\n  mv " + agentSumPath + ".new " + agentSumPath + "\n",
 		CIDataSumName,
-		"install -m 0755 \"$src/" + CIDataAgentName + "\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
+		"from=\"$src/" + CIDataAgentName + "\"",
+		"install -m 0755 \"$from\" " + AgentPath + ".new\n  mv " + AgentPath + ".new " + AgentPath + "\n",
 	} {
 		if !strings.Contains(update, want) {
 			t.Errorf("agent-update lacks %q:\n%s", want, update)
@@ -217,4 +220,85 @@ func unitSection(unit, section string) map[string]string {
 		}
 	}
 	return m
+}
+
+// A guest whose seed holds no agent (a cluster's) fetches the host's from
+// the URL its user-data names, bypassing the proxy, and installs it only
+// if its sha256 is the one the user-data gives: a proxy or a network that
+// serves another binary gets nothing installed. The script runs here with
+// its guest paths moved into a temporary directory and curl a stand-in.
+func TestAgentUpdateFetchesTheAgentOnACluster(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	g := testGuest()
+	g.AgentURL = "http://10.96.7.8:7890/cowork-agent/linux-amd64"
+	agent := []byte("#!/bin/sh\necho the host's agent\n")
+	g.AgentSum = sha256Hex(agent)
+	ud, err := UserData(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ud), AgentSourcePath) || !strings.Contains(string(ud), g.AgentURL+" "+g.AgentSum) {
+		t.Fatalf("the user-data does not name the agent's source:\n%s", ud)
+	}
+	_, files := bootFiles(t, g)
+	run := func(t *testing.T, source string, served []byte) (root string, out []byte, err error) {
+		root = t.TempDir()
+		for _, d := range []string{"bin", "usr/local/bin", "usr/local/lib/cowork", "etc/cowork", "run"} {
+			os.MkdirAll(filepath.Join(root, d), 0o755)
+		}
+		os.WriteFile(filepath.Join(root, "served"), served, 0o600)
+		// curl -o FILE URL: the served file, and the arguments it got.
+		os.WriteFile(filepath.Join(root, "bin", "curl"), []byte(`#!/bin/sh
+echo "$@" >"`+root+`/curl.args"
+while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift;; esac; shift; done
+cp "`+root+`/served" "$out"
+`), 0o755)
+		if source != "" {
+			os.WriteFile(filepath.Join(root, AgentSourcePath[1:]), []byte(source), 0o644)
+		}
+		script := files[agentUpdatePath]
+		for _, p := range []string{AgentPath, agentSumPath, AgentSourcePath, "/run/", "/dev/disk/", "/sys/"} {
+			script = strings.ReplaceAll(script, p, filepath.Join(root, p[1:])+map[bool]string{true: "/", false: ""}[strings.HasSuffix(p, "/")])
+		}
+		script = strings.ReplaceAll(script, "$(seq 100)", "1")
+		p := filepath.Join(root, "agent-update")
+		os.WriteFile(p, []byte(script), 0o700)
+		cmd := exec.Command(sh, p)
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
+		out, err = cmd.CombinedOutput()
+		return root, out, err
+	}
+	installed := func(root string) []byte { b, _ := os.ReadFile(filepath.Join(root, AgentPath[1:])); return b }
+
+	root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent)
+	if err != nil || string(installed(root)) != string(agent) {
+		t.Fatalf("the served agent with the right sum: %v, installed %q\n%s", err, installed(root), out)
+	}
+	if args, _ := os.ReadFile(filepath.Join(root, "curl.args")); !strings.Contains(string(args), "--noproxy *") || !strings.Contains(string(args), g.AgentURL) {
+		t.Errorf("curl was run as %q; want it to bypass the proxy for %s", args, g.AgentURL)
+	}
+	if sum, _ := os.ReadFile(filepath.Join(root, agentSumPath[1:])); !strings.HasPrefix(string(sum), g.AgentSum+" ") {
+		t.Errorf("the installed agent's sum is recorded as %q", sum)
+	}
+
+	root, out, err = run(t, g.AgentURL+" "+g.AgentSum+"\n", []byte("#!/bin/sh\necho something else\n"))
+	if err == nil || installed(root) != nil || !strings.Contains(string(out), "not the one the host expects") {
+		t.Fatalf("another binary served: %v, installed %q\n%s", err, installed(root), out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(root, "run", "cowork-agent.*")); len(left) != 0 {
+		t.Errorf("the download was left behind: %v", left)
+	}
+
+	root, out, err = run(t, "", agent)
+	if err != nil || installed(root) != nil || !strings.Contains(string(out), "no source") {
+		t.Fatalf("no cidata and no source: %v, installed %q\n%s", err, installed(root), out)
+	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -30,6 +30,10 @@ type Guest struct {
 	// MAC is the address of the guest's NIC, which the network config
 	// names eth0 and configures by DHCP.
 	MAC string
+	// AgentURL and AgentSum are where a guest whose seed holds no agent
+	// (a cluster's: see kubevirt) fetches the host's, and its sha256; the
+	// agent's update script installs it only if the sum matches.
+	AgentURL, AgentSum string
 }
 
 // Paths in the guest that the cloud-config and the agent's unit share.
@@ -83,6 +87,12 @@ func UserData(g Guest) ([]byte, error) {
 			map[string]any{"path": "/etc/apt/apt.conf.d/95cowork-proxy", "permissions": "0644",
 				"content": fmt.Sprintf("Acquire::http::Proxy %q;\nAcquire::https::Proxy %q;\nAcquire::Languages \"none\";\n", g.ProxyURL, g.ProxyURL)},
 		)
+	}
+	if g.AgentURL != "" {
+		if !strings.HasPrefix(g.AgentURL, "http://") || strings.ContainsAny(g.AgentURL, " \n\t'\"") || len(g.AgentSum) != 64 || strings.Trim(g.AgentSum, "0123456789abcdef") != "" {
+			return nil, fmt.Errorf("cloud-config: agent source %q %q: want an http:// URL without spaces or quotes, and a sha256 in hex", g.AgentURL, g.AgentSum)
+		}
+		files = append(files, map[string]any{"path": AgentSourcePath, "permissions": "0644", "content": g.AgentURL + " " + g.AgentSum + "\n"})
 	}
 	cfg := map[string]any{
 		"hostname":         g.Hostname,

@@ -17,6 +17,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/agentbin"
 )
 
 // The daemon's side: cowork-hostd-kubevirt runs hostd (the same daemon,
@@ -56,7 +57,7 @@ func SpecFor(cfg *instance.Config) (Spec, error) {
 // NewMachine is hostd's Options.NewMachine for the kubevirt instance
 // cfg: the guest is seeded as a local one is, but for its proxy, which is
 // the namespace's egress proxy (Egress), read from its Service at each
-// start. A namespace without that proxy, or without the NetworkPolicy
+// start, and its agent, which it fetches from that proxy. A namespace without that proxy, or without the NetworkPolicy
 // that makes it the sandboxes' only way out, runs no guest: one would
 // reach the network unaudited. The failure is the start's, reported to
 // `cowork start` as any boot's.
@@ -77,6 +78,13 @@ func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Lo
 		}
 		g := hostd.GuestFor(cfg)
 		g.ProxyURL, g.NoProxy = proxy, "localhost,127.0.0.1,::1"
+		// The seed holds no agent (a Secret is too small for one): the
+		// guest fetches this build's from the egress proxy, which carries
+		// the same agents, and installs it only if its sum is this one.
+		if g.AgentSum, err = agentbin.Sum(cfg.Arch); err != nil {
+			return nil, err
+		}
+		g.AgentURL = proxy + image.AgentDownload(cfg.Arch)
 		userData, err := image.UserData(g)
 		if err != nil {
 			return nil, err

@@ -24,6 +24,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
+	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/internal/syncbuf"
 	"github.com/coworkhq/cowork/units"
 )
@@ -135,8 +136,13 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	ud, _, _ := unstructured.NestedString(sec.Object, "data", "userdata")
-	if raw, err := base64.StdEncoding.DecodeString(ud); err != nil || !strings.Contains(string(raw), "http://10.96.7.8:7890") {
+	raw, err := base64.StdEncoding.DecodeString(ud)
+	if err != nil || !strings.Contains(string(raw), "http_proxy=http://10.96.7.8:7890 ") {
 		t.Errorf("the guest's seed does not send it through the namespace's egress proxy: %v\n%s", err, raw)
+	}
+	sum, _ := agentbin.Sum("amd64")
+	if want := "http://10.96.7.8:7890/cowork-agent/linux-amd64 " + sum; !strings.Contains(string(raw), want) {
+		t.Errorf("the guest's seed does not fetch this build's agent from the proxy (%s):\n%s", want, raw)
 	}
 	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{})
 	if err != nil {

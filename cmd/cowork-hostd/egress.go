@@ -13,11 +13,17 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"bytes"
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/internal/hostdwire"
+	"net/http"
+	"strings"
+	"time"
 )
 
 // minAuditSize is the least room egress's audit log may be given.
@@ -85,7 +91,7 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	log.Info("egress proxy serving", "addr", l.Addr().String(), "audit", *dir)
 	// On a signal it closes every client's connection and returns once
 	// their records are written; the log closes after.
-	if err := n.ServeProxyOn(ctx, l); err != nil {
+	if err := n.ServeProxyOn(ctx, l, agentFiles()); err != nil {
 		return fail(fmt.Errorf("egress: %w", err))
 	}
 	return 0
@@ -99,4 +105,25 @@ func readEgressPolicy(path string) (policy.Policy, error) {
 		err = usageError{fmt.Errorf("egress: %w", err)}
 	}
 	return p, err
+}
+
+// agentFiles serves the agents this binary carries (agentbin) at
+// image.AgentDownload("linux-ARCH"), and nothing else: a cluster's guest,
+// whose seed holds no agent, fetches this build's there and checks it
+// against the sha256 in its user-data (image.Guest.AgentURL).
+func agentFiles() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arch, ok := strings.CutPrefix(r.URL.Path, image.AgentDownload(""))
+		if !ok || (arch != "amd64" && arch != "arm64") {
+			http.Error(w, "cowork egress: no such file; the agents are at "+image.AgentDownload("amd64")+" and "+image.AgentDownload("arm64"), http.StatusNotFound)
+			return
+		}
+		b, err := agentbin.Agent(arch)
+		if err != nil {
+			http.Error(w, "cowork egress: "+err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+	})
 }

@@ -14,10 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"crypto/sha256"
+	"encoding/hex"
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/image"
+	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/syncbuf"
+	"net/http/httptest"
 )
 
 // A command line or a policy file egress cannot use is refused as a usage
@@ -122,5 +127,37 @@ func TestEgressServesThePolicy(t *testing.T) {
 	v, err := audit.Verify(context.Background(), log, audit.Options{Key: filepath.Join(auditDir, "audit.key"), Head: filepath.Join(auditDir, "audit.head")})
 	if err != nil || !v.OK {
 		t.Errorf("the egress audit log does not verify: %v %+v", err, v)
+	}
+}
+
+// The egress proxy serves the agents it carries, the very bytes whose
+// sha256 a cluster guest's user-data names, and no other path.
+func TestEgressServesItsAgents(t *testing.T) {
+	srv := httptest.NewServer(agentFiles())
+	defer srv.Close()
+	for _, arch := range []string{"amd64", "arm64"} {
+		resp, err := http.Get(srv.URL + image.AgentDownload(arch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want, err := agentbin.Sum(arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum := sha256.Sum256(b); resp.StatusCode != 200 || hex.EncodeToString(sum[:]) != want {
+			t.Errorf("%s: %d, %d bytes of sha256 %x; want this build's agent, %s", arch, resp.StatusCode, len(b), sum, want)
+		}
+	}
+	for _, p := range []string{"/", "/cowork-agent/linux-riscv64", "/cowork-agent/linux-amd64/../../etc/passwd", "/etc/passwd", image.AgentDownload("amd64") + "x"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
+		}
 	}
 }

@@ -36,13 +36,19 @@ func outsideProxy(t *testing.T, tn *testNet) (*http.Client, string) {
 // listener; end ends it and returns what ServeProxyOn did.
 func serveOutside(t *testing.T, tn *testNet) (addr string, end func() error) {
 	t.Helper()
+	return serveOutsideWith(t, tn, nil)
+}
+
+// serveOutsideWith is serveOutside with files answering plain GETs.
+func serveOutsideWith(t *testing.T, tn *testNet, files http.Handler) (addr string, end func() error) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- tn.ServeProxyOn(ctx, l) }()
+	go func() { served <- tn.ServeProxyOn(ctx, l, files) }()
 	return l.Addr().String(), func() error {
 		cancel()
 		select {
@@ -292,5 +298,43 @@ func TestOutsideProxyEndsWithItsRecords(t *testing.T) {
 	}
 	if n := len(tn.records(func(r *audit.Record) bool { return r.Kind == audit.KindConnect && r.Dst == "198.51.100.11:80" })); n != 1 {
 		t.Error("the stuck tunnel's record was not written by the end")
+	}
+}
+
+// The egress proxy's own files (the guests' agent) answer a plain GET or
+// HEAD of a path, and nothing else: a proxy request for the same path on
+// the proxy's own address is judged as any proxy request (refused: its
+// own machine), another method is refused, and without files a path is
+// refused as before.
+func TestOutsideFilesAnswerPlainGetsOnly(t *testing.T) {
+	tn := newTestNet(t, policy.Policy{})
+	files := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "file %s", r.URL.Path) })
+	addr, end := serveOutsideWith(t, tn, files)
+	t.Cleanup(func() { end() })
+	plain := &http.Client{Timeout: 10 * time.Second}
+	get := func(c *http.Client, method, url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(plain, http.MethodGet, "http://"+addr+"/cowork-agent/linux-amd64"); code != 200 || body != "file /cowork-agent/linux-amd64" {
+		t.Errorf("a plain GET: %d %q", code, body)
+	}
+	if code, body := get(plain, http.MethodPost, "http://"+addr+"/cowork-agent/linux-amd64"); code != http.StatusBadRequest || strings.Contains(body, "file ") {
+		t.Errorf("a plain POST: %d %q; want the proxy's refusal", code, body)
+	}
+	if code, body := get(clientFrom(addr, "127.0.0.1"), http.MethodGet, "http://"+addr+"/cowork-agent/linux-amd64"); code == 200 || strings.Contains(body, "file ") {
+		t.Errorf("a proxy request for the proxy's own address: %d %q; want it refused", code, body)
+	}
+	addr2, end2 := serveOutside(t, tn)
+	t.Cleanup(func() { end2() })
+	if code, _ := get(plain, http.MethodGet, "http://"+addr2+"/cowork-agent/linux-amd64"); code != http.StatusBadRequest {
+		t.Errorf("a plain GET with no files: %d; want 400", code)
 	}
 }

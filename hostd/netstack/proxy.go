@@ -61,6 +61,9 @@ type proxyHandler struct {
 	// guest agent is asked who sent them. clients counts its requests.
 	outside bool
 	clients *clientFlows
+	// files serves an outside client's plain GET of a path (not a proxy
+	// request): the egress proxy's agent download (ServeProxyOn).
+	files http.Handler
 }
 
 // ServeProxyOn serves the auditing proxy on l too, for clients other than
@@ -74,11 +77,13 @@ type proxyHandler struct {
 // holds at most a quarter of the flows, and a connection idle between
 // requests is closed after outsideIdle. It returns when ctx ends or l
 // fails, having closed every connection and waited (endWait at most) for
-// their records to be written.
-func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener) error {
+// their records to be written. files, when not nil, answers a client's
+// GET or HEAD of a path, which is no proxy request (the guests' agent
+// download): nothing it serves goes past the proxy's own machine.
+func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener, files http.Handler) error {
 	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
 	srv := &http.Server{
-		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true, clients: clients},
+		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true, clients: clients, files: files},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       outsideIdle,
 	}
@@ -139,6 +144,10 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodConnect {
 		h.connect(w, r)
+		return
+	}
+	if h.files != nil && !r.URL.IsAbs() && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		h.files.ServeHTTP(w, r)
 		return
 	}
 	if !r.URL.IsAbs() || r.URL.Scheme != "http" {
