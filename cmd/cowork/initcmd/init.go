@@ -57,6 +57,11 @@ type Options struct {
 	Timeout   time.Duration
 	NoStart   bool
 	NoGolden  bool
+	// Backend is where the guest runs: "local" or kubevirt, then on
+	// the cluster of kubeconfig context Context, in Namespace.
+	Backend   string
+	Context   string
+	Namespace string
 	// Changed reports whether a flag was given; nil means none was.
 	Changed func(flag string) bool
 	// Inspect says what a local image and kernel are; nil asks
@@ -92,7 +97,14 @@ refused). An instance that finished its init is not touched.
 The first init of an image and provisioning keeps the provisioned disk as a
 golden disk in $COWORK_HOME/cache/golden (one extra boot); a later init of the
 same pair clones it in seconds instead of provisioning. ` + "`cowork image ls`" + ` lists
-them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scratch.`,
+them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scratch.
+
+--backend kubevirt runs the guest on a Kubernetes cluster through KubeVirt
+instead (cowork-hostd-kubevirt, ` + "`make kubevirt`" + `, is its daemon): --image is then
+a container disk the cluster pulls, and the VM goes in --namespace (default
+cowork, which needs cowork's egress proxy) of the kubeconfig's --context.
+Nothing is downloaded or made here but the instance's settings. Not yet run
+on a real cluster.`,
 		Example: `  cowork init
   cowork init --image ubuntu.raw
   cowork init --cpus 2 --memory 2GiB --disk 20GiB --image ubuntu.raw
@@ -100,7 +112,8 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
   cowork init --mount ~/datasets:/data:ro --mount ~/src/lib
   cowork init --with docker
   cowork init --image ubuntu.raw --network-mode allowlist --allow api.anthropic.com --allow '*.npmjs.org' --allow-host-port 5432
-  cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"`,
+  cowork init --name test --image rootfs.img --kernel vmlinuz --initrd initrd.img --cmdline "console=ttyAMA0"
+  cowork init --name k8s --backend kubevirt --context kind-cowork --image quay.io/containerdisks/ubuntu:22.04`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = *name
@@ -119,7 +132,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 	f.BoolVar(&o.SSHAgent, "ssh-agent", false, "lend the guest this machine's SSH agent (SSH_AUTH_SOCK): its keys stay here, each signature is audited")
 	f.StringArrayVar(&o.Mounts, "mount", nil, "share another host folder: HOST[:GUEST][:ro] (GUEST defaults to HOST's path; ro: read-only, enforced by this machine); repeatable")
 	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+")")
-	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified)")
+	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified); with --backend kubevirt, a container disk reference")
 	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
@@ -137,6 +150,7 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 	f.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "how long to wait for the guest to be ready")
 	f.BoolVar(&o.NoStart, "no-start", false, "create the instance without starting it")
 	f.BoolVar(&o.NoGolden, "no-golden", false, "provision from scratch: neither clone a golden disk of this image and provisioning nor keep one")
+	addClusterFlags(f, o)
 	return cmd
 }
 
@@ -144,6 +158,9 @@ them, ` + "`cowork image prune`" + ` frees them; --no-golden provisions from scr
 // problem is a usage error.
 func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	var src instance.Sources
+	if err := o.checkBackend(); err != nil {
+		return nil, src, err
+	}
 	mem, err := units.ParseSize(o.Memory)
 	if err != nil {
 		return nil, src, &cmdutil.FlagError{Err: fmt.Errorf("--memory: %w", err)}
@@ -200,6 +217,9 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		}
 		c.Publish = append(c.Publish, pub)
 	}
+	if o.Backend == instance.BackendKubeVirt {
+		return o.clusterConfig(c, errs)
+	}
 	errs = append(errs, c.Validate(instance.HostMemory()))
 	if home, err := instance.Home(); err == nil {
 		errs = append(errs, c.CheckWorkspace(home), c.CheckMountHosts(home))
@@ -250,12 +270,18 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, src, &cmdutil.FlagError{Err: err}
 	}
+	o.finish(c)
+	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
+}
+
+// finish sets what a valid config gets last: the provisioning, the
+// guest user's uid and the cloud-init instance.
+func (o *Options) finish(c *instance.Config) {
 	if o.Packages != nil || o.Commands != nil {
 		c.Provision = &instance.Provision{Packages: o.Packages, Commands: o.Commands}
 	}
 	c.GuestUID = os.Getuid()
 	c.InstanceID = fmt.Sprintf("cowork-%s-%d", c.Name, time.Now().Unix())
-	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
 }
 
 // sha256RE is compiled on first use, not at every CLI start.
@@ -282,6 +308,9 @@ func run(ctx context.Context, o *Options) error {
 	}
 	if err := checkWorkspace(c.Workspace); err != nil {
 		return &cmdutil.FlagError{Err: err}
+	}
+	if c.Remote() {
+		return o.createOnCluster(ctx, c, began)
 	}
 	fmt.Fprintf(o.IO.ErrOut, "Creating %s (%s, %d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, c.Arch, c.CPUs, c.Memory, c.Disk, c.Workspace)
 	if src.Image, err = fetchImage(ctx, o, c.Arch); err != nil {

@@ -70,7 +70,10 @@ func conflicts(saved, asked *instance.Config, src instance.Sources, changed func
 		"provision-packages": !slices.Equal(provision(saved).Packages, provision(asked).Packages),
 		"provision-cmd":      !slices.Equal(provision(saved).Commands, provision(asked).Commands),
 		"with":               !slices.Equal(saved.With, asked.With),
-		"image":              src.Image != "" && !isURL(src.Image) && src.Image != saved.Image,
+		"image":              (src.Image != "" && !isURL(src.Image) && src.Image != saved.Image) || (asked.Remote() && cluster(saved).Image != cluster(asked).Image),
+		"backend":            saved.Backend != asked.Backend,
+		"context":            cluster(saved).Context != cluster(asked).Context,
+		"namespace":          cluster(saved).Namespace != cluster(asked).Namespace,
 	}
 	var diff []string
 	for flag, d := range differs {
