@@ -70,6 +70,30 @@ type Status struct {
 	Suspended *SavedState `json:"suspended,omitempty"`
 	// Note reports something status noticed and fixed, like a dead hostd.
 	Note string `json:"note,omitempty"`
+	// Cluster says where the guest runs when not on this machine (init
+	// --backend kubevirt); absent for a guest here. (Backend above is
+	// the hypervisor a running hostd reports.)
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is where a guest on a cluster runs.
+type Cluster struct {
+	Backend   string `json:"backend"`           // kubevirt
+	Context   string `json:"context,omitempty"` // empty: the kubeconfig's current
+	Namespace string `json:"namespace"`
+	Image     string `json:"image"` // the container disk
+}
+
+// clusterOf is cfg's Cluster, nil for a guest on this machine.
+func clusterOf(cfg *instance.Config) *Cluster {
+	if !cfg.Remote() {
+		return nil
+	}
+	c := &Cluster{Backend: cfg.Backend}
+	if k := cfg.Cluster; k != nil {
+		c.Context, c.Namespace, c.Image = k.Context, k.Namespace, k.Image
+	}
+	return c
 }
 
 // NetworkStats is the guest's traffic since the instance started.
@@ -156,7 +180,7 @@ func NewCmdStatus(ios *iostreams.IOStreams, name *string, runF func(*Options) er
 	cmd := &cobra.Command{
 		Use:     "status",
 		Short:   "Show the sandbox VM's state",
-		Long:    "Show the instance's state, resources, workspace, guest IP, agent version and hypervisor.",
+		Long:    "Show the instance's state, resources, workspace, guest IP, agent version and hypervisor,\nand for a guest on a cluster (init --backend kubevirt) where it runs.",
 		Example: "  cowork status\n  cowork status --json | jq -r .state",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -203,7 +227,7 @@ func Get(ctx context.Context, name string) (*Status, error) {
 	st := &Status{
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
 		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Secrets: secretList(cfg.Secrets), With: cfg.With, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
-		Golden: cfg.Golden, DiskFormat: cfg.Format(),
+		Golden: cfg.Golden, DiskFormat: cfg.Format(), Cluster: clusterOf(cfg),
 	}
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
@@ -340,7 +364,14 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	}
 	fmt.Fprintf(w, "cpus:\t%d\n", s.CPUs)
 	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
-	fmt.Fprintf(w, "disk:\t%s used of %s%s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes), goldenNote(s))
+	if k := s.Cluster; k != nil {
+		fmt.Fprintf(w, "cluster:\t%s\n", clusterLine(k))
+	}
+	if s.Cluster != nil && s.DiskUsedBytes == 0 {
+		fmt.Fprintf(w, "disk:\t%s (a DataVolume in the cluster)\n", units.Size(s.DiskBytes))
+	} else {
+		fmt.Fprintf(w, "disk:\t%s used of %s%s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes), goldenNote(s))
+	}
 	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
 	if len(s.Mounts) > 0 {
 		fmt.Fprintf(w, "mounts:\t%s\n", strings.Join(s.Mounts, ", "))
@@ -396,6 +427,15 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	if s.Note != "" {
 		fmt.Fprintln(ios.ErrOut, "note:", s.Note)
 	}
+}
+
+// clusterLine is where a guest on a cluster runs, for a person.
+func clusterLine(k *Cluster) string {
+	ctx := "context " + termsafe.Line(k.Context)
+	if k.Context == "" {
+		ctx = "the kubeconfig's current context"
+	}
+	return fmt.Sprintf("%s, namespace %s, %s, image %s", termsafe.Line(k.Backend), termsafe.Line(k.Namespace), ctx, termsafe.Line(k.Image))
 }
 
 // goldenNote says what golden disk the disk came from, and whether it
