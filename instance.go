@@ -281,6 +281,9 @@ func (e *InvalidPolicyError) Unwrap() error { return e.Err }
 // daemon (which saves it) when it runs, else saved for its next start. It
 // reports whether it was applied to a running guest.
 func (i *Instance) SetPolicy(ctx context.Context, p policy.Policy) (applied bool, err error) {
+	if err := i.LocalOnly(OpPolicy); err != nil {
+		return false, err
+	}
 	if _, err := policy.Compile(p, netip.Addr{}, nil); err != nil {
 		return false, &InvalidPolicyError{Err: err}
 	}

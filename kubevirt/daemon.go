@@ -50,6 +50,7 @@ func SpecFor(cfg *instance.Config) (Spec, error) {
 		Memory:    int64(cfg.Memory),
 		Disk:      int64(cfg.Disk),
 		Image:     cfg.Cluster.Image,
+		Arch:      cfg.Arch,
 		MAC:       hostd.GuestFor(cfg).MAC,
 	}, nil
 }

@@ -148,6 +148,9 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if arch, _, _ := unstructured.NestedString(vm.Object, "spec", "template", "spec", "architecture"); arch != "amd64" {
+		t.Errorf("the VM runs on nodes of architecture %q, want the instance's (amd64), whose agent it fetches", arch)
+	}
 	ifaces, _, _ := unstructured.NestedSlice(vm.Object, "spec", "template", "spec", "domain", "devices", "interfaces")
 	if len(ifaces) != 1 || ifaces[0].(map[string]any)["macAddress"] != hostd.GuestFor(cfg).MAC {
 		t.Errorf("the VM's NIC is not the one its network-config names (%s): %v", hostd.GuestFor(cfg).MAC, ifaces)

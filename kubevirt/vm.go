@@ -55,6 +55,10 @@ type Spec struct {
 	// Ephemeral boots Image as a containerDisk instead: no volume to
 	// provision, nothing kept past the VM's run. For throwaway sandboxes.
 	Ephemeral bool
+	// Arch is the guest's architecture (GOARCH: amd64, arm64): the VM
+	// runs on a node of it, and fetches that agent; empty leaves it to
+	// the cluster's default.
+	Arch string
 	// MAC is the guest NIC's address, the one its network-config names
 	// (image.NetworkConfig matches the NIC by it); empty lets KubeVirt
 	// choose, for a seed that matches any NIC.
@@ -80,6 +84,8 @@ func (s Spec) Check() error {
 		return fmt.Errorf("--disk %d bytes: want at least 1 GiB", s.Disk)
 	case s.Image == "":
 		return fmt.Errorf("no --image: the cluster boots a container disk image, e.g. quay.io/containerdisks/ubuntu:22.04")
+	case s.Arch != "" && s.Arch != "amd64" && s.Arch != "arm64":
+		return fmt.Errorf("--arch %q: want amd64 or arm64", s.Arch)
 	case s.MAC != "":
 		if mac, err := net.ParseMAC(s.MAC); err != nil || len(mac) != 6 {
 			return fmt.Errorf("guest MAC %q: want six bytes, like 52:54:00:12:34:56", s.MAC)
@@ -144,6 +150,7 @@ func VirtualMachine(s Spec) (*kvv1.VirtualMachine, error) {
 			Template: &kvv1.VirtualMachineInstanceTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: s.labels()},
 				Spec: kvv1.VirtualMachineInstanceSpec{
+					Architecture: s.Arch,
 					Domain: kvv1.DomainSpec{
 						CPU:    &kvv1.CPU{Cores: uint32(s.CPUs)},
 						Memory: &kvv1.Memory{Guest: mem},

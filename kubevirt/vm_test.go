@@ -15,7 +15,7 @@ import (
 )
 
 func testSpec() Spec {
-	return Spec{Instance: "box", Namespace: "sandboxes", CPUs: 4, Memory: 4 << 30, Disk: 10 << 30, Image: "quay.io/containerdisks/ubuntu:22.04"}
+	return Spec{Instance: "box", Namespace: "sandboxes", CPUs: 4, Memory: 4 << 30, Disk: 10 << 30, Image: "quay.io/containerdisks/ubuntu:22.04", Arch: "arm64", MAC: "52:54:00:12:34:56"}
 }
 
 // kubevirtSchema validates objects against the OpenAPI definitions

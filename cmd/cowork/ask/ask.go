@@ -349,6 +349,9 @@ func open(o *Options) (*cowork.Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := inst.LocalOnly(cowork.OpAsk); err != nil {
+		return nil, err
+	}
 	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, inst)
 	return inst, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -118,7 +119,11 @@ id, its API session's, is printed at the end of "cowork ask" and listed by
 }
 
 func run(ctx context.Context, o *Options) error {
-	if _, err := instance.Load(o.Name); err != nil {
+	inst, err := cowork.Open(o.Name)
+	if err != nil {
+		return err
+	}
+	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil {
 		return err
 	}
 	paths, err := instance.PathsFor(o.Name)
