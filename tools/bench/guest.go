@@ -205,11 +205,11 @@ func guestSection(t *table, rounds, boots int) (err error) {
 	if err != nil {
 		return err
 	}
-	cloned, snapped, err := measureClone(cowork, instance.DefaultName, 3)
+	cloned, snapped, err := measureClone(cowork, instance.DefaultName, max(3, rounds/6))
 	if err != nil {
 		return err
 	}
-	thrown, err := measureThrowaway(cowork, instance.DefaultName, 5)
+	thrown, err := measureThrowaway(cowork, instance.DefaultName, max(5, rounds/4))
 	if err != nil {
 		return err
 	}
