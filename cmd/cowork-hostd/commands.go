@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -16,19 +15,14 @@ import (
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/image/inspect"
-	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/memtrim"
 )
 
 // parse reads a subcommand's flags; no positional arguments are taken.
 func parse(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return usageError{fmt.Errorf("%s: %w", fs.Name(), err)}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	if err := hostdwire.Parse(fs, args); err != nil {
+		return usageError{err}
 	}
 	return nil
 }
@@ -81,11 +75,5 @@ func versionCmd(args []string, stdout io.Writer) error {
 	if err := parse(flag.NewFlagSet("version", flag.ContinueOnError), args); err != nil {
 		return err
 	}
-	return json.NewEncoder(stdout).Encode(hostdwire.Version{
-		Version:  buildinfo.Version,
-		Commit:   buildinfo.Commit,
-		Go:       buildinfo.GoVersion(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		Agents:   agentbin.Agents(),
-	})
+	return json.NewEncoder(stdout).Encode(hostdwire.This(agentbin.Agents()))
 }

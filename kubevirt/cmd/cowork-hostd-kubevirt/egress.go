@@ -6,13 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime"
 	"strings"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
-	"github.com/coworkhq/cowork/internal/buildinfo"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/kubevirt"
 	"github.com/coworkhq/cowork/units"
@@ -70,10 +68,5 @@ func versionCmd(args []string, stdout io.Writer) error {
 	if err := parse(flag.NewFlagSet("version", flag.ContinueOnError), args); err != nil {
 		return err
 	}
-	return json.NewEncoder(stdout).Encode(hostdwire.Version{
-		Version:  buildinfo.Version,
-		Commit:   buildinfo.Commit,
-		Go:       buildinfo.GoVersion(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH,
-	})
+	return json.NewEncoder(stdout).Encode(hostdwire.This(nil))
 }

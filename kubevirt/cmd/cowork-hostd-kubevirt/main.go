@@ -102,12 +102,8 @@ cowork-hostd-kubevirt is the daemon of a cowork instance on a Kubernetes cluster
 type usageError struct{ error }
 
 func parse(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return usageError{fmt.Errorf("%s: %w", fs.Name(), err)}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))}
+	if err := hostdwire.Parse(fs, args); err != nil {
+		return usageError{err}
 	}
 	return nil
 }
