@@ -71,8 +71,10 @@ func (d *Daemon) boot(life, ctx context.Context) error {
 		d.mountExtras(ctx)
 	}
 	<-personalized
-	d.lendSSHAgent(ctx)
-	d.lendSecrets(ctx)
+	if !d.cfg.Remote() { // both go through this machine's network stack
+		d.lendSSHAgent(ctx)
+		d.lendSecrets(ctx)
+	}
 	d.awaitWiths(ctx, provisioned)
 	d.awaitClock(ctx)
 	if err := ctx.Err(); err != nil {

@@ -52,7 +52,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 	if b := d.info.boot; b.AgentAnswered > 0 {
 		r.Boot = b.phases()
 	}
-	if d.agent != nil {
+	if d.agent != nil && !d.cfg.Remote() { // a cluster's guest is on the pod network
 		r.GuestIP = netstack.GuestIP
 	}
 	vm, started, net, inSuspend := d.vm, d.started, d.net, d.inSuspend
@@ -60,7 +60,7 @@ func (s *controlServer) Status(ctx context.Context) (*controlwire.Status, error)
 		r.State = controlwire.StateStandby
 	}
 	d.mu.Unlock()
-	if net != nil {
+	if net != nil && !d.cfg.Remote() { // the guest is not on this stack
 		r.Network = networkStats(net.Stats(), net.FlowStats(), net.ServeFailures())
 		r.Network.Learning = net.Learning()
 		r.Network.DroppedFrames = net.FramesDropped()

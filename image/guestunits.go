@@ -1,6 +1,7 @@
 package image
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/coworkhq/cowork/internal/agentwire"
@@ -117,7 +118,7 @@ if [ -x ` + AgentPath + ` ] && read -r sum size <` + agentSumPath + ` 2>/dev/nul
 if [ "$want" != "$have" ]; then
   if [ -n "$url" ]; then
     got=$(mktemp /run/cowork-agent.XXXXXX)
-    curl -fsS --noproxy '*' --retry 30 --retry-delay 1 --retry-all-errors -o "$got" "$url"
+    curl -fsS --noproxy '*' --connect-timeout 5 --max-time 60 --retry 30 --retry-delay 1 --retry-all-errors -o "$got" "$url"
     if [ "$(sha256sum "$got" | cut -d' ' -f1)" != "$want" ]; then
       echo "cowork: the agent from $url is not the one the host expects ($want); keeping the installed agent" >&2
       exit 1
@@ -203,6 +204,20 @@ func installScript(g Guest, proxyEnv string) string {
 	put(agentUpdatePath, "0755", agentUpdateScript)
 	put(ProvisionScript, "0755", provisionScript(g, proxyEnv))
 	put(unitDir+agentwire.ProvisionUnit, "0644", provisionUnit(g.Marker))
+	if g.AgentURL != "" {
+		// A cluster's guest: where its agent comes from, and its proxy,
+		// can change between boots (another build, the proxy's Service
+		// made again); cloud-init's write_files runs once per instance.
+		b.WriteString("mkdir -p " + dirOf(AgentSourcePath) + "\n")
+		put(AgentSourcePath, "0644", g.AgentURL+" "+g.AgentSum+"\n")
+		for _, f := range proxyFiles(g, proxyEnv) {
+			put(f.path, "0644", f.content)
+		}
+	}
+	if g.ShareTag == "" {
+		// No share: /workspace is the guest's own folder, the user's.
+		b.WriteString("mkdir -p /workspace && chown " + strconv.Itoa(g.UID) + " /workspace\n")
+	}
 	put(unitDir+AgentUnit, "0644", agentUnit(g.Marker)) // last: $changed is the agent unit's
 	b.WriteString("systemctl daemon-reload\n" +
 		"systemctl enable " + AgentUnit + " " + agentwire.ProvisionUnit + "\n" +

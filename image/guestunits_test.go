@@ -244,10 +244,19 @@ func TestAgentUpdateFetchesTheAgentOnACluster(t *testing.T) {
 		t.Fatalf("the user-data does not name the agent's source:\n%s", ud)
 	}
 	_, files := bootFiles(t, g)
-	run := func(t *testing.T, source string, served []byte) (root string, out []byte, err error) {
+	// run runs the script; cidata puts a seed disk there as KubeVirt
+	// gives one (user-data, no agent), which "mount" leaves empty.
+	run := func(t *testing.T, source string, served []byte, cidata bool) (root string, out []byte, err error) {
 		root = t.TempDir()
 		for _, d := range []string{"bin", "usr/local/bin", "usr/local/lib/cowork", "etc/cowork", "run"} {
 			os.MkdirAll(filepath.Join(root, d), 0o755)
+		}
+		if cidata {
+			os.MkdirAll(filepath.Join(root, "dev/disk/by-label"), 0o755)
+			os.WriteFile(filepath.Join(root, "dev/disk/by-label/cidata"), nil, 0o600)
+			for _, c := range []string{"mount", "umount"} {
+				os.WriteFile(filepath.Join(root, "bin", c), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+			}
 		}
 		os.WriteFile(filepath.Join(root, "served"), served, 0o600)
 		// curl -o FILE URL: the served file, and the arguments it got.
@@ -273,9 +282,15 @@ cp "`+root+`/served" "$out"
 	}
 	installed := func(root string) []byte { b, _ := os.ReadFile(filepath.Join(root, AgentPath[1:])); return b }
 
-	root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent)
-	if err != nil || string(installed(root)) != string(agent) {
-		t.Fatalf("the served agent with the right sum: %v, installed %q\n%s", err, installed(root), out)
+	for _, cidata := range []bool{false, true} {
+		root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent, cidata)
+		if err != nil || string(installed(root)) != string(agent) {
+			t.Fatalf("the served agent with the right sum (a seed disk without an agent: %v): %v, installed %q\n%s", cidata, err, installed(root), out)
+		}
+	}
+	root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent, true)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if args, _ := os.ReadFile(filepath.Join(root, "curl.args")); !strings.Contains(string(args), "--noproxy *") || !strings.Contains(string(args), g.AgentURL) {
 		t.Errorf("curl was run as %q; want it to bypass the proxy for %s", args, g.AgentURL)
@@ -284,7 +299,7 @@ cp "`+root+`/served" "$out"
 		t.Errorf("the installed agent's sum is recorded as %q", sum)
 	}
 
-	root, out, err = run(t, g.AgentURL+" "+g.AgentSum+"\n", []byte("#!/bin/sh\necho something else\n"))
+	root, out, err = run(t, g.AgentURL+" "+g.AgentSum+"\n", []byte("#!/bin/sh\necho something else\n"), false)
 	if err == nil || installed(root) != nil || !strings.Contains(string(out), "not the one the host expects") {
 		t.Fatalf("another binary served: %v, installed %q\n%s", err, installed(root), out)
 	}
@@ -292,7 +307,7 @@ cp "`+root+`/served" "$out"
 		t.Errorf("the download was left behind: %v", left)
 	}
 
-	root, out, err = run(t, "", agent)
+	root, out, err = run(t, "", agent, false)
 	if err != nil || installed(root) != nil || !strings.Contains(string(out), "no source") {
 		t.Fatalf("no cidata and no source: %v, installed %q\n%s", err, installed(root), out)
 	}
@@ -301,4 +316,49 @@ cp "`+root+`/served" "$out"
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// A cluster's guest has no share: no virtiofs mount, and a /workspace of
+// its own that its user owns; its agent's source and its proxy settings
+// are written at every boot, before the agent starts, so a new build's
+// agent or a proxy made again reach it.
+func TestAGuestWithoutAShare(t *testing.T) {
+	g := testGuest()
+	g.ShareTag, g.AgentURL, g.AgentSum = "", "http://10.96.7.8:7890/cowork-agent/linux-amd64", strings.Repeat("ab", 32)
+	ud, err := UserData(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Mounts [][]string `yaml:"mounts"`
+	}
+	if err := yaml.Unmarshal(ud, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Mounts) != 0 {
+		t.Errorf("a guest without a share mounts %v", cfg.Mounts)
+	}
+	bootcmd, files := bootFiles(t, g)
+	if !strings.Contains(bootcmd, "mkdir -p /workspace && chown 501 /workspace\n") {
+		t.Errorf("the boot does not give the user its /workspace:\n%s", bootcmd)
+	}
+	for path, want := range map[string]string{
+		AgentSourcePath:                      g.AgentURL + " " + g.AgentSum + "\n",
+		"/etc/profile.d/cowork-proxy.sh":     "https_proxy=http://192.168.127.1:7890",
+		"/etc/apt/apt.conf.d/95cowork-proxy": `Acquire::https::Proxy "http://192.168.127.1:7890";`,
+	} {
+		if !strings.Contains(files[path], want) {
+			t.Errorf("the boot writes %s as %q; want it to hold %q", path, files[path], want)
+		}
+	}
+	if strings.Index(bootcmd, AgentSourcePath) > strings.Index(bootcmd, "systemctl daemon-reload") {
+		t.Error("the agent's source is written after the agent starts")
+	}
+	g = testGuest() // a local guest: the share mounted, nothing of the above at boot
+	ud, _ = UserData(g)
+	yaml.Unmarshal(ud, &cfg)
+	bootcmd, files = bootFiles(t, g)
+	if len(cfg.Mounts) != 1 || cfg.Mounts[0][0] != "workspace" || strings.Contains(bootcmd, "chown") || files[AgentSourcePath] != "" {
+		t.Errorf("a local guest: mounts %v, bootcmd:\n%s", cfg.Mounts, bootcmd)
+	}
 }

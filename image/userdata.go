@@ -16,7 +16,10 @@ type Guest struct {
 	Hostname string
 	User     string // the guest user commands and Claude Code run as
 	UID      int    // the host user's uid, so shared files have one owner
-	ShareTag string // the virtiofs tag mounted at /workspace
+	// ShareTag is the virtiofs tag mounted at /workspace; empty (a
+	// cluster's guest) makes /workspace a folder of the guest's own disk,
+	// the user's.
+	ShareTag string
 	// ProxyURL is the auditing proxy the guest's tools use.
 	ProxyURL string
 	NoProxy  string
@@ -80,19 +83,13 @@ func UserData(g Guest) ([]byte, error) {
 	}
 
 	var files []map[string]any
-	if g.ProxyURL != "" {
-		files = append(files,
-			map[string]any{"path": "/etc/profile.d/cowork-proxy.sh", "permissions": "0644",
-				"content": "# cowork: the guest's traffic goes through the auditing proxy on the gateway.\nexport " + proxyEnv + "\n"},
-			map[string]any{"path": "/etc/apt/apt.conf.d/95cowork-proxy", "permissions": "0644",
-				"content": fmt.Sprintf("Acquire::http::Proxy %q;\nAcquire::https::Proxy %q;\nAcquire::Languages \"none\";\n", g.ProxyURL, g.ProxyURL)},
-		)
+	for _, f := range proxyFiles(g, proxyEnv) {
+		files = append(files, map[string]any{"path": f.path, "permissions": "0644", "content": f.content})
 	}
 	if g.AgentURL != "" {
 		if !strings.HasPrefix(g.AgentURL, "http://") || strings.ContainsAny(g.AgentURL, " \n\t'\"") || len(g.AgentSum) != 64 || strings.Trim(g.AgentSum, "0123456789abcdef") != "" {
 			return nil, fmt.Errorf("cloud-config: agent source %q %q: want an http:// URL without spaces or quotes, and a sha256 in hex", g.AgentURL, g.AgentSum)
 		}
-		files = append(files, map[string]any{"path": AgentSourcePath, "permissions": "0644", "content": g.AgentURL + " " + g.AgentSum + "\n"})
 	}
 	cfg := map[string]any{
 		"hostname":         g.Hostname,
@@ -105,7 +102,6 @@ func UserData(g Guest) ([]byte, error) {
 			"sudo":        "ALL=(ALL) NOPASSWD:ALL",
 			"lock_passwd": true,
 		}},
-		"mounts": [][]string{{g.ShareTag, "/workspace", "virtiofs", "rw,relatime,nofail", "0", "0"}},
 		// At every boot: the agent first (it is how the host follows the
 		// rest), then provisioning until done (see guestunits.go), and the
 		// virtio console for grub-booted guests.
@@ -120,11 +116,29 @@ func UserData(g Guest) ([]byte, error) {
 	if len(files) > 0 {
 		cfg["write_files"] = files
 	}
+	if g.ShareTag != "" {
+		cfg["mounts"] = [][]string{{g.ShareTag, "/workspace", "virtiofs", "rw,relatime,nofail", "0", "0"}}
+	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return append([]byte("#cloud-config\n"), b...), nil
+}
+
+// guestFile is a file the guest's boot writes.
+type guestFile struct{ path, content string }
+
+// proxyFiles send g's tools through its proxy: the login shells'
+// environment and apt's; none without a proxy.
+func proxyFiles(g Guest, proxyEnv string) []guestFile {
+	if g.ProxyURL == "" {
+		return nil
+	}
+	return []guestFile{
+		{"/etc/profile.d/cowork-proxy.sh", "# cowork: the guest's traffic goes through the auditing proxy.\nexport " + proxyEnv + "\n"},
+		{"/etc/apt/apt.conf.d/95cowork-proxy", fmt.Sprintf("Acquire::http::Proxy %q;\nAcquire::https::Proxy %q;\nAcquire::Languages \"none\";\n", g.ProxyURL, g.ProxyURL)},
+	}
 }
 
 // proxyEnv is the environment that sends g's tools through the proxy.

@@ -79,6 +79,7 @@ func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Lo
 		}
 		g := hostd.GuestFor(cfg)
 		g.ProxyURL, g.NoProxy = proxy, "localhost,127.0.0.1,::1"
+		g.ShareTag = "" // nothing of this machine is shared: /workspace is the guest's own
 		// The seed holds no agent (a Secret is too small for one): the
 		// guest fetches this build's from the egress proxy, which carries
 		// the same agents, and installs it only if its sum is this one.

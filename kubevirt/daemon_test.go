@@ -29,6 +29,9 @@ import (
 	"github.com/coworkhq/cowork/units"
 )
 
+// home is the test's COWORK_HOME.
+func home(t *testing.T) string { return os.Getenv("COWORK_HOME") }
+
 // kubeInstance writes a kubevirt instance named name into a fresh
 // COWORK_HOME and returns its config.
 func kubeInstance(t *testing.T, name, ns string) *instance.Config {
@@ -49,7 +52,14 @@ func kubeInstance(t *testing.T, name, ns string) *instance.Config {
 	if err := cfg.Validate(0); err != nil {
 		t.Fatal(err)
 	}
-	paths, err := instance.PathsFor(name)
+	writeConfig(t, cfg)
+	return cfg
+}
+
+// writeConfig writes cfg as its instance's config.
+func writeConfig(t *testing.T, cfg *instance.Config) {
+	t.Helper()
+	paths, err := instance.PathsFor(cfg.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +70,6 @@ func kubeInstance(t *testing.T, name, ns string) *instance.Config {
 	if err := os.WriteFile(paths.Config(), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return cfg
 }
 
 // deployedEgress is a namespace's egress proxy Service (as the API
@@ -90,12 +99,16 @@ var ours = map[string]any{LabelManagedBy: managedBy}
 // egress proxy.
 func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	cfg := kubeInstance(t, "box", "sandboxes")
+	cfg.SSHAgent = true // asked for, but this machine's agent cannot reach the cluster's guest
+	writeConfig(t, cfg)
+	t.Setenv("SSH_AUTH_SOCK", filepath.Join(t.TempDir(), "agent.sock"))
 	c := newCluster(t, "sandboxes", deployedEgress("sandboxes", ours)...)
 	marker := filepath.Join(t.TempDir(), "provisioned")
 	os.WriteFile(marker, nil, 0o600)
+	sshSock := filepath.Join(t.TempDir(), "ssh.sock")
 	vs := newVsockServerWith(t, guestagent.Options{
 		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
-		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(), SSHAgentSocket: filepath.Join(t.TempDir(), "ssh.sock"),
+		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(), SSHAgentSocket: sshSock,
 	})
 	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: vs.URL}), Poll: 5 * time.Millisecond}
 	newMachine, err := b.NewMachine(cfg)
@@ -125,6 +138,12 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	if err != nil || st.Backend != "kubevirt" {
 		t.Fatalf("status: %+v, %v; want the kubevirt backend", st, err)
 	}
+	if _, err := os.Stat(sshSock); err == nil {
+		t.Error("the guest was lent this machine's SSH agent, through a network stack it is not on")
+	}
+	if st.GuestIP != "" || st.Network != nil {
+		t.Errorf("status gives the guest this machine's network (ip %q, %+v); it is on the cluster's", st.GuestIP, st.Network)
+	}
 	var out bytes.Buffer
 	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo hello from the cluster"}, Dir: "/", Stdout: &out})
 	if err != nil || es.Code != 0 || out.String() != "hello from the cluster\n" {
@@ -139,6 +158,12 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	raw, err := base64.StdEncoding.DecodeString(ud)
 	if err != nil || !strings.Contains(string(raw), "http_proxy=http://10.96.7.8:7890 ") {
 		t.Errorf("the guest's seed does not send it through the namespace's egress proxy: %v\n%s", err, raw)
+	}
+	if strings.Contains(string(raw), "virtiofs") {
+		t.Errorf("the cluster's guest is told to mount a share of this machine:\n%s", raw)
+	}
+	if _, err := os.Stat(filepath.Join(home(t), "box", "cidata.iso")); err == nil {
+		t.Error("a seed disk was made on this machine for a guest on the cluster")
 	}
 	sum, _ := agentbin.Sum("amd64")
 	if want := "http://10.96.7.8:7890/cowork-agent/linux-amd64 " + sum; !strings.Contains(string(raw), want) {
