@@ -2,6 +2,7 @@ package cowork
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -110,23 +111,85 @@ const clusterDeleteTimeout = 5 * time.Minute
 // deleteInCluster deletes a kubevirt instance's objects in its cluster
 // (its VM, DataVolume and seed Secret) with `cowork-hostd-kubevirt delete
 // --name NAME`, which succeeds when they are gone, there before or not.
+// A binary that is nowhere is a *hostdMissingError.
 func deleteInCluster(ctx context.Context, cfg *instance.Config) error {
+	if _, err := kubevirtHostd.find(); err != nil {
+		return &hostdMissingError{err}
+	}
 	ctx, cancel := context.WithTimeout(ctx, clusterDeleteTimeout)
 	defer cancel()
 	_, err := kubevirtHostd.run(ctx, func([]byte) {}, "delete", "--name", cfg.Name)
 	return err
 }
 
-// clusterKept is the error of a delete whose cluster kept the instance's
-// objects (err says why): the instance stays here as it was, but for
-// its guest, which stopped when wasRunning.
+// hostdMissingError is cowork-hostd-kubevirt found nowhere; it says where
+// it was looked for and how to build it.
+type hostdMissingError struct{ err error }
+
+func (e *hostdMissingError) Error() string { return e.err.Error() }
+func (e *hostdMissingError) Unwrap() error { return e.err }
+
+// clusterKept is the error of a delete that could not delete the
+// instance's objects in its cluster (err says why; they may be there or
+// not): the instance stays here as it was, but for its guest, which
+// stopped when wasRunning.
 func (i *Instance) clusterKept(err error, wasRunning bool) error {
-	stopped := ""
+	stopped, again := "", "once the cluster can be reached"
 	if wasRunning {
-		stopped = "; it is stopped"
+		stopped = " (it is stopped)"
 	}
-	return fmt.Errorf("the cluster still holds %s's VM, disk and seed (%s): %w\nnothing was deleted on this machine%s: run `cowork delete%s` again once the cluster can be reached",
-		i.Name, where(i.Config), err, stopped, instance.NameFlag(i.Name))
+	var missing *hostdMissingError
+	if errors.As(err, &missing) {
+		again = "once " + instance.KubeVirtHostd + " is installed"
+	}
+	name := instance.NameFlag(i.Name)
+	return fmt.Errorf("could not delete instance %s's objects in the cluster (%w); nothing was deleted on this machine%s; run `cowork delete%s` again %s, or `cowork delete%s --keep-cluster-objects` to drop only this machine's record",
+		i.Name, err, stopped, name, again, name)
+}
+
+// DeleteHere removes a kubevirt instance from this machine alone: it
+// stops its daemon here (which halts its VM when it can) as Delete does,
+// and removes its folder, without asking the cluster for anything. What
+// the cluster holds of it stays; ClusterCleanup says how to delete that.
+// An instance on this machine is refused: Delete deletes it.
+func (i *Instance) DeleteHere(ctx context.Context, force bool) (StopResult, error) {
+	if !i.Config.Remote() {
+		return StopResult{}, fmt.Errorf("instance %s runs on this machine: `cowork delete%s` deletes it", i.Name, instance.NameFlag(i.Name))
+	}
+	if err := i.CanDelete(); err != nil {
+		return StopResult{}, err
+	}
+	r, err := i.Stop(ctx, force, 30*time.Second)
+	if err != nil {
+		return r, err
+	}
+	return r, i.removeHere(" --keep-cluster-objects")
+}
+
+// ClusterCleanup is the kubectl command that deletes what a kubevirt
+// instance may leave in its cluster: its VM (its DataVolume goes with
+// it) and its seed Secret; "" for an instance on this machine.
+func ClusterCleanup(cfg *instance.Config) string {
+	k := cfg.Cluster
+	if !cfg.Remote() || k == nil {
+		return ""
+	}
+	s := "kubectl"
+	if k.Context != "" {
+		s += " --context " + shellQuote(k.Context)
+	}
+	vm := "cowork-" + cfg.Name
+	// type/name each: `delete vm A secret B` would take secret and B
+	// for the names of more VMs.
+	return fmt.Sprintf("%s -n %s delete vm/%s secret/%s-cloudinit", s, k.Namespace, vm, vm)
+}
+
+// shellQuote is s as one word of a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@=+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // noDisk is the MakeDisk of an instance whose guest runs on a cluster:

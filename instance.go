@@ -172,11 +172,17 @@ func (i *Instance) Delete(ctx context.Context, force bool) (StopResult, error) {
 			return r, fmt.Errorf("delete the pool of %s: %w", i.Name, err)
 		}
 	}
+	return r, i.removeHere("")
+}
+
+// removeHere forgets the instance's secrets and removes its folder; a
+// failure says to run `cowork delete` again, with flags.
+func (i *Instance) removeHere(flags string) error {
 	instance.ForgetSecrets(i.Config.Secrets, i.Paths)
 	if err := removeInstanceDir(i.Paths); err != nil {
-		return r, fmt.Errorf("remove %s: %w; run `cowork delete%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name))
+		return fmt.Errorf("remove %s: %w; run `cowork delete%s%s` again", i.Paths.Dir(), err, instance.NameFlag(i.Name), flags)
 	}
-	return r, nil
+	return nil
 }
 
 // CanDelete says why Delete would refuse the instance: its workspace lies

@@ -117,6 +117,7 @@ func TestDeleteFlags(t *testing.T) {
 		{[]string{"--yes"}, true, false},
 		{[]string{"-f"}, false, true},
 		{[]string{"--force"}, false, true},
+		{[]string{"--keep-cluster-objects"}, false, false},
 	} {
 		ios, _, _, _ := iostreams.Test()
 		name := "box"
@@ -126,7 +127,8 @@ func TestDeleteFlags(t *testing.T) {
 		if err := cmd.Execute(); err != nil {
 			t.Fatal(err)
 		}
-		if got.Name != "box" || got.Yes != c.yes || got.Force != c.force {
+		keep := len(c.args) > 0 && c.args[0] == "--keep-cluster-objects"
+		if got.Name != "box" || got.Yes != c.yes || got.Force != c.force || got.KeepClusterObjects != keep {
 			t.Errorf("%q: %+v", c.args, got)
 		}
 	}
@@ -239,9 +241,10 @@ func TestDeleteAClusterInstance(t *testing.T) {
 			}
 			continue
 		}
-		if cmdutil.ExitCode(err) != 1 || !strings.Contains(err.Error(), "the cluster still holds box's VM, disk and seed (kubevirt, namespace team-a): delete VM team-a/box: connection refused") ||
-			!strings.Contains(err.Error(), "nothing was deleted on this machine: run `cowork delete --name box` again") {
-			t.Fatalf("exit 1: %v (exit %d)", err, cmdutil.ExitCode(err))
+		want := "could not delete instance box's objects in the cluster (delete VM team-a/box: connection refused); nothing was deleted on this machine; " +
+			"run `cowork delete --name box` again once the cluster can be reached, or `cowork delete --name box --keep-cluster-objects` to drop only this machine's record"
+		if cmdutil.ExitCode(err) != 1 || err.Error() != want {
+			t.Fatalf("exit 1: %v (exit %d), want %q", err, cmdutil.ExitCode(err), want)
 		}
 		if strings.Contains(errOut.String(), "deleted box") {
 			t.Errorf("exit 1: stderr %q", errOut)
@@ -252,5 +255,104 @@ func TestDeleteAClusterInstance(t *testing.T) {
 		if _, err := os.Stat(cfg.Workspace); err != nil {
 			t.Errorf("exit 1: %v", err)
 		}
+	}
+}
+
+// newClusterInstance makes a stopped kubevirt instance box in a fresh
+// COWORK_HOME, in namespace team-a of kubeconfig context kctx.
+func newClusterInstance(t *testing.T, kctx string) (instance.Paths, *instance.Config) {
+	t.Helper()
+	return instancetest.New(t, instance.Config{
+		Name: "box", Backend: instance.BackendKubeVirt,
+		Cluster: &instance.Cluster{Context: kctx, Namespace: "team-a", Image: "quay.io/containerdisks/ubuntu:22.04"},
+	})
+}
+
+// deleteBox runs `cowork delete --name box args...`.
+func deleteBox(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ios, _, _, errOut := iostreams.Test()
+	name := "box"
+	cmd := NewCmdDelete(ios, &name, nil)
+	cmd.SetArgs(args)
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	err := cmd.ExecuteContext(context.Background())
+	return errOut.String(), err
+}
+
+// Without cowork-hostd-kubevirt, delete says it is missing (how to
+// build it) and the two ways on; nothing is removed here.
+func TestDeleteAClusterInstanceWithoutItsDaemon(t *testing.T) {
+	p, _ := newClusterInstance(t, "")
+	t.Setenv(cowork.KubeVirtHostdEnv, "")
+	t.Setenv("PATH", t.TempDir())
+	out, err := deleteBox(t, "--yes")
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	for _, want := range []string{
+		"could not delete instance box's objects in the cluster (" + instance.KubeVirtHostd + " is not installed",
+		"`make kubevirt` builds it",
+		"nothing was deleted on this machine; run `cowork delete --name box` again once " + instance.KubeVirtHostd + " is installed, " +
+			"or `cowork delete --name box --keep-cluster-objects` to drop only this machine's record",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("got %q (exit %d), want it to say %q", msg, cmdutil.ExitCode(err), want)
+		}
+	}
+	if cmdutil.ExitCode(err) != 1 || strings.Contains(out, "deleted box") {
+		t.Errorf("exit %d, stderr %q", cmdutil.ExitCode(err), out)
+	}
+	if _, err := os.Stat(p.Config()); err != nil {
+		t.Errorf("the config went: %v", err)
+	}
+}
+
+// --keep-cluster-objects removes a kubevirt instance from this machine
+// without running cowork-hostd-kubevirt, and prints the kubectl command
+// that deletes what the cluster may hold of it (--context only when the
+// instance has one).
+func TestDeleteKeepClusterObjects(t *testing.T) {
+	for kctx, want := range map[string]string{
+		"":            "kubectl -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
+		"kind-cowork": "kubectl --context kind-cowork -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
+		"my admin":    "kubectl --context 'my admin' -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
+	} {
+		p, cfg := newClusterInstance(t, kctx)
+		ran := filepath.Join(t.TempDir(), "ran")
+		bin := filepath.Join(t.TempDir(), instance.KubeVirtHostd)
+		os.WriteFile(bin, []byte("#!/bin/sh\ntouch "+ran+"\nexit 1\n"), 0o700)
+		t.Setenv(cowork.KubeVirtHostdEnv, bin)
+		out, err := deleteBox(t, "--yes", "--keep-cluster-objects")
+		if err != nil {
+			t.Fatalf("context %q: %v\n%s", kctx, err, out)
+		}
+		if _, err := os.Stat(ran); err == nil {
+			t.Errorf("context %q: the cluster was asked", kctx)
+		}
+		if _, err := os.Stat(p.Dir()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("context %q: the instance's folder is still there: %v", kctx, err)
+		}
+		if _, err := os.Stat(cfg.Workspace); err != nil {
+			t.Errorf("context %q: %v", kctx, err)
+		}
+		if !strings.Contains(out, "removed box from this machine") || !strings.HasSuffix(out, "\n  "+want) {
+			t.Errorf("context %q: stderr %q, want it to end with %q", kctx, out, want)
+		}
+	}
+}
+
+// --keep-cluster-objects of an instance on this machine is a usage
+// error, one line, and nothing is removed.
+func TestDeleteKeepClusterObjectsOfALocalInstance(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{Name: "box"})
+	out, err := deleteBox(t, "--yes", "--keep-cluster-objects")
+	if cmdutil.ExitCode(err) != 2 || err == nil || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "--keep-cluster-objects is for an instance on a cluster; box runs on this machine") {
+		t.Fatalf("got %v (exit %d), stderr %q; want a one-line usage error", err, cmdutil.ExitCode(err), out)
+	}
+	if _, err := os.Stat(p.Config()); err != nil {
+		t.Errorf("the config went: %v", err)
 	}
 }
