@@ -21,6 +21,10 @@ import (
 // its first start. No image is fetched or inspected, no disk, golden
 // disk or seed is made on this machine.
 
+// clusterArch is a kubevirt guest's architecture when --arch is not
+// given: most clusters' nodes are amd64, whatever this machine is.
+const clusterArch = "amd64"
+
 func addClusterFlags(f *pflag.FlagSet, o *Options) {
 	f.StringVar(&o.Backend, "backend", "local", "where the guest runs: local (this machine) or kubevirt (a Kubernetes cluster through KubeVirt; needs cowork-hostd-kubevirt)")
 	f.StringVar(&o.Context, "context", "", "with --backend kubevirt: the kubeconfig context of the cluster (default: the current one)")
@@ -92,6 +96,7 @@ func (o *Options) checkBackend() error {
 // settings both kinds share, errs their problems so far.
 func (o *Options) clusterConfig(c *instance.Config, errs []error) (*instance.Config, instance.Sources, error) {
 	c.Backend = instance.BackendKubeVirt
+	c.Arch = cmp.Or(o.Arch, clusterArch)
 	c.Cluster = &instance.Cluster{Context: o.Context, Namespace: cmp.Or(o.Namespace, instance.DefaultNamespace), Image: o.Image}
 	// Its memory is a node's of the cluster, not this machine's.
 	errs = append(errs, c.Validate(0))
@@ -113,7 +118,7 @@ func (o *Options) createOnCluster(ctx context.Context, c *instance.Config, began
 	if k.Context != "" {
 		where += " of context " + k.Context
 	}
-	fmt.Fprintf(o.IO.ErrOut, "Creating %s on a cluster (kubevirt, %s; %d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, where, c.CPUs, c.Memory, c.Disk, c.Workspace)
+	fmt.Fprintf(o.IO.ErrOut, "Creating %s on a cluster (kubevirt, %s; %s, %d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, where, c.Arch, c.CPUs, c.Memory, c.Disk, c.Workspace)
 	fmt.Fprintf(o.IO.ErrOut, "  image     %s (a container disk: the cluster pulls it)\n", k.Image)
 	if _, err := cowork.Create(ctx, c, instance.Sources{}, nil); err != nil {
 		return err

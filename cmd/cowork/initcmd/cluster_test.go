@@ -63,6 +63,27 @@ func TestInitBackendFlags(t *testing.T) {
 	}
 }
 
+// A kubevirt guest is amd64 unless --arch says otherwise, whatever this
+// machine is: it runs on the cluster's nodes. A local one is this
+// machine's.
+func TestInitKubevirtArch(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{kubeArgs(t), "amd64"},
+		{kubeArgs(t, "--arch", "arm64"), "arm64"},
+		{[]string{"--workspace", t.TempDir()}, "arm64"},
+	} {
+		o := parse(t, c.args...)
+		o.HostArch = func() string { return "arm64" }
+		cfg, _, err := o.Config()
+		if err != nil || cfg.Arch != c.want {
+			t.Errorf("init %q on an arm64 machine: %+v %v; want arch %s", c.args, cfg, err, c.want)
+		}
+	}
+}
+
 // --context and --namespace need --backend kubevirt, which needs
 // --image; an unknown backend is refused. Each is a usage error.
 func TestInitBackendUsageErrors(t *testing.T) {
@@ -128,11 +149,12 @@ func TestInitKubevirtCreatesAndStarts(t *testing.T) {
 	ios, _, _, errOut := iostreams.Test()
 	o := parse(t, args...)
 	o.IO = ios
+	o.HostArch = func() string { return "arm64" }
 	err := run(context.Background(), o)
 	if err == nil || !strings.Contains(err.Error(), "hostd exited") || !strings.Contains(err.Error(), "cannot reach the cluster") {
 		t.Fatalf("init whose start fails: %v\n%s", err, errOut)
 	}
-	if !strings.Contains(errOut.String(), "Creating box on a cluster (kubevirt, namespace team-a of context kind-cowork; 4 CPUs") {
+	if !strings.Contains(errOut.String(), "Creating box on a cluster (kubevirt, namespace team-a of context kind-cowork; amd64, 4 CPUs") {
 		t.Errorf("stderr:\n%s", errOut)
 	}
 	if b, _ := os.ReadFile(ran); string(b) != "run --name box\n" {

@@ -70,6 +70,8 @@ type Options struct {
 	// GoldenKey says which golden disk the instance would clone; nil asks
 	// cowork-hostd (cowork.GoldenKey).
 	GoldenKey func(ctx context.Context, c *instance.Config, src instance.Sources) (hostdwire.GoldenKey, error)
+	// HostArch is this machine's architecture; nil is instance.HostArch.
+	HostArch func() string
 }
 
 // NewCmdInit builds the command; name is the global --name.
@@ -131,7 +133,7 @@ on a real cluster.`,
 	f.StringVar(&o.Workspace, "workspace", "~/cowork-workspace", "host folder shared at /workspace")
 	f.BoolVar(&o.SSHAgent, "ssh-agent", false, "lend the guest this machine's SSH agent (SSH_AUTH_SOCK): its keys stay here, each signature is audited")
 	f.StringArrayVar(&o.Mounts, "mount", nil, "share another host folder: HOST[:GUEST][:ro] (GUEST defaults to HOST's path; ro: read-only, enforced by this machine); repeatable")
-	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+")")
+	f.StringVar(&o.Arch, "arch", "", "guest architecture: arm64 or amd64 (default: what --kernel or --image is built for, else this machine's, "+instance.HostArch()+"; with --backend kubevirt, "+clusterArch+")")
 	f.StringVar(&o.Image, "image", "", "disk image (qcow2 or raw): a path or an http(s) URL (default: Ubuntu 22.04 for --arch, pinned and verified); with --backend kubevirt, a container disk reference")
 	f.StringVar(&o.ImageSHA, "image-sha256", "", "the sha256 --image (a download or a local file) must have")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel to boot directly (with --initrd and --cmdline)")
@@ -174,7 +176,7 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 		return nil, src, &cmdutil.FlagError{Err: err}
 	}
 	c := &instance.Config{
-		Name: o.Name, CPUs: o.CPUs, Memory: mem, Disk: disk, Workspace: ws, Arch: cmp.Or(o.Arch, instance.HostArch()),
+		Name: o.Name, CPUs: o.CPUs, Memory: mem, Disk: disk, Workspace: ws, Arch: cmp.Or(o.Arch, o.hostArch()),
 		Boot: instance.BootEFI, Cmdline: o.Cmdline, Created: time.Now().UTC(),
 	}
 	if o.Kernel != "" {
@@ -272,6 +274,14 @@ func (o *Options) Config() (*instance.Config, instance.Sources, error) {
 	}
 	o.finish(c)
 	return c, instance.Sources{Image: o.Image, Kernel: o.Kernel, Initrd: o.Initrd}, nil
+}
+
+// hostArch is this machine's architecture.
+func (o *Options) hostArch() string {
+	if o.HostArch != nil {
+		return o.HostArch()
+	}
+	return instance.HostArch()
 }
 
 // finish sets what a valid config gets last: the provisioning, the
