@@ -73,7 +73,7 @@ func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Lo
 	return func(machine.Config, *slog.Logger) (machine.Machine, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 		defer cancel()
-		proxy, err := b.egressProxy(ctx, spec.Namespace)
+		proxy, err := b.egressProxy(ctx, spec.Namespace, spec.Instance)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +104,7 @@ const clusterWait = 30 * time.Second
 
 // egressProxy is the proxy URL of the namespace's egress proxy, once
 // both it and the sandboxes' NetworkPolicy are there and cowork's.
-func (b Backend) egressProxy(ctx context.Context, ns string) (string, error) {
+func (b Backend) egressProxy(ctx context.Context, ns, name string) (string, error) {
 	deploy := fmt.Sprintf("deploy it first: `%s egress --namespace %s --image IMAGE | kubectl apply -f -`", instance.KubeVirtHostd, ns)
 	pol, err := b.Client.Resource(networkPolicyResource).Namespace(ns).Get(ctx, SandboxPolicyName, metav1.GetOptions{})
 	switch {
@@ -123,6 +123,9 @@ func (b Backend) egressProxy(ctx context.Context, ns string) (string, error) {
 		return "", fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	case u.GetLabels()[LabelManagedBy] != managedBy:
 		return "", fmt.Errorf("Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
+	}
+	if err := b.checkWall(ctx, ns, name, pol, u); err != nil {
+		return "", err
 	}
 	var svc corev1.Service
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &svc); err != nil {

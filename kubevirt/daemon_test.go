@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -72,22 +73,26 @@ func writeConfig(t *testing.T, cfg *instance.Config) {
 	}
 }
 
-// deployedEgress is a namespace's egress proxy Service (as the API
-// server returns it, with its cluster IP) and the sandboxes' policy.
-func deployedEgress(ns string, labels map[string]any) []runtime.Object {
-	meta := func(name string) map[string]any {
-		return map[string]any{"name": name, "namespace": ns, "labels": labels}
+// deployedEgress is a namespace's egress as Egress makes it and the API
+// server keeps it (the Service with its cluster IP), each object given
+// labels instead of cowork's.
+func deployedEgress(t *testing.T, ns string, labels map[string]any) []runtime.Object {
+	t.Helper()
+	pol, svc, err := wantedEgress(ns)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return []runtime.Object{
-		&unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "v1", "kind": "Service", "metadata": meta(EgressName),
-			"spec": map[string]any{"clusterIP": "10.96.7.8", "ports": []any{map[string]any{"port": int64(EgressPort)}}},
-		}},
-		&unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(SandboxPolicyName),
-			"spec": map[string]any{"podSelector": map[string]any{}},
-		}},
+	svc.Spec.ClusterIP = "10.96.7.8"
+	var out []runtime.Object
+	for _, o := range []runtime.Object{svc, pol} {
+		u, err := toUnstructured(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Object["metadata"].(map[string]any)["labels"] = labels
+		out = append(out, u)
 	}
+	return out
 }
 
 var ours = map[string]any{LabelManagedBy: managedBy}
@@ -102,7 +107,7 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	cfg.SSHAgent = true // asked for, but this machine's agent cannot reach the cluster's guest
 	writeConfig(t, cfg)
 	t.Setenv("SSH_AUTH_SOCK", filepath.Join(t.TempDir(), "agent.sock"))
-	c := newCluster(t, "sandboxes", deployedEgress("sandboxes", ours)...)
+	c := newCluster(t, "sandboxes", deployedEgress(t, "sandboxes", ours)...)
 	marker := filepath.Join(t.TempDir(), "provisioned")
 	os.WriteFile(marker, nil, 0o600)
 	sshSock := filepath.Join(t.TempDir(), "ssh.sock")
@@ -200,9 +205,9 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 // network unaudited, or through someone else's proxy. Nothing is made in
 // the cluster, and the error says how to deploy the proxy.
 func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
-	objs := deployedEgress("sandboxes", ours)
+	objs := deployedEgress(t, "sandboxes", ours)
 	svc, pol := objs[0], objs[1]
-	foreign := deployedEgress("sandboxes", map[string]any{LabelManagedBy: "someone-else"})
+	foreign := deployedEgress(t, "sandboxes", map[string]any{LabelManagedBy: "someone-else"})
 	for _, tc := range []struct {
 		name string
 		objs []runtime.Object
@@ -213,6 +218,15 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 		{"no proxy", []runtime.Object{pol}, "has no egress proxy"},
 		{"another's policy", []runtime.Object{svc, foreign[1]}, "is not cowork's"},
 		{"another's proxy", []runtime.Object{foreign[0], pol}, "is not cowork's"},
+		{"a policy opened to anywhere", []runtime.Object{svc, edited(t, pol, func(u map[string]any) {
+			u["spec"].(map[string]any)["egress"] = []any{map[string]any{}}
+		})}, "is not the one cowork makes"},
+		{"a proxy Service leading elsewhere", []runtime.Object{edited(t, svc, func(u map[string]any) {
+			u["spec"].(map[string]any)["selector"] = map[string]any{"app": "mine"}
+		}), pol}, "does not lead to cowork's proxy"},
+		{"another policy letting every pod out", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{})), "may apply to the sandbox's pod"},
+		{"another policy on KubeVirt's pods", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{"matchLabels": map[string]any{"kubevirt.io/domain": "cowork-box"}})), "may apply to the sandbox's pod"},
+		{"another policy on this sandbox", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{"matchLabels": map[string]any{LabelInstance: "box"}})), "may apply to the sandbox's pod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := kubeInstance(t, "box", "sandboxes")
@@ -235,6 +249,31 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the whole egress, and policies for other pods", func(t *testing.T) {
+		cfg := kubeInstance(t, "box", "sandboxes")
+		objs, err := Egress(EgressSpec{Namespace: "sandboxes", Image: "x", AuditSize: 64 << 20, ClusterCIDRs: []string{"10.96.0.0/12"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []runtime.Object
+		for _, o := range objs {
+			u, _ := toUnstructured(o)
+			if u.GetKind() == "Service" {
+				unstructured.SetNestedField(u.Object, "10.96.7.8", "spec", "clusterIP")
+			}
+			all = append(all, u)
+		}
+		all = append(all, otherPolicy(map[string]any{"matchLabels": map[string]any{"app": "web"}}),
+			otherPolicy(map[string]any{"matchLabels": map[string]any{LabelInstance: "another-box"}}))
+		c := newCluster(t, "sandboxes", all...)
+		newMachine, err := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: "http://127.0.0.1:1"})}.NewMachine(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newMachine(machine.Config{}, nil); err != nil {
+			t.Fatalf("a namespace as Egress makes it, with policies for other pods: %v", err)
+		}
+	})
 	t.Run("a local instance", func(t *testing.T) {
 		cfg := kubeInstance(t, "box", "sandboxes")
 		cfg.Backend, cfg.Cluster = instance.BackendLocal, nil
@@ -242,4 +281,25 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 			t.Fatalf("NewMachine of a local instance: %v", err)
 		}
 	})
+}
+
+// edited is a copy of the unstructured object o, changed by edit.
+func edited(t *testing.T, o runtime.Object, edit func(map[string]any)) runtime.Object {
+	t.Helper()
+	u := o.(*unstructured.Unstructured).DeepCopy()
+	edit(u.Object)
+	return u
+}
+
+var others int
+
+// otherPolicy is a NetworkPolicy of someone else's in the namespace,
+// letting the pods selector selects send anywhere.
+func otherPolicy(selector map[string]any) runtime.Object {
+	others++
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+		"metadata": map[string]any{"name": fmt.Sprintf("allow-out-%d", others), "namespace": "sandboxes"},
+		"spec":     map[string]any{"podSelector": selector, "policyTypes": []any{"Egress"}, "egress": []any{map[string]any{}}},
+	}}
 }
