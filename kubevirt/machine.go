@@ -338,11 +338,34 @@ func (m *Machine) Delete(ctx context.Context) error {
 			bg := metav1.DeletePropagationBackground
 			err = r.res.Delete(ctx, r.name, metav1.DeleteOptions{PropagationPolicy: &bg})
 		}
+		if err == nil {
+			err = m.waitDeleted(ctx, r.res, r.name)
+		}
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete %s %s/%s: %w", r.kind, m.spec.Namespace, r.name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// waitDeleted waits until the object name of res is gone: KubeVirt's
+// finalizers keep a VM a while after its delete, and a new instance of
+// the same name must not find it.
+func (m *Machine) waitDeleted(ctx context.Context, res dynamic.ResourceInterface, name string) error {
+	for {
+		_, err := res.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("still there when the wait ended: %w", context.Cause(ctx))
+		case <-time.After(m.Poll):
+		}
+	}
 }
 
 // toUnstructured is obj as the API server would hold it: through JSON,

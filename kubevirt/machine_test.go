@@ -439,3 +439,46 @@ func TestMachineSeedSecret(t *testing.T) {
 		t.Fatalf("the second Start's seed was not written: %q", ud)
 	}
 }
+
+// Delete returns once the VM is gone, not when its delete is accepted:
+// KubeVirt's finalizers keep a VM a while, and an init of the same name
+// right after must not find it.
+func TestDeleteWaitsForTheVMToGo(t *testing.T) {
+	c := newCluster(t, "sandboxes")
+	m, err := New(c.client, testSpec(), []byte("#cloud-config\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Poll = 5 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const linger = 150 * time.Millisecond
+	c.client.PrependReactor("delete", "virtualmachines", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		name := a.(k8stesting.DeleteAction).GetName()
+		time.AfterFunc(linger, func() {
+			c.client.Tracker().Delete(vmResource, "sandboxes", name)
+		})
+		return true, nil, nil // accepted; gone later, as with a finalizer
+	})
+	began := time.Now()
+	if err := m.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < linger {
+		t.Errorf("Delete returned after %v, before the VM was gone (%v)", took, linger)
+	}
+	if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-box", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the VM is still there after Delete: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	if err := m.apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(short); err == nil || !strings.Contains(err.Error(), "still there") {
+		t.Errorf("a VM that outlives the wait: %v, want an error saying it is still there", err)
+	}
+}
