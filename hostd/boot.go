@@ -307,6 +307,9 @@ func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
 	err = d.waitForAgent(wctx)
 	var provErr *provisionError
 	switch {
+	case err != nil && errors.Is(context.Cause(wctx), errAgentLate) && d.cfg.Remote():
+		k := d.cfg.Cluster
+		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; its console is `virtctl console cowork-%s -n %s`; its agent comes from the namespace's egress proxy, whose image must hold cowork-hostd of this build (another build's agent is refused)", d.agentTimeout, d.name, k.Namespace)
 	case err != nil && errors.Is(context.Cause(wctx), errAgentLate):
 		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; the guest's console is in %s: look there for where its boot stopped", d.agentTimeout, d.paths.SerialLog())
 	case errors.As(err, &provErr):

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -302,4 +303,23 @@ func otherPolicy(selector map[string]any) runtime.Object {
 		"metadata": map[string]any{"name": fmt.Sprintf("allow-out-%d", others), "namespace": "sandboxes"},
 		"spec":     map[string]any{"podSelector": selector, "policyTypes": []any{"Egress"}, "egress": []any{map[string]any{}}},
 	}}
+}
+
+// A cluster guest whose agent never answers (another build's agent was
+// refused, the guest did not boot) ends the start with where to look on
+// the cluster, not this machine's empty console log.
+func TestALateAgentOnTheClusterSaysWhereToLook(t *testing.T) {
+	cfg := kubeInstance(t, "box", "sandboxes")
+	c := newCluster(t, "sandboxes", deployedEgress(t, "sandboxes", ours)...)
+	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: "http://127.0.0.1:1"}), Poll: 5 * time.Millisecond}
+	newMachine, err := b.NewMachine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NewMachine: newMachine, AgentTimeout: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "virtctl console cowork-box -n sandboxes") || strings.Contains(err.Error(), "serial.log") {
+		t.Fatalf("hostd: %v; want the cluster's console named", err)
+	}
 }
