@@ -14,8 +14,9 @@ import (
 // Kubernetes cluster: its daemon is cowork-hostd-kubevirt (the kubevirt
 // module), launched and asked as cowork-hostd is, over the same control
 // socket. What needs the guest's disk, memory or network stack on this
-// machine (suspend, snapshots, clones, pools, mounts, published ports)
-// is refused for it, by localOnly.
+// machine (suspend, snapshots, clones, pools, mounts, published ports,
+// the SSH agent, secrets, network policy) is refused for it, by
+// localOnly.
 
 // KubeVirtHostdEnv names a path to cowork-hostd-kubevirt that overrides
 // its lookup, as $COWORK_HOSTD does cowork-hostd's.
@@ -60,8 +61,12 @@ var (
 	// The relay that keeps the API key off the guest, the network policy
 	// and the audit log are this machine's network stack's, which a
 	// cluster's guest is not on: its egress proxy is the namespace's.
-	OpAsk      = LocalOp{"run Claude Code through this machine's relay yet: the relay in the cluster is not built", "`cowork exec%s` runs commands in it"}
-	OpPolicy   = LocalOp{"take a network policy of its own: its traffic goes through the namespace's egress proxy, whose policy is the namespace's", "`cowork-hostd-kubevirt egress --policy FILE ... | kubectl apply -f -` sets it"}
+	OpAsk    = LocalOp{"run Claude Code through this machine's relay yet: the relay in the cluster is not built", "`cowork exec%s` runs commands in it"}
+	OpPolicy = LocalOp{"take a network policy of its own: its traffic goes through the namespace's egress proxy, whose policy is the namespace's", "`cowork-hostd-kubevirt egress --policy FILE ... | kubectl apply -f -` sets it"}
+	// The SSH agent and the secrets are lent through this machine's
+	// network stack too.
+	OpSSHAgent = LocalOp{"use this machine's SSH agent: the agent is lent through this machine's network stack, and the guest is not on it", ""}
+	OpSecret   = LocalOp{"use this machine's secrets: only this machine's network stack swaps their placeholders, and the guest is not on it", ""}
 	OpProxyLog = LocalOp{"show its traffic here: the namespace's egress proxy keeps its audit log", "`kubectl exec deploy/cowork-egress -- cat /var/lib/cowork/audit/network.jsonl` in its namespace shows it"}
 )
 

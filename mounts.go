@@ -74,6 +74,11 @@ func (i *Instance) SetSSHAgent(on, discardSaved bool) (discarded bool, err error
 	if i.Config.SSHAgent == on {
 		return false, nil
 	}
+	if on {
+		if err := i.LocalOnly(OpSSHAgent); err != nil {
+			return false, err
+		}
+	}
 	return i.changeStopped(stoppedChange{
 		what:      "lending its guest the SSH agent changes",
 		suspended: "its guest holding the lent agent's socket; `cowork start --cold%s --no-ssh-agent` discards the saved state and starts it without",

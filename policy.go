@@ -30,6 +30,9 @@ type SuggestOptions = suggest.Options
 // tampered with. An error means the log could not be read, or the
 // current policy does not compile.
 func (i *Instance) SuggestPolicy(ctx context.Context, o SuggestOptions) (*PolicySuggestion, error) {
+	if err := i.LocalOnly(OpPolicy); err != nil {
+		return nil, err
+	}
 	c, err := suggest.FromLog(ctx, i.Paths.NetworkLog(), o)
 	if err != nil {
 		return nil, fmt.Errorf("read the audit log of %s: %w", i.Name, err)
@@ -76,6 +79,9 @@ func (c *Client) Learn(ctx context.Context, ttl time.Duration) (*Learning, error
 // Learn is Client.Learn on the instance's daemon; the error of a stopped
 // instance says how to start it.
 func (i *Instance) Learn(ctx context.Context, ttl time.Duration) (*Learning, error) {
+	if err := i.LocalOnly(OpPolicy); err != nil {
+		return nil, err
+	}
 	c, err := i.Client()
 	if err != nil {
 		return nil, err

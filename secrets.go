@@ -127,6 +127,9 @@ func certificatesOf(b []byte) ([]byte, error) {
 // A *NotAppliedError says the change is saved, and the running instance
 // did not take it.
 func (i *Instance) SetSecret(ctx context.Context, spec SecretSpec, value string) (applied bool, err error) {
+	if err := i.LocalOnly(OpSecret); err != nil {
+		return false, err
+	}
 	spec, err = CheckSecretSpec(spec)
 	if err != nil {
 		return false, err
@@ -196,6 +199,9 @@ func (i *Instance) SetSecret(ctx context.Context, spec SecretSpec, value string)
 // (a name the instance does not have refuses them all: ErrNoSecret); the
 // guest's placeholders for them stop working at once when it runs.
 func (i *Instance) RemoveSecrets(ctx context.Context, names ...string) (applied bool, err error) {
+	if err := i.LocalOnly(OpSecret); err != nil {
+		return false, err
+	}
 	var gone []Secret
 	c, err := instance.UpdateConfig(i.Name, func(c *instance.Config) error {
 		var missing []string

@@ -41,6 +41,7 @@ var localFlags = []struct {
 	{[]string{"image-sha256"}, "pin the container disk by digest instead (--image REF@sha256:...)"},
 	{[]string{"no-golden"}, "a cluster's disk is never a golden disk's clone"},
 	{[]string{"mount"}, "a cluster's guest cannot reach this machine's folders"},
+	{[]string{"ssh-agent"}, "this machine's SSH agent is lent through its network stack, which a cluster's guest is not on"},
 	{[]string{"publish"}, "ports are published by this machine's network, which the guest is not on"},
 	{[]string{"network-mode", "allow", "deny", "allow-host-port", "upstream-proxy", "max-flows"},
 		"the guest's traffic leaves through its namespace's egress proxy, whose policy holds for every guest there (`" + instance.KubeVirtHostd + " egress`)"},

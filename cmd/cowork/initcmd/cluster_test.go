@@ -114,6 +114,7 @@ func TestInitKubevirtRefusesLocalFlags(t *testing.T) {
 		{[]string{"--no-golden"}, "takes no --no-golden"},
 		{[]string{"--mount", t.TempDir()}, "takes no --mount: a cluster's guest cannot reach this machine's folders"},
 		{[]string{"-p", "8080:80"}, "takes no --publish"},
+		{[]string{"--ssh-agent"}, "takes no --ssh-agent: this machine's SSH agent is lent through its network stack, which a cluster's guest is not on"},
 		{[]string{"--allow", "example.com", "--network-mode", "allowlist"}, "takes no --network-mode, --allow: the guest's traffic leaves through its namespace's egress proxy"},
 		{[]string{"--allow-host-port", "5432"}, "takes no --allow-host-port"},
 		{[]string{"--upstream-proxy", "http://proxy:3128"}, "takes no --upstream-proxy"},

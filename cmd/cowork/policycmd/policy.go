@@ -16,7 +16,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
 )
 
@@ -170,8 +169,17 @@ func edit(p *policy.Policy, action string, args []string) error {
 	return nil
 }
 
-// run shows the policy, or changes it as o.Action says.
+// run shows the policy, or changes it as o.Action says. An instance on a
+// cluster has none of its own: every action refuses it first, before a
+// file or stdin is read.
 func run(ctx context.Context, o *Options) error {
+	inst, err := cowork.Open(o.Name)
+	if err != nil {
+		return err
+	}
+	if err := inst.LocalOnly(cowork.OpPolicy); err != nil {
+		return err
+	}
 	switch o.Action {
 	case "suggest":
 		return runSuggest(ctx, o)
@@ -183,11 +191,7 @@ func run(ctx context.Context, o *Options) error {
 	if o.Action != "" {
 		return update(ctx, o.IO, o.Name, func(p *policy.Policy) error { return edit(p, o.Action, o.Args) })
 	}
-	cfg, err := instance.Load(o.Name)
-	if err != nil {
-		return err
-	}
-	p := cfg.Network.Policy
+	p := inst.Config.Network.Policy
 	if o.JSON {
 		if p.Mode == "" {
 			p.Mode = policy.ModeDefault // explicit, for policy apply

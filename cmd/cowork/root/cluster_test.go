@@ -28,38 +28,67 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 	t.Setenv(hostdwire.Env, filepath.Join(t.TempDir(), "never-run"))
 	before, _ := os.ReadFile(p.Config())
 	mnt := t.TempDir()
+	const policyFile = "mode: allowlist\nallow example.com\n"
+	proposal := filepath.Join(t.TempDir(), "proposal.txt")
+	os.WriteFile(proposal, []byte(policyFile), 0o600)
 	for _, c := range []struct {
-		args []string
-		want string
+		args  []string
+		want  string
+		stdin string
 	}{
-		{[]string{"suspend"}, "cannot be suspended: its memory would be saved on this machine; `cowork stop` stops it"},
-		{[]string{"stop", "--suspend"}, "cannot be suspended"},
-		{[]string{"snapshot", "create", "s1"}, "cannot have snapshots"},
-		{[]string{"snapshot", "restore", "s1"}, "cannot have snapshots"},
-		{[]string{"clone", "sandbox", "copy"}, "cannot be cloned"},
-		{[]string{"clone", "sandbox", "copy", "--snapshot", "s1"}, "cannot be cloned"},
-		{[]string{"pool", "fill", "--size", "2"}, "cannot have a pool of clones"},
-		{[]string{"pool", "ls"}, "cannot have a pool of clones"},
-		{[]string{"pool", "drain"}, "cannot have a pool of clones"},
-		{[]string{"exec", "--rm", "true"}, "throwaway clone (--rm)"},
-		{[]string{"ask", "--rm", "hello"}, "throwaway clone (--rm)"},
-		{[]string{"start", "--mount", mnt + ":/data"}, "cannot mount this machine's folders; `cowork cp` copies files in and out"},
-		{[]string{"port", "publish", "8080"}, "cannot publish ports here"},
-		{[]string{"port", "publish", "--auto"}, "cannot publish ports here"},
-		{[]string{"disk", "resize", "20GiB", "--yes"}, "cannot be resized here"},
-		{[]string{"ask", "hello"}, "cannot run Claude Code through this machine's relay yet"},
-		{[]string{"claude"}, "cannot run Claude Code through this machine's relay yet"},
-		{[]string{"policy", "allow", "example.com"}, "cannot take a network policy of its own"},
-		{[]string{"policy", "mode", "allowlist"}, "cannot take a network policy of its own"},
-		{[]string{"proxy"}, "cannot show its traffic here: the namespace's egress proxy keeps its audit log"},
+		{[]string{"suspend"}, "cannot be suspended: its memory would be saved on this machine; `cowork stop` stops it", ""},
+		{[]string{"stop", "--suspend"}, "cannot be suspended", ""},
+		{[]string{"snapshot", "create", "s1"}, "cannot have snapshots", ""},
+		{[]string{"snapshot", "restore", "s1"}, "cannot have snapshots", ""},
+		{[]string{"clone", "sandbox", "copy"}, "cannot be cloned", ""},
+		{[]string{"clone", "sandbox", "copy", "--snapshot", "s1"}, "cannot be cloned", ""},
+		{[]string{"pool", "fill", "--size", "2"}, "cannot have a pool of clones", ""},
+		{[]string{"pool", "ls"}, "cannot have a pool of clones", ""},
+		{[]string{"pool", "drain"}, "cannot have a pool of clones", ""},
+		{[]string{"exec", "--rm", "true"}, "throwaway clone (--rm)", ""},
+		{[]string{"ask", "--rm", "hello"}, "throwaway clone (--rm)", ""},
+		{[]string{"start", "--mount", mnt + ":/data"}, "cannot mount this machine's folders; `cowork cp` copies files in and out", ""},
+		{[]string{"port", "publish", "8080"}, "cannot publish ports here", ""},
+		{[]string{"port", "publish", "--auto"}, "cannot publish ports here", ""},
+		{[]string{"disk", "resize", "20GiB", "--yes"}, "cannot be resized here", ""},
+		{[]string{"ask", "hello"}, "cannot run Claude Code through this machine's relay yet", ""},
+		{[]string{"claude"}, "cannot run Claude Code through this machine's relay yet", ""},
+		{[]string{"policy", "allow", "example.com"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "mode", "allowlist"}, "cannot take a network policy of its own", ""},
+		{[]string{"proxy"}, "cannot show its traffic here: the namespace's egress proxy keeps its audit log", ""},
+		{[]string{"start", "--ssh-agent"}, "cannot use this machine's SSH agent", ""},
+		// Refused before the value is read, and before the name is looked up.
+		{[]string{"secret", "set", "GH_TOKEN", "--host", "github.com"}, "cannot use this machine's secrets: only this machine's network stack swaps their placeholders, and the guest is not on it", ""},
+		{[]string{"secret", "set", "GH_TOKEN", "--host", "github.com"}, "cannot use this machine's secrets", "ghp_value\n"},
+		{[]string{"secret", "rm", "GH_TOKEN"}, "cannot use this machine's secrets", ""},
+		// Every policy command, before it reads, shows or parses anything.
+		{[]string{"policy"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "--json"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "suggest"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "suggest", "--json", "--since", "1h"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "learn", "--for", "1m"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "learn", "--", "true"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "apply", "--from", proposal, "--yes"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "apply", "--from", "-", "--yes"}, "cannot take a network policy of its own", policyFile},
+		{[]string{"policy", "apply", "--from", filepath.Join(mnt, "missing.txt")}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "budget", "--daily-cost", "20"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "budget", "--daily-tokens", "lots"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "budget", "off"}, "cannot take a network policy of its own", ""},
+		{[]string{"policy", "remove", "nothing.example"}, "cannot take a network policy of its own", ""},
 	} {
-		r := cowork(t, "", c.args...)
+		r := cowork(t, c.stdin, c.args...)
 		line := "cowork: instance sandbox runs on a cluster (kubevirt, namespace team-a); it "
 		if r.code != 1 || !strings.HasPrefix(r.errOut, line) || !strings.Contains(r.errOut, c.want) ||
 			strings.Count(r.errOut, "\n") != 1 || r.out != "" {
 			t.Errorf("cowork %s: exit %d, stdout %q, stderr %q; want exit 1 and one line saying %q",
 				strings.Join(c.args, " "), r.code, r.out, r.errOut, c.want)
 		}
+	}
+	// A new instance on a cluster takes no --ssh-agent: a usage error.
+	r := cowork(t, "", "--name", "other", "init", "--backend", "kubevirt", "--image", "quay.io/containerdisks/ubuntu:22.04",
+		"--workspace", t.TempDir(), "--no-start", "--ssh-agent")
+	if r.code != 2 || !strings.Contains(r.errOut, "--backend kubevirt takes no --ssh-agent: this machine's SSH agent is lent through its network stack") {
+		t.Errorf("init --backend kubevirt --ssh-agent: exit %d, stderr %q", r.code, r.errOut)
 	}
 	if s, st := h.Suspends(), h.Stops(); len(s) != 0 || len(st) != 0 {
 		t.Errorf("the daemon was asked to suspend %v, to stop %v", s, st)

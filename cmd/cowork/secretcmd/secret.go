@@ -134,6 +134,11 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
+	if o.Verb == "set" || o.Verb == "rm" {
+		if err := inst.LocalOnly(cowork.OpSecret); err != nil {
+			return err // before the value is read
+		}
+	}
 	switch o.Verb {
 	case "set":
 		return set(ctx, o, inst)

@@ -102,6 +102,15 @@ asks for signatures, each audited (cowork proxy).`,
 
 // Run carries out o.
 func Run(ctx context.Context, o *Options) error {
+	if o.SSHAgent != nil && *o.SSHAgent {
+		inst, err := cowork.Open(o.Name)
+		if err != nil {
+			return err
+		}
+		if err := inst.LocalOnly(cowork.OpSSHAgent); err != nil {
+			return err // before the mounts change
+		}
+	}
 	if err := setMounts(o); err != nil {
 		return err
 	}
