@@ -27,6 +27,7 @@ NAME=${SMOKE_NAME:-smoke}
 IMAGE=${SMOKE_GUEST_IMAGE:-quay.io/containerdisks/ubuntu:22.04}
 PROXY_IMAGE=${SMOKE_PROXY_IMAGE:-cowork-hostd:smoke}
 CIDRS=${SMOKE_CLUSTER_CIDRS:-10.96.0.0/12 10.244.0.0/16} # kind's services and pods
+NODE_ARCH=${SMOKE_NODE_ARCH:-amd64} # the nodes' (and so the guest's) architecture
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cowork-kind-smoke.XXXXXX")
 export COWORK_HOME=$TMP/home
 failed=0 passed=0 skipped=0
@@ -89,8 +90,11 @@ esac
 step "build bin/cowork, bin/cowork-hostd and bin/cowork-hostd-kubevirt" make bin/cowork kubevirt
 if [ "${SMOKE_SKIP_BUILD:-}" != 1 ]; then
 	need docker "the proxy's image is built with it (or push SMOKE_PROXY_IMAGE and set SMOKE_SKIP_BUILD=1)"
+	# The proxy runs on the cluster's nodes: a static Linux build of this
+	# tree's cowork-hostd (with the agents it serves the guests), whatever
+	# this machine is.
 	printf 'FROM debian:12-slim\nRUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\nCOPY cowork-hostd /usr/local/bin/cowork-hostd\n' >"$TMP/Dockerfile"
-	cp bin/cowork-hostd "$TMP/"
+	step "build cowork-hostd for linux/$NODE_ARCH" env CGO_ENABLED=0 GOOS=linux GOARCH="$NODE_ARCH" go build -trimpath -o "$TMP/cowork-hostd" ./cmd/cowork-hostd
 	step "build the egress proxy's image $PROXY_IMAGE" docker build -q -t "$PROXY_IMAGE" "$TMP"
 	case $CONTEXT in
 	kind-*)
@@ -112,11 +116,11 @@ step "deploy the egress proxy and its NetworkPolicies" deploy
 
 step "cowork init --backend kubevirt (boots and provisions the guest)" \
 	bin/cowork --name "$NAME" init --backend kubevirt --context "$CONTEXT" --namespace "$NS" \
-	--image "$IMAGE" --cpus 2 --memory 2GiB --disk 10GiB --timeout 30m
+	--image "$IMAGE" --arch "$NODE_ARCH" --cpus 2 --memory 2GiB --disk 10GiB --timeout 30m
 step "exec: uname in the guest" sh -c "bin/cowork --name '$NAME' exec -- uname -sm | grep -q Linux"
 step "status names the backend" sh -c "bin/cowork --name '$NAME' status --json | grep -q kubevirt"
 step "the guest reaches the internet through the proxy only" \
-	bin/cowork --name "$NAME" exec -- sh -c 'curl -fsS -o /dev/null https://example.com && ! curl -fsS --noproxy "*" -m 10 -o /dev/null https://example.com'
+	bin/cowork --name "$NAME" exec -- 'curl -fsS -o /dev/null https://example.com && ! curl -fsS --noproxy "*" -m 10 -o /dev/null https://example.com'
 step "the proxy's audit log names the guest's request" k -n "$NS" exec deployment/cowork-egress -- grep -q example.com /var/lib/cowork/audit/network.jsonl
 skip "cowork ask against the fake API" "the relay in the cluster is not built yet"
 stop_keeps() { bin/cowork --name "$NAME" stop && k -n "$NS" get vm "cowork-$NAME"; }
