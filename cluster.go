@@ -175,6 +175,22 @@ func (i *Instance) DeleteHere(ctx context.Context, force bool) (StopResult, erro
 // instance may leave in its cluster: its VM (its DataVolume goes with
 // it) and its seed Secret; "" for an instance on this machine.
 func ClusterCleanup(cfg *instance.Config) string {
+	vm := "cowork-" + cfg.Name
+	// type/name each: `delete vm A secret B` would take secret and B
+	// for the names of more VMs.
+	return kubectl(cfg, fmt.Sprintf("delete vm/%s secret/%s-cloudinit", vm, vm))
+}
+
+// ClusterVMCheck is the kubectl command that shows whether a kubevirt
+// instance's VM runs in its cluster (its VirtualMachineInstance); ""
+// for an instance on this machine.
+func ClusterVMCheck(cfg *instance.Config) string {
+	return kubectl(cfg, "get vmi cowork-"+cfg.Name)
+}
+
+// kubectl is `kubectl args` in a kubevirt instance's context and
+// namespace; "" for an instance on this machine.
+func kubectl(cfg *instance.Config, args string) string {
 	k := cfg.Cluster
 	if !cfg.Remote() || k == nil {
 		return ""
@@ -183,10 +199,7 @@ func ClusterCleanup(cfg *instance.Config) string {
 	if k.Context != "" {
 		s += " --context " + shellQuote(k.Context)
 	}
-	vm := "cowork-" + cfg.Name
-	// type/name each: `delete vm A secret B` would take secret and B
-	// for the names of more VMs.
-	return fmt.Sprintf("%s -n %s delete vm/%s secret/%s-cloudinit", s, k.Namespace, vm, vm)
+	return s + " -n " + k.Namespace + " " + args
 }
 
 // shellQuote is s as one word of a POSIX shell.

@@ -76,26 +76,6 @@ type Status struct {
 	Cluster *Cluster `json:"cluster,omitempty"`
 }
 
-// Cluster is where a guest on a cluster runs.
-type Cluster struct {
-	Backend   string `json:"backend"`           // kubevirt
-	Context   string `json:"context,omitempty"` // empty: the kubeconfig's current
-	Namespace string `json:"namespace"`
-	Image     string `json:"image"` // the container disk
-}
-
-// clusterOf is cfg's Cluster, nil for a guest on this machine.
-func clusterOf(cfg *instance.Config) *Cluster {
-	if !cfg.Remote() {
-		return nil
-	}
-	c := &Cluster{Backend: cfg.Backend}
-	if k := cfg.Cluster; k != nil {
-		c.Context, c.Namespace, c.Image = k.Context, k.Namespace, k.Image
-	}
-	return c
-}
-
 // NetworkStats is the guest's traffic since the instance started.
 type NetworkStats struct {
 	Flows      int64 `json:"flows"`
@@ -240,7 +220,11 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		if b, err := os.ReadFile(paths.LastStop()); err == nil {
 			st.Error = strings.TrimSpace(string(b))
 		}
-		if pid := inst.CleanStale(); pid != 0 {
+		pid := inst.CleanStale()
+		switch {
+		case cfg.Remote():
+			st.Note = stoppedOnCluster(cfg, pid)
+		case pid != 0:
 			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", pid)
 		}
 		if sv := inst.Saved(); sv != nil {
@@ -253,7 +237,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		return st, nil
 	}
 	st.State, st.Ready, st.HostdPid = r.State, r.Ready, r.HostdPID
-	st.Note = cmdutil.WorkspaceGone(cfg, name)
+	if !cfg.Remote() { // a cluster's guest shares no folder
+		st.Note = cmdutil.WorkspaceGone(cfg, name)
+	}
 	if !r.Started.IsZero() {
 		st.UptimeSeconds = int64(time.Since(r.Started).Seconds())
 	}
@@ -272,6 +258,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		st.HostdOpenFDs = p.OpenFDs
 	}
 	st.Boot = r.Boot
+	if cfg.Remote() {
+		runningOnCluster(st)
+	}
 	return st, nil
 }
 
@@ -353,6 +342,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 			state += " (booting)"
 		}
 	}
+	if s.Cluster != nil && s.State == "stopped" {
+		state = "stopped here" // the note says what of its VM there
+	}
 	if sv := s.Suspended; sv != nil {
 		state += fmt.Sprintf(" (saved %s, %s; `cowork start` resumes it)", sv.Saved.Local().Format("2006-01-02 15:04"), units.Size(sv.Bytes))
 	}
@@ -372,7 +364,11 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	} else {
 		fmt.Fprintf(w, "disk:\t%s used of %s%s\n", units.Size(s.DiskUsedBytes), units.Size(s.DiskBytes), goldenNote(s))
 	}
-	fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
+	if s.Cluster != nil {
+		fmt.Fprintf(w, "workspace:\tnot shared (the guest runs on a cluster)\n")
+	} else {
+		fmt.Fprintf(w, "workspace:\t%s\n", s.Workspace)
+	}
 	if len(s.Mounts) > 0 {
 		fmt.Fprintf(w, "mounts:\t%s\n", strings.Join(s.Mounts, ", "))
 	}
@@ -395,7 +391,7 @@ func print(ios *iostreams.IOStreams, st *Status) {
 		fmt.Fprintf(w, "agent:\t%s\n", s.AgentVersion)
 	}
 	if s.Backend != "" {
-		fmt.Fprintf(w, "backend:\t%s (%s, %s guest)\n", s.Backend, s.Accelerator, s.Arch)
+		fmt.Fprintf(w, "backend:\t%s\n", backendLine(s))
 	}
 	if n := s.Network; n != nil {
 		fmt.Fprintf(w, "network:\t%d flows (%d blocked), %d DNS queries, %s out, %s in; see `cowork proxy`\n",
@@ -429,13 +425,13 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	}
 }
 
-// clusterLine is where a guest on a cluster runs, for a person.
-func clusterLine(k *Cluster) string {
-	ctx := "context " + termsafe.Line(k.Context)
-	if k.Context == "" {
-		ctx = "the kubeconfig's current context"
+// backendLine is the hypervisor, its accelerator when it has one, and
+// the guest's architecture: "qemu (kvm, amd64 guest)".
+func backendLine(s Status) string {
+	if s.Accelerator == "" {
+		return fmt.Sprintf("%s (%s guest)", s.Backend, s.Arch)
 	}
-	return fmt.Sprintf("%s, namespace %s, %s, image %s", termsafe.Line(k.Backend), termsafe.Line(k.Namespace), ctx, termsafe.Line(k.Image))
+	return fmt.Sprintf("%s (%s, %s guest)", s.Backend, s.Accelerator, s.Arch)
 }
 
 // goldenNote says what golden disk the disk came from, and whether it
