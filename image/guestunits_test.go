@@ -288,7 +288,7 @@ cp "`+root+`/served" "$out"
 			t.Fatalf("the served agent with the right sum (a seed disk without an agent: %v): %v, installed %q\n%s", cidata, err, installed(root), out)
 		}
 	}
-	root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent, true)
+	root, _, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", agent, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ cp "`+root+`/served" "$out"
 		t.Errorf("the installed agent's sum is recorded as %q", sum)
 	}
 
-	root, out, err = run(t, g.AgentURL+" "+g.AgentSum+"\n", []byte("#!/bin/sh\necho something else\n"), false)
+	root, out, err := run(t, g.AgentURL+" "+g.AgentSum+"\n", []byte("#!/bin/sh\necho something else\n"), false)
 	if err == nil || installed(root) != nil || !strings.Contains(string(out), "not the one the host expects") {
 		t.Fatalf("another binary served: %v, installed %q\n%s", err, installed(root), out)
 	}

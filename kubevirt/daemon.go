@@ -122,7 +122,7 @@ func (b Backend) egressProxy(ctx context.Context, ns, name string) (string, erro
 	case err != nil:
 		return "", fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	case u.GetLabels()[LabelManagedBy] != managedBy:
-		return "", fmt.Errorf("Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
+		return "", fmt.Errorf("the Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
 	}
 	if err := b.checkWall(ctx, ns, name, pol, u); err != nil {
 		return "", err

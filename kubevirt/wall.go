@@ -71,7 +71,7 @@ func (b Backend) checkWall(ctx context.Context, ns, instance string, livePol, li
 		return fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	}
 	if !maps.Equal(gotSvc.Spec.Selector, svc.Spec.Selector) || !samePorts(gotSvc.Spec.Ports, svc.Spec.Ports) {
-		return fmt.Errorf("Service %s/%s does not lead to cowork's proxy as cowork makes it (its selector or ports were changed); %s", ns, EgressName, redeploy)
+		return fmt.Errorf("the Service %s/%s does not lead to cowork's proxy as cowork makes it (its selector or ports were changed); %s", ns, EgressName, redeploy)
 	}
 	list, err := b.Client.Resource(networkPolicyResource).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
