@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,12 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
-	"bytes"
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -21,9 +24,6 @@ import (
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/internal/hostdwire"
-	"net/http"
-	"strings"
-	"time"
 )
 
 // minAuditSize is the least room egress's audit log may be given.
@@ -108,7 +108,7 @@ func readEgressPolicy(path string) (policy.Policy, error) {
 }
 
 // agentFiles serves the agents this binary carries (agentbin) at
-// image.AgentDownload("linux-ARCH"), and nothing else: a cluster's guest,
+// image.AgentDownload(ARCH), and nothing else: a cluster's guest,
 // whose seed holds no agent, fetches this build's there and checks it
 // against the sha256 in its user-data (image.Guest.AgentURL).
 func agentFiles() http.Handler {

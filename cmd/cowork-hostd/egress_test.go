@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,15 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"crypto/sha256"
-	"encoding/hex"
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/agentbin"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/syncbuf"
-	"net/http/httptest"
 )
 
 // A command line or a policy file egress cannot use is refused as a usage
