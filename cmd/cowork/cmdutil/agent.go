@@ -57,8 +57,12 @@ func WarnMissingWorkspace(w io.Writer, inst *cowork.Instance) {
 	}
 }
 
-// WorkspaceGone is MissingWorkspace for a config already loaded.
+// WorkspaceGone is MissingWorkspace for a config already loaded; a
+// guest on a cluster shares nothing of this machine, so it has none.
 func WorkspaceGone(cfg *instance.Config, name string) string {
+	if cfg.Remote() {
+		return ""
+	}
 	if _, err := os.Stat(cfg.Workspace); !errors.Is(err, fs.ErrNotExist) {
 		return ""
 	}

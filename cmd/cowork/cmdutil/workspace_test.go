@@ -19,3 +19,13 @@ func TestWorkspaceGoneSaysHowToRecover(t *testing.T) {
 		t.Fatalf("a removed workspace: %q", msg)
 	}
 }
+
+// A guest on a cluster shares no folder of this machine: a missing local
+// workspace is no warning of its.
+func TestWorkspaceGoneIsNoneOfAClusterGuest(t *testing.T) {
+	cfg := &instance.Config{Workspace: t.TempDir(), Backend: instance.BackendKubeVirt}
+	os.RemoveAll(cfg.Workspace)
+	if msg := WorkspaceGone(cfg, "dev"); msg != "" {
+		t.Fatalf("a cluster guest warned of a local folder: %q", msg)
+	}
+}

@@ -119,7 +119,7 @@ func (o *Options) createOnCluster(ctx context.Context, c *instance.Config, began
 	if k.Context != "" {
 		where += " of context " + k.Context
 	}
-	fmt.Fprintf(o.IO.ErrOut, "Creating %s on a cluster (kubevirt, %s; %s, %d CPUs, %s memory, %s disk, workspace %s)\n", c.Name, where, c.Arch, c.CPUs, c.Memory, c.Disk, c.Workspace)
+	fmt.Fprintf(o.IO.ErrOut, "Creating %s on a cluster (kubevirt, %s; %s, %d CPUs, %s memory, %s disk; nothing of this machine is shared with it)\n", c.Name, where, c.Arch, c.CPUs, c.Memory, c.Disk)
 	fmt.Fprintf(o.IO.ErrOut, "  image     %s (a container disk: the cluster pulls it)\n", k.Image)
 	if _, err := cowork.Create(ctx, c, instance.Sources{}, nil); err != nil {
 		return err
