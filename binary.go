@@ -119,8 +119,23 @@ func askBinary(ctx context.Context, out any, args ...string) (string, error) {
 // askBinaryNoTimeout is askBinary for a command that may take long (it
 // reads a whole image, or moves a disk): only ctx bounds it.
 func askBinaryNoTimeout(ctx context.Context, out any, args ...string) (string, error) {
+	return localHostd.ask(ctx, out, args...)
+}
+
+// KubeVirtHostdVersion is HostdVersion for cowork-hostd-kubevirt, the
+// daemon of instances on a cluster.
+func KubeVirtHostdVersion(ctx context.Context) (string, hostdwire.Version, error) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	var out hostdwire.Version
+	bin, err := kubevirtHostd.ask(ctx, &out, "version")
+	return bin, out, err
+}
+
+// ask is askBinaryNoTimeout for the daemon binary d.
+func (d daemon) ask(ctx context.Context, out any, args ...string) (string, error) {
 	var answer []byte
-	bin, err := runBinary(ctx, func(line []byte) { answer = append(answer[:0], line...) }, args...)
+	bin, err := d.run(ctx, func(line []byte) { answer = append(answer[:0], line...) }, args...)
 	if err != nil {
 		if errors.As(err, new(*binaryError)) {
 			err = fmt.Errorf("%s %s: %w", bin, args[0], err)

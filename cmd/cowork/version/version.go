@@ -26,6 +26,9 @@ type Info struct {
 	Platform string            `json:"platform"`
 	Hostd    Hostd             `json:"hostd"`
 	Agents   []hostdwire.Agent `json:"agents,omitempty"`
+	// HostdKubeVirt is cowork-hostd-kubevirt, the daemon of instances on
+	// a cluster, when it is installed (it is optional: `make kubevirt`).
+	HostdKubeVirt *Hostd `json:"hostd_kubevirt,omitempty"`
 }
 
 // Hostd is the daemon binary this cowork starts.
@@ -48,6 +51,16 @@ func Current(ctx context.Context, all bool) Info {
 		Commit:   buildinfo.Commit,
 		Go:       buildinfo.GoVersion(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if kv, err := cowork.KubeVirtHostdBinary(); err == nil {
+		info.HostdKubeVirt = &Hostd{Path: kv}
+		if all {
+			if _, v, err := cowork.KubeVirtHostdVersion(ctx); err != nil {
+				info.HostdKubeVirt.Err = err.Error()
+			} else {
+				info.HostdKubeVirt.Version, info.HostdKubeVirt.Commit = v.Version, v.Commit
+			}
+		}
 	}
 	if !all {
 		path, err := cowork.HostdBinary()
@@ -109,6 +122,7 @@ func run(o *Options, info Info) error {
 		fmt.Fprintf(o.IO.Out, "hostd:    unavailable: %s\n", h.Err)
 	case !o.All:
 		fmt.Fprintf(o.IO.Out, "hostd:    %s (its build and agents: cowork version --all)\n", h.Path)
+		printKubeVirt(o, info)
 		return nil
 	case h.Commit != info.Commit || h.Version != info.Version:
 		fmt.Fprintf(o.IO.Out, "hostd:    %s %s (commit %s): another build than this cowork; install the pair from one build\n", h.Path, h.Version, h.Commit)
@@ -121,5 +135,23 @@ func run(o *Options, info Info) error {
 	for _, a := range info.Agents {
 		fmt.Fprintf(o.IO.Out, "agent:    linux/%s %.1f MiB sha256:%s\n", a.Arch, float64(a.Size)/(1<<20), a.SHA256[:16])
 	}
+	printKubeVirt(o, info)
 	return nil
+}
+
+// printKubeVirt names cowork-hostd-kubevirt when it is installed, and
+// with --all whether it is of this build.
+func printKubeVirt(o *Options, info Info) {
+	k := info.HostdKubeVirt
+	switch {
+	case k == nil:
+	case k.Err != "":
+		fmt.Fprintf(o.IO.Out, "kubevirt: %s: unavailable: %s\n", k.Path, k.Err)
+	case !o.All:
+		fmt.Fprintf(o.IO.Out, "kubevirt: %s\n", k.Path)
+	case k.Commit != info.Commit || k.Version != info.Version:
+		fmt.Fprintf(o.IO.Out, "kubevirt: %s %s (commit %s): another build than this cowork; build it from this one (`make kubevirt`)\n", k.Path, k.Version, k.Commit)
+	default:
+		fmt.Fprintf(o.IO.Out, "kubevirt: %s (same build)\n", k.Path)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil/cmdtest"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
@@ -116,5 +117,37 @@ func TestCurrent(t *testing.T) {
 	t.Setenv(hostdwire.Env, filepath.Join(dir, "missing"))
 	if got := Current(context.Background(), false); got.Hostd.Err == "" {
 		t.Errorf("a missing daemon binary: %+v", got)
+	}
+}
+
+// cowork-hostd-kubevirt, when installed, is named, and with --all asked
+// for its build; when it is not, nothing is said of it.
+func TestVersionNamesTheKubeVirtDaemon(t *testing.T) {
+	dir := t.TempDir()
+	hostd := filepath.Join(dir, "cowork-hostd")
+	os.WriteFile(hostd, []byte("#!/bin/sh\necho '{\"version\":\"dev\",\"commit\":\"c0ffee\"}'\n"), 0o755)
+	t.Setenv(hostdwire.Env, hostd)
+	kv := filepath.Join(dir, "cowork-hostd-kubevirt")
+	os.WriteFile(kv, []byte("#!/bin/sh\n[ \"$1\" = version ] && echo '{\"version\":\"9.9\",\"commit\":\"beef00\"}'\n"), 0o755)
+	t.Setenv(cowork.KubeVirtHostdEnv, kv)
+	got := Current(context.Background(), false)
+	if got.HostdKubeVirt == nil || got.HostdKubeVirt.Path != kv || got.HostdKubeVirt.Commit != "" {
+		t.Errorf("without all: %+v", got.HostdKubeVirt)
+	}
+	got = Current(context.Background(), true)
+	if got.HostdKubeVirt == nil || got.HostdKubeVirt.Commit != "beef00" {
+		t.Fatalf("with all: %+v", got.HostdKubeVirt)
+	}
+	ios, _, out, _ := iostreams.Test()
+	if err := run(&Options{IO: ios, All: true}, got); err != nil || !strings.Contains(out.String(), "kubevirt: "+kv+" 9.9 (commit beef00): another build than this cowork") {
+		t.Errorf("another build's kubevirt daemon: %q %v", out, err)
+	}
+	t.Setenv(cowork.KubeVirtHostdEnv, "")
+	t.Setenv("PATH", dir+"/none")
+	ios, _, out, _ = iostreams.Test()
+	if got := Current(context.Background(), false); got.HostdKubeVirt != nil {
+		t.Errorf("not installed: %+v", got.HostdKubeVirt)
+	} else if err := run(&Options{IO: ios}, got); err != nil || strings.Contains(out.String(), "kubevirt") {
+		t.Errorf("not installed, printed: %q %v", out, err)
 	}
 }
