@@ -178,7 +178,7 @@ func ClusterCleanup(cfg *instance.Config) string {
 	vm := "cowork-" + cfg.Name
 	// type/name each: `delete vm A secret B` would take secret and B
 	// for the names of more VMs.
-	return kubectl(cfg, fmt.Sprintf("delete vm/%s secret/%s-cloudinit", vm, vm))
+	return kubectl(cfg, fmt.Sprintf("delete --ignore-not-found vm/%s secret/%s-cloudinit", vm, vm))
 }
 
 // ClusterVMCheck is the kubectl command that shows whether a kubevirt

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/console"
@@ -308,8 +309,11 @@ func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
 	var provErr *provisionError
 	switch {
 	case err != nil && errors.Is(context.Cause(wctx), errAgentLate) && d.cfg.Remote():
-		k := d.cfg.Cluster
-		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; its console is `virtctl console cowork-%s -n %s`; its agent comes from the namespace's egress proxy, whose image must hold cowork-hostd of this build (another build's agent is refused)", d.agentTimeout, d.name, k.Namespace)
+		k, ctxFlag := d.cfg.Cluster, ""
+		if k.Context != "" {
+			ctxFlag = " --context " + strconv.Quote(k.Context)
+		}
+		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; its console is `virtctl%s console cowork-%s -n %s`; its agent comes from the namespace's egress proxy, whose image must hold cowork-hostd of this build (another build's agent is refused)", d.agentTimeout, ctxFlag, d.name, k.Namespace)
 	case err != nil && errors.Is(context.Cause(wctx), errAgentLate):
 		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; the guest's console is in %s: look there for where its boot stopped", d.agentTimeout, d.paths.SerialLog())
 	case errors.As(err, &provErr):

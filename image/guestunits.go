@@ -193,7 +193,7 @@ func provisionScript(g Guest, proxyEnv string) string {
 // whose unit changed restarts, so its new ExecStartPre runs.
 func installScript(g Guest, proxyEnv string) string {
 	var b strings.Builder
-	b.WriteString("set -e\nmkdir -p " + dirOf(agentUpdatePath) + "\n")
+	b.WriteString("set -e\nsource_changed=\nmkdir -p " + dirOf(agentUpdatePath) + "\n")
 	// put writes path through path.new (a power cut leaves the old file or
 	// the new) and sets the shell variable changed when the content changed.
 	put := func(path, mode, content string) {
@@ -208,8 +208,12 @@ func installScript(g Guest, proxyEnv string) string {
 		// A cluster's guest: where its agent comes from, and its proxy,
 		// can change between boots (another build, the proxy's Service
 		// made again); cloud-init's write_files runs once per instance.
+		// From the second boot on the agent has started before this
+		// script runs, from the last boot's source: a new source restarts
+		// it, and its update script fetches the new agent.
 		b.WriteString("mkdir -p " + dirOf(AgentSourcePath) + "\n")
 		put(AgentSourcePath, "0644", g.AgentURL+" "+g.AgentSum+"\n")
+		b.WriteString("source_changed=$changed\n")
 		for _, f := range proxyFiles(g, proxyEnv) {
 			put(f.path, "0644", f.content)
 		}
@@ -221,7 +225,7 @@ func installScript(g Guest, proxyEnv string) string {
 	put(unitDir+AgentUnit, "0644", agentUnit(g.Marker)) // last: $changed is the agent unit's
 	b.WriteString("systemctl daemon-reload\n" +
 		"systemctl enable " + AgentUnit + " " + agentwire.ProvisionUnit + "\n" +
-		"if [ -n \"$changed\" ]; then systemctl restart --no-block " + AgentUnit + "; else systemctl start --no-block " + AgentUnit + "; fi\n" +
+		"if [ -n \"$changed$source_changed\" ]; then systemctl restart --no-block " + AgentUnit + "; else systemctl start --no-block " + AgentUnit + "; fi\n" +
 		"systemctl start --no-block " + agentwire.ProvisionUnit + "\n")
 	return b.String()
 }

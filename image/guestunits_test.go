@@ -53,8 +53,11 @@ func TestBootScriptsAreShell(t *testing.T) {
 	if err != nil {
 		t.Skip("no sh")
 	}
+	cluster := testGuest()
+	cluster.ShareTag, cluster.AgentURL, cluster.AgentSum = "", "http://10.96.7.8:7890/cowork-agent/linux-amd64", strings.Repeat("ab", 32)
 	bootcmd, files := bootFiles(t, testGuest())
-	scripts := map[string]string{"bootcmd": bootcmd, "agent-update": files[agentUpdatePath], "provision": files[ProvisionScript]}
+	clusterBoot, _ := bootFiles(t, cluster)
+	scripts := map[string]string{"bootcmd": bootcmd, "a cluster guest's bootcmd": clusterBoot, "agent-update": files[agentUpdatePath], "provision": files[ProvisionScript]}
 	for name, s := range scripts {
 		if s == "" {
 			t.Errorf("%s: missing", name)
@@ -351,7 +354,7 @@ func TestAGuestWithoutAShare(t *testing.T) {
 			t.Errorf("the boot writes %s as %q; want it to hold %q", path, files[path], want)
 		}
 	}
-	if strings.Index(bootcmd, AgentSourcePath) > strings.Index(bootcmd, "systemctl daemon-reload") {
+	if strings.Index(bootcmd, "cat >"+AgentSourcePath+".new") > strings.Index(bootcmd, "systemctl daemon-reload") {
 		t.Error("the agent's source is written after the agent starts")
 	}
 	g = testGuest() // a local guest: the share mounted, nothing of the above at boot
@@ -360,5 +363,56 @@ func TestAGuestWithoutAShare(t *testing.T) {
 	bootcmd, files = bootFiles(t, g)
 	if len(cfg.Mounts) != 1 || cfg.Mounts[0][0] != "workspace" || strings.Contains(bootcmd, "chown") || files[AgentSourcePath] != "" {
 		t.Errorf("a local guest: mounts %v, bootcmd:\n%s", cfg.Mounts, bootcmd)
+	}
+}
+
+// From a cluster guest's second boot on, its agent has started from the
+// last boot's source before the boot script runs: a new source (another
+// build, a proxy made again) restarts it, so that its update script
+// fetches the new agent at once; an unchanged one only starts it. The
+// boot script runs here with its paths in a temporary directory and
+// systemctl a stand-in that records what it is asked.
+func TestANewAgentSourceRestartsTheAgent(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	root := t.TempDir()
+	for _, d := range []string{"bin", "etc/systemd/system", "etc/profile.d", "etc/apt/apt.conf.d"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	calls := filepath.Join(root, "systemctl.calls")
+	for _, c := range []string{"systemctl", "chown"} {
+		os.WriteFile(filepath.Join(root, "bin", c), []byte("#!/bin/sh\necho \""+c+" $*\" >>"+calls+"\n"), 0o755)
+	}
+	boot := func(g Guest) string {
+		t.Helper()
+		bootcmd, _ := bootFiles(t, g)
+		for _, p := range []string{"/usr/local/lib/cowork", "/etc/systemd/system", "/etc/cowork", "/etc/profile.d", "/etc/apt/apt.conf.d", "/workspace"} {
+			bootcmd = strings.ReplaceAll(bootcmd, p, filepath.Join(root, p[1:]))
+		}
+		os.Remove(calls)
+		cmd := exec.Command(sh, "-c", bootcmd)
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Join(root, "bin")+":"+os.Getenv("PATH"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("the boot script: %v\n%s", err, out)
+		}
+		b, _ := os.ReadFile(calls)
+		return string(b)
+	}
+	g := testGuest()
+	g.ShareTag, g.AgentURL, g.AgentSum = "", "http://10.96.7.8:7890/cowork-agent/linux-amd64", strings.Repeat("ab", 32)
+	if got := boot(g); !strings.Contains(got, "systemctl restart --no-block "+AgentUnit) {
+		t.Errorf("a first boot: %q", got)
+	}
+	if got := boot(g); !strings.Contains(got, "systemctl start --no-block "+AgentUnit) || strings.Contains(got, "restart") {
+		t.Errorf("a boot with nothing new: %q", got)
+	}
+	g.AgentSum = strings.Repeat("cd", 32) // another build's agent
+	if got := boot(g); !strings.Contains(got, "systemctl restart --no-block "+AgentUnit) {
+		t.Errorf("a boot with a new agent source: %q; want the agent restarted", got)
+	}
+	if got := boot(g); strings.Contains(got, "restart") {
+		t.Errorf("the boot after: %q; want only a start", got)
 	}
 }

@@ -228,6 +228,7 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 		{"another policy letting every pod out", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{})), "may apply to the sandbox's pod"},
 		{"another policy on KubeVirt's pods", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{"matchLabels": map[string]any{"kubevirt.io/domain": "cowork-box"}})), "may apply to the sandbox's pod"},
 		{"another policy on this sandbox", append([]runtime.Object{svc, pol}, otherPolicy(map[string]any{"matchLabels": map[string]any{LabelInstance: "box"}})), "may apply to the sandbox's pod"},
+		{"another policy letting pods in, by default", append([]runtime.Object{svc, pol}, rawPolicy(map[string]any{"podSelector": map[string]any{}, "ingress": []any{map[string]any{}}})), "may apply to the sandbox's pod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := kubeInstance(t, "box", "sandboxes")
@@ -265,7 +266,11 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 			all = append(all, u)
 		}
 		all = append(all, otherPolicy(map[string]any{"matchLabels": map[string]any{"app": "web"}}),
-			otherPolicy(map[string]any{"matchLabels": map[string]any{LabelInstance: "another-box"}}))
+			otherPolicy(map[string]any{"matchLabels": map[string]any{LabelInstance: "another-box"}}),
+			// Rules of a type the policy does not name are ignored by
+			// Kubernetes; a type named without rules only denies.
+			rawPolicy(map[string]any{"podSelector": map[string]any{}, "policyTypes": []any{"Egress"}, "ingress": []any{map[string]any{}}}),
+			rawPolicy(map[string]any{"podSelector": map[string]any{}, "policyTypes": []any{"Ingress", "Egress"}}))
 		c := newCluster(t, "sandboxes", all...)
 		newMachine, err := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: "http://127.0.0.1:1"})}.NewMachine(cfg)
 		if err != nil {
@@ -293,6 +298,16 @@ func edited(t *testing.T, o runtime.Object, edit func(map[string]any)) runtime.O
 }
 
 var others int
+
+// rawPolicy is someone else's NetworkPolicy with spec.
+func rawPolicy(spec map[string]any) runtime.Object {
+	others++
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+		"metadata": map[string]any{"name": fmt.Sprintf("deny-%d", others), "namespace": "sandboxes"},
+		"spec":     spec,
+	}}
+}
 
 // otherPolicy is a NetworkPolicy of someone else's in the namespace,
 // letting the pods selector selects send anywhere.

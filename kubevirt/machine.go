@@ -335,11 +335,14 @@ func (m *Machine) Delete(ctx context.Context) error {
 			err = m.ours(u, r.kind)
 		}
 		if err == nil {
-			bg := metav1.DeletePropagationBackground
-			err = r.res.Delete(ctx, r.name, metav1.DeleteOptions{PropagationPolicy: &bg})
+			// Foreground: the VM goes only once what it owns (its VMI,
+			// its disk's DataVolume) has, so that the wait below covers
+			// them. The UID: only the object looked at is deleted.
+			fg, uid := metav1.DeletePropagationForeground, u.GetUID()
+			err = r.res.Delete(ctx, r.name, metav1.DeleteOptions{PropagationPolicy: &fg, Preconditions: &metav1.Preconditions{UID: &uid}})
 		}
 		if err == nil {
-			err = m.waitDeleted(ctx, r.res, r.name)
+			err = m.waitDeleted(ctx, r.res, r.name, u.GetUID())
 		}
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete %s %s/%s: %w", r.kind, m.spec.Namespace, r.name, err))
@@ -348,13 +351,14 @@ func (m *Machine) Delete(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// waitDeleted waits until the object name of res is gone: KubeVirt's
-// finalizers keep a VM a while after its delete, and a new instance of
-// the same name must not find it.
-func (m *Machine) waitDeleted(ctx context.Context, res dynamic.ResourceInterface, name string) error {
+// waitDeleted waits until the object name of res with uid is gone:
+// KubeVirt's finalizers keep a VM a while after its delete, and a new
+// instance of the same name must not find it. Another object of that
+// name (made meanwhile) is not waited for.
+func (m *Machine) waitDeleted(ctx context.Context, res dynamic.ResourceInterface, name string, uid types.UID) error {
 	for {
-		_, err := res.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+		u, err := res.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || err == nil && u.GetUID() != uid {
 			return nil
 		}
 		if err != nil {

@@ -89,16 +89,37 @@ func (b Backend) checkWall(ctx context.Context, ns, instance string, livePol, li
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
 			return fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, u.GetName(), err)
 		}
-		if len(p.Spec.Ingress)+len(p.Spec.Egress) > 0 && maySelect(p.Spec.PodSelector, pod) {
+		if hasRules(p.Spec) && maySelect(p.Spec.PodSelector, pod) {
 			return fmt.Errorf("NetworkPolicy %s/%s may apply to the sandbox's pod and has rules of its own, which would let it past the proxy (NetworkPolicies add up); narrow its podSelector, or run sandboxes in a namespace of their own", ns, u.GetName())
 		}
 	}
 	return nil
 }
 
+// hasRules says whether spec lets anything in or out: rules of a type its
+// policyTypes names (none named: Ingress, and Egress when it has egress
+// rules, as the API server defaults them). A type named with no rules
+// only denies.
+func hasRules(spec networkingv1.NetworkPolicySpec) bool {
+	types := spec.PolicyTypes
+	if len(types) == 0 {
+		types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		if len(spec.Egress) > 0 {
+			types = append(types, networkingv1.PolicyTypeEgress)
+		}
+	}
+	for _, t := range types {
+		if t == networkingv1.PolicyTypeIngress && len(spec.Ingress) > 0 || t == networkingv1.PolicyTypeEgress && len(spec.Egress) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // sandboxPodLabels are the labels of instance's virt-launcher pod that
 // cowork knows: its VM template's, and KubeVirt's own that say what the
-// pod is.
+// pod is. A label a mutating webhook adds (a service mesh's) is not
+// known: a policy selecting by it is not seen (SECURITY.md).
 func sandboxPodLabels(instance string) labels.Set {
 	s := Spec{Instance: instance}
 	set := labels.Set(s.labels())

@@ -73,9 +73,9 @@ func run(ctx context.Context, o *Options) error {
 	if !o.Yes && !o.Force {
 		q := fmt.Sprintf("Delete instance %s and its disk (%s)? The workspace %s is kept.", o.Name, inst.Paths.Dir(), inst.Config.Workspace)
 		if k := inst.Config.Cluster; inst.Config.Remote() && k != nil {
-			q = fmt.Sprintf("Delete instance %s: its VM and disk in namespace %s of its cluster, and its folder %s? The workspace %s is kept.", o.Name, k.Namespace, inst.Paths.Dir(), inst.Config.Workspace)
+			q = fmt.Sprintf("Delete instance %s: its VM and disk in namespace %s of its cluster (its /workspace is on that disk, and goes with it), and its folder %s?", o.Name, k.Namespace, inst.Paths.Dir())
 			if o.KeepClusterObjects {
-				q = fmt.Sprintf("Remove instance %s from this machine (its folder %s), leaving whatever it has in namespace %s of its cluster? The workspace %s is kept.", o.Name, inst.Paths.Dir(), k.Namespace, inst.Config.Workspace)
+				q = fmt.Sprintf("Remove instance %s from this machine (its folder %s), leaving whatever it has in namespace %s of its cluster?", o.Name, inst.Paths.Dir(), k.Namespace)
 			}
 		}
 		yes, err := cmdutil.Confirm(o.IO, "cowork delete", q, "--yes")

@@ -315,9 +315,9 @@ func TestDeleteAClusterInstanceWithoutItsDaemon(t *testing.T) {
 // instance has one).
 func TestDeleteKeepClusterObjects(t *testing.T) {
 	for kctx, want := range map[string]string{
-		"":            "kubectl -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
-		"kind-cowork": "kubectl --context kind-cowork -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
-		"my admin":    "kubectl --context 'my admin' -n team-a delete vm/cowork-box secret/cowork-box-cloudinit\n",
+		"":            "kubectl -n team-a delete --ignore-not-found vm/cowork-box secret/cowork-box-cloudinit\n",
+		"kind-cowork": "kubectl --context kind-cowork -n team-a delete --ignore-not-found vm/cowork-box secret/cowork-box-cloudinit\n",
+		"my admin":    "kubectl --context 'my admin' -n team-a delete --ignore-not-found vm/cowork-box secret/cowork-box-cloudinit\n",
 	} {
 		p, cfg := newClusterInstance(t, kctx)
 		ran := filepath.Join(t.TempDir(), "ran")

@@ -58,5 +58,5 @@ func stoppedOnCluster(cfg *instance.Config, deadPid int) string {
 	if deadPid != 0 {
 		return fmt.Sprintf("hostd (pid %d) died; its leftovers here were cleaned up, but its VM in the cluster may still run: `%s` shows it", deadPid, check)
 	}
-	return fmt.Sprintf("its VM in the cluster is halted by `cowork stop`, and may still run if this machine's hostd died: `%s` shows it", check)
+	return fmt.Sprintf("its VM in the cluster, if it has one yet, is halted by `cowork stop`, and may still run if this machine's hostd died: `%s` shows it", check)
 }

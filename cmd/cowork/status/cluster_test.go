@@ -171,7 +171,7 @@ func TestStatusOfAClusterInstanceWithoutItsDaemon(t *testing.T) {
 	check := "`kubectl --context kind-cowork -n team-a get vmi cowork-sandbox` shows it"
 	r := status(t)
 	if r.err != nil || !strings.Contains(r.out, "state:      stopped here\n") ||
-		r.errOut != "note: its VM in the cluster is halted by `cowork stop`, and may still run if this machine's hostd died: "+check+"\n" {
+		r.errOut != "note: its VM in the cluster, if it has one yet, is halted by `cowork stop`, and may still run if this machine's hostd died: "+check+"\n" {
 		t.Errorf("stopped: %+v", r)
 	}
 	r = status(t, "--json")
