@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/internal/shquote"
 )
 
 // An instance whose config says Backend kubevirt runs its guest on a
@@ -197,17 +198,9 @@ func kubectl(cfg *instance.Config, args string) string {
 	}
 	s := "kubectl"
 	if k.Context != "" {
-		s += " --context " + shellQuote(k.Context)
+		s += " --context " + shquote.Quote(k.Context)
 	}
 	return s + " -n " + k.Namespace + " " + args
-}
-
-// shellQuote is s as one word of a POSIX shell.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@=+,") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // noDisk is the MakeDisk of an instance whose guest runs on a cluster:

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/console"
@@ -21,6 +20,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/sshagent"
 	"github.com/coworkhq/cowork/image"
 	"github.com/coworkhq/cowork/image/cidata"
+	"github.com/coworkhq/cowork/internal/shquote"
 	"github.com/coworkhq/cowork/internal/unixsock"
 )
 
@@ -311,7 +311,7 @@ func (d *Daemon) awaitGuest(ctx context.Context) (provisioned bool, err error) {
 	case err != nil && errors.Is(context.Cause(wctx), errAgentLate) && d.cfg.Remote():
 		k, ctxFlag := d.cfg.Cluster, ""
 		if k.Context != "" {
-			ctxFlag = " --context " + strconv.Quote(k.Context)
+			ctxFlag = " --context " + shquote.Quote(k.Context)
 		}
 		return false, fmt.Errorf("the guest agent did not answer within %s of the VM starting; its console is `virtctl%s console cowork-%s -n %s`; its agent comes from the namespace's egress proxy, whose image must hold cowork-hostd of this build (another build's agent is refused)", d.agentTimeout, ctxFlag, d.name, k.Namespace)
 	case err != nil && errors.Is(context.Cause(wctx), errAgentLate):

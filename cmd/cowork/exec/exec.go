@@ -16,6 +16,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/cmd/cowork/throwaway"
 	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/internal/shquote"
 )
 
 // DefaultWorkdir is where commands run unless told otherwise: the share.
@@ -145,21 +146,11 @@ func Argv(words []string, noShell bool) []string {
 	if len(words) > 1 {
 		quoted := make([]string, len(words))
 		for i, w := range words {
-			quoted[i] = ShellQuote(w)
+			quoted[i] = shquote.Quote(w)
 		}
 		script = strings.Join(quoted, " ")
 	}
 	return []string{"bash", "-lc", script}
-}
-
-// ShellQuote quotes s for a POSIX shell, leaving plain words alone.
-func ShellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parseEnv checks KEY=VALUE entries and fills KEY-only ones from the host.
