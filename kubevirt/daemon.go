@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -58,10 +59,11 @@ func SpecFor(cfg *instance.Config) (Spec, error) {
 // NewMachine is hostd's Options.NewMachine for the kubevirt instance
 // cfg: the guest is seeded as a local one is, but for its proxy, which is
 // the namespace's egress proxy (Egress), read from its Service at each
-// start, and its agent, which it fetches from that proxy. A namespace without that proxy, or without the NetworkPolicy
-// that makes it the sandboxes' only way out, runs no guest: one would
-// reach the network unaudited. The failure is the start's, reported to
-// `cowork start` as any boot's.
+// start, and its agent, which it fetches from that proxy. A namespace
+// without that proxy, or without the NetworkPolicy that makes it the
+// sandboxes' only way out (checkWall), runs no guest: one would reach
+// the network unaudited. The failure is the start's, reported to `cowork
+// start` as any boot's.
 func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Logger) (machine.Machine, error), error) {
 	spec, err := SpecFor(cfg)
 	if err != nil {
@@ -124,12 +126,16 @@ func (b Backend) egressProxy(ctx context.Context, ns, name string) (string, erro
 	case u.GetLabels()[LabelManagedBy] != managedBy:
 		return "", fmt.Errorf("the Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
 	}
-	if err := b.checkWall(ctx, ns, name, pol, u); err != nil {
-		return "", err
+	var typedPol networkingv1.NetworkPolicy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(pol.Object, &typedPol); err != nil {
+		return "", fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
 	}
 	var svc corev1.Service
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &svc); err != nil {
 		return "", fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
+	}
+	if err := b.checkWall(ctx, ns, name, &typedPol, &svc); err != nil {
+		return "", err
 	}
 	return ProxyURL(&svc)
 }

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -53,22 +52,14 @@ func wantedEgress(ns string) (*networkingv1.NetworkPolicy, *corev1.Service, erro
 // policy and the proxy's Service) unless they are as Egress makes them,
 // and refuses any other NetworkPolicy that may select the pod of
 // instance's VM with a rule of its own.
-func (b Backend) checkWall(ctx context.Context, ns, instance string, livePol, liveSvc *unstructured.Unstructured) error {
+func (b Backend) checkWall(ctx context.Context, ns, instance string, gotPol *networkingv1.NetworkPolicy, gotSvc *corev1.Service) error {
 	pol, svc, err := wantedEgress(ns)
 	if err != nil {
 		return err
 	}
 	redeploy := fmt.Sprintf("deploy it again with `cowork-hostd-kubevirt egress --namespace %s ... | kubectl apply -f -`", ns)
-	var gotPol networkingv1.NetworkPolicy
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(livePol.Object, &gotPol); err != nil {
-		return fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
-	}
 	if !equality.Semantic.DeepEqual(gotPol.Spec, pol.Spec) {
 		return fmt.Errorf("NetworkPolicy %s/%s is not the one cowork makes (it was changed), so the sandboxes' way out is not only the proxy; %s", ns, SandboxPolicyName, redeploy)
-	}
-	var gotSvc corev1.Service
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(liveSvc.Object, &gotSvc); err != nil {
-		return fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	}
 	if !maps.Equal(gotSvc.Spec.Selector, svc.Spec.Selector) || !samePorts(gotSvc.Spec.Ports, svc.Spec.Ports) {
 		return fmt.Errorf("the Service %s/%s does not lead to cowork's proxy as cowork makes it (its selector or ports were changed); %s", ns, EgressName, redeploy)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // Backends: where an instance's guest runs. The empty one is this
@@ -15,9 +17,6 @@ const (
 	BackendLocal    = ""
 	BackendKubeVirt = "kubevirt"
 )
-
-// Backends lists the backends `cowork init --backend` takes, by name.
-var Backends = []string{"local", BackendKubeVirt}
 
 // KubeVirtHostd is the daemon binary of a kubevirt instance.
 const KubeVirtHostd = "cowork-hostd-kubevirt"
@@ -72,7 +71,7 @@ func (c *Config) validateBackend() []error {
 	if len(c.Name) > 40 || !kubeNameRE.MatchString(c.Name) {
 		errs = append(errs, fmt.Errorf("instance name %q cannot name a Kubernetes object: on a cluster use at most 40 lowercase letters, digits and dashes", c.Name))
 	}
-	if len(k.Context) > 253 || containsControl(k.Context) {
+	if len(k.Context) > 253 || !termsafe.Safe(k.Context, false) {
 		errs = append(errs, fmt.Errorf("--context %q: not a kubeconfig context name", k.Context))
 	}
 	if len(k.Image) > 512 || !imageRefRE.MatchString(k.Image) {
@@ -85,13 +84,4 @@ func (c *Config) validateBackend() []error {
 		errs = append(errs, errors.New("a kubevirt instance keeps no local disk (its disk is a DataVolume in the cluster)"))
 	}
 	return errs
-}
-
-func containsControl(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return true
-		}
-	}
-	return false
 }

@@ -25,7 +25,6 @@ import (
 	"syscall"
 
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/coworkhq/cowork/hostd"
@@ -50,10 +49,6 @@ func connect(kubeContext string) (kubevirt.Backend, error) {
 	if err != nil {
 		return kubevirt.Backend{}, fmt.Errorf("read the kubeconfig (context %q): %w; check `kubectl config get-contexts`", kubeContext, err)
 	}
-	return backendFor(cfg)
-}
-
-func backendFor(cfg *rest.Config) (kubevirt.Backend, error) {
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return kubevirt.Backend{}, err
