@@ -222,6 +222,18 @@ func TestNoSandboxRunsWithoutTheEgressProxy(t *testing.T) {
 		{"a policy opened to anywhere", []runtime.Object{svc, edited(t, pol, func(u map[string]any) {
 			u["spec"].(map[string]any)["egress"] = []any{map[string]any{}}
 		})}, "is not the one cowork makes"},
+		{"a policy opening one more port of the proxy's pod", []runtime.Object{svc, edited(t, pol, func(u map[string]any) {
+			rule := u["spec"].(map[string]any)["egress"].([]any)[0].(map[string]any)
+			rule["ports"] = append(rule["ports"].([]any), map[string]any{"protocol": "TCP", "port": int64(SessionsPort)})
+		})}, "is not the one cowork makes"},
+		{"a policy opening the relay's port to anywhere", []runtime.Object{svc, edited(t, pol, func(u map[string]any) {
+			spec := u["spec"].(map[string]any)
+			spec["egress"] = append(spec["egress"].([]any), map[string]any{"ports": []any{map[string]any{"protocol": "TCP", "port": int64(RelayPort)}}})
+		})}, "is not the one cowork makes"},
+		{"a proxy Service with one more port", []runtime.Object{edited(t, svc, func(u map[string]any) {
+			spec := u["spec"].(map[string]any)
+			spec["ports"] = append(spec["ports"].([]any), map[string]any{"name": "sessions", "port": int64(SessionsPort), "targetPort": int64(SessionsPort), "protocol": "TCP"})
+		}), pol}, "does not lead to cowork's proxy"},
 		{"a proxy Service leading elsewhere", []runtime.Object{edited(t, svc, func(u map[string]any) {
 			u["spec"].(map[string]any)["selector"] = map[string]any{"app": "mine"}
 		}), pol}, "does not lead to cowork's proxy"},

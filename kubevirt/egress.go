@@ -38,12 +38,23 @@ const (
 	// EgressPort is the proxy's port: the local gateway's proxy port, so
 	// that a guest's proxy settings differ only in the host.
 	EgressPort = 7890
+	// RelayPort is the credential relay's port in the proxy's pod: the
+	// local gateway's relay port (netstack.RelayPort).
+	RelayPort = 7891
+	// SessionsPort is where the relay's sessions are opened, on the
+	// pod's loopback only: the API server's pods/portforward reaches it
+	// (for a caller whose RBAC allows that), the guests never do.
+	SessionsPort = 7892
+	// DefaultAPIKeySecret is the Secret whose "api-key" is the relay's
+	// API key (egressrelay.DefaultSecret).
+	DefaultAPIKeySecret = "cowork-api-key"
 	// LabelComponent marks the proxy's pods, for its Service and the
 	// sandboxes' NetworkPolicy.
 	LabelComponent  = "app.kubernetes.io/component"
 	egressComponent = "egress-proxy"
 	egressConfigDir = "/etc/cowork"
 	egressAuditDir  = "/var/lib/cowork/audit"
+	egressKeyDir    = "/etc/cowork-api-key"
 )
 
 // EgressSpec is what a namespace's egress proxy is made from.
@@ -54,8 +65,14 @@ type EgressSpec struct {
 	Image string
 	// Policy is the sandboxes' network policy, as `cowork policy` keeps
 	// it locally: no host ports (the proxy reaches nothing of its own
-	// pod) and no budget (there is no relay in the cluster yet).
+	// pod) and no daily budget (the relay's ledger is its pod's, not the
+	// namespace's: a new pod would start the day again).
 	Policy policy.Policy
+	// APIKeySecret names the Secret whose "api-key" the relay sends
+	// ("": DefaultAPIKeySecret). It is mounted into the proxy's pod
+	// alone, optional: a namespace without it runs the proxy, and its
+	// sessions are refused naming the Secret to make.
+	APIKeySecret string
 	// AuditSize is the size of the audit log's volume (bytes).
 	AuditSize int64
 	// ClusterCIDRs are the cluster's own ranges (pods, services, nodes),
@@ -76,7 +93,9 @@ func (s EgressSpec) Check() error {
 	case len(s.Policy.HostPorts) > 0:
 		return fmt.Errorf("the policy exposes host ports: the cluster's proxy reaches nothing of its own pod; remove them")
 	case s.Policy.Budget != nil:
-		return fmt.Errorf("the policy has a daily budget: the cluster has no relay to spend it yet; remove it")
+		return fmt.Errorf("the policy has a daily budget: the cluster's relay keeps no namespace-wide ledger to count it (a session's own budget works); remove it")
+	case s.APIKeySecret != "" && (!nameRE.MatchString(s.APIKeySecret) || len(s.APIKeySecret) > 253):
+		return fmt.Errorf("--api-key-secret %q is not a Kubernetes Secret name", s.APIKeySecret)
 	case s.AuditSize < 64<<20:
 		return fmt.Errorf("audit volume of %d bytes: want at least 64 MiB", s.AuditSize)
 	}
@@ -143,6 +162,15 @@ func ProxyURL(svc *corev1.Service) (string, error) {
 	return "http://" + net.JoinHostPort(ip, strconv.Itoa(EgressPort)), nil
 }
 
+// RelayURL is what a sandbox's claude gets as ANTHROPIC_BASE_URL: the
+// relay in the egress proxy's pod, by the Service's cluster IP.
+func RelayURL(svc *corev1.Service) (string, error) {
+	if _, err := ProxyURL(svc); err != nil {
+		return "", err
+	}
+	return "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(RelayPort)), nil
+}
+
 // Egress is the namespace's egress proxy and the NetworkPolicies that
 // make it the sandboxes' only way out, in the order to create them.
 func Egress(s EgressSpec) ([]runtime.Object, error) {
@@ -156,8 +184,13 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: s.Namespace, Labels: egressLabels()}
 	}
-	port := intstr.FromInt32(EgressPort)
+	port, relayPort := intstr.FromInt32(EgressPort), intstr.FromInt32(RelayPort)
 	tcp := corev1.ProtocolTCP
+	secret := s.APIKeySecret
+	if secret == "" {
+		secret = DefaultAPIKeySecret
+	}
+	keyMode := int32(0o440)
 	one, no, yes := int32(1), false, true
 	uid, grace := int64(65532), int64(30)
 	config := &corev1.ConfigMap{
@@ -205,8 +238,14 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 							"--audit", egressAuditDir,
 							// Rotation keeps the log within three quarters
 							// of its volume.
-							"--audit-size", strconv.FormatInt(s.AuditSize/4*3, 10)},
-						Ports: []corev1.ContainerPort{{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp}},
+							"--audit-size", strconv.FormatInt(s.AuditSize/4*3, 10),
+							"--relay-listen", fmt.Sprintf(":%d", RelayPort),
+							"--sessions-listen", fmt.Sprintf("127.0.0.1:%d", SessionsPort),
+							"--api-key-file", egressKeyDir + "/api-key"},
+						Ports: []corev1.ContainerPort{
+							{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp},
+							{Name: "relay", ContainerPort: RelayPort, Protocol: tcp},
+						},
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: &no,
 							ReadOnlyRootFilesystem:   &yes,
@@ -216,6 +255,7 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "policy", MountPath: egressConfigDir, ReadOnly: true},
 							{Name: "audit", MountPath: egressAuditDir},
+							{Name: "api-key", MountPath: egressKeyDir, ReadOnly: true},
 						},
 					}},
 					Volumes: []corev1.Volume{
@@ -224,6 +264,12 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 						}}},
 						{Name: "audit", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 							ClaimName: claim.Name,
+						}}},
+						// Optional: without it the proxy runs, and refuses
+						// sessions naming the Secret to make.
+						{Name: "api-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: secret, Optional: &yes, DefaultMode: &keyMode,
+							Items: []corev1.KeyToPath{{Key: "api-key", Path: "api-key"}},
 						}}},
 					},
 				},
@@ -235,14 +281,19 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 		ObjectMeta: meta(EgressName),
 		Spec: corev1.ServiceSpec{
 			Selector: egressLabels(),
-			Ports:    []corev1.ServicePort{{Name: "proxy", Port: EgressPort, TargetPort: port, Protocol: tcp}},
+			Ports: []corev1.ServicePort{
+				{Name: "proxy", Port: EgressPort, TargetPort: port, Protocol: tcp},
+				{Name: "relay", Port: RelayPort, TargetPort: relayPort, Protocol: tcp},
+			},
 		},
 	}
 	sandboxes := metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: LabelInstance, Operator: metav1.LabelSelectorOpExists},
 	}}
 	proxyPeer := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: egressLabels()}}}
-	proxyPort := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}
+	// The proxy's and the relay's ports, never the sessions' (which is on
+	// the pod's loopback besides).
+	proxyPort := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}, {Protocol: &tcp, Port: &relayPort}}
 	// No ingress rule: nothing connects to a sandbox's pod.
 	sandboxPolicy := &networkingv1.NetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},

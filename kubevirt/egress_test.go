@@ -120,13 +120,19 @@ func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
 	if len(rule.To) != 1 || rule.To[0].IPBlock != nil || rule.To[0].NamespaceSelector != nil || !selects(rule.To[0].PodSelector, proxyPod) || selects(rule.To[0].PodSelector, sandboxPod) {
 		t.Errorf("the sandboxes may send to more than the proxy: %+v", rule.To)
 	}
-	if len(rule.Ports) != 1 || rule.Ports[0].Port.IntValue() != EgressPort || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
+	// The proxy's port and the relay's, nothing else of its pod (not the
+	// sessions port, where the key's sessions are opened).
+	if len(rule.Ports) != 2 || rule.Ports[0].Port.IntValue() != EgressPort || rule.Ports[1].Port.IntValue() != RelayPort ||
+		*rule.Ports[0].Protocol != corev1.ProtocolTCP || *rule.Ports[1].Protocol != corev1.ProtocolTCP || rule.Ports[0].EndPort != nil || rule.Ports[1].EndPort != nil {
 		t.Errorf("the sandboxes' egress ports: %+v", rule.Ports)
 	}
 
 	pp := np[EgressName+"-ingress"]
 	if pp == nil || !selects(&pp.Spec.PodSelector, proxyPod) || len(pp.Spec.Ingress) != 1 {
 		t.Fatalf("the proxy's policy: %+v", pp)
+	}
+	if ports := pp.Spec.Ingress[0].Ports; len(ports) != 2 || ports[0].Port.IntValue() != EgressPort || ports[1].Port.IntValue() != RelayPort || ports[0].EndPort != nil || ports[1].EndPort != nil {
+		t.Errorf("the proxy's pod takes connections on %+v, want the proxy's and the relay's ports", ports)
 	}
 	from := pp.Spec.Ingress[0].From
 	if len(from) != 1 || from[0].PodSelector == nil || !selects(from[0].PodSelector, sandboxPod) || selects(from[0].PodSelector, proxyPod) || from[0].IPBlock != nil {
@@ -138,8 +144,12 @@ func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
 		t.Errorf("the Service selects %v", svc.Spec.Selector)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.IntValue() != int(c.Ports[0].ContainerPort) || svc.Spec.Ports[0].Port != EgressPort {
+	if len(svc.Spec.Ports) != 2 || len(c.Ports) != 2 || svc.Spec.Ports[0].TargetPort.IntValue() != int(c.Ports[0].ContainerPort) || svc.Spec.Ports[0].Port != EgressPort ||
+		svc.Spec.Ports[1].TargetPort.IntValue() != int(c.Ports[1].ContainerPort) || svc.Spec.Ports[1].Port != RelayPort {
 		t.Errorf("the Service's ports %+v against the container's %+v", svc.Spec.Ports, c.Ports)
+	}
+	if got, _ := RelayURL(svc); got != "" {
+		t.Errorf("a relay URL for a Service with no cluster IP yet: %s", got)
 	}
 	if _, err := ProxyURL(svc); err == nil {
 		t.Error("a proxy URL for a Service with no cluster IP yet")
@@ -147,6 +157,9 @@ func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
 	svc.Spec.ClusterIP = "10.96.12.34"
 	if got, err := ProxyURL(svc); got != "http://10.96.12.34:7890" || err != nil {
 		t.Errorf("ProxyURL %s, %v", got, err)
+	}
+	if got, err := RelayURL(svc); got != "http://10.96.12.34:7891" || err != nil {
+		t.Errorf("RelayURL %s, %v", got, err)
 	}
 	svc.Spec.ClusterIP = "fd00:10:96::1234"
 	if got, _ := ProxyURL(svc); got != "http://[fd00:10:96::1234]:7890" {
@@ -162,7 +175,8 @@ func TestEgressDeployment(t *testing.T) {
 	_, cm, pvc, d, _ := egressObjects(t)
 	spec := d.Spec.Template.Spec
 	c := spec.Containers[0]
-	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit", "--audit-size", "805306368"}
+	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit", "--audit-size", "805306368",
+		"--relay-listen", ":7891", "--sessions-listen", "127.0.0.1:7892", "--api-key-file", "/etc/cowork-api-key/api-key"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("command %q, want %q", c.Command, want)
 	}
@@ -186,6 +200,12 @@ func TestEgressDeployment(t *testing.T) {
 	if m, v := mounts["audit"], vols["audit"]; m.MountPath != "/var/lib/cowork/audit" || m.ReadOnly || v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != pvc.Name {
 		t.Errorf("the audit log's mount %+v and volume %+v", m, v)
 	}
+	// The key: the Secret's, read-only, optional (a namespace without it
+	// runs the proxy, whose sessions then name the Secret to make).
+	if m, v := mounts["api-key"], vols["api-key"]; m.MountPath != "/etc/cowork-api-key" || !m.ReadOnly || v.Secret == nil || v.Secret.SecretName != "cowork-api-key" ||
+		v.Secret.Optional == nil || !*v.Secret.Optional || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "api-key" || *v.Secret.DefaultMode&0o007 != 0 {
+		t.Errorf("the API key's mount %+v and volume %+v", m, v)
+	}
 	if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("replicas %d, strategy %s: a second writer would fork the audit chain", *d.Spec.Replicas, d.Spec.Strategy.Type)
 	}
@@ -207,6 +227,7 @@ func TestEgressSpecRefusesWhatItCannotServe(t *testing.T) {
 		{func(s *EgressSpec) { s.Policy.HostPorts = []int{22} }, "host ports"},
 		{func(s *EgressSpec) { s.Policy.Budget = &policy.Budget{DailyTokens: 5} }, "budget"},
 		{func(s *EgressSpec) { s.AuditSize = 1 << 20 }, "audit volume"},
+		{func(s *EgressSpec) { s.APIKeySecret = "Bad/Name" }, "Secret name"},
 	} {
 		s := testEgress()
 		c.change(&s)

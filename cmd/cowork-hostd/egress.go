@@ -14,10 +14,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
+	"github.com/coworkhq/cowork/hostd/egressrelay"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
@@ -40,6 +42,10 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	policyFile := fs.String("policy", "", "the network policy, as JSON: {\"mode\": ..., \"allow\": [...], \"deny\": [...]} (none: the default mode)")
 	dir := fs.String("audit", "", "the folder of the audit log (network.jsonl, its key and head)")
 	upstream := fs.String("upstream-proxy", "", "carry all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT")
+	relayListen := fs.String("relay-listen", "", "serve the credential relay for the guests on this address too (e.g. :7891)")
+	sessionsListen := fs.String("sessions-listen", "", "open the relay's sessions on this loopback address (e.g. 127.0.0.1:7892), reached through the API server's port-forward only")
+	keyFile := fs.String("api-key-file", "", "the relay's API key (a Secret's, mounted into this pod alone); read at each session")
+	endpoint := fs.String("api-endpoint", "", "the API endpoint the relay sends the key to (none: "+netstack.DefaultAPIEndpoint+")")
 	auditSize := fs.Int64("audit-size", (audit.DefaultKeep+1)*audit.DefaultMaxSize, "the most bytes the audit log and its rotated files take together")
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "cowork-hostd:", err)
@@ -56,6 +62,14 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	if *auditSize < minAuditSize {
 		return fail(usageError{fmt.Errorf("egress: --audit-size %d: want at least %d bytes", *auditSize, minAuditSize)})
+	}
+	if (*relayListen == "") != (*sessionsListen == "") {
+		return fail(usageError{errors.New("egress: --relay-listen and --sessions-listen go together: the relay serves the sessions opened on the other")})
+	}
+	if *sessionsListen != "" {
+		if err := egressrelay.CheckLoopback(*sessionsListen); err != nil {
+			return fail(usageError{fmt.Errorf("egress: --sessions-listen %w", err)})
+		}
 	}
 	p, err := readEgressPolicy(*policyFile)
 	if err != nil {
@@ -88,10 +102,49 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	var served sync.WaitGroup
+	failed := make(chan error, 2)
+	if *relayListen != "" {
+		rl, err := net.Listen("tcp", *relayListen)
+		if err != nil {
+			l.Close()
+			return fail(fmt.Errorf("egress: %w", err))
+		}
+		sl, err := net.Listen("tcp", *sessionsListen)
+		if err != nil {
+			l.Close()
+			rl.Close()
+			return fail(fmt.Errorf("egress: %w", err))
+		}
+		h := &egressrelay.Sessions{Stack: n, KeyFile: *keyFile, Endpoint: *endpoint, Closing: ctx.Done(), Log: log}
+		log.Info("egress relay serving", "addr", rl.Addr().String(), "sessions", sl.Addr().String())
+		// One that fails stops the others: a proxy without its relay
+		// would leave every ask waiting in silence.
+		for _, serve := range []func() error{
+			func() error { return n.ServeRelayOn(ctx, rl) },
+			func() error { return egressrelay.Serve(ctx, sl, h) },
+		} {
+			served.Add(1)
+			go func() {
+				defer served.Done()
+				if err := serve(); err != nil {
+					failed <- err
+					stop()
+				}
+			}()
+		}
+	}
 	log.Info("egress proxy serving", "addr", l.Addr().String(), "audit", *dir)
 	// On a signal it closes every client's connection and returns once
 	// their records are written; the log closes after.
-	if err := n.ServeProxyOn(ctx, l, agentFiles()); err != nil {
+	err = n.ServeProxyOn(ctx, l, agentFiles())
+	stop()
+	served.Wait()
+	close(failed)
+	for e := range failed {
+		err = errors.Join(err, e)
+	}
+	if err != nil {
 		return fail(fmt.Errorf("egress: %w", err))
 	}
 	return 0

@@ -32,6 +32,13 @@ func NewClient(sock string) *Client {
 	}
 }
 
+// NewClientDial is a client of the control API that dial reaches (what
+// names it in errors): a TCP port of a cluster's egress pod through the
+// API server's port-forward, say.
+func NewClientDial(what string, dial func(ctx context.Context) (net.Conn, error)) *Client {
+	return &Client{dial: dial, what: what, open: map[net.Conn]struct{}{}}
+}
+
 // Close cuts every call in flight; later calls fail.
 func (c *Client) Close() error {
 	c.mu.Lock()

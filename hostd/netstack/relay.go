@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"time"
@@ -16,7 +17,15 @@ import (
 // Claude Code makes to the real endpoint, streaming the answer as it comes.
 func (n *Stack) serveRelay() error {
 	n.refusals = newRefusalLog(refusalRate, refusalBurst)
-	transport := &http.Transport{
+	transport := n.relayTransport()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport, false) }), ReadHeaderTimeout: 30 * time.Second}
+	return n.serveGateway("relay", RelayPort, srv.Serve)
+}
+
+// relayTransport is the relay's way to the API endpoints: the stack's
+// dialer (directly, or through the upstream proxy).
+func (n *Stack) relayTransport() *http.Transport {
+	return &http.Transport{
 		DialContext:           n.dial.DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          16,
@@ -24,17 +33,66 @@ func (n *Stack) serveRelay() error {
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 10 * time.Minute,
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.relayRequest(w, r, transport) }), ReadHeaderTimeout: 30 * time.Second}
-	return n.serveGateway("relay", RelayPort, srv.Serve)
 }
 
-func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport http.RoundTripper) {
+// ServeRelayOn serves the credential relay on l too, for clients other
+// than the guest behind the gateway: on a cluster, the sandboxes' VMs
+// reach the relay in cowork's egress pod over the pod network (see
+// ServeProxyOn, and docs/scale-out.md). It is the gateway's relay, the
+// same sessions, refusals, budgets and audit; each record names its
+// client's address (Client), not a guest process, and a client holds at
+// most a quarter of the flows. It returns when ctx ends or l fails,
+// having closed every connection and waited (endWait at most) for their
+// records to be written.
+func (n *Stack) ServeRelayOn(ctx context.Context, l net.Listener) error {
+	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
+	transport := n.relayTransport()
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !clients.enter() {
+				writeAPIError(w, http.StatusServiceUnavailable, "overloaded_error", "cowork relay: ending")
+				return
+			}
+			defer clients.leave()
+			n.relayRequest(w, r, transport, true)
+		}),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       outsideIdle,
+	}
+	ended := make(chan struct{})
+	finish := func() {
+		if left := clients.end(); left > 0 {
+			n.log.Warn("relay: requests still handled at its end; their records are lost", "requests", left)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() {
+		l.Close()
+		finish()
+		close(ended)
+	})
+	err := srv.Serve(&guardedListener{Listener: l, n: n, clients: clients})
+	if !stop() {
+		<-ended
+		return nil
+	}
+	finish()
+	return err
+}
+
+// relayRequest relays one request; outside: its client is not the guest
+// behind the gateway (ServeRelayOn), and its record names the client's
+// address rather than a guest process.
+func (n *Stack) relayRequest(w http.ResponseWriter, r *http.Request, transport http.RoundTripper, outside bool) {
 	if isHello(r) {
 		w.WriteHeader(http.StatusOK) // nothing leaves the host, so no audit line
 		return
 	}
 	rec := &audit.Record{Kind: audit.KindRelay, Start: time.Now(), Method: clip(r.Method), URL: clip(r.URL.EscapedPath())}
-	n.askRequester(rec, r)
+	if outside {
+		rec.Client = clip(r.RemoteAddr)
+	} else {
+		n.askRequester(rec, r)
+	}
 	defer n.owners.forget(rec) // a refusal over the rate limit goes unrecorded
 	if rule := n.auditDown(); rule != "" {
 		n.refuse(rec, http.StatusServiceUnavailable, rule)

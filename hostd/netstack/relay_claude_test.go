@@ -37,7 +37,7 @@ func TestClaudeCodeShowsTheBudgetRefusal(t *testing.T) {
 	defer endpoint.Close()
 	tn := newTestNet(t, policy.Policy{})
 	transport := &http.Transport{DialContext: tn.dial.DialContext}
-	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tn.relayRequest(w, r, transport) }))
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tn.relayRequest(w, r, transport, false) }))
 	defer relay.Close()
 	sess, err := tn.Sessions().OpenRequest(SessionRequest{Endpoint: endpoint.URL, APIKey: "sk-ant-real", What: "ask", Budget: budget.Limit{Tokens: 100}})
 	if err != nil {

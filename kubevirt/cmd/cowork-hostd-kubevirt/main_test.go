@@ -40,7 +40,7 @@ func unreachable(string) (kubevirt.Backend, error) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{nil, {"hostd"}, {"run", "--name"}, {"run", "stray"}, {"delete"}, {"delete", "--bogus"}, {"version", "--json"},
 		{"egress"}, {"egress", "--namespace", "Team_A", "--image", "x"}, {"egress", "--namespace", "ns"}, {"egress", "--namespace", "ns", "--image", "x", "--audit-size", "lots"},
-		{"egress", "--namespace", "ns", "--image", "x", "--cluster-cidr", "10.0.0.1/8"}} {
+		{"egress", "--namespace", "ns", "--image", "x", "--cluster-cidr", "10.0.0.1/8"}, {"egress", "--namespace", "ns", "--image", "x", "--api-key-secret", "Not_A_Name"}} {
 		code, out, errOut := runMain(unreachable, args...)
 		if code != hostdwire.ExitUsage || out != "" || errOut == "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and a message", args, code, out, errOut)
@@ -71,6 +71,12 @@ func TestEgressPrintsTheManifests(t *testing.T) {
 		if !strings.Contains(strings.Join(kinds, " "), want) {
 			t.Errorf("no %s among %v", want, kinds)
 		}
+	}
+	if !strings.Contains(out, "secretName: "+kubevirt.DefaultAPIKeySecret+"\n") {
+		t.Errorf("the proxy's pod does not mount the Secret %s", kubevirt.DefaultAPIKeySecret)
+	}
+	if code, out, _ := runMain(unreachable, "egress", "--namespace", "team-a", "--image", "x", "--api-key-secret", "team-a-key"); code != 0 || !strings.Contains(out, "secretName: team-a-key\n") {
+		t.Errorf("--api-key-secret team-a-key: exit %d, the pod mounts no such Secret", code)
 	}
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "policy.json")
