@@ -14,6 +14,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
+	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/internal/execwire"
 )
 
@@ -40,6 +41,18 @@ func HostCredential(getenv func(string) string) (Credential, error) {
 		return c, errors.New("no API credential: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) in cowork's environment; it stays on this machine, the sandbox gets a stand-in")
 	}
 	return c, nil
+}
+
+// CredentialFor is the credential a session of the instance cfg hands
+// hostd: HostCredential for a guest on this machine; none for one on a
+// cluster, whose relay (in the namespace's egress proxy) uses the API
+// key of the namespace's Secret, so that this machine's key never goes
+// there.
+func CredentialFor(cfg *instance.Config, getenv func(string) string) (Credential, error) {
+	if cfg.Remote() {
+		return Credential{}, nil
+	}
+	return HostCredential(getenv)
 }
 
 // ForwardedVars are the Claude Code settings passed from the host's
@@ -176,7 +189,7 @@ func (c *Client) Claude(ctx context.Context, o ClaudeOptions) (agentclient.ExitS
 		o.OnSession(sess.ID)
 	}
 	env := append([]string{"ANTHROPIC_BASE_URL=" + sess.BaseURL, "DISABLE_AUTOUPDATER=1"}, o.Env...)
-	if o.Credential.APIKey != "" {
+	if o.Credential.AuthToken == "" { // an API key's, or a cluster's relay's
 		env = append(env, "ANTHROPIC_API_KEY="+sess.Placeholder)
 	} else {
 		env = append(env, "ANTHROPIC_AUTH_TOKEN="+sess.Placeholder)

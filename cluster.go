@@ -59,10 +59,10 @@ var (
 	OpMount    = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
 	OpPublish  = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
 	OpResize   = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}
-	// The relay that keeps the API key off the guest, the network policy
-	// and the audit log are this machine's network stack's, which a
-	// cluster's guest is not on: its egress proxy is the namespace's.
-	OpAsk    = LocalOp{"run Claude Code through this machine's relay yet: the relay in the cluster is not built", "`cowork exec%s` runs commands in it"}
+	// The network policy and the audit log are this machine's network
+	// stack's, which a cluster's guest is not on: its egress proxy is the
+	// namespace's (and so is its relay, with the namespace's API key:
+	// `ask` and `claude` work, see CredentialFor).
 	OpPolicy = LocalOp{"take a network policy of its own: its traffic goes through the namespace's egress proxy, whose policy is the namespace's", "`cowork-hostd-kubevirt egress --policy FILE ... | kubectl apply -f -` sets it"}
 	// The SSH agent and the secrets are lent through this machine's
 	// network stack too.

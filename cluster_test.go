@@ -199,3 +199,23 @@ func TestCreateAClusterInstance(t *testing.T) {
 		t.Error("a kubevirt instance made from a local image")
 	}
 }
+
+// A session of a cluster's instance carries no credential of this
+// machine's: its relay uses the namespace's Secret. A local instance
+// still needs one, and says so without.
+func TestClusterSessionsCarryNoLocalKey(t *testing.T) {
+	env := map[string]string{"ANTHROPIC_API_KEY": "sk-laptop", "ANTHROPIC_BASE_URL": "https://elsewhere.example"}
+	remote := kubevirtConfig()
+	cred, err := CredentialFor(&remote, func(k string) string { return env[k] })
+	if err != nil || cred != (Credential{}) {
+		t.Errorf("a cluster instance's credential: %+v, %v; want none", cred, err)
+	}
+	local := kubevirtConfig()
+	local.Backend, local.Cluster = instance.BackendLocal, nil
+	if cred, err := CredentialFor(&local, func(k string) string { return env[k] }); err != nil || cred.APIKey != "sk-laptop" {
+		t.Errorf("a local instance's credential: %+v, %v", cred, err)
+	}
+	if _, err := CredentialFor(&local, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "ANTHROPIC_API_KEY") {
+		t.Errorf("a local instance without a key: %v", err)
+	}
+}

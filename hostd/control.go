@@ -180,6 +180,12 @@ func (s *controlServer) SetPolicy(ctx context.Context, policyJSON json.RawMessag
 // process died and its socket closed), when CloseSession closes it, when
 // hostd exits, or at its ceiling.
 func (s *controlServer) OpenSession(ctx context.Context, req controlwire.OpenSessionRequest, send func(*controlwire.Session) error) error {
+	if so, remote, err := s.sessionOpener(); remote {
+		if err != nil {
+			return err
+		}
+		return s.openRemoteSession(ctx, so, req, send)
+	}
 	n, err := s.network()
 	if err != nil {
 		return err
@@ -270,6 +276,12 @@ func (s *controlServer) Learn(ctx context.Context, req controlwire.LearnRequest,
 }
 
 func (s *controlServer) CloseSession(ctx context.Context, id string) (*controlwire.SessionUsage, error) {
+	if so, remote, err := s.sessionOpener(); remote {
+		if err != nil {
+			return nil, err
+		}
+		return so.CloseSession(ctx, id)
+	}
 	n, err := s.network()
 	if err != nil {
 		return nil, err
@@ -330,6 +342,9 @@ func (d *Daemon) stopServing(srv *controlwire.Server) {
 // ToolCalls writes an ask's tool calls into the audit log (see
 // netstack.Stack.RecordToolCalls).
 func (s *controlServer) ToolCalls(ctx context.Context, req controlwire.ToolCallsRequest) error {
+	if s.d.cfg != nil && s.d.cfg.Remote() { // the relay, and its audit log, are the cluster's
+		return controlwire.Errorf(controlwire.CodeUnimplemented, "the audit log of a guest on a cluster is its egress proxy's")
+	}
 	n, err := s.network()
 	if err != nil {
 		return err

@@ -34,6 +34,9 @@ var (
 type Backend struct {
 	Client dynamic.Interface
 	Dial   Dialer
+	// Forward reaches the egress pod's sessions port (its relay's), for
+	// `ask` and `claude`; nil: they are refused.
+	Forward PortForwarder
 	// Poll is how often its Machines read their VMI; zero is Machine's
 	// default.
 	Poll time.Duration
@@ -75,12 +78,22 @@ func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Lo
 	return func(machine.Config, *slog.Logger) (machine.Machine, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 		defer cancel()
-		proxy, err := b.egressProxy(ctx, spec.Namespace, spec.Instance)
+		svc, err := b.egressProxy(ctx, spec.Namespace, spec.Instance)
+		if err != nil {
+			return nil, err
+		}
+		proxy, err := ProxyURL(svc)
+		if err != nil {
+			return nil, err
+		}
+		relayURL, err := RelayURL(svc)
 		if err != nil {
 			return nil, err
 		}
 		g := hostd.GuestFor(cfg)
-		g.ProxyURL, g.NoProxy = proxy, "localhost,127.0.0.1,::1"
+		// The relay is reached directly, not through the proxy (which
+		// takes public addresses only).
+		g.ProxyURL, g.NoProxy = proxy, "localhost,127.0.0.1,::1,"+svc.Spec.ClusterIP
 		g.ShareTag = "" // nothing of this machine is shared: /workspace is the guest's own
 		// The seed holds no agent (a Secret is too small for one): the
 		// guest fetches this build's from the egress proxy, which carries
@@ -94,50 +107,57 @@ func (b Backend) NewMachine(cfg *instance.Config) (func(machine.Config, *slog.Lo
 			return nil, err
 		}
 		m, err := New(b.Client, spec, userData, image.NetworkConfig(g.MAC), b.Dial)
-		if err == nil && b.Poll > 0 {
+		if err != nil {
+			return nil, err
+		}
+		if b.Poll > 0 {
 			m.Poll = b.Poll
 		}
-		return m, err
+		m.relay = &relay{b: b, ns: spec.Namespace, baseURL: relayURL}
+		return m, nil
 	}, nil
 }
 
 // clusterWait bounds the API server's answers before a VM is made.
 const clusterWait = 30 * time.Second
 
-// egressProxy is the proxy URL of the namespace's egress proxy, once
-// both it and the sandboxes' NetworkPolicy are there and cowork's.
-func (b Backend) egressProxy(ctx context.Context, ns, name string) (string, error) {
+// egressProxy is the Service of the namespace's egress proxy, once both
+// it and the sandboxes' NetworkPolicy are there and cowork's.
+func (b Backend) egressProxy(ctx context.Context, ns, name string) (*corev1.Service, error) {
 	deploy := fmt.Sprintf("deploy it first: `%s egress --namespace %s --image IMAGE | kubectl apply -f -`", instance.KubeVirtHostd, ns)
 	pol, err := b.Client.Resource(networkPolicyResource).Namespace(ns).Get(ctx, SandboxPolicyName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return "", fmt.Errorf("namespace %s has no NetworkPolicy %s, which keeps sandboxes to the auditing proxy; %s", ns, SandboxPolicyName, deploy)
+		return nil, fmt.Errorf("namespace %s has no NetworkPolicy %s, which keeps sandboxes to the auditing proxy; %s", ns, SandboxPolicyName, deploy)
 	case err != nil:
-		return "", fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
+		return nil, fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
 	case pol.GetLabels()[LabelManagedBy] != managedBy:
-		return "", fmt.Errorf("NetworkPolicy %s/%s is not cowork's (no %s=%s label); cowork runs no sandbox behind a policy it did not make", ns, SandboxPolicyName, LabelManagedBy, managedBy)
+		return nil, fmt.Errorf("NetworkPolicy %s/%s is not cowork's (no %s=%s label); cowork runs no sandbox behind a policy it did not make", ns, SandboxPolicyName, LabelManagedBy, managedBy)
 	}
 	u, err := b.Client.Resource(serviceResource).Namespace(ns).Get(ctx, EgressName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return "", fmt.Errorf("namespace %s has no egress proxy (Service %s); %s", ns, EgressName, deploy)
+		return nil, fmt.Errorf("namespace %s has no egress proxy (Service %s); %s", ns, EgressName, deploy)
 	case err != nil:
-		return "", fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
+		return nil, fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	case u.GetLabels()[LabelManagedBy] != managedBy:
-		return "", fmt.Errorf("the Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
+		return nil, fmt.Errorf("the Service %s/%s is not cowork's (no %s=%s label); cowork sends no guest through a proxy it did not make", ns, EgressName, LabelManagedBy, managedBy)
 	}
 	var typedPol networkingv1.NetworkPolicy
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(pol.Object, &typedPol); err != nil {
-		return "", fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
+		return nil, fmt.Errorf("read NetworkPolicy %s/%s: %w", ns, SandboxPolicyName, err)
 	}
 	var svc corev1.Service
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &svc); err != nil {
-		return "", fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
+		return nil, fmt.Errorf("read Service %s/%s: %w", ns, EgressName, err)
 	}
 	if err := b.checkWall(ctx, ns, name, &typedPol, &svc); err != nil {
-		return "", err
+		return nil, err
 	}
-	return ProxyURL(&svc)
+	if _, err := ProxyURL(&svc); err != nil {
+		return nil, err
+	}
+	return &svc, nil
 }
 
 // Delete removes the kubevirt instance cfg's objects from the cluster

@@ -76,6 +76,9 @@ type Machine struct {
 	// Poll is how often the VMI's phase is read while waiting for it.
 	Poll time.Duration
 	stop context.CancelFunc // ends watch
+	// relay opens the guest's relay sessions (relay.go); nil for a
+	// Machine made only to delete.
+	relay *relay
 }
 
 var _ machine.Machine = (*Machine)(nil)

@@ -106,7 +106,10 @@ func egressRelay(t *testing.T, api, key string) (relay string, sessions *control
 func fakeAPI(t *testing.T) (*httptest.Server, chan string) {
 	keys := make(chan string, 16)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		keys <- r.Header.Get("x-api-key")
+		select {
+		case keys <- r.Header.Get("x-api-key"):
+		default:
+		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"data": []}`)
 	}))

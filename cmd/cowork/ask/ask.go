@@ -252,16 +252,20 @@ func run(ctx context.Context, o *Options) error {
 	if o.Deprecated != "" {
 		fmt.Fprintln(o.IO.ErrOut, o.Deprecated)
 	}
-	cred, err := cowork.HostCredential(os.Getenv)
-	if err != nil {
-		return err
-	}
 	if !o.Rm {
 		inst, err := open(o)
 		if err != nil {
 			return err
 		}
+		cred, err := cowork.CredentialFor(inst.Config, os.Getenv)
+		if err != nil {
+			return err
+		}
 		return o.askIn(ctx, inst, cred)
+	}
+	cred, err := cowork.HostCredential(os.Getenv)
+	if err != nil {
+		return err
 	}
 	to := throwaway.Options{Parent: o.Instance, What: "ask", Command: o.Prompt}
 	return throwaway.Run(ctx, o.IO, to, func(ctx context.Context, clone *cowork.Instance) error {
@@ -331,11 +335,11 @@ func (o *Options) askIn(ctx context.Context, inst *cowork.Instance, cred cowork.
 // warning when its workspace folder is gone: what ask and claude both need
 // before claude can run.
 func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
-	cred, err := cowork.HostCredential(os.Getenv)
-	if err != nil {
-		return nil, cred, err
-	}
 	inst, err := open(o)
+	if err != nil {
+		return nil, cowork.Credential{}, err
+	}
+	cred, err := cowork.CredentialFor(inst.Config, os.Getenv)
 	if err != nil {
 		return nil, cred, err
 	}
@@ -347,9 +351,6 @@ func Connect(o *Options) (*cowork.Client, cowork.Credential, error) {
 func open(o *Options) (*cowork.Instance, error) {
 	inst, err := cowork.Open(o.Instance)
 	if err != nil {
-		return nil, err
-	}
-	if err := inst.LocalOnly(cowork.OpAsk); err != nil {
 		return nil, err
 	}
 	cmdutil.WarnMissingWorkspace(o.IO.ErrOut, inst)

@@ -51,8 +51,6 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 		{[]string{"port", "publish", "8080"}, "cannot publish ports here", ""},
 		{[]string{"port", "publish", "--auto"}, "cannot publish ports here", ""},
 		{[]string{"disk", "resize", "20GiB", "--yes"}, "cannot be resized here", ""},
-		{[]string{"ask", "hello"}, "cannot run Claude Code through this machine's relay yet", ""},
-		{[]string{"claude"}, "cannot run Claude Code through this machine's relay yet", ""},
 		{[]string{"policy", "allow", "example.com"}, "cannot take a network policy of its own", ""},
 		{[]string{"policy", "mode", "allowlist"}, "cannot take a network policy of its own", ""},
 		{[]string{"proxy"}, "cannot show its traffic here: the namespace's egress proxy keeps its audit log", ""},

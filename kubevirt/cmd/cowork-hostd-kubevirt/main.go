@@ -53,7 +53,7 @@ func connect(kubeContext string) (kubevirt.Backend, error) {
 	if err != nil {
 		return kubevirt.Backend{}, err
 	}
-	return kubevirt.Backend{Client: client, Dial: kubevirt.SubresourceDialer(cfg)}, nil
+	return kubevirt.Backend{Client: client, Dial: kubevirt.SubresourceDialer(cfg), Forward: kubevirt.APIPortForwarder(cfg)}, nil
 }
 
 // Main runs one command line and returns the exit code.
