@@ -17,8 +17,11 @@
 # set SMOKE_SKIP_BUILD=1); the cluster's nodes reaching the internet (the
 # guest image, and the guest's provisioning through the proxy).
 #
-# Not covered yet, and said so by a SKIP line: `cowork ask` (the relay in
-# the cluster, which keeps the API key in a Secret, is not built).
+# `cowork ask` goes through the relay in the egress pod, its session
+# opened through the API server's port-forward: without the Secret it must
+# be refused naming it; with SMOKE_ANTHROPIC_API_KEY set, the key is put in
+# the namespace's Secret and an ask must answer (a real API call, so a
+# SKIP line without it: the relay sends the key to api.anthropic.com only).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
@@ -122,7 +125,34 @@ step "status names the backend" sh -c "bin/cowork --name '$NAME' status --json |
 step "the guest reaches the internet through the proxy only" \
 	bin/cowork --name "$NAME" exec -- 'curl -fsS -o /dev/null https://example.com && ! curl -fsS --noproxy "*" -m 10 -o /dev/null https://example.com'
 step "the proxy's audit log names the guest's request" k -n "$NS" exec deployment/cowork-egress -- grep -q example.com /var/lib/cowork/audit/network.jsonl
-skip "cowork ask against the fake API" "the relay in the cluster is not built yet"
+ask_needs_the_secret() {
+	! env -u ANTHROPIC_API_KEY bin/cowork --name "$NAME" ask "say hi" >"$TMP/ask.out" 2>&1 &&
+		grep -q "kubectl create secret generic cowork-api-key" "$TMP/ask.out"
+}
+step "ask without the namespace's Secret is refused, naming it" ask_needs_the_secret
+if [ -n "${SMOKE_ANTHROPIC_API_KEY:-}" ]; then
+	put_key() {
+		k -n "$NS" create secret generic cowork-api-key --from-literal=api-key="$SMOKE_ANTHROPIC_API_KEY" >/dev/null
+	}
+	step "create the Secret cowork-api-key" put_key
+	# The pod reads the key at each session; the kubelet mounts a new
+	# Secret within its sync period (about a minute).
+	ask_answers() {
+		local i
+		for i in $(seq 1 20); do
+			if env -u ANTHROPIC_API_KEY bin/cowork --name "$NAME" ask "Reply with the single word pong." 2>"$TMP/ask.err" | grep -qi pong; then
+				return 0
+			fi
+			echo "attempt $i: $(tail -1 "$TMP/ask.err")"
+			sleep 10
+		done
+		return 1
+	}
+	step "ask through the cluster's relay, with the Secret's key" ask_answers
+	step "the proxy's audit log names the relayed call" k -n "$NS" exec deployment/cowork-egress -- grep -q '"relay session ' /var/lib/cowork/audit/network.jsonl
+else
+	skip "ask through the cluster's relay" "set SMOKE_ANTHROPIC_API_KEY to make a real API call with it"
+fi
 stop_keeps() { bin/cowork --name "$NAME" stop && k -n "$NS" get vm "cowork-$NAME"; }
 step "stop keeps the VM and its disk" stop_keeps
 step "start again" bin/cowork --name "$NAME" start
