@@ -2,6 +2,7 @@ package kubevirt
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -184,6 +186,16 @@ func TestAskOnTheClusterUsesTheEgressRelay(t *testing.T) {
 	}
 	defer client.Close()
 
+	// The guest's claude reaches the relay directly, not through the
+	// proxy (which takes public addresses only).
+	sec, err := c.client.Resource(secretResource).Namespace("sandboxes").Get(ctx, "cowork-box-cloudinit", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, _, _ := unstructured.NestedString(sec.Object, "data", "userdata")
+	if raw, _ := base64.StdEncoding.DecodeString(ud); !strings.Contains(string(raw), "no_proxy=localhost,127.0.0.1,::1,10.96.7.8 ") {
+		t.Errorf("the guest's NO_PROXY does not name the relay's address:\n%s", raw)
+	}
 	// The CLI sends no key to a cluster's hostd; one that did is refused
 	// there, the key sent nowhere.
 	if s, err := client.OpenSessionWith(ctx, "", "sk-from-the-laptop", "", cowork.SessionOptions{What: "ask"}); err == nil || !strings.Contains(err.Error(), "carries no credential") {

@@ -11,6 +11,7 @@ package egressrelay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,7 +54,7 @@ func CheckLoopback(addr string) error {
 // Sessions serves open_session and close_session of the egress pod's
 // relay; every other call is refused.
 type Sessions struct {
-	controlwire.Unimplemented
+	onlySessions
 	// Stack is the egress proxy's network, whose relay the guests reach
 	// (netstack.Stack.ServeRelayOn).
 	Stack *netstack.Stack
@@ -125,7 +126,7 @@ func (s *Sessions) OpenSession(ctx context.Context, req controlwire.OpenSessionR
 	}
 	what := req.What
 	if len(what) > 32 {
-		what = what[:32]
+		what = strings.ToValidUTF8(what[:32], "")
 	}
 	sess, err := s.Stack.Sessions().OpenRequest(netstack.SessionRequest{
 		Endpoint: s.endpoint(), APIKey: key,
@@ -174,6 +175,51 @@ func (s *Sessions) CloseSession(ctx context.Context, id string) (*controlwire.Se
 		InputTokens: u.Input, OutputTokens: u.Output, CacheCreationInputTokens: u.CacheWrite, CacheReadInputTokens: u.CacheRead,
 		EstimatedTokens: u.Estimated, CostUSD: u.CostUSD, Unpriced: u.Unpriced, Stopped: u.Stopped}, nil
 }
+
+// onlySessions refuses every call but the sessions', naming them.
+type onlySessions struct{}
+
+func notHere(c controlwire.Call) error {
+	return controlwire.Errorf(controlwire.CodeUnimplemented, "the egress pod's sessions port answers %s and %s only, not %s", controlwire.CallOpenSession, controlwire.CallCloseSession, c)
+}
+
+func (onlySessions) Status(context.Context) (*controlwire.Status, error) {
+	return nil, notHere(controlwire.CallStatus)
+}
+func (onlySessions) Stop(context.Context, controlwire.StopRequest) error {
+	return notHere(controlwire.CallStop)
+}
+func (onlySessions) Events(context.Context, func(*controlwire.Event) error) error {
+	return notHere(controlwire.CallEvents)
+}
+func (onlySessions) SetPolicy(context.Context, json.RawMessage) error {
+	return notHere(controlwire.CallSetPolicy)
+}
+func (onlySessions) Suspend(context.Context, controlwire.SuspendRequest) (*controlwire.Suspended, error) {
+	return nil, notHere(controlwire.CallSuspend)
+}
+func (onlySessions) Ports(context.Context) ([]controlwire.Port, error) {
+	return nil, notHere(controlwire.CallPorts)
+}
+func (onlySessions) Publish(context.Context, controlwire.PublishRequest) (*controlwire.Port, error) {
+	return nil, notHere(controlwire.CallPublish)
+}
+func (onlySessions) Unpublish(context.Context, string) (*controlwire.Port, error) {
+	return nil, notHere(controlwire.CallUnpublish)
+}
+func (onlySessions) AutoPublish(context.Context, bool) error {
+	return notHere(controlwire.CallAutoPublish)
+}
+func (onlySessions) ReloadSecrets(context.Context) (*controlwire.SecretsReloaded, error) {
+	return nil, notHere(controlwire.CallReloadSecrets)
+}
+func (onlySessions) Learn(context.Context, controlwire.LearnRequest, func(*controlwire.Learning) error) error {
+	return notHere(controlwire.CallLearn)
+}
+func (onlySessions) ToolCalls(context.Context, controlwire.ToolCallsRequest) error {
+	return notHere(controlwire.CallToolCalls)
+}
+func (onlySessions) Wake(context.Context) error { return notHere(controlwire.CallWake) }
 
 // sameEndpoint compares two endpoint URLs as the relay would use them.
 func sameEndpoint(a, b string) bool {

@@ -1,0 +1,114 @@
+package kubevirt
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	spdyserver "k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	"k8s.io/client-go/rest"
+)
+
+// APIPortForwarder speaks the API server's pods/portforward: it dials
+// the pod's subresource, upgrades to SPDY with the port-forward
+// protocol, opens the error and data streams for the port, and the data
+// stream is a net.Conn both ways; closing it closes the connection. The
+// server here is apimachinery's own SPDY side, joining the data stream
+// to a local TCP port as the kubelet joins it to the pod's.
+func TestAPIPortForwarderReachesThePodsPort(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	targetEOF := make(chan struct{})
+	go func() {
+		c, err := target.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		line, _ := r.ReadString('\n')
+		io.WriteString(c, "echo "+line)
+		io.Copy(io.Discard, r) // until the forward closes
+		close(targetEOF)
+	}()
+
+	var mu sync.Mutex
+	var path string
+	var ports []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		path = r.Method + " " + r.URL.Path
+		mu.Unlock()
+		if _, err := httpstream.Handshake(r, w, []string{portForwardProtocol}); err != nil {
+			return
+		}
+		streams := make(chan httpstream.Stream, 4)
+		conn := spdyserver.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, _ <-chan struct{}) error {
+			streams <- s
+			return nil
+		})
+		if conn == nil {
+			return
+		}
+		defer conn.Close()
+		for {
+			select {
+			case s := <-streams:
+				mu.Lock()
+				ports = append(ports, s.Headers().Get(corev1.StreamType)+":"+s.Headers().Get(corev1.PortHeader))
+				mu.Unlock()
+				if s.Headers().Get(corev1.StreamType) != corev1.StreamTypeData {
+					continue
+				}
+				go func() {
+					c, err := net.Dial("tcp", target.Addr().String())
+					if err != nil {
+						s.Reset()
+						return
+					}
+					go func() { io.Copy(c, s); c.Close() }()
+					io.Copy(s, c)
+				}()
+			case <-conn.CloseChan():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := APIPortForwarder(&rest.Config{Host: srv.URL})(ctx, "sandboxes", "cowork-egress-1", SessionsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "echo hello\n" {
+		t.Fatalf("through the forward: %q, %v", got, err)
+	}
+	mu.Lock()
+	if path != "POST /api/v1/namespaces/sandboxes/pods/cowork-egress-1/portforward" || len(ports) != 2 || ports[0] != "error:7892" || ports[1] != "data:7892" {
+		t.Errorf("the forward asked %s for streams %v", path, ports)
+	}
+	mu.Unlock()
+	c.Close()
+	select {
+	case <-targetEOF:
+	case <-time.After(10 * time.Second):
+		t.Error("the pod's side did not see the forward close")
+	}
+}
