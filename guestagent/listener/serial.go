@@ -203,12 +203,37 @@ func (a serialAddr) String() string  { return string(a) }
 
 // sessionConn is one session's view of the port: the bytes that announced
 // the host first, then the port itself, until the host leaves. Closing it
-// interrupts a blocked read or write but leaves the port open.
+// interrupts a blocked read or write but leaves the port open; the port
+// takes the next session's I/O again the moment this one's last read or
+// write has returned (a resumed guest's next host is waiting on it).
 type sessionConn struct {
 	port    Port
 	pending []byte
 	done    chan struct{}
 	once    sync.Once
+
+	mu     sync.Mutex
+	active int // reads and writes on the port under way
+}
+
+// begin counts an I/O on the port, unless the session is closed.
+func (c *sessionConn) begin() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isDone() {
+		return false
+	}
+	c.active++
+	return true
+}
+
+// end uncounts an I/O; the last one of a closed session frees the port.
+func (c *sessionConn) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active--; c.active == 0 && c.isDone() {
+		_ = c.port.SetDeadline(time.Time{})
+	}
 }
 
 func (c *sessionConn) Read(p []byte) (int, error) {
@@ -217,10 +242,11 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
-	if c.isDone() {
+	if !c.begin() {
 		return 0, io.EOF
 	}
 	n, err := c.port.Read(p)
+	c.end()
 	if n == 0 && err == nil {
 		err = io.EOF
 	}
@@ -231,17 +257,23 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 }
 
 func (c *sessionConn) Write(p []byte) (int, error) {
-	if c.isDone() {
+	if !c.begin() {
 		return 0, io.ErrClosedPipe
 	}
+	defer c.end()
 	return c.port.Write(p)
 }
 
+// Close ends the session's I/O: what is under way is cut by a deadline,
+// which is lifted once it has returned (at once when none is).
 func (c *sessionConn) Close() error {
 	c.once.Do(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		close(c.done)
-		_ = c.port.SetDeadline(time.Now()) // unblock this session's I/O
-		time.AfterFunc(100*time.Millisecond, func() { _ = c.port.SetDeadline(time.Time{}) })
+		if c.active > 0 {
+			_ = c.port.SetDeadline(time.Now()) // unblock this session's I/O
+		}
 	})
 	return nil
 }
