@@ -134,6 +134,13 @@ func (s *Server) ServeCall(c net.Conn) {
 			return
 		}
 		s.reply(c, &agentcall.Reply{ShareMount: &agentcall.ShareMountReply{}})
+	case agentcall.MethodShareEject:
+		r, err := s.shareEject()
+		if err != nil {
+			s.reply(c, errorReply(err))
+			return
+		}
+		s.reply(c, &agentcall.Reply{ShareEject: r})
 	case agentcall.MethodStartUnits:
 		// systemctl waits for the units; the host hanging up stops it.
 		ctx, cancel := context.WithCancel(context.Background())

@@ -72,6 +72,10 @@ type ShareSystem struct {
 	ProcRoot string
 	Unmount  func(dir string, force bool) error
 	Mount    func(tag, dir string, readOnly bool) error
+	// Eject stands in for the share_eject call's slots (nil: there are
+	// none to drive), Rescan for ShareMount's rescan of them (nil: none).
+	Eject  func() (int, error)
+	Rescan func() (bool, error)
 }
 
 // Server serves the agent's exec and call connections.
@@ -123,6 +127,13 @@ func New(opts Options) *Server {
 	if f := opts.Share; f != nil {
 		share.procRoot, share.unmount, share.mount = f.ProcRoot, f.Unmount, f.Mount
 		share.sync, share.mkdir = func() {}, func(string) error { return nil }
+		share.eject, share.rescan = f.Eject, f.Rescan
+		if share.eject == nil {
+			share.eject = func() (int, error) { return 0, nil }
+		}
+		if share.rescan == nil {
+			share.rescan = func() (bool, error) { return false, nil }
+		}
 	}
 	owners := &socketOwners{procRoot: share.procRoot, dump: dumpSockets}
 	return &Server{opts: opts, log: log, accounts: &accountCache{}, provision: prov, share: share, owners: owners, conns: map[net.Conn]struct{}{}}

@@ -29,12 +29,15 @@ type shareSys struct {
 	unmount    func(dir string, force bool) error
 	mount      func(tag, dir string, readOnly bool) error // mounts the virtiofs tag at dir
 	mkdir      func(dir string) error
-	retryEvery time.Duration // first wait between mounts of a tag not there yet; it doubles up to maxRetryEvery
-	retryFor   time.Duration // how long a mount is retried
-	beforePid  func(pid int) // called before a process is looked at (tests)
+	retryEvery time.Duration        // first wait between mounts of a tag not there yet; it doubles up to maxRetryEvery
+	retryFor   time.Duration        // how long a mount is retried
+	beforePid  func(pid int)        // called before a process is looked at (tests)
+	eject      func() (int, error)  // hands the unmounted devices back (shareSlots.eject)
+	rescan     func() (bool, error) // looks for devices plugged in since (shareSlots.rescan)
 }
 
 func realShareSys() shareSys {
+	slots := realShareSlots()
 	return shareSys{
 		procRoot:   "/proc",
 		self:       os.Getpid(),
@@ -44,6 +47,8 @@ func realShareSys() shareSys {
 		mkdir:      func(dir string) error { return os.MkdirAll(dir, 0o755) },
 		retryEvery: 5 * time.Millisecond,
 		retryFor:   agentcall.ShareMountWait,
+		eject:      slots.eject,
+		rescan:     slots.rescan,
 	}
 }
 
@@ -194,6 +199,17 @@ func (s *Server) shareMount(ctx context.Context, tag, dir string, readOnly bool)
 	wait := sh.retryEvery
 	for tries := 1; ; tries++ {
 		err := sh.mount(tag, dir, readOnly)
+		if err != nil && tagMissing(err) && sh.rescan != nil {
+			// A device plugged into a slot pciehp no longer drives (after
+			// a ShareEject) shows its tag once its port is rescanned.
+			looked, rerr := sh.rescan()
+			if rerr != nil {
+				s.log.Warn("rescan the share slots", "err", rerr)
+			}
+			if looked {
+				err = sh.mount(tag, dir, readOnly)
+			}
+		}
 		switch {
 		case err == nil:
 			s.log.Info("share mounted", "tag", tag, "path", dir, "read_only", readOnly, "tries", tries)
@@ -226,4 +242,24 @@ func tagMissing(err error) bool {
 		}
 	}
 	return false
+}
+
+// shareEject hands the host every virtiofs device, all unmounted (the
+// host released each share first): see shareSlots. One still mounted is
+// refused, nothing done: its users would lose it.
+func (s *Server) shareEject() (*agentcall.ShareEjectReply, error) {
+	const method = string(agentcall.MethodShareEject)
+	point, err := virtiofsMounted(s.mountinfo())
+	if err != nil {
+		return nil, refusef(agentcall.KindFailed, "%s: read the mount table: %v", method, err)
+	}
+	if point != "" {
+		return nil, refusef(agentcall.KindFailed, "%s: a virtiofs share is still mounted at %s; release it first", method, quoteShort(point))
+	}
+	n, err := s.share.eject()
+	if err != nil {
+		return nil, refusef(agentcall.KindFailed, "%s: %v (%d ejected)", method, err, n)
+	}
+	s.log.Info("shares ejected", "devices", n)
+	return &agentcall.ShareEjectReply{Ejected: n}, nil
 }

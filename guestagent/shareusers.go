@@ -174,9 +174,37 @@ const maxMountinfo = 16 << 20
 // mounted at dir and under it.
 func lookMounts(path, dir string) (mountLook, error) {
 	var look mountLook
+	err := eachMount(path, func(m mountEntry) bool {
+		switch {
+		case m.point == dir:
+			look.top, look.mounted = m, true
+		case look.below == "" && underDir(m.point, dir):
+			look.below = m.point
+		}
+		return true
+	})
+	return look, err
+}
+
+// virtiofsMounted is the first virtiofs mount point in the mountinfo
+// file at path, "" when there is none.
+func virtiofsMounted(path string) (string, error) {
+	point := ""
+	err := eachMount(path, func(m mountEntry) bool {
+		if m.fstype == "virtiofs" {
+			point = m.point
+		}
+		return point == ""
+	})
+	return point, err
+}
+
+// eachMount calls fn with each mount of the mountinfo file at path, in
+// its order, until fn says stop.
+func eachMount(path string, fn func(mountEntry) bool) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return look, err
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(io.LimitReader(f, maxMountinfo))
@@ -188,14 +216,11 @@ func lookMounts(path, dir string) (mountLook, error) {
 		if sep < 6 || len(f) < sep+3 {
 			continue
 		}
-		switch point := unescapeMount(f[4]); {
-		case point == dir:
-			look.top, look.mounted = mountEntry{point: dir, fstype: f[sep+1], source: unescapeMount(f[sep+2])}, true
-		case look.below == "" && underDir(point, dir):
-			look.below = point
+		if !fn(mountEntry{point: unescapeMount(f[4]), fstype: f[sep+1], source: unescapeMount(f[sep+2])}) {
+			return nil
 		}
 	}
-	return look, sc.Err()
+	return sc.Err()
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space,

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/agentrpc"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
@@ -104,7 +105,7 @@ func (d *Daemon) suspend(req suspendRequest) (*controlwire.Suspended, error) {
 	}
 	d.setSuspending(true)
 	d.events.emit(controlwire.PhaseSuspending, "suspending: saving the guest's memory and devices", nil)
-	if err := saver.DetachShare(ctx); err != nil {
+	if err := saver.DetachShare(ctx, d.ejectShares(agent)); err != nil {
 		d.remountShare(ctx, saver, true) // plugs back what went, if any did
 		return nil, d.suspendFailed(fmt.Errorf("unplug the share: %w", err))
 	}
@@ -166,6 +167,22 @@ func (d *Daemon) manifestNow(ctx context.Context, saver machine.Saver) (savestat
 		}
 	}
 	return m, nil
+}
+
+// ejectShares is DetachShare's eject: the guest's agent hands the shares'
+// devices back at once (agentcall.MethodShareEject). An agent of an
+// older build does not know the call, and its guest's kernel is asked
+// instead, as before.
+func (d *Daemon) ejectShares(agent *agentrpc.Client) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
+		defer cancel()
+		n, err := agent.ShareEject(ctx)
+		if err == nil {
+			d.log.Info("the guest handed its shares back", "devices", n)
+		}
+		return err
+	}
 }
 
 // commitState stamps the disk as the stopped VM left it and writes the

@@ -64,6 +64,9 @@ func (h *hostdTest) suspended(t *testing.T) *machinetest.Machine {
 	if d, _ := m.Shares(); d != 1 {
 		t.Errorf("the share was unplugged %d times, want once", d)
 	}
+	if e := m.Ejects(); e != 1 {
+		t.Errorf("the guest's agent handed the share back %d times, want once (hostd asks it first)", e)
+	}
 	checkGone(t, h.paths)
 	return m
 }

@@ -433,6 +433,22 @@ func (c *Client) ShareMount(ctx context.Context, tag, path string, readOnly bool
 	return nil
 }
 
+// ShareEject asks the guest to hand back every virtiofs device it has
+// unmounted at once, rather than through its kernel's hotplug driver
+// (agentcall.MethodShareEject), and says how many it did. The count is
+// the guest's claim: the host believes QEMU, which says what left.
+func (c *Client) ShareEject(ctx context.Context) (int, error) {
+	const m = agentcall.MethodShareEject
+	rep, err := c.once(ctx, agentcall.Request{Method: m})
+	if err != nil {
+		return 0, err
+	}
+	if rep.ShareEject == nil {
+		return 0, &ProtocolError{Method: m, Msg: "a reply without share_eject"}
+	}
+	return rep.ShareEject.Ejected, nil
+}
+
 // ProvisioningStream is a provisioning call: the status at once, then each
 // change, ending after the first that is not running.
 type ProvisioningStream struct {

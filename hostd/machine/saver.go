@@ -15,8 +15,11 @@ type Saver interface {
 	// DetachShare unplugs the share's device from the running guest, which
 	// must have unmounted it: QEMU 7.2 cannot save a guest with a virtiofs
 	// device attached. It returns once the guest has let the device go,
-	// or fails (within a bound) with the device still attached.
-	DetachShare(ctx context.Context) error
+	// or fails (within a bound) with the device still attached. eject,
+	// when not nil, asks the guest to hand the devices back at once (its
+	// agent's ShareEject); a backend that unplugs calls it first, and
+	// whatever it did not hand back is asked for the usual way.
+	DetachShare(ctx context.Context, eject func(context.Context) error) error
 	// AttachShare plugs the share back in, for the guest to mount.
 	AttachShare(ctx context.Context) error
 	// Save pauses the guest and writes it to dir (made if missing; it must

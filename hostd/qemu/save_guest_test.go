@@ -174,7 +174,7 @@ func TestSaveAndRestoreTheGuest(t *testing.T) {
 
 	mustSh(guest, `umount /workspace`)
 	began := time.Now()
-	if err := vm.DetachShare(ctx); err != nil {
+	if err := vm.DetachShare(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("share detached in %s", time.Since(began).Round(time.Millisecond))

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -118,7 +119,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 
 	f := newFakeVM(t, nil)
 	f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
-	err := f.vm.DetachShare(context.Background())
+	err := f.vm.DetachShare(context.Background(), nil)
 	if err == nil || !strings.Contains(err.Error(), "did not release") {
 		t.Fatalf("a guest that keeps the device: %v", err)
 	}
@@ -135,7 +136,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 		}
 		return ""
 	}
-	if err := f.vm.DetachShare(context.Background()); err == nil {
+	if err := f.vm.DetachShare(context.Background(), nil); err == nil {
 		t.Error("a part of the device taken for the device")
 	}
 
@@ -153,7 +154,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 		}
 		return ""
 	}
-	if err := f.vm.DetachShare(context.Background()); err != nil {
+	if err := f.vm.DetachShare(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if sent := f.sent(); !slices.Equal(sent, []string{"device_del", "chardev-remove"}) {
@@ -178,7 +179,7 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 			}
 			return ""
 		}
-		err := f.vm.DetachShare(context.Background())
+		err := f.vm.DetachShare(context.Background(), nil)
 		switch {
 		case len(events) == 1 && (err == nil || !strings.Contains(err.Error(), "share /ws")):
 			t.Errorf("one of two shares released: %v, want the other (/ws) named", err)
@@ -211,6 +212,95 @@ func TestDetachShareWaitsForTheGuest(t *testing.T) {
 			t.Errorf("after AttachShare: plugged %v", plugged)
 		}
 		f.vm.stopShareServers()
+	}
+}
+
+// A share the guest ejected (its agent powered the slot off) is one QEMU
+// no longer has: device_del is refused, QEMU's list of devices is asked,
+// and its socket goes once DEVICE_DELETED says QEMU let go of it, without
+// the kernel's 5 s. The guest's word alone counts for nothing: a device
+// QEMU still has, or one whose release QEMU never reports, stays.
+func TestDetachShareTakesWhatTheGuestEjected(t *testing.T) {
+	defer func(d time.Duration) { shareDetachWait = d }(shareDetachWait)
+	deleted := `{"event": "DEVICE_DELETED", "data": {"device": "share", "path": "/machine/peripheral/share"}, "timestamp": {"seconds": 1, "microseconds": 3}}`
+	notFound := `{"error": {"class": "DeviceNotFound", "desc": "Device 'share' not found"}}`
+	for _, c := range []struct {
+		name      string
+		ejectErr  error
+		qomList   string // QEMU's devices after the eject
+		event     bool   // QEMU reports the device deleted
+		wantErr   string
+		wantCmds  []string
+		unplugged bool
+	}{
+		{"ejected", nil, `{"return": [{"name": "net", "type": "child<virtio-net-pci>"}]}`, true, "",
+			[]string{"device_del", "qom-list", "chardev-remove"}, true},
+		{"the guest lies", nil, `{"return": [{"name": "share", "type": "child<vhost-user-fs-pci>"}]}`, true, "unplug the share of /ws",
+			[]string{"device_del", "qom-list"}, false},
+		{"no word from QEMU", nil, `{"return": []}`, false, "did not release",
+			[]string{"device_del", "qom-list"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			shareDetachWait = 300 * time.Millisecond
+			if c.event {
+				shareDetachWait = time.Minute // the event ends the wait
+			}
+			f := newFakeVM(t, nil)
+			f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
+			f.answer = func(cmd string) string {
+				switch {
+				case strings.Contains(cmd, "device_del"):
+					return notFound
+				case strings.Contains(cmd, "qom-list"):
+					return c.qomList
+				}
+				return ""
+			}
+			ejects := 0
+			eject := func(context.Context) error {
+				ejects++
+				if c.event {
+					go func() { time.Sleep(20 * time.Millisecond); f.send(deleted) }()
+				}
+				return nil
+			}
+			began := time.Now()
+			err := f.vm.DetachShare(context.Background(), eject)
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+				t.Fatalf("DetachShare: %v, want %q", err, c.wantErr)
+			case ejects != 1:
+				t.Errorf("%d ejects, want 1", ejects)
+			case time.Since(began) > 10*time.Second:
+				t.Errorf("took %s", time.Since(began))
+			}
+			if sent := f.sent(); !slices.Equal(sent, c.wantCmds) {
+				t.Errorf("commands %q, want %q", sent, c.wantCmds)
+			}
+			if _, plugged := f.vm.shareState(); plugged[0] == c.unplugged {
+				t.Errorf("plugged %v after the detach", plugged)
+			}
+		})
+	}
+
+	// An eject that fails (an agent of an older build) leaves it to the
+	// guest's kernel, as before.
+	shareDetachWait = time.Minute
+	f := newFakeVM(t, nil)
+	f.vm.cfg.Shares, f.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
+	f.answer = func(cmd string) string {
+		if strings.Contains(cmd, "device_del") {
+			go f.send(deleted)
+		}
+		return ""
+	}
+	if err := f.vm.DetachShare(context.Background(), func(context.Context) error { return errors.New("unknown method") }); err != nil {
+		t.Fatal(err)
+	}
+	if sent := f.sent(); !slices.Equal(sent, []string{"device_del", "chardev-remove"}) {
+		t.Errorf("commands %q", sent)
 	}
 }
 

@@ -67,8 +67,8 @@ func (v *VM) savable(g guest, version string) (saveGuest, error) {
 // a VM with one attached is its to say (macOS 14 does not, 15.5 is
 // reported to: see shareLimit): when it says no, DetachShare says so,
 // and hostd gives the guest its mount back and runs it on. Any other
-// refusal is Save's to report.
-func (v *VM) DetachShare(context.Context) error {
+// refusal is Save's to report. Nothing is ejected: the guest keeps its device.
+func (v *VM) DetachShare(context.Context, func(context.Context) error) error {
 	g := v.guest()
 	if g == nil {
 		return errors.New("the VM is not started")

@@ -220,7 +220,7 @@ func TestCallsDuringStartAreLocked(t *testing.T) {
 					conn.Close()
 				}
 				v.Continue(ctx)
-				v.DetachShare(ctx)
+				v.DetachShare(ctx, nil)
 				cancel()
 			}
 		}()

@@ -84,6 +84,15 @@ const (
 	// for a device that was just plugged in to show its tag. It answers
 	// Reply.ShareMount.
 	MethodShareMount Method = "share_mount"
+	// MethodShareEject hands every virtiofs device the guest has
+	// unmounted back to the host at once (Reply.ShareEject): the agent
+	// takes the device's PCIe slot from the kernel's hotplug driver
+	// (pciehp, whose unplug waits out an attention button's 5 s and a
+	// power-off's 1 s), removes the device and powers its slot off, which
+	// QEMU takes as the device's release, then on again, empty, so that a
+	// device plugged in at the resume is live as the guest wakes and
+	// ShareMount finds it with a rescan instead of pciehp's link waits.
+	MethodShareEject Method = "share_eject"
 	// MethodPersonalize (Request.Seed, Request.Hostname) makes a guest
 	// resumed from another instance's saved memory (a fork) its own: it
 	// mixes Seed into the kernel's random pool and reseeds it, so that
@@ -263,6 +272,7 @@ type Reply struct {
 	Provisioning *ProvisioningStatus `json:"provisioning,omitempty"`
 	ShareRelease *ShareReleaseReply  `json:"share_release,omitempty"`
 	ShareMount   *ShareMountReply    `json:"share_mount,omitempty"`
+	ShareEject   *ShareEjectReply    `json:"share_eject,omitempty"`
 	Personalize  *PersonalizeReply   `json:"personalize,omitempty"`
 	Listeners    *ListenersReply     `json:"listeners,omitempty"`
 	SSHAgent     *SSHAgentReply      `json:"ssh_agent,omitempty"`
@@ -355,6 +365,11 @@ type ShareUser struct {
 
 // ShareMountReply says the share is mounted.
 type ShareMountReply struct{}
+
+// ShareEjectReply counts the devices the guest ejected.
+type ShareEjectReply struct {
+	Ejected int `json:"ejected"`
+}
 
 // PersonalizeReply is the guest's new machine-id (32 hex digits).
 type PersonalizeReply struct {

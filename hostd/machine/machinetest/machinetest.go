@@ -156,12 +156,13 @@ type Machine struct {
 	console      *os.File       // the VM's copy of the console's write end
 	agent        *yamux.Session // hostd's end of the agent's channel
 	// generation tells booted guests apart (Generation); resumed, a
-	// restored one; detaches and attaches count the share's unplugs.
-	generation         int
-	resumed            bool
-	detaches, attaches int
-	share              *guestShare // the guest's /workspace, as its agent sees it
-	closers            []io.Closer // the guest's side, closed when it stops
+	// restored one; detaches and attaches count the share's unplugs, ejects
+	// the guest's own hand-backs among them.
+	generation                 int
+	resumed                    bool
+	detaches, attaches, ejects int
+	share                      *guestShare // the guest's /workspace, as its agent sees it
+	closers                    []io.Closer // the guest's side, closed when it stops
 }
 
 // Start boots the fake: it keeps a copy of the console (as vz does) and

@@ -82,7 +82,14 @@ func (m *Machine) Resumed() bool {
 	return m.resumed
 }
 
-func (m *Machine) DetachShare(context.Context) error {
+// DetachShare calls eject first, as QEMU's does, and counts those that
+// succeed (Ejects).
+func (m *Machine) DetachShare(ctx context.Context, eject func(context.Context) error) error {
+	if eject != nil && eject(ctx) == nil {
+		m.mu.Lock()
+		m.ejects++
+		m.mu.Unlock()
+	}
 	if m.fault.Detach != nil {
 		return m.fault.Detach
 	}
@@ -90,6 +97,13 @@ func (m *Machine) DetachShare(context.Context) error {
 	defer m.mu.Unlock()
 	m.detaches++
 	return nil
+}
+
+// Ejects counts the DetachShares whose eject succeeded.
+func (m *Machine) Ejects() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ejects
 }
 
 func (m *Machine) AttachShare(context.Context) error {
@@ -235,6 +249,7 @@ func (g *guestShare) system() *guestagent.ShareSystem {
 		ProcRoot: g.proc,
 		Unmount:  func(dir string, _ bool) error { return g.unmount(dir) },
 		Mount:    g.mount,
+		Eject:    func() (int, error) { return 1, nil }, // the agent refuses one still mounted
 	}
 }
 
