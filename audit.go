@@ -25,6 +25,9 @@ type AuditProblem = audit.Problem
 // the log could not be checked at all (no key, a file that cannot be
 // read).
 func (i *Instance) VerifyAudit(ctx context.Context) (*AuditVerification, error) {
+	if err := i.LocalOnly(OpAuditLog); err != nil {
+		return nil, err
+	}
 	o := i.Paths.Audit()
 	o.Live = i.Running()
 	return audit.Verify(ctx, i.Paths.NetworkLog(), o)

@@ -69,6 +69,7 @@ var (
 	OpSSHAgent = LocalOp{"use this machine's SSH agent: the agent is lent through this machine's network stack, and the guest is not on it", ""}
 	OpSecret   = LocalOp{"use this machine's secrets: only this machine's network stack swaps their placeholders, and the guest is not on it", ""}
 	OpProxyLog = LocalOp{"show its traffic here: the namespace's egress proxy keeps its audit log", "`kubectl exec deploy/cowork-egress -- cat /var/lib/cowork/audit/network.jsonl` in its namespace shows it"}
+	OpAuditLog = LocalOp{"have its audit log verified here: the namespace's egress proxy keeps it, with its key, in /var/lib/cowork/audit", "`kubectl cp` keeps a copy; checking it in the cluster is not built yet"}
 )
 
 // localOnly refuses op for an instance whose guest runs on a cluster;

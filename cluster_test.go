@@ -144,6 +144,7 @@ func TestLocalOnlyRefusesAClusterInstance(t *testing.T) {
 		{"publish udp", func() error { _, err := inst.PublishUDP(ctx, "127.0.0.1:0", 53); return err }, "cannot publish ports here"},
 		{"auto publish", func() error { return inst.AutoPublish(ctx, true) }, "cannot publish ports here"},
 		{"resize", func() error { _, err := inst.Resize(2 * units.GiB); return err }, "cannot be resized here"},
+		{"verify the audit log", func() error { _, err := inst.VerifyAudit(ctx); return err }, "cannot have its audit log verified here"},
 	} {
 		err := c.do()
 		var lo *LocalOnlyError

@@ -119,6 +119,9 @@ func verify(ctx context.Context, name string) (*cowork.AuditVerification, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := inst.LocalOnly(cowork.OpAuditLog); err != nil {
+		return nil, err
+	}
 	v, err := inst.VerifyAudit(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("audit log of %s: %w", name, err)
