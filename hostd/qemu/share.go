@@ -9,8 +9,9 @@ import (
 )
 
 // shareDetachWait bounds the wait for the guest to let the share's device
-// go: on a PCIe root port the guest's pciehp powers the slot off after
-// its attention button's 5 s delay (6.2 s measured under TCG).
+// go: a device the guest did not eject goes once its pciehp powers the
+// slot off, after its attention button's 5 s delay (6.2 s measured under
+// TCG).
 var shareDetachWait = 30 * time.Second
 
 // startShareServers starts a virtiofsd on each share's socket, for a

@@ -89,9 +89,9 @@ const (
 	// takes the device's PCIe slot from the kernel's hotplug driver
 	// (pciehp, whose unplug waits out an attention button's 5 s and a
 	// power-off's 1 s), removes the device and powers its slot off, which
-	// QEMU takes as the device's release, then on again, empty, so that a
-	// device plugged in at the resume is live as the guest wakes and
-	// ShareMount finds it with a rescan instead of pciehp's link waits.
+	// QEMU takes as the device's release, then gives the empty slot back
+	// to pciehp, which plugs the next device in as before. It refuses
+	// while a virtiofs share is still mounted.
 	MethodShareEject Method = "share_eject"
 	// MethodPersonalize (Request.Seed, Request.Hostname) makes a guest
 	// resumed from another instance's saved memory (a fork) its own: it
