@@ -55,8 +55,11 @@ type VM struct {
 	// (tests).
 	serveShare func(ctx context.Context, i int) (*process, error)
 	// shareGone, while DetachShare waits, gets the index of each share
-	// QEMU's DEVICE_DELETED event says the guest let go of.
+	// QEMU's DEVICE_DELETED event says the guest let go of; deleted keeps
+	// it, by index, whenever it came, until the share is plugged again (a
+	// guest may eject its share on its own).
 	shareGone chan int
+	deleted   map[int]bool
 }
 
 var _ machine.Machine = (*VM)(nil)
@@ -188,6 +191,10 @@ func (v *VM) watchEvents(events <-chan qmp.Event) {
 			id, _ := ev.Data["device"].(string)
 			if i := shareIndex(&v.cfg, id); i >= 0 {
 				v.mu.Lock()
+				if v.deleted == nil {
+					v.deleted = map[int]bool{}
+				}
+				v.deleted[i] = true
 				if v.shareGone != nil {
 					select {
 					case v.shareGone <- i:

@@ -285,6 +285,36 @@ func TestDetachShareTakesWhatTheGuestEjected(t *testing.T) {
 		})
 	}
 
+	// A guest that ejected its share on its own, before this detach: its
+	// DEVICE_DELETED came then, and is not waited for again.
+	shareDetachWait = 2 * time.Second
+	f0 := newFakeVM(t, nil)
+	f0.vm.cfg.Shares, f0.vm.plugged = []machine.Share{{Dir: "/ws", Tag: "workspace"}}, []bool{true}
+	f0.answer = func(cmd string) string {
+		switch {
+		case strings.Contains(cmd, "device_del"):
+			return notFound
+		case strings.Contains(cmd, "qom-list"):
+			return `{"return": []}`
+		}
+		return ""
+	}
+	f0.send(deleted)
+	for !f0.vm.wasDeleted(0) {
+		time.Sleep(time.Millisecond)
+	}
+	began := time.Now()
+	if err := f0.vm.DetachShare(context.Background(), nil); err != nil || time.Since(began) > 10*time.Second {
+		t.Fatalf("a share ejected before the detach: %v after %s", err, time.Since(began))
+	}
+	if sent := f0.sent(); !slices.Equal(sent, []string{"device_del", "qom-list", "chardev-remove"}) {
+		t.Errorf("commands %q", sent)
+	}
+	f0.vm.setShare(0, nil, true) // plugged in again: its next detach waits for its own event
+	if f0.vm.wasDeleted(0) {
+		t.Error("a share plugged in again still counts as deleted")
+	}
+
 	// An eject that fails (an agent of an older build) leaves it to the
 	// guest's kernel, as before.
 	shareDetachWait = time.Minute

@@ -89,6 +89,9 @@ func (v *VM) setShare(i int, p *process, plugged bool) {
 	v.plugged = append(v.plugged, make([]bool, max(0, n-len(v.plugged)))...)
 	old := v.virtiofs[i]
 	v.virtiofs[i], v.plugged[i] = p, plugged
+	if plugged {
+		delete(v.deleted, i) // a new device, not yet deleted
+	}
 	v.mu.Unlock()
 	if old != nil && old != p {
 		old.kill()
@@ -131,7 +134,7 @@ func (v *VM) DetachShare(ctx context.Context, eject func(context.Context) error)
 		}
 	}
 	var errs []error
-	asked := map[int]bool{}
+	asked, released := map[int]bool{}, map[int]bool{}
 	for i, on := range plugged {
 		if !on {
 			continue
@@ -139,9 +142,14 @@ func (v *VM) DetachShare(ctx context.Context, eject func(context.Context) error)
 		_, dev, _ := shareIDs(i)
 		if _, err := v.qmp("device_del", map[string]any{"id": dev}); err != nil {
 			// Ejected: QEMU has let go of it, and lets go of its socket
-			// once the device is finalized, when DEVICE_DELETED comes.
+			// once the device is finalized, when DEVICE_DELETED comes (or
+			// came already: the guest ejected it before this detach).
 			if has, qerr := v.hasDevice(dev); qerr != nil || has {
 				errs = append(errs, fmt.Errorf("unplug the share of %s: %w", v.cfg.Shares[i].Dir, err))
+				continue
+			}
+			if v.wasDeleted(i) {
+				released[i] = true
 				continue
 			}
 		}
@@ -149,9 +157,8 @@ func (v *VM) DetachShare(ctx context.Context, eject func(context.Context) error)
 	}
 	wait := time.NewTimer(shareDetachWait)
 	defer wait.Stop()
-	released := map[int]bool{}
 waiting:
-	for len(released) < len(asked) {
+	for !allIn(asked, released) {
 		select {
 		case i := <-gone:
 			if asked[i] {
@@ -179,6 +186,24 @@ waiting:
 		v.setShare(i, nil, false)
 	}
 	return errors.Join(errs...)
+}
+
+// allIn says whether every key of want is in have.
+func allIn(want, have map[int]bool) bool {
+	for i := range want {
+		if !have[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// wasDeleted says whether QEMU reported share i's device deleted since
+// it was last plugged in.
+func (v *VM) wasDeleted(i int) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.deleted[i]
 }
 
 // hasDevice asks QEMU whether it has the device id (one of those made
