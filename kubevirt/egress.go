@@ -241,7 +241,8 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 							"--audit-size", strconv.FormatInt(s.AuditSize/4*3, 10),
 							"--relay-listen", fmt.Sprintf(":%d", RelayPort),
 							"--sessions-listen", fmt.Sprintf("127.0.0.1:%d", SessionsPort),
-							"--api-key-file", egressKeyDir + "/api-key"},
+							"--api-key-file", egressKeyDir + "/api-key",
+							"--api-key-secret", secret},
 						Ports: []corev1.ContainerPort{
 							{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp},
 							{Name: "relay", ContainerPort: RelayPort, Protocol: tcp},

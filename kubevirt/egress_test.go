@@ -176,7 +176,7 @@ func TestEgressDeployment(t *testing.T) {
 	spec := d.Spec.Template.Spec
 	c := spec.Containers[0]
 	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit", "--audit-size", "805306368",
-		"--relay-listen", ":7891", "--sessions-listen", "127.0.0.1:7892", "--api-key-file", "/etc/cowork-api-key/api-key"}
+		"--relay-listen", ":7891", "--sessions-listen", "127.0.0.1:7892", "--api-key-file", "/etc/cowork-api-key/api-key", "--api-key-secret", "cowork-api-key"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("command %q, want %q", c.Command, want)
 	}

@@ -45,6 +45,7 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	relayListen := fs.String("relay-listen", "", "serve the credential relay for the guests on this address too (e.g. :7891)")
 	sessionsListen := fs.String("sessions-listen", "", "open the relay's sessions on this loopback address (e.g. 127.0.0.1:7892), reached through the API server's port-forward only")
 	keyFile := fs.String("api-key-file", "", "the relay's API key (a Secret's, mounted into this pod alone); read at each session")
+	keySecret := fs.String("api-key-secret", egressrelay.DefaultSecret, "the name of the Secret mounted at --api-key-file, for the messages that say how to make it")
 	endpoint := fs.String("api-endpoint", "", "the API endpoint the relay sends the key to (none: "+netstack.DefaultAPIEndpoint+")")
 	auditSize := fs.Int64("audit-size", (audit.DefaultKeep+1)*audit.DefaultMaxSize, "the most bytes the audit log and its rotated files take together")
 	fail := func(err error) int {
@@ -116,7 +117,7 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 			rl.Close()
 			return fail(fmt.Errorf("egress: %w", err))
 		}
-		h := &egressrelay.Sessions{Stack: n, KeyFile: *keyFile, Endpoint: *endpoint, Closing: ctx.Done(), Log: log}
+		h := &egressrelay.Sessions{Stack: n, KeyFile: *keyFile, Secret: *keySecret, Endpoint: *endpoint, Closing: ctx.Done(), Log: log}
 		log.Info("egress relay serving", "addr", rl.Addr().String(), "sessions", sl.Addr().String())
 		// One that fails stops the others: a proxy without its relay
 		// would leave every ask waiting in silence.

@@ -62,6 +62,9 @@ type Sessions struct {
 	// it is read at each session, so that a Secret created or changed
 	// after the pod started is taken.
 	KeyFile string
+	// Secret names the Secret mounted at KeyFile, for the messages that
+	// say how to give the pod a key ("": DefaultSecret).
+	Secret string
 	// Endpoint is the API endpoint the key is sent to ("":
 	// netstack.DefaultAPIEndpoint). A request naming another is refused:
 	// whoever may open a session does not get to send the key elsewhere.
@@ -73,6 +76,13 @@ type Sessions struct {
 
 var _ controlwire.Handler = (*Sessions)(nil)
 
+func (s *Sessions) secret() string {
+	if s.Secret == "" {
+		return DefaultSecret
+	}
+	return s.Secret
+}
+
 func (s *Sessions) endpoint() string {
 	if s.Endpoint == "" {
 		return netstack.DefaultAPIEndpoint
@@ -82,7 +92,7 @@ func (s *Sessions) endpoint() string {
 
 // key reads the API key, or says how to give the pod one.
 func (s *Sessions) key() (string, error) {
-	hint := fmt.Sprintf("the proxy's pod has no API key at %s; give the namespace one with `kubectl create secret generic %s --from-literal=api-key=...` (the pod sees it within a minute or two)", s.KeyFile, DefaultSecret)
+	hint := fmt.Sprintf("the proxy's pod has no API key at %s; give the namespace one with `kubectl create secret generic %s --from-literal=api-key=...` (the pod sees it within a minute or two)", s.KeyFile, s.secret())
 	if s.KeyFile == "" {
 		return "", errors.New("the egress proxy was started without --api-key-file, so its relay has no API key; deploy it again with `cowork-hostd-kubevirt egress ... | kubectl apply -f -`")
 	}
@@ -115,10 +125,10 @@ func (s *Sessions) key() (string, error) {
 // or at its ceiling.
 func (s *Sessions) OpenSession(ctx context.Context, req controlwire.OpenSessionRequest, send func(*controlwire.Session) error) error {
 	if req.APIKey != "" || req.AuthToken != "" {
-		return controlwire.Errorf(controlwire.CodeInvalidArgument, "a session on the cluster carries no credential: the relay uses the API key of the namespace's Secret %s, and a key sent here is refused, not used", DefaultSecret)
+		return controlwire.Errorf(controlwire.CodeInvalidArgument, "a session on the cluster carries no credential: the relay uses the API key of the namespace's Secret %s, and a key sent here is refused, not used", s.secret())
 	}
 	if req.Endpoint != "" && !sameEndpoint(req.Endpoint, s.endpoint()) {
-		return controlwire.Errorf(controlwire.CodeInvalidArgument, "the cluster's relay sends its key to %s only, not to %s; unset ANTHROPIC_BASE_URL, or deploy the proxy with that endpoint", policy.RedactURL(s.endpoint()), policy.RedactURL(req.Endpoint))
+		return controlwire.Errorf(controlwire.CodeInvalidArgument, "the cluster's relay sends its key to %s only, not to %s; unset ANTHROPIC_BASE_URL (the proxy's --api-endpoint sets where it goes)", policy.RedactURL(s.endpoint()), policy.RedactURL(req.Endpoint))
 	}
 	key, err := s.key()
 	if err != nil {

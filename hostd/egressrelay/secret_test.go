@@ -1,0 +1,29 @@
+package egressrelay
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coworkhq/cowork/hostd/controlwire"
+)
+
+// A pod without its key names the Secret it was deployed with, not the
+// default: the fix it gives must be the one that works.
+func TestAMissingKeyNamesItsSecret(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "api-key")
+	for _, c := range []struct{ secret, want string }{
+		{"", "kubectl create secret generic cowork-api-key --from-literal=api-key="},
+		{"team-a-key", "kubectl create secret generic team-a-key --from-literal=api-key="},
+	} {
+		s := &Sessions{KeyFile: missing, Secret: c.secret}
+		err := s.OpenSession(context.Background(), controlwire.OpenSessionRequest{}, func(*controlwire.Session) error {
+			t.Fatal("a session opened without a key")
+			return nil
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Secret %q: %v, want it to say %q", c.secret, err, c.want)
+		}
+	}
+}
