@@ -59,10 +59,10 @@ func (b Backend) checkWall(ctx context.Context, ns, instance string, gotPol *net
 	}
 	redeploy := fmt.Sprintf("deploy it again with `cowork-hostd-kubevirt egress --namespace %s ... | kubectl apply -f -`", ns)
 	if !equality.Semantic.DeepEqual(gotPol.Spec, pol.Spec) {
-		return fmt.Errorf("NetworkPolicy %s/%s is not the one cowork makes (it was changed), so the sandboxes' way out is not only the proxy; %s", ns, SandboxPolicyName, redeploy)
+		return fmt.Errorf("NetworkPolicy %s/%s is not the one this cowork makes (it was changed, or made by another version), so the sandboxes' way out is not only the proxy; %s", ns, SandboxPolicyName, redeploy)
 	}
 	if !maps.Equal(gotSvc.Spec.Selector, svc.Spec.Selector) || !samePorts(gotSvc.Spec.Ports, svc.Spec.Ports) {
-		return fmt.Errorf("the Service %s/%s does not lead to cowork's proxy as cowork makes it (its selector or ports were changed); %s", ns, EgressName, redeploy)
+		return fmt.Errorf("the Service %s/%s does not lead to cowork's proxy as this cowork makes it (its selector or ports were changed, or another version made it); %s", ns, EgressName, redeploy)
 	}
 	list, err := b.Client.Resource(networkPolicyResource).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -263,6 +263,12 @@ func run(ctx context.Context, o *Options) error {
 		}
 		return o.askIn(ctx, inst, cred)
 	}
+	// A parent on a cluster has no clones: said before the missing key.
+	if parent, err := cowork.Open(o.Instance); err == nil {
+		if err := parent.LocalOnly(cowork.OpRm); err != nil {
+			return err
+		}
+	}
 	cred, err := cowork.HostCredential(os.Getenv)
 	if err != nil {
 		return err

@@ -83,6 +83,11 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 				strings.Join(c.args, " "), r.code, r.out, r.errOut, c.want)
 		}
 	}
+	// Without a key here, ask --rm still says why it cannot clone.
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	if r := cowork(t, "", "ask", "--rm", "hello"); r.code != 1 || !strings.Contains(r.errOut, "throwaway clone (--rm)") {
+		t.Errorf("ask --rm without a key: exit %d, stderr %q; want the cluster's refusal", r.code, r.errOut)
+	}
 	// A new instance on a cluster takes no --ssh-agent: a usage error.
 	r := cowork(t, "", "--name", "other", "init", "--backend", "kubevirt", "--image", "quay.io/containerdisks/ubuntu:22.04",
 		"--workspace", t.TempDir(), "--no-start", "--ssh-agent")
