@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,5 +111,52 @@ func TestAPIPortForwarderReachesThePodsPort(t *testing.T) {
 	case <-targetEOF:
 	case <-time.After(10 * time.Second):
 		t.Error("the pod's side did not see the forward close")
+	}
+}
+
+// A port the kubelet cannot reach ends the data stream; why it could not
+// is on the error stream, and the reader gets that, not a bare EOF.
+func TestAPIPortForwarderSaysWhyThePortIsNotThere(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := httpstream.Handshake(r, w, []string{portForwardProtocol}); err != nil {
+			return
+		}
+		streams := make(chan httpstream.Stream, 4)
+		conn := spdyserver.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, _ <-chan struct{}) error {
+			streams <- s
+			return nil
+		})
+		if conn == nil {
+			return
+		}
+		defer conn.Close()
+		var errStream httpstream.Stream
+		for {
+			select {
+			case s := <-streams:
+				if s.Headers().Get(corev1.StreamType) == corev1.StreamTypeError {
+					errStream = s
+					continue
+				}
+				// As the kubelet does when nothing listens there.
+				io.WriteString(errStream, "error forwarding port 7892 to pod 1234, uid : failed to execute portforward in network namespace: dial tcp4 127.0.0.1:7892: connect: connection refused\x1b[2J")
+				errStream.Close()
+				s.Close()
+			case <-conn.CloseChan():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := APIPortForwarder(&rest.Config{Host: srv.URL})(ctx, "sandboxes", "cowork-egress-1", SessionsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = io.ReadAll(c)
+	if err == nil || !strings.Contains(err.Error(), "connect: connection refused") || strings.ContainsRune(err.Error(), '\x1b') {
+		t.Errorf("read of a port not there: %v; want the kubelet's reason, printable", err)
 	}
 }

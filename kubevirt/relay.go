@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // The credential relay of a cluster's guests is in the namespace's
@@ -99,21 +102,50 @@ func forwardStream(dialer httpstream.Dialer, port int) (net.Conn, error) {
 		conn.Close()
 		return nil, err
 	}
-	errStream.Close() // nothing is written to it
+	errStream.Close() // this side writes nothing to it
 	h.Set(corev1.StreamType, corev1.StreamTypeData)
 	data, err := conn.CreateStream(h)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	return &forwardConn{Stream: data, conn: conn}, nil
+	c := &forwardConn{Stream: data, conn: conn, why: make(chan string, 1)}
+	// The kubelet says there why it could not reach the port (refused,
+	// or no socat on the node), and the data stream just ends.
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(errStream, maxForwardError))
+		c.why <- strings.TrimSpace(string(b))
+	}()
+	return c, nil
 }
+
+// maxForwardError bounds what is read of a port-forward's error stream.
+const maxForwardError = 4 << 10
 
 // forwardConn is a port-forward's data stream as a net.Conn; closing it
 // closes its connection to the API server.
 type forwardConn struct {
 	httpstream.Stream
 	conn httpstream.Connection
+	why  chan string // the error stream's message, once it ends
+}
+
+// Read is the data stream's; when it ends, the error stream's message,
+// if the kubelet wrote one, is the error.
+func (c *forwardConn) Read(p []byte) (int, error) {
+	n, err := c.Stream.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	select {
+	case why := <-c.why:
+		c.why <- why // for a later Read
+		if why != "" {
+			return n, fmt.Errorf("the port-forward ended: %s", termsafe.Line(why))
+		}
+	case <-time.After(100 * time.Millisecond): // it ends with the data stream, or not at all
+	}
+	return n, err
 }
 
 func (c *forwardConn) Close() error {

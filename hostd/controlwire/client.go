@@ -17,6 +17,7 @@ import (
 type Client struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	what string // what dial reaches, for errors
+	peer string // who answers there, for errors: "hostd", or what
 
 	mu     sync.Mutex
 	open   map[net.Conn]struct{}
@@ -36,7 +37,7 @@ func NewClient(sock string) *Client {
 // names it in errors): a TCP port of a cluster's egress pod through the
 // API server's port-forward, say.
 func NewClientDial(what string, dial func(ctx context.Context) (net.Conn, error)) *Client {
-	return &Client{dial: dial, what: what, open: map[net.Conn]struct{}{}}
+	return &Client{dial: dial, what: what, peer: what, open: map[net.Conn]struct{}{}}
 }
 
 // Close cuts every call in flight; later calls fail.
@@ -243,6 +244,9 @@ func (c *Client) call(ctx context.Context, req *Request) (*call, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if c.peer != "" {
+			return nil, Errorf(CodeUnavailable, "%s does not answer: %v", c.peer, err)
+		}
 		return nil, Errorf(CodeUnavailable, "hostd does not answer on %s: %v", c.what, err)
 	}
 	c.mu.Lock()
@@ -323,6 +327,9 @@ func (cl *call) lost(err error) error {
 	cl.c.mu.Unlock()
 	if closed {
 		return Errorf(CodeUnavailable, "the client of %s was closed", cl.c.what)
+	}
+	if cl.c.peer != "" {
+		return Errorf(CodeUnavailable, "%s closed the connection before the call ended (%v)", cl.c.peer, err)
 	}
 	return Errorf(CodeUnavailable, "hostd closed the connection before the call ended (%v); it may have exited", err)
 }
