@@ -44,13 +44,14 @@ func HostCredential(getenv func(string) string) (Credential, error) {
 }
 
 // CredentialFor is the credential a session of the instance cfg hands
-// hostd: HostCredential for a guest on this machine; none for one on a
+// hostd: HostCredential for a guest on this machine; for one on a
 // cluster, whose relay (in the namespace's egress proxy) uses the API
-// key of the namespace's Secret, so that this machine's key never goes
-// there.
+// key of the namespace's Secret, no key, so that this machine's never
+// goes there, and ANTHROPIC_BASE_URL alone: the relay refuses an
+// endpoint other than its own, rather than the CLI dropping it unsaid.
 func CredentialFor(cfg *instance.Config, getenv func(string) string) (Credential, error) {
 	if cfg.Remote() {
-		return Credential{}, nil
+		return Credential{Endpoint: getenv("ANTHROPIC_BASE_URL")}, nil
 	}
 	return HostCredential(getenv)
 }

@@ -208,8 +208,8 @@ func TestClusterSessionsCarryNoLocalKey(t *testing.T) {
 	env := map[string]string{"ANTHROPIC_API_KEY": "sk-laptop", "ANTHROPIC_BASE_URL": "https://elsewhere.example"}
 	remote := kubevirtConfig()
 	cred, err := CredentialFor(&remote, func(k string) string { return env[k] })
-	if err != nil || cred != (Credential{}) {
-		t.Errorf("a cluster instance's credential: %+v, %v; want none", cred, err)
+	if err != nil || cred != (Credential{Endpoint: "https://elsewhere.example"}) {
+		t.Errorf("a cluster instance's credential: %+v, %v; want its endpoint alone, for the relay to refuse", cred, err)
 	}
 	local := kubevirtConfig()
 	local.Backend, local.Cluster = instance.BackendLocal, nil
