@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/egressrelay"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -286,14 +287,7 @@ func (s *controlServer) CloseSession(ctx context.Context, id string) (*controlwi
 	if err != nil {
 		return nil, err
 	}
-	sess := n.Sessions().Close(id)
-	if sess == nil {
-		return nil, nil
-	}
-	u := sess.Usage()
-	return &controlwire.SessionUsage{Requests: u.Requests, Refused: u.Refused,
-		InputTokens: u.Input, OutputTokens: u.Output, CacheCreationInputTokens: u.CacheWrite, CacheReadInputTokens: u.CacheRead,
-		EstimatedTokens: u.Estimated, CostUSD: u.CostUSD, Unpriced: u.Unpriced, Stopped: u.Stopped}, nil
+	return egressrelay.Usage(n.Sessions().Close(id)), nil
 }
 
 // loadPrices reads the price table a session's answers are priced with:

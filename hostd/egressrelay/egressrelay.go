@@ -176,14 +176,19 @@ func (s *Sessions) OpenSession(ctx context.Context, req controlwire.OpenSessionR
 
 // CloseSession ends a session by its id and says what it spent.
 func (s *Sessions) CloseSession(ctx context.Context, id string) (*controlwire.SessionUsage, error) {
-	sess := s.Stack.Sessions().Close(id)
+	return Usage(s.Stack.Sessions().Close(id)), nil
+}
+
+// Usage is what a closed relay session spent, as the control API says it
+// (nil for no session): hostd's CloseSession answers it too.
+func Usage(sess *netstack.Session) *controlwire.SessionUsage {
 	if sess == nil {
-		return nil, nil
+		return nil
 	}
 	u := sess.Usage()
 	return &controlwire.SessionUsage{Requests: u.Requests, Refused: u.Refused,
 		InputTokens: u.Input, OutputTokens: u.Output, CacheCreationInputTokens: u.CacheWrite, CacheReadInputTokens: u.CacheRead,
-		EstimatedTokens: u.Estimated, CostUSD: u.CostUSD, Unpriced: u.Unpriced, Stopped: u.Stopped}, nil
+		EstimatedTokens: u.Estimated, CostUSD: u.CostUSD, Unpriced: u.Unpriced, Stopped: u.Stopped}
 }
 
 // onlySessions refuses every call but the sessions', naming them.
