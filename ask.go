@@ -15,6 +15,7 @@ import (
 	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/claudecode"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/policy"
 	"github.com/coworkhq/cowork/internal/execwire"
 )
 
@@ -47,11 +48,16 @@ func HostCredential(getenv func(string) string) (Credential, error) {
 // hostd: HostCredential for a guest on this machine; for one on a
 // cluster, whose relay (in the namespace's egress proxy) uses the API
 // key of the namespace's Secret, no key, so that this machine's never
-// goes there, and ANTHROPIC_BASE_URL alone: the relay refuses an
-// endpoint other than its own, rather than the CLI dropping it unsaid.
+// goes there, and ANTHROPIC_BASE_URL alone, any user or query in it
+// redacted: the relay refuses an endpoint other than its own, rather
+// than the CLI dropping it unsaid.
 func CredentialFor(cfg *instance.Config, getenv func(string) string) (Credential, error) {
 	if cfg.Remote() {
-		return Credential{Endpoint: getenv("ANTHROPIC_BASE_URL")}, nil
+		var c Credential
+		if base := getenv("ANTHROPIC_BASE_URL"); base != "" {
+			c.Endpoint = policy.RedactURL(base)
+		}
+		return c, nil
 	}
 	return HostCredential(getenv)
 }

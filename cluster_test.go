@@ -211,6 +211,14 @@ func TestClusterSessionsCarryNoLocalKey(t *testing.T) {
 	if err != nil || cred != (Credential{Endpoint: "https://elsewhere.example"}) {
 		t.Errorf("a cluster instance's credential: %+v, %v; want its endpoint alone, for the relay to refuse", cred, err)
 	}
+	// A gateway's password or token in the URL stays here too.
+	env["ANTHROPIC_BASE_URL"] = "https://user:gwtoken@gw.example/anthropic?key=s3cret"
+	if cred, _ := CredentialFor(&remote, func(k string) string { return env[k] }); strings.Contains(cred.Endpoint, "gwtoken") || strings.Contains(cred.Endpoint, "s3cret") || !strings.Contains(cred.Endpoint, "gw.example/anthropic") {
+		t.Errorf("a cluster instance's endpoint: %q, want it without its secrets", cred.Endpoint)
+	}
+	if cred, _ := CredentialFor(&remote, func(string) string { return "" }); cred != (Credential{}) {
+		t.Errorf("a cluster instance's credential without a base URL: %+v", cred)
+	}
 	local := kubevirtConfig()
 	local.Backend, local.Cluster = instance.BackendLocal, nil
 	if cred, err := CredentialFor(&local, func(k string) string { return env[k] }); err != nil || cred.APIKey != "sk-laptop" {

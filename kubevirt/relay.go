@@ -67,7 +67,7 @@ func APIPortForwarder(cfg *rest.Config) PortForwarder {
 		select {
 		case r := <-got:
 			if r.err != nil {
-				return nil, fmt.Errorf("port %d of pod %s/%s through the API server: %w", port, namespace, pod, r.err)
+				return nil, fmt.Errorf("through the API server: %w", r.err)
 			}
 			return r.c, nil
 		case <-ctx.Done():
@@ -114,6 +114,7 @@ func forwardStream(dialer httpstream.Dialer, port int) (net.Conn, error) {
 	// or no socat on the node), and the data stream just ends.
 	go func() {
 		b, _ := io.ReadAll(io.LimitReader(errStream, maxForwardError))
+		_, _ = io.Copy(io.Discard, errStream) // the rest, unread, must not hold the connection
 		c.why <- strings.TrimSpace(string(b))
 	}()
 	return c, nil
@@ -195,19 +196,27 @@ func (r *relay) egressPod(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("namespace %s has no egress proxy pod running and ready; see `kubectl -n %s get pods -l %s=%s`", r.ns, r.ns, LabelComponent, egressComponent)
 }
 
-// sessions is a client of the egress pod's sessions port.
-func (r *relay) sessions(ctx context.Context) (*controlwire.Client, error) {
+// sessions is a client of the egress pod's sessions port, and a hint
+// that says where to look when a call to it fails.
+func (r *relay) sessions(ctx context.Context) (*controlwire.Client, func(error) error, error) {
 	if r.b.Forward == nil {
-		return nil, errors.New("this daemon cannot reach the cluster's pods (no port-forward)")
+		return nil, nil, errors.New("this daemon cannot reach the cluster's pods (no port-forward)")
 	}
 	pod, err := r.egressPod(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	what := fmt.Sprintf("port %d of pod %s/%s (port-forward)", SessionsPort, r.ns, pod)
+	what := fmt.Sprintf("the egress proxy's sessions port (%d of pod %s/%s, port-forward)", SessionsPort, r.ns, pod)
+	hint := func(err error) error {
+		var ce *controlwire.Error
+		if err == nil || (errors.As(err, &ce) && ce.Code != controlwire.CodeUnavailable) {
+			return err // the relay's own answer, which says what to do
+		}
+		return controlwire.Errorf(controlwire.CodeUnavailable, "%v; the pod's log is `kubectl -n %s logs %s`", err, r.ns, pod)
+	}
 	return controlwire.NewClientDial(what, func(ctx context.Context) (net.Conn, error) {
 		return r.b.Forward(ctx, r.ns, pod, SessionsPort)
-	}), nil
+	}), hint, nil
 }
 
 // OpenSession opens a session on the egress pod's relay (hostd's
@@ -218,18 +227,18 @@ func (m *Machine) OpenSession(ctx context.Context, req controlwire.OpenSessionRe
 	if m.relay == nil {
 		return nil, nil, errors.New("this machine was made without the namespace's relay")
 	}
-	c, err := m.relay.sessions(ctx)
+	c, hint, err := m.relay.sessions(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	stream, err := c.OpenSession(ctx, req)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, hint(err)
 	}
 	sess, err := stream.Recv()
 	if err != nil {
 		stream.Close()
-		return nil, nil, err
+		return nil, nil, hint(err)
 	}
 	sess.BaseURL = m.relay.baseURL
 	done := make(chan error, 1)
@@ -250,10 +259,11 @@ func (m *Machine) CloseSession(ctx context.Context, id string) (*controlwire.Ses
 	if m.relay == nil {
 		return nil, errors.New("this machine was made without the namespace's relay")
 	}
-	c, err := m.relay.sessions(ctx)
+	c, hint, err := m.relay.sessions(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	return c.CloseSession(ctx, id)
+	u, err := c.CloseSession(ctx, id)
+	return u, hint(err)
 }

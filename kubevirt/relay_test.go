@@ -24,6 +24,7 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/guestagent"
 	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/egressrelay"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -276,5 +277,22 @@ func TestAskOnTheClusterUsesTheEgressRelay(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(eg.log); strings.Contains(string(b), clusterKey) || !strings.Contains(string(b), "relay session") {
 		t.Errorf("the egress audit log holds the key, or no relayed request:\n%s", b)
+	}
+}
+
+// A sessions port that hangs up (a pod without it, a forward the kubelet
+// ended) is said to be the egress pod's, with where its log is.
+func TestAFailedSessionSaysWhereToLook(t *testing.T) {
+	c := newCluster(t, "sandboxes", egressPodObject("cowork-egress-7d9f", true))
+	forward := func(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
+		here, there := net.Pipe()
+		there.Close()
+		return here, nil
+	}
+	m := &Machine{relay: &relay{b: Backend{Client: c.client, Forward: forward}, ns: "sandboxes", baseURL: "http://10.96.7.8:7891"}}
+	_, _, err := m.OpenSession(context.Background(), controlwire.OpenSessionRequest{})
+	if err == nil || !strings.Contains(err.Error(), "the egress proxy's sessions port (7892 of pod sandboxes/cowork-egress-7d9f") ||
+		!strings.Contains(err.Error(), "`kubectl -n sandboxes logs cowork-egress-7d9f`") || strings.Contains(err.Error(), "hostd") {
+		t.Errorf("a session on a port that hangs up: %v", err)
 	}
 }

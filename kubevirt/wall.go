@@ -59,7 +59,7 @@ func (b Backend) checkWall(ctx context.Context, ns, instance string, gotPol *net
 	}
 	redeploy := fmt.Sprintf("deploy it again with `cowork-hostd-kubevirt egress --namespace %s ... | kubectl apply -f -`", ns)
 	if !equality.Semantic.DeepEqual(gotPol.Spec, pol.Spec) {
-		return fmt.Errorf("NetworkPolicy %s/%s is not the one this cowork makes (it was changed, or made by another version), so the sandboxes' way out is not only the proxy; %s", ns, SandboxPolicyName, redeploy)
+		return fmt.Errorf("NetworkPolicy %s/%s is not the one this cowork makes (it was changed, or made by another version), so the sandboxes' way out may not be only the proxy; %s", ns, SandboxPolicyName, redeploy)
 	}
 	if !maps.Equal(gotSvc.Spec.Selector, svc.Spec.Selector) || !samePorts(gotSvc.Spec.Ports, svc.Spec.Ports) {
 		return fmt.Errorf("the Service %s/%s does not lead to cowork's proxy as this cowork makes it (its selector or ports were changed, or another version made it); %s", ns, EgressName, redeploy)

@@ -234,6 +234,14 @@ type call struct {
 	once sync.Once
 }
 
+// who names the server in errors: hostd, or what NewClientDial dials.
+func (c *Client) who() string {
+	if c.peer != "" {
+		return c.peer
+	}
+	return "hostd"
+}
+
 // call connects and sends req. The connection closes when ctx ends.
 func (c *Client) call(ctx context.Context, req *Request) (*call, error) {
 	if err := ctx.Err(); err != nil {
@@ -278,7 +286,7 @@ func (c *Client) unary(ctx context.Context, req *Request) (*Reply, error) {
 		return nil, err
 	}
 	if !r.Done {
-		return nil, Errorf(CodeInternal, "hostd answered %s with more than one line", req.Call)
+		return nil, Errorf(CodeInternal, "%s answered %s with more than one line", c.who(), req.Call)
 	}
 	return r, nil
 }
@@ -297,14 +305,14 @@ func (cl *call) read() (*Reply, error) {
 		case cut:
 			return nil, io.EOF
 		case errors.Is(err, errTooLong):
-			return nil, Errorf(CodeInternal, "hostd sent a line longer than %d bytes", MaxReply)
+			return nil, Errorf(CodeInternal, "%s sent a line longer than %d bytes", cl.c.who(), MaxReply)
 		}
 		return nil, cl.lost(err)
 	}
 	var r Reply
 	if err := json.Unmarshal(line, &r); err != nil {
 		cl.end()
-		return nil, Errorf(CodeInternal, "hostd sent a line this client cannot read: %v", err)
+		return nil, Errorf(CodeInternal, "%s sent a line this client cannot read: %v", cl.c.who(), err)
 	}
 	if err := replyError(&r); err != nil {
 		cl.end()
@@ -329,7 +337,7 @@ func (cl *call) lost(err error) error {
 		return Errorf(CodeUnavailable, "the client of %s was closed", cl.c.what)
 	}
 	if cl.c.peer != "" {
-		return Errorf(CodeUnavailable, "%s closed the connection before the call ended (%v)", cl.c.peer, err)
+		return Errorf(CodeUnavailable, "the connection to %s ended before the call did (%v)", cl.c.peer, err)
 	}
 	return Errorf(CodeUnavailable, "hostd closed the connection before the call ended (%v); it may have exited", err)
 }

@@ -128,7 +128,7 @@ func (s *Sessions) OpenSession(ctx context.Context, req controlwire.OpenSessionR
 		return controlwire.Errorf(controlwire.CodeInvalidArgument, "a session on the cluster carries no credential: the relay uses the API key of the namespace's Secret %s, and a key sent here is refused, not used", s.secret())
 	}
 	if req.Endpoint != "" && !sameEndpoint(req.Endpoint, s.endpoint()) {
-		return controlwire.Errorf(controlwire.CodeInvalidArgument, "the cluster's relay sends its key to %s only, not to %s; unset ANTHROPIC_BASE_URL (the proxy's --api-endpoint sets where it goes)", policy.RedactURL(s.endpoint()), policy.RedactURL(req.Endpoint))
+		return controlwire.Errorf(controlwire.CodeInvalidArgument, "the cluster's relay sends its key to %s only, not to %s; unset ANTHROPIC_BASE_URL", policy.RedactURL(s.endpoint()), policy.RedactURL(req.Endpoint))
 	}
 	key, err := s.key()
 	if err != nil {

@@ -300,8 +300,10 @@ func TestDetachShareTakesWhatTheGuestEjected(t *testing.T) {
 		return ""
 	}
 	f0.send(deleted)
-	for !f0.vm.wasDeleted(0) {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); !f0.vm.wasDeleted(0); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("QEMU's DEVICE_DELETED was not kept")
+		}
 	}
 	began := time.Now()
 	if err := f0.vm.DetachShare(context.Background(), nil); err != nil || time.Since(began) > 10*time.Second {
@@ -310,10 +312,17 @@ func TestDetachShareTakesWhatTheGuestEjected(t *testing.T) {
 	if sent := f0.sent(); !slices.Equal(sent, []string{"device_del", "qom-list", "chardev-remove"}) {
 		t.Errorf("commands %q", sent)
 	}
-	f0.vm.setShare(0, nil, true) // plugged in again: its next detach waits for its own event
+	// Plugged in again, it waits for its own event at its next detach.
+	f0.vm.serveShare = func(context.Context, int) (*process, error) {
+		return start(exec.Command("sleep", "60"), io.NopCloser(nil))
+	}
+	if err := f0.vm.AttachShare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if f0.vm.wasDeleted(0) {
 		t.Error("a share plugged in again still counts as deleted")
 	}
+	f0.vm.stopShareServers()
 
 	// An eject that fails (an agent of an older build) leaves it to the
 	// guest's kernel, as before.

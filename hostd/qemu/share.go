@@ -89,9 +89,6 @@ func (v *VM) setShare(i int, p *process, plugged bool) {
 	v.plugged = append(v.plugged, make([]bool, max(0, n-len(v.plugged)))...)
 	old := v.virtiofs[i]
 	v.virtiofs[i], v.plugged[i] = p, plugged
-	if plugged {
-		delete(v.deleted, i) // a new device, not yet deleted
-	}
 	v.mu.Unlock()
 	if old != nil && old != p {
 		old.kill()
@@ -285,6 +282,12 @@ func (v *VM) plugServer(i int, p *process) error {
 		"driver": "vhost-user-fs-pci", "id": dev, "bus": port,
 		"chardev": chardevID, "tag": v.cfg.Shares[i].Tag,
 	}
+	// Before the device is there: a guest that ejects it at once is on
+	// the record (QEMU finalized the one before, with its event, before
+	// its id could be taken again).
+	v.mu.Lock()
+	delete(v.deleted, i)
+	v.mu.Unlock()
 	if _, err := v.qmp("device_add", device); err != nil {
 		_, _ = v.qmp("chardev-remove", map[string]any{"id": chardevID})
 		p.kill()

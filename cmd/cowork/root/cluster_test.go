@@ -84,7 +84,9 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 		}
 	}
 	// Without a key here, ask --rm still says why it cannot clone.
-	t.Setenv("ANTHROPIC_API_KEY", "")
+	for _, k := range []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"} {
+		t.Setenv(k, "")
+	}
 	if r := cowork(t, "", "ask", "--rm", "hello"); r.code != 1 || !strings.Contains(r.errOut, "throwaway clone (--rm)") {
 		t.Errorf("ask --rm without a key: exit %d, stderr %q; want the cluster's refusal", r.code, r.errOut)
 	}
