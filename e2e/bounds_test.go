@@ -130,7 +130,13 @@ func TestGuestConsole(t *testing.T) {
 		if s.State != "stopped" {
 			t.Fatalf("the VM still runs after its power off: %+v", s)
 		}
+		// hostd answers "stopped" a moment before it has let go of the
+		// instance: until then status cannot ask it, nor read its reason.
 		r := e.must("status")
+		for i := 0; i < 20 && strings.Contains(r.errOut, "does not answer"); i++ {
+			time.Sleep(250 * time.Millisecond)
+			r = e.must("status")
+		}
 		if !strings.Contains(r.out, "Kernel panic - not syncing: evil␛[2J") {
 			t.Errorf("status does not quote the console's line as text: %s", r)
 		}
