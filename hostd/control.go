@@ -3,10 +3,8 @@ package hostd
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -195,46 +193,12 @@ func (s *controlServer) OpenSession(ctx context.Context, req controlwire.OpenSes
 	if err != nil {
 		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
 	}
-	sess, err := n.Sessions().OpenRequest(netstack.SessionRequest{
+	h := egressrelay.Holder{Stack: n, Closing: s.d.closing, Stopped: "the instance stopped", Log: s.d.log}
+	return h.Hold(ctx, netstack.SessionRequest{
 		Endpoint: req.Endpoint, APIKey: req.APIKey, AuthToken: req.AuthToken,
-		TTL: time.Duration(req.TTLSeconds) * time.Second, What: clipWhat(req.What),
+		TTL: time.Duration(req.TTLSeconds) * time.Second, What: req.What,
 		Budget: budget.Limit{Tokens: req.MaxTokensTotal, CostUSD: req.MaxCostUSD}, Prices: prices,
-	})
-	if err != nil {
-		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
-	}
-	defer n.Sessions().Close(sess.ID)
-	log := s.d.log.With("session", sess.ID)
-	if err := n.CheckEndpoint(ctx, sess); err != nil {
-		log.Warn("relay session refused", "err", err)
-		return controlwire.Errorf(controlwire.CodeUnavailable, "%v", err)
-	}
-	log.Info("relay session opened", "endpoint", policy.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
-	err = send(&controlwire.Session{
-		ID:          sess.ID,
-		Placeholder: sess.Placeholder,
-		BaseURL:     fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort),
-		Expires:     sess.Expires,
-	})
-	if err != nil {
-		log.Info("relay session closed: its client went away before it began", "err", err)
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		log.Info("relay session closed: its client's stream ended")
-		return nil
-	case <-s.d.closing:
-		log.Info("relay session closed: hostd is exiting")
-		return controlwire.Errorf(controlwire.CodeUnavailable, "the instance stopped")
-	case <-sess.Done():
-	}
-	if errors.Is(sess.Err(), netstack.ErrSessionExpired) {
-		log.Info("relay session expired", "ceiling", sess.Expires.Format(time.RFC3339))
-		return controlwire.Errorf(controlwire.CodeExpired, "relay session %s reached its ceiling; open a new one", sess.ID)
-	}
-	log.Info("relay session closed")
-	return nil
+	}, fmt.Sprintf("http://%s:%d", netstack.GatewayIP, netstack.RelayPort), send)
 }
 
 // maxLearn is the longest learn mode lasts, whatever the client asks.
@@ -300,16 +264,6 @@ func loadPrices() (*usage.Table, error) {
 		return nil, err
 	}
 	return usage.Load(path)
-}
-
-// clipWhat bounds the client's name for a session, as usage.json keeps
-// it.
-func clipWhat(s string) string {
-	s = termsafe.Text(s)
-	if len(s) > 32 {
-		s = strings.ToValidUTF8(s[:32], "")
-	}
-	return s
 }
 
 // serverDrain bounds how long hostd waits for its calls to end before it

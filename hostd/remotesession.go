@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
+	"github.com/coworkhq/cowork/hostd/egressrelay"
 )
 
 // SessionOpener is a Machine's optional capability: a guest that is not
@@ -47,7 +48,7 @@ func (s *controlServer) openRemoteSession(ctx context.Context, so SessionOpener,
 	if req.APIKey != "" || req.AuthToken != "" {
 		return controlwire.Errorf(controlwire.CodeInvalidArgument, "this instance runs on a cluster, whose relay uses the API key of the namespace's Secret: a session carries no credential to it")
 	}
-	req.What = clipWhat(req.What)
+	req.What = egressrelay.ClipWhat(req.What)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the session, should it not have ended
 	sess, done, err := so.OpenSession(ctx, req)

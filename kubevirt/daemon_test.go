@@ -99,6 +99,33 @@ func deployedEgress(t *testing.T, ns string, labels map[string]any) []runtime.Ob
 
 var ours = map[string]any{LabelManagedBy: managedBy}
 
+// startHostd runs hostd for the instance "box" with newMachine until ctx
+// ends, and `cowork start`s it, as the CLI does a hostd it finds: it
+// returns a client of it (closed with the test), hostd's log, and what
+// hostd.Run returns once it ends.
+func startHostd(ctx context.Context, t *testing.T, newMachine func(machine.Config, *slog.Logger) (machine.Machine, error)) (*cowork.Client, *syncbuf.Buffer, <-chan error) {
+	t.Helper()
+	logs := &syncbuf.Buffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
+	}()
+	paths, _ := instance.PathsFor("box")
+	for !instance.Held(paths) { // Start follows a hostd it finds, as it does one it launched
+		time.Sleep(time.Millisecond)
+	}
+	// Ready already (the fake guest is quick) is ready too.
+	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", "box", nil); err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
+		t.Fatalf("start: %v\nhostd's log:\n%s", err, logs.String())
+	}
+	client, err := cowork.Dial("box")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client, logs, done
+}
+
 // hostd runs a kubevirt instance as it runs a local one: `cowork start`'s
 // wait for ready, an exec through agent.sock (its agent reached through
 // the vsock subresource), status naming the backend, and a stop that
@@ -122,26 +149,9 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(&logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
-	}()
-	paths, _ := instance.PathsFor("box")
-	for !instance.Held(paths) { // Start follows a hostd it finds, as it does one it launched
-		time.Sleep(time.Millisecond)
-	}
-	// Ready already (the fake guest is quick) is ready too.
-	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", "box", nil); err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
-		t.Fatalf("start: %v\nhostd's log:\n%s", err, logs.String())
-	}
-	client, err := cowork.Dial("box")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client, logs, done := startHostd(ctx, t, newMachine)
 	st, err := client.Status(ctx)
 	if err != nil || st.Backend != "kubevirt" {
 		t.Fatalf("status: %+v, %v; want the kubevirt backend", st, err)

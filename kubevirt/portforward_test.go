@@ -47,46 +47,27 @@ func TestAPIPortForwarderReachesThePodsPort(t *testing.T) {
 	var mu sync.Mutex
 	var path string
 	var ports []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := portForwardServer(t, func(r *http.Request) {
 		mu.Lock()
 		path = r.Method + " " + r.URL.Path
 		mu.Unlock()
-		if _, err := httpstream.Handshake(r, w, []string{portForwardProtocol}); err != nil {
+	}, func(s httpstream.Stream) {
+		mu.Lock()
+		ports = append(ports, s.Headers().Get(corev1.StreamType)+":"+s.Headers().Get(corev1.PortHeader))
+		mu.Unlock()
+		if s.Headers().Get(corev1.StreamType) != corev1.StreamTypeData {
 			return
 		}
-		streams := make(chan httpstream.Stream, 4)
-		conn := spdyserver.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, _ <-chan struct{}) error {
-			streams <- s
-			return nil
-		})
-		if conn == nil {
-			return
-		}
-		defer conn.Close()
-		for {
-			select {
-			case s := <-streams:
-				mu.Lock()
-				ports = append(ports, s.Headers().Get(corev1.StreamType)+":"+s.Headers().Get(corev1.PortHeader))
-				mu.Unlock()
-				if s.Headers().Get(corev1.StreamType) != corev1.StreamTypeData {
-					continue
-				}
-				go func() {
-					c, err := net.Dial("tcp", target.Addr().String())
-					if err != nil {
-						s.Reset()
-						return
-					}
-					go func() { io.Copy(c, s); c.Close() }()
-					io.Copy(s, c)
-				}()
-			case <-conn.CloseChan():
+		go func() {
+			c, err := net.Dial("tcp", target.Addr().String())
+			if err != nil {
+				s.Reset()
 				return
 			}
-		}
-	}))
-	defer srv.Close()
+			go func() { io.Copy(c, s); c.Close() }()
+			io.Copy(s, c)
+		}()
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -117,7 +98,39 @@ func TestAPIPortForwarderReachesThePodsPort(t *testing.T) {
 // A port the kubelet cannot reach ends the data stream; why it could not
 // is on the error stream, and the reader gets that, not a bare EOF.
 func TestAPIPortForwarderSaysWhyThePortIsNotThere(t *testing.T) {
+	var errStream httpstream.Stream // the client opens it first
+	srv := portForwardServer(t, nil, func(s httpstream.Stream) {
+		if s.Headers().Get(corev1.StreamType) == corev1.StreamTypeError {
+			errStream = s
+			return
+		}
+		// As the kubelet does when nothing listens there.
+		io.WriteString(errStream, "error forwarding port 7892 to pod 1234, uid : failed to execute portforward in network namespace: dial tcp4 127.0.0.1:7892: connect: connection refused\x1b[2J")
+		errStream.Close()
+		s.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := APIPortForwarder(&rest.Config{Host: srv.URL})(ctx, "sandboxes", "cowork-egress-1", SessionsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = io.ReadAll(c)
+	if err == nil || !strings.Contains(err.Error(), "connect: connection refused") || strings.ContainsRune(err.Error(), '\x1b') {
+		t.Errorf("read of a port not there: %v; want the kubelet's reason, printable", err)
+	}
+}
+
+// portForwardServer is an API server's pods/portforward as apimachinery
+// serves it: each request (seen, when not nil) is upgraded to SPDY, and
+// each stream the client opens goes to stream, in order, on one
+// goroutine; the server closes with the test.
+func portForwardServer(t *testing.T, seen func(*http.Request), stream func(httpstream.Stream)) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if seen != nil {
+			seen(r)
+		}
 		if _, err := httpstream.Handshake(r, w, []string{portForwardProtocol}); err != nil {
 			return
 		}
@@ -130,33 +143,15 @@ func TestAPIPortForwarderSaysWhyThePortIsNotThere(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		var errStream httpstream.Stream
 		for {
 			select {
 			case s := <-streams:
-				if s.Headers().Get(corev1.StreamType) == corev1.StreamTypeError {
-					errStream = s
-					continue
-				}
-				// As the kubelet does when nothing listens there.
-				io.WriteString(errStream, "error forwarding port 7892 to pod 1234, uid : failed to execute portforward in network namespace: dial tcp4 127.0.0.1:7892: connect: connection refused\x1b[2J")
-				errStream.Close()
-				s.Close()
+				stream(s)
 			case <-conn.CloseChan():
 				return
 			}
 		}
 	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := APIPortForwarder(&rest.Config{Host: srv.URL})(ctx, "sandboxes", "cowork-egress-1", SessionsPort)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = io.ReadAll(c)
-	if err == nil || !strings.Contains(err.Error(), "connect: connection refused") || strings.ContainsRune(err.Error(), '\x1b') {
-		t.Errorf("read of a port not there: %v; want the kubelet's reason, printable", err)
-	}
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -23,10 +23,8 @@ import (
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/guestagent"
-	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/egressrelay"
-	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/syncbuf"
@@ -159,13 +157,9 @@ func TestAskOnTheClusterUsesTheEgressRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(&logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
-	}()
+	client, logs, done := startHostd(ctx, t, newMachine)
 	defer func() {
 		cancel()
 		select {
@@ -174,19 +168,6 @@ func TestAskOnTheClusterUsesTheEgressRelay(t *testing.T) {
 			t.Error("hostd did not end")
 		}
 	}()
-	paths, _ := instance.PathsFor("box")
-	for !instance.Held(paths) {
-		time.Sleep(time.Millisecond)
-	}
-	// Ready already (the fake guest is quick) is ready too.
-	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", "box", nil); err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
-		t.Fatalf("start: %v\nhostd's log:\n%s", err, logs.String())
-	}
-	client, err := cowork.Dial("box")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 
 	// The guest's claude reaches the relay directly, not through the
 	// proxy (which takes public addresses only).

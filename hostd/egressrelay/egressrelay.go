@@ -134,44 +134,12 @@ func (s *Sessions) OpenSession(ctx context.Context, req controlwire.OpenSessionR
 	if err != nil {
 		return controlwire.Errorf(controlwire.CodeFailedPrecondition, "%v", err)
 	}
-	what := req.What
-	if len(what) > 32 {
-		what = strings.ToValidUTF8(what[:32], "")
-	}
-	sess, err := s.Stack.Sessions().OpenRequest(netstack.SessionRequest{
-		Endpoint: s.endpoint(), APIKey: key,
-		TTL: time.Duration(req.TTLSeconds) * time.Second, What: what,
+	h := Holder{Stack: s.Stack, Closing: s.Closing, Stopped: "the egress proxy is stopping", Log: s.Log}
+	return h.Hold(ctx, netstack.SessionRequest{
+		Endpoint: s.endpoint(), APIKey: key, What: req.What,
+		TTL:    time.Duration(req.TTLSeconds) * time.Second,
 		Budget: budget.Limit{Tokens: req.MaxTokensTotal, CostUSD: req.MaxCostUSD},
-	})
-	if err != nil {
-		return controlwire.Errorf(controlwire.CodeInvalidArgument, "%v", err)
-	}
-	defer s.Stack.Sessions().Close(sess.ID)
-	log := s.Log.With("session", sess.ID)
-	if err := s.Stack.CheckEndpoint(ctx, sess); err != nil {
-		log.Warn("relay session refused", "err", err)
-		return controlwire.Errorf(controlwire.CodeUnavailable, "%v", err)
-	}
-	log.Info("relay session opened", "endpoint", policy.RedactURL(sess.Endpoint.String()), "expires", sess.Expires.Format(time.RFC3339))
-	// BaseURL is the caller's to give: this pod knows its Service by no
-	// address the guests use.
-	if err := send(&controlwire.Session{ID: sess.ID, Placeholder: sess.Placeholder, Expires: sess.Expires}); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		log.Info("relay session closed: its caller's stream ended")
-		return nil
-	case <-s.Closing:
-		log.Info("relay session closed: the proxy is stopping")
-		return controlwire.Errorf(controlwire.CodeUnavailable, "the egress proxy is stopping")
-	case <-sess.Done():
-	}
-	if errors.Is(sess.Err(), netstack.ErrSessionExpired) {
-		return controlwire.Errorf(controlwire.CodeExpired, "relay session %s reached its ceiling; open a new one", sess.ID)
-	}
-	log.Info("relay session closed")
-	return nil
+	}, "", send)
 }
 
 // CloseSession ends a session by its id and says what it spent.

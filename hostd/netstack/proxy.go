@@ -81,16 +81,27 @@ type proxyHandler struct {
 // GET or HEAD of a path, which is no proxy request (the guests' agent
 // download): nothing it serves goes past the proxy's own machine.
 func (n *Stack) ServeProxyOn(ctx context.Context, l net.Listener, files http.Handler) error {
-	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
-	srv := &http.Server{
-		Handler:           &proxyHandler{n: n, transport: n.proxyTransport(), outside: true, clients: clients, files: files},
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       outsideIdle,
-	}
+	clients := n.outsideClients()
+	h := &proxyHandler{n: n, transport: n.proxyTransport(), outside: true, clients: clients, files: files}
+	return n.serveOutside(ctx, l, "egress proxy", clients, h)
+}
+
+// outsideClients bounds the flows of each outside client to a quarter of
+// the stack's.
+func (n *Stack) outsideClients() *clientFlows {
+	return newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
+}
+
+// serveOutside serves h to outside clients (ServeProxyOn, ServeRelayOn)
+// on l, each held to its share of clients, until ctx ends or l fails;
+// then it closes every connection and waits (endWait at most) for their
+// records to be written. what names the service in the log.
+func (n *Stack) serveOutside(ctx context.Context, l net.Listener, what string, clients *clientFlows, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: outsideIdle}
 	ended := make(chan struct{})
 	finish := func() {
 		if left := clients.end(); left > 0 {
-			n.log.Warn("egress proxy: requests still handled at its end; their records are lost", "requests", left)
+			n.log.Warn(what+": requests still handled at its end; their records are lost", "requests", left)
 		}
 	}
 	stop := context.AfterFunc(ctx, func() {

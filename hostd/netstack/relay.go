@@ -45,38 +45,17 @@ func (n *Stack) relayTransport() *http.Transport {
 // having closed every connection and waited (endWait at most) for their
 // records to be written.
 func (n *Stack) ServeRelayOn(ctx context.Context, l net.Listener) error {
-	clients := newClientFlows(max(n.lim.lim.MaxFlows/4, 1))
+	clients := n.outsideClients()
 	transport := n.relayTransport()
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !clients.enter() {
-				writeAPIError(w, http.StatusServiceUnavailable, "overloaded_error", "cowork relay: ending")
-				return
-			}
-			defer clients.leave()
-			n.relayRequest(w, r, transport, true)
-		}),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       outsideIdle,
-	}
-	ended := make(chan struct{})
-	finish := func() {
-		if left := clients.end(); left > 0 {
-			n.log.Warn("relay: requests still handled at its end; their records are lost", "requests", left)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !clients.enter() {
+			writeAPIError(w, http.StatusServiceUnavailable, "overloaded_error", "cowork relay: ending")
+			return
 		}
-	}
-	stop := context.AfterFunc(ctx, func() {
-		l.Close()
-		finish()
-		close(ended)
+		defer clients.leave()
+		n.relayRequest(w, r, transport, true)
 	})
-	err := srv.Serve(&guardedListener{Listener: l, n: n, clients: clients})
-	if !stop() {
-		<-ended
-		return nil
-	}
-	finish()
-	return err
+	return n.serveOutside(ctx, l, "relay", clients, h)
 }
 
 // relayRequest relays one request; outside: its client is not the guest
