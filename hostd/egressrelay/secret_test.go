@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/coworkhq/cowork/hostd/controlwire"
 )
@@ -25,5 +26,15 @@ func TestAMissingKeyNamesItsSecret(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Secret %q: %v, want it to say %q", c.secret, err, c.want)
 		}
+	}
+}
+
+// A session's name is kept printable and short, whoever names it.
+func TestClipWhatKeepsANamePrintableAndShort(t *testing.T) {
+	if got := ClipWhat("review\x1b]52;c;bad\x07"); strings.ContainsAny(got, "\x1b\x07") {
+		t.Errorf("ClipWhat kept a control character: %q", got)
+	}
+	if got := ClipWhat(strings.Repeat("é", 40)); len(got) > 32 || !utf8.ValidString(got) {
+		t.Errorf("ClipWhat of 80 bytes: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
 	}
 }
