@@ -32,6 +32,11 @@ type Cluster struct {
 	// Image is the guest image as a container disk reference, e.g.
 	// quay.io/containerdisks/ubuntu:22.04 (`--image`).
 	Image string `json:"image"`
+	// CloneOf names the instance whose root disk this one's is cloned
+	// from, in the same namespace (a throwaway run's clone: the parent
+	// was provisioned once, and its clones start from what it installed);
+	// empty for an instance whose disk is made from Image.
+	CloneOf string `json:"clone_of,omitempty"`
 }
 
 // DefaultNamespace is a kubevirt instance's namespace when --namespace
@@ -76,6 +81,9 @@ func (c *Config) validateBackend() []error {
 	}
 	if len(k.Image) > 512 || !imageRefRE.MatchString(k.Image) {
 		errs = append(errs, fmt.Errorf("--image %q: on a cluster the image is a container disk reference, e.g. quay.io/containerdisks/ubuntu:22.04", k.Image))
+	}
+	if k.CloneOf != "" && (len(k.CloneOf) > 40 || !kubeNameRE.MatchString(k.CloneOf) || k.CloneOf == c.Name) {
+		errs = append(errs, fmt.Errorf("clone_of %q: want the name of another instance on the cluster (at most 40 lowercase letters, digits and dashes)", k.CloneOf))
 	}
 	if len(c.Mounts) > 0 {
 		errs = append(errs, errors.New("--mount: a cluster's guest cannot mount this machine's folders"))

@@ -40,6 +40,10 @@ func TestClusterSettingsAreChecked(t *testing.T) {
 		{"a control character in the context", func(c *Config) { c.Cluster.Context = "a\nb" }, "--context"},
 		{"a mount", func(c *Config) { c.Mounts = []Mount{{Host: "/tmp", Guest: "/mnt/x"}} }, "cannot mount this machine's folders"},
 		{"a local disk", func(c *Config) { c.DiskFormat = DiskQcow2 }, "no local disk"},
+		{"a clone of a name Kubernetes refuses", func(c *Config) { c.Cluster.CloneOf = "Box" }, `clone_of "Box"`},
+		{"a clone of a path", func(c *Config) { c.Cluster.CloneOf = "../box" }, "clone_of"},
+		{"a clone of a name too long", func(c *Config) { c.Cluster.CloneOf = strings.Repeat("a", 41) }, "clone_of"},
+		{"a clone of itself", func(c *Config) { c.Cluster.CloneOf = c.Name }, "another instance"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := kube(tc.edit).Validate(0)
@@ -47,6 +51,9 @@ func TestClusterSettingsAreChecked(t *testing.T) {
 				t.Fatalf("Validate: %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+	if err := kube(func(c *Config) { c.Cluster.CloneOf = "box" }).Validate(0); err != nil {
+		t.Fatalf("a clone of the instance box: %v", err)
 	}
 	if kube(nil).Remote() != true || goodConfig().Remote() {
 		t.Error("Remote: a kubevirt instance is remote, a local one is not")
