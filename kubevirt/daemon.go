@@ -54,6 +54,7 @@ func SpecFor(cfg *instance.Config) (Spec, error) {
 		Memory:    int64(cfg.Memory),
 		Disk:      int64(cfg.Disk),
 		Image:     cfg.Cluster.Image,
+		CloneOf:   cfg.Cluster.CloneOf,
 		Arch:      cfg.Arch,
 		MAC:       hostd.GuestFor(cfg).MAC,
 	}, nil

@@ -55,6 +55,13 @@ type Spec struct {
 	// Ephemeral boots Image as a containerDisk instead: no volume to
 	// provision, nothing kept past the VM's run. For throwaway sandboxes.
 	Ephemeral bool
+	// CloneOf, when set, names the instance (in Namespace) whose root
+	// disk CDI clones into this one's instead of importing Image: that
+	// disk was provisioned once, so the clone's guest skips cloud-init's
+	// installs (a golden image, the cluster's way). Disk must be at least
+	// the source's. CDI clones only while no VM uses the source
+	// (Machine.checkSource).
+	CloneOf string
 	// Arch is the guest's architecture (GOARCH: amd64, arm64): the VM
 	// runs on a node of it, and fetches that agent; empty leaves it to
 	// the cluster's default.
@@ -82,6 +89,12 @@ func (s Spec) Check() error {
 		return fmt.Errorf("--memory %d bytes: want at least 256 MiB", s.Memory)
 	case !s.Ephemeral && s.Disk < 1<<30:
 		return fmt.Errorf("--disk %d bytes: want at least 1 GiB", s.Disk)
+	case s.CloneOf != "" && (!nameRE.MatchString(s.CloneOf) || len(s.CloneOf) > 40 || s.CloneOf == s.Instance):
+		return fmt.Errorf("clone of %q: want the name of another instance on the cluster (at most 40 lowercase letters, digits and dashes)", s.CloneOf)
+	case s.CloneOf != "" && s.Ephemeral:
+		return fmt.Errorf("instance %s is both a clone of %s's disk and ephemeral (a container disk): it can be only one", s.Instance, s.CloneOf)
+	case s.CloneOf != "" && s.Namespace == "":
+		return fmt.Errorf("instance %s clones %s's disk: give the namespace both are in (--namespace)", s.Instance, s.CloneOf)
 	case s.Image == "":
 		return fmt.Errorf("no --image: the cluster boots a container disk image, e.g. quay.io/containerdisks/ubuntu:22.04")
 	case s.Arch != "" && s.Arch != "amd64" && s.Arch != "arm64":
@@ -104,6 +117,23 @@ func (s Spec) Name() string { return "cowork-" + s.Instance }
 // the guest stays out of everything that can read VMs.
 func (s Spec) CloudInitSecret() string { return s.Name() + cloudInitSuffix }
 
+// RootDataVolume names the DataVolume (and its PVC) of the instance's
+// root disk.
+func (s Spec) RootDataVolume() string { return rootDataVolume(s.Instance) }
+
+// rootDataVolume names the root disk's DataVolume of instance.
+func rootDataVolume(instance string) string { return "cowork-" + instance + "-root" }
+
+// rootSource is where CDI fills the root disk from: the source
+// instance's PVC for a clone, else the registry image.
+func (s Spec) rootSource() *cdiv1.DataVolumeSource {
+	if s.CloneOf != "" {
+		return &cdiv1.DataVolumeSource{PVC: &cdiv1.DataVolumeSourcePVC{Namespace: s.Namespace, Name: rootDataVolume(s.CloneOf)}}
+	}
+	url := "docker://" + s.Image
+	return &cdiv1.DataVolumeSource{Registry: &cdiv1.DataVolumeSourceRegistry{URL: &url}}
+}
+
 func (s Spec) labels() map[string]string {
 	return map[string]string{LabelManagedBy: managedBy, LabelInstance: s.Instance}
 }
@@ -125,11 +155,10 @@ func VirtualMachine(s Spec) (*kvv1.VirtualMachine, error) {
 	if s.Ephemeral {
 		root.VolumeSource = kvv1.VolumeSource{ContainerDisk: &kvv1.ContainerDiskSource{Image: s.Image}}
 	} else {
-		url := "docker://" + s.Image
 		templates = []kvv1.DataVolumeTemplateSpec{{
-			ObjectMeta: metav1.ObjectMeta{Name: s.Name() + "-root", Labels: s.labels()},
+			ObjectMeta: metav1.ObjectMeta{Name: s.RootDataVolume(), Labels: s.labels()},
 			Spec: cdiv1.DataVolumeSpec{
-				Source: &cdiv1.DataVolumeSource{Registry: &cdiv1.DataVolumeSourceRegistry{URL: &url}},
+				Source: s.rootSource(),
 				Storage: &cdiv1.StorageSpec{
 					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
@@ -138,7 +167,7 @@ func VirtualMachine(s Spec) (*kvv1.VirtualMachine, error) {
 				},
 			},
 		}}
-		root.VolumeSource = kvv1.VolumeSource{DataVolume: &kvv1.DataVolumeSource{Name: s.Name() + "-root"}}
+		root.VolumeSource = kvv1.VolumeSource{DataVolume: &kvv1.DataVolumeSource{Name: s.RootDataVolume()}}
 	}
 	secret := &corev1.LocalObjectReference{Name: s.CloudInitSecret()}
 	vm := &kvv1.VirtualMachine{

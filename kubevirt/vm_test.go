@@ -12,6 +12,7 @@ import (
 	"k8s.io/kube-openapi/pkg/validation/validate"
 	kvv1 "kubevirt.io/api/core/v1"
 	"kubevirt.io/client-go/api"
+	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
 )
 
 func testSpec() Spec {
@@ -110,16 +111,27 @@ func unstructuredOf(t *testing.T, obj runtime.Object) map[string]any {
 // check is no formality: a VM with a field of the wrong type fails it.
 func TestVirtualMachineMatchesKubeVirtsSchema(t *testing.T) {
 	v := kubevirtSchema(t, "kubevirt.io/api/core/v1.VirtualMachine")
-	for _, eph := range []bool{false, true} {
+	for _, kind := range []string{"imported", "ephemeral", "clone"} {
 		s := testSpec()
-		s.Ephemeral = eph
+		s.Ephemeral = kind == "ephemeral"
+		if kind == "clone" {
+			s.CloneOf = "golden"
+		}
 		vm, err := VirtualMachine(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		u := unstructuredOf(t, vm)
 		if r := v.Validate(u); !r.IsValid() {
-			t.Fatalf("ephemeral %v: %v", eph, r.AsError())
+			t.Fatalf("%s: %v", kind, r.AsError())
+		}
+		if kind == "clone" { // the schema knows the clone's source: a broken one fails
+			bad := unstructuredOf(t, vm)
+			dv := bad["spec"].(map[string]any)["dataVolumeTemplates"].([]any)[0].(map[string]any)
+			dv["spec"].(map[string]any)["source"].(map[string]any)["pvc"] = map[string]any{"name": int64(7)}
+			if r := v.Validate(bad); r.IsValid() {
+				t.Fatal("a clone whose source PVC's name is a number passed the schema")
+			}
 		}
 		u["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["domain"].(map[string]any)["cpu"] = map[string]any{"cores": "four"}
 		if r := v.Validate(u); r.IsValid() {
@@ -167,6 +179,14 @@ func TestVirtualMachine(t *testing.T) {
 	if vm.Spec.DataVolumeTemplates != nil || vm.Spec.Template.Spec.Volumes[0].ContainerDisk.Image != s.Image {
 		t.Fatalf("ephemeral: %+v", vm.Spec)
 	}
+	s.Ephemeral, s.CloneOf = false, "golden"
+	vm, _ = VirtualMachine(s)
+	if src := vm.Spec.DataVolumeTemplates[0].Spec.Source; src.Registry != nil || src.PVC == nil || *src.PVC != (cdiv1.DataVolumeSourcePVC{Namespace: "sandboxes", Name: "cowork-golden-root"}) {
+		t.Fatalf("a clone's root disk comes from its source's PVC, in its namespace: %+v", src)
+	}
+	if dv := vm.Spec.DataVolumeTemplates[0]; dv.Name != "cowork-box-root" || dv.Labels[LabelInstance] != "box" || dv.Spec.Storage.Resources.Requests.Storage().Value() != 10<<30 {
+		t.Fatalf("a clone's root disk is its own, of its size: %+v", dv)
+	}
 	sec := CloudInit(s, []byte("#cloud-config\n"), []byte("version: 2\n"))
 	if sec.Name != s.CloudInitSecret() || string(sec.Data["userdata"]) != "#cloud-config\n" || string(sec.Data["networkdata"]) != "version: 2\n" {
 		t.Fatalf("%+v", sec)
@@ -186,6 +206,12 @@ func TestSpecRefusesWhatKubernetesWould(t *testing.T) {
 		{func(s *Spec) { s.Memory = 1 << 20 }, "want at least 256 MiB"},
 		{func(s *Spec) { s.Disk = 1 << 20 }, "want at least 1 GiB"},
 		{func(s *Spec) { s.Image = "" }, "no --image"},
+		{func(s *Spec) { s.CloneOf = "Golden" }, `clone of "Golden"`},
+		{func(s *Spec) { s.CloneOf = "../golden" }, "clone of"},
+		{func(s *Spec) { s.CloneOf = strings.Repeat("a", 41) }, "clone of"},
+		{func(s *Spec) { s.CloneOf = "box" }, "another instance"},
+		{func(s *Spec) { s.CloneOf, s.Ephemeral = "golden", true }, "it can be only one"},
+		{func(s *Spec) { s.CloneOf, s.Namespace = "golden", "" }, "give the namespace"},
 	} {
 		s := testSpec()
 		c.change(&s)
