@@ -150,7 +150,13 @@ func ParseInteractive(ios *iostreams.IOStreams, instance string, args []string) 
 // parseOwn splits args into cowork's own flags, which it applies to o,
 // and Claude Code's, which it returns with the positional arguments.
 func (o *Options) parseOwn(args []string) (*claudecode.Parsed, error) {
-	p, err := claudecode.ParseArgs(args, ownFlags)
+	return o.parseFlags(args, ownFlags)
+}
+
+// parseFlags is parseOwn with own as cowork's flags (fleet ask has its
+// own set, less --rm).
+func (o *Options) parseFlags(args []string, own []claudecode.Flag) (*claudecode.Parsed, error) {
+	p, err := claudecode.ParseArgs(args, own)
 	if err != nil {
 		return nil, &cmdutil.FlagError{Err: err}
 	}
@@ -403,10 +409,15 @@ func noteInterrupts(ctx context.Context, in <-chan syscall.Signal, interrupted *
 }
 
 // Help is ask's (and claude's) help: cobra's, plus Claude Code's flags.
-func Help(cmd *cobra.Command) string {
+func Help(cmd *cobra.Command) string { return help(cmd, ownFlags) }
+
+// FleetHelp is fleet ask's help: cobra's, plus Claude Code's flags.
+func FleetHelp(cmd *cobra.Command) string { return help(cmd, fleetFlags) }
+
+func help(cmd *cobra.Command, own []claudecode.Flag) string {
 	var b strings.Builder
-	b.WriteString(cmd.Long + "\n\nUsage:\n  cowork " + cmd.Use + "\n\nExamples:\n" + cmd.Example + "\n\ncowork flags:\n")
-	for _, f := range ownFlags {
+	b.WriteString(cmd.Long + "\n\nUsage:\n  " + cmd.UseLine() + "\n\nExamples:\n" + cmd.Example + "\n\ncowork flags:\n")
+	for _, f := range own {
 		fmt.Fprintf(&b, "  %-40s %s\n", f.Usage(), f.Help)
 	}
 	fmt.Fprintf(&b, "\nClaude Code flags (Claude Code %s; forwarded as given):\n", claudecode.Version)

@@ -37,7 +37,14 @@ func FromFiles(in, out, errOut *os.File) *IOStreams {
 // Test returns streams on buffers, none of them a terminal.
 func Test() (s *IOStreams, in, out, errOut *bytes.Buffer) {
 	in, out, errOut = &bytes.Buffer{}, &bytes.Buffer{}, &bytes.Buffer{}
-	return &IOStreams{In: in, Out: out, ErrOut: errOut, inFd: -1, outFd: -1, errFd: -1}, in, out, errOut
+	return Writers(in, out, errOut), in, out, errOut
+}
+
+// Writers returns streams on plain readers and writers, none of them a
+// terminal: a command's output taken elsewhere (one task of a fleet,
+// its lines tagged or kept in a file).
+func Writers(in io.Reader, out, errOut io.Writer) *IOStreams {
+	return &IOStreams{In: in, Out: out, ErrOut: errOut, inFd: -1, outFd: -1, errFd: -1}
 }
 
 func isTerminal(fd int) bool { return fd >= 0 && term.IsTerminal(fd) }

@@ -21,6 +21,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/deletecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/diskcmd"
 	execcmd "github.com/coworkhq/cowork/cmd/cowork/exec"
+	"github.com/coworkhq/cowork/cmd/cowork/fleet"
 	"github.com/coworkhq/cowork/cmd/cowork/imagecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
@@ -135,6 +136,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"cp", func() *cobra.Command { return cpcmd.NewCmdCp(ios, target, nil) }},
 		{"claude", func() *cobra.Command { return claude.NewCmdClaude(ios, name, nil) }},
 		{"ask", func() *cobra.Command { return ask.NewCmdAsk(ios, name, nil) }},
+		{"fleet", func() *cobra.Command { return fleet.NewCmdFleet(ios, name, nil) }},
 		{"version", func() *cobra.Command { return version.NewCmdVersion(ios, nil) }},
 		{"init", func() *cobra.Command { return initcmd.NewCmdInit(ios, name, nil) }},
 		{"start", func() *cobra.Command { return start.NewCmdStart(ios, name, nil) }},

@@ -27,6 +27,8 @@ type Options struct {
 	Snapshot string // its snapshot to clone; "" for the pool's or its latest
 	What     string // exec or ask
 	Command  string
+	// Ready, if set, is told of the clone once it is ready for the run.
+	Ready func(*cowork.Throwaway)
 }
 
 // Run runs fn in a throwaway clone of o.Parent and discards the clone;
@@ -55,6 +57,9 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 				note(fmt.Sprintf("could not start refilling the pool of %s: %v", parent.Name, err))
 			}
 		}
+	}
+	if o.Ready != nil {
+		o.Ready(t)
 	}
 	note(fmt.Sprintf("run %s in %s (%s, from snapshot %s; ready in %s)", t.ID, t.Name, t.Ready, t.Snapshot, time.Since(began).Round(10*time.Millisecond)))
 	runErr := refillAround(refillAfter, refill, func() error { return fn(ctx, t.Instance) })
