@@ -129,8 +129,17 @@ func (m *Machine) Start(ctx context.Context) error {
 }
 
 // apply creates the Secret and the VM, or updates the Secret and checks
-// that the VM of that name is this instance's.
+// that the VM of that name is this instance's. A clone's VM is made only
+// once its source can be cloned (checkSource), and nothing is written
+// before.
 func (m *Machine) apply(ctx context.Context) error {
+	if m.spec.CloneOf != "" {
+		if _, err := m.vms().Get(ctx, m.spec.Name(), metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			if err := m.checkSource(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	sec, err := toUnstructured(m.seed)
 	if err != nil {
 		return err

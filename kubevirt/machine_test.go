@@ -48,7 +48,7 @@ type cluster struct {
 func newCluster(t *testing.T, ns string, objs ...runtime.Object) *cluster {
 	kinds := map[schema.GroupVersionResource]string{
 		vmResource: "VirtualMachineList", vmiResource: "VirtualMachineInstanceList", secretResource: "SecretList",
-		networkPolicyResource: "NetworkPolicyList", podResource: "PodList",
+		networkPolicyResource: "NetworkPolicyList", podResource: "PodList", dataVolumeResource: "DataVolumeList",
 	}
 	c := &cluster{t: t, client: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds, objs...), ns: ns, stop: make(chan struct{})}
 	c.wg.Add(1)

@@ -1,0 +1,136 @@
+package kubevirt
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// cloneSpec is a throwaway clone of the instance golden.
+func cloneSpec() Spec {
+	s := testSpec()
+	s.Instance, s.CloneOf = "golden-rm-1a2b3c4d", "golden"
+	return s
+}
+
+// sourceDisk is the root DataVolume of instance src as CDI keeps it,
+// with labels and the phase phase ("" for none).
+func sourceDisk(src string, labels map[string]any, phase string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+		"metadata": map[string]any{"name": "cowork-" + src + "-root", "namespace": "sandboxes", "labels": labels},
+	}}
+	if phase != "" {
+		u.Object["status"] = map[string]any{"phase": phase}
+	}
+	return u
+}
+
+// sourceLabels are the labels cowork gives instance src's objects.
+func sourceLabels(src string) map[string]any {
+	return map[string]any{LabelManagedBy: managedBy, LabelInstance: src}
+}
+
+// sourceVM is instance src's VM with spec.
+func sourceVM(src string, spec map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+		"metadata": map[string]any{"name": "cowork-" + src, "namespace": "sandboxes", "labels": sourceLabels(src)},
+		"spec":     spec,
+	}}
+}
+
+// A clone's VM is made with its root disk cloned from its source's PVC,
+// once the source's disk is there and its VM halted; deleting the clone
+// deletes the clone's objects, never its source's.
+func TestCloneStartsFromItsSourcesDisk(t *testing.T) {
+	c := newCluster(t, "sandboxes", sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"runStrategy": "Halted"}))
+	m, err := New(c.client, cloneSpec(), []byte("#cloud-config\n"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Poll = 5 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dvs, _, _ := unstructured.NestedSlice(vm.Object, "spec", "dataVolumeTemplates")
+	if len(dvs) != 1 {
+		t.Fatalf("the clone's disks: %v", dvs)
+	}
+	pvc, _, _ := unstructured.NestedMap(dvs[0].(map[string]any), "spec", "source", "pvc")
+	if pvc["name"] != "cowork-golden-root" || pvc["namespace"] != "sandboxes" {
+		t.Errorf("the clone's disk comes from %v, want the PVC sandboxes/cowork-golden-root", dvs[0])
+	}
+	if err := m.Stop(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{}); err == nil {
+		t.Error("the clone's VM outlived its Delete")
+	}
+	if _, err := c.client.Resource(dataVolumeResource).Namespace("sandboxes").Get(ctx, "cowork-golden-root", metav1.GetOptions{}); err != nil {
+		t.Errorf("the source's disk went with its clone: %v", err)
+	}
+	if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden", metav1.GetOptions{}); err != nil {
+		t.Errorf("the source's VM went with its clone: %v", err)
+	}
+}
+
+// No clone's VM is made from a disk that is missing, not cowork's disk
+// of that instance, not made yet, or in use by a VM: CDI would wait for
+// ever, or copy a disk cowork did not make into a sandbox. Nothing is
+// made in the cluster, and the error says what to do.
+func TestCloneRefusesASourceItCannotClone(t *testing.T) {
+	stop := "stop golden first (`cowork stop --name golden`): the cluster clones its disk only while no VM uses it"
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		want string
+	}{
+		{"no source disk", nil, "instance golden has no disk in namespace sandboxes to clone (no DataVolume cowork-golden-root): start it once (`cowork start --name golden`)"},
+		{"another's disk of the name", []runtime.Object{sourceDisk("golden", map[string]any{"team": "db"}, "Succeeded")}, "is not cowork's disk of instance golden"},
+		{"another instance's disk", []runtime.Object{sourceDisk("golden", sourceLabels("other"), "Succeeded")}, "is not cowork's disk of instance golden"},
+		{"a disk still importing", []runtime.Object{sourceDisk("golden", sourceLabels("golden"), "ImportInProgress")}, `is not made yet (phase "ImportInProgress")`},
+		{"a disk with no phase", []runtime.Object{sourceDisk("golden", sourceLabels("golden"), "")}, `is not made yet (phase "")`},
+		{"a running source", []runtime.Object{sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"runStrategy": "Always"})}, stop},
+		{"a source set to run the old way", []runtime.Object{sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"running": true})}, stop},
+		{"a source whose guest is still going down", []runtime.Object{sourceDisk("golden", sourceLabels("golden"), "Succeeded"), &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+			"metadata": map[string]any{"name": "cowork-golden", "namespace": "sandboxes"},
+			"status":   map[string]any{"phase": "Running"},
+		}}}, stop},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, "sandboxes", tc.objs...)
+			close(c.stop) // no controller: the source stays as it is given
+			c.wg.Wait()
+			c.stop = make(chan struct{})
+			m, _ := New(c.client, cloneSpec(), []byte("#cloud-config\n"), nil, nil)
+			m.Poll = 5 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := m.Start(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v; want an error saying %q", err, tc.want)
+			}
+			if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{}); err == nil {
+				t.Error("the clone's VM was made")
+			}
+			if _, err := c.client.Resource(secretResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d-cloudinit", metav1.GetOptions{}); err == nil {
+				t.Error("the clone's seed Secret was made")
+			}
+		})
+	}
+}
