@@ -35,6 +35,32 @@ func ParseLine(line []byte) (*Record, error) {
 	return &r, nil
 }
 
+// Feed hands the records of a log's lines that are not before Since to
+// Fn, and counts the damaged lines it skips. Stream feeds it the lines of
+// the files of a log here; a reader of a log kept elsewhere (a cluster's
+// egress proxy's, through cowork-hostd-kubevirt log) feeds it the lines
+// it receives, so that both filter and check them alike.
+type Feed struct {
+	Since   time.Time
+	Fn      func(*Record) error
+	Skipped int
+}
+
+// Line feeds one line (without its newline); an error is Fn's.
+func (f *Feed) Line(line []byte) error {
+	r, err := ParseLine(line)
+	if err != nil {
+		if len(bytes.TrimSpace(line)) > 0 {
+			f.Skipped++
+		}
+		return nil
+	}
+	if r.Time.Before(f.Since) {
+		return nil
+	}
+	return f.Fn(r)
+}
+
 // Stream calls fn for each record of the log at path whose time is not
 // before since: first the rotated files, oldest first, then path. With
 // follow it then waits for new records, across rotations, until ctx ends.
@@ -46,19 +72,9 @@ func Stream(ctx context.Context, path string, since time.Time, follow bool, fn f
 			files = append(files, p)
 		}
 	}
-	emit := func(line []byte) error {
-		r, err := ParseLine(line)
-		if err != nil {
-			if len(bytes.TrimSpace(line)) > 0 {
-				skipped++
-			}
-			return nil
-		}
-		if r.Time.Before(since) {
-			return nil
-		}
-		return fn(r)
-	}
+	feed := &Feed{Since: since, Fn: fn}
+	defer func() { skipped = feed.Skipped }()
+	emit := feed.Line
 	for _, p := range files {
 		f, err := os.Open(p)
 		if err != nil {
