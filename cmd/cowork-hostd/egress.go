@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coworkhq/cowork/hostd/egresslog"
 	"github.com/coworkhq/cowork/hostd/egresspolicy"
 	"github.com/coworkhq/cowork/hostd/egressrelay"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -44,6 +45,7 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	upstream := fs.String("upstream-proxy", "", "carry all egress through this proxy: http://HOST:PORT or socks5://HOST:PORT")
 	relayListen := fs.String("relay-listen", "", "serve the credential relay for the guests on this address too (e.g. :7891)")
 	sessionsListen := fs.String("sessions-listen", "", "open the relay's sessions on this loopback address (e.g. 127.0.0.1:7892), reached through the API server's port-forward only")
+	logListen := fs.String("log-listen", "", "serve the audit log, read-only, on this loopback address (e.g. 127.0.0.1:7893), reached through the API server's port-forward only")
 	keyFile := fs.String("api-key-file", "", "the relay's API key (a Secret's, mounted into this pod alone); read at each session")
 	keySecret := fs.String("api-key-secret", egressrelay.DefaultSecret, "the name of the Secret mounted at --api-key-file, for the messages that say how to make it")
 	endpoint := fs.String("api-endpoint", "", "the API endpoint the relay sends the key to (none: "+netstack.DefaultAPIEndpoint+")")
@@ -70,6 +72,11 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 	if *sessionsListen != "" {
 		if err := egressrelay.CheckLoopback(*sessionsListen); err != nil {
 			return fail(usageError{fmt.Errorf("egress: --sessions-listen %w", err)})
+		}
+	}
+	if *logListen != "" {
+		if err := egressrelay.CheckLoopback(*logListen); err != nil {
+			return fail(usageError{fmt.Errorf("egress: --log-listen %w", err)})
 		}
 	}
 	p, err := readEgressPolicy(*policyFile)
@@ -134,6 +141,26 @@ func egress(ctx context.Context, args []string, stderr io.Writer) int {
 				}
 			}()
 		}
+	}
+	if *logListen != "" {
+		ll, err := net.Listen("tcp", *logListen)
+		if err != nil {
+			l.Close()
+			stop()
+			served.Wait()
+			return fail(fmt.Errorf("egress: %w", err))
+		}
+		log.Info("egress audit log serving", "addr", ll.Addr().String())
+		served.Add(1)
+		// One that fails leaves the proxy serving: its clients' traffic
+		// matters more than a reader of its log.
+		go func() {
+			defer served.Done()
+			srv := &egresslog.Server{Path: filepath.Join(*dir, "network.jsonl"), Log: log}
+			if err := srv.Serve(ctx, ll); err != nil {
+				log.Error("egress audit log no longer served", "err", err)
+			}
+		}()
 	}
 	log.Info("egress proxy serving", "addr", l.Addr().String(), "audit", *dir)
 	// On a signal it closes every client's connection and returns once

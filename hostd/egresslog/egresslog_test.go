@@ -1,0 +1,346 @@
+package egresslog
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/termsafe/termsafetest"
+)
+
+// testLog is an audit log in a fresh folder, rotated at maxSize (0: the
+// default size).
+func testLog(t *testing.T, maxSize int64) (*audit.Log, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "network.jsonl")
+	l, err := audit.Open(path, audit.Options{MaxSize: maxSize, Keep: audit.DefaultKeep,
+		Key: filepath.Join(dir, "audit.key"), Head: filepath.Join(dir, "audit.head")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+func write(t *testing.T, l *audit.Log, at time.Time, name string) {
+	t.Helper()
+	if err := l.Write(&audit.Record{Time: at, Kind: audit.KindTCP, Verdict: audit.Allow, Name: name, Dst: "198.51.100.1:443", Client: "10.244.1.7:40000"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serve runs s on a loopback port until the test ends; it returns the
+// address.
+func serve(t *testing.T, s *Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("Serve did not end")
+		}
+	})
+	return l.Addr().String()
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // no test waits longer
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// names reads the records of req from the server at addr, by name.
+func names(t *testing.T, addr string, req Request) ([]string, error) {
+	t.Helper()
+	var got []string
+	_, err := Read(dial(t, addr), req, func(b []byte) error {
+		r, err := audit.ParseLine(b)
+		if err != nil {
+			return err
+		}
+		got = append(got, r.Name)
+		return nil
+	})
+	return got, err
+}
+
+// The log is served from the time asked for; all of it when none is.
+func TestServesTheLogSince(t *testing.T) {
+	l, path := testLog(t, 0)
+	now := time.Now()
+	write(t, l, now.Add(-2*time.Hour), "old.example")
+	write(t, l, now.Add(-time.Minute), "recent.example")
+	addr := serve(t, &Server{Path: path})
+	got, err := names(t, addr, Request{Since: now.Add(-10 * time.Minute).Format(time.RFC3339)})
+	if err != nil || strings.Join(got, " ") != "recent.example" {
+		t.Errorf("since 10 minutes ago: %q, %v", got, err)
+	}
+	got, err = names(t, addr, Request{})
+	if err != nil || strings.Join(got, " ") != "old.example recent.example" {
+		t.Errorf("all of it: %q, %v", got, err)
+	}
+	if _, err := names(t, addr, Request{Since: "yesterday"}); !errors.As(err, new(*RefusedError)) || !strings.Contains(err.Error(), "RFC 3339") {
+		t.Errorf("since yesterday: %v", err)
+	}
+}
+
+// follower is a client following the log at addr, its records' names
+// sent on a channel; the channel closes when the stream ends, and err
+// says why.
+type follower struct {
+	c     net.Conn
+	names chan string
+	err   error
+	done  chan struct{}
+}
+
+func follow(t *testing.T, addr string) *follower {
+	f := &follower{c: dial(t, addr), names: make(chan string, 1000), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer close(f.names)
+		_, f.err = Read(f.c, Request{Follow: true}, func(b []byte) error {
+			r, err := audit.ParseLine(b)
+			if err != nil {
+				return err
+			}
+			f.names <- r.Name
+			return nil
+		})
+	}()
+	return f
+}
+
+func (f *follower) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case n, ok := <-f.names:
+		if !ok {
+			t.Fatalf("the stream ended: %v", f.err)
+		}
+		return n
+	case <-time.After(20 * time.Second):
+		t.Fatal("no record came")
+	}
+	return ""
+}
+
+// A follower gets the records written after it asked, across the log's
+// rotations, in order, none lost; when the server stops it is told so.
+func TestFollowsTheLogAcrossRotations(t *testing.T) {
+	l, path := testLog(t, 4<<10) // a few records a file
+	write(t, l, time.Now(), "before")
+	addr := serve(t, &Server{Path: path})
+	f := follow(t, addr)
+	if n := f.next(t); n != "before" {
+		t.Fatalf("first record %q", n)
+	}
+	for i := range 60 { // rotated many times over while followed
+		write(t, l, time.Now(), fmt.Sprintf("host%d.example", i))
+		if i%7 == 0 {
+			time.Sleep(250 * time.Millisecond) // past a poll of the follower
+		}
+	}
+	for i := range 60 {
+		if n, want := f.next(t), fmt.Sprintf("host%d.example", i); n != want {
+			t.Fatalf("record %d is %q, want %q", i, n, want)
+		}
+	}
+	if _, err := os.Stat(path + ".3"); err != nil {
+		t.Errorf("the log was not rotated as often as the test means: %v", err)
+	}
+}
+
+// A server that stops ends its followers' streams saying why.
+func TestFollowersAreToldTheServerStops(t *testing.T) {
+	al, path := testLog(t, 0)
+	write(t, al, time.Now(), "before")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Server{Path: path}).Serve(ctx, l) }()
+	f := follow(t, l.Addr().String())
+	f.next(t)
+	cancel()
+	<-f.done
+	if !errors.As(f.err, new(*RefusedError)) || !strings.Contains(f.err.Error(), "stopping") {
+		t.Errorf("a follower of a stopping server: %v", f.err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// The server listens on loopback only: the guests share the pod's
+// network, and must never read the namespace's log.
+func TestServesOnLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", "[::]:0"} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = (&Server{Path: "/nonexistent"}).Serve(context.Background(), l)
+		if err == nil || !strings.Contains(err.Error(), "is not a loopback address") {
+			t.Errorf("Serve on %s: %v", l.Addr(), err)
+		}
+		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("the refused listener on %s is still open: %v", addr, err)
+		}
+	}
+}
+
+// What one client can make the pod do is bounded: a request line of at
+// most MaxRequest bytes (one at the bound is taken), sent in time; a
+// request that is no log request is refused.
+func TestRequestsAreBounded(t *testing.T) {
+	_, path := testLog(t, 0)
+	addr := serve(t, &Server{Path: path, RequestTimeout: 300 * time.Millisecond})
+	ask := func(req string) (string, error) {
+		c := dial(t, addr)
+		if req != "" {
+			if _, err := io.WriteString(c, req); err != nil {
+				return "", err
+			}
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return line, err
+	}
+	atBound := `{"since":""}` + strings.Repeat(" ", MaxRequest-len(`{"since":""}`)) + "\n"
+	if line, err := ask(atBound); err != nil || line != `{"ready":true}`+"\n" {
+		t.Errorf("a request of %d bytes: %q, %v", len(atBound)-1, line, err)
+	}
+	over := `{"since":""}` + strings.Repeat(" ", MaxRequest+1-len(`{"since":""}`)) + "\n"
+	if line, err := ask(over); err != nil || !strings.Contains(line, "at most 4096 bytes") {
+		t.Errorf("a request of %d bytes: %q, %v", len(over)-1, line, err)
+	}
+	if line, err := ask(strings.Repeat("x", 1<<20)); err != nil || !strings.Contains(line, "at most 4096 bytes") {
+		t.Errorf("a megabyte with no newline: %q, %v", line, err)
+	}
+	start := time.Now()
+	if line, err := ask(""); err != nil || !strings.Contains(line, "no request came in time") || time.Since(start) > 10*time.Second {
+		t.Errorf("no request: %q, %v after %s", line, err, time.Since(start))
+	}
+	for _, req := range []string{"{not json\n", `{"since":"","follow":true,"path":"/etc/shadow"}` + "\n", `{"follow":"yes"}` + "\n"} {
+		if line, err := ask(req); err != nil || !strings.Contains(line, "is not a log request") {
+			t.Errorf("%q: %q, %v", req, line, err)
+		}
+	}
+}
+
+// At most MaxClients read at once: one more is refused, saying so; a
+// follower that goes away frees its place at once, with no record
+// written since.
+func TestClientsAreBounded(t *testing.T) {
+	l, path := testLog(t, 0)
+	write(t, l, time.Now(), "before")
+	addr := serve(t, &Server{Path: path, MaxClients: 2})
+	a, b := follow(t, addr), follow(t, addr)
+	a.next(t)
+	b.next(t)
+	if _, err := names(t, addr, Request{}); err == nil || !strings.Contains(err.Error(), "serves 2 readers of its log at once") {
+		t.Fatalf("a third client: %v", err)
+	}
+	a.c.Close()
+	<-a.done
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err = names(t, addr, Request{}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Errorf("a client once a follower went away: %v", err)
+	}
+}
+
+// A client takes from a server no more than bounded JSON lines of
+// replies, and shows its messages inert.
+func TestReadTakesOnlyWhatItShould(t *testing.T) {
+	for _, c := range []struct {
+		name, answer string
+		want         string
+		noAnswer     bool
+	}{
+		{"nothing", "", "no answer", true},
+		{"no ready line", `{"record":{"kind":"tcp"}}` + "\n", "no ready line", false},
+		{"not JSON", "HTTP/1.1 400 Bad Request\r\n", "no reply", false},
+		{"a line over the bound", `{"ready":true}` + "\n" + `{"record":"` + strings.Repeat("a", MaxReply) + "\"}\n", "over", false},
+		{"cut off", `{"ready":true}` + "\n" + `{"record":{}}` + "\n", "broke off", false},
+		{"a hostile message", `{"end":{"error":"` + strings.Repeat("x", 2000) + `\u001b]52;c;owned\u0007"}}` + "\n", "xxx", false},
+	} {
+		here, there := net.Pipe()
+		go func() {
+			bufio.NewReader(there).ReadString('\n')
+			io.WriteString(there, c.answer)
+			there.Close()
+		}()
+		_, err := Read(here, Request{}, func([]byte) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), c.want) || errors.As(err, new(*NoAnswerError)) != c.noAnswer || len(err.Error()) > 1200 {
+			t.Errorf("%s: %.200v", c.name, err)
+		}
+		if err != nil {
+			termsafetest.Check(t, c.name, err.Error(), false)
+		}
+	}
+}
+
+// Many clients at once, reading and going, leave the server serving.
+func TestManyClients(t *testing.T) {
+	l, path := testLog(t, 0)
+	for i := range 50 {
+		write(t, l, time.Now(), fmt.Sprintf("h%d", i))
+	}
+	addr := serve(t, &Server{Path: path, MaxClients: 4})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	served := 0
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := names(t, addr, Request{})
+			if err == nil && len(got) == 50 {
+				mu.Lock()
+				served++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if served == 0 {
+		t.Error("no client was served")
+	}
+	if got, err := names(t, addr, Request{}); err != nil || len(got) != 50 {
+		t.Errorf("after the crowd: %d records, %v", len(got), err)
+	}
+}

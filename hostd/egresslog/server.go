@@ -1,0 +1,211 @@
+package egresslog
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coworkhq/cowork/hostd/egressrelay"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
+	"github.com/coworkhq/cowork/internal/acceptloop"
+)
+
+// Defaults of a Server's bounds.
+const (
+	// DefaultMaxClients is how many clients read the log at once: a few
+	// people's `cowork proxy --follow`; each costs a poll of the log's
+	// file every 200 ms.
+	DefaultMaxClients = 8
+	// DefaultRequestTimeout is how long a client has to send its request
+	// once connected.
+	DefaultRequestTimeout = 10 * time.Second
+	// writeTimeout is how long a client may leave a reply unread before
+	// it is dropped, and its place freed.
+	writeTimeout = 30 * time.Second
+)
+
+// Server serves an audit log to its clients, read-only.
+type Server struct {
+	// Path is the log (network.jsonl; its rotated files beside it).
+	Path string
+	// MaxClients bounds the clients served at once (0:
+	// DefaultMaxClients); one more is refused, saying so.
+	MaxClients int
+	// RequestTimeout bounds the wait for a client's request (0:
+	// DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// Log hears of a log that could not be read (nil: nothing).
+	Log *slog.Logger
+}
+
+// Serve answers the clients of l, which must be a loopback listener (it
+// is closed and refused otherwise), until ctx ends: then it closes l,
+// ends every stream with the reason, and returns once they have ended.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if err := egressrelay.CheckLoopback(l.Addr().String()); err != nil {
+		l.Close()
+		return err
+	}
+	n := s.MaxClients
+	if n <= 0 {
+		n = DefaultMaxClients
+	}
+	slots := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	err := acceptloop.Serve(counted{l, &wg}, func(c net.Conn) {
+		defer wg.Done()
+		defer c.Close()
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			readRequest(c)
+			s.refuse(c, fmt.Sprintf("the egress proxy serves %d readers of its log at once, and has no room for another; try again when one ends", n))
+			return
+		}
+		s.serve(ctx, c)
+	}, nil)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// counted counts the connections it accepts in wg, before Serve can
+// return: each handler marks its end.
+type counted struct {
+	net.Listener
+	wg *sync.WaitGroup
+}
+
+func (l counted) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.wg.Add(1)
+	}
+	return c, err
+}
+
+// serve answers one client.
+func (s *Server) serve(ctx context.Context, c net.Conn) {
+	timeout := s.RequestTimeout
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	c.SetReadDeadline(time.Now().Add(timeout))
+	line, err := readRequest(c)
+	if err != nil {
+		s.refuse(c, err.Error())
+		return
+	}
+	since, follow, err := parseRequest(line)
+	if err != nil {
+		s.refuse(c, err.Error())
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if follow {
+		// A follower that went away is seen here, not at the next record,
+		// which may never come: its place is freed at once. It sends
+		// nothing more; anything it does send ends the stream too.
+		go func() {
+			var b [1]byte
+			c.Read(b[:])
+			cancel()
+		}()
+	}
+	if !s.write(c, Reply{Ready: true}) {
+		return
+	}
+	long := 0
+	skipped, err := audit.Stream(sctx, s.Path, since, follow, func(r *audit.Record) error {
+		rec, err := json.Marshal(r)
+		if err != nil || len(rec) > maxRecord {
+			long++ // a line re-encoded longer than a client takes
+			return nil
+		}
+		if !s.write(c, Reply{Record: rec}) {
+			return errGone
+		}
+		return nil
+	})
+	skipped += long
+	switch {
+	case errors.Is(err, errGone):
+	case err != nil:
+		if s.Log != nil {
+			s.Log.Warn("audit log stream failed", "err", err)
+		}
+		s.end(c, End{Skipped: skipped, Error: fmt.Sprintf("the egress proxy could not read its audit log: %v; see the pod's log", err)})
+	case follow && ctx.Err() != nil:
+		s.end(c, End{Skipped: skipped, Error: "the egress proxy is stopping; run this again once its new pod is ready"})
+	case follow: // the client went away
+	default:
+		s.end(c, End{Skipped: skipped})
+	}
+}
+
+// errGone is a client that stopped reading.
+var errGone = errors.New("the client went away")
+
+// readRequest reads the request line: at most MaxRequest bytes and its
+// newline.
+func readRequest(c io.Reader) ([]byte, error) {
+	r := bufio.NewReaderSize(io.LimitReader(c, MaxRequest+1), MaxRequest+1)
+	line, err := r.ReadSlice('\n')
+	switch {
+	case err == nil:
+		return bytes.TrimSpace(line), nil
+	case errors.Is(err, bufio.ErrBufferFull) || (errors.Is(err, io.EOF) && len(line) > MaxRequest):
+		return nil, fmt.Errorf("a request is one JSON line of at most %d bytes", MaxRequest)
+	case errors.Is(err, io.EOF):
+		return nil, errors.New("the request ended before its newline")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil, errors.New("no request came in time: send it at once, one JSON line")
+	}
+	return nil, err
+}
+
+// write sends one reply line; false when the client is gone or stopped
+// reading.
+func (s *Server) write(c net.Conn, r Reply) bool {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return false
+	}
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err = c.Write(append(b, '\n'))
+	return err == nil
+}
+
+// end sends the last line.
+func (s *Server) end(c net.Conn, e End) { s.write(c, Reply{End: &e}) }
+
+// refuse sends msg as the only line, then closes c gently: what the
+// client sent and was not read (a request over the bound) is drained
+// for a moment, up to a bound, so that the close does not reset the
+// connection before the client has read why.
+func (s *Server) refuse(c net.Conn, msg string) {
+	s.end(c, End{Error: msg})
+	if tc, ok := c.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
