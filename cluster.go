@@ -17,7 +17,8 @@ import (
 // socket. What needs the guest's disk, memory or network stack on this
 // machine (suspend, snapshots, clones, pools, mounts, published ports,
 // the SSH agent, secrets, network policy) is refused for it, by
-// localOnly.
+// localOnly. Its throwaway runs clone its disk in the cluster
+// (clusterclone.go).
 
 // KubeVirtHostdEnv names a path to cowork-hostd-kubevirt that overrides
 // its lookup, as $COWORK_HOSTD does cowork-hostd's.
@@ -55,10 +56,13 @@ var (
 	OpSnapshot = LocalOp{"have snapshots: its disk is a DataVolume in the cluster", ""}
 	OpClone    = LocalOp{"be cloned: its disk is a DataVolume in the cluster", ""}
 	OpPool     = LocalOp{"have a pool of clones: its disk is a DataVolume in the cluster", ""}
-	OpRm       = LocalOp{"run a command in a throwaway clone (--rm): its disk is a DataVolume in the cluster", "run it without --rm"}
-	OpMount    = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
-	OpPublish  = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
-	OpResize   = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}
+	// OpRm, a throwaway run (--rm), is refused for no instance: one on a
+	// cluster has its clone's disk cloned there (clusterclone.go). It
+	// stays for the callers that ask.
+	OpRm      = LocalOp{}
+	OpMount   = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
+	OpPublish = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
+	OpResize  = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}
 	// The network policy and the audit log are this machine's network
 	// stack's, which a cluster's guest is not on: its egress proxy is the
 	// namespace's (and so is its relay, with the namespace's API key:
@@ -75,7 +79,7 @@ var (
 // localOnly refuses op for an instance whose guest runs on a cluster;
 // nil for one on this machine.
 func localOnly(cfg *instance.Config, op LocalOp) error {
-	if !cfg.Remote() {
+	if !cfg.Remote() || op == (LocalOp{}) {
 		return nil
 	}
 	msg := fmt.Sprintf("instance %s runs on a cluster (%s); it cannot %s", cfg.Name, where(cfg), op.cannot)

@@ -135,7 +135,6 @@ func TestLocalOnlyRefusesAClusterInstance(t *testing.T) {
 		{"clone a snapshot", func() error { _, err := inst.CloneSnapshot("s", "copy", ""); return err }, "cannot be cloned"},
 		{"pool settings", func() error { return inst.SetPoolSettings(PoolSettings{Size: 2}) }, "cannot have a pool"},
 		{"fill the pool", func() error { _, err := inst.FillPool(ctx, nil); return err }, "cannot have a pool"},
-		{"throwaway", func() error { _, err := inst.Throwaway(ctx, ThrowawayOptions{}); return err }, "throwaway clone (--rm)"},
 		{"mounts", func() error {
 			_, err := inst.SetMounts([]Mount{{Host: t.TempDir(), Guest: "/data"}}, false)
 			return err

@@ -55,6 +55,12 @@ func List() ([]string, error) { return instance.List() }
 // An instance whose guest runs on a cluster (c.Remote()) has no disk
 // here: its directory holds its config, and later its daemon's files.
 func Create(ctx context.Context, c *instance.Config, src instance.Sources, convert Progress) (*Instance, error) {
+	return create(ctx, c, src, convert, nil)
+}
+
+// create is Create, calling onDir with the instance's folder as soon as
+// it is made (instance.CreateWith).
+func create(ctx context.Context, c *instance.Config, src instance.Sources, convert Progress, onDir func(string) error) (*Instance, error) {
 	mk := makeDisk(ctx, convert)
 	if c.Remote() {
 		if src != (instance.Sources{}) {
@@ -62,7 +68,7 @@ func Create(ctx context.Context, c *instance.Config, src instance.Sources, conve
 		}
 		mk = noDisk
 	}
-	if err := instance.Create(c, src, mk); err != nil {
+	if err := instance.CreateWith(c, src, mk, onDir); err != nil {
 		return nil, err
 	}
 	return Open(c.Name)

@@ -214,7 +214,7 @@ func (i *Instance) reapUnfinished() {
 	if err != nil {
 		return
 	}
-	prefix, _ := throwawayName(i.Name)
+	prefix, _ := throwawayName(i.Name, maxCloneName)
 	prefix = prefix[:len(prefix)-8]
 	dirs, _ := filepath.Glob(filepath.Join(home, prefix+"*"))
 	for _, d := range dirs {

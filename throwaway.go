@@ -32,6 +32,10 @@ import (
 // claim file and writing the taker's pid in it: the lock says it is in use
 // (the kernel drops it with the process), the pid that it was used, so a
 // clone whose run died is deleted, never handed to another run.
+//
+// An instance on a cluster has no snapshots and no pool: its clone is a
+// new instance there whose disk the cluster clones from the parent's
+// (clusterclone.go), made and booted for the run.
 
 // How a throwaway's clone was had.
 const (
@@ -81,11 +85,11 @@ type Throwaway struct {
 // made now, and starts it. The caller runs what it wants in it, then
 // calls Discard.
 func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwaway, error) {
-	if err := i.LocalOnly(OpRm); err != nil {
-		return nil, err
-	}
 	if t := i.Config.Throwaway; t != nil {
 		return nil, fmt.Errorf("%s is a throwaway clone of %s: run from %s instead (--name %s)", i.Name, t.Parent, t.Parent, t.Parent)
+	}
+	if i.Config.Remote() {
+		return i.clusterThrowaway(ctx, o)
 	}
 	pool, err := i.PoolSettings()
 	if err != nil {
@@ -126,12 +130,18 @@ func (i *Instance) Throwaway(ctx context.Context, o ThrowawayOptions) (*Throwawa
 		err = t.Instance.Start(ctx, o.Progress)
 	}
 	if err != nil && !errors.Is(err, ErrAlreadyRunning) {
-		if _, derr := t.Discard(ctx, RunResult{ExitCode: -1, Err: err}); derr != nil {
-			err = fmt.Errorf("%w; %v", err, derr)
-		}
-		return nil, fmt.Errorf("throwaway clone %s of %s: %w", t.Name, i.Name, err)
+		return nil, t.abandon(ctx, err)
 	}
 	return t, nil
+}
+
+// abandon discards the throwaway whose start failed with err; it returns
+// err, with what the discard could not do.
+func (t *Throwaway) abandon(ctx context.Context, err error) error {
+	if _, derr := t.Discard(ctx, RunResult{ExitCode: -1, Err: err}); derr != nil {
+		err = fmt.Errorf("%w; %v", err, derr)
+	}
+	return fmt.Errorf("throwaway clone %s of %s: %w", t.Name, t.Parent.Name, err)
 }
 
 // throwawayBase is the snapshot a throwaway run clones: name if given (it
@@ -173,14 +183,22 @@ func (i *Instance) throwawayBase(name string, note func(string)) (string, error)
 	return BaseSnapshot, nil
 }
 
+// The longest names of throwaway clones: an instance's name is at most
+// 63 characters, and one on a cluster's at most 40 (it names the
+// cluster's objects, with their prefix and suffixes).
+const (
+	maxCloneName        = 62
+	maxClusterCloneName = 40
+)
+
 // throwawayName is a new name for a clone of parent: parent-rm-ID, the
-// parent's name cut to fit.
-func throwawayName(parent string) (name, id string) {
+// parent's name cut so that it is at most max long.
+func throwawayName(parent string, max int) (name, id string) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	id = hex.EncodeToString(b[:])
-	if len(parent) > 50 {
-		parent = parent[:50]
+	if n := max - len("-rm-") - len(id); len(parent) > n {
+		parent = parent[:n]
 	}
 	return parent + "-rm-" + id, id
 }
@@ -203,7 +221,7 @@ func (i *Instance) makeThrowaway(snap string, use bool) (*Throwaway, error) {
 	}
 	var c *Instance
 	for try := 0; try < 3; try++ {
-		dst, id = throwawayName(i.Name)
+		dst, id = throwawayName(i.Name, maxCloneName)
 		c, err = i.cloneSnapshot(snap, dst, instance.CloneOptions{Throwaway: mark, OnDir: onDir})
 		if err != nil && lock != nil {
 			lock.Release()
@@ -256,11 +274,18 @@ func claimIn(p instance.Paths, use bool) (*instance.Lock, error) {
 }
 
 // discardClone powers the clone c off and deletes it; the caller holds
-// its claim. The folder is renamed away first, in one step, so that no
-// one finds it half deleted (and takes a claim there).
+// its claim. A clone on a cluster has its objects there deleted first:
+// while they stay, so does its folder, for `cowork delete` to find. The
+// folder is renamed away first, in one step, so that no one finds it
+// half deleted (and takes a claim there).
 func discardClone(ctx context.Context, c *Instance) error {
 	if _, err := c.Stop(ctx, true, 0); err != nil {
 		return fmt.Errorf("stop throwaway clone %s: %w", c.Name, err)
+	}
+	if c.Config.Remote() {
+		if err := deleteInCluster(ctx, c.Config); err != nil {
+			return fmt.Errorf("delete throwaway clone %s's objects in the cluster (%w); it is left: `cowork delete --force%s` deletes it once the cluster can be reached", c.Name, err, instance.NameFlag(c.Name))
+		}
 	}
 	home, err := instance.Home()
 	if err != nil {
@@ -292,9 +317,16 @@ type RunResult struct {
 // and a line for the run go to the parent's runs.jsonl, and the clone is
 // deleted. It runs to the end even when ctx has ended (a Ctrl-C must not
 // leave the clone behind). A clone it could not stop is left, marked used:
-// the next throwaway run of the parent deletes it.
+// the next throwaway run of the parent deletes it. A clone on a cluster
+// has no network log here (the namespace's egress proxy keeps it): its
+// run's line is all; one it could not stop or delete there is left for
+// `cowork delete --force`, which deletes its objects there too.
 func (t *Throwaway) Discard(ctx context.Context, r RunResult) (*audit.RunInfo, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	wait := 2 * time.Minute
+	if t.Config.Remote() {
+		wait += clusterDeleteTimeout // its objects in the cluster go first
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
 	defer cancel()
 	defer t.claim.Release()
 	_, stopErr := t.Instance.Stop(ctx, true, 0)
@@ -304,7 +336,11 @@ func (t *Throwaway) Discard(ctx context.Context, r RunResult) (*audit.RunInfo, e
 		errs = append(errs, fmt.Errorf("record the run in %s: %w", t.Parent.Paths.Runs(), err))
 	}
 	if stopErr != nil {
-		errs = append(errs, fmt.Errorf("stop throwaway clone %s: %w; it is left for the next run of %s to delete, or `cowork delete --force%s`", t.Name, stopErr, t.Parent.Name, instance.NameFlag(t.Name)))
+		left := "the next run of " + t.Parent.Name + " to delete, or "
+		if t.Config.Remote() {
+			left = "" // no run reaps a clone on a cluster
+		}
+		errs = append(errs, fmt.Errorf("stop throwaway clone %s: %w; it is left for %s`cowork delete --force%s`", t.Name, stopErr, left, instance.NameFlag(t.Name)))
 	} else if err := discardClone(ctx, t.Instance); err != nil {
 		errs = append(errs, err)
 	}

@@ -41,7 +41,14 @@ type MakeDisk func(src Sources, p Paths, size int64) (format string, err error)
 // the image, grown to the disk size) and config, and the workspace if
 // missing. It writes config.json last: an instance exists only once
 // complete, and a failed Create removes what it made.
-func Create(c *Config, src Sources, makeDisk MakeDisk) (err error) {
+func Create(c *Config, src Sources, makeDisk MakeDisk) error {
+	return CreateWith(c, src, makeDisk, nil)
+}
+
+// CreateWith is Create, calling onDir (when not nil) with the instance's
+// folder as soon as it is made, before anything is in it: a throwaway's
+// claim is taken there (see CloneOptions.OnDir).
+func CreateWith(c *Config, src Sources, makeDisk MakeDisk, onDir func(dir string) error) (err error) {
 	p, err := PathsFor(c.Name)
 	if err != nil {
 		return err
@@ -62,6 +69,11 @@ func Create(c *Config, src Sources, makeDisk MakeDisk) (err error) {
 			os.RemoveAll(p.Dir())
 		}
 	}()
+	if onDir != nil {
+		if err := onDir(p.Dir()); err != nil {
+			return err
+		}
+	}
 	if src.Kernel != "" {
 		if err := copyFile(src.Kernel, p.Kernel()); err != nil {
 			return fmt.Errorf("copy kernel: %w", err)
