@@ -67,7 +67,11 @@ from the instance's latest snapshot (--snapshot chooses one; an instance
 with none that is stopped gets one, named base), or taken ready from its
 pool (cowork pool fill keeps one suspended, resumed in under a second).
 The clone's network records and a line for the run go to the instance's
-runs.jsonl (cowork proxy --runs).`,
+runs.jsonl (cowork proxy --runs). An instance on a cluster has no
+snapshots and no pool: it must be stopped, its disk is cloned in the
+cluster for the run, and nothing of the clone stays, /workspace included
+(it is the clone's own disk); its traffic is in the namespace's egress
+proxy's audit log.`,
 		Example: `  cowork exec "python3 --version"
   cowork exec ls -la /workspace
   cowork exec -w /tmp -e DEBUG=1 -- make test

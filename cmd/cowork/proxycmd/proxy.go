@@ -123,7 +123,9 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil {
+	// The runs log is this machine's, whatever the backend: a cluster
+	// instance's throwaway runs end with their line there too.
+	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil && !o.Runs {
 		return err
 	}
 	paths, err := instance.PathsFor(o.Name)
@@ -334,7 +336,11 @@ func formatRun(r *audit.Record) string {
 	if in.ExitCode >= 0 {
 		fmt.Fprintf(&b, " exit %d", in.ExitCode)
 	}
-	fmt.Fprintf(&b, " in %s (%s clone %s of snapshot %s)", (time.Duration(r.DurationMs * float64(time.Millisecond))).Round(10*time.Millisecond), in.Ready, in.Instance, in.Snapshot)
+	of := "snapshot " + in.Snapshot
+	if in.Snapshot == "" {
+		of = "its parent's disk, in the cluster" // a cluster instance has no snapshots
+	}
+	fmt.Fprintf(&b, " in %s (%s clone %s of %s)", (time.Duration(r.DurationMs * float64(time.Millisecond))).Round(10*time.Millisecond), in.Ready, in.Instance, of)
 	fmt.Fprintf(&b, "  %d flows, %d blocked, %d DNS, ↑%s ↓%s", in.Stats.Flows, in.Stats.Blocked, in.Stats.Queries, units.Size(in.Stats.BytesOut), units.Size(in.Stats.BytesIn))
 	if in.Dropped > 0 {
 		fmt.Fprintf(&b, "  (%d records not kept)", in.Dropped)

@@ -314,3 +314,23 @@ func TestProxyShowsOneAsk(t *testing.T) {
 		t.Errorf("--ask 9b1e07:\n%s%v", out, err)
 	}
 }
+
+// A cluster instance's runs log is this machine's, and shown: its
+// throwaway runs' lines say their clone's disk was its own, cloned in
+// the cluster. Its traffic is the namespace's egress proxy's, and not.
+func TestProxyShowsAClusterInstancesRuns(t *testing.T) {
+	p, _ := instancetest.New(t, instance.Config{Backend: instance.BackendKubeVirt, Cluster: &instance.Cluster{Namespace: "team-a", Image: "quay.io/containerdisks/ubuntu:22.04"}})
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	log := `{"time":"` + now + `","kind":"run","verdict":"","duration_ms":40000,"run_id":"0a1b2c3d","run_info":{"instance":"sandbox-rm-0a1b2c3d","ready":"cold","what":"exec","command":"make test","exit_code":0,"network":{"flows":0,"blocked":0,"dns_queries":0,"bytes_out":0,"bytes_in":0}}}
+`
+	if err := os.WriteFile(p.Runs(), []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := proxy(t, Options{Runs: true})
+	if err != nil || errOut != "" || !strings.Contains(out, "RUN   exec \"make test\" exit 0 in 40s (cold clone sandbox-rm-0a1b2c3d of its parent's disk, in the cluster)") {
+		t.Fatalf("--runs of a cluster instance:\n%s%s%v", out, errOut, err)
+	}
+	if _, _, err := proxy(t, Options{}); err == nil || !strings.Contains(err.Error(), "the namespace's egress proxy keeps its audit log") {
+		t.Errorf("the traffic of a cluster instance: %v", err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
+	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/units"
 )
 
@@ -61,7 +62,7 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	if o.Ready != nil {
 		o.Ready(t)
 	}
-	note(fmt.Sprintf("run %s in %s (%s, from snapshot %s; ready in %s)", t.ID, t.Name, t.Ready, t.Snapshot, time.Since(began).Round(10*time.Millisecond)))
+	note(fmt.Sprintf("run %s in %s (%s, %s; ready in %s)", t.ID, t.Name, t.Ready, madeFrom(t), time.Since(began).Round(10*time.Millisecond)))
 	runErr := refillAround(refillAfter, refill, func() error { return fn(ctx, t.Instance) })
 	// The guest command's exit code, or -1 and why it did not end with one.
 	code, cause := 0, runErr
@@ -79,9 +80,29 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	if err != nil {
 		note("warning: " + err.Error())
 	} else {
-		note(fmt.Sprintf("run %s ended (exit %d); %s deleted; network: %d flows, %d blocked, %s out (`cowork proxy --runs%s`)", t.ID, code, t.Name, info.Stats.Flows, info.Stats.Blocked, units.Size(info.Stats.BytesOut), instance.NameFlag(parent.Name)))
+		note(endedNote(t, code, info))
 	}
 	return runErr
+}
+
+// madeFrom says what the run's clone t was made from: a snapshot of its
+// parent's, or (on a cluster, where there are none) the parent's disk.
+func madeFrom(t *cowork.Throwaway) string {
+	if t.Snapshot == "" {
+		return "its disk cloned from " + t.Parent.Name + "'s"
+	}
+	return "from snapshot " + t.Snapshot
+}
+
+// endedNote is what a run that ended with code, its clone deleted, says:
+// its network in short, which a clone on a cluster has none of here (the
+// namespace's egress proxy saw it).
+func endedNote(t *cowork.Throwaway, code int, info *audit.RunInfo) string {
+	s := fmt.Sprintf("run %s ended (exit %d); %s deleted; ", t.ID, code, t.Name)
+	if t.Config.Remote() {
+		return s + fmt.Sprintf("its traffic is in the audit log of namespace %s's egress proxy, its run in `cowork proxy --runs%s`", t.Config.Cluster.Namespace, instance.NameFlag(t.Parent.Name))
+	}
+	return s + fmt.Sprintf("network: %d flows, %d blocked, %s out (`cowork proxy --runs%s`)", info.Stats.Flows, info.Stats.Blocked, units.Size(info.Stats.BytesOut), instance.NameFlag(t.Parent.Name))
 }
 
 // refillAfter is how long a run goes before the pool's refill starts
