@@ -1,7 +1,12 @@
 package kubevirt
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+
+	"github.com/coworkhq/cowork/guestagent"
+	"github.com/coworkhq/cowork/hostd"
+	"github.com/coworkhq/cowork/hostd/agentclient"
+	"github.com/coworkhq/cowork/hostd/instance"
 )
 
 // cloneSpec is a throwaway clone of the instance golden.
@@ -132,5 +143,84 @@ func TestCloneRefusesASourceItCannotClone(t *testing.T) {
 				t.Error("the clone's seed Secret was made")
 			}
 		})
+	}
+}
+
+// cloneInstance writes the config of a throwaway clone of the instance
+// golden, as cowork's Throwaway makes one, into a fresh COWORK_HOME.
+func cloneInstance(t *testing.T) *instance.Config {
+	t.Helper()
+	cfg := kubeInstance(t, "golden-rm-1a2b3c4d", "sandboxes")
+	cfg.Cluster.CloneOf = "golden"
+	cfg.Throwaway = &instance.Throwaway{Parent: "golden", Made: time.Now()}
+	if err := cfg.Validate(0); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, cfg)
+	return cfg
+}
+
+// hostd runs a throwaway clone as any kubevirt instance: `cowork
+// start`'s wait for ready, an exec reaching the agent through the vsock
+// subresource; its VM's disk is its source's PVC, cloned.
+func TestHostdRunsAClone(t *testing.T) {
+	cfg := cloneInstance(t)
+	objs := append(deployedEgress(t, "sandboxes", ours), sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"runStrategy": "Halted"}))
+	c := newCluster(t, "sandboxes", objs...)
+	marker := filepath.Join(t.TempDir(), "provisioned")
+	os.WriteFile(marker, nil, 0o600) // the clone's disk is its provisioned source's
+	vs := newVsockServerWith(t, guestagent.Options{
+		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
+		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(),
+	})
+	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: vs.URL}), Poll: 5 * time.Millisecond}
+	newMachine, err := b.NewMachine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client, logs, done := startHostdOf(ctx, t, cfg.Name, newMachine)
+	var out bytes.Buffer
+	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo hello from a clone"}, Dir: "/", Stdout: &out})
+	if err != nil || es.Code != 0 || out.String() != "hello from a clone\n" {
+		t.Fatalf("exec: %+v %v %q", es, err, out.String())
+	}
+	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dvs, _, _ := unstructured.NestedSlice(vm.Object, "spec", "dataVolumeTemplates")
+	if pvc, _, _ := unstructured.NestedMap(dvs[0].(map[string]any), "spec", "source", "pvc"); pvc["name"] != "cowork-golden-root" || pvc["namespace"] != "sandboxes" {
+		t.Errorf("the clone's disk comes from %v, want golden's PVC", dvs)
+	}
+	if err := client.Stop(ctx, true, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("hostd: %v\n%s", err, logs.String())
+	}
+}
+
+// A clone whose source runs does not start, and its start says to stop
+// the source: what `cowork exec --rm` shows when the parent runs on the
+// cluster but not on this machine.
+func TestHostdRefusesACloneOfARunningSource(t *testing.T) {
+	cfg := cloneInstance(t)
+	objs := append(deployedEgress(t, "sandboxes", ours), sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"runStrategy": "Always"}))
+	c := newCluster(t, "sandboxes", objs...)
+	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: "http://127.0.0.1:1"}), Poll: 5 * time.Millisecond}
+	newMachine, err := b.NewMachine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = hostd.Run(ctx, hostd.Options{Name: cfg.Name, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), NewMachine: newMachine, AgentTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "stop golden first (`cowork stop --name golden`)") {
+		t.Fatalf("hostd: %v; want the source's stop asked for", err)
+	}
+	if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{}); err == nil {
+		t.Error("the clone's VM was made")
 	}
 }

@@ -105,20 +105,26 @@ var ours = map[string]any{LabelManagedBy: managedBy}
 // hostd.Run returns once it ends.
 func startHostd(ctx context.Context, t *testing.T, newMachine func(machine.Config, *slog.Logger) (machine.Machine, error)) (*cowork.Client, *syncbuf.Buffer, <-chan error) {
 	t.Helper()
+	return startHostdOf(ctx, t, "box", newMachine)
+}
+
+// startHostdOf is startHostd for the instance name.
+func startHostdOf(ctx context.Context, t *testing.T, name string, newMachine func(machine.Config, *slog.Logger) (machine.Machine, error)) (*cowork.Client, *syncbuf.Buffer, <-chan error) {
+	t.Helper()
 	logs := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- hostd.Run(ctx, hostd.Options{Name: "box", Log: slog.New(slog.NewTextHandler(logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
+		done <- hostd.Run(ctx, hostd.Options{Name: name, Log: slog.New(slog.NewTextHandler(logs, nil)), NewMachine: newMachine, AgentTimeout: 30 * time.Second})
 	}()
-	paths, _ := instance.PathsFor("box")
+	paths, _ := instance.PathsFor(name)
 	for !instance.Held(paths) { // Start follows a hostd it finds, as it does one it launched
 		time.Sleep(time.Millisecond)
 	}
 	// Ready already (the fake guest is quick) is ready too.
-	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", "box", nil); err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
+	if err := cowork.Start(ctx, "/nonexistent/cowork-hostd", name, nil); err != nil && !errors.Is(err, cowork.ErrAlreadyRunning) {
 		t.Fatalf("start: %v\nhostd's log:\n%s", err, logs.String())
 	}
-	client, err := cowork.Dial("box")
+	client, err := cowork.Dial(name)
 	if err != nil {
 		t.Fatal(err)
 	}
