@@ -45,6 +45,10 @@ const (
 	// pod's loopback only: the API server's pods/portforward reaches it
 	// (for a caller whose RBAC allows that), the guests never do.
 	SessionsPort = 7892
+	// LogPort is where the audit log is served, read-only, on the pod's
+	// loopback only, as the sessions are: `cowork proxy` reads it
+	// through the API server's pods/portforward (EgressLog).
+	LogPort = 7893
 	// DefaultAPIKeySecret is the Secret whose "api-key" is the relay's
 	// API key (egressrelay.DefaultSecret).
 	DefaultAPIKeySecret = "cowork-api-key"
@@ -241,6 +245,7 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 							"--audit-size", strconv.FormatInt(s.AuditSize/4*3, 10),
 							"--relay-listen", fmt.Sprintf(":%d", RelayPort),
 							"--sessions-listen", fmt.Sprintf("127.0.0.1:%d", SessionsPort),
+							"--log-listen", fmt.Sprintf("127.0.0.1:%d", LogPort),
 							"--api-key-file", egressKeyDir + "/api-key",
 							"--api-key-secret", secret},
 						Ports: []corev1.ContainerPort{
@@ -292,8 +297,8 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 		{Key: LabelInstance, Operator: metav1.LabelSelectorOpExists},
 	}}
 	proxyPeer := []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: egressLabels()}}}
-	// The proxy's and the relay's ports, never the sessions' (which is on
-	// the pod's loopback besides).
+	// The proxy's and the relay's ports, never the sessions' nor the
+	// log's (which are on the pod's loopback besides).
 	proxyPort := []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}, {Protocol: &tcp, Port: &relayPort}}
 	// No ingress rule: nothing connects to a sandbox's pod.
 	sandboxPolicy := &networkingv1.NetworkPolicy{

@@ -121,7 +121,8 @@ func TestEgressIsTheSandboxesOnlyWayOut(t *testing.T) {
 		t.Errorf("the sandboxes may send to more than the proxy: %+v", rule.To)
 	}
 	// The proxy's port and the relay's, nothing else of its pod (not the
-	// sessions port, where the key's sessions are opened).
+	// sessions port, where the key's sessions are opened, nor the log's,
+	// where every sandbox's traffic is read).
 	if len(rule.Ports) != 2 || rule.Ports[0].Port.IntValue() != EgressPort || rule.Ports[1].Port.IntValue() != RelayPort ||
 		*rule.Ports[0].Protocol != corev1.ProtocolTCP || *rule.Ports[1].Protocol != corev1.ProtocolTCP || rule.Ports[0].EndPort != nil || rule.Ports[1].EndPort != nil {
 		t.Errorf("the sandboxes' egress ports: %+v", rule.Ports)
@@ -176,7 +177,7 @@ func TestEgressDeployment(t *testing.T) {
 	spec := d.Spec.Template.Spec
 	c := spec.Containers[0]
 	want := []string{"cowork-hostd", "egress", "--listen", ":7890", "--policy", "/etc/cowork/policy.json", "--audit", "/var/lib/cowork/audit", "--audit-size", "805306368",
-		"--relay-listen", ":7891", "--sessions-listen", "127.0.0.1:7892", "--api-key-file", "/etc/cowork-api-key/api-key", "--api-key-secret", "cowork-api-key"}
+		"--relay-listen", ":7891", "--sessions-listen", "127.0.0.1:7892", "--log-listen", "127.0.0.1:7893", "--api-key-file", "/etc/cowork-api-key/api-key", "--api-key-secret", "cowork-api-key"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("command %q, want %q", c.Command, want)
 	}
