@@ -9,6 +9,8 @@
 //
 //	cowork-hostd-kubevirt run --name NAME       the daemon (cowork start runs it)
 //	cowork-hostd-kubevirt delete --name NAME    delete the instance's VM, disk and seed in the cluster
+//	cowork-hostd-kubevirt log --name NAME [--since RFC3339] [--follow]
+//	                                            the audit log of the namespace's egress proxy, as JSON lines (cowork proxy reads it)
 //	cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size N] [--cluster-cidr CIDR ...] [--api-key-secret NAME]
 //	                                            print the namespace's egress proxy and NetworkPolicies, for kubectl apply -f -
 //	cowork-hostd-kubevirt version               this build, as JSON
@@ -68,6 +70,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, reach co
 		return run(ctx, args[1:], stderr, reach)
 	case "delete":
 		err = deleteCmd(ctx, args[1:], reach)
+	case "log":
+		err = logCmd(ctx, args[1:], stdout, stderr, reach)
 	case "egress":
 		err = egressCmd(args[1:], stdout)
 	case "version":
@@ -90,6 +94,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, reach co
 }
 
 const usage = `usage: cowork-hostd-kubevirt run --name NAME | delete --name NAME | version
+       cowork-hostd-kubevirt log --name NAME [--since RFC3339] [--follow]
        cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size BYTES] [--cluster-cidr CIDR ...] [--api-key-secret NAME]
 cowork-hostd-kubevirt is the daemon of a cowork instance on a Kubernetes cluster; ` + "`cowork start`" + ` runs it.`
 
