@@ -59,9 +59,9 @@ type End struct {
 const (
 	// MaxRequest bounds the request line: a time and a flag.
 	MaxRequest = 4 << 10
-	// maxRecord is the longest record line sent, as long as the longest
-	// line `cowork proxy` reads of a local log (audit's maxLine); a
-	// longer one is skipped as damaged.
+	// maxRecord bounds a record line sent, with its newline, as `cowork
+	// proxy` bounds the lines of a local log (audit's maxLine): a longer
+	// one is skipped as damaged.
 	maxRecord = 1 << 20
 	// MaxReply bounds a reply line: a record and its envelope.
 	MaxReply = maxRecord + 64

@@ -344,3 +344,35 @@ func TestManyClients(t *testing.T) {
 		t.Errorf("after the crowd: %d records, %v", len(got), err)
 	}
 }
+
+// A record the server would send longer than a client takes (a damaged
+// line, its bad bytes re-encoded six times longer) is skipped and
+// counted, and the records after it still come.
+func TestOverlongRecordsAreSkipped(t *testing.T) {
+	l, path := testLog(t, 0)
+	write(t, l, time.Now(), "before")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, _ := time.Now().MarshalJSON()
+	fmt.Fprintf(f, `{"time":%s,"kind":"tcp","verdict":"allow","name":"%s"}`+"\n", at, strings.Repeat("\xff", 400<<10))
+	f.Close()
+	write(t, l, time.Now(), "after")
+	addr := serve(t, &Server{Path: path})
+	var got []string
+	skipped, err := Read(dial(t, addr), Request{}, func(b []byte) error {
+		if len(b) >= maxRecord {
+			t.Errorf("a record line of %d bytes", len(b))
+		}
+		r, err := audit.ParseLine(b)
+		if err != nil {
+			return err
+		}
+		got = append(got, r.Name)
+		return nil
+	})
+	if err != nil || skipped != 1 || strings.Join(got, " ") != "before after" {
+		t.Errorf("%q, %d skipped, %v", got, skipped, err)
+	}
+}

@@ -134,7 +134,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	long := 0
 	skipped, err := audit.Stream(sctx, s.Path, since, follow, func(r *audit.Record) error {
 		rec, err := json.Marshal(r)
-		if err != nil || len(rec) > maxRecord {
+		if err != nil || len(rec) >= maxRecord {
 			long++ // a line re-encoded longer than a client takes
 			return nil
 		}
