@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -77,7 +78,14 @@ agent says (a claim of the guest's: "owner" in --json, "by COMM[PID]" with
 exec -v". --ask ID keeps those of one ask or claude run: its API calls
 through the relay, and the flows of the processes under its claude; its
 id, its API session's, is printed at the end of "cowork ask" and listed by
-"cowork usage".`,
+"cowork usage".
+
+For an instance on a cluster (cowork init --backend kubevirt) the log is
+its namespace's egress proxy's, read through the API server by
+cowork-hostd-kubevirt (your kubeconfig needs "list" on pods and "create"
+on pods/portforward there): the traffic of every sandbox of the
+namespace, each record naming its client's address ("from IP"). The proxy
+does not know the guest's processes, so --exec matches nothing there.`,
 		Example: `  cowork proxy
   cowork proxy -l proxy.log
   cowork proxy -v --since 1h
@@ -123,8 +131,12 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	// The runs log is this machine's, whatever the backend: a cluster
-	// instance's throwaway runs end with their line there too.
+	// A cluster instance's traffic is in its namespace's egress proxy's
+	// log; its runs log is this machine's, whatever the backend: its
+	// throwaway runs end with their line there too.
+	if inst.Config.Remote() && !o.Runs {
+		return runCluster(ctx, o, inst)
+	}
 	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil && !o.Runs {
 		return err
 	}
@@ -132,19 +144,11 @@ func run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	out := o.IO.Out
-	if o.LogFile != "" {
-		f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		out = io.MultiWriter(o.IO.Out, f)
+	out, done, err := o.output()
+	if err != nil {
+		return err
 	}
-	var since time.Time
-	if o.Since > 0 {
-		since = time.Now().Add(-o.Since)
-	}
+	defer done()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logPath := paths.NetworkLog()
@@ -154,8 +158,39 @@ func run(ctx context.Context, o *Options) error {
 	if o.Follow && o.IO.IsStderrTTY() {
 		fmt.Fprintf(o.IO.ErrOut, "following %s (Ctrl-C to stop)\n", logPath)
 	}
+	skipped, err := audit.Stream(ctx, logPath, o.since(), o.Follow, o.show(out))
+	if skipped > 0 {
+		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, logPath)
+	}
+	return err
+}
+
+// output is where the records go: stdout, and the -l file too; done
+// closes that file.
+func (o *Options) output() (out io.Writer, done func(), err error) {
+	if o.LogFile == "" {
+		return o.IO.Out, func() {}, nil
+	}
+	f, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	return io.MultiWriter(o.IO.Out, f), func() { f.Close() }, nil
+}
+
+// since is the time of the oldest record to show.
+func (o *Options) since() time.Time {
+	if o.Since <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(-o.Since)
+}
+
+// show writes each record --exec and --ask keep to out, as a line or
+// (--json) as its JSON, whether the log is here or a cluster's.
+func (o *Options) show(out io.Writer) func(*audit.Record) error {
 	color := o.IO.ColorEnabled() && o.LogFile == ""
-	skipped, err := audit.Stream(ctx, logPath, since, o.Follow, func(r *audit.Record) error {
+	return func(r *audit.Record) error {
 		if o.Exec != "" && !r.OfExec(o.Exec) || o.Ask != "" && !r.OfAsk(o.Ask) {
 			return nil
 		}
@@ -172,11 +207,7 @@ func run(ctx context.Context, o *Options) error {
 			return err
 		}
 		return nil
-	})
-	if skipped > 0 {
-		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, logPath)
 	}
-	return err
 }
 
 // validExecPrefix says whether s can begin an exec id: 4 to 16 lowercase
@@ -303,6 +334,15 @@ func Format(r *audit.Record, verbose, color bool) string {
 				fmt.Fprintf(&b, " (%s)", u.Model)
 			}
 		}
+	}
+	if r.Client != "" {
+		// A cluster's egress proxy serves every sandbox of its namespace:
+		// which one it was (its pod's address; the port with -v).
+		client := r.Client
+		if host, _, err := net.SplitHostPort(client); err == nil && !verbose {
+			client = host
+		}
+		fmt.Fprintf(&b, "  from %s", client)
 	}
 	if verbose && r.Owner != nil {
 		fmt.Fprintf(&b, "  by %s[%d]", r.Owner.Comm, r.Owner.PID)
