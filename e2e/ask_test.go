@@ -433,6 +433,54 @@ func TestAskRunsClaudeCodeInTheGuest(t *testing.T) {
 			t.Errorf("the clone is left: %q", left)
 		}
 	})
+
+	t.Run("fleet ask runs each task in a clone of its own", func(t *testing.T) {
+		// Two tasks at once, from the base snapshot the run above took:
+		// each in its own clone and project, its answer in its file and in
+		// the JSON results, both clones gone after.
+		api.Script(fakeapi.Reply{Text: "Hello from the fleet."}, fakeapi.Reply{Text: "Hello from the fleet."},
+			fakeapi.Reply{Text: "Hello from the fleet."}, fakeapi.Reply{Text: "Hello from the fleet."})
+		dir := t.TempDir()
+		tasks := filepath.Join(dir, "tasks")
+		os.WriteFile(tasks, []byte("# two at once\n{\"id\":\"left\",\"prompt\":\"say hi from the left\",\"project\":\"fleet-l\"}\nsay hi from the right\n"), 0o600)
+		out := filepath.Join(dir, "out")
+		r := e.must("fleet", "ask", "--tasks", tasks, "--parallel", "2", "--out", out, "--json")
+		api.Drop()
+		var results []struct {
+			ID       string `json:"id"`
+			ExitCode int    `json:"exit_code"`
+			RunID    string `json:"run_id"`
+			Clone    string `json:"clone"`
+			Output   string `json:"output"`
+		}
+		if err := json.Unmarshal([]byte(r.out), &results); err != nil || len(results) != 2 {
+			t.Fatalf("fleet ask --json: %v\n%s", err, r)
+		}
+		for _, res := range results {
+			b, _ := os.ReadFile(filepath.Join(out, res.ID+".out"))
+			if res.ExitCode != 0 || res.RunID == "" || !strings.Contains(res.Output, "Hello from the fleet.") || string(b) != res.Output {
+				t.Errorf("task %s: %+v; its file holds %q\n%s", res.ID, res, b, r)
+			}
+		}
+		if results[0].ID != "left" || results[1].ID != "3" || results[0].Clone == results[1].Clone {
+			t.Errorf("tasks %+v, want left and 3 in clones of their own", results)
+		}
+		if _, err := os.Stat(filepath.Join(e.workspace, "fleet-l")); err != nil {
+			t.Errorf("task left's project folder: %v", err)
+		}
+		for i, req := range newRequests() {
+			if got := req.Header.Get("x-api-key"); got != key {
+				t.Errorf("request %d from the fleet reached the API with key %q", i, got)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(e.home, "sandbox-rm-*")); len(left) != 0 {
+			t.Errorf("the fleet's clones are left: %q", left)
+		}
+		// A second fleet into the same folder is refused before it runs.
+		if r := e.run("fleet", "ask", "--tasks", tasks, "--out", out); r.code != 2 || !strings.Contains(r.errOut, "is there already") {
+			t.Errorf("a fleet over an earlier one's files: %s", r)
+		}
+	})
 }
 
 // conversation returns the last Messages request that carries turn.
