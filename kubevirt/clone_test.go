@@ -1,12 +1,9 @@
 package kubevirt
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 
-	"github.com/coworkhq/cowork/guestagent"
 	"github.com/coworkhq/cowork/hostd"
-	"github.com/coworkhq/cowork/hostd/agentclient"
 	"github.com/coworkhq/cowork/hostd/instance"
 )
 
@@ -56,6 +51,24 @@ func sourceVM(src string, spec map[string]any) *unstructured.Unstructured {
 	}}
 }
 
+// checkClonesGolden fails the test unless the clone's VM in c has one
+// disk, cloned from golden's PVC.
+func checkClonesGolden(ctx context.Context, t *testing.T, c *cluster) {
+	t.Helper()
+	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dvs, _, _ := unstructured.NestedSlice(vm.Object, "spec", "dataVolumeTemplates")
+	if len(dvs) != 1 {
+		t.Fatalf("the clone's disks: %v", dvs)
+	}
+	pvc, _, _ := unstructured.NestedMap(dvs[0].(map[string]any), "spec", "source", "pvc")
+	if pvc["name"] != "cowork-golden-root" || pvc["namespace"] != "sandboxes" {
+		t.Errorf("the clone's disk comes from %v, want the PVC sandboxes/cowork-golden-root", dvs[0])
+	}
+}
+
 // A clone's VM is made with its root disk cloned from its source's PVC,
 // once the source's disk is there and its VM halted; deleting the clone
 // deletes the clone's objects, never its source's.
@@ -71,18 +84,7 @@ func TestCloneStartsFromItsSourcesDisk(t *testing.T) {
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dvs, _, _ := unstructured.NestedSlice(vm.Object, "spec", "dataVolumeTemplates")
-	if len(dvs) != 1 {
-		t.Fatalf("the clone's disks: %v", dvs)
-	}
-	pvc, _, _ := unstructured.NestedMap(dvs[0].(map[string]any), "spec", "source", "pvc")
-	if pvc["name"] != "cowork-golden-root" || pvc["namespace"] != "sandboxes" {
-		t.Errorf("the clone's disk comes from %v, want the PVC sandboxes/cowork-golden-root", dvs[0])
-	}
+	checkClonesGolden(ctx, t, c)
 	if err := m.Stop(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +169,7 @@ func TestHostdRunsAClone(t *testing.T) {
 	cfg := cloneInstance(t)
 	objs := append(deployedEgress(t, "sandboxes", ours), sourceDisk("golden", sourceLabels("golden"), "Succeeded"), sourceVM("golden", map[string]any{"runStrategy": "Halted"}))
 	c := newCluster(t, "sandboxes", objs...)
-	marker := filepath.Join(t.TempDir(), "provisioned")
-	os.WriteFile(marker, nil, 0o600) // the clone's disk is its provisioned source's
-	vs := newVsockServerWith(t, guestagent.Options{
-		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
-		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(),
-	})
+	vs := provisionedGuest(t, "") // the clone's disk is its provisioned source's
 	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: vs.URL}), Poll: 5 * time.Millisecond}
 	newMachine, err := b.NewMachine(cfg)
 	if err != nil {
@@ -181,19 +178,8 @@ func TestHostdRunsAClone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	client, logs, done := startHostdOf(ctx, t, cfg.Name, newMachine)
-	var out bytes.Buffer
-	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo hello from a clone"}, Dir: "/", Stdout: &out})
-	if err != nil || es.Code != 0 || out.String() != "hello from a clone\n" {
-		t.Fatalf("exec: %+v %v %q", es, err, out.String())
-	}
-	vm, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(ctx, "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dvs, _, _ := unstructured.NestedSlice(vm.Object, "spec", "dataVolumeTemplates")
-	if pvc, _, _ := unstructured.NestedMap(dvs[0].(map[string]any), "spec", "source", "pvc"); pvc["name"] != "cowork-golden-root" || pvc["namespace"] != "sandboxes" {
-		t.Errorf("the clone's disk comes from %v, want golden's PVC", dvs)
-	}
+	execEcho(ctx, t, client, "hello from a clone")
+	checkClonesGolden(ctx, t, c)
 	if err := client.Stop(ctx, true, 0); err != nil {
 		t.Fatal(err)
 	}

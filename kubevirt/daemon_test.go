@@ -132,6 +132,31 @@ func startHostdOf(ctx context.Context, t *testing.T, name string, newMachine fun
 	return client, logs, done
 }
 
+// provisionedGuest is a vsock server whose agent reports its guest
+// provisioned, lending the guest the SSH agent at sshSock ("" for none).
+func provisionedGuest(t *testing.T, sshSock string) *vsockServer {
+	t.Helper()
+	marker := filepath.Join(t.TempDir(), "provisioned")
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return newVsockServerWith(t, guestagent.Options{
+		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
+		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(), SSHAgentSocket: sshSock,
+	})
+}
+
+// execEcho runs `echo msg` in the guest through client's agent.sock, and
+// fails the test unless msg comes back.
+func execEcho(ctx context.Context, t *testing.T, client *cowork.Client, msg string) {
+	t.Helper()
+	var out bytes.Buffer
+	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo " + msg}, Dir: "/", Stdout: &out})
+	if err != nil || es.Code != 0 || out.String() != msg+"\n" {
+		t.Fatalf("exec: %+v %v %q", es, err, out.String())
+	}
+}
+
 // hostd runs a kubevirt instance as it runs a local one: `cowork start`'s
 // wait for ready, an exec through agent.sock (its agent reached through
 // the vsock subresource), status naming the backend, and a stop that
@@ -143,13 +168,8 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	writeConfig(t, cfg)
 	t.Setenv("SSH_AUTH_SOCK", filepath.Join(t.TempDir(), "agent.sock"))
 	c := newCluster(t, "sandboxes", deployedEgress(t, "sandboxes", ours)...)
-	marker := filepath.Join(t.TempDir(), "provisioned")
-	os.WriteFile(marker, nil, 0o600)
 	sshSock := filepath.Join(t.TempDir(), "ssh.sock")
-	vs := newVsockServerWith(t, guestagent.Options{
-		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
-		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(), SSHAgentSocket: sshSock,
-	})
+	vs := provisionedGuest(t, sshSock)
 	b := Backend{Client: c.client, Dial: SubresourceDialer(&rest.Config{Host: vs.URL}), Poll: 5 * time.Millisecond}
 	newMachine, err := b.NewMachine(cfg)
 	if err != nil {
@@ -168,11 +188,7 @@ func TestHostdRunsAnInstanceOnTheCluster(t *testing.T) {
 	if st.GuestIP != "" || st.Network != nil {
 		t.Errorf("status gives the guest this machine's network (ip %q, %+v); it is on the cluster's", st.GuestIP, st.Network)
 	}
-	var out bytes.Buffer
-	es, err := client.Exec(ctx, agentclient.ExecOptions{Argv: []string{"/bin/sh", "-c", "echo hello from the cluster"}, Dir: "/", Stdout: &out})
-	if err != nil || es.Code != 0 || out.String() != "hello from the cluster\n" {
-		t.Fatalf("exec: %+v %v %q", es, err, out.String())
-	}
+	execEcho(ctx, t, client, "hello from the cluster")
 
 	sec, err := c.client.Resource(secretResource).Namespace("sandboxes").Get(ctx, "cowork-box-cloudinit", metav1.GetOptions{})
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/coworkhq/cowork"
-	"github.com/coworkhq/cowork/guestagent"
 	"github.com/coworkhq/cowork/hostd/controlwire"
 	"github.com/coworkhq/cowork/hostd/egressrelay"
 	"github.com/coworkhq/cowork/hostd/netstack"
@@ -134,12 +133,7 @@ func TestAskOnTheClusterUsesTheEgressRelay(t *testing.T) {
 	cfg := kubeInstance(t, "box", "sandboxes")
 	objs := append(deployedEgress(t, "sandboxes", ours), egressPodObject("cowork-egress-old", false), egressPodObject("cowork-egress-7d9f", true))
 	c := newCluster(t, "sandboxes", objs...)
-	marker := filepath.Join(t.TempDir(), "provisioned")
-	os.WriteFile(marker, nil, 0o600)
-	vs := newVsockServerWith(t, guestagent.Options{
-		ProvisionedMarker: marker, DefaultUser: currentUser(t), Systemctl: "true",
-		SetClock: func(time.Time) error { return nil }, TrustRoot: t.TempDir(),
-	})
+	vs := provisionedGuest(t, "")
 	var mu sync.Mutex
 	var forwarded []string
 	forward := func(ctx context.Context, ns, pod string, port int) (net.Conn, error) {
