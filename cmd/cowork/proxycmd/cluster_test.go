@@ -167,7 +167,9 @@ func TestProxyFollowsAClusterInstance(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, &Options{IO: ios, Name: instance.DefaultName, Follow: true, Ask: "9b1e07", Verbose: true}) }()
+	go func() {
+		done <- run(ctx, &Options{IO: ios, Name: instance.DefaultName, Follow: true, Ask: "9b1e07", Verbose: true})
+	}()
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "session "+ask); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the record never showed: %q %q", out.String(), errOut.String())
