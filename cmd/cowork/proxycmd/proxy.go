@@ -19,7 +19,6 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
-	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/hostd/netstack/budget"
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -134,13 +133,12 @@ func run(ctx context.Context, o *Options) error {
 	// A cluster instance's traffic is in its namespace's egress proxy's
 	// log; its runs log is this machine's, whatever the backend: its
 	// throwaway runs end with their line there too.
+	var src logSource
 	if inst.Config.Remote() && !o.Runs {
-		return runCluster(ctx, o, inst)
+		src, err = o.clusterLog(inst)
+	} else {
+		src, err = o.localLog(inst)
 	}
-	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil && !o.Runs {
-		return err
-	}
-	paths, err := instance.PathsFor(o.Name)
 	if err != nil {
 		return err
 	}
@@ -151,18 +149,36 @@ func run(ctx context.Context, o *Options) error {
 	defer done()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logPath := paths.NetworkLog()
+	skipped, err := src.stream(ctx, o.since(), o.Follow, o.show(out))
+	if skipped > 0 {
+		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, src.name)
+	}
+	return err
+}
+
+// logSource is where the records come from: a log on this machine, or a
+// cluster's (cluster.go).
+type logSource struct {
+	name   string // what a damaged line is said to be of
+	stream func(ctx context.Context, since time.Time, follow bool, fn func(*audit.Record) error) (skipped int, err error)
+}
+
+// localLog is the instance's log here: its network log, or with --runs
+// its runs log.
+func (o *Options) localLog(inst *cowork.Instance) (logSource, error) {
+	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil && !o.Runs {
+		return logSource{}, err
+	}
+	logPath := inst.Paths.NetworkLog()
 	if o.Runs {
-		logPath = paths.Runs()
+		logPath = inst.Paths.Runs()
 	}
 	if o.Follow && o.IO.IsStderrTTY() {
 		fmt.Fprintf(o.IO.ErrOut, "following %s (Ctrl-C to stop)\n", logPath)
 	}
-	skipped, err := audit.Stream(ctx, logPath, o.since(), o.Follow, o.show(out))
-	if skipped > 0 {
-		fmt.Fprintf(o.IO.ErrOut, "cowork: skipped %d damaged lines of %s\n", skipped, logPath)
-	}
-	return err
+	return logSource{name: logPath, stream: func(ctx context.Context, since time.Time, follow bool, fn func(*audit.Record) error) (int, error) {
+		return audit.Stream(ctx, logPath, since, follow, fn)
+	}}, nil
 }
 
 // output is where the records go: stdout, and the -l file too; done
