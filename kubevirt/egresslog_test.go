@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,34 +21,10 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/coworkhq/cowork/hostd/egresslog"
+	"github.com/coworkhq/cowork/hostd/egresslog/egresslogtest"
 	"github.com/coworkhq/cowork/hostd/machine"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 )
-
-// egressLogServer is the egress pod's log port, as `cowork-hostd egress
-// --log-listen` serves it, on a local port, with its audit log.
-func egressLogServer(t *testing.T) (addr string, log *audit.Log) {
-	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "network.jsonl")
-	al, err := audit.Open(path, audit.Options{Key: filepath.Join(dir, "audit.key"), Head: filepath.Join(dir, "audit.head")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); (&egresslog.Server{Path: path}).Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		al.Close()
-	})
-	return l.Addr().String(), al
-}
 
 // forwardTo is the API server's pods/portforward, as apimachinery's own
 // SPDY side serves it, joining each data stream to target as the kubelet
@@ -79,7 +54,7 @@ func forwardTo(t *testing.T, target string, seen func(path, port string)) *httpt
 // records since the time asked for, then, following, the ones written
 // after, until the caller's context ends.
 func TestEgressLogReadsThePodsLogPort(t *testing.T) {
-	addr, al := egressLogServer(t)
+	addr, al := egresslogtest.Start(t)
 	now := time.Now()
 	for _, r := range []*audit.Record{
 		{Time: now.Add(-2 * time.Hour), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "old.example", Client: "10.244.1.7:40000"},

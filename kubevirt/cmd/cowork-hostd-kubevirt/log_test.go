@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
-	"github.com/coworkhq/cowork/hostd/egresslog"
+	"github.com/coworkhq/cowork/hostd/egresslog/egresslogtest"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
 	"github.com/coworkhq/cowork/internal/hostdwire"
 	"github.com/coworkhq/cowork/internal/syncbuf"
@@ -26,20 +25,7 @@ import (
 // returned to write to.
 func egressCluster(t *testing.T) (connector, *audit.Log) {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "network.jsonl")
-	al, err := audit.Open(path, audit.Options{Key: filepath.Join(dir, "audit.key"), Head: filepath.Join(dir, "audit.head")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); (&egresslog.Server{Path: path}).Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done; al.Close() })
+	addr, al := egresslogtest.Start(t)
 	pod := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Pod",
 		"metadata": map[string]any{"name": "cowork-egress-1", "namespace": "team-a", "labels": map[string]any{
@@ -53,7 +39,7 @@ func egressCluster(t *testing.T) (connector, *audit.Log) {
 			t.Errorf("port-forward to %s/%s port %d", ns, name, port)
 		}
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", l.Addr().String())
+		return d.DialContext(ctx, "tcp", addr)
 	}
 	return func(kubeContext string) (kubevirt.Backend, error) {
 		if kubeContext != "kind-cowork" {
