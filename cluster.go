@@ -56,10 +56,8 @@ var (
 	OpSnapshot = LocalOp{"have snapshots: its disk is a DataVolume in the cluster", ""}
 	OpClone    = LocalOp{"be cloned: its disk is a DataVolume in the cluster", ""}
 	OpPool     = LocalOp{"have a pool of clones: its disk is a DataVolume in the cluster", ""}
-	// OpRm, a throwaway run (--rm), is refused for no instance: one on a
-	// cluster has its clone's disk cloned there (clusterclone.go). It
-	// stays for the callers that ask.
-	OpRm      = LocalOp{}
+	// A throwaway run (--rm) is no local-only operation: an instance on a
+	// cluster has its clone's disk cloned there (clusterclone.go).
 	OpMount   = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
 	OpPublish = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
 	OpResize  = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}

@@ -23,18 +23,7 @@ import (
 // clusterThrowaway makes and starts a clone of the cluster instance i for
 // one run.
 func (i *Instance) clusterThrowaway(ctx context.Context, o ThrowawayOptions) (*Throwaway, error) {
-	if o.Snapshot != "" {
-		return nil, fmt.Errorf("instance %s runs on a cluster, where it has no snapshots: its throwaway runs clone its disk as it is; drop --snapshot %s", i.Name, o.Snapshot)
-	}
-	if i.Running() {
-		return nil, fmt.Errorf("stop %s first (`cowork stop%s`): the cluster clones its disk only while no VM uses it", i.Name, instance.NameFlag(i.Name))
-	}
-	if !i.Provisioned() {
-		return nil, fmt.Errorf("%s has not finished its init, and its disk is what throwaway runs clone: finish it with `cowork init%s`, stop it, then run again", i.Name, instance.NameFlag(i.Name))
-	}
-	// Without its daemon no clone can start, nor its objects be deleted:
-	// said before a clone is made.
-	if _, err := kubevirtHostd.find(); err != nil {
+	if err := i.clusterClonable(o.Snapshot); err != nil {
 		return nil, err
 	}
 	began := time.Now()
@@ -47,6 +36,25 @@ func (i *Instance) clusterThrowaway(ctx context.Context, o ThrowawayOptions) (*T
 		return nil, t.abandon(ctx, err)
 	}
 	return t, nil
+}
+
+// clusterClonable says why the cluster instance i cannot have its disk
+// cloned for a throwaway run now (from snapshot, which it has none of),
+// or nil.
+func (i *Instance) clusterClonable(snapshot string) error {
+	if snapshot != "" {
+		return fmt.Errorf("instance %s runs on a cluster, where it has no snapshots: its throwaway runs clone its disk as it is; drop --snapshot %s", i.Name, snapshot)
+	}
+	if i.Running() {
+		return fmt.Errorf("stop %s first (`cowork stop%s`): the cluster clones its disk only while no VM uses it", i.Name, instance.NameFlag(i.Name))
+	}
+	if !i.Provisioned() {
+		return fmt.Errorf("%s has not finished its init, and its disk is what throwaway runs clone: finish it with `cowork init%s`, stop it, then run again", i.Name, instance.NameFlag(i.Name))
+	}
+	// Without its daemon no clone can start, nor its objects be deleted:
+	// said before a clone is made.
+	_, err := kubevirtHostd.find()
+	return err
 }
 
 // makeClusterThrowaway writes a new kubevirt instance whose disk is a

@@ -269,13 +269,13 @@ func run(ctx context.Context, o *Options) error {
 		}
 		return o.askIn(ctx, inst, cred)
 	}
-	// A parent on a cluster has no clones: said before the missing key.
-	if parent, err := cowork.Open(o.Instance); err == nil {
-		if err := parent.LocalOnly(cowork.OpRm); err != nil {
-			return err
-		}
+	// A parent on a cluster has its clones there, asking through the
+	// namespace's relay: no key of this machine's.
+	parent, err := cowork.Open(o.Instance)
+	if err != nil {
+		return err
 	}
-	cred, err := cowork.HostCredential(os.Getenv)
+	cred, err := cowork.CredentialFor(parent.Config, os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -221,9 +221,6 @@ func RunFleet(ctx context.Context, o *FleetOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := parent.LocalOnly(cowork.OpRm); err != nil {
-		return err
-	}
 	cred, err := cowork.CredentialFor(parent.Config, os.Getenv)
 	if err != nil {
 		return err

@@ -82,8 +82,10 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 		}
 	}
 	// A throwaway run clones the instance's disk in the cluster, which
-	// it does only while no VM uses it: refused while it runs.
-	for _, args := range [][]string{{"exec", "--rm", "true"}, {"ask", "--rm", "hello"}} {
+	// it does only while no VM uses it: refused while it runs. ask's
+	// asks for no key of this machine's (the namespace's relay has one).
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	for _, args := range [][]string{{"exec", "--rm", "true"}, {"ask", "--rm", "hello"}, {"fleet", "ask", "--count", "2", "hello"}} {
 		r := cowork(t, "", args...)
 		if r.code != 1 || r.errOut != "cowork: stop sandbox first (`cowork stop`): the cluster clones its disk only while no VM uses it\n" || r.out != "" {
 			t.Errorf("cowork %s: exit %d, stdout %q, stderr %q; want the running instance refused", strings.Join(args, " "), r.code, r.out, r.errOut)
