@@ -133,14 +133,13 @@ func run(ctx context.Context, o *Options) error {
 	// A cluster instance's traffic is in its namespace's egress proxy's
 	// log; its runs log is this machine's, whatever the backend: its
 	// throwaway runs end with their line there too.
-	var src logSource
+	src := logSource{}
 	if inst.Config.Remote() && !o.Runs {
-		src, err = o.clusterLog(inst)
+		if src, err = o.clusterLog(inst); err != nil {
+			return err
+		}
 	} else {
-		src, err = o.localLog(inst)
-	}
-	if err != nil {
-		return err
+		src = o.localLog(inst)
 	}
 	out, done, err := o.output()
 	if err != nil {
@@ -164,11 +163,9 @@ type logSource struct {
 }
 
 // localLog is the instance's log here: its network log, or with --runs
-// its runs log.
-func (o *Options) localLog(inst *cowork.Instance) (logSource, error) {
-	if err := inst.LocalOnly(cowork.OpProxyLog); err != nil && !o.Runs {
-		return logSource{}, err
-	}
+// its runs log (a cluster instance's too: run picks clusterLog for its
+// traffic).
+func (o *Options) localLog(inst *cowork.Instance) logSource {
 	logPath := inst.Paths.NetworkLog()
 	if o.Runs {
 		logPath = inst.Paths.Runs()
@@ -178,7 +175,7 @@ func (o *Options) localLog(inst *cowork.Instance) (logSource, error) {
 	}
 	return logSource{name: logPath, stream: func(ctx context.Context, since time.Time, follow bool, fn func(*audit.Record) error) (int, error) {
 		return audit.Stream(ctx, logPath, since, follow, fn)
-	}}, nil
+	}}
 }
 
 // output is where the records go: stdout, and the -l file too; done
