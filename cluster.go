@@ -61,16 +61,16 @@ var (
 	OpMount   = LocalOp{"mount this machine's folders", "`cowork cp%s` copies files in and out"}
 	OpPublish = LocalOp{"publish ports here: its guest is not on this machine's network", ""}
 	OpResize  = LocalOp{"be resized here: its disk is a DataVolume in the cluster", ""}
-	// The network policy and the audit log are this machine's network
-	// stack's, which a cluster's guest is not on: its egress proxy is the
-	// namespace's (and so is its relay, with the namespace's API key:
-	// `ask` and `claude` work, see CredentialFor).
+	// The network policy is this machine's network stack's, which a
+	// cluster's guest is not on: its egress proxy is the namespace's (and
+	// so are its relay, with the namespace's API key: `ask` and `claude`
+	// work, see CredentialFor; and its audit log, which `cowork proxy`
+	// reads from there, clusterlog.go, but nothing here verifies).
 	OpPolicy = LocalOp{"take a network policy of its own: its traffic goes through the namespace's egress proxy, whose policy is the namespace's", "`cowork-hostd-kubevirt egress --policy FILE ... | kubectl apply -f -` sets it"}
 	// The SSH agent and the secrets are lent through this machine's
 	// network stack too.
 	OpSSHAgent = LocalOp{"use this machine's SSH agent: the agent is lent through this machine's network stack, and the guest is not on it", ""}
 	OpSecret   = LocalOp{"use this machine's secrets: only this machine's network stack swaps their placeholders, and the guest is not on it", ""}
-	OpProxyLog = LocalOp{"show its traffic here: the namespace's egress proxy keeps its audit log", "`kubectl exec deploy/cowork-egress -- cat /var/lib/cowork/audit/network.jsonl` in its namespace shows it"}
 	OpAuditLog = LocalOp{"have its audit log verified here: the namespace's egress proxy keeps it, with its key, in /var/lib/cowork/audit", "`kubectl cp` keeps a copy; checking it in the cluster is not built yet"}
 )
 

@@ -4,7 +4,8 @@
 # binaries, builds the egress proxy's image from bin/cowork-hostd (and
 # loads it into kind when the context is a kind cluster), deploys the
 # namespace's egress proxy and NetworkPolicies, then drives a sandbox as a
-# user would: init --backend kubevirt, exec, status, stop, start, delete.
+# user would: init --backend kubevirt, exec, status, proxy, ask, stop,
+# exec --rm and fleet ask in CDI clones, start, delete.
 # One PASS, FAIL or SKIP line per check, then a summary; exit 1 if any
 # failed. It leaves nothing behind: the instance is deleted and the
 # namespace with it, however the script ends.
@@ -125,6 +126,8 @@ step "status names the backend" sh -c "bin/cowork --name '$NAME' status --json |
 step "the guest reaches the internet through the proxy only" \
 	bin/cowork --name "$NAME" exec -- 'curl -fsS -o /dev/null https://example.com && ! curl -fsS --noproxy "*" -m 10 -o /dev/null https://example.com'
 step "the proxy's audit log names the guest's request" k -n "$NS" exec deployment/cowork-egress -- grep -q example.com /var/lib/cowork/audit/network.jsonl
+step "cowork proxy reads it through the port-forward" \
+	sh -c "bin/cowork --name '$NAME' proxy --json --follow=false --since 1h | grep -q example.com"
 ask_needs_the_secret() {
 	! env -u ANTHROPIC_API_KEY bin/cowork --name "$NAME" ask "say hi" >"$TMP/ask.out" 2>&1 &&
 		grep -q "kubectl create secret generic cowork-api-key" "$TMP/ask.out"
@@ -155,6 +158,21 @@ else
 fi
 stop_keeps() { bin/cowork --name "$NAME" stop && k -n "$NS" get vm "cowork-$NAME"; }
 step "stop keeps the VM and its disk" stop_keeps
+no_clone_left() { ! k -n "$NS" get vm -o name | grep -q -- "cowork-$NAME-rm-"; }
+step "exec --rm runs in a clone of the stopped disk (CDI)" \
+	sh -c "bin/cowork --name '$NAME' exec --rm -- uname -sm | grep -q Linux"
+step "the clone is deleted in the cluster" no_clone_left
+if [ -n "${SMOKE_ANTHROPIC_API_KEY:-}" ]; then
+	fleet_answers() {
+		env -u ANTHROPIC_API_KEY bin/cowork --name "$NAME" fleet ask --count 2 --json \
+			"Reply with the single word pong." >"$TMP/fleet.json" &&
+			[ "$(grep -ci pong "$TMP/fleet.json")" -ge 2 ]
+	}
+	step "fleet ask: two clones at once, through the cluster's relay" fleet_answers
+	step "the fleet's clones are deleted in the cluster" no_clone_left
+else
+	skip "fleet ask on the cluster" "set SMOKE_ANTHROPIC_API_KEY to make real API calls with it"
+fi
 step "start again" bin/cowork --name "$NAME" start
 step "exec after the restart" bin/cowork --name "$NAME" exec -- true
 delete_all() {
