@@ -51,7 +51,6 @@ func TestClusterInstanceRefusesLocalOnlyCommands(t *testing.T) {
 		{[]string{"disk", "resize", "20GiB", "--yes"}, "cannot be resized here", ""},
 		{[]string{"policy", "allow", "example.com"}, "cannot take a network policy of its own", ""},
 		{[]string{"policy", "mode", "allowlist"}, "cannot take a network policy of its own", ""},
-		{[]string{"proxy"}, "cannot show its traffic here: the namespace's egress proxy keeps its audit log", ""},
 		{[]string{"audit", "verify"}, "cannot have its audit log verified here", ""},
 		{[]string{"start", "--ssh-agent"}, "cannot use this machine's SSH agent", ""},
 		// Refused before the value is read, and before the name is looked up.
