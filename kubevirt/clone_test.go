@@ -2,16 +2,19 @@ package kubevirt
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/coworkhq/cowork/hostd"
 	"github.com/coworkhq/cowork/hostd/instance"
@@ -145,6 +148,45 @@ func TestCloneRefusesASourceItCannotClone(t *testing.T) {
 				t.Error("the clone's seed Secret was made")
 			}
 		})
+	}
+}
+
+// An API server that fails to say whether the clone's VM is there gets
+// no VM made: a clone is never made without its source checked.
+func TestCloneIsNeverMadeUnchecked(t *testing.T) {
+	// The first read of the clone's VM fails; or says it is there, and
+	// it is gone by the second.
+	for _, failing := range []bool{true, false} {
+		c := newCluster(t, "sandboxes", sourceDisk("golden", sourceLabels("golden"), "Succeeded"),
+			sourceVM("golden", map[string]any{"runStrategy": "Always"}))
+		close(c.stop)
+		c.wg.Wait()
+		c.stop = make(chan struct{})
+		reads := 0
+		c.client.PrependReactor("get", "virtualmachines", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.(k8stesting.GetAction).GetName() != "cowork-golden-rm-1a2b3c4d" {
+				return false, nil, nil
+			}
+			if reads++; reads > 1 {
+				return false, nil, nil
+			}
+			if failing {
+				return true, nil, apierrors.NewInternalError(errors.New("etcd is slow"))
+			}
+			return true, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+				"metadata": map[string]any{"name": "cowork-golden-rm-1a2b3c4d", "namespace": "sandboxes"}}}, nil
+		})
+		m, _ := New(c.client, cloneSpec(), []byte("#cloud-config\n"), nil, nil)
+		m.Poll = 5 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := m.Start(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "etcd is slow") && !strings.Contains(err.Error(), "stop golden first") {
+			t.Fatalf("first read failing %v: Start: %v; want the read's error or the running source refused", failing, err)
+		}
+		if _, err := c.client.Resource(vmResource).Namespace("sandboxes").Get(context.Background(), "cowork-golden-rm-1a2b3c4d", metav1.GetOptions{}); err == nil {
+			t.Errorf("first read failing %v: the clone's VM was made from a running source", failing)
+		}
 	}
 }
 

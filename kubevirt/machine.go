@@ -133,11 +133,17 @@ func (m *Machine) Start(ctx context.Context) error {
 // once its source can be cloned (checkSource), and nothing is written
 // before.
 func (m *Machine) apply(ctx context.Context) error {
+	checked := false
 	if m.spec.CloneOf != "" {
-		if _, err := m.vms().Get(ctx, m.spec.Name(), metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		_, err := m.vms().Get(ctx, m.spec.Name(), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
 			if err := m.checkSource(ctx); err != nil {
 				return err
 			}
+			checked = true
+		case err != nil: // not known to be there: never made unchecked
+			return fmt.Errorf("read VirtualMachine %s/%s: %w", m.spec.Namespace, m.spec.Name(), err)
 		}
 	}
 	sec, err := toUnstructured(m.seed)
@@ -166,6 +172,11 @@ func (m *Machine) apply(ctx context.Context) error {
 	}
 	if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("read VirtualMachine %s/%s: %w", m.spec.Namespace, m.spec.Name(), err)
+	}
+	if m.spec.CloneOf != "" && !checked { // there a moment ago, gone since
+		if err := m.checkSource(ctx); err != nil {
+			return err
+		}
 	}
 	vm, err := VirtualMachine(m.spec)
 	if err != nil {
