@@ -55,14 +55,16 @@ func openPage(t *testing.T, s *Server) *browser {
 			t.Logf("chromium: %v\n%s", err, cb.Stderr())
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A bound on chromium's start, generous: under load (a busy CI
+	// machine) its first calls took over 10 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	if b.session, err = cb.Page(ctx, "about:blank"); err != nil {
 		t.Fatalf("%v\n%s", err, cb.Stderr())
 	}
 	for _, domain := range []string{"Network", "Log", "Runtime", "Page"} {
 		if err := cb.Call(ctx, b.session, domain+".enable", nil, nil); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s.enable: %v\n%s", domain, err, cb.Stderr())
 		}
 	}
 	if err := cb.Call(ctx, b.session, "Page.navigate", map[string]any{"url": s.URL()}, nil); err != nil {
