@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,8 @@ import (
 	"time"
 )
 
-// maxLine bounds one record; a longer line is skipped as damaged.
+// maxLine bounds a line of the log with its newline; a longer one is
+// skipped as damaged.
 const maxLine = 1 << 20
 
 // ParseLine decodes one line of the log.
@@ -64,7 +64,9 @@ func (f *Feed) Line(line []byte) error {
 // Stream calls fn for each record of the log at path whose time is not
 // before since: first the rotated files, oldest first, then path. With
 // follow it then waits for new records, across rotations, until ctx ends.
-// Damaged lines are skipped and counted.
+// Damaged lines are skipped and counted, as are lines over maxLine. It
+// reads each file by chunks: what it holds is a chunk and a line, however
+// large the log's files are.
 func Stream(ctx context.Context, path string, since time.Time, follow bool, fn func(*Record) error) (skipped int, err error) {
 	var files []string
 	for i := DefaultKeep + 8; i >= 1; i-- {
@@ -73,32 +75,27 @@ func Stream(ctx context.Context, path string, since time.Time, follow bool, fn f
 		}
 	}
 	feed := &Feed{Since: since, Fn: fn}
-	defer func() { skipped = feed.Skipped }()
+	t := &tailer{path: path}
+	defer func() {
+		t.close()
+		skipped = feed.Skipped + t.lines.dropped
+	}()
 	emit := feed.Line
 	for _, p := range files {
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		_, err = readLines(f, emit)
-		f.Close()
-		if err != nil {
-			return skipped, err
+		if err := t.lines.file(p, emit); err != nil {
+			return 0, err
 		}
 	}
-	t := &tailer{path: path}
 	for {
 		if err := t.poll(emit); err != nil {
-			return skipped, err
+			return 0, err
 		}
 		if !follow {
-			t.close()
-			return skipped, nil
+			return 0, nil
 		}
 		select {
 		case <-ctx.Done():
-			t.close()
-			return skipped, nil
+			return 0, nil
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -106,10 +103,10 @@ func Stream(ctx context.Context, path string, since time.Time, follow bool, fn f
 
 // tailer reads what is appended to a file, reopening it when it is rotated.
 type tailer struct {
-	path    string
-	f       *os.File
-	ino     uint64
-	partial []byte
+	path  string
+	f     *os.File
+	ino   uint64
+	lines lines
 }
 
 func (t *tailer) poll(emit func([]byte) error) error {
@@ -125,18 +122,14 @@ func (t *tailer) poll(emit func([]byte) error) error {
 		// Rotated: finish the old file, then the files rotated after it
 		// (path.k is the old one, path.k-1 ... path.1 came later), then
 		// start on the new one.
-		if _, err := t.read(emit); err != nil {
+		err := t.lines.all(t.f, emit)
+		k := t.rotatedIndex()
+		t.close()
+		if err != nil {
 			return err
 		}
-		t.close()
-		for i := t.rotatedIndex(); i > 1; i-- {
-			f, err := os.Open(fmt.Sprintf("%s.%d", t.path, i-1))
-			if err != nil {
-				continue
-			}
-			_, err = readLines(f, emit)
-			f.Close()
-			if err != nil {
+		for i := k; i > 1; i-- {
+			if err := t.lines.file(fmt.Sprintf("%s.%d", t.path, i-1), emit); err != nil {
 				return err
 			}
 		}
@@ -145,10 +138,9 @@ func (t *tailer) poll(emit func([]byte) error) error {
 		if t.f, err = os.Open(t.path); err != nil {
 			return err
 		}
-		t.ino, t.partial = ino, nil
+		t.ino = ino
 	}
-	_, err = t.read(emit)
-	return err
+	return t.lines.read(t.f, emit)
 }
 
 // rotatedIndex is k when the file the tailer had open is now path.k, or 0.
@@ -165,31 +157,6 @@ func (t *tailer) rotatedIndex() int {
 	return 0
 }
 
-func (t *tailer) read(emit func([]byte) error) (int, error) {
-	buf, err := io.ReadAll(t.f)
-	if err != nil {
-		return 0, err
-	}
-	data := append(t.partial, buf...)
-	n := 0
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		if err := emit(data[:i]); err != nil {
-			return n, err
-		}
-		data = data[i+1:]
-		n++
-	}
-	if len(data) > maxLine {
-		data = nil // a runaway line: drop it
-	}
-	t.partial = append([]byte(nil), data...)
-	return n, nil
-}
-
 func (t *tailer) close() {
 	if t.f != nil {
 		t.f.Close()
@@ -197,20 +164,95 @@ func (t *tailer) close() {
 	}
 }
 
-func readLines(r io.Reader, emit func([]byte) error) (int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	n := 0
-	for sc.Scan() {
-		if err := emit(sc.Bytes()); err != nil {
-			return n, err
+// readChunk is how much of a file lines reads at a time.
+const readChunk = 64 << 10
+
+// lines splits what it reads of a file into lines, holding no more than a
+// chunk and one line of at most maxLine bytes with its newline: a longer
+// line is dropped up to its newline, and counted. A line that has no
+// newline yet waits for the next read, as the file grows.
+type lines struct {
+	buf     []byte // a chunk
+	partial []byte // the line begun in an earlier chunk
+	long    bool   // within a line over maxLine: dropped up to its newline
+	dropped int    // how many lines over maxLine were dropped
+}
+
+// read hands emit each line r yields until r's end, which is no error;
+// emit may not keep the line it is handed.
+func (s *lines) read(r io.Reader, emit func([]byte) error) error {
+	if s.buf == nil {
+		s.buf = make([]byte, readChunk)
+	}
+	for {
+		n, err := r.Read(s.buf)
+		if err := s.split(s.buf[:n], emit); err != nil {
+			return err
 		}
-		n++
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if errors.Is(sc.Err(), bufio.ErrTooLong) {
-		return n, nil // the rest of a damaged file is lost, not the reader
+}
+
+// all reads r to its end, a file no longer written: its last line too,
+// without its newline.
+func (s *lines) all(r io.Reader, emit func([]byte) error) error {
+	err := s.read(r, emit)
+	if err == nil && len(s.partial) > 0 {
+		err = emit(s.partial)
 	}
-	return n, sc.Err()
+	s.partial, s.long = s.partial[:0], false
+	return err
+}
+
+// file reads the file at path as all does; one that is gone is skipped.
+func (s *lines) file(path string, emit func([]byte) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // rotated away since it was listed
+	}
+	defer f.Close()
+	return s.all(f, emit)
+}
+
+// split hands emit the lines b ends, and keeps the one it begins.
+func (s *lines) split(b []byte, emit func([]byte) error) error {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		part := b
+		if i >= 0 {
+			part = b[:i]
+		}
+		switch {
+		case s.long:
+		case len(s.partial)+len(part) >= maxLine:
+			s.partial, s.long = s.partial[:0], true
+			s.dropped++
+		case i < 0:
+			s.partial = append(s.partial, part...)
+		case len(s.partial) == 0:
+			if err := emit(part); err != nil {
+				return err
+			}
+		default:
+			s.partial = append(s.partial, part...)
+			err := emit(s.partial)
+			s.partial = s.partial[:0]
+			if err != nil {
+				return err
+			}
+		}
+		if i < 0 {
+			return nil
+		}
+		s.long = false
+		b = b[i+1:]
+	}
+	return nil
 }
 
 func exists(p string) bool {
