@@ -66,7 +66,7 @@ var fleetFlags = append(slices.DeleteFunc(slices.Clone(ownFlags), func(f claudec
 	claudecode.Flag{Long: "--count", Arity: claudecode.RequiredValue, Value: "<n>", Help: fmt.Sprintf("ask the prompt N times, each in a clone of its own (1-%d; default 1)", maxTasks)},
 	claudecode.Flag{Long: "--tasks", Arity: claudecode.RequiredValue, Value: "<file>", Help: `one task per line: a prompt, or {"id":"ID","prompt":"...","project":"NAME"}; # comments; - reads stdin`},
 	claudecode.Flag{Long: "--parallel", Arity: claudecode.RequiredValue, Value: "<n>", Help: fmt.Sprintf("run at most N tasks at once (1-%d; default %d on this machine, %d on a cluster)", maxParallel, defaultParallel, defaultClusterParallel)},
-	claudecode.Flag{Long: "--out", Arity: claudecode.RequiredValue, Value: "<dir>", Help: "keep each task's output in DIR/ID.out and its messages in DIR/ID.err, instead of tagging its lines"},
+	claudecode.Flag{Long: "--out", Arity: claudecode.RequiredValue, Value: "<dir>", Help: "keep each task's output in DIR/ID.out and its messages in DIR/ID.err (made before any task runs; none may be there)"},
 	claudecode.Flag{Long: "--json", Help: "print the results on stdout as JSON, each task's output in it"},
 )
 
@@ -153,7 +153,7 @@ func readTasks(ios *iostreams.IOStreams, file string) ([]Task, error) {
 		return nil, err
 	}
 	var tasks []Task
-	seen := map[string]int{}
+	seen := map[string]int{} // by the id in lower case: ids name files, and a Mac's are case-blind
 	sc := bufio.NewScanner(strings.NewReader(data))
 	sc.Buffer(nil, maxTasksFile)
 	for line := 1; sc.Scan(); line++ {
@@ -176,8 +176,8 @@ func readTasks(ios *iostreams.IOStreams, file string) ([]Task, error) {
 		switch {
 		case !taskIDRE.MatchString(t.ID):
 			return nil, cmdutil.FlagErrorf("--tasks %s, line %d: id %q: use 1-64 of [A-Za-z0-9._-], starting with a letter or digit (it names the task's output file)", file, line, t.ID)
-		case seen[t.ID] > 0:
-			return nil, cmdutil.FlagErrorf("--tasks %s, line %d: id %q is line %d's too; ids must differ", file, line, t.ID, seen[t.ID])
+		case seen[strings.ToLower(t.ID)] > 0:
+			return nil, cmdutil.FlagErrorf("--tasks %s, line %d: id %q is line %d's too (ids must differ, in more than case)", file, line, t.ID, seen[strings.ToLower(t.ID)])
 		case strings.TrimSpace(t.Prompt) == "":
 			return nil, cmdutil.FlagErrorf("--tasks %s, line %d: task %s has no prompt", file, line, t.ID)
 		}
@@ -186,7 +186,7 @@ func readTasks(ios *iostreams.IOStreams, file string) ([]Task, error) {
 				return nil, cmdutil.FlagErrorf("--tasks %s, line %d: %v", file, line, err)
 			}
 		}
-		seen[t.ID] = line
+		seen[strings.ToLower(t.ID)] = line
 		if tasks = append(tasks, t); len(tasks) > maxTasks {
 			return nil, cmdutil.FlagErrorf("--tasks %s: more than %d tasks; split the file", file, maxTasks)
 		}
@@ -231,16 +231,17 @@ func RunFleet(ctx context.Context, o *FleetOptions) error {
 			o.Parallel = defaultClusterParallel
 		}
 	}
-	if err := o.checkOutDir(); err != nil {
-		return err
-	}
 	note := func(s string) { fmt.Fprintln(o.IO.ErrOut, "cowork:", s) }
 	// One snapshot for all: runs started at once would each take one.
 	snap, err := parent.ThrowawaySnapshot("", note)
 	if err != nil {
 		return err
 	}
-	f := &fleet{tasks: o.Tasks, parallel: o.Parallel, ios: o.IO, outDir: o.OutDir, capture: o.JSON}
+	files, err := o.openOutDir()
+	if err != nil {
+		return err
+	}
+	f := &fleet{tasks: o.Tasks, parallel: o.Parallel, ios: o.IO, outDir: o.OutDir, capture: o.JSON, files: files}
 	f.run = func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error {
 		ask := o.Options
 		ask.IO, ask.Prompt = ios, t.Prompt
@@ -257,24 +258,40 @@ func RunFleet(ctx context.Context, o *FleetOptions) error {
 	return f.report(results, o.JSON)
 }
 
-// checkOutDir makes --out's folder, and refuses one that holds a task's
-// file already: nothing of an earlier fleet is written over.
-func (o *FleetOptions) checkOutDir() error {
+// openOutDir makes --out's folder and every task's two files in it,
+// before any task runs; a file that is there already (an earlier
+// fleet's, or another running into the same folder) is refused, and the
+// files made until then are removed: nothing is written over.
+func (o *FleetOptions) openOutDir() (map[string]outFiles, error) {
 	if o.OutDir == "" {
-		return nil
+		return nil, nil
 	}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return nil, fmt.Errorf("--out: %w", err)
 	}
-	for _, t := range o.Tasks {
-		for _, ext := range []string{".out", ".err"} {
-			p := filepath.Join(o.OutDir, t.ID+ext)
-			if _, err := os.Lstat(p); err == nil {
-				return cmdutil.FlagErrorf("--out %s: %s is there already; choose another folder, or remove it", o.OutDir, p)
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("--out: %w", err)
-			}
+	files := map[string]outFiles{}
+	var made []*os.File
+	undo := func() {
+		for _, f := range made {
+			f.Close()
+			os.Remove(f.Name())
 		}
 	}
-	return nil
+	for _, t := range o.Tasks {
+		var pair [2]*os.File
+		for k, ext := range []string{".out", ".err"} {
+			p := filepath.Join(o.OutDir, t.ID+ext)
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+			if errors.Is(err, os.ErrExist) {
+				undo()
+				return nil, cmdutil.FlagErrorf("--out %s: %s is there already; choose another folder, or remove it", o.OutDir, p)
+			} else if err != nil {
+				undo()
+				return nil, fmt.Errorf("--out: %w", err)
+			}
+			made, pair[k] = append(made, f), f
+		}
+		files[t.ID] = outFiles{out: pair[0], err: pair[1]}
+	}
+	return files, nil
 }

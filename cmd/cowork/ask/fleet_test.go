@@ -76,6 +76,7 @@ func TestParseFleetRefusesBadInput(t *testing.T) {
 		{[]string{"--tasks", file("a\n{\"id\":\"x\",\"prompt\":\"p\",\"extra\":1}\n")}, "line 2: json: unknown field \"extra\""},
 		{[]string{"--tasks", file(`{"id":"../x","prompt":"p"}`)}, "id \"../x\": use 1-64"},
 		{[]string{"--tasks", file("{\"id\":\"a\",\"prompt\":\"p\"}\n{\"id\":\"a\",\"prompt\":\"q\"}\n")}, "line 2: id \"a\" is line 1's too"},
+		{[]string{"--tasks", file("{\"id\":\"Docs\",\"prompt\":\"p\"}\n{\"id\":\"docs\",\"prompt\":\"q\"}\n")}, "line 2: id \"docs\" is line 1's too"},
 		{[]string{"--tasks", file(`{"id":"a","prompt":"  "}`)}, "task a has no prompt"},
 		{[]string{"--tasks", file(`{"id":"a","prompt":"p","project":"a/b"}`)}, "line 1:"},
 		{[]string{"--tasks", file(many.String())}, "more than 256 tasks"},
@@ -210,10 +211,11 @@ func TestFleetOutputsInFilesAndJSON(t *testing.T) {
 		return nil
 	})
 	o := &FleetOptions{Tasks: f.tasks, OutDir: dir}
-	if err := o.checkOutDir(); err != nil {
+	files, err := o.openOutDir()
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.outDir, f.capture = dir, true
+	f.outDir, f.capture, f.files = dir, true, files
 	results := f.start(context.Background())
 	if b, _ := os.ReadFile(filepath.Join(dir, "1.out")); string(b) != "answer 1\n" {
 		t.Errorf("1.out holds %q", b)
@@ -235,9 +237,77 @@ func TestFleetOutputsInFilesAndJSON(t *testing.T) {
 		t.Errorf("JSON results: %+v, %v", got, err)
 	}
 
-	// A second fleet into the same folder is refused before it runs.
-	if err := o.checkOutDir(); err == nil || !strings.Contains(err.Error(), "1.out is there already") {
+	// A second fleet into the same folder is refused before it runs, and
+	// the first's files are kept as they were; one whose first task is
+	// new there leaves no file of its own behind either.
+	if _, err := o.openOutDir(); err == nil || !strings.Contains(err.Error(), "1.out is there already") || cmdutil.ExitCode(err) != 2 {
 		t.Errorf("a folder with a task's file: %v", err)
+	}
+	o.Tasks = []Task{{ID: "0", Prompt: "p"}, {ID: "2", Prompt: "p"}}
+	if _, err := o.openOutDir(); err == nil || !strings.Contains(err.Error(), "2.out is there already") {
+		t.Errorf("a folder with task 2's file: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "1.out")); string(b) != "answer 1\n" {
+		t.Errorf("1.out now holds %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "0.out")); err == nil {
+		t.Error("the refused fleet left 0.out behind")
+	}
+}
+
+// A fleet whose output is closed (`| head`) starts no more tasks; the
+// running ones end as they would.
+func TestFleetWhoseOutputIsClosedStartsNoMore(t *testing.T) {
+	var ran atomic.Int32
+	f, _, _ := fakeFleet(4, 1, func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error {
+		ran.Add(1)
+		fmt.Fprintln(ios.Out, "a line")
+		return nil
+	})
+	f.ios.Out = failingWriter{}
+	results := f.start(context.Background())
+	if ran.Load() != 1 || !results[1].NotRun || !strings.Contains(results[3].Error, "output was closed") || results[0].ExitCode != 0 {
+		t.Errorf("%d ran; results %+v", ran.Load(), results)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.EPIPE }
+
+// A Ctrl-C that lands while every task is still booting its clone is an
+// interrupted fleet (130), not a failed one; a task that exits 130 of
+// its own is a failed one (1).
+func TestFleetInterruptedWhileBootingExits130(t *testing.T) {
+	f, _, _ := fakeFleet(2, 2, func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error {
+		if t.ID == "1" {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return context.Canceled // the boot, abandoned
+	})
+	if err := f.report(f.start(context.Background()), false); cmdutil.ExitCode(err) != 130 {
+		t.Errorf("report: %v, want exit 130", err)
+	}
+	f, _, _ = fakeFleet(1, 1, func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error {
+		return &cmdutil.ExitError{Code: 130}
+	})
+	if err := f.report(f.start(context.Background()), false); cmdutil.ExitCode(err) != 1 {
+		t.Errorf("a guest's own 130: %v, want exit 1", err)
+	}
+}
+
+// Written a byte at a time, lines come out whole and once each.
+func TestTaggedTakesAByteAtATime(t *testing.T) {
+	var b strings.Builder
+	tg := &tagged{mu: &sync.Mutex{}, w: &b, tag: "[a] "}
+	text := "one\ntwo two\n\nthree"
+	for i := range len(text) {
+		tg.Write([]byte{text[i]})
+	}
+	tg.flush()
+	if b.String() != "[a] one\n[a] two two\n[a] \n[a] three\n" {
+		t.Errorf("got %q", b.String())
 	}
 }
 

@@ -9,9 +9,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // fleet runs tasks, at most parallel at once, each through run with
@@ -30,9 +31,19 @@ type fleet struct {
 	ios      *iostreams.IOStreams
 	outDir   string
 	capture  bool
-	run      func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error
-	mu       sync.Mutex // one whole line at a time on the fleet's streams
+	// files are each task's output files in outDir, made before the
+	// fleet began (openOutDir).
+	files map[string]outFiles
+	run   func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error
+	mu    sync.Mutex // one whole line at a time on the fleet's streams
+	// interrupted: a signal stopped the launches; gone: the fleet's own
+	// stdout or stderr was closed (its reader went), which does too.
+	interrupted bool
+	gone        atomic.Bool
 }
+
+// outFiles are one task's stdout and stderr files.
+type outFiles struct{ out, err *os.File }
 
 // Result is how one task of a fleet went.
 type Result struct {
@@ -67,21 +78,28 @@ const (
 // running task sees the signal as an ask does (its claude interrupted,
 // its clone discarded), through its own streams' forwarding.
 func (f *fleet) start(ctx context.Context) []Result {
-	launch, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// A closed stdout (`| head`) fails the writes instead of killing the
+	// fleet with its clones running; it stops the launches (gone).
+	signal.Ignore(syscall.SIGPIPE)
+	launch, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	results := make([]Result, len(f.tasks))
 	slots := make(chan struct{}, f.parallel)
 	var wg sync.WaitGroup
 	for k, t := range f.tasks {
 		results[k] = Result{Task: t, ExitCode: -1}
-		if launch.Err() == nil {
+		if launch.Err() == nil && !f.gone.Load() {
 			select {
 			case slots <- struct{}{}:
 			case <-launch.Done():
 			}
 		}
-		if launch.Err() != nil {
+		if launch.Err() != nil || f.gone.Load() {
 			results[k].NotRun, results[k].Error = true, "not run: the fleet was interrupted"
+			if f.gone.Load() {
+				results[k].Error = "not run: the fleet's output was closed"
+			}
+			f.closeFiles(t.ID)
 			continue
 		}
 		wg.Add(1)
@@ -92,7 +110,19 @@ func (f *fleet) start(ctx context.Context) []Result {
 		}(&results[k])
 	}
 	wg.Wait()
+	f.interrupted = launch.Err() != nil
 	return results
+}
+
+// closeFiles closes and removes the (empty) output files of a task that
+// will not run, so that a later fleet may run it into the same folder.
+func (f *fleet) closeFiles(id string) {
+	if o, ok := f.files[id]; ok {
+		for _, file := range []*os.File{o.out, o.err} {
+			file.Close()
+			os.Remove(file.Name())
+		}
+	}
 }
 
 // one runs r's task and fills in r.
@@ -112,7 +142,7 @@ func (f *fleet) one(ctx context.Context, r *Result) {
 	default:
 		r.Error = err.Error()
 		endLine()
-		fmt.Fprintln(errOut, "cowork:", err)
+		fmt.Fprintln(errOut, "cowork:", termsafe.Text(err.Error()))
 	}
 	finish()
 }
@@ -121,7 +151,7 @@ func (f *fleet) one(ctx context.Context, r *Result) {
 // open (before a message of the fleet's), and what flushes them once it
 // ended.
 func (f *fleet) streams(r *Result) (out, errOut io.Writer, endLine, finish func()) {
-	tagErr := &tagged{mu: &f.mu, w: f.ios.ErrOut, tag: "[" + r.ID + "] "}
+	tagErr := &tagged{mu: &f.mu, w: f.ios.ErrOut, tag: "[" + r.ID + "] ", gone: &f.gone}
 	errOut = tagErr
 	var closers []func()
 	var capture *capped
@@ -130,24 +160,14 @@ func (f *fleet) streams(r *Result) (out, errOut io.Writer, endLine, finish func(
 		capture = &capped{max: maxCapture}
 		out = capture
 	case f.outDir == "":
-		tagOut := &tagged{mu: &f.mu, w: f.ios.Out, tag: "[" + r.ID + "] "}
+		tagOut := &tagged{mu: &f.mu, w: f.ios.Out, tag: "[" + r.ID + "] ", gone: &f.gone}
 		out = tagOut
 		closers = append(closers, tagOut.flush)
 	}
-	if f.outDir != "" {
-		r.OutputFile, r.ErrorFile = filepath.Join(f.outDir, r.ID+".out"), filepath.Join(f.outDir, r.ID+".err")
-		if o, err := newFile(r.OutputFile); err != nil {
-			fmt.Fprintln(tagErr, "cowork:", err)
-		} else {
-			out = both(out, o)
-			closers = append(closers, func() { o.Close() })
-		}
-		if e, err := newFile(r.ErrorFile); err != nil {
-			fmt.Fprintln(tagErr, "cowork:", err)
-		} else {
-			errOut = both(errOut, e)
-			closers = append(closers, func() { e.Close() })
-		}
+	if o, ok := f.files[r.ID]; ok {
+		r.OutputFile, r.ErrorFile = o.out.Name(), o.err.Name()
+		out, errOut = both(out, o.out), both(errOut, o.err)
+		closers = append(closers, func() { o.out.Close(); o.err.Close() })
 	}
 	if out == nil {
 		out = io.Discard
@@ -163,12 +183,6 @@ func (f *fleet) streams(r *Result) (out, errOut io.Writer, endLine, finish func(
 	}
 }
 
-// newFile creates a task's output file; one that is there is refused
-// (checkOutDir looked before the fleet began).
-func newFile(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-}
-
 // both writes to a and b, a possibly nil.
 func both(a, b io.Writer) io.Writer {
 	if a == nil {
@@ -179,41 +193,54 @@ func both(a, b io.Writer) io.Writer {
 
 // tagged writes whole lines to w, each behind tag, under mu, so that
 // tasks' lines never break into one another's. A line longer than maxLine
-// goes out in pieces, each tagged.
+// goes out in pieces, each tagged. A write to w that fails (its reader
+// went) sets gone; the task's output is dropped from then on.
 type tagged struct {
-	mu  *sync.Mutex
-	w   io.Writer
-	tag string
-	buf []byte
+	mu      *sync.Mutex
+	w       io.Writer
+	tag     string
+	gone    *atomic.Bool
+	buf     []byte
+	scanned int // buf[:scanned] holds no line end
 }
 
 func (t *tagged) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
+	start := 0
 	for {
-		i := bytes.IndexByte(t.buf, '\n')
-		if i < 0 && len(t.buf) < maxLine {
+		i := bytes.IndexByte(t.buf[start+t.scanned:], '\n')
+		if i < 0 && len(t.buf)-start < maxLine {
+			t.scanned = len(t.buf) - start
 			break
 		}
-		end := i + 1
+		end := start + t.scanned + i + 1
 		if i < 0 {
-			end = maxLine
+			end = start + maxLine
 		}
-		t.emit(t.buf[:end])
-		t.buf = t.buf[end:]
+		t.emit(t.buf[start:end])
+		start, t.scanned = end, 0
 	}
-	t.buf = bytes.Clone(t.buf) // the consumed head is not kept alive
+	if start > 0 { // only after a line went out: a byte at a time stays linear
+		t.buf = append(t.buf[:0], t.buf[start:]...)
+	}
 	return len(p), nil
 }
 
 // emit writes one tagged line; mu is held.
 func (t *tagged) emit(line []byte) {
-	if !bytes.HasSuffix(line, []byte("\n")) {
-		line = append(bytes.Clone(line), '\n')
+	if t.gone != nil && t.gone.Load() {
+		return
 	}
-	_, _ = io.WriteString(t.w, t.tag)
-	_, _ = t.w.Write(line)
+	b := make([]byte, 0, len(t.tag)+len(line)+1)
+	b = append(append(b, t.tag...), line...)
+	if !bytes.HasSuffix(b, []byte("\n")) {
+		b = append(b, '\n')
+	}
+	if _, err := t.w.Write(b); err != nil && t.gone != nil {
+		t.gone.Store(true)
+	}
 }
 
 // flush writes what is left of a last line without its end.
@@ -222,7 +249,7 @@ func (t *tagged) flush() {
 	defer t.mu.Unlock()
 	if len(t.buf) > 0 {
 		t.emit(t.buf)
-		t.buf = nil
+		t.buf, t.scanned = nil, 0
 	}
 }
 
@@ -260,11 +287,7 @@ func (c *capped) String() string {
 // or 130 when the fleet was interrupted.
 func (f *fleet) report(results []Result, asJSON bool) error {
 	var failed []string
-	interrupted := false
 	for _, r := range results {
-		if r.NotRun || r.ExitCode == 130 {
-			interrupted = true
-		}
 		if r.ExitCode != 0 {
 			failed = append(failed, r.ID)
 		}
@@ -295,7 +318,7 @@ func (f *fleet) report(results []Result, asJSON bool) error {
 		tw.Flush()
 	}
 	switch {
-	case interrupted:
+	case f.interrupted:
 		return &cmdutil.ExitError{Code: 130, Msg: fmt.Sprintf("the fleet was interrupted: %d of %d tasks did not succeed (%s)", len(failed), len(results), list(failed))}
 	case len(failed) > 0:
 		return &cmdutil.ExitError{Code: 1, Msg: fmt.Sprintf("%d of %d tasks did not succeed (%s); `cowork proxy --runs` shows their runs", len(failed), len(results), list(failed))}

@@ -40,18 +40,21 @@ instance's own, which must be stopped.
 
 What each task wrote to /workspace stays, as with ask --rm: tasks that
 write the same files there race. Give each its own --project (a task's
-"project" in the file) to keep them apart.
+"project" in the file) to keep them apart. On a cluster, /workspace is
+the clone's own and goes with it.
 
 Each task's output lines are tagged with its id ([01] ...) on stdout, its
 messages on stderr; --out DIR keeps them in DIR/ID.out and DIR/ID.err
-instead. A table of the tasks ends the run on stderr (--json prints the
+(the messages stay tagged on stderr too), made before any task runs in a
+folder that holds none of them. A table of the tasks ends the run on stderr (--json prints the
 results on stdout instead, each task's output in it, at most 1 MiB).
 
 Every Claude Code flag, and ask's --project, --max-tokens-total and
 --max-cost, apply to each task (the limits to each task's own spending).
 The exit code is 0 when every task exited 0, 1 when any did not, 130
 after Ctrl-C: tasks not started then are not run, running ones are
-interrupted as ask's are, and every clone is deleted.
+interrupted as ask's are, and every clone is deleted. A closed output
+(| head) starts no more tasks either.
 
 The tasks file has one task per line: a prompt, or a JSON object with
 "prompt" and optionally "id" (default: its line number) and "project".

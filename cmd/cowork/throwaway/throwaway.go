@@ -41,11 +41,15 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 		return err
 	}
 	note := func(s string) { fmt.Fprintln(ios.ErrOut, "cowork:", s) }
-	// Ctrl-C while the clone boots abandons the boot (the clone's VM is
-	// stopped and the clone deleted), and while it is discarded is
-	// ignored: either way no VM is left behind. During the run, guestrun
-	// passes it to the guest.
-	bctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C (or SIGTERM, or a closed terminal's SIGHUP) while the clone
+	// boots abandons the boot (the clone's VM is stopped and the clone
+	// deleted), and while it is discarded is ignored: either way no VM is
+	// left behind. During the run, guestrun passes it to the guest. A
+	// closed stdout (`| head -1`) must not kill cowork with the clone
+	// left either: the write fails instead, and the clone is discarded
+	// when the run ends.
+	signal.Ignore(syscall.SIGPIPE)
+	bctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	began := time.Now()
 	t, err := parent.Throwaway(bctx, cowork.ThrowawayOptions{Snapshot: o.Snapshot, Note: note})
 	stopSignals()
@@ -74,7 +78,7 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 		code = -1
 	}
 	swallow := make(chan os.Signal, 1)
-	signal.Notify(swallow, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(swallow, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(swallow)
 	info, err := t.Discard(ctx, cowork.RunResult{What: o.What, Command: o.Command, ExitCode: code, Err: cause})
 	if err != nil {
