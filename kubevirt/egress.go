@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/coworkhq/cowork/hostd/netstack/policy"
+	"github.com/coworkhq/cowork/internal/termsafe"
 )
 
 // A namespace's egress: the only way out for its sandboxes' guests is
@@ -77,6 +79,9 @@ type EgressSpec struct {
 	// alone, optional: a namespace without it runs the proxy, and its
 	// sessions are refused naming the Secret to make.
 	APIKeySecret string
+	// APIEndpoint is where the relay sends that key ("": Anthropic's
+	// API): an https URL, the only one the sessions may name.
+	APIEndpoint string
 	// AuditSize is the size of the audit log's volume (bytes).
 	AuditSize int64
 	// ClusterCIDRs are the cluster's own ranges (pods, services, nodes),
@@ -85,6 +90,32 @@ type EgressSpec struct {
 	// for the cluster's DNS: a second wall behind the proxy's refusal of
 	// every private address.
 	ClusterCIDRs []string
+}
+
+// endpointArgs are the proxy's arguments for s.APIEndpoint, none for
+// the default.
+func (s EgressSpec) endpointArgs() []string {
+	if s.APIEndpoint == "" {
+		return nil
+	}
+	return []string{"--api-endpoint", s.APIEndpoint}
+}
+
+// checkEndpoint refuses an API endpoint the relay should not send a key
+// to: anything but an https URL of a host, or one carrying a user, a
+// query or a fragment (the key goes in the request's header, nowhere
+// else).
+func checkEndpoint(e string) error {
+	u, err := url.Parse(e)
+	switch {
+	case len(e) > 2048 || err != nil || !termsafe.Safe(e, false):
+		return fmt.Errorf("--api-endpoint: not a URL; want https://HOST[/PATH], e.g. https://api.anthropic.com")
+	case u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("--api-endpoint %s: want an https URL of a host: the relay sends the API key there", policy.RedactURL(e))
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return fmt.Errorf("--api-endpoint %s: want https://HOST[/PATH], without a user, query or fragment", policy.RedactURL(e))
+	}
+	return nil
 }
 
 // Check says what is wrong with s.
@@ -102,6 +133,10 @@ func (s EgressSpec) Check() error {
 		return fmt.Errorf("--api-key-secret %q is not a Kubernetes Secret name", s.APIKeySecret)
 	case s.AuditSize < 64<<20:
 		return fmt.Errorf("audit volume of %d bytes: want at least 64 MiB", s.AuditSize)
+	case s.APIEndpoint != "":
+		if err := checkEndpoint(s.APIEndpoint); err != nil {
+			return err
+		}
 	}
 	for _, c := range s.ClusterCIDRs {
 		if p, err := netip.ParsePrefix(c); err != nil || p != p.Masked() {
@@ -236,7 +271,7 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 					Containers: []corev1.Container{{
 						Name:  "egress",
 						Image: s.Image,
-						Command: []string{"cowork-hostd", "egress",
+						Command: append([]string{"cowork-hostd", "egress",
 							"--listen", fmt.Sprintf(":%d", EgressPort),
 							"--policy", egressConfigDir + "/policy.json",
 							"--audit", egressAuditDir,
@@ -248,6 +283,7 @@ func Egress(s EgressSpec) ([]runtime.Object, error) {
 							"--log-listen", fmt.Sprintf("127.0.0.1:%d", LogPort),
 							"--api-key-file", egressKeyDir + "/api-key",
 							"--api-key-secret", secret},
+							s.endpointArgs()...),
 						Ports: []corev1.ContainerPort{
 							{Name: "proxy", ContainerPort: EgressPort, Protocol: tcp},
 							{Name: "relay", ContainerPort: RelayPort, Protocol: tcp},

@@ -31,6 +31,7 @@ func egressCmd(args []string, stdout io.Writer) error {
 	img := fs.String("image", "", "a container image with cowork-hostd of this build on its PATH")
 	policyFile := fs.String("policy", "", "the sandboxes' network policy, as JSON (none: the default mode)")
 	auditSize := fs.String("audit-size", "1GiB", "the audit log's volume")
+	endpoint := fs.String("api-endpoint", "", "the https endpoint the relay sends the key to (default: Anthropic's API); sessions naming another are refused")
 	keySecret := fs.String("api-key-secret", kubevirt.DefaultAPIKeySecret, "the Secret whose api-key the relay uses (kubectl create secret generic NAME --from-literal=api-key=...)")
 	var ranges cidrs
 	fs.Var(&ranges, "cluster-cidr", "a range of the cluster's own (pods, services, nodes); repeat it")
@@ -48,7 +49,7 @@ func egressCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	objs, err := kubevirt.Egress(kubevirt.EgressSpec{Namespace: *ns, Image: *img, Policy: p, AuditSize: int64(size), ClusterCIDRs: ranges, APIKeySecret: *keySecret})
+	objs, err := kubevirt.Egress(kubevirt.EgressSpec{Namespace: *ns, Image: *img, Policy: p, AuditSize: int64(size), ClusterCIDRs: ranges, APIKeySecret: *keySecret, APIEndpoint: *endpoint})
 	if err != nil {
 		return usageError{fmt.Errorf("egress: %w", err)}
 	}

@@ -11,7 +11,7 @@
 //	cowork-hostd-kubevirt delete --name NAME    delete the instance's VM, disk and seed in the cluster
 //	cowork-hostd-kubevirt log --name NAME [--since RFC3339] [--follow]
 //	                                            the audit log of the namespace's egress proxy, as JSON lines (cowork proxy reads it)
-//	cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size N] [--cluster-cidr CIDR ...] [--api-key-secret NAME]
+//	cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size N] [--cluster-cidr CIDR ...] [--api-key-secret NAME] [--api-endpoint URL]
 //	                                            print the namespace's egress proxy and NetworkPolicies, for kubectl apply -f -
 //	cowork-hostd-kubevirt version               this build, as JSON
 package main
@@ -95,7 +95,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, reach co
 
 const usage = `usage: cowork-hostd-kubevirt run --name NAME | delete --name NAME | version
        cowork-hostd-kubevirt log --name NAME [--since RFC3339] [--follow]
-       cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size BYTES] [--cluster-cidr CIDR ...] [--api-key-secret NAME]
+       cowork-hostd-kubevirt egress --namespace NS --image IMAGE [--policy FILE] [--audit-size BYTES] [--cluster-cidr CIDR ...] [--api-key-secret NAME] [--api-endpoint URL]
 cowork-hostd-kubevirt is the daemon of a cowork instance on a Kubernetes cluster; ` + "`cowork start`" + ` runs it.`
 
 // usageError is a command line the binary does not take.

@@ -40,7 +40,13 @@ func unreachable(string) (kubevirt.Backend, error) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{nil, {"hostd"}, {"run", "--name"}, {"run", "stray"}, {"delete"}, {"delete", "--bogus"}, {"version", "--json"},
 		{"egress"}, {"egress", "--namespace", "Team_A", "--image", "x"}, {"egress", "--namespace", "ns"}, {"egress", "--namespace", "ns", "--image", "x", "--audit-size", "lots"},
-		{"egress", "--namespace", "ns", "--image", "x", "--cluster-cidr", "10.0.0.1/8"}, {"egress", "--namespace", "ns", "--image", "x", "--api-key-secret", "Not_A_Name"}} {
+		{"egress", "--namespace", "ns", "--image", "x", "--cluster-cidr", "10.0.0.1/8"}, {"egress", "--namespace", "ns", "--image", "x", "--api-key-secret", "Not_A_Name"},
+		// The key goes over https to a host, in a header: nowhere else.
+		{"egress", "--namespace", "ns", "--image", "x", "--api-endpoint", "http://gateway.example"},
+		{"egress", "--namespace", "ns", "--image", "x", "--api-endpoint", "https://user:pw@gateway.example"},
+		{"egress", "--namespace", "ns", "--image", "x", "--api-endpoint", "https://gateway.example/v1?key=1"},
+		{"egress", "--namespace", "ns", "--image", "x", "--api-endpoint", "https:///no-host"},
+		{"egress", "--namespace", "ns", "--image", "x", "--api-endpoint", "https://gateway.example/\x1b[2J"}} {
 		code, out, errOut := runMain(unreachable, args...)
 		if code != hostdwire.ExitUsage || out != "" || errOut == "" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and a message", args, code, out, errOut)
@@ -77,6 +83,13 @@ func TestEgressPrintsTheManifests(t *testing.T) {
 	}
 	if code, out, _ := runMain(unreachable, "egress", "--namespace", "team-a", "--image", "x", "--api-key-secret", "team-a-key"); code != 0 || !strings.Contains(out, "secretName: team-a-key\n") {
 		t.Errorf("--api-key-secret team-a-key: exit %d, the pod mounts no such Secret", code)
+	}
+	if strings.Contains(out, "--api-endpoint") {
+		t.Errorf("the proxy is given an API endpoint nobody asked for")
+	}
+	if code, out, errOut := runMain(unreachable, "egress", "--namespace", "team-a", "--image", "x", "--api-endpoint", "https://gateway.example/anthropic"); code != 0 ||
+		!strings.Contains(out, "- --api-endpoint\n") || !strings.Contains(out, "- https://gateway.example/anthropic\n") {
+		t.Errorf("--api-endpoint: exit %d, the proxy is not started with it: %s\n%s", code, errOut, out)
 	}
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "policy.json")
