@@ -382,3 +382,81 @@ func TestOverlongRecordsAreSkipped(t *testing.T) {
 		t.Errorf("%q, %d skipped, %v", got, skipped, err)
 	}
 }
+
+// bigLog is a log of n records of about size bytes each, written as is:
+// more than a client's connection buffers hold.
+func bigLog(t *testing.T, n, size int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "network.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	at, _ := time.Now().MarshalJSON()
+	for i := range n {
+		fmt.Fprintf(w, `{"time":%s,"kind":"tcp","verdict":"allow","name":"h%d.example","url":"http://h/%s"}`+"\n", at, i, strings.Repeat("p", size))
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+// A server that stops returns within a second or so, whatever its
+// clients do: one that never sent its request, one that stopped reading
+// the log's backlog, one that stopped reading what it follows. The pod
+// has 30 s to stop, and closes its audit log once Serve returns.
+func TestStopsInTimeWhateverTheClientsDo(t *testing.T) {
+	path := bigLog(t, 64, 512<<10) // 32 MiB
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- (&Server{Path: path}).Serve(ctx, l) }()
+	dial(t, l.Addr().String()) // no request
+	for _, req := range []string{`{}`, `{"follow":true}`} {
+		c := dial(t, l.Addr().String())
+		if _, err := io.WriteString(c, req+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // the server fills their connections
+	cancel()
+	start := time.Now()
+	select {
+	case err := <-done:
+		if d := time.Since(start); err != nil || d > 2*time.Second {
+			t.Errorf("Serve returned %v after %s", err, d.Round(time.Millisecond))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return: its stalled clients hold it")
+	}
+}
+
+// A stream of the log's backlog ends once the server stops, saying so:
+// the server does not read it on to its end.
+func TestAStopCutsABacklogShort(t *testing.T) {
+	path := bigLog(t, 2000, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	here, there := net.Pipe() // no buffer: the server writes as the client reads
+	defer here.Close()
+	go func() {
+		defer there.Close()
+		(&Server{Path: path}).serve(ctx, there)
+	}()
+	n := 0
+	_, err := Read(here, Request{}, func([]byte) error {
+		n++
+		cancel()
+		return nil
+	})
+	if !errors.As(err, new(*RefusedError)) || !strings.Contains(err.Error(), "stopping") || n > 3 {
+		t.Errorf("after %d records: %v", n, err)
+	}
+}

@@ -30,6 +30,10 @@ const (
 	// writeTimeout is how long a client may leave a reply unread before
 	// it is dropped, and its place freed.
 	writeTimeout = 30 * time.Second
+	// stopGrace is how long a client has, once the server stops, to take
+	// the line that says so: then its connection is closed, whatever
+	// it waits for.
+	stopGrace = time.Second
 )
 
 // Server serves an audit log to its clients, read-only.
@@ -48,7 +52,9 @@ type Server struct {
 
 // Serve answers the clients of l, which must be a loopback listener (it
 // is closed and refused otherwise), until ctx ends: then it closes l,
-// ends every stream with the reason, and returns once they have ended.
+// ends every stream with the reason, and returns once they have ended,
+// within stopGrace however the clients read (the pod's grace period,
+// which ends in a SIGKILL, must leave time for the audit log's anchor).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if err := egressrelay.CheckLoopback(l.Addr().String()); err != nil {
 		l.Close()
@@ -65,6 +71,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	err := acceptloop.Serve(counted{l, &wg}, func(c net.Conn) {
 		defer wg.Done()
 		defer c.Close()
+		// A client that stopped reading, or never sent its request,
+		// would hold the handler up to writeTimeout or RequestTimeout.
+		stopping := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { c.Close() }) })
+		defer stopping()
 		select {
 		case slots <- struct{}{}:
 			defer func() { <-slots }()
@@ -133,6 +143,9 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	}
 	long := 0
 	skipped, err := audit.Stream(sctx, s.Path, since, follow, func(r *audit.Record) error {
+		if err := sctx.Err(); err != nil {
+			return err // a backlog is not read on once the server stops
+		}
 		rec, err := json.Marshal(r)
 		if err != nil || len(rec) >= maxRecord {
 			long++ // a line re-encoded longer than a client takes
@@ -145,17 +158,17 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	})
 	skipped += long
 	switch {
-	case errors.Is(err, errGone):
-	case err != nil:
+	case errors.Is(err, errGone): // it stopped reading
+	case err == nil && !follow: // the log read to its end
+		s.end(c, End{Skipped: skipped})
+	case ctx.Err() != nil:
+		s.end(c, End{Skipped: skipped, Error: "the egress proxy is stopping; run this again once its new pod is ready"})
+	case sctx.Err() != nil: // the follower went away
+	default:
 		if s.Log != nil {
 			s.Log.Warn("audit log stream failed", "err", err)
 		}
 		s.end(c, End{Skipped: skipped, Error: fmt.Sprintf("the egress proxy could not read its audit log: %v; see the pod's log", err)})
-	case follow && ctx.Err() != nil:
-		s.end(c, End{Skipped: skipped, Error: "the egress proxy is stopping; run this again once its new pod is ready"})
-	case follow: // the client went away
-	default:
-		s.end(c, End{Skipped: skipped})
 	}
 }
 
