@@ -17,8 +17,9 @@ import (
 // sessions are opened: the caller's RBAC decides who may read it (`list`
 // on pods, `create` on pods/portforward), and no guest can. Each
 // record's JSON line goes to each, until the pod ends the stream (at the
-// log's end, unless req follows it) or ctx ends; it returns how many
-// damaged lines the pod left out. The log is the namespace's: every
+// log's end, unless req follows it), stops answering (egresslog.Read's
+// minute without a line, heartbeats included) or ctx ends; it returns
+// how many damaged lines the pod left out. The log is the namespace's: every
 // sandbox's traffic, each record naming its client's address.
 //
 // Each error is one line that says what to do: no egress pod, RBAC that

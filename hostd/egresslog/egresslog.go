@@ -13,7 +13,10 @@
 // then {"record":{...}} for each record (an audit.Record, as `cowork
 // proxy --json` prints it), then {"end":{...}} when the stream ends (the
 // log was read to its end without follow, the pod is stopping, or the
-// request was refused, in which case it comes first and alone).
+// request was refused, in which case it comes first and alone). A server
+// that says "heartbeat":true in its ready line sends a heartbeat, {},
+// every Server.Heartbeat until the end line, whether records come or
+// not; a client takes a line that sets none of its fields as one.
 package egresslog
 
 import (
@@ -24,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coworkhq/cowork/internal/termsafe"
@@ -38,11 +42,15 @@ type Request struct {
 	Follow bool `json:"follow,omitempty"`
 }
 
-// Reply is one line of the server's answer: one of its fields is set.
+// Reply is one line of the server's answer: the ready line, a record,
+// the end line, or a heartbeat (no field set).
 type Reply struct {
-	Ready  bool            `json:"ready,omitempty"`
-	Record json.RawMessage `json:"record,omitempty"`
-	End    *End            `json:"end,omitempty"`
+	Ready bool `json:"ready,omitempty"`
+	// Heartbeat, in the ready line, says heartbeats follow: a client may
+	// take a silence of several as a server that stopped answering.
+	Heartbeat bool            `json:"heartbeat,omitempty"`
+	Record    json.RawMessage `json:"record,omitempty"`
+	End       *End            `json:"end,omitempty"`
 }
 
 // End is the last line of an answer.
@@ -67,6 +75,9 @@ const (
 	MaxReply = maxRecord + 64
 	// maxError bounds the server's message, as a client shows it.
 	maxError = 1 << 10
+	// readIdle is how long Read waits for a line of a server that sends
+	// heartbeats (and for its first line): three heartbeats.
+	readIdle = 3 * DefaultHeartbeat
 )
 
 // NoAnswerError is a server that ended the stream, or failed, before
@@ -90,8 +101,16 @@ func (e *RefusedError) Error() string { return e.Msg }
 // many damaged lines the server skipped. A stream that ends without its
 // end line is an error (a pod that stopped, a port-forward that broke),
 // as is a line over MaxReply or one that is no Reply: what the server
-// says is taken as no more than JSON lines of bounded length.
-func Read(c io.ReadWriter, req Request, each func(record []byte) error) (skipped int, err error) {
+// says is taken as no more than JSON lines of bounded length. A server
+// that sends no line for a minute, its first or, once it said it sends
+// heartbeats, any other, has stopped answering: Read closes c and says
+// so. (A port-forward whose far end is gone can stay open and silent.)
+func Read(c io.ReadWriteCloser, req Request, each func(record []byte) error) (skipped int, err error) {
+	return read(c, req, each, readIdle)
+}
+
+// read is Read waiting at most idle for a line.
+func read(c io.ReadWriteCloser, req Request, each func(record []byte) error, idle time.Duration) (skipped int, err error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
@@ -99,13 +118,26 @@ func Read(c io.ReadWriter, req Request, each func(record []byte) error) (skipped
 	if _, err := c.Write(append(b, '\n')); err != nil {
 		return 0, &NoAnswerError{err}
 	}
+	// The watch runs while Read waits for a line, not while each takes
+	// one: a reader of `cowork proxy` that stops reading for a while is
+	// no silence of the server's.
+	var silent atomic.Bool
+	watch := time.AfterFunc(idle, func() {
+		silent.Store(true)
+		c.Close()
+	})
+	defer watch.Stop()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxReply)
-	first := true
+	first, beats := true, false
 	for sc.Scan() {
+		watch.Stop()
 		var r Reply
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return 0, fmt.Errorf("the egress proxy's log port sent a line that is no reply (%v): not this cowork's log server", err)
+		}
+		if first {
+			beats = r.Heartbeat // none from a server older than them
 		}
 		switch {
 		case r.End != nil:
@@ -121,9 +153,14 @@ func Read(c io.ReadWriter, req Request, each func(record []byte) error) (skipped
 			}
 		}
 		first = false
+		if beats {
+			watch.Reset(idle)
+		}
 	}
 	err = sc.Err()
 	switch {
+	case silent.Load():
+		return 0, fmt.Errorf("the egress proxy's log port sent nothing for %s, not even a heartbeat: the egress pod stopped answering, or the port-forward to it broke; run this again, and if it hangs again see whether the pod is ready", idle)
 	case errors.Is(err, bufio.ErrTooLong):
 		return 0, fmt.Errorf("the egress proxy's log port sent a line over %d bytes: not this cowork's log server", MaxReply)
 	case err == nil:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -122,19 +123,22 @@ type follower struct {
 	done  chan struct{}
 }
 
-func follow(t *testing.T, addr string) *follower {
+func follow(t *testing.T, addr string) *follower { return followIdle(t, addr, readIdle) }
+
+// followIdle is follow, for a client that waits at most idle for a line.
+func followIdle(t *testing.T, addr string, idle time.Duration) *follower {
 	f := &follower{c: dial(t, addr), names: make(chan string, 1000), done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		defer close(f.names)
-		_, f.err = Read(f.c, Request{Follow: true}, func(b []byte) error {
+		_, f.err = read(f.c, Request{Follow: true}, func(b []byte) error {
 			r, err := audit.ParseLine(b)
 			if err != nil {
 				return err
 			}
 			f.names <- r.Name
 			return nil
-		})
+		}, idle)
 	}()
 	return f
 }
@@ -240,7 +244,7 @@ func TestRequestsAreBounded(t *testing.T) {
 		return line, err
 	}
 	atBound := `{"since":""}` + strings.Repeat(" ", MaxRequest-len(`{"since":""}`)) + "\n"
-	if line, err := ask(atBound); err != nil || line != `{"ready":true}`+"\n" {
+	if line, err := ask(atBound); err != nil || line != `{"ready":true,"heartbeat":true}`+"\n" {
 		t.Errorf("a request of %d bytes: %q, %v", len(atBound)-1, line, err)
 	}
 	over := `{"since":""}` + strings.Repeat(" ", MaxRequest+1-len(`{"since":""}`)) + "\n"
@@ -458,5 +462,96 @@ func TestAStopCutsABacklogShort(t *testing.T) {
 	})
 	if !errors.As(err, new(*RefusedError)) || !strings.Contains(err.Error(), "stopping") || n > 3 {
 		t.Errorf("after %d records: %v", n, err)
+	}
+}
+
+// A follower of an idle log gets a heartbeat every Server.Heartbeat: a
+// client that waits a few of them for a line goes on following, and
+// gets the next record when it comes.
+func TestHeartbeatsKeepAFollowerOfAnIdleLog(t *testing.T) {
+	l, path := testLog(t, 0)
+	write(t, l, time.Now(), "before")
+	addr := serve(t, &Server{Path: path, Heartbeat: 50 * time.Millisecond})
+	f := followIdle(t, addr, 300*time.Millisecond)
+	f.next(t)
+	select {
+	case <-f.done:
+		t.Fatalf("the stream of an idle log ended: %v", f.err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	write(t, l, time.Now(), "after")
+	if n := f.next(t); n != "after" {
+		t.Errorf("the record after the silence: %q", n)
+	}
+}
+
+// A follower of an idle log that stopped reading is dropped once a
+// heartbeat waited WriteTimeout, and its place freed: without them, the
+// server would write to it only when a record came.
+func TestAStalledFollowerOfAnIdleLogIsDropped(t *testing.T) {
+	_, path := testLog(t, 0)
+	here, there := net.Pipe() // no buffer: a write waits for the reader
+	defer here.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer there.Close()
+		(&Server{Path: path, Heartbeat: 50 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}).serve(context.Background(), there)
+	}()
+	io.WriteString(here, `{"follow":true}`+"\n")
+	if line, err := bufio.NewReader(here).ReadString('\n'); err != nil || !strings.Contains(line, `"ready":true`) {
+		t.Fatalf("the ready line: %q, %v", line, err)
+	}
+	select { // and reads no more
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server still serves a follower that stopped reading")
+	}
+}
+
+// A client waits at most idle for a line, with each's time left out:
+// from a server that said it sends heartbeats, for any line; from one
+// that did not (an older one), for its first only. It then says the pod
+// stopped answering.
+func TestReadWaitsForASilentServerABoundedTime(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	beat := "{}\n"
+	for _, c := range []struct {
+		name  string
+		lines []string      // sent one by one, pause apart; then silence
+		pause time.Duration // between the lines
+		slow  time.Duration // each's time
+		want  string        // in the error; "" for none
+		least time.Duration // Read lasts at least this long
+	}{
+		{"no answer", nil, 0, 0, "sent nothing for 300ms", 0},
+		{"heartbeats, then silence", append([]string{`{"ready":true,"heartbeat":true}` + "\n"}, slices.Repeat([]string{beat}, 10)...), 100 * time.Millisecond, 0, "sent nothing for 300ms", time.Second},
+		{"a slow reader", []string{`{"ready":true,"heartbeat":true}` + "\n", `{"record":{}}` + "\n", `{"end":{}}` + "\n"}, 0, time.Second, "", time.Second},
+		{"an older server's silence", []string{`{"ready":true}` + "\n", `{"end":{}}` + "\n"}, time.Second, 0, "", time.Second},
+	} {
+		here, there := net.Pipe()
+		go func() {
+			bufio.NewReader(there).ReadString('\n')
+			for i, l := range c.lines {
+				if i > 0 {
+					time.Sleep(c.pause)
+				}
+				if _, err := io.WriteString(there, l); err != nil {
+					return
+				}
+			}
+			time.Sleep(5 * time.Second) // silent, not gone
+			there.Close()
+		}()
+		start := time.Now()
+		_, err := read(here, Request{}, func([]byte) error { time.Sleep(c.slow); return nil }, idle)
+		d := time.Since(start)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "stopped answering")) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if d < c.least || d > c.least+2*time.Second {
+			t.Errorf("%s: Read took %s", c.name, d.Round(time.Millisecond))
+		}
+		here.Close()
 	}
 }

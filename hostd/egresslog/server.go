@@ -27,9 +27,13 @@ const (
 	// DefaultRequestTimeout is how long a client has to send its request
 	// once connected.
 	DefaultRequestTimeout = 10 * time.Second
-	// writeTimeout is how long a client may leave a reply unread before
-	// it is dropped, and its place freed.
-	writeTimeout = 30 * time.Second
+	// DefaultWriteTimeout is how long a client may leave a reply unread
+	// (its connection's buffers full) before it is dropped, and its
+	// place freed.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultHeartbeat is how often a stream sends a heartbeat line: a
+	// third of the time a client waits for a line (readIdle).
+	DefaultHeartbeat = 20 * time.Second
 	// stopGrace is how long a client has, once the server stops, to take
 	// the line that says so: then its connection is closed, whatever
 	// it waits for.
@@ -46,6 +50,16 @@ type Server struct {
 	// RequestTimeout bounds the wait for a client's request (0:
 	// DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// WriteTimeout bounds the wait for a client to take a reply (0:
+	// DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	// Heartbeat is how often a stream sends a heartbeat (0:
+	// DefaultHeartbeat), whether records come or not: the client sees
+	// that the server still serves it, and the server writes even while
+	// the log is idle, so that a connection that broke is seen then too
+	// (one whose client stopped reading fills up, a heartbeat's few
+	// bytes at a time, and is dropped after WriteTimeout).
+	Heartbeat time.Duration
 	// Log hears of a log that could not be read (nil: nothing).
 	Log *slog.Logger
 }
@@ -72,7 +86,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		defer wg.Done()
 		defer c.Close()
 		// A client that stopped reading, or never sent its request,
-		// would hold the handler up to writeTimeout or RequestTimeout.
+		// would hold the handler up to WriteTimeout or RequestTimeout.
 		stopping := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { c.Close() }) })
 		defer stopping()
 		select {
@@ -110,11 +124,7 @@ func (l counted) Accept() (net.Conn, error) {
 
 // serve answers one client.
 func (s *Server) serve(ctx context.Context, c net.Conn) {
-	timeout := s.RequestTimeout
-	if timeout <= 0 {
-		timeout = DefaultRequestTimeout
-	}
-	c.SetReadDeadline(time.Now().Add(timeout))
+	c.SetReadDeadline(time.Now().Add(orDefault(s.RequestTimeout, DefaultRequestTimeout)))
 	line, err := readRequest(c)
 	if err != nil {
 		s.refuse(c, err.Error())
@@ -128,6 +138,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 	c.SetReadDeadline(time.Time{})
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	out := &replies{c: c, timeout: s.writeTimeout()}
 	if follow {
 		// A follower that went away is seen here, not at the next record,
 		// which may never come: its place is freed at once. It sends
@@ -138,9 +149,28 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 			cancel()
 		}()
 	}
-	if !s.write(c, Reply{Ready: true}) {
+	if !out.send(Reply{Ready: true, Heartbeat: true}) {
 		return
 	}
+	// A heartbeat that cannot be sent ends the stream, as a record does.
+	hctx, stopBeats := context.WithCancel(sctx)
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		t := time.NewTicker(orDefault(s.Heartbeat, DefaultHeartbeat))
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				if !out.send(Reply{}) {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	long := 0
 	skipped, err := audit.Stream(sctx, s.Path, since, follow, func(r *audit.Record) error {
 		if err := sctx.Err(); err != nil {
@@ -151,24 +181,26 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 			long++ // a line re-encoded longer than a client takes
 			return nil
 		}
-		if !s.write(c, Reply{Record: rec}) {
+		if !out.send(Reply{Record: rec}) {
 			return errGone
 		}
 		return nil
 	})
+	stopBeats()
+	<-beats // none after the end line
 	skipped += long
 	switch {
 	case errors.Is(err, errGone): // it stopped reading
 	case err == nil && !follow: // the log read to its end
-		s.end(c, End{Skipped: skipped})
+		out.send(Reply{End: &End{Skipped: skipped}})
 	case ctx.Err() != nil:
-		s.end(c, End{Skipped: skipped, Error: "the egress proxy is stopping; run this again once its new pod is ready"})
-	case sctx.Err() != nil: // the follower went away
+		out.send(Reply{End: &End{Skipped: skipped, Error: "the egress proxy is stopping; run this again once its new pod is ready"}})
+	case sctx.Err() != nil: // the follower went away, or stopped reading
 	default:
 		if s.Log != nil {
 			s.Log.Warn("audit log stream failed", "err", err)
 		}
-		s.end(c, End{Skipped: skipped, Error: fmt.Sprintf("the egress proxy could not read its audit log: %v; see the pod's log", err)})
+		out.send(Reply{End: &End{Skipped: skipped, Error: fmt.Sprintf("the egress proxy could not read its audit log: %v; see the pod's log", err)}})
 	}
 }
 
@@ -195,27 +227,48 @@ func readRequest(c io.Reader) ([]byte, error) {
 	return nil, err
 }
 
-// write sends one reply line; false when the client is gone or stopped
-// reading.
-func (s *Server) write(c net.Conn, r Reply) bool {
-	b, err := json.Marshal(r)
+func (s *Server) writeTimeout() time.Duration { return orDefault(s.WriteTimeout, DefaultWriteTimeout) }
+
+// orDefault is d, or def when d is not positive.
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// replies sends the reply lines of one client, one at a time (its
+// stream's and its heartbeats); once one could not be sent, none is.
+type replies struct {
+	c       net.Conn
+	timeout time.Duration
+	mu      sync.Mutex
+	broken  bool
+}
+
+// send sends one reply line; false when the client is gone or has not
+// taken it in r.timeout.
+func (r *replies) send(rep Reply) bool {
+	b, err := json.Marshal(rep)
 	if err != nil {
 		return false
 	}
-	c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err = c.Write(append(b, '\n'))
-	return err == nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.broken {
+		r.c.SetWriteDeadline(time.Now().Add(r.timeout))
+		_, err = r.c.Write(append(b, '\n'))
+		r.broken = err != nil
+	}
+	return !r.broken
 }
-
-// end sends the last line.
-func (s *Server) end(c net.Conn, e End) { s.write(c, Reply{End: &e}) }
 
 // refuse sends msg as the only line, then closes c gently: what the
 // client sent and was not read (a request over the bound) is drained
 // for a moment, up to a bound, so that the close does not reset the
 // connection before the client has read why.
 func (s *Server) refuse(c net.Conn, msg string) {
-	s.end(c, End{Error: msg})
+	(&replies{c: c, timeout: s.writeTimeout()}).send(Reply{End: &End{Error: msg}})
 	if tc, ok := c.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
