@@ -154,8 +154,10 @@ type binaryError struct{ msg string }
 
 func (e *binaryError) Error() string { return e.msg }
 
-// maxLine bounds a line the daemon binary prints; its lines are a few
-// hundred bytes of JSON.
+// maxLine bounds a line the daemon binary prints, with its newline; its
+// lines are a few hundred bytes of JSON, but for the records of
+// cowork-hostd-kubevirt log, which may be as long as egresslog.MaxRecord
+// (TestProxyOfAClusterTakesTheLongestRecordSent).
 const maxLine = 1 << 20
 
 // runBinary runs a one-shot command of the daemon binary, handing each

@@ -67,12 +67,14 @@ type End struct {
 const (
 	// MaxRequest bounds the request line: a time and a flag.
 	MaxRequest = 4 << 10
-	// maxRecord bounds a record line sent, with its newline, as `cowork
-	// proxy` bounds the lines of a local log (audit's maxLine): a longer
-	// one is skipped as damaged.
-	maxRecord = 1 << 20
+	// MaxRecord bounds a record's line, with its newline, as `cowork
+	// proxy` bounds the lines of a local log (audit's maxLine) and those
+	// cowork-hostd-kubevirt log prints it (the maxLine of cowork's
+	// binary.go): a longer one is skipped as damaged, by the server and
+	// by Read.
+	MaxRecord = 1 << 20
 	// MaxReply bounds a reply line: a record and its envelope.
-	MaxReply = maxRecord + 64
+	MaxReply = MaxRecord + 64
 	// maxError bounds the server's message, as a client shows it.
 	maxError = 1 << 10
 	// readIdle is how long Read waits for a line of a server that sends
@@ -98,13 +100,16 @@ func (e *RefusedError) Error() string { return e.Msg }
 
 // Read sends req on c and hands each record's JSON line (one line, no
 // newline) to each, until the server ends the stream; it returns how
-// many damaged lines the server skipped. A stream that ends without its
-// end line is an error (a pod that stopped, a port-forward that broke),
-// as is a line over MaxReply or one that is no Reply: what the server
-// says is taken as no more than JSON lines of bounded length. A server
-// that sends no line for a minute, its first or, once it said it sends
-// heartbeats, any other, has stopped answering: Read closes c and says
-// so. (A port-forward whose far end is gone can stay open and silent.)
+// many damaged lines were skipped: by the server, and by Read, which
+// passes on no record whose line, with its newline, is longer than
+// MaxRecord (`cowork proxy` would not take it; this cowork's server
+// sends none). A stream that ends without its end line is an error (a
+// pod that stopped, a port-forward that broke), as is a line over
+// MaxReply or one that is no Reply: what the server says is taken as no
+// more than JSON lines of bounded length. A server that sends no line
+// for a minute, its first or, once it said it sends heartbeats, any
+// other, has stopped answering: Read closes c and says so. (A
+// port-forward whose far end is gone can stay open and silent.)
 func Read(c io.ReadWriteCloser, req Request, each func(record []byte) error) (skipped int, err error) {
 	return read(c, req, each, readIdle)
 }
@@ -129,7 +134,7 @@ func read(c io.ReadWriteCloser, req Request, each func(record []byte) error, idl
 	defer watch.Stop()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxReply)
-	first, beats := true, false
+	first, beats, long := true, false, 0
 	for sc.Scan() {
 		watch.Stop()
 		var r Reply
@@ -142,11 +147,13 @@ func read(c io.ReadWriteCloser, req Request, each func(record []byte) error, idl
 		switch {
 		case r.End != nil:
 			if r.End.Error != "" {
-				return r.End.Skipped, &RefusedError{clip(r.End.Error)}
+				return r.End.Skipped + long, &RefusedError{clip(r.End.Error)}
 			}
-			return r.End.Skipped, nil
+			return r.End.Skipped + long, nil
 		case first && !r.Ready:
 			return 0, errors.New("the egress proxy's log port began with no ready line: not this cowork's log server")
+		case len(r.Record) >= MaxRecord: // a line longer than its readers take
+			long++
 		case r.Record != nil:
 			if err := each(r.Record); err != nil {
 				return 0, err

@@ -372,7 +372,7 @@ func TestOverlongRecordsAreSkipped(t *testing.T) {
 	addr := serve(t, &Server{Path: path})
 	var got []string
 	skipped, err := Read(dial(t, addr), Request{}, func(b []byte) error {
-		if len(b) >= maxRecord {
+		if len(b) >= MaxRecord {
 			t.Errorf("a record line of %d bytes", len(b))
 		}
 		r, err := audit.ParseLine(b)
@@ -553,5 +553,30 @@ func TestReadWaitsForASilentServerABoundedTime(t *testing.T) {
 			t.Errorf("%s: Read took %s", c.name, d.Round(time.Millisecond))
 		}
 		here.Close()
+	}
+}
+
+// Read passes on no record longer than `cowork proxy` takes a line
+// (MaxRecord with its newline, as cowork-hostd-kubevirt log prints it):
+// a longer one, up to MaxReply, is skipped and counted, and the records
+// after it still come.
+func TestReadSkipsARecordLongerThanItsReadersTake(t *testing.T) {
+	record := func(n int) string { return `{"record":"` + strings.Repeat("a", n-2) + `"}` + "\n" }
+	here, there := net.Pipe()
+	defer here.Close()
+	go func() {
+		defer there.Close()
+		bufio.NewReader(there).ReadString('\n')
+		io.WriteString(there, `{"ready":true,"heartbeat":true}`+"\n"+
+			record(MaxRecord-1)+record(MaxRecord)+record(MaxReply-len(`{"record":}`+"\n"))+`{"record":{"n":1}}`+"\n"+
+			`{"end":{"skipped":2}}`+"\n")
+	}()
+	var got []int
+	skipped, err := Read(here, Request{}, func(b []byte) error {
+		got = append(got, len(b))
+		return nil
+	})
+	if err != nil || skipped != 4 || fmt.Sprint(got) != fmt.Sprint([]int{MaxRecord - 1, 7}) {
+		t.Errorf("records of %v bytes, %d skipped, %v", got, skipped, err)
 	}
 }

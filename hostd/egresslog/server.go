@@ -177,7 +177,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 			return err // a backlog is not read on once the server stops
 		}
 		rec, err := json.Marshal(r)
-		if err != nil || len(rec) >= maxRecord {
+		if err != nil || len(rec) >= MaxRecord {
 			long++ // a line re-encoded longer than a client takes
 			return nil
 		}

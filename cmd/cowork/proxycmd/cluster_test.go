@@ -11,6 +11,7 @@ import (
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/hostd/egresslog"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/instance/instancetest"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -214,5 +215,23 @@ func TestProxyOfAClusterSaysWhyItCannot(t *testing.T) {
 	out, _, err := proxy(t, Options{})
 	if err == nil || strings.Contains(out, "aaaa") || strings.Contains(out, "after.example") {
 		t.Errorf("a line over 1 MiB: %q, %v", out, err)
+	}
+}
+
+// A record as long as the egress pod's log port passes on (a line of
+// egresslog.MaxRecord bytes with its newline, as cowork-hostd-kubevirt
+// log prints it) is shown, and the records after it: cowork takes the
+// lines of cowork-hostd-kubevirt that long.
+func TestProxyOfAClusterTakesTheLongestRecordSent(t *testing.T) {
+	clusterInstance(t)
+	head := `{"time":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","kind":"tcp","verdict":"allow","name":"`
+	long := head + strings.Repeat("a", egresslog.MaxRecord-1-len(head)-len(`"}`)) + "\"}\n"
+	if len(long) != egresslog.MaxRecord {
+		t.Fatalf("a line of %d bytes", len(long))
+	}
+	fakeKubeVirtHostd(t, long+lines(t, &audit.Record{Time: time.Now(), Kind: audit.KindTCP, Verdict: audit.Allow, Name: "after.example"}), "exit 0")
+	out, errOut, err := proxy(t, Options{JSON: true})
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "aaaa") || !strings.Contains(out, "after.example") || strings.Contains(errOut, "skipped") {
+		t.Errorf("a record line of %d bytes: %.300q, %q, %v", len(long), out, errOut, err)
 	}
 }
