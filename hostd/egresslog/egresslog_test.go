@@ -472,7 +472,7 @@ func TestHeartbeatsKeepAFollowerOfAnIdleLog(t *testing.T) {
 	l, path := testLog(t, 0)
 	write(t, l, time.Now(), "before")
 	addr := serve(t, &Server{Path: path, Heartbeat: 50 * time.Millisecond})
-	f := followIdle(t, addr, 300*time.Millisecond)
+	f := followIdle(t, addr, 500*time.Millisecond)
 	f.next(t)
 	select {
 	case <-f.done:
