@@ -40,11 +40,11 @@ func TestShellAndCpReachAGuestOnTheCluster(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "note.txt")
 	os.WriteFile(src, []byte("through the subresource\n"), 0o600)
-	ios, _, out, errOut := iostreams.Test()
+	ios, _, _, errOut := iostreams.Test()
 	if code := root.Main(ctx, ios, []string{"--name", "box", "cp", src, "box:" + filepath.Join(dir, "in-guest.txt")}); code != 0 {
 		t.Fatalf("cp in: exit %d: %s", code, errOut)
 	}
-	ios, _, out, errOut = iostreams.Test()
+	ios, _, out, errOut := iostreams.Test()
 	if code := root.Main(ctx, ios, []string{"--name", "box", "cp", "box:" + filepath.Join(dir, "in-guest.txt"), "-"}); code != 0 || !strings.Contains(out.String(), "through the subresource") {
 		t.Fatalf("cp out: exit %d, stdout %q: %s", code, out, errOut)
 	}

@@ -251,8 +251,10 @@ func TestRequestsAreBounded(t *testing.T) {
 	if line, err := ask(over); err != nil || !strings.Contains(line, "at most 4096 bytes") {
 		t.Errorf("a request of %d bytes: %q, %v", len(over)-1, line, err)
 	}
-	if line, err := ask(strings.Repeat("x", 1<<20)); err != nil || !strings.Contains(line, "at most 4096 bytes") {
-		t.Errorf("a megabyte with no newline: %q, %v", line, err)
+	// Less than the server drains before it closes (refuse): more, and
+	// its close with data unread resets the connection, the answer with it.
+	if line, err := ask(strings.Repeat("x", 60<<10)); err != nil || !strings.Contains(line, "at most 4096 bytes") {
+		t.Errorf("60 KiB with no newline: %q, %v", line, err)
 	}
 	start := time.Now()
 	if line, err := ask(""); err != nil || !strings.Contains(line, "no request came in time") || time.Since(start) > 10*time.Second {
