@@ -19,6 +19,7 @@ import (
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/internal/syncbuf"
 )
 
 func TestParseFleet(t *testing.T) {
@@ -107,27 +108,14 @@ func TestParseFleetReadsATasksFile(t *testing.T) {
 }
 
 // fakeFleet runs tasks with run on test streams.
-func fakeFleet(tasks int, parallel int, run func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error) (*fleet, *strings.Builder, *strings.Builder) {
-	var o, e strings.Builder
-	f := &fleet{parallel: parallel, ios: iostreams.Writers(nil, syncWriter(&o), syncWriter(&e)), run: run}
+func fakeFleet(tasks int, parallel int, run func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error) (*fleet, *syncbuf.Buffer, *syncbuf.Buffer) {
+	o, e := &syncbuf.Buffer{}, &syncbuf.Buffer{}
+	f := &fleet{parallel: parallel, ios: iostreams.Writers(nil, o, e), run: run}
 	for k := 1; k <= tasks; k++ {
 		f.tasks = append(f.tasks, Task{ID: fmt.Sprint(k), Prompt: fmt.Sprint("p", k)})
 	}
-	return f, &o, &e
+	return f, o, e
 }
-
-type lockedWriter struct {
-	mu sync.Mutex
-	b  *strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func syncWriter(b *strings.Builder) *lockedWriter { return &lockedWriter{b: b} }
 
 // At most --parallel tasks run at once, every task runs, and each one's
 // lines come out whole behind its tag, however its writes were cut.
@@ -223,7 +211,7 @@ func TestFleetOutputsInFilesAndJSON(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "1.err")); string(b) != "footer 1\n" {
 		t.Errorf("1.err holds %q", b)
 	}
-	if !strings.Contains(errOut.String(), "[2] footer 2\n") || out.Len() != 0 {
+	if !strings.Contains(errOut.String(), "[2] footer 2\n") || out.String() != "" {
 		t.Errorf("stderr is not tagged, or stdout is not empty: %q / %.100q", errOut, out)
 	}
 	if results[0].Output != "answer 1\n" || results[0].Truncated || len(results[1].Output) != maxCapture || !results[1].Truncated {
