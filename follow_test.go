@@ -105,6 +105,23 @@ func TestFollowReadsTheCauseAHostdLeftBehind(t *testing.T) {
 	}
 }
 
+// A hostd that failed its boot and exited before the client asked for
+// the events (its socket gone) is reported by the cause it left, not as
+// a hostd that does not answer.
+func TestFollowOfAHostdGoneBeforeItAskedGivesTheCause(t *testing.T) {
+	p := newInstance(t)
+	const why = "workspace /tmp/ws does not exist: create it, or init again with another --workspace"
+	os.WriteFile(p.LastStop(), []byte(why+"\n"), 0o600)
+	c := newClient("sandbox", p)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := c.follow(ctx, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "instance sandbox did not start: "+why+"\n") || strings.Contains(err.Error(), "does not answer") {
+		t.Errorf("follow: %v", err)
+	}
+}
+
 func TestFollowWithoutACauseSaysHostdExited(t *testing.T) {
 	_, err := followFake(t, newInstance(t), &eventsHostd{cut: true})
 	if err == nil || !strings.Contains(err.Error(), "its hostd exited without saying why") || strings.Contains(err.Error(), "closed the connection") {

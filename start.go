@@ -205,6 +205,11 @@ func (h *child) abandon(name string, paths instance.Paths) error {
 func (c *Client) follow(ctx context.Context, progress func(*Event)) error {
 	stream, err := c.Events(ctx)
 	if err != nil {
+		// A hostd whose boot failed at once may be gone before this
+		// client asks: its cause is what it left behind, as below.
+		if errors.Is(err, ErrUnavailable) && !ended(ctx) {
+			return c.lostHostd(ctx, err, false)
+		}
 		return err
 	}
 	guestRan, agentUp := false, false
