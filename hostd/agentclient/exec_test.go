@@ -194,7 +194,7 @@ func TestPTYAndResize(t *testing.T) {
 	go func() {
 		var err error
 		st, err = a.Client(t).Exec(context.Background(), agentclient.ExecOptions{
-			Argv:   []string{"sh", "-c", "tty; stty size; read x; stty size"},
+			Argv:   []string{"sh", "-c", "tty; stty size; while read x; do stty size; done"},
 			TTY:    &agentclient.TerminalSize{Rows: 24, Cols: 80},
 			Stdin:  stdinR,
 			Stdout: out,
@@ -209,12 +209,22 @@ func TestPTYAndResize(t *testing.T) {
 	}
 	second := out.expect("50 132")
 	resize <- agentclient.TerminalSize{Rows: 50, Cols: 132}
-	stdinW.Write([]byte("\n"))
-	select {
-	case <-second:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("size did not follow the resize; output %q", out.String())
+	// The resize and stdin travel apart: a line may be read before the
+	// new size is set, so the guest is asked again until it shows.
+	ask := time.NewTicker(50 * time.Millisecond)
+	defer ask.Stop()
+	deadline := time.After(20 * time.Second)
+	for asked := false; !asked; {
+		select {
+		case <-second:
+			asked = true
+		case <-ask.C:
+			stdinW.Write([]byte("\n"))
+		case <-deadline:
+			t.Fatalf("size did not follow the resize; output %q", out.String())
+		}
 	}
+	stdinW.Close()
 	if err := <-done; err != nil || st.Code != 0 {
 		t.Fatalf("exec: %v %+v", err, st)
 	}
