@@ -241,7 +241,7 @@ func RunFleet(ctx context.Context, o *FleetOptions) error {
 	if err != nil {
 		return err
 	}
-	f := &fleet{tasks: o.Tasks, parallel: o.Parallel, ios: o.IO, outDir: o.OutDir, capture: o.JSON, files: files}
+	f := &fleet{tasks: o.Tasks, parallel: o.Parallel, ios: o.IO, capture: o.JSON, files: files}
 	f.run = func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error {
 		ask := o.Options
 		ask.IO, ask.Prompt = ios, t.Prompt

@@ -203,7 +203,7 @@ func TestFleetOutputsInFilesAndJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.outDir, f.capture, f.files = dir, true, files
+	f.capture, f.files = true, files
 	results := f.start(context.Background())
 	if b, _ := os.ReadFile(filepath.Join(dir, "1.out")); string(b) != "answer 1\n" {
 		t.Errorf("1.out holds %q", b)

@@ -23,16 +23,15 @@ import (
 )
 
 // fleet runs tasks, at most parallel at once, each through run with
-// streams of its own: its lines tagged onto the fleet's, or into outDir,
+// streams of its own: its lines tagged onto the fleet's, or into files,
 // or (capture) kept for the JSON results.
 type fleet struct {
 	tasks    []Task
 	parallel int
 	ios      *iostreams.IOStreams
-	outDir   string
 	capture  bool
-	// files are each task's output files in outDir, made before the
-	// fleet began (openOutDir).
+	// files are each task's output files in --out's folder, made before
+	// the fleet began (openOutDir); nil without --out.
 	files map[string]outFiles
 	run   func(ctx context.Context, t Task, ios *iostreams.IOStreams, ready func(*cowork.Throwaway)) error
 	mu    sync.Mutex // one whole line at a time on the fleet's streams
@@ -159,7 +158,7 @@ func (f *fleet) streams(r *Result) (out, errOut io.Writer, endLine, finish func(
 	case f.capture:
 		capture = &capped{max: maxCapture}
 		out = capture
-	case f.outDir == "":
+	case f.files == nil:
 		tagOut := &tagged{mu: &f.mu, w: f.ios.Out, tag: "[" + r.ID + "] ", gone: &f.gone}
 		out = tagOut
 		closers = append(closers, tagOut.flush)
