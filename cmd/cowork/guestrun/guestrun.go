@@ -32,6 +32,35 @@ type Options struct {
 	ExecID string
 }
 
+// heldKey is the context key of WithHeldSignals' channel.
+type heldKey struct{}
+
+// WithHeldSignals has the run that ctx goes to take its signals from
+// held, a channel its caller has had registered (signal.Notify) since
+// before the run attached, rather than register a channel of its own. A
+// throwaway run boots its clone under a handler that abandons the boot;
+// were there a moment between that handler and the run's own, a Ctrl-C
+// in it would end cowork at once and leave the clone running. A signal
+// held in that moment is acted on as the run attaches, as if it came
+// just after. The run leaves held registered when it ends: the caller
+// stops it once it is done.
+func WithHeldSignals(ctx context.Context, held chan os.Signal) context.Context {
+	return context.WithValue(ctx, heldKey{}, held)
+}
+
+// notify is the channel a run takes the signals sig on: its caller's
+// (WithHeldSignals), or a new one of size; stop unregisters only a
+// channel of the run's own.
+func notify(ctx context.Context, size int, sig ...os.Signal) (ch chan os.Signal, stop func()) {
+	if held, ok := ctx.Value(heldKey{}).(chan os.Signal); ok && held != nil {
+		signal.Notify(held, sig...)
+		return held, func() {}
+	}
+	ch = make(chan os.Signal, size)
+	signal.Notify(ch, sig...)
+	return ch, func() { signal.Stop(ch) }
+}
+
 // Run runs o in the guest on the streams and returns nil on exit 0, an
 // *cmdutil.ExitError with the guest's code otherwise, or the error that
 // kept the process from running.
@@ -100,9 +129,9 @@ func attachTerminal(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
 	// In raw mode Ctrl-C is a byte for the guest; these come from elsewhere
-	// (kill, a closed terminal) and end the session.
-	stopSigs := make(chan os.Signal, 1)
-	signal.Notify(stopSigs, syscall.SIGTERM, syscall.SIGHUP)
+	// (kill, a closed terminal) and end the session, as does any signal a
+	// caller held for the run (a Ctrl-C before the terminal went raw).
+	stopSigs, stopStopSigs := notify(ctx, 1, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		for {
@@ -123,7 +152,7 @@ func attachTerminal(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 	}()
 	return func() {
 		signal.Stop(winch)
-		signal.Stop(stopSigs)
+		stopStopSigs()
 		close(done)
 		restoreTerm()
 	}, nil
@@ -133,8 +162,7 @@ func attachTerminal(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 // dying of them: the first SIGINT interrupts the guest process, a second
 // kills it, a third gives up on it.
 func forwardSignals(ctx context.Context, cancel context.CancelFunc, ios *iostreams.IOStreams, eo *agentclient.ExecOptions) (stop func()) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	sigs, stopSigs := notify(ctx, 4, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	forward := make(chan syscall.Signal, 4)
 	eo.Signals = forward
 	done := make(chan struct{})
@@ -165,7 +193,7 @@ func forwardSignals(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 		}
 	}()
 	return func() {
-		signal.Stop(sigs)
+		stopSigs()
 		close(done)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,6 +148,34 @@ func TestCtrlCIsForwardedThenKills(t *testing.T) {
 	_, err = run(`trap '' INT; echo ready; sleep 100`, 2)
 	if !errors.As(err, &exit) || exit.Code != 137 {
 		t.Fatalf("two Ctrl-Cs: %v; want the guest process killed (137)", err)
+	}
+}
+
+// A Ctrl-C its caller held before the run attached (a throwaway's, come
+// between its clone's boot and the run) interrupts the guest process as
+// the run starts; and the run leaves the caller's channel registered, so
+// that the next Ctrl-C, while the clone is discarded, is held too rather
+// than fatal.
+func TestASignalHeldBeforeTheRunInterruptsIt(t *testing.T) {
+	a := agenttest.Start(t)
+	held := make(chan os.Signal, 4)
+	signal.Notify(held, syscall.SIGINT)
+	defer signal.Stop(held)
+	held <- syscall.SIGINT // as the kernel would have put it there
+	ios, _, _, _ := iostreams.Test()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	began := time.Now()
+	err := Run(WithHeldSignals(ctx, held), ios, a.Client(t), Options{Argv: []string{"sleep", "100"}, Dir: "/"})
+	var exit *cmdutil.ExitError
+	if took := time.Since(began); ctx.Err() != nil || took > 30*time.Second || !errors.As(err, &exit) || exit.Code != 130 {
+		t.Fatalf("run with a Ctrl-C held: %v after %s; want it interrupted at once (exit 130)", err, took.Round(time.Millisecond))
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGINT) // fatal were held no longer registered
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Ctrl-C after the run never reached the caller's channel")
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coworkhq/cowork"
 	"github.com/coworkhq/cowork/cmd/cowork/cmdutil"
+	"github.com/coworkhq/cowork/cmd/cowork/guestrun"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
 	"github.com/coworkhq/cowork/hostd/instance"
 	"github.com/coworkhq/cowork/hostd/netstack/audit"
@@ -44,7 +45,10 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	// Ctrl-C (or SIGTERM, or a closed terminal's SIGHUP) while the clone
 	// boots abandons the boot (the clone's VM is stopped and the clone
 	// deleted), and while it is discarded is ignored: either way no VM is
-	// left behind. During the run, guestrun passes it to the guest. A
+	// left behind. From the boot's end on, one is held (held is
+	// registered before the boot's handler goes, so no moment is without
+	// one): the run, which guestrun attaches, takes it from there and
+	// passes it to the guest, even one that came before it attached. A
 	// closed stdout (`| head -1`) must not kill cowork with the clone
 	// left either: the write fails instead, and the clone is discarded
 	// when the run ends.
@@ -52,6 +56,9 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	bctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	began := time.Now()
 	t, err := parent.Throwaway(bctx, cowork.ThrowawayOptions{Snapshot: o.Snapshot, Note: note})
+	held := make(chan os.Signal, 4)
+	signal.Notify(held, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(held)
 	stopSignals()
 	if err != nil {
 		return err
@@ -67,7 +74,7 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 		o.Ready(t)
 	}
 	note(fmt.Sprintf("run %s in %s (%s, %s; ready in %s)", t.ID, t.Name, t.Ready, madeFrom(t), time.Since(began).Round(10*time.Millisecond)))
-	runErr := refillAround(refillAfter, refill, func() error { return fn(ctx, t.Instance) })
+	runErr := refillAround(refillAfter, refill, func() error { return fn(guestrun.WithHeldSignals(ctx, held), t.Instance) })
 	// The guest command's exit code, or -1 and why it did not end with one.
 	code, cause := 0, runErr
 	var exit *cmdutil.ExitError
@@ -77,9 +84,6 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	case runErr != nil:
 		code = -1
 	}
-	swallow := make(chan os.Signal, 1)
-	signal.Notify(swallow, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(swallow)
 	info, err := t.Discard(ctx, cowork.RunResult{What: o.What, Command: o.Command, ExitCode: code, Err: cause})
 	if err != nil {
 		note("warning: " + err.Error())
