@@ -42,15 +42,15 @@ type heldKey struct{}
 // were there a moment between that handler and the run's own, a Ctrl-C
 // in it would end cowork at once and leave the clone running. A signal
 // held in that moment is acted on as the run attaches, as if it came
-// just after. The run leaves held registered when it ends: the caller
-// stops it once it is done.
+// just after. The run adds the signals it handles to held's and leaves
+// held registered when it ends: the caller stops it once it is done.
 func WithHeldSignals(ctx context.Context, held chan os.Signal) context.Context {
 	return context.WithValue(ctx, heldKey{}, held)
 }
 
 // notify is the channel a run takes the signals sig on: its caller's
-// (WithHeldSignals), or a new one of size; stop unregisters only a
-// channel of the run's own.
+// (WithHeldSignals), which sig are added to, or a new one of size; stop
+// unregisters only a channel of the run's own.
 func notify(ctx context.Context, size int, sig ...os.Signal) (ch chan os.Signal, stop func()) {
 	if held, ok := ctx.Value(heldKey{}).(chan os.Signal); ok && held != nil {
 		signal.Notify(held, sig...)
@@ -128,10 +128,11 @@ func attachTerminal(ctx context.Context, cancel context.CancelFunc, ios *iostrea
 	eo.Resize = resize
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
-	// In raw mode Ctrl-C is a byte for the guest; these come from elsewhere
-	// (kill, a closed terminal) and end the session, as does any signal a
-	// caller held for the run (a Ctrl-C before the terminal went raw).
-	stopSigs, stopStopSigs := notify(ctx, 1, syscall.SIGTERM, syscall.SIGHUP)
+	// In raw mode Ctrl-C is a byte for the guest; signals come from
+	// elsewhere (kill, a closed terminal, a Ctrl-C a caller held from
+	// before the terminal went raw) and end the session, the terminal
+	// restored.
+	stopSigs, stopStopSigs := notify(ctx, 1, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		for {

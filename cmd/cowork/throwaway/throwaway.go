@@ -45,20 +45,19 @@ func Run(ctx context.Context, ios *iostreams.IOStreams, o Options, fn func(conte
 	// Ctrl-C (or SIGTERM, or a closed terminal's SIGHUP) while the clone
 	// boots abandons the boot (the clone's VM is stopped and the clone
 	// deleted), and while it is discarded is ignored: either way no VM is
-	// left behind. From the boot's end on, one is held (held is
-	// registered before the boot's handler goes, so no moment is without
-	// one): the run, which guestrun attaches, takes it from there and
-	// passes it to the guest, even one that came before it attached. A
-	// closed stdout (`| head -1`) must not kill cowork with the clone
-	// left either: the write fails instead, and the clone is discarded
-	// when the run ends.
+	// left behind. Each is also held, from before the boot to the end:
+	// the run, which guestrun attaches, takes it from there and passes it
+	// to the guest, even one that came before it attached (or in a boot
+	// that ended well all the same). A closed stdout (`| head -1`) must
+	// not kill cowork with the clone left either: the write fails
+	// instead, and the clone is discarded when the run ends.
 	signal.Ignore(syscall.SIGPIPE)
+	held := make(chan os.Signal, 4)
+	signal.Notify(held, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(held)
 	bctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	began := time.Now()
 	t, err := parent.Throwaway(bctx, cowork.ThrowawayOptions{Snapshot: o.Snapshot, Note: note})
-	held := make(chan os.Signal, 4)
-	signal.Notify(held, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(held)
 	stopSignals()
 	if err != nil {
 		return err
