@@ -140,9 +140,25 @@ func TestSnapshot(t *testing.T) {
 		} else if st := e.run("--name", filepath.Base(dirs[0]), "status"); !strings.Contains(st.out, "standby") {
 			t.Errorf("the warm clone's status: %s", st)
 		} else {
+			clone := filepath.Base(dirs[0])
+			// ls lists both: the parent running, the clone standing by,
+			// named as the parent's.
+			var listed []struct {
+				Name, State string
+				ThrowawayOf string `json:"throwaway_of"`
+			}
+			if err := json.Unmarshal([]byte(e.must("ls", "--json").out), &listed); err != nil {
+				t.Errorf("ls --json: %v", err)
+			}
+			seen := map[string]string{}
+			for _, l := range listed {
+				seen[l.Name] = l.State + " " + l.ThrowawayOf
+			}
+			if seen["sandbox"] != "running " || seen[clone] != "standby sandbox" {
+				t.Errorf("ls --json lists %q", seen)
+			}
 			// Its hold stopped, it stays suspended; the next fill holds
 			// it again, and makes no other.
-			clone := filepath.Base(dirs[0])
 			e.must("--name", clone, "stop")
 			if st := e.run("--name", clone, "status"); strings.Contains(st.out, "standby") || !strings.Contains(st.out, "suspended") {
 				t.Errorf("the warm clone after its hold was stopped: %s", st)

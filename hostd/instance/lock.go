@@ -93,14 +93,41 @@ type Stale struct {
 
 // CleanStale removes the pid file and sockets of a hostd that is gone. It
 // takes the lock while it does, so it never races a hostd starting up;
-// ErrRunning while a hostd holds the instance.
+// ErrRunning while a hostd holds the instance. With none of them there it
+// takes nothing: a lock held for no reason would turn a hostd starting
+// that moment away.
 func CleanStale(p Paths) (*Stale, error) {
+	if !leftovers(p) {
+		return nil, nil
+	}
 	l, err := TryLock(p)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Release()
 	return l.CleanStale(p)
+}
+
+// leftovers says whether a hostd's pid file or sockets are there: a
+// running hostd's, or a dead one's.
+func leftovers(p Paths) bool {
+	for _, f := range []string{p.PidFile(), p.HostdSock(), p.AgentSock()} {
+		if _, err := os.Lstat(f); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// DeadPid is the pid a hostd that died left in its pid file, 0 when there
+// is none or that process still lives. It reads and changes nothing else:
+// for a look (`cowork ls`) that must not take the lock (CleanStale does).
+func DeadPid(p Paths) int {
+	pid := ReadPid(p)
+	if pid <= 0 || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return 0
+	}
+	return pid
 }
 
 // CleanStale is CleanStale for the lock's holder: what it finds can only

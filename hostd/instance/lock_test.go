@@ -21,11 +21,11 @@ func TestLockAndStaleCleanup(t *testing.T) {
 	if _, err := TryLock(p); !errors.Is(err, ErrRunning) {
 		t.Fatalf("a second lock: %v", err)
 	}
+	WritePid(p)
+	os.WriteFile(p.HostdSock(), nil, 0o600)
 	if _, err := CleanStale(p); !errors.Is(err, ErrRunning) {
 		t.Fatalf("cleaning a live instance: %v", err)
 	}
-	WritePid(p)
-	os.WriteFile(p.HostdSock(), nil, 0o600)
 	l.Release() // as if hostd died
 
 	if Held(p) {
@@ -42,5 +42,31 @@ func TestLockAndStaleCleanup(t *testing.T) {
 	}
 	if stale, _ := CleanStale(p); stale != nil {
 		t.Errorf("a second cleanup found %+v", stale)
+	}
+}
+
+// With nothing a hostd leaves behind, CleanStale takes no lock (nor makes
+// the lock file): a lock held for nothing would turn away a hostd
+// starting that moment. DeadPid names a dead hostd's pid and never a
+// live one's, and changes nothing.
+func TestCleanStaleOfNothingTakesNoLock(t *testing.T) {
+	t.Setenv("COWORK_HOME", t.TempDir())
+	p, _ := PathsFor("sandbox")
+	os.MkdirAll(p.Dir(), 0o700)
+	if stale, err := CleanStale(p); stale != nil || err != nil {
+		t.Fatalf("CleanStale of nothing: %+v %v", stale, err)
+	}
+	if _, err := os.Stat(p.LockFile()); !os.IsNotExist(err) {
+		t.Fatalf("CleanStale of nothing made the lock file: %v", err)
+	}
+	if pid := DeadPid(p); pid != 0 {
+		t.Errorf("DeadPid with no pid file: %d", pid)
+	}
+	WritePid(p) // this process's: alive
+	if pid := DeadPid(p); pid != 0 {
+		t.Errorf("DeadPid named a live process: %d", pid)
+	}
+	if _, err := os.Stat(p.PidFile()); err != nil {
+		t.Errorf("DeadPid removed the pid file: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/coworkhq/cowork/cmd/cowork/imagecmd"
 	"github.com/coworkhq/cowork/cmd/cowork/initcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/iostreams"
+	"github.com/coworkhq/cowork/cmd/cowork/listcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/mountcmd"
 	"github.com/coworkhq/cowork/cmd/cowork/policycmd"
 	"github.com/coworkhq/cowork/cmd/cowork/poolcmd"
@@ -143,6 +144,7 @@ func subcommands(ios *iostreams.IOStreams, target *cmdutil.AgentTarget) []subcom
 		{"stop", func() *cobra.Command { return stop.NewCmdStop(ios, name, nil) }},
 		{"suspend", func() *cobra.Command { return suspend.NewCmdSuspend(ios, name, nil) }},
 		{"status", func() *cobra.Command { return status.NewCmdStatus(ios, name, nil) }},
+		{"ls", func() *cobra.Command { return listcmd.NewCmdList(ios, nil) }},
 		{"delete", func() *cobra.Command { return deletecmd.NewCmdDelete(ios, name, nil) }},
 		{"policy", func() *cobra.Command { return policycmd.NewCmdPolicy(ios, name, nil) }},
 		{"proxy", func() *cobra.Command { return proxycmd.NewCmdProxy(ios, name, nil) }},

@@ -40,6 +40,9 @@ type Status struct {
 	Golden     string `json:"golden,omitempty"`
 	DiskFormat string `json:"disk_format"`
 	Workspace  string `json:"workspace"`
+	// ThrowawayOf is the parent of a throwaway run's clone (exec --rm,
+	// ask --rm, a pool's), which the run deletes when it ends.
+	ThrowawayOf string `json:"throwaway_of,omitempty"`
 	// Mounts are the folders shared besides the workspace, as
 	// HOST:GUEST:MODE (cowork mount ls).
 	Mounts []string `json:"mounts,omitempty"`
@@ -198,7 +201,14 @@ type SavedState struct {
 
 // Get asks hostd when it runs, and otherwise reads the instance's files,
 // cleaning up after a hostd that died.
-func Get(ctx context.Context, name string) (*Status, error) {
+func Get(ctx context.Context, name string) (*Status, error) { return get(ctx, name, true) }
+
+// Look is Get that changes nothing: a hostd that died is named in the
+// note, its leftovers left for the next Get, start or stop to clean. It
+// takes no lock, which a hostd starting that moment would find taken.
+func Look(ctx context.Context, name string) (*Status, error) { return get(ctx, name, false) }
+
+func get(ctx context.Context, name string, clean bool) (*Status, error) {
 	inst, err := cowork.Open(name)
 	if err != nil {
 		return nil, err
@@ -208,6 +218,9 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		Name: name, State: "stopped", CPUs: cfg.CPUs, MemoryBytes: int64(cfg.Memory), DiskBytes: int64(cfg.Disk),
 		Workspace: cfg.Workspace, Mounts: mountList(cfg.Mounts), Secrets: secretList(cfg.Secrets), With: cfg.With, Arch: cfg.Arch, DiskUsedBytes: allocated(cfg.DiskPath(paths)),
 		Golden: cfg.Golden, DiskFormat: cfg.Format(), Cluster: clusterOf(cfg),
+	}
+	if t := cfg.Throwaway; t != nil {
+		st.ThrowawayOf = t.Parent
 	}
 	for _, p := range cfg.Publish {
 		st.Publish = append(st.Publish, p.String())
@@ -220,12 +233,17 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		if b, err := os.ReadFile(paths.LastStop()); err == nil {
 			st.Error = strings.TrimSpace(string(b))
 		}
-		pid := inst.CleanStale()
 		switch {
+		case !clean:
+			if pid := instance.DeadPid(paths); pid != 0 {
+				st.Note = deadHostd(cfg, pid)
+			}
 		case cfg.Remote():
-			st.Note = stoppedOnCluster(cfg, pid)
-		case pid != 0:
-			st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", pid)
+			st.Note = stoppedOnCluster(cfg, inst.CleanStale())
+		default:
+			if pid := inst.CleanStale(); pid != 0 {
+				st.Note = fmt.Sprintf("hostd (pid %d) died without stopping the VM; its leftovers were cleaned up. Start it again with `cowork start`", pid)
+			}
 		}
 		if sv := inst.Saved(); sv != nil {
 			st.State, st.Suspended = "suspended", &SavedState{Saved: sv.Saved, Bytes: sv.Bytes}
@@ -262,6 +280,15 @@ func Get(ctx context.Context, name string) (*Status, error) {
 		runningOnCluster(st)
 	}
 	return st, nil
+}
+
+// deadHostd is Look's note of a hostd that died (pid), whose leftovers it
+// does not clean.
+func deadHostd(cfg *instance.Config, pid int) string {
+	if cfg.Remote() {
+		return fmt.Sprintf("hostd (pid %d) died; its VM in the cluster may still run: `%s` shows it", pid, cowork.ClusterVMCheck(cfg))
+	}
+	return fmt.Sprintf("hostd (pid %d) died without stopping the VM; `cowork status%s` cleans up after it, `cowork start%s` starts it again", pid, instance.NameFlag(cfg.Name), instance.NameFlag(cfg.Name))
 }
 
 // allocated is how much of a sparse file is really on disk.
@@ -358,6 +385,9 @@ func print(ios *iostreams.IOStreams, st *Status) {
 	fmt.Fprintf(w, "memory:\t%s\n", units.Size(s.MemoryBytes))
 	if k := s.Cluster; k != nil {
 		fmt.Fprintf(w, "cluster:\t%s\n", clusterLine(k))
+	}
+	if s.ThrowawayOf != "" {
+		fmt.Fprintf(w, "clone of:\t%s (throwaway: deleted once a run has used it)\n", termsafe.Line(s.ThrowawayOf))
 	}
 	if s.Cluster != nil && s.DiskUsedBytes == 0 {
 		fmt.Fprintf(w, "disk:\t%s (a DataVolume in the cluster)\n", units.Size(s.DiskBytes))

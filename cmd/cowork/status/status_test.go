@@ -218,3 +218,21 @@ func TestAuditDown(t *testing.T) {
 		t.Errorf("a writable audit log, yet a line for it:\n%s", out)
 	}
 }
+
+// A throwaway run's clone says whose clone it is, in text and in --json.
+func TestStatusNamesAThrowawaysParent(t *testing.T) {
+	instancetest.New(t, instance.Config{CPUs: 1, Memory: 1 << 30, Disk: 2 << 30, Arch: "arm64",
+		Throwaway: &instance.Throwaway{Parent: "sandbox", Snapshot: "base"}})
+	st, err := Get(context.Background(), instance.DefaultName)
+	if err != nil || st.ThrowawayOf != "sandbox" {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	ios, _, out, _ := iostreams.Test()
+	print(ios, st)
+	if !strings.Contains(out.String(), "clone of:   sandbox (throwaway: deleted once a run has used it)\n") {
+		t.Errorf("status:\n%s", out)
+	}
+	if b, _ := json.Marshal(st); !strings.Contains(string(b), `"throwaway_of":"sandbox"`) {
+		t.Errorf("--json: %s", b)
+	}
+}
