@@ -56,23 +56,10 @@ func TestListFlags(t *testing.T) {
 	}
 }
 
-// add makes one more stopped instance in the COWORK_HOME that
-// instancetest.New made.
+// add makes one more stopped instance in the test's COWORK_HOME.
 func add(t *testing.T, cfg instance.Config) instance.Paths {
 	t.Helper()
-	if cfg.Workspace == "" {
-		cfg.Workspace = t.TempDir()
-	}
-	p, err := instance.PathsFor(cfg.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.Dir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Save(p.Dir()); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := instancetest.Add(t, cfg)
 	return p
 }
 

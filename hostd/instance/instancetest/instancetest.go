@@ -15,6 +15,12 @@ import (
 func New(t testing.TB, cfg instance.Config) (instance.Paths, *instance.Config) {
 	t.Helper()
 	t.Setenv("COWORK_HOME", t.TempDir())
+	return Add(t, cfg)
+}
+
+// Add is New in the COWORK_HOME the test has already: one more instance.
+func Add(t testing.TB, cfg instance.Config) (instance.Paths, *instance.Config) {
+	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = instance.DefaultName
 	}
