@@ -248,11 +248,16 @@ func (d *Daemon) serve(ctx context.Context) error {
 			return d.stopped()
 		case req := <-d.suspendReq:
 			sus, err := d.suspend(req)
+			if err != nil {
+				// Another may be asked, as soon as this one's answer is
+				// out: the client's next try must not find it under way.
+				d.setSuspending(false)
+			}
 			req.done <- suspendResult{sus, err}
+			suspendAnswered()
 			if err == nil {
 				return d.suspended(sus)
 			}
-			d.setSuspending(false) // another may be asked
 			if s := d.vm.State(); s == machine.Stopped {
 				return d.stopped() // it failed past the save: the VM is gone
 			}

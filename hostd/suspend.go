@@ -214,6 +214,10 @@ func (d *Daemon) suspendFailed(err error) error {
 	return controlwire.Errorf(controlwire.CodeInternal, "cannot suspend: %v; the guest runs on as before", err)
 }
 
+// suspendAnswered runs once the main loop has answered a suspend (tests
+// delay it, to show that a refused suspend's client may ask again at once).
+var suspendAnswered = func() {}
+
 // setSuspending marks the instance as being suspended, for its status.
 func (d *Daemon) setSuspending(on bool) {
 	d.mu.Lock()

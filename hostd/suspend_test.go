@@ -328,6 +328,23 @@ func TestSuspendWithTheShareInUse(t *testing.T) {
 	}
 }
 
+// A refused suspend's client may ask again the moment it has its answer:
+// the suspend is no longer under way then, however long the main loop
+// takes to go on.
+func TestASuspendRefusedMayBeAskedAgainAtOnce(t *testing.T) {
+	h := newSuspendTest(t)
+	r, m := h.ready(t)
+	m.UseShare(t, 812, "bash")
+	slow := suspendAnswered
+	suspendAnswered = func() { time.Sleep(300 * time.Millisecond) }
+	defer func() { suspendAnswered = slow }()
+	for try := range 3 {
+		if _, err := r.suspend(false); err == nil || !strings.Contains(err.Error(), "uses /workspace") {
+			t.Fatalf("try %d: suspend with the share in use: %v, want it refused for the share", try, err)
+		}
+	}
+}
+
 // A snapshot of a suspended instance keeps its memory: the instance
 // resumes from its own state (its disk now an empty overlay on the layer
 // the state was saved with), and restoring the snapshot later resumes the
